@@ -1,0 +1,143 @@
+"""The daemon's settings: one frozen tree read from daemon-config.json, every field validated.
+
+Read once at start-up by ``app.daemon`` and handed down; no other module reads the file, the
+environment or global state for configuration. Keys keep upstream Multus spelling
+(``socketDir``, ``binDir``, ``cniDir``, ``confDir``, ``clusterNetwork``, ...); keys of our own are
+marked "multus-py" below. An invalid value raises ``SettingsError`` naming the key.
+
+Per-request keys (``clusterNetwork``, ``defaultNetworks``, ``confDir``, ``binDir``, ...) are also
+parsed from each request's merged configuration by ``app.attach``: upstream lets the shim's conf
+carry them and the daemon's file override them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CONFIG_PATH = "/etc/cni/net.d/multus.d/daemon-config.json"
+
+
+class SettingsError(ValueError):
+    """daemon-config.json (or a key in it) is unusable; the message names the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Every timeout the daemon applies, in seconds."""
+
+    delegate_exec: float = 60.0
+    """multus-py ``delegateTimeoutSeconds``: bound on one plugin execution (ADD, DEL, CHECK, ...)."""
+    shutdown_grace: float = 10.0
+    """How long a stopping daemon keeps serving in-flight requests (upstream: 10 s)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The parsed daemon-config.json. ``raw`` is the file's object, merged over every request."""
+
+    raw: Mapping[str, Any]
+    socket_dir: Path = Path("/run/multus")
+    state_dir: Path = Path("/var/lib/multus-py")
+    bin_dir: str = "/opt/cni/bin"
+    cni_dir: str = "/var/lib/cni/multus"
+    conf_dir: str = "/etc/cni/multus/net.d"
+    cni_config_dir: str = "/etc/cni/net.d"
+    multus_autoconfig_dir: str = ""
+    multus_config_file: str = "auto"
+    multus_master_cni: str = ""
+    cni_version: str = ""
+    daemon_socket_dir: str = ""
+    log_file: str = ""
+    log_level: str = "panic"
+    log_to_stderr: bool = False
+    kubeconfig: str = ""
+    metrics_port: int | None = None
+    timeouts: Timeouts = field(default_factory=Timeouts)
+
+    @property
+    def socket_path(self) -> Path:
+        return self.socket_dir / "multus.sock"
+
+    @property
+    def database_path(self) -> Path:
+        return self.state_dir / "state.db"
+
+
+def load(path: str | os.PathLike[str]) -> Settings:
+    """Read and validate daemon-config.json at ``path``."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise SettingsError(f"cannot read daemon config {path}: {exc.strerror}") from exc
+    try:
+        obj = json.loads(data)
+    except ValueError as exc:
+        raise SettingsError(f"daemon config {path} is not valid JSON: {exc}") from exc
+    return from_mapping(obj)
+
+
+def from_mapping(obj: object) -> Settings:
+    """Validate a decoded daemon-config object."""
+    if not isinstance(obj, dict):
+        raise SettingsError("daemon config must be a JSON object")
+    reader = _Reader(obj)
+    return Settings(
+        raw=dict(obj),
+        socket_dir=Path(reader.string("socketDir", "/run/multus")),
+        state_dir=Path(reader.string("stateDir", "/var/lib/multus-py")),
+        bin_dir=reader.string("binDir", "/opt/cni/bin"),
+        cni_dir=reader.string("cniDir", "/var/lib/cni/multus"),
+        conf_dir=reader.string("confDir", "/etc/cni/multus/net.d"),
+        cni_config_dir=reader.string("cniConfigDir", "/etc/cni/net.d"),
+        multus_autoconfig_dir=reader.string("multusAutoconfigDir", ""),
+        multus_config_file=reader.string("multusConfigFile", "auto"),
+        multus_master_cni=reader.string("multusMasterCNI", ""),
+        cni_version=reader.string("cniVersion", ""),
+        daemon_socket_dir=reader.string("daemonSocketDir", ""),
+        log_file=reader.string("logFile", ""),
+        log_level=reader.string("logLevel", "panic"),
+        log_to_stderr=reader.boolean("logToStderr", False),
+        kubeconfig=reader.string("kubeconfig", ""),
+        metrics_port=reader.port("metricsPort"),
+        timeouts=Timeouts(
+            delegate_exec=reader.positive_number("delegateTimeoutSeconds", Timeouts.delegate_exec),
+        ),
+    )
+
+
+class _Reader:
+    """Typed access to keys of a JSON object, raising ``SettingsError`` that names the key."""
+
+    def __init__(self, obj: Mapping[str, Any]) -> None:
+        self._obj = obj
+
+    def string(self, key: str, default: str) -> str:
+        value = self._obj.get(key, default)
+        if not isinstance(value, str):
+            raise SettingsError(f"daemon config key {key!r} must be a string, got {json.dumps(value)}")
+        return value or default
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self._obj.get(key, default)
+        if not isinstance(value, bool):
+            raise SettingsError(f"daemon config key {key!r} must be true or false, got {json.dumps(value)}")
+        return value
+
+    def port(self, key: str) -> int | None:
+        value = self._obj.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 65536:
+            raise SettingsError(f"daemon config key {key!r} must be a TCP port number, got {json.dumps(value)}")
+        return value
+
+    def positive_number(self, key: str, default: float) -> float:
+        value = self._obj.get(key, default)
+        if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+            raise SettingsError(f"daemon config key {key!r} must be a positive number, got {json.dumps(value)}")
+        return float(value)
