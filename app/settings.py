@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_CONFIG_PATH = "/etc/cni/net.d/multus.d/daemon-config.json"
+DEFAULT_DELEGATE_TIMEOUT = 60.0
 
 
 class SettingsError(ValueError):
@@ -30,7 +31,7 @@ class SettingsError(ValueError):
 class Timeouts:
     """Every timeout the daemon applies, in seconds."""
 
-    delegate_exec: float = 60.0
+    delegate_exec: float = DEFAULT_DELEGATE_TIMEOUT
     """multus-py ``delegateTimeoutSeconds``: bound on one plugin execution (ADD, DEL, CHECK, ...)."""
     shutdown_grace: float = 10.0
     """How long a stopping daemon keeps serving in-flight requests (upstream: 10 s)."""
@@ -105,7 +106,7 @@ def from_mapping(obj: object) -> Settings:
         kubeconfig=reader.string("kubeconfig", ""),
         metrics_port=reader.port("metricsPort"),
         timeouts=Timeouts(
-            delegate_exec=reader.positive_number("delegateTimeoutSeconds", Timeouts.delegate_exec),
+            delegate_exec=reader.positive_number("delegateTimeoutSeconds", DEFAULT_DELEGATE_TIMEOUT),
         ),
     )
 

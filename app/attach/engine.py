@@ -1,0 +1,557 @@
+"""The attach engine: ADD, DEL, CHECK, GC and STATUS of sandboxes, checkpointed step by step.
+
+Called by the daemon (runtime requests), and by recovery and GC. For an ADD it resolves the
+delegates, then for each one commits the intent, runs it, and commits its result, in that order,
+so that at every instant the checkpoint covers whatever may exist on the node (invariants 2-4).
+The runtime hears "success" only after the final commit. A failed delegate makes the engine undo
+the delegates already run, newest first, through the one teardown path that DEL, recovery and GC
+also use: it replays the recorded configuration, arguments and result, never re-resolving.
+An attachment leaves the checkpoint only when its DEL succeeded (invariant 5).
+
+Never imports the watch package or HTTP code; operations on one container ID are serialised.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from sqlalchemy.orm import Session  # noqa: TC002 - only for the type of units of work
+
+from app.attach import netns
+from app.attach.errors import MultusCode, as_cni_error, combine
+from app.attach.locks import SandboxLocks
+from app.attach.networks import DelegatePlan, NetworkResolver
+from app.attach.requests import Command, NodeRequest, SandboxRequest, Trigger
+from app.cni import api, results
+from app.cni import conf as cniconf
+from app.cni.invoke import Exec, SubprocessExec
+from app.cni.types import Attachment, CniError, ContainerId, ErrorCode, IfName, JsonObject, RuntimeConf
+from app.store import checkpoints, history
+from app.store.database import Database
+from app.store.records import (
+    AttachmentRecord,
+    DelegateIntent,
+    HistoryEntry,
+    PodIdentity,
+    SandboxIntent,
+    SandboxRecord,
+)
+
+log = logging.getLogger(__name__)
+
+RESULT_VERSION = "1.1.0"
+"""Version of the result handed back to the shim (upstream's daemon answers in 1.1.0)."""
+
+UnitOfWork = Callable[[Session], object]
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    delegate_timeout: float = 60.0
+    extra_cni_path: tuple[str, ...] = ()
+    """Plugin directories searched after the request's ``binDir`` (upstream: the daemon's CNI_PATH)."""
+    plugin_env: Mapping[str, str] = field(default_factory=dict)
+    """Environment every plugin inherits besides the CNI_* variables (e.g. PATH)."""
+
+
+def _all(units: Sequence[UnitOfWork]) -> Callable[[Session], None]:
+    """Several units of work as one, committed together."""
+
+    def run(session: Session) -> None:
+        for unit in units:
+            unit(session)
+
+    return run
+
+
+def _elapsed_ms(started: float) -> float:
+    return round((time.monotonic() - started) * 1000, 3)
+
+
+def _addresses(result: JsonObject | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(IPs, MACs of sandbox interfaces) of a result, for the history."""
+    if not result:
+        return (), ()
+    try:
+        current = results.convert(result, RESULT_VERSION)
+    except CniError:
+        return (), ()
+    ips = tuple(str(ip.get("address", "")) for ip in current.get("ips", []) if isinstance(ip, dict))
+    macs = tuple(
+        str(iface.get("mac", ""))
+        for iface in current.get("interfaces", [])
+        if isinstance(iface, dict) and iface.get("sandbox") and iface.get("mac")
+    )
+    return ips, macs
+
+
+class AttachEngine:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        resolver: NetworkResolver,
+        boot_id: str,
+        settings: EngineSettings | None = None,
+        executor: Exec | None = None,
+    ) -> None:
+        self._db = db
+        self._resolver = resolver
+        self._boot_id = boot_id
+        self._settings = settings or EngineSettings()
+        self._exec: Exec = executor or SubprocessExec()
+        self.locks = SandboxLocks()
+
+    # ---- public verbs -------------------------------------------------------------------------
+
+    async def add(self, request: SandboxRequest) -> JsonObject:
+        """Attach every network of the sandbox; return the master delegate's result in CNI 1.1.0."""
+        async with self.locks.hold(request.container_id):
+            started = time.monotonic()
+            try:
+                return await self._add_locked(request, started)
+            except CniError as err:
+                await self._db.write(partial(history.append, entry=self._request_entry(request, started, err)))
+                raise
+
+    async def delete(self, request: SandboxRequest) -> None:
+        """Detach everything the checkpoint holds for the sandbox; succeed if nothing is recorded."""
+        async with self.locks.hold(request.container_id):
+            started = time.monotonic()
+            record = await self._db.read(partial(checkpoints.load_sandbox, container_id=request.container_id))
+            errors = [] if record is None else await self._teardown(record, trigger=request.trigger)
+            error = combine(errors) if errors else None
+            await self._db.write(partial(history.append, entry=self._request_entry(request, started, error)))
+            if error is not None:
+                raise error
+
+    async def check(self, request: SandboxRequest) -> None:
+        """Verify every recorded attachment: interfaces present in the netns, delegate CHECK passes."""
+        async with self.locks.hold(request.container_id):
+            started = time.monotonic()
+            error: CniError | None = None
+            try:
+                await self._check_locked(request)
+            except CniError as err:
+                error = err
+            await self._db.write(partial(history.append, entry=self._request_entry(request, started, error)))
+            if error is not None:
+                raise error
+
+    async def status(self, request: NodeRequest) -> None:
+        """STATUS: can an ADD be served? Asks the cluster network's plugins (CNI 1.1.0 only)."""
+        plans = await self._resolver.resolve(_status_probe(request))
+        master = plans[0]
+        await api.status_network_list(cni=self._cni_config(self._cni_path(request.conf.bin_dir)), net=master.net)
+
+    async def gc(self, request: NodeRequest) -> None:
+        """CNI GC: tear down every recorded sandbox whose attachment the runtime no longer lists."""
+        started = time.monotonic()
+        valid = {(a.container_id, a.ifname) for a in request.valid_attachments}
+        sandboxes = await self._db.read(checkpoints.list_sandboxes)
+        errors: list[CniError] = []
+        for sandbox in sandboxes:
+            if (sandbox.container_id, sandbox.ifname) in valid or self.locks.busy(sandbox.container_id):
+                continue
+            errors.extend(await self._collect_sandbox(sandbox.container_id, trigger=Trigger.GC))
+        error = combine(errors) if errors else None
+        entry = HistoryEntry(
+            command=Command.GC,
+            step="request",
+            trigger=request.trigger,
+            outcome="ok" if error is None else "error",
+            duration_ms=_elapsed_ms(started),
+            **_error_fields(error),
+        )
+        await self._db.write(partial(history.append, entry=entry))
+        if error is not None:
+            raise error
+
+    async def _collect_sandbox(self, container_id: str, *, trigger: Trigger) -> list[CniError]:
+        async with self.locks.hold(container_id):
+            record = await self._db.read(partial(checkpoints.load_sandbox, container_id=container_id))
+            if record is None:
+                return []
+            return await self._teardown(record, trigger=trigger)
+
+    # ---- ADD ----------------------------------------------------------------------------------
+
+    async def _add_locked(self, request: SandboxRequest, started: float) -> JsonObject:
+        plans = await self._resolver.resolve(request)
+        cni_path = self._cni_path(request.conf.bin_dir)
+        intents = [self._delegate_intent(request, plan, cni_path) for plan in plans]
+        await self._commit_intent(
+            request,
+            [
+                partial(checkpoints.begin_add, sandbox=self._sandbox_intent(request)),
+                partial(checkpoints.record_intent, intent=intents[0]),
+            ],
+        )
+        try:
+            return await self._run_delegates(request, plans, intents, started)
+        except Exception as exc:
+            await self._roll_back(request.container_id)
+            raise as_cni_error(exc) from exc
+
+    async def _run_delegates(
+        self,
+        request: SandboxRequest,
+        plans: Sequence[DelegatePlan],
+        intents: Sequence[DelegateIntent],
+        started: float,
+    ) -> JsonObject:
+        """Run each delegate between its intent commit and its result commit; finish the ADD."""
+        pending: list[UnitOfWork] = []
+        master_result: JsonObject | None = None
+        for plan, intent in zip(plans, intents, strict=True):
+            if pending:
+                pending.append(partial(checkpoints.record_intent, intent=intent))
+                await self._db.write(_all(pending))
+            result = await self._run_delegate_add(request, plan, intent)
+            pending = self._result_units(request, plan, result)
+            if plan.is_master:
+                master_result = result
+        if master_result is None:
+            raise CniError(ErrorCode.INTERNAL, "no cluster network delegate was run")
+        answer = results.convert(master_result, RESULT_VERSION)
+        pending.append(partial(checkpoints.finish_add, container_id=request.container_id))
+        pending.append(partial(history.append, entry=self._request_entry(request, started, None, answer)))
+        await self._db.write(_all(pending))
+        return answer
+
+    async def _commit_intent(self, request: SandboxRequest, units: Sequence[UnitOfWork]) -> None:
+        try:
+            await self._db.write(_all(units))
+        except checkpoints.SandboxExistsError as exc:
+            raise CniError(
+                ErrorCode.INVALID_ENVIRONMENT,
+                f"container {request.container_id} is already attached (state {exc.state})",
+                "the runtime must DEL a sandbox before adding it again",
+            ) from exc
+
+    async def _run_delegate_add(
+        self, request: SandboxRequest, plan: DelegatePlan, intent: DelegateIntent
+    ) -> JsonObject:
+        step_started = time.monotonic()
+        try:
+            return await api.add_network_list(
+                cni=self._cni_config(intent.cni_path),
+                net=plan.net,
+                rt=self._runtime_conf(request.container_id, request.netns, plan),
+            )
+        except Exception as exc:
+            error = as_cni_error(exc)
+            entry = self._delegate_entry(
+                request, plan.ifname, plan.network_name, plan.net.plugin_types, Command.ADD, step_started, error
+            )
+            await self._db.write(
+                _all(
+                    [
+                        partial(
+                            checkpoints.record_error,
+                            container_id=request.container_id,
+                            ifname=plan.ifname,
+                            error=json.dumps(error.to_json()),
+                        ),
+                        partial(history.append, entry=entry),
+                    ]
+                )
+            )
+            raise error.with_context(
+                f'error adding container to network "{plan.network_name}" as {plan.ifname}'
+            ) from exc
+
+    def _result_units(self, request: SandboxRequest, plan: DelegatePlan, result: JsonObject) -> list[UnitOfWork]:
+        entry = self._delegate_entry(
+            request, plan.ifname, plan.network_name, plan.net.plugin_types, Command.ADD, None, None, result
+        )
+        return [
+            partial(
+                checkpoints.record_result,
+                container_id=request.container_id,
+                ifname=plan.ifname,
+                result=json.dumps(result, separators=(",", ":")),
+            ),
+            partial(history.append, entry=entry),
+        ]
+
+    async def _roll_back(self, container_id: str) -> None:
+        record = await self._db.read(partial(checkpoints.load_sandbox, container_id=container_id))
+        if record is not None:
+            errors = await self._teardown(record, trigger=Trigger.ROLLBACK)
+            for error in errors:
+                log.error("rollback of container %s left an attachment pending: %s", container_id, error)
+
+    # ---- teardown (DEL, rollback, recovery, GC) -------------------------------------------------
+
+    async def _teardown(self, record: SandboxRecord, *, trigger: Trigger) -> list[CniError]:
+        """DEL every attachment of ``record``, newest first; forget those whose DEL succeeded."""
+        if record.state != "deleting":
+            await self._db.write(partial(checkpoints.begin_delete, container_id=record.container_id))
+        removed: list[str] = []
+        units: list[UnitOfWork] = []
+        errors: list[CniError] = []
+        for attachment in sorted(record.attachments, key=lambda a: a.position, reverse=True):
+            step_started = time.monotonic()
+            try:
+                await self._del_attachment(record, attachment)
+            except Exception as exc:
+                error = as_cni_error(exc).with_context(
+                    f'error removing container from network "{attachment.network_name}" ({attachment.ifname})'
+                )
+                errors.append(error)
+                units.append(
+                    partial(
+                        checkpoints.record_error,
+                        container_id=record.container_id,
+                        ifname=attachment.ifname,
+                        error=json.dumps(error.to_json()),
+                    )
+                )
+            else:
+                error = None
+                removed.append(attachment.ifname)
+            units.append(
+                partial(
+                    history.append, entry=self._teardown_entry(record, attachment, trigger, step_started, error)
+                )
+            )
+        units.append(partial(checkpoints.remove_attachments, container_id=record.container_id, ifnames=removed))
+        units.append(partial(checkpoints.finish_delete, container_id=record.container_id))
+        await self._db.write(_all(units))
+        return errors
+
+    async def _del_attachment(self, record: SandboxRecord, attachment: AttachmentRecord) -> None:
+        net = cniconf.load_network_list(
+            attachment.config, source=f"checkpoint of {record.container_id}/{attachment.ifname}"
+        )
+        rt = RuntimeConf(
+            container_id=ContainerId(record.container_id),
+            netns=record.netns,
+            ifname=IfName(attachment.ifname),
+            args=attachment.cni_args,
+            capability_args=attachment.capability_args,
+        )
+        prev_result = json.loads(attachment.result) if attachment.result else None
+        await api.del_network_list(
+            cni=self._cni_config(attachment.cni_path), net=net, rt=rt, prev_result=prev_result
+        )
+
+    # ---- CHECK --------------------------------------------------------------------------------
+
+    async def _check_locked(self, request: SandboxRequest) -> None:
+        record = await self._db.read(partial(checkpoints.load_sandbox, container_id=request.container_id))
+        if record is None or record.state != "ready":
+            raise CniError(
+                ErrorCode.UNKNOWN_CONTAINER,
+                f"container {request.container_id} has no completed ADD on this node",
+                "" if record is None else f"checkpoint state is {record.state!r}",
+            )
+        try:
+            links = await netns.list_links(record.netns)
+        except netns.NetnsGoneError as exc:
+            raise CniError(MultusCode.NETNS_GONE, f"network namespace {record.netns} is gone") from exc
+        for attachment in record.attachments:
+            await self._check_attachment(record, attachment, links)
+
+    async def _check_attachment(
+        self, record: SandboxRecord, attachment: AttachmentRecord, links: Mapping[str, netns.Link]
+    ) -> None:
+        result: JsonObject = json.loads(attachment.result or "{}")
+        _check_interfaces_present(attachment, results.convert(result, RESULT_VERSION), links, record.netns)
+        net = cniconf.load_network_list(
+            attachment.config, source=f"checkpoint of {record.container_id}/{attachment.ifname}"
+        )
+        if not results.version_at_least(net.cni_version, "0.4.0"):
+            return
+        rt = RuntimeConf(
+            container_id=ContainerId(record.container_id),
+            netns=record.netns,
+            ifname=IfName(attachment.ifname),
+            args=attachment.cni_args,
+            capability_args=attachment.capability_args,
+        )
+        try:
+            await api.check_network_list(
+                cni=self._cni_config(attachment.cni_path), net=net, rt=rt, prev_result=result
+            )
+        except Exception as exc:
+            raise as_cni_error(exc).with_context(
+                f'network "{attachment.network_name}" ({attachment.ifname}) failed CHECK'
+            ) from exc
+
+    # ---- building blocks ----------------------------------------------------------------------
+
+    def _cni_path(self, bin_dir: str) -> tuple[str, ...]:
+        return tuple(dict.fromkeys([bin_dir, *self._settings.extra_cni_path]))
+
+    def _cni_config(self, cni_path: Sequence[str]) -> api.CniConfig:
+        return api.CniConfig(
+            path=tuple(cni_path),
+            timeout=self._settings.delegate_timeout,
+            exec=self._exec,
+            base_env=self._settings.plugin_env,
+        )
+
+    @staticmethod
+    def _runtime_conf(container_id: str, netns_path: str, plan: DelegatePlan) -> RuntimeConf:
+        return RuntimeConf(
+            container_id=ContainerId(container_id),
+            netns=netns_path,
+            ifname=plan.ifname,
+            args=plan.cni_args,
+            capability_args=plan.capability_args,
+        )
+
+    def _sandbox_intent(self, request: SandboxRequest) -> SandboxIntent:
+        return SandboxIntent(
+            container_id=request.container_id,
+            netns=request.netns,
+            ifname=request.ifname,
+            cni_version=request.conf.stdin_cni_version,
+            pod=request.pod,
+            boot_id=self._boot_id,
+        )
+
+    @staticmethod
+    def _delegate_intent(request: SandboxRequest, plan: DelegatePlan, cni_path: tuple[str, ...]) -> DelegateIntent:
+        return DelegateIntent(
+            container_id=request.container_id,
+            ifname=plan.ifname,
+            position=plan.position,
+            is_master=plan.is_master,
+            network_name=plan.network_name,
+            plugin_types=tuple(plan.net.plugin_types),
+            config=plan.net.raw,
+            cni_args=plan.cni_args,
+            capability_args=plan.capability_args,
+            cni_path=cni_path,
+        )
+
+    @staticmethod
+    def _request_entry(
+        request: SandboxRequest, started: float, error: CniError | None, result: JsonObject | None = None
+    ) -> HistoryEntry:
+        ips, macs = _addresses(result)
+        return HistoryEntry(
+            command=request.command,
+            step="request",
+            trigger=request.trigger,
+            outcome="ok" if error is None else "error",
+            container_id=request.container_id,
+            netns=request.netns,
+            ifname=request.ifname,
+            pod=request.pod,
+            duration_ms=_elapsed_ms(started),
+            ips=ips,
+            macs=macs,
+            **_error_fields(error),
+        )
+
+    @staticmethod
+    def _delegate_entry(
+        request: SandboxRequest,
+        ifname: str,
+        network_name: str,
+        plugin_types: Sequence[str],
+        command: Command,
+        started: float | None,
+        error: CniError | None,
+        result: JsonObject | None = None,
+    ) -> HistoryEntry:
+        ips, macs = _addresses(result)
+        return HistoryEntry(
+            command=command,
+            step="delegate",
+            trigger=request.trigger,
+            outcome="ok" if error is None else "error",
+            container_id=request.container_id,
+            netns=request.netns,
+            ifname=ifname,
+            network_name=network_name,
+            plugin_types=tuple(plugin_types),
+            pod=request.pod,
+            duration_ms=None if started is None else _elapsed_ms(started),
+            ips=ips,
+            macs=macs,
+            **_error_fields(error),
+        )
+
+    @staticmethod
+    def _teardown_entry(
+        record: SandboxRecord,
+        attachment: AttachmentRecord,
+        trigger: Trigger,
+        started: float,
+        error: CniError | None,
+    ) -> HistoryEntry:
+        ips, macs = _addresses(json.loads(attachment.result) if attachment.result else None)
+        return HistoryEntry(
+            command=Command.DEL,
+            step="delegate",
+            trigger=trigger,
+            outcome="ok" if error is None else "error",
+            container_id=record.container_id,
+            netns=record.netns,
+            ifname=attachment.ifname,
+            network_name=attachment.network_name,
+            plugin_types=attachment.plugin_types,
+            pod=record.pod,
+            duration_ms=_elapsed_ms(started),
+            ips=ips,
+            macs=macs,
+            **_error_fields(error),
+        )
+
+
+def _error_fields(error: CniError | None) -> dict[str, Any]:
+    if error is None:
+        return {}
+    return {"error_code": error.code, "error_msg": error.msg, "error_details": error.details or None}
+
+
+def _status_probe(request: NodeRequest) -> SandboxRequest:
+    """A request shaped like an ADD of nobody, to resolve the cluster network for STATUS."""
+    return SandboxRequest(
+        command=Command.STATUS,
+        container_id=ContainerId(""),
+        netns="",
+        ifname=IfName("eth0"),
+        cni_args=(),
+        pod=PodIdentity(namespace=request.conf.system_namespaces[0] if request.conf.system_namespaces else ""),
+        conf=request.conf,
+        trigger=request.trigger,
+    )
+
+
+def _check_interfaces_present(
+    attachment: AttachmentRecord, result: JsonObject, links: Mapping[str, netns.Link], netns_path: str
+) -> None:
+    for iface in result.get("interfaces", []):
+        if not isinstance(iface, dict) or not iface.get("sandbox"):
+            continue
+        name = str(iface.get("name", ""))
+        link = links.get(name)
+        if link is None:
+            raise CniError(
+                MultusCode.INTERFACE_MISSING,
+                f'interface "{name}" of network "{attachment.network_name}" is missing',
+                f"not found in network namespace {netns_path}",
+            )
+        recorded_mac = str(iface.get("mac", "")).lower()
+        if recorded_mac and link.mac.lower() != recorded_mac:
+            raise CniError(
+                MultusCode.INTERFACE_MISSING,
+                f'interface "{name}" of network "{attachment.network_name}" has MAC {link.mac}',
+                f"the ADD result recorded {recorded_mac}",
+            )
+
+
+def valid_attachments(pairs: Sequence[tuple[str, str]]) -> tuple[Attachment, ...]:
+    return tuple(Attachment(ContainerId(cid), IfName(ifname)) for cid, ifname in pairs)

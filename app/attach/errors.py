@@ -1,0 +1,40 @@
+"""Errors the engine raises itself, as CNI error objects, and the folding of delegate failures.
+
+Codes 0-99 belong to the CNI specification and are used with their meaning (3: unknown
+container, 7: invalid configuration, 11: try again later). multus-py's own conditions use the
+plugin-specific range from 100, listed here and nowhere else. ``as_cni_error`` turns whatever a
+delegate step raised into one CniError without losing the delegate's code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from enum import IntEnum
+
+from app.cni.types import CniError, ErrorCode
+
+
+class MultusCode(IntEnum):
+    INTERFACE_MISSING = 100
+    """CHECK: an interface recorded in a delegate's result is not in the sandbox (or has another MAC)."""
+    NETNS_GONE = 101
+    """CHECK: the sandbox's network namespace no longer exists."""
+
+
+def as_cni_error(exc: BaseException) -> CniError:
+    """One CniError for anything a delegate step raised; codes pass through unchanged."""
+    if isinstance(exc, CniError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        return combine([as_cni_error(inner) for inner in exc.exceptions])
+    return CniError(ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+
+
+def combine(errors: Sequence[CniError]) -> CniError:
+    """Several failures as one error: the first one's code, every message kept."""
+    if not errors:
+        raise ValueError("no errors to combine")
+    if len(errors) == 1:
+        return errors[0]
+    first = errors[0]
+    return CniError(first.code, "; ".join(str(error) for error in errors), first.details)

@@ -1,0 +1,139 @@
+"""The generated shim configuration, ``<cniConfigDir>/00-multus.conf`` (``multusConfigFile: auto``).
+
+Picks the primary network configuration as upstream does (``multusMasterCNI``, else the first
+``*.conf``/``*.conflist`` by name in ``multusAutoconfigDir``, skipping ``00-multus*``) and writes a
+conf whose keys and order match upstream's generator, so the runtime calls the shim with it.
+Unlike upstream the file is written atomically (temp file, fsync, rename) and is left in place when
+the daemon stops: a restarting daemon must not leave the node without its CNI configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from app.settings import Settings
+
+CONF_NAME = "00-multus.conf"
+NETWORK_NAME = "multus-cni-network"
+CONF_SUFFIXES = (".conf", ".conflist")
+
+# upstream's MultusConf field order, with the keys its generator empties left out
+PASSED_THROUGH_KEYS = (
+    "binDir",
+    "capabilities",
+    "cniVersion",
+    "logFile",
+    "logLevel",
+    "logToStderr",
+    "logOptions",
+    "name",
+    "clusterNetwork",
+    "namespaceIsolation",
+    "globalNamespaces",
+    "type",
+    "cniDir",
+    "auxiliaryCNIChainName",
+    "daemonSocketDir",
+)
+
+
+class AutoconfError(RuntimeError):
+    """No usable primary configuration."""
+
+
+def find_primary(settings: Settings) -> Path | None:
+    """The primary network configuration file, or None if there is none yet."""
+    directory = Path(settings.multus_autoconfig_dir or settings.cni_config_dir)
+    if settings.multus_master_cni:
+        candidate = directory / settings.multus_master_cni
+        return candidate if candidate.is_file() else None
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return None
+    for name in names:
+        if name.startswith("00-multus") or not name.endswith(CONF_SUFFIXES):
+            continue
+        path = directory / name
+        if path.is_file():
+            return path
+    return None
+
+
+def render(settings: Settings, primary: Path) -> bytes:
+    """The shim's conf for ``primary``: compact JSON in upstream's field order."""
+    try:
+        primary_conf = json.loads(primary.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise AutoconfError(f"cannot read primary network configuration {primary}: {exc}") from exc
+    if not isinstance(primary_conf, dict):
+        raise AutoconfError(f"primary network configuration {primary} is not a JSON object")
+    raw = settings.raw
+    values: dict[str, Any] = {
+        "binDir": raw.get("binDir"),
+        "capabilities": _capabilities(primary_conf) or None,
+        "cniVersion": raw.get("cniVersion") or primary_conf.get("cniVersion"),
+        "logFile": raw.get("logFile"),
+        "logLevel": raw.get("logLevel"),
+        "logToStderr": raw.get("logToStderr"),
+        "logOptions": raw.get("logOptions"),
+        "name": primary_conf.get("name") if raw.get("overrideNetworkName") else NETWORK_NAME,
+        "clusterNetwork": str(primary),
+        "namespaceIsolation": raw.get("namespaceIsolation"),
+        "globalNamespaces": raw.get("globalNamespaces"),
+        "type": "multus-shim",
+        "cniDir": raw.get("cniDir"),
+        "auxiliaryCNIChainName": raw.get("auxiliaryCNIChainName"),
+        "daemonSocketDir": raw.get("daemonSocketDir"),
+    }
+    ordered = {key: values[key] for key in PASSED_THROUGH_KEYS if values[key] not in (None, "", False)}
+    return json.dumps(ordered, separators=(",", ":")).encode()
+
+
+def _capabilities(primary_conf: Mapping[str, Any]) -> dict[str, bool]:
+    plugins = primary_conf.get("plugins")
+    sources = plugins if isinstance(plugins, list) else [primary_conf]
+    enabled: dict[str, bool] = {}
+    for plugin in sources:
+        capabilities = plugin.get("capabilities") if isinstance(plugin, dict) else None
+        if isinstance(capabilities, dict):
+            enabled.update({name: True for name, on in capabilities.items() if on is True})
+    return dict(sorted(enabled.items()))
+
+
+def write(settings: Settings, primary: Path) -> Path:
+    """Write ``00-multus.conf`` atomically; return its path. Unchanged content is not rewritten."""
+    target = Path(settings.cni_config_dir) / CONF_NAME
+    content = render(settings, primary)
+    try:
+        if target.read_bytes() == content:
+            return target
+    except FileNotFoundError:
+        pass
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp_name = tempfile.mkstemp(prefix=".00-multus.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp_name, 0o600)
+        os.replace(temp_name, target)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    _fsync_directory(target.parent)
+    return target
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

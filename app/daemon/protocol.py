@@ -1,0 +1,183 @@
+"""The shim-daemon wire format: request bodies in, response bodies out (upstream compatible).
+
+A request is ``{"env": {...}, "config": "<base64 of the shim's stdin>"}`` (upstream's
+``api.Request``; keys matched case-insensitively as Go's decoder does). It becomes a
+``SandboxRequest`` or ``NodeRequest`` for the engine; every problem is a CniError naming the
+field (code 4 for the environment, 6 for decoding, 7 for the configuration). Responses: an ADD
+answers ``{"Result": <CNI 1.1.0 result>}`` compact with sorted keys; other verbs answer an empty
+200; errors answer 400 with the CNI error object, which both our shim (keeping the code) and
+upstream's Go shim (printing ``msg; details``) understand. No HTTP or socket code lives here.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from app.attach import netconf
+from app.attach.requests import Command, NodeRequest, SandboxRequest
+from app.cni import results
+from app.cni.types import Attachment, CniError, ContainerId, ErrorCode, IfName, JsonObject
+from app.store.records import PodIdentity
+
+CONTAINER_ID_PATTERN = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
+SANDBOX_COMMANDS = frozenset({Command.ADD, Command.DEL, Command.CHECK})
+
+
+@dataclass(frozen=True, slots=True)
+class ShimRequest:
+    """A decoded ``POST /cni`` body before interpretation."""
+
+    env: Mapping[str, str]
+    stdin: bytes
+    stdin_conf: JsonObject
+
+
+def decode_body(body: bytes) -> ShimRequest:
+    """Decode the JSON envelope; errors name the field that is wrong."""
+    try:
+        envelope = json.loads(body)
+    except ValueError as exc:
+        raise CniError(ErrorCode.DECODING_FAILURE, "request body is not valid JSON", str(exc)) from exc
+    if not isinstance(envelope, dict):
+        raise CniError(ErrorCode.DECODING_FAILURE, "request body must be a JSON object")
+    fields = {key.lower(): value for key, value in envelope.items()}
+    env = _decode_env(fields.get("env"))
+    stdin = _decode_config(fields.get("config"))
+    try:
+        conf = json.loads(stdin)
+    except ValueError as exc:
+        raise CniError(
+            ErrorCode.DECODING_FAILURE, "error unmarshalling network configuration (request field 'config')", str(exc)
+        ) from exc
+    if not isinstance(conf, dict):
+        raise CniError(ErrorCode.DECODING_FAILURE, "network configuration (request field 'config') is not an object")
+    return ShimRequest(env=env, stdin=stdin, stdin_conf=conf)
+
+
+def _decode_env(value: object) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise CniError(ErrorCode.DECODING_FAILURE, "request field 'env' must be an object of strings")
+    env: dict[str, str] = {}
+    for key, item in value.items():
+        if not isinstance(item, str):
+            raise CniError(ErrorCode.DECODING_FAILURE, f"request field 'env.{key}' must be a string")
+        env[key.strip()] = item
+    return env
+
+
+def _decode_config(value: object) -> bytes:
+    if not isinstance(value, str):
+        raise CniError(ErrorCode.DECODING_FAILURE, "request field 'config' must be a base64 string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise CniError(ErrorCode.DECODING_FAILURE, "request field 'config' is not valid base64", str(exc)) from exc
+
+
+def command_of(request: ShimRequest) -> Command:
+    raw = request.env.get("CNI_COMMAND", "")
+    try:
+        return Command(raw)
+    except ValueError:
+        raise CniError(
+            ErrorCode.INVALID_ENVIRONMENT, "unexpected or missing CNI_COMMAND", f"got {raw!r}" if raw else ""
+        ) from None
+
+
+def interpret(request: ShimRequest, *, daemon_config: Mapping[str, Any]) -> SandboxRequest | NodeRequest:
+    """Turn a decoded request into the engine's request, validating the environment."""
+    command = command_of(request)
+    stdin_version = request.stdin_conf.get("cniVersion", "")
+    if not isinstance(stdin_version, str):
+        raise CniError(ErrorCode.INVALID_NETWORK_CONFIG, "network configuration key 'cniVersion' must be a string")
+    conf = netconf.parse(netconf.merge(request.stdin_conf, daemon_config), stdin_cni_version=stdin_version)
+    if command not in SANDBOX_COMMANDS:
+        return NodeRequest(command=command, conf=conf, valid_attachments=_valid_attachments(request.stdin_conf))
+    env = request.env
+    missing = [key for key in ("CNI_CONTAINERID", "CNI_NETNS", "CNI_ARGS") if key not in env]
+    if missing:
+        raise CniError(ErrorCode.INVALID_ENVIRONMENT, f"required env variables [{','.join(missing)}] missing")
+    container_id = env["CNI_CONTAINERID"]
+    if not CONTAINER_ID_PATTERN.match(container_id):
+        raise CniError(ErrorCode.INVALID_ENVIRONMENT, "invalid characters in containerID", container_id)
+    if command is not Command.DEL and not env["CNI_NETNS"]:
+        raise CniError(ErrorCode.INVALID_ENVIRONMENT, "required env variables [CNI_NETNS] missing")
+    ifname = env.get("CNI_IFNAME") or "eth0"
+    _validate_ifname(ifname)
+    cni_args = parse_cni_args(env["CNI_ARGS"])
+    return SandboxRequest(
+        command=command,
+        container_id=ContainerId(container_id),
+        netns=env["CNI_NETNS"],
+        ifname=IfName(ifname),
+        cni_args=cni_args,
+        pod=_pod_identity(cni_args),
+        conf=conf,
+    )
+
+
+def parse_cni_args(value: str) -> tuple[tuple[str, str], ...]:
+    """``K=V;K=V`` into pairs. Empty items are skipped (upstream rejects a trailing ``;``)."""
+    pairs = []
+    for item in value.split(";"):
+        if not item.strip():
+            continue
+        key, sep, val = item.partition("=")
+        if not sep or not key.strip():
+            raise CniError(ErrorCode.INVALID_ENVIRONMENT, f"invalid CNI_ARGS item {item!r}", "expected KEY=VALUE")
+        pairs.append((key.strip(), val.strip()))
+    return tuple(pairs)
+
+
+def _pod_identity(cni_args: tuple[tuple[str, str], ...]) -> PodIdentity:
+    args = dict(cni_args)
+    return PodIdentity(
+        namespace=args.get("K8S_POD_NAMESPACE", ""),
+        name=args.get("K8S_POD_NAME", ""),
+        uid=args.get("K8S_POD_UID", ""),
+    )
+
+
+def _validate_ifname(ifname: str) -> None:
+    if len(ifname.encode()) > 15:
+        raise CniError(
+            ErrorCode.INVALID_ENVIRONMENT,
+            "interface name is too long",
+            "interface name should be less than 16 characters",
+        )
+    if ifname in (".", "..") or any(ch in ifname for ch in "/:") or any(ch.isspace() for ch in ifname):
+        raise CniError(ErrorCode.INVALID_ENVIRONMENT, f"interface name {ifname!r} is not valid")
+
+
+def _valid_attachments(stdin_conf: Mapping[str, Any]) -> tuple[Attachment, ...]:
+    listed = stdin_conf.get("cni.dev/valid-attachments", stdin_conf.get("cni.dev/attachments", []))
+    if not isinstance(listed, list):
+        raise CniError(ErrorCode.INVALID_NETWORK_CONFIG, "'cni.dev/valid-attachments' must be a list")
+    attachments = []
+    for index, item in enumerate(listed):
+        if (
+            not isinstance(item, dict)
+            or not isinstance(item.get("containerID"), str)
+            or not isinstance(item.get("ifname"), str)
+        ):
+            raise CniError(
+                ErrorCode.INVALID_NETWORK_CONFIG,
+                f"'cni.dev/valid-attachments[{index}]' must be an object with string containerID and ifname",
+            )
+        attachments.append(Attachment(ContainerId(item["containerID"]), IfName(item["ifname"])))
+    return tuple(attachments)
+
+
+def add_response_body(result: JsonObject) -> bytes:
+    """``{"Result": ...}`` as upstream's daemon sends it: compact, keys sorted, result in 1.1.0."""
+    return json.dumps({"Result": results.convert(result, "1.1.0")}, separators=(",", ":"), sort_keys=True).encode()
+
+
+def error_body(error: CniError) -> bytes:
+    return json.dumps(error.to_json(), separators=(",", ":")).encode()

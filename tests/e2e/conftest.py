@@ -1,0 +1,319 @@
+"""End-to-end fixtures: a real daemon process, the installed shim, real netns and plugins.
+
+Every test gets its own run directory (socket, state, CNI dirs, IPAM data), its own bridge name
+and its own network namespaces; teardown removes them all, so a failing test leaks nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.shim.install import install_shim
+from tests.conftest import CNI_PLUGIN_DIR
+
+REFERENCE_PLUGINS = ("bridge", "macvlan", "host-local", "static", "tuning", "ptp", "portmap", "bandwidth", "loopback")
+RECORDER = Path(__file__).parent.parent / "plugins" / "recorder.py"
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", *args], check=check, capture_output=True, text=True)
+
+
+def link_names(netns: str | None = None) -> set[str]:
+    args = ["-j", "link", "show"] if netns is None else ["-n", netns, "-j", "link", "show"]
+    return {link["ifname"] for link in json.loads(_ip(*args).stdout or "[]")}
+
+
+def addresses(netns: str, ifname: str) -> list[str]:
+    out = json.loads(_ip("-n", netns, "-j", "addr", "show", "dev", ifname).stdout or "[]")
+    return [f"{a['local']}/{a['prefixlen']}" for link in out for a in link.get("addr_info", []) if a["family"] == "inet"]
+
+
+@dataclass
+class Netns:
+    name: str
+
+    @property
+    def path(self) -> str:
+        return f"/var/run/netns/{self.name}"
+
+    def links(self) -> set[str]:
+        return link_names(self.name)
+
+    def delete(self) -> None:
+        _ip("netns", "del", self.name, check=False)
+
+
+@dataclass
+class ShimResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+@dataclass
+class Cluster:
+    """One test's node: directories, networks, the daemon process and the shim."""
+
+    root: Path
+    tag: str
+    bridge: str
+    shim: Path
+    daemon_config: dict[str, Any]
+    daemon: subprocess.Popen[bytes] | None = None
+    netnses: list[Netns] = field(default_factory=list)
+    host_links: list[str] = field(default_factory=list)
+
+    @property
+    def bin_dir(self) -> Path:
+        return self.root / "bin"
+
+    @property
+    def conf_dir(self) -> Path:
+        return self.root / "multus.d"
+
+    @property
+    def net_d(self) -> Path:
+        return self.root / "net.d"
+
+    @property
+    def ipam_dir(self) -> Path:
+        return self.root / "ipam"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def state_db(self) -> Path:
+        return self.root / "state" / "state.db"
+
+    @property
+    def daemon_log(self) -> Path:
+        return self.root / "daemon.log"
+
+    def new_netns(self) -> Netns:
+        netns = Netns(f"mp{self.tag}{len(self.netnses)}")
+        _ip("netns", "add", netns.name)
+        self.netnses.append(netns)
+        return netns
+
+    def leases(self) -> list[Path]:
+        """host-local lease files (everything but its lock and last-reserved bookkeeping)."""
+        if not self.ipam_dir.exists():
+            return []
+        return sorted(
+            p
+            for p in self.ipam_dir.rglob("*")
+            if p.is_file() and p.name != "lock" and not p.name.startswith("last_reserved_ip")
+        )
+
+    def bridge_conflist(
+        self,
+        name: str,
+        subnet: str,
+        *,
+        default_route: bool = True,
+        bridge: str | None = None,
+        plugins_after: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        if bridge is not None:
+            self.host_links.append(bridge)
+        return {
+            "cniVersion": "1.0.0",
+            "name": name,
+            "plugins": [
+                {
+                    "type": "bridge",
+                    "bridge": bridge or self.bridge,
+                    "isGateway": True,
+                    "ipam": {
+                        "type": "host-local",
+                        "dataDir": str(self.ipam_dir),
+                        "ranges": [[{"subnet": subnet}]],
+                        "routes": [{"dst": "0.0.0.0/0"}] if default_route else [],
+                    },
+                },
+                *(plugins_after or []),
+            ],
+        }
+
+    def write_network(self, directory: Path, filename: str, conf: dict[str, Any]) -> Path:
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / filename
+        path.write_text(json.dumps(conf))
+        return path
+
+    def start_daemon(self, *, env: dict[str, str] | None = None, wait: bool = True) -> None:
+        config_path = self.root / "daemon-config.json"
+        config_path.write_text(json.dumps(self.daemon_config))
+        log = open(self.daemon_log, "ab")  # noqa: SIM115 - owned by the process for its lifetime
+        self.daemon = subprocess.Popen(
+            [sys.executable, "-m", "app.daemon.main", "--config", str(config_path)],
+            stdout=log,
+            stderr=log,
+            env={**os.environ, **(env or {})},
+        )
+        log.close()
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.daemon is not None and self.daemon.poll() is not None:
+                raise AssertionError(f"daemon exited {self.daemon.returncode}:\n{self.daemon_log.read_text()}")
+            if self._readyz() == 200:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"daemon not ready after {timeout}s:\n{self.daemon_log.read_text()}")
+
+    def _readyz(self) -> int | None:
+        import socket
+
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(str(self.socket_dir / "multus.sock"))
+            sock.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+            head = sock.recv(64)
+            return int(head.split()[1])
+        except OSError:
+            return None
+        finally:
+            sock.close()
+
+    def stop_daemon(self, sig: int = signal.SIGTERM) -> int:
+        assert self.daemon is not None
+        self.daemon.send_signal(sig)
+        code = self.daemon.wait(timeout=30)
+        self.daemon = None
+        return code
+
+    def shim_conf(self, **extra: Any) -> dict[str, Any]:
+        conf: dict[str, Any] = {
+            "cniVersion": "1.0.0",
+            "name": "multus-cni-network",
+            "type": "multus-shim",
+            "daemonSocketDir": str(self.socket_dir),
+        }
+        conf.update(extra)
+        return conf
+
+    def run_shim(
+        self,
+        command: str,
+        *,
+        container_id: str = "",
+        netns: Netns | str | None = None,
+        ifname: str = "eth0",
+        conf: dict[str, Any] | bytes | None = None,
+        cni_args: str | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float = 60.0,
+    ) -> ShimResult:
+        netns_path = netns.path if isinstance(netns, Netns) else (netns or "")
+        stdin = conf if isinstance(conf, bytes) else json.dumps(conf or self.shim_conf()).encode()
+        full_env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "CNI_COMMAND": command,
+            "CNI_CONTAINERID": container_id,
+            "CNI_NETNS": netns_path,
+            "CNI_IFNAME": ifname,
+            "CNI_PATH": str(self.bin_dir),
+            "CNI_ARGS": cni_args
+            if cni_args is not None
+            else f"IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=pod-{container_id[:8]};"
+            f"K8S_POD_INFRA_CONTAINER_ID={container_id}",
+        }
+        full_env.update(env or {})
+        proc = subprocess.run([str(self.shim)], input=stdin, env=full_env, capture_output=True, timeout=timeout)
+        return ShimResult(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
+
+    def cleanup(self) -> None:
+        if self.daemon is not None and self.daemon.poll() is None:
+            self.daemon.kill()
+            self.daemon.wait()
+        for netns in self.netnses:
+            netns.delete()
+        for link in [self.bridge, *self.host_links]:
+            _ip("link", "del", link, check=False)
+
+
+def new_container_id() -> str:
+    return secrets.token_hex(32)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    tag = secrets.token_hex(3)
+    root = tmp_path
+    bin_dir = root / "bin"
+    bin_dir.mkdir()
+    for plugin in REFERENCE_PLUGINS:
+        (bin_dir / plugin).symlink_to(Path(CNI_PLUGIN_DIR) / plugin)
+    recorder = bin_dir / "recorder"
+    recorder.write_text(f"#!{sys.executable}\n" + RECORDER.read_text())
+    recorder.chmod(0o755)
+    shim = install_shim(str(bin_dir))
+    cluster = Cluster(
+        root=root,
+        tag=tag,
+        bridge=f"mpbr{tag}",
+        shim=shim,
+        daemon_config={
+            "cniVersion": "1.0.0",
+            "socketDir": str(root / "run"),
+            "stateDir": str(root / "state"),
+            "binDir": str(bin_dir),
+            "confDir": str(root / "multus.d"),
+            "cniConfigDir": str(root / "net.d"),
+            "multusAutoconfigDir": str(root / "net.d"),
+            "multusConfigFile": "auto",
+            "logLevel": "debug",
+            "logFile": str(root / "daemon.log"),
+        },
+    )
+    try:
+        yield cluster
+    finally:
+        cluster.cleanup()
+
+
+@pytest.fixture
+def started(cluster: Cluster) -> Callable[..., Cluster]:
+    """Write a primary bridge network (plus extra defaultNetworks) and start the daemon."""
+
+    def start(default_networks: int = 0, **config: Any) -> Cluster:
+        cluster.write_network(cluster.net_d, "10-primary.conflist", cluster.bridge_conflist("primary", "10.240.0.0/24"))
+        names = []
+        for index in range(default_networks):
+            name = f"extra{index}"
+            cluster.write_network(
+                cluster.conf_dir, f"{20 + index}-{name}.conflist", cluster.bridge_conflist(
+                    name, f"10.24{1 + index}.0.0/24", default_route=False, bridge=f"{cluster.bridge}x{index}"
+                ),
+            )
+            names.append(name)
+        cluster.daemon_config["clusterNetwork"] = str(cluster.net_d / "10-primary.conflist")
+        if names:
+            cluster.daemon_config["defaultNetworks"] = names
+        cluster.daemon_config.update(config)
+        cluster.start_daemon()
+        return cluster
+
+    return start
