@@ -153,8 +153,11 @@ def _error_response(error: CniError) -> web.Response:
 async def _close_connections(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """One request per connection, as upstream's server (keep-alive disabled)."""
-    response = await handler(request)
+    """One request per connection, as upstream's server (keep-alive disabled); 404/405 included."""
+    try:
+        response = await handler(request)
+    except web.HTTPException as http_error:
+        response = web.Response(status=http_error.status, text=http_error.text, headers=http_error.headers)
     response.force_close()
     return response
 

@@ -10,6 +10,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pyroute2 import IPRoute
 
 from app.shim.install import install_shim
 from tests.conftest import CNI_PLUGIN_DIR
@@ -31,14 +33,29 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["ip", *args], check=check, capture_output=True, text=True)
 
 
-def link_names(netns: str | None = None) -> set[str]:
-    args = ["-j", "link", "show"] if netns is None else ["-n", netns, "-j", "link", "show"]
-    return {link["ifname"] for link in json.loads(_ip(*args).stdout or "[]")}
+def host_link_names() -> set[str]:
+    with IPRoute() as ipr:
+        return {str(link.get("ifname")) for link in ipr.get_links()}
 
 
-def addresses(netns: str, ifname: str) -> list[str]:
-    out = json.loads(_ip("-n", netns, "-j", "addr", "show", "dev", ifname).stdout or "[]")
-    return [f"{a['local']}/{a['prefixlen']}" for link in out for a in link.get("addr_info", []) if a["family"] == "inet"]
+def netns_interfaces(netns_path: str) -> dict[str, dict[str, Any]]:
+    """Interfaces inside a namespace, read with pyroute2: name -> {mac, kind, mtu, IPv4 addresses}."""
+    with IPRoute(netns=netns_path, flags=0) as ipr:
+        interfaces: dict[str, dict[str, Any]] = {}
+        for link in ipr.get_links():
+            interfaces[str(link.get("ifname"))] = {
+                "index": link["index"],
+                "mac": link.get("address"),
+                "kind": link.get(("linkinfo", "kind")),
+                "mtu": link.get("mtu"),
+                "addresses": [],
+            }
+        by_index = {info["index"]: info for info in interfaces.values()}
+        for addr in ipr.get_addr(family=socket.AF_INET):
+            info = by_index.get(addr["index"])
+            if info is not None:
+                info["addresses"].append(f"{addr.get('address')}/{addr['prefixlen']}")
+        return interfaces
 
 
 @dataclass
@@ -49,8 +66,11 @@ class Netns:
     def path(self) -> str:
         return f"/var/run/netns/{self.name}"
 
+    def interfaces(self) -> dict[str, dict[str, Any]]:
+        return netns_interfaces(self.path)
+
     def links(self) -> set[str]:
-        return link_names(self.name)
+        return set(self.interfaces())
 
     def delete(self) -> None:
         _ip("netns", "del", self.name, check=False)
@@ -184,8 +204,6 @@ class Cluster:
         raise AssertionError(f"daemon not ready after {timeout}s:\n{self.daemon_log.read_text()}")
 
     def _readyz(self) -> int | None:
-        import socket
-
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.connect(str(self.socket_dir / "multus.sock"))
