@@ -16,12 +16,10 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
-
-from sqlalchemy.orm import Session  # noqa: TC002 - only for the type of units of work
 
 from app.attach import netns
 from app.attach.errors import MultusCode, as_cni_error, combine
@@ -33,7 +31,7 @@ from app.cni import conf as cniconf
 from app.cni.invoke import Exec, SubprocessExec
 from app.cni.types import Attachment, CniError, ContainerId, ErrorCode, IfName, JsonObject, RuntimeConf
 from app.store import checkpoints, history
-from app.store.database import Database
+from app.store.database import Database, Work
 from app.store.records import (
     AttachmentRecord,
     DelegateIntent,
@@ -48,7 +46,7 @@ log = logging.getLogger(__name__)
 RESULT_VERSION = "1.1.0"
 """Version of the result handed back to the shim (upstream's daemon answers in 1.1.0)."""
 
-UnitOfWork = Callable[[Session], object]
+UnitOfWork = Work[object]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +58,10 @@ class EngineSettings:
     """Environment every plugin inherits besides the CNI_* variables (e.g. PATH)."""
 
 
-def _all(units: Sequence[UnitOfWork]) -> Callable[[Session], None]:
+def _all(units: Sequence[UnitOfWork]) -> UnitOfWork:
     """Several units of work as one, committed together."""
 
-    def run(session: Session) -> None:
+    def run(session: Any) -> None:
         for unit in units:
             unit(session)
 

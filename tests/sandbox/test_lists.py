@@ -1,0 +1,91 @@
+"""Lists: paging with limit and continue, expired continue tokens, resourceVersion parameters."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from app.sandbox.kubeapi import KubeApiEmulator
+from tests.sandbox.manifests import pod_manifest
+
+
+async def test_paging_with_limit_and_continue_returns_every_pod_once(
+    core: client.CoreV1Api, emulator: KubeApiEmulator
+) -> None:
+    for index in range(7):
+        emulator.create_pod(pod_manifest(f"p{index}"))
+    names: list[str] = []
+    remaining: list[int | None] = []
+    token: str | None = None
+
+    while True:
+        page = await core.list_namespaced_pod("default", limit=3, _continue=token)
+        names += [pod.metadata.name for pod in page.items]
+        remaining.append(page.metadata.remaining_item_count)
+        token = page.metadata._continue
+        if not token:
+            break
+
+    assert names == [f"p{index}" for index in range(7)]
+    assert remaining == [4, 1, None]
+
+
+async def test_continued_pages_report_the_first_pages_resource_version(
+    core: client.CoreV1Api, emulator: KubeApiEmulator
+) -> None:
+    for index in range(4):
+        emulator.create_pod(pod_manifest(f"p{index}"))
+    first = await core.list_namespaced_pod("default", limit=2)
+    emulator.create_pod(pod_manifest("later"))
+
+    second = await core.list_namespaced_pod("default", limit=2, _continue=first.metadata._continue)
+
+    assert second.metadata.resource_version == first.metadata.resource_version
+
+
+async def test_continue_token_older_than_compaction_answers_410(
+    core: client.CoreV1Api, emulator: KubeApiEmulator
+) -> None:
+    for index in range(4):
+        emulator.create_pod(pod_manifest(f"p{index}"))
+    first = await core.list_namespaced_pod("default", limit=2)
+    emulator.create_pod(pod_manifest("later"))
+    emulator.compact()
+
+    with pytest.raises(ApiException) as raised:
+        await core.list_namespaced_pod("default", limit=2, _continue=first.metadata._continue)
+
+    assert raised.value.status == 410
+    status = json.loads(raised.value.body)
+    assert status["reason"] == "Expired"
+    rest = await core.list_namespaced_pod("default", _continue=status["metadata"]["continue"])
+    assert [pod.metadata.name for pod in rest.items] == ["p2", "p3"]
+
+
+async def test_garbage_continue_token_answers_400(core: client.CoreV1Api) -> None:
+    with pytest.raises(ApiException) as raised:
+        await core.list_namespaced_pod("default", limit=2, _continue="not-a-token")
+
+    assert raised.value.status == 400
+
+
+async def test_exact_list_of_a_compacted_version_answers_410(
+    core: client.CoreV1Api, emulator: KubeApiEmulator
+) -> None:
+    created = emulator.create_pod(pod_manifest("p"))
+    emulator.create_pod(pod_manifest("q"))
+    emulator.compact()
+
+    with pytest.raises(ApiException) as raised:
+        await core.list_namespaced_pod(
+            "default", resource_version=created["metadata"]["resourceVersion"], resource_version_match="Exact"
+        )
+    loose = await core.list_namespaced_pod(
+        "default", resource_version="0", resource_version_match="NotOlderThan"
+    )
+
+    assert raised.value.status == 410
+    assert [pod.metadata.name for pod in loose.items] == ["p", "q"]
