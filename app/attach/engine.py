@@ -115,7 +115,9 @@ class AttachEngine:
             try:
                 return await self._add_locked(request, started)
             except CniError as err:
-                await self._db.write(partial(history.append, entry=self._request_entry(request, started, err)))
+                await self._db.write(
+                    partial(history.append, entry=self._request_entry(request, started, err))
+                )
                 raise
 
     async def delete(self, request: SandboxRequest) -> None:
@@ -146,7 +148,9 @@ class AttachEngine:
         """STATUS: can an ADD be served? Asks the cluster network's plugins (CNI 1.1.0 only)."""
         plans = await self._resolver.resolve(_status_probe(request))
         master = plans[0]
-        await api.status_network_list(cni=self._cni_config(self._cni_path(request.conf.bin_dir)), net=master.net)
+        await api.status_network_list(
+            cni=self._cni_config(self._cni_path(request.conf.bin_dir)), net=master.net
+        )
 
     async def gc(self, request: NodeRequest) -> None:
         """CNI GC: tear down every recorded sandbox whose attachment the runtime no longer lists."""
@@ -246,7 +250,13 @@ class AttachEngine:
         except Exception as exc:
             error = as_cni_error(exc)
             entry = self._delegate_entry(
-                request, plan.ifname, plan.network_name, plan.net.plugin_types, Command.ADD, step_started, error
+                request,
+                plan.ifname,
+                plan.network_name,
+                plan.net.plugin_types,
+                Command.ADD,
+                step_started,
+                error,
             )
             await self._db.write(
                 _all(
@@ -265,7 +275,9 @@ class AttachEngine:
                 f'error adding container to network "{plan.network_name}" as {plan.ifname}'
             ) from exc
 
-    def _result_units(self, request: SandboxRequest, plan: DelegatePlan, result: JsonObject) -> list[UnitOfWork]:
+    def _result_units(
+        self, request: SandboxRequest, plan: DelegatePlan, result: JsonObject
+    ) -> list[UnitOfWork]:
         entry = self._delegate_entry(
             request, plan.ifname, plan.network_name, plan.net.plugin_types, Command.ADD, None, None, result
         )
@@ -296,34 +308,41 @@ class AttachEngine:
         units: list[UnitOfWork] = []
         errors: list[CniError] = []
         for attachment in sorted(record.attachments, key=lambda a: a.position, reverse=True):
-            step_started = time.monotonic()
-            try:
-                await self._del_attachment(record, attachment)
-            except Exception as exc:
-                error = as_cni_error(exc).with_context(
-                    f'error removing container from network "{attachment.network_name}" ({attachment.ifname})'
-                )
-                errors.append(error)
-                units.append(
-                    partial(
-                        checkpoints.record_error,
-                        container_id=record.container_id,
-                        ifname=attachment.ifname,
-                        error=json.dumps(error.to_json()),
-                    )
-                )
-            else:
-                error = None
+            error = await self._teardown_one(record, attachment, trigger, units)
+            if error is None:
                 removed.append(attachment.ifname)
-            units.append(
-                partial(
-                    history.append, entry=self._teardown_entry(record, attachment, trigger, step_started, error)
-                )
-            )
-        units.append(partial(checkpoints.remove_attachments, container_id=record.container_id, ifnames=removed))
+            else:
+                errors.append(error)
+        units.append(
+            partial(checkpoints.remove_attachments, container_id=record.container_id, ifnames=removed)
+        )
         units.append(partial(checkpoints.finish_delete, container_id=record.container_id))
         await self._db.write(_all(units))
         return errors
+
+    async def _teardown_one(
+        self, record: SandboxRecord, attachment: AttachmentRecord, trigger: Trigger, units: list[UnitOfWork]
+    ) -> CniError | None:
+        """DEL one attachment; append what to record to ``units``; return its error, if any."""
+        started = time.monotonic()
+        error: CniError | None = None
+        try:
+            await self._del_attachment(record, attachment)
+        except Exception as exc:
+            error = as_cni_error(exc).with_context(
+                f'error removing container from network "{attachment.network_name}" ({attachment.ifname})'
+            )
+            units.append(
+                partial(
+                    checkpoints.record_error,
+                    container_id=record.container_id,
+                    ifname=attachment.ifname,
+                    error=json.dumps(error.to_json()),
+                )
+            )
+        entry = self._teardown_entry(record, attachment, trigger, started, error)
+        units.append(partial(history.append, entry=entry))
+        return error
 
     async def _del_attachment(self, record: SandboxRecord, attachment: AttachmentRecord) -> None:
         net = cniconf.load_network_list(
@@ -418,7 +437,9 @@ class AttachEngine:
         )
 
     @staticmethod
-    def _delegate_intent(request: SandboxRequest, plan: DelegatePlan, cni_path: tuple[str, ...]) -> DelegateIntent:
+    def _delegate_intent(
+        request: SandboxRequest, plan: DelegatePlan, cni_path: tuple[str, ...]
+    ) -> DelegateIntent:
         return DelegateIntent(
             container_id=request.container_id,
             ifname=plan.ifname,
@@ -522,7 +543,9 @@ def _status_probe(request: NodeRequest) -> SandboxRequest:
         netns="",
         ifname=IfName("eth0"),
         cni_args=(),
-        pod=PodIdentity(namespace=request.conf.system_namespaces[0] if request.conf.system_namespaces else ""),
+        pod=PodIdentity(
+            namespace=request.conf.system_namespaces[0] if request.conf.system_namespaces else ""
+        ),
         conf=request.conf,
         trigger=request.trigger,
     )

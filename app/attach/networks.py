@@ -117,7 +117,9 @@ class NetworkResolver:
             info = os.stat(path)
         except OSError as exc:
             raise CniError(
-                ErrorCode.INVALID_NETWORK_CONFIG, f"cannot read network configuration {path}", exc.strerror or ""
+                ErrorCode.INVALID_NETWORK_CONFIG,
+                f"cannot read network configuration {path}",
+                exc.strerror or "",
             ) from exc
         key = (info.st_mtime_ns, info.st_size)
         cached = self._file_cache.get(path)

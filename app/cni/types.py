@@ -82,7 +82,11 @@ class CniError(Exception):
             return None
         msg = obj.get("msg", "")
         details = obj.get("details", "")
-        return cls(code, msg if isinstance(msg, str) else json.dumps(msg), details if isinstance(details, str) else json.dumps(details))
+        return cls(
+            code,
+            msg if isinstance(msg, str) else json.dumps(msg),
+            details if isinstance(details, str) else json.dumps(details),
+        )
 
 
 @dataclass(frozen=True, slots=True)

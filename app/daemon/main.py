@@ -32,7 +32,12 @@ from app.store.schema import SchemaError
 
 log = logging.getLogger("app.daemon")
 
-LOG_LEVELS = {"debug": logging.DEBUG, "verbose": logging.INFO, "error": logging.ERROR, "panic": logging.CRITICAL}
+LOG_LEVELS = {
+    "debug": logging.DEBUG,
+    "verbose": logging.INFO,
+    "error": logging.ERROR,
+    "panic": logging.CRITICAL,
+}
 AUTOCONF_INTERVAL = 2.0
 """Seconds between checks of the primary network configuration (for ``00-multus.conf``)."""
 
@@ -53,7 +58,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=settings_module.DEFAULT_CONFIG_PATH,
         help="path to daemon-config.json",
     )
-    parser.add_argument("-version", "--version", dest="version", action="store_true", help="print the version")
+    parser.add_argument(
+        "-version", "--version", dest="version", action="store_true", help="print the version"
+    )
     return parser.parse_args(argv)
 
 
@@ -101,7 +108,9 @@ class Daemon:
     async def _serve(self, db: Database) -> int:
         self.readiness.store_open = True
         engine = self._engine(db)
-        cni_server = server.CniServer(engine=engine, daemon_config=self.settings.raw, readiness=self.readiness)
+        cni_server = server.CniServer(
+            engine=engine, daemon_config=self.settings.raw, readiness=self.readiness
+        )
         try:
             runner = await server.start(cni_server, self.settings.socket_path)
         except (server.SocketInUseError, OSError) as exc:

@@ -53,10 +53,14 @@ def decode_body(body: bytes) -> ShimRequest:
         conf = json.loads(stdin)
     except ValueError as exc:
         raise CniError(
-            ErrorCode.DECODING_FAILURE, "error unmarshalling network configuration (request field 'config')", str(exc)
+            ErrorCode.DECODING_FAILURE,
+            "error unmarshalling network configuration (request field 'config')",
+            str(exc),
         ) from exc
     if not isinstance(conf, dict):
-        raise CniError(ErrorCode.DECODING_FAILURE, "network configuration (request field 'config') is not an object")
+        raise CniError(
+            ErrorCode.DECODING_FAILURE, "network configuration (request field 'config') is not an object"
+        )
     return ShimRequest(env=env, stdin=stdin, stdin_conf=conf)
 
 
@@ -77,7 +81,9 @@ def _decode_config(value: object) -> bytes:
     try:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise CniError(ErrorCode.DECODING_FAILURE, "request field 'config' is not valid base64", str(exc)) from exc
+        raise CniError(
+            ErrorCode.DECODING_FAILURE, "request field 'config' is not valid base64", str(exc)
+        ) from exc
 
 
 def command_of(request: ShimRequest) -> Command:
@@ -95,10 +101,14 @@ def interpret(request: ShimRequest, *, daemon_config: Mapping[str, Any]) -> Sand
     command = command_of(request)
     stdin_version = request.stdin_conf.get("cniVersion", "")
     if not isinstance(stdin_version, str):
-        raise CniError(ErrorCode.INVALID_NETWORK_CONFIG, "network configuration key 'cniVersion' must be a string")
+        raise CniError(
+            ErrorCode.INVALID_NETWORK_CONFIG, "network configuration key 'cniVersion' must be a string"
+        )
     conf = netconf.parse(netconf.merge(request.stdin_conf, daemon_config), stdin_cni_version=stdin_version)
     if command not in SANDBOX_COMMANDS:
-        return NodeRequest(command=command, conf=conf, valid_attachments=_valid_attachments(request.stdin_conf))
+        return NodeRequest(
+            command=command, conf=conf, valid_attachments=_valid_attachments(request.stdin_conf)
+        )
     env = request.env
     missing = [key for key in ("CNI_CONTAINERID", "CNI_NETNS", "CNI_ARGS") if key not in env]
     if missing:
@@ -130,7 +140,9 @@ def parse_cni_args(value: str) -> tuple[tuple[str, str], ...]:
             continue
         key, sep, val = item.partition("=")
         if not sep or not key.strip():
-            raise CniError(ErrorCode.INVALID_ENVIRONMENT, f"invalid CNI_ARGS item {item!r}", "expected KEY=VALUE")
+            raise CniError(
+                ErrorCode.INVALID_ENVIRONMENT, f"invalid CNI_ARGS item {item!r}", "expected KEY=VALUE"
+            )
         pairs.append((key.strip(), val.strip()))
     return tuple(pairs)
 
@@ -176,7 +188,9 @@ def _valid_attachments(stdin_conf: Mapping[str, Any]) -> tuple[Attachment, ...]:
 
 def add_response_body(result: JsonObject) -> bytes:
     """``{"Result": ...}`` as upstream's daemon sends it: compact, keys sorted, result in 1.1.0."""
-    return json.dumps({"Result": results.convert(result, "1.1.0")}, separators=(",", ":"), sort_keys=True).encode()
+    return json.dumps(
+        {"Result": results.convert(result, "1.1.0")}, separators=(",", ":"), sort_keys=True
+    ).encode()
 
 
 def error_body(error: CniError) -> bytes:

@@ -76,10 +76,10 @@ class CniServer:
         app.middlewares.append(_close_connections)
         return app
 
-    async def drain(self, timeout: float) -> int:
-        """Wait up to ``timeout`` for in-flight operations; return how many are still running."""
+    async def drain(self, grace: float) -> int:
+        """Wait up to ``grace`` seconds for in-flight operations; return how many still run."""
         if self._in_flight:
-            await asyncio.wait(set(self._in_flight), timeout=timeout)
+            await asyncio.wait(set(self._in_flight), timeout=grace)
         return sum(1 for task in self._in_flight if not task.done())
 
     async def _healthz(self, _request: web.Request) -> web.Response:
@@ -99,10 +99,14 @@ class CniServer:
             return _error_response(error)
         except Exception as exc:
             log.exception("internal error serving a CNI request")
-            return _error_response(CniError(ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"))
+            return _error_response(
+                CniError(ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+            )
         if result is None:
             return web.Response(status=200)
-        return web.Response(status=200, body=protocol.add_response_body(result), content_type="application/json")
+        return web.Response(
+            status=200, body=protocol.add_response_body(result), content_type="application/json"
+        )
 
     def _admit(self, command: Command) -> None:
         reason = self.readiness.reason

@@ -25,7 +25,17 @@ from pyroute2 import IPRoute
 from app.shim.install import install_shim
 from tests.conftest import CNI_PLUGIN_DIR
 
-REFERENCE_PLUGINS = ("bridge", "macvlan", "host-local", "static", "tuning", "ptp", "portmap", "bandwidth", "loopback")
+REFERENCE_PLUGINS = (
+    "bridge",
+    "macvlan",
+    "host-local",
+    "static",
+    "tuning",
+    "ptp",
+    "portmap",
+    "bandwidth",
+    "loopback",
+)
 RECORDER = Path(__file__).parent.parent / "plugins" / "recorder.py"
 
 
@@ -197,7 +207,9 @@ class Cluster:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.daemon is not None and self.daemon.poll() is not None:
-                raise AssertionError(f"daemon exited {self.daemon.returncode}:\n{self.daemon_log.read_text()}")
+                raise AssertionError(
+                    f"daemon exited {self.daemon.returncode}:\n{self.daemon_log.read_text()}"
+                )
             if self._readyz() == 200:
                 return
             time.sleep(0.05)
@@ -259,7 +271,9 @@ class Cluster:
             f"K8S_POD_INFRA_CONTAINER_ID={container_id}",
         }
         full_env.update(env or {})
-        proc = subprocess.run([str(self.shim)], input=stdin, env=full_env, capture_output=True, timeout=timeout)
+        proc = subprocess.run(
+            [str(self.shim)], input=stdin, env=full_env, capture_output=True, timeout=timeout
+        )
         return ShimResult(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
 
     def cleanup(self) -> None:
@@ -317,12 +331,16 @@ def started(cluster: Cluster) -> Callable[..., Cluster]:
     """Write a primary bridge network (plus extra defaultNetworks) and start the daemon."""
 
     def start(default_networks: int = 0, **config: Any) -> Cluster:
-        cluster.write_network(cluster.net_d, "10-primary.conflist", cluster.bridge_conflist("primary", "10.240.0.0/24"))
+        cluster.write_network(
+            cluster.net_d, "10-primary.conflist", cluster.bridge_conflist("primary", "10.240.0.0/24")
+        )
         names = []
         for index in range(default_networks):
             name = f"extra{index}"
             cluster.write_network(
-                cluster.conf_dir, f"{20 + index}-{name}.conflist", cluster.bridge_conflist(
+                cluster.conf_dir,
+                f"{20 + index}-{name}.conflist",
+                cluster.bridge_conflist(
                     name, f"10.24{1 + index}.0.0/24", default_route=False, bridge=f"{cluster.bridge}x{index}"
                 ),
             )

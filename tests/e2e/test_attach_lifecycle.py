@@ -33,7 +33,11 @@ def _three_networks(cluster: Cluster) -> None:
             "type": "macvlan",
             "master": parent,
             "mode": "bridge",
-            "ipam": {"type": "host-local", "dataDir": str(cluster.ipam_dir), "ranges": [[{"subnet": "10.241.0.0/24"}]]},
+            "ipam": {
+                "type": "host-local",
+                "dataDir": str(cluster.ipam_dir),
+                "ranges": [[{"subnet": "10.241.0.0/24"}]],
+            },
         },
     )
     second_bridge = f"{cluster.bridge}s"
@@ -82,7 +86,8 @@ def test_add_with_one_network_gives_the_pod_eth0_and_prints_the_result(started: 
     assert result["cniVersion"] == "1.0.0"
     assert result["ips"][0]["address"] == "10.240.0.2/24"
     sandbox_iface = next(i for i in result["interfaces"] if i.get("sandbox") == netns.path)
-    assert sandbox_iface["name"] == "eth0" and sandbox_iface["mac"] == interfaces["eth0"]["mac"]
+    assert sandbox_iface["name"] == "eth0"
+    assert sandbox_iface["mac"] == interfaces["eth0"]["mac"]
     assert len(cluster.leases()) == 1
     assert _db_rows(cluster, "SELECT state FROM sandboxes WHERE container_id = ?", container) == [("ready",)]
 
@@ -142,7 +147,8 @@ def test_check_reports_an_interface_missing_from_the_netns(three: Cluster) -> No
     assert checked.returncode == 1
     error = checked.json()
     assert error["code"] == 100
-    assert '"net1"' in error["msg"] and "macvlan-net" in error["msg"]
+    assert '"net1"' in error["msg"]
+    assert "macvlan-net" in error["msg"]
 
 
 def test_check_of_a_container_never_added_is_an_unknown_container_error(started: Any) -> None:
@@ -228,7 +234,10 @@ def test_del_replays_runtime_config_recorded_at_add(cluster: Cluster, started: A
     container = new_container_id()
     conf_with_capabilities = cluster.shim_conf(runtimeConfig=runtime_config)
 
-    assert cluster.run_shim("ADD", container_id=container, netns=netns, conf=conf_with_capabilities).returncode == 0
+    assert (
+        cluster.run_shim("ADD", container_id=container, netns=netns, conf=conf_with_capabilities).returncode
+        == 0
+    )
     deleted = cluster.run_shim("DEL", container_id=container, netns=netns)
 
     assert deleted.returncode == 0
@@ -339,7 +348,8 @@ def test_a_second_add_of_the_same_container_is_refused_without_touching_the_firs
     again = cluster.run_shim("ADD", container_id=container, netns=netns)
 
     assert again.returncode == 1
-    assert again.json()["code"] == 4 and "already attached" in again.json()["msg"]
+    assert again.json()["code"] == 4
+    assert "already attached" in again.json()["msg"]
     assert netns.links() == {"lo", "eth0"}
     assert len(cluster.leases()) == 1
     assert cluster.run_shim("DEL", container_id=container, netns=netns).returncode == 0

@@ -12,6 +12,7 @@ import os
 import socket
 import sqlite3
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,7 +32,10 @@ def _post_raw(cluster: Cluster, body: bytes, path: str = "/cni") -> tuple[int, b
     sock.settimeout(30)
     try:
         sock.connect(str(cluster.socket_dir / "multus.sock"))
-        head = f"POST {path} HTTP/1.1\r\nHost: dummy\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: dummy\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
         sock.sendall(head.encode() + body)
         response = b""
         while chunk := sock.recv(65536):
@@ -42,7 +46,9 @@ def _post_raw(cluster: Cluster, body: bytes, path: str = "/cni") -> tuple[int, b
     return status, response.split(b"\r\n\r\n", 1)[1]
 
 
-def _failing_network(cluster: Cluster, *, log: str, behaviour: dict[str, Any], chain_after_bridge: bool) -> None:
+def _failing_network(
+    cluster: Cluster, *, log: str, behaviour: dict[str, Any], chain_after_bridge: bool
+) -> None:
     recorder = {"type": "recorder", "recorder": {"log": log, "failOn": "ADD", **behaviour}}
     if chain_after_bridge:
         second_bridge = f"{cluster.bridge}f"
@@ -95,11 +101,15 @@ def test_failing_third_delegate_rolls_back_the_first_two(
 ) -> None:
     log = str(cluster.root / "recorder.jsonl")
     _failing_network(
-        cluster, log=log, behaviour={"fail": {"code": 11, "msg": "no capacity", "details": "retry"}},
+        cluster,
+        log=log,
+        behaviour={"fail": {"code": 11, "msg": "no capacity", "details": "retry"}},
         chain_after_bridge=chain_after_bridge,
     )
     cluster.write_network(
-        cluster.conf_dir, "20-extra.conflist", cluster.bridge_conflist("extra", "10.241.0.0/24", default_route=False, bridge=f"{cluster.bridge}e")
+        cluster.conf_dir,
+        "20-extra.conflist",
+        cluster.bridge_conflist("extra", "10.241.0.0/24", default_route=False, bridge=f"{cluster.bridge}e"),
     )
     started(defaultNetworks=["extra", "failing-net"])
     netns = cluster.new_netns()
@@ -110,11 +120,13 @@ def test_failing_third_delegate_rolls_back_the_first_two(
     assert added.returncode == 1
     error = added.json()
     assert error["code"] == 11, "the delegate's own error code must reach the runtime"
-    assert "no capacity" in error["msg"] and "failing-net" in error["msg"] and error["details"] == "retry"
+    assert "no capacity" in error["msg"]
+    assert "failing-net" in error["msg"]
+    assert error["details"] == "retry"
     assert netns.links() == {"lo"}
     assert cluster.leases() == []
     assert _counts(cluster) == (0, 0)
-    calls = [json.loads(line)["command"] for line in open(log)]
+    calls = [json.loads(line)["command"] for line in Path(log).read_text().splitlines()]
     assert calls == ["ADD", "DEL"], "the failed delegate itself is DELed too (it may have half-attached)"
     with sqlite3.connect(f"file:{cluster.state_db}?mode=ro", uri=True) as connection:
         rollback = connection.execute(
@@ -123,7 +135,9 @@ def test_failing_third_delegate_rolls_back_the_first_two(
     assert rollback == [("net2", "ok"), ("net1", "ok"), ("eth0", "ok")]
 
 
-def test_delegate_that_hangs_is_killed_after_the_timeout_and_rolled_back(cluster: Cluster, started: Any) -> None:
+def test_delegate_that_hangs_is_killed_after_the_timeout_and_rolled_back(
+    cluster: Cluster, started: Any
+) -> None:
     log = str(cluster.root / "recorder.jsonl")
     _failing_network(cluster, log=log, behaviour={"hang": True}, chain_after_bridge=False)
     started(defaultNetworks=["failing-net"], delegateTimeoutSeconds=1)
@@ -133,7 +147,7 @@ def test_delegate_that_hangs_is_killed_after_the_timeout_and_rolled_back(cluster
 
     assert added.returncode == 1
     assert "timed out" in added.json()["msg"] or "timeout" in added.json()["msg"]
-    hung = json.loads(open(log).readline())
+    hung = json.loads(Path(log).read_text().splitlines()[0])
     for pid in (hung["pid"], hung["child"]):
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}"):
@@ -144,8 +158,12 @@ def test_delegate_that_hangs_is_killed_after_the_timeout_and_rolled_back(cluster
     assert _counts(cluster) == (0, 0)
 
 
-def test_delegate_printing_garbage_is_a_decoding_error_and_rolled_back(cluster: Cluster, started: Any) -> None:
-    _failing_network(cluster, log=str(cluster.root / "r.jsonl"), behaviour={"garbage": True}, chain_after_bridge=False)
+def test_delegate_printing_garbage_is_a_decoding_error_and_rolled_back(
+    cluster: Cluster, started: Any
+) -> None:
+    _failing_network(
+        cluster, log=str(cluster.root / "r.jsonl"), behaviour={"garbage": True}, chain_after_bridge=False
+    )
     started(defaultNetworks=["failing-net"])
     netns = cluster.new_netns()
 
@@ -176,7 +194,10 @@ def test_network_conf_without_type_is_a_config_error_naming_the_file(survivor: A
     target = cluster.new_netns()
 
     added = cluster.run_shim(
-        "ADD", container_id=new_container_id(), netns=target, conf=cluster.shim_conf(defaultNetworks=["broken"])
+        "ADD",
+        container_id=new_container_id(),
+        netns=target,
+        conf=cluster.shim_conf(defaultNetworks=["broken"]),
     )
 
     assert added.returncode == 1
@@ -193,12 +214,16 @@ def test_unknown_default_network_is_a_config_error_and_nothing_is_recorded(survi
     target = cluster.new_netns()
 
     added = cluster.run_shim(
-        "ADD", container_id=new_container_id(), netns=target, conf=cluster.shim_conf(defaultNetworks=["no-such-net"])
+        "ADD",
+        container_id=new_container_id(),
+        netns=target,
+        conf=cluster.shim_conf(defaultNetworks=["no-such-net"]),
     )
 
     assert added.returncode == 1
     error = added.json()
-    assert error["code"] == 7 and "no-such-net" in error["msg"]
+    assert error["code"] == 7
+    assert "no-such-net" in error["msg"]
     assert target.links() == {"lo"}
     assert len(cluster.leases()) == 1
     _assert_survivor_intact_and_deletable(cluster, container, netns)
@@ -207,7 +232,9 @@ def test_unknown_default_network_is_a_config_error_and_nothing_is_recorded(survi
 def test_malformed_stdin_is_rejected_by_the_shim_before_the_daemon(survivor: Any) -> None:
     cluster, container, netns = survivor()
 
-    result = cluster.run_shim("ADD", container_id=new_container_id(), netns=cluster.new_netns(), conf=b"{not json")
+    result = cluster.run_shim(
+        "ADD", container_id=new_container_id(), netns=cluster.new_netns(), conf=b"{not json"
+    )
 
     assert result.returncode == 1
     assert result.json()["code"] == 6
@@ -221,7 +248,8 @@ def test_missing_environment_is_named_in_the_error(survivor: Any) -> None:
 
     assert result.returncode == 1
     error = result.json()
-    assert error["code"] == 4 and "CNI_CONTAINERID" in error["msg"]
+    assert error["code"] == 4
+    assert "CNI_CONTAINERID" in error["msg"]
     _assert_survivor_intact_and_deletable(cluster, container, netns)
 
 
@@ -231,7 +259,8 @@ def test_unknown_cni_command_is_rejected(survivor: Any) -> None:
     result = cluster.run_shim("FROB", container_id=new_container_id(), netns=cluster.new_netns())
 
     assert result.returncode == 1
-    assert result.json()["code"] == 4 and "FROB" in result.json()["msg"]
+    assert result.json()["code"] == 4
+    assert "FROB" in result.json()["msg"]
     _assert_survivor_intact_and_deletable(cluster, container, netns)
 
 
@@ -252,8 +281,8 @@ def test_unknown_cni_command_is_rejected(survivor: Any) -> None:
             "containerID",
         ),
         (
-            b'{"env": {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "abc", "CNI_NETNS": "/x", "CNI_ARGS": "novalue"},'
-            b' "config": "e30="}',
+            b'{"env": {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "abc", "CNI_NETNS": "/x", '
+            b'"CNI_ARGS": "novalue"}, "config": "e30="}',
             4,
             "CNI_ARGS",
         ),

@@ -1,0 +1,290 @@
+"""The CNI verbs on a network configuration list: ADD, DEL, CHECK, GC, STATUS, VERSION (libcni ``api.go``).
+
+Called by ``app.attach`` (and GC/STATUS by the daemon). Owns the order and version rules: ADD runs
+the plugins forward threading ``prevResult``; DEL runs them in reverse with the ADD's result; CHECK
+needs 0.4.0; GC and STATUS need 1.1.0. Each verb is a short loop over a private per-plugin step that
+builds the stdin (``app.cni.conf``), runs the plugin (``app.cni.invoke``) and decodes its output
+(``app.cni.results``). Never caches or records anything: the caller persists results and intents.
+
+Errors keep the plugin's code and gain the context ``plugin type="bridge" name="<network>" failed (add)``.
+Every plugin of a list is looked up before any executes: a bad or missing ``type`` anywhere refuses
+the whole list. ADD, CHECK and STATUS raise the first ``CniError``. DEL and GC try every plugin and
+raise an ``ExceptionGroup`` of ``CniError`` whenever anything failed, also when only one plugin failed
+or the list was refused up front, so callers handle one shape: ``except* CniError``. ADD and CHECK
+refuse a bad container ID, interface or network name before running anything; DEL checks none of
+them, so that it can always tear down what an ADD may have left.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from app.cni import conf, invoke, names, results
+from app.cni.types import Attachment, CniError, ErrorCode, JsonObject, NetworkConfigList, RuntimeConf
+
+logger = logging.getLogger(__name__)
+
+CHECK_SINCE: Final = "0.4.0"
+DEL_PREV_RESULT_SINCE: Final = "0.4.0"
+GC_STATUS_SINCE: Final = "1.1.0"
+DEFAULT_EXEC: Final = invoke.SubprocessExec()
+
+
+@dataclass(frozen=True, slots=True)
+class CniConfig:
+    """Where plugins are and how to run them (libcni ``CNIConfig``).
+
+    ``path``: directories searched in order (``CNI_PATH``). ``timeout``: seconds per plugin
+    execution. ``base_env``: the environment plugins get besides the ``CNI_*`` variables.
+    """
+
+    path: tuple[str, ...]
+    timeout: float = 60.0
+    exec: invoke.Exec = DEFAULT_EXEC
+    base_env: Mapping[str, str] = field(default_factory=lambda: dict(invoke.DEFAULT_BASE_ENV))
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    """One plugin of a list, found on disk."""
+
+    plugin: JsonObject
+    plugin_path: str
+
+    @property
+    def type(self) -> str:
+        return conf.plugin_type(self.plugin)
+
+
+# --- the verbs ------------------------------------------------------------------------------------
+
+
+async def add_network_list(*, cni: CniConfig, net: NetworkConfigList, rt: RuntimeConf) -> JsonObject:
+    """ADD every plugin in order; the last plugin's result, in ``net.cni_version``."""
+    _check_attachment(net, rt)
+    steps = _locate(cni, net, verb="add")
+    result: JsonObject | None = None
+    for step in steps:
+        try:
+            result = await _add_network(cni, net, step, prev_result=result, rt=rt)
+        except CniError as err:
+            raise err.with_context(_describe(step, net, "add")) from err
+    assert result is not None, "_locate returns at least one step"
+    return result
+
+
+async def del_network_list(
+    *, cni: CniConfig, net: NetworkConfigList, rt: RuntimeConf, prev_result: JsonObject | None
+) -> None:
+    """DEL every plugin in reverse order, each given ``prev_result`` (the ADD's result) from 0.4.0 on.
+
+    Raises ``ExceptionGroup[CniError]`` after trying every plugin if any failed.
+    """
+    try:
+        steps = _locate(cni, net, verb="delete")
+        prev = _prev_result_for_del(net, prev_result)
+    except CniError as err:
+        raise ExceptionGroup(f'DEL of network "{net.name}" refused', [err]) from None
+    errors: list[CniError] = []
+    for step in reversed(steps):
+        try:
+            await _del_network(cni, net, step, prev_result=prev, rt=rt)
+        except CniError as err:
+            errors.append(err.with_context(_describe(step, net, "delete")))
+    if errors:
+        raise ExceptionGroup(
+            f'DEL of network "{net.name}" failed in {len(errors)} of {len(steps)} plugins', errors
+        )
+
+
+async def check_network_list(
+    *, cni: CniConfig, net: NetworkConfigList, rt: RuntimeConf, prev_result: JsonObject
+) -> None:
+    """CHECK every plugin in order against ``prev_result``; a no-op when the list sets ``disableCheck``."""
+    if not results.version_at_least(net.cni_version, CHECK_SINCE):
+        raise CniError(
+            ErrorCode.INCOMPATIBLE_VERSION,
+            f'configuration version "{net.cni_version}" does not support the CHECK command',
+        )
+    if net.disable_check:
+        return
+    _check_attachment(net, rt)
+    steps = _locate(cni, net, verb="check")
+    prev = _converted(prev_result, net, what="prevResult")
+    for step in steps:
+        try:
+            await _check_network(cni, net, step, prev_result=prev, rt=rt)
+        except CniError as err:
+            raise err.with_context(_describe(step, net, "check")) from err
+
+
+async def gc_network_list(
+    *, cni: CniConfig, net: NetworkConfigList, valid_attachments: Sequence[Attachment]
+) -> None:
+    """GC every plugin, telling it which attachments are still valid (1.1.0 and not ``disableGC``).
+
+    Only the plugins' own GC: removing stale attachments through DEL is the caller's job. Raises
+    ``ExceptionGroup[CniError]`` after trying every plugin if any failed.
+    """
+    if not results.version_at_least(net.cni_version, GC_STATUS_SINCE) or net.disable_gc:
+        return
+    try:
+        steps = _locate(cni, net, verb="gc")
+    except CniError as err:
+        raise ExceptionGroup(f'GC of network "{net.name}" refused', [err]) from None
+    attachments = [{"containerID": item.container_id, "ifname": item.ifname} for item in valid_attachments]
+    errors: list[CniError] = []
+    for step in steps:
+        try:
+            await _gc_network(cni, net, step, attachments=attachments)
+        except CniError as err:
+            errors.append(err.with_context(_describe(step, net, "gc")))
+    if errors:
+        raise ExceptionGroup(
+            f'GC of network "{net.name}" failed in {len(errors)} of {len(steps)} plugins', errors
+        )
+
+
+async def status_network_list(*, cni: CniConfig, net: NetworkConfigList) -> None:
+    """STATUS every plugin (1.1.0; earlier versions succeed); the first error, 50/51 included, is raised."""
+    if not results.version_at_least(net.cni_version, GC_STATUS_SINCE):
+        return
+    for step in _locate(cni, net, verb="status"):
+        try:
+            await _run(
+                cni,
+                step,
+                command="STATUS",
+                stdin=conf.plugin_stdin(step.plugin, name=net.name, cni_version=net.cni_version),
+            )
+        except CniError as err:
+            raise err.with_context(_describe(step, net, "status")) from err
+
+
+async def version(
+    *, cni: CniConfig, plugin_type: str, cni_version: str = results.LATEST_VERSION
+) -> JsonObject:
+    """The VERSION answer of plugin ``plugin_type``: ``{"cniVersion", "supportedVersions"}``."""
+    plugin_path = cni.exec.find_in_path(plugin_type, cni.path)
+    stdin = conf.encode({"cniVersion": cni_version}, what="VERSION request")
+    step = _Step(plugin={"type": plugin_type}, plugin_path=plugin_path)
+    stdout = await _run(cni, step, command="VERSION", stdin=stdin)
+    return results.decode_version_info(stdout, plugin=plugin_type)
+
+
+# --- per-plugin steps -----------------------------------------------------------------------------
+
+
+async def _add_network(
+    cni: CniConfig, net: NetworkConfigList, step: _Step, *, prev_result: JsonObject | None, rt: RuntimeConf
+) -> JsonObject:
+    stdin = conf.plugin_stdin(
+        step.plugin,
+        name=net.name,
+        cni_version=net.cni_version,
+        prev_result=prev_result,
+        capability_args=rt.capability_args,
+    )
+    stdout = await _run(cni, step, command="ADD", stdin=stdin, rt=rt)
+    result = results.decode_result(stdout, version=net.cni_version, plugin=step.type)
+    return results.convert(result, net.cni_version)
+
+
+async def _del_network(
+    cni: CniConfig, net: NetworkConfigList, step: _Step, *, prev_result: JsonObject | None, rt: RuntimeConf
+) -> None:
+    stdin = conf.plugin_stdin(
+        step.plugin,
+        name=net.name,
+        cni_version=net.cni_version,
+        prev_result=prev_result,
+        capability_args=rt.capability_args,
+    )
+    await _run(cni, step, command="DEL", stdin=stdin, rt=rt)
+
+
+async def _check_network(
+    cni: CniConfig, net: NetworkConfigList, step: _Step, *, prev_result: JsonObject, rt: RuntimeConf
+) -> None:
+    stdin = conf.plugin_stdin(
+        step.plugin,
+        name=net.name,
+        cni_version=net.cni_version,
+        prev_result=prev_result,
+        capability_args=rt.capability_args,
+    )
+    await _run(cni, step, command="CHECK", stdin=stdin, rt=rt)
+
+
+async def _gc_network(
+    cni: CniConfig, net: NetworkConfigList, step: _Step, *, attachments: list[JsonObject]
+) -> None:
+    # "cni.dev/attachments" is the spec's earlier, misspelt key; libcni still sends both.
+    extra = {"cni.dev/valid-attachments": attachments, "cni.dev/attachments": attachments}
+    await _run(
+        cni,
+        step,
+        command="GC",
+        stdin=conf.plugin_stdin(step.plugin, name=net.name, cni_version=net.cni_version, extra=extra),
+    )
+
+
+async def _run(
+    cni: CniConfig, step: _Step, *, command: invoke.Command, stdin: bytes, rt: RuntimeConf | None = None
+) -> bytes:
+    env = invoke.plugin_env(command=command, cni_path=cni.path, base_env=cni.base_env, rt=rt)
+    logger.debug(
+        "CNI %s plugin=%s container=%s ifname=%s",
+        command,
+        step.plugin_path,
+        rt.container_id if rt else "-",
+        rt.ifname if rt else "-",
+    )
+    return await cni.exec.exec_plugin(plugin_path=step.plugin_path, stdin=stdin, env=env, timeout=cni.timeout)
+
+
+# --- rules shared by the verbs --------------------------------------------------------------------
+
+
+def _locate(cni: CniConfig, net: NetworkConfigList, *, verb: str) -> list[_Step]:
+    """Every plugin of ``net`` found on disk, or the first lookup error: nothing runs unless all exist."""
+    if not net.plugins:
+        raise CniError(ErrorCode.INVALID_NETWORK_CONFIG, f'network "{net.name}" has no plugins')
+    steps: list[_Step] = []
+    for plugin in net.plugins:
+        step_type = conf.plugin_type(plugin)
+        try:
+            steps.append(_Step(plugin=plugin, plugin_path=cni.exec.find_in_path(step_type, cni.path)))
+        except CniError as err:
+            raise err.with_context(_describe_type(step_type, net, verb)) from err
+    return steps
+
+
+def _check_attachment(net: NetworkConfigList, rt: RuntimeConf) -> None:
+    names.check_container_id(rt.container_id)
+    names.check_network_name(net.name)
+    names.check_ifname(rt.ifname)
+
+
+def _prev_result_for_del(net: NetworkConfigList, prev_result: JsonObject | None) -> JsonObject | None:
+    if prev_result is None or not results.version_at_least(net.cni_version, DEL_PREV_RESULT_SINCE):
+        return None
+    return _converted(prev_result, net, what="prevResult")
+
+
+def _converted(result: JsonObject, net: NetworkConfigList, *, what: str) -> JsonObject:
+    try:
+        return results.convert(result, net.cni_version)
+    except CniError as err:
+        raise err.with_context(f'network "{net.name}": {what}') from err
+
+
+def _describe(step: _Step, net: NetworkConfigList, verb: str) -> str:
+    return _describe_type(step.type, net, verb)
+
+
+def _describe_type(plugin_type: str, net: NetworkConfigList, verb: str) -> str:
+    return f'plugin type="{plugin_type}" name="{net.name}" failed ({verb})'

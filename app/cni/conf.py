@@ -1,0 +1,273 @@
+"""Network configurations: loading a conf or conflist into a ``NetworkConfigList``, and each plugin's stdin.
+
+Called by ``app.attach`` (delegate configs from NADs, files and checkpoints), by the daemon (the
+primary network in ``confDir``) and by ``app.cni.api`` (``plugin_stdin``). Loading never executes
+anything, and a config it cannot read is an error naming the source and the field, never "no config".
+
+Decisions: a missing ``cniVersion`` means 0.1.0 and versions outside ``SUPPORTED_VERSIONS`` are refused
+at load time (code 7); plugins are only taken inline (``plugins``), never from ``<dir>/<name>/*.conf``
+as libcni's ``loadOnlyInlinedPlugins: false`` would. Parse errors are code 6, shape errors code 7.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from typing import Any, Final
+
+from app.cni import names, results
+from app.cni.types import CniError, ErrorCode, JsonObject, NetworkConfigList
+
+CONF_EXTENSIONS: Final = (".conf", ".conflist", ".json")
+
+
+# --- loading --------------------------------------------------------------------------------------
+
+
+def load_network_list(data: bytes, *, source: str) -> NetworkConfigList:
+    """Decode a single conf (top-level ``type``: a list of one) or a conflist (``plugins``).
+
+    ``source`` (a file path, a NAD's namespace/name, ...) prefixes every error message.
+    """
+    document = _parse(data, source=source)
+    try:
+        return _network_list(document, raw=data)
+    except CniError as err:
+        raise err.with_context(source) from None
+
+
+def load_file(path: str) -> NetworkConfigList:
+    """``load_network_list`` on a file's bytes; an unreadable file is CniError 5 naming it."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as err:
+        raise CniError(ErrorCode.IO_FAILURE, f"error reading {path}: {err.strerror}") from err
+    return load_network_list(data, source=path)
+
+
+def list_conf_files(conf_dir: str) -> list[str]:
+    """The ``*.conf``, ``*.conflist`` and ``*.json`` regular files of ``conf_dir`` in lexical order.
+
+    A missing directory has none (``[]``); an unreadable one is CniError 5.
+    """
+    try:
+        entries = sorted(os.scandir(conf_dir), key=lambda entry: entry.name)
+    except FileNotFoundError:
+        return []
+    except OSError as err:
+        raise CniError(ErrorCode.IO_FAILURE, f"error reading directory {conf_dir}: {err.strerror}") from err
+    return [entry.path for entry in entries if entry.name.endswith(CONF_EXTENSIONS) and entry.is_file()]
+
+
+def find_by_name(conf_dir: str, name: str) -> NetworkConfigList | None:
+    """The first config file of ``conf_dir`` (lexical order) whose network is ``name``; None if none is.
+
+    None covers a missing directory too: callers fall back (e.g. to a NetworkAttachmentDefinition).
+    A file that cannot be loaded before the match raises its CniError, as libcni does: which file
+    was meant is unknowable, so the scan does not skip it.
+    """
+    for path in list_conf_files(conf_dir):
+        network = load_file(path)
+        if network.name == name:
+            return network
+    return None
+
+
+def first_in_dir(conf_dir: str) -> NetworkConfigList | None:
+    """The config in the lexically first config file of ``conf_dir``; None when there is no such file.
+
+    A first file that cannot be loaded raises its CniError rather than silently promoting the next one.
+    """
+    files = list_conf_files(conf_dir)
+    return load_file(files[0]) if files else None
+
+
+def _parse(data: bytes, *, source: str) -> JsonObject:
+    try:
+        document = results.parse_json(data)
+    except (ValueError, RecursionError) as err:
+        raise CniError(ErrorCode.DECODING_FAILURE, f"{source}: error parsing configuration: {err}") from err
+    if not isinstance(document, dict):
+        raise CniError(ErrorCode.INVALID_NETWORK_CONFIG, f"{source}: configuration must be a JSON object")
+    return document
+
+
+def _network_list(document: JsonObject, *, raw: bytes) -> NetworkConfigList:
+    name = _network_name(document)
+    plugins, is_single = _plugins(document)
+    return NetworkConfigList(
+        name=name,
+        cni_version=_cni_version(document),
+        plugins=plugins,
+        raw=raw,
+        disable_check=_flag(document, "disableCheck"),
+        disable_gc=_flag(document, "disableGC"),
+        is_single_conf=is_single,
+    )
+
+
+def _network_name(document: JsonObject) -> str:
+    if "name" not in document:
+        raise _invalid('missing "name"')
+    name = _string(document["name"], "name")
+    names.check_network_name(name)
+    return name
+
+
+def _cni_version(document: JsonObject) -> str:
+    """``cniVersion``, or with ``cniVersions`` the highest supported of both (libcni 1.1.0 rules)."""
+    declared = _string(document["cniVersion"], "cniVersion") if "cniVersion" in document else ""
+    if "cniVersions" not in document:
+        return _supported(declared, "cniVersion")
+    candidates = [*_version_list(document["cniVersions"]), *([declared] if declared else [])]
+    usable = [version for version in candidates if version in results.SUPPORTED_VERSIONS]
+    if not usable:
+        raise _invalid(
+            f'no supported version in "cniVersions"/"cniVersion" {candidates}: '
+            f"supported versions are {', '.join(results.SUPPORTED_VERSIONS)}"
+        )
+    return max(usable, key=results.parse_version)
+
+
+def _version_list(value: object) -> list[str]:
+    if not isinstance(value, list):
+        raise _invalid(f'"cniVersions" must be a list of strings, got {results.json_kind(value)}')
+    versions: list[str] = []
+    for index, item in enumerate(value):
+        version = _string(item, f"cniVersions[{index}]")
+        try:
+            results.parse_version(version)
+        except CniError as err:
+            raise _invalid(f'"cniVersions[{index}]": {err.msg}') from None
+        versions.append(version)
+    return versions
+
+
+def _supported(version: str, field: str) -> str:
+    try:
+        return results.supported_version(version)
+    except CniError as err:
+        raise _invalid(f'invalid "{field}": {err.msg}') from None
+
+
+def _flag(document: JsonObject, key: str) -> bool:
+    """A boolean that libcni also accepts as the strings "true"/"false" (any case)."""
+    value = document.get(key, False)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise _invalid(f'invalid value {json.dumps(value)} for "{key}": must be true or false')
+
+
+def _plugins(document: JsonObject) -> tuple[tuple[JsonObject, ...], bool]:
+    if "plugins" not in document:
+        if "type" not in document:
+            raise _invalid("no 'type'; perhaps this is a .conflist?")
+        _check_plugin(document, field="")
+        return (document,), True
+    plugins = document["plugins"]
+    if not isinstance(plugins, list):
+        raise _invalid(f'"plugins" must be a list, got {results.json_kind(plugins)}')
+    if not plugins:
+        raise _invalid('"plugins" is empty')
+    for index, plugin in enumerate(plugins):
+        if not isinstance(plugin, dict):
+            raise _invalid(f'"plugins[{index}]" must be an object, got {results.json_kind(plugin)}')
+        _check_plugin(plugin, field=f"plugins[{index}].")
+    return tuple(plugins), False
+
+
+def _check_plugin(plugin: JsonObject, *, field: str) -> None:
+    """The fields Go's ``types.NetConf`` decodes must have its types; everything else is the plugin's."""
+    if "type" not in plugin:
+        raise _invalid(f'missing "{field}type"')
+    if not _string(plugin["type"], f"{field}type"):
+        raise _invalid(f'"{field}type" is empty')
+    for key in ("name", "cniVersion"):
+        if plugin.get(key) is not None:
+            _string(plugin[key], f"{field}{key}")
+    capabilities = plugin.get("capabilities")
+    if capabilities is not None:
+        _capabilities(capabilities, f"{field}capabilities")
+    ipam = plugin.get("ipam")
+    if ipam is not None:
+        if not isinstance(ipam, dict):
+            raise _invalid(f'"{field}ipam" must be an object, got {results.json_kind(ipam)}')
+        if ipam.get("type") is not None:
+            _string(ipam["type"], f"{field}ipam.type")
+
+
+def _capabilities(value: object, field: str) -> None:
+    if not isinstance(value, dict):
+        raise _invalid(f'"{field}" must be an object, got {results.json_kind(value)}')
+    for key, enabled in value.items():
+        if not isinstance(enabled, bool):
+            raise _invalid(f'"{field}.{key}" must be true or false, got {results.json_kind(enabled)}')
+
+
+def _string(value: object, field: str) -> str:
+    if not isinstance(value, str):
+        raise _invalid(f'"{field}" must be a string, got {results.json_kind(value)}')
+    return value
+
+
+def _invalid(msg: str) -> CniError:
+    return CniError(ErrorCode.INVALID_NETWORK_CONFIG, msg)
+
+
+# --- plugin stdin ---------------------------------------------------------------------------------
+
+
+def runtime_config(plugin: JsonObject, capability_args: Mapping[str, Any]) -> JsonObject:
+    """``{capability: value}`` for each capability ``plugin`` declares true and the runtime supplied."""
+    capabilities = plugin.get("capabilities")
+    if not isinstance(capabilities, dict):
+        return {}
+    return {
+        capability: capability_args[capability]
+        for capability, enabled in capabilities.items()
+        if enabled is True and capability in capability_args
+    }
+
+
+def plugin_stdin(
+    plugin: JsonObject,
+    *,
+    name: str,
+    cni_version: str,
+    prev_result: JsonObject | None = None,
+    capability_args: Mapping[str, Any] | None = None,
+    extra: Mapping[str, object] | None = None,
+) -> bytes:
+    """The exact bytes a plugin of list ``name`` reads on stdin (libcni ``buildOneConfig``).
+
+    The plugin's object with ``name`` and ``cniVersion`` of the list, ``prevResult`` when given,
+    ``runtimeConfig`` when any declared capability was supplied (otherwise the plugin's own key, if
+    any, stays), and ``extra`` keys (GC's attachment lists); serialized compactly with sorted keys.
+    The caller converts ``prev_result`` to ``cni_version`` first.
+    """
+    config: JsonObject = {**plugin, "name": name, "cniVersion": cni_version}
+    if prev_result is not None:
+        config["prevResult"] = prev_result
+    granted = runtime_config(plugin, capability_args or {})
+    if granted:
+        config["runtimeConfig"] = granted
+    config.update(extra or {})
+    return encode(config, what=f'configuration for plugin "{plugin.get("type")}"')
+
+
+def encode(document: JsonObject, *, what: str) -> bytes:
+    """Compact JSON with sorted keys, as Go's ``json.Marshal`` of a map; unencodable values are CniError 7."""
+    try:
+        return json.dumps(document, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+    except (TypeError, ValueError, RecursionError) as err:
+        raise CniError(ErrorCode.INVALID_NETWORK_CONFIG, f"cannot encode {what}: {err}") from err
+
+
+def plugin_type(plugin: JsonObject) -> str:
+    """The plugin's ``type``: a string when loaded; ``""`` for a hand-built object without one."""
+    value = plugin.get("type", "")
+    return value if isinstance(value, str) else ""

@@ -1,0 +1,489 @@
+"""CNI result formats: version numbers, shape validation, decoding plugin output, conversion between versions.
+
+Pure functions over plain JSON objects, called by ``app.cni.api`` (decode each plugin's stdout,
+convert ``prevResult`` and the final result to the list's version) and by callers that print a result
+in the runtime's version. Never performs I/O and never mutates its arguments.
+
+Formats: 0.1.0/0.2.0 carry ``ip4``/``ip6``; 0.3.0 to 0.4.0 carry ``interfaces``, ``ips`` (each with
+``version``) and ``routes``; 1.0.0/1.1.0 drop ``version`` from ``ips`` and 1.1.0 adds interface
+``mtu``/``socketPath``/``pciID`` and route ``mtu``/``advmss``/``priority``/``table``/``scope``.
+Conversions follow the Go library (``pkg/types/{020,040,100}``); keys unknown to a format are kept
+wherever the result keeps its shape. When the shape changes (0.1/0.2 ↔ 0.3+), the address-carrying
+keys (``ip4``/``ip6`` or ``interfaces``/``ips``/``routes``) are rebuilt, never copied across.
+
+Error codes: a version outside ``SUPPORTED_VERSIONS``, or a result that cannot be expressed in the target
+version (``cannot convert: no valid IP addresses``), is code 1; a result of the wrong shape is code 6.
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import json
+import re
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+from app.cni.types import CniError, ErrorCode, JsonObject
+
+SUPPORTED_VERSIONS: Final = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
+LATEST_VERSION: Final = "1.1.0"
+
+_VERSION = re.compile(r"([0-9]+)(?:\.([0-9]+))?(?:\.([0-9]+))?")
+_RICH_FROM: Final = (0, 3, 0)
+_NO_IP_VERSION_FROM: Final = (1, 0, 0)
+_INTERFACE_FIELDS_1_1: Final = ("mtu", "socketPath", "pciID")
+_ROUTE_FIELDS_1_1: Final = ("mtu", "advmss", "priority", "table", "scope")
+_SHAPE_KEYS: Final = ("interfaces", "ips", "routes", "ip4", "ip6")
+"""Keys that carry addresses in one format or the other: rebuilt, never copied, when the format changes."""
+_STDOUT_TAIL = 512
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+# --- versions -------------------------------------------------------------------------------------
+
+
+def parse_version(version: str) -> tuple[int, int, int]:
+    """``"1.0.0"`` → ``(1, 0, 0)``; ``""`` means 0.1.0 (spec); malformed → CniError code 1."""
+    if version == "":
+        return (0, 1, 0)
+    match = _VERSION.fullmatch(version)
+    if match is None:
+        raise CniError(
+            ErrorCode.INCOMPATIBLE_VERSION, f'invalid version "{version}": expected MAJOR.MINOR.PATCH'
+        )
+    major, minor, patch = (int(part) if part else 0 for part in match.groups())
+    return (major, minor, patch)
+
+
+def version_at_least(version: str, minimum: str) -> bool:
+    """True when ``version`` is ``minimum`` or newer (``""`` counts as 0.1.0)."""
+    return parse_version(version) >= parse_version(minimum)
+
+
+def supported_version(version: str) -> str:
+    """``version`` itself if this library implements it (``""`` becomes 0.1.0), else CniError code 1."""
+    normalized = version or "0.1.0"
+    if normalized not in SUPPORTED_VERSIONS:
+        raise CniError(
+            ErrorCode.INCOMPATIBLE_VERSION,
+            f'unsupported CNI version "{version}": supported versions are {", ".join(SUPPORTED_VERSIONS)}',
+        )
+    return normalized
+
+
+def _is_rich(version: str) -> bool:
+    return parse_version(version) >= _RICH_FROM
+
+
+def _has_ip_version_field(version: str) -> bool:
+    return _RICH_FROM <= parse_version(version) < _NO_IP_VERSION_FROM
+
+
+# --- decoding ---------------------------------------------------------------------------------------
+
+
+def decode_result(stdout: bytes, *, version: str, plugin: str) -> JsonObject:
+    """The result a plugin printed, validated, in its own version.
+
+    ``version`` is the configuration's ``cniVersion``; it fills in a missing ``cniVersion`` as the Go
+    library does. Bad JSON or a bad shape raises CniError code 6 naming ``plugin`` and the field; an
+    unsupported ``cniVersion`` raises code 1.
+    """
+    document = _load_json(stdout, plugin=plugin)
+    if document is None:  # Go accepts a plugin printing "null" as an empty result
+        document = {}
+    if not isinstance(document, dict):
+        raise CniError(
+            ErrorCode.DECODING_FAILURE,
+            f'plugin "{plugin}" printed a result that is not a JSON object but {json_kind(document)}',
+        )
+    result: JsonObject = document
+    result["cniVersion"] = _result_version(result.get("cniVersion"), config_version=version, plugin=plugin)
+    _validate_or_raise(result, prefix=f'plugin "{plugin}" printed an invalid result')
+    return result
+
+
+def _result_version(declared: object, *, config_version: str, plugin: str) -> str:
+    """The version a plugin's result is in: its own ``cniVersion``, else the configuration's."""
+    if declared is None or declared == "":
+        return _supported_for(config_version, f'plugin "{plugin}" was configured with')
+    if not isinstance(declared, str):
+        raise CniError(
+            ErrorCode.DECODING_FAILURE,
+            f'plugin "{plugin}" printed an invalid result: cniVersion: {_must("a string", declared)}',
+        )
+    _supported_for(declared, f'plugin "{plugin}" printed a result with')
+    return declared
+
+
+def decode_version_info(stdout: bytes, *, plugin: str) -> JsonObject:
+    """A VERSION answer ``{"cniVersion", "supportedVersions"}``; a bare 0.1.0 answer supports 0.1.0."""
+    document = _load_json(stdout, plugin=plugin)
+    if not isinstance(document, dict):
+        raise CniError(
+            ErrorCode.DECODING_FAILURE, f'plugin "{plugin}" printed version info that is not a JSON object'
+        )
+    info: JsonObject = document
+    declared = info.get("cniVersion")
+    if not isinstance(declared, str) or not declared:
+        raise CniError(
+            ErrorCode.DECODING_FAILURE, f'plugin "{plugin}" version info: missing field cniVersion'
+        )
+    supported = info.get("supportedVersions")
+    if supported is None and declared == "0.1.0":
+        info["supportedVersions"] = ["0.1.0"]
+        return info
+    if (
+        not isinstance(supported, list)
+        or not supported
+        or not all(isinstance(item, str) for item in supported)
+    ):
+        raise CniError(
+            ErrorCode.DECODING_FAILURE,
+            f'plugin "{plugin}" version info: supportedVersions must be a non-empty list of strings',
+        )
+    return info
+
+
+def parse_json(data: bytes) -> object:
+    """``json.loads`` as strict as Go's decoder: ``NaN`` and ``Infinity`` are not JSON (ValueError)."""
+    return json.loads(data, parse_constant=_reject_constant)
+
+
+def _load_json(stdout: bytes, *, plugin: str) -> object:
+    try:
+        return parse_json(stdout)
+    except (ValueError, RecursionError) as err:
+        raise CniError(
+            ErrorCode.DECODING_FAILURE,
+            f'plugin "{plugin}" printed output that is not valid JSON: {err}',
+            _tail(stdout),
+        ) from err
+
+
+def _reject_constant(name: str) -> object:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _tail(data: bytes) -> str:
+    return data[-_STDOUT_TAIL:].decode("utf-8", "replace")
+
+
+def _supported_for(version: str, context: str) -> str:
+    try:
+        return supported_version(version)
+    except CniError as err:
+        raise CniError(err.code, f"{context} {err.msg}") from err
+
+
+# --- conversion -------------------------------------------------------------------------------------
+
+
+def convert(result: JsonObject, to_version: str) -> JsonObject:
+    """``result`` expressed in ``to_version`` (``""`` means 0.1.0); a new object, the input is untouched.
+
+    The source version is ``result["cniVersion"]`` (absent means 0.1.0). The source is validated
+    first, so a malformed result raises CniError code 6 rather than converting into nonsense.
+    """
+    target = supported_version(to_version)
+    declared = result.get("cniVersion", "")
+    if not isinstance(declared, str):
+        raise CniError(
+            ErrorCode.DECODING_FAILURE, f"invalid result: cniVersion: {_must('a string', declared)}"
+        )
+    source = _supported_for(declared, "cannot convert a result with")
+    _validate_or_raise(result, prefix="invalid result", version=source)
+    converted = _converter(source, target)(copy.deepcopy(result), target)
+    converted["cniVersion"] = target
+    return converted
+
+
+def _converter(source: str, target: str) -> Callable[[JsonObject, str], JsonObject]:
+    if _is_rich(source):
+        return _rich_to_rich if _is_rich(target) else _rich_to_legacy
+    return _legacy_to_rich if _is_rich(target) else _legacy_to_legacy
+
+
+def _legacy_to_legacy(result: JsonObject, target: str) -> JsonObject:
+    return result
+
+
+def _rich_to_rich(result: JsonObject, target: str) -> JsonObject:
+    """1.x ↔ 1.y copies; to 0.3/0.4 adds ``version`` and drops 1.1.0 fields; to 1.x drops ``version``."""
+    from_one = not _has_ip_version_field(result.get("cniVersion", ""))
+    to_zero = _has_ip_version_field(target)
+    for ip in _items(result.get("ips")):
+        if not to_zero:
+            ip.pop("version", None)
+        elif from_one or "version" not in ip:
+            ip["version"] = str(_family(_cidr(ip["address"], "address")))
+    if to_zero:
+        _drop_fields(result.get("interfaces"), _INTERFACE_FIELDS_1_1)
+        _drop_fields(result.get("routes"), _ROUTE_FIELDS_1_1)
+    return result
+
+
+def _rich_to_legacy(result: JsonObject, target: str) -> JsonObject:
+    """First IPv4 → ``ip4``, first IPv6 → ``ip6``; routes follow their ``dst`` family, only ``dst``/``gw``."""
+    legacy: JsonObject = {key: value for key, value in result.items() if key not in _SHAPE_KEYS}
+    by_family: dict[int, JsonObject] = {}
+    for ip in _items(result.get("ips")):
+        family = _family(_cidr(ip["address"], "address"))
+        if family not in by_family:
+            by_family[family] = _legacy_ip(ip)
+    if not by_family:
+        raise CniError(ErrorCode.INCOMPATIBLE_VERSION, "cannot convert: no valid IP addresses")
+    for route in _items(result.get("routes")):
+        config = by_family.get(_family(_cidr(route["dst"], "dst")))
+        if config is not None:
+            config.setdefault("routes", []).append(_legacy_route(route))
+    for family, key in ((4, "ip4"), (6, "ip6")):
+        if family in by_family:
+            legacy[key] = by_family[family]
+    legacy.setdefault("dns", {})
+    return legacy
+
+
+def _legacy_ip(ip: JsonObject) -> JsonObject:
+    config: JsonObject = {"ip": ip["address"]}
+    if ip.get("gateway") is not None:
+        config["gateway"] = ip["gateway"]
+    return config
+
+
+def _legacy_route(route: JsonObject) -> JsonObject:
+    kept: JsonObject = {"dst": route["dst"]}
+    if route.get("gw") is not None:
+        kept["gw"] = route["gw"]
+    return kept
+
+
+def _legacy_to_rich(result: JsonObject, target: str) -> JsonObject:
+    """``ip4`` then ``ip6`` become ``ips`` (no ``interface`` index); their routes are concatenated."""
+    rich: JsonObject = {key: value for key, value in result.items() if key not in _SHAPE_KEYS}
+    ips: list[JsonObject] = []
+    routes: list[JsonObject] = []
+    for family, key in ((4, "ip4"), (6, "ip6")):
+        config = result.get(key)
+        if not isinstance(config, dict):
+            continue
+        ip: JsonObject = {"address": config["ip"]}
+        if config.get("gateway") is not None:
+            ip["gateway"] = config["gateway"]
+        if _has_ip_version_field(target):
+            ip["version"] = str(family)
+        ips.append(ip)
+        routes.extend(_items(config.get("routes")))
+    if ips:
+        rich["ips"] = ips
+    if routes:
+        rich["routes"] = routes
+    return rich
+
+
+def _items(value: object) -> list[JsonObject]:
+    """The objects of a validated JSON list (absent or null → none)."""
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def _drop_fields(value: object, fields: Sequence[str]) -> None:
+    for item in _items(value):
+        for name in fields:
+            item.pop(name, None)
+
+
+# --- shape validation ---------------------------------------------------------------------------------
+
+
+class _ShapeError(Exception):
+    """A field of the wrong shape; turned into CniError code 6 by the public functions."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+
+
+def _validate_or_raise(result: JsonObject, *, prefix: str, version: str | None = None) -> None:
+    try:
+        _validate(result, version or result["cniVersion"])
+    except _ShapeError as err:
+        raise CniError(ErrorCode.DECODING_FAILURE, f"{prefix}: {err}") from None
+
+
+def _validate(result: JsonObject, version: str) -> None:
+    if _is_rich(version):
+        _validate_rich(result, with_ip_version=_has_ip_version_field(version))
+    else:
+        for key in ("ip4", "ip6"):
+            _optional(result, key, key, _validate_legacy_ip)
+    _optional(result, "dns", "dns", _validate_dns)
+
+
+def _validate_rich(result: JsonObject, *, with_ip_version: bool) -> None:
+    interfaces = _optional_list(result, "interfaces", "interfaces")
+    for index, interface in enumerate(interfaces):
+        _validate_interface(interface, f"interfaces[{index}]")
+    for index, ip in enumerate(_optional_list(result, "ips", "ips")):
+        _validate_ip(ip, f"ips[{index}]", interface_count=len(interfaces), with_version=with_ip_version)
+    for index, route in enumerate(_optional_list(result, "routes", "routes")):
+        _validate_route(route, f"routes[{index}]")
+
+
+def _validate_interface(value: object, field: str) -> None:
+    interface = _object(value, field)
+    for key in ("name", "mac", "sandbox", "socketPath", "pciID"):
+        _optional(interface, key, f"{field}.{key}", _string)
+    _optional(interface, "mtu", f"{field}.mtu", _non_negative_int)
+
+
+def _validate_ip(value: object, field: str, *, interface_count: int, with_version: bool) -> None:
+    ip = _object(value, field)
+    if "address" not in ip:
+        raise _ShapeError(f"{field}.address", "missing")
+    _cidr(ip["address"], f"{field}.address")
+    _optional(ip, "gateway", f"{field}.gateway", _ip)
+    index = ip.get("interface")
+    if index is not None:
+        _non_negative_int(index, f"{field}.interface")
+        if index >= interface_count:
+            raise _ShapeError(
+                f"{field}.interface", f"index {index} is out of range ({interface_count} interfaces)"
+            )
+    if with_version and ip.get("version") is not None and ip["version"] not in ("4", "6"):
+        raise _ShapeError(f"{field}.version", f'must be "4" or "6", got {json.dumps(ip["version"])}')
+
+
+def _validate_route(value: object, field: str) -> None:
+    route = _object(value, field)
+    if "dst" not in route:
+        raise _ShapeError(f"{field}.dst", "missing")
+    _cidr(route["dst"], f"{field}.dst")
+    _optional(route, "gw", f"{field}.gw", _ip)
+    for key in _ROUTE_FIELDS_1_1:
+        _optional(route, key, f"{field}.{key}", _int)
+
+
+def _validate_legacy_ip(value: object, field: str) -> None:
+    config = _object(value, field)
+    if "ip" not in config:
+        raise _ShapeError(f"{field}.ip", "missing")
+    _cidr(config["ip"], f"{field}.ip")
+    _optional(config, "gateway", f"{field}.gateway", _ip)
+    for index, route in enumerate(_optional_list(config, "routes", f"{field}.routes")):
+        _validate_route(route, f"{field}.routes[{index}]")
+
+
+def _validate_dns(value: object, field: str) -> None:
+    dns = _object(value, field)
+    _optional(dns, "domain", f"{field}.domain", _string)
+    for key in ("nameservers", "search", "options"):
+        for index, item in enumerate(_optional_list(dns, key, f"{field}.{key}")):
+            _string(item, f"{field}.{key}[{index}]")
+
+
+def _optional(obj: JsonObject, key: str, field: str, check: Callable[[object, str], object]) -> None:
+    """Run ``check`` on ``obj[key]`` unless it is absent or null (Go reads null as absent)."""
+    value = obj.get(key)
+    if value is not None:
+        check(value, field)
+
+
+def _optional_list(obj: JsonObject, key: str, field: str) -> list[Any]:
+    value = obj.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _ShapeError(field, _must("a list", value))
+    return value
+
+
+def _object(value: object, field: str) -> JsonObject:
+    if not isinstance(value, dict):
+        raise _ShapeError(field, _must("an object", value))
+    return value
+
+
+def _string(value: object, field: str) -> str:
+    if not isinstance(value, str):
+        raise _ShapeError(field, _must("a string", value))
+    return value
+
+
+def _int(value: object, field: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _ShapeError(field, _must("an integer", value))
+    return value
+
+
+def _non_negative_int(value: object, field: str) -> int:
+    number = _int(value, field)
+    if number < 0:
+        raise _ShapeError(field, f"must not be negative, got {number}")
+    return number
+
+
+def _ip(value: object, field: str) -> Address:
+    text = _string(value, field)
+    address = parse_ip(text)
+    if address is None:
+        raise _ShapeError(field, f"{json.dumps(text)} is not an IP address")
+    return address
+
+
+def _cidr(value: object, field: str) -> Address:
+    text = _string(value, field)
+    parsed = parse_cidr(text)
+    if parsed is None:
+        raise _ShapeError(field, f"{json.dumps(text)} is not a CIDR (address/prefix)")
+    return parsed[0]
+
+
+def _must(expected: str, value: object) -> str:
+    return f"must be {expected}, got {json_kind(value)}"
+
+
+def json_kind(value: object) -> str:
+    """How an error message names a JSON value's type: ``null``, ``a boolean``, ``a number``, ..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    return "an object"
+
+
+# --- addresses ------------------------------------------------------------------------------------
+
+
+def parse_ip(text: str) -> Address | None:
+    """An IP address as Go's ``net.ParseIP`` reads it (no zone, no prefix), or None."""
+    if "%" in text or "/" in text:
+        return None
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def parse_cidr(text: str) -> tuple[Address, int] | None:
+    """``"10.1.0.5/24"`` → (address, prefix) as Go's ``net.ParseCIDR`` reads it (host bits kept), or None."""
+    address_text, slash, prefix_text = text.partition("/")
+    if not slash or not prefix_text.isascii() or not prefix_text.isdigit() or len(prefix_text) > 3:
+        return None
+    address = parse_ip(address_text)
+    if address is None or int(prefix_text) > address.max_prefixlen:
+        return None
+    return address, int(prefix_text)
+
+
+def _family(address: Address) -> int:
+    """4 or 6 as Go's ``To4() != nil`` decides: IPv4-mapped IPv6 addresses count as IPv4."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is None:
+        return 6
+    return 4

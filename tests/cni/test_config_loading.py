@@ -1,0 +1,283 @@
+"""Loading confs and conflists (bytes, files, directories) and building each plugin's stdin."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from app.cni import conf
+from app.cni.types import CniError, ErrorCode, NetworkConfigList
+from tests.cni.support import json_values, outcome_of
+
+
+def load(document: Any) -> NetworkConfigList:
+    return conf.load_network_list(json.dumps(document).encode(), source="nad default/x")
+
+
+def load_error(document: Any) -> CniError:
+    with pytest.raises(CniError) as caught:
+        load(document)
+    return caught.value
+
+
+# --- single confs and conflists ---------------------------------------------------------------------
+
+
+def test_a_single_conf_becomes_a_list_of_one_plugin_keeping_its_bytes() -> None:
+    raw = b'{"cniVersion": "0.4.0", "name": "mynet", "type": "bridge", "bridge": "br0"}'
+
+    net = conf.load_network_list(raw, source="f")
+
+    assert (net.name, net.cni_version, net.is_single_conf, net.raw) == ("mynet", "0.4.0", True, raw)
+    assert net.plugins == ({"cniVersion": "0.4.0", "name": "mynet", "type": "bridge", "bridge": "br0"},)
+
+
+def test_a_conflist_keeps_its_plugins_in_order_and_its_flags() -> None:
+    net = load(
+        {
+            "cniVersion": "1.1.0",
+            "name": "chain",
+            "disableCheck": True,
+            "disableGC": "TRUE",
+            "plugins": [{"type": "bridge"}, {"type": "tuning", "mtu": 1400}],
+        }
+    )
+
+    assert net.plugin_types == ["bridge", "tuning"]
+    assert (net.disable_check, net.disable_gc, net.is_single_conf) == (True, True, False)
+
+
+def test_a_missing_cni_version_means_0_1_0() -> None:
+    assert load({"name": "n", "type": "bridge"}).cni_version == "0.1.0"
+
+
+@pytest.mark.parametrize(
+    ("versions", "declared", "chosen"),
+    [
+        (["0.4.0", "1.0.0", "2.0.0"], None, "1.0.0"),
+        (["1.1.0", "0.3.1"], "1.0.0", "1.1.0"),
+        (["0.3.1"], "1.0.0", "1.0.0"),
+        (["3.0.0"], "0.4.0", "0.4.0"),
+    ],
+)
+def test_cni_versions_picks_the_highest_supported(
+    versions: list[str], declared: str | None, chosen: str
+) -> None:
+    document: dict[str, Any] = {"name": "n", "cniVersions": versions, "plugins": [{"type": "bridge"}]}
+    if declared:
+        document["cniVersion"] = declared
+
+    assert load(document).cni_version == chosen
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ({"type": "bridge"}, 'missing "name"'),
+        ({"name": 5, "type": "bridge"}, '"name" must be a string, got a number'),
+        ({"name": "my net", "type": "bridge"}, "invalid characters found in network name; my net"),
+        ({"name": "-net", "type": "bridge"}, "invalid characters found in network name; -net"),
+        ({"name": "n"}, "no 'type'; perhaps this is a .conflist?"),
+        ({"name": "n", "type": ""}, '"type" is empty'),
+        ({"name": "n", "type": ["bridge"]}, '"type" must be a string, got a list'),
+        ({"name": "n", "plugins": {"type": "bridge"}}, '"plugins" must be a list, got an object'),
+        ({"name": "n", "plugins": []}, '"plugins" is empty'),
+        ({"name": "n", "plugins": ["bridge"]}, '"plugins[0]" must be an object, got a string'),
+        ({"name": "n", "plugins": [{"type": "a"}, {"mtu": 1}]}, 'missing "plugins[1].type"'),
+        (
+            {"name": "n", "plugins": [{"type": "a", "capabilities": []}]},
+            '"plugins[0].capabilities" must be an object',
+        ),
+        (
+            {"name": "n", "plugins": [{"type": "a", "capabilities": {"mac": "yes"}}]},
+            '"plugins[0].capabilities.mac" must be true or false, got a string',
+        ),
+        (
+            {"name": "n", "plugins": [{"type": "a", "ipam": "host-local"}]},
+            '"plugins[0].ipam" must be an object',
+        ),
+        ({"name": "n", "type": "a", "ipam": {"type": 1}}, '"ipam.type" must be a string, got a number'),
+        (
+            {"name": "n", "type": "a", "cniVersion": "0.5.0"},
+            'invalid "cniVersion": unsupported CNI version "0.5.0"',
+        ),
+        ({"name": "n", "type": "a", "cniVersion": 1.0}, '"cniVersion" must be a string, got a number'),
+        (
+            {"name": "n", "type": "a", "cniVersions": "1.0.0"},
+            '"cniVersions" must be a list of strings, got a string',
+        ),
+        ({"name": "n", "type": "a", "cniVersions": ["x"]}, '"cniVersions[0]": invalid version "x"'),
+        (
+            {"name": "n", "type": "a", "cniVersions": ["0.5.0"]},
+            'no supported version in "cniVersions"/"cniVersion"',
+        ),
+        ({"name": "n", "type": "a", "disableCheck": "maybe"}, 'invalid value "maybe" for "disableCheck"'),
+        ({"name": "n", "type": "a", "disableGC": 1}, 'invalid value 1 for "disableGC"'),
+    ],
+)
+def test_invalid_configs_are_refused_naming_the_source_and_field(
+    document: dict[str, Any], message: str
+) -> None:
+    error = load_error(document)
+
+    assert error.code == ErrorCode.INVALID_NETWORK_CONFIG
+    assert str(error).startswith("nad default/x: ")
+    assert message in str(error)
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"), [(b"{", 6), (b'{"name": NaN}', 6), (b"\xff", 6), (b"[]", 7), (b"null", 7)]
+)
+def test_bytes_that_are_not_a_json_object_are_refused(raw: bytes, code: int) -> None:
+    with pytest.raises(CniError) as caught:
+        conf.load_network_list(raw, source="f.conf")
+
+    assert caught.value.code == code
+    assert caught.value.msg.startswith("f.conf: ")
+
+
+any_json = json_values(max_leaves=15)
+conf_keys = st.sampled_from(
+    [
+        "name",
+        "type",
+        "cniVersion",
+        "cniVersions",
+        "plugins",
+        "disableCheck",
+        "disableGC",
+        "capabilities",
+        "ipam",
+    ]
+)
+plugin_like = st.dictionaries(conf_keys, any_json | st.just("bridge"), max_size=4)
+
+
+@given(raw=st.binary(max_size=200))
+def test_loading_arbitrary_bytes_raises_only_config_or_decoding_errors(raw: bytes) -> None:
+    outcome = outcome_of(conf.load_network_list, raw, source="fuzz")
+
+    assert not isinstance(outcome, CniError) or outcome.code in (6, 7)
+
+
+@given(
+    document=st.dictionaries(
+        conf_keys,
+        any_json | st.sampled_from(["n", "bridge", "1.0.0"]) | st.lists(plugin_like, max_size=3),
+        max_size=6,
+    )
+)
+def test_loading_arbitrary_config_objects_raises_only_config_errors(document: dict[str, Any]) -> None:
+    outcome = outcome_of(conf.load_network_list, json.dumps(document).encode(), source="fuzz")
+
+    if isinstance(outcome, CniError):
+        assert outcome.code == ErrorCode.INVALID_NETWORK_CONFIG
+        assert outcome.msg.startswith("fuzz: ")
+    else:
+        assert outcome.plugins
+        assert all(conf.plugin_type(plugin) for plugin in outcome.plugins)
+
+
+# --- files and directories ------------------------------------------------------------------------
+
+
+def write(directory: Path, name: str, document: Any) -> Path:
+    path = directory / name
+    path.write_text(json.dumps(document) if not isinstance(document, str) else document)
+    return path
+
+
+def test_find_by_name_scans_conf_files_in_lexical_order(tmp_path: Path) -> None:
+    write(tmp_path, "10-a.conflist", {"cniVersion": "1.0.0", "name": "dup", "plugins": [{"type": "first"}]})
+    write(tmp_path, "20-b.conf", {"cniVersion": "1.0.0", "name": "dup", "type": "second"})
+    write(tmp_path, "30-c.json", {"cniVersion": "1.0.0", "name": "other", "type": "third"})
+    write(tmp_path, "05-ignored.txt", {"cniVersion": "1.0.0", "name": "other", "type": "ignored"})
+
+    found = {name: conf.find_by_name(str(tmp_path), name) for name in ("dup", "other", "absent")}
+
+    assert [net.plugin_types if net else None for net in found.values()] == [["first"], ["third"], None]
+
+
+def test_missing_directories_hold_no_configs(tmp_path: Path) -> None:
+    assert conf.find_by_name(str(tmp_path / "nope"), "x") is None
+    assert conf.first_in_dir(str(tmp_path / "nope")) is None
+    assert conf.first_in_dir(str(tmp_path)) is None
+
+
+def test_first_in_dir_is_the_lexically_first_file(tmp_path: Path) -> None:
+    write(tmp_path, "20-b.conf", {"name": "second", "type": "bridge"})
+    write(tmp_path, "10-a.conflist", {"name": "first", "plugins": [{"type": "bridge"}]})
+    (tmp_path / "00-dir.conf").mkdir()
+
+    first = conf.first_in_dir(str(tmp_path))
+
+    assert first is not None
+    assert first.name == "first"
+
+
+def test_a_broken_file_before_the_match_is_an_error_naming_it(tmp_path: Path) -> None:
+    broken = write(tmp_path, "10-broken.conf", "{not json")
+    write(tmp_path, "20-good.conf", {"name": "good", "type": "bridge"})
+
+    with pytest.raises(CniError) as caught:
+        conf.find_by_name(str(tmp_path), "good")
+    with pytest.raises(CniError):
+        conf.first_in_dir(str(tmp_path))
+
+    assert caught.value.code == ErrorCode.DECODING_FAILURE
+    assert caught.value.msg.startswith(f"{broken}: error parsing configuration: ")
+
+
+def test_an_unreadable_file_is_an_io_failure(tmp_path: Path) -> None:
+    with pytest.raises(CniError) as caught:
+        conf.load_file(str(tmp_path / "missing.conf"))
+
+    assert caught.value.code == ErrorCode.IO_FAILURE
+    assert str(tmp_path / "missing.conf") in caught.value.msg
+
+
+# --- plugin stdin ---------------------------------------------------------------------------------
+
+
+def test_plugin_stdin_is_compact_sorted_json_with_name_version_and_prev_result() -> None:
+    plugin = {"type": "tuning", "name": "ignored", "cniVersion": "0.1.0", "mtu": 1400}
+
+    stdin = conf.plugin_stdin(plugin, name="net", cni_version="1.0.0", prev_result={"cniVersion": "1.0.0"})
+
+    assert stdin == (
+        b'{"cniVersion":"1.0.0","mtu":1400,"name":"net","prevResult":{"cniVersion":"1.0.0"},"type":"tuning"}'
+    )
+
+
+def test_runtime_config_is_injected_only_for_declared_and_supplied_capabilities() -> None:
+    plugin = {"type": "portmap", "capabilities": {"portMappings": True, "bandwidth": True, "mac": False}}
+    supplied = {"portMappings": [{"hostPort": 80}], "mac": "02:00:00:00:00:01", "ips": ["10.0.0.1/24"]}
+
+    stdin = json.loads(conf.plugin_stdin(plugin, name="n", cni_version="1.0.0", capability_args=supplied))
+
+    assert stdin["runtimeConfig"] == {"portMappings": [{"hostPort": 80}]}
+    assert stdin["capabilities"] == plugin["capabilities"]
+
+
+def test_a_plugins_own_runtime_config_stays_when_no_capability_applies() -> None:
+    plugin = {"type": "x", "runtimeConfig": {"static": True}, "capabilities": {"mac": True}}
+
+    stdin = json.loads(conf.plugin_stdin(plugin, name="n", cni_version="1.0.0", capability_args={}))
+
+    assert stdin["runtimeConfig"] == {"static": True}
+    assert "prevResult" not in stdin
+
+
+def test_unencodable_capability_values_are_a_config_error() -> None:
+    plugin = {"type": "x", "capabilities": {"bandwidth": True}}
+
+    with pytest.raises(CniError) as caught:
+        conf.plugin_stdin(plugin, name="n", cni_version="1.0.0", capability_args={"bandwidth": float("nan")})
+
+    assert caught.value.code == ErrorCode.INVALID_NETWORK_CONFIG
+    assert caught.value.msg.startswith('cannot encode configuration for plugin "x": ')

@@ -1,0 +1,229 @@
+"""Decoding plugin output: valid results pass unchanged, anything else is a CniError naming the field."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from app.cni import results
+from app.cni.types import CniError, ErrorCode
+from tests.cni.support import json_values, outcome_of
+
+BRIDGE_1_0 = {
+    "cniVersion": "1.0.0",
+    "interfaces": [
+        {"name": "br0", "mac": "0a:58:0a:01:00:01"},
+        {"name": "eth0", "mac": "0a:58:0a:01:00:05", "sandbox": "/var/run/netns/x"},
+    ],
+    "ips": [{"address": "10.1.0.5/24", "gateway": "10.1.0.1", "interface": 1}],
+    "routes": [{"dst": "0.0.0.0/0", "gw": "10.1.0.1"}],
+    "dns": {"nameservers": ["10.1.0.10"]},
+}
+
+
+def decode(document: Any, version: str = "1.0.0") -> dict[str, Any]:
+    return results.decode_result(json.dumps(document).encode(), version=version, plugin="bridge")
+
+
+def decode_error(document: Any, version: str = "1.0.0") -> CniError:
+    with pytest.raises(CniError) as caught:
+        decode(document, version)
+    return caught.value
+
+
+def test_a_valid_result_is_returned_as_printed() -> None:
+    assert decode(BRIDGE_1_0) == BRIDGE_1_0
+
+
+def test_a_result_without_cni_version_takes_the_configs() -> None:
+    assert decode({"ips": [{"address": "10.1.0.5/24", "version": "4"}]}, "0.4.0")["cniVersion"] == "0.4.0"
+
+
+def test_a_plugin_printing_null_has_an_empty_result_like_go() -> None:
+    assert results.decode_result(b"null", version="1.0.0", plugin="bridge") == {"cniVersion": "1.0.0"}
+
+
+def test_a_result_keeps_its_own_version() -> None:
+    assert decode({"cniVersion": "0.2.0", "ip4": {"ip": "10.1.0.5/24"}})["cniVersion"] == "0.2.0"
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ({"ips": [{"address": "10.1.0.5"}]}, 'ips[0].address: "10.1.0.5" is not a CIDR (address/prefix)'),
+        (
+            {"ips": [{"address": "10.1.0.5/33"}]},
+            'ips[0].address: "10.1.0.5/33" is not a CIDR (address/prefix)',
+        ),
+        ({"ips": [{"address": "fe80::1%eth0/64"}]}, 'ips[0].address: "fe80::1%eth0/64" is not a CIDR'),
+        ({"ips": [{"gateway": "10.1.0.1"}]}, "ips[0].address: missing"),
+        (
+            {"ips": [{"address": "10.1.0.5/24", "gateway": "10.1.0"}]},
+            'ips[0].gateway: "10.1.0" is not an IP address',
+        ),
+        (
+            {"ips": [{"address": "10.1.0.5/24", "interface": 0}]},
+            "ips[0].interface: index 0 is out of range (0 interfaces)",
+        ),
+        (
+            {"ips": [{"address": "10.1.0.5/24", "interface": -1}]},
+            "ips[0].interface: must not be negative, got -1",
+        ),
+        (
+            {"ips": [{"address": "10.1.0.5/24", "interface": True}]},
+            "ips[0].interface: must be an integer, got a boolean",
+        ),
+        ({"ips": {"address": "10.1.0.5/24"}}, "ips: must be a list, got an object"),
+        ({"interfaces": ["eth0"]}, "interfaces[0]: must be an object, got a string"),
+        ({"interfaces": [{"name": 5}]}, "interfaces[0].name: must be a string, got a number"),
+        (
+            {"interfaces": [{"name": "eth0", "mtu": "1500"}]},
+            "interfaces[0].mtu: must be an integer, got a string",
+        ),
+        ({"routes": [{"gw": "10.1.0.1"}]}, "routes[0].dst: missing"),
+        ({"routes": [{"dst": "default"}]}, 'routes[0].dst: "default" is not a CIDR (address/prefix)'),
+        (
+            {"routes": [{"dst": "0.0.0.0/0", "priority": 1.5}]},
+            "routes[0].priority: must be an integer, got a number",
+        ),
+        ({"dns": {"nameservers": "10.1.0.10"}}, "dns.nameservers: must be a list, got a string"),
+        ({"dns": {"search": [1]}}, "dns.search[0]: must be a string, got a number"),
+        ({"cniVersion": 1}, "cniVersion: must be a string, got a number"),
+    ],
+)
+def test_a_result_of_the_wrong_shape_names_the_field_and_the_plugin(
+    document: dict[str, Any], message: str
+) -> None:
+    error = decode_error(document)
+
+    assert error.code == ErrorCode.DECODING_FAILURE
+    assert error.msg.startswith('plugin "bridge" printed an invalid result: ')
+    assert message in error.msg
+
+
+def test_ip_version_must_be_4_or_6_in_0_x_results() -> None:
+    error = decode_error({"cniVersion": "0.4.0", "ips": [{"address": "10.1.0.5/24", "version": "v4"}]})
+
+    assert (
+        error.msg == 'plugin "bridge" printed an invalid result: ips[0].version: must be "4" or "6", got "v4"'
+    )
+
+
+def test_legacy_results_are_checked_in_their_own_shape() -> None:
+    error = decode_error({"cniVersion": "0.2.0", "ip4": {"ip": "10.1.0.5/24", "routes": [{"dst": "x"}]}})
+
+    assert (
+        error.msg
+        == 'plugin "bridge" printed an invalid result: ip4.routes[0].dst: "x" is not a CIDR (address/prefix)'
+    )
+
+
+def test_an_unsupported_result_version_is_incompatible() -> None:
+    error = decode_error({"cniVersion": "0.5.0"})
+
+    assert error.code == ErrorCode.INCOMPATIBLE_VERSION
+    assert error.msg.startswith('plugin "bridge" printed a result with unsupported CNI version "0.5.0"')
+
+
+@pytest.mark.parametrize(
+    ("stdout", "message"),
+    [
+        (b"", 'plugin "bridge" printed output that is not valid JSON'),
+        (b"{", 'plugin "bridge" printed output that is not valid JSON'),
+        (b'{"ips": NaN}', 'plugin "bridge" printed output that is not valid JSON'),
+        (b"\xff\xfe\x00", 'plugin "bridge" printed output that is not valid JSON'),
+        (b"[1]", 'plugin "bridge" printed a result that is not a JSON object but a list'),
+    ],
+)
+def test_output_that_is_not_a_json_object_is_a_decoding_failure(stdout: bytes, message: str) -> None:
+    with pytest.raises(CniError) as caught:
+        results.decode_result(stdout, version="1.0.0", plugin="bridge")
+
+    assert caught.value.code == ErrorCode.DECODING_FAILURE
+    assert caught.value.msg.startswith(message)
+
+
+def test_deeply_nested_output_is_a_decoding_failure_not_a_crash() -> None:
+    with pytest.raises(CniError) as caught:
+        results.decode_result(b"[" * 100_000, version="1.0.0", plugin="bridge")
+
+    assert caught.value.code == ErrorCode.DECODING_FAILURE
+
+
+def test_version_info_of_a_0_1_0_plugin_supports_0_1_0() -> None:
+    info = results.decode_version_info(b'{"cniVersion": "0.1.0"}', plugin="old")
+
+    assert info["supportedVersions"] == ["0.1.0"]
+
+
+@pytest.mark.parametrize(
+    "stdout", [b"{}", b'{"cniVersion": "1.0.0"}', b'{"cniVersion": "1.0.0", "supportedVersions": [1]}']
+)
+def test_version_info_without_its_fields_is_a_decoding_failure(stdout: bytes) -> None:
+    with pytest.raises(CniError) as caught:
+        results.decode_version_info(stdout, plugin="p")
+
+    assert caught.value.code == ErrorCode.DECODING_FAILURE
+
+
+# --- properties -------------------------------------------------------------------------------------
+
+any_json = json_values(max_leaves=25)
+result_keys = st.sampled_from(
+    [
+        "cniVersion",
+        "interfaces",
+        "ips",
+        "routes",
+        "dns",
+        "ip4",
+        "ip6",
+        "address",
+        "dst",
+        "gw",
+        "interface",
+        "mtu",
+    ]
+)
+
+
+def near_results() -> st.SearchStrategy[Any]:
+    """Objects shaped like results, with arbitrary values in the places a result has fields."""
+    ip = st.dictionaries(result_keys | st.sampled_from(["gateway", "version"]), any_json, max_size=4)
+    return st.fixed_dictionaries(
+        {},
+        optional={
+            "cniVersion": st.sampled_from([*results.SUPPORTED_VERSIONS, "", "9.9.9"]) | any_json,
+            "interfaces": st.lists(st.dictionaries(result_keys, any_json, max_size=3), max_size=3) | any_json,
+            "ips": st.lists(ip, max_size=3) | any_json,
+            "routes": st.lists(st.dictionaries(result_keys, any_json, max_size=3), max_size=3) | any_json,
+            "ip4": ip | any_json,
+            "dns": st.dictionaries(st.sampled_from(["nameservers", "search", "domain"]), any_json) | any_json,
+        },
+    )
+
+
+@given(stdout=st.binary(max_size=200), version=st.sampled_from(results.SUPPORTED_VERSIONS))
+def test_decoding_arbitrary_bytes_raises_nothing_but_cni_errors(stdout: bytes, version: str) -> None:
+    outcome_of(results.decode_result, stdout, version=version, plugin="p")
+
+
+@given(document=any_json | near_results(), version=st.sampled_from(results.SUPPORTED_VERSIONS))
+def test_decoding_arbitrary_json_raises_nothing_but_cni_errors_and_what_passes_converts(
+    document: Any, version: str
+) -> None:
+    outcome = outcome_of(results.decode_result, json.dumps(document).encode(), version=version, plugin="p")
+
+    if isinstance(outcome, CniError):
+        assert outcome.code in (ErrorCode.DECODING_FAILURE, ErrorCode.INCOMPATIBLE_VERSION)
+        return
+    for target in results.SUPPORTED_VERSIONS:
+        converted = outcome_of(results.convert, outcome, target)
+        if isinstance(converted, CniError):
+            assert converted.msg == "cannot convert: no valid IP addresses"
+        else:
+            assert results.convert(converted, target) == converted
