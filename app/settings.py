@@ -134,11 +134,15 @@ class _Reader:
         if value is None:
             return None
         if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 65536:
-            raise SettingsError(f"daemon config key {key!r} must be a TCP port number, got {json.dumps(value)}")
+            raise SettingsError(
+                f"daemon config key {key!r} must be a TCP port number, got {json.dumps(value)}"
+            )
         return value
 
     def positive_number(self, key: str, default: float) -> float:
         value = self._obj.get(key, default)
         if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-            raise SettingsError(f"daemon config key {key!r} must be a positive number, got {json.dumps(value)}")
+            raise SettingsError(
+                f"daemon config key {key!r} must be a positive number, got {json.dumps(value)}"
+            )
         return float(value)

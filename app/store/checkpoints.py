@@ -168,7 +168,9 @@ def _sandbox(session: Session, container_id: str) -> Sandbox:
 
 def _attachment(session: Session, container_id: str, ifname: str) -> AttachmentRow:
     row = session.execute(
-        select(AttachmentRow).where(AttachmentRow.container_id == container_id, AttachmentRow.ifname == ifname)
+        select(AttachmentRow).where(
+            AttachmentRow.container_id == container_id, AttachmentRow.ifname == ifname
+        )
     ).scalar_one_or_none()
     if row is None:
         raise UnknownAttachmentError(f"no checkpoint for container {container_id} interface {ifname}")
