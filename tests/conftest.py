@@ -1,33 +1,27 @@
-"""Fixtures shared by every test: root check, asyncio hygiene.
+"""Fixtures and settings shared by every test.
 
 Integration tests need root (netns, veth, bridges) and the reference plugins in /usr/lib/cni;
-CI runs as root. Each area of tests keeps its own fixtures in its own conftest.py.
+CI runs as root. In-process asyncio code runs in debug mode (slow callbacks and never-awaited
+coroutines get reported); daemon processes started by tests do not inherit it. Each area of
+tests keeps its own fixtures, including its leftover-task check, in its own conftest.py.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
-from collections.abc import Iterator
 
 import pytest
 
 CNI_PLUGIN_DIR = "/usr/lib/cni"
+ASYNCIO_DEBUG_ENV = "PYTHONASYNCIODEBUG"
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    os.environ.setdefault("PYTHONASYNCIODEBUG", "1")
+    os.environ.setdefault(ASYNCIO_DEBUG_ENV, "1")
 
 
-@pytest.fixture(autouse=True)
-def _no_leftover_tasks(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Fail a test that leaves asyncio tasks running on its loop."""
-    yield
-    if "event_loop" in request.fixturenames:
-        return
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        return
-    leftovers = [task for task in asyncio.all_tasks(loop) if not task.done() and task is not asyncio.current_task()]
-    assert not leftovers, f"tasks left running: {leftovers}"
+def child_environment(**extra: str) -> dict[str, str]:
+    """The environment for a process a test starts: ours, without the asyncio debug switch."""
+    env = {key: value for key, value in os.environ.items() if key != ASYNCIO_DEBUG_ENV}
+    env.update(extra)
+    return env

@@ -23,7 +23,7 @@ import pytest
 from pyroute2 import IPRoute
 
 from app.shim.install import install_shim
-from tests.conftest import CNI_PLUGIN_DIR
+from tests.conftest import CNI_PLUGIN_DIR, child_environment
 
 REFERENCE_PLUGINS = (
     "bridge",
@@ -197,7 +197,7 @@ class Cluster:
             [sys.executable, "-m", "app.daemon.main", "--config", str(config_path)],
             stdout=log,
             stderr=log,
-            env={**os.environ, **(env or {})},
+            env=child_environment(**(env or {})),
         )
         log.close()
         if wait:

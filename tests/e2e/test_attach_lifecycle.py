@@ -354,3 +354,27 @@ def test_a_second_add_of_the_same_container_is_refused_without_touching_the_firs
     assert len(cluster.leases()) == 1
     assert cluster.run_shim("DEL", container_id=container, netns=netns).returncode == 0
     assert cluster.leases() == []
+
+
+def test_each_delegate_runs_only_after_its_intent_is_committed(cluster: Cluster, started: Any) -> None:
+    """Invariant 2, observed from inside the delegate: its checkpoint row is already on disk."""
+    log = cluster.root / "recorder.jsonl"
+    recorder = {"type": "recorder", "recorder": {"log": str(log), "checkpoint": str(cluster.state_db)}}
+    cluster.write_network(
+        cluster.conf_dir, "20-probe.conflist", {"cniVersion": "1.0.0", "name": "probe", "plugins": [recorder]}
+    )
+    started(defaultNetworks=["probe"])
+    netns = cluster.new_netns()
+    container = new_container_id()
+
+    assert cluster.run_shim("ADD", container_id=container, netns=netns).returncode == 0
+    assert cluster.run_shim("DEL", container_id=container, netns=netns).returncode == 0
+
+    add, delete = (json.loads(line) for line in log.read_text().splitlines())
+    assert add["env"]["CNI_IFNAME"] == "net1"
+    assert add["checkpoint"]["state"] == "intent"
+    assert add["checkpoint"]["sandbox_state"] == "adding"
+    assert json.loads(add["checkpoint"]["config"])["name"] == "probe"
+    assert add["env"]["CNI_ARGS"] == ";".join("=".join(pair) for pair in add["checkpoint"]["cni_args"])
+    assert delete["checkpoint"]["state"] == "deleting"
+    assert delete["checkpoint"]["sandbox_state"] == "deleting"

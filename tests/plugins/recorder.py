@@ -13,8 +13,9 @@ Behaviour, from the ``recorder`` object of its config::
         "garbage": true,                    # print text that is not JSON and exit 0 (or "exit")
         "hang": true,                       # start a child in the same process group, then sleep
         "stderr": "text",                   # written to stderr
-        "failOn": "ADD"                     # the commands fail/garbage/hang apply to (default: all)
-    }}
+        "failOn": "ADD",                    # the commands fail/garbage/hang apply to (default: all)
+        "checkpoint": "/path/state.db"      # log what multus-py's checkpoint holds for this
+    }}                                      # (CNI_CONTAINERID, CNI_IFNAME), read-only, while running
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ def main() -> int:
         "pid": os.getpid(),
         "pgid": os.getpgrp(),
     }
+    if settings.get("checkpoint"):
+        entry["checkpoint"] = _read_checkpoint(str(settings["checkpoint"]))
     log = settings.get("log") or os.environ.get("RECORDER_LOG")
     if settings.get("stderr"):
         sys.stderr.write(str(settings["stderr"]))
@@ -76,6 +79,22 @@ def _hang(log: str | None, entry: dict[str, Any]) -> int:
     _append(log, entry)
     time.sleep(3600)
     return 1
+
+
+def _read_checkpoint(db_path: str) -> dict | None:
+    """The committed checkpoint row of this invocation's attachment, as another process sees it."""
+    import sqlite3
+
+    with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as connection:
+        row = connection.execute(
+            "SELECT a.state, a.config, a.cni_args, s.state FROM attachments a "
+            "JOIN sandboxes s ON s.container_id = a.container_id "
+            "WHERE a.container_id = ? AND a.ifname = ?",
+            (os.environ.get("CNI_CONTAINERID", ""), os.environ.get("CNI_IFNAME", "")),
+        ).fetchone()
+    if row is None:
+        return None
+    return {"state": row[0], "config": row[1].decode(), "cni_args": json.loads(row[2]), "sandbox_state": row[3]}
 
 
 def _applies(settings: dict[str, Any], command: str) -> bool:
