@@ -94,7 +94,8 @@ def _read_checkpoint(db_path: str) -> dict | None:
         ).fetchone()
     if row is None:
         return None
-    return {"state": row[0], "config": row[1].decode(), "cni_args": json.loads(row[2]), "sandbox_state": row[3]}
+    state, config, cni_args, sandbox_state = row
+    return {"state": state, "config": config.decode(), "cni_args": json.loads(cni_args), "sandbox_state": sandbox_state}
 
 
 def _applies(settings: dict[str, Any], command: str) -> bool:
