@@ -95,7 +95,12 @@ def _read_checkpoint(db_path: str) -> dict | None:
     if row is None:
         return None
     state, config, cni_args, sandbox_state = row
-    return {"state": state, "config": config.decode(), "cni_args": json.loads(cni_args), "sandbox_state": sandbox_state}
+    return {
+        "state": state,
+        "config": config.decode(),
+        "cni_args": json.loads(cni_args),
+        "sandbox_state": sandbox_state,
+    }
 
 
 def _applies(settings: dict[str, Any], command: str) -> bool:
