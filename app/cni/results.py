@@ -211,7 +211,8 @@ def _legacy_to_legacy(result: JsonObject, target: str) -> JsonObject:
 
 
 def _rich_to_rich(result: JsonObject, target: str) -> JsonObject:
-    """1.x ↔ 1.y copies; to 0.3/0.4 adds ``version`` and drops 1.1.0 fields; to 1.x drops ``version``."""
+    """1.x ↔ 1.y copies; to 0.3/0.4 adds ``version`` and drops 1.1.0 interface fields; to 1.x drops
+    ``version``."""
     from_one = not _has_ip_version_field(result.get("cniVersion", ""))
     to_zero = _has_ip_version_field(target)
     for ip in _items(result.get("ips")):
@@ -219,9 +220,8 @@ def _rich_to_rich(result: JsonObject, target: str) -> JsonObject:
             ip.pop("version", None)
         elif from_one or "version" not in ip:
             ip["version"] = str(_family(_cidr(ip["address"], "address")))
-    if to_zero:
+    if to_zero:  # routes keep their 1.1.0 fields: Go's 0.4.0 result shares the 1.1.0 route type
         _drop_fields(result.get("interfaces"), _INTERFACE_FIELDS_1_1)
-        _drop_fields(result.get("routes"), _ROUTE_FIELDS_1_1)
     return result
 
 

@@ -98,6 +98,12 @@ def rich_0_x(version: str) -> JsonObject:
     }
 
 
+def rich_0_x_from_1_1(version: str) -> JsonObject:
+    """A 1.1.0 result as 0.3.x/0.4.0: interface 1.1.0 fields dropped, routes kept whole (Go shares the
+    route type between 0.4.0 and 1.1.0)."""
+    return {**rich_0_x(version), "routes": rich_1_1(version)["routes"]}
+
+
 def legacy(version: str) -> JsonObject:
     """The same network as a 0.1.0/0.2.0 result: first address of each family, routes by family."""
     return {
@@ -163,7 +169,7 @@ def expected_form(source: str, target: str) -> Any:
     if source in LEGACY:
         return from_legacy_0_x if target in RICH_0X else from_legacy_1_x
     if target in RICH_0X:
-        return rich_0_x
+        return rich_0_x_from_1_1 if source == "1.1.0" else rich_0_x
     return rich_1_1 if source == "1.1.0" else rich_1_0
 
 

@@ -1,0 +1,162 @@
+"""Installs the shim into a CNI bin directory as a tiny launcher plus a precompiled module.
+
+Called by the daemon (or an installer job) when it puts ``multus-shim`` into the node's CNI bin dir;
+never on the CNI hot path, so it may use any standard library module. It imports nothing from ``app``:
+it reads ``shim.py`` as a file.
+
+Why a launcher: the runtime executes the shim on every pod start, and Python compiles a script it
+executes on every run (about 4 ms per 500 lines). So ``<bin_dir>/<name>`` is a few-line script,
+``#!<interpreter> -IS`` (one word: Linux passes everything after the interpreter as a single
+argument), that puts ``<bin_dir>/.multus-shim.d`` on ``sys.path`` and imports
+``multus_shim_impl``, a copy of ``app/shim/shim.py`` compiled here into ``__pycache__`` (timestamp pyc:
+an edited copy is noticed and recompiled rather than silently ignored). The launcher finds that
+directory next to itself through ``sys.argv[0]``, so it keeps working when the bin dir is mounted at
+another path on the host than in the installing container.
+
+Every file is written atomically (temporary file, fsync, rename, fsync of the directory), so a runtime
+executing the shim during an upgrade sees the old or the new version, never a torn file.
+"""
+
+import os
+import py_compile
+import subprocess
+import sys
+from pathlib import Path
+
+IMPL_DIR_NAME = ".multus-shim.d"
+IMPL_MODULE = "multus_shim_impl"
+LAUNCHER_MARK = "# multus-py shim launcher, written by app.shim.install"
+SHIM_SOURCE = Path(__file__).with_name("shim.py")
+
+LAUNCHER_TEMPLATE = """#!{interpreter} -IS
+{mark}
+import sys
+sys.path.insert(0, "".join(sys.argv[0].rpartition("/")[:2]) + "{impl_dir}")
+try:
+    from {module} import main
+except ImportError:
+    sys.stdout.write('{{\\n    "code": 999,\\n    "msg": "multus-shim: cannot import {module}"\\n}}')
+    sys.exit(1)
+main()
+"""
+"""The launcher: it finds the module directory next to itself (``sys.argv[0]`` is the script's path)."""
+
+
+def install_shim(bin_dir: str, *, interpreter: str | None = None, name: str = "multus-shim") -> Path:
+    """Install the shim as ``<bin_dir>/<name>`` and return that path.
+
+    ``interpreter`` is the Python the runtime will execute (an absolute path valid on the host);
+    it defaults to the real path of the running interpreter. The module is compiled by that
+    interpreter when it is not the running one, since bytecode is specific to a Python version.
+    """
+    bin_path = Path(bin_dir)
+    python = interpreter or os.path.realpath(sys.executable)
+    if not os.path.isabs(python) or any(char.isspace() for char in python):
+        raise ValueError(f"the interpreter path cannot go into a shebang line: {python!r}")
+    impl_dir = bin_path / IMPL_DIR_NAME
+    impl_dir.mkdir(mode=0o755, exist_ok=True)
+    module_path = impl_dir / f"{IMPL_MODULE}.py"
+    write_atomically(module_path, SHIM_SOURCE.read_bytes(), mode=0o644)
+    precompile(module_path, python)
+    launcher = bin_path / name
+    write_atomically(launcher, launcher_text(python).encode(), mode=0o755)
+    return launcher
+
+
+def uninstall_shim(bin_dir: str, name: str = "multus-shim") -> list[Path]:
+    """Remove what ``install_shim`` wrote for ``name`` and return the removed paths.
+
+    A file at ``<bin_dir>/<name>`` that is not our launcher (say, upstream's Go shim) is left alone.
+    The implementation directory is shared by every launcher name in ``bin_dir``: it is removed only
+    once no launcher of ours is left there, and only the files we write (plus the directories, once
+    empty).
+    """
+    bin_path = Path(bin_dir)
+    removed = []
+    launcher = bin_path / name
+    if is_our_launcher(launcher):
+        launcher.unlink()
+        removed.append(launcher)
+    impl_dir = bin_path / IMPL_DIR_NAME
+    if impl_dir.is_dir() and not any(is_our_launcher(path) for path in bin_path.iterdir()):
+        removed += remove_implementation(impl_dir)
+    return removed
+
+
+def remove_implementation(impl_dir: Path) -> list[Path]:
+    """Delete the module, its compiled forms and the directories they leave empty."""
+    removed = []
+    cache_dir = impl_dir / "__pycache__"
+    candidates = [impl_dir / f"{IMPL_MODULE}.py"]
+    if cache_dir.is_dir():
+        candidates += sorted(cache_dir.glob(f"{IMPL_MODULE}.*.pyc"))
+    for path in candidates:
+        if path.is_file():
+            path.unlink()
+            removed.append(path)
+    for directory in (cache_dir, impl_dir):
+        if directory.is_dir() and not any(directory.iterdir()):
+            directory.rmdir()
+            removed.append(directory)
+    return removed
+
+
+def is_our_launcher(path: Path) -> bool:
+    """True for a launcher written by ``install_shim`` (its second line carries our mark)."""
+    if not path.is_file() or path.is_symlink():
+        return False
+    with path.open("rb") as file:
+        head = file.read(4096)
+    return LAUNCHER_MARK.encode() in head.split(b"\n", 2)[1:2]
+
+
+def launcher_text(interpreter: str) -> str:
+    """The launcher script for ``interpreter``."""
+    return LAUNCHER_TEMPLATE.format(
+        interpreter=interpreter, mark=LAUNCHER_MARK, impl_dir=IMPL_DIR_NAME, module=IMPL_MODULE
+    )
+
+
+def precompile(module_path: Path, interpreter: str) -> None:
+    """Write the module's timestamp pyc into ``__pycache__``, compiled by ``interpreter``.
+
+    Stale pycs of ours go first. An interpreter that does not exist here (a host path, seen from the
+    installing container) cannot compile: the module is then compiled by that interpreter in memory
+    on each run (slower start, same behaviour), or cached by it if the directory is writable."""
+    for stale in sorted((module_path.parent / "__pycache__").glob(f"{module_path.stem}.*.pyc")):
+        stale.unlink()
+    if os.path.realpath(interpreter) == os.path.realpath(sys.executable):
+        py_compile.compile(
+            str(module_path), doraise=True, invalidation_mode=py_compile.PycInvalidationMode.TIMESTAMP
+        )
+        return
+    if not os.access(interpreter, os.X_OK):
+        return
+    command = [interpreter, "-I", "-S", "-m", "py_compile", str(module_path)]
+    subprocess.run(command, check=True, capture_output=True, timeout=60)
+
+
+def write_atomically(path: Path, data: bytes, *, mode: int) -> None:
+    """Replace ``path`` with ``data``: temporary file in the same directory, fsync, rename, fsync dir."""
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fchmod(file.fileno(), mode)
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    fsync_directory(path.parent)
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make a rename in ``directory`` durable."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,1132 @@
+"""multus-shim: the CNI plugin the container runtime executes; it forwards each CNI call to the daemon.
+
+Who runs it: the container runtime, for every pod sandbox ADD/DEL/CHECK/GC/STATUS, as
+``python -IS <launcher>`` (``app.shim.install`` writes the launcher and precompiles this module), or
+through the ``multus-shim`` console script (same behaviour, slower start).
+
+What it does, in order (the wire format is /work/shared/reference/shim-daemon-protocol.md):
+
+1. validates the invocation exactly as Go's CNI ``skel`` package would (env variables, container id,
+   interface name, network name, config version gates), answering VERSION and "no command" itself;
+2. sends one HTTP/1.1 ``POST /cni`` over the unix socket ``<daemonSocketDir>/multus.sock``, carrying the
+   raw stdin (base64) and the whole environment; while the socket is missing or refuses connections, or
+   the daemon answers 503, it retries every ``RETRY_INTERVAL_SECONDS`` for up to ``DAEMON_WAIT_SECONDS``;
+3. prints the answer the CNI way: the ADD result converted to the stdin conf's ``cniVersion``
+   (Go ``json.MarshalIndent`` layout), nothing for the other commands, or a CNI error object.
+
+Where it does better than upstream's Go shim: the daemon's CNI error codes are printed unchanged
+(upstream turns them all into 999); DEL failures are reported, so the runtime retries (upstream exits
+0); an unreachable daemon is code 11 "try again later" after seconds, not a 60 s readiness poll; the
+whole call has a deadline (``REQUEST_TIMEOUT_SECONDS``; upstream has none); a 200 ADD answer without a
+result is an error, not a crash; error messages do not embed the whole stdin conf.
+
+Constraints, and why:
+
+* It runs on every pod's start-up path, so start-up time is the budget. It imports only C modules
+  that load no Python code: ``posix``, ``_socket``, ``_json``, ``binascii``, plus ``sys`` and ``time``,
+  which every interpreter has loaded before running a script. Not ``os``, ``socket``, ``json``, ``re``
+  or ``typing`` (each pulls in Python modules), not even ``from __future__ import annotations`` (it
+  imports ``__future__``): annotations name only builtins and classes, cheap to evaluate.
+  ``tests/shim`` starts the shim under ``-I -S`` and compares ``sys.modules`` with a bare interpreter's.
+* It may be copied alone onto a host, so it imports nothing from ``app``.
+* It never ends with a Python traceback: every failure becomes a CNI error object on stdout, exit 1.
+* ``_json``'s C scanner raises ``json.decoder.JSONDecodeError`` for most syntax errors: Python 3.11
+  looks the module up in ``sys.modules`` (and fails with a SystemError if ``json`` was never
+  imported), 3.12 imports it (the whole ``json`` package, ``re`` included). ``scan_value`` lends it a
+  stand-in ``json.decoder`` for the duration of the call.
+
+Test knobs (tests only; a deployment never sets them): ``MULTUS_SHIM_WAIT_SECONDS`` overrides
+``DAEMON_WAIT_SECONDS`` and ``MULTUS_SHIM_TIMEOUT_SECONDS`` overrides ``REQUEST_TIMEOUT_SECONDS``.
+"""
+
+import _json
+import _socket
+import binascii
+import posix
+import sys
+import time
+
+DAEMON_WAIT_SECONDS = 3.0
+"""How long a missing, refusing or not-ready (503) daemon is waited for before code 11."""
+RETRY_INTERVAL_SECONDS = 0.1
+"""Pause between two attempts while waiting for the daemon."""
+REQUEST_TIMEOUT_SECONDS = 180.0
+"""Deadline for the whole call, waiting included: the runtime's own CNI timeout is usually longer."""
+WAIT_SECONDS_ENV = b"MULTUS_SHIM_WAIT_SECONDS"
+TIMEOUT_SECONDS_ENV = b"MULTUS_SHIM_TIMEOUT_SECONDS"
+
+DEFAULT_SOCKET_DIR = "/run/multus/"
+SOCKET_NAME = "multus.sock"
+SUPPORTED_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
+ABOUT = "meta-plugin that delegates to other CNI plugins"
+VERSION_REPLY = (
+    '{"cniVersion":"1.1.0","supportedVersions":["0.1.0","0.2.0","0.3.0","0.3.1","0.4.0","1.0.0","1.1.0"]}\n'
+)
+
+ERR_INCOMPATIBLE_VERSION = 1
+ERR_INVALID_ENV = 4
+ERR_IO = 5
+ERR_DECODING = 6
+ERR_INVALID_CONFIG = 7
+ERR_TRY_AGAIN_LATER = 11
+ERR_INTERNAL = 999
+
+GO_SPACE = "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
+GO_SPACE += "\u2028\u2029\u202f\u205f\u3000"
+"""What Go's ``unicode.IsSpace`` accepts (``str.isspace`` differs: it also takes \\x1c-\\x1f)."""
+JSON_SPACE = " \t\n\r"
+NAME_FIRST = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+NAME_REST = NAME_FIRST + b"_.-"
+MAX_IFNAME_BYTES = 15
+SHIM_CONF_KEYS = (("daemonSocketDir", str), ("logFile", str), ("logLevel", str), ("logToStderr", bool))
+"""The keys of upstream's ``ShimNetConf`` besides ``cniVersion``, with the JSON type Go decodes them as."""
+VERSION_FLOORS = {"CHECK": "0.4.0", "GC": "1.1.0", "STATUS": "1.1.0"}
+V1_TARGETS = ("1.0.0", "1.1.0")
+V04_TARGETS = ("0.3.0", "0.3.1", "0.4.0")
+RESULT_VERSIONS = ("1.0.0", "1.1.0")
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
+
+class CniError(Exception):
+    """A CNI error object: printed as ``{"code", "msg", "details"}`` on stdout, exit status 1."""
+
+    def __init__(self, code: int, msg: str, details: str = "") -> None:
+        super().__init__(msg)
+        self.code = code
+        self.msg = msg
+        self.details = details
+
+
+class DaemonAbsentError(Exception):
+    """Connecting failed in a way that a starting daemon explains (no socket yet, refused, backlog full)."""
+
+
+# --- JSON ---------------------------------------------------------------------------------------------
+
+
+class JsonSyntaxError(ValueError):
+    """Malformed JSON. ``_json``'s C scanner raises it too, through the stand-in ``json.decoder``,
+    with its own message and the offending offset; ``str()`` rephrases that the way Go words it."""
+
+    def __init__(self, msg: str, doc: str = "", pos: int = -1) -> None:
+        super().__init__(msg)
+        self.msg = msg
+        self.doc = doc
+        self.pos = pos
+
+    def __str__(self) -> str:
+        if self.pos < 0:
+            return self.msg
+        phrase = GO_SYNTAX_PHRASES.get(self.msg)
+        pos = self.pos
+        if self.msg == "Invalid \\escape":
+            pos += 1
+        elif self.msg == "Invalid \\uXXXX escape":
+            pos += 1 + len(self.doc[pos + 1 : pos + 5]) - len(self.doc[pos + 1 : pos + 5].lstrip(HEX_DIGITS))
+        if pos >= len(self.doc) or self.msg.startswith("Unterminated string"):
+            return "unexpected end of JSON input"
+        if phrase is None:
+            return f"{self.msg} at offset {self.pos}"
+        return f"invalid character {go_char(self.doc[pos])} {phrase}"
+
+
+GO_SYNTAX_PHRASES = {
+    "Expecting property name enclosed in double quotes": "looking for beginning of object key string",
+    "Expecting ':' delimiter": "after object key",
+    "Expecting ',' delimiter": "after object key:value pair or array element",
+    "Invalid control character at": "in string literal",
+    "Invalid \\escape": "in string escape code",
+    "Invalid \\uXXXX escape": "in \\u hexadecimal character escape",
+}
+"""The C scanner's messages and how Go's decoder phrases the same errors (after the character)."""
+HEX_DIGITS = "0123456789abcdefABCDEF"
+
+
+def fold_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """Build an object whose keys are lower-cased, the last duplicate winning: Go's decoder matches
+    struct fields case-insensitively and lets a later key overwrite an earlier one."""
+    return {key.lower(): value for key, value in pairs}
+
+
+def parse_int_literal(text: str) -> object:
+    """Integers; a literal too long for ``int()`` (4300 digits) becomes a float, as Go would read it."""
+    return int(text) if len(text) < 4000 else float(text)
+
+
+def reject_constant(name: str) -> object:
+    """NaN and Infinity are Python extensions, not JSON."""
+    raise JsonSyntaxError(f"invalid character {go_char(name[0])} looking for beginning of value")
+
+
+class ScannerContext:
+    """The attributes ``_json.make_scanner`` reads: strict JSON, objects with case-folded keys."""
+
+    def __init__(self) -> None:
+        self.strict = True
+        self.object_hook = None
+        self.object_pairs_hook = fold_keys
+        self.parse_float = float
+        self.parse_int = parse_int_literal
+        self.parse_constant = reject_constant
+        self.memo: dict[str, str] = {}
+
+
+SCAN = _json.make_scanner(ScannerContext())  # type: ignore[arg-type]
+DECODER_STAND_IN = type(sys)("json.decoder")
+DECODER_STAND_IN.__dict__["JSONDecodeError"] = JsonSyntaxError
+
+
+def scan_value(text: str, start: int) -> tuple[object, int]:
+    """Run the C scanner with the ``json.decoder`` stand-in installed (unless the real one is loaded);
+    every syntax error comes out as a ``JsonSyntaxError``."""
+    lend = "json.decoder" not in sys.modules
+    if lend:
+        sys.modules["json.decoder"] = DECODER_STAND_IN
+    try:
+        value, end = SCAN(text, start)
+        return value, end
+    except StopIteration as stop:
+        raise beginning_of_value_error(text, stop.value) from None
+    except RecursionError:
+        raise JsonSyntaxError("exceeded max depth") from None
+    except JsonSyntaxError:
+        raise
+    except ValueError as err:  # the real JSONDecodeError: json.decoder was loaded before us
+        raise JsonSyntaxError(str(getattr(err, "msg", err)), text, getattr(err, "pos", -1)) from None
+    finally:
+        if lend and sys.modules.get("json.decoder") is DECODER_STAND_IN:
+            del sys.modules["json.decoder"]
+
+
+def beginning_of_value_error(text: str, pos: int) -> JsonSyntaxError:
+    """Go's wording for "no value here"."""
+    if pos >= len(text):
+        return JsonSyntaxError("unexpected end of JSON input")
+    return JsonSyntaxError(f"invalid character {go_char(text[pos])} looking for beginning of value")
+
+
+def parse_json(text: str) -> object:
+    """Parse one JSON document, whitespace around it allowed, the way Go's ``json.Unmarshal`` accepts."""
+    start = len(text) - len(text.lstrip(JSON_SPACE))
+    value, end = scan_value(text, start)
+    rest = text[end:].lstrip(JSON_SPACE)
+    if rest:
+        raise JsonSyntaxError(f"invalid character {go_char(rest[0])} after top-level value")
+    return value
+
+
+def go_kind(value: object) -> str:
+    """The JSON kind Go names in ``cannot unmarshal <kind> into ...`` messages."""
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def go_quote(text: str) -> str:
+    """Go's ``strconv.Quote`` (``%q``), close enough for messages."""
+    out = []
+    for char in text:
+        if char in '"\\':
+            out.append("\\" + char)
+        elif char.isprintable():
+            out.append(char)
+        elif char in "\a\b\f\n\r\t\v":
+            out.append("\\" + "abfnrtv"["\a\b\f\n\r\t\v".index(char)])
+        elif ord(char) < 0x80:
+            out.append(f"\\x{ord(char):02x}")
+        elif ord(char) < 0x10000:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(f"\\U{ord(char):08x}")
+    return '"' + "".join(out) + '"'
+
+
+def go_char(char: str) -> str:
+    """How Go's JSON syntax errors quote a character: ``'x'``."""
+    if char == "'":
+        return "'\\''"
+    if char == '"':
+        return "'\"'"
+    return "'" + go_quote(char)[1:-1] + "'"
+
+
+def go_string(text: str) -> str:
+    """A JSON string as Go's encoder writes it: raw UTF-8, but <, >, &, U+2028 and U+2029 escaped."""
+    out = _json.encode_basestring(text)
+    if "<" in out or ">" in out or "&" in out or "\u2028" in out or "\u2029" in out:
+        out = out.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+        out = out.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    return out
+
+
+def go_indent_json(value: object, indent: str = "") -> str:
+    """Go's ``json.MarshalIndent(value, "", "    ")`` for dicts (in their order), lists and scalars."""
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        inner = indent + "    "
+        members = [f"{inner}{go_string(key)}: {go_indent_json(item, inner)}" for key, item in value.items()]
+        return "{\n" + ",\n".join(members) + "\n" + indent + "}"
+    if isinstance(value, list):
+        if not value:
+            return "[]"
+        inner = indent + "    "
+        items = [inner + go_indent_json(item, inner) for item in value]
+        return "[\n" + ",\n".join(items) + "\n" + indent + "]"
+    if isinstance(value, str):
+        return go_string(value)
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    return str(value)
+
+
+def format_error(err: CniError) -> str:
+    """The error object as Go's ``types.Error.Print`` writes it: no ``cniVersion``, no empty details."""
+    obj: dict[str, object] = {"code": err.code, "msg": err.msg}
+    if err.details:
+        obj["details"] = err.details
+    return go_indent_json(obj)
+
+
+# --- Invocation checks (Go skel) -----------------------------------------------------------------------
+
+
+def decode_bytes(raw: bytes) -> str:
+    """Environment and wire bytes as text; invalid UTF-8 becomes U+FFFD, as Go's JSON encoder does."""
+    return raw.decode("utf-8", "replace")
+
+
+def is_cni_name(raw: bytes) -> bool:
+    """``^[a-zA-Z0-9][a-zA-Z0-9_.\\-]*$``, the rule for container ids and network names."""
+    return bool(raw) and not raw[:1].translate(None, NAME_FIRST) and not raw[1:].translate(None, NAME_REST)
+
+
+def validate_container_id(raw: bytes) -> None:
+    """Go ``utils.ValidateContainerID`` for a non-empty id."""
+    if not is_cni_name(raw):
+        raise CniError(ERR_INVALID_ENV, "invalid characters in containerID", decode_bytes(raw))
+
+
+def validate_interface_name(raw: bytes) -> None:
+    """Go ``utils.ValidateInterfaceName`` for a non-empty name (the length counts bytes)."""
+    if len(raw) > MAX_IFNAME_BYTES:
+        details = f"interface name should be less than {MAX_IFNAME_BYTES + 1} characters"
+        raise CniError(ERR_INVALID_ENV, "interface name is too long", details)
+    if raw in (b".", b".."):
+        raise CniError(ERR_INVALID_ENV, "interface name is . or ..")
+    for char in decode_bytes(raw):
+        if char in "/:" or char in GO_SPACE:
+            raise CniError(ERR_INVALID_ENV, "interface name contains / or : or whitespace characters")
+
+
+ENV_VARS = (
+    (b"CNI_COMMAND", ("ADD", "CHECK", "DEL", "GC", "STATUS"), None),
+    (b"CNI_CONTAINERID", ("ADD", "CHECK", "DEL"), validate_container_id),
+    (b"CNI_NETNS", ("ADD", "CHECK"), None),
+    (b"CNI_IFNAME", ("ADD", "CHECK", "DEL"), validate_interface_name),
+    (b"CNI_ARGS", (), None),
+    (b"CNI_PATH", ("ADD", "CHECK", "DEL", "GC", "STATUS"), None),
+    (b"CNI_NETNS_OVERRIDE", (), None),
+)
+"""Go skel's table, in its order: (variable, commands requiring it, check of a present value)."""
+
+
+def check_environment(command: str) -> None:
+    """Go skel ``getCmdArgsFromEnv``: a present required value is checked at once, in table order;
+    missing ones (set but empty counts as missing) are reported together afterwards."""
+    missing = []
+    for name, required_by, validate in ENV_VARS:
+        value = posix.environ.get(name, b"")
+        if not value:
+            if command in required_by or name == b"CNI_COMMAND":
+                missing.append(name.decode())
+        elif validate is not None and command in required_by:
+            validate(value)
+    if missing:
+        raise CniError(ERR_INVALID_ENV, f"required env variables [{','.join(missing)}] missing")
+
+
+def read_stdin() -> bytes:
+    """All of stdin, unchanged: the daemon gets these exact bytes."""
+    chunks = []
+    try:
+        while chunk := posix.read(0, 65536):
+            chunks.append(chunk)
+    except OSError as err:
+        raise CniError(ERR_IO, f"error reading from stdin: {err.strerror or err}") from None
+    return b"".join(chunks)
+
+
+def parse_network_config(stdin: bytes) -> dict[str, object]:
+    """Go skel ``validateConfig``: JSON (code 6) with a valid ``name`` (code 7). Keys come case-folded."""
+    try:
+        conf = parse_json(decode_bytes(stdin))
+    except JsonSyntaxError as err:
+        raise CniError(ERR_DECODING, f"error unmarshall network config: {err}") from None
+    if conf is None:
+        conf = {}
+    if not isinstance(conf, dict):
+        target = 'struct { Name string "json:\\"name\\"" }'
+        msg = f"json: cannot unmarshal {go_kind(conf)} into Go value of type {target}"
+        raise CniError(ERR_DECODING, f"error unmarshall network config: {msg}")
+    check_network_name(conf.get("name"))
+    return conf
+
+
+def check_network_name(name: object) -> None:
+    """A string (code 6), not empty, matching the CNI name rule (code 7)."""
+    if name is not None and not isinstance(name, str):
+        msg = f"json: cannot unmarshal {go_kind(name)} into Go struct field .name of type string"
+        raise CniError(ERR_DECODING, f"error unmarshall network config: {msg}")
+    if not name:
+        raise CniError(ERR_INVALID_CONFIG, "missing network name")
+    if not is_cni_name(name.encode("utf-8", "surrogatepass")):
+        raise CniError(ERR_INVALID_CONFIG, "invalid characters found in network name", name)
+
+
+def config_version(conf: dict[str, object]) -> str:
+    """Go ``version.ConfigDecoder``: the conf's ``cniVersion``, ``0.1.0`` when absent or empty."""
+    value = conf.get("cniversion")
+    if value is None or value == "":
+        return "0.1.0"
+    if not isinstance(value, str):
+        msg = f"json: cannot unmarshal {go_kind(value)} into Go struct field .cniVersion of type string"
+        raise CniError(ERR_DECODING, f"decoding version from network config: {msg}")
+    return value
+
+
+def parse_version_part(text: str, part: str, version: str) -> int:
+    """Go ``strconv.Atoi`` on one part of a version, with ``ParseVersion``'s error wording."""
+    digits = text[1:] if text[:1] in ("+", "-") else text
+    if not (digits.isascii() and digits.isdigit()):
+        reason = f"strconv.Atoi: parsing {go_quote(text)}: invalid syntax"
+    elif len(digits) > 19 or not INT64_MIN <= int(text) <= INT64_MAX:
+        reason = f"strconv.Atoi: parsing {go_quote(text)}: value out of range"
+    else:
+        return int(text)
+    raise CniError(ERR_DECODING, f"failed to convert {part} version part {go_quote(text)}: {reason}")
+
+
+def parse_version(version: str) -> tuple[int, int, int]:
+    """Go ``version.ParseVersion``: ``major[.minor[.micro]]``."""
+    parts = version.split(".")
+    if len(parts) >= 4:
+        raise CniError(ERR_DECODING, f"invalid version {go_quote(version)}: too many parts")
+    labels = ("major", "minor", "micro")[: len(parts)]
+    numbers = [parse_version_part(text, label, version) for text, label in zip(parts, labels, strict=True)]
+    numbers += [0] * (3 - len(numbers))
+    return numbers[0], numbers[1], numbers[2]
+
+
+def version_at_least(version: str, other: str) -> bool:
+    """Go ``version.GreaterThanOrEqualTo``."""
+    return parse_version(version) >= parse_version(other)
+
+
+def require_supported(version: str) -> None:
+    """Go ``version.Reconciler.Check``: the exact version string must be one we support."""
+    if version not in SUPPORTED_VERSIONS:
+        plugin = " ".join(go_quote(supported) for supported in SUPPORTED_VERSIONS)
+        details = f"config is {go_quote(version)}, plugin supports [{plugin}]"
+        raise CniError(ERR_INCOMPATIBLE_VERSION, "incompatible CNI versions", details)
+
+
+def check_command_version(command: str, conf: dict[str, object]) -> None:
+    """Go skel's per-command gate: unknown commands (code 4), version decoding (code 6), CHECK from
+    0.4.0, GC and STATUS from 1.1.0, and support of the exact version (code 1)."""
+    if command in ("ADD", "DEL"):
+        require_supported(config_version(conf))
+        return
+    floor = VERSION_FLOORS.get(command)
+    if floor is None:
+        raise CniError(ERR_INVALID_ENV, f"unknown CNI_COMMAND: {command}")
+    version = config_version(conf)
+    if not version_at_least(version, floor):
+        raise CniError(ERR_INCOMPATIBLE_VERSION, f"config version does not allow {command}")
+    if not any(version_at_least(supported, version) for supported in SUPPORTED_VERSIONS):
+        raise CniError(ERR_INCOMPATIBLE_VERSION, f"plugin version does not allow {command}")
+    require_supported(version)
+
+
+def go_clean_path(path: str) -> str:
+    """Go ``filepath.Clean``: drop empty and ``.`` elements, resolve ``..`` lexically."""
+    rooted = path.startswith("/")
+    parts: list[str] = []
+    for part in path.split("/"):
+        if part in ("", "."):
+            continue
+        if part != "..":
+            parts.append(part)
+        elif parts and parts[-1] != "..":
+            parts.pop()
+        elif not rooted:
+            parts.append(part)
+    cleaned = "/".join(parts)
+    return "/" + cleaned if rooted else cleaned or "."
+
+
+def daemon_socket_path(conf: dict[str, object]) -> str:
+    """``<daemonSocketDir>/multus.sock``, after checking the types of the keys the shim reads (code 7)."""
+    for key, expected in SHIM_CONF_KEYS:
+        value = conf.get(key.lower())
+        if value is not None and not isinstance(value, expected):
+            field = f"ShimNetConf.{key} of type {'bool' if expected is bool else 'string'}"
+            reason = f"json: cannot unmarshal {go_kind(value)} into Go struct field {field}"
+            raise CniError(ERR_INVALID_CONFIG, f"invalid CNI configuration passed to multus-shim: {reason}")
+    directory = conf.get("daemonsocketdir") or DEFAULT_SOCKET_DIR
+    return go_clean_path(f"{directory}/{SOCKET_NAME}")
+
+
+# --- The request -----------------------------------------------------------------------------------------
+
+
+def environment() -> dict[str, str]:
+    """The whole environment, keys trimmed of whitespace like upstream's shim does."""
+    env = {}
+    for key, value in posix.environ.items():
+        if key:
+            env[decode_bytes(key).strip(GO_SPACE)] = decode_bytes(value)
+    return env
+
+
+def request_body(stdin: bytes) -> bytes:
+    """``{"env": {...}, "config": "<base64>"}``, compact, env keys sorted: what Go's ``json.Marshal``
+    writes for upstream's ``api.Request``."""
+    quote = _json.encode_basestring_ascii
+    env = ",".join(f"{quote(key)}:{quote(value)}" for key, value in sorted(environment().items()))
+    config = binascii.b2a_base64(stdin, newline=False).decode("ascii")
+    return f'{{"env":{{{env}}},"config":"{config}"}}'.encode("ascii")
+
+
+def http_request(body: bytes) -> bytes:
+    """One ``POST /cni``. ``Connection: close`` makes any HTTP/1.1 server end the exchange with EOF."""
+    head = (
+        "POST /cni HTTP/1.1\r\n"
+        "Host: dummy\r\n"
+        "User-Agent: multus-shim\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Content-Type: application/json\r\n"
+        "Connection: close\r\n"
+        "\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+# --- Talking to the daemon ------------------------------------------------------------------------------
+
+
+def seconds_setting(name: bytes, default: float) -> float:
+    """A duration from a test knob in the environment, else ``default``."""
+    raw = posix.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        return default
+    return value if 0 <= value < 1e9 else default
+
+
+def call_daemon(path: str, request: bytes) -> tuple[int, bytes]:
+    """Send the request; while the daemon is absent or answers 503, retry until the wait bound.
+    Returns (HTTP status, body) of the last answer."""
+    now = time.monotonic()
+    deadline = now + seconds_setting(TIMEOUT_SECONDS_ENV, REQUEST_TIMEOUT_SECONDS)
+    wait_until = min(deadline, now + seconds_setting(WAIT_SECONDS_ENV, DAEMON_WAIT_SECONDS))
+    while True:
+        try:
+            status, body = exchange(path, request, deadline)
+        except DaemonAbsentError as absent:
+            if time.monotonic() >= wait_until:
+                msg = f"multus daemon not reachable at {path}: {absent}"
+                raise CniError(ERR_TRY_AGAIN_LATER, msg) from None
+        else:
+            if status != 503 or time.monotonic() >= wait_until:
+                return status, body
+        time.sleep(max(0.0, min(RETRY_INTERVAL_SECONDS, wait_until - time.monotonic())))
+
+
+def exchange(path: str, request: bytes, deadline: float) -> tuple[int, bytes]:
+    """One connection, one request, one response."""
+    try:
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    except OSError as err:
+        raise CniError(ERR_TRY_AGAIN_LATER, f"cannot create a socket: {err.strerror or err}") from None
+    try:
+        connect(sock, path, deadline)
+        try:
+            send_all(sock, request, deadline)
+            return read_response(sock, path, deadline)
+        except TimeoutError:
+            raise timeout_error(path) from None
+        except OSError as err:
+            msg = f"lost the connection to multus daemon at {path}: {err.strerror or err}"
+            raise CniError(ERR_TRY_AGAIN_LATER, msg) from None
+    finally:
+        sock.close()
+
+
+def timeout_error(path: str) -> CniError:
+    """The call did not complete before its deadline."""
+    limit = seconds_setting(TIMEOUT_SECONDS_ENV, REQUEST_TIMEOUT_SECONDS)
+    return CniError(ERR_TRY_AGAIN_LATER, f"no answer from multus daemon at {path} within {limit:g} s")
+
+
+def remaining(deadline: float) -> float:
+    """Seconds left before ``deadline``; a timeout once none are left."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError
+    return left
+
+
+def connect(sock: _socket.socket, path: str, deadline: float) -> None:
+    """Connect, telling a daemon that is not there yet (retry) from other failures (code 11 now)."""
+    try:
+        sock.settimeout(remaining(deadline))
+        sock.connect(path)
+    except (FileNotFoundError, ConnectionRefusedError, BlockingIOError) as err:
+        raise DaemonAbsentError(err.strerror or str(err)) from None
+    except TimeoutError:
+        raise timeout_error(path) from None
+    except OSError as err:
+        msg = f"multus daemon not reachable at {path}: {err.strerror or err}"
+        raise CniError(ERR_TRY_AGAIN_LATER, msg) from None
+    except (ValueError, UnicodeError) as err:
+        raise CniError(ERR_INVALID_CONFIG, f"invalid daemon socket path {go_quote(path)}: {err}") from None
+
+
+def send_all(sock: _socket.socket, data: bytes, deadline: float) -> None:
+    """``sendall`` under the call's deadline."""
+    sock.settimeout(remaining(deadline))
+    sock.sendall(data)
+
+
+def read_response(sock: _socket.socket, path: str, deadline: float) -> tuple[int, bytes]:
+    """Read until EOF, or until ``Content-Length`` bytes of body arrived; decode chunked bodies."""
+    data = bytearray()
+    head_end = -1
+    length = None
+    while head_end < 0 or length is None or len(data) < head_end + 4 + length:
+        sock.settimeout(remaining(deadline))
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+        if head_end < 0:
+            head_end = data.find(b"\r\n\r\n")
+            if head_end >= 0:
+                length = content_length(bytes(data[:head_end]))
+    if head_end < 0 or (length is not None and len(data) < head_end + 4 + length):
+        what = "without answering" if not data else "in the middle of its answer"
+        raise CniError(ERR_TRY_AGAIN_LATER, f"multus daemon at {path} closed the connection {what}")
+    return parse_response(bytes(data), head_end, path)
+
+
+def header_fields(head: bytes) -> dict[bytes, bytes]:
+    """Header names (lower-cased) to values; the status line is skipped."""
+    fields = {}
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        fields[name.strip().lower()] = value.strip()
+    return fields
+
+
+def content_length(head: bytes) -> int | None:
+    """The body length the headers announce, or None (chunked, absent or unreadable: read to EOF)."""
+    fields = header_fields(head)
+    raw = fields.get(b"content-length")
+    if raw is None or b"chunked" in fields.get(b"transfer-encoding", b"").lower() or not raw.isdigit():
+        return None
+    return int(raw)
+
+
+def parse_response(data: bytes, head_end: int, path: str) -> tuple[int, bytes]:
+    """Status code and body of a complete HTTP/1.x response."""
+    head = data[:head_end]
+    status_line = head.split(b"\r\n", 1)[0]
+    parts = status_line.split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or len(parts[1]) != 3 or not parts[1].isdigit():
+        shown = go_quote(decode_bytes(status_line[:80]))
+        raise CniError(ERR_INTERNAL, f"malformed HTTP response from multus daemon at {path}: {shown}")
+    body = data[head_end + 4 :]
+    fields = header_fields(head)
+    if b"chunked" in fields.get(b"transfer-encoding", b"").lower():
+        body = dechunk(body, path)
+    else:
+        length = content_length(head)
+        if length is not None:
+            body = body[:length]
+    return int(parts[1]), body
+
+
+def dechunk(data: bytes, path: str) -> bytes:
+    """Decode a ``Transfer-Encoding: chunked`` body (trailers ignored)."""
+    out = bytearray()
+    pos = 0
+    while True:
+        line_end = data.find(b"\r\n", pos)
+        size_text = data[pos:line_end].split(b";", 1)[0].strip()
+        try:
+            size = int(size_text, 16)
+        except ValueError:
+            size = -1
+        if line_end < 0 or size < 0 or line_end + 2 + size > len(data):
+            raise CniError(ERR_INTERNAL, f"malformed chunked body from multus daemon at {path}")
+        if size == 0:
+            return bytes(out)
+        out += data[line_end + 2 : line_end + 2 + size]
+        pos = line_end + 2 + size + 2
+
+
+# --- The answer --------------------------------------------------------------------------------------
+
+
+def answer(command: str, status: int, body: bytes, target_version: str, path: str) -> str:
+    """What to print for the daemon's answer; raises the CNI error to print instead."""
+    if status != 200:
+        raise daemon_error(status, body, path)
+    if command != "ADD":
+        return ""
+    return go_indent_json(convert_result(decode_add_response(body), target_version))
+
+
+def daemon_error(status: int, body: bytes, path: str) -> CniError:
+    """A CNI error object in the body keeps its code; any other body is reported as code 999 (11 for a
+    daemon still answering 503 when the wait ran out)."""
+    passed_on = cni_error_in(body)
+    if passed_on is not None:
+        return passed_on
+    msg = f"CNI request failed with status {status}: '{decode_bytes(body)}'"
+    if status == 503:
+        return CniError(ERR_TRY_AGAIN_LATER, f"multus daemon not ready at {path}: {msg}")
+    return CniError(ERR_INTERNAL, msg)
+
+
+def cni_error_in(body: bytes) -> CniError | None:
+    """The body as a CNI error (a positive integer ``code``, string ``msg``/``details``), or None."""
+    try:
+        obj = parse_json(decode_bytes(body))
+    except JsonSyntaxError:
+        return None
+    if not isinstance(obj, dict):
+        return None
+    code, msg, details = obj.get("code"), obj.get("msg", ""), obj.get("details", "")
+    if isinstance(code, bool) or not isinstance(code, int) or not 0 < code <= 0xFFFFFFFF:
+        return None
+    if not isinstance(msg, str) or not isinstance(details, str | None):
+        return None
+    return CniError(code, msg, details or "")
+
+
+# --- The ADD result: Go's types100 model, decoded with Go's rules -----------------------------------------
+
+
+def field_error(where: str, value: object, type_name: str) -> CniError:
+    """Go's decoding error for a value of the wrong JSON kind."""
+    reason = f"json: cannot unmarshal {go_kind(value)} into Go struct field {where} of type {type_name}"
+    return CniError(ERR_INTERNAL, f"failed to unmarshal response: {reason}")
+
+
+def expect_object(value: object, where: str) -> dict[str, object]:
+    """A JSON object; null decodes as an empty one."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise field_error(where, value, "object")
+    return value
+
+
+def read_str(obj: dict[str, object], key: str, where: str) -> str:
+    """A string field; absent or null is ""."""
+    value = obj.get(key.lower())
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise field_error(f"{where}.{key}", value, "string")
+    return value
+
+
+def read_optional_int(obj: dict[str, object], key: str, where: str) -> int | None:
+    """A Go ``*int`` field: None when absent or null."""
+    value = obj.get(key.lower())
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not INT64_MIN <= value <= INT64_MAX:
+        raise field_error(f"{where}.{key}", value, "int")
+    return value
+
+
+def read_int(obj: dict[str, object], key: str, where: str) -> int:
+    """A Go ``int`` field: 0 when absent or null."""
+    value = read_optional_int(obj, key, where)
+    return 0 if value is None else value
+
+
+def read_list(obj: dict[str, object], key: str, where: str) -> list[object]:
+    """An array field; absent or null is empty."""
+    value = obj.get(key.lower())
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise field_error(f"{where}.{key}", value, "array")
+    return value
+
+
+def read_strings(obj: dict[str, object], key: str, where: str) -> list[str]:
+    """A ``[]string`` field (a null item decodes as "")."""
+    items = read_list(obj, key, where)
+    for item in items:
+        if item is not None and not isinstance(item, str):
+            raise field_error(f"{where}.{key}", item, "string")
+    return [item if isinstance(item, str) else "" for item in items]
+
+
+def read_objects(obj: dict[str, object], key: str, where: str) -> list[dict[str, object]]:
+    """A list of pointers to structs; a null item has no meaning in a result and is refused."""
+    items = read_list(obj, key, where)
+    for item in items:
+        if not isinstance(item, dict):
+            raise field_error(f"{where}.{key}", item, "object")
+    return [item for item in items if isinstance(item, dict)]
+
+
+def read_cidr(obj: dict[str, object], key: str, where: str) -> str:
+    """An address in CIDR form, passed through as written (the daemon already writes Go's forms)."""
+    value = read_str(obj, key, where)
+    if "/" not in value:
+        reason = f"{where}.{key}: invalid CIDR address: {value}"
+        raise CniError(ERR_INTERNAL, f"failed to unmarshal response: {reason}")
+    return value
+
+
+def is_ipv6(address: str) -> bool:
+    """The family of an address as written: IPv6 forms contain a colon."""
+    return ":" in address
+
+
+class Interface:
+    """``types100.Interface``."""
+
+    __slots__ = ("mac", "mtu", "name", "pci_id", "sandbox", "socket_path")
+
+    def __init__(self, obj: dict[str, object], where: str) -> None:
+        self.name = read_str(obj, "name", where)
+        self.mac = read_str(obj, "mac", where)
+        self.mtu = read_int(obj, "mtu", where)
+        self.sandbox = read_str(obj, "sandbox", where)
+        self.socket_path = read_str(obj, "socketPath", where)
+        self.pci_id = read_str(obj, "pciID", where)
+
+
+class IPConfig:
+    """``types100.IPConfig``."""
+
+    __slots__ = ("address", "gateway", "interface")
+
+    def __init__(self, obj: dict[str, object], where: str) -> None:
+        self.interface = read_optional_int(obj, "interface", where)
+        self.address = read_cidr(obj, "address", where)
+        self.gateway = read_str(obj, "gateway", where)
+
+
+class Route:
+    """``types.Route``."""
+
+    __slots__ = ("advmss", "dst", "gw", "mtu", "priority", "scope", "table")
+
+    def __init__(self, obj: dict[str, object], where: str) -> None:
+        self.dst = read_cidr(obj, "dst", where)
+        self.gw = read_str(obj, "gw", where)
+        self.mtu = read_int(obj, "mtu", where)
+        self.advmss = read_int(obj, "advmss", where)
+        self.priority = read_int(obj, "priority", where)
+        self.table = read_optional_int(obj, "table", where)
+        self.scope = read_optional_int(obj, "scope", where)
+
+
+class DNS:
+    """``types.DNS``."""
+
+    __slots__ = ("domain", "nameservers", "options", "search")
+
+    def __init__(self, obj: dict[str, object], where: str) -> None:
+        self.nameservers = read_strings(obj, "nameservers", where)
+        self.domain = read_str(obj, "domain", where)
+        self.search = read_strings(obj, "search", where)
+        self.options = read_strings(obj, "options", where)
+
+    def is_empty(self) -> bool:
+        """Go ``DNS.IsEmpty``."""
+        return not (self.nameservers or self.domain or self.search or self.options)
+
+
+class Result:
+    """``types100.Result`` as the daemon sends it (CNI 1.1.0)."""
+
+    __slots__ = ("cni_version", "dns", "interfaces", "ips", "routes")
+
+    def __init__(self, obj: dict[str, object], where: str) -> None:
+        self.cni_version = read_str(obj, "cniVersion", where) or "1.1.0"
+        items = read_objects(obj, "interfaces", where)
+        self.interfaces = [Interface(item, f"{where}.interfaces") for item in items]
+        self.ips = [IPConfig(item, f"{where}.ips") for item in read_objects(obj, "ips", where)]
+        self.routes = [Route(item, f"{where}.routes") for item in read_objects(obj, "routes", where)]
+        self.dns = DNS(expect_object(obj.get("dns"), f"{where}.dns"), f"{where}.dns")
+
+
+def decode_add_response(body: bytes) -> Result:
+    """``{"Result": {...}}`` (key matched case-insensitively) decoded into a ``Result``."""
+    text = decode_bytes(body)
+    if not text.strip(JSON_SPACE):
+        raise CniError(ERR_INTERNAL, "multus daemon answered ADD with an empty body")
+    try:
+        response = parse_json(text)
+    except JsonSyntaxError as err:
+        raise CniError(ERR_INTERNAL, f"failed to unmarshal response '{text}': {err}") from None
+    if not isinstance(response, dict):
+        raise CniError(ERR_INTERNAL, f"failed to unmarshal response '{text}': not a JSON object")
+    raw = response.get("result")
+    if raw is None:
+        raise CniError(ERR_INTERNAL, "multus daemon answered ADD without a result")
+    return Result(expect_object(raw, "Result"), "Result")
+
+
+# --- Result conversion to the conf's version (Go types100 converters + Print) --------------------------
+
+
+def put(out: dict[str, object], key: str, value: object) -> None:
+    """Go's ``omitempty`` for strings, ints and slices: "", 0 and [] are left out."""
+    if value:
+        out[key] = value
+
+
+def put_pointer(out: dict[str, object], key: str, value: int | None) -> None:
+    """Go's ``omitempty`` for ``*int``: only nil is left out, 0 is written."""
+    if value is not None:
+        out[key] = value
+
+
+def convert_result(result: Result, target_version: str) -> dict[str, object]:
+    """The result as Go's ``PrintResult(result, cniVersion)`` writes it: 1.x through a map (sorted
+    keys), 0.3.x/0.4.0 and 0.1.0/0.2.0 in their struct order."""
+    target = target_version or "0.1.0"
+    if result.cni_version not in RESULT_VERSIONS:
+        raise CniError(ERR_INTERNAL, f"no converter for CNI result version {result.cni_version} to {target}")
+    if target in V1_TARGETS:
+        return result_v1(result, target)
+    if target in V04_TARGETS:
+        return result_v04(result, target)
+    return result_v02(result, target)
+
+
+def result_v1(result: Result, version: str) -> dict[str, object]:
+    """1.0.0/1.1.0: every level's keys sorted; an empty ``dns`` left out."""
+    out: dict[str, object] = {"cniVersion": version}
+    if not result.dns.is_empty():
+        out["dns"] = dns_v1(result.dns)
+    put(out, "interfaces", [interface_v1(interface) for interface in result.interfaces])
+    put(out, "ips", [ip_v1(ip) for ip in result.ips])
+    put(out, "routes", [route_v1(route) for route in result.routes])
+    return out
+
+
+def interface_v1(interface: Interface) -> dict[str, object]:
+    """Sorted: mac, mtu, name, pciID, sandbox, socketPath (``name`` always written)."""
+    out: dict[str, object] = {}
+    put(out, "mac", interface.mac)
+    put(out, "mtu", interface.mtu)
+    out["name"] = interface.name
+    put(out, "pciID", interface.pci_id)
+    put(out, "sandbox", interface.sandbox)
+    put(out, "socketPath", interface.socket_path)
+    return out
+
+
+def ip_v1(ip: IPConfig) -> dict[str, object]:
+    """Sorted: address, gateway, interface."""
+    out: dict[str, object] = {"address": ip.address}
+    put(out, "gateway", ip.gateway)
+    put_pointer(out, "interface", ip.interface)
+    return out
+
+
+def route_v1(route: Route) -> dict[str, object]:
+    """Sorted: advmss, dst, gw, mtu, priority, scope, table."""
+    out: dict[str, object] = {}
+    put(out, "advmss", route.advmss)
+    out["dst"] = route.dst
+    put(out, "gw", route.gw)
+    put(out, "mtu", route.mtu)
+    put(out, "priority", route.priority)
+    put_pointer(out, "scope", route.scope)
+    put_pointer(out, "table", route.table)
+    return out
+
+
+def dns_v1(dns: DNS) -> dict[str, object]:
+    """Sorted: domain, nameservers, options, search."""
+    out: dict[str, object] = {}
+    put(out, "domain", dns.domain)
+    put(out, "nameservers", dns.nameservers)
+    put(out, "options", dns.options)
+    put(out, "search", dns.search)
+    return out
+
+
+def dns_v0(dns: DNS) -> dict[str, object]:
+    """Struct order: nameservers, domain, search, options; printed even when empty."""
+    out: dict[str, object] = {}
+    put(out, "nameservers", dns.nameservers)
+    put(out, "domain", dns.domain)
+    put(out, "search", dns.search)
+    put(out, "options", dns.options)
+    return out
+
+
+def result_v04(result: Result, version: str) -> dict[str, object]:
+    """0.3.0/0.3.1/0.4.0: ips gain ``version``; interface mtu/socketPath/pciID and the 1.1.0 route
+    fields are dropped; ``dns`` always written."""
+    out: dict[str, object] = {"cniVersion": version}
+    put(out, "interfaces", [interface_v04(interface) for interface in result.interfaces])
+    put(out, "ips", [ip_v04(ip) for ip in result.ips])
+    put(out, "routes", [route_v04(route) for route in result.routes])
+    out["dns"] = dns_v0(result.dns)
+    return out
+
+
+def interface_v04(interface: Interface) -> dict[str, object]:
+    """Struct order: name, mac, sandbox."""
+    out: dict[str, object] = {"name": interface.name}
+    put(out, "mac", interface.mac)
+    put(out, "sandbox", interface.sandbox)
+    return out
+
+
+def ip_v04(ip: IPConfig) -> dict[str, object]:
+    """Struct order: version, interface, address, gateway."""
+    out: dict[str, object] = {"version": "6" if is_ipv6(ip.address) else "4"}
+    put_pointer(out, "interface", ip.interface)
+    out["address"] = ip.address
+    put(out, "gateway", ip.gateway)
+    return out
+
+
+def route_v04(route: Route) -> dict[str, object]:
+    """Struct order of Go's ``types.Route``, which 0.3.x/0.4.0 results share with 1.1.0:
+    dst, gw, mtu, advmss, priority, table, scope (Go copies routes whole when converting down)."""
+    out = route_v0(route)
+    put(out, "mtu", route.mtu)
+    put(out, "advmss", route.advmss)
+    put(out, "priority", route.priority)
+    put_pointer(out, "table", route.table)
+    put_pointer(out, "scope", route.scope)
+    return out
+
+
+def route_v0(route: Route) -> dict[str, object]:
+    """Struct order, pre-1.1.0 fields only: dst, gw."""
+    out: dict[str, object] = {"dst": route.dst}
+    put(out, "gw", route.gw)
+    return out
+
+
+def result_v02(result: Result, version: str) -> dict[str, object]:
+    """0.1.0/0.2.0: the first address of each family as ``ip4``/``ip6``, each route under the family
+    of its ``dst`` (if that family has an address), interfaces dropped, ``dns`` always written."""
+    families: dict[bool, dict[str, object]] = {}
+    for ip in result.ips:
+        if is_ipv6(ip.address) not in families:
+            families[is_ipv6(ip.address)] = ip_config_v02(ip)
+    if not families:
+        raise CniError(ERR_INCOMPATIBLE_VERSION, "cannot convert: no valid IP addresses")
+    for route in result.routes:
+        family = families.get(is_ipv6(route.dst))
+        if family is not None:
+            routes = family.setdefault("routes", [])
+            if isinstance(routes, list):
+                routes.append(route_v0(route))
+    out: dict[str, object] = {"cniVersion": version}
+    for key, is_v6 in (("ip4", False), ("ip6", True)):
+        if is_v6 in families:
+            out[key] = families[is_v6]
+    out["dns"] = dns_v0(result.dns)
+    return out
+
+
+def ip_config_v02(ip: IPConfig) -> dict[str, object]:
+    """``types020.IPConfig`` in struct order: ip, gateway (routes are appended after)."""
+    out: dict[str, object] = {"ip": ip.address}
+    put(out, "gateway", ip.gateway)
+    return out
+
+
+# --- Entry point -------------------------------------------------------------------------------------
+
+
+def write_all(fd: int, text: str) -> None:
+    """Write all of ``text`` as UTF-8. A lone surrogate (from a ``\\ud800`` escape in some input)
+    is written back as that escape, which is valid where it can occur: inside a JSON string."""
+    view = memoryview(text.encode("utf-8", "backslashreplace"))
+    while view:
+        view = view[posix.write(fd, view) :]
+
+
+def dispatch() -> int:
+    """Validate, forward, print. Returns the exit status; raises ``CniError`` for the error object."""
+    command = decode_bytes(posix.environ.get(b"CNI_COMMAND", b""))
+    if not command:
+        supported = ", ".join(SUPPORTED_VERSIONS)
+        write_all(2, f"{ABOUT}\nCNI protocol versions supported: {supported}\n")
+        return 0
+    check_environment(command)
+    if command == "VERSION":
+        write_all(1, VERSION_REPLY)
+        return 0
+    stdin = read_stdin()
+    conf = parse_network_config(stdin)
+    check_command_version(command, conf)
+    path = daemon_socket_path(conf)
+    status, body = call_daemon(path, http_request(request_body(stdin)))
+    target_version = conf.get("cniversion")
+    target_version = target_version if isinstance(target_version, str) else ""
+    write_all(1, answer(command, status, body, target_version, path))
+    return 0
+
+
+def run() -> int:
+    """``dispatch`` with every failure turned into a CNI error object on stdout."""
+    try:
+        return dispatch()
+    except CniError as err:
+        failure = err
+    except Exception as err:  # the last line of defence: a traceback is no CNI answer
+        failure = CniError(ERR_INTERNAL, f"multus-shim internal error: {type(err).__name__}: {err}")
+    try:  # noqa: SIM105 (contextlib costs an import)
+        write_all(1, format_error(failure))
+    except OSError:
+        pass  # stdout is gone: the exit status is all the runtime can still get
+    return 1
+
+
+def main() -> None:
+    """Entry point of the launcher and of the ``multus-shim`` console script: exits with the status.
+
+    ``posix._exit`` skips interpreter finalization (about 1 ms, an eighth of the whole run); nothing
+    is lost, since all output went out through ``posix.write`` and no exit handlers are registered."""
+    posix._exit(run())
+
+
+if __name__ == "__main__":
+    main()

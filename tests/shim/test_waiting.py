@@ -1,0 +1,120 @@
+"""How the shim waits for a daemon that is absent, starting, not ready, or stuck.
+
+The bounds are shortened through the shim's test knobs (MULTUS_SHIM_WAIT_SECONDS,
+MULTUS_SHIM_TIMEOUT_SECONDS); no test asserts on elapsed time, only on what was answered and asked.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.shim.helpers import HANG, StubDaemon, conf_bytes, http_reply, json_reply, run_shim
+
+COMMANDS = ["ADD", "DEL", "CHECK", "GC", "STATUS"]
+RESULT = {"Result": {"cniVersion": "1.1.0", "ips": [{"address": "10.0.0.2/8"}]}}
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_absent_daemon_is_code_11_after_the_wait_for_every_command(
+    launcher: Path, socket_dir: Path, command: str
+) -> None:
+    env = {"CNI_COMMAND": command, "MULTUS_SHIM_WAIT_SECONDS": "0.3"}
+    assert run_shim(launcher, conf_bytes(socket_dir), env=env).error() == {
+        "code": 11,
+        "msg": f"multus daemon not reachable at {socket_dir}/multus.sock: No such file or directory",
+    }
+
+
+def test_stale_socket_without_a_listener_is_code_11(launcher: Path, socket_dir: Path) -> None:
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(socket_dir / "multus.sock"))
+    stale.close()  # the file stays, nobody listens: connect() is refused
+    run = run_shim(launcher, conf_bytes(socket_dir), env={"MULTUS_SHIM_WAIT_SECONDS": "0.2"})
+    assert run.error() == {
+        "code": 11,
+        "msg": f"multus daemon not reachable at {socket_dir}/multus.sock: Connection refused",
+    }
+
+
+def test_daemon_appearing_during_the_wait_gets_the_request(launcher: Path, socket_dir: Path) -> None:
+    daemon = StubDaemon(socket_dir, replies=[json_reply(200, RESULT)])
+    starter = threading.Timer(0.3, daemon.start)
+    starter.start()
+    try:
+        run = run_shim(launcher, conf_bytes(socket_dir), env={"MULTUS_SHIM_WAIT_SECONDS": "10"})
+    finally:
+        starter.join()
+        daemon.stop()
+    assert b'"address": "10.0.0.2/8"' in run.success()
+    assert len(daemon.requests) == 1
+
+
+def test_not_ready_daemon_is_asked_again_until_it_answers(launcher: Path, daemon: StubDaemon) -> None:
+    not_ready = http_reply(503, b"starting\n", content_type="text/plain")
+    daemon.replies = [not_ready, not_ready, json_reply(200, RESULT)]
+    run = run_shim(launcher, conf_bytes(daemon.socket_dir), env={"MULTUS_SHIM_WAIT_SECONDS": "10"})
+    assert b'"address": "10.0.0.2/8"' in run.success()
+    assert len(daemon.requests) == 3
+    assert len({request.raw for request in daemon.requests}) == 1  # the same request each time
+
+
+def test_daemon_never_ready_is_code_11_with_its_last_answer(launcher: Path, daemon: StubDaemon) -> None:
+    daemon.replies = [http_reply(503, b"starting\n", content_type="text/plain")]
+    run = run_shim(launcher, conf_bytes(daemon.socket_dir), env={"MULTUS_SHIM_WAIT_SECONDS": "0.3"})
+    assert run.error() == {
+        "code": 11,
+        "msg": f"multus daemon not ready at {daemon.path}: CNI request failed with status 503: 'starting\n'",
+    }
+    assert len(daemon.requests) > 1
+
+
+def test_a_cni_error_sent_with_503_keeps_its_code(launcher: Path, daemon: StubDaemon) -> None:
+    daemon.replies = [json_reply(503, {"code": 51, "msg": "no network"})]
+    run = run_shim(launcher, conf_bytes(daemon.socket_dir), env={"MULTUS_SHIM_WAIT_SECONDS": "0"})
+    assert run.error() == {"code": 51, "msg": "no network"}
+
+
+def test_other_errors_are_not_retried(launcher: Path, daemon: StubDaemon) -> None:
+    daemon.replies = [http_reply(500, b"boom")]
+    run = run_shim(launcher, conf_bytes(daemon.socket_dir), env={"MULTUS_SHIM_WAIT_SECONDS": "10"})
+    assert run.error()["code"] == 999
+    assert len(daemon.requests) == 1
+
+
+def test_stuck_daemon_is_code_11_at_the_deadline(launcher: Path, daemon: StubDaemon) -> None:
+    daemon.replies = [HANG]
+    run = run_shim(launcher, conf_bytes(daemon.socket_dir), env={"MULTUS_SHIM_TIMEOUT_SECONDS": "0.3"})
+    assert run.error() == {"code": 11, "msg": f"no answer from multus daemon at {daemon.path} within 0.3 s"}
+
+
+def test_daemon_closing_without_an_answer_is_code_11(launcher: Path, daemon: StubDaemon) -> None:
+    daemon.replies = [b""]
+    run = run_shim(launcher, conf_bytes(daemon.socket_dir), env={"CNI_COMMAND": "DEL"})
+    assert run.error() == {
+        "code": 11,
+        "msg": f"multus daemon at {daemon.path} closed the connection without answering",
+    }
+    assert len(daemon.requests) == 1  # not retried: the daemon may have acted on it
+
+
+def test_daemon_closing_in_the_middle_of_its_answer_is_code_11(launcher: Path, daemon: StubDaemon) -> None:
+    daemon.replies = [http_reply(200, b'{"Result": {}}')[:-3]]  # Content-Length promises 3 more bytes
+    run = run_shim(launcher, conf_bytes(daemon.socket_dir))
+    assert run.error() == {
+        "code": 11,
+        "msg": f"multus daemon at {daemon.path} closed the connection in the middle of its answer",
+    }
+
+
+def test_unreachable_for_another_reason_is_code_11_at_once(launcher: Path, socket_dir: Path) -> None:
+    not_a_dir = socket_dir / "file"
+    not_a_dir.write_text("")
+    run = run_shim(launcher, conf_bytes(not_a_dir), env={"MULTUS_SHIM_WAIT_SECONDS": "30"}, timeout=10)
+    assert run.error() == {
+        "code": 11,
+        "msg": f"multus daemon not reachable at {not_a_dir}/multus.sock: Not a directory",
+    }
