@@ -77,7 +77,8 @@ def _addresses(result: JsonObject | None) -> tuple[tuple[str, ...], tuple[str, .
     if not result:
         return (), ()
     try:
-        current = results.convert(result, RESULT_VERSION)
+        rich = results.version_at_least(str(result.get("cniVersion", "")), "0.3.0")
+        current = result if rich else results.convert(result, RESULT_VERSION)
     except CniError:
         return (), ()
     ips = tuple(str(ip.get("address", "")) for ip in current.get("ips", []) if isinstance(ip, dict))
@@ -125,9 +126,13 @@ class AttachEngine:
         async with self.locks.hold(request.container_id):
             started = time.monotonic()
             record = await self._db.read(partial(checkpoints.load_sandbox, container_id=request.container_id))
-            errors = [] if record is None else await self._teardown(record, trigger=request.trigger)
+            errors: list[CniError] = []
+            units: list[UnitOfWork] = []
+            if record is not None:
+                errors, units = await self._run_teardown(record, trigger=request.trigger)
             error = combine(errors) if errors else None
-            await self._db.write(partial(history.append, entry=self._request_entry(request, started, error)))
+            units.append(partial(history.append, entry=self._request_entry(request, started, error)))
+            await self._db.write(_all(units))
             if error is not None:
                 raise error
 
@@ -302,6 +307,14 @@ class AttachEngine:
 
     async def _teardown(self, record: SandboxRecord, *, trigger: Trigger) -> list[CniError]:
         """DEL every attachment of ``record``, newest first; forget those whose DEL succeeded."""
+        errors, units = await self._run_teardown(record, trigger=trigger)
+        await self._db.write(_all(units))
+        return errors
+
+    async def _run_teardown(
+        self, record: SandboxRecord, *, trigger: Trigger
+    ) -> tuple[list[CniError], list[UnitOfWork]]:
+        """Run the DELs of a teardown; return its errors and what the caller must commit."""
         if record.state != "deleting":
             await self._db.write(partial(checkpoints.begin_delete, container_id=record.container_id))
         removed: list[str] = []
@@ -317,8 +330,7 @@ class AttachEngine:
             partial(checkpoints.remove_attachments, container_id=record.container_id, ifnames=removed)
         )
         units.append(partial(checkpoints.finish_delete, container_id=record.container_id))
-        await self._db.write(_all(units))
-        return errors
+        return errors, units
 
     async def _teardown_one(
         self, record: SandboxRecord, attachment: AttachmentRecord, trigger: Trigger, units: list[UnitOfWork]

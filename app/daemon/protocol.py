@@ -21,7 +21,6 @@ from typing import Any
 
 from app.attach import netconf
 from app.attach.requests import Command, NodeRequest, SandboxRequest
-from app.cni import results
 from app.cni.types import Attachment, CniError, ContainerId, ErrorCode, IfName, JsonObject
 from app.store.records import PodIdentity
 
@@ -187,10 +186,9 @@ def _valid_attachments(stdin_conf: Mapping[str, Any]) -> tuple[Attachment, ...]:
 
 
 def add_response_body(result: JsonObject) -> bytes:
-    """``{"Result": ...}`` as upstream's daemon sends it: compact, keys sorted, result in 1.1.0."""
-    return json.dumps(
-        {"Result": results.convert(result, "1.1.0")}, separators=(",", ":"), sort_keys=True
-    ).encode()
+    """``{"Result": ...}`` as upstream's daemon sends it: compact, keys sorted. The engine's ADD
+    already answers in CNI 1.1.0, the version upstream's daemon answers in."""
+    return json.dumps({"Result": result}, separators=(",", ":"), sort_keys=True).encode()
 
 
 def error_body(error: CniError) -> bytes:

@@ -3,8 +3,10 @@
 Written by ``app.attach`` before a delegate runs (intent) and after it returns (result); read by
 DEL, CHECK, recovery and GC, which replay what is recorded here and never re-resolve networks.
 Functions take a Session and run inside the writer's transaction (``Database.write``); they know
-no CNI rules. A sandbox row disappears only when its last attachment has been removed, that is,
-after every delegate's DEL succeeded.
+no CNI rules. Writes are single Core statements over the models' tables (no ORM unit of work): they
+sit between a delegate's return and the runtime's answer, so they are kept cheap. A sandbox row
+disappears only when its last attachment has been removed, that is, after every delegate's DEL
+succeeded.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from typing import cast
 
-from sqlalchemy import delete, select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import RowMapping, Table, bindparam, delete, func, insert, select, update
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
 
 from app.store.models import AttachmentRow, Sandbox
 from app.store.records import (
@@ -24,6 +28,9 @@ from app.store.records import (
     SandboxIntent,
     SandboxRecord,
 )
+
+SANDBOXES = cast(Table, Sandbox.__table__)
+ATTACHMENTS = cast(Table, AttachmentRow.__table__)
 
 
 class SandboxExistsError(Exception):
@@ -43,170 +50,195 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+_INSERT_SANDBOX = sqlite_insert(SANDBOXES).on_conflict_do_nothing(index_elements=["container_id"])
+_SANDBOX_STATE = select(SANDBOXES.c.state).where(SANDBOXES.c.container_id == bindparam("cid"))
+_INSERT_ATTACHMENT = insert(ATTACHMENTS)
+_SET_SANDBOX_STATE = (
+    update(SANDBOXES)
+    .where(SANDBOXES.c.container_id == bindparam("cid"))
+    .values(state=bindparam("new_state"), updated_at=bindparam("now"))
+)
+_SET_ATTACHMENTS_STATE = (
+    update(ATTACHMENTS)
+    .where(ATTACHMENTS.c.container_id == bindparam("cid"))
+    .values(state=bindparam("new_state"), updated_at=bindparam("now"))
+)
+_SET_RESULT = (
+    update(ATTACHMENTS)
+    .where(ATTACHMENTS.c.container_id == bindparam("cid"), ATTACHMENTS.c.ifname == bindparam("ifn"))
+    .values(result=bindparam("new_result"), state="added", last_error=None, updated_at=bindparam("now"))
+)
+_SET_ERROR = (
+    update(ATTACHMENTS)
+    .where(ATTACHMENTS.c.container_id == bindparam("cid"), ATTACHMENTS.c.ifname == bindparam("ifn"))
+    .values(last_error=bindparam("error"), updated_at=bindparam("now"))
+)
+_REMOVE_ATTACHMENT = delete(ATTACHMENTS).where(
+    ATTACHMENTS.c.container_id == bindparam("cid"), ATTACHMENTS.c.ifname == bindparam("ifn")
+)
+_COUNT_ATTACHMENTS = (
+    select(func.count()).select_from(ATTACHMENTS).where(ATTACHMENTS.c.container_id == bindparam("cid"))
+)
+_REMOVE_SANDBOX = delete(SANDBOXES).where(SANDBOXES.c.container_id == bindparam("cid"))
+"""Statements built once: each write only binds its parameters (these run on the ADD path)."""
+
+
 def begin_add(session: Session, sandbox: SandboxIntent) -> None:
     """Record a sandbox whose ADD starts now (state ``adding``)."""
-    existing = session.get(Sandbox, sandbox.container_id)
-    if existing is not None:
-        raise SandboxExistsError(sandbox.container_id, existing.state)
     now = _now()
-    session.add(
-        Sandbox(
-            container_id=sandbox.container_id,
-            state="adding",
-            netns=sandbox.netns,
-            ifname=sandbox.ifname,
-            cni_version=sandbox.cni_version,
-            pod_namespace=sandbox.pod.namespace,
-            pod_name=sandbox.pod.name,
-            pod_uid=sandbox.pod.uid,
-            boot_id=sandbox.boot_id,
-            created_at=now,
-            updated_at=now,
-        )
+    inserted = session.execute(
+        _INSERT_SANDBOX,
+        {
+            "container_id": sandbox.container_id,
+            "state": "adding",
+            "netns": sandbox.netns,
+            "ifname": sandbox.ifname,
+            "cni_version": sandbox.cni_version,
+            "pod_namespace": sandbox.pod.namespace,
+            "pod_name": sandbox.pod.name,
+            "pod_uid": sandbox.pod.uid,
+            "boot_id": sandbox.boot_id,
+            "created_at": now,
+            "updated_at": now,
+        },
     )
+    if _rowcount(inserted) == 0:
+        state = session.execute(_SANDBOX_STATE, {"cid": sandbox.container_id}).scalar_one()
+        raise SandboxExistsError(sandbox.container_id, state)
 
 
 def record_intent(session: Session, intent: DelegateIntent) -> None:
     """Record a delegate about to run (state ``intent``): config, args and runtimeConfig."""
     now = _now()
-    session.add(
-        AttachmentRow(
-            container_id=intent.container_id,
-            ifname=intent.ifname,
-            position=intent.position,
-            is_master=intent.is_master,
-            network_name=intent.network_name,
-            plugin_types=",".join(intent.plugin_types),
-            config=intent.config,
-            cni_args=json.dumps([list(pair) for pair in intent.cni_args]),
-            capability_args=json.dumps(dict(intent.capability_args), sort_keys=True),
-            cni_path=json.dumps(list(intent.cni_path)),
-            state="intent",
-            created_at=now,
-            updated_at=now,
-        )
+    session.execute(
+        _INSERT_ATTACHMENT,
+        {
+            "container_id": intent.container_id,
+            "ifname": intent.ifname,
+            "position": intent.position,
+            "is_master": intent.is_master,
+            "network_name": intent.network_name,
+            "plugin_types": ",".join(intent.plugin_types),
+            "config": intent.config,
+            "cni_args": json.dumps([list(pair) for pair in intent.cni_args]),
+            "capability_args": json.dumps(dict(intent.capability_args), sort_keys=True),
+            "cni_path": json.dumps(list(intent.cni_path)),
+            "state": "intent",
+            "result": None,
+            "last_error": None,
+            "created_at": now,
+            "updated_at": now,
+        },
     )
 
 
 def record_result(session: Session, *, container_id: str, ifname: str, result: str) -> None:
     """Record the result a delegate printed (state ``added``)."""
-    row = _attachment(session, container_id, ifname)
-    row.result = result
-    row.state = "added"
-    row.last_error = None
-    row.updated_at = _now()
+    params = {"cid": container_id, "ifn": ifname, "new_result": result, "now": _now()}
+    _expect_row(session.execute(_SET_RESULT, params), container_id, ifname)
 
 
 def record_error(session: Session, *, container_id: str, ifname: str, error: str) -> None:
     """Record why the last operation on an attachment failed; its state is left as it was."""
-    row = _attachment(session, container_id, ifname)
-    row.last_error = error
-    row.updated_at = _now()
+    params = {"cid": container_id, "ifn": ifname, "error": error, "now": _now()}
+    _expect_row(session.execute(_SET_ERROR, params), container_id, ifname)
 
 
 def finish_add(session: Session, container_id: str) -> None:
     """Mark a sandbox's ADD complete (state ``ready``)."""
-    sandbox = _sandbox(session, container_id)
-    sandbox.state = "ready"
-    sandbox.updated_at = _now()
+    params = {"cid": container_id, "new_state": "ready", "now": _now()}
+    _expect_row(session.execute(_SET_SANDBOX_STATE, params), container_id)
 
 
 def begin_delete(session: Session, container_id: str) -> None:
     """Mark a sandbox and all its attachments as being deleted (pending until removed)."""
-    sandbox = _sandbox(session, container_id)
-    now = _now()
-    sandbox.state = "deleting"
-    sandbox.updated_at = now
-    for row in sandbox.attachments:
-        row.state = "deleting"
-        row.updated_at = now
+    params = {"cid": container_id, "new_state": "deleting", "now": _now()}
+    _expect_row(session.execute(_SET_SANDBOX_STATE, params), container_id)
+    session.execute(_SET_ATTACHMENTS_STATE, params)
 
 
 def remove_attachments(session: Session, *, container_id: str, ifnames: Iterable[str]) -> None:
     """Forget attachments whose DEL succeeded."""
-    names = list(ifnames)
-    if names:
-        session.execute(
-            delete(AttachmentRow).where(
-                AttachmentRow.container_id == container_id, AttachmentRow.ifname.in_(names)
-            )
-        )
+    for ifname in ifnames:
+        session.execute(_REMOVE_ATTACHMENT, {"cid": container_id, "ifn": ifname})
 
 
 def finish_delete(session: Session, container_id: str) -> bool:
     """Forget the sandbox if no attachment of it remains; True when it is gone."""
-    session.expire_all()
-    sandbox = session.get(Sandbox, container_id)
-    if sandbox is None:
-        return True
-    if sandbox.attachments:
+    if session.execute(_COUNT_ATTACHMENTS, {"cid": container_id}).scalar_one():
         return False
-    session.delete(sandbox)
+    session.execute(_REMOVE_SANDBOX, {"cid": container_id})
     return True
 
 
+_SANDBOX_BY_ID = select(SANDBOXES).where(SANDBOXES.c.container_id == bindparam("cid"))
+_ATTACHMENTS_OF = (
+    select(ATTACHMENTS).where(ATTACHMENTS.c.container_id == bindparam("cid")).order_by(ATTACHMENTS.c.position)
+)
+
+
 def load_sandbox(session: Session, container_id: str) -> SandboxRecord | None:
-    sandbox = session.execute(
-        select(Sandbox).where(Sandbox.container_id == container_id).options(selectinload(Sandbox.attachments))
-    ).scalar_one_or_none()
-    return None if sandbox is None else _sandbox_record(sandbox)
+    sandbox = session.execute(_SANDBOX_BY_ID, {"cid": container_id}).mappings().first()
+    if sandbox is None:
+        return None
+    attachments = session.execute(_ATTACHMENTS_OF, {"cid": container_id}).mappings()
+    return _sandbox_record(sandbox, [_attachment_record(row) for row in attachments])
 
 
 def list_sandboxes(session: Session, *, states: Sequence[str] | None = None) -> list[SandboxRecord]:
-    query = select(Sandbox).options(selectinload(Sandbox.attachments)).order_by(Sandbox.created_at)
+    """Every recorded sandbox (optionally only those in ``states``), oldest first."""
+    query = select(SANDBOXES).order_by(SANDBOXES.c.created_at)
     if states is not None:
-        query = query.where(Sandbox.state.in_(list(states)))
-    return [_sandbox_record(sandbox) for sandbox in session.execute(query).scalars()]
+        query = query.where(SANDBOXES.c.state.in_(list(states)))
+    by_container: dict[str, list[AttachmentRecord]] = {}
+    for row in session.execute(select(ATTACHMENTS).order_by(ATTACHMENTS.c.position)).mappings():
+        by_container.setdefault(row["container_id"], []).append(_attachment_record(row))
+    return [
+        _sandbox_record(sandbox, by_container.get(sandbox["container_id"], []))
+        for sandbox in session.execute(query).mappings()
+    ]
 
 
-def _sandbox(session: Session, container_id: str) -> Sandbox:
-    sandbox = session.get(Sandbox, container_id)
-    if sandbox is None:
-        raise UnknownAttachmentError(f"no checkpoint for container {container_id}")
-    return sandbox
+def _rowcount(result: object) -> int:
+    return int(getattr(result, "rowcount", 0))
 
 
-def _attachment(session: Session, container_id: str, ifname: str) -> AttachmentRow:
-    row = session.execute(
-        select(AttachmentRow).where(
-            AttachmentRow.container_id == container_id, AttachmentRow.ifname == ifname
-        )
-    ).scalar_one_or_none()
-    if row is None:
-        raise UnknownAttachmentError(f"no checkpoint for container {container_id} interface {ifname}")
-    return row
+def _expect_row(result: object, container_id: str, ifname: str | None = None) -> None:
+    if _rowcount(result) == 0:
+        where = container_id if ifname is None else f"{container_id} interface {ifname}"
+        raise UnknownAttachmentError(f"no checkpoint for container {where}")
 
 
-def _sandbox_record(sandbox: Sandbox) -> SandboxRecord:
+def _sandbox_record(row: RowMapping, attachments: list[AttachmentRecord]) -> SandboxRecord:
     return SandboxRecord(
-        container_id=sandbox.container_id,
-        state=sandbox.state,
-        netns=sandbox.netns,
-        ifname=sandbox.ifname,
-        cni_version=sandbox.cni_version,
-        pod=PodIdentity(sandbox.pod_namespace, sandbox.pod_name, sandbox.pod_uid),
-        boot_id=sandbox.boot_id,
-        created_at=sandbox.created_at,
-        updated_at=sandbox.updated_at,
-        attachments=tuple(_attachment_record(row) for row in sandbox.attachments),
+        container_id=row["container_id"],
+        state=row["state"],
+        netns=row["netns"],
+        ifname=row["ifname"],
+        cni_version=row["cni_version"],
+        pod=PodIdentity(row["pod_namespace"], row["pod_name"], row["pod_uid"]),
+        boot_id=row["boot_id"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        attachments=tuple(attachments),
     )
 
 
-def _attachment_record(row: AttachmentRow) -> AttachmentRecord:
+def _attachment_record(row: RowMapping) -> AttachmentRecord:
     return AttachmentRecord(
-        container_id=row.container_id,
-        ifname=row.ifname,
-        position=row.position,
-        is_master=row.is_master,
-        network_name=row.network_name,
-        plugin_types=tuple(filter(None, row.plugin_types.split(","))),
-        config=row.config,
-        cni_args=tuple((str(k), str(v)) for k, v in json.loads(row.cni_args)),
-        capability_args=json.loads(row.capability_args),
-        cni_path=tuple(json.loads(row.cni_path)),
-        state=row.state,
-        result=row.result,
-        last_error=row.last_error,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
+        container_id=row["container_id"],
+        ifname=row["ifname"],
+        position=row["position"],
+        is_master=row["is_master"],
+        network_name=row["network_name"],
+        plugin_types=tuple(filter(None, row["plugin_types"].split(","))),
+        config=row["config"],
+        cni_args=tuple((str(k), str(v)) for k, v in json.loads(row["cni_args"])),
+        capability_args=json.loads(row["capability_args"]),
+        cni_path=tuple(json.loads(row["cni_path"])),
+        state=row["state"],
+        result=row["result"],
+        last_error=row["last_error"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
     )

@@ -93,8 +93,10 @@ class _Writer(threading.Thread):
         outcomes: list[tuple[_Job, Any, BaseException | None]] = []
         try:
             with Session(self._engine, expire_on_commit=False) as session, session.begin():
-                for job in batch:
-                    outcomes.append(_run_in_savepoint(session, job))
+                if len(batch) == 1:  # alone in its transaction: a failure rolls back only itself
+                    outcomes.append(_run_alone(session, batch[0]))
+                else:
+                    outcomes.extend(_run_in_savepoint(session, job) for job in batch)
         except BaseException as exc:  # the commit itself failed: nothing in the batch is recorded
             log.exception("state database commit failed for a batch of %d", len(batch))
             for job in batch:
@@ -107,6 +109,16 @@ class _Writer(threading.Thread):
                 job.future.set_result(value)
             else:
                 job.future.set_exception(error)
+
+
+def _run_alone(session: Session, job: _Job) -> tuple[_Job, Any, BaseException | None]:
+    try:
+        value = job.work(session)
+        session.flush()
+    except Exception as exc:  # handed to the caller through its future, not swallowed
+        session.rollback()
+        return job, None, exc
+    return job, value, None
 
 
 def _run_in_savepoint(session: Session, job: _Job) -> tuple[_Job, Any, BaseException | None]:

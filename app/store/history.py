@@ -10,43 +10,51 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
 from app.store.models import HistoryRow
 from app.store.records import HistoryEntry, PodIdentity
 
+HISTORY = cast(Table, HistoryRow.__table__)
+
+
+_INSERT = insert(HISTORY)
+
 
 def append(session: Session, entry: HistoryEntry) -> None:
-    session.add(
-        HistoryRow(
-            at=entry.at or datetime.now(UTC),
-            duration_ms=entry.duration_ms,
-            command=entry.command,
-            step=entry.step,
-            trigger=entry.trigger,
-            outcome=entry.outcome,
-            container_id=entry.container_id,
-            netns=entry.netns,
-            ifname=entry.ifname,
-            network_name=entry.network_name,
-            plugin_types=",".join(entry.plugin_types),
-            pod_namespace=entry.pod.namespace,
-            pod_name=entry.pod.name,
-            pod_uid=entry.pod.uid,
-            ips=json.dumps(list(entry.ips)),
-            macs=json.dumps(list(entry.macs)),
-            error_code=entry.error_code,
-            error_msg=entry.error_msg,
-            error_details=entry.error_details,
-        )
-    )
+    session.execute(_INSERT, _row(entry))
 
 
 def append_all(session: Session, entries: Sequence[HistoryEntry]) -> None:
-    for entry in entries:
-        append(session, entry)
+    if entries:
+        session.execute(_INSERT, [_row(entry) for entry in entries])
+
+
+def _row(entry: HistoryEntry) -> dict[str, object]:
+    return dict(
+        at=entry.at or datetime.now(UTC),
+        duration_ms=entry.duration_ms,
+        command=entry.command,
+        step=entry.step,
+        trigger=entry.trigger,
+        outcome=entry.outcome,
+        container_id=entry.container_id,
+        netns=entry.netns,
+        ifname=entry.ifname,
+        network_name=entry.network_name,
+        plugin_types=",".join(entry.plugin_types),
+        pod_namespace=entry.pod.namespace,
+        pod_name=entry.pod.name,
+        pod_uid=entry.pod.uid,
+        ips=json.dumps(list(entry.ips)),
+        macs=json.dumps(list(entry.macs)),
+        error_code=entry.error_code,
+        error_msg=entry.error_msg,
+        error_details=entry.error_details,
+    )
 
 
 def for_container(session: Session, container_id: str) -> list[HistoryEntry]:

@@ -1,0 +1,219 @@
+"""A benchmark node: run directory, networks, daemon process, pod namespaces, and the two ways
+to attach a pod: through multus-py (the installed shim) or by calling the delegates directly.
+
+The direct path is the floor: the same plugins, the same configurations, executed one after the
+other exactly as a runtime calling them itself would (stdin injected the libcni way, prevResult
+threaded), with no daemon, no checkpoint and no shim in between.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from app.cni.conf import plugin_stdin
+from app.shim.install import install_shim
+
+CNI_PLUGIN_DIR = Path("/usr/lib/cni")
+PLUGINS = ("bridge", "host-local", "macvlan", "static", "tuning", "loopback")
+
+
+@dataclass
+class Pod:
+    container_id: str
+    netns: str
+
+    @property
+    def netns_path(self) -> str:
+        return f"/var/run/netns/{self.netns}"
+
+
+@dataclass
+class BenchNode:
+    networks: int
+    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="multus-bench-")))
+    tag: str = field(default_factory=lambda: secrets.token_hex(2))
+    daemon: subprocess.Popen[bytes] | None = None
+    shim: Path | None = None
+    confs: list[dict[str, Any]] = field(default_factory=list)
+    pods: list[Pod] = field(default_factory=list)
+
+    @property
+    def bin_dir(self) -> Path:
+        return self.root / "bin"
+
+    @property
+    def socket_path(self) -> Path:
+        return self.root / "run" / "multus.sock"
+
+    def bridge(self, index: int) -> str:
+        return f"mpb{self.tag}n{index}"
+
+    def prepare(self) -> None:
+        self.bin_dir.mkdir(parents=True)
+        for plugin in PLUGINS:
+            (self.bin_dir / plugin).symlink_to(CNI_PLUGIN_DIR / plugin)
+        self.shim = install_shim(str(self.bin_dir))
+        conf_dir = self.root / "multus.d"
+        conf_dir.mkdir()
+        for index in range(self.networks):
+            conf = self._network(index)
+            self.confs.append(conf)
+            (conf_dir / f"{10 + index}-net{index}.conflist").write_text(json.dumps(conf))
+        config = {
+            "cniVersion": "1.0.0",
+            "socketDir": str(self.root / "run"),
+            "stateDir": str(self.root / "state"),
+            "binDir": str(self.bin_dir),
+            "confDir": str(conf_dir),
+            "clusterNetwork": "net0",
+            "defaultNetworks": [f"net{index}" for index in range(1, self.networks)],
+            "multusConfigFile": "none",
+            "logLevel": "error",
+            "logFile": str(self.root / "daemon.log"),
+        }
+        (self.root / "daemon-config.json").write_text(json.dumps(config))
+
+    def _network(self, index: int) -> dict[str, Any]:
+        ipam: dict[str, Any] = {
+            "type": "host-local",
+            "dataDir": str(self.root / "ipam"),
+            "ranges": [[{"subnet": f"10.{200 + index}.0.0/16"}]],
+        }
+        if index == 0:
+            ipam["routes"] = [{"dst": "0.0.0.0/0"}]
+        return {
+            "cniVersion": "1.0.0",
+            "name": f"net{index}",
+            "plugins": [{"type": "bridge", "bridge": self.bridge(index), "isGateway": index == 0, "ipam": ipam}],
+        }
+
+    # ---- the daemon -------------------------------------------------------------------------
+
+    def start_daemon(self) -> None:
+        env = {key: value for key, value in os.environ.items() if key != "PYTHONASYNCIODEBUG"}
+        log = open(self.root / "daemon.out", "ab")  # noqa: SIM115 - handed to the child
+        self.daemon = subprocess.Popen(
+            [sys.executable, "-m", "app.daemon.main", "--config", str(self.root / "daemon-config.json")],
+            stdout=log,
+            stderr=log,
+            env=env,
+        )
+        log.close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self._ready():
+                return
+            if self.daemon.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise RuntimeError(f"daemon did not start: {(self.root / 'daemon.out').read_text()}")
+
+    def _ready(self) -> bool:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(str(self.socket_path))
+            sock.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+            return sock.recv(32).split()[1] == b"200"
+        except (OSError, IndexError):
+            return False
+        finally:
+            sock.close()
+
+    def daemon_rss_kib(self) -> tuple[int, int]:
+        """(current RSS, peak RSS) of the daemon, in KiB."""
+        assert self.daemon is not None
+        fields = {}
+        for line in Path(f"/proc/{self.daemon.pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields[key] = value.strip()
+        return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
+
+    # ---- pods ---------------------------------------------------------------------------------
+
+    def make_pods(self, count: int) -> list[Pod]:
+        pods = []
+        for _ in range(count):
+            pod = Pod(container_id=secrets.token_hex(32), netns=f"mpb{self.tag}{len(self.pods)}")
+            subprocess.run(["ip", "netns", "add", pod.netns], check=True)
+            self.pods.append(pod)
+            pods.append(pod)
+        return pods
+
+    def _shim_env(self, command: str, pod: Pod) -> dict[str, str]:
+        return {
+            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+            "CNI_COMMAND": command,
+            "CNI_CONTAINERID": pod.container_id,
+            "CNI_NETNS": pod.netns_path,
+            "CNI_IFNAME": "eth0",
+            "CNI_PATH": str(self.bin_dir),
+            "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME={pod.netns};"
+            f"K8S_POD_INFRA_CONTAINER_ID={pod.container_id}",
+        }
+
+    def shim_conf(self) -> bytes:
+        return json.dumps(
+            {
+                "cniVersion": "1.0.0",
+                "name": "multus-cni-network",
+                "type": "multus-shim",
+                "daemonSocketDir": str(self.root / "run"),
+            }
+        ).encode()
+
+    def multus(self, command: str, pod: Pod) -> None:
+        assert self.shim is not None
+        proc = subprocess.run(
+            [str(self.shim)], input=self.shim_conf(), env=self._shim_env(command, pod), capture_output=True
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"shim {command} failed: {proc.stdout.decode()} {proc.stderr.decode()}")
+
+    def direct(self, command: str, pod: Pod, results: dict[str, Any]) -> None:
+        """Call every delegate of every network directly; ADD fills ``results`` for the DEL."""
+        order = range(self.networks) if command == "ADD" else reversed(range(self.networks))
+        for index in order:
+            conf = self.confs[index]
+            ifname = "eth0" if index == 0 else f"net{index}"
+            plugins = conf["plugins"] if command == "ADD" else list(reversed(conf["plugins"]))
+            prev = results.get(conf["name"]) if command == "DEL" else None
+            for plugin in plugins:
+                stdin = plugin_stdin(plugin, name=conf["name"], cni_version=conf["cniVersion"], prev_result=prev)
+                env = self._shim_env(command, pod) | {"CNI_IFNAME": ifname}
+                proc = subprocess.run(
+                    [str(self.bin_dir / plugin["type"])], input=stdin, env=env, capture_output=True
+                )
+                if proc.returncode != 0:
+                    raise RuntimeError(f"{plugin['type']} {command} failed: {proc.stdout.decode()}")
+                if command == "ADD":
+                    prev = json.loads(proc.stdout)
+            if command == "ADD":
+                results[conf["name"]] = prev
+
+    # ---- teardown -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self.daemon is not None and self.daemon.poll() is None:
+            self.daemon.send_signal(signal.SIGTERM)
+            try:
+                self.daemon.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.daemon.kill()
+                self.daemon.wait()
+        for pod in self.pods:
+            subprocess.run(["ip", "netns", "del", pod.netns], check=False, capture_output=True)
+        for index in range(self.networks):
+            subprocess.run(["ip", "link", "del", self.bridge(index)], check=False, capture_output=True)
+        shutil.rmtree(self.root, ignore_errors=True)
