@@ -44,7 +44,11 @@ class _Network:
 
 
 class NetworkResolver:
-    """Resolves a request's networks from configuration files (static mode)."""
+    """Resolves a request's networks from configuration files (static mode).
+
+    Parsed files are cached by (mtime, size), so a request costs a directory listing and a stat
+    per file, not a parse; an edited file is reloaded.
+    """
 
     def __init__(self) -> None:
         self._file_cache: dict[str, tuple[tuple[int, int], NetworkConfigList]] = {}
@@ -90,7 +94,7 @@ class NetworkResolver:
         if "/" in reference:
             net = self._from_path(reference)
         else:
-            found = cniconf.find_by_name(conf.conf_dir, reference)
+            found = cniconf.find_by_name(conf.conf_dir, reference, loader=self._load_file_cached)
             if found is None:
                 raise CniError(
                     ErrorCode.INVALID_NETWORK_CONFIG,
@@ -102,7 +106,7 @@ class NetworkResolver:
 
     def _from_path(self, path: str) -> NetworkConfigList:
         if os.path.isdir(path):
-            found = cniconf.first_in_dir(path)
+            found = cniconf.first_in_dir(path, loader=self._load_file_cached)
             if found is None:
                 raise CniError(
                     ErrorCode.INVALID_NETWORK_CONFIG,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from app.cni import names, results
@@ -61,27 +61,33 @@ def list_conf_files(conf_dir: str) -> list[str]:
     return [entry.path for entry in entries if entry.name.endswith(CONF_EXTENSIONS) and entry.is_file()]
 
 
-def find_by_name(conf_dir: str, name: str) -> NetworkConfigList | None:
+def find_by_name(
+    conf_dir: str, name: str, *, loader: Callable[[str], NetworkConfigList] | None = None
+) -> NetworkConfigList | None:
     """The first config file of ``conf_dir`` (lexical order) whose network is ``name``; None if none is.
 
     None covers a missing directory too: callers fall back (e.g. to a NetworkAttachmentDefinition).
     A file that cannot be loaded before the match raises its CniError, as libcni does: which file
-    was meant is unknowable, so the scan does not skip it.
+    was meant is unknowable, so the scan does not skip it. ``loader`` (default ``load_file``) lets a
+    caller cache parsed files.
     """
+    load = loader or load_file
     for path in list_conf_files(conf_dir):
-        network = load_file(path)
+        network = load(path)
         if network.name == name:
             return network
     return None
 
 
-def first_in_dir(conf_dir: str) -> NetworkConfigList | None:
+def first_in_dir(
+    conf_dir: str, *, loader: Callable[[str], NetworkConfigList] | None = None
+) -> NetworkConfigList | None:
     """The config in the lexically first config file of ``conf_dir``; None when there is no such file.
 
     A first file that cannot be loaded raises its CniError rather than silently promoting the next one.
     """
     files = list_conf_files(conf_dir)
-    return load_file(files[0]) if files else None
+    return (loader or load_file)(files[0]) if files else None
 
 
 def _parse(data: bytes, *, source: str) -> JsonObject:

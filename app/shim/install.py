@@ -42,15 +42,28 @@ main()
 """The launcher: it finds the module directory next to itself (``sys.argv[0]`` is the script's path)."""
 
 
+SYSTEM_INTERPRETER = "/usr/bin/python3"
+"""Preferred interpreter: the distribution's own Python exists on every node (a virtualenv's does not on
+the host), and Debian's is built with the shim's C modules (``_socket``, ``binascii``) compiled in,
+which starts measurably faster on this hot path."""
+
+
+def default_interpreter() -> str:
+    """The real path of the system Python if there is one, else of the running interpreter."""
+    if os.access(SYSTEM_INTERPRETER, os.X_OK):
+        return os.path.realpath(SYSTEM_INTERPRETER)
+    return os.path.realpath(sys.executable)
+
+
 def install_shim(bin_dir: str, *, interpreter: str | None = None, name: str = "multus-shim") -> Path:
     """Install the shim as ``<bin_dir>/<name>`` and return that path.
 
     ``interpreter`` is the Python the runtime will execute (an absolute path valid on the host);
-    it defaults to the real path of the running interpreter. The module is compiled by that
+    it defaults to ``default_interpreter()``. The module is compiled by that
     interpreter when it is not the running one, since bytecode is specific to a Python version.
     """
     bin_path = Path(bin_dir)
-    python = interpreter or os.path.realpath(sys.executable)
+    python = interpreter or default_interpreter()
     if not os.path.isabs(python) or any(char.isspace() for char in python):
         raise ValueError(f"the interpreter path cannot go into a shebang line: {python!r}")
     impl_dir = bin_path / IMPL_DIR_NAME
