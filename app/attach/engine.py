@@ -220,8 +220,9 @@ class AttachEngine:
             if pending:
                 pending.append(partial(checkpoints.record_intent, intent=intent))
                 await self._db.write(_all(pending))
-            result = await self._run_delegate_add(request, plan, intent)
-            pending = self._result_units(request, plan, result)
+            step_started = time.monotonic()
+            result = await self._run_delegate_add(request, plan, intent, step_started)
+            pending = self._result_units(request, plan, result, step_started)
             if plan.is_master:
                 master_result = result
         if master_result is None:
@@ -243,9 +244,8 @@ class AttachEngine:
             ) from exc
 
     async def _run_delegate_add(
-        self, request: SandboxRequest, plan: DelegatePlan, intent: DelegateIntent
+        self, request: SandboxRequest, plan: DelegatePlan, intent: DelegateIntent, step_started: float
     ) -> JsonObject:
-        step_started = time.monotonic()
         try:
             return await api.add_network_list(
                 cni=self._cni_config(intent.cni_path),
@@ -281,10 +281,10 @@ class AttachEngine:
             ) from exc
 
     def _result_units(
-        self, request: SandboxRequest, plan: DelegatePlan, result: JsonObject
+        self, request: SandboxRequest, plan: DelegatePlan, result: JsonObject, started: float
     ) -> list[UnitOfWork]:
         entry = self._delegate_entry(
-            request, plan.ifname, plan.network_name, plan.net.plugin_types, Command.ADD, None, None, result
+            request, plan.ifname, plan.network_name, plan.net.plugin_types, Command.ADD, started, None, result
         )
         return [
             partial(
@@ -492,7 +492,7 @@ class AttachEngine:
         network_name: str,
         plugin_types: Sequence[str],
         command: Command,
-        started: float | None,
+        started: float,
         error: CniError | None,
         result: JsonObject | None = None,
     ) -> HistoryEntry:
@@ -508,7 +508,7 @@ class AttachEngine:
             network_name=network_name,
             plugin_types=tuple(plugin_types),
             pod=request.pod,
-            duration_ms=None if started is None else _elapsed_ms(started),
+            duration_ms=_elapsed_ms(started),
             ips=ips,
             macs=macs,
             **_error_fields(error),
