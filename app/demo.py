@@ -197,7 +197,8 @@ def checkpoint_rows(state_db: Path, container_id: str) -> str:
         ).fetchall()
         attachments = connection.execute(
             "SELECT position, ifname, network_name, plugin_types, state, "
-            "json_extract(result, '$.ips[0].address') FROM attachments WHERE container_id = ? ORDER BY position",
+            "json_extract(result, '$.ips[0].address') "
+            "FROM attachments WHERE container_id = ? ORDER BY position",
             (container_id,),
         ).fetchall()
         history = connection.execute(
