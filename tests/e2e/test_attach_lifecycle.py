@@ -11,6 +11,7 @@ import json
 import signal
 import sqlite3
 import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -378,3 +379,33 @@ def test_each_delegate_runs_only_after_its_intent_is_committed(cluster: Cluster,
     assert add["env"]["CNI_ARGS"] == ";".join("=".join(pair) for pair in add["checkpoint"]["cni_args"])
     assert delete["checkpoint"]["state"] == "deleting"
     assert delete["checkpoint"]["sandbox_state"] == "deleting"
+
+
+def test_multusctl_lists_what_is_attached_while_the_daemon_runs(three: Cluster) -> None:
+    netns = three.new_netns()
+    container = new_container_id()
+    assert three.run_shim("ADD", container_id=container, netns=netns).returncode == 0
+
+    listed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "app.cli.main",
+            "--state-dir",
+            str(three.state_db.parent),
+            "attachments",
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+
+    rows = json.loads(listed.stdout)
+    assert [(r["interface"], r["network"], r["addresses"]) for r in rows] == [
+        ("eth0", "primary", "10.240.0.2/24"),
+        ("net1", "macvlan-net", "10.241.0.2/24"),
+        ("net2", "static-net", "10.242.0.5/24"),
+    ]
+    assert {r["pod"] for r in rows} == {f"default/pod-{container[:8]}"}

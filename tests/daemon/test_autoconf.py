@@ -1,0 +1,86 @@
+"""The generated 00-multus.conf: upstream's bytes, upstream's choice of primary, atomic writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from app import settings
+from app.daemon import autoconf
+
+
+def _settings(tmp_path: Path, **extra: object) -> settings.Settings:
+    base: dict[str, object] = {
+        "cniVersion": "1.0.0",
+        "logLevel": "verbose",
+        "logFile": "$W/logs/multus.log",
+        "cniConfigDir": str(tmp_path),
+        "multusAutoconfigDir": str(tmp_path),
+        "multusConfigFile": "auto",
+        "socketDir": "$W/run-multus",
+        "daemonSocketDir": "$W/run-multus",
+        "cniDir": "$W/cni",
+        "binDir": "$W/bin",
+        "confDir": "$W/multus-net.d",
+    }
+    base.update(extra)
+    return settings.from_mapping(base)
+
+
+def test_the_conf_matches_upstreams_recorded_bytes(tmp_path: Path) -> None:
+    primary = tmp_path / "10-default.conflist"
+    primary.write_text(
+        json.dumps({"cniVersion": "1.0.0", "name": "default-net", "plugins": [{"type": "bridge"}]})
+    )
+
+    rendered = autoconf.render(_settings(tmp_path), primary)
+
+    expected = (
+        '{"binDir":"$W/bin","cniVersion":"1.0.0","logFile":"$W/logs/multus.log","logLevel":"verbose",'
+        f'"name":"multus-cni-network","clusterNetwork":"{primary}","type":"multus-shim","cniDir":"$W/cni",'
+        '"daemonSocketDir":"$W/run-multus"}'
+    )
+    assert rendered.decode() == expected
+
+
+def test_the_first_conf_by_name_is_the_primary_and_00_multus_is_skipped(tmp_path: Path) -> None:
+    for name in ("00-multus.conf", "30-c.conflist", "20-b.conf", "10-a.json", "notes.txt"):
+        (tmp_path / name).write_text("{}")
+
+    assert autoconf.find_primary(_settings(tmp_path)) == tmp_path / "20-b.conf"
+
+
+def test_capabilities_of_the_primary_plugins_are_offered_to_the_runtime(tmp_path: Path) -> None:
+    primary = tmp_path / "10-x.conflist"
+    primary.write_text(
+        json.dumps(
+            {
+                "cniVersion": "1.0.0",
+                "name": "x",
+                "plugins": [
+                    {"type": "bridge"},
+                    {"type": "portmap", "capabilities": {"portMappings": True, "disabled": False}},
+                    {"type": "bandwidth", "capabilities": {"bandwidth": True}},
+                ],
+            }
+        )
+    )
+
+    conf = json.loads(autoconf.render(_settings(tmp_path), primary))
+
+    assert conf["capabilities"] == {"bandwidth": True, "portMappings": True}
+
+
+def test_writing_is_atomic_and_idempotent(tmp_path: Path) -> None:
+    primary = tmp_path / "10-x.conflist"
+    primary.write_text(json.dumps({"cniVersion": "1.0.0", "name": "x", "plugins": [{"type": "bridge"}]}))
+    conf_settings = _settings(tmp_path)
+
+    written = autoconf.write(conf_settings, primary)
+    first_inode = written.stat().st_ino
+    autoconf.write(conf_settings, primary)
+
+    assert written == tmp_path / "00-multus.conf"
+    assert written.stat().st_ino == first_inode, "unchanged content is not rewritten"
+    assert oct(written.stat().st_mode & 0o777) == "0o600"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["00-multus.conf", "10-x.conflist"]

@@ -1,0 +1,264 @@
+"""The state database: pragmas, migrations, the single writer, durability and refusal rules."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from app.store import checkpoints, history, schema
+from app.store.database import Database, DatabaseLockedError
+from app.store.models import Base
+from app.store.records import DelegateIntent, HistoryEntry, PodIdentity, SandboxIntent
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "state" / "state.db"
+
+
+def _sandbox(container_id: str) -> SandboxIntent:
+    return SandboxIntent(
+        container_id, "/var/run/netns/x", "eth0", "1.0.0", PodIdentity("ns", "pod", "uid"), "boot"
+    )
+
+
+def _intent(container_id: str, ifname: str = "eth0") -> DelegateIntent:
+    return DelegateIntent(
+        container_id=container_id,
+        ifname=ifname,
+        position=0,
+        is_master=True,
+        network_name="net",
+        plugin_types=("bridge",),
+        config=b'{"cniVersion":"1.0.0"}',
+        cni_args=(("K8S_POD_NAME", "pod"),),
+        capability_args={"portMappings": [{"hostPort": 80}]},
+        cni_path=("/opt/cni/bin",),
+    )
+
+
+def test_connections_use_wal_full_sync_and_foreign_keys(db_path: Path) -> None:
+    db = Database.open(db_path)
+    try:
+        with db.engine.connect() as connection:
+            assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+            assert connection.execute(text("PRAGMA synchronous")).scalar() == 2  # FULL
+            assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
+    finally:
+        db.close()
+
+
+def test_models_describe_exactly_what_the_migrations_create(db_path: Path) -> None:
+    db = Database.open(db_path)
+    try:
+        with db.engine.connect() as connection:
+            differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+        assert differences == []
+    finally:
+        db.close()
+
+
+def test_opening_twice_runs_no_migration_the_second_time_and_keeps_data(db_path: Path) -> None:
+    db = Database.open(db_path)
+    db.write_sync(lambda s: checkpoints.begin_add(s, _sandbox("c1")))
+    db.close()
+
+    db = Database.open(db_path)
+    try:
+        assert db.read_sync(lambda s: checkpoints.load_sandbox(s, "c1")) is not None
+        with db.engine.connect() as connection:
+            assert schema.current_revision(connection) == schema.head_revision()
+    finally:
+        db.close()
+
+
+def test_migration_rerun_after_a_crash_before_the_stamp_succeeds(db_path: Path) -> None:
+    db = Database.open(db_path)
+    db.close()
+    with sqlite3.connect(db_path) as raw:  # tables exist, but the revision was never recorded
+        raw.execute("DROP TABLE alembic_version")
+
+    db = Database.open(db_path)
+    try:
+        with db.engine.connect() as connection:
+            assert schema.current_revision(connection) == schema.head_revision()
+    finally:
+        db.close()
+
+
+def test_a_database_from_a_newer_release_is_refused_naming_both_versions(db_path: Path) -> None:
+    Database.open(db_path).close()
+    with sqlite3.connect(db_path) as raw:
+        raw.execute("UPDATE alembic_version SET version_num = '9999_future'")
+
+    with pytest.raises(schema.SchemaError) as refused:
+        Database.open(db_path)
+
+    assert "9999_future" in str(refused.value)
+    assert schema.head_revision() in str(refused.value)
+    with sqlite3.connect(db_path) as raw:
+        assert raw.execute("SELECT version_num FROM alembic_version").fetchone() == ("9999_future",)
+
+
+def test_a_second_writer_is_refused_while_the_first_holds_the_database(db_path: Path) -> None:
+    first = Database.open(db_path)
+    try:
+        with pytest.raises(DatabaseLockedError):
+            Database.open(db_path)
+        reader = Database.open(db_path, read_only=True)
+        reader.close()
+    finally:
+        first.close()
+
+
+def test_read_only_open_refuses_writes(db_path: Path) -> None:
+    Database.open(db_path).close()
+    reader = Database.open(db_path, read_only=True)
+    try:
+        with pytest.raises(PermissionError):
+            reader.write_sync(lambda s: None)
+    finally:
+        reader.close()
+
+
+async def test_a_write_is_visible_to_another_connection_when_it_returns(db_path: Path) -> None:
+    db = Database.open(db_path)
+    try:
+        await db.write(lambda s: checkpoints.begin_add(s, _sandbox("c1")))
+        with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as other:
+            assert other.execute("SELECT state FROM sandboxes").fetchall() == [("adding",)]
+    finally:
+        db.close()
+
+
+async def test_concurrent_writes_are_group_committed_and_a_failing_one_spoils_none_other(
+    db_path: Path,
+) -> None:
+    db = Database.open(db_path)
+    try:
+
+        def failing(session: Session) -> None:
+            checkpoints.begin_add(session, _sandbox("bad"))
+            raise RuntimeError("this unit fails after writing")
+
+        outcomes = await asyncio.gather(
+            *[db.write(lambda s, i=i: checkpoints.begin_add(s, _sandbox(f"c{i}"))) for i in range(40)],
+            db.write(failing),
+            *[db.write(lambda s, i=i: checkpoints.record_intent(s, _intent(f"c{i}"))) for i in range(40)],
+            return_exceptions=True,
+        )
+
+        assert [o for o in outcomes if isinstance(o, BaseException)] == [outcomes[40]]
+        assert isinstance(outcomes[40], RuntimeError)
+        sandboxes = db.read_sync(checkpoints.list_sandboxes)
+        assert sorted(s.container_id for s in sandboxes) == sorted(f"c{i}" for i in range(40))
+        assert all(len(s.attachments) == 1 for s in sandboxes)
+        batches, jobs = db.commit_stats
+        assert jobs == 81
+        assert batches < jobs, "concurrent writes should share commits"
+    finally:
+        db.close()
+
+
+def test_checkpoint_round_trip_keeps_every_field_of_the_intent(db_path: Path) -> None:
+    db = Database.open(db_path)
+    try:
+        db.write_sync(
+            lambda s: (checkpoints.begin_add(s, _sandbox("c1")), checkpoints.record_intent(s, _intent("c1")))
+        )
+        db.write_sync(
+            lambda s: checkpoints.record_result(s, container_id="c1", ifname="eth0", result='{"ips":[]}')
+        )
+        record = db.read_sync(lambda s: checkpoints.load_sandbox(s, "c1"))
+    finally:
+        db.close()
+    assert record is not None
+    attachment = record.attachments[0]
+    intent = _intent("c1")
+    assert attachment.config == intent.config
+    assert attachment.cni_args == intent.cni_args
+    assert attachment.capability_args == intent.capability_args
+    assert attachment.cni_path == intent.cni_path
+    assert (attachment.state, attachment.result) == ("added", '{"ips":[]}')
+    assert record.pod == PodIdentity("ns", "pod", "uid")
+    assert record.created_at.tzinfo is not None
+
+
+def test_a_sandbox_is_forgotten_only_when_its_last_attachment_is_removed(db_path: Path) -> None:
+    db = Database.open(db_path)
+    try:
+        db.write_sync(
+            lambda s: (
+                checkpoints.begin_add(s, _sandbox("c1")),
+                checkpoints.record_intent(s, _intent("c1", "eth0")),
+                checkpoints.record_intent(s, _intent("c1", "net1")),
+            )
+        )
+        gone = db.write_sync(
+            lambda s: (
+                checkpoints.remove_attachments(s, container_id="c1", ifnames=["net1"]),
+                checkpoints.finish_delete(s, "c1"),
+            )[1]
+        )
+        assert gone is False
+        assert db.read_sync(lambda s: checkpoints.load_sandbox(s, "c1")) is not None
+        gone = db.write_sync(
+            lambda s: (
+                checkpoints.remove_attachments(s, container_id="c1", ifnames=["eth0"]),
+                checkpoints.finish_delete(s, "c1"),
+            )[1]
+        )
+        assert gone is True
+        assert db.read_sync(lambda s: checkpoints.load_sandbox(s, "c1")) is None
+    finally:
+        db.close()
+
+
+def test_a_second_add_of_a_recorded_container_is_refused_and_changes_nothing(db_path: Path) -> None:
+    db = Database.open(db_path)
+    try:
+        db.write_sync(lambda s: checkpoints.begin_add(s, _sandbox("c1")))
+        with pytest.raises(checkpoints.SandboxExistsError) as refused:
+            db.write_sync(lambda s: checkpoints.begin_add(s, _sandbox("c1")))
+        assert refused.value.state == "adding"
+        assert len(db.read_sync(checkpoints.list_sandboxes)) == 1
+    finally:
+        db.close()
+
+
+def test_history_keeps_entries_in_order_with_their_errors(db_path: Path) -> None:
+    db = Database.open(db_path)
+    try:
+        db.write_sync(
+            lambda s: history.append_all(
+                s,
+                [
+                    HistoryEntry(
+                        command="ADD", step="delegate", trigger="runtime", outcome="ok", container_id="c1"
+                    ),
+                    HistoryEntry(
+                        command="ADD",
+                        step="request",
+                        trigger="runtime",
+                        outcome="error",
+                        container_id="c1",
+                        error_code=11,
+                        error_msg="busy",
+                    ),
+                ],
+            )
+        )
+        entries = db.read_sync(lambda s: history.for_container(s, "c1"))
+    finally:
+        db.close()
+    assert [(e.step, e.outcome, e.error_code) for e in entries] == [
+        ("delegate", "ok", None),
+        ("request", "error", 11),
+    ]
