@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -54,8 +53,10 @@ class Figures:
         return [
             f"{self.networks} net  ADD  floor {p(self.floor_add)}  multus {p(self.multus_add)}  "
             f"overhead p50 {overhead_add:6.1f} ms",
-            f"      DEL  floor {p(self.floor_del)}  multus {p(self.multus_del)}  overhead p50 {overhead_del:6.1f} ms",
-            f"      c=8  floor {self.floor_pods_per_s:6.1f} pods/s  multus {self.multus_pods_per_s:6.1f} pods/s "
+            f"      DEL  floor {p(self.floor_del)}  multus {p(self.multus_del)}  "
+            f"overhead p50 {overhead_del:6.1f} ms",
+            f"      c=8  floor {self.floor_pods_per_s:6.1f} pods/s  "
+            f"multus {self.multus_pods_per_s:6.1f} pods/s "
             f"({ratio:5.1f} % of floor)   daemon RSS idle {self.idle_rss_mib:5.1f} MiB, "
             f"burst peak {self.burst_rss_mib:5.1f} MiB",
         ]

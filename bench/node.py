@@ -96,7 +96,9 @@ class BenchNode:
         return {
             "cniVersion": "1.0.0",
             "name": f"net{index}",
-            "plugins": [{"type": "bridge", "bridge": self.bridge(index), "isGateway": index == 0, "ipam": ipam}],
+            "plugins": [
+                {"type": "bridge", "bridge": self.bridge(index), "isGateway": index == 0, "ipam": ipam}
+            ],
         }
 
     # ---- the daemon -------------------------------------------------------------------------
@@ -190,7 +192,9 @@ class BenchNode:
             plugins = conf["plugins"] if command == "ADD" else list(reversed(conf["plugins"]))
             prev = results.get(conf["name"]) if command == "DEL" else None
             for plugin in plugins:
-                stdin = plugin_stdin(plugin, name=conf["name"], cni_version=conf["cniVersion"], prev_result=prev)
+                stdin = plugin_stdin(
+                    plugin, name=conf["name"], cni_version=conf["cniVersion"], prev_result=prev
+                )
                 env = self._shim_env(command, pod) | {"CNI_IFNAME": ifname}
                 proc = subprocess.run(
                     [str(self.bin_dir / plugin["type"])], input=stdin, env=env, capture_output=True
