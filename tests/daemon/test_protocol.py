@@ -140,14 +140,8 @@ def test_trailing_semicolons_in_cni_args_are_tolerated_unlike_upstream() -> None
 @settings(max_examples=300, deadline=None)
 @given(raw=st.binary(max_size=400))
 def test_arbitrary_bytes_give_a_cni_error_or_a_request(raw: bytes) -> None:
-    try:
-        interpret(raw)
-    except CniError as error:
-        assert error.code in (
-            ErrorCode.DECODING_FAILURE,
-            ErrorCode.INVALID_ENVIRONMENT,
-            ErrorCode.INVALID_NETWORK_CONFIG,
-        )
+    codes = (ErrorCode.DECODING_FAILURE, ErrorCode.INVALID_ENVIRONMENT, ErrorCode.INVALID_NETWORK_CONFIG)
+    assert _error_of(raw) in (None, *codes)
 
 
 json_values = st.recursive(
