@@ -11,6 +11,11 @@ from __future__ import annotations
 import os
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# The suite runs on small, shared machines: a slow draw is load, not a broken strategy.
+settings.register_profile("multus", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("multus")
 
 CNI_PLUGIN_DIR = "/usr/lib/cni"
 ASYNCIO_DEBUG_ENV = "PYTHONASYNCIODEBUG"
