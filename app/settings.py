@@ -21,6 +21,7 @@ from typing import Any
 
 DEFAULT_CONFIG_PATH = "/etc/cni/net.d/multus.d/daemon-config.json"
 DEFAULT_DELEGATE_TIMEOUT = 60.0
+DEFAULT_GC_INTERVAL = 10.0
 
 
 class SettingsError(ValueError):
@@ -35,6 +36,8 @@ class Timeouts:
     """multus-py ``delegateTimeoutSeconds``: bound on one plugin execution (ADD, DEL, CHECK, ...)."""
     shutdown_grace: float = 10.0
     """How long a stopping daemon keeps serving in-flight requests (upstream: 10 s)."""
+    gc_interval: float = DEFAULT_GC_INTERVAL
+    """multus-py ``gcIntervalSeconds``: pause between two garbage-collection passes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,9 +67,17 @@ class Settings:
     def socket_path(self) -> Path:
         return self.socket_dir / "multus.sock"
 
+    spool_dir: Path | None = None
+    """multus-py ``spoolDir``: where the shim records DELs it could not deliver (default
+    ``<stateDir>/spool``); it is written into the generated shim conf."""
+
     @property
     def database_path(self) -> Path:
         return self.state_dir / "state.db"
+
+    @property
+    def spool_path(self) -> Path:
+        return self.spool_dir or self.state_dir / "spool"
 
 
 def load(path: str | os.PathLike[str]) -> Settings:
@@ -105,8 +116,10 @@ def from_mapping(obj: object) -> Settings:
         log_to_stderr=reader.boolean("logToStderr", False),
         kubeconfig=reader.string("kubeconfig", ""),
         metrics_port=reader.port("metricsPort"),
+        spool_dir=Path(reader.string("spoolDir", "")) if reader.string("spoolDir", "") else None,
         timeouts=Timeouts(
             delegate_exec=reader.positive_number("delegateTimeoutSeconds", DEFAULT_DELEGATE_TIMEOUT),
+            gc_interval=reader.positive_number("gcIntervalSeconds", DEFAULT_GC_INTERVAL),
         ),
     )
 

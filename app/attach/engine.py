@@ -22,6 +22,7 @@ from functools import partial
 from typing import Any
 
 from app.attach import netns
+from app.attach.crashpoints import DISARMED, CrashPoints, Point
 from app.attach.errors import MultusCode, as_cni_error, combine
 from app.attach.locks import SandboxLocks
 from app.attach.networks import DelegatePlan, NetworkResolver
@@ -47,6 +48,15 @@ RESULT_VERSION = "1.1.0"
 """Version of the result handed back to the shim (upstream's daemon answers in 1.1.0)."""
 
 UnitOfWork = Work[object]
+
+_TEARDOWN_CRASH_POINT = {
+    Trigger.RUNTIME: Point.DEL_AFTER_EXEC,
+    Trigger.OPERATOR: Point.DEL_AFTER_EXEC,
+    Trigger.ROLLBACK: Point.ROLLBACK_AFTER_DEL,
+    Trigger.RECOVERY: Point.GC_AFTER_DEL,
+    Trigger.GC: Point.GC_AFTER_DEL,
+    Trigger.SPOOL: Point.GC_AFTER_DEL,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,13 +109,19 @@ class AttachEngine:
         boot_id: str,
         settings: EngineSettings | None = None,
         executor: Exec | None = None,
+        crash_points: CrashPoints = DISARMED,
     ) -> None:
         self._db = db
         self._resolver = resolver
         self._boot_id = boot_id
         self._settings = settings or EngineSettings()
         self._exec: Exec = executor or SubprocessExec()
+        self._crash = crash_points
         self.locks = SandboxLocks()
+
+    @property
+    def boot_id(self) -> str:
+        return self._boot_id
 
     # ---- public verbs -------------------------------------------------------------------------
 
@@ -166,7 +182,7 @@ class AttachEngine:
         for sandbox in sandboxes:
             if (sandbox.container_id, sandbox.ifname) in valid or self.locks.busy(sandbox.container_id):
                 continue
-            errors.extend(await self._collect_sandbox(sandbox.container_id, trigger=Trigger.GC))
+            errors.extend(await self.tear_down(sandbox.container_id, trigger=Trigger.GC))
         error = combine(errors) if errors else None
         entry = HistoryEntry(
             command=Command.GC,
@@ -180,7 +196,9 @@ class AttachEngine:
         if error is not None:
             raise error
 
-    async def _collect_sandbox(self, container_id: str, *, trigger: Trigger) -> list[CniError]:
+    async def tear_down(self, container_id: str, *, trigger: Trigger) -> list[CniError]:
+        """DEL a recorded sandbox from its checkpoint alone (recovery, GC, operator); return the
+        errors of the delegates whose DEL failed (they stay recorded, pending)."""
         async with self.locks.hold(container_id):
             record = await self._db.read(partial(checkpoints.load_sandbox, container_id=container_id))
             if record is None:
@@ -200,6 +218,7 @@ class AttachEngine:
                 partial(checkpoints.record_intent, intent=intents[0]),
             ],
         )
+        self._crash.reached(Point.ADD_AFTER_INTENT)
         try:
             return await self._run_delegates(request, plans, intents, started)
         except Exception as exc:
@@ -220,8 +239,10 @@ class AttachEngine:
             if pending:
                 pending.append(partial(checkpoints.record_intent, intent=intent))
                 await self._db.write(_all(pending))
+                self._crash.reached(Point.ADD_AFTER_INTENT)
             step_started = time.monotonic()
             result = await self._run_delegate_add(request, plan, intent, step_started)
+            self._crash.reached(Point.ADD_AFTER_EXEC)
             pending = self._result_units(request, plan, result, step_started)
             if plan.is_master:
                 master_result = result
@@ -231,6 +252,7 @@ class AttachEngine:
         pending.append(partial(checkpoints.finish_add, container_id=request.container_id))
         pending.append(partial(history.append, entry=self._request_entry(request, started, None, answer)))
         await self._db.write(_all(pending))
+        self._crash.reached(Point.ADD_BEFORE_ANSWER)
         return answer
 
     async def _commit_intent(self, request: SandboxRequest, units: Sequence[UnitOfWork]) -> None:
@@ -317,6 +339,7 @@ class AttachEngine:
         """Run the DELs of a teardown; return its errors and what the caller must commit."""
         if record.state != "deleting":
             await self._db.write(partial(checkpoints.begin_delete, container_id=record.container_id))
+            self._crash.reached(Point.DEL_AFTER_BEGIN)
         removed: list[str] = []
         units: list[UnitOfWork] = []
         errors: list[CniError] = []
@@ -340,6 +363,7 @@ class AttachEngine:
         error: CniError | None = None
         try:
             await self._del_attachment(record, attachment)
+            self._crash.reached(_TEARDOWN_CRASH_POINT[trigger])
         except Exception as exc:
             error = as_cni_error(exc).with_context(
                 f'error removing container from network "{attachment.network_name}" ({attachment.ifname})'

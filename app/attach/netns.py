@@ -1,8 +1,10 @@
-"""Read-only inspection of a network namespace: which links a sandbox has. The one pyroute2 user.
+"""Netlink access, the one pyroute2 user: which links a sandbox has, and leftover host links.
 
 Called by CHECK (does every recorded interface still exist, with its MAC?) and by GC (is a netns
-still there?). Never creates or modifies anything: namespaces are opened without ``O_CREAT``, so
-looking at a vanished namespace cannot recreate it. Blocking netlink calls run in a worker thread.
+still there? is a host-side veth of a torn-down attachment still there?). Namespaces are opened
+without ``O_CREAT``, so looking at a vanished namespace cannot recreate it. The only change it
+makes is deleting a host-side veth that GC has proven orphaned. Blocking netlink calls run in a
+worker thread.
 """
 
 from __future__ import annotations
@@ -52,3 +54,27 @@ def _list_links_blocking(path: str) -> dict[str, Link]:
 async def list_links(path: str) -> dict[str, Link]:
     """Links inside the namespace at ``path``, by name; ``NetnsGoneError`` if it is gone."""
     return await asyncio.to_thread(_list_links_blocking, path)
+
+
+def _delete_host_veths_blocking(names: list[str]) -> list[str]:
+    from pyroute2 import IPRoute
+
+    removed = []
+    with IPRoute() as ipr:
+        for name in names:
+            found = ipr.link_lookup(ifname=name)
+            if not found:
+                continue
+            link = ipr.get_links(found[0])[0]
+            if link.get(("linkinfo", "kind")) != "veth":
+                continue
+            ipr.link("del", index=found[0])
+            removed.append(name)
+    return removed
+
+
+async def delete_host_veths(names: list[str]) -> list[str]:
+    """Delete those of ``names`` that exist in the host namespace as veths; return them."""
+    if not names:
+        return []
+    return await asyncio.to_thread(_delete_host_veths_blocking, names)

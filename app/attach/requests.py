@@ -30,6 +30,8 @@ class Trigger(StrEnum):
     RECOVERY = "recovery"
     GC = "gc"
     OPERATOR = "operator"
+    SPOOL = "spool"
+    """A DEL the shim spooled while the daemon was unreachable, replayed by the daemon."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,8 @@ CONF_NAME = "00-multus.conf"
 NETWORK_NAME = "multus-cni-network"
 CONF_SUFFIXES = (".conf", ".conflist")
 
-# upstream's MultusConf field order, with the keys its generator empties left out
+# upstream's MultusConf field order, with the keys its generator empties left out; then multus-py's
+# own ``spoolDir`` (the shim spools DELs there when the daemon is unreachable)
 PASSED_THROUGH_KEYS = (
     "binDir",
     "capabilities",
@@ -39,6 +40,7 @@ PASSED_THROUGH_KEYS = (
     "cniDir",
     "auxiliaryCNIChainName",
     "daemonSocketDir",
+    "spoolDir",
 )
 
 
@@ -90,6 +92,7 @@ def render(settings: Settings, primary: Path) -> bytes:
         "cniDir": raw.get("cniDir"),
         "auxiliaryCNIChainName": raw.get("auxiliaryCNIChainName"),
         "daemonSocketDir": raw.get("daemonSocketDir"),
+        "spoolDir": str(settings.spool_path),
     }
     ordered = {key: values[key] for key in PASSED_THROUGH_KEYS if values[key] not in (None, "", False)}
     return json.dumps(ordered, separators=(",", ":")).encode()

@@ -1,7 +1,8 @@
 """``multus-daemon``: start-up order, supervision of long-lived tasks, and shutdown.
 
 Order matters: settings, then the state database (migrated, locked), then the socket (DEL can be
-served from here on), then start-up work that must precede ADDs, then ready. On SIGTERM/SIGINT
+served from here on), then recovery of what a previous run left unsettled and the replay of DELs
+the shim spooled, then ready; garbage collection (with spool replay) then runs periodically. On SIGTERM/SIGINT
 ``/readyz`` turns 500 at once, in-flight operations get a grace period to reach their final
 commit, and the process exits 0. ``00-multus.conf`` is kept in place (upstream deletes it, leaving
 the node without networks while the daemon restarts).
@@ -22,10 +23,13 @@ from contextlib import suppress
 from importlib.metadata import PackageNotFoundError, version
 
 from app import settings as settings_module
+from app.attach import crashpoints
 from app.attach.engine import AttachEngine, EngineSettings
 from app.attach.networks import NetworkResolver
 from app.attach.node import boot_id
-from app.daemon import autoconf, server
+from app.daemon import autoconf, server, spool
+from app.gc import recovery
+from app.gc.collector import GarbageCollector
 from app.settings import Settings, SettingsError
 from app.store.database import Database, DatabaseLockedError
 from app.store.schema import SchemaError
@@ -108,8 +112,9 @@ class Daemon:
     async def _serve(self, db: Database) -> int:
         self.readiness.store_open = True
         engine = self._engine(db)
+        collector = GarbageCollector(engine=engine, db=db)
         cni_server = server.CniServer(
-            engine=engine, daemon_config=self.settings.raw, readiness=self.readiness
+            engine=engine, daemon_config=self.settings.raw, readiness=self.readiness, collector=collector
         )
         try:
             runner = await server.start(cni_server, self.settings.socket_path)
@@ -117,10 +122,13 @@ class Daemon:
             log.critical("cannot listen on %s: %s", self.settings.socket_path, exc)
             return 3
         try:
+            await recovery.recover(engine=engine, db=db)
+            await self._replay_spool(engine)
+            self.readiness.recovered = True
             async with asyncio.TaskGroup() as tasks:
-                self.readiness.recovered = True
                 if self.settings.multus_config_file == "auto":
                     tasks.create_task(self._keep_shim_conf_current(), name="autoconf")
+                tasks.create_task(self._collect_garbage(collector, engine), name="gc")
                 log.info("multus-daemon %s ready on %s", _package_version(), self.settings.socket_path)
                 await self._stop.wait()
                 remaining = await cni_server.drain(self.settings.timeouts.shutdown_grace)
@@ -129,6 +137,22 @@ class Daemon:
         finally:
             await runner.cleanup()
         return 0
+
+    async def _replay_spool(self, engine: AttachEngine) -> None:
+        await spool.replay(
+            spool_dir=self.settings.spool_path, engine=engine, daemon_config=dict(self.settings.raw)
+        )
+
+    async def _collect_garbage(self, collector: GarbageCollector, engine: AttachEngine) -> None:
+        """Every ``gcIntervalSeconds``: replay spooled DELs, then a GC pass; until stopped."""
+        while not self._stop.is_set():
+            try:
+                await self._replay_spool(engine)
+                await collector.run_once()
+            except Exception:
+                log.exception("garbage collection pass failed")
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.settings.timeouts.gc_interval)
 
     def _engine(self, db: Database) -> AttachEngine:
         extra_path = tuple(part for part in os.environ.get("CNI_PATH", "").split(":") if part)
@@ -141,6 +165,7 @@ class Daemon:
                 extra_cni_path=extra_path,
                 plugin_env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")},
             ),
+            crash_points=crashpoints.CrashPoints(os.environ.get(crashpoints.ENVIRONMENT_VARIABLE, "")),
         )
 
     async def _keep_shim_conf_current(self) -> None:

@@ -2,6 +2,7 @@
 
 Speaks upstream's protocol so upstream's Go shim works unchanged: ``POST /cni``, ``/healthz`` and
 ``/readyz`` (GET or POST), 404 elsewhere, 405 for a wrong method, one request per connection.
+One addition of ours: ``POST /gc[?dryRun=true]`` runs a garbage-collection pass for operators.
 Requests are decoded by ``app.daemon.protocol`` and handed to the engine as tasks shielded from
 cancellation: a shim that disconnects mid-ADD must not leave a delegate half-recorded, so the
 operation always runs to its final commit. ADD, CHECK, GC and STATUS wait for readiness (answered
@@ -27,6 +28,7 @@ from app.attach.engine import AttachEngine
 from app.attach.requests import Command, NodeRequest, SandboxRequest
 from app.cni.types import CniError, ErrorCode
 from app.daemon import protocol
+from app.gc.collector import GarbageCollector
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +67,13 @@ class CniServer:
     engine: AttachEngine
     daemon_config: Mapping[str, Any]
     readiness: Readiness
+    collector: GarbageCollector | None = None
     _in_flight: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def application(self) -> web.Application:
         app = web.Application(client_max_size=4 * 1024 * 1024)
         app.router.add_post("/cni", self._cni)
+        app.router.add_post("/gc", self._gc)
         for path, handler in (("/healthz", self._healthz), ("/readyz", self._readyz)):
             app.router.add_get(path, handler)
             app.router.add_post(path, handler)
@@ -88,6 +92,14 @@ class CniServer:
     async def _readyz(self, _request: web.Request) -> web.Response:
         status = 200 if self.readiness.ready else 500
         return web.Response(status=status, content_type="application/json")
+
+    async def _gc(self, http_request: web.Request) -> web.Response:
+        """multus-py's operator GC (``multusctl gc``): one pass now; ``?dryRun=true`` only reports."""
+        if self.collector is None or not self.readiness.ready:
+            return _error_response(_NotReadyError(self.readiness.reason or "no garbage collector"))
+        dry_run = http_request.query.get("dryRun", "false").lower() in ("1", "true", "yes")
+        report = await self._run_shielded(self.collector.run_once(dry_run=dry_run), name="operator-gc")
+        return web.json_response(report.as_json())
 
     async def _cni(self, http_request: web.Request) -> web.Response:
         body = await http_request.read()

@@ -78,8 +78,17 @@ JSON_SPACE = " \t\n\r"
 NAME_FIRST = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 NAME_REST = NAME_FIRST + b"_.-"
 MAX_IFNAME_BYTES = 15
-SHIM_CONF_KEYS = (("daemonSocketDir", str), ("logFile", str), ("logLevel", str), ("logToStderr", bool))
-"""The keys of upstream's ``ShimNetConf`` besides ``cniVersion``, with the JSON type Go decodes them as."""
+SHIM_CONF_KEYS = (
+    ("daemonSocketDir", str),
+    ("logFile", str),
+    ("logLevel", str),
+    ("logToStderr", bool),
+    ("spoolDir", str),
+)
+"""The keys of upstream's ``ShimNetConf`` besides ``cniVersion``, with the JSON type Go decodes them as;
+``spoolDir`` is multus-py's own (written into the generated 00-multus.conf)."""
+DEFAULT_SPOOL_DIR = "/var/lib/multus-py/spool"
+"""Where a DEL the daemon could not take is recorded for it to replay (the daemon's ``<stateDir>/spool``)."""
 VERSION_FLOORS = {"CHECK": "0.4.0", "GC": "1.1.0", "STATUS": "1.1.0"}
 V1_TARGETS = ("1.0.0", "1.1.0")
 V04_TARGETS = ("0.3.0", "0.3.1", "0.4.0")
@@ -1098,11 +1107,77 @@ def dispatch() -> int:
     conf = parse_network_config(stdin)
     check_command_version(command, conf)
     path = daemon_socket_path(conf)
-    status, body = call_daemon(path, http_request(request_body(stdin)))
+    request = request_body(stdin)
+    try:
+        status, body = call_daemon(path, http_request(request))
+    except CniError as unreachable:
+        if command != "DEL" or unreachable.code != ERR_TRY_AGAIN_LATER:
+            raise
+        spool_del(conf, request, unreachable)
+        return 0
+    if command == "DEL" and status == 503:
+        spool_del(conf, request, daemon_error(status, body, path))
+        return 0
     target_version = conf.get("cniversion")
     target_version = target_version if isinstance(target_version, str) else ""
     write_all(1, answer(command, status, body, target_version, path))
     return 0
+
+
+# --- The DEL spool --------------------------------------------------------------------------------------
+
+
+def spool_del(conf: dict[str, object], request: bytes, unreachable: CniError) -> None:
+    """Record a DEL the daemon could not take, durably, for it to replay before it reports ready.
+
+    The entry is the request body itself, written to a temporary file, fsynced, renamed into place
+    and the directory fsynced: a crash leaves either no entry or a whole one. A DEL is idempotent, so
+    spooling one the daemon may already have run is safe. If even this fails, the runtime gets the
+    original code 11 error and retries the DEL itself."""
+    directory = conf.get("spooldir")
+    directory = directory if isinstance(directory, str) and directory else DEFAULT_SPOOL_DIR
+    container_id = decode_bytes(posix.environ.get(b"CNI_CONTAINERID", b""))
+    name = f"del-{time.time_ns()}-{posix.getpid()}-{container_id}.json"
+    try:
+        make_directories(directory)
+        write_durably(directory, name, request)
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise CniError(
+            unreachable.code, f"{unreachable.msg}; cannot spool the DEL in {directory}: {reason}"
+        ) from None
+
+
+def make_directories(directory: str) -> None:
+    """``mkdir -p`` with mode 0700, using only ``posix``."""
+    partial = ""
+    for part in directory.split("/"):
+        partial = f"{partial}/{part}" if partial or directory.startswith("/") else part
+        if not part:
+            continue
+        try:  # noqa: SIM105 (contextlib costs an import)
+            posix.mkdir(partial, 0o700)
+        except FileExistsError:
+            pass
+
+
+def write_durably(directory: str, name: str, data: bytes) -> None:
+    """Temporary file, fsync, rename, fsync of the directory."""
+    temporary = f"{directory}/.{name}.tmp"
+    fd = posix.open(temporary, posix.O_WRONLY | posix.O_CREAT | posix.O_EXCL | posix.O_CLOEXEC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[posix.write(fd, view) :]
+        posix.fsync(fd)
+    finally:
+        posix.close(fd)
+    posix.rename(temporary, f"{directory}/{name}")
+    dir_fd = posix.open(directory, posix.O_RDONLY | posix.O_CLOEXEC)
+    try:
+        posix.fsync(dir_fd)
+    finally:
+        posix.close(dir_fd)
 
 
 def run() -> int:

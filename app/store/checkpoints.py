@@ -27,6 +27,7 @@ from app.store.records import (
     PodIdentity,
     SandboxIntent,
     SandboxRecord,
+    SandboxSummary,
 )
 
 SANDBOXES = cast(Table, Sandbox.__table__)
@@ -179,10 +180,7 @@ _ATTACHMENTS_OF = (
 
 def load_sandbox(session: Session, container_id: str) -> SandboxRecord | None:
     sandbox = session.execute(_SANDBOX_BY_ID, {"cid": container_id}).mappings().first()
-    if sandbox is None:
-        return None
-    attachments = session.execute(_ATTACHMENTS_OF, {"cid": container_id}).mappings()
-    return _sandbox_record(sandbox, [_attachment_record(row) for row in attachments])
+    return None if sandbox is None else _with_attachments(session, sandbox)
 
 
 def list_sandboxes(session: Session, *, states: Sequence[str] | None = None) -> list[SandboxRecord]:
@@ -197,6 +195,55 @@ def list_sandboxes(session: Session, *, states: Sequence[str] | None = None) -> 
         _sandbox_record(sandbox, by_container.get(sandbox["container_id"], []))
         for sandbox in session.execute(query).mappings()
     ]
+
+
+def list_unsettled(session: Session, *, boot_id: str) -> list[SandboxRecord]:
+    """Sandboxes recovery must act on: an ADD or DEL that did not finish, or from another boot."""
+    query = (
+        select(SANDBOXES)
+        .where((SANDBOXES.c.state != "ready") | (SANDBOXES.c.boot_id != boot_id))
+        .order_by(SANDBOXES.c.created_at)
+    )
+    return [_with_attachments(session, row) for row in session.execute(query).mappings()]
+
+
+def sandbox_summaries(session: Session) -> list[SandboxSummary]:
+    """Every sandbox without its attachments: what GC examines on every pass."""
+    query = select(
+        SANDBOXES.c.container_id,
+        SANDBOXES.c.state,
+        SANDBOXES.c.netns,
+        SANDBOXES.c.ifname,
+        SANDBOXES.c.pod_namespace,
+        SANDBOXES.c.pod_name,
+        SANDBOXES.c.pod_uid,
+        SANDBOXES.c.boot_id,
+    )
+    return [
+        SandboxSummary(
+            container_id=row.container_id,
+            state=row.state,
+            netns=row.netns,
+            ifname=row.ifname,
+            pod=PodIdentity(row.pod_namespace, row.pod_name, row.pod_uid),
+            boot_id=row.boot_id,
+        )
+        for row in session.execute(query)
+    ]
+
+
+def distinct_configs(session: Session) -> set[bytes]:
+    """Every distinct delegate configuration recorded (usually far fewer than attachments)."""
+    return {row[0] for row in session.execute(select(ATTACHMENTS.c.config).distinct())}
+
+
+def container_ids(session: Session) -> set[str]:
+    return {row[0] for row in session.execute(select(SANDBOXES.c.container_id))}
+
+
+def _with_attachments(session: Session, sandbox: RowMapping) -> SandboxRecord:
+    attachments = session.execute(_ATTACHMENTS_OF, {"cid": sandbox["container_id"]}).mappings()
+    return _sandbox_record(sandbox, [_attachment_record(row) for row in attachments])
 
 
 def _rowcount(result: object) -> int:

@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Work = Callable[[Session], T]
+"""A unit of database work: runs in the writer (or a reader) thread with an open Session."""
+
+__all__ = ["Database", "DatabaseLockedError", "Session", "Work"]
 
 MAX_BATCH = 64
 """Most units of work committed in one transaction."""

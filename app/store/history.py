@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import cast
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, bindparam, insert, select
 from sqlalchemy.orm import Session
 
 from app.store.models import HistoryRow
@@ -55,6 +55,14 @@ def _row(entry: HistoryEntry) -> dict[str, object]:
         error_msg=entry.error_msg,
         error_details=entry.error_details,
     )
+
+
+_EVER_SEEN = select(HistoryRow.id).where(HistoryRow.container_id == bindparam("cid")).limit(1)
+
+
+def has_seen(session: Session, container_id: str) -> bool:
+    """True when any operation on ``container_id`` was ever recorded (it is ours, not another's)."""
+    return session.execute(_EVER_SEEN, {"cid": container_id}).first() is not None
 
 
 def for_container(session: Session, container_id: str) -> list[HistoryEntry]:

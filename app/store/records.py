@@ -88,6 +88,18 @@ class SandboxRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class SandboxSummary:
+    """A sandbox's identity and state, without its attachments (cheap to list by the thousand)."""
+
+    container_id: str
+    state: str
+    netns: str
+    ifname: str
+    pod: PodIdentity
+    boot_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class HistoryEntry:
     """One line of history: a whole CNI operation (``step="request"``) or one delegate step."""
 

@@ -27,7 +27,7 @@ def _settings(tmp_path: Path, **extra: object) -> settings.Settings:
     return settings.from_mapping(base)
 
 
-def test_the_conf_matches_upstreams_recorded_bytes(tmp_path: Path) -> None:
+def test_the_conf_matches_upstreams_recorded_bytes_plus_our_spool_dir(tmp_path: Path) -> None:
     primary = tmp_path / "10-default.conflist"
     primary.write_text(
         json.dumps({"cniVersion": "1.0.0", "name": "default-net", "plugins": [{"type": "bridge"}]})
@@ -38,7 +38,7 @@ def test_the_conf_matches_upstreams_recorded_bytes(tmp_path: Path) -> None:
     expected = (
         '{"binDir":"$W/bin","cniVersion":"1.0.0","logFile":"$W/logs/multus.log","logLevel":"verbose",'
         f'"name":"multus-cni-network","clusterNetwork":"{primary}","type":"multus-shim","cniDir":"$W/cni",'
-        '"daemonSocketDir":"$W/run-multus"}'
+        '"daemonSocketDir":"$W/run-multus","spoolDir":"/var/lib/multus-py/spool"}'
     )
     assert rendered.decode() == expected
 

@@ -130,6 +130,10 @@ class Cluster:
         return self.root / "run"
 
     @property
+    def spool_dir(self) -> Path:
+        return self.root / "state" / "spool"
+
+    @property
     def state_db(self) -> Path:
         return self.root / "state" / "state.db"
 
@@ -240,6 +244,7 @@ class Cluster:
             "name": "multus-cni-network",
             "type": "multus-shim",
             "daemonSocketDir": str(self.socket_dir),
+            "spoolDir": str(self.spool_dir),
         }
         conf.update(extra)
         return conf

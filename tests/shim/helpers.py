@@ -10,6 +10,7 @@ import base64
 import json
 import socket
 import subprocess
+import tempfile
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -162,8 +163,14 @@ def read_request(conn: socket.socket) -> bytes:
     return head + b"\r\n\r\n" + body
 
 
+SPOOL_FOR_TESTS = tempfile.mkdtemp(prefix="multus-shim-test-spool-")
+"""Where a DEL the tests leave without a daemon is spooled: never the host's real spool."""
+
+
 def conf_bytes(socket_dir: Path | str | None, **fields: object) -> bytes:
-    """A shim conf: name and cniVersion defaulted, ``daemonSocketDir`` pointing at ``socket_dir``."""
+    """A shim conf: name and cniVersion defaulted, ``daemonSocketDir`` pointing at ``socket_dir``,
+    ``spoolDir`` at a scratch directory unless given."""
+    fields.setdefault("spoolDir", SPOOL_FOR_TESTS)
     conf: dict[str, object] = {"cniVersion": "1.1.0", "name": "multus-cni-network", "type": "multus-shim"}
     if socket_dir is not None:
         conf["daemonSocketDir"] = str(socket_dir)

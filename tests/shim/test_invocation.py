@@ -79,15 +79,16 @@ def test_a_variable_set_to_the_empty_string_is_missing(launcher: Path) -> None:
     assert error == {"code": 4, "msg": "required env variables [CNI_IFNAME] missing"}
 
 
-def test_del_needs_no_netns_and_gc_needs_no_container(launcher: Path) -> None:
-    # Both get past validation and fail only for want of a daemon.
+def test_del_needs_no_netns_and_gc_needs_no_container(launcher: Path, tmp_path: Path) -> None:
+    # Both get past validation: DEL is spooled for want of a daemon, GC fails for want of one.
     env = {"MULTUS_SHIM_WAIT_SECONDS": "0"}
-    assert (
-        run_shim(launcher, conf_bytes(NOWHERE), env={**env, "CNI_COMMAND": "DEL", "CNI_NETNS": None}).error()[
-            "code"
-        ]
-        == 11
+    spool = tmp_path / "spool"
+    deleted = run_shim(
+        launcher,
+        conf_bytes(NOWHERE, spoolDir=str(spool)),
+        env={**env, "CNI_COMMAND": "DEL", "CNI_NETNS": None},
     )
+    assert (deleted.returncode, len(list(spool.glob("del-*.json")))) == (0, 1)
     gc_env = {
         **env,
         "CNI_COMMAND": "GC",

@@ -18,8 +18,8 @@ COMMANDS = ["ADD", "DEL", "CHECK", "GC", "STATUS"]
 RESULT = {"Result": {"cniVersion": "1.1.0", "ips": [{"address": "10.0.0.2/8"}]}}
 
 
-@pytest.mark.parametrize("command", COMMANDS)
-def test_absent_daemon_is_code_11_after_the_wait_for_every_command(
+@pytest.mark.parametrize("command", [c for c in COMMANDS if c != "DEL"])
+def test_absent_daemon_is_code_11_after_the_wait_for_every_command_but_del(
     launcher: Path, socket_dir: Path, command: str
 ) -> None:
     env = {"CNI_COMMAND": command, "MULTUS_SHIM_WAIT_SECONDS": "0.3"}
@@ -93,7 +93,7 @@ def test_stuck_daemon_is_code_11_at_the_deadline(launcher: Path, daemon: StubDae
 
 def test_daemon_closing_without_an_answer_is_code_11(launcher: Path, daemon: StubDaemon) -> None:
     daemon.replies = [b""]
-    run = run_shim(launcher, conf_bytes(daemon.socket_dir), env={"CNI_COMMAND": "DEL"})
+    run = run_shim(launcher, conf_bytes(daemon.socket_dir), env={"CNI_COMMAND": "CHECK"})
     assert run.error() == {
         "code": 11,
         "msg": f"multus daemon at {daemon.path} closed the connection without answering",
@@ -118,3 +118,65 @@ def test_unreachable_for_another_reason_is_code_11_at_once(launcher: Path, socke
         "code": 11,
         "msg": f"multus daemon not reachable at {not_a_dir}/multus.sock: Not a directory",
     }
+
+
+def _spooled(spool: Path) -> list[dict[str, object]]:
+    import json
+
+    return [json.loads(path.read_bytes()) for path in sorted(spool.glob("del-*.json"))]
+
+
+def test_del_with_the_daemon_absent_is_spooled_durably_and_succeeds(
+    launcher: Path, socket_dir: Path, tmp_path: Path
+) -> None:
+    spool = tmp_path / "state" / "spool"
+    conf = conf_bytes(socket_dir, spoolDir=str(spool))
+    env = {"CNI_COMMAND": "DEL", "MULTUS_SHIM_WAIT_SECONDS": "0.2"}
+
+    run = run_shim(launcher, conf, env=env)
+
+    assert (run.returncode, run.stdout) == (0, b"")
+    [entry] = _spooled(spool)
+    assert entry["env"]["CNI_COMMAND"] == "DEL"  # type: ignore[index]
+    assert entry["env"]["CNI_CONTAINERID"] == run_env_container_id()  # type: ignore[index]
+    import base64
+
+    assert base64.b64decode(str(entry["config"])) == conf
+    assert [p.name for p in spool.iterdir() if p.name.startswith(".")] == [], "no temporary file left"
+
+
+def test_del_cut_off_mid_answer_is_spooled_since_del_may_be_repeated(
+    launcher: Path, daemon: StubDaemon, tmp_path: Path
+) -> None:
+    daemon.replies = [b""]
+    spool = tmp_path / "spool"
+    run = run_shim(launcher, conf_bytes(daemon.socket_dir, spoolDir=str(spool)), env={"CNI_COMMAND": "DEL"})
+    assert (run.returncode, len(_spooled(spool))) == (0, 1)
+
+
+def test_del_is_not_spooled_when_the_daemon_answers(
+    launcher: Path, daemon: StubDaemon, tmp_path: Path
+) -> None:
+    daemon.replies = [json_reply(400, {"code": 7, "msg": "bad"})]
+    spool = tmp_path / "spool"
+    run = run_shim(launcher, conf_bytes(daemon.socket_dir, spoolDir=str(spool)), env={"CNI_COMMAND": "DEL"})
+    assert run.error() == {"code": 7, "msg": "bad"}
+    assert not spool.exists()
+
+
+def test_del_that_cannot_be_spooled_is_code_11_so_the_runtime_retries(
+    launcher: Path, socket_dir: Path, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    conf = conf_bytes(socket_dir, spoolDir=str(blocker / "spool"))
+    run = run_shim(launcher, conf, env={"CNI_COMMAND": "DEL", "MULTUS_SHIM_WAIT_SECONDS": "0"})
+    error = run.error()
+    assert error["code"] == 11
+    assert "cannot spool the DEL" in str(error["msg"])
+
+
+def run_env_container_id() -> str:
+    from tests.shim.helpers import BASE_ENV
+
+    return BASE_ENV["CNI_CONTAINERID"]

@@ -1,0 +1,208 @@
+"""The garbage collector: find recorded sandboxes that are provably orphaned and tear them down.
+
+Run by the daemon periodically and on demand (``multusctl gc``, ``POST /gc``), after start-up
+recovery. A sandbox is collected only when this node recorded it and one of these proves it dead
+(invariant 10): it belongs to an earlier boot; its network namespace is gone; the pod mirror,
+synced since start-up, no longer has its pod on this node (or has a pod of that name with another
+UID: a recreated pod's predecessor is an orphan, invariant 8); or an ADD/DEL of it stopped half
+way and nobody holds it. Sandboxes with an operation in flight are skipped (invariant 9).
+
+Teardown goes through the engine's DEL path (one teardown for DEL, rollback, recovery and GC).
+After it, two last-resort sweeps: host-side veths named in the removed results that still exist,
+and host-local leases of containers we handled but no longer record (``app.gc.leases``).
+A pass that finds nothing to do costs one query, one stat per sandbox and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Protocol
+
+from app.attach import netns
+from app.attach.engine import AttachEngine
+from app.attach.requests import Trigger
+from app.cni.types import CniError
+from app.gc import leases
+from app.store import checkpoints, history
+from app.store.database import Database, Session
+from app.store.records import SandboxRecord, SandboxSummary
+
+log = logging.getLogger(__name__)
+
+
+class PodPresence(Protocol):
+    async def pods_on_node(self) -> Mapping[tuple[str, str], str] | None:
+        """{(namespace, name): uid} of this node's pods, or None while the mirror is not synced
+        since start-up (then it proves nothing)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Orphan:
+    container_id: str
+    reason: str
+    pod: str
+
+
+@dataclass
+class GcReport:
+    examined: int = 0
+    orphans: list[Orphan] = field(default_factory=list)
+    collected: list[Orphan] = field(default_factory=list)
+    failed: list[tuple[str, CniError]] = field(default_factory=list)
+    host_links_removed: list[str] = field(default_factory=list)
+    leases_removed: list[str] = field(default_factory=list)
+    dry_run: bool = False
+    duration_ms: float = 0.0
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "dryRun": self.dry_run,
+            "examined": self.examined,
+            "orphans": [
+                {"containerID": o.container_id, "reason": o.reason, "pod": o.pod} for o in self.orphans
+            ],
+            "collected": [o.container_id for o in self.collected],
+            "failed": [{"containerID": cid, "error": e.to_json()} for cid, e in self.failed],
+            "hostLinksRemoved": self.host_links_removed,
+            "leasesRemoved": self.leases_removed,
+            "durationMs": round(self.duration_ms, 3),
+        }
+
+
+def orphan_reason(
+    sandbox: SandboxSummary, *, boot_id: str, pods: Mapping[tuple[str, str], str] | None
+) -> str | None:
+    """Why ``sandbox`` is provably orphaned, or None if nothing proves it."""
+    if sandbox.state != "ready":
+        return f"unfinished-{'add' if sandbox.state == 'adding' else 'del'}"
+    if sandbox.boot_id != boot_id:
+        return "earlier-boot"
+    if not netns.netns_exists(sandbox.netns):
+        return "netns-gone"
+    if pods is not None and sandbox.pod.name:
+        uid = pods.get((sandbox.pod.namespace, sandbox.pod.name))
+        if uid is None:
+            return "pod-gone"
+        if sandbox.pod.uid and uid and uid != sandbox.pod.uid:
+            return "pod-replaced"
+    return None
+
+
+def host_veths(record: SandboxRecord) -> list[str]:
+    """Host-side interfaces named in the record's results: not in the sandbox, not a bridge."""
+    names = []
+    for attachment in record.attachments:
+        bridges = _bridge_names(attachment.config)
+        result = json.loads(attachment.result) if attachment.result else {}
+        for interface in result.get("interfaces", []) if isinstance(result, dict) else []:
+            if isinstance(interface, dict) and not interface.get("sandbox"):
+                name = str(interface.get("name", ""))
+                if name and name not in bridges:
+                    names.append(name)
+    return names
+
+
+def _bridge_names(config: bytes) -> set[str]:
+    try:
+        document = json.loads(config)
+    except ValueError:
+        return set()
+    if not isinstance(document, dict):
+        return set()
+    listed = document.get("plugins")
+    plugins: list[object] = listed if isinstance(listed, list) else [document]
+    return {str(p["bridge"]) for p in plugins if isinstance(p, dict) and isinstance(p.get("bridge"), str)}
+
+
+class GarbageCollector:
+    def __init__(self, *, engine: AttachEngine, db: Database, pods: PodPresence | None = None) -> None:
+        self._engine = engine
+        self._db = db
+        self._pods = pods
+        self._pass = asyncio.Lock()
+        self._lease_dirs: set[Path] = set()
+        self._lease_listings: dict[Path, tuple[int, list[leases.Lease]]] = {}
+
+    async def run_once(self, *, dry_run: bool = False) -> GcReport:
+        """One pass: find orphans, tear them down (unless ``dry_run``), sweep leftovers."""
+        async with self._pass:
+            started = time.monotonic()
+            report = GcReport(dry_run=dry_run)
+            summaries = await self._db.read(checkpoints.sandbox_summaries)
+            live_pods = await self._pods.pods_on_node() if self._pods is not None else None
+            report.examined = len(summaries)
+            for sandbox in summaries:
+                if self._engine.locks.busy(sandbox.container_id):
+                    continue
+                why = orphan_reason(sandbox, boot_id=self._engine.boot_id, pods=live_pods)
+                if why is not None:
+                    pod = f"{sandbox.pod.namespace}/{sandbox.pod.name}".strip("/")
+                    report.orphans.append(Orphan(sandbox.container_id, why, pod))
+            if not dry_run:
+                for orphan in report.orphans:
+                    await self._collect(orphan, report)
+            await self._sweep_leases(report, dry_run=dry_run)
+            report.duration_ms = (time.monotonic() - started) * 1000
+            if report.orphans or report.leases_removed:
+                log.info("gc: %s", json.dumps(report.as_json()))
+            return report
+
+    async def _collect(self, orphan: Orphan, report: GcReport) -> None:
+        record = await self._db.read(lambda s: checkpoints.load_sandbox(s, orphan.container_id))
+        if record is None:
+            return
+        errors = await self._engine.tear_down(orphan.container_id, trigger=Trigger.GC)
+        if errors:
+            report.failed.extend((orphan.container_id, error) for error in errors)
+            return
+        report.collected.append(orphan)
+        for attachment in record.attachments:
+            self._lease_dirs |= leases.host_local_dirs(attachment.config)
+        report.host_links_removed.extend(await netns.delete_host_veths(host_veths(record)))
+
+    async def _sweep_leases(self, report: GcReport, *, dry_run: bool) -> None:
+        configs, live = await self._db.read(_configs_and_containers)
+        for config in configs:
+            self._lease_dirs |= leases.host_local_dirs(config)
+        candidates = [
+            lease
+            for directory in sorted(self._lease_dirs)
+            for lease in self._listing(directory)
+            if lease.container_id and lease.container_id not in live
+        ]
+        ours = [
+            lease
+            for lease in candidates
+            if await self._db.read(partial(history.has_seen, container_id=lease.container_id))
+        ]
+        if dry_run:
+            report.leases_removed.extend(str(lease.path) for lease in ours)
+            return
+        removed = await asyncio.to_thread(leases.remove, ours)
+        report.leases_removed.extend(str(lease.path) for lease in removed)
+
+    def _listing(self, directory: Path) -> list[leases.Lease]:
+        """The leases of a directory, re-read only when the directory changed since last pass."""
+        try:
+            stamp = directory.stat().st_mtime_ns
+        except FileNotFoundError:
+            self._lease_listings.pop(directory, None)
+            return []
+        cached = self._lease_listings.get(directory)
+        if cached is None or cached[0] != stamp:
+            cached = (stamp, list(leases.leases_in(directory)))
+            self._lease_listings[directory] = cached
+        return cached[1]
+
+
+def _configs_and_containers(session: Session) -> tuple[set[bytes], set[str]]:
+    """Every distinct recorded delegate configuration, and every recorded container ID."""
+    return checkpoints.distinct_configs(session), checkpoints.container_ids(session)

@@ -1,0 +1,102 @@
+"""Stale host-local IPAM leases: the last resort after a DEL could not release them.
+
+A lease is a file named after the address in ``<dataDir>/<network>/``, holding the container ID
+and interface that took it. A lease is removed here only when it is provably ours and orphaned
+(invariant 10): its container has no attachment in the checkpoint, yet our history shows we
+attached it. Leases of containers we never handled (another CNI user of the same data dir) are
+never touched. Removal holds host-local's own lock file, so it cannot race an allocation.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import ipaddress
+import json
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DATA_DIR = "/var/lib/cni/networks"
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    path: Path
+    container_id: str
+    ifname: str
+
+
+def host_local_dirs(config: bytes) -> set[Path]:
+    """The ``<dataDir>/<network>`` directories a delegate configuration's host-local IPAM uses."""
+    try:
+        document = json.loads(config)
+    except ValueError:
+        return set()
+    if not isinstance(document, dict):
+        return set()
+    network = str(document.get("name", ""))
+    listed = document.get("plugins")
+    plugins: list[object] = listed if isinstance(listed, list) else [document]
+    dirs = set()
+    for plugin in plugins:
+        ipam = plugin.get("ipam") if isinstance(plugin, dict) else None
+        if isinstance(ipam, dict) and ipam.get("type") == "host-local" and network:
+            dirs.add(Path(str(ipam.get("dataDir") or DEFAULT_DATA_DIR)) / network)
+    return dirs
+
+
+def leases_in(directory: Path) -> Iterator[Lease]:
+    """Every lease file of a host-local network directory (bookkeeping files skipped)."""
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        if not entry.is_file() or not _is_address(entry.name):
+            continue
+        try:
+            lines = Path(entry.path).read_text().splitlines()
+        except OSError as exc:
+            log.warning("cannot read lease %s: %s", entry.path, exc.strerror)
+            continue
+        container_id = lines[0].strip() if lines else ""
+        ifname = lines[1].strip() if len(lines) > 1 else ""
+        yield Lease(path=Path(entry.path), container_id=container_id, ifname=ifname)
+
+
+def _is_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+@contextmanager
+def host_local_lock(directory: Path) -> Iterator[None]:
+    """Hold host-local's lock of one network directory."""
+    fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def remove(leases: Iterable[Lease]) -> list[Lease]:
+    """Delete leases (re-checking each under host-local's lock); return those removed."""
+    removed = []
+    for lease in leases:
+        with host_local_lock(lease.path.parent):
+            current = next((x for x in leases_in(lease.path.parent) if x.path == lease.path), None)
+            if current is None or current.container_id != lease.container_id:
+                continue  # released or re-allocated meanwhile
+            lease.path.unlink()
+            removed.append(lease)
+            log.info("removed stale lease %s of container %s", lease.path, lease.container_id)
+    return removed

@@ -1,0 +1,96 @@
+"""Start-up recovery: settle every sandbox a previous run of the daemon left unsettled.
+
+Run by the daemon after the store is open and before ``/readyz`` reports ready, so no ADD can
+interleave with it. Three cases, each torn down through the engine's one DEL path with the
+recorded configuration (invariants 4-6, 11):
+
+- an ADD that did not finish (state ``adding``: intents without results, or results without the
+  final commit): the runtime never heard "success", so everything it may have attached is rolled
+  back, newest delegate first;
+- a DEL that did not finish (state ``deleting``): it is finished;
+- a sandbox recorded during an earlier boot: its netns died with that boot, but IPAM leases and
+  other on-disk state did not, so its delegates are DELed too.
+
+A sandbox whose teardown fails stays recorded (pending, with its error) and does not stop the
+others; GC retries it later. Sandboxes are torn down concurrently, a few at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+from app.attach.engine import AttachEngine
+from app.attach.requests import Trigger
+from app.cni.types import CniError
+from app.store import checkpoints
+from app.store.database import Database
+from app.store.records import SandboxRecord
+
+log = logging.getLogger(__name__)
+
+CONCURRENCY = 8
+"""Sandboxes torn down at once during recovery."""
+
+
+@dataclass
+class RecoveryReport:
+    rolled_back: int = 0
+    deletes_finished: int = 0
+    earlier_boot: int = 0
+    failed: list[tuple[str, CniError]] = field(default_factory=list)
+    duration_ms: float = 0.0
+
+    @property
+    def settled(self) -> int:
+        return self.rolled_back + self.deletes_finished + self.earlier_boot - len(self.failed)
+
+
+def reason(sandbox: SandboxRecord, boot_id: str) -> str:
+    """Why recovery acts on ``sandbox``: ``adding``, ``deleting`` or ``earlier-boot``."""
+    if sandbox.state == "adding":
+        return "adding"
+    if sandbox.state == "deleting":
+        return "deleting"
+    if sandbox.boot_id != boot_id:
+        return "earlier-boot"
+    raise ValueError(f"sandbox {sandbox.container_id} is settled")
+
+
+async def recover(*, engine: AttachEngine, db: Database) -> RecoveryReport:
+    """Settle every unsettled sandbox; return what was done."""
+    started = time.monotonic()
+    report = RecoveryReport()
+    unsettled = await db.read(lambda session: checkpoints.list_unsettled(session, boot_id=engine.boot_id))
+    gate = asyncio.Semaphore(CONCURRENCY)
+
+    async def settle(sandbox: SandboxRecord) -> None:
+        why = reason(sandbox, engine.boot_id)
+        async with gate:
+            errors = await engine.tear_down(sandbox.container_id, trigger=Trigger.RECOVERY)
+        if why == "adding":
+            report.rolled_back += 1
+        elif why == "deleting":
+            report.deletes_finished += 1
+        else:
+            report.earlier_boot += 1
+        for error in errors:
+            log.error("recovery left container %s pending (%s): %s", sandbox.container_id, why, error)
+            report.failed.append((sandbox.container_id, error))
+
+    async with asyncio.TaskGroup() as tasks:
+        for sandbox in unsettled:
+            tasks.create_task(settle(sandbox), name=f"recover-{sandbox.container_id[:12]}")
+    report.duration_ms = (time.monotonic() - started) * 1000
+    if unsettled:
+        log.info(
+            "recovery: %d rolled back, %d deletes finished, %d from an earlier boot, %d failed, in %.0f ms",
+            report.rolled_back,
+            report.deletes_finished,
+            report.earlier_boot,
+            len(report.failed),
+            report.duration_ms,
+        )
+    return report
