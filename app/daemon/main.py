@@ -42,6 +42,8 @@ LOG_LEVELS = {
     "error": logging.ERROR,
     "panic": logging.CRITICAL,
 }
+BOOT_ID_OVERRIDE = "MULTUS_PY_BOOT_ID"
+"""Test hook: pretend to run in another boot (a node reboot without rebooting the test machine)."""
 AUTOCONF_INTERVAL = 2.0
 """Seconds between checks of the primary network configuration (for ``00-multus.conf``)."""
 
@@ -159,7 +161,7 @@ class Daemon:
         return AttachEngine(
             db=db,
             resolver=NetworkResolver(),
-            boot_id=boot_id(),
+            boot_id=os.environ.get(BOOT_ID_OVERRIDE) or boot_id(),
             settings=EngineSettings(
                 delegate_timeout=self.settings.timeouts.delegate_exec,
                 extra_cni_path=extra_path,
