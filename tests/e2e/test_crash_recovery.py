@@ -11,6 +11,7 @@ row: the checkpoint said "possibly present" for everything that was (invariants 
 from __future__ import annotations
 
 import json
+from contextlib import suppress
 import signal
 import socket
 import sqlite3
@@ -120,10 +121,8 @@ def _drive_into_crash(cluster: Cluster, case: Case, netns: Netns, container: str
     else:  # gc: the pod's netns disappears without a DEL, GC collects and dies half way
         assert cluster.run_shim("ADD", container_id=container, netns=netns).returncode == 0
         netns.delete()
-        try:
+        with suppress(OSError, IndexError):  # the daemon dies while answering
             _post(cluster, "/gc")
-        except (OSError, IndexError):
-            pass  # the daemon died while answering
     _wait_for_death(cluster)
 
 
