@@ -11,10 +11,10 @@ row: the checkpoint said "possibly present" for everything that was (invariants 
 from __future__ import annotations
 
 import json
-from contextlib import suppress
 import signal
 import socket
 import sqlite3
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
