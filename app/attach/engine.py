@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from app import metrics
 from app.attach import netns
 from app.attach.crashpoints import DISARMED, CrashPoints, Point
 from app.attach.errors import MultusCode, as_cni_error, combine
@@ -78,6 +79,23 @@ def _all(units: Sequence[UnitOfWork]) -> UnitOfWork:
     return run
 
 
+def _recorded(entry: HistoryEntry) -> UnitOfWork:
+    """The unit of work appending ``entry`` to the history; its metrics are observed now."""
+    _observe(entry)
+    return partial(history.append, entry=entry)
+
+
+def _observe(entry: HistoryEntry) -> None:
+    seconds = (entry.duration_ms or 0.0) / 1000
+    if entry.step == "request":
+        metrics.CNI_OPERATION_SECONDS.labels(entry.command, entry.outcome).observe(seconds)
+        if entry.error_code is not None:
+            metrics.CNI_ERRORS.labels(entry.command, str(entry.error_code)).inc()
+    elif entry.step == "delegate":
+        plugins = ",".join(entry.plugin_types)
+        metrics.DELEGATE_SECONDS.labels(entry.command, plugins, entry.outcome).observe(seconds)
+
+
 def _elapsed_ms(started: float) -> float:
     return round((time.monotonic() - started) * 1000, 3)
 
@@ -132,9 +150,7 @@ class AttachEngine:
             try:
                 return await self._add_locked(request, started)
             except CniError as err:
-                await self._db.write(
-                    partial(history.append, entry=self._request_entry(request, started, err))
-                )
+                await self._db.write(_recorded(self._request_entry(request, started, err)))
                 raise
 
     async def delete(self, request: SandboxRequest) -> None:
@@ -147,7 +163,7 @@ class AttachEngine:
             if record is not None:
                 errors, units = await self._run_teardown(record, trigger=request.trigger)
             error = combine(errors) if errors else None
-            units.append(partial(history.append, entry=self._request_entry(request, started, error)))
+            units.append(_recorded(self._request_entry(request, started, error)))
             await self._db.write(_all(units))
             if error is not None:
                 raise error
@@ -161,7 +177,7 @@ class AttachEngine:
                 await self._check_locked(request)
             except CniError as err:
                 error = err
-            await self._db.write(partial(history.append, entry=self._request_entry(request, started, error)))
+            await self._db.write(_recorded(self._request_entry(request, started, error)))
             if error is not None:
                 raise error
 
@@ -192,7 +208,7 @@ class AttachEngine:
             duration_ms=_elapsed_ms(started),
             **_error_fields(error),
         )
-        await self._db.write(partial(history.append, entry=entry))
+        await self._db.write(_recorded(entry))
         if error is not None:
             raise error
 
@@ -250,7 +266,7 @@ class AttachEngine:
             raise CniError(ErrorCode.INTERNAL, "no cluster network delegate was run")
         answer = results.convert(master_result, RESULT_VERSION)
         pending.append(partial(checkpoints.finish_add, container_id=request.container_id))
-        pending.append(partial(history.append, entry=self._request_entry(request, started, None, answer)))
+        pending.append(_recorded(self._request_entry(request, started, None, answer)))
         await self._db.write(_all(pending))
         self._crash.reached(Point.ADD_BEFORE_ANSWER)
         return answer
@@ -294,7 +310,7 @@ class AttachEngine:
                             ifname=plan.ifname,
                             error=json.dumps(error.to_json()),
                         ),
-                        partial(history.append, entry=entry),
+                        _recorded(entry),
                     ]
                 )
             )
@@ -315,7 +331,7 @@ class AttachEngine:
                 ifname=plan.ifname,
                 result=json.dumps(result, separators=(",", ":")),
             ),
-            partial(history.append, entry=entry),
+            _recorded(entry),
         ]
 
     async def _roll_back(self, container_id: str) -> None:
@@ -377,7 +393,7 @@ class AttachEngine:
                 )
             )
         entry = self._teardown_entry(record, attachment, trigger, started, error)
-        units.append(partial(history.append, entry=entry))
+        units.append(_recorded(entry))
         return error
 
     async def _del_attachment(self, record: SandboxRecord, attachment: AttachmentRecord) -> None:

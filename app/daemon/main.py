@@ -27,7 +27,7 @@ from app.attach import crashpoints
 from app.attach.engine import AttachEngine, EngineSettings
 from app.attach.networks import NetworkResolver
 from app.attach.node import boot_id
-from app.daemon import autoconf, server, spool
+from app.daemon import autoconf, metrics_server, server, spool
 from app.gc import recovery
 from app.gc.collector import GarbageCollector
 from app.settings import Settings, SettingsError
@@ -123,6 +123,9 @@ class Daemon:
         except (server.SocketInUseError, OSError) as exc:
             log.critical("cannot listen on %s: %s", self.settings.socket_path, exc)
             return 3
+        metrics_runner = None
+        if self.settings.metrics_port is not None:
+            metrics_runner = await metrics_server.start(self.settings.metrics_port)
         try:
             await recovery.recover(engine=engine, db=db)
             await self._replay_spool(engine)
@@ -138,6 +141,8 @@ class Daemon:
                     log.error("stopping with %d operations still running", remaining)
         finally:
             await runner.cleanup()
+            if metrics_runner is not None:
+                await metrics_runner.cleanup()
         return 0
 
     async def _replay_spool(self, engine: AttachEngine) -> None:

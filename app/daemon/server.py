@@ -24,6 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
+from app import metrics
 from app.attach.engine import AttachEngine
 from app.attach.requests import Command, NodeRequest, SandboxRequest
 from app.cni.types import CniError, ErrorCode
@@ -169,12 +170,17 @@ def _error_response(error: CniError) -> web.Response:
 async def _close_connections(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """One request per connection, as upstream's server (keep-alive disabled); 404/405 included."""
+    """One request per connection, as upstream's server (keep-alive disabled); 404/405 included.
+    Counts every request the way upstream's ``multus_server_request_total`` does."""
     try:
         response = await handler(request)
     except web.HTTPException as http_error:
         response = web.Response(status=http_error.status, text=http_error.text, headers=http_error.headers)
     response.force_close()
+    known = request.match_info.route.resource is not None
+    metrics.SERVER_REQUESTS.labels(
+        request.path if known else "NotFound", str(response.status), request.method
+    ).inc()
     return response
 
 

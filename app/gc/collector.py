@@ -25,6 +25,7 @@ from functools import partial
 from pathlib import Path
 from typing import Protocol
 
+from app import metrics
 from app.attach import netns
 from app.attach.engine import AttachEngine
 from app.attach.requests import Trigger
@@ -151,6 +152,9 @@ class GarbageCollector:
                     await self._collect(orphan, report)
             await self._sweep_leases(report, dry_run=dry_run)
             report.duration_ms = (time.monotonic() - started) * 1000
+            if not dry_run:
+                _observe(report)
+                await self._update_gauges()
             if report.orphans or report.leases_removed:
                 log.info("gc: %s", json.dumps(report.as_json()))
             return report
@@ -189,6 +193,12 @@ class GarbageCollector:
         removed = await asyncio.to_thread(leases.remove, ours)
         report.leases_removed.extend(str(lease.path) for lease in removed)
 
+    async def _update_gauges(self) -> None:
+        by_state = await self._db.read(checkpoints.attachment_counts)
+        for state in ("intent", "added", "deleting"):
+            metrics.ATTACHMENTS.labels(state).set(by_state.get(state, 0))
+        metrics.STORE_BYTES.set(self._db.size_bytes())
+
     def _listing(self, directory: Path) -> list[leases.Lease]:
         """The leases of a directory, re-read only when the directory changed since last pass."""
         try:
@@ -201,6 +211,17 @@ class GarbageCollector:
             cached = (stamp, list(leases.leases_in(directory)))
             self._lease_listings[directory] = cached
         return cached[1]
+
+
+def _observe(report: GcReport) -> None:
+    metrics.GC_PASS_SECONDS.observe(report.duration_ms / 1000)
+    for kind, count in (
+        ("sandbox", len(report.collected)),
+        ("host_link", len(report.host_links_removed)),
+        ("lease", len(report.leases_removed)),
+    ):
+        if count:
+            metrics.GC_RECLAIMED.labels(kind).inc(count)
 
 
 def _configs_and_containers(session: Session) -> tuple[set[bytes], set[str]]:

@@ -22,6 +22,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from app import metrics
 from app.attach.engine import AttachEngine
 from app.attach.requests import Trigger
 from app.cni.types import CniError
@@ -70,6 +71,7 @@ async def recover(*, engine: AttachEngine, db: Database) -> RecoveryReport:
         why = reason(sandbox, engine.boot_id)
         async with gate:
             errors = await engine.tear_down(sandbox.container_id, trigger=Trigger.RECOVERY)
+        metrics.RECOVERY_ACTIONS.labels(why, "error" if errors else "ok").inc()
         if why == "adding":
             report.rolled_back += 1
         elif why == "deleting":

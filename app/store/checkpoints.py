@@ -237,6 +237,12 @@ def distinct_configs(session: Session) -> set[bytes]:
     return {row[0] for row in session.execute(select(ATTACHMENTS.c.config).distinct())}
 
 
+def attachment_counts(session: Session) -> dict[str, int]:
+    """Attachments recorded, by state."""
+    query = select(ATTACHMENTS.c.state, func.count()).group_by(ATTACHMENTS.c.state)
+    return {str(state): int(count) for state, count in session.execute(query)}
+
+
 def container_ids(session: Session) -> set[str]:
     return {row[0] for row in session.execute(select(SANDBOXES.c.container_id))}
 

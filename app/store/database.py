@@ -19,6 +19,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session
 
+from app import metrics
 from app.store import schema
 
 log = logging.getLogger(__name__)
@@ -93,6 +95,7 @@ class _Writer(threading.Thread):
                 return
 
     def _run_batch(self, batch: list[_Job]) -> None:
+        started = time.monotonic()
         outcomes: list[tuple[_Job, Any, BaseException | None]] = []
         try:
             with Session(self._engine, expire_on_commit=False) as session, session.begin():
@@ -107,6 +110,8 @@ class _Writer(threading.Thread):
             return
         self.batches += 1
         self.jobs += len(batch)
+        metrics.STORE_COMMIT_SECONDS.observe(time.monotonic() - started)
+        metrics.STORE_BATCH_SIZE.observe(len(batch))
         for job, value, error in outcomes:
             if error is None:
                 job.future.set_result(value)
@@ -217,6 +222,16 @@ class Database:
     def read_sync(self, work: Work[T]) -> T:
         with Session(self.engine) as session, session.begin():
             return work(session)
+
+    def size_bytes(self) -> int:
+        """Bytes on disk: the database file and its write-ahead log."""
+        total = 0
+        for path in (self.path, self.path.with_name(self.path.name + "-wal")):
+            try:
+                total += path.stat().st_size
+            except FileNotFoundError:
+                continue
+        return total
 
     @property
     def commit_stats(self) -> tuple[int, int]:

@@ -1,0 +1,115 @@
+"""Every Prometheus metric the daemon exports, defined once, in one registry.
+
+Imported by the layers that observe something (the engine, the store's writer, GC and recovery,
+the watchers, the socket server); served by ``app.daemon.metrics_server`` on ``metricsPort``.
+Names are prefixed ``multus_py_``; upstream's one metric, ``multus_server_request_total``, is kept
+under its own name so existing dashboards keep working. Label values come from small fixed sets
+(CNI commands, outcomes, plugin types, error codes), never from pod names or container IDs.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+SERVER_REQUESTS = Counter(
+    "multus_server_request_total",
+    "Requests on the daemon socket, as upstream Multus counts them.",
+    ["handler", "code", "method"],
+    registry=REGISTRY,
+)
+CNI_OPERATION_SECONDS = Histogram(
+    "multus_py_cni_operation_seconds",
+    "Duration of CNI operations handled by the engine, by command and outcome.",
+    ["command", "outcome"],
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+CNI_ERRORS = Counter(
+    "multus_py_cni_errors_total",
+    "CNI operations that failed, by command and CNI error code.",
+    ["command", "code"],
+    registry=REGISTRY,
+)
+DELEGATE_SECONDS = Histogram(
+    "multus_py_delegate_seconds",
+    "Duration of one delegate (network) invocation, by command, plugin types and outcome.",
+    ["command", "plugins", "outcome"],
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+STORE_COMMIT_SECONDS = Histogram(
+    "multus_py_store_commit_seconds",
+    "Duration of one state-database transaction (a batch of units of work), commit included.",
+    buckets=_FAST_BUCKETS,
+    registry=REGISTRY,
+)
+STORE_BATCH_SIZE = Histogram(
+    "multus_py_store_batch_units",
+    "Units of work committed together by the store's writer.",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+    registry=REGISTRY,
+)
+KUBE_API_SECONDS = Histogram(
+    "multus_py_kube_api_request_seconds",
+    "Duration of Kubernetes API requests made by the daemon, by verb and resource.",
+    ["verb", "resource"],
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+WATCH_EVENTS = Counter(
+    "multus_py_watch_events_total",
+    "Watch events received, by resource and event type.",
+    ["resource", "type"],
+    registry=REGISTRY,
+)
+WATCH_RELISTS = Counter(
+    "multus_py_watch_relists_total",
+    "Full lists made by the watchers (start-up without a stored resourceVersion, 410 Gone).",
+    ["resource"],
+    registry=REGISTRY,
+)
+GC_RECLAIMED = Counter(
+    "multus_py_gc_reclaimed_total",
+    "Orphans reclaimed by garbage collection, by kind (sandbox, host_link, lease, vf).",
+    ["kind"],
+    registry=REGISTRY,
+)
+GC_PASS_SECONDS = Histogram(
+    "multus_py_gc_pass_seconds",
+    "Duration of one garbage-collection pass.",
+    buckets=(*_FAST_BUCKETS, 2.5, 5.0, 10.0),
+    registry=REGISTRY,
+)
+RECOVERY_ACTIONS = Counter(
+    "multus_py_recovery_actions_total",
+    "Sandboxes settled by start-up recovery and spool replay, by action and outcome.",
+    ["action", "outcome"],
+    registry=REGISTRY,
+)
+ATTACHMENTS = Gauge(
+    "multus_py_attachments",
+    "Attachments recorded in the checkpoint, by state.",
+    ["state"],
+    registry=REGISTRY,
+)
+MIRRORED_OBJECTS = Gauge(
+    "multus_py_mirrored_objects",
+    "Kubernetes objects in the local mirror, by resource.",
+    ["resource"],
+    registry=REGISTRY,
+)
+STORE_BYTES = Gauge(
+    "multus_py_store_bytes",
+    "Size of the state database files (main file and write-ahead log).",
+    registry=REGISTRY,
+)
+EVENTS_DROPPED = Counter(
+    "multus_py_events_dropped_total",
+    "Kubernetes Events not posted because their queue was full.",
+    registry=REGISTRY,
+)
