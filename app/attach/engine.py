@@ -23,9 +23,11 @@ from typing import Any
 
 from app import metrics
 from app.attach import netns
+from app.attach.cluster import ClusterUnavailableError, PodInfo, StatusPublisher
 from app.attach.crashpoints import DISARMED, CrashPoints, Point
 from app.attach.errors import MultusCode, as_cni_error, combine
 from app.attach.locks import SandboxLocks
+from app.attach.network_status import DelegateOutcome, interface_events, network_status, status_entries
 from app.attach.networks import DelegatePlan, NetworkResolver
 from app.attach.requests import Command, NodeRequest, SandboxRequest, Trigger
 from app.cni import api, results
@@ -128,6 +130,7 @@ class AttachEngine:
         settings: EngineSettings | None = None,
         executor: Exec | None = None,
         crash_points: CrashPoints = DISARMED,
+        status: StatusPublisher | None = None,
     ) -> None:
         self._db = db
         self._resolver = resolver
@@ -135,6 +138,7 @@ class AttachEngine:
         self._settings = settings or EngineSettings()
         self._exec: Exec = executor or SubprocessExec()
         self._crash = crash_points
+        self._status = status
         self.locks = SandboxLocks()
 
     @property
@@ -183,8 +187,7 @@ class AttachEngine:
 
     async def status(self, request: NodeRequest) -> None:
         """STATUS: can an ADD be served? Asks the cluster network's plugins (CNI 1.1.0 only)."""
-        plans = await self._resolver.resolve(_status_probe(request))
-        master = plans[0]
+        master = (await self._resolver.resolve(_status_probe(request))).plans[0]
         await api.status_network_list(
             cni=self._cni_config(self._cni_path(request.conf.bin_dir)), net=master.net
         )
@@ -224,7 +227,8 @@ class AttachEngine:
     # ---- ADD ----------------------------------------------------------------------------------
 
     async def _add_locked(self, request: SandboxRequest, started: float) -> JsonObject:
-        plans = await self._resolver.resolve(request)
+        resolution = await self._resolver.resolve(request)
+        plans = resolution.plans
         cni_path = self._cni_path(request.conf.bin_dir)
         intents = [self._delegate_intent(request, plan, cni_path) for plan in plans]
         await self._commit_intent(
@@ -236,10 +240,29 @@ class AttachEngine:
         )
         self._crash.reached(Point.ADD_AFTER_INTENT)
         try:
-            return await self._run_delegates(request, plans, intents, started)
+            outcomes = await self._run_delegates(request, plans, intents, started)
         except Exception as exc:
             await self._roll_back(request.container_id)
             raise as_cni_error(exc) from exc
+        if resolution.pod is not None:
+            await self._publish_status(resolution.pod, outcomes)
+        return next(outcome.result for outcome in outcomes if outcome.is_master)
+
+    async def _publish_status(self, pod: PodInfo, outcomes: Sequence[DelegateOutcome]) -> None:
+        """network-status and AddedInterface events, after the ADD is committed.
+
+        A failure here does not undo a working attachment: it is logged, and the pod keeps its
+        interfaces without the annotation (upstream fails the ADD and leaves the delegates in place).
+        """
+        if self._status is None:
+            return
+        self._status.emit_interface_events(pod, interface_events(outcomes))
+        if not status_entries(outcomes):
+            return
+        try:
+            await self._status.publish_network_status(pod, network_status(outcomes))
+        except ClusterUnavailableError as exc:
+            log.error("network-status of pod %s/%s not written: %s", pod.namespace, pod.name, exc)
 
     async def _run_delegates(
         self,
@@ -247,10 +270,10 @@ class AttachEngine:
         plans: Sequence[DelegatePlan],
         intents: Sequence[DelegateIntent],
         started: float,
-    ) -> JsonObject:
+    ) -> list[DelegateOutcome]:
         """Run each delegate between its intent commit and its result commit; finish the ADD."""
         pending: list[UnitOfWork] = []
-        master_result: JsonObject | None = None
+        outcomes: list[DelegateOutcome] = []
         for plan, intent in zip(plans, intents, strict=True):
             if pending:
                 pending.append(partial(checkpoints.record_intent, intent=intent))
@@ -260,16 +283,22 @@ class AttachEngine:
             result = await self._run_delegate_add(request, plan, intent, step_started)
             self._crash.reached(Point.ADD_AFTER_EXEC)
             pending = self._result_units(request, plan, result, step_started)
-            if plan.is_master:
-                master_result = result
-        if master_result is None:
+            outcomes.append(
+                DelegateOutcome(
+                    network_name=plan.network_name,
+                    result=results.convert(result, RESULT_VERSION),
+                    is_master=plan.is_master,
+                    ifname=plan.ifname,
+                )
+            )
+        answer = next((outcome.result for outcome in outcomes if outcome.is_master), None)
+        if answer is None:
             raise CniError(ErrorCode.INTERNAL, "no cluster network delegate was run")
-        answer = results.convert(master_result, RESULT_VERSION)
         pending.append(partial(checkpoints.finish_add, container_id=request.container_id))
         pending.append(_recorded(self._request_entry(request, started, None, answer)))
         await self._db.write(_all(pending))
         self._crash.reached(Point.ADD_BEFORE_ANSWER)
-        return answer
+        return outcomes
 
     async def _commit_intent(self, request: SandboxRequest, units: Sequence[UnitOfWork]) -> None:
         try:

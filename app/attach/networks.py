@@ -1,11 +1,22 @@
 """Network resolution: which delegates an ADD runs, in which order, under which interface names.
 
 Called by the engine for ADD only; DEL, CHECK, recovery and GC replay the checkpoint instead.
-The list is upstream's: the cluster network (``clusterNetwork``, or the first of ``delegates``)
-first as the master delegate on the runtime's ``CNI_IFNAME``, then ``defaultNetworks`` (not for
-pods in ``systemNamespaces``); every other delegate gets ``net<position>``. Each delegate's
-CNI_ARGS and runtimeConfig are decided here, so the engine can record them before running it.
-Resolution has no side effects; errors are CNI code 7 naming the network and the reason.
+The list is upstream's: the cluster network first, as the master delegate on the runtime's
+``CNI_IFNAME`` (``v1.multus-cni.io/default-network`` on the pod, else ``clusterNetwork``, else the
+first of ``delegates``), then ``defaultNetworks`` (not for pods in ``systemNamespaces``), then the
+pod's ``k8s.v1.cni.cncf.io/networks`` selections. Every delegate but the master is named
+``net<position>`` unless its selection names an interface.
+
+A network reference (``clusterNetwork``, ``defaultNetworks``) is a path (file or directory), or a
+name: a NetworkAttachmentDefinition in ``multusNamespace`` first, then a conf file in ``confDir``.
+Annotation selections name NADs only; a NAD with an empty ``spec.config`` stands for the conf file
+of its name in ``confDir``. Each delegate's CNI_ARGS, runtimeConfig (capability args), ``args.cni``
+and device ID are decided here and baked into the configuration bytes the engine records before
+running it. Resolution has no side effects; its errors are CNI errors naming the network (code 7
+for configuration, 11 when the Kubernetes API or the kubelet cannot answer).
+
+Static mode (no Kubernetes configured) passes no ``ClusterSources``: pods, NADs and annotations
+are then out of reach, and only conf files resolve.
 """
 
 from __future__ import annotations
@@ -13,9 +24,20 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from app.attach import selection as sel
+from app.attach.cluster import (
+    DEFAULT_NETWORK_ANNOTATION,
+    NETWORKS_ANNOTATION,
+    ClusterUnavailableError,
+    NadInfo,
+    NadSource,
+    PodInfo,
+    PodSource,
+)
+from app.attach.devices import DeviceAllocator, DeviceLookupError, DeviceSource, build_allocator
 from app.attach.netconf import MultusNetConf
 from app.attach.requests import SandboxRequest
 from app.cni import conf as cniconf
@@ -38,49 +60,127 @@ class DelegatePlan:
 
 
 @dataclass(frozen=True, slots=True)
+class Resolution:
+    """What an ADD will run, and the pod it runs for (None in static mode)."""
+
+    plans: list[DelegatePlan]
+    pod: PodInfo | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSources:
+    """The Kubernetes side, as the engine sees it (implemented by the watch package)."""
+
+    pods: PodSource
+    nads: NadSource
+    devices: DeviceSource | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class _Network:
     name: str
+    """The name network-status shows: ``<ns>/<nad>`` for NADs, the conf's ``name`` for files."""
     net: NetworkConfigList
+    selection: sel.NetworkSelection | None = None
+    resource_name: str = ""
+
+
+@dataclass
+class _Decided:
+    """A network's delegate inputs once the device id and the selection's requests are applied."""
+
+    net: NetworkConfigList
+    cni_args: tuple[tuple[str, str], ...]
+    capability_args: dict[str, Any] = field(default_factory=dict)
 
 
 class NetworkResolver:
-    """Resolves a request's networks from configuration files (static mode).
+    """Resolves a request's networks from conf files and, when given, the Kubernetes mirror.
 
     Parsed files are cached by (mtime, size), so a request costs a directory listing and a stat
     per file, not a parse; an edited file is reloaded.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, cluster: ClusterSources | None = None) -> None:
+        self._cluster = cluster
         self._file_cache: dict[str, tuple[tuple[int, int], NetworkConfigList]] = {}
 
-    async def resolve(self, request: SandboxRequest) -> list[DelegatePlan]:
-        networks = self._networks(request)
-        cni_args = delegate_cni_args(request.cni_args)
-        plans = [
-            DelegatePlan(
-                position=position,
-                network_name=network.name,
-                net=network.net,
-                ifname=request.ifname if position == 0 else IfName(f"net{position}"),
-                is_master=position == 0,
-                cni_args=cni_args,
-                capability_args=dict(request.conf.runtime_config),
-            )
-            for position, network in enumerate(networks)
-        ]
-        check_unique_ifnames(plans)
-        return plans
+    @property
+    def kubernetes(self) -> bool:
+        return self._cluster is not None
 
-    def _networks(self, request: SandboxRequest) -> list[_Network]:
+    async def resolve(self, request: SandboxRequest) -> Resolution:
+        pod = await self._pod(request)
+        networks = await self._networks(request, pod)
+        allocator = await self._allocator(networks, pod)
+        base_args = delegate_cni_args(request.cni_args)
+        plans = []
+        for position, network in enumerate(networks):
+            decided = self._decide(network, position, base_args, request, allocator)
+            plans.append(
+                DelegatePlan(
+                    position=position,
+                    network_name=network.name,
+                    net=decided.net,
+                    ifname=self._ifname(network, position, request),
+                    is_master=position == 0,
+                    cni_args=decided.cni_args,
+                    capability_args=decided.capability_args,
+                )
+            )
+        check_unique_ifnames(plans)
+        return Resolution(plans=plans, pod=pod)
+
+    # ---- the pod ------------------------------------------------------------------------------
+
+    async def _pod(self, request: SandboxRequest) -> PodInfo | None:
+        if self._cluster is None or not request.pod.name:
+            return None
+        where = f"{request.pod.namespace}/{request.pod.name}"
+        try:
+            pod = await self._cluster.pods.get_pod(request.pod.namespace, request.pod.name)
+        except ClusterUnavailableError as exc:
+            raise CniError(
+                ErrorCode.TRY_AGAIN_LATER, f"cannot read pod {where} from the Kubernetes API", str(exc)
+            ) from exc
+        if pod is None:
+            raise CniError(
+                ErrorCode.TRY_AGAIN_LATER,
+                f"pod {where} not found",
+                "neither the pod mirror nor a live GET knows it; nothing was attached",
+            )
+        if request.pod.uid and pod.uid and request.pod.uid != pod.uid and not pod.is_static:
+            raise CniError(
+                ErrorCode.UNKNOWN_CONTAINER,
+                f'expected pod UID "{request.pod.uid}" but got "{pod.uid}" from Kube API',
+                f"pod {where} was replaced; this sandbox belongs to its predecessor",
+            )
+        return pod
+
+    # ---- which networks -----------------------------------------------------------------------
+
+    async def _networks(self, request: SandboxRequest, pod: PodInfo | None) -> list[_Network]:
         conf = request.conf
-        networks = self._cluster_networks(conf)
-        if request.pod.namespace not in conf.system_namespaces:
-            networks.extend(self._reference(name, conf) for name in conf.default_networks)
+        networks = await self._cluster_networks(conf, pod)
+        namespace = pod.namespace if pod is not None else request.pod.namespace
+        if namespace not in conf.system_namespaces:
+            networks.extend([await self._reference(name, conf) for name in conf.default_networks])
+        if pod is not None:
+            selections = sel.parse_networks(
+                pod.annotations.get(NETWORKS_ANNOTATION, ""), pod_namespace=pod.namespace
+            )
+            sel.check_default_routes(selections)
+            networks.extend([await self._selected(selection, conf, pod) for selection in selections])
         return networks
 
-    def _cluster_networks(self, conf: MultusNetConf) -> list[_Network]:
+    async def _cluster_networks(self, conf: MultusNetConf, pod: PodInfo | None) -> list[_Network]:
+        override = pod.annotations.get(DEFAULT_NETWORK_ANNOTATION, "") if pod is not None else ""
+        if override:
+            selection = sel.parse_default_network(override, multus_namespace=conf.multus_namespace)
+            nad = await self._nad(selection.namespace, selection.name)
+            return [await self._from_nad(nad, conf, selection=selection)]
         if conf.cluster_network:
-            return [self._reference(conf.cluster_network, conf)]
+            return [await self._reference(conf.cluster_network, conf)]
         if conf.delegates:
             return [self._inline(index, delegate) for index, delegate in enumerate(conf.delegates)]
         raise CniError(
@@ -89,20 +189,134 @@ class NetworkResolver:
             "set 'clusterNetwork' (or 'delegates') in daemon-config.json or the shim's conf",
         )
 
-    def _reference(self, reference: str, conf: MultusNetConf) -> _Network:
-        """A network named by ``clusterNetwork``/``defaultNetworks``: a path, or a name in confDir."""
+    async def _reference(self, reference: str, conf: MultusNetConf) -> _Network:
+        """``clusterNetwork``/``defaultNetworks``: a path, a NAD in multusNamespace, or a confDir name."""
         if "/" in reference:
-            net = self._from_path(reference)
-        else:
-            found = cniconf.find_by_name(conf.conf_dir, reference, loader=self._load_file_cached)
-            if found is None:
+            from_path = self._from_path(reference)
+            return _Network(name=from_path.name, net=from_path)
+        if self._cluster is not None:
+            nad = await self._cluster.nads.get_nad(conf.multus_namespace, reference)
+            if nad is not None:
+                return await self._from_nad(nad, conf)
+        net = self._by_name(conf.conf_dir, reference)
+        if net is None:
+            where = f"NAD {conf.multus_namespace}/{reference} or " if self._cluster is not None else ""
+            raise CniError(
+                ErrorCode.INVALID_NETWORK_CONFIG,
+                f'network "{reference}" not found',
+                f"no {where}configuration named {reference!r} in confDir {conf.conf_dir}",
+            )
+        return _Network(name=net.name, net=net)
+
+    async def _selected(self, selection: sel.NetworkSelection, conf: MultusNetConf, pod: PodInfo) -> _Network:
+        """A network the pod's annotation asks for: always a NAD."""
+        if (
+            conf.namespace_isolation
+            and selection.namespace != pod.namespace
+            and selection.namespace not in conf.global_namespaces
+        ):
+            raise CniError(
+                ErrorCode.INVALID_NETWORK_CONFIG,
+                "GetNetworkDelegates: namespace isolation enabled, annotation violates permission, "
+                f"pod is in namespace {pod.namespace} but refers to target namespace {selection.namespace}",
+                f"network {selection.qualified_name}",
+            )
+        nad = await self._nad(selection.namespace, selection.name)
+        return await self._from_nad(nad, conf, selection=selection)
+
+    async def _nad(self, namespace: str, name: str) -> NadInfo:
+        if self._cluster is None:
+            raise CniError(
+                ErrorCode.INVALID_NETWORK_CONFIG,
+                f"network-attachment-definition {namespace}/{name} requested",
+                "Kubernetes is not configured (static mode): only conf files resolve",
+            )
+        nad = await self._cluster.nads.get_nad(namespace, name)
+        if nad is None:
+            raise CniError(
+                ErrorCode.INVALID_NETWORK_CONFIG,
+                f"cannot find a network-attachment-definition ({name}) in namespace ({namespace})",
+                f'networkattachmentdefinition.k8s.cni.cncf.io "{name}" not found',
+            )
+        return nad
+
+    async def _from_nad(
+        self, nad: NadInfo, conf: MultusNetConf, *, selection: sel.NetworkSelection | None = None
+    ) -> _Network:
+        name = f"{nad.namespace}/{nad.name}"
+        if sel.falls_back_to_conf_dir(nad.config):
+            net = self._by_name(conf.conf_dir, nad.name)
+            if net is None:
                 raise CniError(
                     ErrorCode.INVALID_NETWORK_CONFIG,
-                    f'network "{reference}" not found',
-                    f"no configuration named {reference!r} in confDir {conf.conf_dir}",
+                    f"network-attachment-definition {name} has no spec.config",
+                    f"no network available in the name {nad.name} in cni dir {conf.conf_dir}",
                 )
-            net = found
-        return _Network(name=net.name, net=net)
+        else:
+            data = sel.nad_network_config(nad.name, nad.config, namespace=nad.namespace)
+            net = cniconf.load_network_list(data, source=f"network-attachment-definition {name}")
+        return _Network(name=name, net=net, selection=selection, resource_name=nad.resource_name)
+
+    # ---- delegate inputs ----------------------------------------------------------------------
+
+    async def _allocator(self, networks: Sequence[_Network], pod: PodInfo | None) -> DeviceAllocator | None:
+        resources = sorted({network.resource_name for network in networks if network.resource_name})
+        if not resources or pod is None:
+            return None
+        if self._cluster is None or self._cluster.devices is None:
+            raise CniError(
+                ErrorCode.INVALID_NETWORK_CONFIG,
+                f"networks need device resources {resources}",
+                "no kubelet pod-resources socket is configured",
+            )
+        try:
+            return await build_allocator(
+                self._cluster.devices, namespace=pod.namespace, pod=pod.name, resources=resources
+            )
+        except DeviceLookupError as exc:
+            raise CniError(
+                ErrorCode.TRY_AGAIN_LATER,
+                f"cannot get device ids of pod {pod.namespace}/{pod.name}",
+                str(exc),
+            ) from exc
+
+    def _decide(
+        self,
+        network: _Network,
+        position: int,
+        base_args: tuple[tuple[str, str], ...],
+        request: SandboxRequest,
+        allocator: DeviceAllocator | None,
+    ) -> _Decided:
+        runtime_config = dict(request.conf.runtime_config)
+        selection = network.selection
+        device_id = allocator.next_id(network.resource_name) if allocator and network.resource_name else None
+        data = network.net.raw
+        if selection is not None and selection.cni_args:
+            data = sel.inject_cni_args(data, selection.cni_args)
+        if device_id:
+            data = sel.inject_device_id(data, device_id)
+        net = network.net if data is network.net.raw else cniconf.load_network_list(data, source=network.name)
+        if selection is None:
+            return _Decided(net=net, cni_args=base_args, capability_args=runtime_config)
+        cni_args = sel.cni_args_for(selection, base_args)
+        if position == 0:  # upstream overlays no requests on the master's runtimeConfig
+            return _Decided(net=net, cni_args=cni_args, capability_args=runtime_config)
+        capability_args = sel.capability_args_for(
+            selection, runtime_config, resource_device_id=device_id or ""
+        )
+        return _Decided(net=net, cni_args=cni_args, capability_args=capability_args)
+
+    @staticmethod
+    def _ifname(network: _Network, position: int, request: SandboxRequest) -> IfName:
+        if network.selection is not None and network.selection.interface:
+            return IfName(network.selection.interface)
+        return request.ifname if position == 0 else IfName(f"net{position}")
+
+    # ---- conf files ---------------------------------------------------------------------------
+
+    def _by_name(self, conf_dir: str, name: str) -> NetworkConfigList | None:
+        return cniconf.find_by_name(conf_dir, name, loader=self._load_file_cached)
 
     def _from_path(self, path: str) -> NetworkConfigList:
         if os.path.isdir(path):
