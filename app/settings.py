@@ -67,6 +67,8 @@ class Settings:
     def socket_path(self) -> Path:
         return self.socket_dir / "multus.sock"
 
+    sysfs_root: Path = Path("/sys")
+    """multus-py ``sysfsRoot``: where PCI devices (SR-IOV VFs) are found; tests use a fake tree."""
     spool_dir: Path | None = None
     """multus-py ``spoolDir``: where the shim records DELs it could not deliver (default
     ``<stateDir>/spool``); it is written into the generated shim conf."""
@@ -117,6 +119,7 @@ def from_mapping(obj: object) -> Settings:
         kubeconfig=reader.string("kubeconfig", ""),
         metrics_port=reader.port("metricsPort"),
         spool_dir=Path(reader.string("spoolDir", "")) if reader.string("spoolDir", "") else None,
+        sysfs_root=Path(reader.string("sysfsRoot", "/sys")),
         timeouts=Timeouts(
             delegate_exec=reader.positive_number("delegateTimeoutSeconds", DEFAULT_DELEGATE_TIMEOUT),
             gc_interval=reader.positive_number("gcIntervalSeconds", DEFAULT_GC_INTERVAL),

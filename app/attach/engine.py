@@ -19,6 +19,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from app import metrics
@@ -30,6 +31,7 @@ from app.attach.locks import SandboxLocks
 from app.attach.network_status import DelegateOutcome, interface_events, network_status, status_entries
 from app.attach.networks import DelegatePlan, NetworkResolver
 from app.attach.requests import Command, NodeRequest, SandboxRequest, Trigger
+from app.attach.vfs import HostDevices
 from app.cni import api, results
 from app.cni import conf as cniconf
 from app.cni.invoke import Exec, SubprocessExec
@@ -67,6 +69,8 @@ class EngineSettings:
     delegate_timeout: float = 60.0
     extra_cni_path: tuple[str, ...] = ()
     """Plugin directories searched after the request's ``binDir`` (upstream: the daemon's CNI_PATH)."""
+    sysfs_root: Path = Path("/sys")
+    """Where PCI devices (SR-IOV VFs) are looked up; tests point it at a fake tree."""
     plugin_env: Mapping[str, str] = field(default_factory=dict)
     """Environment every plugin inherits besides the CNI_* variables (e.g. PATH)."""
 
@@ -139,6 +143,7 @@ class AttachEngine:
         self._exec: Exec = executor or SubprocessExec()
         self._crash = crash_points
         self._status = status
+        self._devices = HostDevices(self._settings.sysfs_root)
         self.locks = SandboxLocks()
 
     @property
@@ -230,7 +235,10 @@ class AttachEngine:
         resolution = await self._resolver.resolve(request)
         plans = resolution.plans
         cni_path = self._cni_path(request.conf.bin_dir)
-        intents = [self._delegate_intent(request, plan, cni_path) for plan in plans]
+        intents = [
+            self._delegate_intent(request, plan, cni_path, await self._devices.snapshot(plan.net))
+            for plan in plans
+        ]
         await self._commit_intent(
             request,
             [
@@ -426,12 +434,13 @@ class AttachEngine:
         return error
 
     async def _del_attachment(self, record: SandboxRecord, attachment: AttachmentRecord) -> None:
+        """The delegate's DEL, replayed from the checkpoint; then its host device must be back."""
         net = cniconf.load_network_list(
             attachment.config, source=f"checkpoint of {record.container_id}/{attachment.ifname}"
         )
         rt = RuntimeConf(
             container_id=ContainerId(record.container_id),
-            netns=record.netns,
+            netns=_netns_for_del(record),
             ifname=IfName(attachment.ifname),
             args=attachment.cni_args,
             capability_args=attachment.capability_args,
@@ -440,6 +449,8 @@ class AttachEngine:
         await api.del_network_list(
             cni=self._cni_config(attachment.cni_path), net=net, rt=rt, prev_result=prev_result
         )
+        if attachment.device is not None and await self._devices.ensure_returned(attachment.device):
+            metrics.GC_RECLAIMED.labels("vf").inc()
 
     # ---- CHECK --------------------------------------------------------------------------------
 
@@ -515,11 +526,15 @@ class AttachEngine:
             cni_version=request.conf.stdin_cni_version,
             pod=request.pod,
             boot_id=self._boot_id,
+            netns_id=netns.netns_identity(request.netns),
         )
 
     @staticmethod
     def _delegate_intent(
-        request: SandboxRequest, plan: DelegatePlan, cni_path: tuple[str, ...]
+        request: SandboxRequest,
+        plan: DelegatePlan,
+        cni_path: tuple[str, ...],
+        device: Mapping[str, str] | None,
     ) -> DelegateIntent:
         return DelegateIntent(
             container_id=request.container_id,
@@ -532,6 +547,7 @@ class AttachEngine:
             cni_args=plan.cni_args,
             capability_args=plan.capability_args,
             cni_path=cni_path,
+            device=device,
         )
 
     @staticmethod
@@ -614,6 +630,25 @@ def _error_fields(error: CniError | None) -> dict[str, Any]:
     if error is None:
         return {}
     return {"error_code": error.code, "error_msg": error.msg, "error_details": error.details or None}
+
+
+def _netns_for_del(record: SandboxRecord) -> str:
+    """The namespace a DEL runs in: the recorded path, unless it now holds another namespace.
+
+    A path reused by a newer sandbox must not have this one's interfaces removed from it: the DEL
+    then runs without a namespace (allowed by the CNI spec), which still releases IPAM.
+    """
+    if not record.netns_id:
+        return record.netns
+    current = netns.netns_identity(record.netns)
+    if current and current != record.netns_id:
+        log.warning(
+            "netns %s of container %s is now another namespace; DEL runs without it",
+            record.netns,
+            record.container_id,
+        )
+        return ""
+    return record.netns
 
 
 def _status_probe(request: NodeRequest) -> SandboxRequest:

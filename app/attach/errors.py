@@ -19,6 +19,8 @@ class MultusCode(IntEnum):
     """CHECK: an interface recorded in a delegate's result is not in the sandbox (or has another MAC)."""
     NETNS_GONE = 101
     """CHECK: the sandbox's network namespace no longer exists."""
+    DEVICE_NOT_RETURNED = 102
+    """DEL: a host device (an SR-IOV VF) the sandbox took is not back in the host namespace."""
 
 
 def as_cni_error(exc: BaseException) -> CniError:

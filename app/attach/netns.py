@@ -2,8 +2,9 @@
 
 Called by CHECK (does every recorded interface still exist, with its MAC?) and by GC (is a netns
 still there? is a host-side veth of a torn-down attachment still there?). Namespaces are opened
-without ``O_CREAT``, so looking at a vanished namespace cannot recreate it. The only change it
-makes is deleting a host-side veth that GC has proven orphaned. Blocking netlink calls run in a
+without ``O_CREAT``, so looking at a vanished namespace cannot recreate it. The only changes it
+makes are deleting a host-side veth that GC has proven orphaned and restoring the name and MAC of
+a host device (an SR-IOV VF) that came back from a sandbox under another name. Blocking netlink calls run in a
 worker thread.
 """
 
@@ -78,3 +79,50 @@ async def delete_host_veths(names: list[str]) -> list[str]:
     if not names:
         return []
     return await asyncio.to_thread(_delete_host_veths_blocking, names)
+
+
+def netns_identity(path: str) -> str:
+    """``<dev>:<inode>`` of the namespace at ``path``; "" when there is none."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return ""
+    return f"{info.st_dev}:{info.st_ino}" if netns_exists(path) else ""
+
+
+def _host_link_blocking(name: str) -> Link | None:
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=name)
+        if not found:
+            return None
+        msg = ipr.get_links(found[0])[0]
+        return Link(
+            name=name, mac=str(msg.get("address") or ""), kind=str(msg.get(("linkinfo", "kind")) or "")
+        )
+
+
+async def host_link(name: str) -> Link | None:
+    """The host-namespace link called ``name``, if there is one."""
+    return await asyncio.to_thread(_host_link_blocking, name)
+
+
+def _restore_host_link_blocking(current: str, name: str, mac: str) -> None:
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=current)
+        if not found:
+            raise NetnsGoneError(f"host link {current} does not exist")
+        index = found[0]
+        was_up = bool(ipr.get_links(index)[0]["flags"] & 1)
+        ipr.link("set", index=index, state="down")
+        ipr.link("set", index=index, ifname=name, address=mac)
+        if was_up:
+            ipr.link("set", index=index, state="up")
+
+
+async def restore_host_link(current: str, *, name: str, mac: str) -> None:
+    """Rename host link ``current`` back to ``name`` and give it ``mac`` again."""
+    await asyncio.to_thread(_restore_host_link_blocking, current, name, mac)

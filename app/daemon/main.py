@@ -170,6 +170,7 @@ class Daemon:
             settings=EngineSettings(
                 delegate_timeout=self.settings.timeouts.delegate_exec,
                 extra_cni_path=extra_path,
+                sysfs_root=self.settings.sysfs_root,
                 plugin_env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")},
             ),
             crash_points=crashpoints.CrashPoints(os.environ.get(crashpoints.ENVIRONMENT_VARIABLE, "")),

@@ -93,6 +93,7 @@ def begin_add(session: Session, sandbox: SandboxIntent) -> None:
             "container_id": sandbox.container_id,
             "state": "adding",
             "netns": sandbox.netns,
+            "netns_id": sandbox.netns_id,
             "ifname": sandbox.ifname,
             "cni_version": sandbox.cni_version,
             "pod_namespace": sandbox.pod.namespace,
@@ -124,6 +125,7 @@ def record_intent(session: Session, intent: DelegateIntent) -> None:
             "cni_args": json.dumps([list(pair) for pair in intent.cni_args]),
             "capability_args": json.dumps(dict(intent.capability_args), sort_keys=True),
             "cni_path": json.dumps(list(intent.cni_path)),
+            "device": None if intent.device is None else json.dumps(dict(intent.device), sort_keys=True),
             "state": "intent",
             "result": None,
             "last_error": None,
@@ -274,6 +276,7 @@ def _sandbox_record(row: RowMapping, attachments: list[AttachmentRecord]) -> San
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         attachments=tuple(attachments),
+        netns_id=row["netns_id"],
     )
 
 
@@ -294,4 +297,5 @@ def _attachment_record(row: RowMapping) -> AttachmentRecord:
         last_error=row["last_error"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        device=None if row["device"] is None else json.loads(row["device"]),
     )

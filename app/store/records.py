@@ -30,6 +30,8 @@ class SandboxIntent:
     cni_version: str
     pod: PodIdentity
     boot_id: str
+    netns_id: str = ""
+    """Identity of the namespace behind ``netns`` at ADD time (``<dev>:<inode>``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +51,9 @@ class DelegateIntent:
     cni_args: tuple[tuple[str, str], ...]
     capability_args: Mapping[str, Any]
     cni_path: tuple[str, ...]
+    device: Mapping[str, str] | None = None
+    """A host device the delegate moves into the sandbox (an SR-IOV VF): its PCI address and the
+    name and MAC it had in the host before the ADD, so teardown can prove it came back."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +73,7 @@ class AttachmentRecord:
     last_error: str | None
     created_at: datetime
     updated_at: datetime
+    device: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +88,7 @@ class SandboxRecord:
     created_at: datetime
     updated_at: datetime
     attachments: tuple[AttachmentRecord, ...] = ()
+    netns_id: str = ""
 
     def attachment(self, ifname: str) -> AttachmentRecord | None:
         return next((a for a in self.attachments if a.ifname == ifname), None)
@@ -120,3 +127,15 @@ class HistoryEntry:
     error_msg: str | None = None
     error_details: str | None = None
     at: datetime | None = None
+    node: str = ""
+    """The node that ran the step (``MULTUS_NODE_NAME``, else the hostname); empty if not known."""
+    device_ids: tuple[str, ...] = ()
+    """Device IDs (e.g. SR-IOV PCI addresses) the step handed to, or got back from, its delegate."""
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryLine:
+    """A recorded history entry and its row id (ids grow with time: newest is highest)."""
+
+    id: int
+    entry: HistoryEntry

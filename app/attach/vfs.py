@@ -1,0 +1,82 @@
+"""Host devices moved into sandboxes (SR-IOV VFs): what they were before, and getting them back.
+
+When a delegate's configuration names a PCI device (``deviceID`` or ``pciBusID``, injected from a
+NAD's ``resourceName`` or written in the NAD), the engine records, before the delegate runs, the
+netdev name and MAC that device has in the host namespace. A teardown then removes the attachment
+only once the device is back: found in the host under its PCI address, renamed and re-addressed
+if it came back as something else (the kernel returns a VF from a vanished namespace under its
+in-pod name, ``net1`` or ``devN``). A VF still missing keeps the attachment pending (invariant 5).
+
+The PCI-address-to-netdev lookup reads ``<sysfsRoot>/bus/pci/devices/<pci>/net/``: ``/sys`` in
+production; tests point ``sysfsRoot`` at a fake tree whose VF netdevs are veths. Everything else
+(link lookup, rename, MAC) is real netlink through ``app.attach.netns``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+from app.attach import netns
+from app.attach.errors import MultusCode
+from app.cni.types import CniError, NetworkConfigList
+
+log = logging.getLogger(__name__)
+
+PCI_ADDRESS = re.compile(r"^[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$")
+
+
+def pci_address(net: NetworkConfigList) -> str | None:
+    """The PCI device a delegate configuration names (``deviceID``/``pciBusID``), if any."""
+    for plugin in net.plugins:
+        for key in ("deviceID", "pciBusID"):
+            value = plugin.get(key)
+            if isinstance(value, str) and PCI_ADDRESS.match(value):
+                return value
+    return None
+
+
+class HostDevices:
+    def __init__(self, sysfs_root: Path = Path("/sys")) -> None:
+        self._sysfs = sysfs_root
+
+    def netdev_names(self, pci: str) -> list[str]:
+        """Netdevs of PCI device ``pci`` present in the host namespace (sysfs lists only those)."""
+        try:
+            return sorted(os.listdir(self._sysfs / "bus" / "pci" / "devices" / pci / "net"))
+        except FileNotFoundError:
+            return []
+
+    async def snapshot(self, net: NetworkConfigList) -> dict[str, str] | None:
+        """{pci, ifname, mac} of the host device ``net`` will take, as it is now; None if none."""
+        pci = pci_address(net)
+        if pci is None:
+            return None
+        names = self.netdev_names(pci)
+        if not names:
+            log.warning("device %s has no netdev in the host namespace before ADD", pci)
+            return {"pci": pci, "ifname": "", "mac": ""}
+        link = await netns.host_link(names[0])
+        return {"pci": pci, "ifname": names[0], "mac": link.mac if link is not None else ""}
+
+    async def ensure_returned(self, device: Mapping[str, str]) -> bool:
+        """Raise unless the device is back in the host as it was; True when it had to be restored."""
+        pci, name, mac = device.get("pci", ""), device.get("ifname", ""), device.get("mac", "")
+        if not name:
+            return False  # nothing was known about it before the ADD: nothing to prove
+        current = self.netdev_names(pci)
+        if not current:
+            raise CniError(
+                MultusCode.DEVICE_NOT_RETURNED,
+                f"device {pci} ({name}) is not back in the host namespace",
+                "it is still inside a network namespace; the attachment stays pending",
+            )
+        link = await netns.host_link(current[0])
+        if current[0] == name and (link is None or not mac or link.mac.lower() == mac.lower()):
+            return False
+        await netns.restore_host_link(current[0], name=name, mac=mac)
+        log.info("device %s came back as %s: restored to %s %s", pci, current[0], name, mac)
+        return True
