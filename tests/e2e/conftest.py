@@ -48,6 +48,15 @@ def host_link_names() -> set[str]:
         return {str(link.get("ifname")) for link in ipr.get_links()}
 
 
+def bridge_ports(bridge: str) -> set[str]:
+    """Links enslaved to ``bridge`` in the host namespace (host ends of pod veths)."""
+    with IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=bridge)
+        if not found:
+            return set()
+        return {str(link.get("ifname")) for link in ipr.get_links() if link.get("master") == found[0]}
+
+
 def netns_interfaces(netns_path: str) -> dict[str, dict[str, Any]]:
     """Interfaces inside a namespace, read with pyroute2: name -> {mac, kind, mtu, IPv4 addresses}."""
     with IPRoute(netns=netns_path, flags=0) as ipr:
@@ -146,6 +155,13 @@ class Cluster:
         _ip("netns", "add", netns.name)
         self.netnses.append(netns)
         return netns
+
+    def bridges(self) -> list[str]:
+        return [self.bridge, *(link for link in self.host_links if link.startswith(self.bridge))]
+
+    def leftover_host_veths(self) -> set[str]:
+        """Host ends of pod veths still plugged into this test's bridges."""
+        return {port for bridge in self.bridges() for port in bridge_ports(bridge)}
 
     def leases(self) -> list[Path]:
         """host-local lease files (everything but its lock and last-reserved bookkeeping)."""

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Cluster, Netns, host_link_names, new_container_id
+from tests.e2e.conftest import Cluster, Netns, new_container_id
 
 
 @dataclass(frozen=True)
@@ -126,11 +126,10 @@ def _drive_into_crash(cluster: Cluster, case: Case, netns: Netns, container: str
     _wait_for_death(cluster)
 
 
-def _assert_clean(cluster: Cluster, netns: Netns, host_links_before: set[str]) -> None:
+def _assert_clean(cluster: Cluster, netns: Netns) -> None:
     if Path(netns.path).exists():
         assert netns.links() == {"lo"}
-    leftovers = {name for name in host_link_names() - host_links_before if name.startswith("veth")}
-    assert leftovers == set(), f"host veths left behind: {leftovers}"
+    assert cluster.leftover_host_veths() == set(), "host veths left on the bridges"
     assert cluster.leases() == []
     assert _store_rows(cluster) == (0, 0)
     assert list(cluster.spool_dir.glob("del-*.json")) == []
@@ -141,7 +140,6 @@ def _assert_clean(cluster: Cluster, netns: Netns, host_links_before: set[str]) -
 def test_kill_9_at_every_point_leaves_nothing_behind(cluster: Cluster, case: Case, then: str) -> None:
     cluster.daemon_config.update(_networks(cluster, case.networks, failing=case.operation == "add-failing"))
     cluster.daemon_config["gcIntervalSeconds"] = 3600  # passes only when the test asks
-    host_links_before = host_link_names()
     netns = cluster.new_netns()
     container = new_container_id()
     cluster.start_daemon(env={"MULTUS_PY_CRASH_AT": case.point})
@@ -155,7 +153,7 @@ def test_kill_9_at_every_point_leaves_nothing_behind(cluster: Cluster, case: Cas
     status, report = _post(cluster, "/gc")
     assert status == 200, report
 
-    _assert_clean(cluster, netns, host_links_before)
+    _assert_clean(cluster, netns)
 
 
 def test_node_reboot_releases_every_lease_before_the_daemon_is_ready(cluster: Cluster) -> None:
