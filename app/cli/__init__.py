@@ -1,1 +1,2 @@
-"""``multusctl``: the operator's command line. Heavy imports stay lazy so it starts fast."""
+"""Operator and node-setup commands: ``multusctl`` (queries, GC) and ``multus-install`` (the
+DaemonSet's init step: shim and conf onto the host). Heavy imports stay lazy so they start fast."""

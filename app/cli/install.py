@@ -1,0 +1,471 @@
+"""``multus-install``: puts multus-py's node files in place, and takes them off again.
+
+Run by the DaemonSet's init container (``multus-install install --host-root /host ...``) before the
+daemon starts, by the clean-up DaemonSet (``multus-install uninstall ...``), or by hand on a node.
+It owns what the daemon does not write:
+
+* the shim in the CNI bin dir: a launcher ``#!<interpreter> -IS`` plus a precompiled module, written by
+  ``app.shim.install`` (temporary file + rename each, so a runtime executing the shim during an
+  upgrade runs the old or the new version, never a torn file, and never hits "text file busy");
+* when ``multusConfigFile`` names a file rather than ``auto``: that file's copy in the CNI conf dir,
+  written only once ``readinessindicatorfile`` exists (upstream's daemon waits the same 45 s for it).
+  In ``auto`` mode the daemon generates ``00-multus.conf`` itself and owns the readiness file.
+
+Uninstall removes only what was installed: our launcher (a foreign ``multus-shim``, say upstream's Go
+binary, is left alone), our module, the conf copies recorded at install time and the
+``00-multus.conf`` the daemon generated, each only while it still calls our shim. The daemon keeps
+that conf across restarts on purpose, so it is the uninstall that must remove it: a node must not
+keep a conf that calls a removed plugin. ``--purge-state`` also removes the daemon's
+state database and socket, and refuses while a daemon holds the database.
+
+Paths: ``--host-root`` is where the node's root is mounted (``/`` when run on the node). Paths in
+daemon-config.json are the daemon container's, which the DaemonSet mounts at the same paths as on
+the host, so ``<host-root>/<path>`` is where the installer finds them. The interpreter is a host
+path; it is checked inside the host root when that is visible.
+
+Imports the standard library, ``app.shim.install`` and ``app.settings`` (both standard library
+only): never the store or the Kubernetes client, so it starts in tens of milliseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import fcntl
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from app import settings as settings_module
+from app.settings import Settings, SettingsError
+from app.shim import install as shim_install
+
+DEFAULT_BIN_DIR = "/opt/cni/bin"
+DEFAULT_CONF_DIR = "/etc/cni/net.d"
+DEFAULT_INTERPRETER = "/usr/bin/python3"
+"""The shim's interpreter as the node sees it. Not resolved to ``python3.X``: the launcher keeps
+working when the node's Python is upgraded (the new version compiles its own pyc on first use)."""
+DEFAULT_SHIM_NAME = "multus-shim"
+GENERATED_CONF_NAME = "00-multus.conf"
+"""What the daemon writes in ``auto`` mode (``app.daemon.autoconf.CONF_NAME``)."""
+RECORD_NAME = "install-record.json"
+"""Inside the shim's module directory: names of the conf files this installer wrote in the conf dir."""
+READINESS_TIMEOUT = 45.0
+"""Upstream's wait for ``readinessindicatorfile`` (45 polls, 1 s apart)."""
+READINESS_POLL = 1.0
+MIN_PYTHON = (3, 11)
+"""The shim's oldest supported interpreter (``requires-python`` of the package)."""
+STATE_FILE_SUFFIXES = ("", "-wal", "-shm", ".lock")
+"""``state.db`` and its SQLite/lock companions, as ``app.store.database`` creates them."""
+SPOOL_PATTERNS = ("del-*.json", "del-*.json.rejected", ".del-*.tmp")
+"""The DELs the shim spooled for the daemon (``app.daemon.spool``), rejected ones and partial writes."""
+SYMLINK_HOPS = 40
+
+
+class InstallError(RuntimeError):
+    """The node cannot be set up (or cleaned) as asked; the message says why and what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Where things are, as the installer sees them."""
+
+    host_root: Path
+    bin_dir: Path
+    conf_dir: Path
+    shim_name: str = DEFAULT_SHIM_NAME
+
+    def on_host(self, path: str | os.PathLike[str]) -> Path:
+        """``path`` (absolute, as the node or the daemon sees it) as the installer sees it."""
+        return host_path(self.host_root, path)
+
+
+def host_path(host_root: Path, path: str | os.PathLike[str]) -> Path:
+    """``<host_root>/<path>`` for an absolute ``path``."""
+    text = os.fspath(path)
+    if not text.startswith("/"):
+        raise InstallError(f"{text!r} is not an absolute path")
+    return host_root.joinpath(text.lstrip("/"))
+
+
+def resolve_in_root(host_root: Path, path: str) -> Path | None:
+    """Follow ``path``'s symlinks as the node would, without leaving ``host_root``.
+
+    Returns the final path (seen from here), or None when a component cannot be followed from here
+    (not mounted into this container, or a loop)."""
+    pending = list(PurePosixPath(path).parts[1:])
+    current = PurePosixPath("/")
+    hops = 0
+    while pending:
+        part = pending.pop(0)
+        if part in ("", "."):
+            continue
+        if part == "..":
+            current = current.parent
+            continue
+        candidate = current / part
+        seen = host_path(host_root, str(candidate))
+        if not seen.is_symlink():
+            if not seen.exists():
+                return None
+            current = candidate
+            continue
+        hops += 1
+        if hops > SYMLINK_HOPS:
+            return None
+        target = PurePosixPath(os.readlink(seen))
+        if target.is_absolute():
+            current = PurePosixPath("/")
+        pending[:0] = list(target.parts[1:] if target.is_absolute() else target.parts)
+    return host_path(host_root, str(current))
+
+
+def check_interpreter(host_root: Path, interpreter: str) -> list[str]:
+    """Refuse an interpreter the node certainly lacks; return warnings for what cannot be verified.
+
+    The runtime executes the launcher on the node, so ``interpreter`` must exist there. From a
+    container only what is mounted under the host root is visible: a missing file in a visible
+    directory is an error, a symlink leading out of view (``/etc/alternatives``) only a warning."""
+    if not interpreter.startswith("/") or any(char.isspace() for char in interpreter):
+        raise InstallError(f"the interpreter must be an absolute path without spaces: {interpreter!r}")
+    seen = host_path(host_root, interpreter)
+    if not seen.parent.is_dir():
+        return [f"cannot check the interpreter {interpreter}: {seen.parent} is not visible here"]
+    if not seen.exists() and not seen.is_symlink():
+        raise InstallError(
+            f"the node has no {interpreter}: multus-shim needs Python "
+            f"{MIN_PYTHON[0]}.{MIN_PYTHON[1]} or newer on the node (install it, or pass --interpreter)"
+        )
+    final = resolve_in_root(host_root, interpreter)
+    if final is None:
+        return [f"cannot follow {interpreter} to its target from here; not checked"]
+    if not final.is_file() or not os.access(final, os.X_OK):
+        raise InstallError(f"{interpreter} on the node is not an executable file")
+    match = re.fullmatch(r"python(\d+)\.(\d+)", final.name)
+    if match is None:
+        return [f"cannot tell the Python version of {interpreter} from its name {final.name!r}"]
+    found = (int(match[1]), int(match[2]))
+    if found < MIN_PYTHON:
+        raise InstallError(
+            f"{interpreter} on the node is Python {found[0]}.{found[1]}; multus-shim needs "
+            f"{MIN_PYTHON[0]}.{MIN_PYTHON[1]} or newer (pass --interpreter)"
+        )
+    return []
+
+
+# --- install ------------------------------------------------------------------------------------------
+
+
+def install(
+    layout: Layout,
+    *,
+    interpreter: str,
+    settings: Settings | None = None,
+    readiness_timeout: float = READINESS_TIMEOUT,
+) -> list[Path]:
+    """Install the shim, then (static conf mode only) the conf once the readiness file exists.
+
+    Returns the paths written, as seen here. Safe to run again: every file is replaced by rename."""
+    written = [shim_install.install_shim(str(layout.bin_dir), interpreter=interpreter, name=layout.shim_name)]
+    if settings is None or settings.multus_config_file == "auto":
+        return written
+    wait_for_readiness(layout, settings, timeout=readiness_timeout)
+    conf = install_static_conf(layout, Path(settings.multus_config_file))
+    record_installed(layout, conf)
+    written.append(conf)
+    return written
+
+
+def readiness_indicator(settings: Settings) -> str:
+    """The ``readinessindicatorfile`` of daemon-config.json, or "" when there is none."""
+    value = settings.raw.get("readinessindicatorfile", "")
+    if not isinstance(value, str):
+        raise InstallError("daemon config key 'readinessindicatorfile' must be a string")
+    return value
+
+
+def wait_for_readiness(layout: Layout, settings: Settings, *, timeout: float) -> None:
+    """Wait until the readiness indicator file exists (the primary network is up), like upstream."""
+    indicator = readiness_indicator(settings)
+    if not indicator:
+        return
+    path = layout.on_host(indicator)
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() >= deadline:
+            raise InstallError(
+                f"readiness indicator file {indicator} did not appear within {timeout:g} s "
+                f"(looked at {path}): the primary network is not ready"
+            )
+        time.sleep(min(READINESS_POLL, max(0.0, deadline - time.monotonic())))
+
+
+def install_static_conf(layout: Layout, source: Path) -> Path:
+    """Copy ``source`` (the shim's conf, as ``multusConfigFile`` names it) into the conf dir."""
+    try:
+        data = source.read_bytes()
+    except OSError as exc:
+        raise InstallError(f"cannot read multusConfigFile {source}: {exc.strerror}") from exc
+    try:
+        conf = json.loads(data)
+    except ValueError as exc:
+        raise InstallError(f"multusConfigFile {source} is not JSON: {exc}") from exc
+    if not isinstance(conf, dict):
+        # a broken file in the conf dir would break the runtime's CNI configuration for every pod
+        raise InstallError(f"multusConfigFile {source} is not a JSON object")
+    layout.conf_dir.mkdir(parents=True, exist_ok=True)
+    target = layout.conf_dir / source.name
+    shim_install.write_atomically(target, data, mode=0o600)
+    return target
+
+
+def record_path(layout: Layout) -> Path:
+    return layout.bin_dir / shim_install.IMPL_DIR_NAME / RECORD_NAME
+
+
+def read_record(layout: Layout) -> list[str]:
+    """Names (in the conf dir) of the conf files this installer wrote."""
+    try:
+        data = json.loads(record_path(layout).read_bytes())
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as exc:
+        raise InstallError(f"cannot read the install record {record_path(layout)}: {exc}") from exc
+    names = data.get("confFiles") if isinstance(data, dict) else None
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise InstallError(f"the install record {record_path(layout)} has no 'confFiles' list")
+    return [PurePosixPath(name).name for name in names]
+
+
+def record_installed(layout: Layout, path: Path) -> None:
+    """Add ``path`` (a file just written into the conf dir) to the install record."""
+    names = sorted({*read_record(layout), path.name})
+    body = json.dumps({"confFiles": names}, indent=2) + "\n"
+    shim_install.write_atomically(record_path(layout), body.encode(), mode=0o644)
+
+
+# --- uninstall ----------------------------------------------------------------------------------------
+
+
+def uninstall(layout: Layout, *, settings: Settings | None = None, purge_state: bool = False) -> list[Path]:
+    """Remove what ``install`` (and, for ``00-multus.conf``, the daemon) wrote; return what went.
+
+    Everything that could refuse is checked before anything is removed. The confs go first, so the
+    runtime stops calling the shim before the shim disappears."""
+    if purge_state and settings is None:
+        raise InstallError("--purge-state needs --daemon-config (it says where the state is)")
+    if settings is not None:
+        refuse_while_daemon_runs(layout, settings)
+        if purge_state:
+            ensure_unlocked(layout.on_host(settings.database_path))
+    removed = remove_shim_confs(layout)
+    removed += shim_install.uninstall_shim(str(layout.bin_dir), layout.shim_name)
+    if settings is not None and purge_state:
+        removed += purge_daemon_state(layout, settings)
+    return removed
+
+
+def refuse_while_daemon_runs(layout: Layout, settings: Settings) -> None:
+    """A running daemon in ``auto`` mode would write ``00-multus.conf`` again within seconds."""
+    sock_path = layout.on_host(settings.socket_path)
+    if daemon_answers(sock_path):
+        raise InstallError(
+            f"a multus daemon answers on {sock_path}: remove the DaemonSet (stop the daemon) first"
+        )
+
+
+def daemon_answers(sock_path: Path) -> bool:
+    """True if something speaks HTTP on the daemon's socket."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(2.0)
+        try:
+            sock.connect(str(sock_path))
+            sock.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+            return sock.recv(16).startswith(b"HTTP/")
+        except (OSError, ValueError):
+            return False
+
+
+def remove_shim_confs(layout: Layout) -> list[Path]:
+    """Remove ``00-multus.conf`` and the recorded confs, each only if it calls this shim.
+
+    A conf calling the shim must not outlive it (the runtime would fail every pod on the node);
+    a conf someone replaced with something else since is left alone, and so is one that calls
+    a shim of that name that is not ours (upstream's)."""
+    launcher = layout.bin_dir / layout.shim_name
+    shim_is_ours = shim_install.is_our_launcher(launcher) or not (launcher.exists() or launcher.is_symlink())
+    removed = []
+    for name in dict.fromkeys([GENERATED_CONF_NAME, *read_record(layout)]):
+        conf = layout.conf_dir / name
+        if not conf.exists():
+            continue
+        if not (shim_is_ours and calls_shim(conf, layout.shim_name)):
+            print(
+                f"multus-install: leaving {conf}: it does not call this installation's shim", file=sys.stderr
+            )
+            continue
+        conf.unlink()
+        removed.append(conf)
+    if removed:
+        shim_install.fsync_directory(layout.conf_dir)
+    record = record_path(layout)
+    if record.exists():
+        record.unlink()
+        removed.append(record)
+    return removed
+
+
+def calls_shim(conf: Path, shim_name: str) -> bool:
+    """True for a CNI conf whose plugin ``type`` is ``shim_name``."""
+    try:
+        content = json.loads(conf.read_bytes())
+    except (OSError, ValueError):
+        return False
+    return isinstance(content, dict) and content.get("type") == shim_name
+
+
+def purge_daemon_state(layout: Layout, settings: Settings) -> list[Path]:
+    """Remove the daemon's files by name (database and companions, spooled DELs, sockets), then
+    their directories if that left them empty. A file we do not know keeps its directory.
+
+    This forgets the checkpoint: only for a node where no pod uses multus networks any more."""
+    database = layout.on_host(settings.database_path)
+    spool = layout.on_host(settings.spool_path)
+    sockets = [layout.on_host(settings.socket_path), layout.on_host(settings.query_socket_path)]
+    candidates = [database.with_name(database.name + suffix) for suffix in STATE_FILE_SUFFIXES]
+    if spool.is_dir():
+        candidates += sorted(path for pattern in SPOOL_PATTERNS for path in spool.glob(pattern))
+    removed = []
+    for path in [*candidates, *sockets]:
+        if path.exists() or path.is_symlink():
+            path.unlink()
+            removed.append(path)
+    for directory in (spool, database.parent, layout.on_host(settings.socket_dir)):
+        if remove_empty_directory(directory):
+            removed.append(directory)
+    return removed
+
+
+def remove_empty_directory(directory: Path) -> bool:
+    """rmdir, tolerating a directory that is gone, still holds files, or is a mount point here."""
+    try:
+        directory.rmdir()
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        if exc.errno == errno.EBUSY:
+            print(f"multus-install: leaving {directory}: it is a mount point here", file=sys.stderr)
+            return False
+        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+            return False
+        raise
+    return True
+
+
+def ensure_unlocked(database: Path) -> None:
+    """Refuse while a daemon holds the database's lock (``app.store.database`` takes it at open)."""
+    lock = database.with_name(database.name + ".lock")
+    try:
+        fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        raise InstallError(f"a multus daemon is using {database}: stop it before --purge-state") from exc
+    finally:
+        os.close(fd)
+
+
+# --- command line ------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="multus-install", description="Install or remove multus-py's shim (and conf) on a node."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, text in (
+        ("install", "install or upgrade the shim"),
+        ("uninstall", "remove what was installed"),
+    ):
+        command = sub.add_parser(name, help=text, description=text)
+        command.add_argument("--host-root", default="/", help="where the node's root is mounted (default: /)")
+        command.add_argument(
+            "--cni-bin-dir", help=f"the node's CNI bin dir (default: <host-root>{DEFAULT_BIN_DIR})"
+        )
+        command.add_argument(
+            "--cni-conf-dir",
+            help="the node's CNI conf dir (default: <host-root>/<cniConfigDir of --daemon-config>, "
+            f"else <host-root>{DEFAULT_CONF_DIR})",
+        )
+        command.add_argument("--shim-name", default=DEFAULT_SHIM_NAME, help="the shim's file name")
+        command.add_argument("--daemon-config", help="the daemon's daemon-config.json")
+    install_parser = sub.choices["install"]
+    install_parser.add_argument(
+        "--interpreter",
+        default=DEFAULT_INTERPRETER,
+        help=f"the Python the node runs the shim with, a node path (default: {DEFAULT_INTERPRETER})",
+    )
+    install_parser.add_argument(
+        "--readiness-timeout",
+        type=float,
+        default=READINESS_TIMEOUT,
+        help="seconds to wait for readinessindicatorfile (static conf mode only)",
+    )
+    sub.choices["uninstall"].add_argument(
+        "--purge-state",
+        action="store_true",
+        help="also remove the daemon's state database and socket (needs --daemon-config)",
+    )
+    return parser.parse_args(argv)
+
+
+def layout_from(args: argparse.Namespace, settings: Settings | None) -> Layout:
+    host_root = Path(args.host_root).absolute()
+    bin_dir = Path(args.cni_bin_dir) if args.cni_bin_dir else host_path(host_root, DEFAULT_BIN_DIR)
+    if args.cni_conf_dir:
+        conf_dir = Path(args.cni_conf_dir)
+    else:
+        conf_dir = host_path(host_root, settings.cni_config_dir if settings else DEFAULT_CONF_DIR)
+    return Layout(host_root=host_root, bin_dir=bin_dir, conf_dir=conf_dir, shim_name=str(args.shim_name))
+
+
+def run(args: argparse.Namespace) -> None:
+    settings = settings_module.load(args.daemon_config) if args.daemon_config else None
+    layout = layout_from(args, settings)
+    if args.command == "install":
+        interpreter = str(args.interpreter)
+        for warning in check_interpreter(layout.host_root, interpreter):
+            print(f"multus-install: warning: {warning}", file=sys.stderr)
+        paths = install(
+            layout, interpreter=interpreter, settings=settings, readiness_timeout=args.readiness_timeout
+        )
+        for path in paths:
+            print(f"installed {path}")
+        return
+    for path in uninstall(layout, settings=settings, purge_state=bool(args.purge_state)):
+        print(f"removed {path}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``multus-install`` console script: 0 done, 1 failed, 2 bad usage."""
+    args = parse_args(argv)
+    try:
+        run(args)
+    except (InstallError, SettingsError, ValueError, OSError, subprocess.SubprocessError) as exc:
+        # ValueError: an interpreter path unfit for a shebang; SubprocessError: it cannot compile the shim
+        print(f"multus-install: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
