@@ -20,33 +20,36 @@ from app.attach import netconf
 from app.attach.engine import AttachEngine, EngineSettings
 from app.attach.networks import NetworkResolver
 from app.attach.requests import Command, SandboxRequest
+from app.cni.types import ContainerId, IfName
 from app.gc.collector import GarbageCollector
 from app.store import checkpoints
-from app.store.database import Database
+from app.store.database import Database, Session
 from app.store.records import DelegateIntent, PodIdentity, SandboxIntent
 from bench.node import BenchNode
+
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
 
 
 def fill(db: Database, *, count: int, netns: str, boot_id: str) -> None:
     """``count`` ready sandboxes of one attachment each, recorded as a real ADD would leave them."""
 
-    def work(session: object) -> None:
+    def work(session: Session) -> None:
         for index in range(count):
             cid = f"{index:064x}"
             checkpoints.begin_add(
-                session,  # type: ignore[arg-type]
+                session,
                 SandboxIntent(cid, netns, "eth0", "1.0.0", PodIdentity("bench", f"pod-{index}", ""), boot_id),
             )
             checkpoints.record_intent(
-                session,  # type: ignore[arg-type]
+                session,
                 DelegateIntent(
                     cid, "eth0", 0, True, "net0", ("bridge",), b'{"cniVersion":"1.0.0"}', (), {}, ()
                 ),
             )
             checkpoints.record_result(
                 session, container_id=cid, ifname="eth0", result='{"cniVersion":"1.0.0"}'
-            )  # type: ignore[arg-type]
-            checkpoints.finish_add(session, cid)  # type: ignore[arg-type]
+            )
+            checkpoints.finish_add(session, cid)
 
     db.write_sync(work)
 
@@ -70,7 +73,7 @@ def bench_startup(attachments: int) -> tuple[float, float]:
         try:
             node.prepare()
             netns = node.make_pods(1)[0].netns_path
-            boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+            boot = BOOT_ID
             db = Database.open(node.root / "state" / "state.db")
             fill(db, count=count, netns=netns, boot_id=boot)
             db.close()
@@ -89,7 +92,7 @@ async def bench_gc(attachments: int, leaked: int) -> tuple[float, float, int]:
         engine = AttachEngine(
             db=db,
             resolver=NetworkResolver(),
-            boot_id=Path("/proc/sys/kernel/random/boot_id").read_text().strip(),
+            boot_id=BOOT_ID,
             settings=EngineSettings(plugin_env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}),
         )
         collector = GarbageCollector(engine=engine, db=db)
@@ -111,9 +114,9 @@ async def bench_gc(attachments: int, leaked: int) -> tuple[float, float, int]:
             await engine.add(
                 SandboxRequest(
                     command=Command.ADD,
-                    container_id=pod.container_id,  # type: ignore[arg-type]
+                    container_id=ContainerId(pod.container_id),
                     netns=pod.netns_path,
-                    ifname="eth0",  # type: ignore[arg-type]
+                    ifname=IfName("eth0"),
                     cni_args=(),
                     pod=PodIdentity("bench", pod.netns, ""),
                     conf=conf,
