@@ -1,9 +1,11 @@
 """The daemon's settings: one frozen tree read from daemon-config.json, every field validated.
 
 Read once at start-up by ``app.daemon`` and handed down; no other module reads the file, the
-environment or global state for configuration. Keys keep upstream Multus spelling
-(``socketDir``, ``binDir``, ``cniDir``, ``confDir``, ``clusterNetwork``, ...); keys of our own are
-marked "multus-py" below. An invalid value raises ``SettingsError`` naming the key.
+environment or global state for configuration (except ``multusctl``, which reads only
+``socketDir`` and ``stateDir`` itself to start fast; a test keeps its defaults equal to these).
+Keys keep upstream Multus spelling (``socketDir``, ``binDir``, ``cniDir``, ``confDir``,
+``clusterNetwork``, ...); keys of our own are marked "multus-py" below. An invalid value raises
+``SettingsError`` naming the key.
 
 Per-request keys (``clusterNetwork``, ``defaultNetworks``, ``confDir``, ``binDir``, ...) are also
 parsed from each request's merged configuration by ``app.attach``: upstream lets the shim's conf
@@ -22,6 +24,9 @@ from typing import Any
 DEFAULT_CONFIG_PATH = "/etc/cni/net.d/multus.d/daemon-config.json"
 DEFAULT_DELEGATE_TIMEOUT = 60.0
 DEFAULT_GC_INTERVAL = 10.0
+DEFAULT_HISTORY_MAX_AGE_HOURS = 720.0
+DEFAULT_HISTORY_MAX_ROWS = 1_000_000
+LOG_FORMATS = ("text", "json")
 
 
 class SettingsError(ValueError):
@@ -67,15 +72,30 @@ class Settings:
     def socket_path(self) -> Path:
         return self.socket_dir / "multus.sock"
 
+    pod_resources_socket: str = "/var/lib/kubelet/pod-resources/kubelet.sock"
+    """multus-py ``podResourcesSocket``: the kubelet pod-resources API (device ids for NADs with a
+    ``resourceName``); upstream hard-codes the same path."""
     sysfs_root: Path = Path("/sys")
     """multus-py ``sysfsRoot``: where PCI devices (SR-IOV VFs) are found; tests use a fake tree."""
     spool_dir: Path | None = None
     """multus-py ``spoolDir``: where the shim records DELs it could not deliver (default
     ``<stateDir>/spool``); it is written into the generated shim conf."""
 
+    history_max_age_hours: float = DEFAULT_HISTORY_MAX_AGE_HOURS
+    """multus-py ``historyMaxAgeHours``: history lines older than this are pruned (0: kept)."""
+    history_max_rows: int = DEFAULT_HISTORY_MAX_ROWS
+    """multus-py ``historyMaxRows``: the oldest history lines beyond this count are pruned (0: no bound)."""
+    log_format: str = "text"
+    """multus-py ``logFormat``: ``text`` (upstream-like lines) or ``json`` (one JSON object per line)."""
+
     @property
     def database_path(self) -> Path:
         return self.state_dir / "state.db"
+
+    @property
+    def query_socket_path(self) -> Path:
+        """The read-only query API's socket (``multusctl``), next to ``multus.sock``."""
+        return self.socket_dir / "multus-query.sock"
 
     @property
     def spool_path(self) -> Path:
@@ -120,6 +140,14 @@ def from_mapping(obj: object) -> Settings:
         metrics_port=reader.port("metricsPort"),
         spool_dir=Path(reader.string("spoolDir", "")) if reader.string("spoolDir", "") else None,
         sysfs_root=Path(reader.string("sysfsRoot", "/sys")),
+        pod_resources_socket=reader.string(
+            "podResourcesSocket", "/var/lib/kubelet/pod-resources/kubelet.sock"
+        ),
+        history_max_age_hours=reader.non_negative_number("historyMaxAgeHours", DEFAULT_HISTORY_MAX_AGE_HOURS),
+        history_max_rows=int(
+            reader.non_negative_number("historyMaxRows", DEFAULT_HISTORY_MAX_ROWS, whole=True)
+        ),
+        log_format=reader.choice("logFormat", LOG_FORMATS),
         timeouts=Timeouts(
             delegate_exec=reader.positive_number("delegateTimeoutSeconds", DEFAULT_DELEGATE_TIMEOUT),
             gc_interval=reader.positive_number("gcIntervalSeconds", DEFAULT_GC_INTERVAL),
@@ -162,3 +190,24 @@ class _Reader:
                 f"daemon config key {key!r} must be a positive number, got {json.dumps(value)}"
             )
         return float(value)
+
+    def non_negative_number(self, key: str, default: float, *, whole: bool = False) -> float:
+        value = self._obj.get(key, default)
+        if (
+            not isinstance(value, int | float)
+            or isinstance(value, bool)
+            or value < 0
+            or (whole and not float(value).is_integer())
+        ):
+            kind = "a whole number" if whole else "a number"
+            raise SettingsError(f"daemon config key {key!r} must be {kind} >= 0, got {json.dumps(value)}")
+        return float(value)
+
+    def choice(self, key: str, choices: tuple[str, ...]) -> str:
+        value = self._obj.get(key, choices[0])
+        if value not in choices:
+            raise SettingsError(
+                f"daemon config key {key!r} must be one of {', '.join(map(json.dumps, choices))}, "
+                f"got {json.dumps(value)}"
+            )
+        return str(value)

@@ -17,7 +17,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -71,6 +71,8 @@ class EngineSettings:
     """Plugin directories searched after the request's ``binDir`` (upstream: the daemon's CNI_PATH)."""
     sysfs_root: Path = Path("/sys")
     """Where PCI devices (SR-IOV VFs) are looked up; tests point it at a fake tree."""
+    node_name: str = ""
+    """Recorded with every history line (``MULTUS_NODE_NAME``, else the hostname)."""
     plugin_env: Mapping[str, str] = field(default_factory=dict)
     """Environment every plugin inherits besides the CNI_* variables (e.g. PATH)."""
 
@@ -85,10 +87,24 @@ def _all(units: Sequence[UnitOfWork]) -> UnitOfWork:
     return run
 
 
-def _recorded(entry: HistoryEntry) -> UnitOfWork:
+def _history_unit(entry: HistoryEntry) -> UnitOfWork:
     """The unit of work appending ``entry`` to the history; its metrics are observed now."""
     _observe(entry)
     return partial(history.append, entry=entry)
+
+
+def _device_ids(
+    capability_args: Mapping[str, Any], device: Mapping[str, str] | None, result: JsonObject | None
+) -> tuple[str, ...]:
+    """Device ids a delegate used: the runtimeConfig ``deviceID``, the recorded host device, and
+    any ``pciID`` its result reports."""
+    found = [str(capability_args.get("deviceID", ""))]
+    if device is not None:
+        found.append(str(device.get("pci", "")))
+    for interface in (result or {}).get("interfaces", []):
+        if isinstance(interface, dict):
+            found.append(str(interface.get("pciID", "")))
+    return tuple(dict.fromkeys(item for item in found if item))
 
 
 def _observe(entry: HistoryEntry) -> None:
@@ -150,6 +166,10 @@ class AttachEngine:
     def boot_id(self) -> str:
         return self._boot_id
 
+    def _recorded(self, entry: HistoryEntry) -> UnitOfWork:
+        """``entry`` stamped with this node's name, as a unit of work appending it to the history."""
+        return _history_unit(replace(entry, node=self._settings.node_name))
+
     # ---- public verbs -------------------------------------------------------------------------
 
     async def add(self, request: SandboxRequest) -> JsonObject:
@@ -159,7 +179,7 @@ class AttachEngine:
             try:
                 return await self._add_locked(request, started)
             except CniError as err:
-                await self._db.write(_recorded(self._request_entry(request, started, err)))
+                await self._db.write(self._recorded(self._request_entry(request, started, err)))
                 raise
 
     async def delete(self, request: SandboxRequest) -> None:
@@ -172,7 +192,7 @@ class AttachEngine:
             if record is not None:
                 errors, units = await self._run_teardown(record, trigger=request.trigger)
             error = combine(errors) if errors else None
-            units.append(_recorded(self._request_entry(request, started, error)))
+            units.append(self._recorded(self._request_entry(request, started, error)))
             await self._db.write(_all(units))
             if error is not None:
                 raise error
@@ -186,7 +206,7 @@ class AttachEngine:
                 await self._check_locked(request)
             except CniError as err:
                 error = err
-            await self._db.write(_recorded(self._request_entry(request, started, error)))
+            await self._db.write(self._recorded(self._request_entry(request, started, error)))
             if error is not None:
                 raise error
 
@@ -216,7 +236,7 @@ class AttachEngine:
             duration_ms=_elapsed_ms(started),
             **_error_fields(error),
         )
-        await self._db.write(_recorded(entry))
+        await self._db.write(self._recorded(entry))
         if error is not None:
             raise error
 
@@ -290,7 +310,7 @@ class AttachEngine:
             step_started = time.monotonic()
             result = await self._run_delegate_add(request, plan, intent, step_started)
             self._crash.reached(Point.ADD_AFTER_EXEC)
-            pending = self._result_units(request, plan, result, step_started)
+            pending = self._result_units(request, intent, result, step_started)
             outcomes.append(
                 DelegateOutcome(
                     network_name=plan.network_name,
@@ -303,7 +323,7 @@ class AttachEngine:
         if answer is None:
             raise CniError(ErrorCode.INTERNAL, "no cluster network delegate was run")
         pending.append(partial(checkpoints.finish_add, container_id=request.container_id))
-        pending.append(_recorded(self._request_entry(request, started, None, answer)))
+        pending.append(self._recorded(self._request_entry(request, started, None, answer)))
         await self._db.write(_all(pending))
         self._crash.reached(Point.ADD_BEFORE_ANSWER)
         return outcomes
@@ -329,15 +349,7 @@ class AttachEngine:
             )
         except Exception as exc:
             error = as_cni_error(exc)
-            entry = self._delegate_entry(
-                request,
-                plan.ifname,
-                plan.network_name,
-                plan.net.plugin_types,
-                Command.ADD,
-                step_started,
-                error,
-            )
+            entry = self._delegate_entry(request, intent, step_started, error)
             await self._db.write(
                 _all(
                     [
@@ -347,7 +359,7 @@ class AttachEngine:
                             ifname=plan.ifname,
                             error=json.dumps(error.to_json()),
                         ),
-                        _recorded(entry),
+                        self._recorded(entry),
                     ]
                 )
             )
@@ -356,19 +368,17 @@ class AttachEngine:
             ) from exc
 
     def _result_units(
-        self, request: SandboxRequest, plan: DelegatePlan, result: JsonObject, started: float
+        self, request: SandboxRequest, intent: DelegateIntent, result: JsonObject, started: float
     ) -> list[UnitOfWork]:
-        entry = self._delegate_entry(
-            request, plan.ifname, plan.network_name, plan.net.plugin_types, Command.ADD, started, None, result
-        )
+        entry = self._delegate_entry(request, intent, started, None, result)
         return [
             partial(
                 checkpoints.record_result,
                 container_id=request.container_id,
-                ifname=plan.ifname,
+                ifname=intent.ifname,
                 result=json.dumps(result, separators=(",", ":")),
             ),
-            _recorded(entry),
+            self._recorded(entry),
         ]
 
     async def _roll_back(self, container_id: str) -> None:
@@ -430,7 +440,7 @@ class AttachEngine:
                 )
             )
         entry = self._teardown_entry(record, attachment, trigger, started, error)
-        units.append(_recorded(entry))
+        units.append(self._recorded(entry))
         return error
 
     async def _del_attachment(self, record: SandboxRecord, attachment: AttachmentRecord) -> None:
@@ -573,29 +583,28 @@ class AttachEngine:
     @staticmethod
     def _delegate_entry(
         request: SandboxRequest,
-        ifname: str,
-        network_name: str,
-        plugin_types: Sequence[str],
-        command: Command,
+        intent: DelegateIntent,
         started: float,
         error: CniError | None,
         result: JsonObject | None = None,
     ) -> HistoryEntry:
+        """The history line of one delegate's ADD."""
         ips, macs = _addresses(result)
         return HistoryEntry(
-            command=command,
+            command=Command.ADD,
             step="delegate",
             trigger=request.trigger,
             outcome="ok" if error is None else "error",
             container_id=request.container_id,
             netns=request.netns,
-            ifname=ifname,
-            network_name=network_name,
-            plugin_types=tuple(plugin_types),
+            ifname=intent.ifname,
+            network_name=intent.network_name,
+            plugin_types=intent.plugin_types,
             pod=request.pod,
             duration_ms=_elapsed_ms(started),
             ips=ips,
             macs=macs,
+            device_ids=_device_ids(intent.capability_args, intent.device, result),
             **_error_fields(error),
         )
 
@@ -607,7 +616,8 @@ class AttachEngine:
         started: float,
         error: CniError | None,
     ) -> HistoryEntry:
-        ips, macs = _addresses(json.loads(attachment.result) if attachment.result else None)
+        result = json.loads(attachment.result) if attachment.result else None
+        ips, macs = _addresses(result)
         return HistoryEntry(
             command=Command.DEL,
             step="delegate",
@@ -622,6 +632,7 @@ class AttachEngine:
             duration_ms=_elapsed_ms(started),
             ips=ips,
             macs=macs,
+            device_ids=_device_ids(attachment.capability_args, attachment.device, result),
             **_error_fields(error),
         )
 

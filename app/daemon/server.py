@@ -20,7 +20,7 @@ import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -30,6 +30,9 @@ from app.attach.requests import Command, NodeRequest, SandboxRequest
 from app.cni.types import CniError, ErrorCode
 from app.daemon import protocol
 from app.gc.collector import GarbageCollector
+
+if TYPE_CHECKING:  # the query server imports this module's Readiness
+    from app.daemon.query_server import Activity
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +72,7 @@ class CniServer:
     daemon_config: Mapping[str, Any]
     readiness: Readiness
     collector: GarbageCollector | None = None
+    activity: Activity | None = None
     _in_flight: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def application(self) -> web.Application:
@@ -100,6 +104,8 @@ class CniServer:
             return _error_response(_NotReadyError(self.readiness.reason or "no garbage collector"))
         dry_run = http_request.query.get("dryRun", "false").lower() in ("1", "true", "yes")
         report = await self._run_shielded(self.collector.run_once(dry_run=dry_run), name="operator-gc")
+        if self.activity is not None:
+            self.activity.gc_finished(report, trigger="operator")
         return web.json_response(report.as_json())
 
     async def _cni(self, http_request: web.Request) -> web.Response:

@@ -268,6 +268,8 @@ class ObjectStore:
             raise bad_request(
                 "the namespace of the provided object does not match the namespace sent on the request"
             )
+        if metadata.get("uid"):  # the API server treats a uid in the body as a precondition
+            _check_preconditions(resource, existing, {"uid": metadata["uid"]})
         current = existing.obj
         if subresource == "status":
             merged = _with_new_status(resource, current, candidate)

@@ -90,11 +90,15 @@ class _Writer(threading.Thread):
                     stop_after = True
                     break
                 batch.append(job)
-            self._run_batch(batch)
+            self._run_batch([job for job in batch if job.future.set_running_or_notify_cancel()])
             if stop_after:
                 return
 
     def _run_batch(self, batch: list[_Job]) -> None:
+        """Run and commit ``batch``; its futures are running, so no caller can cancel them now
+        (a write cancelled while still queued is skipped instead, before it starts)."""
+        if not batch:
+            return
         started = time.monotonic()
         outcomes: list[tuple[_Job, Any, BaseException | None]] = []
         try:

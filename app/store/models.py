@@ -112,11 +112,16 @@ class AttachmentRow(Base):
 
 
 class HistoryRow(Base):
+    """One history line. Every index ends, implicitly, with the rowid ``id``: a query on one pod,
+    container, network or outcome reads its rows newest first without sorting (revision 0003)."""
+
     __tablename__ = "history"
     __table_args__ = (
         Index("ix_history_container_id", "container_id"),
         Index("ix_history_pod", "pod_namespace", "pod_name"),
         Index("ix_history_at", "at"),
+        Index("ix_history_network", "network_name"),
+        Index("ix_history_outcome", "outcome"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -139,3 +144,52 @@ class HistoryRow(Base):
     error_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     error_msg: Mapped[str | None] = mapped_column(Text, nullable=True)
     error_details: Mapped[str | None] = mapped_column(Text, nullable=True)
+    node: Mapped[str] = mapped_column(String, nullable=False, default="", server_default="")
+    device_ids: Mapped[str] = mapped_column(Text, nullable=False, default="[]", server_default="[]")
+
+
+# The Kubernetes mirror (revision 0002): a cache of the API, never the truth (INVARIANTS 1).
+
+
+class MirroredPod(Base):
+    """A pod of this node as the watch last saw it: identity, node, and the kept annotations only."""
+
+    __tablename__ = "mirror_pods"
+
+    namespace: Mapped[str] = mapped_column(String, primary_key=True)
+    name: Mapped[str] = mapped_column(String, primary_key=True)
+    uid: Mapped[str] = mapped_column(String, nullable=False)
+    node_name: Mapped[str] = mapped_column(String, nullable=False, default="")
+    resource_version: Mapped[str] = mapped_column(String, nullable=False, default="")
+    annotations: Mapped[str] = mapped_column(Text, nullable=False, default="{}")
+
+
+class MirroredNad(Base):
+    """A NetworkAttachmentDefinition: ``config`` is ``spec.config`` verbatim."""
+
+    __tablename__ = "mirror_nads"
+
+    namespace: Mapped[str] = mapped_column(String, primary_key=True)
+    name: Mapped[str] = mapped_column(String, primary_key=True)
+    uid: Mapped[str] = mapped_column(String, nullable=False)
+    resource_version: Mapped[str] = mapped_column(String, nullable=False, default="")
+    config: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    resource_name: Mapped[str] = mapped_column(String, nullable=False, default="")
+
+
+class WatchStateRow(Base):
+    """Where one watch stands: the resourceVersion to resume from and what it has done so far.
+
+    ``scope`` names what the watch selects (node, namespace): a watch whose scope changed since
+    the row was written must relist instead of resuming.
+    """
+
+    __tablename__ = "watch_state"
+
+    key: Mapped[str] = mapped_column(String, primary_key=True)
+    scope: Mapped[str] = mapped_column(String, nullable=False, default="")
+    resource_version: Mapped[str] = mapped_column(String, nullable=False, default="")
+    synced_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    last_event_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    relists: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    events: Mapped[int] = mapped_column(Integer, nullable=False, default=0)

@@ -117,6 +117,7 @@ class Cluster:
     daemon: subprocess.Popen[bytes] | None = None
     netnses: list[Netns] = field(default_factory=list)
     host_links: list[str] = field(default_factory=list)
+    daemon_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def bin_dir(self) -> Path:
@@ -217,7 +218,7 @@ class Cluster:
             [sys.executable, "-m", "app.daemon.main", "--config", str(config_path)],
             stdout=log,
             stderr=log,
-            env=child_environment(**(env or {})),
+            env=child_environment(**{**self.daemon_env, **(env or {})}),
         )
         log.close()
         if wait:
@@ -374,3 +375,112 @@ def started(cluster: Cluster) -> Callable[..., Cluster]:
         return cluster
 
     return start
+
+
+@dataclass
+class KubeApiProcess:
+    """The Kubernetes API emulator in its own process, driven over HTTP like a real API server."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    kubeconfig: Path
+
+    def request(
+        self, method: str, path: str, body: Any = None, *, content_type: str = "application/json"
+    ) -> Any:
+        import urllib.error
+        import urllib.request
+
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        req.add_header("Content-Type", content_type)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as response:
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as error:
+            raise AssertionError(f"{method} {path}: {error.code} {error.read().decode()}") from error
+
+    def create_namespace(self, name: str) -> None:
+        self.request(
+            "POST",
+            "/api/v1/namespaces",
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+        )
+
+    def create_nad(self, namespace: str, name: str, config: dict[str, Any] | str, **annotations: str) -> None:
+        self.request(
+            "POST",
+            f"/apis/k8s.cni.cncf.io/v1/namespaces/{namespace}/network-attachment-definitions",
+            {
+                "apiVersion": "k8s.cni.cncf.io/v1",
+                "kind": "NetworkAttachmentDefinition",
+                "metadata": {"name": name, "namespace": namespace, "annotations": annotations},
+                "spec": {"config": config if isinstance(config, str) else json.dumps(config)},
+            },
+        )
+
+    def create_pod(
+        self, namespace: str, name: str, *, node: str, annotations: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        pod = self.request(
+            "POST",
+            f"/api/v1/namespaces/{namespace}/pods",
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": name, "namespace": namespace, "annotations": annotations or {}},
+                "spec": {"nodeName": node, "containers": [{"name": "c", "image": "pause"}]},
+            },
+        )
+        return dict(pod)
+
+    def get_pod(self, namespace: str, name: str) -> dict[str, Any]:
+        return dict(self.request("GET", f"/api/v1/namespaces/{namespace}/pods/{name}"))
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        self.request("DELETE", f"/api/v1/namespaces/{namespace}/pods/{name}")
+
+    def requests(self, *, path: str = "", since: int = 0) -> list[dict[str, Any]]:
+        import urllib.parse
+
+        query = urllib.parse.urlencode({"since": since, "path": path})
+        return list(self.request("GET", f"/_emulator/requests?{query}")["items"])
+
+    def fault(self, **body: Any) -> Any:
+        return self.request("POST", "/_emulator/faults", body)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def kube(cluster: Cluster) -> Iterator[KubeApiProcess]:
+    """An emulated API server, and the daemon config pointing at it (node ``node-a``)."""
+    kubeconfig = cluster.root / "kubeconfig"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "app.sandbox.kubeapi",
+            "--port",
+            "0",
+            "--kubeconfig-out",
+            str(kubeconfig),
+            "--bookmark-interval",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=open(cluster.root / "kubeapi.log", "ab"),  # noqa: SIM115 - owned by the process
+        env=child_environment(),
+    )
+    assert process.stdout is not None
+    url = process.stdout.readline().decode().strip()
+    api = KubeApiProcess(process=process, url=url, kubeconfig=kubeconfig)
+    cluster.daemon_config["kubeconfig"] = str(kubeconfig)
+    cluster.daemon_env["MULTUS_NODE_NAME"] = "node-a"
+    try:
+        yield api
+    finally:
+        api.stop()

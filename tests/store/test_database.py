@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -262,3 +263,52 @@ def test_history_keeps_entries_in_order_with_their_errors(db_path: Path) -> None
         ("delegate", "ok", None),
         ("request", "error", 11),
     ]
+
+
+def test_the_revisions_read_as_text_agree_with_alembic() -> None:
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory(str(schema.MIGRATIONS_DIR))
+    assert schema.head_revision() == script.get_heads()[0]
+    assert sorted(schema.known_revisions()) == sorted(rev.revision for rev in script.walk_revisions())
+
+
+def test_opening_a_current_database_does_not_import_alembic(db_path: Path) -> None:
+    import subprocess
+    import sys
+
+    Database.open(db_path).close()
+    probe = (
+        "import sys\n"
+        "from app.store.database import Database\n"
+        f"Database.open({str(db_path)!r}).close()\n"
+        "print(any(name.split('.')[0] == 'alembic' for name in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+async def test_a_write_cancelled_by_its_caller_does_not_break_the_writer(db_path: Path) -> None:
+    db = Database.open(db_path)
+    try:
+        started, gate = threading.Event(), threading.Event()
+
+        def slow(session: Session) -> None:
+            started.set()
+            gate.wait(10)
+
+        blocked = asyncio.ensure_future(db.write(slow))
+        await asyncio.to_thread(started.wait, 10)  # the writer is busy with ``slow``
+        queued = asyncio.ensure_future(db.write(lambda s: checkpoints.begin_add(s, _sandbox("never"))))
+        await asyncio.sleep(0)
+        queued.cancel()
+        blocked.cancel()  # too late: it is running, and will be committed
+        await asyncio.sleep(0.05)  # the cancellations reach the writer's futures
+        gate.set()
+        await asyncio.gather(blocked, queued, return_exceptions=True)
+
+        await asyncio.wait_for(db.write(lambda s: checkpoints.begin_add(s, _sandbox("after"))), 10)
+
+        assert [s.container_id for s in db.read_sync(checkpoints.list_sandboxes)] == ["after"]
+    finally:
+        db.close()

@@ -1,0 +1,199 @@
+"""Operator query filters: their names, their parsing, their validation. Standard library only.
+
+One definition for both doors into the read model: ``multusctl`` flags (``--pod team-a/web``) and
+the daemon query API's parameters (``?pod=team-a/web``) carry the same names and values, and both
+are parsed here, so a filter means the same thing whichever way it arrives. Filters are named
+tuples rather than dataclasses: this module is on multusctl's start-up path, and importing
+``dataclasses`` alone costs several milliseconds there. ``multusctl`` calls
+``parse_history``/``parse_attachments`` before connecting to anything (bad input exits before any
+I/O); ``app.daemon.query_server`` calls them on every request; ``app.store.history`` and
+``app.store.queries`` apply the parsed values. Parsing never touches the database. A bad value
+raises ``FilterError`` naming the parameter; an unknown parameter is refused, never ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
+
+HISTORY_PARAMETERS = (
+    "pod",
+    "namespace",
+    "container",
+    "network",
+    "since",
+    "failed",
+    "command",
+    "trigger",
+    "limit",
+)
+"""Every filter of ``multusctl history`` / ``GET /v1/history``."""
+ATTACHMENT_PARAMETERS = ("namespace", "pod", "network")
+"""Every filter of ``multusctl attachments`` / ``GET /v1/attachments``."""
+
+DEFAULT_HISTORY_LIMIT = 200
+"""Lines returned when ``limit`` is not given (newest first); ``limit=0`` returns them all."""
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no", "")
+
+
+class FilterError(ValueError):
+    """A filter value (or name) is unusable. ``parameter`` is the filter's name, without dashes."""
+
+    def __init__(self, parameter: str, message: str) -> None:
+        super().__init__(message)
+        self.parameter = parameter
+
+
+class HistoryFilter(NamedTuple):
+    """What ``history`` returns: lines matching every given filter, newest first.
+
+    ``pod`` without ``namespace`` matches that pod name in any namespace. ``container`` is a
+    container ID or a prefix of one. ``network`` is ``namespace/name`` or a bare name, which also
+    matches that name in any namespace.
+    """
+
+    namespace: str | None = None
+    pod: str | None = None
+    container: str | None = None
+    network: str | None = None
+    since: datetime | None = None
+    failed: bool = False
+    command: str | None = None
+    trigger: str | None = None
+    limit: int = DEFAULT_HISTORY_LIMIT
+
+
+class AttachmentFilter(NamedTuple):
+    namespace: str | None = None
+    pod: str | None = None
+    network: str | None = None
+
+
+def parse_duration(text: str) -> timedelta:
+    """``30s``, ``15m``, ``1h``, ``2d``, or a sum of them (``1h30m``); positive."""
+    value = text.strip()
+    position, seconds = 0, 0.0
+    for match in _DURATION_PART.finditer(value):
+        if match.start() != position:
+            break
+        seconds += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        position = match.end()
+    if not value or position != len(value):
+        raise ValueError(
+            f"invalid duration {text!r}: use a number and a unit s, m, h or d (30s, 15m, 1h, 2d)"
+        )
+    if seconds <= 0:
+        raise ValueError(f"invalid duration {text!r}: it must be longer than zero")
+    return timedelta(seconds=seconds)
+
+
+def parse_since(text: str, *, now: datetime) -> datetime:
+    """A duration back from ``now`` (``1h``), or an RFC 3339 time (``2026-11-25T10:00:00Z``)."""
+    try:
+        return now - parse_duration(text)
+    except ValueError as duration_error:
+        if not re.match(r"\d{4}-\d\d-\d\d", text.strip()):
+            raise FilterError("since", str(duration_error)) from duration_error
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise FilterError("since", f"invalid time {text!r}: use RFC 3339, e.g. 2026-11-25T10:00:00Z") from exc
+    if moment.tzinfo is None:
+        raise FilterError("since", f"time {text!r} has no time zone: add Z (UTC) or an offset")
+    return moment.astimezone(UTC)
+
+
+def parse_history(params: Mapping[str, str], *, now: datetime) -> HistoryFilter:
+    """Validate ``history`` filters given by name (query parameters, or flags without dashes)."""
+    _refuse_unknown(params, HISTORY_PARAMETERS)
+    namespace, pod = _pod(params)
+    since = params.get("since")
+    return HistoryFilter(
+        namespace=namespace,
+        pod=pod,
+        container=_word(params, "container"),
+        network=_network(params),
+        since=None if since is None else parse_since(since, now=now),
+        failed=_boolean(params, "failed"),
+        command=_upper(params, "command"),
+        trigger=_lower(params, "trigger"),
+        limit=_limit(params),
+    )
+
+
+def parse_attachments(params: Mapping[str, str]) -> AttachmentFilter:
+    """Validate ``attachments`` filters given by name."""
+    _refuse_unknown(params, ATTACHMENT_PARAMETERS)
+    namespace, pod = _pod(params)
+    return AttachmentFilter(namespace=namespace, pod=pod, network=_network(params))
+
+
+def _refuse_unknown(params: Mapping[str, str], known: tuple[str, ...]) -> None:
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise FilterError(
+            unknown[0], f"unknown filter {', '.join(unknown)}: the filters are {', '.join(known)}"
+        )
+
+
+def _word(params: Mapping[str, str], name: str) -> str | None:
+    value = params.get(name)
+    if value is None:
+        return None
+    value = value.strip()
+    if not value or any(ch.isspace() for ch in value):
+        raise FilterError(name, f"invalid {name} {params[name]!r}: it must be a non-empty word")
+    return value
+
+
+def _pod(params: Mapping[str, str]) -> tuple[str | None, str | None]:
+    namespace = _word(params, "namespace")
+    pod = _word(params, "pod")
+    if pod is None or "/" not in pod:
+        return namespace, pod
+    pod_namespace, _, name = pod.partition("/")
+    if not pod_namespace or not name or "/" in name:
+        raise FilterError("pod", f"invalid pod {pod!r}: use NAMESPACE/NAME or NAME")
+    if namespace is not None and namespace != pod_namespace:
+        raise FilterError("pod", f"pod {pod!r} is not in namespace {namespace!r}")
+    return pod_namespace, name
+
+
+def _network(params: Mapping[str, str]) -> str | None:
+    network = _word(params, "network")
+    if network is not None and (network.startswith("/") or network.endswith("/") or network.count("/") > 1):
+        raise FilterError("network", f"invalid network {network!r}: use NAMESPACE/NAME or NAME")
+    return network
+
+
+def _boolean(params: Mapping[str, str], name: str) -> bool:
+    value = params.get(name, "false").strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise FilterError(name, f"invalid {name} {params[name]!r}: use true or false")
+
+
+def _upper(params: Mapping[str, str], name: str) -> str | None:
+    value = _word(params, name)
+    return None if value is None else value.upper()
+
+
+def _lower(params: Mapping[str, str], name: str) -> str | None:
+    value = _word(params, name)
+    return None if value is None else value.lower()
+
+
+def _limit(params: Mapping[str, str]) -> int:
+    text = params.get("limit")
+    if text is None:
+        return DEFAULT_HISTORY_LIMIT
+    if not text.strip().isdigit():
+        raise FilterError("limit", f"invalid limit {text!r}: use a whole number (0: no limit)")
+    return int(text)

@@ -1,0 +1,565 @@
+"""The operator's read model: what ``multusctl`` and the daemon's query API show, as JSON documents.
+
+Owns the documents' shapes (the TypedDicts below; README "Operating" documents them for scripts,
+and tests/ops pins their keys) and the read-only functions that build them from the checkpoint,
+the history and the mirror. Called by ``app.daemon.query_server`` over its read-only connection
+while the daemon runs, and by ``app.cli`` through ``read_file`` when it does not, so both paths
+answer with the same documents. Never writes, never creates a file: ``read_file`` opens SQLite
+with ``mode=ro``. Times are RFC 3339 UTC strings (``...Z``); absent values are ``null``, never
+missing keys. Delegate results are read only for the addresses they report (``ips``, sandbox
+interfaces' ``mac``, or the 0.2.0 ``ip4``/``ip6``) and are otherwise passed through untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypedDict, TypeVar
+
+from sqlalchemy import Table, func, inspect, select
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from app.store import checkpoints, history, schema
+from app.store.database import Database
+from app.store.filters import AttachmentFilter, HistoryFilter
+from app.store.models import MirroredNad, MirroredPod, WatchStateRow
+from app.store.records import AttachmentRecord, HistoryEntry, HistoryLine, PodIdentity, SandboxRecord
+
+T = TypeVar("T")
+
+AMBIGUOUS_SHOWN = 5
+"""Candidates named when a container ID prefix matches several containers."""
+FILE_BUSY_TIMEOUT_MS = 2_000
+"""How long a file reader waits for a lock held by another process before giving up."""
+
+
+class StoreReadError(RuntimeError):
+    """The state database cannot be read: missing, locked, corrupt, or of a newer schema."""
+
+
+class NotFoundError(LookupError):
+    """No sandbox and no history for the container asked for."""
+
+
+class AmbiguousError(LookupError):
+    """A container ID prefix matches several containers."""
+
+
+# ---- documents ------------------------------------------------------------------------------------
+
+
+class ErrorDoc(TypedDict):
+    code: int | None
+    msg: str | None
+    details: str | None
+
+
+class HistoryDoc(TypedDict):
+    id: int
+    at: str | None
+    durationMs: float | None
+    node: str
+    command: str
+    step: str
+    trigger: str
+    outcome: str
+    pod: str
+    namespace: str
+    podName: str
+    podUID: str
+    container: str
+    containerID: str
+    netns: str
+    interface: str
+    network: str
+    plugins: str
+    ips: list[str]
+    macs: list[str]
+    deviceIDs: list[str]
+    error: ErrorDoc | None
+
+
+class AttachmentDoc(TypedDict):
+    pod: str
+    namespace: str
+    podName: str
+    podUID: str
+    container: str
+    containerID: str
+    netns: str
+    sandboxState: str
+    interface: str
+    position: int
+    master: bool
+    network: str
+    plugins: str
+    state: str
+    addresses: str
+    ips: list[str]
+    macs: list[str]
+    deviceIDs: list[str]
+    lastError: object
+    createdAt: str | None
+    updatedAt: str | None
+
+
+class DelegateDoc(TypedDict):
+    interface: str
+    position: int
+    master: bool
+    network: str
+    plugins: str
+    state: str
+    ips: list[str]
+    macs: list[str]
+    deviceIDs: list[str]
+    device: dict[str, str] | None
+    config: object
+    cniArgs: list[list[str]]
+    runtimeConfig: object
+    cniPath: list[str]
+    result: object
+    lastError: object
+    createdAt: str | None
+    updatedAt: str | None
+
+
+class CheckpointDoc(TypedDict):
+    state: str
+    netns: str
+    ifname: str
+    cniVersion: str
+    bootID: str
+    createdAt: str | None
+    updatedAt: str | None
+    delegates: list[DelegateDoc]
+
+
+class SandboxDoc(TypedDict):
+    containerID: str
+    pod: str
+    namespace: str
+    podName: str
+    podUID: str
+    checkpoint: CheckpointDoc | None
+    history: list[HistoryDoc]
+
+
+class HistoryStatsDoc(TypedDict):
+    rows: int
+    oldest: str | None
+    newest: str | None
+
+
+class StoreDoc(TypedDict):
+    path: str
+    bytes: int
+    schemaRevision: str | None
+    sandboxes: dict[str, int]
+    attachments: dict[str, int]
+    history: HistoryStatsDoc
+
+
+class WatchDoc(TypedDict):
+    key: str
+    scope: str
+    synced: bool
+    syncedAt: str | None
+    lastEventAt: str | None
+    lagSeconds: float | None
+    resourceVersion: str
+    relists: int
+    events: int
+
+
+class MirrorDoc(TypedDict):
+    pods: int
+    nads: int
+    watches: list[WatchDoc]
+
+
+class StoreStatus(TypedDict):
+    """The part of ``status`` read from the database (no path or size: those are the caller's)."""
+
+    schemaRevision: str | None
+    sandboxes: dict[str, int]
+    attachments: dict[str, int]
+    history: HistoryStatsDoc
+    mirror: MirrorDoc | None
+
+
+class DaemonDoc(TypedDict):
+    pid: int
+    version: str
+    startedAt: str
+    socket: str
+    querySocket: str
+
+
+class RetentionDoc(TypedDict):
+    maxAgeHours: float
+    maxRows: int
+    lastPrune: dict[str, object] | None
+
+
+class StatusDoc(TypedDict):
+    source: str
+    node: str
+    ready: bool
+    readyReason: str | None
+    daemon: DaemonDoc | None
+    store: StoreDoc
+    mirror: MirrorDoc | None
+    lastGc: dict[str, object] | None
+    retention: RetentionDoc
+
+
+# ---- queries ----------------------------------------------------------------------------------------
+
+
+def history_lines(session: Session, where: HistoryFilter) -> list[HistoryDoc]:
+    """``multusctl history``: matching lines, newest first."""
+    return [history_doc(line) for line in history.query(session, where)]
+
+
+def attachments(session: Session, where: AttachmentFilter) -> list[AttachmentDoc]:
+    """``multusctl attachments``: what the checkpoint holds now, oldest sandbox first."""
+    docs = []
+    for sandbox in checkpoints.list_sandboxes(session):
+        if not _pod_matches(sandbox, where):
+            continue
+        for attachment in sandbox.attachments:
+            if where.network is None or history.matching_networks([attachment.network_name], where.network):
+                docs.append(_attachment_doc(sandbox, attachment))
+    return docs
+
+
+def sandbox(session: Session, container: str) -> SandboxDoc:
+    """``multusctl show``: one container (ID or unique prefix): its checkpoint and its history."""
+    container_id = _resolve_container(session, container)
+    record = checkpoints.load_sandbox(session, container_id)
+    lines = history.lines_of_container(session, container_id)
+    pod = record.pod if record is not None else _last_pod(lines)
+    return {
+        "containerID": container_id,
+        "pod": _pod_name(pod.namespace, pod.name),
+        "namespace": pod.namespace,
+        "podName": pod.name,
+        "podUID": pod.uid,
+        "checkpoint": None if record is None else _checkpoint_doc(record),
+        "history": [history_doc(line) for line in lines],
+    }
+
+
+def store_status(session: Session, *, now: datetime) -> StoreStatus:
+    """The database's part of ``multusctl status``."""
+    rows, oldest, newest = history.summary(session)
+    return {
+        "schemaRevision": schema.current_revision(session.connection()),
+        "sandboxes": _counts_by_state(session, checkpoints.SANDBOXES),
+        "attachments": checkpoints.attachment_counts(session),
+        "history": {"rows": rows, "oldest": timestamp(oldest), "newest": timestamp(newest)},
+        "mirror": _mirror(session, now=now),
+    }
+
+
+def status_doc(
+    *,
+    source: str,
+    node: str,
+    ready: bool,
+    ready_reason: str | None,
+    daemon: DaemonDoc | None,
+    db_path: Path,
+    db_bytes: int,
+    store: StoreStatus,
+    last_gc: dict[str, object] | None,
+    retention: RetentionDoc,
+) -> StatusDoc:
+    """``multusctl status``, assembled the same way by the query API and by the file reader."""
+    return {
+        "source": source,
+        "node": node,
+        "ready": ready,
+        "readyReason": ready_reason,
+        "daemon": daemon,
+        "store": {
+            "path": str(db_path),
+            "bytes": db_bytes,
+            "schemaRevision": store["schemaRevision"],
+            "sandboxes": store["sandboxes"],
+            "attachments": store["attachments"],
+            "history": store["history"],
+        },
+        "mirror": store["mirror"],
+        "lastGc": last_gc,
+        "retention": retention,
+    }
+
+
+def read_file(path: str | os.PathLike[str], work: Callable[[Session], T]) -> tuple[T, int]:
+    """Open the state database read-only, run ``work``, close; return its value and the files' size.
+
+    For ``multusctl`` when the daemon is not answering. Refuses a missing file, a schema newer
+    than this release and a database locked by another process with ``StoreReadError``.
+    """
+    db_path = Path(path)
+    if not db_path.is_file():
+        raise StoreReadError(f"there is no state database at {db_path}")
+    _probe(db_path)
+    try:
+        db = Database.open(db_path, read_only=True)
+    except schema.SchemaError as exc:
+        raise StoreReadError(f"cannot read {db_path}: {exc}") from exc
+    except OperationalError as exc:
+        raise StoreReadError(_operational_message(db_path, exc)) from exc
+    try:
+        return db.read_sync(work), db.size_bytes()
+    except OperationalError as exc:
+        raise StoreReadError(_operational_message(db_path, exc)) from exc
+    finally:
+        db.close()
+
+
+def _probe(db_path: Path) -> None:
+    """Fail within ``FILE_BUSY_TIMEOUT_MS`` on a database another process keeps locked (the
+    store's own connections would wait ``BUSY_TIMEOUT_MS``, sized for the daemon's writes)."""
+    try:
+        probe = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=FILE_BUSY_TIMEOUT_MS / 1000)
+    except sqlite3.Error as exc:
+        raise StoreReadError(f"cannot open state database {db_path}: {exc}") from exc
+    try:
+        probe.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.Error as exc:
+        raise StoreReadError(_reason_message(db_path, str(exc))) from exc
+    finally:
+        probe.close()
+
+
+def _operational_message(db_path: Path, exc: OperationalError) -> str:
+    return _reason_message(db_path, str(exc.orig) if exc.orig is not None else str(exc))
+
+
+def _reason_message(db_path: Path, reason: str) -> str:
+    if "locked" in reason or "busy" in reason:
+        return f"state database {db_path} is locked by another process ({reason}); try again"
+    return f"cannot read state database {db_path}: {reason}"
+
+
+# ---- documents from records ------------------------------------------------------------------------
+
+
+def history_doc(line: HistoryLine) -> HistoryDoc:
+    entry: HistoryEntry = line.entry
+    failed = entry.error_code is not None or entry.error_msg is not None
+    return {
+        "id": line.id,
+        "at": timestamp(entry.at),
+        "durationMs": entry.duration_ms,
+        "node": entry.node,
+        "command": entry.command,
+        "step": entry.step,
+        "trigger": entry.trigger,
+        "outcome": entry.outcome,
+        "pod": _pod_name(entry.pod.namespace, entry.pod.name),
+        "namespace": entry.pod.namespace,
+        "podName": entry.pod.name,
+        "podUID": entry.pod.uid,
+        "container": entry.container_id[:12],
+        "containerID": entry.container_id,
+        "netns": entry.netns,
+        "interface": entry.ifname,
+        "network": entry.network_name,
+        "plugins": ",".join(entry.plugin_types),
+        "ips": list(entry.ips),
+        "macs": list(entry.macs),
+        "deviceIDs": list(entry.device_ids),
+        "error": {"code": entry.error_code, "msg": entry.error_msg, "details": entry.error_details}
+        if failed
+        else None,
+    }
+
+
+def _attachment_doc(sandbox: SandboxRecord, attachment: AttachmentRecord) -> AttachmentDoc:
+    ips, macs = result_addresses(attachment.result)
+    return {
+        "pod": _pod_name(sandbox.pod.namespace, sandbox.pod.name),
+        "namespace": sandbox.pod.namespace,
+        "podName": sandbox.pod.name,
+        "podUID": sandbox.pod.uid,
+        "container": sandbox.container_id[:12],
+        "containerID": sandbox.container_id,
+        "netns": sandbox.netns,
+        "sandboxState": sandbox.state,
+        "interface": attachment.ifname,
+        "position": attachment.position,
+        "master": attachment.is_master,
+        "network": attachment.network_name,
+        "plugins": ",".join(attachment.plugin_types),
+        "state": attachment.state,
+        "addresses": ",".join(ips) or "-",
+        "ips": ips,
+        "macs": macs,
+        "deviceIDs": _device_ids(attachment),
+        "lastError": _json_or_text(attachment.last_error),
+        "createdAt": timestamp(attachment.created_at),
+        "updatedAt": timestamp(attachment.updated_at),
+    }
+
+
+def _checkpoint_doc(record: SandboxRecord) -> CheckpointDoc:
+    return {
+        "state": record.state,
+        "netns": record.netns,
+        "ifname": record.ifname,
+        "cniVersion": record.cni_version,
+        "bootID": record.boot_id,
+        "createdAt": timestamp(record.created_at),
+        "updatedAt": timestamp(record.updated_at),
+        "delegates": [_delegate_doc(attachment) for attachment in record.attachments],
+    }
+
+
+def _delegate_doc(attachment: AttachmentRecord) -> DelegateDoc:
+    ips, macs = result_addresses(attachment.result)
+    return {
+        "interface": attachment.ifname,
+        "position": attachment.position,
+        "master": attachment.is_master,
+        "network": attachment.network_name,
+        "plugins": ",".join(attachment.plugin_types),
+        "state": attachment.state,
+        "ips": ips,
+        "macs": macs,
+        "deviceIDs": _device_ids(attachment),
+        "device": None if attachment.device is None else dict(attachment.device),
+        "config": _json_or_text(attachment.config.decode("utf-8", "replace")),
+        "cniArgs": [list(pair) for pair in attachment.cni_args],
+        "runtimeConfig": dict(attachment.capability_args),
+        "cniPath": list(attachment.cni_path),
+        "result": _json_or_text(attachment.result),
+        "lastError": _json_or_text(attachment.last_error),
+        "createdAt": timestamp(attachment.created_at),
+        "updatedAt": timestamp(attachment.updated_at),
+    }
+
+
+def result_addresses(result: str | None) -> tuple[list[str], list[str]]:
+    """(IPs, MACs of sandbox interfaces) a recorded delegate result reports."""
+    document = _json_or_text(result)
+    if not isinstance(document, dict):
+        return [], []
+    ips = [str(ip.get("address", "")) for ip in _objects(document.get("ips"))]
+    for key in ("ip4", "ip6"):  # results of CNI 0.1.0/0.2.0
+        legacy = document.get(key)
+        if isinstance(legacy, dict) and legacy.get("ip"):
+            ips.append(str(legacy["ip"]))
+    macs = [
+        str(iface["mac"])
+        for iface in _objects(document.get("interfaces"))
+        if iface.get("sandbox") and iface.get("mac")
+    ]
+    return [ip for ip in ips if ip], macs
+
+
+def _device_ids(attachment: AttachmentRecord) -> list[str]:
+    found = []
+    device_id = attachment.capability_args.get("deviceID")
+    if isinstance(device_id, str) and device_id:
+        found.append(device_id)
+    if attachment.device is not None and attachment.device.get("pci"):
+        found.append(attachment.device["pci"])
+    return list(dict.fromkeys(found))
+
+
+def _objects(value: object) -> Iterable[dict[str, Any]]:
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def _json_or_text(value: str | None) -> object:
+    if value is None:
+        return None
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def timestamp(moment: datetime | None) -> str | None:
+    """RFC 3339 in UTC with a ``Z``, microseconds kept."""
+    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
+
+
+def _pod_name(namespace: str, name: str) -> str:
+    return f"{namespace}/{name}".strip("/")
+
+
+def _pod_matches(sandbox: SandboxRecord, where: AttachmentFilter) -> bool:
+    if where.namespace is not None and sandbox.pod.namespace != where.namespace:
+        return False
+    return where.pod is None or sandbox.pod.name == where.pod
+
+
+def _last_pod(lines: list[HistoryLine]) -> PodIdentity:
+    for line in reversed(lines):
+        if line.entry.pod.name or line.entry.pod.namespace:
+            return line.entry.pod
+    return PodIdentity()
+
+
+def _resolve_container(session: Session, container: str) -> str:
+    """The one container ID ``container`` names (itself or a unique prefix), from checkpoint or history."""
+    candidates = set(_sandboxes_with_prefix(session, container, limit=AMBIGUOUS_SHOWN + 1))
+    candidates |= set(history.containers_with_prefix(session, container, limit=AMBIGUOUS_SHOWN + 1))
+    if container in candidates:
+        return container
+    if not candidates:
+        raise NotFoundError(f"no sandbox and no history for container {container!r}")
+    if len(candidates) > 1:
+        shown = sorted(candidates)[:AMBIGUOUS_SHOWN]
+        raise AmbiguousError(
+            f"container {container!r} is ambiguous: it begins {', '.join(shown)}"
+            f"{' and more' if len(candidates) > AMBIGUOUS_SHOWN else ''}; give more of the ID"
+        )
+    return candidates.pop()
+
+
+def _sandboxes_with_prefix(session: Session, prefix: str, *, limit: int) -> list[str]:
+    column = checkpoints.SANDBOXES.c.container_id
+    statement = select(column).where(column >= prefix, column < prefix + "\U0010ffff").limit(limit)
+    return [str(value) for value in session.execute(statement).scalars()]
+
+
+def _counts_by_state(session: Session, table: Table) -> dict[str, int]:
+    statement = select(table.c.state, func.count()).group_by(table.c.state)
+    return {str(state): int(count) for state, count in session.execute(statement)}
+
+
+def _mirror(session: Session, *, now: datetime) -> MirrorDoc | None:
+    """The Kubernetes mirror's counts and each watch's position; None when there is no mirror."""
+    if not inspect(session.connection()).has_table(WatchStateRow.__tablename__):
+        return None
+    pods = session.execute(select(func.count()).select_from(MirroredPod)).scalar_one()
+    nads = session.execute(select(func.count()).select_from(MirroredNad)).scalar_one()
+    watches = session.execute(select(WatchStateRow).order_by(WatchStateRow.key)).scalars()
+    return {"pods": int(pods), "nads": int(nads), "watches": [_watch_doc(row, now=now) for row in watches]}
+
+
+def _watch_doc(row: WatchStateRow, *, now: datetime) -> WatchDoc:
+    heard = [moment for moment in (row.synced_at, row.last_event_at) if moment is not None]
+    return {
+        "key": row.key,
+        "scope": row.scope,
+        "synced": row.synced_at is not None,
+        "syncedAt": timestamp(row.synced_at),
+        "lastEventAt": timestamp(row.last_event_at),
+        "lagSeconds": round((now - max(heard)).total_seconds(), 3) if heard else None,
+        "resourceVersion": row.resource_version,
+        "relists": row.relists,
+        "events": row.events,
+    }

@@ -1,0 +1,119 @@
+"""Finding the cluster and opening the one API client the daemon uses.
+
+Called once by ``app.daemon`` at start-up: ``find_access`` decides, without importing
+kubernetes_asyncio, how to reach the API server, in this order: the daemon-config ``kubeconfig``
+key, the ``KUBECONFIG`` environment variable, the pod's in-cluster service account; ``None`` means
+static mode (no Kubernetes: no NADs, no network-status). ``connect`` then imports
+kubernetes_asyncio (about 40 MiB of modules, paid only when a cluster is configured) and returns
+a ``KubeApi``. There is deliberately no client-side rate limit (client-go's QPS 50 / burst 50
+throttled every Multus ADD); the event poster paces itself separately. Never reads the
+environment on its own: the caller passes it in.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from app.watch.api import KubeApi
+from app.watch.errors import KubeConfigError
+from app.watch.settings import WatchSettings
+
+if TYPE_CHECKING:
+    from kubernetes_asyncio.client import Configuration
+
+log = logging.getLogger(__name__)
+
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+USER_AGENT = "multus-py"
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterAccess:
+    """How to reach the API server: a kubeconfig (one path or a ``:``-separated list), or in-cluster."""
+
+    kubeconfig: str | None
+    """None: the in-cluster service account."""
+    source: str
+    """Where this came from, for logs: ``daemon-config kubeconfig``, ``KUBECONFIG``, ``in-cluster``."""
+    service_host: str = ""
+    """In-cluster only: ``KUBERNETES_SERVICE_HOST`` and ``_PORT`` as found."""
+    service_port: str = ""
+    token_path: str = f"{SERVICE_ACCOUNT_DIR}/token"
+    ca_path: str = f"{SERVICE_ACCOUNT_DIR}/ca.crt"
+
+
+def find_access(
+    *, kubeconfig: str, environ: Mapping[str, str], service_account_dir: str = SERVICE_ACCOUNT_DIR
+) -> ClusterAccess | None:
+    """The first configured way to reach the cluster, or None for static mode.
+
+    A kubeconfig that is named but does not exist is an error (``KubeConfigError``), not static
+    mode: silently running without the cluster would attach pods without their networks.
+    """
+    if kubeconfig:
+        return ClusterAccess(
+            _existing(kubeconfig, "daemon-config key 'kubeconfig'"), "daemon-config kubeconfig"
+        )
+    from_env = environ.get("KUBECONFIG", "")
+    if from_env:
+        return ClusterAccess(_existing(from_env, "KUBECONFIG"), "KUBECONFIG")
+    token = os.path.join(service_account_dir, "token")
+    ca = os.path.join(service_account_dir, "ca.crt")
+    host, port = environ.get("KUBERNETES_SERVICE_HOST", ""), environ.get("KUBERNETES_SERVICE_PORT", "")
+    if host and port:
+        if os.path.isfile(token):
+            return ClusterAccess(
+                None, "in-cluster", service_host=host, service_port=port, token_path=token, ca_path=ca
+            )
+        log.warning("KUBERNETES_SERVICE_HOST is set but %s does not exist: running without Kubernetes", token)
+    return None
+
+
+def _existing(paths: str, named_by: str) -> str:
+    if not any(os.path.isfile(os.path.expanduser(path)) for path in paths.split(os.pathsep) if path):
+        raise KubeConfigError(f"{named_by} names {paths!r}, but no such kubeconfig file exists")
+    return paths
+
+
+async def connect(access: ClusterAccess, *, settings: WatchSettings) -> KubeApi:
+    """Open the API client described by ``access``; close it with ``KubeApi.close``."""
+    from kubernetes_asyncio.client import ApiClient
+
+    configuration = await _configuration(access)
+    try:
+        client = ApiClient(configuration)
+    except (ssl.SSLError, OSError) as exc:
+        raise KubeConfigError(f"cannot use the TLS material from {access.source}: {exc}") from exc
+    client.user_agent = USER_AGENT
+    log.info("Kubernetes API at %s (from %s)", configuration.host, access.source)
+    return KubeApi(client, settings=settings)
+
+
+async def _configuration(access: ClusterAccess) -> Configuration:
+    from kubernetes_asyncio.client import Configuration
+    from kubernetes_asyncio.config import ConfigException, load_kube_config
+    from kubernetes_asyncio.config.incluster_config import InClusterConfigLoader
+
+    configuration = Configuration()
+    try:
+        if access.kubeconfig is None:
+            InClusterConfigLoader(
+                token_filename=access.token_path,
+                cert_filename=access.ca_path,
+                environ={
+                    "KUBERNETES_SERVICE_HOST": access.service_host,
+                    "KUBERNETES_SERVICE_PORT": access.service_port,
+                },
+            ).load_and_set(configuration)
+        else:
+            await load_kube_config(
+                config_file=access.kubeconfig, client_configuration=configuration, persist_config=False
+            )
+    except (ConfigException, OSError, ValueError, KeyError, TypeError) as exc:
+        raise KubeConfigError(f"cannot use the cluster access from {access.source}: {exc}") from exc
+    return configuration

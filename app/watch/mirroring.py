@@ -1,0 +1,165 @@
+"""Writing what one watch saw into the SQLite mirror, and telling whoever waits for it.
+
+A ``MirrorWriter`` belongs to one watch loop. Each relist snapshot and each batch of watch
+events becomes ONE unit of work on the store's single writer, together with the watch's new
+resourceVersion: the stored position never runs ahead of the stored objects, so a daemon killed
+at any point resumes without missing a change. After the commit it updates the ``MirrorState``
+and wakes ``Arrivals`` waiters. It holds the current position in memory (``resource_version``);
+it never talks to the API and never decides when to relist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from functools import partial
+from typing import TypeVar
+
+from app.store import mirror
+from app.store.database import Database, Work
+from app.store.mirror_records import NadRecord, ObjectKey, PodRecord
+from app.watch.arrivals import Arrivals
+from app.watch.readiness import MirrorState
+from app.watch.resources import Bookmark, Delete, Record, Upsert, WatchItem, WatchTarget
+
+log = logging.getLogger(__name__)
+
+S = TypeVar("S")
+
+
+def _together(units: Sequence[Callable[[S], object]]) -> Callable[[S], None]:
+    """Several units of work as one, committed together."""
+
+    def run(session: S) -> None:
+        for unit in units:
+            unit(session)
+
+    return run
+
+
+class MirrorWriter:
+    def __init__(
+        self,
+        *,
+        database: Database,
+        target: WatchTarget,
+        state: MirrorState,
+        arrivals: Arrivals | None = None,
+    ) -> None:
+        self._db = database
+        self.target = target
+        self.state = state
+        self._arrivals = arrivals
+        self.resource_version = ""
+        """Where the next watch starts; empty: relist first."""
+        self.writes = 0
+        """Units committed so far: a loop that sees this grow made progress."""
+
+    async def load_position(self) -> str:
+        """The stored resourceVersion to resume from, or "" when the stored scope differs."""
+        stored = await self._db.read(partial(mirror.get_watch_state, key=self.target.key))
+        if stored is None or not stored.resource_version:
+            self.resource_version = ""
+        elif stored.scope != self.target.scope:
+            log.info(
+                "watch %s: stored scope %r differs from %r, relisting",
+                self.target.key,
+                stored.scope,
+                self.target.scope,
+            )
+            self.resource_version = ""
+        else:
+            self.resource_version = stored.resource_version
+        return self.resource_version
+
+    def forget_position(self) -> None:
+        """The position expired (410): the next start relists."""
+        self.resource_version = ""
+
+    async def write_snapshot(self, records: Sequence[Record], resource_version: str) -> None:
+        """A complete relist: the mirror (in this target's scope) becomes exactly ``records``."""
+        replace = self._replace_unit(records)
+        relisted = partial(
+            mirror.record_relist,
+            key=self.target.key,
+            scope=self.target.scope,
+            resource_version=resource_version,
+            at=datetime.now(UTC),
+        )
+
+        def committed() -> None:
+            self.resource_version = resource_version
+            self.writes += 1
+            self.state.note_relist(resource_version)
+            if self._arrivals is not None:
+                self._arrivals.arrived(record.key for record in records)
+
+        await self._commit(_together([replace, relisted]), then=committed)
+
+    async def write_batch(self, items: Sequence[WatchItem]) -> None:
+        """Apply watch events in order and move the position to the last item's resourceVersion."""
+        if not items:
+            return
+        changes = [item for item in items if not isinstance(item, Bookmark)]
+        position = items[-1].resource_version or self.resource_version
+        if not changes and position == self.resource_version:
+            self.state.note_progress(position, events=0)
+            return
+        now = datetime.now(UTC)
+        units: list[Callable[..., object]] = [self._change_unit(change) for change in changes]
+        units.append(
+            partial(
+                mirror.record_progress,
+                key=self.target.key,
+                resource_version=position,
+                events=len(changes),
+                at=now if changes else None,
+            )
+        )
+
+        def committed() -> None:
+            self.resource_version = position
+            self.writes += 1
+            self.state.note_progress(position, events=len(changes))
+            if self._arrivals is not None:
+                self._arrivals.arrived(change.record.key for change in changes if isinstance(change, Upsert))
+
+        await self._commit(_together(units), then=committed)
+
+    async def _commit(self, unit: Work[None], *, then: Callable[[], None]) -> None:
+        """Write ``unit``, then run ``then``; cancelled meanwhile, still finish both, then re-raise.
+
+        The commit is shielded: cancelling a ``Database.write`` in flight cancels the writer's
+        future, which the writer thread then fails to complete (and dies of). Finishing the commit
+        and ``then`` keeps the in-memory position equal to the stored one, and leaves no task behind.
+        """
+        commit = asyncio.create_task(self._db.write(unit), name=f"watch.{self.target.key}.commit")
+        try:
+            await asyncio.shield(commit)
+        except asyncio.CancelledError:
+            await asyncio.wait([commit])
+            if not commit.cancelled() and commit.exception() is None:
+                then()
+            raise
+        then()
+
+    def _replace_unit(self, records: Sequence[Record]) -> Callable[..., object]:
+        if self.target.kind == "pods":
+            pods = [record for record in records if isinstance(record, PodRecord)]
+            return partial(mirror.replace_pods, snapshot=pods)
+        nads = [record for record in records if isinstance(record, NadRecord)]
+        return partial(mirror.replace_nads, snapshot=nads, namespace=self.target.namespace)
+
+    def _change_unit(self, change: Upsert | Delete) -> Callable[..., object]:
+        if isinstance(change, Upsert):
+            record = change.record
+            if isinstance(record, PodRecord):
+                return partial(mirror.upsert_pod, pod=record)
+            return partial(mirror.upsert_nad, nad=record)
+        return self._delete_unit(change.key)
+
+    def _delete_unit(self, key: ObjectKey) -> Callable[..., object]:
+        remove = mirror.delete_pod if self.target.kind == "pods" else mirror.delete_nad
+        return partial(remove, namespace=key[0], name=key[1])

@@ -1,0 +1,124 @@
+"""``AddedInterface`` Events about pods: queued without waiting, posted in the background.
+
+``offer`` is called by the status publisher on the ADD path and never blocks: events go to a
+bounded queue, and when it is full they are dropped and counted (an Event is a courtesy to the
+operator; it must never slow an ADD or grow memory without bound). ``run`` is the drain task the
+``Watchers`` supervise: it posts core/v1 Events shaped as upstream Multus posts them (reason
+``AddedInterface``, source and reportingComponent ``multus``, the pod as involvedObject) at its own
+rate, separate from everything else. A failed POST is logged and counted, never retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from app.attach.cluster import InterfaceEvent, PodInfo
+from app.watch.api import KubeApi
+from app.watch.backoff import TokenBucket
+from app.watch.errors import ApiError
+from app.watch.settings import WatchSettings
+
+log = logging.getLogger(__name__)
+
+COMPONENT = "multus"
+REASON = "AddedInterface"
+MAX_NAME = 253
+
+
+@dataclass(frozen=True, slots=True)
+class PodEvent:
+    pod: PodInfo
+    event: InterfaceEvent
+
+
+def message(event: InterfaceEvent) -> str:
+    """``Add <ifname> [<addr> <addr>] from <network>``, as upstream formats it."""
+    text = f"Add {event.ifname} [{' '.join(event.addresses)}]"
+    return f"{text} from {event.network_name}" if event.network_name else text
+
+
+def event_body(pod: PodInfo, event: InterfaceEvent, *, node_name: str, now: datetime) -> dict[str, Any]:
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    suffix = f".{time.time_ns():x}"
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": pod.name[: MAX_NAME - len(suffix)] + suffix, "namespace": pod.namespace},
+        "involvedObject": {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "namespace": pod.namespace,
+            "name": pod.name,
+            "uid": pod.uid,
+            "resourceVersion": pod.resource_version,
+        },
+        "reason": REASON,
+        "message": message(event),
+        "type": "Normal",
+        "source": {"component": COMPONENT, "host": node_name} if node_name else {"component": COMPONENT},
+        "reportingComponent": COMPONENT,
+        "reportingInstance": node_name,
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+    }
+
+
+class PodEventPoster:
+    def __init__(self, *, api: KubeApi, settings: WatchSettings, node_name: str) -> None:
+        self._api = api
+        self._settings = settings
+        self._node_name = node_name
+        self._queue: asyncio.Queue[PodEvent] = asyncio.Queue(maxsize=settings.event_queue_size)
+        self._bucket = TokenBucket(rate=settings.event_rate, burst=settings.event_burst)
+        self.posted = 0
+        self.dropped = 0
+        self.failed = 0
+
+    def offer(self, pod: PodInfo, events: Sequence[InterfaceEvent]) -> None:
+        """Queue ``events`` about ``pod``; drop (and count) what does not fit. Never blocks."""
+        for event in events:
+            try:
+                self._queue.put_nowait(PodEvent(pod, event))
+            except asyncio.QueueFull:
+                self.dropped += 1
+                log.debug("event queue full: dropped %s for %s/%s", REASON, pod.namespace, pod.name)
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    async def drained(self) -> None:
+        """Return once every queued event has been posted or has failed (tests, shutdown)."""
+        await self._queue.join()
+
+    async def run(self) -> None:
+        """Post queued events forever, at most ``event_rate`` per second."""
+        while True:
+            item = await self._queue.get()
+            try:
+                await self._bucket.acquire()
+                await self._post(item)
+            except Exception:  # one bad event must not stop the others (nor the watches beside us)
+                self.failed += 1
+                log.exception("posting an event for pod %s/%s failed", item.pod.namespace, item.pod.name)
+            finally:
+                self._queue.task_done()
+
+    async def _post(self, item: PodEvent) -> None:
+        pod = item.pod
+        body = event_body(pod, item.event, node_name=self._node_name, now=datetime.now(UTC))
+        try:
+            async with asyncio.timeout(self._settings.event_timeout):
+                await self._api.post(f"/api/v1/namespaces/{pod.namespace}/events", body)
+        except (ApiError, TimeoutError) as exc:
+            self.failed += 1
+            log.warning("cannot post %s event for pod %s/%s: %s", REASON, pod.namespace, pod.name, exc)
+            return
+        self.posted += 1

@@ -1,0 +1,155 @@
+"""The engine's view of pods and NADs (``PodSource``, ``NadSource``), answered from the mirror.
+
+``MirrorPodSource.get_pod`` reads the mirror; a pod not there yet (an ADD often arrives before
+the watch event) is waited for, briefly and on a wake-up from the mirror writer, then asked of
+the API with ONE live GET. ``MirrorNadSource.get_nad`` reads the mirror only, after its first
+sync. Both are called by ``app.attach`` during ADD, through the protocols of
+``app.attach.cluster``; they return that module's frozen values and raise only its
+``ClusterUnavailableError``. They never write the mirror (only the watch does, in order) and
+never retry: the engine decides what an unavailable cluster means for the ADD.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Collection, Sequence
+from functools import partial
+
+from app.attach.cluster import ClusterUnavailableError, NadInfo, PodInfo
+from app.store import mirror
+from app.store.database import Database
+from app.store.mirror_records import NadRecord, PodRecord
+from app.watch.api import KubeApi
+from app.watch.arrivals import Arrivals
+from app.watch.errors import ApiError, ApiNotFoundError
+from app.watch.readiness import MirrorState
+from app.watch.resources import pod_record
+from app.watch.settings import WatchSettings
+
+log = logging.getLogger(__name__)
+
+
+class MirrorPodSource:
+    def __init__(
+        self,
+        *,
+        database: Database,
+        api: KubeApi,
+        arrivals: Arrivals,
+        settings: WatchSettings,
+        kept_annotations: Collection[str],
+    ) -> None:
+        self._db = database
+        self._api = api
+        self._arrivals = arrivals
+        self._settings = settings
+        self._kept = tuple(kept_annotations)
+        self.live_gets = 0
+        """Pods the mirror could not answer in time (a metric: should stay rare)."""
+
+    @property
+    def waiting(self) -> int:
+        """Calls waiting for the watch to bring their pod right now."""
+        return self._arrivals.waiting
+
+    async def get_pod(self, namespace: str, name: str) -> PodInfo | None:
+        """The pod from the mirror, or after a short wait for the watch, or from one live GET."""
+        key = (namespace, name)
+        with self._arrivals.expect(key) as arrived:
+            record = await self._read(namespace, name)
+            if record is None and await _wait(arrived, self._settings.pod_wait):
+                record = await self._read(namespace, name)
+        if record is not None:
+            return pod_info(record)
+        return await self._live_get(namespace, name)
+
+    async def _read(self, namespace: str, name: str) -> PodRecord | None:
+        return await self._db.read(partial(mirror.get_pod, namespace=namespace, name=name))
+
+    async def _live_get(self, namespace: str, name: str) -> PodInfo | None:
+        self.live_gets += 1
+        log.info("pod %s/%s is not in the mirror yet: asking the API", namespace, name)
+        try:
+            obj = await self._api.get(f"/api/v1/namespaces/{namespace}/pods/{name}")
+        except ApiNotFoundError:
+            return None
+        except ApiError as exc:
+            raise ClusterUnavailableError(f"cannot get pod {namespace}/{name}: {exc}") from exc
+        return pod_info(pod_record(obj, kept_annotations=self._kept))
+
+
+class MirrorNadSource:
+    def __init__(self, *, database: Database, states: Sequence[MirrorState], settings: WatchSettings) -> None:
+        self._db = database
+        self._states = tuple(states)
+        self._settings = settings
+
+    async def get_nad(self, namespace: str, name: str) -> NadInfo | None:
+        """The NAD from the mirror; ``ClusterUnavailableError`` if the mirror never synced in time."""
+        await self._wait_for_first_sync()
+        record = await self._db.read(partial(mirror.get_nad, namespace=namespace, name=name))
+        return None if record is None else nad_info(record)
+
+    async def _wait_for_first_sync(self) -> None:
+        pending = [state for state in self._states if not state.synced.is_set()]
+        if not pending:
+            return
+        try:
+            async with asyncio.timeout(self._settings.nad_sync_wait):
+                for state in pending:
+                    await state.synced.wait()
+        except TimeoutError as exc:
+            keys = ", ".join(state.key for state in pending if not state.synced.is_set())
+            raise ClusterUnavailableError(
+                f"the NetworkAttachmentDefinition mirror ({keys}) has not synced with the API yet"
+            ) from exc
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> bool:
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
+
+
+def pod_info(record: PodRecord) -> PodInfo:
+    return PodInfo(
+        namespace=record.namespace,
+        name=record.name,
+        uid=record.uid,
+        node_name=record.node_name,
+        annotations=dict(record.annotations),
+        resource_version=record.resource_version,
+    )
+
+
+def nad_info(record: NadRecord) -> NadInfo:
+    return NadInfo(
+        namespace=record.namespace,
+        name=record.name,
+        config=record.config,
+        resource_name=record.resource_name,
+        uid=record.uid,
+        resource_version=record.resource_version,
+    )
+
+
+class MirrorPodPresence:
+    """``PodPresence`` for GC: this node's pods as the mirror knows them, once it has synced.
+
+    Until the pod mirror has synced since start-up it answers None: an unsynced mirror proves
+    nothing about a pod being gone (invariant 10).
+    """
+
+    def __init__(self, *, database: Database, state: MirrorState) -> None:
+        self._db = database
+        self._state = state
+
+    async def pods_on_node(self) -> dict[tuple[str, str], str] | None:
+        if not self._state.synced.is_set():
+            return None
+        pods = await self._db.read(mirror.list_pods)
+        return {(pod.namespace, pod.name): pod.uid for pod in pods}

@@ -1,0 +1,121 @@
+"""``Watchers``: everything Kubernetes the daemon runs, as one object it creates, runs and stops.
+
+Created by ``app.daemon`` when a cluster is configured (``client.find_access`` / ``connect``),
+with the node name it read from ``MULTUS_NODE_NAME``. It owns the watch loops (this node's pods;
+NADs cluster-wide or per namespace) and the event poster, run as named tasks under one
+TaskGroup by ``run``; and it hands the engine its ``pods``, ``nads`` and ``publisher``. It does
+not own the API client or the database (the daemon opens and closes both) and never calls the
+engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Collection, Coroutine, Mapping, Sequence
+from typing import Any
+
+from app.attach.cluster import POD_ANNOTATIONS_KEPT
+from app.store.database import Database
+from app.watch import watching
+from app.watch.api import KubeApi
+from app.watch.arrivals import Arrivals
+from app.watch.mirroring import MirrorWriter
+from app.watch.podevents import PodEventPoster
+from app.watch.readiness import MirrorState, MirrorStatus
+from app.watch.resources import WatchTarget, nads_in, pods_on_node
+from app.watch.settings import WatchSettings
+from app.watch.sources import MirrorNadSource, MirrorPodPresence, MirrorPodSource
+from app.watch.status import ApiStatusPublisher
+
+log = logging.getLogger(__name__)
+
+
+class Watchers:
+    """The pod and NAD watches, the sources and publisher built on them, and their tasks."""
+
+    def __init__(
+        self,
+        *,
+        api: KubeApi,
+        database: Database,
+        node_name: str,
+        settings: WatchSettings | None = None,
+        nad_namespaces: Sequence[str] | None = None,
+        kept_annotations: Collection[str] = POD_ANNOTATIONS_KEPT,
+    ) -> None:
+        self.settings = settings or WatchSettings()
+        self._api = api
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        if not node_name:
+            log.warning("no node name (MULTUS_NODE_NAME): mirroring every pod of the cluster")
+        arrivals = Arrivals()
+        pod_target = pods_on_node(node_name, kept_annotations=kept_annotations)
+        nad_targets = [nads_in(None)] if nad_namespaces is None else [nads_in(ns) for ns in nad_namespaces]
+        self._writers = [
+            MirrorWriter(
+                database=database, target=pod_target, state=MirrorState(pod_target.key), arrivals=arrivals
+            ),
+            *(_writer(database, target) for target in nad_targets),
+        ]
+        self.pod_state = self._writers[0].state
+        self.nad_states = tuple(writer.state for writer in self._writers[1:])
+        self.events = PodEventPoster(api=api, settings=self.settings, node_name=node_name)
+        self.pods = MirrorPodSource(
+            database=database,
+            api=api,
+            arrivals=arrivals,
+            settings=self.settings,
+            kept_annotations=kept_annotations,
+        )
+        self.nads = MirrorNadSource(database=database, states=self.nad_states, settings=self.settings)
+        self.publisher = ApiStatusPublisher(api=api, settings=self.settings, events=self.events)
+        self.presence = MirrorPodPresence(database=database, state=self.pod_state)
+
+    @property
+    def states(self) -> Mapping[str, MirrorState]:
+        return {writer.target.key: writer.state for writer in self._writers}
+
+    @property
+    def synced(self) -> bool:
+        """Every mirror has synced since start-up (what ``/readyz`` reports)."""
+        return all(writer.state.synced.is_set() for writer in self._writers)
+
+    async def wait_synced(self) -> None:
+        """Return once every mirror has synced; bound it with ``asyncio.timeout``."""
+        for writer in self._writers:
+            await writer.state.synced.wait()
+
+    def status(self) -> list[MirrorStatus]:
+        return [writer.state.status() for writer in self._writers]
+
+    async def run(self) -> None:
+        """Run every watch and the event poster until ``stop``; a crash of one is logged and restarted
+        by its loop, so this returns only when stopped (or cancelled)."""
+        if self._stop.is_set():
+            return
+        async with asyncio.TaskGroup() as group:
+            for writer in self._writers:
+                self._start(group, self._watch(writer), f"watch.{writer.target.key}")
+            self._start(group, self.events.run(), "watch.events")
+        self._tasks.clear()
+
+    def stop(self) -> None:
+        """Make ``run`` return soon: open streams are cancelled, nothing more is written."""
+        self._stop.set()
+        for task in self._tasks:
+            task.cancel()
+
+    def _start(self, group: asyncio.TaskGroup, coroutine: Coroutine[Any, Any, None], name: str) -> None:
+        task = group.create_task(coroutine, name=name)
+        self._tasks.append(task)
+        if self._stop.is_set():
+            task.cancel()
+
+    async def _watch(self, writer: MirrorWriter) -> None:
+        await watching.infinite_watch(api=self._api, writer=writer, settings=self.settings, stop=self._stop)
+
+
+def _writer(database: Database, target: WatchTarget) -> MirrorWriter:
+    return MirrorWriter(database=database, target=target, state=MirrorState(target.key))

@@ -1,0 +1,237 @@
+"""The watch loops that keep the mirror in step with the API, in kopf's shape: three layers.
+
+- ``infinite_watch`` runs forever: it calls ``continuous_watch`` again after a 410 at once, and
+  after an error or an outage after a capped exponential backoff with jitter (reset once a
+  write succeeds). It never lets an exception escape, except cancellation.
+- ``continuous_watch`` resumes from the stored resourceVersion when there is one (no LIST after a
+  restart), or lists page by page, writes the snapshot to the mirror (deletions reconciled) and
+  marks it synced; then watches from the position with bookmarks, one stream after another,
+  writing each batch, until the server says 410 Gone (it returns: the caller relists).
+- ``watch_objs`` is one streaming request whose inactivity deadline is reset by every line.
+
+Called by ``Watchers`` (one ``infinite_watch`` task per target); each layer is usable alone in
+tests. Raw JSON only: at most one LIST page or one burst of events is decoded at a time, and
+only records (never API objects) outlive a page. Never calls ``app.attach``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import random
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+
+from app.watch.api import KubeApi
+from app.watch.backoff import Backoff
+from app.watch.errors import ApiError, ApiGoneError
+from app.watch.mirroring import MirrorWriter
+from app.watch.resources import Bookmark, Record, WatchItem, WatchTarget, parse_event
+from app.watch.settings import WatchSettings
+
+log = logging.getLogger(__name__)
+
+MAX_LIST_RESTARTS = 3
+"""A paged LIST whose continue token expires (410) is restarted this often before giving up."""
+MIN_USEFUL_STREAM = 1.0
+"""A stream that ends cleanly sooner than this without delivering anything counts as idle."""
+
+
+class WatchEnd(enum.Enum):
+    """Why ``continuous_watch`` returned."""
+
+    EXPIRED = "expired"
+    """410 Gone: relist now."""
+    IDLE = "idle"
+    """Streams end at once without delivering anything: back off before trying again."""
+
+
+async def infinite_watch(
+    *,
+    api: KubeApi,
+    writer: MirrorWriter,
+    settings: WatchSettings,
+    stop: asyncio.Event | None = None,
+    _iterations: int | None = None,
+) -> None:
+    """Keep ``writer``'s target mirrored until ``stop`` is set (or ``_iterations`` calls, for tests)."""
+    target = writer.target
+    backoff = Backoff(
+        initial=settings.backoff_initial, maximum=settings.backoff_max, jitter=settings.backoff_jitter
+    )
+    await _load_position(writer)
+    iteration = 0
+    while not (stop is not None and stop.is_set()) and (_iterations is None or iteration < _iterations):
+        iteration += 1
+        writes_before = writer.writes
+        try:
+            end = await continuous_watch(api=api, writer=writer, settings=settings)
+        except ApiError as exc:
+            writer.state.note_error(exc)
+            log.warning("watch %s failed: %s", target.key, exc)
+            end = None
+        except Exception as exc:  # a bug or a store failure: log it whole, keep the mirror alive
+            writer.state.note_error(exc)
+            log.exception("watch %s crashed; restarting it", target.key)
+            end = None
+        if writer.writes != writes_before:
+            backoff.reset()
+        if end is WatchEnd.EXPIRED:
+            continue
+        delay = backoff.next_delay()
+        log.debug("watch %s: reconnecting in %.2f s (attempt %d)", target.key, delay, backoff.attempt)
+        await _sleep_unless_stopped(delay, stop)
+
+
+async def continuous_watch(*, api: KubeApi, writer: MirrorWriter, settings: WatchSettings) -> WatchEnd:
+    """Relist if there is no position, then watch stream after stream until 410 (raises on errors)."""
+    target = writer.target
+    if not writer.resource_version:
+        await relist(api=api, writer=writer, settings=settings)
+    while True:
+        loop = asyncio.get_running_loop()
+        started, writes_before = loop.time(), writer.writes
+        confirm_resume = not writer.state.synced.is_set()
+        try:
+            await _stream_into_mirror(
+                api=api, writer=writer, settings=settings, confirm_resume=confirm_resume
+            )
+        except ApiGoneError:
+            log.info("watch %s: resourceVersion %s expired, relisting", target.key, writer.resource_version)
+            writer.forget_position()
+            return WatchEnd.EXPIRED
+        if writer.writes == writes_before and loop.time() - started < MIN_USEFUL_STREAM:
+            return WatchEnd.IDLE
+
+
+async def relist(*, api: KubeApi, writer: MirrorWriter, settings: WatchSettings) -> None:
+    """LIST the target page by page and write it as one snapshot; a 410 on a page starts over."""
+    for attempt in range(MAX_LIST_RESTARTS + 1):
+        try:
+            records, resource_version = await _list_all(api=api, target=writer.target, settings=settings)
+        except ApiGoneError:
+            if attempt == MAX_LIST_RESTARTS:
+                raise
+            log.info("list %s: continue token expired, listing again", writer.target.key)
+            continue
+        await writer.write_snapshot(records, resource_version)
+        log.info(
+            "list %s: %d objects at resourceVersion %s", writer.target.key, len(records), resource_version
+        )
+        return
+
+
+async def _list_all(
+    *, api: KubeApi, target: WatchTarget, settings: WatchSettings
+) -> tuple[list[Record], str]:
+    records: list[Record] = []
+    continue_token: str | None = None
+    while True:
+        page = await api.get(
+            target.path, query=target.list_query(limit=settings.list_page_size, continue_token=continue_token)
+        )
+        metadata = page.get("metadata") or {}
+        for item in page.get("items") or ():
+            record = target.record(item)
+            if record is not None:
+                records.append(record)
+        continue_token = metadata.get("continue") or None
+        if continue_token is None:
+            return records, str(metadata.get("resourceVersion", ""))
+        del page
+
+
+async def _stream_into_mirror(
+    *, api: KubeApi, writer: MirrorWriter, settings: WatchSettings, confirm_resume: bool
+) -> None:
+    """One stream from the writer's position into the mirror, batch by batch.
+
+    ``confirm_resume``: the mirror was resumed, not relisted, in this process; it becomes synced
+    at the first bookmark or once the server's replay is over (the stream goes quiet).
+    """
+    quiet_after = settings.resume_settle if confirm_resume else None
+    stream = watch_objs(
+        api=api,
+        target=writer.target,
+        since=writer.resource_version,
+        settings=settings,
+        quiet_after=quiet_after,
+    )
+    async with aclosing(stream):
+        async for batch in stream:
+            await writer.write_batch(batch)
+            if confirm_resume and (not batch or any(isinstance(item, Bookmark) for item in batch)):
+                writer.state.mark_synced()
+                confirm_resume = False
+
+
+async def watch_objs(
+    *,
+    api: KubeApi,
+    target: WatchTarget,
+    since: str,
+    settings: WatchSettings,
+    quiet_after: float | None = None,
+) -> AsyncGenerator[list[WatchItem], None]:
+    """One watch request from ``since``: batches of items, as they arrive, until the stream ends.
+
+    Ends quietly when the server closes the stream or nothing (not even a bookmark) came for
+    ``watch_inactivity_timeout``. With ``quiet_after``, yields one empty batch the first time
+    the stream stays silent that long. Raises ``ApiGoneError`` on a 410 ``ERROR`` event. The
+    deadline is re-armed around each read rather than held across ``yield``: a timeout context
+    spanning a yield would cancel the consumer's own work.
+    """
+    loop = asyncio.get_running_loop()
+    server_timeout = int(settings.watch_server_timeout * (1 + 0.1 * random.random()))
+    query = target.watch_query(resource_version=since, timeout_seconds=server_timeout)
+    async with api.watch(target.path, query) as stream:
+        deadline = loop.time() + settings.watch_inactivity_timeout
+        while True:
+            quiet_at = None if quiet_after is None else loop.time() + quiet_after
+            try:
+                async with asyncio.timeout_at(deadline if quiet_at is None else min(deadline, quiet_at)):
+                    lines = await stream.next_lines(settings.event_batch_size)
+            except TimeoutError:
+                if quiet_at is not None and loop.time() < deadline:
+                    quiet_after = None
+                    yield []
+                    continue
+                log.info(
+                    "watch %s: nothing for %.0f s, reopening", target.key, settings.watch_inactivity_timeout
+                )
+                return
+            if not lines:
+                return
+            deadline = loop.time() + settings.watch_inactivity_timeout
+            items: list[WatchItem] = []
+            for line in lines:
+                try:
+                    item = parse_event(target, line)
+                except ApiError:
+                    if items:  # what came before the error is still true: write it first
+                        yield items
+                    raise
+                if item is not None:
+                    items.append(item)
+            if items:
+                yield items
+
+
+async def _load_position(writer: MirrorWriter) -> None:
+    try:
+        await writer.load_position()
+    except Exception:  # the mirror is a cache: an unreadable position costs a relist, nothing more
+        log.exception("watch %s: cannot read the stored position; relisting", writer.target.key)
+        writer.forget_position()
+
+
+async def _sleep_unless_stopped(delay: float, stop: asyncio.Event | None) -> None:
+    if stop is None:
+        await asyncio.sleep(delay)
+        return
+    try:
+        async with asyncio.timeout(delay):
+            await stop.wait()
+    except TimeoutError:
+        pass

@@ -1,0 +1,268 @@
+"""multus-py as a Kubernetes Multus: NADs, pod annotations and network-status, end to end.
+
+The API server is the emulator in its own process (real HTTP, watches, faults); the daemon mirrors
+it through kubernetes-asyncio; the shim, the plugins and the namespaces are real.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import time
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import Cluster, KubeApiProcess, Netns, new_container_id
+
+NODE = "node-a"
+
+
+def _bridge_nad(cluster: Cluster, subnet: str, suffix: str) -> dict[str, Any]:
+    bridge = f"{cluster.bridge}{suffix}"
+    cluster.host_links.append(bridge)
+    return {
+        "cniVersion": "1.0.0",
+        "type": "bridge",
+        "bridge": bridge,
+        "ipam": {"type": "host-local", "dataDir": str(cluster.ipam_dir), "ranges": [[{"subnet": subnet}]]},
+    }
+
+
+def _macvlan_nad(cluster: Cluster) -> dict[str, Any]:
+    parent, peer = f"mpv{cluster.tag}a", f"mpv{cluster.tag}b"
+    subprocess.run(["ip", "link", "add", parent, "type", "veth", "peer", "name", peer], check=True)
+    subprocess.run(["ip", "link", "set", parent, "up"], check=True)
+    cluster.host_links.append(parent)
+    return {
+        "cniVersion": "1.0.0",
+        "type": "macvlan",
+        "master": parent,
+        "mode": "bridge",
+        "capabilities": {"ips": True, "mac": True},
+        "ipam": {"type": "static"},
+    }
+
+
+@pytest.fixture
+def node(cluster: Cluster, kube: KubeApiProcess, started: Any) -> Cluster:
+    """A daemon mirroring the emulator: cluster network from conf, NADs ``bridge-net`` and ``macvlan-net``."""
+    kube.create_nad("default", "bridge-net", _bridge_nad(cluster, "10.71.0.0/24", "b"))
+    kube.create_nad("default", "macvlan-net", _macvlan_nad(cluster))
+    return started(gcIntervalSeconds=3600)  # type: ignore[no-any-return]
+
+
+def _add(
+    cluster: Cluster,
+    kube: KubeApiProcess,
+    name: str,
+    annotations: dict[str, str],
+    *,
+    namespace: str = "default",
+) -> tuple[Netns, str, Any]:
+    pod = kube.create_pod(namespace, name, node=NODE, annotations=annotations)
+    netns = cluster.new_netns()
+    container = new_container_id()
+    result = cluster.run_shim(
+        "ADD",
+        container_id=container,
+        netns=netns,
+        cni_args=f"IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name};"
+        f"K8S_POD_INFRA_CONTAINER_ID={container};K8S_POD_UID={pod['metadata']['uid']}",
+    )
+    return netns, container, result
+
+
+def _network_status(kube: KubeApiProcess, name: str, namespace: str = "default") -> str:
+    annotations = kube.get_pod(namespace, name)["metadata"].get("annotations") or {}
+    return str(annotations.get("k8s.v1.cni.cncf.io/network-status", ""))
+
+
+def test_a_pod_gets_its_annotated_networks_and_its_network_status(
+    node: Cluster, kube: KubeApiProcess
+) -> None:
+    netns, container, added = _add(
+        node, kube, "web", {"k8s.v1.cni.cncf.io/networks": "bridge-net, default/bridge-net@extra9"}
+    )
+
+    assert added.returncode == 0, added.stdout
+    interfaces = netns.interfaces()
+    assert set(interfaces) == {"lo", "eth0", "net1", "extra9"}
+    assert interfaces["net1"]["addresses"] == ["10.71.0.2/24"]
+    status = _network_status(kube, "web")
+    entries = json.loads(status)
+    assert [(e["name"], e["interface"], e.get("default", False)) for e in entries] == [
+        ("primary", "eth0", True),
+        ("default/bridge-net", "net1", False),
+        ("default/bridge-net", "extra9", False),
+    ]
+    assert entries[1]["ips"] == ["10.71.0.2"]
+    assert entries[1]["mac"] == interfaces["net1"]["mac"]
+    assert status.startswith('[{\n    "name": "primary",\n    "interface": "eth0",'), "upstream's byte layout"
+    assert node.run_shim("DEL", container_id=container, netns=netns).returncode == 0
+    assert netns.links() == {"lo"}
+    assert node.leases() == []
+
+
+def test_json_selection_fields_reach_the_delegate(node: Cluster, kube: KubeApiProcess) -> None:
+    selection = [
+        {"name": "macvlan-net", "interface": "mv9", "ips": ["10.77.0.50/24"], "mac": "02:00:00:00:00:31"}
+    ]
+    netns, _, added = _add(node, kube, "fields", {"k8s.v1.cni.cncf.io/networks": json.dumps(selection)})
+
+    assert added.returncode == 0, added.stdout
+    mv9 = netns.interfaces()["mv9"]
+    assert mv9["addresses"] == ["10.77.0.50/24"]
+    assert mv9["mac"] == "02:00:00:00:00:31"
+    with sqlite3.connect(f"file:{node.state_db}?mode=ro", uri=True) as connection:
+        cni_args, capability_args = connection.execute(
+            "SELECT cni_args, capability_args FROM attachments WHERE ifname = 'mv9'"
+        ).fetchone()
+    assert ["MAC", "02:00:00:00:00:31"] in json.loads(cni_args)
+    assert json.loads(capability_args)["ips"] == ["10.77.0.50/24"]
+
+
+def test_default_network_annotation_replaces_the_cluster_network(node: Cluster, kube: KubeApiProcess) -> None:
+    kube.create_nad("kube-system", "alt-default", _bridge_nad(node, "10.72.0.0/24", "d"))
+
+    netns, _, added = _add(node, kube, "alt", {"v1.multus-cni.io/default-network": "alt-default"})
+
+    assert added.returncode == 0, added.stdout
+    assert netns.interfaces()["eth0"]["addresses"] == ["10.72.0.2/24"]
+    assert json.loads(_network_status(kube, "alt"))[0]["name"] == "kube-system/alt-default"
+
+
+@pytest.mark.parametrize(
+    ("annotation", "named"),
+    [
+        ("no-such-net", "cannot find a network-attachment-definition (no-such-net) in namespace (default)"),
+        ('[{"name": "bridge-net", "mac": "zz"}]', "invalid MAC address"),
+        ("[{not json", "parsePodNetworkAnnotation"),
+        ("bridge-net@eth0", 'interface name "eth0" requested twice'),
+    ],
+)
+def test_bad_selections_fail_the_add_naming_why_and_leave_nothing(
+    node: Cluster, kube: KubeApiProcess, annotation: str, named: str
+) -> None:
+    netns, _, added = _add(node, kube, "bad", {"k8s.v1.cni.cncf.io/networks": annotation})
+
+    assert added.returncode == 1
+    error = added.json()
+    assert error["code"] == 7
+    assert named in error["msg"] + error.get("details", "")
+    assert netns.links() == {"lo"}
+    assert node.leases() == []
+
+
+def test_namespace_isolation_refuses_another_namespaces_nad(
+    cluster: Cluster, kube: KubeApiProcess, started: Any
+) -> None:
+    kube.create_namespace("team-a")
+    kube.create_namespace("team-b")
+    kube.create_nad("team-b", "private", _bridge_nad(cluster, "10.73.0.0/24", "p"))
+    started(namespaceIsolation=True)
+
+    netns, _, added = _add(
+        cluster, kube, "nosy", {"k8s.v1.cni.cncf.io/networks": "team-b/private"}, namespace="team-a"
+    )
+
+    assert added.returncode == 1
+    assert "namespace isolation enabled" in added.json()["msg"]
+    assert netns.links() == {"lo"}
+
+
+def test_a_pod_the_api_does_not_know_is_a_retryable_error_not_a_fake_success(node: Cluster) -> None:
+    netns = node.new_netns()
+    container = new_container_id()
+
+    added = node.run_shim(
+        "ADD",
+        container_id=container,
+        netns=netns,
+        cni_args=f"K8S_POD_NAMESPACE=default;K8S_POD_NAME=ghost;K8S_POD_INFRA_CONTAINER_ID={container}",
+    )
+
+    assert added.returncode == 1
+    assert added.json()["code"] == 11
+    assert "ghost" in added.json()["msg"]
+    assert netns.links() == {"lo"}
+
+
+def test_with_the_api_server_down_add_fails_clearly_and_del_still_cleans_up(
+    node: Cluster, kube: KubeApiProcess
+) -> None:
+    netns, container, added = _add(node, kube, "before", {"k8s.v1.cni.cncf.io/networks": "bridge-net"})
+    assert added.returncode == 0
+    kube.stop()
+
+    other = node.new_netns()
+    late = new_container_id()
+    refused = node.run_shim(
+        "ADD",
+        container_id=late,
+        netns=other,
+        cni_args=f"K8S_POD_NAMESPACE=default;K8S_POD_NAME=late;K8S_POD_INFRA_CONTAINER_ID={late}",
+    )
+    deleted = node.run_shim("DEL", container_id=container, netns=netns)
+
+    assert refused.returncode == 1
+    assert refused.json()["code"] == 11
+    assert "Kubernetes API" in refused.json()["msg"]
+    assert other.links() == {"lo"}
+    assert deleted.returncode == 0
+    assert netns.links() == {"lo"}
+    assert node.leases() == []
+
+
+def test_gc_collects_the_sandbox_of_a_pod_deleted_from_the_cluster(
+    node: Cluster, kube: KubeApiProcess
+) -> None:
+    netns, container, added = _add(node, kube, "doomed", {"k8s.v1.cni.cncf.io/networks": "bridge-net"})
+    assert added.returncode == 0
+    kube.delete_pod("default", "doomed")
+    deadline = time.monotonic() + 10
+    while True:
+        status, report = _post(node, "/gc")
+        if container in json.loads(report)["collected"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+
+    assert status == 200
+    assert json.loads(report)["collected"] == [container]
+    assert netns.links() == {"lo"}, "the pod-gone orphan was torn down though its netns still exists"
+    assert node.leases() == []
+
+
+def test_a_restarted_daemon_resumes_its_watches_without_listing_again(
+    node: Cluster, kube: KubeApiProcess
+) -> None:
+    node.stop_daemon(signal.SIGTERM)
+    since = max((r["seq"] for r in kube.requests()), default=0)
+
+    node.start_daemon()
+
+    lists = [
+        r["path"]
+        for r in kube.requests(since=since)
+        if r["method"] == "GET"
+        and "watch=" not in r["path"]
+        and "/pods" in r["path"]
+        and "/pods/" not in r["path"]
+    ]
+    assert lists == [], f"the restarted daemon listed pods again: {lists}"
+
+
+def _post(cluster: Cluster, path: str) -> tuple[int, bytes]:
+    import socket
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(60)
+    sock.connect(str(cluster.socket_dir / "multus.sock"))
+    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".encode())
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    sock.close()
+    return int(data.split()[1]), data.split(b"\r\n\r\n", 1)[1]

@@ -1,0 +1,72 @@
+"""Fixtures for the Kubernetes side of the daemon: the emulator over real HTTP, the real
+kubernetes_asyncio client (through a kubeconfig file), and a real SQLite state database.
+
+Every fixture closes what it opened; an autouse fixture fails a test that leaves tasks running
+on its loop once the others are torn down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from app.sandbox.kubeapi import KubeApiEmulator
+from app.store.database import Database
+from app.watch import client
+from app.watch.api import KubeApi
+from app.watch.settings import WatchSettings
+from tests.watch.support import FAST_SETTINGS, NODE, Running
+
+
+@pytest.fixture(autouse=True)
+async def _no_tasks_left_on_the_loop() -> AsyncIterator[None]:
+    """Fail a test that leaves tasks running once its fixtures are torn down (this one goes last)."""
+    yield
+    current = asyncio.current_task()
+    leftovers = [task for task in asyncio.all_tasks() if task is not current and not task.done()]
+    for _ in range(10):  # cancelled tasks need a few loop turns to finish
+        if not leftovers:
+            break
+        await asyncio.sleep(0)
+        leftovers = [task for task in leftovers if not task.done()]
+    assert not leftovers, f"tasks left running: {leftovers}"
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[KubeApiEmulator]:
+    emulator = KubeApiEmulator(bookmark_interval=0.2, history_size=200)
+    await emulator.start()
+    yield emulator
+    await emulator.stop()
+
+
+@pytest.fixture
+def settings() -> WatchSettings:
+    return FAST_SETTINGS
+
+
+@pytest.fixture
+async def api(emulator: KubeApiEmulator, tmp_path: Path, settings: WatchSettings) -> AsyncIterator[KubeApi]:
+    kubeconfig = emulator.write_kubeconfig(tmp_path / "kubeconfig")
+    access = client.find_access(kubeconfig=str(kubeconfig), environ={})
+    assert access is not None
+    kube_api = await client.connect(access, settings=settings)
+    yield kube_api
+    await kube_api.close()
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Iterator[Database]:
+    database = Database.open(tmp_path / "state.db")
+    yield database
+    database.close()
+
+
+@pytest.fixture
+async def running(api: KubeApi, database: Database, settings: WatchSettings) -> AsyncIterator[Running]:
+    """A ``Watchers`` for node ``NODE``, running; started and stopped by the fixture."""
+    async with Running.start(api=api, database=database, node_name=NODE, settings=settings) as started:
+        yield started

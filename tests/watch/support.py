@@ -1,0 +1,182 @@
+"""Helpers for the watch tests: manifests, fast settings, a running ``Watchers``, and waiting on state."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from app.sandbox.kubeapi import KubeApiEmulator
+from app.sandbox.resources import NETWORK_ATTACHMENT_DEFINITIONS, PODS
+from app.store import mirror
+from app.store.database import Database
+from app.store.mirror_records import NadRecord, PodRecord, WatchState
+from app.watch import client
+from app.watch.api import KubeApi
+from app.watch.settings import WatchSettings
+from app.watch.watchers import Watchers
+
+NODE = "node-a"
+OTHER_NODE = "node-b"
+NETWORKS = "k8s.v1.cni.cncf.io/networks"
+T = TypeVar("T")
+
+FAST_SETTINGS = WatchSettings(
+    request_timeout=2.0,
+    watch_server_timeout=30,
+    watch_inactivity_timeout=5.0,
+    list_page_size=3,
+    resume_settle=0.3,
+    backoff_initial=0.02,
+    backoff_max=0.2,
+    pod_wait=0.5,
+    nad_sync_wait=1.0,
+    status_retry_delays=(0.01, 0.02, 0.04),
+    event_queue_size=4,
+    event_rate=50.0,
+    event_burst=5,
+    event_timeout=2.0,
+)
+
+
+def pod_manifest(
+    name: str,
+    *,
+    node: str = NODE,
+    namespace: str = "default",
+    annotations: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "annotations": annotations or {}},
+        "spec": {"nodeName": node, "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}]},
+    }
+
+
+def nad_config(name: str) -> str:
+    return f'{{"cniVersion":"1.0.0","name":"{name}","type":"macvlan"}}'
+
+
+@dataclass
+class Running:
+    """A ``Watchers`` whose ``run`` is a task of the test."""
+
+    watchers: Watchers
+    task: asyncio.Task[None]
+
+    @classmethod
+    @asynccontextmanager
+    async def start(
+        cls,
+        *,
+        api: KubeApi,
+        database: Database,
+        node_name: str = NODE,
+        settings: WatchSettings,
+        nad_namespaces: Sequence[str] | None = None,
+        wait_synced: bool = True,
+    ) -> AsyncIterator[Running]:
+        watchers = Watchers(
+            api=api, database=database, node_name=node_name, settings=settings, nad_namespaces=nad_namespaces
+        )
+        task = asyncio.create_task(watchers.run(), name="test.watchers")
+        try:
+            if wait_synced:
+                async with asyncio.timeout(5):
+                    await watchers.wait_synced()
+            yield cls(watchers, task)
+        finally:
+            watchers.stop()
+            async with asyncio.timeout(5):
+                await task
+
+
+async def eventually(
+    check: Callable[[], Awaitable[T]], predicate: Callable[[T], bool], *, within: float = 5.0
+) -> T:
+    """Poll ``check`` until ``predicate`` holds for its value; fail with the last value at the deadline."""
+    value = await check()
+    try:
+        async with asyncio.timeout(within):
+            while not predicate(value):
+                await asyncio.sleep(0.01)
+                value = await check()
+    except TimeoutError:
+        raise AssertionError(f"condition not reached within {within} s; last value: {value!r}") from None
+    return value
+
+
+def mirrored_pods(database: Database) -> Callable[[], Awaitable[dict[tuple[str, str], PodRecord]]]:
+    async def read() -> dict[tuple[str, str], PodRecord]:
+        return {pod.key: pod for pod in await database.read(mirror.list_pods)}
+
+    return read
+
+
+def mirrored_nads(database: Database) -> Callable[[], Awaitable[dict[tuple[str, str], NadRecord]]]:
+    async def read() -> dict[tuple[str, str], NadRecord]:
+        return {nad.key: nad for nad in await database.read(mirror.list_nads)}
+
+    return read
+
+
+def watch_state(database: Database, key: str) -> Callable[[], Awaitable[WatchState | None]]:
+    async def read() -> WatchState | None:
+        return await database.read(lambda session: mirror.get_watch_state(session, key))
+
+    return read
+
+
+def expected_pods(emulator: KubeApiEmulator, node: str = NODE) -> set[tuple[str, str, str]]:
+    """(namespace, name, uid) of the emulator's pods on ``node``."""
+    return {
+        (pod["metadata"]["namespace"], pod["metadata"]["name"], pod["metadata"]["uid"])
+        for pod in emulator.list_objects(PODS)
+        if pod.get("spec", {}).get("nodeName") == node
+    }
+
+
+def expected_nads(emulator: KubeApiEmulator) -> set[tuple[str, str, str]]:
+    """(namespace, name, spec.config) of the emulator's NADs."""
+    return {
+        (nad["metadata"]["namespace"], nad["metadata"]["name"], nad.get("spec", {}).get("config", ""))
+        for nad in emulator.list_objects(NETWORK_ATTACHMENT_DEFINITIONS)
+    }
+
+
+@asynccontextmanager
+async def connected(
+    emulator: KubeApiEmulator, directory: Path, settings: WatchSettings
+) -> AsyncIterator[KubeApi]:
+    """A ``KubeApi`` with ``settings`` of the test's own, through a kubeconfig file."""
+    access = client.find_access(
+        kubeconfig=str(emulator.write_kubeconfig(directory / "kubeconfig")), environ={}
+    )
+    assert access is not None
+    api = await client.connect(access, settings=settings)
+    try:
+        yield api
+    finally:
+        await api.close()
+
+
+def lists_since(emulator: KubeApiEmulator, since: int) -> list[str]:
+    """Paths of LIST requests (GET of a collection, not a watch) after request ``since``."""
+    return [
+        record.path
+        for record in emulator.requests(since=since, method="GET")
+        if ("/pods?" in record.path or "network-attachment-definitions?" in record.path)
+        and "watch=true" not in record.path
+    ]
+
+
+def watches_since(emulator: KubeApiEmulator, since: int, resource: str) -> list[str]:
+    return [
+        record.path
+        for record in emulator.requests(since=since, method="GET", path=resource)
+        if "watch=true" in record.path
+    ]

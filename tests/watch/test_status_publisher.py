@@ -1,0 +1,208 @@
+"""network-status: one PATCH of pods/status without a GET; AddedInterface events that never wait."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+
+from app.attach.cluster import NETWORK_STATUS_ANNOTATION, ClusterUnavailableError, InterfaceEvent, PodInfo
+from app.sandbox.kubeapi import KubeApiEmulator
+from app.watch.api import KubeApi
+from app.watch.podevents import PodEventPoster
+from app.watch.settings import WatchSettings
+from app.watch.status import ApiStatusPublisher
+from tests.watch.support import NODE, pod_manifest
+
+STATUS = json.dumps([{"name": "default/net1", "interface": "net1", "ips": ["10.1.0.5"], "dns": {}}], indent=4)
+EVENT = InterfaceEvent(ifname="net1", addresses=("10.1.0.5/24", "fd00::5/64"), network_name="default/net1")
+
+
+@pytest.fixture
+async def poster(api: KubeApi, settings: WatchSettings) -> AsyncIterator[PodEventPoster]:
+    poster = PodEventPoster(api=api, settings=settings, node_name=NODE)
+    task = asyncio.create_task(poster.run(), name="test.events")
+    yield poster
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+@pytest.fixture
+def publisher(api: KubeApi, settings: WatchSettings, poster: PodEventPoster) -> ApiStatusPublisher:
+    return ApiStatusPublisher(api=api, settings=settings, events=poster)
+
+
+def pod_info(emulator: KubeApiEmulator, name: str) -> PodInfo:
+    pod = emulator.get_pod("default", name)
+    metadata = pod["metadata"]
+    return PodInfo("default", name, metadata["uid"], NODE, {}, metadata["resourceVersion"])
+
+
+async def test_network_status_is_written_with_one_patch_and_no_get(
+    emulator: KubeApiEmulator, publisher: ApiStatusPublisher
+) -> None:
+    emulator.create_pod(pod_manifest("p", annotations={"keep": "me"}))
+    pod = pod_info(emulator, "p")
+    since = emulator.last_request_seq
+
+    await publisher.publish_network_status(pod, STATUS)
+
+    annotations = emulator.get_pod("default", "p")["metadata"]["annotations"]
+    assert annotations == {"keep": "me", NETWORK_STATUS_ANNOTATION: STATUS}
+    requests = emulator.requests(since=since)
+    assert [(record.method, record.path, record.status) for record in requests] == [
+        ("PATCH", "/api/v1/namespaces/default/pods/p/status", 200)
+    ]
+    assert requests[0].content_type == "application/merge-patch+json"
+    assert publisher.published == 1
+
+
+async def test_a_deleted_pod_is_not_an_error(
+    emulator: KubeApiEmulator, publisher: ApiStatusPublisher
+) -> None:
+    emulator.create_pod(pod_manifest("p"))
+    pod = pod_info(emulator, "p")
+    emulator.delete_pod("default", "p")
+
+    await publisher.publish_network_status(pod, STATUS)
+
+    assert publisher.skipped == 1
+    assert publisher.published == 0
+
+
+@pytest.mark.parametrize("status", [409, 429, 500, 503])
+async def test_a_transient_refusal_is_retried_and_succeeds(
+    emulator: KubeApiEmulator, publisher: ApiStatusPublisher, status: int
+) -> None:
+    emulator.create_pod(pod_manifest("p"))
+    pod = pod_info(emulator, "p")
+    emulator.faults.fail_next(1, status=status, method="PATCH")
+    since = emulator.last_request_seq
+
+    await publisher.publish_network_status(pod, STATUS)
+
+    assert [record.status for record in emulator.requests(since=since)] == [status, 200]
+    assert emulator.get_pod("default", "p")["metadata"]["annotations"][NETWORK_STATUS_ANNOTATION] == STATUS
+
+
+async def test_a_lasting_failure_gives_up_quickly_as_unavailable(
+    emulator: KubeApiEmulator, publisher: ApiStatusPublisher, settings: WatchSettings
+) -> None:
+    emulator.create_pod(pod_manifest("p"))
+    emulator.faults.fail_next(100, status=500, method="PATCH")
+    since = emulator.last_request_seq
+
+    with pytest.raises(ClusterUnavailableError, match="network-status of pod default/p"):
+        await publisher.publish_network_status(pod_info(emulator, "p"), STATUS)
+
+    assert len(emulator.requests(since=since)) == 1 + len(settings.status_retry_delays)
+    emulator.faults.clear()
+
+
+async def test_a_forbidden_write_is_not_retried(
+    emulator: KubeApiEmulator, publisher: ApiStatusPublisher
+) -> None:
+    emulator.create_pod(pod_manifest("p"))
+    emulator.faults.fail_next(1, status=403, method="PATCH")
+    since = emulator.last_request_seq
+
+    with pytest.raises(ClusterUnavailableError, match="403"):
+        await publisher.publish_network_status(pod_info(emulator, "p"), STATUS)
+
+    assert len(emulator.requests(since=since)) == 1
+
+
+async def test_a_lasting_conflict_means_the_name_belongs_to_another_pod(
+    emulator: KubeApiEmulator, publisher: ApiStatusPublisher
+) -> None:
+    emulator.create_pod(pod_manifest("p"))
+    emulator.faults.fail_next(100, status=409, method="PATCH")
+
+    await publisher.publish_network_status(pod_info(emulator, "p"), STATUS)
+
+    assert publisher.skipped == 1
+    emulator.faults.clear()
+
+
+async def test_a_pod_recreated_under_the_same_name_does_not_get_its_predecessors_status(
+    emulator: KubeApiEmulator, publisher: ApiStatusPublisher
+) -> None:
+    emulator.create_pod(pod_manifest("p"))
+    old = pod_info(emulator, "p")
+    emulator.delete_pod("default", "p")
+    emulator.create_pod(pod_manifest("p"))
+
+    await publisher.publish_network_status(old, STATUS)
+
+    # The patch carries the old pod's uid: the API server refuses it (409, uid precondition),
+    # which the publisher takes as "that pod is gone", not as an error.
+    annotations = emulator.get_pod("default", "p")["metadata"].get("annotations") or {}
+    assert "k8s.v1.cni.cncf.io/network-status" not in annotations
+    assert publisher.foreign_writes == 0
+
+
+async def test_interface_events_are_posted_in_the_background(
+    emulator: KubeApiEmulator, publisher: ApiStatusPublisher, poster: PodEventPoster
+) -> None:
+    emulator.create_pod(pod_manifest("p"))
+    pod = pod_info(emulator, "p")
+
+    publisher.emit_interface_events(pod, [EVENT, InterfaceEvent("net2", (), "")])
+    queued = poster.pending
+    async with asyncio.timeout(5):
+        await poster.drained()
+
+    assert queued == 2
+    events = emulator.events("default")
+    assert [event["message"] for event in events] == [
+        "Add net1 [10.1.0.5/24 fd00::5/64] from default/net1",
+        "Add net2 []",
+    ]
+    first = events[0]
+    assert first["reason"] == "AddedInterface"
+    assert first["type"] == "Normal"
+    assert first["source"]["component"] == "multus"
+    assert first["reportingComponent"] == "multus"
+    assert first["involvedObject"]["kind"] == "Pod"
+    assert first["involvedObject"]["name"] == "p"
+    assert first["involvedObject"]["uid"] == pod.uid
+    assert poster.posted == 2
+
+
+async def test_a_full_event_queue_drops_instead_of_blocking(
+    emulator: KubeApiEmulator, publisher: ApiStatusPublisher, poster: PodEventPoster, settings: WatchSettings
+) -> None:
+    emulator.create_pod(pod_manifest("p"))
+    pod = pod_info(emulator, "p")
+    emulator.faults.pause()  # the API hangs: the first event's POST does not return
+    publisher.emit_interface_events(pod, [EVENT])
+    async with asyncio.timeout(5):
+        await emulator.wait_for_request(method="POST", path="/events")
+
+    publisher.emit_interface_events(pod, [EVENT] * 20)
+
+    assert poster.pending == settings.event_queue_size
+    assert poster.dropped == 20 - settings.event_queue_size
+    emulator.faults.resume()
+    async with asyncio.timeout(5):
+        await poster.drained()
+    assert poster.posted == 1 + settings.event_queue_size
+    assert len(emulator.events("default")) == 1 + settings.event_queue_size
+
+
+async def test_a_hanging_api_server_is_given_up_on_at_the_deadline(
+    emulator: KubeApiEmulator, api: KubeApi, settings: WatchSettings, poster: PodEventPoster
+) -> None:
+    emulator.create_pod(pod_manifest("p"))
+    pod = pod_info(emulator, "p")
+    hasty = ApiStatusPublisher(
+        api=api, settings=dataclasses.replace(settings, status_deadline=0.2), events=poster
+    )
+    emulator.faults.pause()
+
+    with pytest.raises(ClusterUnavailableError, match=r"no success within 0\.2 s"):
+        await hasty.publish_network_status(pod, STATUS)
+    emulator.faults.resume()

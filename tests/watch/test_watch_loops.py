@@ -1,0 +1,213 @@
+"""Each layer of the watch loop on its own: one stream, one continuous watch, the endless loop."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+
+import pytest
+
+from app.sandbox.kubeapi import KubeApiEmulator
+from app.store import mirror
+from app.store.database import Database
+from app.store.mirror_records import PodRecord
+from app.watch import watching
+from app.watch.api import KubeApi
+from app.watch.backoff import Backoff, TokenBucket
+from app.watch.errors import ApiGoneError
+from app.watch.mirroring import MirrorWriter
+from app.watch.readiness import MirrorState
+from app.watch.resources import Bookmark, Delete, Upsert, WatchItem, nads_in, pods_on_node
+from app.watch.settings import WatchSettings
+from tests.watch.support import NODE, OTHER_NODE, eventually, lists_since, pod_manifest
+
+PODS = pods_on_node(NODE, kept_annotations=())
+
+
+async def collect(stream: AsyncGenerator[list[WatchItem], None], count: int) -> list[list[WatchItem]]:
+    batches: list[list[WatchItem]] = []
+    async with aclosing(stream) as opened:
+        async for batch in opened:
+            batches.append(batch)
+            if sum(len(items) for items in batches) >= count:
+                break
+    return batches
+
+
+async def test_one_stream_delivers_a_burst_in_few_batches_and_only_this_nodes_pods(
+    emulator: KubeApiEmulator, api: KubeApi, settings: WatchSettings
+) -> None:
+    start = emulator.resource_version
+    for index in range(5):
+        emulator.create_pod(pod_manifest(f"p{index}"))
+    emulator.create_pod(pod_manifest("elsewhere", node=OTHER_NODE))
+    emulator.delete_pod("default", "p0")
+
+    stream = watching.watch_objs(api=api, target=PODS, since=start, settings=settings)
+    batches = await collect(stream, 6)
+
+    items = [item for batch in batches for item in batch]
+    assert len(batches) < len(items)
+    assert [type(item) for item in items] == [Upsert] * 5 + [Delete]
+    assert [item.record.name for item in items if isinstance(item, Upsert)] == [f"p{i}" for i in range(5)]
+    assert items[-1] == Delete(("default", "p0"), emulator.resource_version)
+
+
+async def test_one_stream_raises_gone_for_a_compacted_resource_version(
+    emulator: KubeApiEmulator, api: KubeApi, settings: WatchSettings
+) -> None:
+    old = emulator.resource_version
+    emulator.create_pod(pod_manifest("p"))
+    emulator.compact()
+
+    with pytest.raises(ApiGoneError):
+        await collect(watching.watch_objs(api=api, target=PODS, since=old, settings=settings), 1)
+
+
+async def test_one_stream_ends_quietly_when_nothing_arrives(
+    emulator: KubeApiEmulator, api: KubeApi, settings: WatchSettings
+) -> None:
+    emulator.bookmark_interval = 60
+    quick = dataclasses.replace(settings, watch_inactivity_timeout=0.2)
+
+    batches = await collect(
+        watching.watch_objs(api=api, target=PODS, since=emulator.resource_version, settings=quick), 1
+    )
+
+    assert batches == []
+    await eventually(lambda: asyncio.sleep(0, result=emulator.open_watches()), lambda opened: opened == [])
+
+
+async def test_one_stream_signals_once_when_it_goes_quiet(
+    emulator: KubeApiEmulator, api: KubeApi, settings: WatchSettings
+) -> None:
+    emulator.bookmark_interval = 60
+    stream = watching.watch_objs(
+        api=api, target=PODS, since=emulator.resource_version, settings=settings, quiet_after=0.05
+    )
+
+    async with aclosing(stream):
+        first = await anext(stream)
+        emulator.create_pod(pod_manifest("p"))
+        second = await anext(stream)
+
+    assert first == []
+    assert [type(item) for item in second] == [Upsert]
+
+
+async def test_bookmarks_come_through_as_bookmarks(
+    emulator: KubeApiEmulator, api: KubeApi, settings: WatchSettings
+) -> None:
+    emulator.create_namespace("elsewhere")
+
+    batches = await collect(watching.watch_objs(api=api, target=PODS, since="1", settings=settings), 1)
+
+    assert batches == [[Bookmark(emulator.resource_version)]]
+
+
+async def test_a_continuous_watch_without_a_position_lists_marks_synced_then_watches(
+    emulator: KubeApiEmulator, api: KubeApi, database: Database, settings: WatchSettings
+) -> None:
+    emulator.create_nad("default", "n", '{"type":"macvlan"}')
+    writer = MirrorWriter(database=database, target=nads_in(None), state=MirrorState("nads"))
+    watch = asyncio.create_task(watching.continuous_watch(api=api, writer=writer, settings=settings))
+    async with asyncio.timeout(5):
+        await writer.state.synced.wait()
+        listed_at = writer.resource_version
+        opened = await emulator.wait_for_watch("network-attachment-definitions")
+
+    watch.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await watch
+    assert writer.state.relists == 1
+    assert f"resourceVersion={listed_at}&" in opened
+    assert "allowWatchBookmarks=true" in opened
+
+
+async def test_a_continuous_watch_returns_on_410_and_forgets_its_position(
+    emulator: KubeApiEmulator, api: KubeApi, database: Database, settings: WatchSettings
+) -> None:
+    writer = MirrorWriter(database=database, target=nads_in(None), state=MirrorState("nads"))
+    writer.resource_version = emulator.resource_version
+    emulator.create_nad("default", "n", '{"type":"macvlan"}')
+    emulator.compact()
+    since = emulator.last_request_seq
+
+    async with asyncio.timeout(5):
+        end = await watching.continuous_watch(api=api, writer=writer, settings=settings)
+
+    assert end is watching.WatchEnd.EXPIRED
+    assert writer.resource_version == ""
+    assert lists_since(emulator, since) == []
+
+
+async def test_the_endless_loop_backs_off_on_errors_and_stops_after_its_iterations(
+    emulator: KubeApiEmulator, api: KubeApi, database: Database, settings: WatchSettings
+) -> None:
+    emulator.faults.fail_next(3, status=500, path="/pods")
+    writer = MirrorWriter(database=database, target=PODS, state=MirrorState("pods"))
+    since = emulator.last_request_seq
+
+    await watching.infinite_watch(api=api, writer=writer, settings=settings, _iterations=3)
+
+    assert writer.state.errors == 3
+    assert "HTTP 500" in (writer.state.last_error or "")
+    assert len(lists_since(emulator, since)) == 3
+    assert not writer.state.synced.is_set()
+
+
+async def test_the_endless_loop_returns_at_once_when_stopped(
+    api: KubeApi, database: Database, settings: WatchSettings
+) -> None:
+    stop = asyncio.Event()
+    stop.set()
+    writer = MirrorWriter(database=database, target=PODS, state=MirrorState("pods"))
+
+    await watching.infinite_watch(api=api, writer=writer, settings=settings, stop=stop)
+
+    assert writer.writes == 0
+
+
+def test_backoff_doubles_up_to_its_cap_with_bounded_jitter_and_resets() -> None:
+    exact = Backoff(initial=0.1, maximum=1.0, jitter=0.0)
+    jittered = Backoff(initial=0.1, maximum=1.0, jitter=0.2, rng=lambda: 1.0)
+
+    delays = [exact.next_delay() for _ in range(6)]
+    exact.reset()
+
+    assert delays == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.0, 1.0])
+    assert exact.next_delay() == pytest.approx(0.1)
+    assert jittered.next_delay() == pytest.approx(0.12)
+
+
+async def test_the_token_bucket_allows_a_burst_then_refills_at_its_rate() -> None:
+    now = [0.0]
+    bucket = TokenBucket(rate=10.0, burst=3, clock=lambda: now[0])
+
+    for _ in range(3):
+        await bucket.acquire()
+    now[0] += 0.1
+    await bucket.acquire()
+
+    assert now[0] == pytest.approx(0.1)
+
+
+async def test_stopping_a_watch_in_the_middle_of_a_commit_leaves_the_store_usable(database: Database) -> None:
+    writer = MirrorWriter(database=database, target=PODS, state=MirrorState("pods"))
+    batch: list[WatchItem] = [
+        Upsert(PodRecord("default", f"p{i}", f"u{i}", NODE, str(i))) for i in range(200)
+    ]
+
+    write = asyncio.create_task(writer.write_batch(batch))
+    await asyncio.sleep(0)  # the commit is now queued on the writer thread
+    write.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await write
+
+    async with asyncio.timeout(5):
+        stored = await database.read(lambda session: mirror.get_watch_state(session, "pods"))
+        assert await database.write(lambda session: 42) == 42
+    assert stored is not None
+    assert writer.resource_version == stored.resource_version == "199"
