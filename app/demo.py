@@ -1,12 +1,17 @@
-"""``python -m app.demo``: one pod gets real interfaces through multus-py, then everything is undone.
+"""``python -m app.demo``: a pod gets eth0 + net1 + net2 from NADs through multus-py, then it is undone.
 
-What a node does, in miniature and for real: a bridge network as the cluster network and a
-macvlan network (on a veth parent) as a default network, the daemon started from a
-daemon-config.json that generates the shim's 00-multus.conf, the shim installed into a CNI bin
-dir, and the runtime's part played by this script: a network namespace for the pod, then the
-shim executed with the generated conf on stdin for ADD, CHECK and DEL. It prints the CNI result,
-the pod's interfaces as the kernel reports them, and the checkpoint the daemon recorded.
-Run as root; it leaves nothing behind (``--keep`` keeps the run directory for a look).
+A node in miniature, all real but the API server: the Kubernetes API emulator (``app.sandbox``)
+in its own process holds two NetworkAttachmentDefinitions (a bridge and a macvlan on a veth
+parent) and a pod annotated ``k8s.v1.cni.cncf.io/networks: bridge-net, macvlan-net``; the daemon
+runs from a daemon-config.json that points it at the emulator and generates the shim's
+00-multus.conf; the shim is installed into a CNI bin dir; this script plays the runtime: it makes
+the pod's network namespace and executes the shim with the generated conf for ADD, CHECK and DEL.
+
+It prints the CNI result, the pod's interfaces as the kernel reports them, the pod's
+network-status annotation as the API server holds it, what ``multusctl`` reports (attachments,
+history) and the Prometheus histograms. ``--crash`` then kills the daemon with SIGKILL in the
+middle of a second pod's ADD, restarts it, and shows with ``multusctl`` that recovery rolled the
+half-done ADD back. Run as root; it leaves nothing behind (``--keep`` keeps the run directory).
 """
 
 from __future__ import annotations
@@ -21,8 +26,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +36,7 @@ from app.shim.install import install_shim
 
 CNI_PLUGIN_DIR = Path("/usr/lib/cni")
 PLUGINS = ("bridge", "macvlan", "host-local", "static", "tuning", "loopback")
+NODE = "demo-node"
 
 
 def say(title: str, body: str = "") -> None:
@@ -38,22 +45,102 @@ def say(title: str, body: str = "") -> None:
         print(body.rstrip())
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONASYNCIODEBUG"}
+    env.update(extra)
+    return env
+
+
+class Emulator:
+    """The Kubernetes API emulator process, driven over HTTP as a real API server would be."""
+
+    def __init__(self, root: Path) -> None:
+        self.kubeconfig = root / "kubeconfig"
+        self._log = open(root / "kubeapi.log", "ab")  # noqa: SIM115 - closed in stop()
+        self._process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "app.sandbox.kubeapi",
+                "--port",
+                "0",
+                "--kubeconfig-out",
+                str(self.kubeconfig),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            env=child_env(),
+        )
+        assert self._process.stdout is not None
+        self.url = self._process.stdout.readline().decode().strip()
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read() or b"null")
+
+    def create_nad(self, name: str, config: dict[str, Any]) -> None:
+        self.call(
+            "POST",
+            "/apis/k8s.cni.cncf.io/v1/namespaces/default/network-attachment-definitions",
+            {
+                "apiVersion": "k8s.cni.cncf.io/v1",
+                "kind": "NetworkAttachmentDefinition",
+                "metadata": {"name": name, "namespace": "default"},
+                "spec": {"config": json.dumps(config)},
+            },
+        )
+
+    def create_pod(self, name: str, networks: str) -> str:
+        pod = self.call(
+            "POST",
+            "/api/v1/namespaces/default/pods",
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": name, "annotations": {"k8s.v1.cni.cncf.io/networks": networks}},
+                "spec": {
+                    "nodeName": NODE,
+                    "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}],
+                },
+            },
+        )
+        return str(pod["metadata"]["uid"])
+
+    def network_status(self, name: str) -> str:
+        pod = self.call("GET", f"/api/v1/namespaces/default/pods/{name}")
+        return str(
+            (pod["metadata"].get("annotations") or {}).get("k8s.v1.cni.cncf.io/network-status", "(none)")
+        )
+
+    def stop(self) -> None:
+        self._process.terminate()
+        self._process.wait(timeout=10)
+        self._log.close()
+
+
 @contextmanager
-def demo_node(root: Path, tag: str) -> Iterator[dict[str, Any]]:
-    """Directories, networks and host links for the demo; removed on exit."""
-    bridge, parent, peer = f"mdemo{tag}", f"mdv{tag}a", f"mdv{tag}b"
+def demo_node(root: Path, tag: str, emulator: Emulator) -> Iterator[dict[str, Any]]:
+    """Directories, networks (a conf file and two NADs) and host links; removed on exit."""
+    bridge, second, parent, peer = f"mdemo{tag}", f"mdemo{tag}n", f"mdv{tag}a", f"mdv{tag}b"
     subprocess.run(["ip", "link", "add", parent, "type", "veth", "peer", "name", peer], check=True)
     subprocess.run(["ip", "link", "set", parent, "up"], check=True)
     try:
-        bin_dir = root / "bin"
+        bin_dir, net_d = root / "bin", root / "net.d"
         bin_dir.mkdir()
+        net_d.mkdir()
         for plugin in PLUGINS:
             (bin_dir / plugin).symlink_to(CNI_PLUGIN_DIR / plugin)
-        net_d, conf_d = root / "net.d", root / "multus.d"
-        net_d.mkdir()
-        conf_d.mkdir()
         ipam = {"type": "host-local", "dataDir": str(root / "ipam")}
-        primary = {
+        cluster_network = {
             "cniVersion": "1.0.0",
             "name": "demo-cluster",
             "plugins": [
@@ -70,27 +157,37 @@ def demo_node(root: Path, tag: str) -> Iterator[dict[str, Any]]:
                 {"type": "tuning", "sysctl": {"net.ipv4.conf.eth0.arp_notify": "1"}},
             ],
         }
-        macvlan = {
-            "cniVersion": "1.0.0",
-            "name": "demo-macvlan",
-            "type": "macvlan",
-            "master": parent,
-            "mode": "bridge",
-            "ipam": {**ipam, "ranges": [[{"subnet": "10.89.0.0/24"}]]},
-        }
-        (net_d / "10-demo-cluster.conflist").write_text(json.dumps(primary, indent=2))
-        (conf_d / "20-demo-macvlan.conf").write_text(json.dumps(macvlan, indent=2))
+        (net_d / "10-demo-cluster.conflist").write_text(json.dumps(cluster_network, indent=2))
+        emulator.create_nad(
+            "bridge-net",
+            {
+                "cniVersion": "1.0.0",
+                "type": "bridge",
+                "bridge": second,
+                "ipam": {**ipam, "ranges": [[{"subnet": "10.89.0.0/24"}]]},
+            },
+        )
+        emulator.create_nad(
+            "macvlan-net",
+            {
+                "cniVersion": "1.0.0",
+                "type": "macvlan",
+                "master": parent,
+                "mode": "bridge",
+                "ipam": {**ipam, "ranges": [[{"subnet": "10.90.0.0/24"}]]},
+            },
+        )
         config = {
             "cniVersion": "1.0.0",
             "socketDir": str(root / "run"),
             "daemonSocketDir": str(root / "run"),
             "stateDir": str(root / "state"),
             "binDir": str(bin_dir),
-            "confDir": str(conf_d),
             "cniConfigDir": str(net_d),
             "multusAutoconfigDir": str(net_d),
             "multusConfigFile": "auto",
-            "defaultNetworks": ["demo-macvlan"],
+            "kubeconfig": str(emulator.kubeconfig),
+            "metricsPort": free_port(),
             "logLevel": "verbose",
             "logFile": str(root / "daemon.log"),
         }
@@ -99,67 +196,73 @@ def demo_node(root: Path, tag: str) -> Iterator[dict[str, Any]]:
             "bin_dir": bin_dir,
             "net_d": net_d,
             "config": root / "daemon-config.json",
-            "socket": root / "run",
+            "root": root,
+            **config,
         }
     finally:
-        for link in (bridge, parent):
+        for link in (bridge, second, parent):
             subprocess.run(["ip", "link", "del", link], check=False, capture_output=True)
 
 
-@contextmanager
-def daemon_process(config: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONASYNCIODEBUG"}
-    with open(log, "ab") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "app.daemon.main", "--config", str(config)],
-            stdout=output,
-            stderr=output,
-            env=env,
-        )
-    try:
-        yield process
-    finally:
-        process.terminate()
+class Daemon:
+    def __init__(self, config: Path, log: Path, socket_dir: Path) -> None:
+        self._config, self._log, self._socket = config, log, socket_dir / "multus.sock"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, **env: str) -> None:
+        with open(self._log, "ab") as output:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "app.daemon.main", "--config", str(self._config)],
+                stdout=output,
+                stderr=output,
+                env=child_env(MULTUS_NODE_NAME=NODE, **env),
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self._ready():
+                return
+            if self.process.poll() is not None:
+                raise SystemExit(f"the daemon exited with status {self.process.returncode}; see {self._log}")
+            time.sleep(0.05)
+        raise SystemExit("timed out waiting for the daemon to be ready")
+
+    def _ready(self) -> bool:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            sock.connect(str(self._socket))
+            sock.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+            return sock.recv(32).split()[1] == b"200"
+        except (OSError, IndexError):
+            return False
+        finally:
+            sock.close()
+
+    def wait_dead(self) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
 
 
-def wait_for(path: Path, what: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists() and (path.suffix != ".sock" or _answers(path)):
-            return
-        if process.poll() is not None:
-            raise SystemExit(f"the daemon exited with status {process.returncode} before {what}")
-        time.sleep(0.05)
-    raise SystemExit(f"timed out waiting for {what}")
-
-
-def _answers(socket_path: Path) -> bool:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.connect(str(socket_path))
-        sock.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
-        return sock.recv(32).split()[1] == b"200"
-    except (OSError, IndexError):
-        return False
-    finally:
-        sock.close()
-
-
-def run_shim(shim: Path, command: str, conf: bytes, *, container_id: str, netns: str, bin_dir: Path) -> str:
+def run_shim(
+    shim: Path, command: str, conf: bytes, *, pod: str, uid: str, container: str, netns: str, bin_dir: Path
+) -> subprocess.CompletedProcess[bytes]:
     env = {
         "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
         "CNI_COMMAND": command,
-        "CNI_CONTAINERID": container_id,
+        "CNI_CONTAINERID": container,
         "CNI_NETNS": netns,
         "CNI_IFNAME": "eth0",
         "CNI_PATH": str(bin_dir),
-        "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=demo-pod;"
-        f"K8S_POD_INFRA_CONTAINER_ID={container_id}",
+        "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod};"
+        f"K8S_POD_INFRA_CONTAINER_ID={container};K8S_POD_UID={uid}",
     }
     started = time.perf_counter()
     proc = subprocess.run([str(shim)], input=conf, env=env, capture_output=True)
@@ -167,9 +270,7 @@ def run_shim(shim: Path, command: str, conf: bytes, *, container_id: str, netns:
     print(
         f"$ CNI_COMMAND={command} multus-shim < 00-multus.conf  -> exit {proc.returncode} in {elapsed:.1f} ms"
     )
-    if proc.returncode != 0:
-        raise SystemExit(f"shim {command} failed: {proc.stdout.decode()}{proc.stderr.decode()}")
-    return proc.stdout.decode()
+    return proc
 
 
 def pod_interfaces(netns_path: str) -> str:
@@ -187,99 +288,139 @@ def pod_interfaces(netns_path: str) -> str:
     return "\n".join(lines)
 
 
-def checkpoint_rows(state_db: Path, container_id: str) -> str:
-    import sqlite3
+def multusctl(config: Path, *args: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-m", "app.cli.main", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+    )
+    return (proc.stdout + proc.stderr).rstrip()
 
-    with sqlite3.connect(f"file:{state_db}?mode=ro", uri=True) as connection:
-        sandboxes = connection.execute(
-            "SELECT state, netns, pod_namespace || '/' || pod_name FROM sandboxes WHERE container_id = ?",
-            (container_id,),
-        ).fetchall()
-        attachments = connection.execute(
-            "SELECT position, ifname, network_name, plugin_types, state, "
-            "json_extract(result, '$.ips[0].address') "
-            "FROM attachments WHERE container_id = ? ORDER BY position",
-            (container_id,),
-        ).fetchall()
-        history = connection.execute(
-            "SELECT command, step, trigger, outcome, ifname, network_name, round(duration_ms, 1) "
-            "FROM history WHERE container_id = ? ORDER BY id",
-            (container_id,),
-        ).fetchall()
-    out = [f"  sandbox: {row}" for row in sandboxes]
-    out += [f"  attachment: {row}" for row in attachments]
-    out += [f"  history: {row}" for row in history]
-    return "\n".join(out) or "  (nothing recorded)"
+
+def histograms(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    wanted = (
+        "multus_py_cni_operation_seconds_count",
+        "multus_py_delegate_seconds_count",
+        "multus_py_store_commit_seconds_count",
+    )
+    return "\n".join(f"  {line}" for line in text.splitlines() if line.startswith(wanted))
+
+
+@contextmanager
+def pod_netns(name: str) -> Iterator[str]:
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        yield f"/var/run/netns/{name}"
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
+
+
+def demonstrate_attach(
+    node: dict[str, Any], emulator: Emulator, daemon: Daemon, shim: Path, tag: str
+) -> None:
+    conf = (node["net_d"] / "00-multus.conf").read_bytes()
+    config: Path = node["config"]
+    uid = emulator.create_pod("demo-pod", "bridge-net, macvlan-net")
+    container = secrets.token_hex(32)
+    say("pod default/demo-pod", "annotation  k8s.v1.cni.cncf.io/networks: bridge-net, macvlan-net")
+    with pod_netns(f"multus-demo-{tag}") as netns:
+        args = {
+            "pod": "demo-pod",
+            "uid": uid,
+            "container": container,
+            "netns": netns,
+            "bin_dir": node["bin_dir"],
+        }
+        say("ADD")
+        added = run_shim(shim, "ADD", conf, **args)
+        if added.returncode != 0:
+            raise SystemExit(f"ADD failed: {added.stdout.decode()}")
+        say("CNI result printed by the shim (the cluster network's)", added.stdout.decode())
+        say("the pod's interfaces (read with pyroute2 inside its netns)", pod_interfaces(netns))
+        say(
+            "network-status annotation on the pod, as the API server holds it",
+            emulator.network_status("demo-pod"),
+        )
+        say("$ multusctl attachments", multusctl(config, "attachments"))
+        say("CHECK")
+        run_shim(shim, "CHECK", conf, **args)
+        say("DEL")
+        run_shim(shim, "DEL", conf, **args)
+        say("the pod's interfaces after DEL", pod_interfaces(netns))
+    leases = [p.name for p in (node["root"] / "ipam").rglob("*") if p.is_file() and p.name[0].isdigit()]
+    say("host-local leases left", "  " + (", ".join(leases) or "none"))
+    say(
+        "$ multusctl history --pod default/demo-pod",
+        multusctl(config, "history", "--pod", "default/demo-pod"),
+    )
+    say(f"Prometheus histograms on :{node['metricsPort']}/metrics (counts)", histograms(node["metricsPort"]))
+
+
+def demonstrate_crash(node: dict[str, Any], emulator: Emulator, daemon: Daemon, shim: Path, tag: str) -> None:
+    conf = (node["net_d"] / "00-multus.conf").read_bytes()
+    config: Path = node["config"]
+    uid = emulator.create_pod("crash-pod", "bridge-net, macvlan-net")
+    container = secrets.token_hex(32)
+    say("--crash: the daemon is restarted armed to SIGKILL itself after the 2nd delegate of an ADD ran")
+    daemon.stop()
+    daemon.start(MULTUS_PY_CRASH_AT="add-after-exec:2")
+    with pod_netns(f"multus-crash-{tag}") as netns:
+        args = {
+            "pod": "crash-pod",
+            "uid": uid,
+            "container": container,
+            "netns": netns,
+            "bin_dir": node["bin_dir"],
+        }
+        added = run_shim(shim, "ADD", conf, **args)
+        say("the runtime's view of that ADD", added.stdout.decode())
+        say("daemon", f"  exited with {daemon.wait_dead()} (-9: SIGKILL)")
+        say("the pod's interfaces right after the crash", pod_interfaces(netns))
+        say(
+            "$ multusctl show (daemon down: read from the state file)",
+            multusctl(config, "show", container[:12]),
+        )
+        daemon.start()
+        say("daemon restarted: recovery ran before it reported ready")
+        say("the pod's interfaces after recovery", pod_interfaces(netns))
+        say(
+            "$ multusctl history --container ...", multusctl(config, "history", "--container", container[:12])
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m app.demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--crash", action="store_true", help="also kill -9 the daemon mid-ADD and show recovery"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the run directory")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
-        parser.error("run as root: the demo creates a network namespace, a bridge and a veth pair")
+        parser.error("run as root: the demo creates network namespaces, bridges and a veth pair")
     tag = secrets.token_hex(2)
     root = Path(tempfile.mkdtemp(prefix="multus-demo-"))
-    netns = f"multus-demo-{tag}"
-    container_id = secrets.token_hex(32)
     say("run directory", str(root))
     try:
-        with demo_node(root, tag) as node:
+        with ExitStack() as stack:
+            emulator = Emulator(root)
+            stack.callback(emulator.stop)
+            say("Kubernetes API emulator", f"  {emulator.url} (kubeconfig {emulator.kubeconfig})")
+            node = stack.enter_context(demo_node(root, tag, emulator))
             shim = install_shim(str(node["bin_dir"]))
-            say("shim installed", f"{shim}\n{shim.read_text().splitlines()[0]}")
-            with daemon_process(node["config"], root / "daemon.log") as daemon:
-                wait_for(node["socket"] / "multus.sock", "the daemon to be ready", daemon)
-                shim_conf = node["net_d"] / "00-multus.conf"
-                wait_for(shim_conf, "00-multus.conf", daemon)
-                say("generated 00-multus.conf (the runtime's stdin for the shim)", shim_conf.read_text())
-                subprocess.run(["ip", "netns", "add", netns], check=True)
-                netns_path = f"/var/run/netns/{netns}"
-                try:
-                    conf = shim_conf.read_bytes()
-                    say("ADD")
-                    result = run_shim(
-                        shim,
-                        "ADD",
-                        conf,
-                        container_id=container_id,
-                        netns=netns_path,
-                        bin_dir=node["bin_dir"],
-                    )
-                    say("CNI result printed by the shim", result)
-                    say(
-                        "the pod's interfaces (read with pyroute2 inside its netns)",
-                        pod_interfaces(netns_path),
-                    )
-                    say(
-                        "checkpoint and history recorded by the daemon",
-                        checkpoint_rows(root / "state" / "state.db", container_id),
-                    )
-                    say("CHECK")
-                    run_shim(
-                        shim,
-                        "CHECK",
-                        conf,
-                        container_id=container_id,
-                        netns=netns_path,
-                        bin_dir=node["bin_dir"],
-                    )
-                    say("DEL")
-                    run_shim(
-                        shim,
-                        "DEL",
-                        conf,
-                        container_id=container_id,
-                        netns=netns_path,
-                        bin_dir=node["bin_dir"],
-                    )
-                    say("the pod's interfaces after DEL", pod_interfaces(netns_path))
-                    leases = [
-                        p.name for p in (root / "ipam").rglob("*") if p.is_file() and p.name[0].isdigit()
-                    ]
-                    say("host-local leases left", ", ".join(leases) or "  none")
-                    say("checkpoint after DEL", checkpoint_rows(root / "state" / "state.db", container_id))
-                finally:
-                    subprocess.run(["ip", "netns", "del", netns], check=False, capture_output=True)
+            say("shim installed", f"  {shim}\n  {shim.read_text().splitlines()[0]}")
+            daemon = Daemon(node["config"], root / "daemon.log", Path(node["socketDir"]))
+            stack.callback(daemon.stop)
+            daemon.start()
+            say(
+                "daemon ready (pod and NAD mirrors synced); generated 00-multus.conf",
+                (node["net_d"] / "00-multus.conf").read_text(),
+            )
+            demonstrate_attach(node, emulator, daemon, shim, tag)
+            if args.crash:
+                demonstrate_crash(node, emulator, daemon, shim, tag)
     finally:
         if args.keep:
             say("kept", str(root))
