@@ -88,6 +88,18 @@ class Settings:
     log_format: str = "text"
     """multus-py ``logFormat``: ``text`` (upstream-like lines) or ``json`` (one JSON object per line)."""
 
+    readiness_indicator_file: str = ""
+    """Upstream's ``readinessindicatorfile``: ADDs wait (the daemon is not ready) while it is
+    absent; in auto mode ``00-multus.conf`` exists only while it does."""
+
+    @property
+    def request_overrides(self) -> Mapping[str, Any]:
+        """What is merged over every request's conf: the file's keys, without the readiness
+        indicator in auto mode (upstream strips it there)."""
+        if self.multus_config_file == "auto" and "readinessindicatorfile" in self.raw:
+            return {key: value for key, value in self.raw.items() if key != "readinessindicatorfile"}
+        return self.raw
+
     @property
     def database_path(self) -> Path:
         return self.state_dir / "state.db"
@@ -140,6 +152,7 @@ def from_mapping(obj: object) -> Settings:
         metrics_port=reader.port("metricsPort"),
         spool_dir=Path(reader.string("spoolDir", "")) if reader.string("spoolDir", "") else None,
         sysfs_root=Path(reader.string("sysfsRoot", "/sys")),
+        readiness_indicator_file=reader.string("readinessindicatorfile", ""),
         pod_resources_socket=reader.string(
             "podResourcesSocket", "/var/lib/kubelet/pod-resources/kubelet.sock"
         ),

@@ -19,6 +19,7 @@ from typing import Any
 from app.settings import Settings
 
 CONF_NAME = "00-multus.conf"
+DEFAULT_SHIM_SOCKET_DIR = "/run/multus"
 NETWORK_NAME = "multus-cni-network"
 CONF_SUFFIXES = (".conf", ".conflist")
 
@@ -91,11 +92,17 @@ def render(settings: Settings, primary: Path) -> bytes:
         "type": "multus-shim",
         "cniDir": raw.get("cniDir"),
         "auxiliaryCNIChainName": raw.get("auxiliaryCNIChainName"),
-        "daemonSocketDir": raw.get("daemonSocketDir"),
+        "daemonSocketDir": raw.get("daemonSocketDir") or _own_socket_dir(settings),
         "spoolDir": str(settings.spool_path),
     }
     ordered = {key: values[key] for key in PASSED_THROUGH_KEYS if values[key] not in (None, "", False)}
     return json.dumps(ordered, separators=(",", ":")).encode()
+
+
+def _own_socket_dir(settings: Settings) -> str | None:
+    """Where the shim must find this daemon when ``daemonSocketDir`` is not set: our ``socketDir``
+    if it is not the shim's default (upstream writes nothing, and its shim then looks elsewhere)."""
+    return None if settings.socket_dir == Path(DEFAULT_SHIM_SOCKET_DIR) else str(settings.socket_dir)
 
 
 def _capabilities(primary_conf: Mapping[str, Any]) -> dict[str, bool]:
@@ -140,3 +147,14 @@ def _fsync_directory(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def remove(settings: Settings) -> bool:
+    """Delete ``00-multus.conf`` (the cluster network went away); True if there was one."""
+    target = Path(settings.cni_config_dir) / CONF_NAME
+    try:
+        target.unlink()
+    except FileNotFoundError:
+        return False
+    _fsync_directory(target.parent)
+    return True

@@ -51,6 +51,7 @@ LOG_LEVELS = {
 BOOT_ID_OVERRIDE = "MULTUS_PY_BOOT_ID"
 """Test hook: pretend to run in another boot (a node reboot without rebooting the test machine)."""
 MIRROR_CONDITION = "the pod and NAD mirrors to sync"
+INDICATOR_CONDITION = "the readiness indicator file"
 AUTOCONF_INTERVAL = 2.0
 """Seconds between checks of the primary network configuration (for ``00-multus.conf``)."""
 NODE_NAME_VARIABLE = "MULTUS_NODE_NAME"
@@ -126,6 +127,7 @@ class Daemon:
 
     async def _serve(self, db: Database) -> int:
         self.readiness.store_open = True
+        self._indicator_missing()
         try:
             kube = await daemon_cluster.connect(self.settings, db, node=node_name())
         except KubeConfigError as exc:
@@ -142,7 +144,7 @@ class Daemon:
         collector = GarbageCollector(engine=engine, db=db, pods=kube.watchers.presence if kube else None)
         cni_server = server.CniServer(
             engine=engine,
-            daemon_config=self.settings.raw,
+            daemon_config=self.settings.request_overrides,
             readiness=self.readiness,
             collector=collector,
             activity=self.activity,
@@ -167,6 +169,8 @@ class Daemon:
                     tasks.create_task(self._mark_synced(kube), name="mirror-synced")
                 if self.settings.multus_config_file == "auto":
                     tasks.create_task(self._keep_shim_conf_current(), name="autoconf")
+                elif self.settings.readiness_indicator_file:
+                    tasks.create_task(self._watch_indicator(), name="readiness-indicator")
                 tasks.create_task(self._collect_garbage(collector, engine), name="gc")
                 tasks.create_task(self._prune_history(db), name="history-retention")
                 log.info("multus-daemon %s ready on %s", _package_version(), self.settings.socket_path)
@@ -183,6 +187,29 @@ class Daemon:
             if query_runner is not None:
                 await query_runner.cleanup()
         return 0
+
+    def _indicator_missing(self) -> bool:
+        """True when a ``readinessindicatorfile`` is configured and absent (also sets readiness)."""
+        indicator = self.settings.readiness_indicator_file
+        if not indicator:
+            return False
+        present = os.path.exists(indicator)
+        if self.readiness.extra_conditions.get(INDICATOR_CONDITION) != present:
+            log.log(
+                logging.INFO if present else logging.WARNING,
+                "readiness indicator %s %s",
+                indicator,
+                "present" if present else "absent: not ready for ADDs",
+            )
+        self.readiness.extra_conditions[INDICATOR_CONDITION] = present
+        return not present
+
+    async def _watch_indicator(self) -> None:
+        """Follow ``readinessindicatorfile`` when no autoconf loop does (non-auto mode)."""
+        while not self._stop.is_set():
+            self._indicator_missing()
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), AUTOCONF_INTERVAL / 2)
 
     async def _mark_synced(self, kube: daemon_cluster.Cluster) -> None:
         """Ready only once the pod and NAD mirrors have synced since start-up."""
@@ -208,7 +235,9 @@ class Daemon:
 
     async def _replay_spool(self, engine: AttachEngine) -> None:
         await spool.replay(
-            spool_dir=self.settings.spool_path, engine=engine, daemon_config=dict(self.settings.raw)
+            spool_dir=self.settings.spool_path,
+            engine=engine,
+            daemon_config=dict(self.settings.request_overrides),
         )
 
     async def _collect_garbage(self, collector: GarbageCollector, engine: AttachEngine) -> None:
@@ -257,10 +286,17 @@ class Daemon:
         )
 
     async def _keep_shim_conf_current(self) -> None:
-        """Write 00-multus.conf once a primary configuration exists, and again when it changes."""
+        """Write 00-multus.conf once a primary configuration exists, and again when it changes.
+
+        With ``readinessindicatorfile`` set, the conf exists only while that file does: its
+        absence means the cluster network is not there (yet, or any more), and a node without
+        the conf tells the runtime so, as upstream's does."""
         while True:
             primary = autoconf.find_primary(self.settings)
-            if primary is not None:
+            indicator_missing = self._indicator_missing()
+            if indicator_missing:
+                await asyncio.to_thread(autoconf.remove, self.settings)
+            elif primary is not None:
                 try:
                     await asyncio.to_thread(autoconf.write, self.settings, primary)
                 except (autoconf.AutoconfError, OSError) as exc:

@@ -410,3 +410,47 @@ def test_multusctl_lists_what_is_attached_while_the_daemon_runs(three: Cluster) 
         ("net2", "static-net", "10.242.0.5/24"),
     ]
     assert {r["pod"] for r in rows} == {f"default/pod-{container[:8]}"}
+
+
+def test_readiness_indicator_file_gates_adds_and_the_shim_conf(cluster: Cluster, started: Any) -> None:
+    indicator = cluster.root / "primary-ready"
+    cluster.write_network(
+        cluster.net_d, "10-primary.conflist", cluster.bridge_conflist("primary", "10.240.0.0/24")
+    )
+    cluster.daemon_config["readinessindicatorfile"] = str(indicator)
+    cluster.start_daemon(wait=False)
+    shim_conf = cluster.net_d / "00-multus.conf"
+    netns = cluster.new_netns()
+    container = new_container_id()
+    _wait_for(lambda: cluster._readyz() == 500)  # serving, not ready
+
+    refused = cluster.run_shim(
+        "ADD", container_id=container, netns=netns, env={"MULTUS_SHIM_WAIT_SECONDS": "0.5"}
+    )
+    assert refused.returncode == 1
+    assert refused.json()["code"] == 11
+    assert "readiness indicator" in refused.json()["msg"]
+    assert not shim_conf.exists()
+
+    indicator.write_text("")
+    cluster.wait_ready()
+    _wait_for(shim_conf.exists)
+    assert "readinessindicatorfile" not in json.loads(shim_conf.read_text())
+    generated = shim_conf.read_bytes()
+    assert cluster.run_shim("ADD", container_id=container, netns=netns, conf=generated).returncode == 0
+
+    indicator.unlink()
+    _wait_for(lambda: not shim_conf.exists())
+    assert cluster.run_shim("DEL", container_id=container, netns=netns).returncode == 0, (
+        "DEL needs no readiness"
+    )
+    assert netns.links() == {"lo"}
+
+
+def _wait_for(condition: Any, timeout: float = 10.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.05)
