@@ -13,6 +13,7 @@ Never imports the watch package or HTTP code; operations on one container ID are
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from app import metrics
-from app.attach import netns
+from app.attach import netns, upstream_cache
 from app.attach.cluster import ClusterUnavailableError, PodInfo, StatusPublisher
 from app.attach.crashpoints import DISARMED, CrashPoints, Point
 from app.attach.errors import MultusCode, as_cni_error, combine
@@ -191,6 +192,8 @@ class AttachEngine:
             units: list[UnitOfWork] = []
             if record is not None:
                 errors, units = await self._run_teardown(record, trigger=request.trigger)
+            else:
+                errors, units = await self._delete_from_upstream_cache(request)
             error = combine(errors) if errors else None
             units.append(self._recorded(self._request_entry(request, started, error)))
             await self._db.write(_all(units))
@@ -416,6 +419,56 @@ class AttachEngine:
             partial(checkpoints.remove_attachments, container_id=record.container_id, ifnames=removed)
         )
         units.append(partial(checkpoints.finish_delete, container_id=record.container_id))
+        return errors, units
+
+    async def _delete_from_upstream_cache(
+        self, request: SandboxRequest
+    ) -> tuple[list[CniError], list[UnitOfWork]]:
+        """DEL of a sandbox upstream Multus attached (before the swap): replay its libcni caches."""
+        cached = await asyncio.to_thread(upstream_cache.load, request.conf.cni_dir, request.container_id)
+        if not cached:
+            return [], []
+        log.info("container %s: no checkpoint; deleting from upstream Multus's cache", request.container_id)
+        errors: list[CniError] = []
+        units: list[UnitOfWork] = []
+        cni_path = self._cni_path(request.conf.bin_dir)
+        for attachment in cached:
+            started = time.monotonic()
+            error: CniError | None = None
+            try:
+                await api.del_network_list(
+                    cni=self._cni_config(cni_path),
+                    net=cniconf.load_network_list(attachment.config, source=str(attachment.path)),
+                    rt=RuntimeConf(
+                        container_id=request.container_id,
+                        netns=attachment.netns or request.netns,
+                        ifname=IfName(attachment.ifname),
+                        args=attachment.cni_args,
+                        capability_args=attachment.capability_args,
+                    ),
+                    prev_result=dict(attachment.result) if attachment.result else None,
+                )
+            except Exception as exc:
+                error = as_cni_error(exc).with_context(
+                    f'error removing container from network "{attachment.network_name}" ({attachment.ifname})'
+                )
+                errors.append(error)
+            entry = HistoryEntry(
+                command=Command.DEL,
+                step="delegate",
+                trigger=request.trigger,
+                outcome="ok" if error is None else "error",
+                container_id=request.container_id,
+                netns=attachment.netns,
+                ifname=attachment.ifname,
+                network_name=f"{attachment.network_name} (upstream cache)",
+                pod=request.pod,
+                duration_ms=_elapsed_ms(started),
+                **_error_fields(error),
+            )
+            units.append(self._recorded(entry))
+        if not errors:
+            await asyncio.to_thread(upstream_cache.remove, request.conf.cni_dir, request.container_id, cached)
         return errors, units
 
     async def _teardown_one(

@@ -1,0 +1,102 @@
+"""Upstream Multus's on-disk caches, read so a pod attached before the swap can still be deleted.
+
+Upstream keeps, under its ``cniDir`` (default ``/var/lib/cni/multus``), a scratch file
+``<containerID>`` listing the sandbox's delegates in ADD order, and libcni's result cache
+``results/<network>-<containerID>-<ifname>`` (``cniCacheV1``: the configuration bytes, the
+interface, netns, CNI_ARGS, capability args and the result). When multus-py receives a DEL for
+a sandbox it has no checkpoint of, the engine replays these exactly as upstream's DEL would, newest
+delegate first, then removes them as upstream does after a successful DEL. Read-only otherwise:
+installing multus-py never touches them, so a node can move back to upstream.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class CachedAttachment:
+    """One delegate of an upstream-attached sandbox, as libcni cached it."""
+
+    network_name: str
+    ifname: str
+    netns: str
+    config: bytes
+    cni_args: tuple[tuple[str, str], ...]
+    capability_args: Mapping[str, Any] = field(default_factory=dict)
+    result: Mapping[str, Any] | None = None
+    path: Path = Path()
+
+
+def load(cni_dir: str, container_id: str) -> list[CachedAttachment]:
+    """The sandbox's cached delegates in DEL order (newest first); [] when upstream knows none.
+
+    A cache file that cannot be decoded is skipped with a warning: it is upstream's, not ours, and
+    the rest of the sandbox can still be released.
+    """
+    results = Path(cni_dir) / "results"
+    try:
+        candidates = sorted(results.glob(f"*-{container_id}-*"))
+    except OSError:
+        return []
+    attachments = [entry for path in candidates if (entry := _decode(path, container_id)) is not None]
+    order = _add_order(Path(cni_dir) / container_id)
+    attachments.sort(key=lambda a: order.get(a.network_name, _fallback_rank(a.ifname)), reverse=True)
+    return attachments
+
+
+def remove(cni_dir: str, container_id: str, attachments: list[CachedAttachment]) -> None:
+    """Forget a sandbox upstream-style after its DEL succeeded: its result caches and scratch file."""
+    for attachment in attachments:
+        attachment.path.unlink(missing_ok=True)
+    (Path(cni_dir) / container_id).unlink(missing_ok=True)
+
+
+def _decode(path: Path, container_id: str) -> CachedAttachment | None:
+    try:
+        document = json.loads(path.read_bytes())
+        if document.get("kind") != "cniCacheV1" or document.get("containerId") != container_id:
+            return None
+        return CachedAttachment(
+            network_name=str(document["networkName"]),
+            ifname=str(document["ifName"]),
+            netns=str(document.get("netns", "")),
+            config=base64.b64decode(document["config"]),
+            cni_args=tuple((str(k), str(v)) for k, v in document.get("cniArgs") or []),
+            capability_args=dict(document.get("capabilityArgs") or {}),
+            result=document.get("result"),
+            path=path,
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        log.warning("skipping unreadable upstream cache %s: %s", path, exc)
+        return None
+
+
+def _add_order(scratch: Path) -> dict[str, int]:
+    """Network name (the conf's, as libcni keys its cache) → position in upstream's ADD order."""
+    try:
+        delegates = json.loads(scratch.read_bytes())
+    except (OSError, ValueError):
+        return {}
+    order: dict[str, int] = {}
+    for position, delegate in enumerate(delegates if isinstance(delegates, list) else []):
+        if not isinstance(delegate, dict):
+            continue
+        for key in ("ConfList", "Conf"):
+            conf = delegate.get(key)
+            if isinstance(conf, dict) and conf.get("name"):
+                order.setdefault(str(conf["name"]), position)
+    return order
+
+
+def _fallback_rank(ifname: str) -> int:
+    """Without the scratch file: the cluster network (eth0) first, then net1, net2, ..."""
+    return int(ifname[3:]) if ifname.startswith("net") and ifname[3:].isdigit() else 0
