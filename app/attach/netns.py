@@ -11,12 +11,19 @@ worker thread.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar, cast
 
 
 class NetnsGoneError(FileNotFoundError):
     """The namespace path does not exist, or is not a network namespace any more."""
+
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,18 +45,71 @@ def netns_exists(path: str) -> bool:
         return False
 
 
+CLONE_NEWNET = 0x40000000
+
+
+def _in_netns(path: str, work: Callable[[], T]) -> T:
+    """Run ``work`` in a new thread that has entered the namespace at ``path``.
+
+    ``setns`` moves only the calling thread, and a netlink socket stays in the namespace it was
+    created in, so the thread enters, opens its socket, works, and leaves. pyroute2's own
+    ``netns=`` support forks a helper process instead, which must not happen here: a forked child
+    inherits asyncio's signal wakeup pipe, and the SIGTERM pyroute2 sends it to stop it would
+    arrive in the daemon's event loop as a SIGTERM of its own (the daemon would shut down).
+    """
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        try:
+            own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            outcome["error"] = exc
+            return
+        try:
+            target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            os.close(own)
+            outcome["error"] = NetnsGoneError(f"network namespace {path} cannot be opened: {exc.strerror}")
+            return
+        try:
+            if libc.setns(target, CLONE_NEWNET) != 0:
+                errno = ctypes.get_errno()
+                raise NetnsGoneError(f"cannot enter network namespace {path}: {os.strerror(errno)}")
+            try:
+                outcome["value"] = work()
+            finally:
+                libc.setns(own, CLONE_NEWNET)  # the thread ends right after: a failure strands nothing
+        except BaseException as exc:  # handed to the caller below
+            outcome["error"] = exc
+        finally:
+            os.close(own)
+            os.close(target)
+
+    thread = threading.Thread(target=run, name="netns-inspect", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return cast(T, outcome["value"])
+
+
 def _list_links_blocking(path: str) -> dict[str, Link]:
     from pyroute2 import IPRoute
 
     if not netns_exists(path):
         raise NetnsGoneError(f"network namespace {path} does not exist")
-    with IPRoute(netns=path, flags=0) as ipr:
-        links = {}
-        for msg in ipr.get_links():
-            name = msg.get("ifname")
-            info = msg.get(("linkinfo", "kind")) if hasattr(msg, "get") else None
-            links[name] = Link(name=name, mac=str(msg.get("address") or ""), kind=str(info or ""))
-        return links
+
+    def links() -> dict[str, Link]:
+        with IPRoute() as ipr:
+            found = {}
+            for msg in ipr.get_links():
+                name = str(msg.get("ifname"))
+                kind = msg.get(("linkinfo", "kind"))
+                found[name] = Link(name=name, mac=str(msg.get("address") or ""), kind=str(kind or ""))
+            return found
+
+    return _in_netns(path, links)
 
 
 async def list_links(path: str) -> dict[str, Link]:

@@ -454,3 +454,20 @@ def _wait_for(condition: Any, timeout: float = 10.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not reached"
         time.sleep(0.05)
+
+
+def test_the_daemon_survives_many_checks(started: Any) -> None:
+    """Regression: CHECK inspected the netns through a forked pyroute2 helper; the SIGTERM that
+    stopped the helper reached the daemon's own event loop through the inherited signal pipe, and
+    the daemon shut down."""
+    cluster: Cluster = started()
+    netns = cluster.new_netns()
+    container = new_container_id()
+    assert cluster.run_shim("ADD", container_id=container, netns=netns).returncode == 0
+
+    for _ in range(30):
+        assert cluster.run_shim("CHECK", container_id=container, netns=netns).returncode == 0
+
+    assert cluster.daemon is not None
+    assert cluster.daemon.poll() is None, "the daemon is still running"
+    assert cluster.run_shim("DEL", container_id=container, netns=netns).returncode == 0
