@@ -312,23 +312,22 @@ def new_container_id() -> str:
     return secrets.token_hex(32)
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
+def make_cluster(root: Path) -> Cluster:
+    """A node under ``root``: plugins (and the recorder) in ``bin``, the installed shim, a
+    daemon-config for directories under ``root``. Nothing runs yet."""
     tag = secrets.token_hex(3)
-    root = tmp_path
     bin_dir = root / "bin"
-    bin_dir.mkdir()
+    bin_dir.mkdir(parents=True)
     for plugin in REFERENCE_PLUGINS:
         (bin_dir / plugin).symlink_to(Path(CNI_PLUGIN_DIR) / plugin)
     recorder = bin_dir / "recorder"
     recorder.write_text(f"#!{sys.executable}\n" + RECORDER.read_text())
     recorder.chmod(0o755)
-    shim = install_shim(str(bin_dir))
-    cluster = Cluster(
+    return Cluster(
         root=root,
         tag=tag,
         bridge=f"mpbr{tag}",
-        shim=shim,
+        shim=install_shim(str(bin_dir)),
         daemon_config={
             "cniVersion": "1.0.0",
             "socketDir": str(root / "run"),
@@ -342,6 +341,11 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
             "logFile": str(root / "daemon.log"),
         },
     )
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    cluster = make_cluster(tmp_path)
     try:
         yield cluster
     finally:

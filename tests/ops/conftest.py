@@ -24,15 +24,13 @@ from typing import Any
 
 import pytest
 
-from app.shim.install import install_shim
-from tests.conftest import CNI_PLUGIN_DIR, child_environment
+from tests.conftest import child_environment
 from tests.e2e.conftest import (
-    RECORDER,
-    REFERENCE_PLUGINS,
     Cluster,
     Netns,
     ShimResult,
     cluster,
+    make_cluster,
     started,
 )
 
@@ -123,35 +121,10 @@ def new_pod(cluster: Cluster, namespace: str, name: str, *, prefix: str = "") ->
 
 
 def _make_cluster(root: Path) -> Cluster:
-    """The e2e ``cluster`` fixture's node, built for a whole module (same layout and plugins)."""
-    tag = secrets.token_hex(3)
-    bin_dir = root / "bin"
-    bin_dir.mkdir(parents=True)
-    for plugin in REFERENCE_PLUGINS:
-        (bin_dir / plugin).symlink_to(Path(CNI_PLUGIN_DIR) / plugin)
-    recorder = bin_dir / "recorder"
-    recorder.write_text(f"#!{sys.executable}\n" + RECORDER.read_text())
-    recorder.chmod(0o755)
-    return Cluster(
-        root=root,
-        tag=tag,
-        bridge=f"mpbr{tag}",
-        shim=install_shim(str(bin_dir)),
-        daemon_config={
-            "cniVersion": "1.0.0",
-            "socketDir": str(root / "run"),
-            "stateDir": str(root / "state"),
-            "binDir": str(bin_dir),
-            "confDir": str(root / "multus.d"),
-            "cniConfigDir": str(root / "net.d"),
-            "multusAutoconfigDir": str(root / "net.d"),
-            "multusConfigFile": "auto",
-            "logLevel": "debug",
-            "logFile": str(root / "daemon.log"),
-            "logFormat": "json",
-            "gcIntervalSeconds": 3600,
-        },
-    )
+    """The e2e ``cluster`` fixture's node, built for a whole module, logging JSON lines."""
+    node = make_cluster(root)
+    node.daemon_config.update({"logFormat": "json", "gcIntervalSeconds": 3600})
+    return node
 
 
 def _write_networks(node: Cluster) -> None:

@@ -6,30 +6,16 @@ test that leaves tasks running on its loop after that.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 from kubernetes_asyncio import client
 
 from app.sandbox.kubeapi import KubeApiEmulator
+from tests.asyncio_hygiene import no_tasks_left_on_the_loop  # noqa: F401 - autouse here
 
 BOOKMARK_INTERVAL = 0.2
 HISTORY_SIZE = 50
-
-
-@pytest.fixture(autouse=True)
-async def _no_tasks_left_on_the_loop() -> AsyncIterator[None]:
-    """Fail a test that leaves tasks running once its fixtures are torn down (this one goes last)."""
-    yield
-    current = asyncio.current_task()
-    leftovers = [task for task in asyncio.all_tasks() if task is not current and not task.done()]
-    for _ in range(10):  # cancelled tasks need a few loop turns to finish
-        if not leftovers:
-            break
-        await asyncio.sleep(0)
-        leftovers = [task for task in leftovers if not task.done()]
-    assert not leftovers, f"tasks left running: {leftovers}"
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ on its loop once the others are torn down.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -18,21 +17,8 @@ from app.store.database import Database
 from app.watch import client
 from app.watch.api import KubeApi
 from app.watch.settings import WatchSettings
+from tests.asyncio_hygiene import no_tasks_left_on_the_loop  # noqa: F401 - autouse here
 from tests.watch.support import FAST_SETTINGS, NODE, Running
-
-
-@pytest.fixture(autouse=True)
-async def _no_tasks_left_on_the_loop() -> AsyncIterator[None]:
-    """Fail a test that leaves tasks running once its fixtures are torn down (this one goes last)."""
-    yield
-    current = asyncio.current_task()
-    leftovers = [task for task in asyncio.all_tasks() if task is not current and not task.done()]
-    for _ in range(10):  # cancelled tasks need a few loop turns to finish
-        if not leftovers:
-            break
-        await asyncio.sleep(0)
-        leftovers = [task for task in leftovers if not task.done()]
-    assert not leftovers, f"tasks left running: {leftovers}"
 
 
 @pytest.fixture
