@@ -231,14 +231,7 @@ class AttachEngine:
                 continue
             errors.extend(await self.tear_down(sandbox.container_id, trigger=Trigger.GC))
         error = combine(errors) if errors else None
-        entry = HistoryEntry(
-            command=Command.GC,
-            step="request",
-            trigger=request.trigger,
-            outcome="ok" if error is None else "error",
-            duration_ms=_elapsed_ms(started),
-            **_error_fields(error),
-        )
+        entry = _entry(Command.GC, "request", request.trigger, started, error, None)
         await self._db.write(self._recorded(entry))
         if error is not None:
             raise error
@@ -453,18 +446,18 @@ class AttachEngine:
                     f'error removing container from network "{attachment.network_name}" ({attachment.ifname})'
                 )
                 errors.append(error)
-            entry = HistoryEntry(
-                command=Command.DEL,
-                step="delegate",
-                trigger=request.trigger,
-                outcome="ok" if error is None else "error",
+            entry = _entry(
+                Command.DEL,
+                "delegate",
+                request.trigger,
+                started,
+                error,
+                dict(attachment.result) if attachment.result else None,
                 container_id=request.container_id,
                 netns=attachment.netns,
                 ifname=attachment.ifname,
                 network_name=f"{attachment.network_name} (upstream cache)",
                 pod=request.pod,
-                duration_ms=_elapsed_ms(started),
-                **_error_fields(error),
             )
             units.append(self._recorded(entry))
         if not errors:
@@ -617,20 +610,18 @@ class AttachEngine:
     def _request_entry(
         request: SandboxRequest, started: float, error: CniError | None, result: JsonObject | None = None
     ) -> HistoryEntry:
-        ips, macs = _addresses(result)
-        return HistoryEntry(
-            command=request.command,
-            step="request",
-            trigger=request.trigger,
-            outcome="ok" if error is None else "error",
+        """The history line of a whole CNI operation."""
+        return _entry(
+            request.command,
+            "request",
+            request.trigger,
+            started,
+            error,
+            result,
             container_id=request.container_id,
             netns=request.netns,
             ifname=request.ifname,
             pod=request.pod,
-            duration_ms=_elapsed_ms(started),
-            ips=ips,
-            macs=macs,
-            **_error_fields(error),
         )
 
     @staticmethod
@@ -642,23 +633,20 @@ class AttachEngine:
         result: JsonObject | None = None,
     ) -> HistoryEntry:
         """The history line of one delegate's ADD."""
-        ips, macs = _addresses(result)
-        return HistoryEntry(
-            command=Command.ADD,
-            step="delegate",
-            trigger=request.trigger,
-            outcome="ok" if error is None else "error",
+        return _entry(
+            Command.ADD,
+            "delegate",
+            request.trigger,
+            started,
+            error,
+            result,
             container_id=request.container_id,
             netns=request.netns,
             ifname=intent.ifname,
             network_name=intent.network_name,
             plugin_types=intent.plugin_types,
             pod=request.pod,
-            duration_ms=_elapsed_ms(started),
-            ips=ips,
-            macs=macs,
             device_ids=_device_ids(intent.capability_args, intent.device, result),
-            **_error_fields(error),
         )
 
     @staticmethod
@@ -669,25 +657,47 @@ class AttachEngine:
         started: float,
         error: CniError | None,
     ) -> HistoryEntry:
+        """The history line of one delegate's DEL (runtime DEL, rollback, recovery, GC, spool)."""
         result = json.loads(attachment.result) if attachment.result else None
-        ips, macs = _addresses(result)
-        return HistoryEntry(
-            command=Command.DEL,
-            step="delegate",
-            trigger=trigger,
-            outcome="ok" if error is None else "error",
+        return _entry(
+            Command.DEL,
+            "delegate",
+            trigger,
+            started,
+            error,
+            result,
             container_id=record.container_id,
             netns=record.netns,
             ifname=attachment.ifname,
             network_name=attachment.network_name,
             plugin_types=attachment.plugin_types,
             pod=record.pod,
-            duration_ms=_elapsed_ms(started),
-            ips=ips,
-            macs=macs,
             device_ids=_device_ids(attachment.capability_args, attachment.device, result),
-            **_error_fields(error),
         )
+
+
+def _entry(
+    command: Command,
+    step: str,
+    trigger: Trigger,
+    started: float,
+    error: CniError | None,
+    result: JsonObject | None,
+    **identity: Any,
+) -> HistoryEntry:
+    """A history line: what ran, for whom (``identity``), how long, its addresses or its error."""
+    ips, macs = _addresses(result)
+    return HistoryEntry(
+        command=command,
+        step=step,
+        trigger=trigger,
+        outcome="ok" if error is None else "error",
+        duration_ms=_elapsed_ms(started),
+        ips=ips,
+        macs=macs,
+        **identity,
+        **_error_fields(error),
+    )
 
 
 def _error_fields(error: CniError | None) -> dict[str, Any]:
