@@ -266,3 +266,83 @@ def _post(cluster: Cluster, path: str) -> tuple[int, bytes]:
         data += chunk
     sock.close()
     return int(data.split()[1]), data.split(b"\r\n\r\n", 1)[1]
+
+
+@pytest.fixture
+def kubelet(cluster: Cluster) -> Any:
+    """A kubelet pod-resources server (real gRPC on a unix socket) in a thread of its own."""
+    import asyncio
+    import threading
+
+    from tests.podresources.support import FakeKubelet, container, pod
+
+    socket_path = str(cluster.root / "kubelet.sock")
+    loop = asyncio.new_event_loop()
+    server = FakeKubelet(socket_path)
+    thread = threading.Thread(target=loop.run_forever, name="fake-kubelet", daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(server.start(), loop).result(10)
+    cluster.daemon_config["podResourcesSocket"] = socket_path
+
+    def allocate(namespace: str, name: str, resource: str, ids: list[str]) -> None:
+        server.pods.append(pod(namespace, name, container("c", {resource: ids})))
+
+    try:
+        yield allocate
+    finally:
+        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+def test_nads_with_a_resource_name_get_the_pods_device_ids_from_the_kubelet(
+    cluster: Cluster, kube: KubeApiProcess, kubelet: Any, started: Any
+) -> None:
+    log = cluster.root / "recorder.jsonl"
+    kube.create_nad(
+        "default",
+        "vf-net",
+        {
+            "cniVersion": "1.0.0",
+            "type": "recorder",
+            "capabilities": {"deviceID": True},
+            "recorder": {"log": str(log)},
+        },
+        **{"k8s.v1.cni.cncf.io/resourceName": "example.com/vf"},
+    )
+    kubelet("default", "gpu", "example.com/vf", ["0000:00:06.2", "0000:00:06.1"])
+    started(gcIntervalSeconds=3600)
+
+    netns, container, added = _add(cluster, kube, "gpu", {"k8s.v1.cni.cncf.io/networks": "vf-net, vf-net"})
+
+    assert added.returncode == 0, added.stdout
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [
+        (c["env"]["CNI_IFNAME"], c["stdin"]["deviceID"], c["stdin"]["runtimeConfig"]["deviceID"])
+        for c in calls
+    ] == [
+        ("net1", "0000:00:06.1", "0000:00:06.1"),
+        ("net2", "0000:00:06.2", "0000:00:06.2"),
+    ], "each delegate takes the next of the pod's ids, sorted"
+    assert all(c["stdin"]["pciBusID"] == c["stdin"]["deviceID"] for c in calls)
+    assert cluster.run_shim("DEL", container_id=container, netns=netns).returncode == 0
+
+
+def test_cni_gc_removes_every_sandbox_the_runtime_no_longer_lists_and_status_answers(started: Any) -> None:
+    cluster: Cluster = started(gcIntervalSeconds=3600)
+    kept, dropped = (cluster.new_netns(), new_container_id()), (cluster.new_netns(), new_container_id())
+    for netns, container in (kept, dropped):
+        assert cluster.run_shim("ADD", container_id=container, netns=netns).returncode == 0
+    conf = cluster.shim_conf(
+        cniVersion="1.1.0", **{"cni.dev/valid-attachments": [{"containerID": kept[1], "ifname": "eth0"}]}
+    )
+
+    collected = cluster.run_shim("GC", conf=conf)
+    status = cluster.run_shim("STATUS", conf=cluster.shim_conf(cniVersion="1.1.0"))
+
+    assert (collected.returncode, collected.stdout) == (0, "")
+    assert dropped[0].links() == {"lo"}
+    assert kept[0].links() == {"lo", "eth0"}
+    assert len(cluster.leases()) == 1
+    assert (status.returncode, status.stdout) == (0, "")
