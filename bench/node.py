@@ -103,8 +103,9 @@ class BenchNode:
 
     # ---- the daemon -------------------------------------------------------------------------
 
-    def start_daemon(self) -> None:
+    def start_daemon(self, extra_env: dict[str, str] | None = None) -> None:
         env = {key: value for key, value in os.environ.items() if key != "PYTHONASYNCIODEBUG"}
+        env.update(extra_env or {})
         log = open(self.root / "daemon.out", "ab")  # noqa: SIM115 - handed to the child
         self.daemon = subprocess.Popen(
             [sys.executable, "-m", "app.daemon.main", "--config", str(self.root / "daemon-config.json")],
