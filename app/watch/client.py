@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from app.watch import lean_import
 from app.watch.api import KubeApi
 from app.watch.errors import KubeConfigError
 from app.watch.settings import WatchSettings
@@ -82,6 +83,7 @@ def _existing(paths: str, named_by: str) -> str:
 
 async def connect(access: ClusterAccess, *, settings: WatchSettings) -> KubeApi:
     """Open the API client described by ``access``; close it with ``KubeApi.close``."""
+    lean_import.prepare()
     from kubernetes_asyncio.client import ApiClient
 
     configuration = await _configuration(access)
