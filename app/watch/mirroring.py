@@ -6,13 +6,22 @@ resourceVersion: the stored position never runs ahead of the stored objects, so 
 at any point resumes without missing a change. After the commit it updates the ``MirrorState``
 and wakes ``Arrivals`` waiters. It holds the current position in memory (``resource_version``);
 it never talks to the API and never decides when to relist.
+
+An event that changes nothing the mirror keeps (most often the echo of the daemon's own
+network-status PATCH: only the pod's resourceVersion moved) is not written. Such events, and
+bookmarks, only move the position, and a position alone is persisted at most every
+``WatchSettings.position_persist_interval`` seconds: a daemon killed meanwhile resumes slightly
+earlier and sees those events again, which changes nothing. This keeps an fsync'd commit per ADD
+off the single writer that the checkpoints share.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import TypeVar
@@ -47,8 +56,10 @@ class MirrorWriter:
         target: WatchTarget,
         state: MirrorState,
         arrivals: Arrivals | None = None,
+        persist_interval: float = 5.0,
     ) -> None:
         self._db = database
+        self._persist_interval = persist_interval
         self.target = target
         self.state = state
         self._arrivals = arrivals
@@ -56,6 +67,11 @@ class MirrorWriter:
         """Where the next watch starts; empty: relist first."""
         self.writes = 0
         """Units committed so far: a loop that sees this grow made progress."""
+        self.echoes_skipped = 0
+        """Events not written because they changed nothing the mirror keeps."""
+        self._known: dict[ObjectKey, Record] = {}
+        """What the mirror holds of each object, without its resourceVersion (this scope only)."""
+        self._persisted_at = 0.0
 
     async def load_position(self) -> str:
         """The stored resourceVersion to resume from, or "" when the stored scope differs."""
@@ -92,6 +108,8 @@ class MirrorWriter:
         def committed() -> None:
             self.resource_version = resource_version
             self.writes += 1
+            self._persisted_at = time.monotonic()
+            self._known = {record.key: _content(record) for record in records}
             self.state.note_relist(resource_version)
             if self._arrivals is not None:
                 self._arrivals.arrived(record.key for record in records)
@@ -102,10 +120,16 @@ class MirrorWriter:
         """Apply watch events in order and move the position to the last item's resourceVersion."""
         if not items:
             return
-        changes = [item for item in items if not isinstance(item, Bookmark)]
+        received = [item for item in items if not isinstance(item, Bookmark)]
+        changes = [item for item in received if not self._is_echo(item)]
+        self.echoes_skipped += len(received) - len(changes)
         position = items[-1].resource_version or self.resource_version
-        if not changes and position == self.resource_version:
-            self.state.note_progress(position, events=0)
+        if not changes and (
+            position == self.resource_version
+            or time.monotonic() - self._persisted_at < self._persist_interval
+        ):
+            self.resource_version = position
+            self.state.note_progress(position, events=len(received))
             return
         now = datetime.now(UTC)
         units: list[Callable[..., object]] = [self._change_unit(change) for change in changes]
@@ -122,7 +146,13 @@ class MirrorWriter:
         def committed() -> None:
             self.resource_version = position
             self.writes += 1
-            self.state.note_progress(position, events=len(changes))
+            self._persisted_at = time.monotonic()
+            for change in changes:
+                if isinstance(change, Upsert):
+                    self._known[change.record.key] = _content(change.record)
+                else:
+                    self._known.pop(change.key, None)
+            self.state.note_progress(position, events=len(received))
             if self._arrivals is not None:
                 self._arrivals.arrived(change.record.key for change in changes if isinstance(change, Upsert))
 
@@ -145,6 +175,10 @@ class MirrorWriter:
             raise
         then()
 
+    def _is_echo(self, item: Upsert | Delete) -> bool:
+        """An upsert carrying exactly what the mirror already holds (its resourceVersion aside)."""
+        return isinstance(item, Upsert) and self._known.get(item.record.key) == _content(item.record)
+
     def _replace_unit(self, records: Sequence[Record]) -> Callable[..., object]:
         if self.target.kind == "pods":
             pods = [record for record in records if isinstance(record, PodRecord)]
@@ -163,3 +197,8 @@ class MirrorWriter:
     def _delete_unit(self, key: ObjectKey) -> Callable[..., object]:
         remove = mirror.delete_pod if self.target.kind == "pods" else mirror.delete_nad
         return partial(remove, namespace=key[0], name=key[1])
+
+
+def _content(record: Record) -> Record:
+    """A record as the mirror compares it: everything but the resourceVersion."""
+    return replace(record, resource_version="")

@@ -27,6 +27,9 @@ class WatchSettings:
     """Most watch events written to the mirror in one transaction."""
     event_buffer_size: int = 1024
     """Watch events read ahead of the mirror writer before the reader waits (memory bound)."""
+    position_persist_interval: float = 5.0
+    """How long a watch position reached without any mirrored change (bookmarks, echoes of our
+    own status patches) may stay unwritten; a restart then replays a few harmless events."""
     resume_settle: float = 0.5
     """After resuming from a stored resourceVersion, the mirror counts as synced at the first
     bookmark, or once the stream has been quiet this long (the server's replay is over)."""

@@ -55,9 +55,13 @@ class Watchers:
         nad_targets = [nads_in(None)] if nad_namespaces is None else [nads_in(ns) for ns in nad_namespaces]
         self._writers = [
             MirrorWriter(
-                database=database, target=pod_target, state=MirrorState(pod_target.key), arrivals=arrivals
+                database=database,
+                target=pod_target,
+                state=MirrorState(pod_target.key),
+                arrivals=arrivals,
+                persist_interval=self.settings.position_persist_interval,
             ),
-            *(_writer(database, target) for target in nad_targets),
+            *(_writer(database, target, self.settings) for target in nad_targets),
         ]
         self.pod_state = self._writers[0].state
         self.nad_states = tuple(writer.state for writer in self._writers[1:])
@@ -72,6 +76,11 @@ class Watchers:
         self.nads = MirrorNadSource(database=database, states=self.nad_states, settings=self.settings)
         self.publisher = ApiStatusPublisher(api=api, settings=self.settings, events=self.events)
         self.presence = MirrorPodPresence(database=database, state=self.pod_state)
+
+    @property
+    def writers(self) -> tuple[MirrorWriter, ...]:
+        """The mirror writers, pods first (their counters: writes, echoes skipped)."""
+        return tuple(self._writers)
 
     @property
     def states(self) -> Mapping[str, MirrorState]:
@@ -117,5 +126,10 @@ class Watchers:
         await watching.infinite_watch(api=self._api, writer=writer, settings=self.settings, stop=self._stop)
 
 
-def _writer(database: Database, target: WatchTarget) -> MirrorWriter:
-    return MirrorWriter(database=database, target=target, state=MirrorState(target.key))
+def _writer(database: Database, target: WatchTarget, settings: WatchSettings) -> MirrorWriter:
+    return MirrorWriter(
+        database=database,
+        target=target,
+        state=MirrorState(target.key),
+        persist_interval=settings.position_persist_interval,
+    )

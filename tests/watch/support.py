@@ -30,6 +30,7 @@ FAST_SETTINGS = WatchSettings(
     watch_inactivity_timeout=5.0,
     list_page_size=3,
     resume_settle=0.3,
+    position_persist_interval=0.2,
     backoff_initial=0.02,
     backoff_max=0.2,
     pod_wait=0.5,

@@ -173,3 +173,27 @@ async def test_nads_can_be_watched_in_chosen_namespaces_only(
     assert ignored is None
     assert sorted(running.watchers.states) == ["nads/a", "nads/b", "pods"]
     assert await database.read(mirror.counts) == MirrorCounts(pods=0, nads=3)
+
+
+async def test_the_echo_of_our_own_status_patch_is_not_written_but_kept_changes_are(
+    emulator: KubeApiEmulator, running: Running, database: Database
+) -> None:
+    emulator.create_pod(pod_manifest("p"))
+    await eventually(mirrored_pods(database), lambda pods: ("default", "p") in pods)
+    pod_state = running.watchers.pod_state
+    writer = running.watchers.writers[0]
+    writes_before = writer.writes
+    status = {"metadata": {"annotations": {"k8s.v1.cni.cncf.io/network-status": "[]"}}}
+
+    emulator.patch_pod("default", "p", status, status=True)
+    echo_rv = emulator.resource_version
+    await eventually(lambda: asyncio.sleep(0, result=pod_state.resource_version), lambda rv: rv == echo_rv)
+
+    assert writer.echoes_skipped == 1
+    assert writer.writes == writes_before, "an event changing nothing kept costs no commit"
+
+    emulator.patch_pod("default", "p", {"metadata": {"annotations": {NETWORKS: "net"}}})
+    pods = await eventually(
+        mirrored_pods(database), lambda pods: pods[("default", "p")].annotations.get(NETWORKS) == "net"
+    )
+    assert pods[("default", "p")].annotations == {NETWORKS: "net"}
