@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
+from app import metrics
 from app.watch.errors import ApiError, ApiProtocolError, ApiUnreachableError, error_for_status
 from app.watch.settings import WatchSettings
 
@@ -93,6 +95,7 @@ class KubeApi:
     ) -> JsonObject:
         """One request bounded by ``request_timeout`` as a whole (connection, answer, body)."""
         limit = self._settings.request_timeout
+        started = time.monotonic()
         try:
             async with asyncio.timeout(limit):
                 response = await self._send(method, path, query=query, body=body, content_type=content_type)
@@ -102,6 +105,8 @@ class KubeApi:
                     response.release()
         except TimeoutError as exc:
             raise ApiUnreachableError(0, f"{method} {path}: no answer within {limit:g} s") from exc
+        finally:
+            metrics.KUBE_API_SECONDS.labels(method, _resource_of(path)).observe(time.monotonic() - started)
         if not 200 <= response.status < 300:
             raise _error_from(response, data)
         return _json_object(data, f"{method} {path}")
@@ -135,6 +140,21 @@ class KubeApi:
         except aiohttp.ClientError as exc:
             raise ApiUnreachableError(0, f"{method} {path}: {exc!r}") from exc
         return response
+
+
+def _resource_of(path: str) -> str:
+    """A small, fixed label for an API path: ``pods``, ``pods/status``, ``events``, ``<plural>``."""
+    parts = [part for part in path.split("/") if part]
+    if "namespaces" in parts:
+        index = parts.index("namespaces")
+        parts = parts[index + 2 :] if len(parts) > index + 2 else ["namespaces"]
+    elif parts[:1] == ["api"]:
+        parts = parts[2:]
+    elif parts[:1] == ["apis"]:
+        parts = parts[3:]
+    if len(parts) >= 3:
+        return f"{parts[0]}/{parts[2]}"
+    return parts[0] if parts else "/"
 
 
 class WatchStream:

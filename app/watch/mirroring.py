@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import TypeVar
 
+from app import metrics
 from app.store import mirror
 from app.store.database import Database, Work
 from app.store.mirror_records import NadRecord, ObjectKey, PodRecord
@@ -111,6 +112,8 @@ class MirrorWriter:
             self._persisted_at = time.monotonic()
             self._known = {record.key: _content(record) for record in records}
             self.state.note_relist(resource_version)
+            metrics.WATCH_RELISTS.labels(self.target.kind).inc()
+            metrics.MIRRORED_OBJECTS.labels(self.target.key).set(len(self._known))
             if self._arrivals is not None:
                 self._arrivals.arrived(record.key for record in records)
 
@@ -121,6 +124,8 @@ class MirrorWriter:
         if not items:
             return
         received = [item for item in items if not isinstance(item, Bookmark)]
+        for item in items:
+            metrics.WATCH_EVENTS.labels(self.target.kind, type(item).__name__.lower()).inc()
         changes = [item for item in received if not self._is_echo(item)]
         self.echoes_skipped += len(received) - len(changes)
         position = items[-1].resource_version or self.resource_version
@@ -152,6 +157,7 @@ class MirrorWriter:
                     self._known[change.record.key] = _content(change.record)
                 else:
                     self._known.pop(change.key, None)
+            metrics.MIRRORED_OBJECTS.labels(self.target.key).set(len(self._known))
             self.state.note_progress(position, events=len(received))
             if self._arrivals is not None:
                 self._arrivals.arrived(change.record.key for change in changes if isinstance(change, Upsert))

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from app import metrics
 from app.attach.cluster import InterfaceEvent, PodInfo
 from app.watch.api import KubeApi
 from app.watch.backoff import TokenBucket
@@ -88,6 +89,7 @@ class PodEventPoster:
                 self._queue.put_nowait(PodEvent(pod, event))
             except asyncio.QueueFull:
                 self.dropped += 1
+                metrics.EVENTS_DROPPED.inc()
                 log.debug("event queue full: dropped %s for %s/%s", REASON, pod.namespace, pod.name)
 
     @property

@@ -346,3 +346,29 @@ def test_cni_gc_removes_every_sandbox_the_runtime_no_longer_lists_and_status_ans
     assert kept[0].links() == {"lo", "eth0"}
     assert len(cluster.leases()) == 1
     assert (status.returncode, status.stdout) == (0, "")
+
+
+def test_kubernetes_metrics_count_api_requests_watch_events_and_the_mirror(
+    cluster: Cluster, kube: KubeApiProcess, started: Any
+) -> None:
+    import socket as sockets
+    import urllib.request
+
+    with sockets.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    kube.create_nad("default", "bridge-net", _bridge_nad(cluster, "10.71.0.0/24", "b"))
+    started(metricsPort=port, gcIntervalSeconds=3600)
+    _, _, added = _add(cluster, kube, "metered", {"k8s.v1.cni.cncf.io/networks": "bridge-net"})
+    assert added.returncode == 0
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+
+    def sample(prefix: str) -> float:
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
+
+    assert sample('multus_py_kube_api_request_seconds_count{resource="pods/status",verb="PATCH"}') == 1
+    assert sample('multus_py_watch_relists_total{resource="pods"}') == 1
+    assert sample('multus_py_watch_events_total{resource="pods",type="upsert"}') >= 1
+    assert sample('multus_py_mirrored_objects{resource="nads"}') == 1
