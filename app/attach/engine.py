@@ -315,6 +315,7 @@ class AttachEngine:
                     ifname=plan.ifname,
                 )
             )
+        await self._apply_default_routes(request, plans)
         answer = next((outcome.result for outcome in outcomes if outcome.is_master), None)
         if answer is None:
             raise CniError(ErrorCode.INTERNAL, "no cluster network delegate was run")
@@ -323,6 +324,20 @@ class AttachEngine:
         await self._db.write(_all(pending))
         self._crash.reached(Point.ADD_BEFORE_ANSWER)
         return outcomes
+
+    async def _apply_default_routes(self, request: SandboxRequest, plans: Sequence[DelegatePlan]) -> None:
+        """Honour ``default-route`` selections: each requested gateway becomes the sandbox's only
+        default route of its family (upstream leaves the old one in place; see its PR #1552)."""
+        for plan in plans:
+            for gateway in plan.default_route:
+                try:
+                    await netns.set_default_route(request.netns, gateway=gateway, ifname=plan.ifname)
+                except Exception as exc:
+                    raise CniError(
+                        ErrorCode.INVALID_NETWORK_CONFIG,
+                        f"cannot set the default route via {gateway} on {plan.ifname}",
+                        f'network "{plan.network_name}": {exc}',
+                    ) from exc
 
     async def _commit_intent(self, request: SandboxRequest, units: Sequence[UnitOfWork]) -> None:
         try:

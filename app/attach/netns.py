@@ -3,8 +3,9 @@
 Called by CHECK (does every recorded interface still exist, with its MAC?) and by GC (is a netns
 still there? is a host-side veth of a torn-down attachment still there?). Namespaces are opened
 without ``O_CREAT``, so looking at a vanished namespace cannot recreate it. The only changes it
-makes are deleting a host-side veth that GC has proven orphaned and restoring the name and MAC of
-a host device (an SR-IOV VF) that came back from a sandbox under another name. Blocking netlink calls run in a
+makes are deleting a host-side veth that GC has proven orphaned, restoring the name and MAC of
+a host device (an SR-IOV VF) that came back from a sandbox under another name, and pointing a
+sandbox's default route where its pod's ``default-route`` selection asked. Blocking netlink calls run in a
 worker thread.
 """
 
@@ -186,3 +187,36 @@ def _restore_host_link_blocking(current: str, name: str, mac: str) -> None:
 async def restore_host_link(current: str, *, name: str, mac: str) -> None:
     """Rename host link ``current`` back to ``name`` and give it ``mac`` again."""
     await asyncio.to_thread(_restore_host_link_blocking, current, name, mac)
+
+
+def _set_default_route_blocking(path: str, gateway: str, ifname: str) -> None:
+    import ipaddress
+    import socket
+
+    from pyroute2 import IPRoute
+
+    family = socket.AF_INET6 if ipaddress.ip_address(gateway).version == 6 else socket.AF_INET
+
+    def replace_default() -> None:
+        with IPRoute() as ipr:
+            found = ipr.link_lookup(ifname=ifname)
+            if not found:
+                raise NetnsGoneError(f"interface {ifname} is not in network namespace {path}")
+            for route in ipr.get_routes(family=family, table=254):
+                if route["dst_len"] == 0:
+                    ipr.route(
+                        "del",
+                        family=family,
+                        table=254,
+                        dst_len=0,
+                        oif=route.get("oif"),
+                        gateway=route.get("gateway"),
+                    )
+            ipr.route("add", family=family, table=254, dst_len=0, gateway=gateway, oif=found[0])
+
+    _in_netns(path, replace_default)
+
+
+async def set_default_route(path: str, *, gateway: str, ifname: str) -> None:
+    """Make ``gateway`` via ``ifname`` the namespace's only default route of its address family."""
+    await asyncio.to_thread(_set_default_route_blocking, path, gateway, ifname)

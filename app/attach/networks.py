@@ -57,6 +57,8 @@ class DelegatePlan:
     is_master: bool
     cni_args: tuple[tuple[str, str], ...]
     capability_args: Mapping[str, Any]
+    default_route: tuple[str, ...] = ()
+    """Gateways the pod asked this network to carry its default route(s) through."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +128,7 @@ class NetworkResolver:
                     is_master=position == 0,
                     cni_args=decided.cni_args,
                     capability_args=decided.capability_args,
+                    default_route=network.selection.default_route if network.selection else (),
                 )
             )
         check_unique_ifnames(plans)

@@ -372,3 +372,38 @@ def test_kubernetes_metrics_count_api_requests_watch_events_and_the_mirror(
     assert sample('multus_py_watch_relists_total{resource="pods"}') == 1
     assert sample('multus_py_watch_events_total{resource="pods",type="upsert"}') >= 1
     assert sample('multus_py_mirrored_objects{resource="nads"}') == 1
+
+
+def test_default_route_selection_moves_the_pods_default_route(node: Cluster, kube: KubeApiProcess) -> None:
+    selection = [{"name": "bridge-net", "default-route": ["10.71.0.1"]}]
+
+    netns, container, added = _add(
+        node, kube, "router", {"k8s.v1.cni.cncf.io/networks": json.dumps(selection)}
+    )
+
+    assert added.returncode == 0, added.stdout
+    routes = json.loads(
+        subprocess.run(
+            ["ip", "-n", netns.name, "-j", "route", "show", "default"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    assert [(r["gateway"], r["dev"]) for r in routes] == [("10.71.0.1", "net1")], (
+        "exactly one default route, via net1"
+    )
+    assert node.run_shim("DEL", container_id=container, netns=netns).returncode == 0
+
+
+def test_a_default_route_through_an_unreachable_gateway_fails_and_rolls_back(
+    node: Cluster, kube: KubeApiProcess
+) -> None:
+    selection = [{"name": "bridge-net", "default-route": ["192.0.2.1"]}]
+
+    netns, _, added = _add(node, kube, "lost", {"k8s.v1.cni.cncf.io/networks": json.dumps(selection)})
+
+    assert added.returncode == 1
+    assert "default route via 192.0.2.1 on net1" in added.json()["msg"]
+    assert netns.links() == {"lo"}
+    assert node.leases() == []
