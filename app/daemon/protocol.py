@@ -14,17 +14,16 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from app.attach import netconf
 from app.attach.requests import Command, NodeRequest, SandboxRequest
+from app.cni import names
 from app.cni.types import Attachment, CniError, ContainerId, ErrorCode, IfName, JsonObject
 from app.store.records import PodIdentity
 
-CONTAINER_ID_PATTERN = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
 SANDBOX_COMMANDS = frozenset({Command.ADD, Command.DEL, Command.CHECK})
 
 
@@ -110,15 +109,16 @@ def interpret(request: ShimRequest, *, daemon_config: Mapping[str, Any]) -> Sand
         )
     env = request.env
     missing = [key for key in ("CNI_CONTAINERID", "CNI_NETNS", "CNI_ARGS") if key not in env]
+    if not missing and not env["CNI_CONTAINERID"]:  # Go's skel: an empty variable is a missing one
+        missing = ["CNI_CONTAINERID"]
     if missing:
         raise CniError(ErrorCode.INVALID_ENVIRONMENT, f"required env variables [{','.join(missing)}] missing")
     container_id = env["CNI_CONTAINERID"]
-    if not CONTAINER_ID_PATTERN.match(container_id):
-        raise CniError(ErrorCode.INVALID_ENVIRONMENT, "invalid characters in containerID", container_id)
+    names.check_container_id(container_id)
     if command is not Command.DEL and not env["CNI_NETNS"]:
         raise CniError(ErrorCode.INVALID_ENVIRONMENT, "required env variables [CNI_NETNS] missing")
     ifname = env.get("CNI_IFNAME") or "eth0"
-    _validate_ifname(ifname)
+    names.check_ifname(ifname)
     cni_args = parse_cni_args(env["CNI_ARGS"])
     return SandboxRequest(
         command=command,
@@ -153,17 +153,6 @@ def _pod_identity(cni_args: tuple[tuple[str, str], ...]) -> PodIdentity:
         name=args.get("K8S_POD_NAME", ""),
         uid=args.get("K8S_POD_UID", ""),
     )
-
-
-def _validate_ifname(ifname: str) -> None:
-    if len(ifname.encode()) > 15:
-        raise CniError(
-            ErrorCode.INVALID_ENVIRONMENT,
-            "interface name is too long",
-            "interface name should be less than 16 characters",
-        )
-    if ifname in (".", "..") or any(ch in ifname for ch in "/:") or any(ch.isspace() for ch in ifname):
-        raise CniError(ErrorCode.INVALID_ENVIRONMENT, f"interface name {ifname!r} is not valid")
 
 
 def _valid_attachments(stdin_conf: Mapping[str, Any]) -> tuple[Attachment, ...]:
