@@ -112,15 +112,9 @@ def host_veths(record: SandboxRecord) -> list[str]:
 
 
 def _bridge_names(config: bytes) -> set[str]:
-    try:
-        document = json.loads(config)
-    except ValueError:
-        return set()
-    if not isinstance(document, dict):
-        return set()
-    listed = document.get("plugins")
-    plugins: list[object] = listed if isinstance(listed, list) else [document]
-    return {str(p["bridge"]) for p in plugins if isinstance(p, dict) and isinstance(p.get("bridge"), str)}
+    net = leases.recorded_network(config)
+    plugins = net.plugins if net is not None else ()
+    return {str(p["bridge"]) for p in plugins if isinstance(p.get("bridge"), str)}
 
 
 class GarbageCollector:

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import fcntl
 import ipaddress
-import json
 import logging
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from app.cni import conf as cniconf
+from app.cni.types import CniError, NetworkConfigList
 
 log = logging.getLogger(__name__)
 
@@ -33,21 +35,23 @@ class Lease:
 
 def host_local_dirs(config: bytes) -> set[Path]:
     """The ``<dataDir>/<network>`` directories a delegate configuration's host-local IPAM uses."""
-    try:
-        document = json.loads(config)
-    except ValueError:
+    net = recorded_network(config)
+    if net is None:
         return set()
-    if not isinstance(document, dict):
-        return set()
-    network = str(document.get("name", ""))
-    listed = document.get("plugins")
-    plugins: list[object] = listed if isinstance(listed, list) else [document]
     dirs = set()
-    for plugin in plugins:
-        ipam = plugin.get("ipam") if isinstance(plugin, dict) else None
-        if isinstance(ipam, dict) and ipam.get("type") == "host-local" and network:
-            dirs.add(Path(str(ipam.get("dataDir") or DEFAULT_DATA_DIR)) / network)
+    for plugin in net.plugins:
+        ipam = plugin.get("ipam")
+        if isinstance(ipam, dict) and ipam.get("type") == "host-local":
+            dirs.add(Path(str(ipam.get("dataDir") or DEFAULT_DATA_DIR)) / net.name)
     return dirs
+
+
+def recorded_network(config: bytes) -> NetworkConfigList | None:
+    """A recorded delegate configuration, parsed; None if it no longer parses (GC then skips it)."""
+    try:
+        return cniconf.load_network_list(config, source="checkpoint")
+    except CniError:
+        return None
 
 
 def leases_in(directory: Path) -> Iterator[Lease]:
