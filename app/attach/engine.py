@@ -36,7 +36,16 @@ from app.attach.vfs import HostDevices
 from app.cni import api, results
 from app.cni import conf as cniconf
 from app.cni.invoke import Exec, SubprocessExec
-from app.cni.types import Attachment, CniError, ContainerId, ErrorCode, IfName, JsonObject, RuntimeConf
+from app.cni.types import (
+    Attachment,
+    CniError,
+    ContainerId,
+    ErrorCode,
+    IfName,
+    JsonObject,
+    NetworkConfigList,
+    RuntimeConf,
+)
 from app.store import checkpoints, history
 from app.store.database import Database, Work
 from app.store.records import (
@@ -224,7 +233,7 @@ class AttachEngine:
         """CNI GC: tear down every recorded sandbox whose attachment the runtime no longer lists."""
         started = time.monotonic()
         valid = {(a.container_id, a.ifname) for a in request.valid_attachments}
-        sandboxes = await self._db.read(checkpoints.list_sandboxes)
+        sandboxes = await self._db.read(checkpoints.sandbox_summaries)
         errors: list[CniError] = []
         for sandbox in sandboxes:
             if (sandbox.container_id, sandbox.ifname) in valid or self.locks.busy(sandbox.container_id):
@@ -506,16 +515,7 @@ class AttachEngine:
 
     async def _del_attachment(self, record: SandboxRecord, attachment: AttachmentRecord) -> None:
         """The delegate's DEL, replayed from the checkpoint; then its host device must be back."""
-        net = cniconf.load_network_list(
-            attachment.config, source=f"checkpoint of {record.container_id}/{attachment.ifname}"
-        )
-        rt = RuntimeConf(
-            container_id=ContainerId(record.container_id),
-            netns=_netns_for_del(record),
-            ifname=IfName(attachment.ifname),
-            args=attachment.cni_args,
-            capability_args=attachment.capability_args,
-        )
+        net, rt = _recorded_call(record, attachment, netns_path=_netns_for_del(record))
         prev_result = json.loads(attachment.result) if attachment.result else None
         await api.del_network_list(
             cni=self._cni_config(attachment.cni_path), net=net, rt=rt, prev_result=prev_result
@@ -545,18 +545,9 @@ class AttachEngine:
     ) -> None:
         result: JsonObject = json.loads(attachment.result or "{}")
         _check_interfaces_present(attachment, results.convert(result, RESULT_VERSION), links, record.netns)
-        net = cniconf.load_network_list(
-            attachment.config, source=f"checkpoint of {record.container_id}/{attachment.ifname}"
-        )
+        net, rt = _recorded_call(record, attachment, netns_path=record.netns)
         if not results.version_at_least(net.cni_version, "0.4.0"):
             return
-        rt = RuntimeConf(
-            container_id=ContainerId(record.container_id),
-            netns=record.netns,
-            ifname=IfName(attachment.ifname),
-            args=attachment.cni_args,
-            capability_args=attachment.capability_args,
-        )
         try:
             await api.check_network_list(
                 cni=self._cni_config(attachment.cni_path), net=net, rt=rt, prev_result=result
@@ -719,6 +710,23 @@ def _error_fields(error: CniError | None) -> dict[str, Any]:
     if error is None:
         return {}
     return {"error_code": error.code, "error_msg": error.msg, "error_details": error.details or None}
+
+
+def _recorded_call(
+    record: SandboxRecord, attachment: AttachmentRecord, *, netns_path: str
+) -> tuple[NetworkConfigList, RuntimeConf]:
+    """The configuration and runtime arguments an attachment's ADD used, for replaying DEL or CHECK."""
+    net = cniconf.load_network_list(
+        attachment.config, source=f"checkpoint of {record.container_id}/{attachment.ifname}"
+    )
+    rt = RuntimeConf(
+        container_id=ContainerId(record.container_id),
+        netns=netns_path,
+        ifname=IfName(attachment.ifname),
+        args=attachment.cni_args,
+        capability_args=attachment.capability_args,
+    )
+    return net, rt
 
 
 def _netns_for_del(record: SandboxRecord) -> str:
