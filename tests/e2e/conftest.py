@@ -236,6 +236,24 @@ class Cluster:
             time.sleep(0.05)
         raise AssertionError(f"daemon not ready after {timeout}s:\n{self.daemon_log.read_text()}")
 
+    def post(self, path: str, body: bytes = b"") -> tuple[int, bytes]:
+        """One POST on the daemon's socket, as a shim would make it: (status, body)."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(60)
+        try:
+            sock.connect(str(self.socket_dir / "multus.sock"))
+            head = (
+                f"POST {path} HTTP/1.1\r\nHost: dummy\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n"
+            )
+            sock.sendall(head.encode() + body)
+            response = b""
+            while chunk := sock.recv(65536):
+                response += chunk
+        finally:
+            sock.close()
+        return int(response.split(b" ", 2)[1]), response.split(b"\r\n\r\n", 1)[1]
+
     def _readyz(self) -> int | None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:

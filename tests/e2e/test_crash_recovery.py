@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import sqlite3
 from contextlib import suppress
 from dataclasses import dataclass
@@ -52,20 +51,6 @@ CASES = [
     Case("gc-after-del", 1, "gc"),
     Case("gc-after-del:2", 3, "gc"),
 ]
-
-
-def _post(cluster: Cluster, path: str) -> tuple[int, bytes]:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(60)
-    try:
-        sock.connect(str(cluster.socket_dir / "multus.sock"))
-        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".encode())
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-    finally:
-        sock.close()
-    return int(data.split()[1]), data.split(b"\r\n\r\n", 1)[1]
 
 
 def _networks(cluster: Cluster, count: int, *, failing: bool) -> dict[str, Any]:
@@ -122,7 +107,7 @@ def _drive_into_crash(cluster: Cluster, case: Case, netns: Netns, container: str
         assert cluster.run_shim("ADD", container_id=container, netns=netns).returncode == 0
         netns.delete()
         with suppress(OSError, IndexError):  # the daemon dies while answering
-            _post(cluster, "/gc")
+            cluster.post("/gc")
     _wait_for_death(cluster)
 
 
@@ -150,7 +135,7 @@ def test_kill_9_at_every_point_leaves_nothing_behind(cluster: Cluster, case: Cas
     cluster.start_daemon()
     if then == "runtime-del":
         assert cluster.run_shim("DEL", container_id=container, netns=netns).returncode == 0
-    status, report = _post(cluster, "/gc")
+    status, report = cluster.post("/gc")
     assert status == 200, report
 
     _assert_clean(cluster, netns)
@@ -233,12 +218,12 @@ def test_gc_collects_a_sandbox_whose_netns_vanished_without_a_del(started: Any) 
         assert cluster.run_shim("ADD", container_id=container, netns=netns).returncode == 0
     gone_netns.delete()
 
-    status, dry = _post(cluster, "/gc?dryRun=true")
+    status, dry = cluster.post("/gc?dryRun=true")
     assert status == 200
     assert [(o["containerID"], o["reason"]) for o in json.loads(dry)["orphans"]] == [(gone, "netns-gone")]
     assert len(cluster.leases()) == 4, "a dry run changes nothing"
 
-    status, report = _post(cluster, "/gc")
+    status, report = cluster.post("/gc")
 
     assert status == 200
     assert json.loads(report)["collected"] == [gone]

@@ -7,7 +7,6 @@ tree (``sysfsRoot``), the one seam. Moving, renaming and re-addressing links is 
 from __future__ import annotations
 
 import json
-import socket
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -36,17 +35,6 @@ def _fake_vf(cluster: Cluster, name: str) -> tuple[Path, str]:
 
 def _sysfs_names(root: Path) -> Path:
     return root / "bus" / "pci" / "devices" / PCI / "net"
-
-
-def _post_gc(cluster: Cluster) -> dict[str, Any]:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.connect(str(cluster.socket_dir / "multus.sock"))
-    sock.sendall(b"POST /gc HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
-    data = b""
-    while chunk := sock.recv(65536):
-        data += chunk
-    sock.close()
-    return json.loads(data.split(b"\r\n\r\n", 1)[1])
 
 
 def _vf_network(cluster: Cluster) -> None:
@@ -105,7 +93,7 @@ def test_a_vf_still_inside_a_namespace_keeps_its_attachment_pending_until_it_is_
     assert PCI in pending[0][2], "the pending attachment says why"
 
     hidden.rename(_sysfs_names(sysfs) / vf)  # the VF comes back
-    report = _post_gc(cluster)
+    report = json.loads(cluster.post("/gc")[1])
 
     assert report["collected"] == [container]
     assert cluster.leases() == []

@@ -224,7 +224,7 @@ def test_gc_collects_the_sandbox_of_a_pod_deleted_from_the_cluster(
     kube.delete_pod("default", "doomed")
     deadline = time.monotonic() + 10
     while True:
-        status, report = _post(node, "/gc")
+        status, report = node.post("/gc")
         if container in json.loads(report)["collected"] or time.monotonic() > deadline:
             break
         time.sleep(0.2)
@@ -252,20 +252,6 @@ def test_a_restarted_daemon_resumes_its_watches_without_listing_again(
         and "/pods/" not in r["path"]
     ]
     assert lists == [], f"the restarted daemon listed pods again: {lists}"
-
-
-def _post(cluster: Cluster, path: str) -> tuple[int, bytes]:
-    import socket
-
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(60)
-    sock.connect(str(cluster.socket_dir / "multus.sock"))
-    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".encode())
-    data = b""
-    while chunk := sock.recv(65536):
-        data += chunk
-    sock.close()
-    return int(data.split()[1]), data.split(b"\r\n\r\n", 1)[1]
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sqlite3
 import time
 from pathlib import Path
@@ -25,25 +24,6 @@ def _counts(cluster: Cluster) -> tuple[int, int]:
         sandboxes = connection.execute("SELECT count(*) FROM sandboxes").fetchone()[0]
         attachments = connection.execute("SELECT count(*) FROM attachments").fetchone()[0]
     return sandboxes, attachments
-
-
-def _post_raw(cluster: Cluster, body: bytes, path: str = "/cni") -> tuple[int, bytes]:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(30)
-    try:
-        sock.connect(str(cluster.socket_dir / "multus.sock"))
-        head = (
-            f"POST {path} HTTP/1.1\r\nHost: dummy\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
-        )
-        sock.sendall(head.encode() + body)
-        response = b""
-        while chunk := sock.recv(65536):
-            response += chunk
-    finally:
-        sock.close()
-    status = int(response.split(b" ", 2)[1])
-    return status, response.split(b"\r\n\r\n", 1)[1]
 
 
 def _failing_network(
@@ -293,7 +273,7 @@ def test_malformed_requests_over_the_socket_get_a_cni_error_and_the_daemon_keeps
 ) -> None:
     cluster, container, netns = survivor()
 
-    status, response = _post_raw(cluster, body)
+    status, response = cluster.post("/cni", body)
 
     assert status == 400
     error = json.loads(response)
@@ -305,7 +285,7 @@ def test_malformed_requests_over_the_socket_get_a_cni_error_and_the_daemon_keeps
 def test_unknown_paths_are_404_and_health_endpoints_answer(survivor: Any) -> None:
     cluster, container, netns = survivor()
 
-    assert _post_raw(cluster, b"", "/nope")[0] == 404
-    assert _post_raw(cluster, b"null", "/healthz")[0] == 200
-    assert _post_raw(cluster, b"null", "/readyz")[0] == 200
+    assert cluster.post("/nope", b"")[0] == 404
+    assert cluster.post("/healthz", b"null")[0] == 200
+    assert cluster.post("/readyz", b"null")[0] == 200
     _assert_survivor_intact_and_deletable(cluster, container, netns)
