@@ -326,6 +326,13 @@ class Cluster:
             _ip("link", "del", link, check=False)
 
 
+def free_port() -> int:
+    """A TCP port nobody listens on now (for ``metricsPort``)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def new_container_id() -> str:
     return secrets.token_hex(32)
 

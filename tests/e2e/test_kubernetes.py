@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Cluster, KubeApiProcess, Netns, new_container_id
+from tests.e2e.conftest import Cluster, KubeApiProcess, Netns, free_port, new_container_id
 
 NODE = "node-a"
 
@@ -337,12 +337,9 @@ def test_cni_gc_removes_every_sandbox_the_runtime_no_longer_lists_and_status_ans
 def test_kubernetes_metrics_count_api_requests_watch_events_and_the_mirror(
     cluster: Cluster, kube: KubeApiProcess, started: Any
 ) -> None:
-    import socket as sockets
     import urllib.request
 
-    with sockets.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     kube.create_nad("default", "bridge-net", _bridge_nad(cluster, "10.71.0.0/24", "b"))
     started(metricsPort=port, gcIntervalSeconds=3600)
     _, _, added = _add(cluster, kube, "metered", {"k8s.v1.cni.cncf.io/networks": "bridge-net"})

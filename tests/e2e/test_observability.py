@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import socket
 import urllib.request
 from typing import Any
 
-from tests.e2e.conftest import Cluster, new_container_id
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from tests.e2e.conftest import Cluster, free_port, new_container_id
 
 
 def _sample(text: str, name: str, **labels: str) -> float:
@@ -25,7 +18,7 @@ def _sample(text: str, name: str, **labels: str) -> float:
 
 
 def test_metrics_count_operations_delegates_commits_and_socket_requests(started: Any) -> None:
-    port = _free_port()
+    port = free_port()
     cluster: Cluster = started(default_networks=1, metricsPort=port)
     netns = cluster.new_netns()
     container = new_container_id()
