@@ -29,7 +29,8 @@ from app.attach.cluster import ClusterUnavailableError, PodInfo, StatusPublisher
 from app.attach.crashpoints import DISARMED, CrashPoints, Point
 from app.attach.errors import MultusCode, as_cni_error, combine
 from app.attach.locks import SandboxLocks
-from app.attach.network_status import DelegateOutcome, interface_events, network_status, status_entries
+from app.attach.network_status import DelegateOutcome, interface_events, status_entries
+from app.attach.network_status import render as render_status
 from app.attach.networks import DelegatePlan, NetworkResolver
 from app.attach.requests import Command, NodeRequest, SandboxRequest, Trigger
 from app.attach.vfs import HostDevices
@@ -290,10 +291,11 @@ class AttachEngine:
         if self._status is None:
             return
         self._status.emit_interface_events(pod, interface_events(outcomes))
-        if not status_entries(outcomes):
+        entries = status_entries(outcomes)
+        if not entries:
             return
         try:
-            await self._status.publish_network_status(pod, network_status(outcomes))
+            await self._status.publish_network_status(pod, render_status(entries))
         except ClusterUnavailableError as exc:
             log.error("network-status of pod %s/%s not written: %s", pod.namespace, pod.name, exc)
 
