@@ -86,6 +86,8 @@ class EngineSettings:
     """Recorded with every history line (``MULTUS_NODE_NAME``, else the hostname)."""
     plugin_env: Mapping[str, str] = field(default_factory=dict)
     """Environment every plugin inherits besides the CNI_* variables (e.g. PATH)."""
+    chroot_dir: str = ""
+    """Root new delegates run in (daemon-config ``chrootDir``); DEL replays the recorded one."""
 
 
 def _all(units: Sequence[UnitOfWork]) -> UnitOfWork:

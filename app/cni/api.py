@@ -39,12 +39,14 @@ class CniConfig:
 
     ``path``: directories searched in order (``CNI_PATH``). ``timeout``: seconds per plugin
     execution. ``base_env``: the environment plugins get besides the ``CNI_*`` variables.
+    ``chroot_dir``: the root every plugin runs in (upstream's ``chrootDir``; "" = the daemon's own).
     """
 
     path: tuple[str, ...]
     timeout: float = 60.0
     exec: invoke.Exec = DEFAULT_EXEC
     base_env: Mapping[str, str] = field(default_factory=lambda: dict(invoke.DEFAULT_BASE_ENV))
+    chroot_dir: str = ""
 
 
 @dataclass(frozen=True, slots=True)
