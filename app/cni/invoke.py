@@ -112,8 +112,10 @@ class SubprocessExec:
     ``busy_retries``/``busy_delay``: how often, and after how long (growing linearly), to retry an exec
     that failed with ETXTBSY (a plugin binary still being written). ``reap_grace``: how long to wait for
     a killed plugin's pipes to close before giving up on reaping it (logged, never silent).
+    ``max_running``: how many plugin processes may run at once (0: no bound).
     """
 
+    max_running: int = 0
     busy_retries: int = 5
     busy_delay: float = 0.05
     reap_grace: float = 5.0
