@@ -38,7 +38,13 @@ from app.attach.cluster import (
     PodInfo,
     PodSource,
 )
-from app.attach.devices import DeviceAllocator, DeviceLookupError, DeviceSource, build_allocator
+from app.attach.devices import (
+    DeviceAllocator,
+    DeviceDataError,
+    DeviceLookupError,
+    DeviceSource,
+    build_allocator,
+)
 from app.attach.netconf import MultusNetConf
 from app.attach.requests import SandboxRequest
 from app.cni import conf as cniconf
@@ -287,6 +293,10 @@ class NetworkResolver:
             return await build_allocator(
                 self._cluster.devices, namespace=pod.namespace, pod=pod.name, resources=resources
             )
+        except DeviceDataError as exc:
+            raise CniError(
+                exc.code, f"device ids of pod {pod.namespace}/{pod.name} are unusable", str(exc)
+            ) from exc
         except DeviceLookupError as exc:
             raise CniError(
                 ErrorCode.TRY_AGAIN_LATER,
