@@ -66,7 +66,16 @@ def containerd() -> Iterator[Containerd]:
 
 def daemon_wrapper(root: Path) -> list[str]:
     """The command the daemon runs under: a mount namespace of its own where ``root`` is a host root."""
-    return ["unshare", "--mount", "--propagation", "slave", sys.executable, str(HOSTROOT_SCRIPT), str(root), "--"]
+    return [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "slave",
+        sys.executable,
+        str(HOSTROOT_SCRIPT),
+        str(root),
+        "--",
+    ]
 
 
 @pytest.fixture

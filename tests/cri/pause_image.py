@@ -26,8 +26,8 @@ PROGRAM_HEADER_SIZE = 56
 
 # machine code of "loop: wait for a signal; jump to loop", per architecture
 CODE = {
-    # mov eax, 34 (pause); syscall; jmp back 9 bytes
-    "x86_64": (62, "amd64", bytes.fromhex("b822000000" "0f05" "ebf7")),
+    # b8 22000000: mov eax, 34 (pause); 0f05: syscall; ebf7: jmp back 9 bytes
+    "x86_64": (62, "amd64", bytes.fromhex("b8220000000f05ebf7")),
     # mov x0..x3, #0; mov x8, #73 (ppoll); svc #0; b back 6 instructions
     "aarch64": (
         183,
@@ -99,7 +99,11 @@ def _layer(program: bytes) -> bytes:
 
 
 def _descriptor(media_type: str, blob: bytes) -> dict[str, Any]:
-    return {"mediaType": media_type, "digest": "sha256:" + hashlib.sha256(blob).hexdigest(), "size": len(blob)}
+    return {
+        "mediaType": media_type,
+        "digest": "sha256:" + hashlib.sha256(blob).hexdigest(),
+        "size": len(blob),
+    }
 
 
 def write_oci_archive(path: Path, *, name: str, arch: str) -> None:

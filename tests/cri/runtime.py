@@ -89,7 +89,9 @@ class Cri:
 
     channel: grpc.Channel
 
-    def call(self, method: str, request: Message, reply: type[Reply], *, timeout: float = CALL_TIMEOUT) -> Reply:
+    def call(
+        self, method: str, request: Message, reply: type[Reply], *, timeout: float = CALL_TIMEOUT
+    ) -> Reply:
         stub: Callable[..., Reply] = self.channel.unary_unary(
             SERVICE + method,
             request_serializer=type(request).SerializeToString,
@@ -112,14 +114,18 @@ class Cri:
         return self.call("PodSandboxStatus", request, cri.PodSandboxStatusResponse)
 
     def stop_pod_sandbox(self, sandbox_id: str) -> None:
-        self.call("StopPodSandbox", cri.StopPodSandboxRequest(pod_sandbox_id=sandbox_id), cri.StopPodSandboxResponse)
+        self.call(
+            "StopPodSandbox", cri.StopPodSandboxRequest(pod_sandbox_id=sandbox_id), cri.StopPodSandboxResponse
+        )
 
     def remove_pod_sandbox(self, sandbox_id: str) -> None:
         request = cri.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id)
         self.call("RemovePodSandbox", request, cri.RemovePodSandboxResponse)
 
     def list_pod_sandboxes(self) -> list[cri.PodSandbox]:
-        return list(self.call("ListPodSandbox", cri.ListPodSandboxRequest(), cri.ListPodSandboxResponse).items)
+        return list(
+            self.call("ListPodSandbox", cri.ListPodSandboxRequest(), cri.ListPodSandboxResponse).items
+        )
 
     def loaded_cni_config(self) -> str:
         """The CNI configuration the CRI plugin has loaded, as its verbose Status reports it (JSON)."""
@@ -156,6 +162,12 @@ class Containerd:
         return self.root / "cni" / "net.d"
 
     @property
+    def cgroup_parent(self) -> str:
+        """The parent cgroup for the test's sandboxes (``PodSandboxConfig.linux.cgroup_parent``): one
+        of our own, removed at ``stop``, rather than containerd's default ``/k8s.io``."""
+        return f"/{self.root.name}"
+
+    @property
     def log(self) -> Path:
         return self.root / "containerd.log"
 
@@ -172,7 +184,9 @@ class Containerd:
         self.cni_bin_dir.mkdir(parents=True, exist_ok=True)
         self.cni_conf_dir.mkdir(parents=True, exist_ok=True)
         config = self.root / "config.toml"
-        config.write_text(config_toml(self.root, cni_bin_dir=self.cni_bin_dir, cni_conf_dir=self.cni_conf_dir))
+        config.write_text(
+            config_toml(self.root, cni_bin_dir=self.cni_bin_dir, cni_conf_dir=self.cni_conf_dir)
+        )
         log = self.log.open("ab")
         self.process = subprocess.Popen(
             ["containerd", "--config", str(config), "--log-level", "debug"],
@@ -199,7 +213,9 @@ class Containerd:
         deadline = time.monotonic() + timeout
         while not condition():
             if self.process is not None and self.process.poll() is not None:
-                raise AssertionError(f"containerd exited {self.process.returncode}:\n{self.log_text()[-5000:]}")
+                raise AssertionError(
+                    f"containerd exited {self.process.returncode}:\n{self.log_text()[-5000:]}"
+                )
             if time.monotonic() > deadline:
                 raise AssertionError(f"{what} not after {timeout}s:\n{self.log_text()[-5000:]}")
             time.sleep(0.05)
@@ -229,7 +245,9 @@ class Containerd:
             old.unlink()
         (self.cni_conf_dir / name).write_bytes(conf)
         self.wait_for(
-            lambda: marker in self.cri.loaded_cni_config(), f"CNI conf {name} loaded by containerd", timeout=timeout
+            lambda: marker in self.cri.loaded_cni_config(),
+            f"CNI conf {name} loaded by containerd",
+            timeout=timeout,
         )
 
     def stop(self) -> None:
@@ -253,6 +271,7 @@ class Containerd:
                 self.process.wait()
             self.process = None
         self._unmount_leftovers()
+        self._remove_cgroups()
 
     def _unmount_leftovers(self) -> None:
         """Lazily unmount anything containerd left mounted under its root (a crashed sandbox's)."""
@@ -261,6 +280,16 @@ class Containerd:
             targets = [line.split()[4] for line in mountinfo]
         for target in sorted((t for t in targets if t.startswith(prefix)), key=len, reverse=True):
             subprocess.run(["umount", "-l", target], capture_output=True, check=False)
+
+    def _remove_cgroups(self) -> None:
+        """Remove ``cgroup_parent`` from every cgroup hierarchy (runc leaves it, empty, behind)."""
+        with open("/proc/self/mountinfo") as mountinfo:
+            fields = [line.split() for line in mountinfo]
+        hierarchies = [f[4] for f in fields if f[f.index("-") + 1] in ("cgroup", "cgroup2")]
+        for hierarchy in hierarchies:
+            path = Path(hierarchy + self.cgroup_parent)
+            if path.is_dir():
+                path.rmdir()
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)

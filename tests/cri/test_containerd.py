@@ -12,7 +12,6 @@ import json
 import os
 import sqlite3
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +60,34 @@ def _checkpoint_counts(cluster: Cluster) -> tuple[int, int]:
     return int(sandboxes), int(attachments)
 
 
+def _mount_points(pid: int | str) -> set[str]:
+    with open(f"/proc/{pid}/mountinfo") as mountinfo:
+        return {line.split()[4] for line in mountinfo}
+
+
+def _daemon_sees_host_root(cluster: Cluster, host_root: Path) -> bool:
+    """The daemon has a mount namespace of its own where ``host_root`` holds the host's /usr; ours
+    does not (nothing leaked to the host's mount table)."""
+    assert cluster.daemon is not None
+    pid = cluster.daemon.pid
+    own = os.readlink(f"/proc/{pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
+    usr = str(host_root / "usr")
+    return own and usr in _mount_points(pid) and usr not in _mount_points("self")
+
+
+def _filesystem_in_host_root(cluster: Cluster, host_root: Path, path: str) -> str:
+    """The filesystem type of ``path`` as a delegate chrooted to ``host_root`` by the daemon sees it."""
+    assert cluster.daemon is not None
+    enter = ["nsenter", f"--target={cluster.daemon.pid}", "--mount", "chroot", str(host_root)]
+    seen = subprocess.run(
+        [*enter, "stat", "--file-system", "--format=%T", path],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    return seen.stdout.strip() or seen.stderr
+
+
 def _recorded_pod_uids(cluster: Cluster) -> list[str]:
     with sqlite3.connect(f"file:{cluster.state_db}?mode=ro", uri=True) as connection:
         return [row[0] for row in connection.execute("SELECT pod_uid FROM sandboxes")]
@@ -83,16 +110,15 @@ def node(
 
 
 def test_containerd_gives_a_pod_every_network_and_takes_them_back_across_a_daemon_restart(
-    node: Cluster, kube: KubeApiProcess, containerd: Containerd
+    node: Cluster, kube: KubeApiProcess, containerd: Containerd, host_root: Path
 ) -> None:
-    started = time.monotonic()
     pod = kube.create_pod("default", "web", node=NODE, annotations={NETWORKS: "bridge-net, macvlan-net"})
     (node.root / "pod-logs").mkdir()
     config = cri.PodSandboxConfig(
         metadata=cri.PodSandboxMetadata(name="web", namespace="default", uid=pod["metadata"]["uid"]),
         hostname="web",
         log_directory=str(node.root / "pod-logs"),
-        linux=cri.LinuxPodSandboxConfig(),
+        linux=cri.LinuxPodSandboxConfig(cgroup_parent=containerd.cgroup_parent),
     )
 
     sandbox = containerd.cri.run_pod_sandbox(config)
@@ -116,10 +142,13 @@ def test_containerd_gives_a_pod_every_network_and_takes_them_back_across_a_daemo
     assert [e["mac"] for e in entries] == [interfaces[name]["mac"] for name in ("eth0", "net1", "net2")]
     assert _recorded_pod_uids(node) == [pod["metadata"]["uid"]]
     assert len(node.leases()) == 3
+    assert _daemon_sees_host_root(node, host_root)
+    assert _filesystem_in_host_root(node, host_root, netns) == "nsfs", "a chrooted delegate sees the netns"
 
     node.stop_daemon()
     node.start_daemon()
 
+    assert _daemon_sees_host_root(node, host_root)
     assert set(netns_interfaces(netns)) == {"lo", "eth0", "net1", "net2"}, "recovery left a live pod alone"
     containerd.cri.stop_pod_sandbox(sandbox)
     containerd.cri.remove_pod_sandbox(sandbox)
@@ -129,4 +158,3 @@ def test_containerd_gives_a_pod_every_network_and_takes_them_back_across_a_daemo
     assert node.leases() == []
     assert _checkpoint_counts(node) == (0, 0)
     assert containerd.cri.list_pod_sandboxes() == []
-    print(f"containerd sandbox lifecycle through multus-py: {time.monotonic() - started:.2f}s")
