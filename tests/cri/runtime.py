@@ -16,8 +16,11 @@ hashed from our socket path (containerd 1.6 has no setting for that).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -250,13 +253,28 @@ class Containerd:
             timeout=timeout,
         )
 
+    def remove_sandboxes(self) -> list[str]:
+        """Stop and remove every sandbox (a failed test's); returns what could not be removed."""
+        failed = []
+        for sandbox in self.cri.list_pod_sandboxes():
+            try:
+                self.cri.stop_pod_sandbox(sandbox.id)
+                self.cri.remove_pod_sandbox(sandbox.id)
+            except grpc.RpcError as exc:
+                failed.append(f"{sandbox.id}: {exc}")
+        return failed
+
     def stop(self) -> None:
-        """Remove every sandbox left (a failed test's), then stop containerd and its shims."""
+        """Remove every sandbox left, stop containerd, then force away whatever CRI could not remove
+        (containers through runc, our containerd-shims by pid, sandbox netns, mounts, cgroups)."""
+        leftover_netns: list[str] = []
         if self.channel is not None and self.process is not None and self.process.poll() is None:
             try:
-                for sandbox in self.cri.list_pod_sandboxes():
-                    self.cri.stop_pod_sandbox(sandbox.id)
-                    self.cri.remove_pod_sandbox(sandbox.id)
+                if self.remove_sandboxes():
+                    leftover_netns = [
+                        sandbox_netns(self.cri.pod_sandbox_status(sandbox.id))
+                        for sandbox in self.cri.list_pod_sandboxes()
+                    ]
             except grpc.RpcError:
                 pass
         if self.channel is not None:
@@ -270,8 +288,40 @@ class Containerd:
                 self.process.kill()
                 self.process.wait()
             self.process = None
+        self._delete_containers()
+        self._kill_shims()
+        for path in leftover_netns:
+            subprocess.run(["umount", path], capture_output=True, check=False)
+            Path(path).unlink(missing_ok=True)
         self._unmount_leftovers()
         self._remove_cgroups()
+
+    def _delete_containers(self) -> None:
+        """``runc delete --force`` every container still in our runc root (kills its processes)."""
+        runc_root = self.root / "state" / "runc"
+        if not runc_root.is_dir():
+            return
+        for namespace in runc_root.iterdir():
+            for container in namespace.iterdir():
+                subprocess.run(
+                    ["runc", "--root", str(namespace), "delete", "--force", container.name],
+                    capture_output=True,
+                    timeout=30,
+                    check=False,
+                )
+
+    def _kill_shims(self) -> None:
+        """SIGKILL the containerd-shims our containerd started (their command line names our socket)."""
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if argv and argv[0].endswith(b"containerd-shim-runc-v2") and str(self.socket).encode() in argv:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(proc.name), signal.SIGKILL)
 
     def _unmount_leftovers(self) -> None:
         """Lazily unmount anything containerd left mounted under its root (a crashed sandbox's)."""

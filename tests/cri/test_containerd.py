@@ -12,6 +12,7 @@ import json
 import os
 import sqlite3
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -96,9 +97,10 @@ def _recorded_pod_uids(cluster: Cluster) -> list[str]:
 @pytest.fixture
 def node(
     host_root: Path, cluster: Cluster, kube: KubeApiProcess, started: Any, containerd: Containerd
-) -> Cluster:
+) -> Iterator[Cluster]:
     """NADs ``bridge-net`` and ``macvlan-net``, the daemon in its host-root namespace with
-    ``chrootDir``, and containerd on the daemon's generated ``00-multus.conf``."""
+    ``chrootDir``, and containerd on the daemon's generated ``00-multus.conf``. Teardown removes the
+    sandboxes a failed test left while this test's daemon still serves their DELs."""
     kube.create_nad("default", "bridge-net", _bridge_nad(cluster, "10.81.0.0/24"))
     kube.create_nad("default", "macvlan-net", _macvlan_nad(cluster, "10.82.0.0/24"))
     cluster.daemon_wrapper = daemon_wrapper(host_root)
@@ -106,7 +108,10 @@ def node(
     generated = cluster.net_d / "00-multus.conf"
     containerd.wait_for(generated.exists, f"{generated} written by the daemon", timeout=15)
     containerd.use_cni_conf("00-multus.conf", generated.read_bytes(), marker=str(cluster.socket_dir))
-    return cluster
+    try:
+        yield cluster
+    finally:
+        containerd.remove_sandboxes()
 
 
 def test_containerd_gives_a_pod_every_network_and_takes_them_back_across_a_daemon_restart(
