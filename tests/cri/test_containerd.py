@@ -76,17 +76,15 @@ def _daemon_sees_host_root(cluster: Cluster, host_root: Path) -> bool:
     return own and usr in _mount_points(pid) and usr not in _mount_points("self")
 
 
-def _filesystem_in_host_root(cluster: Cluster, host_root: Path, path: str) -> str:
-    """The filesystem type of ``path`` as a delegate chrooted to ``host_root`` by the daemon sees it."""
+def _in_host_root(cluster: Cluster, host_root: Path, *command: str, **env: str) -> str:
+    """What ``command`` prints when run as a delegate chrooted to ``host_root`` by the daemon would be:
+    in the daemon's mount namespace, under ``chroot``, with ``env`` added to ours."""
     assert cluster.daemon is not None
     enter = ["nsenter", f"--target={cluster.daemon.pid}", "--mount", "chroot", str(host_root)]
-    seen = subprocess.run(
-        [*enter, "stat", "--file-system", "--format=%T", path],
-        capture_output=True,
-        text=True,
-        timeout=10,
+    done = subprocess.run(
+        [*enter, *command], capture_output=True, text=True, timeout=10, env={**os.environ, **env}
     )
-    return seen.stdout.strip() or seen.stderr
+    return done.stdout.strip() or done.stderr
 
 
 def _recorded_pod_uids(cluster: Cluster) -> list[str]:
@@ -148,7 +146,11 @@ def test_containerd_gives_a_pod_every_network_and_takes_them_back_across_a_daemo
     assert _recorded_pod_uids(node) == [pod["metadata"]["uid"]]
     assert len(node.leases()) == 3
     assert _daemon_sees_host_root(node, host_root)
-    assert _filesystem_in_host_root(node, host_root, netns) == "nsfs", "a chrooted delegate sees the netns"
+    # what a delegate run with chrootDir needs: the sandbox's netns (mounted by containerd after the
+    # daemon's namespace was made) and the daemon's binDir, at the same paths inside the host root
+    assert _in_host_root(node, host_root, "stat", "--file-system", "--format=%T", netns) == "nsfs"
+    version = _in_host_root(node, host_root, str(node.bin_dir / "macvlan"), CNI_COMMAND="VERSION")
+    assert "1.0.0" in json.loads(version)["supportedVersions"]
 
     node.stop_daemon()
     node.start_daemon()
