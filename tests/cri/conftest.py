@@ -64,8 +64,9 @@ def containerd() -> Iterator[Containerd]:
         runtime.remove()
 
 
-def daemon_wrapper(root: Path) -> list[str]:
-    """The command the daemon runs under: a mount namespace of its own where ``root`` is a host root."""
+def daemon_wrapper(root: Path, *directories: Path) -> list[str]:
+    """The command the daemon runs under: a mount namespace of its own where ``root`` is a host root
+    that also shows ``directories`` (the test's own) at their paths."""
     return [
         "unshare",
         "--mount",
@@ -74,6 +75,7 @@ def daemon_wrapper(root: Path) -> list[str]:
         sys.executable,
         str(HOSTROOT_SCRIPT),
         str(root),
+        *map(str, directories),
         "--",
     ]
 
@@ -85,11 +87,17 @@ def host_root() -> Iterator[Path]:
     try:
         yield root
     finally:
-        for entry in root.iterdir():
-            if entry.is_symlink():
-                entry.unlink()
-            elif os.path.ismount(entry):
-                raise AssertionError(f"{entry} is mounted in the test's namespace: left in place")
-            else:
-                entry.rmdir()  # only ever an empty mount point: never recurse into a host directory
+        with open("/proc/self/mountinfo") as mountinfo:
+            mounted = [line.split()[4] for line in mountinfo if line.split()[4].startswith(f"{root}/")]
+        assert not mounted, f"mounted in the test's own namespace, left in place: {mounted}"
+        for directory, subdirectories, files in os.walk(root, topdown=False):
+            for name in files:  # only ever the symlinks hostroot.py made
+                assert Path(directory, name).is_symlink(), f"{directory}/{name} in the host root"
+                Path(directory, name).unlink()
+            for name in subdirectories:
+                entry = Path(directory, name)
+                if entry.is_symlink():
+                    entry.unlink()
+                else:
+                    entry.rmdir()  # an empty mount point: fails rather than empty a directory
         root.rmdir()

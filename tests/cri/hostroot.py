@@ -1,16 +1,18 @@
 """Builds a "host root" out of bind mounts, then executes a command: the daemon's ``chrootDir``.
 
-Run as ``unshare -m --propagation slave python hostroot.py ROOT -- COMMAND...`` by the containerd
-test: in that fresh mount namespace it mounts the host's top-level directories at the same names
+Run as ``unshare -m --propagation slave python hostroot.py ROOT [DIRECTORY...] -- COMMAND...`` by the
+containerd test: in that fresh mount namespace it mounts the host's top-level directories at the same names
 under ROOT (``/usr``, ``/etc``, ``/var``, ``/run``, ``/tmp``, ``/proc``, ``/sys``, ``/dev``; a top-level
-symlink such as Debian's ``/bin -> usr/bin`` is recreated as the same symlink), then replaces itself
+symlink such as Debian's ``/bin -> usr/bin`` is recreated as the same symlink) and each DIRECTORY (the
+test's own, when no top-level bind holds it already) at its own path, then replaces itself
 with COMMAND, so the daemon keeps this process's pid and signals. Upstream's DaemonSet mounts the
 node's ``/`` at ``/hostroot``; this is the same view of the same paths, built without touching the
 host's mount table: the namespace is a slave of the host's, so nothing mounted here is seen outside,
 while mounts the host makes later (containerd's ``/run/netns/cni-*``) still appear here and under
 ROOT/run, where a chrooted delegate opens them. The mounts vanish with the namespace's last process.
 
-ROOT must exist and hold nothing but what this script creates (empty directories and symlinks).
+ROOT must exist and hold nothing but what this script creates (directories and symlinks, whose
+directories are empty outside this namespace).
 """
 
 from __future__ import annotations
@@ -39,8 +41,10 @@ def entries() -> list[tuple[str, str | None]]:
     return found
 
 
-def build(root: Path) -> None:
-    """Create the mount points and symlinks under ``root`` and bind the host's directories there."""
+def build(root: Path, extra: list[str]) -> None:
+    """Create the mount points and symlinks under ``root`` and bind the host's directories there,
+    then each ``extra`` directory (the test's own) at its own path unless a top-level bind holds it."""
+    bound = set()
     for name, target in entries():
         path = root / name
         if target is not None:
@@ -49,13 +53,24 @@ def build(root: Path) -> None:
             continue
         path.mkdir(exist_ok=True)
         subprocess.run(["mount", "--rbind", f"/{name}", str(path)], check=True)
+        bound.add(name)
+    for directory in extra:
+        resolved = Path(directory).resolve()
+        if resolved.parts[1] in bound:
+            continue
+        inside = root / resolved.relative_to("/")
+        inside.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", "--rbind", str(resolved), str(inside)], check=True)
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) < 3 or argv[1] != "--":
-        sys.exit("usage: hostroot.py ROOT -- COMMAND...")
-    build(Path(argv[0]))
-    os.execvp(argv[2], argv[2:])
+    """``ROOT [DIRECTORY...] -- COMMAND...``"""
+    if "--" not in argv[1:] or argv.index("--") == len(argv) - 1:
+        sys.exit("usage: hostroot.py ROOT [DIRECTORY...] -- COMMAND...")
+    split = argv.index("--")
+    build(Path(argv[0]), argv[1:split])
+    command = argv[split + 1 :]
+    os.execvp(command[0], command)
 
 
 if __name__ == "__main__":

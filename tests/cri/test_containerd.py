@@ -101,7 +101,7 @@ def node(
     sandboxes a failed test left while this test's daemon still serves their DELs."""
     kube.create_nad("default", "bridge-net", _bridge_nad(cluster, "10.81.0.0/24"))
     kube.create_nad("default", "macvlan-net", _macvlan_nad(cluster, "10.82.0.0/24"))
-    cluster.daemon_wrapper = daemon_wrapper(host_root)
+    cluster.daemon_wrapper = daemon_wrapper(host_root, cluster.root)
     started(chrootDir=str(host_root), gcIntervalSeconds=3600)
     generated = cluster.net_d / "00-multus.conf"
     containerd.wait_for(generated.exists, f"{generated} written by the daemon", timeout=15)
