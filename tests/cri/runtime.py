@@ -38,6 +38,7 @@ from tests.cri.pause_image import machine, write_oci_archive
 PAUSE_IMAGE = "localhost/multus-py/pause:1"
 CRI_NAMESPACE = "k8s.io"
 SERVICE = "/runtime.v1.RuntimeService/"
+IMAGE_SERVICE = "/runtime.v1.ImageService/"
 CALL_TIMEOUT = 60.0
 """Seconds a CRI call may take: RunPodSandbox and StopPodSandbox include every CNI call."""
 
@@ -93,10 +94,16 @@ class Cri:
     channel: grpc.Channel
 
     def call(
-        self, method: str, request: Message, reply: type[Reply], *, timeout: float = CALL_TIMEOUT
+        self,
+        method: str,
+        request: Message,
+        reply: type[Reply],
+        *,
+        timeout: float = CALL_TIMEOUT,
+        service: str = SERVICE,
     ) -> Reply:
         stub: Callable[..., Reply] = self.channel.unary_unary(
-            SERVICE + method,
+            service + method,
             request_serializer=type(request).SerializeToString,
             response_deserializer=reply.FromString,
         )
@@ -129,6 +136,12 @@ class Cri:
         return list(
             self.call("ListPodSandbox", cri.ListPodSandboxRequest(), cri.ListPodSandboxResponse).items
         )
+
+    def has_image(self, image: str) -> bool:
+        """Whether the CRI plugin knows ``image`` (it learns of an import through an event)."""
+        request = cri.ImageStatusRequest(image=cri.ImageSpec(image=image))
+        reply = self.call("ImageStatus", request, cri.ImageStatusResponse, timeout=5, service=IMAGE_SERVICE)
+        return reply.HasField("image")
 
     def loaded_cni_config(self) -> str:
         """The CNI configuration the CRI plugin has loaded, as its verbose Status reports it (JSON)."""
@@ -237,6 +250,7 @@ class Containerd:
         write_oci_archive(archive, name=PAUSE_IMAGE, arch=machine())
         done = self.ctr("images", "import", "--snapshotter", "native", str(archive))
         assert done.returncode == 0, f"ctr images import: {done.stdout}{done.stderr}"
+        self.wait_for(lambda: self.cri.has_image(PAUSE_IMAGE), f"{PAUSE_IMAGE} known to CRI", timeout=15)
 
     def use_cni_conf(self, name: str, conf: bytes, *, marker: str, timeout: float = 30.0) -> None:
         """Make ``conf`` the only CNI configuration and wait until the CRI plugin has loaded it.

@@ -1,4 +1,4 @@
-"""GENERATED protobuf messages of the CRI RuntimeService (runtime.v1), for the containerd test only.
+"""GENERATED protobuf messages of the CRI (runtime.v1), for the containerd test only.
 
 ``runtime_v1.proto`` (hand-written from the public k8s.io/cri-api definition, trimmed to what the test
 sends and reads) is the source; ``runtime_v1_pb2.py`` and its typing stub ``runtime_v1_pb2.pyi`` are
