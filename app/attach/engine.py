@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from app import metrics
-from app.attach import netns, recording, upstream_delete
+from app.attach import netns, recording, result_facts, upstream_delete
 from app.attach.cluster import ClusterUnavailableError, PodInfo, StatusPublisher
 from app.attach.crashpoints import DISARMED, CrashPoints, Point
 from app.attach.errors import MultusCode, as_cni_error, combine
@@ -369,8 +369,11 @@ class AttachEngine:
     def _result_units(
         self, *, request: SandboxRequest, intent: DelegateIntent, result: JsonObject, started: float
     ) -> list[UnitOfWork]:
+        facts = result_facts.delegate_facts(
+            capability_args=intent.capability_args, device=intent.device, result=result
+        )
         entry = recording.delegate_entry(
-            request=request, intent=intent, started=started, error=None, result=result
+            request=request, intent=intent, started=started, error=None, facts=facts
         )
         return [
             partial(
@@ -378,6 +381,7 @@ class AttachEngine:
                 container_id=request.container_id,
                 ifname=intent.ifname,
                 result=json.dumps(result, separators=(",", ":")),
+                facts=facts,
             ),
             self._recorded(entry),
         ]
@@ -556,6 +560,9 @@ class AttachEngine:
             capability_args=plan.capability_args,
             cni_path=cni_path,
             device=device,
+            device_ids=result_facts.device_ids(
+                capability_args=plan.capability_args, device=device, result=None
+            ),
         )
 
 

@@ -9,7 +9,6 @@ it never runs a delegate, reads the store or decides an outcome: callers pass wh
 
 from __future__ import annotations
 
-import json
 import time
 from functools import partial
 from typing import Any
@@ -20,7 +19,7 @@ from app.attach.requests import Command, SandboxRequest, Trigger
 from app.cni.types import CniError, JsonObject
 from app.store import history
 from app.store.database import Work
-from app.store.records import AttachmentRecord, DelegateIntent, HistoryEntry, SandboxRecord
+from app.store.records import AttachmentRecord, DelegateFacts, DelegateIntent, HistoryEntry, SandboxRecord
 
 UnitOfWork = Work[object]
 
@@ -104,25 +103,21 @@ def delegate_entry(
     intent: DelegateIntent,
     started: float,
     error: CniError | None,
-    result: JsonObject | None = None,
+    facts: DelegateFacts | None = None,
 ) -> HistoryEntry:
-    """The history line of one delegate's ADD."""
-    return entry(
+    """The history line of one delegate's ADD; ``facts`` are its result's, None when it failed."""
+    return _delegate_line(
         command=Command.ADD,
-        step="delegate",
         trigger=request.trigger,
         started=started,
         error=error,
-        result=result,
+        facts=facts or DelegateFacts(device_ids=intent.device_ids),
         container_id=request.container_id,
         netns=request.netns,
         ifname=intent.ifname,
         network_name=intent.network_name,
         plugin_types=intent.plugin_types,
         pod=request.pod,
-        device_ids=result_facts.device_ids(
-            capability_args=intent.capability_args, device=intent.device, result=result
-        ),
     )
 
 
@@ -134,22 +129,41 @@ def teardown_entry(
     started: float,
     error: CniError | None,
 ) -> HistoryEntry:
-    """The history line of one delegate's DEL (runtime DEL, rollback, recovery, GC, spool)."""
-    result = json.loads(attachment.result) if attachment.result else None
-    return entry(
+    """The history line of one delegate's DEL (runtime DEL, rollback, recovery, GC, spool), with the
+    facts recorded on the attachment."""
+    return _delegate_line(
         command=Command.DEL,
-        step="delegate",
         trigger=trigger,
         started=started,
         error=error,
-        result=result,
+        facts=attachment.facts,
         container_id=record.container_id,
         netns=record.netns,
         ifname=attachment.ifname,
         network_name=attachment.network_name,
         plugin_types=attachment.plugin_types,
         pod=record.pod,
-        device_ids=result_facts.device_ids(
-            capability_args=attachment.capability_args, device=attachment.device, result=result
-        ),
+    )
+
+
+def _delegate_line(
+    *,
+    command: Command,
+    trigger: Trigger,
+    started: float,
+    error: CniError | None,
+    facts: DelegateFacts,
+    **identity: Any,
+) -> HistoryEntry:
+    return HistoryEntry(
+        command=command,
+        step="delegate",
+        trigger=trigger,
+        outcome="ok" if error is None else "error",
+        duration_ms=elapsed_ms(started),
+        ips=facts.ips,
+        macs=facts.macs,
+        device_ids=facts.device_ids,
+        **identity,
+        **error_fields(error),
     )

@@ -1,8 +1,11 @@
-"""Facts read off a delegate's CNI result: its sandbox IPs and MACs, and the device IDs it used.
+"""Facts derived from a delegate's CNI result and inputs: its IPs, sandbox MACs and device IDs.
 
-Called by the history-line builders (``app.attach.recording``) for every ADD and DEL step. Pure:
-no I/O, never mutates the result, never raises on a malformed result (a result it cannot read
-yields no facts rather than failing the operation that is being recorded).
+The one place these CNI rules live. Called by the engine when it records a delegate's intent and
+commits its result (the facts are stored on the attachment, so queries never re-parse results),
+by the history-line builders (``app.attach.recording``), and by the schema migration that
+backfilled attachments recorded before the facts were. Pure: no I/O, never mutates the result,
+never raises on a malformed result (a result it cannot read yields no addresses rather than
+failing the operation being recorded).
 """
 
 from __future__ import annotations
@@ -12,9 +15,22 @@ from typing import Any
 
 from app.cni import results
 from app.cni.types import CniError, JsonObject
+from app.store.records import DelegateFacts
 
 RESULT_VERSION = "1.1.0"
 """Version of the result handed back to the shim (upstream's daemon answers in 1.1.0)."""
+
+
+def delegate_facts(
+    *, capability_args: Mapping[str, Any], device: Mapping[str, str] | None, result: JsonObject | None
+) -> DelegateFacts:
+    """Everything recorded about a delegate once its result is known."""
+    ips, macs = addresses(result)
+    return DelegateFacts(
+        ips=ips,
+        macs=macs,
+        device_ids=device_ids(capability_args=capability_args, device=device, result=result),
+    )
 
 
 def addresses(result: JsonObject | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
