@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.attach import delegate_inputs, nad_config
 from app.attach import selection as sel
 from app.attach.cluster import (
     DEFAULT_NETWORK_ANNOTATION,
@@ -264,7 +265,7 @@ class NetworkResolver:
         self, nad: NadInfo, conf: MultusNetConf, *, selection: sel.NetworkSelection | None = None
     ) -> _Network:
         name = f"{nad.namespace}/{nad.name}"
-        if sel.falls_back_to_conf_dir(nad.config):
+        if nad_config.falls_back_to_conf_dir(nad.config):
             net = self._by_name(conf.conf_dir, nad.name)
             if net is None:
                 raise CniError(
@@ -273,7 +274,7 @@ class NetworkResolver:
                     f"no network available in the name {nad.name} in cni dir {conf.conf_dir}",
                 )
         else:
-            data = sel.nad_network_config(nad.name, nad.config, namespace=nad.namespace)
+            data = nad_config.nad_network_config(nad.name, nad.config, namespace=nad.namespace)
             net = cniconf.load_network_list(data, source=f"network-attachment-definition {name}")
         return _Network(name=name, net=net, selection=selection, resource_name=nad.resource_name)
 
@@ -317,16 +318,16 @@ class NetworkResolver:
         device_id = allocator.next_id(network.resource_name) if allocator and network.resource_name else None
         data = network.net.raw
         if selection is not None and selection.cni_args:
-            data = sel.inject_cni_args(data, selection.cni_args)
+            data = delegate_inputs.inject_cni_args(data, selection.cni_args)
         if device_id:
-            data = sel.inject_device_id(data, device_id)
+            data = delegate_inputs.inject_device_id(data, device_id)
         net = network.net if data is network.net.raw else cniconf.load_network_list(data, source=network.name)
         if selection is None:
             return _Decided(net=net, cni_args=base_args, capability_args=runtime_config)
-        cni_args = sel.cni_args_for(selection, base_args)
+        cni_args = delegate_inputs.cni_args_for(selection, base_args)
         if position == 0:  # upstream overlays no requests on the master's runtimeConfig
             return _Decided(net=net, cni_args=cni_args, capability_args=runtime_config)
-        capability_args = sel.capability_args_for(
+        capability_args = delegate_inputs.capability_args_for(
             selection, runtime_config, resource_device_id=device_id or ""
         )
         return _Decided(net=net, cni_args=cni_args, capability_args=capability_args)
