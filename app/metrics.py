@@ -113,3 +113,9 @@ EVENTS_DROPPED = Counter(
     "Kubernetes Events not posted because their queue was full.",
     registry=REGISTRY,
 )
+ENGINE_UNEXPECTED_ERRORS = Counter(
+    "multus_py_engine_unexpected_errors_total",
+    "Exceptions in the attach engine that were not CNI errors (bugs, answered as code 999), by step.",
+    ["step"],
+    registry=REGISTRY,
+)

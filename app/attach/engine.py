@@ -1,12 +1,17 @@
 """The attach engine: ADD, DEL, CHECK, GC and STATUS of sandboxes, checkpointed step by step.
 
 Called by the daemon (runtime requests), and by recovery and GC. For an ADD it resolves the
-delegates, then for each one commits the intent, runs it, and commits its result, in that order,
-so that at every instant the checkpoint covers whatever may exist on the node (invariants 2-4).
-The runtime hears "success" only after the final commit. A failed delegate makes the engine undo
-the delegates already run, newest first, through the one teardown path that DEL, recovery and GC
-also use: it replays the recorded configuration, arguments and result, never re-resolving.
-An attachment leaves the checkpoint only when its DEL succeeded (invariant 5).
+delegates and checks that every plugin they name can be run (a refusal records nothing), then
+makes two commits whatever the number of networks: every intent before the first delegate runs,
+and every result with the history lines and the finish before the runtime hears "success", so at
+every instant the checkpoint covers whatever may exist on the node (invariants 2-4). Delegates
+run one after another, or, with ``parallelDelegates``, the cluster network first and then the
+others concurrently. A failed delegate makes the engine undo the delegates already run, newest
+first, through the one teardown path that DEL, recovery and GC also use: it replays the recorded
+configuration, arguments and result, never re-resolving. An attachment leaves the checkpoint only
+when its DEL succeeded, or when its DEL can never run (plugin refused by name, recorded config
+unparsable; the reason goes to the history), or when its ADD failed before any plugin executed
+(invariants 5 and 5b). A non-CNI exception is logged with its traceback and counted.
 
 Owns the order of steps and commits only: history lines and metrics come from
 ``app.attach.recording``, a DEL of a sandbox only upstream Multus knows from
@@ -16,6 +21,7 @@ container ID are serialised.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -48,6 +54,8 @@ from app.cni.types import (
     IfName,
     JsonObject,
     NetworkConfigList,
+    NotExecutedError,
+    PluginRefusedError,
     RuntimeConf,
 )
 from app.store import checkpoints
@@ -62,6 +70,10 @@ from app.store.records import (
 )
 
 log = logging.getLogger(__name__)
+
+PARALLEL_DELEGATES_ANNOTATION = "v1.multus-cni.io/parallel-delegates"
+"""Pod annotation: ``"true"``/``"false"`` runs this pod's delegates in parallel or not, where the
+daemon config's ``parallelDelegates`` allows it (a ``"true"`` elsewhere is logged and ignored)."""
 
 _TEARDOWN_CRASH_POINT = {
     Trigger.RUNTIME: Point.DEL_AFTER_EXEC,
@@ -86,6 +98,69 @@ class EngineSettings:
     """Environment every plugin inherits besides the CNI_* variables (e.g. PATH)."""
     chroot_dir: str = ""
     """Root new delegates run in (daemon-config ``chrootDir``); DEL replays the recorded one."""
+    parallel_delegates: bool = False
+    """Daemon-config ``parallelDelegates``: after the cluster network, run the others concurrently."""
+
+
+class _UndeletableError(Exception):
+    """A recorded delegate whose DEL can never run: the reason does not change with time."""
+
+    def __init__(self, error: CniError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _is_cni(exc: BaseException) -> bool:
+    """True for a CniError, or a group holding nothing else (what the CNI verbs raise)."""
+    if isinstance(exc, CniError):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_is_cni(inner) for inner in exc.exceptions)
+    return False
+
+
+def _never_runnable(exc: BaseException) -> bool:
+    """True when a DEL failed only because a plugin ``type`` is refused by name (it cannot change)."""
+    if isinstance(exc, _UndeletableError | PluginRefusedError):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_never_runnable(inner) for inner in exc.exceptions)
+    return False
+
+
+def _not_executed(exc: BaseException) -> bool:
+    """True when a delegate's ADD failed before any of its plugins was executed."""
+    return isinstance(exc, NotExecutedError)
+
+
+def _context(
+    container_id: str,
+    *,
+    command: str = "",
+    pod: PodIdentity | None = None,
+    ifname: str = "",
+    network: str = "",
+) -> dict[str, str]:
+    """Structured log fields (``extra=``): only those known, under stable names."""
+    fields = {"container_id": container_id, "command": command, "ifname": ifname, "network": network}
+    if pod is not None and pod.name:
+        fields["pod"] = f"{pod.namespace}/{pod.name}"
+    return {key: value for key, value in fields.items() if value}
+
+
+def unexpected(exc: BaseException, *, step: str, context: Mapping[str, str]) -> CniError:
+    """``exc`` as a CniError; a non-CNI exception (a bug) is logged with its traceback and counted."""
+    if not _is_cni(exc):
+        metrics.ENGINE_UNEXPECTED_ERRORS.labels(step).inc()
+        log.error(
+            "unexpected %s during %s of container %s",
+            type(exc).__name__,
+            step,
+            context.get("container_id", "?"),
+            exc_info=exc,
+            extra=dict(context),
+        )
+    return as_cni_error(exc)
 
 
 def _all(units: Sequence[UnitOfWork]) -> UnitOfWork:
@@ -124,6 +199,16 @@ class AttachEngine:
     def boot_id(self) -> str:
         return self._boot_id
 
+    @staticmethod
+    def _request_context(request: SandboxRequest, *, ifname: str = "", network: str = "") -> dict[str, str]:
+        return _context(
+            request.container_id,
+            command=str(request.command),
+            pod=request.pod,
+            ifname=ifname or request.ifname,
+            network=network,
+        )
+
     def _recorded(self, entry: HistoryEntry) -> UnitOfWork:
         """``entry`` stamped with this node's name, as a unit of work appending it to the history."""
         return recording.history_unit(replace(entry, node=self._settings.node_name))
@@ -136,11 +221,14 @@ class AttachEngine:
             started = time.monotonic()
             try:
                 return await self._add_locked(request, started)
-            except CniError as err:
+            except Exception as exc:
+                err = unexpected(exc, step="add", context=self._request_context(request))
                 await self._db.write(
                     self._recorded(recording.request_entry(request=request, started=started, error=err))
                 )
-                raise
+                if err is exc:
+                    raise
+                raise err from exc
 
     async def delete(self, request: SandboxRequest) -> None:
         """Detach everything the checkpoint holds for the sandbox; succeed if nothing is recorded."""
@@ -225,6 +313,8 @@ class AttachEngine:
         resolution = await self._resolver.resolve(request)
         plans = resolution.plans
         cni_path = self._cni_path(request.conf.bin_dir)
+        self._preflight(request=request, plans=plans, cni_path=cni_path)
+        parallel = self._parallel(request, resolution.pod)
         intents = [
             self._delegate_intent(
                 request=request, plan=plan, cni_path=cni_path, device=await self._devices.snapshot(plan.net)
@@ -235,20 +325,59 @@ class AttachEngine:
             request,
             [
                 partial(checkpoints.begin_add, sandbox=self._sandbox_intent(request)),
-                partial(checkpoints.record_intent, intent=intents[0]),
+                *(partial(checkpoints.record_intent, intent=intent) for intent in intents),
             ],
         )
-        self._crash.reached(Point.ADD_AFTER_INTENT)
         try:
             outcomes = await self._run_delegates(
-                request=request, plans=plans, intents=intents, started=started
+                request=request, plans=plans, intents=intents, started=started, parallel=parallel
             )
         except Exception as exc:
+            error = unexpected(exc, step="add", context=self._request_context(request))
             await self._roll_back(request.container_id)
-            raise as_cni_error(exc) from exc
+            raise error from exc
         if resolution.pod is not None:
             await self._publish_status(resolution.pod, outcomes)
         return next(outcome.result for outcome in outcomes if outcome.is_master)
+
+    def _preflight(
+        self, *, request: SandboxRequest, plans: Sequence[DelegatePlan], cni_path: tuple[str, ...]
+    ) -> None:
+        """Refuse, before anything is recorded, an ADD some delegate of which could not even start:
+        a plugin ``type`` that is not a file name or is not on the path, a bad name (invariant 5b)."""
+        cni = self._cni_config(cni_path)
+        for plan in plans:
+            rt = self._runtime_conf(container_id=request.container_id, netns_path=request.netns, plan=plan)
+            try:
+                api.preflight_add(cni=cni, net=plan.net, rt=rt)
+            except CniError as err:
+                raise err.with_context(
+                    f'error adding container to network "{plan.network_name}" as {plan.ifname}'
+                ) from err
+
+    def _parallel(self, request: SandboxRequest, pod: PodInfo | None) -> bool:
+        """Whether this ADD runs its non-cluster delegates concurrently (config, then the pod's say)."""
+        wanted = pod.annotations.get(PARALLEL_DELEGATES_ANNOTATION) if pod is not None else None
+        if wanted is None:
+            return self._settings.parallel_delegates
+        context = self._request_context(request)
+        if wanted not in ("true", "false"):
+            log.warning(
+                'annotation %s=%r ignored: it must be "true" or "false"',
+                PARALLEL_DELEGATES_ANNOTATION,
+                wanted,
+                extra=context,
+            )
+            return self._settings.parallel_delegates
+        if wanted == "true" and not self._settings.parallel_delegates:
+            log.warning(
+                "annotation %s refused: the daemon config does not set parallelDelegates; "
+                "delegates run one after another",
+                PARALLEL_DELEGATES_ANNOTATION,
+                extra=context,
+            )
+            return False
+        return wanted == "true"
 
     async def _publish_status(self, pod: PodInfo, outcomes: Sequence[DelegateOutcome]) -> None:
         """network-status and AddedInterface events, after the ADD is committed.
@@ -274,32 +403,43 @@ class AttachEngine:
         plans: Sequence[DelegatePlan],
         intents: Sequence[DelegateIntent],
         started: float,
+        parallel: bool,
     ) -> list[DelegateOutcome]:
-        """Run each delegate between its intent commit and its result commit; finish the ADD."""
+        """Run the delegates (all intents committed); commit every result and the finish at once.
+
+        Sequential: in order, stopping at the first failure. Parallel: the cluster network first,
+        then the others concurrently, every one of them left to finish. On a failure, what did run
+        is committed with the error before it is raised, so the rollback replays real results.
+        """
         pending: list[UnitOfWork] = []
-        outcomes: list[DelegateOutcome] = []
-        for plan, intent in zip(plans, intents, strict=True):
-            if pending:
-                pending.append(partial(checkpoints.record_intent, intent=intent))
-                await self._db.write(_all(pending))
-                self._crash.reached(Point.ADD_AFTER_INTENT)
-            step_started = time.monotonic()
-            result = await self._run_delegate_add(
-                request=request, plan=plan, intent=intent, step_started=step_started
-            )
-            self._crash.reached(Point.ADD_AFTER_EXEC)
-            pending = self._result_units(request=request, intent=intent, result=result, started=step_started)
-            outcomes.append(
-                DelegateOutcome(
-                    network_name=plan.network_name,
-                    result=results.convert(result, RESULT_VERSION),
-                    is_master=plan.is_master,
-                    ifname=plan.ifname,
+        outcomes: dict[int, DelegateOutcome] = {}
+        try:
+            if parallel:
+                first = [index for index, plan in enumerate(plans) if plan.is_master]
+                rest = [index for index in range(len(plans)) if index not in first]
+                for index in first:
+                    await self._run_one(request, plans[index], intents[index], pending, outcomes, index)
+                done = await asyncio.gather(
+                    *(
+                        self._run_one(request, plans[index], intents[index], pending, outcomes, index)
+                        for index in rest
+                    ),
+                    return_exceptions=True,
                 )
-            )
-        await self._apply_default_routes(request, plans)
-        answer = next((outcome.result for outcome in outcomes if outcome.is_master), None)
+                failures = [item for item in done if isinstance(item, BaseException)]
+                if failures:
+                    raise failures[0]
+            else:
+                for index, (plan, intent) in enumerate(zip(plans, intents, strict=True)):
+                    await self._run_one(request, plan, intent, pending, outcomes, index)
+            await self._apply_default_routes(request, plans)
+        except Exception:
+            await self._db.write(_all(pending))
+            raise
+        ordered = [outcomes[index] for index in sorted(outcomes)]
+        answer = next((outcome.result for outcome in ordered if outcome.is_master), None)
         if answer is None:
+            await self._db.write(_all(pending))
             raise CniError(ErrorCode.INTERNAL, "no cluster network delegate was run")
         pending.append(partial(checkpoints.finish_add, container_id=request.container_id))
         pending.append(
@@ -309,7 +449,33 @@ class AttachEngine:
         )
         await self._db.write(_all(pending))
         self._crash.reached(Point.ADD_BEFORE_ANSWER)
-        return outcomes
+        return ordered
+
+    async def _run_one(
+        self,
+        request: SandboxRequest,
+        plan: DelegatePlan,
+        intent: DelegateIntent,
+        pending: list[UnitOfWork],
+        outcomes: dict[int, DelegateOutcome],
+        index: int,
+    ) -> None:
+        """One delegate's ADD; what to commit about it goes to ``pending``, its outcome to ``outcomes``."""
+        self._crash.reached(Point.ADD_AFTER_INTENT)
+        step_started = time.monotonic()
+        result = await self._run_delegate_add(
+            request=request, plan=plan, intent=intent, step_started=step_started, units=pending
+        )
+        self._crash.reached(Point.ADD_AFTER_EXEC)
+        pending.extend(
+            self._result_units(request=request, intent=intent, result=result, started=step_started)
+        )
+        outcomes[index] = DelegateOutcome(
+            network_name=plan.network_name,
+            result=results.convert(result, RESULT_VERSION),
+            is_master=plan.is_master,
+            ifname=plan.ifname,
+        )
 
     async def _apply_default_routes(self, request: SandboxRequest, plans: Sequence[DelegatePlan]) -> None:
         """Honour ``default-route`` selections: each requested gateway becomes the sandbox's only
@@ -336,8 +502,19 @@ class AttachEngine:
             ) from exc
 
     async def _run_delegate_add(
-        self, *, request: SandboxRequest, plan: DelegatePlan, intent: DelegateIntent, step_started: float
+        self,
+        *,
+        request: SandboxRequest,
+        plan: DelegatePlan,
+        intent: DelegateIntent,
+        step_started: float,
+        units: list[UnitOfWork],
     ) -> JsonObject:
+        """The delegate's ADD; on failure, what to record about it is appended to ``units``.
+
+        A failure before any of its plugins executed leaves nothing on the node: the attachment
+        is dropped from the checkpoint (the history keeps the error), so no DEL ever waits for it.
+        """
         try:
             return await api.add_network_list(
                 cni=self._cni_config(intent.cni_path),
@@ -345,23 +522,35 @@ class AttachEngine:
                 rt=self._runtime_conf(container_id=request.container_id, netns_path=request.netns, plan=plan),
             )
         except Exception as exc:
-            error = as_cni_error(exc)
+            context = self._request_context(request, ifname=plan.ifname, network=plan.network_name)
+            error = unexpected(exc, step="delegate-add", context=context)
             entry = recording.delegate_entry(
                 request=request, intent=intent, started=step_started, error=error
             )
-            await self._db.write(
-                _all(
-                    [
-                        partial(
-                            checkpoints.record_error,
-                            container_id=request.container_id,
-                            ifname=plan.ifname,
-                            error=json.dumps(error.to_json()),
-                        ),
-                        self._recorded(entry),
-                    ]
+            if _not_executed(exc):
+                log.warning(
+                    "delegate of network %s was never executed; dropped from the checkpoint: %s",
+                    plan.network_name,
+                    error,
+                    extra=context,
                 )
-            )
+                units.append(
+                    partial(
+                        checkpoints.remove_attachments,
+                        container_id=request.container_id,
+                        ifnames=[plan.ifname],
+                    )
+                )
+            else:
+                units.append(
+                    partial(
+                        checkpoints.record_error,
+                        container_id=request.container_id,
+                        ifname=plan.ifname,
+                        error=json.dumps(error.to_json()),
+                    )
+                )
+            units.append(self._recorded(entry))
             raise error.with_context(
                 f'error adding container to network "{plan.network_name}" as {plan.ifname}'
             ) from exc
@@ -391,7 +580,12 @@ class AttachEngine:
         if record is not None:
             errors = await self._teardown(record, trigger=Trigger.ROLLBACK)
             for error in errors:
-                log.error("rollback of container %s left an attachment pending: %s", container_id, error)
+                log.error(
+                    "rollback of container %s left an attachment pending: %s",
+                    container_id,
+                    error,
+                    extra=_context(container_id, command="DEL", pod=record.pod),
+                )
 
     # ---- teardown (DEL, rollback, recovery, GC) -------------------------------------------------
 
@@ -433,34 +627,66 @@ class AttachEngine:
         trigger: Trigger,
         units: list[UnitOfWork],
     ) -> CniError | None:
-        """DEL one attachment; append what to record to ``units``; return its error, if any."""
+        """DEL one attachment; append what to record to ``units``; return its error, if any.
+
+        A DEL that can never run (plugin refused by name, recorded config or result unparsable) is
+        not an error: the reason goes to the history and the attachment is forgotten (invariant 5b).
+        """
         started = time.monotonic()
         error: CniError | None = None
+        abandoned = False
+        context = _context(
+            record.container_id,
+            command="DEL",
+            pod=record.pod,
+            ifname=attachment.ifname,
+            network=attachment.network_name,
+        )
         try:
             await self._del_attachment(record, attachment)
             self._crash.reached(_TEARDOWN_CRASH_POINT[trigger])
         except Exception as exc:
-            error = as_cni_error(exc).with_context(
+            abandoned = _never_runnable(exc)
+            cause = exc.error if isinstance(exc, _UndeletableError) else exc
+            error = unexpected(cause, step="delegate-del", context=context).with_context(
                 f'error removing container from network "{attachment.network_name}" ({attachment.ifname})'
             )
-            units.append(
-                partial(
-                    checkpoints.record_error,
-                    container_id=record.container_id,
-                    ifname=attachment.ifname,
-                    error=json.dumps(error.to_json()),
+            if abandoned:
+                error = error.with_context("DEL can never run, attachment forgotten")
+                log.warning("%s", error, extra=context)
+            else:
+                units.append(
+                    partial(
+                        checkpoints.record_error,
+                        container_id=record.container_id,
+                        ifname=attachment.ifname,
+                        error=json.dumps(error.to_json()),
+                    )
                 )
-            )
         entry = recording.teardown_entry(
             record=record, attachment=attachment, trigger=trigger, started=started, error=error
         )
         units.append(self._recorded(entry))
-        return error
+        return None if abandoned else error
 
     async def _del_attachment(self, record: SandboxRecord, attachment: AttachmentRecord) -> None:
-        """The delegate's DEL, replayed from the checkpoint; then its host device must be back."""
-        net, rt = _recorded_call(record, attachment, netns_path=_netns_for_del(record))
-        prev_result = json.loads(attachment.result) if attachment.result else None
+        """The delegate's DEL, replayed from the checkpoint; then its host device must be back.
+
+        Raises ``_UndeletableError`` when the recorded config or result cannot be read back.
+        """
+        try:
+            net, rt = _recorded_call(record, attachment, netns_path=_netns_for_del(record))
+            prev_result = json.loads(attachment.result) if attachment.result else None
+            if prev_result is not None and not isinstance(prev_result, dict):
+                raise CniError(ErrorCode.DECODING_FAILURE, "recorded result is not a JSON object")
+            if prev_result is not None and results.version_at_least(net.cni_version, "0.4.0"):
+                results.convert(prev_result, net.cni_version)
+        except (CniError, ValueError, RecursionError) as exc:
+            raise _UndeletableError(
+                as_cni_error(exc).with_context("the checkpoint's record of this delegate is unreadable")
+                if isinstance(exc, CniError)
+                else CniError(ErrorCode.DECODING_FAILURE, f"recorded result does not parse: {exc}")
+            ) from exc
         await api.del_network_list(
             cni=self._cni_config(attachment.cni_path), net=net, rt=rt, prev_result=prev_result
         )

@@ -23,7 +23,15 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from app.cni import conf, invoke, names, results
-from app.cni.types import Attachment, CniError, ErrorCode, JsonObject, NetworkConfigList, RuntimeConf
+from app.cni.types import (
+    Attachment,
+    CniError,
+    ErrorCode,
+    JsonObject,
+    NetworkConfigList,
+    NotExecutedError,
+    RuntimeConf,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -65,17 +73,35 @@ class _Step:
 
 
 async def add_network_list(*, cni: CniConfig, net: NetworkConfigList, rt: RuntimeConf) -> JsonObject:
-    """ADD every plugin in order; the last plugin's result, in ``net.cni_version``."""
-    _check_attachment(net, rt)
-    steps = _locate(cni, net, verb="add")
+    """ADD every plugin in order; the last plugin's result, in ``net.cni_version``.
+
+    Raises ``NotExecutedError`` only when no plugin of the list was executed.
+    """
+    steps = preflight_add(cni=cni, net=net, rt=rt)
     result: JsonObject | None = None
-    for step in steps:
+    for index, step in enumerate(steps):
         try:
             result = await _add_network(cni, net, step, prev_result=result, rt=rt)
         except CniError as err:
-            raise err.with_context(_describe(step, net, "add")) from err
+            failed = err.with_context(_describe(step, net, "add"))
+            if index and isinstance(failed, NotExecutedError):  # an earlier plugin of the list ran
+                failed = CniError(failed.code, failed.msg, failed.details)
+            raise failed from err
     assert result is not None, "_locate returns at least one step"
     return result
+
+
+def preflight_add(*, cni: CniConfig, net: NetworkConfigList, rt: RuntimeConf) -> list[_Step]:
+    """What ADD checks before executing anything: the names of ``rt`` and ``net``, every plugin found.
+
+    Raises ``NotExecutedError`` (``PluginRefusedError`` for a ``type`` refused by name), code 7 for a
+    plugin, naming it; callers run it before recording anything about an ADD.
+    """
+    try:
+        _check_attachment(net, rt)
+    except CniError as err:
+        raise NotExecutedError(err.code, err.msg, err.details) from err
+    return _locate(cni, net, verb="add")
 
 
 async def del_network_list(
@@ -254,7 +280,7 @@ async def _run(
 def _locate(cni: CniConfig, net: NetworkConfigList, *, verb: str) -> list[_Step]:
     """Every plugin of ``net`` found on disk, or the first lookup error: nothing runs unless all exist."""
     if not net.plugins:
-        raise CniError(ErrorCode.INVALID_NETWORK_CONFIG, f'network "{net.name}" has no plugins')
+        raise NotExecutedError(ErrorCode.INVALID_NETWORK_CONFIG, f'network "{net.name}" has no plugins')
     steps: list[_Step] = []
     for plugin in net.plugins:
         step_type = conf.plugin_type(plugin)

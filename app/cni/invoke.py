@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal, Protocol
 
-from app.cni.types import CniError, ErrorCode, RuntimeConf
+from app.cni.types import CniError, ErrorCode, NotExecutedError, PluginRefusedError, RuntimeConf
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def check_plugin_type(plugin: str) -> None:
         problem = "a plugin type may not be '.' or contain '..'"
     else:
         return
-    raise CniError(ErrorCode.INVALID_NETWORK_CONFIG, f'invalid plugin type "{plugin}": {problem}')
+    raise PluginRefusedError(ErrorCode.INVALID_NETWORK_CONFIG, f'invalid plugin type "{plugin}": {problem}')
 
 
 def find_in_path(plugin: str, paths: Sequence[str]) -> str:
@@ -74,7 +74,7 @@ def find_in_path(plugin: str, paths: Sequence[str]) -> str:
         candidate = os.path.join(directory, plugin)
         if os.path.isfile(candidate):
             return candidate
-    raise CniError(
+    raise NotExecutedError(
         ErrorCode.INVALID_NETWORK_CONFIG,
         f'failed to find plugin "{plugin}" in path [{" ".join(paths)}]',
     )
@@ -172,7 +172,7 @@ class SubprocessExec:
                     )
                     await asyncio.sleep(self.busy_delay * (attempt + 1))
                     continue
-                raise CniError(
+                raise NotExecutedError(
                     ErrorCode.INTERNAL, f"failed to execute plugin {plugin_path}: {err.strerror}"
                 ) from err
         raise AssertionError("unreachable: the last attempt returns or raises")

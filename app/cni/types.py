@@ -70,7 +70,7 @@ class CniError(Exception):
 
     def with_context(self, context: str) -> CniError:
         """The same error with ``context`` prefixed to its message (code and details kept)."""
-        return CniError(self.code, f"{context}: {self.msg}", self.details)
+        return type(self)(self.code, f"{context}: {self.msg}", self.details)
 
     @classmethod
     def from_json(cls, obj: object) -> CniError | None:
@@ -87,6 +87,18 @@ class CniError(Exception):
             msg if isinstance(msg, str) else json.dumps(msg),
             details if isinstance(details, str) else json.dumps(details),
         )
+
+
+class NotExecutedError(CniError):
+    """A CniError raised before any plugin of the call was executed (nothing can exist because of it).
+
+    Raised when a plugin is not found, cannot be started (it vanished, is not executable) or when a
+    request is refused before running anything. Callers may treat what it concerns as never present.
+    """
+
+
+class PluginRefusedError(NotExecutedError):
+    """A plugin ``type`` refused by name (not a plain file name): no retry can ever run it."""
 
 
 @dataclass(frozen=True, slots=True)
