@@ -67,6 +67,8 @@ class Settings:
     kubeconfig: str = ""
     metrics_port: int | None = None
     timeouts: Timeouts = field(default_factory=Timeouts)
+    parallel_delegates: bool = False
+    """multus-py ``parallelDelegates``: after the cluster network, a pod's other delegates run concurrently."""
 
     @property
     def socket_path(self) -> Path:
@@ -167,6 +169,7 @@ def from_mapping(obj: object) -> Settings:
             reader.non_negative_number("historyMaxRows", DEFAULT_HISTORY_MAX_ROWS, whole=True)
         ),
         log_format=reader.choice("logFormat", LOG_FORMATS),
+        parallel_delegates=reader.boolean("parallelDelegates", False),
         timeouts=Timeouts(
             delegate_exec=reader.positive_number("delegateTimeoutSeconds", DEFAULT_DELEGATE_TIMEOUT),
             gc_interval=reader.positive_number("gcIntervalSeconds", DEFAULT_GC_INTERVAL),

@@ -48,3 +48,14 @@ def test_unreadable_or_malformed_files_are_refused_with_the_path(tmp_path: Path)
             settings.load(path)
     with pytest.raises(settings.SettingsError, match="JSON object"):
         settings.load(not_object)
+
+
+def test_parallel_delegates_is_off_by_default_and_read_as_a_boolean() -> None:
+    assert settings.from_mapping({}).parallel_delegates is False
+    assert settings.from_mapping({"parallelDelegates": True}).parallel_delegates is True
+
+
+@pytest.mark.parametrize("value", ["true", 1, None, []])
+def test_parallel_delegates_of_the_wrong_type_is_refused_naming_the_key(value: object) -> None:
+    with pytest.raises(settings.SettingsError, match="parallelDelegates"):
+        settings.from_mapping({"parallelDelegates": value})

@@ -281,6 +281,7 @@ class Daemon:
                 sysfs_root=self.settings.sysfs_root,
                 node_name=node_name(),
                 plugin_env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")},
+                parallel_delegates=self.settings.parallel_delegates,
             ),
             crash_points=crashpoints.CrashPoints(os.environ.get(crashpoints.ENVIRONMENT_VARIABLE, "")),
         )

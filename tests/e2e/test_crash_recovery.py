@@ -230,3 +230,27 @@ def test_gc_collects_a_sandbox_whose_netns_vanished_without_a_del(started: Any) 
     assert len(cluster.leases()) == 2
     assert kept_netns.links() == {"lo", "eth0", "net1"}
     assert _store_rows(cluster) == (1, 2)
+
+
+@pytest.mark.parametrize("case", [case for case in CASES if case.networks == 3], ids=str)
+@pytest.mark.parametrize("then", ["runtime-del", "node-crash"])
+def test_kill_9_at_every_point_with_parallel_delegates_leaves_nothing_behind(
+    cluster: Cluster, case: Case, then: str
+) -> None:
+    cluster.daemon_config.update(_networks(cluster, case.networks, failing=case.operation == "add-failing"))
+    cluster.daemon_config["gcIntervalSeconds"] = 3600
+    cluster.daemon_config["parallelDelegates"] = True
+    netns = cluster.new_netns()
+    container = new_container_id()
+    cluster.start_daemon(env={"MULTUS_PY_CRASH_AT": case.point})
+
+    _drive_into_crash(cluster, case, netns, container)
+    if then == "node-crash":
+        netns.delete()
+    cluster.start_daemon()
+    if then == "runtime-del":
+        assert cluster.run_shim("DEL", container_id=container, netns=netns).returncode == 0
+    status, report = cluster.post("/gc")
+    assert status == 200, report
+
+    _assert_clean(cluster, netns)

@@ -14,8 +14,11 @@ Behaviour, from the ``recorder`` object of its config::
         "hang": true,                       # start a child in the same process group, then sleep
         "stderr": "text",                   # written to stderr
         "failOn": "ADD",                    # the commands fail/garbage/hang apply to (default: all)
-        "checkpoint": "/path/state.db"      # log what multus-py's checkpoint holds for this
-    }}                                      # (CNI_CONTAINERID, CNI_IFNAME), read-only, while running
+        "checkpoint": "/path/state.db",     # log what multus-py's checkpoint holds for this
+                                            # (CNI_CONTAINERID, CNI_IFNAME), read-only, while running
+        "rendezvous": {"dir": "/path", "count": 3, "timeout": 30}
+    }}                                      # ADD: create <dir>/<CNI_IFNAME>, then wait until <count>
+                                            # files are there (fail with code 11 after <timeout> s)
 """
 
 from __future__ import annotations
@@ -49,8 +52,29 @@ def main() -> int:
         sys.stderr.write(str(settings["stderr"]))
     if _applies(settings, command) and settings.get("hang"):
         return _hang(log, entry)
+    if command == "ADD" and isinstance(settings.get("rendezvous"), dict) and not _rendezvous(settings):
+        _append(log, {**entry, "rendezvous": "timed out"})
+        print(
+            json.dumps({"code": 11, "msg": "rendezvous timed out: the other delegates did not run alongside"})
+        )
+        return 1
     _append(log, entry)
     return _respond(command, config, settings)
+
+
+def _rendezvous(settings: dict[str, Any]) -> bool:
+    """Arrive at the meeting point, then wait for everyone: only delegates running together meet."""
+    meeting = settings["rendezvous"]
+    directory = str(meeting["dir"])
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, os.environ.get("CNI_IFNAME", "unknown")), "w", encoding="utf-8"):
+        pass
+    deadline = time.monotonic() + float(meeting.get("timeout", 30))
+    while time.monotonic() < deadline:
+        if len(os.listdir(directory)) >= int(meeting["count"]):
+            return True
+        time.sleep(0.02)
+    return False
 
 
 def _respond(command: str, config: dict[str, Any], settings: dict[str, Any]) -> int:
