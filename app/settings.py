@@ -68,7 +68,7 @@ class Settings:
     metrics_port: int | None = None
     timeouts: Timeouts = field(default_factory=Timeouts)
     parallel_delegates: bool = False
-    """multus-py ``parallelDelegates``: after the cluster network, a pod's other delegates run concurrently."""
+    """multus-py ``parallelDelegates``: after the cluster network, run the other delegates concurrently."""
 
     @property
     def socket_path(self) -> Path:

@@ -159,6 +159,19 @@ class GarbageCollector:
             return
         errors = await self._engine.tear_down(orphan.container_id, trigger=Trigger.GC)
         if errors:
+            for error in errors:
+                log.warning(
+                    "gc left container %s pending (%s): %s",
+                    orphan.container_id,
+                    orphan.reason,
+                    error,
+                    extra={
+                        "container_id": orphan.container_id,
+                        "pod": orphan.pod,
+                        "command": "DEL",
+                        "trigger": "gc",
+                    },
+                )
             report.failed.extend((orphan.container_id, error) for error in errors)
             return
         report.collected.append(orphan)

@@ -102,5 +102,10 @@ def remove(leases: Iterable[Lease]) -> list[Lease]:
                 continue  # released or re-allocated meanwhile
             lease.path.unlink()
             removed.append(lease)
-            log.info("removed stale lease %s of container %s", lease.path, lease.container_id)
+            log.info(
+                "removed stale lease %s of container %s",
+                lease.path,
+                lease.container_id,
+                extra={"container_id": lease.container_id, "ifname": lease.ifname, "command": "GC"},
+            )
     return removed

@@ -60,6 +60,14 @@ def reason(sandbox: SandboxRecord, boot_id: str) -> str:
     raise ValueError(f"sandbox {sandbox.container_id} is settled")
 
 
+def _log_context(sandbox: SandboxRecord) -> dict[str, str]:
+    """Structured log fields of a sandbox recovery settles (``extra=``)."""
+    fields = {"container_id": sandbox.container_id, "command": "DEL", "trigger": "recovery"}
+    if sandbox.pod.name:
+        fields["pod"] = f"{sandbox.pod.namespace}/{sandbox.pod.name}"
+    return fields
+
+
 async def recover(*, engine: AttachEngine, db: Database) -> RecoveryReport:
     """Settle every unsettled sandbox; return what was done."""
     started = time.monotonic()
@@ -79,7 +87,13 @@ async def recover(*, engine: AttachEngine, db: Database) -> RecoveryReport:
         else:
             report.earlier_boot += 1
         for error in errors:
-            log.error("recovery left container %s pending (%s): %s", sandbox.container_id, why, error)
+            log.error(
+                "recovery left container %s pending (%s): %s",
+                sandbox.container_id,
+                why,
+                error,
+                extra=_log_context(sandbox),
+            )
             report.failed.append((sandbox.container_id, error))
 
     async with asyncio.TaskGroup() as tasks:
