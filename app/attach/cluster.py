@@ -18,8 +18,15 @@ DEFAULT_NETWORK_ANNOTATION = "v1.multus-cni.io/default-network"
 NETWORK_STATUS_ANNOTATION = "k8s.v1.cni.cncf.io/network-status"
 RESOURCE_NAME_ANNOTATION = "k8s.v1.cni.cncf.io/resourceName"
 CONFIG_SOURCE_ANNOTATION = "kubernetes.io/config.source"
+PARALLEL_DELEGATES_ANNOTATION = "v1.multus-cni.io/parallel-delegates"
+"""``"true"``/``"false"``: this pod's delegates in parallel or not, where ``parallelDelegates`` allows it."""
 
-POD_ANNOTATIONS_KEPT = (NETWORKS_ANNOTATION, DEFAULT_NETWORK_ANNOTATION, CONFIG_SOURCE_ANNOTATION)
+POD_ANNOTATIONS_KEPT = (
+    NETWORKS_ANNOTATION,
+    DEFAULT_NETWORK_ANNOTATION,
+    CONFIG_SOURCE_ANNOTATION,
+    PARALLEL_DELEGATES_ANNOTATION,
+)
 """The only pod annotations the mirror keeps."""
 
 

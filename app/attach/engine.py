@@ -33,7 +33,12 @@ from typing import Any
 
 from app import metrics
 from app.attach import netns, recording, result_facts, upstream_delete
-from app.attach.cluster import ClusterUnavailableError, PodInfo, StatusPublisher
+from app.attach.cluster import (
+    PARALLEL_DELEGATES_ANNOTATION,
+    ClusterUnavailableError,
+    PodInfo,
+    StatusPublisher,
+)
 from app.attach.crashpoints import DISARMED, CrashPoints, Point
 from app.attach.errors import MultusCode, as_cni_error, combine
 from app.attach.locks import SandboxLocks
@@ -71,9 +76,6 @@ from app.store.records import (
 
 log = logging.getLogger(__name__)
 
-PARALLEL_DELEGATES_ANNOTATION = "v1.multus-cni.io/parallel-delegates"
-"""Pod annotation: ``"true"``/``"false"`` runs this pod's delegates in parallel or not, where the
-daemon config's ``parallelDelegates`` allows it (a ``"true"`` elsewhere is logged and ignored)."""
 
 _TEARDOWN_CRASH_POINT = {
     Trigger.RUNTIME: Point.DEL_AFTER_EXEC,

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.conftest import Cluster, new_container_id
+from tests.e2e.conftest import Cluster, KubeApiProcess, new_container_id
+
+NODE = "node-a"
+PARALLEL = "v1.multus-cni.io/parallel-delegates"
 
 
 def _counts(cluster: Cluster) -> tuple[int, int]:
@@ -113,3 +117,71 @@ def test_a_failure_in_one_parallel_delegate_rolls_back_all_of_them(cluster: Clus
     calls = [json.loads(line)["command"] for line in Path(log).read_text().splitlines()]
     assert calls == ["ADD", "DEL"]
     assert cluster.run_shim("DEL", container_id=container, netns=netns).returncode == 0
+
+
+def _meeting_nads(
+    cluster: Cluster, kube: KubeApiProcess, *, count: int, timeout: float, ifnames: Sequence[str] = ()
+) -> list[str]:
+    """NADs ``meet<i>`` whose recorder ADDs wait for each other; ``ifnames[i]``: the result's interface."""
+    names = []
+    for index in range(count):
+        recorder: dict[str, Any] = {
+            "rendezvous": {"dir": str(cluster.root / "rendezvous"), "count": count, "timeout": timeout}
+        }
+        if ifnames:
+            recorder["result"] = {
+                "cniVersion": "1.0.0",
+                "interfaces": [{"name": ifnames[index], "sandbox": "/var/run/netns/any"}],
+            }
+        kube.create_nad(
+            "default", f"meet{index}", {"cniVersion": "1.0.0", "type": "recorder", "recorder": recorder}
+        )
+        names.append(f"meet{index}")
+    return names
+
+
+def _add_pod(cluster: Cluster, kube: KubeApiProcess, name: str, annotations: dict[str, str]) -> Any:
+    pod = kube.create_pod("default", name, node=NODE, annotations=annotations)
+    container = new_container_id()
+    return cluster.run_shim(
+        "ADD",
+        container_id=container,
+        netns=cluster.new_netns(),
+        cni_args=f"IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={name};"
+        f"K8S_POD_INFRA_CONTAINER_ID={container};K8S_POD_UID={pod['metadata']['uid']}",
+    )
+
+
+def test_network_status_keeps_the_annotations_order_with_parallel_delegates(
+    cluster: Cluster, kube: KubeApiProcess, started: Any
+) -> None:
+    names = _meeting_nads(cluster, kube, count=3, timeout=60, ifnames=["net2", "net3", "net1"])
+    started(parallelDelegates=True)
+    order = [names[2], names[0], names[1]]
+
+    added = _add_pod(cluster, kube, "web", {"k8s.v1.cni.cncf.io/networks": ", ".join(order)})
+
+    assert added.returncode == 0, added.stdout
+    annotations = kube.get_pod("default", "web")["metadata"].get("annotations") or {}
+    entries = json.loads(annotations["k8s.v1.cni.cncf.io/network-status"])
+    assert [(e["name"], e.get("interface")) for e in entries][1:] == [
+        (f"default/{name}", f"net{index + 1}") for index, name in enumerate(order)
+    ]
+
+
+def test_the_pod_annotation_is_refused_where_the_daemon_config_does_not_allow_it(
+    cluster: Cluster, kube: KubeApiProcess, started: Any
+) -> None:
+    names = _meeting_nads(cluster, kube, count=2, timeout=1)
+    started()
+
+    added = _add_pod(
+        cluster,
+        kube,
+        "web",
+        {"k8s.v1.cni.cncf.io/networks": ", ".join(names), PARALLEL: "true"},
+    )
+
+    assert added.returncode == 1, "the delegates ran one after another: they could not meet"
+    assert added.json()["code"] == 11
+    assert f"annotation {PARALLEL} refused" in cluster.daemon_log.read_text()
