@@ -40,7 +40,7 @@ from app.attach.cluster import (
     StatusPublisher,
 )
 from app.attach.crashpoints import DISARMED, CrashPoints, Point
-from app.attach.errors import MultusCode, as_cni_error, combine
+from app.attach.errors import MultusCode, UndeletableError, as_cni_error, combine, never_runnable
 from app.attach.locks import SandboxLocks
 from app.attach.network_status import DelegateOutcome, interface_events, status_entries
 from app.attach.network_status import render as render_status
@@ -60,7 +60,6 @@ from app.cni.types import (
     JsonObject,
     NetworkConfigList,
     NotExecutedError,
-    PluginRefusedError,
     RuntimeConf,
 )
 from app.store import checkpoints
@@ -104,29 +103,12 @@ class EngineSettings:
     """Daemon-config ``parallelDelegates``: after the cluster network, run the others concurrently."""
 
 
-class _UndeletableError(Exception):
-    """A recorded delegate whose DEL can never run: the reason does not change with time."""
-
-    def __init__(self, error: CniError) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
 def _is_cni(exc: BaseException) -> bool:
     """True for a CniError, or a group holding nothing else (what the CNI verbs raise)."""
     if isinstance(exc, CniError):
         return True
     if isinstance(exc, BaseExceptionGroup):
         return all(_is_cni(inner) for inner in exc.exceptions)
-    return False
-
-
-def _never_runnable(exc: BaseException) -> bool:
-    """True when a DEL failed only because a plugin ``type`` is refused by name (it cannot change)."""
-    if isinstance(exc, _UndeletableError | PluginRefusedError):
-        return True
-    if isinstance(exc, BaseExceptionGroup):
-        return all(_never_runnable(inner) for inner in exc.exceptions)
     return False
 
 
@@ -648,8 +630,8 @@ class AttachEngine:
             await self._del_attachment(record, attachment)
             self._crash.reached(_TEARDOWN_CRASH_POINT[trigger])
         except Exception as exc:
-            abandoned = _never_runnable(exc)
-            cause = exc.error if isinstance(exc, _UndeletableError) else exc
+            abandoned = never_runnable(exc)
+            cause = exc.error if isinstance(exc, UndeletableError) else exc
             error = unexpected(cause, step="delegate-del", context=context).with_context(
                 f'error removing container from network "{attachment.network_name}" ({attachment.ifname})'
             )
@@ -674,7 +656,7 @@ class AttachEngine:
     async def _del_attachment(self, record: SandboxRecord, attachment: AttachmentRecord) -> None:
         """The delegate's DEL, replayed from the checkpoint; then its host device must be back.
 
-        Raises ``_UndeletableError`` when the recorded config or result cannot be read back.
+        Raises ``UndeletableError`` when the recorded config or result cannot be read back.
         """
         try:
             net, rt = _recorded_call(record, attachment, netns_path=_netns_for_del(record))
@@ -684,7 +666,7 @@ class AttachEngine:
             if prev_result is not None and results.version_at_least(net.cni_version, "0.4.0"):
                 results.convert(prev_result, net.cni_version)
         except (CniError, ValueError, RecursionError) as exc:
-            raise _UndeletableError(
+            raise UndeletableError(
                 as_cni_error(exc).with_context("the checkpoint's record of this delegate is unreadable")
                 if isinstance(exc, CniError)
                 else CniError(ErrorCode.DECODING_FAILURE, f"recorded result does not parse: {exc}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from enum import IntEnum
 
-from app.cni.types import CniError, ErrorCode
+from app.cni.types import CniError, ErrorCode, PluginRefusedError
 
 
 class MultusCode(IntEnum):
@@ -40,3 +40,21 @@ def combine(errors: Sequence[CniError]) -> CniError:
         return errors[0]
     first = errors[0]
     return CniError(first.code, "; ".join(str(error) for error in errors), first.details)
+
+
+class UndeletableError(Exception):
+    """A recorded delegate whose DEL can never run (its config or result does not parse)."""
+
+    def __init__(self, error: CniError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def never_runnable(exc: BaseException) -> bool:
+    """True when a DEL failed only for reasons time cannot change: a plugin ``type`` refused by
+    name, or an unreadable record (invariant 5b); such a DEL is completed, not retried."""
+    if isinstance(exc, UndeletableError | PluginRefusedError):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return all(never_runnable(inner) for inner in exc.exceptions)
+    return False

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 
 from app.attach import recording, upstream_cache
-from app.attach.errors import as_cni_error
+from app.attach.errors import UndeletableError, as_cni_error, never_runnable
 from app.attach.recording import UnitOfWork
 from app.attach.requests import Command, SandboxRequest
 from app.cni import api
@@ -44,9 +44,13 @@ async def delete_from_upstream_cache(
         started = time.monotonic()
         error: CniError | None = None
         try:
+            try:
+                net = cniconf.load_network_list(attachment.config, source=str(attachment.path))
+            except CniError as exc:
+                raise UndeletableError(exc) from exc
             await api.del_network_list(
                 cni=cni,
-                net=cniconf.load_network_list(attachment.config, source=str(attachment.path)),
+                net=net,
                 rt=RuntimeConf(
                     container_id=request.container_id,
                     netns=attachment.netns or request.netns,
@@ -57,10 +61,15 @@ async def delete_from_upstream_cache(
                 prev_result=dict(attachment.result) if attachment.result else None,
             )
         except Exception as exc:
-            error = as_cni_error(exc).with_context(
+            cause = exc.error if isinstance(exc, UndeletableError) else exc
+            error = as_cni_error(cause).with_context(
                 f'error removing container from network "{attachment.network_name}" ({attachment.ifname})'
             )
-            errors.append(error)
+            if never_runnable(exc):  # invariant 5b: recorded in the history, not retried
+                error = error.with_context("DEL can never run, cache entry forgotten")
+                log.warning("%s", error, extra={"container_id": request.container_id, "command": "DEL"})
+            else:
+                errors.append(error)
         entry = recording.entry(
             command=Command.DEL,
             step="delegate",

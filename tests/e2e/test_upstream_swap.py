@@ -97,3 +97,34 @@ def test_del_of_a_sandbox_attached_by_upstream_multus_releases_it_from_upstreams
     assert sorted(p.name for p in cni_dir.rglob("*") if p.is_file()) == [], (
         "upstream's caches go, as upstream's DEL does"
     )
+
+
+def test_an_upstream_cache_entry_whose_del_can_never_run_does_not_block_the_del(started: Any) -> None:
+    cluster: Cluster = started()
+    netns = cluster.new_netns()
+    container = new_container_id()
+    networks = [("primary", "eth0", cluster.bridge_conflist("primary", "10.240.0.0/24"))]
+    cni_dir = _attach_like_upstream(cluster, netns, container, networks)
+    cache_file = next((cni_dir / "results").iterdir())
+    cache = json.loads(cache_file.read_text())
+    evil = {"cniVersion": "1.0.0", "name": "evil", "type": "../../evil-plugin"}
+    (cni_dir / "results" / f"evil-{container}-net1").write_text(
+        json.dumps(
+            {
+                **cache,
+                "ifName": "net1",
+                "networkName": "evil",
+                "config": base64.b64encode(json.dumps(evil).encode()).decode(),
+                "result": {},
+            }
+        )
+    )
+
+    deleted = cluster.run_shim(
+        "DEL", container_id=container, netns=netns, conf=cluster.shim_conf(cniDir=str(cni_dir))
+    )
+
+    assert deleted.returncode == 0, deleted.stdout
+    assert netns.links() == {"lo"}, "the cache entry that can run was deleted"
+    assert cluster.leases() == []
+    assert "DEL can never run" in cluster.daemon_log.read_text()
