@@ -378,7 +378,13 @@ class AttachEngine:
         try:
             await self._status.publish_network_status(pod, render_status(entries))
         except ClusterUnavailableError as exc:
-            log.error("network-status of pod %s/%s not written: %s", pod.namespace, pod.name, exc)
+            log.error(
+                "network-status of pod %s/%s not written: %s",
+                pod.namespace,
+                pod.name,
+                exc,
+                extra={"pod": f"{pod.namespace}/{pod.name}", "command": "ADD"},
+            )
 
     async def _run_delegates(
         self,
@@ -807,6 +813,7 @@ def _netns_for_del(record: SandboxRecord) -> str:
             "netns %s of container %s is now another namespace; DEL runs without it",
             record.netns,
             record.container_id,
+            extra=_context(record.container_id, command="DEL", pod=record.pod),
         )
         return ""
     return record.netns

@@ -185,3 +185,17 @@ def test_the_pod_annotation_is_refused_where_the_daemon_config_does_not_allow_it
     assert added.returncode == 1, "the delegates ran one after another: they could not meet"
     assert added.json()["code"] == 11
     assert f"annotation {PARALLEL} refused" in cluster.daemon_log.read_text()
+
+
+def test_a_pod_can_opt_out_where_parallel_delegates_is_on(
+    cluster: Cluster, kube: KubeApiProcess, started: Any
+) -> None:
+    names = _meeting_nads(cluster, kube, count=2, timeout=1)
+    started(parallelDelegates=True)
+
+    added = _add_pod(
+        cluster, kube, "web", {"k8s.v1.cni.cncf.io/networks": ", ".join(names), PARALLEL: "false"}
+    )
+
+    assert added.returncode == 1, "the delegates ran one after another: they could not meet"
+    assert added.json()["code"] == 11
