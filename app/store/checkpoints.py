@@ -110,7 +110,7 @@ def begin_add(session: Session, sandbox: SandboxIntent) -> None:
 
 
 def record_intent(session: Session, intent: DelegateIntent) -> None:
-    """Record a delegate about to run (state ``intent``): config, args and runtimeConfig."""
+    """Record a delegate about to run (state ``intent``): config, args, runtimeConfig and root."""
     now = _now()
     session.execute(
         _INSERT_ATTACHMENT,
@@ -126,6 +126,7 @@ def record_intent(session: Session, intent: DelegateIntent) -> None:
             "capability_args": json.dumps(dict(intent.capability_args), sort_keys=True),
             "cni_path": json.dumps(list(intent.cni_path)),
             "device": None if intent.device is None else json.dumps(dict(intent.device), sort_keys=True),
+            "root": intent.root,
             "state": "intent",
             "result": None,
             "last_error": None,
@@ -298,4 +299,5 @@ def _attachment_record(row: RowMapping) -> AttachmentRecord:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         device=None if row["device"] is None else json.loads(row["device"]),
+        root=row["root"],
     )

@@ -54,6 +54,9 @@ class DelegateIntent:
     device: Mapping[str, str] | None = None
     """A host device the delegate moves into the sandbox (an SR-IOV VF): its PCI address and the
     name and MAC it had in the host before the ADD, so teardown can prove it came back."""
+    root: str = ""
+    """The root the delegate runs in (daemon-config ``chrootDir``; "" = the daemon's own): DEL,
+    CHECK, rollback, recovery and GC replay in it, whatever today's setting is."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +77,8 @@ class AttachmentRecord:
     created_at: datetime
     updated_at: datetime
     device: Mapping[str, str] | None = None
+    root: str = ""
+    """The root the delegate ran in, as recorded with its intent ("" = the daemon's own)."""
 
 
 @dataclass(frozen=True, slots=True)
