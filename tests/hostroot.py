@@ -77,7 +77,9 @@ def host_root(directory: Path) -> Iterator[HostRoot]:
         stderr=subprocess.PIPE,
         env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PLUGIN_DIR": CNI_PLUGIN_DIR},
     )
-    assert holder.stdout is not None and holder.stdin is not None and holder.stderr is not None
+    assert holder.stdout is not None
+    assert holder.stdin is not None
+    assert holder.stderr is not None
     try:
         line = holder.stdout.readline()
         if line.strip() != b"ready":

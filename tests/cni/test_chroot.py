@@ -17,7 +17,7 @@ import pytest
 
 from app.cni import api, conf, invoke
 from app.cni.types import CniError, ContainerId, ErrorCode, IfName, NetworkConfigList, RuntimeConf
-from tests.cni.support import Netns, addresses, links, unique
+from tests.cni.support import Netns, addresses, links, run, unique
 from tests.hostroot import HostRoot, host_root
 
 HOSTFILE_PLUGIN = r'''
@@ -52,9 +52,8 @@ def network(document: dict[str, Any]) -> NetworkConfigList:
 
 
 def _rt(netns: str = "/var/run/netns/unused", ifname: str = "eth0") -> RuntimeConf:
-    return RuntimeConf(
-        container_id=ContainerId(unique("ctr")), netns=netns, ifname=IfName(ifname), args=(("IgnoreUnknown", "1"),)
-    )
+    container_id = ContainerId(unique("ctr"))
+    return RuntimeConf(container_id=container_id, netns=netns, ifname=IfName(ifname), args=(("IgnoreUnknown", "1"),))
 
 
 def _log(path: Path) -> list[dict[str, Any]]:
@@ -152,8 +151,8 @@ async def test_bridge_host_local_and_macvlan_run_through_the_chroot_and_leave_no
 ) -> None:
     bridge, master = unique("mpcb"), unique("mpcm")
     host_links.extend([bridge, master])
-    subprocess.run(["ip", "link", "add", master, "type", "veth", "peer", "name", f"{master}p"], check=True)
-    subprocess.run(["ip", "link", "set", master, "up"], check=True)
+    await run("ip", "link", "add", master, "type", "veth", "peer", "name", f"{master}p")
+    await run("ip", "link", "set", master, "up")
     data_dir = tmp_path / "ipam"
     cni = api.CniConfig(path=(hostroot.bin_dir,), timeout=30.0, chroot_dir=hostroot.chroot_dir)
     bridged = network(
