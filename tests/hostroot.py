@@ -70,8 +70,19 @@ def host_root(directory: Path) -> Iterator[HostRoot]:
     mount_point.mkdir(parents=True)
     bin_dir = f"/opt/multus-py-{secrets.token_hex(4)}/bin"
     holder = subprocess.Popen(
-        ["unshare", "--mount", "--propagation", "slave", "sh", "-c", _HOLDER, "holder",
-         str(mount_point), bin_dir, *PLUGINS],
+        [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "slave",
+            "sh",
+            "-c",
+            _HOLDER,
+            "holder",
+            str(mount_point),
+            bin_dir,
+            *PLUGINS,
+        ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -20,7 +20,7 @@ from app.cni.types import CniError, ContainerId, ErrorCode, IfName, NetworkConfi
 from tests.cni.support import Netns, addresses, links, run, unique
 from tests.hostroot import HostRoot, host_root
 
-HOSTFILE_PLUGIN = r'''
+HOSTFILE_PLUGIN = r"""
 import json, os, sys
 config = json.loads(sys.stdin.buffer.read() or b"{}")
 command = os.environ.get("CNI_COMMAND", "")
@@ -38,7 +38,7 @@ if command == "ADD":
     result = config.get("prevResult") or {"cniVersion": config["cniVersion"]}
     result["dns"] = {"domain": content}
     print(json.dumps(result))
-'''
+"""
 
 
 @pytest.fixture
@@ -53,7 +53,8 @@ def network(document: dict[str, Any]) -> NetworkConfigList:
 
 def _rt(netns: str = "/var/run/netns/unused", ifname: str = "eth0") -> RuntimeConf:
     container_id = ContainerId(unique("ctr"))
-    return RuntimeConf(container_id=container_id, netns=netns, ifname=IfName(ifname), args=(("IgnoreUnknown", "1"),))
+    args = (("IgnoreUnknown", "1"),)
+    return RuntimeConf(container_id=container_id, netns=netns, ifname=IfName(ifname), args=args)
 
 
 def _log(path: Path) -> list[dict[str, Any]]:
