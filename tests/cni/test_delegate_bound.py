@@ -49,8 +49,8 @@ def _sample(name: str) -> float:
     return metrics.REGISTRY.get_sample_value(name) or 0.0
 
 
-async def _until(condition: Any, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
+async def _until(condition: Any, what: str, within: float = 60.0) -> None:
+    deadline = time.monotonic() + within
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.01)

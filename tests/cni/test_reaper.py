@@ -93,4 +93,3 @@ async def test_a_process_that_is_no_longer_the_one_scanned_is_never_signalled(
         assert reaper._kill_verified([reused], "/proc", stack) == []
 
     assert _alive(leader)
-
