@@ -97,7 +97,7 @@ class Settings:
 
     chroot_dir: str = ""
     """Upstream's ``chrootDir``: every delegate runs in ``chroot(chrootDir)`` ("" = the daemon's root);
-    checked at load: a directory holding ``binDir``."""
+    ``check_chroot_dir`` makes sure, at the daemon's start, that it is a directory holding ``binDir``."""
     max_concurrent_delegates: int = field(default_factory=lambda: default_max_concurrent_delegates())
     """multus-py ``maxConcurrentDelegates``: plugin processes running at once; more wait, in arrival
     order (default ``default_max_concurrent_delegates()``)."""
@@ -152,7 +152,7 @@ def from_mapping(obj: object) -> Settings:
         socket_dir=Path(reader.string("socketDir", "/run/multus")),
         state_dir=Path(reader.string("stateDir", "/var/lib/multus-py")),
         bin_dir=bin_dir,
-        chroot_dir=_chroot_dir(reader.string("chrootDir", ""), bin_dir),
+        chroot_dir=_absolute_or_empty("chrootDir", reader.string("chrootDir", "")),
         max_concurrent_delegates=reader.positive_int(
             "maxConcurrentDelegates", default_max_concurrent_delegates()
         ),
@@ -187,19 +187,25 @@ def from_mapping(obj: object) -> Settings:
     )
 
 
-def _chroot_dir(root: str, bin_dir: str) -> str:
-    """``chrootDir`` if delegates can run there: a directory holding ``binDir``; else SettingsError."""
+def _absolute_or_empty(key: str, path: str) -> str:
+    if path and not os.path.isabs(path):
+        raise SettingsError(f"daemon config key {key!r} must be an absolute path, got {json.dumps(path)}")
+    return path
+
+
+def check_chroot_dir(settings: Settings) -> None:
+    """Refuse (SettingsError naming ``chrootDir``) a root delegates cannot run in: not a directory,
+    or without ``binDir`` inside it. The daemon calls this at start-up, before it serves anything;
+    readers of the file that run elsewhere (the installer, multusctl) do not."""
+    root, bin_dir = settings.chroot_dir, settings.bin_dir
     if not root:
-        return ""
-    if not os.path.isabs(root):
-        raise SettingsError(f"daemon config key 'chrootDir' must be an absolute path, got {json.dumps(root)}")
+        return
     if not os.path.isdir(root):
         raise SettingsError(f"daemon config key 'chrootDir': {root} is not a directory")
     if not rootpath.is_dir(root, bin_dir):
         raise SettingsError(
             f"daemon config key 'chrootDir': binDir {bin_dir} is not a directory inside {root}"
         )
-    return root
 
 
 class _Reader:

@@ -70,18 +70,22 @@ def test_chroot_dir_must_be_a_directory_holding_bin_dir(tmp_path: Path) -> None:
     not_a_dir = tmp_path / "file"
     not_a_dir.write_text("")
 
-    parsed = settings.from_mapping({"chrootDir": str(root), "binDir": "/opt/cni/bin"})
-    assert parsed.chroot_dir == str(root)
-    assert settings.from_mapping({}).chroot_dir == ""
+    def check(config: dict[str, object]) -> settings.Settings:
+        parsed = settings.from_mapping(config)
+        settings.check_chroot_dir(parsed)
+        return parsed
+
+    assert check({"chrootDir": str(root), "binDir": "/opt/cni/bin"}).chroot_dir == str(root)
+    assert check({}).chroot_dir == ""
     for bad, reason in [
         (tmp_path / "missing", "is not a directory"),
         (not_a_dir, "is not a directory"),
     ]:
         with pytest.raises(settings.SettingsError, match=f"'chrootDir': {bad} {reason}"):
-            settings.from_mapping({"chrootDir": str(bad)})
+            check({"chrootDir": str(bad)})
     outside = "'chrootDir': binDir /elsewhere/bin is not a directory inside"
     with pytest.raises(settings.SettingsError, match=outside):
-        settings.from_mapping({"chrootDir": str(root), "binDir": "/elsewhere/bin"})
+        check({"chrootDir": str(root), "binDir": "/elsewhere/bin"})
     (root / "usr" / "lib" / "cni").rmdir()
     with pytest.raises(settings.SettingsError, match="'chrootDir': binDir /opt/cni/bin"):
-        settings.from_mapping({"chrootDir": str(root), "binDir": "/opt/cni/bin"})
+        check({"chrootDir": str(root), "binDir": "/opt/cni/bin"})
