@@ -5,8 +5,9 @@ namespaces. All ADDs are sent at the same instant over the daemon's socket (upst
 connection each; no shim processes, so the memory measured is the node's, not the benchmark's). For
 ``maxConcurrentDelegates`` unbounded and bounded it prints: the peak RSS of the daemon plus every
 process it started (sampled every 20 ms, summed; shared pages counted in each process, so an upper
-bound), the most plugin processes seen at once, ADD p50/p99 and the wall time of the burst, the
-delegate queue time the daemon recorded, and whether every pod got every network.
+bound), the most delegates (the daemon's children) and processes (with their IPAM children) seen
+at once, ADD p50/p99 and the wall time of the burst, the delegate queue time the daemon recorded,
+and whether every pod got every network.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class Outcome:
     peak_rss_mib: float
     idle_rss_mib: float
     peak_children: int
+    peak_descendants: int
     queue_count: float
     queue_sum_s: float
     every_network: bool
@@ -66,7 +68,8 @@ class Outcome:
         mean_queue = self.queue_sum_s / self.queue_count * 1000 if self.queue_count else 0.0
         return (
             f"{self.label:9s} bound {bound:>9s}  peak RSS daemon+children {self.peak_rss_mib:7.1f} MiB "
-            f"(idle {self.idle_rss_mib:5.1f}), {self.peak_children:3d} plugin processes at most  "
+            f"(idle {self.idle_rss_mib:5.1f}), at most {self.peak_children:3d} delegates "
+            f"({self.peak_descendants:3d} processes with IPAM)  "
             f"ADD p50 {percentile(self.adds_ms, 0.5):7.0f} ms  p99 {percentile(self.adds_ms, 0.99):7.0f} ms  "
             f"burst {self.wall_s:5.1f} s  queue mean {mean_queue:6.0f} ms  failures {self.failures}  "
             f"every pod every network: {'yes' if self.every_network and not self.failures else 'NO'}"
@@ -160,6 +163,7 @@ class TreeSampler:
         self._stop = threading.Event()
         self.peak_kib = 0
         self.peak_children = 0
+        self.peak_descendants = 0
         self._thread = threading.Thread(target=self._run, name="tree-sampler", daemon=True)
 
     def __enter__(self) -> TreeSampler:
@@ -170,8 +174,8 @@ class TreeSampler:
         self._stop.set()
         self._thread.join()
 
-    def sample(self) -> tuple[int, int]:
-        """(summed RSS KiB, descendant count) now."""
+    def sample(self) -> tuple[int, int, int]:
+        """(summed RSS KiB, direct children (the delegates it runs), all descendants) now."""
         children: dict[int, list[int]] = {}
         for name in os.listdir("/proc"):
             if not name.isdigit():
@@ -193,13 +197,14 @@ class TreeSampler:
                 total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_KIB
             except (OSError, IndexError):
                 continue
-        return total, len(tree) - 1
+        return total, len(children.get(self._root, [])), len(tree) - 1
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            rss, count = self.sample()
+            rss, direct, count = self.sample()
             self.peak_kib = max(self.peak_kib, rss)
-            self.peak_children = max(self.peak_children, count)
+            self.peak_children = max(self.peak_children, direct)
+            self.peak_descendants = max(self.peak_descendants, count)
             self._stop.wait(0.02)
 
 
@@ -266,6 +271,7 @@ def burst(label: str, *, bound: int, pods_count: int, networks: int) -> Outcome:
             peak_rss_mib=sampler.peak_kib / 1024,
             idle_rss_mib=idle,
             peak_children=sampler.peak_children,
+            peak_descendants=sampler.peak_descendants,
             queue_count=queue_count,
             queue_sum_s=queue_sum,
             every_network=attached,

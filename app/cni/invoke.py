@@ -16,6 +16,7 @@ its exec on, so that recovery can find (``app.cni.reaper``) what an earlier daem
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import logging
@@ -25,7 +26,6 @@ import subprocess
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Final, Literal, Protocol
@@ -157,7 +157,7 @@ class DelegateSlots:
     def waiting(self) -> int:
         return sum(1 for waiter in self._waiters if not waiter.done())
 
-    @asynccontextmanager
+    @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         queued = time.monotonic()
         if self.limit and (self.running >= self.limit or self._waiters):
@@ -169,8 +169,9 @@ class DelegateSlots:
             except BaseException:
                 if waiter.done() and not waiter.cancelled():
                     self._release()  # handed a slot at the moment we were cancelled: pass it on
-                else:
-                    self._waiters.remove(waiter)
+                else:  # still queued (unless a release already dropped it as cancelled)
+                    with contextlib.suppress(ValueError):
+                        self._waiters.remove(waiter)
                 raise
             finally:
                 metrics.DELEGATES_WAITING.dec()
