@@ -24,17 +24,21 @@ config = json.loads(sys.stdin.buffer.read())
 settings = config["gauge"]
 
 def update(delta):
-    with open(settings["state"], "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        handle.seek(0)
-        data = json.loads(handle.read() or '{"running": 0, "peak": 0, "started": []}')
+    # under a lock file; the state is replaced whole, so a reader never sees half of it
+    with open(settings["state"] + ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            with open(settings["state"]) as handle:
+                data = json.load(handle)
+        except FileNotFoundError:
+            data = {"running": 0, "peak": 0, "started": []}
         data["running"] += delta
         data["peak"] = max(data["peak"], data["running"])
         if delta > 0:
             data["started"].append(os.environ["CNI_CONTAINERID"])
-        handle.seek(0)
-        handle.truncate()
-        handle.write(json.dumps(data))
+        with open(settings["state"] + ".new", "w") as handle:
+            handle.write(json.dumps(data))
+        os.replace(settings["state"] + ".new", settings["state"])
 
 update(1)
 deadline = time.monotonic() + 120
