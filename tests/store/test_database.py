@@ -175,9 +175,9 @@ def test_attachments_recorded_before_the_root_column_replay_in_the_daemons_own_r
         lambda s: (checkpoints.begin_add(s, _sandbox("c1")), checkpoints.record_intent(s, _intent("c1")))
     )
     db.close()
-    with sqlite3.connect(db_path) as raw:  # the database as revision 0003 left it
+    with sqlite3.connect(db_path) as raw:  # the database as revision 0004 left it
         raw.execute("ALTER TABLE attachments DROP COLUMN root")
-        raw.execute("UPDATE alembic_version SET version_num = '0003'")
+        raw.execute("UPDATE alembic_version SET version_num = '0004'")
 
     db = Database.open(db_path)
     try:

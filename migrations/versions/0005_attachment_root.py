@@ -4,8 +4,8 @@ Added with a constant default ("" = the daemon's own root, what every existing a
 which SQLite does without rewriting the table. Safe to rerun after a kill -9: the column is added
 only when missing.
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-05
 """
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004"
-down_revision = "0003"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
