@@ -199,3 +199,35 @@ async def test_bridge_host_local_and_macvlan_run_through_the_chroot_and_leave_no
 
     assert set(await links(chroot_netns)) == {"lo"}
     assert list(data_dir.rglob("10.*")) == []
+
+
+async def test_text_file_busy_inside_the_root_is_retried_then_reported_naming_the_root(
+    hostroot: HostRoot,
+) -> None:
+    plugin = f"{hostroot.bin_dir}/busy"
+    with hostroot.inside(plugin).open("w") as writer:  # still open for writing: exec fails with ETXTBSY
+        writer.write("#!/bin/sh\n")
+        writer.flush()
+        hostroot.inside(plugin).chmod(0o755)
+        with pytest.raises(CniError) as caught:
+            await invoke.SubprocessExec(busy_retries=2, busy_delay=0.01).exec_plugin(
+                plugin_path=plugin, stdin=b"", env={}, timeout=10, root=hostroot.chroot_dir
+            )
+
+    assert caught.value.code == ErrorCode.INTERNAL
+    assert (
+        caught.value.msg
+        == f"failed to execute plugin {plugin} inside chrootDir {hostroot.chroot_dir}: Text file busy"
+    )
+
+
+async def test_a_root_that_cannot_be_entered_is_an_error_naming_it(tmp_path: Path) -> None:
+    gone = str(tmp_path / "no-such-root")
+
+    with pytest.raises(CniError) as caught:
+        await invoke.SubprocessExec().exec_plugin(
+            plugin_path="/bin/true", stdin=b"", env={}, timeout=10, root=gone
+        )
+
+    assert caught.value.code == ErrorCode.INTERNAL
+    assert caught.value.msg == f"failed to execute plugin /bin/true: cannot enter chrootDir {gone}"
