@@ -231,3 +231,26 @@ async def test_a_root_that_cannot_be_entered_is_an_error_naming_it(tmp_path: Pat
 
     assert caught.value.code == ErrorCode.INTERNAL
     assert caught.value.msg == f"failed to execute plugin /bin/true: cannot enter chrootDir {gone}"
+
+
+async def test_gc_and_status_run_inside_the_root_too(hostroot: HostRoot, tmp_path: Path) -> None:
+    host_file = hostroot.bin_dir.rsplit("/", 1)[0] + "/host.conf"
+    hostroot.write(host_file, "node-state\n")
+    hostroot.install_script("hostfile", HOSTFILE_PLUGIN)
+    log = tmp_path / "hostfile.jsonl"
+    net = network(
+        {
+            "cniVersion": "1.1.0",
+            "name": "hostnet",
+            "plugins": [{"type": "hostfile", "hostfile": {"path": host_file, "log": str(log)}}],
+        }
+    )
+    cni = api.CniConfig(path=(hostroot.bin_dir,), timeout=20.0, chroot_dir=hostroot.chroot_dir)
+
+    await api.status_network_list(cni=cni, net=net)
+    await api.gc_network_list(cni=cni, net=net, valid_attachments=[])
+
+    assert [(e["command"], e["content"], e["cwd"]) for e in _log(log)] == [
+        ("STATUS", "node-state", "/"),
+        ("GC", "node-state", "/"),
+    ]
