@@ -113,3 +113,9 @@ EVENTS_DROPPED = Counter(
     "Kubernetes Events not posted because their queue was full.",
     registry=REGISTRY,
 )
+TASK_CRASHES = Counter(
+    "multus_py_task_crashes_total",
+    "Crashes of the daemon's background tasks (logged with a traceback, then restarted), by task.",
+    ["task"],
+    registry=REGISTRY,
+)
