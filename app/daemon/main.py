@@ -20,6 +20,7 @@ import os
 import socket
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from app import settings as settings_module
 from app.daemon import listener, logformat
@@ -69,13 +70,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _run(settings, sock)
 
 
-def _run(settings: settings_module.Settings, sock: socket.socket) -> int:
-    """Import the heavy parts and run the daemon on the bound ``sock``."""
+def _run(settings: settings_module.Settings, sock: socket.socket) -> NoReturn:
+    """Import the heavy parts, run the daemon on the bound ``sock``, and end the process.
+
+    Once the run returned everything is closed (servers, tasks, the store): the process exits
+    at once with its code, skipping the interpreter's teardown of a few hundred modules (about
+    half a second a restart would otherwise add)."""
     import asyncio
 
     from app.daemon.startup import Daemon
 
-    return asyncio.run(Daemon(settings, sock).run())
+    code = asyncio.run(Daemon(settings, sock).run())
+    log.info("multus-daemon stopped (exit %d)", code)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -78,6 +78,7 @@ class Daemon:
     def _begin_stop(self) -> None:
         """Stage 1: not ready at once; the restart marker before the socket stops accepting."""
         self.readiness.stopping = True
+        log.info("stopping: not ready any more")
         if self._graceful:
             try:
                 listener.write_restart_marker(self.settings.socket_dir)
@@ -195,6 +196,7 @@ class Daemon:
     async def _stop_servers(self, servers: AsyncExitStack) -> None:
         """Stage 3: ``multus.sock``, the metrics endpoint and the query API stop accepting."""
         await servers.aclose()
+        log.debug("stopping: servers closed")
 
     async def _stop_tasks(self, kube: daemon_cluster.Cluster | None) -> None:
         """Stage 4: watchers and background tasks end (the stop event is set; late ones cancelled)."""
@@ -204,6 +206,7 @@ class Daemon:
         cancelled = await self.tasks.stop(grace=self.settings.timeouts.shutdown_grace)
         if cancelled:
             log.warning("stopping: cancelled background tasks %s", ", ".join(cancelled))
+        log.debug("stopping: background tasks ended")
 
     # ---- the background tasks -------------------------------------------------------------------
 
