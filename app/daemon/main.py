@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import socket
 import sys
 from collections.abc import Sequence
@@ -67,7 +68,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 3
     if listener.remove_restart_marker(settings.socket_dir):
         log.info("accepting on %s: restart marker removed", settings.socket_path)
+    for signum in (signal.SIGTERM, signal.SIGINT):  # until the event loop takes them over
+        signal.signal(signum, _remember_signal)
     return _run(settings, sock)
+
+
+_early_signals: list[int] = []
+
+
+def _remember_signal(signum: int, _frame: object) -> None:
+    """A stop asked for while the heavy parts import: the run starts by stopping gracefully."""
+    _early_signals.append(signum)
 
 
 def _run(settings: settings_module.Settings, sock: socket.socket) -> NoReturn:
@@ -80,7 +91,7 @@ def _run(settings: settings_module.Settings, sock: socket.socket) -> NoReturn:
 
     from app.daemon.startup import Daemon
 
-    code = asyncio.run(Daemon(settings, sock).run())
+    code = asyncio.run(Daemon(settings, sock, signalled=lambda: bool(_early_signals)).run())
     log.info("multus-daemon stopped (exit %d)", code)
     logging.shutdown()
     sys.stdout.flush()

@@ -27,6 +27,7 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 
 from app.attach.engine import AttachEngine
@@ -50,8 +51,11 @@ INDICATOR_CONDITION = "the readiness indicator file"
 class Daemon:
     """One daemon run, from opening the store to the last commit before exit."""
 
-    def __init__(self, settings: Settings, sock: socket.socket) -> None:
+    def __init__(
+        self, settings: Settings, sock: socket.socket, *, signalled: Callable[[], bool] = lambda: False
+    ) -> None:
         self.settings = settings
+        self._signalled = signalled
         self.readiness = server.Readiness()
         self.activity = query_server.Activity()
         self._sock = sock
@@ -90,6 +94,8 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop)
+        if self._signalled():  # SIGTERM/SIGINT came while the entry point was importing this
+            self.request_stop()
         try:
             async with AsyncExitStack() as stack:
                 return await self._start(stack)
@@ -150,8 +156,9 @@ class Daemon:
             self._begin_stop()
         else:
             self.readiness.recovered = True
-            self._start_tasks(kube, collector, engine, db)
-            log.info("multus-daemon %s ready on %s", wiring.package_version(), self.settings.socket_path)
+            if not self._stopping.is_set():
+                self._start_tasks(kube, collector, engine, db)
+                log.info("multus-daemon %s ready on %s", wiring.package_version(), self.settings.socket_path)
         await self._stopping.wait()
         await self._drain(cni_server)
         return self.exit_code
