@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -144,3 +145,40 @@ def _connects(path: str) -> bool:
         except OSError:
             return False
         return True
+
+
+def test_sigterm_drains_an_add_in_flight_and_leaves_the_marker_before_the_socket_closes(
+    cluster: Cluster,
+) -> None:
+    gate = gated_network(cluster)
+    cluster.daemon_config.update(multusConfigFile="none")
+    cluster.start_daemon()
+    assert cluster.daemon is not None
+    netns, container_id = cluster.new_netns(), new_container_id()
+    added: list[ShimResult] = []
+    runtime = threading.Thread(
+        target=lambda: added.append(cluster.run_shim("ADD", container_id=container_id, netns=netns))
+    )
+    runtime.start()
+    marker = cluster.socket_dir / "multus.restarting"
+    try:
+        wait_for(Path(f"{gate}.running").exists, "the ADD's delegate running", cluster)
+        cluster.daemon.send_signal(signal.SIGTERM)
+        wait_for(
+            lambda: "waiting for 1 operations in flight" in cluster.daemon_log.read_text(), "drain", cluster
+        )
+        assert marker.exists()
+        assert cluster._readyz() == 500  # not ready, still accepting
+    finally:
+        Path(f"{gate}.open").touch()
+        runtime.join(timeout=120)
+    assert cluster.daemon.wait(timeout=60) == 0
+    cluster.daemon = None
+    assert len(added) == 1
+    assert added[0].returncode == 0, added
+    assert "eth0" in netns.interfaces()
+    assert "still running" not in cluster.daemon_log.read_text()
+
+    cluster.start_daemon()
+    assert cluster.run_shim("DEL", container_id=container_id, netns=netns).returncode == 0
+    assert cluster.stop_daemon() == 0
