@@ -2,7 +2,7 @@
 
 Prints, over several runs on one node (one bridge network, the installed shim, static mode):
 - time from ``exec`` of ``multus-daemon`` until its socket accepts a connection, and until
-  ``/readyz`` answers 200 (median and max);
+  ``/readyz`` answers 200 (median and max), beside the interpreter's own start (``python -c pass``);
 - the ADD latency (and outcome) of a pod whose ADD is sent through the shim at the moment the
   running daemon gets SIGTERM, while a new daemon is started as soon as the old one exited (as the
   kubelet restarts the container).
@@ -65,6 +65,16 @@ def _until(
 def _stop(daemon: subprocess.Popen[bytes]) -> None:
     daemon.send_signal(signal.SIGTERM)
     daemon.wait(timeout=30)
+
+
+def interpreter_alone(runs: int) -> list[float]:
+    """exec → exit of ``python -c pass`` with the same interpreter: the floor of any start."""
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        times.append(time.perf_counter() - started)
+    return times
 
 
 def time_to_accept(node: BenchNode, runs: int) -> tuple[list[float], list[float]]:
@@ -139,6 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     node = BenchNode(networks=1)
     try:
         node.prepare()
+        floor = interpreter_alone(args.runs)
         accepting, ready = time_to_accept(node, args.runs)
         outcomes = add_during_restart(node, args.restarts)
     finally:
@@ -147,6 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def ms(values: Sequence[float]) -> str:
         return f"median {statistics.median(values) * 1000:7.1f} ms  max {max(values) * 1000:7.1f} ms"
 
+    print(f"exec -> exit of python -c pass ({args.runs} runs): {ms(floor)}")
     print(f"exec -> socket accepts ({args.runs} runs): {ms(accepting)}")
     print(f"exec -> /readyz 200    ({args.runs} runs): {ms(ready)}")
     print(f"SIGTERM -> old daemon exited ({args.restarts} restarts): {ms([o.stop for o in outcomes])}")

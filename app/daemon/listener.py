@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import socket
-import tempfile
 import time
 from pathlib import Path
 
@@ -72,6 +71,8 @@ def bind(socket_path: Path) -> socket.socket:
 
 def write_restart_marker(socket_dir: Path, *, wait: float = RESTART_WAIT_SECONDS) -> Path:
     """Write ``multus.restarting`` atomically (this pid, ``until`` = now + ``wait``); return its path."""
+    import tempfile  # only when stopping: kept off the path to the first accept
+
     target = socket_dir / RESTART_MARKER
     content = json.dumps({"pid": os.getpid(), "until": time.time() + wait}).encode()
     fd, temp_name = tempfile.mkstemp(prefix=f".{RESTART_MARKER}.", dir=socket_dir)

@@ -19,13 +19,11 @@ must not fail an operation.
 
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 import logging.handlers
 import os
 import re
-import shutil
 import sys
 import threading
 import time
@@ -160,6 +158,9 @@ class RotatingLogFile(logging.handlers.RotatingFileHandler):
 
 def _gzip(path: Path) -> None:
     """``path`` -> ``path.gz`` (written beside, then renamed), ``path`` removed."""
+    import gzip  # only on a rotation: kept off the path to the first accept
+    import shutil
+
     target = path.with_name(path.name + ".gz")
     partial = path.with_name(f".{path.name}.gz.partial")
     with path.open("rb") as source, gzip.open(partial, "wb") as sink:
