@@ -12,9 +12,10 @@ traceback and the task restarted with backoff while the daemon serves on.
 Shutdown is staged, on SIGTERM/SIGINT or when a task that cannot be restarted crashes: not ready
 (``/readyz`` turns 500 at once; on a signal the restart marker ``multus.restarting`` is written
 for the shim) → in-flight operations drained for ``shutdownGraceSeconds`` (stragglers named) → the
-servers stop accepting → watchers and background tasks stopped → the cluster client and the
-store closed. ``00-multus.conf`` is kept in place (upstream deletes it, leaving the node without
-networks while the daemon restarts).
+servers stop accepting (``multus.sock`` unlinked first, the connections it already queued
+answered) → watchers and background tasks stopped → the cluster client and the store closed.
+``00-multus.conf`` is kept in place (upstream deletes it, leaving the node without networks while
+the daemon restarts).
 
 Exit codes follow upstream: 0 after a signal, 1 unusable configuration or database or a fatal
 task crash (3, socket failure, is decided by ``app.daemon.main`` before this runs).
@@ -29,6 +30,8 @@ import signal
 import socket
 from collections.abc import Callable
 from contextlib import AsyncExitStack
+
+from aiohttp import web
 
 from app.attach.engine import AttachEngine
 from app.daemon import autoconf, listener, metrics_server, query_server, server, spool, wiring
@@ -46,6 +49,9 @@ log = logging.getLogger("app.daemon")
 
 MIRROR_CONDITION = "the pod and NAD mirrors to sync"
 INDICATOR_CONDITION = "the readiness indicator file"
+ACCEPT_TURN_SECONDS = 0.01
+CLOSE_SETTLE_SECONDS = 2.0
+"""Most a stopping daemon waits for connections still open on ``multus.sock`` to be answered."""
 
 
 class Daemon:
@@ -136,7 +142,7 @@ class Daemon:
         servers = AsyncExitStack()
         stack.push_async_callback(self._stop_servers, servers)
         try:
-            servers.push_async_callback((await server.start(cni_server, self._sock)).cleanup)
+            servers.push_async_callback(self._close_cni_server, await server.start(cni_server, self._sock))
         except OSError as exc:
             log.critical("cannot serve on %s: %s", self.settings.socket_path, exc)
             return 3
@@ -204,6 +210,18 @@ class Daemon:
         """Stage 3: ``multus.sock``, the metrics endpoint and the query API stop accepting."""
         await servers.aclose()
         log.debug("stopping: servers closed")
+
+    async def _close_cni_server(self, runner: web.AppRunner) -> None:
+        """``multus.sock`` stops accepting without resetting anyone: its path goes first (a shim
+        connecting from now on finds no daemon and waits for the next, as the marker says), the
+        connections already queued or open are answered (503 while stopping), then it closes."""
+        self.settings.socket_path.unlink(missing_ok=True)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CLOSE_SETTLE_SECONDS
+        await asyncio.sleep(ACCEPT_TURN_SECONDS)  # the loop accepts what the backlog still holds
+        while runner.server is not None and runner.server.connections and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(ACCEPT_TURN_SECONDS)  # aiohttp has no event for "no connection left"
+        await runner.cleanup()
 
     async def _stop_tasks(self, kube: daemon_cluster.Cluster | None) -> None:
         """Stage 4: watchers and background tasks end (the stop event is set; late ones cancelled)."""
