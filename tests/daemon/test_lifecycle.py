@@ -1,5 +1,6 @@
 """A daemon process: a background task that crashes is restarted while ADDs complete; a graceful
-stop leaves the restart marker and the next daemon removes it; the socket accepts early."""
+stop drains the ADD in flight, leaves the restart marker (the next daemon removes it) and resets
+no connection; the socket accepts early and a second daemon on it exits 3."""
 
 from __future__ import annotations
 
@@ -182,3 +183,44 @@ def test_sigterm_drains_an_add_in_flight_and_leaves_the_marker_before_the_socket
     cluster.start_daemon()
     assert cluster.run_shim("DEL", container_id=container_id, netns=netns).returncode == 0
     assert cluster.stop_daemon() == 0
+
+
+def test_a_stopping_daemon_answers_or_refuses_every_connection_and_resets_none(
+    started: Callable[..., Cluster],
+) -> None:
+    cluster = started()
+    assert cluster.daemon is not None
+    path = str(cluster.socket_dir / "multus.sock")
+    outcomes: dict[str, int] = {"answered": 0, "absent": 0, "reset": 0}
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(30)
+                try:
+                    sock.connect(path)
+                except (FileNotFoundError, ConnectionRefusedError):
+                    outcomes["absent"] += 1  # no daemon: the shim waits for the next one
+                    continue
+                try:
+                    sock.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+                    response = b""
+                    while chunk := sock.recv(4096):
+                        response += chunk
+                except OSError:
+                    response = b""
+                outcomes["answered" if response.startswith(b"HTTP/1.1 ") else "reset"] += 1
+
+    clients = [threading.Thread(target=client) for _ in range(4)]
+    for thread in clients:
+        thread.start()
+    try:
+        wait_for(lambda: outcomes["answered"] >= 20, "answers", cluster)
+        assert cluster.stop_daemon() == 0
+        wait_for(lambda: outcomes["absent"] >= 20, "connections finding no daemon", cluster)
+    finally:
+        stop.set()
+        for thread in clients:
+            thread.join(timeout=60)
+    assert outcomes["reset"] == 0, outcomes
