@@ -40,7 +40,7 @@ LEVELS = {
 }
 """Upstream's ``logLevel`` names (case-insensitive); anything else logs nothing but panics."""
 MEGABYTE = 1024 * 1024
-DEFAULT_MAX_SIZE_MB = 100
+DEFAULT_MAX_SIZE_MB = LogOptions().max_size_mb
 """lumberjack's size when ``maxSize`` is 0."""
 BACKUP_TIME_FORMAT = "%Y-%m-%dT%H-%M-%S"
 
