@@ -27,5 +27,6 @@ def test_an_unusable_chroot_dir_is_a_start_up_error_naming_the_key(
 
     assert code == 1
     log = cluster.daemon_log.read_text()
-    assert "'chrootDir'" in log and str(root) in log
+    assert "'chrootDir'" in log
+    assert str(root) in log
     assert not (cluster.socket_dir / "multus.sock").exists(), "nothing was served"
