@@ -320,7 +320,10 @@ def install_bundle(impl_dir: Path, host_impl_dir: str, *, source: Path | None = 
     path as the node sees it). Nothing visible changes until the final rename; an identical runtime
     already installed is reused as it is (a running shim may have its files open)."""
     if source is not None:
-        check_bundle(source)
+        name = runtime_name(check_bundle(source))
+        host_target = f"{host_impl_dir.rstrip('/')}/{name}"
+        if installed_for(impl_dir / name) == host_target:  # this very runtime is in place already
+            return impl_dir / name, f"{host_target}/{read_manifest(source)['interpreter']}"
     try:
         impl_dir.mkdir(mode=0o755, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=impl_dir))

@@ -319,3 +319,15 @@ def test_multus_install_builds_and_installs_a_bundle_from_the_command_line(
     launcher = bin_dir / "multus-shim"
     assert launcher.read_text().startswith(f"#!{bin_dir}/.multus-shim.d/runtime-")
     assert hostless.run([str(launcher)], env={"CNI_COMMAND": "VERSION"}).stdout == VERSION_REPLY
+
+
+def test_reinstalling_the_same_bundle_leaves_the_installed_runtime_untouched(
+    built: Path, bin_dir: Path
+) -> None:
+    launcher = install_bundled_shim(str(bin_dir), source=built)
+    runtime = bin_dir / ".multus-shim.d" / str(runtime_of(launcher))
+    inodes = {path: path.stat().st_ino for path in runtime.rglob("*")}
+    again = install_bundled_shim(str(bin_dir), source=built)
+    assert runtime_of(again) == runtime.name
+    assert {path: path.stat().st_ino for path in runtime.rglob("*")} == inodes  # nothing rewritten
+    assert runtimes(bin_dir) == [runtime.name]
