@@ -40,10 +40,10 @@ for _ in range(runs):
         if pid == 0:
             os.dup2(stdin, 0); os.dup2(null, 1); os.dup2(null, 2)
             os.execve(shim, [shim], env)
-        _, status = os.waitpid(pid, 0)
+        _, status, usage = os.wait4(pid, 0)
         elapsed = (time.perf_counter() - started) * 1000
         os.close(stdin)
-        print(index, elapsed, os.waitstatus_to_exitcode(status))
+        print(index, elapsed, (usage.ru_utime + usage.ru_stime) * 1000, os.waitstatus_to_exitcode(status))
 """
 
 
@@ -89,18 +89,23 @@ def tree_size(path: Path) -> int:
     return sum(item.stat().st_size for item in path.rglob("*") if item.is_file())
 
 
-def time_variants(shims: list[Path], *, runs: int, stdin: Path, env: dict[str, str]) -> list[list[float]]:
-    """Wall times (ms) of each shim, interleaved run by run; a failed run is an error."""
+def time_variants(
+    shims: list[Path], *, runs: int, stdin: Path, env: dict[str, str]
+) -> tuple[list[list[float]], list[list[float]]]:
+    """Wall times and CPU times (user + system, ms) of each shim, interleaved run by run; a failed run
+    is an error."""
     pairs = [f"{key}={value}" for key, value in env.items()]
     command = [sys.executable, "-IS", "-c", SPAWNER, ",".join(map(str, shims)), str(runs), str(stdin), *pairs]
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    times: list[list[float]] = [[] for _ in shims]
+    walls: list[list[float]] = [[] for _ in shims]
+    cpus: list[list[float]] = [[] for _ in shims]
     for line in out.splitlines():
-        index, elapsed, status = line.split()
+        index, elapsed, cpu, status = line.split()
         if status != "0":
             raise SystemExit(f"{shims[int(index)]} exited {status}")
-        times[int(index)].append(float(elapsed))
-    return times
+        walls[int(index)].append(float(elapsed))
+        cpus[int(index)].append(float(cpu))
+    return walls, cpus
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -145,13 +150,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             "CNI_ARGS": "K8S_POD_NAMESPACE=default;K8S_POD_NAME=bench",
         }
         print(f"shim start-up, {args.runs} runs per variant, interleaved, {os.cpu_count()} CPUs")
-        print("ms: p50 (p10-p90)")
+        print("ms: wall p50 (p10-p90), CPU (user + system) p50")
         labels = list(variants)
         for command, env in (("VERSION", {**base, "CNI_COMMAND": "VERSION"}), ("ADD", add)):
-            times = time_variants(list(variants.values()), runs=args.runs, stdin=conf, env=env)
-            for label, values in zip(labels, times, strict=True):
+            walls, cpus = time_variants(list(variants.values()), runs=args.runs, stdin=conf, env=env)
+            for label, values, cpu in zip(labels, walls, cpus, strict=True):
                 p10, p50, p90 = (percentile(values, f) for f in (0.1, 0.5, 0.9))
-                print(f"  {command:7} {label:55} {p50:6.2f}  ({p10:.2f}-{p90:.2f})")
+                cpu50 = percentile(cpu, 0.5)
+                print(f"  {command:7} {label:50} {p50:6.2f}  ({p10:.2f}-{p90:.2f})  CPU {cpu50:.2f}")
         stub.close()
         for label, size in sizes.items():
             print(f"  size of the installed runtime, {label}: {size / 2**20:.1f} MiB")

@@ -18,8 +18,9 @@ lib/python3.X/multus_shim_impl.pyc   the shim (``app/shim/shim.py``), precompile
 ```
 
 Under ``-I -S`` the interpreter finds ``lib/python3.X`` by searching upwards from its own directory for
-the ``os`` landmark, so no environment variable or configuration file is needed. The libraries
-carry ``RUNPATH=$ORIGIN`` (the extension modules ``$ORIGIN/../..``), so none is looked up on the host.
+the ``os`` landmark, so no environment variable or configuration file is needed. Libraries that need
+more than libc and the loader carry ``RUNPATH=$ORIGIN`` (the extension modules ``$ORIGIN/../..``;
+RUNPATH is not inherited), so no library is looked up on the host.
 Two fields cannot be relative: the interpreter's PT_INTERP (the kernel opens it, relative to the
 working directory) and, for ``readelf`` to show it plainly, its RUNPATH. ``install_bundle`` sets both
 to the absolute path the node will see, once it knows it.
@@ -30,8 +31,10 @@ renaming a complete staging directory, is never modified afterwards, and the lau
 is ever needed) is switched to it by rename. The previous runtime is kept (a shim the runtime started
 a moment ago may still exec it); older ones are removed.
 
-The loader and libc come from the build machine (the image, or the CI machine for ``pip install``);
-glibc's compatibility guarantees make them run on any kernel the image runs on.
+The loader and libc come from the build machine (the image, or the CI machine for ``pip install``),
+so they run wherever that machine's binaries run. What the shim still reads of the node is data, no
+code: the locale files ``setlocale`` opens (Python sets LC_CTYPE from the environment at start-up) and
+``/etc/localtime``. It must never modify an installed runtime in place: a shim may be running from it.
 """
 
 import hashlib

@@ -1,8 +1,10 @@
 """multus-shim: the CNI plugin the container runtime executes; it forwards each CNI call to the daemon.
 
-Who runs it: the container runtime, for every pod sandbox ADD/DEL/CHECK/GC/STATUS, as
-``python -IS <launcher>`` (``app.shim.install`` writes the launcher and precompiles this module), or
-through the ``multus-shim`` console script (same behaviour, slower start).
+Who runs it: the container runtime, for every pod sandbox ADD/DEL/CHECK/GC/STATUS, through the
+launcher ``app.shim.install`` writes: by default run by the shim's own runtime (``app.shim.bundle``:
+an interpreter with its libraries and loader, this module precompiled inside), or by a host Python
+as ``python -IS <launcher>``; or through the ``multus-shim`` console script (same behaviour, slower
+start). Whatever runs it, it must need nothing beyond the modules named below.
 
 What it does, in order (the wire format is /work/shared/reference/shim-daemon-protocol.md):
 
