@@ -20,7 +20,7 @@ What it does, in order (the wire format is /work/shared/reference/shim-daemon-pr
    (a crashed daemon, or none started yet) it fails at once with code 11, as upstream does;
 3. prints the answer the CNI way: the ADD result converted to the stdin conf's ``cniVersion``
    (Go ``json.MarshalIndent`` layout), nothing for the other commands, or a CNI error object;
-4. on failure only, appends one line to the conf's ``logFile`` (and stderr if ``logToStderr``).
+4. on failure only, appends one line to the conf's ``logFile`` (never to stderr: that stays empty).
 
 ``multus-shim -version`` (or ``-v``; Go ``flag`` syntax) prints the version and exits 0, as upstream's.
 
@@ -1273,13 +1273,12 @@ GO_COMMAND_NAMES = {
 
 
 def log_failure(call: Call, failure: CniError, suffix: str = "") -> None:
-    """Append one line about a failed call to the conf's ``logFile`` (and stderr with ``logToStderr``),
-    upstream's layout: ``<RFC 3339 UTC> [error] CmdAdd (shim): ...``. Only once the conf was read
-    (before that no log file is known); a log that cannot be written is skipped: the runtime still
-    gets the error itself."""
+    """Append one line about a failed call to the conf's ``logFile``, upstream's layout:
+    ``<RFC 3339 UTC> [error] CmdAdd (shim): ...``, whatever ``logLevel`` says. Only once the conf was
+    read (before that no log file is known); a log that cannot be written is skipped: the runtime
+    still gets the error itself. ``logToStderr`` is not honoured: the shim's stderr stays empty."""
     log_file = call.conf.get("logfile")
-    to_stderr = call.conf.get("logtostderr") is True
-    if not (isinstance(log_file, str) and log_file) and not to_stderr:
+    if not (isinstance(log_file, str) and log_file):
         return
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     name = GO_COMMAND_NAMES.get(call.command, f"Cmd{call.command}")
@@ -1287,22 +1286,14 @@ def log_failure(call: Call, failure: CniError, suffix: str = "") -> None:
     text = f"{failure.msg}; {failure.details}" if failure.details else failure.msg
     line = f"{stamp} [error] {name} (shim): container {container!r}: code {failure.code}: {text}{suffix}"
     data = (line.replace("\r", "\\r").replace("\n", "\\n") + "\n").encode("utf-8", "backslashreplace")
-    if isinstance(log_file, str) and log_file:
+    try:
+        fd = posix.open(log_file, posix.O_WRONLY | posix.O_APPEND | posix.O_CREAT | posix.O_CLOEXEC, 0o644)
         try:
-            fd = posix.open(
-                log_file, posix.O_WRONLY | posix.O_APPEND | posix.O_CREAT | posix.O_CLOEXEC, 0o644
-            )
-            try:
-                posix.write(fd, data)  # one write with O_APPEND: lines of concurrent shims never interleave
-            finally:
-                posix.close(fd)
-        except (OSError, ValueError):
-            pass
-    if to_stderr:
-        try:  # noqa: SIM105 (contextlib costs an import)
-            posix.write(2, data)
-        except OSError:
-            pass
+            posix.write(fd, data)  # one write with O_APPEND: lines of concurrent shims never interleave
+        finally:
+            posix.close(fd)
+    except (OSError, ValueError):
+        pass
 
 
 # --- Entry point ---------------------------------------------------------------------------------------

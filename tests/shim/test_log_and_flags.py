@@ -73,10 +73,12 @@ def test_an_unreachable_daemon_and_a_spooled_del_are_logged(
     ]
 
 
-def test_log_to_stderr_echoes_the_line(launcher: Path, socket_dir: Path) -> None:
-    run = run_shim(launcher, conf_bytes(socket_dir, logToStderr=True), env={"CNI_COMMAND": "CHECK"})
-    assert run.returncode == 1
-    assert re.match(rb"^\S+Z \[error\] CmdCheck \(shim\): .*code 11: multus daemon not reachable", run.stderr)
+def test_stderr_stays_empty_even_with_log_to_stderr(launcher: Path, socket_dir: Path, tmp_path: Path) -> None:
+    log = tmp_path / "multus.log"
+    conf = conf_bytes(socket_dir, logToStderr=True, logLevel="panic", logFile=str(log))
+    run = run_shim(launcher, conf, env={"CNI_COMMAND": "CHECK"})
+    assert run.error()["code"] == 11  # and stderr empty
+    assert [command for command, _ in log_lines(log)] == ["CmdCheck"]  # whatever logLevel says
 
 
 def test_an_unwritable_log_file_does_not_change_the_answer(launcher: Path, socket_dir: Path) -> None:
