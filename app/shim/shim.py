@@ -12,7 +12,8 @@ What it does, in order (the wire format is /work/shared/reference/shim-daemon-pr
    interface name, network name, config version gates), answering VERSION and "no command" itself;
 2. sends one HTTP/1.1 ``POST /cni`` over the unix socket ``<daemonSocketDir>/multus.sock``, carrying the
    raw stdin (base64) and the whole environment. While the daemon answers 503 or its listen backlog is
-   full, it retries every ``RETRY_INTERVAL_SECONDS`` for up to ``DAEMON_WAIT_SECONDS``. When the socket
+   full, it retries every ``RETRY_INTERVAL_SECONDS`` for up to ``DAEMON_WAIT_SECONDS`` (503s for as
+   long as a restart marker is live, see below). When the socket
    is missing or refuses connections, it waits only if the daemon announced a graceful restart: a
    marker ``<daemonSocketDir>/multus.restarting`` (JSON ``{"pid": int, "until": Unix time}``, written by
    the stopping daemon, removed by the next one once it accepts) whose ``until`` is still ahead; then
@@ -572,8 +573,9 @@ def seconds_setting(name: bytes, default: float) -> float:
 
 def call_daemon(path: str, request: bytes) -> tuple[int, bytes]:
     """Send the request; while the daemon answers 503 or its backlog is full, retry until the wait
-    bound; while it is absent, retry only as long as a live restart marker says it is coming back.
-    Returns (HTTP status, body) of the last answer."""
+    bound; while it is absent, retry only as long as a live restart marker says it is coming back
+    (and a 503 too, then: a restarted daemon finishing its start-up). Returns (HTTP status, body) of
+    the last answer."""
     now = time.monotonic()
     deadline = now + seconds_setting(TIMEOUT_SECONDS_ENV, REQUEST_TIMEOUT_SECONDS)
     wait_until = min(deadline, now + seconds_setting(WAIT_SECONDS_ENV, DAEMON_WAIT_SECONDS))
@@ -593,9 +595,12 @@ def call_daemon(path: str, request: bytes) -> tuple[int, bytes]:
                 msg = f"multus daemon not reachable at {path}: {absent}"
                 raise CniError(ERR_TRY_AGAIN_LATER, msg) from None
         else:
-            if status != 503 or time.monotonic() >= wait_until:
+            if status != 503:
                 return status, body
-        time.sleep(max(0.0, min(RETRY_INTERVAL_SECONDS, wait_until - time.monotonic())))
+            # not ready: the wait bound, or longer while a restart marker says the daemon is coming back
+            if time.monotonic() >= wait_until and restart_pause(path, deadline) < 0:
+                return status, body
+        time.sleep(max(0.0, min(RETRY_INTERVAL_SECONDS, deadline - time.monotonic())))
 
 
 def restart_pause(path: str, deadline: float) -> float:

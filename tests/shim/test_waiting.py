@@ -125,6 +125,17 @@ def test_a_stale_or_unreadable_marker_is_code_11_at_once(
     }
 
 
+def test_a_restarted_daemon_not_ready_yet_is_waited_for_while_the_marker_lives(
+    launcher: Path, daemon: StubDaemon
+) -> None:
+    write_marker(daemon.socket_dir, time.time() + 120)
+    not_ready = json_reply(503, {"code": 11, "msg": "multus daemon is not ready: start-up recovery"})
+    daemon.replies = [not_ready, not_ready, json_reply(200, RESULT)]
+    run = run_shim(launcher, conf_bytes(daemon.socket_dir), env={"MULTUS_SHIM_WAIT_SECONDS": "0"})
+    assert b'"address": "10.0.0.2/8"' in run.success()
+    assert len(daemon.requests) == 3
+
+
 def test_a_marker_whose_daemon_does_not_come_back_is_code_11_at_its_until(
     launcher: Path, socket_dir: Path
 ) -> None:
