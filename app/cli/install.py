@@ -362,13 +362,18 @@ def calls_shim(conf: Path, shim_name: str) -> bool:
 
 
 def purge_daemon_state(layout: Layout, settings: Settings) -> list[Path]:
-    """Remove the daemon's files by name (database and companions, spooled DELs, sockets), then
+    """Remove the daemon's files by name (database and companions, spooled DELs, sockets and the
+    restart marker a gracefully stopped daemon leaves for the shim), then
     their directories if that left them empty. A file we do not know keeps its directory.
 
     This forgets the checkpoint: only for a node where no pod uses multus networks any more."""
     database = layout.on_host(settings.database_path)
     spool = layout.on_host(settings.spool_path)
-    sockets = [layout.on_host(settings.socket_path), layout.on_host(settings.query_socket_path)]
+    sockets = [
+        layout.on_host(settings.socket_path),
+        layout.on_host(settings.query_socket_path),
+        layout.on_host(settings.restart_marker_path),
+    ]
     candidates = [database.with_name(database.name + suffix) for suffix in STATE_FILE_SUFFIXES]
     if spool.is_dir():
         candidates += sorted(path for pattern in SPOOL_PATTERNS for path in spool.glob(pattern))
