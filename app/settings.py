@@ -80,6 +80,9 @@ class Settings:
     ids when the pod-resources API does not answer; upstream hard-codes the same path."""
     sysfs_root: Path = Path("/sys")
     """multus-py ``sysfsRoot``: where PCI devices (SR-IOV VFs) are found; tests use a fake tree."""
+    device_info_dir: str = "/var/run/k8s.cni.cncf.io/devinfo"
+    """multus-py ``deviceInfoDir``: the device-info spec's base directory (device plugins' files in
+    ``dp/``, the files written for CNIs in ``cni/``); upstream hard-codes the same path."""
     spool_dir: Path | None = None
     """multus-py ``spoolDir``: where the shim records DELs it could not deliver (default
     ``<stateDir>/spool``); it is written into the generated shim conf."""
@@ -155,6 +158,7 @@ def from_mapping(obj: object) -> Settings:
         metrics_port=reader.port("metricsPort"),
         spool_dir=Path(reader.string("spoolDir", "")) if reader.string("spoolDir", "") else None,
         sysfs_root=Path(reader.string("sysfsRoot", "/sys")),
+        device_info_dir=reader.string("deviceInfoDir", "/var/run/k8s.cni.cncf.io/devinfo"),
         readiness_indicator_file=reader.string("readinessindicatorfile", ""),
         pod_resources_socket=reader.string(
             "podResourcesSocket", "/var/lib/kubelet/pod-resources/kubelet.sock"

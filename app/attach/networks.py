@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.attach import delegate_inputs, nad_config
+from app.attach import delegate_inputs, device_info, nad_config
 from app.attach import selection as sel
 from app.attach.cluster import (
     DEFAULT_NETWORK_ANNOTATION,
@@ -104,6 +104,8 @@ class _Decided:
     net: NetworkConfigList
     cni_args: tuple[tuple[str, str], ...]
     capability_args: dict[str, Any] = field(default_factory=dict)
+    device_plugin_copy: tuple[str, str, str] | None = None
+    """(resource, device id, CNIDeviceInfoFile) when the device plugin's device-info file is to be copied."""
 
 
 class NetworkResolver:
@@ -113,8 +115,11 @@ class NetworkResolver:
     per file, not a parse; an edited file is reloaded.
     """
 
-    def __init__(self, *, cluster: ClusterSources | None = None) -> None:
+    def __init__(
+        self, *, cluster: ClusterSources | None = None, device_info_dir: str = device_info.DEFAULT_DIR
+    ) -> None:
         self._cluster = cluster
+        self._device_info_dir = device_info_dir
         self._file_cache: dict[str, tuple[tuple[int, int], NetworkConfigList]] = {}
 
     @property
@@ -127,14 +132,18 @@ class NetworkResolver:
         allocator = await self._allocator(networks, pod)
         base_args = delegate_cni_args(request.cni_args)
         plans = []
+        staging: list[tuple[str, str, str]] = []
         for position, network in enumerate(networks):
-            decided = self._decide(network, position, base_args, request, allocator)
+            ifname = self._ifname(network, position, request)
+            decided = self._decide(network, position, base_args, request, allocator, ifname=ifname)
+            if decided.device_plugin_copy is not None:
+                staging.append(decided.device_plugin_copy)
             plans.append(
                 DelegatePlan(
                     position=position,
                     network_name=network.name,
                     net=decided.net,
-                    ifname=self._ifname(network, position, request),
+                    ifname=ifname,
                     is_master=position == 0,
                     cni_args=decided.cni_args,
                     capability_args=decided.capability_args,
@@ -142,6 +151,10 @@ class NetworkResolver:
                 )
             )
         check_unique_ifnames(plans)
+        for resource, device_id, cni_path in staging:
+            device_info.stage_from_device_plugin(
+                base_dir=self._device_info_dir, resource=resource, device_id=device_id, cni_path=cni_path
+            )
         return Resolution(plans=plans, pod=pod)
 
     # ---- the pod ------------------------------------------------------------------------------
@@ -312,6 +325,8 @@ class NetworkResolver:
         base_args: tuple[tuple[str, str], ...],
         request: SandboxRequest,
         allocator: DeviceAllocator | None,
+        *,
+        ifname: str,
     ) -> _Decided:
         runtime_config = dict(request.conf.runtime_config)
         selection = network.selection
@@ -322,15 +337,31 @@ class NetworkResolver:
         if device_id:
             data = delegate_inputs.inject_device_id(data, device_id)
         net = network.net if data is network.net.raw else cniconf.load_network_list(data, source=network.name)
-        if selection is None:
-            return _Decided(net=net, cni_args=base_args, capability_args=runtime_config)
-        cni_args = delegate_inputs.cni_args_for(selection, base_args)
+        cni_args = delegate_inputs.cni_args_for(selection, base_args) if selection is not None else base_args
         if position == 0:  # upstream overlays no requests on the master's runtimeConfig
-            return _Decided(net=net, cni_args=cni_args, capability_args=runtime_config)
-        capability_args = delegate_inputs.capability_args_for(
-            selection, runtime_config, resource_device_id=device_id or ""
-        )
-        return _Decided(net=net, cni_args=cni_args, capability_args=capability_args)
+            capability_args = runtime_config
+        elif selection is None:
+            capability_args = runtime_config
+            if device_id:
+                capability_args[delegate_inputs.CAPABILITY_DEVICE_ID] = device_id
+        else:
+            capability_args = delegate_inputs.capability_args_for(
+                selection, runtime_config, resource_device_id=device_id or ""
+            )
+        decided = _Decided(net=net, cni_args=cni_args, capability_args=capability_args)
+        if capability_args.get(delegate_inputs.CAPABILITY_DEVICE_ID):
+            # upstream: any delegate with a deviceID gets its own device-info file path (replacing
+            # one the runtime passed), and a device-plugin device has the plugin's file copied there
+            cni_path = device_info.cni_file_path(
+                self._device_info_dir,
+                network_name=network.name,
+                container_id=request.container_id,
+                ifname=ifname,
+            )
+            capability_args[delegate_inputs.CAPABILITY_DEVICE_INFO_FILE] = cni_path
+            if device_id:
+                decided.device_plugin_copy = (network.resource_name, device_id, cni_path)
+        return decided
 
     @staticmethod
     def _ifname(network: _Network, position: int, request: SandboxRequest) -> IfName:

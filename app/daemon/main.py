@@ -272,7 +272,10 @@ class Daemon:
         extra_path = tuple(part for part in os.environ.get("CNI_PATH", "").split(":") if part)
         return AttachEngine(
             db=db,
-            resolver=NetworkResolver(cluster=kube.sources if kube is not None else None),
+            resolver=NetworkResolver(
+                cluster=kube.sources if kube is not None else None,
+                device_info_dir=self.settings.device_info_dir,
+            ),
             status=kube.watchers.publisher if kube is not None else None,
             boot_id=os.environ.get(BOOT_ID_OVERRIDE) or boot_id(),
             settings=EngineSettings(
