@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.attach import delegate_inputs, device_info, nad_config
+from app.attach import delegate_inputs, device_info, disk_chains, nad_config
 from app.attach import selection as sel
 from app.attach.cluster import (
     DEFAULT_NETWORK_ANNOTATION,
@@ -197,6 +197,14 @@ class NetworkResolver:
             )
             sel.check_default_routes(selections)
             networks.extend([await self._selected(selection, conf, pod) for selection in selections])
+        if conf.auxiliary_cni_chain_name:
+            chain = disk_chains.auxiliary_chain(
+                chain=conf.auxiliary_cni_chain_name,
+                cluster_network=conf.cluster_network,
+                cni_version=conf.cni_version,
+            )
+            if chain is not None:
+                networks.append(_Network(name=chain.name, net=chain))
         return networks
 
     async def _cluster_networks(self, conf: MultusNetConf, pod: PodInfo | None) -> list[_Network]:
@@ -372,11 +380,11 @@ class NetworkResolver:
     # ---- conf files ---------------------------------------------------------------------------
 
     def _by_name(self, conf_dir: str, name: str) -> NetworkConfigList | None:
-        return cniconf.find_by_name(conf_dir, name, loader=self._load_file_cached)
+        return cniconf.find_by_name(conf_dir, name, loader=self._load_file)
 
     def _from_path(self, path: str) -> NetworkConfigList:
         if os.path.isdir(path):
-            found = cniconf.first_in_dir(path, loader=self._load_file_cached)
+            found = cniconf.first_in_dir(path, loader=self._load_file)
             if found is None:
                 raise CniError(
                     ErrorCode.INVALID_NETWORK_CONFIG,
@@ -384,7 +392,7 @@ class NetworkResolver:
                     "expected a *.conf, *.json or *.conflist file",
                 )
             return found
-        return self._load_file_cached(path)
+        return self._load_file(path)
 
     def _load_file_cached(self, path: str) -> NetworkConfigList:
         try:
@@ -403,11 +411,32 @@ class NetworkResolver:
         self._file_cache[path] = (key, net)
         return net
 
+    def _load_file(self, path: str) -> NetworkConfigList:
+        """A conf file's network; a conflist with on-disk plugins gets them appended (not cached:
+        the plugin directory may change without the conflist changing)."""
+        if not path.endswith(".conflist"):
+            return self._load_file_cached(path)
+        try:
+            net: NetworkConfigList | None = self._load_file_cached(path)
+        except CniError:
+            net = None  # perhaps a conflist whose plugins are all on disk
+        if net is not None and not os.path.isdir(os.path.join(os.path.dirname(path), net.name)):
+            return net
+        return disk_chains.load_conflist_file(path, _read(path))
+
     @staticmethod
     def _inline(index: int, delegate: Mapping[str, Any]) -> _Network:
         data = json.dumps(delegate, sort_keys=True).encode()
         net = cniconf.load_network_list(data, source=f"delegates[{index}]")
         return _Network(name=net.name, net=net)
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise CniError(ErrorCode.IO_FAILURE, f"error reading {path}: {exc.strerror}") from exc
 
 
 def nad_not_found(name: str) -> str:

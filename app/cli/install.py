@@ -7,6 +7,8 @@ It owns what the daemon does not write:
 * the shim in the CNI bin dir: a launcher ``#!<interpreter> -IS`` plus a precompiled module, written by
   ``app.shim.install`` (temporary file + rename each, so a runtime executing the shim during an
   upgrade runs the old or the new version, never a torn file, and never hits "text file busy");
+* ``passthru`` in the CNI bin dir (``app.cli.passthru``), the plugin heading an
+  ``auxiliaryCNIChainName`` chain, unless a foreign plugin of that name is there;
 * when ``multusConfigFile`` names a file rather than ``auto``: that file's copy in the CNI conf dir,
   written only once ``readinessindicatorfile`` exists (upstream's daemon waits the same 45 s for it).
   In ``auto`` mode the daemon generates ``00-multus.conf`` itself and owns the readiness file.
@@ -23,8 +25,8 @@ daemon-config.json are the daemon container's, which the DaemonSet mounts at the
 the host, so ``<host-root>/<path>`` is where the installer finds them. The interpreter is a host
 path; it is checked inside the host root when that is visible.
 
-Imports the standard library, ``app.shim.install`` and ``app.settings`` (both standard library
-only): never the store or the Kubernetes client, so it starts in tens of milliseconds.
+Imports the standard library, ``app.shim.install``, ``app.cli.passthru`` and ``app.settings`` (all
+standard library only): never the store or the Kubernetes client, so it starts in tens of milliseconds.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from app import settings as settings_module
+from app.cli import passthru
 from app.settings import Settings, SettingsError
 from app.shim import install as shim_install
 
@@ -174,6 +177,9 @@ def install(
 
     Returns the paths written, as seen here. Safe to run again: every file is replaced by rename."""
     written = [shim_install.install_shim(str(layout.bin_dir), interpreter=interpreter, name=layout.shim_name)]
+    plugin = passthru.install(layout.bin_dir)
+    if plugin is not None:
+        written.append(plugin)
     if settings is None or settings.multus_config_file == "auto":
         return written
     wait_for_readiness(layout, settings, timeout=readiness_timeout)
@@ -267,6 +273,7 @@ def uninstall(layout: Layout, *, settings: Settings | None = None, purge_state: 
             ensure_unlocked(layout.on_host(settings.database_path))
     removed = remove_shim_confs(layout)
     removed += shim_install.uninstall_shim(str(layout.bin_dir), layout.shim_name)
+    removed += passthru.uninstall(layout.bin_dir)
     if settings is not None and purge_state:
         removed += purge_daemon_state(layout, settings)
     return removed
