@@ -300,3 +300,16 @@ async def test_an_auxiliary_chain_name_that_is_not_a_directory_name_is_refused(
     assert "'auxiliaryCNIChainName'" in raised.value.msg
     assert node.calls() == []
     assert await node.sandbox(container) is None
+
+
+def test_install_keeps_a_foreign_passthru_and_uninstall_removes_only_ours(tmp_path: Path) -> None:
+    foreign = tmp_path / "passthru"
+    foreign.write_bytes(b"\x7fELF upstream's Go passthru")
+    assert passthru.install(tmp_path) is None
+    assert passthru.uninstall(tmp_path) == []
+    assert foreign.read_bytes() == b"\x7fELF upstream's Go passthru"
+    foreign.unlink()
+    assert passthru.install(tmp_path) == foreign
+    assert passthru.install(tmp_path) == foreign, "ours is replaced on reinstall"
+    assert passthru.uninstall(tmp_path) == [foreign]
+    assert not foreign.exists()

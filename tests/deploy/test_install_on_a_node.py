@@ -48,6 +48,8 @@ def test_install_add_and_uninstall_leave_the_node_as_it_was(node: Node) -> None:
     assert installed.returncode == 0, installed.stderr
     launcher = node.bin_dir / "multus-shim"
     assert launcher.read_text().splitlines()[0] == "#!/usr/bin/python3 -IS"
+    plugin = node.bin_dir / "passthru"
+    assert os.access(plugin, os.X_OK), "the auxiliary chain's passthru is installed next to the shim"
     node.start_daemon()
     generated = node.conf_dir / "00-multus.conf"
     node.wait_for(generated.exists, "00-multus.conf")
@@ -125,6 +127,8 @@ def test_uninstall_leaves_a_foreign_shim_and_the_conf_that_calls_it(node: Node) 
     foreign = node.bin_dir / "multus-shim"
     foreign.write_bytes(b"\x7fELF upstream's Go shim")
     foreign.chmod(0o755)
+    foreign_passthru = node.bin_dir / "passthru"
+    foreign_passthru.write_bytes(b"\x7fELF upstream's Go passthru")
     conf = node.conf_dir / "00-multus.conf"
     conf.write_text('{"cniVersion":"1.0.0","name":"multus-cni-network","type":"multus-shim"}')
 
@@ -132,6 +136,7 @@ def test_uninstall_leaves_a_foreign_shim_and_the_conf_that_calls_it(node: Node) 
 
     assert removed.returncode == 0, removed.stderr
     assert foreign.read_bytes() == b"\x7fELF upstream's Go shim"
+    assert foreign_passthru.read_bytes() == b"\x7fELF upstream's Go passthru"
     assert conf.exists()
 
 
