@@ -158,7 +158,7 @@ def from_mapping(obj: object) -> Settings:
         metrics_port=reader.port("metricsPort"),
         spool_dir=Path(reader.string("spoolDir", "")) if reader.string("spoolDir", "") else None,
         sysfs_root=Path(reader.string("sysfsRoot", "/sys")),
-        device_info_dir=reader.string("deviceInfoDir", "/var/run/k8s.cni.cncf.io/devinfo"),
+        device_info_dir=reader.absolute_path("deviceInfoDir", "/var/run/k8s.cni.cncf.io/devinfo"),
         readiness_indicator_file=reader.string("readinessindicatorfile", ""),
         pod_resources_socket=reader.string(
             "podResourcesSocket", "/var/lib/kubelet/pod-resources/kubelet.sock"
@@ -189,6 +189,14 @@ class _Reader:
         if not isinstance(value, str):
             raise SettingsError(f"daemon config key {key!r} must be a string, got {json.dumps(value)}")
         return value or default
+
+    def absolute_path(self, key: str, default: str) -> str:
+        value = self.string(key, default)
+        if not value.startswith("/"):
+            raise SettingsError(
+                f"daemon config key {key!r} must be an absolute path, got {json.dumps(value)}"
+            )
+        return value
 
     def boolean(self, key: str, default: bool) -> bool:
         value = self._obj.get(key, default)

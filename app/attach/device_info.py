@@ -37,7 +37,13 @@ DEFAULT_DIR: Final = "/var/run/k8s.cni.cncf.io/devinfo"
 """The spec's base directory; ``dp/`` holds device plugins' files, ``cni/`` the files for CNIs."""
 CAPABILITY: Final = "CNIDeviceInfoFile"
 _MAX_BYTES: Final = 1 << 20
-_NESTED: Final = ("pci", "vdpa", "vhost-user", "memif")
+_NESTED: Final = {
+    "pci": ("pci-address", "vhost-net", "rdma-device", "pf-pci-address"),
+    "vdpa": ("parent-device", "driver", "path", "pci-address", "pf-pci-address"),
+    "vhost-user": ("mode", "path"),
+    "memif": ("role", "path", "mode"),
+}
+"""The spec's nested objects and their string fields; other keys are ignored, as Go's decoder does."""
 
 
 class DeviceInfoError(ValueError):
@@ -129,7 +135,10 @@ def remove_for_attachment(attachment: AttachmentRecord) -> bool:
 
 
 def load(path: str) -> JsonObject:
-    """A device-info file as a JSON object of the spec's shape; ``DeviceInfoError`` otherwise."""
+    """A device-info file as a JSON object of the spec's shape; ``DeviceInfoError`` otherwise.
+
+    As upstream's decoding into its ``DeviceInfo`` struct: the known fields must have their types,
+    unknown keys are ignored (and dropped when the document is re-encoded)."""
     with open(path, "rb") as handle:
         data = handle.read(_MAX_BYTES + 1)
     if len(data) > _MAX_BYTES:
@@ -149,8 +158,8 @@ def load(path: str) -> JsonObject:
             continue
         if not isinstance(nested, dict):
             raise DeviceInfoError(f'"{key}" must be an object')
-        for field, value in nested.items():
-            if not isinstance(value, str):
+        for field in _NESTED[key]:
+            if field in nested and not isinstance(nested[field], str):
                 raise DeviceInfoError(f'"{key}.{field}" must be a string')
     return document
 

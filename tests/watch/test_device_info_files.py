@@ -292,3 +292,29 @@ def test_a_cni_device_info_file_the_runtime_passed_is_never_removed(tmp_path: Pa
     )
     assert device_info.remove_for_attachment(attachment) is False
     assert foreign.exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "loaded"),
+    [
+        ('{"type": "pci", "pci": {"pci-address": "0000:01:00.1", "extra": 5}, "other": [1]}', True),
+        ('{"type": "vhost-user", "vhost-user": {"mode": "server", "path": "/run/vhu/sock0"}}', True),
+        ('{"type": 7}', False),
+        ('{"type": "pci", "pci": "0000:01:00.1"}', False),
+        ('{"type": "pci", "pci": {"pci-address": 1}}', False),
+        ("", False),
+    ],
+)
+def test_device_info_files_are_read_as_upstreams_struct_decodes_them(
+    tmp_path: Path, content: str, loaded: bool
+) -> None:
+    path = tmp_path / "devinfo.json"
+    path.write_text(content)
+    found = device_info.read_for_status({"CNIDeviceInfoFile": str(path)})
+    assert (found is not None) is loaded
+    if found is not None:
+        result = {"cniVersion": "1.0.0", "interfaces": [{"name": "net1", "sandbox": "/var/run/netns/x"}]}
+        [entry] = status_entries([DelegateOutcome("n", result, False, device_info=found)])
+        assert entry["device-info"]["type"] == found["type"]
+        assert "other" not in entry["device-info"], "unknown keys are dropped, as Go's struct drops them"
+        assert "extra" not in json.dumps(entry)
