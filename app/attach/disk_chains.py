@@ -64,7 +64,7 @@ def auxiliary_chain(*, chain: str, cluster_network: str, cni_version: str) -> Ne
         )
     if "/" not in cluster_network:
         return None
-    extra = plugins_in(os.path.join(os.path.dirname(cluster_network.rstrip("/")), chain))
+    extra = plugins_in(os.path.join(os.path.dirname(cluster_network), chain))
     if not extra:
         return None
     document: JsonObject = {

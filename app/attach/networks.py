@@ -12,8 +12,12 @@ name: a NetworkAttachmentDefinition in ``multusNamespace`` first, then a conf fi
 Annotation selections name NADs only; a NAD with an empty ``spec.config`` stands for the conf file
 of its name in ``confDir``. Each delegate's CNI_ARGS, runtimeConfig (capability args), ``args.cni``
 and device ID are decided here and baked into the configuration bytes the engine records before
-running it. Resolution has no side effects; its errors are CNI errors naming the network (code 7
-for configuration, 11 when the Kubernetes API or the kubelet cannot answer).
+running it, as is the whole chain of a conf file (a conflist's ``<dir>/<name>/*.conf`` plugins)
+and the ``auxiliaryCNIChainName`` delegate appended last (``app.attach.disk_chains``). Errors are CNI
+errors naming the network (code 7 for configuration, 11 when the Kubernetes API or the kubelet
+cannot answer). One side effect, once every delegate is decided: a device-plugin device's
+device-info file is copied to the delegate's ``CNIDeviceInfoFile`` (``app.attach.device_info``),
+which the recorded runtimeConfig names, so the teardown removes it.
 
 Static mode (no Kubernetes configured) passes no ``ClusterSources``: pods, NADs and annotations
 are then out of reach, and only conf files resolve.
