@@ -21,12 +21,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app import rootpath
+
 DEFAULT_CONFIG_PATH = "/etc/cni/net.d/multus.d/daemon-config.json"
 DEFAULT_DELEGATE_TIMEOUT = 60.0
 DEFAULT_GC_INTERVAL = 10.0
 DEFAULT_HISTORY_MAX_AGE_HOURS = 720.0
 DEFAULT_HISTORY_MAX_ROWS = 1_000_000
 LOG_FORMATS = ("text", "json")
+
+
+def default_max_concurrent_delegates() -> int:
+    """``maxConcurrentDelegates`` when unset: 4 per CPU this process may run on, at least 4."""
+    return max(4, 4 * len(os.sched_getaffinity(0)))
 
 
 class SettingsError(ValueError):
@@ -94,6 +101,13 @@ class Settings:
     log_format: str = "text"
     """multus-py ``logFormat``: ``text`` (upstream-like lines) or ``json`` (one JSON object per line)."""
 
+    chroot_dir: str = ""
+    """Upstream's ``chrootDir``: every delegate runs in ``chroot(chrootDir)`` ("" = the daemon's root);
+    ``check_chroot_dir`` makes sure, at the daemon's start, that it is a directory holding ``binDir``."""
+    max_concurrent_delegates: int = field(default_factory=lambda: default_max_concurrent_delegates())
+    """multus-py ``maxConcurrentDelegates``: plugin processes running at once; more wait, in arrival
+    order (default ``default_max_concurrent_delegates()``)."""
+
     readiness_indicator_file: str = ""
     """Upstream's ``readinessindicatorfile``: ADDs wait (the daemon is not ready) while it is
     absent; in auto mode ``00-multus.conf`` exists only while it does."""
@@ -138,11 +152,16 @@ def from_mapping(obj: object) -> Settings:
     if not isinstance(obj, dict):
         raise SettingsError("daemon config must be a JSON object")
     reader = _Reader(obj)
+    bin_dir = reader.string("binDir", "/opt/cni/bin")
     return Settings(
         raw=dict(obj),
         socket_dir=Path(reader.string("socketDir", "/run/multus")),
         state_dir=Path(reader.string("stateDir", "/var/lib/multus-py")),
-        bin_dir=reader.string("binDir", "/opt/cni/bin"),
+        bin_dir=bin_dir,
+        chroot_dir=_absolute_or_empty("chrootDir", reader.string("chrootDir", "")),
+        max_concurrent_delegates=reader.positive_int(
+            "maxConcurrentDelegates", default_max_concurrent_delegates()
+        ),
         cni_dir=reader.string("cniDir", "/var/lib/cni/multus"),
         conf_dir=reader.string("confDir", "/etc/cni/multus/net.d"),
         cni_config_dir=reader.string("cniConfigDir", "/etc/cni/net.d"),
@@ -176,6 +195,27 @@ def from_mapping(obj: object) -> Settings:
             gc_interval=reader.positive_number("gcIntervalSeconds", DEFAULT_GC_INTERVAL),
         ),
     )
+
+
+def _absolute_or_empty(key: str, path: str) -> str:
+    if path and not os.path.isabs(path):
+        raise SettingsError(f"daemon config key {key!r} must be an absolute path, got {json.dumps(path)}")
+    return path
+
+
+def check_chroot_dir(settings: Settings) -> None:
+    """Refuse (SettingsError naming ``chrootDir``) a root delegates cannot run in: not a directory,
+    or without ``binDir`` inside it. The daemon calls this at start-up, before it serves anything;
+    readers of the file that run elsewhere (the installer, multusctl) do not."""
+    root, bin_dir = settings.chroot_dir, settings.bin_dir
+    if not root:
+        return
+    if not os.path.isdir(root):
+        raise SettingsError(f"daemon config key 'chrootDir': {root} is not a directory")
+    if not rootpath.is_dir(root, bin_dir):
+        raise SettingsError(
+            f"daemon config key 'chrootDir': binDir {bin_dir} is not a directory inside {root}"
+        )
 
 
 class _Reader:
@@ -221,6 +261,14 @@ class _Reader:
                 f"daemon config key {key!r} must be a positive number, got {json.dumps(value)}"
             )
         return float(value)
+
+    def positive_int(self, key: str, default: int) -> int:
+        value = self._obj.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise SettingsError(
+                f"daemon config key {key!r} must be a whole number > 0, got {json.dumps(value)}"
+            )
+        return value
 
     def non_negative_number(self, key: str, default: float, *, whole: bool = False) -> float:
         value = self._obj.get(key, default)

@@ -29,6 +29,13 @@ def test_defaults_follow_upstream() -> None:
         ({"metricsPort": 70000}, "metricsPort"),
         ({"delegateTimeoutSeconds": 0}, "delegateTimeoutSeconds"),
         ({"delegateTimeoutSeconds": True}, "delegateTimeoutSeconds"),
+        ({"maxConcurrentDelegates": 0}, "maxConcurrentDelegates"),
+        ({"maxConcurrentDelegates": -3}, "maxConcurrentDelegates"),
+        ({"maxConcurrentDelegates": 2.5}, "maxConcurrentDelegates"),
+        ({"maxConcurrentDelegates": "8"}, "maxConcurrentDelegates"),
+        ({"maxConcurrentDelegates": True}, "maxConcurrentDelegates"),
+        ({"chrootDir": 1}, "chrootDir"),
+        ({"chrootDir": "relative/root"}, "chrootDir"),
         ({"deviceCheckpointFile": ["/x"]}, "deviceCheckpointFile"),
         ({"deviceInfoDir": 1}, "deviceInfoDir"),
         ({"deviceInfoDir": "devinfo"}, "deviceInfoDir"),
@@ -51,3 +58,39 @@ def test_unreadable_or_malformed_files_are_refused_with_the_path(tmp_path: Path)
             settings.load(path)
     with pytest.raises(settings.SettingsError, match="JSON object"):
         settings.load(not_object)
+
+
+def test_the_delegate_bound_defaults_to_four_per_cpu_and_takes_a_whole_number() -> None:
+    assert settings.from_mapping({}).max_concurrent_delegates == settings.default_max_concurrent_delegates()
+    assert settings.default_max_concurrent_delegates() >= 4
+    assert settings.from_mapping({"maxConcurrentDelegates": 3}).max_concurrent_delegates == 3
+
+
+def test_chroot_dir_must_be_a_directory_holding_bin_dir(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "usr" / "lib" / "cni").mkdir(parents=True)
+    (root / "opt" / "cni").mkdir(parents=True)
+    # an absolute symlink, as on a real host: it must be followed inside the root, not the daemon's
+    (root / "opt" / "cni" / "bin").symlink_to("/usr/lib/cni")
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+
+    def check(config: dict[str, object]) -> settings.Settings:
+        parsed = settings.from_mapping(config)
+        settings.check_chroot_dir(parsed)
+        return parsed
+
+    assert check({"chrootDir": str(root), "binDir": "/opt/cni/bin"}).chroot_dir == str(root)
+    assert check({}).chroot_dir == ""
+    for bad, reason in [
+        (tmp_path / "missing", "is not a directory"),
+        (not_a_dir, "is not a directory"),
+    ]:
+        with pytest.raises(settings.SettingsError, match=f"'chrootDir': {bad} {reason}"):
+            check({"chrootDir": str(bad)})
+    outside = "'chrootDir': binDir /elsewhere/bin is not a directory inside"
+    with pytest.raises(settings.SettingsError, match=outside):
+        check({"chrootDir": str(root), "binDir": "/elsewhere/bin"})
+    (root / "usr" / "lib" / "cni").rmdir()
+    with pytest.raises(settings.SettingsError, match="'chrootDir': binDir /opt/cni/bin"):
+        check({"chrootDir": str(root), "binDir": "/opt/cni/bin"})
