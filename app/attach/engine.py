@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from app import metrics
-from app.attach import netns, recording, result_facts, upstream_delete
+from app.attach import device_info, netns, recording, result_facts, upstream_delete
 from app.attach.cluster import (
     PARALLEL_DELEGATES_ANNOTATION,
     ClusterUnavailableError,
@@ -301,7 +301,11 @@ class AttachEngine:
         parallel = self._parallel(request, resolution.pod)
         intents = [
             self._delegate_intent(
-                request=request, plan=plan, cni_path=cni_path, device=await self._devices.snapshot(plan.net)
+                request=request,
+                plan=plan,
+                cni_path=cni_path,
+                device=await self._devices.snapshot(plan.net),
+                root=self._settings.chroot_dir,
             )
             for plan in plans
         ]
@@ -507,7 +511,7 @@ class AttachEngine:
         """
         try:
             return await api.add_network_list(
-                cni=self._cni_config(intent.cni_path),
+                cni=self._cni_config(intent.cni_path, root=intent.root),
                 net=plan.net,
                 rt=self._runtime_conf(container_id=request.container_id, netns_path=request.netns, plan=plan),
             )
@@ -660,7 +664,8 @@ class AttachEngine:
         return None if abandoned else error
 
     async def _del_attachment(self, record: SandboxRecord, attachment: AttachmentRecord) -> None:
-        """The delegate's DEL, replayed from the checkpoint; then its host device must be back.
+        """The delegate's DEL, replayed from the checkpoint; then its host device must be back and
+        the device-info file made for it is removed.
 
         Raises ``UndeletableError`` when the recorded config or result cannot be read back.
         """
@@ -678,10 +683,14 @@ class AttachEngine:
                 else CniError(ErrorCode.DECODING_FAILURE, f"recorded result does not parse: {exc}")
             ) from exc
         await api.del_network_list(
-            cni=self._cni_config(attachment.cni_path), net=net, rt=rt, prev_result=prev_result
+            cni=self._cni_config(attachment.cni_path, root=attachment.root),
+            net=net,
+            rt=rt,
+            prev_result=prev_result,
         )
         if attachment.device is not None and await self._devices.ensure_returned(attachment.device):
             metrics.GC_RECLAIMED.labels("vf").inc()
+        device_info.remove_for_attachment(attachment)
 
     # ---- CHECK --------------------------------------------------------------------------------
 
@@ -715,7 +724,10 @@ class AttachEngine:
             return
         try:
             await api.check_network_list(
-                cni=self._cni_config(attachment.cni_path), net=net, rt=rt, prev_result=result
+                cni=self._cni_config(attachment.cni_path, root=attachment.root),
+                net=net,
+                rt=rt,
+                prev_result=result,
             )
         except Exception as exc:
             raise as_cni_error(exc).with_context(
@@ -727,12 +739,14 @@ class AttachEngine:
     def _cni_path(self, bin_dir: str) -> tuple[str, ...]:
         return tuple(dict.fromkeys([bin_dir, *self._settings.extra_cni_path]))
 
-    def _cni_config(self, cni_path: Sequence[str]) -> api.CniConfig:
+    def _cni_config(self, cni_path: Sequence[str], *, root: str | None = None) -> api.CniConfig:
+        """How to run plugins: in ``root`` (an attachment's recorded one), else in today's ``chrootDir``."""
         return api.CniConfig(
             path=tuple(cni_path),
             timeout=self._settings.delegate_timeout,
             exec=self._exec,
             base_env=self._settings.plugin_env,
+            chroot_dir=self._settings.chroot_dir if root is None else root,
         )
 
     @staticmethod
@@ -763,6 +777,7 @@ class AttachEngine:
         plan: DelegatePlan,
         cni_path: tuple[str, ...],
         device: Mapping[str, str] | None,
+        root: str,
     ) -> DelegateIntent:
         return DelegateIntent(
             container_id=request.container_id,
@@ -779,6 +794,7 @@ class AttachEngine:
             device_ids=result_facts.device_ids(
                 capability_args=plan.capability_args, device=device, result=None
             ),
+            root=root,
         )
 
 

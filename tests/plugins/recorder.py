@@ -19,6 +19,9 @@ Behaviour, from the ``recorder`` object of its config::
         "rendezvous": {"dir": "/path", "count": 3, "timeout": 30}
     }}                                      # ADD: create <dir>/<CNI_IFNAME>, then wait until <count>
                                             # files are there (fail with code 11 after <timeout> s)
+
+When ``runtimeConfig.CNIDeviceInfoFile`` is given, the line also has ``deviceInfoFile``: that file's
+text as the invocation found it (null when absent).
 """
 
 from __future__ import annotations
@@ -47,6 +50,9 @@ def main() -> int:
     }
     if settings.get("checkpoint"):
         entry["checkpoint"] = _read_checkpoint(str(settings["checkpoint"]))
+    runtime_config = config.get("runtimeConfig")
+    if isinstance(runtime_config, dict) and isinstance(runtime_config.get("CNIDeviceInfoFile"), str):
+        entry["deviceInfoFile"] = _read_text(runtime_config["CNIDeviceInfoFile"])
     log = settings.get("log") or os.environ.get("RECORDER_LOG")
     if settings.get("stderr"):
         sys.stderr.write(str(settings["stderr"]))
@@ -75,6 +81,15 @@ def _rendezvous(settings: dict[str, Any]) -> bool:
             return True
         time.sleep(0.02)
     return False
+
+
+def _read_text(path: str) -> str | None:
+    """The file's text as this invocation found it, None when it does not exist."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
 
 
 def _respond(command: str, config: dict[str, Any], settings: dict[str, Any]) -> int:
