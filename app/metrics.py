@@ -113,3 +113,15 @@ EVENTS_DROPPED = Counter(
     "Kubernetes Events not posted because their queue was full.",
     registry=REGISTRY,
 )
+HOTPLUG_OPERATIONS = Counter(
+    "multus_py_hotplug_operations_total",
+    "Delegates added to or removed from running sandboxes, by source (delegate: POST /delegate; "
+    "native: hotplugNetworks), command and outcome.",
+    ["source", "command", "outcome"],
+    registry=REGISTRY,
+)
+HOTPLUG_PENDING = Gauge(
+    "multus_py_hotplug_pending_pods",
+    "Pods whose networks annotation cannot be satisfied yet (retried with backoff).",
+    registry=REGISTRY,
+)

@@ -577,6 +577,10 @@ class AttachEngine:
         """The checkpoint of ``container_id`` as recorded now (None when nothing is)."""
         return await self._db.read(partial(checkpoints.load_sandbox, container_id=container_id))
 
+    async def sandbox_summaries(self) -> list[SandboxSummary]:
+        """Every recorded sandbox, without its attachments."""
+        return await self._db.read(checkpoints.sandbox_summaries)
+
     async def ready_sandboxes_of_pod(self, namespace: str, name: str) -> list[SandboxSummary]:
         """The sandboxes of pod ``namespace/name`` whose ADD completed, oldest first."""
         return await self._db.read(
@@ -642,7 +646,8 @@ class AttachEngine:
         if held is not None:
             raise CniError(
                 ErrorCode.INVALID_ENVIRONMENT,
-                f'interface "{plan.ifname}" (CNI_IFNAME) is already attached to container {record.container_id}',
+                f'interface "{plan.ifname}" (CNI_IFNAME) is already attached to container '
+                f"{record.container_id}",
                 f'the checkpoint records it for network "{held.network_name}"',
             )
         try:
@@ -677,7 +682,9 @@ class AttachEngine:
         answer = results.convert(result, RESULT_VERSION)
         units = self._result_units(request=request, intent=intent, result=result, started=step_started)
         units.append(
-            self._recorded(recording.request_entry(request=request, started=started, error=None, result=answer))
+            self._recorded(
+                recording.request_entry(request=request, started=started, error=None, result=answer)
+            )
         )
         await self._db.write(_all(units))
         return answer
@@ -736,7 +743,8 @@ class AttachEngine:
         if record is None or record.state != "ready":
             raise CniError(
                 ErrorCode.UNKNOWN_CONTAINER,
-                f"unknown container {request.container_id} (CNI_CONTAINERID): no running sandbox on this node",
+                f"unknown container {request.container_id} (CNI_CONTAINERID): "
+                "no running sandbox on this node",
                 "" if record is None else f"checkpoint state is {record.state!r}",
             )
         pod = request.pod
