@@ -91,6 +91,10 @@ class Settings:
     log_format: str = "text"
     """multus-py ``logFormat``: ``text`` (upstream-like lines) or ``json`` (one JSON object per line)."""
 
+    hotplug_networks: bool = False
+    """multus-py ``hotplugNetworks``: the daemon attaches and detaches networks when the
+    ``k8s.v1.cni.cncf.io/networks`` annotation of a running pod changes (``app.attach.hotplug``)."""
+
     readiness_indicator_file: str = ""
     """Upstream's ``readinessindicatorfile``: ADDs wait (the daemon is not ready) while it is
     absent; in auto mode ``00-multus.conf`` exists only while it does."""
@@ -156,6 +160,7 @@ def from_mapping(obj: object) -> Settings:
         spool_dir=Path(reader.string("spoolDir", "")) if reader.string("spoolDir", "") else None,
         sysfs_root=Path(reader.string("sysfsRoot", "/sys")),
         readiness_indicator_file=reader.string("readinessindicatorfile", ""),
+        hotplug_networks=reader.boolean("hotplugNetworks", False),
         pod_resources_socket=reader.string(
             "podResourcesSocket", "/var/lib/kubelet/pod-resources/kubelet.sock"
         ),

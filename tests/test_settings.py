@@ -18,6 +18,8 @@ def test_defaults_follow_upstream() -> None:
     assert parsed.database_path == Path("/var/lib/multus-py/state.db")
     assert parsed.timeouts.delegate_exec == settings.DEFAULT_DELEGATE_TIMEOUT
     assert parsed.device_checkpoint_file == "/var/lib/kubelet/device-plugins/kubelet_internal_checkpoint"
+    assert parsed.hotplug_networks is False
+    assert settings.from_mapping({"hotplugNetworks": True}).hotplug_networks is True
 
 
 @pytest.mark.parametrize(
@@ -29,6 +31,7 @@ def test_defaults_follow_upstream() -> None:
         ({"delegateTimeoutSeconds": 0}, "delegateTimeoutSeconds"),
         ({"delegateTimeoutSeconds": True}, "delegateTimeoutSeconds"),
         ({"deviceCheckpointFile": ["/x"]}, "deviceCheckpointFile"),
+        ({"hotplugNetworks": "true"}, "hotplugNetworks"),
     ],
 )
 def test_a_bad_value_is_refused_naming_the_key(config: dict[str, object], key: str) -> None:

@@ -573,6 +573,11 @@ class AttachEngine:
     # A hot-plugged delegate is recorded exactly like one attached at ADD (intent before it runs,
     # result after), so the runtime's DEL, rollback, recovery and GC tear it down with the rest.
 
+    @property
+    def status_publisher(self) -> StatusPublisher | None:
+        """Where network-status and pod events go (None in static mode)."""
+        return self._status
+
     async def load_sandbox(self, container_id: str) -> SandboxRecord | None:
         """The checkpoint of ``container_id`` as recorded now (None when nothing is)."""
         return await self._db.read(partial(checkpoints.load_sandbox, container_id=container_id))
