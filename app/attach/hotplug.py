@@ -219,17 +219,17 @@ def plan_changes(
     managed = managed_attachments(record, default_networks=default_networks)
     managed_names = {a.ifname for a in managed}
     matched: set[str] = set()
-    adds: list[tuple[sel.NetworkSelection, str]] = []
+    adds: list[tuple[int, sel.NetworkSelection, str]] = []
     refused: list[Refusal] = []
     counts: dict[str, int] = {}
     for selection in selections:
         counts[selection.qualified_name] = counts.get(selection.qualified_name, 0) + 1
-    for selection in selections:
+    for index, selection in enumerate(selections):
         if not selection.interface:
             continue
         held = record.attachment(selection.interface)
         if held is None:
-            adds.append((selection, selection.interface))
+            adds.append((index, selection, selection.interface))
         elif held.ifname in managed_names and held.network_name == selection.qualified_name:
             matched.add(held.ifname)
         else:
@@ -245,7 +245,7 @@ def plan_changes(
                 )
             )
     nameless_networks: set[str] = set()
-    for selection in selections:
+    for index, selection in enumerate(selections):
         if selection.interface:
             continue
         nameless_networks.add(selection.qualified_name)
@@ -269,7 +269,7 @@ def plan_changes(
                 )
             )
         else:
-            adds.append((selection, ""))
+            adds.append((index, selection, ""))
     removals: list[AttachmentRecord] = []
     for attachment in reversed(managed):
         if attachment.ifname in matched:
@@ -291,7 +291,11 @@ def plan_changes(
             continue
         removals.append(attachment)
     return Changes(
-        add=_named(record, adds, removing={a.ifname for a in removals}),
+        add=_named(
+            record,
+            [(s, i) for _, s, i in sorted(adds, key=lambda a: a[0])],
+            removing={a.ifname for a in removals},
+        ),
         remove=tuple(removals),
         refused=tuple(refused),
     )
