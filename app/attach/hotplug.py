@@ -382,6 +382,7 @@ class HotplugReconciler:
         self._due: dict[ObjectKey, float] = {}
         self._retries: dict[ObjectKey, _Retry] = {}
         self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
         self.passes = 0
         """Pods reconciled so far (tests wait on it)."""
 
@@ -401,17 +402,32 @@ class HotplugReconciler:
             if summary.state == "ready" and summary.pod.name:
                 self.pod_changed(summary.pod.namespace, summary.pod.name)
 
+    def stop(self) -> None:
+        """Make ``run`` return once the pod in hand (if any) is reconciled."""
+        self._stopping.set()
+        self._wake.set()
+
     async def run(self, *, ready: Callable[[], Awaitable[None]] | None = None) -> None:
-        """Reconcile queued pods forever (after ``ready``, e.g. the mirror's first sync)."""
-        if ready is not None:
-            await ready()
+        """Reconcile queued pods (after ``ready``, e.g. the mirror's first sync) until ``stop``."""
+        if ready is not None and not await self._ready_or_stopped(ready()):
+            return
         await self.resync()
-        while True:
-            key = await self._next()
+        while (key := await self._next()) is not None:
             await self._reconcile_key(key)
 
-    async def _next(self) -> ObjectKey:
-        while True:
+    async def _ready_or_stopped(self, ready: Awaitable[None]) -> bool:
+        waiting = asyncio.ensure_future(ready)
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (waiting, stopping):
+                task.cancel()
+            await asyncio.gather(waiting, stopping, return_exceptions=True)
+        return not self._stopping.is_set()
+
+    async def _next(self) -> ObjectKey | None:
+        while not self._stopping.is_set():
             now = time.monotonic()
             for key, due in list(self._due.items()):
                 if due <= now:
@@ -428,6 +444,7 @@ class HotplugReconciler:
                     await self._wake.wait()
             except TimeoutError:
                 pass
+        return None
 
     async def _reconcile_key(self, key: ObjectKey) -> None:
         try:

@@ -151,8 +151,9 @@ async def node(
     try:
         yield Node(engine, reconciler, emulator, layout, netns, database)
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        reconciler.stop()
+        async with asyncio.timeout(10):
+            await task
 
 
 async def running_pod(node: Node, name: str, annotation: str = "") -> tuple[dict[str, Any], str]:
@@ -335,8 +336,9 @@ async def test_a_kill_9_in_the_middle_of_a_hot_plug_is_recovered_like_an_add(
                     lambda: node.recorded(container), _equals({"eth0": "added", "net3": "added"})
                 )
             finally:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+                reconciler.stop()
+                async with asyncio.timeout(10):
+                    await task
             await engine.delete(node.request(Command.DEL, pod, container))
             assert await node.links() == {"lo"}
     finally:
