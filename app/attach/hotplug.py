@@ -178,12 +178,11 @@ def daemon_conf(daemon_config: Mapping[str, Any]) -> MultusNetConf:
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    """A selection (or a recorded attachment) the reconciler will not act on, and why."""
+    """A selection the reconciler will not add, and why."""
 
     network: str
     ifname: str
     error: CniError
-    removing: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,9 +211,11 @@ def plan_changes(
     """Match the annotation's selections with the recorded attachments, as DNC keys them
     (``<ns>/<nad>/<ifname>`` when an interface is named, else ``<ns>/<nad>``).
 
-    An interface name is needed to tell two attachments of one NAD apart: a nameless selection of a
-    NAD selected more than once is not added, and an attachment whose removal could be confused with
-    a kept one of the same NAD is not detached; both are refused (and retried), nothing else is.
+    A named selection matches the attachment of that name; a nameless one the oldest unmatched
+    attachment of its NAD (the one ADD gave it). An interface name is needed to tell two attachments
+    of one NAD apart, so a nameless selection of a NAD selected more than once is not added but
+    refused (and retried); a selection whose name another network holds is refused too. Nothing
+    refused ever causes a detach: only attachments no selection matches are removed.
     """
     managed = managed_attachments(record, default_networks=default_networks)
     managed_names = {a.ifname for a in managed}
@@ -244,11 +245,9 @@ def plan_changes(
                     ),
                 )
             )
-    nameless_networks: set[str] = set()
     for index, selection in enumerate(selections):
         if selection.interface:
             continue
-        nameless_networks.add(selection.qualified_name)
         candidate = next(
             (a for a in managed if a.ifname not in matched and a.network_name == selection.qualified_name),
             None,
@@ -270,26 +269,7 @@ def plan_changes(
             )
         else:
             adds.append((index, selection, ""))
-    removals: list[AttachmentRecord] = []
-    for attachment in reversed(managed):
-        if attachment.ifname in matched:
-            continue
-        if attachment.network_name in nameless_networks:
-            refused.append(
-                Refusal(
-                    attachment.network_name,
-                    attachment.ifname,
-                    CniError(
-                        ErrorCode.INVALID_NETWORK_CONFIG,
-                        f"network {attachment.network_name} is attached more than once: "
-                        f'cannot tell whether "{attachment.ifname}" is the one to remove',
-                        'name the interface of each selection ("<nad>@<ifname>" or "interface")',
-                    ),
-                    removing=True,
-                )
-            )
-            continue
-        removals.append(attachment)
+    removals = [a for a in reversed(managed) if a.ifname not in matched]
     return Changes(
         add=_named(
             record,
@@ -546,17 +526,15 @@ class HotplugReconciler:
         )
 
     async def _refuse(self, base: SandboxRequest, pod: PodInfo, refusal: Refusal) -> CniError:
-        command = Command.DEL if refusal.removing else Command.ADD
-        request = _with(base, command=command, ifname=refusal.ifname or base.ifname)
+        request = _with(base, command=Command.ADD, ifname=refusal.ifname or base.ifname)
         await self._engine.record_request_error(request, refusal.error, started=time.monotonic())
-        verb = "failed removing interface {} from" if refusal.removing else "failed adding interface {} to"
         self._event(
             pod,
-            FAILED_REMOVING if refusal.removing else FAILED_ADDING,
-            f"pod [{pod.namespace}/{pod.name}]: {verb.format(refusal.ifname)} network: "
+            FAILED_ADDING,
+            f"pod [{pod.namespace}/{pod.name}]: failed adding interface {refusal.ifname} to network: "
             f"{_bare(refusal.network)}: {refusal.error.msg}",
         )
-        metrics.HOTPLUG_OPERATIONS.labels("native", command, "error").inc()
+        metrics.HOTPLUG_OPERATIONS.labels("native", "ADD", "error").inc()
         return refusal.error
 
     async def _detach(
