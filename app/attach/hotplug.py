@@ -222,6 +222,7 @@ def plan_changes(
     matched: set[str] = set()
     adds: list[tuple[int, sel.NetworkSelection, str]] = []
     refused: list[Refusal] = []
+    conflicts: list[tuple[int, sel.NetworkSelection, AttachmentRecord]] = []
     counts: dict[str, int] = {}
     for selection in selections:
         counts[selection.qualified_name] = counts.get(selection.qualified_name, 0) + 1
@@ -234,17 +235,7 @@ def plan_changes(
         elif held.ifname in managed_names and held.network_name == selection.qualified_name:
             matched.add(held.ifname)
         else:
-            refused.append(
-                Refusal(
-                    selection.qualified_name,
-                    selection.interface,
-                    CniError(
-                        ErrorCode.INVALID_NETWORK_CONFIG,
-                        f'interface "{selection.interface}" is already used by network "{held.network_name}"',
-                        f"network {selection.qualified_name} cannot be added under that name",
-                    ),
-                )
-            )
+            conflicts.append((index, selection, held))
     for index, selection in enumerate(selections):
         if selection.interface:
             continue
@@ -270,11 +261,27 @@ def plan_changes(
         else:
             adds.append((index, selection, ""))
     removals = [a for a in reversed(managed) if a.ifname not in matched]
+    removed = {a.ifname for a in removals}
+    for index, selection, held in conflicts:
+        if held.ifname in removed:  # its name is freed first: removals run before additions
+            adds.append((index, selection, selection.interface))
+            continue
+        refused.append(
+            Refusal(
+                selection.qualified_name,
+                selection.interface,
+                CniError(
+                    ErrorCode.INVALID_NETWORK_CONFIG,
+                    f'interface "{selection.interface}" is already used by network "{held.network_name}"',
+                    f"network {selection.qualified_name} cannot be added under that name",
+                ),
+            )
+        )
     return Changes(
         add=_named(
             record,
             [(s, i) for _, s, i in sorted(adds, key=lambda a: a[0])],
-            removing={a.ifname for a in removals},
+            removing=removed,
         ),
         remove=tuple(removals),
         refused=tuple(refused),
