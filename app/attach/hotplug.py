@@ -372,6 +372,8 @@ class HotplugReconciler:
         self._stopping = asyncio.Event()
         self.passes = 0
         """Pods reconciled so far (tests wait on it)."""
+        self.deferred = 0
+        """Times a pod was put back because another operation held its sandbox."""
 
     @property
     def pending(self) -> Mapping[ObjectKey, str]:
@@ -437,6 +439,7 @@ class HotplugReconciler:
         try:
             error = await self.reconcile(*key)
         except _SandboxBusyError:
+            self.deferred += 1
             self._due[key] = time.monotonic() + self._settings.busy_retry
             return
         except Exception as exc:  # one pod's surprise must not stop the others

@@ -14,11 +14,12 @@ import json
 import sqlite3
 import subprocess
 import time
+import urllib.request
 from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Cluster, KubeApiProcess, Netns, new_container_id
+from tests.e2e.conftest import Cluster, KubeApiProcess, Netns, free_port, new_container_id
 
 NODE = "node-a"
 
@@ -39,7 +40,14 @@ def _bridge_nad(cluster: Cluster, subnet: str, suffix: str, name: str = "") -> d
 
 @pytest.fixture
 def node(cluster: Cluster, kube: KubeApiProcess, started: Any) -> Cluster:
-    return started(gcIntervalSeconds=3600)  # type: ignore[no-any-return]
+    return started(gcIntervalSeconds=3600, metricsPort=free_port())  # type: ignore[no-any-return]
+
+
+def _metric(node: Cluster, line_start: str) -> float:
+    port = node.daemon_config["metricsPort"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(line_start))
 
 
 class DncClient:
@@ -153,6 +161,8 @@ def test_dnc_adds_and_removes_a_delegate_and_the_checkpoint_follows(
         "k8s.v1.cni.cncf.io/network-status", ""
     )
     assert "net3" not in status_annotation, "DNC writes network-status for /delegate, not the daemon"
+    checked = node.run_shim("CHECK", container_id=container, netns=netns)
+    assert checked.returncode == 0, checked.stdout
 
     status, answer = dnc.request(
         "DEL", container=container, netns=netns.path, ifname="net3", pod=pod, config=nad
@@ -163,6 +173,13 @@ def test_dnc_adds_and_removes_a_delegate_and_the_checkpoint_follows(
     assert _recorded(node, container) == {"eth0": "added"}
     assert ("DEL", "delegate", "delegate", "ok", "net3") in _history(node, container)
     assert [lease.parent.name for lease in node.leases()] == ["primary"], "net3's lease is released"
+    assert _metric(node, 'multus_server_request_total{code="200",handler="/delegate",method="POST"}') == 2
+    assert (
+        _metric(node, 'multus_py_hotplug_operations_total{command="ADD",outcome="ok",source="delegate"}') == 1
+    )
+    assert (
+        _metric(node, 'multus_py_hotplug_operations_total{command="DEL",outcome="ok",source="delegate"}') == 1
+    )
 
 
 def test_the_runtimes_del_removes_a_hot_plugged_interface_nobody_deleted(

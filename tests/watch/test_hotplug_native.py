@@ -196,6 +196,20 @@ async def test_editing_the_annotation_attaches_and_detaches_net3(node: Node) -> 
     assert not list(node.layout.ipam_dir.rglob("10.*"))
 
 
+async def test_nothing_is_hot_plugged_while_another_operation_holds_the_sandbox(node: Node) -> None:
+    pod, container = await running_pod(node, "held")
+
+    async with node.engine.locks.hold(container):
+        before = node.reconciler.deferred
+        node.annotate("held", "hot-a@net3")
+        await eventually(lambda: _async(node.reconciler.deferred), lambda deferred: deferred > before)
+        assert await node.recorded(container) == {"eth0": "added"}
+        assert "net3" not in await node.links()
+
+    await eventually(lambda: node.recorded(container), _equals({"eth0": "added", "net3": "added"}))
+    await node.engine.delete(node.request(Command.DEL, pod, container))
+
+
 async def test_a_nameless_selection_gets_the_next_free_net_name_in_annotation_order(node: Node) -> None:
     pod, container = await running_pod(node, "order", "hot-a")
 
