@@ -197,10 +197,16 @@ class Changes:
 
 
 def managed_attachments(record: SandboxRecord, *, default_networks: int) -> list[AttachmentRecord]:
-    """The attachments the ``networks`` annotation governs: not the cluster network, not a
-    ``defaultNetworks`` one (positions 1..n at ADD)."""
+    """The attachments the ``networks`` annotation governs: those of a NAD (``<ns>/<name>``), but
+    not the cluster network, nor a ``defaultNetworks`` one (positions 1..n at ADD). What ``POST
+    /delegate`` attached is named by its conf (a CNI network name has no ``/``) and left to its
+    caller."""
     return sorted(
-        (a for a in record.attachments if not a.is_master and a.position > default_networks),
+        (
+            a
+            for a in record.attachments
+            if not a.is_master and a.position > default_networks and "/" in a.network_name
+        ),
         key=lambda a: a.position,
     )
 

@@ -107,8 +107,8 @@ def test_a_second_nameless_selection_of_one_nad_is_refused_not_guessed() -> None
     ]
 
 
-def test_default_networks_and_the_cluster_network_are_never_detached() -> None:
-    record = _sandbox(("net1", "extra-default"), ("net2", "default/a"))
+def test_default_networks_the_cluster_network_and_delegate_api_attachments_are_never_detached() -> None:
+    record = _sandbox(("net1", "kube-system/extra-default"), ("net2", "default/a"), ("net3", "dnc-conf-name"))
 
     _, removes, _ = _plan(record, "", defaults=1)
 
