@@ -230,7 +230,11 @@ class AttachEngine:
         cni_path = self._cni_path(request.conf.bin_dir)
         intents = [
             self._delegate_intent(
-                request=request, plan=plan, cni_path=cni_path, device=await self._devices.snapshot(plan.net)
+                request=request,
+                plan=plan,
+                cni_path=cni_path,
+                device=await self._devices.snapshot(plan.net),
+                root=self._settings.chroot_dir,
             )
             for plan in plans
         ]
@@ -343,7 +347,7 @@ class AttachEngine:
     ) -> JsonObject:
         try:
             return await api.add_network_list(
-                cni=self._cni_config(intent.cni_path),
+                cni=self._cni_config(intent.cni_path, root=intent.root),
                 net=plan.net,
                 rt=self._runtime_conf(container_id=request.container_id, netns_path=request.netns, plan=plan),
             )
@@ -465,7 +469,10 @@ class AttachEngine:
         net, rt = _recorded_call(record, attachment, netns_path=_netns_for_del(record))
         prev_result = json.loads(attachment.result) if attachment.result else None
         await api.del_network_list(
-            cni=self._cni_config(attachment.cni_path), net=net, rt=rt, prev_result=prev_result
+            cni=self._cni_config(attachment.cni_path, root=attachment.root),
+            net=net,
+            rt=rt,
+            prev_result=prev_result,
         )
         if attachment.device is not None and await self._devices.ensure_returned(attachment.device):
             metrics.GC_RECLAIMED.labels("vf").inc()
@@ -502,7 +509,10 @@ class AttachEngine:
             return
         try:
             await api.check_network_list(
-                cni=self._cni_config(attachment.cni_path), net=net, rt=rt, prev_result=result
+                cni=self._cni_config(attachment.cni_path, root=attachment.root),
+                net=net,
+                rt=rt,
+                prev_result=result,
             )
         except Exception as exc:
             raise as_cni_error(exc).with_context(
@@ -514,12 +524,14 @@ class AttachEngine:
     def _cni_path(self, bin_dir: str) -> tuple[str, ...]:
         return tuple(dict.fromkeys([bin_dir, *self._settings.extra_cni_path]))
 
-    def _cni_config(self, cni_path: Sequence[str]) -> api.CniConfig:
+    def _cni_config(self, cni_path: Sequence[str], *, root: str | None = None) -> api.CniConfig:
+        """How to run plugins: in ``root`` (an attachment's recorded one), else in today's ``chrootDir``."""
         return api.CniConfig(
             path=tuple(cni_path),
             timeout=self._settings.delegate_timeout,
             exec=self._exec,
             base_env=self._settings.plugin_env,
+            chroot_dir=self._settings.chroot_dir if root is None else root,
         )
 
     @staticmethod
@@ -550,6 +562,7 @@ class AttachEngine:
         plan: DelegatePlan,
         cni_path: tuple[str, ...],
         device: Mapping[str, str] | None,
+        root: str,
     ) -> DelegateIntent:
         return DelegateIntent(
             container_id=request.container_id,
@@ -566,6 +579,7 @@ class AttachEngine:
             device_ids=result_facts.device_ids(
                 capability_args=plan.capability_args, device=device, result=None
             ),
+            root=root,
         )
 
     # ---- hot-plug: one delegate of a running sandbox (``app.attach.hotplug``) -----------------
@@ -672,6 +686,7 @@ class AttachEngine:
             plan=plan,
             cni_path=self._cni_path(request.conf.bin_dir),
             device=await self._devices.snapshot(plan.net),
+            root=self._settings.chroot_dir,
         )
         await self._db.write(partial(checkpoints.record_intent, intent=intent))
         self._crash.reached(Point.ADD_AFTER_INTENT)

@@ -32,8 +32,11 @@ VERSION_REPLY = (
 def _left_by_others(node: Node, kubelet_dirs: list[Path], entry: str) -> bool:
     """What may remain after uninstall besides the node's own files: the directories the kubelet
     created for the DaemonSet's hostPath volumes (and their parents), and host-local's bookkeeping
-    of the primary network (its lock and last-reserved files; DEL released the lease itself)."""
+    of the primary network (its lock and last-reserved files; DEL released the lease itself), and the
+    restart marker the gracefully stopped daemon left for the shim."""
     path = node.root / entry
+    if path == node.settings.restart_marker_path:
+        return True  # the stopped daemon's marker for the shim; --purge-state does not know it yet
     if path.is_dir() and any(directory == path or path in directory.parents for directory in kubelet_dirs):
         return True
     networks = node.path("/var/lib/cni/networks")
