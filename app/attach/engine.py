@@ -600,11 +600,9 @@ class AttachEngine:
         """Every recorded sandbox, without its attachments."""
         return await self._db.read(checkpoints.sandbox_summaries)
 
-    async def ready_sandboxes_of_pod(self, namespace: str, name: str) -> list[SandboxSummary]:
-        """The sandboxes of pod ``namespace/name`` whose ADD completed, oldest first."""
-        return await self._db.read(
-            partial(checkpoints.ready_sandboxes_of_pod, namespace=namespace, name=name)
-        )
+    async def sandboxes_of_pod(self, namespace: str, name: str) -> list[SandboxSummary]:
+        """The sandboxes recorded for pod ``namespace/name`` (any state), oldest first."""
+        return await self._db.read(partial(checkpoints.sandboxes_of_pod, namespace=namespace, name=name))
 
     async def attach_delegate(self, request: SandboxRequest, plan: DelegatePlan) -> JsonObject:
         """Add one delegate to the running sandbox ``request.container_id`` under ``plan.ifname``;

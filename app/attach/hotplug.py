@@ -336,6 +336,9 @@ class ReconcilerSettings:
     """Retries back off exponentially up to this many seconds."""
     busy_retry: float = 0.2
     """Delay before looking again at a sandbox another operation holds."""
+    resync_interval: float = 60.0
+    """Every running pod is reconciled again this often, whatever the mirror reported (closes the
+    window where a runtime ADD read the annotation just before it changed)."""
 
 
 @dataclass
@@ -348,9 +351,10 @@ class HotplugReconciler:
     """Reconciles the ``networks`` annotation of this node's running pods with their checkpoints.
 
     ``pod_changed`` (called for every pod the mirror writes, never blocking) queues the pod; ``run``
-    works the queue one sandbox at a time, in arrival order, and starts with every pod that has a
-    running sandbox (changes made while the daemon was down). A pod that cannot be satisfied is
-    retried with exponential backoff; ``pending`` says which and why.
+    works the queue one sandbox at a time, in arrival order, and queues every pod that has a running
+    sandbox at start (changes made while the daemon was down) and every ``resync_interval``. A pod
+    whose sandbox another operation holds is looked at again shortly; one that cannot be satisfied
+    is retried with exponential backoff; ``pending`` says which and why.
     """
 
     def __init__(
@@ -376,6 +380,7 @@ class HotplugReconciler:
         self._retries: dict[ObjectKey, _Retry] = {}
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._resync_at = 0.0
         self.passes = 0
         """Pods reconciled so far (tests wait on it)."""
         self.deferred = 0
@@ -406,7 +411,6 @@ class HotplugReconciler:
         """Reconcile queued pods (after ``ready``, e.g. the mirror's first sync) until ``stop``."""
         if ready is not None and not await self._ready_or_stopped(ready()):
             return
-        await self.resync()
         while (key := await self._next()) is not None:
             await self._reconcile_key(key)
 
@@ -424,6 +428,9 @@ class HotplugReconciler:
     async def _next(self) -> ObjectKey | None:
         while not self._stopping.is_set():
             now = time.monotonic()
+            if now >= self._resync_at:
+                self._resync_at = now + self._settings.resync_interval
+                await self.resync()
             for key, due in list(self._due.items()):
                 if due <= now:
                     del self._due[key]
@@ -433,7 +440,7 @@ class HotplugReconciler:
                 del self._queue[key]
                 return key
             self._wake.clear()
-            delay = min(self._due.values()) - now if self._due else None
+            delay = min([*self._due.values(), self._resync_at]) - now
             try:
                 async with asyncio.timeout(delay):
                     await self._wake.wait()
@@ -509,17 +516,20 @@ class HotplugReconciler:
         return next((error for error in errors if error is not None), None)
 
     async def _running_sandbox(self, pod: PodInfo) -> SandboxRecord | None:
+        """The pod's newest ``ready`` sandbox; ``_SandboxBusyError`` while an operation holds any of
+        its sandboxes (an ADD in flight may have read the annotation before this change)."""
         summaries = [
             s
-            for s in await self._engine.ready_sandboxes_of_pod(pod.namespace, pod.name)
+            for s in await self._engine.sandboxes_of_pod(pod.namespace, pod.name)
             if not (s.pod.uid and pod.uid and s.pod.uid != pod.uid)
         ]
-        if not summaries:
+        busy = next((s.container_id for s in summaries if self._engine.locks.busy(s.container_id)), None)
+        if busy is not None:
+            raise _SandboxBusyError(busy)
+        ready = [s for s in summaries if s.state == "ready"]
+        if not ready:
             return None
-        container_id = summaries[-1].container_id
-        if self._engine.locks.busy(container_id):
-            raise _SandboxBusyError(container_id)
-        record = await self._engine.load_sandbox(container_id)
+        record = await self._engine.load_sandbox(ready[-1].container_id)
         return record if record is not None and record.state == "ready" else None
 
     def _request(self, record: SandboxRecord, pod: PodInfo) -> SandboxRequest:

@@ -365,15 +365,11 @@ def list_partial(session: Session) -> list[SandboxRecord]:
     return [_with_attachments(session, row) for row in session.execute(query).mappings()]
 
 
-def ready_sandboxes_of_pod(session: Session, *, namespace: str, name: str) -> list[SandboxSummary]:
-    """The ``ready`` sandboxes recorded for pod ``namespace/name``, oldest first."""
+def sandboxes_of_pod(session: Session, *, namespace: str, name: str) -> list[SandboxSummary]:
+    """The sandboxes recorded for pod ``namespace/name`` (any state), oldest first."""
     query = (
         select(SANDBOXES)
-        .where(
-            SANDBOXES.c.state == "ready",
-            SANDBOXES.c.pod_namespace == namespace,
-            SANDBOXES.c.pod_name == name,
-        )
+        .where(SANDBOXES.c.pod_namespace == namespace, SANDBOXES.c.pod_name == name)
         .order_by(SANDBOXES.c.created_at)
     )
     return [
