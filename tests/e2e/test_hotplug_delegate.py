@@ -246,3 +246,30 @@ def test_bad_delegate_requests_are_refused_naming_the_field_and_nothing_is_recor
     assert netns.links() == {"lo", "eth0", "net7", "net7p"}
     assert node.run_shim("DEL", container_id=container, netns=netns).returncode == 0
     assert _recorded(node, container) == {}
+
+
+def test_delegate_add_waits_for_readiness_and_del_does_not(cluster: Cluster) -> None:
+    indicator = cluster.root / "primary-ready"
+    cluster.write_network(
+        cluster.net_d, "10-primary.conflist", cluster.bridge_conflist("primary", "10.240.0.0/24")
+    )
+    cluster.daemon_config["clusterNetwork"] = str(cluster.net_d / "10-primary.conflist")
+    cluster.daemon_config["readinessindicatorfile"] = str(indicator)
+    cluster.start_daemon(wait=False)
+    deadline = time.monotonic() + 15
+    while cluster._readyz() != 500:  # serving, not ready
+        assert time.monotonic() < deadline, cluster.daemon_log.read_text()
+        time.sleep(0.05)
+    dnc = DncClient(cluster)
+    pod = {"metadata": {"namespace": "default", "name": "early", "uid": "u-1"}}
+    nad = _bridge_nad(cluster, "10.84.0.0/24", "r", name="early-net")
+    container = new_container_id()
+
+    status, answer = dnc.request("ADD", container=container, netns="/x", ifname="net3", pod=pod, config=nad)
+
+    assert status == 503
+    assert answer["code"] == 11
+    assert "not ready" in answer["msg"]
+    status, answer = dnc.request("DEL", container=container, netns="/x", ifname="net3", pod=pod, config=nad)
+    assert status == 400, "DEL is served before readiness (and refuses an unknown container)"
+    assert answer["code"] == 3
