@@ -897,6 +897,7 @@ class AttachEngine:
             )
         position = max((a.position for a in record.attachments), default=0) + 1
         plan = replace(plan, position=position, is_master=False)
+        self._preflight(request=request, plans=[plan], cni_path=self._cni_path(request.conf.bin_dir))
         intent = self._delegate_intent(
             request=request,
             plan=plan,
@@ -907,11 +908,13 @@ class AttachEngine:
         await self._db.write(partial(checkpoints.record_intent, intent=intent))
         self._crash.reached(Point.ADD_AFTER_INTENT)
         step_started = time.monotonic()
+        failed: list[UnitOfWork] = []
         try:
             result = await self._run_delegate_add(
-                request=request, plan=plan, intent=intent, step_started=step_started
+                request=request, plan=plan, intent=intent, step_started=step_started, units=failed
             )
         except CniError:
+            await self._db.write(_all(failed))
             await self._undo_attach(request.container_id, plan.ifname)
             raise
         self._crash.reached(Point.ADD_AFTER_EXEC)
