@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from app.cni.types import CniError
@@ -114,7 +116,8 @@ async def test_add_of_a_sandbox_already_attached_is_refused_and_changes_nothing(
 
 
 async def test_bridge_and_host_local_attach_a_real_interface_and_del_releases_its_lease(node: Node) -> None:
-    conf = node.conf(node.bridge_network("pods", subnet="10.77.0.0/24"))
+    prefix = f"10.{random.randint(100, 250)}.{random.randint(0, 255)}."
+    conf = node.conf(node.bridge_network("pods", subnet=f"{prefix}0/24"))
     engine = node.engine()
     netns = node.new_netns()
     container = new_container_id()
@@ -122,8 +125,8 @@ async def test_bridge_and_host_local_attach_a_real_interface_and_del_releases_it
     answer = await engine.add(node.request(Command.ADD, container, netns, conf))
 
     assert "eth0" in netns.links()
-    assert answer["ips"][0]["address"].startswith("10.77.0.")
-    leases = [p for p in (node.ipam_dir / "pods").iterdir() if p.name.startswith("10.77.")]
+    assert answer["ips"][0]["address"].startswith(prefix)
+    leases = [p for p in (node.ipam_dir / "pods").iterdir() if p.name.startswith(prefix)]
     assert len(leases) == 1
     await engine.check(node.request(Command.CHECK, container, netns, conf))
 
