@@ -34,7 +34,7 @@ RECORDER_SOURCE = Path(__file__).resolve().parent.parent / "plugins" / "recorder
 REFERENCE_PLUGINS = ("bridge", "host-local", "loopback", "tuning", "ptp")
 
 
-class Crashed(BaseException):  # noqa: N818 - it is an event, not an error
+class Crashed(BaseException):
     """The daemon would have been SIGKILLed here."""
 
 
@@ -159,7 +159,9 @@ class Node:
             },
         }
         settings.update(behaviour)
-        self.write_network(name, {"cniVersion": "1.0.0", "name": name, "type": "recorder", "recorder": settings})
+        self.write_network(
+            name, {"cniVersion": "1.0.0", "name": name, "type": "recorder", "recorder": settings}
+        )
         return name
 
     def bridge_network(self, name: str, *, subnet: str) -> str:

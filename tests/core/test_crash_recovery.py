@@ -16,7 +16,6 @@ from tests.core.support import (
     Crashed,
     Node,
     Point,
-    Trigger,
     delegate_lines,
     new_container_id,
     pending,
@@ -31,8 +30,8 @@ async def test_an_add_killed_before_its_second_delegate_ran_is_rolled_back(node:
     conf = three_networks(node)
     netns = node.new_netns()
     container = new_container_id()
+    engine = node.engine(crash=CrashAt(Point.ADD_AFTER_INTENT, 2))
     with pytest.raises(Crashed):
-        engine = node.engine(crash=CrashAt(Point.ADD_AFTER_INTENT, 2))
         await engine.add(node.request(Command.ADD, container, netns, conf))
     record = node.checkpoint(container)
     assert record is not None
@@ -57,8 +56,8 @@ async def test_an_add_killed_after_a_delegate_ran_but_before_its_result_was_reco
     conf = three_networks(node)
     netns = node.new_netns()
     container = new_container_id()
+    engine = node.engine(crash=CrashAt(Point.ADD_AFTER_EXEC, 2))
     with pytest.raises(Crashed):
-        engine = node.engine(crash=CrashAt(Point.ADD_AFTER_EXEC, 2))
         await engine.add(node.request(Command.ADD, container, netns, conf))
     node.restart()
 
@@ -75,8 +74,8 @@ async def test_an_add_killed_after_its_final_commit_is_kept_for_the_runtimes_del
     conf = three_networks(node)
     netns = node.new_netns()
     container = new_container_id()
+    engine = node.engine(crash=CrashAt(Point.ADD_BEFORE_ANSWER))
     with pytest.raises(Crashed):
-        engine = node.engine(crash=CrashAt(Point.ADD_BEFORE_ANSWER))
         await engine.add(node.request(Command.ADD, container, netns, conf))
     record = node.checkpoint(container)
     assert record is not None
@@ -95,8 +94,8 @@ async def test_a_del_killed_half_way_is_finished(node: Node) -> None:
     netns = node.new_netns()
     container = new_container_id()
     await node.engine().add(node.request(Command.ADD, container, netns, conf))
+    engine = node.engine(crash=CrashAt(Point.DEL_AFTER_EXEC, 1))
     with pytest.raises(Crashed):
-        engine = node.engine(crash=CrashAt(Point.DEL_AFTER_EXEC, 1))
         await engine.delete(node.request(Command.DEL, container, netns, conf))
     record = node.checkpoint(container)
     assert record is not None
@@ -125,8 +124,8 @@ async def test_a_rollback_killed_half_way_is_finished(node: Node) -> None:
     )
     netns = node.new_netns()
     container = new_container_id()
+    engine = node.engine(crash=CrashAt(Point.ROLLBACK_AFTER_DEL, 2))
     with pytest.raises(Crashed):
-        engine = node.engine(crash=CrashAt(Point.ROLLBACK_AFTER_DEL, 2))
         await engine.add(node.request(Command.ADD, container, netns, conf))
     node.restart()
 
@@ -175,8 +174,8 @@ async def test_recovery_tears_down_through_the_recorded_config_not_the_current_f
     conf = node.conf(node.recorder_network("a"))
     netns = node.new_netns()
     container = new_container_id()
+    engine = node.engine(crash=CrashAt(Point.ADD_AFTER_EXEC))
     with pytest.raises(Crashed):
-        engine = node.engine(crash=CrashAt(Point.ADD_AFTER_EXEC))
         await engine.add(node.request(Command.ADD, container, netns, conf))
     for path in node.conf_dir.iterdir():
         path.unlink()

@@ -73,7 +73,9 @@ async def test_a_sandbox_whose_pod_is_gone_or_replaced_is_collected(
 
     report = await collector.run_once()
 
-    assert [(o.container_id, o.reason, o.pod) for o in report.orphans] == [(container, reason, "default/pod-a")]
+    assert [(o.container_id, o.reason, o.pod) for o in report.orphans] == [
+        (container, reason, "default/pod-a")
+    ]
     assert [o.container_id for o in report.collected] == [container]
     assert node.checkpoint(container) is None
     assert delegate_lines(node.history(container), "DEL") == [("eth0", "gc", "ok")]
@@ -94,8 +96,8 @@ async def test_sandboxes_of_an_earlier_boot_and_half_done_adds_are_collected(nod
     old = await attached(node, boot_id="boot-0")
     half = new_container_id()
     conf = node.conf(node.recorder_network("cluster"))
+    crashing = node.engine(crash=CrashAt(Point.ADD_AFTER_EXEC))
     with pytest.raises(Crashed):
-        crashing = node.engine(crash=CrashAt(Point.ADD_AFTER_EXEC))
         await crashing.add(node.request(Command.ADD, half, node.new_netns(), conf))
     collector = GarbageCollector(engine=node.engine(), db=node.db)
 

@@ -207,9 +207,11 @@ async def test_the_server_listens_on_a_private_unix_socket_and_refuses_a_second_
         try:
             assert socket_path.stat().st_mode & 0o777 == 0o600
             connector = aiohttp.UnixConnector(path=str(socket_path))
-            async with aiohttp.ClientSession(connector=connector) as session:
-                async with session.get("http://multus/readyz") as response:
-                    assert response.status == 200
+            async with (
+                aiohttp.ClientSession(connector=connector) as session,
+                session.get("http://multus/readyz") as response,
+            ):
+                assert response.status == 200
             with pytest.raises(daemon_server.SocketInUseError):
                 daemon_server.prepare_socket(socket_path)
         finally:

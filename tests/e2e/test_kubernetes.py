@@ -17,6 +17,8 @@ import pytest
 
 from tests.e2e.conftest import Cluster, KubeApiProcess, Netns, free_port, new_container_id
 
+pytestmark = pytest.mark.slow  # starts daemon or emulator processes
+
 NODE = "node-a"
 
 

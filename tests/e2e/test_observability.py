@@ -5,7 +5,11 @@ from __future__ import annotations
 import urllib.request
 from typing import Any
 
+import pytest
+
 from tests.e2e.conftest import Cluster, free_port, new_container_id
+
+pytestmark = pytest.mark.slow  # starts daemon or emulator processes
 
 
 def _sample(text: str, name: str, **labels: str) -> float:

@@ -12,9 +12,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from app.store import filters, queries
+import pytest
 
+from app.store import filters, queries
 from tests.ops.conftest import FAILURE, Scenario, json_output
+
+pytestmark = pytest.mark.slow  # starts daemon or emulator processes
 
 HISTORY_KEYS = {
     "id",

@@ -8,9 +8,12 @@ import signal
 import sys
 from pathlib import Path
 
+import pytest
 from kubernetes_asyncio import client, config
 
 from tests.sandbox.manifests import nad_manifest, pod_manifest
+
+pytestmark = pytest.mark.slow  # starts daemon or emulator processes
 
 REPO = Path(__file__).resolve().parents[2]
 
