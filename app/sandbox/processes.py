@@ -22,7 +22,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,14 +108,11 @@ class DaemonProcess:
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Poll ``/readyz`` until it answers 200; ``ProcessError`` if the daemon dies or times out."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise ProcessError(f"daemon exited {self.process.returncode}:\n{self.log_text()}")
-            if self.readyz() == 200:
-                return
-            time.sleep(0.05)
-        raise ProcessError(f"daemon not ready after {timeout}s:\n{self.log_text()}")
+        self.wait_until(lambda: self.readyz() == 200, what="daemon ready", timeout=timeout)
+
+    def wait_until(self, condition: Callable[[], bool], *, what: str, timeout: float = 20.0) -> None:
+        """Poll ``condition`` while the daemon lives (see ``wait_until``)."""
+        wait_until(condition, what=what, timeout=timeout, daemon=self)
 
     def readyz(self) -> int | None:
         """The status ``GET /readyz`` answers now, None when nothing answers on the socket."""
@@ -158,6 +155,22 @@ class DaemonProcess:
             self.process.kill()
             self.process.wait()
         self.process = None
+
+
+def wait_until(
+    condition: Callable[[], bool], *, what: str, timeout: float = 20.0, daemon: DaemonProcess | None = None
+) -> None:
+    """Poll ``condition`` every 50 ms until it holds; ``ProcessError`` (with the daemon's log) if
+    ``timeout`` passes or, when a started ``daemon`` is given, it exits first."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        process = daemon.process if daemon is not None else None
+        if daemon is not None and process is not None and process.poll() is not None:
+            raise ProcessError(f"daemon exited {process.returncode}:\n{daemon.log_text()}")
+        if time.monotonic() > deadline:
+            log = f":\n{daemon.log_text()}" if daemon is not None else ""
+            raise ProcessError(f"{what} not after {timeout}s{log}")
+        time.sleep(0.05)
 
 
 def post_unix(socket_path: Path, path: str, body: bytes = b"", *, timeout: float = 60.0) -> tuple[int, bytes]:
@@ -228,14 +241,20 @@ class EmulatorProcess:
         return self.url
 
     def request(
-        self, method: str, path: str, body: Any = None, *, content_type: str = "application/json"
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        content_type: str = "application/json",
+        timeout: float = 10.0,
     ) -> Any:
         """One JSON request: the decoded answer (None if empty); ``EmulatorRequestError`` on 4xx/5xx."""
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.url + path, data=data, method=method)
         req.add_header("Content-Type", content_type)
         try:
-            with urllib.request.urlopen(req, timeout=10) as response:
+            with urllib.request.urlopen(req, timeout=timeout) as response:
                 return json.loads(response.read() or b"null")
         except urllib.error.HTTPError as error:
             raise EmulatorRequestError(method, path, error.code, error.read().decode()) from error

@@ -26,7 +26,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +35,7 @@ import pytest
 import yaml
 from dockerfile_parse import DockerfileParser
 
-from app.sandbox.processes import DaemonProcess
+from app.sandbox.processes import DaemonProcess, ProcessError, wait_until
 from app.settings import Settings, from_mapping
 from tests.conftest import child_environment
 from tests.e2e.conftest import Netns, ShimResult
@@ -261,13 +260,10 @@ class Node:
         return path.read_text() if path.exists() else ""
 
     def wait_for(self, condition: Any, what: str, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            if self.daemon is not None and self.daemon.poll() is not None:
-                raise AssertionError(f"daemon exited {self.daemon.returncode}:\n{self.daemon_log()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{what} not after {timeout}s:\n{self.daemon_log()}")
-            time.sleep(0.05)
+        try:
+            wait_until(condition, what=what, timeout=timeout, daemon=self.process)
+        except ProcessError as failed:
+            raise AssertionError(str(failed)) from None
 
     # --- networks and the runtime ------------------------------------------------------------------
 
