@@ -75,6 +75,9 @@ class Settings:
     pod_resources_socket: str = "/var/lib/kubelet/pod-resources/kubelet.sock"
     """multus-py ``podResourcesSocket``: the kubelet pod-resources API (device ids for NADs with a
     ``resourceName``); upstream hard-codes the same path."""
+    device_checkpoint_file: str = "/var/lib/kubelet/device-plugins/kubelet_internal_checkpoint"
+    """multus-py ``deviceCheckpointFile``: the kubelet's device-manager checkpoint, read for device
+    ids when the pod-resources API does not answer; upstream hard-codes the same path."""
     sysfs_root: Path = Path("/sys")
     """multus-py ``sysfsRoot``: where PCI devices (SR-IOV VFs) are found; tests use a fake tree."""
     spool_dir: Path | None = None
@@ -155,6 +158,9 @@ def from_mapping(obj: object) -> Settings:
         readiness_indicator_file=reader.string("readinessindicatorfile", ""),
         pod_resources_socket=reader.string(
             "podResourcesSocket", "/var/lib/kubelet/pod-resources/kubelet.sock"
+        ),
+        device_checkpoint_file=reader.string(
+            "deviceCheckpointFile", "/var/lib/kubelet/device-plugins/kubelet_internal_checkpoint"
         ),
         history_max_age_hours=reader.non_negative_number("historyMaxAgeHours", DEFAULT_HISTORY_MAX_AGE_HOURS),
         history_max_rows=int(

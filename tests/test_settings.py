@@ -17,6 +17,7 @@ def test_defaults_follow_upstream() -> None:
     assert parsed.bin_dir == "/opt/cni/bin"
     assert parsed.database_path == Path("/var/lib/multus-py/state.db")
     assert parsed.timeouts.delegate_exec == settings.DEFAULT_DELEGATE_TIMEOUT
+    assert parsed.device_checkpoint_file == "/var/lib/kubelet/device-plugins/kubelet_internal_checkpoint"
 
 
 @pytest.mark.parametrize(
@@ -27,6 +28,7 @@ def test_defaults_follow_upstream() -> None:
         ({"metricsPort": 70000}, "metricsPort"),
         ({"delegateTimeoutSeconds": 0}, "delegateTimeoutSeconds"),
         ({"delegateTimeoutSeconds": True}, "delegateTimeoutSeconds"),
+        ({"deviceCheckpointFile": ["/x"]}, "deviceCheckpointFile"),
     ],
 )
 def test_a_bad_value_is_refused_naming_the_key(config: dict[str, object], key: str) -> None:

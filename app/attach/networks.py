@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.attach import delegate_inputs, nad_config
 from app.attach import selection as sel
 from app.attach.cluster import (
     DEFAULT_NETWORK_ANNOTATION,
@@ -34,10 +35,17 @@ from app.attach.cluster import (
     ClusterUnavailableError,
     NadInfo,
     NadSource,
+    NetworkEvents,
     PodInfo,
     PodSource,
 )
-from app.attach.devices import DeviceAllocator, DeviceLookupError, DeviceSource, build_allocator
+from app.attach.devices import (
+    DeviceAllocator,
+    DeviceDataError,
+    DeviceLookupError,
+    DeviceSource,
+    build_allocator,
+)
 from app.attach.netconf import MultusNetConf
 from app.attach.requests import SandboxRequest
 from app.cni import conf as cniconf
@@ -76,6 +84,8 @@ class ClusterSources:
     pods: PodSource
     nads: NadSource
     devices: DeviceSource | None = None
+    events: NetworkEvents | None = None
+    """Where a NAD lookup miss is reported (upstream's ``NoNetworkFound`` Warning on the pod)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +177,7 @@ class NetworkResolver:
         networks = await self._cluster_networks(conf, pod)
         namespace = pod.namespace if pod is not None else request.pod.namespace
         if namespace not in conf.system_namespaces:
-            networks.extend([await self._reference(name, conf) for name in conf.default_networks])
+            networks.extend([await self._reference(name, conf, pod) for name in conf.default_networks])
         if pod is not None:
             selections = sel.parse_networks(
                 pod.annotations.get(NETWORKS_ANNOTATION, ""), pod_namespace=pod.namespace
@@ -180,10 +190,10 @@ class NetworkResolver:
         override = pod.annotations.get(DEFAULT_NETWORK_ANNOTATION, "") if pod is not None else ""
         if override:
             selection = sel.parse_default_network(override, multus_namespace=conf.multus_namespace)
-            nad = await self._nad(selection.namespace, selection.name)
+            nad = await self._nad(selection.namespace, selection.name, pod)
             return [await self._from_nad(nad, conf, selection=selection)]
         if conf.cluster_network:
-            return [await self._reference(conf.cluster_network, conf)]
+            return [await self._reference(conf.cluster_network, conf, pod)]
         if conf.delegates:
             return [self._inline(index, delegate) for index, delegate in enumerate(conf.delegates)]
         raise CniError(
@@ -192,7 +202,7 @@ class NetworkResolver:
             "set 'clusterNetwork' (or 'delegates') in daemon-config.json or the shim's conf",
         )
 
-    async def _reference(self, reference: str, conf: MultusNetConf) -> _Network:
+    async def _reference(self, reference: str, conf: MultusNetConf, pod: PodInfo | None) -> _Network:
         """``clusterNetwork``/``defaultNetworks``: a path, a NAD in multusNamespace, or a confDir name."""
         if "/" in reference:
             from_path = self._from_path(reference)
@@ -201,6 +211,7 @@ class NetworkResolver:
             nad = await self._cluster.nads.get_nad(conf.multus_namespace, reference)
             if nad is not None:
                 return await self._from_nad(nad, conf)
+            self._not_found(pod, conf.multus_namespace, reference)
         net = self._by_name(conf.conf_dir, reference)
         if net is None:
             where = f"NAD {conf.multus_namespace}/{reference} or " if self._cluster is not None else ""
@@ -224,10 +235,10 @@ class NetworkResolver:
                 f"pod is in namespace {pod.namespace} but refers to target namespace {selection.namespace}",
                 f"network {selection.qualified_name}",
             )
-        nad = await self._nad(selection.namespace, selection.name)
+        nad = await self._nad(selection.namespace, selection.name, pod)
         return await self._from_nad(nad, conf, selection=selection)
 
-    async def _nad(self, namespace: str, name: str) -> NadInfo:
+    async def _nad(self, namespace: str, name: str, pod: PodInfo | None) -> NadInfo:
         if self._cluster is None:
             raise CniError(
                 ErrorCode.INVALID_NETWORK_CONFIG,
@@ -236,18 +247,25 @@ class NetworkResolver:
             )
         nad = await self._cluster.nads.get_nad(namespace, name)
         if nad is None:
+            self._not_found(pod, namespace, name)
             raise CniError(
                 ErrorCode.INVALID_NETWORK_CONFIG,
                 f"cannot find a network-attachment-definition ({name}) in namespace ({namespace})",
-                f'networkattachmentdefinition.k8s.cni.cncf.io "{name}" not found',
+                nad_not_found(name),
             )
         return nad
+
+    def _not_found(self, pod: PodInfo | None, namespace: str, name: str) -> None:
+        if pod is not None and self._cluster is not None and self._cluster.events is not None:
+            self._cluster.events.emit_network_not_found(
+                pod, namespace=namespace, name=name, error=nad_not_found(name)
+            )
 
     async def _from_nad(
         self, nad: NadInfo, conf: MultusNetConf, *, selection: sel.NetworkSelection | None = None
     ) -> _Network:
         name = f"{nad.namespace}/{nad.name}"
-        if sel.falls_back_to_conf_dir(nad.config):
+        if nad_config.falls_back_to_conf_dir(nad.config):
             net = self._by_name(conf.conf_dir, nad.name)
             if net is None:
                 raise CniError(
@@ -256,7 +274,7 @@ class NetworkResolver:
                     f"no network available in the name {nad.name} in cni dir {conf.conf_dir}",
                 )
         else:
-            data = sel.nad_network_config(nad.name, nad.config, namespace=nad.namespace)
+            data = nad_config.nad_network_config(nad.name, nad.config, namespace=nad.namespace)
             net = cniconf.load_network_list(data, source=f"network-attachment-definition {name}")
         return _Network(name=name, net=net, selection=selection, resource_name=nad.resource_name)
 
@@ -276,6 +294,10 @@ class NetworkResolver:
             return await build_allocator(
                 self._cluster.devices, namespace=pod.namespace, pod=pod.name, resources=resources
             )
+        except DeviceDataError as exc:
+            raise CniError(
+                exc.code, f"device ids of pod {pod.namespace}/{pod.name} are unusable", str(exc)
+            ) from exc
         except DeviceLookupError as exc:
             raise CniError(
                 ErrorCode.TRY_AGAIN_LATER,
@@ -296,16 +318,16 @@ class NetworkResolver:
         device_id = allocator.next_id(network.resource_name) if allocator and network.resource_name else None
         data = network.net.raw
         if selection is not None and selection.cni_args:
-            data = sel.inject_cni_args(data, selection.cni_args)
+            data = delegate_inputs.inject_cni_args(data, selection.cni_args)
         if device_id:
-            data = sel.inject_device_id(data, device_id)
+            data = delegate_inputs.inject_device_id(data, device_id)
         net = network.net if data is network.net.raw else cniconf.load_network_list(data, source=network.name)
         if selection is None:
             return _Decided(net=net, cni_args=base_args, capability_args=runtime_config)
-        cni_args = sel.cni_args_for(selection, base_args)
+        cni_args = delegate_inputs.cni_args_for(selection, base_args)
         if position == 0:  # upstream overlays no requests on the master's runtimeConfig
             return _Decided(net=net, cni_args=cni_args, capability_args=runtime_config)
-        capability_args = sel.capability_args_for(
+        capability_args = delegate_inputs.capability_args_for(
             selection, runtime_config, resource_device_id=device_id or ""
         )
         return _Decided(net=net, cni_args=cni_args, capability_args=capability_args)
@@ -355,6 +377,11 @@ class NetworkResolver:
         data = json.dumps(delegate, sort_keys=True).encode()
         net = cniconf.load_network_list(data, source=f"delegates[{index}]")
         return _Network(name=net.name, net=net)
+
+
+def nad_not_found(name: str) -> str:
+    """The API server's not-found text for NAD ``name``, as upstream quotes it."""
+    return f'networkattachmentdefinition.k8s.cni.cncf.io "{name}" not found'
 
 
 def delegate_cni_args(runtime_args: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:

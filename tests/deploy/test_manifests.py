@@ -46,9 +46,12 @@ DAEMON_API_CALLS = {
     ("", "pods/status"): {"patch", "update"},
     ("k8s.cni.cncf.io", "network-attachment-definitions"): {"get", "list", "watch"},
     ("", "events"): {"create", "patch"},
+    ("resource.k8s.io", "resourceclaims"): {"get"},
+    ("resource.k8s.io", "resourceslices"): {"list"},
 }
 """(API group, resource) -> verbs: the daemon's pod and NAD mirrors (list/watch, a live pod GET), its
-network-status merge patch (upstream's daemon writes the same with an update) and its pod events."""
+network-status merge patch (GET + update where patch is refused, as upstream's daemon writes it), its
+pod events, and DRA device ids (a pod's ResourceClaims, the node's ResourceSlices)."""
 
 PATH_KEYS = {
     "socketDir": "socket_dir",

@@ -26,6 +26,7 @@ from app.sandbox.processes import (
     EmulatorProcess,
     EmulatorRequestError,
     ProcessError,
+    daemon_command,
 )
 from app.shim.install import install_shim
 from tests.conftest import CNI_PLUGIN_DIR
@@ -122,6 +123,9 @@ class Cluster:
     netnses: list[Netns] = field(default_factory=list)
     host_links: list[str] = field(default_factory=list)
     daemon_env: dict[str, str] = field(default_factory=dict)
+    daemon_wrapper: list[str] = field(default_factory=list)
+    """A command the daemon's command line is appended to (say, one that sets up a mount namespace and
+    then executes it, keeping the pid)."""
     process: DaemonProcess = field(init=False)
     """The daemon's process plumbing (app.sandbox.processes)."""
 
@@ -233,6 +237,7 @@ class Cluster:
     def start_daemon(self, *, env: dict[str, str] | None = None, wait: bool = True) -> None:
         config_path = self.root / "daemon-config.json"
         config_path.write_text(json.dumps(self.daemon_config))
+        self.process.command = [*self.daemon_wrapper, *daemon_command(config_path)]
         self.process.start(env={**self.daemon_env, **(env or {})})
         if wait:
             self.wait_ready()
