@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -135,3 +136,26 @@ async def test_bridge_and_host_local_attach_a_real_interface_and_del_releases_it
     assert "eth0" not in netns.links()
     assert not leases[0].exists()
     assert node.checkpoint(container) is None
+
+
+async def test_each_delegates_intent_is_on_disk_before_it_runs(node: Node) -> None:
+    watch = {"checkpoint": str(node.state_db)}
+    conf = node.conf(node.recorder_network("cluster", **watch), node.recorder_network("extra", **watch))
+    engine = node.engine()
+    netns = node.new_netns()
+    container = new_container_id()
+
+    await engine.add(node.request(Command.ADD, container, netns, conf))
+    await engine.delete(node.request(Command.DEL, container, netns, conf))
+
+    seen = [(entry["env"]["CNI_IFNAME"], entry["checkpoint"]) for entry in node.recorder_entries("ADD")]
+    assert [(ifname, row["state"], row["sandbox_state"]) for ifname, row in seen] == [
+        ("eth0", "intent", "adding"),
+        ("net1", "intent", "adding"),
+    ]
+    for entry in node.recorder_entries("ADD"):
+        assert json.loads(entry["checkpoint"]["config"]) == entry["stdin"]
+    deleting = [
+        (e["env"]["CNI_IFNAME"], e["checkpoint"]["sandbox_state"]) for e in node.recorder_entries("DEL")
+    ]
+    assert deleting == [("net1", "deleting"), ("eth0", "deleting")]
