@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from app import metrics
-from app.attach import netns, recording, result_facts, upstream_delete
+from app.attach import device_info, netns, recording, result_facts, upstream_delete
 from app.attach.cluster import ClusterUnavailableError, PodInfo, StatusPublisher
 from app.attach.crashpoints import DISARMED, CrashPoints, Point
 from app.attach.errors import MultusCode, as_cni_error, combine
@@ -227,7 +227,11 @@ class AttachEngine:
         cni_path = self._cni_path(request.conf.bin_dir)
         intents = [
             self._delegate_intent(
-                request=request, plan=plan, cni_path=cni_path, device=await self._devices.snapshot(plan.net)
+                request=request,
+                plan=plan,
+                cni_path=cni_path,
+                device=await self._devices.snapshot(plan.net),
+                root=self._settings.chroot_dir,
             )
             for plan in plans
         ]
@@ -340,7 +344,7 @@ class AttachEngine:
     ) -> JsonObject:
         try:
             return await api.add_network_list(
-                cni=self._cni_config(intent.cni_path),
+                cni=self._cni_config(intent.cni_path, root=intent.root),
                 net=plan.net,
                 rt=self._runtime_conf(container_id=request.container_id, netns_path=request.netns, plan=plan),
             )
@@ -458,14 +462,19 @@ class AttachEngine:
         return error
 
     async def _del_attachment(self, record: SandboxRecord, attachment: AttachmentRecord) -> None:
-        """The delegate's DEL, replayed from the checkpoint; then its host device must be back."""
+        """The delegate's DEL, replayed from the checkpoint; then its host device must be back and
+        the device-info file made for it is removed."""
         net, rt = _recorded_call(record, attachment, netns_path=_netns_for_del(record))
         prev_result = json.loads(attachment.result) if attachment.result else None
         await api.del_network_list(
-            cni=self._cni_config(attachment.cni_path), net=net, rt=rt, prev_result=prev_result
+            cni=self._cni_config(attachment.cni_path, root=attachment.root),
+            net=net,
+            rt=rt,
+            prev_result=prev_result,
         )
         if attachment.device is not None and await self._devices.ensure_returned(attachment.device):
             metrics.GC_RECLAIMED.labels("vf").inc()
+        device_info.remove_for_attachment(attachment)
 
     # ---- CHECK --------------------------------------------------------------------------------
 
@@ -499,7 +508,10 @@ class AttachEngine:
             return
         try:
             await api.check_network_list(
-                cni=self._cni_config(attachment.cni_path), net=net, rt=rt, prev_result=result
+                cni=self._cni_config(attachment.cni_path, root=attachment.root),
+                net=net,
+                rt=rt,
+                prev_result=result,
             )
         except Exception as exc:
             raise as_cni_error(exc).with_context(
@@ -511,12 +523,14 @@ class AttachEngine:
     def _cni_path(self, bin_dir: str) -> tuple[str, ...]:
         return tuple(dict.fromkeys([bin_dir, *self._settings.extra_cni_path]))
 
-    def _cni_config(self, cni_path: Sequence[str]) -> api.CniConfig:
+    def _cni_config(self, cni_path: Sequence[str], *, root: str | None = None) -> api.CniConfig:
+        """How to run plugins: in ``root`` (an attachment's recorded one), else in today's ``chrootDir``."""
         return api.CniConfig(
             path=tuple(cni_path),
             timeout=self._settings.delegate_timeout,
             exec=self._exec,
             base_env=self._settings.plugin_env,
+            chroot_dir=self._settings.chroot_dir if root is None else root,
         )
 
     @staticmethod
@@ -547,6 +561,7 @@ class AttachEngine:
         plan: DelegatePlan,
         cni_path: tuple[str, ...],
         device: Mapping[str, str] | None,
+        root: str,
     ) -> DelegateIntent:
         return DelegateIntent(
             container_id=request.container_id,
@@ -563,6 +578,7 @@ class AttachEngine:
             device_ids=result_facts.device_ids(
                 capability_args=plan.capability_args, device=device, result=None
             ),
+            root=root,
         )
 
 

@@ -119,7 +119,7 @@ def begin_add(session: Session, sandbox: SandboxIntent) -> None:
 
 
 def record_intent(session: Session, intent: DelegateIntent) -> None:
-    """Record a delegate about to run (state ``intent``): config, args and runtimeConfig."""
+    """Record a delegate about to run (state ``intent``): config, args, runtimeConfig and root."""
     now = _now()
     session.execute(
         _INSERT_ATTACHMENT,
@@ -138,6 +138,7 @@ def record_intent(session: Session, intent: DelegateIntent) -> None:
             "ips": "[]",
             "macs": "[]",
             "device_ids": json.dumps(list(intent.device_ids)),
+            "root": intent.root,
             "state": "intent",
             "result": None,
             "last_error": None,
@@ -324,6 +325,7 @@ def _attachment_record(row: RowMapping) -> AttachmentRecord:
         facts=DelegateFacts(
             ips=_strings(row["ips"]), macs=_strings(row["macs"]), device_ids=_strings(row["device_ids"])
         ),
+        root=row["root"],
     )
 
 

@@ -102,6 +102,8 @@ class AttachmentRow(Base):
     capability_args: Mapped[str] = mapped_column(Text, nullable=False, default="{}")
     cni_path: Mapped[str] = mapped_column(Text, nullable=False, default="[]")
     device: Mapped[str | None] = mapped_column(Text, nullable=True)
+    root: Mapped[str] = mapped_column(Text, nullable=False, default="", server_default="")
+    """The root the delegate ran in (``chrootDir`` at ADD; "" = the daemon's own); DEL replays in it."""
     state: Mapped[str] = mapped_column(String, nullable=False)
     result: Mapped[str | None] = mapped_column(Text, nullable=True)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -57,6 +57,9 @@ class DelegateIntent:
     device_ids: tuple[str, ...] = ()
     """Device IDs the delegate is handed (``deviceID``, the host device's PCI address), derived by
     the caller; its result may add more (``DelegateFacts``)."""
+    root: str = ""
+    """The root the delegate runs in (daemon-config ``chrootDir``; "" = the daemon's own): DEL,
+    CHECK, rollback, recovery and GC replay in it, whatever today's setting is."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +92,8 @@ class AttachmentRecord:
     device: Mapping[str, str] | None = None
     facts: DelegateFacts = field(default_factory=DelegateFacts)
     """IPs, MACs and device IDs as recorded with the intent and then the result (never re-derived)."""
+    root: str = ""
+    """The root the delegate ran in, as recorded with its intent ("" = the daemon's own)."""
 
 
 @dataclass(frozen=True, slots=True)
