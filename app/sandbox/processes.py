@@ -110,9 +110,11 @@ class DaemonProcess:
         """Poll ``/readyz`` until it answers 200; ``ProcessError`` if the daemon dies or times out."""
         self.wait_until(lambda: self.readyz() == 200, what="daemon ready", timeout=timeout)
 
-    def wait_until(self, condition: Callable[[], bool], *, what: str, timeout: float = 20.0) -> None:
+    def wait_until(
+        self, condition: Callable[[], bool], *, what: str, timeout: float = 20.0, interval: float = 0.05
+    ) -> None:
         """Poll ``condition`` while the daemon lives (see ``wait_until``)."""
-        wait_until(condition, what=what, timeout=timeout, daemon=self)
+        wait_until(condition, what=what, timeout=timeout, daemon=self, interval=interval)
 
     def readyz(self) -> int | None:
         """The status ``GET /readyz`` answers now, None when nothing answers on the socket."""
@@ -158,10 +160,15 @@ class DaemonProcess:
 
 
 def wait_until(
-    condition: Callable[[], bool], *, what: str, timeout: float = 20.0, daemon: DaemonProcess | None = None
+    condition: Callable[[], bool],
+    *,
+    what: str,
+    timeout: float = 20.0,
+    daemon: DaemonProcess | None = None,
+    interval: float = 0.05,
 ) -> None:
-    """Poll ``condition`` every 50 ms until it holds; ``ProcessError`` (with the daemon's log) if
-    ``timeout`` passes or, when a started ``daemon`` is given, it exits first."""
+    """Poll ``condition`` every ``interval`` seconds until it holds; ``ProcessError`` (with the
+    daemon's log) if ``timeout`` passes or, when a started ``daemon`` is given, it exits first."""
     deadline = time.monotonic() + timeout
     while not condition():
         process = daemon.process if daemon is not None else None
@@ -170,7 +177,7 @@ def wait_until(
         if time.monotonic() > deadline:
             log = f":\n{daemon.log_text()}" if daemon is not None else ""
             raise ProcessError(f"{what} not after {timeout}s{log}")
-        time.sleep(0.05)
+        time.sleep(interval)
 
 
 def post_unix(socket_path: Path, path: str, body: bytes = b"", *, timeout: float = 60.0) -> tuple[int, bytes]:
