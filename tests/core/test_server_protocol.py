@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from app.daemon import listener
 from app.daemon import server as daemon_server
 from app.daemon.server import CniServer, Readiness
 from app.gc.collector import GarbageCollector
@@ -203,7 +204,7 @@ async def test_the_server_listens_on_a_private_unix_socket_and_refuses_a_second_
     )
     with tempfile.TemporaryDirectory(prefix="mpyc-") as directory:
         socket_path = Path(directory) / "sock" / "multus.sock"
-        runner = await daemon_server.start(cni_server, socket_path)
+        runner = await daemon_server.start(cni_server, listener.bind(socket_path))
         try:
             assert socket_path.stat().st_mode & 0o777 == 0o600
             connector = aiohttp.UnixConnector(path=str(socket_path))
@@ -212,7 +213,7 @@ async def test_the_server_listens_on_a_private_unix_socket_and_refuses_a_second_
                 session.get("http://multus/readyz") as response,
             ):
                 assert response.status == 200
-            with pytest.raises(daemon_server.SocketInUseError):
-                daemon_server.prepare_socket(socket_path)
+            with pytest.raises(listener.SocketInUseError):
+                listener.prepare_socket(socket_path)
         finally:
             await runner.cleanup()
