@@ -18,6 +18,8 @@ import pytest
 
 from tests.e2e.conftest import Cluster, Netns, host_link_names, new_container_id
 
+pytestmark = pytest.mark.slow  # starts daemon or emulator processes
+
 
 def _three_networks(cluster: Cluster) -> None:
     """Primary bridge+host-local; net1 macvlan on a veth parent; net2 bridge+static+tuning."""
