@@ -410,15 +410,18 @@ class AttachEngine:
         """
         pending: list[UnitOfWork] = []
         outcomes: dict[int, DelegateOutcome] = {}
+        begun: set[int] = set()
         try:
             if parallel:
                 first = [index for index, plan in enumerate(plans) if plan.is_master]
                 rest = [index for index in range(len(plans)) if index not in first]
                 for index in first:
-                    await self._run_one(request, plans[index], intents[index], pending, outcomes, index)
+                    await self._run_one(
+                        request, plans[index], intents[index], pending, outcomes, index, begun
+                    )
                 done = await asyncio.gather(
                     *(
-                        self._run_one(request, plans[index], intents[index], pending, outcomes, index)
+                        self._run_one(request, plans[index], intents[index], pending, outcomes, index, begun)
                         for index in rest
                     ),
                     return_exceptions=True,
@@ -428,9 +431,18 @@ class AttachEngine:
                     raise failures[0]
             else:
                 for index, (plan, intent) in enumerate(zip(plans, intents, strict=True)):
-                    await self._run_one(request, plan, intent, pending, outcomes, index)
+                    await self._run_one(request, plan, intent, pending, outcomes, index, begun)
             await self._apply_default_routes(request, plans)
         except Exception:
+            never_started = [plan.ifname for index, plan in enumerate(plans) if index not in begun]
+            if never_started:  # known not to have run: nothing of them can exist (invariant 5b)
+                pending.append(
+                    partial(
+                        checkpoints.remove_attachments,
+                        container_id=request.container_id,
+                        ifnames=never_started,
+                    )
+                )
             await self._db.write(_all(pending))
             raise
         ordered = [outcomes[index] for index in sorted(outcomes)]
@@ -456,8 +468,10 @@ class AttachEngine:
         pending: list[UnitOfWork],
         outcomes: dict[int, DelegateOutcome],
         index: int,
+        begun: set[int],
     ) -> None:
         """One delegate's ADD; what to commit about it goes to ``pending``, its outcome to ``outcomes``."""
+        begun.add(index)
         self._crash.reached(Point.ADD_AFTER_INTENT)
         step_started = time.monotonic()
         result = await self._run_delegate_add(

@@ -35,7 +35,11 @@ async def test_an_add_killed_before_its_second_delegate_ran_is_rolled_back(node:
         await engine.add(node.request(Command.ADD, container, netns, conf))
     record = node.checkpoint(container)
     assert record is not None
-    assert [(a.ifname, a.state) for a in record.attachments] == [("eth0", "added"), ("net1", "intent")]
+    assert [(a.ifname, a.state) for a in record.attachments] == [
+        ("eth0", "intent"),
+        ("net1", "intent"),
+        ("net2", "intent"),
+    ], "every intent is committed before the first delegate runs, results only at the end (two commits)"
     node.restart()
 
     report = await recover(engine=node.engine(), db=node.db)
@@ -43,8 +47,14 @@ async def test_an_add_killed_before_its_second_delegate_ran_is_rolled_back(node:
     assert (report.rolled_back, report.deletes_finished, report.earlier_boot) == (1, 0, 0)
     assert report.failed == []
     assert node.checkpoint(container) is None
-    assert node.calls() == [("ADD", "a", "eth0"), ("DEL", "b", "net1"), ("DEL", "a", "eth0")]
+    assert node.calls() == [
+        ("ADD", "a", "eth0"),
+        ("DEL", "c", "net2"),
+        ("DEL", "b", "net1"),
+        ("DEL", "a", "eth0"),
+    ]
     assert delegate_lines(node.history(container), "DEL") == [
+        ("net2", "recovery", "ok"),
         ("net1", "recovery", "ok"),
         ("eth0", "recovery", "ok"),
     ]
