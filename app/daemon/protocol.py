@@ -7,6 +7,11 @@ field (code 4 for the environment, 6 for decoding, 7 for the configuration). Res
 answers ``{"Result": <CNI 1.1.0 result>}`` compact with sorted keys; other verbs answer an empty
 200; errors answer 400 with the CNI error object, which both our shim (keeping the code) and
 upstream's Go shim (printing ``msg; details``) understand. No HTTP or socket code lives here.
+
+Everything the runtime controls is checked here, before the engine records anything: the CNI
+variables (no NUL, no lone surrogate, i.e. bytes that were not UTF-8; container ID, interface
+name and netns path by the spec's rules), CNI_ARGS pairs and the pod identity in them, and the
+configuration (nesting bounded by ``MAX_JSON_DEPTH``, no lone surrogates or NULs in its strings).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +31,16 @@ from app.cni.types import Attachment, CniError, ContainerId, ErrorCode, IfName, 
 from app.store.records import PodIdentity
 
 SANDBOX_COMMANDS = frozenset({Command.ADD, Command.DEL, Command.CHECK})
+CNI_VARIABLES = ("CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS", "CNI_PATH")
+"""The variables the daemon reads from a request's environment; the others are not looked at."""
+MAX_JSON_DEPTH = 64
+"""Deepest nesting accepted in a request's configuration (real CNI configurations stay under 10)."""
+_DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_POD_NAMESPACE = re.compile(_DNS_LABEL)
+_POD_NAME = re.compile(rf"{_DNS_LABEL}(\.{_DNS_LABEL})*")
+_MAX_POD_NAMESPACE = 63
+_MAX_POD_NAME = 253
+_MAX_POD_UID = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,28 +54,61 @@ class ShimRequest:
 
 def decode_body(body: bytes) -> ShimRequest:
     """Decode the JSON envelope; errors name the field that is wrong."""
-    try:
-        envelope = json.loads(body)
-    except ValueError as exc:
-        raise CniError(ErrorCode.DECODING_FAILURE, "request body is not valid JSON", str(exc)) from exc
+    envelope = _loads(body, "request body is not valid JSON")
     if not isinstance(envelope, dict):
         raise CniError(ErrorCode.DECODING_FAILURE, "request body must be a JSON object")
     fields = {key.lower(): value for key, value in envelope.items()}
     env = _decode_env(fields.get("env"))
     stdin = _decode_config(fields.get("config"))
-    try:
-        conf = json.loads(stdin)
-    except ValueError as exc:
-        raise CniError(
-            ErrorCode.DECODING_FAILURE,
-            "error unmarshalling network configuration (request field 'config')",
-            str(exc),
-        ) from exc
+    conf = _loads(stdin, "error unmarshalling network configuration (request field 'config')")
     if not isinstance(conf, dict):
         raise CniError(
             ErrorCode.DECODING_FAILURE, "network configuration (request field 'config') is not an object"
         )
+    check_json_tree(conf, what="network configuration (request field 'config')")
     return ShimRequest(env=env, stdin=stdin, stdin_conf=conf)
+
+
+def _loads(raw: bytes, message: str) -> Any:
+    """``json.loads`` with every failure a code-6 error: bad syntax, bytes that are not UTF-8,
+    nesting deeper than the interpreter can follow."""
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise CniError(ErrorCode.DECODING_FAILURE, message, str(exc)) from exc
+    except RecursionError:
+        raise CniError(
+            ErrorCode.DECODING_FAILURE, message, f"nested deeper than {MAX_JSON_DEPTH} levels"
+        ) from None
+
+
+def check_json_tree(value: object, *, what: str) -> None:
+    """Refuse a decoded JSON value nested deeper than ``MAX_JSON_DEPTH`` (code 6), or holding a
+    string or key with a lone surrogate (code 6: not UTF-8) or a NUL (code 7), naming where."""
+    stack: list[tuple[object, str, int]] = [(value, "", 1)]
+    while stack:
+        item, where, depth = stack.pop()
+        if isinstance(item, dict | list) and depth > MAX_JSON_DEPTH:
+            raise CniError(
+                ErrorCode.DECODING_FAILURE, f"{what} is nested deeper than {MAX_JSON_DEPTH} levels"
+            )
+        if isinstance(item, dict):
+            for key, child in item.items():
+                _check_text(key, what=what, where=f"{where}.{key}" if where else key, is_key=True)
+                stack.append((child, f"{where}.{key}" if where else key, depth + 1))
+        elif isinstance(item, list):
+            stack.extend((child, f"{where}[{index}]", depth + 1) for index, child in enumerate(item))
+        elif isinstance(item, str):
+            _check_text(item, what=what, where=where, is_key=False)
+
+
+def _check_text(text: str, *, what: str, where: str, is_key: bool) -> None:
+    problem = names.unusable_character(text)
+    if problem is None:
+        return
+    place = f"{'key' if is_key else 'the value of key'} {names.printable(where)!r}" if where else "a value"
+    code = ErrorCode.DECODING_FAILURE if "surrogate" in problem else ErrorCode.INVALID_NETWORK_CONFIG
+    raise CniError(code, f"{what}: {place} contains {problem}")
 
 
 def _decode_env(value: object) -> dict[str, str]:
@@ -84,7 +133,16 @@ def _decode_config(value: object) -> bytes:
         ) from exc
 
 
+def check_variables(env: Mapping[str, str]) -> None:
+    """Refuse (code 4) a CNI variable holding a NUL or a lone surrogate (bytes that were not UTF-8)."""
+    for name in CNI_VARIABLES:
+        problem = names.unusable_character(env.get(name, ""))
+        if problem is not None:
+            raise CniError(ErrorCode.INVALID_ENVIRONMENT, f"invalid {name}: the value contains {problem}")
+
+
 def command_of(request: ShimRequest) -> Command:
+    check_variables(request.env)
     raw = request.env.get("CNI_COMMAND", "")
     try:
         return Command(raw)
@@ -117,6 +175,8 @@ def interpret(request: ShimRequest, *, daemon_config: Mapping[str, Any]) -> Sand
     names.check_container_id(container_id)
     if command is not Command.DEL and not env["CNI_NETNS"]:
         raise CniError(ErrorCode.INVALID_ENVIRONMENT, "required env variables [CNI_NETNS] missing")
+    if env["CNI_NETNS"]:
+        names.check_netns_path(env["CNI_NETNS"])
     ifname = env.get("CNI_IFNAME") or "eth0"
     names.check_ifname(ifname)
     cni_args = parse_cni_args(env["CNI_ARGS"])
@@ -132,7 +192,13 @@ def interpret(request: ShimRequest, *, daemon_config: Mapping[str, Any]) -> Sand
 
 
 def parse_cni_args(value: str) -> tuple[tuple[str, str], ...]:
-    """``K=V;K=V`` into pairs. Empty items are skipped (upstream rejects a trailing ``;``)."""
+    """``K=V;K=V`` into pairs. Empty items are skipped (upstream rejects a trailing ``;``); a control
+    character, a NUL or a lone surrogate anywhere is refused (code 4)."""
+    problem = names.unusable_character(value) or (
+        "a control character" if names.has_control_character(value) else None
+    )
+    if problem is not None:
+        raise CniError(ErrorCode.INVALID_ENVIRONMENT, f"invalid CNI_ARGS: the value contains {problem}")
     pairs = []
     for item in value.split(";"):
         if not item.strip():
@@ -147,12 +213,26 @@ def parse_cni_args(value: str) -> tuple[tuple[str, str], ...]:
 
 
 def _pod_identity(cni_args: tuple[tuple[str, str], ...]) -> PodIdentity:
+    """The pod the kubelet names in CNI_ARGS; names that Kubernetes would not accept are refused
+    (code 4), since they end up in API paths and the checkpoint."""
     args = dict(cni_args)
-    return PodIdentity(
+    identity = PodIdentity(
         namespace=args.get("K8S_POD_NAMESPACE", ""),
         name=args.get("K8S_POD_NAME", ""),
         uid=args.get("K8S_POD_UID", ""),
     )
+    for key, value, pattern, longest in (
+        ("K8S_POD_NAMESPACE", identity.namespace, _POD_NAMESPACE, _MAX_POD_NAMESPACE),
+        ("K8S_POD_NAME", identity.name, _POD_NAME, _MAX_POD_NAME),
+        ("K8S_POD_UID", identity.uid, None, _MAX_POD_UID),
+    ):
+        if value and (len(value) > longest or (pattern is not None and not pattern.fullmatch(value))):
+            raise CniError(
+                ErrorCode.INVALID_ENVIRONMENT,
+                f"invalid CNI_ARGS: {key} is not a valid Kubernetes name",
+                value[:_MAX_POD_NAME],
+            )
+    return identity
 
 
 def _valid_attachments(stdin_conf: Mapping[str, Any]) -> tuple[Attachment, ...]:

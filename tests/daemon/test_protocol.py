@@ -194,3 +194,111 @@ def _error_of(raw: bytes) -> int | None:
         return None
     assert caught.msg, "every error says what is wrong"
     return caught.code
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "named"),
+    [
+        pytest.param("CNI_ARGS", "K8S_POD_NAME=web\udcff", "CNI_ARGS", id="non-utf8-byte-in-cni-args"),
+        pytest.param("CNI_ARGS", "K8S_POD_NAME=web\ud800", "CNI_ARGS", id="lone-surrogate-in-cni-args"),
+        pytest.param("CNI_ARGS", "K8S_POD_NAME=we\x00b", "CNI_ARGS", id="nul-in-cni-args"),
+        pytest.param("CNI_ARGS", "K8S_POD_NAME=web\n", "CNI_ARGS", id="newline-in-cni-args"),
+        pytest.param("CNI_IFNAME", "eth\x000", "CNI_IFNAME", id="nul-in-ifname"),
+        pytest.param("CNI_IFNAME", "eth0\x01", "interface name", id="trailing-control-character-in-ifname"),
+        pytest.param("CNI_IFNAME", "eth0\x7f", "interface name", id="del-character-in-ifname"),
+        pytest.param("CNI_IFNAME", "..", "interface name", id="dotdot-ifname"),
+        pytest.param("CNI_NETNS", "/var/run/netns/\udc80", "CNI_NETNS", id="surrogate-in-netns"),
+        pytest.param("CNI_NETNS", "/var/run/netns/x\x00", "CNI_NETNS", id="nul-in-netns"),
+        pytest.param("CNI_NETNS", "var/run/netns/x", "CNI_NETNS", id="relative-netns"),
+        pytest.param("CNI_NETNS", "/" + "n" * 5000, "CNI_NETNS", id="netns-longer-than-path-max"),
+        pytest.param("CNI_CONTAINERID", "abc\udcff", "CNI_CONTAINERID", id="non-utf8-container-id"),
+        pytest.param("CNI_CONTAINERID", "abc\x00", "CNI_CONTAINERID", id="nul-in-container-id"),
+        pytest.param("CNI_COMMAND", "ADD\x00", "CNI_COMMAND", id="nul-in-command"),
+        pytest.param("CNI_PATH", "/opt/cni/bin\udcff", "CNI_PATH", id="non-utf8-cni-path"),
+        pytest.param("CNI_ARGS", "K8S_POD_NAME=../../x", "K8S_POD_NAME", id="pod-name-not-a-kubernetes-name"),
+        pytest.param("CNI_ARGS", "K8S_POD_NAMESPACE=Default", "K8S_POD_NAMESPACE", id="namespace-uppercase"),
+        pytest.param(
+            "CNI_ARGS", "K8S_POD_NAMESPACE=" + "a" * 64, "K8S_POD_NAMESPACE", id="namespace-too-long"
+        ),
+    ],
+)
+@pytest.mark.parametrize("command", ["ADD", "DEL"])
+def test_odd_bytes_in_a_variable_are_refused_with_code_4_naming_it(
+    variable: str, value: str, named: str, command: str
+) -> None:
+    raw = body({**ENV, "CNI_COMMAND": command, variable: value})
+
+    with pytest.raises(CniError) as caught:
+        interpret(raw)
+
+    assert caught.value.code == ErrorCode.INVALID_ENVIRONMENT
+    assert named in caught.value.msg
+    json.dumps(caught.value.to_json(), ensure_ascii=False).encode()  # the answer can be written
+
+
+def test_an_unrelated_variable_with_odd_bytes_is_ignored() -> None:
+    assert isinstance(interpret(body({**ENV, "HOME": "/root\udcff\x00"})), SandboxRequest)
+
+
+def _nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize("depth", [protocol.MAX_JSON_DEPTH + 1, 10_000, 200_000])
+def test_a_configuration_nested_too_deep_is_a_decoding_error_not_a_recursion_error(depth: int) -> None:
+    conf = f'{{"cniVersion": "1.0.0", "name": "n", "deep": {_nested(depth)}}}'.encode()
+
+    with pytest.raises(CniError) as caught:
+        interpret(body(ENV, conf))
+
+    assert caught.value.code == ErrorCode.DECODING_FAILURE
+    assert "'config'" in caught.value.msg
+    assert str(protocol.MAX_JSON_DEPTH) in caught.value.msg + caught.value.details
+
+
+def test_a_configuration_at_the_depth_bound_is_accepted() -> None:
+    conf = f'{{"cniVersion": "1.0.0", "name": "n", "deep": {_nested(protocol.MAX_JSON_DEPTH - 1)}}}'.encode()
+
+    assert isinstance(interpret(body(ENV, conf)), SandboxRequest)
+
+
+def test_a_request_body_nested_10000_deep_is_a_decoding_error_not_a_recursion_error() -> None:
+    raw = b'{"env": {}, "config": "e30=", "x": ' + _nested(10_000).encode() + b"}"
+
+    with pytest.raises(CniError) as caught:
+        interpret(raw)
+
+    assert caught.value.code == ErrorCode.DECODING_FAILURE
+    assert "request body" in caught.value.msg
+
+
+@pytest.mark.parametrize(
+    ("conf", "code", "named"),
+    [
+        pytest.param(
+            b'{"cniVersion": "1.0.0", "name": "n\\ud800"}', 6, "'name'", id="surrogate-escape-in-value"
+        ),
+        pytest.param(b'{"cniVersion": "1.0.0", "n\\udfff": 1}', 6, "key", id="surrogate-escape-in-key"),
+        pytest.param(b'{"cniVersion": "1.0.0", "binDir": "/opt\\u0000"}', 7, "'binDir'", id="nul-in-bin-dir"),
+        pytest.param(
+            b'{"cniVersion": "1.0.0", "runtimeConfig": {"mac": ["\\u0000"]}}',
+            7,
+            "runtimeConfig.mac[0]",
+            id="nul-deep",
+        ),
+        pytest.param(b'{"cniVersion": "1.0.0", "name": "\xff\xfe"}', 6, "'config'", id="raw-non-utf8-bytes"),
+    ],
+)
+def test_odd_bytes_in_the_configuration_are_refused_naming_where(conf: bytes, code: int, named: str) -> None:
+    with pytest.raises(CniError) as caught:
+        interpret(body(ENV, conf))
+
+    assert caught.value.code == code
+    assert named in caught.value.msg
+
+
+def test_a_body_that_is_not_utf8_is_a_decoding_error() -> None:
+    with pytest.raises(CniError) as caught:
+        interpret(b'{"env": {"CNI_COMMAND": "AD\xff"}, "config": "e30="}')
+
+    assert caught.value.code == ErrorCode.DECODING_FAILURE
