@@ -148,6 +148,7 @@ class Daemon:
             readiness=self.readiness,
             collector=collector,
             activity=self.activity,
+            connection_limit=self.settings.connection_limit,
         )
         try:
             runner = await server.start(cni_server, self.settings.socket_path)
