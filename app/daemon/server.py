@@ -34,7 +34,7 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import ClientPayloadError, web
+from aiohttp import ClientPayloadError, StreamReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from app import metrics
@@ -247,10 +247,12 @@ class CniServer:
     async def _admit(self, command: Command) -> None:
         """Hold the request until the daemon can serve it (DEL: the store is open; others: ready),
         at most ``READY_HOLD_SECONDS``; then refuse with code 11."""
-        if command is Command.DEL:
-            if await self.readiness.wait_store_open(READY_HOLD_SECONDS):
-                return
-        elif await self.readiness.wait_ready(READY_HOLD_SECONDS):
+        needs_ready = command is not Command.DEL
+        servable = self.readiness.ready if needs_ready else self.readiness.store_open
+        if not servable and not self.readiness.stopping:
+            log.info("holding %s until the daemon is ready: %s", command, self.readiness.reason)
+        wait = self.readiness.wait_ready if needs_ready else self.readiness.wait_store_open
+        if await wait(READY_HOLD_SECONDS):
             return
         raise _NotReadyError(self.readiness.reason or "not ready")
 
@@ -338,15 +340,21 @@ def _too_large(size: int) -> CniError:
 class _Connection(web.RequestHandler):
     """aiohttp's connection handler, with CNI error bodies and half-close kept open."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._bodies: list[StreamReader] = []
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._bodies.extend(payload for _message, payload in self._messages if payload not in self._bodies)
+
     def eof_received(self) -> bool:  # type: ignore[override]  # asyncio's protocol returns bool | None
-        """The client closed its write side. A request already received (or arriving) is still
-        served and answered: end its body here and keep our side open; otherwise close."""
-        pending = [payload for _message, payload in self._messages]
-        if self._current_request is not None:
-            pending.append(self._current_request.content)
-        for payload in pending:
+        """The client closed its write side. Once a request has arrived it is still served and
+        answered: end the bodies still being received and keep our side open (the response
+        closes the connection). With no request yet there is nothing to answer: close."""
+        for payload in self._bodies:
             payload.feed_eof()
-        return bool(pending)
+        return self._request_count > 0
 
     def handle_error(
         self,
