@@ -343,18 +343,35 @@ class _Connection(web.RequestHandler):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._bodies: list[StreamReader] = []
+        self._received = 0
 
     def data_received(self, data: bytes) -> None:
+        self._received += len(data)
         super().data_received(data)
         self._bodies.extend(payload for _message, payload in self._messages if payload not in self._bodies)
 
     def eof_received(self) -> bool:  # type: ignore[override]  # asyncio's protocol returns bool | None
         """The client closed its write side. Once a request has arrived it is still served and
         answered: end the bodies still being received and keep our side open (the response
-        closes the connection). With no request yet there is nothing to answer: close."""
+        closes the connection). A request cut short in its headers is answered here; with no
+        bytes at all there is nothing to answer."""
         for payload in self._bodies:
             payload.feed_eof()
-        return self._request_count > 0
+        if self._request_count > 0:
+            return True
+        if self._received and self.transport is not None:
+            error = CniError(
+                ErrorCode.DECODING_FAILURE,
+                "malformed HTTP request",
+                f"the connection was closed after {self._received} bytes, before the end of the headers",
+            )
+            body = protocol.error_body(error)
+            head = (
+                "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            )
+            self.transport.write(head.encode() + body)
+        return False
 
     def handle_error(
         self,

@@ -191,6 +191,12 @@ def test_a_client_that_half_closes_after_a_whole_add_still_gets_its_answer(servi
         ),
         pytest.param(b"POST /cni HTTP/1.1\r\nBad Header\r\n\r\n", False, "malformed HTTP", id="bad-header"),
         pytest.param(
+            b"POST /cni HTTP/1.1\r\nHost: x\r\n",
+            True,
+            "before the end of the headers",
+            id="headers-cut-short",
+        ),
+        pytest.param(
             http_post(b"{}", content_length=100), True, "shorter than its Content-Length", id="length-too-big"
         ),
         pytest.param(
