@@ -13,6 +13,9 @@ from app.cni.types import CniError, ErrorCode
 
 _IDENTIFIER = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*")
 MAX_IFNAME_BYTES = 15
+_KERNEL_REFUSED_IFNAME_BYTES = frozenset(b"%\xa0")
+"""Beyond the spec's rules, bytes Linux refuses in a new link's name: ``%`` makes it a template
+(``eth%d``), and the kernel's ``isspace`` counts 0xA0, which UTF-8 uses inside characters like é."""
 MAX_PATH_BYTES = 4095
 """Linux's PATH_MAX (4096) less the terminating NUL."""
 
@@ -78,6 +81,12 @@ def check_ifname(ifname: str) -> None:
             ErrorCode.INVALID_ENVIRONMENT,
             "interface name contains a control character or bytes that are not UTF-8",
             repr(ifname),
+        )
+    if any(byte in _KERNEL_REFUSED_IFNAME_BYTES for byte in ifname.encode("utf-8")):
+        raise CniError(
+            ErrorCode.INVALID_ENVIRONMENT,
+            "interface name contains a character Linux refuses in a name (%, or a byte it reads as space)",
+            ifname,
         )
 
 

@@ -192,7 +192,8 @@ def interpret(request: ShimRequest, *, daemon_config: Mapping[str, Any]) -> Sand
 
 
 def parse_cni_args(value: str) -> tuple[tuple[str, str], ...]:
-    """``K=V;K=V`` into pairs. Empty items are skipped (upstream rejects a trailing ``;``); a control
+    """``K=V;K=V`` into pairs. Empty items are skipped (upstream rejects a trailing ``;``; delegates
+    get the pairs rebuilt); a value holding ``=`` is refused like the Go library does; a control
     character, a NUL or a lone surrogate anywhere is refused (code 4)."""
     problem = names.unusable_character(value) or (
         "a control character" if names.has_control_character(value) else None
@@ -204,9 +205,11 @@ def parse_cni_args(value: str) -> tuple[tuple[str, str], ...]:
         if not item.strip():
             continue
         key, sep, val = item.partition("=")
-        if not sep or not key.strip():
+        if not sep or not key.strip() or "=" in val:
             raise CniError(
-                ErrorCode.INVALID_ENVIRONMENT, f"invalid CNI_ARGS item {item!r}", "expected KEY=VALUE"
+                ErrorCode.INVALID_ENVIRONMENT,
+                f"invalid CNI_ARGS item {item!r}",
+                "expected KEY=VALUE with exactly one '=' (delegates refuse any other pair)",
             )
         pairs.append((key.strip(), val.strip()))
     return tuple(pairs)

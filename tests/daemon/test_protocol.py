@@ -134,7 +134,15 @@ def test_a_bad_multus_conf_key_is_a_config_error_naming_the_key(conf: dict[str, 
 
 
 def test_trailing_semicolons_in_cni_args_are_tolerated_unlike_upstream() -> None:
-    assert protocol.parse_cni_args("A=1;;B=x=y;") == (("A", "1"), ("B", "x=y"))
+    assert protocol.parse_cni_args("A=1;;B=x;") == (("A", "1"), ("B", "x"))
+
+
+def test_a_cni_args_pair_with_two_equals_signs_is_refused_as_every_go_delegate_would() -> None:
+    with pytest.raises(CniError) as caught:
+        protocol.parse_cni_args("A=1;B=x=y")
+
+    assert caught.value.code == ErrorCode.INVALID_ENVIRONMENT
+    assert "B=x=y" in caught.value.msg
 
 
 @settings(max_examples=300, deadline=None)
@@ -207,6 +215,8 @@ def _error_of(raw: bytes) -> int | None:
         pytest.param("CNI_IFNAME", "eth0\x01", "interface name", id="trailing-control-character-in-ifname"),
         pytest.param("CNI_IFNAME", "eth0\x7f", "interface name", id="del-character-in-ifname"),
         pytest.param("CNI_IFNAME", "..", "interface name", id="dotdot-ifname"),
+        pytest.param("CNI_IFNAME", "e%s%n", "interface name", id="percent-template-in-ifname"),
+        pytest.param("CNI_IFNAME", "eth\u00e0", "interface name", id="utf8-byte-0xa0-in-ifname"),
         pytest.param("CNI_NETNS", "/var/run/netns/\udc80", "CNI_NETNS", id="surrogate-in-netns"),
         pytest.param("CNI_NETNS", "/var/run/netns/x\x00", "CNI_NETNS", id="nul-in-netns"),
         pytest.param("CNI_NETNS", "var/run/netns/x", "CNI_NETNS", id="relative-netns"),
