@@ -18,8 +18,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import fcntl
+import ipaddress
 import json
+import os
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +45,10 @@ _POD_NAME = re.compile(rf"{_DNS_LABEL}(\.{_DNS_LABEL})*")
 _MAX_POD_NAMESPACE = 63
 _MAX_POD_NAME = 253
 _MAX_POD_UID = 256
+_MAC = re.compile(r"[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}")
+_NS_GET_NSTYPE = 0xB703
+"""ioctl(2) asking an nsfs file for its namespace type (Linux >= 4.11)."""
+_CLONE_NEWNET = 0x40000000
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +185,8 @@ def interpret(request: ShimRequest, *, daemon_config: Mapping[str, Any]) -> Sand
         raise CniError(ErrorCode.INVALID_ENVIRONMENT, "required env variables [CNI_NETNS] missing")
     if env["CNI_NETNS"]:
         names.check_netns_path(env["CNI_NETNS"])
+    if command is not Command.DEL:
+        check_network_namespace(env["CNI_NETNS"])
     ifname = env.get("CNI_IFNAME") or "eth0"
     names.check_ifname(ifname)
     cni_args = parse_cni_args(env["CNI_ARGS"])
@@ -212,7 +222,56 @@ def parse_cni_args(value: str) -> tuple[tuple[str, str], ...]:
                 "expected KEY=VALUE with exactly one '=' (delegates refuse any other pair)",
             )
         pairs.append((key.strip(), val.strip()))
+    for key, val in pairs:
+        _check_typed_arg(key, val)
     return tuple(pairs)
+
+
+def _check_typed_arg(key: str, value: str) -> None:
+    """The CNI_ARGS keys the reference plugins parse (conventions: ``IP``, ``MAC``): a value they
+    cannot parse would fail every delegate with code 999, so it is refused here with code 4."""
+    if key == "MAC" and not _MAC.fullmatch(value):
+        raise CniError(
+            ErrorCode.INVALID_ENVIRONMENT, "invalid CNI_ARGS: MAC is not a MAC address", value[:64]
+        )
+    if key == "IP":
+        for part in value.split(","):
+            try:
+                ipaddress.ip_interface(part)
+            except ValueError:
+                raise CniError(
+                    ErrorCode.INVALID_ENVIRONMENT, "invalid CNI_ARGS: IP is not an IP address", value[:128]
+                ) from None
+
+
+def check_network_namespace(path: str) -> None:
+    """Refuse (code 4) a ``CNI_NETNS`` that is not a network namespace file here, as every plugin
+    would (with code 999), and (code 8) the daemon's own, the node's. Only ``stat`` and an nsfs
+    ``ioctl``: nothing but a namespace file is ever opened."""
+    try:
+        found = os.stat(path)
+        nsfs = os.stat("/proc/self/ns/net").st_dev
+    except OSError as exc:
+        raise CniError(
+            ErrorCode.INVALID_ENVIRONMENT, f"invalid CNI_NETNS: cannot use {path}: {exc.strerror}"
+        ) from None
+    kind = None
+    if stat.S_ISREG(found.st_mode) and found.st_dev == nsfs:
+        try:
+            descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+            try:
+                kind = fcntl.ioctl(descriptor, _NS_GET_NSTYPE)
+            finally:
+                os.close(descriptor)
+        except OSError:
+            kind = None
+    if kind != _CLONE_NEWNET:
+        raise CniError(ErrorCode.INVALID_ENVIRONMENT, f"invalid CNI_NETNS: {path} is not a network namespace")
+    own = os.stat("/proc/self/ns/net")
+    if (found.st_dev, found.st_ino) == (own.st_dev, own.st_ino):  # the Go library's check and code
+        raise CniError(
+            ErrorCode.INVALID_NETNS, "plugin's netns and netns from CNI_NETNS should not be the same", path
+        )
 
 
 def _pod_identity(cni_args: tuple[tuple[str, str], ...]) -> PodIdentity:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import subprocess
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,14 +18,26 @@ from app.cni.types import CniError, ErrorCode
 from app.daemon import protocol
 
 CONF = {"cniVersion": "1.0.0", "name": "multus-cni-network", "type": "multus-shim"}
+NETNS_NAME = f"mp-protocol-{os.getpid()}"
+NETNS = f"/var/run/netns/{NETNS_NAME}"
+"""A real network namespace: ADD and CHECK need CNI_NETNS to be one."""
 ENV = {
     "CNI_COMMAND": "ADD",
     "CNI_CONTAINERID": "abc123",
-    "CNI_NETNS": "/var/run/netns/x",
+    "CNI_NETNS": NETNS,
     "CNI_IFNAME": "eth0",
     "CNI_ARGS": "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web;K8S_POD_UID=u1",
     "CNI_PATH": "/opt/cni/bin",
 }
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _network_namespace() -> Iterator[None]:
+    subprocess.run(["ip", "netns", "add", NETNS_NAME], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["ip", "netns", "del", NETNS_NAME], check=False)
 
 
 def body(env: dict[str, str], conf: dict[str, Any] | bytes = CONF) -> bytes:
@@ -39,7 +54,7 @@ def test_an_upstream_shim_request_becomes_a_sandbox_request() -> None:
 
     assert isinstance(request, SandboxRequest)
     assert request.command is Command.ADD
-    assert (request.container_id, request.netns, request.ifname) == ("abc123", "/var/run/netns/x", "eth0")
+    assert (request.container_id, request.netns, request.ifname) == ("abc123", NETNS, "eth0")
     assert (request.pod.namespace, request.pod.name, request.pod.uid) == ("default", "web", "u1")
     assert request.conf.cluster_network == "/etc/cni/net.d/10-x.conflist"
     assert request.conf.bin_dir == "/b"
@@ -244,6 +259,33 @@ def test_odd_bytes_in_a_variable_are_refused_with_code_4_naming_it(
     assert caught.value.code == ErrorCode.INVALID_ENVIRONMENT
     assert named in caught.value.msg
     json.dumps(caught.value.to_json(), ensure_ascii=False).encode()  # the answer can be written
+
+
+@pytest.mark.parametrize(
+    "netns", ["/var/run/netns/mp-does-not-exist", "/", "/etc/hostname", "/proc/self/ns/mnt", "/dev/null"]
+)
+@pytest.mark.parametrize("command", ["ADD", "CHECK"])
+def test_a_netns_that_is_not_a_network_namespace_is_code_4_before_any_plugin_runs(
+    command: str, netns: str
+) -> None:
+    with pytest.raises(CniError) as caught:
+        interpret(body({**ENV, "CNI_COMMAND": command, "CNI_NETNS": netns}))
+
+    assert caught.value.code == ErrorCode.INVALID_ENVIRONMENT
+    assert f"CNI_NETNS: {netns}" in caught.value.msg or f"cannot use {netns}" in caught.value.msg
+
+
+def test_the_nodes_own_netns_is_refused_with_the_go_librarys_code_8() -> None:
+    with pytest.raises(CniError) as caught:
+        interpret(body({**ENV, "CNI_NETNS": "/proc/self/ns/net"}))
+
+    assert caught.value.code == ErrorCode.INVALID_NETNS
+
+
+def test_del_takes_a_netns_that_is_gone() -> None:
+    request = interpret(body({**ENV, "CNI_COMMAND": "DEL", "CNI_NETNS": "/var/run/netns/mp-gone"}))
+
+    assert isinstance(request, SandboxRequest)
 
 
 def test_an_unrelated_variable_with_odd_bytes_is_ignored() -> None:

@@ -289,10 +289,11 @@ def test_connection_limit_1_answers_two_concurrent_adds_one_at_a_time(cluster: C
     containers = [new_container_id(), new_container_id()]
     answers: dict[str, tuple[int, bytes]] = {}
 
+    netnses = {container: cluster.new_netns() for container in containers}
+
     def add(container: str) -> None:
-        answers[container] = cluster.post(
-            "/cni", envelope(cluster, "ADD", runtime_env(cluster, container, "/x"))
-        )
+        env = runtime_env(cluster, container, netnses[container])
+        answers[container] = cluster.post("/cni", envelope(cluster, "ADD", env))
 
     first = threading.Thread(target=add, args=(containers[0],))
     first.start()
@@ -319,7 +320,8 @@ def test_connection_limit_1_answers_two_concurrent_adds_one_at_a_time(cluster: C
     ]
     assert _gauge(port, "multus_py_server_requests_waiting") == 0
     for container in containers:
-        status, _ = cluster.post("/cni", envelope(cluster, "DEL", runtime_env(cluster, container, "/x")))
+        env = runtime_env(cluster, container, netnses[container])
+        status, _ = cluster.post("/cni", envelope(cluster, "DEL", env))
         assert status == 200
 
 
