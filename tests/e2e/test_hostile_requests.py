@@ -10,6 +10,7 @@ wait, none dropped) and requests held, not refused, until the daemon is ready.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import socket
 import sqlite3
@@ -38,12 +39,13 @@ def envelope(
 
 
 def runtime_env(cluster: Cluster, container: str, netns: Netns | str) -> dict[str, str]:
+    pod_suffix = hashlib.sha256(container.encode()).hexdigest()[:8]
     return {
         "CNI_CONTAINERID": container,
         "CNI_NETNS": netns.path if isinstance(netns, Netns) else netns,
         "CNI_IFNAME": "eth0",
         "CNI_PATH": str(cluster.bin_dir),
-        "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=pod-{container[:8]}",
+        "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=pod-{pod_suffix}",
     }
 
 
