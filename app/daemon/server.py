@@ -94,6 +94,7 @@ class Readiness:
     extra_conditions: dict[str, bool] = field(default_factory=_Conditions)
     _ready: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
     _store: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
+    _changed: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.extra_conditions, _Conditions):
@@ -104,8 +105,13 @@ class Readiness:
 
     def __setattr__(self, name: str, value: Any) -> None:
         super().__setattr__(name, value)
-        if name in ("store_open", "recovered", "stopping", "extra_conditions") and hasattr(self, "_store"):
+        if name in ("store_open", "recovered", "stopping", "extra_conditions") and hasattr(self, "_changed"):
             self._refresh()
+
+    @property
+    def ready_event(self) -> asyncio.Event:
+        """Set while the daemon is ready (cleared again when a condition turns false)."""
+        return self._ready
 
     def _refresh(self) -> None:
         conditions = self.extra_conditions
@@ -116,6 +122,8 @@ class Readiness:
                 event.set()
             else:
                 event.clear()
+        self._changed.set()  # wakes every waiter (stopping included); each waits on a fresh one
+        self._changed = asyncio.Event()
 
     @property
     def ready(self) -> bool:
@@ -141,15 +149,15 @@ class Readiness:
         return await self._wait(self._store, seconds)
 
     async def _wait(self, event: asyncio.Event, seconds: float) -> bool:
-        if event.is_set():
-            return True
-        if self.stopping:
-            return False
+        """True once ``event`` is set; False when ``seconds`` pass or the daemon starts stopping."""
         try:
             async with asyncio.timeout(seconds):
-                await event.wait()
+                while not event.is_set():
+                    if self.stopping:
+                        return False
+                    await self._changed.wait()
         except TimeoutError:
-            return False
+            return event.is_set()
         return True
 
 

@@ -49,3 +49,14 @@ async def test_del_only_waits_for_the_store_even_while_stopping() -> None:
     assert await waiter is True
     assert await readiness.wait_store_open(3600) is True
     assert not readiness.ready
+
+
+async def test_a_held_request_is_let_go_when_the_daemon_starts_stopping() -> None:
+    readiness = Readiness(store_open=True)
+    waiter = asyncio.ensure_future(readiness.wait_ready(3600))
+    await asyncio.sleep(0)
+
+    readiness.stopping = True
+
+    assert await waiter is False
+    assert not readiness.ready_event.is_set()
