@@ -24,7 +24,7 @@ import json
 import os
 import re
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -141,16 +141,26 @@ def _decode_config(value: object) -> bytes:
         ) from exc
 
 
-def check_variables(env: Mapping[str, str]) -> None:
+class NothingRecordedError(Exception):
+    """A DEL naming a sandbox no ADD could have recorded (its container ID would have been
+    refused): there is nothing to delete, and the DEL succeeds so that it terminates."""
+
+    def __init__(self, container_id: str, why: str) -> None:
+        super().__init__(
+            f"DEL of container {names.printable(container_id)!r}: {why}; nothing can be recorded under it"
+        )
+
+
+def check_variables(env: Mapping[str, str], *, names_checked: tuple[str, ...] = CNI_VARIABLES) -> None:
     """Refuse (code 4) a CNI variable holding a NUL or a lone surrogate (bytes that were not UTF-8)."""
-    for name in CNI_VARIABLES:
+    for name in names_checked:
         problem = names.unusable_character(env.get(name, ""))
         if problem is not None:
             raise CniError(ErrorCode.INVALID_ENVIRONMENT, f"invalid {name}: the value contains {problem}")
 
 
 def command_of(request: ShimRequest) -> Command:
-    check_variables(request.env)
+    check_variables(request.env, names_checked=("CNI_COMMAND",))
     raw = request.env.get("CNI_COMMAND", "")
     try:
         return Command(raw)
@@ -174,6 +184,9 @@ def interpret(request: ShimRequest, *, daemon_config: Mapping[str, Any]) -> Sand
             command=command, conf=conf, valid_attachments=_valid_attachments(request.stdin_conf)
         )
     env = request.env
+    if command is Command.DEL:
+        return _deletion(env, conf)
+    check_variables(env)
     missing = [key for key in ("CNI_CONTAINERID", "CNI_NETNS", "CNI_ARGS") if key not in env]
     if not missing and not env["CNI_CONTAINERID"]:  # Go's skel: an empty variable is a missing one
         missing = ["CNI_CONTAINERID"]
@@ -181,24 +194,65 @@ def interpret(request: ShimRequest, *, daemon_config: Mapping[str, Any]) -> Sand
         raise CniError(ErrorCode.INVALID_ENVIRONMENT, f"required env variables [{','.join(missing)}] missing")
     container_id = env["CNI_CONTAINERID"]
     names.check_container_id(container_id)
-    if command is not Command.DEL and not env["CNI_NETNS"]:
+    if not env["CNI_NETNS"]:
         raise CniError(ErrorCode.INVALID_ENVIRONMENT, "required env variables [CNI_NETNS] missing")
-    if env["CNI_NETNS"]:
-        names.check_netns_path(env["CNI_NETNS"])
-    if command is not Command.DEL:
-        check_network_namespace(env["CNI_NETNS"])
+    names.check_netns_path(env["CNI_NETNS"])
     ifname = env.get("CNI_IFNAME") or "eth0"
     names.check_ifname(ifname)
     cni_args = parse_cni_args(env["CNI_ARGS"])
+    pod = _pod_identity(cni_args)
+    check_network_namespace(env["CNI_NETNS"])  # the one look at the system, after the pure checks
     return SandboxRequest(
         command=command,
         container_id=ContainerId(container_id),
         netns=env["CNI_NETNS"],
         ifname=IfName(ifname),
         cni_args=cni_args,
-        pod=_pod_identity(cni_args),
+        pod=pod,
         conf=conf,
     )
+
+
+def _deletion(env: Mapping[str, str], conf: netconf.MultusNetConf) -> SandboxRequest:
+    """The request for a DEL, which must be able to terminate: every value an ADD would have
+    refused is dropped instead of refused (no netns, the default interface name, no CNI_ARGS),
+    since DEL works from the checkpoint; a container ID no ADD could have used raises
+    ``NothingRecordedError``."""
+    container_id = env.get("CNI_CONTAINERID", "")
+    try:
+        check_variables(env, names_checked=("CNI_CONTAINERID",))
+        names.check_container_id(container_id)
+    except CniError as error:
+        raise NothingRecordedError(container_id, error.msg) from None
+    netns = env.get("CNI_NETNS", "")
+    if not _usable_for_delete(env, "CNI_NETNS", lambda: names.check_netns_path(netns) if netns else None):
+        netns = ""
+    ifname = env.get("CNI_IFNAME") or "eth0"
+    if not _usable_for_delete(env, "CNI_IFNAME", lambda: names.check_ifname(ifname)):
+        ifname = "eth0"
+    cni_args: tuple[tuple[str, str], ...] = ()
+    pod = PodIdentity(namespace="", name="", uid="")
+    if _usable_for_delete(env, "CNI_ARGS", lambda: _pod_identity(parse_cni_args(env.get("CNI_ARGS", "")))):
+        cni_args = parse_cni_args(env.get("CNI_ARGS", ""))
+        pod = _pod_identity(cni_args)
+    return SandboxRequest(
+        command=Command.DEL,
+        container_id=ContainerId(container_id),
+        netns=netns,
+        ifname=IfName(ifname),
+        cni_args=cni_args,
+        pod=pod,
+        conf=conf,
+    )
+
+
+def _usable_for_delete(env: Mapping[str, str], name: str, check: Callable[[], object]) -> bool:
+    try:
+        check_variables(env, names_checked=(name,))
+        check()
+    except CniError:
+        return False
+    return True
 
 
 def parse_cni_args(value: str) -> tuple[tuple[str, str], ...]:

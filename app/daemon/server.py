@@ -239,6 +239,9 @@ class CniServer:
             request = protocol.interpret(protocol.decode_body(body), daemon_config=self.daemon_config)
             await self._admit(request.command)
             result = await self._run_shielded(self._dispatch(request), name=_task_name(request))
+        except protocol.NothingRecordedError as nothing:
+            log.warning("%s: answered success", nothing)
+            return web.Response(status=200)
         except CniError as error:
             return _error_response(error)
         except Exception as exc:

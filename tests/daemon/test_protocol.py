@@ -219,35 +219,33 @@ def _error_of(raw: bytes) -> int | None:
     return caught.code
 
 
-@pytest.mark.parametrize(
-    ("variable", "value", "named"),
-    [
-        pytest.param("CNI_ARGS", "K8S_POD_NAME=web\udcff", "CNI_ARGS", id="non-utf8-byte-in-cni-args"),
-        pytest.param("CNI_ARGS", "K8S_POD_NAME=web\ud800", "CNI_ARGS", id="lone-surrogate-in-cni-args"),
-        pytest.param("CNI_ARGS", "K8S_POD_NAME=we\x00b", "CNI_ARGS", id="nul-in-cni-args"),
-        pytest.param("CNI_ARGS", "K8S_POD_NAME=web\n", "CNI_ARGS", id="newline-in-cni-args"),
-        pytest.param("CNI_IFNAME", "eth\x000", "CNI_IFNAME", id="nul-in-ifname"),
-        pytest.param("CNI_IFNAME", "eth0\x01", "interface name", id="trailing-control-character-in-ifname"),
-        pytest.param("CNI_IFNAME", "eth0\x7f", "interface name", id="del-character-in-ifname"),
-        pytest.param("CNI_IFNAME", "..", "interface name", id="dotdot-ifname"),
-        pytest.param("CNI_IFNAME", "e%s%n", "interface name", id="percent-template-in-ifname"),
-        pytest.param("CNI_IFNAME", "eth\u00e0", "interface name", id="utf8-byte-0xa0-in-ifname"),
-        pytest.param("CNI_NETNS", "/var/run/netns/\udc80", "CNI_NETNS", id="surrogate-in-netns"),
-        pytest.param("CNI_NETNS", "/var/run/netns/x\x00", "CNI_NETNS", id="nul-in-netns"),
-        pytest.param("CNI_NETNS", "var/run/netns/x", "CNI_NETNS", id="relative-netns"),
-        pytest.param("CNI_NETNS", "/" + "n" * 5000, "CNI_NETNS", id="netns-longer-than-path-max"),
-        pytest.param("CNI_CONTAINERID", "abc\udcff", "CNI_CONTAINERID", id="non-utf8-container-id"),
-        pytest.param("CNI_CONTAINERID", "abc\x00", "CNI_CONTAINERID", id="nul-in-container-id"),
-        pytest.param("CNI_COMMAND", "ADD\x00", "CNI_COMMAND", id="nul-in-command"),
-        pytest.param("CNI_PATH", "/opt/cni/bin\udcff", "CNI_PATH", id="non-utf8-cni-path"),
-        pytest.param("CNI_ARGS", "K8S_POD_NAME=../../x", "K8S_POD_NAME", id="pod-name-not-a-kubernetes-name"),
-        pytest.param("CNI_ARGS", "K8S_POD_NAMESPACE=Default", "K8S_POD_NAMESPACE", id="namespace-uppercase"),
-        pytest.param(
-            "CNI_ARGS", "K8S_POD_NAMESPACE=" + "a" * 64, "K8S_POD_NAMESPACE", id="namespace-too-long"
-        ),
-    ],
-)
-@pytest.mark.parametrize("command", ["ADD", "DEL"])
+ODD_VARIABLES = [
+    pytest.param("CNI_ARGS", "K8S_POD_NAME=web\udcff", "CNI_ARGS", id="non-utf8-byte-in-cni-args"),
+    pytest.param("CNI_ARGS", "K8S_POD_NAME=web\ud800", "CNI_ARGS", id="lone-surrogate-in-cni-args"),
+    pytest.param("CNI_ARGS", "K8S_POD_NAME=we\x00b", "CNI_ARGS", id="nul-in-cni-args"),
+    pytest.param("CNI_ARGS", "K8S_POD_NAME=web\n", "CNI_ARGS", id="newline-in-cni-args"),
+    pytest.param("CNI_IFNAME", "eth\x000", "CNI_IFNAME", id="nul-in-ifname"),
+    pytest.param("CNI_IFNAME", "eth0\x01", "interface name", id="trailing-control-character-in-ifname"),
+    pytest.param("CNI_IFNAME", "eth0\x7f", "interface name", id="del-character-in-ifname"),
+    pytest.param("CNI_IFNAME", "..", "interface name", id="dotdot-ifname"),
+    pytest.param("CNI_IFNAME", "e%s%n", "interface name", id="percent-template-in-ifname"),
+    pytest.param("CNI_IFNAME", "eth\u00e0", "interface name", id="utf8-byte-0xa0-in-ifname"),
+    pytest.param("CNI_NETNS", "/var/run/netns/\udc80", "CNI_NETNS", id="surrogate-in-netns"),
+    pytest.param("CNI_NETNS", "/var/run/netns/x\x00", "CNI_NETNS", id="nul-in-netns"),
+    pytest.param("CNI_NETNS", "var/run/netns/x", "CNI_NETNS", id="relative-netns"),
+    pytest.param("CNI_NETNS", "/" + "n" * 5000, "CNI_NETNS", id="netns-longer-than-path-max"),
+    pytest.param("CNI_CONTAINERID", "abc\udcff", "CNI_CONTAINERID", id="non-utf8-container-id"),
+    pytest.param("CNI_CONTAINERID", "abc\x00", "CNI_CONTAINERID", id="nul-in-container-id"),
+    pytest.param("CNI_COMMAND", "ADD\x00", "CNI_COMMAND", id="nul-in-command"),
+    pytest.param("CNI_PATH", "/opt/cni/bin\udcff", "CNI_PATH", id="non-utf8-cni-path"),
+    pytest.param("CNI_ARGS", "K8S_POD_NAME=../../x", "K8S_POD_NAME", id="pod-name-not-a-kubernetes-name"),
+    pytest.param("CNI_ARGS", "K8S_POD_NAMESPACE=Default", "K8S_POD_NAMESPACE", id="namespace-uppercase"),
+    pytest.param("CNI_ARGS", "K8S_POD_NAMESPACE=" + "a" * 64, "K8S_POD_NAMESPACE", id="namespace-too-long"),
+]
+
+
+@pytest.mark.parametrize(("variable", "value", "named"), ODD_VARIABLES)
+@pytest.mark.parametrize("command", ["ADD", "CHECK"])
 def test_odd_bytes_in_a_variable_are_refused_with_code_4_naming_it(
     variable: str, value: str, named: str, command: str
 ) -> None:
@@ -286,6 +284,38 @@ def test_del_takes_a_netns_that_is_gone() -> None:
     request = interpret(body({**ENV, "CNI_COMMAND": "DEL", "CNI_NETNS": "/var/run/netns/mp-gone"}))
 
     assert isinstance(request, SandboxRequest)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "named"), [param for param in ODD_VARIABLES if param.values[0] != "CNI_COMMAND"]
+)
+def test_a_del_with_a_value_an_add_would_refuse_runs_without_it_so_it_terminates(
+    variable: str, value: str, named: str
+) -> None:
+    raw = body({**ENV, "CNI_COMMAND": "DEL", variable: value})
+
+    if variable == "CNI_CONTAINERID":
+        with pytest.raises(protocol.NothingRecordedError):
+            interpret(raw)
+        return
+    request = interpret(raw)
+
+    assert isinstance(request, SandboxRequest)
+    assert request.container_id == ENV["CNI_CONTAINERID"]
+    dropped = {"CNI_NETNS": request.netns == "", "CNI_IFNAME": request.ifname == "eth0"}
+    dropped["CNI_ARGS"] = request.cni_args == () and request.pod.name == ""
+    assert dropped.get(variable, True), request
+
+
+@pytest.mark.parametrize("missing", ["CNI_CONTAINERID", "CNI_NETNS", "CNI_ARGS", "CNI_IFNAME"])
+def test_a_del_missing_a_variable_still_terminates(missing: str) -> None:
+    env = {key: value for key, value in ENV.items() if key != missing}
+
+    if missing == "CNI_CONTAINERID":
+        with pytest.raises(protocol.NothingRecordedError):
+            interpret(body({**env, "CNI_COMMAND": "DEL"}))
+    else:
+        assert isinstance(interpret(body({**env, "CNI_COMMAND": "DEL"})), SandboxRequest)
 
 
 def test_an_unrelated_variable_with_odd_bytes_is_ignored() -> None:

@@ -261,7 +261,13 @@ def test_fuzzed_requests_never_crash_never_999_and_never_leave_anything(started:
         if command == "ADD" and status != 200:
             assert recorded(cluster) == (0, 0), f"a failed ADD left a record: {context}"
             assert netns.links() == {"lo"}, f"a failed ADD left an interface: {context}"
-        # The runtime's DEL for the sandbox (also for an ADD that succeeded under an odd but valid name).
+        # The runtime's DEL, with the same variables as the input (and the node's conf): it must
+        # terminate whatever they hold.
+        replayed = _runtime_del(cluster, data)
+        if replayed is not None:
+            deleted, answer = cluster.post("/cni", replayed)
+            assert deleted == 200, f"the runtime's DEL after {context}: {answer!r}"
+        # The DEL for the sandbox (also for an ADD that succeeded under an odd but valid name).
         for deleting in {container, _effective_container(data, container)}:
             deleted, answer = cluster.post(
                 "/cni", envelope(cluster, "DEL", runtime_env(cluster, deleting, netns))
@@ -300,3 +306,15 @@ def _effective_container(data: bytes, fallback: str) -> str:
         return fallback
     valid = isinstance(named, str) and named[:1].isalnum() and named.isascii()
     return named if valid and all(char.isalnum() or char in "_.-" for char in named) else fallback
+
+
+def _runtime_del(cluster: Cluster, data: bytes) -> bytes | None:
+    """The DEL a runtime sends after the input: its variables, ``CNI_COMMAND=DEL``, the node's
+    conf; None when the input carries no environment."""
+    try:
+        env = json.loads(data.split(b"\r\n\r\n", 1)[1])["env"]
+    except (IndexError, ValueError, KeyError, TypeError, RecursionError):
+        return None
+    if not isinstance(env, dict) or not all(isinstance(value, str) for value in env.values()):
+        return None
+    return envelope(cluster, "DEL", {**env, "CNI_COMMAND": "DEL"})

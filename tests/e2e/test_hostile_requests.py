@@ -122,6 +122,9 @@ def serving(started: Any) -> Cluster:
         pytest.param("CNI_IFNAME", "eth0\x1b", "interface name", id="trailing-control-character-in-ifname"),
         pytest.param("CNI_NETNS", "/var/run/netns/\udcff", "CNI_NETNS", id="surrogate-in-netns"),
         pytest.param("CNI_NETNS", "relative/netns", "CNI_NETNS", id="relative-netns"),
+        pytest.param("CNI_NETNS", "/var/run/netns/mp-gone", "CNI_NETNS", id="netns-that-does-not-exist"),
+        pytest.param("CNI_CONTAINERID", "../../x", "containerID", id="container-id-with-a-path"),
+        pytest.param("CNI_CONTAINERID", "c\udcff", "CNI_CONTAINERID", id="non-utf8-container-id"),
         pytest.param("CNI_PATH", "/opt/cni/bin\x00", "CNI_PATH", id="nul-in-cni-path"),
     ],
 )
@@ -138,6 +141,8 @@ def test_odd_bytes_in_a_variable_are_code_4_nothing_is_recorded_and_del_succeeds
     assert error["code"] == 4
     assert named in error["msg"]
     assert recorded(cluster) == (0, 0)
+    status, body = cluster.post("/cni", envelope(cluster, "DEL", env))
+    assert status == 200, f"the runtime's DEL, with the same odd value, must terminate: {body!r}"
     assert_deletable_and_gone(cluster, container, netns)
 
 
