@@ -123,3 +123,30 @@ EVENTS_DROPPED = Counter(
     "Kubernetes Events not posted because their queue was full.",
     registry=REGISTRY,
 )
+DELEGATE_QUEUE_SECONDS = Histogram(
+    "multus_py_delegate_queue_seconds",
+    "Time a plugin execution waited for a slot under maxConcurrentDelegates before it started.",
+    buckets=(0.0, *_LATENCY_BUCKETS),
+    registry=REGISTRY,
+)
+DELEGATES_RUNNING = Gauge(
+    "multus_py_delegates_running",
+    "Plugin processes running now (bounded by maxConcurrentDelegates).",
+    registry=REGISTRY,
+)
+DELEGATES_WAITING = Gauge(
+    "multus_py_delegates_waiting",
+    "Plugin executions waiting for a slot under maxConcurrentDelegates.",
+    registry=REGISTRY,
+)
+ORPHANS_REAPED = Counter(
+    "multus_py_orphaned_delegates_reaped_total",
+    "Plugin processes of an earlier daemon run killed by recovery before it tore their attachments down.",
+    registry=REGISTRY,
+)
+TASK_CRASHES = Counter(
+    "multus_py_task_crashes_total",
+    "Crashes of the daemon's background tasks (logged with a traceback, then restarted), by task.",
+    ["task"],
+    registry=REGISTRY,
+)

@@ -40,7 +40,7 @@ from typing import Any
 from app.store import checkpoints, history, queries, retention
 from app.store.database import Database, Session
 from app.store.filters import HistoryFilter
-from app.store.records import DelegateIntent, HistoryEntry, PodIdentity, SandboxIntent
+from app.store.records import DelegateFacts, DelegateIntent, HistoryEntry, PodIdentity, SandboxIntent
 
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
 LIVE_NETNS = "/proc/1/ns/net"
@@ -292,8 +292,15 @@ def _record_delegate(session: Session, container: str, position: int) -> None:
             (),
         ),
     )
-    result = {"cniVersion": "1.0.0", "ips": [{"address": f"10.{100 + position}.0.2/16"}]}
-    checkpoints.record_result(session, container_id=container, ifname=ifname, result=json.dumps(result))
+    address = f"10.{100 + position}.0.2/16"
+    result = {"cniVersion": "1.0.0", "ips": [{"address": address}]}
+    checkpoints.record_result(
+        session,
+        container_id=container,
+        ifname=ifname,
+        result=json.dumps(result),
+        facts=DelegateFacts(ips=(address,)),
+    )
 
 
 # ---- multusctl as a process ------------------------------------------------------------------------
@@ -502,6 +509,7 @@ def _result(container: str, position: int) -> Callable[[Session], object]:
         container_id=container,
         ifname="eth0" if position == 0 else f"net{position}",
         result='{"cniVersion":"1.0.0","ips":[{"address":"10.100.0.2/16"}]}',
+        facts=DelegateFacts(ips=("10.100.0.2/16",)),
     )
 
 

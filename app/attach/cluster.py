@@ -90,3 +90,12 @@ class StatusPublisher(Protocol):
     def emit_interface_events(self, pod: PodInfo, events: Sequence[InterfaceEvent]) -> None:
         """Queue ``AddedInterface`` events; never blocks and never fails the ADD."""
         ...
+
+
+class NetworkEvents(Protocol):
+    """Events network resolution raises about a pod (the watch package's publisher implements it)."""
+
+    def emit_network_not_found(self, pod: PodInfo, *, namespace: str, name: str, error: str) -> None:
+        """Queue upstream's Warning ``NoNetworkFound`` for NAD ``namespace/name`` (``error``: the API's
+        not-found text); never blocks and never fails the ADD."""
+        ...

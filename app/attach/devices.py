@@ -3,8 +3,10 @@
 A NAD annotated ``k8s.v1.cni.cncf.io/resourceName`` (reference §9) wants one of the pod's devices of
 that resource (an SR-IOV VF, say) as its ``deviceID``. ``DeviceSource`` is what the engine needs from
 the node: the ids of one resource that the kubelet allocated to one pod's containers.
-``app.watch.podresources`` implements it over the kubelet pod-resources gRPC API and the daemon wires
-it in; tests may pass another. ``DeviceAllocator`` is upstream's per-ADD bookkeeping: each delegate
+``app.watch.nodedevices`` implements it (the kubelet pod-resources gRPC API, else the kubelet's
+device checkpoint, merged with DRA devices of the pod's ResourceClaims) and the daemon wires it in;
+tests may pass another. ``DeviceDataError`` is a source's answer that names no usable device.
+``DeviceAllocator`` is upstream's per-ADD bookkeeping: each delegate
 with a given resource takes the next unused id of that resource, in sorted order, and none once they
 run out (upstream then injects no ``deviceID``); ``build_allocator`` asks the source once per distinct
 resource. Called by the engine while it builds an ADD's delegates. This module does no I/O of its own,
@@ -16,12 +18,24 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
+from app.cni.types import ErrorCode
+
 
 class DeviceLookupError(Exception):
     """The device source could not be asked (socket missing, server down or failing, timeout).
 
     Distinct from "no devices": that is an empty list. The message names where the source was asked.
     """
+
+
+class DeviceDataError(DeviceLookupError):
+    """The source answered, but with data naming no usable device: a malformed kubelet checkpoint, a
+    ResourceClaim without allocated devices. Asking again will not help; the message names the field
+    and ``code`` is the CNI error code the ADD fails with."""
+
+    def __init__(self, message: str, *, code: ErrorCode = ErrorCode.INVALID_NETWORK_CONFIG) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class DeviceSource(Protocol):

@@ -8,12 +8,14 @@ the delegates already run, newest first, through the one teardown path that DEL,
 also use: it replays the recorded configuration, arguments and result, never re-resolving.
 An attachment leaves the checkpoint only when its DEL succeeded (invariant 5).
 
-Never imports the watch package or HTTP code; operations on one container ID are serialised.
+Owns the order of steps and commits only: history lines and metrics come from
+``app.attach.recording``, a DEL of a sandbox only upstream Multus knows from
+``app.attach.upstream_delete``. Never imports the watch package or HTTP code; operations on one
+container ID are serialised.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -24,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from app import metrics
-from app.attach import netns, upstream_cache
+from app.attach import device_info, netns, recording, result_facts, upstream_delete
 from app.attach.cluster import ClusterUnavailableError, PodInfo, StatusPublisher
 from app.attach.crashpoints import DISARMED, CrashPoints, Point
 from app.attach.errors import MultusCode, as_cni_error, combine
@@ -32,13 +34,14 @@ from app.attach.locks import SandboxLocks
 from app.attach.network_status import DelegateOutcome, interface_events, status_entries
 from app.attach.network_status import render as render_status
 from app.attach.networks import DelegatePlan, NetworkResolver
+from app.attach.recording import UnitOfWork
 from app.attach.requests import Command, NodeRequest, SandboxRequest, Trigger
+from app.attach.result_facts import RESULT_VERSION
 from app.attach.vfs import HostDevices
 from app.cni import api, results
 from app.cni import conf as cniconf
 from app.cni.invoke import Exec, SubprocessExec
 from app.cni.types import (
-    Attachment,
     CniError,
     ContainerId,
     ErrorCode,
@@ -47,8 +50,8 @@ from app.cni.types import (
     NetworkConfigList,
     RuntimeConf,
 )
-from app.store import checkpoints, history
-from app.store.database import Database, Work
+from app.store import checkpoints
+from app.store.database import Database
 from app.store.records import (
     AttachmentRecord,
     DelegateIntent,
@@ -59,11 +62,6 @@ from app.store.records import (
 )
 
 log = logging.getLogger(__name__)
-
-RESULT_VERSION = "1.1.0"
-"""Version of the result handed back to the shim (upstream's daemon answers in 1.1.0)."""
-
-UnitOfWork = Work[object]
 
 _TEARDOWN_CRASH_POINT = {
     Trigger.RUNTIME: Point.DEL_AFTER_EXEC,
@@ -100,59 +98,6 @@ def _all(units: Sequence[UnitOfWork]) -> UnitOfWork:
     return run
 
 
-def _history_unit(entry: HistoryEntry) -> UnitOfWork:
-    """The unit of work appending ``entry`` to the history; its metrics are observed now."""
-    _observe(entry)
-    return partial(history.append, entry=entry)
-
-
-def _device_ids(
-    capability_args: Mapping[str, Any], device: Mapping[str, str] | None, result: JsonObject | None
-) -> tuple[str, ...]:
-    """Device ids a delegate used: the runtimeConfig ``deviceID``, the recorded host device, and
-    any ``pciID`` its result reports."""
-    found = [str(capability_args.get("deviceID", ""))]
-    if device is not None:
-        found.append(str(device.get("pci", "")))
-    for interface in (result or {}).get("interfaces", []):
-        if isinstance(interface, dict):
-            found.append(str(interface.get("pciID", "")))
-    return tuple(dict.fromkeys(item for item in found if item))
-
-
-def _observe(entry: HistoryEntry) -> None:
-    seconds = (entry.duration_ms or 0.0) / 1000
-    if entry.step == "request":
-        metrics.CNI_OPERATION_SECONDS.labels(entry.command, entry.outcome).observe(seconds)
-        if entry.error_code is not None:
-            metrics.CNI_ERRORS.labels(entry.command, str(entry.error_code)).inc()
-    elif entry.step == "delegate":
-        plugins = ",".join(entry.plugin_types)
-        metrics.DELEGATE_SECONDS.labels(entry.command, plugins, entry.outcome).observe(seconds)
-
-
-def _elapsed_ms(started: float) -> float:
-    return round((time.monotonic() - started) * 1000, 3)
-
-
-def _addresses(result: JsonObject | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(IPs, MACs of sandbox interfaces) of a result, for the history."""
-    if not result:
-        return (), ()
-    try:
-        rich = results.version_at_least(str(result.get("cniVersion", "")), "0.3.0")
-        current = result if rich else results.convert(result, RESULT_VERSION)
-    except CniError:
-        return (), ()
-    ips = tuple(str(ip.get("address", "")) for ip in current.get("ips", []) if isinstance(ip, dict))
-    macs = tuple(
-        str(iface.get("mac", ""))
-        for iface in current.get("interfaces", [])
-        if isinstance(iface, dict) and iface.get("sandbox") and iface.get("mac")
-    )
-    return ips, macs
-
-
 class AttachEngine:
     def __init__(
         self,
@@ -181,7 +126,7 @@ class AttachEngine:
 
     def _recorded(self, entry: HistoryEntry) -> UnitOfWork:
         """``entry`` stamped with this node's name, as a unit of work appending it to the history."""
-        return _history_unit(replace(entry, node=self._settings.node_name))
+        return recording.history_unit(replace(entry, node=self._settings.node_name))
 
     # ---- public verbs -------------------------------------------------------------------------
 
@@ -192,7 +137,9 @@ class AttachEngine:
             try:
                 return await self._add_locked(request, started)
             except CniError as err:
-                await self._db.write(self._recorded(self._request_entry(request, started, err)))
+                await self._db.write(
+                    self._recorded(recording.request_entry(request=request, started=started, error=err))
+                )
                 raise
 
     async def delete(self, request: SandboxRequest) -> None:
@@ -205,9 +152,15 @@ class AttachEngine:
             if record is not None:
                 errors, units = await self._run_teardown(record, trigger=request.trigger)
             else:
-                errors, units = await self._delete_from_upstream_cache(request)
+                errors, units = await upstream_delete.delete_from_upstream_cache(
+                    request=request,
+                    cni=self._cni_config(self._cni_path(request.conf.bin_dir)),
+                    recorded=self._recorded,
+                )
             error = combine(errors) if errors else None
-            units.append(self._recorded(self._request_entry(request, started, error)))
+            units.append(
+                self._recorded(recording.request_entry(request=request, started=started, error=error))
+            )
             await self._db.write(_all(units))
             if error is not None:
                 raise error
@@ -221,7 +174,9 @@ class AttachEngine:
                 await self._check_locked(request)
             except CniError as err:
                 error = err
-            await self._db.write(self._recorded(self._request_entry(request, started, error)))
+            await self._db.write(
+                self._recorded(recording.request_entry(request=request, started=started, error=error))
+            )
             if error is not None:
                 raise error
 
@@ -243,7 +198,14 @@ class AttachEngine:
                 continue
             errors.extend(await self.tear_down(sandbox.container_id, trigger=Trigger.GC))
         error = combine(errors) if errors else None
-        entry = _entry(Command.GC, "request", request.trigger, started, error, None)
+        entry = recording.entry(
+            command=Command.GC,
+            step="request",
+            trigger=request.trigger,
+            started=started,
+            error=error,
+            result=None,
+        )
         await self._db.write(self._recorded(entry))
         if error is not None:
             raise error
@@ -264,7 +226,13 @@ class AttachEngine:
         plans = resolution.plans
         cni_path = self._cni_path(request.conf.bin_dir)
         intents = [
-            self._delegate_intent(request, plan, cni_path, await self._devices.snapshot(plan.net))
+            self._delegate_intent(
+                request=request,
+                plan=plan,
+                cni_path=cni_path,
+                device=await self._devices.snapshot(plan.net),
+                root=self._settings.chroot_dir,
+            )
             for plan in plans
         ]
         await self._commit_intent(
@@ -276,7 +244,9 @@ class AttachEngine:
         )
         self._crash.reached(Point.ADD_AFTER_INTENT)
         try:
-            outcomes = await self._run_delegates(request, plans, intents, started)
+            outcomes = await self._run_delegates(
+                request=request, plans=plans, intents=intents, started=started
+            )
         except Exception as exc:
             await self._roll_back(request.container_id)
             raise as_cni_error(exc) from exc
@@ -303,6 +273,7 @@ class AttachEngine:
 
     async def _run_delegates(
         self,
+        *,
         request: SandboxRequest,
         plans: Sequence[DelegatePlan],
         intents: Sequence[DelegateIntent],
@@ -317,9 +288,11 @@ class AttachEngine:
                 await self._db.write(_all(pending))
                 self._crash.reached(Point.ADD_AFTER_INTENT)
             step_started = time.monotonic()
-            result = await self._run_delegate_add(request, plan, intent, step_started)
+            result = await self._run_delegate_add(
+                request=request, plan=plan, intent=intent, step_started=step_started
+            )
             self._crash.reached(Point.ADD_AFTER_EXEC)
-            pending = self._result_units(request, intent, result, step_started)
+            pending = self._result_units(request=request, intent=intent, result=result, started=step_started)
             outcomes.append(
                 DelegateOutcome(
                     network_name=plan.network_name,
@@ -333,7 +306,11 @@ class AttachEngine:
         if answer is None:
             raise CniError(ErrorCode.INTERNAL, "no cluster network delegate was run")
         pending.append(partial(checkpoints.finish_add, container_id=request.container_id))
-        pending.append(self._recorded(self._request_entry(request, started, None, answer)))
+        pending.append(
+            self._recorded(
+                recording.request_entry(request=request, started=started, error=None, result=answer)
+            )
+        )
         await self._db.write(_all(pending))
         self._crash.reached(Point.ADD_BEFORE_ANSWER)
         return outcomes
@@ -363,17 +340,19 @@ class AttachEngine:
             ) from exc
 
     async def _run_delegate_add(
-        self, request: SandboxRequest, plan: DelegatePlan, intent: DelegateIntent, step_started: float
+        self, *, request: SandboxRequest, plan: DelegatePlan, intent: DelegateIntent, step_started: float
     ) -> JsonObject:
         try:
             return await api.add_network_list(
-                cni=self._cni_config(intent.cni_path),
+                cni=self._cni_config(intent.cni_path, root=intent.root),
                 net=plan.net,
-                rt=self._runtime_conf(request.container_id, request.netns, plan),
+                rt=self._runtime_conf(container_id=request.container_id, netns_path=request.netns, plan=plan),
             )
         except Exception as exc:
             error = as_cni_error(exc)
-            entry = self._delegate_entry(request, intent, step_started, error)
+            entry = recording.delegate_entry(
+                request=request, intent=intent, started=step_started, error=error
+            )
             await self._db.write(
                 _all(
                     [
@@ -392,15 +371,21 @@ class AttachEngine:
             ) from exc
 
     def _result_units(
-        self, request: SandboxRequest, intent: DelegateIntent, result: JsonObject, started: float
+        self, *, request: SandboxRequest, intent: DelegateIntent, result: JsonObject, started: float
     ) -> list[UnitOfWork]:
-        entry = self._delegate_entry(request, intent, started, None, result)
+        facts = result_facts.delegate_facts(
+            capability_args=intent.capability_args, device=intent.device, result=result
+        )
+        entry = recording.delegate_entry(
+            request=request, intent=intent, started=started, error=None, facts=facts
+        )
         return [
             partial(
                 checkpoints.record_result,
                 container_id=request.container_id,
                 ifname=intent.ifname,
                 result=json.dumps(result, separators=(",", ":")),
+                facts=facts,
             ),
             self._recorded(entry),
         ]
@@ -431,7 +416,9 @@ class AttachEngine:
         units: list[UnitOfWork] = []
         errors: list[CniError] = []
         for attachment in sorted(record.attachments, key=lambda a: a.position, reverse=True):
-            error = await self._teardown_one(record, attachment, trigger, units)
+            error = await self._teardown_one(
+                record=record, attachment=attachment, trigger=trigger, units=units
+            )
             if error is None:
                 removed.append(attachment.ifname)
             else:
@@ -442,58 +429,13 @@ class AttachEngine:
         units.append(partial(checkpoints.finish_delete, container_id=record.container_id))
         return errors, units
 
-    async def _delete_from_upstream_cache(
-        self, request: SandboxRequest
-    ) -> tuple[list[CniError], list[UnitOfWork]]:
-        """DEL of a sandbox upstream Multus attached (before the swap): replay its libcni caches."""
-        cached = await asyncio.to_thread(upstream_cache.load, request.conf.cni_dir, request.container_id)
-        if not cached:
-            return [], []
-        log.info("container %s: no checkpoint; deleting from upstream Multus's cache", request.container_id)
-        errors: list[CniError] = []
-        units: list[UnitOfWork] = []
-        cni_path = self._cni_path(request.conf.bin_dir)
-        for attachment in cached:
-            started = time.monotonic()
-            error: CniError | None = None
-            try:
-                await api.del_network_list(
-                    cni=self._cni_config(cni_path),
-                    net=cniconf.load_network_list(attachment.config, source=str(attachment.path)),
-                    rt=RuntimeConf(
-                        container_id=request.container_id,
-                        netns=attachment.netns or request.netns,
-                        ifname=IfName(attachment.ifname),
-                        args=attachment.cni_args,
-                        capability_args=attachment.capability_args,
-                    ),
-                    prev_result=dict(attachment.result) if attachment.result else None,
-                )
-            except Exception as exc:
-                error = as_cni_error(exc).with_context(
-                    f'error removing container from network "{attachment.network_name}" ({attachment.ifname})'
-                )
-                errors.append(error)
-            entry = _entry(
-                Command.DEL,
-                "delegate",
-                request.trigger,
-                started,
-                error,
-                dict(attachment.result) if attachment.result else None,
-                container_id=request.container_id,
-                netns=attachment.netns,
-                ifname=attachment.ifname,
-                network_name=f"{attachment.network_name} (upstream cache)",
-                pod=request.pod,
-            )
-            units.append(self._recorded(entry))
-        if not errors:
-            await asyncio.to_thread(upstream_cache.remove, request.conf.cni_dir, request.container_id, cached)
-        return errors, units
-
     async def _teardown_one(
-        self, record: SandboxRecord, attachment: AttachmentRecord, trigger: Trigger, units: list[UnitOfWork]
+        self,
+        *,
+        record: SandboxRecord,
+        attachment: AttachmentRecord,
+        trigger: Trigger,
+        units: list[UnitOfWork],
     ) -> CniError | None:
         """DEL one attachment; append what to record to ``units``; return its error, if any."""
         started = time.monotonic()
@@ -513,19 +455,26 @@ class AttachEngine:
                     error=json.dumps(error.to_json()),
                 )
             )
-        entry = self._teardown_entry(record, attachment, trigger, started, error)
+        entry = recording.teardown_entry(
+            record=record, attachment=attachment, trigger=trigger, started=started, error=error
+        )
         units.append(self._recorded(entry))
         return error
 
     async def _del_attachment(self, record: SandboxRecord, attachment: AttachmentRecord) -> None:
-        """The delegate's DEL, replayed from the checkpoint; then its host device must be back."""
+        """The delegate's DEL, replayed from the checkpoint; then its host device must be back and
+        the device-info file made for it is removed."""
         net, rt = _recorded_call(record, attachment, netns_path=_netns_for_del(record))
         prev_result = json.loads(attachment.result) if attachment.result else None
         await api.del_network_list(
-            cni=self._cni_config(attachment.cni_path), net=net, rt=rt, prev_result=prev_result
+            cni=self._cni_config(attachment.cni_path, root=attachment.root),
+            net=net,
+            rt=rt,
+            prev_result=prev_result,
         )
         if attachment.device is not None and await self._devices.ensure_returned(attachment.device):
             metrics.GC_RECLAIMED.labels("vf").inc()
+        device_info.remove_for_attachment(attachment)
 
     # ---- CHECK --------------------------------------------------------------------------------
 
@@ -542,19 +491,27 @@ class AttachEngine:
         except netns.NetnsGoneError as exc:
             raise CniError(MultusCode.NETNS_GONE, f"network namespace {record.netns} is gone") from exc
         for attachment in record.attachments:
-            await self._check_attachment(record, attachment, links)
+            await self._check_attachment(record=record, attachment=attachment, links=links)
 
     async def _check_attachment(
-        self, record: SandboxRecord, attachment: AttachmentRecord, links: Mapping[str, netns.Link]
+        self, *, record: SandboxRecord, attachment: AttachmentRecord, links: Mapping[str, netns.Link]
     ) -> None:
         result: JsonObject = json.loads(attachment.result or "{}")
-        _check_interfaces_present(attachment, results.convert(result, RESULT_VERSION), links, record.netns)
+        _check_interfaces_present(
+            attachment=attachment,
+            result=results.convert(result, RESULT_VERSION),
+            links=links,
+            netns_path=record.netns,
+        )
         net, rt = _recorded_call(record, attachment, netns_path=record.netns)
         if not results.version_at_least(net.cni_version, "0.4.0"):
             return
         try:
             await api.check_network_list(
-                cni=self._cni_config(attachment.cni_path), net=net, rt=rt, prev_result=result
+                cni=self._cni_config(attachment.cni_path, root=attachment.root),
+                net=net,
+                rt=rt,
+                prev_result=result,
             )
         except Exception as exc:
             raise as_cni_error(exc).with_context(
@@ -566,16 +523,18 @@ class AttachEngine:
     def _cni_path(self, bin_dir: str) -> tuple[str, ...]:
         return tuple(dict.fromkeys([bin_dir, *self._settings.extra_cni_path]))
 
-    def _cni_config(self, cni_path: Sequence[str]) -> api.CniConfig:
+    def _cni_config(self, cni_path: Sequence[str], *, root: str | None = None) -> api.CniConfig:
+        """How to run plugins: in ``root`` (an attachment's recorded one), else in today's ``chrootDir``."""
         return api.CniConfig(
             path=tuple(cni_path),
             timeout=self._settings.delegate_timeout,
             exec=self._exec,
             base_env=self._settings.plugin_env,
+            chroot_dir=self._settings.chroot_dir if root is None else root,
         )
 
     @staticmethod
-    def _runtime_conf(container_id: str, netns_path: str, plan: DelegatePlan) -> RuntimeConf:
+    def _runtime_conf(*, container_id: str, netns_path: str, plan: DelegatePlan) -> RuntimeConf:
         return RuntimeConf(
             container_id=ContainerId(container_id),
             netns=netns_path,
@@ -597,10 +556,12 @@ class AttachEngine:
 
     @staticmethod
     def _delegate_intent(
+        *,
         request: SandboxRequest,
         plan: DelegatePlan,
         cni_path: tuple[str, ...],
         device: Mapping[str, str] | None,
+        root: str,
     ) -> DelegateIntent:
         return DelegateIntent(
             container_id=request.container_id,
@@ -614,106 +575,11 @@ class AttachEngine:
             capability_args=plan.capability_args,
             cni_path=cni_path,
             device=device,
+            device_ids=result_facts.device_ids(
+                capability_args=plan.capability_args, device=device, result=None
+            ),
+            root=root,
         )
-
-    @staticmethod
-    def _request_entry(
-        request: SandboxRequest, started: float, error: CniError | None, result: JsonObject | None = None
-    ) -> HistoryEntry:
-        """The history line of a whole CNI operation."""
-        return _entry(
-            request.command,
-            "request",
-            request.trigger,
-            started,
-            error,
-            result,
-            container_id=request.container_id,
-            netns=request.netns,
-            ifname=request.ifname,
-            pod=request.pod,
-        )
-
-    @staticmethod
-    def _delegate_entry(
-        request: SandboxRequest,
-        intent: DelegateIntent,
-        started: float,
-        error: CniError | None,
-        result: JsonObject | None = None,
-    ) -> HistoryEntry:
-        """The history line of one delegate's ADD."""
-        return _entry(
-            Command.ADD,
-            "delegate",
-            request.trigger,
-            started,
-            error,
-            result,
-            container_id=request.container_id,
-            netns=request.netns,
-            ifname=intent.ifname,
-            network_name=intent.network_name,
-            plugin_types=intent.plugin_types,
-            pod=request.pod,
-            device_ids=_device_ids(intent.capability_args, intent.device, result),
-        )
-
-    @staticmethod
-    def _teardown_entry(
-        record: SandboxRecord,
-        attachment: AttachmentRecord,
-        trigger: Trigger,
-        started: float,
-        error: CniError | None,
-    ) -> HistoryEntry:
-        """The history line of one delegate's DEL (runtime DEL, rollback, recovery, GC, spool)."""
-        result = json.loads(attachment.result) if attachment.result else None
-        return _entry(
-            Command.DEL,
-            "delegate",
-            trigger,
-            started,
-            error,
-            result,
-            container_id=record.container_id,
-            netns=record.netns,
-            ifname=attachment.ifname,
-            network_name=attachment.network_name,
-            plugin_types=attachment.plugin_types,
-            pod=record.pod,
-            device_ids=_device_ids(attachment.capability_args, attachment.device, result),
-        )
-
-
-def _entry(
-    command: Command,
-    step: str,
-    trigger: Trigger,
-    started: float,
-    error: CniError | None,
-    result: JsonObject | None,
-    **identity: Any,
-) -> HistoryEntry:
-    """A history line: what ran, for whom (``identity``), how long, its addresses or its error."""
-    ips, macs = _addresses(result)
-    return HistoryEntry(
-        command=command,
-        step=step,
-        trigger=trigger,
-        outcome="ok" if error is None else "error",
-        duration_ms=_elapsed_ms(started),
-        ips=ips,
-        macs=macs,
-        **identity,
-        **_error_fields(error),
-    )
-
-
-def _error_fields(error: CniError | None) -> dict[str, Any]:
-    if error is None:
-        return {}
-    return {"error_code": error.code, "error_msg": error.msg, "error_details": error.details or None}
 
 
 def _recorded_call(
@@ -769,7 +635,7 @@ def _status_probe(request: NodeRequest) -> SandboxRequest:
 
 
 def _check_interfaces_present(
-    attachment: AttachmentRecord, result: JsonObject, links: Mapping[str, netns.Link], netns_path: str
+    *, attachment: AttachmentRecord, result: JsonObject, links: Mapping[str, netns.Link], netns_path: str
 ) -> None:
     for iface in result.get("interfaces", []):
         if not isinstance(iface, dict) or not iface.get("sandbox"):
@@ -789,7 +655,3 @@ def _check_interfaces_present(
                 f'interface "{name}" of network "{attachment.network_name}" has MAC {link.mac}',
                 f"the ADD result recorded {recorded_mac}",
             )
-
-
-def valid_attachments(pairs: Sequence[tuple[str, str]]) -> tuple[Attachment, ...]:
-    return tuple(Attachment(ContainerId(cid), IfName(ifname)) for cid, ifname in pairs)

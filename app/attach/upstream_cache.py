@@ -4,8 +4,9 @@ Upstream keeps, under its ``cniDir`` (default ``/var/lib/cni/multus``), a scratc
 ``<containerID>`` listing the sandbox's delegates in ADD order, and libcni's result cache
 ``results/<network>-<containerID>-<ifname>`` (``cniCacheV1``: the configuration bytes, the
 interface, netns, CNI_ARGS, capability args and the result). When multus-py receives a DEL for
-a sandbox it has no checkpoint of, the engine replays these exactly as upstream's DEL would, newest
-delegate first, then removes them as upstream does after a successful DEL. Read-only otherwise:
+a sandbox it has no checkpoint of, ``app.attach.upstream_delete`` loads these here and replays them
+exactly as upstream's DEL would, newest delegate first, then removes them as upstream does after a
+successful DEL. Read-only otherwise:
 installing multus-py never touches them, so a node can move back to upstream.
 """
 

@@ -39,7 +39,9 @@ class CniConfig:
 
     ``path``: directories searched in order (``CNI_PATH``). ``timeout``: seconds per plugin
     execution. ``base_env``: the environment plugins get besides the ``CNI_*`` variables.
-    ``chroot_dir``: the root every plugin runs in (upstream's ``chrootDir``; "" = the daemon's own).
+    ``chroot_dir``: the root every plugin runs in (upstream's ``chrootDir``; "" = the daemon's own):
+    ``path`` is searched inside it, and each plugin is executed in ``chroot(chroot_dir)`` with the
+    same environment and stdin.
     """
 
     path: tuple[str, ...]
@@ -170,7 +172,7 @@ async def version(
     *, cni: CniConfig, plugin_type: str, cni_version: str = results.LATEST_VERSION
 ) -> JsonObject:
     """The VERSION answer of plugin ``plugin_type``: ``{"cniVersion", "supportedVersions"}``."""
-    plugin_path = cni.exec.find_in_path(plugin_type, cni.path)
+    plugin_path = cni.exec.find_in_path(plugin_type, cni.path, root=cni.chroot_dir)
     stdin = conf.encode({"cniVersion": cni_version}, what="VERSION request")
     step = _Step(plugin={"type": plugin_type}, plugin_path=plugin_path)
     stdout = await _run(cni, step, command="VERSION", stdin=stdin)
@@ -239,13 +241,16 @@ async def _run(
 ) -> bytes:
     env = invoke.plugin_env(command=command, cni_path=cni.path, base_env=cni.base_env, rt=rt)
     logger.debug(
-        "CNI %s plugin=%s container=%s ifname=%s",
+        "CNI %s plugin=%s container=%s ifname=%s root=%s",
         command,
         step.plugin_path,
         rt.container_id if rt else "-",
         rt.ifname if rt else "-",
+        cni.chroot_dir or "/",
     )
-    return await cni.exec.exec_plugin(plugin_path=step.plugin_path, stdin=stdin, env=env, timeout=cni.timeout)
+    return await cni.exec.exec_plugin(
+        plugin_path=step.plugin_path, stdin=stdin, env=env, timeout=cni.timeout, root=cni.chroot_dir
+    )
 
 
 # --- rules shared by the verbs --------------------------------------------------------------------
@@ -259,7 +264,8 @@ def _locate(cni: CniConfig, net: NetworkConfigList, *, verb: str) -> list[_Step]
     for plugin in net.plugins:
         step_type = conf.plugin_type(plugin)
         try:
-            steps.append(_Step(plugin=plugin, plugin_path=cni.exec.find_in_path(step_type, cni.path)))
+            plugin_path = cni.exec.find_in_path(step_type, cni.path, root=cni.chroot_dir)
+            steps.append(_Step(plugin=plugin, plugin_path=plugin_path))
         except CniError as err:
             raise err.with_context(_describe_type(step_type, net, verb)) from err
     return steps

@@ -4,20 +4,33 @@ Called by ``app.cni.api`` once per plugin step, through the ``Exec`` protocol (t
 may replace). Knows no policy: no plugin order, no ``prevResult``, no version rules, no retries except
 "text file busy" at exec time. Never decodes a successful plugin's stdout (the caller does) and never
 leaves a plugin running: a timeout or a cancellation kills the plugin's whole process group.
+
+With a ``root`` (daemon-config ``chrootDir``) a plugin is looked up as a process inside that root
+sees the file system, and the child enters the root (``chroot`` + ``chdir("/")``) between fork and
+exec: its path, environment and stdin are the same as without a root. ``SubprocessExec`` bounds the
+plugin processes running at once (``max_running``), serving waiters in arrival order. Every
+ADD/DEL/CHECK plugin carries ``MULTUS_PY_DELEGATE=<containerID>/<ifname>`` in its environment, from
+its exec on, so that recovery can find (``app.cni.reaper``) what an earlier daemon left running.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import logging
 import os
 import signal
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import subprocess
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Final, Literal, Protocol
 
+from app import metrics, rootpath
 from app.cni.types import CniError, ErrorCode, RuntimeConf
 
 logger = logging.getLogger(__name__)
@@ -30,14 +43,21 @@ DEFAULT_BASE_ENV: Final[Mapping[str, str]] = {
 }
 """What plugins get besides the ``CNI_*`` variables when the caller supplies nothing (e.g. for iptables)."""
 
+DELEGATE_MARKER: Final = "MULTUS_PY_DELEGATE"
+"""Environment variable naming the attachment (``<containerID>/<ifname>``) an ADD/DEL/CHECK plugin
+works for; inherited by its children (IPAM, iptables), read back from ``/proc`` by the reaper."""
+
 _OUTPUT_TAIL = 2048
 
 
 class Exec(Protocol):
     """Find and execute plugins (libcni's ``invoke.Exec``); ``SubprocessExec`` is the real one."""
 
-    def find_in_path(self, plugin: str, paths: Sequence[str]) -> str:
-        """The path of plugin ``plugin`` in the first directory of ``paths`` holding it; else CniError 7."""
+    def find_in_path(self, plugin: str, paths: Sequence[str], *, root: str = "") -> str:
+        """The path of plugin ``plugin`` in the first directory of ``paths`` holding it; else CniError 7.
+
+        With ``root``, directories are searched inside it and the path returned is the one a process
+        chrooted there uses."""
         ...
 
     async def exec_plugin(
@@ -47,8 +67,11 @@ class Exec(Protocol):
         stdin: bytes,
         env: Mapping[str, str],
         timeout: float,  # noqa: ASYNC109 (a per-call limit of the protocol)
+        root: str = "",
     ) -> bytes:
-        """The plugin's stdout when it exits 0; otherwise the CniError it printed (or one built for it)."""
+        """The plugin's stdout when it exits 0; otherwise the CniError it printed (or one built for it).
+
+        With ``root``, the plugin runs inside ``chroot(root)``."""
         ...
 
 
@@ -65,18 +88,22 @@ def check_plugin_type(plugin: str) -> None:
     raise CniError(ErrorCode.INVALID_NETWORK_CONFIG, f'invalid plugin type "{plugin}": {problem}')
 
 
-def find_in_path(plugin: str, paths: Sequence[str]) -> str:
-    """libcni's ``FindInPath``: ``<dir>/<plugin>`` for the first dir where it is a regular file."""
+def find_in_path(plugin: str, paths: Sequence[str], *, root: str = "") -> str:
+    """libcni's ``FindInPath``: ``<dir>/<plugin>`` for the first dir where it is a regular file.
+
+    With ``root`` (a chroot directory) the file is looked for inside it, symlinks resolved as the
+    chrooted plugin will see them; the path returned is the one used inside the root."""
     check_plugin_type(plugin)
     for directory in paths:
         if not directory:
             continue
         candidate = os.path.join(directory, plugin)
-        if os.path.isfile(candidate):
+        if rootpath.is_file(root, candidate) if root else os.path.isfile(candidate):
             return candidate
+    inside = f" inside chrootDir {root}" if root else ""
     raise CniError(
         ErrorCode.INVALID_NETWORK_CONFIG,
-        f'failed to find plugin "{plugin}" in path [{" ".join(paths)}]',
+        f'failed to find plugin "{plugin}" in path [{" ".join(paths)}]{inside}',
     )
 
 
@@ -92,7 +119,9 @@ def plugin_env(
     ADD, DEL and CHECK need ``rt`` and get ``CNI_CONTAINERID``, ``CNI_NETNS``, ``CNI_IFNAME`` and
     ``CNI_ARGS``; GC, STATUS and VERSION get only ``CNI_COMMAND`` and ``CNI_PATH``.
     """
-    env = {key: value for key, value in base_env.items() if not key.startswith("CNI_")}
+    env = {
+        key: value for key, value in base_env.items() if not key.startswith("CNI_") and key != DELEGATE_MARKER
+    }
     env["CNI_COMMAND"] = command
     env["CNI_PATH"] = os.pathsep.join(cni_path)
     if command in ATTACHMENT_COMMANDS:
@@ -102,7 +131,67 @@ def plugin_env(
         env["CNI_NETNS"] = rt.netns
         env["CNI_IFNAME"] = rt.ifname
         env["CNI_ARGS"] = rt.cni_args_string()
+        env[DELEGATE_MARKER] = delegate_marker(rt.container_id, rt.ifname)
     return env
+
+
+def delegate_marker(container_id: str, ifname: str) -> str:
+    """The value of ``MULTUS_PY_DELEGATE`` for a plugin working on (container ID, interface)."""
+    return f"{container_id}/{ifname}"
+
+
+class DelegateSlots:
+    """At most ``limit`` plugin processes at once (0: no bound); waiters are served in arrival order.
+
+    A slot is held from before the fork until the plugin is reaped. A released slot is handed to
+    the oldest waiter directly, so a newcomer never overtakes it. Not tied to an event loop: a
+    waiter's future belongs to the loop it waits in.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.running = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def waiting(self) -> int:
+        return sum(1 for waiter in self._waiters if not waiter.done())
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        queued = time.monotonic()
+        if self.limit and (self.running >= self.limit or self._waiters):
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            metrics.DELEGATES_WAITING.inc()
+            try:
+                await waiter
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():
+                    self._release()  # handed a slot at the moment we were cancelled: pass it on
+                else:  # still queued (unless a release already dropped it as cancelled)
+                    with contextlib.suppress(ValueError):
+                        self._waiters.remove(waiter)
+                raise
+            finally:
+                metrics.DELEGATES_WAITING.dec()
+        else:
+            self.running += 1
+        metrics.DELEGATE_QUEUE_SECONDS.observe(time.monotonic() - queued)
+        metrics.DELEGATES_RUNNING.inc()
+        try:
+            yield
+        finally:
+            metrics.DELEGATES_RUNNING.dec()
+            self._release()
+
+    def _release(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the slot changes hands: ``running`` stays as it is
+                return
+        self.running -= 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,16 +201,21 @@ class SubprocessExec:
     ``busy_retries``/``busy_delay``: how often, and after how long (growing linearly), to retry an exec
     that failed with ETXTBSY (a plugin binary still being written). ``reap_grace``: how long to wait for
     a killed plugin's pipes to close before giving up on reaping it (logged, never silent).
-    ``max_running``: how many plugin processes may run at once (0: no bound).
+    ``max_running``: how many plugin processes may run at once (0: no bound); executions beyond it
+    wait, in arrival order, and the wait does not count against ``timeout``.
     """
 
     max_running: int = 0
     busy_retries: int = 5
     busy_delay: float = 0.05
     reap_grace: float = 5.0
+    slots: DelegateSlots = field(init=False, repr=False, compare=False)
 
-    def find_in_path(self, plugin: str, paths: Sequence[str]) -> str:
-        return find_in_path(plugin, paths)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "slots", DelegateSlots(self.max_running))
+
+    def find_in_path(self, plugin: str, paths: Sequence[str], *, root: str = "") -> str:
+        return find_in_path(plugin, paths, root=root)
 
     async def exec_plugin(
         self,
@@ -130,11 +224,24 @@ class SubprocessExec:
         stdin: bytes,
         env: Mapping[str, str],
         timeout: float,  # noqa: ASYNC109 (a per-call limit of the protocol)
+        root: str = "",
+    ) -> bytes:
+        async with self.slots.slot():
+            return await self._exec(plugin_path=plugin_path, stdin=stdin, env=env, timeout=timeout, root=root)
+
+    async def _exec(
+        self,
+        *,
+        plugin_path: str,
+        stdin: bytes,
+        env: Mapping[str, str],
+        timeout: float,  # noqa: ASYNC109 (a per-call limit of the protocol)
+        root: str,
     ) -> bytes:
         process: asyncio.subprocess.Process | None = None
         try:
             async with asyncio.timeout(timeout):
-                process = await self._start(plugin_path, env)
+                process = await self._start(plugin_path, env, root)
                 stdout, stderr = await process.communicate(stdin)
                 returncode = process.returncode
         except TimeoutError:
@@ -154,7 +261,10 @@ class SubprocessExec:
             return stdout
         raise failure_error(plugin_path=plugin_path, returncode=returncode, stdout=stdout, stderr=stderr)
 
-    async def _start(self, plugin_path: str, env: Mapping[str, str]) -> asyncio.subprocess.Process:
+    async def _start(self, plugin_path: str, env: Mapping[str, str], root: str) -> asyncio.subprocess.Process:
+        # The child enters the root after fork, before exec (Go's SysProcAttr.Chroot): a function of
+        # C calls on a path encoded beforehand, so the forked child runs almost no Python.
+        enter_root = partial(_enter_root, os.fsencode(root)) if root else None
         for attempt in range(self.busy_retries + 1):
             try:
                 return await asyncio.create_subprocess_exec(
@@ -164,7 +274,14 @@ class SubprocessExec:
                     stderr=asyncio.subprocess.PIPE,
                     env=dict(env),
                     start_new_session=True,
+                    preexec_fn=enter_root,
                 )
+            except subprocess.SubprocessError as err:
+                # Only the pre-exec step raises this: the root could not be entered.
+                raise CniError(
+                    ErrorCode.INTERNAL,
+                    f"failed to execute plugin {plugin_path}: cannot enter chrootDir {root}",
+                ) from err
             except OSError as err:
                 if err.errno == errno.ETXTBSY and attempt < self.busy_retries:
                     logger.debug(
@@ -172,8 +289,9 @@ class SubprocessExec:
                     )
                     await asyncio.sleep(self.busy_delay * (attempt + 1))
                     continue
+                inside = f" inside chrootDir {root}" if root else ""
                 raise CniError(
-                    ErrorCode.INTERNAL, f"failed to execute plugin {plugin_path}: {err.strerror}"
+                    ErrorCode.INTERNAL, f"failed to execute plugin {plugin_path}{inside}: {err.strerror}"
                 ) from err
         raise AssertionError("unreachable: the last attempt returns or raises")
 
@@ -190,6 +308,11 @@ class SubprocessExec:
                 process.pid,
                 self.reap_grace,
             )
+
+
+def _enter_root(root: bytes) -> None:
+    os.chroot(root)
+    os.chdir(b"/")
 
 
 def _kill_group(process: asyncio.subprocess.Process) -> None:

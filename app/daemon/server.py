@@ -23,15 +23,12 @@ its own socket and never runs a delegate itself.
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
-import os
 import socket
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import ClientPayloadError, StreamReader, web
@@ -59,10 +56,6 @@ READY_HOLD_SECONDS = 30.0
 """How long a request that needs readiness is held for it: well under the shim's own deadline
 (180 s) and the runtime's CNI timeout, long enough for a restarting daemon's recovery."""
 _READ_CHUNK = 64 * 1024
-
-
-class SocketInUseError(RuntimeError):
-    """Another daemon answers on the socket path."""
 
 
 class _Conditions(dict[str, bool]):
@@ -182,6 +175,10 @@ class CniServer:
         if self._in_flight:
             await asyncio.wait(set(self._in_flight), timeout=grace)
         return sum(1 for task in self._in_flight if not task.done())
+
+    def in_flight(self) -> list[str]:
+        """Names of the operations still running (``cni-ADD-<container>``, ...), for shutdown logs."""
+        return sorted(task.get_name() for task in self._in_flight if not task.done())
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Route one request. One request per connection, as upstream's server (keep-alive
@@ -429,32 +426,11 @@ def _error_response(error: CniError) -> web.Response:
     return web.Response(status=status, body=protocol.error_body(error), content_type="application/json")
 
 
-def prepare_socket(socket_path: Path) -> None:
-    """Create the socket directory (0700) and clear a stale socket; refuse if one is answering."""
-    socket_path.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(socket_path.parent, 0o700)
-    if not socket_path.exists() and not socket_path.is_symlink():
-        return
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(str(socket_path))
-    except OSError as exc:
-        if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT, errno.ENOTSOCK):
-            raise
-        socket_path.unlink(missing_ok=True)
-        log.info("removed stale socket %s", socket_path)
-        return
-    finally:
-        probe.close()
-    raise SocketInUseError(f"another daemon is serving on {socket_path}")
-
-
-async def start(server: CniServer, socket_path: Path) -> web.BaseRunner:
-    """Listen on ``socket_path`` (mode 0600) and return the runner to stop it with."""
-    prepare_socket(socket_path)
+async def start(server: CniServer, sock: socket.socket) -> web.BaseRunner:
+    """Serve on ``sock``, the listening socket ``app.daemon.listener.bind`` made before the heavy
+    imports (connections made since then wait in its backlog); return the runner to stop it with."""
     runner = server.runner()
     await runner.setup()
-    site = web.UnixSite(runner, str(socket_path))
+    site = web.SockSite(runner, sock, backlog=socket.SOMAXCONN)
     await site.start()
-    os.chmod(socket_path, 0o600)
     return runner

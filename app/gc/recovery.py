@@ -13,6 +13,11 @@ recorded configuration (invariants 4-6, 11):
 
 A sandbox whose teardown fails stays recorded (pending, with its error) and does not stop the
 others; GC retries it later. Sandboxes are torn down concurrently, a few at a time.
+
+Before any of that, plugin processes the previous run started for these attachments and that still
+run (the daemon died, they did not: each leads its own session) are killed and waited for
+(``app.cni.reaper``), so no DEL races an ADD still in progress (invariant 9). A sandbox with such a
+process that would not die is left recorded, untouched, for GC to retry.
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ from dataclasses import dataclass, field
 from app import metrics
 from app.attach.engine import AttachEngine
 from app.attach.requests import Trigger
-from app.cni.types import CniError
+from app.cni import reaper
+from app.cni.invoke import delegate_marker
+from app.cni.types import CniError, ErrorCode
 from app.store import checkpoints
 from app.store.database import Database
 from app.store.records import SandboxRecord
@@ -43,6 +50,7 @@ class RecoveryReport:
     earlier_boot: int = 0
     failed: list[tuple[str, CniError]] = field(default_factory=list)
     duration_ms: float = 0.0
+    orphans_killed: list[reaper.Orphan] = field(default_factory=list)
 
     @property
     def settled(self) -> int:
@@ -65,9 +73,19 @@ async def recover(*, engine: AttachEngine, db: Database) -> RecoveryReport:
     started = time.monotonic()
     report = RecoveryReport()
     unsettled = await db.read(lambda session: checkpoints.list_unsettled(session, boot_id=engine.boot_id))
+    stuck = await _reap_orphans(unsettled, report)
     gate = asyncio.Semaphore(CONCURRENCY)
 
     async def settle(sandbox: SandboxRecord) -> None:
+        if sandbox.container_id in stuck:
+            error = CniError(
+                ErrorCode.TRY_AGAIN_LATER,
+                f"container {sandbox.container_id}: a plugin process of the previous run would not die",
+                "not torn down while it may still be running",
+            )
+            log.error("recovery left container %s pending: %s", sandbox.container_id, error)
+            report.failed.append((sandbox.container_id, error))
+            return
         why = reason(sandbox, engine.boot_id)
         async with gate:
             errors = await engine.tear_down(sandbox.container_id, trigger=Trigger.RECOVERY)
@@ -87,6 +105,8 @@ async def recover(*, engine: AttachEngine, db: Database) -> RecoveryReport:
             tasks.create_task(settle(sandbox), name=f"recover-{sandbox.container_id[:12]}")
     report.duration_ms = (time.monotonic() - started) * 1000
     if unsettled:
+        if report.orphans_killed:
+            log.info("recovery: killed %d orphaned plugin processes first", len(report.orphans_killed))
         log.info(
             "recovery: %d rolled back, %d deletes finished, %d from an earlier boot, %d failed, in %.0f ms",
             report.rolled_back,
@@ -96,3 +116,21 @@ async def recover(*, engine: AttachEngine, db: Database) -> RecoveryReport:
             report.duration_ms,
         )
     return report
+
+
+async def _reap_orphans(unsettled: list[SandboxRecord], report: RecoveryReport) -> set[str]:
+    """Kill what still runs for the attachments about to be torn down; the container IDs of those
+    with a process that would not die."""
+    markers = {
+        delegate_marker(sandbox.container_id, attachment.ifname)
+        for sandbox in unsettled
+        for attachment in sandbox.attachments
+    }
+    try:
+        report.orphans_killed = await reaper.reap(markers)
+        stuck: set[str] = set()
+    except reaper.ReapError as exc:
+        log.error("recovery: %s", exc)
+        stuck = {orphan.container_id for orphan in exc.survivors}
+    metrics.ORPHANS_REAPED.inc(len(report.orphans_killed))
+    return stuck

@@ -1,8 +1,10 @@
 """Fault injection: failing requests with a chosen status, added latency, and pausing the server.
 
 The server's middleware consults one ``FaultInjector`` before every API request (never for the
-``/_emulator`` control endpoints): it waits while paused, sleeps any matching latency, then answers
-the next matching failure rule instead of the handler. Tests drive it from Python; a daemon under
+``/_emulator`` control endpoints): it waits while paused, sleeps any matching latency, runs the
+actions armed with ``before_next`` (in-process tests only: another writer changing an object
+between a client's GET and its PUT, say), then answers the next matching failure rule instead of
+the handler. Tests drive it from Python; a daemon under
 test in another process is disturbed over HTTP (``POST /_emulator/faults``, see ``configure``).
 Dropping watches and compacting history are not here: they act on the server and the store. Part of
 the emulator, a test/demo tool.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,12 +91,22 @@ class LatencyRule:
         return {**self.matcher.to_json(), "seconds": self.seconds}
 
 
+@dataclass(slots=True)
+class ActionRule:
+    """Run ``action`` before handling each of the next ``remaining`` matching requests."""
+
+    matcher: RequestMatcher
+    action: Callable[[], object]
+    remaining: int
+
+
 class FaultInjector:
     """The faults currently armed. Use it from the event loop thread only."""
 
     def __init__(self) -> None:
         self._failures: list[FailureRule] = []
         self._latencies: list[LatencyRule] = []
+        self._actions: list[ActionRule] = []
         self._running = asyncio.Event()
         self._running.set()
 
@@ -132,6 +145,22 @@ class FaultInjector:
         self._latencies.append(rule)
         return rule
 
+    def before_next(
+        self,
+        action: Callable[[], object],
+        count: int = 1,
+        *,
+        method: str | None = None,
+        path: str | None = None,
+    ) -> ActionRule:
+        """Run ``action`` (synchronously, on the loop) just before the next ``count`` matching
+        requests are handled, e.g. a store write that makes a client's resourceVersion stale."""
+        if count < 1:
+            raise bad_request(f"before_next needs count >= 1, got {count}")
+        rule = ActionRule(RequestMatcher.of(method=method, path=path), action, count)
+        self._actions.append(rule)
+        return rule
+
     def clear_latency(self) -> None:
         self._latencies.clear()
 
@@ -146,6 +175,7 @@ class FaultInjector:
         """Disarm everything: failures, latency, and a pause."""
         self._failures.clear()
         self._latencies.clear()
+        self._actions.clear()
         self.resume()
 
     # consulted by the server
@@ -161,6 +191,15 @@ class FaultInjector:
         return max(
             (rule.seconds for rule in self._latencies if rule.matcher.matches(method, path)), default=0.0
         )
+
+    def run_actions(self, method: str, path: str) -> None:
+        """Run (and use up one turn of) every armed action matching this request."""
+        for rule in list(self._actions):
+            if rule.matcher.matches(method, path):
+                rule.remaining -= 1
+                if rule.remaining <= 0:
+                    self._actions.remove(rule)
+                rule.action()
 
     def take_failure(self, method: str, path: str) -> ApiError | None:
         """The error to answer this request with, consuming one use of the first matching rule."""

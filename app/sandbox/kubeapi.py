@@ -36,6 +36,8 @@ from app.sandbox.resources import (
     NAMESPACES,
     NETWORK_ATTACHMENT_DEFINITIONS,
     PODS,
+    RESOURCE_CLAIMS,
+    RESOURCE_SLICES,
     Resource,
 )
 from app.sandbox.selectors import parse_field_selector, parse_label_selector
@@ -294,6 +296,52 @@ class KubeApiEmulator:
 
     def delete_nad(self, namespace: str, name: str) -> JsonObject:
         return self.delete(NETWORK_ATTACHMENT_DEFINITIONS, namespace, name)
+
+    def create_resource_claim(
+        self, namespace: str, name: str, *, results: Sequence[Mapping[str, str]] | None
+    ) -> JsonObject:
+        """Create an allocated DRA ResourceClaim: ``results`` are ``{request, driver, pool, device}``
+        items of ``status.allocation.devices.results`` (None: a claim not allocated, no ``status``)."""
+        claim: JsonObject = {
+            "apiVersion": RESOURCE_CLAIMS.api_version,
+            "kind": RESOURCE_CLAIMS.kind,
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"devices": {"requests": []}},
+        }
+        if results is not None:
+            claim["status"] = {"allocation": {"devices": {"results": [dict(item) for item in results]}}}
+        return self.create(RESOURCE_CLAIMS, claim)
+
+    def create_resource_slice(
+        self,
+        name: str,
+        *,
+        node: str,
+        driver: str,
+        pool: str,
+        devices: Mapping[str, Mapping[str, str]],
+    ) -> JsonObject:
+        """Create a ResourceSlice of ``node`` whose ``devices`` map a device name to its string attributes."""
+        return self.create(
+            RESOURCE_SLICES,
+            {
+                "apiVersion": RESOURCE_SLICES.api_version,
+                "kind": RESOURCE_SLICES.kind,
+                "metadata": {"name": name},
+                "spec": {
+                    "driver": driver,
+                    "nodeName": node,
+                    "pool": {"name": pool, "generation": 1, "resourceSliceCount": 1},
+                    "devices": [
+                        {
+                            "name": device,
+                            "attributes": {key: {"string": value} for key, value in attributes.items()},
+                        }
+                        for device, attributes in devices.items()
+                    ],
+                },
+            },
+        )
 
     def events(self, namespace: str | None = None) -> list[JsonObject]:
         """Core v1 events, plus ``events.k8s.io/v1`` events converted to the core shape, oldest first."""

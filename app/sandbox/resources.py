@@ -125,7 +125,37 @@ NETWORK_ATTACHMENT_DEFINITIONS = Resource(
     short_names=("net-attach-def",),
 )
 
-ALL: tuple[Resource, ...] = (NAMESPACES, PODS, EVENTS, EVENTS_V1, NETWORK_ATTACHMENT_DEFINITIONS)
+RESOURCE_CLAIMS = Resource(
+    group="resource.k8s.io",
+    version="v1",
+    kind="ResourceClaim",
+    plural="resourceclaims",
+    singular="resourceclaim",
+    namespaced=True,
+    subresources=("status",),
+)
+"""DRA claims: ``status.allocation.devices.results[]`` names the allocated (driver, pool, device)."""
+
+RESOURCE_SLICES = Resource(
+    group="resource.k8s.io",
+    version="v1",
+    kind="ResourceSlice",
+    plural="resourceslices",
+    singular="resourceslice",
+    namespaced=False,
+    field_labels=("metadata.name", "spec.driver", "spec.nodeName", "spec.pool.name"),
+)
+"""DRA devices a driver publishes for a node: ``spec.devices[].attributes`` (cluster-scoped)."""
+
+ALL: tuple[Resource, ...] = (
+    NAMESPACES,
+    PODS,
+    EVENTS,
+    EVENTS_V1,
+    NETWORK_ATTACHMENT_DEFINITIONS,
+    RESOURCE_CLAIMS,
+    RESOURCE_SLICES,
+)
 
 BY_KEY: dict[tuple[str, str, str], Resource] = {resource.key: resource for resource in ALL}
 

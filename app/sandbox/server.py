@@ -111,6 +111,7 @@ async def _apply_faults(faults: FaultInjector, request: web.Request) -> None:
     delay = faults.latency_for(request.method, request.raw_path)
     if delay > 0:
         await asyncio.sleep(delay)
+    faults.run_actions(request.method, request.raw_path)
     error = faults.take_failure(request.method, request.raw_path)
     if error is not None:
         raise error

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from app.store.models import AttachmentRow, Sandbox
 from app.store.records import (
     AttachmentRecord,
+    DelegateFacts,
     DelegateIntent,
     PodIdentity,
     SandboxIntent,
@@ -67,7 +68,15 @@ _SET_ATTACHMENTS_STATE = (
 _SET_RESULT = (
     update(ATTACHMENTS)
     .where(ATTACHMENTS.c.container_id == bindparam("cid"), ATTACHMENTS.c.ifname == bindparam("ifn"))
-    .values(result=bindparam("new_result"), state="added", last_error=None, updated_at=bindparam("now"))
+    .values(
+        result=bindparam("new_result"),
+        ips=bindparam("ips"),
+        macs=bindparam("macs"),
+        device_ids=bindparam("device_ids"),
+        state="added",
+        last_error=None,
+        updated_at=bindparam("now"),
+    )
 )
 _SET_ERROR = (
     update(ATTACHMENTS)
@@ -110,7 +119,7 @@ def begin_add(session: Session, sandbox: SandboxIntent) -> None:
 
 
 def record_intent(session: Session, intent: DelegateIntent) -> None:
-    """Record a delegate about to run (state ``intent``): config, args and runtimeConfig."""
+    """Record a delegate about to run (state ``intent``): config, args, runtimeConfig and root."""
     now = _now()
     session.execute(
         _INSERT_ATTACHMENT,
@@ -126,6 +135,10 @@ def record_intent(session: Session, intent: DelegateIntent) -> None:
             "capability_args": json.dumps(dict(intent.capability_args), sort_keys=True),
             "cni_path": json.dumps(list(intent.cni_path)),
             "device": None if intent.device is None else json.dumps(dict(intent.device), sort_keys=True),
+            "ips": "[]",
+            "macs": "[]",
+            "device_ids": json.dumps(list(intent.device_ids)),
+            "root": intent.root,
             "state": "intent",
             "result": None,
             "last_error": None,
@@ -135,9 +148,20 @@ def record_intent(session: Session, intent: DelegateIntent) -> None:
     )
 
 
-def record_result(session: Session, *, container_id: str, ifname: str, result: str) -> None:
-    """Record the result a delegate printed (state ``added``)."""
-    params = {"cid": container_id, "ifn": ifname, "new_result": result, "now": _now()}
+def record_result(
+    session: Session, *, container_id: str, ifname: str, result: str, facts: DelegateFacts | None = None
+) -> None:
+    """Record the result a delegate printed (state ``added``) and the facts the caller derived from it."""
+    facts = facts or DelegateFacts()
+    params = {
+        "cid": container_id,
+        "ifn": ifname,
+        "new_result": result,
+        "ips": json.dumps(list(facts.ips)),
+        "macs": json.dumps(list(facts.macs)),
+        "device_ids": json.dumps(list(facts.device_ids)),
+        "now": _now(),
+    }
     _expect_row(session.execute(_SET_RESULT, params), container_id, ifname)
 
 
@@ -298,4 +322,13 @@ def _attachment_record(row: RowMapping) -> AttachmentRecord:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         device=None if row["device"] is None else json.loads(row["device"]),
+        facts=DelegateFacts(
+            ips=_strings(row["ips"]), macs=_strings(row["macs"]), device_ids=_strings(row["device_ids"])
+        ),
+        root=row["root"],
     )
+
+
+def _strings(value: str | None) -> tuple[str, ...]:
+    """A JSON list of strings as recorded; () for a row written before its facts were derived."""
+    return () if value is None else tuple(str(item) for item in json.loads(value))

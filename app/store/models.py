@@ -102,11 +102,19 @@ class AttachmentRow(Base):
     capability_args: Mapped[str] = mapped_column(Text, nullable=False, default="{}")
     cni_path: Mapped[str] = mapped_column(Text, nullable=False, default="[]")
     device: Mapped[str | None] = mapped_column(Text, nullable=True)
+    root: Mapped[str] = mapped_column(Text, nullable=False, default="", server_default="")
+    """The root the delegate ran in (``chrootDir`` at ADD; "" = the daemon's own); DEL replays in it."""
     state: Mapped[str] = mapped_column(String, nullable=False)
     result: Mapped[str | None] = mapped_column(Text, nullable=True)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    ips: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """JSON list of the IPs the delegate's result reports; NULL until derived (revision 0004)."""
+    macs: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """JSON list of the MACs of the result's sandbox interfaces; NULL until derived."""
+    device_ids: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """JSON list of the device IDs the delegate used; NULL until derived."""
 
     sandbox: Mapped[Sandbox] = relationship(back_populates="attachments")
 

@@ -6,8 +6,9 @@ the history and the mirror. Called by ``app.daemon.query_server`` over its read-
 while the daemon runs, and by ``app.cli`` through ``read_file`` when it does not, so both paths
 answer with the same documents. Never writes, never creates a file: ``read_file`` opens SQLite
 with ``mode=ro``. Times are RFC 3339 UTC strings (``...Z``); absent values are ``null``, never
-missing keys. Delegate results are read only for the addresses they report (``ips``, sandbox
-interfaces' ``mac``, or the 0.2.0 ``ip4``/``ip6``) and are otherwise passed through untouched.
+missing keys. Delegate results are passed through untouched: IPs, MACs and device IDs are the
+facts the engine recorded on each attachment (``AttachmentRecord.facts``), so this module knows no
+CNI rules and ``attachments`` and ``history`` show the same device IDs.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypedDict, TypeVar
+from typing import TypedDict, TypeVar
 
 from sqlalchemy import Table, func, inspect, select
 from sqlalchemy.exc import OperationalError
@@ -386,7 +387,7 @@ def history_doc(line: HistoryLine) -> HistoryDoc:
 
 
 def _attachment_doc(sandbox: SandboxRecord, attachment: AttachmentRecord) -> AttachmentDoc:
-    ips, macs = result_addresses(attachment.result)
+    ips, macs = list(attachment.facts.ips), list(attachment.facts.macs)
     return {
         "pod": _pod_name(sandbox.pod.namespace, sandbox.pod.name),
         "namespace": sandbox.pod.namespace,
@@ -405,7 +406,7 @@ def _attachment_doc(sandbox: SandboxRecord, attachment: AttachmentRecord) -> Att
         "addresses": ",".join(ips) or "-",
         "ips": ips,
         "macs": macs,
-        "deviceIDs": _device_ids(attachment),
+        "deviceIDs": list(attachment.facts.device_ids),
         "lastError": _json_or_text(attachment.last_error),
         "createdAt": timestamp(attachment.created_at),
         "updatedAt": timestamp(attachment.updated_at),
@@ -426,7 +427,7 @@ def _checkpoint_doc(record: SandboxRecord) -> CheckpointDoc:
 
 
 def _delegate_doc(attachment: AttachmentRecord) -> DelegateDoc:
-    ips, macs = result_addresses(attachment.result)
+    ips, macs = list(attachment.facts.ips), list(attachment.facts.macs)
     return {
         "interface": attachment.ifname,
         "position": attachment.position,
@@ -436,7 +437,7 @@ def _delegate_doc(attachment: AttachmentRecord) -> DelegateDoc:
         "state": attachment.state,
         "ips": ips,
         "macs": macs,
-        "deviceIDs": _device_ids(attachment),
+        "deviceIDs": list(attachment.facts.device_ids),
         "device": None if attachment.device is None else dict(attachment.device),
         "config": _json_or_text(attachment.config.decode("utf-8", "replace")),
         "cniArgs": [list(pair) for pair in attachment.cni_args],
@@ -447,38 +448,6 @@ def _delegate_doc(attachment: AttachmentRecord) -> DelegateDoc:
         "createdAt": timestamp(attachment.created_at),
         "updatedAt": timestamp(attachment.updated_at),
     }
-
-
-def result_addresses(result: str | None) -> tuple[list[str], list[str]]:
-    """(IPs, MACs of sandbox interfaces) a recorded delegate result reports."""
-    document = _json_or_text(result)
-    if not isinstance(document, dict):
-        return [], []
-    ips = [str(ip.get("address", "")) for ip in _objects(document.get("ips"))]
-    for key in ("ip4", "ip6"):  # results of CNI 0.1.0/0.2.0
-        legacy = document.get(key)
-        if isinstance(legacy, dict) and legacy.get("ip"):
-            ips.append(str(legacy["ip"]))
-    macs = [
-        str(iface["mac"])
-        for iface in _objects(document.get("interfaces"))
-        if iface.get("sandbox") and iface.get("mac")
-    ]
-    return [ip for ip in ips if ip], macs
-
-
-def _device_ids(attachment: AttachmentRecord) -> list[str]:
-    found = []
-    device_id = attachment.capability_args.get("deviceID")
-    if isinstance(device_id, str) and device_id:
-        found.append(device_id)
-    if attachment.device is not None and attachment.device.get("pci"):
-        found.append(attachment.device["pci"])
-    return list(dict.fromkeys(found))
-
-
-def _objects(value: object) -> Iterable[dict[str, Any]]:
-    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
 
 
 def _json_or_text(value: str | None) -> object:

@@ -2,7 +2,7 @@
 
 Frozen dataclasses, no ORM objects, no I/O. ``config`` is the exact delegate configuration bytes
 that were handed to the CNI library; ``result`` is the delegate's result as JSON text. The store
-does not interpret either.
+does not interpret either: the facts derived from a result (``DelegateFacts``) are the caller's.
 """
 
 from __future__ import annotations
@@ -54,6 +54,22 @@ class DelegateIntent:
     device: Mapping[str, str] | None = None
     """A host device the delegate moves into the sandbox (an SR-IOV VF): its PCI address and the
     name and MAC it had in the host before the ADD, so teardown can prove it came back."""
+    device_ids: tuple[str, ...] = ()
+    """Device IDs the delegate is handed (``deviceID``, the host device's PCI address), derived by
+    the caller; its result may add more (``DelegateFacts``)."""
+    root: str = ""
+    """The root the delegate runs in (daemon-config ``chrootDir``; "" = the daemon's own): DEL,
+    CHECK, rollback, recovery and GC replay in it, whatever today's setting is."""
+
+
+@dataclass(frozen=True, slots=True)
+class DelegateFacts:
+    """What a delegate's result and inputs say about it, derived once by the caller when the result is
+    committed: the IPs, the MACs of its sandbox interfaces, and every device ID it used."""
+
+    ips: tuple[str, ...] = ()
+    macs: tuple[str, ...] = ()
+    device_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +90,10 @@ class AttachmentRecord:
     created_at: datetime
     updated_at: datetime
     device: Mapping[str, str] | None = None
+    facts: DelegateFacts = field(default_factory=DelegateFacts)
+    """IPs, MACs and device IDs as recorded with the intent and then the result (never re-derived)."""
+    root: str = ""
+    """The root the delegate ran in, as recorded with its intent ("" = the daemon's own)."""
 
 
 @dataclass(frozen=True, slots=True)

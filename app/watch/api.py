@@ -37,7 +37,7 @@ _AUTH = ["BearerToken"]
 
 
 class KubeApi:
-    """The API as JSON: ``get``, ``patch``, ``post`` and ``watch``. Close it with ``close``."""
+    """The API as JSON: ``get``, ``patch``, ``post``, ``put`` and ``watch``. Close it with ``close``."""
 
     def __init__(self, client: ApiClient, *, settings: WatchSettings) -> None:
         self._client = client
@@ -64,6 +64,9 @@ class KubeApi:
 
     async def post(self, path: str, body: JsonObject) -> JsonObject:
         return await self._request("POST", path, body=body, content_type="application/json")
+
+    async def put(self, path: str, body: JsonObject) -> JsonObject:
+        return await self._request("PUT", path, body=body, content_type="application/json")
 
     @asynccontextmanager
     async def watch(self, path: str, query: Query) -> AsyncIterator[WatchStream]:

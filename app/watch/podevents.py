@@ -1,11 +1,13 @@
-"""``AddedInterface`` Events about pods: queued without waiting, posted in the background.
+"""Events about pods (``AddedInterface``, ``NoNetworkFound``): queued without waiting, posted later.
 
-``offer`` is called by the status publisher on the ADD path and never blocks: events go to a
-bounded queue, and when it is full they are dropped and counted (an Event is a courtesy to the
-operator; it must never slow an ADD or grow memory without bound). ``run`` is the drain task the
-``Watchers`` supervise: it posts core/v1 Events shaped as upstream Multus posts them (reason
-``AddedInterface``, source and reportingComponent ``multus``, the pod as involvedObject) at its own
-rate, separate from everything else. A failed POST is logged and counted, never retried.
+``offer`` and ``offer_not_found`` are called by the status publisher on the ADD path and never
+block: events go to a bounded queue, and when it is full they are dropped and counted (an Event is a
+courtesy to the operator; it must never slow an ADD or grow memory without bound). ``run`` is the
+drain task the ``Watchers`` supervise: it posts core/v1 Events shaped as upstream Multus posts them
+(Normal ``AddedInterface`` ``Add <if> [<addrs>] from <network>``; Warning ``NoNetworkFound``
+``cannot find a network-attachment-definition (<name>) in namespace (<ns>): <api error>``; source
+and reportingComponent ``multus``, the pod as involvedObject) at its own rate, separate from
+everything else. A failed POST is logged and counted, never retried.
 """
 
 from __future__ import annotations
@@ -29,13 +31,16 @@ log = logging.getLogger(__name__)
 
 COMPONENT = "multus"
 REASON = "AddedInterface"
+NOT_FOUND_REASON = "NoNetworkFound"
 MAX_NAME = 253
 
 
 @dataclass(frozen=True, slots=True)
 class PodEvent:
     pod: PodInfo
-    event: InterfaceEvent
+    reason: str
+    type: str
+    message: str
 
 
 def message(event: InterfaceEvent) -> str:
@@ -44,7 +49,12 @@ def message(event: InterfaceEvent) -> str:
     return f"{text} from {event.network_name}" if event.network_name else text
 
 
-def event_body(pod: PodInfo, event: InterfaceEvent, *, node_name: str, now: datetime) -> dict[str, Any]:
+def not_found_message(*, namespace: str, name: str, error: str) -> str:
+    """Upstream's ``NoNetworkFound`` text: ``cannot find a network-attachment-definition (<name>) ...``."""
+    return f"cannot find a network-attachment-definition ({name}) in namespace ({namespace}): {error}"
+
+
+def event_body(pod: PodInfo, item: PodEvent, *, node_name: str, now: datetime) -> dict[str, Any]:
     stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
     suffix = f".{time.time_ns():x}"
     return {
@@ -59,9 +69,9 @@ def event_body(pod: PodInfo, event: InterfaceEvent, *, node_name: str, now: date
             "uid": pod.uid,
             "resourceVersion": pod.resource_version,
         },
-        "reason": REASON,
-        "message": message(event),
-        "type": "Normal",
+        "reason": item.reason,
+        "message": item.message,
+        "type": item.type,
         "source": {"component": COMPONENT, "host": node_name} if node_name else {"component": COMPONENT},
         "reportingComponent": COMPONENT,
         "reportingInstance": node_name,
@@ -85,12 +95,22 @@ class PodEventPoster:
     def offer(self, pod: PodInfo, events: Sequence[InterfaceEvent]) -> None:
         """Queue ``events`` about ``pod``; drop (and count) what does not fit. Never blocks."""
         for event in events:
-            try:
-                self._queue.put_nowait(PodEvent(pod, event))
-            except asyncio.QueueFull:
-                self.dropped += 1
-                metrics.EVENTS_DROPPED.inc()
-                log.debug("event queue full: dropped %s for %s/%s", REASON, pod.namespace, pod.name)
+            self._offer(PodEvent(pod, REASON, "Normal", message(event)))
+
+    def offer_not_found(self, pod: PodInfo, *, namespace: str, name: str, error: str) -> None:
+        """Queue a Warning ``NoNetworkFound`` about ``pod`` (NAD ``namespace/name`` missing). Never blocks."""
+        text = not_found_message(namespace=namespace, name=name, error=error)
+        self._offer(PodEvent(pod, NOT_FOUND_REASON, "Warning", text))
+
+    def _offer(self, item: PodEvent) -> None:
+        try:
+            self._queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self.dropped += 1
+            metrics.EVENTS_DROPPED.inc()
+            log.debug(
+                "event queue full: dropped %s for %s/%s", item.reason, item.pod.namespace, item.pod.name
+            )
 
     @property
     def pending(self) -> int:
@@ -115,12 +135,12 @@ class PodEventPoster:
 
     async def _post(self, item: PodEvent) -> None:
         pod = item.pod
-        body = event_body(pod, item.event, node_name=self._node_name, now=datetime.now(UTC))
+        body = event_body(pod, item, node_name=self._node_name, now=datetime.now(UTC))
         try:
             async with asyncio.timeout(self._settings.event_timeout):
                 await self._api.post(f"/api/v1/namespaces/{pod.namespace}/events", body)
         except (ApiError, TimeoutError) as exc:
             self.failed += 1
-            log.warning("cannot post %s event for pod %s/%s: %s", REASON, pod.namespace, pod.name, exc)
+            log.warning("cannot post %s event for pod %s/%s: %s", item.reason, pod.namespace, pod.name, exc)
             return
         self.posted += 1

@@ -1,9 +1,9 @@
 """The kubelet pod-resources client: the device ids the kubelet allocated to a pod (a ``DeviceSource``).
 
-The daemon builds one ``KubeletPodResources`` with the socket path from its settings and hands it to
-the engine, which calls ``device_ids`` (through ``app.attach.devices``) only for NADs with a
-``k8s.v1.cni.cncf.io/resourceName``. It speaks the kubelet's ``v1.PodResourcesLister`` service over
-the kubelet's unix socket: ``Get`` for the one pod (kubelet 1.27+), falling back to ``List`` filtered
+The daemon builds one ``KubeletPodResources`` with the socket path from its settings;
+``NodeDevices`` (``app.watch.nodedevices``) asks it first, for NADs with a
+``k8s.v1.cni.cncf.io/resourceName`` only. It speaks the kubelet's ``v1.PodResourcesLister`` service
+over the kubelet's unix socket: ``Get`` for the one pod (kubelet 1.27+), falling back to ``List`` filtered
 to the pod, as upstream Multus does, when the kubelet has no ``Get`` (UNIMPLEMENTED) or answers it
 with a plain error (UNKNOWN: the ``KubeletPodResourcesGet`` gate is off, the default before 1.34, or
 the kubelet does not know the pod). Both calls share one deadline (``timeout``, 10 s like upstream)
@@ -12,8 +12,9 @@ and accept answers up to 16 MiB.
 Covered: device-plugin allocations (``ContainerResources.devices``): the ids of one resource across
 all the pod's containers as the kubelet reports them (restartable init containers included), each id
 once, sorted. Not covered: ``dynamic_resources`` (upstream takes DRA devices from ResourceClaims in
-the API server, not from here), cpu_ids, memory, ``GetAllocatableResources``, and upstream's fallback
-to the device-plugin checkpoint file when the socket is missing (that is a ``DeviceLookupError`` here).
+the API server: ``app.watch.dra``), cpu_ids, memory, ``GetAllocatableResources``. A kubelet that
+cannot be asked is a ``DeviceLookupError`` here; ``app.watch.nodedevices`` then reads the kubelet's
+device checkpoint file instead, as upstream does.
 
 grpc and protobuf (about 20 MiB of RSS) are imported on the first lookup, in a worker thread, never at
 module import, so a daemon without such NADs never loads them. Each lookup opens its own channel (with

@@ -9,15 +9,23 @@ is checked too, for servers that do not enforce it). A pod that is gone (404), o
 belongs to another pod (409 that persists), is not an error: its sandbox is being torn down
 anyway. 409, 429, 5xx and unreachable are retried a few times, a few hundred milliseconds
 apart at most, the whole write bounded by ``status_deadline``; then ``ClusterUnavailableError``.
-Events go through ``PodEventPoster`` and never wait. Never reads the mirror and never retries
-beyond ``status_retry_delays``.
+
+Under upstream's ClusterRole (``get`` and ``update`` of ``pods/status``, no ``patch``) the PATCH is
+refused with 403: the publisher then writes as upstream does, a GET of the pod and a PUT of
+``pods/<name>/status`` carrying the resourceVersion it read, repeated (fresh GET each time) when
+another writer got in between (409), at most ``len(status_retry_delays)`` times; and it remembers
+the refusal, so every later write goes straight to GET + PUT. A GET answering another uid means the
+pod was replaced: skipped, like a 404.
+
+``NoNetworkFound`` and ``AddedInterface`` events go through ``PodEventPoster`` and never wait.
+Never reads the mirror and never retries beyond ``status_retry_delays``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from app.attach.cluster import (
@@ -27,7 +35,13 @@ from app.attach.cluster import (
     PodInfo,
 )
 from app.watch.api import KubeApi
-from app.watch.errors import RETRYABLE_ERRORS, ApiConflictError, ApiError, ApiNotFoundError
+from app.watch.errors import (
+    RETRYABLE_ERRORS,
+    ApiConflictError,
+    ApiError,
+    ApiNotFoundError,
+    ApiRejectedError,
+)
 from app.watch.podevents import PodEventPoster
 from app.watch.settings import WatchSettings
 
@@ -42,60 +56,107 @@ def status_patch(pod: PodInfo, status_json: str) -> dict[str, Any]:
     return {"metadata": metadata}
 
 
+class _PodReplacedError(Exception):
+    """The GET before a PUT answered a pod with another uid than the sandbox's."""
+
+
 class ApiStatusPublisher:
     def __init__(self, *, api: KubeApi, settings: WatchSettings, events: PodEventPoster) -> None:
         self._api = api
         self._settings = settings
         self._events = events
+        self.put_only = False
+        """PATCH was refused (403) once: every write is a GET + PUT of ``pods/status`` since."""
         self.published = 0
         self.skipped = 0
         """Pods gone (or replaced) before their status could be written."""
         self.foreign_writes = 0
         """Answers naming another uid (a server ignoring the uid precondition): should stay 0."""
+        self.put_conflicts = 0
+        """PUTs refused because another writer changed the pod since our GET (each was retried)."""
 
     async def publish_network_status(self, pod: PodInfo, status_json: str) -> None:
-        path = f"/api/v1/namespaces/{pod.namespace}/pods/{pod.name}/status"
-        body = status_patch(pod, status_json)
+        where = f"{pod.namespace}/{pod.name}"
         try:
             async with asyncio.timeout(self._settings.status_deadline):
-                answer = await self._patch_with_retries(path, body)
+                answer = await self._write(pod, status_json)
         except TimeoutError as exc:
             raise ClusterUnavailableError(
-                f"cannot write network-status of pod {pod.namespace}/{pod.name}: "
+                f"cannot write network-status of pod {where}: "
                 f"no success within {self._settings.status_deadline} s"
             ) from exc
         except ApiNotFoundError:
             self.skipped += 1
-            log.info("pod %s/%s is gone: network-status not written", pod.namespace, pod.name)
+            log.info("pod %s is gone: network-status not written", where)
             return
-        except ApiConflictError:
+        except (ApiConflictError, _PodReplacedError):
             self.skipped += 1
-            log.warning(
-                "pod %s/%s now has another uid than %s: network-status not written",
-                pod.namespace,
-                pod.name,
-                pod.uid,
-            )
+            log.warning("pod %s now has another uid than %s: network-status not written", where, pod.uid)
             return
         except ApiError as exc:
-            raise ClusterUnavailableError(
-                f"cannot write network-status of pod {pod.namespace}/{pod.name}: {exc}"
-            ) from exc
+            raise ClusterUnavailableError(f"cannot write network-status of pod {where}: {exc}") from exc
         self._check_uid(pod, answer)
         self.published += 1
 
     def emit_interface_events(self, pod: PodInfo, events: Sequence[InterfaceEvent]) -> None:
         self._events.offer(pod, events)
 
-    async def _patch_with_retries(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    def emit_network_not_found(self, pod: PodInfo, *, namespace: str, name: str, error: str) -> None:
+        self._events.offer_not_found(pod, namespace=namespace, name=name, error=error)
+
+    async def _write(self, pod: PodInfo, status_json: str) -> dict[str, Any]:
+        path = f"/api/v1/namespaces/{pod.namespace}/pods/{pod.name}/status"
+        if not self.put_only:
+            try:
+                return await self._with_retries(
+                    "PATCH", path, lambda: self._api.patch(path, status_patch(pod, status_json))
+                )
+            except ApiRejectedError as exc:
+                if exc.status != 403:
+                    raise
+                self.put_only = True
+                log.warning(
+                    "PATCH of pods/status refused (%s): writing network-status with GET + PUT from now on",
+                    exc,
+                )
+        return await self._get_and_put(pod, status_json, path)
+
+    async def _get_and_put(self, pod: PodInfo, status_json: str, path: str) -> dict[str, Any]:
+        """Upstream's write: GET the pod, set the annotation, PUT it with the resourceVersion read."""
+        pod_path = f"/api/v1/namespaces/{pod.namespace}/pods/{pod.name}"
+
+        async def attempt() -> dict[str, Any]:
+            current = await self._api.get(pod_path)
+            metadata = current.setdefault("metadata", {})
+            if pod.uid and metadata.get("uid") and metadata["uid"] != pod.uid:
+                raise _PodReplacedError(metadata["uid"])
+            annotations = metadata.get("annotations") or {}
+            metadata["annotations"] = {**annotations, NETWORK_STATUS_ANNOTATION: status_json}
+            try:
+                return await self._api.put(path, current)
+            except ApiConflictError:
+                self.put_conflicts += 1
+                raise
+
+        try:
+            return await self._with_retries("GET + PUT", path, attempt)
+        except ApiConflictError as exc:
+            raise ClusterUnavailableError(
+                f"cannot write network-status of pod {pod.namespace}/{pod.name}: the pod kept changing "
+                f"between GET and PUT ({1 + len(self._settings.status_retry_delays)} attempts): {exc}"
+            ) from exc
+
+    async def _with_retries(
+        self, what: str, path: str, request: Callable[[], Awaitable[dict[str, Any]]]
+    ) -> dict[str, Any]:
         delays = self._settings.status_retry_delays
         for attempt in range(len(delays) + 1):
             try:
-                return await self._api.patch(path, body)
+                return await request()
             except RETRYABLE_ERRORS as exc:
                 if attempt == len(delays) or (exc.retry_after or 0) > delays[attempt]:
                     raise
-                log.debug("PATCH %s: %s; retrying in %.0f ms", path, exc, delays[attempt] * 1000)
+                log.debug("%s %s: %s; retrying in %.0f ms", what, path, exc, delays[attempt] * 1000)
                 await asyncio.sleep(delays[attempt])
         raise AssertionError("unreachable: the last attempt returns or raises")
 

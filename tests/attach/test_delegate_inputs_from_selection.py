@@ -7,17 +7,15 @@ import json
 
 import pytest
 
-from app.attach.selection import (
-    NetworkSelection,
+from app.attach.delegate_inputs import (
     capability_args_for,
     cni_args_for,
     cni_device_info_path,
-    falls_back_to_conf_dir,
     inject_cni_args,
     inject_device_id,
-    nad_network_config,
-    parse_networks,
 )
+from app.attach.nad_config import falls_back_to_conf_dir, nad_network_config
+from app.attach.selection import NetworkSelection, parse_networks
 from app.cni import conf as cniconf
 from app.cni.types import CniError, ContainerId, ErrorCode, IfName, RuntimeConf
 
@@ -122,7 +120,7 @@ def test_a_resource_device_id_wins_over_the_requested_one() -> None:
 
 
 def test_device_info_file_path_flattens_slashes() -> None:
-    assert cni_device_info_path("default/sriov-net", "abc123", "net1") == (
+    assert cni_device_info_path(network_name="default/sriov-net", container_id="abc123", ifname="net1") == (
         "/var/run/k8s.cni.cncf.io/devinfo/cni/default-sriov-net-abc123_net1"
     )
 

@@ -65,7 +65,7 @@ def test_attachment_commands_get_the_runtime_identity_and_no_inherited_cni_varia
     env = invoke.plugin_env(
         command="DEL",
         cni_path=["/opt/cni/bin", "/usr/lib/cni"],
-        base_env={"PATH": "/bin", "CNI_NETNS": "x"},
+        base_env={"PATH": "/bin", "CNI_NETNS": "x", "MULTUS_PY_DELEGATE": "other/eth9"},
         rt=RT,
     )
 
@@ -77,6 +77,7 @@ def test_attachment_commands_get_the_runtime_identity_and_no_inherited_cni_varia
         "CNI_IFNAME": "net1",
         "CNI_ARGS": "IgnoreUnknown=1;K8S_POD_NAME=p",
         "CNI_PATH": "/opt/cni/bin:/usr/lib/cni",
+        "MULTUS_PY_DELEGATE": "ctr-1/net1",
     }
 
 

@@ -2,7 +2,8 @@
 
 Upstream deletes 00-multus.conf on SIGTERM, so a pod started during a daemon restart or upgrade gets
 no Multus at all (upstream-weaknesses.md §13). Here the conf stays, and the shim waits (bounded) for
-the new daemon: pods started meanwhile get every network.
+the new daemon behind the restart marker the stopping daemon leaves: pods started meanwhile get every
+network.
 """
 
 from __future__ import annotations

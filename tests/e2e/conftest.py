@@ -118,6 +118,9 @@ class Cluster:
     netnses: list[Netns] = field(default_factory=list)
     host_links: list[str] = field(default_factory=list)
     daemon_env: dict[str, str] = field(default_factory=dict)
+    daemon_wrapper: list[str] = field(default_factory=list)
+    """A command the daemon's command line is appended to (say, one that sets up a mount namespace and
+    then executes it, keeping the pid)."""
 
     @property
     def bin_dir(self) -> Path:
@@ -215,7 +218,7 @@ class Cluster:
         config_path.write_text(json.dumps(self.daemon_config))
         log = open(self.daemon_log, "ab")  # noqa: SIM115 - owned by the process for its lifetime
         self.daemon = subprocess.Popen(
-            [sys.executable, "-m", "app.daemon.main", "--config", str(config_path)],
+            [*self.daemon_wrapper, sys.executable, "-m", "app.daemon.main", "--config", str(config_path)],
             stdout=log,
             stderr=log,
             env=child_environment(**{**self.daemon_env, **(env or {})}),

@@ -390,3 +390,37 @@ def test_a_default_route_through_an_unreachable_gateway_fails_and_rolls_back(
     assert "default route via 192.0.2.1 on net1" in added.json()["msg"]
     assert netns.links() == {"lo"}
     assert node.leases() == []
+
+
+def test_under_upstreams_role_network_status_is_written_with_get_and_put(
+    node: Cluster, kube: KubeApiProcess
+) -> None:
+    # upstream's ClusterRole grants get/update of pods/status, not patch: the API refuses every PATCH
+    kube.fault(action="fail", status=403, method="PATCH", path="/pods/[^/]+/status", count=1000)
+
+    first, first_container, added = _add(node, kube, "one", {"k8s.v1.cni.cncf.io/networks": "bridge-net"})
+    assert added.returncode == 0, added.stdout
+    second, second_container, added = _add(node, kube, "two", {"k8s.v1.cni.cncf.io/networks": "bridge-net"})
+    assert added.returncode == 0, added.stdout
+
+    pod_requests = [
+        (r["method"], r["path"].split("?")[0], r["status"])
+        for r in kube.requests(path="/pods/(one|two)")
+        if r["method"] != "GET" or "watch" not in r["path"]
+    ]
+    for name in ("one", "two"):
+        entries = json.loads(_network_status(kube, name))
+        assert [(e["name"], e["interface"]) for e in entries] == [
+            ("primary", "eth0"),
+            ("default/bridge-net", "net1"),
+        ]
+    assert pod_requests == [
+        ("PATCH", "/api/v1/namespaces/default/pods/one/status", 403),
+        ("GET", "/api/v1/namespaces/default/pods/one", 200),
+        ("PUT", "/api/v1/namespaces/default/pods/one/status", 200),
+        ("GET", "/api/v1/namespaces/default/pods/two", 200),
+        ("PUT", "/api/v1/namespaces/default/pods/two/status", 200),
+    ], "after the first refusal the daemon goes straight to GET + PUT"
+    kube.fault(action="clear")
+    assert node.run_shim("DEL", container_id=first_container, netns=first).returncode == 0
+    assert node.run_shim("DEL", container_id=second_container, netns=second).returncode == 0

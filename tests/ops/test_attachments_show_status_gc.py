@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from app.store import schema
 from tests.ops.conftest import FAILURE, Scenario, add, json_output, new_pod
 
 ATTACHMENT_KEYS = {
@@ -221,7 +222,7 @@ def test_status_reports_readiness_store_history_counts_and_the_last_gc(scenario:
     store = status["store"]
     assert store["path"] == str(scenario.cluster.state_db)
     assert store["bytes"] > 0
-    assert store["schemaRevision"] == "0003"
+    assert store["schemaRevision"] == schema.head_revision()
     assert store["sandboxes"].get("ready") == 2
     assert store["attachments"].get("added") == 3
     assert store["history"]["rows"] == scenario.history_rows()

@@ -31,7 +31,7 @@ async def test_group_discovery_lists_the_nad_crd(api: client.ApiClient) -> None:
     groups = await client.ApisApi(api).get_api_versions()
     nad_resources = await client.CustomObjectsApi(api).get_api_resources("k8s.cni.cncf.io", "v1")
 
-    assert {group.name for group in groups.groups} == {"k8s.cni.cncf.io", "events.k8s.io"}
+    assert {group.name for group in groups.groups} == {"k8s.cni.cncf.io", "events.k8s.io", "resource.k8s.io"}
     [nad] = nad_resources.resources
     assert (nad.name, nad.kind, nad.singular_name, nad.namespaced) == (
         "network-attachment-definitions",

@@ -280,3 +280,25 @@ async def test_unknown_fault_action_answers_400(control: Control, emulator: Kube
 
     assert response.status == 400
     assert body["kind"] == "Status"
+
+
+async def test_an_action_armed_before_a_put_makes_its_resource_version_stale(
+    core: client.CoreV1Api, emulator: KubeApiEmulator
+) -> None:
+    emulator.create_pod(pod_manifest("p"))
+    pod = await core.read_namespaced_pod("p", "default")
+    ran: list[str] = []
+
+    def another_writer() -> None:
+        ran.append("patched")
+        emulator.patch_pod("default", "p", {"metadata": {"labels": {"by": "other"}}})
+
+    emulator.faults.before_next(another_writer, method="PUT", path=r"/pods/p/status$")
+    with pytest.raises(ApiException) as raised:
+        await core.replace_namespaced_pod_status("p", "default", pod)
+    fresh = await core.read_namespaced_pod("p", "default")
+    await core.replace_namespaced_pod_status("p", "default", fresh)
+
+    assert raised.value.status == 409
+    assert ran == ["patched"], "the action runs once, before the first matching request only"
+    assert emulator.get_pod("default", "p")["metadata"]["labels"] == {"by": "other"}

@@ -42,6 +42,7 @@ def _intent(container_id: str, ifname: str = "eth0") -> DelegateIntent:
         cni_args=(("K8S_POD_NAME", "pod"),),
         capability_args={"portMappings": [{"hostPort": 80}]},
         cni_path=("/opt/cni/bin",),
+        root="/hostroot",
     )
 
 
@@ -168,6 +169,25 @@ async def test_concurrent_writes_are_group_committed_and_a_failing_one_spoils_no
         db.close()
 
 
+def test_attachments_recorded_before_the_root_column_replay_in_the_daemons_own_root(db_path: Path) -> None:
+    db = Database.open(db_path)
+    db.write_sync(
+        lambda s: (checkpoints.begin_add(s, _sandbox("c1")), checkpoints.record_intent(s, _intent("c1")))
+    )
+    db.close()
+    with sqlite3.connect(db_path) as raw:  # the database as revision 0004 left it
+        raw.execute("ALTER TABLE attachments DROP COLUMN root")
+        raw.execute("UPDATE alembic_version SET version_num = '0004'")
+
+    db = Database.open(db_path)
+    try:
+        record = db.read_sync(lambda s: checkpoints.load_sandbox(s, "c1"))
+    finally:
+        db.close()
+    assert record is not None
+    assert [(a.ifname, a.root) for a in record.attachments] == [("eth0", "")]
+
+
 def test_checkpoint_round_trip_keeps_every_field_of_the_intent(db_path: Path) -> None:
     db = Database.open(db_path)
     try:
@@ -187,6 +207,7 @@ def test_checkpoint_round_trip_keeps_every_field_of_the_intent(db_path: Path) ->
     assert attachment.cni_args == intent.cni_args
     assert attachment.capability_args == intent.capability_args
     assert attachment.cni_path == intent.cni_path
+    assert attachment.root == intent.root == "/hostroot"
     assert (attachment.state, attachment.result) == ("added", '{"ips":[]}')
     assert record.pod == PodIdentity("ns", "pod", "uid")
     assert record.created_at.tzinfo is not None

@@ -1,4 +1,4 @@
-"""network-status: one PATCH of pods/status without a GET; AddedInterface events that never wait."""
+"""network-status: one PATCH of pods/status, else GET + PUT as upstream; pod events that never wait."""
 
 from __future__ import annotations
 
@@ -102,17 +102,143 @@ async def test_a_lasting_failure_gives_up_quickly_as_unavailable(
     emulator.faults.clear()
 
 
-async def test_a_forbidden_write_is_not_retried(
+def refuse_patch_as_upstreams_role_does(emulator: KubeApiEmulator) -> None:
+    """Upstream's ClusterRole grants get/update of pods/status, not patch: every PATCH is 403."""
+    emulator.faults.fail_next(
+        1000,
+        status=403,
+        method="PATCH",
+        path="/pods/[^/]+/status",
+        reason="Forbidden",
+        message='pods "p" is forbidden: User "system:serviceaccount:kube-system:multus" cannot patch '
+        'resource "pods/status" in API group "" in the namespace "default"',
+    )
+
+
+def calls(emulator: KubeApiEmulator, since: int) -> list[tuple[str, str, int | None]]:
+    return [(record.method, record.path, record.status) for record in emulator.requests(since=since)]
+
+
+POD_P = "/api/v1/namespaces/default/pods/p"
+
+
+async def test_a_refused_patch_falls_back_to_get_and_put_and_is_remembered(
+    emulator: KubeApiEmulator, publisher: ApiStatusPublisher
+) -> None:
+    emulator.create_pod(pod_manifest("p", annotations={"keep": "me"}))
+    emulator.create_pod(pod_manifest("q"))
+    refuse_patch_as_upstreams_role_does(emulator)
+    since = emulator.last_request_seq
+
+    await publisher.publish_network_status(pod_info(emulator, "p"), STATUS)
+
+    annotations = emulator.get_pod("default", "p")["metadata"]["annotations"]
+    assert annotations == {"keep": "me", NETWORK_STATUS_ANNOTATION: STATUS}
+    assert calls(emulator, since) == [
+        ("PATCH", f"{POD_P}/status", 403),
+        ("GET", POD_P, 200),
+        ("PUT", f"{POD_P}/status", 200),
+    ]
+    assert publisher.put_only
+    since = emulator.last_request_seq
+
+    await publisher.publish_network_status(pod_info(emulator, "q"), STATUS)
+
+    assert calls(emulator, since) == [
+        ("GET", "/api/v1/namespaces/default/pods/q", 200),
+        ("PUT", "/api/v1/namespaces/default/pods/q/status", 200),
+    ], "no PATCH once it was refused"
+    assert emulator.get_pod("default", "q")["metadata"]["annotations"][NETWORK_STATUS_ANNOTATION] == STATUS
+    assert publisher.published == 2
+    emulator.faults.clear()
+
+
+async def test_a_write_between_get_and_put_is_a_conflict_retried_with_a_fresh_get(
     emulator: KubeApiEmulator, publisher: ApiStatusPublisher
 ) -> None:
     emulator.create_pod(pod_manifest("p"))
-    emulator.faults.fail_next(1, status=403, method="PATCH")
+    refuse_patch_as_upstreams_role_does(emulator)
+    # another writer (the kubelet, a controller) changes the pod after our GET, before our PUT
+    emulator.faults.before_next(
+        lambda: emulator.patch_pod("default", "p", {"metadata": {"labels": {"by": "other"}}}),
+        method="PUT",
+        path="/pods/p/status",
+    )
+    since = emulator.last_request_seq
+
+    await publisher.publish_network_status(pod_info(emulator, "p"), STATUS)
+
+    assert calls(emulator, since) == [
+        ("PATCH", f"{POD_P}/status", 403),
+        ("GET", POD_P, 200),
+        ("PUT", f"{POD_P}/status", 409),
+        ("GET", POD_P, 200),
+        ("PUT", f"{POD_P}/status", 200),
+    ]
+    metadata = emulator.get_pod("default", "p")["metadata"]
+    assert metadata["annotations"][NETWORK_STATUS_ANNOTATION] == STATUS
+    assert metadata["labels"] == {"by": "other"}, "the other writer's change is kept, not overwritten"
+    assert publisher.put_conflicts == 1
+    emulator.faults.clear()
+
+
+async def test_conflicts_that_never_stop_give_up_after_a_bounded_number_of_attempts(
+    emulator: KubeApiEmulator, publisher: ApiStatusPublisher, settings: WatchSettings
+) -> None:
+    emulator.create_pod(pod_manifest("p"))
+    refuse_patch_as_upstreams_role_does(emulator)
+    counter = iter(range(1000))
+    emulator.faults.before_next(
+        lambda: emulator.patch_pod("default", "p", {"metadata": {"labels": {"n": str(next(counter))}}}),
+        100,
+        method="PUT",
+    )
+    since = emulator.last_request_seq
+
+    with pytest.raises(ClusterUnavailableError, match="kept changing between GET and PUT"):
+        await publisher.publish_network_status(pod_info(emulator, "p"), STATUS)
+
+    puts = [status for method, _, status in calls(emulator, since) if method == "PUT"]
+    assert puts == [409] * (1 + len(settings.status_retry_delays))
+    assert NETWORK_STATUS_ANNOTATION not in (
+        emulator.get_pod("default", "p")["metadata"].get("annotations") or {}
+    )
+    emulator.faults.clear()
+
+
+async def test_get_and_put_never_writes_a_pod_recreated_under_the_same_name(
+    emulator: KubeApiEmulator, publisher: ApiStatusPublisher
+) -> None:
+    emulator.create_pod(pod_manifest("p"))
+    old = pod_info(emulator, "p")
+    emulator.delete_pod("default", "p")
+    emulator.create_pod(pod_manifest("p"))
+    refuse_patch_as_upstreams_role_does(emulator)
+    since = emulator.last_request_seq
+
+    await publisher.publish_network_status(old, STATUS)
+
+    assert [method for method, _, _ in calls(emulator, since)] == ["PATCH", "GET"], "no PUT"
+    assert NETWORK_STATUS_ANNOTATION not in (
+        emulator.get_pod("default", "p")["metadata"].get("annotations") or {}
+    )
+    assert publisher.skipped == 1
+    emulator.faults.clear()
+
+
+async def test_a_put_refused_too_is_an_error_naming_the_refusal(
+    emulator: KubeApiEmulator, publisher: ApiStatusPublisher
+) -> None:
+    emulator.create_pod(pod_manifest("p"))
+    refuse_patch_as_upstreams_role_does(emulator)
+    emulator.faults.fail_next(1, status=403, method="PUT")
     since = emulator.last_request_seq
 
     with pytest.raises(ClusterUnavailableError, match="403"):
         await publisher.publish_network_status(pod_info(emulator, "p"), STATUS)
 
-    assert len(emulator.requests(since=since)) == 1
+    assert [status for _, _, status in calls(emulator, since)] == [403, 200, 403], "403 is not retried"
+    emulator.faults.clear()
 
 
 async def test_a_lasting_conflict_means_the_name_belongs_to_another_pod(

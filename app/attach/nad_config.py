@@ -1,0 +1,86 @@
+"""A NetworkAttachmentDefinition's ``spec.config``: the delegate configuration it defines, checked.
+
+Called by network resolution (``app.attach.networks``) on ADD for each selected NAD. It follows
+upstream Multus's ``GetCNIConfigFromSpec`` and ``LoadDelegateNetConf``, keeping their error texts
+verbatim inside a ``CniError`` code 7 whose message starts ``network-attachment-definition
+<ns>/<name>: ``. Pure: no I/O, no Kubernetes client; an empty ``spec.config`` (a confDir file
+named like the NAD) is left to the caller to find, and the full configuration check is the
+caller's (``app.cni.conf``) when it loads the bytes returned here.
+"""
+
+from __future__ import annotations
+
+from app.attach import delegate_inputs, gojson
+from app.cni import conf as cniconf
+from app.cni import results
+from app.cni.types import CniError, ErrorCode, JsonObject
+
+
+def falls_back_to_conf_dir(config: str) -> bool:
+    """True when a NAD's ``spec.config`` is empty: the network is the confDir file named like the NAD."""
+    return config == ""
+
+
+def nad_network_config(nad_name: str, config: str, *, namespace: str = "") -> bytes:
+    """The delegate configuration a NAD's non-empty ``spec.config`` defines (``GetCNIConfigFromSpec``).
+
+    ``nad_name`` is the NAD's metadata.name, injected as ``name`` when the config has none or ``""``
+    (the config is then re-encoded with sorted keys; otherwise its bytes are returned unchanged).
+    A top-level ``type`` makes it a single plugin conf, its absence a conflist whose ``plugins``
+    must be present and whose first plugin needs a ``type``. Errors name ``<namespace>/<nad_name>``.
+    Raises ValueError for an empty config: see ``falls_back_to_conf_dir``.
+    """
+    if falls_back_to_conf_dir(config):
+        raise ValueError("an empty spec.config names a confDir file; the caller resolves it")
+    where = (
+        f"network-attachment-definition {namespace}/{nad_name}"
+        if namespace
+        else f"network-attachment-definition {nad_name}"
+    )
+    document = _spec_document(config, where=where)
+    data = config.encode("utf-8", "surrogatepass")
+    if document.get("name") in (None, ""):
+        document["name"] = nad_name
+        data = cniconf.encode(document, what=f"{where} spec.config")
+    _check_delegate_shape(document, where=where)
+    return data
+
+
+def _spec_document(config: str, *, where: str) -> JsonObject:
+    prefix = f"{where}: GetCNIConfig: err in getCNIConfigFromSpec: failed to unmarshal Spec.Config"
+    try:
+        document = results.parse_json(config.encode("utf-8", "surrogatepass"))
+    except (ValueError, RecursionError) as err:
+        raise CniError(ErrorCode.INVALID_NETWORK_CONFIG, f"{prefix}: {err}") from None
+    if not isinstance(document, dict):
+        kind = "null" if document is None else gojson.kind(document)
+        raise CniError(
+            ErrorCode.INVALID_NETWORK_CONFIG,
+            f"{prefix}: json: cannot unmarshal {kind} into Go value of type map[string]interface {{}}",
+        )
+    return document
+
+
+def _check_delegate_shape(document: JsonObject, *, where: str) -> None:
+    """``LoadDelegateNetConf``'s checks; the full configuration check happens when the caller loads it."""
+    for key in ("name", "type", "cniVersion"):
+        value = document.get(key)
+        if value is not None and not isinstance(value, str):
+            raise CniError(
+                ErrorCode.INVALID_NETWORK_CONFIG,
+                f"{where}: LoadDelegateNetConf: error unmarshalling delegate config: json: cannot unmarshal "
+                f"{gojson.kind(value)} into Go struct field NetConf.{key} of type string",
+            )
+    if delegate_inputs.has_type(document):
+        return
+    plugins = document.get("plugins")
+    prefix = f"{where}: LoadDelegateNetConf: failed with: LoadDelegateNetConfList"
+    if not isinstance(plugins, list) or not plugins:
+        raise CniError(
+            ErrorCode.INVALID_NETWORK_CONFIG, f"{prefix}: delegate must have the 'type' or 'plugin' field"
+        )
+    first = plugins[0]
+    if not isinstance(first, dict) or not delegate_inputs.has_type(first):
+        raise CniError(
+            ErrorCode.INVALID_NETWORK_CONFIG, f"{prefix}: a plugin delegate must have the 'type' field"
+        )

@@ -1,0 +1,80 @@
+"""DEL of a sandbox upstream Multus attached before the swap, replayed from upstream's libcni caches.
+
+Called by the attach engine's DEL when the checkpoint holds nothing for the container. It reads the
+caches through ``app.attach.upstream_cache``, runs each cached delegate's DEL newest first with the
+configuration, arguments and result libcni recorded, and removes the caches only when every DEL
+succeeded (as upstream does). It returns the errors and the history lines to commit: it never
+writes the store itself, never re-resolves networks, and never touches caches of a failed DEL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from app.attach import recording, upstream_cache
+from app.attach.errors import as_cni_error
+from app.attach.recording import UnitOfWork
+from app.attach.requests import Command, SandboxRequest
+from app.cni import api
+from app.cni import conf as cniconf
+from app.cni.types import CniError, IfName, RuntimeConf
+from app.store.records import HistoryEntry
+
+log = logging.getLogger(__name__)
+
+
+async def delete_from_upstream_cache(
+    *,
+    request: SandboxRequest,
+    cni: api.CniConfig,
+    recorded: Callable[[HistoryEntry], UnitOfWork],
+) -> tuple[list[CniError], list[UnitOfWork]]:
+    """DEL every delegate upstream cached for ``request``'s container; return its errors and the
+    units of work (history lines made by ``recorded``) the caller must commit."""
+    cached = await asyncio.to_thread(upstream_cache.load, request.conf.cni_dir, request.container_id)
+    if not cached:
+        return [], []
+    log.info("container %s: no checkpoint; deleting from upstream Multus's cache", request.container_id)
+    errors: list[CniError] = []
+    units: list[UnitOfWork] = []
+    for attachment in cached:
+        started = time.monotonic()
+        error: CniError | None = None
+        try:
+            await api.del_network_list(
+                cni=cni,
+                net=cniconf.load_network_list(attachment.config, source=str(attachment.path)),
+                rt=RuntimeConf(
+                    container_id=request.container_id,
+                    netns=attachment.netns or request.netns,
+                    ifname=IfName(attachment.ifname),
+                    args=attachment.cni_args,
+                    capability_args=attachment.capability_args,
+                ),
+                prev_result=dict(attachment.result) if attachment.result else None,
+            )
+        except Exception as exc:
+            error = as_cni_error(exc).with_context(
+                f'error removing container from network "{attachment.network_name}" ({attachment.ifname})'
+            )
+            errors.append(error)
+        entry = recording.entry(
+            command=Command.DEL,
+            step="delegate",
+            trigger=request.trigger,
+            started=started,
+            error=error,
+            result=dict(attachment.result) if attachment.result else None,
+            container_id=request.container_id,
+            netns=attachment.netns,
+            ifname=attachment.ifname,
+            network_name=f"{attachment.network_name} (upstream cache)",
+            pod=request.pod,
+        )
+        units.append(recorded(entry))
+    if not errors:
+        await asyncio.to_thread(upstream_cache.remove, request.conf.cni_dir, request.container_id, cached)
+    return errors, units

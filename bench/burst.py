@@ -1,0 +1,306 @@
+"""``python -m bench.burst``: 200 sandboxes ADDed at once, with and without a bound on delegates.
+
+A real daemon in static mode, a bridge network (bridge + host-local) per pod network, real network
+namespaces. All ADDs are sent at the same instant over the daemon's socket (upstream's protocol, one
+connection each; no shim processes, so the memory measured is the node's, not the benchmark's). For
+``maxConcurrentDelegates`` unbounded and bounded it prints: the peak RSS of the daemon plus every
+process it started (sampled every 20 ms, summed; shared pages counted in each process, so an upper
+bound), the most delegates (the daemon's children) and processes (with their IPAM children) seen
+at once, ADD p50/p99 and the wall time of the burst, the delegate queue time the daemon recorded,
+and whether every pod got every network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.__main__ import percentile
+from bench.node import BenchNode, Pod
+
+UNBOUNDED = 1_000_000
+
+LAUNCHER = (
+    "import functools, sys\n"
+    "from app.attach import engine\n"
+    "from app.cni import invoke\n"
+    "engine.SubprocessExec = functools.partial(invoke.SubprocessExec, max_running=int(sys.argv[1]))\n"
+    "from app.daemon.main import main\n"
+    "sys.exit(main(sys.argv[2:]))\n"
+)
+"""Starts the daemon with its engine's plugin executor bounded as ``maxConcurrentDelegates`` says,
+for a daemon whose start-up does not pass the key to the engine yet (harmless once it does)."""
+
+PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+@dataclass
+class Outcome:
+    label: str
+    bound: int
+    adds_ms: list[float]
+    failures: int
+    wall_s: float
+    peak_rss_mib: float
+    idle_rss_mib: float
+    peak_children: int
+    peak_descendants: int
+    queue_count: float
+    queue_sum_s: float
+    every_network: bool
+
+    def row(self) -> str:
+        bound = "unbounded" if self.bound >= UNBOUNDED else str(self.bound)
+        mean_queue = self.queue_sum_s / self.queue_count * 1000 if self.queue_count else 0.0
+        return (
+            f"{self.label:9s} bound {bound:>9s}  peak RSS daemon+children {self.peak_rss_mib:7.1f} MiB "
+            f"(idle {self.idle_rss_mib:5.1f}), at most {self.peak_children:3d} delegates "
+            f"({self.peak_descendants:3d} processes with IPAM)  "
+            f"ADD p50 {percentile(self.adds_ms, 0.5):7.0f} ms  p99 {percentile(self.adds_ms, 0.99):7.0f} ms  "
+            f"burst {self.wall_s:5.1f} s  queue mean {mean_queue:6.0f} ms  failures {self.failures}  "
+            f"every pod every network: {'yes' if self.every_network and not self.failures else 'NO'}"
+        )
+
+
+class BurstNode(BenchNode):
+    """A bench node whose daemon gets ``maxConcurrentDelegates`` and a metrics port."""
+
+    def configure(self, *, bound: int, metrics_port: int) -> None:
+        path = self.root / "daemon-config.json"
+        config = json.loads(path.read_text())
+        config.update(maxConcurrentDelegates=bound, metricsPort=metrics_port, gcIntervalSeconds=3600)
+        path.write_text(json.dumps(config))
+        self.bound = bound
+        self.metrics_port = metrics_port
+
+    def start_daemon(self, extra_env: dict[str, str] | None = None) -> None:
+        env = {key: value for key, value in os.environ.items() if key != "PYTHONASYNCIODEBUG"}
+        env.update(extra_env or {})
+        log = open(self.root / "daemon.out", "ab")  # noqa: SIM115 - handed to the child
+        self.daemon = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                LAUNCHER,
+                str(self.bound),
+                "--config",
+                str(self.root / "daemon-config.json"),
+            ],
+            stdout=log,
+            stderr=log,
+            env=env,
+        )
+        log.close()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self._ready():
+                return
+            if self.daemon.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise RuntimeError(f"daemon did not start: {(self.root / 'daemon.out').read_text()}")
+
+    def request(self, command: str, pod: Pod) -> tuple[int, bytes]:
+        """One CNI request on the daemon's socket, as the shim sends it: (HTTP status, body)."""
+        body = json.dumps(
+            {"env": self._shim_env(command, pod), "config": base64.b64encode(self.shim_conf()).decode()}
+        ).encode()
+        head = (
+            f"POST /cni HTTP/1.1\r\nHost: multus\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode()
+        deadline = time.monotonic() + 60
+        while True:  # a full listen backlog refuses at once on a unix socket: retry, as a shim would
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(str(self.socket_path))
+                break
+            except (BlockingIOError, ConnectionRefusedError):
+                sock.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+        try:
+            sock.sendall(head + body)
+            response = b""
+            while chunk := sock.recv(65536):
+                response += chunk
+        finally:
+            sock.close()
+        status = int(response.split(b" ", 2)[1])
+        return status, response.split(b"\r\n\r\n", 1)[1]
+
+    def queue_metrics(self) -> tuple[float, float]:
+        """(count, sum) of ``multus_py_delegate_queue_seconds`` from the daemon's /metrics."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as response:
+            text = response.read().decode()
+        values = {}
+        for name in ("count", "sum"):
+            match = re.search(rf"^multus_py_delegate_queue_seconds_{name} (\S+)$", text, re.MULTILINE)
+            values[name] = float(match[1]) if match else 0.0
+        return values["count"], values["sum"]
+
+
+class TreeSampler:
+    """Peak summed RSS of the daemon and all its descendants, and the most descendants at once."""
+
+    def __init__(self, root_pid: int) -> None:
+        self._root = root_pid
+        self._stop = threading.Event()
+        self.peak_kib = 0
+        self.peak_children = 0
+        self.peak_descendants = 0
+        self._thread = threading.Thread(target=self._run, name="tree-sampler", daemon=True)
+
+    def __enter__(self) -> TreeSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def sample(self) -> tuple[int, int, int]:
+        """(summed RSS KiB, direct children (the delegates it runs), all descendants) now."""
+        children: dict[int, list[int]] = {}
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                data = Path(f"/proc/{name}/stat").read_bytes()
+            except OSError:
+                continue
+            ppid = int(data[data.rindex(b")") + 2 :].split()[1])
+            children.setdefault(ppid, []).append(int(name))
+        tree, pending = [], [self._root]
+        while pending:
+            pid = pending.pop()
+            tree.append(pid)
+            pending.extend(children.get(pid, []))
+        total = 0
+        for pid in tree:
+            try:
+                total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_KIB
+            except (OSError, IndexError):
+                continue
+        return total, len(children.get(self._root, [])), len(tree) - 1
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            rss, direct, count = self.sample()
+            self.peak_kib = max(self.peak_kib, rss)
+            self.peak_children = max(self.peak_children, direct)
+            self.peak_descendants = max(self.peak_descendants, count)
+            self._stop.wait(0.02)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def every_network(node: BurstNode, pods: list[Pod]) -> bool:
+    expected = {"eth0", *(f"net{index}" for index in range(1, node.networks))}
+    for pod in pods:
+        names = {
+            link["ifname"]
+            for link in json.loads(
+                subprocess.run(
+                    ["ip", "-n", pod.netns, "-j", "link"], capture_output=True, text=True, check=True
+                ).stdout
+            )
+        }
+        if not expected <= names:
+            return False
+    return True
+
+
+def burst(label: str, *, bound: int, pods_count: int, networks: int) -> Outcome:
+    node = BurstNode(networks=networks)
+    try:
+        node.prepare()
+        node.configure(bound=bound, metrics_port=free_port())
+        node.start_daemon()
+        assert node.daemon is not None
+        pods = node.make_pods(pods_count)
+        idle = TreeSampler(node.daemon.pid).sample()[0] / 1024
+        start = threading.Barrier(pods_count + 1)
+        failures: list[str] = []
+
+        def add(pod: Pod) -> float:
+            start.wait()
+            began = time.perf_counter()
+            status, body = node.request("ADD", pod)
+            if status != 200:
+                failures.append(body.decode()[:200])
+            return (time.perf_counter() - began) * 1000
+
+        with TreeSampler(node.daemon.pid) as sampler, ThreadPoolExecutor(max_workers=pods_count) as pool:
+            futures = [pool.submit(add, pod) for pod in pods]
+            start.wait()
+            began = time.perf_counter()
+            adds = [future.result() for future in futures]
+            wall = time.perf_counter() - began
+        attached = every_network(node, pods)
+        queue_count, queue_sum = node.queue_metrics()
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            list(pool.map(lambda pod: node.request("DEL", pod), pods))
+        for failure in failures[:3]:
+            print(f"  {label}: ADD failed: {failure}", file=sys.stderr)
+        return Outcome(
+            label=label,
+            bound=bound,
+            adds_ms=adds,
+            failures=len(failures),
+            wall_s=wall,
+            peak_rss_mib=sampler.peak_kib / 1024,
+            idle_rss_mib=idle,
+            peak_children=sampler.peak_children,
+            peak_descendants=sampler.peak_descendants,
+            queue_count=queue_count,
+            queue_sum_s=queue_sum,
+            every_network=attached,
+        )
+    finally:
+        node.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from app.settings import default_max_concurrent_delegates
+
+    parser = argparse.ArgumentParser(prog="python -m bench.burst", description=__doc__)
+    parser.add_argument("--pods", type=int, default=200, help="sandboxes ADDed at once")
+    parser.add_argument("--networks", type=int, default=1, help="bridge networks per pod")
+    parser.add_argument(
+        "--bound",
+        type=int,
+        default=default_max_concurrent_delegates(),
+        help="maxConcurrentDelegates (bounded run)",
+    )
+    args = parser.parse_args(argv)
+    print(
+        f"{args.pods} sandboxes ADDed at once, {args.networks} bridge network(s) each, static mode, "
+        f"{os.cpu_count()} CPUs"
+    )
+    for label, bound in (("unbounded", UNBOUNDED), ("bounded", args.bound)):
+        print(burst(label, bound=bound, pods_count=args.pods, networks=args.networks).row(), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,162 @@
+"""chrootDir through the engine: ADD runs in today's root and records it; CHECK and DEL replay in the
+recorded root even when the engine's setting has changed since (a daemon restarted without it).
+
+In process, with the real store and real plugins: the cluster network (bridge + host-local + tuning)
+and a macvlan network, found only in the host root's plugin directory (``tests/hostroot.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.attach import netconf
+from app.attach.engine import AttachEngine, EngineSettings
+from app.attach.networks import NetworkResolver
+from app.attach.requests import Command, SandboxRequest
+from app.cni.types import CniError, ContainerId, ErrorCode, IfName
+from app.store import checkpoints
+from app.store.database import Database
+from app.store.records import PodIdentity
+from tests.cni.support import Netns, addresses, links, run, unique
+from tests.hostroot import HostRoot, host_root
+
+PLUGIN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+
+
+@pytest.fixture
+def hostroot(tmp_path: Path) -> Iterator[HostRoot]:
+    with host_root(tmp_path) as root:
+        yield root
+
+
+@pytest.fixture
+def netns() -> Iterator[Netns]:
+    namespace = Netns(unique("mpe-"))
+    subprocess.run(["ip", "netns", "add", namespace.name], check=True)
+    try:
+        yield namespace
+    finally:
+        subprocess.run(["ip", "netns", "del", namespace.name], check=False, capture_output=True)
+
+
+@pytest.fixture
+def links_made() -> Iterator[list[str]]:
+    made: list[str] = []
+    yield made
+    for name in made:
+        subprocess.run(["ip", "link", "del", name], check=False, capture_output=True)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    database = Database.open(tmp_path / "state" / "state.db")
+    try:
+        yield database
+    finally:
+        database.close()
+
+
+def _conf(tmp_path: Path, *, bin_dir: str, bridge: str, master: str) -> netconf.MultusNetConf:
+    conf_dir = tmp_path / "multus.d"
+    conf_dir.mkdir()
+    ipam = {"type": "host-local", "dataDir": str(tmp_path / "ipam")}
+    cluster = {
+        "cniVersion": "1.0.0",
+        "name": "cluster",
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": bridge,
+                "isGateway": True,
+                "ipam": {**ipam, "subnet": "10.95.0.0/24"},
+            },
+            {"type": "tuning", "sysctl": {"net.ipv4.conf.eth0.arp_notify": "1"}},
+        ],
+    }
+    mv: dict[str, Any] = {
+        "cniVersion": "1.0.0",
+        "name": "mv",
+        "type": "macvlan",
+        "master": master,
+        "ipam": {**ipam, "subnet": "10.94.0.0/24"},
+    }
+    (conf_dir / "10-cluster.conflist").write_text(json.dumps(cluster))
+    (conf_dir / "20-mv.conf").write_text(json.dumps(mv))
+    config = {
+        "binDir": bin_dir,
+        "confDir": str(conf_dir),
+        "clusterNetwork": str(conf_dir / "10-cluster.conflist"),
+        "defaultNetworks": ["mv"],
+    }
+    return netconf.parse(
+        netconf.merge({"cniVersion": "1.0.0", "name": "m"}, config), stdin_cni_version="1.0.0"
+    )
+
+
+def _engine(db: Database, root: str) -> AttachEngine:
+    settings = EngineSettings(plugin_env=PLUGIN_ENV, chroot_dir=root, delegate_timeout=30.0)
+    return AttachEngine(db=db, resolver=NetworkResolver(), boot_id="boot", settings=settings)
+
+
+def _request(
+    command: Command, container_id: str, netns: Netns, conf: netconf.MultusNetConf
+) -> SandboxRequest:
+    return SandboxRequest(
+        command=command,
+        container_id=ContainerId(container_id),
+        netns=netns.path,
+        ifname=IfName("eth0"),
+        cni_args=(),
+        pod=PodIdentity("ns", "pod", ""),
+        conf=conf,
+    )
+
+
+async def test_the_recorded_root_is_where_check_and_del_run_whatever_todays_setting(
+    hostroot: HostRoot, tmp_path: Path, netns: Netns, db: Database, links_made: list[str]
+) -> None:
+    bridge, master = unique("mpeb"), unique("mpem")
+    links_made.extend([bridge, master])
+    await run("ip", "link", "add", master, "type", "veth", "peer", "name", f"{master}p")
+    await run("ip", "link", "set", master, "up")
+    conf = _conf(tmp_path, bin_dir=hostroot.bin_dir, bridge=bridge, master=master)
+    container = unique("ctr")
+    in_root, without_root = _engine(db, hostroot.chroot_dir), _engine(db, "")
+
+    result = await in_root.add(_request(Command.ADD, container, netns, conf))
+    record = await db.read(partial(checkpoints.load_sandbox, container_id=container))
+    inside = await links(netns)
+    # the daemon restarts without chrootDir: the attachment still names the root its delegates ran in
+    await without_root.check(_request(Command.CHECK, container, netns, conf))
+    await without_root.delete(_request(Command.DEL, container, netns, conf))
+
+    assert record is not None
+    assert [(a.ifname, a.root) for a in record.attachments] == [
+        ("eth0", hostroot.chroot_dir),
+        ("net1", hostroot.chroot_dir),
+    ]
+    assert result["ips"][0]["address"] in addresses(inside["eth0"])
+    assert "net1" in inside
+    assert set(await links(netns)) == {"lo"}
+    assert [p for p in (tmp_path / "ipam").rglob("10.*")] == []
+    assert await db.read(partial(checkpoints.load_sandbox, container_id=container)) is None
+
+
+async def test_without_chroot_the_plugins_only_the_root_has_are_not_found(
+    hostroot: HostRoot, tmp_path: Path, netns: Netns, db: Database
+) -> None:
+    conf = _conf(tmp_path, bin_dir=hostroot.bin_dir, bridge=unique("mpeb"), master="unused0")
+
+    with pytest.raises(CniError) as caught:
+        await _engine(db, "").add(_request(Command.ADD, unique("ctr"), netns, conf))
+
+    assert caught.value.code == ErrorCode.INVALID_NETWORK_CONFIG
+    assert f'failed to find plugin "bridge" in path [{hostroot.bin_dir}]' in caught.value.msg
+    assert set(await links(netns)) == {"lo"}
