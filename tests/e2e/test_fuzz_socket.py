@@ -18,6 +18,8 @@ import time
 from collections import Counter
 from typing import Any
 
+import pytest
+
 from tests.e2e.conftest import Cluster, new_container_id
 from tests.e2e.test_hostile_requests import envelope, exchange, http_post, recorded, runtime_env
 
