@@ -7,7 +7,7 @@ mapping is passed in (``MULTUS_NODE_NAME``, ``CNI_PATH``, ``PATH`` for plugins, 
 and the in-cluster service variables, the test hooks ``MULTUS_PY_BOOT_ID`` and
 ``MULTUS_PY_CRASH_AT``), and the Kubernetes side's limits come from the ``watch`` key. Outside
 this module only ``app.cli`` reads daemon-config itself (``multusctl`` reads ``socketDir`` and
-``stateDir`` to start fast; ``multus-install`` reads a few raw keys). Each default is written
+``stateDir`` to start fast; ``multus-install`` loads the same tree). Each default is written
 once, on its field. Keys keep upstream Multus spelling (``socketDir``, ``binDir``, ``cniDir``,
 ``confDir``, ``clusterNetwork``, ...); keys of our own are marked "multus-py" below. An invalid
 value raises ``SettingsError`` naming the key.
