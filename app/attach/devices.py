@@ -1,6 +1,6 @@
 """Device ids for delegates whose NAD has a ``resourceName``: the source protocol and the allocation.
 
-A NAD annotated ``k8s.v1.cni.cncf.io/resourceName`` (reference §9) wants one of the pod's devices of
+A NAD annotated ``k8s.v1.cni.cncf.io/resourceName`` wants one of the pod's devices of
 that resource (an SR-IOV VF, say) as its ``deviceID``. ``DeviceSource`` is what the engine needs
 from the node: the ids of one resource that the kubelet allocated to one pod's containers.
 ``app.watch.nodedevices`` implements it (the kubelet pod-resources gRPC API, else the kubelet's
