@@ -4,8 +4,9 @@ The engine, recovery and GC call ``reached(point)`` between the steps whose inte
 kill -9 matters (after an intent commit, after a delegate ran but before its result is committed,
 in the middle of a rollback or a DEL, ...). In production nothing is armed and ``reached`` is a
 dictionary lookup. Tests arm one point through the daemon's environment (``MULTUS_PY_CRASH_AT``,
-read once by ``app.daemon.main``): ``<point>`` kills at its first occurrence, ``<point>:<n>`` at
-its n-th (so a test can crash inside the third delegate of an ADD).
+read once by ``app.settings``; ``app.daemon.wiring`` arms the engine with it): ``<point>`` kills at
+its first occurrence, ``<point>:<n>`` at its n-th (so a test can crash inside the third delegate of
+an ADD).
 """
 
 from __future__ import annotations

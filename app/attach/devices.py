@@ -1,16 +1,17 @@
 """Device ids for delegates whose NAD has a ``resourceName``: the source protocol and the allocation.
 
-A NAD annotated ``k8s.v1.cni.cncf.io/resourceName`` (reference §9) wants one of the pod's devices of
-that resource (an SR-IOV VF, say) as its ``deviceID``. ``DeviceSource`` is what the engine needs from
-the node: the ids of one resource that the kubelet allocated to one pod's containers.
+A NAD annotated ``k8s.v1.cni.cncf.io/resourceName`` wants one of the pod's devices of
+that resource (an SR-IOV VF, say) as its ``deviceID``. ``DeviceSource`` is what the engine needs
+from the node: the ids of one resource that the kubelet allocated to one pod's containers.
 ``app.watch.nodedevices`` implements it (the kubelet pod-resources gRPC API, else the kubelet's
 device checkpoint, merged with DRA devices of the pod's ResourceClaims) and the daemon wires it in;
 tests may pass another. ``DeviceDataError`` is a source's answer that names no usable device.
-``DeviceAllocator`` is upstream's per-ADD bookkeeping: each delegate
-with a given resource takes the next unused id of that resource, in sorted order, and none once they
-run out (upstream then injects no ``deviceID``); ``build_allocator`` asks the source once per distinct
-resource. Called by the engine while it builds an ADD's delegates. This module does no I/O of its own,
-never imports gRPC or ``app.watch``, and never injects ids into configs (the engine does).
+``DeviceAllocator`` is upstream's per-ADD bookkeeping: each delegate with a given resource takes the
+next unused id of that resource, in sorted order, and none once they run out (upstream then injects
+no ``deviceID``); ``build_allocator`` asks the source once per distinct resource. Called by network
+resolution (``app.attach.networks``) while it builds an ADD's delegates. This module does no I/O of
+its own, never imports gRPC or ``app.watch``, and never injects ids into configs (resolution does,
+through ``app.attach.delegate_inputs``).
 """
 
 from __future__ import annotations

@@ -219,17 +219,9 @@ def install(
     return written
 
 
-def readiness_indicator(settings: Settings) -> str:
-    """The ``readinessindicatorfile`` of daemon-config.json, or "" when there is none."""
-    value = settings.raw.get("readinessindicatorfile", "")
-    if not isinstance(value, str):
-        raise InstallError("daemon config key 'readinessindicatorfile' must be a string")
-    return value
-
-
 def wait_for_readiness(layout: Layout, settings: Settings, *, timeout: float) -> None:
     """Wait until the readiness indicator file exists (the primary network is up), like upstream."""
-    indicator = readiness_indicator(settings)
+    indicator = settings.readiness_indicator_file
     if not indicator:
         return
     path = layout.on_host(indicator)

@@ -97,10 +97,14 @@ def locations(args: argparse.Namespace) -> Locations:
 
 def full_settings(config: Path | None) -> Settings:
     """The whole, validated daemon-config (or the defaults), for the slow paths that need it."""
+    import os
+
     from app import settings as settings_module
 
     try:
-        return settings_module.load(config) if config is not None else settings_module.from_mapping({})
+        if config is None:
+            return settings_module.from_mapping({}, environ=os.environ)
+        return settings_module.load(config, environ=os.environ)
     except settings_module.SettingsError as exc:
         raise CliError(str(exc)) from exc
 
@@ -250,7 +254,7 @@ def _status_from_file(where: Locations) -> Document:
     reason = "the daemon is not running" if readyz is None else f"/readyz answered {readyz}"
     return queries.status_doc(
         source="file",
-        node=_node_name(),
+        node=settings.environment.node_name,
         ready=readyz == 200,
         ready_reason=None if readyz == 200 else reason,
         daemon=None,
@@ -271,13 +275,6 @@ def _readyz(path: Path) -> int | None:
         return unixhttp.request(path, "GET", "/readyz", timeout=2.0).status
     except (unixhttp.DaemonUnreachableError, unixhttp.ProtocolError):
         return None
-
-
-def _node_name() -> str:
-    import os
-    import socket
-
-    return os.environ.get("MULTUS_NODE_NAME") or socket.gethostname()
 
 
 def _validated(parse: Callable[[], Any]) -> Any:

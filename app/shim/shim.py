@@ -6,7 +6,7 @@ an interpreter with its libraries and loader, this module precompiled inside), o
 as ``python -IS <launcher>``; or through the ``multus-shim`` console script (same behaviour, slower
 start). Whatever runs it, it must need nothing beyond the modules named below.
 
-What it does, in order (the wire format is /work/shared/reference/shim-daemon-protocol.md):
+What it does, in order (the wire format is the repository's docs/protocol.md):
 
 1. validates the invocation exactly as Go's CNI ``skel`` package would (env variables, container id,
    interface name, network name, config version gates), answering VERSION and "no command" itself;

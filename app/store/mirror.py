@@ -2,7 +2,7 @@
 
 Written only by ``app.watch`` (events, relists, resourceVersions) inside ``Database.write``; read
 by the watch package's pod and NAD sources and by GC. A cache of the API, never the truth
-(INVARIANTS 1): losing it costs a relist, never a leak. Functions take a Session and know no
+(invariant 1): losing it costs a relist, never a leak. Functions take a Session and know no
 Kubernetes rules: callers decide which annotations to keep and what a relist covers. Callers
 should write a batch of changes together with the watch's new resourceVersion in one unit of
 work, so the stored position never runs ahead of the stored objects.

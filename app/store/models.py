@@ -156,7 +156,7 @@ class HistoryRow(Base):
     device_ids: Mapped[str] = mapped_column(Text, nullable=False, default="[]", server_default="[]")
 
 
-# The Kubernetes mirror (revision 0002): a cache of the API, never the truth (INVARIANTS 1).
+# The Kubernetes mirror (revision 0002): a cache of the API, never the truth (invariant 1).
 
 
 class MirroredPod(Base):

@@ -3,7 +3,7 @@
 The daemon builds one (API client, kubelet pod-resources client, checkpoint path from the settings)
 and hands it to the resolver in ``ClusterSources.devices``; the resolver asks it only for NADs with a
 ``k8s.v1.cni.cncf.io/resourceName``, once per distinct resource of an ADD. One lookup is, as upstream
-Multus does it (reference §9):
+Multus does it:
 
 1. the pod, by a live GET (its uid, node and ``status.resourceClaimStatuses``: the mirror keeps none);
 2. device-plugin ids from the kubelet pod-resources API; when it does not answer (socket missing,

@@ -1,10 +1,10 @@
 """How far each mirrored resource can be trusted: synced since start-up, and how fresh it is.
 
 One ``MirrorState`` per watch, updated only by that watch's mirror writer and loop; read by the
-daemon (``/readyz`` waits for ``synced``), the NAD source (waits for the first sync), GC
-(INVARIANTS 10: a mirror not synced since start-up is no proof that a pod is gone) and operators
-(``status()``: lag, relists, errors). ``synced`` is never cleared: during an outage the last
-known mirror keeps being served, and ``lag`` tells how old it is. No I/O.
+daemon (``/readyz`` waits for ``synced``), the NAD source (waits for the first sync), GC (invariant
+10 in docs/invariants.md: a mirror not synced since start-up is no proof that a pod is gone) and
+operators (``status()``: lag, relists, errors). ``synced`` is never cleared: during an outage the
+last known mirror keeps being served, and ``lag`` tells how old it is. No I/O.
 """
 
 from __future__ import annotations

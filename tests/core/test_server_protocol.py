@@ -1,6 +1,6 @@
 """The daemon's shim-facing HTTP application in process: upstream's protocol paths, readiness, GC.
 
-``CniServer.application()`` runs on aiohttp's test server (and once on a real unix socket) in front
+``CniServer.handle`` runs on aiohttp's low-level test server (and once on a real unix socket) in front
 of a real engine, store and plugins; requests are the bodies a shim sends.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import RawTestServer, TestClient
 
 from app.daemon import listener
 from app.daemon import server as daemon_server
@@ -68,7 +68,7 @@ def serve(node: Node) -> Serve:
             readiness=readiness,
             collector=collector,
         )
-        client = TestClient(TestServer(cni_server.application()))
+        client = TestClient(RawTestServer(cni_server.handle))
         await client.start_server()
         try:
             yield client
