@@ -485,6 +485,7 @@ class AttachEngine:
             network_name=plan.network_name,
             result=results.convert(result, RESULT_VERSION),
             is_master=plan.is_master,
+            device_info=device_info.read_for_status(plan.capability_args),
             ifname=plan.ifname,
         )
 
@@ -665,6 +666,7 @@ class AttachEngine:
             if abandoned:
                 error = error.with_context("DEL can never run, attachment forgotten")
                 log.warning("%s", error, extra=context)
+                device_info.remove_for_attachment(attachment)
             else:
                 units.append(
                     partial(

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from app import metrics
-from app.attach import delegate_inputs, netconf
+from app.attach import delegate_inputs, device_info, netconf
 from app.attach import selection as sel
 from app.attach.cluster import (
     NETWORKS_ANNOTATION,
@@ -320,6 +320,7 @@ def recorded_network_status(record: SandboxRecord) -> str:
             network_name=a.network_name,
             result=json.loads(a.result),
             is_master=a.is_master,
+            device_info=device_info.read_for_status(a.capability_args),
             ifname=a.ifname,
         )
         for a in sorted(record.attachments, key=lambda a: a.position)

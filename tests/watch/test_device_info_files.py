@@ -27,7 +27,7 @@ import pytest
 from app.attach import device_info
 from app.attach.engine import AttachEngine, EngineSettings
 from app.attach.netconf import MultusNetConf
-from app.attach.network_status import DelegateOutcome, render, status_entries
+from app.attach.network_status import DelegateOutcome, status_entries
 from app.attach.networks import ClusterSources, NetworkResolver
 from app.attach.requests import Command, SandboxRequest
 from app.cni.types import ContainerId, IfName
@@ -212,14 +212,12 @@ async def test_the_device_plugins_file_reaches_the_delegate_shows_in_network_sta
 
     attachment = await node.attachment(container, "net1")
     assert attachment.capability_args["CNIDeviceInfoFile"] == str(expected_path), "recorded with the intent"
-    outcome = DelegateOutcome(
-        network_name=attachment.network_name,
-        result=json.loads(attachment.result or "{}"),
-        is_master=False,
-        device_info=device_info.read_for_status(attachment.capability_args),
-    )
-    assert render(status_entries([outcome])) == (
-        "[{\n"
+    published = emulator.get_pod("default", "web")["metadata"]["annotations"][
+        "k8s.v1.cni.cncf.io/network-status"
+    ]
+    net1 = published[published.index('{\n    "name": "default/sriov-net"') :]
+    assert net1 == (
+        "{\n"
         '    "name": "default/sriov-net",\n'
         '    "interface": "net1",\n'
         '    "ips": [\n        "10.56.0.7"\n    ],\n'
@@ -233,7 +231,7 @@ async def test_the_device_plugins_file_reaches_the_delegate_shows_in_network_sta
         "        }\n"
         "    }\n"
         "}]"
-    )
+    ), "the engine's network-status renders the device-info file as upstream does"
 
     await node.engine.delete(node.request(Command.DEL, pod, container))
     [deleted] = node.calls("DEL", "net1")
