@@ -25,7 +25,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -242,11 +242,18 @@ class AttachEngine:
 
     async def check(self, request: SandboxRequest) -> None:
         """Verify every recorded attachment: interfaces present in the netns, delegate CHECK passes."""
+        await self._locked_and_recorded(request, self._check_locked)
+
+    async def _locked_and_recorded(
+        self, request: SandboxRequest, step: Callable[[SandboxRequest], Awaitable[None]]
+    ) -> None:
+        """Run ``step`` holding the sandbox's lock; its request line goes to the history, its CNI
+        error (if any) to the caller."""
         async with self.locks.hold(request.container_id):
             started = time.monotonic()
             error: CniError | None = None
             try:
-                await self._check_locked(request)
+                await step(request)
             except CniError as err:
                 error = err
             await self._db.write(
@@ -856,18 +863,7 @@ class AttachEngine:
     async def detach_delegate(self, request: SandboxRequest) -> None:
         """DEL exactly the attachment ``request.ifname`` of a running sandbox, from its recorded
         call; succeed when no such attachment is recorded. The cluster network's is refused."""
-        async with self.locks.hold(request.container_id):
-            started = time.monotonic()
-            error: CniError | None = None
-            try:
-                await self._detach_delegate_locked(request)
-            except CniError as err:
-                error = err
-            await self._db.write(
-                self._recorded(recording.request_entry(request=request, started=started, error=error))
-            )
-            if error is not None:
-                raise error
+        await self._locked_and_recorded(request, self._detach_delegate_locked)
 
     async def settle_partial_attachments(self, *, trigger: Trigger) -> list[CniError]:
         """DEL every attachment of a ``ready`` sandbox whose hot-plug ADD or DEL did not finish

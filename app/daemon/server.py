@@ -234,18 +234,31 @@ class CniServer:
         return web.json_response(report.as_json())
 
     async def _cni(self, http_request: web.BaseRequest) -> web.Response:
+        return await self._answer(http_request, self._serve_cni, what="a CNI request")
+
+    async def _delegate(self, http_request: web.BaseRequest) -> web.Response:
+        """Upstream's hot-plug API (what multus-dynamic-networks-controller calls): one delegate
+        added to or removed from a running sandbox, recorded in its checkpoint."""
+        return await self._answer(http_request, self._serve_delegate, what="a /delegate request")
+
+    async def _answer(
+        self,
+        http_request: web.BaseRequest,
+        serve: Callable[[bytes], Awaitable[Any]],
+        *,
+        what: str,
+    ) -> web.Response:
+        """Read the body, ``serve`` it, and answer as upstream's server does: an ADD's result as
+        ``{"Result": ...}``, an empty 200 otherwise, a CNI error object for every failure."""
         try:
-            body = await _read_body(http_request)
-            request = protocol.interpret(protocol.decode_body(body), daemon_config=self.daemon_config)
-            await self._admit(request.command)
-            result = await self._run_shielded(self._dispatch(request), name=_task_name(request))
+            result = await serve(await _read_body(http_request))
         except protocol.NothingRecordedError as nothing:
             log.warning("%s: answered success", nothing)
             return web.Response(status=200)
         except CniError as error:
             return _error_response(error)
         except Exception as exc:
-            log.exception("internal error serving a CNI request")
+            log.exception("internal error serving %s", what)
             return _error_response(
                 CniError(ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
             )
@@ -255,31 +268,20 @@ class CniServer:
             status=200, body=protocol.add_response_body(result), content_type="application/json"
         )
 
-    async def _delegate(self, http_request: web.BaseRequest) -> web.Response:
-        """Upstream's hot-plug API (what multus-dynamic-networks-controller calls): one delegate
-        added to or removed from a running sandbox, recorded in its checkpoint."""
-        try:
-            body = await _read_body(http_request)
-            shim_request, attributes = protocol.decode_delegate_body(body)
-            call = protocol.interpret_delegate(shim_request, attributes, daemon_config=self.daemon_config)
-            await self._admit(call.request.command if call is not None else Command.STATUS)
-            result = None
-            if call is not None:
-                operation = hotplug.serve_delegate(self.engine, call, status=self.engine.status_publisher)
-                name = f"delegate-{call.request.command}-{call.request.container_id[:12]}"
-                result = await self._run_shielded(operation, name=name)
-        except CniError as error:
-            return _error_response(error)
-        except Exception as exc:
-            log.exception("internal error serving a /delegate request")
-            return _error_response(
-                CniError(ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
-            )
-        if result is None:
-            return web.Response(status=200)
-        return web.Response(
-            status=200, body=protocol.add_response_body(result), content_type="application/json"
-        )
+    async def _serve_cni(self, body: bytes) -> Any:
+        request = protocol.interpret(protocol.decode_body(body), daemon_config=self.daemon_config)
+        await self._admit(request.command)
+        return await self._run_shielded(self._dispatch(request), name=_task_name(request))
+
+    async def _serve_delegate(self, body: bytes) -> Any:
+        shim_request, attributes = protocol.decode_delegate_body(body)
+        call = protocol.interpret_delegate(shim_request, attributes, daemon_config=self.daemon_config)
+        await self._admit(call.request.command if call is not None else Command.STATUS)
+        if call is None:
+            return None
+        operation = hotplug.serve_delegate(self.engine, call, status=self.engine.status_publisher)
+        name = f"delegate-{call.request.command}-{call.request.container_id[:12]}"
+        return await self._run_shielded(operation, name=name)
 
     async def _admit(self, command: Command) -> None:
         """Hold the request until the daemon can serve it (DEL: the store is open; others: ready),
