@@ -3,21 +3,23 @@
 The engine must not import the watch package (nor kubernetes_asyncio), yet an ADD needs the pod
 (its annotations and UID), NetworkAttachmentDefinitions, and a way to publish the pod's
 ``network-status``. These protocols are that seam: ``app.watch`` implements them over the SQLite
-mirror and the API client; static mode (no Kubernetes) passes none. Values are plain frozen
-dataclasses holding only the fields the engine reads, never API objects.
+mirror and the API client; static mode (no Kubernetes) passes none. Pods and NADs cross as the
+mirror's own frozen records (``PodRecord``, ``NadRecord`` of ``app.store.mirror_records``): one
+type each from the watch to the engine, holding only the fields the daemon reads, never API objects.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
+
+from app.store.mirror_records import CONFIG_SOURCE_ANNOTATION, NadRecord, PodRecord
 
 NETWORKS_ANNOTATION = "k8s.v1.cni.cncf.io/networks"
 DEFAULT_NETWORK_ANNOTATION = "v1.multus-cni.io/default-network"
 NETWORK_STATUS_ANNOTATION = "k8s.v1.cni.cncf.io/network-status"
 RESOURCE_NAME_ANNOTATION = "k8s.v1.cni.cncf.io/resourceName"
-CONFIG_SOURCE_ANNOTATION = "kubernetes.io/config.source"
 PARALLEL_DELEGATES_ANNOTATION = "v1.multus-cni.io/parallel-delegates"
 """``"true"``/``"false"``: this pod's delegates in parallel or not, where ``parallelDelegates`` allows it."""
 
@@ -30,40 +32,12 @@ POD_ANNOTATIONS_KEPT = (
 """The only pod annotations the mirror keeps."""
 
 
-@dataclass(frozen=True, slots=True)
-class PodInfo:
-    namespace: str
-    name: str
-    uid: str
-    node_name: str = ""
-    annotations: Mapping[str, str] = field(default_factory=dict)
-    resource_version: str = ""
-
-    @property
-    def is_static(self) -> bool:
-        """A static (kubelet file/http) pod: its mirror UID differs from the runtime's."""
-        source = self.annotations.get(CONFIG_SOURCE_ANNOTATION, "api")
-        return source != "api"
-
-
-@dataclass(frozen=True, slots=True)
-class NadInfo:
-    """A NetworkAttachmentDefinition: ``config`` is ``spec.config`` verbatim (may be empty)."""
-
-    namespace: str
-    name: str
-    config: str
-    resource_name: str = ""
-    uid: str = ""
-    resource_version: str = ""
-
-
 class ClusterUnavailableError(Exception):
     """The Kubernetes API could not answer (outage, 5xx, timeout): callers may retry later."""
 
 
 class PodSource(Protocol):
-    async def get_pod(self, namespace: str, name: str) -> PodInfo | None:
+    async def get_pod(self, namespace: str, name: str) -> PodRecord | None:
         """The pod from the mirror; if absent, wait briefly for the watch, then one live GET.
 
         None when the pod does not exist; ``ClusterUnavailableError`` when that cannot be known.
@@ -72,7 +46,7 @@ class PodSource(Protocol):
 
 
 class NadSource(Protocol):
-    async def get_nad(self, namespace: str, name: str) -> NadInfo | None:
+    async def get_nad(self, namespace: str, name: str) -> NadRecord | None:
         """The NAD from the mirror, None if it does not exist there."""
         ...
 
@@ -87,14 +61,14 @@ class InterfaceEvent:
 
 
 class StatusPublisher(Protocol):
-    async def publish_network_status(self, pod: PodInfo, status_json: str) -> None:
+    async def publish_network_status(self, pod: PodRecord, status_json: str) -> None:
         """Set the pod's network-status annotation; a pod deleted meanwhile is not an error.
 
         Raises ``ClusterUnavailableError`` when the API cannot be reached after retries.
         """
         ...
 
-    def emit_interface_events(self, pod: PodInfo, events: Sequence[InterfaceEvent]) -> None:
+    def emit_interface_events(self, pod: PodRecord, events: Sequence[InterfaceEvent]) -> None:
         """Queue ``AddedInterface`` events; never blocks and never fails the ADD."""
         ...
 
@@ -102,7 +76,7 @@ class StatusPublisher(Protocol):
 class NetworkEvents(Protocol):
     """Events network resolution raises about a pod (the watch package's publisher implements it)."""
 
-    def emit_network_not_found(self, pod: PodInfo, *, namespace: str, name: str, error: str) -> None:
+    def emit_network_not_found(self, pod: PodRecord, *, namespace: str, name: str, error: str) -> None:
         """Queue upstream's Warning ``NoNetworkFound`` for NAD ``namespace/name`` (``error``: the API's
         not-found text); never blocks and never fails the ADD."""
         ...

@@ -36,7 +36,6 @@ from app.attach import device_info, netns, recording, result_facts, upstream_del
 from app.attach.cluster import (
     PARALLEL_DELEGATES_ANNOTATION,
     ClusterUnavailableError,
-    PodInfo,
     StatusPublisher,
 )
 from app.attach.crashpoints import DISARMED, CrashPoints, Point
@@ -64,6 +63,7 @@ from app.cni.types import (
 )
 from app.store import checkpoints
 from app.store.database import Database
+from app.store.mirror_records import PodRecord
 from app.store.records import (
     AttachmentRecord,
     DelegateIntent,
@@ -353,7 +353,7 @@ class AttachEngine:
                     f'error adding container to network "{plan.network_name}" as {plan.ifname}'
                 ) from err
 
-    def _parallel(self, request: SandboxRequest, pod: PodInfo | None) -> bool:
+    def _parallel(self, request: SandboxRequest, pod: PodRecord | None) -> bool:
         """Whether this ADD runs its non-cluster delegates concurrently (config, then the pod's say)."""
         wanted = pod.annotations.get(PARALLEL_DELEGATES_ANNOTATION) if pod is not None else None
         if wanted is None:
@@ -377,7 +377,7 @@ class AttachEngine:
             return False
         return wanted == "true"
 
-    async def _publish_status(self, pod: PodInfo, outcomes: Sequence[DelegateOutcome]) -> None:
+    async def _publish_status(self, pod: PodRecord, outcomes: Sequence[DelegateOutcome]) -> None:
         """network-status and AddedInterface events, after the ADD is committed.
 
         A failure here does not undo a working attachment: it is logged, and the pod keeps its

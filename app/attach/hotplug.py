@@ -31,7 +31,6 @@ from app.attach import selection as sel
 from app.attach.cluster import (
     NETWORKS_ANNOTATION,
     ClusterUnavailableError,
-    PodInfo,
     PodSource,
     StatusPublisher,
 )
@@ -43,6 +42,7 @@ from app.attach.networks import DelegatePlan, NetworkResolver, delegate_cni_args
 from app.attach.requests import Command, SandboxRequest, Trigger
 from app.cni import conf as cniconf
 from app.cni.types import CniError, ContainerId, ErrorCode, IfName, JsonObject, NetworkConfigList
+from app.store.mirror_records import PodRecord
 from app.store.records import AttachmentRecord, SandboxRecord
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ FAILED_REMOVING = "FailedRemovingInterface"
 class PodEvents(Protocol):
     """Events about a pod beyond ``AddedInterface`` (the watch package's publisher implements it)."""
 
-    def emit_pod_event(self, pod: PodInfo, *, reason: str, warning: bool, message: str) -> None:
+    def emit_pod_event(self, pod: PodRecord, *, reason: str, warning: bool, message: str) -> None:
         """Queue one core/v1 Event about ``pod``; never blocks and never fails the caller."""
         ...
 
@@ -156,7 +156,7 @@ async def _delegate_add(
     )
     answer = await engine.attach_delegate(request, plan)
     if status is not None:
-        pod = PodInfo(namespace=request.pod.namespace, name=request.pod.name, uid=request.pod.uid)
+        pod = PodRecord(namespace=request.pod.namespace, name=request.pod.name, uid=request.pod.uid)
         outcome = DelegateOutcome(
             network_name=net.name, result=answer, is_master=False, ifname=request.ifname
         )
@@ -516,7 +516,7 @@ class HotplugReconciler:
             await self._publish(record.container_id, pod)
         return next((error for error in errors if error is not None), None)
 
-    async def _running_sandbox(self, pod: PodInfo) -> SandboxRecord | None:
+    async def _running_sandbox(self, pod: PodRecord) -> SandboxRecord | None:
         """The pod's newest ``ready`` sandbox; ``_SandboxBusyError`` while an operation holds any of
         its sandboxes (an ADD in flight may have read the annotation before this change)."""
         summaries = [
@@ -533,7 +533,7 @@ class HotplugReconciler:
         record = await self._engine.load_sandbox(ready[-1].container_id)
         return record if record is not None and record.state == "ready" else None
 
-    def _request(self, record: SandboxRecord, pod: PodInfo) -> SandboxRequest:
+    def _request(self, record: SandboxRecord, pod: PodRecord) -> SandboxRequest:
         uid = record.pod.uid or pod.uid
         return SandboxRequest(
             command=Command.ADD,
@@ -552,7 +552,7 @@ class HotplugReconciler:
             trigger=Trigger.HOTPLUG,
         )
 
-    async def _refuse(self, base: SandboxRequest, pod: PodInfo, refusal: Refusal) -> CniError:
+    async def _refuse(self, base: SandboxRequest, pod: PodRecord, refusal: Refusal) -> CniError:
         request = _with(base, command=Command.ADD, ifname=refusal.ifname or base.ifname)
         await self._engine.record_request_error(request, refusal.error, started=time.monotonic())
         self._event(
@@ -565,7 +565,7 @@ class HotplugReconciler:
         return refusal.error
 
     async def _detach(
-        self, base: SandboxRequest, pod: PodInfo, attachment: AttachmentRecord
+        self, base: SandboxRequest, pod: PodRecord, attachment: AttachmentRecord
     ) -> CniError | None:
         request = _with(base, command=Command.DEL, ifname=attachment.ifname)
         where = f"pod [{pod.namespace}/{pod.name}]"
@@ -589,7 +589,7 @@ class HotplugReconciler:
         return None
 
     async def _attach(
-        self, base: SandboxRequest, pod: PodInfo, selection: sel.NetworkSelection, ifname: IfName
+        self, base: SandboxRequest, pod: PodRecord, selection: sel.NetworkSelection, ifname: IfName
     ) -> CniError | None:
         request = _with(base, command=Command.ADD, ifname=ifname)
         where = f"pod [{pod.namespace}/{pod.name}]"
@@ -617,7 +617,7 @@ class HotplugReconciler:
         metrics.HOTPLUG_OPERATIONS.labels("native", "ADD", "ok").inc()
         return None
 
-    async def _publish(self, container_id: str, pod: PodInfo) -> None:
+    async def _publish(self, container_id: str, pod: PodRecord) -> None:
         if self._status is None:
             return
         record = await self._engine.load_sandbox(container_id)
@@ -628,7 +628,7 @@ class HotplugReconciler:
         except ClusterUnavailableError as exc:
             log.error("network-status of pod %s/%s not written: %s", pod.namespace, pod.name, exc)
 
-    def _event(self, pod: PodInfo, reason: str, message: str) -> None:
+    def _event(self, pod: PodRecord, reason: str, message: str) -> None:
         if self._events is not None:
             self._events.emit_pod_event(
                 pod, reason=reason, warning=reason.startswith("Failed"), message=message

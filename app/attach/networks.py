@@ -37,10 +37,8 @@ from app.attach.cluster import (
     DEFAULT_NETWORK_ANNOTATION,
     NETWORKS_ANNOTATION,
     ClusterUnavailableError,
-    NadInfo,
     NadSource,
     NetworkEvents,
-    PodInfo,
     PodSource,
 )
 from app.attach.devices import (
@@ -54,6 +52,7 @@ from app.attach.netconf import MultusNetConf
 from app.attach.requests import SandboxRequest
 from app.cni import conf as cniconf
 from app.cni.types import CniError, ErrorCode, IfName, NetworkConfigList
+from app.store.mirror_records import NadRecord, PodRecord
 
 POD_ARG_KEYS = ("K8S_POD_NAMESPACE", "K8S_POD_NAME", "K8S_POD_INFRA_CONTAINER_ID", "K8S_POD_UID")
 
@@ -78,7 +77,7 @@ class Resolution:
     """What an ADD will run, and the pod it runs for (None in static mode)."""
 
     plans: list[DelegatePlan]
-    pod: PodInfo | None = None
+    pod: PodRecord | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +162,7 @@ class NetworkResolver:
 
     # ---- the pod ------------------------------------------------------------------------------
 
-    async def _pod(self, request: SandboxRequest) -> PodInfo | None:
+    async def _pod(self, request: SandboxRequest) -> PodRecord | None:
         if self._cluster is None or not request.pod.name:
             return None
         where = f"{request.pod.namespace}/{request.pod.name}"
@@ -189,7 +188,7 @@ class NetworkResolver:
 
     # ---- which networks -----------------------------------------------------------------------
 
-    async def _networks(self, request: SandboxRequest, pod: PodInfo | None) -> list[_Network]:
+    async def _networks(self, request: SandboxRequest, pod: PodRecord | None) -> list[_Network]:
         conf = request.conf
         networks = await self._cluster_networks(conf, pod)
         namespace = pod.namespace if pod is not None else request.pod.namespace
@@ -211,7 +210,7 @@ class NetworkResolver:
                 networks.append(_Network(name=chain.name, net=chain))
         return networks
 
-    async def _cluster_networks(self, conf: MultusNetConf, pod: PodInfo | None) -> list[_Network]:
+    async def _cluster_networks(self, conf: MultusNetConf, pod: PodRecord | None) -> list[_Network]:
         override = pod.annotations.get(DEFAULT_NETWORK_ANNOTATION, "") if pod is not None else ""
         if override:
             selection = sel.parse_default_network(override, multus_namespace=conf.multus_namespace)
@@ -227,7 +226,7 @@ class NetworkResolver:
             "set 'clusterNetwork' (or 'delegates') in daemon-config.json or the shim's conf",
         )
 
-    async def _reference(self, reference: str, conf: MultusNetConf, pod: PodInfo | None) -> _Network:
+    async def _reference(self, reference: str, conf: MultusNetConf, pod: PodRecord | None) -> _Network:
         """``clusterNetwork``/``defaultNetworks``: a path, a NAD in multusNamespace, or a confDir name."""
         if "/" in reference:
             from_path = self._from_path(reference)
@@ -247,7 +246,9 @@ class NetworkResolver:
             )
         return _Network(name=net.name, net=net)
 
-    async def _selected(self, selection: sel.NetworkSelection, conf: MultusNetConf, pod: PodInfo) -> _Network:
+    async def _selected(
+        self, selection: sel.NetworkSelection, conf: MultusNetConf, pod: PodRecord
+    ) -> _Network:
         """A network the pod's annotation asks for: always a NAD."""
         if (
             conf.namespace_isolation
@@ -263,7 +264,7 @@ class NetworkResolver:
         nad = await self._nad(selection.namespace, selection.name, pod)
         return await self._from_nad(nad, conf, selection=selection)
 
-    async def _nad(self, namespace: str, name: str, pod: PodInfo | None) -> NadInfo:
+    async def _nad(self, namespace: str, name: str, pod: PodRecord | None) -> NadRecord:
         if self._cluster is None:
             raise CniError(
                 ErrorCode.INVALID_NETWORK_CONFIG,
@@ -280,14 +281,14 @@ class NetworkResolver:
             )
         return nad
 
-    def _not_found(self, pod: PodInfo | None, namespace: str, name: str) -> None:
+    def _not_found(self, pod: PodRecord | None, namespace: str, name: str) -> None:
         if pod is not None and self._cluster is not None and self._cluster.events is not None:
             self._cluster.events.emit_network_not_found(
                 pod, namespace=namespace, name=name, error=nad_not_found(name)
             )
 
     async def _from_nad(
-        self, nad: NadInfo, conf: MultusNetConf, *, selection: sel.NetworkSelection | None = None
+        self, nad: NadRecord, conf: MultusNetConf, *, selection: sel.NetworkSelection | None = None
     ) -> _Network:
         name = f"{nad.namespace}/{nad.name}"
         if nad_config.falls_back_to_conf_dir(nad.config):
@@ -305,7 +306,7 @@ class NetworkResolver:
 
     # ---- delegate inputs ----------------------------------------------------------------------
 
-    async def _allocator(self, networks: Sequence[_Network], pod: PodInfo | None) -> DeviceAllocator | None:
+    async def _allocator(self, networks: Sequence[_Network], pod: PodRecord | None) -> DeviceAllocator | None:
         resources = sorted({network.resource_name for network in networks if network.resource_name})
         if not resources or pod is None:
             return None
@@ -437,7 +438,7 @@ class NetworkResolver:
     # ---- hot-plug (``app.attach.hotplug``) ----------------------------------------------------
 
     async def plan_hotplug(
-        self, request: SandboxRequest, pod: PodInfo, selection: sel.NetworkSelection, *, ifname: IfName
+        self, request: SandboxRequest, pod: PodRecord, selection: sel.NetworkSelection, *, ifname: IfName
     ) -> DelegatePlan:
         """The delegate one selection adds to a running pod, as ADD would have decided it (the
         engine assigns its position). A NAD with a ``resourceName`` is refused unless the selection

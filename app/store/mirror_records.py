@@ -14,6 +14,9 @@ from datetime import datetime
 ObjectKey = tuple[str, str]
 """(namespace, name)."""
 
+CONFIG_SOURCE_ANNOTATION = "kubernetes.io/config.source"
+"""Where the kubelet got a pod from: ``api``, or a file/http source for a static pod."""
+
 
 @dataclass(frozen=True, slots=True)
 class PodRecord:
@@ -28,6 +31,11 @@ class PodRecord:
     @property
     def key(self) -> ObjectKey:
         return (self.namespace, self.name)
+
+    @property
+    def is_static(self) -> bool:
+        """A static (kubelet file/http) pod: its mirror UID differs from the runtime's."""
+        return self.annotations.get(CONFIG_SOURCE_ANNOTATION, "api") != "api"
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from app import metrics
-from app.attach.cluster import InterfaceEvent, PodInfo
+from app.attach.cluster import InterfaceEvent
+from app.store.mirror_records import PodRecord
 from app.watch.api import KubeApi
 from app.watch.backoff import TokenBucket
 from app.watch.errors import ApiError
@@ -37,7 +38,7 @@ MAX_NAME = 253
 
 @dataclass(frozen=True, slots=True)
 class PodEvent:
-    pod: PodInfo
+    pod: PodRecord
     reason: str
     type: str
     message: str
@@ -54,7 +55,7 @@ def not_found_message(*, namespace: str, name: str, error: str) -> str:
     return f"cannot find a network-attachment-definition ({name}) in namespace ({namespace}): {error}"
 
 
-def event_body(pod: PodInfo, item: PodEvent, *, node_name: str, now: datetime) -> dict[str, Any]:
+def event_body(pod: PodRecord, item: PodEvent, *, node_name: str, now: datetime) -> dict[str, Any]:
     stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
     suffix = f".{time.time_ns():x}"
     return {
@@ -92,17 +93,17 @@ class PodEventPoster:
         self.dropped = 0
         self.failed = 0
 
-    def offer(self, pod: PodInfo, events: Sequence[InterfaceEvent]) -> None:
+    def offer(self, pod: PodRecord, events: Sequence[InterfaceEvent]) -> None:
         """Queue ``events`` about ``pod``; drop (and count) what does not fit. Never blocks."""
         for event in events:
             self._offer(PodEvent(pod, REASON, "Normal", message(event)))
 
-    def offer_not_found(self, pod: PodInfo, *, namespace: str, name: str, error: str) -> None:
+    def offer_not_found(self, pod: PodRecord, *, namespace: str, name: str, error: str) -> None:
         """Queue a Warning ``NoNetworkFound`` about ``pod`` (NAD ``namespace/name`` missing). Never blocks."""
         text = not_found_message(namespace=namespace, name=name, error=error)
         self._offer(PodEvent(pod, NOT_FOUND_REASON, "Warning", text))
 
-    def offer_event(self, pod: PodInfo, *, reason: str, warning: bool, message: str) -> None:
+    def offer_event(self, pod: PodRecord, *, reason: str, warning: bool, message: str) -> None:
         """Queue any event about ``pod`` (hot-plug's ``RemovedInterface``, ...). Never blocks."""
         self._offer(PodEvent(pod, reason, "Warning" if warning else "Normal", message))
 

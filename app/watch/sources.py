@@ -16,7 +16,7 @@ import logging
 from collections.abc import Collection, Sequence
 from functools import partial
 
-from app.attach.cluster import ClusterUnavailableError, NadInfo, PodInfo
+from app.attach.cluster import ClusterUnavailableError
 from app.store import mirror
 from app.store.database import Database
 from app.store.mirror_records import NadRecord, PodRecord
@@ -53,21 +53,19 @@ class MirrorPodSource:
         """Calls waiting for the watch to bring their pod right now."""
         return self._arrivals.waiting
 
-    async def get_pod(self, namespace: str, name: str) -> PodInfo | None:
+    async def get_pod(self, namespace: str, name: str) -> PodRecord | None:
         """The pod from the mirror, or after a short wait for the watch, or from one live GET."""
         key = (namespace, name)
         with self._arrivals.expect(key) as arrived:
             record = await self._read(namespace, name)
             if record is None and await _wait(arrived, self._settings.pod_wait):
                 record = await self._read(namespace, name)
-        if record is not None:
-            return pod_info(record)
-        return await self._live_get(namespace, name)
+        return record if record is not None else await self._live_get(namespace, name)
 
     async def _read(self, namespace: str, name: str) -> PodRecord | None:
         return await self._db.read(partial(mirror.get_pod, namespace=namespace, name=name))
 
-    async def _live_get(self, namespace: str, name: str) -> PodInfo | None:
+    async def _live_get(self, namespace: str, name: str) -> PodRecord | None:
         self.live_gets += 1
         log.info("pod %s/%s is not in the mirror yet: asking the API", namespace, name)
         try:
@@ -76,7 +74,7 @@ class MirrorPodSource:
             return None
         except ApiError as exc:
             raise ClusterUnavailableError(f"cannot get pod {namespace}/{name}: {exc}") from exc
-        return pod_info(pod_record(obj, kept_annotations=self._kept))
+        return pod_record(obj, kept_annotations=self._kept)
 
 
 class MirrorNadSource:
@@ -85,11 +83,10 @@ class MirrorNadSource:
         self._states = tuple(states)
         self._settings = settings
 
-    async def get_nad(self, namespace: str, name: str) -> NadInfo | None:
+    async def get_nad(self, namespace: str, name: str) -> NadRecord | None:
         """The NAD from the mirror; ``ClusterUnavailableError`` if the mirror never synced in time."""
         await self._wait_for_first_sync()
-        record = await self._db.read(partial(mirror.get_nad, namespace=namespace, name=name))
-        return None if record is None else nad_info(record)
+        return await self._db.read(partial(mirror.get_nad, namespace=namespace, name=name))
 
     async def _wait_for_first_sync(self) -> None:
         pending = [state for state in self._states if not state.synced.is_set()]
@@ -113,28 +110,6 @@ async def _wait(event: asyncio.Event, seconds: float) -> bool:
     except TimeoutError:
         return False
     return True
-
-
-def pod_info(record: PodRecord) -> PodInfo:
-    return PodInfo(
-        namespace=record.namespace,
-        name=record.name,
-        uid=record.uid,
-        node_name=record.node_name,
-        annotations=dict(record.annotations),
-        resource_version=record.resource_version,
-    )
-
-
-def nad_info(record: NadRecord) -> NadInfo:
-    return NadInfo(
-        namespace=record.namespace,
-        name=record.name,
-        config=record.config,
-        resource_name=record.resource_name,
-        uid=record.uid,
-        resource_version=record.resource_version,
-    )
 
 
 class MirrorPodPresence:

@@ -32,8 +32,8 @@ from app.attach.cluster import (
     NETWORK_STATUS_ANNOTATION,
     ClusterUnavailableError,
     InterfaceEvent,
-    PodInfo,
 )
+from app.store.mirror_records import PodRecord
 from app.watch.api import KubeApi
 from app.watch.errors import (
     RETRYABLE_ERRORS,
@@ -48,7 +48,7 @@ from app.watch.settings import WatchSettings
 log = logging.getLogger(__name__)
 
 
-def status_patch(pod: PodInfo, status_json: str) -> dict[str, Any]:
+def status_patch(pod: PodRecord, status_json: str) -> dict[str, Any]:
     """The merge patch: the annotation, and the pod's uid as a precondition when it is known."""
     metadata: dict[str, Any] = {"annotations": {NETWORK_STATUS_ANNOTATION: status_json}}
     if pod.uid:
@@ -75,7 +75,7 @@ class ApiStatusPublisher:
         self.put_conflicts = 0
         """PUTs refused because another writer changed the pod since our GET (each was retried)."""
 
-    async def publish_network_status(self, pod: PodInfo, status_json: str) -> None:
+    async def publish_network_status(self, pod: PodRecord, status_json: str) -> None:
         where = f"{pod.namespace}/{pod.name}"
         try:
             async with asyncio.timeout(self._settings.status_deadline):
@@ -98,16 +98,16 @@ class ApiStatusPublisher:
         self._check_uid(pod, answer)
         self.published += 1
 
-    def emit_interface_events(self, pod: PodInfo, events: Sequence[InterfaceEvent]) -> None:
+    def emit_interface_events(self, pod: PodRecord, events: Sequence[InterfaceEvent]) -> None:
         self._events.offer(pod, events)
 
-    def emit_network_not_found(self, pod: PodInfo, *, namespace: str, name: str, error: str) -> None:
+    def emit_network_not_found(self, pod: PodRecord, *, namespace: str, name: str, error: str) -> None:
         self._events.offer_not_found(pod, namespace=namespace, name=name, error=error)
 
-    def emit_pod_event(self, pod: PodInfo, *, reason: str, warning: bool, message: str) -> None:
+    def emit_pod_event(self, pod: PodRecord, *, reason: str, warning: bool, message: str) -> None:
         self._events.offer_event(pod, reason=reason, warning=warning, message=message)
 
-    async def _write(self, pod: PodInfo, status_json: str) -> dict[str, Any]:
+    async def _write(self, pod: PodRecord, status_json: str) -> dict[str, Any]:
         path = f"/api/v1/namespaces/{pod.namespace}/pods/{pod.name}/status"
         if not self.put_only:
             try:
@@ -124,7 +124,7 @@ class ApiStatusPublisher:
                 )
         return await self._get_and_put(pod, status_json, path)
 
-    async def _get_and_put(self, pod: PodInfo, status_json: str, path: str) -> dict[str, Any]:
+    async def _get_and_put(self, pod: PodRecord, status_json: str, path: str) -> dict[str, Any]:
         """Upstream's write: GET the pod, set the annotation, PUT it with the resourceVersion read."""
         pod_path = f"/api/v1/namespaces/{pod.namespace}/pods/{pod.name}"
 
@@ -163,7 +163,7 @@ class ApiStatusPublisher:
                 await asyncio.sleep(delays[attempt])
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    def _check_uid(self, pod: PodInfo, answer: dict[str, Any]) -> None:
+    def _check_uid(self, pod: PodRecord, answer: dict[str, Any]) -> None:
         written_uid = (answer.get("metadata") or {}).get("uid", "")
         if pod.uid and written_uid and written_uid != pod.uid:
             self.foreign_writes += 1

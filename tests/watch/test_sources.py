@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from app.attach.cluster import ClusterUnavailableError, NadInfo
+from app.attach.cluster import ClusterUnavailableError
 from app.sandbox.kubeapi import KubeApiEmulator
 from app.store.database import Database
+from app.store.mirror_records import NadRecord
 from app.watch.api import KubeApi
 from app.watch.settings import WatchSettings
 from tests.watch.support import (
@@ -139,7 +140,7 @@ async def test_nads_are_answered_from_the_mirror(emulator: KubeApiEmulator, runn
     nad = await nads.get_nad("default", "net1")
     missing = await nads.get_nad("default", "net2")
 
-    assert nad == NadInfo(
+    assert nad == NadRecord(
         namespace="default",
         name="net1",
         config=nad_config("net1"),

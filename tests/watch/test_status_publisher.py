@@ -9,8 +9,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from app.attach.cluster import NETWORK_STATUS_ANNOTATION, ClusterUnavailableError, InterfaceEvent, PodInfo
+from app.attach.cluster import NETWORK_STATUS_ANNOTATION, ClusterUnavailableError, InterfaceEvent
 from app.sandbox.kubeapi import KubeApiEmulator
+from app.store.mirror_records import PodRecord
 from app.watch.api import KubeApi
 from app.watch.podevents import PodEventPoster
 from app.watch.settings import WatchSettings
@@ -35,10 +36,16 @@ def publisher(api: KubeApi, settings: WatchSettings, poster: PodEventPoster) -> 
     return ApiStatusPublisher(api=api, settings=settings, events=poster)
 
 
-def pod_info(emulator: KubeApiEmulator, name: str) -> PodInfo:
+def pod_info(emulator: KubeApiEmulator, name: str) -> PodRecord:
     pod = emulator.get_pod("default", name)
     metadata = pod["metadata"]
-    return PodInfo("default", name, metadata["uid"], NODE, {}, metadata["resourceVersion"])
+    return PodRecord(
+        namespace="default",
+        name=name,
+        uid=metadata["uid"],
+        node_name=NODE,
+        resource_version=metadata["resourceVersion"],
+    )
 
 
 async def test_network_status_is_written_with_one_patch_and_no_get(
