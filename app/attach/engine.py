@@ -32,7 +32,16 @@ from pathlib import Path
 from typing import Any
 
 from app import metrics
-from app.attach import device_info, netns, recording, result_facts, upstream_delete
+from app.attach import (
+    device_info,
+    errors,
+    logcontext,
+    netns,
+    recording,
+    replay,
+    result_facts,
+    upstream_delete,
+)
 from app.attach.cluster import (
     PARALLEL_DELEGATES_ANNOTATION,
     ClusterUnavailableError,
@@ -49,7 +58,6 @@ from app.attach.requests import Command, NodeRequest, SandboxRequest, Trigger
 from app.attach.result_facts import RESULT_VERSION
 from app.attach.vfs import HostDevices
 from app.cni import api, results
-from app.cni import conf as cniconf
 from app.cni.invoke import Exec, SubprocessExec
 from app.cni.types import (
     CniError,
@@ -57,7 +65,6 @@ from app.cni.types import (
     ErrorCode,
     IfName,
     JsonObject,
-    NetworkConfigList,
     NotExecutedError,
     RuntimeConf,
 )
@@ -106,50 +113,6 @@ class EngineSettings:
     """Daemon-config ``parallelDelegates``: after the cluster network, run the others concurrently."""
 
 
-def _is_cni(exc: BaseException) -> bool:
-    """True for a CniError, or a group holding nothing else (what the CNI verbs raise)."""
-    if isinstance(exc, CniError):
-        return True
-    if isinstance(exc, BaseExceptionGroup):
-        return all(_is_cni(inner) for inner in exc.exceptions)
-    return False
-
-
-def _not_executed(exc: BaseException) -> bool:
-    """True when a delegate's ADD failed before any of its plugins was executed."""
-    return isinstance(exc, NotExecutedError)
-
-
-def _context(
-    container_id: str,
-    *,
-    command: str = "",
-    pod: PodIdentity | None = None,
-    ifname: str = "",
-    network: str = "",
-) -> dict[str, str]:
-    """Structured log fields (``extra=``): only those known, under stable names."""
-    fields = {"container_id": container_id, "command": command, "ifname": ifname, "network": network}
-    if pod is not None and pod.name:
-        fields["pod"] = f"{pod.namespace}/{pod.name}"
-    return {key: value for key, value in fields.items() if value}
-
-
-def unexpected(exc: BaseException, *, step: str, context: Mapping[str, str]) -> CniError:
-    """``exc`` as a CniError; a non-CNI exception (a bug) is logged with its traceback and counted."""
-    if not _is_cni(exc):
-        metrics.ENGINE_UNEXPECTED_ERRORS.labels(step).inc()
-        log.error(
-            "unexpected %s during %s of container %s",
-            type(exc).__name__,
-            step,
-            context.get("container_id", "?"),
-            exc_info=exc,
-            extra=dict(context),
-        )
-    return as_cni_error(exc)
-
-
 def _all(units: Sequence[UnitOfWork]) -> UnitOfWork:
     """Several units of work as one, committed together."""
 
@@ -188,7 +151,7 @@ class AttachEngine:
 
     @staticmethod
     def _request_context(request: SandboxRequest, *, ifname: str = "", network: str = "") -> dict[str, str]:
-        return _context(
+        return logcontext.fields(
             request.container_id,
             command=str(request.command),
             pod=request.pod,
@@ -209,7 +172,7 @@ class AttachEngine:
             try:
                 return await self._add_locked(request, started)
             except Exception as exc:
-                err = unexpected(exc, step="add", context=self._request_context(request))
+                err = errors.unexpected(exc, step="add", context=self._request_context(request))
                 await self._db.write(
                     self._recorded(recording.request_entry(request=request, started=started, error=err))
                 )
@@ -331,7 +294,7 @@ class AttachEngine:
                 request=request, plans=plans, intents=intents, started=started, parallel=parallel
             )
         except Exception as exc:
-            error = unexpected(exc, step="add", context=self._request_context(request))
+            error = errors.unexpected(exc, step="add", context=self._request_context(request))
             await self._roll_back(request.container_id)
             raise error from exc
         if resolution.pod is not None:
@@ -542,11 +505,11 @@ class AttachEngine:
             )
         except Exception as exc:
             context = self._request_context(request, ifname=plan.ifname, network=plan.network_name)
-            error = unexpected(exc, step="delegate-add", context=context)
+            error = errors.unexpected(exc, step="delegate-add", context=context)
             entry = recording.delegate_entry(
                 request=request, intent=intent, started=step_started, error=error
             )
-            if _not_executed(exc):
+            if isinstance(exc, NotExecutedError):
                 log.warning(
                     "delegate of network %s was never executed; dropped from the checkpoint: %s",
                     plan.network_name,
@@ -603,7 +566,7 @@ class AttachEngine:
                     "rollback of container %s left an attachment pending: %s",
                     container_id,
                     error,
-                    extra=_context(container_id, command="DEL", pod=record.pod),
+                    extra=logcontext.fields(container_id, command="DEL", pod=record.pod),
                 )
 
     # ---- teardown (DEL, rollback, recovery, GC) -------------------------------------------------
@@ -654,7 +617,7 @@ class AttachEngine:
         started = time.monotonic()
         error: CniError | None = None
         abandoned = False
-        context = _context(
+        context = logcontext.fields(
             record.container_id,
             command="DEL",
             pod=record.pod,
@@ -667,7 +630,7 @@ class AttachEngine:
         except Exception as exc:
             abandoned = never_runnable(exc)
             cause = exc.error if isinstance(exc, UndeletableError) else exc
-            error = unexpected(cause, step="delegate-del", context=context).with_context(
+            error = errors.unexpected(cause, step="delegate-del", context=context).with_context(
                 f'error removing container from network "{attachment.network_name}" ({attachment.ifname})'
             )
             if abandoned:
@@ -696,7 +659,7 @@ class AttachEngine:
         Raises ``UndeletableError`` when the recorded config or result cannot be read back.
         """
         try:
-            net, rt = _recorded_call(record, attachment, netns_path=_netns_for_del(record))
+            net, rt = replay.recorded_call(record, attachment, netns_path=replay.netns_for_del(record))
             prev_result = json.loads(attachment.result) if attachment.result else None
             if prev_result is not None and not isinstance(prev_result, dict):
                 raise CniError(ErrorCode.DECODING_FAILURE, "recorded result is not a JSON object")
@@ -745,7 +708,7 @@ class AttachEngine:
             links=links,
             netns_path=record.netns,
         )
-        net, rt = _recorded_call(record, attachment, netns_path=record.netns)
+        net, rt = replay.recorded_call(record, attachment, netns_path=record.netns)
         if not results.version_at_least(net.cni_version, "0.4.0"):
             return
         try:
@@ -1011,43 +974,6 @@ class AttachEngine:
                     f"the sandbox was added for {field_name}={recorded}",
                 )
         return record
-
-
-def _recorded_call(
-    record: SandboxRecord, attachment: AttachmentRecord, *, netns_path: str
-) -> tuple[NetworkConfigList, RuntimeConf]:
-    """The configuration and runtime arguments an attachment's ADD used, for replaying DEL or CHECK."""
-    net = cniconf.load_network_list(
-        attachment.config, source=f"checkpoint of {record.container_id}/{attachment.ifname}"
-    )
-    rt = RuntimeConf(
-        container_id=ContainerId(record.container_id),
-        netns=netns_path,
-        ifname=IfName(attachment.ifname),
-        args=attachment.cni_args,
-        capability_args=attachment.capability_args,
-    )
-    return net, rt
-
-
-def _netns_for_del(record: SandboxRecord) -> str:
-    """The namespace a DEL runs in: the recorded path, unless it now holds another namespace.
-
-    A path reused by a newer sandbox must not have this one's interfaces removed from it: the DEL
-    then runs without a namespace (allowed by the CNI spec), which still releases IPAM.
-    """
-    if not record.netns_id:
-        return record.netns
-    current = netns.netns_identity(record.netns)
-    if current and current != record.netns_id:
-        log.warning(
-            "netns %s of container %s is now another namespace; DEL runs without it",
-            record.netns,
-            record.container_id,
-            extra=_context(record.container_id, command="DEL", pod=record.pod),
-        )
-        return ""
-    return record.netns
 
 
 def _status_probe(request: NodeRequest) -> SandboxRequest:

@@ -8,10 +8,15 @@ delegate step raised into one CniError without losing the delegate's code.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Mapping, Sequence
 from enum import IntEnum
 
+from app import metrics
 from app.cni.types import CniError, ErrorCode, PluginRefusedError
+
+log = logging.getLogger("app.attach.engine")
+"""Unexpected errors are the engine's to report: its logger names them."""
 
 
 class MultusCode(IntEnum):
@@ -21,6 +26,31 @@ class MultusCode(IntEnum):
     """CHECK: the sandbox's network namespace no longer exists."""
     DEVICE_NOT_RETURNED = 102
     """DEL: a host device (an SR-IOV VF) the sandbox took is not back in the host namespace."""
+
+
+def is_cni(exc: BaseException) -> bool:
+    """True for a CniError, or a group holding nothing else (what the CNI verbs raise)."""
+    if isinstance(exc, CniError):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return all(is_cni(inner) for inner in exc.exceptions)
+    return False
+
+
+def unexpected(exc: BaseException, *, step: str, context: Mapping[str, str]) -> CniError:
+    """``exc`` as a CniError; a non-CNI exception (a bug) is logged with its traceback and the
+    sandbox's log fields, and counted in ``multus_py_engine_unexpected_errors_total``."""
+    if not is_cni(exc):
+        metrics.ENGINE_UNEXPECTED_ERRORS.labels(step).inc()
+        log.error(
+            "unexpected %s during %s of container %s",
+            type(exc).__name__,
+            step,
+            context.get("container_id", "?"),
+            exc_info=exc,
+            extra=dict(context),
+        )
+    return as_cni_error(exc)
 
 
 def as_cni_error(exc: BaseException) -> CniError:

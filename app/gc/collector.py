@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Protocol
 
 from app import metrics
-from app.attach import netns
+from app.attach import logcontext, netns
 from app.attach.engine import AttachEngine
 from app.attach.requests import Trigger
 from app.cni.types import CniError
@@ -165,12 +165,7 @@ class GarbageCollector:
                     orphan.container_id,
                     orphan.reason,
                     error,
-                    extra={
-                        "container_id": orphan.container_id,
-                        "pod": orphan.pod,
-                        "command": "DEL",
-                        "trigger": "gc",
-                    },
+                    extra=logcontext.fields(orphan.container_id, command="DEL", trigger="gc", pod=record.pod),
                 )
             report.failed.extend((orphan.container_id, error) for error in errors)
             return

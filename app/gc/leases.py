@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.attach import logcontext
 from app.cni import conf as cniconf
 from app.cni.types import CniError, NetworkConfigList
 
@@ -106,6 +107,6 @@ def remove(leases: Iterable[Lease]) -> list[Lease]:
                 "removed stale lease %s of container %s",
                 lease.path,
                 lease.container_id,
-                extra={"container_id": lease.container_id, "ifname": lease.ifname, "command": "GC"},
+                extra=logcontext.fields(lease.container_id, command="GC", ifname=lease.ifname),
             )
     return removed

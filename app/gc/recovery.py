@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass, field
 
 from app import metrics
+from app.attach import logcontext
 from app.attach.engine import AttachEngine
 from app.attach.requests import Trigger
 from app.cni import reaper
@@ -71,14 +72,6 @@ def reason(sandbox: SandboxRecord, boot_id: str) -> str:
     raise ValueError(f"sandbox {sandbox.container_id} is settled")
 
 
-def _log_context(sandbox: SandboxRecord) -> dict[str, str]:
-    """Structured log fields of a sandbox recovery settles (``extra=``)."""
-    fields = {"container_id": sandbox.container_id, "command": "DEL", "trigger": "recovery"}
-    if sandbox.pod.name:
-        fields["pod"] = f"{sandbox.pod.namespace}/{sandbox.pod.name}"
-    return fields
-
-
 async def recover(*, engine: AttachEngine, db: Database) -> RecoveryReport:
     """Settle every unsettled sandbox; return what was done."""
     started = time.monotonic()
@@ -113,7 +106,9 @@ async def recover(*, engine: AttachEngine, db: Database) -> RecoveryReport:
                 sandbox.container_id,
                 why,
                 error,
-                extra=_log_context(sandbox),
+                extra=logcontext.fields(
+                    sandbox.container_id, command="DEL", trigger="recovery", pod=sandbox.pod
+                ),
             )
             report.failed.append((sandbox.container_id, error))
 

@@ -5,8 +5,8 @@ the watch event) is waited for, briefly and on a wake-up from the mirror writer,
 the API with ONE live GET. ``MirrorNadSource.get_nad`` reads the mirror only, after its first
 sync. Both are called by ``app.attach`` during ADD, through the protocols of
 ``app.attach.cluster``; they return the mirror's own records (``PodRecord``, ``NadRecord``) and
-raise only that module's ``ClusterUnavailableError``. They never write the mirror (only the watch does, in order) and
-never retry: the engine decides what an unavailable cluster means for the ADD.
+raise only that module's ``ClusterUnavailableError``. They never write the mirror (only the watch
+does, in order) and never retry: the engine decides what an unavailable cluster means for the ADD.
 """
 
 from __future__ import annotations
