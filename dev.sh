@@ -20,6 +20,7 @@ install_system_packages() {
     local missing=()
     [ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
     command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+    command -v readelf >/dev/null 2>&1 || missing+=(binutils)  # the shim runtime tests read ELF headers
     python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
     command -v containerd >/dev/null 2>&1 || missing+=(containerd)  # tests/cri: a real runtime
     command -v runc >/dev/null 2>&1 || missing+=(runc)

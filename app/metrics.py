@@ -134,3 +134,9 @@ ORPHANS_REAPED = Counter(
     "Plugin processes of an earlier daemon run killed by recovery before it tore their attachments down.",
     registry=REGISTRY,
 )
+TASK_CRASHES = Counter(
+    "multus_py_task_crashes_total",
+    "Crashes of the daemon's background tasks (logged with a traceback, then restarted), by task.",
+    ["task"],
+    registry=REGISTRY,
+)

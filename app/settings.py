@@ -1,11 +1,16 @@
-"""The daemon's settings: one frozen tree read from daemon-config.json, every field validated.
+"""The daemon's settings: one frozen tree from daemon-config.json and the environment, validated.
 
-Read once at start-up by ``app.daemon`` and handed down; no other module reads the file, the
-environment or global state for configuration (except ``multusctl``, which reads only
-``socketDir`` and ``stateDir`` itself to start fast; a test keeps its defaults equal to these).
-Keys keep upstream Multus spelling (``socketDir``, ``binDir``, ``cniDir``, ``confDir``,
-``clusterNetwork``, ...); keys of our own are marked "multus-py" below. An invalid value raises
-``SettingsError`` naming the key.
+``load(path, environ=...)`` is called once at start-up by ``app.daemon.main`` (before anything
+heavy is imported: this module is standard library only) and the tree is handed down. Every key,
+interval and environment input the daemon uses is read here and nowhere else: the environment
+mapping is passed in (``MULTUS_NODE_NAME``, ``CNI_PATH``, ``PATH`` for plugins, ``KUBECONFIG``
+and the in-cluster service variables, the test hooks ``MULTUS_PY_BOOT_ID`` and
+``MULTUS_PY_CRASH_AT``), and the Kubernetes side's limits come from the ``watch`` key. Outside
+this module only ``app.cli`` reads daemon-config itself (``multusctl`` reads ``socketDir`` and
+``stateDir`` to start fast; ``multus-install`` reads a few raw keys). Each default is written
+once, on its field. Keys keep upstream Multus spelling (``socketDir``, ``binDir``, ``cniDir``,
+``confDir``, ``clusterNetwork``, ...); keys of our own are marked "multus-py" below. An invalid
+value raises ``SettingsError`` naming the key.
 
 Per-request keys (``clusterNetwork``, ``defaultNetworks``, ``confDir``, ``binDir``, ...) are also
 parsed from each request's merged configuration by ``app.attach``: upstream lets the shim's conf
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +35,60 @@ DEFAULT_GC_INTERVAL = 10.0
 DEFAULT_HISTORY_MAX_AGE_HOURS = 720.0
 DEFAULT_HISTORY_MAX_ROWS = 1_000_000
 LOG_FORMATS = ("text", "json")
+DEFAULT_PLUGIN_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+"""``PATH`` for delegates when the daemon's environment has none."""
+NODE_NAME_VARIABLE = "MULTUS_NODE_NAME"
+"""Upstream's variable for this node's name (the downward API sets it); the hostname without it."""
+BOOT_ID_VARIABLE = "MULTUS_PY_BOOT_ID"
+"""Test hook: pretend to run in another boot (a node reboot without rebooting the test machine)."""
+CRASH_AT_VARIABLE = "MULTUS_PY_CRASH_AT"
+"""Test hook: a crash point of ``app.attach.crashpoints`` to SIGKILL the daemon at."""
+SHIM_CONF_KEYS = (
+    "binDir",
+    "cniVersion",
+    "logFile",
+    "logLevel",
+    "logToStderr",
+    "logOptions",
+    "namespaceIsolation",
+    "globalNamespaces",
+    "cniDir",
+    "auxiliaryCNIChainName",
+    "daemonSocketDir",
+)
+"""Keys the generated ``00-multus.conf`` carries as daemon-config has them (upstream's generator)."""
+WATCH_KEYS = {
+    "requestTimeout": "request_timeout",
+    "watchServerTimeout": "watch_server_timeout",
+    "watchInactivityTimeout": "watch_inactivity_timeout",
+    "listPageSize": "list_page_size",
+    "eventBatchSize": "event_batch_size",
+    "eventBufferSize": "event_buffer_size",
+    "positionPersistInterval": "position_persist_interval",
+    "resumeSettle": "resume_settle",
+    "backoffInitial": "backoff_initial",
+    "backoffMax": "backoff_max",
+    "backoffJitter": "backoff_jitter",
+    "backoffResetAfter": "backoff_reset_after",
+    "podWait": "pod_wait",
+    "nadSyncWait": "nad_sync_wait",
+    "statusRetryDelays": "status_retry_delays",
+    "statusDeadline": "status_deadline",
+    "eventQueueSize": "event_queue_size",
+    "eventRate": "event_rate",
+    "eventBurst": "event_burst",
+    "eventTimeout": "event_timeout",
+}
+"""multus-py ``watch`` object: daemon-config key -> ``app.watch.settings.WatchSettings`` field.
+Whole-number fields are those whose name ends in ``size``, ``burst`` or ``server_timeout``."""
+_WHOLE_WATCH_FIELDS = (
+    "list_page_size",
+    "event_batch_size",
+    "event_buffer_size",
+    "event_queue_size",
+    "event_burst",
+    "watch_server_timeout",
+)
 
 
 def default_max_concurrent_delegates() -> int:
@@ -42,14 +102,66 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
-    """Every timeout the daemon applies, in seconds."""
+    """Every timeout and interval of the daemon's own loops, in seconds."""
 
     delegate_exec: float = DEFAULT_DELEGATE_TIMEOUT
     """multus-py ``delegateTimeoutSeconds``: bound on one plugin execution (ADD, DEL, CHECK, ...)."""
     shutdown_grace: float = 10.0
-    """How long a stopping daemon keeps serving in-flight requests (upstream: 10 s)."""
+    """multus-py ``shutdownGraceSeconds``: how long a stopping daemon waits for in-flight
+    operations (upstream: 10 s)."""
     gc_interval: float = DEFAULT_GC_INTERVAL
     """multus-py ``gcIntervalSeconds``: pause between two garbage-collection passes."""
+    autoconf_interval: float = 2.0
+    """multus-py ``autoconfIntervalSeconds``: between two checks of the primary network
+    configuration (``00-multus.conf``) and of the readiness indicator file."""
+    history_prune_interval: float = 60.0
+    """multus-py ``historyPruneIntervalSeconds``: between two history retention passes."""
+    task_restart_initial: float = 0.5
+    """First pause before a crashed background task is restarted; doubles up to ``task_restart_max``."""
+    task_restart_max: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Environment:
+    """What the daemon takes from its process environment, read once by ``load``."""
+
+    node_name: str = ""
+    """``MULTUS_NODE_NAME``, else the hostname: only this node's pods are mirrored."""
+    cni_path: tuple[str, ...] = ()
+    """``CNI_PATH``: where delegates are searched after ``binDir``."""
+    plugin_path: str = DEFAULT_PLUGIN_PATH
+    """``PATH`` handed to delegates."""
+    kubeconfig: str = ""
+    """``KUBECONFIG`` (used when daemon-config has no ``kubeconfig``)."""
+    kubernetes_service_host: str = ""
+    kubernetes_service_port: str = ""
+    """``KUBERNETES_SERVICE_HOST``/``_PORT``: the in-cluster API server."""
+    boot_id: str = ""
+    """``MULTUS_PY_BOOT_ID`` (test hook); empty: the kernel's boot id."""
+    crash_at: str = ""
+    """``MULTUS_PY_CRASH_AT`` (test hook); empty: no crash point armed."""
+
+    def kube_environ(self) -> Mapping[str, str]:
+        """The variables ``app.watch.client.find_access`` looks at, as found."""
+        return {
+            "KUBECONFIG": self.kubeconfig,
+            "KUBERNETES_SERVICE_HOST": self.kubernetes_service_host,
+            "KUBERNETES_SERVICE_PORT": self.kubernetes_service_port,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class LogOptions:
+    """Upstream's ``logOptions`` for ``logFile``, with lumberjack's meaning."""
+
+    max_size_mb: int = 100
+    """``maxSize``: the file is rotated before it grows beyond this many megabytes (0: 100)."""
+    max_age_days: int = 5
+    """``maxAge``: rotated files older than this many days are removed (0: kept whatever their age)."""
+    max_backups: int = 5
+    """``maxBackups``: most rotated files kept (0: all, within ``maxAge``)."""
+    compress: bool = True
+    """``compress``: rotated files are gzipped."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +221,18 @@ class Settings:
     """Upstream's ``readinessindicatorfile``: ADDs wait (the daemon is not ready) while it is
     absent; in auto mode ``00-multus.conf`` exists only while it does."""
 
+    log_options: LogOptions = field(default_factory=LogOptions)
+    """Upstream's ``logOptions``: rotation of ``logFile``."""
+    override_network_name: bool = False
+    """Upstream's ``overrideNetworkName``: ``00-multus.conf`` is named as the primary network."""
+    shim_conf_values: Mapping[str, Any] = field(default_factory=dict)
+    """The ``SHIM_CONF_KEYS`` daemon-config sets, as it sets them (copied into ``00-multus.conf``)."""
+    watch: Mapping[str, Any] = field(default_factory=dict)
+    """multus-py ``watch``: overrides of the Kubernetes side's limits, by ``WatchSettings`` field
+    name (the defaults are that class's)."""
+    environment: Environment = field(default_factory=Environment)
+    """What was read from the process environment."""
+
     @property
     def request_overrides(self) -> Mapping[str, Any]:
         """What is merged over every request's conf: the file's keys, without the readiness
@@ -127,12 +251,22 @@ class Settings:
         return self.socket_dir / "multus-query.sock"
 
     @property
+    def restart_marker_path(self) -> Path:
+        """``multus.restarting``: left by a daemon stopping gracefully, for the shim to wait."""
+        return self.socket_dir / "multus.restarting"
+
+    @property
     def spool_path(self) -> Path:
         return self.spool_dir or self.state_dir / "spool"
 
 
-def load(path: str | os.PathLike[str]) -> Settings:
-    """Read and validate daemon-config.json at ``path``."""
+_DEFAULTS = Settings(raw={})
+_DEFAULT_TIMEOUTS = Timeouts()
+_DEFAULT_LOG_OPTIONS = LogOptions()
+
+
+def load(path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate daemon-config.json at ``path``, with the daemon's ``environ``."""
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
@@ -141,55 +275,61 @@ def load(path: str | os.PathLike[str]) -> Settings:
         obj = json.loads(data)
     except ValueError as exc:
         raise SettingsError(f"daemon config {path} is not valid JSON: {exc}") from exc
-    return from_mapping(obj)
+    return from_mapping(obj, environ=environ)
 
 
-def from_mapping(obj: object) -> Settings:
-    """Validate a decoded daemon-config object."""
+def from_mapping(obj: object, *, environ: Mapping[str, str] | None = None) -> Settings:
+    """Validate a decoded daemon-config object; ``environ`` is the process environment (none:
+    an empty one, as tests of the file alone want)."""
     if not isinstance(obj, dict):
         raise SettingsError("daemon config must be a JSON object")
     reader = _Reader(obj)
-    bin_dir = reader.string("binDir", "/opt/cni/bin")
+    d = _DEFAULTS
+    t = _DEFAULT_TIMEOUTS
     return Settings(
         raw=dict(obj),
-        socket_dir=Path(reader.string("socketDir", "/run/multus")),
-        state_dir=Path(reader.string("stateDir", "/var/lib/multus-py")),
-        bin_dir=bin_dir,
+        socket_dir=Path(reader.string("socketDir", str(d.socket_dir))),
+        state_dir=Path(reader.string("stateDir", str(d.state_dir))),
+        bin_dir=reader.string("binDir", d.bin_dir),
         chroot_dir=_absolute_or_empty("chrootDir", reader.string("chrootDir", "")),
         max_concurrent_delegates=reader.positive_int(
             "maxConcurrentDelegates", default_max_concurrent_delegates()
         ),
-        cni_dir=reader.string("cniDir", "/var/lib/cni/multus"),
-        conf_dir=reader.string("confDir", "/etc/cni/multus/net.d"),
-        cni_config_dir=reader.string("cniConfigDir", "/etc/cni/net.d"),
-        multus_autoconfig_dir=reader.string("multusAutoconfigDir", ""),
-        multus_config_file=reader.string("multusConfigFile", "auto"),
-        multus_master_cni=reader.string("multusMasterCNI", ""),
-        cni_version=reader.string("cniVersion", ""),
-        daemon_socket_dir=reader.string("daemonSocketDir", ""),
-        log_file=reader.string("logFile", ""),
-        log_level=reader.string("logLevel", "panic"),
-        log_to_stderr=reader.boolean("logToStderr", False),
-        kubeconfig=reader.string("kubeconfig", ""),
+        cni_dir=reader.string("cniDir", d.cni_dir),
+        conf_dir=reader.string("confDir", d.conf_dir),
+        cni_config_dir=reader.string("cniConfigDir", d.cni_config_dir),
+        multus_autoconfig_dir=reader.string("multusAutoconfigDir", d.multus_autoconfig_dir),
+        multus_config_file=reader.string("multusConfigFile", d.multus_config_file),
+        multus_master_cni=reader.string("multusMasterCNI", d.multus_master_cni),
+        cni_version=reader.string("cniVersion", d.cni_version),
+        daemon_socket_dir=reader.string("daemonSocketDir", d.daemon_socket_dir),
+        log_file=reader.string("logFile", d.log_file),
+        log_level=reader.string("logLevel", d.log_level),
+        log_to_stderr=reader.boolean("logToStderr", d.log_to_stderr),
+        kubeconfig=reader.string("kubeconfig", d.kubeconfig),
         metrics_port=reader.port("metricsPort"),
         spool_dir=Path(reader.string("spoolDir", "")) if reader.string("spoolDir", "") else None,
-        sysfs_root=Path(reader.string("sysfsRoot", "/sys")),
-        readiness_indicator_file=reader.string("readinessindicatorfile", ""),
-        pod_resources_socket=reader.string(
-            "podResourcesSocket", "/var/lib/kubelet/pod-resources/kubelet.sock"
-        ),
-        device_checkpoint_file=reader.string(
-            "deviceCheckpointFile", "/var/lib/kubelet/device-plugins/kubelet_internal_checkpoint"
-        ),
-        history_max_age_hours=reader.non_negative_number("historyMaxAgeHours", DEFAULT_HISTORY_MAX_AGE_HOURS),
-        history_max_rows=int(
-            reader.non_negative_number("historyMaxRows", DEFAULT_HISTORY_MAX_ROWS, whole=True)
-        ),
+        sysfs_root=Path(reader.string("sysfsRoot", str(d.sysfs_root))),
+        readiness_indicator_file=reader.string("readinessindicatorfile", d.readiness_indicator_file),
+        pod_resources_socket=reader.string("podResourcesSocket", d.pod_resources_socket),
+        device_checkpoint_file=reader.string("deviceCheckpointFile", d.device_checkpoint_file),
+        history_max_age_hours=reader.non_negative_number("historyMaxAgeHours", d.history_max_age_hours),
+        history_max_rows=int(reader.non_negative_number("historyMaxRows", d.history_max_rows, whole=True)),
         log_format=reader.choice("logFormat", LOG_FORMATS),
         timeouts=Timeouts(
-            delegate_exec=reader.positive_number("delegateTimeoutSeconds", DEFAULT_DELEGATE_TIMEOUT),
-            gc_interval=reader.positive_number("gcIntervalSeconds", DEFAULT_GC_INTERVAL),
+            delegate_exec=reader.positive_number("delegateTimeoutSeconds", t.delegate_exec),
+            gc_interval=reader.positive_number("gcIntervalSeconds", t.gc_interval),
+            shutdown_grace=reader.non_negative_number("shutdownGraceSeconds", t.shutdown_grace),
+            autoconf_interval=reader.positive_number("autoconfIntervalSeconds", t.autoconf_interval),
+            history_prune_interval=reader.positive_number(
+                "historyPruneIntervalSeconds", t.history_prune_interval
+            ),
         ),
+        log_options=_log_options(obj.get("logOptions")),
+        override_network_name=reader.boolean("overrideNetworkName", d.override_network_name),
+        shim_conf_values={key: obj[key] for key in SHIM_CONF_KEYS if key in obj},
+        watch=_watch(obj.get("watch")),
+        environment=_environment(environ or {}),
     )
 
 
@@ -214,22 +354,83 @@ def check_chroot_dir(settings: Settings) -> None:
         )
 
 
+def _environment(environ: Mapping[str, str]) -> Environment:
+    return Environment(
+        node_name=environ.get(NODE_NAME_VARIABLE) or socket.gethostname(),
+        cni_path=tuple(part for part in environ.get("CNI_PATH", "").split(":") if part),
+        plugin_path=environ.get("PATH") or DEFAULT_PLUGIN_PATH,
+        kubeconfig=environ.get("KUBECONFIG", ""),
+        kubernetes_service_host=environ.get("KUBERNETES_SERVICE_HOST", ""),
+        kubernetes_service_port=environ.get("KUBERNETES_SERVICE_PORT", ""),
+        boot_id=environ.get(BOOT_ID_VARIABLE, ""),
+        crash_at=environ.get(CRASH_AT_VARIABLE, ""),
+    )
+
+
+def _log_options(value: object) -> LogOptions:
+    """``logOptions``: each field optional (absent: upstream's default)."""
+    if value is None:
+        return _DEFAULT_LOG_OPTIONS
+    if not isinstance(value, dict):
+        raise SettingsError(f"daemon config key 'logOptions' must be an object, got {json.dumps(value)}")
+    reader = _Reader(value, prefix="logOptions.")
+    o = _DEFAULT_LOG_OPTIONS
+    return LogOptions(
+        max_size_mb=int(reader.non_negative_number("maxSize", o.max_size_mb, whole=True)),
+        max_age_days=int(reader.non_negative_number("maxAge", o.max_age_days, whole=True)),
+        max_backups=int(reader.non_negative_number("maxBackups", o.max_backups, whole=True)),
+        compress=reader.boolean("compress", o.compress),
+    )
+
+
+def _watch(value: object) -> Mapping[str, Any]:
+    """``watch``: known keys only, positive numbers (``backoffJitter`` in [0, 1), whole numbers
+    where the field counts something, ``statusRetryDelays`` a list of numbers >= 0)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise SettingsError(f"daemon config key 'watch' must be an object, got {json.dumps(value)}")
+    reader = _Reader(value, prefix="watch.")
+    overrides: dict[str, Any] = {}
+    for key in value:
+        name = WATCH_KEYS.get(key)
+        if name is None:
+            raise SettingsError(
+                f"daemon config key 'watch.{key}' is unknown (known: {', '.join(sorted(WATCH_KEYS))})"
+            )
+        if name == "status_retry_delays":
+            overrides[name] = reader.number_list(key)
+        elif name == "backoff_jitter":
+            overrides[name] = reader.fraction(key)
+        elif name in _WHOLE_WATCH_FIELDS:
+            overrides[name] = int(reader.positive_number(key, 1, whole=True))
+        else:
+            overrides[name] = reader.positive_number(key, 1)
+    return overrides
+
+
 class _Reader:
     """Typed access to keys of a JSON object, raising ``SettingsError`` that names the key."""
 
-    def __init__(self, obj: Mapping[str, Any]) -> None:
+    def __init__(self, obj: Mapping[str, Any], *, prefix: str = "") -> None:
         self._obj = obj
+        self._prefix = prefix
+
+    def _error(self, key: str, expected: str, value: object) -> SettingsError:
+        return SettingsError(
+            f"daemon config key {self._prefix + key!r} must be {expected}, got {json.dumps(value)}"
+        )
 
     def string(self, key: str, default: str) -> str:
         value = self._obj.get(key, default)
         if not isinstance(value, str):
-            raise SettingsError(f"daemon config key {key!r} must be a string, got {json.dumps(value)}")
+            raise self._error(key, "a string", value)
         return value or default
 
     def boolean(self, key: str, default: bool) -> bool:
         value = self._obj.get(key, default)
         if not isinstance(value, bool):
-            raise SettingsError(f"daemon config key {key!r} must be true or false, got {json.dumps(value)}")
+            raise self._error(key, "true or false", value)
         return value
 
     def port(self, key: str) -> int | None:
@@ -237,17 +438,18 @@ class _Reader:
         if value is None:
             return None
         if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 65536:
-            raise SettingsError(
-                f"daemon config key {key!r} must be a TCP port number, got {json.dumps(value)}"
-            )
+            raise self._error(key, "a TCP port number", value)
         return value
 
-    def positive_number(self, key: str, default: float) -> float:
+    def positive_number(self, key: str, default: float, *, whole: bool = False) -> float:
         value = self._obj.get(key, default)
-        if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-            raise SettingsError(
-                f"daemon config key {key!r} must be a positive number, got {json.dumps(value)}"
-            )
+        if (
+            not isinstance(value, int | float)
+            or isinstance(value, bool)
+            or value <= 0
+            or (whole and not float(value).is_integer())
+        ):
+            raise self._error(key, "a positive whole number" if whole else "a positive number", value)
         return float(value)
 
     def positive_int(self, key: str, default: int) -> int:
@@ -266,15 +468,25 @@ class _Reader:
             or value < 0
             or (whole and not float(value).is_integer())
         ):
-            kind = "a whole number" if whole else "a number"
-            raise SettingsError(f"daemon config key {key!r} must be {kind} >= 0, got {json.dumps(value)}")
+            raise self._error(key, f"{'a whole number' if whole else 'a number'} >= 0", value)
         return float(value)
+
+    def fraction(self, key: str) -> float:
+        value = self._obj.get(key)
+        if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value < 1:
+            raise self._error(key, "a number in [0, 1)", value)
+        return float(value)
+
+    def number_list(self, key: str) -> tuple[float, ...]:
+        value = self._obj.get(key)
+        if not isinstance(value, list) or not all(
+            isinstance(item, int | float) and not isinstance(item, bool) and item >= 0 for item in value
+        ):
+            raise self._error(key, "a list of numbers >= 0", value)
+        return tuple(float(item) for item in value)
 
     def choice(self, key: str, choices: tuple[str, ...]) -> str:
         value = self._obj.get(key, choices[0])
         if value not in choices:
-            raise SettingsError(
-                f"daemon config key {key!r} must be one of {', '.join(map(json.dumps, choices))}, "
-                f"got {json.dumps(value)}"
-            )
+            raise self._error(key, f"one of {', '.join(map(json.dumps, choices))}", value)
         return str(value)

@@ -91,3 +91,81 @@ def test_chroot_dir_must_be_a_directory_holding_bin_dir(tmp_path: Path) -> None:
     (root / "usr" / "lib" / "cni").rmdir()
     with pytest.raises(settings.SettingsError, match="'chrootDir': binDir /opt/cni/bin"):
         check({"chrootDir": str(root), "binDir": "/opt/cni/bin"})
+
+
+@pytest.mark.parametrize(
+    ("config", "key"),
+    [
+        ({"logOptions": "big"}, "logOptions"),
+        ({"logOptions": {"maxSize": "100"}}, "logOptions.maxSize"),
+        ({"logOptions": {"maxAge": -1}}, "logOptions.maxAge"),
+        ({"logOptions": {"maxBackups": 1.5}}, "logOptions.maxBackups"),
+        ({"logOptions": {"compress": "true"}}, "logOptions.compress"),
+        ({"watch": {"requestTimeout": 0}}, "watch.requestTimeout"),
+        ({"watch": {"listPageSize": 2.5}}, "watch.listPageSize"),
+        ({"watch": {"backoffJitter": 1}}, "watch.backoffJitter"),
+        ({"watch": {"statusRetryDelays": [0.1, "x"]}}, "watch.statusRetryDelays"),
+        ({"watch": {"noSuchLimit": 1}}, "watch.noSuchLimit"),
+        ({"watch": []}, "watch"),
+        ({"shutdownGraceSeconds": -1}, "shutdownGraceSeconds"),
+        ({"autoconfIntervalSeconds": 0}, "autoconfIntervalSeconds"),
+        ({"historyPruneIntervalSeconds": "60"}, "historyPruneIntervalSeconds"),
+        ({"overrideNetworkName": 1}, "overrideNetworkName"),
+    ],
+)
+def test_a_bad_nested_or_interval_value_is_refused_naming_the_key(
+    config: dict[str, object], key: str
+) -> None:
+    with pytest.raises(settings.SettingsError, match=f"'{key}'"):
+        settings.from_mapping(config)
+
+
+def test_log_options_take_upstreams_defaults_field_by_field() -> None:
+    assert settings.from_mapping({}).log_options == settings.LogOptions(
+        max_size_mb=100, max_age_days=5, max_backups=5, compress=True
+    )
+    parsed = settings.from_mapping({"logOptions": {"maxSize": 10, "compress": False}})
+    assert parsed.log_options == settings.LogOptions(
+        max_size_mb=10, max_age_days=5, max_backups=5, compress=False
+    )
+
+
+def test_the_environment_is_read_once_into_the_settings() -> None:
+    environ = {
+        "MULTUS_NODE_NAME": "node-a",
+        "CNI_PATH": "/opt/cni/bin::/usr/lib/cni",
+        "PATH": "/bin",
+        "KUBECONFIG": "/etc/kube.conf",
+        "KUBERNETES_SERVICE_HOST": "10.0.0.1",
+        "KUBERNETES_SERVICE_PORT": "443",
+        "MULTUS_PY_BOOT_ID": "boot-2",
+        "MULTUS_PY_CRASH_AT": "add-after-exec:2",
+    }
+    parsed = settings.from_mapping({}, environ=environ).environment
+    assert parsed == settings.Environment(
+        node_name="node-a",
+        cni_path=("/opt/cni/bin", "/usr/lib/cni"),
+        plugin_path="/bin",
+        kubeconfig="/etc/kube.conf",
+        kubernetes_service_host="10.0.0.1",
+        kubernetes_service_port="443",
+        boot_id="boot-2",
+        crash_at="add-after-exec:2",
+    )
+    bare = settings.from_mapping({}, environ={}).environment
+    assert bare.node_name  # the hostname
+    assert bare.plugin_path == settings.DEFAULT_PLUGIN_PATH
+    assert (bare.cni_path, bare.boot_id, bare.crash_at) == ((), "", "")
+
+
+def test_watch_limits_are_overrides_by_field_name() -> None:
+    parsed = settings.from_mapping(
+        {"watch": {"requestTimeout": 3, "listPageSize": 50, "backoffJitter": 0, "statusRetryDelays": [0.1]}}
+    )
+    assert parsed.watch == {
+        "request_timeout": 3.0,
+        "list_page_size": 50,
+        "backoff_jitter": 0.0,
+        "status_retry_delays": (0.1,),
+    }
+    assert settings.from_mapping({}).watch == {}

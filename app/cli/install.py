@@ -4,9 +4,14 @@ Run by the DaemonSet's init container (``multus-install install --host-root /hos
 daemon starts, by the clean-up DaemonSet (``multus-install uninstall ...``), or by hand on a node.
 It owns what the daemon does not write:
 
-* the shim in the CNI bin dir: a launcher ``#!<interpreter> -IS`` plus a precompiled module, written by
-  ``app.shim.install`` (temporary file + rename each, so a runtime executing the shim during an
-  upgrade runs the old or the new version, never a torn file, and never hits "text file busy");
+* the shim in the CNI bin dir, written by ``app.shim.install``: by default a launcher plus the shim's
+  self-contained runtime (``app.shim.bundle``: its own interpreter, libraries and loader, so the node
+  needs no Python and its libc is not used), installed beside the previous one in a versioned
+  directory and switched to by renaming the launcher; with ``--interpreter`` a launcher
+  ``#!<interpreter> -IS`` plus a precompiled module for a Python the node has. Either way a runtime
+  executing the shim during an upgrade runs the old or the new version, never a torn file, and never
+  hits "text file busy". The runtime comes from ``--bundle`` (or ``$MULTUS_SHIM_BUNDLE``: the image
+  sets it to the bundle it was built with), else it is built from the interpreter running this;
 * when ``multusConfigFile`` names a file rather than ``auto``: that file's copy in the CNI conf dir,
   written only once ``readinessindicatorfile`` exists (upstream's daemon waits the same 45 s for it).
   In ``auto`` mode the daemon generates ``00-multus.conf`` itself and owns the readiness file.
@@ -18,10 +23,13 @@ that conf across restarts on purpose, so it is the uninstall that must remove it
 keep a conf that calls a removed plugin. ``--purge-state`` also removes the daemon's
 state database and socket, and refuses while a daemon holds the database.
 
+``multus-install bundle --output DIR`` builds such a runtime (the image build runs it).
+
 Paths: ``--host-root`` is where the node's root is mounted (``/`` when run on the node). Paths in
 daemon-config.json are the daemon container's, which the DaemonSet mounts at the same paths as on
-the host, so ``<host-root>/<path>`` is where the installer finds them. The interpreter is a host
-path; it is checked inside the host root when that is visible.
+the host, so ``<host-root>/<path>`` is where the installer finds them. A bundled runtime is patched
+for the bin dir's path on the node (its path below ``--host-root``). ``--interpreter`` is a host path;
+it is checked inside the host root when that is visible.
 
 Imports the standard library, ``app.shim.install`` and ``app.settings`` (both standard library
 only): never the store or the Kubernetes client, so it starts in tens of milliseconds.
@@ -45,13 +53,13 @@ from pathlib import Path, PurePosixPath
 
 from app import settings as settings_module
 from app.settings import Settings, SettingsError
+from app.shim import bundle as shim_bundle
 from app.shim import install as shim_install
 
 DEFAULT_BIN_DIR = "/opt/cni/bin"
 DEFAULT_CONF_DIR = "/etc/cni/net.d"
-DEFAULT_INTERPRETER = "/usr/bin/python3"
-"""The shim's interpreter as the node sees it. Not resolved to ``python3.X``: the launcher keeps
-working when the node's Python is upgraded (the new version compiles its own pyc on first use)."""
+BUNDLE_ENV = "MULTUS_SHIM_BUNDLE"
+"""A built bundle to install (the image sets it); unset: built from the running interpreter."""
 DEFAULT_SHIM_NAME = "multus-shim"
 GENERATED_CONF_NAME = "00-multus.conf"
 """What the daemon writes in ``auto`` mode (``app.daemon.autoconf.CONF_NAME``)."""
@@ -163,17 +171,39 @@ def check_interpreter(host_root: Path, interpreter: str) -> list[str]:
 # --- install ------------------------------------------------------------------------------------------
 
 
+def host_bin_dir(layout: Layout) -> str:
+    """The bin dir as the node sees it: its path below the host root (itself when not below it)."""
+    try:
+        relative = layout.bin_dir.relative_to(layout.host_root)
+    except ValueError:
+        return str(layout.bin_dir)
+    return "/" if str(relative) == "." else f"/{relative}"
+
+
 def install(
     layout: Layout,
     *,
-    interpreter: str,
+    interpreter: str | None = None,
+    bundle: Path | None = None,
     settings: Settings | None = None,
     readiness_timeout: float = READINESS_TIMEOUT,
 ) -> list[Path]:
-    """Install the shim, then (static conf mode only) the conf once the readiness file exists.
+    """Install the shim (bundled runtime, or ``interpreter`` of the node), then (static conf mode
+    only) the conf once the readiness file exists.
 
     Returns the paths written, as seen here. Safe to run again: every file is replaced by rename."""
-    written = [shim_install.install_shim(str(layout.bin_dir), interpreter=interpreter, name=layout.shim_name)]
+    if interpreter is None:
+        try:
+            launcher = shim_install.install_bundled_shim(
+                str(layout.bin_dir), host_bin_dir=host_bin_dir(layout), source=bundle, name=layout.shim_name
+            )
+        except shim_bundle.BundleError as exc:
+            raise InstallError(f"{exc}; the previous install is left as it was") from None
+    else:
+        launcher = shim_install.install_shim(
+            str(layout.bin_dir), interpreter=interpreter, name=layout.shim_name
+        )
+    written = [launcher]
     if settings is None or settings.multus_config_file == "auto":
         return written
     wait_for_readiness(layout, settings, timeout=readiness_timeout)
@@ -411,9 +441,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     install_parser = sub.choices["install"]
     install_parser.add_argument(
         "--interpreter",
-        default=DEFAULT_INTERPRETER,
-        help=f"the Python the node runs the shim with, a node path (default: {DEFAULT_INTERPRETER})",
+        help="run the shim with this Python of the node (a node path, Python >= 3.11) instead of "
+        "the bundled runtime",
     )
+    install_parser.add_argument(
+        "--bundle",
+        default=os.environ.get(BUNDLE_ENV) or None,
+        help=f"the bundled runtime to install (default: ${BUNDLE_ENV}, else built from this Python)",
+    )
+    bundle_parser = sub.add_parser(
+        "bundle", help="build the shim's self-contained runtime", description="build the shim's runtime"
+    )
+    bundle_parser.add_argument("--output", required=True, help="a new (or empty) directory")
+    bundle_parser.add_argument("--python", help="the CPython to bundle (default: this one)")
     install_parser.add_argument(
         "--readiness-timeout",
         type=float,
@@ -439,14 +479,22 @@ def layout_from(args: argparse.Namespace, settings: Settings | None) -> Layout:
 
 
 def run(args: argparse.Namespace) -> None:
+    if args.command == "bundle":
+        manifest = shim_bundle.build_bundle(Path(args.output), interpreter=args.python)
+        print(f"built {manifest.parent}")
+        return
     settings = settings_module.load(args.daemon_config) if args.daemon_config else None
     layout = layout_from(args, settings)
     if args.command == "install":
-        interpreter = str(args.interpreter)
-        for warning in check_interpreter(layout.host_root, interpreter):
+        interpreter = None if args.interpreter is None else str(args.interpreter)
+        for warning in check_interpreter(layout.host_root, interpreter) if interpreter else []:
             print(f"multus-install: warning: {warning}", file=sys.stderr)
         paths = install(
-            layout, interpreter=interpreter, settings=settings, readiness_timeout=args.readiness_timeout
+            layout,
+            interpreter=interpreter,
+            bundle=Path(args.bundle) if args.bundle else None,
+            settings=settings,
+            readiness_timeout=args.readiness_timeout,
         )
         for path in paths:
             print(f"installed {path}")
@@ -460,7 +508,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         run(args)
-    except (InstallError, SettingsError, ValueError, OSError, subprocess.SubprocessError) as exc:
+    except (
+        InstallError,
+        shim_bundle.BundleError,
+        SettingsError,
+        ValueError,
+        OSError,
+        subprocess.SubprocessError,
+    ) as exc:
         # ValueError: an interpreter path unfit for a shebang; SubprocessError: it cannot compile the shim
         print(f"multus-install: {exc}", file=sys.stderr)
         return 1

@@ -5,6 +5,8 @@ Picks the primary network configuration as upstream does (``multusMasterCNI``, e
 conf whose keys and order match upstream's generator, so the runtime calls the shim with it.
 Unlike upstream the file is written atomically (temp file, fsync, rename) and is left in place when
 the daemon stops: a restarting daemon must not leave the node without its CNI configuration.
+Called by the daemon's ``autoconf`` task (``app.daemon.startup``) every ``autoconfIntervalSeconds``;
+the keys it copies come from ``Settings.shim_conf_values``, never from the raw file.
 """
 
 from __future__ import annotations
@@ -76,23 +78,23 @@ def render(settings: Settings, primary: Path) -> bytes:
         raise AutoconfError(f"cannot read primary network configuration {primary}: {exc}") from exc
     if not isinstance(primary_conf, dict):
         raise AutoconfError(f"primary network configuration {primary} is not a JSON object")
-    raw = settings.raw
+    given = settings.shim_conf_values
     values: dict[str, Any] = {
-        "binDir": raw.get("binDir"),
+        "binDir": given.get("binDir"),
         "capabilities": _capabilities(primary_conf) or None,
-        "cniVersion": raw.get("cniVersion") or primary_conf.get("cniVersion"),
-        "logFile": raw.get("logFile"),
-        "logLevel": raw.get("logLevel"),
-        "logToStderr": raw.get("logToStderr"),
-        "logOptions": raw.get("logOptions"),
-        "name": primary_conf.get("name") if raw.get("overrideNetworkName") else NETWORK_NAME,
+        "cniVersion": given.get("cniVersion") or primary_conf.get("cniVersion"),
+        "logFile": given.get("logFile"),
+        "logLevel": given.get("logLevel"),
+        "logToStderr": given.get("logToStderr"),
+        "logOptions": given.get("logOptions"),
+        "name": primary_conf.get("name") if settings.override_network_name else NETWORK_NAME,
         "clusterNetwork": str(primary),
-        "namespaceIsolation": raw.get("namespaceIsolation"),
-        "globalNamespaces": raw.get("globalNamespaces"),
+        "namespaceIsolation": given.get("namespaceIsolation"),
+        "globalNamespaces": given.get("globalNamespaces"),
         "type": "multus-shim",
-        "cniDir": raw.get("cniDir"),
-        "auxiliaryCNIChainName": raw.get("auxiliaryCNIChainName"),
-        "daemonSocketDir": raw.get("daemonSocketDir") or _own_socket_dir(settings),
+        "cniDir": given.get("cniDir"),
+        "auxiliaryCNIChainName": given.get("auxiliaryCNIChainName"),
+        "daemonSocketDir": given.get("daemonSocketDir") or _own_socket_dir(settings),
         "spoolDir": str(settings.spool_path),
     }
     ordered = {key: values[key] for key in PASSED_THROUGH_KEYS if values[key] not in (None, "", False)}

@@ -1,17 +1,48 @@
-"""Log line formats of the daemon: upstream-like text, or JSON lines (``logFormat: "json"``).
+"""The daemon's logging: level, handlers, ``logFile`` rotation (``logOptions``), line formats.
 
-Used by ``app.daemon.main.configure_logging`` for every handler (``logFile``, stderr). A JSON line
-is one object: ``time`` (RFC 3339 UTC, milliseconds), ``level``, ``logger``, ``msg``, then any
-context the call passed with ``extra=`` (container ID, interface, network, verb, ...) under its
-own key, and ``exc`` with the traceback when there is one. Values that JSON cannot hold are
-written as their ``str``. Formatting never raises: a log call must not fail an operation.
+``configure`` is called once by ``app.daemon.main`` right after the settings are read, before
+the socket is bound: standard library only. Lines go to ``logFile`` and/or stderr as upstream
+(``logToStderr``, stderr when there is no file), at upstream's ``logLevel`` names.
+
+``logFile`` is rotated as upstream's lumberjack does: before a write would take it beyond
+``logOptions.maxSize`` MB it is renamed ``<name>-<UTC time>.<ext>`` (``multus-2026-12-05T09-17-04.000.log``),
+gzipped when ``compress`` is on, and the rotated files beyond ``maxBackups`` (0: no bound) or
+older than ``maxAge`` days (0: no bound) are removed; compression and removal run on a thread of
+their own so no log call waits for them.
+
+Formats: upstream-like text, or JSON lines (``logFormat: "json"``): one object per line with
+``time`` (RFC 3339 UTC, milliseconds), ``level``, ``logger``, ``msg``, then any field the call
+passed with ``extra=`` under its own key, and ``exc`` with the traceback when there is one.
+Values that JSON cannot hold are written as their ``str``. Formatting never raises: a log call
+must not fail an operation.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
+import os
+import re
+import sys
+import threading
+import time
 from datetime import UTC, datetime
+from pathlib import Path
+
+from app.settings import LogOptions, Settings
+
+LEVELS = {
+    "debug": logging.DEBUG,
+    "verbose": logging.INFO,
+    "error": logging.ERROR,
+    "panic": logging.CRITICAL,
+}
+"""Upstream's ``logLevel`` names (case-insensitive); anything else logs nothing but panics."""
+MEGABYTE = 1024 * 1024
+DEFAULT_MAX_SIZE_MB = LogOptions().max_size_mb
+"""lumberjack's size when ``maxSize`` is 0."""
+BACKUP_TIME_FORMAT = "%Y-%m-%dT%H-%M-%S"
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -47,3 +78,92 @@ class JsonLinesFormatter(logging.Formatter):
 def formatter(log_format: str) -> logging.Formatter:
     """The formatter for daemon-config's ``logFormat`` (already validated: ``text`` or ``json``)."""
     return JsonLinesFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
+
+
+def configure(settings: Settings) -> None:
+    """Install the daemon's handlers on the root logger (replacing any)."""
+    level = LEVELS.get(settings.log_level.lower(), logging.CRITICAL)
+    handlers: list[logging.Handler] = []
+    if settings.log_file:
+        handlers.append(RotatingLogFile(settings.log_file, settings.log_options))
+    if settings.log_to_stderr or not handlers:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    line_format = formatter(settings.log_format)
+    for handler in handlers:
+        handler.setFormatter(line_format)
+    logging.basicConfig(level=level, handlers=handlers, force=True)
+
+
+class RotatingLogFile(logging.handlers.RotatingFileHandler):
+    """``logFile`` with lumberjack's rotation: timestamped backups, optional gzip, count and age bounds."""
+
+    def __init__(self, filename: str, options: LogOptions) -> None:
+        self.options = options
+        super().__init__(
+            filename, maxBytes=(options.max_size_mb or DEFAULT_MAX_SIZE_MB) * MEGABYTE, encoding="utf-8"
+        )
+        path = Path(self.baseFilename)
+        self._directory = path.parent
+        self._stem, self._suffix = path.stem, path.suffix
+        self._backup = re.compile(
+            re.escape(self._stem)
+            + r"-(\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d\.\d{3})"
+            + re.escape(self._suffix)
+            + r"(\.gz)?$"
+        )
+        self._maintenance = threading.Lock()
+
+    def doRollover(self) -> None:  # noqa: N802 - the stdlib's name
+        if self.stream:
+            self.stream.close()
+            self.stream = None
+        now = time.time()
+        stamp = time.strftime(BACKUP_TIME_FORMAT, time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}"
+        backup = self._directory / f"{self._stem}-{stamp}{self._suffix}"
+        if os.path.exists(self.baseFilename):
+            os.replace(self.baseFilename, backup)
+        self.stream = self._open()
+        threading.Thread(target=self._maintain, name="log-rotation", daemon=True).start()
+
+    def backups(self) -> list[tuple[datetime, Path]]:
+        """Rotated files of this log, newest first."""
+        found = []
+        for entry in os.scandir(self._directory):
+            match = self._backup.match(entry.name)
+            if match:
+                moment = datetime.strptime(match.group(1), BACKUP_TIME_FORMAT + ".%f").replace(tzinfo=UTC)
+                found.append((moment, Path(entry.path)))
+        return sorted(found, reverse=True)
+
+    def _maintain(self) -> None:
+        """Compress, then remove what ``maxBackups`` and ``maxAge`` do not keep; never raises."""
+        with self._maintenance:
+            try:
+                if self.options.compress:
+                    for _, path in self.backups():
+                        if path.suffix != ".gz":
+                            _gzip(path)
+                backups = self.backups()
+                doomed: set[Path] = set()
+                if self.options.max_backups:
+                    doomed.update(path for _, path in backups[self.options.max_backups :])
+                if self.options.max_age_days:
+                    cutoff = datetime.now(UTC).timestamp() - self.options.max_age_days * 86400
+                    doomed.update(path for moment, path in backups if moment.timestamp() < cutoff)
+                for path in doomed:
+                    path.unlink(missing_ok=True)
+            except OSError as exc:
+                print(f"multus-daemon: log rotation of {self.baseFilename}: {exc}", file=sys.stderr)
+
+
+def _gzip(path: Path) -> None:
+    """``path`` -> ``path.gz`` (written beside, then renamed), ``path`` removed."""
+    import gzip  # only on a rotation: kept off the path to the first accept
+    import shutil
+
+    target = path.with_name(path.name + ".gz")
+    partial = path.with_name(f".{path.name}.gz.partial")
+    with path.open("rb") as source, gzip.open(partial, "wb") as sink:
+        shutil.copyfileobj(source, sink)
+    os.replace(partial, target)
+    path.unlink()

@@ -25,7 +25,7 @@ from typing import Any
 
 from aiohttp import web
 
-from app.daemon import server
+from app.daemon import listener, server
 from app.gc.collector import GcReport
 from app.settings import Settings
 from app.store import filters, queries
@@ -194,8 +194,8 @@ async def start(context: QueryContext) -> web.AppRunner | None:
         await asyncio.to_thread(db.close)
 
     try:
-        server.prepare_socket(path)
-    except (server.SocketInUseError, OSError) as exc:
+        listener.prepare_socket(path)
+    except (listener.SocketInUseError, OSError) as exc:
         log.error("query API not started: cannot listen on %s: %s", path, exc)
         await asyncio.to_thread(db.close)
         return None

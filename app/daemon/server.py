@@ -13,13 +13,10 @@ nothing but the checkpoint.
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
-import os
 import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -35,10 +32,6 @@ if TYPE_CHECKING:  # the query server imports this module's Readiness
     from app.daemon.query_server import Activity
 
 log = logging.getLogger(__name__)
-
-
-class SocketInUseError(RuntimeError):
-    """Another daemon answers on the socket path."""
 
 
 @dataclass
@@ -90,6 +83,10 @@ class CniServer:
         if self._in_flight:
             await asyncio.wait(set(self._in_flight), timeout=grace)
         return sum(1 for task in self._in_flight if not task.done())
+
+    def in_flight(self) -> list[str]:
+        """Names of the operations still running (``cni-ADD-<container>``, ...), for shutdown logs."""
+        return sorted(task.get_name() for task in self._in_flight if not task.done())
 
     async def _healthz(self, _request: web.Request) -> web.Response:
         return web.Response(status=200)
@@ -190,32 +187,11 @@ async def _close_connections(
     return response
 
 
-def prepare_socket(socket_path: Path) -> None:
-    """Create the socket directory (0700) and clear a stale socket; refuse if one is answering."""
-    socket_path.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(socket_path.parent, 0o700)
-    if not socket_path.exists() and not socket_path.is_symlink():
-        return
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(str(socket_path))
-    except OSError as exc:
-        if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT, errno.ENOTSOCK):
-            raise
-        socket_path.unlink(missing_ok=True)
-        log.info("removed stale socket %s", socket_path)
-        return
-    finally:
-        probe.close()
-    raise SocketInUseError(f"another daemon is serving on {socket_path}")
-
-
-async def start(server: CniServer, socket_path: Path) -> web.AppRunner:
-    """Listen on ``socket_path`` (mode 0600) and return the runner to stop it with."""
-    prepare_socket(socket_path)
+async def start(server: CniServer, sock: socket.socket) -> web.AppRunner:
+    """Serve on ``sock``, the listening socket ``app.daemon.listener.bind`` made before the heavy
+    imports (connections made since then wait in its backlog); return the runner to stop it with."""
     runner = web.AppRunner(server.application(), access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.UnixSite(runner, str(socket_path))
+    site = web.SockSite(runner, sock, backlog=socket.SOMAXCONN)
     await site.start()
-    os.chmod(socket_path, 0o600)
     return runner

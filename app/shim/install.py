@@ -1,4 +1,6 @@
-"""Installs the shim into a CNI bin directory as a tiny launcher plus a precompiled module.
+"""Installs the shim into a CNI bin directory: a tiny launcher plus either a self-contained runtime
+(``app.shim.bundle``: interpreter, its libraries and loader, the shim precompiled; the default) or a
+precompiled module run by a Python the host has (``interpreter=``).
 
 Called by the daemon (or an installer job) when it puts ``multus-shim`` into the node's CNI bin dir;
 never on the CNI hot path, so it may use any standard library module. It imports nothing from ``app``:
@@ -13,6 +15,10 @@ an edited copy is noticed and recompiled rather than silently ignored). The laun
 directory next to itself through ``sys.argv[0]``, so it keeps working when the bin dir is mounted at
 another path on the host than in the installing container.
 
+With a runtime, the launcher is ``#!<bin_dir>/.multus-shim.d/runtime-<version>-<digest>/bin/python3.X
+-ISXutf8`` and imports the shim from that runtime's own stdlib directory; switching versions is the
+rename of the launcher (``install_bundled_shim``).
+
 Every file is written atomically (temporary file, fsync, rename, fsync of the directory), so a runtime
 executing the shim during an upgrade sees the old or the new version, never a torn file.
 """
@@ -22,6 +28,8 @@ import py_compile
 import subprocess
 import sys
 from pathlib import Path
+
+from app.shim import bundle
 
 IMPL_DIR_NAME = ".multus-shim.d"
 IMPL_MODULE = "multus_shim_impl"
@@ -40,6 +48,19 @@ except ImportError:
 main()
 """
 """The launcher: it finds the module directory next to itself (``sys.argv[0]`` is the script's path)."""
+
+
+BUNDLED_LAUNCHER_TEMPLATE = """#!{interpreter} {flags}
+{mark}
+try:
+    from {module} import main
+except ImportError:
+    import sys
+    sys.stdout.write('{{\\n    "code": 999,\\n    "msg": "multus-shim: cannot import {module}"\\n}}')
+    sys.exit(1)
+main()
+"""
+"""The launcher of a bundled runtime: the shim module is in the runtime's stdlib directory."""
 
 
 SYSTEM_INTERPRETER = "/usr/bin/python3"
@@ -76,6 +97,57 @@ def install_shim(bin_dir: str, *, interpreter: str | None = None, name: str = "m
     return launcher
 
 
+def install_bundled_shim(
+    bin_dir: str, *, host_bin_dir: str | None = None, source: Path | None = None, name: str = "multus-shim"
+) -> Path:
+    """Install the self-contained runtime and switch ``<bin_dir>/<name>`` to it; return the launcher.
+
+    ``host_bin_dir`` is where the node sees ``bin_dir`` (default: the same path); the interpreter's
+    loader and library path are set to it. ``source`` is a built bundle (``multus-install bundle``);
+    without one a bundle is built from the running interpreter. The runtime the launcher used before
+    is kept, for a shim started a moment ago; older runtimes no launcher names are removed. On any
+    failure the previous install is left as it was (``bundle.BundleError``, naming the path)."""
+    bin_path = Path(bin_dir)
+    if not bin_path.is_dir():
+        raise bundle.BundleError(f"the CNI bin dir {bin_path} does not exist")
+    if not os.access(bin_path, os.W_OK):
+        raise bundle.BundleError(f"the CNI bin dir {bin_path} is not writable (read-only file system?)")
+    host_impl_dir = f"{(host_bin_dir or bin_dir).rstrip('/')}/{IMPL_DIR_NAME}"
+    if any(char.isspace() for char in host_impl_dir):
+        raise ValueError(f"the CNI bin dir cannot go into a shebang line: {host_impl_dir!r}")
+    launcher = bin_path / name
+    previous = runtime_of(launcher)
+    runtime, interpreter = bundle.install_bundle(bin_path / IMPL_DIR_NAME, host_impl_dir, source=source)
+    text = BUNDLED_LAUNCHER_TEMPLATE.format(
+        interpreter=interpreter, flags=bundle.SHEBANG_FLAGS, mark=LAUNCHER_MARK, module=bundle.SHIM_MODULE
+    )
+    try:
+        write_atomically(launcher, text.encode(), mode=0o755)
+    except OSError as exc:
+        raise bundle.BundleError(f"cannot write the launcher {launcher}: {exc.strerror or exc}") from None
+    keep = runtimes_in_use(bin_path) | {runtime.name} | ({previous} if previous else set())
+    bundle.remove_runtimes(bin_path / IMPL_DIR_NAME, keep=keep)
+    return launcher
+
+
+def runtime_of(launcher: Path) -> str | None:
+    """The runtime directory name a launcher of ours runs, or None (not ours, or a host Python)."""
+    if not is_our_launcher(launcher):
+        return None
+    with launcher.open("rb") as file:
+        first = file.readline().decode("utf-8", "replace")
+    marker = f"/{IMPL_DIR_NAME}/{bundle.RUNTIME_PREFIX}"
+    if not first.startswith("#!") or marker not in first:
+        return None
+    return bundle.RUNTIME_PREFIX + first.split(marker, 1)[1].split("/", 1)[0]
+
+
+def runtimes_in_use(bin_path: Path) -> set[str]:
+    """The runtimes named by the launchers of ours in ``bin_path``."""
+    names = {runtime_of(path) for path in bin_path.iterdir() if path.is_file()}
+    return {name for name in names if name}
+
+
 def uninstall_shim(bin_dir: str, name: str = "multus-shim") -> list[Path]:
     """Remove what ``install_shim`` wrote for ``name`` and return the removed paths.
 
@@ -91,6 +163,8 @@ def uninstall_shim(bin_dir: str, name: str = "multus-shim") -> list[Path]:
         launcher.unlink()
         removed.append(launcher)
     impl_dir = bin_path / IMPL_DIR_NAME
+    if impl_dir.is_dir():
+        removed += bundle.remove_runtimes(impl_dir, keep=runtimes_in_use(bin_path))
     if impl_dir.is_dir() and not any(is_our_launcher(path) for path in bin_path.iterdir()):
         removed += remove_implementation(impl_dir)
     return removed

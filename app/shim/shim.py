@@ -1,24 +1,36 @@
 """multus-shim: the CNI plugin the container runtime executes; it forwards each CNI call to the daemon.
 
-Who runs it: the container runtime, for every pod sandbox ADD/DEL/CHECK/GC/STATUS, as
-``python -IS <launcher>`` (``app.shim.install`` writes the launcher and precompiles this module), or
-through the ``multus-shim`` console script (same behaviour, slower start).
+Who runs it: the container runtime, for every pod sandbox ADD/DEL/CHECK/GC/STATUS, through the
+launcher ``app.shim.install`` writes: by default run by the shim's own runtime (``app.shim.bundle``:
+an interpreter with its libraries and loader, this module precompiled inside), or by a host Python
+as ``python -IS <launcher>``; or through the ``multus-shim`` console script (same behaviour, slower
+start). Whatever runs it, it must need nothing beyond the modules named below.
 
 What it does, in order (the wire format is /work/shared/reference/shim-daemon-protocol.md):
 
 1. validates the invocation exactly as Go's CNI ``skel`` package would (env variables, container id,
    interface name, network name, config version gates), answering VERSION and "no command" itself;
 2. sends one HTTP/1.1 ``POST /cni`` over the unix socket ``<daemonSocketDir>/multus.sock``, carrying the
-   raw stdin (base64) and the whole environment; while the socket is missing or refuses connections, or
-   the daemon answers 503, it retries every ``RETRY_INTERVAL_SECONDS`` for up to ``DAEMON_WAIT_SECONDS``;
+   raw stdin (base64) and the whole environment. While the daemon answers 503 or its listen backlog is
+   full, it retries every ``RETRY_INTERVAL_SECONDS`` for up to ``DAEMON_WAIT_SECONDS`` (503s for as
+   long as a restart marker is live, see below). When the socket
+   is missing or refuses connections, it waits only if the daemon announced a graceful restart: a
+   marker ``<daemonSocketDir>/multus.restarting`` (JSON ``{"pid": int, "until": Unix time}``, written by
+   the stopping daemon, removed by the next one once it accepts) whose ``until`` is still ahead; then
+   it retries every ``RESTART_POLL_SECONDS`` until ``until`` or its own deadline. Without a live marker
+   (a crashed daemon, or none started yet) it fails at once with code 11, as upstream does;
 3. prints the answer the CNI way: the ADD result converted to the stdin conf's ``cniVersion``
-   (Go ``json.MarshalIndent`` layout), nothing for the other commands, or a CNI error object.
+   (Go ``json.MarshalIndent`` layout), nothing for the other commands, or a CNI error object;
+4. on failure only, appends one line to the conf's ``logFile`` (never to stderr: that stays empty).
+
+``multus-shim -version`` (or ``-v``; Go ``flag`` syntax) prints the version and exits 0, as upstream's.
 
 Where it does better than upstream's Go shim: the daemon's CNI error codes are printed unchanged
 (upstream turns them all into 999); DEL failures are reported, so the runtime retries (upstream exits
 0); an unreachable daemon is code 11 "try again later" after seconds, not a 60 s readiness poll; the
 whole call has a deadline (``REQUEST_TIMEOUT_SECONDS``; upstream has none); a 200 ADD answer without a
-result is an error, not a crash; error messages do not embed the whole stdin conf.
+result is an error, not a crash; error messages do not embed the whole stdin conf; a graceful daemon
+restart is waited for instead of failing the pod.
 
 Constraints, and why:
 
@@ -47,9 +59,17 @@ import sys
 import time
 
 DAEMON_WAIT_SECONDS = 3.0
-"""How long a missing, refusing or not-ready (503) daemon is waited for before code 11."""
+"""How long a not-ready (503) or overloaded (backlog full) daemon is waited for before code 11."""
 RETRY_INTERVAL_SECONDS = 0.1
 """Pause between two attempts while waiting for the daemon."""
+RESTART_MARKER_NAME = "multus.restarting"
+"""In the socket dir: written by a daemon that stops gracefully, ``{"pid": int, "until": Unix time}``."""
+RESTART_POLL_SECONDS = 0.02
+"""Pause between two connection attempts while a restart marker is live."""
+MAX_MARKER_BYTES = 4096
+SHIM_VERSION = "0.1.0"
+"""multus-py's version (``pyproject.toml``; a test keeps them equal), printed by ``-version``."""
+VERSION_FLAGS = ("version", "v")
 REQUEST_TIMEOUT_SECONDS = 180.0
 """Deadline for the whole call, waiting included: the runtime's own CNI timeout is usually longer."""
 WAIT_SECONDS_ENV = b"MULTUS_SHIM_WAIT_SECONDS"
@@ -108,7 +128,11 @@ class CniError(Exception):
 
 
 class DaemonAbsentError(Exception):
-    """Connecting failed in a way that a starting daemon explains (no socket yet, refused, backlog full)."""
+    """Connecting failed because the daemon is busy (its listen backlog is full): worth a short wait."""
+
+
+class DaemonGoneError(DaemonAbsentError):
+    """No daemon listens (no socket, or refused): waited for only while a restart marker is live."""
 
 
 # --- JSON ---------------------------------------------------------------------------------------------
@@ -548,22 +572,66 @@ def seconds_setting(name: bytes, default: float) -> float:
 
 
 def call_daemon(path: str, request: bytes) -> tuple[int, bytes]:
-    """Send the request; while the daemon is absent or answers 503, retry until the wait bound.
-    Returns (HTTP status, body) of the last answer."""
+    """Send the request; while the daemon answers 503 or its backlog is full, retry until the wait
+    bound; while it is absent, retry only as long as a live restart marker says it is coming back
+    (and a 503 too, then: a restarted daemon finishing its start-up). Returns (HTTP status, body) of
+    the last answer."""
     now = time.monotonic()
     deadline = now + seconds_setting(TIMEOUT_SECONDS_ENV, REQUEST_TIMEOUT_SECONDS)
     wait_until = min(deadline, now + seconds_setting(WAIT_SECONDS_ENV, DAEMON_WAIT_SECONDS))
     while True:
         try:
             status, body = exchange(path, request, deadline)
+        except DaemonGoneError as gone:
+            pause = restart_pause(path, deadline)
+            if pause < 0:
+                raise CniError(
+                    ERR_TRY_AGAIN_LATER, f"multus daemon not reachable at {path}: {gone}"
+                ) from None
+            time.sleep(pause)
+            continue
         except DaemonAbsentError as absent:
             if time.monotonic() >= wait_until:
                 msg = f"multus daemon not reachable at {path}: {absent}"
                 raise CniError(ERR_TRY_AGAIN_LATER, msg) from None
         else:
-            if status != 503 or time.monotonic() >= wait_until:
+            if status != 503:
                 return status, body
-        time.sleep(max(0.0, min(RETRY_INTERVAL_SECONDS, wait_until - time.monotonic())))
+            # not ready: the wait bound, or longer while a restart marker says the daemon is coming back
+            if time.monotonic() >= wait_until and restart_pause(path, deadline) < 0:
+                return status, body
+        time.sleep(max(0.0, min(RETRY_INTERVAL_SECONDS, deadline - time.monotonic())))
+
+
+def restart_pause(path: str, deadline: float) -> float:
+    """How long to pause before connecting again to a daemon that is gone: ``RESTART_POLL_SECONDS``
+    (less near the end) while a restart marker promises it back, -1 when not to wait (no marker, an
+    unreadable one, its ``until`` passed, or the call's deadline reached)."""
+    until = restart_marker_until(path.rpartition("/")[0] + "/" + RESTART_MARKER_NAME)
+    left = min(until - time.time(), deadline - time.monotonic())
+    return min(RESTART_POLL_SECONDS, left) if left > 0 else -1.0
+
+
+def restart_marker_until(marker: str) -> float:
+    """The marker's ``until`` (Unix time), or 0 when there is no readable marker."""
+    try:
+        fd = posix.open(marker, posix.O_RDONLY | posix.O_CLOEXEC | posix.O_NONBLOCK)
+    except OSError:
+        return 0.0
+    try:
+        data = posix.read(fd, MAX_MARKER_BYTES)
+    except OSError:
+        return 0.0
+    finally:
+        posix.close(fd)
+    try:
+        content = parse_json(decode_bytes(data))
+    except JsonSyntaxError:
+        return 0.0
+    until = content.get("until") if isinstance(content, dict) else None
+    if isinstance(until, bool) or not isinstance(until, int | float):
+        return 0.0
+    return float(until)
 
 
 def exchange(path: str, request: bytes, deadline: float) -> tuple[int, bytes]:
@@ -605,7 +673,9 @@ def connect(sock: _socket.socket, path: str, deadline: float) -> None:
     try:
         sock.settimeout(remaining(deadline))
         sock.connect(path)
-    except (FileNotFoundError, ConnectionRefusedError, BlockingIOError) as err:
+    except (FileNotFoundError, ConnectionRefusedError) as err:
+        raise DaemonGoneError(err.strerror or str(err)) from None
+    except BlockingIOError as err:
         raise DaemonAbsentError(err.strerror or str(err)) from None
     except TimeoutError:
         raise timeout_error(path) from None
@@ -1092,9 +1162,20 @@ def write_all(fd: int, text: str) -> None:
         view = view[posix.write(fd, view) :]
 
 
-def dispatch() -> int:
+class Call:
+    """What ``dispatch`` learnt about the call, for the failure log line."""
+
+    __slots__ = ("command", "conf")
+
+    def __init__(self) -> None:
+        self.command = ""
+        self.conf: dict[str, object] = {}
+
+
+def dispatch(call: Call) -> int:
     """Validate, forward, print. Returns the exit status; raises ``CniError`` for the error object."""
     command = decode_bytes(posix.environ.get(b"CNI_COMMAND", b""))
+    call.command = command
     if not command:
         supported = ", ".join(SUPPORTED_VERSIONS)
         write_all(2, f"{ABOUT}\nCNI protocol versions supported: {supported}\n")
@@ -1105,6 +1186,7 @@ def dispatch() -> int:
         return 0
     stdin = read_stdin()
     conf = parse_network_config(stdin)
+    call.conf = conf
     check_command_version(command, conf)
     path = daemon_socket_path(conf)
     request = request_body(stdin)
@@ -1113,10 +1195,13 @@ def dispatch() -> int:
     except CniError as unreachable:
         if command != "DEL" or unreachable.code != ERR_TRY_AGAIN_LATER:
             raise
-        spool_del(conf, request, unreachable)
+        where = spool_del(conf, request, unreachable)
+        log_failure(call, unreachable, f"; spooled in {where} for the daemon to replay")
         return 0
     if command == "DEL" and status == 503:
-        spool_del(conf, request, daemon_error(status, body, path))
+        not_ready = daemon_error(status, body, path)
+        where = spool_del(conf, request, not_ready)
+        log_failure(call, not_ready, f"; spooled in {where} for the daemon to replay")
         return 0
     target_version = conf.get("cniversion")
     target_version = target_version if isinstance(target_version, str) else ""
@@ -1127,13 +1212,13 @@ def dispatch() -> int:
 # --- The DEL spool --------------------------------------------------------------------------------------
 
 
-def spool_del(conf: dict[str, object], request: bytes, unreachable: CniError) -> None:
+def spool_del(conf: dict[str, object], request: bytes, unreachable: CniError) -> str:
     """Record a DEL the daemon could not take, durably, for it to replay before it reports ready.
 
     The entry is the request body itself, written to a temporary file, fsynced, renamed into place
     and the directory fsynced: a crash leaves either no entry or a whole one. A DEL is idempotent, so
     spooling one the daemon may already have run is safe. If even this fails, the runtime gets the
-    original code 11 error and retries the DEL itself."""
+    original code 11 error and retries the DEL itself. Returns the spool directory."""
     directory = conf.get("spooldir")
     directory = directory if isinstance(directory, str) and directory else DEFAULT_SPOOL_DIR
     container_id = decode_bytes(posix.environ.get(b"CNI_CONTAINERID", b""))
@@ -1146,6 +1231,7 @@ def spool_del(conf: dict[str, object], request: bytes, unreachable: CniError) ->
         raise CniError(
             unreachable.code, f"{unreachable.msg}; cannot spool the DEL in {directory}: {reason}"
         ) from None
+    return directory
 
 
 def make_directories(directory: str) -> None:
@@ -1180,10 +1266,49 @@ def write_durably(directory: str, name: str, data: bytes) -> None:
         posix.close(dir_fd)
 
 
-def run() -> int:
-    """``dispatch`` with every failure turned into a CNI error object on stdout."""
+# --- The failure log ------------------------------------------------------------------------------------
+
+GO_COMMAND_NAMES = {
+    "ADD": "CmdAdd",
+    "DEL": "CmdDel",
+    "CHECK": "CmdCheck",
+    "GC": "CmdGC",
+    "STATUS": "CmdStatus",
+}
+
+
+def log_failure(call: Call, failure: CniError, suffix: str = "") -> None:
+    """Append one line about a failed call to the conf's ``logFile``, upstream's layout:
+    ``<RFC 3339 UTC> [error] CmdAdd (shim): ...``, whatever ``logLevel`` says. Only once the conf was
+    read (before that no log file is known); a log that cannot be written is skipped: the runtime
+    still gets the error itself. ``logToStderr`` is not honoured: the shim's stderr stays empty."""
+    log_file = call.conf.get("logfile")
+    if not (isinstance(log_file, str) and log_file):
+        return
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    name = GO_COMMAND_NAMES.get(call.command, f"Cmd{call.command}")
+    container = decode_bytes(posix.environ.get(b"CNI_CONTAINERID", b""))
+    text = f"{failure.msg}; {failure.details}" if failure.details else failure.msg
+    line = f"{stamp} [error] {name} (shim): container {container!r}: code {failure.code}: {text}{suffix}"
+    data = (line.replace("\r", "\\r").replace("\n", "\\n") + "\n").encode("utf-8", "backslashreplace")
     try:
-        return dispatch()
+        fd = posix.open(log_file, posix.O_WRONLY | posix.O_APPEND | posix.O_CREAT | posix.O_CLOEXEC, 0o644)
+        try:
+            posix.write(fd, data)  # one write with O_APPEND: lines of concurrent shims never interleave
+        finally:
+            posix.close(fd)
+    except (OSError, ValueError):
+        pass
+
+
+# --- Entry point ---------------------------------------------------------------------------------------
+
+
+def run() -> int:
+    """``dispatch`` with every failure turned into a CNI error object on stdout (and a log line)."""
+    call = Call()
+    try:
+        return dispatch(call)
     except CniError as err:
         failure = err
     except Exception as err:  # the last line of defence: a traceback is no CNI answer
@@ -1192,7 +1317,51 @@ def run() -> int:
         write_all(1, format_error(failure))
     except OSError:
         pass  # stdout is gone: the exit status is all the runtime can still get
+    log_failure(call, failure)
     return 1
+
+
+GO_BOOLS = {"1": True, "t": True, "T": True, "TRUE": True, "true": True, "True": True}
+GO_BOOLS |= {"0": False, "f": False, "F": False, "FALSE": False, "false": False, "False": False}
+
+
+def command_line(program: str, args: list[str]) -> int:
+    """Upstream's flags, parsed like Go's ``flag`` package: ``-version``/``-v`` (``--`` and ``=bool``
+    forms too) print the version and exit 0; ``-h``/``-help`` print the usage and exit 0; any other
+    flag is an error (exit 2). Returns -1 to go on as a CNI plugin (no flags: what runtimes do)."""
+    show_version = False
+    for arg in args:
+        if arg in ("-", "--") or not arg.startswith("-"):
+            break
+        name, has_value, value = arg.lstrip("-").partition("=")
+        if arg.startswith("---") or not name:
+            return flag_error(program, f"bad flag syntax: {arg}")
+        if name in ("h", "help"):
+            write_all(2, usage(program))
+            return 0
+        if name not in VERSION_FLAGS:
+            return flag_error(program, f"flag provided but not defined: -{name}")
+        parsed = GO_BOOLS.get(value) if has_value else True
+        if parsed is None:
+            return flag_error(program, f"invalid boolean value {go_quote(value)} for -{name}: parse error")
+        show_version = parsed
+    if show_version:
+        write_all(1, f"multus-shim: version:{SHIM_VERSION}\n")
+        return 0
+    return -1
+
+
+def flag_error(program: str, message: str) -> int:
+    """Go ``flag.ExitOnError``: the message and the usage on stderr, exit 2."""
+    write_all(2, f"{message}\n{usage(program)}")
+    return 2
+
+
+def usage(program: str) -> str:
+    """Go ``flag.Usage`` for the two flags."""
+    return (
+        f"Usage of {program}:\n  -v\tShow application version\n  -version\n    \tShow application version\n"
+    )
 
 
 def main() -> None:
@@ -1200,7 +1369,8 @@ def main() -> None:
 
     ``posix._exit`` skips interpreter finalization (about 1 ms, an eighth of the whole run); nothing
     is lost, since all output went out through ``posix.write`` and no exit handlers are registered."""
-    posix._exit(run())
+    status = command_line(sys.argv[0], sys.argv[1:]) if len(sys.argv) > 1 else -1
+    posix._exit(run() if status < 0 else status)
 
 
 if __name__ == "__main__":

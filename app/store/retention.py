@@ -1,7 +1,7 @@
 """History retention: delete lines older than ``historyMaxAgeHours`` and beyond ``historyMaxRows``.
 
 Run by the daemon in the background (``prune``, one pass at a time; the daemon repeats it every
-``PRUNE_INTERVAL`` seconds). Finding what to delete is a read on a reader thread; deleting is a
+``historyPruneIntervalSeconds``). Finding what to delete is a read on a reader thread; deleting is a
 series of small writes, ``batch`` oldest lines each, so an attach never waits behind more than one
 batch in the writer's queue (the writer commits a batch together with whatever it has queued,
 without weakening durability). Only the history table is touched: the checkpoint (sandboxes,
@@ -20,8 +20,6 @@ from functools import partial
 from app.store import history
 from app.store.database import Database
 
-PRUNE_INTERVAL = 60.0
-"""Seconds between two retention passes of the daemon."""
 BATCH = 100
 """Lines deleted per write: about 2.5 ms of the writer's time on a million-row history (bench.history)."""
 

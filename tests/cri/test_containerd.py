@@ -87,6 +87,12 @@ def _in_host_root(cluster: Cluster, host_root: Path, *command: str, **env: str) 
     return done.stdout.strip() or done.stderr
 
 
+def _recorded_roots(cluster: Cluster) -> list[str]:
+    """The root each recorded delegate ran in (``chrootDir`` at its ADD)."""
+    with sqlite3.connect(f"file:{cluster.state_db}?mode=ro", uri=True) as connection:
+        return [row[0] for row in connection.execute("SELECT root FROM attachments ORDER BY position")]
+
+
 def _recorded_pod_uids(cluster: Cluster) -> list[str]:
     with sqlite3.connect(f"file:{cluster.state_db}?mode=ro", uri=True) as connection:
         return [row[0] for row in connection.execute("SELECT pod_uid FROM sandboxes")]
@@ -144,6 +150,7 @@ def test_containerd_gives_a_pod_every_network_and_takes_them_back_across_a_daemo
     ]
     assert [e["mac"] for e in entries] == [interfaces[name]["mac"] for name in ("eth0", "net1", "net2")]
     assert _recorded_pod_uids(node) == [pod["metadata"]["uid"]]
+    assert _recorded_roots(node) == [str(host_root)] * 3, "every delegate ran chrooted to the host root"
     assert len(node.leases()) == 3
     assert _daemon_sees_host_root(node, host_root)
     # what a delegate run with chrootDir needs: the sandbox's netns (mounted by containerd after the

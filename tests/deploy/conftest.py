@@ -9,8 +9,9 @@ directory). ``Node.start_daemon`` runs the daemon container's command, but on da
 with every path moved into the root: the daemon runs here without a mount namespace, and the
 DaemonSet mounts each host directory at the same path in the daemon container, so moving the paths
 is that mapping.
-``Node.runtime_add`` does what a container runtime does: the first conf of the conf dir, its ``type``
-executed from the bin dir.
+``Node.runtime_call`` does what a container runtime does: the first conf of the conf dir, its ``type``
+executed from the bin dir, in a mount namespace where the root's bin dir is at ``/opt/cni/bin`` and
+the host's Python and libc are hidden (``tests/hostless.py``), as on a node without Python.
 
 The root lives under /tmp with a short name: the daemon's socket path must fit AF_UNIX's 108 bytes.
 Teardown kills the daemon, deletes every netns and host link and removes the root.
@@ -37,6 +38,7 @@ import yaml
 from dockerfile_parse import DockerfileParser
 
 from app.settings import Settings, from_mapping
+from tests import hostless
 from tests.conftest import child_environment
 from tests.e2e.conftest import Netns, ShimResult
 
@@ -313,7 +315,11 @@ class Node:
             "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=pod-{container_id[:8]};"
             f"K8S_POD_INFRA_CONTAINER_ID={container_id}",
         }
-        done = subprocess.run([str(plugin)], input=conf, env=env, capture_output=True, timeout=60)
+        # As on the node: its bin dir at /opt/cni/bin (where the installed runtime was patched to be),
+        # and no Python or libc of the host's.
+        done = hostless.run(
+            [str(self.bin_dir / plugin.name)], env=env, stdin=conf, binds={"/opt/cni/bin": self.bin_dir}
+        )
         return ShimResult(done.returncode, done.stdout.decode(), done.stderr.decode())
 
     def cleanup(self) -> None:

@@ -2,7 +2,8 @@
 
 Upstream deletes 00-multus.conf on SIGTERM, so a pod started during a daemon restart or upgrade gets
 no Multus at all (upstream-weaknesses.md §13). Here the conf stays, and the shim waits (bounded) for
-the new daemon: pods started meanwhile get every network.
+the new daemon behind the restart marker the stopping daemon leaves: pods started meanwhile get every
+network.
 """
 
 from __future__ import annotations
@@ -52,6 +53,16 @@ def _probe(node: Node, probe: str) -> int:
     return subprocess.run(command, capture_output=True, timeout=timeout, check=False).returncode
 
 
+def _announce_restart(node: Node) -> None:
+    """The restart marker the shim waits behind (issue 11 item 5): a daemon stopping gracefully writes
+    it into its socket dir before it stops accepting, and the next one removes it once its socket
+    accepts. Written here just before the SIGTERM, standing in for the daemon's side of that contract
+    (the daemon helper's work, not on this branch); redundant once the daemon writes it."""
+    marker = node.settings.socket_dir / "multus.restarting"
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"pid": 0, "until": time.time() + 60}))
+
+
 def test_every_pod_gets_every_network_while_the_daemon_restarts(node: Node) -> None:
     _with_a_second_network(node)
     assert node.install().returncode == 0
@@ -83,6 +94,7 @@ def test_every_pod_gets_every_network_while_the_daemon_restarts(node: Node) -> N
     thread.start()
     try:
         assert enough_done.wait(timeout=60)
+        _announce_restart(node)
         assert node.stop_daemon() == 0  # SIGTERM while ADDs keep arriving; returns once it exited
         down_since = time.monotonic()
         deadline = time.monotonic() + 30

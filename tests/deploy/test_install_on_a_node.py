@@ -21,6 +21,8 @@ import pytest
 
 from app.cli import install
 from app.shim.install import launcher_text
+from tests import hostless
+from tests.conftest import child_environment
 from tests.deploy.conftest import NODE_PYTHON, Node, tree
 from tests.e2e.conftest import new_container_id
 
@@ -32,8 +34,11 @@ VERSION_REPLY = (
 def _left_by_others(node: Node, kubelet_dirs: list[Path], entry: str) -> bool:
     """What may remain after uninstall besides the node's own files: the directories the kubelet
     created for the DaemonSet's hostPath volumes (and their parents), and host-local's bookkeeping
-    of the primary network (its lock and last-reserved files; DEL released the lease itself)."""
+    of the primary network (its lock and last-reserved files; DEL released the lease itself), and the
+    restart marker the gracefully stopped daemon left for the shim."""
     path = node.root / entry
+    if path == node.settings.restart_marker_path:
+        return True  # the stopped daemon's marker for the shim; --purge-state does not know it yet
     if path.is_dir() and any(directory == path or path in directory.parents for directory in kubelet_dirs):
         return True
     networks = node.path("/var/lib/cni/networks")
@@ -47,7 +52,11 @@ def test_install_add_and_uninstall_leave_the_node_as_it_was(node: Node) -> None:
     installed = node.install()
     assert installed.returncode == 0, installed.stderr
     launcher = node.bin_dir / "multus-shim"
-    assert launcher.read_text().splitlines()[0] == "#!/usr/bin/python3 -IS"
+    # the shim's own runtime, patched for the bin dir's path on the node
+    assert re.fullmatch(
+        r"#!/opt/cni/bin/\.multus-shim\.d/runtime-[^/]+/bin/python3\.\d+ -ISXutf8",
+        launcher.read_text().splitlines()[0],
+    )
     node.start_daemon()
     generated = node.conf_dir / "00-multus.conf"
     node.wait_for(generated.exists, "00-multus.conf")
@@ -213,14 +222,46 @@ def test_purging_the_state_is_refused_while_a_daemon_holds_the_database(node: No
     assert (node.bin_dir / "multus-shim").exists()
 
 
-def test_install_refuses_a_node_without_the_shims_interpreter(node: Node) -> None:
+def test_install_refuses_a_node_without_the_interpreter_it_is_told_to_use(node: Node) -> None:
     node.path("/usr/bin/python3").unlink()
     before = tree(node.bin_dir)
 
-    installed = node.install()
+    installed = node.install("--interpreter", "/usr/bin/python3")
 
     assert installed.returncode == 1
     assert "the node has no /usr/bin/python3" in installed.stderr
+    assert tree(node.bin_dir) == before
+
+
+def test_a_node_without_python_gets_the_shim_with_its_own_runtime(node: Node) -> None:
+    for python in node.path("/usr/bin").glob("python*"):
+        python.unlink()
+
+    installed = node.install()
+
+    assert installed.returncode == 0, installed.stderr
+    done = hostless.run(
+        ["/opt/cni/bin/multus-shim"], env={"CNI_COMMAND": "VERSION"}, binds={"/opt/cni/bin": node.bin_dir}
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, VERSION_REPLY, b"")
+
+
+def test_a_read_only_bin_dir_is_refused_and_the_previous_install_stays(node: Node) -> None:
+    assert node.install().returncode == 0
+    before = tree(node.bin_dir)
+    script = (
+        f"mount --bind {node.bin_dir} {node.bin_dir} && mount -o remount,bind,ro {node.bin_dir} && "
+        + " ".join(node.container_command(node.documents, "multus-py", "install-shim"))
+    )
+    refused = subprocess.run(
+        ["unshare", "-m", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=child_environment(),
+    )
+    assert refused.returncode == 1
+    assert f"the CNI bin dir {node.bin_dir} is not writable" in refused.stderr
     assert tree(node.bin_dir) == before
 
 

@@ -328,12 +328,18 @@ def test_the_installer_sees_each_host_directory_under_its_host_root(
         assert _covering_mount(mounts, HOST_ROOT_IN_CONTAINER + default) is not None
 
 
-def test_the_installer_can_check_the_interpreter_it_writes_into_the_shim(
+def test_the_installer_installs_the_images_shim_runtime_or_can_check_the_interpreter(
     documents: list[dict[str, Any]],
 ) -> None:
     spec = _daemon_pod(documents)
     item = container(spec, "install-shim")
     arguments = item["command"]
+    if "--interpreter" not in arguments:  # the bundled runtime the image was built with
+        assert "--bundle" not in arguments
+        bundle_dir = image_env()["MULTUS_SHIM_BUNDLE"]
+        runs = " ".join(entry["value"] for entry in dockerfile().structure if entry["instruction"] == "RUN")
+        assert f"multus-install bundle --output {bundle_dir} " in runs
+        return
     interpreter = arguments[arguments.index("--interpreter") + 1]
     covering = _covering_mount(_host_mounts(spec, item), HOST_ROOT_IN_CONTAINER + interpreter)
     assert covering is not None

@@ -93,6 +93,8 @@ class StubDaemon:
     socket_dir: Path
     replies: list[bytes] = field(default_factory=lambda: [http_reply(200)])
     requests: list[Recorded] = field(default_factory=list)
+    release: threading.Event | None = None
+    """When set: every reply waits until this event is set (a shim held in the middle of its call)."""
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
@@ -138,6 +140,8 @@ class StubDaemon:
         if reply == HANG:
             self._stop.wait()
             return
+        if self.release is not None:
+            self.release.wait(timeout=120)
         conn.sendall(reply)
 
 

@@ -1,56 +1,177 @@
-"""How the shim waits for a daemon that is absent, starting, not ready, or stuck.
+"""How the shim waits for a daemon that is restarting, absent, not ready, or stuck.
 
 The bounds are shortened through the shim's test knobs (MULTUS_SHIM_WAIT_SECONDS,
 MULTUS_SHIM_TIMEOUT_SECONDS); no test asserts on elapsed time, only on what was answered and asked.
+"Fails at once" is shown by a wait bound far beyond the run's timeout: an answer at all means no wait.
+That a shim is retrying is seen in /proc: its only sleep is the pause between two attempts.
 """
 
 from __future__ import annotations
 
+import json
 import socket
-import threading
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.shim.helpers import HANG, StubDaemon, conf_bytes, http_reply, json_reply, run_shim
+from tests.shim.helpers import BASE_ENV, HANG, StubDaemon, conf_bytes, http_reply, json_reply, run_shim
 
 COMMANDS = ["ADD", "DEL", "CHECK", "GC", "STATUS"]
 RESULT = {"Result": {"cniVersion": "1.1.0", "ips": [{"address": "10.0.0.2/8"}]}}
 
 
+def write_marker(socket_dir: Path, until: float, *, pid: int = 4242) -> Path:
+    """The marker a gracefully stopping daemon leaves in its socket dir."""
+    marker = socket_dir / "multus.restarting"
+    marker.write_text(json.dumps({"pid": pid, "until": until}))
+    return marker
+
+
+def wait_until_retrying(shim: subprocess.Popen[bytes]) -> None:
+    """Until the shim sleeps between two connection attempts (its only sleep): it has failed once."""
+    deadline = time.monotonic() + 60
+    while Path(f"/proc/{shim.pid}/wchan").read_text() != "hrtimer_nanosleep":
+        assert shim.poll() is None, shim.communicate()
+        assert time.monotonic() < deadline, "the shim never retried"
+        time.sleep(0.005)
+
+
+def start_shim(launcher: Path, stdin: bytes, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """The shim running in the background, its stdin already written and closed."""
+    shim = subprocess.Popen(
+        [str(launcher)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**BASE_ENV, **env},
+    )
+    assert shim.stdin is not None
+    shim.stdin.write(stdin)
+    shim.stdin.close()
+    return shim
+
+
 @pytest.mark.parametrize("command", [c for c in COMMANDS if c != "DEL"])
-def test_absent_daemon_is_code_11_after_the_wait_for_every_command_but_del(
+def test_absent_daemon_without_a_marker_is_code_11_at_once_for_every_command_but_del(
     launcher: Path, socket_dir: Path, command: str
 ) -> None:
-    env = {"CNI_COMMAND": command, "MULTUS_SHIM_WAIT_SECONDS": "0.3"}
+    # A wait bound far beyond the run's timeout: answering at all proves the shim did not wait.
+    env = {"CNI_COMMAND": command, "MULTUS_SHIM_WAIT_SECONDS": "600"}
     assert run_shim(launcher, conf_bytes(socket_dir), env=env).error() == {
         "code": 11,
         "msg": f"multus daemon not reachable at {socket_dir}/multus.sock: No such file or directory",
     }
 
 
-def test_stale_socket_without_a_listener_is_code_11(launcher: Path, socket_dir: Path) -> None:
+def test_stale_socket_without_a_listener_is_code_11_at_once(launcher: Path, socket_dir: Path) -> None:
     stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     stale.bind(str(socket_dir / "multus.sock"))
     stale.close()  # the file stays, nobody listens: connect() is refused
-    run = run_shim(launcher, conf_bytes(socket_dir), env={"MULTUS_SHIM_WAIT_SECONDS": "0.2"})
+    run = run_shim(launcher, conf_bytes(socket_dir), env={"MULTUS_SHIM_WAIT_SECONDS": "600"})
     assert run.error() == {
         "code": 11,
         "msg": f"multus daemon not reachable at {socket_dir}/multus.sock: Connection refused",
     }
 
 
-def test_daemon_appearing_during_the_wait_gets_the_request(launcher: Path, socket_dir: Path) -> None:
+@pytest.mark.parametrize("refused", [False, True], ids=["no-socket", "socket-refusing"])
+def test_a_restart_marker_makes_the_shim_wait_for_the_new_daemon(
+    launcher: Path, socket_dir: Path, refused: bool
+) -> None:
+    write_marker(socket_dir, time.time() + 120)
+    if refused:
+        stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        stale.bind(str(socket_dir / "multus.sock"))
+        stale.close()
     daemon = StubDaemon(socket_dir, replies=[json_reply(200, RESULT)])
-    starter = threading.Timer(0.3, daemon.start)
-    starter.start()
+    shim = start_shim(launcher, conf_bytes(socket_dir), {"MULTUS_SHIM_WAIT_SECONDS": "0"})
     try:
-        run = run_shim(launcher, conf_bytes(socket_dir), env={"MULTUS_SHIM_WAIT_SECONDS": "10"})
+        wait_until_retrying(shim)
+        (socket_dir / "multus.sock").unlink(missing_ok=True)
+        daemon.start()
+        stdout, stderr = shim.stdout.read(), shim.stderr.read()  # type: ignore[union-attr]
+        shim.wait(timeout=60)
     finally:
-        starter.join()
+        if shim.poll() is None:
+            shim.kill()
+            shim.wait()
         daemon.stop()
-    assert b'"address": "10.0.0.2/8"' in run.success()
+    assert (shim.returncode, stderr) == (0, b"")
+    assert b'"address": "10.0.0.2/8"' in stdout
     assert len(daemon.requests) == 1
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        json.dumps({"pid": 4242, "until": 1.0}),  # long past: a daemon that never came back
+        "{not json",
+        json.dumps({"pid": 4242}),
+        json.dumps({"pid": 4242, "until": "soon"}),
+        json.dumps([1, 2]),
+    ],
+    ids=["stale", "garbage", "no-until", "until-not-a-number", "not-an-object"],
+)
+def test_a_stale_or_unreadable_marker_is_code_11_at_once(
+    launcher: Path, socket_dir: Path, content: str
+) -> None:
+    (socket_dir / "multus.restarting").write_text(content)
+    run = run_shim(launcher, conf_bytes(socket_dir), env={"MULTUS_SHIM_WAIT_SECONDS": "600"})
+    assert run.error() == {
+        "code": 11,
+        "msg": f"multus daemon not reachable at {socket_dir}/multus.sock: No such file or directory",
+    }
+
+
+def test_a_restarted_daemon_not_ready_yet_is_waited_for_while_the_marker_lives(
+    launcher: Path, daemon: StubDaemon
+) -> None:
+    write_marker(daemon.socket_dir, time.time() + 120)
+    not_ready = json_reply(503, {"code": 11, "msg": "multus daemon is not ready: start-up recovery"})
+    daemon.replies = [not_ready, not_ready, json_reply(200, RESULT)]
+    run = run_shim(launcher, conf_bytes(daemon.socket_dir), env={"MULTUS_SHIM_WAIT_SECONDS": "0"})
+    assert b'"address": "10.0.0.2/8"' in run.success()
+    assert len(daemon.requests) == 3
+
+
+def test_a_marker_whose_daemon_does_not_come_back_is_code_11_at_its_until(
+    launcher: Path, socket_dir: Path
+) -> None:
+    write_marker(socket_dir, time.time() + 0.3)
+    run = run_shim(launcher, conf_bytes(socket_dir), env={"MULTUS_SHIM_WAIT_SECONDS": "0"}, timeout=60)
+    assert run.error()["code"] == 11
+
+
+def test_a_marker_is_waited_for_no_longer_than_the_calls_deadline(launcher: Path, socket_dir: Path) -> None:
+    write_marker(socket_dir, time.time() + 3600)
+    env = {"MULTUS_SHIM_TIMEOUT_SECONDS": "0.3"}
+    error = run_shim(launcher, conf_bytes(socket_dir), env=env, timeout=60).error()
+    assert error["code"] == 11
+    assert f"{socket_dir}/multus.sock" in str(error["msg"])
+
+
+def test_a_del_during_a_restart_reaches_the_new_daemon_instead_of_the_spool(
+    launcher: Path, socket_dir: Path, tmp_path: Path
+) -> None:
+    write_marker(socket_dir, time.time() + 120)
+    spool = tmp_path / "spool"
+    daemon = StubDaemon(socket_dir)
+    shim = start_shim(launcher, conf_bytes(socket_dir, spoolDir=str(spool)), {"CNI_COMMAND": "DEL"})
+    try:
+        wait_until_retrying(shim)
+        daemon.start()
+        stdout, stderr = shim.stdout.read(), shim.stderr.read()  # type: ignore[union-attr]
+        shim.wait(timeout=60)
+    finally:
+        if shim.poll() is None:
+            shim.kill()
+            shim.wait()
+        daemon.stop()
+    assert (shim.returncode, stdout, stderr) == (0, b"", b"")
+    assert len(daemon.requests) == 1
+    assert not spool.exists()
 
 
 def test_not_ready_daemon_is_asked_again_until_it_answers(launcher: Path, daemon: StubDaemon) -> None:

@@ -1,0 +1,304 @@
+"""One daemon run: start-up order, the background tasks, and the staged shutdown.
+
+Run by ``app.daemon.main`` once the socket is bound (connections wait in its backlog meanwhile).
+Start-up: the state database (migrated, locked), Kubernetes (or static mode), the HTTP server on
+the pre-bound ``multus.sock`` (DEL can be served from here on; ADD waits for readiness), the
+metrics endpoint and the read-only query API (``multus-query.sock``), recovery of what a previous
+run left unsettled and the replay of DELs the shim spooled, then ready. The long-lived tasks
+(watchers, mirror-synced, ``00-multus.conf`` or the readiness indicator, garbage collection with
+spool replay, history retention) run under ``app.daemon.supervise``: a crash is logged with its
+traceback and the task restarted with backoff while the daemon serves on.
+
+Shutdown is staged, on SIGTERM/SIGINT or when a task that cannot be restarted crashes: not ready
+(``/readyz`` turns 500 at once; on a signal the restart marker ``multus.restarting`` is written
+for the shim) → in-flight operations drained for ``shutdownGraceSeconds`` (stragglers named) → the
+servers stop accepting (``multus.sock`` unlinked first, the connections it already queued
+answered) → watchers and background tasks stopped → the cluster client and the store closed.
+``00-multus.conf`` is kept in place (upstream deletes it, leaving the node without networks while
+the daemon restarts).
+
+Exit codes follow upstream: 0 after a signal, 1 unusable configuration or database or a fatal
+task crash (3, socket failure, is decided by ``app.daemon.main`` before this runs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+
+from aiohttp import web
+
+from app.attach.engine import AttachEngine
+from app.daemon import autoconf, listener, metrics_server, query_server, server, spool, wiring
+from app.daemon import cluster as daemon_cluster
+from app.daemon.supervise import Backoff, Supervisor
+from app.gc import recovery
+from app.gc.collector import GarbageCollector
+from app.settings import Settings, SettingsError
+from app.store import retention
+from app.store.database import Database, DatabaseLockedError
+from app.store.schema import SchemaError
+from app.watch.errors import KubeConfigError
+
+log = logging.getLogger("app.daemon")
+
+MIRROR_CONDITION = "the pod and NAD mirrors to sync"
+INDICATOR_CONDITION = "the readiness indicator file"
+ACCEPT_TURN_SECONDS = 0.01
+CLOSE_SETTLE_SECONDS = 2.0
+"""Most a stopping daemon waits for connections still open on ``multus.sock`` to be answered."""
+
+
+class Daemon:
+    """One daemon run, from opening the store to the last commit before exit."""
+
+    def __init__(
+        self, settings: Settings, sock: socket.socket, *, signalled: Callable[[], bool] = lambda: False
+    ) -> None:
+        self.settings = settings
+        self._signalled = signalled
+        self.readiness = server.Readiness()
+        self.activity = query_server.Activity()
+        self._sock = sock
+        self._stopping = asyncio.Event()
+        self._graceful = False
+        self.exit_code = 0
+        self.tasks = Supervisor(
+            stopping=self._stopping,
+            backoff=Backoff(settings.timeouts.task_restart_initial, settings.timeouts.task_restart_max),
+            on_fatal=self._task_failed,
+        )
+
+    def request_stop(self) -> None:
+        """SIGTERM/SIGINT: a graceful stop (the shim may wait for the next daemon)."""
+        if not self._stopping.is_set():
+            self._graceful = True
+            self._begin_stop()
+
+    def _task_failed(self, name: str) -> None:
+        log.critical("stopping: task %s cannot continue", name)
+        self.exit_code = 1
+        self._begin_stop()
+
+    def _begin_stop(self) -> None:
+        """Stage 1: not ready at once; the restart marker before the socket stops accepting."""
+        self.readiness.stopping = True
+        log.info("stopping: not ready any more")
+        if self._graceful:
+            try:
+                listener.write_restart_marker(self.settings.socket_dir)
+            except OSError as exc:
+                log.error("cannot write the restart marker in %s: %s", self.settings.socket_dir, exc)
+        self._stopping.set()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.request_stop)
+        if self._signalled():  # SIGTERM/SIGINT came while the entry point was importing this
+            self.request_stop()
+        try:
+            async with AsyncExitStack() as stack:
+                return await self._start(stack)
+        finally:
+            self._sock.close()
+
+    async def _start(self, stack: AsyncExitStack) -> int:
+        """Start-up in order; each part's closing is pushed on ``stack`` (closed in reverse)."""
+        try:
+            db = await asyncio.to_thread(Database.open, self.settings.database_path)
+        except (SchemaError, DatabaseLockedError, OSError) as exc:
+            log.critical("cannot open the state database: %s", exc)
+            return 1
+        stack.push_async_callback(asyncio.to_thread, db.close)
+        self.readiness.store_open = True
+        self._indicator_missing()
+        try:
+            kube = await daemon_cluster.connect(self.settings, db)
+        except (KubeConfigError, SettingsError) as exc:
+            log.critical("cannot reach Kubernetes: %s", exc)
+            return 1
+        if kube is not None:
+            stack.push_async_callback(kube.close)
+        try:
+            engine = wiring.engine(self.settings, db, kube)
+        except SettingsError as exc:
+            log.critical("%s", exc)
+            return 1
+        collector = wiring.collector(engine, db, kube)
+        cni_server = wiring.cni_server(
+            self.settings,
+            engine=engine,
+            collector=collector,
+            readiness=self.readiness,
+            activity=self.activity,
+        )
+        stack.push_async_callback(self._stop_tasks, kube)
+        servers = AsyncExitStack()
+        stack.push_async_callback(self._stop_servers, servers)
+        try:
+            servers.push_async_callback(self._close_cni_server, await server.start(cni_server, self._sock))
+        except OSError as exc:
+            log.critical("cannot serve on %s: %s", self.settings.socket_path, exc)
+            return 3
+        if self.settings.metrics_port is not None:
+            servers.push_async_callback((await metrics_server.start(self.settings.metrics_port)).cleanup)
+        query_runner = await query_server.start(
+            wiring.query_context(self.settings, readiness=self.readiness, activity=self.activity)
+        )
+        if query_runner is not None:
+            servers.push_async_callback(query_runner.cleanup)
+        try:
+            await recovery.recover(engine=engine, db=db)
+            await self._replay_spool(engine)
+        except Exception:
+            log.critical("start-up recovery failed: stopping", exc_info=True)
+            self.exit_code = 1
+            self._begin_stop()
+        else:
+            self.readiness.recovered = True
+            if not self._stopping.is_set():
+                self._start_tasks(kube, collector, engine, db)
+                log.info("multus-daemon %s ready on %s", wiring.package_version(), self.settings.socket_path)
+        await self._stopping.wait()
+        await self._drain(cni_server)
+        return self.exit_code
+
+    def _start_tasks(
+        self,
+        kube: daemon_cluster.Cluster | None,
+        collector: GarbageCollector,
+        engine: AttachEngine,
+        db: Database,
+    ) -> None:
+        timeouts = self.settings.timeouts
+        if kube is not None:
+            self.readiness.extra_conditions[MIRROR_CONDITION] = False
+            self.tasks.spawn("watchers", kube.watchers.run)
+            self.tasks.spawn("mirror-synced", lambda: self._mark_synced(kube))
+        if self.settings.multus_config_file == "auto":
+            self.tasks.every("autoconf", timeouts.autoconf_interval, self._keep_shim_conf_current)
+        elif self.settings.readiness_indicator_file:
+            self.tasks.every("readiness-indicator", timeouts.autoconf_interval / 2, self._follow_indicator)
+        self.tasks.every("gc", timeouts.gc_interval, lambda: self._collect_garbage(collector, engine))
+        limits = retention.Retention.from_limits(
+            max_age_hours=self.settings.history_max_age_hours, max_rows=self.settings.history_max_rows
+        )
+        self.tasks.every(
+            "history-retention", timeouts.history_prune_interval, lambda: self._prune(db, limits)
+        )
+
+    # ---- staged shutdown --------------------------------------------------------------------------
+
+    async def _drain(self, cni_server: server.CniServer) -> None:
+        """Stage 2: in-flight operations get ``shutdownGraceSeconds`` to reach their final commit."""
+        running = cni_server.in_flight()
+        if running:
+            log.info("stopping: waiting for %d operations in flight", len(running))
+        remaining = await cni_server.drain(self.settings.timeouts.shutdown_grace)
+        if remaining:
+            log.error(
+                "stopping with %d operations still running: %s", remaining, ", ".join(cni_server.in_flight())
+            )
+
+    async def _stop_servers(self, servers: AsyncExitStack) -> None:
+        """Stage 3: ``multus.sock``, the metrics endpoint and the query API stop accepting."""
+        await servers.aclose()
+        log.debug("stopping: servers closed")
+
+    async def _close_cni_server(self, runner: web.AppRunner) -> None:
+        """``multus.sock`` stops accepting without resetting anyone: its path goes first (a shim
+        connecting from now on finds no daemon and waits for the next, as the marker says), the
+        connections already queued or open are answered (503 while stopping), then it closes."""
+        self.settings.socket_path.unlink(missing_ok=True)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CLOSE_SETTLE_SECONDS
+        await asyncio.sleep(ACCEPT_TURN_SECONDS)  # the loop accepts what the backlog still holds
+        while runner.server is not None and runner.server.connections and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(ACCEPT_TURN_SECONDS)  # aiohttp has no event for "no connection left"
+        await runner.cleanup()
+
+    async def _stop_tasks(self, kube: daemon_cluster.Cluster | None) -> None:
+        """Stage 4: watchers and background tasks end (the stop event is set; late ones cancelled)."""
+        self._stopping.set()
+        if kube is not None:
+            kube.watchers.stop()
+        cancelled = await self.tasks.stop(grace=self.settings.timeouts.shutdown_grace)
+        if cancelled:
+            log.warning("stopping: cancelled background tasks %s", ", ".join(cancelled))
+        log.debug("stopping: background tasks ended")
+
+    # ---- the background tasks -------------------------------------------------------------------
+
+    def _indicator_missing(self) -> bool:
+        """True when a ``readinessindicatorfile`` is configured and absent (also sets readiness)."""
+        indicator = self.settings.readiness_indicator_file
+        if not indicator:
+            return False
+        present = os.path.exists(indicator)
+        if self.readiness.extra_conditions.get(INDICATOR_CONDITION) != present:
+            log.log(
+                logging.INFO if present else logging.WARNING,
+                "readiness indicator %s %s",
+                indicator,
+                "present" if present else "absent: not ready for ADDs",
+            )
+        self.readiness.extra_conditions[INDICATOR_CONDITION] = present
+        return not present
+
+    async def _follow_indicator(self) -> None:
+        """Follow ``readinessindicatorfile`` when no autoconf loop does (non-auto mode)."""
+        self._indicator_missing()
+
+    async def _mark_synced(self, kube: daemon_cluster.Cluster) -> None:
+        """Ready only once the pod and NAD mirrors have synced since start-up."""
+        waiting = asyncio.ensure_future(kube.watchers.wait_synced())
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (waiting, stopping):
+                task.cancel()
+        if kube.watchers.synced:
+            self.readiness.extra_conditions[MIRROR_CONDITION] = True
+            log.info("pod and NAD mirrors synced")
+
+    async def _replay_spool(self, engine: AttachEngine) -> None:
+        await spool.replay(
+            spool_dir=self.settings.spool_path,
+            engine=engine,
+            daemon_config=dict(self.settings.request_overrides),
+        )
+
+    async def _collect_garbage(self, collector: GarbageCollector, engine: AttachEngine) -> None:
+        """One periodic pass: replay spooled DELs, then garbage collection."""
+        await self._replay_spool(engine)
+        report = await collector.run_once()
+        self.activity.gc_finished(report, trigger="periodic")
+
+    async def _prune(self, db: Database, limits: retention.Retention) -> None:
+        """One history retention pass."""
+        report = await retention.prune(db, limits, stop=self._stopping.is_set)
+        self.activity.history_pruned(report)
+        if report.deleted_by_age or report.deleted_by_rows:
+            log.info("history retention: %s", report.as_json())
+
+    async def _keep_shim_conf_current(self) -> None:
+        """Write 00-multus.conf once a primary configuration exists, and again when it changes.
+
+        With ``readinessindicatorfile`` set, the conf exists only while that file does: its
+        absence means the cluster network is not there (yet, or any more), and a node without
+        the conf tells the runtime so, as upstream's does."""
+        primary = autoconf.find_primary(self.settings)
+        if self._indicator_missing():
+            await asyncio.to_thread(autoconf.remove, self.settings)
+        elif primary is not None:
+            try:
+                await asyncio.to_thread(autoconf.write, self.settings, primary)
+            except (autoconf.AutoconfError, OSError) as exc:
+                log.error("cannot write %s: %s", autoconf.CONF_NAME, exc)

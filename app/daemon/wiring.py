@@ -1,0 +1,85 @@
+"""Wiring: the daemon's parts built from the settings, the store and the cluster connection.
+
+Called by ``app.daemon.startup``, in its start-up order. Builds objects and nothing more: it
+opens no socket, starts no task and reads no environment or file (everything comes from the
+``Settings`` tree, environment inputs included).
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from app.attach import crashpoints
+from app.attach.engine import AttachEngine, EngineSettings
+from app.attach.networks import NetworkResolver
+from app.attach.node import boot_id
+from app.cni.invoke import SubprocessExec
+from app.daemon import query_server, server
+from app.daemon.cluster import Cluster
+from app.gc.collector import GarbageCollector
+from app.settings import Settings, SettingsError
+from app.store.database import Database
+
+
+def package_version() -> str:
+    try:
+        return version("multus-py")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def engine(settings: Settings, db: Database, kube: Cluster | None) -> AttachEngine:
+    environment = settings.environment
+    try:
+        crash_points = crashpoints.CrashPoints(environment.crash_at)
+    except ValueError as exc:
+        raise SettingsError(f"{crashpoints.ENVIRONMENT_VARIABLE}={environment.crash_at!r}: {exc}") from exc
+    return AttachEngine(
+        db=db,
+        resolver=NetworkResolver(cluster=kube.sources if kube is not None else None),
+        status=kube.watchers.publisher if kube is not None else None,
+        boot_id=environment.boot_id or boot_id(),
+        settings=EngineSettings(
+            delegate_timeout=settings.timeouts.delegate_exec,
+            extra_cni_path=environment.cni_path,
+            sysfs_root=settings.sysfs_root,
+            node_name=environment.node_name,
+            plugin_env={"PATH": environment.plugin_path},
+            chroot_dir=settings.chroot_dir,
+        ),
+        executor=SubprocessExec(max_running=settings.max_concurrent_delegates),
+        crash_points=crash_points,
+    )
+
+
+def collector(engine: AttachEngine, db: Database, kube: Cluster | None) -> GarbageCollector:
+    return GarbageCollector(engine=engine, db=db, pods=kube.watchers.presence if kube is not None else None)
+
+
+def cni_server(
+    settings: Settings,
+    *,
+    engine: AttachEngine,
+    collector: GarbageCollector,
+    readiness: server.Readiness,
+    activity: query_server.Activity,
+) -> server.CniServer:
+    return server.CniServer(
+        engine=engine,
+        daemon_config=settings.request_overrides,
+        readiness=readiness,
+        collector=collector,
+        activity=activity,
+    )
+
+
+def query_context(
+    settings: Settings, *, readiness: server.Readiness, activity: query_server.Activity
+) -> query_server.QueryContext:
+    return query_server.QueryContext(
+        settings=settings,
+        readiness=readiness,
+        activity=activity,
+        node=settings.environment.node_name,
+        version=package_version(),
+    )

@@ -1,0 +1,226 @@
+"""A daemon process: a background task that crashes is restarted while ADDs complete; a graceful
+stop drains the ADD in flight, leaves the restart marker (the next daemon removes it) and resets
+no connection; the socket accepts early and a second daemon on it exits 3."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.conftest import CNI_PLUGIN_DIR, child_environment
+from tests.e2e.conftest import Cluster, ShimResult, new_container_id
+
+GATE = """#!/bin/sh
+# the bridge plugin, once the test lets it run (the ADD is in flight meanwhile)
+touch "{gate}.running"
+while [ ! -e "{gate}.open" ]; do sleep 0.02; done
+exec {bridge}
+"""
+
+
+def wait_for(condition: Callable[[], bool], what: str, cluster: Cluster, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if cluster.daemon is not None and cluster.daemon.poll() is not None:
+            raise AssertionError(
+                f"daemon exited {cluster.daemon.returncode}:\n{cluster.daemon_log.read_text()}"
+            )
+        assert time.monotonic() < deadline, f"{what} not after {timeout}s:\n{cluster.daemon_log.read_text()}"
+        time.sleep(0.02)
+
+
+def gated_network(cluster: Cluster) -> Path:
+    """A primary network whose bridge plugin waits for ``<gate>.open``; returns the gate path."""
+    gate = cluster.root / "gate"
+    plugin = cluster.bin_dir / "gated-bridge"
+    plugin.write_text(GATE.format(gate=gate, bridge=Path(CNI_PLUGIN_DIR) / "bridge"))
+    plugin.chmod(0o755)
+    conf = cluster.bridge_conflist("primary", "10.240.0.0/24")
+    conf["plugins"][0]["type"] = "gated-bridge"
+    cluster.write_network(cluster.net_d, "10-primary.conflist", conf)
+    cluster.daemon_config["clusterNetwork"] = str(cluster.net_d / "10-primary.conflist")
+    return gate
+
+
+def test_a_crashing_background_task_is_restarted_while_adds_complete(cluster: Cluster) -> None:
+    gate = gated_network(cluster)
+    autoconf_dir = cluster.root / "auto"
+    cluster.write_network(
+        autoconf_dir, "10-primary.conflist", cluster.bridge_conflist("primary", "10.240.0.0/24")
+    )
+    cluster.daemon_config.update(multusAutoconfigDir=str(autoconf_dir), autoconfIntervalSeconds=0.1)
+    cluster.start_daemon()
+    generated = cluster.net_d / "00-multus.conf"
+    wait_for(generated.exists, "00-multus.conf", cluster)
+
+    netns, container_id = cluster.new_netns(), new_container_id()
+    added: list[ShimResult] = []
+    runtime = threading.Thread(
+        target=lambda: added.append(cluster.run_shim("ADD", container_id=container_id, netns=netns))
+    )
+    runtime.start()
+    try:
+        wait_for(Path(f"{gate}.running").exists, "the ADD's delegate running", cluster)
+        # the conf-dir scan now fails on every pass (an OSError autoconf does not expect)
+        autoconf_dir.rename(cluster.root / "auto.away")
+        autoconf_dir.write_text("not a directory")
+        wait_for(
+            lambda: cluster.daemon_log.read_text().count("task autoconf crashed") >= 2, "two crashes", cluster
+        )
+    finally:
+        Path(f"{gate}.open").touch()
+        runtime.join(timeout=120)
+    assert len(added) == 1
+    assert added[0].returncode == 0, added
+    assert "eth0" in netns.interfaces()
+    log = cluster.daemon_log.read_text()
+    crash = log[log.index("task autoconf crashed") :]
+    assert "Traceback" in crash.split("task autoconf crashed")[1]
+    assert "NotADirectoryError" in crash
+
+    second_netns, second_id = cluster.new_netns(), new_container_id()
+    assert cluster.run_shim("ADD", container_id=second_id, netns=second_netns).returncode == 0  # serving on
+
+    generated.unlink()
+    autoconf_dir.unlink()
+    (cluster.root / "auto.away").rename(autoconf_dir)
+    wait_for(generated.exists, "00-multus.conf written again by the restarted task", cluster)
+
+    for pod_netns, pod_id in ((netns, container_id), (second_netns, second_id)):
+        assert cluster.run_shim("DEL", container_id=pod_id, netns=pod_netns).returncode == 0
+    assert cluster.stop_daemon() == 0
+    assert cluster.leftover_host_veths() == set()
+
+
+def test_a_graceful_stop_leaves_the_restart_marker_and_the_next_daemon_removes_it(
+    started: Callable[..., Cluster],
+) -> None:
+    cluster = started()
+    pid = cluster.daemon.pid if cluster.daemon is not None else 0
+    marker = cluster.socket_dir / "multus.restarting"
+    assert not marker.exists()
+    stopped_at = time.time()
+    assert cluster.stop_daemon() == 0
+    content = json.loads(marker.read_text())
+    assert content["pid"] == pid
+    assert stopped_at + 25 < content["until"] < time.time() + 31
+
+    cluster.start_daemon(wait=False)
+    sock_path = str(cluster.socket_dir / "multus.sock")
+    wait_for(lambda: _connects(sock_path), "the socket accepting", cluster)
+    # a request sent as soon as the socket accepts is answered once the HTTP server runs
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.settimeout(60)
+        client.connect(sock_path)
+        client.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert client.recv(64).startswith(b"HTTP/1.1 200")
+    wait_for(lambda: not marker.exists(), "the marker removed", cluster)
+    cluster.wait_ready()
+
+    second = subprocess.run(
+        [sys.executable, "-m", "app.daemon.main", "--config", str(cluster.root / "daemon-config.json")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=child_environment(),
+    )
+    assert second.returncode == 3
+    assert "another daemon is serving" in cluster.daemon_log.read_text()
+    assert os.path.exists(sock_path)
+    assert _connects(sock_path)  # the live daemon keeps its socket
+    assert cluster.stop_daemon() == 0
+
+
+def _connects(path: str) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(path)
+        except OSError:
+            return False
+        return True
+
+
+def test_sigterm_drains_an_add_in_flight_and_leaves_the_marker_before_the_socket_closes(
+    cluster: Cluster,
+) -> None:
+    gate = gated_network(cluster)
+    cluster.daemon_config.update(multusConfigFile="none")
+    cluster.start_daemon()
+    assert cluster.daemon is not None
+    netns, container_id = cluster.new_netns(), new_container_id()
+    added: list[ShimResult] = []
+    runtime = threading.Thread(
+        target=lambda: added.append(cluster.run_shim("ADD", container_id=container_id, netns=netns))
+    )
+    runtime.start()
+    marker = cluster.socket_dir / "multus.restarting"
+    try:
+        wait_for(Path(f"{gate}.running").exists, "the ADD's delegate running", cluster)
+        cluster.daemon.send_signal(signal.SIGTERM)
+        wait_for(
+            lambda: "waiting for 1 operations in flight" in cluster.daemon_log.read_text(), "drain", cluster
+        )
+        assert marker.exists()
+        assert cluster._readyz() == 500  # not ready, still accepting
+    finally:
+        Path(f"{gate}.open").touch()
+        runtime.join(timeout=120)
+    assert cluster.daemon.wait(timeout=60) == 0
+    cluster.daemon = None
+    assert len(added) == 1
+    assert added[0].returncode == 0, added
+    assert "eth0" in netns.interfaces()
+    assert "still running" not in cluster.daemon_log.read_text()
+
+    cluster.start_daemon()
+    assert cluster.run_shim("DEL", container_id=container_id, netns=netns).returncode == 0
+    assert cluster.stop_daemon() == 0
+
+
+def test_a_stopping_daemon_answers_or_refuses_every_connection_and_resets_none(
+    started: Callable[..., Cluster],
+) -> None:
+    cluster = started()
+    assert cluster.daemon is not None
+    path = str(cluster.socket_dir / "multus.sock")
+    outcomes: dict[str, int] = {"answered": 0, "absent": 0, "reset": 0}
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(30)
+                try:
+                    sock.connect(path)
+                except (FileNotFoundError, ConnectionRefusedError):
+                    outcomes["absent"] += 1  # no daemon: the shim waits for the next one
+                    continue
+                try:
+                    sock.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+                    response = b""
+                    while chunk := sock.recv(4096):
+                        response += chunk
+                except OSError:
+                    response = b""
+                outcomes["answered" if response.startswith(b"HTTP/1.1 ") else "reset"] += 1
+
+    clients = [threading.Thread(target=client) for _ in range(4)]
+    for thread in clients:
+        thread.start()
+    try:
+        wait_for(lambda: outcomes["answered"] >= 20, "answers", cluster)
+        assert cluster.stop_daemon() == 0
+        wait_for(lambda: outcomes["absent"] >= 20, "connections finding no daemon", cluster)
+    finally:
+        stop.set()
+        for thread in clients:
+            thread.join(timeout=60)
+    assert outcomes["reset"] == 0, outcomes

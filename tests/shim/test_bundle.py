@@ -1,0 +1,333 @@
+"""The shim's self-contained runtime: built from this interpreter, installed into a CNI bin dir, and run
+where the host's Python, libpython, libc, libm and dynamic loader are hidden (``tests/hostless.py``)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from app.shim import bundle
+from app.shim.install import install_bundled_shim, runtime_of, uninstall_shim
+from tests import hostless
+from tests.shim.helpers import BASE_ENV, StubDaemon, conf_bytes, json_reply
+
+VERSION_REPLY = (
+    b'{"cniVersion":"1.1.0","supportedVersions":["0.1.0","0.2.0","0.3.0","0.3.1","0.4.0","1.0.0","1.1.0"]}\n'
+)
+RESULT = {"Result": {"cniVersion": "1.1.0", "ips": [{"address": "10.0.0.2/8"}]}}
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bundle built from the interpreter running the tests."""
+    destination = tmp_path_factory.mktemp("bundle") / "shim-bundle"
+    bundle.build_bundle(destination)
+    return destination
+
+
+def variant(source: Path, destination: Path, tag: str) -> Path:
+    """The same files under another manifest: what a rebuild looks like to the installer."""
+    shutil.copytree(source, destination)
+    manifest = json.loads((destination / bundle.MANIFEST_NAME).read_text())
+    manifest["build"] = tag
+    (destination / bundle.MANIFEST_NAME).write_text(json.dumps(manifest))
+    return destination
+
+
+@pytest.fixture
+def bin_dir() -> Iterator[Path]:
+    """A CNI bin dir with a plugin of someone else's (short path: sockets live under it in no test)."""
+    path = Path(tempfile.mkdtemp(prefix="mshim-bin-", dir="/tmp"))
+    (path / "bridge").write_bytes(b"\x7fELF not ours")
+    (path / "bridge").chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def runtimes(bin_dir: Path) -> list[str]:
+    return [path.name for path in bundle.installed_runtimes(bin_dir / ".multus-shim.d")]
+
+
+def test_the_installed_shim_runs_without_the_hosts_python_or_libc(
+    built: Path, bin_dir: Path, daemon: StubDaemon
+) -> None:
+    launcher = install_bundled_shim(str(bin_dir), source=built)
+    version = hostless.run([str(launcher)], env={"CNI_COMMAND": "VERSION"})
+    assert (version.returncode, version.stdout, version.stderr) == (0, VERSION_REPLY, b"")
+    daemon.replies = [json_reply(200, RESULT)]
+    added = hostless.run([str(launcher)], env=BASE_ENV, stdin=conf_bytes(daemon.socket_dir))
+    assert (added.returncode, added.stderr) == (0, b"")
+    assert json.loads(added.stdout) == {"cniVersion": "1.1.0", "ips": [{"address": "10.0.0.2/8"}]}
+    assert daemon.requests[0].env()["CNI_COMMAND"] == "ADD"
+
+
+def test_the_hostless_namespace_really_hides_the_hosts_python_and_libc(bin_dir: Path) -> None:
+    """The control: what today's launcher and any host program need is gone in there."""
+    from app.shim.install import install_shim
+
+    launcher = install_shim(str(bin_dir), interpreter=sys.executable, name="host-python-shim")
+    assert hostless.run([str(launcher)], env={"CNI_COMMAND": "VERSION"}).returncode != 0
+    assert hostless.run(["/bin/true"], env={}).returncode != 0
+
+
+def test_a_running_shim_maps_no_file_from_outside_its_runtime(
+    built: Path, bin_dir: Path, daemon: StubDaemon
+) -> None:
+    launcher = install_bundled_shim(str(bin_dir), source=built)
+    runtime = bin_dir / ".multus-shim.d" / str(runtime_of(launcher))
+    daemon.release = threading.Event()
+    daemon.replies = [json_reply(200, RESULT)]
+    line, scratch = hostless.command([str(launcher)], env=BASE_ENV)
+    shim = start(line, conf_bytes(daemon.socket_dir), env=None)
+    try:
+        deadline = time.monotonic() + 60
+        while not daemon.requests:  # the shim is in the middle of its call: everything it needs is mapped
+            assert shim.poll() is None, shim.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        maps = [line.split(maxsplit=5) for line in Path(f"/proc/{shim.pid}/maps").read_text().splitlines()]
+        mapped = {fields[5] for fields in maps if len(fields) == 6 and fields[5].startswith("/")}
+        executable = {fields[5] for fields in maps if len(fields) == 6 and "x" in fields[1]}
+        daemon.release.set()
+        stdout, _ = shim.communicate(timeout=60)
+    finally:
+        daemon.release.set()
+        if shim.poll() is None:
+            shim.kill()
+            shim.wait()
+        shutil.rmtree(scratch, ignore_errors=True)
+    assert shim.returncode == 0
+    assert json.loads(stdout)["ips"] == [{"address": "10.0.0.2/8"}]
+    assert {path for path in executable if not path.startswith(f"{runtime}/")} <= {"[vdso]", "[vsyscall]"}
+    # glibc maps the locale's data files (LC_ALL=C.UTF-8 here): data the node's locale names, no code
+    outside = {path for path in mapped if not path.startswith(f"{runtime}/")}
+    assert {path for path in outside if "/locale/" not in path and "/gconv/" not in path} == set()
+    assert f"{runtime}/lib/libc.so.6" in mapped
+    assert f"{runtime}/lib/ld-linux-x86-64.so.2" in mapped or any("/lib/ld-" in path for path in mapped)
+
+
+def start(argv: list[str], stdin: bytes, *, env: dict[str, str] | None) -> subprocess.Popen[bytes]:
+    """A process running in the background with ``stdin`` as its whole input."""
+    with tempfile.TemporaryFile() as input_file:
+        input_file.write(stdin)
+        input_file.seek(0)
+        return subprocess.Popen(
+            argv, stdin=input_file, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+        )
+
+
+def readelf(*args: str) -> str:
+    return subprocess.run(["readelf", *args], capture_output=True, text=True, check=True).stdout
+
+
+def test_readelf_shows_the_loader_and_library_path_inside_the_runtime(built: Path, bin_dir: Path) -> None:
+    launcher = install_bundled_shim(str(bin_dir), host_bin_dir="/opt/cni/bin", source=built)
+    name = str(runtime_of(launcher))
+    host_runtime = f"/opt/cni/bin/.multus-shim.d/{name}"
+    interpreter = next((bin_dir / ".multus-shim.d" / name / "bin").iterdir())
+    assert launcher.read_text().splitlines()[0] == f"#!{host_runtime}/bin/{interpreter.name} -ISXutf8"
+    [loader] = re.findall(r"\[Requesting program interpreter: (.*)\]", readelf("-l", str(interpreter)))
+    assert loader.startswith(f"{host_runtime}/lib/ld-")
+    [runpath] = re.findall(r"\(RUNPATH\)\s+Library runpath: \[(.*)\]", readelf("-d", str(interpreter)))
+    assert runpath == f"{host_runtime}/lib"
+    for library in (bin_dir / ".multus-shim.d" / name / "lib").glob("libpython*"):
+        assert "Library runpath: [$ORIGIN]" in readelf("-d", str(library))
+
+
+def test_the_bundle_holds_only_what_the_shims_start_up_and_run_load(built: Path) -> None:
+    manifest = json.loads((built / bundle.MANIFEST_NAME).read_text())
+    short = ".".join(manifest["python"].split(".")[:2])
+    stdlib = f"lib/python{short}/"
+    modules = sorted(name.removeprefix(stdlib) for name in manifest["files"] if name.startswith(stdlib))
+    python_modules = [name for name in modules if name.endswith(".pyc")]
+    assert python_modules == [
+        "encodings/__init__.pyc",
+        "encodings/aliases.pyc",
+        "encodings/utf_8.pyc",
+        "multus_shim_impl.pyc",
+        "os.pyc",  # the landmark the interpreter finds its stdlib by (frozen in, never loaded from here)
+    ]
+    extensions = {name.split("/")[-1].split(".")[0] for name in modules if name.endswith(".so")}
+    assert extensions <= {"_json", "_socket", "binascii"}
+    assert {name for name in manifest["files"] if not name.startswith(stdlib)} == {
+        manifest["interpreter"],
+        *(name for name in manifest["files"] if name.startswith("lib/") and "/" not in name[4:]),
+    }
+    assert not any(name.endswith(".py") for name in manifest["files"])
+
+
+def test_reinstalling_while_a_shim_runs_keeps_its_runtime_until_the_next_upgrade(
+    built: Path, bin_dir: Path, daemon: StubDaemon, tmp_path: Path
+) -> None:
+    first = install_bundled_shim(str(bin_dir), source=built)
+    runtime_a = runtime_of(first)
+    daemon.release = threading.Event()
+    daemon.replies = [json_reply(200, RESULT)]
+    shim = start([str(first)], conf_bytes(daemon.socket_dir), env=BASE_ENV)
+    try:
+        deadline = time.monotonic() + 60
+        while not daemon.requests:
+            assert shim.poll() is None
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        install_bundled_shim(str(bin_dir), source=variant(built, tmp_path / "b", "b"))
+        runtime_b = runtime_of(first)
+        assert runtime_b != runtime_a
+        assert runtimes(bin_dir) == sorted([str(runtime_a), str(runtime_b)])  # the previous one is kept
+        install_bundled_shim(str(bin_dir), source=variant(built, tmp_path / "c", "c"))
+        assert str(runtime_a) not in runtimes(bin_dir)  # two upgrades later it goes, open or not
+        assert len(runtimes(bin_dir)) == 2
+        daemon.release.set()
+        stdout, stderr = shim.communicate(timeout=60)
+    finally:
+        daemon.release.set()
+        if shim.poll() is None:
+            shim.kill()
+            shim.wait()
+    assert (shim.returncode, stderr) == (0, b"")  # the shim started from the removed runtime finished
+    assert json.loads(stdout)["ips"] == [{"address": "10.0.0.2/8"}]
+    assert hostless.run([str(first)], env={"CNI_COMMAND": "VERSION"}).stdout == VERSION_REPLY
+
+
+def test_shims_executed_during_reinstalls_run_the_old_or_the_new_runtime(
+    built: Path, bin_dir: Path, tmp_path: Path
+) -> None:
+    variants = [variant(built, tmp_path / tag, tag) for tag in ("a", "b", "c")]
+    launcher = install_bundled_shim(str(bin_dir), source=variants[0])
+    failures: list[str] = []
+    runs = 0
+    stop = threading.Event()
+
+    def execute_repeatedly() -> None:
+        nonlocal runs
+        while not stop.is_set():
+            done = subprocess.run(
+                [str(launcher)], env={"CNI_COMMAND": "VERSION"}, capture_output=True, timeout=30, check=False
+            )
+            runs += 1
+            if (done.returncode, done.stdout) != (0, VERSION_REPLY):
+                failures.append(f"exit {done.returncode}: {done.stdout!r} {done.stderr!r}")
+
+    runner = threading.Thread(target=execute_repeatedly, name="shim-runner")
+    runner.start()
+    try:
+        for round_number in range(9):
+            install_bundled_shim(str(bin_dir), source=variants[round_number % 3])
+    finally:
+        stop.set()
+        runner.join(timeout=60)
+    assert failures == []
+    assert runs > 0
+
+
+def snapshot(bin_dir: Path) -> dict[str, bytes]:
+    return {
+        str(path.relative_to(bin_dir)): b"<dir>" if path.is_dir() else path.read_bytes()
+        for path in sorted(bin_dir.rglob("*"))
+    }
+
+
+@pytest.mark.parametrize("damage", ["missing-file", "altered-file", "no-manifest", "other-version"])
+def test_an_incomplete_or_foreign_bundle_is_refused_and_the_old_install_stays(
+    built: Path, bin_dir: Path, tmp_path: Path, damage: str
+) -> None:
+    launcher = install_bundled_shim(str(bin_dir), source=built)
+    before = snapshot(bin_dir)
+    broken = variant(built, tmp_path / "broken", "broken")
+    manifest_path = broken / bundle.MANIFEST_NAME
+    manifest = json.loads(manifest_path.read_text())
+    if damage == "missing-file":
+        (broken / "lib" / "libc.so.6").unlink()
+        expected = f"the bundle {broken} is incomplete: {broken}/lib/libc.so.6 is missing"
+    elif damage == "altered-file":
+        (broken / manifest["interpreter"]).write_bytes(b"\x7fELF truncated")
+        expected = (
+            f"the bundle {broken} is damaged: {broken}/{manifest['interpreter']} differs from its manifest"
+        )
+    elif damage == "no-manifest":
+        manifest_path.unlink()
+        expected = f"{broken} is not a shim bundle: {manifest_path} is missing"
+    else:
+        manifest["multusPy"] = "0.0.1"
+        manifest_path.write_text(json.dumps(manifest))
+        expected = f"the bundle {broken} is from multus-py '0.0.1', this installer is"
+    with pytest.raises(bundle.BundleError) as refused:
+        install_bundled_shim(str(bin_dir), source=broken)
+    assert str(refused.value).startswith(expected)
+    assert snapshot(bin_dir) == before
+    assert hostless.run([str(launcher)], env={"CNI_COMMAND": "VERSION"}).stdout == VERSION_REPLY
+
+
+def test_a_read_only_bin_dir_is_refused_by_multus_install_naming_it(built: Path, bin_dir: Path) -> None:
+    launcher = install_bundled_shim(str(bin_dir), source=built)
+    before = snapshot(bin_dir)
+    repository = Path(bundle.__file__).parents[2]
+    script = (
+        f"mount --bind {bin_dir} {bin_dir} && mount -o remount,bind,ro {bin_dir} && "
+        f"cd {repository} && exec {sys.executable} -m app.cli.install install "
+        f"--cni-bin-dir {bin_dir} --cni-conf-dir {bin_dir}/conf --bundle {built}"
+    )
+    done = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith(
+        f"multus-install: the CNI bin dir {bin_dir} is not writable (read-only file system?); "
+        "the previous install is left as it was"
+    )
+    assert snapshot(bin_dir) == before
+    assert hostless.run([str(launcher)], env={"CNI_COMMAND": "VERSION"}).stdout == VERSION_REPLY
+
+
+def test_uninstall_removes_every_runtime_and_leaves_the_bin_dir_as_it_was(
+    built: Path, bin_dir: Path, tmp_path: Path
+) -> None:
+    before = snapshot(bin_dir)
+    install_bundled_shim(str(bin_dir), source=built)
+    install_bundled_shim(str(bin_dir), source=variant(built, tmp_path / "b", "b"))
+    assert len(runtimes(bin_dir)) == 2
+    uninstall_shim(str(bin_dir))
+    assert snapshot(bin_dir) == before
+
+
+def test_multus_install_builds_and_installs_a_bundle_from_the_command_line(
+    bin_dir: Path, tmp_path: Path
+) -> None:
+    repository = Path(bundle.__file__).parents[2]
+    output = tmp_path / "built"
+
+    def multus_install(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "app.cli.install", *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=repository)
+
+    built = multus_install("bundle", "--output", str(output))
+    assert built.returncode == 0, built.stderr
+    bundle.check_bundle(output)
+    installed = multus_install(
+        "install", "--cni-bin-dir", str(bin_dir), "--cni-conf-dir", str(tmp_path), "--bundle", str(output)
+    )
+    assert installed.returncode == 0, installed.stderr
+    assert installed.stdout == f"installed {bin_dir}/multus-shim\n"
+    launcher = bin_dir / "multus-shim"
+    assert launcher.read_text().startswith(f"#!{bin_dir}/.multus-shim.d/runtime-")
+    assert hostless.run([str(launcher)], env={"CNI_COMMAND": "VERSION"}).stdout == VERSION_REPLY
+
+
+def test_reinstalling_the_same_bundle_leaves_the_installed_runtime_untouched(
+    built: Path, bin_dir: Path
+) -> None:
+    launcher = install_bundled_shim(str(bin_dir), source=built)
+    runtime = bin_dir / ".multus-shim.d" / str(runtime_of(launcher))
+    inodes = {path: path.stat().st_ino for path in runtime.rglob("*")}
+    again = install_bundled_shim(str(bin_dir), source=built)
+    assert runtime_of(again) == runtime.name
+    assert {path: path.stat().st_ino for path in runtime.rglob("*")} == inodes  # nothing rewritten
+    assert runtimes(bin_dir) == [runtime.name]
