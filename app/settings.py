@@ -199,6 +199,9 @@ class Settings:
     ids when the pod-resources API does not answer; upstream hard-codes the same path."""
     sysfs_root: Path = Path("/sys")
     """multus-py ``sysfsRoot``: where PCI devices (SR-IOV VFs) are found; tests use a fake tree."""
+    device_info_dir: str = "/var/run/k8s.cni.cncf.io/devinfo"
+    """multus-py ``deviceInfoDir``: the device-info spec's base directory (device plugins' files in
+    ``dp/``, the files written for CNIs in ``cni/``); upstream hard-codes the same path."""
     spool_dir: Path | None = None
     """multus-py ``spoolDir``: where the shim records DELs it could not deliver (default
     ``<stateDir>/spool``); it is written into the generated shim conf."""
@@ -310,6 +313,7 @@ def from_mapping(obj: object, *, environ: Mapping[str, str] | None = None) -> Se
         metrics_port=reader.port("metricsPort"),
         spool_dir=Path(reader.string("spoolDir", "")) if reader.string("spoolDir", "") else None,
         sysfs_root=Path(reader.string("sysfsRoot", str(d.sysfs_root))),
+        device_info_dir=reader.absolute_path("deviceInfoDir", d.device_info_dir),
         readiness_indicator_file=reader.string("readinessindicatorfile", d.readiness_indicator_file),
         pod_resources_socket=reader.string("podResourcesSocket", d.pod_resources_socket),
         device_checkpoint_file=reader.string("deviceCheckpointFile", d.device_checkpoint_file),
@@ -426,6 +430,14 @@ class _Reader:
         if not isinstance(value, str):
             raise self._error(key, "a string", value)
         return value or default
+
+    def absolute_path(self, key: str, default: str) -> str:
+        value = self.string(key, default)
+        if not value.startswith("/"):
+            raise SettingsError(
+                f"daemon config key {key!r} must be an absolute path, got {json.dumps(value)}"
+            )
+        return value
 
     def boolean(self, key: str, default: bool) -> bool:
         value = self._obj.get(key, default)

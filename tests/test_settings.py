@@ -18,6 +18,7 @@ def test_defaults_follow_upstream() -> None:
     assert parsed.database_path == Path("/var/lib/multus-py/state.db")
     assert parsed.timeouts.delegate_exec == settings.DEFAULT_DELEGATE_TIMEOUT
     assert parsed.device_checkpoint_file == "/var/lib/kubelet/device-plugins/kubelet_internal_checkpoint"
+    assert parsed.device_info_dir == "/var/run/k8s.cni.cncf.io/devinfo", "the device-info spec's directory"
 
 
 @pytest.mark.parametrize(
@@ -36,6 +37,8 @@ def test_defaults_follow_upstream() -> None:
         ({"chrootDir": 1}, "chrootDir"),
         ({"chrootDir": "relative/root"}, "chrootDir"),
         ({"deviceCheckpointFile": ["/x"]}, "deviceCheckpointFile"),
+        ({"deviceInfoDir": 1}, "deviceInfoDir"),
+        ({"deviceInfoDir": "devinfo"}, "deviceInfoDir"),
     ],
 )
 def test_a_bad_value_is_refused_naming_the_key(config: dict[str, object], key: str) -> None:

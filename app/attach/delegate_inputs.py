@@ -15,12 +15,11 @@ import copy
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+from app.attach import device_info
 from app.attach.selection import NetworkSelection
 from app.cni import conf as cniconf
 from app.cni import results
 from app.cni.types import CniError, ErrorCode, JsonObject
-
-_DEVICE_INFO_DIR: Final = "/var/run/k8s.cni.cncf.io/devinfo/cni"
 
 CAPABILITY_IPS: Final = "ips"
 CAPABILITY_MAC: Final = "mac"
@@ -58,10 +57,13 @@ def capability_args_for(
     return merged
 
 
-def cni_device_info_path(*, network_name: str, container_id: str, ifname: str) -> str:
+def cni_device_info_path(
+    *, network_name: str, container_id: str, ifname: str, base_dir: str = device_info.DEFAULT_DIR
+) -> str:
     """``runtimeConfig.CNIDeviceInfoFile`` for a delegate given a device id (``/`` in the name → ``-``)."""
-    filename = f"{network_name}-{container_id}_{ifname}".replace("/", "-")
-    return f"{_DEVICE_INFO_DIR}/{filename}"
+    return device_info.cni_file_path(
+        base_dir, network_name=network_name, container_id=container_id, ifname=ifname
+    )
 
 
 def cni_args_for(

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from app import metrics
-from app.attach import netns, recording, result_facts, upstream_delete
+from app.attach import device_info, netns, recording, result_facts, upstream_delete
 from app.attach.cluster import ClusterUnavailableError, PodInfo, StatusPublisher
 from app.attach.crashpoints import DISARMED, CrashPoints, Point
 from app.attach.errors import MultusCode, as_cni_error, combine
@@ -462,7 +462,8 @@ class AttachEngine:
         return error
 
     async def _del_attachment(self, record: SandboxRecord, attachment: AttachmentRecord) -> None:
-        """The delegate's DEL, replayed from the checkpoint; then its host device must be back."""
+        """The delegate's DEL, replayed from the checkpoint; then its host device must be back and
+        the device-info file made for it is removed."""
         net, rt = _recorded_call(record, attachment, netns_path=_netns_for_del(record))
         prev_result = json.loads(attachment.result) if attachment.result else None
         await api.del_network_list(
@@ -473,6 +474,7 @@ class AttachEngine:
         )
         if attachment.device is not None and await self._devices.ensure_returned(attachment.device):
             metrics.GC_RECLAIMED.labels("vf").inc()
+        device_info.remove_for_attachment(attachment)
 
     # ---- CHECK --------------------------------------------------------------------------------
 

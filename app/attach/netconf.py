@@ -39,6 +39,8 @@ class MultusNetConf:
     namespace_isolation: bool = False
     global_namespaces: tuple[str, ...] = ("default",)
     runtime_config: Mapping[str, Any] = field(default_factory=dict)
+    auxiliary_cni_chain_name: str = ""
+    """Upstream's ``auxiliaryCNIChainName``: a chain from ``<dir(clusterNetwork)>/<name>/*.conf``."""
     raw: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -67,6 +69,7 @@ def parse(merged: Mapping[str, Any], *, stdin_cni_version: str) -> MultusNetConf
         namespace_isolation=reader.boolean("namespaceIsolation", False),
         global_namespaces=reader.comma_list("globalNamespaces", ("default",)),
         runtime_config=reader.object("runtimeConfig"),
+        auxiliary_cni_chain_name=reader.string("auxiliaryCNIChainName", ""),
         raw=dict(merged),
     )
 

@@ -219,9 +219,11 @@ def _dns(value: object) -> JsonObject:
 
 
 def _device_info(value: JsonObject | None) -> JsonObject | None:
+    return None if value is None else device_info_document(value)
+
+
+def device_info_document(value: JsonObject) -> JsonObject:
     """The ``DeviceInfo`` struct as Go re-encodes a device-info file: known string fields only, in order."""
-    if value is None:
-        return None
     info = _string_fields(value, ("type", "version"))
     for key, fields in _DEVICE_INFO_OBJECTS.items():
         nested = value.get(key)

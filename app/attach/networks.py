@@ -12,8 +12,12 @@ name: a NetworkAttachmentDefinition in ``multusNamespace`` first, then a conf fi
 Annotation selections name NADs only; a NAD with an empty ``spec.config`` stands for the conf file
 of its name in ``confDir``. Each delegate's CNI_ARGS, runtimeConfig (capability args), ``args.cni``
 and device ID are decided here and baked into the configuration bytes the engine records before
-running it. Resolution has no side effects; its errors are CNI errors naming the network (code 7
-for configuration, 11 when the Kubernetes API or the kubelet cannot answer).
+running it, as is the whole chain of a conf file (a conflist's ``<dir>/<name>/*.conf`` plugins)
+and the ``auxiliaryCNIChainName`` delegate appended last (``app.attach.disk_chains``). Errors are CNI
+errors naming the network (code 7 for configuration, 11 when the Kubernetes API or the kubelet
+cannot answer). One side effect, once every delegate is decided: a device-plugin device's
+device-info file is copied to the delegate's ``CNIDeviceInfoFile`` (``app.attach.device_info``),
+which the recorded runtimeConfig names, so the teardown removes it.
 
 Static mode (no Kubernetes configured) passes no ``ClusterSources``: pods, NADs and annotations
 are then out of reach, and only conf files resolve.
@@ -27,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.attach import delegate_inputs, nad_config
+from app.attach import delegate_inputs, device_info, disk_chains, nad_config
 from app.attach import selection as sel
 from app.attach.cluster import (
     DEFAULT_NETWORK_ANNOTATION,
@@ -104,6 +108,8 @@ class _Decided:
     net: NetworkConfigList
     cni_args: tuple[tuple[str, str], ...]
     capability_args: dict[str, Any] = field(default_factory=dict)
+    device_plugin_copy: tuple[str, str, str] | None = None
+    """(resource, device id, CNIDeviceInfoFile) when the device plugin's device-info file is to be copied."""
 
 
 class NetworkResolver:
@@ -113,8 +119,11 @@ class NetworkResolver:
     per file, not a parse; an edited file is reloaded.
     """
 
-    def __init__(self, *, cluster: ClusterSources | None = None) -> None:
+    def __init__(
+        self, *, cluster: ClusterSources | None = None, device_info_dir: str = device_info.DEFAULT_DIR
+    ) -> None:
         self._cluster = cluster
+        self._device_info_dir = device_info_dir
         self._file_cache: dict[str, tuple[tuple[int, int], NetworkConfigList]] = {}
 
     @property
@@ -127,14 +136,18 @@ class NetworkResolver:
         allocator = await self._allocator(networks, pod)
         base_args = delegate_cni_args(request.cni_args)
         plans = []
+        staging: list[tuple[str, str, str]] = []
         for position, network in enumerate(networks):
-            decided = self._decide(network, position, base_args, request, allocator)
+            ifname = self._ifname(network, position, request)
+            decided = self._decide(network, position, base_args, request, allocator, ifname=ifname)
+            if decided.device_plugin_copy is not None:
+                staging.append(decided.device_plugin_copy)
             plans.append(
                 DelegatePlan(
                     position=position,
                     network_name=network.name,
                     net=decided.net,
-                    ifname=self._ifname(network, position, request),
+                    ifname=ifname,
                     is_master=position == 0,
                     cni_args=decided.cni_args,
                     capability_args=decided.capability_args,
@@ -142,6 +155,10 @@ class NetworkResolver:
                 )
             )
         check_unique_ifnames(plans)
+        for resource, device_id, cni_path in staging:
+            device_info.stage_from_device_plugin(
+                base_dir=self._device_info_dir, resource=resource, device_id=device_id, cni_path=cni_path
+            )
         return Resolution(plans=plans, pod=pod)
 
     # ---- the pod ------------------------------------------------------------------------------
@@ -184,6 +201,14 @@ class NetworkResolver:
             )
             sel.check_default_routes(selections)
             networks.extend([await self._selected(selection, conf, pod) for selection in selections])
+        if conf.auxiliary_cni_chain_name:
+            chain = disk_chains.auxiliary_chain(
+                chain=conf.auxiliary_cni_chain_name,
+                cluster_network=conf.cluster_network,
+                cni_version=conf.cni_version,
+            )
+            if chain is not None:
+                networks.append(_Network(name=chain.name, net=chain))
         return networks
 
     async def _cluster_networks(self, conf: MultusNetConf, pod: PodInfo | None) -> list[_Network]:
@@ -312,6 +337,8 @@ class NetworkResolver:
         base_args: tuple[tuple[str, str], ...],
         request: SandboxRequest,
         allocator: DeviceAllocator | None,
+        *,
+        ifname: str,
     ) -> _Decided:
         runtime_config = dict(request.conf.runtime_config)
         selection = network.selection
@@ -322,15 +349,31 @@ class NetworkResolver:
         if device_id:
             data = delegate_inputs.inject_device_id(data, device_id)
         net = network.net if data is network.net.raw else cniconf.load_network_list(data, source=network.name)
-        if selection is None:
-            return _Decided(net=net, cni_args=base_args, capability_args=runtime_config)
-        cni_args = delegate_inputs.cni_args_for(selection, base_args)
+        cni_args = delegate_inputs.cni_args_for(selection, base_args) if selection is not None else base_args
         if position == 0:  # upstream overlays no requests on the master's runtimeConfig
-            return _Decided(net=net, cni_args=cni_args, capability_args=runtime_config)
-        capability_args = delegate_inputs.capability_args_for(
-            selection, runtime_config, resource_device_id=device_id or ""
-        )
-        return _Decided(net=net, cni_args=cni_args, capability_args=capability_args)
+            capability_args = runtime_config
+        elif selection is None:
+            capability_args = runtime_config
+            if device_id:
+                capability_args[delegate_inputs.CAPABILITY_DEVICE_ID] = device_id
+        else:
+            capability_args = delegate_inputs.capability_args_for(
+                selection, runtime_config, resource_device_id=device_id or ""
+            )
+        decided = _Decided(net=net, cni_args=cni_args, capability_args=capability_args)
+        if capability_args.get(delegate_inputs.CAPABILITY_DEVICE_ID):
+            # upstream: any delegate with a deviceID gets its own device-info file path (replacing
+            # one the runtime passed), and a device-plugin device has the plugin's file copied there
+            cni_path = device_info.cni_file_path(
+                self._device_info_dir,
+                network_name=network.name,
+                container_id=request.container_id,
+                ifname=ifname,
+            )
+            capability_args[delegate_inputs.CAPABILITY_DEVICE_INFO_FILE] = cni_path
+            if device_id:
+                decided.device_plugin_copy = (network.resource_name, device_id, cni_path)
+        return decided
 
     @staticmethod
     def _ifname(network: _Network, position: int, request: SandboxRequest) -> IfName:
@@ -341,11 +384,11 @@ class NetworkResolver:
     # ---- conf files ---------------------------------------------------------------------------
 
     def _by_name(self, conf_dir: str, name: str) -> NetworkConfigList | None:
-        return cniconf.find_by_name(conf_dir, name, loader=self._load_file_cached)
+        return cniconf.find_by_name(conf_dir, name, loader=self._load_file)
 
     def _from_path(self, path: str) -> NetworkConfigList:
         if os.path.isdir(path):
-            found = cniconf.first_in_dir(path, loader=self._load_file_cached)
+            found = cniconf.first_in_dir(path, loader=self._load_file)
             if found is None:
                 raise CniError(
                     ErrorCode.INVALID_NETWORK_CONFIG,
@@ -353,7 +396,7 @@ class NetworkResolver:
                     "expected a *.conf, *.json or *.conflist file",
                 )
             return found
-        return self._load_file_cached(path)
+        return self._load_file(path)
 
     def _load_file_cached(self, path: str) -> NetworkConfigList:
         try:
@@ -372,11 +415,32 @@ class NetworkResolver:
         self._file_cache[path] = (key, net)
         return net
 
+    def _load_file(self, path: str) -> NetworkConfigList:
+        """A conf file's network; a conflist with on-disk plugins gets them appended (not cached:
+        the plugin directory may change without the conflist changing)."""
+        if not path.endswith(".conflist"):
+            return self._load_file_cached(path)
+        try:
+            net: NetworkConfigList | None = self._load_file_cached(path)
+        except CniError:
+            net = None  # perhaps a conflist whose plugins are all on disk
+        if net is not None and not os.path.isdir(os.path.join(os.path.dirname(path), net.name)):
+            return net
+        return disk_chains.load_conflist_file(path, _read(path))
+
     @staticmethod
     def _inline(index: int, delegate: Mapping[str, Any]) -> _Network:
         data = json.dumps(delegate, sort_keys=True).encode()
         net = cniconf.load_network_list(data, source=f"delegates[{index}]")
         return _Network(name=net.name, net=net)
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise CniError(ErrorCode.IO_FAILURE, f"error reading {path}: {exc.strerror}") from exc
 
 
 def nad_not_found(name: str) -> str:

@@ -12,6 +12,8 @@ It owns what the daemon does not write:
   executing the shim during an upgrade runs the old or the new version, never a torn file, and never
   hits "text file busy". The runtime comes from ``--bundle`` (or ``$MULTUS_SHIM_BUNDLE``: the image
   sets it to the bundle it was built with), else it is built from the interpreter running this;
+* ``passthru`` in the CNI bin dir (``app.cli.passthru``), the plugin heading an
+  ``auxiliaryCNIChainName`` chain, unless a foreign plugin of that name is there;
 * when ``multusConfigFile`` names a file rather than ``auto``: that file's copy in the CNI conf dir,
   written only once ``readinessindicatorfile`` exists (upstream's daemon waits the same 45 s for it).
   In ``auto`` mode the daemon generates ``00-multus.conf`` itself and owns the readiness file.
@@ -31,8 +33,8 @@ the host, so ``<host-root>/<path>`` is where the installer finds them. A bundled
 for the bin dir's path on the node (its path below ``--host-root``). ``--interpreter`` is a host path;
 it is checked inside the host root when that is visible.
 
-Imports the standard library, ``app.shim.install`` and ``app.settings`` (both standard library
-only): never the store or the Kubernetes client, so it starts in tens of milliseconds.
+Imports the standard library, ``app.shim.install``, ``app.cli.passthru`` and ``app.settings`` (all
+standard library only): never the store or the Kubernetes client, so it starts in tens of milliseconds.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from app import settings as settings_module
+from app.cli import passthru
 from app.settings import Settings, SettingsError
 from app.shim import bundle as shim_bundle
 from app.shim import install as shim_install
@@ -204,6 +207,9 @@ def install(
             str(layout.bin_dir), interpreter=interpreter, name=layout.shim_name
         )
     written = [launcher]
+    plugin = passthru.install(layout.bin_dir)
+    if plugin is not None:
+        written.append(plugin)
     if settings is None or settings.multus_config_file == "auto":
         return written
     wait_for_readiness(layout, settings, timeout=readiness_timeout)
@@ -297,6 +303,7 @@ def uninstall(layout: Layout, *, settings: Settings | None = None, purge_state: 
             ensure_unlocked(layout.on_host(settings.database_path))
     removed = remove_shim_confs(layout)
     removed += shim_install.uninstall_shim(str(layout.bin_dir), layout.shim_name)
+    removed += passthru.uninstall(layout.bin_dir)
     if settings is not None and purge_state:
         removed += purge_daemon_state(layout, settings)
     return removed
@@ -362,13 +369,18 @@ def calls_shim(conf: Path, shim_name: str) -> bool:
 
 
 def purge_daemon_state(layout: Layout, settings: Settings) -> list[Path]:
-    """Remove the daemon's files by name (database and companions, spooled DELs, sockets), then
+    """Remove the daemon's files by name (database and companions, spooled DELs, sockets and the
+    restart marker a gracefully stopped daemon leaves for the shim), then
     their directories if that left them empty. A file we do not know keeps its directory.
 
     This forgets the checkpoint: only for a node where no pod uses multus networks any more."""
     database = layout.on_host(settings.database_path)
     spool = layout.on_host(settings.spool_path)
-    sockets = [layout.on_host(settings.socket_path), layout.on_host(settings.query_socket_path)]
+    sockets = [
+        layout.on_host(settings.socket_path),
+        layout.on_host(settings.query_socket_path),
+        layout.on_host(settings.restart_marker_path),
+    ]
     candidates = [database.with_name(database.name + suffix) for suffix in STATE_FILE_SUFFIXES]
     if spool.is_dir():
         candidates += sorted(path for pattern in SPOOL_PATTERNS for path in spool.glob(pattern))

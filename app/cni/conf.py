@@ -6,7 +6,8 @@ anything, and a config it cannot read is an error naming the source and the fiel
 
 Decisions: a missing ``cniVersion`` means 0.1.0 and versions outside ``SUPPORTED_VERSIONS`` are refused
 at load time (code 7); plugins are only taken inline (``plugins``), never from ``<dir>/<name>/*.conf``
-as libcni's ``loadOnlyInlinedPlugins: false`` would. Parse errors are code 6, shape errors code 7.
+as libcni's ``loadOnlyInlinedPlugins: false`` would (``app.attach.disk_chains`` does that for conf
+files, so the bytes recorded hold the whole chain). Parse errors are code 6, shape errors code 7.
 """
 
 from __future__ import annotations

@@ -36,7 +36,10 @@ def engine(settings: Settings, db: Database, kube: Cluster | None) -> AttachEngi
         raise SettingsError(f"{crashpoints.ENVIRONMENT_VARIABLE}={environment.crash_at!r}: {exc}") from exc
     return AttachEngine(
         db=db,
-        resolver=NetworkResolver(cluster=kube.sources if kube is not None else None),
+        resolver=NetworkResolver(
+            cluster=kube.sources if kube is not None else None,
+            device_info_dir=settings.device_info_dir,
+        ),
         status=kube.watchers.publisher if kube is not None else None,
         boot_id=environment.boot_id or boot_id(),
         settings=EngineSettings(

@@ -111,9 +111,14 @@ def rooted(root: Path, path: str) -> str:
 
 
 def rewrite_paths(config: Mapping[str, Any], root: Path) -> dict[str, Any]:
-    """daemon-config with every absolute path moved into ``root``."""
+    """daemon-config with every absolute path moved into ``root``; ``chrootDir`` (the node's ``/``
+    mounted into the container) becomes this machine's ``/``, where the moved paths are real."""
     return {
-        key: rooted(root, value) if isinstance(value, str) and value.startswith("/") else value
+        key: "/"
+        if key == "chrootDir"
+        else rooted(root, value)
+        if isinstance(value, str) and value.startswith("/")
+        else value
         for key, value in config.items()
     }
 

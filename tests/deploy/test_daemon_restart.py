@@ -53,16 +53,6 @@ def _probe(node: Node, probe: str) -> int:
     return subprocess.run(command, capture_output=True, timeout=timeout, check=False).returncode
 
 
-def _announce_restart(node: Node) -> None:
-    """The restart marker the shim waits behind (issue 11 item 5): a daemon stopping gracefully writes
-    it into its socket dir before it stops accepting, and the next one removes it once its socket
-    accepts. Written here just before the SIGTERM, standing in for the daemon's side of that contract
-    (the daemon helper's work, not on this branch); redundant once the daemon writes it."""
-    marker = node.settings.socket_dir / "multus.restarting"
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"pid": 0, "until": time.time() + 60}))
-
-
 def test_every_pod_gets_every_network_while_the_daemon_restarts(node: Node) -> None:
     _with_a_second_network(node)
     assert node.install().returncode == 0
@@ -94,7 +84,6 @@ def test_every_pod_gets_every_network_while_the_daemon_restarts(node: Node) -> N
     thread.start()
     try:
         assert enough_done.wait(timeout=60)
-        _announce_restart(node)
         assert node.stop_daemon() == 0  # SIGTERM while ADDs keep arriving; returns once it exited
         down_since = time.monotonic()
         deadline = time.monotonic() + 30

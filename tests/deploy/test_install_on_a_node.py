@@ -34,11 +34,8 @@ VERSION_REPLY = (
 def _left_by_others(node: Node, kubelet_dirs: list[Path], entry: str) -> bool:
     """What may remain after uninstall besides the node's own files: the directories the kubelet
     created for the DaemonSet's hostPath volumes (and their parents), and host-local's bookkeeping
-    of the primary network (its lock and last-reserved files; DEL released the lease itself), and the
-    restart marker the gracefully stopped daemon left for the shim."""
+    of the primary network (its lock and last-reserved files; DEL released the lease itself)."""
     path = node.root / entry
-    if path == node.settings.restart_marker_path:
-        return True  # the stopped daemon's marker for the shim; --purge-state does not know it yet
     if path.is_dir() and any(directory == path or path in directory.parents for directory in kubelet_dirs):
         return True
     networks = node.path("/var/lib/cni/networks")
@@ -57,6 +54,8 @@ def test_install_add_and_uninstall_leave_the_node_as_it_was(node: Node) -> None:
         r"#!/opt/cni/bin/\.multus-shim\.d/runtime-[^/]+/bin/python3\.\d+ -ISXutf8",
         launcher.read_text().splitlines()[0],
     )
+    plugin = node.bin_dir / "passthru"
+    assert os.access(plugin, os.X_OK), "the auxiliary chain's passthru is installed next to the shim"
     node.start_daemon()
     generated = node.conf_dir / "00-multus.conf"
     node.wait_for(generated.exists, "00-multus.conf")
@@ -134,6 +133,8 @@ def test_uninstall_leaves_a_foreign_shim_and_the_conf_that_calls_it(node: Node) 
     foreign = node.bin_dir / "multus-shim"
     foreign.write_bytes(b"\x7fELF upstream's Go shim")
     foreign.chmod(0o755)
+    foreign_passthru = node.bin_dir / "passthru"
+    foreign_passthru.write_bytes(b"\x7fELF upstream's Go passthru")
     conf = node.conf_dir / "00-multus.conf"
     conf.write_text('{"cniVersion":"1.0.0","name":"multus-cni-network","type":"multus-shim"}')
 
@@ -141,6 +142,7 @@ def test_uninstall_leaves_a_foreign_shim_and_the_conf_that_calls_it(node: Node) 
 
     assert removed.returncode == 0, removed.stderr
     assert foreign.read_bytes() == b"\x7fELF upstream's Go shim"
+    assert foreign_passthru.read_bytes() == b"\x7fELF upstream's Go passthru"
     assert conf.exists()
 
 

@@ -16,6 +16,9 @@ Behaviour, from the ``recorder`` object of its config::
         "failOn": "ADD",                    # the commands fail/garbage/hang apply to (default: all)
         "checkpoint": "/path/state.db"      # log what multus-py's checkpoint holds for this
     }}                                      # (CNI_CONTAINERID, CNI_IFNAME), read-only, while running
+
+When ``runtimeConfig.CNIDeviceInfoFile`` is given, the line also has ``deviceInfoFile``: that file's
+text as the invocation found it (null when absent).
 """
 
 from __future__ import annotations
@@ -44,6 +47,9 @@ def main() -> int:
     }
     if settings.get("checkpoint"):
         entry["checkpoint"] = _read_checkpoint(str(settings["checkpoint"]))
+    runtime_config = config.get("runtimeConfig")
+    if isinstance(runtime_config, dict) and isinstance(runtime_config.get("CNIDeviceInfoFile"), str):
+        entry["deviceInfoFile"] = _read_text(runtime_config["CNIDeviceInfoFile"])
     log = settings.get("log") or os.environ.get("RECORDER_LOG")
     if settings.get("stderr"):
         sys.stderr.write(str(settings["stderr"]))
@@ -51,6 +57,15 @@ def main() -> int:
         return _hang(log, entry)
     _append(log, entry)
     return _respond(command, config, settings)
+
+
+def _read_text(path: str) -> str | None:
+    """The file's text as this invocation found it, None when it does not exist."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
 
 
 def _respond(command: str, config: dict[str, Any], settings: dict[str, Any]) -> int:

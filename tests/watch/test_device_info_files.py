@@ -1,0 +1,318 @@
+"""Device-info files (NPWG device-info spec) through an ADD with the watch side wired as the daemon wires it.
+
+A NAD with a ``resourceName`` gives its delegate a device id (from the kubelet checkpoint here); the
+device plugin's file in a fake ``<deviceInfoDir>/dp`` is copied to the delegate's
+``CNIDeviceInfoFile`` before it runs (the recorder plugin logs the file as it found it), the path is
+recorded with the intent so DEL gets the same one, network-status renders the file as upstream does,
+and the engine removes it once the delegate's DEL succeeded. A missing or malformed device-plugin
+file attaches normally, without the file.
+
+Real: the emulator over HTTP, the mirror, the engine and its SQLite checkpoint, a network namespace
+and the recorder plugin executed as the delegate.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.attach import device_info
+from app.attach.engine import AttachEngine, EngineSettings
+from app.attach.netconf import MultusNetConf
+from app.attach.network_status import DelegateOutcome, render, status_entries
+from app.attach.networks import ClusterSources, NetworkResolver
+from app.attach.requests import Command, SandboxRequest
+from app.cni.types import ContainerId, IfName
+from app.sandbox.kubeapi import KubeApiEmulator
+from app.store import checkpoints
+from app.store.database import Database
+from app.store.records import AttachmentRecord, PodIdentity
+from app.watch.nodedevices import NodeDevices
+from app.watch.podresources import KubeletPodResources
+from tests.watch.support import Running, eventually, pod_manifest
+
+RECORDER = Path(__file__).parent.parent / "plugins" / "recorder.py"
+NIC = "intel.com/sriov_nic_1"
+PCI = "0000:81:00.3"
+DP_DOCUMENT = {
+    "type": "pci",
+    "version": "1.1.0",
+    "pci": {"pci-address": PCI, "pf-pci-address": "0000:81:00.0", "vendor-extra": "dropped"},
+    "unknown": "dropped",
+}
+
+
+@dataclass
+class Node:
+    engine: AttachEngine
+    running: Running
+    devices: NodeDevices
+    conf: MultusNetConf
+    log: Path
+    netns: str
+    devinfo: Path
+    database: Database
+
+    def calls(self, command: str, ifname: str) -> list[dict[str, Any]]:
+        if not self.log.exists():
+            return []
+        lines = [json.loads(line) for line in self.log.read_text().splitlines()]
+        return [c for c in lines if c["command"] == command and c["env"].get("CNI_IFNAME") == ifname]
+
+    def request(self, command: Command, pod: dict[str, Any], container: str) -> SandboxRequest:
+        metadata = pod["metadata"]
+        args = (
+            ("K8S_POD_NAMESPACE", metadata["namespace"]),
+            ("K8S_POD_NAME", metadata["name"]),
+            ("K8S_POD_INFRA_CONTAINER_ID", container),
+            ("K8S_POD_UID", metadata["uid"]),
+        )
+        return SandboxRequest(
+            command=command,
+            container_id=ContainerId(container),
+            netns=self.netns,
+            ifname=IfName("eth0"),
+            cni_args=args,
+            pod=PodIdentity(metadata["namespace"], metadata["name"], metadata["uid"]),
+            conf=self.conf,
+        )
+
+    async def attachment(self, container: str, ifname: str) -> AttachmentRecord:
+        record = await self.database.read(lambda session: checkpoints.load_sandbox(session, container))
+        assert record is not None
+        [found] = [a for a in record.attachments if a.ifname == ifname]
+        return found
+
+
+@pytest.fixture
+def netns() -> Iterator[str]:
+    name = f"mpd{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    yield f"/var/run/netns/{name}"
+    subprocess.run(["ip", "netns", "delete", name], check=False)
+
+
+def recorder_net(name: str, log: Path, **extra: Any) -> dict[str, Any]:
+    return {"cniVersion": "1.0.0", "name": name, "type": "recorder", "recorder": {"log": str(log)}, **extra}
+
+
+@pytest.fixture
+async def node(running: Running, database: Database, api: Any, tmp_path: Path, netns: str) -> Node:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    recorder = bin_dir / "recorder"
+    recorder.write_text(f"#!{sys.executable}\n" + RECORDER.read_text())
+    recorder.chmod(0o755)
+    log = tmp_path / "recorder.jsonl"
+    conf_dir = tmp_path / "net.d"
+    conf_dir.mkdir()
+    primary = recorder_net("primary", log)
+    primary["recorder"]["result"] = {
+        "cniVersion": "1.0.0",
+        "interfaces": [{"name": "eth0", "sandbox": netns}],
+        "ips": [{"address": "10.9.0.2/24", "interface": 0}],
+    }
+    (conf_dir / "10-primary.conf").write_text(json.dumps(primary))
+    devices = NodeDevices(
+        api=api,
+        kubelet=KubeletPodResources(str(tmp_path / "no-kubelet.sock"), timeout=2.0),
+        checkpoint_path=str(tmp_path / "kubelet_internal_checkpoint"),
+    )
+    devinfo = tmp_path / "devinfo"
+    (devinfo / "dp").mkdir(parents=True)
+    watchers = running.watchers
+    resolver = NetworkResolver(
+        cluster=ClusterSources(
+            pods=watchers.pods, nads=watchers.nads, devices=devices, events=watchers.publisher
+        ),
+        device_info_dir=str(devinfo),
+    )
+    sysfs = tmp_path / "sys"
+    sysfs.mkdir()
+    engine = AttachEngine(
+        db=database,
+        resolver=resolver,
+        boot_id="test-boot",
+        settings=EngineSettings(delegate_timeout=20, sysfs_root=sysfs, plugin_env={"PATH": "/usr/bin:/bin"}),
+        status=watchers.publisher,
+    )
+    conf = MultusNetConf(
+        name="multus",
+        cni_version="1.0.0",
+        stdin_cni_version="1.0.0",
+        cluster_network="primary",
+        conf_dir=str(conf_dir),
+        bin_dir=str(bin_dir),
+        multus_namespace="kube-system",
+    )
+    return Node(engine, running, devices, conf, log, netns, devinfo, database)
+
+
+async def pod_with_device(emulator: KubeApiEmulator, node: Node) -> dict[str, Any]:
+    config = recorder_net("sriov-net", node.log, capabilities={"deviceID": True, "CNIDeviceInfoFile": True})
+    config["recorder"]["result"] = {
+        "cniVersion": "1.0.0",
+        "interfaces": [{"name": "net1", "sandbox": node.netns}],
+        "ips": [{"address": "10.56.0.7/24", "interface": 0}],
+    }
+    emulator.create_nad("default", "sriov-net", config, annotations={"k8s.v1.cni.cncf.io/resourceName": NIC})
+    pod = emulator.create_pod(pod_manifest("web", annotations={"k8s.v1.cni.cncf.io/networks": "sriov-net"}))
+    entry = {
+        "PodUID": pod["metadata"]["uid"],
+        "ContainerName": "c",
+        "ResourceName": NIC,
+        "DeviceIDs": {"-1": [PCI]},
+        "AllocResp": "e30=",
+    }
+    checkpoint = {"Data": {"PodDeviceEntries": [entry], "RegisteredDevices": {NIC: [PCI]}}, "Checksum": 1}
+    write_file(Path(node.devices.checkpoint_path), json.dumps(checkpoint))
+    await eventually(
+        lambda: node.running.watchers.nads.get_nad("default", "sriov-net"), lambda nad: nad is not None
+    )
+    return pod
+
+
+def write_file(path: Path, text: str) -> None:
+    path.write_text(text)
+
+
+def dp_file(node: Node) -> Path:
+    return Path(device_info.dp_file_path(str(node.devinfo), resource=NIC, device_id=PCI))
+
+
+async def test_the_device_plugins_file_reaches_the_delegate_shows_in_network_status_and_goes_after_del(
+    emulator: KubeApiEmulator, node: Node
+) -> None:
+    pod = await pod_with_device(emulator, node)
+    assert dp_file(node).name == "intel.com-sriov_nic_1-0000:81:00.3-device.json", "the spec's name"
+    dp_file(node).write_text(json.dumps(DP_DOCUMENT))
+    container = uuid.uuid4().hex
+    expected_path = node.devinfo / "cni" / f"default-sriov-net-{container}_net1"
+
+    await node.engine.add(node.request(Command.ADD, pod, container))
+
+    [added] = node.calls("ADD", "net1")
+    assert added["stdin"]["runtimeConfig"] == {"deviceID": PCI, "CNIDeviceInfoFile": str(expected_path)}
+    copied = json.loads(added["deviceInfoFile"])
+    assert copied == {
+        "type": "pci",
+        "version": "1.1.0",
+        "pci": {"pci-address": PCI, "pf-pci-address": "0000:81:00.0"},
+    }, "the delegate found the copy, re-encoded with the spec's fields only, before it ran"
+    [master] = node.calls("ADD", "eth0")
+    assert "deviceInfoFile" not in master, "no device, no file"
+
+    attachment = await node.attachment(container, "net1")
+    assert attachment.capability_args["CNIDeviceInfoFile"] == str(expected_path), "recorded with the intent"
+    outcome = DelegateOutcome(
+        network_name=attachment.network_name,
+        result=json.loads(attachment.result or "{}"),
+        is_master=False,
+        device_info=device_info.read_for_status(attachment.capability_args),
+    )
+    assert render(status_entries([outcome])) == (
+        "[{\n"
+        '    "name": "default/sriov-net",\n'
+        '    "interface": "net1",\n'
+        '    "ips": [\n        "10.56.0.7"\n    ],\n'
+        '    "dns": {},\n'
+        '    "device-info": {\n'
+        '        "type": "pci",\n'
+        '        "version": "1.1.0",\n'
+        '        "pci": {\n'
+        '            "pci-address": "0000:81:00.3",\n'
+        '            "pf-pci-address": "0000:81:00.0"\n'
+        "        }\n"
+        "    }\n"
+        "}]"
+    )
+
+    await node.engine.delete(node.request(Command.DEL, pod, container))
+    [deleted] = node.calls("DEL", "net1")
+    replayed = deleted["stdin"]["runtimeConfig"]["CNIDeviceInfoFile"]
+    assert replayed == str(expected_path), "DEL replays the recorded path"
+    assert deleted["deviceInfoFile"] is not None, "the file is still there while the delegate's DEL runs"
+
+    assert not expected_path.exists(), "the engine removed the file once the delegate's DEL succeeded"
+    assert device_info.remove_for_attachment(attachment) is False, "a second removal is a no-op"
+    assert dp_file(node).exists(), "the device plugin's own file is the device plugin's"
+
+
+@pytest.mark.parametrize("dp_content", [None, "{not json", '{"type": 7}', '["pci"]'])
+async def test_a_missing_or_malformed_device_plugin_file_attaches_without_a_copy(
+    emulator: KubeApiEmulator, node: Node, dp_content: str | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    pod = await pod_with_device(emulator, node)
+    if dp_content is not None:
+        dp_file(node).write_text(dp_content)
+    container = uuid.uuid4().hex
+
+    await node.engine.add(node.request(Command.ADD, pod, container))
+
+    [added] = node.calls("ADD", "net1")
+    assert added["stdin"]["deviceID"] == PCI, "the device is attached all the same"
+    assert added["deviceInfoFile"] is None, "nothing half-written for the delegate"
+    attachment = await node.attachment(container, "net1")
+    assert device_info.read_for_status(attachment.capability_args) is None
+    if dp_content is not None:
+        assert any(str(dp_file(node)) in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    await node.engine.delete(node.request(Command.DEL, pod, container))
+    assert device_info.remove_for_attachment(attachment) is False
+
+
+def test_a_cni_device_info_file_the_runtime_passed_is_never_removed(tmp_path: Path) -> None:
+    foreign = tmp_path / "runtime-owned.json"
+    foreign.write_text("{}")
+    attachment = AttachmentRecord(
+        container_id="c1",
+        ifname="net1",
+        position=1,
+        is_master=False,
+        network_name="default/plain",
+        plugin_types=("macvlan",),
+        config=b"{}",
+        cni_args=(),
+        capability_args={"CNIDeviceInfoFile": str(foreign)},
+        cni_path=(),
+        state="attached",
+        result=None,
+        last_error=None,
+        created_at=None,  # type: ignore[arg-type]
+        updated_at=None,  # type: ignore[arg-type]
+    )
+    assert device_info.remove_for_attachment(attachment) is False
+    assert foreign.exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "loaded"),
+    [
+        ('{"type": "pci", "pci": {"pci-address": "0000:01:00.1", "extra": 5}, "other": [1]}', True),
+        ('{"type": "vhost-user", "vhost-user": {"mode": "server", "path": "/run/vhu/sock0"}}', True),
+        ('{"type": 7}', False),
+        ('{"type": "pci", "pci": "0000:01:00.1"}', False),
+        ('{"type": "pci", "pci": {"pci-address": 1}}', False),
+        ("", False),
+    ],
+)
+def test_device_info_files_are_read_as_upstreams_struct_decodes_them(
+    tmp_path: Path, content: str, loaded: bool
+) -> None:
+    path = tmp_path / "devinfo.json"
+    path.write_text(content)
+    found = device_info.read_for_status({"CNIDeviceInfoFile": str(path)})
+    assert (found is not None) is loaded
+    if found is not None:
+        result = {"cniVersion": "1.0.0", "interfaces": [{"name": "net1", "sandbox": "/var/run/netns/x"}]}
+        [entry] = status_entries([DelegateOutcome("n", result, False, device_info=found)])
+        assert entry["device-info"]["type"] == found["type"]
+        assert "other" not in entry["device-info"], "unknown keys are dropped, as Go's struct drops them"
+        assert "extra" not in json.dumps(entry)
