@@ -161,7 +161,7 @@ def configure_connection(engine: Engine, *, read_only: bool) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN")
+        connection.connection.driver_connection.execute("BEGIN")  # straight to the driver: every commit
 
 
 class Database:

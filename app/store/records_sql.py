@@ -13,13 +13,24 @@ from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
+_CURSOR = "multus_py.cursor"
+"""``Session.info`` key: (the innermost transaction, a cursor of its connection), so a unit asks the
+Session for its connection once; a new savepoint asks again, which is what makes SQLAlchemy emit it."""
+
 
 def cursor_of(session: Session) -> sqlite3.Cursor:
     """A cursor of the SQLite connection behind ``session``'s current transaction."""
+    cached = session.info.get(_CURSOR)
+    transaction = session.get_nested_transaction() or session.get_transaction()
+    if cached is not None and transaction is not None and cached[0] is transaction:
+        cursor: sqlite3.Cursor = cached[1]
+        return cursor
     driver = session.connection().connection.driver_connection
     if not isinstance(driver, sqlite3.Connection):
         raise TypeError(f"the state database runs on SQLite, not {type(driver).__name__}")
-    return driver.cursor()
+    cursor = driver.cursor()
+    session.info[_CURSOR] = (session.get_nested_transaction() or session.get_transaction(), cursor)
+    return cursor
 
 
 def stamp(moment: datetime) -> str:
