@@ -9,7 +9,9 @@ the pod's network namespace and executes the shim with the generated conf for AD
 
 It prints the CNI result, the pod's interfaces as the kernel reports them, the pod's
 network-status annotation as the API server holds it, what ``multusctl`` reports (attachments,
-history) and the Prometheus histograms. ``--crash`` then kills the daemon with SIGKILL in the
+history) and the Prometheus histograms. With the pod running, it edits the pod's annotation to add
+``bridge-net@net3`` and then removes it again: the daemon's hot-plug (``hotplugNetworks: true``)
+makes net3 appear and disappear. ``--crash`` then kills the daemon with SIGKILL in the
 middle of a second pod's ADD, restarts it, and shows with ``multusctl`` that recovery rolled the
 half-done ADD back. Run as root; it leaves nothing behind (``--keep`` keeps the run directory).
 """
@@ -115,6 +117,16 @@ class Emulator:
         )
         return str(pod["metadata"]["uid"])
 
+    def annotate(self, name: str, networks: str) -> None:
+        """Edit the running pod's ``k8s.v1.cni.cncf.io/networks`` annotation (a merge patch)."""
+        body = json.dumps({"metadata": {"annotations": {"k8s.v1.cni.cncf.io/networks": networks}}}).encode()
+        request = urllib.request.Request(
+            f"{self.url}/api/v1/namespaces/default/pods/{name}", data=body, method="PATCH"
+        )
+        request.add_header("Content-Type", "application/merge-patch+json")
+        with urllib.request.urlopen(request, timeout=10):
+            pass
+
     def network_status(self, name: str) -> str:
         pod = self.call("GET", f"/api/v1/namespaces/default/pods/{name}")
         return str(
@@ -188,6 +200,7 @@ def demo_node(root: Path, tag: str, emulator: Emulator) -> Iterator[dict[str, An
             "multusConfigFile": "auto",
             "kubeconfig": str(emulator.kubeconfig),
             "metricsPort": free_port(),
+            "hotplugNetworks": True,
             "logLevel": "verbose",
             "logFile": str(root / "daemon.log"),
         }
@@ -345,6 +358,7 @@ def demonstrate_attach(
             emulator.network_status("demo-pod"),
         )
         say("$ multusctl attachments", multusctl(config, "attachments"))
+        demonstrate_hotplug(emulator, config, netns)
         say("CHECK")
         run_shim(shim, "CHECK", conf, **args)
         say("DEL")
@@ -357,6 +371,44 @@ def demonstrate_attach(
         multusctl(config, "history", "--pod", "default/demo-pod"),
     )
     say(f"Prometheus histograms on :{node['metricsPort']}/metrics (counts)", histograms(node["metricsPort"]))
+
+
+def interface_names(netns_path: str) -> set[str]:
+    from pyroute2 import IPRoute
+
+    with IPRoute(netns=netns_path, flags=0) as ipr:
+        return {str(link.get("ifname")) for link in ipr.get_links()}
+
+
+def wait_for(condition: Any, seconds: float = 20.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def demonstrate_hotplug(emulator: Emulator, config: Path, netns: str) -> None:
+    """Hot-plug (``hotplugNetworks: true``): editing the running pod's annotation adds, then removes, net3."""
+    networks = "bridge-net, macvlan-net, bridge-net@net3"
+    say("hot-plug: the running pod's annotation is edited", f"  k8s.v1.cni.cncf.io/networks: {networks}")
+    emulator.annotate("demo-pod", networks)
+    if not wait_for(lambda: "net3" in interface_names(netns)):
+        say("net3 did not appear", "  this daemon does not run hot-plug (hotplugNetworks is not wired)")
+        emulator.annotate("demo-pod", "bridge-net, macvlan-net")
+        return
+    wait_for(lambda: "net3" in emulator.network_status("demo-pod"))
+    say("the pod's interfaces: net3 appeared", pod_interfaces(netns))
+    say("network-status now", emulator.network_status("demo-pod"))
+    say("annotation edited back", "  k8s.v1.cni.cncf.io/networks: bridge-net, macvlan-net")
+    emulator.annotate("demo-pod", "bridge-net, macvlan-net")
+    wait_for(lambda: "net3" not in interface_names(netns))
+    say("the pod's interfaces: net3 is gone", pod_interfaces(netns))
+    say(
+        "$ multusctl history --pod default/demo-pod --trigger hotplug",
+        multusctl(config, "history", "--pod", "default/demo-pod", "--trigger", "hotplug"),
+    )
 
 
 def demonstrate_crash(node: dict[str, Any], emulator: Emulator, daemon: Daemon, shim: Path, tag: str) -> None:

@@ -140,3 +140,15 @@ TASK_CRASHES = Counter(
     ["task"],
     registry=REGISTRY,
 )
+HOTPLUG_OPERATIONS = Counter(
+    "multus_py_hotplug_operations_total",
+    "Delegates added to or removed from running sandboxes, by source (delegate: POST /delegate; "
+    "native: hotplugNetworks), command and outcome.",
+    ["source", "command", "outcome"],
+    registry=REGISTRY,
+)
+HOTPLUG_PENDING = Gauge(
+    "multus_py_hotplug_pending_pods",
+    "Pods whose networks annotation cannot be satisfied yet (retried with backoff).",
+    registry=REGISTRY,
+)

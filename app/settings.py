@@ -220,6 +220,10 @@ class Settings:
     """multus-py ``maxConcurrentDelegates``: plugin processes running at once; more wait, in arrival
     order (default ``default_max_concurrent_delegates()``)."""
 
+    hotplug_networks: bool = False
+    """multus-py ``hotplugNetworks``: the daemon attaches and detaches networks when the
+    ``k8s.v1.cni.cncf.io/networks`` annotation of a running pod changes (``app.attach.hotplug``)."""
+
     readiness_indicator_file: str = ""
     """Upstream's ``readinessindicatorfile``: ADDs wait (the daemon is not ready) while it is
     absent; in auto mode ``00-multus.conf`` exists only while it does."""
@@ -315,6 +319,7 @@ def from_mapping(obj: object, *, environ: Mapping[str, str] | None = None) -> Se
         sysfs_root=Path(reader.string("sysfsRoot", str(d.sysfs_root))),
         device_info_dir=reader.absolute_path("deviceInfoDir", d.device_info_dir),
         readiness_indicator_file=reader.string("readinessindicatorfile", d.readiness_indicator_file),
+        hotplug_networks=reader.boolean("hotplugNetworks", d.hotplug_networks),
         pod_resources_socket=reader.string("podResourcesSocket", d.pod_resources_socket),
         device_checkpoint_file=reader.string("deviceCheckpointFile", d.device_checkpoint_file),
         history_max_age_hours=reader.non_negative_number("historyMaxAgeHours", d.history_max_age_hours),

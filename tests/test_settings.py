@@ -19,6 +19,8 @@ def test_defaults_follow_upstream() -> None:
     assert parsed.timeouts.delegate_exec == settings.DEFAULT_DELEGATE_TIMEOUT
     assert parsed.device_checkpoint_file == "/var/lib/kubelet/device-plugins/kubelet_internal_checkpoint"
     assert parsed.device_info_dir == "/var/run/k8s.cni.cncf.io/devinfo", "the device-info spec's directory"
+    assert parsed.hotplug_networks is False
+    assert settings.from_mapping({"hotplugNetworks": True}).hotplug_networks is True
 
 
 @pytest.mark.parametrize(
@@ -39,6 +41,7 @@ def test_defaults_follow_upstream() -> None:
         ({"deviceCheckpointFile": ["/x"]}, "deviceCheckpointFile"),
         ({"deviceInfoDir": 1}, "deviceInfoDir"),
         ({"deviceInfoDir": "devinfo"}, "deviceInfoDir"),
+        ({"hotplugNetworks": "true"}, "hotplugNetworks"),
     ],
 )
 def test_a_bad_value_is_refused_naming_the_key(config: dict[str, object], key: str) -> None:

@@ -59,6 +59,7 @@ from app.store.records import (
     PodIdentity,
     SandboxIntent,
     SandboxRecord,
+    SandboxSummary,
 )
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,8 @@ _TEARDOWN_CRASH_POINT = {
     Trigger.RECOVERY: Point.GC_AFTER_DEL,
     Trigger.GC: Point.GC_AFTER_DEL,
     Trigger.SPOOL: Point.GC_AFTER_DEL,
+    Trigger.DELEGATE: Point.DEL_AFTER_EXEC,
+    Trigger.HOTPLUG: Point.DEL_AFTER_EXEC,
 }
 
 
@@ -580,6 +583,203 @@ class AttachEngine:
             ),
             root=root,
         )
+
+    # ---- hot-plug: one delegate of a running sandbox (``app.attach.hotplug``) -----------------
+    #
+    # A hot-plugged delegate is recorded exactly like one attached at ADD (intent before it runs,
+    # result after), so the runtime's DEL, rollback, recovery and GC tear it down with the rest.
+
+    @property
+    def status_publisher(self) -> StatusPublisher | None:
+        """Where network-status and pod events go (None in static mode)."""
+        return self._status
+
+    async def load_sandbox(self, container_id: str) -> SandboxRecord | None:
+        """The checkpoint of ``container_id`` as recorded now (None when nothing is)."""
+        return await self._db.read(partial(checkpoints.load_sandbox, container_id=container_id))
+
+    async def sandbox_summaries(self) -> list[SandboxSummary]:
+        """Every recorded sandbox, without its attachments."""
+        return await self._db.read(checkpoints.sandbox_summaries)
+
+    async def sandboxes_of_pod(self, namespace: str, name: str) -> list[SandboxSummary]:
+        """The sandboxes recorded for pod ``namespace/name`` (any state), oldest first."""
+        return await self._db.read(partial(checkpoints.sandboxes_of_pod, namespace=namespace, name=name))
+
+    async def attach_delegate(self, request: SandboxRequest, plan: DelegatePlan) -> JsonObject:
+        """Add one delegate to the running sandbox ``request.container_id`` under ``plan.ifname``;
+        return its result in CNI 1.1.0. Refused (nothing recorded) for a sandbox that is not
+        ``ready``, another pod's sandbox, or an interface name the checkpoint or the netns holds.
+        A failed delegate is DELed again at once (its attachment stays recorded if that fails)."""
+        async with self.locks.hold(request.container_id):
+            started = time.monotonic()
+            try:
+                return await self._attach_delegate_locked(request, plan, started)
+            except CniError as err:
+                await self._db.write(
+                    self._recorded(recording.request_entry(request=request, started=started, error=err))
+                )
+                raise
+
+    async def detach_delegate(self, request: SandboxRequest) -> None:
+        """DEL exactly the attachment ``request.ifname`` of a running sandbox, from its recorded
+        call; succeed when no such attachment is recorded. The cluster network's is refused."""
+        async with self.locks.hold(request.container_id):
+            started = time.monotonic()
+            error: CniError | None = None
+            try:
+                await self._detach_delegate_locked(request)
+            except CniError as err:
+                error = err
+            await self._db.write(
+                self._recorded(recording.request_entry(request=request, started=started, error=error))
+            )
+            if error is not None:
+                raise error
+
+    async def settle_partial_attachments(self, *, trigger: Trigger) -> list[CniError]:
+        """DEL every attachment of a ``ready`` sandbox whose hot-plug ADD or DEL did not finish
+        (intent without result means possibly present); return the DELs that failed."""
+        errors: list[CniError] = []
+        for listed in await self._db.read(checkpoints.list_partial):
+            async with self.locks.hold(listed.container_id):
+                record = await self.load_sandbox(listed.container_id)
+                if record is None or record.state != "ready":
+                    continue
+                partial_ones = [a for a in record.attachments if a.state in checkpoints.PARTIAL_STATES]
+                errors.extend(await self._detach_recorded(record, partial_ones, trigger=trigger))
+        return errors
+
+    async def record_request_error(self, request: SandboxRequest, error: CniError, *, started: float) -> None:
+        """A history line for an operation refused before the engine was asked to run it."""
+        await self._db.write(
+            self._recorded(recording.request_entry(request=request, started=started, error=error))
+        )
+
+    async def _attach_delegate_locked(
+        self, request: SandboxRequest, plan: DelegatePlan, started: float
+    ) -> JsonObject:
+        record = await self._hotplug_target(request)
+        request = replace(request, netns=record.netns)
+        held = record.attachment(plan.ifname)
+        if held is not None:
+            raise CniError(
+                ErrorCode.INVALID_ENVIRONMENT,
+                f'interface "{plan.ifname}" (CNI_IFNAME) is already attached to container '
+                f"{record.container_id}",
+                f'the checkpoint records it for network "{held.network_name}"',
+            )
+        try:
+            links = await netns.list_links(record.netns)
+        except netns.NetnsGoneError as exc:
+            raise CniError(MultusCode.NETNS_GONE, f"network namespace {record.netns} is gone") from exc
+        if plan.ifname in links:
+            raise CniError(
+                ErrorCode.INVALID_ENVIRONMENT,
+                f'interface "{plan.ifname}" (CNI_IFNAME) already exists in network namespace {record.netns}',
+                "a hot-plugged delegate needs an interface name the sandbox does not have",
+            )
+        position = max((a.position for a in record.attachments), default=0) + 1
+        plan = replace(plan, position=position, is_master=False)
+        intent = self._delegate_intent(
+            request=request,
+            plan=plan,
+            cni_path=self._cni_path(request.conf.bin_dir),
+            device=await self._devices.snapshot(plan.net),
+            root=self._settings.chroot_dir,
+        )
+        await self._db.write(partial(checkpoints.record_intent, intent=intent))
+        self._crash.reached(Point.ADD_AFTER_INTENT)
+        step_started = time.monotonic()
+        try:
+            result = await self._run_delegate_add(
+                request=request, plan=plan, intent=intent, step_started=step_started
+            )
+        except CniError:
+            await self._undo_attach(request.container_id, plan.ifname)
+            raise
+        self._crash.reached(Point.ADD_AFTER_EXEC)
+        answer = results.convert(result, RESULT_VERSION)
+        units = self._result_units(request=request, intent=intent, result=result, started=step_started)
+        units.append(
+            self._recorded(
+                recording.request_entry(request=request, started=started, error=None, result=answer)
+            )
+        )
+        await self._db.write(_all(units))
+        return answer
+
+    async def _undo_attach(self, container_id: str, ifname: str) -> None:
+        record = await self.load_sandbox(container_id)
+        attachment = record.attachment(ifname) if record is not None else None
+        if record is None or attachment is None:
+            return
+        for error in await self._detach_recorded(record, [attachment], trigger=Trigger.ROLLBACK):
+            log.error("rollback of hot-plugged %s/%s left it pending: %s", container_id, ifname, error)
+
+    async def _detach_delegate_locked(self, request: SandboxRequest) -> None:
+        record = await self._hotplug_target(request)
+        attachment = record.attachment(request.ifname)
+        if attachment is None:
+            return
+        if attachment.is_master:
+            raise CniError(
+                ErrorCode.INVALID_ENVIRONMENT,
+                f'interface "{request.ifname}" (CNI_IFNAME) is the cluster network of container '
+                f"{record.container_id}",
+                "only the runtime's DEL of the sandbox removes it",
+            )
+        await self._db.write(
+            partial(checkpoints.begin_detach, container_id=record.container_id, ifname=attachment.ifname)
+        )
+        errors = await self._detach_recorded(record, [attachment], trigger=request.trigger)
+        if errors:
+            raise errors[0]
+
+    async def _detach_recorded(
+        self, record: SandboxRecord, attachments: Sequence[AttachmentRecord], *, trigger: Trigger
+    ) -> list[CniError]:
+        """DEL ``attachments`` of ``record`` newest first; forget those whose DEL succeeded."""
+        units: list[UnitOfWork] = []
+        removed: list[str] = []
+        errors: list[CniError] = []
+        for attachment in sorted(attachments, key=lambda a: a.position, reverse=True):
+            error = await self._teardown_one(
+                record=record, attachment=attachment, trigger=trigger, units=units
+            )
+            if error is None:
+                removed.append(attachment.ifname)
+            else:
+                errors.append(error)
+        units.append(
+            partial(checkpoints.remove_attachments, container_id=record.container_id, ifnames=removed)
+        )
+        await self._db.write(_all(units))
+        return errors
+
+    async def _hotplug_target(self, request: SandboxRequest) -> SandboxRecord:
+        """The running sandbox a hot-plug names, or the CNI error saying why there is none."""
+        record = await self.load_sandbox(request.container_id)
+        if record is None or record.state != "ready":
+            raise CniError(
+                ErrorCode.UNKNOWN_CONTAINER,
+                f"unknown container {request.container_id} (CNI_CONTAINERID): "
+                "no running sandbox on this node",
+                "" if record is None else f"checkpoint state is {record.state!r}",
+            )
+        pod = request.pod
+        for field_name, given, recorded in (
+            ("K8S_POD_NAMESPACE", pod.namespace, record.pod.namespace),
+            ("K8S_POD_NAME", pod.name, record.pod.name),
+            ("K8S_POD_UID", pod.uid, record.pod.uid),
+        ):
+            if given and recorded and given != recorded:
+                raise CniError(
+                    ErrorCode.INVALID_ENVIRONMENT,
+                    f"CNI_ARGS {field_name}={given} does not match container {request.container_id}",
+                    f"the sandbox was added for {field_name}={recorded}",
+                )
+        return record
 
 
 def _recorded_call(

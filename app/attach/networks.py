@@ -434,6 +434,34 @@ class NetworkResolver:
         net = cniconf.load_network_list(data, source=f"delegates[{index}]")
         return _Network(name=net.name, net=net)
 
+    # ---- hot-plug (``app.attach.hotplug``) ----------------------------------------------------
+
+    async def plan_hotplug(
+        self, request: SandboxRequest, pod: PodInfo, selection: sel.NetworkSelection, *, ifname: IfName
+    ) -> DelegatePlan:
+        """The delegate one selection adds to a running pod, as ADD would have decided it (the
+        engine assigns its position). A NAD with a ``resourceName`` is refused unless the selection
+        names a ``deviceID``: the pod's devices were allocated when it was created."""
+        network = await self._selected(selection, request.conf, pod)
+        if network.resource_name and not selection.device_id:
+            raise CniError(
+                ErrorCode.INVALID_NETWORK_CONFIG,
+                f'network "{network.name}" needs a device (resourceName {network.resource_name}) '
+                "and cannot be hot-plugged without one",
+                "device-plugin devices are allocated when the pod is created; "
+                "name one with deviceID in the selection",
+            )
+        decided = self._decide(network, 1, delegate_cni_args(request.cni_args), request, None, ifname=ifname)
+        return DelegatePlan(
+            position=1,
+            network_name=network.name,
+            net=decided.net,
+            ifname=ifname,
+            is_master=False,
+            cni_args=decided.cni_args,
+            capability_args=decided.capability_args,
+        )
+
 
 def _read(path: str) -> bytes:
     try:

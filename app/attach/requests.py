@@ -32,6 +32,10 @@ class Trigger(StrEnum):
     OPERATOR = "operator"
     SPOOL = "spool"
     """A DEL the shim spooled while the daemon was unreachable, replayed by the daemon."""
+    DELEGATE = "delegate"
+    """One delegate added to or removed from a running sandbox through ``POST /delegate`` (DNC)."""
+    HOTPLUG = "hotplug"
+    """One delegate added to or removed from a running sandbox by the daemon's own hot-plug."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 COMMANDS = ("ADD", "DEL", "CHECK", "GC", "STATUS")
 """CNI commands recorded in the history (``app.attach.requests.Command``; a test keeps them equal)."""
-TRIGGERS = ("runtime", "rollback", "recovery", "gc", "operator", "spool")
+TRIGGERS = ("runtime", "rollback", "recovery", "gc", "operator", "spool", "delegate", "hotplug")
 """Who asks for an operation (``app.attach.requests.Trigger``; a test keeps them equal)."""
 
 DEFAULT_CONFIG_PATH = "/etc/cni/net.d/multus.d/daemon-config.json"

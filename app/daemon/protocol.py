@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from app.attach import netconf
-from app.attach.requests import Command, NodeRequest, SandboxRequest
+from app.attach import hotplug, netconf
+from app.attach.requests import Command, NodeRequest, SandboxRequest, Trigger
 from app.cni import names
 from app.cni.types import Attachment, CniError, ContainerId, ErrorCode, IfName, JsonObject
 from app.store.records import PodIdentity
@@ -182,3 +182,81 @@ def add_response_body(result: JsonObject) -> bytes:
 
 def error_body(error: CniError) -> bytes:
     return json.dumps(error.to_json(), separators=(",", ":")).encode()
+
+
+# ---- POST /delegate (hot-plug, upstream's single-delegate API) --------------------------------
+
+
+def decode_delegate_body(body: bytes) -> tuple[ShimRequest, hotplug.InterfaceAttributes]:
+    """A ``/delegate`` body: the ``/cni`` envelope plus ``interfaceAttributes`` (may be null)."""
+    request = decode_body(body)
+    fields = {key.lower(): value for key, value in json.loads(body).items()}
+    return request, _interface_attributes(fields.get("interfaceattributes"))
+
+
+def _interface_attributes(value: object) -> hotplug.InterfaceAttributes:
+    if value is None:
+        return hotplug.InterfaceAttributes()
+    if not isinstance(value, dict):
+        raise CniError(ErrorCode.DECODING_FAILURE, "request field 'interfaceAttributes' must be an object")
+    fields = {key.lower(): item for key, item in value.items()}
+    ips = fields.get("ips") or []
+    if not isinstance(ips, list) or not all(isinstance(ip, str) for ip in ips):
+        raise CniError(
+            ErrorCode.DECODING_FAILURE, "request field 'interfaceAttributes.ips' must be a list of strings"
+        )
+    mac = fields.get("mac") or ""
+    if not isinstance(mac, str):
+        raise CniError(ErrorCode.DECODING_FAILURE, "request field 'interfaceAttributes.mac' must be a string")
+    cni_args = fields.get("cni-args")
+    if cni_args is not None and not isinstance(cni_args, dict):
+        raise CniError(
+            ErrorCode.DECODING_FAILURE, "request field 'interfaceAttributes.cni-args' must be an object"
+        )
+    return hotplug.InterfaceAttributes(ips=tuple(ips), mac=mac, cni_args=cni_args)
+
+
+DELEGATE_COMMANDS = frozenset({Command.ADD, Command.DEL, Command.CHECK, Command.STATUS})
+
+
+def interpret_delegate(
+    request: ShimRequest, attributes: hotplug.InterfaceAttributes, *, daemon_config: Mapping[str, Any]
+) -> hotplug.DelegateCall | None:
+    """A ``/delegate`` request as the engine's hot-plug call; None for STATUS (nothing to run).
+
+    The delegate conf is checked for every verb (a Multus conf is refused); DEL and CHECK then
+    replay the checkpoint, never the conf sent."""
+    command = command_of(request)
+    if command not in DELEGATE_COMMANDS:
+        raise CniError(
+            ErrorCode.INVALID_ENVIRONMENT,
+            f"unknown cmd type: {command}",
+            "CNI_COMMAND: /delegate serves ADD, DEL, CHECK and STATUS",
+        )
+    net = hotplug.delegate_conf(request.stdin, request.stdin_conf)
+    if command is Command.STATUS:
+        return None
+    env = request.env
+    missing = [key for key in ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS") if not env.get(key)]
+    if missing:
+        raise CniError(ErrorCode.INVALID_ENVIRONMENT, f"required env variables [{','.join(missing)}] missing")
+    names.check_container_id(env["CNI_CONTAINERID"])
+    names.check_ifname(env["CNI_IFNAME"])
+    cni_args = parse_cni_args(env["CNI_ARGS"])
+    pod = _pod_identity(cni_args)
+    for key, value in (("K8S_POD_NAMESPACE", pod.namespace), ("K8S_POD_NAME", pod.name)):
+        if not value:
+            raise CniError(ErrorCode.INVALID_ENVIRONMENT, f"CNI_ARGS: missing {key}")
+    sandbox = SandboxRequest(
+        command=command,
+        container_id=ContainerId(env["CNI_CONTAINERID"]),
+        netns=env["CNI_NETNS"],
+        ifname=IfName(env["CNI_IFNAME"]),
+        cni_args=cni_args,
+        pod=pod,
+        conf=hotplug.daemon_conf(daemon_config),
+        trigger=Trigger.DELEGATE,
+    )
+    return hotplug.DelegateCall(
+        request=sandbox, net=net if command is Command.ADD else None, attributes=attributes
+    )

@@ -3,6 +3,7 @@
 Speaks upstream's protocol so upstream's Go shim works unchanged: ``POST /cni``, ``/healthz`` and
 ``/readyz`` (GET or POST), 404 elsewhere, 405 for a wrong method, one request per connection.
 One addition of ours: ``POST /gc[?dryRun=true]`` runs a garbage-collection pass for operators.
+``POST /delegate`` is upstream's hot-plug API (``app.attach.hotplug``), gated like ``/cni``.
 Requests are decoded by ``app.daemon.protocol`` and handed to the engine as tasks shielded from
 cancellation: a shim that disconnects mid-ADD must not leave a delegate half-recorded, so the
 operation always runs to its final commit. ADD, CHECK, GC and STATUS wait for readiness (answered
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from app import metrics
+from app.attach import hotplug
 from app.attach.engine import AttachEngine
 from app.attach.requests import Command, NodeRequest, SandboxRequest
 from app.cni.types import CniError, ErrorCode
@@ -72,6 +74,7 @@ class CniServer:
         app = web.Application(client_max_size=4 * 1024 * 1024)
         app.router.add_post("/cni", self._cni)
         app.router.add_post("/gc", self._gc)
+        app.router.add_post("/delegate", self._delegate)
         for path, handler in (("/healthz", self._healthz), ("/readyz", self._readyz)):
             app.router.add_get(path, handler)
             app.router.add_post(path, handler)
@@ -115,6 +118,32 @@ class CniServer:
             return _error_response(error)
         except Exception as exc:
             log.exception("internal error serving a CNI request")
+            return _error_response(
+                CniError(ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+            )
+        if result is None:
+            return web.Response(status=200)
+        return web.Response(
+            status=200, body=protocol.add_response_body(result), content_type="application/json"
+        )
+
+    async def _delegate(self, http_request: web.Request) -> web.Response:
+        """Upstream's hot-plug API (what multus-dynamic-networks-controller calls): one delegate
+        added to or removed from a running sandbox, recorded in its checkpoint."""
+        body = await http_request.read()
+        try:
+            shim_request, attributes = protocol.decode_delegate_body(body)
+            call = protocol.interpret_delegate(shim_request, attributes, daemon_config=self.daemon_config)
+            self._admit(call.request.command if call is not None else Command.STATUS)
+            result = None
+            if call is not None:
+                operation = hotplug.serve_delegate(self.engine, call, status=self.engine.status_publisher)
+                name = f"delegate-{call.request.command}-{call.request.container_id[:12]}"
+                result = await self._run_shielded(operation, name=name)
+        except CniError as error:
+            return _error_response(error)
+        except Exception as exc:
+            log.exception("internal error serving a /delegate request")
             return _error_response(
                 CniError(ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
             )

@@ -35,6 +35,7 @@ from contextlib import AsyncExitStack
 
 from aiohttp import web
 
+from app.attach import hotplug
 from app.attach.engine import AttachEngine
 from app.daemon import autoconf, listener, metrics_server, query_server, server, spool, wiring
 from app.daemon import cluster as daemon_cluster
@@ -70,6 +71,7 @@ class Daemon:
         self._stopping = asyncio.Event()
         self._graceful = False
         self.exit_code = 0
+        self._hotplug: hotplug.HotplugReconciler | None = None
         self.tasks = Supervisor(
             stopping=self._stopping,
             backoff=Backoff(settings.timeouts.task_restart_initial, settings.timeouts.task_restart_max),
@@ -133,6 +135,7 @@ class Daemon:
             log.critical("%s", exc)
             return 1
         collector = wiring.collector(engine, db, kube)
+        self._hotplug = wiring.hotplug_reconciler(self.settings, engine, kube)
         cni_server = wiring.cni_server(
             self.settings,
             engine=engine,
@@ -184,6 +187,9 @@ class Daemon:
             self.readiness.extra_conditions[MIRROR_CONDITION] = False
             self.tasks.spawn("watchers", kube.watchers.run)
             self.tasks.spawn("mirror-synced", lambda: self._mark_synced(kube))
+            reconciler = self._hotplug
+            if reconciler is not None:
+                self.tasks.spawn("hotplug", lambda: reconciler.run(ready=kube.watchers.wait_synced))
         if self.settings.multus_config_file == "auto":
             self.tasks.every("autoconf", timeouts.autoconf_interval, self._keep_shim_conf_current)
         elif self.settings.readiness_indicator_file:
@@ -231,6 +237,8 @@ class Daemon:
         self._stopping.set()
         if kube is not None:
             kube.watchers.stop()
+        if self._hotplug is not None:
+            self._hotplug.stop()
         cancelled = await self.tasks.stop(grace=self.settings.timeouts.shutdown_grace)
         if cancelled:
             log.warning("stopping: cancelled background tasks %s", ", ".join(cancelled))

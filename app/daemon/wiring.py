@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from app.attach import crashpoints
+from app.attach import crashpoints, hotplug
 from app.attach.engine import AttachEngine, EngineSettings
 from app.attach.networks import NetworkResolver
 from app.attach.node import boot_id
@@ -53,6 +53,24 @@ def engine(settings: Settings, db: Database, kube: Cluster | None) -> AttachEngi
         executor=SubprocessExec(max_running=settings.max_concurrent_delegates),
         crash_points=crash_points,
     )
+
+
+def hotplug_reconciler(
+    settings: Settings, engine: AttachEngine, kube: Cluster | None
+) -> hotplug.HotplugReconciler | None:
+    """Native hot-plug (``hotplugNetworks``), fed by the pod mirror's commits; None when off or static."""
+    if kube is None or not settings.hotplug_networks:
+        return None
+    reconciler = hotplug.HotplugReconciler(
+        engine=engine,
+        resolver=NetworkResolver(cluster=kube.sources),
+        pods=kube.watchers.pods,
+        conf=hotplug.daemon_conf(settings.request_overrides),
+        status=kube.watchers.publisher,
+        events=kube.watchers.publisher,
+    )
+    kube.watchers.on_pod_written(reconciler.pod_changed)
+    return reconciler
 
 
 def collector(engine: AttachEngine, db: Database, kube: Cluster | None) -> GarbageCollector:

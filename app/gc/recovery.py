@@ -9,7 +9,10 @@ recorded configuration (invariants 4-6, 11):
   back, newest delegate first;
 - a DEL that did not finish (state ``deleting``): it is finished;
 - a sandbox recorded during an earlier boot: its netns died with that boot, but IPAM leases and
-  other on-disk state did not, so its delegates are DELed too.
+  other on-disk state did not, so its delegates are DELed too;
+- a running sandbox with a hot-plugged delegate whose ADD or DEL did not finish (an intent without
+  result is possibly present): that delegate alone is DELed; hot-plug attaches it again if the pod
+  still asks for it.
 
 A sandbox whose teardown fails stays recorded (pending, with its error) and does not stop the
 others; GC retries it later. Sandboxes are torn down concurrently, a few at a time.
@@ -103,6 +106,9 @@ async def recover(*, engine: AttachEngine, db: Database) -> RecoveryReport:
     async with asyncio.TaskGroup() as tasks:
         for sandbox in unsettled:
             tasks.create_task(settle(sandbox), name=f"recover-{sandbox.container_id[:12]}")
+    hotplug_errors = await engine.settle_partial_attachments(trigger=Trigger.RECOVERY)
+    for error in hotplug_errors:
+        log.error("recovery left a hot-plugged attachment pending: %s", error)
     report.duration_ms = (time.monotonic() - started) * 1000
     if unsettled:
         if report.orphans_killed:

@@ -315,3 +315,54 @@ def _attachment_record(row: RowMapping) -> AttachmentRecord:
 def _strings(value: str | None) -> tuple[str, ...]:
     """A JSON list of strings as recorded; () for a row written before its facts were derived."""
     return () if value is None else tuple(str(item) for item in json.loads(value))
+
+
+# ---- hot-plug: one attachment of a ready sandbox -------------------------------------------------
+
+PARTIAL_STATES = ("intent", "deleting")
+"""Attachment states that, in a ``ready`` sandbox, mean a hot-plug ADD or DEL did not finish."""
+
+_SET_ATTACHMENT_STATE = (
+    update(ATTACHMENTS)
+    .where(ATTACHMENTS.c.container_id == bindparam("cid"), ATTACHMENTS.c.ifname == bindparam("ifn"))
+    .values(state=bindparam("new_state"), updated_at=bindparam("now"))
+)
+
+
+def begin_detach(session: Session, *, container_id: str, ifname: str) -> None:
+    """Mark one attachment of a running sandbox as being deleted (pending until removed)."""
+    params = {"cid": container_id, "ifn": ifname, "new_state": "deleting", "now": _now()}
+    _expect_row(session.execute(_SET_ATTACHMENT_STATE, params), container_id, ifname)
+
+
+def list_partial(session: Session) -> list[SandboxRecord]:
+    """``ready`` sandboxes holding an attachment whose hot-plug ADD or DEL did not finish."""
+    with_partial = (
+        select(ATTACHMENTS.c.container_id).where(ATTACHMENTS.c.state.in_(PARTIAL_STATES)).distinct()
+    )
+    query = (
+        select(SANDBOXES)
+        .where(SANDBOXES.c.state == "ready", SANDBOXES.c.container_id.in_(with_partial))
+        .order_by(SANDBOXES.c.created_at)
+    )
+    return [_with_attachments(session, row) for row in session.execute(query).mappings()]
+
+
+def sandboxes_of_pod(session: Session, *, namespace: str, name: str) -> list[SandboxSummary]:
+    """The sandboxes recorded for pod ``namespace/name`` (any state), oldest first."""
+    query = (
+        select(SANDBOXES)
+        .where(SANDBOXES.c.pod_namespace == namespace, SANDBOXES.c.pod_name == name)
+        .order_by(SANDBOXES.c.created_at)
+    )
+    return [
+        SandboxSummary(
+            container_id=row.container_id,
+            state=row.state,
+            netns=row.netns,
+            ifname=row.ifname,
+            pod=PodIdentity(row.pod_namespace, row.pod_name, row.pod_uid),
+            boot_id=row.boot_id,
+        )
+        for row in session.execute(query)
+    ]

@@ -58,6 +58,7 @@ class MirrorWriter:
         state: MirrorState,
         arrivals: Arrivals | None = None,
         persist_interval: float = 5.0,
+        listeners: list[Callable[[str, str], None]] | None = None,
     ) -> None:
         self._db = database
         self._persist_interval = persist_interval
@@ -73,6 +74,8 @@ class MirrorWriter:
         self._known: dict[ObjectKey, Record] = {}
         """What the mirror holds of each object, without its resourceVersion (this scope only)."""
         self._persisted_at = 0.0
+        self._listeners = listeners if listeners is not None else []
+        """Called with (namespace, name) of every object a commit wrote (the daemon's hot-plug)."""
 
     async def load_position(self) -> str:
         """The stored resourceVersion to resume from, or "" when the stored scope differs."""
@@ -116,6 +119,7 @@ class MirrorWriter:
             metrics.MIRRORED_OBJECTS.labels(self.target.key).set(len(self._known))
             if self._arrivals is not None:
                 self._arrivals.arrived(record.key for record in records)
+            self._notify([record.key for record in records])
 
         await self._commit(_together([replace, relisted]), then=committed)
 
@@ -161,6 +165,7 @@ class MirrorWriter:
             self.state.note_progress(position, events=len(received))
             if self._arrivals is not None:
                 self._arrivals.arrived(change.record.key for change in changes if isinstance(change, Upsert))
+            self._notify([change.record.key for change in changes if isinstance(change, Upsert)])
 
         await self._commit(_together(units), then=committed)
 
@@ -180,6 +185,14 @@ class MirrorWriter:
                 then()
             raise
         then()
+
+    def _notify(self, keys: Sequence[ObjectKey]) -> None:
+        for listener in self._listeners:
+            for namespace, name in keys:
+                try:
+                    listener(namespace, name)
+                except Exception:  # a listener's bug must not stop the mirror
+                    log.exception("mirror listener failed for %s/%s", namespace, name)
 
     def _is_echo(self, item: Upsert | Delete) -> bool:
         """An upsert carrying exactly what the mirror already holds (its resourceVersion aside)."""

@@ -102,6 +102,10 @@ class PodEventPoster:
         text = not_found_message(namespace=namespace, name=name, error=error)
         self._offer(PodEvent(pod, NOT_FOUND_REASON, "Warning", text))
 
+    def offer_event(self, pod: PodInfo, *, reason: str, warning: bool, message: str) -> None:
+        """Queue any event about ``pod`` (hot-plug's ``RemovedInterface``, ...). Never blocks."""
+        self._offer(PodEvent(pod, reason, "Warning" if warning else "Normal", message))
+
     def _offer(self, item: PodEvent) -> None:
         try:
             self._queue.put_nowait(item)

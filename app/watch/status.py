@@ -104,6 +104,9 @@ class ApiStatusPublisher:
     def emit_network_not_found(self, pod: PodInfo, *, namespace: str, name: str, error: str) -> None:
         self._events.offer_not_found(pod, namespace=namespace, name=name, error=error)
 
+    def emit_pod_event(self, pod: PodInfo, *, reason: str, warning: bool, message: str) -> None:
+        self._events.offer_event(pod, reason=reason, warning=warning, message=message)
+
     async def _write(self, pod: PodInfo, status_json: str) -> dict[str, Any]:
         path = f"/api/v1/namespaces/{pod.namespace}/pods/{pod.name}/status"
         if not self.put_only:

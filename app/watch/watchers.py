@@ -3,7 +3,8 @@
 Created by ``app.daemon`` when a cluster is configured (``client.find_access`` / ``connect``),
 with the node name it read from ``MULTUS_NODE_NAME``. It owns the watch loops (this node's pods;
 NADs cluster-wide or per namespace) and the event poster, run as named tasks under one
-TaskGroup by ``run``; and it hands the engine its ``pods``, ``nads`` and ``publisher``. It does
+TaskGroup by ``run``; and it hands the engine its ``pods``, ``nads`` and ``publisher``, and
+whoever registers with ``on_pod_written`` the pods each mirror commit wrote. It does
 not own the API client or the database (the daemon opens and closes both) and never calls the
 engine.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
 from typing import Any
 
 from app.attach.cluster import POD_ANNOTATIONS_KEPT
@@ -51,6 +52,7 @@ class Watchers:
         if not node_name:
             log.warning("no node name (MULTUS_NODE_NAME): mirroring every pod of the cluster")
         arrivals = Arrivals()
+        self._pod_listeners: list[Callable[[str, str], None]] = []
         pod_target = pods_on_node(node_name, kept_annotations=kept_annotations)
         nad_targets = [nads_in(None)] if nad_namespaces is None else [nads_in(ns) for ns in nad_namespaces]
         self._writers = [
@@ -60,6 +62,7 @@ class Watchers:
                 state=MirrorState(pod_target.key),
                 arrivals=arrivals,
                 persist_interval=self.settings.position_persist_interval,
+                listeners=self._pod_listeners,
             ),
             *(_writer(database, target, self.settings) for target in nad_targets),
         ]
@@ -76,6 +79,11 @@ class Watchers:
         self.nads = MirrorNadSource(database=database, states=self.nad_states, settings=self.settings)
         self.publisher = ApiStatusPublisher(api=api, settings=self.settings, events=self.events)
         self.presence = MirrorPodPresence(database=database, state=self.pod_state)
+
+    def on_pod_written(self, listener: Callable[[str, str], None]) -> None:
+        """Call ``listener(namespace, name)`` after every commit that wrote that pod to the mirror
+        (relists included; echoes of unchanged pods excluded). It must not block."""
+        self._pod_listeners.append(listener)
 
     @property
     def writers(self) -> tuple[MirrorWriter, ...]:

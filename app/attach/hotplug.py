@@ -1,0 +1,664 @@
+"""Hot-plug: networks added to and removed from running sandboxes, one delegate at a time.
+
+Two ways in, one engine path. ``serve_delegate`` answers upstream's ``POST /delegate`` (what
+multus-dynamic-networks-controller, DNC, sends: one delegate conf, ``CNI_IFNAME``, pod identity in
+CNI_ARGS, optional interface attributes). ``HotplugReconciler`` is the daemon's own hot-plug
+(daemon-config ``hotplugNetworks``): it compares each running pod's ``k8s.v1.cni.cncf.io/networks``
+annotation with the sandbox's checkpoint and attaches or detaches the difference. Both go through
+``AttachEngine.attach_delegate`` / ``detach_delegate``: intent committed before the delegate runs,
+result after, under the sandbox's lock; so the runtime's final DEL, rollback, recovery and GC tear
+a hot-plugged delegate down like any other, and a kill -9 in the middle leaves an intent that
+recovery DELs (``settle_partial_attachments``).
+
+Called by the daemon's socket server (``/delegate``) and by the daemon's wiring of the mirror's pod
+events (``HotplugReconciler.pod_changed``). Never imports the watch package or HTTP code; never
+detaches an attachment it cannot match unambiguously; never touches the cluster network's delegate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from app import metrics
+from app.attach import delegate_inputs, netconf
+from app.attach import selection as sel
+from app.attach.cluster import (
+    NETWORKS_ANNOTATION,
+    ClusterUnavailableError,
+    PodInfo,
+    PodSource,
+    StatusPublisher,
+)
+from app.attach.engine import AttachEngine
+from app.attach.errors import as_cni_error
+from app.attach.netconf import MultusNetConf
+from app.attach.network_status import DelegateOutcome, interface_events, render, status_entries
+from app.attach.networks import DelegatePlan, NetworkResolver, delegate_cni_args
+from app.attach.requests import Command, SandboxRequest, Trigger
+from app.cni import conf as cniconf
+from app.cni.types import CniError, ContainerId, ErrorCode, IfName, JsonObject, NetworkConfigList
+from app.store.records import AttachmentRecord, SandboxRecord
+
+log = logging.getLogger(__name__)
+
+ObjectKey = tuple[str, str]
+
+ADDED = "AddedInterface"
+REMOVED = "RemovedInterface"
+FAILED_ADDING = "FailedAddingInterface"
+FAILED_REMOVING = "FailedRemovingInterface"
+
+
+class PodEvents(Protocol):
+    """Events about a pod beyond ``AddedInterface`` (the watch package's publisher implements it)."""
+
+    def emit_pod_event(self, pod: PodInfo, *, reason: str, warning: bool, message: str) -> None:
+        """Queue one core/v1 Event about ``pod``; never blocks and never fails the caller."""
+        ...
+
+
+# ---- POST /delegate ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class InterfaceAttributes:
+    """``interfaceAttributes`` of a ``/delegate`` request: applied as an annotation element's are."""
+
+    ips: tuple[str, ...] = ()
+    mac: str = ""
+    cni_args: JsonObject | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DelegateCall:
+    """One ``/delegate`` request, decoded: the sandbox request and the delegate conf it carries."""
+
+    request: SandboxRequest
+    net: NetworkConfigList | None
+    """None for DEL, CHECK and STATUS, which replay the checkpoint instead."""
+    attributes: InterfaceAttributes = field(default_factory=InterfaceAttributes)
+
+
+MULTUS_TYPES = frozenset({"multus", "multus-shim"})
+
+
+def delegate_conf(stdin: bytes, conf: Mapping[str, Any]) -> NetworkConfigList:
+    """The delegate configuration of a ``/delegate`` request; a Multus conf is refused (code 7)."""
+    if conf.get("type") in MULTUS_TYPES or any(
+        key in conf for key in ("delegates", "clusterNetwork", "defaultNetworks")
+    ):
+        raise CniError(
+            ErrorCode.INVALID_NETWORK_CONFIG,
+            "request field 'config' is a Multus configuration, not a delegate configuration",
+            "/delegate runs one delegate: send its network configuration (a NAD's spec.config)",
+        )
+    if not isinstance(conf.get("name"), str) or not conf.get("name"):
+        raise CniError(
+            ErrorCode.INVALID_NETWORK_CONFIG, "delegate configuration (request field 'config') has no 'name'"
+        )
+    return cniconf.load_network_list(stdin, source="request field 'config'")
+
+
+async def serve_delegate(
+    engine: AttachEngine, call: DelegateCall, *, status: StatusPublisher | None = None
+) -> JsonObject | None:
+    """Run one ``/delegate`` request; ADD returns the delegate's result (CNI 1.1.0).
+
+    ADD posts one ``AddedInterface`` event and writes no network-status (DNC writes it; a second
+    writer would race its PUT)."""
+    request = call.request
+    outcome = "error"
+    try:
+        if request.command is Command.ADD:
+            answer = await _delegate_add(engine, call, status=status)
+            outcome = "ok"
+            return answer
+        if request.command is Command.DEL:
+            await engine.detach_delegate(request)
+        elif request.command is Command.CHECK:
+            await engine.check(request)
+        outcome = "ok"
+        return None
+    finally:
+        metrics.HOTPLUG_OPERATIONS.labels("delegate", request.command, outcome).inc()
+
+
+async def _delegate_add(
+    engine: AttachEngine, call: DelegateCall, *, status: StatusPublisher | None
+) -> JsonObject:
+    request, net, attributes = call.request, call.net, call.attributes
+    if net is None:
+        raise CniError(ErrorCode.INVALID_NETWORK_CONFIG, "request field 'config' is required for ADD")
+    element = sel.NetworkSelection(
+        name=net.name,
+        namespace=request.pod.namespace,
+        ips=attributes.ips,
+        mac=attributes.mac,
+        cni_args=attributes.cni_args,
+    )
+    if attributes.cni_args is not None:
+        data = delegate_inputs.inject_cni_args(net.raw, attributes.cni_args)
+        net = cniconf.load_network_list(data, source="request field 'config'")
+    plan = DelegatePlan(
+        position=1,
+        network_name=net.name,
+        net=net,
+        ifname=request.ifname,
+        is_master=False,
+        cni_args=delegate_inputs.cni_args_for(element, delegate_cni_args(request.cni_args)),
+        capability_args=delegate_inputs.capability_args_for(element, request.conf.runtime_config),
+    )
+    answer = await engine.attach_delegate(request, plan)
+    if status is not None:
+        pod = PodInfo(namespace=request.pod.namespace, name=request.pod.name, uid=request.pod.uid)
+        outcome = DelegateOutcome(
+            network_name=net.name, result=answer, is_master=False, ifname=request.ifname
+        )
+        status.emit_interface_events(pod, interface_events([outcome]))
+    return answer
+
+
+# ---- native hot-plug ----------------------------------------------------------------------------
+
+
+def daemon_conf(daemon_config: Mapping[str, Any]) -> MultusNetConf:
+    """The Multus configuration native hot-plug resolves networks with: the daemon's own keys."""
+    version = daemon_config.get("cniVersion")
+    return netconf.parse(
+        netconf.merge({"name": "multus-cni-network"}, daemon_config),
+        stdin_cni_version=version if isinstance(version, str) else "1.0.0",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A selection the reconciler will not add, and why."""
+
+    network: str
+    ifname: str
+    error: CniError
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """What reconciling one sandbox against its pod's annotation means."""
+
+    add: tuple[tuple[sel.NetworkSelection, IfName], ...] = ()
+    """In annotation order, each with the interface name it gets."""
+    remove: tuple[AttachmentRecord, ...] = ()
+    """Newest first."""
+    refused: tuple[Refusal, ...] = ()
+
+
+def managed_attachments(record: SandboxRecord, *, default_networks: int) -> list[AttachmentRecord]:
+    """The attachments the ``networks`` annotation governs: those of a NAD (``<ns>/<name>``), but
+    not the cluster network, nor a ``defaultNetworks`` one (positions 1..n at ADD). What ``POST
+    /delegate`` attached is named by its conf (a CNI network name has no ``/``) and left to its
+    caller."""
+    return sorted(
+        (
+            a
+            for a in record.attachments
+            if not a.is_master and a.position > default_networks and "/" in a.network_name
+        ),
+        key=lambda a: a.position,
+    )
+
+
+def plan_changes(
+    record: SandboxRecord, selections: Sequence[sel.NetworkSelection], *, default_networks: int
+) -> Changes:
+    """Match the annotation's selections with the recorded attachments, as DNC keys them
+    (``<ns>/<nad>/<ifname>`` when an interface is named, else ``<ns>/<nad>``).
+
+    A named selection matches the attachment of that name; a nameless one the oldest unmatched
+    attachment of its NAD (the one ADD gave it). An interface name is needed to tell two attachments
+    of one NAD apart, so a nameless selection of a NAD selected more than once is not added but
+    refused (and retried); a selection whose name another network holds is refused too. Nothing
+    refused ever causes a detach: only attachments no selection matches are removed.
+    """
+    managed = managed_attachments(record, default_networks=default_networks)
+    managed_names = {a.ifname for a in managed}
+    matched: set[str] = set()
+    adds: list[tuple[int, sel.NetworkSelection, str]] = []
+    refused: list[Refusal] = []
+    conflicts: list[tuple[int, sel.NetworkSelection, AttachmentRecord]] = []
+    counts: dict[str, int] = {}
+    for selection in selections:
+        counts[selection.qualified_name] = counts.get(selection.qualified_name, 0) + 1
+    for index, selection in enumerate(selections):
+        if not selection.interface:
+            continue
+        held = record.attachment(selection.interface)
+        if held is None:
+            adds.append((index, selection, selection.interface))
+        elif held.ifname in managed_names and held.network_name == selection.qualified_name:
+            matched.add(held.ifname)
+        else:
+            conflicts.append((index, selection, held))
+    for index, selection in enumerate(selections):
+        if selection.interface:
+            continue
+        candidate = next(
+            (a for a in managed if a.ifname not in matched and a.network_name == selection.qualified_name),
+            None,
+        )
+        if candidate is not None:
+            matched.add(candidate.ifname)
+        elif counts[selection.qualified_name] > 1:
+            refused.append(
+                Refusal(
+                    selection.qualified_name,
+                    "",
+                    CniError(
+                        ErrorCode.INVALID_NETWORK_CONFIG,
+                        f"network {selection.qualified_name} is selected more than once: "
+                        "an interface name is needed to tell its attachments apart",
+                        'name the interface of each selection ("<nad>@<ifname>" or "interface")',
+                    ),
+                )
+            )
+        else:
+            adds.append((index, selection, ""))
+    removals = [a for a in reversed(managed) if a.ifname not in matched]
+    removed = {a.ifname for a in removals}
+    for index, selection, held in conflicts:
+        if held.ifname in removed:  # its name is freed first: removals run before additions
+            adds.append((index, selection, selection.interface))
+            continue
+        refused.append(
+            Refusal(
+                selection.qualified_name,
+                selection.interface,
+                CniError(
+                    ErrorCode.INVALID_NETWORK_CONFIG,
+                    f'interface "{selection.interface}" is already used by network "{held.network_name}"',
+                    f"network {selection.qualified_name} cannot be added under that name",
+                ),
+            )
+        )
+    return Changes(
+        add=_named(
+            record,
+            [(s, i) for _, s, i in sorted(adds, key=lambda a: a[0])],
+            removing=removed,
+        ),
+        remove=tuple(removals),
+        refused=tuple(refused),
+    )
+
+
+def _named(
+    record: SandboxRecord, adds: Sequence[tuple[sel.NetworkSelection, str]], *, removing: set[str]
+) -> tuple[tuple[sel.NetworkSelection, IfName], ...]:
+    """Each addition with its interface: the one it names, else ``net<n>`` for the next free n."""
+    taken = {a.ifname for a in record.attachments if a.ifname not in removing}
+    taken.update(ifname for _, ifname in adds if ifname)
+    position = max((a.position for a in record.attachments), default=0)
+    named: list[tuple[sel.NetworkSelection, IfName]] = []
+    for selection, ifname in adds:
+        if not ifname:
+            position += 1
+            while f"net{position}" in taken:
+                position += 1
+            ifname = f"net{position}"
+            taken.add(ifname)
+        named.append((selection, IfName(ifname)))
+    return tuple(named)
+
+
+def recorded_network_status(record: SandboxRecord) -> str:
+    """network-status of a sandbox from its checkpoint: every attached delegate, in position order."""
+    outcomes = [
+        DelegateOutcome(
+            network_name=a.network_name,
+            result=json.loads(a.result),
+            is_master=a.is_master,
+            ifname=a.ifname,
+        )
+        for a in sorted(record.attachments, key=lambda a: a.position)
+        if a.result and a.state == "added"
+    ]
+    return render(status_entries(outcomes))
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcilerSettings:
+    backoff_initial: float = 1.0
+    """Delay before the first retry of a pod whose annotation could not be satisfied."""
+    backoff_max: float = 60.0
+    """Retries back off exponentially up to this many seconds."""
+    busy_retry: float = 0.2
+    """Delay before looking again at a sandbox another operation holds."""
+    resync_interval: float = 60.0
+    """Every running pod is reconciled again this often, whatever the mirror reported (closes the
+    window where a runtime ADD read the annotation just before it changed)."""
+
+
+@dataclass
+class _Retry:
+    failures: int
+    last_error: str
+
+
+class HotplugReconciler:
+    """Reconciles the ``networks`` annotation of this node's running pods with their checkpoints.
+
+    ``pod_changed`` (called for every pod the mirror writes, never blocking) queues the pod; ``run``
+    works the queue one sandbox at a time, in arrival order, and queues every pod that has a running
+    sandbox at start (changes made while the daemon was down) and every ``resync_interval``. A pod
+    whose sandbox another operation holds is looked at again shortly; one that cannot be satisfied
+    is retried with exponential backoff; ``pending`` says which and why.
+    """
+
+    def __init__(
+        self,
+        *,
+        engine: AttachEngine,
+        resolver: NetworkResolver,
+        pods: PodSource,
+        conf: MultusNetConf,
+        status: StatusPublisher | None = None,
+        events: PodEvents | None = None,
+        settings: ReconcilerSettings | None = None,
+    ) -> None:
+        self._engine = engine
+        self._resolver = resolver
+        self._pods = pods
+        self._conf = conf
+        self._status = status
+        self._events = events
+        self._settings = settings or ReconcilerSettings()
+        self._queue: dict[ObjectKey, None] = {}
+        self._due: dict[ObjectKey, float] = {}
+        self._retries: dict[ObjectKey, _Retry] = {}
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._resync_at = 0.0
+        self.passes = 0
+        """Pods reconciled so far (tests wait on it)."""
+        self.deferred = 0
+        """Times a pod was put back because another operation held its sandbox."""
+
+    @property
+    def pending(self) -> Mapping[ObjectKey, str]:
+        """Pods whose annotation is not satisfied yet, with the last error."""
+        return {key: retry.last_error for key, retry in self._retries.items()}
+
+    def pod_changed(self, namespace: str, name: str) -> None:
+        """Queue pod ``namespace/name`` for reconciliation; never blocks."""
+        self._queue[(namespace, name)] = None
+        self._wake.set()
+
+    async def resync(self) -> None:
+        """Queue every pod that has a running sandbox on this node."""
+        for summary in await self._engine.sandbox_summaries():
+            if summary.state == "ready" and summary.pod.name:
+                self.pod_changed(summary.pod.namespace, summary.pod.name)
+
+    def stop(self) -> None:
+        """Make ``run`` return once the pod in hand (if any) is reconciled."""
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self, *, ready: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Reconcile queued pods (after ``ready``, e.g. the mirror's first sync) until ``stop``."""
+        if ready is not None and not await self._ready_or_stopped(ready()):
+            return
+        while (key := await self._next()) is not None:
+            await self._reconcile_key(key)
+
+    async def _ready_or_stopped(self, ready: Awaitable[None]) -> bool:
+        waiting = asyncio.ensure_future(ready)
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (waiting, stopping):
+                task.cancel()
+            await asyncio.gather(waiting, stopping, return_exceptions=True)
+        return not self._stopping.is_set()
+
+    async def _next(self) -> ObjectKey | None:
+        while not self._stopping.is_set():
+            now = time.monotonic()
+            if now >= self._resync_at:
+                self._resync_at = now + self._settings.resync_interval
+                await self.resync()
+            for key, due in list(self._due.items()):
+                if due <= now:
+                    del self._due[key]
+                    self._queue[key] = None
+            if self._queue:
+                key = next(iter(self._queue))
+                del self._queue[key]
+                return key
+            self._wake.clear()
+            delay = min([*self._due.values(), self._resync_at]) - now
+            try:
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+        return None
+
+    async def _reconcile_key(self, key: ObjectKey) -> None:
+        try:
+            error = await self.reconcile(*key)
+        except _SandboxBusyError:
+            self.deferred += 1
+            self._due[key] = time.monotonic() + self._settings.busy_retry
+            return
+        except Exception as exc:  # one pod's surprise must not stop the others
+            log.exception("hot-plug of pod %s/%s failed", *key)
+            error = as_cni_error(exc)
+        self.passes += 1
+        if error is None:
+            self._retries.pop(key, None)
+        else:
+            retry = self._retries.get(key) or _Retry(0, "")
+            retry = _Retry(
+                retry.failures + 1, f"{error.msg}: {error.details}" if error.details else error.msg
+            )
+            self._retries[key] = retry
+            delay = min(
+                self._settings.backoff_max, self._settings.backoff_initial * 2 ** (retry.failures - 1)
+            )
+            self._due[key] = time.monotonic() + delay
+            log.warning("hot-plug of pod %s/%s retried in %.1f s: %s", *key, delay, retry.last_error)
+        metrics.HOTPLUG_PENDING.set(len(self._retries))
+
+    async def reconcile(self, namespace: str, name: str) -> CniError | None:
+        """Bring pod ``namespace/name``'s running sandbox in line with its annotation once; return
+        the first error that leaves the annotation unsatisfied (None when satisfied)."""
+        try:
+            pod = await self._pods.get_pod(namespace, name)
+        except ClusterUnavailableError as exc:
+            return CniError(ErrorCode.TRY_AGAIN_LATER, f"cannot read pod {namespace}/{name}", str(exc))
+        if pod is None:
+            return None
+        record = await self._running_sandbox(pod)
+        if record is None:
+            return None
+        base = self._request(record, pod)
+        started = time.monotonic()
+        try:
+            selections = sel.parse_networks(
+                pod.annotations.get(NETWORKS_ANNOTATION, ""), pod_namespace=pod.namespace
+            )
+        except CniError as err:
+            await self._engine.record_request_error(base, err, started=started)
+            self._event(pod, FAILED_ADDING, f"pod [{namespace}/{name}]: invalid network selection: {err.msg}")
+            metrics.HOTPLUG_OPERATIONS.labels("native", "ADD", "error").inc()
+            return err
+        defaults = 0 if pod.namespace in self._conf.system_namespaces else len(self._conf.default_networks)
+        changes = plan_changes(record, selections, default_networks=defaults)
+        if not changes.add and not changes.remove and not changes.refused:
+            return None
+        errors: list[CniError | None] = [await self._refuse(base, pod, r) for r in changes.refused]
+        changed = False
+        for attachment in changes.remove:
+            error = await self._detach(base, pod, attachment)
+            changed = changed or error is None
+            errors.append(error)
+        for selection, ifname in changes.add:
+            error = await self._attach(base, pod, selection, ifname)
+            changed = changed or error is None
+            errors.append(error)
+        if changed:
+            await self._publish(record.container_id, pod)
+        return next((error for error in errors if error is not None), None)
+
+    async def _running_sandbox(self, pod: PodInfo) -> SandboxRecord | None:
+        """The pod's newest ``ready`` sandbox; ``_SandboxBusyError`` while an operation holds any of
+        its sandboxes (an ADD in flight may have read the annotation before this change)."""
+        summaries = [
+            s
+            for s in await self._engine.sandboxes_of_pod(pod.namespace, pod.name)
+            if not (s.pod.uid and pod.uid and s.pod.uid != pod.uid)
+        ]
+        busy = next((s.container_id for s in summaries if self._engine.locks.busy(s.container_id)), None)
+        if busy is not None:
+            raise _SandboxBusyError(busy)
+        ready = [s for s in summaries if s.state == "ready"]
+        if not ready:
+            return None
+        record = await self._engine.load_sandbox(ready[-1].container_id)
+        return record if record is not None and record.state == "ready" else None
+
+    def _request(self, record: SandboxRecord, pod: PodInfo) -> SandboxRequest:
+        uid = record.pod.uid or pod.uid
+        return SandboxRequest(
+            command=Command.ADD,
+            container_id=ContainerId(record.container_id),
+            netns=record.netns,
+            ifname=IfName(record.ifname),
+            cni_args=(
+                ("IgnoreUnknown", "1"),
+                ("K8S_POD_NAMESPACE", pod.namespace),
+                ("K8S_POD_NAME", pod.name),
+                ("K8S_POD_INFRA_CONTAINER_ID", record.container_id),
+                ("K8S_POD_UID", uid),
+            ),
+            pod=record.pod,
+            conf=self._conf,
+            trigger=Trigger.HOTPLUG,
+        )
+
+    async def _refuse(self, base: SandboxRequest, pod: PodInfo, refusal: Refusal) -> CniError:
+        request = _with(base, command=Command.ADD, ifname=refusal.ifname or base.ifname)
+        await self._engine.record_request_error(request, refusal.error, started=time.monotonic())
+        self._event(
+            pod,
+            FAILED_ADDING,
+            f"pod [{pod.namespace}/{pod.name}]: failed adding interface {refusal.ifname} to network: "
+            f"{_bare(refusal.network)}: {refusal.error.msg}",
+        )
+        metrics.HOTPLUG_OPERATIONS.labels("native", "ADD", "error").inc()
+        return refusal.error
+
+    async def _detach(
+        self, base: SandboxRequest, pod: PodInfo, attachment: AttachmentRecord
+    ) -> CniError | None:
+        request = _with(base, command=Command.DEL, ifname=attachment.ifname)
+        where = f"pod [{pod.namespace}/{pod.name}]"
+        try:
+            await self._engine.detach_delegate(request)
+        except CniError as err:
+            self._event(
+                pod,
+                FAILED_REMOVING,
+                f"{where}: failed removing interface {attachment.ifname} from network: "
+                f"{_bare(attachment.network_name)}: {err.msg}",
+            )
+            metrics.HOTPLUG_OPERATIONS.labels("native", "DEL", "error").inc()
+            return err
+        self._event(
+            pod,
+            REMOVED,
+            f"{where}: removed interface {attachment.ifname} from network: {_bare(attachment.network_name)}",
+        )
+        metrics.HOTPLUG_OPERATIONS.labels("native", "DEL", "ok").inc()
+        return None
+
+    async def _attach(
+        self, base: SandboxRequest, pod: PodInfo, selection: sel.NetworkSelection, ifname: IfName
+    ) -> CniError | None:
+        request = _with(base, command=Command.ADD, ifname=ifname)
+        where = f"pod [{pod.namespace}/{pod.name}]"
+        try:
+            try:
+                plan = await self._resolver.plan_hotplug(request, pod, selection, ifname=ifname)
+            except CniError as err:
+                await self._engine.record_request_error(request, err, started=time.monotonic())
+                raise
+            await self._engine.attach_delegate(request, plan)
+        except CniError as err:
+            self._event(
+                pod,
+                FAILED_ADDING,
+                f"{where}: failed adding interface {ifname} to network: {selection.name}"
+                f"{_attributes(selection)}: {err.msg}",
+            )
+            metrics.HOTPLUG_OPERATIONS.labels("native", "ADD", "error").inc()
+            return err
+        self._event(
+            pod,
+            ADDED,
+            f"{where}: added interface {ifname} to network: {selection.name}{_attributes(selection)}",
+        )
+        metrics.HOTPLUG_OPERATIONS.labels("native", "ADD", "ok").inc()
+        return None
+
+    async def _publish(self, container_id: str, pod: PodInfo) -> None:
+        if self._status is None:
+            return
+        record = await self._engine.load_sandbox(container_id)
+        if record is None:
+            return
+        try:
+            await self._status.publish_network_status(pod, recorded_network_status(record))
+        except ClusterUnavailableError as exc:
+            log.error("network-status of pod %s/%s not written: %s", pod.namespace, pod.name, exc)
+
+    def _event(self, pod: PodInfo, reason: str, message: str) -> None:
+        if self._events is not None:
+            self._events.emit_pod_event(
+                pod, reason=reason, warning=reason.startswith("Failed"), message=message
+            )
+
+
+class _SandboxBusyError(Exception):
+    """Another operation holds the sandbox: look again shortly, without counting a failure."""
+
+
+def _with(request: SandboxRequest, *, command: Command, ifname: str) -> SandboxRequest:
+    return SandboxRequest(
+        command=command,
+        container_id=request.container_id,
+        netns=request.netns,
+        ifname=IfName(ifname),
+        cni_args=request.cni_args,
+        pod=request.pod,
+        conf=request.conf,
+        trigger=request.trigger,
+    )
+
+
+def _bare(network_name: str) -> str:
+    """The NAD's name without its namespace, as DNC's events show it."""
+    return network_name.rpartition("/")[2]
+
+
+def _attributes(selection: sel.NetworkSelection) -> str:
+    """DNC's ``(ips: [...], mac: ..., cni-args: ...)`` suffix, when the selection asks for any."""
+    if not selection.ips and not selection.mac and selection.cni_args is None:
+        return ""
+    cni_args = json.dumps(selection.cni_args, sort_keys=True) if selection.cni_args is not None else "map[]"
+    return f"(ips: [{' '.join(selection.ips)}], mac: {selection.mac}, cni-args: {cni_args})"

@@ -1,0 +1,115 @@
+"""Which attachments a running pod's ``networks`` annotation adds, keeps and removes (native hot-plug).
+
+DNC's keys: a named selection matches the attachment of that name; a nameless one the oldest of its
+NAD. Refusals never cause a detach; the cluster network and ``defaultNetworks`` are never touched.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from app.attach.hotplug import plan_changes
+from app.attach.selection import parse_networks
+from app.store.records import AttachmentRecord, PodIdentity, SandboxRecord
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _attachment(position: int, ifname: str, network: str) -> AttachmentRecord:
+    return AttachmentRecord(
+        container_id="c",
+        ifname=ifname,
+        position=position,
+        is_master=position == 0,
+        network_name=network,
+        plugin_types=("bridge",),
+        config=b"{}",
+        cni_args=(),
+        capability_args={},
+        cni_path=(),
+        state="added",
+        result="{}",
+        last_error=None,
+        created_at=NOW,
+        updated_at=NOW,
+    )
+
+
+def _sandbox(*attachments: tuple[str, str]) -> SandboxRecord:
+    return SandboxRecord(
+        container_id="c",
+        state="ready",
+        netns="/var/run/netns/x",
+        ifname="eth0",
+        cni_version="1.0.0",
+        pod=PodIdentity("default", "p", "u"),
+        boot_id="b",
+        created_at=NOW,
+        updated_at=NOW,
+        attachments=tuple(
+            _attachment(position, ifname, network)
+            for position, (ifname, network) in enumerate([("eth0", "primary"), *attachments])
+        ),
+    )
+
+
+def _plan(
+    record: SandboxRecord, annotation: str, *, defaults: int = 0
+) -> tuple[list[str], list[str], list[str]]:
+    changes = plan_changes(
+        record, parse_networks(annotation, pod_namespace="default"), default_networks=defaults
+    )
+    return (
+        [f"{selection.qualified_name}@{ifname}" for selection, ifname in changes.add],
+        [attachment.ifname for attachment in changes.remove],
+        [refusal.error.msg for refusal in changes.refused],
+    )
+
+
+@pytest.mark.parametrize(
+    ("recorded", "annotation", "adds", "removes"),
+    [
+        ([("net1", "default/a")], "a", [], []),
+        ([("net1", "default/a")], "a, b", ["default/b@net2"], []),
+        ([("net1", "default/a")], "a, b@x, c", ["default/b@x", "default/c@net2"], []),
+        ([("net1", "default/a"), ("net2", "default/b")], "b", [], ["net1"]),
+        ([("net1", "default/a"), ("net3", "default/a")], "a", [], ["net3"]),
+        ([("net1", "default/a"), ("net3", "default/a")], "a@net3", [], ["net1"]),
+        ([("net1", "default/a"), ("net2", "default/b")], "", [], ["net2", "net1"]),
+        ([("net1", "default/a")], "b@net1", ["default/b@net1"], ["net1"]),
+    ],
+)
+def test_selections_and_attachments_match_as_dnc_keys_them(
+    recorded: list[tuple[str, str]], annotation: str, adds: list[str], removes: list[str]
+) -> None:
+    planned_adds, planned_removes, _ = _plan(_sandbox(*recorded), annotation)
+
+    assert planned_adds == adds
+    assert planned_removes == removes
+
+
+def test_a_name_another_network_holds_is_refused_and_that_network_is_kept() -> None:
+    adds, removes, refused = _plan(_sandbox(("net1", "default/a")), "a, b@net1")
+
+    assert (adds, removes) == ([], [])
+    assert refused == ['interface "net1" is already used by network "default/a"']
+
+
+def test_a_second_nameless_selection_of_one_nad_is_refused_not_guessed() -> None:
+    adds, removes, refused = _plan(_sandbox(("net1", "default/a")), "a, a, b")
+
+    assert (adds, removes) == (["default/b@net2"], [])
+    assert refused == [
+        "network default/a is selected more than once: "
+        "an interface name is needed to tell its attachments apart"
+    ]
+
+
+def test_default_networks_the_cluster_network_and_delegate_api_attachments_are_never_detached() -> None:
+    record = _sandbox(("net1", "kube-system/extra-default"), ("net2", "default/a"), ("net3", "dnc-conf-name"))
+
+    _, removes, _ = _plan(record, "", defaults=1)
+
+    assert removes == ["net2"]

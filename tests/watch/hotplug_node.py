@@ -1,0 +1,127 @@
+"""A node with native hot-plug wired the way the daemon wires it: watchers (mirror) → reconciler → engine.
+
+Used in-process by ``test_hotplug_native`` and as a child process (``python -m
+tests.watch.hotplug_node``) that a test kills with a crash point in the middle of a hot-plug.
+Real: the emulator over HTTP, the SQLite checkpoint, the reference plugins (bridge, host-local).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app.attach import hotplug
+from app.attach.crashpoints import DISARMED, CrashPoints
+from app.attach.engine import AttachEngine, EngineSettings
+from app.attach.netconf import MultusNetConf
+from app.attach.networks import ClusterSources, NetworkResolver
+from app.store.database import Database
+from app.watch import client
+from app.watch.watchers import Watchers
+from tests.conftest import CNI_PLUGIN_DIR
+from tests.watch.support import FAST_SETTINGS, NODE
+
+FAST_RETRIES = hotplug.ReconcilerSettings(backoff_initial=0.05, backoff_max=0.3, busy_retry=0.02)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where one test's node keeps things; every name is unique to the test."""
+
+    root: Path
+    tag: str
+
+    @property
+    def conf_dir(self) -> Path:
+        return self.root / "net.d"
+
+    @property
+    def ipam_dir(self) -> Path:
+        return self.root / "ipam"
+
+    @property
+    def bridge(self) -> str:
+        return f"mphp{self.tag}"
+
+    def bridge_conf(self, name: str, subnet: str, *, suffix: str = "") -> dict[str, Any]:
+        return {
+            "cniVersion": "1.0.0",
+            "name": name,
+            "type": "bridge",
+            "bridge": self.bridge + suffix,
+            "ipam": {"type": "host-local", "dataDir": str(self.ipam_dir), "ranges": [[{"subnet": subnet}]]},
+        }
+
+    def write_primary(self) -> None:
+        self.conf_dir.mkdir(parents=True, exist_ok=True)
+        primary = self.bridge_conf("primary", "10.230.0.0/24")
+        (self.conf_dir / "10-primary.conf").write_text(json.dumps(primary))
+
+    def conf(self) -> MultusNetConf:
+        return MultusNetConf(
+            name="multus",
+            cni_version="1.0.0",
+            stdin_cni_version="1.0.0",
+            cluster_network="primary",
+            conf_dir=str(self.conf_dir),
+            bin_dir=CNI_PLUGIN_DIR,
+            multus_namespace="kube-system",
+        )
+
+
+def build(
+    *, database: Database, watchers: Watchers, layout: Layout, crash_points: CrashPoints = DISARMED
+) -> tuple[AttachEngine, hotplug.HotplugReconciler]:
+    """The engine and the reconciler over ``watchers``, registered for its pod commits."""
+    resolver = NetworkResolver(
+        cluster=ClusterSources(pods=watchers.pods, nads=watchers.nads, events=watchers.publisher)
+    )
+    engine = AttachEngine(
+        db=database,
+        resolver=resolver,
+        boot_id="hotplug-test-boot",
+        settings=EngineSettings(delegate_timeout=20, plugin_env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}),
+        status=watchers.publisher,
+        crash_points=crash_points,
+    )
+    reconciler = hotplug.HotplugReconciler(
+        engine=engine,
+        resolver=resolver,
+        pods=watchers.pods,
+        conf=layout.conf(),
+        status=watchers.publisher,
+        events=watchers.publisher,
+        settings=FAST_RETRIES,
+    )
+    watchers.on_pod_written(reconciler.pod_changed)
+    return engine, reconciler
+
+
+async def _child(args: argparse.Namespace) -> None:
+    access = client.find_access(kubeconfig=args.kubeconfig, environ={})
+    assert access is not None
+    api = await client.connect(access, settings=FAST_SETTINGS)
+    database = Database.open(Path(args.db))
+    watchers = Watchers(api=api, database=database, node_name=NODE, settings=FAST_SETTINGS)
+    layout = Layout(Path(args.root), args.tag)
+    _, reconciler = build(
+        database=database, watchers=watchers, layout=layout, crash_points=CrashPoints(args.crash_at)
+    )
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(watchers.run(), name="child.watchers")
+        tasks.create_task(reconciler.run(ready=watchers.wait_synced), name="child.hotplug")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    for name in ("--db", "--kubeconfig", "--root", "--tag", "--crash-at"):
+        parser.add_argument(name, required=True)
+    asyncio.run(_child(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,387 @@
+"""Native hot-plug (``hotplugNetworks``): editing a running pod's ``networks`` annotation attaches and
+detaches networks, as multus-dynamic-networks-controller would, but recorded in the checkpoint.
+
+Real: the emulator over HTTP, the pod/NAD watches into SQLite, the reconciler fed by the mirror's
+pod commits, the engine and its checkpoint, bridge + host-local in a real netns; a child process
+killed (SIGKILL, crash point) in the middle of a hot-plug, then recovery and the reconciler in this
+process settle it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.attach.engine import AttachEngine
+from app.attach.hotplug import HotplugReconciler
+from app.attach.requests import Command, SandboxRequest
+from app.cni.types import ContainerId, IfName
+from app.gc import recovery
+from app.sandbox.kubeapi import KubeApiEmulator
+from app.store import checkpoints
+from app.store.database import Database
+from app.store.records import PodIdentity
+from app.watch.settings import WatchSettings
+from tests.conftest import child_environment
+from tests.watch.hotplug_node import Layout, build
+from tests.watch.support import NETWORKS, NODE, Running, eventually, pod_manifest
+
+STATUS = "k8s.v1.cni.cncf.io/network-status"
+
+
+@pytest.fixture
+def layout(tmp_path: Path) -> Iterator[Layout]:
+    layout = Layout(tmp_path, secrets.token_hex(3))
+    layout.write_primary()
+    yield layout
+    for suffix in ("", "a", "b", "d"):
+        subprocess.run(["ip", "link", "del", layout.bridge + suffix], check=False, capture_output=True)
+
+
+@pytest.fixture
+def netns() -> Iterator[str]:
+    name = f"mphp{secrets.token_hex(4)}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    yield f"/var/run/netns/{name}"
+    subprocess.run(["ip", "netns", "delete", name], check=False)
+
+
+@dataclass
+class Node:
+    engine: AttachEngine
+    reconciler: HotplugReconciler
+    emulator: KubeApiEmulator
+    layout: Layout
+    netns: str
+    database: Database
+
+    def request(self, command: Command, pod: dict[str, Any], container: str) -> SandboxRequest:
+        metadata = pod["metadata"]
+        return SandboxRequest(
+            command=command,
+            container_id=ContainerId(container),
+            netns=self.netns,
+            ifname=IfName("eth0"),
+            cni_args=(
+                ("IgnoreUnknown", "1"),
+                ("K8S_POD_NAMESPACE", metadata["namespace"]),
+                ("K8S_POD_NAME", metadata["name"]),
+                ("K8S_POD_INFRA_CONTAINER_ID", container),
+                ("K8S_POD_UID", metadata["uid"]),
+            ),
+            pod=PodIdentity(metadata["namespace"], metadata["name"], metadata["uid"]),
+            conf=self.layout.conf(),
+        )
+
+    async def links(self) -> set[str]:
+        out = await asyncio.to_thread(
+            subprocess.run,
+            ["ip", "-n", Path(self.netns).name, "-o", "link", "show"],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        return {line.split(": ")[1].split("@")[0] for line in out.stdout.splitlines()}
+
+    async def recorded(self, container: str) -> dict[str, str]:
+        record = await self.database.read(lambda s: checkpoints.load_sandbox(s, container_id=container))
+        return {} if record is None else {a.ifname: a.state for a in record.attachments}
+
+    def annotate(self, name: str, value: str) -> None:
+        self.emulator.patch_pod("default", name, {"metadata": {"annotations": {NETWORKS: value}}})
+
+    def events(self, reason: str) -> list[str]:
+        return [e["message"] for e in self.emulator.events("default") if e.get("reason") == reason]
+
+    def status_interfaces(self, name: str) -> list[str]:
+        annotations = self.emulator.get_pod("default", name)["metadata"].get("annotations") or {}
+        return [entry.get("interface", "") for entry in json.loads(annotations.get(STATUS, "[]"))]
+
+    async def history(self, container: str) -> list[tuple[str, str, str, str]]:
+        from sqlalchemy import text
+
+        def read(session: Any) -> list[tuple[str, str, str, str]]:
+            rows = session.execute(
+                text(
+                    "SELECT command, trigger, outcome, ifname FROM history "
+                    "WHERE container_id = :cid AND step = 'request' ORDER BY id"
+                ),
+                {"cid": container},
+            )
+            return [tuple(str(c) for c in row) for row in rows]
+
+        return await self.database.read(read)
+
+
+def nads(emulator: KubeApiEmulator, layout: Layout) -> None:
+    emulator.create_nad("default", "hot-a", layout.bridge_conf("hot-a", "10.231.0.0/24", suffix="a"))
+    emulator.create_nad("default", "hot-b", layout.bridge_conf("hot-b", "10.232.0.0/24", suffix="b"))
+    emulator.create_nad(
+        "default",
+        "hot-dev",
+        layout.bridge_conf("hot-dev", "10.233.0.0/24", suffix="d"),
+        annotations={"k8s.v1.cni.cncf.io/resourceName": "example.com/nic"},
+    )
+
+
+async def nads_mirrored(running: Running) -> None:
+    for name in ("hot-a", "hot-b", "hot-dev"):
+        await eventually(
+            lambda n=name: running.watchers.nads.get_nad("default", n), lambda nad: nad is not None
+        )
+
+
+@pytest.fixture
+async def node(
+    running: Running, database: Database, emulator: KubeApiEmulator, layout: Layout, netns: str
+) -> AsyncIterator[Node]:
+    nads(emulator, layout)
+    await nads_mirrored(running)
+    engine, reconciler = build(database=database, watchers=running.watchers, layout=layout)
+    task = asyncio.create_task(reconciler.run(ready=running.watchers.wait_synced), name="test.hotplug")
+    try:
+        yield Node(engine, reconciler, emulator, layout, netns, database)
+    finally:
+        reconciler.stop()
+        async with asyncio.timeout(10):
+            await task
+
+
+async def running_pod(node: Node, name: str, annotation: str = "") -> tuple[dict[str, Any], str]:
+    annotations = {NETWORKS: annotation} if annotation else {}
+    pod = node.emulator.create_pod(pod_manifest(name, annotations=annotations))
+    container = secrets.token_hex(32)
+    await node.engine.add(node.request(Command.ADD, pod, container))
+    return pod, container
+
+
+async def test_editing_the_annotation_attaches_and_detaches_net3(node: Node) -> None:
+    pod, container = await running_pod(node, "web", "hot-b@net1")
+    assert await node.links() >= {"eth0", "net1"}
+
+    node.annotate("web", "hot-b@net1, hot-a@net3")
+
+    await eventually(node.links, lambda links: "net3" in links)
+    await eventually(
+        lambda: node.recorded(container), _equals({"eth0": "added", "net1": "added", "net3": "added"})
+    )
+    await eventually(
+        lambda: _async(node.status_interfaces("web")), lambda ifs: ifs == ["eth0", "net1", "net3"]
+    )
+    await eventually(
+        lambda: _async(node.events("AddedInterface")), _has("added interface net3 to network: hot-a")
+    )
+    assert ("ADD", "hotplug", "ok", "net3") in await node.history(container)
+
+    node.annotate("web", "hot-b@net1")
+
+    await eventually(node.links, lambda links: "net3" not in links)
+    await eventually(lambda: node.recorded(container), _equals({"eth0": "added", "net1": "added"}))
+    await eventually(lambda: _async(node.status_interfaces("web")), lambda ifs: ifs == ["eth0", "net1"])
+    await eventually(
+        lambda: _async(node.events("RemovedInterface")), _has("removed interface net3 from network: hot-a")
+    )
+
+    await node.engine.delete(node.request(Command.DEL, pod, container))
+    assert await node.links() == {"lo"}
+    assert not list(node.layout.ipam_dir.rglob("10.*"))
+
+
+async def test_nothing_is_hot_plugged_while_another_operation_holds_the_sandbox(node: Node) -> None:
+    pod, container = await running_pod(node, "held")
+
+    async with node.engine.locks.hold(container):
+        before = node.reconciler.deferred
+        node.annotate("held", "hot-a@net3")
+        await eventually(lambda: _async(node.reconciler.deferred), lambda deferred: deferred > before)
+        assert await node.recorded(container) == {"eth0": "added"}
+        assert "net3" not in await node.links()
+
+    await eventually(lambda: node.recorded(container), _equals({"eth0": "added", "net3": "added"}))
+    await node.engine.delete(node.request(Command.DEL, pod, container))
+
+
+async def test_a_nameless_selection_gets_the_next_free_net_name_in_annotation_order(node: Node) -> None:
+    pod, container = await running_pod(node, "order", "hot-a")
+
+    node.annotate("order", "hot-a, hot-b, default/hot-a@extra")
+
+    await eventually(node.links, lambda links: {"net2", "extra"} <= links)
+    await eventually(lambda: node.recorded(container), lambda recorded: len(recorded) == 4)
+    record = await node.engine.load_sandbox(container)
+    assert record is not None
+    assert [(a.ifname, a.network_name) for a in sorted(record.attachments, key=lambda a: a.position)] == [
+        ("eth0", "primary"),
+        ("net1", "default/hot-a"),
+        ("net2", "default/hot-b"),
+        ("extra", "default/hot-a"),
+    ]
+    await node.engine.delete(node.request(Command.DEL, pod, container))
+
+
+async def test_garbage_in_the_annotation_detaches_nothing_and_is_retried_once_fixed(node: Node) -> None:
+    pod, container = await running_pod(node, "junk", "hot-a@net3")
+
+    node.annotate("junk", '[{"name": ')
+
+    await eventually(
+        lambda: _async(dict(node.reconciler.pending)), lambda pending: ("default", "junk") in pending
+    )
+    await eventually(lambda: _async(node.events("FailedAddingInterface")), _has("invalid network selection"))
+    history = await node.history(container)
+    assert ("ADD", "hotplug", "error", "eth0") in history
+    assert "net3" in await node.links()
+    assert await node.recorded(container) == {"eth0": "added", "net3": "added"}
+
+    node.annotate("junk", "hot-b@net4")
+
+    await eventually(node.links, lambda links: "net4" in links and "net3" not in links)
+    await eventually(lambda: _async(dict(node.reconciler.pending)), lambda pending: not pending)
+    await node.engine.delete(node.request(Command.DEL, pod, container))
+
+
+async def test_unsatisfiable_selections_are_refused_retried_and_touch_nothing_else(node: Node) -> None:
+    pod, container = await running_pod(node, "rules", "hot-a@net1")
+
+    node.annotate("rules", "hot-a@net1, hot-dev@sriov1, hot-a, missing-nad@net9")
+
+    await eventually(
+        lambda: _async(node.events("FailedAddingInterface")),
+        lambda messages: (
+            {"sriov1", "net9", "hot-a is selected more than once"}
+            <= {
+                word
+                for m in messages
+                for word in ("sriov1", "net9", "hot-a is selected more than once")
+                if word in m
+            }
+        ),
+    )
+    assert ("default", "rules") in node.reconciler.pending
+    assert await node.recorded(container) == {"eth0": "added", "net1": "added"}
+    assert await node.links() == {"lo", "eth0", "net1"}
+    failures = [h for h in await node.history(container) if h[1] == "hotplug" and h[2] == "error"]
+    assert {h[3] for h in failures} >= {"sriov1", "net9"}
+
+    node.annotate("rules", "")
+
+    await eventually(node.links, lambda links: links == {"lo", "eth0"})
+    await eventually(lambda: _async(dict(node.reconciler.pending)), lambda pending: not pending)
+    await node.engine.delete(node.request(Command.DEL, pod, container))
+
+
+async def test_a_kill_9_in_the_middle_of_a_hot_plug_is_recovered_like_an_add(
+    api: Any,
+    emulator: KubeApiEmulator,
+    layout: Layout,
+    netns: str,
+    tmp_path: Path,
+    settings: WatchSettings,
+) -> None:
+    nads(emulator, layout)
+    db_path = tmp_path / "crash.db"
+    pod = emulator.create_pod(pod_manifest("crashy"))
+    container = secrets.token_hex(32)
+    database = Database.open(db_path)
+    try:
+        async with Running.start(api=api, database=database, node_name=NODE, settings=settings) as running:
+            await nads_mirrored(running)
+            engine, idle = build(database=database, watchers=running.watchers, layout=layout)
+            node = Node(engine, idle, emulator, layout, netns, database)
+            await engine.add(node.request(Command.ADD, pod, container))
+    finally:
+        database.close()
+    emulator.patch_pod("default", "crashy", {"metadata": {"annotations": {NETWORKS: "hot-a@net3"}}})
+    kubeconfig = emulator.write_kubeconfig(tmp_path / "child-kubeconfig")
+
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.watch.hotplug_node",
+        "--db",
+        str(db_path),
+        "--kubeconfig",
+        str(kubeconfig),
+        "--root",
+        str(layout.root),
+        "--tag",
+        layout.tag,
+        "--crash-at",
+        "add-after-exec",
+        env=child_environment(),
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await asyncio.wait_for(child.communicate(), 60)
+    assert child.returncode == -9, stderr.decode()
+
+    database = Database.open(db_path)
+    try:
+        async with Running.start(api=api, database=database, node_name=NODE, settings=settings) as running:
+            await nads_mirrored(running)
+            engine, reconciler = build(database=database, watchers=running.watchers, layout=layout)
+            node = Node(engine, reconciler, emulator, layout, netns, database)
+            assert await node.recorded(container) == {"eth0": "added", "net3": "intent"}
+            assert "net3" in await node.links(), "the delegate ran before the kill: possibly present"
+
+            await recovery.recover(engine=engine, db=database)
+
+            assert await node.recorded(container) == {"eth0": "added"}
+            assert await node.links() == {"lo", "eth0"}
+            assert not list((layout.ipam_dir / "hot-a").glob("10.*"))
+            assert ("DEL", "recovery", "ok", "net3") in [
+                (c, t, o, i) for c, t, o, i in await _delegate_lines(database, container)
+            ]
+
+            task = asyncio.create_task(
+                reconciler.run(ready=running.watchers.wait_synced), name="test.hotplug"
+            )
+            try:
+                await eventually(node.links, lambda links: "net3" in links)
+                await eventually(
+                    lambda: node.recorded(container), _equals({"eth0": "added", "net3": "added"})
+                )
+            finally:
+                reconciler.stop()
+                async with asyncio.timeout(10):
+                    await task
+            await engine.delete(node.request(Command.DEL, pod, container))
+            assert await node.links() == {"lo"}
+    finally:
+        database.close()
+
+
+async def _delegate_lines(database: Database, container: str) -> list[tuple[str, str, str, str]]:
+    from sqlalchemy import text
+
+    def read(session: Any) -> list[tuple[str, str, str, str]]:
+        rows = session.execute(
+            text(
+                "SELECT command, trigger, outcome, ifname FROM history "
+                "WHERE container_id = :cid AND step = 'delegate' ORDER BY id"
+            ),
+            {"cid": container},
+        )
+        return [tuple(str(c) for c in row) for row in rows]
+
+    return await database.read(read)
+
+
+async def _async(value: Any) -> Any:
+    return value
+
+
+def _has(text: str) -> Any:
+    return lambda messages: any(text in message for message in messages)
+
+
+def _equals(expected: Any) -> Any:
+    return lambda value: value == expected
