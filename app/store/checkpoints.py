@@ -322,17 +322,15 @@ def _strings(value: str | None) -> tuple[str, ...]:
 PARTIAL_STATES = ("intent", "deleting")
 """Attachment states that, in a ``ready`` sandbox, mean a hot-plug ADD or DEL did not finish."""
 
-_SET_ATTACHMENT_STATE = (
-    update(ATTACHMENTS)
-    .where(ATTACHMENTS.c.container_id == bindparam("cid"), ATTACHMENTS.c.ifname == bindparam("ifn"))
-    .values(state=bindparam("new_state"), updated_at=bindparam("now"))
+_SET_ATTACHMENT_STATE_SQL = (
+    "UPDATE attachments SET state = ?, updated_at = ? WHERE container_id = ? AND ifname = ?"
 )
 
 
 def begin_detach(session: Session, *, container_id: str, ifname: str) -> None:
     """Mark one attachment of a running sandbox as being deleted (pending until removed)."""
-    params = {"cid": container_id, "ifn": ifname, "new_state": "deleting", "now": _now()}
-    _expect_row(session.execute(_SET_ATTACHMENT_STATE, params), container_id, ifname)
+    params = ("deleting", stamp(_now()), container_id, ifname)
+    _expect_changed(session, _SET_ATTACHMENT_STATE_SQL, params, container_id, ifname)
 
 
 def list_partial(session: Session) -> list[SandboxRecord]:
