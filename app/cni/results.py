@@ -348,8 +348,8 @@ def _validate_rich(result: JsonObject, *, with_ip_version: bool) -> None:
 def _validate_interface(value: object, field: str) -> None:
     interface = _object(value, field)
     for key in ("name", "mac", "sandbox", "socketPath", "pciID"):
-        _optional(interface, key, f"{field}.{key}", _string)
-    _optional(interface, "mtu", f"{field}.mtu", _non_negative_int)
+        _optional_in(interface, key, field, _string)
+    _optional_in(interface, "mtu", field, _non_negative_int)
 
 
 def _validate_ip(value: object, field: str, *, interface_count: int, with_version: bool) -> None:
@@ -357,7 +357,7 @@ def _validate_ip(value: object, field: str, *, interface_count: int, with_versio
     if "address" not in ip:
         raise _ShapeError(f"{field}.address", "missing")
     _cidr(ip["address"], f"{field}.address")
-    _optional(ip, "gateway", f"{field}.gateway", _ip)
+    _optional_in(ip, "gateway", field, _ip)
     index = ip.get("interface")
     if index is not None:
         _non_negative_int(index, f"{field}.interface")
@@ -374,9 +374,9 @@ def _validate_route(value: object, field: str) -> None:
     if "dst" not in route:
         raise _ShapeError(f"{field}.dst", "missing")
     _cidr(route["dst"], f"{field}.dst")
-    _optional(route, "gw", f"{field}.gw", _ip)
+    _optional_in(route, "gw", field, _ip)
     for key in _ROUTE_FIELDS_1_1:
-        _optional(route, key, f"{field}.{key}", _int)
+        _optional_in(route, key, field, _int)
 
 
 def _validate_legacy_ip(value: object, field: str) -> None:
@@ -384,14 +384,14 @@ def _validate_legacy_ip(value: object, field: str) -> None:
     if "ip" not in config:
         raise _ShapeError(f"{field}.ip", "missing")
     _cidr(config["ip"], f"{field}.ip")
-    _optional(config, "gateway", f"{field}.gateway", _ip)
+    _optional_in(config, "gateway", field, _ip)
     for index, route in enumerate(_optional_list(config, "routes", f"{field}.routes")):
         _validate_route(route, f"{field}.routes[{index}]")
 
 
 def _validate_dns(value: object, field: str) -> None:
     dns = _object(value, field)
-    _optional(dns, "domain", f"{field}.domain", _string)
+    _optional_in(dns, "domain", field, _string)
     for key in ("nameservers", "search", "options"):
         for index, item in enumerate(_optional_list(dns, key, f"{field}.{key}")):
             _string(item, f"{field}.{key}[{index}]")
@@ -402,6 +402,13 @@ def _optional(obj: JsonObject, key: str, field: str, check: Callable[[object, st
     value = obj.get(key)
     if value is not None:
         check(value, field)
+
+
+def _optional_in(obj: JsonObject, key: str, parent: str, check: Callable[[object, str], object]) -> None:
+    """``_optional`` for ``obj[key]`` named ``<parent>.<key>``, the name built only for a present value."""
+    value = obj.get(key)
+    if value is not None:
+        check(value, f"{parent}.{key}")
 
 
 def _optional_list(obj: JsonObject, key: str, field: str) -> list[Any]:
