@@ -236,4 +236,4 @@ class BenchNode:
             subprocess.run(["ip", "netns", "del", pod.netns], check=False, capture_output=True)
         for index in range(self.networks):
             subprocess.run(["ip", "link", "del", self.bridge(index)], check=False, capture_output=True)
-        shutil.rmtree(self.root, ignore_errors=True) if not os.environ.get("KEEP_BENCH") else None
+        shutil.rmtree(self.root, ignore_errors=True)
