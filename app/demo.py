@@ -34,6 +34,13 @@ from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+from app.sandbox.processes import (
+    DaemonProcess,
+    EmulatorProcess,
+    ProcessError,
+    child_environment,
+    free_port,
+)
 from app.shim.install import install_shim
 
 CNI_PLUGIN_DIR = Path("/usr/lib/cni")
@@ -47,50 +54,11 @@ def say(title: str, body: str = "") -> None:
         print(body.rstrip())
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def child_env(**extra: str) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONASYNCIODEBUG"}
-    env.update(extra)
-    return env
-
-
-class Emulator:
-    """The Kubernetes API emulator process, driven over HTTP as a real API server would be."""
-
-    def __init__(self, root: Path) -> None:
-        self.kubeconfig = root / "kubeconfig"
-        self._log = open(root / "kubeapi.log", "ab")  # noqa: SIM115 - closed in stop()
-        self._process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "app.sandbox.kubeapi",
-                "--port",
-                "0",
-                "--kubeconfig-out",
-                str(self.kubeconfig),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            env=child_env(),
-        )
-        assert self._process.stdout is not None
-        self.url = self._process.stdout.readline().decode().strip()
-
-    def call(self, method: str, path: str, body: Any = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.url + path, data=data, method=method)
-        request.add_header("Content-Type", "application/json")
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read() or b"null")
+class Emulator(EmulatorProcess):
+    """The Kubernetes API emulator process, with the objects the demo creates in it."""
 
     def create_nad(self, name: str, config: dict[str, Any]) -> None:
-        self.call(
+        self.request(
             "POST",
             "/apis/k8s.cni.cncf.io/v1/namespaces/default/network-attachment-definitions",
             {
@@ -102,7 +70,7 @@ class Emulator:
         )
 
     def create_pod(self, name: str, networks: str) -> str:
-        pod = self.call(
+        pod = self.request(
             "POST",
             "/api/v1/namespaces/default/pods",
             {
@@ -119,24 +87,18 @@ class Emulator:
 
     def annotate(self, name: str, networks: str) -> None:
         """Edit the running pod's ``k8s.v1.cni.cncf.io/networks`` annotation (a merge patch)."""
-        body = json.dumps({"metadata": {"annotations": {"k8s.v1.cni.cncf.io/networks": networks}}}).encode()
-        request = urllib.request.Request(
-            f"{self.url}/api/v1/namespaces/default/pods/{name}", data=body, method="PATCH"
+        self.request(
+            "PATCH",
+            f"/api/v1/namespaces/default/pods/{name}",
+            {"metadata": {"annotations": {"k8s.v1.cni.cncf.io/networks": networks}}},
+            content_type="application/merge-patch+json",
         )
-        request.add_header("Content-Type", "application/merge-patch+json")
-        with urllib.request.urlopen(request, timeout=10):
-            pass
 
     def network_status(self, name: str) -> str:
-        pod = self.call("GET", f"/api/v1/namespaces/default/pods/{name}")
+        pod = self.request("GET", f"/api/v1/namespaces/default/pods/{name}")
         return str(
             (pod["metadata"].get("annotations") or {}).get("k8s.v1.cni.cncf.io/network-status", "(none)")
         )
-
-    def stop(self) -> None:
-        self._process.terminate()
-        self._process.wait(timeout=10)
-        self._log.close()
 
 
 @contextmanager
@@ -217,51 +179,13 @@ def demo_node(root: Path, tag: str, emulator: Emulator) -> Iterator[dict[str, An
             subprocess.run(["ip", "link", "del", link], check=False, capture_output=True)
 
 
-class Daemon:
-    def __init__(self, config: Path, log: Path, socket_dir: Path) -> None:
-        self._config, self._log, self._socket = config, log, socket_dir / "multus.sock"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, **env: str) -> None:
-        with open(self._log, "ab") as output:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "app.daemon.main", "--config", str(self._config)],
-                stdout=output,
-                stderr=output,
-                env=child_env(MULTUS_NODE_NAME=NODE, **env),
-            )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self._ready():
-                return
-            if self.process.poll() is not None:
-                raise SystemExit(f"the daemon exited with status {self.process.returncode}; see {self._log}")
-            time.sleep(0.05)
-        raise SystemExit("timed out waiting for the daemon to be ready")
-
-    def _ready(self) -> bool:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.connect(str(self._socket))
-            sock.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
-            return sock.recv(32).split()[1] == b"200"
-        except (OSError, IndexError):
-            return False
-        finally:
-            sock.close()
-
-    def wait_dead(self) -> int:
-        assert self.process is not None
-        return self.process.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+def start_daemon(daemon: DaemonProcess, **env: str) -> None:
+    """Start the daemon as this node and wait until it reports ready."""
+    daemon.start(env={"MULTUS_NODE_NAME": NODE, **env})
+    try:
+        daemon.wait_ready(timeout=30)
+    except ProcessError as failed:
+        raise SystemExit(f"the daemon did not become ready; see {daemon.log}") from failed
 
 
 def run_shim(
@@ -306,7 +230,7 @@ def multusctl(config: Path, *args: str) -> str:
         [sys.executable, "-m", "app.cli.main", "--config", str(config), *args],
         capture_output=True,
         text=True,
-        env=child_env(),
+        env=child_environment(),
     )
     return (proc.stdout + proc.stderr).rstrip()
 
@@ -331,9 +255,7 @@ def pod_netns(name: str) -> Iterator[str]:
         subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
 
 
-def demonstrate_attach(
-    node: dict[str, Any], emulator: Emulator, daemon: Daemon, shim: Path, tag: str
-) -> None:
+def demonstrate_attach(node: dict[str, Any], emulator: Emulator, shim: Path, tag: str) -> None:
     conf = (node["net_d"] / "00-multus.conf").read_bytes()
     config: Path = node["config"]
     uid = emulator.create_pod("demo-pod", "bridge-net, macvlan-net")
@@ -411,14 +333,16 @@ def demonstrate_hotplug(emulator: Emulator, config: Path, netns: str) -> None:
     )
 
 
-def demonstrate_crash(node: dict[str, Any], emulator: Emulator, daemon: Daemon, shim: Path, tag: str) -> None:
+def demonstrate_crash(
+    node: dict[str, Any], emulator: Emulator, daemon: DaemonProcess, shim: Path, tag: str
+) -> None:
     conf = (node["net_d"] / "00-multus.conf").read_bytes()
     config: Path = node["config"]
     uid = emulator.create_pod("crash-pod", "bridge-net, macvlan-net")
     container = secrets.token_hex(32)
     say("--crash: the daemon is restarted armed to SIGKILL itself after the 2nd delegate of an ADD ran")
-    daemon.stop()
-    daemon.start(MULTUS_PY_CRASH_AT="add-after-exec:2")
+    daemon.terminate()
+    start_daemon(daemon, MULTUS_PY_CRASH_AT="add-after-exec:2")
     with pod_netns(f"multus-crash-{tag}") as netns:
         args = {
             "pod": "crash-pod",
@@ -429,13 +353,14 @@ def demonstrate_crash(node: dict[str, Any], emulator: Emulator, daemon: Daemon, 
         }
         added = run_shim(shim, "ADD", conf, **args)
         say("the runtime's view of that ADD", added.stdout.decode())
-        say("daemon", f"  exited with {daemon.wait_dead()} (-9: SIGKILL)")
+        assert daemon.process is not None
+        say("daemon", f"  exited with {daemon.process.wait(timeout=30)} (-9: SIGKILL)")
         say("the pod's interfaces right after the crash", pod_interfaces(netns))
         say(
             "$ multusctl show (daemon down: read from the state file)",
             multusctl(config, "show", container[:12]),
         )
-        daemon.start()
+        start_daemon(daemon)
         say("daemon restarted: recovery ran before it reported ready")
         say("the pod's interfaces after recovery", pod_interfaces(netns))
         say(
@@ -457,20 +382,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     say("run directory", str(root))
     try:
         with ExitStack() as stack:
-            emulator = Emulator(root)
+            emulator = Emulator(kubeconfig=root / "kubeconfig", log=root / "kubeapi.log")
             stack.callback(emulator.stop)
+            emulator.start()
             say("Kubernetes API emulator", f"  {emulator.url} (kubeconfig {emulator.kubeconfig})")
             node = stack.enter_context(demo_node(root, tag, emulator))
             shim = install_shim(str(node["bin_dir"]))
             say("shim installed", f"  {shim}\n  {shim.read_text().splitlines()[0]}")
-            daemon = Daemon(node["config"], root / "daemon.log", Path(node["socketDir"]))
-            stack.callback(daemon.stop)
-            daemon.start()
+            daemon = DaemonProcess.for_config(
+                node["config"], socket_dir=Path(node["socketDir"]), log=root / "daemon.log"
+            )
+            stack.callback(daemon.terminate)
+            start_daemon(daemon)
             say(
                 "daemon ready (pod and NAD mirrors synced); generated 00-multus.conf",
                 (node["net_d"] / "00-multus.conf").read_text(),
             )
-            demonstrate_attach(node, emulator, daemon, shim, tag)
+            demonstrate_attach(node, emulator, shim, tag)
             if args.crash:
                 demonstrate_crash(node, emulator, daemon, shim, tag)
     finally:

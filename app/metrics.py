@@ -22,6 +22,16 @@ SERVER_REQUESTS = Counter(
     ["handler", "code", "method"],
     registry=REGISTRY,
 )
+SERVER_REQUESTS_ACTIVE = Gauge(
+    "multus_py_server_requests_active",
+    "CNI and GC requests on the daemon socket being served now (at most connectionLimit).",
+    registry=REGISTRY,
+)
+SERVER_REQUESTS_WAITING = Gauge(
+    "multus_py_server_requests_waiting",
+    "CNI and GC requests on the daemon socket waiting for a connectionLimit slot.",
+    registry=REGISTRY,
+)
 CNI_OPERATION_SECONDS = Histogram(
     "multus_py_cni_operation_seconds",
     "Duration of CNI operations handled by the engine, by command and outcome.",

@@ -185,6 +185,9 @@ class Settings:
     log_to_stderr: bool = False
     kubeconfig: str = ""
     metrics_port: int | None = None
+    connection_limit: int | None = None
+    """Upstream's ``connectionLimit``: CNI requests served at once on the socket, the rest wait
+    (None: no bound)."""
     timeouts: Timeouts = field(default_factory=Timeouts)
 
     @property
@@ -315,6 +318,7 @@ def from_mapping(obj: object, *, environ: Mapping[str, str] | None = None) -> Se
         log_to_stderr=reader.boolean("logToStderr", d.log_to_stderr),
         kubeconfig=reader.string("kubeconfig", d.kubeconfig),
         metrics_port=reader.port("metricsPort"),
+        connection_limit=reader.positive_integer("connectionLimit"),
         spool_dir=Path(reader.string("spoolDir", "")) if reader.string("spoolDir", "") else None,
         sysfs_root=Path(reader.string("sysfsRoot", str(d.sysfs_root))),
         device_info_dir=reader.absolute_path("deviceInfoDir", d.device_info_dir),
@@ -456,6 +460,17 @@ class _Reader:
             return None
         if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 65536:
             raise self._error(key, "a TCP port number", value)
+        return value
+
+    def positive_integer(self, key: str) -> int | None:
+        """An optional whole number > 0 (None when the key is absent)."""
+        value = self._obj.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise SettingsError(
+                f"daemon config key {key!r} must be a whole number > 0, got {json.dumps(value)}"
+            )
         return value
 
     def positive_number(self, key: str, default: float, *, whole: bool = False) -> float:

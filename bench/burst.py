@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from app.sandbox.processes import DaemonProcess
 from bench.__main__ import percentile
 from bench.node import BenchNode, Pod
 
@@ -88,11 +89,10 @@ class BurstNode(BenchNode):
         self.metrics_port = metrics_port
 
     def start_daemon(self, extra_env: dict[str, str] | None = None) -> None:
-        env = {key: value for key, value in os.environ.items() if key != "PYTHONASYNCIODEBUG"}
-        env.update(extra_env or {})
-        log = open(self.root / "daemon.out", "ab")  # noqa: SIM115 - handed to the child
-        self.daemon = subprocess.Popen(
-            [
+        self.process = DaemonProcess(
+            socket_dir=self.socket_path.parent,
+            log=self.root / "daemon.out",
+            command=[
                 sys.executable,
                 "-c",
                 LAUNCHER,
@@ -100,19 +100,9 @@ class BurstNode(BenchNode):
                 "--config",
                 str(self.root / "daemon-config.json"),
             ],
-            stdout=log,
-            stderr=log,
-            env=env,
         )
-        log.close()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self._ready():
-                return
-            if self.daemon.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise RuntimeError(f"daemon did not start: {(self.root / 'daemon.out').read_text()}")
+        self.process.start(env=extra_env)
+        self.process.wait_ready(timeout=60)
 
     def request(self, command: str, pod: Pod) -> tuple[int, bytes]:
         """One CNI request on the daemon's socket, as the shim sends it: (HTTP status, body)."""

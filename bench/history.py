@@ -37,6 +37,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from app.sandbox.processes import DaemonProcess
 from app.store import checkpoints, history, queries, retention
 from app.store.database import Database, Session
 from app.store.filters import HistoryFilter
@@ -351,7 +352,7 @@ def time_round_trips(query_socket: Path, pods: Sequence[tuple[str, str]]) -> lis
     return timings
 
 
-def start_daemon(root: Path) -> tuple[subprocess.Popen[bytes], Path]:
+def start_daemon(root: Path) -> tuple[DaemonProcess, Path]:
     config = root / "daemon-config.json"
     config.write_text(
         json.dumps(
@@ -368,16 +369,11 @@ def start_daemon(root: Path) -> tuple[subprocess.Popen[bytes], Path]:
             }
         )
     )
-    daemon = subprocess.Popen([sys.executable, "-m", "app.daemon.main", "--config", str(config)])
+    daemon = DaemonProcess.for_config(config, socket_dir=root / "run", log=root / "daemon.out")
+    daemon.start()
     query = root / "run" / "multus-query.sock"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if daemon.poll() is not None:
-            raise RuntimeError(f"daemon exited {daemon.returncode}: {(root / 'daemon.log').read_text()}")
-        if _start_up_done(query):
-            return daemon, config
-        time.sleep(0.05)
-    raise RuntimeError("the daemon's query API did not come up")
+    daemon.wait_until(lambda: _start_up_done(query), what="the query API and a first GC pass", timeout=60)
+    return daemon, config
 
 
 def _start_up_done(query_socket: Path) -> bool:
@@ -572,7 +568,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             round_trip_ms = time_round_trips(root / "run" / "multus-query.sock", picks)
         finally:
             daemon.terminate()
-            daemon.wait()
         empty = root / "no-daemon"
         empty.mkdir()
         file_ms, file_again, file_lines = time_pod_queries(

@@ -37,6 +37,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 
+from app.sandbox.processes import EmulatorProcess
 from bench.__main__ import Figures, RssSampler, percentile, run_burst, run_sequential, timed
 from bench.node import BenchNode, Pod
 
@@ -195,9 +196,20 @@ class Emulator:
         self.size = size
         self.root = Path(tempfile.mkdtemp(prefix="multus-bench-kube-"))
         self.kubeconfig = self.root / "kubeconfig"
-        self.process: subprocess.Popen[bytes] | None = None
-        self.url = ""
+        self.server = EmulatorProcess(
+            kubeconfig=self.kubeconfig,
+            log=self.root / "kubeapi.log",
+            arguments=("--seed", str(self.root / "seed.json"), "--log-level", "ERROR"),
+        )
         self.seed_seconds = 0.0
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        return self.server.process
+
+    @property
+    def url(self) -> str:
+        return self.server.url
 
     def __enter__(self) -> Emulator:
         try:
@@ -211,57 +223,18 @@ class Emulator:
         self.close()
 
     def start(self) -> None:
-        seed = self.root / "seed.json"
-        seed.write_text(json.dumps(seed_objects(self.size)))
-        log = open(self.root / "kubeapi.log", "ab")  # noqa: SIM115 - handed to the child
-        env = {key: value for key, value in os.environ.items() if key != "PYTHONASYNCIODEBUG"}
+        (self.root / "seed.json").write_text(json.dumps(seed_objects(self.size)))
         started = time.perf_counter()
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "app.sandbox.kubeapi",
-                "--port",
-                "0",
-                "--kubeconfig-out",
-                str(self.kubeconfig),
-                "--seed",
-                str(seed),
-                "--log-level",
-                "ERROR",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=log,
-            env=env,
-        )
-        log.close()
-        assert self.process.stdout is not None
-        self.url = self.process.stdout.readline().decode().strip()
+        self.server.start()
         self.seed_seconds = time.perf_counter() - started
-        if not self.url.startswith("http"):
-            raise RuntimeError(f"the emulator did not start: {(self.root / 'kubeapi.log').read_text()}")
 
     def close(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self.process is not None and self.process.stdout is not None:
-            self.process.stdout.close()
+        self.server.stop()
         shutil.rmtree(self.root, ignore_errors=True)
 
     def request(self, method: str, path: str, body: Any = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.url + path, data=data, method=method)
-        req.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(req, timeout=30) as response:
-                return json.loads(response.read() or b"null")
-        except urllib.error.HTTPError as error:
-            raise RuntimeError(f"{method} {path}: {error.code} {error.read().decode()}") from error
+        """One JSON request (``EmulatorRequestError``, a RuntimeError, on 4xx/5xx)."""
+        return self.server.request(method, path, body, timeout=30)
 
     def create_nad(self, namespace: str, name: str, config: dict[str, Any]) -> None:
         self.request(

@@ -12,17 +12,14 @@ import json
 import os
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from app.cni.conf import plugin_stdin
+from app.sandbox.processes import DaemonProcess
 from app.shim.install import default_interpreter, install_shim
 
 CNI_PLUGIN_DIR = Path("/usr/lib/cni")
@@ -47,7 +44,7 @@ class BenchNode:
     networks: int
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="multus-bench-")))
     tag: str = field(default_factory=lambda: secrets.token_hex(2))
-    daemon: subprocess.Popen[bytes] | None = None
+    process: DaemonProcess | None = None
     shim: Path | None = None
     confs: list[dict[str, Any]] = field(default_factory=list)
     pods: list[Pod] = field(default_factory=list)
@@ -106,36 +103,22 @@ class BenchNode:
 
     # ---- the daemon -------------------------------------------------------------------------
 
-    def start_daemon(self, extra_env: dict[str, str] | None = None) -> None:
-        env = {key: value for key, value in os.environ.items() if key != "PYTHONASYNCIODEBUG"}
-        env.update(extra_env or {})
-        log = open(self.root / "daemon.out", "ab")  # noqa: SIM115 - handed to the child
-        self.daemon = subprocess.Popen(
-            [sys.executable, "-m", "app.daemon.main", "--config", str(self.root / "daemon-config.json")],
-            stdout=log,
-            stderr=log,
-            env=env,
-        )
-        log.close()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self._ready():
-                return
-            if self.daemon.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise RuntimeError(f"daemon did not start: {(self.root / 'daemon.out').read_text()}")
+    @property
+    def daemon(self) -> subprocess.Popen[bytes] | None:
+        return None if self.process is None else self.process.process
 
-    def _ready(self) -> bool:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.connect(str(self.socket_path))
-            sock.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
-            return sock.recv(32).split()[1] == b"200"
-        except (OSError, IndexError):
-            return False
-        finally:
-            sock.close()
+    def start_daemon(self, extra_env: dict[str, str] | None = None) -> None:
+        """Start the daemon and wait for /readyz (``ProcessError`` with its output if it fails)."""
+        self.process = DaemonProcess.for_config(
+            self.root / "daemon-config.json", socket_dir=self.root / "run", log=self.root / "daemon.out"
+        )
+        self.process.start(env=extra_env)
+        self.process.wait_ready(timeout=30)
+
+    def stop_daemon(self) -> None:
+        if self.process is not None:
+            self.process.terminate(timeout=15)
+            self.process = None
 
     def daemon_cpu_seconds(self) -> float:
         """CPU the daemon itself has used (utime + stime from /proc/PID/stat; its children excluded)."""
@@ -225,13 +208,7 @@ class BenchNode:
     # ---- teardown -----------------------------------------------------------------------------
 
     def close(self) -> None:
-        if self.daemon is not None and self.daemon.poll() is None:
-            self.daemon.send_signal(signal.SIGTERM)
-            try:
-                self.daemon.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.daemon.kill()
-                self.daemon.wait()
+        self.stop_daemon()
         for pod in self.pods:
             subprocess.run(["ip", "netns", "del", pod.netns], check=False, capture_output=True)
         for index in range(self.networks):

@@ -58,10 +58,7 @@ def time_to_ready(node: BenchNode) -> float:
     started = time.perf_counter()
     node.start_daemon()
     elapsed = time.perf_counter() - started
-    assert node.daemon is not None
-    node.daemon.terminate()
-    node.daemon.wait()
-    node.daemon = None
+    node.stop_daemon()
     return elapsed
 
 

@@ -11,7 +11,6 @@ Prints, over several runs on one node (one bridge network, the installed shim, s
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import socket
 import statistics
@@ -22,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from app.sandbox.processes import DaemonProcess
 from bench.node import BenchNode, Pod
 
 POLL = 0.001
@@ -38,33 +38,20 @@ def _connects(path: str) -> bool:
         probe.close()
 
 
-def _spawn(node: BenchNode) -> subprocess.Popen[bytes]:
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONASYNCIODEBUG"}
-    log = open(node.root / "daemon.out", "ab")  # noqa: SIM115 - handed to the child
-    try:
-        return subprocess.Popen(
-            [sys.executable, "-m", "app.daemon.main", "--config", str(node.root / "daemon-config.json")],
-            stdout=log,
-            stderr=log,
-            env=env,
-        )
-    finally:
-        log.close()
+def _spawn(node: BenchNode) -> DaemonProcess:
+    daemon = DaemonProcess.for_config(
+        node.root / "daemon-config.json", socket_dir=node.socket_path.parent, log=node.root / "daemon.out"
+    )
+    daemon.start()
+    return daemon
 
 
-def _until(
-    condition: Callable[[], bool], daemon: subprocess.Popen[bytes], node: BenchNode, *, timeout: float = 30
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if daemon.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"daemon did not start: {(node.root / 'daemon.out').read_text()[-2000:]}")
-        time.sleep(POLL)
+def _until(condition: Callable[[], bool], daemon: DaemonProcess, *, timeout: float = 30) -> None:
+    daemon.wait_until(condition, what="the daemon's start", timeout=timeout, interval=POLL)
 
 
-def _stop(daemon: subprocess.Popen[bytes]) -> None:
-    daemon.send_signal(signal.SIGTERM)
-    daemon.wait(timeout=30)
+def _ready(daemon: DaemonProcess) -> Callable[[], bool]:
+    return lambda: daemon.readyz() == 200
 
 
 def interpreter_alone(runs: int) -> list[float]:
@@ -84,11 +71,11 @@ def time_to_accept(node: BenchNode, runs: int) -> tuple[list[float], list[float]
     for _ in range(runs):
         started = time.perf_counter()
         daemon = _spawn(node)
-        _until(lambda: _connects(path), daemon, node)
+        _until(lambda: _connects(path), daemon)
         accepting.append(time.perf_counter() - started)
-        _until(node._ready, daemon, node)
+        _until(_ready(daemon), daemon)
         ready.append(time.perf_counter() - started)
-        _stop(daemon)
+        daemon.stop()
     return accepting, ready
 
 
@@ -107,7 +94,7 @@ def add_during_restart(node: BenchNode, runs: int) -> list[RestartAdd]:
     outcomes = []
     for _ in range(runs):
         daemon = _spawn(node)
-        _until(node._ready, daemon, node)
+        _until(_ready(daemon), daemon)
         (pod,) = node.make_pods(1)
         result: dict[str, RestartAdd] = {}
 
@@ -129,15 +116,16 @@ def add_during_restart(node: BenchNode, runs: int) -> list[RestartAdd]:
         daemon.send_signal(signal.SIGTERM)
         runtime = threading.Thread(target=add)
         runtime.start()
-        daemon.wait(timeout=30)
+        assert daemon.process is not None
+        daemon.process.wait(timeout=30)
         stopped = time.perf_counter() - signalled
         daemon = _spawn(node)  # the kubelet restarts the container
         runtime.join(timeout=120)
         result["add"].stop = stopped
         outcomes.append(result["add"])
-        _until(node._ready, daemon, node)
+        _until(_ready(daemon), daemon)
         node.multus("DEL", pod) if result["add"].returncode == 0 else None
-        _stop(daemon)
+        daemon.stop()
     return outcomes
 
 

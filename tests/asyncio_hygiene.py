@@ -1,7 +1,7 @@
-"""The leftover-task check shared by the test packages whose tests run on an event loop.
+"""The leftover-task check, applied to every async test of the suite by ``tests/conftest.py``.
 
-A conftest imports ``no_tasks_left_on_the_loop`` to make it autouse in its package: any test that
-leaves tasks running on its loop, once its fixtures are torn down, fails.
+``no_tasks_left_on_the_loop`` is requested first by every test that runs on an event loop, so it is
+torn down last: a test that leaves tasks running on its loop once its fixtures are gone fails.
 """
 
 from __future__ import annotations
@@ -10,9 +10,12 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+import pytest_asyncio
+
+FIXTURE = "no_tasks_left_on_the_loop"
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 async def no_tasks_left_on_the_loop() -> AsyncIterator[None]:
     """Fail a test that leaves tasks running once its fixtures are torn down (this one goes last)."""
     yield
@@ -24,3 +27,10 @@ async def no_tasks_left_on_the_loop() -> AsyncIterator[None]:
         await asyncio.sleep(0)
         leftovers = [task for task in leftovers if not task.done()]
     assert not leftovers, f"tasks left running: {leftovers}"
+
+
+def require_for_async_tests(items: list[pytest.Item]) -> None:
+    """Put the check first among the fixtures of every async test (set up first, torn down last)."""
+    for item in items:
+        if pytest_asyncio.is_async_test(item) and FIXTURE not in item.fixturenames:
+            item.fixturenames.insert(0, FIXTURE)

@@ -2,8 +2,10 @@
 
 Integration tests need root (netns, veth, bridges) and the reference plugins in /usr/lib/cni;
 CI runs as root. In-process asyncio code runs in debug mode (slow callbacks and never-awaited
-coroutines get reported); daemon processes started by tests do not inherit it. Each area of
-tests keeps its own fixtures, including its leftover-task check, in its own conftest.py.
+coroutines get reported); daemon processes started by tests do not inherit it. Every async test
+gets the leftover-task check (``tests/asyncio_hygiene.py``). Test modules that start daemon or
+emulator processes are marked ``slow``: ``pytest -m "not slow"`` is the inner loop. Each area of
+tests keeps its other fixtures in its own conftest.py; process plumbing is ``app.sandbox.processes``.
 """
 
 from __future__ import annotations
@@ -13,20 +15,22 @@ import os
 import pytest
 from hypothesis import HealthCheck, settings
 
+from app.sandbox.processes import ASYNCIO_DEBUG_ENV, child_environment
+from tests.asyncio_hygiene import no_tasks_left_on_the_loop, require_for_async_tests
+
+# the fixture, requested for every async test; the environment for a process a test starts
+__all__ = ["child_environment", "no_tasks_left_on_the_loop"]
+
 # The suite runs on small, shared machines: a slow draw is load, not a broken strategy.
 settings.register_profile("multus", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("multus")
 
 CNI_PLUGIN_DIR = "/usr/lib/cni"
-ASYNCIO_DEBUG_ENV = "PYTHONASYNCIODEBUG"
 
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault(ASYNCIO_DEBUG_ENV, "1")
 
 
-def child_environment(**extra: str) -> dict[str, str]:
-    """The environment for a process a test starts: ours, without the asyncio debug switch."""
-    env = {key: value for key, value in os.environ.items() if key != ASYNCIO_DEBUG_ENV}
-    env.update(extra)
-    return env
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    require_for_async_tests(items)

@@ -31,6 +31,11 @@ def test_defaults_follow_upstream() -> None:
         ({"metricsPort": 70000}, "metricsPort"),
         ({"delegateTimeoutSeconds": 0}, "delegateTimeoutSeconds"),
         ({"delegateTimeoutSeconds": True}, "delegateTimeoutSeconds"),
+        ({"connectionLimit": 0}, "connectionLimit"),
+        ({"connectionLimit": -3}, "connectionLimit"),
+        ({"connectionLimit": 1.5}, "connectionLimit"),
+        ({"connectionLimit": "10"}, "connectionLimit"),
+        ({"connectionLimit": True}, "connectionLimit"),
         ({"maxConcurrentDelegates": 0}, "maxConcurrentDelegates"),
         ({"maxConcurrentDelegates": -3}, "maxConcurrentDelegates"),
         ({"maxConcurrentDelegates": 2.5}, "maxConcurrentDelegates"),
@@ -47,6 +52,11 @@ def test_defaults_follow_upstream() -> None:
 def test_a_bad_value_is_refused_naming_the_key(config: dict[str, object], key: str) -> None:
     with pytest.raises(settings.SettingsError, match=key):
         settings.from_mapping(config)
+
+
+def test_connection_limit_is_unbounded_unless_set() -> None:
+    assert settings.from_mapping({}).connection_limit is None
+    assert settings.from_mapping({"connectionLimit": 2}).connection_limit == 2
 
 
 def test_unreadable_or_malformed_files_are_refused_with_the_path(tmp_path: Path) -> None:

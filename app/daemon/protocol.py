@@ -7,14 +7,24 @@ field (code 4 for the environment, 6 for decoding, 7 for the configuration). Res
 answers ``{"Result": <CNI 1.1.0 result>}`` compact with sorted keys; other verbs answer an empty
 200; errors answer 400 with the CNI error object, which both our shim (keeping the code) and
 upstream's Go shim (printing ``msg; details``) understand. No HTTP or socket code lives here.
+
+Everything the runtime controls is checked here, before the engine records anything: the CNI
+variables (no NUL, no lone surrogate, i.e. bytes that were not UTF-8; container ID, interface
+name and netns path by the spec's rules), CNI_ARGS pairs and the pod identity in them, and the
+configuration (nesting bounded by ``MAX_JSON_DEPTH``, no lone surrogates or NULs in its strings).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import fcntl
+import ipaddress
 import json
-from collections.abc import Mapping
+import os
+import re
+import stat
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +35,20 @@ from app.cni.types import Attachment, CniError, ContainerId, ErrorCode, IfName, 
 from app.store.records import PodIdentity
 
 SANDBOX_COMMANDS = frozenset({Command.ADD, Command.DEL, Command.CHECK})
+CNI_VARIABLES = ("CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS", "CNI_PATH")
+"""The variables the daemon reads from a request's environment; the others are not looked at."""
+MAX_JSON_DEPTH = 64
+"""Deepest nesting accepted in a request's configuration (real CNI configurations stay under 10)."""
+_DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_POD_NAMESPACE = re.compile(_DNS_LABEL)
+_POD_NAME = re.compile(rf"{_DNS_LABEL}(\.{_DNS_LABEL})*")
+_MAX_POD_NAMESPACE = 63
+_MAX_POD_NAME = 253
+_MAX_POD_UID = 256
+_MAC = re.compile(r"[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}")
+_NS_GET_NSTYPE = 0xB703
+"""ioctl(2) asking an nsfs file for its namespace type (Linux >= 4.11)."""
+_CLONE_NEWNET = 0x40000000
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,28 +62,61 @@ class ShimRequest:
 
 def decode_body(body: bytes) -> ShimRequest:
     """Decode the JSON envelope; errors name the field that is wrong."""
-    try:
-        envelope = json.loads(body)
-    except ValueError as exc:
-        raise CniError(ErrorCode.DECODING_FAILURE, "request body is not valid JSON", str(exc)) from exc
+    envelope = _loads(body, "request body is not valid JSON")
     if not isinstance(envelope, dict):
         raise CniError(ErrorCode.DECODING_FAILURE, "request body must be a JSON object")
     fields = {key.lower(): value for key, value in envelope.items()}
     env = _decode_env(fields.get("env"))
     stdin = _decode_config(fields.get("config"))
-    try:
-        conf = json.loads(stdin)
-    except ValueError as exc:
-        raise CniError(
-            ErrorCode.DECODING_FAILURE,
-            "error unmarshalling network configuration (request field 'config')",
-            str(exc),
-        ) from exc
+    conf = _loads(stdin, "error unmarshalling network configuration (request field 'config')")
     if not isinstance(conf, dict):
         raise CniError(
             ErrorCode.DECODING_FAILURE, "network configuration (request field 'config') is not an object"
         )
+    check_json_tree(conf, what="network configuration (request field 'config')")
     return ShimRequest(env=env, stdin=stdin, stdin_conf=conf)
+
+
+def _loads(raw: bytes, message: str) -> Any:
+    """``json.loads`` with every failure a code-6 error: bad syntax, bytes that are not UTF-8,
+    nesting deeper than the interpreter can follow."""
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise CniError(ErrorCode.DECODING_FAILURE, message, str(exc)) from exc
+    except RecursionError:
+        raise CniError(
+            ErrorCode.DECODING_FAILURE, message, f"nested deeper than {MAX_JSON_DEPTH} levels"
+        ) from None
+
+
+def check_json_tree(value: object, *, what: str) -> None:
+    """Refuse a decoded JSON value nested deeper than ``MAX_JSON_DEPTH`` (code 6), or holding a
+    string or key with a lone surrogate (code 6: not UTF-8) or a NUL (code 7), naming where."""
+    stack: list[tuple[object, str, int]] = [(value, "", 1)]
+    while stack:
+        item, where, depth = stack.pop()
+        if isinstance(item, dict | list) and depth > MAX_JSON_DEPTH:
+            raise CniError(
+                ErrorCode.DECODING_FAILURE, f"{what} is nested deeper than {MAX_JSON_DEPTH} levels"
+            )
+        if isinstance(item, dict):
+            for key, child in item.items():
+                _check_text(key, what=what, where=f"{where}.{key}" if where else key, is_key=True)
+                stack.append((child, f"{where}.{key}" if where else key, depth + 1))
+        elif isinstance(item, list):
+            stack.extend((child, f"{where}[{index}]", depth + 1) for index, child in enumerate(item))
+        elif isinstance(item, str):
+            _check_text(item, what=what, where=where, is_key=False)
+
+
+def _check_text(text: str, *, what: str, where: str, is_key: bool) -> None:
+    problem = names.unusable_character(text)
+    if problem is None:
+        return
+    place = f"{'key' if is_key else 'the value of key'} {names.printable(where)!r}" if where else "a value"
+    code = ErrorCode.DECODING_FAILURE if "surrogate" in problem else ErrorCode.INVALID_NETWORK_CONFIG
+    raise CniError(code, f"{what}: {place} contains {problem}")
 
 
 def _decode_env(value: object) -> dict[str, str]:
@@ -84,7 +141,26 @@ def _decode_config(value: object) -> bytes:
         ) from exc
 
 
+class NothingRecordedError(Exception):
+    """A DEL naming a sandbox no ADD could have recorded (its container ID would have been
+    refused): there is nothing to delete, and the DEL succeeds so that it terminates."""
+
+    def __init__(self, container_id: str, why: str) -> None:
+        super().__init__(
+            f"DEL of container {names.printable(container_id)!r}: {why}; nothing can be recorded under it"
+        )
+
+
+def check_variables(env: Mapping[str, str], *, names_checked: tuple[str, ...] = CNI_VARIABLES) -> None:
+    """Refuse (code 4) a CNI variable holding a NUL or a lone surrogate (bytes that were not UTF-8)."""
+    for name in names_checked:
+        problem = names.unusable_character(env.get(name, ""))
+        if problem is not None:
+            raise CniError(ErrorCode.INVALID_ENVIRONMENT, f"invalid {name}: the value contains {problem}")
+
+
 def command_of(request: ShimRequest) -> Command:
+    check_variables(request.env, names_checked=("CNI_COMMAND",))
     raw = request.env.get("CNI_COMMAND", "")
     try:
         return Command(raw)
@@ -108,6 +184,9 @@ def interpret(request: ShimRequest, *, daemon_config: Mapping[str, Any]) -> Sand
             command=command, conf=conf, valid_attachments=_valid_attachments(request.stdin_conf)
         )
     env = request.env
+    if command is Command.DEL:
+        return _deletion(env, conf)
+    check_variables(env)
     missing = [key for key in ("CNI_CONTAINERID", "CNI_NETNS", "CNI_ARGS") if key not in env]
     if not missing and not env["CNI_CONTAINERID"]:  # Go's skel: an empty variable is a missing one
         missing = ["CNI_CONTAINERID"]
@@ -115,44 +194,161 @@ def interpret(request: ShimRequest, *, daemon_config: Mapping[str, Any]) -> Sand
         raise CniError(ErrorCode.INVALID_ENVIRONMENT, f"required env variables [{','.join(missing)}] missing")
     container_id = env["CNI_CONTAINERID"]
     names.check_container_id(container_id)
-    if command is not Command.DEL and not env["CNI_NETNS"]:
+    if not env["CNI_NETNS"]:
         raise CniError(ErrorCode.INVALID_ENVIRONMENT, "required env variables [CNI_NETNS] missing")
+    names.check_netns_path(env["CNI_NETNS"])
     ifname = env.get("CNI_IFNAME") or "eth0"
     names.check_ifname(ifname)
     cni_args = parse_cni_args(env["CNI_ARGS"])
+    pod = _pod_identity(cni_args)
+    check_network_namespace(env["CNI_NETNS"])  # the one look at the system, after the pure checks
     return SandboxRequest(
         command=command,
         container_id=ContainerId(container_id),
         netns=env["CNI_NETNS"],
         ifname=IfName(ifname),
         cni_args=cni_args,
-        pod=_pod_identity(cni_args),
+        pod=pod,
         conf=conf,
     )
 
 
+def _deletion(env: Mapping[str, str], conf: netconf.MultusNetConf) -> SandboxRequest:
+    """The request for a DEL, which must be able to terminate: every value an ADD would have
+    refused is dropped instead of refused (no netns, the default interface name, no CNI_ARGS),
+    since DEL works from the checkpoint; a container ID no ADD could have used raises
+    ``NothingRecordedError``."""
+    container_id = env.get("CNI_CONTAINERID", "")
+    try:
+        check_variables(env, names_checked=("CNI_CONTAINERID",))
+        names.check_container_id(container_id)
+    except CniError as error:
+        raise NothingRecordedError(container_id, error.msg) from None
+    netns = env.get("CNI_NETNS", "")
+    if not _usable_for_delete(env, "CNI_NETNS", lambda: names.check_netns_path(netns) if netns else None):
+        netns = ""
+    ifname = env.get("CNI_IFNAME") or "eth0"
+    if not _usable_for_delete(env, "CNI_IFNAME", lambda: names.check_ifname(ifname)):
+        ifname = "eth0"
+    cni_args: tuple[tuple[str, str], ...] = ()
+    pod = PodIdentity(namespace="", name="", uid="")
+    if _usable_for_delete(env, "CNI_ARGS", lambda: _pod_identity(parse_cni_args(env.get("CNI_ARGS", "")))):
+        cni_args = parse_cni_args(env.get("CNI_ARGS", ""))
+        pod = _pod_identity(cni_args)
+    return SandboxRequest(
+        command=Command.DEL,
+        container_id=ContainerId(container_id),
+        netns=netns,
+        ifname=IfName(ifname),
+        cni_args=cni_args,
+        pod=pod,
+        conf=conf,
+    )
+
+
+def _usable_for_delete(env: Mapping[str, str], name: str, check: Callable[[], object]) -> bool:
+    try:
+        check_variables(env, names_checked=(name,))
+        check()
+    except CniError:
+        return False
+    return True
+
+
 def parse_cni_args(value: str) -> tuple[tuple[str, str], ...]:
-    """``K=V;K=V`` into pairs. Empty items are skipped (upstream rejects a trailing ``;``)."""
+    """``K=V;K=V`` into pairs. Empty items are skipped (upstream rejects a trailing ``;``; delegates
+    get the pairs rebuilt); a value holding ``=`` is refused like the Go library does; a control
+    character, a NUL or a lone surrogate anywhere is refused (code 4)."""
+    problem = names.unusable_character(value) or (
+        "a control character" if names.has_control_character(value) else None
+    )
+    if problem is not None:
+        raise CniError(ErrorCode.INVALID_ENVIRONMENT, f"invalid CNI_ARGS: the value contains {problem}")
     pairs = []
     for item in value.split(";"):
         if not item.strip():
             continue
         key, sep, val = item.partition("=")
-        if not sep or not key.strip():
+        if not sep or not key.strip() or "=" in val:
             raise CniError(
-                ErrorCode.INVALID_ENVIRONMENT, f"invalid CNI_ARGS item {item!r}", "expected KEY=VALUE"
+                ErrorCode.INVALID_ENVIRONMENT,
+                f"invalid CNI_ARGS item {item!r}",
+                "expected KEY=VALUE with exactly one '=' (delegates refuse any other pair)",
             )
         pairs.append((key.strip(), val.strip()))
+    for key, val in pairs:
+        _check_typed_arg(key, val)
     return tuple(pairs)
 
 
+def _check_typed_arg(key: str, value: str) -> None:
+    """The CNI_ARGS keys the reference plugins parse (conventions: ``IP``, ``MAC``): a value they
+    cannot parse would fail every delegate with code 999, so it is refused here with code 4."""
+    if key == "MAC" and not _MAC.fullmatch(value):
+        raise CniError(
+            ErrorCode.INVALID_ENVIRONMENT, "invalid CNI_ARGS: MAC is not a MAC address", value[:64]
+        )
+    if key == "IP":
+        for part in value.split(","):
+            try:
+                ipaddress.ip_interface(part)
+            except ValueError:
+                raise CniError(
+                    ErrorCode.INVALID_ENVIRONMENT, "invalid CNI_ARGS: IP is not an IP address", value[:128]
+                ) from None
+
+
+def check_network_namespace(path: str) -> None:
+    """Refuse (code 4) a ``CNI_NETNS`` that is not a network namespace file here, as every plugin
+    would (with code 999), and (code 8) the daemon's own, the node's. Only ``stat`` and an nsfs
+    ``ioctl``: nothing but a namespace file is ever opened."""
+    try:
+        found = os.stat(path)
+        nsfs = os.stat("/proc/self/ns/net").st_dev
+    except OSError as exc:
+        raise CniError(
+            ErrorCode.INVALID_ENVIRONMENT, f"invalid CNI_NETNS: cannot use {path}: {exc.strerror}"
+        ) from None
+    kind = None
+    if stat.S_ISREG(found.st_mode) and found.st_dev == nsfs:
+        try:
+            descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+            try:
+                kind = fcntl.ioctl(descriptor, _NS_GET_NSTYPE)
+            finally:
+                os.close(descriptor)
+        except OSError:
+            kind = None
+    if kind != _CLONE_NEWNET:
+        raise CniError(ErrorCode.INVALID_ENVIRONMENT, f"invalid CNI_NETNS: {path} is not a network namespace")
+    own = os.stat("/proc/self/ns/net")
+    if (found.st_dev, found.st_ino) == (own.st_dev, own.st_ino):  # the Go library's check and code
+        raise CniError(
+            ErrorCode.INVALID_NETNS, "plugin's netns and netns from CNI_NETNS should not be the same", path
+        )
+
+
 def _pod_identity(cni_args: tuple[tuple[str, str], ...]) -> PodIdentity:
+    """The pod the kubelet names in CNI_ARGS; names that Kubernetes would not accept are refused
+    (code 4), since they end up in API paths and the checkpoint."""
     args = dict(cni_args)
-    return PodIdentity(
+    identity = PodIdentity(
         namespace=args.get("K8S_POD_NAMESPACE", ""),
         name=args.get("K8S_POD_NAME", ""),
         uid=args.get("K8S_POD_UID", ""),
     )
+    for key, value, pattern, longest in (
+        ("K8S_POD_NAMESPACE", identity.namespace, _POD_NAMESPACE, _MAX_POD_NAMESPACE),
+        ("K8S_POD_NAME", identity.name, _POD_NAME, _MAX_POD_NAME),
+        ("K8S_POD_UID", identity.uid, None, _MAX_POD_UID),
+    ):
+        if value and (len(value) > longest or (pattern is not None and not pattern.fullmatch(value))):
+            raise CniError(
+                ErrorCode.INVALID_ENVIRONMENT,
+                f"invalid CNI_ARGS: {key} is not a valid Kubernetes name",
+                value[:_MAX_POD_NAME],
+            )
+    return identity
 
 
 def _valid_attachments(stdin_conf: Mapping[str, Any]) -> tuple[Attachment, ...]:

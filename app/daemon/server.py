@@ -1,14 +1,24 @@
-"""The shim-facing HTTP server on ``<socketDir>/multus.sock``: routes, readiness, shielding.
+"""The shim-facing HTTP server on ``<socketDir>/multus.sock``: routes, readiness, limits, shielding.
 
 Speaks upstream's protocol so upstream's Go shim works unchanged: ``POST /cni``, ``/healthz`` and
 ``/readyz`` (GET or POST), 404 elsewhere, 405 for a wrong method, one request per connection.
 One addition of ours: ``POST /gc[?dryRun=true]`` runs a garbage-collection pass for operators.
-``POST /delegate`` is upstream's hot-plug API (``app.attach.hotplug``), gated like ``/cni``.
+``POST /delegate`` is upstream's hot-plug API (``app.attach.hotplug``), held and limited like ``/cni``.
 Requests are decoded by ``app.daemon.protocol`` and handed to the engine as tasks shielded from
 cancellation: a shim that disconnects mid-ADD must not leave a delegate half-recorded, so the
-operation always runs to its final commit. ADD, CHECK, GC and STATUS wait for readiness (answered
-503 with CNI code 11 before it); DEL is served as soon as the store is open, because DEL needs
-nothing but the checkpoint.
+operation always runs to its final commit.
+
+What the HTTP layer itself refuses still gets a CNI error body: malformed HTTP (a garbage request
+line, a bad header, garbage pipelined after a request), a body larger than ``MAX_BODY_BYTES``, a
+body shorter than its Content-Length or not received within ``BODY_READ_SECONDS``. A client
+that sends its request and then half-closes its socket still gets the answer. ``connectionLimit``
+bounds the CNI and GC requests served at once; the others wait for a slot (nothing is dropped);
+health probes are never held. ADD, CHECK, GC and STATUS that arrive before the daemon is ready
+are held up to ``READY_HOLD_SECONDS`` for it, then answered 503 with CNI code 11; DEL only waits
+for the store, because DEL needs nothing but the checkpoint.
+
+Used by ``app.daemon.main`` (``CniServer``, ``Readiness``, ``start``); never binds anything but
+its own socket and never runs a delegate itself.
 """
 
 from __future__ import annotations
@@ -17,10 +27,13 @@ import asyncio
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
+from aiohttp import ClientPayloadError, StreamReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from app import metrics
 from app.attach import hotplug
@@ -31,19 +44,81 @@ from app.daemon import protocol
 from app.gc.collector import GarbageCollector
 
 if TYPE_CHECKING:  # the query server imports this module's Readiness
+    from collections.abc import AsyncIterator
+
     from app.daemon.query_server import Activity
 
 log = logging.getLogger(__name__)
 
+MAX_BODY_BYTES = 4 * 1024 * 1024
+"""Largest request body accepted (a CNI configuration is a few kilobytes)."""
+BODY_READ_SECONDS = 30.0
+"""How long a request's body may take to arrive once its headers have."""
+READY_HOLD_SECONDS = 30.0
+"""How long a request that needs readiness is held for it: well under the shim's own deadline
+(180 s) and the runtime's CNI timeout, long enough for a restarting daemon's recovery."""
+_READ_CHUNK = 64 * 1024
+
+
+class _Conditions(dict[str, bool]):
+    """``Readiness.extra_conditions``: a dict that re-evaluates readiness when a value changes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.changed: Callable[[], None] = lambda: None
+
+    def __setitem__(self, key: str, value: bool) -> None:
+        super().__setitem__(key, value)
+        self.changed()
+
+    def __delitem__(self, key: str) -> None:
+        super().__delitem__(key)
+        self.changed()
+
 
 @dataclass
 class Readiness:
-    """What the daemon waits for before serving ADDs. ``reason`` says what is still missing."""
+    """What the daemon waits for before serving ADDs. ``reason`` says what is still missing.
+
+    Set its flags and ``extra_conditions`` as things happen; ``wait_ready`` and
+    ``wait_store_open`` let a request wait for them (two events kept in step with the flags)."""
 
     store_open: bool = False
     recovered: bool = False
     stopping: bool = False
-    extra_conditions: dict[str, bool] = field(default_factory=dict)
+    extra_conditions: dict[str, bool] = field(default_factory=_Conditions)
+    _ready: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
+    _store: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
+    _changed: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.extra_conditions, _Conditions):
+            conditions = _Conditions()
+            conditions.update(self.extra_conditions)
+            self.extra_conditions = conditions
+        self._refresh()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if name in ("store_open", "recovered", "stopping", "extra_conditions") and hasattr(self, "_changed"):
+            self._refresh()
+
+    @property
+    def ready_event(self) -> asyncio.Event:
+        """Set while the daemon is ready (cleared again when a condition turns false)."""
+        return self._ready
+
+    def _refresh(self) -> None:
+        conditions = self.extra_conditions
+        if isinstance(conditions, _Conditions):
+            conditions.changed = self._refresh
+        for event, on in ((self._ready, self.ready), (self._store, self.store_open)):
+            if on:
+                event.set()
+            else:
+                event.clear()
+        self._changed.set()  # wakes every waiter (stopping included); each waits on a fresh one
+        self._changed = asyncio.Event()
 
     @property
     def ready(self) -> bool:
@@ -60,6 +135,26 @@ class Readiness:
         waiting = [name for name, done in self.extra_conditions.items() if not done]
         return f"waiting for {', '.join(waiting)}" if waiting else None
 
+    async def wait_ready(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` for readiness; False at once when stopping."""
+        return await self._wait(self._ready, seconds)
+
+    async def wait_store_open(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` for the state database to be open."""
+        return await self._wait(self._store, seconds)
+
+    async def _wait(self, event: asyncio.Event, seconds: float) -> bool:
+        """True once ``event`` is set; False when ``seconds`` pass or the daemon starts stopping."""
+        try:
+            async with asyncio.timeout(seconds):
+                while not event.is_set():
+                    if self.stopping:
+                        return False
+                    await self._changed.wait()
+        except TimeoutError:
+            return event.is_set()
+        return True
+
 
 @dataclass
 class CniServer:
@@ -68,18 +163,14 @@ class CniServer:
     readiness: Readiness
     collector: GarbageCollector | None = None
     activity: Activity | None = None
+    connection_limit: int | None = None
+    """Upstream's ``connectionLimit``: CNI and GC requests served at once (None: no bound)."""
     _in_flight: set[asyncio.Task[Any]] = field(default_factory=set)
+    _slots: asyncio.Semaphore | None = None
 
-    def application(self) -> web.Application:
-        app = web.Application(client_max_size=4 * 1024 * 1024)
-        app.router.add_post("/cni", self._cni)
-        app.router.add_post("/gc", self._gc)
-        app.router.add_post("/delegate", self._delegate)
-        for path, handler in (("/healthz", self._healthz), ("/readyz", self._readyz)):
-            app.router.add_get(path, handler)
-            app.router.add_post(path, handler)
-        app.middlewares.append(_close_connections)
-        return app
+    def runner(self) -> web.BaseRunner:
+        """An aiohttp runner for this server; call from a running event loop."""
+        return web.ServerRunner(_HttpServer(self.handle, access_log=None), handle_signals=False)
 
     async def drain(self, grace: float) -> int:
         """Wait up to ``grace`` seconds for in-flight operations; return how many still run."""
@@ -91,29 +182,66 @@ class CniServer:
         """Names of the operations still running (``cni-ADD-<container>``, ...), for shutdown logs."""
         return sorted(task.get_name() for task in self._in_flight if not task.done())
 
-    async def _healthz(self, _request: web.Request) -> web.Response:
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Route one request. One request per connection, as upstream's server (keep-alive
+        disabled); counts every request the way upstream's ``multus_server_request_total`` does."""
+        routes: dict[str, tuple[tuple[str, ...], Callable[[web.BaseRequest], Awaitable[web.Response]]]] = {
+            "/cni": (("POST",), self._cni),
+            "/gc": (("POST",), self._gc),
+            "/delegate": (("POST",), self._delegate),
+            "/healthz": (("GET", "HEAD", "POST"), self._healthz),
+            "/readyz": (("GET", "HEAD", "POST"), self._readyz),
+        }
+        route = routes.get(request.path)
+        if route is None:
+            response = web.Response(status=404)
+        elif request.method not in route[0]:
+            response = web.Response(status=405, headers={"Allow": ",".join(route[0])})
+        else:
+            limited = request.path in ("/cni", "/gc", "/delegate")
+            async with self._slot() if limited else nullcontext():
+                response = await route[1](request)
+        response.force_close()
+        metrics.SERVER_REQUESTS.labels(
+            request.path if route is not None else "NotFound", str(response.status), request.method
+        ).inc()
+        return response
+
+    def _slot(self) -> AbstractAsyncContextManager[None]:
+        if self.connection_limit is None:
+            return _counted_slot(None)
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.connection_limit)
+        return _counted_slot(self._slots)
+
+    async def _healthz(self, _request: web.BaseRequest) -> web.Response:
         return web.Response(status=200)
 
-    async def _readyz(self, _request: web.Request) -> web.Response:
+    async def _readyz(self, _request: web.BaseRequest) -> web.Response:
         status = 200 if self.readiness.ready else 500
         return web.Response(status=status, content_type="application/json")
 
-    async def _gc(self, http_request: web.Request) -> web.Response:
+    async def _gc(self, http_request: web.BaseRequest) -> web.Response:
         """multus-py's operator GC (``multusctl gc``): one pass now; ``?dryRun=true`` only reports."""
-        if self.collector is None or not self.readiness.ready:
-            return _error_response(_NotReadyError(self.readiness.reason or "no garbage collector"))
+        if self.collector is None:
+            return _error_response(_NotReadyError("no garbage collector"))
+        if not await self.readiness.wait_ready(READY_HOLD_SECONDS):
+            return _error_response(_NotReadyError(self.readiness.reason or "not ready"))
         dry_run = http_request.query.get("dryRun", "false").lower() in ("1", "true", "yes")
         report = await self._run_shielded(self.collector.run_once(dry_run=dry_run), name="operator-gc")
         if self.activity is not None:
             self.activity.gc_finished(report, trigger="operator")
         return web.json_response(report.as_json())
 
-    async def _cni(self, http_request: web.Request) -> web.Response:
-        body = await http_request.read()
+    async def _cni(self, http_request: web.BaseRequest) -> web.Response:
         try:
+            body = await _read_body(http_request)
             request = protocol.interpret(protocol.decode_body(body), daemon_config=self.daemon_config)
-            self._admit(request.command)
+            await self._admit(request.command)
             result = await self._run_shielded(self._dispatch(request), name=_task_name(request))
+        except protocol.NothingRecordedError as nothing:
+            log.warning("%s: answered success", nothing)
+            return web.Response(status=200)
         except CniError as error:
             return _error_response(error)
         except Exception as exc:
@@ -127,14 +255,14 @@ class CniServer:
             status=200, body=protocol.add_response_body(result), content_type="application/json"
         )
 
-    async def _delegate(self, http_request: web.Request) -> web.Response:
+    async def _delegate(self, http_request: web.BaseRequest) -> web.Response:
         """Upstream's hot-plug API (what multus-dynamic-networks-controller calls): one delegate
         added to or removed from a running sandbox, recorded in its checkpoint."""
-        body = await http_request.read()
         try:
+            body = await _read_body(http_request)
             shim_request, attributes = protocol.decode_delegate_body(body)
             call = protocol.interpret_delegate(shim_request, attributes, daemon_config=self.daemon_config)
-            self._admit(call.request.command if call is not None else Command.STATUS)
+            await self._admit(call.request.command if call is not None else Command.STATUS)
             result = None
             if call is not None:
                 operation = hotplug.serve_delegate(self.engine, call, status=self.engine.status_publisher)
@@ -153,12 +281,17 @@ class CniServer:
             status=200, body=protocol.add_response_body(result), content_type="application/json"
         )
 
-    def _admit(self, command: Command) -> None:
-        reason = self.readiness.reason
-        if command is Command.DEL and self.readiness.store_open:
+    async def _admit(self, command: Command) -> None:
+        """Hold the request until the daemon can serve it (DEL: the store is open; others: ready),
+        at most ``READY_HOLD_SECONDS``; then refuse with code 11."""
+        needs_ready = command is not Command.DEL
+        servable = self.readiness.ready if needs_ready else self.readiness.store_open
+        if not servable and not self.readiness.stopping:
+            log.info("holding %s until the daemon is ready: %s", command, self.readiness.reason)
+        wait = self.readiness.wait_ready if needs_ready else self.readiness.wait_store_open
+        if await wait(READY_HOLD_SECONDS):
             return
-        if reason is not None:
-            raise _NotReadyError(reason)
+        raise _NotReadyError(self.readiness.reason or "not ready")
 
     async def _run_shielded(self, operation: Awaitable[Any], *, name: str) -> Any:
         task = asyncio.ensure_future(operation)
@@ -182,6 +315,130 @@ class CniServer:
         return None
 
 
+@asynccontextmanager
+async def _counted_slot(slots: asyncio.Semaphore | None) -> AsyncIterator[None]:
+    """Hold one of ``slots`` (any number when None), keeping the waiting and active gauges."""
+    if slots is not None and slots.locked():
+        metrics.SERVER_REQUESTS_WAITING.inc()
+        try:
+            await slots.acquire()
+        finally:
+            metrics.SERVER_REQUESTS_WAITING.dec()
+    elif slots is not None:
+        await slots.acquire()
+    metrics.SERVER_REQUESTS_ACTIVE.inc()
+    try:
+        yield
+    finally:
+        metrics.SERVER_REQUESTS_ACTIVE.dec()
+        if slots is not None:
+            slots.release()
+
+
+async def _read_body(request: web.BaseRequest) -> bytes:
+    """The whole body, bounded in size and time; every failure a code-6 error."""
+    declared = request.content_length
+    if declared is not None and declared > MAX_BODY_BYTES:
+        raise _too_large(declared)
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(BODY_READ_SECONDS):
+            while chunk := await request.content.read(_READ_CHUNK):
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    raise _too_large(size)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise CniError(
+            ErrorCode.DECODING_FAILURE,
+            f"request body not received within {BODY_READ_SECONDS:g}s",
+            f"{size} of {declared if declared is not None else 'an unknown number of'} bytes arrived",
+        ) from None
+    except (ClientPayloadError, HttpProcessingError, ConnectionError) as exc:
+        raise CniError(ErrorCode.DECODING_FAILURE, "request body is incomplete", str(exc)) from None
+    if declared is not None and size != declared:
+        raise CniError(
+            ErrorCode.DECODING_FAILURE,
+            "request body is shorter than its Content-Length",
+            f"{size} of {declared} bytes before the client closed its side",
+        )
+    return b"".join(chunks)
+
+
+def _too_large(size: int) -> CniError:
+    return CniError(
+        ErrorCode.DECODING_FAILURE,
+        f"request body is larger than {MAX_BODY_BYTES} bytes",
+        f"{size} bytes",
+    )
+
+
+class _Connection(web.RequestHandler):
+    """aiohttp's connection handler, with CNI error bodies and half-close kept open."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._bodies: list[StreamReader] = []
+        self._received = 0
+
+    def data_received(self, data: bytes) -> None:
+        self._received += len(data)
+        super().data_received(data)
+        self._bodies.extend(payload for _message, payload in self._messages if payload not in self._bodies)
+
+    def eof_received(self) -> bool:  # type: ignore[override]  # asyncio's protocol returns bool | None
+        """The client closed its write side. Once a request has arrived it is still served and
+        answered: end the bodies still being received and keep our side open (the response
+        closes the connection). A request cut short in its headers is answered here; with no
+        bytes at all there is nothing to answer."""
+        for payload in self._bodies:
+            payload.feed_eof()
+        if self._request_count > 0:
+            return True
+        if self._received and self.transport is not None:
+            error = CniError(
+                ErrorCode.DECODING_FAILURE,
+                "malformed HTTP request",
+                f"the connection was closed after {self._received} bytes, before the end of the headers",
+            )
+            body = protocol.error_body(error)
+            head = (
+                "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            )
+            self.transport.write(head.encode() + body)
+        return False
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """Malformed HTTP (or a failure outside our handler) answered with a CNI error object."""
+        super().handle_error(request, status, exc, message)  # logs; raises if a response started
+        if status >= 500:
+            error = CniError(ErrorCode.INTERNAL, f"internal error: {message or HTTPStatus(status).phrase}")
+        else:
+            error = CniError(
+                ErrorCode.DECODING_FAILURE, "malformed HTTP request", message or HTTPStatus(status).phrase
+            )
+        response = web.Response(
+            status=status, body=protocol.error_body(error), content_type="application/json"
+        )
+        response.force_close()
+        return response
+
+
+class _HttpServer(web.Server):
+    """aiohttp's low-level server making ``_Connection`` handlers."""
+
+    def __call__(self) -> web.RequestHandler:
+        return _Connection(self, loop=self._loop, **self._kwargs)
+
+
 class _NotReadyError(CniError):
     def __init__(self, reason: str) -> None:
         super().__init__(ErrorCode.TRY_AGAIN_LATER, f"multus daemon is not ready: {reason}")
@@ -198,28 +455,10 @@ def _error_response(error: CniError) -> web.Response:
     return web.Response(status=status, body=protocol.error_body(error), content_type="application/json")
 
 
-@web.middleware
-async def _close_connections(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """One request per connection, as upstream's server (keep-alive disabled); 404/405 included.
-    Counts every request the way upstream's ``multus_server_request_total`` does."""
-    try:
-        response = await handler(request)
-    except web.HTTPException as http_error:
-        response = web.Response(status=http_error.status, text=http_error.text, headers=http_error.headers)
-    response.force_close()
-    known = request.match_info.route.resource is not None
-    metrics.SERVER_REQUESTS.labels(
-        request.path if known else "NotFound", str(response.status), request.method
-    ).inc()
-    return response
-
-
-async def start(server: CniServer, sock: socket.socket) -> web.AppRunner:
+async def start(server: CniServer, sock: socket.socket) -> web.BaseRunner:
     """Serve on ``sock``, the listening socket ``app.daemon.listener.bind`` made before the heavy
     imports (connections made since then wait in its backlog); return the runner to stop it with."""
-    runner = web.AppRunner(server.application(), access_log=None, handle_signals=False)
+    runner = server.runner()
     await runner.setup()
     site = web.SockSite(runner, sock, backlog=socket.SOMAXCONN)
     await site.start()

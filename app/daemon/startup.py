@@ -220,7 +220,7 @@ class Daemon:
         await servers.aclose()
         log.debug("stopping: servers closed")
 
-    async def _close_cni_server(self, runner: web.AppRunner) -> None:
+    async def _close_cni_server(self, runner: web.BaseRunner) -> None:
         """``multus.sock`` stops accepting without resetting anyone: its path goes first (a shim
         connecting from now on finds no daemon and waits for the next, as the marker says), the
         connections already queued or open are answered (503 while stopping), then it closes."""

@@ -91,6 +91,7 @@ def cni_server(
         readiness=readiness,
         collector=collector,
         activity=activity,
+        connection_limit=settings.connection_limit,
     )
 
 

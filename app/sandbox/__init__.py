@@ -16,5 +16,7 @@ Modules, highest first: ``kubeapi`` (the facade and CLI) → ``server`` (HTTP ha
 (the ``/_emulator`` endpoints) → ``streaming`` (watch responses) → ``store`` (objects and write
 rules) → ``watching`` (history, watchers, fan-out) → ``objects`` (immutable encoded versions);
 beside them ``faults``, ``requestlog``, ``routing``, ``discovery``, ``selectors``, ``patching``,
-``status``, ``resources`` and ``kubeconfig``, which import none of the above.
+``status``, ``resources`` and ``kubeconfig``, which import none of the above. Apart from the
+emulator, ``processes`` starts and stops emulator and daemon processes for the demo, the benchmarks
+and the tests (the daemon runs as ``python -m app.daemon.main``, never imported here).
 """

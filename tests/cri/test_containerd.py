@@ -23,6 +23,8 @@ from tests.cri.conftest import daemon_wrapper
 from tests.cri.runtime import Containerd, sandbox_netns
 from tests.e2e.conftest import Cluster, KubeApiProcess, netns_interfaces
 
+pytestmark = pytest.mark.slow  # starts containerd, daemon and emulator processes
+
 NODE = "node-a"
 NETWORKS = "k8s.v1.cni.cncf.io/networks"
 NETWORK_STATUS = "k8s.v1.cni.cncf.io/network-status"

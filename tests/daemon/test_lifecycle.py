@@ -15,8 +15,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+from app.sandbox.processes import ProcessError, wait_until
 from tests.conftest import CNI_PLUGIN_DIR, child_environment
 from tests.e2e.conftest import Cluster, ShimResult, new_container_id
+
+pytestmark = pytest.mark.slow  # starts daemon processes
 
 GATE = """#!/bin/sh
 # the bridge plugin, once the test lets it run (the ADD is in flight meanwhile)
@@ -27,14 +32,10 @@ exec {bridge}
 
 
 def wait_for(condition: Callable[[], bool], what: str, cluster: Cluster, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if cluster.daemon is not None and cluster.daemon.poll() is not None:
-            raise AssertionError(
-                f"daemon exited {cluster.daemon.returncode}:\n{cluster.daemon_log.read_text()}"
-            )
-        assert time.monotonic() < deadline, f"{what} not after {timeout}s:\n{cluster.daemon_log.read_text()}"
-        time.sleep(0.02)
+    try:
+        wait_until(condition, what=what, timeout=timeout, daemon=cluster.process)
+    except ProcessError as failed:
+        raise AssertionError(str(failed)) from None
 
 
 def gated_network(cluster: Cluster) -> Path:

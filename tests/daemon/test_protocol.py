@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import subprocess
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,14 +18,26 @@ from app.cni.types import CniError, ErrorCode
 from app.daemon import protocol
 
 CONF = {"cniVersion": "1.0.0", "name": "multus-cni-network", "type": "multus-shim"}
+NETNS_NAME = f"mp-protocol-{os.getpid()}"
+NETNS = f"/var/run/netns/{NETNS_NAME}"
+"""A real network namespace: ADD and CHECK need CNI_NETNS to be one."""
 ENV = {
     "CNI_COMMAND": "ADD",
     "CNI_CONTAINERID": "abc123",
-    "CNI_NETNS": "/var/run/netns/x",
+    "CNI_NETNS": NETNS,
     "CNI_IFNAME": "eth0",
     "CNI_ARGS": "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web;K8S_POD_UID=u1",
     "CNI_PATH": "/opt/cni/bin",
 }
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _network_namespace() -> Iterator[None]:
+    subprocess.run(["ip", "netns", "add", NETNS_NAME], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["ip", "netns", "del", NETNS_NAME], check=False)
 
 
 def body(env: dict[str, str], conf: dict[str, Any] | bytes = CONF) -> bytes:
@@ -39,7 +54,7 @@ def test_an_upstream_shim_request_becomes_a_sandbox_request() -> None:
 
     assert isinstance(request, SandboxRequest)
     assert request.command is Command.ADD
-    assert (request.container_id, request.netns, request.ifname) == ("abc123", "/var/run/netns/x", "eth0")
+    assert (request.container_id, request.netns, request.ifname) == ("abc123", NETNS, "eth0")
     assert (request.pod.namespace, request.pod.name, request.pod.uid) == ("default", "web", "u1")
     assert request.conf.cluster_network == "/etc/cni/net.d/10-x.conflist"
     assert request.conf.bin_dir == "/b"
@@ -134,7 +149,15 @@ def test_a_bad_multus_conf_key_is_a_config_error_naming_the_key(conf: dict[str, 
 
 
 def test_trailing_semicolons_in_cni_args_are_tolerated_unlike_upstream() -> None:
-    assert protocol.parse_cni_args("A=1;;B=x=y;") == (("A", "1"), ("B", "x=y"))
+    assert protocol.parse_cni_args("A=1;;B=x;") == (("A", "1"), ("B", "x"))
+
+
+def test_a_cni_args_pair_with_two_equals_signs_is_refused_as_every_go_delegate_would() -> None:
+    with pytest.raises(CniError) as caught:
+        protocol.parse_cni_args("A=1;B=x=y")
+
+    assert caught.value.code == ErrorCode.INVALID_ENVIRONMENT
+    assert "B=x=y" in caught.value.msg
 
 
 @settings(max_examples=300, deadline=None)
@@ -194,3 +217,170 @@ def _error_of(raw: bytes) -> int | None:
         return None
     assert caught.msg, "every error says what is wrong"
     return caught.code
+
+
+ODD_VARIABLES = [
+    pytest.param("CNI_ARGS", "K8S_POD_NAME=web\udcff", "CNI_ARGS", id="non-utf8-byte-in-cni-args"),
+    pytest.param("CNI_ARGS", "K8S_POD_NAME=web\ud800", "CNI_ARGS", id="lone-surrogate-in-cni-args"),
+    pytest.param("CNI_ARGS", "K8S_POD_NAME=we\x00b", "CNI_ARGS", id="nul-in-cni-args"),
+    pytest.param("CNI_ARGS", "K8S_POD_NAME=web\n", "CNI_ARGS", id="newline-in-cni-args"),
+    pytest.param("CNI_IFNAME", "eth\x000", "CNI_IFNAME", id="nul-in-ifname"),
+    pytest.param("CNI_IFNAME", "eth0\x01", "interface name", id="trailing-control-character-in-ifname"),
+    pytest.param("CNI_IFNAME", "eth0\x7f", "interface name", id="del-character-in-ifname"),
+    pytest.param("CNI_IFNAME", "..", "interface name", id="dotdot-ifname"),
+    pytest.param("CNI_IFNAME", "e%s%n", "interface name", id="percent-template-in-ifname"),
+    pytest.param("CNI_IFNAME", "eth\u00e0", "interface name", id="utf8-byte-0xa0-in-ifname"),
+    pytest.param("CNI_NETNS", "/var/run/netns/\udc80", "CNI_NETNS", id="surrogate-in-netns"),
+    pytest.param("CNI_NETNS", "/var/run/netns/x\x00", "CNI_NETNS", id="nul-in-netns"),
+    pytest.param("CNI_NETNS", "var/run/netns/x", "CNI_NETNS", id="relative-netns"),
+    pytest.param("CNI_NETNS", "/" + "n" * 5000, "CNI_NETNS", id="netns-longer-than-path-max"),
+    pytest.param("CNI_CONTAINERID", "abc\udcff", "CNI_CONTAINERID", id="non-utf8-container-id"),
+    pytest.param("CNI_CONTAINERID", "abc\x00", "CNI_CONTAINERID", id="nul-in-container-id"),
+    pytest.param("CNI_COMMAND", "ADD\x00", "CNI_COMMAND", id="nul-in-command"),
+    pytest.param("CNI_PATH", "/opt/cni/bin\udcff", "CNI_PATH", id="non-utf8-cni-path"),
+    pytest.param("CNI_ARGS", "K8S_POD_NAME=../../x", "K8S_POD_NAME", id="pod-name-not-a-kubernetes-name"),
+    pytest.param("CNI_ARGS", "K8S_POD_NAMESPACE=Default", "K8S_POD_NAMESPACE", id="namespace-uppercase"),
+    pytest.param("CNI_ARGS", "K8S_POD_NAMESPACE=" + "a" * 64, "K8S_POD_NAMESPACE", id="namespace-too-long"),
+]
+
+
+@pytest.mark.parametrize(("variable", "value", "named"), ODD_VARIABLES)
+@pytest.mark.parametrize("command", ["ADD", "CHECK"])
+def test_odd_bytes_in_a_variable_are_refused_with_code_4_naming_it(
+    variable: str, value: str, named: str, command: str
+) -> None:
+    raw = body({**ENV, "CNI_COMMAND": command, variable: value})
+
+    with pytest.raises(CniError) as caught:
+        interpret(raw)
+
+    assert caught.value.code == ErrorCode.INVALID_ENVIRONMENT
+    assert named in caught.value.msg
+    json.dumps(caught.value.to_json(), ensure_ascii=False).encode()  # the answer can be written
+
+
+@pytest.mark.parametrize(
+    "netns", ["/var/run/netns/mp-does-not-exist", "/", "/etc/hostname", "/proc/self/ns/mnt", "/dev/null"]
+)
+@pytest.mark.parametrize("command", ["ADD", "CHECK"])
+def test_a_netns_that_is_not_a_network_namespace_is_code_4_before_any_plugin_runs(
+    command: str, netns: str
+) -> None:
+    with pytest.raises(CniError) as caught:
+        interpret(body({**ENV, "CNI_COMMAND": command, "CNI_NETNS": netns}))
+
+    assert caught.value.code == ErrorCode.INVALID_ENVIRONMENT
+    assert f"CNI_NETNS: {netns}" in caught.value.msg or f"cannot use {netns}" in caught.value.msg
+
+
+def test_the_nodes_own_netns_is_refused_with_the_go_librarys_code_8() -> None:
+    with pytest.raises(CniError) as caught:
+        interpret(body({**ENV, "CNI_NETNS": "/proc/self/ns/net"}))
+
+    assert caught.value.code == ErrorCode.INVALID_NETNS
+
+
+def test_del_takes_a_netns_that_is_gone() -> None:
+    request = interpret(body({**ENV, "CNI_COMMAND": "DEL", "CNI_NETNS": "/var/run/netns/mp-gone"}))
+
+    assert isinstance(request, SandboxRequest)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "named"), [param for param in ODD_VARIABLES if param.values[0] != "CNI_COMMAND"]
+)
+def test_a_del_with_a_value_an_add_would_refuse_runs_without_it_so_it_terminates(
+    variable: str, value: str, named: str
+) -> None:
+    raw = body({**ENV, "CNI_COMMAND": "DEL", variable: value})
+
+    if variable == "CNI_CONTAINERID":
+        with pytest.raises(protocol.NothingRecordedError):
+            interpret(raw)
+        return
+    request = interpret(raw)
+
+    assert isinstance(request, SandboxRequest)
+    assert request.container_id == ENV["CNI_CONTAINERID"]
+    dropped = {"CNI_NETNS": request.netns == "", "CNI_IFNAME": request.ifname == "eth0"}
+    dropped["CNI_ARGS"] = request.cni_args == () and request.pod.name == ""
+    assert dropped.get(variable, True), request
+
+
+@pytest.mark.parametrize("missing", ["CNI_CONTAINERID", "CNI_NETNS", "CNI_ARGS", "CNI_IFNAME"])
+def test_a_del_missing_a_variable_still_terminates(missing: str) -> None:
+    env = {key: value for key, value in ENV.items() if key != missing}
+
+    if missing == "CNI_CONTAINERID":
+        with pytest.raises(protocol.NothingRecordedError):
+            interpret(body({**env, "CNI_COMMAND": "DEL"}))
+    else:
+        assert isinstance(interpret(body({**env, "CNI_COMMAND": "DEL"})), SandboxRequest)
+
+
+def test_an_unrelated_variable_with_odd_bytes_is_ignored() -> None:
+    assert isinstance(interpret(body({**ENV, "HOME": "/root\udcff\x00"})), SandboxRequest)
+
+
+def _nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize("depth", [protocol.MAX_JSON_DEPTH + 1, 10_000, 200_000])
+def test_a_configuration_nested_too_deep_is_a_decoding_error_not_a_recursion_error(depth: int) -> None:
+    conf = f'{{"cniVersion": "1.0.0", "name": "n", "deep": {_nested(depth)}}}'.encode()
+
+    with pytest.raises(CniError) as caught:
+        interpret(body(ENV, conf))
+
+    assert caught.value.code == ErrorCode.DECODING_FAILURE
+    assert "'config'" in caught.value.msg
+    assert str(protocol.MAX_JSON_DEPTH) in caught.value.msg + caught.value.details
+
+
+def test_a_configuration_at_the_depth_bound_is_accepted() -> None:
+    conf = f'{{"cniVersion": "1.0.0", "name": "n", "deep": {_nested(protocol.MAX_JSON_DEPTH - 1)}}}'.encode()
+
+    assert isinstance(interpret(body(ENV, conf)), SandboxRequest)
+
+
+def test_a_request_body_nested_10000_deep_is_a_decoding_error_not_a_recursion_error() -> None:
+    raw = b'{"env": {}, "config": "e30=", "x": ' + _nested(10_000).encode() + b"}"
+
+    with pytest.raises(CniError) as caught:
+        interpret(raw)
+
+    assert caught.value.code == ErrorCode.DECODING_FAILURE
+    assert "request body" in caught.value.msg
+
+
+@pytest.mark.parametrize(
+    ("conf", "code", "named"),
+    [
+        pytest.param(
+            b'{"cniVersion": "1.0.0", "name": "n\\ud800"}', 6, "'name'", id="surrogate-escape-in-value"
+        ),
+        pytest.param(b'{"cniVersion": "1.0.0", "n\\udfff": 1}', 6, "key", id="surrogate-escape-in-key"),
+        pytest.param(b'{"cniVersion": "1.0.0", "binDir": "/opt\\u0000"}', 7, "'binDir'", id="nul-in-bin-dir"),
+        pytest.param(
+            b'{"cniVersion": "1.0.0", "runtimeConfig": {"mac": ["\\u0000"]}}',
+            7,
+            "runtimeConfig.mac[0]",
+            id="nul-deep",
+        ),
+        pytest.param(b'{"cniVersion": "1.0.0", "name": "\xff\xfe"}', 6, "'config'", id="raw-non-utf8-bytes"),
+    ],
+)
+def test_odd_bytes_in_the_configuration_are_refused_naming_where(conf: bytes, code: int, named: str) -> None:
+    with pytest.raises(CniError) as caught:
+        interpret(body(ENV, conf))
+
+    assert caught.value.code == code
+    assert named in caught.value.msg
+
+
+def test_a_body_that_is_not_utf8_is_a_decoding_error() -> None:
+    with pytest.raises(CniError) as caught:
+        interpret(b'{"env": {"CNI_COMMAND": "AD\xff"}, "config": "e30="}')
+
+    assert caught.value.code == ErrorCode.DECODING_FAILURE

@@ -9,6 +9,8 @@ import pytest
 
 from tests.e2e.conftest import Cluster
 
+pytestmark = pytest.mark.slow  # starts daemon processes
+
 
 @pytest.mark.parametrize("problem", ["missing", "a file", "without binDir"])
 def test_an_unusable_chroot_dir_is_a_start_up_error_naming_the_key(

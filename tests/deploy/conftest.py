@@ -27,7 +27,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ import pytest
 import yaml
 from dockerfile_parse import DockerfileParser
 
+from app.sandbox.processes import DaemonProcess, ProcessError, wait_until
 from app.settings import Settings, from_mapping
 from tests import hostless
 from tests.conftest import child_environment
@@ -148,7 +148,8 @@ class Node:
     """Outside the root: the ConfigMap's files, the daemon's moved config and its log."""
     daemon_config: dict[str, Any]
     """What the daemon runs on: the ConfigMap's config with its paths inside the root."""
-    daemon: subprocess.Popen[bytes] | None = None
+    process: DaemonProcess | None = None
+    """The daemon container's process (app.sandbox.processes), once started."""
     netnses: list[Netns] = field(default_factory=list)
     links: list[str] = field(default_factory=list)
 
@@ -246,16 +247,19 @@ class Node:
         verbatim = str(self.config_dir / "daemon-config.json")
         command = [str(config_path) if argument == verbatim else argument for argument in command]
         assert str(config_path) in command, command
-        log = (self.work / "daemon.log").open("ab")
-        env = child_environment(CNI_PATH=image_env()["CNI_PATH"])
-        self.daemon = subprocess.Popen(command, stdout=log, stderr=log, env=env)
-        log.close()
+        self.process = DaemonProcess(
+            socket_dir=self.settings.socket_dir, log=self.work / "daemon.log", command=command
+        )
+        self.process.start(env={"CNI_PATH": image_env()["CNI_PATH"]})
+
+    @property
+    def daemon(self) -> subprocess.Popen[bytes] | None:
+        return None if self.process is None else self.process.process
 
     def stop_daemon(self) -> int:
-        assert self.daemon is not None
-        self.daemon.send_signal(signal.SIGTERM)
-        code = self.daemon.wait(timeout=30)
-        self.daemon = None
+        assert self.process is not None
+        code = self.process.stop(signal.SIGTERM)
+        self.process = None
         return code
 
     def daemon_log(self) -> str:
@@ -263,13 +267,10 @@ class Node:
         return path.read_text() if path.exists() else ""
 
     def wait_for(self, condition: Any, what: str, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            if self.daemon is not None and self.daemon.poll() is not None:
-                raise AssertionError(f"daemon exited {self.daemon.returncode}:\n{self.daemon_log()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{what} not after {timeout}s:\n{self.daemon_log()}")
-            time.sleep(0.05)
+        try:
+            wait_until(condition, what=what, timeout=timeout, daemon=self.process)
+        except ProcessError as failed:
+            raise AssertionError(str(failed)) from None
 
     # --- networks and the runtime ------------------------------------------------------------------
 
@@ -328,9 +329,8 @@ class Node:
         return ShimResult(done.returncode, done.stdout.decode(), done.stderr.decode())
 
     def cleanup(self) -> None:
-        if self.daemon is not None and self.daemon.poll() is None:
-            self.daemon.kill()
-            self.daemon.wait()
+        if self.process is not None:
+            self.process.kill()
         for netns in self.netnses:
             netns.delete()
         for link in self.links:

@@ -14,8 +14,12 @@ import threading
 import time
 from dataclasses import dataclass
 
+import pytest
+
 from tests.deploy.conftest import Node, container, find, pod_spec
 from tests.e2e.conftest import Netns, ShimResult, new_container_id
+
+pytestmark = pytest.mark.slow  # starts daemon or emulator processes
 
 PODS = 24
 RESTART_AFTER = 6

@@ -26,6 +26,8 @@ from tests.conftest import child_environment
 from tests.deploy.conftest import NODE_PYTHON, Node, tree
 from tests.e2e.conftest import new_container_id
 
+pytestmark = pytest.mark.slow  # starts daemon or emulator processes
+
 VERSION_REPLY = (
     b'{"cniVersion":"1.1.0","supportedVersions":["0.1.0","0.2.0","0.3.0","0.3.1","0.4.0","1.0.0","1.1.0"]}\n'
 )

@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +21,15 @@ from typing import Any
 import pytest
 from pyroute2 import IPRoute
 
+from app.sandbox.processes import (
+    DaemonProcess,
+    EmulatorProcess,
+    EmulatorRequestError,
+    ProcessError,
+    daemon_command,
+)
 from app.shim.install import install_shim
-from tests.conftest import CNI_PLUGIN_DIR, child_environment
+from tests.conftest import CNI_PLUGIN_DIR
 
 REFERENCE_PLUGINS = (
     "bridge",
@@ -114,13 +120,28 @@ class Cluster:
     bridge: str
     shim: Path
     daemon_config: dict[str, Any]
-    daemon: subprocess.Popen[bytes] | None = None
     netnses: list[Netns] = field(default_factory=list)
     host_links: list[str] = field(default_factory=list)
     daemon_env: dict[str, str] = field(default_factory=dict)
     daemon_wrapper: list[str] = field(default_factory=list)
     """A command the daemon's command line is appended to (say, one that sets up a mount namespace and
     then executes it, keeping the pid)."""
+    process: DaemonProcess = field(init=False)
+    """The daemon's process plumbing (app.sandbox.processes)."""
+
+    def __post_init__(self) -> None:
+        self.process = DaemonProcess.for_config(
+            self.root / "daemon-config.json", socket_dir=self.socket_dir, log=self.daemon_log
+        )
+
+    @property
+    def daemon(self) -> subprocess.Popen[bytes] | None:
+        return self.process.process
+
+    @daemon.setter
+    def daemon(self, value: None) -> None:
+        """``cluster.daemon = None``: forget a daemon the test saw die."""
+        self.process.process = value
 
     @property
     def bin_dir(self) -> Path:
@@ -216,65 +237,26 @@ class Cluster:
     def start_daemon(self, *, env: dict[str, str] | None = None, wait: bool = True) -> None:
         config_path = self.root / "daemon-config.json"
         config_path.write_text(json.dumps(self.daemon_config))
-        log = open(self.daemon_log, "ab")  # noqa: SIM115 - owned by the process for its lifetime
-        self.daemon = subprocess.Popen(
-            [*self.daemon_wrapper, sys.executable, "-m", "app.daemon.main", "--config", str(config_path)],
-            stdout=log,
-            stderr=log,
-            env=child_environment(**{**self.daemon_env, **(env or {})}),
-        )
-        log.close()
+        self.process.command = [*self.daemon_wrapper, *daemon_command(config_path)]
+        self.process.start(env={**self.daemon_env, **(env or {})})
         if wait:
             self.wait_ready()
 
     def wait_ready(self, timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.daemon is not None and self.daemon.poll() is not None:
-                raise AssertionError(
-                    f"daemon exited {self.daemon.returncode}:\n{self.daemon_log.read_text()}"
-                )
-            if self._readyz() == 200:
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"daemon not ready after {timeout}s:\n{self.daemon_log.read_text()}")
+        try:
+            self.process.wait_ready(timeout)
+        except ProcessError as failed:
+            raise AssertionError(str(failed)) from None
 
     def post(self, path: str, body: bytes = b"") -> tuple[int, bytes]:
         """One POST on the daemon's socket, as a shim would make it: (status, body)."""
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(60)
-        try:
-            sock.connect(str(self.socket_dir / "multus.sock"))
-            head = (
-                f"POST {path} HTTP/1.1\r\nHost: dummy\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n"
-            )
-            sock.sendall(head.encode() + body)
-            response = b""
-            while chunk := sock.recv(65536):
-                response += chunk
-        finally:
-            sock.close()
-        return int(response.split(b" ", 2)[1]), response.split(b"\r\n\r\n", 1)[1]
+        return self.process.post(path, body)
 
     def _readyz(self) -> int | None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.connect(str(self.socket_dir / "multus.sock"))
-            sock.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
-            head = sock.recv(64)
-            return int(head.split()[1])
-        except OSError:
-            return None
-        finally:
-            sock.close()
+        return self.process.readyz()
 
     def stop_daemon(self, sig: int = signal.SIGTERM) -> int:
-        assert self.daemon is not None
-        self.daemon.send_signal(sig)
-        code = self.daemon.wait(timeout=30)
-        self.daemon = None
-        return code
+        return self.process.stop(sig)
 
     def shim_conf(self, **extra: Any) -> dict[str, Any]:
         conf: dict[str, Any] = {
@@ -320,20 +302,11 @@ class Cluster:
         return ShimResult(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
 
     def cleanup(self) -> None:
-        if self.daemon is not None and self.daemon.poll() is None:
-            self.daemon.kill()
-            self.daemon.wait()
+        self.process.kill()
         for netns in self.netnses:
             netns.delete()
         for link in [self.bridge, *self.host_links]:
             _ip("link", "del", link, check=False)
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on now (for ``metricsPort``)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def new_container_id() -> str:
@@ -409,28 +382,16 @@ def started(cluster: Cluster) -> Callable[..., Cluster]:
     return start
 
 
-@dataclass
-class KubeApiProcess:
+class KubeApiProcess(EmulatorProcess):
     """The Kubernetes API emulator in its own process, driven over HTTP like a real API server."""
-
-    process: subprocess.Popen[bytes]
-    url: str
-    kubeconfig: Path
 
     def request(
         self, method: str, path: str, body: Any = None, *, content_type: str = "application/json"
     ) -> Any:
-        import urllib.error
-        import urllib.request
-
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.url + path, data=data, method=method)
-        req.add_header("Content-Type", content_type)
         try:
-            with urllib.request.urlopen(req, timeout=10) as response:
-                return json.loads(response.read() or b"null")
-        except urllib.error.HTTPError as error:
-            raise AssertionError(f"{method} {path}: {error.code} {error.read().decode()}") from error
+            return super().request(method, path, body, content_type=content_type)
+        except EmulatorRequestError as error:
+            raise AssertionError(str(error)) from error
 
     def create_namespace(self, name: str) -> None:
         self.request(
@@ -481,35 +442,15 @@ class KubeApiProcess:
     def fault(self, **body: Any) -> Any:
         return self.request("POST", "/_emulator/faults", body)
 
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-
 
 @pytest.fixture
 def kube(cluster: Cluster) -> Iterator[KubeApiProcess]:
     """An emulated API server, and the daemon config pointing at it (node ``node-a``)."""
     kubeconfig = cluster.root / "kubeconfig"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "app.sandbox.kubeapi",
-            "--port",
-            "0",
-            "--kubeconfig-out",
-            str(kubeconfig),
-            "--bookmark-interval",
-            "1",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=open(cluster.root / "kubeapi.log", "ab"),  # noqa: SIM115 - owned by the process
-        env=child_environment(),
+    api = KubeApiProcess(
+        kubeconfig=kubeconfig, log=cluster.root / "kubeapi.log", arguments=("--bookmark-interval", "1")
     )
-    assert process.stdout is not None
-    url = process.stdout.readline().decode().strip()
-    api = KubeApiProcess(process=process, url=url, kubeconfig=kubeconfig)
+    api.start()
     cluster.daemon_config["kubeconfig"] = str(kubeconfig)
     cluster.daemon_env["MULTUS_NODE_NAME"] = "node-a"
     try:

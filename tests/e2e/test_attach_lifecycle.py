@@ -18,6 +18,8 @@ import pytest
 
 from tests.e2e.conftest import Cluster, Netns, host_link_names, new_container_id
 
+pytestmark = pytest.mark.slow  # starts daemon or emulator processes
+
 
 def _three_networks(cluster: Cluster) -> None:
     """Primary bridge+host-local; net1 macvlan on a veth parent; net2 bridge+static+tuning."""
@@ -424,12 +426,7 @@ def test_readiness_indicator_file_gates_adds_and_the_shim_conf(cluster: Cluster,
     container = new_container_id()
     _wait_for(lambda: cluster._readyz() == 500)  # serving, not ready
 
-    refused = cluster.run_shim(
-        "ADD", container_id=container, netns=netns, env={"MULTUS_SHIM_WAIT_SECONDS": "0.5"}
-    )
-    assert refused.returncode == 1
-    assert refused.json()["code"] == 11
-    assert "readiness indicator" in refused.json()["msg"]
+    # An ADD arriving now is held until ready (tests/e2e/test_hostile_requests.py), not refused.
     assert not shim_conf.exists()
 
     indicator.write_text("")

@@ -22,6 +22,8 @@ import pytest
 
 from tests.e2e.conftest import Cluster, Netns, new_container_id
 
+pytestmark = pytest.mark.slow  # starts daemon or emulator processes
+
 
 @dataclass(frozen=True)
 class Case:

@@ -12,7 +12,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.e2e.conftest import Cluster, new_container_id
+
+pytestmark = pytest.mark.slow  # starts daemon or emulator processes
 
 PCI = "0000:00:05.1"
 

@@ -19,7 +19,10 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Cluster, KubeApiProcess, Netns, free_port, new_container_id
+from app.sandbox.processes import free_port
+from tests.e2e.conftest import Cluster, KubeApiProcess, Netns, new_container_id
+
+pytestmark = pytest.mark.slow  # starts daemon or emulator processes
 
 NODE = "node-a"
 

@@ -13,7 +13,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from tests.e2e.conftest import Cluster, KubeApiProcess, new_container_id
+
+pytestmark = pytest.mark.slow  # starts daemon or emulator processes
 
 NODE = "node-a"
 NETWORKS = "k8s.v1.cni.cncf.io/networks"

@@ -5,7 +5,12 @@ from __future__ import annotations
 import urllib.request
 from typing import Any
 
-from tests.e2e.conftest import Cluster, free_port, new_container_id
+import pytest
+
+from app.sandbox.processes import free_port
+from tests.e2e.conftest import Cluster, new_container_id
+
+pytestmark = pytest.mark.slow  # starts daemon or emulator processes
 
 
 def _sample(text: str, name: str, **labels: str) -> float:

@@ -22,6 +22,8 @@ import pytest
 
 from tests.e2e.conftest import Cluster, ShimResult, new_container_id
 
+pytestmark = pytest.mark.slow  # starts daemon processes
+
 GATE = """#!/bin/sh
 # ADD: say who we are, block until the test opens the FIFO, then become the real bridge plugin.
 # DEL: note whether that ADD is still running (its state letter; "gone" once reaped), then bridge.

@@ -18,6 +18,8 @@ import pytest
 
 from tests.e2e.conftest import Cluster, new_container_id
 
+pytestmark = pytest.mark.slow  # starts daemon or emulator processes
+
 
 def _counts(cluster: Cluster) -> tuple[int, int]:
     with sqlite3.connect(f"file:{cluster.state_db}?mode=ro", uri=True) as connection:

@@ -14,8 +14,12 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from app.cni.conf import plugin_stdin
 from tests.e2e.conftest import Cluster, Netns, new_container_id
+
+pytestmark = pytest.mark.slow  # starts daemon or emulator processes
 
 
 def _attach_like_upstream(

@@ -6,8 +6,12 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from app.store import schema
 from tests.ops.conftest import FAILURE, Scenario, add, json_output, new_pod
+
+pytestmark = pytest.mark.slow  # starts daemon or emulator processes
 
 ATTACHMENT_KEYS = {
     "pod",

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tests.ops.conftest import Scenario, add, json_output, new_pod, run
+
+pytestmark = pytest.mark.slow  # starts daemon or emulator processes
 
 PCI = "0000:81:00.3"
 

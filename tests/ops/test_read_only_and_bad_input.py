@@ -25,6 +25,8 @@ from app.store import schema
 from tests.conftest import child_environment
 from tests.ops.conftest import Scenario, add, json_output, multusctl, new_pod
 
+pytestmark = pytest.mark.slow  # starts daemon or emulator processes
+
 READ_COMMANDS = (("attachments",), ("history",), ("status",))
 
 

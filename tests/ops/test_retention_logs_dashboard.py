@@ -21,6 +21,8 @@ from app.store import retention
 from app.store.database import Database
 from tests.ops.conftest import Scenario, add, json_output, multusctl, new_pod, run
 
+pytestmark = pytest.mark.slow  # starts daemon or emulator processes
+
 DASHBOARD = Path(__file__).parents[2] / "deployments" / "grafana-dashboard.json"
 
 

@@ -1,8 +1,8 @@
 """Fixtures for the device-id tests: a scripted kubelet over a real unix-socket gRPC server.
 
 The socket lives in a short pytest temporary directory (a unix socket path must fit in 108 bytes,
-which a directory named after a long test would not). Every fixture stops what it started; an
-autouse fixture fails a test that leaves tasks running once the others are torn down.
+which a directory named after a long test would not). Every fixture stops what it started; the
+suite-wide leftover-task check fails a test that leaves tasks running once they are torn down.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.asyncio_hygiene import no_tasks_left_on_the_loop  # noqa: F401 - autouse here
 from tests.podresources.support import FakeKubelet
 
 

@@ -1,7 +1,7 @@
 """Fixtures for the emulator's tests: a running emulator and real kubernetes-asyncio clients against it.
 
-Every emulator is stopped and every client session closed by its fixture; an autouse fixture fails a
-test that leaves tasks running on its loop after that.
+Every emulator is stopped and every client session closed by its fixture; the suite-wide leftover-task
+check (tests/asyncio_hygiene.py) fails a test that leaves tasks running on its loop after that.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import pytest
 from kubernetes_asyncio import client
 
 from app.sandbox.kubeapi import KubeApiEmulator
-from tests.asyncio_hygiene import no_tasks_left_on_the_loop  # noqa: F401 - autouse here
 
 BOOKMARK_INTERVAL = 0.2
 HISTORY_SIZE = 50

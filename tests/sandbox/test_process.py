@@ -4,39 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
-import sys
 from pathlib import Path
 
+import pytest
 from kubernetes_asyncio import client, config
 
+from app.sandbox.processes import EmulatorProcess
 from tests.sandbox.manifests import nad_manifest, pod_manifest
 
-REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow  # starts daemon or emulator processes
 
 
 async def test_separate_process_prints_its_url_and_writes_a_usable_kubeconfig(tmp_path: Path) -> None:
     kubeconfig = tmp_path / "kubeconfig"
     seed = tmp_path / "seed.json"
     seed.write_text(json.dumps([pod_manifest("seeded", node="node-a"), nad_manifest("macvlan-conf")]))
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "app.sandbox.kubeapi",
-        "--port",
-        "0",
-        "--kubeconfig-out",
-        str(kubeconfig),
-        "--seed",
-        str(seed),
-        cwd=REPO,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    emulator = EmulatorProcess(
+        kubeconfig=kubeconfig, log=tmp_path / "kubeapi.log", arguments=("--seed", str(seed))
     )
     try:
-        assert process.stdout is not None
         async with asyncio.timeout(10):
-            url = (await process.stdout.readline()).decode().strip()
+            url = await asyncio.to_thread(emulator.start)
         configuration = client.Configuration()
         await config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
         async with client.ApiClient(configuration) as api:
@@ -47,15 +35,13 @@ async def test_separate_process_prints_its_url_and_writes_a_usable_kubeconfig(tm
                 "k8s.cni.cncf.io", "v1", "network-attachment-definitions"
             )
     finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(10):
-            _, stderr = await process.communicate()
+        async with asyncio.timeout(15):
+            returncode = await asyncio.to_thread(emulator.stop)  # SIGTERM
 
     assert url.startswith("http://127.0.0.1:")
     assert configuration.host == url
     assert configuration.api_key["BearerToken"] == "Bearer multus-py-emulator-token"
     assert [pod.metadata.name for pod in pods.items] == ["seeded"]
     assert [nad["metadata"]["name"] for nad in nads["items"]] == ["macvlan-conf"]
-    assert process.returncode == 0, stderr.decode()
+    assert returncode == 0, emulator.log.read_text()
     assert kubeconfig.stat().st_mode & 0o777 == 0o600

@@ -315,7 +315,7 @@ def test_multus_install_builds_and_installs_a_bundle_from_the_command_line(
         "install", "--cni-bin-dir", str(bin_dir), "--cni-conf-dir", str(tmp_path), "--bundle", str(output)
     )
     assert installed.returncode == 0, installed.stderr
-    assert installed.stdout == f"installed {bin_dir}/multus-shim\n"
+    assert installed.stdout == f"installed {bin_dir}/multus-shim\ninstalled {bin_dir}/passthru\n"
     launcher = bin_dir / "multus-shim"
     assert launcher.read_text().startswith(f"#!{bin_dir}/.multus-shim.d/runtime-")
     assert hostless.run([str(launcher)], env={"CNI_COMMAND": "VERSION"}).stdout == VERSION_REPLY

@@ -1,8 +1,8 @@
 """Fixtures for the Kubernetes side of the daemon: the emulator over real HTTP, the real
 kubernetes_asyncio client (through a kubeconfig file), and a real SQLite state database.
 
-Every fixture closes what it opened; an autouse fixture fails a test that leaves tasks running
-on its loop once the others are torn down.
+Every fixture closes what it opened; the suite-wide leftover-task check
+(tests/asyncio_hygiene.py) fails a test that leaves tasks running on its loop once they are torn down.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from app.store.database import Database
 from app.watch import client
 from app.watch.api import KubeApi
 from app.watch.settings import WatchSettings
-from tests.asyncio_hygiene import no_tasks_left_on_the_loop  # noqa: F401 - autouse here
 from tests.watch.support import FAST_SETTINGS, NODE, Running
 
 

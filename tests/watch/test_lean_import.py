@@ -7,7 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import child_environment
+import pytest
+
+from app.sandbox.processes import EmulatorProcess, child_environment
+
+pytestmark = pytest.mark.slow  # starts daemon or emulator processes
 
 PROBE = """
 import asyncio, json, resource, sys
@@ -30,14 +34,9 @@ asyncio.run(main())
 
 def test_connecting_loads_no_model_modules_and_talks_to_the_api(tmp_path: Path) -> None:
     kubeconfig = tmp_path / "kubeconfig"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "app.sandbox.kubeapi", "--port", "0", "--kubeconfig-out", str(kubeconfig)],
-        stdout=subprocess.PIPE,
-        env=child_environment(),
-    )
+    server = EmulatorProcess(kubeconfig=kubeconfig, log=tmp_path / "kubeapi.log")
+    server.start()
     try:
-        assert server.stdout is not None
-        server.stdout.readline()
         probe = subprocess.run(
             [sys.executable, "-c", PROBE, str(kubeconfig)],
             capture_output=True,
@@ -46,8 +45,7 @@ def test_connecting_loads_no_model_modules_and_talks_to_the_api(tmp_path: Path) 
             timeout=60,
         )
     finally:
-        server.terminate()
-        server.wait(timeout=10)
+        server.stop()
     assert probe.returncode == 0, probe.stderr
     answer = json.loads(probe.stdout)
     assert "default" in answer["namespaces"]

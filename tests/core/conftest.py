@@ -1,0 +1,23 @@
+"""Fixtures for the core tests: a ``Node`` (store, plugins, conf dir) on a temp dir, removed after.
+
+These tests drive ``AttachEngine``, ``GarbageCollector``, recovery and the daemon's HTTP application
+in the test's own process: real SQLite, real plugin processes, real network namespaces, no daemon.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.core.support import Node
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[Node]:
+    built = Node(tmp_path)
+    try:
+        yield built
+    finally:
+        built.cleanup()

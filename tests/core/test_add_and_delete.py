@@ -1,0 +1,161 @@
+"""ADD records every delegate before answering; DEL replays the checkpoint, newest delegate first."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from app.cni.types import CniError
+from tests.core.support import Command, Node, delegate_lines, new_container_id, pending, request_lines
+
+
+async def test_add_records_each_delegate_and_answers_with_the_cluster_networks_result(node: Node) -> None:
+    conf = node.conf(node.recorder_network("cluster"), node.recorder_network("extra"))
+    engine = node.engine()
+    netns = node.new_netns()
+    container = new_container_id()
+
+    answer = await engine.add(node.request(Command.ADD, container, netns, conf))
+
+    assert answer["cniVersion"] == "1.1.0"
+    assert answer["ips"] == [{"address": "10.10.1.2/24", "interface": 0}]
+    record = node.checkpoint(container)
+    assert record is not None
+    assert record.state == "ready"
+    assert [(a.ifname, a.network_name, a.state) for a in record.attachments] == [
+        ("eth0", "cluster", "added"),
+        ("net1", "extra", "added"),
+    ]
+    assert node.calls() == [("ADD", "cluster", "eth0"), ("ADD", "extra", "net1")]
+    lines = node.history(container)
+    assert delegate_lines(lines, "ADD") == [("eth0", "runtime", "ok"), ("net1", "runtime", "ok")]
+    assert [line.outcome for line in request_lines(lines, "ADD")] == ["ok"]
+
+
+async def test_delete_runs_the_recorded_delegates_newest_first_and_forgets_the_sandbox(node: Node) -> None:
+    conf = node.conf(node.recorder_network("cluster"), node.recorder_network("extra"))
+    engine = node.engine()
+    netns = node.new_netns()
+    container = new_container_id()
+    await engine.add(node.request(Command.ADD, container, netns, conf))
+
+    await engine.delete(node.request(Command.DEL, container, netns, conf))
+
+    assert node.checkpoint(container) is None
+    assert node.calls()[2:] == [("DEL", "extra", "net1"), ("DEL", "cluster", "eth0")]
+    assert delegate_lines(node.history(container), "DEL") == [
+        ("net1", "runtime", "ok"),
+        ("eth0", "runtime", "ok"),
+    ]
+
+
+async def test_delete_replays_the_recorded_config_after_the_network_files_are_gone(node: Node) -> None:
+    conf = node.conf(node.recorder_network("cluster"))
+    engine = node.engine()
+    netns = node.new_netns()
+    container = new_container_id()
+    await engine.add(node.request(Command.ADD, container, netns, conf))
+    for path in node.conf_dir.iterdir():
+        path.unlink()
+
+    await engine.delete(node.request(Command.DEL, container, netns, conf))
+
+    added, deleted = node.recorder_entries("ADD")[0], node.recorder_entries("DEL")[0]
+    assert {k: v for k, v in deleted["stdin"].items() if k != "prevResult"} == added["stdin"]
+    assert deleted["stdin"]["prevResult"]["ips"] == [{"address": "10.10.1.2/24", "interface": 0}]
+    assert deleted["env"]["CNI_ARGS"] == added["env"]["CNI_ARGS"]
+    assert node.checkpoint(container) is None
+
+
+async def test_delete_of_an_unknown_sandbox_succeeds_and_runs_nothing(node: Node) -> None:
+    conf = node.conf(node.recorder_network("cluster"))
+    container = new_container_id()
+
+    await node.engine().delete(node.request(Command.DEL, container, None, conf))
+
+    assert node.calls() == []
+    assert [line.outcome for line in request_lines(node.history(container), "DEL")] == ["ok"]
+
+
+async def test_a_failing_delegate_del_keeps_its_attachment_recorded_with_the_error(node: Node) -> None:
+    conf = node.conf(
+        node.recorder_network("cluster"),
+        node.recorder_network("sticky", fail={"code": 11, "msg": "busy"}, failOn="DEL"),
+    )
+    engine = node.engine()
+    netns = node.new_netns()
+    container = new_container_id()
+    await engine.add(node.request(Command.ADD, container, netns, conf))
+
+    with pytest.raises(CniError) as refused:
+        await engine.delete(node.request(Command.DEL, container, netns, conf))
+
+    assert refused.value.code == 11
+    record = node.checkpoint(container)
+    assert pending(record) == ["net1"]
+    assert record is not None
+    assert record.state == "deleting"
+    assert "busy" in (record.attachments[0].last_error or "")
+
+
+async def test_add_of_a_sandbox_already_attached_is_refused_and_changes_nothing(node: Node) -> None:
+    conf = node.conf(node.recorder_network("cluster"))
+    engine = node.engine()
+    netns = node.new_netns()
+    container = new_container_id()
+    await engine.add(node.request(Command.ADD, container, netns, conf))
+
+    with pytest.raises(CniError) as refused:
+        await engine.add(node.request(Command.ADD, container, netns, conf))
+
+    assert refused.value.code == 4
+    assert "already attached" in refused.value.msg
+    assert pending(node.checkpoint(container)) == ["eth0"]
+    assert node.calls() == [("ADD", "cluster", "eth0")]
+
+
+async def test_bridge_and_host_local_attach_a_real_interface_and_del_releases_its_lease(node: Node) -> None:
+    prefix = f"10.{random.randint(100, 250)}.{random.randint(0, 255)}."
+    conf = node.conf(node.bridge_network("pods", subnet=f"{prefix}0/24"))
+    engine = node.engine()
+    netns = node.new_netns()
+    container = new_container_id()
+
+    answer = await engine.add(node.request(Command.ADD, container, netns, conf))
+
+    assert "eth0" in netns.links()
+    assert answer["ips"][0]["address"].startswith(prefix)
+    leases = [p for p in (node.ipam_dir / "pods").iterdir() if p.name.startswith(prefix)]
+    assert len(leases) == 1
+    await engine.check(node.request(Command.CHECK, container, netns, conf))
+
+    await engine.delete(node.request(Command.DEL, container, netns, conf))
+
+    assert "eth0" not in netns.links()
+    assert not leases[0].exists()
+    assert node.checkpoint(container) is None
+
+
+async def test_each_delegates_intent_is_on_disk_before_it_runs(node: Node) -> None:
+    watch = {"checkpoint": str(node.state_db)}
+    conf = node.conf(node.recorder_network("cluster", **watch), node.recorder_network("extra", **watch))
+    engine = node.engine()
+    netns = node.new_netns()
+    container = new_container_id()
+
+    await engine.add(node.request(Command.ADD, container, netns, conf))
+    await engine.delete(node.request(Command.DEL, container, netns, conf))
+
+    seen = [(entry["env"]["CNI_IFNAME"], entry["checkpoint"]) for entry in node.recorder_entries("ADD")]
+    assert [(ifname, row["state"], row["sandbox_state"]) for ifname, row in seen] == [
+        ("eth0", "intent", "adding"),
+        ("net1", "intent", "adding"),
+    ]
+    for entry in node.recorder_entries("ADD"):
+        assert json.loads(entry["checkpoint"]["config"]) == entry["stdin"]
+    deleting = [
+        (e["env"]["CNI_IFNAME"], e["checkpoint"]["sandbox_state"]) for e in node.recorder_entries("DEL")
+    ]
+    assert deleting == [("net1", "deleting"), ("eth0", "deleting")]

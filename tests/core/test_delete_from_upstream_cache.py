@@ -1,0 +1,83 @@
+"""A DEL of a sandbox upstream Multus attached (no checkpoint) replays libcni's result caches."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.cni.types import CniError
+from tests.core.support import Command, Node, delegate_lines, new_container_id
+
+
+def recorder_conf(node: Node, name: str, **behaviour: object) -> dict[str, object]:
+    return {
+        "cniVersion": "1.0.0",
+        "name": name,
+        "type": "recorder",
+        "recorder": {"log": str(node.recorder_log), **behaviour},
+    }
+
+
+async def test_del_without_a_checkpoint_replays_upstreams_cache_newest_first_then_removes_it(
+    node: Node,
+) -> None:
+    container = new_container_id()
+    netns = node.new_netns()
+    cluster, extra = recorder_conf(node, "upstream-cluster"), recorder_conf(node, "upstream-extra")
+    cached_result = {"cniVersion": "1.0.0", "ips": [{"address": "10.1.1.5/24"}]}
+    caches = [
+        node.write_upstream_cache(container, network=cluster, ifname="eth0", netns=netns.path),
+        node.write_upstream_cache(
+            container, network=extra, ifname="net1", netns=netns.path, result=cached_result
+        ),
+    ]
+    scratch = node.write_upstream_scratch(container, [cluster, extra])
+    conf = node.conf(node.recorder_network("cluster"))
+
+    await node.engine().delete(node.request(Command.DEL, container, netns, conf))
+
+    assert node.calls() == [("DEL", "upstream-extra", "net1"), ("DEL", "upstream-cluster", "eth0")]
+    extra_del = node.recorder_entries("DEL")[0]
+    assert extra_del["stdin"]["prevResult"] == cached_result
+    assert extra_del["env"]["CNI_ARGS"] == "IgnoreUnknown=1;K8S_POD_NAME=old-pod"
+    assert extra_del["env"]["CNI_NETNS"] == netns.path
+    assert not any(path.exists() for path in [*caches, scratch])
+    assert delegate_lines(node.history(container), "DEL") == [
+        ("net1", "runtime", "ok"),
+        ("eth0", "runtime", "ok"),
+    ]
+
+
+async def test_without_the_scratch_file_the_cluster_network_is_deleted_last(node: Node) -> None:
+    container = new_container_id()
+    for ifname, name in (("net2", "b"), ("eth0", "a"), ("net1", "c")):
+        node.write_upstream_cache(container, network=recorder_conf(node, name), ifname=ifname, netns="")
+    conf = node.conf(node.recorder_network("cluster"))
+
+    await node.engine().delete(node.request(Command.DEL, container, None, conf))
+
+    assert [ifname for _, _, ifname in node.calls()] == ["net2", "net1", "eth0"]
+
+
+async def test_a_failing_cached_del_keeps_upstreams_cache_for_the_next_del(node: Node) -> None:
+    container = new_container_id()
+    failing = recorder_conf(node, "upstream-cluster", fail={"code": 11, "msg": "later"})
+    cache = node.write_upstream_cache(container, network=failing, ifname="eth0", netns="")
+    conf = node.conf(node.recorder_network("cluster"))
+
+    with pytest.raises(CniError) as refused:
+        await node.engine().delete(node.request(Command.DEL, container, None, conf))
+
+    assert refused.value.code == 11
+    assert cache.exists()
+    assert node.checkpoint(container) is None
+
+
+async def test_an_unreadable_cache_file_is_skipped_and_the_rest_is_released(node: Node) -> None:
+    container = new_container_id()
+    node.write_upstream_cache(container, network=recorder_conf(node, "good"), ifname="eth0", netns="")
+    (node.cni_dir / "results" / f"bad-{container}-net1").write_text("{ not json")
+    conf = node.conf(node.recorder_network("cluster"))
+
+    await node.engine().delete(node.request(Command.DEL, container, None, conf))
+
+    assert node.calls() == [("DEL", "good", "eth0")]

@@ -1,0 +1,210 @@
+"""What garbage collection collects (provably orphaned sandboxes, our stale leases) and what it must not."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pytest
+
+from app.attach.requests import NodeRequest
+from app.cni.types import Attachment, CniError, ContainerId, IfName
+from app.gc.collector import GarbageCollector
+from tests.core.support import (
+    Command,
+    CrashAt,
+    Crashed,
+    Node,
+    Point,
+    delegate_lines,
+    new_container_id,
+    pending,
+)
+
+
+class Pods:
+    """The pod mirror as GC sees it: this node's pods, or None while it is not synced."""
+
+    def __init__(self, pods: Mapping[tuple[str, str], str] | None) -> None:
+        self.pods = pods
+
+    async def pods_on_node(self) -> Mapping[tuple[str, str], str] | None:
+        return self.pods
+
+
+async def attached(node: Node, *, pod: str = "pod-a", uid: str = "uid-a", boot_id: str = "") -> str:
+    conf = node.conf(node.recorder_network("cluster"))
+    container = new_container_id()
+    engine = node.engine(boot_id=boot_id)
+    await engine.add(node.request(Command.ADD, container, node.new_netns(), conf, pod=pod, uid=uid))
+    return container
+
+
+async def test_a_live_sandbox_whose_pod_is_on_the_node_is_kept(node: Node) -> None:
+    container = await attached(node)
+    collector = GarbageCollector(engine=node.engine(), db=node.db, pods=Pods({("default", "pod-a"): "uid-a"}))
+
+    report = await collector.run_once()
+
+    assert report.examined == 1
+    assert report.orphans == []
+    assert pending(node.checkpoint(container)) == ["eth0"]
+
+
+async def test_nothing_is_collected_on_pod_evidence_while_the_mirror_is_not_synced(node: Node) -> None:
+    container = await attached(node)
+    collector = GarbageCollector(engine=node.engine(), db=node.db, pods=Pods(None))
+
+    report = await collector.run_once()
+
+    assert report.orphans == []
+    assert pending(node.checkpoint(container)) == ["eth0"]
+
+
+@pytest.mark.parametrize(
+    ("pods", "reason"),
+    [({}, "pod-gone"), ({("default", "pod-a"): "uid-new"}, "pod-replaced")],
+    ids=["pod-gone", "pod-replaced"],
+)
+async def test_a_sandbox_whose_pod_is_gone_or_replaced_is_collected(
+    node: Node, pods: dict[tuple[str, str], str], reason: str
+) -> None:
+    container = await attached(node)
+    collector = GarbageCollector(engine=node.engine(), db=node.db, pods=Pods(pods))
+
+    report = await collector.run_once()
+
+    assert [(o.container_id, o.reason, o.pod) for o in report.orphans] == [
+        (container, reason, "default/pod-a")
+    ]
+    assert [o.container_id for o in report.collected] == [container]
+    assert node.checkpoint(container) is None
+    assert delegate_lines(node.history(container), "DEL") == [("eth0", "gc", "ok")]
+
+
+async def test_a_sandbox_whose_netns_is_gone_is_collected_even_without_a_mirror(node: Node) -> None:
+    container = await attached(node)
+    node.netnses[-1].delete()
+    collector = GarbageCollector(engine=node.engine(), db=node.db)
+
+    report = await collector.run_once()
+
+    assert [(o.container_id, o.reason) for o in report.orphans] == [(container, "netns-gone")]
+    assert node.checkpoint(container) is None
+
+
+async def test_sandboxes_of_an_earlier_boot_and_half_done_adds_are_collected(node: Node) -> None:
+    old = await attached(node, boot_id="boot-0")
+    half = new_container_id()
+    conf = node.conf(node.recorder_network("cluster"))
+    crashing = node.engine(crash=CrashAt(Point.ADD_AFTER_EXEC))
+    with pytest.raises(Crashed):
+        await crashing.add(node.request(Command.ADD, half, node.new_netns(), conf))
+    collector = GarbageCollector(engine=node.engine(), db=node.db)
+
+    report = await collector.run_once()
+
+    assert sorted((o.container_id, o.reason) for o in report.orphans) == sorted(
+        [(old, "earlier-boot"), (half, "unfinished-add")]
+    )
+    assert node.checkpoint(old) is None
+    assert node.checkpoint(half) is None
+
+
+async def test_a_sandbox_with_an_operation_in_flight_is_not_touched(node: Node) -> None:
+    container = await attached(node)
+    engine = node.engine()
+    collector = GarbageCollector(engine=engine, db=node.db, pods=Pods({}))
+
+    async with engine.locks.hold(container):
+        report = await collector.run_once()
+
+    assert report.orphans == []
+    assert pending(node.checkpoint(container)) == ["eth0"]
+
+
+async def test_a_dry_run_reports_orphans_and_tears_nothing_down(node: Node) -> None:
+    container = await attached(node)
+    collector = GarbageCollector(engine=node.engine(), db=node.db, pods=Pods({}))
+
+    report = await collector.run_once(dry_run=True)
+
+    assert [o.container_id for o in report.orphans] == [container]
+    assert report.collected == []
+    assert pending(node.checkpoint(container)) == ["eth0"]
+    assert [call[0] for call in node.calls()] == ["ADD"]
+
+
+async def test_a_failing_teardown_is_reported_and_the_sandbox_stays_recorded(node: Node) -> None:
+    conf = node.conf(node.recorder_network("stuck", fail={"code": 11, "msg": "stuck"}, failOn="DEL"))
+    container = new_container_id()
+    await node.engine().add(node.request(Command.ADD, container, node.new_netns(), conf))
+    collector = GarbageCollector(engine=node.engine(), db=node.db, pods=Pods({}))
+
+    report = await collector.run_once()
+
+    assert [(cid, error.code) for cid, error in report.failed] == [(container, 11)]
+    assert report.collected == []
+    assert pending(node.checkpoint(container)) == ["eth0"]
+
+
+async def test_only_stale_leases_of_containers_we_handled_are_removed(node: Node) -> None:
+    lease_dir = node.ipam_dir / "leased"
+    node.write_network(
+        "leased",
+        {
+            "cniVersion": "1.0.0",
+            "name": "leased",
+            "type": "recorder",
+            "recorder": {"log": str(node.recorder_log)},
+            "ipam": {"type": "host-local", "dataDir": str(node.ipam_dir)},
+        },
+    )
+    conf = node.conf("leased")
+    engine = node.engine()
+    live, gone, stranger = new_container_id(), new_container_id(), new_container_id()
+    netns = node.new_netns()
+    await engine.add(node.request(Command.ADD, live, netns, conf))
+    await engine.add(node.request(Command.ADD, gone, netns, conf, pod="pod-b"))
+    await engine.delete(node.request(Command.DEL, gone, netns, conf, pod="pod-b"))
+    lease_dir.mkdir(parents=True)
+    leases = {}
+    for address, container in (("10.9.0.2", live), ("10.9.0.3", gone), ("10.9.0.4", stranger)):
+        leases[container] = lease_dir / address
+        leases[container].write_text(f"{container}\r\neth0")
+    collector = GarbageCollector(engine=engine, db=node.db, pods=Pods({("default", "pod-a"): "uid-a"}))
+
+    dry = await collector.run_once(dry_run=True)
+    assert dry.leases_removed == [str(leases[gone])]
+    assert leases[gone].exists()
+
+    report = await collector.run_once()
+
+    assert report.leases_removed == [str(leases[gone])]
+    assert not leases[gone].exists()
+    assert leases[live].exists()
+    assert leases[stranger].exists()
+
+
+async def test_cni_gc_keeps_the_attachments_the_runtime_lists_and_deletes_the_rest(node: Node) -> None:
+    keep, drop = await attached(node), await attached(node, pod="pod-b")
+    engine = node.engine()
+    conf = node.conf("cluster")
+    valid = (Attachment(ContainerId(keep), IfName("eth0")),)
+
+    await engine.gc(NodeRequest(command=Command.GC, conf=conf, valid_attachments=valid))
+
+    assert pending(node.checkpoint(keep)) == ["eth0"]
+    assert node.checkpoint(drop) is None
+
+
+async def test_cni_gc_reports_a_teardown_that_failed(node: Node) -> None:
+    conf = node.conf(node.recorder_network("stuck", fail={"code": 11, "msg": "stuck"}, failOn="DEL"))
+    container = new_container_id()
+    engine = node.engine()
+    await engine.add(node.request(Command.ADD, container, node.new_netns(), conf))
+
+    with pytest.raises(CniError) as failed:
+        await engine.gc(NodeRequest(command=Command.GC, conf=conf))
+
+    assert failed.value.code == 11
+    assert pending(node.checkpoint(container)) == ["eth0"]

@@ -1,0 +1,219 @@
+"""The daemon's shim-facing HTTP application in process: upstream's protocol paths, readiness, GC.
+
+``CniServer.handle`` runs on aiohttp's low-level test server (and once on a real unix socket) in front
+of a real engine, store and plugins; requests are the bodies a shim sends.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import RawTestServer, TestClient
+
+from app.daemon import listener
+from app.daemon import server as daemon_server
+from app.daemon.server import CniServer, Readiness
+from app.gc.collector import GarbageCollector
+from tests.core.support import Node, new_container_id, pending
+
+SHIM_CONF = {"cniVersion": "1.0.0", "name": "multus-cni-network", "type": "multus-shim"}
+
+
+def body(command: str, container_id: str = "", netns: str = "", **env: str) -> bytes:
+    environment = {
+        "CNI_COMMAND": command,
+        "CNI_CONTAINERID": container_id,
+        "CNI_NETNS": netns,
+        "CNI_IFNAME": "eth0",
+        "CNI_ARGS": "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=pod-a",
+        **env,
+    }
+    config = base64.b64encode(json.dumps(SHIM_CONF).encode()).decode()
+    return json.dumps({"env": environment, "config": config}).encode()
+
+
+def daemon_config(node: Node, cluster_network: str) -> dict[str, Any]:
+    return {
+        "clusterNetwork": cluster_network,
+        "confDir": str(node.conf_dir),
+        "binDir": str(node.bin_dir),
+        "cniDir": str(node.cni_dir),
+    }
+
+
+Serve = Callable[..., Any]
+
+
+@pytest.fixture
+def serve(node: Node) -> Serve:
+    """``async with serve(readiness, ...) as client`` — the application on a test server."""
+
+    @asynccontextmanager
+    async def serving(
+        readiness: Readiness, *, with_collector: bool = False, cluster_network: str = ""
+    ) -> AsyncIterator[TestClient]:
+        engine = node.engine()
+        collector = GarbageCollector(engine=engine, db=node.db) if with_collector else None
+        cni_server = CniServer(
+            engine=engine,
+            daemon_config=daemon_config(node, cluster_network or node.recorder_network("cluster")),
+            readiness=readiness,
+            collector=collector,
+        )
+        client = TestClient(RawTestServer(cni_server.handle))
+        await client.start_server()
+        try:
+            yield client
+        finally:
+            await client.close()
+
+    return serving
+
+
+def ready() -> Readiness:
+    return Readiness(store_open=True, recovered=True)
+
+
+async def test_add_answers_the_cni_result_and_del_an_empty_200(node: Node, serve: Serve) -> None:
+    netns = node.new_netns()
+    container = new_container_id()
+    async with serve(ready()) as client:
+        added = await client.post("/cni", data=body("ADD", container, netns.path))
+        answer = await added.json()
+        deleted = await client.post("/cni", data=body("DEL", container, netns.path))
+
+        assert added.status == 200
+        assert answer["Result"]["cniVersion"] == "1.1.0"
+        assert answer["Result"]["ips"] == [{"address": "10.10.1.2/24", "interface": 0}]
+        assert added.headers["Connection"] == "close"
+        assert deleted.status == 200
+        assert await deleted.read() == b""
+    assert node.calls() == [("ADD", "cluster", "eth0"), ("DEL", "cluster", "eth0")]
+    assert node.checkpoint(container) is None
+
+
+async def test_before_readiness_add_is_refused_with_code_11_but_del_is_served(
+    node: Node, serve: Serve
+) -> None:
+    netns = node.new_netns()
+    container = new_container_id()
+    async with serve(Readiness(store_open=True, recovered=False)) as client:
+        refused = await client.post("/cni", data=body("ADD", container, netns.path))
+        error = await refused.json()
+        deleted = await client.post("/cni", data=body("DEL", container, netns.path))
+        readyz = await client.get("/readyz")
+        healthz = await client.get("/healthz")
+
+    assert refused.status == 503
+    assert error["code"] == 11
+    assert "start-up recovery has not finished" in error["msg"]
+    assert deleted.status == 200
+    assert (readyz.status, healthz.status) == (500, 200)
+    assert node.calls() == []
+    assert node.checkpoint(container) is None
+
+
+@pytest.mark.parametrize(
+    ("payload", "code", "named"),
+    [
+        (b"{not json", 6, "not valid JSON"),
+        (body("ADD", "", "/var/run/netns/x"), 4, "CNI_CONTAINERID"),
+        (body("ADD", "abc", ""), 4, "CNI_NETNS"),
+        (body("FROB", "abc", "/var/run/netns/x"), 4, "CNI_COMMAND"),
+        (body("ADD", "abc", "/var/run/netns/x", CNI_ARGS="novalue"), 4, "CNI_ARGS"),
+    ],
+    ids=["not-json", "no-container", "no-netns", "bad-command", "bad-args"],
+)
+async def test_invalid_requests_get_a_cni_error_naming_the_field_and_the_server_serves_on(
+    node: Node, serve: Serve, payload: bytes, code: int, named: str
+) -> None:
+    netns = node.new_netns()
+    container = new_container_id()
+    async with serve(ready()) as client:
+        refused = await client.post("/cni", data=payload)
+        error = await refused.json()
+        then = await client.post("/cni", data=body("ADD", container, netns.path))
+
+    assert refused.status == 400
+    assert error["code"] == code
+    assert named in error["msg"] + error.get("details", "")
+    assert then.status == 200
+    assert pending(node.checkpoint(container)) == ["eth0"]
+    assert [call[0] for call in node.calls()] == ["ADD"]
+
+
+async def test_a_delegates_error_code_reaches_the_shim_unchanged(node: Node, serve: Serve) -> None:
+    failing = node.recorder_network("limited", fail={"code": 51, "msg": "limited"}, failOn="ADD")
+    netns = node.new_netns()
+    async with serve(ready(), cluster_network=failing) as client:
+        refused = await client.post("/cni", data=body("ADD", new_container_id(), netns.path))
+        error = await refused.json()
+
+    assert refused.status == 400
+    assert error["code"] == 51
+    assert "limited" in error["msg"]
+
+
+async def test_unknown_paths_are_404_and_wrong_methods_405(serve: Serve) -> None:
+    async with serve(ready()) as client:
+        missing = await client.post("/nowhere", data=b"")
+        wrong = await client.get("/cni")
+
+    assert (missing.status, wrong.status) == (404, 405)
+
+
+async def test_operator_gc_reports_orphans_and_a_dry_run_collects_nothing(node: Node, serve: Serve) -> None:
+    netns = node.new_netns()
+    container = new_container_id()
+    async with serve(ready(), with_collector=True) as client:
+        await client.post("/cni", data=body("ADD", container, netns.path))
+        netns.delete()
+        dry = await (await client.post("/gc?dryRun=true")).json()
+        assert pending(node.checkpoint(container)) == ["eth0"]
+        done = await (await client.post("/gc")).json()
+
+    assert dry["dryRun"] is True
+    assert [o["reason"] for o in dry["orphans"]] == ["netns-gone"]
+    assert dry["collected"] == []
+    assert done["collected"] == [container]
+    assert node.checkpoint(container) is None
+
+
+async def test_operator_gc_is_refused_without_a_collector(serve: Serve) -> None:
+    async with serve(ready()) as client:
+        refused = await client.post("/gc")
+        error = await refused.json()
+
+    assert refused.status == 503
+    assert error["code"] == 11
+
+
+async def test_the_server_listens_on_a_private_unix_socket_and_refuses_a_second_one(node: Node) -> None:
+    cni_server = CniServer(
+        engine=node.engine(),
+        daemon_config=daemon_config(node, node.recorder_network("cluster")),
+        readiness=ready(),
+    )
+    with tempfile.TemporaryDirectory(prefix="mpyc-") as directory:
+        socket_path = Path(directory) / "sock" / "multus.sock"
+        runner = await daemon_server.start(cni_server, listener.bind(socket_path))
+        try:
+            assert socket_path.stat().st_mode & 0o777 == 0o600
+            connector = aiohttp.UnixConnector(path=str(socket_path))
+            async with (
+                aiohttp.ClientSession(connector=connector) as session,
+                session.get("http://multus/readyz") as response,
+            ):
+                assert response.status == 200
+            with pytest.raises(listener.SocketInUseError):
+                listener.prepare_socket(socket_path)
+        finally:
+            await runner.cleanup()
