@@ -1,9 +1,18 @@
 """``python -m bench``: ADD/DEL through multus-py against the delegates called directly.
 
-For 1, 2 and 4 networks per pod: sequential ADD and DEL wall times (p50, p95) through the shim
-and directly (the floor), the overhead between them, throughput (pods/s) at concurrency 8 for
-both, the daemon's RSS idle and at peak during the burst, and the shim process on its own
-(CNI VERSION: start-up, no daemon round trip) with its peak RSS.
+Everything runs what a node runs: the shim is the launcher ``multus-install`` writes (never a console
+script), the daemon is ``multus-daemon`` in static mode (and, with ``--kube``, in Kubernetes mode
+through the API emulator, ``bench.kube``). For 1, 2 and 4 networks per pod, in the same run:
+
+- sequential ADD and DEL wall times (p50, p95) through the shim, next to two floors: the delegates
+  called directly (the delegate floor) and the delegates plus one bare ``python3 -I -S -c pass`` per
+  call (the Python floor: what any shim written in Python costs at least);
+- the daemon's own CPU per ADD+DEL pair (its utime+stime from /proc, children excluded);
+- throughput (pods/s) at concurrency 8 for the three, multus-py as a share of the Python floor;
+- the daemon's RSS idle and at peak during the burst;
+
+then the shim process on its own (CNI VERSION: start-up, no daemon round trip) with its peak RSS,
+and the verdicts against the targets of the performance work.
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bench.node import BenchNode, Pod
@@ -44,23 +53,43 @@ class Figures:
     multus_pods_per_s: float
     idle_rss_mib: float
     burst_rss_mib: float
+    python_add: list[float] = field(default_factory=list)
+    """The Python floor: delegates plus one bare interpreter start per call."""
+    python_del: list[float] = field(default_factory=list)
+    python_pods_per_s: float = 0.0
+    daemon_cpu_ms: float = 0.0
+    """The daemon's own CPU (utime+stime) per sequential ADD+DEL pair."""
+
+    @property
+    def overhead_add(self) -> float:
+        return percentile(self.multus_add, 0.5) - percentile(self.floor_add, 0.5)
 
     def rows(self) -> list[str]:
         def p(values: list[float]) -> str:
+            if not values:
+                return "      -       -"
             return f"{percentile(values, 0.5):7.1f} {percentile(values, 0.95):7.1f}"
 
-        overhead_add = percentile(self.multus_add, 0.5) - percentile(self.floor_add, 0.5)
-        overhead_del = percentile(self.multus_del, 0.5) - percentile(self.floor_del, 0.5)
+        def over(multus: list[float], floor: list[float]) -> str:
+            return f"{percentile(multus, 0.5) - percentile(floor, 0.5):6.1f}" if floor else "     -"
+
         ratio = 100 * self.multus_pods_per_s / self.floor_pods_per_s
+        python_ratio = "-"
+        if self.python_pods_per_s:
+            python_ratio = f"{100 * self.multus_pods_per_s / self.python_pods_per_s:5.1f} %"
         return [
-            f"{self.networks} net  ADD  floor {p(self.floor_add)}  multus {p(self.multus_add)}  "
-            f"overhead p50 {overhead_add:6.1f} ms",
-            f"      DEL  floor {p(self.floor_del)}  multus {p(self.multus_del)}  "
-            f"overhead p50 {overhead_del:6.1f} ms",
+            f"{self.networks} net  ADD  floor {p(self.floor_add)}  python floor {p(self.python_add)}  "
+            f"multus {p(self.multus_add)}  overhead p50 {over(self.multus_add, self.floor_add)} ms "
+            f"(over python floor {over(self.multus_add, self.python_add)} ms)",
+            f"      DEL  floor {p(self.floor_del)}  python floor {p(self.python_del)}  "
+            f"multus {p(self.multus_del)}  overhead p50 {over(self.multus_del, self.floor_del)} ms "
+            f"(over python floor {over(self.multus_del, self.python_del)} ms)",
+            f"      daemon CPU per ADD+DEL pair {self.daemon_cpu_ms:5.1f} ms",
             f"      c=8  floor {self.floor_pods_per_s:6.1f} pods/s  "
-            f"multus {self.multus_pods_per_s:6.1f} pods/s "
-            f"({ratio:5.1f} % of floor)   daemon RSS idle {self.idle_rss_mib:5.1f} MiB, "
-            f"burst peak {self.burst_rss_mib:5.1f} MiB",
+            f"python floor {self.python_pods_per_s:6.1f} pods/s  "
+            f"multus {self.multus_pods_per_s:6.1f} pods/s ({ratio:5.1f} % of floor, "
+            f"{python_ratio} of python floor)",
+            f"      daemon RSS idle {self.idle_rss_mib:5.1f} MiB, burst peak {self.burst_rss_mib:5.1f} MiB",
         ]
 
 
@@ -88,33 +117,45 @@ class RssSampler:
 
 
 def run_sequential(node: BenchNode, pods: list[Pod], via: str) -> tuple[list[float], list[float]]:
+    """ADD then DEL each pod ``via`` "multus" (the shim), "direct" (the delegate floor) or "python"
+    (the Python floor)."""
     adds, dels = [], []
     for pod in pods:
         if via == "multus":
             adds.append(timed(lambda pod=pod: node.multus("ADD", pod)))  # type: ignore[misc]
             dels.append(timed(lambda pod=pod: node.multus("DEL", pod)))  # type: ignore[misc]
         else:
+            call = node.direct if via == "direct" else node.python_floor
             results: dict[str, Any] = {}
-            adds.append(timed(lambda pod=pod, r=results: node.direct("ADD", pod, r)))  # type: ignore[misc]
-            dels.append(timed(lambda pod=pod, r=results: node.direct("DEL", pod, r)))  # type: ignore[misc]
+            adds.append(timed(lambda pod=pod, r=results, c=call: c("ADD", pod, r)))  # type: ignore[misc]
+            dels.append(timed(lambda pod=pod, r=results, c=call: c("DEL", pod, r)))  # type: ignore[misc]
     return adds, dels
+
+
+def run_sequential_cpu(node: BenchNode, pods: list[Pod]) -> tuple[list[float], list[float], float]:
+    """``run_sequential`` through multus-py, and the daemon's own CPU per ADD+DEL pair (ms)."""
+    before = node.daemon_cpu_seconds()
+    adds, dels = run_sequential(node, pods, "multus")
+    return adds, dels, 1000 * (node.daemon_cpu_seconds() - before) / len(pods)
 
 
 def run_burst(node: BenchNode, pods: list[Pod], via: str, concurrency: int) -> float:
     """ADD every pod with ``concurrency`` workers; return pods/s. Then DEL them (not timed)."""
     results: dict[str, dict[str, Any]] = {pod.container_id: {} for pod in pods}
 
+    call = node.direct if via == "direct" else node.python_floor
+
     def add(pod: Pod) -> None:
         if via == "multus":
             node.multus("ADD", pod)
         else:
-            node.direct("ADD", pod, results[pod.container_id])
+            call("ADD", pod, results[pod.container_id])
 
     def delete(pod: Pod) -> None:
         if via == "multus":
             node.multus("DEL", pod)
         else:
-            node.direct("DEL", pod, results[pod.container_id])
+            call("DEL", pod, results[pod.container_id])
 
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         started = time.perf_counter()
@@ -136,11 +177,17 @@ def bench_networks(networks: int, *, sequential: int, burst: int, concurrency: i
         run_sequential(node, seq_pods[:3], "multus")  # warm caches on both paths
         run_sequential(node, seq_pods[:3], "direct")
         floor_add, floor_del = run_sequential(node, seq_pods, "direct")
-        multus_add, multus_del = run_sequential(node, seq_pods, "multus")
+        python_add, python_del = run_sequential(node, seq_pods, "python")
+        multus_add, multus_del, daemon_cpu = run_sequential_cpu(node, seq_pods)
         floor_rate = run_burst(node, burst_pods, "direct", concurrency)
+        python_rate = run_burst(node, burst_pods, "python", concurrency)
         with RssSampler(node) as sampler:
             multus_rate = run_burst(node, burst_pods, "multus", concurrency)
         return Figures(
+            python_add=python_add,
+            python_del=python_del,
+            python_pods_per_s=python_rate,
+            daemon_cpu_ms=daemon_cpu,
             networks=networks,
             floor_add=floor_add,
             multus_add=multus_add,
@@ -194,6 +241,37 @@ def bench_shim_alone(runs: int) -> tuple[float, float, float]:
         node.close()
 
 
+def parallel_rows(networks: int) -> list[str]:
+    """Parallel vs sequential delegates at ``networks`` networks: the place for that figure.
+
+    Filled in by the parallel-delegates work (daemon-config ``parallelDelegates``); until then it
+    says that it is not measured."""
+    return [f"parallel vs sequential at {networks} networks: not measured (parallelDelegates not built yet)"]
+
+
+def verdicts(results: Sequence[Figures]) -> list[str]:
+    """The targets of the performance work, each with the figure measured in this run."""
+    lines = []
+    by_networks = {figures.networks: figures for figures in results}
+    overheads = ", ".join(f"{f.overhead_add:.1f}" for f in results)
+    lines.append(f"ADD overhead over the delegate floor p50 <= 10 ms at every N: {overheads} ms")
+    one = by_networks.get(1)
+    if one is not None:
+        lines.append(f"daemon CPU per ADD+DEL pair <= 5 ms at 1 network: {one.daemon_cpu_ms:.1f} ms")
+        for figures in results:
+            if figures.networks > 1:
+                extra = (figures.daemon_cpu_ms - one.daemon_cpu_ms) / (figures.networks - 1)
+                lines.append(f"  + <= 1 ms per extra network: {extra:.1f} ms each at {figures.networks}")
+    shares = ", ".join(
+        f"{100 * f.multus_pods_per_s / f.python_pods_per_s:.0f} %" for f in results if f.python_pods_per_s
+    )
+    lines.append(f"c=8 pods/s as a share of the Python floor: {shares}")
+    idle = max(f.idle_rss_mib for f in results)
+    burst = max(f.burst_rss_mib - f.idle_rss_mib for f in results)
+    lines.append(f"RSS idle {idle:.1f} MiB (static mode), burst <= idle + {burst:.1f} MiB")
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--networks", default="1,2,4", help="networks per pod, comma separated")
@@ -201,6 +279,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--burst", type=int, default=100, help="pods in the concurrent burst")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--shim-runs", type=int, default=200)
+    parser.add_argument(
+        "--kube",
+        default="1",
+        help="networks per pod for the Kubernetes-mode run through the emulator (bench.kube, seeded with "
+        "1,000 pods and 200 NADs), comma separated; '' to skip",
+    )
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         parser.error("run as root")
@@ -209,12 +293,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"shim alone (VERSION): p50 {shim_p50:.1f} ms, p95 {shim_p95:.1f} ms, peak RSS <= {shim_rss:.1f} MiB"
     )
+    print("static mode (conf files):", flush=True)
+    results = []
     for networks in (int(n) for n in args.networks.split(",")):
         figures = bench_networks(
             networks, sequential=args.sequential, burst=args.burst, concurrency=args.concurrency
         )
+        results.append(figures)
         for row in figures.rows():
             print(row, flush=True)
+    for row in parallel_rows(max(f.networks for f in results)):
+        print(row, flush=True)
+    print("targets (static mode):")
+    for line in verdicts(results):
+        print("  " + line, flush=True)
+    if args.kube:
+        from bench import kube  # imports this module: only once it is loaded
+
+        print("Kubernetes mode (API emulator):", flush=True)
+        kube.main(
+            [
+                f"--networks={args.kube}",
+                f"--sequential={args.sequential}",
+                f"--burst={args.burst}",
+                f"--concurrency={args.concurrency}",
+                "--grow=",
+            ]
+        )
     return 0
 
 

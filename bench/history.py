@@ -560,6 +560,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         compileall.compile_dir(str(Path(queries.__file__).parents[1]), quiet=1)
 
         help_ms, _ = time_process([*ctl, "--help"], args.runs)
+        bare_ms, _ = time_process([sys.executable, "-c", "pass"], args.runs)
+        bare_is_ms, _ = time_process([sys.executable, "-I", "-S", "-c", "pass"], args.runs)
         daemon, config = start_daemon(root)
         try:
             api_ms, api_again, api_lines = time_pod_queries([*ctl, "--config", str(config)], picks, args.runs)
@@ -585,6 +587,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  the same pod again                          {p(file_again)}")
         print(f"  its query API round trip alone (same pods)  {p(round_trip_ms)}")
         print(f"  the same query in process (SQL + documents) {p(sql_ms)}")
+        print(f"bare interpreter start: python -c pass        {p(bare_ms)}")
+        print(f"                        python -I -S -c pass  {p(bare_is_ms)}")
+        floor = percentile(bare_ms, 0.5) + percentile(round_trip_ms, 0.5)
+        print(
+            f"multusctl history --pod (query API) / (bare start + the daemon's answer): "
+            f"{percentile(api_ms, 0.5) / floor:.2f} (target <= 1.3)"
+        )
         print(
             f"history in a 3-network ADD: {cost['writer_ms']:.3f} ms of writer time for its 4 lines; "
             f"the ADD's 4 commits p50 {cost['with']:.2f} ms with history, {cost['without']:.2f} ms without "

@@ -9,6 +9,7 @@ threaded), with no daemon, no checkpoint and no shim in between.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
 import subprocess
@@ -19,10 +20,13 @@ from typing import Any
 
 from app.cni.conf import plugin_stdin
 from app.sandbox.processes import DaemonProcess
-from app.shim.install import install_shim
+from app.shim.install import default_interpreter, install_shim
 
 CNI_PLUGIN_DIR = Path("/usr/lib/cni")
 PLUGINS = ("bridge", "host-local", "macvlan", "static", "tuning", "loopback")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PYTHON = default_interpreter()
+"""The interpreter the installed launcher runs: the Python floor starts it bare once per call."""
 
 
 @dataclass
@@ -116,6 +120,12 @@ class BenchNode:
             self.process.terminate(timeout=15)
             self.process = None
 
+    def daemon_cpu_seconds(self) -> float:
+        """CPU the daemon itself has used (utime + stime from /proc/PID/stat; its children excluded)."""
+        assert self.daemon is not None
+        fields = Path(f"/proc/{self.daemon.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
     def daemon_rss_kib(self) -> tuple[int, int]:
         """(current RSS, peak RSS) of the daemon, in KiB."""
         assert self.daemon is not None
@@ -165,6 +175,12 @@ class BenchNode:
         )
         if proc.returncode != 0:
             raise RuntimeError(f"shim {command} failed: {proc.stdout.decode()} {proc.stderr.decode()}")
+
+    def python_floor(self, command: str, pod: Pod, results: dict[str, Any]) -> None:
+        """The Python floor: one bare ``python3 -I -S -c pass`` (what any Python shim costs to start),
+        then the delegates called directly."""
+        subprocess.run([PYTHON, "-I", "-S", "-c", "pass"], check=True)
+        self.direct(command, pod, results)
 
     def direct(self, command: str, pod: Pod, results: dict[str, Any]) -> None:
         """Call every delegate of every network directly; ADD fills ``results`` for the DEL."""

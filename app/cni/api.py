@@ -219,8 +219,8 @@ async def _add_network(
         capability_args=rt.capability_args,
     )
     stdout = await _run(cni, step, command="ADD", stdin=stdin, rt=rt)
-    result = results.decode_result(stdout, version=net.cni_version, plugin=step.type)
-    return results.convert(result, net.cni_version)
+    version = net.cni_version
+    return results.decode_result(stdout, version=version, plugin=step.type, to_version=version)
 
 
 async def _del_network(

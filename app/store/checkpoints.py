@@ -3,8 +3,9 @@
 Written by ``app.attach`` before a delegate runs (intent) and after it returns (result); read by
 DEL, CHECK, recovery and GC, which replay what is recorded here and never re-resolve networks.
 Functions take a Session and run inside the writer's transaction (``Database.write``); they know
-no CNI rules. Writes are single Core statements over the models' tables (no ORM unit of work): they
-sit between a delegate's return and the runtime's answer, so they are kept cheap. A sandbox row
+no CNI rules. The writes of the ADD/DEL path sit between a delegate's return and the runtime's
+answer, so they are plain SQL on the session's own SQLite connection (``records_sql``: no statement
+compilation, no result objects), inside the same transaction and savepoint. A sandbox row
 disappears only when its last attachment has been removed, that is, after every delegate's DEL
 succeeded.
 """
@@ -16,8 +17,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import cast
 
-from sqlalchemy import RowMapping, Table, bindparam, delete, func, insert, select, update
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import RowMapping, Table, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from app.store.models import AttachmentRow, Sandbox
@@ -30,6 +30,7 @@ from app.store.records import (
     SandboxRecord,
     SandboxSummary,
 )
+from app.store.records_sql import cursor_of, stamp
 
 SANDBOXES = cast(Table, Sandbox.__table__)
 ATTACHMENTS = cast(Table, AttachmentRow.__table__)
@@ -52,99 +53,80 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-_INSERT_SANDBOX = sqlite_insert(SANDBOXES).on_conflict_do_nothing(index_elements=["container_id"])
 _SANDBOX_STATE = select(SANDBOXES.c.state).where(SANDBOXES.c.container_id == bindparam("cid"))
-_INSERT_ATTACHMENT = insert(ATTACHMENTS)
-_SET_SANDBOX_STATE = (
-    update(SANDBOXES)
-    .where(SANDBOXES.c.container_id == bindparam("cid"))
-    .values(state=bindparam("new_state"), updated_at=bindparam("now"))
+
+
+_INSERT_SANDBOX_SQL = (
+    "INSERT INTO sandboxes (container_id, state, netns, netns_id, ifname, cni_version, pod_namespace,"
+    " pod_name, pod_uid, boot_id, created_at, updated_at) VALUES (?, 'adding', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (container_id) DO NOTHING"
 )
-_SET_ATTACHMENTS_STATE = (
-    update(ATTACHMENTS)
-    .where(ATTACHMENTS.c.container_id == bindparam("cid"))
-    .values(state=bindparam("new_state"), updated_at=bindparam("now"))
+_INSERT_ATTACHMENT_SQL = (
+    "INSERT INTO attachments (container_id, ifname, position, is_master, network_name, plugin_types, config,"
+    " cni_args, capability_args, cni_path, device, ips, macs, device_ids, root, state, result, last_error,"
+    " created_at, updated_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '[]', '[]', ?, ?, 'intent', NULL, NULL, ?, ?)"
 )
-_SET_RESULT = (
-    update(ATTACHMENTS)
-    .where(ATTACHMENTS.c.container_id == bindparam("cid"), ATTACHMENTS.c.ifname == bindparam("ifn"))
-    .values(
-        result=bindparam("new_result"),
-        ips=bindparam("ips"),
-        macs=bindparam("macs"),
-        device_ids=bindparam("device_ids"),
-        state="added",
-        last_error=None,
-        updated_at=bindparam("now"),
-    )
+_SET_RESULT_SQL = (
+    "UPDATE attachments SET result = ?, ips = ?, macs = ?, device_ids = ?, state = 'added',"
+    " last_error = NULL, updated_at = ? WHERE container_id = ? AND ifname = ?"
 )
-_SET_ERROR = (
-    update(ATTACHMENTS)
-    .where(ATTACHMENTS.c.container_id == bindparam("cid"), ATTACHMENTS.c.ifname == bindparam("ifn"))
-    .values(last_error=bindparam("error"), updated_at=bindparam("now"))
-)
-_REMOVE_ATTACHMENT = delete(ATTACHMENTS).where(
-    ATTACHMENTS.c.container_id == bindparam("cid"), ATTACHMENTS.c.ifname == bindparam("ifn")
-)
-_COUNT_ATTACHMENTS = (
-    select(func.count()).select_from(ATTACHMENTS).where(ATTACHMENTS.c.container_id == bindparam("cid"))
-)
-_REMOVE_SANDBOX = delete(SANDBOXES).where(SANDBOXES.c.container_id == bindparam("cid"))
-"""Statements built once: each write only binds its parameters (these run on the ADD path)."""
+_SET_ERROR_SQL = "UPDATE attachments SET last_error = ?, updated_at = ? WHERE container_id = ? AND ifname = ?"
+_SET_SANDBOX_STATE_SQL = "UPDATE sandboxes SET state = ?, updated_at = ? WHERE container_id = ?"
+_SET_ATTACHMENTS_STATE_SQL = "UPDATE attachments SET state = ?, updated_at = ? WHERE container_id = ?"
+_REMOVE_ATTACHMENT_SQL = "DELETE FROM attachments WHERE container_id = ? AND ifname = ?"
+_ANY_ATTACHMENT_SQL = "SELECT 1 FROM attachments WHERE container_id = ? LIMIT 1"
+_REMOVE_SANDBOX_SQL = "DELETE FROM sandboxes WHERE container_id = ?"
 
 
 def begin_add(session: Session, sandbox: SandboxIntent) -> None:
     """Record a sandbox whose ADD starts now (state ``adding``)."""
-    now = _now()
-    inserted = session.execute(
-        _INSERT_SANDBOX,
-        {
-            "container_id": sandbox.container_id,
-            "state": "adding",
-            "netns": sandbox.netns,
-            "netns_id": sandbox.netns_id,
-            "ifname": sandbox.ifname,
-            "cni_version": sandbox.cni_version,
-            "pod_namespace": sandbox.pod.namespace,
-            "pod_name": sandbox.pod.name,
-            "pod_uid": sandbox.pod.uid,
-            "boot_id": sandbox.boot_id,
-            "created_at": now,
-            "updated_at": now,
-        },
+    now = stamp(_now())
+    pod = sandbox.pod
+    cursor = cursor_of(session)
+    cursor.execute(
+        _INSERT_SANDBOX_SQL,
+        (
+            sandbox.container_id,
+            sandbox.netns,
+            sandbox.netns_id,
+            sandbox.ifname,
+            sandbox.cni_version,
+            pod.namespace,
+            pod.name,
+            pod.uid,
+            sandbox.boot_id,
+            now,
+            now,
+        ),
     )
-    if _rowcount(inserted) == 0:
+    if cursor.rowcount == 0:
         state = session.execute(_SANDBOX_STATE, {"cid": sandbox.container_id}).scalar_one()
         raise SandboxExistsError(sandbox.container_id, state)
 
 
 def record_intent(session: Session, intent: DelegateIntent) -> None:
     """Record a delegate about to run (state ``intent``): config, args, runtimeConfig and root."""
-    now = _now()
-    session.execute(
-        _INSERT_ATTACHMENT,
-        {
-            "container_id": intent.container_id,
-            "ifname": intent.ifname,
-            "position": intent.position,
-            "is_master": intent.is_master,
-            "network_name": intent.network_name,
-            "plugin_types": ",".join(intent.plugin_types),
-            "config": intent.config,
-            "cni_args": json.dumps([list(pair) for pair in intent.cni_args]),
-            "capability_args": json.dumps(dict(intent.capability_args), sort_keys=True),
-            "cni_path": json.dumps(list(intent.cni_path)),
-            "device": None if intent.device is None else json.dumps(dict(intent.device), sort_keys=True),
-            "ips": "[]",
-            "macs": "[]",
-            "device_ids": json.dumps(list(intent.device_ids)),
-            "root": intent.root,
-            "state": "intent",
-            "result": None,
-            "last_error": None,
-            "created_at": now,
-            "updated_at": now,
-        },
+    now = stamp(_now())
+    cursor_of(session).execute(
+        _INSERT_ATTACHMENT_SQL,
+        (
+            intent.container_id,
+            intent.ifname,
+            intent.position,
+            int(intent.is_master),
+            intent.network_name,
+            ",".join(intent.plugin_types),
+            intent.config,
+            json.dumps([list(pair) for pair in intent.cni_args]),
+            json.dumps(dict(intent.capability_args), sort_keys=True),
+            json.dumps(list(intent.cni_path)),
+            None if intent.device is None else json.dumps(dict(intent.device), sort_keys=True),
+            json.dumps(list(intent.device_ids)),
+            intent.root,
+            now,
+            now,
+        ),
     )
 
 
@@ -153,49 +135,55 @@ def record_result(
 ) -> None:
     """Record the result a delegate printed (state ``added``) and the facts the caller derived from it."""
     facts = facts or DelegateFacts()
-    params = {
-        "cid": container_id,
-        "ifn": ifname,
-        "new_result": result,
-        "ips": json.dumps(list(facts.ips)),
-        "macs": json.dumps(list(facts.macs)),
-        "device_ids": json.dumps(list(facts.device_ids)),
-        "now": _now(),
-    }
-    _expect_row(session.execute(_SET_RESULT, params), container_id, ifname)
+    params = (
+        result,
+        json.dumps(list(facts.ips)),
+        json.dumps(list(facts.macs)),
+        json.dumps(list(facts.device_ids)),
+        stamp(_now()),
+        container_id,
+        ifname,
+    )
+    _expect_changed(session, _SET_RESULT_SQL, params, container_id, ifname)
 
 
 def record_error(session: Session, *, container_id: str, ifname: str, error: str) -> None:
     """Record why the last operation on an attachment failed; its state is left as it was."""
-    params = {"cid": container_id, "ifn": ifname, "error": error, "now": _now()}
-    _expect_row(session.execute(_SET_ERROR, params), container_id, ifname)
+    params = (error, stamp(_now()), container_id, ifname)
+    _expect_changed(session, _SET_ERROR_SQL, params, container_id, ifname)
 
 
 def finish_add(session: Session, container_id: str) -> None:
     """Mark a sandbox's ADD complete (state ``ready``)."""
-    params = {"cid": container_id, "new_state": "ready", "now": _now()}
-    _expect_row(session.execute(_SET_SANDBOX_STATE, params), container_id)
+    _expect_changed(session, _SET_SANDBOX_STATE_SQL, ("ready", stamp(_now()), container_id), container_id)
 
 
 def begin_delete(session: Session, container_id: str) -> None:
     """Mark a sandbox and all its attachments as being deleted (pending until removed)."""
-    params = {"cid": container_id, "new_state": "deleting", "now": _now()}
-    _expect_row(session.execute(_SET_SANDBOX_STATE, params), container_id)
-    session.execute(_SET_ATTACHMENTS_STATE, params)
+    params = ("deleting", stamp(_now()), container_id)
+    _expect_changed(session, _SET_SANDBOX_STATE_SQL, params, container_id)
+    cursor_of(session).execute(_SET_ATTACHMENTS_STATE_SQL, params)
 
 
 def remove_attachments(session: Session, *, container_id: str, ifnames: Iterable[str]) -> None:
     """Forget attachments whose DEL succeeded."""
-    for ifname in ifnames:
-        session.execute(_REMOVE_ATTACHMENT, {"cid": container_id, "ifn": ifname})
+    cursor_of(session).executemany(_REMOVE_ATTACHMENT_SQL, [(container_id, ifname) for ifname in ifnames])
 
 
 def finish_delete(session: Session, container_id: str) -> bool:
     """Forget the sandbox if no attachment of it remains; True when it is gone."""
-    if session.execute(_COUNT_ATTACHMENTS, {"cid": container_id}).scalar_one():
+    cursor = cursor_of(session)
+    if cursor.execute(_ANY_ATTACHMENT_SQL, (container_id,)).fetchone() is not None:
         return False
-    session.execute(_REMOVE_SANDBOX, {"cid": container_id})
+    cursor.execute(_REMOVE_SANDBOX_SQL, (container_id,))
     return True
+
+
+def _expect_changed(
+    session: Session, sql: str, params: Sequence[object], container_id: str, ifname: str | None = None
+) -> None:
+    if cursor_of(session).execute(sql, params).rowcount == 0:
+        _missing(container_id, ifname)
 
 
 _SANDBOX_BY_ID = select(SANDBOXES).where(SANDBOXES.c.container_id == bindparam("cid"))
@@ -278,14 +266,9 @@ def _with_attachments(session: Session, sandbox: RowMapping) -> SandboxRecord:
     return _sandbox_record(sandbox, [_attachment_record(row) for row in attachments])
 
 
-def _rowcount(result: object) -> int:
-    return int(getattr(result, "rowcount", 0))
-
-
-def _expect_row(result: object, container_id: str, ifname: str | None = None) -> None:
-    if _rowcount(result) == 0:
-        where = container_id if ifname is None else f"{container_id} interface {ifname}"
-        raise UnknownAttachmentError(f"no checkpoint for container {where}")
+def _missing(container_id: str, ifname: str | None) -> None:
+    where = container_id if ifname is None else f"{container_id} interface {ifname}"
+    raise UnknownAttachmentError(f"no checkpoint for container {where}")
 
 
 def _sandbox_record(row: RowMapping, attachments: list[AttachmentRecord]) -> SandboxRecord:
@@ -339,17 +322,15 @@ def _strings(value: str | None) -> tuple[str, ...]:
 PARTIAL_STATES = ("intent", "deleting")
 """Attachment states that, in a ``ready`` sandbox, mean a hot-plug ADD or DEL did not finish."""
 
-_SET_ATTACHMENT_STATE = (
-    update(ATTACHMENTS)
-    .where(ATTACHMENTS.c.container_id == bindparam("cid"), ATTACHMENTS.c.ifname == bindparam("ifn"))
-    .values(state=bindparam("new_state"), updated_at=bindparam("now"))
+_SET_ATTACHMENT_STATE_SQL = (
+    "UPDATE attachments SET state = ?, updated_at = ? WHERE container_id = ? AND ifname = ?"
 )
 
 
 def begin_detach(session: Session, *, container_id: str, ifname: str) -> None:
     """Mark one attachment of a running sandbox as being deleted (pending until removed)."""
-    params = {"cid": container_id, "ifn": ifname, "new_state": "deleting", "now": _now()}
-    _expect_row(session.execute(_SET_ATTACHMENT_STATE, params), container_id, ifname)
+    params = ("deleting", stamp(_now()), container_id, ifname)
+    _expect_changed(session, _SET_ATTACHMENT_STATE_SQL, params, container_id, ifname)
 
 
 def list_partial(session: Session) -> list[SandboxRecord]:

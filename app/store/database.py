@@ -143,7 +143,7 @@ def _run_in_savepoint(session: Session, job: _Job) -> tuple[_Job, Any, BaseExcep
     return job, value, None
 
 
-def _configure_connection(engine: Engine, *, read_only: bool) -> None:
+def configure_connection(engine: Engine, *, read_only: bool) -> None:
     """Pragmas for every connection, and explicit BEGIN so savepoints work on pysqlite."""
 
     @event.listens_for(engine, "connect")
@@ -161,7 +161,7 @@ def _configure_connection(engine: Engine, *, read_only: bool) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN")
+        connection.connection.driver_connection.execute("BEGIN")  # straight to the driver: every commit
 
 
 class Database:
@@ -192,7 +192,7 @@ class Database:
             lock_fd = _lock_exclusively(db_path)
             url = f"sqlite:///{db_path}"
         engine = create_engine(url, pool_size=4, max_overflow=0)
-        _configure_connection(engine, read_only=read_only)
+        configure_connection(engine, read_only=read_only)
         try:
             with engine.connect() as connection:
                 if read_only:

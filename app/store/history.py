@@ -18,52 +18,63 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, cast
 
-from sqlalchemy import ColumnElement, Row, Table, bindparam, delete, func, insert, select, text
+from sqlalchemy import ColumnElement, Row, Table, bindparam, delete, func, select, text
 from sqlalchemy.orm import Session
 
 from app.store.filters import HistoryFilter
 from app.store.models import HistoryRow
 from app.store.records import HistoryEntry, HistoryLine, PodIdentity
+from app.store.records_sql import cursor_of, stamp
 
 HISTORY = cast(Table, HistoryRow.__table__)
 
 
-_INSERT = insert(HISTORY)
+_INSERT_SQL = (
+    'INSERT INTO history (at, duration_ms, command, step, "trigger", outcome, container_id, netns, ifname,'
+    " network_name, plugin_types, pod_namespace, pod_name, pod_uid, ips, macs, error_code, error_msg,"
+    " error_details, node, device_ids) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+"""Plain SQL on the session's connection (``records_sql``): history lines are written on every ADD/DEL."""
 
 
 def append(session: Session, entry: HistoryEntry) -> None:
-    session.execute(_INSERT, _row(entry))
+    cursor_of(session).execute(_INSERT_SQL, _row(entry))
 
 
 def append_all(session: Session, entries: Sequence[HistoryEntry]) -> None:
     if entries:
-        session.execute(_INSERT, [_row(entry) for entry in entries])
+        cursor_of(session).executemany(_INSERT_SQL, [_row(entry) for entry in entries])
 
 
-def _row(entry: HistoryEntry) -> dict[str, object]:
-    return dict(
-        at=entry.at or datetime.now(UTC),
-        duration_ms=entry.duration_ms,
-        command=entry.command,
-        step=entry.step,
-        trigger=entry.trigger,
-        outcome=entry.outcome,
-        container_id=entry.container_id,
-        netns=entry.netns,
-        ifname=entry.ifname,
-        network_name=entry.network_name,
-        plugin_types=",".join(entry.plugin_types),
-        pod_namespace=entry.pod.namespace,
-        pod_name=entry.pod.name,
-        pod_uid=entry.pod.uid,
-        ips=json.dumps(list(entry.ips)),
-        macs=json.dumps(list(entry.macs)),
-        error_code=entry.error_code,
-        error_msg=entry.error_msg,
-        error_details=entry.error_details,
-        node=entry.node,
-        device_ids=json.dumps(list(entry.device_ids)),
+def _row(entry: HistoryEntry) -> tuple[object, ...]:
+    pod = entry.pod
+    return (
+        stamp(entry.at or datetime.now(UTC)),
+        entry.duration_ms,
+        entry.command,
+        entry.step,
+        entry.trigger,
+        entry.outcome,
+        entry.container_id,
+        entry.netns,
+        entry.ifname,
+        entry.network_name,
+        ",".join(entry.plugin_types),
+        pod.namespace,
+        pod.name,
+        pod.uid,
+        _json_list(entry.ips),
+        _json_list(entry.macs),
+        entry.error_code,
+        entry.error_msg,
+        entry.error_details,
+        entry.node,
+        _json_list(entry.device_ids),
     )
+
+
+def _json_list(values: Sequence[str]) -> str:
+    return json.dumps(list(values)) if values else "[]"
 
 
 _EVER_SEEN = select(HistoryRow.id).where(HistoryRow.container_id == bindparam("cid")).limit(1)

@@ -3,16 +3,20 @@
 Called by ``Database.open`` before anything reads or writes. A database stamped with a revision
 this release does not know (written by a newer multus-py) is refused with both versions named:
 running on it could corrupt the checkpoint, and the checkpoint is the only record of what to
-clean up. Alembic is imported here only, and only when the database is not already current.
+clean up. Alembic is imported here only, and only when the database is not already current; a
+database in a file is then migrated by a child process (``python -m app.store.schema PATH``), so the
+daemon never keeps alembic's modules (mako, every dialect's DDL) in its memory, even on first start.
 """
 
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from functools import cache
 from pathlib import Path
 
-from sqlalchemy import Connection, inspect, text
+from sqlalchemy import Connection, create_engine, inspect, text
 
 import migrations
 
@@ -78,8 +82,36 @@ def migrate(connection: Connection) -> str:
     refuse_if_unknown(current)
     if current == head:
         return head
-    _run_alembic_upgrade(connection)
+    database = connection.engine.url.database
+    if database and database != ":memory:":
+        _upgrade_in_child(database)
+    else:
+        _run_alembic_upgrade(connection)
     return head
+
+
+def _upgrade_in_child(database: str) -> None:
+    """Upgrade the database file at ``database`` to head in a child process (alembic stays out of the
+    caller's memory); SchemaError with the child's last words if it fails."""
+    done = subprocess.run(
+        [sys.executable, "-m", "app.store.schema", database], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise SchemaError(f"migrating state database {database} failed: {done.stderr.strip()[-2000:]}")
+
+
+def _upgrade_file(database: str) -> None:
+    """The child's side of ``_upgrade_in_child``: the same connection settings as the daemon's."""
+    from app.store.database import configure_connection
+
+    engine = create_engine(f"sqlite:///{database}")
+    configure_connection(engine, read_only=False)
+    try:
+        with engine.connect() as connection:
+            _run_alembic_upgrade(connection)
+            connection.commit()
+    finally:
+        engine.dispose()
 
 
 def _run_alembic_upgrade(connection: Connection) -> None:
@@ -90,3 +122,7 @@ def _run_alembic_upgrade(connection: Connection) -> None:
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.attributes["connection"] = connection
     command.upgrade(config, "head")
+
+
+if __name__ == "__main__":
+    _upgrade_file(sys.argv[1])
