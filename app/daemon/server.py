@@ -14,11 +14,11 @@ body shorter than its Content-Length or not received within ``BODY_READ_SECONDS`
 that sends its request and then half-closes its socket still gets the answer. ``connectionLimit``
 bounds the CNI and GC requests served at once; the others wait for a slot (nothing is dropped);
 health probes are never held. ADD, CHECK, GC and STATUS that arrive before the daemon is ready
-are held up to ``READY_HOLD_SECONDS`` for it, then answered 503 with CNI code 11; DEL only waits
-for the store, because DEL needs nothing but the checkpoint.
+are held up to ``ready_hold`` seconds (``READY_HOLD_SECONDS``) for it, then answered 503 with CNI
+code 11; DEL only waits for the store, because DEL needs nothing but the checkpoint.
 
-Used by ``app.daemon.main`` (``CniServer``, ``Readiness``, ``start``); never binds anything but
-its own socket and never runs a delegate itself.
+Built by ``app.daemon.wiring`` and started by ``app.daemon.startup`` (``CniServer``, ``Readiness``,
+``start``) on the socket ``app.daemon.listener`` bound; never runs a delegate itself.
 """
 
 from __future__ import annotations
@@ -165,6 +165,8 @@ class CniServer:
     activity: Activity | None = None
     connection_limit: int | None = None
     """Upstream's ``connectionLimit``: CNI and GC requests served at once (None: no bound)."""
+    ready_hold: float = READY_HOLD_SECONDS
+    """How long a request that needs readiness waits for it before code 11."""
     _in_flight: set[asyncio.Task[Any]] = field(default_factory=set)
     _slots: asyncio.Semaphore | None = None
 
@@ -225,7 +227,7 @@ class CniServer:
         """multus-py's operator GC (``multusctl gc``): one pass now; ``?dryRun=true`` only reports."""
         if self.collector is None:
             return _error_response(_NotReadyError("no garbage collector"))
-        if not await self.readiness.wait_ready(READY_HOLD_SECONDS):
+        if not await self.readiness.wait_ready(self.ready_hold):
             return _error_response(_NotReadyError(self.readiness.reason or "not ready"))
         dry_run = http_request.query.get("dryRun", "false").lower() in ("1", "true", "yes")
         report = await self._run_shielded(self.collector.run_once(dry_run=dry_run), name="operator-gc")
@@ -285,13 +287,13 @@ class CniServer:
 
     async def _admit(self, command: Command) -> None:
         """Hold the request until the daemon can serve it (DEL: the store is open; others: ready),
-        at most ``READY_HOLD_SECONDS``; then refuse with code 11."""
+        at most ``ready_hold`` seconds; then refuse with code 11."""
         needs_ready = command is not Command.DEL
         servable = self.readiness.ready if needs_ready else self.readiness.store_open
         if not servable and not self.readiness.stopping:
             log.info("holding %s until the daemon is ready: %s", command, self.readiness.reason)
         wait = self.readiness.wait_ready if needs_ready else self.readiness.wait_store_open
-        if await wait(READY_HOLD_SECONDS):
+        if await wait(self.ready_hold):
             return
         raise _NotReadyError(self.readiness.reason or "not ready")
 

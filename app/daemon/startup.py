@@ -115,7 +115,7 @@ class Daemon:
     async def _start(self, stack: AsyncExitStack) -> int:
         """Start-up in order; each part's closing is pushed on ``stack`` (closed in reverse)."""
         try:
-            db = await asyncio.to_thread(Database.open, self.settings.database_path)
+            db = await asyncio.to_thread(Database.open, self.settings.database_path, migrate_in_child=True)
         except (SchemaError, DatabaseLockedError, OSError) as exc:
             log.critical("cannot open the state database: %s", exc)
             return 1

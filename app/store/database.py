@@ -179,8 +179,14 @@ class Database:
             self._writer.start()
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], *, read_only: bool = False) -> Database:
-        """Open (and, for writing, lock and migrate) the database file at ``path``."""
+    def open(
+        cls, path: str | os.PathLike[str], *, read_only: bool = False, migrate_in_child: bool = False
+    ) -> Database:
+        """Open (and, for writing, lock and migrate) the database file at ``path``.
+
+        ``migrate_in_child``: a database that needs migrating is migrated by a child process, so
+        alembic never stays in this one's memory (the daemon asks for it; a short-lived caller,
+        such as a test, saves the child's start-up)."""
         db_path = Path(path)
         lock_fd = None
         if read_only:
@@ -198,7 +204,7 @@ class Database:
                 if read_only:
                     _check_readable_schema(connection)
                 else:
-                    schema.migrate(connection)
+                    schema.migrate(connection, in_child=migrate_in_child)
                     connection.commit()
         except BaseException:
             engine.dispose()

@@ -3,9 +3,10 @@
 Called by ``Database.open`` before anything reads or writes. A database stamped with a revision
 this release does not know (written by a newer multus-py) is refused with both versions named:
 running on it could corrupt the checkpoint, and the checkpoint is the only record of what to
-clean up. Alembic is imported here only, and only when the database is not already current; a
-database in a file is then migrated by a child process (``python -m app.store.schema PATH``), so the
-daemon never keeps alembic's modules (mako, every dialect's DDL) in its memory, even on first start.
+clean up. Alembic is imported here only, and only when the database is not already current; for
+the daemon a database file is then migrated by a child process (``python -m app.store.schema
+PATH``), so it never keeps alembic's modules (mako, every dialect's DDL) in its memory, even on
+first start.
 """
 
 from __future__ import annotations
@@ -75,15 +76,16 @@ def current_revision(connection: Connection) -> str | None:
     return None if row is None else str(row[0])
 
 
-def migrate(connection: Connection) -> str:
-    """Upgrade the database behind ``connection`` to head; return the revision it ends at."""
+def migrate(connection: Connection, *, in_child: bool = False) -> str:
+    """Upgrade the database behind ``connection`` to head (a file: by a child process when
+    ``in_child``); return the revision it ends at."""
     head = head_revision()
     current = current_revision(connection)
     refuse_if_unknown(current)
     if current == head:
         return head
     database = connection.engine.url.database
-    if database and database != ":memory:":
+    if in_child and database and database != ":memory:":
         _upgrade_in_child(database)
     else:
         _run_alembic_upgrade(connection)

@@ -67,6 +67,7 @@ def serve(node: Node) -> Serve:
             daemon_config=daemon_config(node, cluster_network or node.recorder_network("cluster")),
             readiness=readiness,
             collector=collector,
+            ready_hold=0.0,  # a request that needs readiness is refused at once (no waiting here)
         )
         client = TestClient(RawTestServer(cni_server.handle))
         await client.start_server()
