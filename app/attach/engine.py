@@ -7,15 +7,17 @@ and every result with the history lines and the finish before the runtime hears 
 every instant the checkpoint covers whatever may exist on the node (invariants 2-4). Delegates
 run one after another, or, with ``parallelDelegates``, the cluster network first and then the
 others concurrently. A failed delegate makes the engine undo the delegates already run, newest
-first, through the one teardown path that DEL, recovery and GC also use: it replays the recorded
-configuration, arguments and result, never re-resolving. An attachment leaves the checkpoint only
+first, through the one teardown path that DEL, recovery and GC also use (``app.attach.teardown``):
+it replays the recorded configuration, arguments and result, never re-resolving. An attachment leaves the checkpoint only
 when its DEL succeeded, or when its DEL can never run (plugin refused by name, recorded config
 unparsable; the reason goes to the history), or when its ADD failed before any plugin executed
 (invariants 5 and 5b). A non-CNI exception is logged with its traceback and counted.
 
 Owns the order of steps and commits only: history lines and metrics come from
-``app.attach.recording``, a DEL of a sandbox only upstream Multus knows from
-``app.attach.upstream_delete``. Never imports the watch package or HTTP code; operations on one
+``app.attach.recording``, the DELs from ``app.attach.teardown``, a recorded call rebuilt for DEL
+and CHECK from ``app.attach.replay``, a DEL of a sandbox only upstream Multus knows from
+``app.attach.upstream_delete``. Also the primitives hot-plug (``app.attach.hotplug``) builds on:
+one delegate attached to, or detached from, a running sandbox under the same rules. Never imports the watch package or HTTP code; operations on one
 container ID are serialised.
 """
 
@@ -29,9 +31,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
 
-from app import metrics
 from app.attach import (
     device_info,
     errors,
@@ -40,6 +40,7 @@ from app.attach import (
     recording,
     replay,
     result_facts,
+    teardown,
     upstream_delete,
 )
 from app.attach.cluster import (
@@ -48,7 +49,7 @@ from app.attach.cluster import (
     StatusPublisher,
 )
 from app.attach.crashpoints import DISARMED, CrashPoints, Point
-from app.attach.errors import MultusCode, UndeletableError, as_cni_error, combine, never_runnable
+from app.attach.errors import MultusCode, as_cni_error, combine
 from app.attach.locks import SandboxLocks
 from app.attach.network_status import DelegateOutcome, interface_events, status_entries
 from app.attach.network_status import render as render_status
@@ -84,18 +85,6 @@ from app.store.records import (
 log = logging.getLogger(__name__)
 
 
-_TEARDOWN_CRASH_POINT = {
-    Trigger.RUNTIME: Point.DEL_AFTER_EXEC,
-    Trigger.OPERATOR: Point.DEL_AFTER_EXEC,
-    Trigger.ROLLBACK: Point.ROLLBACK_AFTER_DEL,
-    Trigger.RECOVERY: Point.GC_AFTER_DEL,
-    Trigger.GC: Point.GC_AFTER_DEL,
-    Trigger.SPOOL: Point.GC_AFTER_DEL,
-    Trigger.DELEGATE: Point.DEL_AFTER_EXEC,
-    Trigger.HOTPLUG: Point.DEL_AFTER_EXEC,
-}
-
-
 @dataclass(frozen=True, slots=True)
 class EngineSettings:
     delegate_timeout: float = 60.0
@@ -111,16 +100,6 @@ class EngineSettings:
     """Root new delegates run in (daemon-config ``chrootDir``); DEL replays the recorded one."""
     parallel_delegates: bool = False
     """Daemon-config ``parallelDelegates``: after the cluster network, run the others concurrently."""
-
-
-def _all(units: Sequence[UnitOfWork]) -> UnitOfWork:
-    """Several units of work as one, committed together."""
-
-    def run(session: Any) -> None:
-        for unit in units:
-            unit(session)
-
-    return run
 
 
 class AttachEngine:
@@ -143,6 +122,13 @@ class AttachEngine:
         self._crash = crash_points
         self._status = status
         self._devices = HostDevices(self._settings.sysfs_root)
+        self._teardown = teardown.Teardown(
+            db=db,
+            crash=crash_points,
+            devices=self._devices,
+            cni_config=self._cni_config,
+            recorded=self._recorded,
+        )
         self.locks = SandboxLocks()
 
     @property
@@ -188,7 +174,7 @@ class AttachEngine:
             errors: list[CniError] = []
             units: list[UnitOfWork] = []
             if record is not None:
-                errors, units = await self._run_teardown(record, trigger=request.trigger)
+                errors, units = await self._teardown.prepare(record, trigger=request.trigger)
             else:
                 errors, units = await upstream_delete.delete_from_upstream_cache(
                     request=request,
@@ -199,7 +185,7 @@ class AttachEngine:
             units.append(
                 self._recorded(recording.request_entry(request=request, started=started, error=error))
             )
-            await self._db.write(_all(units))
+            await self._db.write(recording.together(units))
             if error is not None:
                 raise error
 
@@ -262,7 +248,7 @@ class AttachEngine:
             record = await self._db.read(partial(checkpoints.load_sandbox, container_id=container_id))
             if record is None:
                 return []
-            return await self._teardown(record, trigger=trigger)
+            return await self._teardown.run(record, trigger=trigger)
 
     # ---- ADD ----------------------------------------------------------------------------------
 
@@ -413,12 +399,12 @@ class AttachEngine:
                         ifnames=never_started,
                     )
                 )
-            await self._db.write(_all(pending))
+            await self._db.write(recording.together(pending))
             raise
         ordered = [outcomes[index] for index in sorted(outcomes)]
         answer = next((outcome.result for outcome in ordered if outcome.is_master), None)
         if answer is None:
-            await self._db.write(_all(pending))
+            await self._db.write(recording.together(pending))
             raise CniError(ErrorCode.INTERNAL, "no cluster network delegate was run")
         pending.append(partial(checkpoints.finish_add, container_id=request.container_id))
         pending.append(
@@ -426,7 +412,7 @@ class AttachEngine:
                 recording.request_entry(request=request, started=started, error=None, result=answer)
             )
         )
-        await self._db.write(_all(pending))
+        await self._db.write(recording.together(pending))
         self._crash.reached(Point.ADD_BEFORE_ANSWER)
         return ordered
 
@@ -475,7 +461,7 @@ class AttachEngine:
 
     async def _commit_intent(self, request: SandboxRequest, units: Sequence[UnitOfWork]) -> None:
         try:
-            await self._db.write(_all(units))
+            await self._db.write(recording.together(units))
         except checkpoints.SandboxExistsError as exc:
             raise CniError(
                 ErrorCode.INVALID_ENVIRONMENT,
@@ -560,7 +546,7 @@ class AttachEngine:
     async def _roll_back(self, container_id: str) -> None:
         record = await self._db.read(partial(checkpoints.load_sandbox, container_id=container_id))
         if record is not None:
-            errors = await self._teardown(record, trigger=Trigger.ROLLBACK)
+            errors = await self._teardown.run(record, trigger=Trigger.ROLLBACK)
             for error in errors:
                 log.error(
                     "rollback of container %s left an attachment pending: %s",
@@ -568,118 +554,6 @@ class AttachEngine:
                     error,
                     extra=logcontext.fields(container_id, command="DEL", pod=record.pod),
                 )
-
-    # ---- teardown (DEL, rollback, recovery, GC) -------------------------------------------------
-
-    async def _teardown(self, record: SandboxRecord, *, trigger: Trigger) -> list[CniError]:
-        """DEL every attachment of ``record``, newest first; forget those whose DEL succeeded."""
-        errors, units = await self._run_teardown(record, trigger=trigger)
-        await self._db.write(_all(units))
-        return errors
-
-    async def _run_teardown(
-        self, record: SandboxRecord, *, trigger: Trigger
-    ) -> tuple[list[CniError], list[UnitOfWork]]:
-        """Run the DELs of a teardown; return its errors and what the caller must commit."""
-        if record.state != "deleting":
-            await self._db.write(partial(checkpoints.begin_delete, container_id=record.container_id))
-            self._crash.reached(Point.DEL_AFTER_BEGIN)
-        removed: list[str] = []
-        units: list[UnitOfWork] = []
-        errors: list[CniError] = []
-        for attachment in sorted(record.attachments, key=lambda a: a.position, reverse=True):
-            error = await self._teardown_one(
-                record=record, attachment=attachment, trigger=trigger, units=units
-            )
-            if error is None:
-                removed.append(attachment.ifname)
-            else:
-                errors.append(error)
-        units.append(
-            partial(checkpoints.remove_attachments, container_id=record.container_id, ifnames=removed)
-        )
-        units.append(partial(checkpoints.finish_delete, container_id=record.container_id))
-        return errors, units
-
-    async def _teardown_one(
-        self,
-        *,
-        record: SandboxRecord,
-        attachment: AttachmentRecord,
-        trigger: Trigger,
-        units: list[UnitOfWork],
-    ) -> CniError | None:
-        """DEL one attachment; append what to record to ``units``; return its error, if any.
-
-        A DEL that can never run (plugin refused by name, recorded config or result unparsable) is
-        not an error: the reason goes to the history and the attachment is forgotten (invariant 5b).
-        """
-        started = time.monotonic()
-        error: CniError | None = None
-        abandoned = False
-        context = logcontext.fields(
-            record.container_id,
-            command="DEL",
-            pod=record.pod,
-            ifname=attachment.ifname,
-            network=attachment.network_name,
-        )
-        try:
-            await self._del_attachment(record, attachment)
-            self._crash.reached(_TEARDOWN_CRASH_POINT[trigger])
-        except Exception as exc:
-            abandoned = never_runnable(exc)
-            cause = exc.error if isinstance(exc, UndeletableError) else exc
-            error = errors.unexpected(cause, step="delegate-del", context=context).with_context(
-                f'error removing container from network "{attachment.network_name}" ({attachment.ifname})'
-            )
-            if abandoned:
-                error = error.with_context("DEL can never run, attachment forgotten")
-                log.warning("%s", error, extra=context)
-                device_info.remove_for_attachment(attachment)
-            else:
-                units.append(
-                    partial(
-                        checkpoints.record_error,
-                        container_id=record.container_id,
-                        ifname=attachment.ifname,
-                        error=json.dumps(error.to_json()),
-                    )
-                )
-        entry = recording.teardown_entry(
-            record=record, attachment=attachment, trigger=trigger, started=started, error=error
-        )
-        units.append(self._recorded(entry))
-        return None if abandoned else error
-
-    async def _del_attachment(self, record: SandboxRecord, attachment: AttachmentRecord) -> None:
-        """The delegate's DEL, replayed from the checkpoint; then its host device must be back and
-        the device-info file made for it is removed.
-
-        Raises ``UndeletableError`` when the recorded config or result cannot be read back.
-        """
-        try:
-            net, rt = replay.recorded_call(record, attachment, netns_path=replay.netns_for_del(record))
-            prev_result = json.loads(attachment.result) if attachment.result else None
-            if prev_result is not None and not isinstance(prev_result, dict):
-                raise CniError(ErrorCode.DECODING_FAILURE, "recorded result is not a JSON object")
-            if prev_result is not None and results.version_at_least(net.cni_version, "0.4.0"):
-                results.convert(prev_result, net.cni_version)
-        except (CniError, ValueError, RecursionError) as exc:
-            raise UndeletableError(
-                as_cni_error(exc).with_context("the checkpoint's record of this delegate is unreadable")
-                if isinstance(exc, CniError)
-                else CniError(ErrorCode.DECODING_FAILURE, f"recorded result does not parse: {exc}")
-            ) from exc
-        await api.del_network_list(
-            cni=self._cni_config(attachment.cni_path, root=attachment.root),
-            net=net,
-            rt=rt,
-            prev_result=prev_result,
-        )
-        if attachment.device is not None and await self._devices.ensure_returned(attachment.device):
-            metrics.GC_RECLAIMED.labels("vf").inc()
-        device_info.remove_for_attachment(attachment)
 
     # ---- CHECK --------------------------------------------------------------------------------
 
@@ -889,7 +763,7 @@ class AttachEngine:
                 request=request, plan=plan, intent=intent, step_started=step_started, units=failed
             )
         except CniError:
-            await self._db.write(_all(failed))
+            await self._db.write(recording.together(failed))
             await self._undo_attach(request.container_id, plan.ifname)
             raise
         self._crash.reached(Point.ADD_AFTER_EXEC)
@@ -900,7 +774,7 @@ class AttachEngine:
                 recording.request_entry(request=request, started=started, error=None, result=answer)
             )
         )
-        await self._db.write(_all(units))
+        await self._db.write(recording.together(units))
         return answer
 
     async def _undo_attach(self, container_id: str, ifname: str) -> None:
@@ -938,7 +812,7 @@ class AttachEngine:
         removed: list[str] = []
         errors: list[CniError] = []
         for attachment in sorted(attachments, key=lambda a: a.position, reverse=True):
-            error = await self._teardown_one(
+            error = await self._teardown.one(
                 record=record, attachment=attachment, trigger=trigger, units=units
             )
             if error is None:
@@ -948,7 +822,7 @@ class AttachEngine:
         units.append(
             partial(checkpoints.remove_attachments, container_id=record.container_id, ifnames=removed)
         )
-        await self._db.write(_all(units))
+        await self._db.write(recording.together(units))
         return errors
 
     async def _hotplug_target(self, request: SandboxRequest) -> SandboxRecord:

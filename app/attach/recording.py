@@ -10,6 +10,7 @@ it never runs a delegate, reads the store or decides an outcome: callers pass wh
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
@@ -167,3 +168,13 @@ def _delegate_line(
         **identity,
         **error_fields(error),
     )
+
+
+def together(units: Sequence[UnitOfWork]) -> UnitOfWork:
+    """Several units of work as one, committed together."""
+
+    def run(session: Any) -> None:
+        for unit in units:
+            unit(session)
+
+    return run
