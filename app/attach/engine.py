@@ -1,24 +1,24 @@
 """The attach engine: ADD, DEL, CHECK, GC and STATUS of sandboxes, checkpointed step by step.
 
 Called by the daemon (runtime requests), and by recovery and GC. For an ADD it resolves the
-delegates and checks that every plugin they name can be run (a refusal records nothing), then
-makes two commits whatever the number of networks: every intent before the first delegate runs,
-and every result with the history lines and the finish before the runtime hears "success", so at
-every instant the checkpoint covers whatever may exist on the node (invariants 2-4). Delegates
-run one after another, or, with ``parallelDelegates``, the cluster network first and then the
-others concurrently. A failed delegate makes the engine undo the delegates already run, newest
-first, through the one teardown path that DEL, recovery and GC also use (``app.attach.teardown``):
-it replays the recorded configuration, arguments and result, never re-resolving. An attachment leaves the checkpoint only
+delegates and checks that every plugin they name can be run (a refusal records nothing), then makes
+two commits whatever the number of networks: every intent before the first delegate runs, and every
+result with the history lines and the finish before the runtime hears "success", so at every instant
+the checkpoint covers whatever may exist on the node (invariants 2-4). Delegates run one after
+another, or, with ``parallelDelegates``, the cluster network first and then the others concurrently.
+A failed delegate makes the engine undo the delegates already run, newest first, through the one
+teardown path that DEL, recovery and GC also use (``app.attach.teardown``): it replays the recorded
+configuration, arguments and result, never re-resolving. An attachment leaves the checkpoint only
 when its DEL succeeded, or when its DEL can never run (plugin refused by name, recorded config
 unparsable; the reason goes to the history), or when its ADD failed before any plugin executed
 (invariants 5 and 5b). A non-CNI exception is logged with its traceback and counted.
 
 Owns the order of steps and commits only: history lines and metrics come from
-``app.attach.recording``, the DELs from ``app.attach.teardown``, a recorded call rebuilt for DEL
-and CHECK from ``app.attach.replay``, a DEL of a sandbox only upstream Multus knows from
-``app.attach.upstream_delete``. Also the primitives hot-plug (``app.attach.hotplug``) builds on:
-one delegate attached to, or detached from, a running sandbox under the same rules. Never imports the watch package or HTTP code; operations on one
-container ID are serialised.
+``app.attach.recording``, the DELs from ``app.attach.teardown``, a recorded call rebuilt for DEL and
+CHECK from ``app.attach.replay``, a DEL of a sandbox only upstream Multus knows from
+``app.attach.upstream_delete``. Also the primitives hot-plug (``app.attach.hotplug``) builds on: one
+delegate attached to, or detached from, a running sandbox under the same rules. Never imports the
+watch package or HTTP code; operations on one container ID are serialised.
 """
 
 from __future__ import annotations

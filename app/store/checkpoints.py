@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import RowMapping, Table, bindparam, func, select
 from sqlalchemy.orm import Session
@@ -233,17 +233,19 @@ def sandbox_summaries(session: Session) -> list[SandboxSummary]:
         SANDBOXES.c.pod_uid,
         SANDBOXES.c.boot_id,
     )
-    return [
-        SandboxSummary(
-            container_id=row.container_id,
-            state=row.state,
-            netns=row.netns,
-            ifname=row.ifname,
-            pod=PodIdentity(row.pod_namespace, row.pod_name, row.pod_uid),
-            boot_id=row.boot_id,
-        )
-        for row in session.execute(query)
-    ]
+    return [_summary(row) for row in session.execute(query)]
+
+
+def _summary(row: Any) -> SandboxSummary:
+    """A sandboxes row (all of its identity columns) as a summary."""
+    return SandboxSummary(
+        container_id=row.container_id,
+        state=row.state,
+        netns=row.netns,
+        ifname=row.ifname,
+        pod=PodIdentity(row.pod_namespace, row.pod_name, row.pod_uid),
+        boot_id=row.boot_id,
+    )
 
 
 def distinct_configs(session: Session) -> set[bytes]:
@@ -353,14 +355,4 @@ def sandboxes_of_pod(session: Session, *, namespace: str, name: str) -> list[San
         .where(SANDBOXES.c.pod_namespace == namespace, SANDBOXES.c.pod_name == name)
         .order_by(SANDBOXES.c.created_at)
     )
-    return [
-        SandboxSummary(
-            container_id=row.container_id,
-            state=row.state,
-            netns=row.netns,
-            ifname=row.ifname,
-            pod=PodIdentity(row.pod_namespace, row.pod_name, row.pod_uid),
-            boot_id=row.boot_id,
-        )
-        for row in session.execute(query)
-    ]
+    return [_summary(row) for row in session.execute(query)]
