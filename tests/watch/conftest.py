@@ -7,6 +7,8 @@ Every fixture closes what it opened; the suite-wide leftover-task check
 
 from __future__ import annotations
 
+import subprocess
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -55,3 +57,12 @@ async def running(api: KubeApi, database: Database, settings: WatchSettings) -> 
     """A ``Watchers`` for node ``NODE``, running; started and stopped by the fixture."""
     async with Running.start(api=api, database=database, node_name=NODE, settings=settings) as started:
         yield started
+
+
+@pytest.fixture
+def netns() -> Iterator[str]:
+    """A network namespace of the test's own (a pod's sandbox), deleted afterwards."""
+    name = f"mpw{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    yield f"/var/run/netns/{name}"
+    subprocess.run(["ip", "netns", "delete", name], check=False)

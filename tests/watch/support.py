@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -18,6 +19,9 @@ from app.watch import client
 from app.watch.api import KubeApi
 from app.watch.settings import WatchSettings
 from app.watch.watchers import Watchers
+
+RECORDER = Path(__file__).parent.parent / "plugins" / "recorder.py"
+"""The recording CNI plugin (``tests/plugins/recorder.py``): logs what it was given, answers as told."""
 
 NODE = "node-a"
 OTHER_NODE = "node-b"
@@ -181,3 +185,17 @@ def watches_since(emulator: KubeApiEmulator, since: int, resource: str) -> list[
         for record in emulator.requests(since=since, method="GET", path=resource)
         if "watch=true" in record.path
     ]
+
+
+def install_recorder(bin_dir: Path) -> Path:
+    """The recorder plugin as ``<bin_dir>/recorder``, run by this interpreter."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    recorder = bin_dir / "recorder"
+    recorder.write_text(f"#!{sys.executable}\n" + RECORDER.read_text())
+    recorder.chmod(0o755)
+    return recorder
+
+
+def recorder_net(name: str, log: Path, **extra: Any) -> dict[str, Any]:
+    """A network conf running the recorder plugin, logging to ``log``."""
+    return {"cniVersion": "1.0.0", "name": name, "type": "recorder", "recorder": {"log": str(log)}, **extra}

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,9 +29,8 @@ from app.store.database import Database
 from app.store.records import PodIdentity
 from app.watch.nodedevices import NodeDevices
 from app.watch.podresources import KubeletPodResources
-from tests.watch.support import NODE, Running, eventually, pod_manifest
+from tests.watch.support import NODE, Running, eventually, install_recorder, pod_manifest, recorder_net
 
-RECORDER = Path(__file__).parent.parent / "plugins" / "recorder.py"
 NIC = "sriov_nic_1"
 DRIVER = "sriov.k8snetworkplumbingwg.io"
 PCI = "0000:81:00.3"
@@ -75,24 +71,9 @@ class Node:
 
 
 @pytest.fixture
-def netns() -> Iterator[str]:
-    name = f"mpw{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    yield f"/var/run/netns/{name}"
-    subprocess.run(["ip", "netns", "delete", name], check=False)
-
-
-def recorder_net(name: str, log: Path, **extra: Any) -> dict[str, Any]:
-    return {"cniVersion": "1.0.0", "name": name, "type": "recorder", "recorder": {"log": str(log)}, **extra}
-
-
-@pytest.fixture
 async def node(running: Running, database: Database, api: Any, tmp_path: Path, netns: str) -> Node:
     bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    recorder = bin_dir / "recorder"
-    recorder.write_text(f"#!{sys.executable}\n" + RECORDER.read_text())
-    recorder.chmod(0o755)
+    install_recorder(bin_dir)
     log = tmp_path / "recorder.jsonl"
     conf_dir = tmp_path / "net.d"
     conf_dir.mkdir()

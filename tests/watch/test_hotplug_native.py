@@ -47,14 +47,6 @@ def layout(tmp_path: Path) -> Iterator[Layout]:
         subprocess.run(["ip", "link", "del", layout.bridge + suffix], check=False, capture_output=True)
 
 
-@pytest.fixture
-def netns() -> Iterator[str]:
-    name = f"mphp{secrets.token_hex(4)}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    yield f"/var/run/netns/{name}"
-    subprocess.run(["ip", "netns", "delete", name], check=False)
-
-
 @dataclass
 class Node:
     engine: AttachEngine
