@@ -241,12 +241,19 @@ def bench_shim_alone(runs: int) -> tuple[float, float, float]:
         node.close()
 
 
-def parallel_rows(networks: int) -> list[str]:
-    """Parallel vs sequential delegates at ``networks`` networks: the place for that figure.
+def parallel_rows(networks: int, *, pods: int = 10, delay_ms: int = 100) -> list[str]:
+    """Parallel vs sequential delegates (daemon-config ``parallelDelegates``) at ``networks``
+    networks, each a bridge plus a ``delay_ms`` sleep plugin (``bench.parallel`` in short)."""
+    from bench import parallel  # it imports this module's helpers
 
-    Filled in by the parallel-delegates work (daemon-config ``parallelDelegates``); until then it
-    says that it is not measured."""
-    return [f"parallel vs sequential at {networks} networks: not measured (parallelDelegates not built yet)"]
+    p50: dict[bool, float] = {}
+    for mode in (False, True):
+        adds, _dels = parallel.bench_mode(networks=networks, parallel=mode, delay_ms=delay_ms, pods=pods)
+        p50[mode] = percentile(adds, 0.5)
+    return [
+        f"parallel vs sequential at {networks} networks (bridge + {delay_ms} ms sleep each): ADD p50 "
+        f"{p50[True]:.1f} vs {p50[False]:.1f} ms = {p50[True] / p50[False]:.2f} (target <= 0.5)"
+    ]
 
 
 def verdicts(results: Sequence[Figures]) -> list[str]:
