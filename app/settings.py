@@ -303,7 +303,7 @@ def from_mapping(obj: object, *, environ: Mapping[str, str] | None = None) -> Se
         socket_dir=Path(reader.string("socketDir", str(d.socket_dir))),
         state_dir=Path(reader.string("stateDir", str(d.state_dir))),
         bin_dir=reader.string("binDir", d.bin_dir),
-        chroot_dir=_absolute_or_empty("chrootDir", reader.string("chrootDir", "")),
+        chroot_dir=reader.absolute_path("chrootDir", "", empty_ok=True),
         max_concurrent_delegates=reader.positive_int(
             "maxConcurrentDelegates", default_max_concurrent_delegates()
         ),
@@ -347,12 +347,6 @@ def from_mapping(obj: object, *, environ: Mapping[str, str] | None = None) -> Se
         watch=_watch(obj.get("watch")),
         environment=_environment(environ or {}),
     )
-
-
-def _absolute_or_empty(key: str, path: str) -> str:
-    if path and not os.path.isabs(path):
-        raise SettingsError(f"daemon config key {key!r} must be an absolute path, got {json.dumps(path)}")
-    return path
 
 
 def check_chroot_dir(settings: Settings) -> None:
@@ -443,9 +437,10 @@ class _Reader:
             raise self._error(key, "a string", value)
         return value or default
 
-    def absolute_path(self, key: str, default: str) -> str:
+    def absolute_path(self, key: str, default: str, *, empty_ok: bool = False) -> str:
+        """A path that must be absolute (or, with ``empty_ok``, empty: the feature is off)."""
         value = self.string(key, default)
-        if not value.startswith("/"):
+        if not value.startswith("/") and not (empty_ok and value == ""):
             raise SettingsError(
                 f"daemon config key {key!r} must be an absolute path, got {json.dumps(value)}"
             )
@@ -468,13 +463,7 @@ class _Reader:
     def positive_integer(self, key: str) -> int | None:
         """An optional whole number > 0 (None when the key is absent)."""
         value = self._obj.get(key)
-        if value is None:
-            return None
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise SettingsError(
-                f"daemon config key {key!r} must be a whole number > 0, got {json.dumps(value)}"
-            )
-        return value
+        return None if value is None else self._whole_positive(key, value)
 
     def positive_number(self, key: str, default: float, *, whole: bool = False) -> float:
         value = self._obj.get(key, default)
@@ -488,7 +477,11 @@ class _Reader:
         return float(value)
 
     def positive_int(self, key: str, default: int) -> int:
-        value = self._obj.get(key, default)
+        """A whole number > 0, ``default`` when the key is absent."""
+        return self._whole_positive(key, self._obj.get(key, default))
+
+    @staticmethod
+    def _whole_positive(key: str, value: object) -> int:
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise SettingsError(
                 f"daemon config key {key!r} must be a whole number > 0, got {json.dumps(value)}"
