@@ -10,6 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from app.attach.cluster import StatusPublisher
+from app.attach.engine import AttachEngine, EngineSettings
+from app.attach.netconf import MultusNetConf
+from app.attach.networks import NetworkResolver
 from app.sandbox.kubeapi import KubeApiEmulator
 from app.sandbox.resources import NETWORK_ATTACHMENT_DEFINITIONS, PODS
 from app.store import mirror
@@ -199,3 +203,30 @@ def install_recorder(bin_dir: Path) -> Path:
 def recorder_net(name: str, log: Path, **extra: Any) -> dict[str, Any]:
     """A network conf running the recorder plugin, logging to ``log``."""
     return {"cniVersion": "1.0.0", "name": name, "type": "recorder", "recorder": {"log": str(log)}, **extra}
+
+
+def recorder_engine(
+    *, database: Database, resolver: NetworkResolver, status: StatusPublisher, sysfs: Path
+) -> AttachEngine:
+    """An in-process engine over the test's store and resolver, publishing through ``status``."""
+    sysfs.mkdir(parents=True, exist_ok=True)
+    return AttachEngine(
+        db=database,
+        resolver=resolver,
+        boot_id="test-boot",
+        settings=EngineSettings(delegate_timeout=20, sysfs_root=sysfs, plugin_env={"PATH": "/usr/bin:/bin"}),
+        status=status,
+    )
+
+
+def recorder_multus_conf(*, conf_dir: Path, bin_dir: Path) -> MultusNetConf:
+    """The merged Multus conf of a request: cluster network ``primary`` from ``conf_dir``."""
+    return MultusNetConf(
+        name="multus",
+        cni_version="1.0.0",
+        stdin_cni_version="1.0.0",
+        cluster_network="primary",
+        conf_dir=str(conf_dir),
+        bin_dir=str(bin_dir),
+        multus_namespace="kube-system",
+    )

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from app.attach import device_info
-from app.attach.engine import AttachEngine, EngineSettings
+from app.attach.engine import AttachEngine
 from app.attach.netconf import MultusNetConf
 from app.attach.network_status import DelegateOutcome, status_entries
 from app.attach.networks import ClusterSources, NetworkResolver
@@ -34,7 +34,15 @@ from app.store.database import Database
 from app.store.records import AttachmentRecord, PodIdentity
 from app.watch.nodedevices import NodeDevices
 from app.watch.podresources import KubeletPodResources
-from tests.watch.support import Running, eventually, install_recorder, pod_manifest, recorder_net
+from tests.watch.support import (
+    Running,
+    eventually,
+    install_recorder,
+    pod_manifest,
+    recorder_engine,
+    recorder_multus_conf,
+    recorder_net,
+)
 
 NIC = "intel.com/sriov_nic_1"
 PCI = "0000:81:00.3"
@@ -116,24 +124,10 @@ async def node(running: Running, database: Database, api: Any, tmp_path: Path, n
         ),
         device_info_dir=str(devinfo),
     )
-    sysfs = tmp_path / "sys"
-    sysfs.mkdir()
-    engine = AttachEngine(
-        db=database,
-        resolver=resolver,
-        boot_id="test-boot",
-        settings=EngineSettings(delegate_timeout=20, sysfs_root=sysfs, plugin_env={"PATH": "/usr/bin:/bin"}),
-        status=watchers.publisher,
+    engine = recorder_engine(
+        database=database, resolver=resolver, status=watchers.publisher, sysfs=tmp_path / "sys"
     )
-    conf = MultusNetConf(
-        name="multus",
-        cni_version="1.0.0",
-        stdin_cni_version="1.0.0",
-        cluster_network="primary",
-        conf_dir=str(conf_dir),
-        bin_dir=str(bin_dir),
-        multus_namespace="kube-system",
-    )
+    conf = recorder_multus_conf(conf_dir=conf_dir, bin_dir=bin_dir)
     return Node(engine, running, devices, conf, log, netns, devinfo, database)
 
 
