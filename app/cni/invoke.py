@@ -31,6 +31,7 @@ from functools import partial
 from typing import Final, Literal, Protocol
 
 from app import metrics, rootpath
+from app.cni import child
 from app.cni.types import CniError, ErrorCode, NotExecutedError, PluginRefusedError, RuntimeConf
 
 logger = logging.getLogger(__name__)
@@ -196,7 +197,7 @@ class DelegateSlots:
 
 @dataclass(frozen=True, slots=True)
 class SubprocessExec:
-    """Plugins as child processes (``asyncio.create_subprocess_exec``), each in a session of its own.
+    """Plugins as child processes (``app.cni.child``), each in a session of its own.
 
     ``busy_retries``/``busy_delay``: how often, and after how long (growing linearly), to retry an exec
     that failed with ETXTBSY (a plugin binary still being written). ``reap_grace``: how long to wait for
@@ -238,12 +239,11 @@ class SubprocessExec:
         timeout: float,  # noqa: ASYNC109 (a per-call limit of the protocol)
         root: str,
     ) -> bytes:
-        process: asyncio.subprocess.Process | None = None
+        process: child.Child | None = None
         try:
             async with asyncio.timeout(timeout):
                 process = await self._start(plugin_path, env, root)
-                stdout, stderr = await process.communicate(stdin)
-                returncode = process.returncode
+                finished = await process.communicate(stdin)
         except TimeoutError:
             if process is not None:
                 await self._kill_and_reap(process, plugin_path)
@@ -252,30 +252,29 @@ class SubprocessExec:
                 f"plugin {plugin_path} timed out after {timeout:g}s; its process group was killed",
             ) from None
         except BaseException:
-            # Cancelled (or worse) while the plugin runs: never leave it behind us.
+            # Cancelled (or worse) while the plugin runs: never leave it behind us (it is reaped
+            # when it has exited).
             if process is not None:
-                _kill_group(process)
+                process.kill_group(signal.SIGKILL)
+                process.abandon()
             raise
-        _log_stderr(plugin_path, stderr)
-        if returncode == 0:
-            return stdout
-        raise failure_error(plugin_path=plugin_path, returncode=returncode, stdout=stdout, stderr=stderr)
+        _log_stderr(plugin_path, finished.stderr)
+        if finished.returncode == 0:
+            return finished.stdout
+        raise failure_error(
+            plugin_path=plugin_path,
+            returncode=finished.returncode,
+            stdout=finished.stdout,
+            stderr=finished.stderr,
+        )
 
-    async def _start(self, plugin_path: str, env: Mapping[str, str], root: str) -> asyncio.subprocess.Process:
+    async def _start(self, plugin_path: str, env: Mapping[str, str], root: str) -> child.Child:
         # The child enters the root after fork, before exec (Go's SysProcAttr.Chroot): a function of
         # C calls on a path encoded beforehand, so the forked child runs almost no Python.
         enter_root = partial(_enter_root, os.fsencode(root)) if root else None
         for attempt in range(self.busy_retries + 1):
             try:
-                return await asyncio.create_subprocess_exec(
-                    plugin_path,
-                    stdin=asyncio.subprocess.PIPE,
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.PIPE,
-                    env=dict(env),
-                    start_new_session=True,
-                    preexec_fn=enter_root,
-                )
+                return child.spawn(plugin_path, env=env, preexec=enter_root)
             except subprocess.SubprocessError as err:
                 # Only the pre-exec step raises this: the root could not be entered.
                 raise NotExecutedError(
@@ -295,12 +294,9 @@ class SubprocessExec:
                 ) from err
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    async def _kill_and_reap(self, process: asyncio.subprocess.Process, plugin_path: str) -> None:
-        _kill_group(process)
-        try:
-            async with asyncio.timeout(self.reap_grace):
-                await process.wait()
-        except TimeoutError:
+    async def _kill_and_reap(self, process: child.Child, plugin_path: str) -> None:
+        process.kill_group(signal.SIGKILL)
+        if not await process.reap(self.reap_grace):
             # Something outside the group still holds the plugin's pipes; the timeout error is raised anyway.
             logger.error(
                 "plugin %s (pid %d) killed but not reaped after %gs",
@@ -313,14 +309,6 @@ class SubprocessExec:
 def _enter_root(root: bytes) -> None:
     os.chroot(root)
     os.chdir(b"/")
-
-
-def _kill_group(process: asyncio.subprocess.Process) -> None:
-    """SIGKILL the plugin's process group (its pid: it leads its own session), children included."""
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        logger.debug("process group %d already gone", process.pid)
 
 
 def failure_error(*, plugin_path: str, returncode: int | None, stdout: bytes, stderr: bytes) -> CniError:

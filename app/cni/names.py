@@ -16,6 +16,8 @@ MAX_IFNAME_BYTES = 15
 _KERNEL_REFUSED_IFNAME_BYTES = frozenset(b"%\xa0")
 """Beyond the spec's rules, bytes Linux refuses in a new link's name: ``%`` makes it a template
 (``eth%d``), and the kernel's ``isspace`` counts 0xA0, which UTF-8 uses inside characters like é."""
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 MAX_PATH_BYTES = 4095
 """Linux's PATH_MAX (4096) less the terminating NUL."""
 
@@ -25,9 +27,9 @@ def unusable_character(text: str) -> str | None:
     every system call) or a lone surrogate (bytes that were not UTF-8, or a ``\\ud800`` escape)."""
     if "\x00" in text:
         return "a NUL character"
-    for char in text:
-        if "\ud800" <= char <= "\udfff":
-            return f"a lone surrogate (U+{ord(char):04X}: not valid UTF-8)"
+    surrogate = _SURROGATE.search(text)
+    if surrogate is not None:
+        return f"a lone surrogate (U+{ord(surrogate.group()):04X}: not valid UTF-8)"
     return None
 
 
@@ -38,7 +40,7 @@ def printable(text: str) -> str:
 
 def has_control_character(text: str) -> bool:
     """True when ``text`` holds a C0 or C1 control character (NUL, newline, DEL, ...)."""
-    return any(ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0 for char in text)
+    return _CONTROL.search(text) is not None
 
 
 def check_container_id(container_id: str) -> None:

@@ -81,3 +81,17 @@ def json_values(*, max_leaves: int = 20) -> st.SearchStrategy[Any]:
         ),
         max_leaves=max_leaves,
     )
+
+
+async def wait_until(condition: Any, *, within: float = 10.0) -> None:
+    """Poll ``condition`` until it holds; process exits of grandchildren have no event to wait on."""
+    async with asyncio.timeout(within):
+        while not condition():  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+
+
+def script(directory: Path, name: str, body: str, *, mode: int = 0o755) -> Path:
+    path = directory / name
+    path.write_text(f"#!/bin/sh\n{body}\n")
+    path.chmod(mode)
+    return path

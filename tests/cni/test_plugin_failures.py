@@ -14,7 +14,7 @@ import pytest
 
 from app.cni import api, invoke
 from app.cni.types import CniError, ContainerId, ErrorCode, IfName, JsonObject, NetworkConfigList, RuntimeConf
-from tests.cni.support import RecorderLog
+from tests.cni.support import RecorderLog, script, wait_until
 
 RT = RuntimeConf(container_id=ContainerId("ctr-1"), netns="/var/run/netns/none", ifname=IfName("eth0"))
 
@@ -34,20 +34,6 @@ def process_gone(pid: int) -> bool:
     except FileNotFoundError:
         return True
     return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
-
-
-async def wait_until(condition: Any, *, within: float = 10.0) -> None:
-    """Poll ``condition`` until it holds; process exits of grandchildren have no event to wait on."""
-    async with asyncio.timeout(within):
-        while not condition():  # noqa: ASYNC110
-            await asyncio.sleep(0.02)
-
-
-def script(directory: Path, name: str, body: str, *, mode: int = 0o755) -> Path:
-    path = directory / name
-    path.write_text(f"#!/bin/sh\n{body}\n")
-    path.chmod(mode)
-    return path
 
 
 # --- errors printed by plugins --------------------------------------------------------------------

@@ -1,0 +1,261 @@
+"""One plugin process on the event loop: spawn it, feed its stdin, collect its output, reap it.
+
+``asyncio.create_subprocess_exec`` costs a waiter thread per child (the default child watcher), a
+transport and three pipe protocols, and some thirty loop turns per plugin: more CPU than a small
+plugin's own run. A plugin needs none of that: its three pipes are watched with ``add_reader`` /
+``add_writer`` on the loop and its exit with a pidfd (Linux 5.3), so a run costs one spawn and a
+few callbacks. Without pidfds (an older kernel) the exit is awaited by a blocking ``waitpid`` in
+the loop's default executor.
+
+A child leads a session of its own (its pid is its process group, so ``kill_group`` reaches its
+children too). Without a root it is started with ``posix_spawn`` (glibc's vfork-style clone);
+with a root (``chrootDir``) it is forked by ``subprocess`` and enters the root before exec.
+Every file descriptor this module opens is closed again, and every child it started is reaped,
+also when its caller is cancelled or gives up on it: the exit watch outlives ``abandon``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import subprocess
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+logger = logging.getLogger(__name__)
+
+_READ_CHUNK = 65536
+USE_PIDFD = hasattr(os, "pidfd_open")
+"""Watch exits with pidfds where Python offers them (a kernel without them falls back per child)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """How a child ended: its exit code (negative: the signal that killed it) and its output."""
+
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+
+def spawn(
+    path: str,
+    *,
+    env: Mapping[str, str],
+    preexec: Callable[[], None] | None = None,
+) -> Child:
+    """Start ``path`` (no arguments) with ``env`` in a session of its own, its stdio on three pipes.
+
+    ``preexec`` runs in the child between fork and exec (e.g. entering a root); with it the child
+    is forked by ``subprocess`` and a failure of ``preexec`` raises ``subprocess.SubprocessError``.
+    A failed exec raises ``OSError`` with the exec's errno (ENOENT, EACCES, ETXTBSY, ...)."""
+    fds: list[int] = []
+    try:
+        for _ in range(3):
+            fds.extend(os.pipe())
+        for index, fd in enumerate(fds):
+            fds[index] = _above_stdio(fd)
+        stdin_read, stdin_write, stdout_read, stdout_write, stderr_read, stderr_write = fds
+        pid = _start(path, env=env, preexec=preexec, stdio=[stdin_read, stdout_write, stderr_write])
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    for fd in (stdin_read, stdout_write, stderr_write):
+        os.close(fd)
+    return Child(pid, stdin=stdin_write, stdout=stdout_read, stderr=stderr_read)
+
+
+def _above_stdio(fd: int) -> int:
+    """``fd``, or a close-on-exec copy of it numbered 3 or above (a daemon started with a closed stdio
+    could be handed 0-2, which the child's own stdio would then shadow)."""
+    if fd > 2:
+        return fd
+    above = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+    os.close(fd)
+    return above
+
+
+def _start(path: str, *, env: Mapping[str, str], preexec: Callable[[], None] | None, stdio: list[int]) -> int:
+    if preexec is None:
+        actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(stdio)]
+        return os.posix_spawn(path, [path], env, file_actions=actions, setsid=True)
+    process = subprocess.Popen(
+        [path],
+        stdin=stdio[0],
+        stdout=stdio[1],
+        stderr=stdio[2],
+        env=dict(env),
+        start_new_session=True,
+        preexec_fn=preexec,
+    )
+    # The child is reaped by ``Child``; Popen must not reap it (or warn about it) behind our back.
+    process.returncode = 0
+    return process.pid
+
+
+class Child:
+    """A started child and its three pipes (parent ends): run it with ``communicate``."""
+
+    def __init__(self, pid: int, *, stdin: int, stdout: int, stderr: int) -> None:
+        self.pid = pid
+        self._stdin: int | None = stdin
+        self._outputs: dict[int, bytearray] = {stdout: bytearray(), stderr: bytearray()}
+        self._stdout_fd = stdout
+        self._stderr_fd = stderr
+        self._open_outputs: set[int] = {stdout, stderr}
+        self._pending_stdin = memoryview(b"")
+        self._writer_added = False
+        self._returncode: int | None = None
+        self._pidfd: int | None = None
+        self._loop = asyncio.get_running_loop()
+        self._exited: asyncio.Future[int] = self._loop.create_future()
+        self._outputs_closed: asyncio.Future[None] = self._loop.create_future()
+        for fd in (stdin, stdout, stderr):
+            os.set_blocking(fd, False)
+        self._watch_exit()
+
+    # ---- running ------------------------------------------------------------------------------
+
+    async def communicate(self, data: bytes) -> Finished:
+        """Write ``data`` to the child's stdin and close it; read stdout and stderr to their end;
+        wait for the exit. A cancellation leaves the child running: the caller kills it (``kill_group``)
+        and ``abandon``s or ``reap``s it."""
+        self._pending_stdin = memoryview(data)
+        self._feed()
+        for fd in (self._stdout_fd, self._stderr_fd):
+            self._loop.add_reader(fd, self._drain, fd)
+        await asyncio.shield(self._outputs_closed)
+        returncode = await asyncio.shield(self._exited)
+        stdout, stderr = (bytes(self._outputs[fd]) for fd in (self._stdout_fd, self._stderr_fd))
+        return Finished(returncode, stdout, stderr)
+
+    def kill_group(self, signal_number: int) -> None:
+        """Signal the child's process group (the child leads its own session), its children included."""
+        if self._returncode is not None and self._pidfd is None:
+            return  # reaped: its pid may belong to someone else by now
+        try:
+            os.killpg(self.pid, signal_number)
+        except ProcessLookupError:
+            logger.debug("process group %d already gone", self.pid)
+
+    async def reap(self, grace: float) -> bool:
+        """Wait up to ``grace`` seconds for the exit and the end of both outputs (a grandchild can
+        keep them open); True if both came. The child is reaped in any case, now or when it exits."""
+        try:
+            async with asyncio.timeout(grace):
+                await asyncio.shield(self._exited)
+                for fd in list(self._open_outputs):
+                    with contextlib.suppress(ValueError):
+                        self._loop.add_reader(fd, self._drain, fd)
+                await asyncio.shield(self._outputs_closed)
+        except TimeoutError:
+            return False
+        finally:
+            self.abandon()
+        return True
+
+    def abandon(self) -> None:
+        """Close every pipe now; the exit watch stays until the child is reaped, then closes too."""
+        self._close_stdin()
+        for fd in list(self._open_outputs):
+            self._close_output(fd)
+
+    # ---- stdin ----------------------------------------------------------------------------------
+
+    def _feed(self) -> None:
+        if self._stdin is None:
+            return
+        while self._pending_stdin:
+            try:
+                written = os.write(self._stdin, self._pending_stdin)
+            except BlockingIOError:
+                self._loop.add_writer(self._stdin, self._feed)
+                self._writer_added = True
+                return
+            except (BrokenPipeError, ConnectionResetError):
+                break  # the child does not read its stdin (or exited): nothing more to give it
+            self._pending_stdin = self._pending_stdin[written:]
+        self._close_stdin()
+
+    def _close_stdin(self) -> None:
+        if self._stdin is None:
+            return
+        if self._writer_added:
+            self._loop.remove_writer(self._stdin)
+        os.close(self._stdin)
+        self._stdin = None
+        self._pending_stdin = memoryview(b"")
+
+    # ---- stdout and stderr -------------------------------------------------------------------
+
+    def _drain(self, fd: int) -> None:
+        while True:
+            try:
+                chunk = os.read(fd, _READ_CHUNK)
+            except BlockingIOError:
+                return
+            except OSError as err:
+                logger.debug("reading from plugin %d failed: %s", self.pid, err)
+                chunk = b""
+            if not chunk:
+                self._close_output(fd)
+                return
+            self._outputs[fd] += chunk
+
+    def _close_output(self, fd: int) -> None:
+        if fd not in self._open_outputs:
+            return
+        self._open_outputs.discard(fd)
+        self._loop.remove_reader(fd)
+        os.close(fd)
+        if not self._open_outputs and not self._outputs_closed.done():
+            self._outputs_closed.set_result(None)
+
+    # ---- the exit -----------------------------------------------------------------------------
+
+    def _watch_exit(self) -> None:
+        if USE_PIDFD:
+            try:
+                self._pidfd = os.pidfd_open(self.pid)
+            except OSError as err:  # ENOSYS before Linux 5.3; EMFILE: out of descriptors
+                logger.debug("pidfd_open(%d) failed (%s): waiting for its exit in a thread", self.pid, err)
+            else:
+                self._loop.add_reader(self._pidfd, self._on_exit)
+                return
+        self._loop.run_in_executor(None, _wait_blocking, self.pid).add_done_callback(self._reaped)
+
+    def _on_exit(self) -> None:
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            pid, status = self.pid, 255 << 8  # reaped elsewhere: its status is lost
+        if pid == 0:
+            return  # not yet (spurious wake-up)
+        assert self._pidfd is not None
+        self._loop.remove_reader(self._pidfd)
+        os.close(self._pidfd)
+        self._pidfd = None
+        self._exit(os.waitstatus_to_exitcode(status))
+
+    def _reaped(self, waited: asyncio.Future[int]) -> None:
+        self._exit(waited.result())
+
+    def _exit(self, returncode: int) -> None:
+        self._returncode = returncode
+        if not self._exited.done():
+            self._exited.set_result(returncode)
+
+
+def _wait_blocking(pid: int) -> int:
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            return 255
+        return os.waitstatus_to_exitcode(status)

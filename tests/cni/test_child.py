@@ -1,0 +1,152 @@
+"""The plugin process runner: output collected whole, every child reaped, every descriptor closed.
+
+The children are real processes (small shell scripts); exits are watched with pidfds, and once
+through the fallback that waits in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from app.cni import child
+from tests.cni.support import script, wait_until
+
+ENV = {"PATH": "/usr/bin:/bin"}
+
+
+def open_descriptors() -> set[int]:
+    return {int(name) for name in os.listdir("/proc/self/fd")}
+
+
+def reaped(pid: int) -> bool:
+    """True once ``pid`` is gone from /proc: exited and waited for (an unreaped child stays a zombie)."""
+    return not Path(f"/proc/{pid}").exists()
+
+
+async def test_stdout_stderr_and_exit_code_come_back_whole(tmp_path: Path) -> None:
+    program = str(script(tmp_path, "echo", 'cat; echo "to stderr" >&2; exit 3\n'))
+    before = open_descriptors()
+
+    finished = await child.spawn(program, env=ENV).communicate(b'{"cniVersion": "1.0.0"}')
+
+    assert finished == child.Finished(3, b'{"cniVersion": "1.0.0"}', b"to stderr\n")
+    assert open_descriptors() == before
+
+
+async def test_input_and_output_larger_than_a_pipe_buffer_pass_through(tmp_path: Path) -> None:
+    program = str(script(tmp_path, "copy", "cat; cat /dev/null >&2\n"))
+    data = os.urandom(3 * 1024 * 1024)
+
+    finished = await child.spawn(program, env=ENV).communicate(data)
+
+    assert finished.returncode == 0
+    assert finished.stdout == data
+
+
+async def test_a_child_that_never_reads_its_stdin_is_still_answered(tmp_path: Path) -> None:
+    program = str(script(tmp_path, "deaf", "echo done\n"))
+
+    finished = await child.spawn(program, env=ENV).communicate(b"x" * (1024 * 1024))
+
+    assert (finished.returncode, finished.stdout) == (0, b"done\n")
+
+
+async def test_the_child_gets_exactly_the_environment_it_is_given(tmp_path: Path) -> None:
+    program = str(script(tmp_path, "env", "env\n"))
+
+    finished = await child.spawn(program, env=ENV | {"CNI_COMMAND": "ADD"}).communicate(b"")
+
+    assert sorted(finished.stdout.decode().split()) == [
+        "CNI_COMMAND=ADD",
+        "PATH=/usr/bin:/bin",
+        "PWD=" + os.getcwd(),
+    ]
+
+
+async def test_the_child_leads_a_session_of_its_own(tmp_path: Path) -> None:
+    program = str(script(tmp_path, "session", "ps -o sid= -p $$\n"))
+
+    process = child.spawn(program, env=ENV)
+    finished = await process.communicate(b"")
+
+    assert int(finished.stdout) == process.pid
+
+
+async def test_a_missing_program_raises_oserror_and_leaves_no_descriptor(tmp_path: Path) -> None:
+    before = open_descriptors()
+
+    with pytest.raises(FileNotFoundError):
+        child.spawn(str(tmp_path / "absent"), env=ENV)
+
+    assert open_descriptors() == before
+
+
+async def test_a_child_killed_by_a_signal_reports_it_negative(tmp_path: Path) -> None:
+    program = str(script(tmp_path, "self-kill", "kill -TERM $$\n"))
+
+    finished = await child.spawn(program, env=ENV).communicate(b"")
+
+    assert finished.returncode == -signal.SIGTERM
+
+
+async def test_a_grandchild_holding_the_output_delays_reaping_but_everything_is_closed(
+    tmp_path: Path,
+) -> None:
+    # The grandchild leaves the child's process group, so killing the group does not reach it.
+    holder = tmp_path / "holder.pid"
+    grandchild = f"setsid sh -c 'echo $$ > {holder}; exec sleep 30' &"
+    program = str(script(tmp_path, "forker", f"{grandchild} sleep 30\n"))
+    before = open_descriptors()
+    process = child.spawn(program, env=ENV)
+    communicating = asyncio.ensure_future(process.communicate(b""))
+    await wait_until(lambda: holder.exists() and holder.read_text().strip())
+    communicating.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await communicating
+
+    process.kill_group(signal.SIGKILL)
+    complete = await process.reap(0.3)
+
+    assert not complete  # the grandchild still holds stdout and stderr
+    assert len(open_descriptors() - before) <= 1  # only the exit watch stays, until the exit
+    await wait_until(lambda: reaped(process.pid))
+    await wait_until(lambda: open_descriptors() == before)
+    os.kill(int(holder.read_text()), signal.SIGKILL)
+
+
+async def test_an_abandoned_child_is_reaped_when_it_exits(tmp_path: Path) -> None:
+    program = str(script(tmp_path, "sleeper", "sleep 30\n"))
+    before = open_descriptors()
+    process = child.spawn(program, env=ENV)
+    communicating = asyncio.ensure_future(process.communicate(b""))
+    await asyncio.sleep(0.05)
+    communicating.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await communicating
+
+    process.kill_group(signal.SIGKILL)
+    process.abandon()
+
+    await wait_until(lambda: reaped(process.pid))
+    await wait_until(lambda: open_descriptors() == before)
+
+
+async def test_without_pidfds_exits_are_awaited_in_a_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(child, "USE_PIDFD", False)
+    program = str(script(tmp_path, "plain", "cat; exit 5\n"))
+    before = open_descriptors()
+
+    process = child.spawn(program, env=ENV)
+    finished = await process.communicate(b"abc")
+
+    assert finished == child.Finished(5, b"abc", b"")
+    assert process._pidfd is None
+    assert reaped(process.pid)
+    assert open_descriptors() == before
