@@ -439,7 +439,7 @@ class AttachEngine:
         )
         outcomes[index] = DelegateOutcome(
             network_name=plan.network_name,
-            result=results.convert(result, RESULT_VERSION),
+            result=results.convert_decoded(result, RESULT_VERSION),
             is_master=plan.is_master,
             device_info=device_info.read_for_status(plan.capability_args),
             ifname=plan.ifname,
@@ -767,7 +767,7 @@ class AttachEngine:
             await self._undo_attach(request.container_id, plan.ifname)
             raise
         self._crash.reached(Point.ADD_AFTER_EXEC)
-        answer = results.convert(result, RESULT_VERSION)
+        answer = results.convert_decoded(result, RESULT_VERSION)
         units = self._result_units(request=request, intent=intent, result=result, started=step_started)
         units.append(
             self._recorded(

@@ -209,6 +209,15 @@ def convert(result: JsonObject, to_version: str) -> JsonObject:
     return converted
 
 
+def convert_decoded(result: JsonObject, to_version: str) -> JsonObject:
+    """``convert`` for a result ``decode_result`` has returned (validated, its ``cniVersion`` set): the
+    same new object, without validating it a second time."""
+    target = supported_version(to_version)
+    converted = _converter(result["cniVersion"], target)(_json_copy(result), target)
+    converted["cniVersion"] = target
+    return converted
+
+
 def _json_copy(result: JsonObject) -> JsonObject:
     """A deep copy of a JSON object (a JSON round trip: several times cheaper than ``copy.deepcopy``)."""
     copied: JsonObject = json.loads(json.dumps(result))

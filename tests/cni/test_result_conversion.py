@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import ipaddress
 import itertools
+import json
 from typing import Any
 
 import pytest
@@ -433,3 +434,26 @@ def test_converting_arbitrary_objects_raises_nothing_but_cni_errors(
     else:
         assert outcome["cniVersion"] == target
         assert results.convert(outcome, target) == outcome  # valid in its version, and a fixed point
+
+
+@given(result=rich_results(version="1.1.0", extras=True), target=st.sampled_from(VERSIONS))
+def test_a_decoded_result_converts_without_revalidation_to_what_convert_gives(
+    result: JsonObject, target: str
+) -> None:
+    decoded = results.decode_result(json.dumps(result).encode(), version="1.1.0", plugin="bridge")
+    untouched = copy.deepcopy(decoded)
+
+    def outcome(convert: Any) -> Any:  # e.g. to 0.2.0 with no address: refused alike
+        value = outcome_of(convert, decoded, target)
+        return value.to_json() if isinstance(value, CniError) else value
+
+    assert outcome(results.convert_decoded) == outcome(results.convert)
+    assert decoded == untouched
+
+
+@pytest.mark.parametrize(("source", "target"), list(itertools.product(VERSIONS, VERSIONS)))
+def test_every_decoded_version_converts_as_the_conversion_table_says(source: str, target: str) -> None:
+    stdout = json.dumps(SOURCE[source](source)).encode()
+    decoded = results.decode_result(stdout, version=source, plugin="bridge")
+
+    assert results.convert_decoded(decoded, target) == expected_form(source, target)(target)
