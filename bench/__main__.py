@@ -61,6 +61,8 @@ class Figures:
     python_pods_per_s: float = 0.0
     daemon_cpu_ms: float = 0.0
     """The daemon's own CPU (utime+stime) per sequential ADD+DEL pair."""
+    daemon_kernel_ms: float = 0.0
+    """Its kernel share (stime)."""
 
     @property
     def overhead_add(self) -> float:
@@ -86,7 +88,8 @@ class Figures:
             f"      DEL  floor {p(self.floor_del)}  python floor {p(self.python_del)}  "
             f"multus {p(self.multus_del)}  overhead p50 {over(self.multus_del, self.floor_del)} ms "
             f"(over python floor {over(self.multus_del, self.python_del)} ms)",
-            f"      daemon CPU per ADD+DEL pair {self.daemon_cpu_ms:5.1f} ms",
+            f"      daemon CPU per ADD+DEL pair {self.daemon_cpu_ms:5.1f} ms "
+            f"(user {self.daemon_cpu_ms - self.daemon_kernel_ms:.1f}, kernel {self.daemon_kernel_ms:.1f})",
             f"      c=8  floor {self.floor_pods_per_s:6.1f} pods/s  "
             f"python floor {self.python_pods_per_s:6.1f} pods/s  "
             f"multus {self.multus_pods_per_s:6.1f} pods/s ({ratio:5.1f} % of floor, "
@@ -134,11 +137,19 @@ def run_sequential(node: BenchNode, pods: list[Pod], via: str) -> tuple[list[flo
     return adds, dels
 
 
-def run_sequential_cpu(node: BenchNode, pods: list[Pod]) -> tuple[list[float], list[float], float]:
-    """``run_sequential`` through multus-py, and the daemon's own CPU per ADD+DEL pair (ms)."""
-    before = node.daemon_cpu_seconds()
+def run_sequential_cpu(node: BenchNode, pods: list[Pod]) -> tuple[list[float], list[float], float, float]:
+    """``run_sequential`` through multus-py, and the daemon's own CPU per ADD+DEL pair (ms): all of
+    it, and the kernel's share (spawning and reaping plugins, sockets, fsync)."""
+    user_before, kernel_before = node.daemon_cpu_split()
     adds, dels = run_sequential(node, pods, "multus")
-    return adds, dels, 1000 * (node.daemon_cpu_seconds() - before) / len(pods)
+    user, kernel = node.daemon_cpu_split()
+    per_pair = 1000 / len(pods)
+    return (
+        adds,
+        dels,
+        per_pair * (user - user_before + kernel - kernel_before),
+        per_pair * (kernel - kernel_before),
+    )
 
 
 def run_burst(node: BenchNode, pods: list[Pod], via: str, concurrency: int) -> float:
@@ -180,7 +191,7 @@ def bench_networks(networks: int, *, sequential: int, burst: int, concurrency: i
         run_sequential(node, seq_pods[:3], "direct")
         floor_add, floor_del = run_sequential(node, seq_pods, "direct")
         python_add, python_del = run_sequential(node, seq_pods, "python")
-        multus_add, multus_del, daemon_cpu = run_sequential_cpu(node, seq_pods)
+        multus_add, multus_del, daemon_cpu, daemon_kernel = run_sequential_cpu(node, seq_pods)
         floor_rate = run_burst(node, burst_pods, "direct", concurrency)
         python_rate = run_burst(node, burst_pods, "python", concurrency)
         with RssSampler(node) as sampler:
@@ -190,6 +201,7 @@ def bench_networks(networks: int, *, sequential: int, burst: int, concurrency: i
             python_del=python_del,
             python_pods_per_s=python_rate,
             daemon_cpu_ms=daemon_cpu,
+            daemon_kernel_ms=daemon_kernel,
             networks=networks,
             floor_add=floor_add,
             multus_add=multus_add,

@@ -122,9 +122,13 @@ class BenchNode:
 
     def daemon_cpu_seconds(self) -> float:
         """CPU the daemon itself has used (utime + stime from /proc/PID/stat; its children excluded)."""
+        return sum(self.daemon_cpu_split())
+
+    def daemon_cpu_split(self) -> tuple[float, float]:
+        """(user, kernel) CPU seconds the daemon itself has used (utime, stime; children excluded)."""
         assert self.daemon is not None
         fields = Path(f"/proc/{self.daemon.pid}/stat").read_text().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
 
     def daemon_rss_kib(self) -> tuple[int, int]:
         """(current RSS, peak RSS) of the daemon, in KiB."""
