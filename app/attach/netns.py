@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import os
 import threading
 from collections.abc import Callable
@@ -41,9 +42,15 @@ def netns_exists(path: str) -> bool:
     namespace tells a live namespace from the empty file a removed one may leave behind.
     """
     try:
-        return os.stat(path).st_dev == os.stat("/proc/self/ns/net").st_dev
+        return os.stat(path).st_dev == _nsfs_device()
     except OSError:
         return False
+
+
+@functools.cache
+def _nsfs_device() -> int:
+    """The device of the kernel's nsfs (one per boot, the same in every namespace)."""
+    return os.stat("/proc/self/ns/net").st_dev
 
 
 CLONE_NEWNET = 0x40000000
