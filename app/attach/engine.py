@@ -170,7 +170,7 @@ class AttachEngine:
         """Detach everything the checkpoint holds for the sandbox; succeed if nothing is recorded."""
         async with self.locks.hold(request.container_id):
             started = time.monotonic()
-            record = await self._db.read(partial(checkpoints.load_sandbox, container_id=request.container_id))
+            record = await self._teardown.load_and_begin(request.container_id)
             errors: list[CniError] = []
             units: list[UnitOfWork] = []
             if record is not None:
