@@ -34,8 +34,8 @@ TEMPLATE = """#!{interpreter} -IS
 {mark}
 import sys
 sys.path += {paths!r}
-from app.cli.main import main
-sys.exit(main())
+from app.cli.main import run
+run()
 """
 
 

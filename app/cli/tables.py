@@ -43,19 +43,35 @@ def epoch(value: str | None) -> float | None:
     """Seconds since the epoch of an RFC 3339 time (``None`` for no time)."""
     if not value:
         return None
-    if len(value) >= 19 and value[4] == "-" and value[7] == "-" and value[10] in "Tt " and value[13] == ":":
-        head, tail = value[:19], value[19:]
+    if len(value) >= 19 and value[10] in "Tt " and value[13] == ":" and value[16] == ":":
+        tail = value[19:]
         fraction = ""
-        if tail.startswith("."):
+        if tail[:1] == ".":
             digits = len(tail) - len(tail[1:].lstrip("0123456789"))
             fraction, tail = tail[:digits], tail[digits:]
-        if tail in ("Z", "z", "+00:00", "-00:00") and head[16] == ":" and (head[:4] + head[5:7]).isdigit():
-            days = _days_from_civil(int(head[:4]), int(head[5:7]), int(head[8:10]))
-            seconds = int(head[11:13]) * 3600 + int(head[14:16]) * 60 + int(head[17:19])
-            return days * 86400 + seconds + (float(fraction) if len(fraction) > 1 else 0.0)
+        clock = value[11:13] + value[14:16] + value[17:19]
+        midnight = _MIDNIGHTS.get(value[:10])
+        if midnight is None:
+            midnight = _midnight(value[:10])
+        if tail in _UTC and midnight is not None and clock.isascii() and clock.isdigit():
+            seconds = int(clock[:2]) * 3600 + int(clock[2:4]) * 60 + int(clock[4:])
+            return midnight + seconds + (float(fraction) if len(fraction) > 1 else 0.0)
     from datetime import datetime  # another offset: rare, and the exact rules are datetime's
 
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+_UTC = ("Z", "z", "+00:00", "-00:00")
+_MIDNIGHTS: dict[str, int] = {}
+"""Seconds since the epoch of each ``YYYY-MM-DD`` seen: a table's rows share a few dates."""
+
+
+def _midnight(date: str) -> int | None:
+    digits = date[:4] + date[5:7] + date[8:10]
+    if date[4:5] != "-" or date[7:8] != "-" or len(date) != 10 or not (digits.isascii() and digits.isdigit()):
+        return None
+    _MIDNIGHTS[date] = seconds = _days_from_civil(int(date[:4]), int(date[5:7]), int(date[8:10])) * 86400
+    return seconds
 
 
 def _days_from_civil(year: int, month: int, day: int) -> int:
