@@ -99,7 +99,7 @@ def locations(args: Arguments) -> Locations:
     values there is handed to ``app.settings`` for its precise error.
     """
     config = str(args.config or DEFAULT_CONFIG_PATH)
-    document: dict[str, Any] = {}
+    loaded: object
     try:
         with open(config, "rb") as file:
             loaded = jsontext.loads(file.read())
@@ -112,7 +112,7 @@ def locations(args: Arguments) -> Locations:
     ):
         full_settings(config)  # raises CliError with app.settings' message naming the problem
         raise CliError(f"cannot use daemon config {config}")
-    document = loaded
+    document: dict[str, Any] = loaded
     socket_dir = str(args.socket_dir or document.get("socketDir") or DEFAULT_SOCKET_DIR)
     state_dir = str(args.state_dir or document.get("stateDir") or DEFAULT_STATE_DIR)
     return Locations(
