@@ -27,14 +27,19 @@ state database and socket, and refuses while a daemon holds the database.
 
 ``multus-install bundle --output DIR`` builds such a runtime (the image build runs it).
 
+``multus-install multusctl [--bin-dir DIR]`` writes multusctl's launcher (``app.cli.launcher``:
+``#!<this python> -IS``, no ``site``) over pip's ``multusctl`` console script in this installation's
+scripts directory (or into ``DIR``); run once wherever the package is installed, not on the node.
+
 Paths: ``--host-root`` is where the node's root is mounted (``/`` when run on the node). Paths in
 daemon-config.json are the daemon container's, which the DaemonSet mounts at the same paths as on
 the host, so ``<host-root>/<path>`` is where the installer finds them. A bundled runtime is patched
 for the bin dir's path on the node (its path below ``--host-root``). ``--interpreter`` is a host path;
 it is checked inside the host root when that is visible.
 
-Imports the standard library, ``app.shim.install``, ``app.cli.passthru`` and ``app.settings`` (all
-standard library only): never the store or the Kubernetes client, so it starts in tens of milliseconds.
+Imports the standard library, ``app.shim.install``, ``app.cli.passthru``, ``app.cli.launcher`` and
+``app.settings`` (all standard library only): never the store or the Kubernetes client, so it starts
+in tens of milliseconds.
 """
 
 from __future__ import annotations
@@ -54,7 +59,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from app import settings as settings_module
-from app.cli import passthru
+from app.cli import launcher, passthru
 from app.settings import Settings, SettingsError
 from app.shim import bundle as shim_bundle
 from app.shim import install as shim_install
@@ -458,6 +463,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     bundle_parser.add_argument("--output", required=True, help="a new (or empty) directory")
     bundle_parser.add_argument("--python", help="the CPython to bundle (default: this one)")
+    multusctl_parser = sub.add_parser(
+        "multusctl",
+        help="write multusctl's fast launcher (python -I -S) for this installation",
+        description="write multusctl's launcher (python -I -S, no site) over pip's console script",
+    )
+    multusctl_parser.add_argument(
+        "--bin-dir",
+        help=f"where to write it (default: {launcher.default_bin_dir()}, pip's scripts directory)",
+    )
     install_parser.add_argument(
         "--readiness-timeout",
         type=float,
@@ -487,6 +501,9 @@ def run(args: argparse.Namespace) -> None:
         manifest = shim_bundle.build_bundle(Path(args.output), interpreter=args.python)
         print(f"built {manifest.parent}")
         return
+    if args.command == "multusctl":
+        print(f"installed {launcher.install(Path(args.bin_dir) if args.bin_dir else None)}")
+        return
     settings = settings_module.load(args.daemon_config) if args.daemon_config else None
     layout = layout_from(args, settings)
     if args.command == "install":
@@ -514,6 +531,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run(args)
     except (
         InstallError,
+        launcher.LauncherError,
         shim_bundle.BundleError,
         SettingsError,
         ValueError,

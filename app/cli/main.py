@@ -9,8 +9,17 @@ Reads ask the daemon's read-only query API on ``<socketDir>/multus-query.sock``;
 answers there, multusctl opens ``<stateDir>/state.db`` itself, read-only (crash forensics), and
 says so on stderr. ``gc`` needs the daemon (``POST /gc`` on ``multus.sock``). multusctl never
 writes to the state database. Locations come from daemon-config.json (``--config``), or
-``--socket-dir``/``--state-dir``. The store (SQLAlchemy) is imported only when the file must be
-read, so ``--help`` and every daemon-answered query start in a few tens of milliseconds.
+``--socket-dir``/``--state-dir``.
+
+Start-up is most of a daemon-answered query, so that path imports only the standard library's C
+modules and small pure ones, and ``app.cli``'s ``quickargs``, ``jsontext``, ``unixhttp`` and
+``tables``: no ``argparse`` (unless ``quickargs`` hands over: help, a mistake, an unusual
+spelling), ``json``, ``re``, ``typing``, ``pathlib`` or ``datetime``, and nothing of ``app.store``.
+Filters are then validated by the daemon (``app.store.filters``, answered 400 and reported here
+as ``--<flag>: ...``, exit 2); with the daemon down they are validated here, before the file is
+opened. The store (SQLAlchemy) and ``app.settings`` are imported only when the file must be read.
+``multus-install multusctl`` writes a launcher that runs this module under ``python -I -S``
+(``app.cli.launcher``), so Python's ``site`` costs nothing either.
 
 Exit status: 0 done (an empty answer included), 1 the daemon or the database could not answer (or
 no such container), 2 bad usage (unknown flag or filter, bad duration, ...).
@@ -18,35 +27,47 @@ no such container), 2 bad usage (unknown flag or filter, bad duration, ...).
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
-from urllib.parse import quote, urlencode
 
-from app.cli import tables, unixhttp
-from app.store import filters
+from app.cli import jsontext, quickargs, tables, unixhttp
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable, Mapping, Sequence
+    from pathlib import Path
+    from typing import Any, NoReturn, TextIO, TypeAlias
+
     from app.settings import Settings
 
-COMMANDS = ("ADD", "DEL", "CHECK", "GC", "STATUS")
-"""CNI commands recorded in the history (``app.attach.requests.Command``; a test keeps them equal)."""
-TRIGGERS = ("runtime", "rollback", "recovery", "gc", "operator", "spool", "delegate", "hotplug")
-"""Who asks for an operation (``app.attach.requests.Trigger``; a test keeps them equal)."""
+    Document: TypeAlias = Any
+    """A decoded JSON document of the query API."""
+    Arguments: TypeAlias = argparse.Namespace | quickargs.Arguments
+    """The parsed command line, from argparse or ``quickargs``: the same attributes."""
+    FileRead: TypeAlias = Callable[[], Callable[[Any], object]]
+    """Validates the filters, then (the store imported) builds the unit of work that reads the file."""
+
+COMMANDS = quickargs.COMMANDS
+TRIGGERS = quickargs.TRIGGERS
 
 DEFAULT_CONFIG_PATH = "/etc/cni/net.d/multus.d/daemon-config.json"
 DEFAULT_SOCKET_DIR = "/run/multus"
 DEFAULT_STATE_DIR = "/var/lib/multus-py"
 """``app.settings``' defaults, repeated so the fast path need not import it (a test keeps them equal)."""
-
-Document = Any
-"""A decoded JSON document of the query API."""
-FileRead = Callable[[], Callable[[Any], object]]
-"""Builds, once the store is imported, the unit of work that reads a document from the file."""
+HISTORY_PARAMETERS = (
+    "pod",
+    "namespace",
+    "container",
+    "network",
+    "since",
+    "failed",
+    "command",
+    "trigger",
+    "limit",
+)
+ATTACHMENT_PARAMETERS = ("namespace", "pod", "network")
+DEFAULT_HISTORY_LIMIT = 200
+"""``app.store.filters``' names and default, repeated for the same reason (a test keeps them equal)."""
 
 
 class CliError(Exception):
@@ -57,45 +78,56 @@ class CliError(Exception):
         self.code = code
 
 
-class Locations(NamedTuple):
-    socket: Path
-    query_socket: Path
-    database: Path
-    config: Path | None
-    """daemon-config.json, when there is one to read."""
+class Locations:
+    """Where the daemon listens and keeps its state (paths as strings: no ``pathlib`` here)."""
+
+    __slots__ = ("config", "database", "query_socket", "socket")
+
+    def __init__(self, *, socket: str, query_socket: str, database: str, config: str | None) -> None:
+        self.socket = socket
+        self.query_socket = query_socket
+        self.database = database
+        self.config = config
+        """daemon-config.json, when there is one to read."""
 
 
-def locations(args: argparse.Namespace) -> Locations:
+def locations(args: Arguments) -> Locations:
     """Where the daemon listens and keeps its state: flags first, then daemon-config.json.
 
-    Only ``socketDir`` and ``stateDir`` are read here, with ``json``: ``app.settings`` (a frozen
-    dataclass tree) would add a quarter of multusctl's start-up. A config that is not a JSON object
-    with string values there is handed to ``app.settings`` for its precise error.
+    Only ``socketDir`` and ``stateDir`` are read here: ``app.settings`` (a frozen dataclass tree)
+    would add a quarter of multusctl's start-up. A config that is not a JSON object with string
+    values there is handed to ``app.settings`` for its precise error.
     """
-    config = Path(args.config or DEFAULT_CONFIG_PATH)
-    document: dict[str, Any] = {}
-    if args.config or config.exists():
-        try:
-            loaded = json.loads(config.read_bytes())
-        except (OSError, ValueError):
-            loaded = None
-        if not isinstance(loaded, dict) or not all(
-            isinstance(loaded.get(key, ""), str) for key in ("socketDir", "stateDir")
-        ):
-            full_settings(config)  # raises CliError with app.settings' message naming the problem
-            raise CliError(f"cannot use daemon config {config}")
-        document = loaded
-    socket_dir = Path(args.socket_dir or document.get("socketDir") or DEFAULT_SOCKET_DIR)
-    state_dir = Path(args.state_dir or document.get("stateDir") or DEFAULT_STATE_DIR)
+    config = str(args.config or DEFAULT_CONFIG_PATH)
+    loaded: object
+    try:
+        with open(config, "rb") as file:
+            loaded = jsontext.loads(file.read())
+    except FileNotFoundError:
+        loaded = None if args.config else {}
+    except (OSError, ValueError):
+        loaded = None
+    if not isinstance(loaded, dict) or not all(
+        isinstance(loaded.get(key, ""), str) for key in ("socketDir", "stateDir")
+    ):
+        full_settings(config)  # raises CliError with app.settings' message naming the problem
+        raise CliError(f"cannot use daemon config {config}")
+    document: dict[str, Any] = loaded
+    socket_dir = str(args.socket_dir or document.get("socketDir") or DEFAULT_SOCKET_DIR)
+    state_dir = str(args.state_dir or document.get("stateDir") or DEFAULT_STATE_DIR)
     return Locations(
-        socket=socket_dir / "multus.sock",
-        query_socket=socket_dir / "multus-query.sock",
-        database=state_dir / "state.db",
+        socket=_join(socket_dir, "multus.sock"),
+        query_socket=_join(socket_dir, "multus-query.sock"),
+        database=_join(state_dir, "state.db"),
         config=config if document else None,
     )
 
 
-def full_settings(config: Path | None) -> Settings:
+def _join(directory: str, name: str) -> str:
+    return f"{directory.rstrip('/')}/{name}"
+
+
+def full_settings(config: str | Path | None) -> Settings:
     """The whole, validated daemon-config (or the defaults), for the slow paths that need it."""
     import os
 
@@ -117,8 +149,9 @@ def ask(where: Locations, target: str, from_file: FileRead) -> tuple[Document, s
     try:
         response = unixhttp.request(where.query_socket, "GET", target)
     except unixhttp.DaemonUnreachableError as exc:
+        work = from_file()  # the filters are validated before anything is said or read
         notice(f"the daemon is not answering on {exc.path} ({exc.reason}); reading {where.database} directly")
-        value, _size = read_file(where, from_file())
+        value, _size = read_file(where, work)
         return value, "file"
     except unixhttp.ProtocolError as exc:
         raise CliError(f"the query API on {where.query_socket} answered nonsense: {exc}") from exc
@@ -127,6 +160,8 @@ def ask(where: Locations, target: str, from_file: FileRead) -> tuple[Document, s
 
 def read_file(where: Locations, work: Callable[[Any], object]) -> tuple[Document, int]:
     """Run ``work`` on the state database opened read-only; the value as the API would send it."""
+    import json
+
     from app.store import queries
 
     try:
@@ -136,32 +171,41 @@ def read_file(where: Locations, work: Callable[[Any], object]) -> tuple[Document
     return json.loads(json.dumps(value)), size
 
 
-def decode(response: unixhttp.Response, source: Path) -> Document:
+def decode(response: unixhttp.Response, source: str) -> Document:
+    """The document of a 200 answer; any other status raises ``CliError`` with the daemon's words.
+
+    A 400 naming a ``parameter`` is a refused filter (the daemon validates them on this path): exit
+    2, named by its flag (``--pod: invalid pod 'a/b/c'``) as when multusctl validates it itself."""
     try:
-        document = json.loads(response.body) if response.body else None
+        document = jsontext.loads(response.body) if response.body else None
     except ValueError as exc:
         raise CliError(f"{source} answered {response.status} with a body that is not JSON") from exc
     if response.status == 200:
         return document
     message = (document.get("error") or document.get("msg")) if isinstance(document, dict) else None
-    code = 2 if response.status == 400 and isinstance(document, dict) and "parameter" in document else 1
-    raise CliError(str(message or f"{source} answered {response.status}"), code)
+    parameter = document.get("parameter") if isinstance(document, dict) else None
+    if response.status == 400 and isinstance(parameter, str):
+        prefix = f"query parameter {parameter!r}: "
+        text = str(message or "refused")
+        flag = parameter.replace("_", "-")
+        raise CliError(f"--{flag}: {text.removeprefix(prefix)}", 2)
+    raise CliError(str(message or f"{source} answered {response.status}"))
 
 
 def notice(message: str) -> None:
     print(f"multusctl: {message}", file=sys.stderr)
 
 
-def emit(args: argparse.Namespace, document: Document, render: Callable[[Document], list[str]]) -> None:
+def emit(args: Arguments, document: Document, render: Callable[[Document], list[str]]) -> None:
     if args.output == "json":
-        print(json.dumps(document, indent=2))
+        print(jsontext.dumps(document, indent=2))
     else:
         lines = render(document)
         if lines:
             print("\n".join(lines))
 
 
-def _params(args: argparse.Namespace, names: Sequence[str]) -> dict[str, str]:
+def _params(args: Arguments, names: Sequence[str]) -> dict[str, str]:
     values = {name: getattr(args, name, None) for name in names}
     params = {name: str(value) for name, value in values.items() if value not in (None, False)}
     if params.get("failed") == "True":
@@ -170,19 +214,35 @@ def _params(args: argparse.Namespace, names: Sequence[str]) -> dict[str, str]:
 
 
 def _target(path: str, params: Mapping[str, str]) -> str:
-    return f"{path}?{urlencode(params)}" if params else path
+    if not params:
+        return path
+    return path + "?" + "&".join(f"{_quote(name)}={_quote(value)}" for name, value in params.items())
+
+
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
+def _quote(text: str) -> str:
+    """Percent-encoding of every byte but RFC 3986's unreserved characters (``urllib.parse`` is
+    milliseconds of start-up: it imports ``ipaddress``)."""
+    if _UNRESERVED.issuperset(text):
+        return text
+    return "".join(
+        char if char in _UNRESERVED else "".join(f"%{byte:02X}" for byte in char.encode("utf-8"))
+        for char in text
+    )
 
 
 # ---- commands ---------------------------------------------------------------------------------------
 
 
-def cmd_attachments(args: argparse.Namespace, where: Locations) -> int:
-    params = _params(args, filters.ATTACHMENT_PARAMETERS)
-    parsed = _validated(lambda: filters.parse_attachments(params))
+def cmd_attachments(args: Arguments, where: Locations) -> int:
+    params = _params(args, ATTACHMENT_PARAMETERS)
 
     def from_file() -> Callable[[Any], object]:
-        from app.store import queries
+        from app.store import filters, queries
 
+        parsed = _validated(lambda: filters.parse_attachments(params))
         return lambda session: queries.attachments(session, parsed)
 
     documents, _ = ask(where, _target("/v1/attachments", params), from_file)
@@ -190,13 +250,15 @@ def cmd_attachments(args: argparse.Namespace, where: Locations) -> int:
     return 0
 
 
-def cmd_history(args: argparse.Namespace, where: Locations) -> int:
-    params = _params(args, filters.HISTORY_PARAMETERS)
-    parsed = _validated(lambda: filters.parse_history(params, now=datetime.now(UTC)))
+def cmd_history(args: Arguments, where: Locations) -> int:
+    params = _params(args, HISTORY_PARAMETERS)
 
     def from_file() -> Callable[[Any], object]:
-        from app.store import queries
+        from datetime import UTC, datetime
 
+        from app.store import filters, queries
+
+        parsed = _validated(lambda: filters.parse_history(params, now=datetime.now(UTC)))
         return lambda session: queries.history_lines(session, parsed)
 
     documents, _ = ask(where, _target("/v1/history", params), from_file)
@@ -204,7 +266,7 @@ def cmd_history(args: argparse.Namespace, where: Locations) -> int:
     return 0
 
 
-def cmd_show(args: argparse.Namespace, where: Locations) -> int:
+def cmd_show(args: Arguments, where: Locations) -> int:
     container = str(args.container_id).strip()
     if not container or any(ch.isspace() or ch == "/" for ch in container):
         raise CliError(f"invalid container ID {args.container_id!r}", 2)
@@ -214,12 +276,12 @@ def cmd_show(args: argparse.Namespace, where: Locations) -> int:
 
         return lambda session: queries.sandbox(session, container)
 
-    document, _ = ask(where, f"/v1/sandboxes/{quote(container, safe='')}", from_file)
+    document, _ = ask(where, f"/v1/sandboxes/{_quote(container)}", from_file)
     emit(args, document, render_sandbox)
     return 0
 
 
-def cmd_gc(args: argparse.Namespace, where: Locations) -> int:
+def cmd_gc(args: Arguments, where: Locations) -> int:
     target = "/gc?dryRun=true" if args.dry_run else "/gc"
     try:
         response = unixhttp.request(where.socket, "POST", target, timeout=300.0)
@@ -232,7 +294,7 @@ def cmd_gc(args: argparse.Namespace, where: Locations) -> int:
     return 0
 
 
-def cmd_status(args: argparse.Namespace, where: Locations) -> int:
+def cmd_status(args: Arguments, where: Locations) -> int:
     try:
         response = unixhttp.request(where.query_socket, "GET", "/v1/status")
     except unixhttp.DaemonUnreachableError as exc:
@@ -245,6 +307,9 @@ def cmd_status(args: argparse.Namespace, where: Locations) -> int:
 
 
 def _status_from_file(where: Locations) -> Document:
+    from datetime import UTC, datetime
+    from pathlib import Path
+
     from app.store import queries
 
     settings = full_settings(where.config)
@@ -258,7 +323,7 @@ def _status_from_file(where: Locations) -> Document:
         ready=readyz == 200,
         ready_reason=None if readyz == 200 else reason,
         daemon=None,
-        db_path=where.database,
+        db_path=Path(where.database),
         db_bytes=size,
         store=store,
         last_gc=None,
@@ -270,7 +335,7 @@ def _status_from_file(where: Locations) -> Document:
     )
 
 
-def _readyz(path: Path) -> int | None:
+def _readyz(path: str) -> int | None:
     try:
         return unixhttp.request(path, "GET", "/readyz", timeout=2.0).status
     except (unixhttp.DaemonUnreachableError, unixhttp.ProtocolError):
@@ -278,10 +343,12 @@ def _readyz(path: Path) -> int | None:
 
 
 def _validated(parse: Callable[[], Any]) -> Any:
+    from app.store import filters
+
     try:
         return parse()
     except filters.FilterError as exc:
-        raise CliError(f"--{exc.parameter}: {exc}", 2) from exc
+        raise CliError(f"--{exc.parameter.replace('_', '-')}: {exc}", 2) from exc
 
 
 # ---- tables -----------------------------------------------------------------------------------------
@@ -480,22 +547,19 @@ def _mirror(mirror: Mapping[str, Any] | None) -> str:
 # ---- arguments --------------------------------------------------------------------------------------
 
 
-def _since(text: str) -> str:
-    try:
-        filters.parse_since(text, now=datetime.now(UTC))
-    except filters.FilterError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
-    return text
-
-
 def _limit(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"invalid limit {text!r}: use a whole number (0: no limit)")
-    return int(text)
+    import argparse
+
+    try:
+        return quickargs.limit(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def _common(suppress: bool) -> argparse.ArgumentParser:
     """Options accepted before or after the command (defaults set once, on the main parser)."""
+    import argparse
+
     parser = argparse.ArgumentParser(add_help=False)
 
     def default(value: object) -> object:
@@ -523,6 +587,9 @@ def _common(suppress: bool) -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The whole command line, help and errors included; ``quickargs`` reads the common cases alike."""
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="multusctl",
         description="Query this node's multus-py daemon: attachments, history, GC, status.",
@@ -542,16 +609,14 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--namespace", help="pods of this namespace")
     history.add_argument("--container", help="container ID or a prefix of it")
     history.add_argument("--network", help="network NAME or NAMESPACE/NAME")
-    history.add_argument(
-        "--since", type=_since, help="a duration back from now (30s, 15m, 1h, 2d) or an RFC 3339 time"
-    )
+    history.add_argument("--since", help="a duration back from now (30s, 15m, 1h, 2d) or an RFC 3339 time")
     history.add_argument("--failed", action="store_true", help="failed steps only")
     history.add_argument("--command", type=str.upper, choices=COMMANDS, help="one CNI command")
     history.add_argument("--trigger", type=str.lower, choices=TRIGGERS, help="who asked for it")
     history.add_argument(
         "--limit",
         type=_limit,
-        help=f"at most this many lines (default {filters.DEFAULT_HISTORY_LIMIT}, 0: all)",
+        help=f"at most this many lines (default {DEFAULT_HISTORY_LIMIT}, 0: all)",
     )
     history.set_defaults(handler=cmd_history)
 
@@ -568,17 +633,57 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+HANDLERS: dict[str, Callable[[Arguments, Locations], int]] = {
+    "attachments": cmd_attachments,
+    "history": cmd_history,
+    "show": cmd_show,
+    "gc": cmd_gc,
+    "status": cmd_status,
+}
+
+
+def parse_args(argv: Sequence[str] | None = None) -> tuple[Callable[[Arguments, Locations], int], Arguments]:
+    """(the command's handler, the arguments): ``quickargs`` when it can, else argparse."""
+    line = sys.argv[1:] if argv is None else list(argv)
+    quick = quickargs.parse(line)
+    if quick is not None:
+        return HANDLERS[quick[0]], quick[1]
+    args = build_parser().parse_args(line)
+    return args.handler, args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    handler, args = parse_args(argv)
     try:
         where = locations(args)
-        return int(args.handler(args, where))
+        return int(handler(args, where))
     except CliError as exc:
         print(f"multusctl: {exc}", file=sys.stderr)
         return exc.code
     except BrokenPipeError:  # `multusctl history | head`: the reader left, nothing more to say
         sys.stderr.close()
         return 0
+
+
+def run() -> NoReturn:
+    """The launcher's entry point: ``main()``, then out without the interpreter's teardown.
+
+    Freeing a 200-line answer's objects one by one and finalizing the interpreter costs more
+    than a millisecond of a run that has nothing left to clean: no files but stdout and stderr
+    (flushed here), no atexit work. ``posix`` is built in and already loaded (``os`` is not)."""
+    import posix
+
+    code = main()
+    _flush(sys.stdout)
+    _flush(sys.stderr)
+    posix._exit(code)
+
+
+def _flush(stream: TextIO) -> None:
+    try:
+        stream.flush()
+    except (BrokenPipeError, ValueError):
+        return  # the reader left (and main closed stderr after that): nothing more to say
 
 
 if __name__ == "__main__":

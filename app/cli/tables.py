@@ -1,58 +1,104 @@
 """How ``multusctl -o table`` looks: aligned columns, relative times, short durations and sizes.
 
 Pure functions from the JSON documents (``app.store.queries`` shapes, already decoded) to text
-lines; no I/O, no imports beyond the standard library, so rendering costs nothing at start-up.
+lines; no I/O. On multusctl's start-up path, so it imports only ``time``: not ``datetime`` or
+``typing``. Times are the API's RFC 3339 UTC strings (``2026-05-01T10:00:00.123456Z``), read by
+hand into seconds since the epoch; any other offset goes to ``datetime`` (imported then).
 Every cell is one line (newlines become spaces) and an empty cell is ``-``, so columns stay
 aligned and a script splitting on whitespace still finds every column.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
-from typing import Any
+import time
 
-Row = Mapping[str, Any]
-Column = tuple[str, Callable[[Row], str]]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+    from typing import Any, TypeAlias
+
+    Row: TypeAlias = Mapping[str, Any]
+    Column: TypeAlias = tuple[str, Callable[[Row], str]]
 
 
 def table(columns: Sequence[Column], rows: Sequence[Row]) -> list[str]:
     """A header line and one line per row, columns separated by two spaces, left-aligned."""
-    cells = [[_cell(render(row)) for _, render in columns] for row in rows]
-    headers = [title for title, _ in columns]
-    widths = [max([len(title), *(len(line[i]) for line in cells)]) for i, title in enumerate(headers)]
-    lines = ["  ".join(title.ljust(width) for title, width in zip(headers, widths, strict=True)).rstrip()]
-    lines.extend(
-        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        for line in cells
-    )
-    return lines
+    padded = []
+    for title, render in columns:
+        cells = [_cell(render(row)) for row in rows]
+        width = max(len(title), *map(len, cells)) if cells else len(title)
+        padded.append([title.ljust(width), *(cell.ljust(width) for cell in cells)])
+    return ["  ".join(line).rstrip() for line in zip(*padded, strict=True)]
 
 
-def _cell(value: str) -> str:
-    text = " ".join(str(value).split())
-    return text or "-"
+def _cell(value: object) -> str:
+    """One line, whitespace runs as one space, ``-`` when empty."""
+    text = value if type(value) is str else str(value)
+    if text.isprintable() and text[:1] != " " and text[-1:] != " " and "  " not in text:
+        return text or "-"  # the only whitespace a printable string has is single inner spaces
+    return " ".join(text.split()) or "-"
 
 
-def parse_time(value: str | None) -> datetime | None:
+def epoch(value: str | None) -> float | None:
+    """Seconds since the epoch of an RFC 3339 time (``None`` for no time)."""
     if not value:
         return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if len(value) >= 19 and value[10] in "Tt " and value[13] == ":" and value[16] == ":":
+        tail = value[19:]
+        fraction = ""
+        if tail[:1] == ".":
+            digits = len(tail) - len(tail[1:].lstrip("0123456789"))
+            fraction, tail = tail[:digits], tail[digits:]
+        clock = value[11:13] + value[14:16] + value[17:19]
+        midnight = _MIDNIGHTS.get(value[:10])
+        if midnight is None:
+            midnight = _midnight(value[:10])
+        if tail in _UTC and midnight is not None and clock.isascii() and clock.isdigit():
+            seconds = int(clock[:2]) * 3600 + int(clock[2:4]) * 60 + int(clock[4:])
+            return midnight + seconds + (float(fraction) if len(fraction) > 1 else 0.0)
+    from datetime import datetime  # another offset: rare, and the exact rules are datetime's
+
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
-def age(value: str | None, *, now: datetime | None = None) -> str:
-    """How long ago, kubectl style: ``0s``, ``12s``, ``3m``, ``2h``, ``4d``; ``-`` for no time."""
-    moment = parse_time(value)
+_UTC = ("Z", "z", "+00:00", "-00:00")
+_MIDNIGHTS: dict[str, int] = {}
+"""Seconds since the epoch of each ``YYYY-MM-DD`` seen: a table's rows share a few dates."""
+
+
+def _midnight(date: str) -> int | None:
+    digits = date[:4] + date[5:7] + date[8:10]
+    if date[4:5] != "-" or date[7:8] != "-" or len(date) != 10 or not (digits.isascii() and digits.isdigit()):
+        return None
+    _MIDNIGHTS[date] = seconds = _days_from_civil(int(date[:4]), int(date[5:7]), int(date[8:10])) * 86400
+    return seconds
+
+
+def _days_from_civil(year: int, month: int, day: int) -> int:
+    """Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm)."""
+    year -= month <= 2
+    era = year // 400
+    year_of_era = year - era * 400
+    day_of_year = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
+    return era * 146097 + day_of_era - 719468
+
+
+def age(value: str | None, *, now: float | None = None) -> str:
+    """How long ago, kubectl style: ``0s``, ``12s``, ``3m``, ``2h``, ``4d``; ``-`` for no time.
+
+    ``now`` is seconds since the epoch (default: the clock)."""
+    moment = epoch(value)
     if moment is None:
         return "-"
-    seconds = max(0.0, ((now or datetime.now(UTC)) - moment).total_seconds())
+    seconds = max(0.0, (time.time() if now is None else now) - moment)
     for unit, length in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= length:
             return f"{int(seconds // length)}{unit}"
     return f"{int(seconds)}s"
 
 
-def ago(value: str | None, *, now: datetime | None = None) -> str:
+def ago(value: str | None, *, now: float | None = None) -> str:
     """``3m ago`` for prose (``status``, ``show`` headers); ``-`` for no time."""
     text = age(value, now=now)
     return text if text == "-" else f"{text} ago"

@@ -2,16 +2,16 @@
 
 Just enough for the daemon's two sockets (``multus.sock``, ``multus-query.sock``), which answer
 one request per connection with a ``Content-Length`` (or close the connection after the body).
-Standard library ``socket`` only: ``http.client`` would pull in ``ssl`` and ``email`` and add
-tens of milliseconds to every ``multusctl`` run. ``DaemonUnreachableError`` means nothing answered
-(no socket, refused, timed out); any answer, even an error status, is returned to the caller.
+It is on multusctl's start-up path, so it imports only ``_socket`` (the C module; ``socket`` adds
+``selectors`` and ``enum``, ``http.client`` also ``ssl`` and ``email``, each milliseconds per run)
+and no ``typing`` or ``pathlib``: paths are anything ``str()`` turns into one.
+``DaemonUnreachableError`` means nothing answered (no socket, refused, timed out); any answer,
+even an error status, is returned to the caller.
 """
 
 from __future__ import annotations
 
-import socket
-from pathlib import Path
-from typing import NamedTuple
+import _socket
 
 TIMEOUT = 10.0
 """Seconds allowed for connecting and for each read."""
@@ -20,7 +20,7 @@ TIMEOUT = 10.0
 class DaemonUnreachableError(ConnectionError):
     """Nothing answered on the socket; ``reason`` says why, in a few words."""
 
-    def __init__(self, path: Path, reason: str) -> None:
+    def __init__(self, path: object, reason: str) -> None:
         super().__init__(f"nothing answers on {path} ({reason})")
         self.path = path
         self.reason = reason
@@ -30,14 +30,24 @@ class ProtocolError(ConnectionError):
     """Something answered, but not with HTTP this client understands."""
 
 
-class Response(NamedTuple):
-    status: int
-    body: bytes
+class Response:
+    """The status code and the (de-chunked) body of one answer."""
+
+    __slots__ = ("body", "status")
+
+    def __init__(self, status: int, body: bytes) -> None:
+        self.status = status
+        self.body = body
+
+    def __repr__(self) -> str:
+        return f"Response(status={self.status}, body={self.body[:80]!r})"
 
 
-def request(path: Path, method: str, target: str, *, body: bytes = b"", timeout: float = TIMEOUT) -> Response:
+def request(
+    path: object, method: str, target: str, *, body: bytes = b"", timeout: float = TIMEOUT
+) -> Response:
     """Send one request to the HTTP server on unix socket ``path``; return its response."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
         try:
@@ -63,7 +73,7 @@ def request(path: Path, method: str, target: str, *, body: bytes = b"", timeout:
         sock.close()
 
 
-def _read_response(sock: socket.socket) -> Response:
+def _read_response(sock: _socket.socket) -> Response:
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(65536)
@@ -83,18 +93,22 @@ def _read_response(sock: socket.socket) -> Response:
         return Response(int(parts[1]), _dechunk(sock, rest))
     length = headers.get("content-length")
     if length is not None and length.isdigit():
-        while len(rest) < int(length):
+        chunks = [rest]
+        received = len(rest)
+        while received < int(length):
             chunk = sock.recv(65536)
             if not chunk:
                 raise ProtocolError("the connection closed in the middle of the response body")
-            rest += chunk
-        return Response(int(parts[1]), rest[: int(length)])
+            chunks.append(chunk)
+            received += len(chunk)
+        return Response(int(parts[1]), b"".join(chunks)[: int(length)])
+    chunks = [rest]
     while chunk := sock.recv(65536):
-        rest += chunk
-    return Response(int(parts[1]), rest)
+        chunks.append(chunk)
+    return Response(int(parts[1]), b"".join(chunks))
 
 
-def _dechunk(sock: socket.socket, data: bytes) -> bytes:
+def _dechunk(sock: _socket.socket, data: bytes) -> bytes:
     body = b""
     while True:
         while b"\r\n" not in data:
@@ -109,7 +123,7 @@ def _dechunk(sock: socket.socket, data: bytes) -> bytes:
         data = data[size + 2 :]
 
 
-def _more(sock: socket.socket) -> bytes:
+def _more(sock: _socket.socket) -> bytes:
     chunk = sock.recv(65536)
     if not chunk:
         raise ProtocolError("the connection closed in the middle of a chunked response")

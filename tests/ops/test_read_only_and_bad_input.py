@@ -244,16 +244,19 @@ def _modules_after(*argv: str) -> set[str]:
     return set(result.stdout.split())
 
 
-def test_help_and_daemon_answered_queries_never_import_the_store_engine(scenario: Scenario) -> None:
+def test_help_and_daemon_answered_queries_never_import_the_store_or_the_settings(scenario: Scenario) -> None:
     config = str(scenario.config)
     heavy = {"sqlalchemy", "alembic", "aiohttp", "ssl"}
 
     for argv in (
         ("--help",),
         ("--config", config, "history", "--pod", "team-a/web"),
+        ("--config", config, "attachments", "--namespace", "team-a"),
         ("--config", config, "status"),
     ):
-        assert not heavy & _modules_after(*argv), argv
+        modules = _modules_after(*argv)
+        assert not heavy & modules, argv
+        assert not {name for name in modules if name.startswith(("app.store", "app.settings"))}, argv
 
 
 def test_the_cli_knows_every_recorded_command_and_trigger() -> None:
