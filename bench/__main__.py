@@ -61,8 +61,13 @@ class Figures:
     python_pods_per_s: float = 0.0
     daemon_cpu_ms: float = 0.0
     """The daemon's own CPU (utime+stime) per sequential ADD+DEL pair."""
-    daemon_kernel_ms: float = 0.0
-    """Its kernel share (stime)."""
+    daemon_kernel_ms: float | None = None
+    """Its kernel share (stime), where measured."""
+
+    def _cpu_split(self) -> str:
+        if self.daemon_kernel_ms is None:
+            return ""
+        return f" (user {self.daemon_cpu_ms - self.daemon_kernel_ms:.1f}, kernel {self.daemon_kernel_ms:.1f})"
 
     @property
     def overhead_add(self) -> float:
@@ -88,8 +93,7 @@ class Figures:
             f"      DEL  floor {p(self.floor_del)}  python floor {p(self.python_del)}  "
             f"multus {p(self.multus_del)}  overhead p50 {over(self.multus_del, self.floor_del)} ms "
             f"(over python floor {over(self.multus_del, self.python_del)} ms)",
-            f"      daemon CPU per ADD+DEL pair {self.daemon_cpu_ms:5.1f} ms "
-            f"(user {self.daemon_cpu_ms - self.daemon_kernel_ms:.1f}, kernel {self.daemon_kernel_ms:.1f})",
+            f"      daemon CPU per ADD+DEL pair {self.daemon_cpu_ms:5.1f} ms{self._cpu_split()}",
             f"      c=8  floor {self.floor_pods_per_s:6.1f} pods/s  "
             f"python floor {self.python_pods_per_s:6.1f} pods/s  "
             f"multus {self.multus_pods_per_s:6.1f} pods/s ({ratio:5.1f} % of floor, "
