@@ -30,7 +30,7 @@ from app.store.records import (
     SandboxRecord,
     SandboxSummary,
 )
-from app.store.records_sql import cursor_of, stamp
+from app.store.records_sql import cursor_of, read_stamp, stamp
 
 SANDBOXES = cast(Table, Sandbox.__table__)
 ATTACHMENTS = cast(Table, AttachmentRow.__table__)
@@ -186,15 +186,95 @@ def _expect_changed(
         _missing(container_id, ifname)
 
 
-_SANDBOX_BY_ID = select(SANDBOXES).where(SANDBOXES.c.container_id == bindparam("cid"))
+_SANDBOX_COLUMNS = (
+    "container_id, state, netns, ifname, cni_version, pod_namespace, pod_name, pod_uid, boot_id,"
+    " created_at, updated_at, netns_id"
+)
+_ATTACHMENT_COLUMNS = (
+    "container_id, ifname, position, is_master, network_name, plugin_types, config, cni_args,"
+    " capability_args, cni_path, state, result, last_error, created_at, updated_at, device, ips, macs,"
+    " device_ids, root"
+)
+_SANDBOX_BY_ID_SQL = f"SELECT {_SANDBOX_COLUMNS} FROM sandboxes WHERE container_id = ?"
+_ATTACHMENTS_OF_SQL = (
+    f"SELECT {_ATTACHMENT_COLUMNS} FROM attachments WHERE container_id = ? ORDER BY position"
+)
 _ATTACHMENTS_OF = (
     select(ATTACHMENTS).where(ATTACHMENTS.c.container_id == bindparam("cid")).order_by(ATTACHMENTS.c.position)
 )
 
 
 def load_sandbox(session: Session, container_id: str) -> SandboxRecord | None:
-    sandbox = session.execute(_SANDBOX_BY_ID, {"cid": container_id}).mappings().first()
-    return None if sandbox is None else _with_attachments(session, sandbox)
+    """The sandbox recorded for ``container_id`` with its attachments (by position), None if none is.
+
+    Read by every DEL and rollback: plain SQL on the session's connection (``records_sql``), two
+    indexed lookups, the rows turned into records without SQLAlchemy's result objects."""
+    cursor = cursor_of(session)
+    sandbox = cursor.execute(_SANDBOX_BY_ID_SQL, (container_id,)).fetchone()
+    if sandbox is None:
+        return None
+    attachments = cursor.execute(_ATTACHMENTS_OF_SQL, (container_id,)).fetchall()
+    (cid, state, netns, ifname, cni_version, namespace, name, uid, boot_id, created, updated, netns_id) = (
+        sandbox
+    )
+    return SandboxRecord(
+        container_id=cid,
+        state=state,
+        netns=netns,
+        ifname=ifname,
+        cni_version=cni_version,
+        pod=PodIdentity(namespace, name, uid),
+        boot_id=boot_id,
+        created_at=read_stamp(created),
+        updated_at=read_stamp(updated),
+        attachments=tuple(_attachment_from_columns(*row) for row in attachments),
+        netns_id=netns_id,
+    )
+
+
+def _attachment_from_columns(
+    container_id: str,
+    ifname: str,
+    position: int,
+    is_master: int,
+    network_name: str,
+    plugin_types: str,
+    config: bytes,
+    cni_args: str,
+    capability_args: str,
+    cni_path: str,
+    state: str,
+    result: str | None,
+    last_error: str | None,
+    created_at: str,
+    updated_at: str,
+    device: str | None,
+    ips: str | None,
+    macs: str | None,
+    device_ids: str | None,
+    root: str,
+) -> AttachmentRecord:
+    """An attachment from its columns as the driver returns them (``_ATTACHMENT_COLUMNS``' order)."""
+    return AttachmentRecord(
+        container_id=container_id,
+        ifname=ifname,
+        position=position,
+        is_master=bool(is_master),
+        network_name=network_name,
+        plugin_types=tuple(filter(None, plugin_types.split(","))),
+        config=config,
+        cni_args=tuple((str(k), str(v)) for k, v in json.loads(cni_args)),
+        capability_args=json.loads(capability_args),
+        cni_path=tuple(json.loads(cni_path)),
+        state=state,
+        result=result,
+        last_error=last_error,
+        created_at=read_stamp(created_at),
+        updated_at=read_stamp(updated_at),
+        device=None if device is None else json.loads(device),
+        facts=DelegateFacts(ips=_strings(ips), macs=_strings(macs), device_ids=_strings(device_ids)),
+        root=root,
+    )
 
 
 def list_sandboxes(session: Session, *, states: Sequence[str] | None = None) -> list[SandboxRecord]:
