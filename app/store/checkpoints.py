@@ -30,7 +30,7 @@ from app.store.records import (
     SandboxRecord,
     SandboxSummary,
 )
-from app.store.records_sql import cursor_of, read_stamp, stamp
+from app.store.records_sql import cursor_of, json_list, json_object, read_stamp, stamp
 
 SANDBOXES = cast(Table, Sandbox.__table__)
 ATTACHMENTS = cast(Table, AttachmentRow.__table__)
@@ -118,11 +118,11 @@ def record_intent(session: Session, intent: DelegateIntent) -> None:
             intent.network_name,
             ",".join(intent.plugin_types),
             intent.config,
-            json.dumps([list(pair) for pair in intent.cni_args]),
-            json.dumps(dict(intent.capability_args), sort_keys=True),
-            json.dumps(list(intent.cni_path)),
-            None if intent.device is None else json.dumps(dict(intent.device), sort_keys=True),
-            json.dumps(list(intent.device_ids)),
+            json_list([list(pair) for pair in intent.cni_args]),
+            json_object(intent.capability_args),
+            json_list(intent.cni_path),
+            None if intent.device is None else json_object(intent.device),
+            json_list(intent.device_ids),
             intent.root,
             now,
             now,
@@ -137,9 +137,9 @@ def record_result(
     facts = facts or DelegateFacts()
     params = (
         result,
-        json.dumps(list(facts.ips)),
-        json.dumps(list(facts.macs)),
-        json.dumps(list(facts.device_ids)),
+        json_list(facts.ips),
+        json_list(facts.macs),
+        json_list(facts.device_ids),
         stamp(_now()),
         container_id,
         ifname,
@@ -396,7 +396,7 @@ def _attachment_record(row: RowMapping) -> AttachmentRecord:
 
 def _strings(value: str | None) -> tuple[str, ...]:
     """A JSON list of strings as recorded; () for a row written before its facts were derived."""
-    return () if value is None else tuple(str(item) for item in json.loads(value))
+    return () if value is None or value == "[]" else tuple(str(item) for item in json.loads(value))
 
 
 # ---- hot-plug: one attachment of a ready sandbox -------------------------------------------------

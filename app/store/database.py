@@ -53,7 +53,8 @@ BUSY_TIMEOUT_MS = 10_000
 READERS = 2
 """Reader threads (each with its own connection): reads of committed state run beside the writer."""
 SPARE_CONNECTIONS = 4
-"""Pooled connections beyond the threads' own, for ``read_sync`` and direct ``engine`` users."""
+"""Pooled connections beyond the threads' own and ``read_now``'s, for ``read_sync`` and direct
+``engine`` users."""
 
 
 class DatabaseLockedError(RuntimeError):
@@ -111,56 +112,95 @@ def _settle_waiters(outcomes: list[_Outcome]) -> None:
             waiter.set_exception(error)
 
 
-class _Worker(threading.Thread):
-    """A store thread: one connection held open for its life, and one Session bound to it."""
+class _Seat:
+    """One connection held open for as long as its user lives, and one Session bound to it.
 
-    join_mode: Any = "rollback_only"
+    The user frames the transactions itself (``begin``) and lends the Session the driver's cursor
+    (``records_sql.lend_cursor``); ``empty_session`` makes the Session as good as new after a unit."""
 
-    def __init__(self, engine: Engine, jobs: queue.SimpleQueue[_Job | None], *, name: str) -> None:
-        super().__init__(name=name, daemon=True)
+    def __init__(self, engine: Engine, *, join_mode: Any) -> None:
         self._engine = engine
-        self._queue = jobs
+        self._join_mode = join_mode
         self._connect()
 
     def _connect(self) -> None:
-        self._connection: Connection = self._engine.connect()
-        self._session = Session(
-            bind=self._connection, join_transaction_mode=self.join_mode, expire_on_commit=False
+        self.connection: Connection = self._engine.connect()
+        self.session = Session(
+            bind=self.connection, join_transaction_mode=self._join_mode, expire_on_commit=False
         )
-        driver = self._connection.connection.driver_connection
+        driver = self.connection.connection.driver_connection
         if not isinstance(driver, sqlite3.Connection):
             raise TypeError(f"the state database runs on SQLite, not {type(driver).__name__}")
-        self._driver = driver
-        records_sql.lend_cursor(self._session, driver.cursor())
+        self.driver = driver
+        records_sql.lend_cursor(self.session, driver.cursor())
 
-    def _reconnect(self) -> None:
+    def reconnect(self) -> None:
         """A fresh connection after one that may be broken (a failed commit or rollback)."""
         try:
-            self._session.close()
-            self._connection.invalidate()
-            self._connection.close()
+            self.session.close()
+            self.connection.invalidate()
+            self.connection.close()
         except Exception:  # it is being thrown away: nothing more to learn from it
             log.debug("discarding a state database connection failed", exc_info=True)
         self._connect()
 
-    def _begin(self) -> Any:
+    def begin(self) -> Any:
         """Begin a transaction, on a fresh connection if the last one was left unusable."""
-        connection = self._connection
+        connection = self.connection
         if (
             connection.closed
             or connection.invalidated
             or connection.in_transaction()
-            or self._driver.in_transaction
+            or self.driver.in_transaction
         ):
             log.warning("a state database connection was left in a transaction; reconnecting")
-            self._reconnect()
-        return self._connection.begin()
+            self.reconnect()
+        return self.connection.begin()
 
-    def _empty_session(self) -> None:
+    def empty_session(self) -> None:
         """Leave the Session as a new one: no transaction, no objects (cheap when already so)."""
-        session = self._session
+        session = self.session
         if session.in_transaction() or session.identity_map or session.new:
             session.close()
+
+    def read(self, work: Work[T]) -> T:
+        """Run ``work`` in a transaction of its own (one snapshot of committed state)."""
+        transaction = self.begin()
+        try:
+            value = work(self.session)
+        except BaseException:
+            self.empty_session()
+            self._end(transaction, commit=False)
+            raise
+        self.empty_session()
+        self._end(transaction, commit=True)
+        return value
+
+    def _end(self, transaction: Any, *, commit: bool) -> None:
+        try:
+            if transaction.is_active and commit:
+                transaction.commit()
+            else:
+                transaction.rollback()
+        except Exception:
+            log.exception("ending a read of the state database failed; reconnecting")
+            self.reconnect()
+
+    def close(self) -> None:
+        self.session.close()
+        self.connection.close()
+
+
+class _Worker(threading.Thread):
+    """A store thread serving a queue of jobs from its own seat (connection and Session)."""
+
+    join_mode: Any = "rollback_only"
+    """How the seat's Session joins the transactions the thread begins (see ``Session``)."""
+
+    def __init__(self, engine: Engine, jobs: queue.SimpleQueue[_Job | None], *, name: str) -> None:
+        super().__init__(name=name, daemon=True)
+        self._queue = jobs
+        self._seat = _Seat(engine, join_mode=self.join_mode)
 
     def submit(self, job: _Job | None) -> None:
         """Queue ``job``; None stops the thread once what is queued before it has run."""
@@ -168,8 +208,7 @@ class _Worker(threading.Thread):
 
     def close_connection(self) -> None:
         """After the thread has ended: give its connection back."""
-        self._session.close()
-        self._connection.close()
+        self._seat.close()
 
 
 class _Writer(_Worker):
@@ -211,18 +250,19 @@ class _Writer(_Worker):
             return
         started = time.monotonic()
         outcomes: list[_Outcome] = []
+        seat = self._seat
         try:
-            transaction = self._begin()
+            transaction = seat.begin()
             try:
                 outcomes.extend(self._run_in_savepoint(job) for job in batch)
                 transaction.commit()
             except BaseException:
-                self._empty_session()
+                seat.empty_session()
                 try:
                     transaction.rollback()
                 except Exception:
                     log.exception("rolling back a failed batch failed; reconnecting")
-                    self._reconnect()
+                    seat.reconnect()
                 raise
         except BaseException as exc:  # the commit itself failed: nothing in the batch is recorded
             log.exception("state database commit failed for a batch of %d", len(batch))
@@ -236,19 +276,19 @@ class _Writer(_Worker):
 
     def _run_in_savepoint(self, job: _Job) -> _Outcome:
         """One unit in a savepoint of the driver's: its error undoes its own writes only."""
-        driver = self._driver
+        seat = self._seat
+        driver, session = seat.driver, seat.session
         driver.execute("SAVEPOINT unit")
-        session = self._session
         try:
             value = job.work(session)
             if session.in_transaction():
                 session.commit()  # flushes what the unit left pending; releases its savepoint
         except Exception as exc:  # handed to the caller through its waiter, not swallowed
-            self._empty_session()
+            seat.empty_session()
             driver.execute("ROLLBACK TO unit")
             driver.execute("RELEASE unit")
             return job, None, exc
-        self._empty_session()
+        seat.empty_session()
         driver.execute("RELEASE unit")
         return job, value, None
 
@@ -258,33 +298,14 @@ class _Reader(_Worker):
 
     def run(self) -> None:
         while (job := self._queue.get()) is not None:
-            if job.claim():
-                _settle([self._run(job)])
-
-    def _run(self, job: _Job) -> _Outcome:
-        try:
-            transaction = self._begin()
-        except Exception as exc:  # no connection to be had: this read fails, the next one retries
-            return job, None, exc
-        try:
-            value = job.work(self._session)
-        except Exception as exc:  # handed to the caller through its waiter, not swallowed
-            self._empty_session()
-            self._end(transaction, commit=False)
-            return job, None, exc
-        self._empty_session()
-        self._end(transaction, commit=True)
-        return job, value, None
-
-    def _end(self, transaction: Any, *, commit: bool) -> None:
-        try:
-            if transaction.is_active and commit:
-                transaction.commit()
+            if not job.claim():
+                continue
+            try:
+                value = self._seat.read(job.work)
+            except Exception as exc:  # handed to the caller through its waiter, not swallowed
+                _settle([(job, None, exc)])
             else:
-                transaction.rollback()
-        except Exception:
-            log.exception("ending a read of the state database failed; reconnecting")
-            self._reconnect()
+                _settle([(job, value, None)])
 
 
 def configure_connection(engine: Engine, *, read_only: bool) -> None:
@@ -319,6 +340,9 @@ class Database:
         self._writer: _Writer | None = None
         self._reads: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._readers: list[_Reader] = []
+        self._inline: _Seat | None = None
+        self._inline_lock = threading.Lock()
+        self._inline_owner: int | None = None
         self._closed = False
         try:
             if not read_only:
@@ -350,7 +374,7 @@ class Database:
             db_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             lock_fd = _lock_exclusively(db_path)
             url = f"sqlite:///{db_path}"
-        engine = create_engine(url, pool_size=1 + READERS + SPARE_CONNECTIONS, max_overflow=0)
+        engine = create_engine(url, pool_size=1 + READERS + 1 + SPARE_CONNECTIONS, max_overflow=0)
         configure_connection(engine, read_only=read_only)
         try:
             with engine.connect() as connection:
@@ -388,6 +412,26 @@ class Database:
         self._reads.put(_Job(work, loop=loop, waiter=waiter))
         return await waiter
 
+    def read_now(self, work: Work[T]) -> T:
+        """Run ``work`` on the calling thread, against committed state, and return its value.
+
+        For small indexed reads on the event loop (a checkpoint by container ID: two index
+        lookups): handing such a read to a reader thread and back costs several times the read's
+        own CPU. Never for a read that may scan or return many rows: the loop waits for it. One
+        connection serves every caller, one at a time."""
+        self._check_open()
+        me = threading.get_ident()
+        if self._inline_owner == me:
+            raise RuntimeError("read_now called from inside a read_now unit of work")
+        with self._inline_lock:
+            self._inline_owner = me
+            try:
+                if self._inline is None:
+                    self._inline = _Seat(self.engine, join_mode="rollback_only")
+                return self._inline.read(work)
+            finally:
+                self._inline_owner = None
+
     def read_sync(self, work: Work[T]) -> T:
         """``read`` for any thread, on a pooled connection of its own (not a reader thread's)."""
         with Session(self.engine) as session, session.begin():
@@ -422,6 +466,10 @@ class Database:
         """Finish what is queued, stop the threads, close every connection and release the lock."""
         self._closed = True
         self._stop_threads()
+        with self._inline_lock:
+            if self._inline is not None:
+                self._inline.close()
+                self._inline = None
         self.engine.dispose()
         if self._lock_fd is not None:
             os.close(self._lock_fd)

@@ -11,8 +11,11 @@ starts the Session's machinery at all.
 
 from __future__ import annotations
 
+import json
 import sqlite3
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -57,9 +60,24 @@ def stamp(moment: datetime) -> str:
     """``moment`` as ``UtcDateTime`` stores it: naive UTC, ``YYYY-MM-DD HH:MM:SS.ffffff``."""
     if moment.tzinfo is None:
         raise ValueError("naive datetime given to a UTC column")
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def read_stamp(stored: str) -> datetime:
     """A ``stamp`` read back as ``UtcDateTime`` reads it: an aware UTC datetime."""
     return datetime.fromisoformat(stored).replace(tzinfo=UTC)
+
+
+_ENCODE = json.JSONEncoder().encode
+_ENCODE_SORTED = json.JSONEncoder(sort_keys=True).encode
+
+
+def json_list(values: Iterable[Any]) -> str:
+    """``values`` as a JSON list, as ``json.dumps`` writes it (the empty list without encoding)."""
+    items = list(values)
+    return _ENCODE(items) if items else "[]"
+
+
+def json_object(mapping: Mapping[str, Any]) -> str:
+    """``mapping`` as a JSON object with sorted keys, as ``json.dumps(..., sort_keys=True)`` writes it."""
+    return _ENCODE_SORTED(dict(mapping))

@@ -4,14 +4,18 @@ what a failed commit or read leaves behind, and the plain-SQL checkpoint read ag
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select, text
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.dialects.sqlite import DATETIME
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -278,3 +282,31 @@ async def test_the_checkpoint_read_in_plain_sql_matches_the_orm_read(db: Databas
     assert by_reader.attachments[1].device == device
     assert by_reader.attachments[2].facts == DelegateFacts()
     assert await db.read(lambda s: checkpoints.load_sandbox(s, "c2")) is None
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(2026, 1, 2, 3, 4, 5, 0, tzinfo=UTC),
+        datetime(2026, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(2026, 6, 1, 1, 30, 0, 120, tzinfo=timezone(timedelta(hours=-5, minutes=-30))),
+    ],
+)
+def test_plain_sql_timestamps_are_what_sqlalchemy_stores_and_reads(moment: datetime) -> None:
+    stored_by_sqlalchemy = DATETIME().bind_processor(sqlite.dialect())(
+        moment.astimezone(UTC).replace(tzinfo=None)
+    )
+    read_by_sqlalchemy = DATETIME().result_processor(sqlite.dialect(), None)(stored_by_sqlalchemy)
+
+    assert records_sql.stamp(moment) == stored_by_sqlalchemy
+    assert (
+        records_sql.read_stamp(records_sql.stamp(moment)) == read_by_sqlalchemy.replace(tzinfo=UTC) == moment
+    )
+
+
+def test_plain_sql_json_is_what_json_dumps_writes() -> None:
+    assert records_sql.json_list(()) == json.dumps([]) == "[]"
+    assert records_sql.json_list(("a", "é\n")) == json.dumps(["a", "é\n"])
+    assert records_sql.json_list([["K", "v"]]) == json.dumps([["K", "v"]])
+    mapping = {"z": 1, "a": {"y": [1.5, None], "b": True}}
+    assert records_sql.json_object(mapping) == json.dumps(mapping, sort_keys=True)
