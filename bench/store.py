@@ -136,11 +136,9 @@ async def add(db: Database, container_id: str, networks: int) -> None:
     await db.write(recording.together(pending))
 
 
-async def delete(db: Database, container_id: str, *, read_now: bool = False) -> None:
-    """The read and two commits of a DEL, as ``Engine.delete`` and ``Teardown.prepare`` make them;
-    ``read_now``: the checkpoint read on the event loop (``Database.read_now``) instead."""
-    load = partial(checkpoints.load_sandbox, container_id=container_id)
-    record = db.read_now(load) if read_now else await db.read(load)
+async def delete(db: Database, container_id: str) -> None:
+    """The read and two commits of a DEL, as ``Engine.delete`` and ``Teardown.prepare`` make them."""
+    record = await db.read(partial(checkpoints.load_sandbox, container_id=container_id))
     assert record is not None
     await db.write(partial(checkpoints.begin_delete, container_id=container_id))
     units: list[recording.UnitOfWork] = []
@@ -184,16 +182,10 @@ async def measure(networks: int, count: int, directory: Path) -> None:
     db = Database.open(directory / f"state-{networks}.db")
     try:
         ids = [f"{networks:02d}{index:062x}" for index in range(count + 10)]
-        for index, container_id in enumerate(ids[:10]):  # warm up: statement caches, connections, threads
+        for container_id in ids[:10]:  # warm up: statement caches, connections, threads
             await add(db, container_id, networks)
-            await delete(db, container_id, read_now=index % 2 == 0)
-        steps = (
-            ("ADD", partial(add, networks=networks)),
-            ("DEL", delete),
-            ("ADD", partial(add, networks=networks)),
-            ("DEL read_now", partial(delete, read_now=True)),
-        )
-        for label, step in steps:
+            await delete(db, container_id)
+        for label, step in (("ADD", partial(add, networks=networks)), ("DEL", delete)):
             before, started = thread_cpu(), time.perf_counter()
             for container_id in ids[10:]:
                 await step(db, container_id)

@@ -53,8 +53,7 @@ BUSY_TIMEOUT_MS = 10_000
 READERS = 2
 """Reader threads (each with its own connection): reads of committed state run beside the writer."""
 SPARE_CONNECTIONS = 4
-"""Pooled connections beyond the threads' own and ``read_now``'s, for ``read_sync`` and direct
-``engine`` users."""
+"""Pooled connections beyond the threads' own, for ``read_sync`` and direct ``engine`` users."""
 
 
 class DatabaseLockedError(RuntimeError):
@@ -340,9 +339,6 @@ class Database:
         self._writer: _Writer | None = None
         self._reads: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._readers: list[_Reader] = []
-        self._inline: _Seat | None = None
-        self._inline_lock = threading.Lock()
-        self._inline_owner: int | None = None
         self._closed = False
         try:
             if not read_only:
@@ -374,7 +370,7 @@ class Database:
             db_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             lock_fd = _lock_exclusively(db_path)
             url = f"sqlite:///{db_path}"
-        engine = create_engine(url, pool_size=1 + READERS + 1 + SPARE_CONNECTIONS, max_overflow=0)
+        engine = create_engine(url, pool_size=1 + READERS + SPARE_CONNECTIONS, max_overflow=0)
         configure_connection(engine, read_only=read_only)
         try:
             with engine.connect() as connection:
@@ -412,26 +408,6 @@ class Database:
         self._reads.put(_Job(work, loop=loop, waiter=waiter))
         return await waiter
 
-    def read_now(self, work: Work[T]) -> T:
-        """Run ``work`` on the calling thread, against committed state, and return its value.
-
-        For small indexed reads on the event loop (a checkpoint by container ID: two index
-        lookups): handing such a read to a reader thread and back costs several times the read's
-        own CPU. Never for a read that may scan or return many rows: the loop waits for it. One
-        connection serves every caller, one at a time."""
-        self._check_open()
-        me = threading.get_ident()
-        if self._inline_owner == me:
-            raise RuntimeError("read_now called from inside a read_now unit of work")
-        with self._inline_lock:
-            self._inline_owner = me
-            try:
-                if self._inline is None:
-                    self._inline = _Seat(self.engine, join_mode="rollback_only")
-                return self._inline.read(work)
-            finally:
-                self._inline_owner = None
-
     def read_sync(self, work: Work[T]) -> T:
         """``read`` for any thread, on a pooled connection of its own (not a reader thread's)."""
         with Session(self.engine) as session, session.begin():
@@ -466,10 +442,6 @@ class Database:
         """Finish what is queued, stop the threads, close every connection and release the lock."""
         self._closed = True
         self._stop_threads()
-        with self._inline_lock:
-            if self._inline is not None:
-                self._inline.close()
-                self._inline = None
         self.engine.dispose()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
