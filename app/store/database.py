@@ -159,7 +159,7 @@ class _Seat:
     def empty_session(self) -> None:
         """Leave the Session as a new one: no transaction, no objects (cheap when already so)."""
         session = self.session
-        if session.in_transaction() or session.identity_map or session.new:
+        if session.in_transaction() or session.identity_map:  # adding an object begins a transaction
             session.close()
 
     def read(self, work: Work[T]) -> T:
@@ -198,12 +198,12 @@ class _Worker(threading.Thread):
 
     def __init__(self, engine: Engine, jobs: queue.SimpleQueue[_Job | None], *, name: str) -> None:
         super().__init__(name=name, daemon=True)
-        self._queue = jobs
+        self.jobs = jobs
         self._seat = _Seat(engine, join_mode=self.join_mode)
 
     def submit(self, job: _Job | None) -> None:
         """Queue ``job``; None stops the thread once what is queued before it has run."""
-        self._queue.put(job)
+        self.jobs.put(job)
 
     def close_connection(self) -> None:
         """After the thread has ended: give its connection back."""
@@ -220,18 +220,18 @@ class _Writer(_Worker):
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine, queue.SimpleQueue(), name="store-writer")
         self.batches = 0
-        self.jobs = 0
+        self.units = 0
 
     def run(self) -> None:
         while True:
-            first = self._queue.get()
+            first = self.jobs.get()
             if first is None:
                 return
             batch = [first]
             stop_after = False
             while len(batch) < MAX_BATCH:
                 try:
-                    job = self._queue.get_nowait()
+                    job = self.jobs.get_nowait()
                 except queue.Empty:
                     break
                 if job is None:
@@ -268,7 +268,7 @@ class _Writer(_Worker):
             _settle((job, None, exc) for job in batch)
             return
         self.batches += 1
-        self.jobs += len(batch)
+        self.units += len(batch)
         metrics.STORE_COMMIT_SECONDS.observe(time.monotonic() - started)
         metrics.STORE_BATCH_SIZE.observe(len(batch))
         _settle(outcomes)
@@ -296,7 +296,7 @@ class _Reader(_Worker):
     """A reading thread: each unit in a transaction of its own (one snapshot of committed state)."""
 
     def run(self) -> None:
-        while (job := self._queue.get()) is not None:
+        while (job := self.jobs.get()) is not None:
             if not job.claim():
                 continue
             try:
@@ -339,17 +339,11 @@ class Database:
         self._writer: _Writer | None = None
         self._reads: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._readers: list[_Reader] = []
+        self._readers_lock = threading.Lock()
         self._closed = False
-        try:
-            if not read_only:
-                self._writer = _Writer(engine)
-            for index in range(READERS):
-                self._readers.append(_Reader(engine, self._reads, name=f"store-reader_{index}"))
-        except BaseException:
-            self._stop_threads()
-            raise
-        for thread in self._threads():
-            thread.start()
+        if not read_only:
+            self._writer = _Writer(engine)
+            self._writer.start()
 
     @classmethod
     def open(
@@ -379,12 +373,12 @@ class Database:
                 else:
                     schema.migrate(connection, in_child=migrate_in_child)
                     connection.commit()
+            return cls(path=db_path, engine=engine, read_only=read_only, lock_fd=lock_fd)
         except BaseException:
             engine.dispose()
             if lock_fd is not None:
                 os.close(lock_fd)
             raise
-        return cls(path=db_path, engine=engine, read_only=read_only, lock_fd=lock_fd)
 
     async def write(self, work: Work[T]) -> T:
         """Run ``work`` in the writer thread; return its value once it is committed."""
@@ -403,6 +397,8 @@ class Database:
     async def read(self, work: Work[T]) -> T:
         """Run ``work`` on a reader thread against committed state."""
         self._check_open()
+        if not self._readers:
+            self._start_readers()
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[T] = loop.create_future()
         self._reads.put(_Job(work, loop=loop, waiter=waiter))
@@ -412,6 +408,24 @@ class Database:
         """``read`` for any thread, on a pooled connection of its own (not a reader thread's)."""
         with Session(self.engine) as session, session.begin():
             return work(session)
+
+    def _start_readers(self) -> None:
+        """The reader threads, on the first ``read`` (a caller that only ever uses ``read_sync``, such
+        as ``multusctl`` reading the file, opens no connection for them)."""
+        with self._readers_lock:
+            if self._readers or self._closed:
+                return
+            readers = []
+            try:
+                for index in range(READERS):
+                    readers.append(_Reader(self.engine, self._reads, name=f"store-reader_{index}"))
+            except BaseException:
+                for reader in readers:
+                    reader.close_connection()
+                raise
+            for reader in readers:
+                reader.start()
+            self._readers = readers
 
     def _writable(self) -> _Writer:
         self._check_open()
@@ -436,7 +450,7 @@ class Database:
     @property
     def commit_stats(self) -> tuple[int, int]:
         """(batches committed, units of work committed) since open."""
-        return (0, 0) if self._writer is None else (self._writer.batches, self._writer.jobs)
+        return (0, 0) if self._writer is None else (self._writer.batches, self._writer.units)
 
     def close(self) -> None:
         """Finish what is queued, stop the threads, close every connection and release the lock."""
@@ -447,21 +461,32 @@ class Database:
             os.close(self._lock_fd)
             self._lock_fd = None
 
-    def _threads(self) -> list[_Worker]:
-        return [*([self._writer] if self._writer is not None else []), *self._readers]
-
     def _stop_threads(self) -> None:
-        threads = self._threads()
-        if self._writer is not None:
-            self._writer.submit(None)
-        for _ in self._readers:
+        """Stop the threads once what is queued has run; fail what is queued after that."""
+        with self._readers_lock:
+            writer, readers = self._writer, self._readers
+            self._writer, self._readers = None, []
+        if writer is not None:
+            writer.submit(None)
+        for _ in readers:
             self._reads.put(None)
+        threads = [*([writer] if writer is not None else []), *readers]
         for thread in threads:
-            if thread.is_alive():
-                thread.join()
+            thread.join()
             thread.close_connection()
-        self._writer = None
-        self._readers = []
+        for thread in threads:  # only now: the readers share one queue, and their stops are in it
+            _fail_queued(thread.jobs, RuntimeError(f"state database {self.path} is closed"))
+
+
+def _fail_queued(jobs: queue.SimpleQueue[_Job | None], error: BaseException) -> None:
+    """Fail every job left in ``jobs`` (queued by a caller racing with ``close``)."""
+    while True:
+        try:
+            job = jobs.get_nowait()
+        except queue.Empty:
+            return
+        if job is not None and job.claim():
+            _settle([(job, None, error)])
 
 
 def _lock_exclusively(db_path: Path) -> int:

@@ -310,3 +310,21 @@ def test_plain_sql_json_is_what_json_dumps_writes() -> None:
     assert records_sql.json_list([["K", "v"]]) == json.dumps([["K", "v"]])
     mapping = {"z": 1, "a": {"y": [1.5, None], "b": True}}
     assert records_sql.json_object(mapping) == json.dumps(mapping, sort_keys=True)
+
+
+def _reader_threads() -> int:
+    return sum(thread.name.startswith("store-reader") for thread in threading.enumerate())
+
+
+def test_reader_threads_start_with_the_first_read_and_end_with_close(tmp_path: Path) -> None:
+    Database.open(tmp_path / "state.db").close()
+    before = _reader_threads()
+    db = Database.open(tmp_path / "state.db", read_only=True)
+    try:
+        assert db.read_sync(checkpoints.list_sandboxes) == []
+        assert _reader_threads() == before  # a one-shot reader such as multusctl starts none
+        assert asyncio.run(db.read(checkpoints.list_sandboxes)) == []
+        assert _reader_threads() == before + READERS
+    finally:
+        db.close()
+    assert _reader_threads() == before
