@@ -8,7 +8,9 @@ delegates' history lines, the removals and the request's line. Nothing else runs
 request parsing), so the figures are the store's alone, including the hand-offs to and from the
 event loop. For ``--networks`` (default 1 and 4) it prints the CPU milliseconds per ADD and per DEL
 of the event loop thread, the writer thread and the reader threads (each thread's own CPU clock),
-and the wall time per operation. The database lives in a temporary directory on the disk the
+and the wall time per operation; then ADD and DEL again, the DEL's checkpoint read and first
+commit made one unit of work (``checkpoints.begin_delete_and_load``: one trip to the writer
+instead of a reader's and then the writer's). The database lives in a temporary directory on the disk the
 system's temporary files use; commits are ``synchronous=FULL`` as in the daemon, so each one waits
 for an fsync.
 """
@@ -136,11 +138,16 @@ async def add(db: Database, container_id: str, networks: int) -> None:
     await db.write(recording.together(pending))
 
 
-async def delete(db: Database, container_id: str) -> None:
-    """The read and two commits of a DEL, as ``Engine.delete`` and ``Teardown.prepare`` make them."""
-    record = await db.read(partial(checkpoints.load_sandbox, container_id=container_id))
-    assert record is not None
-    await db.write(partial(checkpoints.begin_delete, container_id=container_id))
+async def delete(db: Database, container_id: str, *, one_trip: bool = False) -> None:
+    """The read and two commits of a DEL, as ``Engine.delete`` and ``Teardown.prepare`` make them;
+    ``one_trip``: the read and the first commit as one unit (``checkpoints.begin_delete_and_load``)."""
+    if one_trip:
+        record = await db.write(partial(checkpoints.begin_delete_and_load, container_id=container_id))
+        assert record is not None
+    else:
+        record = await db.read(partial(checkpoints.load_sandbox, container_id=container_id))
+        assert record is not None
+        await db.write(partial(checkpoints.begin_delete, container_id=container_id))
     units: list[recording.UnitOfWork] = []
     removed = []
     for attachment in sorted(record.attachments, key=lambda a: a.position, reverse=True):
@@ -182,10 +189,16 @@ async def measure(networks: int, count: int, directory: Path) -> None:
     db = Database.open(directory / f"state-{networks}.db")
     try:
         ids = [f"{networks:02d}{index:062x}" for index in range(count + 10)]
-        for container_id in ids[:10]:  # warm up: statement caches, connections, threads
+        for index, container_id in enumerate(ids[:10]):  # warm up: statement caches, connections, threads
             await add(db, container_id, networks)
-            await delete(db, container_id)
-        for label, step in (("ADD", partial(add, networks=networks)), ("DEL", delete)):
+            await delete(db, container_id, one_trip=index % 2 == 0)
+        steps = (
+            ("ADD", partial(add, networks=networks)),
+            ("DEL", delete),
+            ("ADD", partial(add, networks=networks)),
+            ("DEL one trip", partial(delete, one_trip=True)),
+        )
+        for label, step in steps:
             before, started = thread_cpu(), time.perf_counter()
             for container_id in ids[10:]:
                 await step(db, container_id)

@@ -9,6 +9,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -328,3 +329,24 @@ def test_reader_threads_start_with_the_first_read_and_end_with_close(tmp_path: P
     finally:
         db.close()
     assert _reader_threads() == before
+
+
+async def test_begin_delete_and_load_marks_and_returns_the_sandbox_as_recorded(db: Database) -> None:
+    await db.write(
+        lambda s: (
+            checkpoints.begin_add(s, _sandbox("c1")),
+            checkpoints.record_intent(s, _intent("c1", "eth0", 0)),
+            checkpoints.record_intent(s, _intent("c1", "net1", 1)),
+            checkpoints.finish_add(s, "c1"),
+        )
+    )
+
+    returned = await db.write(partial(checkpoints.begin_delete_and_load, container_id="c1"))
+    missing = await db.write(partial(checkpoints.begin_delete_and_load, container_id="c2"))
+
+    assert returned == await db.read(partial(checkpoints.load_sandbox, container_id="c1"))
+    assert returned is not None
+    assert returned.state == "deleting"
+    assert [(a.ifname, a.state) for a in returned.attachments] == [("eth0", "deleting"), ("net1", "deleting")]
+    assert missing is None
+    assert [s.container_id for s in await db.read(checkpoints.list_sandboxes)] == ["c1"]
