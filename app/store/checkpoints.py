@@ -3,9 +3,10 @@
 Written by ``app.attach`` before a delegate runs (intent) and after it returns (result); read by
 DEL, CHECK, recovery and GC, which replay what is recorded here and never re-resolve networks.
 Functions take a Session and run inside the writer's transaction (``Database.write``); they know
-no CNI rules. The writes of the ADD/DEL path sit between a delegate's return and the runtime's
-answer, so they are plain SQL on the session's own SQLite connection (``records_sql``: no statement
-compilation, no result objects), inside the same transaction and savepoint. A sandbox row
+no CNI rules. The writes of the ADD/DEL path, and the DEL's read of a sandbox, sit between the
+runtime's call and its answer, so they are plain SQL on the session's own SQLite connection
+(``records_sql``: no statement compilation, no result objects, no Session machinery), inside the
+same transaction and savepoint. A sandbox row
 disappears only when its last attachment has been removed, that is, after every delegate's DEL
 succeeded.
 """

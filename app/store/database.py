@@ -13,8 +13,9 @@ never traded for speed: nothing is dropped under load, callers wait.
 Each thread keeps its connection open for its whole life and one Session bound to it, and frames
 transactions and savepoints itself, so a unit of work that only runs plain SQL on the driver's
 cursor (``records_sql.cursor_of``: the ADD/DEL hot path) costs no Session machinery at all; a unit
-that uses the Session gets one in a savepoint of its own, emptied after the unit. Results reach
-the awaiting coroutine with one wake-up of its event loop per batch.
+that uses the Session gets it with no objects and, in the writer, in a savepoint of its own. The
+reader threads start with the first ``read``. Results reach the awaiting coroutine with one
+wake-up of its event loop per batch.
 """
 
 from __future__ import annotations
