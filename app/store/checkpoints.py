@@ -3,9 +3,10 @@
 Written by ``app.attach`` before a delegate runs (intent) and after it returns (result); read by
 DEL, CHECK, recovery and GC, which replay what is recorded here and never re-resolve networks.
 Functions take a Session and run inside the writer's transaction (``Database.write``); they know
-no CNI rules. The writes of the ADD/DEL path sit between a delegate's return and the runtime's
-answer, so they are plain SQL on the session's own SQLite connection (``records_sql``: no statement
-compilation, no result objects), inside the same transaction and savepoint. A sandbox row
+no CNI rules. The writes of the ADD/DEL path, and the DEL's read of a sandbox, sit between the
+runtime's call and its answer, so they are plain SQL on the session's own SQLite connection
+(``records_sql``: no statement compilation, no result objects, no Session machinery), inside the
+same transaction and savepoint. A sandbox row
 disappears only when its last attachment has been removed, that is, after every delegate's DEL
 succeeded.
 """
@@ -30,7 +31,7 @@ from app.store.records import (
     SandboxRecord,
     SandboxSummary,
 )
-from app.store.records_sql import cursor_of, stamp
+from app.store.records_sql import cursor_of, json_list, json_object, read_stamp, stamp
 
 SANDBOXES = cast(Table, Sandbox.__table__)
 ATTACHMENTS = cast(Table, AttachmentRow.__table__)
@@ -118,11 +119,11 @@ def record_intent(session: Session, intent: DelegateIntent) -> None:
             intent.network_name,
             ",".join(intent.plugin_types),
             intent.config,
-            json.dumps([list(pair) for pair in intent.cni_args]),
-            json.dumps(dict(intent.capability_args), sort_keys=True),
-            json.dumps(list(intent.cni_path)),
-            None if intent.device is None else json.dumps(dict(intent.device), sort_keys=True),
-            json.dumps(list(intent.device_ids)),
+            json_list([list(pair) for pair in intent.cni_args]),
+            json_object(intent.capability_args),
+            json_list(intent.cni_path),
+            None if intent.device is None else json_object(intent.device),
+            json_list(intent.device_ids),
             intent.root,
             now,
             now,
@@ -137,9 +138,9 @@ def record_result(
     facts = facts or DelegateFacts()
     params = (
         result,
-        json.dumps(list(facts.ips)),
-        json.dumps(list(facts.macs)),
-        json.dumps(list(facts.device_ids)),
+        json_list(facts.ips),
+        json_list(facts.macs),
+        json_list(facts.device_ids),
         stamp(_now()),
         container_id,
         ifname,
@@ -165,6 +166,20 @@ def begin_delete(session: Session, container_id: str) -> None:
     cursor_of(session).execute(_SET_ATTACHMENTS_STATE_SQL, params)
 
 
+def begin_delete_and_load(session: Session, container_id: str) -> SandboxRecord | None:
+    """``begin_delete`` and ``load_sandbox`` in one unit: the sandbox marked as being deleted, as now
+    recorded; None, with nothing written, when no sandbox is recorded for ``container_id``.
+
+    A DEL's first commit and the checkpoint it replays, in one trip to the writer instead of a
+    reader's answer followed by the writer's."""
+    params = ("deleting", stamp(_now()), container_id)
+    cursor = cursor_of(session)
+    if cursor.execute(_SET_SANDBOX_STATE_SQL, params).rowcount == 0:
+        return None
+    cursor.execute(_SET_ATTACHMENTS_STATE_SQL, params)
+    return load_sandbox(session, container_id)
+
+
 def remove_attachments(session: Session, *, container_id: str, ifnames: Iterable[str]) -> None:
     """Forget attachments whose DEL succeeded."""
     cursor_of(session).executemany(_REMOVE_ATTACHMENT_SQL, [(container_id, ifname) for ifname in ifnames])
@@ -186,15 +201,95 @@ def _expect_changed(
         _missing(container_id, ifname)
 
 
-_SANDBOX_BY_ID = select(SANDBOXES).where(SANDBOXES.c.container_id == bindparam("cid"))
+_SANDBOX_COLUMNS = (
+    "container_id, state, netns, ifname, cni_version, pod_namespace, pod_name, pod_uid, boot_id,"
+    " created_at, updated_at, netns_id"
+)
+_ATTACHMENT_COLUMNS = (
+    "container_id, ifname, position, is_master, network_name, plugin_types, config, cni_args,"
+    " capability_args, cni_path, state, result, last_error, created_at, updated_at, device, ips, macs,"
+    " device_ids, root"
+)
+_SANDBOX_BY_ID_SQL = f"SELECT {_SANDBOX_COLUMNS} FROM sandboxes WHERE container_id = ?"
+_ATTACHMENTS_OF_SQL = (
+    f"SELECT {_ATTACHMENT_COLUMNS} FROM attachments WHERE container_id = ? ORDER BY position"
+)
 _ATTACHMENTS_OF = (
     select(ATTACHMENTS).where(ATTACHMENTS.c.container_id == bindparam("cid")).order_by(ATTACHMENTS.c.position)
 )
 
 
 def load_sandbox(session: Session, container_id: str) -> SandboxRecord | None:
-    sandbox = session.execute(_SANDBOX_BY_ID, {"cid": container_id}).mappings().first()
-    return None if sandbox is None else _with_attachments(session, sandbox)
+    """The sandbox recorded for ``container_id`` with its attachments (by position), None if none is.
+
+    Read by every DEL and rollback: plain SQL on the session's connection (``records_sql``), two
+    indexed lookups, the rows turned into records without SQLAlchemy's result objects."""
+    cursor = cursor_of(session)
+    sandbox = cursor.execute(_SANDBOX_BY_ID_SQL, (container_id,)).fetchone()
+    if sandbox is None:
+        return None
+    attachments = cursor.execute(_ATTACHMENTS_OF_SQL, (container_id,)).fetchall()
+    (cid, state, netns, ifname, cni_version, namespace, name, uid, boot_id, created, updated, netns_id) = (
+        sandbox
+    )
+    return SandboxRecord(
+        container_id=cid,
+        state=state,
+        netns=netns,
+        ifname=ifname,
+        cni_version=cni_version,
+        pod=PodIdentity(namespace, name, uid),
+        boot_id=boot_id,
+        created_at=read_stamp(created),
+        updated_at=read_stamp(updated),
+        attachments=tuple(_attachment_from_columns(*row) for row in attachments),
+        netns_id=netns_id,
+    )
+
+
+def _attachment_from_columns(
+    container_id: str,
+    ifname: str,
+    position: int,
+    is_master: int,
+    network_name: str,
+    plugin_types: str,
+    config: bytes,
+    cni_args: str,
+    capability_args: str,
+    cni_path: str,
+    state: str,
+    result: str | None,
+    last_error: str | None,
+    created_at: str,
+    updated_at: str,
+    device: str | None,
+    ips: str | None,
+    macs: str | None,
+    device_ids: str | None,
+    root: str,
+) -> AttachmentRecord:
+    """An attachment from its columns as the driver returns them (``_ATTACHMENT_COLUMNS``' order)."""
+    return AttachmentRecord(
+        container_id=container_id,
+        ifname=ifname,
+        position=position,
+        is_master=bool(is_master),
+        network_name=network_name,
+        plugin_types=tuple(filter(None, plugin_types.split(","))),
+        config=config,
+        cni_args=tuple((str(k), str(v)) for k, v in json.loads(cni_args)),
+        capability_args=json.loads(capability_args),
+        cni_path=tuple(json.loads(cni_path)),
+        state=state,
+        result=result,
+        last_error=last_error,
+        created_at=read_stamp(created_at),
+        updated_at=read_stamp(updated_at),
+        device=None if device is None else json.loads(device),
+        facts=DelegateFacts(ips=_strings(ips), macs=_strings(macs), device_ids=_strings(device_ids)),
+        root=root,
+    )
 
 
 def list_sandboxes(session: Session, *, states: Sequence[str] | None = None) -> list[SandboxRecord]:
@@ -316,7 +411,7 @@ def _attachment_record(row: RowMapping) -> AttachmentRecord:
 
 def _strings(value: str | None) -> tuple[str, ...]:
     """A JSON list of strings as recorded; () for a row written before its facts were derived."""
-    return () if value is None else tuple(str(item) for item in json.loads(value))
+    return () if value is None or value == "[]" else tuple(str(item) for item in json.loads(value))
 
 
 # ---- hot-plug: one attachment of a ready sandbox -------------------------------------------------

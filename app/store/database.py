@@ -1,4 +1,4 @@
-"""The state database: one SQLite file, one writer thread, a small read pool.
+"""The state database: one SQLite file, one writer thread, two reader threads.
 
 Owns the SQLAlchemy engine, its per-connection pragmas (WAL, ``synchronous=FULL``, foreign keys,
 busy timeout), the exclusive lock that keeps a second daemon off the same file, and the only thread
@@ -9,6 +9,13 @@ holding that work has been committed, so "recorded" always means "on disk".
 Concurrent writes are group-committed: the writer drains what is queued, runs each unit inside
 its own savepoint (one failing unit does not undo the others), and commits once. Durability is
 never traded for speed: nothing is dropped under load, callers wait.
+
+Each thread keeps its connection open for its whole life and one Session bound to it, and frames
+transactions and savepoints itself, so a unit of work that only runs plain SQL on the driver's
+cursor (``records_sql.cursor_of``: the ADD/DEL hot path) costs no Session machinery at all; a unit
+that uses the Session gets it with no objects and, in the writer, in a savepoint of its own. The
+reader threads start with the first ``read``. Results reach the awaiting coroutine with one
+wake-up of its event loop per batch.
 """
 
 from __future__ import annotations
@@ -18,19 +25,20 @@ import fcntl
 import logging
 import os
 import queue
+import sqlite3
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session
 
 from app import metrics
-from app.store import schema
+from app.store import records_sql, schema
 
 log = logging.getLogger(__name__)
 
@@ -43,104 +51,261 @@ __all__ = ["Database", "DatabaseLockedError", "Session", "Work"]
 MAX_BATCH = 64
 """Most units of work committed in one transaction."""
 BUSY_TIMEOUT_MS = 10_000
+READERS = 2
+"""Reader threads (each with its own connection): reads of committed state run beside the writer."""
+SPARE_CONNECTIONS = 4
+"""Pooled connections beyond the threads' own, for ``read_sync`` and direct ``engine`` users."""
 
 
 class DatabaseLockedError(RuntimeError):
     """Another process holds the state database open for writing."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Job:
+    """A unit of work and who waits for it: a coroutine (``waiter`` on ``loop``) or a thread (``future``)."""
+
     work: Work[Any]
-    future: Future[Any] = field(default_factory=Future)
+    future: Future[Any] | None = None
+    loop: asyncio.AbstractEventLoop | None = None
+    waiter: asyncio.Future[Any] | None = None
+
+    def claim(self) -> bool:
+        """True when the job is still wanted (and, for a thread's future, marked running)."""
+        if self.waiter is not None:
+            return not self.waiter.cancelled()  # a read of the state: safe from this thread
+        assert self.future is not None
+        return self.future.set_running_or_notify_cancel()
 
 
-class _Writer(threading.Thread):
+_Outcome = tuple[_Job, Any, BaseException | None]
+
+
+def _settle(outcomes: Iterable[_Outcome]) -> None:
+    """Hand each job's value or error to its waiter: futures now, coroutines in one wake-up per loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
+    for outcome in outcomes:
+        job, value, error = outcome
+        if job.future is not None:
+            if error is None:
+                job.future.set_result(value)
+            else:
+                job.future.set_exception(error)
+        elif job.loop is not None:
+            by_loop.setdefault(job.loop, []).append(outcome)
+    for loop, settled in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle_waiters, settled)
+        except RuntimeError:  # the loop was closed while its work ran: nobody waits any more
+            continue
+
+
+def _settle_waiters(outcomes: list[_Outcome]) -> None:
+    """In the waiters' event loop: resolve those not cancelled meanwhile."""
+    for job, value, error in outcomes:
+        waiter = job.waiter
+        if waiter is None or waiter.done():
+            continue
+        if error is None:
+            waiter.set_result(value)
+        else:
+            waiter.set_exception(error)
+
+
+class _Seat:
+    """One connection held open for as long as its user lives, and one Session bound to it.
+
+    The user frames the transactions itself (``begin``) and lends the Session the driver's cursor
+    (``records_sql.lend_cursor``); ``empty_session`` makes the Session as good as new after a unit."""
+
+    def __init__(self, engine: Engine, *, join_mode: Any) -> None:
+        self._engine = engine
+        self._join_mode = join_mode
+        self._connect()
+
+    def _connect(self) -> None:
+        self.connection: Connection = self._engine.connect()
+        self.session = Session(
+            bind=self.connection, join_transaction_mode=self._join_mode, expire_on_commit=False
+        )
+        driver = self.connection.connection.driver_connection
+        if not isinstance(driver, sqlite3.Connection):
+            raise TypeError(f"the state database runs on SQLite, not {type(driver).__name__}")
+        self.driver = driver
+        records_sql.lend_cursor(self.session, driver.cursor())
+
+    def reconnect(self) -> None:
+        """A fresh connection after one that may be broken (a failed commit or rollback)."""
+        try:
+            self.session.close()
+            self.connection.invalidate()
+            self.connection.close()
+        except Exception:  # it is being thrown away: nothing more to learn from it
+            log.debug("discarding a state database connection failed", exc_info=True)
+        self._connect()
+
+    def begin(self) -> Any:
+        """Begin a transaction, on a fresh connection if the last one was left unusable."""
+        connection = self.connection
+        if (
+            connection.closed
+            or connection.invalidated
+            or connection.in_transaction()
+            or self.driver.in_transaction
+        ):
+            log.warning("a state database connection was left in a transaction; reconnecting")
+            self.reconnect()
+        return self.connection.begin()
+
+    def empty_session(self) -> None:
+        """Leave the Session as a new one: no transaction, no objects (cheap when already so)."""
+        session = self.session
+        if session.in_transaction() or session.identity_map:  # adding an object begins a transaction
+            session.close()
+
+    def read(self, work: Work[T]) -> T:
+        """Run ``work`` in a transaction of its own (one snapshot of committed state)."""
+        transaction = self.begin()
+        try:
+            value = work(self.session)
+        except BaseException:
+            self.empty_session()
+            self._end(transaction, commit=False)
+            raise
+        self.empty_session()
+        self._end(transaction, commit=True)
+        return value
+
+    def _end(self, transaction: Any, *, commit: bool) -> None:
+        try:
+            if transaction.is_active and commit:
+                transaction.commit()
+            else:
+                transaction.rollback()
+        except Exception:
+            log.exception("ending a read of the state database failed; reconnecting")
+            self.reconnect()
+
+    def close(self) -> None:
+        self.session.close()
+        self.connection.close()
+
+
+class _Worker(threading.Thread):
+    """A store thread serving a queue of jobs from its own seat (connection and Session)."""
+
+    join_mode: Any = "rollback_only"
+    """How the seat's Session joins the transactions the thread begins (see ``Session``)."""
+
+    def __init__(self, engine: Engine, jobs: queue.SimpleQueue[_Job | None], *, name: str) -> None:
+        super().__init__(name=name, daemon=True)
+        self.jobs = jobs
+        self._seat = _Seat(engine, join_mode=self.join_mode)
+
+    def submit(self, job: _Job | None) -> None:
+        """Queue ``job``; None stops the thread once what is queued before it has run."""
+        self.jobs.put(job)
+
+    def close_connection(self) -> None:
+        """After the thread has ended: give its connection back."""
+        self._seat.close()
+
+
+class _Writer(_Worker):
     """The single writing thread: runs queued work in savepoints, one commit per batch."""
 
+    join_mode = "create_savepoint"
+    """A unit using the Session gets a savepoint of its own inside the batch's transaction, so an
+    error the Session rolls back (a failed flush) undoes that unit only."""
+
     def __init__(self, engine: Engine) -> None:
-        super().__init__(name="store-writer", daemon=True)
-        self._engine = engine
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        super().__init__(engine, queue.SimpleQueue(), name="store-writer")
         self.batches = 0
-        self.jobs = 0
-
-    def submit(self, work: Work[T]) -> Future[T]:
-        job = _Job(work)
-        self._queue.put(job)
-        return job.future
-
-    def stop(self) -> None:
-        self._queue.put(None)
-        self.join()
+        self.units = 0
 
     def run(self) -> None:
         while True:
-            first = self._queue.get()
+            first = self.jobs.get()
             if first is None:
                 return
             batch = [first]
             stop_after = False
             while len(batch) < MAX_BATCH:
                 try:
-                    job = self._queue.get_nowait()
+                    job = self.jobs.get_nowait()
                 except queue.Empty:
                     break
                 if job is None:
                     stop_after = True
                     break
                 batch.append(job)
-            self._run_batch([job for job in batch if job.future.set_running_or_notify_cancel()])
+            self._run_batch([job for job in batch if job.claim()])
             if stop_after:
                 return
 
     def _run_batch(self, batch: list[_Job]) -> None:
-        """Run and commit ``batch``; its futures are running, so no caller can cancel them now
+        """Run and commit ``batch``; its jobs are claimed, so no caller can cancel them now
         (a write cancelled while still queued is skipped instead, before it starts)."""
         if not batch:
             return
         started = time.monotonic()
-        outcomes: list[tuple[_Job, Any, BaseException | None]] = []
+        outcomes: list[_Outcome] = []
+        seat = self._seat
         try:
-            with Session(self._engine, expire_on_commit=False) as session, session.begin():
-                if len(batch) == 1:  # alone in its transaction: a failure rolls back only itself
-                    outcomes.append(_run_alone(session, batch[0]))
-                else:
-                    outcomes.extend(_run_in_savepoint(session, job) for job in batch)
+            transaction = seat.begin()
+            try:
+                outcomes.extend(self._run_in_savepoint(job) for job in batch)
+                transaction.commit()
+            except BaseException:
+                seat.empty_session()
+                try:
+                    transaction.rollback()
+                except Exception:
+                    log.exception("rolling back a failed batch failed; reconnecting")
+                    seat.reconnect()
+                raise
         except BaseException as exc:  # the commit itself failed: nothing in the batch is recorded
             log.exception("state database commit failed for a batch of %d", len(batch))
-            for job in batch:
-                job.future.set_exception(exc)
+            _settle((job, None, exc) for job in batch)
             return
         self.batches += 1
-        self.jobs += len(batch)
+        self.units += len(batch)
         metrics.STORE_COMMIT_SECONDS.observe(time.monotonic() - started)
         metrics.STORE_BATCH_SIZE.observe(len(batch))
-        for job, value, error in outcomes:
-            if error is None:
-                job.future.set_result(value)
-            else:
-                job.future.set_exception(error)
+        _settle(outcomes)
 
-
-def _run_alone(session: Session, job: _Job) -> tuple[_Job, Any, BaseException | None]:
-    try:
-        value = job.work(session)
-        session.flush()
-    except Exception as exc:  # handed to the caller through its future, not swallowed
-        session.rollback()
-        return job, None, exc
-    return job, value, None
-
-
-def _run_in_savepoint(session: Session, job: _Job) -> tuple[_Job, Any, BaseException | None]:
-    try:
-        with session.begin_nested():
+    def _run_in_savepoint(self, job: _Job) -> _Outcome:
+        """One unit in a savepoint of the driver's: its error undoes its own writes only."""
+        seat = self._seat
+        driver, session = seat.driver, seat.session
+        driver.execute("SAVEPOINT unit")
+        try:
             value = job.work(session)
-            session.flush()
-    except Exception as exc:  # handed to the caller through its future, not swallowed
-        return job, None, exc
-    return job, value, None
+            if session.in_transaction():
+                session.commit()  # flushes what the unit left pending; releases its savepoint
+        except Exception as exc:  # handed to the caller through its waiter, not swallowed
+            seat.empty_session()
+            driver.execute("ROLLBACK TO unit")
+            driver.execute("RELEASE unit")
+            return job, None, exc
+        seat.empty_session()
+        driver.execute("RELEASE unit")
+        return job, value, None
+
+
+class _Reader(_Worker):
+    """A reading thread: each unit in a transaction of its own (one snapshot of committed state)."""
+
+    def run(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            if not job.claim():
+                continue
+            try:
+                value = self._seat.read(job.work)
+            except Exception as exc:  # handed to the caller through its waiter, not swallowed
+                _settle([(job, None, exc)])
+            else:
+                _settle([(job, value, None)])
 
 
 def configure_connection(engine: Engine, *, read_only: bool) -> None:
@@ -173,7 +338,10 @@ class Database:
         self.read_only = read_only
         self._lock_fd = lock_fd
         self._writer: _Writer | None = None
-        self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="store-reader")
+        self._reads: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._readers: list[_Reader] = []
+        self._readers_lock = threading.Lock()
+        self._closed = False
         if not read_only:
             self._writer = _Writer(engine)
             self._writer.start()
@@ -197,7 +365,7 @@ class Database:
             db_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             lock_fd = _lock_exclusively(db_path)
             url = f"sqlite:///{db_path}"
-        engine = create_engine(url, pool_size=4, max_overflow=0)
+        engine = create_engine(url, pool_size=1 + READERS + SPARE_CONNECTIONS, max_overflow=0)
         configure_connection(engine, read_only=read_only)
         try:
             with engine.connect() as connection:
@@ -206,32 +374,69 @@ class Database:
                 else:
                     schema.migrate(connection, in_child=migrate_in_child)
                     connection.commit()
+            return cls(path=db_path, engine=engine, read_only=read_only, lock_fd=lock_fd)
         except BaseException:
             engine.dispose()
             if lock_fd is not None:
                 os.close(lock_fd)
             raise
-        return cls(path=db_path, engine=engine, read_only=read_only, lock_fd=lock_fd)
 
     async def write(self, work: Work[T]) -> T:
         """Run ``work`` in the writer thread; return its value once it is committed."""
-        if self._writer is None:
-            raise PermissionError(f"state database {self.path} is open read-only")
-        return await asyncio.wrap_future(self._writer.submit(work))
+        writer = self._writable()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[T] = loop.create_future()
+        writer.submit(_Job(work, loop=loop, waiter=waiter))
+        return await waiter
 
     def write_sync(self, work: Work[T]) -> T:
         """``write`` for threads that are not an event loop (start-up, tools, tests)."""
-        if self._writer is None:
-            raise PermissionError(f"state database {self.path} is open read-only")
-        return self._writer.submit(work).result()
+        future: Future[T] = Future()
+        self._writable().submit(_Job(work, future=future))
+        return future.result()
 
     async def read(self, work: Work[T]) -> T:
         """Run ``work`` on a reader thread against committed state."""
-        return await asyncio.wrap_future(self._readers.submit(self.read_sync, work))
+        self._check_open()
+        if not self._readers:
+            self._start_readers()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[T] = loop.create_future()
+        self._reads.put(_Job(work, loop=loop, waiter=waiter))
+        return await waiter
 
     def read_sync(self, work: Work[T]) -> T:
+        """``read`` for any thread, on a pooled connection of its own (not a reader thread's)."""
         with Session(self.engine) as session, session.begin():
             return work(session)
+
+    def _start_readers(self) -> None:
+        """The reader threads, on the first ``read`` (a caller that only ever uses ``read_sync``, such
+        as ``multusctl`` reading the file, opens no connection for them)."""
+        with self._readers_lock:
+            if self._readers or self._closed:
+                return
+            readers = []
+            try:
+                for index in range(READERS):
+                    readers.append(_Reader(self.engine, self._reads, name=f"store-reader_{index}"))
+            except BaseException:
+                for reader in readers:
+                    reader.close_connection()
+                raise
+            for reader in readers:
+                reader.start()
+            self._readers = readers
+
+    def _writable(self) -> _Writer:
+        self._check_open()
+        if self._writer is None:
+            raise PermissionError(f"state database {self.path} is open read-only")
+        return self._writer
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"state database {self.path} is closed")
 
     def size_bytes(self) -> int:
         """Bytes on disk: the database file and its write-ahead log."""
@@ -246,17 +451,43 @@ class Database:
     @property
     def commit_stats(self) -> tuple[int, int]:
         """(batches committed, units of work committed) since open."""
-        return (0, 0) if self._writer is None else (self._writer.batches, self._writer.jobs)
+        return (0, 0) if self._writer is None else (self._writer.batches, self._writer.units)
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.stop()
-            self._writer = None
-        self._readers.shutdown(wait=True)
+        """Finish what is queued, stop the threads, close every connection and release the lock."""
+        self._closed = True
+        self._stop_threads()
         self.engine.dispose()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+
+    def _stop_threads(self) -> None:
+        """Stop the threads once what is queued has run; fail what is queued after that."""
+        with self._readers_lock:
+            writer, readers = self._writer, self._readers
+            self._writer, self._readers = None, []
+        if writer is not None:
+            writer.submit(None)
+        for _ in readers:
+            self._reads.put(None)
+        threads = [*([writer] if writer is not None else []), *readers]
+        for thread in threads:
+            thread.join()
+            thread.close_connection()
+        for thread in threads:  # only now: the readers share one queue, and their stops are in it
+            _fail_queued(thread.jobs, RuntimeError(f"state database {self.path} is closed"))
+
+
+def _fail_queued(jobs: queue.SimpleQueue[_Job | None], error: BaseException) -> None:
+    """Fail every job left in ``jobs`` (queued by a caller racing with ``close``)."""
+    while True:
+        try:
+            job = jobs.get_nowait()
+        except queue.Empty:
+            return
+        if job is not None and job.claim():
+            _settle([(job, None, error)])
 
 
 def _lock_exclusively(db_path: Path) -> int:

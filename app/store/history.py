@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from app.store.filters import HistoryFilter
 from app.store.models import HistoryRow
 from app.store.records import HistoryEntry, HistoryLine, PodIdentity
-from app.store.records_sql import cursor_of, stamp
+from app.store.records_sql import cursor_of, json_list, stamp
 
 HISTORY = cast(Table, HistoryRow.__table__)
 
@@ -63,18 +63,14 @@ def _row(entry: HistoryEntry) -> tuple[object, ...]:
         pod.namespace,
         pod.name,
         pod.uid,
-        _json_list(entry.ips),
-        _json_list(entry.macs),
+        json_list(entry.ips),
+        json_list(entry.macs),
         entry.error_code,
         entry.error_msg,
         entry.error_details,
         entry.node,
-        _json_list(entry.device_ids),
+        json_list(entry.device_ids),
     )
-
-
-def _json_list(values: Sequence[str]) -> str:
-    return json.dumps(list(values)) if values else "[]"
 
 
 _EVER_SEEN = select(HistoryRow.id).where(HistoryRow.container_id == bindparam("cid")).limit(1)

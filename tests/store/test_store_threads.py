@@ -1,0 +1,352 @@
+"""The store's threads: the writer's savepoints around Session and plain-SQL units, the readers,
+what a failed commit or read leaves behind, and the plain-SQL checkpoint read against the ORM's."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.dialects.sqlite import DATETIME
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
+
+from app.store import checkpoints, records_sql
+from app.store.database import READERS, Database
+from app.store.models import MirroredPod
+from app.store.records import DelegateFacts, DelegateIntent, PodIdentity, SandboxIntent
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    database = Database.open(tmp_path / "state.db")
+    try:
+        yield database
+    finally:
+        database.close()
+
+
+def _sandbox(container_id: str) -> SandboxIntent:
+    return SandboxIntent(
+        container_id, "/var/run/netns/x", "eth0", "1.0.0", PodIdentity("ns", "pod", "uid"), "boot", "4:42"
+    )
+
+
+def _intent(container_id: str, ifname: str, position: int, **extra: Any) -> DelegateIntent:
+    return DelegateIntent(
+        container_id=container_id,
+        ifname=ifname,
+        position=position,
+        is_master=position == 0,
+        network_name=f"ns/net{position}",
+        plugin_types=("bridge", "tuning"),
+        config=b'{"cniVersion":"1.0.0","name":"net"}',
+        cni_args=(("K8S_POD_NAME", "pod"), ("IgnoreUnknown", "true")),
+        capability_args={"portMappings": [{"hostPort": 80}]},
+        cni_path=("/opt/cni/bin", "/usr/lib/cni"),
+        root="/hostroot",
+        **extra,
+    )
+
+
+def _pod(name: str) -> MirroredPod:
+    return MirroredPod(namespace="ns", name=name, uid=f"uid-{name}")
+
+
+async def _one_batch(db: Database, *units: Any, commits: bool = True) -> list[Any]:
+    """Run ``units`` as concurrent writes in a single batch (the writer is held busy until all of
+    them are queued behind it); ``commits``: whether that batch is expected to commit."""
+    busy, release = threading.Event(), threading.Event()
+
+    def hold(session: Session) -> None:
+        busy.set()
+        release.wait(10)
+
+    held = asyncio.ensure_future(db.write(hold))
+    await asyncio.to_thread(busy.wait, 10)
+    batches_before = db.commit_stats[0]  # the batch of ``hold`` is not counted yet
+    writes = [asyncio.ensure_future(db.write(unit)) for unit in units]
+    await asyncio.sleep(0)
+    release.set()
+    await held
+    outcomes = await asyncio.gather(*writes, return_exceptions=True)
+    assert db.commit_stats[0] == batches_before + 1 + commits, "the units were not committed in one batch"
+    return outcomes
+
+
+async def test_a_failing_session_unit_undoes_only_itself_beside_plain_sql_units(db: Database) -> None:
+    def duplicate_pod(session: Session) -> None:
+        session.add(_pod("dup"))
+        session.flush()
+        session.add(_pod("dup"))  # the flush of the second one fails: the primary key is taken
+
+    def mixed(session: Session) -> None:
+        checkpoints.begin_add(session, _sandbox("mixed"))
+        session.add(_pod("mixed"))
+        session.flush()
+        checkpoints.record_intent(session, _intent("mixed", "eth0", 0))
+
+    def mixed_then_fails(session: Session) -> None:
+        session.add(_pod("lost"))
+        session.flush()
+        checkpoints.begin_add(session, _sandbox("lost"))
+        raise RuntimeError("fails after writing through both")
+
+    outcomes = await _one_batch(
+        db,
+        lambda s: checkpoints.begin_add(s, _sandbox("c1")),
+        duplicate_pod,
+        lambda s: s.add(_pod("kept")),
+        mixed,
+        mixed_then_fails,
+        lambda s: checkpoints.begin_add(s, _sandbox("c2")),
+    )
+
+    assert [type(o) for o in outcomes] == [
+        type(None),
+        IntegrityError,
+        type(None),
+        type(None),
+        RuntimeError,
+        type(None),
+    ]
+    sandboxes = await db.read(checkpoints.list_sandboxes)
+    assert sorted(s.container_id for s in sandboxes) == ["c1", "c2", "mixed"]
+    assert [a.ifname for s in sandboxes if s.container_id == "mixed" for a in s.attachments] == ["eth0"]
+    pods = await db.read(lambda s: sorted(s.execute(select(MirroredPod.name)).scalars()))
+    assert pods == ["kept", "mixed"]
+
+
+async def test_each_unit_gets_a_session_without_a_transaction_or_objects(db: Database) -> None:
+    seen: list[tuple[bool, int]] = []
+
+    def look(session: Session) -> None:
+        seen.append((session.in_transaction(), len(session.identity_map)))
+
+    def load_pods(session: Session) -> None:
+        session.add(_pod("p1"))
+        session.flush()
+        session.execute(select(MirroredPod)).scalars().all()
+
+    await db.write(load_pods)
+    await _one_batch(db, look, lambda s: s.add(_pod("p2")), look)
+    await db.read(look)
+    await db.read(lambda s: s.execute(select(MirroredPod)).scalars().all())
+    for _ in range(READERS):
+        await db.read(look)
+
+    assert seen == [(False, 0)] * (3 + READERS)
+
+
+async def test_the_hot_path_units_leave_the_session_untouched(db: Database) -> None:
+    def add(session: Session) -> bool:
+        checkpoints.begin_add(session, _sandbox("c1"))
+        checkpoints.record_intent(session, _intent("c1", "eth0", 0))
+        return session.in_transaction()
+
+    assert await db.write(add) is False
+    assert await db.read(lambda s: (checkpoints.load_sandbox(s, "c1"), s.in_transaction())[1]) is False
+
+
+async def test_a_commit_that_fails_fails_its_whole_batch_and_the_writer_carries_on(db: Database) -> None:
+    def orphan(session: Session) -> None:
+        cursor = records_sql.cursor_of(session)
+        cursor.execute("PRAGMA defer_foreign_keys=ON")  # the missing sandbox is noticed at COMMIT
+        checkpoints.record_intent(session, _intent("no-such-sandbox", "eth0", 0))
+
+    outcomes = await _one_batch(db, lambda s: checkpoints.begin_add(s, _sandbox("c1")), orphan, commits=False)
+
+    assert all(isinstance(o, IntegrityError) for o in outcomes), outcomes
+    assert await db.read(checkpoints.list_sandboxes) == []
+    await db.write(lambda s: checkpoints.begin_add(s, _sandbox("c2")))
+    assert [s.container_id for s in await db.read(checkpoints.list_sandboxes)] == ["c2"]
+
+
+async def test_a_failing_read_leaves_every_reader_usable(db: Database) -> None:
+    await db.write(lambda s: checkpoints.begin_add(s, _sandbox("c1")))
+    for _ in range(READERS):
+        with pytest.raises(OperationalError):
+            await db.read(lambda s: s.execute(text("SELECT * FROM no_such_table")))
+        with pytest.raises(LookupError):
+            await db.read(lambda s: (checkpoints.load_sandbox(s, "c1"), {}["missing"]))
+
+    found = await asyncio.gather(*(db.read(lambda s: checkpoints.load_sandbox(s, "c1")) for _ in range(8)))
+    assert all(record is not None and record.container_id == "c1" for record in found)
+
+
+async def test_a_read_cancelled_while_queued_never_runs(db: Database) -> None:
+    busy, release = threading.Barrier(READERS + 1), threading.Event()
+    ran: list[str] = []
+
+    def hold(session: Session) -> None:
+        busy.wait(10)
+        release.wait(10)
+
+    held = [asyncio.ensure_future(db.read(hold)) for _ in range(READERS)]
+    await asyncio.to_thread(busy.wait, 10)  # every reader is busy
+    queued = asyncio.ensure_future(db.read(lambda s: ran.append("queued")))
+    await asyncio.sleep(0)
+    queued.cancel()
+    release.set()
+    await asyncio.gather(*held)
+
+    assert await db.read(lambda s: ran.append("after") or "done") == "done"
+    assert queued.cancelled()
+    assert ran == ["after"]
+
+
+async def test_reads_see_each_write_as_soon_as_it_returns(db: Database) -> None:
+    for index in range(20):
+        await db.write(lambda s, i=index: checkpoints.begin_add(s, _sandbox(f"c{i}")))
+        assert await db.read(lambda s, i=index: checkpoints.load_sandbox(s, f"c{i}")) is not None
+
+
+async def test_a_closed_database_refuses_reads_and_writes(tmp_path: Path) -> None:
+    db = Database.open(tmp_path / "state.db")
+    db.close()
+    with pytest.raises(RuntimeError):
+        await db.read(checkpoints.list_sandboxes)
+    with pytest.raises(RuntimeError):
+        await db.write(lambda s: checkpoints.begin_add(s, _sandbox("c1")))
+    with pytest.raises(RuntimeError):
+        db.write_sync(lambda s: checkpoints.begin_add(s, _sandbox("c1")))
+
+
+def test_writes_from_threads_and_from_two_event_loops_all_commit(db: Database) -> None:
+    def loop_writes(prefix: str) -> None:
+        async def run() -> None:
+            await asyncio.gather(
+                *(
+                    db.write(lambda s, i=i: checkpoints.begin_add(s, _sandbox(f"{prefix}{i}")))
+                    for i in range(10)
+                )
+            )
+
+        asyncio.run(run())
+
+    threads = [threading.Thread(target=loop_writes, args=(prefix,)) for prefix in ("a", "b")]
+    threads.append(
+        threading.Thread(
+            target=lambda: [
+                db.write_sync(lambda s, i=i: checkpoints.begin_add(s, _sandbox(f"t{i}"))) for i in range(10)
+            ]
+        )
+    )
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(db.read_sync(checkpoints.list_sandboxes)) == 30
+
+
+async def test_the_checkpoint_read_in_plain_sql_matches_the_orm_read(db: Database, tmp_path: Path) -> None:
+    device = {"pciAddress": "0000:03:00.2", "name": "ens1f0v2", "mac": "aa:bb:cc:dd:ee:ff"}
+    await db.write(
+        lambda s: (
+            checkpoints.begin_add(s, _sandbox("c1")),
+            checkpoints.record_intent(s, _intent("c1", "eth0", 0)),
+            checkpoints.record_intent(
+                s, _intent("c1", "net1", 1, device=device, device_ids=("0000:03:00.2",))
+            ),
+            checkpoints.record_intent(s, _intent("c1", "net2", 2)),
+        )
+    )
+    facts = DelegateFacts(ips=("10.0.0.5/24",), macs=("0a:58:0a:00:00:05",), device_ids=())
+    await db.write(
+        lambda s: (
+            checkpoints.record_result(s, container_id="c1", ifname="eth0", result='{"ips":[]}', facts=facts),
+            checkpoints.record_error(s, container_id="c1", ifname="net2", error='{"code":11}'),
+            checkpoints.finish_add(s, "c1"),
+        )
+    )
+    with sqlite3.connect(tmp_path / "state.db") as raw:  # a row recorded before its facts were derived
+        raw.execute("UPDATE attachments SET ips = NULL, macs = NULL, device_ids = NULL WHERE ifname = 'net2'")
+
+    by_orm = (await db.read(checkpoints.list_sandboxes))[0]
+    by_reader = await db.read(lambda s: checkpoints.load_sandbox(s, "c1"))
+    by_own_session = db.read_sync(lambda s: checkpoints.load_sandbox(s, "c1"))
+
+    assert by_reader == by_orm == by_own_session
+    assert by_reader is not None
+    assert by_reader.created_at.tzinfo is not None
+    assert [a.is_master for a in by_reader.attachments] == [True, False, False]
+    assert by_reader.attachments[1].device == device
+    assert by_reader.attachments[2].facts == DelegateFacts()
+    assert await db.read(lambda s: checkpoints.load_sandbox(s, "c2")) is None
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(2026, 1, 2, 3, 4, 5, 0, tzinfo=UTC),
+        datetime(2026, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(2026, 6, 1, 1, 30, 0, 120, tzinfo=timezone(timedelta(hours=-5, minutes=-30))),
+    ],
+)
+def test_plain_sql_timestamps_are_what_sqlalchemy_stores_and_reads(moment: datetime) -> None:
+    stored_by_sqlalchemy = DATETIME().bind_processor(sqlite.dialect())(
+        moment.astimezone(UTC).replace(tzinfo=None)
+    )
+    read_by_sqlalchemy = DATETIME().result_processor(sqlite.dialect(), None)(stored_by_sqlalchemy)
+
+    assert records_sql.stamp(moment) == stored_by_sqlalchemy
+    assert (
+        records_sql.read_stamp(records_sql.stamp(moment)) == read_by_sqlalchemy.replace(tzinfo=UTC) == moment
+    )
+
+
+def test_plain_sql_json_is_what_json_dumps_writes() -> None:
+    assert records_sql.json_list(()) == json.dumps([]) == "[]"
+    assert records_sql.json_list(("a", "é\n")) == json.dumps(["a", "é\n"])
+    assert records_sql.json_list([["K", "v"]]) == json.dumps([["K", "v"]])
+    mapping = {"z": 1, "a": {"y": [1.5, None], "b": True}}
+    assert records_sql.json_object(mapping) == json.dumps(mapping, sort_keys=True)
+
+
+def _reader_threads() -> int:
+    return sum(thread.name.startswith("store-reader") for thread in threading.enumerate())
+
+
+def test_reader_threads_start_with_the_first_read_and_end_with_close(tmp_path: Path) -> None:
+    Database.open(tmp_path / "state.db").close()
+    before = _reader_threads()
+    db = Database.open(tmp_path / "state.db", read_only=True)
+    try:
+        assert db.read_sync(checkpoints.list_sandboxes) == []
+        assert _reader_threads() == before  # a one-shot reader such as multusctl starts none
+        assert asyncio.run(db.read(checkpoints.list_sandboxes)) == []
+        assert _reader_threads() == before + READERS
+    finally:
+        db.close()
+    assert _reader_threads() == before
+
+
+async def test_begin_delete_and_load_marks_and_returns_the_sandbox_as_recorded(db: Database) -> None:
+    await db.write(
+        lambda s: (
+            checkpoints.begin_add(s, _sandbox("c1")),
+            checkpoints.record_intent(s, _intent("c1", "eth0", 0)),
+            checkpoints.record_intent(s, _intent("c1", "net1", 1)),
+            checkpoints.finish_add(s, "c1"),
+        )
+    )
+
+    returned = await db.write(partial(checkpoints.begin_delete_and_load, container_id="c1"))
+    missing = await db.write(partial(checkpoints.begin_delete_and_load, container_id="c2"))
+
+    assert returned == await db.read(partial(checkpoints.load_sandbox, container_id="c1"))
+    assert returned is not None
+    assert returned.state == "deleting"
+    assert [(a.ifname, a.state) for a in returned.attachments] == [("eth0", "deleting"), ("net1", "deleting")]
+    assert missing is None
+    assert [s.container_id for s in await db.read(checkpoints.list_sandboxes)] == ["c1"]
