@@ -11,7 +11,6 @@ with its reason in the history (invariant 5b). Never resolves networks, never re
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import time
@@ -30,7 +29,7 @@ from app.attach.vfs import HostDevices
 from app.cni import api, results
 from app.cni.types import CniError, ErrorCode
 from app.store import checkpoints
-from app.store.database import Database, Session
+from app.store.database import Database
 from app.store.records import AttachmentRecord, HistoryEntry, SandboxRecord
 
 log = logging.getLogger(__name__)
@@ -68,16 +67,8 @@ class Teardown:
     async def load_and_begin(self, container_id: str) -> SandboxRecord | None:
         """The sandbox's record (None if nothing is recorded), marked as being deleted in the same
         commit: a runtime DEL reads and begins with one trip to the store, not two."""
-
-        def load_and_mark(session: Session) -> tuple[SandboxRecord | None, bool]:
-            record = checkpoints.load_sandbox(session, container_id=container_id)
-            if record is None or record.state == "deleting":
-                return record, False
-            checkpoints.begin_delete(session, container_id=container_id)
-            return dataclasses.replace(record, state="deleting"), True
-
-        record, begun = await self.db.write(load_and_mark)
-        if begun:
+        record = await self.db.write(partial(checkpoints.begin_delete_and_load, container_id=container_id))
+        if record is not None:
             self.crash.reached(Point.DEL_AFTER_BEGIN)
         return record
 
