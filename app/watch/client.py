@@ -3,11 +3,12 @@
 Called once by ``app.daemon`` at start-up: ``find_access`` decides, without importing
 kubernetes_asyncio, how to reach the API server, in this order: the daemon-config ``kubeconfig``
 key, the ``KUBECONFIG`` environment variable, the pod's in-cluster service account; ``None`` means
-static mode (no Kubernetes: no NADs, no network-status). ``connect`` then imports
-kubernetes_asyncio (about 40 MiB of modules, paid only when a cluster is configured) and returns
-a ``KubeApi``. There is deliberately no client-side rate limit (client-go's QPS 50 / burst 50
-throttled every Multus ADD); the event poster paces itself separately. Never reads the
-environment on its own: the caller passes it in.
+static mode (no Kubernetes: no NADs, no network-status). ``connect`` then imports the few
+modules of kubernetes_asyncio it uses (``app.watch.lean_import``: paid only when a cluster is
+configured, the kubeconfig loader only for a kubeconfig) and returns a ``KubeApi``. There is
+deliberately no client-side rate limit (client-go's QPS 50 / burst 50 throttled every Multus ADD);
+the event poster paces itself separately. Never reads the environment on its own: the caller
+passes it in.
 """
 
 from __future__ import annotations
@@ -98,12 +99,13 @@ async def connect(access: ClusterAccess, *, settings: WatchSettings) -> KubeApi:
 
 async def _configuration(access: ClusterAccess) -> Configuration:
     from kubernetes_asyncio.client import Configuration
-    from kubernetes_asyncio.config import ConfigException, load_kube_config
-    from kubernetes_asyncio.config.incluster_config import InClusterConfigLoader
+    from kubernetes_asyncio.config.config_exception import ConfigException
 
     configuration = Configuration()
     try:
         if access.kubeconfig is None:
+            from kubernetes_asyncio.config.incluster_config import InClusterConfigLoader
+
             InClusterConfigLoader(
                 token_filename=access.token_path,
                 cert_filename=access.ca_path,
@@ -113,7 +115,7 @@ async def _configuration(access: ClusterAccess) -> Configuration:
                 },
             ).load_and_set(configuration)
         else:
-            await load_kube_config(
+            await lean_import.kube_config().load_kube_config(
                 config_file=access.kubeconfig, client_configuration=configuration, persist_config=False
             )
     except (ConfigException, OSError, ValueError, KeyError, TypeError) as exc:
