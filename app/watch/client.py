@@ -13,12 +13,17 @@ passes it in.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import ssl
+import urllib.parse
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+import aiohttp
 
 from app.watch import lean_import
 from app.watch.api import KubeApi
@@ -26,12 +31,14 @@ from app.watch.errors import KubeConfigError
 from app.watch.settings import WatchSettings
 
 if TYPE_CHECKING:
-    from kubernetes_asyncio.client import Configuration
+    from kubernetes_asyncio.client import ApiClient, Configuration
 
 log = logging.getLogger(__name__)
 
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 USER_AGENT = "multus-py"
+READ_BUFFER_SIZE = 2**21
+"""The session's read buffer, as kubernetes_asyncio sizes it (watch lines of large objects)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +100,34 @@ async def connect(access: ClusterAccess, *, settings: WatchSettings) -> KubeApi:
     except (ssl.SSLError, OSError) as exc:
         raise KubeConfigError(f"cannot use the TLS material from {access.source}: {exc}") from exc
     client.user_agent = USER_AGENT
+    if not await asyncio.to_thread(_environment_applies, str(configuration.host)):
+        _stop_environment_lookups(client)
     log.info("Kubernetes API at %s (from %s)", configuration.host, access.source)
     return KubeApi(client, settings=settings)
+
+
+def _environment_applies(host: str) -> bool:
+    """Whether a proxy variable names a proxy for ``host`` or a netrc file exists: what aiohttp
+    looks up before every request of a session that trusts the environment."""
+    url = urllib.parse.urlsplit(host)
+    proxies = urllib.request.getproxies()
+    if url.scheme in proxies and not urllib.request.proxy_bypass(url.hostname or ""):
+        return True
+    netrc = os.environ.get("NETRC") or os.path.join(os.path.expanduser("~"), ".netrc")
+    return os.path.isfile(netrc)
+
+
+def _stop_environment_lookups(client: ApiClient) -> None:
+    """kubernetes_asyncio's session trusts the environment, so aiohttp looks up a proxy and a netrc
+    entry for every request, each in a worker thread (two thread hops per API call). When neither
+    applies at start-up (the process environment does not change; client-go also reads proxy
+    variables once), the same connector gets a session that does not look."""
+    rest = client.rest_client
+    trusting = rest.pool_manager
+    rest.pool_manager = aiohttp.ClientSession(
+        connector=trusting.connector, trust_env=False, read_bufsize=READ_BUFFER_SIZE
+    )
+    trusting.detach()
 
 
 async def _configuration(access: ClusterAccess) -> Configuration:
