@@ -26,9 +26,18 @@ from app.store.mirror_records import (
     WatchState,
 )
 from app.store.models import MirroredNad, MirroredPod, WatchStateRow
+from app.store.records_sql import cursor_of
 
 _UPSERT_CHUNK = 200
 """Rows per INSERT statement (well under SQLite's bound-parameter limit)."""
+_GET_POD = (
+    f"SELECT uid, node_name, resource_version, annotations FROM {MirroredPod.__tablename__}"
+    " WHERE namespace = ? AND name = ?"
+)
+_GET_NAD = (
+    f"SELECT uid, resource_version, config, resource_name FROM {MirroredNad.__tablename__}"
+    " WHERE namespace = ? AND name = ?"
+)
 
 
 # pods
@@ -60,8 +69,19 @@ def replace_pods(session: Session, snapshot: Iterable[PodRecord]) -> ReplaceOutc
 
 
 def get_pod(session: Session, namespace: str, name: str) -> PodRecord | None:
-    row = session.get(MirroredPod, (namespace, name))
-    return None if row is None else _pod_record(row)
+    """One pod, in plain SQL (every ADD asks: the ORM's identity lookup costs several times more)."""
+    row = cursor_of(session).execute(_GET_POD, (namespace, name)).fetchone()
+    if row is None:
+        return None
+    uid, node_name, resource_version, annotations = row
+    return PodRecord(
+        namespace=namespace,
+        name=name,
+        uid=uid,
+        node_name=node_name,
+        resource_version=resource_version,
+        annotations=json.loads(annotations),
+    )
 
 
 def list_pods(session: Session) -> list[PodRecord]:
@@ -143,8 +163,19 @@ def replace_nads(
 
 
 def get_nad(session: Session, namespace: str, name: str) -> NadRecord | None:
-    row = session.get(MirroredNad, (namespace, name))
-    return None if row is None else _nad_record(row)
+    """One NAD, in plain SQL (every ADD asks, once per network from a NAD)."""
+    row = cursor_of(session).execute(_GET_NAD, (namespace, name)).fetchone()
+    if row is None:
+        return None
+    uid, resource_version, config, resource_name = row
+    return NadRecord(
+        namespace=namespace,
+        name=name,
+        uid=uid,
+        resource_version=resource_version,
+        config=config,
+        resource_name=resource_name,
+    )
 
 
 def list_nads(session: Session) -> list[NadRecord]:
