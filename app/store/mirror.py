@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from app.store.mirror_records import (
     MirrorCounts,
     NadRecord,
+    ObjectKey,
     PodRecord,
     ReplaceOutcome,
     WatchState,
@@ -34,6 +35,7 @@ _GET_POD = (
     f"SELECT uid, node_name, resource_version, annotations FROM {MirroredPod.__tablename__}"
     " WHERE namespace = ? AND name = ?"
 )
+_POD_UIDS = f"SELECT namespace, name, uid FROM {MirroredPod.__tablename__}"
 _GET_NAD = (
     f"SELECT uid, resource_version, config, resource_name FROM {MirroredNad.__tablename__}"
     " WHERE namespace = ? AND name = ?"
@@ -88,6 +90,11 @@ def list_pods(session: Session) -> list[PodRecord]:
     """Every mirrored pod, by namespace and name (GC, tools, tests)."""
     rows = session.execute(select(MirroredPod).order_by(MirroredPod.namespace, MirroredPod.name)).scalars()
     return [_pod_record(row) for row in rows]
+
+
+def pod_uids(session: Session) -> dict[ObjectKey, str]:
+    """(namespace, name) → uid of every mirrored pod, in plain SQL (every GC pass asks)."""
+    return {(namespace, name): uid for namespace, name, uid in cursor_of(session).execute(_POD_UIDS)}
 
 
 def _upsert_pods(session: Session, pods: list[PodRecord]) -> None:
