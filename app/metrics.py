@@ -5,11 +5,48 @@ the watchers, the socket server); served by ``app.daemon.metrics_server`` on ``m
 Names are prefixed ``multus_py_``; upstream's one metric, ``multus_server_request_total``, is kept
 under its own name so existing dashboards keep working. Label values come from small fixed sets
 (CNI commands, outcomes, plugin types, error codes), never from pod names or container IDs.
+
+The metric classes come from ``prometheus_client``'s own modules without running the package's
+``__init__``, which imports the exposition module and with it ``http.server``, ``wsgiref``,
+``socketserver`` and ``gzip`` (about 0.7 MiB a daemon without ``metricsPort`` never uses): the
+package is registered bare and completes itself, running its real ``__init__``, the first time
+anything asks it for a name it does not have yet (``app.daemon.metrics_server`` does).
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import importlib.util
+import sys
+
+
+def _bare_package(name: str) -> None:
+    """Register package ``name`` without running its ``__init__`` until a name that is neither
+    there yet nor a submodule is read."""
+    if name in sys.modules:
+        return
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.loader is None or not spec.submodule_search_locations:
+        return  # not installed: the import below says so
+    package = importlib.util.module_from_spec(spec)
+    loader = spec.loader
+
+    def complete(attribute: str) -> object:
+        if attribute.startswith("__"):
+            raise AttributeError(attribute)
+        if importlib.util.find_spec(f"{name}.{attribute}") is not None:  # a submodule: just that
+            return importlib.import_module(f"{name}.{attribute}")
+        del package.__getattr__
+        loader.exec_module(package)
+        return getattr(package, attribute)
+
+    package.__getattr__ = complete  # type: ignore[method-assign]
+    sys.modules[name] = package
+
+
+_bare_package("prometheus_client")
+
+from prometheus_client.metrics import Counter, Gauge, Histogram  # noqa: E402 (after the bare package)
+from prometheus_client.registry import CollectorRegistry  # noqa: E402
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 

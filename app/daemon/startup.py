@@ -37,7 +37,7 @@ from aiohttp import web
 
 from app.attach import hotplug
 from app.attach.engine import AttachEngine
-from app.daemon import autoconf, listener, metrics_server, query_server, server, spool, wiring
+from app.daemon import autoconf, listener, query_server, server, spool, wiring
 from app.daemon import cluster as daemon_cluster
 from app.daemon.supervise import Backoff, Supervisor
 from app.gc import recovery
@@ -152,6 +152,8 @@ class Daemon:
             log.critical("cannot serve on %s: %s", self.settings.socket_path, exc)
             return 3
         if self.settings.metrics_port is not None:
+            from app.daemon import metrics_server  # prometheus_client's exposition: only when served
+
             servers.push_async_callback((await metrics_server.start(self.settings.metrics_port)).cleanup)
         query_runner = await query_server.start(
             wiring.query_context(self.settings, readiness=self.readiness, activity=self.activity)

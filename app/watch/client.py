@@ -3,21 +3,27 @@
 Called once by ``app.daemon`` at start-up: ``find_access`` decides, without importing
 kubernetes_asyncio, how to reach the API server, in this order: the daemon-config ``kubeconfig``
 key, the ``KUBECONFIG`` environment variable, the pod's in-cluster service account; ``None`` means
-static mode (no Kubernetes: no NADs, no network-status). ``connect`` then imports
-kubernetes_asyncio (about 40 MiB of modules, paid only when a cluster is configured) and returns
-a ``KubeApi``. There is deliberately no client-side rate limit (client-go's QPS 50 / burst 50
-throttled every Multus ADD); the event poster paces itself separately. Never reads the
-environment on its own: the caller passes it in.
+static mode (no Kubernetes: no NADs, no network-status). ``connect`` then imports the few
+modules of kubernetes_asyncio it uses (``app.watch.lean_import``: paid only when a cluster is
+configured, the kubeconfig loader only for a kubeconfig) and returns a ``KubeApi``. There is
+deliberately no client-side rate limit (client-go's QPS 50 / burst 50 throttled every Multus ADD);
+the event poster paces itself separately. Never reads the environment on its own: the caller
+passes it in.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import ssl
+import urllib.parse
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+import aiohttp
 
 from app.watch import lean_import
 from app.watch.api import KubeApi
@@ -25,12 +31,14 @@ from app.watch.errors import KubeConfigError
 from app.watch.settings import WatchSettings
 
 if TYPE_CHECKING:
-    from kubernetes_asyncio.client import Configuration
+    from kubernetes_asyncio.client import ApiClient, Configuration
 
 log = logging.getLogger(__name__)
 
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 USER_AGENT = "multus-py"
+READ_BUFFER_SIZE = 2**21
+"""The session's read buffer, as kubernetes_asyncio sizes it (watch lines of large objects)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,18 +100,45 @@ async def connect(access: ClusterAccess, *, settings: WatchSettings) -> KubeApi:
     except (ssl.SSLError, OSError) as exc:
         raise KubeConfigError(f"cannot use the TLS material from {access.source}: {exc}") from exc
     client.user_agent = USER_AGENT
+    if not await asyncio.to_thread(_environment_applies, str(configuration.host)):
+        _stop_environment_lookups(client)
     log.info("Kubernetes API at %s (from %s)", configuration.host, access.source)
     return KubeApi(client, settings=settings)
 
 
+def _environment_applies(host: str) -> bool:
+    """Whether a proxy variable names a proxy for ``host`` or a netrc file exists: what aiohttp
+    looks up before every request of a session that trusts the environment."""
+    url = urllib.parse.urlsplit(host)
+    proxies = urllib.request.getproxies()
+    if url.scheme in proxies and not urllib.request.proxy_bypass(url.hostname or ""):
+        return True
+    netrc = os.environ.get("NETRC") or os.path.join(os.path.expanduser("~"), ".netrc")
+    return os.path.isfile(netrc)
+
+
+def _stop_environment_lookups(client: ApiClient) -> None:
+    """kubernetes_asyncio's session trusts the environment, so aiohttp looks up a proxy and a netrc
+    entry for every request, each in a worker thread (two thread hops per API call). When neither
+    applies at start-up (the process environment does not change; client-go also reads proxy
+    variables once), the same connector gets a session that does not look."""
+    rest = client.rest_client
+    trusting = rest.pool_manager
+    rest.pool_manager = aiohttp.ClientSession(
+        connector=trusting.connector, trust_env=False, read_bufsize=READ_BUFFER_SIZE
+    )
+    trusting.detach()
+
+
 async def _configuration(access: ClusterAccess) -> Configuration:
     from kubernetes_asyncio.client import Configuration
-    from kubernetes_asyncio.config import ConfigException, load_kube_config
-    from kubernetes_asyncio.config.incluster_config import InClusterConfigLoader
+    from kubernetes_asyncio.config.config_exception import ConfigException
 
     configuration = Configuration()
     try:
         if access.kubeconfig is None:
+            from kubernetes_asyncio.config.incluster_config import InClusterConfigLoader
+
             InClusterConfigLoader(
                 token_filename=access.token_path,
                 cert_filename=access.ca_path,
@@ -113,7 +148,7 @@ async def _configuration(access: ClusterAccess) -> Configuration:
                 },
             ).load_and_set(configuration)
         else:
-            await load_kube_config(
+            await lean_import.kube_config().load_kube_config(
                 config_file=access.kubeconfig, client_configuration=configuration, persist_config=False
             )
     except (ConfigException, OSError, ValueError, KeyError, TypeError) as exc:

@@ -126,5 +126,4 @@ class MirrorPodPresence:
     async def pods_on_node(self) -> dict[tuple[str, str], str] | None:
         if not self._state.synced.is_set():
             return None
-        pods = await self._db.read(mirror.list_pods)
-        return {(pod.namespace, pod.name): pod.uid for pod in pods}
+        return await self._db.read(mirror.pod_uids)

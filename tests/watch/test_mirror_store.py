@@ -39,6 +39,20 @@ def test_a_relist_upserts_what_it_lists_and_deletes_what_it_does_not(database: D
     ]
 
 
+def test_lookups_answer_what_the_mirror_holds_and_none_for_what_it_does_not(database: Database) -> None:
+    kept = pod("kept", uid="uid-1", namespace="team", **{"k8s.v1.cni.cncf.io/networks": "a"})
+    database.write_sync(partial(mirror.replace_pods, snapshot=[kept, pod("other", uid="uid-2")]))
+    database.write_sync(partial(mirror.replace_nads, snapshot=[nad("team", "net", '{"type": "bridge"}')]))
+
+    assert database.read_sync(partial(mirror.get_pod, namespace="team", name="kept")) == kept
+    assert database.read_sync(partial(mirror.get_pod, namespace="default", name="kept")) is None
+    assert database.read_sync(partial(mirror.get_nad, namespace="team", name="net")) == nad(
+        "team", "net", '{"type": "bridge"}'
+    )
+    assert database.read_sync(partial(mirror.get_nad, namespace="team", name="gone")) is None
+    assert database.read_sync(mirror.pod_uids) == {("team", "kept"): "uid-1", ("default", "other"): "uid-2"}
+
+
 def test_a_namespaced_nad_relist_leaves_other_namespaces_alone(database: Database) -> None:
     database.write_sync(partial(mirror.replace_nads, snapshot=[nad("a", "x"), nad("b", "y")]))
 
