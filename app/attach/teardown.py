@@ -26,7 +26,7 @@ from app.attach.errors import UndeletableError, as_cni_error, never_runnable
 from app.attach.recording import UnitOfWork
 from app.attach.requests import Trigger
 from app.attach.vfs import HostDevices
-from app.cni import api, results
+from app.cni import api
 from app.cni.types import CniError, ErrorCode
 from app.store import checkpoints
 from app.store.database import Database
@@ -156,8 +156,7 @@ class Teardown:
             prev_result = json.loads(attachment.result) if attachment.result else None
             if prev_result is not None and not isinstance(prev_result, dict):
                 raise CniError(ErrorCode.DECODING_FAILURE, "recorded result is not a JSON object")
-            if prev_result is not None and results.version_at_least(net.cni_version, "0.4.0"):
-                results.convert(prev_result, net.cni_version)
+            prepared = api.prev_result_for_del(net, prev_result)
         except (CniError, ValueError, RecursionError) as exc:
             raise UndeletableError(
                 as_cni_error(exc).with_context("the checkpoint's record of this delegate is unreadable")
@@ -168,7 +167,8 @@ class Teardown:
             cni=self.cni_config(attachment.cni_path, root=attachment.root),
             net=net,
             rt=rt,
-            prev_result=prev_result,
+            prev_result=prepared,
+            prev_result_prepared=True,
         )
         if attachment.device is not None and await self.devices.ensure_returned(attachment.device):
             metrics.GC_RECLAIMED.labels("vf").inc()

@@ -107,15 +107,22 @@ def preflight_add(*, cni: CniConfig, net: NetworkConfigList, rt: RuntimeConf) ->
 
 
 async def del_network_list(
-    *, cni: CniConfig, net: NetworkConfigList, rt: RuntimeConf, prev_result: JsonObject | None
+    *,
+    cni: CniConfig,
+    net: NetworkConfigList,
+    rt: RuntimeConf,
+    prev_result: JsonObject | None,
+    prev_result_prepared: bool = False,
 ) -> None:
     """DEL every plugin in reverse order, each given ``prev_result`` (the ADD's result) from 0.4.0 on.
 
-    Raises ``ExceptionGroup[CniError]`` after trying every plugin if any failed.
+    ``prev_result_prepared``: ``prev_result`` is what ``prev_result_for_del`` returned for ``net``
+    (converted and validated already). Raises ``ExceptionGroup[CniError]`` after trying every plugin
+    if any failed.
     """
     try:
         steps = _locate(cni, net, verb="delete")
-        prev = _prev_result_for_del(net, prev_result)
+        prev = prev_result if prev_result_prepared else prev_result_for_del(net, prev_result)
     except CniError as err:
         raise ExceptionGroup(f'DEL of network "{net.name}" refused', [err]) from None
     errors: list[CniError] = []
@@ -303,7 +310,9 @@ def _check_attachment(net: NetworkConfigList, rt: RuntimeConf) -> None:
     names.check_ifname(rt.ifname)
 
 
-def _prev_result_for_del(net: NetworkConfigList, prev_result: JsonObject | None) -> JsonObject | None:
+def prev_result_for_del(net: NetworkConfigList, prev_result: JsonObject | None) -> JsonObject | None:
+    """The ``prevResult`` a DEL of ``net`` gives its plugins: ``prev_result`` in the list's version,
+    validated; None before 0.4.0. A malformed one raises CniError naming the network."""
     if prev_result is None or not results.version_at_least(net.cni_version, DEL_PREV_RESULT_SINCE):
         return None
     return _converted(prev_result, net, what="prevResult")
