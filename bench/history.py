@@ -45,7 +45,7 @@ from typing import Any
 from app.cli import launcher
 from app.sandbox.processes import DaemonProcess
 from app.store import checkpoints, history, queries, retention
-from app.store.database import Database, Session
+from app.store.database import Connection, Database
 from app.store.filters import HistoryFilter
 from app.store.records import DelegateFacts, DelegateIntent, HistoryEntry, PodIdentity, SandboxIntent
 
@@ -265,10 +265,10 @@ def fill(db_path: Path, *, rows: int, pods: int) -> tuple[int, list[tuple[str, s
     return written, sorted(filler.live)
 
 
-def _record_live(session: Session, live: dict[tuple[str, str], tuple[str, int]]) -> None:
+def _record_live(connection: Connection, live: dict[tuple[str, str], tuple[str, int]]) -> None:
     for (namespace, name), (container, networks) in live.items():
         checkpoints.begin_add(
-            session,
+            connection,
             SandboxIntent(
                 container,
                 LIVE_NETNS,
@@ -279,17 +279,17 @@ def _record_live(session: Session, live: dict[tuple[str, str], tuple[str, int]])
             ),
         )
         for position in range(networks):
-            _record_delegate(session, container, position)
-        checkpoints.finish_add(session, container)
+            _record_delegate(connection, container, position)
+        checkpoints.finish_add(connection, container)
 
 
-def _record_delegate(session: Session, container: str, position: int) -> None:
+def _record_delegate(connection: Connection, container: str, position: int) -> None:
     ifname = "eth0" if position == 0 else f"net{position}"
     config = json.dumps(
         {"cniVersion": "1.0.0", "name": NETWORKS[position], "type": "bridge", "ipam": {"type": "static"}}
     )
     checkpoints.record_intent(
-        session,
+        connection,
         DelegateIntent(
             container,
             ifname,
@@ -306,7 +306,7 @@ def _record_delegate(session: Session, container: str, position: int) -> None:
     address = f"10.{100 + position}.0.2/16"
     result = {"cniVersion": "1.0.0", "ips": [{"address": address}]}
     checkpoints.record_result(
-        session,
+        connection,
         container_id=container,
         ifname=ifname,
         result=json.dumps(result),
@@ -442,7 +442,7 @@ def in_process_query(db_path: Path, pods: Sequence[tuple[str, str]], runs: int) 
         for namespace, name in pods[:runs]:
             where = HistoryFilter(namespace=namespace, pod=name)
             started = time.perf_counter()
-            db.read_sync(lambda session, where=where: queries.history_lines(session, where))
+            db.read_sync(lambda connection, where=where: queries.history_lines(connection, where))
             timings.append((time.perf_counter() - started) * 1000)
     finally:
         db.close()
@@ -455,9 +455,9 @@ class HistoryClock:
     def __init__(self) -> None:
         self.spent: list[float] = []
 
-    def append(self, session: Session, entry: HistoryEntry) -> None:
+    def append(self, connection: Connection, entry: HistoryEntry) -> None:
         started = time.perf_counter()
-        history.append(session, entry)
+        history.append(connection, entry)
         self.spent.append((time.perf_counter() - started) * 1000)
 
 
@@ -485,7 +485,7 @@ def add_cost(db_path: Path, adds: int) -> dict[str, float]:
 def _one_add(db: Database, container: str, clock: HistoryClock | None) -> float:
     pod = PodIdentity("bench", container[:12], "")
 
-    def entry(position: int | None) -> Callable[[Session], None]:
+    def entry(position: int | None) -> Callable[[Connection], None]:
         line = HistoryEntry(
             command="ADD",
             step="request" if position is None else "delegate",
@@ -504,10 +504,10 @@ def _one_add(db: Database, container: str, clock: HistoryClock | None) -> float:
         )
         return (lambda s: clock.append(s, line)) if clock else (lambda s: None)
 
-    def unit(*steps: Callable[[Session], object]) -> Callable[[Session], None]:
-        def run(session: Session) -> None:
+    def unit(*steps: Callable[[Connection], object]) -> Callable[[Connection], None]:
+        def run(connection: Connection) -> None:
             for step in steps:
-                step(session)
+                step(connection)
 
         return run
 
@@ -527,7 +527,7 @@ def _one_add(db: Database, container: str, clock: HistoryClock | None) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-def _intent(container: str, position: int) -> Callable[[Session], object]:
+def _intent(container: str, position: int) -> Callable[[Connection], object]:
     config = json.dumps({"cniVersion": "1.0.0", "name": NETWORKS[position], "type": "bridge"}).encode()
     intent = DelegateIntent(
         container,
@@ -544,7 +544,7 @@ def _intent(container: str, position: int) -> Callable[[Session], object]:
     return partial(checkpoints.record_intent, intent=intent)
 
 
-def _result(container: str, position: int) -> Callable[[Session], object]:
+def _result(container: str, position: int) -> Callable[[Connection], object]:
     return partial(
         checkpoints.record_result,
         container_id=container,

@@ -23,7 +23,7 @@ from app.attach.requests import Command, SandboxRequest
 from app.cni.types import ContainerId, IfName
 from app.gc.collector import GarbageCollector
 from app.store import checkpoints
-from app.store.database import Database, Session
+from app.store.database import Connection, Database
 from app.store.records import DelegateIntent, PodIdentity, SandboxIntent
 from bench.node import BenchNode
 
@@ -33,23 +33,23 @@ BOOT_ID = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
 def fill(db: Database, *, count: int, netns: str, boot_id: str) -> None:
     """``count`` ready sandboxes of one attachment each, recorded as a real ADD would leave them."""
 
-    def work(session: Session) -> None:
+    def work(connection: Connection) -> None:
         for index in range(count):
             cid = f"{index:064x}"
             checkpoints.begin_add(
-                session,
+                connection,
                 SandboxIntent(cid, netns, "eth0", "1.0.0", PodIdentity("bench", f"pod-{index}", ""), boot_id),
             )
             checkpoints.record_intent(
-                session,
+                connection,
                 DelegateIntent(
                     cid, "eth0", 0, True, "net0", ("bridge",), b'{"cniVersion":"1.0.0"}', (), {}, ()
                 ),
             )
             checkpoints.record_result(
-                session, container_id=cid, ifname="eth0", result='{"cniVersion":"1.0.0"}'
+                connection, container_id=cid, ifname="eth0", result='{"cniVersion":"1.0.0"}'
             )
-            checkpoints.finish_add(session, cid)
+            checkpoints.finish_add(connection, cid)
 
     db.write_sync(work)
 

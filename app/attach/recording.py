@@ -173,8 +173,8 @@ def _delegate_line(
 def together(units: Sequence[UnitOfWork]) -> UnitOfWork:
     """Several units of work as one, committed together."""
 
-    def run(session: Any) -> None:
+    def run(connection: Any) -> None:
         for unit in units:
-            unit(session)
+            unit(connection)
 
     return run

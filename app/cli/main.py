@@ -243,7 +243,7 @@ def cmd_attachments(args: Arguments, where: Locations) -> int:
         from app.store import filters, queries
 
         parsed = _validated(lambda: filters.parse_attachments(params))
-        return lambda session: queries.attachments(session, parsed)
+        return lambda connection: queries.attachments(connection, parsed)
 
     documents, _ = ask(where, _target("/v1/attachments", params), from_file)
     emit(args, documents, render_attachments)
@@ -259,7 +259,7 @@ def cmd_history(args: Arguments, where: Locations) -> int:
         from app.store import filters, queries
 
         parsed = _validated(lambda: filters.parse_history(params, now=datetime.now(UTC)))
-        return lambda session: queries.history_lines(session, parsed)
+        return lambda connection: queries.history_lines(connection, parsed)
 
     documents, _ = ask(where, _target("/v1/history", params), from_file)
     emit(args, documents, render_history)
@@ -274,7 +274,7 @@ def cmd_show(args: Arguments, where: Locations) -> int:
     def from_file() -> Callable[[Any], object]:
         from app.store import queries
 
-        return lambda session: queries.sandbox(session, container)
+        return lambda connection: queries.sandbox(connection, container)
 
     document, _ = ask(where, f"/v1/sandboxes/{_quote(container)}", from_file)
     emit(args, document, render_sandbox)
@@ -315,7 +315,7 @@ def _status_from_file(where: Locations) -> Document:
     settings = full_settings(where.config)
     readyz = _readyz(where.socket)
     now = datetime.now(UTC)
-    store, size = read_file(where, lambda session: queries.store_status(session, now=now))
+    store, size = read_file(where, lambda connection: queries.store_status(connection, now=now))
     reason = "the daemon is not running" if readyz is None else f"/readyz answered {readyz}"
     return queries.status_doc(
         source="file",

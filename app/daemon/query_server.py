@@ -29,7 +29,7 @@ from app.daemon import listener, server
 from app.gc.collector import GcReport
 from app.settings import Settings
 from app.store import filters, queries
-from app.store.database import Database, Session
+from app.store.database import Connection, Database
 from app.store.retention import PruneReport
 
 log = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ class QueryServer:
         )
         return web.json_response(document)
 
-    async def _read(self, work: Callable[[Session], Any]) -> Any:
+    async def _read(self, work: Callable[[Connection], Any]) -> Any:
         return await self._db.read(work)
 
 

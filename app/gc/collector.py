@@ -32,7 +32,7 @@ from app.attach.requests import Trigger
 from app.cni.types import CniError
 from app.gc import leases
 from app.store import checkpoints, history
-from app.store.database import Database, Session
+from app.store.database import Connection, Database
 from app.store.records import SandboxRecord, SandboxSummary
 
 log = logging.getLogger(__name__)
@@ -226,6 +226,6 @@ def _observe(report: GcReport) -> None:
             metrics.GC_RECLAIMED.labels(kind).inc(count)
 
 
-def _configs_and_containers(session: Session) -> tuple[set[bytes], set[str]]:
+def _configs_and_containers(connection: Connection) -> tuple[set[bytes], set[str]]:
     """Every distinct recorded delegate configuration, and every recorded container ID."""
-    return checkpoints.distinct_configs(session), checkpoints.container_ids(session)
+    return checkpoints.distinct_configs(connection), checkpoints.container_ids(connection)

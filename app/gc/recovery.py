@@ -76,7 +76,9 @@ async def recover(*, engine: AttachEngine, db: Database) -> RecoveryReport:
     """Settle every unsettled sandbox; return what was done."""
     started = time.monotonic()
     report = RecoveryReport()
-    unsettled = await db.read(lambda session: checkpoints.list_unsettled(session, boot_id=engine.boot_id))
+    unsettled = await db.read(
+        lambda connection: checkpoints.list_unsettled(connection, boot_id=engine.boot_id)
+    )
     stuck = await _reap_orphans(unsettled, report)
     gate = asyncio.Semaphore(CONCURRENCY)
 

@@ -2,13 +2,12 @@
 
 Written by ``app.attach`` before a delegate runs (intent) and after it returns (result); read by
 DEL, CHECK, recovery and GC, which replay what is recorded here and never re-resolve networks.
-Functions take a Session and run inside the writer's transaction (``Database.write``); they know
-no CNI rules. The writes of the ADD/DEL path, and the DEL's read of a sandbox, sit between the
-runtime's call and its answer, so they are plain SQL on the session's own SQLite connection
-(``records_sql``: no statement compilation, no result objects, no Session machinery), inside the
-same transaction and savepoint. A sandbox row
-disappears only when its last attachment has been removed, that is, after every delegate's DEL
-succeeded.
+Functions take a Core ``Connection`` and run inside the writer's transaction (``Database.write``);
+they know no CNI rules. The writes of the ADD/DEL path, and the DEL's read of a sandbox, sit
+between the runtime's call and its answer, so they are plain SQL on the driver's SQLite connection
+behind it (``records_sql``: no statement compilation, no result objects), inside the same
+transaction and savepoint. A sandbox row disappears only when its last attachment has been
+removed, that is, after every delegate's DEL succeeded.
 """
 
 from __future__ import annotations
@@ -16,12 +15,11 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import RowMapping, Table, bindparam, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, RowMapping, bindparam, func, select
 
-from app.store.models import AttachmentRow, Sandbox
+from app.store.models import ATTACHMENTS, SANDBOXES
 from app.store.records import (
     AttachmentRecord,
     DelegateFacts,
@@ -32,9 +30,6 @@ from app.store.records import (
     SandboxSummary,
 )
 from app.store.records_sql import cursor_of, json_list, json_object, read_stamp, stamp
-
-SANDBOXES = cast(Table, Sandbox.__table__)
-ATTACHMENTS = cast(Table, AttachmentRow.__table__)
 
 
 class SandboxExistsError(Exception):
@@ -80,11 +75,11 @@ _ANY_ATTACHMENT_SQL = "SELECT 1 FROM attachments WHERE container_id = ? LIMIT 1"
 _REMOVE_SANDBOX_SQL = "DELETE FROM sandboxes WHERE container_id = ?"
 
 
-def begin_add(session: Session, sandbox: SandboxIntent) -> None:
+def begin_add(connection: Connection, sandbox: SandboxIntent) -> None:
     """Record a sandbox whose ADD starts now (state ``adding``)."""
     now = stamp(_now())
     pod = sandbox.pod
-    cursor = cursor_of(session)
+    cursor = cursor_of(connection)
     cursor.execute(
         _INSERT_SANDBOX_SQL,
         (
@@ -102,14 +97,14 @@ def begin_add(session: Session, sandbox: SandboxIntent) -> None:
         ),
     )
     if cursor.rowcount == 0:
-        state = session.execute(_SANDBOX_STATE, {"cid": sandbox.container_id}).scalar_one()
+        state = connection.execute(_SANDBOX_STATE, {"cid": sandbox.container_id}).scalar_one()
         raise SandboxExistsError(sandbox.container_id, state)
 
 
-def record_intent(session: Session, intent: DelegateIntent) -> None:
+def record_intent(connection: Connection, intent: DelegateIntent) -> None:
     """Record a delegate about to run (state ``intent``): config, args, runtimeConfig and root."""
     now = stamp(_now())
-    cursor_of(session).execute(
+    cursor_of(connection).execute(
         _INSERT_ATTACHMENT_SQL,
         (
             intent.container_id,
@@ -132,7 +127,7 @@ def record_intent(session: Session, intent: DelegateIntent) -> None:
 
 
 def record_result(
-    session: Session, *, container_id: str, ifname: str, result: str, facts: DelegateFacts | None = None
+    connection: Connection, *, container_id: str, ifname: str, result: str, facts: DelegateFacts | None = None
 ) -> None:
     """Record the result a delegate printed (state ``added``) and the facts the caller derived from it."""
     facts = facts or DelegateFacts()
@@ -145,49 +140,49 @@ def record_result(
         container_id,
         ifname,
     )
-    _expect_changed(session, _SET_RESULT_SQL, params, container_id, ifname)
+    _expect_changed(connection, _SET_RESULT_SQL, params, container_id, ifname)
 
 
-def record_error(session: Session, *, container_id: str, ifname: str, error: str) -> None:
+def record_error(connection: Connection, *, container_id: str, ifname: str, error: str) -> None:
     """Record why the last operation on an attachment failed; its state is left as it was."""
     params = (error, stamp(_now()), container_id, ifname)
-    _expect_changed(session, _SET_ERROR_SQL, params, container_id, ifname)
+    _expect_changed(connection, _SET_ERROR_SQL, params, container_id, ifname)
 
 
-def finish_add(session: Session, container_id: str) -> None:
+def finish_add(connection: Connection, container_id: str) -> None:
     """Mark a sandbox's ADD complete (state ``ready``)."""
-    _expect_changed(session, _SET_SANDBOX_STATE_SQL, ("ready", stamp(_now()), container_id), container_id)
+    _expect_changed(connection, _SET_SANDBOX_STATE_SQL, ("ready", stamp(_now()), container_id), container_id)
 
 
-def begin_delete(session: Session, container_id: str) -> None:
+def begin_delete(connection: Connection, container_id: str) -> None:
     """Mark a sandbox and all its attachments as being deleted (pending until removed)."""
     params = ("deleting", stamp(_now()), container_id)
-    _expect_changed(session, _SET_SANDBOX_STATE_SQL, params, container_id)
-    cursor_of(session).execute(_SET_ATTACHMENTS_STATE_SQL, params)
+    _expect_changed(connection, _SET_SANDBOX_STATE_SQL, params, container_id)
+    cursor_of(connection).execute(_SET_ATTACHMENTS_STATE_SQL, params)
 
 
-def begin_delete_and_load(session: Session, container_id: str) -> SandboxRecord | None:
+def begin_delete_and_load(connection: Connection, container_id: str) -> SandboxRecord | None:
     """``begin_delete`` and ``load_sandbox`` in one unit: the sandbox marked as being deleted, as now
     recorded; None, with nothing written, when no sandbox is recorded for ``container_id``.
 
     A DEL's first commit and the checkpoint it replays, in one trip to the writer instead of a
     reader's answer followed by the writer's."""
     params = ("deleting", stamp(_now()), container_id)
-    cursor = cursor_of(session)
+    cursor = cursor_of(connection)
     if cursor.execute(_SET_SANDBOX_STATE_SQL, params).rowcount == 0:
         return None
     cursor.execute(_SET_ATTACHMENTS_STATE_SQL, params)
-    return load_sandbox(session, container_id)
+    return load_sandbox(connection, container_id)
 
 
-def remove_attachments(session: Session, *, container_id: str, ifnames: Iterable[str]) -> None:
+def remove_attachments(connection: Connection, *, container_id: str, ifnames: Iterable[str]) -> None:
     """Forget attachments whose DEL succeeded."""
-    cursor_of(session).executemany(_REMOVE_ATTACHMENT_SQL, [(container_id, ifname) for ifname in ifnames])
+    cursor_of(connection).executemany(_REMOVE_ATTACHMENT_SQL, [(container_id, ifname) for ifname in ifnames])
 
 
-def finish_delete(session: Session, container_id: str) -> bool:
+def finish_delete(connection: Connection, container_id: str) -> bool:
     """Forget the sandbox if no attachment of it remains; True when it is gone."""
-    cursor = cursor_of(session)
+    cursor = cursor_of(connection)
     if cursor.execute(_ANY_ATTACHMENT_SQL, (container_id,)).fetchone() is not None:
         return False
     cursor.execute(_REMOVE_SANDBOX_SQL, (container_id,))
@@ -195,9 +190,9 @@ def finish_delete(session: Session, container_id: str) -> bool:
 
 
 def _expect_changed(
-    session: Session, sql: str, params: Sequence[object], container_id: str, ifname: str | None = None
+    connection: Connection, sql: str, params: Sequence[object], container_id: str, ifname: str | None = None
 ) -> None:
-    if cursor_of(session).execute(sql, params).rowcount == 0:
+    if cursor_of(connection).execute(sql, params).rowcount == 0:
         _missing(container_id, ifname)
 
 
@@ -219,12 +214,12 @@ _ATTACHMENTS_OF = (
 )
 
 
-def load_sandbox(session: Session, container_id: str) -> SandboxRecord | None:
+def load_sandbox(connection: Connection, container_id: str) -> SandboxRecord | None:
     """The sandbox recorded for ``container_id`` with its attachments (by position), None if none is.
 
-    Read by every DEL and rollback: plain SQL on the session's connection (``records_sql``), two
+    Read by every DEL and rollback: plain SQL on the connection's connection (``records_sql``), two
     indexed lookups, the rows turned into records without SQLAlchemy's result objects."""
-    cursor = cursor_of(session)
+    cursor = cursor_of(connection)
     sandbox = cursor.execute(_SANDBOX_BY_ID_SQL, (container_id,)).fetchone()
     if sandbox is None:
         return None
@@ -292,31 +287,31 @@ def _attachment_from_columns(
     )
 
 
-def list_sandboxes(session: Session, *, states: Sequence[str] | None = None) -> list[SandboxRecord]:
+def list_sandboxes(connection: Connection, *, states: Sequence[str] | None = None) -> list[SandboxRecord]:
     """Every recorded sandbox (optionally only those in ``states``), oldest first."""
     query = select(SANDBOXES).order_by(SANDBOXES.c.created_at)
     if states is not None:
         query = query.where(SANDBOXES.c.state.in_(list(states)))
     by_container: dict[str, list[AttachmentRecord]] = {}
-    for row in session.execute(select(ATTACHMENTS).order_by(ATTACHMENTS.c.position)).mappings():
+    for row in connection.execute(select(ATTACHMENTS).order_by(ATTACHMENTS.c.position)).mappings():
         by_container.setdefault(row["container_id"], []).append(_attachment_record(row))
     return [
         _sandbox_record(sandbox, by_container.get(sandbox["container_id"], []))
-        for sandbox in session.execute(query).mappings()
+        for sandbox in connection.execute(query).mappings()
     ]
 
 
-def list_unsettled(session: Session, *, boot_id: str) -> list[SandboxRecord]:
+def list_unsettled(connection: Connection, *, boot_id: str) -> list[SandboxRecord]:
     """Sandboxes recovery must act on: an ADD or DEL that did not finish, or from another boot."""
     query = (
         select(SANDBOXES)
         .where((SANDBOXES.c.state != "ready") | (SANDBOXES.c.boot_id != boot_id))
         .order_by(SANDBOXES.c.created_at)
     )
-    return [_with_attachments(session, row) for row in session.execute(query).mappings()]
+    return [_with_attachments(connection, row) for row in connection.execute(query).mappings()]
 
 
-def sandbox_summaries(session: Session) -> list[SandboxSummary]:
+def sandbox_summaries(connection: Connection) -> list[SandboxSummary]:
     """Every sandbox without its attachments: what GC examines on every pass."""
     query = select(
         SANDBOXES.c.container_id,
@@ -328,7 +323,7 @@ def sandbox_summaries(session: Session) -> list[SandboxSummary]:
         SANDBOXES.c.pod_uid,
         SANDBOXES.c.boot_id,
     )
-    return [_summary(row) for row in session.execute(query)]
+    return [_summary(row) for row in connection.execute(query)]
 
 
 def _summary(row: Any) -> SandboxSummary:
@@ -343,23 +338,23 @@ def _summary(row: Any) -> SandboxSummary:
     )
 
 
-def distinct_configs(session: Session) -> set[bytes]:
+def distinct_configs(connection: Connection) -> set[bytes]:
     """Every distinct delegate configuration recorded (usually far fewer than attachments)."""
-    return {row[0] for row in session.execute(select(ATTACHMENTS.c.config).distinct())}
+    return {row[0] for row in connection.execute(select(ATTACHMENTS.c.config).distinct())}
 
 
-def attachment_counts(session: Session) -> dict[str, int]:
+def attachment_counts(connection: Connection) -> dict[str, int]:
     """Attachments recorded, by state."""
     query = select(ATTACHMENTS.c.state, func.count()).group_by(ATTACHMENTS.c.state)
-    return {str(state): int(count) for state, count in session.execute(query)}
+    return {str(state): int(count) for state, count in connection.execute(query)}
 
 
-def container_ids(session: Session) -> set[str]:
-    return {row[0] for row in session.execute(select(SANDBOXES.c.container_id))}
+def container_ids(connection: Connection) -> set[str]:
+    return {row[0] for row in connection.execute(select(SANDBOXES.c.container_id))}
 
 
-def _with_attachments(session: Session, sandbox: RowMapping) -> SandboxRecord:
-    attachments = session.execute(_ATTACHMENTS_OF, {"cid": sandbox["container_id"]}).mappings()
+def _with_attachments(connection: Connection, sandbox: RowMapping) -> SandboxRecord:
+    attachments = connection.execute(_ATTACHMENTS_OF, {"cid": sandbox["container_id"]}).mappings()
     return _sandbox_record(sandbox, [_attachment_record(row) for row in attachments])
 
 
@@ -424,13 +419,13 @@ _SET_ATTACHMENT_STATE_SQL = (
 )
 
 
-def begin_detach(session: Session, *, container_id: str, ifname: str) -> None:
+def begin_detach(connection: Connection, *, container_id: str, ifname: str) -> None:
     """Mark one attachment of a running sandbox as being deleted (pending until removed)."""
     params = ("deleting", stamp(_now()), container_id, ifname)
-    _expect_changed(session, _SET_ATTACHMENT_STATE_SQL, params, container_id, ifname)
+    _expect_changed(connection, _SET_ATTACHMENT_STATE_SQL, params, container_id, ifname)
 
 
-def list_partial(session: Session) -> list[SandboxRecord]:
+def list_partial(connection: Connection) -> list[SandboxRecord]:
     """``ready`` sandboxes holding an attachment whose hot-plug ADD or DEL did not finish."""
     with_partial = (
         select(ATTACHMENTS.c.container_id).where(ATTACHMENTS.c.state.in_(PARTIAL_STATES)).distinct()
@@ -440,14 +435,14 @@ def list_partial(session: Session) -> list[SandboxRecord]:
         .where(SANDBOXES.c.state == "ready", SANDBOXES.c.container_id.in_(with_partial))
         .order_by(SANDBOXES.c.created_at)
     )
-    return [_with_attachments(session, row) for row in session.execute(query).mappings()]
+    return [_with_attachments(connection, row) for row in connection.execute(query).mappings()]
 
 
-def sandboxes_of_pod(session: Session, *, namespace: str, name: str) -> list[SandboxSummary]:
+def sandboxes_of_pod(connection: Connection, *, namespace: str, name: str) -> list[SandboxSummary]:
     """The sandboxes recorded for pod ``namespace/name`` (any state), oldest first."""
     query = (
         select(SANDBOXES)
         .where(SANDBOXES.c.pod_namespace == namespace, SANDBOXES.c.pod_name == name)
         .order_by(SANDBOXES.c.created_at)
     )
-    return [_summary(row) for row in session.execute(query)]
+    return [_summary(row) for row in connection.execute(query)]

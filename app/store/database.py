@@ -2,20 +2,20 @@
 
 Owns the SQLAlchemy engine, its per-connection pragmas (WAL, ``synchronous=FULL``, foreign keys,
 busy timeout), the exclusive lock that keeps a second daemon off the same file, and the only thread
-that writes. Coroutines never touch a Session: they hand a unit of work (a function taking a
-Session) to ``write``/``read`` and await its value. ``write`` returns only after the transaction
-holding that work has been committed, so "recorded" always means "on disk".
+that writes. Coroutines never touch a connection: they hand a unit of work (a function taking a
+SQLAlchemy Core ``Connection``) to ``write``/``read`` and await its value. ``write`` returns only
+after the transaction holding that work has been committed, so "recorded" always means "on disk".
 
 Concurrent writes are group-committed: the writer drains what is queued, runs each unit inside
 its own savepoint (one failing unit does not undo the others), and commits once. Durability is
 never traded for speed: nothing is dropped under load, callers wait.
 
-Each thread keeps its connection open for its whole life and one Session bound to it, and frames
-transactions and savepoints itself, so a unit of work that only runs plain SQL on the driver's
-cursor (``records_sql.cursor_of``: the ADD/DEL hot path) costs no Session machinery at all; a unit
-that uses the Session gets it with no objects and, in the writer, in a savepoint of its own. The
-reader threads start with the first ``read``. Results reach the awaiting coroutine with one
-wake-up of its event loop per batch.
+Each thread keeps its connection open for its whole life and frames transactions and savepoints
+itself: a unit of work runs Core statements on the connection, or plain SQL on the driver's cursor
+(``records_sql.cursor_of``: the ADD/DEL hot path), inside the thread's transaction and, in the
+writer, inside a savepoint of its own. The store uses SQLAlchemy Core only, never its ORM (a test
+checks that the daemon never imports it). The reader threads start with the first ``read``.
+Results reach the awaiting coroutine with one wake-up of its event loop per batch.
 """
 
 from __future__ import annotations
@@ -34,19 +34,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, Engine, RootTransaction, create_engine, event
 
 from app import metrics
-from app.store import records_sql, schema
+from app.store import schema
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Work = Callable[[Session], T]
-"""A unit of database work: runs in the writer (or a reader) thread with an open Session."""
+Work = Callable[[Connection], T]
+"""A unit of database work: runs in the writer (or a reader) thread on a connection in a transaction."""
 
-__all__ = ["Database", "DatabaseLockedError", "Session", "Work"]
+__all__ = ["Connection", "Database", "DatabaseLockedError", "Work"]
 
 MAX_BATCH = 64
 """Most units of work committed in one transaction."""
@@ -113,38 +112,31 @@ def _settle_waiters(outcomes: list[_Outcome]) -> None:
 
 
 class _Seat:
-    """One connection held open for as long as its user lives, and one Session bound to it.
+    """One connection held open for as long as its user lives, and the driver's connection behind it.
 
-    The user frames the transactions itself (``begin``) and lends the Session the driver's cursor
-    (``records_sql.lend_cursor``); ``empty_session`` makes the Session as good as new after a unit."""
+    The user frames the transactions itself (``begin``); units of work run on ``connection``."""
 
-    def __init__(self, engine: Engine, *, join_mode: Any) -> None:
+    def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self._join_mode = join_mode
         self._connect()
 
     def _connect(self) -> None:
         self.connection: Connection = self._engine.connect()
-        self.session = Session(
-            bind=self.connection, join_transaction_mode=self._join_mode, expire_on_commit=False
-        )
         driver = self.connection.connection.driver_connection
         if not isinstance(driver, sqlite3.Connection):
             raise TypeError(f"the state database runs on SQLite, not {type(driver).__name__}")
         self.driver = driver
-        records_sql.lend_cursor(self.session, driver.cursor())
 
     def reconnect(self) -> None:
         """A fresh connection after one that may be broken (a failed commit or rollback)."""
         try:
-            self.session.close()
             self.connection.invalidate()
             self.connection.close()
         except Exception:  # it is being thrown away: nothing more to learn from it
             log.debug("discarding a state database connection failed", exc_info=True)
         self._connect()
 
-    def begin(self) -> Any:
+    def begin(self) -> RootTransaction:
         """Begin a transaction, on a fresh connection if the last one was left unusable."""
         connection = self.connection
         if (
@@ -157,26 +149,18 @@ class _Seat:
             self.reconnect()
         return self.connection.begin()
 
-    def empty_session(self) -> None:
-        """Leave the Session as a new one: no transaction, no objects (cheap when already so)."""
-        session = self.session
-        if session.in_transaction() or session.identity_map:  # adding an object begins a transaction
-            session.close()
-
     def read(self, work: Work[T]) -> T:
         """Run ``work`` in a transaction of its own (one snapshot of committed state)."""
         transaction = self.begin()
         try:
-            value = work(self.session)
+            value = work(self.connection)
         except BaseException:
-            self.empty_session()
             self._end(transaction, commit=False)
             raise
-        self.empty_session()
         self._end(transaction, commit=True)
         return value
 
-    def _end(self, transaction: Any, *, commit: bool) -> None:
+    def _end(self, transaction: RootTransaction, *, commit: bool) -> None:
         try:
             if transaction.is_active and commit:
                 transaction.commit()
@@ -187,20 +171,16 @@ class _Seat:
             self.reconnect()
 
     def close(self) -> None:
-        self.session.close()
         self.connection.close()
 
 
 class _Worker(threading.Thread):
-    """A store thread serving a queue of jobs from its own seat (connection and Session)."""
-
-    join_mode: Any = "rollback_only"
-    """How the seat's Session joins the transactions the thread begins (see ``Session``)."""
+    """A store thread serving a queue of jobs from its own seat (a connection)."""
 
     def __init__(self, engine: Engine, jobs: queue.SimpleQueue[_Job | None], *, name: str) -> None:
         super().__init__(name=name, daemon=True)
         self.jobs = jobs
-        self._seat = _Seat(engine, join_mode=self.join_mode)
+        self._seat = _Seat(engine)
 
     def submit(self, job: _Job | None) -> None:
         """Queue ``job``; None stops the thread once what is queued before it has run."""
@@ -213,10 +193,6 @@ class _Worker(threading.Thread):
 
 class _Writer(_Worker):
     """The single writing thread: runs queued work in savepoints, one commit per batch."""
-
-    join_mode = "create_savepoint"
-    """A unit using the Session gets a savepoint of its own inside the batch's transaction, so an
-    error the Session rolls back (a failed flush) undoes that unit only."""
 
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine, queue.SimpleQueue(), name="store-writer")
@@ -257,7 +233,6 @@ class _Writer(_Worker):
                 outcomes.extend(self._run_in_savepoint(job) for job in batch)
                 transaction.commit()
             except BaseException:
-                seat.empty_session()
                 try:
                     transaction.rollback()
                 except Exception:
@@ -277,18 +252,14 @@ class _Writer(_Worker):
     def _run_in_savepoint(self, job: _Job) -> _Outcome:
         """One unit in a savepoint of the driver's: its error undoes its own writes only."""
         seat = self._seat
-        driver, session = seat.driver, seat.session
+        driver = seat.driver
         driver.execute("SAVEPOINT unit")
         try:
-            value = job.work(session)
-            if session.in_transaction():
-                session.commit()  # flushes what the unit left pending; releases its savepoint
+            value = job.work(seat.connection)
         except Exception as exc:  # handed to the caller through its waiter, not swallowed
-            seat.empty_session()
             driver.execute("ROLLBACK TO unit")
             driver.execute("RELEASE unit")
             return job, None, exc
-        seat.empty_session()
         driver.execute("RELEASE unit")
         return job, value, None
 
@@ -407,8 +378,8 @@ class Database:
 
     def read_sync(self, work: Work[T]) -> T:
         """``read`` for any thread, on a pooled connection of its own (not a reader thread's)."""
-        with Session(self.engine) as session, session.begin():
-            return work(session)
+        with self.engine.connect() as connection, connection.begin():
+            return work(connection)
 
     def _start_readers(self) -> None:
         """The reader threads, on the first ``read`` (a caller that only ever uses ``read_sync``, such

@@ -18,32 +18,28 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, cast
 
-from sqlalchemy import ColumnElement, Row, Table, bindparam, delete, func, select, text
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, Connection, Row, bindparam, delete, func, select, text
 
 from app.store.filters import HistoryFilter
-from app.store.models import HistoryRow
+from app.store.models import HISTORY
 from app.store.records import HistoryEntry, HistoryLine, PodIdentity
 from app.store.records_sql import cursor_of, json_list, stamp
-
-HISTORY = cast(Table, HistoryRow.__table__)
-
 
 _INSERT_SQL = (
     'INSERT INTO history (at, duration_ms, command, step, "trigger", outcome, container_id, netns, ifname,'
     " network_name, plugin_types, pod_namespace, pod_name, pod_uid, ips, macs, error_code, error_msg,"
     " error_details, node, device_ids) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-"""Plain SQL on the session's connection (``records_sql``): history lines are written on every ADD/DEL."""
+"""Plain SQL on the driver's connection (``records_sql``): history lines are written on every ADD/DEL."""
 
 
-def append(session: Session, entry: HistoryEntry) -> None:
-    cursor_of(session).execute(_INSERT_SQL, _row(entry))
+def append(connection: Connection, entry: HistoryEntry) -> None:
+    cursor_of(connection).execute(_INSERT_SQL, _row(entry))
 
 
-def append_all(session: Session, entries: Sequence[HistoryEntry]) -> None:
+def append_all(connection: Connection, entries: Sequence[HistoryEntry]) -> None:
     if entries:
-        cursor_of(session).executemany(_INSERT_SQL, [_row(entry) for entry in entries])
+        cursor_of(connection).executemany(_INSERT_SQL, [_row(entry) for entry in entries])
 
 
 def _row(entry: HistoryEntry) -> tuple[object, ...]:
@@ -73,61 +69,61 @@ def _row(entry: HistoryEntry) -> tuple[object, ...]:
     )
 
 
-_EVER_SEEN = select(HistoryRow.id).where(HistoryRow.container_id == bindparam("cid")).limit(1)
+_EVER_SEEN = select(HISTORY.c.id).where(HISTORY.c.container_id == bindparam("cid")).limit(1)
 
 
-def has_seen(session: Session, container_id: str) -> bool:
+def has_seen(connection: Connection, container_id: str) -> bool:
     """True when any operation on ``container_id`` was ever recorded (it is ours, not another's)."""
-    return session.execute(_EVER_SEEN, {"cid": container_id}).first() is not None
+    return connection.execute(_EVER_SEEN, {"cid": container_id}).first() is not None
 
 
-def for_container(session: Session, container_id: str) -> list[HistoryEntry]:
+def for_container(connection: Connection, container_id: str) -> list[HistoryEntry]:
     """Every history line of one container, oldest first."""
-    rows = session.execute(
-        select(HistoryRow).where(HistoryRow.container_id == container_id).order_by(HistoryRow.id)
-    ).scalars()
+    rows = connection.execute(
+        select(HISTORY).where(HISTORY.c.container_id == container_id).order_by(HISTORY.c.id)
+    )
     return [_entry(row) for row in rows]
 
 
 # ---- operator queries -----------------------------------------------------------------------------
 
 
-def query(session: Session, where: HistoryFilter) -> list[HistoryLine]:
+def query(connection: Connection, where: HistoryFilter) -> list[HistoryLine]:
     """The lines matching every filter of ``where``, newest first, at most ``where.limit`` (0: all)."""
-    conditions = _conditions(session, where)
+    conditions = _conditions(connection, where)
     if conditions is None:
         return []
     statement = select(HISTORY).where(*conditions).order_by(HISTORY.c.id.desc())
     if where.limit:
         statement = statement.limit(where.limit)
-    return [HistoryLine(row.id, _entry(row)) for row in session.execute(statement)]
+    return [HistoryLine(row.id, _entry(row)) for row in connection.execute(statement)]
 
 
-def lines_of_container(session: Session, container_id: str) -> list[HistoryLine]:
+def lines_of_container(connection: Connection, container_id: str) -> list[HistoryLine]:
     """Every line of one container (full ID), oldest first."""
     statement = select(HISTORY).where(HISTORY.c.container_id == container_id).order_by(HISTORY.c.id)
-    return [HistoryLine(row.id, _entry(row)) for row in session.execute(statement)]
+    return [HistoryLine(row.id, _entry(row)) for row in connection.execute(statement)]
 
 
-def containers_with_prefix(session: Session, prefix: str, *, limit: int) -> list[str]:
+def containers_with_prefix(connection: Connection, prefix: str, *, limit: int) -> list[str]:
     """Distinct container IDs of the history starting with ``prefix`` (at most ``limit``)."""
     statement = (
-        select(HistoryRow.container_id)
-        .where(_prefix_of(HistoryRow.container_id, prefix))
-        .group_by(HistoryRow.container_id)
+        select(HISTORY.c.container_id)
+        .where(_prefix_of(HISTORY.c.container_id, prefix))
+        .group_by(HISTORY.c.container_id)
         .limit(limit)
     )
-    return [str(value) for value in session.execute(statement).scalars()]
+    return [str(value) for value in connection.execute(statement).scalars()]
 
 
-def pod_namespaces(session: Session) -> list[str]:
+def pod_namespaces(connection: Connection) -> list[str]:
     """Every distinct pod namespace in the history (a skip through ``ix_history_pod``)."""
-    return _distinct(session, "pod_namespace")
+    return _distinct(connection, "pod_namespace")
 
 
-def network_names(session: Session) -> list[str]:
+def network_names(connection: Connection) -> list[str]:
     """Every distinct network name in the history (a skip through ``ix_history_network``)."""
-    return _distinct(session, "network_name")
+    return _distinct(connection, "network_name")
 
 
 def matching_networks(names: Sequence[str], network: str) -> list[str]:
@@ -137,40 +133,40 @@ def matching_networks(names: Sequence[str], network: str) -> list[str]:
     return [name for name in names if name == network or name.endswith("/" + network)]
 
 
-def summary(session: Session) -> tuple[int, datetime | None, datetime | None]:
+def summary(connection: Connection) -> tuple[int, datetime | None, datetime | None]:
     """(rows, time of the oldest line, time of the newest line)."""
-    rows = session.execute(select(func.count()).select_from(HISTORY)).scalar_one()
-    oldest = session.execute(select(HISTORY.c.at).order_by(HISTORY.c.id).limit(1)).scalar()
-    newest = session.execute(select(HISTORY.c.at).order_by(HISTORY.c.id.desc()).limit(1)).scalar()
+    rows = connection.execute(select(func.count()).select_from(HISTORY)).scalar_one()
+    oldest = connection.execute(select(HISTORY.c.at).order_by(HISTORY.c.id).limit(1)).scalar()
+    newest = connection.execute(select(HISTORY.c.at).order_by(HISTORY.c.id.desc()).limit(1)).scalar()
     return int(rows), oldest, newest
 
 
-def _conditions(session: Session, where: HistoryFilter) -> list[ColumnElement[bool]] | None:
+def _conditions(connection: Connection, where: HistoryFilter) -> list[ColumnElement[bool]] | None:
     """SQL conditions for ``where``; None when a filter names something never recorded."""
     conditions: list[ColumnElement[bool]] = []
     if where.pod is not None:
-        namespaces = [where.namespace] if where.namespace is not None else pod_namespaces(session)
+        namespaces = [where.namespace] if where.namespace is not None else pod_namespaces(connection)
         if not namespaces:
             return None
-        conditions.append(HistoryRow.pod_name == where.pod)
-        conditions.append(_one_of(HistoryRow.pod_namespace, namespaces))
+        conditions.append(HISTORY.c.pod_name == where.pod)
+        conditions.append(_one_of(HISTORY.c.pod_namespace, namespaces))
     elif where.namespace is not None:
-        conditions.append(HistoryRow.pod_namespace == where.namespace)
+        conditions.append(HISTORY.c.pod_namespace == where.namespace)
     if where.container is not None:
-        conditions.append(_prefix_of(HistoryRow.container_id, where.container))
+        conditions.append(_prefix_of(HISTORY.c.container_id, where.container))
     if where.network is not None:
-        networks = matching_networks(network_names(session), where.network)
+        networks = matching_networks(network_names(connection), where.network)
         if not networks:
             return None
-        conditions.append(_one_of(HistoryRow.network_name, networks))
+        conditions.append(_one_of(HISTORY.c.network_name, networks))
     if where.since is not None:
-        conditions.append(HistoryRow.at >= where.since)
+        conditions.append(HISTORY.c.at >= where.since)
     if where.failed:
-        conditions.append(HistoryRow.outcome == "error")
+        conditions.append(HISTORY.c.outcome == "error")
     if where.command is not None:
-        conditions.append(HistoryRow.command == where.command)
+        conditions.append(HISTORY.c.command == where.command)
     if where.trigger is not None:
-        conditions.append(HistoryRow.trigger == where.trigger)
+        conditions.append(HISTORY.c.trigger == where.trigger)
     return conditions
 
 
@@ -188,7 +184,7 @@ def _prefix_of(column: object, prefix: str) -> ColumnElement[bool]:
 _DISTINCT_COLUMNS = ("pod_namespace", "network_name")
 
 
-def _distinct(session: Session, column: Literal["pod_namespace", "network_name"]) -> list[str]:
+def _distinct(connection: Connection, column: Literal["pod_namespace", "network_name"]) -> list[str]:
     """Distinct values of an indexed column: one index seek per value, not one read per row."""
     if column not in _DISTINCT_COLUMNS:
         raise ValueError(f"no loose index scan over {column!r}")
@@ -200,45 +196,47 @@ def _distinct(session: Session, column: Literal["pod_namespace", "network_name"]
         f" FROM seen WHERE seen.value IS NOT NULL"
         f") SELECT value FROM seen WHERE value IS NOT NULL"
     )
-    return [str(value) for value in session.execute(statement).scalars()]
+    return [str(value) for value in connection.execute(statement).scalars()]
 
 
 # ---- retention ------------------------------------------------------------------------------------
 
 
-def last_id_before(session: Session, cutoff: datetime) -> int | None:
+def last_id_before(connection: Connection, cutoff: datetime) -> int | None:
     """The id of the newest line recorded before ``cutoff`` (one seek in ``ix_history_at``)."""
     statement = (
         select(HISTORY.c.id).where(HISTORY.c.at < cutoff).order_by(HISTORY.c.at.desc(), HISTORY.c.id.desc())
     )
-    value = session.execute(statement.limit(1)).scalar()
+    value = connection.execute(statement.limit(1)).scalar()
     return None if value is None else int(value)
 
 
-def last_id_beyond(session: Session, max_rows: int) -> int | None:
+def last_id_beyond(connection: Connection, max_rows: int) -> int | None:
     """The id up to which lines must go so that at most ``max_rows`` remain; None if none must."""
-    rows = int(session.execute(select(func.count()).select_from(HISTORY)).scalar_one())
+    rows = int(connection.execute(select(func.count()).select_from(HISTORY)).scalar_one())
     excess = rows - max_rows
     if excess <= 0:
         return None
     statement = select(HISTORY.c.id).order_by(HISTORY.c.id).offset(excess - 1).limit(1)
-    value = session.execute(statement).scalar()
+    value = connection.execute(statement).scalar()
     return None if value is None else int(value)
 
 
-def delete_oldest(session: Session, *, up_to_id: int, before: datetime | None = None, batch: int) -> int:
+def delete_oldest(
+    connection: Connection, *, up_to_id: int, before: datetime | None = None, batch: int
+) -> int:
     """Delete at most ``batch`` of the oldest lines with ``id <= up_to_id`` (and, when ``before``
     is given, recorded before it); return how many went. Touches the history table only."""
     oldest = select(HISTORY.c.id).where(HISTORY.c.id <= up_to_id)
     if before is not None:
         oldest = oldest.where(HISTORY.c.at < before)
     oldest = oldest.order_by(HISTORY.c.id).limit(batch)
-    result = session.execute(delete(HISTORY).where(HISTORY.c.id.in_(oldest.scalar_subquery())))
+    result = connection.execute(delete(HISTORY).where(HISTORY.c.id.in_(oldest.scalar_subquery())))
     return int(getattr(result, "rowcount", 0))
 
 
-def _entry(row: HistoryRow | Row[Any]) -> HistoryEntry:
-    """An entry from an ORM row or a Core row of the history table (same attribute names)."""
+def _entry(row: Row[Any]) -> HistoryEntry:
+    """An entry from a row of the history table."""
     return HistoryEntry(
         command=row.command,
         step=row.step,

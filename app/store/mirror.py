@@ -2,7 +2,7 @@
 
 Written only by ``app.watch`` (events, relists, resourceVersions) inside ``Database.write``; read
 by the watch package's pod and NAD sources and by GC. A cache of the API, never the truth
-(invariant 1): losing it costs a relist, never a leak. Functions take a Session and know no
+(invariant 1): losing it costs a relist, never a leak. Functions take a Core ``Connection`` and know no
 Kubernetes rules: callers decide which annotations to keep and what a relist covers. Callers
 should write a batch of changes together with the watch's new resourceVersion in one unit of
 work, so the stored position never runs ahead of the stored objects.
@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, Row, delete, func, insert, select, update
 
 from app.store.mirror_records import (
     MirrorCounts,
@@ -25,11 +25,11 @@ from app.store.mirror_records import (
     ReplaceOutcome,
     WatchState,
 )
-from app.store.models import MirroredNad, MirroredPod, WatchStateRow
+from app.store.models import MIRROR_NADS, MIRROR_PODS, WATCH_STATE
 from app.store.records_sql import cursor_of
 
 _UPSERT_POD = (
-    f"INSERT INTO {MirroredPod.__tablename__}"
+    f"INSERT INTO {MIRROR_PODS.name}"
     " (namespace, name, uid, node_name, resource_version, annotations)"
     " VALUES (:namespace, :name, :uid, :node_name, :resource_version, :annotations)"
     " ON CONFLICT (namespace, name) DO UPDATE SET uid = excluded.uid, node_name = excluded.node_name,"
@@ -38,7 +38,7 @@ _UPSERT_POD = (
 """Upserts are plain SQL (``executemany``): a relist of 1,000 pods built SQLAlchemy statements
 of 200 rows each, costlier in CPU and in the memory a start-up leaves behind."""
 _UPSERT_NAD = (
-    f"INSERT INTO {MirroredNad.__tablename__}"
+    f"INSERT INTO {MIRROR_NADS.name}"
     " (namespace, name, uid, resource_version, config, resource_name)"
     " VALUES (:namespace, :name, :uid, :resource_version, :config, :resource_name)"
     " ON CONFLICT (namespace, name) DO UPDATE SET uid = excluded.uid,"
@@ -46,12 +46,12 @@ _UPSERT_NAD = (
     " resource_name = excluded.resource_name"
 )
 _GET_POD = (
-    f"SELECT uid, node_name, resource_version, annotations FROM {MirroredPod.__tablename__}"
+    f"SELECT uid, node_name, resource_version, annotations FROM {MIRROR_PODS.name}"
     " WHERE namespace = ? AND name = ?"
 )
-_POD_UIDS = f"SELECT namespace, name, uid FROM {MirroredPod.__tablename__}"
+_POD_UIDS = f"SELECT namespace, name, uid FROM {MIRROR_PODS.name}"
 _GET_NAD = (
-    f"SELECT uid, resource_version, config, resource_name FROM {MirroredNad.__tablename__}"
+    f"SELECT uid, resource_version, config, resource_name FROM {MIRROR_NADS.name}"
     " WHERE namespace = ? AND name = ?"
 )
 
@@ -59,34 +59,34 @@ _GET_NAD = (
 # pods
 
 
-def upsert_pod(session: Session, pod: PodRecord) -> None:
+def upsert_pod(connection: Connection, pod: PodRecord) -> None:
     """Insert or replace the pod named ``pod.namespace``/``pod.name``."""
-    _upsert_pods(session, [pod])
+    _upsert_pods(connection, [pod])
 
 
-def delete_pod(session: Session, namespace: str, name: str) -> bool:
+def delete_pod(connection: Connection, namespace: str, name: str) -> bool:
     """Forget a pod; True when it was mirrored."""
-    result = session.execute(
-        delete(MirroredPod).where(MirroredPod.namespace == namespace, MirroredPod.name == name)
+    result = connection.execute(
+        delete(MIRROR_PODS).where(MIRROR_PODS.c.namespace == namespace, MIRROR_PODS.c.name == name)
     )
     return bool(getattr(result, "rowcount", 0))
 
 
-def replace_pods(session: Session, snapshot: Iterable[PodRecord]) -> ReplaceOutcome:
+def replace_pods(connection: Connection, snapshot: Iterable[PodRecord]) -> ReplaceOutcome:
     """A relist: make the mirrored pods exactly ``snapshot`` (upsert all, delete the absent)."""
     pods = list(snapshot)
-    _upsert_pods(session, pods)
+    _upsert_pods(connection, pods)
     listed = {pod.key for pod in pods}
-    stored = session.execute(select(MirroredPod.namespace, MirroredPod.name))
+    stored = connection.execute(select(MIRROR_PODS.c.namespace, MIRROR_PODS.c.name))
     absent = tuple((namespace, name) for namespace, name in stored if (namespace, name) not in listed)
     for namespace, name in absent:
-        delete_pod(session, namespace, name)
+        delete_pod(connection, namespace, name)
     return ReplaceOutcome(upserted=len(pods), deleted=absent)
 
 
-def get_pod(session: Session, namespace: str, name: str) -> PodRecord | None:
-    """One pod, in plain SQL (every ADD asks: the ORM's identity lookup costs several times more)."""
-    row = cursor_of(session).execute(_GET_POD, (namespace, name)).fetchone()
+def get_pod(connection: Connection, namespace: str, name: str) -> PodRecord | None:
+    """One pod, in plain SQL (every ADD asks: a SQLAlchemy statement costs several times more)."""
+    row = cursor_of(connection).execute(_GET_POD, (namespace, name)).fetchone()
     if row is None:
         return None
     uid, node_name, resource_version, annotations = row
@@ -100,19 +100,19 @@ def get_pod(session: Session, namespace: str, name: str) -> PodRecord | None:
     )
 
 
-def list_pods(session: Session) -> list[PodRecord]:
+def list_pods(connection: Connection) -> list[PodRecord]:
     """Every mirrored pod, by namespace and name (GC, tools, tests)."""
-    rows = session.execute(select(MirroredPod).order_by(MirroredPod.namespace, MirroredPod.name)).scalars()
+    rows = connection.execute(select(MIRROR_PODS).order_by(MIRROR_PODS.c.namespace, MIRROR_PODS.c.name))
     return [_pod_record(row) for row in rows]
 
 
-def pod_uids(session: Session) -> dict[ObjectKey, str]:
+def pod_uids(connection: Connection) -> dict[ObjectKey, str]:
     """(namespace, name) → uid of every mirrored pod, in plain SQL (every GC pass asks)."""
-    return {(namespace, name): uid for namespace, name, uid in cursor_of(session).execute(_POD_UIDS)}
+    return {(namespace, name): uid for namespace, name, uid in cursor_of(connection).execute(_POD_UIDS)}
 
 
-def _upsert_pods(session: Session, pods: list[PodRecord]) -> None:
-    cursor_of(session).executemany(_UPSERT_POD, [_pod_values(pod) for pod in pods])
+def _upsert_pods(connection: Connection, pods: list[PodRecord]) -> None:
+    cursor_of(connection).executemany(_UPSERT_POD, [_pod_values(pod) for pod in pods])
 
 
 def _pod_values(pod: PodRecord) -> dict[str, str]:
@@ -126,7 +126,7 @@ def _pod_values(pod: PodRecord) -> dict[str, str]:
     }
 
 
-def _pod_record(row: MirroredPod) -> PodRecord:
+def _pod_record(row: Row[Any]) -> PodRecord:
     return PodRecord(
         namespace=row.namespace,
         name=row.name,
@@ -140,39 +140,39 @@ def _pod_record(row: MirroredPod) -> PodRecord:
 # NetworkAttachmentDefinitions
 
 
-def upsert_nad(session: Session, nad: NadRecord) -> None:
+def upsert_nad(connection: Connection, nad: NadRecord) -> None:
     """Insert or replace the NAD named ``nad.namespace``/``nad.name``."""
-    _upsert_nads(session, [nad])
+    _upsert_nads(connection, [nad])
 
 
-def delete_nad(session: Session, namespace: str, name: str) -> bool:
+def delete_nad(connection: Connection, namespace: str, name: str) -> bool:
     """Forget a NAD; True when it was mirrored."""
-    result = session.execute(
-        delete(MirroredNad).where(MirroredNad.namespace == namespace, MirroredNad.name == name)
+    result = connection.execute(
+        delete(MIRROR_NADS).where(MIRROR_NADS.c.namespace == namespace, MIRROR_NADS.c.name == name)
     )
     return bool(getattr(result, "rowcount", 0))
 
 
 def replace_nads(
-    session: Session, snapshot: Iterable[NadRecord], *, namespace: str | None = None
+    connection: Connection, snapshot: Iterable[NadRecord], *, namespace: str | None = None
 ) -> ReplaceOutcome:
     """A relist: make the mirrored NADs (of ``namespace`` only, when given) exactly ``snapshot``."""
     nads = list(snapshot)
-    _upsert_nads(session, nads)
+    _upsert_nads(connection, nads)
     listed = {nad.key for nad in nads}
-    query = select(MirroredNad.namespace, MirroredNad.name)
+    query = select(MIRROR_NADS.c.namespace, MIRROR_NADS.c.name)
     if namespace is not None:
-        query = query.where(MirroredNad.namespace == namespace)
-    stored = session.execute(query)
+        query = query.where(MIRROR_NADS.c.namespace == namespace)
+    stored = connection.execute(query)
     absent = tuple((namespace, name) for namespace, name in stored if (namespace, name) not in listed)
     for nad_namespace, name in absent:
-        delete_nad(session, nad_namespace, name)
+        delete_nad(connection, nad_namespace, name)
     return ReplaceOutcome(upserted=len(nads), deleted=absent)
 
 
-def get_nad(session: Session, namespace: str, name: str) -> NadRecord | None:
+def get_nad(connection: Connection, namespace: str, name: str) -> NadRecord | None:
     """One NAD, in plain SQL (every ADD asks, once per network from a NAD)."""
-    row = cursor_of(session).execute(_GET_NAD, (namespace, name)).fetchone()
+    row = cursor_of(connection).execute(_GET_NAD, (namespace, name)).fetchone()
     if row is None:
         return None
     uid, resource_version, config, resource_name = row
@@ -186,14 +186,14 @@ def get_nad(session: Session, namespace: str, name: str) -> NadRecord | None:
     )
 
 
-def list_nads(session: Session) -> list[NadRecord]:
+def list_nads(connection: Connection) -> list[NadRecord]:
     """Every mirrored NAD, by namespace and name (tools, tests)."""
-    rows = session.execute(select(MirroredNad).order_by(MirroredNad.namespace, MirroredNad.name)).scalars()
+    rows = connection.execute(select(MIRROR_NADS).order_by(MIRROR_NADS.c.namespace, MIRROR_NADS.c.name))
     return [_nad_record(row) for row in rows]
 
 
-def _upsert_nads(session: Session, nads: list[NadRecord]) -> None:
-    cursor_of(session).executemany(_UPSERT_NAD, [_nad_values(nad) for nad in nads])
+def _upsert_nads(connection: Connection, nads: list[NadRecord]) -> None:
+    cursor_of(connection).executemany(_UPSERT_NAD, [_nad_values(nad) for nad in nads])
 
 
 def _nad_values(nad: NadRecord) -> dict[str, str]:
@@ -207,7 +207,7 @@ def _nad_values(nad: NadRecord) -> dict[str, str]:
     }
 
 
-def _nad_record(row: MirroredNad) -> NadRecord:
+def _nad_record(row: Row[Any]) -> NadRecord:
     return NadRecord(
         namespace=row.namespace,
         name=row.name,
@@ -220,9 +220,11 @@ def _nad_record(row: MirroredNad) -> NadRecord:
 
 # watch state
 
+_WATCH_ROW = select(WATCH_STATE)
 
-def get_watch_state(session: Session, key: str) -> WatchState | None:
-    row = session.get(WatchStateRow, key)
+
+def get_watch_state(connection: Connection, key: str) -> WatchState | None:
+    row = connection.execute(_WATCH_ROW.where(WATCH_STATE.c.key == key)).first()
     if row is None:
         return None
     return WatchState(
@@ -236,59 +238,68 @@ def get_watch_state(session: Session, key: str) -> WatchState | None:
     )
 
 
-def set_watch_state(session: Session, state: WatchState) -> None:
+def set_watch_state(connection: Connection, state: WatchState) -> None:
     """Write ``state`` as the whole row for ``state.key``."""
-    row = session.get(WatchStateRow, state.key)
-    if row is None:
-        row = WatchStateRow(key=state.key)
-        session.add(row)
-    row.scope = state.scope
-    row.resource_version = state.resource_version
-    row.synced_at = state.synced_at
-    row.last_event_at = state.last_event_at
-    row.relists = state.relists
-    row.events = state.events
+    _ensure_watch_row(connection, state.key)
+    _update_watch_row(
+        connection,
+        state.key,
+        scope=state.scope,
+        resource_version=state.resource_version,
+        synced_at=state.synced_at,
+        last_event_at=state.last_event_at,
+        relists=state.relists,
+        events=state.events,
+    )
 
 
-def record_relist(session: Session, key: str, *, scope: str, resource_version: str, at: datetime) -> None:
+def record_relist(
+    connection: Connection, key: str, *, scope: str, resource_version: str, at: datetime
+) -> None:
     """A relist of ``key`` was written: resume from ``resource_version``, one more relist counted."""
-    row = _watch_row(session, key)
-    row.scope = scope
-    row.resource_version = resource_version
-    row.synced_at = at
-    row.relists += 1
+    _ensure_watch_row(connection, key)
+    _update_watch_row(
+        connection,
+        key,
+        scope=scope,
+        resource_version=resource_version,
+        synced_at=at,
+        relists=WATCH_STATE.c.relists + 1,
+    )
 
 
 def record_progress(
-    session: Session, key: str, *, resource_version: str, events: int, at: datetime | None
+    connection: Connection, key: str, *, resource_version: str, events: int, at: datetime | None
 ) -> None:
     """A batch of ``events`` watch events (or a bookmark: 0 events) was written up to ``resource_version``."""
-    row = _watch_row(session, key)
-    row.resource_version = resource_version
-    row.events += events
+    _ensure_watch_row(connection, key)
+    values: dict[str, Any] = {"resource_version": resource_version, "events": WATCH_STATE.c.events + events}
     if at is not None:
-        row.last_event_at = at
+        values["last_event_at"] = at
+    _update_watch_row(connection, key, **values)
 
 
-def forget_resource_version(session: Session, key: str) -> None:
+def forget_resource_version(connection: Connection, key: str) -> None:
     """Make the next start of ``key`` relist (its history expired, or its scope changed)."""
-    row = session.get(WatchStateRow, key)
-    if row is not None:
-        row.resource_version = ""
+    _update_watch_row(connection, key, resource_version="")
 
 
-def _watch_row(session: Session, key: str) -> WatchStateRow:
-    row = session.get(WatchStateRow, key)
-    if row is None:
-        row = WatchStateRow(key=key, scope="", resource_version="", relists=0, events=0)
-        session.add(row)
-    return row
+def _ensure_watch_row(connection: Connection, key: str) -> None:
+    """Insert an empty row for ``key`` unless one is there."""
+    if connection.execute(select(WATCH_STATE.c.key).where(WATCH_STATE.c.key == key)).first() is None:
+        connection.execute(
+            insert(WATCH_STATE).values(key=key, scope="", resource_version="", relists=0, events=0)
+        )
+
+
+def _update_watch_row(connection: Connection, key: str, **values: Any) -> None:
+    connection.execute(update(WATCH_STATE).where(WATCH_STATE.c.key == key).values(**values))
 
 
 # counts
 
 
-def counts(session: Session) -> MirrorCounts:
-    pods = session.execute(select(func.count()).select_from(MirroredPod)).scalar_one()
-    nads = session.execute(select(func.count()).select_from(MirroredNad)).scalar_one()
+def counts(connection: Connection) -> MirrorCounts:
+    pods = connection.execute(select(func.count()).select_from(MIRROR_PODS)).scalar_one()
+    nads = connection.execute(select(func.count()).select_from(MIRROR_NADS)).scalar_one()
     return MirrorCounts(pods=int(pods), nads=int(nads))

@@ -1,13 +1,15 @@
-"""SQLAlchemy models of the state database: sandboxes, their attachments, and the history.
+"""The tables of the state database, as SQLAlchemy Core: sandboxes, their attachments, the history.
 
-The schema itself is owned by alembic (``migrations/``); these classes must describe exactly what
-the newest revision creates, and ``tests/store`` checks that they agree. Read and written only by
-``app.store``'s modules; nothing outside the package sees an ORM object.
+The schema itself is owned by alembic (``migrations/``); these tables must describe exactly what
+the newest revision creates, and ``tests/store`` checks that they agree. Core only: the store never
+imports SQLAlchemy's ORM (about 6 MiB of the daemon's memory). Read and written only by
+``app.store``'s modules.
 
-- ``Sandbox``: one pod sandbox (CNI container ID) this node has attached or is attaching.
-- ``AttachmentRow``: one delegate of a sandbox (container ID + interface name): its intent
+- ``SANDBOXES``: one pod sandbox (CNI container ID) this node has attached or is attaching.
+- ``ATTACHMENTS``: one delegate of a sandbox (container ID + interface name): its intent
   (config bytes, CNI_ARGS, runtimeConfig) written before it runs, its result after.
-- ``HistoryRow``: an append-only line per CNI operation and per delegate step.
+- ``HISTORY``: an append-only line per CNI operation and per delegate step.
+- ``MIRROR_PODS``, ``MIRROR_NADS``, ``WATCH_STATE``: the Kubernetes mirror.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import (
+    Boolean,
     CheckConstraint,
+    Column,
     DateTime,
     Dialect,
     Float,
@@ -23,12 +27,13 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
+    MetaData,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -48,156 +53,137 @@ class UtcDateTime(TypeDecorator[datetime]):
         return None if value is None else value.replace(tzinfo=UTC)
 
 
-class Base(DeclarativeBase):
-    pass
-
+METADATA = MetaData()
+"""Every table of the state database (alembic's ``target_metadata``)."""
 
 SANDBOX_STATES = ("adding", "ready", "deleting")
 ATTACHMENT_STATES = ("intent", "added", "deleting")
 
 
-class Sandbox(Base):
-    __tablename__ = "sandboxes"
-    __table_args__ = (CheckConstraint(f"state IN {SANDBOX_STATES}", name="ck_sandboxes_state"),)
+SANDBOXES = Table(
+    "sandboxes",
+    METADATA,
+    Column("container_id", String, primary_key=True),
+    Column("state", String, nullable=False),
+    Column("netns", String, nullable=False),
+    Column("netns_id", String, nullable=False, default=""),
+    Column("ifname", String, nullable=False),
+    Column("cni_version", String, nullable=False),
+    Column("pod_namespace", String, nullable=False, default=""),
+    Column("pod_name", String, nullable=False, default=""),
+    Column("pod_uid", String, nullable=False, default=""),
+    Column("boot_id", String, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    CheckConstraint(f"state IN {SANDBOX_STATES}", name="ck_sandboxes_state"),
+)
+"""One pod sandbox (CNI container ID) this node has attached or is attaching."""
 
-    container_id: Mapped[str] = mapped_column(String, primary_key=True)
-    state: Mapped[str] = mapped_column(String, nullable=False)
-    netns: Mapped[str] = mapped_column(String, nullable=False)
-    netns_id: Mapped[str] = mapped_column(String, nullable=False, default="")
-    ifname: Mapped[str] = mapped_column(String, nullable=False)
-    cni_version: Mapped[str] = mapped_column(String, nullable=False)
-    pod_namespace: Mapped[str] = mapped_column(String, nullable=False, default="")
-    pod_name: Mapped[str] = mapped_column(String, nullable=False, default="")
-    pod_uid: Mapped[str] = mapped_column(String, nullable=False, default="")
-    boot_id: Mapped[str] = mapped_column(String, nullable=False)
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
-    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+ATTACHMENTS = Table(
+    "attachments",
+    METADATA,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("container_id", String, ForeignKey("sandboxes.container_id", ondelete="CASCADE"), nullable=False),
+    Column("ifname", String, nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("is_master", Boolean, nullable=False, default=False),
+    Column("network_name", String, nullable=False),
+    Column("plugin_types", String, nullable=False, default=""),
+    Column("config", LargeBinary, nullable=False),
+    Column("cni_args", Text, nullable=False, default="[]"),
+    Column("capability_args", Text, nullable=False, default="{}"),
+    Column("cni_path", Text, nullable=False, default="[]"),
+    Column("device", Text, nullable=True),
+    Column("root", Text, nullable=False, default="", server_default=""),
+    Column("state", String, nullable=False),
+    Column("result", Text, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("ips", Text, nullable=True),
+    Column("macs", Text, nullable=True),
+    Column("device_ids", Text, nullable=True),
+    UniqueConstraint("container_id", "ifname", name="uq_attachments_container_ifname"),
+    CheckConstraint(f"state IN {ATTACHMENT_STATES}", name="ck_attachments_state"),
+)
+"""One delegate of a sandbox (container ID + interface name). ``root``: the root the delegate ran
+in (``chrootDir`` at ADD; "" = the daemon's own), DEL replays in it. ``ips``, ``macs``,
+``device_ids``: JSON lists of the IPs the result reports, the MACs of its sandbox interfaces and
+the device IDs the delegate used; NULL until derived (revision 0004)."""
 
-    attachments: Mapped[list[AttachmentRow]] = relationship(
-        back_populates="sandbox",
-        cascade="all, delete-orphan",
-        order_by="AttachmentRow.position",
-        passive_deletes=True,
-    )
-
-
-class AttachmentRow(Base):
-    __tablename__ = "attachments"
-    __table_args__ = (
-        UniqueConstraint("container_id", "ifname", name="uq_attachments_container_ifname"),
-        CheckConstraint(f"state IN {ATTACHMENT_STATES}", name="ck_attachments_state"),
-    )
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    container_id: Mapped[str] = mapped_column(
-        String, ForeignKey("sandboxes.container_id", ondelete="CASCADE"), nullable=False
-    )
-    ifname: Mapped[str] = mapped_column(String, nullable=False)
-    position: Mapped[int] = mapped_column(Integer, nullable=False)
-    is_master: Mapped[bool] = mapped_column(nullable=False, default=False)
-    network_name: Mapped[str] = mapped_column(String, nullable=False)
-    plugin_types: Mapped[str] = mapped_column(String, nullable=False, default="")
-    config: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
-    cni_args: Mapped[str] = mapped_column(Text, nullable=False, default="[]")
-    capability_args: Mapped[str] = mapped_column(Text, nullable=False, default="{}")
-    cni_path: Mapped[str] = mapped_column(Text, nullable=False, default="[]")
-    device: Mapped[str | None] = mapped_column(Text, nullable=True)
-    root: Mapped[str] = mapped_column(Text, nullable=False, default="", server_default="")
-    """The root the delegate ran in (``chrootDir`` at ADD; "" = the daemon's own); DEL replays in it."""
-    state: Mapped[str] = mapped_column(String, nullable=False)
-    result: Mapped[str | None] = mapped_column(Text, nullable=True)
-    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
-    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
-    ips: Mapped[str | None] = mapped_column(Text, nullable=True)
-    """JSON list of the IPs the delegate's result reports; NULL until derived (revision 0004)."""
-    macs: Mapped[str | None] = mapped_column(Text, nullable=True)
-    """JSON list of the MACs of the result's sandbox interfaces; NULL until derived."""
-    device_ids: Mapped[str | None] = mapped_column(Text, nullable=True)
-    """JSON list of the device IDs the delegate used; NULL until derived."""
-
-    sandbox: Mapped[Sandbox] = relationship(back_populates="attachments")
-
-
-class HistoryRow(Base):
-    """One history line. Every index ends, implicitly, with the rowid ``id``: a query on one pod,
-    container, network or outcome reads its rows newest first without sorting (revision 0003)."""
-
-    __tablename__ = "history"
-    __table_args__ = (
-        Index("ix_history_container_id", "container_id"),
-        Index("ix_history_pod", "pod_namespace", "pod_name"),
-        Index("ix_history_at", "at"),
-        Index("ix_history_network", "network_name"),
-        Index("ix_history_outcome", "outcome"),
-    )
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
-    duration_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
-    command: Mapped[str] = mapped_column(String, nullable=False)
-    step: Mapped[str] = mapped_column(String, nullable=False)
-    trigger: Mapped[str] = mapped_column(String, nullable=False)
-    outcome: Mapped[str] = mapped_column(String, nullable=False)
-    container_id: Mapped[str] = mapped_column(String, nullable=False, default="")
-    netns: Mapped[str] = mapped_column(String, nullable=False, default="")
-    ifname: Mapped[str] = mapped_column(String, nullable=False, default="")
-    network_name: Mapped[str] = mapped_column(String, nullable=False, default="")
-    plugin_types: Mapped[str] = mapped_column(String, nullable=False, default="")
-    pod_namespace: Mapped[str] = mapped_column(String, nullable=False, default="")
-    pod_name: Mapped[str] = mapped_column(String, nullable=False, default="")
-    pod_uid: Mapped[str] = mapped_column(String, nullable=False, default="")
-    ips: Mapped[str] = mapped_column(Text, nullable=False, default="[]")
-    macs: Mapped[str] = mapped_column(Text, nullable=False, default="[]")
-    error_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    error_msg: Mapped[str | None] = mapped_column(Text, nullable=True)
-    error_details: Mapped[str | None] = mapped_column(Text, nullable=True)
-    node: Mapped[str] = mapped_column(String, nullable=False, default="", server_default="")
-    device_ids: Mapped[str] = mapped_column(Text, nullable=False, default="[]", server_default="[]")
+HISTORY = Table(
+    "history",
+    METADATA,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", UtcDateTime, nullable=False),
+    Column("duration_ms", Float, nullable=True),
+    Column("command", String, nullable=False),
+    Column("step", String, nullable=False),
+    Column("trigger", String, nullable=False),
+    Column("outcome", String, nullable=False),
+    Column("container_id", String, nullable=False, default=""),
+    Column("netns", String, nullable=False, default=""),
+    Column("ifname", String, nullable=False, default=""),
+    Column("network_name", String, nullable=False, default=""),
+    Column("plugin_types", String, nullable=False, default=""),
+    Column("pod_namespace", String, nullable=False, default=""),
+    Column("pod_name", String, nullable=False, default=""),
+    Column("pod_uid", String, nullable=False, default=""),
+    Column("ips", Text, nullable=False, default="[]"),
+    Column("macs", Text, nullable=False, default="[]"),
+    Column("error_code", Integer, nullable=True),
+    Column("error_msg", Text, nullable=True),
+    Column("error_details", Text, nullable=True),
+    Column("node", String, nullable=False, default="", server_default=""),
+    Column("device_ids", Text, nullable=False, default="[]", server_default="[]"),
+    Index("ix_history_container_id", "container_id"),
+    Index("ix_history_pod", "pod_namespace", "pod_name"),
+    Index("ix_history_at", "at"),
+    Index("ix_history_network", "network_name"),
+    Index("ix_history_outcome", "outcome"),
+)
+"""One history line. Every index ends, implicitly, with the rowid ``id``: a query on one pod,
+container, network or outcome reads its rows newest first without sorting (revision 0003)."""
 
 
 # The Kubernetes mirror (revision 0002): a cache of the API, never the truth (invariant 1).
 
+MIRROR_PODS = Table(
+    "mirror_pods",
+    METADATA,
+    Column("namespace", String, primary_key=True),
+    Column("name", String, primary_key=True),
+    Column("uid", String, nullable=False),
+    Column("node_name", String, nullable=False, default=""),
+    Column("resource_version", String, nullable=False, default=""),
+    Column("annotations", Text, nullable=False, default="{}"),
+)
+"""A pod of this node as the watch last saw it: identity, node, and the kept annotations only."""
 
-class MirroredPod(Base):
-    """A pod of this node as the watch last saw it: identity, node, and the kept annotations only."""
+MIRROR_NADS = Table(
+    "mirror_nads",
+    METADATA,
+    Column("namespace", String, primary_key=True),
+    Column("name", String, primary_key=True),
+    Column("uid", String, nullable=False),
+    Column("resource_version", String, nullable=False, default=""),
+    Column("config", Text, nullable=False, default=""),
+    Column("resource_name", String, nullable=False, default=""),
+)
+"""A NetworkAttachmentDefinition: ``config`` is ``spec.config`` verbatim."""
 
-    __tablename__ = "mirror_pods"
+WATCH_STATE = Table(
+    "watch_state",
+    METADATA,
+    Column("key", String, primary_key=True),
+    Column("scope", String, nullable=False, default=""),
+    Column("resource_version", String, nullable=False, default=""),
+    Column("synced_at", UtcDateTime, nullable=True),
+    Column("last_event_at", UtcDateTime, nullable=True),
+    Column("relists", Integer, nullable=False, default=0),
+    Column("events", Integer, nullable=False, default=0),
+)
+"""Where one watch stands: the resourceVersion to resume from and what it has done so far.
 
-    namespace: Mapped[str] = mapped_column(String, primary_key=True)
-    name: Mapped[str] = mapped_column(String, primary_key=True)
-    uid: Mapped[str] = mapped_column(String, nullable=False)
-    node_name: Mapped[str] = mapped_column(String, nullable=False, default="")
-    resource_version: Mapped[str] = mapped_column(String, nullable=False, default="")
-    annotations: Mapped[str] = mapped_column(Text, nullable=False, default="{}")
-
-
-class MirroredNad(Base):
-    """A NetworkAttachmentDefinition: ``config`` is ``spec.config`` verbatim."""
-
-    __tablename__ = "mirror_nads"
-
-    namespace: Mapped[str] = mapped_column(String, primary_key=True)
-    name: Mapped[str] = mapped_column(String, primary_key=True)
-    uid: Mapped[str] = mapped_column(String, nullable=False)
-    resource_version: Mapped[str] = mapped_column(String, nullable=False, default="")
-    config: Mapped[str] = mapped_column(Text, nullable=False, default="")
-    resource_name: Mapped[str] = mapped_column(String, nullable=False, default="")
-
-
-class WatchStateRow(Base):
-    """Where one watch stands: the resourceVersion to resume from and what it has done so far.
-
-    ``scope`` names what the watch selects (node, namespace): a watch whose scope changed since
-    the row was written must relist instead of resuming.
-    """
-
-    __tablename__ = "watch_state"
-
-    key: Mapped[str] = mapped_column(String, primary_key=True)
-    scope: Mapped[str] = mapped_column(String, nullable=False, default="")
-    resource_version: Mapped[str] = mapped_column(String, nullable=False, default="")
-    synced_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
-    last_event_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
-    relists: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    events: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+``scope`` names what the watch selects (node, namespace): a watch whose scope changed since the
+row was written must relist instead of resuming."""

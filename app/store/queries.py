@@ -19,16 +19,15 @@ import sqlite3
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TypedDict, TypeVar
+from typing import Any, TypedDict, TypeVar
 
-from sqlalchemy import Table, func, inspect, select
+from sqlalchemy import Connection, Row, Table, func, inspect, select
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session
 
 from app.store import checkpoints, history, schema
 from app.store.database import Database
 from app.store.filters import AttachmentFilter, HistoryFilter
-from app.store.models import MirroredNad, MirroredPod, WatchStateRow
+from app.store.models import MIRROR_NADS, MIRROR_PODS, SANDBOXES, WATCH_STATE
 from app.store.records import AttachmentRecord, HistoryEntry, HistoryLine, PodIdentity, SandboxRecord
 
 T = TypeVar("T")
@@ -223,15 +222,15 @@ class StatusDoc(TypedDict):
 # ---- queries ----------------------------------------------------------------------------------------
 
 
-def history_lines(session: Session, where: HistoryFilter) -> list[HistoryDoc]:
+def history_lines(connection: Connection, where: HistoryFilter) -> list[HistoryDoc]:
     """``multusctl history``: matching lines, newest first."""
-    return [history_doc(line) for line in history.query(session, where)]
+    return [history_doc(line) for line in history.query(connection, where)]
 
 
-def attachments(session: Session, where: AttachmentFilter) -> list[AttachmentDoc]:
+def attachments(connection: Connection, where: AttachmentFilter) -> list[AttachmentDoc]:
     """``multusctl attachments``: what the checkpoint holds now, oldest sandbox first."""
     docs = []
-    for sandbox in checkpoints.list_sandboxes(session):
+    for sandbox in checkpoints.list_sandboxes(connection):
         if not _pod_matches(sandbox, where):
             continue
         for attachment in sandbox.attachments:
@@ -240,11 +239,11 @@ def attachments(session: Session, where: AttachmentFilter) -> list[AttachmentDoc
     return docs
 
 
-def sandbox(session: Session, container: str) -> SandboxDoc:
+def sandbox(connection: Connection, container: str) -> SandboxDoc:
     """``multusctl show``: one container (ID or unique prefix): its checkpoint and its history."""
-    container_id = _resolve_container(session, container)
-    record = checkpoints.load_sandbox(session, container_id)
-    lines = history.lines_of_container(session, container_id)
+    container_id = _resolve_container(connection, container)
+    record = checkpoints.load_sandbox(connection, container_id)
+    lines = history.lines_of_container(connection, container_id)
     pod = record.pod if record is not None else _last_pod(lines)
     return {
         "containerID": container_id,
@@ -257,15 +256,15 @@ def sandbox(session: Session, container: str) -> SandboxDoc:
     }
 
 
-def store_status(session: Session, *, now: datetime) -> StoreStatus:
+def store_status(connection: Connection, *, now: datetime) -> StoreStatus:
     """The database's part of ``multusctl status``."""
-    rows, oldest, newest = history.summary(session)
+    rows, oldest, newest = history.summary(connection)
     return {
-        "schemaRevision": schema.current_revision(session.connection()),
-        "sandboxes": _counts_by_state(session, checkpoints.SANDBOXES),
-        "attachments": checkpoints.attachment_counts(session),
+        "schemaRevision": schema.current_revision(connection),
+        "sandboxes": _counts_by_state(connection, SANDBOXES),
+        "attachments": checkpoints.attachment_counts(connection),
         "history": {"rows": rows, "oldest": timestamp(oldest), "newest": timestamp(newest)},
-        "mirror": _mirror(session, now=now),
+        "mirror": _mirror(connection, now=now),
     }
 
 
@@ -303,7 +302,7 @@ def status_doc(
     }
 
 
-def read_file(path: str | os.PathLike[str], work: Callable[[Session], T]) -> tuple[T, int]:
+def read_file(path: str | os.PathLike[str], work: Callable[[Connection], T]) -> tuple[T, int]:
     """Open the state database read-only, run ``work``, close; return its value and the files' size.
 
     For ``multusctl`` when the daemon is not answering. Refuses a missing file, a schema newer
@@ -481,10 +480,10 @@ def _last_pod(lines: list[HistoryLine]) -> PodIdentity:
     return PodIdentity()
 
 
-def _resolve_container(session: Session, container: str) -> str:
+def _resolve_container(connection: Connection, container: str) -> str:
     """The one container ID ``container`` names (itself or a unique prefix), from checkpoint or history."""
-    candidates = set(_sandboxes_with_prefix(session, container, limit=AMBIGUOUS_SHOWN + 1))
-    candidates |= set(history.containers_with_prefix(session, container, limit=AMBIGUOUS_SHOWN + 1))
+    candidates = set(_sandboxes_with_prefix(connection, container, limit=AMBIGUOUS_SHOWN + 1))
+    candidates |= set(history.containers_with_prefix(connection, container, limit=AMBIGUOUS_SHOWN + 1))
     if container in candidates:
         return container
     if not candidates:
@@ -498,28 +497,28 @@ def _resolve_container(session: Session, container: str) -> str:
     return candidates.pop()
 
 
-def _sandboxes_with_prefix(session: Session, prefix: str, *, limit: int) -> list[str]:
-    column = checkpoints.SANDBOXES.c.container_id
+def _sandboxes_with_prefix(connection: Connection, prefix: str, *, limit: int) -> list[str]:
+    column = SANDBOXES.c.container_id
     statement = select(column).where(column >= prefix, column < prefix + "\U0010ffff").limit(limit)
-    return [str(value) for value in session.execute(statement).scalars()]
+    return [str(value) for value in connection.execute(statement).scalars()]
 
 
-def _counts_by_state(session: Session, table: Table) -> dict[str, int]:
+def _counts_by_state(connection: Connection, table: Table) -> dict[str, int]:
     statement = select(table.c.state, func.count()).group_by(table.c.state)
-    return {str(state): int(count) for state, count in session.execute(statement)}
+    return {str(state): int(count) for state, count in connection.execute(statement)}
 
 
-def _mirror(session: Session, *, now: datetime) -> MirrorDoc | None:
+def _mirror(connection: Connection, *, now: datetime) -> MirrorDoc | None:
     """The Kubernetes mirror's counts and each watch's position; None when there is no mirror."""
-    if not inspect(session.connection()).has_table(WatchStateRow.__tablename__):
+    if not inspect(connection).has_table(WATCH_STATE.name):
         return None
-    pods = session.execute(select(func.count()).select_from(MirroredPod)).scalar_one()
-    nads = session.execute(select(func.count()).select_from(MirroredNad)).scalar_one()
-    watches = session.execute(select(WatchStateRow).order_by(WatchStateRow.key)).scalars()
+    pods = connection.execute(select(func.count()).select_from(MIRROR_PODS)).scalar_one()
+    nads = connection.execute(select(func.count()).select_from(MIRROR_NADS)).scalar_one()
+    watches = connection.execute(select(WATCH_STATE).order_by(WATCH_STATE.c.key))
     return {"pods": int(pods), "nads": int(nads), "watches": [_watch_doc(row, now=now) for row in watches]}
 
 
-def _watch_doc(row: WatchStateRow, *, now: datetime) -> WatchDoc:
+def _watch_doc(row: Row[Any], *, now: datetime) -> WatchDoc:
     heard = [moment for moment in (row.synced_at, row.last_event_at) if moment is not None]
     return {
         "key": row.key,

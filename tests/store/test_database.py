@@ -10,12 +10,11 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import text
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, text
 
 from app.store import checkpoints, history, schema
 from app.store.database import Database, DatabaseLockedError
-from app.store.models import Base
+from app.store.models import METADATA
 from app.store.records import DelegateIntent, HistoryEntry, PodIdentity, SandboxIntent
 
 
@@ -61,7 +60,7 @@ def test_models_describe_exactly_what_the_migrations_create(db_path: Path) -> No
     db = Database.open(db_path)
     try:
         with db.engine.connect() as connection:
-            differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+            differences = compare_metadata(MigrationContext.configure(connection), METADATA)
         assert differences == []
     finally:
         db.close()
@@ -146,8 +145,8 @@ async def test_concurrent_writes_are_group_committed_and_a_failing_one_spoils_no
     db = Database.open(db_path)
     try:
 
-        def failing(session: Session) -> None:
-            checkpoints.begin_add(session, _sandbox("bad"))
+        def failing(connection: Connection) -> None:
+            checkpoints.begin_add(connection, _sandbox("bad"))
             raise RuntimeError("this unit fails after writing")
 
         outcomes = await asyncio.gather(
@@ -314,7 +313,7 @@ async def test_a_write_cancelled_by_its_caller_does_not_break_the_writer(db_path
     try:
         started, gate = threading.Event(), threading.Event()
 
-        def slow(session: Session) -> None:
+        def slow(connection: Connection) -> None:
             started.set()
             gate.wait(10)
 

@@ -1,5 +1,5 @@
-"""The store's threads: the writer's savepoints around Session and plain-SQL units, the readers,
-what a failed commit or read leaves behind, and the plain-SQL checkpoint read against the ORM's."""
+"""The store's threads: the writer's savepoints around Core and plain-SQL units, the readers, what
+a failed commit or read leaves behind, and the plain-SQL checkpoint read against the Core one."""
 
 from __future__ import annotations
 
@@ -14,15 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import Connection, Insert, insert, select, text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.sqlite import DATETIME
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import Session
 
 from app.store import checkpoints, records_sql
 from app.store.database import READERS, Database
-from app.store.models import MirroredPod
+from app.store.models import MIRROR_PODS, SANDBOXES
 from app.store.records import DelegateFacts, DelegateIntent, PodIdentity, SandboxIntent
 
 
@@ -58,8 +57,8 @@ def _intent(container_id: str, ifname: str, position: int, **extra: Any) -> Dele
     )
 
 
-def _pod(name: str) -> MirroredPod:
-    return MirroredPod(namespace="ns", name=name, uid=f"uid-{name}")
+def _pod(name: str) -> Insert:
+    return insert(MIRROR_PODS).values(namespace="ns", name=name, uid=f"uid-{name}")
 
 
 async def _one_batch(db: Database, *units: Any, commits: bool = True) -> list[Any]:
@@ -67,7 +66,7 @@ async def _one_batch(db: Database, *units: Any, commits: bool = True) -> list[An
     them are queued behind it); ``commits``: whether that batch is expected to commit."""
     busy, release = threading.Event(), threading.Event()
 
-    def hold(session: Session) -> None:
+    def hold(connection: Connection) -> None:
         busy.set()
         release.wait(10)
 
@@ -83,29 +82,29 @@ async def _one_batch(db: Database, *units: Any, commits: bool = True) -> list[An
     return outcomes
 
 
-async def test_a_failing_session_unit_undoes_only_itself_beside_plain_sql_units(db: Database) -> None:
-    def duplicate_pod(session: Session) -> None:
-        session.add(_pod("dup"))
-        session.flush()
-        session.add(_pod("dup"))  # the flush of the second one fails: the primary key is taken
+async def test_a_failing_core_unit_undoes_only_itself_beside_plain_sql_units(db: Database) -> None:
+    def duplicate_pod(connection: Connection) -> None:
+        connection.execute(_pod("dup"))
+        connection.execute(_pod("dup"))  # fails: the primary key is taken
 
-    def mixed(session: Session) -> None:
-        checkpoints.begin_add(session, _sandbox("mixed"))
-        session.add(_pod("mixed"))
-        session.flush()
-        checkpoints.record_intent(session, _intent("mixed", "eth0", 0))
+    def mixed(connection: Connection) -> None:
+        checkpoints.begin_add(connection, _sandbox("mixed"))
+        connection.execute(_pod("mixed"))
+        checkpoints.record_intent(connection, _intent("mixed", "eth0", 0))
 
-    def mixed_then_fails(session: Session) -> None:
-        session.add(_pod("lost"))
-        session.flush()
-        checkpoints.begin_add(session, _sandbox("lost"))
+    def mixed_then_fails(connection: Connection) -> None:
+        connection.execute(_pod("lost"))
+        checkpoints.begin_add(connection, _sandbox("lost"))
         raise RuntimeError("fails after writing through both")
+
+    def kept(connection: Connection) -> None:
+        connection.execute(_pod("kept"))
 
     outcomes = await _one_batch(
         db,
         lambda s: checkpoints.begin_add(s, _sandbox("c1")),
         duplicate_pod,
-        lambda s: s.add(_pod("kept")),
+        kept,
         mixed,
         mixed_then_fails,
         lambda s: checkpoints.begin_add(s, _sandbox("c2")),
@@ -122,46 +121,50 @@ async def test_a_failing_session_unit_undoes_only_itself_beside_plain_sql_units(
     sandboxes = await db.read(checkpoints.list_sandboxes)
     assert sorted(s.container_id for s in sandboxes) == ["c1", "c2", "mixed"]
     assert [a.ifname for s in sandboxes if s.container_id == "mixed" for a in s.attachments] == ["eth0"]
-    pods = await db.read(lambda s: sorted(s.execute(select(MirroredPod.name)).scalars()))
+    pods = await db.read(lambda s: sorted(s.execute(select(MIRROR_PODS.c.name)).scalars()))
     assert pods == ["kept", "mixed"]
 
 
-async def test_each_unit_gets_a_session_without_a_transaction_or_objects(db: Database) -> None:
-    seen: list[tuple[bool, int]] = []
+async def test_each_unit_runs_in_its_threads_transaction_and_no_savepoint_of_sqlalchemy(db: Database) -> None:
+    seen: list[tuple[bool, bool]] = []
 
-    def look(session: Session) -> None:
-        seen.append((session.in_transaction(), len(session.identity_map)))
+    def look(connection: Connection) -> None:
+        seen.append((connection.in_transaction(), connection.in_nested_transaction()))
 
-    def load_pods(session: Session) -> None:
-        session.add(_pod("p1"))
-        session.flush()
-        session.execute(select(MirroredPod)).scalars().all()
+    def load_pods(connection: Connection) -> None:
+        connection.execute(_pod("p1"))
+        connection.execute(select(MIRROR_PODS)).all()
 
     await db.write(load_pods)
-    await _one_batch(db, look, lambda s: s.add(_pod("p2")), look)
+    await _one_batch(db, look, lambda s: s.execute(_pod("p2")), look)
     await db.read(look)
-    await db.read(lambda s: s.execute(select(MirroredPod)).scalars().all())
+    await db.read(lambda s: s.execute(select(MIRROR_PODS)).all())
     for _ in range(READERS):
         await db.read(look)
+    db.read_sync(look)
 
-    assert seen == [(False, 0)] * (3 + READERS)
+    assert seen == [(True, False)] * (4 + READERS)
 
 
-async def test_the_hot_path_units_leave_the_session_untouched(db: Database) -> None:
-    def add(session: Session) -> bool:
-        checkpoints.begin_add(session, _sandbox("c1"))
-        checkpoints.record_intent(session, _intent("c1", "eth0", 0))
-        return session.in_transaction()
+async def test_plain_sql_runs_in_the_units_transaction_on_one_cursor_per_connection(db: Database) -> None:
+    def add(connection: Connection) -> tuple[sqlite3.Cursor, list[str]]:
+        checkpoints.begin_add(connection, _sandbox("c1"))
+        checkpoints.record_intent(connection, _intent("c1", "eth0", 0))
+        seen = list(connection.execute(select(SANDBOXES.c.container_id)).scalars())
+        return records_sql.cursor_of(connection), seen
 
-    assert await db.write(add) is False
-    assert await db.read(lambda s: (checkpoints.load_sandbox(s, "c1"), s.in_transaction())[1]) is False
+    cursor, seen_by_core = await db.write(add)
+    again = await db.write(records_sql.cursor_of)
+
+    assert seen_by_core == ["c1"]  # the plain SQL's write, not committed yet, in the same transaction
+    assert again is cursor
 
 
 async def test_a_commit_that_fails_fails_its_whole_batch_and_the_writer_carries_on(db: Database) -> None:
-    def orphan(session: Session) -> None:
-        cursor = records_sql.cursor_of(session)
+    def orphan(connection: Connection) -> None:
+        cursor = records_sql.cursor_of(connection)
         cursor.execute("PRAGMA defer_foreign_keys=ON")  # the missing sandbox is noticed at COMMIT
-        checkpoints.record_intent(session, _intent("no-such-sandbox", "eth0", 0))
+        checkpoints.record_intent(connection, _intent("no-such-sandbox", "eth0", 0))
 
     outcomes = await _one_batch(db, lambda s: checkpoints.begin_add(s, _sandbox("c1")), orphan, commits=False)
 
@@ -187,7 +190,7 @@ async def test_a_read_cancelled_while_queued_never_runs(db: Database) -> None:
     busy, release = threading.Barrier(READERS + 1), threading.Event()
     ran: list[str] = []
 
-    def hold(session: Session) -> None:
+    def hold(connection: Connection) -> None:
         busy.wait(10)
         release.wait(10)
 
@@ -249,7 +252,7 @@ def test_writes_from_threads_and_from_two_event_loops_all_commit(db: Database) -
     assert len(db.read_sync(checkpoints.list_sandboxes)) == 30
 
 
-async def test_the_checkpoint_read_in_plain_sql_matches_the_orm_read(db: Database, tmp_path: Path) -> None:
+async def test_the_checkpoint_read_in_plain_sql_matches_the_core_read(db: Database, tmp_path: Path) -> None:
     device = {"pciAddress": "0000:03:00.2", "name": "ens1f0v2", "mac": "aa:bb:cc:dd:ee:ff"}
     await db.write(
         lambda s: (
@@ -272,11 +275,11 @@ async def test_the_checkpoint_read_in_plain_sql_matches_the_orm_read(db: Databas
     with sqlite3.connect(tmp_path / "state.db") as raw:  # a row recorded before its facts were derived
         raw.execute("UPDATE attachments SET ips = NULL, macs = NULL, device_ids = NULL WHERE ifname = 'net2'")
 
-    by_orm = (await db.read(checkpoints.list_sandboxes))[0]
+    by_core = (await db.read(checkpoints.list_sandboxes))[0]
     by_reader = await db.read(lambda s: checkpoints.load_sandbox(s, "c1"))
-    by_own_session = db.read_sync(lambda s: checkpoints.load_sandbox(s, "c1"))
+    by_own_connection = db.read_sync(lambda s: checkpoints.load_sandbox(s, "c1"))
 
-    assert by_reader == by_orm == by_own_session
+    assert by_reader == by_core == by_own_connection
     assert by_reader is not None
     assert by_reader.created_at.tzinfo is not None
     assert [a.is_master for a in by_reader.attachments] == [True, False, False]

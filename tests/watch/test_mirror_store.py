@@ -13,7 +13,7 @@ from alembic.migration import MigrationContext
 from app.store import mirror, schema
 from app.store.database import Database
 from app.store.mirror_records import MirrorCounts, NadRecord, PodRecord, ReplaceOutcome, WatchState
-from app.store.models import Base
+from app.store.models import METADATA
 
 
 def pod(name: str, uid: str = "u", namespace: str = "default", **annotations: str) -> PodRecord:
@@ -105,7 +105,7 @@ def test_a_whole_watch_state_can_be_set_and_read_back(database: Database) -> Non
 def test_the_models_describe_exactly_what_the_migrations_create(database: Database) -> None:
     with database.engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
-        assert compare_metadata(context, Base.metadata) == []
+        assert compare_metadata(context, METADATA) == []
 
 
 def test_the_mirror_migration_reruns_safely_after_a_crash(tmp_path: Path) -> None:
