@@ -5,7 +5,7 @@ transport and three pipe protocols, and some thirty loop turns per plugin: more 
 plugin's own run. A plugin needs none of that: its three pipes are watched with ``add_reader`` /
 ``add_writer`` on the loop and its exit with a pidfd (Linux 5.3), so a run costs one spawn and a
 few callbacks. Without pidfds (an older kernel) the exit is awaited by a blocking ``waitpid`` in
-the loop's default executor.
+a thread of the child's own.
 
 A child leads a session of its own (its pid is its process group, so ``kill_group`` reaches its
 children too). Without a root it is started with ``posix_spawn`` (glibc's vfork-style clone);
@@ -22,6 +22,7 @@ import fcntl
 import logging
 import os
 import subprocess
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -226,7 +227,9 @@ class Child:
             else:
                 self._loop.add_reader(self._pidfd, self._on_exit)
                 return
-        self._loop.run_in_executor(None, _wait_blocking, self.pid).add_done_callback(self._reaped)
+        # A thread of its own per child (as asyncio's own watcher does): a shared pool could make a
+        # quick plugin's exit wait behind long-running ones.
+        threading.Thread(target=self._wait_in_thread, name=f"waitpid-{self.pid}", daemon=True).start()
 
     def _on_exit(self) -> None:
         try:
@@ -241,8 +244,10 @@ class Child:
         self._pidfd = None
         self._exit(os.waitstatus_to_exitcode(status))
 
-    def _reaped(self, waited: asyncio.Future[int]) -> None:
-        self._exit(waited.result())
+    def _wait_in_thread(self) -> None:
+        returncode = _wait_blocking(self.pid)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            self._loop.call_soon_threadsafe(self._exit, returncode)
 
     def _exit(self, returncode: int) -> None:
         self._returncode = returncode
