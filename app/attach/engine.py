@@ -808,20 +808,7 @@ class AttachEngine:
         self, record: SandboxRecord, attachments: Sequence[AttachmentRecord], *, trigger: Trigger
     ) -> list[CniError]:
         """DEL ``attachments`` of ``record`` newest first; forget those whose DEL succeeded."""
-        units: list[UnitOfWork] = []
-        removed: list[str] = []
-        errors: list[CniError] = []
-        for attachment in sorted(attachments, key=lambda a: a.position, reverse=True):
-            error = await self._teardown.one(
-                record=record, attachment=attachment, trigger=trigger, units=units
-            )
-            if error is None:
-                removed.append(attachment.ifname)
-            else:
-                errors.append(error)
-        units.append(
-            partial(checkpoints.remove_attachments, container_id=record.container_id, ifnames=removed)
-        )
+        errors, units = await self._teardown.detach(record, attachments, trigger=trigger)
         await self._db.write(recording.together(units))
         return errors
 

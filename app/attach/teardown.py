@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -79,10 +79,19 @@ class Teardown:
         if record.state != "deleting":
             await self.db.write(partial(checkpoints.begin_delete, container_id=record.container_id))
             self.crash.reached(Point.DEL_AFTER_BEGIN)
+        errors, units = await self.detach(record, record.attachments, trigger=trigger)
+        units.append(partial(checkpoints.finish_delete, container_id=record.container_id))
+        return errors, units
+
+    async def detach(
+        self, record: SandboxRecord, attachments: Sequence[AttachmentRecord], *, trigger: Trigger
+    ) -> tuple[list[CniError], list[UnitOfWork]]:
+        """DEL ``attachments`` of ``record`` newest first; return the errors and what the caller must
+        commit (the history lines, and the removal of those whose DEL succeeded)."""
         removed: list[str] = []
         units: list[UnitOfWork] = []
         errors: list[CniError] = []
-        for attachment in sorted(record.attachments, key=lambda a: a.position, reverse=True):
+        for attachment in sorted(attachments, key=lambda a: a.position, reverse=True):
             error = await self.one(record=record, attachment=attachment, trigger=trigger, units=units)
             if error is None:
                 removed.append(attachment.ifname)
@@ -91,7 +100,6 @@ class Teardown:
         units.append(
             partial(checkpoints.remove_attachments, container_id=record.container_id, ifnames=removed)
         )
-        units.append(partial(checkpoints.finish_delete, container_id=record.container_id))
         return errors, units
 
     async def one(
