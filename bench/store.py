@@ -3,16 +3,16 @@
 Runs, in this process, the store's side of sequential ADDs and DELs exactly as the attach engine
 issues it (``app.attach.engine``, ``app.attach.teardown``): per ADD, one commit of the sandbox and
 its delegates' intents, then one of their results, their history lines, the sandbox's ``ready`` and
-the request's line; per DEL, a read of the checkpoint, one commit of ``deleting``, then one of the
-delegates' history lines, the removals and the request's line. Nothing else runs (no delegate, no
-request parsing), so the figures are the store's alone, including the hand-offs to and from the
-event loop. For ``--networks`` (default 1 and 4) it prints the CPU milliseconds per ADD and per DEL
-of the event loop thread, the writer thread and the reader threads (each thread's own CPU clock),
-and the wall time per operation; then ADD and DEL again, the DEL's checkpoint read and first
-commit made one unit of work (``checkpoints.begin_delete_and_load``: one trip to the writer
-instead of a reader's and then the writer's). The database lives in a temporary directory on the disk the
-system's temporary files use; commits are ``synchronous=FULL`` as in the daemon, so each one waits
-for an fsync.
+the request's line; per DEL, one commit reading the checkpoint and marking it ``deleting``
+(``checkpoints.begin_delete_and_load``), then one of the delegates' history lines, the removals and
+the request's line. Nothing else runs (no delegate, no request parsing), so the figures are the
+store's alone, including the hand-offs to and from the event loop. For ``--networks`` (default 1 and
+4) it prints the CPU milliseconds per ADD and per DEL of the event loop thread, the writer thread
+and the reader threads (each thread's own CPU clock), and the wall time per operation; then ADD and
+the DEL as it was before the engine made it one trip (a reader's read of the checkpoint, then the
+writer's commit of ``deleting``), for comparison. The database lives in a temporary directory on the
+disk the system's temporary files use; commits are ``synchronous=FULL`` as in the daemon, so each
+one waits for an fsync.
 """
 
 from __future__ import annotations
@@ -138,9 +138,10 @@ async def add(db: Database, container_id: str, networks: int) -> None:
     await db.write(recording.together(pending))
 
 
-async def delete(db: Database, container_id: str, *, one_trip: bool = False) -> None:
-    """The read and two commits of a DEL, as ``Engine.delete`` and ``Teardown.prepare`` make them;
-    ``one_trip``: the read and the first commit as one unit (``checkpoints.begin_delete_and_load``)."""
+async def delete(db: Database, container_id: str, *, one_trip: bool = True) -> None:
+    """The two commits of a DEL as ``Engine.delete`` makes them (the checkpoint read inside the first:
+    ``checkpoints.begin_delete_and_load``); ``one_trip=False``: the earlier flow, a reader's read
+    followed by the writer's commit of ``deleting``."""
     if one_trip:
         record = await db.write(partial(checkpoints.begin_delete_and_load, container_id=container_id))
         assert record is not None
@@ -196,7 +197,7 @@ async def measure(networks: int, count: int, directory: Path) -> None:
             ("ADD", partial(add, networks=networks)),
             ("DEL", delete),
             ("ADD", partial(add, networks=networks)),
-            ("DEL one trip", partial(delete, one_trip=True)),
+            ("DEL read+commit", partial(delete, one_trip=False)),
         )
         for label, step in steps:
             before, started = thread_cpu(), time.perf_counter()
