@@ -150,3 +150,56 @@ async def test_without_pidfds_exits_are_awaited_in_a_thread(
     assert process._pidfd is None
     assert reaped(process.pid)
     assert open_descriptors() == before
+
+
+def zombie(pid: int) -> bool:
+    """True while ``pid`` has exited but nobody has waited for it."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat.rpartition(")")[2].split()[0] == "Z"
+
+
+async def test_the_exit_status_is_read_first_and_the_zombie_reaped_off_the_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handed_over: list[int] = []
+    monkeypatch.setattr(child, "_reap_later", handed_over.append)
+    program = str(script(tmp_path, "quick", "exit 4\n"))
+
+    process = child.spawn(program, env=ENV)
+    finished = await process.communicate(b"")
+
+    assert finished.returncode == 4
+    assert handed_over == [process.pid]
+    assert zombie(process.pid)  # the loop did not reap it
+    await asyncio.to_thread(os.waitpid, process.pid, 0)
+
+
+async def test_the_reaper_thread_reaps_every_child_it_is_handed(tmp_path: Path) -> None:
+    program = str(script(tmp_path, "many", "cat\n"))
+    before = open_descriptors()
+    processes = [child.spawn(program, env=ENV) for _ in range(5)]
+
+    finished = await asyncio.gather(*(process.communicate(b"x") for process in processes))
+
+    assert [item.returncode for item in finished] == [0] * 5
+    for process in processes:
+        await wait_until(lambda pid=process.pid: reaped(pid))
+    assert open_descriptors() == before
+
+
+async def test_where_waitid_refuses_a_pidfd_children_are_reaped_inline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*_: object) -> None:
+        raise OSError(22, "Invalid argument")
+
+    monkeypatch.setattr(child, "_PEEK_BY_PIDFD", True)
+    monkeypatch.setattr(child.os, "waitid", refuse)
+    program = str(script(tmp_path, "inline", "exit 6\n"))
+
+    process = child.spawn(program, env=ENV)
+    finished = await process.communicate(b"")
+
+    assert finished.returncode == 6
+    assert reaped(process.pid)
+    assert child._PEEK_BY_PIDFD is False
