@@ -1,7 +1,8 @@
 """``python -m bench``: ADD/DEL through multus-py against the delegates called directly.
 
-Everything runs what a node runs: the shim is the launcher ``multus-install`` writes (never a console
-script), the daemon is ``multus-daemon`` in static mode (and, with ``--kube``, in Kubernetes mode
+Everything runs what a node runs: the shim is what ``multus-install`` installs by default, the launcher
+with the shim's own runtime (``--unbundled``: a launcher run by the host's ``/usr/bin/python3``; never a
+console script), the daemon is ``multus-daemon`` in static mode (and, with ``--kube``, in Kubernetes mode
 through the API emulator, ``bench.kube``). For 1, 2 and 4 networks per pod, in the same run:
 
 - sequential ADD and DEL wall times (p50, p95) through the shim, next to two floors: the delegates
@@ -182,8 +183,10 @@ def run_burst(node: BenchNode, pods: list[Pod], via: str, concurrency: int) -> f
     return len(pods) / elapsed
 
 
-def bench_networks(networks: int, *, sequential: int, burst: int, concurrency: int) -> Figures:
-    node = BenchNode(networks=networks)
+def bench_networks(
+    networks: int, *, sequential: int, burst: int, concurrency: int, bundled: bool = True
+) -> Figures:
+    node = BenchNode(networks=networks, bundled=bundled)
     try:
         node.prepare()
         node.start_daemon()
@@ -238,10 +241,10 @@ for _ in range(runs):
 forked with, so spawning from this (large) benchmark process would report our size, not the shim's."""
 
 
-def bench_shim_alone(runs: int) -> tuple[float, float, float]:
+def bench_shim_alone(runs: int, *, bundled: bool = True) -> tuple[float, float, float]:
     """(p50 ms, p95 ms, peak RSS MiB) of ``multus-shim`` answering VERSION (no daemon involved).
     The peak is an upper bound: a forked child starts at its parent's current size."""
-    node = BenchNode(networks=1)
+    node = BenchNode(networks=1, bundled=bundled)
     try:
         node.prepare()
         assert node.shim is not None
@@ -314,6 +317,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--shim-runs", type=int, default=200)
     parser.add_argument(
+        "--unbundled",
+        action="store_true",
+        help="install the shim as a launcher for the host's Python instead of with its own runtime",
+    )
+    parser.add_argument(
         "--kube",
         default="1",
         help="networks per pod for the Kubernetes-mode run through the emulator (bench.kube, seeded with "
@@ -323,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if os.geteuid() != 0:
         parser.error("run as root")
     print(f"multus-py benchmark: {os.cpu_count()} CPUs, times in ms (p50 p95)")
-    shim_p50, shim_p95, shim_rss = bench_shim_alone(args.shim_runs)
+    shim_p50, shim_p95, shim_rss = bench_shim_alone(args.shim_runs, bundled=not args.unbundled)
     print(
         f"shim alone (VERSION): p50 {shim_p50:.1f} ms, p95 {shim_p95:.1f} ms, peak RSS <= {shim_rss:.1f} MiB"
     )
@@ -331,7 +339,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = []
     for networks in (int(n) for n in args.networks.split(",")):
         figures = bench_networks(
-            networks, sequential=args.sequential, burst=args.burst, concurrency=args.concurrency
+            networks,
+            sequential=args.sequential,
+            burst=args.burst,
+            concurrency=args.concurrency,
+            bundled=not args.unbundled,
         )
         results.append(figures)
         for row in figures.rows():

@@ -1,5 +1,6 @@
 """A benchmark node: run directory, networks, daemon process, pod namespaces, and the two ways
-to attach a pod: through multus-py (the installed shim) or by calling the delegates directly.
+to attach a pod: through multus-py (the installed shim; by default with its own runtime, as
+``multus-install`` sets a node up) or by calling the delegates directly.
 
 The direct path is the floor: the same plugins, the same configurations, executed one after the
 other exactly as a runtime calling them itself would (stdin injected the libcni way, prevResult
@@ -8,6 +9,7 @@ threaded), with no daemon, no checkpoint and no shim in between.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import secrets
@@ -20,13 +22,26 @@ from typing import Any
 
 from app.cni.conf import plugin_stdin
 from app.sandbox.processes import DaemonProcess
-from app.shim.install import default_interpreter, install_shim
+from app.shim import bundle
+from app.shim.install import default_interpreter, install_bundled_shim, install_shim
 
 CNI_PLUGIN_DIR = Path("/usr/lib/cni")
 PLUGINS = ("bridge", "host-local", "macvlan", "static", "tuning", "loopback")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PYTHON = default_interpreter()
-"""The interpreter the installed launcher runs: the Python floor starts it bare once per call."""
+"""The interpreter the shim's runtime is built from (or, unbundled, the one its launcher names): the
+Python floor starts it bare once per call."""
+_BUILT_BUNDLES: dict[str, Path] = {}
+
+
+def built_bundle(python: str = PYTHON) -> Path:
+    """A shim runtime built from ``python``, once per process (as the image build does once)."""
+    if python not in _BUILT_BUNDLES:
+        destination = Path(tempfile.mkdtemp(prefix="multus-bench-bundle-"))
+        atexit.register(shutil.rmtree, destination, ignore_errors=True)
+        bundle.build_bundle(destination / "bundle", interpreter=python)
+        _BUILT_BUNDLES[python] = destination / "bundle"
+    return _BUILT_BUNDLES[python]
 
 
 @dataclass
@@ -48,6 +63,8 @@ class BenchNode:
     shim: Path | None = None
     confs: list[dict[str, Any]] = field(default_factory=list)
     pods: list[Pod] = field(default_factory=list)
+    bundled: bool = True
+    """Install the shim with its own runtime, as a node does by default; else a launcher for ``PYTHON``."""
 
     @property
     def bin_dir(self) -> Path:
@@ -64,7 +81,10 @@ class BenchNode:
         self.bin_dir.mkdir(parents=True)
         for plugin in PLUGINS:
             (self.bin_dir / plugin).symlink_to(CNI_PLUGIN_DIR / plugin)
-        self.shim = install_shim(str(self.bin_dir))
+        if self.bundled:
+            self.shim = install_bundled_shim(str(self.bin_dir), source=built_bundle())
+        else:
+            self.shim = install_shim(str(self.bin_dir))
         conf_dir = self.root / "multus.d"
         conf_dir.mkdir()
         for index in range(self.networks):
