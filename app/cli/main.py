@@ -357,12 +357,12 @@ def _validated(parse: Callable[[], Any]) -> Any:
 def render_attachments(documents: list[Document]) -> list[str]:
     return tables.table(
         [
-            ("POD", lambda d: d["pod"]),
-            ("CONTAINER", lambda d: d["container"]),
-            ("INTERFACE", lambda d: d["interface"]),
-            ("NETWORK", lambda d: d["network"]),
-            ("PLUGINS", lambda d: d["plugins"]),
-            ("STATE", lambda d: d["state"]),
+            ("POD", "pod"),
+            ("CONTAINER", "container"),
+            ("INTERFACE", "interface"),
+            ("NETWORK", "network"),
+            ("PLUGINS", "plugins"),
+            ("STATE", "state"),
             ("ADDRESSES", lambda d: tables.joined(d["ips"])),
             ("MAC", lambda d: tables.joined(d["macs"])),
             ("AGE", lambda d: tables.age(d["createdAt"])),
@@ -374,17 +374,17 @@ def render_attachments(documents: list[Document]) -> list[str]:
 def _history_columns(documents: Sequence[Document], *, with_pod: bool) -> list[tables.Column]:
     columns: list[tables.Column] = [
         ("AGE", lambda d: tables.age(d["at"])),
-        ("COMMAND", lambda d: d["command"]),
-        ("STEP", lambda d: d["step"]),
-        ("TRIGGER", lambda d: d["trigger"]),
-        ("OUTCOME", lambda d: d["outcome"]),
+        ("COMMAND", "command"),
+        ("STEP", "step"),
+        ("TRIGGER", "trigger"),
+        ("OUTCOME", "outcome"),
     ]
     if with_pod:
-        columns += [("POD", lambda d: d["pod"]), ("CONTAINER", lambda d: d["container"])]
+        columns += [("POD", "pod"), ("CONTAINER", "container")]
     columns += [
-        ("INTERFACE", lambda d: d["interface"]),
-        ("NETWORK", lambda d: d["network"]),
-        ("PLUGINS", lambda d: d["plugins"]),
+        ("INTERFACE", "interface"),
+        ("NETWORK", "network"),
+        ("PLUGINS", "plugins"),
         ("DURATION", lambda d: tables.duration_ms(d["durationMs"])),
         ("ADDRESSES", lambda d: tables.joined(d["ips"])),
         ("MAC", lambda d: tables.joined(d["macs"])),
@@ -425,10 +425,10 @@ def render_sandbox(document: Document) -> list[str]:
         lines += tables.table(
             [
                 ("#", lambda d: str(d["position"])),
-                ("INTERFACE", lambda d: d["interface"]),
-                ("NETWORK", lambda d: d["network"]),
-                ("PLUGINS", lambda d: d["plugins"]),
-                ("STATE", lambda d: d["state"]),
+                ("INTERFACE", "interface"),
+                ("NETWORK", "network"),
+                ("PLUGINS", "plugins"),
+                ("STATE", "state"),
                 ("ADDRESSES", lambda d: tables.joined(d["ips"])),
                 ("MAC", lambda d: tables.joined(d["macs"])),
                 ("DEVICES", lambda d: tables.joined(d["deviceIDs"])),
@@ -460,8 +460,8 @@ def render_gc(report: Document) -> list[str]:
         orphans = tables.table(
             [
                 ("CONTAINER", lambda o: str(o["containerID"])[:12]),
-                ("POD", lambda o: o["pod"]),
-                ("REASON", lambda o: o["reason"]),
+                ("POD", "pod"),
+                ("REASON", "reason"),
             ],
             report["orphans"],
         )
