@@ -70,14 +70,15 @@ def epoch(value: str | None) -> float | None:
     """Seconds since the epoch of an RFC 3339 time (``None`` for no time)."""
     if not value:
         return None
-    midnight = _MIDNIGHTS.get(value[:10])
-    if midnight is not None and len(value) == 27 and value[26] == "Z" and value[19] == ".":
-        # the API's own spelling, 2026-05-01T10:00:00.123456Z: the general reading below, in fewer steps
-        numbers = value[11:13] + value[14:16] + value[17:19] + value[20:26]
-        separators = value[10] + value[13] + value[16]
-        if separators == "T::" and numbers.isascii() and numbers.isdigit():
-            seconds = int(numbers[:2]) * 3600 + int(numbers[2:4]) * 60 + int(numbers[4:6])
-            return midnight + seconds + float(value[19:26])
+    if len(value) == 27 and value[26] == "Z" and value[19] == "." and value[16] == ":":
+        # the API's own spelling, 2026-05-01T10:00:00.123456Z: the general reading below, in fewer
+        # steps (the same sum, so the same float: its minute, then whole seconds, then the fraction)
+        minute = _MINUTES.get(value[:16])
+        if minute is None:
+            minute = _minute(value[:16])
+        numbers = value[17:19] + value[20:26]
+        if minute is not None and numbers.isascii() and numbers.isdigit():
+            return minute + int(value[17:19]) + float(value[19:26])
     if len(value) >= 19 and value[10] in "Tt " and value[13] == ":" and value[16] == ":":
         tail = value[19:]
         fraction = ""
@@ -99,6 +100,21 @@ def epoch(value: str | None) -> float | None:
 _UTC = ("Z", "z", "+00:00", "-00:00")
 _MIDNIGHTS: dict[str, int] = {}
 """Seconds since the epoch of each ``YYYY-MM-DD`` seen: a table's rows share a few dates."""
+
+
+_MINUTES: dict[str, int] = {}
+"""Seconds since the epoch of each ``YYYY-MM-DDTHH:MM`` seen: a table's rows share a few minutes."""
+
+
+def _minute(prefix: str) -> int | None:
+    clock = prefix[11:13] + prefix[14:16]
+    midnight = _MIDNIGHTS.get(prefix[:10])
+    if midnight is None:
+        midnight = _midnight(prefix[:10])
+    if midnight is None or prefix[10] + prefix[13] != "T:" or not (clock.isascii() and clock.isdigit()):
+        return None
+    _MINUTES[prefix] = seconds = midnight + int(clock[:2]) * 3600 + int(clock[2:]) * 60
+    return seconds
 
 
 def _midnight(date: str) -> int | None:
