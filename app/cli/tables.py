@@ -8,8 +8,6 @@ Every cell is one line (newlines become spaces) and an empty cell is ``-``, so c
 aligned and a script splitting on whitespace still finds every column.
 """
 
-from __future__ import annotations
-
 import time
 
 TYPE_CHECKING = False
@@ -22,7 +20,7 @@ if TYPE_CHECKING:
     """A title and what its cells show: a key of the row (its value as it is), or a function of it."""
 
 
-def table(columns: Sequence[Column], rows: Sequence[Row]) -> list[str]:
+def table(columns: "Sequence[Column]", rows: "Sequence[Row]") -> list[str]:
     """A header line and one line per row, columns separated by two spaces, left-aligned.
 
     Built a column at a time (a history table is thousands of cells, drawn on every multusctl
@@ -37,7 +35,7 @@ def table(columns: Sequence[Column], rows: Sequence[Row]) -> list[str]:
     return [template % line for line in zip(*grid, strict=True)]
 
 
-def _cells(values: list[Any]) -> list[str]:
+def _cells(values: "list[Any]") -> list[str]:
     """Each value as ``_cell`` makes it. Most columns are plain one-line strings, which stay as
     they are but for an empty one: joined with ``|``, a single scan of the text for each rule
     (printable, no space beside a ``|`` or an end, no double space) finds a value that breaks
@@ -179,7 +177,7 @@ def size(value: int) -> str:
     return f"{amount:.1f} GiB"
 
 
-def joined(values: Sequence[Any] | None) -> str:
+def joined(values: "Sequence[Any] | None") -> str:
     """``a,b`` (``-`` for none)."""
     if not values:
         return "-"
@@ -189,7 +187,7 @@ def joined(values: Sequence[Any] | None) -> str:
         return ",".join(str(value) for value in values) or "-"
 
 
-def error(value: Mapping[str, Any] | None) -> str:
+def error(value: "Mapping[str, Any] | None") -> str:
     """``11 no capacity (retry)`` from a document's ``error``; ``-`` when there is none."""
     if not value:
         return "-"
@@ -201,14 +199,14 @@ def error(value: Mapping[str, Any] | None) -> str:
     return f"{text} ({details})" if details else text or "-"
 
 
-def counts(values: Mapping[str, int] | None) -> str:
+def counts(values: "Mapping[str, int] | None") -> str:
     """``ready 2, adding 1`` (``none`` when empty)."""
     if not values:
         return "none"
     return ", ".join(f"{state} {count}" for state, count in sorted(values.items()))
 
 
-def fields(pairs: Sequence[tuple[str, str]]) -> list[str]:
+def fields(pairs: "Sequence[tuple[str, str]]") -> list[str]:
     """``Label:  value`` lines with the values aligned."""
     width = max(len(label) for label, _ in pairs) + 1
     return [f"{(label + ':').ljust(width)}  {value}" for label, value in pairs]
