@@ -9,10 +9,12 @@ rolled back, and each pod's newest sandbox is still attached (checkpoint rows to
   way an operator runs it: the launcher ``multus-install multusctl`` writes (``#!python -IS``,
   written into the run directory here), asked of a running daemon through the query API; and,
   for comparison, pip's console script (with ``site``), and the file read with the daemon down;
-- in the same loop, pod by pod (paired, so a busy machine slows all three alike): a bare
-  interpreter's start ``python -I -S -c pass`` and the query API's answer alone (the same request
-  from this process, no multusctl start-up); the verdict is multusctl's p50 over the sum of their
-  p50s, against issue 14's 1.3;
+- in the same loop, pod by pod (paired, so a busy machine slows all three alike; ``--rounds``
+  times over the pods): a bare interpreter's start ``python -I -S -c pass`` and the query API's
+  answer alone (the same request from this process, no multusctl start-up); the verdict is
+  multusctl's p50 over the sum of their p50s, against issue 14's 1.3; then the CPU time of the
+  launcher's runs and of the bare starts (less noisy than wall time on a shared machine): their
+  difference is multusctl's own work (imports, decoding, the table) without the wait;
 - ``multusctl --help`` (start-up, argparse included);
 - the same query in process (SQL and documents only), for scale;
 - what history adds to an ADD of 3 networks: the writer's time in the history units (4 lines per
@@ -29,6 +31,7 @@ import heapq
 import json
 import os
 import random
+import resource
 import shutil
 import sqlite3
 import statistics
@@ -335,12 +338,21 @@ def time_process(argv: Sequence[str], runs: int) -> tuple[list[float], str]:
 
 def run_once(argv: Sequence[str]) -> tuple[float, str]:
     """(wall ms, stdout) of one run, which must succeed."""
+    elapsed, _cpu, output = run_timed(argv)
+    return elapsed, output
+
+
+def run_timed(argv: Sequence[str]) -> tuple[float, float, str]:
+    """(wall ms, the child's CPU ms (utime + stime), stdout) of one run, which must succeed."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(argv, capture_output=True, text=True)
     elapsed = (time.perf_counter() - started) * 1000
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed: {done.stderr}")
-    return elapsed, done.stdout
+    cpu = (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) * 1000
+    return elapsed, cpu, done.stdout
 
 
 class Paired:
@@ -348,26 +360,37 @@ class Paired:
 
     def __init__(self) -> None:
         self.launcher: list[float] = []
+        self.launcher_cpu: list[float] = []
         self.bare: list[float] = []
+        self.bare_cpu: list[float] = []
         self.answer: list[float] = []
         self.console: list[float] = []
         self.lines = 0
 
 
 def time_paired(
-    ctl: list[str], console: list[str], query_socket: Path, pods: Sequence[tuple[str, str]], *, config: Path
+    ctl: list[str],
+    console: list[str],
+    query_socket: Path,
+    pods: Sequence[tuple[str, str]],
+    *,
+    config: Path,
+    rounds: int,
 ) -> Paired:
     from app.cli import unixhttp
 
     paired = Paired()
     bare = [ctl_interpreter(ctl), "-I", "-S", "-c", "pass"]
-    for namespace, name in pods:
+    for namespace, name in [pod for _round in range(rounds) for pod in pods]:
         query = ["--config", str(config), "history", "--pod", f"{namespace}/{name}"]
         run_once([*ctl, *query])  # the daemon's page cache and statement cache warm for this pod
-        elapsed, output = run_once([*ctl, *query])
+        elapsed, cpu, output = run_timed([*ctl, *query])
         paired.launcher.append(elapsed)
+        paired.launcher_cpu.append(cpu)
         paired.lines = max(paired.lines, len(output.splitlines()) - 1)
-        paired.bare.append(run_once(bare)[0])
+        elapsed, cpu, _ = run_timed(bare)
+        paired.bare.append(elapsed)
+        paired.bare_cpu.append(cpu)
         started = time.perf_counter()
         answer = unixhttp.request(query_socket, "GET", f"/v1/history?pod={namespace}/{name}")
         paired.answer.append((time.perf_counter() - started) * 1000)
@@ -586,6 +609,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--pods", type=int, default=5_000)
     parser.add_argument("--runs", type=int, default=20, help="pod queries timed per path")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds over those pods of the paired launcher / bare start / answer timing (default 3)",
+    )
     parser.add_argument("--adds", type=int, default=200, help="ADDs timed with and without history")
     parser.add_argument("--keep", action="store_true", help="keep the run directory")
     args = parser.parse_args(argv)
@@ -611,7 +640,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help_ms, _ = time_process([*ctl, "--help"], args.runs)
         daemon, config = start_daemon(root)
         try:
-            paired = time_paired(ctl, console, root / "run" / "multus-query.sock", picks, config=config)
+            paired = time_paired(
+                ctl, console, root / "run" / "multus-query.sock", picks, config=config, rounds=args.rounds
+            )
         finally:
             daemon.terminate()
         empty = root / "no-daemon"
@@ -630,7 +661,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"multusctl --help (argparse)                   {p(help_ms)}")
         print(
             f"multusctl history --pod NS/NAME (query API)   {p(paired.launcher)}   "
-            f"({paired.lines} lines shown, each pod asked once before)"
+            f"({paired.lines} lines shown, each pod asked once before; {len(paired.launcher)} runs)"
         )
         print(f"  bare start: python -I -S -c pass            {p(paired.bare)}")
         print(f"  the daemon's answer alone (same pods)       {p(paired.answer)}")
@@ -647,6 +678,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"multusctl history --pod / (bare start {bare_p50:.1f} ms + the answer {answer_p50:.1f} ms"
             f" = {floor:.1f} ms): {ratio:.2f}, {verdict} the target <= {START_RATIO_TARGET} "
             f"(console script: {console_ratio:.2f})"
+        )
+        launcher_cpu, bare_cpu = percentile(paired.launcher_cpu, 0.5), percentile(paired.bare_cpu, 0.5)
+        print(
+            f"  CPU (utime + stime) p50: the launcher {launcher_cpu:.1f} ms, the bare start "
+            f"{bare_cpu:.1f} ms: multusctl's own work {launcher_cpu - bare_cpu:+.1f} ms"
         )
         print(
             f"history in a 3-network ADD: {cost['writer_ms']:.3f} ms of writer time for its 4 lines; "

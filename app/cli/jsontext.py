@@ -7,8 +7,6 @@ anything it does not accept whole to ``json.loads`` (imported then), so a bad do
 standard library's exact error. Encoding (``-o json``) is rare enough to import ``json``.
 """
 
-from __future__ import annotations
-
 import _json
 
 TYPE_CHECKING = False
@@ -35,7 +33,7 @@ class _Context:
 _SCAN = _json.make_scanner(_Context())  # type: ignore[arg-type]
 
 
-def loads(data: bytes | str) -> Any:
+def loads(data: bytes | str) -> "Any":
     """The value of one JSON document; ``ValueError`` (``json.JSONDecodeError``) when it is not one."""
     text = data.decode("utf-8") if isinstance(data, bytes) else data
     start = len(text) - len(text.lstrip(_SPACE))

@@ -7,9 +7,12 @@ the same problem (``app.shim.install``): ``-I -S`` (isolated, no ``site``: no us
 ``PYTHON*`` variables, no ``.pth``), and ``sys.path`` given explicitly: the directory holding the
 ``app`` package, then the installing interpreter's site-packages (the dependencies the
 database-reading path imports: SQLAlchemy, alembic). Both are appended after the standard library,
-so nothing there can shadow it. The paths are fixed when it is written: it is written for one
-installation (``multus-install multusctl``, run by whoever installed the package: the image build,
-or a developer in a virtualenv) and names that installation's interpreter.
+so nothing there can shadow it. The cyclic garbage collector is off: a run is short and ends in
+``_exit`` (``app.cli.main.run``), so what a pass could free goes with the process anyway, and the
+passes that thousands of new objects (modules, a decoded answer) would set off are work for
+nothing. The paths are fixed when it is written: it is written for one installation
+(``multus-install multusctl``, run by whoever installed the package: the image build, or a
+developer in a virtualenv) and names that installation's interpreter.
 
 It replaces pip's console script of the same name (which keeps working, slower, where the launcher
 is not written); any other file already there is left alone. Standard library and
@@ -32,8 +35,9 @@ CONSOLE_SCRIPT_IMPORT = "from app.cli.main import main"
 
 TEMPLATE = """#!{interpreter} -IS
 {mark}
-import sys
+import gc, sys
 sys.path += {paths!r}
+gc.disable()
 from app.cli.main import run
 run()
 """

@@ -14,9 +14,10 @@ writes to the state database. Locations come from daemon-config.json (``--config
 Start-up is most of a daemon-answered query, so that path imports only the standard library's C
 modules and small pure ones, and ``app.cli``'s ``quickargs``, ``jsontext``, ``unixhttp`` and
 ``tables``: no ``argparse`` (unless ``quickargs`` hands over: help, a mistake, an unusual
-spelling), ``json``, ``re``, ``typing``, ``pathlib`` or ``datetime``, and nothing of ``app.store``.
-Filters are then validated by the daemon (``app.store.filters``, answered 400 and reported here
-as ``--<flag>: ...``, exit 2); with the daemon down they are validated here, before the file is
+spelling), ``json``, ``re``, ``typing``, ``pathlib`` or ``datetime``, and nothing of ``app.store``;
+not even ``__future__``: as in the shim, an annotation naming what only type checkers import is a
+string. Filters are then validated by the daemon (``app.store.filters``, answered 400 and reported
+here as ``--<flag>: ...``, exit 2); with the daemon down they are validated here, before the file is
 opened. The store (SQLAlchemy) and ``app.settings`` are imported only when the file must be read.
 ``multus-install multusctl`` writes a launcher that runs this module under ``python -I -S``
 (``app.cli.launcher``), so Python's ``site`` costs nothing either.
@@ -24,8 +25,6 @@ opened. The store (SQLAlchemy) and ``app.settings`` are imported only when the f
 Exit status: 0 done (an empty answer included), 1 the daemon or the database could not answer (or
 no such container), 2 bad usage (unknown flag or filter, bad duration, ...).
 """
-
-from __future__ import annotations
 
 import sys
 
@@ -91,7 +90,7 @@ class Locations:
         """daemon-config.json, when there is one to read."""
 
 
-def locations(args: Arguments) -> Locations:
+def locations(args: "Arguments") -> Locations:
     """Where the daemon listens and keeps its state: flags first, then daemon-config.json.
 
     Only ``socketDir`` and ``stateDir`` are read here: ``app.settings`` (a frozen dataclass tree)
@@ -127,7 +126,7 @@ def _join(directory: str, name: str) -> str:
     return f"{directory.rstrip('/')}/{name}"
 
 
-def full_settings(config: str | Path | None) -> Settings:
+def full_settings(config: "str | Path | None") -> "Settings":
     """The whole, validated daemon-config (or the defaults), for the slow paths that need it."""
     import os
 
@@ -144,7 +143,7 @@ def full_settings(config: str | Path | None) -> Settings:
 # ---- asking the daemon, or reading the file ---------------------------------------------------------
 
 
-def ask(where: Locations, target: str, from_file: FileRead) -> tuple[Document, str]:
+def ask(where: Locations, target: str, from_file: "FileRead") -> "tuple[Document, str]":
     """GET ``target`` from the query API; if nothing answers, read the file. (document, source)."""
     try:
         response = unixhttp.request(where.query_socket, "GET", target)
@@ -158,7 +157,7 @@ def ask(where: Locations, target: str, from_file: FileRead) -> tuple[Document, s
     return decode(response, where.query_socket), "daemon"
 
 
-def read_file(where: Locations, work: Callable[[Any], object]) -> tuple[Document, int]:
+def read_file(where: Locations, work: "Callable[[Any], object]") -> "tuple[Document, int]":
     """Run ``work`` on the state database opened read-only; the value as the API would send it."""
     import json
 
@@ -171,7 +170,7 @@ def read_file(where: Locations, work: Callable[[Any], object]) -> tuple[Document
     return json.loads(json.dumps(value)), size
 
 
-def decode(response: unixhttp.Response, source: str) -> Document:
+def decode(response: unixhttp.Response, source: str) -> "Document":
     """The document of a 200 answer; any other status raises ``CliError`` with the daemon's words.
 
     A 400 naming a ``parameter`` is a refused filter (the daemon validates them on this path): exit
@@ -196,7 +195,7 @@ def notice(message: str) -> None:
     print(f"multusctl: {message}", file=sys.stderr)
 
 
-def emit(args: Arguments, document: Document, render: Callable[[Document], list[str]]) -> None:
+def emit(args: "Arguments", document: "Document", render: "Callable[[Document], list[str]]") -> None:
     if args.output == "json":
         print(jsontext.dumps(document, indent=2))
     else:
@@ -205,7 +204,7 @@ def emit(args: Arguments, document: Document, render: Callable[[Document], list[
             print("\n".join(lines))
 
 
-def _params(args: Arguments, names: Sequence[str]) -> dict[str, str]:
+def _params(args: "Arguments", names: "Sequence[str]") -> dict[str, str]:
     values = {name: getattr(args, name, None) for name in names}
     params = {name: str(value) for name, value in values.items() if value not in (None, False)}
     if params.get("failed") == "True":
@@ -213,7 +212,7 @@ def _params(args: Arguments, names: Sequence[str]) -> dict[str, str]:
     return params
 
 
-def _target(path: str, params: Mapping[str, str]) -> str:
+def _target(path: str, params: "Mapping[str, str]") -> str:
     if not params:
         return path
     return path + "?" + "&".join(f"{_quote(name)}={_quote(value)}" for name, value in params.items())
@@ -236,10 +235,10 @@ def _quote(text: str) -> str:
 # ---- commands ---------------------------------------------------------------------------------------
 
 
-def cmd_attachments(args: Arguments, where: Locations) -> int:
+def cmd_attachments(args: "Arguments", where: Locations) -> int:
     params = _params(args, ATTACHMENT_PARAMETERS)
 
-    def from_file() -> Callable[[Any], object]:
+    def from_file() -> "Callable[[Any], object]":
         from app.store import filters, queries
 
         parsed = _validated(lambda: filters.parse_attachments(params))
@@ -250,10 +249,10 @@ def cmd_attachments(args: Arguments, where: Locations) -> int:
     return 0
 
 
-def cmd_history(args: Arguments, where: Locations) -> int:
+def cmd_history(args: "Arguments", where: Locations) -> int:
     params = _params(args, HISTORY_PARAMETERS)
 
-    def from_file() -> Callable[[Any], object]:
+    def from_file() -> "Callable[[Any], object]":
         from datetime import UTC, datetime
 
         from app.store import filters, queries
@@ -266,12 +265,12 @@ def cmd_history(args: Arguments, where: Locations) -> int:
     return 0
 
 
-def cmd_show(args: Arguments, where: Locations) -> int:
+def cmd_show(args: "Arguments", where: Locations) -> int:
     container = str(args.container_id).strip()
     if not container or any(ch.isspace() or ch == "/" for ch in container):
         raise CliError(f"invalid container ID {args.container_id!r}", 2)
 
-    def from_file() -> Callable[[Any], object]:
+    def from_file() -> "Callable[[Any], object]":
         from app.store import queries
 
         return lambda connection: queries.sandbox(connection, container)
@@ -281,7 +280,7 @@ def cmd_show(args: Arguments, where: Locations) -> int:
     return 0
 
 
-def cmd_gc(args: Arguments, where: Locations) -> int:
+def cmd_gc(args: "Arguments", where: Locations) -> int:
     target = "/gc?dryRun=true" if args.dry_run else "/gc"
     try:
         response = unixhttp.request(where.socket, "POST", target, timeout=300.0)
@@ -294,7 +293,7 @@ def cmd_gc(args: Arguments, where: Locations) -> int:
     return 0
 
 
-def cmd_status(args: Arguments, where: Locations) -> int:
+def cmd_status(args: "Arguments", where: Locations) -> int:
     try:
         response = unixhttp.request(where.query_socket, "GET", "/v1/status")
     except unixhttp.DaemonUnreachableError as exc:
@@ -306,7 +305,7 @@ def cmd_status(args: Arguments, where: Locations) -> int:
     return 0
 
 
-def _status_from_file(where: Locations) -> Document:
+def _status_from_file(where: Locations) -> "Document":
     from datetime import UTC, datetime
     from pathlib import Path
 
@@ -342,7 +341,7 @@ def _readyz(path: str) -> int | None:
         return None
 
 
-def _validated(parse: Callable[[], Any]) -> Any:
+def _validated(parse: "Callable[[], Any]") -> "Any":
     from app.store import filters
 
     try:
@@ -354,15 +353,15 @@ def _validated(parse: Callable[[], Any]) -> Any:
 # ---- tables -----------------------------------------------------------------------------------------
 
 
-def render_attachments(documents: list[Document]) -> list[str]:
+def render_attachments(documents: "list[Document]") -> list[str]:
     return tables.table(
         [
-            ("POD", lambda d: d["pod"]),
-            ("CONTAINER", lambda d: d["container"]),
-            ("INTERFACE", lambda d: d["interface"]),
-            ("NETWORK", lambda d: d["network"]),
-            ("PLUGINS", lambda d: d["plugins"]),
-            ("STATE", lambda d: d["state"]),
+            ("POD", "pod"),
+            ("CONTAINER", "container"),
+            ("INTERFACE", "interface"),
+            ("NETWORK", "network"),
+            ("PLUGINS", "plugins"),
+            ("STATE", "state"),
             ("ADDRESSES", lambda d: tables.joined(d["ips"])),
             ("MAC", lambda d: tables.joined(d["macs"])),
             ("AGE", lambda d: tables.age(d["createdAt"])),
@@ -371,20 +370,20 @@ def render_attachments(documents: list[Document]) -> list[str]:
     )
 
 
-def _history_columns(documents: Sequence[Document], *, with_pod: bool) -> list[tables.Column]:
+def _history_columns(documents: "Sequence[Document]", *, with_pod: bool) -> "list[tables.Column]":
     columns: list[tables.Column] = [
         ("AGE", lambda d: tables.age(d["at"])),
-        ("COMMAND", lambda d: d["command"]),
-        ("STEP", lambda d: d["step"]),
-        ("TRIGGER", lambda d: d["trigger"]),
-        ("OUTCOME", lambda d: d["outcome"]),
+        ("COMMAND", "command"),
+        ("STEP", "step"),
+        ("TRIGGER", "trigger"),
+        ("OUTCOME", "outcome"),
     ]
     if with_pod:
-        columns += [("POD", lambda d: d["pod"]), ("CONTAINER", lambda d: d["container"])]
+        columns += [("POD", "pod"), ("CONTAINER", "container")]
     columns += [
-        ("INTERFACE", lambda d: d["interface"]),
-        ("NETWORK", lambda d: d["network"]),
-        ("PLUGINS", lambda d: d["plugins"]),
+        ("INTERFACE", "interface"),
+        ("NETWORK", "network"),
+        ("PLUGINS", "plugins"),
         ("DURATION", lambda d: tables.duration_ms(d["durationMs"])),
         ("ADDRESSES", lambda d: tables.joined(d["ips"])),
         ("MAC", lambda d: tables.joined(d["macs"])),
@@ -395,13 +394,13 @@ def _history_columns(documents: Sequence[Document], *, with_pod: bool) -> list[t
     return columns
 
 
-def render_history(documents: list[Document]) -> list[str]:
+def render_history(documents: "list[Document]") -> list[str]:
     if not documents:
         return ["no history matches"]
     return tables.table(_history_columns(documents, with_pod=True), documents)
 
 
-def render_sandbox(document: Document) -> list[str]:
+def render_sandbox(document: "Document") -> list[str]:
     checkpoint = document["checkpoint"]
     pod = document["pod"] or "-"
     if document["podUID"]:
@@ -425,10 +424,10 @@ def render_sandbox(document: Document) -> list[str]:
         lines += tables.table(
             [
                 ("#", lambda d: str(d["position"])),
-                ("INTERFACE", lambda d: d["interface"]),
-                ("NETWORK", lambda d: d["network"]),
-                ("PLUGINS", lambda d: d["plugins"]),
-                ("STATE", lambda d: d["state"]),
+                ("INTERFACE", "interface"),
+                ("NETWORK", "network"),
+                ("PLUGINS", "plugins"),
+                ("STATE", "state"),
                 ("ADDRESSES", lambda d: tables.joined(d["ips"])),
                 ("MAC", lambda d: tables.joined(d["macs"])),
                 ("DEVICES", lambda d: tables.joined(d["deviceIDs"])),
@@ -447,7 +446,7 @@ def _last_error(value: object) -> str:
     return "-" if value is None else str(value)
 
 
-def render_gc(report: Document) -> list[str]:
+def render_gc(report: "Document") -> list[str]:
     title = "GC dry run (nothing removed)" if report.get("dryRun") else "GC pass"
     lines = [
         f"{title}: examined {report.get('examined', 0)} sandboxes, {len(report.get('orphans', []))} orphans, "
@@ -460,8 +459,8 @@ def render_gc(report: Document) -> list[str]:
         orphans = tables.table(
             [
                 ("CONTAINER", lambda o: str(o["containerID"])[:12]),
-                ("POD", lambda o: o["pod"]),
-                ("REASON", lambda o: o["reason"]),
+                ("POD", "pod"),
+                ("REASON", "reason"),
             ],
             report["orphans"],
         )
@@ -473,7 +472,7 @@ def render_gc(report: Document) -> list[str]:
     return lines
 
 
-def render_status(document: Document) -> list[str]:
+def render_status(document: "Document") -> list[str]:
     store = document["store"]
     daemon = document["daemon"]
     history = store["history"]
@@ -521,7 +520,7 @@ def _row_limit(rows: int) -> str:
     return f"max {rows:,} lines" if rows else "no line limit"
 
 
-def _last_gc(gc: Mapping[str, Any] | None, offline: bool) -> str:
+def _last_gc(gc: "Mapping[str, Any] | None", offline: bool) -> str:
     if gc is None:
         return "unknown (the daemon is not answering)" if offline else "none since the daemon started"
     return (
@@ -531,7 +530,7 @@ def _last_gc(gc: Mapping[str, Any] | None, offline: bool) -> str:
     )
 
 
-def _mirror(mirror: Mapping[str, Any] | None) -> str:
+def _mirror(mirror: "Mapping[str, Any] | None") -> str:
     if mirror is None:
         return "no mirror tables"
     if not mirror["watches"]:
@@ -556,7 +555,7 @@ def _limit(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
-def _common(suppress: bool) -> argparse.ArgumentParser:
+def _common(suppress: bool) -> "argparse.ArgumentParser":
     """Options accepted before or after the command (defaults set once, on the main parser)."""
     import argparse
 
@@ -586,7 +585,7 @@ def _common(suppress: bool) -> argparse.ArgumentParser:
     return parser
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> "argparse.ArgumentParser":
     """The whole command line, help and errors included; ``quickargs`` reads the common cases alike."""
     import argparse
 
@@ -633,7 +632,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-HANDLERS: dict[str, Callable[[Arguments, Locations], int]] = {
+HANDLERS: "dict[str, Callable[[Arguments, Locations], int]]" = {
     "attachments": cmd_attachments,
     "history": cmd_history,
     "show": cmd_show,
@@ -642,7 +641,9 @@ HANDLERS: dict[str, Callable[[Arguments, Locations], int]] = {
 }
 
 
-def parse_args(argv: Sequence[str] | None = None) -> tuple[Callable[[Arguments, Locations], int], Arguments]:
+def parse_args(
+    argv: "Sequence[str] | None" = None,
+) -> "tuple[Callable[[Arguments, Locations], int], Arguments]":
     """(the command's handler, the arguments): ``quickargs`` when it can, else argparse."""
     line = sys.argv[1:] if argv is None else list(argv)
     quick = quickargs.parse(line)
@@ -652,7 +653,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Callable[[Arguments, 
     return args.handler, args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: "Sequence[str] | None" = None) -> int:
     handler, args = parse_args(argv)
     try:
         where = locations(args)
@@ -665,7 +666,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
-def run() -> NoReturn:
+def run() -> "NoReturn":
     """The launcher's entry point: ``main()``, then out without the interpreter's teardown.
 
     Freeing a 200-line answer's objects one by one and finalizing the interpreter costs more
@@ -679,7 +680,7 @@ def run() -> NoReturn:
     posix._exit(code)
 
 
-def _flush(stream: TextIO) -> None:
+def _flush(stream: "TextIO") -> None:
     try:
         stream.flush()
     except (BrokenPipeError, ValueError):

@@ -9,8 +9,6 @@ limit. ``main`` then runs argparse, which prints the help or names the mistake a
 A test compares the two on generated command lines: wherever ``parse`` answers, argparse agrees.
 """
 
-from __future__ import annotations
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -92,7 +90,7 @@ def _output_value(text: str) -> str:
     return text
 
 
-CONVERT: dict[str, Callable[[str], object]] = {
+CONVERT: "dict[str, Callable[[str], object]]" = {
     "command": _command_value,
     "trigger": _trigger_value,
     "limit": limit,
@@ -100,7 +98,7 @@ CONVERT: dict[str, Callable[[str], object]] = {
 }
 
 
-def parse(argv: Sequence[str]) -> tuple[str, Arguments] | None:
+def parse(argv: "Sequence[str]") -> "tuple[str, Arguments] | None":
     """(the command, its arguments), or None: let argparse read this command line."""
     values = dict(COMMON_DEFAULTS)
     command: str | None = None

@@ -9,8 +9,6 @@ and no ``typing`` or ``pathlib``: paths are anything ``str()`` turns into one.
 even an error status, is returned to the caller.
 """
 
-from __future__ import annotations
-
 import _socket
 
 TIMEOUT = 10.0

@@ -194,12 +194,17 @@ def test_the_fast_path_repeats_the_filters_names_and_default_limit() -> None:
 )
 @example(datetime(2026, 2, 28, 23, 59, 59, 500000, tzinfo=UTC), 0)
 @example(datetime(1969, 12, 31, 23, 59, 59, tzinfo=UTC), 0)
+@example(datetime(2026, 12, 5, 14, 23, 7, 558066, tzinfo=UTC), 0)
+@example(datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC), 0)
 def test_epoch_reads_rfc3339_as_datetime_does(moment: datetime, offset_minutes: int) -> None:
     expected = moment.timestamp()
     as_the_api_writes = moment.isoformat().replace("+00:00", "Z")
     other_offset = moment.astimezone(timezone(timedelta(minutes=offset_minutes))).isoformat()
 
-    assert tables.epoch(as_the_api_writes) == pytest.approx(expected, abs=1e-6)
+    general = tables.epoch(moment.isoformat())  # "+00:00": not the API's spelling, the general reading
+    assert general == pytest.approx(expected, abs=1e-6)
+    assert tables.epoch(as_the_api_writes) == general  # its minute new, then known: the same float
+    assert tables.epoch(as_the_api_writes) == general
     assert tables.epoch(other_offset) == pytest.approx(expected, abs=1e-6)
     assert tables.age(as_the_api_writes, now=expected + 7260) == "2h"
 
@@ -209,6 +214,47 @@ def test_epoch_reads_rfc3339_as_datetime_does(moment: datetime, offset_minutes: 
 )
 def test_a_cell_is_one_line_with_single_spaces(text: str) -> None:
     assert tables._cell(text) == (" ".join(text.split()) or "-")
+
+
+def _table_cell_by_cell(columns: list[tables.Column], rows: list[dict[str, object]]) -> list[str]:
+    """``tables.table`` as its docstring says it, cell by cell: one-line cells, padded, rstripped."""
+    grid = []
+    for title, render in columns:
+        cells = [tables._cell(row[render] if isinstance(render, str) else render(row)) for row in rows]
+        width = max(len(title), *map(len, cells)) if cells else len(title)
+        grid.append([title.ljust(width), *(cell.ljust(width) for cell in cells)])
+    return ["  ".join(line).rstrip() for line in zip(*grid, strict=True)]
+
+
+CELL_VALUES = st.one_of(
+    st.sampled_from(["", "-", "a", "a b", "a|b", "a | b", "|", " |", "| ", "a ", " a", "a  b", "é"]),
+    st.text(alphabet=st.sampled_from(["a", " ", "|", "\t", "\n", "\x00", "\xa0", "-", "é"]), max_size=6),
+    st.integers(-5, 5),
+    st.none(),
+)
+
+
+@given(
+    st.lists(st.tuples(st.sampled_from(["A", "BB", "C C"]), st.booleans()), min_size=1, max_size=4),
+    st.lists(st.lists(CELL_VALUES, min_size=4, max_size=4), max_size=5),
+)
+@example([("A", True)], [["a "], ["b"]])  # each rule of the one-go check, broken beside a ``|``
+@example([("A", True)], [["a"], [" b"]])
+@example([("A", True)], [["a"], ["b  c"], ["d"]])
+@example([("A", True)], [["a"], ["b\tc"], ["d"]])
+@example([("A", True)], [["a"], [""], ["d"]])
+@example([("A", True)], [[""], [" "]])
+@example([("A", True), ("B", False)], [["a|", "b"], ["", "|"]])
+def test_a_table_is_drawn_as_cell_by_cell_padding_would_draw_it(
+    shape: list[tuple[str, bool]], values: list[list[object]]
+) -> None:
+    rows = [{f"k{index}": value for index, value in enumerate(line)} for line in values]
+    columns: list[tables.Column] = [
+        (title, f"k{index}" if by_key else (lambda row, key=f"k{index}": row[key]))
+        for index, (title, by_key) in enumerate(shape)
+    ]
+
+    assert tables.table(columns, rows) == _table_cell_by_cell(columns, rows)
 
 
 # ---- the launcher ---------------------------------------------------------------------------------

@@ -4,9 +4,9 @@
 asks the module's scenario daemon (real rows from real ADD, CHECK, DEL) and must print what
 ``python -m app.cli.main`` prints. Run under ``-X importtime`` the daemon-answered path loads no
 ``site``, nothing of ``app`` beyond ``app.cli``, and none of SQLAlchemy, aiohttp, argparse, json,
-re, typing, pathlib or datetime. With the daemon down the same launcher, without ``site``, still
-finds the store and its SQLAlchemy and reads the file. A filter the daemon refuses exits 2 and
-names the flag, as when multusctl validates it itself.
+re, typing, pathlib, datetime or ``__future__``. With the daemon down the same launcher, without
+``site``, still finds the store and its SQLAlchemy and reads the file. A filter the daemon refuses
+exits 2 and names the flag, as when multusctl validates it itself.
 """
 
 from __future__ import annotations
@@ -33,7 +33,17 @@ LEAN = {
     "app.cli.unixhttp",
 }
 """Every module of ``app`` a daemon-answered query may import."""
-NEVER = {"site", "sqlalchemy", "alembic", "aiohttp", "argparse", "typing", "pathlib", "datetime"}
+NEVER = {
+    "site",
+    "sqlalchemy",
+    "alembic",
+    "aiohttp",
+    "argparse",
+    "typing",
+    "pathlib",
+    "datetime",
+    "__future__",
+}
 """Modules (and packages) the daemon-answered path must not import; a table neither ``json`` nor
 ``re`` (``-o json`` encodes with ``json``, which imports ``re``)."""
 
