@@ -158,8 +158,14 @@ def ask(where: Locations, target: str, from_file: "FileRead") -> "tuple[Document
 
 
 def read_file(where: Locations, work: "Callable[[Any], object]") -> "tuple[Document, int]":
-    """Run ``work`` on the state database opened read-only; the value as the API would send it."""
+    """Run ``work`` on the state database opened read-only; the value as the API would send it.
+
+    The launcher turns the cyclic garbage collector off for the quick daemon-answered path; reading
+    the file can go through many rows with SQLAlchemy, so the collector runs again here."""
+    import gc
     import json
+
+    gc.enable()
 
     from app.store import queries
 

@@ -319,3 +319,20 @@ def test_a_missing_bin_dir_is_named(tmp_path: Path) -> None:
 
     assert result.returncode == 1
     assert f"{tmp_path / 'nowhere'} is not a directory" in result.stderr
+
+
+def test_reading_the_file_runs_with_the_garbage_collector_the_launcher_turned_off(tmp_path: Path) -> None:
+    import gc
+
+    from app.store.database import Database
+
+    database = tmp_path / "state.db"
+    Database.open(database).close()
+    where = cli.Locations(socket="", query_socket="", database=str(database), config=None)
+    gc.disable()
+    try:
+        value, _size = cli.read_file(where, lambda _connection: {"rows": 0})
+        assert gc.isenabled()
+    finally:
+        gc.enable()
+    assert value == {"rows": 0}
