@@ -51,12 +51,69 @@ Test knobs (tests only; a deployment never sets them): ``MULTUS_SHIM_WAIT_SECOND
 ``DAEMON_WAIT_SECONDS`` and ``MULTUS_SHIM_TIMEOUT_SECONDS`` overrides ``REQUEST_TIMEOUT_SECONDS``.
 """
 
-import _json
-import _socket
-import binascii
+import _imp
 import posix
 import sys
 import time
+
+C_MODULES = ("_json", "_socket", "binascii")
+"""The C modules the shim needs beyond those every interpreter has loaded before it runs a script."""
+
+
+class ExtensionSpec:
+    """All of a module spec that ``_imp.create_builtin`` and ``_imp.create_dynamic`` read (their stubs
+    ask for an ``importlib`` ``ModuleSpec``, whose module the shim does not import)."""
+
+    __slots__ = ("name", "origin")
+
+    def __init__(self, name: str, origin: str) -> None:
+        self.name = name
+        self.origin = origin
+
+
+def load_c_modules(names: tuple[str, ...]) -> None:
+    """Put the C modules ``names`` into ``sys.modules`` without the import system's search, so that the
+    ``import`` statements below find them there.
+
+    A plain ``import _json`` runs importlib's Python code and, for an extension module, the path
+    finder: it tries each ``sys.path`` entry in turn and lists ``lib-dynload``, only to open the file
+    this function names directly: ``<the interpreter's lib-dynload>/<name><its ABI suffix>``, where
+    both the interpreter's own layout and the bundle (``app.shim.bundle``) put it. A built-in module
+    is created from the interpreter's table. Multi-phase modules are executed as importlib would.
+    A module already imported is left as it is; one that is not where expected, or cannot be loaded
+    from there (``ImportError``), is left to the plain ``import``, which finds it wherever it is or
+    fails exactly as it would have: so an interpreter upgraded or laid out differently still works."""
+    builtin = sys.builtin_module_names
+    directory = ""
+    for entry in sys.path:
+        if entry.endswith("/lib-dynload"):
+            directory = entry
+            break
+    suffix = _imp.extension_suffixes()[0]
+    for name in names:
+        if name in sys.modules:
+            continue
+        try:
+            if name in builtin:
+                module = _imp.create_builtin(ExtensionSpec(name, "built-in"))  # type: ignore[arg-type]
+                _imp.exec_builtin(module)
+            elif directory:
+                path = f"{directory}/{name}{suffix}"
+                module = _imp.create_dynamic(ExtensionSpec(name, path))  # type: ignore[arg-type]
+                _imp.exec_dynamic(module)
+                module.__file__ = path  # as importlib sets it (a single-phase module has it already)
+            else:
+                continue
+        except ImportError:
+            continue  # not there, or not loadable from there: the plain import below decides
+        sys.modules[name] = module
+
+
+load_c_modules(C_MODULES)
+
+import _json  # noqa: E402 (found in sys.modules, put there by load_c_modules)
+import _socket  # noqa: E402
+import binascii  # noqa: E402
 
 DAEMON_WAIT_SECONDS = 3.0
 """How long a not-ready (503) or overloaded (backlog full) daemon is waited for before code 11."""

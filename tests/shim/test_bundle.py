@@ -3,6 +3,7 @@ where the host's Python, libpython, libc, libm and dynamic loader are hidden (``
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import shutil
@@ -331,3 +332,38 @@ def test_reinstalling_the_same_bundle_leaves_the_installed_runtime_untouched(
     assert runtime_of(again) == runtime.name
     assert {path: path.stat().st_ino for path in runtime.rglob("*")} == inodes  # nothing rewritten
     assert runtimes(bin_dir) == [runtime.name]
+
+
+BUNDLE_REPORT = """
+import sys
+import multus_shim_impl
+dynload = [entry for entry in sys.path if entry.endswith("/lib-dynload")]
+print(repr({
+    "direct": sorted(name for name in ("_json", "_socket", "binascii") if sys.modules[name].__spec__ is None),
+    "searched": any(entry in sys.path_importer_cache for entry in dynload),
+    "files": sorted(module.__file__ for module in (multus_shim_impl._json, multus_shim_impl._socket,
+                    multus_shim_impl.binascii) if hasattr(module, "__file__")),
+}))
+"""
+
+
+def test_the_runtime_loads_the_c_modules_it_carries_without_the_import_search(
+    built: Path, bin_dir: Path
+) -> None:
+    launcher = install_bundled_shim(str(bin_dir), source=built)
+    runtime = bin_dir / ".multus-shim.d" / str(runtime_of(launcher))
+    manifest = json.loads((runtime / bundle.MANIFEST_NAME).read_text())
+    carried = sorted(
+        str(runtime / name) for name in manifest["files"] if name.endswith(".so") and "/lib-dynload/" in name
+    )
+    interpreter = str(runtime / manifest["interpreter"])
+    done = subprocess.run(
+        [interpreter, bundle.SHEBANG_FLAGS, "-c", BUNDLE_REPORT],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    facts = ast.literal_eval(done.stdout)
+    assert facts == {"direct": ["_json", "_socket", "binascii"], "searched": False, "files": carried}
