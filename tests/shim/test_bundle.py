@@ -367,3 +367,47 @@ def test_the_runtime_loads_the_c_modules_it_carries_without_the_import_search(
     assert done.returncode == 0, done.stderr
     facts = ast.literal_eval(done.stdout)
     assert facts == {"direct": ["_json", "_socket", "binascii"], "searched": False, "files": carried}
+
+
+CODEC_REPORT = """
+import codecs, sys
+answers = {}
+for name in sys.argv[1:]:
+    try:
+        answers[name] = codecs.lookup(name).name
+    except LookupError:
+        answers[name] = None
+print(repr((answers, sys.modules["encodings.aliases"].aliases)))
+"""
+
+
+def test_the_runtimes_codec_lookups_answer_as_with_the_whole_alias_table(built: Path) -> None:
+    """The runtime carries only the aliases of the codecs it carries; every other lookup fails either way."""
+    manifest = json.loads((built / bundle.MANIFEST_NAME).read_text())
+    full = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", "import encodings.aliases as a; print(repr(a.aliases))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    table = ast.literal_eval(full.stdout)
+    carried = {
+        name.rsplit("/", 1)[1].removesuffix(".pyc")
+        for name in manifest["files"]
+        if "/encodings/" in name and not name.endswith(("__init__.pyc", "aliases.pyc"))
+    }
+    assert carried == {"utf_8"}
+    names = [*sorted(table), "utf-8", "UTF8", "utf_8", "latin_1", "ascii", "no-such-codec"]
+    done = subprocess.run(
+        [str(built / manifest["interpreter"]), bundle.SHEBANG_FLAGS, "-c", CODEC_REPORT, *names],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    answers, runtime_table = ast.literal_eval(done.stdout)
+    assert runtime_table == {alias: codec for alias, codec in table.items() if codec in carried}
+    expected_utf8 = {alias for alias, codec in table.items() if codec in carried} | {"utf-8", "UTF8", "utf_8"}
+    assert {name for name, codec in answers.items() if codec is not None} == expected_utf8
+    assert {codec for codec in answers.values() if codec is not None} == {"utf-8"}
