@@ -174,9 +174,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             for label, values, cpu in zip(labels, walls, cpus, strict=True):
                 p10, p50, p90 = (percentile(values, f) for f in (0.1, 0.5, 0.9))
                 cpu50[label] = percentile(cpu, 0.5)
-                print(f"  {command:7} {label:50} {p50:6.2f}  ({p10:.2f}-{p90:.2f})  CPU {cpu50[label]:.2f}")
+                print(f"  {command:7} {label:56} {p50:6.2f}  ({p10:.2f}-{p90:.2f})  CPU {cpu50[label]:.2f}")
             for label, floor in floors.items():
-                print(f"  {command:7} {label:50} CPU over its floor: {cpu50[label] - cpu50[floor]:.2f}")
+                print(f"  {command:7} {label:56} CPU over its floor: {cpu50[label] - cpu50[floor]:.2f}")
         stub.close()
         for label, size in sizes.items():
             print(f"  size of the installed runtime, {label}: {size / 2**20:.1f} MiB")
