@@ -35,11 +35,13 @@ restart is waited for instead of failing the pod.
 Constraints, and why:
 
 * It runs on every pod's start-up path, so start-up time is the budget. It imports only C modules
-  that load no Python code: ``posix``, ``_socket``, ``_json``, ``binascii``, plus ``sys`` and ``time``,
-  which every interpreter has loaded before running a script. Not ``os``, ``socket``, ``json``, ``re``
-  or ``typing`` (each pulls in Python modules), not even ``from __future__ import annotations`` (it
-  imports ``__future__``): annotations name only builtins and classes, cheap to evaluate.
-  ``tests/shim`` starts the shim under ``-I -S`` and compares ``sys.modules`` with a bare interpreter's.
+  that load no Python code: ``_json``, ``_socket`` and ``binascii`` (``C_MODULES``), plus ``posix``,
+  ``sys``, ``time`` and ``_imp``, which every interpreter has loaded before running a script. Not
+  ``os``, ``socket``, ``json``, ``re`` or ``typing`` (each pulls in Python modules), not even ``from
+  __future__ import annotations`` (it imports ``__future__``): annotations name only builtins and
+  classes, cheap to evaluate. ``tests/shim`` starts the shim under ``-I -S`` and compares
+  ``sys.modules`` with a bare interpreter's. Even the three C modules skip importlib's search:
+  ``load_c_modules`` opens them where the interpreter keeps them, the plain ``import`` is its fallback.
 * It may be copied alone onto a host, so it imports nothing from ``app``.
 * It never ends with a Python traceback: every failure becomes a CNI error object on stdout, exit 1.
 * ``_json``'s C scanner raises ``json.decoder.JSONDecodeError`` for most syntax errors: Python 3.11
