@@ -213,30 +213,29 @@ def build_bundle(destination: Path, *, interpreter: str | None = None) -> Path:
     libraries = shared_libraries(loader, Path(python))
     to_compile = []
     extensions = []
-    generated = Path(tempfile.mkdtemp(prefix="multus-shim-bundle-"))
-    for name, origin in sorted(modules.items()):
-        source = Path(origin)
-        if name == ALIASES_MODULE:
-            table = generated / "aliases.py"
-            table.write_text(carried_aliases(facts, python=python, codecs=codec_modules(modules)))
-            relative = source.relative_to(stdlib_root)
-            to_compile.append((str(table), str(stdlib / relative.with_suffix(".pyc")), name))
-        elif source.suffix == ".so":
-            target = dynload / source.name
-            copy_file(source, target, mode=0o755)
-            extensions.append(target)
-            libraries |= shared_libraries(loader, source)
-        elif source.suffix == ".py":
-            relative = source.relative_to(stdlib_root)
-            to_compile.append((str(source), str(stdlib / relative.with_suffix(".pyc")), name))
-        else:
-            raise BundleError(f"module {name} of {python} is neither source nor an extension: {origin}")
-    # the stdlib landmark, and the shim itself
-    to_compile.append((str(stdlib_root / "os.py"), str(stdlib / "os.pyc"), "os"))
-    to_compile.append((str(SHIM_SOURCE), str(stdlib / f"{SHIM_MODULE}.pyc"), SHIM_MODULE))
-    for _, compiled_path, _ in to_compile:
-        Path(compiled_path).parent.mkdir(parents=True, exist_ok=True)
-    try:
+    with tempfile.TemporaryDirectory(prefix="multus-shim-bundle-") as scratch:  # generated sources
+        for name, origin in sorted(modules.items()):
+            source = Path(origin)
+            if name == ALIASES_MODULE:
+                table = Path(scratch) / "aliases.py"
+                table.write_text(carried_aliases(facts, python=python, codecs=codec_modules(modules)))
+                relative = source.relative_to(stdlib_root)
+                to_compile.append((str(table), str(stdlib / relative.with_suffix(".pyc")), name))
+            elif source.suffix == ".so":
+                target = dynload / source.name
+                copy_file(source, target, mode=0o755)
+                extensions.append(target)
+                libraries |= shared_libraries(loader, source)
+            elif source.suffix == ".py":
+                relative = source.relative_to(stdlib_root)
+                to_compile.append((str(source), str(stdlib / relative.with_suffix(".pyc")), name))
+            else:
+                raise BundleError(f"module {name} of {python} is neither source nor an extension: {origin}")
+        # the stdlib landmark, and the shim itself
+        to_compile.append((str(stdlib_root / "os.py"), str(stdlib / "os.pyc"), "os"))
+        to_compile.append((str(SHIM_SOURCE), str(stdlib / f"{SHIM_MODULE}.pyc"), SHIM_MODULE))
+        for _, compiled_path, _ in to_compile:
+            Path(compiled_path).parent.mkdir(parents=True, exist_ok=True)
         compiled = subprocess.run(
             [python, "-I", "-S", "-c", COMPILE_PROGRAM],
             input=json.dumps(to_compile),
@@ -245,8 +244,6 @@ def build_bundle(destination: Path, *, interpreter: str | None = None) -> Path:
             timeout=120,
             check=False,
         )
-    finally:
-        shutil.rmtree(generated, ignore_errors=True)
     if compiled.returncode != 0:
         raise BundleError(f"{python} cannot compile the shim's modules: {compiled.stderr.strip()[-500:]}")
     loader_name = Path(loader).name
