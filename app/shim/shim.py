@@ -36,7 +36,8 @@ Constraints, and why:
 
 * It runs on every pod's start-up path, so start-up time is the budget. It imports only C modules
   that load no Python code: ``_json``, ``_socket`` and ``binascii`` (``C_MODULES``), plus ``posix``,
-  ``sys``, ``time`` and ``_imp``, which every interpreter has loaded before running a script. Not
+  ``sys``, ``time``, ``_imp`` and importlib's own frozen bootstrap (``_frozen_importlib``,
+  ``_frozen_importlib_external``), which every interpreter has loaded before running a script. Not
   ``os``, ``socket``, ``json``, ``re`` or ``typing`` (each pulls in Python modules), not even ``from
   __future__ import annotations`` (it imports ``__future__``): annotations name only builtins and
   classes, cheap to evaluate. ``tests/shim`` starts the shim under ``-I -S`` and compares
@@ -53,6 +54,8 @@ Test knobs (tests only; a deployment never sets them): ``MULTUS_SHIM_WAIT_SECOND
 ``DAEMON_WAIT_SECONDS`` and ``MULTUS_SHIM_TIMEOUT_SECONDS`` overrides ``REQUEST_TIMEOUT_SECONDS``.
 """
 
+import _frozen_importlib
+import _frozen_importlib_external
 import _imp
 import posix
 import sys
@@ -60,17 +63,6 @@ import time
 
 C_MODULES = ("_json", "_socket", "binascii")
 """The C modules the shim needs beyond those every interpreter has loaded before it runs a script."""
-
-
-class ExtensionSpec:
-    """All of a module spec that ``_imp.create_builtin`` and ``_imp.create_dynamic`` read (their stubs
-    ask for an ``importlib`` ``ModuleSpec``, whose module the shim does not import)."""
-
-    __slots__ = ("name", "origin")
-
-    def __init__(self, name: str, origin: str) -> None:
-        self.name = name
-        self.origin = origin
 
 
 def load_c_modules(names: tuple[str, ...]) -> None:
@@ -81,7 +73,8 @@ def load_c_modules(names: tuple[str, ...]) -> None:
     finder: it tries each ``sys.path`` entry in turn and lists ``lib-dynload``, only to open the file
     this function names directly: ``<the interpreter's lib-dynload>/<name><its ABI suffix>``, where
     both the interpreter's own layout and the bundle (``app.shim.bundle``) put it. A built-in module
-    is created from the interpreter's table. Multi-phase modules are executed as importlib would.
+    is created from the interpreter's table. Either way the module gets the spec, loader and file
+    attributes importlib would give it, and a multi-phase module is executed as importlib would.
     A module already imported is left as it is; one that is not where expected, or cannot be loaded
     from there (``ImportError``), is left to the plain ``import``, which finds it wherever it is or
     fails exactly as it would have: so an interpreter upgraded or laid out differently still works."""
@@ -97,17 +90,25 @@ def load_c_modules(names: tuple[str, ...]) -> None:
             continue
         try:
             if name in builtin:
-                module = _imp.create_builtin(ExtensionSpec(name, "built-in"))  # type: ignore[arg-type]
+                importer = _frozen_importlib.BuiltinImporter  # the class is the loader, as in importlib
+                spec = _frozen_importlib.ModuleSpec(name, importer, origin="built-in")  # type: ignore[arg-type]
+                module = _imp.create_builtin(spec)
                 _imp.exec_builtin(module)
             elif directory:
                 path = f"{directory}/{name}{suffix}"
-                module = _imp.create_dynamic(ExtensionSpec(name, path))  # type: ignore[arg-type]
+                loader = _frozen_importlib_external.ExtensionFileLoader(name, path)
+                spec = _frozen_importlib.ModuleSpec(name, loader, origin=path)
+                spec.has_location = True
+                module = _imp.create_dynamic(spec)
                 _imp.exec_dynamic(module)
-                module.__file__ = path  # as importlib sets it (a single-phase module has it already)
+                module.__file__ = path
             else:
                 continue
         except ImportError:
             continue  # not there, or not loadable from there: the plain import below decides
+        module.__spec__ = spec
+        module.__loader__ = spec.loader
+        module.__package__ = ""
         sys.modules[name] = module
 
 

@@ -2,15 +2,17 @@
 from the interpreter's own ``lib-dynload`` or its built-in table, and falls back to a plain ``import``
 whenever that is not possible: a missing or unloadable file never costs a working shim.
 
-Each case runs the installed module under ``python -I -S`` as the launcher does, then reports how each
-C module got there: importlib gives a module a ``__spec__``, the direct load none, and the path finder
-leaves a ``FileFinder`` for ``lib-dynload`` in ``sys.path_importer_cache``.
+Each case runs the installed module under ``python -I -S -X importtime`` as the launcher does, then
+reports how each C module got there: ``-X importtime`` lists what went through importlib, and the path
+finder leaves a ``FileFinder`` for ``lib-dynload`` in ``sys.path_importer_cache``. A module loaded
+directly still carries the spec, loader and file importlib would have given it.
 """
 
 from __future__ import annotations
 
 import ast
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -32,21 +34,25 @@ sys.path.insert(0, {impl_dir!r})
 import multus_shim_impl
 dynload = [entry for entry in sys.path if entry.endswith("/lib-dynload")]
 print(repr({{
-    "direct": sorted(name for name in {modules!r} if sys.modules[name].__spec__ is None),
     "builtin": sorted(name for name in {modules!r} if name in sys.builtin_module_names),
     "searched": any(entry in sys.path_importer_cache for entry in dynload),
     "same": all(getattr(multus_shim_impl, name) is sys.modules[name] for name in {modules!r}),
-    "json_file": getattr(sys.modules["_json"], "__file__", None),
+    "files": {{name: getattr(sys.modules[name], "__file__", None) for name in {modules!r}}},
+    "origins": {{name: sys.modules[name].__spec__.origin for name in {modules!r}}},
+    "loaders": {{name: repr(sys.modules[name].__loader__) for name in {modules!r}}},
     "scan": multus_shim_impl.parse_json('{{"Name": [1, 2.5, "\\\\u00e9"]}}'),
 }}))
 """
+IMPORT_TIME = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)$", re.MULTILINE)
 
 
 def report(python: str, launcher: Path, prepare: str = "") -> dict[str, object]:
-    """How ``python`` running the installed shim module got each C module, and that the shim works."""
+    """How ``python`` running the installed shim module got each C module, and that the shim works:
+    ``direct`` names the C modules that did not go through importlib (``-X importtime`` lists those
+    that did)."""
     code = REPORT.format(prepare=prepare, impl_dir=str(launcher.parent / ".multus-shim.d"), modules=C_MODULES)
     done = subprocess.run(
-        [python, "-I", "-S", "-c", code],
+        [python, "-I", "-S", "-X", "importtime", "-c", code],
         capture_output=True,
         text=True,
         env=BASE_ENV,
@@ -58,6 +64,17 @@ def report(python: str, launcher: Path, prepare: str = "") -> dict[str, object]:
     assert isinstance(facts, dict)
     assert facts["same"] is True  # the shim uses the very modules in sys.modules
     assert facts["scan"] == {"name": [1, 2.5, "\u00e9"]}
+    for name in C_MODULES:  # what importlib records, whichever way the module came
+        if name in facts["builtin"]:
+            assert (facts["origins"][name], facts["loaders"][name]) == (
+                "built-in",
+                "<class '_frozen_importlib.BuiltinImporter'>",
+            )
+        else:
+            assert facts["origins"][name] == facts["files"][name]
+            assert facts["loaders"][name].startswith("<_frozen_importlib_external.ExtensionFileLoader object")
+    facts["direct"] = sorted(set(C_MODULES) - set(IMPORT_TIME.findall(done.stderr)))
+    facts["json_file"] = facts["files"]["_json"]
     return facts
 
 
