@@ -3,9 +3,11 @@ the node has (today's ``/usr/bin/python3``), and the bundle's size on disk.
 
 Each variant is installed into its own bin dir and executed answering VERSION (start-up only: the
 module and its C extensions are loaded, no daemon) and ADD against a stub daemon on a unix socket
-(start-up plus one request). The variants are interleaved run by run, so a machine that gets busier
-during the benchmark slows them all alike. Each run is a fork + exec from a small ``python -IS``
-parent, timed from fork to reaped exit. Medians, p10 and p90 in milliseconds.
+(start-up plus one request). Under each variant, its floor: the same interpreter with the same flags
+started alone and left the way the shim leaves (``FLOOR``). The variants are interleaved run by run,
+so a machine that gets busier during the benchmark slows them all alike. Each run is a fork + exec
+from a small ``python -IS`` parent, timed from fork to reaped exit. Medians, p10 and p90 in
+milliseconds; below the runs, each shim's median CPU over its floor's.
 """
 
 from __future__ import annotations
@@ -28,18 +30,18 @@ from app.shim.install import install_bundled_shim, install_shim, runtime_of
 SYSTEM_PYTHON = "/usr/bin/python3"
 
 SPAWNER = """
-import os, sys, time
-shims, runs, stdin_path = sys.argv[1].split(","), int(sys.argv[2]), sys.argv[3]
+import json, os, sys, time
+commands, runs, stdin_path = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 env = dict(item.split("=", 1) for item in sys.argv[4:])
 null = os.open("/dev/null", os.O_RDWR)
 for _ in range(runs):
-    for index, shim in enumerate(shims):
+    for index, command in enumerate(commands):
         stdin = os.open(stdin_path, os.O_RDONLY)
         started = time.perf_counter()
         pid = os.fork()
         if pid == 0:
             os.dup2(stdin, 0); os.dup2(null, 1); os.dup2(null, 2)
-            os.execve(shim, [shim], env)
+            os.execve(command[0], command, env)
         _, status, usage = os.wait4(pid, 0)
         elapsed = (time.perf_counter() - started) * 1000
         os.close(stdin)
@@ -80,6 +82,16 @@ class StubDaemon:
         self.listener.close()
 
 
+FLOOR = "import posix; posix._exit(0)"
+"""The floor: the same interpreter, flags and exit as the shim's (``posix._exit``, no finalization),
+running nothing; a shim's figure minus its floor's is the shim's own start-up and run."""
+
+
+def shebang(launcher: Path) -> list[str]:
+    """The interpreter and flags of a launcher's ``#!`` line."""
+    return launcher.read_text().splitlines()[0].removeprefix("#!").split()
+
+
 def percentile(values: Sequence[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
@@ -90,19 +102,19 @@ def tree_size(path: Path) -> int:
 
 
 def time_variants(
-    shims: list[Path], *, runs: int, stdin: Path, env: dict[str, str]
+    commands: list[list[str]], *, runs: int, stdin: Path, env: dict[str, str]
 ) -> tuple[list[list[float]], list[list[float]]]:
-    """Wall times and CPU times (user + system, ms) of each shim, interleaved run by run; a failed run
-    is an error."""
+    """Wall times and CPU times (user + system, ms) of each command (an argv), interleaved run by run;
+    a failed run is an error."""
     pairs = [f"{key}={value}" for key, value in env.items()]
-    command = [sys.executable, "-IS", "-c", SPAWNER, ",".join(map(str, shims)), str(runs), str(stdin), *pairs]
-    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    walls: list[list[float]] = [[] for _ in shims]
-    cpus: list[list[float]] = [[] for _ in shims]
+    spawner = [sys.executable, "-IS", "-c", SPAWNER, json.dumps(commands), str(runs), str(stdin), *pairs]
+    out = subprocess.run(spawner, capture_output=True, text=True, check=True).stdout
+    walls: list[list[float]] = [[] for _ in commands]
+    cpus: list[list[float]] = [[] for _ in commands]
     for line in out.splitlines():
         index, elapsed, cpu, status = line.split()
         if status != "0":
-            raise SystemExit(f"{shims[int(index)]} exited {status}")
+            raise SystemExit(f"{commands[int(index)]} exited {status}")
         walls[int(index)].append(float(elapsed))
         cpus[int(index)].append(float(cpu))
     return walls, cpus
@@ -114,7 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="bench-shim-", dir="/tmp"))
     try:
-        variants: dict[str, Path] = {}
+        variants: dict[str, list[str]] = {}
+        floors: dict[str, str] = {}
         sizes: dict[str, int] = {}
         sources = {"bundle (this Python)": os.path.realpath(sys.executable)}
         if os.access(SYSTEM_PYTHON, os.X_OK):
@@ -125,14 +138,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             bin_dir = work / f"bin-{index}"
             bin_dir.mkdir()
             launcher = install_bundled_shim(str(bin_dir), source=built)
-            variants[f"{label}: {Path(python).name}"] = launcher
+            variants[f"{label}: {Path(python).name}"] = [str(launcher)]
+            floors[f"{label}: {Path(python).name}"] = f"  floor: the {label}'s python alone"
+            variants[floors[f"{label}: {Path(python).name}"]] = [*shebang(launcher), "-c", FLOOR]
             sizes[label] = tree_size(bin_dir / ".multus-shim.d" / str(runtime_of(launcher)))
         if os.access(SYSTEM_PYTHON, os.X_OK):
             bin_dir = work / "bin-today"
             bin_dir.mkdir()
-            variants[f"today: launcher + {SYSTEM_PYTHON}"] = install_shim(
-                str(bin_dir), interpreter=SYSTEM_PYTHON
-            )
+            launcher = install_shim(str(bin_dir), interpreter=SYSTEM_PYTHON)
+            variants[f"launcher + {SYSTEM_PYTHON}"] = [str(launcher)]
+            floors[f"launcher + {SYSTEM_PYTHON}"] = f"  floor: {SYSTEM_PYTHON} alone"
+            variants[f"  floor: {SYSTEM_PYTHON} alone"] = [*shebang(launcher), "-c", FLOOR]
         stub = StubDaemon(work)
         conf = work / "conf.json"
         conf.write_text(
@@ -154,10 +170,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         labels = list(variants)
         for command, env in (("VERSION", {**base, "CNI_COMMAND": "VERSION"}), ("ADD", add)):
             walls, cpus = time_variants(list(variants.values()), runs=args.runs, stdin=conf, env=env)
+            cpu50 = {}
             for label, values, cpu in zip(labels, walls, cpus, strict=True):
                 p10, p50, p90 = (percentile(values, f) for f in (0.1, 0.5, 0.9))
-                cpu50 = percentile(cpu, 0.5)
-                print(f"  {command:7} {label:50} {p50:6.2f}  ({p10:.2f}-{p90:.2f})  CPU {cpu50:.2f}")
+                cpu50[label] = percentile(cpu, 0.5)
+                print(f"  {command:7} {label:56} {p50:6.2f}  ({p10:.2f}-{p90:.2f})  CPU {cpu50[label]:.2f}")
+            for label, floor in floors.items():
+                print(f"  {command:7} {label:56} CPU over its floor: {cpu50[label] - cpu50[floor]:.2f}")
         stub.close()
         for label, size in sizes.items():
             print(f"  size of the installed runtime, {label}: {size / 2**20:.1f} MiB")

@@ -13,9 +13,13 @@ lib/<soname>                     every shared library it needs (DT_NEEDED, recur
 lib/ld-linux-x86-64.so.2         ... and its own dynamic loader (the name of its PT_INTERP)
 lib/python3.X/os.pyc             the landmark by which the interpreter finds its stdlib itself
 lib/python3.X/encodings/...pyc   only what the shim's start-up and run import, precompiled, sourceless
+                                 (``aliases`` restricted to the codecs carried: ``carried_aliases``)
 lib/python3.X/lib-dynload/*.so   the shim's C extensions when they are not built in
 lib/python3.X/multus_shim_impl.pyc   the shim (``app/shim/shim.py``), precompiled
 ```
+
+The shim opens its C extensions in ``lib-dynload`` by file name, without the import system's search
+(``load_c_modules`` in ``app/shim/shim.py``; the search stays its fallback).
 
 Under ``-I -S`` the interpreter finds ``lib/python3.X`` by searching upwards from its own directory for
 the ``os`` landmark, so no environment variable or configuration file is needed. Libraries that need
@@ -76,10 +80,21 @@ print(json.dumps({
     "magic": bootstrap.MAGIC_NUMBER.hex(),
     "stdlib": sys._stdlib_dir,
     "modules": modules,
+    "aliases": sys.modules["encodings.aliases"].aliases,
 }))
 """
 """Run as ``<python> -I -S -X utf8 -c STARTUP_PROBE``: the files a shim start-up loads (a snapshot of
-``sys.modules`` taken before ``json`` is imported to report it) and the interpreter's version facts."""
+``sys.modules`` taken before ``json`` is imported to report it), the interpreter's version facts and
+its codec alias table."""
+ALIASES_MODULE = "encodings.aliases"
+ALIASES_TEMPLATE = '''"""encodings.aliases of the shim's runtime, written by app.shim.bundle:
+the entries of {python}'s table whose codec module the runtime carries ({codecs}).
+A lookup of any other alias fails as it would with the whole table, since the module
+it names is not there; importing this table at every start is cheaper than the whole one."""
+
+aliases = {aliases!r}
+'''
+"""The codec alias table of a bundle: ``encodings`` imports it at every interpreter start-up."""
 COMPILE_PROGRAM = """
 import json, py_compile, sys
 for source, target, name in json.loads(sys.stdin.read()):
@@ -198,31 +213,37 @@ def build_bundle(destination: Path, *, interpreter: str | None = None) -> Path:
     libraries = shared_libraries(loader, Path(python))
     to_compile = []
     extensions = []
-    for name, origin in sorted(modules.items()):
-        source = Path(origin)
-        if source.suffix == ".so":
-            target = dynload / source.name
-            copy_file(source, target, mode=0o755)
-            extensions.append(target)
-            libraries |= shared_libraries(loader, source)
-        elif source.suffix == ".py":
-            relative = source.relative_to(stdlib_root)
-            to_compile.append((str(source), str(stdlib / relative.with_suffix(".pyc")), name))
-        else:
-            raise BundleError(f"module {name} of {python} is neither source nor an extension: {origin}")
-    # the stdlib landmark, and the shim itself
-    to_compile.append((str(stdlib_root / "os.py"), str(stdlib / "os.pyc"), "os"))
-    to_compile.append((str(SHIM_SOURCE), str(stdlib / f"{SHIM_MODULE}.pyc"), SHIM_MODULE))
-    for _, compiled_path, _ in to_compile:
-        Path(compiled_path).parent.mkdir(parents=True, exist_ok=True)
-    compiled = subprocess.run(
-        [python, "-I", "-S", "-c", COMPILE_PROGRAM],
-        input=json.dumps(to_compile),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    with tempfile.TemporaryDirectory(prefix="multus-shim-bundle-") as scratch:  # generated sources
+        for name, origin in sorted(modules.items()):
+            source = Path(origin)
+            if name == ALIASES_MODULE:
+                table = Path(scratch) / "aliases.py"
+                table.write_text(carried_aliases(facts, python=python, codecs=codec_modules(modules)))
+                relative = source.relative_to(stdlib_root)
+                to_compile.append((str(table), str(stdlib / relative.with_suffix(".pyc")), name))
+            elif source.suffix == ".so":
+                target = dynload / source.name
+                copy_file(source, target, mode=0o755)
+                extensions.append(target)
+                libraries |= shared_libraries(loader, source)
+            elif source.suffix == ".py":
+                relative = source.relative_to(stdlib_root)
+                to_compile.append((str(source), str(stdlib / relative.with_suffix(".pyc")), name))
+            else:
+                raise BundleError(f"module {name} of {python} is neither source nor an extension: {origin}")
+        # the stdlib landmark, and the shim itself
+        to_compile.append((str(stdlib_root / "os.py"), str(stdlib / "os.pyc"), "os"))
+        to_compile.append((str(SHIM_SOURCE), str(stdlib / f"{SHIM_MODULE}.pyc"), SHIM_MODULE))
+        for _, compiled_path, _ in to_compile:
+            Path(compiled_path).parent.mkdir(parents=True, exist_ok=True)
+        compiled = subprocess.run(
+            [python, "-I", "-S", "-c", COMPILE_PROGRAM],
+            input=json.dumps(to_compile),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
     if compiled.returncode != 0:
         raise BundleError(f"{python} cannot compile the shim's modules: {compiled.stderr.strip()[-500:]}")
     loader_name = Path(loader).name
@@ -256,6 +277,21 @@ def build_bundle(destination: Path, *, interpreter: str | None = None) -> Path:
     path = destination / MANIFEST_NAME
     path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return path
+
+
+def codec_modules(modules: dict[str, str]) -> set[str]:
+    """The codec modules (``encodings.<name>``) among the modules a bundle carries."""
+    return {name.partition(".")[2] for name in modules if name.startswith("encodings.")} - {"aliases"}
+
+
+def carried_aliases(facts: dict[str, object], *, python: str, codecs: set[str]) -> str:
+    """The source of a bundle's ``encodings.aliases``: the interpreter's alias table restricted to the
+    codecs the bundle carries. ``encodings.search_function`` tries the aliased module, then the name
+    itself: an alias of a codec not carried fails either way, so every lookup answers as before."""
+    table = facts["aliases"]
+    assert isinstance(table, dict)
+    kept = {alias: codec for alias, codec in sorted(table.items()) if codec in codecs}
+    return ALIASES_TEMPLATE.format(python=python, codecs=", ".join(sorted(codecs)), aliases=kept)
 
 
 def needs_runpath(library: Path, soname: str) -> bool:

@@ -35,11 +35,14 @@ restart is waited for instead of failing the pod.
 Constraints, and why:
 
 * It runs on every pod's start-up path, so start-up time is the budget. It imports only C modules
-  that load no Python code: ``posix``, ``_socket``, ``_json``, ``binascii``, plus ``sys`` and ``time``,
-  which every interpreter has loaded before running a script. Not ``os``, ``socket``, ``json``, ``re``
-  or ``typing`` (each pulls in Python modules), not even ``from __future__ import annotations`` (it
-  imports ``__future__``): annotations name only builtins and classes, cheap to evaluate.
-  ``tests/shim`` starts the shim under ``-I -S`` and compares ``sys.modules`` with a bare interpreter's.
+  that load no Python code: ``_json``, ``_socket`` and ``binascii`` (``C_MODULES``), plus ``posix``,
+  ``sys``, ``time``, ``_imp`` and importlib's own frozen bootstrap (``_frozen_importlib``,
+  ``_frozen_importlib_external``), which every interpreter has loaded before running a script. Not
+  ``os``, ``socket``, ``json``, ``re`` or ``typing`` (each pulls in Python modules), not even ``from
+  __future__ import annotations`` (it imports ``__future__``): annotations name only builtins and
+  classes, cheap to evaluate. ``tests/shim`` starts the shim under ``-I -S`` and compares
+  ``sys.modules`` with a bare interpreter's. Even the three C modules skip importlib's search:
+  ``load_c_modules`` opens them where the interpreter keeps them, the plain ``import`` is its fallback.
 * It may be copied alone onto a host, so it imports nothing from ``app``.
 * It never ends with a Python traceback: every failure becomes a CNI error object on stdout, exit 1.
 * ``_json``'s C scanner raises ``json.decoder.JSONDecodeError`` for most syntax errors: Python 3.11
@@ -51,12 +54,69 @@ Test knobs (tests only; a deployment never sets them): ``MULTUS_SHIM_WAIT_SECOND
 ``DAEMON_WAIT_SECONDS`` and ``MULTUS_SHIM_TIMEOUT_SECONDS`` overrides ``REQUEST_TIMEOUT_SECONDS``.
 """
 
-import _json
-import _socket
-import binascii
+import _frozen_importlib
+import _frozen_importlib_external
+import _imp
 import posix
 import sys
 import time
+
+C_MODULES = ("_json", "_socket", "binascii")
+"""The C modules the shim needs beyond those every interpreter has loaded before it runs a script."""
+
+
+def load_c_modules(names: tuple[str, ...]) -> None:
+    """Put the C modules ``names`` into ``sys.modules`` without the import system's search, so that the
+    ``import`` statements below find them there.
+
+    A plain ``import _json`` runs importlib's Python code and, for an extension module, the path
+    finder: it tries each ``sys.path`` entry in turn and lists ``lib-dynload``, only to open the file
+    this function names directly: ``<the interpreter's lib-dynload>/<name><its ABI suffix>``, where
+    both the interpreter's own layout and the bundle (``app.shim.bundle``) put it. A built-in module
+    is created from the interpreter's table. Either way the module gets the spec, loader and file
+    attributes importlib would give it, and a multi-phase module is executed as importlib would.
+    A module already imported is left as it is; one that is not where expected, or cannot be loaded
+    from there (``ImportError``), is left to the plain ``import``, which finds it wherever it is or
+    fails exactly as it would have: so an interpreter upgraded or laid out differently still works."""
+    builtin = sys.builtin_module_names
+    directory = ""
+    for entry in sys.path:
+        if entry.endswith("/lib-dynload"):
+            directory = entry
+            break
+    suffix = _imp.extension_suffixes()[0]
+    for name in names:
+        if name in sys.modules:
+            continue
+        try:
+            if name in builtin:
+                importer = _frozen_importlib.BuiltinImporter  # the class is the loader, as in importlib
+                spec = _frozen_importlib.ModuleSpec(name, importer, origin="built-in")  # type: ignore[arg-type]
+                module = _imp.create_builtin(spec)
+                _imp.exec_builtin(module)
+            elif directory:
+                path = f"{directory}/{name}{suffix}"
+                loader = _frozen_importlib_external.ExtensionFileLoader(name, path)
+                spec = _frozen_importlib.ModuleSpec(name, loader, origin=path)
+                spec.has_location = True
+                module = _imp.create_dynamic(spec)
+                _imp.exec_dynamic(module)
+                module.__file__ = path
+            else:
+                continue
+        except ImportError:
+            continue  # not there, or not loadable from there: the plain import below decides
+        module.__spec__ = spec
+        module.__loader__ = spec.loader
+        module.__package__ = ""
+        sys.modules[name] = module
+
+
+load_c_modules(C_MODULES)
+
+import _json  # noqa: E402 (found in sys.modules, put there by load_c_modules)
+import _socket  # noqa: E402
+import binascii  # noqa: E402
 
 DAEMON_WAIT_SECONDS = 3.0
 """How long a not-ready (503) or overloaded (backlog full) daemon is waited for before code 11."""

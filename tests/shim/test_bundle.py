@@ -3,6 +3,7 @@ where the host's Python, libpython, libc, libm and dynamic loader are hidden (``
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import shutil
@@ -331,3 +332,83 @@ def test_reinstalling_the_same_bundle_leaves_the_installed_runtime_untouched(
     assert runtime_of(again) == runtime.name
     assert {path: path.stat().st_ino for path in runtime.rglob("*")} == inodes  # nothing rewritten
     assert runtimes(bin_dir) == [runtime.name]
+
+
+BUNDLE_REPORT = """
+import sys
+import multus_shim_impl
+dynload = [entry for entry in sys.path if entry.endswith("/lib-dynload")]
+print(repr({
+    "searched": any(entry in sys.path_importer_cache for entry in dynload),
+    "files": sorted(module.__file__ for module in (multus_shim_impl._json, multus_shim_impl._socket,
+                    multus_shim_impl.binascii) if hasattr(module, "__file__")),
+}))
+"""
+
+
+def test_the_runtime_loads_the_c_modules_it_carries_without_the_import_search(
+    built: Path, bin_dir: Path
+) -> None:
+    launcher = install_bundled_shim(str(bin_dir), source=built)
+    runtime = bin_dir / ".multus-shim.d" / str(runtime_of(launcher))
+    manifest = json.loads((runtime / bundle.MANIFEST_NAME).read_text())
+    carried = sorted(
+        str(runtime / name) for name in manifest["files"] if name.endswith(".so") and "/lib-dynload/" in name
+    )
+    interpreter = str(runtime / manifest["interpreter"])
+    done = subprocess.run(
+        [interpreter, bundle.SHEBANG_FLAGS, "-X", "importtime", "-c", BUNDLE_REPORT],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert ast.literal_eval(done.stdout) == {"searched": False, "files": carried}
+    through_importlib = re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)$", done.stderr, re.MULTILINE)
+    assert "multus_shim_impl" in through_importlib
+    assert not {"_json", "_socket", "binascii"} & set(through_importlib)
+
+
+CODEC_REPORT = """
+import codecs, sys
+answers = {}
+for name in sys.argv[1:]:
+    try:
+        answers[name] = codecs.lookup(name).name
+    except LookupError:
+        answers[name] = None
+print(repr((answers, sys.modules["encodings.aliases"].aliases)))
+"""
+
+
+def test_the_runtimes_codec_lookups_answer_as_with_the_whole_alias_table(built: Path) -> None:
+    """The runtime carries only the aliases of the codecs it carries; every other lookup fails either way."""
+    manifest = json.loads((built / bundle.MANIFEST_NAME).read_text())
+    full = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", "import encodings.aliases as a; print(repr(a.aliases))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    table = ast.literal_eval(full.stdout)
+    carried = {
+        name.rsplit("/", 1)[1].removesuffix(".pyc")
+        for name in manifest["files"]
+        if "/encodings/" in name and not name.endswith(("__init__.pyc", "aliases.pyc"))
+    }
+    assert carried == {"utf_8"}
+    names = [*sorted(table), "utf-8", "UTF8", "utf_8", "latin_1", "ascii", "no-such-codec"]
+    done = subprocess.run(
+        [str(built / manifest["interpreter"]), bundle.SHEBANG_FLAGS, "-c", CODEC_REPORT, *names],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    answers, runtime_table = ast.literal_eval(done.stdout)
+    assert runtime_table == {alias: codec for alias, codec in table.items() if codec in carried}
+    expected_utf8 = {alias for alias, codec in table.items() if codec in carried} | {"utf-8", "UTF8", "utf_8"}
+    assert {name for name, codec in answers.items() if codec is not None} == expected_utf8
+    assert {codec for codec in answers.values() if codec is not None} == {"utf-8"}
