@@ -76,15 +76,17 @@ def load_c_modules(names: tuple[str, ...]) -> None:
     is created from the interpreter's table. Either way the module gets the spec, loader and file
     attributes importlib would give it, and a multi-phase module is executed as importlib would.
     A module already imported is left as it is; one that is not where expected, or cannot be loaded
-    from there (``ImportError``), is left to the plain ``import``, which finds it wherever it is or
-    fails exactly as it would have: so an interpreter upgraded or laid out differently still works."""
+    from there (``ImportError``, or any other failure), is left to the plain ``import``, which finds
+    it wherever it is or fails exactly as it would have: so an interpreter upgraded or laid out
+    differently still works."""
     builtin = sys.builtin_module_names
     directory = ""
     for entry in sys.path:
         if entry.endswith("/lib-dynload"):
             directory = entry
             break
-    suffix = _imp.extension_suffixes()[0]
+    suffixes = _imp.extension_suffixes()
+    suffix = suffixes[0] if suffixes else ""
     for name in names:
         if name in sys.modules:
             continue
@@ -94,7 +96,7 @@ def load_c_modules(names: tuple[str, ...]) -> None:
                 spec = _frozen_importlib.ModuleSpec(name, importer, origin="built-in")  # type: ignore[arg-type]
                 module = _imp.create_builtin(spec)
                 _imp.exec_builtin(module)
-            elif directory:
+            elif directory and suffix:
                 path = f"{directory}/{name}{suffix}"
                 loader = _frozen_importlib_external.ExtensionFileLoader(name, path)
                 spec = _frozen_importlib.ModuleSpec(name, loader, origin=path)
@@ -104,8 +106,8 @@ def load_c_modules(names: tuple[str, ...]) -> None:
                 module.__file__ = path
             else:
                 continue
-        except ImportError:
-            continue  # not there, or not loadable from there: the plain import below decides
+        except Exception:  # whatever went wrong here, the plain import below decides
+            continue  # not there, not loadable from there (ImportError), or anything else
         module.__spec__ = spec
         module.__loader__ = spec.loader
         module.__package__ = ""
