@@ -8,10 +8,12 @@ few callbacks. Without pidfds (an older kernel) the exit is awaited by a blockin
 a thread of the child's own.
 
 The exit status is read without reaping (``waitid(P_PIDFD, ..., WNOWAIT)``, Linux 5.4): the caller
-goes on at once, and the zombie is reaped afterwards by one reaper thread. Reaping a plugin that
-worked in a network namespace is not free: the kernel then drops the cached ``/proc/<pid>``
-entries, which took 1 to 8 ms for about one plugin in five here, during which an event loop that
-reaped inline served nothing. Where ``waitid`` cannot take a pidfd, the child is reaped inline.
+goes on at once, and the zombie is reaped a few milliseconds later by one reaper thread. Reaping a
+plugin the instant it exits is not free: the kernel then drops the plugin's cached ``/proc/<pid>``
+entries while its threads are still being torn down, and for about one ADD in five that took 1 to
+8 ms of kernel CPU, during which an event loop that reaped inline served nothing; reaped 0.2 ms or
+more after the exit, the same plugins cost about 20 µs each (``REAP_DELAY``). Where ``waitid``
+cannot take a pidfd, the child is reaped inline.
 
 A child leads a session of its own (its pid is its process group, so ``kill_group`` reaches its
 children too). Without a root it is started with ``posix_spawn`` (glibc's vfork-style clone);
@@ -30,6 +32,7 @@ import os
 import queue
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -38,6 +41,8 @@ logger = logging.getLogger(__name__)
 _READ_CHUNK = 65536
 USE_PIDFD = hasattr(os, "pidfd_open")
 """Watch exits with pidfds where Python offers them (a kernel without them falls back per child)."""
+REAP_DELAY = 0.005
+"""Seconds between noticing a child's exit and reaping it (what a zombie costs meanwhile: a pid)."""
 _PEEK_BY_PIDFD = hasattr(os, "P_PIDFD") and hasattr(os, "WNOWAIT")
 """Read an exit status through the pidfd, leaving the zombie for the reaper thread (until a kernel
 refuses it: Linux 5.3 has pidfds but not ``waitid(P_PIDFD)``)."""
@@ -293,15 +298,20 @@ _GONE = -(1 << 16)
 
 
 class _Reaper(threading.Thread):
-    """Reaps children whose exit status was already read: one thread, off every event loop."""
+    """Reaps children whose exit status was already read, each ``REAP_DELAY`` after its exit was
+    noticed (they arrive in that order): one thread, off every event loop."""
 
     def __init__(self) -> None:
         super().__init__(name="child-reaper", daemon=True)
-        self.pids: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self.exits: queue.SimpleQueue[tuple[int, float]] = queue.SimpleQueue()
 
     def run(self) -> None:
         while True:
-            _wait_blocking(self.pids.get())
+            pid, noticed = self.exits.get()
+            wait = noticed + REAP_DELAY - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            _wait_blocking(pid)
 
 
 _reaper: _Reaper | None = None
@@ -317,7 +327,7 @@ def _reap_later(pid: int) -> None:
                 reaper = _Reaper()
                 reaper.start()
                 _reaper = reaper
-    _reaper.pids.put(pid)
+    _reaper.exits.put((pid, time.monotonic()))
 
 
 def _wait_blocking(pid: int) -> int:

@@ -203,3 +203,17 @@ async def test_where_waitid_refuses_a_pidfd_children_are_reaped_inline(
     assert finished.returncode == 6
     assert reaped(process.pid)
     assert child._PEEK_BY_PIDFD is False
+
+
+async def test_a_zombie_is_reaped_only_reap_delay_after_its_exit_was_noticed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(child, "REAP_DELAY", 0.5)
+    program = str(script(tmp_path, "brief", "exit 0\n"))
+
+    process = child.spawn(program, env=ENV)
+    await process.communicate(b"")
+    await asyncio.sleep(0.2)
+
+    assert zombie(process.pid)
+    await wait_until(lambda: reaped(process.pid))
