@@ -8,7 +8,7 @@ through the API emulator, ``bench.kube``). For 1, 2 and 4 networks per pod, in t
 - sequential ADD and DEL wall times (p50, p95) through the shim, next to two floors: the delegates
   called directly (the delegate floor) and the delegates plus one bare ``python3 -I -S -c pass`` per
   call (the Python floor: what any shim written in Python costs at least);
-- the daemon's own CPU per ADD+DEL pair (its utime+stime from /proc, children excluded);
+- the daemon's own CPU per ADD+DEL pair (the scheduler's count over its threads, children excluded);
 - throughput (pods/s) at concurrency 8 for the three, multus-py as a share of the Python floor;
 - the daemon's RSS idle and at peak during the burst;
 - ADD with delegates in parallel (``parallelDelegates``) vs one after another, for a pod with 4
@@ -61,7 +61,7 @@ class Figures:
     python_del: list[float] = field(default_factory=list)
     python_pods_per_s: float = 0.0
     daemon_cpu_ms: float = 0.0
-    """The daemon's own CPU (utime+stime) per sequential ADD+DEL pair."""
+    """The daemon's own CPU per sequential ADD+DEL pair (``BenchNode.daemon_cpu_seconds``)."""
     daemon_kernel_ms: float | None = None
     """Its kernel share (stime), where measured."""
 
@@ -144,17 +144,17 @@ def run_sequential(node: BenchNode, pods: list[Pod], via: str) -> tuple[list[flo
 
 def run_sequential_cpu(node: BenchNode, pods: list[Pod]) -> tuple[list[float], list[float], float, float]:
     """``run_sequential`` through multus-py, and the daemon's own CPU per ADD+DEL pair (ms): all of
-    it, and the kernel's share (spawning and reaping plugins, sockets, fsync)."""
+    it (``BenchNode.daemon_cpu_seconds``), and the kernel's share of it (spawning and reaping plugins,
+    sockets, fsync), as the clock ticks split it between user and kernel time."""
+    cpu_before = node.daemon_cpu_seconds()
     user_before, kernel_before = node.daemon_cpu_split()
     adds, dels = run_sequential(node, pods, "multus")
+    cpu = node.daemon_cpu_seconds() - cpu_before
     user, kernel = node.daemon_cpu_split()
+    ticked = user - user_before + kernel - kernel_before
+    kernel_share = (kernel - kernel_before) / ticked if ticked else 0.0
     per_pair = 1000 / len(pods)
-    return (
-        adds,
-        dels,
-        per_pair * (user - user_before + kernel - kernel_before),
-        per_pair * (kernel - kernel_before),
-    )
+    return adds, dels, per_pair * cpu, per_pair * cpu * kernel_share
 
 
 def run_burst(node: BenchNode, pods: list[Pod], via: str, concurrency: int) -> float:
