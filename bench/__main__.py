@@ -7,7 +7,8 @@ through the API emulator, ``bench.kube``). For 1, 2 and 4 networks per pod, in t
 
 - sequential ADD and DEL wall times (p50, p95) through the shim, next to two floors: the delegates
   called directly (the delegate floor) and the delegates plus one bare ``python3 -I -S -c pass`` per
-  call (the Python floor: what any shim written in Python costs at least);
+  call (the Python floor: what any shim written in Python costs at least); taken pod by pod, the
+  three paths in turn (``run_paired``);
 - the daemon's own CPU per ADD+DEL pair (the scheduler's count over its threads, children excluded);
 - throughput (pods/s) at concurrency 8 for the three, multus-py as a share of the Python floor;
 - the daemon's RSS idle and at peak during the burst;
@@ -64,11 +65,18 @@ class Figures:
     """The daemon's own CPU per sequential ADD+DEL pair (``BenchNode.daemon_cpu_seconds``)."""
     daemon_kernel_ms: float | None = None
     """Its kernel share (stime), where measured."""
+    daemon_cpu_interleaved_ms: float | None = None
+    """The same, each call between the two floors' calls (its caches cold), where measured."""
 
     def _cpu_split(self) -> str:
         if self.daemon_kernel_ms is None:
             return ""
         return f" (user {self.daemon_cpu_ms - self.daemon_kernel_ms:.1f}, kernel {self.daemon_kernel_ms:.1f})"
+
+    def _interleaved(self) -> str:
+        if self.daemon_cpu_interleaved_ms is None:
+            return ""
+        return f", {self.daemon_cpu_interleaved_ms:.1f} ms between the floors' calls"
 
     @property
     def overhead_add(self) -> float:
@@ -94,7 +102,8 @@ class Figures:
             f"      DEL  floor {p(self.floor_del)}  python floor {p(self.python_del)}  "
             f"multus {p(self.multus_del)}  overhead p50 {over(self.multus_del, self.floor_del)} ms "
             f"(over python floor {over(self.multus_del, self.python_del)} ms)",
-            f"      daemon CPU per ADD+DEL pair {self.daemon_cpu_ms:5.1f} ms{self._cpu_split()}",
+            f"      daemon CPU per ADD+DEL pair {self.daemon_cpu_ms:5.1f} ms{self._cpu_split()} back to back"
+            + self._interleaved(),
             f"      c=8  floor {self.floor_pods_per_s:6.1f} pods/s  "
             f"python floor {self.python_pods_per_s:6.1f} pods/s  "
             f"multus {self.multus_pods_per_s:6.1f} pods/s ({ratio:5.1f} % of floor, "
@@ -142,19 +151,61 @@ def run_sequential(node: BenchNode, pods: list[Pod], via: str) -> tuple[list[flo
     return adds, dels
 
 
-def run_sequential_cpu(node: BenchNode, pods: list[Pod]) -> tuple[list[float], list[float], float, float]:
-    """``run_sequential`` through multus-py, and the daemon's own CPU per ADD+DEL pair (ms): all of
-    it (``BenchNode.daemon_cpu_seconds``), and the kernel's share of it (spawning and reaping plugins,
-    sockets, fsync), as the clock ticks split it between user and kernel time."""
+def run_sequential_cpu(node: BenchNode, pods: list[Pod]) -> tuple[float, float]:
+    """The daemon's own CPU per ADD+DEL pair (ms) over ``run_sequential`` through multus-py, calls
+    back to back (its caches warm): all of it (``BenchNode.daemon_cpu_seconds``), and the kernel's
+    share (spawning and reaping plugins, sockets, fsync) as the clock ticks split it."""
     cpu_before = node.daemon_cpu_seconds()
     user_before, kernel_before = node.daemon_cpu_split()
-    adds, dels = run_sequential(node, pods, "multus")
+    run_sequential(node, pods, "multus")
+    time.sleep(0.05)  # the last plugins are reaped a few ms after their exit (app.cni.child)
     cpu = node.daemon_cpu_seconds() - cpu_before
     user, kernel = node.daemon_cpu_split()
     ticked = user - user_before + kernel - kernel_before
     kernel_share = (kernel - kernel_before) / ticked if ticked else 0.0
     per_pair = 1000 / len(pods)
-    return adds, dels, per_pair * cpu, per_pair * cpu * kernel_share
+    return per_pair * cpu, per_pair * cpu * kernel_share
+
+
+@dataclass
+class Paired:
+    """ADD and DEL wall times (ms) of each path, pod by pod, and the daemon's CPU per ADD+DEL pair."""
+
+    adds: dict[str, list[float]] = field(default_factory=lambda: {via: [] for via in PATHS})
+    dels: dict[str, list[float]] = field(default_factory=lambda: {via: [] for via in PATHS})
+    daemon_cpu_ms: float = 0.0
+    daemon_kernel_ms: float = 0.0
+
+
+PATHS = ("direct", "python", "multus")
+
+
+def run_paired(node: BenchNode, pods: list[Pod]) -> Paired:
+    """Each pod ADDed then DELeted through all three paths, one after the other in an order that
+    rotates from pod to pod: a machine busy for a while slows the three alike (separate batches
+    each took their own share of it). The daemon's own CPU (``BenchNode.daemon_cpu_seconds``) is
+    summed around its own calls only, its kernel share as the clock ticks split it."""
+    paired = Paired()
+    cpu = 0.0
+    user_before, kernel_before = node.daemon_cpu_split()
+    for index, pod in enumerate(pods):
+        for via in PATHS[index % 3 :] + PATHS[: index % 3]:
+            if via == "multus":
+                cpu_before = node.daemon_cpu_seconds()
+                paired.adds[via].append(timed(lambda pod=pod: node.multus("ADD", pod)))  # type: ignore[misc]
+                paired.dels[via].append(timed(lambda pod=pod: node.multus("DEL", pod)))  # type: ignore[misc]
+                cpu += node.daemon_cpu_seconds() - cpu_before
+                continue
+            call = node.direct if via == "direct" else node.python_floor
+            results: dict[str, Any] = {}
+            paired.adds[via].append(timed(lambda pod=pod, r=results, c=call: c("ADD", pod, r)))  # type: ignore[misc]
+            paired.dels[via].append(timed(lambda pod=pod, r=results, c=call: c("DEL", pod, r)))  # type: ignore[misc]
+    user, kernel = node.daemon_cpu_split()
+    ticked = user - user_before + kernel - kernel_before
+    kernel_share = (kernel - kernel_before) / ticked if ticked else 0.0
+    paired.daemon_cpu_ms = 1000 * cpu / len(pods)
+    paired.daemon_kernel_ms = paired.daemon_cpu_ms * kernel_share
+    return paired
 
 
 def run_burst(node: BenchNode, pods: list[Pod], via: str, concurrency: int) -> float:
@@ -194,26 +245,25 @@ def bench_networks(
         idle_rss = node.daemon_rss_kib()[0] / 1024
         seq_pods = node.make_pods(sequential)
         burst_pods = node.make_pods(burst)
-        run_sequential(node, seq_pods[:3], "multus")  # warm caches on both paths
-        run_sequential(node, seq_pods[:3], "direct")
-        floor_add, floor_del = run_sequential(node, seq_pods, "direct")
-        python_add, python_del = run_sequential(node, seq_pods, "python")
-        multus_add, multus_del, daemon_cpu, daemon_kernel = run_sequential_cpu(node, seq_pods)
+        run_paired(node, seq_pods[:3])  # warm caches on every path
+        paired = run_paired(node, seq_pods)
+        daemon_cpu, daemon_kernel = run_sequential_cpu(node, seq_pods)
         floor_rate = run_burst(node, burst_pods, "direct", concurrency)
         python_rate = run_burst(node, burst_pods, "python", concurrency)
         with RssSampler(node) as sampler:
             multus_rate = run_burst(node, burst_pods, "multus", concurrency)
         return Figures(
-            python_add=python_add,
-            python_del=python_del,
+            python_add=paired.adds["python"],
+            python_del=paired.dels["python"],
             python_pods_per_s=python_rate,
             daemon_cpu_ms=daemon_cpu,
             daemon_kernel_ms=daemon_kernel,
+            daemon_cpu_interleaved_ms=paired.daemon_cpu_ms,
             networks=networks,
-            floor_add=floor_add,
-            multus_add=multus_add,
-            floor_del=floor_del,
-            multus_del=multus_del,
+            floor_add=paired.adds["direct"],
+            multus_add=paired.adds["multus"],
+            floor_del=paired.dels["direct"],
+            multus_del=paired.dels["multus"],
             floor_pods_per_s=floor_rate,
             multus_pods_per_s=multus_rate,
             idle_rss_mib=idle_rss,
