@@ -257,21 +257,21 @@ class Child:
             if pid == 0:
                 return  # not yet (spurious wake-up)
             returncode = os.waitstatus_to_exitcode(status)
-        elif returncode is not _GONE:
+        else:
             _reap_later(self.pid)
         self._loop.remove_reader(self._pidfd)
         os.close(self._pidfd)
         self._pidfd = None
-        self._exit(255 if returncode is _GONE else returncode)
+        self._exit(returncode)
 
     def _peek_exit(self, pidfd: int) -> int | None:
-        """The exit code, the zombie left in place; None: not exited yet, or no such ``waitid`` here
-        (then reaping inline from now on); ``_GONE``: reaped by somebody else, its status lost."""
+        """The exit code, the zombie left in place; None: not exited yet, reaped by somebody else, or
+        no such ``waitid`` here (then reaping inline from now on): ``waitpid`` then tells which."""
         global _PEEK_BY_PIDFD
         try:
             info = os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG | os.WNOWAIT)
         except ChildProcessError:
-            return _GONE
+            return None  # reaped elsewhere: waitpid says so too, and the status is lost
         except OSError as err:  # EINVAL: a kernel with pidfds but without waitid(P_PIDFD)
             logger.debug("waitid(P_PIDFD) refused (%s): reaping children inline", err)
             _PEEK_BY_PIDFD = False
@@ -291,10 +291,6 @@ class Child:
         self._returncode = returncode
         if not self._exited.done():
             self._exited.set_result(returncode)
-
-
-_GONE = -(1 << 16)
-"""``_peek_exit``'s answer for a child somebody else reaped (no exit code is that negative)."""
 
 
 class _Reaper(threading.Thread):
