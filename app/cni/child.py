@@ -130,6 +130,7 @@ class Child:
         self._loop = asyncio.get_running_loop()
         self._exited: asyncio.Future[int] = self._loop.create_future()
         self._outputs_closed: asyncio.Future[None] = self._loop.create_future()
+        self._finish_waiter: asyncio.Future[None] | None = None
         for fd in (stdin, stdout, stderr):
             os.set_blocking(fd, False)
         self._watch_exit()
@@ -144,10 +145,18 @@ class Child:
         self._feed()
         for fd in (self._stdout_fd, self._stderr_fd):
             self._loop.add_reader(fd, self._drain, fd)
-        await asyncio.shield(self._outputs_closed)
-        returncode = await asyncio.shield(self._exited)
+        if not self._finished():
+            # A future of this call's own (not the child's): cancelling the call cancels only it,
+            # and the last event (exit or end of output) resumes the caller directly, without the
+            # extra loop turns of shielding the child's own futures.
+            self._finish_waiter = self._loop.create_future()
+            try:
+                await self._finish_waiter
+            finally:
+                self._finish_waiter = None
+        assert self._returncode is not None
         stdout, stderr = (bytes(self._outputs[fd]) for fd in (self._stdout_fd, self._stderr_fd))
-        return Finished(returncode, stdout, stderr)
+        return Finished(self._returncode, stdout, stderr)
 
     def kill_group(self, signal_number: int) -> None:
         """Signal the child's process group (the child leads its own session), its children included."""
@@ -230,6 +239,7 @@ class Child:
         os.close(fd)
         if not self._open_outputs and not self._outputs_closed.done():
             self._outputs_closed.set_result(None)
+            self._wake_finish_waiter()
 
     # ---- the exit -----------------------------------------------------------------------------
 
@@ -291,6 +301,16 @@ class Child:
         self._returncode = returncode
         if not self._exited.done():
             self._exited.set_result(returncode)
+            self._wake_finish_waiter()
+
+    def _finished(self) -> bool:
+        """Both outputs ended and the exit status read: what ``communicate`` waits for."""
+        return not self._open_outputs and self._returncode is not None
+
+    def _wake_finish_waiter(self) -> None:
+        waiter = self._finish_waiter
+        if waiter is not None and not waiter.done() and self._finished():
+            waiter.set_result(None)
 
 
 class _Reaper(threading.Thread):
