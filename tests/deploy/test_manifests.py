@@ -275,12 +275,13 @@ def test_the_daemon_pod_runs_on_the_host_network_as_node_critical(documents: lis
 
 
 def test_the_memory_limit_bounds_the_daemon_above_upstreams_50mi(documents: list[dict[str, Any]]) -> None:
-    """Upstream's 50Mi cannot hold a Python daemon (~71 MiB idle static, ~105 MiB with the Kubernetes
-    client): the limit is deliberately larger, and the manifest says why."""
+    """Upstream's 50Mi cannot hold a Python daemon (~58 MiB idle static, ~61 MiB with the Kubernetes
+    client and its mirror), let alone the delegates charged to it: the request covers idle plus a
+    burst, the limit is deliberately larger, and the manifest says why."""
     resources = container(_daemon_pod(documents), "multus-daemon")["resources"]
     assert set(resources["limits"]) == {"memory"}  # no CPU limit: throttling would slow every pod start
     limit, request = _mebibytes(resources["limits"]["memory"]), _mebibytes(resources["requests"]["memory"])
-    assert 105 < request <= limit <= 256
+    assert 64 < request <= limit <= 256
     assert limit > UPSTREAM_MEMORY_LIMIT_MIB
     assert "Upstream's reference limit is 50Mi" in MAIN_MANIFEST.read_text()
 
