@@ -20,8 +20,11 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Sequence
-from typing import NoReturn
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    from asyncio import AbstractEventLoop
 
 from app import settings as settings_module
 from app.daemon import listener, logformat
@@ -92,12 +95,27 @@ def _run(settings: settings_module.Settings, sock: socket.socket) -> NoReturn:
 
     from app.daemon.startup import Daemon
 
-    code = asyncio.run(Daemon(settings, sock, signalled=lambda: bool(_early_signals)).run())
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        code = runner.run(Daemon(settings, sock, signalled=lambda: bool(_early_signals)).run())
     log.info("multus-daemon stopped (exit %d)", code)
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def event_loop_factory() -> Callable[[], AbstractEventLoop] | None:
+    """uvloop's event loop where it is installed (a dependency of the package), else asyncio's own
+    (None). The daemon's hot path is mostly event-loop machinery (a few dozen loop turns per CNI
+    call: the connection, the request, the store's wake-ups, the plugin's pipes and exit);
+    uvloop runs it in C, for about a tenth less CPU per ADD and DEL (``python -m bench``)."""
+    try:
+        import uvloop
+    except ImportError:
+        log.info("event loop: asyncio's (uvloop is not installed)")
+        return None
+    log.info("event loop: uvloop %s", getattr(uvloop, "__version__", "?"))
+    return uvloop.new_event_loop
 
 
 if __name__ == "__main__":
