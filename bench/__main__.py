@@ -331,7 +331,20 @@ def parallel_rows(attached: int, *, pods: int = 10, delay_ms: int = 100) -> list
     return rows
 
 
-def verdicts(results: Sequence[Figures]) -> list[str]:
+def plugin_run_floor_ms() -> float | None:
+    """What one plugin run costs the process running it (``bench.plugin_run``, a process of its own);
+    None if it could not be measured."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.plugin_run"], capture_output=True, text=True, check=False
+    )
+    words = proc.stdout.split()
+    if proc.returncode != 0 or "ms" not in words:
+        print(f"plugin run floor not measured: {proc.stderr.strip()}", flush=True)
+        return None
+    return float(words[words.index("ms") - 1])
+
+
+def verdicts(results: Sequence[Figures], plugin_run_ms: float | None = None) -> list[str]:
     """The targets of the performance work, each with the figure measured in this run."""
     lines = []
     by_networks = {figures.networks: figures for figures in results}
@@ -344,6 +357,11 @@ def verdicts(results: Sequence[Figures]) -> list[str]:
             if figures.networks > 1:
                 extra = (figures.daemon_cpu_ms - one.daemon_cpu_ms) / (figures.networks - 1)
                 lines.append(f"  + <= 1 ms per extra network: {extra:.1f} ms each at {figures.networks}")
+        if plugin_run_ms is not None:
+            lines.append(
+                f"    (floor: an extra network is two plugin runs, {2 * plugin_run_ms:.2f} ms of their "
+                f"parent's CPU alone, bench.plugin_run)"
+            )
     shares = ", ".join(
         f"{100 * f.multus_pods_per_s / f.python_pods_per_s:.0f} %" for f in results if f.python_pods_per_s
     )
@@ -395,8 +413,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(row, flush=True)
     for row in parallel_rows(max(f.networks for f in results)):
         print(row, flush=True)
+    plugin_run_ms = plugin_run_floor_ms()
     print("targets (static mode):")
-    for line in verdicts(results):
+    for line in verdicts(results, plugin_run_ms):
         print("  " + line, flush=True)
     if args.kube:
         from bench import kube  # imports this module: only once it is loaded

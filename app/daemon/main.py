@@ -15,12 +15,13 @@ Exit codes follow upstream: 1 unusable configuration or database (or a fatal tas
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
 import socket
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:
@@ -93,7 +94,8 @@ def _run(settings: settings_module.Settings, sock: socket.socket) -> NoReturn:
     half a second a restart would otherwise add)."""
     import asyncio
 
-    from app.daemon.startup import Daemon
+    with _pure_python_frozenlist():
+        from app.daemon.startup import Daemon
 
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
         code = runner.run(Daemon(settings, sock, signalled=lambda: bool(_early_signals)).run())
@@ -102,6 +104,26 @@ def _run(settings: settings_module.Settings, sock: socket.socket) -> NoReturn:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+@contextlib.contextmanager
+def _pure_python_frozenlist() -> Iterator[None]:
+    """Imports under it load frozenlist (aiohttp's, for its signal lists) without its C extension:
+    that one is C++ and maps libstdc++, about 1 MiB of the daemon's resident memory for lists that
+    are built at start-up and hardly touched after (frozenlist's own switch, read when it is first
+    imported; the variable is gone again afterwards, so no plugin inherits it)."""
+    previous = os.environ.get(FROZENLIST_SWITCH)
+    os.environ[FROZENLIST_SWITCH] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[FROZENLIST_SWITCH]
+        else:
+            os.environ[FROZENLIST_SWITCH] = previous
+
+
+FROZENLIST_SWITCH = "FROZENLIST_NO_EXTENSIONS"
 
 
 def event_loop_factory() -> Callable[[], AbstractEventLoop] | None:

@@ -1,0 +1,71 @@
+"""``python -m bench.plugin_run``: what running one plugin costs the process that runs it.
+
+A daemon that executes its delegates pays, for each execution, at least what ``app.cni.child`` costs:
+the spawn (three pipes, ``posix_spawn``), feeding stdin, reading the output, noticing the exit and
+reaping the child, on the event loop the daemon runs (uvloop where installed). This measures that
+alone, in a small process of its own: ``bridge`` answering VERSION, ``--runs`` times after a warm-up,
+the process's CPU counted the way ``python -m bench`` counts the daemon's (the scheduler's
+nanoseconds summed over its threads, the reaper thread included; the plugin's own CPU is not the
+parent's). An ADD+DEL pair runs each delegate twice, so twice this figure is a floor under the
+daemon's CPU per extra network that no recording, validation or bookkeeping can go below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from app.cni import child
+from app.daemon.main import event_loop_factory
+from bench.node import CNI_PLUGIN_DIR
+
+PLUGIN = CNI_PLUGIN_DIR / "bridge"
+VERSION_ENV = {"CNI_COMMAND": "VERSION", "CNI_PATH": str(CNI_PLUGIN_DIR)}
+VERSION_STDIN = b'{"cniVersion":"1.0.0"}'
+
+
+def own_cpu_ns() -> int:
+    """This process's CPU so far, summed over its threads (``/proc/self/task/*/schedstat``)."""
+    total = 0
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except FileNotFoundError:  # a thread that just ended
+            continue
+    return total
+
+
+async def run_plugins(count: int) -> None:
+    for _ in range(count):
+        finished = await child.spawn(str(PLUGIN), env=VERSION_ENV).communicate(VERSION_STDIN)
+        if finished.returncode != 0:
+            raise RuntimeError(f"{PLUGIN} VERSION failed: {finished.stderr.decode(errors='replace')}")
+
+
+def cpu_ms_per_run(runs: int, *, warm_up: int = 20) -> float:
+    """The parent's CPU per plugin run, in milliseconds."""
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        runner.run(run_plugins(warm_up))
+        before = own_cpu_ns()
+        runner.run(run_plugins(runs))
+        # the last children are reaped ``REAP_DELAY`` after their exit: let the reaper finish
+        runner.run(asyncio.sleep(child.REAP_DELAY * 4))
+        after = own_cpu_ns()
+    return (after - before) / runs / 1e6
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.plugin_run", description=__doc__)
+    parser.add_argument("--runs", type=int, default=300)
+    args = parser.parse_args(argv)
+    if not os.access(PLUGIN, os.X_OK):
+        parser.error(f"{PLUGIN} is missing (containernetworking-plugins)")
+    print(f"one plugin run costs its parent {cpu_ms_per_run(args.runs):.3f} ms CPU")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
