@@ -12,8 +12,8 @@ through the API emulator, ``bench.kube``). For 1, 2 and 4 networks per pod, in t
 - the daemon's own CPU per ADD+DEL pair (the scheduler's count over its threads, children excluded);
 - throughput (pods/s) at concurrency 8 for the three, multus-py as a share of the Python floor;
 - the daemon's RSS idle and at peak during the burst;
-- ADD with delegates in parallel (``parallelDelegates``) vs one after another, for a pod with 4
-  networks on top of the cluster network and for 4 networks counting it;
+- ADD and DEL with delegates in parallel (``parallelDelegates``) vs one after another, for a pod with
+  4 networks on top of the cluster network and for 4 networks counting it;
 
 then the shim process on its own (CNI VERSION: start-up, no daemon round trip) with its peak RSS,
 and the verdicts against the targets of the performance work.
@@ -320,13 +320,17 @@ def parallel_rows(attached: int, *, pods: int = 10, delay_ms: int = 100) -> list
         (attached, f"{attached} networks counting the cluster network (floor 0.5)"),
     ):
         p50: dict[bool, float] = {}
+        del_p50: dict[bool, float] = {}
         for mode in (False, True):
-            adds, _dels = parallel.bench_mode(networks=networks, parallel=mode, delay_ms=delay_ms, pods=pods)
+            adds, dels = parallel.bench_mode(networks=networks, parallel=mode, delay_ms=delay_ms, pods=pods)
             p50[mode] = percentile(adds, 0.5)
+            del_p50[mode] = percentile(dels, 0.5)
         rows.append(
             f"parallel vs sequential, {label} (bridge + {delay_ms} ms sleep each): ADD p50 "
             f"{p50[True]:.1f} vs {p50[False]:.1f} ms = {p50[True] / p50[False]:.2f}"
             + (" (target <= 0.5)" if networks > attached else "")
+            + f"; DEL p50 {del_p50[True]:.1f} vs {del_p50[False]:.1f} ms"
+            + f" = {del_p50[True] / del_p50[False]:.2f}"
         )
     return rows
 

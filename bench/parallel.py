@@ -1,8 +1,9 @@
 """``python -m bench.parallel``: ADD with 4 networks, delegates one after another vs ``parallelDelegates``.
 
 Each network is a bridge followed by ``sleep``, a tiny plugin of this benchmark that waits a fixed
-time (``--delay-ms``) and passes its ``prevResult`` on, so the delegates take long enough for the
-difference to show. Prints ADD and DEL p50/p95 for both modes and the ratio of the ADD p50s.
+time (``--delay-ms``) at ADD and at DEL and passes its ``prevResult`` on, so the delegates take long
+enough for the difference to show. Prints ADD and DEL p50/p95 for both modes and the ratios of the
+p50s (a sandbox added in parallel is deleted in parallel too).
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ if command == "VERSION":
     print(json.dumps({{"cniVersion": conf.get("cniVersion", "1.0.0"),
                       "supportedVersions": ["0.4.0", "1.0.0", "1.1.0"]}}))
     sys.exit(0)
-if command == "ADD":
+if command in ("ADD", "DEL"):
     time.sleep(conf.get("sleepMs", 0) / 1000)
+if command == "ADD":
     print(json.dumps(conf.get("prevResult") or {{"cniVersion": conf.get("cniVersion")}}))
 """
 
@@ -74,19 +76,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"multus-py parallel delegates: {os.cpu_count()} CPUs, {args.networks} networks "
         f"(bridge + {args.delay_ms} ms sleep each), times in ms (p50 p95)"
     )
-    p50 = {}
+    p50: dict[bool, float] = {}
+    del_p50: dict[bool, float] = {}
     for parallel in (False, True):
         adds, dels = bench_mode(
             networks=args.networks, parallel=parallel, delay_ms=args.delay_ms, pods=args.pods
         )
         mode = "parallel  " if parallel else "sequential"
         p50[parallel] = percentile(adds, 0.5)
+        del_p50[parallel] = percentile(dels, 0.5)
         print(
             f"{mode}  ADD {percentile(adds, 0.5):7.1f} {percentile(adds, 0.95):7.1f}  "
             f"DEL {percentile(dels, 0.5):7.1f} {percentile(dels, 0.95):7.1f}",
             flush=True,
         )
     print(f"ADD p50 parallel / sequential: {p50[True] / p50[False]:.2f}")
+    print(f"DEL p50 parallel / sequential: {del_p50[True] / del_p50[False]:.2f}")
     return 0
 
 

@@ -271,7 +271,7 @@ class AttachEngine:
         await self._commit_intent(
             request,
             [
-                partial(checkpoints.begin_add, sandbox=self._sandbox_intent(request)),
+                partial(checkpoints.begin_add, sandbox=self._sandbox_intent(request, parallel=parallel)),
                 *(partial(checkpoints.record_intent, intent=intent) for intent in intents),
             ],
         )
@@ -622,7 +622,7 @@ class AttachEngine:
             capability_args=plan.capability_args,
         )
 
-    def _sandbox_intent(self, request: SandboxRequest) -> SandboxIntent:
+    def _sandbox_intent(self, request: SandboxRequest, *, parallel: bool) -> SandboxIntent:
         return SandboxIntent(
             container_id=request.container_id,
             netns=request.netns,
@@ -631,6 +631,7 @@ class AttachEngine:
             pod=request.pod,
             boot_id=self._boot_id,
             netns_id=netns.netns_identity(request.netns),
+            parallel=parallel,
         )
 
     @staticmethod

@@ -6,11 +6,14 @@ A teardown marks the sandbox ``deleting`` (committed before any DEL runs), DELs 
 newest first with their recorded config, arguments, result and root, and returns what the caller
 commits: the attachments whose DEL succeeded are removed; a DEL that failed for a reason that may
 pass stays pending with its error recorded (invariant 5); a DEL that can never run is completed
-with its reason in the history (invariant 5b). Never resolves networks, never reads settings.
+with its reason in the history (invariant 5b). A sandbox whose ADD ran its delegates in parallel
+(recorded with it) has them DELed in parallel, the cluster network's last. Never resolves
+networks, never reads settings.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -87,12 +90,36 @@ class Teardown:
         self, record: SandboxRecord, attachments: Sequence[AttachmentRecord], *, trigger: Trigger
     ) -> tuple[list[CniError], list[UnitOfWork]]:
         """DEL ``attachments`` of ``record`` newest first; return the errors and what the caller must
-        commit (the history lines, and the removal of those whose DEL succeeded)."""
+        commit (the history lines, and the removal of those whose DEL succeeded).
+
+        A sandbox whose ADD ran in parallel (``record.parallel``) is taken down the same way in
+        reverse: every delegate but the cluster network's concurrently, each left to finish whatever
+        the others do, then the cluster network's. What is recorded, and in which order, is the
+        same as one after another (newest first)."""
+        newest_first = sorted(attachments, key=lambda a: a.position, reverse=True)
+        outcomes: list[tuple[CniError | None, list[UnitOfWork]]]
+        if record.parallel and len(newest_first) > 1:
+            others = [attachment for attachment in newest_first if not attachment.is_master]
+            masters = [attachment for attachment in newest_first if attachment.is_master]
+            concurrent = await asyncio.gather(
+                *(self._one_alone(record, attachment, trigger) for attachment in others),
+                return_exceptions=True,  # each left to finish: none is cancelled by another's failure
+            )
+            by_ifname: dict[str, tuple[CniError | None, list[UnitOfWork]]] = {}
+            for attachment, outcome in zip(others, concurrent, strict=True):
+                if isinstance(outcome, BaseException):
+                    raise outcome  # not a DEL failure (those are errors returned): a bug, or cancelled
+                by_ifname[attachment.ifname] = outcome
+            for attachment in masters:
+                by_ifname[attachment.ifname] = await self._one_alone(record, attachment, trigger)
+            outcomes = [by_ifname[attachment.ifname] for attachment in newest_first]
+        else:
+            outcomes = [await self._one_alone(record, attachment, trigger) for attachment in newest_first]
         removed: list[str] = []
         units: list[UnitOfWork] = []
         errors: list[CniError] = []
-        for attachment in sorted(attachments, key=lambda a: a.position, reverse=True):
-            error = await self.one(record=record, attachment=attachment, trigger=trigger, units=units)
+        for attachment, (error, its_units) in zip(newest_first, outcomes, strict=True):
+            units.extend(its_units)
             if error is None:
                 removed.append(attachment.ifname)
             else:
@@ -101,6 +128,14 @@ class Teardown:
             partial(checkpoints.remove_attachments, container_id=record.container_id, ifnames=removed)
         )
         return errors, units
+
+    async def _one_alone(
+        self, record: SandboxRecord, attachment: AttachmentRecord, trigger: Trigger
+    ) -> tuple[CniError | None, list[UnitOfWork]]:
+        """``one`` with a list of units of its own (the concurrent DELs must not interleave theirs)."""
+        units: list[UnitOfWork] = []
+        error = await self.one(record=record, attachment=attachment, trigger=trigger, units=units)
+        return error, units
 
     async def one(
         self,

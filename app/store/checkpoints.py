@@ -54,7 +54,8 @@ _SANDBOX_STATE = select(SANDBOXES.c.state).where(SANDBOXES.c.container_id == bin
 
 _INSERT_SANDBOX_SQL = (
     "INSERT INTO sandboxes (container_id, state, netns, netns_id, ifname, cni_version, pod_namespace,"
-    " pod_name, pod_uid, boot_id, created_at, updated_at) VALUES (?, 'adding', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " pod_name, pod_uid, boot_id, created_at, updated_at, parallel)"
+    " VALUES (?, 'adding', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (container_id) DO NOTHING"
 )
 _INSERT_ATTACHMENT_SQL = (
@@ -94,6 +95,7 @@ def begin_add(connection: Connection, sandbox: SandboxIntent) -> None:
             sandbox.boot_id,
             now,
             now,
+            int(sandbox.parallel),
         ),
     )
     if cursor.rowcount == 0:
@@ -198,7 +200,7 @@ def _expect_changed(
 
 _SANDBOX_COLUMNS = (
     "container_id, state, netns, ifname, cni_version, pod_namespace, pod_name, pod_uid, boot_id,"
-    " created_at, updated_at, netns_id"
+    " created_at, updated_at, netns_id, parallel"
 )
 _ATTACHMENT_COLUMNS = (
     "container_id, ifname, position, is_master, network_name, plugin_types, config, cni_args,"
@@ -224,9 +226,21 @@ def load_sandbox(connection: Connection, container_id: str) -> SandboxRecord | N
     if sandbox is None:
         return None
     attachments = cursor.execute(_ATTACHMENTS_OF_SQL, (container_id,)).fetchall()
-    (cid, state, netns, ifname, cni_version, namespace, name, uid, boot_id, created, updated, netns_id) = (
-        sandbox
-    )
+    (
+        cid,
+        state,
+        netns,
+        ifname,
+        cni_version,
+        namespace,
+        name,
+        uid,
+        boot_id,
+        created,
+        updated,
+        netns_id,
+        parallel,
+    ) = sandbox
     return SandboxRecord(
         container_id=cid,
         state=state,
@@ -239,6 +253,7 @@ def load_sandbox(connection: Connection, container_id: str) -> SandboxRecord | N
         updated_at=read_stamp(updated),
         attachments=tuple(_attachment_from_columns(*row) for row in attachments),
         netns_id=netns_id,
+        parallel=bool(parallel),
     )
 
 
@@ -376,6 +391,7 @@ def _sandbox_record(row: RowMapping, attachments: list[AttachmentRecord]) -> San
         updated_at=row["updated_at"],
         attachments=tuple(attachments),
         netns_id=row["netns_id"],
+        parallel=bool(row["parallel"]),
     )
 
 

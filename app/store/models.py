@@ -33,6 +33,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 
 
@@ -75,6 +76,7 @@ SANDBOXES = Table(
     Column("boot_id", String, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    Column("parallel", Boolean, nullable=False, server_default=false()),
     CheckConstraint(f"state IN {SANDBOX_STATES}", name="ck_sandboxes_state"),
 )
 """One pod sandbox (CNI container ID) this node has attached or is attaching."""

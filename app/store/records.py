@@ -32,6 +32,8 @@ class SandboxIntent:
     boot_id: str
     netns_id: str = ""
     """Identity of the namespace behind ``netns`` at ADD time (``<dev>:<inode>``)."""
+    parallel: bool = False
+    """Its delegates run in parallel (after the cluster network's): its DEL runs them so too."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +111,8 @@ class SandboxRecord:
     updated_at: datetime
     attachments: tuple[AttachmentRecord, ...] = ()
     netns_id: str = ""
+    parallel: bool = False
+    """The ADD ran the delegates after the cluster network's in parallel: so does the DEL."""
 
     def attachment(self, ifname: str) -> AttachmentRecord | None:
         return next((a for a in self.attachments if a.ifname == ifname), None)

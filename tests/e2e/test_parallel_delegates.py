@@ -2,7 +2,9 @@
 
 Overlap is shown without timing: each delegate of a network waits at a rendezvous until every
 other one has arrived, so the ADD can succeed only if they all run together (sequentially the
-first one gives up, code 11). A failure in one of them rolls back all of them.
+first one gives up, code 11). A failure in one of them rolls back all of them. A sandbox added so
+is deleted so (the other networks together, then the cluster network), whatever the daemon config
+says by then: the choice is recorded with the sandbox.
 """
 
 from __future__ import annotations
@@ -26,14 +28,18 @@ def _counts(cluster: Cluster) -> tuple[int, int]:
     return sandboxes, attachments
 
 
-def _meeting_networks(cluster: Cluster, *, count: int, timeout: float) -> list[str]:
-    """``count`` recorder networks whose ADDs wait for each other at one rendezvous directory."""
+def _meeting_networks(
+    cluster: Cluster, *, count: int, timeout: float, commands: Sequence[str] = ("ADD",)
+) -> list[str]:
+    """``count`` recorder networks whose ``commands`` wait for each other at one rendezvous directory
+    per command (``rendezvous`` for ADD, ``rendezvous-<command>`` for the others)."""
     names = []
     for index in range(count):
         name = f"meet{index}"
+        meeting = {"dir": str(cluster.root / "rendezvous"), "count": count, "timeout": timeout}
         recorder = {
             "log": str(cluster.root / "recorder.jsonl"),
-            "rendezvous": {"dir": str(cluster.root / "rendezvous"), "count": count, "timeout": timeout},
+            "rendezvous": {**meeting, "commands": list(commands)},
         }
         conf = {"cniVersion": "1.0.0", "name": name, "plugins": [{"type": "recorder", "recorder": recorder}]}
         cluster.write_network(cluster.conf_dir, f"{30 + index}-{name}.conflist", conf)
@@ -59,6 +65,76 @@ def test_the_other_delegates_run_together_after_the_cluster_network(cluster: Clu
         ).fetchone()
     assert first == ("eth0",), "the cluster network ran (and was recorded) first"
     assert cluster.run_shim("DEL", container_id=container, netns=netns).returncode == 0
+    assert _counts(cluster) == (0, 0)
+
+
+def _recorder_cluster_network(cluster: Cluster) -> None:
+    """The cluster network: a recorder logging to the meeting networks' log (so the log's order is
+    the order in which they all ran)."""
+    recorder = {"log": str(cluster.root / "recorder.jsonl")}
+    conf = {"cniVersion": "1.0.0", "name": "primary", "plugins": [{"type": "recorder", "recorder": recorder}]}
+    cluster.daemon_config["clusterNetwork"] = str(
+        cluster.write_network(cluster.net_d, "10-primary.conflist", conf)
+    )
+
+
+def _logged(cluster: Cluster, command: str) -> list[str]:
+    lines = (cluster.root / "recorder.jsonl").read_text().splitlines()
+    return [entry["env"]["CNI_IFNAME"] for entry in map(json.loads, lines) if entry["command"] == command]
+
+
+def test_a_parallel_sandbox_is_deleted_in_parallel_and_the_cluster_network_last(
+    cluster: Cluster, started: Any
+) -> None:
+    names = _meeting_networks(cluster, count=3, timeout=60, commands=("ADD", "DEL"))
+    _recorder_cluster_network(cluster)
+    cluster.daemon_config.update(defaultNetworks=names, parallelDelegates=True)
+    cluster.start_daemon()
+    netns = cluster.new_netns()
+    container = new_container_id()
+    assert cluster.run_shim("ADD", container_id=container, netns=netns).returncode == 0
+
+    deleted = cluster.run_shim("DEL", container_id=container, netns=netns)
+
+    assert deleted.returncode == 0, deleted.stdout
+    assert sorted(path.name for path in (cluster.root / "rendezvous-DEL").iterdir()) == [
+        "net1",
+        "net2",
+        "net3",
+    ]
+    assert _logged(cluster, "ADD")[0] == "eth0"
+    assert _logged(cluster, "DEL")[-1] == "eth0", "the cluster network's DEL waited for the others"
+    assert _counts(cluster) == (0, 0)
+    with sqlite3.connect(f"file:{cluster.state_db}?mode=ro", uri=True) as connection:
+        lines = connection.execute(
+            "SELECT ifname, outcome FROM history WHERE command = 'DEL' AND step = 'delegate' ORDER BY id"
+        ).fetchall()
+    assert lines == [("net3", "ok"), ("net2", "ok"), ("net1", "ok"), ("eth0", "ok")], "recorded newest first"
+
+
+def test_a_sandbox_added_one_after_another_is_deleted_so_whatever_the_config_says_now(
+    cluster: Cluster, started: Any
+) -> None:
+    names = _meeting_networks(cluster, count=3, timeout=1, commands=("DEL",))
+    _recorder_cluster_network(cluster)
+    cluster.daemon_config.update(defaultNetworks=names)
+    cluster.start_daemon()
+    netns = cluster.new_netns()
+    container = new_container_id()
+    assert cluster.run_shim("ADD", container_id=container, netns=netns).returncode == 0
+    cluster.stop_daemon()
+    cluster.daemon_config.update(parallelDelegates=True)
+    cluster.start_daemon()
+
+    deleted = cluster.run_shim("DEL", container_id=container, netns=netns)
+
+    assert deleted.returncode == 1, "one after another, the DELs could not meet"
+    assert deleted.json()["code"] == 11
+    # newest first, one at a time: net3 and net2 each waited alone and gave up (pending); net1, the
+    # last of them, found their marks left behind
+    assert _logged(cluster, "DEL") == ["net3", "net2", "net1", "eth0"]
+    assert _counts(cluster) == (1, 2)
+    assert cluster.run_shim("DEL", container_id=container, netns=netns).returncode == 0  # the retry
     assert _counts(cluster) == (0, 0)
 
 

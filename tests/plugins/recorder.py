@@ -16,9 +16,10 @@ Behaviour, from the ``recorder`` object of its config::
         "failOn": "ADD",                    # the commands fail/garbage/hang apply to (default: all)
         "checkpoint": "/path/state.db",     # log what multus-py's checkpoint holds for this
                                             # (CNI_CONTAINERID, CNI_IFNAME), read-only, while running
-        "rendezvous": {"dir": "/path", "count": 3, "timeout": 30}
+        "rendezvous": {"dir": "/path", "count": 3, "timeout": 30, "commands": ["ADD"]}
     }}                                      # ADD: create <dir>/<CNI_IFNAME>, then wait until <count>
-                                            # files are there (fail with code 11 after <timeout> s)
+                                            # files are there (fail with code 11 after <timeout> s);
+                                            # the other ``commands`` meet likewise in <dir>-<command>
 
 When ``runtimeConfig.CNIDeviceInfoFile`` is given, the line also has ``deviceInfoFile``: that file's
 text as the invocation found it (null when absent).
@@ -58,7 +59,7 @@ def main() -> int:
         sys.stderr.write(str(settings["stderr"]))
     if _applies(settings, command) and settings.get("hang"):
         return _hang(log, entry)
-    if command == "ADD" and isinstance(settings.get("rendezvous"), dict) and not _rendezvous(settings):
+    if _meets(settings, command) and not _rendezvous(settings, command):
         _append(log, {**entry, "rendezvous": "timed out"})
         print(
             json.dumps({"code": 11, "msg": "rendezvous timed out: the other delegates did not run alongside"})
@@ -68,10 +69,15 @@ def main() -> int:
     return _respond(command, config, settings)
 
 
-def _rendezvous(settings: dict[str, Any]) -> bool:
+def _meets(settings: dict[str, Any], command: str) -> bool:
+    meeting = settings.get("rendezvous")
+    return isinstance(meeting, dict) and command in meeting.get("commands", ["ADD"])
+
+
+def _rendezvous(settings: dict[str, Any], command: str) -> bool:
     """Arrive at the meeting point, then wait for everyone: only delegates running together meet."""
     meeting = settings["rendezvous"]
-    directory = str(meeting["dir"])
+    directory = str(meeting["dir"]) if command == "ADD" else f"{meeting['dir']}-{command}"
     os.makedirs(directory, exist_ok=True)
     with open(os.path.join(directory, os.environ.get("CNI_IFNAME", "unknown")), "w", encoding="utf-8"):
         pass

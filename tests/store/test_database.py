@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 import threading
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -185,6 +187,40 @@ def test_attachments_recorded_before_the_root_column_replay_in_the_daemons_own_r
         db.close()
     assert record is not None
     assert [(a.ifname, a.root) for a in record.attachments] == [("eth0", "")]
+
+
+def test_sandboxes_recorded_before_the_parallel_column_are_deleted_one_after_another(db_path: Path) -> None:
+    db = Database.open(db_path)
+    db.write_sync(
+        lambda s: (checkpoints.begin_add(s, _sandbox("c1")), checkpoints.record_intent(s, _intent("c1")))
+    )
+    db.close()
+    with sqlite3.connect(db_path) as raw:  # the database as revision 0005 left it
+        raw.execute("ALTER TABLE sandboxes DROP COLUMN parallel")
+        raw.execute("UPDATE alembic_version SET version_num = '0005'")
+
+    db = Database.open(db_path)
+    try:
+        record = db.read_sync(lambda s: checkpoints.load_sandbox(s, "c1"))
+        listed = db.read_sync(lambda s: checkpoints.list_sandboxes(s))
+    finally:
+        db.close()
+    assert record is not None
+    assert record.parallel is False
+    assert [sandbox.parallel for sandbox in listed] == [False]
+
+
+def test_a_sandbox_whose_delegates_ran_in_parallel_is_recorded_so(db_path: Path) -> None:
+    db = Database.open(db_path)
+    try:
+        db.write_sync(lambda s: checkpoints.begin_add(s, dataclasses.replace(_sandbox("c1"), parallel=True)))
+        db.write_sync(lambda s: checkpoints.begin_add(s, _sandbox("c2")))
+        loaded = [db.read_sync(partial(checkpoints.load_sandbox, container_id=c)) for c in ("c1", "c2")]
+        listed = db.read_sync(lambda s: checkpoints.list_sandboxes(s))
+    finally:
+        db.close()
+    assert [record.parallel for record in loaded if record is not None] == [True, False]
+    assert [(sandbox.container_id, sandbox.parallel) for sandbox in listed] == [("c1", True), ("c2", False)]
 
 
 def test_checkpoint_round_trip_keeps_every_field_of_the_intent(db_path: Path) -> None:
