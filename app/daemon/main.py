@@ -5,8 +5,8 @@ daemon-config.json and the environment (``app.settings``), sets up logging
 (``app.daemon.logformat``) and binds ``<socketDir>/multus.sock`` (``app.daemon.listener``), all
 standard library only, and removes the restart marker a gracefully stopped daemon left. Only then
 are aiohttp, SQLAlchemy and kubernetes_asyncio imported (``app.daemon.startup``) and the run
-started; connections made meanwhile wait in the listen backlog. Nothing imported at the top of
-this module may pull in a third-party package.
+started, on uvloop's event loop where uvloop is installed; connections made meanwhile wait in the
+listen backlog. Nothing imported at the top of this module may pull in a third-party package.
 
 Exit codes follow upstream: 1 unusable configuration or database (or a fatal task crash),
 3 socket/listener failure (another live daemon answers on the path, or the path is unusable).
