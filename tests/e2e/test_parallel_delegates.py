@@ -138,6 +138,51 @@ def test_a_sandbox_added_one_after_another_is_deleted_so_whatever_the_config_say
     assert _counts(cluster) == (0, 0)
 
 
+def test_a_failed_del_among_parallel_ones_stays_pending_and_the_others_finish(
+    cluster: Cluster, started: Any
+) -> None:
+    log = str(cluster.root / "recorder.jsonl")
+    failing = {
+        "type": "recorder",
+        "recorder": {"log": log, "fail": {"code": 11, "msg": "busy"}, "failOn": "DEL"},
+    }
+    for name, plugin in (
+        ("extra0", {"type": "recorder", "recorder": {"log": log}}),
+        ("failing", failing),
+        ("extra1", {"type": "recorder", "recorder": {"log": log}}),
+    ):
+        conf = {"cniVersion": "1.0.0", "name": name, "plugins": [plugin]}
+        cluster.write_network(cluster.conf_dir, f"20-{name}.conflist", conf)
+    _recorder_cluster_network(cluster)
+    cluster.daemon_config.update(defaultNetworks=["extra0", "failing", "extra1"], parallelDelegates=True)
+    cluster.start_daemon()
+    netns = cluster.new_netns()
+    container = new_container_id()
+    assert cluster.run_shim("ADD", container_id=container, netns=netns).returncode == 0
+
+    deleted = cluster.run_shim("DEL", container_id=container, netns=netns)
+
+    assert deleted.returncode == 1
+    assert deleted.json()["code"] == 11
+    assert "failing" in deleted.json()["msg"]
+    assert sorted(_logged(cluster, "DEL")) == ["eth0", "net1", "net2", "net3"], "every DEL ran"
+    assert _logged(cluster, "DEL")[-1] == "eth0"
+    with sqlite3.connect(f"file:{cluster.state_db}?mode=ro", uri=True) as connection:
+        pending = connection.execute("SELECT ifname, last_error IS NOT NULL FROM attachments").fetchall()
+        lines = connection.execute(
+            "SELECT ifname, outcome FROM history WHERE command = 'DEL' AND step = 'delegate' ORDER BY id"
+        ).fetchall()
+    assert pending == [("net2", 1)], "only the failed DEL stays, its error recorded"
+    assert lines == [("net3", "ok"), ("net2", "error"), ("net1", "ok"), ("eth0", "ok")]
+    with sqlite3.connect(cluster.state_db) as connection:  # the plugin recovers: the runtime's retry ends it
+        connection.execute(
+            "UPDATE attachments SET config = ? WHERE container_id = ? AND ifname = 'net2'",
+            (json.dumps({"cniVersion": "1.0.0", "name": "failing", "type": "recorder"}).encode(), container),
+        )
+    assert cluster.run_shim("DEL", container_id=container, netns=netns).returncode == 0
+    assert _counts(cluster) == (0, 0)
+
+
 def test_without_parallel_delegates_they_run_one_after_another(cluster: Cluster, started: Any) -> None:
     names = _meeting_networks(cluster, count=3, timeout=1)
     started(defaultNetworks=names)
