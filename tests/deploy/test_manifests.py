@@ -275,7 +275,7 @@ def test_the_daemon_pod_runs_on_the_host_network_as_node_critical(documents: lis
 
 
 def test_the_memory_limit_bounds_the_daemon_above_upstreams_50mi(documents: list[dict[str, Any]]) -> None:
-    """Upstream's 50Mi cannot hold a Python daemon (~58 MiB idle static, ~61 MiB with the Kubernetes
+    """Upstream's 50Mi cannot hold a Python daemon (~59 MiB idle static, ~63 MiB with the Kubernetes
     client and its mirror), let alone the delegates charged to it: the request covers idle plus a
     burst, the limit is deliberately larger, and the manifest says why."""
     resources = container(_daemon_pod(documents), "multus-daemon")["resources"]
