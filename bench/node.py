@@ -45,6 +45,19 @@ def built_bundle(python: str = PYTHON) -> Path:
     return _BUILT_BUNDLES[python]
 
 
+def threads_cpu_ns(pid: int | str) -> int:
+    """CPU process ``pid`` (or ``"self"``) has used, in the scheduler's nanoseconds summed over its
+    threads (``/proc/PID/task/*/schedstat``); 0 where the kernel keeps no such count."""
+    total_ns = 0
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(FileNotFoundError):  # a thread that just ended
+                total_ns += int((task / "schedstat").read_text().split()[0])
+    except (FileNotFoundError, ValueError, IndexError):
+        return 0
+    return total_ns
+
+
 @dataclass
 class Pod:
     container_id: str
@@ -148,13 +161,7 @@ class BenchNode:
         for a few dozen calls of a few milliseconds. The daemon's threads live as long as it does, so
         none of the counted CPU leaves with an exited thread."""
         assert self.daemon is not None
-        total_ns = 0
-        try:
-            for task in Path(f"/proc/{self.daemon.pid}/task").iterdir():
-                with contextlib.suppress(FileNotFoundError):  # a thread that just ended
-                    total_ns += int((task / "schedstat").read_text().split()[0])
-        except (FileNotFoundError, ValueError, IndexError):
-            total_ns = 0
+        total_ns = threads_cpu_ns(self.daemon.pid)
         if total_ns:
             return total_ns / 1e9
         return sum(self.daemon_cpu_split())

@@ -16,26 +16,14 @@ import argparse
 import asyncio
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 from app.cni import child
 from app.daemon.main import event_loop_factory
-from bench.node import CNI_PLUGIN_DIR
+from bench.node import CNI_PLUGIN_DIR, threads_cpu_ns
 
 PLUGIN = CNI_PLUGIN_DIR / "bridge"
 VERSION_ENV = {"CNI_COMMAND": "VERSION", "CNI_PATH": str(CNI_PLUGIN_DIR)}
 VERSION_STDIN = b'{"cniVersion":"1.0.0"}'
-
-
-def own_cpu_ns() -> int:
-    """This process's CPU so far, summed over its threads (``/proc/self/task/*/schedstat``)."""
-    total = 0
-    for task in Path("/proc/self/task").iterdir():
-        try:
-            total += int((task / "schedstat").read_text().split()[0])
-        except FileNotFoundError:  # a thread that just ended
-            continue
-    return total
 
 
 async def run_plugins(count: int) -> None:
@@ -49,11 +37,13 @@ def cpu_ms_per_run(runs: int, *, warm_up: int = 20) -> float:
     """The parent's CPU per plugin run, in milliseconds."""
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
         runner.run(run_plugins(warm_up))
-        before = own_cpu_ns()
+        before = threads_cpu_ns("self")
+        if not before:
+            raise RuntimeError("this kernel keeps no per-thread CPU count (/proc/self/task/*/schedstat)")
         runner.run(run_plugins(runs))
         # the last children are reaped ``REAP_DELAY`` after their exit: let the reaper finish
         runner.run(asyncio.sleep(child.REAP_DELAY * 4))
-        after = own_cpu_ns()
+        after = threads_cpu_ns("self")
     return (after - before) / runs / 1e6
 
 

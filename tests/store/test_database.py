@@ -170,15 +170,20 @@ async def test_concurrent_writes_are_group_committed_and_a_failing_one_spoils_no
         db.close()
 
 
-def test_attachments_recorded_before_the_root_column_replay_in_the_daemons_own_root(db_path: Path) -> None:
+def _recorded_by_revision(db_path: Path, revision: str, *, table: str, column: str) -> None:
+    """Sandbox ``c1`` with one intent, in the database as ``revision`` left it (before ``column``)."""
     db = Database.open(db_path)
     db.write_sync(
         lambda s: (checkpoints.begin_add(s, _sandbox("c1")), checkpoints.record_intent(s, _intent("c1")))
     )
     db.close()
-    with sqlite3.connect(db_path) as raw:  # the database as revision 0004 left it
-        raw.execute("ALTER TABLE attachments DROP COLUMN root")
-        raw.execute("UPDATE alembic_version SET version_num = '0004'")
+    with sqlite3.connect(db_path) as raw:
+        raw.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+        raw.execute("UPDATE alembic_version SET version_num = ?", (revision,))
+
+
+def test_attachments_recorded_before_the_root_column_replay_in_the_daemons_own_root(db_path: Path) -> None:
+    _recorded_by_revision(db_path, "0004", table="attachments", column="root")
 
     db = Database.open(db_path)
     try:
@@ -190,14 +195,7 @@ def test_attachments_recorded_before_the_root_column_replay_in_the_daemons_own_r
 
 
 def test_sandboxes_recorded_before_the_parallel_column_are_deleted_one_after_another(db_path: Path) -> None:
-    db = Database.open(db_path)
-    db.write_sync(
-        lambda s: (checkpoints.begin_add(s, _sandbox("c1")), checkpoints.record_intent(s, _intent("c1")))
-    )
-    db.close()
-    with sqlite3.connect(db_path) as raw:  # the database as revision 0005 left it
-        raw.execute("ALTER TABLE sandboxes DROP COLUMN parallel")
-        raw.execute("UPDATE alembic_version SET version_num = '0005'")
+    _recorded_by_revision(db_path, "0005", table="sandboxes", column="parallel")
 
     db = Database.open(db_path)
     try:
