@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from typing import Any, TypeVar
 
 
 def _bare_package(name: str) -> None:
@@ -205,3 +206,18 @@ HOTPLUG_PENDING = Gauge(
     "Pods whose networks annotation cannot be satisfied yet (retried with backoff).",
     registry=REGISTRY,
 )
+
+_M = TypeVar("_M", Counter, Gauge, Histogram)
+_CHILDREN: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+
+def labelled(metric: _M, *values: str) -> _M:
+    """``metric.labels(*values)``, looked up once per distinct label set: ``labels`` validates and
+    locks on every call, and the hot path observes a few labelled series per CNI request. The
+    registry keeps every labelled series anyway (none is ever removed here), so caching them keeps
+    nothing alive that would otherwise go."""
+    key = (id(metric), values)
+    child = _CHILDREN.get(key)
+    if child is None:
+        child = _CHILDREN[key] = metric.labels(*values)
+    return child

@@ -147,7 +147,7 @@ class AttachEngine:
 
     def _recorded(self, entry: HistoryEntry) -> UnitOfWork:
         """``entry`` stamped with this node's name, as a unit of work appending it to the history."""
-        return recording.history_unit(replace(entry, node=self._settings.node_name))
+        return recording.history_unit(entry, node=self._settings.node_name)
 
     # ---- public verbs -------------------------------------------------------------------------
 

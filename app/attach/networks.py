@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +56,35 @@ from app.cni.types import CniError, ErrorCode, IfName, NetworkConfigList
 from app.store.mirror_records import NadRecord, PodRecord
 
 POD_ARG_KEYS = ("K8S_POD_NAMESPACE", "K8S_POD_NAME", "K8S_POD_INFRA_CONTAINER_ID", "K8S_POD_UID")
+
+
+class _ConfDirReading:
+    """One reading of a ``confDir`` for one resolution: listed once, each file loaded at most once,
+    in lexical order and only as far as a lookup needs (``cniconf.find_by_name``'s rules: the first
+    file of the name wins; a file that cannot be loaded before it raises its error)."""
+
+    def __init__(self, conf_dir: str, load: Callable[[str], NetworkConfigList]) -> None:
+        self._paths = cniconf.list_conf_files(conf_dir)
+        self._load = load
+        self._loaded: list[NetworkConfigList] = []
+
+    def find(self, name: str) -> NetworkConfigList | None:
+        for net in self._loaded:
+            if net.name == name:
+                return net
+        while len(self._loaded) < len(self._paths):
+            net = self._load(self._paths[len(self._loaded)])  # an error: raised again next time
+            self._loaded.append(net)
+            if net.name == name:
+                return net
+        return None
+
+
+_conf_dir_readings: ContextVar[dict[str, _ConfDirReading] | None] = ContextVar(
+    "conf_dir_readings", default=None
+)
+"""The ``confDir`` readings of the resolution running in this task (None: outside ``resolve``): a
+request naming N networks of ``confDir`` lists it once and loads each file once, not N times."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +160,13 @@ class NetworkResolver:
         return self._cluster is not None
 
     async def resolve(self, request: SandboxRequest) -> Resolution:
+        readings = _conf_dir_readings.set({})
+        try:
+            return await self._resolve(request)
+        finally:
+            _conf_dir_readings.reset(readings)
+
+    async def _resolve(self, request: SandboxRequest) -> Resolution:
         pod = await self._pod(request)
         networks = await self._networks(request, pod)
         allocator = await self._allocator(networks, pod)
@@ -385,7 +422,13 @@ class NetworkResolver:
     # ---- conf files ---------------------------------------------------------------------------
 
     def _by_name(self, conf_dir: str, name: str) -> NetworkConfigList | None:
-        return cniconf.find_by_name(conf_dir, name, loader=self._load_file)
+        readings = _conf_dir_readings.get()
+        if readings is None:
+            return cniconf.find_by_name(conf_dir, name, loader=self._load_file)
+        reading = readings.get(conf_dir)
+        if reading is None:
+            reading = readings[conf_dir] = _ConfDirReading(conf_dir, self._load_file)
+        return reading.find(name)
 
     def _from_path(self, path: str) -> NetworkConfigList:
         if os.path.isdir(path):

@@ -25,22 +25,23 @@ from app.store.records import AttachmentRecord, DelegateFacts, DelegateIntent, H
 UnitOfWork = Work[object]
 
 
-def history_unit(entry: HistoryEntry) -> UnitOfWork:
-    """The unit of work appending ``entry`` to the history; its metrics are observed now."""
+def history_unit(entry: HistoryEntry, *, node: str = "") -> UnitOfWork:
+    """The unit of work appending ``entry`` to the history, stamped with ``node`` (the node that ran
+    the step) where given; its metrics are observed now."""
     observe(entry)
-    return partial(history.append, entry=entry)
+    return partial(history.append, entry=entry, node=node or None)
 
 
 def observe(entry: HistoryEntry) -> None:
     """Count a history line in the metrics: operation latency and errors, or delegate latency."""
     seconds = (entry.duration_ms or 0.0) / 1000
     if entry.step == "request":
-        metrics.CNI_OPERATION_SECONDS.labels(entry.command, entry.outcome).observe(seconds)
+        metrics.labelled(metrics.CNI_OPERATION_SECONDS, entry.command, entry.outcome).observe(seconds)
         if entry.error_code is not None:
             metrics.CNI_ERRORS.labels(entry.command, str(entry.error_code)).inc()
     elif entry.step == "delegate":
         plugins = ",".join(entry.plugin_types)
-        metrics.DELEGATE_SECONDS.labels(entry.command, plugins, entry.outcome).observe(seconds)
+        metrics.labelled(metrics.DELEGATE_SECONDS, entry.command, plugins, entry.outcome).observe(seconds)
 
 
 def elapsed_ms(started: float) -> float:

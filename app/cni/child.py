@@ -72,8 +72,9 @@ def spawn(
     try:
         for _ in range(3):
             fds.extend(os.pipe())
-        for index, fd in enumerate(fds):
-            fds[index] = _above_stdio(fd)
+        if min(fds) <= 2:  # only where the daemon's own stdio was closed
+            for index, fd in enumerate(fds):
+                fds[index] = _above_stdio(fd)
         stdin_read, stdin_write, stdout_read, stdout_write, stderr_read, stderr_write = fds
         pid = _start(path, env=env, preexec=preexec, stdio=[stdin_read, stdout_write, stderr_write])
     except BaseException:
@@ -137,10 +138,10 @@ class Child:
 
     # ---- running ------------------------------------------------------------------------------
 
-    async def communicate(self, data: bytes) -> Finished:
+    async def communicate(self, data: bytes, *, deadline: float | None = None) -> Finished:
         """Write ``data`` to the child's stdin and close it; read stdout and stderr to their end;
-        wait for the exit. A cancellation leaves the child running: the caller kills it (``kill_group``)
-        and ``abandon``s or ``reap``s it."""
+        wait for the exit. A cancellation, or ``TimeoutError`` at ``deadline`` (the loop's clock),
+        leaves the child running: the caller kills it (``kill_group``) and ``abandon``s or ``reap``s it."""
         self._pending_stdin = memoryview(data)
         self._feed()
         for fd in (self._stdout_fd, self._stderr_fd):
@@ -149,14 +150,19 @@ class Child:
             # A future of this call's own (not the child's): cancelling the call cancels only it,
             # and the last event (exit or end of output) resumes the caller directly, without the
             # extra loop turns of shielding the child's own futures.
-            self._finish_waiter = self._loop.create_future()
+            waiter = self._finish_waiter = self._loop.create_future()
+            # A timer on this call's own future: cheaper than a timeout scope around the call, and
+            # nothing but this call can be interrupted by it.
+            timer = None if deadline is None else self._loop.call_at(deadline, _time_out, waiter)
             try:
-                await self._finish_waiter
+                await waiter
             finally:
                 self._finish_waiter = None
+                if timer is not None:
+                    timer.cancel()
         assert self._returncode is not None
-        stdout, stderr = (bytes(self._outputs[fd]) for fd in (self._stdout_fd, self._stderr_fd))
-        return Finished(self._returncode, stdout, stderr)
+        outputs = self._outputs
+        return Finished(self._returncode, bytes(outputs[self._stdout_fd]), bytes(outputs[self._stderr_fd]))
 
     def kill_group(self, signal_number: int) -> None:
         """Signal the child's process group (the child leads its own session), its children included."""
@@ -311,6 +317,11 @@ class Child:
         waiter = self._finish_waiter
         if waiter is not None and not waiter.done() and self._finished():
             waiter.set_result(None)
+
+
+def _time_out(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
 
 
 class _Reaper(threading.Thread):

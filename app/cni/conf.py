@@ -26,16 +26,31 @@ CONF_EXTENSIONS: Final = (".conf", ".conflist", ".json")
 # --- loading --------------------------------------------------------------------------------------
 
 
+_LOADED_CAPACITY: Final = 128
+_loaded: dict[bytes, NetworkConfigList] = {}
+"""Lists loaded lately, by their bytes: the same few configurations are loaded again and again (each
+DEL replays its recorded one, each ADD loads its NADs'), and a list is immutable once loaded."""
+
+
 def load_network_list(data: bytes, *, source: str) -> NetworkConfigList:
     """Decode a single conf (top-level ``type``: a list of one) or a conflist (``plugins``).
 
-    ``source`` (a file path, a NAD's namespace/name, ...) prefixes every error message.
+    ``source`` (a file path, a NAD's namespace/name, ...) prefixes every error message. The same
+    bytes give the same (shared) list: callers never modify one, nor its plugins' objects.
     """
+    key = data if type(data) is bytes else bytes(data)
+    net = _loaded.get(key)
+    if net is not None:
+        return net
     document = _parse(data, source=source)
     try:
-        return _network_list(document, raw=data)
+        net = _network_list(document, raw=data)
     except CniError as err:
         raise err.with_context(source) from None
+    if len(_loaded) >= _LOADED_CAPACITY:
+        _loaded.clear()  # a node with more distinct networks than this in use parses a few again
+    _loaded[key] = net
+    return net
 
 
 def load_file(path: str) -> NetworkConfigList:

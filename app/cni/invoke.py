@@ -149,6 +149,10 @@ class DelegateSlots:
     waiter's future belongs to the loop it waits in.
     """
 
+    held_in_process = 0
+    """Slots held now by every ``DelegateSlots`` of the process: ``multus_py_delegates_running``,
+    read when the metrics are scraped (a gauge updated per plugin run costs a lock each way)."""
+
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.running = 0
@@ -160,8 +164,17 @@ class DelegateSlots:
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
-        queued = time.monotonic()
+        """Hold a slot for the body of an ``async with``."""
+        await self.acquire()
+        try:
+            yield
+        finally:
+            self.release()
+
+    async def acquire(self) -> None:
+        """Take a slot, waiting in line while all are taken; ``release`` it exactly once."""
         if self.limit and (self.running >= self.limit or self._waiters):
+            queued = time.monotonic()
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             metrics.DELEGATES_WAITING.inc()
@@ -176,15 +189,16 @@ class DelegateSlots:
                 raise
             finally:
                 metrics.DELEGATES_WAITING.dec()
+            metrics.DELEGATE_QUEUE_SECONDS.observe(time.monotonic() - queued)
         else:
             self.running += 1
-        metrics.DELEGATE_QUEUE_SECONDS.observe(time.monotonic() - queued)
-        metrics.DELEGATES_RUNNING.inc()
-        try:
-            yield
-        finally:
-            metrics.DELEGATES_RUNNING.dec()
-            self._release()
+            metrics.DELEGATE_QUEUE_SECONDS.observe(0.0)
+        DelegateSlots.held_in_process += 1
+
+    def release(self) -> None:
+        """Give back the slot ``acquire`` took (to the oldest waiter, if any)."""
+        DelegateSlots.held_in_process -= 1
+        self._release()
 
     def _release(self) -> None:
         while self._waiters:
@@ -193,6 +207,9 @@ class DelegateSlots:
                 waiter.set_result(None)  # the slot changes hands: ``running`` stays as it is
                 return
         self.running -= 1
+
+
+metrics.DELEGATES_RUNNING.set_function(lambda: DelegateSlots.held_in_process)
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,8 +244,11 @@ class SubprocessExec:
         timeout: float,  # noqa: ASYNC109 (a per-call limit of the protocol)
         root: str = "",
     ) -> bytes:
-        async with self.slots.slot():
+        await self.slots.acquire()
+        try:
             return await self._exec(plugin_path=plugin_path, stdin=stdin, env=env, timeout=timeout, root=root)
+        finally:
+            self.slots.release()
 
     async def _exec(
         self,
@@ -239,11 +259,11 @@ class SubprocessExec:
         timeout: float,  # noqa: ASYNC109 (a per-call limit of the protocol)
         root: str,
     ) -> bytes:
+        deadline = asyncio.get_running_loop().time() + timeout
         process: child.Child | None = None
         try:
-            async with asyncio.timeout(timeout):
-                process = await self._start(plugin_path, env, root)
-                finished = await process.communicate(stdin)
+            process = await self._start(plugin_path, env, root, deadline=deadline)
+            finished = await process.communicate(stdin, deadline=deadline)
         except TimeoutError:
             if process is not None:
                 await self._kill_and_reap(process, plugin_path)
@@ -268,7 +288,9 @@ class SubprocessExec:
             stderr=finished.stderr,
         )
 
-    async def _start(self, plugin_path: str, env: Mapping[str, str], root: str) -> child.Child:
+    async def _start(
+        self, plugin_path: str, env: Mapping[str, str], root: str, *, deadline: float
+    ) -> child.Child:
         # The child enters the root after fork, before exec (Go's SysProcAttr.Chroot): a function of
         # C calls on a path encoded beforehand, so the forked child runs almost no Python.
         enter_root = partial(_enter_root, os.fsencode(root)) if root else None
@@ -286,7 +308,8 @@ class SubprocessExec:
                     logger.debug(
                         "plugin %s: text file busy, retrying exec (attempt %d)", plugin_path, attempt + 1
                     )
-                    await asyncio.sleep(self.busy_delay * (attempt + 1))
+                    async with asyncio.timeout_at(deadline):  # TimeoutError: the plugin's time is up
+                        await asyncio.sleep(self.busy_delay * (attempt + 1))
                     continue
                 inside = f" inside chrootDir {root}" if root else ""
                 raise NotExecutedError(

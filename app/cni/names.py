@@ -18,6 +18,8 @@ _KERNEL_REFUSED_IFNAME_BYTES = frozenset(b"%\xa0")
 (``eth%d``), and the kernel's ``isspace`` counts 0xA0, which UTF-8 uses inside characters like é."""
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+_PLAIN_IFNAME = re.compile(r"[A-Za-z0-9_.\-]{1,15}")
+"""Names no rule of ``check_ifname`` can refuse but ``.`` and ``..`` (nearly every name: eth0, net1)."""
 MAX_PATH_BYTES = 4095
 """Linux's PATH_MAX (4096) less the terminating NUL."""
 
@@ -64,6 +66,13 @@ def check_network_name(name: str) -> None:
 def check_ifname(ifname: str) -> None:
     """Refuse an interface name Linux would not take: empty, > 15 bytes, ``.``/``..``, ``/``, ``:``,
     whitespace; and (code 4 too) one holding a NUL, another control character or a lone surrogate."""
+    if _PLAIN_IFNAME.fullmatch(ifname) and ifname not in (".", ".."):
+        return
+    check_ifname_fully(ifname)
+
+
+def check_ifname_fully(ifname: str) -> None:
+    """``check_ifname`` without its shortcut for plain names: every rule, one after another."""
     if not ifname:
         raise CniError(ErrorCode.INVALID_ENVIRONMENT, "interface name is empty")
     if len(ifname.encode("utf-8", "surrogatepass")) > MAX_IFNAME_BYTES:

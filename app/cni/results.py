@@ -65,6 +65,7 @@ def version_at_least(version: str, minimum: str) -> bool:
     return parse_version(version) >= parse_version(minimum)
 
 
+@functools.lru_cache(maxsize=64)
 def supported_version(version: str) -> str:
     """``version`` itself if this library implements it (``""`` becomes 0.1.0), else CniError code 1."""
     normalized = version or "0.1.0"
@@ -76,10 +77,12 @@ def supported_version(version: str) -> str:
     return normalized
 
 
+@functools.lru_cache(maxsize=64)
 def _is_rich(version: str) -> bool:
     return parse_version(version) >= _RICH_FROM
 
 
+@functools.lru_cache(maxsize=64)
 def _has_ip_version_field(version: str) -> bool:
     return _RICH_FROM <= parse_version(version) < _NO_IP_VERSION_FROM
 
@@ -347,26 +350,38 @@ def _validate(result: JsonObject, version: str) -> None:
 def _validate_rich(result: JsonObject, *, with_ip_version: bool) -> None:
     interfaces = _optional_list(result, "interfaces", "interfaces")
     for index, interface in enumerate(interfaces):
-        _validate_interface(interface, f"interfaces[{index}]")
+        field = f"interfaces[{index}]"
+        _check_fields(
+            interface if isinstance(interface, dict) else _object(interface, field), _INTERFACE_RULES, field
+        )
     for index, ip in enumerate(_optional_list(result, "ips", "ips")):
         _validate_ip(ip, f"ips[{index}]", interface_count=len(interfaces), with_version=with_ip_version)
     for index, route in enumerate(_optional_list(result, "routes", "routes")):
         _validate_route(route, f"routes[{index}]")
 
 
-def _validate_interface(value: object, field: str) -> None:
-    interface = _object(value, field)
-    for key in ("name", "mac", "sandbox", "socketPath", "pciID"):
-        _optional_in(interface, key, field, _string)
-    _optional_in(interface, "mtu", field, _non_negative_int)
+def _check_fields(obj: JsonObject, rules: dict[str, Callable[[object, str], object]], parent: str) -> None:
+    """Run each rule on its field of ``obj`` that is present and not null (Go reads null as absent),
+    the field named ``<parent>.<key>``. One pass over ``obj``: a string or an integer of the right
+    type is accepted without calling its rule (what nearly every field of a plugin's result is)."""
+    for key, value in obj.items():
+        check = rules.get(key)
+        if check is None or value is None:
+            continue
+        if (check is _string and value.__class__ is str) or (check is _int and value.__class__ is int):
+            continue
+        check(value, f"{parent}.{key}")
 
 
 def _validate_ip(value: object, field: str, *, interface_count: int, with_version: bool) -> None:
-    ip = _object(value, field)
-    if "address" not in ip:
+    ip = value if isinstance(value, dict) else _object(value, field)
+    address = ip.get("address", _MISSING)
+    if address is _MISSING:
         raise _ShapeError(f"{field}.address", "missing")
-    _cidr(ip["address"], f"{field}.address")
-    _optional_in(ip, "gateway", field, _ip)
+    _check_cidr(address, f"{field}.address")
+    gateway = ip.get("gateway")
+    if gateway is not None and not (isinstance(gateway, str) and _IPV4.fullmatch(gateway)):
+        _ip(gateway, f"{field}.gateway")
     index = ip.get("interface")
     if index is not None:
         _non_negative_int(index, f"{field}.interface")
@@ -379,13 +394,18 @@ def _validate_ip(value: object, field: str, *, interface_count: int, with_versio
 
 
 def _validate_route(value: object, field: str) -> None:
-    route = _object(value, field)
-    if "dst" not in route:
+    route = value if isinstance(value, dict) else _object(value, field)
+    dst = route.get("dst", _MISSING)
+    if dst is _MISSING:
         raise _ShapeError(f"{field}.dst", "missing")
-    _cidr(route["dst"], f"{field}.dst")
-    _optional_in(route, "gw", field, _ip)
-    for key in _ROUTE_FIELDS_1_1:
-        _optional_in(route, key, field, _int)
+    _check_cidr(dst, f"{field}.dst")
+    _check_fields(route, _ROUTE_RULES, field)
+
+
+def _check_cidr(value: object, field: str) -> None:
+    """``_cidr`` without building the address where the text is a plain IPv4 CIDR."""
+    if not (isinstance(value, str) and _IPV4_CIDR.fullmatch(value)):
+        _cidr(value, field)
 
 
 def _validate_legacy_ip(value: object, field: str) -> None:
@@ -400,6 +420,8 @@ def _validate_legacy_ip(value: object, field: str) -> None:
 
 def _validate_dns(value: object, field: str) -> None:
     dns = _object(value, field)
+    if not dns:
+        return  # what most plugins print
     _optional_in(dns, "domain", field, _string)
     for key in ("nameservers", "search", "options"):
         for index, item in enumerate(_optional_list(dns, key, f"{field}.{key}")):
@@ -468,6 +490,27 @@ def _cidr(value: object, field: str) -> Address:
     if parsed is None:
         raise _ShapeError(field, f"{json.dumps(text)} is not a CIDR (address/prefix)")
     return parsed[0]
+
+
+_MISSING: Final = object()
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4: Final = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
+"""A dotted IPv4 address exactly as ``ipaddress`` (and so ``parse_ip``) accepts one: four decimal
+octets of at most 255, no leading zeros. Texts it does not match take the general path."""
+_IPV4_CIDR: Final = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}/(?:3[0-2]|[12]?[0-9])")
+"""An IPv4 CIDR as ``parse_cidr`` accepts it, prefix without leading zeros (others: the general path)."""
+_INTERFACE_RULES: Final[dict[str, Callable[[object, str], object]]] = {
+    "name": _string,
+    "mac": _string,
+    "sandbox": _string,
+    "socketPath": _string,
+    "pciID": _string,
+    "mtu": _non_negative_int,
+}
+_ROUTE_RULES: Final[dict[str, Callable[[object, str], object]]] = {
+    "gw": _ip,
+    **dict.fromkeys(_ROUTE_FIELDS_1_1, _int),
+}
 
 
 def _must(expected: str, value: object) -> str:

@@ -126,7 +126,7 @@ class RuntimeConf:
 
     def cni_args_string(self) -> str:
         """The ``CNI_ARGS`` environment value: ``K=V;K=V``."""
-        return ";".join(f"{key}={value}" for key, value in self.args)
+        return ";".join([f"{key}={value}" for key, value in self.args])
 
 
 @dataclass(frozen=True, slots=True)

@@ -204,8 +204,11 @@ class CniServer:
             async with self._slot() if limited else nullcontext():
                 response = await route[1](request)
         response.force_close()
-        metrics.SERVER_REQUESTS.labels(
-            request.path if route is not None else "NotFound", str(response.status), request.method
+        metrics.labelled(
+            metrics.SERVER_REQUESTS,
+            request.path if route is not None else "NotFound",
+            str(response.status),
+            request.method,
         ).inc()
         return response
 

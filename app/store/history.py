@@ -33,8 +33,9 @@ _INSERT_SQL = (
 """Plain SQL on the driver's connection (``records_sql``): history lines are written on every ADD/DEL."""
 
 
-def append(connection: Connection, entry: HistoryEntry) -> None:
-    cursor_of(connection).execute(_INSERT_SQL, _row(entry))
+def append(connection: Connection, entry: HistoryEntry, node: str | None = None) -> None:
+    """Append ``entry``; ``node``, if given, in place of ``entry.node``."""
+    cursor_of(connection).execute(_INSERT_SQL, _row(entry, node))
 
 
 def append_all(connection: Connection, entries: Sequence[HistoryEntry]) -> None:
@@ -42,7 +43,7 @@ def append_all(connection: Connection, entries: Sequence[HistoryEntry]) -> None:
         cursor_of(connection).executemany(_INSERT_SQL, [_row(entry) for entry in entries])
 
 
-def _row(entry: HistoryEntry) -> tuple[object, ...]:
+def _row(entry: HistoryEntry, node: str | None = None) -> tuple[object, ...]:
     pod = entry.pod
     return (
         stamp(entry.at or datetime.now(UTC)),
@@ -64,7 +65,7 @@ def _row(entry: HistoryEntry) -> tuple[object, ...]:
         entry.error_code,
         entry.error_msg,
         entry.error_details,
-        entry.node,
+        entry.node if node is None else node,
         json_list(entry.device_ids),
     )
 

@@ -119,6 +119,24 @@ async def test_a_grandchild_holding_the_output_delays_reaping_but_everything_is_
     os.kill(int(holder.read_text()), signal.SIGKILL)
 
 
+async def test_communicate_gives_up_at_its_deadline_and_leaves_the_child_to_its_caller(
+    tmp_path: Path,
+) -> None:
+    program = str(script(tmp_path, "sleeper", "sleep 30\n"))
+    before = open_descriptors()
+    process = child.spawn(program, env=ENV)
+    loop = asyncio.get_running_loop()
+
+    with pytest.raises(TimeoutError):
+        await process.communicate(b"", deadline=loop.time() + 0.1)
+
+    assert not reaped(process.pid)  # still running: the deadline interrupts only the call
+    process.kill_group(signal.SIGKILL)
+    assert await process.reap(5.0)
+    await wait_until(lambda: reaped(process.pid))
+    await wait_until(lambda: open_descriptors() == before)
+
+
 async def test_an_abandoned_child_is_reaped_when_it_exits(tmp_path: Path) -> None:
     program = str(script(tmp_path, "sleeper", "sleep 30\n"))
     before = open_descriptors()

@@ -37,6 +37,21 @@ def test_a_single_conf_becomes_a_list_of_one_plugin_keeping_its_bytes() -> None:
     assert net.plugins == ({"cniVersion": "0.4.0", "name": "mynet", "type": "bridge", "bridge": "br0"},)
 
 
+def test_the_same_bytes_load_to_the_same_list_and_bad_bytes_fail_every_time_naming_their_source() -> None:
+    raw = b'{"cniVersion": "1.0.0", "name": "again", "plugins": [{"type": "bridge"}]}'
+    bad = b'{"cniVersion": "1.0.0", "name": "again", "plugins": []}'
+
+    first = conf.load_network_list(raw, source="checkpoint of a/net1")
+    second = conf.load_network_list(bytearray(raw), source="checkpoint of b/net1")
+
+    assert second is first  # parsed once
+    assert second.raw == raw
+    for source in ("nad default/one", "nad default/two"):
+        with pytest.raises(CniError) as caught:
+            conf.load_network_list(bad, source=source)
+        assert caught.value.msg == f'{source}: "plugins" is empty'
+
+
 def test_a_conflist_keeps_its_plugins_in_order_and_its_flags() -> None:
     net = load(
         {

@@ -6,6 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from app.cni import invoke, names
 from app.cni.types import CniError, ContainerId, ErrorCode, IfName, RuntimeConf
@@ -151,3 +153,19 @@ def test_identifiers_outside_the_spec_are_refused(
 )
 def test_identifiers_within_the_spec_pass(check: Callable[[str], None], value: str) -> None:
     check(value)
+
+
+def _refusal(check: Callable[[str], None], value: str) -> int | None:
+    try:
+        check(value)
+    except CniError as err:
+        return err.code
+    return None
+
+
+@given(
+    ifname=st.text(alphabet=st.sampled_from("aZ09_.-/: %\x00\x7f\xa0é\u2028\ud800"), max_size=17)
+    | st.text(max_size=17)
+)
+def test_the_shortcut_for_plain_interface_names_agrees_with_every_rule(ifname: str) -> None:
+    assert _refusal(names.check_ifname, ifname) == _refusal(names.check_ifname_fully, ifname)

@@ -227,3 +227,33 @@ def test_decoding_arbitrary_json_raises_nothing_but_cni_errors_and_what_passes_c
             assert converted.msg == "cannot convert: no valid IP addresses"
         else:
             assert results.convert(converted, target) == converted
+
+
+_OCTET_TEXTS = st.one_of(
+    st.integers(0, 999).map(str),
+    st.integers(0, 255).map(lambda number: f"0{number}"),  # leading zeros: refused by both paths
+    st.sampled_from(["", "a", "٣", "1 ", "+1", "-0"]),
+)
+_DOTTED = st.lists(_OCTET_TEXTS, min_size=3, max_size=5).map(".".join)
+_PREFIX_TEXTS = st.one_of(st.integers(0, 99).map(str), st.sampled_from(["00", "032", "", "x", "٣"]))
+
+
+@given(text=_DOTTED)
+def test_the_ipv4_shortcut_accepts_only_what_the_general_parser_accepts(text: str) -> None:
+    """The validator skips ``ipaddress`` for a plain IPv4 text: it must never accept one the general
+    parser refuses (its refusals and every other text go the general way, with their messages)."""
+    if results._IPV4.fullmatch(text):
+        assert results.parse_ip(text) is not None
+    if results.parse_ip(text) is not None and "." in text and ":" not in text:
+        assert results._IPV4.fullmatch(text), f"{text!r} takes the slow path"
+
+
+@given(address=_DOTTED, prefix=_PREFIX_TEXTS)
+def test_the_ipv4_cidr_shortcut_accepts_only_what_the_general_parser_accepts(
+    address: str, prefix: str
+) -> None:
+    text = f"{address}/{prefix}"
+    if results._IPV4_CIDR.fullmatch(text):
+        assert results.parse_cidr(text) is not None
+    outcome = outcome_of(decode, {"ips": [{"address": text}]})
+    assert isinstance(outcome, dict) == (results.parse_cidr(text) is not None)

@@ -1,0 +1,97 @@
+"""Static-mode resolution from ``confDir``: the networks a request names, each conf file read once.
+
+Real conf files in a temporary directory and the resolver the engine uses; nothing is executed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from app.attach.netconf import MultusNetConf
+from app.attach.networks import NetworkResolver
+from app.attach.requests import Command, SandboxRequest
+from app.cni import conf as cniconf
+from app.cni.types import CniError, ContainerId, ErrorCode, IfName, NetworkConfigList
+from app.store.records import PodIdentity
+
+
+def write_conflist(conf_dir: Path, file_name: str, network: str) -> None:
+    document = {"cniVersion": "1.0.0", "name": network, "plugins": [{"type": "bridge", "bridge": network}]}
+    (conf_dir / file_name).write_text(json.dumps(document))
+
+
+def request(conf_dir: Path, cluster_network: str, default_networks: tuple[str, ...]) -> SandboxRequest:
+    conf = MultusNetConf(
+        name="multus",
+        cni_version="1.0.0",
+        stdin_cni_version="1.0.0",
+        cluster_network=cluster_network,
+        default_networks=default_networks,
+        conf_dir=str(conf_dir),
+    )
+    return SandboxRequest(
+        command=Command.ADD,
+        container_id=ContainerId("c0ffee"),
+        netns="/var/run/netns/none",
+        ifname=IfName("eth0"),
+        cni_args=(),
+        pod=PodIdentity("default", "web", ""),
+        conf=conf,
+    )
+
+
+class CountingResolver(NetworkResolver):
+    """The resolver, counting how often each conf file is loaded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loads: Counter[str] = Counter()
+
+    def _load_file(self, path: str) -> NetworkConfigList:
+        self.loads[Path(path).name] += 1
+        return super()._load_file(path)
+
+
+async def test_a_request_naming_four_conf_files_loads_each_once_and_gets_each_by_name(tmp_path: Path) -> None:
+    for index in range(4):
+        write_conflist(tmp_path, f"{10 + index}-net{index}.conflist", f"net{index}")
+    write_conflist(tmp_path, "90-unused.conflist", "unused")
+    resolver = CountingResolver()
+
+    resolution = await resolver.resolve(request(tmp_path, "net0", ("net3", "net1", "net2")))
+
+    assert [plan.network_name for plan in resolution.plans] == ["net0", "net3", "net1", "net2"]
+    assert [plan.net.plugins[0]["bridge"] for plan in resolution.plans] == ["net0", "net3", "net1", "net2"]
+    assert resolver.loads == Counter({f"{10 + index}-net{index}.conflist": 1 for index in range(4)})
+
+
+async def test_the_next_request_reads_the_directory_again(tmp_path: Path) -> None:
+    write_conflist(tmp_path, "10-net0.conflist", "net0")
+    write_conflist(tmp_path, "20-net1.conflist", "net1")
+    resolver = CountingResolver()
+    await resolver.resolve(request(tmp_path, "net0", ("net1",)))
+    write_conflist(tmp_path, "15-net1.conflist", "net1")  # lexically first now: it wins
+
+    resolution = await resolver.resolve(request(tmp_path, "net0", ("net1",)))
+
+    assert resolution.plans[1].net.raw == (tmp_path / "15-net1.conflist").read_bytes()
+
+
+async def test_an_unloadable_file_before_the_match_is_the_error_as_without_the_reading(
+    tmp_path: Path,
+) -> None:
+    write_conflist(tmp_path, "10-net0.conflist", "net0")
+    (tmp_path / "20-broken.conflist").write_text("{not json")
+    write_conflist(tmp_path, "30-net1.conflist", "net1")
+
+    with pytest.raises(CniError) as caught:
+        await CountingResolver().resolve(request(tmp_path, "net0", ("net1",)))
+    with pytest.raises(CniError) as directly:
+        cniconf.find_by_name(str(tmp_path), "net1")
+
+    assert caught.value.code == directly.value.code == ErrorCode.DECODING_FAILURE
+    assert "20-broken.conflist" in caught.value.msg
