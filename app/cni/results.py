@@ -197,7 +197,9 @@ def convert(result: JsonObject, to_version: str) -> JsonObject:
     """``result`` expressed in ``to_version`` (``""`` means 0.1.0); a new object, the input is untouched.
 
     The source version is ``result["cniVersion"]`` (absent means 0.1.0). The source is validated
-    first, so a malformed result raises CniError code 6 rather than converting into nonsense.
+    first, so a malformed result raises CniError code 6 rather than converting into nonsense. The
+    new object shares with the input what the conversion leaves as it is (results are read, never
+    modified, once decoded).
     """
     target = supported_version(to_version)
     declared = result.get("cniVersion", "")
@@ -207,7 +209,7 @@ def convert(result: JsonObject, to_version: str) -> JsonObject:
         )
     source = _supported_for(declared, "cannot convert a result with")
     _validate_or_raise(result, prefix="invalid result", version=source)
-    converted = _converter(source, target)(_json_copy(result), target)
+    converted = _converter(source, target)(result, target)
     converted["cniVersion"] = target
     return converted
 
@@ -216,40 +218,56 @@ def convert_decoded(result: JsonObject, to_version: str) -> JsonObject:
     """``convert`` for a result ``decode_result`` has returned (validated, its ``cniVersion`` set): the
     same new object, without validating it a second time."""
     target = supported_version(to_version)
-    converted = _converter(result["cniVersion"], target)(_json_copy(result), target)
+    converted = _converter(result["cniVersion"], target)(result, target)
     converted["cniVersion"] = target
     return converted
 
 
-def _json_copy(result: JsonObject) -> JsonObject:
-    """A deep copy of a JSON object (a JSON round trip: several times cheaper than ``copy.deepcopy``)."""
-    copied: JsonObject = json.loads(json.dumps(result))
-    return copied
-
-
 def _converter(source: str, target: str) -> Callable[[JsonObject, str], JsonObject]:
+    """The conversion from ``source`` to ``target``: it returns a new top-level object and never
+    modifies its input (nested objects it leaves unchanged are shared, not copied)."""
     if _is_rich(source):
         return _rich_to_rich if _is_rich(target) else _rich_to_legacy
     return _legacy_to_rich if _is_rich(target) else _legacy_to_legacy
 
 
 def _legacy_to_legacy(result: JsonObject, target: str) -> JsonObject:
-    return result
+    return dict(result)
 
 
 def _rich_to_rich(result: JsonObject, target: str) -> JsonObject:
     """1.x ↔ 1.y copies; to 0.3/0.4 adds ``version`` and drops 1.1.0 interface fields; to 1.x drops
     ``version``."""
+    converted = dict(result)
     from_one = not _has_ip_version_field(result.get("cniVersion", ""))
     to_zero = _has_ip_version_field(target)
-    for ip in _items(result.get("ips")):
-        if not to_zero:
-            ip.pop("version", None)
-        elif from_one or "version" not in ip:
-            ip["version"] = str(_family(_cidr(ip["address"], "address")))
+    ips = result.get("ips")
+    if isinstance(ips, list):
+        converted["ips"] = [_ip_for(ip, to_zero=to_zero, from_one=from_one) for ip in ips]
     if to_zero:  # routes keep their 1.1.0 fields: Go's 0.4.0 result shares the 1.1.0 route type
-        _drop_fields(result.get("interfaces"), _INTERFACE_FIELDS_1_1)
-    return result
+        interfaces = result.get("interfaces")
+        if isinstance(interfaces, list):
+            converted["interfaces"] = [_without(item, _INTERFACE_FIELDS_1_1) for item in interfaces]
+    return converted
+
+
+def _ip_for(ip: object, *, to_zero: bool, from_one: bool) -> object:
+    """An ``ips`` entry in the target format: ``version`` dropped (1.x), or added where a 1.x source
+    has none to give (0.3/0.4); the entry itself where nothing changes."""
+    if not isinstance(ip, dict):
+        return ip
+    if not to_zero:
+        return _without(ip, ("version",))
+    if from_one or "version" not in ip:
+        return {**ip, "version": str(_family(_cidr(ip["address"], "address")))}
+    return ip
+
+
+def _without(item: object, fields: Sequence[str]) -> object:
+    """``item`` (an object) without ``fields``: itself when it has none of them, else a copy."""
+    if not isinstance(item, dict) or not any(name in item for name in fields):
+        return item
+    return {key: value for key, value in item.items() if key not in fields}
 
 
 def _rich_to_legacy(result: JsonObject, target: str) -> JsonObject:
@@ -313,12 +331,6 @@ def _legacy_to_rich(result: JsonObject, target: str) -> JsonObject:
 def _items(value: object) -> list[JsonObject]:
     """The objects of a validated JSON list (absent or null → none)."""
     return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
-
-
-def _drop_fields(value: object, fields: Sequence[str]) -> None:
-    for item in _items(value):
-        for name in fields:
-            item.pop(name, None)
 
 
 # --- shape validation ---------------------------------------------------------------------------------

@@ -73,8 +73,17 @@ def decode_body(body: bytes) -> ShimRequest:
         raise CniError(
             ErrorCode.DECODING_FAILURE, "network configuration (request field 'config') is not an object"
         )
-    check_json_tree(conf, what="network configuration (request field 'config')")
+    if not _plainly_within_limits(stdin):
+        check_json_tree(conf, what="network configuration (request field 'config')")
     return ShimRequest(env=env, stdin=stdin, stdin_conf=conf)
+
+
+def _plainly_within_limits(raw: bytes) -> bool:
+    """True when JSON text ``raw`` cannot decode to anything ``check_json_tree`` refuses: ASCII
+    without ``\\u`` escapes holds no NUL or surrogate in any string (a raw control character in a
+    string is a syntax error already), and fewer brackets than ``MAX_JSON_DEPTH`` cannot nest
+    deeper. What a shim sends nearly always is; anything else is walked."""
+    return raw.isascii() and b"\\u" not in raw and raw.count(b"{") + raw.count(b"[") <= MAX_JSON_DEPTH
 
 
 def _loads(raw: bytes, message: str) -> Any:
@@ -178,7 +187,7 @@ def interpret(request: ShimRequest, *, daemon_config: Mapping[str, Any]) -> Sand
         raise CniError(
             ErrorCode.INVALID_NETWORK_CONFIG, "network configuration key 'cniVersion' must be a string"
         )
-    conf = netconf.parse(netconf.merge(request.stdin_conf, daemon_config), stdin_cni_version=stdin_version)
+    conf = _multus_conf(request, daemon_config, stdin_version)
     if command not in SANDBOX_COMMANDS:
         return NodeRequest(
             command=command, conf=conf, valid_attachments=_valid_attachments(request.stdin_conf)
@@ -213,6 +222,26 @@ def interpret(request: ShimRequest, *, daemon_config: Mapping[str, Any]) -> Sand
     )
 
 
+_CONF_CACHE_SIZE = 16
+_confs: dict[tuple[bytes, int], tuple[Mapping[str, Any], netconf.MultusNetConf]] = {}
+"""Multus configurations parsed lately, by the request's config bytes and the daemon configuration
+they were merged with: a node's runtime sends the same shim conf with nearly every request."""
+
+
+def _multus_conf(
+    request: ShimRequest, daemon_config: Mapping[str, Any], stdin_version: str
+) -> netconf.MultusNetConf:
+    key = (request.stdin, id(daemon_config))
+    cached = _confs.get(key)
+    if cached is not None and cached[0] is daemon_config:
+        return cached[1]
+    conf = netconf.parse(netconf.merge(request.stdin_conf, daemon_config), stdin_cni_version=stdin_version)
+    if len(_confs) >= _CONF_CACHE_SIZE:
+        _confs.clear()
+    _confs[key] = (daemon_config, conf)  # the reference keeps the id from being reused meanwhile
+    return conf
+
+
 def _deletion(env: Mapping[str, str], conf: netconf.MultusNetConf) -> SandboxRequest:
     """The request for a DEL, which must be able to terminate: every value an ADD would have
     refused is dropped instead of refused (no netns, the default interface name, no CNI_ARGS),
@@ -232,9 +261,9 @@ def _deletion(env: Mapping[str, str], conf: netconf.MultusNetConf) -> SandboxReq
         ifname = "eth0"
     cni_args: tuple[tuple[str, str], ...] = ()
     pod = PodIdentity(namespace="", name="", uid="")
-    if _usable_for_delete(env, "CNI_ARGS", lambda: _pod_identity(parse_cni_args(env.get("CNI_ARGS", "")))):
-        cni_args = parse_cni_args(env.get("CNI_ARGS", ""))
-        pod = _pod_identity(cni_args)
+    parsed: list[tuple[tuple[tuple[str, str], ...], PodIdentity]] = []
+    if _usable_for_delete(env, "CNI_ARGS", lambda: parsed.append(_args_and_pod(env.get("CNI_ARGS", "")))):
+        cni_args, pod = parsed[0]
     return SandboxRequest(
         command=Command.DEL,
         container_id=ContainerId(container_id),
@@ -244,6 +273,11 @@ def _deletion(env: Mapping[str, str], conf: netconf.MultusNetConf) -> SandboxReq
         pod=pod,
         conf=conf,
     )
+
+
+def _args_and_pod(value: str) -> tuple[tuple[tuple[str, str], ...], PodIdentity]:
+    cni_args = parse_cni_args(value)
+    return cni_args, _pod_identity(cni_args)
 
 
 def _usable_for_delete(env: Mapping[str, str], name: str, check: Callable[[], object]) -> bool:

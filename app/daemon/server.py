@@ -145,6 +145,8 @@ class Readiness:
 
     async def _wait(self, event: asyncio.Event, seconds: float) -> bool:
         """True once ``event`` is set; False when ``seconds`` pass or the daemon starts stopping."""
+        if event.is_set():
+            return True  # the usual case, without a timeout scope
         try:
             async with asyncio.timeout(seconds):
                 while not event.is_set():

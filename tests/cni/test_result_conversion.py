@@ -457,3 +457,24 @@ def test_every_decoded_version_converts_as_the_conversion_table_says(source: str
     decoded = results.decode_result(stdout, version=source, plugin="bridge")
 
     assert results.convert_decoded(decoded, target) == expected_form(source, target)(target)
+
+
+@given(
+    result=st.one_of(
+        legacy_results(),
+        *(rich_results(version=version, extras=version == "1.1.0") for version in VERSIONS[2:]),
+    ),
+    target=st.sampled_from(VERSIONS),
+)
+def test_converting_never_changes_the_input_however_much_the_output_shares_with_it(
+    result: JsonObject, target: str
+) -> None:
+    untouched = copy.deepcopy(result)
+
+    converted = outcome_of(results.convert, result, target)
+    if isinstance(converted, dict):
+        json.loads(json.dumps(converted))  # the output is plain JSON
+        assert converted["cniVersion"] == target
+        assert converted is not result
+
+    assert result == untouched

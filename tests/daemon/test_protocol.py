@@ -76,6 +76,21 @@ def test_daemon_config_keys_override_the_shims_conf() -> None:
     assert request.conf.default_networks == ("a",)
 
 
+def test_the_same_shim_conf_under_another_daemon_config_is_read_again() -> None:
+    raw = body(ENV, {**CONF, "clusterNetwork": "from-shim"})
+    first, second = ({"clusterNetwork": "daemon-1"}, {"clusterNetwork": "daemon-2"})
+
+    answers = [interpret(raw, config) for config in (first, first, second, {})]
+
+    assert [request.conf.cluster_network for request in answers] == [
+        "daemon-1",
+        "daemon-1",
+        "daemon-2",
+        "from-shim",
+    ]
+    assert answers[1].conf is answers[0].conf  # parsed once for the same bytes and configuration
+
+
 def test_del_needs_no_netns_and_the_ifname_defaults_to_eth0() -> None:
     env = {**ENV, "CNI_COMMAND": "DEL", "CNI_NETNS": ""}
     del env["CNI_IFNAME"]
@@ -384,3 +399,22 @@ def test_a_body_that_is_not_utf8_is_a_decoding_error() -> None:
         interpret(b'{"env": {"CNI_COMMAND": "AD\xff"}, "config": "e30="}')
 
     assert caught.value.code == ErrorCode.DECODING_FAILURE
+
+
+_TEXTS = st.text(alphabet=st.sampled_from('a\x00\ud800\udfffé\u2028\\"'), max_size=4) | st.text(max_size=4)
+_TREES = st.recursive(
+    _TEXTS | st.integers(),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(_TEXTS, children, max_size=3),
+    max_leaves=40,
+)
+
+
+@given(tree=st.dictionaries(_TEXTS, _TREES, max_size=4), ascii_only=st.booleans(), deeper=st.integers(1, 70))
+def test_a_configuration_let_past_the_tree_walk_is_one_the_walk_accepts(
+    tree: dict[str, Any], ascii_only: bool, deeper: int
+) -> None:
+    tree["deep"] = json.loads(_nested(deeper))
+    raw = json.dumps(tree, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
+
+    if protocol._plainly_within_limits(raw):
+        protocol.check_json_tree(json.loads(raw), what="config")  # raises if the shortcut was wrong
