@@ -83,6 +83,8 @@ from app.store.records import (
 )
 
 log = logging.getLogger(__name__)
+_compact_json = json.JSONEncoder(separators=(",", ":")).encode
+"""``json.dumps(..., separators=(",", ":"))`` without building an encoder per call."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -537,7 +539,7 @@ class AttachEngine:
                 checkpoints.record_result,
                 container_id=request.container_id,
                 ifname=intent.ifname,
-                result=json.dumps(result, separators=(",", ":")),
+                result=_compact_json(result),
                 facts=facts,
             ),
             self._recorded(entry),

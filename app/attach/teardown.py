@@ -153,17 +153,17 @@ class Teardown:
         started = time.monotonic()
         error: CniError | None = None
         abandoned = False
-        context = logcontext.fields(
-            record.container_id,
-            command="DEL",
-            pod=record.pod,
-            ifname=attachment.ifname,
-            network=attachment.network_name,
-        )
         try:
             await self.del_attachment(record, attachment)
             self.crash.reached(CRASH_POINT_AFTER_DEL[trigger])
         except Exception as exc:
+            context = logcontext.fields(
+                record.container_id,
+                command="DEL",
+                pod=record.pod,
+                ifname=attachment.ifname,
+                network=attachment.network_name,
+            )
             abandoned = never_runnable(exc)
             cause = exc.error if isinstance(exc, UndeletableError) else exc
             error = attach_errors.unexpected(cause, step="delegate-del", context=context).with_context(

@@ -21,6 +21,8 @@ from app.cni import names, results
 from app.cni.types import CniError, ErrorCode, JsonObject, NetworkConfigList
 
 CONF_EXTENSIONS: Final = (".conf", ".conflist", ".json")
+_encode_like_go: Final = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False).encode
+"""Compact, sorted, no NaN: one encoder for every call (``json.dumps`` with options builds one per call)."""
 
 
 # --- loading --------------------------------------------------------------------------------------
@@ -284,7 +286,7 @@ def plugin_stdin(
 def encode(document: JsonObject, *, what: str) -> bytes:
     """Compact JSON with sorted keys, as Go's ``json.Marshal`` of a map; unencodable values are CniError 7."""
     try:
-        return json.dumps(document, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+        return _encode_like_go(document).encode()
     except (TypeError, ValueError, RecursionError) as err:
         raise CniError(ErrorCode.INVALID_NETWORK_CONFIG, f"cannot encode {what}: {err}") from err
 

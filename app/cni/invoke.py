@@ -89,18 +89,34 @@ def check_plugin_type(plugin: str) -> None:
     raise PluginRefusedError(ErrorCode.INVALID_NETWORK_CONFIG, f'invalid plugin type "{plugin}": {problem}')
 
 
+_FOUND_CAPACITY = 256
+_found_in_first_dir: dict[tuple[str, str, tuple[str, ...]], str] = {}
+"""Plugins found in the first directory of their path: the answer as long as the file stays a file
+(no earlier directory can shadow it), without re-checking the name and walking the path."""
+
+
 def find_in_path(plugin: str, paths: Sequence[str], *, root: str = "") -> str:
     """libcni's ``FindInPath``: ``<dir>/<plugin>`` for the first dir where it is a regular file.
 
     With ``root`` (a chroot directory) the file is looked for inside it, symlinks resolved as the
     chrooted plugin will see them; the path returned is the one used inside the root."""
+    key = (plugin, root, tuple(paths))
+    known = _found_in_first_dir.get(key)
+    if known is not None and (rootpath.is_file(root, known) if root else os.path.isfile(known)):
+        return known  # no directory comes before it: still a file there, it is still the answer
     check_plugin_type(plugin)
+    first = True
     for directory in paths:
         if not directory:
             continue
         candidate = os.path.join(directory, plugin)
         if rootpath.is_file(root, candidate) if root else os.path.isfile(candidate):
+            if first:
+                if len(_found_in_first_dir) >= _FOUND_CAPACITY:
+                    _found_in_first_dir.clear()
+                _found_in_first_dir[key] = candidate
             return candidate
+        first = False
     inside = f" inside chrootDir {root}" if root else ""
     raise NotExecutedError(
         ErrorCode.INVALID_NETWORK_CONFIG,

@@ -161,7 +161,12 @@ def decode_version_info(stdout: bytes, *, plugin: str) -> JsonObject:
 
 def parse_json(data: bytes) -> object:
     """``json.loads`` as strict as Go's decoder: ``NaN`` and ``Infinity`` are not JSON (ValueError)."""
-    return json.loads(data, parse_constant=_reject_constant)
+    text = (
+        data.decode(json.detect_encoding(data), "surrogatepass")
+        if isinstance(data, bytes | bytearray)
+        else data
+    )
+    return _STRICT_DECODER.decode(text)
 
 
 def _load_json(stdout: bytes, *, plugin: str) -> object:
@@ -177,6 +182,10 @@ def _load_json(stdout: bytes, *, plugin: str) -> object:
 
 def _reject_constant(name: str) -> object:
     raise ValueError(f"{name} is not valid JSON")
+
+
+_STRICT_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
+"""One decoder for every parse (``json.loads`` with an argument builds a new one per call)."""
 
 
 def _tail(data: bytes) -> str:

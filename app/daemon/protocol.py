@@ -45,6 +45,7 @@ _POD_NAME = re.compile(rf"{_DNS_LABEL}(\.{_DNS_LABEL})*")
 _MAX_POD_NAMESPACE = 63
 _MAX_POD_NAME = 253
 _MAX_POD_UID = 256
+_compact_sorted_json = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
 _MAC = re.compile(r"[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}")
 _NS_GET_NSTYPE = 0xB703
 """ioctl(2) asking an nsfs file for its namespace type (Linux >= 4.11)."""
@@ -407,7 +408,7 @@ def _valid_attachments(stdin_conf: Mapping[str, Any]) -> tuple[Attachment, ...]:
 def add_response_body(result: JsonObject) -> bytes:
     """``{"Result": ...}`` as upstream's daemon sends it: compact, keys sorted. The engine's ADD
     already answers in CNI 1.1.0, the version upstream's daemon answers in."""
-    return json.dumps({"Result": result}, separators=(",", ":"), sort_keys=True).encode()
+    return _compact_sorted_json({"Result": result}).encode()
 
 
 def error_body(error: CniError) -> bytes:

@@ -42,6 +42,26 @@ def test_the_first_directory_holding_a_regular_file_wins(
     assert invoke.find_in_path(plugin, paths) == str(two_dirs[found_in] / plugin)
 
 
+def test_repeated_lookups_follow_the_files_as_they_come_and_go(two_dirs: tuple[Path, Path]) -> None:
+    first, second = two_dirs
+    paths = [str(first), str(second)]
+    answers = [invoke.find_in_path("tuning", paths)]
+    (first / "tuning").unlink()
+    answers.append(invoke.find_in_path("tuning", paths))
+    (first / "tuning").write_text("first again")  # found in the second before: the first wins again
+    answers.append(invoke.find_in_path("tuning", paths))
+    (first / "tuning").unlink()
+    (first / "tuning").mkdir()  # no longer a regular file
+    answers.append(invoke.find_in_path("tuning", paths))
+
+    assert answers == [
+        str(first / "tuning"),
+        str(second / "tuning"),
+        str(first / "tuning"),
+        str(second / "tuning"),
+    ]
+
+
 def test_a_missing_plugin_names_every_directory_searched(two_dirs: tuple[Path, Path]) -> None:
     with pytest.raises(CniError) as caught:
         invoke.find_in_path("ptp", [str(two_dirs[0]), str(two_dirs[1])])
