@@ -1,8 +1,8 @@
 """``python -m bench.plugin_run``: what running one plugin costs the process that runs it.
 
 A daemon that executes its delegates pays, for each execution, at least what ``app.cni.child`` costs:
-the spawn (three pipes, ``posix_spawn``), feeding stdin, reading the output, noticing the exit and
-reaping the child, on the event loop the daemon runs (uvloop where installed). This measures that
+the spawn (three memory files for its stdio, ``posix_spawn``), noticing the exit, reading the output
+and reaping the child, on the event loop the daemon runs (uvloop where installed). This measures that
 alone, in a small process of its own: ``bridge`` answering VERSION, ``--runs`` times after a warm-up,
 the process's CPU counted the way ``python -m bench`` counts the daemon's (the scheduler's
 nanoseconds summed over its threads, the reaper thread included; the plugin's own CPU is not the
@@ -28,7 +28,7 @@ VERSION_STDIN = b'{"cniVersion":"1.0.0"}'
 
 async def run_plugins(count: int) -> None:
     for _ in range(count):
-        finished = await child.spawn(str(PLUGIN), env=VERSION_ENV).communicate(VERSION_STDIN)
+        finished = await child.spawn(str(PLUGIN), env=VERSION_ENV, stdin=VERSION_STDIN).communicate()
         if finished.returncode != 0:
             raise RuntimeError(f"{PLUGIN} VERSION failed: {finished.stderr.decode(errors='replace')}")
 

@@ -1,11 +1,14 @@
-"""One plugin process on the event loop: spawn it, feed its stdin, collect its output, reap it.
+"""One plugin process on the event loop: spawn it with its input in memory, await its exit, read its output.
 
 ``asyncio.create_subprocess_exec`` costs a waiter thread per child (the default child watcher), a
 transport and three pipe protocols, and some thirty loop turns per plugin: more CPU than a small
-plugin's own run. A plugin needs none of that: its three pipes are watched with ``add_reader`` /
-``add_writer`` on the loop and its exit with a pidfd (Linux 5.3), so a run costs one spawn and a
-few callbacks. Without pidfds (an older kernel) the exit is awaited by a blocking ``waitpid`` in
-a thread of the child's own.
+plugin's own run. A plugin needs none of that. Its stdin, stdout and stderr are three memory files
+(``memfd_create``; an unlinked temporary file where that is missing): the input is written before
+the spawn, the plugin writes its output without ever blocking on a reader, and the output is read
+in two calls once it has exited. So nothing but the exit is watched: with a pidfd on the loop
+(Linux 5.3), else by a blocking ``waitpid`` in a thread of the child's own. A plugin that leaves a
+process of its own behind holding its stdout (a daemon it started) does not hold up its answer, as
+it would with pipes: the answer is what the plugin wrote before it exited.
 
 The exit status is read without reaping (``waitid(P_PIDFD, ..., WNOWAIT)``, Linux 5.4): the caller
 goes on at once, and the zombie is reaped a few milliseconds later by one reaper thread. Reaping a
@@ -31,6 +34,7 @@ import logging
 import os
 import queue
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -38,7 +42,6 @@ from dataclasses import dataclass
 
 logger = logging.getLogger(__name__)
 
-_READ_CHUNK = 65536
 USE_PIDFD = hasattr(os, "pidfd_open")
 """Watch exits with pidfds where Python offers them (a kernel without them falls back per child)."""
 REAP_DELAY = 0.005
@@ -46,6 +49,8 @@ REAP_DELAY = 0.005
 _PEEK_BY_PIDFD = hasattr(os, "P_PIDFD") and hasattr(os, "WNOWAIT")
 """Read an exit status through the pidfd, leaving the zombie for the reaper thread (until a kernel
 refuses it: Linux 5.3 has pidfds but not ``waitid(P_PIDFD)``)."""
+_USE_MEMFD = hasattr(os, "memfd_create")
+"""Memory files for the child's stdio (until the kernel refuses ``memfd_create``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,29 +66,66 @@ def spawn(
     path: str,
     *,
     env: Mapping[str, str],
+    stdin: bytes = b"",
     preexec: Callable[[], None] | None = None,
 ) -> Child:
-    """Start ``path`` (no arguments) with ``env`` in a session of its own, its stdio on three pipes.
+    """Start ``path`` (no arguments) with ``env`` in a session of its own, reading ``stdin``.
 
     ``preexec`` runs in the child between fork and exec (e.g. entering a root); with it the child
     is forked by ``subprocess`` and a failure of ``preexec`` raises ``subprocess.SubprocessError``.
     A failed exec raises ``OSError`` with the exec's errno (ENOENT, EACCES, ETXTBSY, ...)."""
     fds: list[int] = []
     try:
-        for _ in range(3):
-            fds.extend(os.pipe())
+        for name in ("stdin", "stdout", "stderr"):
+            fds.append(_memory_file(name))
         if min(fds) <= 2:  # only where the daemon's own stdio was closed
             for index, fd in enumerate(fds):
                 fds[index] = _above_stdio(fd)
-        stdin_read, stdin_write, stdout_read, stdout_write, stderr_read, stderr_write = fds
-        pid = _start(path, env=env, preexec=preexec, stdio=[stdin_read, stdout_write, stderr_write])
+        _write_all(fds[0], stdin)
+        pid = _start(path, env=env, preexec=preexec, stdio=fds)
     except BaseException:
         for fd in fds:
             os.close(fd)
         raise
-    for fd in (stdin_read, stdout_write, stderr_write):
-        os.close(fd)
-    return Child(pid, stdin=stdin_write, stdout=stdout_read, stderr=stderr_read)
+    os.close(fds[0])  # the child reads its own copy, from the start (``pwrite`` moved no offset)
+    return Child(pid, stdout=fds[1], stderr=fds[2])
+
+
+def _memory_file(name: str) -> int:
+    """A new close-on-exec file in memory: a memfd, or an unlinked temporary file without one."""
+    global _USE_MEMFD
+    if _USE_MEMFD:
+        try:
+            return os.memfd_create(f"plugin-{name}", os.MFD_CLOEXEC)
+        except OSError as err:  # ENOSYS (no memfd), EPERM (a seccomp profile refusing it)
+            logger.debug("memfd_create refused (%s): plugin stdio goes through temporary files", err)
+            _USE_MEMFD = False
+    fd, path = tempfile.mkstemp(prefix=f"multus-plugin-{name}-")
+    os.unlink(path)
+    os.set_inheritable(fd, False)
+    return fd
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    offset = 0
+    while offset < len(view):
+        offset += os.pwrite(fd, view[offset:], offset)
+
+
+def _read_all(fd: int) -> bytes:
+    size = os.fstat(fd).st_size
+    if not size:
+        return b""
+    chunks: list[bytes] = []
+    offset = 0
+    while offset < size:
+        chunk = os.pread(fd, size - offset, offset)
+        if not chunk:
+            break  # truncated meanwhile (by a process the plugin left behind): what is left
+        chunks.append(chunk)
+        offset += len(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _above_stdio(fd: int) -> int:
@@ -115,54 +157,46 @@ def _start(path: str, *, env: Mapping[str, str], preexec: Callable[[], None] | N
 
 
 class Child:
-    """A started child and its three pipes (parent ends): run it with ``communicate``."""
+    """A started child and its two output files (the parent's descriptors): run it with ``communicate``."""
 
-    def __init__(self, pid: int, *, stdin: int, stdout: int, stderr: int) -> None:
+    def __init__(self, pid: int, *, stdout: int, stderr: int) -> None:
         self.pid = pid
-        self._stdin: int | None = stdin
-        self._outputs: dict[int, bytearray] = {stdout: bytearray(), stderr: bytearray()}
-        self._stdout_fd = stdout
-        self._stderr_fd = stderr
-        self._open_outputs: set[int] = {stdout, stderr}
-        self._pending_stdin = memoryview(b"")
-        self._writer_added = False
+        self._outputs: tuple[int, int] | None = (stdout, stderr)
         self._returncode: int | None = None
         self._pidfd: int | None = None
         self._loop = asyncio.get_running_loop()
         self._exited: asyncio.Future[int] = self._loop.create_future()
-        self._outputs_closed: asyncio.Future[None] = self._loop.create_future()
-        self._finish_waiter: asyncio.Future[None] | None = None
-        for fd in (stdin, stdout, stderr):
-            os.set_blocking(fd, False)
+        self._exit_waiter: asyncio.Future[None] | None = None
         self._watch_exit()
 
     # ---- running ------------------------------------------------------------------------------
 
-    async def communicate(self, data: bytes, *, deadline: float | None = None) -> Finished:
-        """Write ``data`` to the child's stdin and close it; read stdout and stderr to their end;
-        wait for the exit. A cancellation, or ``TimeoutError`` at ``deadline`` (the loop's clock),
-        leaves the child running: the caller kills it (``kill_group``) and ``abandon``s or ``reap``s it."""
-        self._pending_stdin = memoryview(data)
-        self._feed()
-        for fd in (self._stdout_fd, self._stderr_fd):
-            self._loop.add_reader(fd, self._drain, fd)
-        if not self._finished():
-            # A future of this call's own (not the child's): cancelling the call cancels only it,
-            # and the last event (exit or end of output) resumes the caller directly, without the
-            # extra loop turns of shielding the child's own futures.
-            waiter = self._finish_waiter = self._loop.create_future()
+    async def communicate(self, *, deadline: float | None = None) -> Finished:
+        """Wait for the exit, then read what the child wrote to stdout and stderr. A cancellation, or
+        ``TimeoutError`` at ``deadline`` (the loop's clock), leaves the child running: the caller
+        kills it (``kill_group``) and ``abandon``s or ``reap``s it."""
+        if self._returncode is None:
+            # A future of this call's own (not the child's): cancelling the call cancels only it.
+            waiter = self._exit_waiter = self._loop.create_future()
             # A timer on this call's own future: cheaper than a timeout scope around the call, and
             # nothing but this call can be interrupted by it.
             timer = None if deadline is None else self._loop.call_at(deadline, _time_out, waiter)
             try:
                 await waiter
             finally:
-                self._finish_waiter = None
+                self._exit_waiter = None
                 if timer is not None:
                     timer.cancel()
         assert self._returncode is not None
         outputs = self._outputs
-        return Finished(self._returncode, bytes(outputs[self._stdout_fd]), bytes(outputs[self._stderr_fd]))
+        if outputs is None:
+            raise RuntimeError(f"the output of plugin {self.pid} was given up already")
+        self._outputs = None
+        try:
+            return Finished(self._returncode, _read_all(outputs[0]), _read_all(outputs[1]))
+        finally:
+            for fd in outputs:
+                os.close(fd)
 
     def kill_group(self, signal_number: int) -> None:
         """Signal the child's process group (the child leads its own session), its children included."""
@@ -174,15 +208,11 @@ class Child:
             logger.debug("process group %d already gone", self.pid)
 
     async def reap(self, grace: float) -> bool:
-        """Wait up to ``grace`` seconds for the exit and the end of both outputs (a grandchild can
-        keep them open); True if both came. The child is reaped in any case, now or when it exits."""
+        """Wait up to ``grace`` seconds for the exit; True if it came. The output is given up, and
+        the child is reaped in any case, now or when it exits."""
         try:
             async with asyncio.timeout(grace):
                 await asyncio.shield(self._exited)
-                for fd in list(self._open_outputs):
-                    with contextlib.suppress(ValueError):
-                        self._loop.add_reader(fd, self._drain, fd)
-                await asyncio.shield(self._outputs_closed)
         except TimeoutError:
             return False
         finally:
@@ -190,62 +220,10 @@ class Child:
         return True
 
     def abandon(self) -> None:
-        """Close every pipe now; the exit watch stays until the child is reaped, then closes too."""
-        self._close_stdin()
-        for fd in list(self._open_outputs):
-            self._close_output(fd)
-
-    # ---- stdin ----------------------------------------------------------------------------------
-
-    def _feed(self) -> None:
-        if self._stdin is None:
-            return
-        while self._pending_stdin:
-            try:
-                written = os.write(self._stdin, self._pending_stdin)
-            except BlockingIOError:
-                self._loop.add_writer(self._stdin, self._feed)
-                self._writer_added = True
-                return
-            except (BrokenPipeError, ConnectionResetError):
-                break  # the child does not read its stdin (or exited): nothing more to give it
-            self._pending_stdin = self._pending_stdin[written:]
-        self._close_stdin()
-
-    def _close_stdin(self) -> None:
-        if self._stdin is None:
-            return
-        if self._writer_added:
-            self._loop.remove_writer(self._stdin)
-        os.close(self._stdin)
-        self._stdin = None
-        self._pending_stdin = memoryview(b"")
-
-    # ---- stdout and stderr -------------------------------------------------------------------
-
-    def _drain(self, fd: int) -> None:
-        while True:
-            try:
-                chunk = os.read(fd, _READ_CHUNK)
-            except BlockingIOError:
-                return
-            except OSError as err:
-                logger.debug("reading from plugin %d failed: %s", self.pid, err)
-                chunk = b""
-            if not chunk:
-                self._close_output(fd)
-                return
-            self._outputs[fd] += chunk
-
-    def _close_output(self, fd: int) -> None:
-        if fd not in self._open_outputs:
-            return
-        self._open_outputs.discard(fd)
-        self._loop.remove_reader(fd)
-        os.close(fd)
-        if not self._open_outputs and not self._outputs_closed.done():
-            self._outputs_closed.set_result(None)
-            self._wake_finish_waiter()
+        """Give up the output now; the exit watch stays until the child is reaped, then closes too."""
+        outputs, self._outputs = self._outputs, None
+        for fd in outputs or ():
+            os.close(fd)
 
     # ---- the exit -----------------------------------------------------------------------------
 
@@ -307,15 +285,8 @@ class Child:
         self._returncode = returncode
         if not self._exited.done():
             self._exited.set_result(returncode)
-            self._wake_finish_waiter()
-
-    def _finished(self) -> bool:
-        """Both outputs ended and the exit status read: what ``communicate`` waits for."""
-        return not self._open_outputs and self._returncode is not None
-
-    def _wake_finish_waiter(self) -> None:
-        waiter = self._finish_waiter
-        if waiter is not None and not waiter.done() and self._finished():
+        waiter = self._exit_waiter
+        if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
 

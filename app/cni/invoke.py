@@ -278,8 +278,8 @@ class SubprocessExec:
         deadline = asyncio.get_running_loop().time() + timeout
         process: child.Child | None = None
         try:
-            process = await self._start(plugin_path, env, root, deadline=deadline)
-            finished = await process.communicate(stdin, deadline=deadline)
+            process = await self._start(plugin_path, env, root, stdin=stdin, deadline=deadline)
+            finished = await process.communicate(deadline=deadline)
         except TimeoutError:
             if process is not None:
                 await self._kill_and_reap(process, plugin_path)
@@ -305,14 +305,14 @@ class SubprocessExec:
         )
 
     async def _start(
-        self, plugin_path: str, env: Mapping[str, str], root: str, *, deadline: float
+        self, plugin_path: str, env: Mapping[str, str], root: str, *, stdin: bytes, deadline: float
     ) -> child.Child:
         # The child enters the root after fork, before exec (Go's SysProcAttr.Chroot): a function of
         # C calls on a path encoded beforehand, so the forked child runs almost no Python.
         enter_root = partial(_enter_root, os.fsencode(root)) if root else None
         for attempt in range(self.busy_retries + 1):
             try:
-                return child.spawn(plugin_path, env=env, preexec=enter_root)
+                return child.spawn(plugin_path, env=env, stdin=stdin, preexec=enter_root)
             except subprocess.SubprocessError as err:
                 # Only the pre-exec step raises this: the root could not be entered.
                 raise NotExecutedError(

@@ -32,7 +32,7 @@ async def test_stdout_stderr_and_exit_code_come_back_whole(tmp_path: Path) -> No
     program = str(script(tmp_path, "echo", 'cat; echo "to stderr" >&2; exit 3\n'))
     before = open_descriptors()
 
-    finished = await child.spawn(program, env=ENV).communicate(b'{"cniVersion": "1.0.0"}')
+    finished = await child.spawn(program, env=ENV, stdin=b'{"cniVersion": "1.0.0"}').communicate()
 
     assert finished == child.Finished(3, b'{"cniVersion": "1.0.0"}', b"to stderr\n")
     assert open_descriptors() == before
@@ -42,7 +42,7 @@ async def test_input_and_output_larger_than_a_pipe_buffer_pass_through(tmp_path:
     program = str(script(tmp_path, "copy", "cat; cat /dev/null >&2\n"))
     data = os.urandom(3 * 1024 * 1024)
 
-    finished = await child.spawn(program, env=ENV).communicate(data)
+    finished = await child.spawn(program, env=ENV, stdin=data).communicate()
 
     assert finished.returncode == 0
     assert finished.stdout == data
@@ -51,7 +51,7 @@ async def test_input_and_output_larger_than_a_pipe_buffer_pass_through(tmp_path:
 async def test_a_child_that_never_reads_its_stdin_is_still_answered(tmp_path: Path) -> None:
     program = str(script(tmp_path, "deaf", "echo done\n"))
 
-    finished = await child.spawn(program, env=ENV).communicate(b"x" * (1024 * 1024))
+    finished = await child.spawn(program, env=ENV, stdin=b"x" * (1024 * 1024)).communicate()
 
     assert (finished.returncode, finished.stdout) == (0, b"done\n")
 
@@ -59,7 +59,7 @@ async def test_a_child_that_never_reads_its_stdin_is_still_answered(tmp_path: Pa
 async def test_the_child_gets_exactly_the_environment_it_is_given(tmp_path: Path) -> None:
     program = str(script(tmp_path, "env", "env\n"))
 
-    finished = await child.spawn(program, env=ENV | {"CNI_COMMAND": "ADD"}).communicate(b"")
+    finished = await child.spawn(program, env=ENV | {"CNI_COMMAND": "ADD"}).communicate()
 
     assert sorted(finished.stdout.decode().split()) == [
         "CNI_COMMAND=ADD",
@@ -72,7 +72,7 @@ async def test_the_child_leads_a_session_of_its_own(tmp_path: Path) -> None:
     program = str(script(tmp_path, "session", "ps -o sid= -p $$\n"))
 
     process = child.spawn(program, env=ENV)
-    finished = await process.communicate(b"")
+    finished = await process.communicate()
 
     assert int(finished.stdout) == process.pid
 
@@ -89,34 +89,58 @@ async def test_a_missing_program_raises_oserror_and_leaves_no_descriptor(tmp_pat
 async def test_a_child_killed_by_a_signal_reports_it_negative(tmp_path: Path) -> None:
     program = str(script(tmp_path, "self-kill", "kill -TERM $$\n"))
 
-    finished = await child.spawn(program, env=ENV).communicate(b"")
+    finished = await child.spawn(program, env=ENV).communicate()
 
     assert finished.returncode == -signal.SIGTERM
 
 
-async def test_a_grandchild_holding_the_output_delays_reaping_but_everything_is_closed(
-    tmp_path: Path,
-) -> None:
-    # The grandchild leaves the child's process group, so killing the group does not reach it.
+async def test_a_process_left_behind_holding_the_output_does_not_hold_up_the_answer(tmp_path: Path) -> None:
+    # A daemon the plugin starts (in a session of its own, so outside the plugin's group) keeps the
+    # plugin's stdout and stderr open; with pipes, waiting for their end would wait for it too.
     holder = tmp_path / "holder.pid"
-    grandchild = f"setsid sh -c 'echo $$ > {holder}; exec sleep 30' &"
-    program = str(script(tmp_path, "forker", f"{grandchild} sleep 30\n"))
+    left_behind = f"setsid sh -c 'echo $$ > {holder}; exec sleep 30' &"
+    program = str(script(tmp_path, "forker", f"{left_behind}\necho answer; echo note >&2\n"))
     before = open_descriptors()
     process = child.spawn(program, env=ENV)
-    communicating = asyncio.ensure_future(process.communicate(b""))
+
+    finished = await asyncio.wait_for(process.communicate(), 10)
+
+    assert finished == child.Finished(0, b"answer\n", b"note\n")
     await wait_until(lambda: holder.exists() and holder.read_text().strip())
+    os.kill(int(holder.read_text()), signal.SIGKILL)
+    await wait_until(lambda: reaped(process.pid))
+    assert open_descriptors() == before
+
+
+async def test_a_killed_child_is_reaped_within_the_grace_and_everything_is_closed(tmp_path: Path) -> None:
+    program = str(script(tmp_path, "sleeper", "sleep 30\n"))
+    before = open_descriptors()
+    process = child.spawn(program, env=ENV)
+    communicating = asyncio.ensure_future(process.communicate())
+    await asyncio.sleep(0.05)
     communicating.cancel()
     with pytest.raises(asyncio.CancelledError):
         await communicating
 
     process.kill_group(signal.SIGKILL)
-    complete = await process.reap(0.3)
 
-    assert not complete  # the grandchild still holds stdout and stderr
+    assert await process.reap(5.0)
+    await wait_until(lambda: reaped(process.pid))
+    await wait_until(lambda: open_descriptors() == before)
+
+
+async def test_a_child_that_outlives_the_grace_is_reported_and_reaped_when_it_exits(tmp_path: Path) -> None:
+    program = str(script(tmp_path, "stubborn", "trap '' TERM; sleep 1\n"))
+    before = open_descriptors()
+    process = child.spawn(program, env=ENV)
+    await asyncio.sleep(0.1)  # the trap is set
+
+    process.kill_group(signal.SIGTERM)  # ignored
+
+    assert not await process.reap(0.2)
     assert len(open_descriptors() - before) <= 1  # only the exit watch stays, until the exit
     await wait_until(lambda: reaped(process.pid))
     await wait_until(lambda: open_descriptors() == before)
-    os.kill(int(holder.read_text()), signal.SIGKILL)
 
 
 async def test_communicate_gives_up_at_its_deadline_and_leaves_the_child_to_its_caller(
@@ -128,7 +152,7 @@ async def test_communicate_gives_up_at_its_deadline_and_leaves_the_child_to_its_
     loop = asyncio.get_running_loop()
 
     with pytest.raises(TimeoutError):
-        await process.communicate(b"", deadline=loop.time() + 0.1)
+        await process.communicate(deadline=loop.time() + 0.1)
 
     assert not reaped(process.pid)  # still running: the deadline interrupts only the call
     process.kill_group(signal.SIGKILL)
@@ -141,7 +165,7 @@ async def test_an_abandoned_child_is_reaped_when_it_exits(tmp_path: Path) -> Non
     program = str(script(tmp_path, "sleeper", "sleep 30\n"))
     before = open_descriptors()
     process = child.spawn(program, env=ENV)
-    communicating = asyncio.ensure_future(process.communicate(b""))
+    communicating = asyncio.ensure_future(process.communicate())
     await asyncio.sleep(0.05)
     communicating.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -161,8 +185,8 @@ async def test_without_pidfds_exits_are_awaited_in_a_thread(
     program = str(script(tmp_path, "plain", "cat; exit 5\n"))
     before = open_descriptors()
 
-    process = child.spawn(program, env=ENV)
-    finished = await process.communicate(b"abc")
+    process = child.spawn(program, env=ENV, stdin=b"abc")
+    finished = await process.communicate()
 
     assert finished == child.Finished(5, b"abc", b"")
     assert process._pidfd is None
@@ -176,6 +200,27 @@ def zombie(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] == "Z"
 
 
+async def test_where_memfd_create_is_refused_the_stdio_goes_through_unlinked_temporary_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*_: object) -> int:
+        raise OSError(1, "Operation not permitted")  # a seccomp profile without memfd_create
+
+    monkeypatch.setattr(child, "_USE_MEMFD", True)
+    monkeypatch.setattr(child.os, "memfd_create", refuse)
+    monkeypatch.setattr(child.tempfile, "tempdir", str(tmp_path))
+    (tmp_path / "bin").mkdir()
+    program = str(script(tmp_path / "bin", "echo", "cat; echo err >&2\n"))
+    before = open_descriptors()
+
+    finished = await child.spawn(program, env=ENV, stdin=b"in").communicate()
+
+    assert finished == child.Finished(0, b"in", b"err\n")
+    assert child._USE_MEMFD is False
+    assert open_descriptors() == before
+    assert os.listdir(tmp_path) == ["bin"]  # unlinked at once
+
+
 async def test_the_exit_status_is_read_first_and_the_zombie_reaped_off_the_loop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -184,7 +229,7 @@ async def test_the_exit_status_is_read_first_and_the_zombie_reaped_off_the_loop(
     program = str(script(tmp_path, "quick", "exit 4\n"))
 
     process = child.spawn(program, env=ENV)
-    finished = await process.communicate(b"")
+    finished = await process.communicate()
 
     assert finished.returncode == 4
     assert handed_over == [process.pid]
@@ -195,9 +240,9 @@ async def test_the_exit_status_is_read_first_and_the_zombie_reaped_off_the_loop(
 async def test_the_reaper_thread_reaps_every_child_it_is_handed(tmp_path: Path) -> None:
     program = str(script(tmp_path, "many", "cat\n"))
     before = open_descriptors()
-    processes = [child.spawn(program, env=ENV) for _ in range(5)]
+    processes = [child.spawn(program, env=ENV, stdin=b"x") for _ in range(5)]
 
-    finished = await asyncio.gather(*(process.communicate(b"x") for process in processes))
+    finished = await asyncio.gather(*(process.communicate() for process in processes))
 
     assert [item.returncode for item in finished] == [0] * 5
     for process in processes:
@@ -216,7 +261,7 @@ async def test_where_waitid_refuses_a_pidfd_children_are_reaped_inline(
     program = str(script(tmp_path, "inline", "exit 6\n"))
 
     process = child.spawn(program, env=ENV)
-    finished = await process.communicate(b"")
+    finished = await process.communicate()
 
     assert finished.returncode == 6
     assert reaped(process.pid)
@@ -230,7 +275,7 @@ async def test_a_zombie_is_reaped_only_reap_delay_after_its_exit_was_noticed(
     program = str(script(tmp_path, "brief", "exit 0\n"))
 
     process = child.spawn(program, env=ENV)
-    await process.communicate(b"")
+    await process.communicate()
     await asyncio.sleep(0.2)
 
     assert zombie(process.pid)
