@@ -274,7 +274,7 @@ def _ip_for(ip: object, *, to_zero: bool, from_one: bool) -> object:
 
 def _without(item: object, fields: Sequence[str]) -> object:
     """``item`` (an object) without ``fields``: itself when it has none of them, else a copy."""
-    if not isinstance(item, dict) or not any(name in item for name in fields):
+    if not isinstance(item, dict) or item.keys().isdisjoint(fields):
         return item
     return {key: value for key, value in item.items() if key not in fields}
 

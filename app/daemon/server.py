@@ -24,10 +24,10 @@ Built by ``app.daemon.wiring`` and started by ``app.daemon.startup`` (``CniServe
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
@@ -44,8 +44,6 @@ from app.daemon import protocol
 from app.gc.collector import GarbageCollector
 
 if TYPE_CHECKING:  # the query server imports this module's Readiness
-    from collections.abc import AsyncIterator
-
     from app.daemon.query_server import Activity
 
 log = logging.getLogger(__name__)
@@ -58,6 +56,14 @@ READY_HOLD_SECONDS = 30.0
 """How long a request that needs readiness is held for it: well under the shim's own deadline
 (180 s) and the runtime's CNI timeout, long enough for a restarting daemon's recovery."""
 _READ_CHUNK = 64 * 1024
+_Route = tuple[tuple[str, ...], Callable[[web.BaseRequest], Awaitable[web.Response]]]
+"""The methods a path takes, and its handler."""
+_LIMITED_PATHS = frozenset(("/cni", "/gc", "/delegate"))
+"""Paths held to ``connectionLimit``; health probes never wait."""
+_active_requests = [0]
+"""CNI, GC and delegate requests being served by every server of the process, read when the metrics
+are scraped (``multus_py_server_requests_active``)."""
+metrics.SERVER_REQUESTS_ACTIVE.set_function(lambda: _active_requests[0])
 
 
 class _Conditions(dict[str, bool]):
@@ -189,22 +195,19 @@ class CniServer:
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Route one request. One request per connection, as upstream's server (keep-alive
         disabled); counts every request the way upstream's ``multus_server_request_total`` does."""
-        routes: dict[str, tuple[tuple[str, ...], Callable[[web.BaseRequest], Awaitable[web.Response]]]] = {
-            "/cni": (("POST",), self._cni),
-            "/gc": (("POST",), self._gc),
-            "/delegate": (("POST",), self._delegate),
-            "/healthz": (("GET", "HEAD", "POST"), self._healthz),
-            "/readyz": (("GET", "HEAD", "POST"), self._readyz),
-        }
-        route = routes.get(request.path)
+        route = self._routes.get(request.path)
         if route is None:
             response = web.Response(status=404)
         elif request.method not in route[0]:
             response = web.Response(status=405, headers={"Allow": ",".join(route[0])})
-        else:
-            limited = request.path in ("/cni", "/gc", "/delegate")
-            async with self._slot() if limited else nullcontext():
+        elif request.path in _LIMITED_PATHS:
+            await self._take_slot()
+            try:
                 response = await route[1](request)
+            finally:
+                self._give_slot()
+        else:
+            response = await route[1](request)
         response.force_close()
         metrics.labelled(
             metrics.SERVER_REQUESTS,
@@ -214,12 +217,37 @@ class CniServer:
         ).inc()
         return response
 
-    def _slot(self) -> AbstractAsyncContextManager[None]:
-        if self.connection_limit is None:
-            return _counted_slot(None)
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self.connection_limit)
-        return _counted_slot(self._slots)
+    @functools.cached_property
+    def _routes(
+        self,
+    ) -> dict[str, tuple[tuple[str, ...], Callable[[web.BaseRequest], Awaitable[web.Response]]]]:
+        return {
+            "/cni": (("POST",), self._cni),
+            "/gc": (("POST",), self._gc),
+            "/delegate": (("POST",), self._delegate),
+            "/healthz": (("GET", "HEAD", "POST"), self._healthz),
+            "/readyz": (("GET", "HEAD", "POST"), self._readyz),
+        }
+
+    async def _take_slot(self) -> None:
+        """Take one of the ``connectionLimit`` slots (any number without one); ``_give_slot`` it back."""
+        if self.connection_limit is not None:
+            if self._slots is None:
+                self._slots = asyncio.Semaphore(self.connection_limit)
+            if self._slots.locked():
+                metrics.SERVER_REQUESTS_WAITING.inc()
+                try:
+                    await self._slots.acquire()
+                finally:
+                    metrics.SERVER_REQUESTS_WAITING.dec()
+            else:
+                await self._slots.acquire()
+        _active_requests[0] += 1
+
+    def _give_slot(self) -> None:
+        _active_requests[0] -= 1
+        if self._slots is not None:
+            self._slots.release()
 
     async def _healthz(self, _request: web.BaseRequest) -> web.Response:
         return web.Response(status=200)
@@ -322,26 +350,6 @@ class CniServer:
         else:
             await self.engine.status(request)
         return None
-
-
-@asynccontextmanager
-async def _counted_slot(slots: asyncio.Semaphore | None) -> AsyncIterator[None]:
-    """Hold one of ``slots`` (any number when None), keeping the waiting and active gauges."""
-    if slots is not None and slots.locked():
-        metrics.SERVER_REQUESTS_WAITING.inc()
-        try:
-            await slots.acquire()
-        finally:
-            metrics.SERVER_REQUESTS_WAITING.dec()
-    elif slots is not None:
-        await slots.acquire()
-    metrics.SERVER_REQUESTS_ACTIVE.inc()
-    try:
-        yield
-    finally:
-        metrics.SERVER_REQUESTS_ACTIVE.dec()
-        if slots is not None:
-            slots.release()
 
 
 async def _read_body(request: web.BaseRequest) -> bytes:
