@@ -371,27 +371,48 @@ def _validate(result: JsonObject, version: str) -> None:
 def _validate_rich(result: JsonObject, *, with_ip_version: bool) -> None:
     interfaces = _optional_list(result, "interfaces", "interfaces")
     for index, interface in enumerate(interfaces):
-        field = f"interfaces[{index}]"
-        _check_fields(
-            interface if isinstance(interface, dict) else _object(interface, field), _INTERFACE_RULES, field
-        )
+        if not isinstance(interface, dict):
+            _object(interface, f"interfaces[{index}]")
+        _check_fields(interface, _INTERFACE_RULES, "interfaces", index)
     for index, ip in enumerate(_optional_list(result, "ips", "ips")):
-        _validate_ip(ip, f"ips[{index}]", interface_count=len(interfaces), with_version=with_ip_version)
+        if not _plain_ip(ip, interface_count=len(interfaces), with_version=with_ip_version):
+            _validate_ip(ip, f"ips[{index}]", interface_count=len(interfaces), with_version=with_ip_version)
     for index, route in enumerate(_optional_list(result, "routes", "routes")):
-        _validate_route(route, f"routes[{index}]")
+        _validate_route(route, "routes", index)
 
 
-def _check_fields(obj: JsonObject, rules: dict[str, Callable[[object, str], object]], parent: str) -> None:
+def _check_fields(
+    obj: JsonObject, rules: dict[str, Callable[[object, str], object]], prefix: str, index: int | None = None
+) -> None:
     """Run each rule on its field of ``obj`` that is present and not null (Go reads null as absent),
-    the field named ``<parent>.<key>``. One pass over ``obj``: a string or an integer of the right
-    type is accepted without calling its rule (what nearly every field of a plugin's result is)."""
+    the field named ``<prefix>[<index>].<key>``. One pass over ``obj``: a string or an integer of the
+    right type is accepted without calling its rule (what nearly every field of a plugin's result
+    is), and a field's name is only spelt out for a rule that runs."""
     for key, value in obj.items():
         check = rules.get(key)
         if check is None or value is None:
             continue
         if (check is _string and value.__class__ is str) or (check is _int and value.__class__ is int):
             continue
-        check(value, f"{parent}.{key}")
+        check(value, f"{prefix}.{key}" if index is None else f"{prefix}[{index}].{key}")
+
+
+def _plain_ip(value: object, *, interface_count: int, with_version: bool) -> bool:
+    """True for an ``ips`` entry ``_validate_ip`` accepts at a glance: an IPv4 CIDR, an IPv4 gateway
+    or none, an interface index in range or none, a valid ``version`` or none. Anything else (an
+    IPv6 address, a wrong shape) gets the full check, and its error."""
+    if not isinstance(value, dict):
+        return False
+    address = value.get("address")
+    gateway = value.get("gateway")
+    interface = value.get("interface")
+    return (
+        isinstance(address, str)
+        and _IPV4_CIDR.fullmatch(address) is not None
+        and (gateway is None or (isinstance(gateway, str) and _IPV4.fullmatch(gateway) is not None))
+        and (interface is None or (interface.__class__ is int and 0 <= interface < interface_count))
+        and not (with_version and value.get("version") not in (None, "4", "6"))
+    )
 
 
 def _validate_ip(value: object, field: str, *, interface_count: int, with_version: bool) -> None:
@@ -414,13 +435,19 @@ def _validate_ip(value: object, field: str, *, interface_count: int, with_versio
         raise _ShapeError(f"{field}.version", f'must be "4" or "6", got {json.dumps(ip["version"])}')
 
 
-def _validate_route(value: object, field: str) -> None:
-    route = value if isinstance(value, dict) else _object(value, field)
+def _validate_route(value: object, prefix: str, index: int | None = None) -> None:
+    route = (
+        value
+        if isinstance(value, dict)
+        else _object(value, prefix if index is None else f"{prefix}[{index}]")
+    )
     dst = route.get("dst", _MISSING)
-    if dst is _MISSING:
-        raise _ShapeError(f"{field}.dst", "missing")
-    _check_cidr(dst, f"{field}.dst")
-    _check_fields(route, _ROUTE_RULES, field)
+    if not (isinstance(dst, str) and _IPV4_CIDR.fullmatch(dst)):
+        field = prefix if index is None else f"{prefix}[{index}]"
+        if dst is _MISSING:
+            raise _ShapeError(f"{field}.dst", "missing")
+        _cidr(dst, f"{field}.dst")
+    _check_fields(route, _ROUTE_RULES, prefix, index)
 
 
 def _check_cidr(value: object, field: str) -> None:
@@ -436,7 +463,7 @@ def _validate_legacy_ip(value: object, field: str) -> None:
     _cidr(config["ip"], f"{field}.ip")
     _optional_in(config, "gateway", field, _ip)
     for index, route in enumerate(_optional_list(config, "routes", f"{field}.routes")):
-        _validate_route(route, f"{field}.routes[{index}]")
+        _validate_route(route, f"{field}.routes", index)
 
 
 def _validate_dns(value: object, field: str) -> None:

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.cni import results
@@ -257,3 +257,25 @@ def test_the_ipv4_cidr_shortcut_accepts_only_what_the_general_parser_accepts(
         assert results.parse_cidr(text) is not None
     outcome = outcome_of(decode, {"ips": [{"address": text}]})
     assert isinstance(outcome, dict) == (results.parse_cidr(text) is not None)
+
+
+_IPS_ENTRIES = st.fixed_dictionaries(
+    {},
+    optional={
+        "address": st.sampled_from(
+            ["10.1.0.5/24", "10.1.0.5/24", "10.1.0.5", "fe80::1/64", "010.1.0.5/24", None, 5]
+        ),
+        "gateway": st.sampled_from(["10.1.0.1", "10.1.0.1", "fe80::1", "10.1.0", None, 7]),
+        "interface": st.one_of(st.integers(-1, 3), st.booleans(), st.none(), st.just("0")),
+        "version": st.sampled_from(["4", "6", "v4", None, 4]),
+    },
+)
+
+
+@settings(max_examples=500)
+@given(ip=_IPS_ENTRIES, interface_count=st.integers(0, 3), with_version=st.booleans())
+def test_an_ips_entry_accepted_at_a_glance_is_one_the_full_check_accepts(
+    ip: dict[str, Any], interface_count: int, with_version: bool
+) -> None:
+    if results._plain_ip(ip, interface_count=interface_count, with_version=with_version):
+        results._validate_ip(ip, "ips[0]", interface_count=interface_count, with_version=with_version)
