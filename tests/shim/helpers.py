@@ -6,8 +6,10 @@ exact bytes it gets back (status, headers, framing), which an HTTP framework wou
 
 from __future__ import annotations
 
+import atexit
 import base64
 import json
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -168,7 +170,9 @@ def read_request(conn: socket.socket) -> bytes:
 
 
 SPOOL_FOR_TESTS = tempfile.mkdtemp(prefix="multus-shim-test-spool-")
-"""Where a DEL the tests leave without a daemon is spooled: never the host's real spool."""
+"""Where a DEL the tests leave without a daemon is spooled: never the host's real spool (removed
+when the test process exits)."""
+atexit.register(shutil.rmtree, SPOOL_FOR_TESTS, ignore_errors=True)
 
 
 def conf_bytes(socket_dir: Path | str | None, **fields: object) -> bytes:
