@@ -268,6 +268,61 @@ def bench_networks(
         node.close()
 
 
+@dataclass
+class SideBySide:
+    """The daemon's CPU per ADD+DEL pair on two nodes measured side by side (``few`` and ``many``
+    networks per pod), and what each network beyond ``few`` costs."""
+
+    few: int
+    many: int
+    pods: int
+    few_cpu_ms: float
+    many_cpu_ms: float
+
+    @property
+    def per_extra_network_ms(self) -> float:
+        return (self.many_cpu_ms - self.few_cpu_ms) / (self.many - self.few)
+
+    def row(self) -> str:
+        return (
+            f"daemon CPU per ADD+DEL pair side by side ({self.pods} pods each, in turn): "
+            f"{self.few} net {self.few_cpu_ms:.2f} ms, {self.many} nets {self.many_cpu_ms:.2f} ms, "
+            f"{self.per_extra_network_ms:.2f} ms per extra network"
+        )
+
+
+def bench_side_by_side(few: int, many: int, *, pods: int, bundled: bool = True) -> SideBySide:
+    """Two nodes at once, ``few`` and ``many`` networks per pod, each pod ADDed and DELeted on one
+    node and then on the other. The figures of separate runs differ by the machine's mood between
+    them (on a shared VM, by more than an extra network costs); taken in turn, the two daemons see
+    the same machine, and their difference is what the extra networks cost."""
+    nodes = [
+        BenchNode(networks=few, bundled=bundled),
+        BenchNode(networks=many, bundled=bundled, subnet_offset=few + 10),
+    ]
+    warm_up = 3
+    try:
+        for node in nodes:
+            node.prepare()
+            node.start_daemon()
+        batches = [node.make_pods(warm_up + pods) for node in nodes]
+        cpu = [0.0, 0.0]
+        for index in range(warm_up + pods):
+            for which, node in enumerate(nodes):
+                pod = batches[which][index]
+                before = node.daemon_cpu_seconds()
+                node.multus("ADD", pod)
+                node.multus("DEL", pod)
+                if index >= warm_up:
+                    cpu[which] += node.daemon_cpu_seconds() - before
+        return SideBySide(
+            few=few, many=many, pods=pods, few_cpu_ms=1000 * cpu[0] / pods, many_cpu_ms=1000 * cpu[1] / pods
+        )
+    finally:
+        for node in nodes:
+            node.close()
+
+
 SPAWNER = """
 import os, sys, time
 shim, runs = sys.argv[1], int(sys.argv[2])
@@ -348,7 +403,9 @@ def plugin_run_floor_ms() -> float | None:
     return float(words[words.index("ms") - 1])
 
 
-def verdicts(results: Sequence[Figures], plugin_run_ms: float | None = None) -> list[str]:
+def verdicts(
+    results: Sequence[Figures], plugin_run_ms: float | None = None, side_by_side: SideBySide | None = None
+) -> list[str]:
     """The targets of the performance work, each with the figure measured in this run."""
     lines = []
     by_networks = {figures.networks: figures for figures in results}
@@ -361,6 +418,12 @@ def verdicts(results: Sequence[Figures], plugin_run_ms: float | None = None) -> 
             if figures.networks > 1:
                 extra = (figures.daemon_cpu_ms - one.daemon_cpu_ms) / (figures.networks - 1)
                 lines.append(f"  + <= 1 ms per extra network: {extra:.1f} ms each at {figures.networks}")
+        if side_by_side is not None:
+            lines.append(
+                f"  + <= 1 ms per extra network, side by side: {side_by_side.per_extra_network_ms:.2f} ms "
+                f"({side_by_side.few_cpu_ms:.2f} ms at {side_by_side.few}, {side_by_side.many_cpu_ms:.2f} ms "
+                f"at {side_by_side.many})"
+            )
         if plugin_run_ms is not None:
             lines.append(
                 f"    (floor: an extra network is two plugin runs, {2 * plugin_run_ms:.2f} ms of their "
@@ -383,6 +446,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--burst", type=int, default=100, help="pods in the concurrent burst")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--shim-runs", type=int, default=200)
+    parser.add_argument(
+        "--side-by-side",
+        type=int,
+        default=100,
+        help="pods per node for the CPU of the fewest vs the most networks measured side by side (0: skip)",
+    )
     parser.add_argument(
         "--unbundled",
         action="store_true",
@@ -418,8 +487,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     for row in parallel_rows(max(f.networks for f in results)):
         print(row, flush=True)
     plugin_run_ms = plugin_run_floor_ms()
+    counts = sorted(f.networks for f in results)
+    side_by_side = None
+    if args.side_by_side and len(counts) > 1:
+        side_by_side = bench_side_by_side(
+            counts[0], counts[-1], pods=args.side_by_side, bundled=not args.unbundled
+        )
+        print(side_by_side.row(), flush=True)
     print("targets (static mode):")
-    for line in verdicts(results, plugin_run_ms):
+    for line in verdicts(results, plugin_run_ms, side_by_side):
         print("  " + line, flush=True)
     if args.kube:
         from bench import kube  # imports this module: only once it is loaded

@@ -79,6 +79,8 @@ class BenchNode:
     pods: list[Pod] = field(default_factory=list)
     bundled: bool = True
     """Install the shim with its own runtime, as a node does by default; else a launcher for ``PYTHON``."""
+    subnet_offset: int = 0
+    """Network N takes ``10.<200 + offset + N>.0.0/16``: nodes benchmarked side by side keep apart."""
 
     @property
     def bin_dir(self) -> Path:
@@ -123,7 +125,7 @@ class BenchNode:
         ipam: dict[str, Any] = {
             "type": "host-local",
             "dataDir": str(self.root / "ipam"),
-            "ranges": [[{"subnet": f"10.{200 + index}.0.0/16"}]],
+            "ranges": [[{"subnet": f"10.{200 + self.subnet_offset + index}.0.0/16"}]],
         }
         if index == 0:
             ipam["routes"] = [{"dst": "0.0.0.0/0"}]
