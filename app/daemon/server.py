@@ -218,9 +218,8 @@ class CniServer:
         return response
 
     @functools.cached_property
-    def _routes(
-        self,
-    ) -> dict[str, tuple[tuple[str, ...], Callable[[web.BaseRequest], Awaitable[web.Response]]]]:
+    def _routes(self) -> dict[str, _Route]:
+        """Each path's methods and handler, bound once."""
         return {
             "/cni": (("POST",), self._cni),
             "/gc": (("POST",), self._gc),
