@@ -372,7 +372,7 @@ def _validate_rich(result: JsonObject, *, with_ip_version: bool) -> None:
     interfaces = _optional_list(result, "interfaces", "interfaces")
     for index, interface in enumerate(interfaces):
         if not isinstance(interface, dict):
-            _object(interface, f"interfaces[{index}]")
+            _object(interface, _field("interfaces", index))
         _check_fields(interface, _INTERFACE_RULES, "interfaces", index)
     for index, ip in enumerate(_optional_list(result, "ips", "ips")):
         if not _plain_ip(ip, interface_count=len(interfaces), with_version=with_ip_version):
@@ -394,7 +394,12 @@ def _check_fields(
             continue
         if (check is _string and value.__class__ is str) or (check is _int and value.__class__ is int):
             continue
-        check(value, f"{prefix}.{key}" if index is None else f"{prefix}[{index}].{key}")
+        check(value, f"{_field(prefix, index)}.{key}")
+
+
+def _field(prefix: str, index: int | None) -> str:
+    """How an error names the item ``index`` of list ``prefix`` (or ``prefix`` itself without one)."""
+    return prefix if index is None else f"{prefix}[{index}]"
 
 
 def _plain_ip(value: object, *, interface_count: int, with_version: bool) -> bool:
@@ -421,9 +426,7 @@ def _validate_ip(value: object, field: str, *, interface_count: int, with_versio
     if address is _MISSING:
         raise _ShapeError(f"{field}.address", "missing")
     _check_cidr(address, f"{field}.address")
-    gateway = ip.get("gateway")
-    if gateway is not None and not (isinstance(gateway, str) and _IPV4.fullmatch(gateway)):
-        _ip(gateway, f"{field}.gateway")
+    _optional_in(ip, "gateway", field, _check_ip)
     index = ip.get("interface")
     if index is not None:
         _non_negative_int(index, f"{field}.interface")
@@ -436,17 +439,12 @@ def _validate_ip(value: object, field: str, *, interface_count: int, with_versio
 
 
 def _validate_route(value: object, prefix: str, index: int | None = None) -> None:
-    route = (
-        value
-        if isinstance(value, dict)
-        else _object(value, prefix if index is None else f"{prefix}[{index}]")
-    )
+    route = value if isinstance(value, dict) else _object(value, _field(prefix, index))
     dst = route.get("dst", _MISSING)
     if not (isinstance(dst, str) and _IPV4_CIDR.fullmatch(dst)):
-        field = prefix if index is None else f"{prefix}[{index}]"
         if dst is _MISSING:
-            raise _ShapeError(f"{field}.dst", "missing")
-        _cidr(dst, f"{field}.dst")
+            raise _ShapeError(f"{_field(prefix, index)}.dst", "missing")
+        _cidr(dst, f"{_field(prefix, index)}.dst")
     _check_fields(route, _ROUTE_RULES, prefix, index)
 
 
@@ -454,6 +452,12 @@ def _check_cidr(value: object, field: str) -> None:
     """``_cidr`` without building the address where the text is a plain IPv4 CIDR."""
     if not (isinstance(value, str) and _IPV4_CIDR.fullmatch(value)):
         _cidr(value, field)
+
+
+def _check_ip(value: object, field: str) -> None:
+    """``_ip`` without building the address where the text is a plain IPv4 address."""
+    if not (isinstance(value, str) and _IPV4.fullmatch(value)):
+        _ip(value, field)
 
 
 def _validate_legacy_ip(value: object, field: str) -> None:
@@ -556,7 +560,7 @@ _INTERFACE_RULES: Final[dict[str, Callable[[object, str], object]]] = {
     "mtu": _non_negative_int,
 }
 _ROUTE_RULES: Final[dict[str, Callable[[object, str], object]]] = {
-    "gw": _ip,
+    "gw": _check_ip,
     **dict.fromkeys(_ROUTE_FIELDS_1_1, _int),
 }
 
