@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,29 +58,7 @@ from app.store.mirror_records import NadRecord, PodRecord
 POD_ARG_KEYS = ("K8S_POD_NAMESPACE", "K8S_POD_NAME", "K8S_POD_INFRA_CONTAINER_ID", "K8S_POD_UID")
 
 
-class _ConfDirReading:
-    """One reading of a ``confDir`` for one resolution: listed once, each file loaded at most once,
-    in lexical order and only as far as a lookup needs (``cniconf.find_by_name``'s rules: the first
-    file of the name wins; a file that cannot be loaded before it raises its error)."""
-
-    def __init__(self, conf_dir: str, load: Callable[[str], NetworkConfigList]) -> None:
-        self._paths = cniconf.list_conf_files(conf_dir)
-        self._load = load
-        self._loaded: list[NetworkConfigList] = []
-
-    def find(self, name: str) -> NetworkConfigList | None:
-        for net in self._loaded:
-            if net.name == name:
-                return net
-        while len(self._loaded) < len(self._paths):
-            net = self._load(self._paths[len(self._loaded)])  # an error: raised again next time
-            self._loaded.append(net)
-            if net.name == name:
-                return net
-        return None
-
-
-_conf_dir_readings: ContextVar[dict[str, _ConfDirReading] | None] = ContextVar(
+_conf_dir_readings: ContextVar[dict[str, cniconf.ConfDirReading] | None] = ContextVar(
     "conf_dir_readings", default=None
 )
 """The ``confDir`` readings of the resolution running in this task (None: outside ``resolve``): a
@@ -427,7 +405,7 @@ class NetworkResolver:
             return cniconf.find_by_name(conf_dir, name, loader=self._load_file)
         reading = readings.get(conf_dir)
         if reading is None:
-            reading = readings[conf_dir] = _ConfDirReading(conf_dir, self._load_file)
+            reading = readings[conf_dir] = cniconf.ConfDirReading(conf_dir, self._load_file)
         return reading.find(name)
 
     def _from_path(self, path: str) -> NetworkConfigList:

@@ -89,12 +89,28 @@ def find_by_name(
     was meant is unknowable, so the scan does not skip it. ``loader`` (default ``load_file``) lets a
     caller cache parsed files.
     """
-    load = loader or load_file
-    for path in list_conf_files(conf_dir):
-        network = load(path)
-        if network.name == name:
-            return network
-    return None
+    return ConfDirReading(conf_dir, loader or load_file).find(name)
+
+
+class ConfDirReading:
+    """One reading of ``conf_dir`` for several lookups by name (``find_by_name``'s rules): listed
+    once, each file loaded at most once, in lexical order and only as far as a lookup needs."""
+
+    def __init__(self, conf_dir: str, load: Callable[[str], NetworkConfigList]) -> None:
+        self._paths = list_conf_files(conf_dir)
+        self._load = load
+        self._loaded: list[NetworkConfigList] = []
+
+    def find(self, name: str) -> NetworkConfigList | None:
+        for net in self._loaded:
+            if net.name == name:
+                return net
+        while len(self._loaded) < len(self._paths):
+            net = self._load(self._paths[len(self._loaded)])  # an error: raised again next time
+            self._loaded.append(net)
+            if net.name == name:
+                return net
+        return None
 
 
 def first_in_dir(
