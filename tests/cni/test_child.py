@@ -112,23 +112,6 @@ async def test_a_process_left_behind_holding_the_output_does_not_hold_up_the_ans
     assert open_descriptors() == before
 
 
-async def test_a_killed_child_is_reaped_within_the_grace_and_everything_is_closed(tmp_path: Path) -> None:
-    program = str(script(tmp_path, "sleeper", "sleep 30\n"))
-    before = open_descriptors()
-    process = child.spawn(program, env=ENV)
-    communicating = asyncio.ensure_future(process.communicate())
-    await asyncio.sleep(0.05)
-    communicating.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await communicating
-
-    process.kill_group(signal.SIGKILL)
-
-    assert await process.reap(5.0)
-    await wait_until(lambda: reaped(process.pid))
-    await wait_until(lambda: open_descriptors() == before)
-
-
 async def test_a_child_that_outlives_the_grace_is_reported_and_reaped_when_it_exits(tmp_path: Path) -> None:
     program = str(script(tmp_path, "stubborn", "trap '' TERM; sleep 1\n"))
     before = open_descriptors()
