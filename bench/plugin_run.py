@@ -5,7 +5,7 @@ the spawn (three memory files for its stdio, ``posix_spawn``), noticing the exit
 and reaping the child, on the event loop the daemon runs (uvloop where installed). This measures that
 alone, in a small process of its own: ``bridge`` answering VERSION, ``--runs`` times after a warm-up,
 the process's CPU counted the way ``python -m bench`` counts the daemon's (the scheduler's
-nanoseconds summed over its threads, the reaper thread included; the plugin's own CPU is not the
+nanoseconds summed over its threads; the plugin's own CPU is not the
 parent's). An ADD+DEL pair runs each delegate twice, so twice this figure is a floor under the
 daemon's CPU per extra network that no recording, validation or bookkeeping can go below.
 """
