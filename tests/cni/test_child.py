@@ -219,7 +219,7 @@ async def test_the_exit_status_is_read_first_and_the_zombie_reaped_a_little_late
     assert zombie(process.pid)
     await wait_until(lambda: handed_over == [process.pid])
     assert zombie(process.pid)  # only the (recording) reaper was called
-    os.waitpid(process.pid, 0)
+    await asyncio.to_thread(os.waitpid, process.pid, 0)
 
 
 async def test_every_child_whose_exit_was_read_is_reaped(tmp_path: Path) -> None:
