@@ -155,7 +155,7 @@ def netns_identity(path: str) -> str:
         info = os.stat(path)
     except OSError:
         return ""
-    return f"{info.st_dev}:{info.st_ino}" if netns_exists(path) else ""
+    return f"{info.st_dev}:{info.st_ino}" if info.st_dev == _nsfs_device() else ""
 
 
 def _host_link_blocking(name: str) -> Link | None:

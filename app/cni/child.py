@@ -11,13 +11,15 @@ process of its own behind holding its stdout (a daemon it started) does not hold
 it would with pipes: the answer is what the plugin wrote before it exited.
 
 The exit status is read without reaping (``waitid(P_PIDFD, ..., WNOWAIT)``, Linux 5.4): the caller
-goes on at once, and the zombie is reaped by a timer on the loop ``REAP_DELAY`` later. Reaping a
-plugin the instant it exits is not free: the kernel then drops the plugin's cached ``/proc/<pid>``
-entries while its threads are still being torn down, and for about one ADD in five that took 1 to
-8 ms of kernel CPU, during which the loop served nothing; reaped 0.2 ms or more after the exit, the
-same plugins cost about 25 µs each (99 % under 0.1 ms, at 4 networks per pod). A reaper thread did
-the same off the loop, but its wake-ups cost twice the reaping itself. Where ``waitid`` cannot take
-a pidfd, the child is reaped inline.
+goes on at once, and the zombie is reaped later, on the loop. Reaping a plugin the instant it exits
+is not free: the kernel then drops the plugin's cached ``/proc/<pid>`` entries while its threads are
+still being torn down, and for about one ADD in five that took 1 to 8 ms of kernel CPU, during which
+the loop served nothing; reaped 0.2 ms or more after the exit, the same plugins cost about 25 µs
+each (99 % under 0.1 ms, at 4 networks per pod). A zombie whose exit was noticed ``REAP_DELAY`` ago
+is reaped when the loop next starts a child or notices an exit (the next plugin of a pod with
+several networks), else by a timer ``REAP_IDLE`` after it: no wake-up of its own per plugin. (A
+reaper thread did the same off the loop, but its wake-ups cost twice the reaping itself.) Where
+``waitid`` cannot take a pidfd, the child is reaped inline.
 
 A child leads a session of its own (its pid is its process group, so ``kill_group`` reaches its
 children too). Without a root it is started with ``posix_spawn`` (glibc's vfork-style clone);
@@ -29,6 +31,7 @@ also when its caller is cancelled or gives up on it: the exit watch outlives ``a
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import fcntl
 import logging
@@ -36,6 +39,8 @@ import os
 import subprocess
 import tempfile
 import threading
+import time
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -44,7 +49,10 @@ logger = logging.getLogger(__name__)
 USE_PIDFD = hasattr(os, "pidfd_open")
 """Watch exits with pidfds where Python offers them (a kernel without them falls back per child)."""
 REAP_DELAY = 0.005
-"""Seconds between noticing a child's exit and reaping it (what a zombie costs meanwhile: a pid)."""
+"""Seconds after its exit was noticed before a zombie may be reaped (what it costs meanwhile: a pid)."""
+REAP_IDLE = 0.05
+"""Seconds after its exit was noticed by which a zombie is reaped even when the loop has nothing else
+to do (its timer is the one wake-up reaping may cost, per quiet spell rather than per plugin)."""
 _PEEK_BY_PIDFD = hasattr(os, "P_PIDFD") and hasattr(os, "WNOWAIT")
 """Read an exit status through the pidfd, leaving the zombie to a timer on the loop (until a kernel
 refuses it: Linux 5.3 has pidfds but not ``waitid(P_PIDFD)``)."""
@@ -73,6 +81,7 @@ def spawn(
     ``preexec`` runs in the child between fork and exec (e.g. entering a root); with it the child
     is forked by ``subprocess`` and a failure of ``preexec`` raises ``subprocess.SubprocessError``.
     A failed exec raises ``OSError`` with the exec's errno (ENOENT, EACCES, ETXTBSY, ...)."""
+    _zombies.reap_due()
     fds: list[int] = []
     try:
         for name in ("stdin", "stdout", "stderr"):
@@ -251,7 +260,7 @@ class Child:
                 return  # not yet (spurious wake-up)
             returncode = os.waitstatus_to_exitcode(status)
         else:
-            self._loop.call_later(REAP_DELAY, _reap_exited, self.pid)
+            _zombies.add(self.pid, self._loop)
         self._loop.remove_reader(self._pidfd)
         os.close(self._pidfd)
         self._pidfd = None
@@ -294,10 +303,58 @@ def _time_out(waiter: asyncio.Future[None]) -> None:
         waiter.set_exception(TimeoutError())
 
 
+class _Zombies:
+    """Children whose exit status was read and who wait to be reaped, oldest first.
+
+    Reaped in passing (``reap_due``, on every spawn and noticed exit) once ``REAP_DELAY`` old, and
+    by one timer per loop for what the loop's own activity has not reaped ``REAP_IDLE`` after its
+    exit. Shared by the loops of all threads (a lock keeps the queue consistent)."""
+
+    def __init__(self) -> None:
+        self._waiting: collections.deque[tuple[float, int]] = collections.deque()
+        self._lock = threading.Lock()
+        self._timers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.TimerHandle] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def add(self, pid: int, loop: asyncio.AbstractEventLoop) -> None:
+        """``pid`` has exited (its status read): reap what is due, queue it, make sure a timer runs."""
+        now = time.monotonic()
+        self.reap_due(now)
+        with self._lock:
+            self._waiting.append((now, pid))
+        if loop not in self._timers:
+            self._timers[loop] = loop.call_at(loop.time() + REAP_IDLE, self._on_timer, loop)
+
+    def reap_due(self, now: float | None = None) -> None:
+        """Reap every queued child noticed ``REAP_DELAY`` or more before ``now``."""
+        if not self._waiting:
+            return
+        threshold = (time.monotonic() if now is None else now) - REAP_DELAY
+        while True:
+            with self._lock:
+                if not self._waiting or self._waiting[0][0] > threshold:
+                    return
+                _, pid = self._waiting.popleft()
+            _reap_exited(pid)
+
+    def _on_timer(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timers.pop(loop, None)
+        self.reap_due()
+        with self._lock:
+            oldest = self._waiting[0][0] if self._waiting else None
+        if oldest is not None:  # noticed since (or by another loop): its own turn comes later
+            delay = max(oldest + REAP_IDLE - time.monotonic(), REAP_DELAY)
+            self._timers[loop] = loop.call_at(loop.time() + delay, self._on_timer, loop)
+
+
 def _reap_exited(pid: int) -> None:
     """Reap a child whose exit was already read (a zombie until now); it no longer blocks."""
     with contextlib.suppress(ChildProcessError):  # reaped elsewhere: nothing is left to do
         os.waitpid(pid, os.WNOHANG)
+
+
+_zombies = _Zombies()
 
 
 def _wait_blocking(pid: int) -> int:
