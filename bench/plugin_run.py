@@ -41,8 +41,8 @@ def cpu_ms_per_run(runs: int, *, warm_up: int = 20) -> float:
         if not before:
             raise RuntimeError("this kernel keeps no per-thread CPU count (/proc/self/task/*/schedstat)")
         runner.run(run_plugins(runs))
-        # the last children are reaped ``REAP_DELAY`` after their exit: let the reaper finish
-        runner.run(asyncio.sleep(child.REAP_DELAY * 4))
+        # the last child is reaped by the loop's idle timer, ``REAP_IDLE`` after its exit: let it run
+        runner.run(asyncio.sleep(child.REAP_IDLE * 2))
         after = threads_cpu_ns("self")
     return (after - before) / runs / 1e6
 

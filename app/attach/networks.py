@@ -242,7 +242,11 @@ class NetworkResolver:
         )
 
     async def _reference(self, reference: str, conf: MultusNetConf, pod: PodRecord | None) -> _Network:
-        """``clusterNetwork``/``defaultNetworks``: a path, a NAD in multusNamespace, or a confDir name."""
+        """``clusterNetwork``/``defaultNetworks``: a path, a NAD in multusNamespace, or a confDir name.
+
+        A name missing as a NAD but found in confDir is the usual case of a file-backed cluster
+        network, not a problem: upstream posts its ``NoNetworkFound`` Warning on every pod for it;
+        here the Warning comes only when the name is found neither way (and the ADD fails)."""
         if "/" in reference:
             from_path = self._from_path(reference)
             return _Network(name=from_path.name, net=from_path)
@@ -250,9 +254,9 @@ class NetworkResolver:
             nad = await self._cluster.nads.get_nad(conf.multus_namespace, reference)
             if nad is not None:
                 return await self._from_nad(nad, conf)
-            self._not_found(pod, conf.multus_namespace, reference)
         net = self._by_name(conf.conf_dir, reference)
         if net is None:
+            self._not_found(pod, conf.multus_namespace, reference)
             where = f"NAD {conf.multus_namespace}/{reference} or " if self._cluster is not None else ""
             raise CniError(
                 ErrorCode.INVALID_NETWORK_CONFIG,

@@ -1,6 +1,6 @@
 """An ADD through the engine with the watch side wired as the daemon wires it: device ids from DRA or
 the kubelet checkpoint reach the delegate, bad device data attaches nothing, a missing NAD posts
-upstream's ``NoNetworkFound`` Warning.
+upstream's ``NoNetworkFound`` Warning (but a cluster network found as a conf file posts none).
 
 Real: the emulator over HTTP (kubernetes-asyncio), the pod/NAD watches into a SQLite mirror, the
 engine with its checkpoint, a network namespace, and the recorder plugin executed as a delegate (it
@@ -230,21 +230,21 @@ async def test_a_missing_nad_fails_the_add_and_posts_upstreams_no_network_found_
         await events.drained()
     warnings = [e for e in emulator.events("default") if e["reason"] == "NoNetworkFound"]
     assert [e["message"] for e in warnings] == [
-        "cannot find a network-attachment-definition (primary) in namespace (kube-system): "
-        'networkattachmentdefinition.k8s.cni.cncf.io "primary" not found',
         "cannot find a network-attachment-definition (absent-net) in namespace (default): "
         'networkattachmentdefinition.k8s.cni.cncf.io "absent-net" not found',
-    ], "the cluster network's NAD lookup misses too (it is a conf file), as upstream's does"
-    event = warnings[1]
+    ], "only the pod's missing NAD: the cluster network is a conf file, which is no problem"
+    event = warnings[0]
     assert event["type"] == "Warning"
     assert event["involvedObject"]["uid"] == pod["metadata"]["uid"]
     assert event["source"]["component"] == "multus"
     assert node.calls() == []
 
 
-async def test_a_cluster_network_found_only_as_a_file_still_warns_as_upstream_does(
+async def test_a_cluster_network_found_only_as_a_file_posts_no_warning(
     emulator: KubeApiEmulator, node: Node
 ) -> None:
+    # Upstream posts NoNetworkFound on every pod here (its NAD lookup of the name misses first): a
+    # Warning, and an API write per ADD, for the usual file-backed cluster network.
     pod = emulator.create_pod(pod_manifest("web"))
     await eventually(lambda: node.running.watchers.pods.get_pod("default", "web"), lambda p: p is not None)
     container = uuid.uuid4().hex
@@ -253,10 +253,34 @@ async def test_a_cluster_network_found_only_as_a_file_still_warns_as_upstream_do
 
     async with asyncio.timeout(5):
         await node.running.watchers.events.drained()
+    reasons = [e["reason"] for e in emulator.events("default")]
+    assert reasons == ["AddedInterface"], "the ADD's own event is posted, no Warning"
+    assert [c["command"] for c in node.calls()] == ["ADD"], "the primary from confDir ran"
+    await node.engine.delete(node.request(Command.DEL, pod, container))
+
+
+def empty_directory(path: str) -> None:
+    for entry in Path(path).iterdir():
+        entry.unlink()
+
+
+async def test_a_cluster_network_found_neither_as_a_nad_nor_as_a_file_fails_and_warns(
+    emulator: KubeApiEmulator, node: Node
+) -> None:
+    empty_directory(node.conf.conf_dir)  # the cluster network's conf file goes
+    pod = emulator.create_pod(pod_manifest("web"))
+    await eventually(lambda: node.running.watchers.pods.get_pod("default", "web"), lambda p: p is not None)
+
+    with pytest.raises(CniError) as raised:
+        await node.engine.add(node.request(Command.ADD, pod, uuid.uuid4().hex))
+
+    assert raised.value.code == ErrorCode.INVALID_NETWORK_CONFIG
+    assert "primary" in raised.value.msg
+    async with asyncio.timeout(5):
+        await node.running.watchers.events.drained()
     warnings = [e for e in emulator.events("default") if e["reason"] == "NoNetworkFound"]
     assert [e["message"] for e in warnings] == [
         "cannot find a network-attachment-definition (primary) in namespace (kube-system): "
         'networkattachmentdefinition.k8s.cni.cncf.io "primary" not found'
     ]
-    assert [c["command"] for c in node.calls()] == ["ADD"], "the primary from confDir ran"
-    await node.engine.delete(node.request(Command.DEL, pod, container))
+    assert node.calls() == []
