@@ -81,7 +81,6 @@ def spawn(
     ``preexec`` runs in the child between fork and exec (e.g. entering a root); with it the child
     is forked by ``subprocess`` and a failure of ``preexec`` raises ``subprocess.SubprocessError``.
     A failed exec raises ``OSError`` with the exec's errno (ENOENT, EACCES, ETXTBSY, ...)."""
-    _zombies.reap_due()
     fds: list[int] = []
     try:
         for name in ("stdin", "stdout", "stderr"):
@@ -175,6 +174,7 @@ class Child:
         self._loop = asyncio.get_running_loop()
         self._exited: asyncio.Future[int] = self._loop.create_future()
         self._exit_waiter: asyncio.Future[None] | None = None
+        _zombies.reap_due(self._loop)
         self._watch_exit()
 
     # ---- running ------------------------------------------------------------------------------
@@ -306,9 +306,10 @@ def _time_out(waiter: asyncio.Future[None]) -> None:
 class _Zombies:
     """Children whose exit status was read and who wait to be reaped, oldest first.
 
-    Reaped in passing (``reap_due``, on every spawn and noticed exit) once ``REAP_DELAY`` old, and
-    by one timer per loop for what the loop's own activity has not reaped ``REAP_IDLE`` after its
-    exit. Shared by the loops of all threads (a lock keeps the queue consistent)."""
+    Reaped in passing (``reap_due``, whenever a loop starts a child or notices an exit) once
+    ``REAP_DELAY`` old, and by one timer per loop for what the loop's own activity has not reaped
+    ``REAP_IDLE`` after its exit; the timer is dropped once nothing is left to reap. Shared by the
+    loops of all threads (a lock keeps the queue consistent)."""
 
     def __init__(self) -> None:
         self._waiting: collections.deque[tuple[float, int]] = collections.deque()
@@ -320,27 +321,31 @@ class _Zombies:
     def add(self, pid: int, loop: asyncio.AbstractEventLoop) -> None:
         """``pid`` has exited (its status read): reap what is due, queue it, make sure a timer runs."""
         now = time.monotonic()
-        self.reap_due(now)
+        self.reap_due(loop, now)
         with self._lock:
             self._waiting.append((now, pid))
         if loop not in self._timers:
             self._timers[loop] = loop.call_at(loop.time() + REAP_IDLE, self._on_timer, loop)
 
-    def reap_due(self, now: float | None = None) -> None:
-        """Reap every queued child noticed ``REAP_DELAY`` or more before ``now``."""
+    def reap_due(self, loop: asyncio.AbstractEventLoop, now: float | None = None) -> None:
+        """Reap every queued child noticed ``REAP_DELAY`` or more before ``now``; with none left,
+        ``loop`` (the caller's, running) needs its timer no more."""
+        if self._waiting:
+            threshold = (time.monotonic() if now is None else now) - REAP_DELAY
+            while True:
+                with self._lock:
+                    if not self._waiting or self._waiting[0][0] > threshold:
+                        break
+                    _, pid = self._waiting.popleft()
+                _reap_exited(pid)
         if not self._waiting:
-            return
-        threshold = (time.monotonic() if now is None else now) - REAP_DELAY
-        while True:
-            with self._lock:
-                if not self._waiting or self._waiting[0][0] > threshold:
-                    return
-                _, pid = self._waiting.popleft()
-            _reap_exited(pid)
+            timer = self._timers.pop(loop, None)
+            if timer is not None:
+                timer.cancel()
 
     def _on_timer(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timers.pop(loop, None)
-        self.reap_due()
+        self.reap_due(loop)
         with self._lock:
             oldest = self._waiting[0][0] if self._waiting else None
         if oldest is not None:  # noticed since (or by another loop): its own turn comes later
