@@ -54,8 +54,8 @@ REAP_IDLE = 0.05
 """Seconds after its exit was noticed by which a zombie is reaped even when the loop has nothing else
 to do (its timer is the one wake-up reaping may cost, per quiet spell rather than per plugin)."""
 _PEEK_BY_PIDFD = hasattr(os, "P_PIDFD") and hasattr(os, "WNOWAIT")
-"""Read an exit status through the pidfd, leaving the zombie to a timer on the loop (until a kernel
-refuses it: Linux 5.3 has pidfds but not ``waitid(P_PIDFD)``)."""
+"""Read an exit status through the pidfd, leaving the zombie to be reaped later (``_Zombies``), until a
+kernel refuses it: Linux 5.3 has pidfds but not ``waitid(P_PIDFD)``."""
 _USE_MEMFD = hasattr(os, "memfd_create")
 """Memory files for the child's stdio (until the kernel refuses ``memfd_create``)."""
 
