@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.node import BenchNode, Pod
+from bench.node import BenchNode, Pod, SideBySide, cpu_ms_in_turn
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -268,29 +268,6 @@ def bench_networks(
         node.close()
 
 
-@dataclass
-class SideBySide:
-    """The daemon's CPU per ADD+DEL pair on two nodes measured side by side (``few`` and ``many``
-    networks per pod), and what each network beyond ``few`` costs."""
-
-    few: int
-    many: int
-    pods: int
-    few_cpu_ms: float
-    many_cpu_ms: float
-
-    @property
-    def per_extra_network_ms(self) -> float:
-        return (self.many_cpu_ms - self.few_cpu_ms) / (self.many - self.few)
-
-    def row(self) -> str:
-        return (
-            f"daemon CPU per ADD+DEL pair side by side ({self.pods} pods each, in turn): "
-            f"{self.few} net {self.few_cpu_ms:.2f} ms, {self.many} nets {self.many_cpu_ms:.2f} ms, "
-            f"{self.per_extra_network_ms:.2f} ms per extra network"
-        )
-
-
 def bench_side_by_side(few: int, many: int, *, pods: int, bundled: bool = True) -> SideBySide:
     """Two nodes at once, ``few`` and ``many`` networks per pod, each pod ADDed and DELeted on one
     node and then on the other. The figures of separate runs differ by the machine's mood between
@@ -300,24 +277,12 @@ def bench_side_by_side(few: int, many: int, *, pods: int, bundled: bool = True) 
         BenchNode(networks=few, bundled=bundled),
         BenchNode(networks=many, bundled=bundled, subnet_offset=few + 10),
     ]
-    warm_up = 3
     try:
         for node in nodes:
             node.prepare()
             node.start_daemon()
-        batches = [node.make_pods(warm_up + pods) for node in nodes]
-        cpu = [0.0, 0.0]
-        for index in range(warm_up + pods):
-            for which, node in enumerate(nodes):
-                pod = batches[which][index]
-                before = node.daemon_cpu_seconds()
-                node.multus("ADD", pod)
-                node.multus("DEL", pod)
-                if index >= warm_up:
-                    cpu[which] += node.daemon_cpu_seconds() - before
-        return SideBySide(
-            few=few, many=many, pods=pods, few_cpu_ms=1000 * cpu[0] / pods, many_cpu_ms=1000 * cpu[1] / pods
-        )
+        few_cpu_ms, many_cpu_ms = cpu_ms_in_turn(nodes, pods=pods, warm_up=3, rotate=False)
+        return SideBySide(few=few, many=many, pods=pods, few_cpu_ms=few_cpu_ms, many_cpu_ms=many_cpu_ms)
     finally:
         for node in nodes:
             node.close()

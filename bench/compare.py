@@ -16,35 +16,13 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from app.sandbox.processes import DaemonProcess
-from bench.node import BenchNode
+from bench.node import BenchNode, SideBySide, cpu_ms_in_turn
 
 HERE = Path(__file__).resolve().parent.parent
 WARM_UP = 5
-
-
-@dataclass(frozen=True)
-class TreeFigures:
-    """One tree's daemon CPU per ADD+DEL pair at ``few`` and ``many`` networks per pod."""
-
-    tree: Path
-    few: int
-    many: int
-    few_cpu_ms: float
-    many_cpu_ms: float
-
-    @property
-    def per_extra_network_ms(self) -> float:
-        return (self.many_cpu_ms - self.few_cpu_ms) / (self.many - self.few)
-
-    def row(self) -> str:
-        return (
-            f"{self.tree!s:40}  {self.few} net {self.few_cpu_ms:6.2f} ms  {self.many} nets "
-            f"{self.many_cpu_ms:6.2f} ms  per extra network {self.per_extra_network_ms:5.2f} ms"
-        )
 
 
 def start_daemon_of(node: BenchNode, tree: Path) -> None:
@@ -56,7 +34,7 @@ def start_daemon_of(node: BenchNode, tree: Path) -> None:
     node.process.wait_ready(timeout=30)
 
 
-def compare(trees: Sequence[Path], *, few: int, many: int, pods: int) -> list[TreeFigures]:
+def compare(trees: Sequence[Path], *, few: int, many: int, pods: int) -> list[SideBySide]:
     """Each of ``trees`` at ``few`` and ``many`` networks, all daemons taken pod by pod in rotation."""
     specs = [(tree, networks) for networks in (few, many) for tree in trees]
     nodes: list[BenchNode] = []
@@ -66,31 +44,19 @@ def compare(trees: Sequence[Path], *, few: int, many: int, pods: int) -> list[Tr
             nodes.append(node)
             node.prepare()
             start_daemon_of(node, tree)
-        batches = [node.make_pods(WARM_UP + pods) for node in nodes]
-        cpu = [0.0] * len(nodes)
-        for round_index in range(WARM_UP + pods):
-            for turn in range(len(nodes)):
-                which = (turn + round_index) % len(nodes)  # each daemon goes first in its turn
-                node = nodes[which]
-                pod = batches[which][round_index]
-                before = node.daemon_cpu_seconds()
-                node.multus("ADD", pod)
-                node.multus("DEL", pod)
-                if round_index >= WARM_UP:
-                    cpu[which] += node.daemon_cpu_seconds() - before
+        per_pair_ms = cpu_ms_in_turn(nodes, pods=pods, warm_up=WARM_UP, rotate=True)
     finally:
         for node in nodes:
             node.close()
-    per_pod_ms = [1000 * seconds / pods for seconds in cpu]
     return [
-        TreeFigures(
-            tree=tree,
+        SideBySide(
             few=few,
             many=many,
-            few_cpu_ms=per_pod_ms[position],
-            many_cpu_ms=per_pod_ms[position + len(trees)],
+            pods=pods,
+            few_cpu_ms=per_pair_ms[position],
+            many_cpu_ms=per_pair_ms[position + len(trees)],
         )
-        for position, tree in enumerate(trees)
+        for position in range(len(trees))
     ]
 
 
@@ -107,8 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 1 <= args.few < args.many:
         parser.error("--few must be at least 1 and below --many")
     other_figures, these = compare([other, HERE], few=args.few, many=args.many, pods=args.pods)
-    print(f"daemon CPU per ADD+DEL pair, {args.pods} pods per daemon, four daemons in rotation:")
+    print(f"four daemons in rotation; {other}:")
     print("  " + other_figures.row())
+    print(f"{HERE}:")
     print("  " + these.row())
     print(
         f"  this tree minus the other: {these.few_cpu_ms - other_figures.few_cpu_ms:+.2f} ms at {args.few}, "

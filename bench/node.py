@@ -17,6 +17,7 @@ import secrets
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -262,3 +263,46 @@ class BenchNode:
         for index in range(self.networks):
             subprocess.run(["ip", "link", "del", self.bridge(index)], check=False, capture_output=True)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+@dataclass
+class SideBySide:
+    """The daemon's CPU per ADD+DEL pair on two nodes measured side by side (``few`` and ``many``
+    networks per pod), and what each network beyond ``few`` costs."""
+
+    few: int
+    many: int
+    pods: int
+    few_cpu_ms: float
+    many_cpu_ms: float
+
+    @property
+    def per_extra_network_ms(self) -> float:
+        return (self.many_cpu_ms - self.few_cpu_ms) / (self.many - self.few)
+
+    def row(self) -> str:
+        return (
+            f"daemon CPU per ADD+DEL pair side by side ({self.pods} pods each, in turn): "
+            f"{self.few} net {self.few_cpu_ms:.2f} ms, {self.many} nets {self.many_cpu_ms:.2f} ms, "
+            f"{self.per_extra_network_ms:.2f} ms per extra network"
+        )
+
+
+def cpu_ms_in_turn(nodes: Sequence[BenchNode], *, pods: int, warm_up: int, rotate: bool) -> list[float]:
+    """Each node's daemon CPU per ADD+DEL pair, in milliseconds, its daemon already started: one pod
+    through ADD and DEL on each node in turn, ``warm_up`` rounds first (not counted), then ``pods``.
+    With ``rotate``, each round starts one node further on, so no node always goes first."""
+    batches = [node.make_pods(warm_up + pods) for node in nodes]
+    cpu = [0.0] * len(nodes)
+    for round_index in range(warm_up + pods):
+        first = round_index % len(nodes) if rotate else 0
+        for turn in range(len(nodes)):
+            which = (first + turn) % len(nodes)
+            node = nodes[which]
+            pod = batches[which][round_index]
+            before = node.daemon_cpu_seconds()
+            node.multus("ADD", pod)
+            node.multus("DEL", pod)
+            if round_index >= warm_up:
+                cpu[which] += node.daemon_cpu_seconds() - before
+    return [1000 * seconds / pods for seconds in cpu]
