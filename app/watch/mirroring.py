@@ -13,6 +13,11 @@ bookmarks, only move the position, and a position alone is persisted at most eve
 ``WatchSettings.position_persist_interval`` seconds: a daemon killed meanwhile resumes slightly
 earlier and sees those events again, which changes nothing. This keeps an fsync'd commit per ADD
 off the single writer that the checkpoints share.
+
+The writer also holds in memory every record the mirror holds in its scope, exactly as committed
+(``held``): the pod and NAD sources answer an ADD from it without a read of the store. Until a
+relist has been written since start-up (a watch resumed from a stored position), it knows only
+the objects it has seen written or skipped since, and ``held`` says when the store must be asked.
 """
 
 from __future__ import annotations
@@ -72,7 +77,9 @@ class MirrorWriter:
         self.echoes_skipped = 0
         """Events not written because they changed nothing the mirror keeps."""
         self._known: dict[ObjectKey, Record] = {}
-        """What the mirror holds of each object, without its resourceVersion (this scope only)."""
+        """What the mirror holds of each object, as committed (this scope only)."""
+        self._complete = False
+        """``_known`` is all the mirror holds in this scope: a relist has been written since start."""
         self._persisted_at = 0.0
         self._listeners = listeners if listeners is not None else []
         """Called with (namespace, name) of every object a commit wrote (the daemon's hot-plug)."""
@@ -94,13 +101,20 @@ class MirrorWriter:
             self.resource_version = stored.resource_version
         return self.resource_version
 
+    def held(self, key: ObjectKey) -> tuple[bool, Record | None]:
+        """What the mirror holds for ``key``, from memory: ``(True, record)``, ``(True, None)`` when
+        the mirror holds no such object, or ``(False, None)`` when memory cannot tell (no relist
+        written since start, and the object not seen since): then read the store."""
+        record = self._known.get(key)
+        return (record is not None or self._complete), record
+
     def forget_position(self) -> None:
         """The position expired (410): the next start relists."""
         self.resource_version = ""
 
     async def write_snapshot(self, records: Sequence[Record], resource_version: str) -> None:
         """A complete relist: the mirror (in this target's scope) becomes exactly ``records``."""
-        replace = self._replace_unit(records)
+        relisting = self._replace_unit(records)
         relisted = partial(
             mirror.record_relist,
             key=self.target.key,
@@ -113,7 +127,8 @@ class MirrorWriter:
             self.resource_version = resource_version
             self.writes += 1
             self._persisted_at = time.monotonic()
-            self._known = {record.key: _content(record) for record in records}
+            self._known = {record.key: record for record in records}
+            self._complete = True
             self.state.note_relist(resource_version)
             metrics.WATCH_RELISTS.labels(self.target.kind).inc()
             metrics.MIRRORED_OBJECTS.labels(self.target.key).set(len(self._known))
@@ -121,7 +136,7 @@ class MirrorWriter:
                 self._arrivals.arrived(record.key for record in records)
             self._notify([record.key for record in records])
 
-        await self._commit(_together([replace, relisted]), then=committed)
+        await self._commit(_together([relisting, relisted]), then=committed)
 
     async def write_batch(self, items: Sequence[WatchItem]) -> None:
         """Apply watch events in order and move the position to the last item's resourceVersion."""
@@ -130,7 +145,7 @@ class MirrorWriter:
         received = [item for item in items if not isinstance(item, Bookmark)]
         for item in items:
             metrics.WATCH_EVENTS.labels(self.target.kind, type(item).__name__.lower()).inc()
-        changes = [item for item in received if not self._is_echo(item)]
+        changes = self._changes(received)
         self.echoes_skipped += len(received) - len(changes)
         position = items[-1].resource_version or self.resource_version
         if not changes and (
@@ -158,7 +173,7 @@ class MirrorWriter:
             self._persisted_at = time.monotonic()
             for change in changes:
                 if isinstance(change, Upsert):
-                    self._known[change.record.key] = _content(change.record)
+                    self._known[change.record.key] = change.record
                 else:
                     self._known.pop(change.key, None)
             metrics.MIRRORED_OBJECTS.labels(self.target.key).set(len(self._known))
@@ -194,9 +209,23 @@ class MirrorWriter:
                 except Exception:  # a listener's bug must not stop the mirror
                     log.exception("mirror listener failed for %s/%s", namespace, name)
 
-    def _is_echo(self, item: Upsert | Delete) -> bool:
-        """An upsert carrying exactly what the mirror already holds (its resourceVersion aside)."""
-        return isinstance(item, Upsert) and self._known.get(item.record.key) == _content(item.record)
+    def _changes(self, received: Sequence[Upsert | Delete]) -> list[Upsert | Delete]:
+        """The events that change what the mirror holds, in order: an upsert carrying exactly what
+        the mirror holds at that point (its resourceVersion aside) is an echo, and left out."""
+        changes: list[Upsert | Delete] = []
+        batch: dict[ObjectKey, Record | None] = {}  # what this batch's earlier changes leave held
+        for item in received:
+            if isinstance(item, Delete):
+                batch[item.key] = None
+                changes.append(item)
+                continue
+            record = item.record
+            held = batch[record.key] if record.key in batch else self._known.get(record.key)
+            if held is not None and replace(held, resource_version=record.resource_version) == record:
+                continue
+            batch[record.key] = record
+            changes.append(item)
+        return changes
 
     def _replace_unit(self, records: Sequence[Record]) -> Callable[..., object]:
         if self.target.kind == "pods":
@@ -216,8 +245,3 @@ class MirrorWriter:
     def _delete_unit(self, key: ObjectKey) -> Callable[..., object]:
         remove = mirror.delete_pod if self.target.kind == "pods" else mirror.delete_nad
         return partial(remove, namespace=key[0], name=key[1])
-
-
-def _content(record: Record) -> Record:
-    """A record as the mirror compares it: everything but the resourceVersion."""
-    return replace(record, resource_version="")

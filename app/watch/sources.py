@@ -3,10 +3,12 @@
 ``MirrorPodSource.get_pod`` reads the mirror; a pod not there yet (an ADD often arrives before
 the watch event) is waited for, briefly and on a wake-up from the mirror writer, then asked of
 the API with ONE live GET. ``MirrorNadSource.get_nad`` reads the mirror only, after its first
-sync. Both are called by ``app.attach`` during ADD, through the protocols of
-``app.attach.cluster``; they return the mirror's own records (``PodRecord``, ``NadRecord``) and
-raise only that module's ``ClusterUnavailableError``. They never write the mirror (only the watch
-does, in order) and never retry: the engine decides what an unavailable cluster means for the ADD.
+sync. Either reads the mirror from its writers' memory (``MirrorWriter.held``: what is committed,
+without a hop to a reader thread) and asks the store only what memory cannot tell. Both are called
+by ``app.attach`` during ADD, through the protocols of ``app.attach.cluster``; they return the
+mirror's own records (``PodRecord``, ``NadRecord``) and raise only that module's
+``ClusterUnavailableError``. They never write the mirror (only the watch does, in order) and never
+retry: the engine decides what an unavailable cluster means for the ADD.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from app.store.mirror_records import NadRecord, PodRecord
 from app.watch.api import KubeApi
 from app.watch.arrivals import Arrivals
 from app.watch.errors import ApiError, ApiNotFoundError
+from app.watch.mirroring import MirrorWriter
 from app.watch.readiness import MirrorState
 from app.watch.resources import pod_record
 from app.watch.settings import WatchSettings
@@ -39,8 +42,10 @@ class MirrorPodSource:
         arrivals: Arrivals,
         settings: WatchSettings,
         kept_annotations: Collection[str],
+        memory: MirrorWriter | None = None,
     ) -> None:
         self._db = database
+        self._memory = memory
         self._api = api
         self._arrivals = arrivals
         self._settings = settings
@@ -63,6 +68,10 @@ class MirrorPodSource:
         return record if record is not None else await self._live_get(namespace, name)
 
     async def _read(self, namespace: str, name: str) -> PodRecord | None:
+        if self._memory is not None:
+            known, record = self._memory.held((namespace, name))
+            if known:
+                return record if isinstance(record, PodRecord) else None
         return await self._db.read(partial(mirror.get_pod, namespace=namespace, name=name))
 
     async def _live_get(self, namespace: str, name: str) -> PodRecord | None:
@@ -78,14 +87,27 @@ class MirrorPodSource:
 
 
 class MirrorNadSource:
-    def __init__(self, *, database: Database, states: Sequence[MirrorState], settings: WatchSettings) -> None:
+    def __init__(
+        self,
+        *,
+        database: Database,
+        states: Sequence[MirrorState],
+        settings: WatchSettings,
+        memories: Sequence[MirrorWriter] = (),
+    ) -> None:
         self._db = database
         self._states = tuple(states)
         self._settings = settings
+        self._memories = tuple(memories)
 
     async def get_nad(self, namespace: str, name: str) -> NadRecord | None:
         """The NAD from the mirror; ``ClusterUnavailableError`` if the mirror never synced in time."""
         await self._wait_for_first_sync()
+        for memory in self._memories:
+            if memory.target.namespace in (None, namespace):
+                known, record = memory.held((namespace, name))
+                if known:
+                    return record if isinstance(record, NadRecord) else None
         return await self._db.read(partial(mirror.get_nad, namespace=namespace, name=name))
 
     async def _wait_for_first_sync(self) -> None:

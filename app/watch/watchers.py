@@ -75,8 +75,11 @@ class Watchers:
             arrivals=arrivals,
             settings=self.settings,
             kept_annotations=kept_annotations,
+            memory=self._writers[0],
         )
-        self.nads = MirrorNadSource(database=database, states=self.nad_states, settings=self.settings)
+        self.nads = MirrorNadSource(
+            database=database, states=self.nad_states, settings=self.settings, memories=self._writers[1:]
+        )
         self.publisher = ApiStatusPublisher(api=api, settings=self.settings, events=self.events)
         self.presence = MirrorPodPresence(database=database, state=self.pod_state)
 

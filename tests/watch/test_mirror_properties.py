@@ -138,7 +138,7 @@ async def test_the_mirror_ends_equal_to_the_api_whatever_happens(operations: lis
 async def _run(emulator: KubeApiEmulator, api: Any, database: Database, operations: list[Op]) -> None:
     pending = list(operations)
     while True:
-        async with Running.start(api=api, database=database, settings=FAST_SETTINGS):
+        async with Running.start(api=api, database=database, settings=FAST_SETTINGS) as running:
             while pending and pending[0][0] != "restart":
                 op = pending.pop(0)
                 if op[0] == "yield":
@@ -150,6 +150,7 @@ async def _run(emulator: KubeApiEmulator, api: Any, database: Database, operatio
                 await _settled(_pod_identities(database), lambda: expected_pods(emulator))
                 await _settled(_nad_contents(database), lambda: expected_nads(emulator))
                 await _check_annotations(emulator, database)
+                await _check_memory(running, database)
                 return
         pending.pop(0)  # a restart: the next Running resumes from the stored position
 
@@ -184,3 +185,21 @@ async def _check_annotations(emulator: KubeApiEmulator, database: Database) -> N
         return found
 
     await _settled(current, wanted)
+
+
+async def _check_memory(running: Running, database: Database) -> None:
+    """What the writers hold in memory (what the ADD path reads) is what the store holds."""
+    pod_writer, nad_writer = running.watchers.writers
+    probes = [(namespace, name) for namespace in NAMESPACES for name in NAMES]
+
+    async def disagreements() -> list[str]:
+        pods, nads = await mirrored_pods(database)(), await mirrored_nads(database)()
+        wrong: list[str] = []
+        for writer, stored in ((pod_writer, pods), (nad_writer, nads)):
+            for key in probes:
+                known, record = writer.held(key)
+                if known and record != stored.get(key):
+                    wrong.append(f"{writer.target.key} {key}: memory {record}, store {stored.get(key)}")
+        return wrong
+
+    await eventually(disagreements, lambda wrong: wrong == [])

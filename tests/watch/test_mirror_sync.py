@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+from functools import partial
 
 from app.sandbox.kubeapi import KubeApiEmulator
 from app.sandbox.resources import NETWORK_ATTACHMENT_DEFINITIONS
 from app.store import mirror
 from app.store.database import Database
-from app.store.mirror_records import MirrorCounts
+from app.store.mirror_records import MirrorCounts, PodRecord
 from app.watch.api import KubeApi
+from app.watch.mirroring import MirrorWriter
+from app.watch.readiness import MirrorState
+from app.watch.resources import Delete, Upsert, pods_on_node
 from app.watch.settings import WatchSettings
 from tests.watch.support import (
     NETWORKS,
@@ -25,6 +30,7 @@ from tests.watch.support import (
 )
 
 STATUS = "k8s.v1.cni.cncf.io/network-status"
+PODS_HERE = pods_on_node(NODE, kept_annotations=(NETWORKS,))
 
 
 async def test_first_sync_mirrors_only_this_nodes_pods_and_every_nad(
@@ -197,3 +203,43 @@ async def test_the_echo_of_our_own_status_patch_is_not_written_but_kept_changes_
         mirrored_pods(database), lambda pods: pods[("default", "p")].annotations.get(NETWORKS) == "net"
     )
     assert pods[("default", "p")].annotations == {NETWORKS: "net"}
+
+
+async def test_a_change_undone_within_one_batch_is_written_not_taken_for_an_echo(
+    database: Database,
+) -> None:
+    writer = MirrorWriter(database=database, target=PODS_HERE, state=MirrorState("pods"))
+    first = PodRecord("default", "p", "uid-1", NODE, "1", {NETWORKS: "a"})
+    await writer.write_snapshot([first], "1")
+
+    changed = dataclasses.replace(first, resource_version="2", annotations={NETWORKS: "b"})
+    changed_back = dataclasses.replace(first, resource_version="3")
+    await writer.write_batch([Upsert(changed), Upsert(changed_back)])
+
+    stored = await database.read(partial(mirror.get_pod, namespace="default", name="p"))
+    assert stored == changed_back, "the second event matches the mirror from before the batch only"
+    assert writer.held(("default", "p")) == (True, changed_back)
+    assert writer.echoes_skipped == 0
+
+
+async def test_the_writer_holds_what_it_committed_and_knows_when_it_cannot_tell(
+    database: Database,
+) -> None:
+    pod = PodRecord("default", "p", "uid-1", NODE, "5", {NETWORKS: "a"})
+    resumed = MirrorWriter(database=database, target=PODS_HERE, state=MirrorState("pods"))
+    resumed.resource_version = "4"  # resumed from a stored position: no relist yet
+    await resumed.write_batch([Upsert(pod)])
+
+    assert resumed.held(("default", "p")) == (True, pod)
+    assert resumed.held(("default", "other")) == (False, None), "only a relist tells what is absent"
+
+    await resumed.write_batch([Upsert(dataclasses.replace(pod, resource_version="6"))])
+    assert resumed.held(("default", "p")) == (True, pod), "an echo is not written: the store keeps rv 5"
+    assert await database.read(partial(mirror.get_pod, namespace="default", name="p")) == pod
+
+    await resumed.write_batch([Delete(("default", "p"), "7")])
+    assert resumed.held(("default", "p")) == (False, None)
+
+    await resumed.write_snapshot([], "8")
+    assert resumed.held(("default", "p")) == (True, None)
+    assert resumed.held(("default", "other")) == (True, None)

@@ -179,3 +179,26 @@ async def test_a_nad_mirror_that_never_syncs_makes_lookups_unavailable(
         # than the NAD lookup's 0.2 s)
         await asyncio.wait_for(running.watchers.pod_state.synced.wait(), timeout=30)
     emulator.faults.clear()
+
+
+async def test_a_synced_mirror_answers_from_memory_without_reading_the_store(
+    emulator: KubeApiEmulator, running: Running, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emulator.create_pod(pod_manifest("p", annotations={NETWORKS: "net1"}))
+    emulator.create_nad("default", "net1", nad_config("net1"))
+    await eventually(mirrored_pods(database), lambda pods: ("default", "p") in pods)
+    await eventually(lambda: running.watchers.nads.get_nad("default", "net1"), lambda nad: nad is not None)
+    stored = (await mirrored_pods(database)())[("default", "p")]
+
+    async def no_read(work: object) -> None:
+        raise AssertionError("the store was read")
+
+    monkeypatch.setattr(database, "read", no_read)
+    pod = await running.watchers.pods.get_pod("default", "p")
+    nad = await running.watchers.nads.get_nad("default", "net1")
+    missing = await running.watchers.nads.get_nad("default", "absent")
+
+    assert pod == stored
+    assert nad is not None
+    assert nad.config == nad_config("net1")
+    assert missing is None
