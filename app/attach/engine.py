@@ -278,16 +278,31 @@ class AttachEngine:
             ],
         )
         try:
-            outcomes = await self._run_delegates(
+            outcomes, finish = await self._run_delegates(
                 request=request, plans=plans, intents=intents, started=started, parallel=parallel
             )
+            await self._commit_and_publish(finish, pod=resolution.pod, outcomes=outcomes)
         except Exception as exc:
             error = errors.unexpected(exc, step="add", context=self._request_context(request))
             await self._roll_back(request.container_id)
             raise error from exc
-        if resolution.pod is not None:
-            await self._publish_status(resolution.pod, outcomes)
         return next(outcome.result for outcome in outcomes if outcome.is_master)
+
+    async def _commit_and_publish(
+        self, finish: UnitOfWork, *, pod: PodRecord | None, outcomes: Sequence[DelegateOutcome]
+    ) -> None:
+        """Commit the ADD's results and finish; while the commit is on its way to disk, publish the
+        pod's network-status and events. The answer waits for both.
+
+        A commit that fails after the status went out rolls the ADD back under an annotation naming
+        the interfaces removed, as every DEL leaves it (no DEL edits it, upstream's neither)."""
+        committing = self._db.submit_write(finish)
+        try:
+            if pod is not None:
+                await self._publish_status(pod, outcomes)
+        finally:
+            await committing
+        self._crash.reached(Point.ADD_BEFORE_ANSWER)
 
     def _preflight(
         self, *, request: SandboxRequest, plans: Sequence[DelegatePlan], cni_path: tuple[str, ...]
@@ -329,7 +344,7 @@ class AttachEngine:
         return wanted == "true"
 
     async def _publish_status(self, pod: PodRecord, outcomes: Sequence[DelegateOutcome]) -> None:
-        """network-status and AddedInterface events, after the ADD is committed.
+        """network-status and AddedInterface events, once every delegate has succeeded.
 
         A failure here does not undo a working attachment: it is logged, and the pod keeps its
         interfaces without the annotation (upstream fails the ADD and leaves the delegates in place).
@@ -359,8 +374,9 @@ class AttachEngine:
         intents: Sequence[DelegateIntent],
         started: float,
         parallel: bool,
-    ) -> list[DelegateOutcome]:
-        """Run the delegates (all intents committed); commit every result and the finish at once.
+    ) -> tuple[list[DelegateOutcome], UnitOfWork]:
+        """Run the delegates (all intents committed); return their outcomes in plan order, and
+        every result, the request's history line and the finish as one unit for the caller to commit.
 
         Sequential: in order, stopping at the first failure. Parallel: the cluster network first,
         then the others concurrently, every one of them left to finish. On a failure, what did run
@@ -414,9 +430,7 @@ class AttachEngine:
                 recording.request_entry(request=request, started=started, error=None, result=answer)
             )
         )
-        await self._db.write(recording.together(pending))
-        self._crash.reached(Point.ADD_BEFORE_ANSWER)
-        return ordered
+        return ordered, recording.together(pending)
 
     async def _run_one(
         self,

@@ -354,11 +354,18 @@ class Database:
 
     async def write(self, work: Work[T]) -> T:
         """Run ``work`` in the writer thread; return its value once it is committed."""
+        return await self.submit_write(work)
+
+    def submit_write(self, work: Work[T]) -> asyncio.Future[T]:
+        """Hand ``work`` to the writer thread now; the future gets its value once it is committed.
+
+        For a coroutine with something else to do meanwhile: it must await the future before it
+        relies on the work being on disk (cancelling the future gives the work up if it has not
+        started yet)."""
         writer = self._writable()
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[T] = loop.create_future()
-        writer.submit(_Job(work, loop=loop, waiter=waiter))
-        return await waiter
+        waiter: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        writer.submit(_Job(work, loop=waiter.get_loop(), waiter=waiter))
+        return waiter
 
     def write_sync(self, work: Work[T]) -> T:
         """``write`` for threads that are not an event loop (start-up, tools, tests)."""
