@@ -3,7 +3,10 @@
 ``KubeApi`` owns the client (auth, TLS, token refresh and the connection pool come from
 kubernetes_asyncio) and speaks plain JSON dicts: responses are read with
 ``_preload_content=False`` and never deserialised into the library's model classes, which cost
-far more memory and time than the few fields the daemon keeps. Every failure becomes one of
+far more memory and time than the few fields the daemon keeps. Requests go to the client's REST
+layer directly, with the client's default headers and auth: the generic ``call_api`` front would
+only copy every body and header through its model serialiser on the way (an ADD's PATCH and event
+are on the daemon's hot path). Every failure becomes one of
 ``app.watch.errors``' types, the original chained. Used by the watch loops, the pod source, the
 status publisher and the event poster; never retries (its callers decide) and never logs request
 bodies.
@@ -17,6 +20,7 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 import aiohttp
 
@@ -124,18 +128,24 @@ class KubeApi:
         content_type: str | None = None,
         limit: float | None = None,
     ) -> aiohttp.ClientResponse:
-        headers = {"Accept": "application/json"}
+        client = self._client
+        headers = {"Accept": "application/json", **client.default_headers}
         if content_type is not None:
             headers["Content-Type"] = content_type
+        if client.cookie:
+            headers["Cookie"] = client.cookie
+        query_params = list(query)
         try:
             async with asyncio.timeout(limit):
-                response: aiohttp.ClientResponse = await self._client.call_api(
-                    path,
+                await client.update_params_for_auth(headers, query_params, _AUTH)
+                url = f"{client.configuration.host}{path}"
+                if query_params:
+                    url = f"{url}?{urlencode(query_params)}"
+                response: aiohttp.ClientResponse = await client.rest_client.request(
                     method,
-                    query_params=list(query),
-                    header_params=headers,
+                    url,
+                    headers=headers,
                     body=body,
-                    auth_settings=_AUTH,
                     _preload_content=False,
                 )
         except TimeoutError as exc:

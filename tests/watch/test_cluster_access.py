@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import certifi
 import pytest
+from aiohttp import web
 
+from app.sandbox.kubeconfig import write_kubeconfig
 from app.watch import client
 from app.watch.errors import KubeConfigError
 from app.watch.settings import WatchSettings
@@ -103,3 +106,43 @@ async def test_in_cluster_access_connects_over_https_with_the_service_account(se
         assert api.host == "https://10.0.0.1:443"
     finally:
         await api.close()
+
+
+async def test_requests_carry_the_token_the_user_agent_and_the_body(tmp_path: Path) -> None:
+    status_patch = {"metadata": {"annotations": {"k": "<v>"}}}
+    seen: list[tuple[str, str, dict[str, str], bytes]] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        seen.append((request.method, request.path_qs, dict(request.headers), await request.read()))
+        return web.json_response({"kind": "Pod"})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        path = write_kubeconfig(tmp_path / "kubeconfig", f"http://127.0.0.1:{port}", token="secret")
+        access = client.find_access(kubeconfig=str(path), environ={})
+        assert access is not None
+        api = await client.connect(access, settings=WatchSettings())
+        try:
+            got = await api.get("/api/v1/namespaces/ns/pods/p", query=[("a", "1"), ("a", "2")])
+            await api.patch("/api/v1/namespaces/ns/pods/p/status", status_patch)
+        finally:
+            await api.close()
+    finally:
+        await runner.cleanup()
+
+    assert got == {"kind": "Pod"}
+    (get_method, get_path, get_headers, _), (patch_method, patch_path, patch_headers, body) = seen
+    assert (get_method, get_path) == ("GET", "/api/v1/namespaces/ns/pods/p?a=1&a=2")
+    assert (patch_method, patch_path) == ("PATCH", "/api/v1/namespaces/ns/pods/p/status")
+    for headers in (get_headers, patch_headers):
+        assert headers["Authorization"] == "Bearer secret"
+        assert headers["User-Agent"] == client.USER_AGENT
+        assert headers["Accept"] == "application/json"
+    assert patch_headers["Content-Type"] == "application/merge-patch+json"
+    assert json.loads(body) == status_patch
