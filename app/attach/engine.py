@@ -344,27 +344,29 @@ class AttachEngine:
         return wanted == "true"
 
     async def _publish_status(self, pod: PodRecord, outcomes: Sequence[DelegateOutcome]) -> None:
-        """network-status and AddedInterface events, once every delegate has succeeded.
+        """network-status, then the AddedInterface events, once every delegate has succeeded.
 
-        A failure here does not undo a working attachment: it is logged, and the pod keeps its
-        interfaces without the annotation (upstream fails the ADD and leaves the delegates in place).
+        The events are handed to their poster after the status is written: the answer waits for the
+        status only, and posting an event never delays it (upstream posts them first).
+        A failure to write the status does not undo a working attachment: it is logged, and the pod
+        keeps its interfaces without the annotation (upstream fails the ADD and leaves the delegates
+        in place).
         """
         if self._status is None:
             return
-        self._status.emit_interface_events(pod, interface_events(outcomes))
         entries = status_entries(outcomes)
-        if not entries:
-            return
-        try:
-            await self._status.publish_network_status(pod, render_status(entries))
-        except ClusterUnavailableError as exc:
-            log.error(
-                "network-status of pod %s/%s not written: %s",
-                pod.namespace,
-                pod.name,
-                exc,
-                extra={"pod": f"{pod.namespace}/{pod.name}", "command": "ADD"},
-            )
+        if entries:
+            try:
+                await self._status.publish_network_status(pod, render_status(entries))
+            except ClusterUnavailableError as exc:
+                log.error(
+                    "network-status of pod %s/%s not written: %s",
+                    pod.namespace,
+                    pod.name,
+                    exc,
+                    extra={"pod": f"{pod.namespace}/{pod.name}", "command": "ADD"},
+                )
+        self._status.emit_interface_events(pod, interface_events(outcomes))
 
     async def _run_delegates(
         self,

@@ -3,7 +3,9 @@
 ``offer`` and ``offer_not_found`` are called by the status publisher on the ADD path and never
 block: events go to a bounded queue, and when it is full they are dropped and counted (an Event is a
 courtesy to the operator; it must never slow an ADD or grow memory without bound). ``run`` is the
-drain task the ``Watchers`` supervise: it posts core/v1 Events shaped as upstream Multus posts them
+drain task the ``Watchers`` supervise: woken from idle, it lets ``event_delay`` pass first, so the
+ADD that offered the event has answered before the POST takes the event loop, then it posts what is
+queued in order. It posts core/v1 Events shaped as upstream Multus posts them
 (Normal ``AddedInterface`` ``Add <if> [<addrs>] from <network>``; Warning ``NoNetworkFound``
 ``cannot find a network-attachment-definition (<name>) in namespace (<ns>): <api error>``; source
 and reportingComponent ``multus``, the pod as involvedObject) at its own rate, separate from
@@ -126,17 +128,29 @@ class PodEventPoster:
         await self._queue.join()
 
     async def run(self) -> None:
-        """Post queued events forever, at most ``event_rate`` per second."""
+        """Post queued events forever, at most ``event_rate`` per second; each run of them starts
+        ``event_delay`` after the first was offered to an idle poster."""
         while True:
             item = await self._queue.get()
-            try:
-                await self._bucket.acquire()
-                await self._post(item)
-            except Exception:  # one bad event must not stop the others (nor the watches beside us)
-                self.failed += 1
-                log.exception("posting an event for pod %s/%s failed", item.pod.namespace, item.pod.name)
-            finally:
-                self._queue.task_done()
+            if self._settings.event_delay:
+                try:
+                    await asyncio.sleep(self._settings.event_delay)
+                except asyncio.CancelledError:
+                    self._queue.task_done()  # not posted: stopped meanwhile
+                    raise
+            await self._post_counted(item)
+            while not self._queue.empty():
+                await self._post_counted(self._queue.get_nowait())
+
+    async def _post_counted(self, item: PodEvent) -> None:
+        try:
+            await self._bucket.acquire()
+            await self._post(item)
+        except Exception:  # one bad event must not stop the others (nor the watches beside us)
+            self.failed += 1
+            log.exception("posting an event for pod %s/%s failed", item.pod.namespace, item.pod.name)
+        finally:
+            self._queue.task_done()
 
     async def _post(self, item: PodEvent) -> None:
         pod = item.pod

@@ -61,6 +61,10 @@ class WatchSettings:
     event_burst: int = 20
     event_timeout: float = 5.0
     """Bound on one event POST."""
+    event_delay: float = 0.005
+    """How long an event offered to an idle poster waits before it is posted (those offered
+    meanwhile go right after it): the ADD that offered it answers first, with no event's POST in
+    its way. 0: post at once."""
 
     def __post_init__(self) -> None:
         positive = {
@@ -81,5 +85,7 @@ class WatchSettings:
         for name, value in positive.items():
             if value <= 0:
                 raise ValueError(f"WatchSettings.{name} must be positive, got {value}")
+        if self.event_delay < 0:
+            raise ValueError(f"WatchSettings.event_delay must not be negative, got {self.event_delay}")
         if not 0 <= self.backoff_jitter < 1:
             raise ValueError(f"WatchSettings.backoff_jitter must be in [0, 1), got {self.backoff_jitter}")

@@ -10,6 +10,7 @@ logs the stdin and environment it received).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import uuid
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from app.store.records import PodIdentity
 from app.watch.nodedevices import NodeDevices
 from app.watch.podresources import KubeletPodResources
 from tests.watch.support import (
+    FAST_SETTINGS,
     NODE,
     Running,
     eventually,
@@ -284,3 +286,24 @@ async def test_a_cluster_network_found_neither_as_a_nad_nor_as_a_file_fails_and_
         'networkattachmentdefinition.k8s.cni.cncf.io "primary" not found'
     ]
     assert node.calls() == []
+
+
+@pytest.mark.parametrize("settings", [dataclasses.replace(FAST_SETTINGS, event_delay=1.0)])
+async def test_the_add_answers_after_its_status_patch_and_before_its_event_is_posted(
+    emulator: KubeApiEmulator, node: Node
+) -> None:
+    pod = emulator.create_pod(pod_manifest("web"))
+    await eventually(lambda: node.running.watchers.pods.get_pod("default", "web"), lambda p: p is not None)
+    container = uuid.uuid4().hex
+    since = emulator.last_request_seq
+
+    await node.engine.add(node.request(Command.ADD, pod, container))
+    written_before_the_answer = [
+        (record.method, record.path) for record in emulator.requests(since=since) if record.method != "GET"
+    ]
+    async with asyncio.timeout(5):
+        await node.running.watchers.events.drained()
+
+    assert written_before_the_answer == [("PATCH", "/api/v1/namespaces/default/pods/web/status")]
+    assert [e["reason"] for e in emulator.events("default")] == ["AddedInterface"]
+    await node.engine.delete(node.request(Command.DEL, pod, container))

@@ -339,3 +339,29 @@ async def test_a_hanging_api_server_is_given_up_on_at_the_deadline(
     with pytest.raises(ClusterUnavailableError, match=r"no success within 0\.2 s"):
         await hasty.publish_network_status(pod, STATUS)
     emulator.faults.resume()
+
+
+async def test_events_offered_to_an_idle_poster_wait_the_delay_then_all_go_in_order(
+    emulator: KubeApiEmulator, api: KubeApi, settings: WatchSettings
+) -> None:
+    emulator.create_pod(pod_manifest("p"))
+    pod = pod_info(emulator, "p")
+    poster = PodEventPoster(api=api, settings=dataclasses.replace(settings, event_delay=0.5), node_name=NODE)
+    task = asyncio.create_task(poster.run(), name="test.events")
+    try:
+        poster.offer(pod, [EVENT])
+        await asyncio.sleep(0.1)
+        poster.offer(pod, [InterfaceEvent("net2", (), "")])
+        posted_early = emulator.requests(method="POST", path="/events")
+        async with asyncio.timeout(5):
+            await poster.drained()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    assert posted_early == [], "nothing is posted before the delay has passed"
+    assert [event["message"] for event in emulator.events("default")] == [
+        "Add net1 [10.1.0.5/24 fd00::5/64] from default/net1",
+        "Add net2 []",
+    ]
+    assert poster.posted == 2
