@@ -78,6 +78,7 @@ WATCH_KEYS = {
     "eventRate": "event_rate",
     "eventBurst": "event_burst",
     "eventTimeout": "event_timeout",
+    "eventDelay": "event_delay",
 }
 """multus-py ``watch`` object: daemon-config key -> ``app.watch.settings.WatchSettings`` field.
 Whole-number fields are those whose name ends in ``size``, ``burst`` or ``server_timeout``."""
@@ -412,6 +413,8 @@ def _watch(value: object) -> Mapping[str, Any]:
             overrides[name] = reader.number_list(key)
         elif name == "backoff_jitter":
             overrides[name] = reader.fraction(key)
+        elif name == "event_delay":
+            overrides[name] = reader.non_negative_number(key, 0)
         elif name in _WHOLE_WATCH_FIELDS:
             overrides[name] = int(reader.positive_number(key, 1, whole=True))
         else:

@@ -131,6 +131,7 @@ def test_chroot_dir_must_be_a_directory_holding_bin_dir(tmp_path: Path) -> None:
         ({"watch": {"requestTimeout": 0}}, "watch.requestTimeout"),
         ({"watch": {"listPageSize": 2.5}}, "watch.listPageSize"),
         ({"watch": {"backoffJitter": 1}}, "watch.backoffJitter"),
+        ({"watch": {"eventDelay": -0.1}}, "watch.eventDelay"),
         ({"watch": {"statusRetryDelays": [0.1, "x"]}}, "watch.statusRetryDelays"),
         ({"watch": {"noSuchLimit": 1}}, "watch.noSuchLimit"),
         ({"watch": []}, "watch"),
@@ -187,12 +188,21 @@ def test_the_environment_is_read_once_into_the_settings() -> None:
 
 def test_watch_limits_are_overrides_by_field_name() -> None:
     parsed = settings.from_mapping(
-        {"watch": {"requestTimeout": 3, "listPageSize": 50, "backoffJitter": 0, "statusRetryDelays": [0.1]}}
+        {
+            "watch": {
+                "requestTimeout": 3,
+                "listPageSize": 50,
+                "backoffJitter": 0,
+                "statusRetryDelays": [0.1],
+                "eventDelay": 0,
+            }
+        }
     )
     assert parsed.watch == {
         "request_timeout": 3.0,
         "list_page_size": 50,
         "backoff_jitter": 0.0,
         "status_retry_delays": (0.1,),
+        "event_delay": 0.0,
     }
     assert settings.from_mapping({}).watch == {}
