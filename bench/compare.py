@@ -9,29 +9,89 @@ daemon sees the same machine. It prints each tree's daemon CPU per pair (the sch
 its threads, children excluded, as ``python -m bench``) at both sizes, per extra network, and the
 differences. Each daemon runs its own tree's code (``python -P``, the tree on ``PYTHONPATH``); the
 shim, plugins and interpreter are this checkout's.
+
+With ``--kube`` the two trees' daemons run in Kubernetes mode instead, at ``--few`` networks (NADs),
+against one API emulator seeded as ``python -m bench.kube`` seeds it, and each prints its CPU per
+pair and its ADD p50 (the shim's wall time). Both daemons mirror this node's pods, the other's
+included, so both carry the same extra watch traffic; the difference is the trees'.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from app.sandbox.processes import DaemonProcess
+from bench import kube
 from bench.node import BenchNode, SideBySide, cpu_ms_in_turn
 
 HERE = Path(__file__).resolve().parent.parent
 WARM_UP = 5
+KUBE_CLUSTER = "1000:1000:200"
+"""What ``--kube`` seeds the emulator with: pods in the cluster, on this node, NADs."""
+SETTLE = 0.1
+"""Seconds to wait before CPU is read: events posted, plugins reaped."""
 
 
-def start_daemon_of(node: BenchNode, tree: Path) -> None:
+def start_daemon_of(node: BenchNode, tree: Path, env: dict[str, str] | None = None) -> None:
     """Start ``node``'s daemon from ``tree``'s code and wait until it is ready."""
     config = node.root / "daemon-config.json"
     command = [sys.executable, "-P", "-m", "app.daemon.main", "--config", str(config)]
     node.process = DaemonProcess(socket_dir=node.root / "run", log=node.root / "daemon.out", command=command)
-    node.process.start(env={"PYTHONPATH": str(tree)})
+    node.process.start(env={"PYTHONPATH": str(tree), **(env or {})})
     node.process.wait_ready(timeout=30)
+
+
+@dataclass(frozen=True)
+class KubeFigures:
+    """One tree's daemon in Kubernetes mode: CPU per ADD+DEL pair and ADD p50, in milliseconds."""
+
+    cpu_ms: float
+    add_p50_ms: float
+
+
+def compare_kube(trees: Sequence[Path], *, networks: int, pods: int) -> list[KubeFigures]:
+    """Each of ``trees`` in Kubernetes mode at ``networks``, one emulator, pods in rotation."""
+    with kube.Emulator(kube.ClusterSize.parse(KUBE_CLUSTER)) as api:
+        nodes: list[kube.KubeNode] = []
+        try:
+            for index, tree in enumerate(trees):
+                node = kube.KubeNode(networks=networks, api=api, subnet_offset=index * networks)
+                nodes.append(node)
+                node.prepare()
+                start_daemon_of(node, tree, {"MULTUS_NODE_NAME": kube.NODE})
+            batches = [node.make_kube_pods(WARM_UP + pods) for node in nodes]
+            adds: list[list[float]] = [[] for _ in nodes]
+            cpu_before = [0.0] * len(nodes)
+            for round_index in range(WARM_UP + pods):
+                if round_index == WARM_UP:
+                    time.sleep(SETTLE)  # the warm-up's events posted, its zombies reaped
+                    cpu_before = [node.daemon_cpu_seconds() for node in nodes]
+                for turn in range(len(nodes)):
+                    which = (round_index + turn) % len(nodes)
+                    node, pod = nodes[which], batches[which][round_index]
+                    started = time.perf_counter()
+                    node.multus("ADD", pod)
+                    added = time.perf_counter()
+                    node.multus("DEL", pod)
+                    if round_index >= WARM_UP:
+                        adds[which].append(1000 * (added - started))
+            time.sleep(SETTLE)
+            return [
+                KubeFigures(
+                    cpu_ms=1000 * (node.daemon_cpu_seconds() - before) / pods,
+                    add_p50_ms=statistics.median(times),
+                )
+                for node, before, times in zip(nodes, cpu_before, adds, strict=True)
+            ]
+        finally:
+            for node in nodes:
+                node.close()
 
 
 def compare(trees: Sequence[Path], *, few: int, many: int, pods: int) -> list[SideBySide]:
@@ -66,12 +126,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pods", type=int, default=100, help="pods per daemon (after 5 of warm-up)")
     parser.add_argument("--few", type=int, default=1, help="networks per pod, the smaller size")
     parser.add_argument("--many", type=int, default=4, help="networks per pod, the larger size")
+    parser.add_argument("--kube", action="store_true", help="Kubernetes mode, two daemons, --few networks")
     args = parser.parse_args(argv)
     other = args.other.resolve()
     if not (other / "app" / "daemon" / "main.py").is_file():
         parser.error(f"{other} is not a checkout of multus-py (no app/daemon/main.py)")
     if not 1 <= args.few < args.many:
         parser.error("--few must be at least 1 and below --many")
+    if args.kube:
+        other_kube, these_kube = compare_kube([other, HERE], networks=args.few, pods=args.pods)
+        print(f"Kubernetes mode, two daemons in rotation, {args.few} network(s), {args.pods} pods each:")
+        for tree, figures in ((other, other_kube), (HERE, these_kube)):
+            print(f"  {tree}: daemon CPU per ADD+DEL pair {figures.cpu_ms:.2f} ms, ", end="")
+            print(f"ADD p50 {figures.add_p50_ms:.2f} ms")
+        print(
+            f"  this tree minus the other: {these_kube.cpu_ms - other_kube.cpu_ms:+.2f} ms CPU per pair, "
+            f"{these_kube.add_p50_ms - other_kube.add_p50_ms:+.2f} ms ADD p50"
+        )
+        return 0
     other_figures, these = compare([other, HERE], few=args.few, many=args.many, pods=args.pods)
     print(f"four daemons in rotation; {other}:")
     print("  " + other_figures.row())
