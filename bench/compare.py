@@ -131,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     other = args.other.resolve()
     if not (other / "app" / "daemon" / "main.py").is_file():
         parser.error(f"{other} is not a checkout of multus-py (no app/daemon/main.py)")
-    if not 1 <= args.few < args.many:
+    if args.few < 1 or (not args.kube and args.few >= args.many):
         parser.error("--few must be at least 1 and below --many")
     if args.kube:
         other_kube, these_kube = compare_kube([other, HERE], networks=args.few, pods=args.pods)
