@@ -37,6 +37,12 @@ def _status_interfaces(kube: KubeApiProcess, name: str) -> list[str]:
     return [entry["interface"] for entry in json.loads(annotations.get(NETWORK_STATUS, "[]"))]
 
 
+def _event_reasons(kube: KubeApiProcess) -> list[str]:
+    return [
+        event.get("reason") for event in kube.request("GET", "/api/v1/namespaces/default/events")["items"]
+    ]
+
+
 def _annotate(kube: KubeApiProcess, name: str, networks: str) -> None:
     kube.request(
         "PATCH",
@@ -89,10 +95,7 @@ def test_editing_a_running_pods_annotation_adds_and_removes_net3(
     _wait_for(lambda: "net3" not in netns.interfaces(), "net3 gone from the pod's netns")
     _wait_for(lambda: _status_interfaces(kube, "web") == ["eth0", "net1"], "network-status without net3")
     _wait_for(lambda: len(cluster.leases()) == 2, "net3's lease released")
-    reasons = [
-        event.get("reason") for event in kube.request("GET", "/api/v1/namespaces/default/events")["items"]
-    ]
-    assert "RemovedInterface" in reasons
+    _wait_for(lambda: "RemovedInterface" in _event_reasons(kube), "a RemovedInterface event (posted later)")
 
     assert cluster.run_shim("DEL", container_id=container, netns=netns).returncode == 0
     assert netns.links() == {"lo"}
