@@ -119,6 +119,15 @@ def nad_with_resource(emulator: KubeApiEmulator, log: Path, name: str = "sriov-n
     emulator.create_nad("default", name, config, annotations={"k8s.v1.cni.cncf.io/resourceName": NIC})
 
 
+async def web_pod_mirrored(
+    emulator: KubeApiEmulator, node: Node, annotations: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Pod ``default/web`` created in the emulator, returned once the node's mirror holds it."""
+    pod = emulator.create_pod(pod_manifest("web", annotations=annotations))
+    await eventually(lambda: node.running.watchers.pods.get_pod("default", "web"), lambda p: p is not None)
+    return pod
+
+
 async def nad_mirrored(node: Node, name: str) -> None:
     await eventually(lambda: node.running.watchers.nads.get_nad("default", name), lambda nad: nad is not None)
 
@@ -220,8 +229,7 @@ async def test_a_malformed_checkpoint_fails_the_add_naming_the_field_and_attache
 async def test_a_missing_nad_fails_the_add_and_posts_upstreams_no_network_found_warning(
     emulator: KubeApiEmulator, node: Node
 ) -> None:
-    pod = emulator.create_pod(pod_manifest("web", annotations={"k8s.v1.cni.cncf.io/networks": "absent-net"}))
-    await eventually(lambda: node.running.watchers.pods.get_pod("default", "web"), lambda p: p is not None)
+    pod = await web_pod_mirrored(emulator, node, {"k8s.v1.cni.cncf.io/networks": "absent-net"})
 
     with pytest.raises(CniError) as raised:
         await node.engine.add(node.request(Command.ADD, pod, uuid.uuid4().hex))
@@ -247,8 +255,7 @@ async def test_a_cluster_network_found_only_as_a_file_posts_no_warning(
 ) -> None:
     # Upstream posts NoNetworkFound on every pod here (its NAD lookup of the name misses first): a
     # Warning, and an API write per ADD, for the usual file-backed cluster network.
-    pod = emulator.create_pod(pod_manifest("web"))
-    await eventually(lambda: node.running.watchers.pods.get_pod("default", "web"), lambda p: p is not None)
+    pod = await web_pod_mirrored(emulator, node)
     container = uuid.uuid4().hex
 
     await node.engine.add(node.request(Command.ADD, pod, container))
@@ -270,8 +277,7 @@ async def test_a_cluster_network_found_neither_as_a_nad_nor_as_a_file_fails_and_
     emulator: KubeApiEmulator, node: Node
 ) -> None:
     empty_directory(node.conf.conf_dir)  # the cluster network's conf file goes
-    pod = emulator.create_pod(pod_manifest("web"))
-    await eventually(lambda: node.running.watchers.pods.get_pod("default", "web"), lambda p: p is not None)
+    pod = await web_pod_mirrored(emulator, node)
 
     with pytest.raises(CniError) as raised:
         await node.engine.add(node.request(Command.ADD, pod, uuid.uuid4().hex))
@@ -292,8 +298,7 @@ async def test_a_cluster_network_found_neither_as_a_nad_nor_as_a_file_fails_and_
 async def test_the_add_answers_after_its_status_patch_and_before_its_event_is_posted(
     emulator: KubeApiEmulator, node: Node
 ) -> None:
-    pod = emulator.create_pod(pod_manifest("web"))
-    await eventually(lambda: node.running.watchers.pods.get_pod("default", "web"), lambda p: p is not None)
+    pod = await web_pod_mirrored(emulator, node)
     container = uuid.uuid4().hex
     since = emulator.last_request_seq
 
