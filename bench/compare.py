@@ -32,8 +32,6 @@ from bench.node import BenchNode, SideBySide, cpu_ms_in_turn
 
 HERE = Path(__file__).resolve().parent.parent
 WARM_UP = 5
-KUBE_CLUSTER = "1000:1000:200"
-"""What ``--kube`` seeds the emulator with: pods in the cluster, on this node, NADs."""
 SETTLE = 0.1
 """Seconds to wait before CPU is read: events posted, plugins reaped."""
 
@@ -57,7 +55,7 @@ class KubeFigures:
 
 def compare_kube(trees: Sequence[Path], *, networks: int, pods: int) -> list[KubeFigures]:
     """Each of ``trees`` in Kubernetes mode at ``networks``, one emulator, pods in rotation."""
-    with kube.Emulator(kube.ClusterSize.parse(KUBE_CLUSTER)) as api:
+    with kube.Emulator(kube.DEFAULT_CLUSTER) as api:
         nodes: list[kube.KubeNode] = []
         try:
             for index, tree in enumerate(trees):

@@ -73,6 +73,10 @@ class ClusterSize:
         return f"{self.pods:,} pods ({self.on_node:,} on {NODE}), {self.nads:,} NADs"
 
 
+DEFAULT_CLUSTER = ClusterSize(pods=1000, on_node=1000, nads=200)
+"""What the emulator is seeded with unless told otherwise (``--node-pods``, ``--nads``)."""
+
+
 def _filler_nad(index: int) -> dict[str, Any]:
     namespace = f"team-{index % NAD_NAMESPACES}"
     if index % 2:
@@ -686,8 +690,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sequential", type=int, default=40, help="pods timed one by one")
     parser.add_argument("--burst", type=int, default=100, help="pods in the concurrent burst")
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--node-pods", type=int, default=1000, help="seeded pods on this node")
-    parser.add_argument("--nads", type=int, default=200, help="seeded NADs (the bench's own come on top)")
+    parser.add_argument(
+        "--node-pods", type=int, default=DEFAULT_CLUSTER.on_node, help="seeded pods on this node"
+    )
+    parser.add_argument(
+        "--nads", type=int, default=DEFAULT_CLUSTER.nads, help="seeded NADs (the bench's own come on top)"
+    )
     parser.add_argument(
         "--grow",
         default="5000:1000:200,20000:1000:1000",
