@@ -355,21 +355,40 @@ def parallel_rows(attached: int, *, pods: int = 10, delay_ms: int = 100) -> list
     return rows
 
 
-def plugin_run_floor_ms() -> float | None:
-    """What one plugin run costs the process running it (``bench.plugin_run``, a process of its own);
-    None if it could not be measured."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.plugin_run"], capture_output=True, text=True, check=False
-    )
+@dataclass(frozen=True)
+class PluginRunFloor:
+    """``bench.plugin_run``'s figures: one VERSION run, and an extra network's real ADD and DEL run
+    by ``app.cni.child`` on the daemon's loop and by a blocking spawn and wait."""
+
+    version_run_ms: float
+    extra_network_ms: float | None
+    extra_network_blocking_ms: float | None
+
+
+def plugin_run_floor(*, pods: int, few: int, many: int) -> PluginRunFloor | None:
+    """What running plugins costs the process running them (``bench.plugin_run``, a process of its
+    own); None if it could not be measured."""
+    from bench import plugin_run  # the parser only: the measuring runs in a process of its own
+
+    command = [sys.executable, "-m", "bench.plugin_run", "--pods", str(pods), "--few", str(few)]
+    proc = subprocess.run([*command, "--many", str(many)], capture_output=True, text=True, check=False)
     words = proc.stdout.split()
     if proc.returncode != 0 or "ms" not in words:
         print(f"plugin run floor not measured: {proc.stderr.strip()}", flush=True)
         return None
-    return float(words[words.index("ms") - 1])
+    for line in proc.stdout.splitlines():
+        print(line, flush=True)
+    return PluginRunFloor(
+        version_run_ms=float(words[words.index("ms") - 1]),
+        extra_network_ms=plugin_run.parse_extra_network_floor(proc.stdout, "event loop"),
+        extra_network_blocking_ms=plugin_run.parse_extra_network_floor(proc.stdout, "blocking"),
+    )
 
 
 def verdicts(
-    results: Sequence[Figures], plugin_run_ms: float | None = None, side_by_side: SideBySide | None = None
+    results: Sequence[Figures],
+    floor: PluginRunFloor | None = None,
+    side_by_side: SideBySide | None = None,
 ) -> list[str]:
     """The targets of the performance work, each with the figure measured in this run."""
     lines = []
@@ -392,11 +411,8 @@ def verdicts(
                 f"({side_by_side.few_cpu_ms:.2f} ms at {side_by_side.few}, {side_by_side.many_cpu_ms:.2f} ms "
                 f"at {side_by_side.many})"
             )
-        if plugin_run_ms is not None:
-            lines.append(
-                f"    (floor: an extra network is two plugin runs, {2 * plugin_run_ms:.2f} ms of their "
-                f"parent's CPU alone, bench.plugin_run)"
-            )
+        if floor is not None:
+            lines.extend(_floor_lines(floor, side_by_side))
     shares = ", ".join(
         f"{100 * f.multus_pods_per_s / f.python_pods_per_s:.0f} %" for f in results if f.python_pods_per_s
     )
@@ -404,6 +420,30 @@ def verdicts(
     idle = max(f.idle_rss_mib for f in results)
     burst = max(f.burst_rss_mib - f.idle_rss_mib for f in results)
     lines.append(f"RSS idle {idle:.1f} MiB (static mode), burst <= idle + {burst:.1f} MiB")
+    return lines
+
+
+def _floor_lines(floor: PluginRunFloor, side_by_side: SideBySide | None) -> list[str]:
+    """The floors under the CPU per extra network, and the daemon's own share above them."""
+    lines = [
+        f"    (floor: an extra network is two plugin runs; two VERSION runs cost their parent "
+        f"{2 * floor.version_run_ms:.2f} ms, bench.plugin_run)"
+    ]
+    if floor.extra_network_ms is not None:
+        blocking = (
+            ""
+            if floor.extra_network_blocking_ms is None
+            else f", {floor.extra_network_blocking_ms:.2f} ms by a blocking spawn and wait"
+        )
+        lines.append(
+            f"    (floor: an extra network's real ADD and DEL, nothing recorded, cost their parent "
+            f"{floor.extra_network_ms:.2f} ms run by app.cni.child on the daemon's loop{blocking})"
+        )
+        if side_by_side is not None:
+            lines.append(
+                f"    the daemon's own share per extra network, side by side less that floor: "
+                f"{side_by_side.per_extra_network_ms - floor.extra_network_ms:.2f} ms"
+            )
     return lines
 
 
@@ -419,6 +459,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=int,
         default=100,
         help="pods per node for the CPU of the fewest vs the most networks measured side by side (0: skip)",
+    )
+    parser.add_argument(
+        "--floor-pods",
+        type=int,
+        default=60,
+        help="pods per size for the real delegates' floor (bench.plugin_run --pods; 0: VERSION runs only)",
     )
     parser.add_argument(
         "--unbundled",
@@ -454,8 +500,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(row, flush=True)
     for row in parallel_rows(max(f.networks for f in results)):
         print(row, flush=True)
-    plugin_run_ms = plugin_run_floor_ms()
     counts = sorted(f.networks for f in results)
+    floor = (
+        plugin_run_floor(pods=args.floor_pods, few=counts[0], many=counts[-1]) if len(counts) > 1 else None
+    )
     side_by_side = None
     if args.side_by_side and len(counts) > 1:
         side_by_side = bench_side_by_side(
@@ -463,7 +511,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         print(side_by_side.row(), flush=True)
     print("targets (static mode):")
-    for line in verdicts(results, plugin_run_ms, side_by_side):
+    for line in verdicts(results, floor, side_by_side):
         print("  " + line, flush=True)
     if args.kube:
         from bench import kube  # imports this module: only once it is loaded

@@ -320,8 +320,8 @@ class KubeNode(BenchNode):
         assert self.api is not None
         return self.api
 
-    def prepare(self) -> None:
-        super().prepare()
+    def prepare(self, *, shim: bool = True) -> None:
+        super().prepare(shim=shim)
         conf_dir = self.root / "multus.d"
         for index in range(1, self.networks):
             (conf_dir / f"{10 + index}-net{index}.conflist").unlink()

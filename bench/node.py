@@ -94,13 +94,15 @@ class BenchNode:
     def bridge(self, index: int) -> str:
         return f"mpb{self.tag}n{index}"
 
-    def prepare(self) -> None:
+    def prepare(self, *, shim: bool = True) -> None:
+        """The bin directory (and, with ``shim``, the shim installed in it), the networks' conf files
+        and the daemon's config."""
         self.bin_dir.mkdir(parents=True)
         for plugin in PLUGINS:
             (self.bin_dir / plugin).symlink_to(CNI_PLUGIN_DIR / plugin)
-        if self.bundled:
+        if shim and self.bundled:
             self.shim = install_bundled_shim(str(self.bin_dir), source=built_bundle())
-        else:
+        elif shim:
             self.shim = install_shim(str(self.bin_dir))
         conf_dir = self.root / "multus.d"
         conf_dir.mkdir()
@@ -231,19 +233,22 @@ class BenchNode:
         subprocess.run([PYTHON, "-I", "-S", "-c", "pass"], check=True)
         self.direct(command, pod, results)
 
+    def plugin_env(self, command: str, pod: Pod, index: int) -> dict[str, str]:
+        """The environment a delegate of network ``index`` gets for ``pod`` when called directly."""
+        return self._shim_env(command, pod) | {"CNI_IFNAME": "eth0" if index == 0 else f"net{index}"}
+
     def direct(self, command: str, pod: Pod, results: dict[str, Any]) -> None:
         """Call every delegate of every network directly; ADD fills ``results`` for the DEL."""
         order = range(self.networks) if command == "ADD" else reversed(range(self.networks))
         for index in order:
             conf = self.confs[index]
-            ifname = "eth0" if index == 0 else f"net{index}"
             plugins = conf["plugins"] if command == "ADD" else list(reversed(conf["plugins"]))
             prev = results.get(conf["name"]) if command == "DEL" else None
             for plugin in plugins:
                 stdin = plugin_stdin(
                     plugin, name=conf["name"], cni_version=conf["cniVersion"], prev_result=prev
                 )
-                env = self._shim_env(command, pod) | {"CNI_IFNAME": ifname}
+                env = self.plugin_env(command, pod, index)
                 proc = subprocess.run(
                     [str(self.bin_dir / plugin["type"])], input=stdin, env=env, capture_output=True
                 )
