@@ -187,7 +187,7 @@ class AttachEngine:
             units.append(
                 self._recorded(recording.request_entry(request=request, started=started, error=error))
             )
-            await self._db.write(recording.together(units))
+            await self._db.write(recording.together(units), durable=False)
             if error is not None:
                 raise error
 

@@ -9,6 +9,11 @@ pass stays pending with its error recorded (invariant 5); a DEL that can never r
 with its reason in the history (invariant 5b). A sandbox whose ADD ran its delegates in parallel
 (recorded with it) has them DELed in parallel, the cluster network's last. Never resolves
 networks, never reads settings.
+
+A teardown's commits are not durable (``Database.write(durable=False)``: no sync of the WAL, so no
+wait for the disk): a crash of the daemon or of its whole tree loses none of them, and a power loss,
+which may undo the last of them, can only bring back a sandbox its DEL had removed, which then is
+a sandbox of an earlier boot and DELed again at start-up (invariant 11; DEL is idempotent).
 """
 
 from __future__ import annotations
@@ -64,13 +69,15 @@ class Teardown:
     async def run(self, record: SandboxRecord, *, trigger: Trigger) -> list[CniError]:
         """DEL every attachment of ``record``, newest first; forget those whose DEL succeeded."""
         errors, units = await self.prepare(record, trigger=trigger)
-        await self.db.write(recording.together(units))
+        await self.db.write(recording.together(units), durable=False)
         return errors
 
     async def load_and_begin(self, container_id: str) -> SandboxRecord | None:
         """The sandbox's record (None if nothing is recorded), marked as being deleted in the same
         commit: a runtime DEL reads and begins with one trip to the store, not two."""
-        record = await self.db.write(partial(checkpoints.begin_delete_and_load, container_id=container_id))
+        record = await self.db.write(
+            partial(checkpoints.begin_delete_and_load, container_id=container_id), durable=False
+        )
         if record is not None:
             self.crash.reached(Point.DEL_AFTER_BEGIN)
         return record
@@ -80,7 +87,9 @@ class Teardown:
     ) -> tuple[list[CniError], list[UnitOfWork]]:
         """Run the DELs of a teardown; return its errors and what the caller must commit."""
         if record.state != "deleting":
-            await self.db.write(partial(checkpoints.begin_delete, container_id=record.container_id))
+            await self.db.write(
+                partial(checkpoints.begin_delete, container_id=record.container_id), durable=False
+            )
             self.crash.reached(Point.DEL_AFTER_BEGIN)
         errors, units = await self.detach(record, record.attachments, trigger=trigger)
         units.append(partial(checkpoints.finish_delete, container_id=record.container_id))

@@ -4,11 +4,21 @@ Owns the SQLAlchemy engine, its per-connection pragmas (WAL, ``synchronous=FULL`
 busy timeout), the exclusive lock that keeps a second daemon off the same file, and the only thread
 that writes. Coroutines never touch a connection: they hand a unit of work (a function taking a
 SQLAlchemy Core ``Connection``) to ``write``/``read`` and await its value. ``write`` returns only
-after the transaction holding that work has been committed, so "recorded" always means "on disk".
+after the transaction holding that work has been committed, so "recorded" means "on disk" (for a
+durable write, below).
 
 Concurrent writes are group-committed: the writer drains what is queued, runs each unit inside
 its own savepoint (one failing unit does not undo the others), and commits once. Durability is
 never traded for speed: nothing is dropped under load, callers wait.
+
+A write is durable (the default) or not (``durable=False``). A durable write's commit is on disk
+(``synchronous=FULL``: the WAL is synced before the commit returns). A write that is not durable is
+committed without that sync (``synchronous=NORMAL``): it survives any crash of the process, its
+frames being in the kernel's page cache, and the next durable commit syncs it too, but a power loss
+before that may undo it (with every commit after it: a WAL loses commits only from its end). Only
+what is harmless to undo that way is written so: a teardown's records (undone, the sandbox is
+DELed again at start-up, as every sandbox of an earlier boot is) and the mirror of the API (a
+cache). A batch holding any durable write is committed durably.
 
 Each thread keeps its connection open for its whole life and frames transactions and savepoints
 itself: a unit of work runs Core statements on the connection, or plain SQL on the driver's cursor
@@ -68,6 +78,7 @@ class _Job:
     future: Future[Any] | None = None
     loop: asyncio.AbstractEventLoop | None = None
     waiter: asyncio.Future[Any] | None = None
+    durable: bool = True
 
     def claim(self) -> bool:
         """True when the job is still wanted (and, for a thread's future, marked running)."""
@@ -126,6 +137,14 @@ class _Seat:
         if not isinstance(driver, sqlite3.Connection):
             raise TypeError(f"the state database runs on SQLite, not {type(driver).__name__}")
         self.driver = driver
+        self.durable = True  # ``configure_connection`` sets ``synchronous=FULL`` on every connection
+
+    def make_durable(self, durable: bool) -> None:
+        """Commit the next transactions durably (``synchronous=FULL``) or not (``NORMAL``); set
+        between transactions, where SQLite takes it."""
+        if durable != self.durable:
+            self.driver.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=NORMAL")
+            self.durable = durable
 
     def reconnect(self) -> None:
         """A fresh connection after one that may be broken (a failed commit or rollback)."""
@@ -228,6 +247,7 @@ class _Writer(_Worker):
         outcomes: list[_Outcome] = []
         seat = self._seat
         try:
+            seat.make_durable(any(job.durable for job in batch))
             transaction = seat.begin()
             try:
                 outcomes.extend(self._run_in_savepoint(job) for job in batch)
@@ -352,11 +372,12 @@ class Database:
                 os.close(lock_fd)
             raise
 
-    async def write(self, work: Work[T]) -> T:
-        """Run ``work`` in the writer thread; return its value once it is committed."""
-        return await self.submit_write(work)
+    async def write(self, work: Work[T], *, durable: bool = True) -> T:
+        """Run ``work`` in the writer thread; return its value once it is committed (on disk, unless
+        ``durable`` is False: then a power loss may undo it, see the module's docstring)."""
+        return await self.submit_write(work, durable=durable)
 
-    def submit_write(self, work: Work[T]) -> asyncio.Future[T]:
+    def submit_write(self, work: Work[T], *, durable: bool = True) -> asyncio.Future[T]:
         """Hand ``work`` to the writer thread now; the future gets its value once it is committed.
 
         For a coroutine with something else to do meanwhile: it must await the future before it
@@ -364,13 +385,13 @@ class Database:
         started yet)."""
         writer = self._writable()
         waiter: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        writer.submit(_Job(work, loop=waiter.get_loop(), waiter=waiter))
+        writer.submit(_Job(work, loop=waiter.get_loop(), waiter=waiter, durable=durable))
         return waiter
 
-    def write_sync(self, work: Work[T]) -> T:
+    def write_sync(self, work: Work[T], *, durable: bool = True) -> T:
         """``write`` for threads that are not an event loop (start-up, tools, tests)."""
         future: Future[T] = Future()
-        self._writable().submit(_Job(work, future=future))
+        self._writable().submit(_Job(work, future=future, durable=durable))
         return future.result()
 
     async def read(self, work: Work[T]) -> T:

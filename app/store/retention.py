@@ -96,7 +96,9 @@ async def _delete_up_to(
     """Delete lines up to id ``bound``, one batch per write; return (lines deleted, writes)."""
     deleted = writes = 0
     while not stop():
-        count = await db.write(partial(history.delete_oldest, up_to_id=bound, before=before, batch=batch))
+        count = await db.write(
+            partial(history.delete_oldest, up_to_id=bound, before=before, batch=batch), durable=False
+        )
         writes += 1
         deleted += count
         if count < batch:

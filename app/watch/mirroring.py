@@ -191,7 +191,10 @@ class MirrorWriter:
         future, which the writer thread then fails to complete (and dies of). Finishing the commit
         and ``then`` keeps the in-memory position equal to the stored one, and leaves no task behind.
         """
-        commit = asyncio.create_task(self._db.write(unit), name=f"watch.{self.target.key}.commit")
+        commit = asyncio.create_task(
+            self._db.write(unit, durable=False),  # a cache of the API: losing it costs a relist
+            name=f"watch.{self.target.key}.commit",
+        )
         try:
             await asyncio.shield(commit)
         except asyncio.CancelledError:

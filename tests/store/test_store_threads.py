@@ -82,6 +82,45 @@ async def _one_batch(db: Database, *units: Any, commits: bool = True) -> list[An
     return outcomes
 
 
+def _synchronous(connection: Connection) -> int:
+    """The ``synchronous`` level the unit's transaction commits with: 2 FULL (synced), 1 NORMAL."""
+    level: int = records_sql.cursor_of(connection).execute("PRAGMA synchronous").fetchone()[0]
+    return level
+
+
+async def test_a_write_that_need_not_be_durable_commits_unsynced_and_the_next_durable_one_synced(
+    db: Database,
+) -> None:
+    assert await db.write(_synchronous) == 2
+    assert await db.write(_synchronous, durable=False) == 1
+    assert await db.write(_synchronous, durable=False) == 1
+    assert await db.write(_synchronous) == 2
+    assert await asyncio.to_thread(db.write_sync, _synchronous, durable=False) == 1
+
+
+async def test_a_batch_holding_one_durable_write_is_committed_durably(db: Database) -> None:
+    busy, release = threading.Event(), threading.Event()
+
+    def hold(connection: Connection) -> None:
+        busy.set()
+        release.wait(10)
+
+    held = asyncio.ensure_future(db.write(hold, durable=False))
+    await asyncio.to_thread(busy.wait, 10)
+    batches_before = db.commit_stats[0]
+    mixed = [
+        asyncio.ensure_future(db.write(_synchronous, durable=False)),
+        asyncio.ensure_future(db.write(_synchronous)),
+        asyncio.ensure_future(db.write(_synchronous, durable=False)),
+    ]
+    await asyncio.sleep(0)
+    release.set()
+    await held
+    assert await asyncio.gather(*mixed) == [2, 2, 2]
+    assert db.commit_stats[0] == batches_before + 2, "the three writes were not committed in one batch"
+    assert await db.write(_synchronous, durable=False) == 1
+
+
 async def test_a_failing_core_unit_undoes_only_itself_beside_plain_sql_units(db: Database) -> None:
     def duplicate_pod(connection: Connection) -> None:
         connection.execute(_pod("dup"))
