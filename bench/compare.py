@@ -6,13 +6,13 @@ moods, not the trees. This starts four daemons at once, this checkout's and ``OT
 checkout of this repository at another commit, e.g. from ``git worktree add``) at ``--few`` and
 ``--many`` networks per pod, and takes one pod through ADD and DEL on each in rotation, so every
 daemon sees the same machine. It prints each tree's daemon CPU per pair (the scheduler's count over
-its threads, children excluded, as ``python -m bench``) at both sizes, per extra network, and the
-differences. Each daemon runs its own tree's code (``python -P``, the tree on ``PYTHONPATH``); the
+its threads, children excluded, as ``python -m bench``) at both sizes, per extra network, the ADD and
+DEL p50 (the shim's wall time) at both sizes, and the differences. Each daemon runs its own tree's code (``python -P``, the tree on ``PYTHONPATH``); the
 shim, plugins and interpreter are this checkout's.
 
 With ``--kube`` the two trees' daemons run in Kubernetes mode instead, at ``--few`` networks (NADs),
 against one API emulator seeded as ``python -m bench.kube`` seeds it, and each prints its CPU per
-pair and its ADD p50 (the shim's wall time). Both daemons mirror this node's pods, the other's
+pair and its ADD and DEL p50. Both daemons mirror this node's pods, the other's
 included, so both carry the same extra watch traffic; the difference is the trees'.
 """
 
@@ -28,7 +28,7 @@ from pathlib import Path
 
 from app.sandbox.processes import DaemonProcess
 from bench import kube
-from bench.node import BenchNode, SideBySide, cpu_ms_in_turn
+from bench.node import BenchNode, SideBySide, WallTimes, cpu_ms_in_turn
 
 HERE = Path(__file__).resolve().parent.parent
 WARM_UP = 5
@@ -51,6 +51,7 @@ class KubeFigures:
 
     cpu_ms: float
     add_p50_ms: float
+    del_p50_ms: float
 
 
 def compare_kube(trees: Sequence[Path], *, networks: int, pods: int) -> list[KubeFigures]:
@@ -64,7 +65,7 @@ def compare_kube(trees: Sequence[Path], *, networks: int, pods: int) -> list[Kub
                 node.prepare()
                 start_daemon_of(node, tree, {"MULTUS_NODE_NAME": kube.NODE})
             batches = [node.make_kube_pods(WARM_UP + pods) for node in nodes]
-            adds: list[list[float]] = [[] for _ in nodes]
+            walls = [WallTimes() for _ in nodes]
             cpu_before = [0.0] * len(nodes)
             for round_index in range(WARM_UP + pods):
                 if round_index == WARM_UP:
@@ -77,24 +78,44 @@ def compare_kube(trees: Sequence[Path], *, networks: int, pods: int) -> list[Kub
                     node.multus("ADD", pod)
                     added = time.perf_counter()
                     node.multus("DEL", pod)
+                    deleted = time.perf_counter()
                     if round_index >= WARM_UP:
-                        adds[which].append(1000 * (added - started))
+                        walls[which].adds.append(1000 * (added - started))
+                        walls[which].dels.append(1000 * (deleted - added))
             time.sleep(SETTLE)
             return [
                 KubeFigures(
                     cpu_ms=1000 * (node.daemon_cpu_seconds() - before) / pods,
-                    add_p50_ms=statistics.median(times),
+                    add_p50_ms=statistics.median(times.adds),
+                    del_p50_ms=statistics.median(times.dels),
                 )
-                for node, before, times in zip(nodes, cpu_before, adds, strict=True)
+                for node, before, times in zip(nodes, cpu_before, walls, strict=True)
             ]
         finally:
             for node in nodes:
                 node.close()
 
 
-def compare(trees: Sequence[Path], *, few: int, many: int, pods: int) -> list[SideBySide]:
+@dataclass(frozen=True)
+class StaticFigures:
+    """One tree's daemons in static mode: CPU per pair at both sizes, and ADD and DEL p50 of each."""
+
+    cpu: SideBySide
+    few_walls: WallTimes
+    many_walls: WallTimes
+
+    def wall_row(self) -> str:
+        return ", ".join(
+            f"{size} net ADD p50 {statistics.median(walls.adds):.2f} ms, "
+            f"DEL p50 {statistics.median(walls.dels):.2f} ms"
+            for size, walls in ((self.cpu.few, self.few_walls), (self.cpu.many, self.many_walls))
+        )
+
+
+def compare(trees: Sequence[Path], *, few: int, many: int, pods: int) -> list[StaticFigures]:
     """Each of ``trees`` at ``few`` and ``many`` networks, all daemons taken pod by pod in rotation."""
     specs = [(tree, networks) for networks in (few, many) for tree in trees]
+    walls = [WallTimes() for _ in specs]
     nodes: list[BenchNode] = []
     try:
         for index, (tree, networks) in enumerate(specs):
@@ -102,17 +123,21 @@ def compare(trees: Sequence[Path], *, few: int, many: int, pods: int) -> list[Si
             nodes.append(node)
             node.prepare()
             start_daemon_of(node, tree)
-        per_pair_ms = cpu_ms_in_turn(nodes, pods=pods, warm_up=WARM_UP, rotate=True)
+        per_pair_ms = cpu_ms_in_turn(nodes, pods=pods, warm_up=WARM_UP, rotate=True, walls=walls)
     finally:
         for node in nodes:
             node.close()
     return [
-        SideBySide(
-            few=few,
-            many=many,
-            pods=pods,
-            few_cpu_ms=per_pair_ms[position],
-            many_cpu_ms=per_pair_ms[position + len(trees)],
+        StaticFigures(
+            cpu=SideBySide(
+                few=few,
+                many=many,
+                pods=pods,
+                few_cpu_ms=per_pair_ms[position],
+                many_cpu_ms=per_pair_ms[position + len(trees)],
+            ),
+            few_walls=walls[position],
+            many_walls=walls[position + len(trees)],
         )
         for position in range(len(trees))
     ]
@@ -136,22 +161,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"Kubernetes mode, two daemons in rotation, {args.few} network(s), {args.pods} pods each:")
         for tree, figures in ((other, other_kube), (HERE, these_kube)):
             print(f"  {tree}: daemon CPU per ADD+DEL pair {figures.cpu_ms:.2f} ms, ", end="")
-            print(f"ADD p50 {figures.add_p50_ms:.2f} ms")
+            print(f"ADD p50 {figures.add_p50_ms:.2f} ms, DEL p50 {figures.del_p50_ms:.2f} ms")
         print(
             f"  this tree minus the other: {these_kube.cpu_ms - other_kube.cpu_ms:+.2f} ms CPU per pair, "
-            f"{these_kube.add_p50_ms - other_kube.add_p50_ms:+.2f} ms ADD p50"
+            f"{these_kube.add_p50_ms - other_kube.add_p50_ms:+.2f} ms ADD p50, "
+            f"{these_kube.del_p50_ms - other_kube.del_p50_ms:+.2f} ms DEL p50"
         )
         return 0
-    other_figures, these = compare([other, HERE], few=args.few, many=args.many, pods=args.pods)
+    other_static, these_static = compare([other, HERE], few=args.few, many=args.many, pods=args.pods)
+    other_figures, these = other_static.cpu, these_static.cpu
     print(f"four daemons in rotation; {other}:")
     print("  " + other_figures.row())
+    print("  " + other_static.wall_row())
     print(f"{HERE}:")
     print("  " + these.row())
+    print("  " + these_static.wall_row())
     print(
         f"  this tree minus the other: {these.few_cpu_ms - other_figures.few_cpu_ms:+.2f} ms at {args.few}, "
         f"{these.many_cpu_ms - other_figures.many_cpu_ms:+.2f} ms at {args.many}, "
         f"{these.per_extra_network_ms - other_figures.per_extra_network_ms:+.2f} ms per extra network"
     )
+    for size, mine, theirs in (
+        (args.few, these_static.few_walls, other_static.few_walls),
+        (args.many, these_static.many_walls, other_static.many_walls),
+    ):
+        print(
+            f"  at {size}: ADD p50 {statistics.median(mine.adds) - statistics.median(theirs.adds):+.2f} ms, "
+            f"DEL p50 {statistics.median(mine.dels) - statistics.median(theirs.dels):+.2f} ms"
+        )
     return 0
 
 

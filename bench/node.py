@@ -17,6 +17,7 @@ import secrets
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -293,10 +294,26 @@ class SideBySide:
         )
 
 
-def cpu_ms_in_turn(nodes: Sequence[BenchNode], *, pods: int, warm_up: int, rotate: bool) -> list[float]:
+@dataclass
+class WallTimes:
+    """ADD and DEL wall times through the shim, in milliseconds, one per pod."""
+
+    adds: list[float] = field(default_factory=list)
+    dels: list[float] = field(default_factory=list)
+
+
+def cpu_ms_in_turn(
+    nodes: Sequence[BenchNode],
+    *,
+    pods: int,
+    warm_up: int,
+    rotate: bool,
+    walls: Sequence[WallTimes] | None = None,
+) -> list[float]:
     """Each node's daemon CPU per ADD+DEL pair, in milliseconds, its daemon already started: one pod
     through ADD and DEL on each node in turn, ``warm_up`` rounds first (not counted), then ``pods``.
-    With ``rotate``, each round starts one node further on, so no node always goes first."""
+    With ``rotate``, each round starts one node further on, so no node always goes first. ``walls``
+    (one per node) get the counted pods' ADD and DEL wall times."""
     batches = [node.make_pods(warm_up + pods) for node in nodes]
     cpu = [0.0] * len(nodes)
     for round_index in range(warm_up + pods):
@@ -306,8 +323,14 @@ def cpu_ms_in_turn(nodes: Sequence[BenchNode], *, pods: int, warm_up: int, rotat
             node = nodes[which]
             pod = batches[which][round_index]
             before = node.daemon_cpu_seconds()
+            started = time.perf_counter()
             node.multus("ADD", pod)
+            added = time.perf_counter()
             node.multus("DEL", pod)
+            deleted = time.perf_counter()
             if round_index >= warm_up:
                 cpu[which] += node.daemon_cpu_seconds() - before
+                if walls is not None:
+                    walls[which].adds.append(1000 * (added - started))
+                    walls[which].dels.append(1000 * (deleted - added))
     return [1000 * seconds / pods for seconds in cpu]
