@@ -124,7 +124,7 @@ class GarbageCollector:
         self._pods = pods
         self._pass = asyncio.Lock()
         self._lease_dirs: set[Path] = set()
-        self._lease_listings: dict[Path, tuple[int, list[leases.Lease]]] = {}
+        self._lease_listings = leases.LeaseListings()
 
     async def run_once(self, *, dry_run: bool = False) -> GcReport:
         """One pass: find orphans, tear them down (unless ``dry_run``), sweep leftovers."""
@@ -181,7 +181,7 @@ class GarbageCollector:
         candidates = [
             lease
             for directory in sorted(self._lease_dirs)
-            for lease in self._listing(directory)
+            for lease in self._lease_listings.leases(directory)
             if lease.container_id and lease.container_id not in live
         ]
         ours = [
@@ -200,19 +200,6 @@ class GarbageCollector:
         for state in ("intent", "added", "deleting"):
             metrics.ATTACHMENTS.labels(state).set(by_state.get(state, 0))
         metrics.STORE_BYTES.set(self._db.size_bytes())
-
-    def _listing(self, directory: Path) -> list[leases.Lease]:
-        """The leases of a directory, re-read only when the directory changed since last pass."""
-        try:
-            stamp = directory.stat().st_mtime_ns
-        except FileNotFoundError:
-            self._lease_listings.pop(directory, None)
-            return []
-        cached = self._lease_listings.get(directory)
-        if cached is None or cached[0] != stamp:
-            cached = (stamp, list(leases.leases_in(directory)))
-            self._lease_listings[directory] = cached
-        return cached[1]
 
 
 def _observe(report: GcReport) -> None:

@@ -13,6 +13,7 @@ import fcntl
 import ipaddress
 import logging
 import os
+import stat
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -64,14 +65,81 @@ def leases_in(directory: Path) -> Iterator[Lease]:
     for entry in entries:
         if not entry.is_file() or not _is_address(entry.name):
             continue
+        lease = _read_lease(entry.path)
+        if lease is not None:
+            yield lease
+
+
+def _read_lease(path: str) -> Lease | None:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as file:
+            lines = file.read().splitlines()
+    except FileNotFoundError:
+        return None  # released meanwhile
+    except OSError as exc:
+        log.warning("cannot read lease %s: %s", path, exc.strerror)
+        return None
+    container_id = lines[0].strip() if lines else ""
+    ifname = lines[1].strip() if len(lines) > 1 else ""
+    return Lease(path=Path(path), container_id=container_id, ifname=ifname)
+
+
+class LeaseListings:
+    """The leases of host-local directories, for GC passes that look at them again and again.
+
+    A directory is listed again only when its mtime changed (a lease taken or released), and then
+    a lease file is read again only when it is new or changed (another inode or mtime: host-local
+    writes a lease by creating its file, and releases it by removing it); the others cost a
+    ``stat``. Removal re-reads the file under host-local's lock in any case (``remove``)."""
+
+    def __init__(self) -> None:
+        self._directories: dict[Path, _Listing] = {}
+
+    def leases(self, directory: Path) -> list[Lease]:
         try:
-            lines = Path(entry.path).read_text().splitlines()
-        except OSError as exc:
-            log.warning("cannot read lease %s: %s", entry.path, exc.strerror)
-            continue
-        container_id = lines[0].strip() if lines else ""
-        ifname = lines[1].strip() if len(lines) > 1 else ""
-        yield Lease(path=Path(entry.path), container_id=container_id, ifname=ifname)
+            stamp = directory.stat().st_mtime_ns
+        except FileNotFoundError:
+            self._directories.pop(directory, None)
+            return []
+        known = self._directories.get(directory)
+        if known is not None and known.stamp == stamp:
+            return known.leases
+        listing = _Listing.read(directory, stamp, known.files if known is not None else {})
+        self._directories[directory] = listing
+        return listing.leases
+
+
+@dataclass(frozen=True, slots=True)
+class _Listing:
+    stamp: int
+    files: dict[str, tuple[int, int, Lease]]
+    """File name to (inode, mtime in ns, its lease)."""
+    leases: list[Lease]
+
+    @classmethod
+    def read(cls, directory: Path, stamp: int, known: dict[str, tuple[int, int, Lease]]) -> _Listing:
+        files: dict[str, tuple[int, int, Lease]] = {}
+        try:
+            entries = list(os.scandir(directory))
+        except FileNotFoundError:
+            entries = []
+        for entry in entries:
+            before = known.get(entry.name)
+            if before is None and not (entry.is_file() and _is_address(entry.name)):
+                continue
+            try:
+                status = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # released meanwhile
+            if before is not None and (before[0], before[1]) == (status.st_ino, status.st_mtime_ns):
+                files[entry.name] = before
+                continue
+            if not stat.S_ISREG(status.st_mode):
+                continue
+            lease = _read_lease(entry.path)
+            if lease is not None:
+                files[entry.name] = (status.st_ino, status.st_mtime_ns, lease)
+        return cls(stamp=stamp, files=files, leases=[lease for _, _, lease in files.values()])
 
 
 def _is_address(name: str) -> bool:
