@@ -6,14 +6,15 @@ moods, not the trees. This starts four daemons at once, this checkout's and ``OT
 checkout of this repository at another commit, e.g. from ``git worktree add``) at ``--few`` and
 ``--many`` networks per pod, and takes one pod through ADD and DEL on each in rotation, so every
 daemon sees the same machine. It prints each tree's daemon CPU per pair (the scheduler's count over
-its threads, children excluded, as ``python -m bench``) at both sizes, per extra network, the ADD and
-DEL p50 (the shim's wall time) at both sizes, and the differences. Each daemon runs its own tree's code (``python -P``, the tree on ``PYTHONPATH``); the
-shim, plugins and interpreter are this checkout's.
+its threads, children excluded, as ``python -m bench``) at both sizes, per extra network, the ADD
+and DEL p50 (the shim's wall time) at both sizes, and the differences. Each daemon runs its own
+tree's code (``python -P``, the tree on ``PYTHONPATH``); the shim, plugins and interpreter are this
+checkout's.
 
 With ``--kube`` the two trees' daemons run in Kubernetes mode instead, at ``--few`` networks (NADs),
 against one API emulator seeded as ``python -m bench.kube`` seeds it, and each prints its CPU per
-pair and its ADD and DEL p50. Both daemons mirror this node's pods, the other's
-included, so both carry the same extra watch traffic; the difference is the trees'.
+pair and its ADD and DEL p50. Both daemons mirror this node's pods, the other's included, so both
+carry the same extra watch traffic; the difference is the trees'.
 """
 
 from __future__ import annotations
