@@ -8,8 +8,8 @@ after the transaction holding that work has been committed, so "recorded" means 
 durable write, below).
 
 Concurrent writes are group-committed: the writer drains what is queued, runs each unit inside
-its own savepoint (one failing unit does not undo the others), and commits once. Durability is
-never traded for speed: nothing is dropped under load, callers wait.
+its own savepoint (one failing unit does not undo the others), and commits once. Batching never
+weakens a write's durability: nothing is dropped under load, callers wait.
 
 A write is durable (the default) or not (``durable=False``). A durable write's commit is on disk
 (``synchronous=FULL``: the WAL is synced before the commit returns). A write that is not durable is
