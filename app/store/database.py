@@ -17,8 +17,8 @@ committed without that sync (``synchronous=NORMAL``): it survives any crash of t
 frames being in the kernel's page cache, and the next durable commit syncs it too, but a power loss
 before that may undo it (with every commit after it: a WAL loses commits only from its end). Only
 what is harmless to undo that way is written so: a teardown's records (undone, the sandbox is
-DELed again at start-up, as every sandbox of an earlier boot is) and the mirror of the API (a
-cache). A batch holding any durable write is committed durably.
+DELed again at start-up, as every sandbox of an earlier boot is), the mirror of the API (a
+cache) and history retention's deletions. A batch holding any durable write is committed durably.
 
 Each thread keeps its connection open for its whole life and frames transactions and savepoints
 itself: a unit of work runs Core statements on the connection, or plain SQL on the driver's cursor
