@@ -29,7 +29,7 @@ from pathlib import Path
 
 from app.sandbox.processes import DaemonProcess
 from bench import kube
-from bench.node import BenchNode, SideBySide, WallTimes, cpu_ms_in_turn
+from bench.node import BenchNode, SideBySide, WallTimes, add_and_delete, cpu_ms_in_turn
 
 HERE = Path(__file__).resolve().parent.parent
 WARM_UP = 5
@@ -75,14 +75,9 @@ def compare_kube(trees: Sequence[Path], *, networks: int, pods: int) -> list[Kub
                 for turn in range(len(nodes)):
                     which = (round_index + turn) % len(nodes)
                     node, pod = nodes[which], batches[which][round_index]
-                    started = time.perf_counter()
-                    node.multus("ADD", pod)
-                    added = time.perf_counter()
-                    node.multus("DEL", pod)
-                    deleted = time.perf_counter()
+                    times = add_and_delete(node, pod)
                     if round_index >= WARM_UP:
-                        walls[which].adds.append(1000 * (added - started))
-                        walls[which].dels.append(1000 * (deleted - added))
+                        walls[which].add(*times)
             time.sleep(SETTLE)
             return [
                 KubeFigures(

@@ -301,6 +301,19 @@ class WallTimes:
     adds: list[float] = field(default_factory=list)
     dels: list[float] = field(default_factory=list)
 
+    def add(self, add_ms: float, del_ms: float) -> None:
+        self.adds.append(add_ms)
+        self.dels.append(del_ms)
+
+
+def add_and_delete(node: BenchNode, pod: Pod) -> tuple[float, float]:
+    """ADD then DEL ``pod`` through ``node``'s shim; the wall time of each, in milliseconds."""
+    started = time.perf_counter()
+    node.multus("ADD", pod)
+    added = time.perf_counter()
+    node.multus("DEL", pod)
+    return 1000 * (added - started), 1000 * (time.perf_counter() - added)
+
 
 def cpu_ms_in_turn(
     nodes: Sequence[BenchNode],
@@ -323,14 +336,9 @@ def cpu_ms_in_turn(
             node = nodes[which]
             pod = batches[which][round_index]
             before = node.daemon_cpu_seconds()
-            started = time.perf_counter()
-            node.multus("ADD", pod)
-            added = time.perf_counter()
-            node.multus("DEL", pod)
-            deleted = time.perf_counter()
+            times = add_and_delete(node, pod)
             if round_index >= warm_up:
                 cpu[which] += node.daemon_cpu_seconds() - before
                 if walls is not None:
-                    walls[which].adds.append(1000 * (added - started))
-                    walls[which].dels.append(1000 * (deleted - added))
+                    walls[which].add(*times)
     return [1000 * seconds / pods for seconds in cpu]

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from app.cni import child
 from app.cni.conf import plugin_stdin
 from app.daemon.main import event_loop_factory
-from bench.node import CNI_PLUGIN_DIR, BenchNode, Pod, threads_cpu_ns
+from bench.node import CNI_PLUGIN_DIR, BenchNode, Pod, SideBySide, threads_cpu_ns
 
 PLUGIN = CNI_PLUGIN_DIR / "bridge"
 VERSION_ENV = {"CNI_COMMAND": "VERSION", "CNI_PATH": str(CNI_PLUGIN_DIR)}
@@ -172,19 +172,13 @@ class RealFloor:
     """The parent's CPU per ADD+DEL pair at ``few`` and ``many`` networks, one way of running them."""
 
     way: str
-    few: int
-    many: int
-    few_ms: float
-    many_ms: float
-
-    @property
-    def per_extra_network_ms(self) -> float:
-        return (self.many_ms - self.few_ms) / (self.many - self.few)
+    cpu: SideBySide
 
     def row(self) -> str:
+        cpu = self.cpu
         return (
-            f"real delegates, {self.way}: {self.few} net {self.few_ms:.2f} ms, {self.many} nets "
-            f"{self.many_ms:.2f} ms per ADD+DEL pair; per extra network {self.per_extra_network_ms:.2f} ms"
+            f"real delegates, {self.way}: {cpu.few} net {cpu.few_cpu_ms:.2f} ms, {cpu.many} nets "
+            f"{cpu.many_cpu_ms:.2f} ms per ADD+DEL pair; per extra network {cpu.per_extra_network_ms:.2f} ms"
         )
 
 
@@ -195,7 +189,9 @@ def real_floors(*, few: int, many: int, pods: int) -> list[RealFloor]:
         for way in WAYS:
             for networks in (few, many):
                 figures[way, networks] += cpu_ms_per_pair(networks, pods=pods, way=way) / 2
-    return [RealFloor(way, few, many, figures[way, few], figures[way, many]) for way in WAYS]
+    return [
+        RealFloor(way, SideBySide(few, many, pods, figures[way, few], figures[way, many])) for way in WAYS
+    ]
 
 
 def parse_extra_network_floor(output: str, way: str = "event loop") -> float | None:
