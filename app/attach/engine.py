@@ -4,14 +4,16 @@ Called by the daemon (runtime requests), and by recovery and GC. For an ADD it r
 delegates and checks that every plugin they name can be run (a refusal records nothing), then makes
 two commits whatever the number of networks: every intent before the first delegate runs, and every
 result with the history lines and the finish before the runtime hears "success", so at every instant
-the checkpoint covers whatever may exist on the node (invariants 2-4). Delegates run one after
-another, or, with ``parallelDelegates``, the cluster network first and then the others concurrently.
-A failed delegate makes the engine undo the delegates already run, newest first, through the one
-teardown path that DEL, recovery and GC also use (``app.attach.teardown``): it replays the recorded
-configuration, arguments and result, never re-resolving. An attachment leaves the checkpoint only
-when its DEL succeeded, or when its DEL can never run (plugin refused by name, recorded config
-unparsable; the reason goes to the history), or when its ADD failed before any plugin executed
-(invariants 5 and 5b). A non-CNI exception is logged with its traceback and counted.
+the checkpoint covers whatever may exist on the node (invariants 2-4). The intents' commit is synced
+while the first plugin starts: that plugin is spawned once they are committed and handed its input
+(all it acts on) only once they are on disk, so its exec and start-up no longer wait for the disk.
+Delegates run one after another, or, with ``parallelDelegates``, the cluster network first and then
+the others concurrently. A failed delegate makes the engine undo the delegates already run, newest
+first, through the one teardown path that DEL, recovery and GC also use (``app.attach.teardown``):
+it replays the recorded configuration, arguments and result, never re-resolving. An attachment
+leaves the checkpoint only when its DEL succeeded, or when its DEL can never run (plugin refused by
+name, recorded config unparsable; the reason goes to the history), or when its ADD failed before any
+plugin executed (invariants 5 and 5b). A non-CNI exception is logged with its traceback and counted.
 
 Owns the order of steps and commits only: history lines and metrics come from
 ``app.attach.recording``, the DELs from ``app.attach.teardown``, a recorded call rebuilt for DEL and
@@ -270,7 +272,7 @@ class AttachEngine:
             )
             for plan in plans
         ]
-        await self._commit_intent(
+        intents_on_disk = await self._commit_intent(
             request,
             [
                 partial(checkpoints.begin_add, sandbox=self._sandbox_intent(request, parallel=parallel)),
@@ -279,10 +281,18 @@ class AttachEngine:
         )
         try:
             outcomes, finish = await self._run_delegates(
-                request=request, plans=plans, intents=intents, started=started, parallel=parallel
+                request=request,
+                plans=plans,
+                intents=intents,
+                started=started,
+                parallel=parallel,
+                intents_on_disk=intents_on_disk,
             )
+            await intents_on_disk  # long done: the first plugin read its input after it
             await self._commit_and_publish(finish, pod=resolution.pod, outcomes=outcomes)
         except Exception as exc:
+            if intents_on_disk.done() and not intents_on_disk.cancelled():
+                intents_on_disk.exception()  # retrieved: the error that matters is ``exc``
             error = errors.unexpected(exc, step="add", context=self._request_context(request))
             await self._roll_back(request.container_id)
             raise error from exc
@@ -376,9 +386,11 @@ class AttachEngine:
         intents: Sequence[DelegateIntent],
         started: float,
         parallel: bool,
+        intents_on_disk: asyncio.Future[None],
     ) -> tuple[list[DelegateOutcome], UnitOfWork]:
-        """Run the delegates (all intents committed); return their outcomes in plan order, and
-        every result, the request's history line and the finish as one unit for the caller to commit.
+        """Run the delegates (all intents committed; no plugin reads its input before they are on
+        disk); return their outcomes in plan order, and every result, the request's history line
+        and the finish as one unit for the caller to commit.
 
         Sequential: in order, stopping at the first failure. Parallel: the cluster network first,
         then the others concurrently, every one of them left to finish. On a failure, what did run
@@ -393,11 +405,27 @@ class AttachEngine:
                 rest = [index for index in range(len(plans)) if index not in first]
                 for index in first:
                     await self._run_one(
-                        request, plans[index], intents[index], pending, outcomes, index, begun
+                        request,
+                        plans[index],
+                        intents[index],
+                        pending,
+                        outcomes,
+                        index,
+                        begun,
+                        intents_on_disk,
                     )
                 done = await asyncio.gather(
                     *(
-                        self._run_one(request, plans[index], intents[index], pending, outcomes, index, begun)
+                        self._run_one(
+                            request,
+                            plans[index],
+                            intents[index],
+                            pending,
+                            outcomes,
+                            index,
+                            begun,
+                            intents_on_disk,
+                        )
                         for index in rest
                     ),
                     return_exceptions=True,
@@ -407,7 +435,9 @@ class AttachEngine:
                     raise failures[0]
             else:
                 for index, (plan, intent) in enumerate(zip(plans, intents, strict=True)):
-                    await self._run_one(request, plan, intent, pending, outcomes, index, begun)
+                    await self._run_one(
+                        request, plan, intent, pending, outcomes, index, begun, intents_on_disk
+                    )
             await self._apply_default_routes(request, plans)
         except Exception:
             never_started = [plan.ifname for index, plan in enumerate(plans) if index not in begun]
@@ -443,13 +473,19 @@ class AttachEngine:
         outcomes: dict[int, DelegateOutcome],
         index: int,
         begun: set[int],
+        intents_on_disk: asyncio.Future[None],
     ) -> None:
         """One delegate's ADD; what to commit about it goes to ``pending``, its outcome to ``outcomes``."""
         begun.add(index)
         self._crash.reached(Point.ADD_AFTER_INTENT)
         step_started = time.monotonic()
         result = await self._run_delegate_add(
-            request=request, plan=plan, intent=intent, step_started=step_started, units=pending
+            request=request,
+            plan=plan,
+            intent=intent,
+            step_started=step_started,
+            units=pending,
+            input_after=intents_on_disk,
         )
         self._crash.reached(Point.ADD_AFTER_EXEC)
         pending.extend(
@@ -477,9 +513,14 @@ class AttachEngine:
                         f'network "{plan.network_name}": {exc}',
                     ) from exc
 
-    async def _commit_intent(self, request: SandboxRequest, units: Sequence[UnitOfWork]) -> None:
+    async def _commit_intent(
+        self, request: SandboxRequest, units: Sequence[UnitOfWork]
+    ) -> asyncio.Future[None]:
+        """Commit the ADD's intents; return once they are committed, with a future done once they
+        are on disk (``Database.write_then_sync``)."""
         try:
-            await self._db.write(recording.together(units))
+            _, on_disk = await self._db.write_then_sync(recording.together(units))
+            return on_disk
         except checkpoints.SandboxExistsError as exc:
             raise CniError(
                 ErrorCode.INVALID_ENVIRONMENT,
@@ -495,15 +536,17 @@ class AttachEngine:
         intent: DelegateIntent,
         step_started: float,
         units: list[UnitOfWork],
+        input_after: asyncio.Future[None] | None = None,
     ) -> JsonObject:
-        """The delegate's ADD; on failure, what to record about it is appended to ``units``.
+        """The delegate's ADD; on failure, what to record about it is appended to ``units``. Its
+        plugins read no input before ``input_after`` is done.
 
         A failure before any of its plugins executed leaves nothing on the node: the attachment
         is dropped from the checkpoint (the history keeps the error), so no DEL ever waits for it.
         """
         try:
             return await api.add_network_list(
-                cni=self._cni_config(intent.cni_path, root=intent.root),
+                cni=self._cni_config(intent.cni_path, root=intent.root, input_after=input_after),
                 net=plan.net,
                 rt=self._runtime_conf(container_id=request.container_id, netns_path=request.netns, plan=plan),
             )
@@ -620,14 +663,22 @@ class AttachEngine:
     def _cni_path(self, bin_dir: str) -> tuple[str, ...]:
         return tuple(dict.fromkeys([bin_dir, *self._settings.extra_cni_path]))
 
-    def _cni_config(self, cni_path: Sequence[str], *, root: str | None = None) -> api.CniConfig:
-        """How to run plugins: in ``root`` (an attachment's recorded one), else in today's ``chrootDir``."""
+    def _cni_config(
+        self,
+        cni_path: Sequence[str],
+        *,
+        root: str | None = None,
+        input_after: asyncio.Future[None] | None = None,
+    ) -> api.CniConfig:
+        """How to run plugins: in ``root`` (an attachment's recorded one), else in today's ``chrootDir``;
+        none reads its input before ``input_after`` is done."""
         return api.CniConfig(
             path=tuple(cni_path),
             timeout=self._settings.delegate_timeout,
             exec=self._exec,
             base_env=self._settings.plugin_env,
             chroot_dir=self._settings.chroot_dir if root is None else root,
+            input_after=input_after,
         )
 
     @staticmethod

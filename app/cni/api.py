@@ -17,6 +17,7 @@ them, so that it can always tear down what an ADD may have left.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,7 +50,8 @@ class CniConfig:
     execution. ``base_env``: the environment plugins get besides the ``CNI_*`` variables.
     ``chroot_dir``: the root every plugin runs in (upstream's ``chrootDir``; "" = the daemon's own):
     ``path`` is searched inside it, and each plugin is executed in ``chroot(chroot_dir)`` with the
-    same environment and stdin.
+    same environment and stdin. ``input_after``: no plugin reads its input before this future is
+    done; one may be started meanwhile (``invoke``'s ``ready``; None: nothing to wait for).
     """
 
     path: tuple[str, ...]
@@ -57,6 +59,7 @@ class CniConfig:
     exec: invoke.Exec = DEFAULT_EXEC
     base_env: Mapping[str, str] = field(default_factory=lambda: dict(invoke.DEFAULT_BASE_ENV))
     chroot_dir: str = ""
+    input_after: asyncio.Future[None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,7 +285,12 @@ async def _run(
         cni.chroot_dir or "/",
     )
     return await cni.exec.exec_plugin(
-        plugin_path=step.plugin_path, stdin=stdin, env=env, timeout=cni.timeout, root=cni.chroot_dir
+        plugin_path=step.plugin_path,
+        stdin=stdin,
+        env=env,
+        timeout=cni.timeout,
+        root=cni.chroot_dir,
+        ready=cni.input_after,
     )
 
 

@@ -21,6 +21,12 @@ several networks), else by a timer ``REAP_IDLE`` after it: no wake-up of its own
 reaper thread did the same off the loop, but its wake-ups cost twice the reaping itself.) Where
 ``waitid`` cannot take a pidfd, the child is reaped inline.
 
+A child may also be started before it may have its input (``hold_input``): its stdin is then a
+pipe that ``Child.release_input`` fills and closes, the whole input at once (the pipe is made large
+enough to take it without a reader, else ``InputTooLargeError`` before anything starts). A CNI plugin
+learns what to do only from its input, so until then it waits in its first read, its start-up
+(exec, runtime init) done meanwhile.
+
 A child leads a session of its own (its pid is its process group, so ``kill_group`` reaches its
 children too). Without a root it is started with ``posix_spawn`` (glibc's vfork-style clone);
 with a root (``chrootDir``) it is forked by ``subprocess`` and enters the root before exec.
@@ -60,6 +66,10 @@ _USE_MEMFD = hasattr(os, "memfd_create")
 """Memory files for the child's stdio (until the kernel refuses ``memfd_create``)."""
 
 
+class InputTooLargeError(Exception):
+    """No pipe here can hold this input whole: start the child with its input instead."""
+
+
 @dataclass(frozen=True, slots=True)
 class Finished:
     """How a child ended: its exit code (negative: the signal that killed it) and its output."""
@@ -75,27 +85,57 @@ def spawn(
     env: Mapping[str, str],
     stdin: bytes = b"",
     preexec: Callable[[], None] | None = None,
+    hold_input: bool = False,
 ) -> Child:
     """Start ``path`` (no arguments) with ``env`` in a session of its own, reading ``stdin``.
 
     ``preexec`` runs in the child between fork and exec (e.g. entering a root); with it the child
     is forked by ``subprocess`` and a failure of ``preexec`` raises ``subprocess.SubprocessError``.
-    A failed exec raises ``OSError`` with the exec's errno (ENOENT, EACCES, ETXTBSY, ...)."""
+    A failed exec raises ``OSError`` with the exec's errno (ENOENT, EACCES, ETXTBSY, ...).
+    ``hold_input``: ``stdin`` reaches the child only at ``Child.release_input`` (``InputTooLargeError``,
+    nothing started, where no pipe can hold it)."""
     fds: list[int] = []
+    held: int | None = None
     try:
-        for name in ("stdin", "stdout", "stderr"):
+        if hold_input:
+            reading, held = _input_pipe(len(stdin))
+            fds.append(reading)
+        else:
+            fds.append(_memory_file("stdin"))
+        for name in ("stdout", "stderr"):
             fds.append(_memory_file(name))
         if min(fds) <= 2:  # only where the daemon's own stdio was closed
             for index, fd in enumerate(fds):
                 fds[index] = _above_stdio(fd)
-        _write_all(fds[0], stdin)
+        if held is None:
+            _write_all(fds[0], stdin)
         pid = _start(path, env=env, preexec=preexec, stdio=fds)
     except BaseException:
-        for fd in fds:
+        for fd in (*fds, *(() if held is None else (held,))):
             os.close(fd)
         raise
     os.close(fds[0])  # the child reads its own copy, from the start (``pwrite`` moved no offset)
-    return Child(pid, stdout=fds[1], stderr=fds[2])
+    started = Child(pid, stdout=fds[1], stderr=fds[2])
+    if held is not None:
+        started._held_input = (held, stdin)
+    return started
+
+
+def _input_pipe(size: int) -> tuple[int, int]:
+    """A close-on-exec pipe (read end, write end) whose buffer takes ``size`` bytes without a reader."""
+    reading, writing = os.pipe2(os.O_CLOEXEC)
+    try:
+        if fcntl.fcntl(writing, fcntl.F_GETPIPE_SZ) < size:
+            try:
+                fcntl.fcntl(writing, fcntl.F_SETPIPE_SZ, size)
+            except OSError as err:  # EPERM: beyond fs.pipe-max-size, or the user's pipe quota
+                raise InputTooLargeError(f"no pipe takes {size} bytes here: {err.strerror}") from None
+        os.set_blocking(writing, False)
+    except BaseException:
+        os.close(reading)
+        os.close(writing)
+        raise
+    return reading, writing
 
 
 def _memory_file(name: str) -> int:
@@ -174,10 +214,27 @@ class Child:
         self._loop = asyncio.get_running_loop()
         self._exited: asyncio.Future[int] = self._loop.create_future()
         self._exit_waiter: asyncio.Future[None] | None = None
+        self._held_input: tuple[int, bytes] | None = None
         _zombies.reap_due(self._loop)
         self._watch_exit()
 
     # ---- running ------------------------------------------------------------------------------
+
+    def release_input(self) -> None:
+        """Hand a child started with ``hold_input`` its whole input, then end it (EOF). A child that
+        is gone without reading it is left to tell by its exit."""
+        held, self._held_input = self._held_input, None
+        if held is None:
+            return
+        fd, data = held
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        except BrokenPipeError:
+            logger.debug("plugin %d exited before reading its input", self.pid)
+        finally:
+            os.close(fd)
 
     async def communicate(self, *, deadline: float | None = None) -> Finished:
         """Wait for the exit, then read what the child wrote to stdout and stderr. A cancellation, or
@@ -228,9 +285,11 @@ class Child:
         return True
 
     def abandon(self) -> None:
-        """Give up the output now; the exit watch stays until the child is reaped, then closes too."""
+        """Give up the output (and any input still held: the child reads EOF) now; the exit watch
+        stays until the child is reaped, then closes too."""
         outputs, self._outputs = self._outputs, None
-        for fd in outputs or ():
+        held, self._held_input = self._held_input, None
+        for fd in (*(outputs or ()), *(() if held is None else (held[0],))):
             os.close(fd)
 
     # ---- the exit -----------------------------------------------------------------------------

@@ -11,6 +11,11 @@ exec: its path, environment and stdin are the same as without a root. ``Subproce
 plugin processes running at once (``max_running``), serving waiters in arrival order. Every
 ADD/DEL/CHECK plugin carries ``MULTUS_PY_DELEGATE=<containerID>/<ifname>`` in its environment, from
 its exec on, so that recovery can find (``app.cni.reaper``) what an earlier daemon left running.
+
+``ready``: a plugin may be started before it may act. Until ``ready`` is done it is given no input
+(``child.spawn(hold_input=True)``), so it does nothing (a plugin learns what to do from its input
+alone) while its exec and start-up overlap with what ``ready`` waits for. Should ``ready`` fail, the
+plugin is killed without ever having read a byte, and the call fails with ``NotExecutedError``.
 """
 
 from __future__ import annotations
@@ -69,10 +74,12 @@ class Exec(Protocol):
         env: Mapping[str, str],
         timeout: float,  # noqa: ASYNC109 (a per-call limit of the protocol)
         root: str = "",
+        ready: asyncio.Future[None] | None = None,
     ) -> bytes:
         """The plugin's stdout when it exits 0; otherwise the CniError it printed (or one built for it).
 
-        With ``root``, the plugin runs inside ``chroot(root)``."""
+        With ``root``, the plugin runs inside ``chroot(root)``. With ``ready``, it reads no input
+        before ``ready`` is done (see the module's docstring)."""
         ...
 
 
@@ -259,10 +266,13 @@ class SubprocessExec:
         env: Mapping[str, str],
         timeout: float,  # noqa: ASYNC109 (a per-call limit of the protocol)
         root: str = "",
+        ready: asyncio.Future[None] | None = None,
     ) -> bytes:
         await self.slots.acquire()
         try:
-            return await self._exec(plugin_path=plugin_path, stdin=stdin, env=env, timeout=timeout, root=root)
+            return await self._exec(
+                plugin_path=plugin_path, stdin=stdin, env=env, timeout=timeout, root=root, ready=ready
+            )
         finally:
             self.slots.release()
 
@@ -274,11 +284,23 @@ class SubprocessExec:
         env: Mapping[str, str],
         timeout: float,  # noqa: ASYNC109 (a per-call limit of the protocol)
         root: str,
+        ready: asyncio.Future[None] | None,
     ) -> bytes:
         deadline = asyncio.get_running_loop().time() + timeout
         process: child.Child | None = None
         try:
-            process = await self._start(plugin_path, env, root, stdin=stdin, deadline=deadline)
+            if ready is not None and not _went_well(ready):
+                if not ready.done():
+                    with contextlib.suppress(child.InputTooLargeError):  # then started once ready
+                        process = await self._start(
+                            plugin_path, env, root, stdin=stdin, deadline=deadline, hold_input=True
+                        )
+                async with asyncio.timeout_at(deadline):
+                    await _await_ready(ready, plugin_path)
+            if process is None:
+                process = await self._start(plugin_path, env, root, stdin=stdin, deadline=deadline)
+            else:
+                process.release_input()
             finished = await process.communicate(deadline=deadline)
         except TimeoutError:
             if process is not None:
@@ -305,14 +327,23 @@ class SubprocessExec:
         )
 
     async def _start(
-        self, plugin_path: str, env: Mapping[str, str], root: str, *, stdin: bytes, deadline: float
+        self,
+        plugin_path: str,
+        env: Mapping[str, str],
+        root: str,
+        *,
+        stdin: bytes,
+        deadline: float,
+        hold_input: bool = False,
     ) -> child.Child:
         # The child enters the root after fork, before exec (Go's SysProcAttr.Chroot): a function of
         # C calls on a path encoded beforehand, so the forked child runs almost no Python.
         enter_root = partial(_enter_root, os.fsencode(root)) if root else None
         for attempt in range(self.busy_retries + 1):
             try:
-                return child.spawn(plugin_path, env=env, stdin=stdin, preexec=enter_root)
+                return child.spawn(
+                    plugin_path, env=env, stdin=stdin, preexec=enter_root, hold_input=hold_input
+                )
             except subprocess.SubprocessError as err:
                 # Only the pre-exec step raises this: the root could not be entered.
                 raise NotExecutedError(
@@ -343,6 +374,29 @@ class SubprocessExec:
                 process.pid,
                 self.reap_grace,
             )
+
+
+def _went_well(ready: asyncio.Future[None]) -> bool:
+    return ready.done() and not ready.cancelled() and ready.exception() is None
+
+
+async def _await_ready(ready: asyncio.Future[None], plugin_path: str) -> None:
+    """Wait for ``ready`` (shielded: the future belongs to the caller); its failure means the plugin
+    was never given its input."""
+    try:
+        await asyncio.shield(ready)
+    except asyncio.CancelledError:
+        if not ready.cancelled():
+            raise  # this call itself is cancelled
+        raise NotExecutedError(
+            ErrorCode.INTERNAL,
+            f"plugin {plugin_path} was not given its input: what it waited for was given up",
+        ) from None
+    except OSError as err:
+        raise NotExecutedError(
+            ErrorCode.INTERNAL,
+            f"plugin {plugin_path} was not given its input: what it waited for failed ({err})",
+        ) from err
 
 
 def _enter_root(root: bytes) -> None:

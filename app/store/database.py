@@ -20,6 +20,14 @@ what is harmless to undo that way is written so: a teardown's records (undone, t
 DELed again at start-up, as every sandbox of an earlier boot is), the mirror of the API (a
 cache) and history retention's deletions. A batch holding any durable write is committed durably.
 
+``write_then_sync`` splits a durable write in two: its value comes back once the work is committed
+(unsynced, as above: visible to every reader and kept through any crash of the process), and a
+second future completes once the writer thread has synced the WAL (``fdatasync``, as
+``synchronous=FULL`` does after a commit; its directory too, the first time a WAL file is seen).
+So the caller can start what must not *act* before the write is on disk, and let it act only
+then: the ADD starts its first delegate while its intents are being synced, and hands the plugin
+its input once they are (``app.attach.engine``).
+
 Each thread keeps its connection open for its whole life and frames transactions and savepoints
 itself: a unit of work runs Core statements on the connection, or plain SQL on the driver's cursor
 (``records_sql.cursor_of``: the ADD/DEL hot path), inside the thread's transaction and, in the
@@ -79,6 +87,8 @@ class _Job:
     loop: asyncio.AbstractEventLoop | None = None
     waiter: asyncio.Future[Any] | None = None
     durable: bool = True
+    synced: asyncio.Future[None] | None = None
+    """``write_then_sync``'s second future: done once the commit is on disk (the job commits unsynced)."""
 
     def claim(self) -> bool:
         """True when the job is still wanted (and, for a thread's future, marked running)."""
@@ -108,6 +118,29 @@ def _settle(outcomes: Iterable[_Outcome]) -> None:
             loop.call_soon_threadsafe(_settle_waiters, settled)
         except RuntimeError:  # the loop was closed while its work ran: nobody waits any more
             continue
+
+
+def _settle_synced(jobs: list[_Job], error: BaseException | None) -> None:
+    """Tell ``write_then_sync``'s callers that their commits are on disk (or why not)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+    for job in jobs:
+        if job.synced is not None and job.loop is not None:
+            by_loop.setdefault(job.loop, []).append(job.synced)
+    for loop, futures in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_resolve_synced, futures, error)
+        except RuntimeError:  # the loop was closed: nobody waits any more
+            continue
+
+
+def _resolve_synced(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    for future in futures:
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
 
 
 def _settle_waiters(outcomes: list[_Outcome]) -> None:
@@ -193,6 +226,39 @@ class _Seat:
         self.connection.close()
 
 
+class _WalSync:
+    """Syncs the database's write-ahead log the way ``synchronous=FULL`` does after each commit.
+
+    SQLite places no lock on the WAL file (its locks are on the database and ``-shm`` files), so a
+    descriptor of our own is safe to hold and to close. A WAL file seen for the first time (a new
+    inode) also has its directory synced, as SQLite does for a journal it has just created."""
+
+    def __init__(self, db_path: Path) -> None:
+        self.path = db_path.with_name(db_path.name + "-wal")
+        self._fd: int | None = None
+        self._inode: int | None = None
+
+    def sync(self) -> None:
+        """``fdatasync`` the WAL as it is now (``OSError`` if that fails or there is no WAL)."""
+        if self._fd is None or os.stat(self.path).st_ino != self._inode:
+            self.close()
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            self._fd, self._inode = fd, os.fstat(fd).st_ino
+            os.fdatasync(fd)
+            directory = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
+            return
+        os.fdatasync(self._fd)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = self._inode = None
+
+
 class _Worker(threading.Thread):
     """A store thread serving a queue of jobs from its own seat (a connection)."""
 
@@ -213,10 +279,15 @@ class _Worker(threading.Thread):
 class _Writer(_Worker):
     """The single writing thread: runs queued work in savepoints, one commit per batch."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, db_path: Path) -> None:
         super().__init__(engine, queue.SimpleQueue(), name="store-writer")
         self.batches = 0
         self.units = 0
+        self._wal = _WalSync(db_path)
+
+    def close_connection(self) -> None:
+        super().close_connection()
+        self._wal.close()
 
     def run(self) -> None:
         while True:
@@ -246,8 +317,10 @@ class _Writer(_Worker):
         started = time.monotonic()
         outcomes: list[_Outcome] = []
         seat = self._seat
+        durable = any(job.durable for job in batch)
+        to_sync = [job for job in batch if job.synced is not None]
         try:
-            seat.make_durable(any(job.durable for job in batch))
+            seat.make_durable(durable)
             transaction = seat.begin()
             try:
                 outcomes.extend(self._run_in_savepoint(job) for job in batch)
@@ -262,12 +335,27 @@ class _Writer(_Worker):
         except BaseException as exc:  # the commit itself failed: nothing in the batch is recorded
             log.exception("state database commit failed for a batch of %d", len(batch))
             _settle((job, None, exc) for job in batch)
+            _settle_synced(to_sync, exc)
             return
         self.batches += 1
         self.units += len(batch)
         metrics.STORE_COMMIT_SECONDS.observe(time.monotonic() - started)
         metrics.STORE_BATCH_SIZE.observe(len(batch))
         _settle(outcomes)
+        if to_sync:
+            self._sync(to_sync, synced_already=durable)
+
+    def _sync(self, jobs: list[_Job], *, synced_already: bool) -> None:
+        """Sync the WAL for ``write_then_sync``'s jobs (unless the commit was synced), then tell them."""
+        error: OSError | None = None
+        if not synced_already:
+            try:
+                self._wal.sync()
+            except OSError as exc:
+                log.error("syncing the state database's WAL %s failed: %s", self._wal.path, exc)
+                self._wal.close()
+                error = exc
+        _settle_synced(jobs, error)
 
     def _run_in_savepoint(self, job: _Job) -> _Outcome:
         """One unit in a savepoint of the driver's: its error undoes its own writes only."""
@@ -334,7 +422,7 @@ class Database:
         self._readers_lock = threading.Lock()
         self._closed = False
         if not read_only:
-            self._writer = _Writer(engine)
+            self._writer = _Writer(engine, path)
             self._writer.start()
 
     @classmethod
@@ -387,6 +475,22 @@ class Database:
         waiter: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         writer.submit(_Job(work, loop=waiter.get_loop(), waiter=waiter, durable=durable))
         return waiter
+
+    async def write_then_sync(self, work: Work[T]) -> tuple[T, asyncio.Future[None]]:
+        """Run ``work`` in the writer thread; return its value once it is committed, unsynced (see
+        ``durable=False``), with a future that completes once the commit is on disk, as a durable
+        write's is when ``write`` returns (or holds the ``OSError`` that kept it off the disk)."""
+        writer = self._writable()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[T] = loop.create_future()
+        synced: asyncio.Future[None] = loop.create_future()
+        writer.submit(_Job(work, loop=loop, waiter=waiter, durable=False, synced=synced))
+        try:
+            value = await waiter
+        except BaseException:
+            synced.cancel()  # nobody will wait for it: a sync error must not be logged as unretrieved
+            raise
+        return value, synced
 
     def write_sync(self, work: Work[T], *, durable: bool = True) -> T:
         """``write`` for threads that are not an event loop (start-up, tools, tests)."""

@@ -281,3 +281,60 @@ async def test_a_due_zombie_is_reaped_when_the_next_child_starts(
 
     assert reaped(first.pid)
     await second.communicate()
+
+
+def blocked_reading_stdin(pid: int) -> bool:
+    """True while ``pid`` sits in ``read(0, ...)`` (``/proc/PID/syscall``: number 0, first argument 0)."""
+    try:
+        fields = Path(f"/proc/{pid}/syscall").read_text().split()
+    except OSError:
+        return False
+    return fields[:2] == ["0", "0x0"]
+
+
+def pipe_max_size() -> int:
+    return int(Path("/proc/sys/fs/pipe-max-size").read_text())
+
+
+async def test_a_child_holding_its_input_waits_in_its_first_read_until_it_is_released(
+    tmp_path: Path,
+) -> None:
+    program = str(script(tmp_path, "copy", "exec cat\n"))
+    data = os.urandom(256 * 1024)  # over a pipe's default 64 KiB: the pipe is grown to take it whole
+    before = open_descriptors()
+
+    process = child.spawn(program, env=ENV, stdin=data, hold_input=True)
+    await wait_until(lambda: blocked_reading_stdin(process.pid))
+    await asyncio.sleep(0.1)
+    assert blocked_reading_stdin(process.pid)  # still nothing to read
+    process.release_input()
+    finished = await process.communicate()
+
+    assert (finished.returncode, finished.stdout) == (0, data)
+    assert open_descriptors() == before
+
+
+async def test_a_held_child_given_up_reads_end_of_file_and_leaves_no_descriptor(tmp_path: Path) -> None:
+    program = str(script(tmp_path, "count", "exec wc -c\n"))
+    before = open_descriptors()
+
+    process = child.spawn(program, env=ENV, stdin=b"never sent", hold_input=True)
+    process.abandon()
+
+    await wait_until(lambda: reaped(process.pid))
+    assert open_descriptors() == before
+
+
+async def test_an_input_no_pipe_can_hold_starts_nothing(tmp_path: Path) -> None:
+    program = script(tmp_path, "sink", "cat >/dev/null\n")
+    limit = pipe_max_size()
+    before = open_descriptors()
+
+    try:
+        process = child.spawn(str(program), env=ENV, stdin=b"x" * (limit + 1), hold_input=True)
+    except child.InputTooLargeError:
+        assert open_descriptors() == before
+        return
+    # Only a process allowed past fs.pipe-max-size (CAP_SYS_RESOURCE) gets here: the pipe took it all.
+    process.release_input()
+    assert (await process.communicate()).returncode == 0

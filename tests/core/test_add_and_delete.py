@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import json
+import os
 import random
+import threading
+from pathlib import Path
 
 import pytest
 
+from app.cni import invoke, reaper
 from app.cni.types import CniError
+from app.store import database
 from tests.core.support import Command, Node, delegate_lines, new_container_id, pending, request_lines
 
 
@@ -164,23 +171,94 @@ async def test_each_delegates_intent_is_on_disk_before_it_runs(node: Node) -> No
 async def test_an_adds_two_commits_are_synced_and_a_dels_two_are_not(
     node: Node, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """ADD: intents, then results (invariants 2 and 3, ``synchronous=FULL``). DEL: begin, then finish,
-    not synced (``docs/state.md``): undone by a power loss, the sandbox is DELed again at start-up."""
+    """ADD: intents, then results (invariants 2 and 3). The intents are committed, then synced while
+    the first plugin starts (``write_then_sync``); the results are committed with
+    ``synchronous=FULL``. DEL: begin, then finish, not synced (``docs/state.md``): undone by a power
+    loss, the sandbox is DELed again at start-up."""
     conf = node.conf(node.recorder_network("cluster"), node.recorder_network("extra"))
     engine = node.engine()
     netns = node.new_netns()
     container = new_container_id()
-    commits: list[bool] = []
-    submit_write = node.db.submit_write
+    commits: list[str] = []
+    submit_write, write_then_sync = node.db.submit_write, node.db.write_then_sync
 
     def recording_durability(work, *, durable=True):  # type: ignore[no-untyped-def]
-        commits.append(durable)
+        commits.append("durable" if durable else "unsynced")
         return submit_write(work, durable=durable)
 
+    def recording_later_sync(work):  # type: ignore[no-untyped-def]
+        commits.append("synced after")
+        return write_then_sync(work)
+
     monkeypatch.setattr(node.db, "submit_write", recording_durability)
+    monkeypatch.setattr(node.db, "write_then_sync", recording_later_sync)
 
     await engine.add(node.request(Command.ADD, container, netns, conf))
-    assert commits == [True, True]
+    assert commits == ["synced after", "durable"]
     await engine.delete(node.request(Command.DEL, container, netns, conf))
-    assert commits == [True, True, False, False]
+    assert commits == ["synced after", "durable", "unsynced", "unsynced"]
     assert node.checkpoint(container) is None
+
+
+def _blocked_reading_stdin(pid: int) -> bool:
+    try:
+        fields = Path(f"/proc/{pid}/syscall").read_text().split()
+    except OSError:
+        return False
+    return fields[:2] == ["0", "0x0"]
+
+
+async def test_the_first_plugin_starts_while_the_intents_are_synced_and_reads_its_input_after(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Invariant 2: a delegate acts only on its input, which it gets once its intent is on disk."""
+    conf = node.conf(node.recorder_network("cluster"), node.recorder_network("extra"))
+    engine = node.engine()
+    netns = node.new_netns()
+    container = new_container_id()
+    release = threading.Event()
+    sync = database._WalSync.sync
+
+    def held_sync(wal: database._WalSync) -> None:
+        release.wait(30)
+        sync(wal)
+
+    monkeypatch.setattr(database._WalSync, "sync", held_sync)
+    adding = asyncio.ensure_future(engine.add(node.request(Command.ADD, container, netns, conf)))
+    try:
+        marker = invoke.delegate_marker(container, "eth0")
+        leaders = lambda: [o.pid for o in reaper.find([marker]) if o.pid == o.pgid]  # noqa: E731
+        async with asyncio.timeout(20):
+            while not (leaders() and _blocked_reading_stdin(leaders()[0])):  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+        record = node.checkpoint(container)
+        assert record is not None
+        assert [a.state for a in record.attachments] == ["intent", "intent"]
+        assert node.calls() == []  # started, committed, but nothing read yet
+    finally:
+        release.set()
+    await adding
+    assert node.calls() == [("ADD", "cluster", "eth0"), ("ADD", "extra", "net1")]
+
+
+async def test_an_add_whose_intents_cannot_be_synced_fails_and_leaves_nothing(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conf = node.conf(node.recorder_network("cluster"), node.recorder_network("extra"))
+    engine = node.engine()
+    netns = node.new_netns()
+    container = new_container_id()
+
+    def failing_sync(wal: database._WalSync) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(database._WalSync, "sync", failing_sync)
+
+    with pytest.raises(CniError) as caught:
+        await engine.add(node.request(Command.ADD, container, netns, conf))
+    assert "was not given its input" in caught.value.msg
+    assert "Input/output error" in caught.value.msg
+    assert node.calls() == []  # no plugin ever read its input
+    assert node.checkpoint(container) is None
+    assert not reaper.find([invoke.delegate_marker(container, "eth0")])
+    assert [line.outcome for line in request_lines(node.history(container), "ADD")] == ["error"]

@@ -4,7 +4,9 @@ a failed commit or read leaves behind, and the plain-SQL checkpoint read against
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -119,6 +121,83 @@ async def test_a_batch_holding_one_durable_write_is_committed_durably(db: Databa
     assert await asyncio.gather(*mixed) == [2, 2, 2]
     assert db.commit_stats[0] == batches_before + 2, "the three writes were not committed in one batch"
     assert await db.write(_synchronous, durable=False) == 1
+
+
+def _record_syncs(monkeypatch: pytest.MonkeyPatch, *, failing: bool = False) -> list[str]:
+    """What ``os.fdatasync``/``os.fsync`` are called on from now on (paths), optionally failing with EIO."""
+    synced: list[str] = []
+
+    def recording(real: Any) -> Any:
+        def sync(fd: int) -> None:
+            synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+            if failing:
+                raise OSError(errno.EIO, os.strerror(errno.EIO))
+            real(fd)
+
+        return sync
+
+    monkeypatch.setattr(os, "fdatasync", recording(os.fdatasync))
+    monkeypatch.setattr(os, "fsync", recording(os.fsync))
+    return synced
+
+
+async def test_write_then_sync_answers_once_committed_and_then_once_the_wal_is_on_disk(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced = _record_syncs(monkeypatch)
+    wal = f"{db.path}-wal"
+
+    level, on_disk = await db.write_then_sync(_synchronous)
+    await on_disk
+    assert level == 1  # committed unsynced: the sync is ours, after the commit
+    assert synced == [wal, str(db.path.parent)]  # a WAL seen for the first time: its directory too
+
+    synced.clear()
+    _, on_disk = await db.write_then_sync(_synchronous)
+    await on_disk
+    assert synced == [wal]
+    assert await db.write(_synchronous) == 2
+
+
+async def test_a_wal_sync_that_fails_reaches_the_caller_and_the_writer_goes_on(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _record_syncs(monkeypatch, failing=True)
+
+    _, on_disk = await db.write_then_sync(_synchronous)
+    with pytest.raises(OSError, match="Input/output error"):
+        await on_disk
+    monkeypatch.undo()
+    synced = _record_syncs(monkeypatch)
+    assert await db.write(_synchronous) == 2
+    _, on_disk = await db.write_then_sync(_synchronous)
+    await on_disk
+    assert synced == [f"{db.path}-wal", str(db.path.parent)]  # opened afresh after the failure
+
+
+async def test_write_then_sync_in_a_durable_batch_is_synced_by_the_commit(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    busy, release = threading.Event(), threading.Event()
+
+    def hold(connection: Connection) -> None:
+        busy.set()
+        release.wait(10)
+
+    held = asyncio.ensure_future(db.write(hold, durable=False))
+    await asyncio.to_thread(busy.wait, 10)
+    synced = _record_syncs(monkeypatch)
+    together = [
+        asyncio.ensure_future(db.write_then_sync(_synchronous)),
+        asyncio.ensure_future(db.write(_synchronous)),
+    ]
+    await asyncio.sleep(0)
+    release.set()
+    await held
+    (level, on_disk), durable_level = await asyncio.gather(*together)
+    await on_disk
+    assert (level, durable_level) == (2, 2)
+    assert synced == []  # SQLite synced the batch itself
 
 
 async def test_a_failing_core_unit_undoes_only_itself_beside_plain_sql_units(db: Database) -> None:
