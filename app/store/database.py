@@ -230,33 +230,40 @@ class _WalSync:
     """Syncs the database's write-ahead log the way ``synchronous=FULL`` does after each commit.
 
     SQLite places no lock on the WAL file (its locks are on the database and ``-shm`` files), so a
-    descriptor of our own is safe to hold and to close. A WAL file seen for the first time (a new
-    inode) also has its directory synced, as SQLite does for a journal it has just created."""
+    descriptor of our own is safe to hold and to close. A WAL file opened for the first time also
+    has its directory synced, as SQLite does for a journal it has just created. ``open`` and
+    ``sync`` are apart so that only the syscall is left once the waiters are woken: the event loop
+    then has the interpreter to itself while the disk works."""
 
     def __init__(self, db_path: Path) -> None:
         self.path = db_path.with_name(db_path.name + "-wal")
         self._fd: int | None = None
-        self._inode: int | None = None
+        self._new = False
+
+    def open(self) -> None:
+        """Hold a descriptor of the WAL as it is now: the one held, unless its file was removed."""
+        if self._fd is not None and os.fstat(self._fd).st_nlink > 0:
+            return
+        self.close()
+        self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        self._new = True
 
     def sync(self) -> None:
-        """``fdatasync`` the WAL as it is now (``OSError`` if that fails or there is no WAL)."""
-        if self._fd is None or os.stat(self.path).st_ino != self._inode:
-            self.close()
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-            self._fd, self._inode = fd, os.fstat(fd).st_ino
-            os.fdatasync(fd)
+        """``fdatasync`` the WAL ``open`` holds (its directory too, the first time)."""
+        assert self._fd is not None, "open() first"
+        os.fdatasync(self._fd)
+        if self._new:
             directory = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
                 os.fsync(directory)
             finally:
                 os.close(directory)
-            return
-        os.fdatasync(self._fd)
+            self._new = False
 
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
-            self._fd = self._inode = None
+            self._fd = None
 
 
 class _Worker(threading.Thread):
@@ -341,21 +348,25 @@ class _Writer(_Worker):
         self.units += len(batch)
         metrics.STORE_COMMIT_SECONDS.observe(time.monotonic() - started)
         metrics.STORE_BATCH_SIZE.observe(len(batch))
-        _settle(outcomes)
-        if to_sync:
-            self._sync(to_sync, synced_already=durable)
-
-    def _sync(self, jobs: list[_Job], *, synced_already: bool) -> None:
-        """Sync the WAL for ``write_then_sync``'s jobs (unless the commit was synced), then tell them."""
+        if not to_sync:
+            _settle(outcomes)
+            return
         error: OSError | None = None
-        if not synced_already:
+        if not durable:
+            try:
+                self._wal.open()
+            except OSError as exc:
+                error = exc
+        _settle(outcomes)
+        if not durable and error is None:
             try:
                 self._wal.sync()
             except OSError as exc:
-                log.error("syncing the state database's WAL %s failed: %s", self._wal.path, exc)
-                self._wal.close()
                 error = exc
-        _settle_synced(jobs, error)
+        if error is not None:
+            log.error("syncing the state database's WAL %s failed: %s", self._wal.path, error)
+            self._wal.close()
+        _settle_synced(to_sync, error)
 
     def _run_in_savepoint(self, job: _Job) -> _Outcome:
         """One unit in a savepoint of the driver's: its error undoes its own writes only."""
