@@ -24,6 +24,9 @@ ENVIRONMENT_VARIABLE = "MULTUS_PY_CRASH_AT"
 class Point(StrEnum):
     ADD_AFTER_INTENT = "add-after-intent"
     """A delegate's intent (with the previous delegate's result) is committed; it has not run."""
+    ADD_INTENTS_SYNCED = "add-intents-synced"
+    """The ADD's intents are on disk; its first plugin may have been started, waiting for its input,
+    which it has not been given."""
     ADD_AFTER_EXEC = "add-after-exec"
     """A delegate ran and succeeded; its result is not committed."""
     ADD_BEFORE_ANSWER = "add-before-answer"

@@ -279,6 +279,10 @@ class AttachEngine:
                 *(partial(checkpoints.record_intent, intent=intent) for intent in intents),
             ],
         )
+        if intents_on_disk.done():
+            self._intents_synced(intents_on_disk)
+        else:
+            intents_on_disk.add_done_callback(self._intents_synced)  # before any plugin's wait for it
         try:
             outcomes, finish = await self._run_delegates(
                 request=request,
@@ -291,12 +295,14 @@ class AttachEngine:
             await intents_on_disk  # long done: the first plugin read its input after it
             await self._commit_and_publish(finish, pod=resolution.pod, outcomes=outcomes)
         except Exception as exc:
-            if intents_on_disk.done() and not intents_on_disk.cancelled():
-                intents_on_disk.exception()  # retrieved: the error that matters is ``exc``
+            intents_on_disk.add_done_callback(_retrieved)  # a sync error, if any, is part of ``exc``
             error = errors.unexpected(exc, step="add", context=self._request_context(request))
             await self._roll_back(request.container_id)
             raise error from exc
         return next(outcome.result for outcome in outcomes if outcome.is_master)
+
+    def _intents_synced(self, _future: asyncio.Future[None]) -> None:
+        self._crash.reached(Point.ADD_INTENTS_SYNCED)
 
     async def _commit_and_publish(
         self, finish: UnitOfWork, *, pod: PodRecord | None, outcomes: Sequence[DelegateOutcome]
@@ -905,6 +911,12 @@ class AttachEngine:
                     f"the sandbox was added for {field_name}={recorded}",
                 )
         return record
+
+
+def _retrieved(future: asyncio.Future[None]) -> None:
+    """Mark the future's error as seen (asyncio logs those never retrieved)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _status_probe(request: NodeRequest) -> SandboxRequest:

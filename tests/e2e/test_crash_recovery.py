@@ -39,6 +39,8 @@ CASES = [
     Case("add-after-intent", 1, "add"),
     Case("add-after-intent:2", 3, "add"),
     Case("add-after-intent:3", 3, "add"),
+    Case("add-intents-synced", 1, "add"),
+    Case("add-intents-synced", 3, "add"),
     Case("add-after-exec", 1, "add"),
     Case("add-after-exec:2", 3, "add"),
     Case("add-after-exec:3", 3, "add"),
