@@ -405,45 +405,25 @@ class AttachEngine:
         pending: list[UnitOfWork] = []
         outcomes: dict[int, DelegateOutcome] = {}
         begun: set[int] = set()
+
+        def run(index: int) -> Awaitable[None]:
+            return self._run_one(
+                request, plans[index], intents[index], pending, outcomes, index, begun, intents_on_disk
+            )
+
         try:
             if parallel:
                 first = [index for index, plan in enumerate(plans) if plan.is_master]
                 rest = [index for index in range(len(plans)) if index not in first]
                 for index in first:
-                    await self._run_one(
-                        request,
-                        plans[index],
-                        intents[index],
-                        pending,
-                        outcomes,
-                        index,
-                        begun,
-                        intents_on_disk,
-                    )
-                done = await asyncio.gather(
-                    *(
-                        self._run_one(
-                            request,
-                            plans[index],
-                            intents[index],
-                            pending,
-                            outcomes,
-                            index,
-                            begun,
-                            intents_on_disk,
-                        )
-                        for index in rest
-                    ),
-                    return_exceptions=True,
-                )
+                    await run(index)
+                done = await asyncio.gather(*(run(index) for index in rest), return_exceptions=True)
                 failures = [item for item in done if isinstance(item, BaseException)]
                 if failures:
                     raise failures[0]
             else:
-                for index, (plan, intent) in enumerate(zip(plans, intents, strict=True)):
-                    await self._run_one(
-                        request, plan, intent, pending, outcomes, index, begun, intents_on_disk
-                    )
+                for index in range(len(plans)):
+                    await run(index)
             await self._apply_default_routes(request, plans)
         except Exception:
             never_started = [plan.ifname for index, plan in enumerate(plans) if index not in begun]

@@ -95,3 +95,12 @@ def script(directory: Path, name: str, body: str, *, mode: int = 0o755) -> Path:
     path.write_text(f"#!/bin/sh\n{body}\n")
     path.chmod(mode)
     return path
+
+
+def blocked_reading_stdin(pid: int) -> bool:
+    """True while ``pid`` sits in ``read(0, ...)`` (``/proc/PID/syscall``: number 0, first argument 0)."""
+    try:
+        fields = Path(f"/proc/{pid}/syscall").read_text().split()
+    except OSError:
+        return False
+    return fields[:2] == ["0", "0x0"]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from app.cni import child
-from tests.cni.support import script, wait_until
+from tests.cni.support import blocked_reading_stdin, script, wait_until
 
 ENV = {"PATH": "/usr/bin:/bin"}
 
@@ -281,15 +281,6 @@ async def test_a_due_zombie_is_reaped_when_the_next_child_starts(
 
     assert reaped(first.pid)
     await second.communicate()
-
-
-def blocked_reading_stdin(pid: int) -> bool:
-    """True while ``pid`` sits in ``read(0, ...)`` (``/proc/PID/syscall``: number 0, first argument 0)."""
-    try:
-        fields = Path(f"/proc/{pid}/syscall").read_text().split()
-    except OSError:
-        return False
-    return fields[:2] == ["0", "0x0"]
 
 
 def pipe_max_size() -> int:

@@ -8,13 +8,13 @@ import json
 import os
 import random
 import threading
-from pathlib import Path
 
 import pytest
 
 from app.cni import invoke, reaper
 from app.cni.types import CniError
 from app.store import database
+from tests.cni.support import blocked_reading_stdin, wait_until
 from tests.core.support import Command, Node, delegate_lines, new_container_id, pending, request_lines
 
 
@@ -200,14 +200,6 @@ async def test_an_adds_two_commits_are_synced_and_a_dels_two_are_not(
     assert node.checkpoint(container) is None
 
 
-def _blocked_reading_stdin(pid: int) -> bool:
-    try:
-        fields = Path(f"/proc/{pid}/syscall").read_text().split()
-    except OSError:
-        return False
-    return fields[:2] == ["0", "0x0"]
-
-
 async def test_the_first_plugin_starts_while_the_intents_are_synced_and_reads_its_input_after(
     node: Node, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -227,10 +219,12 @@ async def test_the_first_plugin_starts_while_the_intents_are_synced_and_reads_it
     adding = asyncio.ensure_future(engine.add(node.request(Command.ADD, container, netns, conf)))
     try:
         marker = invoke.delegate_marker(container, "eth0")
-        leaders = lambda: [o.pid for o in reaper.find([marker]) if o.pid == o.pgid]  # noqa: E731
-        async with asyncio.timeout(20):
-            while not (leaders() and _blocked_reading_stdin(leaders()[0])):  # noqa: ASYNC110
-                await asyncio.sleep(0.02)
+
+        def first_plugin_waits_for_its_input() -> bool:
+            leaders = [found.pid for found in reaper.find([marker]) if found.pid == found.pgid]
+            return bool(leaders) and blocked_reading_stdin(leaders[0])
+
+        await wait_until(first_plugin_waits_for_its_input, within=20)
         record = node.checkpoint(container)
         assert record is not None
         assert [a.state for a in record.attachments] == ["intent", "intent"]

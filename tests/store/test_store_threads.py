@@ -4,12 +4,13 @@ a failed commit or read leaves behind, and the plain-SQL checkpoint read against
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from functools import partial
 from pathlib import Path
@@ -100,7 +101,10 @@ async def test_a_write_that_need_not_be_durable_commits_unsynced_and_the_next_du
     assert await asyncio.to_thread(db.write_sync, _synchronous, durable=False) == 1
 
 
-async def test_a_batch_holding_one_durable_write_is_committed_durably(db: Database) -> None:
+@contextlib.asynccontextmanager
+async def _writer_busy(db: Database) -> AsyncIterator[None]:
+    """The writer busy with a unit of its own while the block queues writes: once the block ends,
+    they are committed in one batch."""
     busy, release = threading.Event(), threading.Event()
 
     def hold(connection: Connection) -> None:
@@ -109,15 +113,22 @@ async def test_a_batch_holding_one_durable_write_is_committed_durably(db: Databa
 
     held = asyncio.ensure_future(db.write(hold, durable=False))
     await asyncio.to_thread(busy.wait, 10)
-    batches_before = db.commit_stats[0]
-    mixed = [
-        asyncio.ensure_future(db.write(_synchronous, durable=False)),
-        asyncio.ensure_future(db.write(_synchronous)),
-        asyncio.ensure_future(db.write(_synchronous, durable=False)),
-    ]
-    await asyncio.sleep(0)
-    release.set()
-    await held
+    try:
+        yield
+        await asyncio.sleep(0)
+    finally:
+        release.set()
+        await held
+
+
+async def test_a_batch_holding_one_durable_write_is_committed_durably(db: Database) -> None:
+    async with _writer_busy(db):
+        batches_before = db.commit_stats[0]
+        mixed = [
+            asyncio.ensure_future(db.write(_synchronous, durable=False)),
+            asyncio.ensure_future(db.write(_synchronous)),
+            asyncio.ensure_future(db.write(_synchronous, durable=False)),
+        ]
     assert await asyncio.gather(*mixed) == [2, 2, 2]
     assert db.commit_stats[0] == batches_before + 2, "the three writes were not committed in one batch"
     assert await db.write(_synchronous, durable=False) == 1
@@ -178,22 +189,12 @@ async def test_a_wal_sync_that_fails_reaches_the_caller_and_the_writer_goes_on(
 async def test_write_then_sync_in_a_durable_batch_is_synced_by_the_commit(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    busy, release = threading.Event(), threading.Event()
-
-    def hold(connection: Connection) -> None:
-        busy.set()
-        release.wait(10)
-
-    held = asyncio.ensure_future(db.write(hold, durable=False))
-    await asyncio.to_thread(busy.wait, 10)
-    synced = _record_syncs(monkeypatch)
-    together = [
-        asyncio.ensure_future(db.write_then_sync(_synchronous)),
-        asyncio.ensure_future(db.write(_synchronous)),
-    ]
-    await asyncio.sleep(0)
-    release.set()
-    await held
+    async with _writer_busy(db):
+        synced = _record_syncs(monkeypatch)
+        together = [
+            asyncio.ensure_future(db.write_then_sync(_synchronous)),
+            asyncio.ensure_future(db.write(_synchronous)),
+        ]
     (level, on_disk), durable_level = await asyncio.gather(*together)
     await on_disk
     assert (level, durable_level) == (2, 2)
