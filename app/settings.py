@@ -20,6 +20,7 @@ carry them and the daemon's file override them.
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 from collections.abc import Mapping
@@ -42,6 +43,7 @@ NODE_NAME_VARIABLE = "MULTUS_NODE_NAME"
 BOOT_ID_VARIABLE = "MULTUS_PY_BOOT_ID"
 """Test hook: pretend to run in another boot (a node reboot without rebooting the test machine)."""
 CRASH_AT_VARIABLE = "MULTUS_PY_CRASH_AT"
+READY_HOLD_VARIABLE = "MULTUS_PY_READY_HOLD_SECONDS"
 """Test hook: a crash point of ``app.attach.crashpoints`` to SIGKILL the daemon at."""
 SHIM_CONF_KEYS = (
     "binDir",
@@ -141,6 +143,9 @@ class Environment:
     """``MULTUS_PY_BOOT_ID`` (test hook); empty: the kernel's boot id."""
     crash_at: str = ""
     """``MULTUS_PY_CRASH_AT`` (test hook); empty: no crash point armed."""
+    ready_hold: float | None = None
+    """``MULTUS_PY_READY_HOLD_SECONDS`` (test hook): how long a request waits for readiness before
+    code 11; None: the server's own (``app.daemon.server.READY_HOLD_SECONDS``)."""
 
     def kube_environ(self) -> Mapping[str, str]:
         """The variables ``app.watch.client.find_access`` looks at, as found."""
@@ -375,7 +380,21 @@ def _environment(environ: Mapping[str, str]) -> Environment:
         kubernetes_service_port=environ.get("KUBERNETES_SERVICE_PORT", ""),
         boot_id=environ.get(BOOT_ID_VARIABLE, ""),
         crash_at=environ.get(CRASH_AT_VARIABLE, ""),
+        ready_hold=_seconds_variable(environ, READY_HOLD_VARIABLE),
     )
+
+
+def _seconds_variable(environ: Mapping[str, str], name: str) -> float | None:
+    raw = environ.get(name)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise SettingsError(f"environment variable {name}: {raw!r} is not a number of seconds (0 or more)")
+    return value
 
 
 def _log_options(value: object) -> LogOptions:

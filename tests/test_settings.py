@@ -168,6 +168,7 @@ def test_the_environment_is_read_once_into_the_settings() -> None:
         "KUBERNETES_SERVICE_PORT": "443",
         "MULTUS_PY_BOOT_ID": "boot-2",
         "MULTUS_PY_CRASH_AT": "add-after-exec:2",
+        "MULTUS_PY_READY_HOLD_SECONDS": "1.5",
     }
     parsed = settings.from_mapping({}, environ=environ).environment
     assert parsed == settings.Environment(
@@ -179,11 +180,18 @@ def test_the_environment_is_read_once_into_the_settings() -> None:
         kubernetes_service_port="443",
         boot_id="boot-2",
         crash_at="add-after-exec:2",
+        ready_hold=1.5,
     )
     bare = settings.from_mapping({}, environ={}).environment
     assert bare.node_name  # the hostname
     assert bare.plugin_path == settings.DEFAULT_PLUGIN_PATH
-    assert (bare.cni_path, bare.boot_id, bare.crash_at) == ((), "", "")
+    assert (bare.cni_path, bare.boot_id, bare.crash_at, bare.ready_hold) == ((), "", "", None)
+
+
+@pytest.mark.parametrize("raw", ["soon", "-1", "nan", "inf", ""])
+def test_a_ready_hold_that_is_not_a_number_of_seconds_is_refused_naming_the_variable(raw: str) -> None:
+    with pytest.raises(settings.SettingsError, match="MULTUS_PY_READY_HOLD_SECONDS"):
+        settings.from_mapping({}, environ={"MULTUS_PY_READY_HOLD_SECONDS": raw})
 
 
 def test_watch_limits_are_overrides_by_field_name() -> None:

@@ -166,6 +166,10 @@ def test_node_reboot_releases_every_lease_before_the_daemon_is_ready(cluster: Cl
     assert triggers == {"recovery"}
 
 
+GIVE_UP_ON_THE_RESTART = {"MULTUS_SHIM_WAIT_SECONDS": "0", "MULTUS_SHIM_TIMEOUT_SECONDS": "1"}
+"""The shim's test knobs: a gracefully stopped daemon's restart marker is waited for 1 s, not its 30."""
+
+
 def test_spooled_del_is_replayed_before_the_daemon_is_ready(started: Any) -> None:
     cluster: Cluster = started(default_networks=1)
     netns = cluster.new_netns()
@@ -173,9 +177,7 @@ def test_spooled_del_is_replayed_before_the_daemon_is_ready(started: Any) -> Non
     assert cluster.run_shim("ADD", container_id=container, netns=netns).returncode == 0
     cluster.stop_daemon()
 
-    deleted = cluster.run_shim(
-        "DEL", container_id=container, netns=netns, env={"MULTUS_SHIM_WAIT_SECONDS": "0"}
-    )
+    deleted = cluster.run_shim("DEL", container_id=container, netns=netns, env=GIVE_UP_ON_THE_RESTART)
     assert deleted.returncode == 0
     assert len(list(cluster.spool_dir.glob("del-*.json"))) == 1
     assert netns.links() == {"lo", "eth0", "net1"}, "nothing was deleted yet: the DEL waits in the spool"
@@ -201,9 +203,7 @@ def test_a_corrupt_spool_entry_is_kept_aside_and_does_not_block_the_others(start
     cluster.spool_dir.mkdir(parents=True, exist_ok=True)
     (cluster.spool_dir / "del-0000-1-torn.json").write_bytes(b'{"env": {"CNI_COMM')
     assert (
-        cluster.run_shim(
-            "DEL", container_id=container, netns=netns, env={"MULTUS_SHIM_WAIT_SECONDS": "0"}
-        ).returncode
+        cluster.run_shim("DEL", container_id=container, netns=netns, env=GIVE_UP_ON_THE_RESTART).returncode
         == 0
     )
 

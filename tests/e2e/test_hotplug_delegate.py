@@ -258,7 +258,7 @@ def test_delegate_add_waits_for_readiness_and_del_does_not(cluster: Cluster) -> 
     )
     cluster.daemon_config["clusterNetwork"] = str(cluster.net_d / "10-primary.conflist")
     cluster.daemon_config["readinessindicatorfile"] = str(indicator)
-    cluster.start_daemon(wait=False)
+    cluster.start_daemon(wait=False, env={"MULTUS_PY_READY_HOLD_SECONDS": "1"})  # not its 30 s
     deadline = time.monotonic() + 15
     while cluster._readyz() != 500:  # serving, not ready
         assert time.monotonic() < deadline, cluster.daemon_log.read_text()
