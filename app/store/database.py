@@ -8,8 +8,9 @@ after the transaction holding that work has been committed, so "recorded" means 
 durable write, below).
 
 Concurrent writes are group-committed: the writer drains what is queued, runs each unit inside
-its own savepoint (one failing unit does not undo the others), and commits once. Batching never
-weakens a write's durability: nothing is dropped under load, callers wait.
+its own savepoint (one failing unit does not undo the others), and commits once. A batch of one
+unit needs no savepoint: its failure rolls the transaction back. Batching never weakens a write's
+durability: nothing is dropped under load, callers wait.
 
 A write is durable (the default) or not (``durable=False``). A durable write's commit is on disk
 (``synchronous=FULL``: the WAL is synced before the commit returns). A write that is not durable is
@@ -284,7 +285,8 @@ class _Worker(threading.Thread):
 
 
 class _Writer(_Worker):
-    """The single writing thread: runs queued work in savepoints, one commit per batch."""
+    """The single writing thread: runs queued work in savepoints (a lone unit without one), one
+    commit per batch."""
 
     def __init__(self, engine: Engine, db_path: Path) -> None:
         super().__init__(engine, queue.SimpleQueue(), name="store-writer")
@@ -330,8 +332,12 @@ class _Writer(_Worker):
             seat.make_durable(durable)
             transaction = seat.begin()
             try:
-                outcomes.extend(self._run_in_savepoint(job) for job in batch)
-                transaction.commit()
+                if len(batch) == 1:
+                    outcomes.append(self._run_alone(batch[0], transaction))
+                else:
+                    outcomes.extend(self._run_in_savepoint(job) for job in batch)
+                if transaction.is_active:
+                    transaction.commit()
             except BaseException:
                 try:
                     transaction.rollback()
@@ -367,6 +373,16 @@ class _Writer(_Worker):
             log.error("syncing the state database's WAL %s failed: %s", self._wal.path, error)
             self._wal.close()
         _settle_synced(to_sync, error)
+
+    def _run_alone(self, job: _Job, transaction: RootTransaction) -> _Outcome:
+        """The batch's only unit, without a savepoint (two statements fewer): its error rolls back
+        the transaction, which holds its writes only."""
+        try:
+            value = job.work(self._seat.connection)
+        except Exception as exc:  # handed to the caller through its waiter, not swallowed
+            transaction.rollback()
+            return job, None, exc
+        return job, value, None
 
     def _run_in_savepoint(self, job: _Job) -> _Outcome:
         """One unit in a savepoint of the driver's: its error undoes its own writes only."""

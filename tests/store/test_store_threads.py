@@ -201,6 +201,29 @@ async def test_write_then_sync_in_a_durable_batch_is_synced_by_the_commit(
     assert synced == []  # SQLite synced the batch itself
 
 
+async def test_a_lone_unit_runs_without_a_savepoint_and_its_failure_leaves_nothing(db: Database) -> None:
+    def mixed_then_fails(connection: Connection) -> None:
+        connection.execute(_pod("lost"))
+        checkpoints.begin_add(connection, _sandbox("lost"))
+        raise RuntimeError("fails after writing through both")
+
+    def in_the_writers_savepoint(connection: Connection) -> bool:
+        """RELEASE of the writer's savepoint ``unit`` succeeds only inside it."""
+        try:
+            records_sql.cursor_of(connection).execute("RELEASE unit")
+        except sqlite3.OperationalError:
+            return False
+        return True
+
+    with pytest.raises(RuntimeError, match="fails after writing"):
+        await db.write(mixed_then_fails)
+    assert await db.read(checkpoints.list_sandboxes) == []
+    assert await db.read(lambda s: list(s.execute(select(MIRROR_PODS.c.name)).scalars())) == []
+    assert await db.write(in_the_writers_savepoint) is False
+    await db.write(lambda s: checkpoints.begin_add(s, _sandbox("after")))  # the writer goes on
+    assert [s.container_id for s in await db.read(checkpoints.list_sandboxes)] == ["after"]
+
+
 async def test_a_failing_core_unit_undoes_only_itself_beside_plain_sql_units(db: Database) -> None:
     def duplicate_pod(connection: Connection) -> None:
         connection.execute(_pod("dup"))
