@@ -43,8 +43,9 @@ NODE_NAME_VARIABLE = "MULTUS_NODE_NAME"
 BOOT_ID_VARIABLE = "MULTUS_PY_BOOT_ID"
 """Test hook: pretend to run in another boot (a node reboot without rebooting the test machine)."""
 CRASH_AT_VARIABLE = "MULTUS_PY_CRASH_AT"
-READY_HOLD_VARIABLE = "MULTUS_PY_READY_HOLD_SECONDS"
 """Test hook: a crash point of ``app.attach.crashpoints`` to SIGKILL the daemon at."""
+READY_HOLD_VARIABLE = "MULTUS_PY_READY_HOLD_SECONDS"
+"""Test hook: seconds a request waits for readiness before code 11 (the server's own otherwise)."""
 SHIM_CONF_KEYS = (
     "binDir",
     "cniVersion",
