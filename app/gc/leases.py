@@ -56,20 +56,6 @@ def recorded_network(config: bytes) -> NetworkConfigList | None:
         return None
 
 
-def leases_in(directory: Path) -> Iterator[Lease]:
-    """Every lease file of a host-local network directory (bookkeeping files skipped)."""
-    try:
-        entries = list(os.scandir(directory))
-    except FileNotFoundError:
-        return
-    for entry in entries:
-        if not entry.is_file() or not _is_address(entry.name):
-            continue
-        lease = _read_lease(entry.path)
-        if lease is not None:
-            yield lease
-
-
 def _read_lease(path: str) -> Lease | None:
     try:
         with open(path, encoding="utf-8", errors="replace") as file:
@@ -166,7 +152,7 @@ def remove(leases: Iterable[Lease]) -> list[Lease]:
     removed = []
     for lease in leases:
         with host_local_lock(lease.path.parent):
-            current = next((x for x in leases_in(lease.path.parent) if x.path == lease.path), None)
+            current = _read_lease(str(lease.path))
             if current is None or current.container_id != lease.container_id:
                 continue  # released or re-allocated meanwhile
             lease.path.unlink()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from app.gc.leases import Lease, LeaseListings
+from app.gc.leases import Lease, LeaseListings, remove
 
 
 def take(directory: Path, address: str, container_id: str, ifname: str = "eth0") -> Path:
@@ -102,3 +102,20 @@ def test_an_unchanged_directory_is_not_listed_again(tmp_path: Path) -> None:
     assert listings.leases(directory) is first
     touch_directory(directory)
     assert listed(listings, directory) == {"10.0.0.2": ("c1", "eth0"), "10.0.0.3": ("c2", "eth0")}
+
+
+def test_removal_rereads_each_lease_and_spares_one_released_or_taken_again(tmp_path: Path) -> None:
+    directory = tmp_path / "net"
+    directory.mkdir()
+    stale = take(directory, "10.1.0.2", "gone")
+    retaken = take(directory, "10.1.0.3", "gone")
+    released = take(directory, "10.1.0.4", "gone")
+    seen = LeaseListings().leases(directory)
+    take(directory, "10.1.0.3", "someone-else")  # re-allocated after the listing
+    released.unlink()
+
+    removed = remove(seen)
+
+    assert sorted(lease.path for lease in removed) == [stale]
+    assert not stale.exists()
+    assert retaken.read_text().startswith("someone-else")
