@@ -102,58 +102,51 @@ class _Job:
 _Outcome = tuple[_Job, Any, BaseException | None]
 
 
+_Wake = tuple[asyncio.Future[Any], Any, BaseException | None]
+"""A coroutine's future, and the value or error it is to get."""
+
+
 def _settle(outcomes: Iterable[_Outcome]) -> None:
     """Hand each job's value or error to its waiter: futures now, coroutines in one wake-up per loop."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
-    for outcome in outcomes:
-        job, value, error = outcome
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Wake]] = {}
+    for job, value, error in outcomes:
         if job.future is not None:
             if error is None:
                 job.future.set_result(value)
             else:
                 job.future.set_exception(error)
-        elif job.loop is not None:
-            by_loop.setdefault(job.loop, []).append(outcome)
-    for loop, settled in by_loop.items():
-        try:
-            loop.call_soon_threadsafe(_settle_waiters, settled)
-        except RuntimeError:  # the loop was closed while its work ran: nobody waits any more
-            continue
+        elif job.loop is not None and job.waiter is not None:
+            by_loop.setdefault(job.loop, []).append((job.waiter, value, error))
+    _wake(by_loop)
 
 
 def _settle_synced(jobs: list[_Job], error: BaseException | None) -> None:
     """Tell ``write_then_sync``'s callers that their commits are on disk (or why not)."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Wake]] = {}
     for job in jobs:
         if job.synced is not None and job.loop is not None:
-            by_loop.setdefault(job.loop, []).append(job.synced)
-    for loop, futures in by_loop.items():
+            by_loop.setdefault(job.loop, []).append((job.synced, None, error))
+    _wake(by_loop)
+
+
+def _wake(by_loop: dict[asyncio.AbstractEventLoop, list[_Wake]]) -> None:
+    """One wake-up per event loop, resolving its futures there."""
+    for loop, settled in by_loop.items():
         try:
-            loop.call_soon_threadsafe(_resolve_synced, futures, error)
-        except RuntimeError:  # the loop was closed: nobody waits any more
+            loop.call_soon_threadsafe(_resolve, settled)
+        except RuntimeError:  # the loop was closed while the work ran: nobody waits any more
             continue
 
 
-def _resolve_synced(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
-    for future in futures:
+def _resolve(settled: list[_Wake]) -> None:
+    """In the futures' event loop: resolve those not cancelled meanwhile."""
+    for future, value, error in settled:
         if future.done():
             continue
         if error is None:
-            future.set_result(None)
+            future.set_result(value)
         else:
             future.set_exception(error)
-
-
-def _settle_waiters(outcomes: list[_Outcome]) -> None:
-    """In the waiters' event loop: resolve those not cancelled meanwhile."""
-    for job, value, error in outcomes:
-        waiter = job.waiter
-        if waiter is None or waiter.done():
-            continue
-        if error is None:
-            waiter.set_result(value)
-        else:
-            waiter.set_exception(error)
 
 
 class _Seat:
@@ -354,17 +347,23 @@ class _Writer(_Worker):
         self.units += len(batch)
         metrics.STORE_COMMIT_SECONDS.observe(time.monotonic() - started)
         metrics.STORE_BATCH_SIZE.observe(len(batch))
-        if not to_sync:
+        if not to_sync or durable:  # nothing to sync, or SQLite synced the commit itself
             _settle(outcomes)
+            _settle_synced(to_sync, None)
             return
+        self._settle_then_sync(outcomes, to_sync)
+
+    def _settle_then_sync(self, outcomes: list[_Outcome], to_sync: list[_Job]) -> None:
+        """Wake the waiters of an unsynced commit, then sync the WAL for ``write_then_sync``'s jobs
+        and tell them. The WAL's descriptor is opened first, so that once the loop runs only the
+        syscall is left here."""
         error: OSError | None = None
-        if not durable:
-            try:
-                self._wal.open()
-            except OSError as exc:
-                error = exc
+        try:
+            self._wal.open()
+        except OSError as exc:
+            error = exc
         _settle(outcomes)
-        if not durable and error is None:
+        if error is None:
             try:
                 self._wal.sync()
             except OSError as exc:
