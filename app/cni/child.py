@@ -115,10 +115,7 @@ def spawn(
             os.close(fd)
         raise
     os.close(fds[0])  # the child reads its own copy, from the start (``pwrite`` moved no offset)
-    started = Child(pid, stdout=fds[1], stderr=fds[2])
-    if held is not None:
-        started._held_input = (held, stdin)
-    return started
+    return Child(pid, stdout=fds[1], stderr=fds[2], held_input=None if held is None else (held, stdin))
 
 
 def _input_pipe(size: int) -> tuple[int, int]:
@@ -206,7 +203,9 @@ def _start(path: str, *, env: Mapping[str, str], preexec: Callable[[], None] | N
 class Child:
     """A started child and its two output files (the parent's descriptors): run it with ``communicate``."""
 
-    def __init__(self, pid: int, *, stdout: int, stderr: int) -> None:
+    def __init__(
+        self, pid: int, *, stdout: int, stderr: int, held_input: tuple[int, bytes] | None = None
+    ) -> None:
         self.pid = pid
         self._outputs: tuple[int, int] | None = (stdout, stderr)
         self._returncode: int | None = None
@@ -214,7 +213,8 @@ class Child:
         self._loop = asyncio.get_running_loop()
         self._exited: asyncio.Future[int] = self._loop.create_future()
         self._exit_waiter: asyncio.Future[None] | None = None
-        self._held_input: tuple[int, bytes] | None = None
+        self._held_input = held_input
+        """A pipe's write end and the input ``release_input`` writes into it (``hold_input``)."""
         _zombies.reap_due(self._loop)
         self._watch_exit()
 
