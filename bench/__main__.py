@@ -158,7 +158,7 @@ def run_sequential_cpu(node: BenchNode, pods: list[Pod]) -> tuple[float, float]:
     cpu_before = node.daemon_cpu_seconds()
     user_before, kernel_before = node.daemon_cpu_split()
     run_sequential(node, pods, "multus")
-    time.sleep(0.1)  # the last plugin is reaped up to 50 ms after its exit (app.cni.child.REAP_IDLE)
+    time.sleep(0.1)  # what the daemon does after its last answer (closing the connection) counts too
     cpu = node.daemon_cpu_seconds() - cpu_before
     user, kernel = node.daemon_cpu_split()
     ticked = user - user_before + kernel - kernel_before

@@ -34,7 +34,7 @@ from bench.node import BenchNode, SideBySide, WallTimes, add_and_delete, cpu_ms_
 HERE = Path(__file__).resolve().parent.parent
 WARM_UP = 5
 SETTLE = 0.1
-"""Seconds to wait before CPU is read: events posted, plugins reaped."""
+"""Seconds to wait before CPU is read: events posted, connections closed."""
 
 
 def start_daemon_of(node: BenchNode, tree: Path, env: dict[str, str] | None = None) -> None:
@@ -70,7 +70,7 @@ def compare_kube(trees: Sequence[Path], *, networks: int, pods: int) -> list[Kub
             cpu_before = [0.0] * len(nodes)
             for round_index in range(WARM_UP + pods):
                 if round_index == WARM_UP:
-                    time.sleep(SETTLE)  # the warm-up's events posted, its zombies reaped
+                    time.sleep(SETTLE)  # the warm-up's events posted
                     cpu_before = [node.daemon_cpu_seconds() for node in nodes]
                 for turn in range(len(nodes)):
                     which = (round_index + turn) % len(nodes)

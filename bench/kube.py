@@ -551,7 +551,7 @@ def bench_networks(
         since = api.last_seq()
         cpu_started = node.daemon_cpu_seconds()
         multus_add, multus_del, windows = run_sequential_traced(node, seq_pods)
-        time.sleep(0.1)  # the last plugin is reaped up to 50 ms after its exit (app.cni.child.REAP_IDLE)
+        time.sleep(0.1)  # what the daemon does after its last answer (closing the connection) counts too
         daemon_cpu = 1000 * (node.daemon_cpu_seconds() - cpu_started) / len(seq_pods)
         api.wait_events_drained(since)
         traffic = Traffic.attribute(api.records(since), windows)

@@ -56,9 +56,7 @@ def cpu_ms_per_run(runs: int, *, warm_up: int = 20) -> float:
         before = threads_cpu_ns("self")
         if not before:
             raise RuntimeError("this kernel keeps no per-thread CPU count (/proc/self/task/*/schedstat)")
-        runner.run(run_plugins(runs))
-        # the last child is reaped by the loop's idle timer, ``REAP_IDLE`` after its exit: let it run
-        runner.run(asyncio.sleep(child.REAP_IDLE * 2))
+        runner.run(run_plugins(runs))  # every child reaped by the time its run returns
         after = threads_cpu_ns("self")
     return (after - before) / runs / 1e6
 
@@ -160,7 +158,6 @@ def cpu_ms_per_pair(networks: int, *, pods: int, way: str, warm_up: int = 5) -> 
             before = threads_cpu_ns("self")
             for pod in batch[warm_up:]:
                 run(pod)
-            runner.run(asyncio.sleep(child.REAP_IDLE * 2))  # the last zombie's reaping counts too
             after = threads_cpu_ns("self")
     finally:
         node.close()

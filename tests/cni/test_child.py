@@ -177,12 +177,6 @@ async def test_without_pidfds_exits_are_awaited_in_a_thread(
     assert open_descriptors() == before
 
 
-def zombie(pid: int) -> bool:
-    """True while ``pid`` has exited but nobody has waited for it."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return stat.rpartition(")")[2].split()[0] == "Z"
-
-
 async def test_where_memfd_create_is_refused_the_stdio_goes_through_unlinked_temporary_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -204,22 +198,14 @@ async def test_where_memfd_create_is_refused_the_stdio_goes_through_unlinked_tem
     assert os.listdir(tmp_path) == ["bin"]  # unlinked at once
 
 
-async def test_the_exit_status_is_read_first_and_the_zombie_reaped_a_little_later(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    handed_over: list[int] = []
-    monkeypatch.setattr(child, "_reap_exited", handed_over.append)
+async def test_a_child_is_reaped_as_soon_as_its_exit_is_read(tmp_path: Path) -> None:
     program = str(script(tmp_path, "quick", "exit 4\n"))
 
     process = child.spawn(program, env=ENV)
     finished = await process.communicate()
 
     assert finished.returncode == 4
-    assert process.pid not in handed_over  # not at once: reaping the instant a plugin exits is costly
-    assert zombie(process.pid)
-    await wait_until(lambda: process.pid in handed_over)  # with nothing else to do, by the idle timer
-    assert zombie(process.pid)  # only the (recording) reaper was called
-    await asyncio.to_thread(os.waitpid, process.pid, 0)
+    assert reaped(process.pid)  # no zombie left behind for later
 
 
 async def test_every_child_whose_exit_was_read_is_reaped(tmp_path: Path) -> None:
@@ -230,57 +216,8 @@ async def test_every_child_whose_exit_was_read_is_reaped(tmp_path: Path) -> None
     finished = await asyncio.gather(*(process.communicate() for process in processes))
 
     assert [item.returncode for item in finished] == [0] * 5
-    for process in processes:
-        await wait_until(lambda pid=process.pid: reaped(pid))
+    assert all(reaped(process.pid) for process in processes)
     assert open_descriptors() == before
-
-
-async def test_where_waitid_refuses_a_pidfd_children_are_reaped_inline(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def refuse(*_: object) -> None:
-        raise OSError(22, "Invalid argument")
-
-    monkeypatch.setattr(child, "_PEEK_BY_PIDFD", True)
-    monkeypatch.setattr(child.os, "waitid", refuse)
-    program = str(script(tmp_path, "inline", "exit 6\n"))
-
-    process = child.spawn(program, env=ENV)
-    finished = await process.communicate()
-
-    assert finished.returncode == 6
-    assert reaped(process.pid)
-    assert child._PEEK_BY_PIDFD is False
-
-
-async def test_a_zombie_is_reaped_only_reap_delay_after_its_exit_was_noticed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(child, "REAP_DELAY", 0.5)
-    program = str(script(tmp_path, "brief", "exit 0\n"))
-
-    process = child.spawn(program, env=ENV)
-    await process.communicate()
-    await asyncio.sleep(0.2)
-
-    assert zombie(process.pid)
-    await wait_until(lambda: reaped(process.pid))
-
-
-async def test_a_due_zombie_is_reaped_when_the_next_child_starts(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(child, "REAP_IDLE", 60.0)  # no timer in this test's time: only the passing reap
-    program = str(script(tmp_path, "brief", "exit 0\n"))
-    first = child.spawn(program, env=ENV)
-    await first.communicate()
-    await asyncio.sleep(child.REAP_DELAY * 2)
-    assert zombie(first.pid)
-
-    second = child.spawn(program, env=ENV)
-
-    assert reaped(first.pid)
-    await second.communicate()
 
 
 def pipe_max_size() -> int:
