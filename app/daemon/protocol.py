@@ -339,13 +339,13 @@ def check_network_namespace(path: str) -> None:
     ``ioctl``: nothing but a namespace file is ever opened."""
     try:
         found = os.stat(path)
-        nsfs = os.stat("/proc/self/ns/net").st_dev
+        own = os.stat("/proc/self/ns/net")  # on the kernel's one nsfs, like every namespace file
     except OSError as exc:
         raise CniError(
             ErrorCode.INVALID_ENVIRONMENT, f"invalid CNI_NETNS: cannot use {path}: {exc.strerror}"
         ) from None
     kind = None
-    if stat.S_ISREG(found.st_mode) and found.st_dev == nsfs:
+    if stat.S_ISREG(found.st_mode) and found.st_dev == own.st_dev:
         try:
             descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
             try:
@@ -356,7 +356,6 @@ def check_network_namespace(path: str) -> None:
             kind = None
     if kind != _CLONE_NEWNET:
         raise CniError(ErrorCode.INVALID_ENVIRONMENT, f"invalid CNI_NETNS: {path} is not a network namespace")
-    own = os.stat("/proc/self/ns/net")
     if (found.st_dev, found.st_ino) == (own.st_dev, own.st_ino):  # the Go library's check and code
         raise CniError(
             ErrorCode.INVALID_NETNS, "plugin's netns and netns from CNI_NETNS should not be the same", path
