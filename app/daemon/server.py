@@ -180,7 +180,9 @@ class CniServer:
 
     def runner(self) -> web.BaseRunner:
         """An aiohttp runner for this server; call from a running event loop."""
-        return web.ServerRunner(_HttpServer(self.handle, access_log=None), handle_signals=False)
+        # A unix socket: TCP keep-alive means nothing on it (aiohttp would set it on every connection).
+        server = _HttpServer(self.handle, access_log=None, tcp_keepalive=False)
+        return web.ServerRunner(server, handle_signals=False)
 
     async def drain(self, grace: float) -> int:
         """Wait up to ``grace`` seconds for in-flight operations; return how many still run."""
