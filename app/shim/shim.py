@@ -18,7 +18,8 @@ What it does, in order (the wire format is the repository's docs/protocol.md):
    marker ``<daemonSocketDir>/multus.restarting`` (JSON ``{"pid": int, "until": Unix time}``, written by
    the stopping daemon, removed by the next one once it accepts) whose ``until`` is still ahead; then
    it retries every ``RESTART_POLL_SECONDS`` until ``until`` or its own deadline. Without a live marker
-   (a crashed daemon, or none started yet) it fails at once with code 11, as upstream does;
+   (a crashed daemon, or none started yet) it connects once more (the new daemon may have removed the
+   marker since the failed connect) and then fails at once with code 11, as upstream does;
 3. prints the answer the CNI way: the ADD result converted to the stdin conf's ``cniVersion``
    (Go ``json.MarshalIndent`` layout), nothing for the other commands, or a CNI error object;
 4. on failure only, appends one line to the conf's ``logFile`` (never to stderr: that stays empty).
@@ -641,15 +642,22 @@ def call_daemon(path: str, request: bytes) -> tuple[int, bytes]:
     now = time.monotonic()
     deadline = now + seconds_setting(TIMEOUT_SECONDS_ENV, REQUEST_TIMEOUT_SECONDS)
     wait_until = min(deadline, now + seconds_setting(WAIT_SECONDS_ENV, DAEMON_WAIT_SECONDS))
+    connect_again = True
     while True:
         try:
             status, body = exchange(path, request, deadline)
         except DaemonGoneError as gone:
             pause = restart_pause(path, deadline)
+            if pause < 0 and connect_again:
+                # The next daemon removes the marker once its socket accepts: it may have done so
+                # between this connect and that read. One more connect tells that from no daemon.
+                connect_again = False
+                continue
             if pause < 0:
                 raise CniError(
                     ERR_TRY_AGAIN_LATER, f"multus daemon not reachable at {path}: {gone}"
                 ) from None
+            connect_again = True
             time.sleep(pause)
             continue
         except DaemonAbsentError as absent:

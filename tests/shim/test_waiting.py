@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from app.shim import shim as shim_module
 from tests.shim.helpers import BASE_ENV, HANG, StubDaemon, conf_bytes, http_reply, json_reply, run_shim
 
 COMMANDS = ["ADD", "DEL", "CHECK", "GC", "STATUS"]
@@ -101,6 +102,49 @@ def test_a_restart_marker_makes_the_shim_wait_for_the_new_daemon(
     assert (shim.returncode, stderr) == (0, b"")
     assert b'"address": "10.0.0.2/8"' in stdout
     assert len(daemon.requests) == 1
+
+
+def test_a_marker_removed_between_a_failed_connect_and_its_read_is_a_daemon_back(
+    socket_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The new daemon binds its socket, then removes the marker: a shim whose connect failed just
+    before the bind reads no marker. It must connect once more, not answer code 11."""
+    marker = write_marker(socket_dir, time.time() + 120)
+    daemon = StubDaemon(socket_dir, replies=[json_reply(200, RESULT)])
+    read_marker = shim_module.restart_marker_until
+
+    def new_daemon_accepts_first(path: str) -> float:
+        if marker.exists():  # what the new daemon does between the shim's connect and this read
+            daemon.start()
+            marker.unlink()
+        return read_marker(path)
+
+    monkeypatch.setattr(shim_module, "restart_marker_until", new_daemon_accepts_first)
+    try:
+        status, body = shim_module.call_daemon(str(daemon.path), shim_module.http_request(b"{}"))
+    finally:
+        daemon.stop()
+    assert status == 200
+    assert json.loads(body) == RESULT
+    assert len(daemon.requests) == 1
+
+
+def test_no_daemon_and_no_marker_is_code_11_after_one_more_connect(
+    socket_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    attempts: list[str] = []
+    exchange = shim_module.exchange
+
+    def counted(path: str, request: bytes, deadline: float) -> tuple[int, bytes]:
+        attempts.append(path)
+        return exchange(path, request, deadline)
+
+    monkeypatch.setattr(shim_module, "exchange", counted)
+    path = str(socket_dir / "multus.sock")
+    with pytest.raises(shim_module.CniError) as raised:
+        shim_module.call_daemon(path, shim_module.http_request(b"{}"))
+    assert raised.value.code == 11
+    assert attempts == [path, path]
 
 
 @pytest.mark.parametrize(
