@@ -42,6 +42,10 @@ install_python_package() {
         "$PY" -m pip install -q --disable-pip-version-check -e ".[$extras]"
         touch "$stamp"
     fi
+    # Byte-compiled, as an installed package is (the editable install is not; with
+    # PYTHONDONTWRITEBYTECODE set, every daemon or multusctl process would compile its modules
+    # again at each start: about 0.16 s of CPU per daemon start). Quick when nothing changed.
+    "$PY" -m compileall -q app >/dev/null
 }
 
 run_tests() {

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.sandbox.processes import DaemonProcess
-from bench import kube
+from bench import byte_compile, kube
 from bench.node import BenchNode, SideBySide, WallTimes, add_and_delete, cpu_ms_in_turn
 
 HERE = Path(__file__).resolve().parent.parent
@@ -39,6 +39,7 @@ SETTLE = 0.1
 
 def start_daemon_of(node: BenchNode, tree: Path, env: dict[str, str] | None = None) -> None:
     """Start ``node``'s daemon from ``tree``'s code and wait until it is ready."""
+    byte_compile(tree)
     config = node.root / "daemon-config.json"
     command = [sys.executable, "-P", "-m", "app.daemon.main", "--config", str(config)]
     node.process = DaemonProcess(socket_dir=node.root / "run", log=node.root / "daemon.out", command=command)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import compileall
 import heapq
 import json
 import os
@@ -633,9 +632,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         (root / "bin").mkdir()
         ctl = [str(launcher.install(root / "bin"))]  # what `multus-install multusctl` writes
         console = console_script()
-        # As an installed package is: byte-compiled (PYTHONDONTWRITEBYTECODE would otherwise make
-        # every multusctl run compile its modules again).
-        compileall.compile_dir(str(Path(queries.__file__).parents[1]), quiet=1)
 
         help_ms, _ = time_process([*ctl, "--help"], args.runs)
         daemon, config = start_daemon(root)

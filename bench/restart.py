@@ -149,6 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"exec -> exit of python -c pass ({args.runs} runs): {ms(floor)}")
     print(f"exec -> socket accepts ({args.runs} runs): {ms(accepting)}")
     print(f"exec -> /readyz 200    ({args.runs} runs): {ms(ready)}")
+    if not outcomes:  # --restarts 0: start-up only
+        return 0
     print(f"SIGTERM -> old daemon exited ({args.restarts} restarts): {ms([o.stop for o in outcomes])}")
     failed = [outcome for outcome in outcomes if outcome.returncode != 0]
     print(
