@@ -167,6 +167,9 @@ def run_sequential_cpu(node: BenchNode, pods: list[Pod]) -> tuple[float, float]:
     return per_pair * cpu, per_pair * cpu * kernel_share
 
 
+PATHS = ("direct", "python", "multus")
+
+
 @dataclass
 class Paired:
     """ADD and DEL wall times (ms) of each path, pod by pod, and the daemon's CPU per ADD+DEL pair."""
@@ -174,9 +177,6 @@ class Paired:
     adds: dict[str, list[float]] = field(default_factory=lambda: {via: [] for via in PATHS})
     dels: dict[str, list[float]] = field(default_factory=lambda: {via: [] for via in PATHS})
     daemon_cpu_ms: float = 0.0
-
-
-PATHS = ("direct", "python", "multus")
 
 
 def run_paired(node: BenchNode, pods: list[Pod]) -> Paired:

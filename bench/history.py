@@ -464,7 +464,7 @@ def in_process_query(db_path: Path, pods: Sequence[tuple[str, str]], runs: int) 
         for namespace, name in pods[:runs]:
             where = HistoryFilter(namespace=namespace, pod=name)
             started = time.perf_counter()
-            db.read_sync(lambda connection, where=where: queries.history_lines(connection, where))
+            db.read_sync(partial(queries.history_lines, where=where))
             timings.append((time.perf_counter() - started) * 1000)
     finally:
         db.close()
@@ -586,10 +586,10 @@ def prune_cost(db_path: Path, lines: int) -> tuple[int, float, list[float]]:
         writes: list[float] = []
         original = db.write
 
-        async def timed_write(work: Any) -> Any:
+        async def timed_write(work: Any, *, durable: bool = True) -> Any:
             started = time.perf_counter()
             try:
-                return await original(work)
+                return await original(work, durable=durable)
             finally:
                 writes.append((time.perf_counter() - started) * 1000)
 

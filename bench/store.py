@@ -24,7 +24,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections import Counter
+from collections import defaultdict
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -171,9 +171,9 @@ async def delete(db: Database, container_id: str, *, one_trip: bool = True) -> N
     await db.write(recording.together(units))
 
 
-def thread_cpu() -> Counter[str]:
+def thread_cpu() -> dict[str, float]:
     """CPU seconds used so far by each live thread of this process, by thread name (pools merged)."""
-    used: Counter[str] = Counter()
+    used: defaultdict[str, float] = defaultdict(float)
     for thread in threading.enumerate():
         if thread.ident is None:
             continue
