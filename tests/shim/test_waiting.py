@@ -8,6 +8,7 @@ That a shim is retrying is seen in /proc: its only sleep is the pause between tw
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import subprocess
@@ -303,9 +304,7 @@ def test_del_with_the_daemon_absent_is_spooled_durably_and_succeeds(
     assert (run.returncode, run.stdout) == (0, b"")
     [entry] = _spooled(spool)
     assert entry["env"]["CNI_COMMAND"] == "DEL"  # type: ignore[index]
-    assert entry["env"]["CNI_CONTAINERID"] == run_env_container_id()  # type: ignore[index]
-    import base64
-
+    assert entry["env"]["CNI_CONTAINERID"] == BASE_ENV["CNI_CONTAINERID"]  # type: ignore[index]
     assert base64.b64decode(str(entry["config"])) == conf
     assert [p.name for p in spool.iterdir() if p.name.startswith(".")] == [], "no temporary file left"
 
@@ -339,9 +338,3 @@ def test_del_that_cannot_be_spooled_is_code_11_so_the_runtime_retries(
     error = run.error()
     assert error["code"] == 11
     assert "cannot spool the DEL" in str(error["msg"])
-
-
-def run_env_container_id() -> str:
-    from tests.shim.helpers import BASE_ENV
-
-    return BASE_ENV["CNI_CONTAINERID"]
