@@ -122,7 +122,7 @@ class _BrokenResolver(NetworkResolver):
 
 
 def _unexpected(step: str) -> float:
-    return metrics.ENGINE_UNEXPECTED_ERRORS.labels(step)._value.get()
+    return float(metrics.ENGINE_UNEXPECTED_ERRORS.labels(step)._value.get())
 
 
 async def test_a_bug_in_the_engine_is_code_999_logged_with_its_traceback_and_counted(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -184,8 +185,8 @@ async def test_where_memfd_create_is_refused_the_stdio_goes_through_unlinked_tem
         raise OSError(1, "Operation not permitted")  # a seccomp profile without memfd_create
 
     monkeypatch.setattr(child, "_USE_MEMFD", True)
-    monkeypatch.setattr(child.os, "memfd_create", refuse)
-    monkeypatch.setattr(child.tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(os, "memfd_create", refuse)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     (tmp_path / "bin").mkdir()
     program = str(script(tmp_path / "bin", "echo", "cat; echo err >&2\n"))
     before = open_descriptors()

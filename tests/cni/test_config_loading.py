@@ -42,7 +42,7 @@ def test_the_same_bytes_load_to_the_same_list_and_bad_bytes_fail_every_time_nami
     bad = b'{"cniVersion": "1.0.0", "name": "again", "plugins": []}'
 
     first = conf.load_network_list(raw, source="checkpoint of a/net1")
-    second = conf.load_network_list(bytearray(raw), source="checkpoint of b/net1")
+    second = conf.load_network_list(bytearray(raw), source="checkpoint of b/net1")  # type: ignore[arg-type]  # annotated bytes; a bytearray works too
 
     assert second is first  # parsed once
     assert second.raw == raw

@@ -19,7 +19,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from app.attach.crashpoints import CrashPoints, Point
+from app.attach.crashpoints import DISARMED, CrashPoints, Point
 from app.attach.engine import AttachEngine, EngineSettings
 from app.attach.netconf import MultusNetConf
 from app.attach.networks import NetworkResolver
@@ -130,7 +130,7 @@ class Node:
             resolver=NetworkResolver(),
             boot_id=boot_id or self.boot_id,
             settings=EngineSettings(delegate_timeout=20.0, node_name="node-a"),
-            **({"crash_points": crash} if crash is not None else {}),
+            crash_points=crash if crash is not None else DISARMED,
         )
 
     def restart(self) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import RawTestServer, TestClient
+from aiohttp.web import BaseRequest
 
 from app.daemon import listener
 from app.daemon import server as daemon_server
@@ -59,7 +60,7 @@ def serve(node: Node) -> Serve:
     @asynccontextmanager
     async def serving(
         readiness: Readiness, *, with_collector: bool = False, cluster_network: str = ""
-    ) -> AsyncIterator[TestClient]:
+    ) -> AsyncIterator[TestClient[BaseRequest, None]]:
         engine = node.engine()
         collector = GarbageCollector(engine=engine, db=node.db) if with_collector else None
         cni_server = CniServer(
@@ -69,7 +70,7 @@ def serve(node: Node) -> Serve:
             collector=collector,
             ready_hold=0.0,  # a request that needs readiness is refused at once (no waiting here)
         )
-        client = TestClient(RawTestServer(cni_server.handle))
+        client: TestClient[BaseRequest, None] = TestClient(RawTestServer(cni_server.handle))
         await client.start_server()
         try:
             yield client

@@ -386,10 +386,16 @@ class KubeApiProcess(EmulatorProcess):
     """The Kubernetes API emulator in its own process, driven over HTTP like a real API server."""
 
     def request(
-        self, method: str, path: str, body: Any = None, *, content_type: str = "application/json"
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        content_type: str = "application/json",
+        timeout: float = 10.0,
     ) -> Any:
         try:
-            return super().request(method, path, body, content_type=content_type)
+            return super().request(method, path, body, content_type=content_type, timeout=timeout)
         except EmulatorRequestError as error:
             raise AssertionError(str(error)) from error
 

@@ -12,6 +12,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -64,7 +65,7 @@ def _three_networks(cluster: Cluster) -> None:
 
 
 @pytest.fixture
-def three(cluster: Cluster, started: Any) -> Cluster:
+def three(cluster: Cluster, started: Callable[..., Cluster]) -> Cluster:
     _three_networks(cluster)
     return started(defaultNetworks=["macvlan-net", "static-net"])
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import signal
 import sqlite3
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -39,15 +40,14 @@ def _conf(name: str, plugin_type: str) -> dict[str, Any]:
     return {"cniVersion": "1.0.0", "name": name, "type": plugin_type}
 
 
-def _start_with_bad_network(cluster: Cluster, started: Any, plugin_type: str) -> Cluster:
+def _start_with_bad_network(cluster: Cluster, started: Callable[..., Cluster], plugin_type: str) -> Cluster:
     """The cluster network, a healthy second network, then one naming ``plugin_type``."""
     extra = cluster.bridge_conflist(
         "extra0", "10.241.0.0/24", default_route=False, bridge=f"{cluster.bridge}x0"
     )
     cluster.write_network(cluster.conf_dir, "20-extra0.conflist", extra)
     cluster.write_network(cluster.conf_dir, "50-bad.conf", _conf("bad", plugin_type))
-    started: Cluster = started(defaultNetworks=["extra0", "bad"])
-    return started
+    return started(defaultNetworks=["extra0", "bad"])
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ import signal
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -55,7 +56,7 @@ def _until(condition: object, what: str, within: float = 60.0) -> None:
 
 
 @pytest.fixture
-def gate(cluster: Cluster) -> tuple[Path, Path, Path]:
+def gate(cluster: Cluster) -> Iterator[tuple[Path, Path, Path]]:
     fifo, pid_file, log = cluster.root / "gate.fifo", cluster.root / "gate.pid", cluster.root / "gate.log"
     os.mkfifo(fifo)
     script = cluster.bin_dir / "gated"

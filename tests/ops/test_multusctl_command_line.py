@@ -14,6 +14,7 @@ import io
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta, timezone
+from operator import itemgetter
 from pathlib import Path
 
 import pytest
@@ -250,7 +251,7 @@ def test_a_table_is_drawn_as_cell_by_cell_padding_would_draw_it(
 ) -> None:
     rows = [{f"k{index}": value for index, value in enumerate(line)} for line in values]
     columns: list[tables.Column] = [
-        (title, f"k{index}" if by_key else (lambda row, key=f"k{index}": row[key]))
+        (title, f"k{index}" if by_key else itemgetter(f"k{index}"))
         for index, (title, by_key) in enumerate(shape)
     ]
 

@@ -126,7 +126,7 @@ def _hang(log: str | None, entry: dict[str, Any]) -> int:
     return 1
 
 
-def _read_checkpoint(db_path: str) -> dict | None:
+def _read_checkpoint(db_path: str) -> dict[str, Any] | None:
     """The committed checkpoint row of this invocation's attachment, as another process sees it."""
     import sqlite3
 

@@ -45,8 +45,9 @@ async def test_injected_429_carries_retry_after(core: client.CoreV1Api, emulator
         await core.list_namespace()
 
     assert raised.value.status == 429
+    assert raised.value.headers is not None
     assert raised.value.headers["Retry-After"] == "3"
-    assert '"reason":"TooManyRequests"' in raised.value.body
+    assert '"reason":"TooManyRequests"' in raised.value.body  # type: ignore[operator]  # the client decodes it to str
 
 
 async def test_injected_failure_hits_only_matching_method_and_path(
@@ -92,7 +93,7 @@ async def test_paused_server_holds_requests_until_resumed(
     core: client.CoreV1Api, emulator: KubeApiEmulator
 ) -> None:
     emulator.faults.pause()
-    held = asyncio.create_task(core.list_namespace())
+    held = asyncio.ensure_future(core.list_namespace())
     await wait_until_logged(emulator, "/namespaces")
 
     assert not held.done()
@@ -146,7 +147,7 @@ async def test_stopping_a_paused_emulator_releases_held_requests(
     core: client.CoreV1Api, emulator: KubeApiEmulator
 ) -> None:
     emulator.faults.pause()
-    held = asyncio.create_task(core.list_namespace())
+    held = asyncio.ensure_future(core.list_namespace())
     await wait_until_logged(emulator, "/namespaces")
 
     await emulator.stop()
@@ -263,7 +264,7 @@ async def test_pause_and_resume_over_http(
     core: client.CoreV1Api, emulator: KubeApiEmulator, control: Control
 ) -> None:
     assert (await control.fault(action="pause"))["paused"] is True
-    held = asyncio.create_task(core.list_namespace())
+    held = asyncio.ensure_future(core.list_namespace())
     await wait_until_logged(emulator, "/namespaces")
 
     assert (await control.get("faults"))["paused"] is True

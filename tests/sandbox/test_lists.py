@@ -22,7 +22,7 @@ async def test_paging_with_limit_and_continue_returns_every_pod_once(
     token: str | None = None
 
     while True:
-        page = await core.list_namespaced_pod("default", limit=3, _continue=token)
+        page = await core.list_namespaced_pod("default", limit=3, _continue=token)  # type: ignore[arg-type]  # the client omits a None _continue
         names += [pod.metadata.name for pod in page.items]
         remaining.append(page.metadata.remaining_item_count)
         token = page.metadata._continue
@@ -59,6 +59,7 @@ async def test_continue_token_older_than_compaction_answers_410(
         await core.list_namespaced_pod("default", limit=2, _continue=first.metadata._continue)
 
     assert raised.value.status == 410
+    assert raised.value.body is not None
     status = json.loads(raised.value.body)
     assert status["reason"] == "Expired"
     rest = await core.list_namespaced_pod("default", _continue=status["metadata"]["continue"])

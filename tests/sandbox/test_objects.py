@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from kubernetes_asyncio import client
@@ -19,8 +20,16 @@ NAD_GROUP, NAD_VERSION, NAD_PLURAL = "k8s.cni.cncf.io", "v1", "network-attachmen
 
 
 def status_of(error: ApiException) -> dict[str, object]:
+    assert error.body is not None
     body: dict[str, object] = json.loads(error.body)
     return body
+
+
+async def create_pod_from_manifest(
+    core: client.CoreV1Api, namespace: str, manifest: dict[str, Any]
+) -> client.V1Pod:
+    """``create_namespaced_pod`` with a raw manifest, which the client serializes as it is."""
+    return await core.create_namespaced_pod(namespace, manifest)  # type: ignore[arg-type]  # the stub wants a V1Pod
 
 
 async def test_created_pod_gets_server_metadata_and_a_newer_resource_version(
@@ -28,8 +37,8 @@ async def test_created_pod_gets_server_metadata_and_a_newer_resource_version(
 ) -> None:
     before = int(emulator.resource_version)
 
-    first = await core.create_namespaced_pod("default", pod_manifest("web-1"))
-    second = await core.create_namespaced_pod("default", pod_manifest("web-2"))
+    first = await create_pod_from_manifest(core, "default", pod_manifest("web-1"))
+    second = await create_pod_from_manifest(core, "default", pod_manifest("web-2"))
 
     assert re.fullmatch(r"[0-9a-f-]{36}", first.metadata.uid)
     assert first.metadata.uid != second.metadata.uid
@@ -44,11 +53,11 @@ async def test_created_pod_gets_server_metadata_and_a_newer_resource_version(
 async def test_one_resource_version_counter_spans_all_kinds(
     core: client.CoreV1Api, custom: client.CustomObjectsApi
 ) -> None:
-    pod = await core.create_namespaced_pod("default", pod_manifest("a"))
+    pod = await create_pod_from_manifest(core, "default", pod_manifest("a"))
     nad = await custom.create_namespaced_custom_object(
         NAD_GROUP, NAD_VERSION, "default", NAD_PLURAL, nad_manifest("n")
     )
-    namespace = await core.create_namespace({"metadata": {"name": "team"}})
+    namespace = await core.create_namespace({"metadata": {"name": "team"}})  # type: ignore[arg-type]  # a raw manifest
 
     versions = [int(pod.metadata.resource_version), int(nad["metadata"]["resourceVersion"])]
     versions.append(int(namespace.metadata.resource_version))
@@ -77,17 +86,17 @@ async def test_reading_a_missing_pod_answers_404_with_a_status(core: client.Core
 
 async def test_creating_in_a_missing_namespace_answers_404(core: client.CoreV1Api) -> None:
     with pytest.raises(ApiException) as raised:
-        await core.create_namespaced_pod("nowhere", pod_manifest("p", namespace="nowhere"))
+        await create_pod_from_manifest(core, "nowhere", pod_manifest("p", namespace="nowhere"))
 
     assert raised.value.status == 404
     assert status_of(raised.value)["message"] == 'namespaces "nowhere" not found'
 
 
 async def test_creating_a_duplicate_answers_409_already_exists(core: client.CoreV1Api) -> None:
-    await core.create_namespaced_pod("default", pod_manifest("dup"))
+    await create_pod_from_manifest(core, "default", pod_manifest("dup"))
 
     with pytest.raises(ApiException) as raised:
-        await core.create_namespaced_pod("default", pod_manifest("dup"))
+        await create_pod_from_manifest(core, "default", pod_manifest("dup"))
 
     assert raised.value.status == 409
     assert status_of(raised.value)["reason"] == "AlreadyExists"
@@ -97,7 +106,7 @@ async def test_generate_name_gets_a_random_suffix(core: client.CoreV1Api) -> Non
     manifest = pod_manifest("")
     manifest["metadata"] = {"generateName": "job-"}
 
-    created = await core.create_namespaced_pod("default", manifest)
+    created = await create_pod_from_manifest(core, "default", manifest)
 
     assert re.fullmatch(r"job-[a-z0-9]{5}", created.metadata.name)
 
@@ -231,7 +240,7 @@ async def test_deleting_a_namespace_deletes_what_it_holds(
 
     assert emulator.list_objects(PODS, namespace="team") == []
     with pytest.raises(ApiException) as raised:
-        await core.create_namespaced_pod("team", pod_manifest("p", namespace="team"))
+        await create_pod_from_manifest(core, "team", pod_manifest("p", namespace="team"))
     assert raised.value.status == 404
 
 
@@ -279,7 +288,7 @@ async def test_core_and_events_k8s_io_events_are_recorded(
 @pytest.mark.parametrize("name", ["Upper", "under_score", "-leading", "x" * 254])
 async def test_invalid_names_answer_422(core: client.CoreV1Api, name: str) -> None:
     with pytest.raises(ApiException) as raised:
-        await core.create_namespaced_pod("default", pod_manifest(name))
+        await create_pod_from_manifest(core, "default", pod_manifest(name))
 
     assert raised.value.status == 422
     assert status_of(raised.value)["reason"] == "Invalid"

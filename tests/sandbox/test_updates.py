@@ -21,7 +21,7 @@ async def test_merge_patch_of_pod_status_sets_an_annotation(
     created = emulator.create_pod(pod_manifest("ref-pod"))
     patch = {"metadata": {"annotations": {NETWORK_STATUS: '[{"name":"default-net"}]'}}}
 
-    patched = await core.patch_namespaced_pod_status(
+    patched = await core.patch_namespaced_pod_status(  # type: ignore[call-arg]  # the stub lacks _content_type
         "ref-pod", "default", patch, _content_type="application/merge-patch+json"
     )
 
@@ -87,6 +87,7 @@ async def test_put_with_a_stale_resource_version_answers_409_conflict(
         await core.replace_namespaced_pod("p", "default", stale)
 
     assert raised.value.status == 409
+    assert raised.value.body is not None
     assert json.loads(raised.value.body)["reason"] == "Conflict"
     assert emulator.get_pod("default", "p")["metadata"]["labels"] == {"changed": "yes"}
 
@@ -114,7 +115,7 @@ async def test_patch_naming_a_stale_resource_version_answers_409(
     }
 
     with pytest.raises(ApiException) as raised:
-        await core.patch_namespaced_pod_status(
+        await core.patch_namespaced_pod_status(  # type: ignore[call-arg]  # the stub lacks _content_type
             "p", "default", patch, _content_type="application/merge-patch+json"
         )
 
@@ -127,7 +128,7 @@ async def test_put_without_a_resource_version_is_unconditional(
     emulator.create_pod(pod_manifest("p"))
     pod = await core.read_namespaced_pod("p", "default")
     emulator.patch_pod("default", "p", {"metadata": {"labels": {"a": "b"}}})
-    pod.metadata.resource_version = None
+    pod.metadata.resource_version = None  # type: ignore[assignment]  # the stub's setter omits None
     pod.metadata.labels = {"mine": "yes"}
 
     replaced = await core.replace_namespaced_pod("p", "default", pod)
@@ -188,7 +189,7 @@ async def test_generation_counts_spec_changes_only(custom: client.CustomObjectsA
         NAD_GROUP, NAD_VERSION, "default", NAD_PLURAL, nad_manifest("n")
     )
 
-    relabelled = await custom.patch_namespaced_custom_object(
+    relabelled = await custom.patch_namespaced_custom_object(  # type: ignore[call-arg]  # the stub lacks _content_type
         NAD_GROUP,
         NAD_VERSION,
         "default",
@@ -197,7 +198,7 @@ async def test_generation_counts_spec_changes_only(custom: client.CustomObjectsA
         {"metadata": {"labels": {"a": "b"}}},
         _content_type="application/merge-patch+json",
     )
-    reconfigured = await custom.patch_namespaced_custom_object(
+    reconfigured = await custom.patch_namespaced_custom_object(  # type: ignore[call-arg]  # the stub lacks _content_type
         NAD_GROUP,
         NAD_VERSION,
         "default",

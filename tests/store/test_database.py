@@ -47,6 +47,11 @@ def _intent(container_id: str, ifname: str = "eth0") -> DelegateIntent:
     )
 
 
+def _begin_c1_with_one_intent(connection: Connection) -> None:
+    checkpoints.begin_add(connection, _sandbox("c1"))
+    checkpoints.record_intent(connection, _intent("c1"))
+
+
 def test_connections_use_wal_full_sync_and_foreign_keys(db_path: Path) -> None:
     db = Database.open(db_path)
     try:
@@ -152,9 +157,9 @@ async def test_concurrent_writes_are_group_committed_and_a_failing_one_spoils_no
             raise RuntimeError("this unit fails after writing")
 
         outcomes = await asyncio.gather(
-            *[db.write(lambda s, i=i: checkpoints.begin_add(s, _sandbox(f"c{i}"))) for i in range(40)],
+            *[db.write(partial(checkpoints.begin_add, sandbox=_sandbox(f"c{i}"))) for i in range(40)],
             db.write(failing),
-            *[db.write(lambda s, i=i: checkpoints.record_intent(s, _intent(f"c{i}"))) for i in range(40)],
+            *[db.write(partial(checkpoints.record_intent, intent=_intent(f"c{i}"))) for i in range(40)],
             return_exceptions=True,
         )
 
@@ -173,9 +178,7 @@ async def test_concurrent_writes_are_group_committed_and_a_failing_one_spoils_no
 def _recorded_by_revision(db_path: Path, revision: str, *, table: str, column: str) -> None:
     """Sandbox ``c1`` with one intent, in the database as ``revision`` left it (before ``column``)."""
     db = Database.open(db_path)
-    db.write_sync(
-        lambda s: (checkpoints.begin_add(s, _sandbox("c1")), checkpoints.record_intent(s, _intent("c1")))
-    )
+    db.write_sync(_begin_c1_with_one_intent)
     db.close()
     with sqlite3.connect(db_path) as raw:
         raw.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
@@ -224,9 +227,7 @@ def test_a_sandbox_whose_delegates_ran_in_parallel_is_recorded_so(db_path: Path)
 def test_checkpoint_round_trip_keeps_every_field_of_the_intent(db_path: Path) -> None:
     db = Database.open(db_path)
     try:
-        db.write_sync(
-            lambda s: (checkpoints.begin_add(s, _sandbox("c1")), checkpoints.record_intent(s, _intent("c1")))
-        )
+        db.write_sync(_begin_c1_with_one_intent)
         db.write_sync(
             lambda s: checkpoints.record_result(s, container_id="c1", ifname="eth0", result='{"ips":[]}')
         )
@@ -247,29 +248,22 @@ def test_checkpoint_round_trip_keeps_every_field_of_the_intent(db_path: Path) ->
 
 
 def test_a_sandbox_is_forgotten_only_when_its_last_attachment_is_removed(db_path: Path) -> None:
+    def begin_with_two_intents(s: Connection) -> None:
+        checkpoints.begin_add(s, _sandbox("c1"))
+        checkpoints.record_intent(s, _intent("c1", "eth0"))
+        checkpoints.record_intent(s, _intent("c1", "net1"))
+
+    def remove_then_finish_delete(s: Connection, ifname: str) -> bool:
+        checkpoints.remove_attachments(s, container_id="c1", ifnames=[ifname])
+        return checkpoints.finish_delete(s, "c1")
+
     db = Database.open(db_path)
     try:
-        db.write_sync(
-            lambda s: (
-                checkpoints.begin_add(s, _sandbox("c1")),
-                checkpoints.record_intent(s, _intent("c1", "eth0")),
-                checkpoints.record_intent(s, _intent("c1", "net1")),
-            )
-        )
-        gone = db.write_sync(
-            lambda s: (
-                checkpoints.remove_attachments(s, container_id="c1", ifnames=["net1"]),
-                checkpoints.finish_delete(s, "c1"),
-            )[1]
-        )
+        db.write_sync(begin_with_two_intents)
+        gone = db.write_sync(partial(remove_then_finish_delete, ifname="net1"))
         assert gone is False
         assert db.read_sync(lambda s: checkpoints.load_sandbox(s, "c1")) is not None
-        gone = db.write_sync(
-            lambda s: (
-                checkpoints.remove_attachments(s, container_id="c1", ifnames=["eth0"]),
-                checkpoints.finish_delete(s, "c1"),
-            )[1]
-        )
+        gone = db.write_sync(partial(remove_then_finish_delete, ifname="eth0"))
         assert gone is True
         assert db.read_sync(lambda s: checkpoints.load_sandbox(s, "c1")) is None
     finally:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, Insert, insert, select, text
+from sqlalchemy import Connection, DateTime, Insert, insert, select, text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.sqlite import DATETIME
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -191,11 +191,9 @@ async def test_write_then_sync_in_a_durable_batch_is_synced_by_the_commit(
 ) -> None:
     async with _writer_busy(db):
         synced = _record_syncs(monkeypatch)
-        together = [
-            asyncio.ensure_future(db.write_then_sync(_synchronous)),
-            asyncio.ensure_future(db.write(_synchronous)),
-        ]
-    (level, on_disk), durable_level = await asyncio.gather(*together)
+        written_then_synced = asyncio.ensure_future(db.write_then_sync(_synchronous))
+        written = asyncio.ensure_future(db.write(_synchronous))
+    (level, on_disk), durable_level = await asyncio.gather(written_then_synced, written)
     await on_disk
     assert (level, durable_level) == (2, 2)
     assert synced == []  # SQLite synced the batch itself
@@ -317,12 +315,13 @@ async def test_a_commit_that_fails_fails_its_whole_batch_and_the_writer_carries_
 
 
 async def test_a_failing_read_leaves_every_reader_usable(db: Database) -> None:
+    empty: dict[str, object] = {}
     await db.write(lambda s: checkpoints.begin_add(s, _sandbox("c1")))
     for _ in range(READERS):
         with pytest.raises(OperationalError):
             await db.read(lambda s: s.execute(text("SELECT * FROM no_such_table")))
         with pytest.raises(LookupError):
-            await db.read(lambda s: (checkpoints.load_sandbox(s, "c1"), {}["missing"]))
+            await db.read(lambda s: (checkpoints.load_sandbox(s, "c1"), empty["missing"]))
 
     found = await asyncio.gather(*(db.read(lambda s: checkpoints.load_sandbox(s, "c1")) for _ in range(8)))
     assert all(record is not None and record.container_id == "c1" for record in found)
@@ -336,23 +335,30 @@ async def test_a_read_cancelled_while_queued_never_runs(db: Database) -> None:
         busy.wait(10)
         release.wait(10)
 
+    def run_queued(connection: Connection) -> None:
+        ran.append("queued")
+
+    def run_after(connection: Connection) -> str:
+        ran.append("after")
+        return "done"
+
     held = [asyncio.ensure_future(db.read(hold)) for _ in range(READERS)]
     await asyncio.to_thread(busy.wait, 10)  # every reader is busy
-    queued = asyncio.ensure_future(db.read(lambda s: ran.append("queued")))
+    queued = asyncio.ensure_future(db.read(run_queued))
     await asyncio.sleep(0)
     queued.cancel()
     release.set()
     await asyncio.gather(*held)
 
-    assert await db.read(lambda s: ran.append("after") or "done") == "done"
+    assert await db.read(run_after) == "done"
     assert queued.cancelled()
     assert ran == ["after"]
 
 
 async def test_reads_see_each_write_as_soon_as_it_returns(db: Database) -> None:
     for index in range(20):
-        await db.write(lambda s, i=index: checkpoints.begin_add(s, _sandbox(f"c{i}")))
-        assert await db.read(lambda s, i=index: checkpoints.load_sandbox(s, f"c{i}")) is not None
+        await db.write(partial(checkpoints.begin_add, sandbox=_sandbox(f"c{index}")))
+        assert await db.read(partial(checkpoints.load_sandbox, container_id=f"c{index}")) is not None
 
 
 async def test_a_closed_database_refuses_reads_and_writes(tmp_path: Path) -> None:
@@ -371,7 +377,7 @@ def test_writes_from_threads_and_from_two_event_loops_all_commit(db: Database) -
         async def run() -> None:
             await asyncio.gather(
                 *(
-                    db.write(lambda s, i=i: checkpoints.begin_add(s, _sandbox(f"{prefix}{i}")))
+                    db.write(partial(checkpoints.begin_add, sandbox=_sandbox(f"{prefix}{i}")))
                     for i in range(10)
                 )
             )
@@ -382,7 +388,7 @@ def test_writes_from_threads_and_from_two_event_loops_all_commit(db: Database) -
     threads.append(
         threading.Thread(
             target=lambda: [
-                db.write_sync(lambda s, i=i: checkpoints.begin_add(s, _sandbox(f"t{i}"))) for i in range(10)
+                db.write_sync(partial(checkpoints.begin_add, sandbox=_sandbox(f"t{i}"))) for i in range(10)
             ]
         )
     )
@@ -396,24 +402,22 @@ def test_writes_from_threads_and_from_two_event_loops_all_commit(db: Database) -
 
 async def test_the_checkpoint_read_in_plain_sql_matches_the_core_read(db: Database, tmp_path: Path) -> None:
     device = {"pciAddress": "0000:03:00.2", "name": "ens1f0v2", "mac": "aa:bb:cc:dd:ee:ff"}
-    await db.write(
-        lambda s: (
-            checkpoints.begin_add(s, _sandbox("c1")),
-            checkpoints.record_intent(s, _intent("c1", "eth0", 0)),
-            checkpoints.record_intent(
-                s, _intent("c1", "net1", 1, device=device, device_ids=("0000:03:00.2",))
-            ),
-            checkpoints.record_intent(s, _intent("c1", "net2", 2)),
-        )
-    )
+
+    def begin(s: Connection) -> None:
+        checkpoints.begin_add(s, _sandbox("c1"))
+        checkpoints.record_intent(s, _intent("c1", "eth0", 0))
+        checkpoints.record_intent(s, _intent("c1", "net1", 1, device=device, device_ids=("0000:03:00.2",)))
+        checkpoints.record_intent(s, _intent("c1", "net2", 2))
+
+    await db.write(begin)
     facts = DelegateFacts(ips=("10.0.0.5/24",), macs=("0a:58:0a:00:00:05",), device_ids=())
-    await db.write(
-        lambda s: (
-            checkpoints.record_result(s, container_id="c1", ifname="eth0", result='{"ips":[]}', facts=facts),
-            checkpoints.record_error(s, container_id="c1", ifname="net2", error='{"code":11}'),
-            checkpoints.finish_add(s, "c1"),
-        )
-    )
+
+    def finish(s: Connection) -> None:
+        checkpoints.record_result(s, container_id="c1", ifname="eth0", result='{"ips":[]}', facts=facts)
+        checkpoints.record_error(s, container_id="c1", ifname="net2", error='{"code":11}')
+        checkpoints.finish_add(s, "c1")
+
+    await db.write(finish)
     with sqlite3.connect(tmp_path / "state.db") as raw:  # a row recorded before its facts were derived
         raw.execute("UPDATE attachments SET ips = NULL, macs = NULL, device_ids = NULL WHERE ifname = 'net2'")
 
@@ -439,10 +443,15 @@ async def test_the_checkpoint_read_in_plain_sql_matches_the_core_read(db: Databa
     ],
 )
 def test_plain_sql_timestamps_are_what_sqlalchemy_stores_and_reads(moment: datetime) -> None:
-    stored_by_sqlalchemy = DATETIME().bind_processor(sqlite.dialect())(
-        moment.astimezone(UTC).replace(tzinfo=None)
-    )
-    read_by_sqlalchemy = DATETIME().result_processor(sqlite.dialect(), None)(stored_by_sqlalchemy)
+    sqlite_datetime = DateTime().dialect_impl(sqlite.dialect())
+    assert isinstance(sqlite_datetime, DATETIME)
+    bind = sqlite_datetime.bind_processor(sqlite.dialect())
+    result = sqlite_datetime.result_processor(sqlite.dialect(), None)
+    assert bind is not None
+    assert result is not None
+    stored_by_sqlalchemy = bind(moment.astimezone(UTC).replace(tzinfo=None))
+    read_by_sqlalchemy = result(stored_by_sqlalchemy)
+    assert isinstance(read_by_sqlalchemy, datetime)
 
     assert records_sql.stamp(moment) == stored_by_sqlalchemy
     assert (
@@ -477,14 +486,13 @@ def test_reader_threads_start_with_the_first_read_and_end_with_close(tmp_path: P
 
 
 async def test_begin_delete_and_load_marks_and_returns_the_sandbox_as_recorded(db: Database) -> None:
-    await db.write(
-        lambda s: (
-            checkpoints.begin_add(s, _sandbox("c1")),
-            checkpoints.record_intent(s, _intent("c1", "eth0", 0)),
-            checkpoints.record_intent(s, _intent("c1", "net1", 1)),
-            checkpoints.finish_add(s, "c1"),
-        )
-    )
+    def add(s: Connection) -> None:
+        checkpoints.begin_add(s, _sandbox("c1"))
+        checkpoints.record_intent(s, _intent("c1", "eth0", 0))
+        checkpoints.record_intent(s, _intent("c1", "net1", 1))
+        checkpoints.finish_add(s, "c1")
+
+    await db.write(add)
 
     returned = await db.write(partial(checkpoints.begin_delete_and_load, container_id="c1"))
     missing = await db.write(partial(checkpoints.begin_delete_and_load, container_id="c2"))

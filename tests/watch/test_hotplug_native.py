@@ -16,6 +16,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +110,10 @@ class Node:
                 ),
                 {"cid": container},
             )
-            return [tuple(str(c) for c in row) for row in rows]
+            return [
+                (str(command), str(trigger), str(outcome), str(ifname))
+                for command, trigger, outcome, ifname in rows
+            ]
 
         return await self.database.read(read)
 
@@ -127,9 +131,7 @@ def nads(emulator: KubeApiEmulator, layout: Layout) -> None:
 
 async def nads_mirrored(running: Running) -> None:
     for name in ("hot-a", "hot-b", "hot-dev"):
-        await eventually(
-            lambda n=name: running.watchers.nads.get_nad("default", n), lambda nad: nad is not None
-        )
+        await eventually(partial(running.watchers.nads.get_nad, "default", name), lambda nad: nad is not None)
 
 
 @pytest.fixture
@@ -362,7 +364,10 @@ async def _delegate_lines(database: Database, container: str) -> list[tuple[str,
             ),
             {"cid": container},
         )
-        return [tuple(str(c) for c in row) for row in rows]
+        return [
+            (str(command), str(trigger), str(outcome), str(ifname))
+            for command, trigger, outcome, ifname in rows
+        ]
 
     return await database.read(read)
 
