@@ -34,19 +34,20 @@ _loaded: dict[bytes, NetworkConfigList] = {}
 DEL replays its recorded one, each ADD loads its NADs'), and a list is immutable once loaded."""
 
 
-def load_network_list(data: bytes, *, source: str) -> NetworkConfigList:
+def load_network_list(data: bytes | bytearray, *, source: str) -> NetworkConfigList:
     """Decode a single conf (top-level ``type``: a list of one) or a conflist (``plugins``).
 
     ``source`` (a file path, a NAD's namespace/name, ...) prefixes every error message. The same
-    bytes give the same (shared) list: callers never modify one, nor its plugins' objects.
+    bytes give the same (shared) list: callers never modify one, nor its plugins' objects. Its
+    ``raw`` is ``bytes`` whatever ``data`` was (a later change to a bytearray cannot reach it).
     """
     key = data if type(data) is bytes else bytes(data)
     net = _loaded.get(key)
     if net is not None:
         return net
-    document = _parse(data, source=source)
+    document = _parse(key, source=source)
     try:
-        net = _network_list(document, raw=data)
+        net = _network_list(document, raw=key)
     except CniError as err:
         raise err.with_context(source) from None
     if len(_loaded) >= _LOADED_CAPACITY:

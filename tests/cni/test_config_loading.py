@@ -42,7 +42,7 @@ def test_the_same_bytes_load_to_the_same_list_and_bad_bytes_fail_every_time_nami
     bad = b'{"cniVersion": "1.0.0", "name": "again", "plugins": []}'
 
     first = conf.load_network_list(raw, source="checkpoint of a/net1")
-    second = conf.load_network_list(bytearray(raw), source="checkpoint of b/net1")  # type: ignore[arg-type]  # annotated bytes; a bytearray works too
+    second = conf.load_network_list(bytearray(raw), source="checkpoint of b/net1")
 
     assert second is first  # parsed once
     assert second.raw == raw
@@ -50,6 +50,16 @@ def test_the_same_bytes_load_to_the_same_list_and_bad_bytes_fail_every_time_nami
         with pytest.raises(CniError) as caught:
             conf.load_network_list(bad, source=source)
         assert caught.value.msg == f'{source}: "plugins" is empty'
+
+
+def test_a_list_loaded_from_a_bytearray_keeps_bytes_the_caller_cannot_change() -> None:
+    data = bytearray(b'{"cniVersion": "1.0.0", "name": "from-bytearray", "plugins": [{"type": "bridge"}]}')
+
+    net = conf.load_network_list(data, source="request field 'config'")
+    data[:] = b"{}"
+
+    assert type(net.raw) is bytes
+    assert json.loads(net.raw)["name"] == "from-bytearray"
 
 
 def test_a_conflist_keeps_its_plugins_in_order_and_its_flags() -> None:
