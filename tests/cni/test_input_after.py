@@ -11,6 +11,7 @@ import asyncio
 import errno
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -85,7 +86,7 @@ async def test_a_plugin_whose_input_no_pipe_holds_is_started_only_once_ready(
     spawned: list[bool] = []
     spawn = child.spawn
 
-    def recording_spawn(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def recording_spawn(*args: Any, **kwargs: Any) -> child.Child:
         spawned.append(kwargs["hold_input"])
         return spawn(*args, **kwargs)
 

@@ -8,6 +8,7 @@ import json
 import os
 import random
 import threading
+from collections.abc import Coroutine
 
 import pytest
 
@@ -182,11 +183,13 @@ async def test_an_adds_two_commits_are_synced_and_a_dels_two_are_not(
     commits: list[str] = []
     submit_write, write_then_sync = node.db.submit_write, node.db.write_then_sync
 
-    def recording_durability(work, *, durable=True):  # type: ignore[no-untyped-def]
+    def recording_durability(work: database.Work[object], *, durable: bool = True) -> asyncio.Future[object]:
         commits.append("durable" if durable else "unsynced")
         return submit_write(work, durable=durable)
 
-    def recording_later_sync(work):  # type: ignore[no-untyped-def]
+    def recording_later_sync(
+        work: database.Work[object],
+    ) -> Coroutine[object, object, tuple[object, asyncio.Future[None]]]:
         commits.append("synced after")
         return write_then_sync(work)
 

@@ -15,6 +15,7 @@ import sqlite3
 import subprocess
 import time
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -42,8 +43,8 @@ def _bridge_nad(cluster: Cluster, subnet: str, suffix: str, name: str = "") -> d
 
 
 @pytest.fixture
-def node(cluster: Cluster, kube: KubeApiProcess, started: Any) -> Cluster:
-    return started(gcIntervalSeconds=3600, metricsPort=free_port())  # type: ignore[no-any-return]
+def node(cluster: Cluster, kube: KubeApiProcess, started: Callable[..., Cluster]) -> Cluster:
+    return started(gcIntervalSeconds=3600, metricsPort=free_port())
 
 
 def _metric(node: Cluster, line_start: str) -> float:
@@ -119,7 +120,10 @@ def _history(node: Cluster, container: str) -> list[tuple[str, str, str, str, st
             "SELECT command, step, trigger, outcome, ifname FROM history WHERE container_id = ? ORDER BY id",
             (container,),
         ).fetchall()
-    return [tuple(str(column) for column in row) for row in rows]  # type: ignore[misc]
+    return [
+        (str(command), str(step), str(trigger), str(outcome), str(ifname))
+        for command, step, trigger, outcome, ifname in rows
+    ]
 
 
 def _events(kube: KubeApiProcess, reason: str, within: float = 10.0) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ import signal
 import sqlite3
 import subprocess
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -50,11 +51,11 @@ def _macvlan_nad(cluster: Cluster) -> dict[str, Any]:
 
 
 @pytest.fixture
-def node(cluster: Cluster, kube: KubeApiProcess, started: Any) -> Cluster:
+def node(cluster: Cluster, kube: KubeApiProcess, started: Callable[..., Cluster]) -> Cluster:
     """A daemon mirroring the emulator: cluster network from conf, NADs ``bridge-net`` and ``macvlan-net``."""
     kube.create_nad("default", "bridge-net", _bridge_nad(cluster, "10.71.0.0/24", "b"))
     kube.create_nad("default", "macvlan-net", _macvlan_nad(cluster))
-    return started(gcIntervalSeconds=3600)  # type: ignore[no-any-return]
+    return started(gcIntervalSeconds=3600)
 
 
 def _add(

@@ -16,7 +16,7 @@ import signal
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -48,9 +48,9 @@ def _state(pid: int) -> str:
         return ""
 
 
-def _until(condition: object, what: str, within: float = 60.0) -> None:
+def _until(condition: Callable[[], object], what: str, within: float = 60.0) -> None:
     deadline = time.monotonic() + within
-    while not condition():  # type: ignore[operator]
+    while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.02)
 

@@ -139,4 +139,6 @@ def test_shim_and_library_agree_on_a_bridge_result(version: str) -> None:
         "routes": [{"dst": "0.0.0.0/0", "gw": "10.1.0.1"}],
         "dns": {},
     }
-    assert _normalised(_shim_convert(bridge, version)) == _normalised(results.convert(bridge, version))  # type: ignore[arg-type]
+    converted = _shim_convert(bridge, version)
+    assert isinstance(converted, dict), converted
+    assert _normalised(converted) == _normalised(results.convert(bridge, version))

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,6 +56,13 @@ def start_shim(launcher: Path, stdin: bytes, env: dict[str, str]) -> subprocess.
     return shim
 
 
+def read_outputs(shim: subprocess.Popen[bytes]) -> tuple[bytes, bytes]:
+    """All the shim (started by ``start_shim``) writes to stdout and stderr, once it closes them."""
+    assert shim.stdout is not None
+    assert shim.stderr is not None
+    return shim.stdout.read(), shim.stderr.read()
+
+
 @pytest.mark.parametrize("command", [c for c in COMMANDS if c != "DEL"])
 def test_absent_daemon_without_a_marker_is_code_11_at_once_for_every_command_but_del(
     launcher: Path, socket_dir: Path, command: str
@@ -93,7 +101,7 @@ def test_a_restart_marker_makes_the_shim_wait_for_the_new_daemon(
         wait_until_retrying(shim)
         (socket_dir / "multus.sock").unlink(missing_ok=True)
         daemon.start()
-        stdout, stderr = shim.stdout.read(), shim.stderr.read()  # type: ignore[union-attr]
+        stdout, stderr = read_outputs(shim)
         shim.wait(timeout=60)
     finally:
         if shim.poll() is None:
@@ -207,7 +215,7 @@ def test_a_del_during_a_restart_reaches_the_new_daemon_instead_of_the_spool(
     try:
         wait_until_retrying(shim)
         daemon.start()
-        stdout, stderr = shim.stdout.read(), shim.stderr.read()  # type: ignore[union-attr]
+        stdout, stderr = read_outputs(shim)
         shim.wait(timeout=60)
     finally:
         if shim.poll() is None:
@@ -286,7 +294,7 @@ def test_unreachable_for_another_reason_is_code_11_at_once(launcher: Path, socke
     }
 
 
-def _spooled(spool: Path) -> list[dict[str, object]]:
+def _spooled(spool: Path) -> list[dict[str, Any]]:
     import json
 
     return [json.loads(path.read_bytes()) for path in sorted(spool.glob("del-*.json"))]
@@ -303,8 +311,8 @@ def test_del_with_the_daemon_absent_is_spooled_durably_and_succeeds(
 
     assert (run.returncode, run.stdout) == (0, b"")
     [entry] = _spooled(spool)
-    assert entry["env"]["CNI_COMMAND"] == "DEL"  # type: ignore[index]
-    assert entry["env"]["CNI_CONTAINERID"] == BASE_ENV["CNI_CONTAINERID"]  # type: ignore[index]
+    assert entry["env"]["CNI_COMMAND"] == "DEL"
+    assert entry["env"]["CNI_CONTAINERID"] == BASE_ENV["CNI_CONTAINERID"]
     assert base64.b64decode(str(entry["config"])) == conf
     assert [p.name for p in spool.iterdir() if p.name.startswith(".")] == [], "no temporary file left"
 

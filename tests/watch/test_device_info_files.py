@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -258,8 +259,8 @@ def test_a_cni_device_info_file_the_runtime_passed_is_never_removed(tmp_path: Pa
         state="attached",
         result=None,
         last_error=None,
-        created_at=None,  # type: ignore[arg-type]
-        updated_at=None,  # type: ignore[arg-type]
+        created_at=datetime.now(UTC),
+        updated_at=datetime.now(UTC),
     )
     assert device_info.remove_for_attachment(attachment) is False
     assert foreign.exists()
