@@ -248,11 +248,25 @@ class AttachEngine:
     async def tear_down(self, container_id: str, *, trigger: Trigger) -> list[CniError]:
         """DEL a recorded sandbox from its checkpoint alone (recovery, GC, operator); return the
         errors of the delegates whose DEL failed (they stay recorded, pending)."""
+        _, errors = await self.tear_down_if(container_id, trigger=trigger)
+        return errors
+
+    async def tear_down_if(
+        self,
+        container_id: str,
+        *,
+        trigger: Trigger,
+        condition: Callable[[SandboxRecord], bool] | None = None,
+    ) -> tuple[SandboxRecord | None, list[CniError]]:
+        """``tear_down``, only if ``condition`` holds for the sandbox as recorded once its lock is
+        held (a decision taken on an earlier read, such as GC's, may no longer hold: an ADD in flight
+        then may have answered since). Return the record torn down (None when nothing was) and the
+        errors of the delegates whose DEL failed."""
         async with self.locks.hold(container_id):
             record = await self._db.read(partial(checkpoints.load_sandbox, container_id=container_id))
-            if record is None:
-                return []
-            return await self._teardown.run(record, trigger=trigger)
+            if record is None or (condition is not None and not condition(record)):
+                return None, []
+            return record, await self._teardown.run(record, trigger=trigger)
 
     # ---- ADD ----------------------------------------------------------------------------------
 

@@ -143,7 +143,7 @@ class GarbageCollector:
                     report.orphans.append(Orphan(sandbox.container_id, why, pod))
             if not dry_run:
                 for orphan in report.orphans:
-                    await self._collect(orphan, report)
+                    await self._collect(orphan, report, pods=live_pods)
             await self._sweep_leases(report, dry_run=dry_run)
             report.duration_ms = (time.monotonic() - started) * 1000
             if not dry_run:
@@ -153,11 +153,20 @@ class GarbageCollector:
                 log.info("gc: %s", json.dumps(report.as_json()))
             return report
 
-    async def _collect(self, orphan: Orphan, report: GcReport) -> None:
-        record = await self._db.read(lambda s: checkpoints.load_sandbox(s, orphan.container_id))
+    async def _collect(
+        self, orphan: Orphan, report: GcReport, *, pods: Mapping[tuple[str, str], str] | None
+    ) -> None:
+        """Tear ``orphan`` down if it still is one under its lock: the summaries were read before,
+        and an ADD in flight then (``adding``) may have answered since (invariant 10)."""
+
+        def still_orphaned(record: SandboxRecord) -> bool:
+            return orphan_reason(_summary_of(record), boot_id=self._engine.boot_id, pods=pods) is not None
+
+        record, errors = await self._engine.tear_down_if(
+            orphan.container_id, trigger=Trigger.GC, condition=still_orphaned
+        )
         if record is None:
             return
-        errors = await self._engine.tear_down(orphan.container_id, trigger=Trigger.GC)
         if errors:
             for error in errors:
                 log.warning(
@@ -200,6 +209,17 @@ class GarbageCollector:
         for state in ("intent", "added", "deleting"):
             metrics.ATTACHMENTS.labels(state).set(by_state.get(state, 0))
         metrics.STORE_BYTES.set(self._db.size_bytes())
+
+
+def _summary_of(record: SandboxRecord) -> SandboxSummary:
+    return SandboxSummary(
+        container_id=record.container_id,
+        state=record.state,
+        netns=record.netns,
+        ifname=record.ifname,
+        pod=record.pod,
+        boot_id=record.boot_id,
+    )
 
 
 def _observe(report: GcReport) -> None:
