@@ -198,6 +198,12 @@ class GarbageCollector:
             for lease in candidates
             if await self._db.read(partial(history.has_seen, container_id=lease.container_id))
         ]
+        if ours:
+            # Read again now that the leases are listed: an ADD may have begun after ``live`` was
+            # read, taken a lease and written its history since. Its intent was committed before its
+            # plugin ran, so a lease listed earlier whose container is recorded now is not stale.
+            live = await self._db.read(checkpoints.container_ids)
+            ours = [lease for lease in ours if lease.container_id not in live]
         if dry_run:
             report.leases_removed.extend(str(lease.path) for lease in ours)
             return

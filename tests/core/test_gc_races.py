@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
+from typing import Any, cast
 
+from app.gc import collector
 from app.gc.collector import GarbageCollector
+from app.store.database import Database
 from tests.core.support import Command, Node, new_container_id, pending
 
 
@@ -37,12 +40,53 @@ async def test_an_add_that_finishes_while_gc_examines_it_is_not_torn_down(node: 
             await adding
             return {("default", "pod-a"): "uid-a"}
 
-    collector = GarbageCollector(engine=engine, db=node.db, pods=PodsWhileTheAddFinishes())
+    gc = GarbageCollector(engine=engine, db=node.db, pods=PodsWhileTheAddFinishes())
 
-    report = await collector.run_once()
+    report = await gc.run_once()
 
     assert adding.done()
     assert adding.exception() is None
     assert report.collected == []
     assert pending(node.checkpoint(container)) == ["eth0"]
     assert [call[0] for call in node.calls()] == ["ADD"]
+
+
+class AddAfterFirstRead:
+    """The store as GC reads it, with an ADD that runs to completion right after GC's first read of
+    the recorded configurations and containers (as one may, while the sweep awaits its reads)."""
+
+    def __init__(self, node: Node, add: Callable[[], Awaitable[object]]) -> None:
+        self._db = node.db
+        self._add = add
+        self.added = False
+
+    async def read(self, unit: Callable[..., Any]) -> Any:
+        answer = await self._db.read(unit)
+        if unit is collector._configs_and_containers and not self.added:
+            self.added = True
+            await self._add()
+        return answer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._db, name)
+
+
+async def test_a_lease_taken_by_an_add_during_the_lease_sweep_is_kept(node: Node) -> None:
+    conf = node.conf(node.bridge_network("leased", subnet="10.99.7.0/24"))
+    engine = node.engine()
+    first, second = new_container_id(), new_container_id()
+    await engine.add(node.request(Command.ADD, first, node.new_netns(), conf))  # the lease dir is known
+    lease_dir = node.ipam_dir / "leased"
+    netns = node.new_netns()
+    store = AddAfterFirstRead(
+        node, lambda: engine.add(node.request(Command.ADD, second, netns, conf, pod="pod-b"))
+    )
+    gc = GarbageCollector(engine=engine, db=cast(Database, store), pods=None)
+
+    report = await gc.run_once()
+
+    assert store.added
+    assert pending(node.checkpoint(second)) == ["eth0"]
+    assert report.leases_removed == []
+    owners = {path.read_text().split()[0] for path in lease_dir.iterdir() if path.name.startswith("10.")}
+    assert owners == {first, second}
