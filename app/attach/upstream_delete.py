@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from app.attach import recording, upstream_cache
 from app.attach.errors import UndeletableError, as_cni_error, never_runnable
@@ -20,7 +20,7 @@ from app.attach.recording import UnitOfWork
 from app.attach.requests import Command, SandboxRequest
 from app.cni import api
 from app.cni import conf as cniconf
-from app.cni.types import CniError, IfName, RuntimeConf
+from app.cni.types import CniError, ErrorCode, IfName, RuntimeConf
 from app.store.records import HistoryEntry
 
 log = logging.getLogger(__name__)
@@ -43,9 +43,13 @@ async def delete_from_upstream_cache(
     for attachment in cached:
         started = time.monotonic()
         error: CniError | None = None
+        result = dict(attachment.result) if isinstance(attachment.result, Mapping) else None
         try:
-            try:
+            try:  # a cached config or result that cannot be read back never will be (invariant 5b)
                 net = cniconf.load_network_list(attachment.config, source=str(attachment.path))
+                if attachment.result is not None and not isinstance(attachment.result, Mapping):
+                    raise CniError(ErrorCode.DECODING_FAILURE, "cached result is not a JSON object")
+                prev_result = api.prev_result_for_del(net, result or None)
             except CniError as exc:
                 raise UndeletableError(exc) from exc
             await api.del_network_list(
@@ -58,7 +62,8 @@ async def delete_from_upstream_cache(
                     args=attachment.cni_args,
                     capability_args=attachment.capability_args,
                 ),
-                prev_result=dict(attachment.result) if attachment.result else None,
+                prev_result=prev_result,
+                prev_result_prepared=True,
             )
         except Exception as exc:
             cause = exc.error if isinstance(exc, UndeletableError) else exc
@@ -76,7 +81,7 @@ async def delete_from_upstream_cache(
             trigger=request.trigger,
             started=started,
             error=error,
-            result=dict(attachment.result) if attachment.result else None,
+            result=result or None,
             container_id=request.container_id,
             netns=attachment.netns,
             ifname=attachment.ifname,

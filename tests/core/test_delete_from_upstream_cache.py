@@ -81,3 +81,34 @@ async def test_an_unreadable_cache_file_is_skipped_and_the_rest_is_released(node
     await node.engine().delete(node.request(Command.DEL, container, None, conf))
 
     assert node.calls() == [("DEL", "good", "eth0")]
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        {"cniVersion": "1.0.0", "ips": [{"address": "not-an-address"}]},
+        {"cniVersion": "1.0.0", "interfaces": "eth0"},
+        ["not", "an", "object"],
+    ],
+    ids=["bad-address", "bad-interfaces", "not-an-object"],
+)
+async def test_a_cached_result_that_does_not_parse_does_not_fail_the_del_for_ever(
+    node: Node, result: object
+) -> None:
+    """Invariant 5b: a cached result that can never be read back is no reason that may pass."""
+    container = new_container_id()
+    cache = node.write_upstream_cache(
+        container,
+        network=recorder_conf(node, "upstream-cluster"),
+        ifname="eth0",
+        netns="",
+        result=result,  # type: ignore[arg-type]
+    )
+    conf = node.conf(node.recorder_network("cluster"))
+
+    await node.engine().delete(node.request(Command.DEL, container, None, conf))
+
+    assert not cache.exists()
+    assert [(ifname, outcome) for ifname, _, outcome in delegate_lines(node.history(container), "DEL")] == [
+        ("eth0", "error")
+    ]
