@@ -10,6 +10,7 @@ reading a namespace's identity.
 from __future__ import annotations
 
 import logging
+import os
 
 from app.attach import logcontext, netns
 from app.cni import conf as cniconf
@@ -37,7 +38,8 @@ def recorded_call(
 
 
 def netns_for_del(record: SandboxRecord) -> str:
-    """The namespace a DEL runs in: the recorded path, unless it now holds another namespace.
+    """The namespace a DEL runs in: the recorded path, unless it now holds another namespace, or
+    none (the namespace unmounted, its file left behind: plugins refuse to enter it, for ever).
 
     A path reused by a newer sandbox must not have this one's interfaces removed from it: the DEL
     then runs without a namespace (allowed by the CNI spec), which still releases IPAM.
@@ -45,9 +47,9 @@ def netns_for_del(record: SandboxRecord) -> str:
     if not record.netns_id:
         return record.netns
     current = netns.netns_identity(record.netns)
-    if current and current != record.netns_id:
+    if current != record.netns_id and (current or os.path.lexists(record.netns)):
         log.warning(
-            "netns %s of container %s is now another namespace; DEL runs without it",
+            "netns %s of container %s is now another namespace or none; DEL runs without it",
             record.netns,
             record.container_id,
             extra=logcontext.fields(record.container_id, command="DEL", pod=record.pod),

@@ -1,0 +1,23 @@
+"""DEL of a sandbox whose netns path no longer holds a namespace (unmounted, the file left behind)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+
+from tests.core.support import Command, Node, delegate_lines, new_container_id
+
+
+async def test_del_succeeds_when_the_netns_path_is_left_as_a_plain_file(node: Node) -> None:
+    conf = node.conf(node.bridge_network("cluster", subnet="10.99.8.0/24"))
+    engine = node.engine()
+    container = new_container_id()
+    netns = node.new_netns()
+    await engine.add(node.request(Command.ADD, container, netns, conf))
+    await asyncio.to_thread(subprocess.run, ["umount", netns.path], check=True)  # its file stays
+
+    await engine.delete(node.request(Command.DEL, container, netns, conf))
+
+    assert node.checkpoint(container) is None
+    assert delegate_lines(node.history(container), "DEL") == [("eth0", "runtime", "ok")]
+    assert not [p for p in (node.ipam_dir / "cluster").iterdir() if p.name.startswith("10.")]
