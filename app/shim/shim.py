@@ -961,8 +961,21 @@ def read_cidr(obj: dict[str, object], key: str, where: str) -> str:
 
 
 def is_ipv6(address: str) -> bool:
-    """The family of an address as written: IPv6 forms contain a colon."""
-    return ":" in address
+    """The family of an address as written, as Go's ``To4() == nil`` decides: IPv6 forms contain a
+    colon, but an IPv4-mapped one (``::ffff:10.1.0.5``) is IPv4, as ``app.cni.results`` counts it."""
+    return ":" in address and not is_ipv4_mapped(address.partition("/")[0])
+
+
+def is_ipv4_mapped(host: str) -> bool:
+    """``::ffff:a.b.c.d`` in any of its spellings: five zero groups, then ``ffff``."""
+    head, double_colon, tail = host.partition("::")
+    left = head.split(":") if head else []
+    right = tail.split(":") if tail else []
+    groups = left + ["0"] * (8 - len(left) - len(right) - ("." in host)) + right if double_colon else left
+    try:
+        return not any(int(group, 16) for group in groups[:5]) and int(groups[5], 16) == 0xFFFF
+    except (ValueError, IndexError):
+        return False
 
 
 class Interface:

@@ -142,3 +142,20 @@ def test_shim_and_library_agree_on_a_bridge_result(version: str) -> None:
     converted = _shim_convert(bridge, version)
     assert isinstance(converted, dict), converted
     assert _normalised(converted) == _normalised(results.convert(bridge, version))
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize(
+    "mapped", ["::ffff:10.1.0.5/120", "::FFFF:a01:5/120", "0:0:0:0:0:ffff:10.1.0.5/120", "0::ffff:a01:5/104"]
+)
+def test_ipv4_mapped_addresses_are_ipv4_for_the_shim_too(version: str, mapped: str) -> None:
+    """Go's ``To4() != nil``: an IPv4-mapped IPv6 address is IPv4 (``version`` "4", ``ip4``, its routes
+    under ``ip4``), as ``app.cni.results`` decides; a plain IPv6 address next to it stays IPv6."""
+    result = {
+        "cniVersion": "1.1.0",
+        "ips": [{"address": mapped}, {"address": "fd00::5/64"}, {"address": "10.1.0.6/24"}],
+        "routes": [{"dst": "::ffff:0.0.0.0/96"}, {"dst": "fd00::/8"}],
+    }
+    converted = _shim_convert(result, version)
+    assert isinstance(converted, dict), converted
+    assert _normalised(json.loads(json.dumps(converted))) == _normalised(results.convert(result, version))
