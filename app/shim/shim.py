@@ -130,6 +130,7 @@ RESTART_MARKER_NAME = "multus.restarting"
 RESTART_POLL_SECONDS = 0.02
 """Pause between two connection attempts while a restart marker is live."""
 MAX_MARKER_BYTES = 4096
+INFINITY = float("inf")
 SHIM_VERSION = "0.1.0"
 """multus-py's version (``pyproject.toml``; a test keeps them equal), printed by ``-version``."""
 VERSION_FLAGS = ("version", "v")
@@ -701,7 +702,11 @@ def restart_marker_until(marker: str) -> float:
     until = content.get("until") if isinstance(content, dict) else None
     if isinstance(until, bool) or not isinstance(until, int | float):
         return 0.0
-    return float(until)
+    try:
+        seconds = float(until)
+    except OverflowError:  # an integer no float holds: no time a daemon wrote
+        return 0.0
+    return seconds if -INFINITY < seconds < INFINITY else 0.0  # nor is inf or NaN
 
 
 def exchange(path: str, request: bytes, deadline: float) -> tuple[int, bytes]:

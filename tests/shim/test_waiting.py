@@ -317,6 +317,20 @@ def test_del_with_the_daemon_absent_is_spooled_durably_and_succeeds(
     assert [p.name for p in spool.iterdir() if p.name.startswith(".")] == [], "no temporary file left"
 
 
+@pytest.mark.parametrize("until", ["1" + "0" * 400, "1e400", "-1e400"], ids=["huge-int", "inf", "-inf"])
+def test_a_marker_whose_until_is_no_time_is_ignored_and_the_del_still_spooled(
+    launcher: Path, socket_dir: Path, tmp_path: Path, until: str
+) -> None:
+    """A corrupt marker (an ``until`` no float holds) counts as no marker: no code 999, no lost DEL."""
+    (socket_dir / "multus.restarting").write_text('{"pid": 4242, "until": ' + until + "}")
+    spool = tmp_path / "spool"
+    env = {"CNI_COMMAND": "DEL", "MULTUS_SHIM_WAIT_SECONDS": "0.2"}
+
+    run = run_shim(launcher, conf_bytes(socket_dir, spoolDir=str(spool)), env=env)
+
+    assert (run.returncode, run.stdout, len(_spooled(spool))) == (0, b"", 1)
+
+
 def test_del_cut_off_mid_answer_is_spooled_since_del_may_be_repeated(
     launcher: Path, daemon: StubDaemon, tmp_path: Path
 ) -> None:
