@@ -472,6 +472,11 @@ def interpret_delegate(
         raise CniError(ErrorCode.INVALID_ENVIRONMENT, f"required env variables [{','.join(missing)}] missing")
     names.check_container_id(env["CNI_CONTAINERID"])
     names.check_ifname(env["CNI_IFNAME"])
+    netns = env["CNI_NETNS"]
+    if command is not Command.DEL:
+        names.check_netns_path(netns)
+    elif not _usable_for_delete(env, "CNI_NETNS", lambda: names.check_netns_path(netns)):
+        netns = ""  # DEL replays the checkpoint: the netns is only written to the history
     cni_args = parse_cni_args(env["CNI_ARGS"])
     pod = _pod_identity(cni_args)
     for key, value in (("K8S_POD_NAMESPACE", pod.namespace), ("K8S_POD_NAME", pod.name)):
@@ -480,7 +485,7 @@ def interpret_delegate(
     sandbox = SandboxRequest(
         command=command,
         container_id=ContainerId(env["CNI_CONTAINERID"]),
-        netns=env["CNI_NETNS"],
+        netns=netns,
         ifname=IfName(env["CNI_IFNAME"]),
         cni_args=cni_args,
         pod=pod,

@@ -418,3 +418,45 @@ def test_a_configuration_let_past_the_tree_walk_is_one_the_walk_accepts(
 
     if protocol._plainly_within_limits(raw):
         protocol.check_json_tree(json.loads(raw), what="config")  # raises if the shortcut was wrong
+
+
+# ---- POST /delegate ---------------------------------------------------------------------------
+
+DELEGATE_CONF = {"cniVersion": "1.0.0", "name": "hotplugged", "type": "bridge"}
+DELEGATE_ENV = {**ENV, "CNI_IFNAME": "net1"}
+
+
+def interpret_delegate(raw: bytes) -> Any:
+    request, attributes = protocol.decode_delegate_body(raw)
+    return protocol.interpret_delegate(request, attributes, daemon_config={})
+
+
+@pytest.mark.parametrize(
+    "netns",
+    [
+        pytest.param("/var/run/netns/\udcff", id="not-utf8"),
+        pytest.param("/var/run/netns/a\x00b", id="nul"),
+        pytest.param("/var/run/netns/a\x1bb", id="control-character"),
+        pytest.param("relative/netns", id="relative"),
+    ],
+)
+@pytest.mark.parametrize("command", ["ADD", "CHECK"])
+def test_a_delegate_request_with_an_unusable_netns_is_code_4_naming_it(netns: str, command: str) -> None:
+    # Unchecked, the value reached the history line, whose UTF-8 encoding failed: code 999.
+    raw = body({**DELEGATE_ENV, "CNI_COMMAND": command, "CNI_NETNS": netns}, DELEGATE_CONF)
+
+    with pytest.raises(CniError) as caught:
+        interpret_delegate(raw)
+
+    assert caught.value.code == ErrorCode.INVALID_ENVIRONMENT
+    assert "CNI_NETNS" in caught.value.msg
+
+
+def test_a_delegate_del_with_an_unusable_netns_runs_without_it_so_it_terminates() -> None:
+    raw = body({**DELEGATE_ENV, "CNI_COMMAND": "DEL", "CNI_NETNS": "/var/run/netns/\udcff"}, DELEGATE_CONF)
+
+    call = interpret_delegate(raw)
+
+    assert call is not None
+    assert call.request.netns == ""
+    assert call.request.ifname == "net1"
