@@ -15,6 +15,8 @@ import re
 from collections.abc import Sequence
 from typing import Any, Final, TypeGuard
 
+from app.cni import results
+
 _GO_SPACE: Final = (
     "\t\n\v\f\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u2028\u2029\u202f\u205f\u3000"
 )
@@ -50,11 +52,14 @@ class Pairs(list[tuple[str, Any]]):
 
 
 def loads(value: str) -> object:
-    """``value`` decoded with objects as ``Pairs``; ``NaN``/``Infinity`` refused as Go refuses them.
+    """``value`` decoded with objects as ``Pairs``; ``NaN``/``Infinity`` and numbers beyond float64's
+    range refused as Go refuses them.
 
     Raises ValueError (with Python's wording for syntax errors) or RecursionError.
     """
-    return json.loads(value, object_pairs_hook=Pairs, parse_constant=_reject_constant)
+    return json.loads(
+        value, object_pairs_hook=Pairs, parse_constant=_reject_constant, parse_float=results.finite_float
+    )
 
 
 def _reject_constant(name: str) -> object:

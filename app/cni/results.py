@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import json
+import math
 import re
 from collections.abc import Callable, Sequence
 from typing import Any, Final
@@ -160,7 +161,8 @@ def decode_version_info(stdout: bytes, *, plugin: str) -> JsonObject:
 
 
 def parse_json(data: bytes) -> object:
-    """``json.loads`` as strict as Go's decoder: ``NaN`` and ``Infinity`` are not JSON (ValueError)."""
+    """``json.loads`` as strict as Go's decoder: ``NaN`` and ``Infinity`` are not JSON, nor is a number
+    no float64 holds (``1e999``) JSON Go can decode (ValueError)."""
     text = (
         data.decode(json.detect_encoding(data), "surrogatepass")
         if isinstance(data, bytes | bytearray)
@@ -184,7 +186,16 @@ def _reject_constant(name: str) -> object:
     raise ValueError(f"{name} is not valid JSON")
 
 
-_STRICT_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
+def finite_float(text: str) -> float:
+    """A JSON number with a fraction or an exponent; one beyond float64's range is refused (ValueError)
+    as Go's decoder refuses it: kept as an infinity, it could never be encoded again."""
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"json: cannot unmarshal number {text} into Go value of type float64")
+    return value
+
+
+_STRICT_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant, parse_float=finite_float)
 """One decoder for every parse (``json.loads`` with an argument builds a new one per call)."""
 
 

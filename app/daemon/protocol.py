@@ -30,7 +30,7 @@ from typing import Any
 
 from app.attach import hotplug, netconf
 from app.attach.requests import Command, NodeRequest, SandboxRequest, Trigger
-from app.cni import names
+from app.cni import names, results
 from app.cni.types import Attachment, CniError, ContainerId, ErrorCode, IfName, JsonObject
 from app.store.records import PodIdentity
 
@@ -89,9 +89,10 @@ def _plainly_within_limits(raw: bytes) -> bool:
 
 def _loads(raw: bytes, message: str) -> Any:
     """``json.loads`` with every failure a code-6 error: bad syntax, bytes that are not UTF-8,
-    nesting deeper than the interpreter can follow."""
+    nesting deeper than the interpreter can follow, ``NaN``/``Infinity`` and numbers beyond float64's
+    range (not JSON Go decodes; accepted, they would fail every delegate only once recorded)."""
     try:
-        return json.loads(raw)
+        return results.parse_json(raw)
     except ValueError as exc:
         raise CniError(ErrorCode.DECODING_FAILURE, message, str(exc)) from exc
     except RecursionError:

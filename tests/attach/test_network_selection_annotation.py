@@ -532,3 +532,13 @@ def test_arbitrary_text_only_ever_raises_code_7(value: str) -> None:
 @given(st.lists(ELEMENTS | JSON_VALUES, max_size=3).map(json.dumps) | JSON_VALUES.map(json.dumps))
 def test_arbitrary_json_only_ever_raises_code_7(value: str) -> None:
     raises_only_code_7(value)
+
+
+@pytest.mark.parametrize("number", ["1e999", "-1e999", "1E400"])
+def test_a_number_no_float64_holds_is_a_json_error_as_in_go(number: str) -> None:
+    # Go: "json: cannot unmarshal number 1e999 into ... of type float64". Kept as infinity, it made
+    # every delegate configuration it reached unencodable.
+    error = error_of(f'[{{"name": "a", "cni-args": {{"mtu": {number}}}}}]')
+
+    assert error.msg.startswith(NETWORKS + JSON_FORMAT)
+    assert number in error.msg

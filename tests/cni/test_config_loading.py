@@ -156,7 +156,16 @@ def test_invalid_configs_are_refused_naming_the_source_and_field(
 
 
 @pytest.mark.parametrize(
-    ("raw", "code"), [(b"{", 6), (b'{"name": NaN}', 6), (b"\xff", 6), (b"[]", 7), (b"null", 7)]
+    ("raw", "code"),
+    [
+        (b"{", 6),
+        (b'{"name": NaN}', 6),
+        (b'{"name": "n", "type": "bridge", "mtu": 1e999}', 6),
+        (b'{"name": "n", "type": "bridge", "mtu": -1E400}', 6),
+        (b"\xff", 6),
+        (b"[]", 7),
+        (b"null", 7),
+    ],
 )
 def test_bytes_that_are_not_a_json_object_are_refused(raw: bytes, code: int) -> None:
     with pytest.raises(CniError) as caught:

@@ -460,3 +460,19 @@ def test_a_delegate_del_with_an_unusable_netns_runs_without_it_so_it_terminates(
     assert call is not None
     assert call.request.netns == ""
     assert call.request.ifname == "net1"
+
+
+@pytest.mark.parametrize(
+    "value", ["NaN", "Infinity", "-Infinity", "1e999", '{"portMappings": [{"hostPort": -1e400}]}']
+)
+@pytest.mark.parametrize("command", ["ADD", "CHECK", "DEL"])
+def test_a_configuration_holding_a_number_json_has_not_is_a_decoding_error(value: str, command: str) -> None:
+    # Accepted, such a value reached the delegates' stdin only after the ADD had been recorded,
+    # failing it with code 7, and every DEL after it the same way: the sandbox stayed recorded.
+    raw = json.dumps(CONF)[:-1].encode() + b', "runtimeConfig": ' + value.encode() + b"}"
+
+    with pytest.raises(CniError) as caught:
+        interpret(body({**ENV, "CNI_COMMAND": command}, raw))
+
+    assert caught.value.code == ErrorCode.DECODING_FAILURE
+    assert "request field 'config'" in caught.value.msg
