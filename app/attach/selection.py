@@ -392,6 +392,21 @@ def _validated(
     )
 
 
+def check_address_requests(*, ips: Iterable[str], mac: str) -> tuple[str, str] | None:
+    """An element's rules for ``ips`` and ``mac`` applied to requests made elsewhere (``/delegate``'s
+    ``interfaceAttributes``): None, or the field (``ips``, ``mac``) refused first and why."""
+    try:
+        for ip in ips:
+            _check_ip_request(ip)
+    except gojson.DecodeError as err:
+        return "ips", str(err)
+    try:
+        _check_mac(mac, "failed to parse mac")
+    except gojson.DecodeError as err:
+        return "mac", str(err)
+    return None
+
+
 def _check_mac(text: str, context: str) -> None:
     if text and not _is_go_mac(text):
         raise gojson.DecodeError(f"{context}: address {text}: invalid MAC address")

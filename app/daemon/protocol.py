@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from app.attach import hotplug, netconf
+from app.attach import hotplug, netconf, selection
 from app.attach.requests import Command, NodeRequest, SandboxRequest, Trigger
 from app.cni import names, results
 from app.cni.types import Attachment, CniError, ContainerId, ErrorCode, IfName, JsonObject
@@ -439,6 +439,13 @@ def _interface_attributes(value: object) -> hotplug.InterfaceAttributes:
     mac = fields.get("mac") or ""
     if not isinstance(mac, str):
         raise CniError(ErrorCode.DECODING_FAILURE, "request field 'interfaceAttributes.mac' must be a string")
+    problem = selection.check_address_requests(ips=ips, mac=mac)
+    if problem is not None:  # they become the delegate's IP=/MAC= CNI_ARGS: a plugin would fail (999)
+        raise CniError(
+            ErrorCode.INVALID_NETWORK_CONFIG,
+            f"request field 'interfaceAttributes.{problem[0]}' is invalid",
+            problem[1],
+        )
     cni_args = fields.get("cni-args")
     if cni_args is not None and not isinstance(cni_args, dict):
         raise CniError(

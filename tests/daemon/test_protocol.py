@@ -476,3 +476,40 @@ def test_a_configuration_holding_a_number_json_has_not_is_a_decoding_error(value
 
     assert caught.value.code == ErrorCode.DECODING_FAILURE
     assert "request field 'config'" in caught.value.msg
+
+
+@pytest.mark.parametrize(
+    ("attributes", "named"),
+    [
+        pytest.param({"ips": ["not-an-ip"]}, "interfaceAttributes.ips", id="ip-not-an-address"),
+        pytest.param({"ips": ["10.1.1.1/33"]}, "interfaceAttributes.ips", id="cidr-out-of-range"),
+        pytest.param(
+            {"ips": ["10.1.1.1;K8S_POD_NAME=x"]}, "interfaceAttributes.ips", id="ip-smuggling-a-pair"
+        ),
+        pytest.param({"mac": "zz:zz:zz:zz:zz:zz"}, "interfaceAttributes.mac", id="mac-not-hex"),
+        pytest.param({"mac": "aa=bb"}, "interfaceAttributes.mac", id="mac-with-equals"),
+    ],
+)
+def test_delegate_interface_attributes_get_the_annotation_elements_checks(
+    attributes: dict[str, Any], named: str
+) -> None:
+    # They become the delegate's CNI_ARGS (IP=, MAC=) and runtimeConfig, as an annotation's ips and
+    # mac do, which are refused with code 7; unchecked, every delegate parsing them failed (code 999).
+    raw = json.loads(body({**DELEGATE_ENV, "CNI_COMMAND": "ADD"}, DELEGATE_CONF))
+    raw["interfaceAttributes"] = attributes
+
+    with pytest.raises(CniError) as caught:
+        interpret_delegate(json.dumps(raw).encode())
+
+    assert caught.value.code == ErrorCode.INVALID_NETWORK_CONFIG
+    assert named in caught.value.msg
+
+
+def test_valid_delegate_interface_attributes_are_kept() -> None:
+    raw = json.loads(body({**DELEGATE_ENV, "CNI_COMMAND": "ADD"}, DELEGATE_CONF))
+    raw["interfaceAttributes"] = {"ips": ["10.1.1.1/24", "fd00::1"], "mac": "0a:58:0a:01:01:01"}
+
+    call = interpret_delegate(json.dumps(raw).encode())
+
+    assert call.attributes.ips == ("10.1.1.1/24", "fd00::1")
+    assert call.attributes.mac == "0a:58:0a:01:01:01"
