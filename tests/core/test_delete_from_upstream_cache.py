@@ -102,7 +102,7 @@ async def test_a_cached_result_that_does_not_parse_does_not_fail_the_del_for_eve
         network=recorder_conf(node, "upstream-cluster"),
         ifname="eth0",
         netns="",
-        result=result,  # type: ignore[arg-type]
+        result=result,  # type: ignore[arg-type]  # a list, as a corrupt cache may hold
     )
     conf = node.conf(node.recorder_network("cluster"))
 
