@@ -28,10 +28,12 @@ What it does, in order (the wire format is the repository's docs/protocol.md):
 
 Where it does better than upstream's Go shim: the daemon's CNI error codes are printed unchanged
 (upstream turns them all into 999); DEL failures are reported, so the runtime retries (upstream exits
-0); an unreachable daemon is code 11 "try again later" after seconds, not a 60 s readiness poll; the
-whole call has a deadline (``REQUEST_TIMEOUT_SECONDS``; upstream has none); a 200 ADD answer without a
-result is an error, not a crash; error messages do not embed the whole stdin conf; a graceful daemon
-restart is waited for instead of failing the pod.
+0), except that a DEL the daemon cannot take (absent, not ready) or whose shim keys are unusable is
+spooled durably for the daemon to replay and answered success (upstream's is lost); an unreachable
+daemon is code 11 "try again later" after seconds, not a 60 s readiness poll; the whole call has a
+deadline (``REQUEST_TIMEOUT_SECONDS``; upstream has none); a 200 ADD answer without a result is an
+error, not a crash; error messages do not embed the whole stdin conf; a graceful daemon restart is
+waited for instead of failing the pod.
 
 Constraints, and why:
 
@@ -1276,7 +1278,16 @@ def dispatch(call: Call) -> int:
     conf = parse_network_config(stdin)
     call.conf = conf
     check_command_version(command, conf)
-    path = daemon_socket_path(conf)
+    try:
+        path = daemon_socket_path(conf)
+    except CniError as unusable:
+        if command != "DEL":
+            raise
+        # Past the checks of upstream's skel, a DEL must not fail for ever on a conf the shim cannot
+        # use (upstream's answers success): it is spooled, for the daemon to DEL from its checkpoint.
+        where = spool_del(conf, request_body(stdin), unusable)
+        log_failure(call, unusable, f"; spooled in {where} for the daemon to replay")
+        return 0
     request = request_body(stdin)
     try:
         status, body = call_daemon(path, http_request(request))

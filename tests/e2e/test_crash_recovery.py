@@ -194,6 +194,26 @@ def test_spooled_del_is_replayed_before_the_daemon_is_ready(started: Any) -> Non
         assert rows.fetchall() == [("spool", "ok")]
 
 
+def test_a_del_whose_shim_conf_is_unusable_is_spooled_and_the_daemon_replays_it(started: Any) -> None:
+    """A DEL whose ``daemonSocketDir`` is of the wrong type cannot reach the daemon, and no retry of the
+    runtime's would change that: the shim spools it and succeeds; the daemon DELs from its checkpoint."""
+    cluster: Cluster = started(default_networks=1)
+    netns = cluster.new_netns()
+    container = new_container_id()
+    assert cluster.run_shim("ADD", container_id=container, netns=netns).returncode == 0
+
+    conf = cluster.shim_conf(daemonSocketDir=5)
+    deleted = cluster.run_shim("DEL", container_id=container, netns=netns, conf=conf)
+    assert (deleted.returncode, deleted.stdout) == (0, "")
+    assert len(list(cluster.spool_dir.glob("del-*.json"))) == 1
+    cluster.stop_daemon()
+    cluster.start_daemon()  # replays the spool before it is ready
+
+    assert netns.links() == {"lo"}
+    assert cluster.leases() == []
+    assert list(cluster.spool_dir.iterdir()) == []
+
+
 def test_a_corrupt_spool_entry_is_kept_aside_and_does_not_block_the_others(started: Any) -> None:
     cluster: Cluster = started()
     netns = cluster.new_netns()

@@ -248,3 +248,20 @@ def test_shim_keys_of_the_wrong_type_are_code_7(
         "msg": f"invalid CNI configuration passed to multus-shim: json: cannot unmarshal {kind} "
         f"into Go struct field ShimNetConf.{key} of type {go_type}",
     }
+
+
+@pytest.mark.parametrize(("key", "value"), [("daemonSocketDir", 5), ("logToStderr", "yes"), ("logFile", [])])
+def test_a_del_whose_shim_keys_are_unusable_is_spooled_and_succeeds(
+    launcher: Path, tmp_path: Path, key: str, value: object
+) -> None:
+    """A DEL must not fail for ever on a conf no retry can fix (upstream's answers success): it is
+    spooled for the daemon to replay."""
+    spool = tmp_path / "spool"
+
+    run = run_shim(
+        launcher, conf_bytes(None, spoolDir=str(spool), **{key: value}), env={"CNI_COMMAND": "DEL"}
+    )
+
+    assert (run.returncode, run.stdout) == (0, b"")
+    [entry] = spool.glob("del-*.json")
+    assert json.loads(entry.read_bytes())["env"]["CNI_COMMAND"] == "DEL"
