@@ -4,9 +4,11 @@ The shim writes each such DEL, whole and fsynced, as ``<spoolDir>/del-*.json`` h
 request body it would have posted. The daemon replays them at start-up before it reports ready,
 and again on every GC pass, through the same decoding and the same engine DEL as a live request.
 An entry is removed only once its DEL has run: either everything was removed, or the engine has
-recorded the failures in the checkpoint, which then owns the retry. An entry that cannot be
-decoded, or is not a DEL, is renamed ``*.rejected`` with a log line: kept for the operator, never
-silently dropped, and never retried in a loop.
+recorded the failures in the checkpoint, which then owns the retry (a failed DEL of a sandbox the
+checkpoint does not hold, replayed from upstream Multus's cache, keeps its entry for the next pass).
+An entry that cannot be decoded, is not a DEL, or names a container ID no ADD could have used, is
+renamed ``*.rejected`` with a log line: kept for the operator, never silently dropped, and never
+retried in a loop.
 """
 
 from __future__ import annotations
@@ -50,14 +52,24 @@ async def replay(*, spool_dir: Path, engine: AttachEngine, daemon_config: dict[s
     for entry in pending(spool_dir):
         try:
             request = _decode(entry, daemon_config)
-        except CniError as error:
+        except (CniError, protocol.NothingRecordedError) as error:
             _reject(entry, str(error), report)
             continue
         try:
             await engine.delete(request)
-        except CniError as error:  # recorded as pending in the checkpoint: GC retries from there
+        except CniError as error:
             report.failed.append((entry.name, error))
-            log.error(
+            if await engine.load_sandbox(request.container_id) is None:
+                # Not in the checkpoint (a sandbox upstream Multus attached, DELed from its cache):
+                # nothing else would retry it, so the entry stays for the next pass.
+                log.error(
+                    "spooled DEL %s of container %s failed, kept for the next replay: %s",
+                    entry.name,
+                    request.container_id,
+                    error,
+                )
+                continue
+            log.error(  # recorded as pending in the checkpoint: GC retries from there
                 "spooled DEL %s of container %s left work pending: %s",
                 entry.name,
                 request.container_id,
