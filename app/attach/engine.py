@@ -29,7 +29,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -772,11 +772,16 @@ class AttachEngine:
         call; succeed when no such attachment is recorded. The cluster network's is refused."""
         await self._locked_and_recorded(request, self._detach_delegate_locked)
 
-    async def settle_partial_attachments(self, *, trigger: Trigger) -> list[CniError]:
+    async def settle_partial_attachments(
+        self, *, trigger: Trigger, skip: Collection[str] = ()
+    ) -> list[CniError]:
         """DEL every attachment of a ``ready`` sandbox whose hot-plug ADD or DEL did not finish
-        (intent without result means possibly present); return the DELs that failed."""
+        (intent without result means possibly present); return the DELs that failed. Sandboxes
+        in ``skip`` (a plugin process of theirs may still run) are left as recorded."""
         errors: list[CniError] = []
         for listed in await self._db.read(checkpoints.list_partial):
+            if listed.container_id in skip:
+                continue
             async with self.locks.hold(listed.container_id):
                 record = await self.load_sandbox(listed.container_id)
                 if record is None or record.state != "ready":

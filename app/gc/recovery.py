@@ -79,7 +79,8 @@ async def recover(*, engine: AttachEngine, db: Database) -> RecoveryReport:
     unsettled = await db.read(
         lambda connection: checkpoints.list_unsettled(connection, boot_id=engine.boot_id)
     )
-    stuck = await _reap_orphans(unsettled, report)
+    partial = await db.read(checkpoints.list_partial)
+    stuck = await _reap_orphans(unsettled, partial, report)
     gate = asyncio.Semaphore(CONCURRENCY)
 
     async def settle(sandbox: SandboxRecord) -> None:
@@ -117,7 +118,7 @@ async def recover(*, engine: AttachEngine, db: Database) -> RecoveryReport:
     async with asyncio.TaskGroup() as tasks:
         for sandbox in unsettled:
             tasks.create_task(settle(sandbox), name=f"recover-{sandbox.container_id[:12]}")
-    hotplug_errors = await engine.settle_partial_attachments(trigger=Trigger.RECOVERY)
+    hotplug_errors = await engine.settle_partial_attachments(trigger=Trigger.RECOVERY, skip=stuck)
     for error in hotplug_errors:
         log.error("recovery left a hot-plugged attachment pending: %s", error)
     report.duration_ms = (time.monotonic() - started) * 1000
@@ -135,13 +136,21 @@ async def recover(*, engine: AttachEngine, db: Database) -> RecoveryReport:
     return report
 
 
-async def _reap_orphans(unsettled: list[SandboxRecord], report: RecoveryReport) -> set[str]:
-    """Kill what still runs for the attachments about to be torn down; the container IDs of those
-    with a process that would not die."""
+async def _reap_orphans(
+    unsettled: list[SandboxRecord], partial: list[SandboxRecord], report: RecoveryReport
+) -> set[str]:
+    """Kill what still runs for the attachments about to be torn down (every attachment of an
+    unsettled sandbox, the unfinished hot-plugged ones of a running sandbox); the container IDs of
+    those with a process that would not die."""
     markers = {
         delegate_marker(sandbox.container_id, attachment.ifname)
         for sandbox in unsettled
         for attachment in sandbox.attachments
+    } | {
+        delegate_marker(sandbox.container_id, attachment.ifname)
+        for sandbox in partial
+        for attachment in sandbox.attachments
+        if attachment.state in checkpoints.PARTIAL_STATES
     }
     try:
         report.orphans_killed = await reaper.reap(markers)

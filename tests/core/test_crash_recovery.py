@@ -6,9 +6,19 @@ reopens the store as a restarted daemon would, and runs ``recover`` with a fresh
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import signal
+from dataclasses import replace
+
 import pytest
 
 from app.attach.netconf import MultusNetConf
+from app.attach.networks import DelegatePlan
+from app.cni.conf import load_network_list
+from app.cni.invoke import DELEGATE_MARKER
+from app.cni.types import IfName
 from app.gc.recovery import recover
 from tests.core.support import (
     Command,
@@ -197,3 +207,54 @@ async def test_recovery_tears_down_through_the_recorded_config_not_the_current_f
     assert node.checkpoint(container) is None
     added, deleted = node.recorder_entries("ADD")[0], node.recorder_entries("DEL")[0]
     assert deleted["stdin"] == added["stdin"]  # no result was recorded, so no prevResult either
+
+
+async def test_a_hot_plugged_delegate_still_running_from_before_the_crash_is_killed_before_its_del(
+    node: Node,
+) -> None:
+    """Invariant 9 for hot-plug: the daemon died while a hot-plugged delegate's ADD ran, and the
+    delegate (its own session) did not. Recovery must kill it before it DELs that attachment, or the
+    ADD, finishing after the DEL, leaves its interface and lease for good."""
+    conf = node.conf(node.recorder_network("a"))
+    netns = node.new_netns()
+    container = new_container_id()
+    await node.engine().add(node.request(Command.ADD, container, netns, conf))
+    extra = json.dumps(
+        {
+            "cniVersion": "1.0.0",
+            "name": "extra",
+            "type": "recorder",
+            "recorder": {"log": str(node.recorder_log)},
+        }
+    ).encode()
+    plan = DelegatePlan(
+        position=1,
+        network_name="extra",
+        net=load_network_list(extra, source="test"),
+        ifname=IfName("net1"),
+        is_master=False,
+        cni_args=(),
+        capability_args={},
+    )
+    request = replace(node.request(Command.ADD, container, netns, conf), ifname=IfName("net1"))
+    with pytest.raises(Crashed):
+        await node.engine(crash=CrashAt(Point.ADD_AFTER_INTENT)).attach_delegate(request, plan)
+    # What the in-process crash point cannot leave behind: the delegate's ADD, still running.
+    orphan = await asyncio.create_subprocess_exec(
+        "sleep",
+        "300",
+        env={"PATH": os.environ.get("PATH", ""), "CNI_COMMAND": "ADD", DELEGATE_MARKER: f"{container}/net1"},
+        start_new_session=True,
+    )
+    try:
+        node.restart()
+
+        report = await recover(engine=node.engine(), db=node.db)
+
+        assert [o.pid for o in report.orphans_killed] == [orphan.pid], "killed before its DEL ran"
+        assert await asyncio.wait_for(orphan.wait(), 5) == -signal.SIGKILL
+        assert pending(node.checkpoint(container)) == ["eth0"]
+    finally:
+        if orphan.returncode is None:
+            orphan.kill()
+            await orphan.wait()
