@@ -33,5 +33,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     if "parallel" in _sandbox_columns():
-        with op.batch_alter_table("sandboxes") as batch:
-            batch.drop_column("parallel")
+        # In place (SQLite 3.35+), never by batch's rebuild of the table: dropping ``sandboxes`` with
+        # foreign_keys=ON would cascade to every recorded attachment.
+        op.execute("ALTER TABLE sandboxes DROP COLUMN parallel")
