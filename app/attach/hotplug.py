@@ -222,9 +222,13 @@ def plan_changes(
     of one NAD apart, so a nameless selection of a NAD selected more than once is not added but
     refused (and retried); a selection whose name another network holds is refused too. Nothing
     refused ever causes a detach: only attachments no selection matches are removed.
+
+    Only an ``added`` attachment satisfies a selection: one whose hot-plug ADD or DEL did not finish
+    (its undo or DEL failed: possibly present, invariant 4) is DELed again and then added again,
+    so the annotation is not taken as satisfied by an interface that is not attached.
     """
     managed = managed_attachments(record, default_networks=default_networks)
-    managed_names = {a.ifname for a in managed}
+    managed_names = {a.ifname for a in managed if a.state == "added"}
     matched: set[str] = set()
     adds: list[tuple[int, sel.NetworkSelection, str]] = []
     refused: list[Refusal] = []
@@ -246,7 +250,13 @@ def plan_changes(
         if selection.interface:
             continue
         candidate = next(
-            (a for a in managed if a.ifname not in matched and a.network_name == selection.qualified_name),
+            (
+                a
+                for a in managed
+                if a.ifname in managed_names
+                and a.ifname not in matched
+                and a.network_name == selection.qualified_name
+            ),
             None,
         )
         if candidate is not None:

@@ -382,3 +382,32 @@ def _has(text: str) -> Any:
 
 def _equals(expected: Any) -> Any:
     return lambda value: value == expected
+
+
+async def test_a_hot_plug_whose_add_and_undo_failed_is_retried_not_taken_as_attached(
+    node: Node, tmp_path: Path
+) -> None:
+    # host-local cannot create its dataDir (a file is in the way): bridge's ADD fails after creating
+    # the veth, and the DEL that undoes it fails too, so net3 stays recorded as an intent
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    conf = node.layout.bridge_conf("hot-x", "10.234.0.0/24", suffix="a")
+    conf["ipam"]["dataDir"] = str(blocker / "ipam")
+    node.emulator.create_nad("default", "hot-x", conf)
+    pod, container = await running_pod(node, "stuck")
+
+    node.annotate("stuck", "hot-x@net3")
+
+    await eventually(lambda: _async(node.events("FailedAddingInterface")), _has("net3"))
+    await eventually(lambda: node.recorded(container), _equals({"eth0": "added", "net3": "intent"}))
+
+    blocker.unlink()  # the cause passes: the annotation can now be satisfied
+
+    await eventually(lambda: node.recorded(container), _equals({"eth0": "added", "net3": "added"}), within=10)
+    await eventually(lambda: _async(node.status_interfaces("stuck")), lambda ifs: ifs == ["eth0", "net3"])
+    await eventually(lambda: _async(dict(node.reconciler.pending)), lambda pending: not pending)
+
+    await node.engine.delete(node.request(Command.DEL, pod, container))
+    assert await node.links() == {"lo"}
+    assert not list(node.layout.ipam_dir.rglob("10.*"))
+    assert not list((blocker / "ipam").rglob("10.*"))
