@@ -389,6 +389,8 @@ class HotplugReconciler:
         self._queue: dict[ObjectKey, None] = {}
         self._due: dict[ObjectKey, float] = {}
         self._retries: dict[ObjectKey, _Retry] = {}
+        self._unpublished: set[ObjectKey] = set()
+        """Pods whose network-status write failed after a change: written again on their next pass."""
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._resync_at = 0.0
@@ -493,9 +495,11 @@ class HotplugReconciler:
         except ClusterUnavailableError as exc:
             return CniError(ErrorCode.TRY_AGAIN_LATER, f"cannot read pod {namespace}/{name}", str(exc))
         if pod is None:
+            self._unpublished.discard((namespace, name))
             return None
         record = await self._running_sandbox(pod)
         if record is None:
+            self._unpublished.discard((namespace, name))
             return None
         base = self._request(record, pod)
         started = time.monotonic()
@@ -511,6 +515,8 @@ class HotplugReconciler:
         defaults = 0 if pod.namespace in self._conf.system_namespaces else len(self._conf.default_networks)
         changes = plan_changes(record, selections, default_networks=defaults)
         if not changes.add and not changes.remove and not changes.refused:
+            if (namespace, name) in self._unpublished:
+                return await self._publish(record.container_id, pod)
             return None
         errors: list[CniError | None] = [await self._refuse(base, pod, r) for r in changes.refused]
         changed = False
@@ -522,8 +528,8 @@ class HotplugReconciler:
             error = await self._attach(base, pod, selection, ifname)
             changed = changed or error is None
             errors.append(error)
-        if changed:
-            await self._publish(record.container_id, pod)
+        if changed or (namespace, name) in self._unpublished:
+            errors.append(await self._publish(record.container_id, pod))
         return next((error for error in errors if error is not None), None)
 
     async def _running_sandbox(self, pod: PodRecord) -> SandboxRecord | None:
@@ -627,16 +633,27 @@ class HotplugReconciler:
         metrics.HOTPLUG_OPERATIONS.labels("native", "ADD", "ok").inc()
         return None
 
-    async def _publish(self, container_id: str, pod: PodRecord) -> None:
+    async def _publish(self, container_id: str, pod: PodRecord) -> CniError | None:
+        """Write the pod's network-status from the checkpoint; a failed write is remembered and
+        returned, so the pod is retried (with backoff) until the annotation shows what is attached."""
+        key = (pod.namespace, pod.name)
+        self._unpublished.discard(key)
         if self._status is None:
-            return
+            return None
         record = await self._engine.load_sandbox(container_id)
         if record is None:
-            return
+            return None
         try:
             await self._status.publish_network_status(pod, recorded_network_status(record))
         except ClusterUnavailableError as exc:
             log.error("network-status of pod %s/%s not written: %s", pod.namespace, pod.name, exc)
+            self._unpublished.add(key)
+            return CniError(
+                ErrorCode.TRY_AGAIN_LATER,
+                f"network-status of pod {pod.namespace}/{pod.name} not written",
+                str(exc),
+            )
+        return None
 
     def _event(self, pod: PodRecord, reason: str, message: str) -> None:
         if self._events is not None:

@@ -411,3 +411,17 @@ async def test_a_hot_plug_whose_add_and_undo_failed_is_retried_not_taken_as_atta
     assert await node.links() == {"lo"}
     assert not list(node.layout.ipam_dir.rglob("10.*"))
     assert not list((blocker / "ipam").rglob("10.*"))
+
+
+async def test_a_network_status_write_that_failed_after_a_hot_plug_is_written_again(node: Node) -> None:
+    pod, container = await running_pod(node, "flaky")
+    # every attempt of the next status write fails (first try + its retries): the API is down a moment
+    node.emulator.faults.fail_next(4, status=503, method="PATCH", path="/pods/flaky/status$")
+
+    node.annotate("flaky", "hot-a@net3")
+
+    await eventually(lambda: node.recorded(container), _equals({"eth0": "added", "net3": "added"}))
+    await eventually(lambda: _async(node.status_interfaces("flaky")), lambda ifs: ifs == ["eth0", "net3"])
+    await eventually(lambda: _async(dict(node.reconciler.pending)), lambda pending: not pending)
+
+    await node.engine.delete(node.request(Command.DEL, pod, container))
