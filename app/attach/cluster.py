@@ -37,9 +37,11 @@ class ClusterUnavailableError(Exception):
 
 
 class PodSource(Protocol):
-    async def get_pod(self, namespace: str, name: str) -> PodRecord | None:
+    async def get_pod(self, namespace: str, name: str, *, uid: str = "") -> PodRecord | None:
         """The pod from the mirror; if absent, wait briefly for the watch, then one live GET.
 
+        With ``uid`` (the runtime's ``K8S_POD_UID``), a mirrored predecessor of that name (another
+        UID, not a static pod) counts as absent: the mirror has not caught up yet.
         None when the pod does not exist; ``ClusterUnavailableError`` when that cannot be known.
         """
         ...

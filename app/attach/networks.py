@@ -182,7 +182,9 @@ class NetworkResolver:
             return None
         where = f"{request.pod.namespace}/{request.pod.name}"
         try:
-            pod = await self._cluster.pods.get_pod(request.pod.namespace, request.pod.name)
+            pod = await self._cluster.pods.get_pod(
+                request.pod.namespace, request.pod.name, uid=request.pod.uid
+            )
         except ClusterUnavailableError as exc:
             raise CniError(
                 ErrorCode.TRY_AGAIN_LATER, f"cannot read pod {where} from the Kubernetes API", str(exc)

@@ -58,13 +58,19 @@ class MirrorPodSource:
         """Calls waiting for the watch to bring their pod right now."""
         return self._arrivals.waiting
 
-    async def get_pod(self, namespace: str, name: str) -> PodRecord | None:
-        """The pod from the mirror, or after a short wait for the watch, or from one live GET."""
+    async def get_pod(self, namespace: str, name: str, *, uid: str = "") -> PodRecord | None:
+        """The pod from the mirror, or after a short wait for the watch, or from one live GET.
+
+        A mirrored pod of another ``uid`` (its predecessor under that name: the watch lags) is
+        waited past like a missing one, never answered."""
         key = (namespace, name)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.pod_wait
         with self._arrivals.expect(key) as arrived:
-            record = await self._read(namespace, name)
-            if record is None and await _wait(arrived, self._settings.pod_wait):
-                record = await self._read(namespace, name)
+            record = _current(await self._read(namespace, name), uid)
+            while record is None and await _wait(arrived, deadline - loop.time()):
+                arrived.clear()
+                record = _current(await self._read(namespace, name), uid)
         return record if record is not None else await self._live_get(namespace, name)
 
     async def _read(self, namespace: str, name: str) -> PodRecord | None:
@@ -123,6 +129,13 @@ class MirrorNadSource:
             raise ClusterUnavailableError(
                 f"the NetworkAttachmentDefinition mirror ({keys}) has not synced with the API yet"
             ) from exc
+
+
+def _current(record: PodRecord | None, uid: str) -> PodRecord | None:
+    """``record`` unless it is another pod than the one of ``uid`` (a static pod's UID differs)."""
+    if record is None or not uid or not record.uid or record.uid == uid or record.is_static:
+        return record
+    return None
 
 
 async def _wait(event: asyncio.Event, seconds: float) -> bool:
