@@ -1,8 +1,9 @@
 """The watch loops that keep the mirror in step with the API, in kopf's shape: three layers.
 
 - ``infinite_watch`` runs forever: it calls ``continuous_watch`` again after a 410 at once, and
-  after an error or an outage after a capped exponential backoff with jitter (reset once a
-  write succeeds). It never lets an exception escape, except cancellation.
+  after an error, an outage or a 410 that came before anything but its own relist was written
+  after a capped exponential backoff with jitter (reset once a write succeeds). It never lets an
+  exception escape, except cancellation.
 - ``continuous_watch`` resumes from the stored resourceVersion when there is one (no LIST after a
   restart), or lists page by page, writes the snapshot to the mirror (deletions reconciled) and
   marks it synced; then watches from the position with bookmarks, one stream after another,
@@ -45,6 +46,9 @@ class WatchEnd(enum.Enum):
     """410 Gone: relist now."""
     IDLE = "idle"
     """Streams end at once without delivering anything: back off before trying again."""
+    EXPIRED_AT_ONCE = "expired at once"
+    """410 Gone before any stream wrote anything since this call's own relist: the server's watch
+    history does not reach its own LIST; relisting at once would hammer it, so back off first."""
 
 
 async def infinite_watch(
@@ -65,6 +69,7 @@ async def infinite_watch(
     while not (stop is not None and stop.is_set()) and (_iterations is None or iteration < _iterations):
         iteration += 1
         writes_before = writer.writes
+        end: WatchEnd | None
         try:
             end = await continuous_watch(api=api, writer=writer, settings=settings)
         except ApiError as exc:
@@ -75,7 +80,7 @@ async def infinite_watch(
             writer.state.note_error(exc)
             log.exception("watch %s crashed; restarting it", target.key)
             end = None
-        if writer.writes != writes_before:
+        if writer.writes != writes_before and end is not WatchEnd.EXPIRED_AT_ONCE:
             backoff.reset()
         if end is WatchEnd.EXPIRED:
             continue
@@ -87,8 +92,10 @@ async def infinite_watch(
 async def continuous_watch(*, api: KubeApi, writer: MirrorWriter, settings: WatchSettings) -> WatchEnd:
     """Relist if there is no position, then watch stream after stream until 410 (raises on errors)."""
     target = writer.target
+    relisted_at: int | None = None
     if not writer.resource_version:
         await relist(api=api, writer=writer, settings=settings)
+        relisted_at = writer.writes
     while True:
         loop = asyncio.get_running_loop()
         started, writes_before = loop.time(), writer.writes
@@ -100,6 +107,8 @@ async def continuous_watch(*, api: KubeApi, writer: MirrorWriter, settings: Watc
         except ApiGoneError:
             log.info("watch %s: resourceVersion %s expired, relisting", target.key, writer.resource_version)
             writer.forget_position()
+            if relisted_at is not None and writer.writes == relisted_at:
+                return WatchEnd.EXPIRED_AT_ONCE
             return WatchEnd.EXPIRED
         if writer.writes == writes_before and loop.time() - started < MIN_USEFUL_STREAM:
             return WatchEnd.IDLE

@@ -211,3 +211,26 @@ async def test_stopping_a_watch_in_the_middle_of_a_commit_leaves_the_store_usabl
         assert await database.write(lambda session: 42) == 42
     assert stored is not None
     assert writer.resource_version == stored.resource_version == "199"
+
+
+async def test_a_watch_expired_again_right_after_each_relist_backs_off_instead_of_spinning(
+    emulator: KubeApiEmulator, api: KubeApi, database: Database, settings: WatchSettings
+) -> None:
+    """A server whose watch answers 410 even from the resourceVersion its own LIST just gave (an
+    apiserver whose watch cache does not reach back that far, behind a load balancer): relisting
+    at once every time would hammer it with LISTs for ever; the loop backs off as after an error."""
+    emulator.create_pod(pod_manifest("p"))
+    rule = emulator.faults.fail_next(100_000, status=410, path="/pods.*watch=true")
+    writer = MirrorWriter(database=database, target=PODS, state=MirrorState("pods"))
+    stop = asyncio.Event()
+    since = emulator.last_request_seq
+
+    loop = asyncio.create_task(watching.infinite_watch(api=api, writer=writer, settings=settings, stop=stop))
+    await asyncio.sleep(1.0)
+    stop.set()
+    async with asyncio.timeout(5):
+        await loop
+    emulator.faults.clear()
+
+    # backoff from 0.02 s doubling to 0.2 s: about ten relists in a second, not hundreds
+    assert 1 <= len(lists_since(emulator, since)) <= 20, rule
