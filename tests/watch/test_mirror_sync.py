@@ -191,9 +191,13 @@ async def test_the_echo_of_our_own_status_patch_is_not_written_but_kept_changes_
     emulator: KubeApiEmulator, running: Running, database: Database
 ) -> None:
     emulator.create_pod(pod_manifest("p"))
-    await eventually(mirrored_pods(database), lambda pods: ("default", "p") in pods)
-    pod_state = running.watchers.pod_state
     writer = running.watchers.writers[0]
+    # The writer's own count moves once its commit is back on the loop, which a reader of the store
+    # may see before: wait for what the writer holds, not for the row.
+    await eventually(
+        lambda: asyncio.sleep(0, result=writer.held(("default", "p"))[1]), lambda held: held is not None
+    )
+    pod_state = running.watchers.pod_state
     writes_before = writer.writes
     status = {"metadata": {"annotations": {"k8s.v1.cni.cncf.io/network-status": "[]"}}}
 
