@@ -289,7 +289,12 @@ class AttachEngine:
         intents_on_disk = await self._commit_intent(
             request,
             [
-                partial(checkpoints.begin_add, sandbox=self._sandbox_intent(request, parallel=parallel)),
+                partial(
+                    checkpoints.begin_add,
+                    sandbox=self._sandbox_intent(
+                        request, parallel=parallel, default_networks=resolution.default_networks
+                    ),
+                ),
                 *(partial(checkpoints.record_intent, intent=intent) for intent in intents),
             ],
         )
@@ -691,7 +696,9 @@ class AttachEngine:
             capability_args=plan.capability_args,
         )
 
-    def _sandbox_intent(self, request: SandboxRequest, *, parallel: bool) -> SandboxIntent:
+    def _sandbox_intent(
+        self, request: SandboxRequest, *, parallel: bool, default_networks: int
+    ) -> SandboxIntent:
         return SandboxIntent(
             container_id=request.container_id,
             netns=request.netns,
@@ -701,6 +708,7 @@ class AttachEngine:
             boot_id=self._boot_id,
             netns_id=netns.netns_identity(request.netns),
             parallel=parallel,
+            default_networks=default_networks,
         )
 
     @staticmethod

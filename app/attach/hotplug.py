@@ -198,7 +198,8 @@ class Changes:
 
 def managed_attachments(record: SandboxRecord, *, default_networks: int) -> list[AttachmentRecord]:
     """The attachments the ``networks`` annotation governs: those of a NAD (``<ns>/<name>``), but
-    not the cluster network, nor a ``defaultNetworks`` one (positions 1..n at ADD). What ``POST
+    not the cluster network, nor a ``defaultNetworks`` one (positions 1..n, n as recorded at ADD:
+    ``SandboxRecord.default_networks``, never today's config, invariant 6). What ``POST
     /delegate`` attached is named by its conf (a CNI network name has no ``/``) and left to its
     caller."""
     return sorted(
@@ -512,8 +513,7 @@ class HotplugReconciler:
             self._event(pod, FAILED_ADDING, f"pod [{namespace}/{name}]: invalid network selection: {err.msg}")
             metrics.HOTPLUG_OPERATIONS.labels("native", "ADD", "error").inc()
             return err
-        defaults = 0 if pod.namespace in self._conf.system_namespaces else len(self._conf.default_networks)
-        changes = plan_changes(record, selections, default_networks=defaults)
+        changes = plan_changes(record, selections, default_networks=self._default_networks(record, pod))
         if not changes.add and not changes.remove and not changes.refused:
             if (namespace, name) in self._unpublished:
                 return await self._publish(record.container_id, pod)
@@ -531,6 +531,15 @@ class HotplugReconciler:
         if changed or (namespace, name) in self._unpublished:
             errors.append(await self._publish(record.container_id, pod))
         return next((error for error in errors if error is not None), None)
+
+    def _default_networks(self, record: SandboxRecord, pod: PodRecord) -> int:
+        """How many ``defaultNetworks`` attachments the sandbox's ADD made, as recorded with it; for a
+        sandbox recorded before revision 0007 (None), what today's config would give the pod."""
+        if record.default_networks is not None:
+            return record.default_networks
+        if pod.namespace in self._conf.system_namespaces:
+            return 0
+        return len(self._conf.default_networks)
 
     async def _running_sandbox(self, pod: PodRecord) -> SandboxRecord | None:
         """The pod's newest ``ready`` sandbox; ``_SandboxBusyError`` while an operation holds any of

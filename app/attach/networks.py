@@ -86,6 +86,9 @@ class Resolution:
 
     plans: list[DelegatePlan]
     pod: PodRecord | None = None
+    default_networks: int = 0
+    """How many of ``plans`` are ``defaultNetworks`` (those right after the cluster network's; none
+    for a pod in ``systemNamespaces``), recorded with the sandbox for hot-plug."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +149,7 @@ class NetworkResolver:
 
     async def _resolve(self, request: SandboxRequest) -> Resolution:
         pod = await self._pod(request)
-        networks = await self._networks(request, pod)
+        networks, default_networks = await self._networks(request, pod)
         allocator = await self._allocator(networks, pod)
         base_args = delegate_cni_args(request.cni_args)
         plans = []
@@ -173,7 +176,7 @@ class NetworkResolver:
             device_info.stage_from_device_plugin(
                 base_dir=self._device_info_dir, resource=resource, device_id=device_id, cni_path=cni_path
             )
-        return Resolution(plans=plans, pod=pod)
+        return Resolution(plans=plans, pod=pod, default_networks=default_networks)
 
     # ---- the pod ------------------------------------------------------------------------------
 
@@ -205,12 +208,15 @@ class NetworkResolver:
 
     # ---- which networks -----------------------------------------------------------------------
 
-    async def _networks(self, request: SandboxRequest, pod: PodRecord | None) -> list[_Network]:
+    async def _networks(self, request: SandboxRequest, pod: PodRecord | None) -> tuple[list[_Network], int]:
+        """The request's networks in ADD order, and how many of them are ``defaultNetworks``."""
         conf = request.conf
         networks = await self._cluster_networks(conf, pod)
         namespace = pod.namespace if pod is not None else request.pod.namespace
+        defaults: list[_Network] = []
         if namespace not in conf.system_namespaces:
-            networks.extend([await self._reference(name, conf, pod) for name in conf.default_networks])
+            defaults = [await self._reference(name, conf, pod) for name in conf.default_networks]
+            networks.extend(defaults)
         if pod is not None:
             selections = sel.parse_networks(
                 pod.annotations.get(NETWORKS_ANNOTATION, ""), pod_namespace=pod.namespace
@@ -225,7 +231,7 @@ class NetworkResolver:
             )
             if chain is not None:
                 networks.append(_Network(name=chain.name, net=chain))
-        return networks
+        return networks, len(defaults)
 
     async def _cluster_networks(self, conf: MultusNetConf, pod: PodRecord | None) -> list[_Network]:
         override = pod.annotations.get(DEFAULT_NETWORK_ANNOTATION, "") if pod is not None else ""

@@ -54,8 +54,8 @@ _SANDBOX_STATE = select(SANDBOXES.c.state).where(SANDBOXES.c.container_id == bin
 
 _INSERT_SANDBOX_SQL = (
     "INSERT INTO sandboxes (container_id, state, netns, netns_id, ifname, cni_version, pod_namespace,"
-    " pod_name, pod_uid, boot_id, created_at, updated_at, parallel)"
-    " VALUES (?, 'adding', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " pod_name, pod_uid, boot_id, created_at, updated_at, parallel, default_networks)"
+    " VALUES (?, 'adding', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (container_id) DO NOTHING"
 )
 _INSERT_ATTACHMENT_SQL = (
@@ -96,6 +96,7 @@ def begin_add(connection: Connection, sandbox: SandboxIntent) -> None:
             now,
             now,
             int(sandbox.parallel),
+            sandbox.default_networks,
         ),
     )
     if cursor.rowcount == 0:
@@ -200,7 +201,7 @@ def _expect_changed(
 
 _SANDBOX_COLUMNS = (
     "container_id, state, netns, ifname, cni_version, pod_namespace, pod_name, pod_uid, boot_id,"
-    " created_at, updated_at, netns_id, parallel"
+    " created_at, updated_at, netns_id, parallel, default_networks"
 )
 _ATTACHMENT_COLUMNS = (
     "container_id, ifname, position, is_master, network_name, plugin_types, config, cni_args,"
@@ -240,6 +241,7 @@ def load_sandbox(connection: Connection, container_id: str) -> SandboxRecord | N
         updated,
         netns_id,
         parallel,
+        default_networks,
     ) = sandbox
     return SandboxRecord(
         container_id=cid,
@@ -254,6 +256,7 @@ def load_sandbox(connection: Connection, container_id: str) -> SandboxRecord | N
         attachments=tuple(_attachment_from_columns(*row) for row in attachments),
         netns_id=netns_id,
         parallel=bool(parallel),
+        default_networks=default_networks,
     )
 
 
@@ -392,6 +395,7 @@ def _sandbox_record(row: RowMapping, attachments: list[AttachmentRecord]) -> San
         attachments=tuple(attachments),
         netns_id=row["netns_id"],
         parallel=bool(row["parallel"]),
+        default_networks=row["default_networks"],
     )
 
 

@@ -77,9 +77,12 @@ SANDBOXES = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
     Column("parallel", Boolean, nullable=False, server_default=false()),
+    Column("default_networks", Integer, nullable=True),
     CheckConstraint(f"state IN {SANDBOX_STATES}", name="ck_sandboxes_state"),
 )
-"""One pod sandbox (CNI container ID) this node has attached or is attaching."""
+"""One pod sandbox (CNI container ID) this node has attached or is attaching. ``default_networks``:
+how many ``defaultNetworks`` attachments its ADD made (positions 1..n); NULL when recorded before
+revision 0007."""
 
 ATTACHMENTS = Table(
     "attachments",

@@ -34,6 +34,8 @@ class SandboxIntent:
     """Identity of the namespace behind ``netns`` at ADD time (``<dev>:<inode>``)."""
     parallel: bool = False
     """Its delegates run in parallel (after the cluster network's): its DEL runs them so too."""
+    default_networks: int | None = None
+    """How many ``defaultNetworks`` delegates the ADD runs (positions 1..n); None: not known."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +115,10 @@ class SandboxRecord:
     netns_id: str = ""
     parallel: bool = False
     """The ADD ran the delegates after the cluster network's in parallel: so does the DEL."""
+    default_networks: int | None = None
+    """How many ``defaultNetworks`` attachments the ADD made (positions 1..n), which the ``networks``
+    annotation never governs; None when recorded before revision 0007 (hot-plug then counts today's
+    ``defaultNetworks``)."""
 
     def attachment(self, ifname: str) -> AttachmentRecord | None:
         return next((a for a in self.attachments if a.ifname == ifname), None)

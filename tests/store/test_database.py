@@ -224,6 +224,35 @@ def test_a_sandbox_whose_delegates_ran_in_parallel_is_recorded_so(db_path: Path)
     assert [(sandbox.container_id, sandbox.parallel) for sandbox in listed] == [("c1", True), ("c2", False)]
 
 
+def test_sandboxes_recorded_before_the_default_networks_column_read_as_not_known(db_path: Path) -> None:
+    _recorded_by_revision(db_path, "0006", table="sandboxes", column="default_networks")
+
+    db = Database.open(db_path)
+    try:
+        record = db.read_sync(lambda s: checkpoints.load_sandbox(s, "c1"))
+        listed = db.read_sync(lambda s: checkpoints.list_sandboxes(s))
+    finally:
+        db.close()
+    assert record is not None
+    assert record.default_networks is None  # hot-plug then counts today's defaultNetworks
+    assert [(a.ifname, a.state) for a in record.attachments] == [("eth0", "intent")]
+    assert [sandbox.default_networks for sandbox in listed] == [None]
+
+
+def test_the_number_of_default_networks_an_add_made_is_recorded(db_path: Path) -> None:
+    db = Database.open(db_path)
+    try:
+        for container, defaults in (("c1", 2), ("c2", 0), ("c3", None)):
+            sandbox = dataclasses.replace(_sandbox(container), default_networks=defaults)
+            db.write_sync(partial(checkpoints.begin_add, sandbox=sandbox))
+        loaded = [db.read_sync(partial(checkpoints.load_sandbox, container_id=c)) for c in ("c1", "c2", "c3")]
+        listed = db.read_sync(lambda s: checkpoints.list_sandboxes(s))
+    finally:
+        db.close()
+    assert [record.default_networks for record in loaded if record is not None] == [2, 0, None]
+    assert [(s.container_id, s.default_networks) for s in listed] == [("c1", 2), ("c2", 0), ("c3", None)]
+
+
 def test_checkpoint_round_trip_keeps_every_field_of_the_intent(db_path: Path) -> None:
     db = Database.open(db_path)
     try:

@@ -1,4 +1,5 @@
-"""Downgrading 0006 (``sandboxes.parallel``) must keep every recorded attachment.
+"""Downgrading 0006 (``sandboxes.parallel``) and 0007 (``sandboxes.default_networks``) must keep every
+recorded attachment.
 
 ``attachments.container_id`` references ``sandboxes`` with ON DELETE CASCADE and every connection
 has ``foreign_keys=ON``: a downgrade that rebuilds ``sandboxes`` (drop and re-create) deletes the
@@ -9,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine
@@ -29,12 +31,9 @@ def _insert(connection: sqlite3.Connection, table: str, values: dict[str, object
     )
 
 
-def test_downgrading_the_parallel_column_keeps_the_attachments(tmp_path: Path) -> None:
-    path = tmp_path / "state.db"
-    Database.open(path).close()
-    with sqlite3.connect(path) as connection:
-        _insert(connection, "sandboxes", {"container_id": "c1", "state": "ready"})
-        _insert(connection, "attachments", {"container_id": "c1", "ifname": "eth0", "state": "added"})
+def _migrate(path: Path, *, down_to: str | None = None) -> None:
+    """Downgrade the database at ``path`` to ``down_to`` (None: upgrade it to head), with the
+    daemon's connection settings (foreign_keys=ON)."""
     engine = create_engine(f"sqlite:///{path}")
     configure_connection(engine, read_only=False)
     try:
@@ -42,12 +41,44 @@ def test_downgrading_the_parallel_column_keeps_the_attachments(tmp_path: Path) -
             config = Config()
             config.set_main_option("script_location", str(MIGRATIONS_DIR))
             config.attributes["connection"] = connection
-            command.downgrade(config, "-1")
+            if down_to is None:
+                command.upgrade(config, "head")
+            else:
+                command.downgrade(config, down_to)
             connection.commit()
     finally:
         engine.dispose()
+
+
+def _sandbox_columns_and_attachments(path: Path) -> tuple[set[str], list[tuple[str, str]]]:
     with sqlite3.connect(path) as connection:
         columns = {column[1] for column in connection.execute("PRAGMA table_info(sandboxes)")}
         attachments = connection.execute("SELECT container_id, ifname FROM attachments").fetchall()
-    assert "parallel" not in columns
+    return columns, attachments
+
+
+@pytest.mark.parametrize(
+    ("down_to", "dropped"), [("0006", {"default_networks"}), ("0005", {"default_networks", "parallel"})]
+)
+def test_downgrading_a_sandbox_column_keeps_the_attachments(
+    tmp_path: Path, down_to: str, dropped: set[str]
+) -> None:
+    path = tmp_path / "state.db"
+    Database.open(path).close()
+    with sqlite3.connect(path) as connection:
+        _insert(connection, "sandboxes", {"container_id": "c1", "state": "ready", "default_networks": 1})
+        _insert(connection, "attachments", {"container_id": "c1", "ifname": "eth0", "state": "added"})
+
+    _migrate(path, down_to=down_to)
+
+    columns, attachments = _sandbox_columns_and_attachments(path)
+    assert not columns & dropped
     assert attachments == [("c1", "eth0")]
+
+    _migrate(path)  # and back up: the sandbox recorded before 0007 reads as not known (NULL)
+
+    columns, attachments = _sandbox_columns_and_attachments(path)
+    assert columns >= dropped
+    assert attachments == [("c1", "eth0")]
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("SELECT default_networks FROM sandboxes").fetchall() == [(None,)]

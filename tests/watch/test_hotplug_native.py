@@ -10,6 +10,7 @@ process settle it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import secrets
 import subprocess
@@ -44,7 +45,7 @@ def layout(tmp_path: Path) -> Iterator[Layout]:
     layout = Layout(tmp_path, secrets.token_hex(3))
     layout.write_primary()
     yield layout
-    for suffix in ("", "a", "b", "d"):
+    for suffix in ("", "a", "b", "d", "k"):
         subprocess.run(["ip", "link", "del", layout.bridge + suffix], check=False, capture_output=True)
 
 
@@ -188,6 +189,48 @@ async def test_editing_the_annotation_attaches_and_detaches_net3(node: Node) -> 
     await node.engine.delete(node.request(Command.DEL, pod, container))
     assert await node.links() == {"lo"}
     assert not list(node.layout.ipam_dir.rglob("10.*"))
+
+
+async def test_a_default_network_of_the_add_stays_when_todays_config_no_longer_lists_it(
+    node: Node, running: Running
+) -> None:
+    """The pod was ADDed while ``defaultNetworks`` listed a NAD (net1); today's config (the
+    reconciler's) lists none. net1 is the ADD's, not the annotation's: editing the annotation must
+    not detach it (invariant 6: decided at ADD, never by today's config)."""
+    node.emulator.create_nad(
+        "kube-system", "hot-k", node.layout.bridge_conf("hot-k", "10.234.0.0/24", suffix="k")
+    )
+    await eventually(
+        partial(running.watchers.nads.get_nad, "kube-system", "hot-k"), lambda nad: nad is not None
+    )
+    assert node.layout.conf().default_networks == ()  # the reconciler's: today's daemon config
+    pod = node.emulator.create_pod(pod_manifest("kept"))
+    container = secrets.token_hex(32)
+    add = node.request(Command.ADD, pod, container)
+    await node.engine.add(
+        dataclasses.replace(add, conf=dataclasses.replace(add.conf, default_networks=("hot-k",)))
+    )
+    record = await node.engine.load_sandbox(container)
+    assert record is not None
+    assert record.default_networks == 1
+    assert [(a.ifname, a.network_name) for a in record.attachments] == [
+        ("eth0", "primary"),
+        ("net1", "kube-system/hot-k"),
+    ]
+
+    node.annotate("kept", "hot-a@net5")
+
+    await eventually(
+        lambda: node.recorded(container), _equals({"eth0": "added", "net1": "added", "net5": "added"})
+    )
+    assert await node.links() >= {"eth0", "net1", "net5"}
+    passes = node.reconciler.passes
+    await node.reconciler.resync()
+    await eventually(lambda: _async(node.reconciler.passes), lambda done: done > passes)
+    assert await node.recorded(container) == {"eth0": "added", "net1": "added", "net5": "added"}
+
+    await node.engine.delete(node.request(Command.DEL, pod, container))
+    assert await node.links() == {"lo"}
 
 
 async def test_nothing_is_hot_plugged_while_another_operation_holds_the_sandbox(node: Node) -> None:
