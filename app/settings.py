@@ -244,6 +244,9 @@ class Settings:
     """Upstream's ``logOptions``: rotation of ``logFile``."""
     override_network_name: bool = False
     """Upstream's ``overrideNetworkName``: ``00-multus.conf`` is named as the primary network."""
+    force_cni_version: bool = False
+    """Upstream's ``forceCNIVersion``: the primary conf's ``cniVersion`` is rewritten (in place,
+    mode 0644) to ``cniVersion``."""
     shim_conf_values: Mapping[str, Any] = field(default_factory=dict)
     """The ``SHIM_CONF_KEYS`` daemon-config sets, as it sets them (copied into ``00-multus.conf``)."""
     watch: Mapping[str, Any] = field(default_factory=dict)
@@ -350,6 +353,7 @@ def from_mapping(obj: object, *, environ: Mapping[str, str] | None = None) -> Se
         ),
         log_options=_log_options(obj.get("logOptions")),
         override_network_name=reader.boolean("overrideNetworkName", d.override_network_name),
+        force_cni_version=reader.boolean("forceCNIVersion", d.force_cni_version),
         shim_conf_values={key: obj[key] for key in SHIM_CONF_KEYS if key in obj},
         watch=_watch(obj.get("watch")),
         environment=_environment(environ or {}),

@@ -78,7 +78,13 @@ def render(settings: Settings, primary: Path) -> bytes:
         raise AutoconfError(f"cannot read primary network configuration {primary}: {exc}") from exc
     if not isinstance(primary_conf, dict):
         raise AutoconfError(f"primary network configuration {primary} is not a JSON object")
+    if primary.name == CONF_NAME:
+        raise AutoconfError(
+            f"cannot use {primary} as the primary network configuration (multusMasterCNI): "
+            "it is the conf this daemon writes"
+        )
     given = settings.shim_conf_values
+    _check_versions(settings.cni_version, primary_conf.get("cniVersion"), primary)
     values: dict[str, Any] = {
         "binDir": given.get("binDir"),
         "capabilities": _capabilities(primary_conf) or None,
@@ -101,6 +107,38 @@ def render(settings: Settings, primary: Path) -> bytes:
     return json.dumps(ordered, separators=(",", ":")).encode()
 
 
+def _version(text: object) -> tuple[int, ...] | None:
+    parts = text.split(".") if isinstance(text, str) else []
+    return tuple(int(part) for part in parts) if parts and all(p.isdigit() for p in parts) else None
+
+
+def _check_versions(top: str, delegate: object, primary: Path) -> None:
+    """Upstream's rule: under a top-level ``cniVersion`` >= 0.4.0 the primary's must be >= 0.4.0."""
+    top_version, delegate_version = _version(top), _version(delegate)
+    if top_version is None or top_version < (0, 4, 0):
+        return
+    if delegate_version is None or delegate_version < (0, 4, 0):
+        raise AutoconfError(
+            f"primary network configuration {primary}: delegate cni version is {delegate} while "
+            f"top level cni version is {top} (daemon config key 'cniVersion')"
+        )
+
+
+def _force_cni_version(settings: Settings, primary: Path) -> None:
+    """``forceCNIVersion``: rewrite the primary's ``cniVersion`` to daemon-config's, as upstream
+    does (mode 0644; atomically here), only when it differs."""
+    if not (settings.force_cni_version and settings.cni_version):
+        return
+    try:
+        conf = json.loads(primary.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise AutoconfError(f"cannot read primary network configuration {primary}: {exc}") from exc
+    if not isinstance(conf, dict) or conf.get("cniVersion") == settings.cni_version:
+        return
+    conf["cniVersion"] = settings.cni_version
+    _replace(primary, json.dumps(conf).encode(), mode=0o644)
+
+
 def _own_socket_dir(settings: Settings) -> str | None:
     """Where the shim must find this daemon when ``daemonSocketDir`` is not set: our ``socketDir``
     if it is not the shim's default (upstream writes nothing, and its shim then looks elsewhere)."""
@@ -121,6 +159,7 @@ def _capabilities(primary_conf: Mapping[str, Any]) -> dict[str, bool]:
 def write(settings: Settings, primary: Path) -> Path:
     """Write ``00-multus.conf`` atomically; return its path. Unchanged content is not rewritten."""
     target = Path(settings.cni_config_dir) / CONF_NAME
+    _force_cni_version(settings, primary)
     content = render(settings, primary)
     try:
         if target.read_bytes() == content:
@@ -128,19 +167,24 @@ def write(settings: Settings, primary: Path) -> Path:
     except FileNotFoundError:
         pass
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(prefix=".00-multus.", dir=target.parent)
+    _replace(target, content, mode=0o600)
+    return target
+
+
+def _replace(target: Path, content: bytes, *, mode: int) -> None:
+    """Temporary file beside ``target``, fsync, rename, fsync of the directory."""
+    fd, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(content)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(temp_name, 0o600)
+        os.chmod(temp_name, mode)
         os.replace(temp_name, target)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise
     _fsync_directory(target.parent)
-    return target
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from app import settings
 from app.daemon import autoconf
 
@@ -84,3 +86,43 @@ def test_writing_is_atomic_and_idempotent(tmp_path: Path) -> None:
     assert written.stat().st_ino == first_inode, "unchanged content is not rewritten"
     assert oct(written.stat().st_mode & 0o777) == "0o600"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["00-multus.conf", "10-x.conflist"]
+
+
+def test_force_cni_version_rewrites_the_primary_conf_in_place(tmp_path: Path) -> None:
+    # upstream's forceCNIVersion: the primary's cniVersion becomes daemon-config's, file mode 0644
+    primary = tmp_path / "10-default.conf"
+    primary.write_text(json.dumps({"cniVersion": "0.4.0", "name": "default-net", "type": "bridge"}))
+    primary.chmod(0o600)
+
+    autoconf.write(_settings(tmp_path, forceCNIVersion=True), primary)
+
+    assert json.loads(primary.read_text()) == {"cniVersion": "1.0.0", "name": "default-net", "type": "bridge"}
+    assert primary.stat().st_mode & 0o777 == 0o644
+
+
+def test_force_cni_version_must_be_true_or_false() -> None:
+    with pytest.raises(settings.SettingsError, match="forceCNIVersion"):
+        settings.from_mapping({"forceCNIVersion": "yes"})
+
+
+def test_a_primary_older_than_0_4_0_under_a_newer_top_level_version_is_refused(tmp_path: Path) -> None:
+    # upstream: "delegate cni version is 0.3.1 while top level cni version is 1.0.0", no conf
+    primary = tmp_path / "10-default.conf"
+    primary.write_text(json.dumps({"cniVersion": "0.3.1", "name": "default-net", "type": "bridge"}))
+
+    with pytest.raises(autoconf.AutoconfError, match=r"delegate cni version is 0\.3\.1"):
+        autoconf.write(_settings(tmp_path), primary)
+    assert not (tmp_path / autoconf.CONF_NAME).exists()
+
+
+def test_00_multus_conf_named_as_the_primary_is_refused(tmp_path: Path) -> None:
+    # upstream refuses <multusAutoconfigDir>/00-multus.conf as the primary; taking it would make the
+    # cluster network the shim itself (every ADD calls the shim again, without end)
+    config = _settings(tmp_path, multusMasterCNI=autoconf.CONF_NAME)
+    (tmp_path / autoconf.CONF_NAME).write_text(
+        '{"cniVersion":"1.0.0","name":"multus-cni-network","type":"multus-shim"}'
+    )
+
+    primary = autoconf.find_primary(config)
+    with pytest.raises(autoconf.AutoconfError, match="multusMasterCNI"):
+        autoconf.write(config, primary or tmp_path / autoconf.CONF_NAME)
