@@ -55,7 +55,8 @@ def find_primary(settings: Settings) -> Path | None:
     """The primary network configuration file, or None if there is none yet."""
     directory = Path(settings.multus_autoconfig_dir or settings.cni_config_dir)
     if settings.multus_master_cni:
-        candidate = directory / settings.multus_master_cni
+        # upstream's filepath.Join: an absolute name is still taken inside the directory
+        candidate = directory / settings.multus_master_cni.lstrip("/")
         return candidate if candidate.is_file() else None
     try:
         names = sorted(os.listdir(directory))

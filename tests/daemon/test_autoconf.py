@@ -126,3 +126,17 @@ def test_00_multus_conf_named_as_the_primary_is_refused(tmp_path: Path) -> None:
     primary = autoconf.find_primary(config)
     with pytest.raises(autoconf.AutoconfError, match="multusMasterCNI"):
         autoconf.write(config, primary or tmp_path / autoconf.CONF_NAME)
+
+
+def test_an_absolute_multus_master_cni_stays_inside_the_autoconfig_dir(tmp_path: Path) -> None:
+    # upstream: filepath.Join(multusAutoconfigDir, multusMasterCNI); never a file elsewhere
+    outside = tmp_path / "outside.conf"
+    outside.write_text('{"cniVersion":"1.0.0","name":"x","type":"bridge"}')
+    inside = tmp_path / "auto"
+    inside.mkdir()
+    config = _settings(tmp_path, multusAutoconfigDir=str(inside), multusMasterCNI=str(outside))
+
+    assert autoconf.find_primary(config) is None
+    (inside / str(outside).lstrip("/")).parent.mkdir(parents=True)
+    (inside / str(outside).lstrip("/")).write_text("{}")
+    assert autoconf.find_primary(config) == inside / str(outside).lstrip("/")
