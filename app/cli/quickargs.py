@@ -63,11 +63,18 @@ class Arguments:
         def __getattr__(self, name: str) -> Any: ...
 
 
+MAX_LIMIT = 2**63 - 1
+"""``app.store.filters.MAX_HISTORY_LIMIT``, repeated (no ``app.store`` on the fast path)."""
+
+
 def limit(text: str) -> int:
     """``--limit``: a whole number (0: no limit)."""
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # "²" is a digit to isdigit, not to int
         raise ValueError(f"invalid limit {text!r}: use a whole number (0: no limit)")
-    return int(text)
+    significant = text.lstrip("0") or "0"  # int() refuses strings of over 4300 digits
+    if len(significant) > len(str(MAX_LIMIT)) or int(significant) > MAX_LIMIT:
+        raise ValueError(f"invalid limit {text!r}: at most {MAX_LIMIT} (0: no limit)")
+    return int(significant)
 
 
 def _command_value(text: str) -> str:

@@ -35,6 +35,8 @@ ATTACHMENT_PARAMETERS = ("namespace", "pod", "network")
 
 DEFAULT_HISTORY_LIMIT = 200
 """Lines returned when ``limit`` is not given (newest first); ``limit=0`` returns them all."""
+MAX_HISTORY_LIMIT = 2**63 - 1
+"""The largest ``limit`` SQLite can take (its INTEGER); a larger one is refused, not a crash."""
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -89,23 +91,34 @@ def parse_duration(text: str) -> timedelta:
         )
     if seconds <= 0:
         raise ValueError(f"invalid duration {text!r}: it must be longer than zero")
-    return timedelta(seconds=seconds)
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError as exc:
+        raise ValueError(f"invalid duration {text!r}: it is too long") from exc
 
 
 def parse_since(text: str, *, now: datetime) -> datetime:
     """A duration back from ``now`` (``1h``), or an RFC 3339 time (``2026-11-25T10:00:00Z``)."""
     try:
-        return now - parse_duration(text)
+        duration = parse_duration(text)
     except ValueError as duration_error:
         if not re.match(r"\d{4}-\d\d-\d\d", text.strip()):
             raise FilterError("since", str(duration_error)) from duration_error
+    else:
+        try:
+            return now - duration
+        except OverflowError as exc:
+            raise FilterError("since", f"invalid duration {text!r}: it goes back too far") from exc
     try:
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError as exc:
         raise FilterError("since", f"invalid time {text!r}: use RFC 3339, e.g. 2026-11-25T10:00:00Z") from exc
     if moment.tzinfo is None:
         raise FilterError("since", f"time {text!r} has no time zone: add Z (UTC) or an offset")
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError as exc:
+        raise FilterError("since", f"invalid time {text!r}: it is out of range in UTC") from exc
 
 
 def parse_history(params: Mapping[str, str], *, now: datetime) -> HistoryFilter:
@@ -194,6 +207,11 @@ def _limit(params: Mapping[str, str]) -> int:
     text = params.get("limit")
     if text is None:
         return DEFAULT_HISTORY_LIMIT
-    if not text.strip().isdigit():
+    digits = text.strip()
+    if not (digits.isascii() and digits.isdigit()):
         raise FilterError("limit", f"invalid limit {text!r}: use a whole number (0: no limit)")
-    return int(text)
+    significant = digits.lstrip("0") or "0"  # int() refuses strings of over 4300 digits
+    limit = int(significant) if len(significant) <= len(str(MAX_HISTORY_LIMIT)) else MAX_HISTORY_LIMIT + 1
+    if limit > MAX_HISTORY_LIMIT:
+        raise FilterError("limit", f"invalid limit {text!r}: at most {MAX_HISTORY_LIMIT} (0: no limit)")
+    return limit
