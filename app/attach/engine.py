@@ -298,6 +298,7 @@ class AttachEngine:
                 *(partial(checkpoints.record_intent, intent=intent) for intent in intents),
             ],
         )
+        resolution.stage_device_info()  # named by the committed intents: every DEL removes them
         if intents_on_disk.done():
             self._intents_synced(intents_on_disk)
         else:

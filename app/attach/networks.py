@@ -15,9 +15,11 @@ and device ID are decided here and baked into the configuration bytes the engine
 running it, as is the whole chain of a conf file (a conflist's ``<dir>/<name>/*.conf`` plugins)
 and the ``auxiliaryCNIChainName`` delegate appended last (``app.attach.disk_chains``). Errors are CNI
 errors naming the network (code 7 for configuration, 11 when the Kubernetes API or the kubelet
-cannot answer). One side effect, once every delegate is decided: a device-plugin device's
-device-info file is copied to the delegate's ``CNIDeviceInfoFile`` (``app.attach.device_info``),
-which the recorded runtimeConfig names, so the teardown removes it.
+cannot answer). No side effect: a device-plugin device's device-info file is to be copied to the
+delegate's ``CNIDeviceInfoFile`` (``app.attach.device_info``), which the recorded runtimeConfig
+names, so the teardown removes it; the resolution lists those copies and the engine makes them
+(``Resolution.stage_device_info``) only once the intents naming the files are committed, so a
+refused ADD (preflight, a sandbox already attached) never writes or overwrites one.
 
 Static mode (no Kubernetes configured) passes no ``ClusterSources``: pods, NADs and annotations
 are then out of reach, and only conf files resolve.
@@ -89,6 +91,17 @@ class Resolution:
     default_networks: int = 0
     """How many of ``plans`` are ``defaultNetworks`` (those right after the cluster network's; none
     for a pod in ``systemNamespaces``), recorded with the sandbox for hot-plug."""
+    device_info_dir: str = device_info.DEFAULT_DIR
+    device_plugin_copies: tuple[tuple[str, str, str], ...] = ()
+    """(resource, device id, CNIDeviceInfoFile) of each delegate given a device-plugin device."""
+
+    def stage_device_info(self) -> None:
+        """Copy the device plugins' device-info files to the delegates' ``CNIDeviceInfoFile``: only
+        after the intents naming those files are committed (else nothing would ever remove them)."""
+        for resource, device_id, cni_path in self.device_plugin_copies:
+            device_info.stage_from_device_plugin(
+                base_dir=self.device_info_dir, resource=resource, device_id=device_id, cni_path=cni_path
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,11 +185,13 @@ class NetworkResolver:
                 )
             )
         check_unique_ifnames(plans)
-        for resource, device_id, cni_path in staging:
-            device_info.stage_from_device_plugin(
-                base_dir=self._device_info_dir, resource=resource, device_id=device_id, cni_path=cni_path
-            )
-        return Resolution(plans=plans, pod=pod, default_networks=default_networks)
+        return Resolution(
+            plans=plans,
+            pod=pod,
+            default_networks=default_networks,
+            device_info_dir=self._device_info_dir,
+            device_plugin_copies=tuple(staging),
+        )
 
     # ---- the pod ------------------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ from app.attach.netconf import MultusNetConf
 from app.attach.network_status import DelegateOutcome, status_entries
 from app.attach.networks import ClusterSources, NetworkResolver
 from app.attach.requests import Command, SandboxRequest
-from app.cni.types import ContainerId, IfName
+from app.cni.types import CniError, ContainerId, IfName
 from app.sandbox.kubeapi import KubeApiEmulator
 from app.store import checkpoints
 from app.store.database import Database
@@ -132,8 +132,11 @@ async def node(running: Running, database: Database, api: Any, tmp_path: Path, n
     return Node(engine, running, devices, conf, log, netns, devinfo, database)
 
 
-async def pod_with_device(emulator: KubeApiEmulator, node: Node) -> dict[str, Any]:
+async def pod_with_device(
+    emulator: KubeApiEmulator, node: Node, *, plugin_type: str = "recorder"
+) -> dict[str, Any]:
     config = recorder_net("sriov-net", node.log, capabilities={"deviceID": True, "CNIDeviceInfoFile": True})
+    config["type"] = plugin_type
     config["recorder"]["result"] = {
         "cniVersion": "1.0.0",
         "interfaces": [{"name": "net1", "sandbox": node.netns}],
@@ -240,6 +243,49 @@ async def test_a_missing_or_malformed_device_plugin_file_attaches_without_a_copy
         assert any(str(dp_file(node)) in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
     await node.engine.delete(node.request(Command.DEL, pod, container))
     assert device_info.remove_for_attachment(attachment) is False
+
+
+async def test_an_add_refused_before_anything_is_recorded_leaves_no_device_info_file(
+    emulator: KubeApiEmulator, node: Node
+) -> None:
+    pod = await pod_with_device(emulator, node, plugin_type="no-such-plugin")
+    dp_file(node).write_text(json.dumps(DP_DOCUMENT))
+    container = uuid.uuid4().hex
+
+    with pytest.raises(CniError):
+        await node.engine.add(node.request(Command.ADD, pod, container))
+
+    assert await node.engine.load_sandbox(container) is None, "refused with nothing recorded"
+    leftovers = (
+        sorted(p.name for p in (node.devinfo / "cni").glob("*")) if (node.devinfo / "cni").exists() else []
+    )
+    assert leftovers == [], "no attachment was recorded, so no DEL will ever remove a file made for it"
+
+
+async def test_a_second_add_of_an_attached_container_leaves_its_device_info_file_alone(
+    emulator: KubeApiEmulator, node: Node
+) -> None:
+    pod = await pod_with_device(emulator, node)
+    dp_file(node).write_text(json.dumps(DP_DOCUMENT))
+    container = uuid.uuid4().hex
+    await node.engine.add(node.request(Command.ADD, pod, container))
+    path = node.devinfo / "cni" / f"default-sriov-net-{container}_net1"
+    path.chmod(0o644)
+    written_by_cni = (
+        '{"type":"pci","version":"1.1.0","pci":{"pci-address":"0000:81:00.3","rdma-device":"mlx5_3"}}'
+    )
+    path.write_text(written_by_cni)  # the spec lets the CNI rewrite its file
+    dp_file(node).write_text(json.dumps({"type": "pci", "version": "1.1.0", "pci": {"pci-address": "other"}}))
+
+    with pytest.raises(CniError) as refused:
+        await node.engine.add(node.request(Command.ADD, pod, container))
+
+    assert "already attached" in str(refused.value)
+    assert path.read_text() == written_by_cni, (
+        "the attached delegate's file is not rewritten by a refused ADD"
+    )
+    await node.engine.delete(node.request(Command.DEL, pod, container))
+    assert not path.exists()
 
 
 def test_a_cni_device_info_file_the_runtime_passed_is_never_removed(tmp_path: Path) -> None:
