@@ -281,7 +281,7 @@ class AttachEngine:
                 request=request,
                 plan=plan,
                 cni_path=cni_path,
-                device=await self._devices.snapshot(plan.net),
+                device=await self._devices.snapshot(plan.net, plan.capability_args),
                 root=self._settings.chroot_dir,
             )
             for plan in plans
@@ -835,7 +835,7 @@ class AttachEngine:
             request=request,
             plan=plan,
             cni_path=self._cni_path(request.conf.bin_dir),
-            device=await self._devices.snapshot(plan.net),
+            device=await self._devices.snapshot(plan.net, plan.capability_args),
             root=self._settings.chroot_dir,
         )
         await self._db.write(partial(checkpoints.record_intent, intent=intent))

@@ -1,7 +1,9 @@
 """Host devices moved into sandboxes (SR-IOV VFs): what they were before, and getting them back.
 
 When a delegate's configuration names a PCI device (``deviceID`` or ``pciBusID``, injected from a
-NAD's ``resourceName`` or written in the NAD), the engine records, before the delegate runs, the
+NAD's ``resourceName`` or written in the NAD), or a plugin declaring the ``deviceID`` capability is
+handed one in its runtimeConfig (a selection's ``deviceID``: host-device takes it as its
+``pciBusID``), the engine records, before the delegate runs, the
 netdev name and MAC that device has in the host namespace. A teardown then removes the attachment
 only once the device is back: found in the host under its PCI address, renamed and re-addressed
 if it came back as something else (the kernel returns a VF from a vanished namespace under its
@@ -19,6 +21,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from app.attach import netns
 from app.attach.errors import MultusCode
@@ -29,12 +32,19 @@ log = logging.getLogger(__name__)
 PCI_ADDRESS = re.compile(r"^[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$")
 
 
-def pci_address(net: NetworkConfigList) -> str | None:
-    """The PCI device a delegate configuration names (``deviceID``/``pciBusID``), if any."""
+def pci_address(net: NetworkConfigList, capability_args: Mapping[str, Any] | None = None) -> str | None:
+    """The PCI device a delegate configuration names (``deviceID``/``pciBusID``), else the
+    runtimeConfig ``deviceID`` a plugin of it declaring that capability is handed; None if none."""
     for plugin in net.plugins:
         for key in ("deviceID", "pciBusID"):
             value = plugin.get(key)
             if isinstance(value, str) and PCI_ADDRESS.match(value):
+                return value
+    value = (capability_args or {}).get("deviceID")
+    if isinstance(value, str) and PCI_ADDRESS.match(value):
+        for plugin in net.plugins:
+            capabilities = plugin.get("capabilities")
+            if isinstance(capabilities, Mapping) and capabilities.get("deviceID") is True:
                 return value
     return None
 
@@ -50,9 +60,12 @@ class HostDevices:
         except FileNotFoundError:
             return []
 
-    async def snapshot(self, net: NetworkConfigList) -> dict[str, str] | None:
-        """{pci, ifname, mac} of the host device ``net`` will take, as it is now; None if none."""
-        pci = pci_address(net)
+    async def snapshot(
+        self, net: NetworkConfigList, capability_args: Mapping[str, Any] | None = None
+    ) -> dict[str, str] | None:
+        """{pci, ifname, mac} of the host device ``net`` (run with ``capability_args``) will take,
+        as it is now; None if none."""
+        pci = pci_address(net, capability_args)
         if pci is None:
             return None
         names = self.netdev_names(pci)

@@ -14,7 +14,9 @@ and the recorder plugin executed as the delegate.
 from __future__ import annotations
 
 import json
+import subprocess
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -336,3 +338,48 @@ def test_device_info_files_are_read_as_upstreams_struct_decodes_them(
         assert entry["device-info"]["type"] == found["type"]
         assert "other" not in entry["device-info"], "unknown keys are dropped, as Go's struct drops them"
         assert "extra" not in json.dumps(entry)
+
+
+VF_PCI = "0000:00:06.2"
+
+
+@pytest.fixture
+def fake_vf(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A veth standing for a VF at VF_PCI in the engine's fake sysfs: (its name, its sysfs net/ dir)."""
+    vf = f"mpsv{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "link", "add", vf, "type", "veth", "peer", "name", vf + "p"], check=True)
+    names = tmp_path / "sys" / "bus" / "pci" / "devices" / VF_PCI / "net"
+    (names / vf).mkdir(parents=True)
+    yield vf, names
+    subprocess.run(["ip", "link", "delete", vf], check=False)
+
+
+async def test_a_vf_given_by_the_selections_device_id_must_be_back_before_its_attachment_is_forgotten(
+    emulator: KubeApiEmulator, node: Node, tmp_path: Path, fake_vf: tuple[str, Path]
+) -> None:
+    vf, names = fake_vf
+    # host-device takes runtimeConfig.deviceID as its pciBusID: no deviceID in the NAD's config
+    config = recorder_net("vf-net", node.log, capabilities={"deviceID": True})
+    config["recorder"]["result"] = {
+        "cniVersion": "1.0.0",
+        "interfaces": [{"name": "net1", "sandbox": node.netns}],
+    }
+    emulator.create_nad("default", "vf-net", config)
+    selection = json.dumps([{"name": "vf-net", "deviceID": VF_PCI}])
+    pod = emulator.create_pod(pod_manifest("vfpod", annotations={"k8s.v1.cni.cncf.io/networks": selection}))
+    await eventually(
+        lambda: node.running.watchers.nads.get_nad("default", "vf-net"), lambda nad: nad is not None
+    )
+    container = uuid.uuid4().hex
+    await node.engine.add(node.request(Command.ADD, pod, container))
+    [added] = node.calls("ADD", "net1")
+    assert added["stdin"]["runtimeConfig"]["deviceID"] == VF_PCI
+    device = (await node.attachment(container, "net1")).device
+    assert device is not None, "the VF handed over in runtimeConfig is recorded"
+    assert (device["pci"], device["ifname"]) == (VF_PCI, vf)
+    (names / vf).rename(tmp_path / "hidden")  # the VF is still inside some namespace
+
+    with pytest.raises(CniError):
+        await node.engine.delete(node.request(Command.DEL, pod, container))
+
+    assert (await node.attachment(container, "net1")).state == "deleting", "pending until the VF is back"
