@@ -35,6 +35,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import signal
 import subprocess
 import tempfile
 import threading
@@ -47,6 +48,11 @@ USE_PIDFD = hasattr(os, "pidfd_open")
 """Watch exits with pidfds where Python offers them (a kernel without them falls back per child)."""
 _USE_MEMFD = hasattr(os, "memfd_create")
 """Memory files for the child's stdio (until the kernel refuses ``memfd_create``)."""
+
+
+_RESTORED_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
+"""Signals Python ignores at start-up, put back to their default in the child (an ignored signal
+stays ignored across exec): what ``subprocess`` does with ``restore_signals``, the forked path's too."""
 
 
 class InputTooLargeError(Exception):
@@ -168,7 +174,9 @@ def _above_stdio(fd: int) -> int:
 def _start(path: str, *, env: Mapping[str, str], preexec: Callable[[], None] | None, stdio: list[int]) -> int:
     if preexec is None:
         actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(stdio)]
-        return os.posix_spawn(path, [path], env, file_actions=actions, setsid=True)
+        return os.posix_spawn(
+            path, [path], env, file_actions=actions, setsid=True, setsigdef=_RESTORED_SIGNALS
+        )
     process = subprocess.Popen(
         [path],
         stdin=stdio[0],

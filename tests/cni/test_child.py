@@ -10,6 +10,7 @@ import asyncio
 import os
 import signal
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -267,3 +268,16 @@ async def test_an_input_no_pipe_can_hold_starts_nothing(tmp_path: Path) -> None:
     # Only a process allowed past fs.pipe-max-size (CAP_SYS_RESOURCE) gets here: the pipe took it all.
     process.release_input()
     assert (await process.communicate()).returncode == 0
+
+
+@pytest.mark.parametrize("preexec", [None, lambda: None], ids=["spawned", "forked"])
+async def test_the_child_starts_with_the_signals_python_ignores_back_at_their_default(
+    tmp_path: Path, preexec: Callable[[], None] | None
+) -> None:
+    program = str(script(tmp_path, "ignored", "sed -n 's/^SigIgn:\\t*//p' /proc/$$/status\n"))
+
+    finished = await child.spawn(program, env=ENV, preexec=preexec).communicate()
+
+    ignored = int(finished.stdout, 16)
+    assert ignored & (1 << (signal.SIGPIPE - 1)) == 0
+    assert ignored & (1 << (signal.SIGXFSZ - 1)) == 0

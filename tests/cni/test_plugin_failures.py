@@ -244,3 +244,13 @@ async def test_plugin_gets_exactly_the_environment_it_is_given(tmp_path: Path) -
         "CNI_COMMAND": "ADD",
         "ONLY": "this",
     }
+
+
+async def test_a_plugin_whose_pipeline_reader_quits_early_is_not_left_writing_forever(tmp_path: Path) -> None:
+    # The daemon (Python) ignores SIGPIPE; a plugin must not inherit that: the writer of a pipeline
+    # whose reader has quit is ended by SIGPIPE, as when any Go runtime (or a shell) runs it.
+    path = script(tmp_path, "pipeline", "while :; do echo y; done | head -n1")
+
+    stdout = await invoke.SubprocessExec().exec_plugin(plugin_path=str(path), stdin=b"", env={}, timeout=5)
+
+    assert stdout == b"y\n"
