@@ -50,6 +50,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    keep_inherited_descriptors_to_ourselves()
     if args.version:
         from app.daemon.wiring import package_version
 
@@ -76,6 +77,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):  # until the event loop takes them over
         signal.signal(signum, _remember_signal)
     return _run(settings, sock)
+
+
+def keep_inherited_descriptors_to_ourselves() -> None:
+    """Mark every descriptor above stdio that whoever started the daemon passed on to it as not
+    inheritable: plugins are started with ``posix_spawn``, which hands a child every inheritable
+    descriptor of its parent, and a plugin (or a process it leaves running) would hold such a pipe
+    or socket open for as long as it lives. The daemon's own descriptors are never inheritable."""
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return
+    for name in names:
+        fd = int(name)
+        if fd > 2:
+            with contextlib.suppress(OSError):  # the listing's own descriptor, closed by now
+                os.set_inheritable(fd, False)
 
 
 _early_signals: list[int] = []
