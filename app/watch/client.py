@@ -17,11 +17,12 @@ import asyncio
 import logging
 import os
 import ssl
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
@@ -39,6 +40,10 @@ SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 USER_AGENT = "multus-py"
 READ_BUFFER_SIZE = 2**21
 """The session's read buffer, as kubernetes_asyncio sizes it (watch lines of large objects)."""
+TOKEN_REFRESH_SECONDS = 60.0
+"""How often a kubeconfig's bearer token is read again (its ``tokenFile`` or the file itself, which
+an entrypoint may rewrite): bound service-account tokens expire, and the library reads a kubeconfig
+once. client-go re-reads ``tokenFile`` each minute too; the in-cluster loader does it on its own."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +156,38 @@ async def _configuration(access: ClusterAccess) -> Configuration:
             await lean_import.kube_config().load_kube_config(
                 config_file=access.kubeconfig, client_configuration=configuration, persist_config=False
             )
+            if "BearerToken" in configuration.api_key:
+                configuration.refresh_api_key_hook = _token_reloader(access.kubeconfig)
     except (ConfigException, OSError, ValueError, KeyError, TypeError) as exc:
         raise KubeConfigError(f"cannot use the cluster access from {access.source}: {exc}") from exc
     return configuration
+
+
+def _token_reloader(kubeconfig: str) -> Any:
+    """A ``refresh_api_key_hook`` loading ``kubeconfig`` again at most every ``TOKEN_REFRESH_SECONDS``
+    and taking its bearer token; a kubeconfig that fails to load meanwhile keeps the token in use."""
+    from kubernetes_asyncio.client import Configuration
+    from kubernetes_asyncio.config.config_exception import ConfigException
+
+    due = time.monotonic() + TOKEN_REFRESH_SECONDS
+
+    async def reload(configuration: Configuration, *_: object) -> None:
+        nonlocal due
+        if time.monotonic() < due:
+            return
+        due = time.monotonic() + TOKEN_REFRESH_SECONDS
+        fresh = Configuration()
+        try:
+            await lean_import.kube_config().load_kube_config(
+                config_file=kubeconfig, client_configuration=fresh, persist_config=False
+            )
+        except (ConfigException, OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning(
+                "cannot read the token of kubeconfig %s again, keeping the current one: %s", kubeconfig, exc
+            )
+            return
+        token = fresh.api_key.get("BearerToken")
+        if token:
+            configuration.api_key["BearerToken"] = token
+
+    return reload

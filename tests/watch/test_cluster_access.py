@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 from pathlib import Path
@@ -146,3 +147,50 @@ async def test_requests_carry_the_token_the_user_agent_and_the_body(tmp_path: Pa
         assert headers["Accept"] == "application/json"
     assert patch_headers["Content-Type"] == "application/merge-patch+json"
     assert json.loads(body) == status_patch
+
+
+async def test_a_kubeconfig_token_file_rotated_on_disk_is_picked_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bound service-account tokens expire: like client-go, the daemon re-reads ``tokenFile``."""
+    monkeypatch.setattr(client, "TOKEN_REFRESH_SECONDS", 0.05)
+    seen: list[str] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization", ""))
+        return web.json_response({"kind": "Pod"})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    token = tmp_path / "token"
+    token.write_text("first")
+    document = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
+        "users": [{"name": "u", "user": {"tokenFile": str(token)}}],
+        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+        "current-context": "x",
+    }
+    path = tmp_path / "kubeconfig"
+    path.write_text(json.dumps(document))
+    try:
+        access = client.find_access(kubeconfig=str(path), environ={})
+        assert access is not None
+        api = await client.connect(access, settings=WatchSettings())
+        try:
+            await api.get("/api/v1/namespaces/ns/pods/p")
+            token.write_text("second")
+            await asyncio.sleep(0.1)
+            await api.get("/api/v1/namespaces/ns/pods/p")
+        finally:
+            await api.close()
+    finally:
+        await runner.cleanup()
+
+    assert seen == ["Bearer first", "Bearer second"]
