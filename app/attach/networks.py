@@ -249,8 +249,9 @@ class NetworkResolver:
         return networks, len(defaults)
 
     async def _cluster_networks(self, conf: MultusNetConf, pod: PodRecord | None) -> list[_Network]:
-        override = pod.annotations.get(DEFAULT_NETWORK_ANNOTATION, "") if pod is not None else ""
-        if override:
+        # upstream tests presence, not emptiness: a present but empty annotation fails the ADD
+        if pod is not None and DEFAULT_NETWORK_ANNOTATION in pod.annotations:
+            override = pod.annotations[DEFAULT_NETWORK_ANNOTATION]
             selection = sel.parse_default_network(override, multus_namespace=conf.multus_namespace)
             nad = await self._nad(selection.namespace, selection.name, pod)
             return [await self._from_nad(nad, conf, selection=selection)]

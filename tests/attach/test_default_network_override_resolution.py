@@ -1,0 +1,87 @@
+"""The ``v1.multus-cni.io/default-network`` annotation as network resolution reads it off the pod.
+
+In-memory pod and NAD sources and a real ``confDir`` with the cluster network; nothing is executed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from app.attach.cluster import DEFAULT_NETWORK_ANNOTATION
+from app.attach.netconf import MultusNetConf
+from app.attach.networks import ClusterSources, NetworkResolver
+from app.attach.requests import Command, SandboxRequest
+from app.cni.types import CniError, ContainerId, ErrorCode, IfName
+from app.store.mirror_records import NadRecord, PodRecord
+from app.store.records import PodIdentity
+
+
+class Pods:
+    def __init__(self, pod: PodRecord) -> None:
+        self.pod = pod
+
+    async def get_pod(self, namespace: str, name: str, *, uid: str = "") -> PodRecord | None:
+        return self.pod if (namespace, name) == self.pod.key else None
+
+
+class Nads:
+    def __init__(self, *nads: NadRecord) -> None:
+        self.nads = {nad.key: nad for nad in nads}
+
+    async def get_nad(self, namespace: str, name: str) -> NadRecord | None:
+        return self.nads.get((namespace, name))
+
+
+async def resolve_for(tmp_path: Path, annotations: dict[str, str]) -> list[tuple[str, str]]:
+    conf_dir = tmp_path / "net.d"
+    conf_dir.mkdir()
+    cluster = {"cniVersion": "1.0.0", "name": "cluster", "type": "bridge"}
+    (conf_dir / "10-cluster.conf").write_text(json.dumps(cluster))
+    alternative = {"cniVersion": "1.0.0", "type": "macvlan", "master": "eth0"}
+    nad = NadRecord("kube-system", "alt-default", "nad-uid", config=json.dumps(alternative))
+    pod = PodRecord("default", "web", "pod-uid", annotations=annotations)
+    resolver = NetworkResolver(cluster=ClusterSources(pods=Pods(pod), nads=Nads(nad)))
+    conf = MultusNetConf(
+        name="multus",
+        cni_version="1.0.0",
+        stdin_cni_version="1.0.0",
+        cluster_network="cluster",
+        conf_dir=str(conf_dir),
+    )
+    request = SandboxRequest(
+        command=Command.ADD,
+        container_id=ContainerId("c0ffee"),
+        netns="/var/run/netns/none",
+        ifname=IfName("eth0"),
+        cni_args=(("K8S_POD_NAMESPACE", "default"), ("K8S_POD_NAME", "web"), ("K8S_POD_UID", "pod-uid")),
+        pod=PodIdentity("default", "web", "pod-uid"),
+        conf=conf,
+    )
+    resolution = await resolver.resolve(request)
+    return [(plan.network_name, plan.ifname) for plan in resolution.plans]
+
+
+async def test_without_the_annotation_the_cluster_network_is_the_master(tmp_path: Path) -> None:
+    assert await resolve_for(tmp_path, {}) == [("cluster", "eth0")]
+
+
+async def test_the_annotation_replaces_the_cluster_network(tmp_path: Path) -> None:
+    plans = await resolve_for(tmp_path, {DEFAULT_NETWORK_ANNOTATION: "alt-default"})
+
+    assert plans == [("kube-system/alt-default", "eth0")]
+
+
+async def test_a_present_but_empty_annotation_fails_the_add_as_upstream(tmp_path: Path) -> None:
+    # upstream: ``netAnnot, ok := pod.Annotations[defaultNetAnnot]``; present → parsePodNetworkAnnotation("")
+    # refuses it, so the ADD fails instead of quietly falling back to clusterNetwork
+    with pytest.raises(CniError) as caught:
+        await resolve_for(tmp_path, {DEFAULT_NETWORK_ANNOTATION: ""})
+
+    assert caught.value.code == ErrorCode.INVALID_NETWORK_CONFIG
+    assert caught.value.msg == (
+        "annotation v1.multus-cni.io/default-network: "
+        'parsePodNetworkAnnotation: pod annotation does not have "network" as key'
+    )
