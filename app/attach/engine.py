@@ -232,6 +232,7 @@ class AttachEngine:
             if (sandbox.container_id, sandbox.ifname) in valid or self.locks.busy(sandbox.container_id):
                 continue
             errors.extend(await self.tear_down(sandbox.container_id, trigger=Trigger.GC))
+        errors.extend(await self._forward_gc(request))
         error = combine(errors) if errors else None
         entry = recording.entry(
             command=Command.GC,
@@ -244,6 +245,23 @@ class AttachEngine:
         await self._db.write(self._recorded(entry))
         if error is not None:
             raise error
+
+    async def _forward_gc(self, request: NodeRequest) -> list[CniError]:
+        """GC forwarded to the cluster network's plugins (CNI 1.1: a plugin that delegates must),
+        with the runtime's valid attachments: the cluster network runs under the runtime's
+        container ID and interface name. Skipped by ``api`` below 1.1.0 and with ``disableGC``."""
+        try:
+            master = (await self._resolver.resolve(_status_probe(request))).plans[0]
+            await api.gc_network_list(
+                cni=self._cni_config(self._cni_path(request.conf.bin_dir)),
+                net=master.net,
+                valid_attachments=request.valid_attachments,
+            )
+        except Exception as exc:
+            if not errors.is_cni(exc):
+                raise
+            return [as_cni_error(exc)]
+        return []
 
     async def tear_down(self, container_id: str, *, trigger: Trigger) -> list[CniError]:
         """DEL a recorded sandbox from its checkpoint alone (recovery, GC, operator); return the

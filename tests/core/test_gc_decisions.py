@@ -208,3 +208,29 @@ async def test_cni_gc_reports_a_teardown_that_failed(node: Node) -> None:
 
     assert failed.value.code == 11
     assert pending(node.checkpoint(container)) == ["eth0"]
+
+
+async def test_cni_gc_is_forwarded_to_the_cluster_networks_plugins_with_the_valid_attachments(
+    node: Node,
+) -> None:
+    """CNI 1.1 GC: a plugin that delegates must forward GC to its delegates (libcni does so for the
+    cluster network's list after its DELs), so that they can free what no attachment accounts for."""
+    network = {
+        "cniVersion": "1.1.0",
+        "name": "cluster",
+        "plugins": [{"type": "recorder", "recorder": {"log": str(node.recorder_log)}}],
+    }
+    node.write_network("cluster", network)
+    conf = node.conf("cluster")
+    keep = new_container_id()
+    engine = node.engine()
+    await engine.add(node.request(Command.ADD, keep, node.new_netns(), conf))
+    valid = (Attachment(ContainerId(keep), IfName("eth0")),)
+
+    await engine.gc(NodeRequest(command=Command.GC, conf=conf, valid_attachments=valid))
+
+    forwarded = node.recorder_entries("GC")
+    assert len(forwarded) == 1
+    assert forwarded[0]["stdin"]["name"] == "cluster"
+    assert forwarded[0]["stdin"]["cni.dev/valid-attachments"] == [{"containerID": keep, "ifname": "eth0"}]
+    assert pending(node.checkpoint(keep)) == ["eth0"]
