@@ -63,6 +63,7 @@ from app.attach.vfs import HostDevices
 from app.cni import api, results
 from app.cni.invoke import Exec, SubprocessExec
 from app.cni.types import (
+    Attachment,
     CniError,
     ContainerId,
     ErrorCode,
@@ -249,13 +250,23 @@ class AttachEngine:
     async def _forward_gc(self, request: NodeRequest) -> list[CniError]:
         """GC forwarded to the cluster network's plugins (CNI 1.1: a plugin that delegates must),
         with the runtime's valid attachments: the cluster network runs under the runtime's
-        container ID and interface name. Skipped by ``api`` below 1.1.0 and with ``disableGC``."""
+        container ID and interface name. Every attachment still recorded is listed too (a pending
+        DEL is ours to retry, and a network also selected as ``net1`` shares the cluster network's
+        IPAM). Skipped by ``api`` below 1.1.0 and with ``disableGC``."""
         try:
             master = (await self._resolver.resolve(_status_probe(request))).plans[0]
+            recorded = await self._db.read(checkpoints.list_sandboxes)
+            kept = {(a.container_id, a.ifname) for a in request.valid_attachments} | {
+                (sandbox.container_id, attachment.ifname)
+                for sandbox in recorded
+                for attachment in sandbox.attachments
+            }
             await api.gc_network_list(
                 cni=self._cni_config(self._cni_path(request.conf.bin_dir)),
                 net=master.net,
-                valid_attachments=request.valid_attachments,
+                valid_attachments=[
+                    Attachment(ContainerId(container), IfName(ifname)) for container, ifname in sorted(kept)
+                ],
             )
         except Exception as exc:
             if not errors.is_cni(exc):

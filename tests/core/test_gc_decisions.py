@@ -234,3 +234,27 @@ async def test_cni_gc_is_forwarded_to_the_cluster_networks_plugins_with_the_vali
     assert forwarded[0]["stdin"]["name"] == "cluster"
     assert forwarded[0]["stdin"]["cni.dev/valid-attachments"] == [{"containerID": keep, "ifname": "eth0"}]
     assert pending(node.checkpoint(keep)) == ["eth0"]
+
+
+async def test_forwarded_gc_also_lists_every_attachment_still_recorded(node: Node) -> None:
+    """The cluster network selected again as ``net1`` shares its IPAM: the runtime lists only
+    ``eth0``, so the forwarded list keeps ``net1`` too (and anything whose DEL is still pending)."""
+    network = {
+        "cniVersion": "1.1.0",
+        "name": "cluster",
+        "plugins": [{"type": "recorder", "recorder": {"log": str(node.recorder_log)}}],
+    }
+    node.write_network("cluster", network)
+    conf = node.conf("cluster", "cluster")
+    keep = new_container_id()
+    engine = node.engine()
+    await engine.add(node.request(Command.ADD, keep, node.new_netns(), conf))
+    valid = (Attachment(ContainerId(keep), IfName("eth0")),)
+
+    await engine.gc(NodeRequest(command=Command.GC, conf=conf, valid_attachments=valid))
+
+    [forwarded] = node.recorder_entries("GC")
+    assert forwarded["stdin"]["cni.dev/valid-attachments"] == [
+        {"containerID": keep, "ifname": "eth0"},
+        {"containerID": keep, "ifname": "net1"},
+    ]
