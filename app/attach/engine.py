@@ -327,12 +327,12 @@ class AttachEngine:
                 *(partial(checkpoints.record_intent, intent=intent) for intent in intents),
             ],
         )
-        resolution.stage_device_info()  # named by the committed intents: every DEL removes them
         if intents_on_disk.done():
             self._intents_synced(intents_on_disk)
         else:
             intents_on_disk.add_done_callback(self._intents_synced)  # before any plugin's wait for it
         try:
+            resolution.stage_device_info()  # named by the committed intents: every DEL removes them
             outcomes, finish = await self._run_delegates(
                 request=request,
                 plans=plans,
