@@ -11,6 +11,7 @@ first start.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -94,9 +95,18 @@ def migrate(connection: Connection, *, in_child: bool = False) -> str:
 
 def _upgrade_in_child(database: str) -> None:
     """Upgrade the database file at ``database`` to head in a child process (alembic stays out of the
-    caller's memory); SchemaError with the child's last words if it fails."""
+    caller's memory); SchemaError with the child's last words if it fails.
+
+    The child runs this process's code and migrations: their directory leads its path (``-P``: not
+    the working directory, where another ``app`` or ``migrations`` may lie)."""
+    root = str(MIGRATIONS_DIR.parent)
+    paths = [root, *(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p)]
     done = subprocess.run(
-        [sys.executable, "-m", "app.store.schema", database], capture_output=True, text=True, check=False
+        [sys.executable, "-P", "-m", "app.store.schema", database],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(paths)},
     )
     if done.returncode != 0:
         raise SchemaError(f"migrating state database {database} failed: {done.stderr.strip()[-2000:]}")
