@@ -43,7 +43,9 @@ def start_daemon_of(node: BenchNode, tree: Path, env: dict[str, str] | None = No
     config = node.root / "daemon-config.json"
     command = [sys.executable, "-P", "-m", "app.daemon.main", "--config", str(config)]
     node.process = DaemonProcess(socket_dir=node.root / "run", log=node.root / "daemon.out", command=command)
-    node.process.start(env={"PYTHONPATH": str(tree), **(env or {})})
+    # In its own directory: a daemon's child processes (the schema migration) must not find this
+    # checkout's code in their working directory (before 2026-12-06 its migration child did).
+    node.process.start(env={"PYTHONPATH": str(tree), **(env or {})}, cwd=node.root)
     node.process.wait_ready(timeout=30)
 
 

@@ -95,11 +95,18 @@ class DaemonProcess:
     def socket_path(self) -> Path:
         return self.socket_dir / SOCKET_NAME
 
-    def start(self, *, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
-        """Start the daemon (its environment: ours without the debug switch, plus ``env``)."""
+    def start(
+        self, *, env: Mapping[str, str] | None = None, cwd: Path | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start the daemon (its environment: ours without the debug switch, plus ``env``; in ``cwd``,
+        else ours)."""
         with open(self.log, "ab") as output:
             self.process = subprocess.Popen(
-                list(self.command), stdout=output, stderr=output, env=child_environment(**(env or {}))
+                list(self.command),
+                stdout=output,
+                stderr=output,
+                env=child_environment(**(env or {})),
+                cwd=cwd,
             )
         return self.process
 
