@@ -38,6 +38,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from app import metrics
 from app.attach import hotplug
 from app.attach.engine import AttachEngine
+from app.attach.locks import SandboxLocks
 from app.attach.requests import Command, NodeRequest, SandboxRequest
 from app.cni.types import CniError, ErrorCode
 from app.daemon import protocol
@@ -177,6 +178,8 @@ class CniServer:
     """How long a request that needs readiness waits for it before code 11."""
     _in_flight: set[asyncio.Task[Any]] = field(default_factory=set)
     _slots: asyncio.Semaphore | None = None
+    _arrivals: SandboxLocks = field(default_factory=SandboxLocks)
+    """Per container ID, the requests admitted or waiting for admission, in arrival order."""
 
     def runner(self) -> web.BaseRunner:
         """An aiohttp runner for this server; call from a running event loop."""
@@ -306,18 +309,35 @@ class CniServer:
 
     async def _serve_cni(self, body: bytes) -> Any:
         request = protocol.interpret(protocol.decode_body(body), daemon_config=self.daemon_config)
+        if isinstance(request, SandboxRequest):
+            operation = self._in_turn(request.container_id, request.command, lambda: self._dispatch(request))
+            return await self._run_shielded(operation, name=_task_name(request))
         await self._admit(request.command)
         return await self._run_shielded(self._dispatch(request), name=_task_name(request))
 
     async def _serve_delegate(self, body: bytes) -> Any:
         shim_request, attributes = protocol.decode_delegate_body(body)
         call = protocol.interpret_delegate(shim_request, attributes, daemon_config=self.daemon_config)
-        await self._admit(call.request.command if call is not None else Command.STATUS)
         if call is None:
+            await self._admit(Command.STATUS)
             return None
-        operation = hotplug.serve_delegate(self.engine, call, status=self.engine.status_publisher)
+        operation = self._in_turn(
+            call.request.container_id,
+            call.request.command,
+            lambda: hotplug.serve_delegate(self.engine, call, status=self.engine.status_publisher),
+        )
         name = f"delegate-{call.request.command}-{call.request.container_id[:12]}"
         return await self._run_shielded(operation, name=name)
+
+    async def _in_turn(
+        self, container_id: str, command: Command, operation: Callable[[], Awaitable[Any]]
+    ) -> Any:
+        """Admit and run one sandbox's request in its arrival order: a request held for readiness
+        keeps the later ones of its container behind it (a DEL, admitted as soon as the store is
+        open, must not overtake a held ADD: it would find nothing, and the ADD then leak)."""
+        async with self._arrivals.hold(container_id):
+            await self._admit(command)
+            return await operation()
 
     async def _admit(self, command: Command) -> None:
         """Hold the request until the daemon can serve it (DEL: the store is open; others: ready),
