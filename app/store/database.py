@@ -334,6 +334,8 @@ class _Writer(_Worker):
             except BaseException:
                 try:
                     transaction.rollback()
+                    if seat.driver.in_transaction:  # a failed COMMIT leaves SQLite's transaction open
+                        seat.driver.execute("ROLLBACK")  # (SQLAlchemy's is over): else no PRAGMA may run
                 except Exception:
                     log.exception("rolling back a failed batch failed; reconnecting")
                     seat.reconnect()

@@ -503,3 +503,17 @@ async def test_begin_delete_and_load_marks_and_returns_the_sandbox_as_recorded(d
     assert [(a.ifname, a.state) for a in returned.attachments] == [("eth0", "deleting"), ("net1", "deleting")]
     assert missing is None
     assert [s.container_id for s in await db.read(checkpoints.list_sandboxes)] == ["c1"]
+
+
+async def test_a_failed_unsynced_commit_leaves_the_writer_able_to_commit_durably(db: Database) -> None:
+    def orphan(connection: Connection) -> None:
+        cursor = records_sql.cursor_of(connection)
+        cursor.execute("PRAGMA defer_foreign_keys=ON")  # the missing sandbox is noticed at COMMIT
+        checkpoints.record_intent(connection, _intent("no-such-sandbox", "eth0", 0))
+
+    with pytest.raises(IntegrityError):  # a failed COMMIT leaves SQLite's transaction open
+        await db.write(orphan, durable=False)
+
+    await db.write(lambda s: checkpoints.begin_add(s, _sandbox("c1")))  # durable: synchronous=FULL again
+    assert [s.container_id for s in await db.read(checkpoints.list_sandboxes)] == ["c1"]
+    assert await db.read(lambda s: s.execute(text("SELECT count(*) FROM attachments")).scalar_one()) == 0
