@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, RootTransaction, create_engine, event
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from app import metrics
 from app.store import schema
@@ -482,10 +483,14 @@ class Database:
                     schema.migrate(connection, in_child=migrate_in_child)
                     connection.commit()
             return cls(path=db_path, engine=engine, read_only=read_only, lock_fd=lock_fd)
-        except BaseException:
+        except BaseException as exc:
             engine.dispose()
             if lock_fd is not None:
                 os.close(lock_fd)
+            # Not a database (corrupt, foreign), or, for the daemon, one SQLite cannot open or lock: a
+            # clear refusal, not a traceback (a read-only caller tells "locked" apart itself).
+            if isinstance(exc, DBAPIError) and not (read_only and isinstance(exc, OperationalError)):
+                raise schema.SchemaError(f"state database {db_path} cannot be used: {exc.orig}") from exc
             raise
 
     async def write(self, work: Work[T], *, durable: bool = True) -> T:

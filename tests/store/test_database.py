@@ -389,3 +389,20 @@ async def test_a_write_cancelled_by_its_caller_does_not_break_the_writer(db_path
         assert [s.container_id for s in db.read_sync(checkpoints.list_sandboxes)] == ["after"]
     finally:
         db.close()
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+def test_a_file_that_is_not_a_database_is_refused_as_unusable_not_crashed_on(
+    db_path: Path, read_only: bool
+) -> None:
+    db_path.parent.mkdir(parents=True)
+    garbage = b"not an sqlite database, whatever wrote it\n" * 200
+    db_path.write_bytes(garbage)
+
+    with pytest.raises(schema.SchemaError) as refused:  # what the daemon's start-up reports (exit 1)
+        Database.open(db_path, read_only=read_only)
+
+    assert str(db_path) in str(refused.value)
+    assert db_path.read_bytes() == garbage
+    db_path.unlink()
+    Database.open(db_path).close()  # the lock was released
