@@ -188,9 +188,14 @@ class CniServer:
         return web.ServerRunner(server, handle_signals=False)
 
     async def drain(self, grace: float) -> int:
-        """Wait up to ``grace`` seconds for in-flight operations; return how many still run."""
-        if self._in_flight:
-            await asyncio.wait(set(self._in_flight), timeout=grace)
+        """Wait up to ``grace`` seconds for in-flight operations, those that begin meanwhile included
+        (DELs are still served while stopping); return how many still run."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while (running := {task for task in self._in_flight if not task.done()}) and (
+            left := deadline - loop.time()
+        ) > 0:
+            await asyncio.wait(running, timeout=left, return_when=asyncio.FIRST_COMPLETED)
         return sum(1 for task in self._in_flight if not task.done())
 
     def in_flight(self) -> list[str]:
