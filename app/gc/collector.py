@@ -160,7 +160,7 @@ class GarbageCollector:
         and an ADD in flight then (``adding``) may have answered since (invariant 10)."""
 
         def still_orphaned(record: SandboxRecord) -> bool:
-            return orphan_reason(_summary_of(record), boot_id=self._engine.boot_id, pods=pods) is not None
+            return orphan_reason(record.summary(), boot_id=self._engine.boot_id, pods=pods) is not None
 
         record, errors = await self._engine.tear_down_if(
             orphan.container_id, trigger=Trigger.GC, condition=still_orphaned
@@ -215,17 +215,6 @@ class GarbageCollector:
         for state in ("intent", "added", "deleting"):
             metrics.ATTACHMENTS.labels(state).set(by_state.get(state, 0))
         metrics.STORE_BYTES.set(self._db.size_bytes())
-
-
-def _summary_of(record: SandboxRecord) -> SandboxSummary:
-    return SandboxSummary(
-        container_id=record.container_id,
-        state=record.state,
-        netns=record.netns,
-        ifname=record.ifname,
-        pod=record.pod,
-        boot_id=record.boot_id,
-    )
 
 
 def _observe(report: GcReport) -> None:

@@ -123,6 +123,17 @@ class SandboxRecord:
     def attachment(self, ifname: str) -> AttachmentRecord | None:
         return next((a for a in self.attachments if a.ifname == ifname), None)
 
+    def summary(self) -> SandboxSummary:
+        """Its identity and state, as ``checkpoints.sandbox_summaries`` lists them."""
+        return SandboxSummary(
+            container_id=self.container_id,
+            state=self.state,
+            netns=self.netns,
+            ifname=self.ifname,
+            pod=self.pod,
+            boot_id=self.boot_id,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class SandboxSummary:
