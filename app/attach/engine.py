@@ -69,6 +69,7 @@ from app.cni.types import (
     ErrorCode,
     IfName,
     JsonObject,
+    NetworkConfigList,
     NotExecutedError,
     RuntimeConf,
 )
@@ -218,10 +219,14 @@ class AttachEngine:
 
     async def status(self, request: NodeRequest) -> None:
         """STATUS: can an ADD be served? Asks the cluster network's plugins (CNI 1.1.0 only)."""
-        master = (await self._resolver.resolve(_status_probe(request))).plans[0]
         await api.status_network_list(
-            cni=self._cni_config(self._cni_path(request.conf.bin_dir)), net=master.net
+            cni=self._cni_config(self._cni_path(request.conf.bin_dir)),
+            net=await self._cluster_network(request),
         )
+
+    async def _cluster_network(self, request: NodeRequest) -> NetworkConfigList:
+        """The network an ADD of ``request``'s configuration would give the runtime (STATUS, GC)."""
+        return (await self._resolver.resolve(_status_probe(request))).plans[0].net
 
     async def gc(self, request: NodeRequest) -> None:
         """CNI GC: tear down every recorded sandbox whose attachment the runtime no longer lists."""
@@ -254,7 +259,7 @@ class AttachEngine:
         DEL is ours to retry, and a network also selected as ``net1`` shares the cluster network's
         IPAM). Skipped by ``api`` below 1.1.0 and with ``disableGC``."""
         try:
-            master = (await self._resolver.resolve(_status_probe(request))).plans[0]
+            cluster_network = await self._cluster_network(request)
             recorded = await self._db.read(checkpoints.list_sandboxes)
             kept = {(a.container_id, a.ifname) for a in request.valid_attachments} | {
                 (sandbox.container_id, attachment.ifname)
@@ -263,7 +268,7 @@ class AttachEngine:
             }
             await api.gc_network_list(
                 cni=self._cni_config(self._cni_path(request.conf.bin_dir)),
-                net=master.net,
+                net=cluster_network,
                 valid_attachments=[
                     Attachment(ContainerId(container), IfName(ifname)) for container, ifname in sorted(kept)
                 ],

@@ -1278,6 +1278,7 @@ def dispatch(call: Call) -> int:
     conf = parse_network_config(stdin)
     call.conf = conf
     check_command_version(command, conf)
+    request = request_body(stdin)
     try:
         path = daemon_socket_path(conf)
     except CniError as unusable:
@@ -1285,10 +1286,9 @@ def dispatch(call: Call) -> int:
             raise
         # Past the checks of upstream's skel, a DEL must not fail for ever on a conf the shim cannot
         # use (upstream's answers success): it is spooled, for the daemon to DEL from its checkpoint.
-        where = spool_del(conf, request_body(stdin), unusable)
+        where = spool_del(conf, request, unusable)
         log_failure(call, unusable, f"; spooled in {where} for the daemon to replay")
         return 0
-    request = request_body(stdin)
     try:
         status, body = call_daemon(path, http_request(request))
     except CniError as unreachable:
