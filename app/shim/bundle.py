@@ -29,7 +29,8 @@ Two fields cannot be relative: the interpreter's PT_INTERP (the kernel opens it,
 working directory) and, for ``readelf`` to show it plainly, its RUNPATH. ``install_bundle`` sets both
 to the absolute path the node will see, once it knows it.
 
-An installed runtime lives in ``<bin_dir>/.multus-shim.d/runtime-<version>-<digest>``: it appears by
+An installed runtime lives in ``<bin_dir>/.multus-shim.d/runtime-<version>-<digest>`` (the digest of
+the manifest and of the node path it is patched for): it appears by
 renaming a complete staging directory, is never modified afterwards, and the launcher
 ``<bin_dir>/multus-shim`` (``#!<runtime>/bin/python3.X -ISXutf8``, UTF-8 mode so that no locale codec
 is ever needed) is switched to it by rename. The previous runtime is kept (a shim the runtime started
@@ -342,9 +343,12 @@ def check_bundle(bundle: Path) -> dict[str, object]:
     return manifest
 
 
-def runtime_name(manifest: dict[str, object]) -> str:
-    """``runtime-<multus-py version>-<digest of the manifest>``: a new build gets a new directory."""
-    digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:12]
+def runtime_name(manifest: dict[str, object], host_impl_dir: str) -> str:
+    """``runtime-<multus-py version>-<digest of the manifest and the node path>``: a new build, or the
+    same one patched for another node path, gets a new directory, so an installed runtime a launcher
+    names is never replaced."""
+    identity = json.dumps([manifest, host_impl_dir.rstrip("/")], sort_keys=True)
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:12]
     return f"{RUNTIME_PREFIX}{manifest['multusPy']}-{digest}"
 
 
@@ -359,7 +363,7 @@ def install_bundle(impl_dir: Path, host_impl_dir: str, *, source: Path | None = 
     path as the node sees it). Nothing visible changes until the final rename; an identical runtime
     already installed is reused as it is (a running shim may have its files open)."""
     if source is not None:
-        name = runtime_name(check_bundle(source))
+        name = runtime_name(check_bundle(source), host_impl_dir)
         host_target = f"{host_impl_dir.rstrip('/')}/{name}"
         if installed_for(impl_dir / name) == host_target:  # this very runtime is in place already
             return impl_dir / name, f"{host_target}/{read_manifest(source)['interpreter']}"
@@ -374,7 +378,7 @@ def install_bundle(impl_dir: Path, host_impl_dir: str, *, source: Path | None = 
         else:
             shutil.copytree(source, staging, symlinks=False, dirs_exist_ok=True)
         manifest = check_bundle(staging)
-        name = runtime_name(manifest)
+        name = runtime_name(manifest, host_impl_dir)
         target = impl_dir / name
         host_target = f"{host_impl_dir.rstrip('/')}/{name}"
         interpreter = f"{host_target}/{manifest['interpreter']}"
@@ -390,7 +394,7 @@ def install_bundle(impl_dir: Path, host_impl_dir: str, *, source: Path | None = 
         (staging / INSTALLED_NAME).write_text(json.dumps({"hostPath": host_target}) + "\n")
         staging.chmod(0o755)
         sync_tree(staging)
-        if target.exists():  # a damaged or differently patched copy nothing runs from: set it aside
+        if target.exists():  # a damaged copy (its installed.json unreadable): set it aside
             target.rename(impl_dir / f".old-{name}-{os.getpid()}")
         staging.rename(target)
         sync_directory(impl_dir)

@@ -412,3 +412,31 @@ def test_the_runtimes_codec_lookups_answer_as_with_the_whole_alias_table(built: 
     expected_utf8 = {alias for alias, codec in table.items() if codec in carried} | {"utf-8", "UTF8", "utf_8"}
     assert {name for name, codec in answers.items() if codec is not None} == expected_utf8
     assert {codec for codec in answers.values() if codec is not None} == {"utf-8"}
+
+
+def test_reinstalling_for_another_node_path_leaves_the_runtime_the_launcher_names_untouched(
+    built: Path, bin_dir: Path
+) -> None:
+    """The same bundle patched for another node path (the bin dir reached through a symlink, say) is a
+    different runtime: the one the current launcher names (and a shim started a moment ago runs from)
+    was set aside and deleted under it, then replaced by a copy of the same name."""
+    alias = Path(tempfile.mkdtemp(prefix="mshim-alias-", dir="/tmp"))
+    try:
+        (alias / "bin").symlink_to(bin_dir)
+        first = install_bundled_shim(str(bin_dir), host_bin_dir=f"{alias}/bin", source=built)
+        old_text = first.read_bytes()
+        runtime_a = bin_dir / ".multus-shim.d" / str(runtime_of(first))
+        inodes = {path: path.stat().st_ino for path in runtime_a.rglob("*")}
+        install_bundled_shim(str(bin_dir), host_bin_dir=str(bin_dir), source=built)
+        assert {path: path.stat().st_ino for path in runtime_a.rglob("*")} == inodes  # kept, untouched
+        assert runtime_of(first) != runtime_a.name
+        assert runtimes(bin_dir) == sorted([runtime_a.name, str(runtime_of(first))])
+        (alias / "old-launcher").write_bytes(old_text)  # what a shim exec'd just before read
+        (alias / "old-launcher").chmod(0o755)
+        for launcher in (alias / "old-launcher", first):
+            done = subprocess.run(
+                [str(launcher)], env={"CNI_COMMAND": "VERSION"}, capture_output=True, timeout=30
+            )
+            assert (done.returncode, done.stdout) == (0, VERSION_REPLY), done.stderr
+    finally:
+        shutil.rmtree(alias, ignore_errors=True)
