@@ -428,12 +428,21 @@ def installed_runtimes(impl_dir: Path) -> list[Path]:
 
 def remove_runtimes(impl_dir: Path, *, keep: set[str]) -> list[Path]:
     """Remove every runtime not named in ``keep``; returns what went. Unlinking a file a running
-    process has mapped is safe: it keeps its inode until it exits."""
+    process has mapped is safe: it keeps its inode until it exits.
+
+    Each goes by a rename aside first, as it came: a kill in the middle of deleting it leaves a
+    set-aside directory (removed by the next install), never a runtime of that name with files
+    missing, which installing the same version again would take as complete. What such a kill
+    left is removed here too."""
     removed = []
     for runtime in installed_runtimes(impl_dir):
         if runtime.name not in keep:
-            shutil.rmtree(runtime)
+            aside = impl_dir / f".old-{runtime.name}-{os.getpid()}"
+            runtime.rename(aside)
+            sync_directory(impl_dir)
+            shutil.rmtree(aside)
             removed.append(runtime)
+    remove_set_aside(impl_dir)
     return removed
 
 

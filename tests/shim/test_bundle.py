@@ -440,3 +440,35 @@ def test_reinstalling_for_another_node_path_leaves_the_runtime_the_launcher_name
             assert (done.returncode, done.stdout) == (0, VERSION_REPLY), done.stderr
     finally:
         shutil.rmtree(alias, ignore_errors=True)
+
+
+class Killed(BaseException):
+    """The installer stopping dead where it stands (kill -9)."""
+
+
+def test_a_runtime_removal_cut_short_by_a_kill_is_not_reused_by_a_later_install(
+    built: Path, bin_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Removing an old runtime deleted its files in place: a kill -9 in the middle left a directory
+    with its ``installed.json`` but without some libraries, and installing that version again (a
+    rollback) reused it as complete and switched the launcher to a runtime that cannot start."""
+    variants = [variant(built, tmp_path / tag, tag) for tag in ("a", "b", "c")]
+    launcher = install_bundled_shim(str(bin_dir), source=variants[0])
+    runtime_a = str(runtime_of(launcher))
+    install_bundled_shim(str(bin_dir), source=variants[1])
+    real_rmtree = shutil.rmtree
+
+    def killed_midway(path: str | Path, *args: object, **kwargs: object) -> None:
+        if runtime_a in str(path):
+            (Path(path) / "lib" / "libc.so.6").unlink()
+            raise Killed
+        real_rmtree(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(shutil, "rmtree", killed_midway)  # the module bundle deletes with
+    with pytest.raises(Killed):
+        install_bundled_shim(str(bin_dir), source=variants[2])  # removes runtime a: killed there
+    monkeypatch.undo()
+    install_bundled_shim(str(bin_dir), source=variants[0])  # the rollback
+    assert runtime_of(launcher) == runtime_a
+    done = hostless.run([str(launcher)], env={"CNI_COMMAND": "VERSION"})
+    assert (done.returncode, done.stdout) == (0, VERSION_REPLY), done.stderr
