@@ -23,10 +23,12 @@ The shim opens its C extensions in ``lib-dynload`` by file name, without the imp
 
 Under ``-I -S`` the interpreter finds ``lib/python3.X`` by searching upwards from its own directory for
 the ``os`` landmark, so no environment variable or configuration file is needed. Libraries that need
-more than libc and the loader carry ``RUNPATH=$ORIGIN`` (the extension modules ``$ORIGIN/../..``;
-RUNPATH is not inherited), so no library is looked up on the host.
+more than libc and the loader carry ``RPATH=$ORIGIN`` (the extension modules ``$ORIGIN/../..``), so
+no library is looked up on the host. RPATH, not RUNPATH: the loader searches RPATH before
+``LD_LIBRARY_PATH`` (RUNPATH after it), and a container runtime started with that variable passes it
+on to its plugins; a host library under a soname the runtime carries must never be taken instead.
 Two fields cannot be relative: the interpreter's PT_INTERP (the kernel opens it, relative to the
-working directory) and, for ``readelf`` to show it plainly, its RUNPATH. ``install_bundle`` sets both
+working directory) and, for ``readelf`` to show it plainly, its RPATH. ``install_bundle`` sets both
 to the absolute path the node will see, once it knows it.
 
 An installed runtime lives in ``<bin_dir>/.multus-shim.d/runtime-<version>-<digest>`` (the digest of
@@ -255,12 +257,12 @@ def build_bundle(destination: Path, *, interpreter: str | None = None) -> Path:
         copy_file(source, target, mode=0o755)
         strip_debug(target)
         if needs_runpath(target, soname):
-            patchelf("--set-rpath", "$ORIGIN", str(target))
+            patchelf("--force-rpath", "--set-rpath", "$ORIGIN", str(target))
     for extension in extensions:
         strip_debug(extension)
-        patchelf("--set-rpath", "$ORIGIN/../..", str(extension))
+        patchelf("--force-rpath", "--set-rpath", "$ORIGIN/../..", str(extension))
     strip_debug(binary)
-    patchelf("--set-rpath", "$ORIGIN/../lib", str(binary))
+    patchelf("--force-rpath", "--set-rpath", "$ORIGIN/../lib", str(binary))
     manifest = {
         "format": BUNDLE_FORMAT,
         "multusPy": shim.SHIM_VERSION,
@@ -387,6 +389,7 @@ def install_bundle(impl_dir: Path, host_impl_dir: str, *, source: Path | None = 
         patchelf(
             "--set-interpreter",
             f"{host_target}/{manifest['loader']}",
+            "--force-rpath",
             "--set-rpath",
             f"{host_target}/lib",
             str(staging / str(manifest["interpreter"])),

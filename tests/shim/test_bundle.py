@@ -139,10 +139,10 @@ def test_readelf_shows_the_loader_and_library_path_inside_the_runtime(built: Pat
     assert launcher.read_text().splitlines()[0] == f"#!{host_runtime}/bin/{interpreter.name} -ISXutf8"
     [loader] = re.findall(r"\[Requesting program interpreter: (.*)\]", readelf("-l", str(interpreter)))
     assert loader.startswith(f"{host_runtime}/lib/ld-")
-    [runpath] = re.findall(r"\(RUNPATH\)\s+Library runpath: \[(.*)\]", readelf("-d", str(interpreter)))
-    assert runpath == f"{host_runtime}/lib"
+    [rpath] = re.findall(r"\(RPATH\)\s+Library rpath: \[(.*)\]", readelf("-d", str(interpreter)))
+    assert rpath == f"{host_runtime}/lib"
     for library in (bin_dir / ".multus-shim.d" / name / "lib").glob("libpython*"):
-        assert "Library runpath: [$ORIGIN]" in readelf("-d", str(library))
+        assert "Library rpath: [$ORIGIN]" in readelf("-d", str(library))
 
 
 def test_the_bundle_holds_only_what_the_shims_start_up_and_run_load(built: Path) -> None:
@@ -472,3 +472,29 @@ def test_a_runtime_removal_cut_short_by_a_kill_is_not_reused_by_a_later_install(
     assert runtime_of(launcher) == runtime_a
     done = hostless.run([str(launcher)], env={"CNI_COMMAND": "VERSION"})
     assert (done.returncode, done.stdout) == (0, VERSION_REPLY), done.stderr
+
+
+def test_a_library_path_in_the_runtimes_environment_does_not_replace_the_runtimes_libraries(
+    built: Path, bin_dir: Path, daemon: StubDaemon, tmp_path: Path
+) -> None:
+    """The runtime passes its own environment on to CNI plugins; one started with ``LD_LIBRARY_PATH``
+    (a snap-packaged containerd, say) made the loader take that directory's ``libc.so.6`` before the
+    runtime's own (RUNPATH comes after LD_LIBRARY_PATH): the shim died before Python started."""
+    launcher = install_bundled_shim(str(bin_dir), source=built)
+    foreign = tmp_path / "foreign-libs"
+    foreign.mkdir()
+    libraries = sorted((built / "lib").glob("lib*.so*"))
+    for soname in {
+        "libc.so.6",
+        "libm.so.6",
+        *(path.name for path in libraries),
+    }:  # another one under each name
+        other = next(path for path in libraries if path.name != soname)
+        shutil.copyfile(other, foreign / soname)
+    env = {**BASE_ENV, "LD_LIBRARY_PATH": str(foreign)}
+    version = hostless.run([str(launcher)], env={"CNI_COMMAND": "VERSION", "LD_LIBRARY_PATH": str(foreign)})
+    assert (version.returncode, version.stdout, version.stderr) == (0, VERSION_REPLY, b"")
+    daemon.replies = [json_reply(200, RESULT)]
+    added = hostless.run([str(launcher)], env=env, stdin=conf_bytes(daemon.socket_dir))
+    assert (added.returncode, added.stderr) == (0, b"")
+    assert json.loads(added.stdout)["ips"] == [{"address": "10.0.0.2/8"}]
