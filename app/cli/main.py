@@ -212,7 +212,7 @@ def emit(args: "Arguments", document: "Document", render: "Callable[[Document], 
 
 def _params(args: "Arguments", names: "Sequence[str]") -> dict[str, str]:
     values = {name: getattr(args, name, None) for name in names}
-    params = {name: str(value) for name, value in values.items() if value not in (None, False)}
+    params = {name: str(value) for name, value in values.items() if value is not None and value is not False}
     if params.get("failed") == "True":
         params["failed"] = "true"
     return params

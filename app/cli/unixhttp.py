@@ -107,18 +107,26 @@ def _read_response(sock: _socket.socket) -> Response:
 
 
 def _dechunk(sock: _socket.socket, data: bytes) -> bytes:
-    body = b""
+    """The body of a chunked answer (the query API streams long ones a page per chunk): each
+    chunk's bytes kept once and joined at the end, the buffer trimmed as it is read, so a body
+    of many chunks costs time in proportion to its size."""
+    parts: list[bytes] = []
+    buffer = bytearray(data)
+    position = 0
     while True:
-        while b"\r\n" not in data:
-            data += _more(sock)
-        size_line, _, data = data.partition(b"\r\n")
-        size = int(size_line.split(b";")[0].strip() or b"0", 16)
+        end = buffer.find(b"\r\n", position)
+        while end < 0:
+            buffer += _more(sock)
+            end = buffer.find(b"\r\n", position)
+        size = int(bytes(buffer[position:end]).split(b";")[0].strip() or b"0", 16)
+        position = end + 2
         if size == 0:
-            return body
-        while len(data) < size + 2:
-            data += _more(sock)
-        body += data[:size]
-        data = data[size + 2 :]
+            return b"".join(parts)
+        while len(buffer) < position + size + 2:
+            buffer += _more(sock)
+        parts.append(bytes(buffer[position : position + size]))
+        del buffer[: position + size + 2]
+        position = 0
 
 
 def _more(sock: _socket.socket) -> bytes:

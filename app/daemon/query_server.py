@@ -7,6 +7,15 @@ routing, whatever the path. The handlers read through a connection of their own,
 SQLite ``mode=ro``: this server cannot write to the state database even by mistake, and its reads
 never queue behind the engine's reader threads. One request per connection, as on ``multus.sock``.
 
+Memory stays bounded whatever is asked (``limit=0``, a huge ``limit``, a container with a long
+history): history lines are read, encoded and sent ``PAGE_ROWS`` at a time, each page a keyset read
+of its own (``id <`` where the last ended), so a whole history never sits in the daemon at once and
+no read transaction stays open while a slow client reads. An answer that fits in one page is sent
+whole with a ``Content-Length``, as before; a longer one is streamed (chunked) and is still one JSON
+document, byte for byte the one ``json.dumps`` would make of the whole list. A read that fails once
+the stream has begun aborts the connection, so the client sees a truncated body, never a valid but
+partial document.
+
 Started by the daemon once the CNI socket listens; failing to start it is logged and does not
 stop the daemon (it serves operators, not the runtime). ``Activity`` holds what the daemon did
 lately that the database does not record (its last GC pass, its last history prune); the daemon
@@ -16,11 +25,13 @@ fills it, ``/v1/status`` shows it.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from aiohttp import web
@@ -36,6 +47,11 @@ log = logging.getLogger(__name__)
 
 ENDPOINTS = ("/v1/attachments", "/v1/history", "/v1/sandboxes/{containerID}", "/v1/status")
 READ_METHODS = ("GET", "HEAD")
+PAGE_ROWS = 500
+"""History lines read, encoded and sent at once (README "Operating": a few hundred KiB of documents)."""
+
+Page = tuple[list[Any], bool]
+"""A page of history documents, and whether it is the answer's last."""
 
 
 @dataclass
@@ -91,15 +107,59 @@ class QueryServer:
         where = filters.parse_attachments(request.query)
         return web.json_response(await self._read(lambda s: queries.attachments(s, where)))
 
-    async def _history(self, request: web.Request) -> web.Response:
+    async def _history(self, request: web.Request) -> web.StreamResponse:
         where = filters.parse_history(request.query, now=datetime.now(UTC))
-        return web.json_response(await self._read(lambda s: queries.history_lines(s, where)))
+        return await _send_list(request, self._history_pages(where))
 
-    async def _sandbox(self, request: web.Request) -> web.Response:
+    async def _history_pages(self, where: filters.HistoryFilter) -> AsyncGenerator[Page, None]:
+        """``history_lines`` a page at a time, each older than the last, until ``where.limit``."""
+        remaining, before_id = where.limit, None
+        while True:
+            size = min(PAGE_ROWS, remaining) if remaining else PAGE_ROWS
+            read = partial(queries.history_page, where=where, before_id=before_id, size=size)
+            page: list[Any] = await self._read(read)
+            if remaining:
+                remaining -= len(page)
+            last = len(page) < size or (where.limit > 0 and remaining == 0)
+            before_id = page[-1]["id"] if page else None
+            yield page, last
+            if last:
+                return
+
+    async def _sandbox(self, request: web.Request) -> web.StreamResponse:
         if request.query:
             raise filters.FilterError(next(iter(request.query)), "show takes no filters")
         container = request.match_info["container_id"]
-        return web.json_response(await self._read(lambda s: queries.sandbox(s, container)))
+        document, newest = await self._read(lambda s: queries.sandbox_page(s, container, size=PAGE_ROWS))
+        lines = document["history"]
+        if len(lines) < PAGE_ROWS or lines[-1]["id"] >= newest:
+            return web.json_response(document)
+        del lines
+        first = [document.pop("history")]  # "history" is the document's last key: streamed after the rest
+        prefix = json.dumps(document)[:-1].encode() + b', "history": '
+        pages = self._container_pages(document["containerID"], first, up_to_id=newest)
+        return await _send_list(request, pages, prefix=prefix, suffix=b"}")
+
+    async def _container_pages(
+        self, container_id: str, first: list[list[Any]], *, up_to_id: int
+    ) -> AsyncGenerator[Page, None]:
+        """A container's history a page at a time, oldest first (``first`` given: taken out of it),
+        up to the newest line ``sandbox_page`` saw."""
+        page = first.pop()
+        while True:
+            last = len(page) < PAGE_ROWS or page[-1]["id"] >= up_to_id
+            after_id = page[-1]["id"] if page else up_to_id
+            yield page, last
+            if last:
+                return
+            read = partial(
+                queries.container_history_page,
+                container_id=container_id,
+                after_id=after_id,
+                up_to_id=up_to_id,
+                size=PAGE_ROWS,
+            )
+            page = await self._read(read)
 
     async def _status(self, request: web.Request) -> web.Response:
         if request.query:
@@ -134,6 +194,49 @@ class QueryServer:
 
     async def _read(self, work: Callable[[Connection], Any]) -> Any:
         return await self._db.read(work)
+
+
+async def _send_list(
+    request: web.Request, pages: AsyncGenerator[Page, None], *, prefix: bytes = b"", suffix: bytes = b""
+) -> web.StreamResponse:
+    """Answer ``prefix`` + the JSON list of every page's documents + ``suffix``: whole when the
+    first page is the last, else streamed a page at a time (one page in memory at once)."""
+    first, last = await anext(pages)
+    if last:
+        await pages.aclose()
+        body = prefix + json.dumps(first).encode() + suffix
+        return web.Response(body=body, content_type="application/json", charset="utf-8")
+    response = web.StreamResponse(headers={"Content-Type": "application/json; charset=utf-8"})
+    response.force_close()
+    await response.prepare(request)
+    try:
+        if request.method != "HEAD":
+            chunk = prefix + b"[" + json.dumps(first)[1:-1].encode()
+            first.clear()  # see _send_rest
+            await response.write(chunk)
+            del chunk
+            await _send_rest(response, pages)
+            await response.write_eof(b"]" + suffix)
+    except ConnectionError:  # the client left: nothing more to send
+        log.debug("query API: %s %s: the client left mid-answer", request.method, request.path_qs)
+    except Exception:
+        log.exception(
+            "query API: %s %s failed mid-answer; connection aborted", request.method, request.path_qs
+        )
+        if request.transport is not None:
+            request.transport.abort()  # the body stays unterminated: the client knows it is incomplete
+    finally:
+        await pages.aclose()
+    return response
+
+
+async def _send_rest(response: web.StreamResponse, pages: AsyncGenerator[Page, None]) -> None:
+    """The pages after the first (which is not empty), each as ``, `` and its documents."""
+    async for page, _last in pages:
+        if page:
+            chunk = b", " + json.dumps(page)[1:-1].encode()
+            page.clear()  # encoded: its documents go now (the reader thread keeps its last value)
+            await response.write(chunk)
 
 
 def _error(status: int, message: str, **extra: object) -> web.Response:

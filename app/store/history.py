@@ -91,19 +91,67 @@ def for_container(connection: Connection, container_id: str) -> list[HistoryEntr
 
 def query(connection: Connection, where: HistoryFilter) -> list[HistoryLine]:
     """The lines matching every filter of ``where``, newest first, at most ``where.limit`` (0: all)."""
+    return page(connection, where, before_id=None, size=where.limit)
+
+
+def page(
+    connection: Connection, where: HistoryFilter, *, before_id: int | None, size: int
+) -> list[HistoryLine]:
+    """At most ``size`` (0: all) of the lines matching ``where`` (but its ``limit``), newest first,
+    older than line ``before_id`` when it is given: the next page after a page ending there.
+
+    A keyset page: each seeks where the last ended (``id < before_id``, the rowid ending every
+    history index), so reading a whole history page by page costs one pass, not a pass per page."""
     conditions = _conditions(connection, where)
     if conditions is None:
         return []
+    if before_id is not None:
+        conditions.append(HISTORY.c.id < before_id)
     statement = select(HISTORY).where(*conditions).order_by(HISTORY.c.id.desc())
-    if where.limit:
-        statement = statement.limit(where.limit)
+    if size:
+        statement = statement.limit(size)
     return [HistoryLine(row.id, _entry(row)) for row in connection.execute(statement)]
 
 
-def lines_of_container(connection: Connection, container_id: str) -> list[HistoryLine]:
-    """Every line of one container (full ID), oldest first."""
-    statement = select(HISTORY).where(HISTORY.c.container_id == container_id).order_by(HISTORY.c.id)
+def lines_of_container(
+    connection: Connection,
+    container_id: str,
+    *,
+    after_id: int | None = None,
+    up_to_id: int | None = None,
+    size: int = 0,
+) -> list[HistoryLine]:
+    """The lines of one container (full ID), oldest first: every one, or a keyset page of at most
+    ``size`` lines after line ``after_id`` and up to line ``up_to_id`` (each bound when given)."""
+    statement = select(HISTORY).where(HISTORY.c.container_id == container_id)
+    if after_id is not None:
+        statement = statement.where(HISTORY.c.id > after_id)
+    if up_to_id is not None:
+        statement = statement.where(HISTORY.c.id <= up_to_id)
+    statement = statement.order_by(HISTORY.c.id)
+    if size:
+        statement = statement.limit(size)
     return [HistoryLine(row.id, _entry(row)) for row in connection.execute(statement)]
+
+
+def newest_of_container(connection: Connection, container_id: str) -> int | None:
+    """The id of the container's newest line (one seek in ``ix_history_container_id``)."""
+    statement = select(func.max(HISTORY.c.id)).where(HISTORY.c.container_id == container_id)
+    value = connection.execute(statement).scalar()
+    return None if value is None else int(value)
+
+
+def pod_of_container(connection: Connection, container_id: str) -> PodIdentity:
+    """The pod named by the container's newest line that names one (empty when none does)."""
+    statement = (
+        select(HISTORY.c.pod_namespace, HISTORY.c.pod_name, HISTORY.c.pod_uid)
+        .where(HISTORY.c.container_id == container_id)
+        .where((HISTORY.c.pod_name != "") | (HISTORY.c.pod_namespace != ""))
+        .order_by(HISTORY.c.id.desc())
+        .limit(1)
+    )
+    row = connection.execute(statement).first()
+    return PodIdentity() if row is None else PodIdentity(row[0], row[1], row[2])
 
 
 def containers_with_prefix(connection: Connection, prefix: str, *, limit: int) -> list[str]:

@@ -28,7 +28,7 @@ from app.store import checkpoints, history, schema
 from app.store.database import Database
 from app.store.filters import AttachmentFilter, HistoryFilter
 from app.store.models import MIRROR_NADS, MIRROR_PODS, SANDBOXES, WATCH_STATE
-from app.store.records import AttachmentRecord, HistoryEntry, HistoryLine, PodIdentity, SandboxRecord
+from app.store.records import AttachmentRecord, HistoryEntry, HistoryLine, SandboxRecord
 
 T = TypeVar("T")
 
@@ -223,8 +223,16 @@ class StatusDoc(TypedDict):
 
 
 def history_lines(connection: Connection, where: HistoryFilter) -> list[HistoryDoc]:
-    """``multusctl history``: matching lines, newest first."""
+    """``multusctl history``: matching lines, newest first, all of them at once (``where.limit``,
+    0: all; the file reader's way). The query API reads them a page at a time: ``history_page``."""
     return [history_doc(line) for line in history.query(connection, where)]
+
+
+def history_page(
+    connection: Connection, where: HistoryFilter, *, before_id: int | None, size: int
+) -> list[HistoryDoc]:
+    """At most ``size`` lines of ``history_lines``, those older than line ``before_id`` if given."""
+    return [history_doc(line) for line in history.page(connection, where, before_id=before_id, size=size)]
 
 
 def attachments(connection: Connection, where: AttachmentFilter) -> list[AttachmentDoc]:
@@ -241,11 +249,20 @@ def attachments(connection: Connection, where: AttachmentFilter) -> list[Attachm
 
 def sandbox(connection: Connection, container: str) -> SandboxDoc:
     """``multusctl show``: one container (ID or unique prefix): its checkpoint and its history."""
+    document, _newest = sandbox_page(connection, container, size=0)
+    return document
+
+
+def sandbox_page(connection: Connection, container: str, *, size: int) -> tuple[SandboxDoc, int | None]:
+    """``sandbox`` with the first ``size`` lines of its history (0: all), and the id of the
+    container's newest line as this read saw it: the bound of the next pages
+    (``container_history_page``), so that they show the history as it was with this checkpoint."""
     container_id = _resolve_container(connection, container)
     record = checkpoints.load_sandbox(connection, container_id)
-    lines = history.lines_of_container(connection, container_id)
-    pod = record.pod if record is not None else _last_pod(lines)
-    return {
+    newest = history.newest_of_container(connection, container_id)
+    lines = history.lines_of_container(connection, container_id, up_to_id=newest, size=size)
+    pod = record.pod if record is not None else history.pod_of_container(connection, container_id)
+    document: SandboxDoc = {
         "containerID": container_id,
         "pod": _pod_name(pod.namespace, pod.name),
         "namespace": pod.namespace,
@@ -254,6 +271,18 @@ def sandbox(connection: Connection, container: str) -> SandboxDoc:
         "checkpoint": None if record is None else _checkpoint_doc(record),
         "history": [history_doc(line) for line in lines],
     }
+    return document, newest
+
+
+def container_history_page(
+    connection: Connection, container_id: str, *, after_id: int, up_to_id: int, size: int
+) -> list[HistoryDoc]:
+    """The next ``size`` lines of a ``sandbox_page``'s history: after line ``after_id``, up to
+    line ``up_to_id``, oldest first."""
+    lines = history.lines_of_container(
+        connection, container_id, after_id=after_id, up_to_id=up_to_id, size=size
+    )
+    return [history_doc(line) for line in lines]
 
 
 def store_status(connection: Connection, *, now: datetime) -> StoreStatus:
@@ -471,13 +500,6 @@ def _pod_matches(sandbox: SandboxRecord, where: AttachmentFilter) -> bool:
     if where.namespace is not None and sandbox.pod.namespace != where.namespace:
         return False
     return where.pod is None or sandbox.pod.name == where.pod
-
-
-def _last_pod(lines: list[HistoryLine]) -> PodIdentity:
-    for line in reversed(lines):
-        if line.entry.pod.name or line.entry.pod.namespace:
-            return line.entry.pod
-    return PodIdentity()
 
 
 def _resolve_container(connection: Connection, container: str) -> str:
