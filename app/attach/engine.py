@@ -812,7 +812,8 @@ class AttachEngine:
 
     async def detach_delegate(self, request: SandboxRequest) -> None:
         """DEL exactly the attachment ``request.ifname`` of a running sandbox, from its recorded
-        call; succeed when no such attachment is recorded. The cluster network's is refused."""
+        call; succeed when no such attachment, or no running sandbox, is recorded. The cluster
+        network's, and a sandbox of another pod than CNI_ARGS names, are refused."""
         await self._locked_and_recorded(request, self._detach_delegate_locked)
 
     async def settle_partial_attachments(
@@ -904,7 +905,21 @@ class AttachEngine:
             log.error("rollback of hot-plugged %s/%s left it pending: %s", container_id, ifname, error)
 
     async def _detach_delegate_locked(self, request: SandboxRequest) -> None:
-        record = await self._hotplug_target(request)
+        """DEL one attachment of a running sandbox. Nothing to remove is success (a DEL must
+        terminate, invariant 5b): no sandbox recorded, one not ``ready`` (its runtime DEL, pending,
+        or recovery of its half-done ADD tears it down whole, and a delegate of that ADD may still
+        run: invariant 9), or no such interface recorded. Refused, as retrying changes nothing while
+        the sandbox runs and succeeds once it is gone: another pod's sandbox, the cluster network."""
+        record = await self.load_sandbox(request.container_id)
+        if record is None or record.state != "ready":
+            log.info(
+                "hot-unplug DEL of %s: no running sandbox (%s); nothing to remove",
+                request.ifname,
+                "none recorded" if record is None else f"checkpoint state is {record.state!r}",
+                extra=self._request_context(request),
+            )
+            return
+        self._check_same_pod(request, record)
         attachment = record.attachment(request.ifname)
         if attachment is None:
             return
@@ -931,7 +946,7 @@ class AttachEngine:
         return errors
 
     async def _hotplug_target(self, request: SandboxRequest) -> SandboxRecord:
-        """The running sandbox a hot-plug names, or the CNI error saying why there is none."""
+        """The running sandbox a hot-plug ADD names, or the CNI error saying why there is none."""
         record = await self.load_sandbox(request.container_id)
         if record is None or record.state != "ready":
             raise CniError(
@@ -940,6 +955,12 @@ class AttachEngine:
                 "no running sandbox on this node",
                 "" if record is None else f"checkpoint state is {record.state!r}",
             )
+        self._check_same_pod(request, record)
+        return record
+
+    @staticmethod
+    def _check_same_pod(request: SandboxRequest, record: SandboxRecord) -> None:
+        """Refuse (code 4) a hot-plug whose CNI_ARGS name another pod than the sandbox's."""
         pod = request.pod
         for field_name, given, recorded in (
             ("K8S_POD_NAMESPACE", pod.namespace, record.pod.namespace),
@@ -952,7 +973,6 @@ class AttachEngine:
                     f"CNI_ARGS {field_name}={given} does not match container {request.container_id}",
                     f"the sandbox was added for {field_name}={recorded}",
                 )
-        return record
 
 
 def _retrieved(future: asyncio.Future[None]) -> None:
