@@ -2,7 +2,9 @@
 
 Called by the daemon (runtime requests), and by recovery and GC. For an ADD it resolves the
 delegates and checks that every plugin they name can be run (a refusal records nothing), then makes
-two commits whatever the number of networks: every intent before the first delegate runs, and every
+two commits whatever the number of networks: every intent before the first delegate runs (refused,
+with nothing committed, when a PCI device a delegate is handed is recorded for another sandbox: the
+check runs in that commit, so two ADDs cannot both take one VF), and every
 result with the history lines and the finish before the runtime hears "success", so at every instant
 the checkpoint covers whatever may exist on the node (invariants 2-4). The intents' commit is synced
 while the first plugin starts: that plugin is spawned once they are committed and handed its input
@@ -44,6 +46,7 @@ from app.attach import (
     result_facts,
     teardown,
     upstream_delete,
+    vfs,
 )
 from app.attach.cluster import (
     PARALLEL_DELEGATES_ANNOTATION,
@@ -320,9 +323,11 @@ class AttachEngine:
             )
             for plan in plans
         ]
+        claims = _device_claims(plans)
         intents_on_disk = await self._commit_intent(
             request,
             [
+                *_devices_free(request.container_id, claims),
                 partial(
                     checkpoints.begin_add,
                     sandbox=self._sandbox_intent(
@@ -331,6 +336,7 @@ class AttachEngine:
                 ),
                 *(partial(checkpoints.record_intent, intent=intent) for intent in intents),
             ],
+            claims=claims,
         )
         if intents_on_disk.done():
             self._intents_synced(intents_on_disk)
@@ -554,13 +560,16 @@ class AttachEngine:
                     ) from exc
 
     async def _commit_intent(
-        self, request: SandboxRequest, units: Sequence[UnitOfWork]
+        self, request: SandboxRequest, units: Sequence[UnitOfWork], *, claims: _DeviceClaims
     ) -> asyncio.Future[None]:
         """Commit the ADD's intents; return once they are committed, with a future done once they
-        are on disk (``Database.write_then_sync``)."""
+        are on disk (``Database.write_then_sync``). Refused, nothing committed, when a device the
+        delegates are handed (``claims``) is recorded for another sandbox."""
         try:
             _, on_disk = await self._db.write_then_sync(recording.together(units))
             return on_disk
+        except checkpoints.DeviceInUseError as exc:
+            raise _device_in_use(exc, claims) from exc
         except checkpoints.SandboxExistsError as exc:
             raise CniError(
                 ErrorCode.INVALID_ENVIRONMENT,
@@ -873,7 +882,18 @@ class AttachEngine:
             device=await self._devices.snapshot(plan.net, plan.capability_args),
             root=self._settings.chroot_dir,
         )
-        await self._db.write(partial(checkpoints.record_intent, intent=intent))
+        claims = _device_claims([plan])
+        try:
+            await self._db.write(
+                recording.together(
+                    [
+                        *_devices_free(request.container_id, claims),
+                        partial(checkpoints.record_intent, intent=intent),
+                    ]
+                )
+            )
+        except checkpoints.DeviceInUseError as exc:
+            raise _device_in_use(exc, claims) from exc
         self._crash.reached(Point.ADD_AFTER_INTENT)
         step_started = time.monotonic()
         failed: list[UnitOfWork] = []
@@ -973,6 +993,38 @@ class AttachEngine:
                     f"CNI_ARGS {field_name}={given} does not match container {request.container_id}",
                     f"the sandbox was added for {field_name}={recorded}",
                 )
+
+
+_DeviceClaims = Mapping[str, tuple[str, str, DelegatePlan]]
+"""PCI address (lower case) -> (field handing it, address as given, plan) of an ADD's devices."""
+
+
+def _device_claims(plans: Sequence[DelegatePlan]) -> _DeviceClaims:
+    """Every PCI address the plans hand their delegates (``app.attach.vfs.pci_addresses``)."""
+    claims: dict[str, tuple[str, str, DelegatePlan]] = {}
+    for plan in plans:
+        for field_name, address in vfs.pci_addresses(plan.net, plan.capability_args):
+            claims.setdefault(address.lower(), (field_name, address, plan))
+    return claims
+
+
+def _devices_free(container_id: str, claims: _DeviceClaims) -> list[UnitOfWork]:
+    """The unit refusing the commit of intents whose devices another sandbox's attachment records
+    (none when no device is named: an ADD without one pays nothing)."""
+    if not claims:
+        return []
+    return [partial(checkpoints.check_devices_free, container_id=container_id, device_ids=list(claims))]
+
+
+def _device_in_use(exc: checkpoints.DeviceInUseError, claims: _DeviceClaims) -> CniError:
+    field_name, address, plan = claims[exc.device_id]
+    return CniError(
+        ErrorCode.INVALID_NETWORK_CONFIG,
+        f"PCI device {address} ({field_name} of network {plan.network_name!r} as {plan.ifname}) "
+        "is in use by another sandbox on this node",
+        f"container {exc.container_id} holds it as {exc.ifname} (attachment state {exc.state}); "
+        "a device is attached to one sandbox at a time",
+    )
 
 
 def _retrieved(future: asyncio.Future[None]) -> None:

@@ -35,18 +35,30 @@ PCI_ADDRESS = re.compile(r"^[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$
 def pci_address(net: NetworkConfigList, capability_args: Mapping[str, Any] | None = None) -> str | None:
     """The PCI device a delegate configuration names (``deviceID``/``pciBusID``), else the
     runtimeConfig ``deviceID`` a plugin of it declaring that capability is handed; None if none."""
+    named = pci_addresses(net, capability_args)
+    return named[0][1] if named else None
+
+
+def pci_addresses(
+    net: NetworkConfigList, capability_args: Mapping[str, Any] | None = None
+) -> list[tuple[str, str]]:
+    """Every PCI address a delegate is handed, with the field handing it (``deviceID`` or
+    ``pciBusID`` of its configuration, then ``runtimeConfig.deviceID`` when a plugin of it declares
+    that capability), in that order, each address once."""
+    named: dict[str, str] = {}
     for plugin in net.plugins:
         for key in ("deviceID", "pciBusID"):
             value = plugin.get(key)
             if isinstance(value, str) and PCI_ADDRESS.match(value):
-                return value
+                named.setdefault(value, key)
     value = (capability_args or {}).get("deviceID")
     if isinstance(value, str) and PCI_ADDRESS.match(value):
         for plugin in net.plugins:
             capabilities = plugin.get("capabilities")
             if isinstance(capabilities, Mapping) and capabilities.get("deviceID") is True:
-                return value
-    return None
+                named.setdefault(value, "runtimeConfig.deviceID")
+                break
+    return [(field, address) for address, field in named.items()]
 
 
 class HostDevices:

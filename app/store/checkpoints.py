@@ -41,6 +41,23 @@ class SandboxExistsError(Exception):
         self.state = state
 
 
+class DeviceInUseError(Exception):
+    """An attachment about to be recorded names a device another sandbox's attachment records."""
+
+    def __init__(
+        self, device_id: str, *, container_id: str, ifname: str, network_name: str, state: str
+    ) -> None:
+        super().__init__(
+            f"device {device_id} is recorded for container {container_id} interface {ifname}"
+            f" (state {state!r})"
+        )
+        self.device_id = device_id
+        self.container_id = container_id
+        self.ifname = ifname
+        self.network_name = network_name
+        self.state = state
+
+
 class UnknownAttachmentError(LookupError):
     """A write names a (container ID, interface) the checkpoint does not hold."""
 
@@ -102,6 +119,36 @@ def begin_add(connection: Connection, sandbox: SandboxIntent) -> None:
     if cursor.rowcount == 0:
         state = connection.execute(_SANDBOX_STATE, {"cid": sandbox.container_id}).scalar_one()
         raise SandboxExistsError(sandbox.container_id, state)
+
+
+_DEVICE_HOLDERS_SQL = (
+    "SELECT container_id, ifname, network_name, state, device_ids, device FROM attachments"
+    " WHERE container_id != ? AND ((device_ids IS NOT NULL AND device_ids != '[]') OR device IS NOT NULL)"
+    " ORDER BY created_at"
+)
+
+
+def check_devices_free(connection: Connection, *, container_id: str, device_ids: Iterable[str]) -> None:
+    """Raise ``DeviceInUseError`` when an attachment of another container than ``container_id``
+    records one of ``device_ids`` (its device IDs, or its host device's PCI address), whatever its
+    state: recorded means possibly present. Compared case-insensitively (PCI addresses are hex).
+
+    Run in the unit of work that records the new intents, so two ADDs naming one device cannot
+    both pass: the writer runs one unit at a time."""
+    wanted = {device_id.lower() for device_id in device_ids}
+    if not wanted:
+        return
+    for holder, ifname, network_name, state, recorded, device in cursor_of(connection).execute(
+        _DEVICE_HOLDERS_SQL, (container_id,)
+    ):
+        held = {item.lower() for item in _strings(recorded)}
+        if device is not None:
+            held.add(str(json.loads(device).get("pci", "")).lower())
+        taken = sorted(wanted & held)
+        if taken:
+            raise DeviceInUseError(
+                taken[0], container_id=holder, ifname=ifname, network_name=network_name, state=state
+            )
 
 
 def record_intent(connection: Connection, intent: DelegateIntent) -> None:

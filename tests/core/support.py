@@ -14,7 +14,7 @@ import json
 import secrets
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -124,12 +124,15 @@ class Node:
 
     # ---- building blocks ----------------------------------------------------------------------
 
-    def engine(self, *, crash: CrashPoints | None = None, boot_id: str = "") -> AttachEngine:
+    def engine(
+        self, *, crash: CrashPoints | None = None, boot_id: str = "", sysfs_root: Path | None = None
+    ) -> AttachEngine:
+        settings = EngineSettings(delegate_timeout=20.0, node_name="node-a")
         return AttachEngine(
             db=self.db,
             resolver=NetworkResolver(),
             boot_id=boot_id or self.boot_id,
-            settings=EngineSettings(delegate_timeout=20.0, node_name="node-a"),
+            settings=settings if sysfs_root is None else replace(settings, sysfs_root=sysfs_root),
             crash_points=crash if crash is not None else DISARMED,
         )
 
