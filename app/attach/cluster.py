@@ -49,7 +49,13 @@ class PodSource(Protocol):
 
 class NadSource(Protocol):
     async def get_nad(self, namespace: str, name: str) -> NadRecord | None:
-        """The NAD from the mirror, None if it does not exist there."""
+        """The NAD from the mirror, None if it does not exist there (no API request)."""
+        ...
+
+    async def fetch_nad(self, namespace: str, name: str) -> NadRecord | None:
+        """The NAD from one live GET: for a name the mirror lacks, before an ADD fails for it (it
+        may have been created after the mirror's position). None when the API says it does not
+        exist; ``ClusterUnavailableError`` when that cannot be known."""
         ...
 
 

@@ -10,10 +10,14 @@ pod's ``k8s.v1.cni.cncf.io/networks`` selections. Every delegate but the master 
 A network reference (``clusterNetwork``, ``defaultNetworks``) is a path (file or directory), or a
 name: a NetworkAttachmentDefinition in ``multusNamespace`` first, then a conf file in ``confDir``.
 Annotation selections name NADs only; a NAD with an empty ``spec.config`` stands for the conf file
-of its name in ``confDir``. Each delegate's CNI_ARGS, runtimeConfig (capability args), ``args.cni``
-and device ID are decided here and baked into the configuration bytes the engine records before
-running it, as is the whole chain of a conf file (a conflist's ``<dir>/<name>/*.conf`` plugins)
-and the ``auxiliaryCNIChainName`` delegate appended last (``app.attach.disk_chains``). Errors are CNI
+of its name in ``confDir``. A NAD the mirror lacks (and, for a reference, no conf file of its name)
+is asked of the API once before the ADD fails (``NadSource.fetch_nad``): one created just before
+its pod may not be mirrored yet; a NAD in the mirror costs no request.
+
+Each delegate's CNI_ARGS, runtimeConfig (capability args), ``args.cni`` and device ID are decided
+here and baked into the configuration bytes the engine records before running it, as is the
+whole chain of a conf file (a conflist's ``<dir>/<name>/*.conf`` plugins) and the
+``auxiliaryCNIChainName`` delegate appended last (``app.attach.disk_chains``). Errors are CNI
 errors naming the network (code 7 for configuration, 11 when the Kubernetes API or the kubelet
 cannot answer). No side effect: a device-plugin device's device-info file is to be copied to the
 delegate's ``CNIDeviceInfoFile`` (``app.attach.device_info``), which the recorded runtimeConfig
@@ -279,6 +283,10 @@ class NetworkResolver:
             if nad is not None:
                 return await self._from_nad(nad, conf)
         net = self._by_name(conf.conf_dir, reference)
+        if net is None and self._cluster is not None:
+            nad = await _fetch_nad(self._cluster.nads, namespace=conf.multus_namespace, name=reference)
+            if nad is not None:
+                return await self._from_nad(nad, conf)
         if net is None:
             self._not_found(pod, conf.multus_namespace, reference)
             where = f"NAD {conf.multus_namespace}/{reference} or " if self._cluster is not None else ""
@@ -315,6 +323,8 @@ class NetworkResolver:
                 "Kubernetes is not configured (static mode): only conf files resolve",
             )
         nad = await self._cluster.nads.get_nad(namespace, name)
+        if nad is None:
+            nad = await _fetch_nad(self._cluster.nads, namespace=namespace, name=name)
         if nad is None:
             self._not_found(pod, namespace, name)
             raise CniError(
@@ -511,6 +521,19 @@ class NetworkResolver:
             cni_args=decided.cni_args,
             capability_args=decided.capability_args,
         )
+
+
+async def _fetch_nad(nads: NadSource, *, namespace: str, name: str) -> NadRecord | None:
+    """A NAD the mirror lacks, asked of the API once before the ADD fails for it: created just
+    before its pod, it may not be mirrored yet (upstream reads NADs from its informer and fails)."""
+    try:
+        return await nads.fetch_nad(namespace, name)
+    except ClusterUnavailableError as exc:
+        raise CniError(
+            ErrorCode.TRY_AGAIN_LATER,
+            f"cannot read network-attachment-definition {namespace}/{name} from the Kubernetes API",
+            str(exc),
+        ) from exc
 
 
 def _read(path: str) -> bytes:

@@ -102,6 +102,11 @@ def nads_in(namespace: str | None) -> WatchTarget:
     )
 
 
+def nad_path(namespace: str, name: str) -> str:
+    """The API path of one NAD."""
+    return f"/apis/{NAD_GROUP_VERSION}/namespaces/{namespace}/{NAD_PLURAL}/{name}"
+
+
 # records
 
 

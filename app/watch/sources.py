@@ -3,8 +3,10 @@
 ``MirrorPodSource.get_pod`` reads the mirror; a pod not there yet (an ADD often arrives before
 the watch event) is waited for, briefly and on a wake-up from the mirror writer, then asked of
 the API with ONE live GET. ``MirrorNadSource.get_nad`` reads the mirror only, after its first
-sync. Either reads the mirror from its writers' memory (``MirrorWriter.held``: what is committed,
-without a hop to a reader thread) and asks the store only what memory cannot tell. Both are called
+sync; ``fetch_nad`` is the one live GET the resolution asks for a NAD the mirror lacks before it
+fails the ADD (a NAD created just before its pod is often not mirrored yet). Either reads the
+mirror from its writers' memory (``MirrorWriter.held``: what is committed, without a hop to a
+reader thread) and asks the store only what memory cannot tell. Both are called
 by ``app.attach`` during ADD, through the protocols of ``app.attach.cluster``; they return the
 mirror's own records (``PodRecord``, ``NadRecord``) and raise only that module's
 ``ClusterUnavailableError``. They never write the mirror (only the watch does, in order) and never
@@ -27,7 +29,7 @@ from app.watch.arrivals import Arrivals
 from app.watch.errors import ApiError, ApiNotFoundError
 from app.watch.mirroring import MirrorWriter
 from app.watch.readiness import MirrorState
-from app.watch.resources import pod_record
+from app.watch.resources import nad_path, nad_record, pod_record
 from app.watch.settings import WatchSettings
 
 log = logging.getLogger(__name__)
@@ -97,14 +99,18 @@ class MirrorNadSource:
         self,
         *,
         database: Database,
+        api: KubeApi,
         states: Sequence[MirrorState],
         settings: WatchSettings,
         memories: Sequence[MirrorWriter] = (),
     ) -> None:
         self._db = database
+        self._api = api
         self._states = tuple(states)
         self._settings = settings
         self._memories = tuple(memories)
+        self.live_gets = 0
+        """NADs asked of the API because the mirror lacked them (a metric: should stay rare)."""
 
     async def get_nad(self, namespace: str, name: str) -> NadRecord | None:
         """The NAD from the mirror; ``ClusterUnavailableError`` if the mirror never synced in time."""
@@ -115,6 +121,24 @@ class MirrorNadSource:
                 if known:
                     return record if isinstance(record, NadRecord) else None
         return await self._db.read(partial(mirror.get_nad, namespace=namespace, name=name))
+
+    async def fetch_nad(self, namespace: str, name: str) -> NadRecord | None:
+        """The NAD from ONE live GET (bounded by ``request_timeout``), for a name the mirror lacks.
+
+        What it finds serves this lookup only and is never written to the mirror: only the watch
+        writes it, in order. A GET answered before a DELETE whose event the watch commits first
+        would otherwise bring a deleted NAD back until the next relist, and the watch's own ADDED
+        event would then change nothing in memory and be skipped as an echo, never stored."""
+        self.live_gets += 1
+        log.info("network-attachment-definition %s/%s is not in the mirror: asking the API", namespace, name)
+        try:
+            return nad_record(await self._api.get(nad_path(namespace, name)))
+        except ApiNotFoundError:
+            return None
+        except ApiError as exc:
+            raise ClusterUnavailableError(
+                f"cannot get network-attachment-definition {namespace}/{name}: {exc}"
+            ) from exc
 
     async def _wait_for_first_sync(self) -> None:
         pending = [state for state in self._states if not state.synced.is_set()]

@@ -78,7 +78,11 @@ class Watchers:
             memory=self._writers[0],
         )
         self.nads = MirrorNadSource(
-            database=database, states=self.nad_states, settings=self.settings, memories=self._writers[1:]
+            database=database,
+            api=api,
+            states=self.nad_states,
+            settings=self.settings,
+            memories=self._writers[1:],
         )
         self.publisher = ApiStatusPublisher(api=api, settings=self.settings, events=self.events)
         self.presence = MirrorPodPresence(database=database, state=self.pod_state)

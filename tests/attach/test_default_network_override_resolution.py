@@ -34,6 +34,9 @@ class Nads:
     async def get_nad(self, namespace: str, name: str) -> NadRecord | None:
         return self.nads.get((namespace, name))
 
+    async def fetch_nad(self, namespace: str, name: str) -> NadRecord | None:
+        return self.nads.get((namespace, name))
+
 
 async def resolve_for(tmp_path: Path, annotations: dict[str, str]) -> list[tuple[str, str]]:
     conf_dir = tmp_path / "net.d"
