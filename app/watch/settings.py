@@ -40,7 +40,8 @@ class WatchSettings:
     backoff_jitter: float = 0.2
     """Each delay is multiplied by a random factor in [1 - jitter, 1 + jitter]."""
     backoff_reset_after: float = 30.0
-    """A watch that ran this long without error resets the backoff to ``backoff_initial``."""
+    """A watch that ran this long without error resets the backoff to ``backoff_initial``: the
+    failure that ends it is waited for as a first one (a write to the mirror resets it too)."""
 
     pod_wait: float = 2.0
     """How long ``get_pod`` waits for the watch to bring a pod missing from the mirror before
@@ -76,6 +77,7 @@ class WatchSettings:
             "event_buffer_size": self.event_buffer_size,
             "backoff_initial": self.backoff_initial,
             "backoff_max": self.backoff_max,
+            "backoff_reset_after": self.backoff_reset_after,
             "event_queue_size": self.event_queue_size,
             "event_rate": self.event_rate,
             "event_burst": self.event_burst,

@@ -2,8 +2,8 @@
 
 - ``infinite_watch`` runs forever: it calls ``continuous_watch`` again after a 410 at once, and
   after an error, an outage or a 410 that came before anything but its own relist was written
-  after a capped exponential backoff with jitter (reset once a write succeeds). It never lets an
-  exception escape, except cancellation.
+  after a capped exponential backoff with jitter (reset once a write succeeds, or once a call ran
+  ``backoff_reset_after`` before it ended). It never lets an exception escape, except cancellation.
 - ``continuous_watch`` resumes from the stored resourceVersion when there is one (no LIST after a
   restart), or lists page by page, writes the snapshot to the mirror (deletions reconciled) and
   marks it synced; then watches from the position with bookmarks, one stream after another,
@@ -21,7 +21,8 @@ import asyncio
 import enum
 import logging
 import random
-from collections.abc import AsyncGenerator
+import time
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 
 from app.watch.api import KubeApi
@@ -58,17 +59,17 @@ async def infinite_watch(
     settings: WatchSettings,
     stop: asyncio.Event | None = None,
     _iterations: int | None = None,
+    _backoff: Backoff | None = None,
 ) -> None:
     """Keep ``writer``'s target mirrored until ``stop`` is set (or ``_iterations`` calls, for tests)."""
     target = writer.target
-    backoff = Backoff(
-        initial=settings.backoff_initial, maximum=settings.backoff_max, jitter=settings.backoff_jitter
-    )
+    backoff = _backoff or reconnect_backoff(settings)
     await _load_position(writer)
     iteration = 0
     while not (stop is not None and stop.is_set()) and (_iterations is None or iteration < _iterations):
         iteration += 1
         writes_before = writer.writes
+        backoff.started()
         end: WatchEnd | None
         try:
             end = await continuous_watch(api=api, writer=writer, settings=settings)
@@ -87,6 +88,17 @@ async def infinite_watch(
         delay = backoff.next_delay()
         log.debug("watch %s: reconnecting in %.2f s (attempt %d)", target.key, delay, backoff.attempt)
         await _sleep_unless_stopped(delay, stop)
+
+
+def reconnect_backoff(settings: WatchSettings, *, clock: Callable[[], float] = time.monotonic) -> Backoff:
+    """The delays between a watch's reconnections, as ``settings`` set them."""
+    return Backoff(
+        initial=settings.backoff_initial,
+        maximum=settings.backoff_max,
+        jitter=settings.backoff_jitter,
+        reset_after=settings.backoff_reset_after,
+        clock=clock,
+    )
 
 
 async def continuous_watch(*, api: KubeApi, writer: MirrorWriter, settings: WatchSettings) -> WatchEnd:

@@ -182,6 +182,52 @@ def test_backoff_doubles_up_to_its_cap_with_bounded_jitter_and_resets() -> None:
     assert jittered.next_delay() == pytest.approx(0.12)
 
 
+def test_backoff_starts_over_after_an_attempt_that_ran_its_reset_time_without_error() -> None:
+    now = [0.0]
+    backoff = Backoff(initial=0.1, maximum=10.0, jitter=0.0, reset_after=30.0, clock=lambda: now[0])
+    delays = []
+    for lasted in (1.0, 1.0, 29.0, 30.0, 1.0):
+        backoff.started()
+        now[0] += lasted
+        delays.append(backoff.next_delay())
+
+    assert delays == pytest.approx([0.1, 0.2, 0.4, 0.1, 0.2])
+
+
+async def test_a_watch_that_ran_long_without_error_reconnects_after_the_first_delay_again(
+    emulator: KubeApiEmulator, api: KubeApi, database: Database, settings: WatchSettings
+) -> None:
+    """A stream that ran for ``backoff_reset_after`` and then broke is a first failure, however
+    many failures came before it: its reconnection does not wait the doubled delay of a failing run
+    (here nothing is written meanwhile: no event, bookmarks too few to persist the position)."""
+    quiet = dataclasses.replace(
+        settings, backoff_initial=0.01, backoff_max=10.0, backoff_jitter=0.0, backoff_reset_after=60.0
+    )
+    now = [0.0]
+    backoff = watching.reconnect_backoff(quiet, clock=lambda: now[0])
+    writer = MirrorWriter(
+        database=database, target=nads_in(None), state=MirrorState("nads"), persist_interval=3600
+    )
+    emulator.faults.fail_next(3, status=500, path="network-attachment-definitions.*watch=true")
+    loop = asyncio.create_task(
+        watching.infinite_watch(api=api, writer=writer, settings=quiet, _iterations=4, _backoff=backoff)
+    )
+    # 1: the relist is written, its first stream refused; 2, 3: refused again; 4: a stream opens
+    async with asyncio.timeout(5):
+        await emulator.wait_for_watch("network-attachment-definitions")
+    assert backoff.attempt == 3
+    writes = writer.writes
+
+    now[0] += 60.0  # the stream runs a minute
+    emulator.drop_watches()  # then breaks
+    async with asyncio.timeout(5):
+        await loop
+
+    assert writer.state.errors == 4
+    assert writer.writes == writes, "nothing was written that would reset the backoff anyway"
+    assert backoff.attempt == 1, "the break was waited for as a first failure"
+
+
 async def test_the_token_bucket_allows_a_burst_then_refills_at_its_rate() -> None:
     now = [0.0]
     bucket = TokenBucket(rate=10.0, burst=3, clock=lambda: now[0])
