@@ -37,6 +37,8 @@ Query = Sequence[tuple[str, str]]
 MERGE_PATCH = "application/merge-patch+json"
 MAX_WATCH_LINE = 16 * 1024 * 1024
 """A watch line longer than this is refused (etcd's object limit is 1.5 MiB)."""
+READ_CHUNK = 64 * 1024
+"""Most bytes a watch stream takes from its connection at a time."""
 _AUTH = ["BearerToken"]
 
 
@@ -79,7 +81,7 @@ class KubeApi:
         try:
             if response.status != 200:
                 raise _error_from(response, await self._error_body(response, path))
-            yield WatchStream(response)
+            yield WatchStream(response.content, read_ahead=self._settings.event_buffer_size)
         finally:
             response.close()
 
@@ -175,13 +177,24 @@ class WatchStream:
 
     ``next_lines`` waits for at least one complete line, then also takes the complete lines
     already buffered (up to ``limit``) without waiting, so a burst of events becomes one batch
-    and one mirror transaction. Waiting is cancellation-safe: no data is lost when a timeout
-    interrupts it.
+    and one mirror transaction. It reads from the connection only while fewer than
+    ``read_ahead`` complete lines wait here (one read of at most ``READ_CHUNK`` bytes may
+    overshoot): the rest stays in the connection, whose read buffer is bounded, and TCP flow
+    control then holds the server back until the mirror writer has caught up. Waiting is
+    cancellation-safe: no data is lost when a timeout interrupts it.
     """
 
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
-        self._content = response.content
+    def __init__(self, content: aiohttp.StreamReader, *, read_ahead: int) -> None:
+        self._content = content
+        self._read_ahead = read_ahead
         self._buffer = bytearray()
+        self._lines = 0
+        """Complete lines (newlines) in ``_buffer``."""
+
+    @property
+    def buffered_lines(self) -> int:
+        """Complete lines read from the connection and not handed out yet."""
+        return self._lines
 
     async def next_lines(self, limit: int) -> list[bytes]:
         """Up to ``limit`` complete lines; ``[]`` when the server ended the stream."""
@@ -191,22 +204,31 @@ class WatchStream:
             if lines:
                 return lines
             try:
-                chunk = await self._content.readany()
+                chunk = await self._content.read(READ_CHUNK)
             except aiohttp.ClientError as exc:
                 raise ApiUnreachableError(0, f"watch stream broken: {exc!r}") from exc
             if not chunk:
                 if self._buffer.strip():
                     raise ApiProtocolError(0, "watch stream ended in the middle of an event")
                 return []
-            self._buffer += chunk
+            self._append(chunk)
             if len(self._buffer) > MAX_WATCH_LINE:
                 raise ApiProtocolError(0, f"watch event longer than {MAX_WATCH_LINE} bytes")
 
     def _absorb_buffered(self) -> None:
+        """Take what the connection has received already, until ``read_ahead`` lines wait here."""
         try:
-            self._buffer += self._content.read_nowait(-1)
+            while self._lines < self._read_ahead:
+                chunk = self._content.read_nowait(READ_CHUNK)
+                if not chunk:
+                    return
+                self._append(chunk)
         except aiohttp.ClientError as exc:
             raise ApiUnreachableError(0, f"watch stream broken: {exc!r}") from exc
+
+    def _append(self, chunk: bytes) -> None:
+        self._buffer += chunk
+        self._lines += chunk.count(b"\n")
 
     def _take_lines(self, limit: int) -> list[bytes]:
         lines: list[bytes] = []
@@ -215,6 +237,7 @@ class WatchStream:
             end = self._buffer.find(b"\n", start)
             if end < 0:
                 break
+            self._lines -= 1
             line = bytes(self._buffer[start:end]).strip()
             if line:
                 lines.append(line)

@@ -26,7 +26,10 @@ class WatchSettings:
     event_batch_size: int = 256
     """Most watch events written to the mirror in one transaction."""
     event_buffer_size: int = 1024
-    """Watch events read ahead of the mirror writer before the reader waits (memory bound)."""
+    """Watch events read ahead of the mirror writer before the reader waits (memory bound): a
+    stream takes no more from its connection while this many complete events wait for the writer
+    (one read of at most 64 KiB may overshoot); the connection's bounded read buffer fills, and
+    TCP flow control holds the server back."""
     position_persist_interval: float = 5.0
     """How long a watch position reached without any mirrored change (bookmarks, echoes of our
     own status patches) may stay unwritten; a restart then replays a few harmless events."""

@@ -7,6 +7,7 @@ import dataclasses
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 
+import aiohttp
 import pytest
 
 from app.sandbox.kubeapi import KubeApiEmulator
@@ -14,7 +15,7 @@ from app.store import mirror
 from app.store.database import Database
 from app.store.mirror_records import PodRecord
 from app.watch import watching
-from app.watch.api import KubeApi
+from app.watch.api import READ_CHUNK, KubeApi, WatchStream
 from app.watch.backoff import Backoff, TokenBucket
 from app.watch.errors import ApiGoneError
 from app.watch.mirroring import MirrorWriter
@@ -280,3 +281,44 @@ async def test_a_watch_expired_again_right_after_each_relist_backs_off_instead_o
 
     # backoff from 0.02 s doubling to 0.2 s: about ten relists in a second, not hundreds
     assert 1 <= len(lists_since(emulator, since)) <= 20, rule
+
+
+class Connection:
+    """The transport side of an ``aiohttp.StreamReader``: paused once its read buffer is full."""
+
+    def __init__(self) -> None:
+        self._reading_paused = False
+
+    def pause_reading(self) -> None:
+        self._reading_paused = True
+
+    def resume_reading(self, resume_parser: bool = True) -> None:
+        self._reading_paused = False
+
+    @property
+    def paused(self) -> bool:
+        return self._reading_paused
+
+
+async def test_a_stream_reads_no_further_ahead_of_a_lagging_writer_than_its_event_buffer() -> None:
+    """A burst the mirror writer cannot keep up with stays in the connection (whose read buffer
+    is bounded, so the server is held back), not in the stream's own memory."""
+    connection = Connection()
+    content = aiohttp.StreamReader(connection, 2**16, loop=asyncio.get_running_loop())  # type: ignore[arg-type]
+    event = b'{"type":"ADDED","object":{"metadata":{"name":"n%04d"},"pad":"%s"}}\n'
+    burst = [event % (i, b"x" * 4000) for i in range(300)]  # 1.2 MB, 16 events per read
+    for line in burst:
+        content.feed_data(line)
+    assert connection.paused
+    stream = WatchStream(content, read_ahead=10)
+
+    first = await stream.next_lines(4)
+
+    assert connection.paused, "the stream did not empty the connection's buffer"
+    assert stream.buffered_lines <= 10 + READ_CHUNK // len(burst[0])
+    content.feed_eof()
+    rest = []
+    while lines := await stream.next_lines(4):
+        rest.extend(lines)
+        assert stream.buffered_lines <= 10 + READ_CHUNK // len(burst[0])
+    assert first + rest == [line.strip() for line in burst]
