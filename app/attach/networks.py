@@ -32,6 +32,7 @@ are then out of reach, and only conf files resolve.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
@@ -60,6 +61,8 @@ from app.attach.requests import SandboxRequest
 from app.cni import conf as cniconf
 from app.cni.types import CniError, ErrorCode, IfName, NetworkConfigList
 from app.store.mirror_records import NadRecord, PodRecord
+
+log = logging.getLogger(__name__)
 
 POD_ARG_KEYS = ("K8S_POD_NAMESPACE", "K8S_POD_NAME", "K8S_POD_INFRA_CONTAINER_ID", "K8S_POD_UID")
 
@@ -279,7 +282,7 @@ class NetworkResolver:
             from_path = self._from_path(reference)
             return _Network(name=from_path.name, net=from_path)
         if self._cluster is not None:
-            nad = await self._cluster.nads.get_nad(conf.multus_namespace, reference)
+            nad = await _mirrored_nad(self._cluster.nads, namespace=conf.multus_namespace, name=reference)
             if nad is not None:
                 return await self._from_nad(nad, conf)
         net = self._by_name(conf.conf_dir, reference)
@@ -322,7 +325,7 @@ class NetworkResolver:
                 f"network-attachment-definition {namespace}/{name} requested",
                 "Kubernetes is not configured (static mode): only conf files resolve",
             )
-        nad = await self._cluster.nads.get_nad(namespace, name)
+        nad = await _mirrored_nad(self._cluster.nads, namespace=namespace, name=name)
         if nad is None:
             nad = await _fetch_nad(self._cluster.nads, namespace=namespace, name=name)
         if nad is None:
@@ -521,6 +524,17 @@ class NetworkResolver:
             cni_args=decided.cni_args,
             capability_args=decided.capability_args,
         )
+
+
+async def _mirrored_nad(nads: NadSource, *, namespace: str, name: str) -> NadRecord | None:
+    """A NAD from the mirror; None also when the mirror has not synced within its wait (the
+    caller then tries a conf file of that name and asks the API once, as for a NAD not mirrored
+    yet, rather than fail the ADD on a mirror that may never sync while the API answers GETs)."""
+    try:
+        return await nads.get_nad(namespace, name)
+    except ClusterUnavailableError as exc:
+        log.warning("network-attachment-definition %s/%s: %s", namespace, name, exc)
+        return None
 
 
 async def _fetch_nad(nads: NadSource, *, namespace: str, name: str) -> NadRecord | None:

@@ -20,6 +20,8 @@ from app.cni.types import CniError, ContainerId, ErrorCode, IfName
 from app.sandbox.kubeapi import KubeApiEmulator
 from app.store.database import Database
 from app.store.records import PodIdentity
+from app.watch.api import KubeApi
+from app.watch.settings import WatchSettings
 from tests.watch.support import (
     NETWORKS,
     Running,
@@ -195,3 +197,31 @@ async def test_a_mirrored_nad_and_a_cluster_network_from_a_file_cost_the_add_no_
 
     assert [plan.network_name for plan in resolution.plans] == ["primary", "default/net1"]
     assert emulator.requests(since=since) == []
+
+
+NAD_LISTS = r"network-attachment-definitions(\?(?!.*watch=true)|$)"
+
+
+async def test_a_nad_mirror_that_never_synced_falls_back_to_a_conf_file_or_one_live_get(
+    emulator: KubeApiEmulator, api: KubeApi, database: Database, settings: WatchSettings, tmp_path: Path
+) -> None:
+    """Every NAD LIST fails, so the NAD mirror never syncs: the cluster network still resolves
+    from its conf file, and a NAD the annotation names is asked of the API once; neither ends in
+    an internal error (code 999, a traceback) as the unsynced mirror's error did."""
+    emulator.faults.fail_next(10_000, status=503, method="GET", path=NAD_LISTS)
+    emulator.create_nad("default", "net1", json.dumps(recorder_net("net1", tmp_path / "log")))
+    conf = primary_conf(tmp_path)
+    async with Running.start(api=api, database=database, settings=settings, wait_synced=False) as running:
+        watchers = running.watchers
+        resolver = NetworkResolver(cluster=ClusterSources(pods=watchers.pods, nads=watchers.nads))
+        pod = emulator.create_pod(pod_manifest("web", annotations={NETWORKS: "net1"}))
+        await eventually(mirrored_pods(database), lambda pods: ("default", "web") in pods)
+        since = emulator.last_request_seq
+
+        resolution = await resolver.resolve(add_request(pod, conf))
+
+        assert not all(state.synced.is_set() for state in watchers.nad_states), "the NAD mirror never synced"
+    assert [plan.network_name for plan in resolution.plans] == ["primary", "default/net1"]
+    assert nad_gets(emulator, since) == [
+        "/apis/k8s.cni.cncf.io/v1/namespaces/default/network-attachment-definitions/net1"
+    ]
