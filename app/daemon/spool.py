@@ -9,6 +9,17 @@ checkpoint does not hold, replayed from upstream Multus's cache, keeps its entry
 An entry that cannot be decoded, is not a DEL, or names a container ID no ADD could have used, is
 renamed ``*.rejected`` with a log line: kept for the operator, never silently dropped, and never
 retried in a loop.
+
+A shim conf without ``spoolDir`` (a hand-written ``multusConfigFile``; the generated 00-multus.conf
+names ours) spools in the shim's default directory, ``SHIM_DEFAULT_SPOOL_DIR``, whatever this
+daemon's ``spoolDir``: so that directory is replayed too. It is shared by every hand-written conf on
+the node, so from it a daemon takes only its own entries: those addressed to its socket (the conf's
+``daemonSocketDir``, as the shim reads it) or naming a sandbox its checkpoint holds; the daemon whose
+own directory it is also takes those whose address cannot be read, rejected ones included. Any other
+entry there is another daemon's, left as it is (replaying it here would find nothing to DEL and drop
+it). A default directory that is not this daemon's own is read only if it is ours and writable by us
+alone (its entries tear down sandboxes); one that is missing holds nothing, one that cannot be read is
+logged and skipped, never a reason to fail start-up.
 """
 
 from __future__ import annotations
@@ -24,11 +35,18 @@ from app.attach.engine import AttachEngine
 from app.attach.requests import Command, SandboxRequest, Trigger
 from app.cni.types import CniError
 from app.daemon import protocol
+from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
 ENTRY_GLOB = "del-*.json"
 REJECTED_SUFFIX = ".rejected"
+SHIM_DEFAULT_SPOOL_DIR = Path("/var/lib/multus-py/spool")
+"""Where the shim spools when its conf names no ``spoolDir`` (``app.shim.shim.DEFAULT_SPOOL_DIR``; a
+test keeps them equal)."""
+SHIM_DEFAULT_SOCKET_DIR = "/run/multus"
+"""The shim's ``daemonSocketDir`` when its conf names none (``app.shim.shim.DEFAULT_SOCKET_DIR``)."""
+_DEFAULT_SOCKET_DIR = Settings(raw={}).socket_dir
 
 
 @dataclass
@@ -46,37 +64,47 @@ def pending(spool_dir: Path) -> list[Path]:
         return []
 
 
-async def replay(*, spool_dir: Path, engine: AttachEngine, daemon_config: dict[str, Any]) -> SpoolReport:
-    """Run every spooled DEL once; remove each entry whose DEL ran."""
+@dataclass(frozen=True, slots=True)
+class _Directory:
+    """A spool directory, and which of its entries this daemon takes."""
+
+    path: Path
+    own: bool
+    """This daemon's ``spoolDir``: what cannot be read there is rejected by it, as nobody else will."""
+    shared: bool
+    """The shim's default directory: entries of other daemons may lie there."""
+    socket_dir: Path
+
+    def takes(self, address: Path | None) -> bool:
+        """Whether an entry addressed to ``address`` (None: unreadable) is ours without asking the
+        checkpoint."""
+        if not self.shared:
+            return True
+        if address is None:
+            return self.own
+        return _same_directory(address, self.socket_dir)
+
+
+async def replay(
+    *,
+    spool_dir: Path,
+    engine: AttachEngine,
+    daemon_config: dict[str, Any],
+    shim_default_dir: Path = SHIM_DEFAULT_SPOOL_DIR,
+) -> SpoolReport:
+    """Run every spooled DEL of this daemon once, from ``spool_dir`` and the shim's default
+    directory; remove each entry whose DEL ran."""
     report = SpoolReport()
-    for entry in pending(spool_dir):
-        try:
-            request = _decode(entry, daemon_config)
-        except (CniError, protocol.NothingRecordedError) as error:
-            _reject(entry, str(error), report)
-            continue
-        try:
-            await engine.delete(request)
-        except CniError as error:
-            report.failed.append((entry.name, error))
-            if await engine.load_sandbox(request.container_id) is None:
-                # Not in the checkpoint (a sandbox upstream Multus attached, DELed from its cache):
-                # nothing else would retry it, so the entry stays for the next pass.
-                log.error(
-                    "spooled DEL %s of container %s failed, kept for the next replay: %s",
-                    entry.name,
-                    request.container_id,
-                    error,
-                )
-                continue
-            log.error(  # recorded as pending in the checkpoint: GC retries from there
-                "spooled DEL %s of container %s left work pending: %s",
-                entry.name,
-                request.container_id,
-                error,
+    socket_dir = _socket_dir(daemon_config)
+    shared = _same_directory(spool_dir, shim_default_dir)
+    directories = [_Directory(spool_dir, own=True, shared=shared, socket_dir=socket_dir)]
+    if not shared and _trusted(shim_default_dir):
+        directories.append(_Directory(shim_default_dir, own=False, shared=True, socket_dir=socket_dir))
+    for directory in directories:
+        for entry in _entries(directory):
+            await _replay_entry(
+                entry, directory=directory, engine=engine, daemon_config=daemon_config, report=report
             )
-        report.replayed.append(entry.name)
-        await asyncio.to_thread(_remove_durably, entry)
     if report.replayed or report.rejected:
         log.info(
             "spool: %d DELs replayed (%d left work pending), %d entries rejected",
@@ -87,12 +115,129 @@ async def replay(*, spool_dir: Path, engine: AttachEngine, daemon_config: dict[s
     return report
 
 
-def _decode(entry: Path, daemon_config: dict[str, Any]) -> SandboxRequest:
+def _entries(directory: _Directory) -> list[Path]:
+    if directory.own:
+        return pending(directory.path)
+    try:
+        return pending(directory.path)
+    except OSError as exc:  # not ours to fail start-up over: its own daemon, if any, reads it
+        log.error("cannot read the shim's default spool directory %s: %s", directory.path, exc)
+        return []
+
+
+async def _replay_entry(
+    entry: Path,
+    *,
+    directory: _Directory,
+    engine: AttachEngine,
+    daemon_config: dict[str, Any],
+    report: SpoolReport,
+) -> None:
+    try:
+        shim_request = _read(entry)
+    except CniError as error:
+        if directory.takes(None):
+            _reject(entry, str(error), report)
+        return
+    address = _address(shim_request)
+    try:
+        request = _deletion(entry, shim_request, daemon_config)
+    except (CniError, protocol.NothingRecordedError) as error:
+        if directory.takes(address):
+            _reject(entry, str(error), report)
+        return
+    if not directory.takes(address) and await engine.load_sandbox(request.container_id) is None:
+        log.debug("spool entry %s is addressed to another daemon (%s): left to it", entry, address)
+        return
+    await _delete(entry, request, engine=engine, report=report)
+
+
+async def _delete(entry: Path, request: SandboxRequest, *, engine: AttachEngine, report: SpoolReport) -> None:
+    try:
+        await engine.delete(request)
+    except CniError as error:
+        report.failed.append((entry.name, error))
+        if await engine.load_sandbox(request.container_id) is None:
+            # Not in the checkpoint (a sandbox upstream Multus attached, DELed from its cache):
+            # nothing else would retry it, so the entry stays for the next pass.
+            log.error(
+                "spooled DEL %s of container %s failed, kept for the next replay: %s",
+                entry.name,
+                request.container_id,
+                error,
+            )
+            return
+        log.error(  # recorded as pending in the checkpoint: GC retries from there
+            "spooled DEL %s of container %s left work pending: %s",
+            entry.name,
+            request.container_id,
+            error,
+        )
+    report.replayed.append(entry.name)
+    await asyncio.to_thread(_remove_durably, entry)
+
+
+def _socket_dir(daemon_config: dict[str, Any]) -> Path:
+    value = daemon_config.get("socketDir")
+    return Path(value) if isinstance(value, str) and value else _DEFAULT_SOCKET_DIR
+
+
+def _address(request: protocol.ShimRequest) -> Path | None:
+    """The socket directory the shim that spooled ``request`` was looking for, read as the shim reads
+    it (keys matched case-insensitively, the last one winning); None when it is not a string."""
+    value: object = None
+    for key, item in request.stdin_conf.items():
+        if key.lower() == "daemonsocketdir":
+            value = item
+    if value is None or value == "":
+        return Path(SHIM_DEFAULT_SOCKET_DIR)
+    return Path(value) if isinstance(value, str) else None
+
+
+def _same_directory(one: Path, other: Path) -> bool:
+    if os.path.normpath(one) == os.path.normpath(other):
+        return True
+    try:
+        return os.path.samefile(one, other)
+    except (OSError, ValueError):  # one of them missing (or unnameable): then not one directory
+        return False
+
+
+def _trusted(directory: Path) -> bool:
+    """Whether the shim's default directory, when it is not our own, may be replayed: its entries
+    tear sandboxes down, so it must be ours and writable by nobody else (the shim makes it 0700)."""
+    try:
+        status = directory.stat()
+    except FileNotFoundError:
+        return False  # nothing was ever spooled there
+    except OSError as exc:
+        log.error("cannot read the shim's default spool directory %s: %s", directory, exc.strerror)
+        return False
+    if status.st_uid != os.geteuid() or status.st_mode & 0o022:
+        log.error(
+            "the shim's default spool directory %s is not replayed: it must belong to uid %d and be "
+            "writable by it alone (it is uid %d, mode %o)",
+            directory,
+            os.geteuid(),
+            status.st_uid,
+            status.st_mode & 0o7777,
+        )
+        return False
+    return True
+
+
+def _read(entry: Path) -> protocol.ShimRequest:
     try:
         body = entry.read_bytes()
     except OSError as exc:
         raise CniError(5, f"cannot read spool entry {entry.name}: {exc.strerror}") from exc
-    request = protocol.interpret(protocol.decode_body(body), daemon_config=daemon_config)
+    return protocol.decode_body(body)
+
+
+def _deletion(
+    entry: Path, shim_request: protocol.ShimRequest, daemon_config: dict[str, Any]
+) -> SandboxRequest:
+    request = protocol.interpret(shim_request, daemon_config=daemon_config)
     if not isinstance(request, SandboxRequest) or request.command is not Command.DEL:
         raise CniError(7, f"spool entry {entry.name} is not a DEL")
     return SandboxRequest(

@@ -8,16 +8,23 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from app.attach.requests import Command
 from app.daemon import spool
+from app.shim import shim
 from tests.core.support import Node, new_container_id
 
 SHIM_CONF = {"cniVersion": "1.0.0", "name": "multus-cni-network", "type": "multus-shim"}
 
 
-def spool_entry(directory: Path, container_id: str, *, name: str = "") -> Path:
+def spool_entry(
+    directory: Path, container_id: str, *, name: str = "", conf: dict[str, Any] | None = None
+) -> Path:
     environment = {
         "CNI_COMMAND": "DEL",
         "CNI_CONTAINERID": container_id,
@@ -26,15 +33,16 @@ def spool_entry(directory: Path, container_id: str, *, name: str = "") -> Path:
         "CNI_ARGS": "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=pod-a",
         "CNI_PATH": "/opt/cni/bin",
     }
-    config = base64.b64encode(json.dumps(SHIM_CONF).encode()).decode()
-    directory.mkdir(parents=True, exist_ok=True)
+    config = base64.b64encode(json.dumps(conf or SHIM_CONF).encode()).decode()
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = directory / (name or f"del-1700000000000000000-1-{container_id}.json")
     path.write_text(json.dumps({"env": environment, "config": config}))
     return path
 
 
-def daemon_config(node: Node) -> dict[str, Any]:
+def daemon_config(node: Node, **extra: Any) -> dict[str, Any]:
     return {
+        **extra,
         "clusterNetwork": node.recorder_network("cluster"),
         "confDir": str(node.conf_dir),
         "binDir": str(node.bin_dir),
@@ -57,7 +65,12 @@ async def test_a_spooled_del_of_an_upstream_sandbox_that_fails_is_kept_for_the_n
     directory = node.root / "spool"
     entry = spool_entry(directory, container)
 
-    report = await spool.replay(spool_dir=directory, engine=node.engine(), daemon_config=daemon_config(node))
+    report = await spool.replay(
+        spool_dir=directory,
+        engine=node.engine(),
+        daemon_config=daemon_config(node),
+        shim_default_dir=node.root / "shim-default",
+    )
 
     assert [name for name, _ in report.failed] == [entry.name]
     assert cache.exists()
@@ -74,10 +87,137 @@ async def test_a_spooled_del_with_a_container_id_no_add_could_use_is_rejected_no
     container = new_container_id()
     good = spool_entry(directory, container, name=f"del-1700000000000000001-1-{container}.json")
 
-    report = await spool.replay(spool_dir=directory, engine=node.engine(), daemon_config=daemon_config(node))
+    report = await spool.replay(
+        spool_dir=directory,
+        engine=node.engine(),
+        daemon_config=daemon_config(node),
+        shim_default_dir=node.root / "shim-default",
+    )
 
     assert not bad.exists()
     assert [name for name, _ in report.rejected] == [bad.name]
     assert bad.with_name(bad.name + spool.REJECTED_SUFFIX).exists()
     assert report.replayed == [good.name]
     assert not good.exists()
+
+
+# --- The shim's default directory (a shim conf without spoolDir) ---------------------------------------
+
+
+def test_the_daemon_looks_for_the_shims_default_spool_directory_where_the_shim_writes_it() -> None:
+    assert str(spool.SHIM_DEFAULT_SPOOL_DIR) == shim.DEFAULT_SPOOL_DIR
+    assert os.path.normpath(spool.SHIM_DEFAULT_SOCKET_DIR) == os.path.normpath(shim.DEFAULT_SOCKET_DIR)
+
+
+async def attached(node: Node) -> str:
+    """A sandbox the checkpoint holds, attached to the recorder's cluster network."""
+    container = new_container_id()
+    conf = node.conf(node.recorder_network(f"cluster-{container[:6]}"))
+    await node.engine().add(node.request(Command.ADD, container, node.new_netns(), conf))
+    assert node.checkpoint(container) is not None
+    return container
+
+
+async def test_a_del_spooled_in_the_shims_default_directory_is_replayed_besides_the_own_one(
+    node: Node,
+) -> None:
+    """Static mode: a hand-written shim conf names no spoolDir, the daemon's spoolDir is elsewhere."""
+    own, default = node.root / "own-spool", node.root / "shim-default"
+    container = await attached(node)
+    entry = spool_entry(default, container)
+
+    report = await spool.replay(
+        spool_dir=own, engine=node.engine(), daemon_config=daemon_config(node), shim_default_dir=default
+    )
+
+    assert report.replayed == [entry.name]
+    assert not entry.exists()
+    assert node.checkpoint(container) is None
+
+
+async def test_entries_of_the_shared_default_directory_addressed_to_another_daemon_are_left_to_it(
+    node: Node,
+) -> None:
+    """A DEL of a sandbox this daemon never recorded, spooled by a shim looking for another daemon's
+    socket, finds nothing here: replaying it would drop it for the daemon that holds the sandbox."""
+    own, default = node.root / "own-spool", node.root / "shim-default"
+    other = {**SHIM_CONF, "daemonSocketDir": str(node.root / "other-daemon")}
+    theirs = spool_entry(default, new_container_id(), name="del-1700000000000000000-1-a.json", conf=other)
+    unaddressed = {**SHIM_CONF, "daemonSocketDir": 5}  # the shim spooled it: its conf was unusable
+    nobodys = spool_entry(
+        default, new_container_id(), name="del-1700000000000000001-1-b.json", conf=unaddressed
+    )
+    torn = default / "del-1700000000000000002-1-torn.json"
+    torn.write_bytes(b'{"env": {"CNI_COMM')
+    ours = await attached(node)  # addressed elsewhere too, but its sandbox is ours
+    mine = spool_entry(default, ours, name=f"del-1700000000000000003-1-{ours}.json", conf=other)
+
+    report = await spool.replay(
+        spool_dir=own, engine=node.engine(), daemon_config=daemon_config(node), shim_default_dir=default
+    )
+
+    assert report.replayed == [mine.name]
+    assert report.rejected == []
+    assert sorted(default.iterdir()) == [theirs, nobodys, torn]
+    assert node.checkpoint(ours) is None
+
+
+async def test_a_daemon_whose_own_directory_is_the_default_one_takes_only_its_own_entries(
+    node: Node,
+) -> None:
+    """Its own directory is shared too: entries addressed elsewhere stay; those whose address cannot
+    be read are its own, malformed ones rejected as always."""
+    default = node.root / "shim-default"
+    other = {**SHIM_CONF, "daemonSocketDir": str(node.root / "other-daemon")}
+    theirs = spool_entry(default, new_container_id(), name="del-1700000000000000000-1-a.json", conf=other)
+    unaddressed = {**SHIM_CONF, "daemonSocketDir": 5}
+    nobodys = spool_entry(
+        default, new_container_id(), name="del-1700000000000000001-1-b.json", conf=unaddressed
+    )
+    torn = default / "del-1700000000000000002-1-torn.json"
+    torn.write_bytes(b'{"env": {"CNI_COMM')
+    addressed = {**SHIM_CONF, "daemonSocketDir": str(node.root / "run") + "/"}
+    ours = spool_entry(default, new_container_id(), name="del-1700000000000000003-1-c.json", conf=addressed)
+
+    report = await spool.replay(
+        spool_dir=default,
+        engine=node.engine(),
+        daemon_config=daemon_config(node, socketDir=str(node.root / "run")),
+        shim_default_dir=default,
+    )
+
+    assert report.replayed == [nobodys.name, ours.name]
+    assert [name for name, _ in report.rejected] == [torn.name]
+    assert sorted(path.name for path in default.iterdir()) == [theirs.name, torn.name + spool.REJECTED_SUFFIX]
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o720])
+async def test_a_default_directory_others_may_write_to_is_not_replayed(node: Node, mode: int) -> None:
+    """Anyone able to write there could tear down any pod of the node."""
+    own, default = node.root / "own-spool", node.root / "shim-default"
+    container = await attached(node)
+    entry = spool_entry(default, container)
+    default.chmod(mode)
+
+    report = await spool.replay(
+        spool_dir=own, engine=node.engine(), daemon_config=daemon_config(node), shim_default_dir=default
+    )
+
+    assert report.replayed == []
+    assert entry.exists()
+    assert node.checkpoint(container) is not None
+
+
+async def test_a_missing_default_directory_is_no_error(node: Node) -> None:
+    own = node.root / "own-spool"
+    container = new_container_id()
+    entry = spool_entry(own, container)
+
+    report = await spool.replay(
+        spool_dir=own,
+        engine=node.engine(),
+        daemon_config=daemon_config(node),
+        shim_default_dir=node.root / "nowhere" / "spool",
+    )
+
+    assert report.replayed == [entry.name]
