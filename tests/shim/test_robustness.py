@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.shim.helpers import ShimRun, StubDaemon, http_reply, run_shim
+from tests.shim.helpers import SPOOL_FOR_TESTS, ShimRun, StubDaemon, http_reply, run_shim
 
 COMMANDS = ["ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION", "BOGUS"]
 VERSIONS = ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0", "", "1.0", "2.0.0", "x.y"]
@@ -39,6 +40,25 @@ def assert_cni_answer(run: ShimRun) -> None:
         json.loads(run.stdout)
 
 
+HOST_SPOOL = Path("/var/lib/multus-py/spool")
+"""The shim's default spool directory (``DEFAULT_SPOOL_DIR``): the host's real one."""
+
+
+def host_spool_entries() -> set[str]:
+    try:
+        return set(os.listdir(HOST_SPOOL))
+    except FileNotFoundError:
+        return set()
+
+
+@pytest.fixture(autouse=True)
+def _host_spool_untouched() -> Iterator[None]:
+    """Fed anything, a shim the tests run spools only where the tests say: never on the host."""
+    before = host_spool_entries()
+    yield
+    assert host_spool_entries() - before == set(), f"the tests spooled DELs in {HOST_SPOOL}"
+
+
 @pytest.fixture(scope="module")
 def module_daemon() -> Iterator[StubDaemon]:
     socket_dir = Path(tempfile.mkdtemp(prefix="mshim-", dir="/tmp"))
@@ -50,9 +70,10 @@ def module_daemon() -> Iterator[StubDaemon]:
 
 
 def confs(socket_dir: str) -> st.SearchStrategy[bytes]:
-    """Configs that get past some checks and fail others, encoded as JSON."""
+    """Configs that get past some checks and fail others, encoded as JSON; a DEL they leave
+    undelivered is spooled in the tests' scratch directory, never the host's real spool."""
     fields = st.fixed_dictionaries(
-        {},
+        {"spoolDir": st.just(SPOOL_FOR_TESTS)},
         optional={
             "name": st.just("net") | json_values,
             "cniVersion": st.sampled_from(VERSIONS) | json_values,
