@@ -4,7 +4,10 @@ Imported by the layers that observe something (the engine, the store's writer, G
 the watchers, the socket server); served by ``app.daemon.metrics_server`` on ``metricsPort``.
 Names are prefixed ``multus_py_``; upstream's one metric, ``multus_server_request_total``, is kept
 under its own name so existing dashboards keep working. Label values come from small fixed sets
-(CNI commands, outcomes, plugin types, error codes), never from pod names or container IDs.
+(CNI commands, outcomes, plugin types, error codes), never from pod names or container IDs. A label
+whose values come from outside input (a NAD's plugin chain, a socket client's HTTP method) is
+declared bounded here, beside its metric, and ``labelled`` reports any value past its bound as
+``other``: whoever writes NADs or requests cannot grow the series (memory, every scrape) without end.
 
 The metric classes come from ``prometheus_client``'s own modules without running the package's
 ``__init__``, which imports the exposition module and with it ``http.server``, ``wsgiref``,
@@ -17,6 +20,8 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import threading
+from collections.abc import Collection
 from typing import Any, TypeVar
 
 
@@ -51,14 +56,72 @@ from prometheus_client.registry import CollectorRegistry  # noqa: E402
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
+_M = TypeVar("_M", Counter, Gauge, Histogram)
+
+OVERFLOW_LABEL = "other"
+"""The value a bounded label takes for any value past its bound."""
+
+
+class BoundedLabel:
+    """The values one label takes when outside input chooses them: those in ``known`` and the first
+    ``limit`` others seen (each kept for the process's life), none longer than ``max_length``
+    characters; any other value is reported as ``OVERFLOW_LABEL``."""
+
+    def __init__(self, *, limit: int, max_length: int = 128, known: Collection[str] = ()) -> None:
+        self.limit = limit
+        self.max_length = max_length
+        self._kept = set(known)
+        self._admitted = 0
+        self._lock = threading.Lock()
+
+    def value(self, value: str) -> str:
+        """``value`` if it is kept (or there is still room for it), else ``OVERFLOW_LABEL``."""
+        if value in self._kept:
+            return value
+        if len(value) > self.max_length:
+            return OVERFLOW_LABEL
+        with self._lock:
+            if value in self._kept:
+                return value
+            if self._admitted >= self.limit:
+                return OVERFLOW_LABEL
+            self._admitted += 1
+            self._kept.add(value)
+        return value
+
+
+_BOUNDS: dict[int, tuple[BoundedLabel | None, ...]] = {}
+"""Per metric (by id), the bound of each of its labels (None: a small fixed set of our own)."""
+
+
+def _bounded(metric: _M, **bounds: BoundedLabel) -> _M:
+    """``metric``, its labels named in ``bounds`` bounded as given (applied by ``labelled``)."""
+    names = metric._labelnames  # prometheus_client keeps the label names there
+    unknown = set(bounds) - set(names)
+    if unknown:
+        raise ValueError(f"{metric._name} has no label {sorted(unknown)}")
+    _BOUNDS[id(metric)] = tuple(bounds.get(name) for name in names)
+    return metric
+
+
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
+DELEGATE_PLUGINS = BoundedLabel(limit=64, max_length=128)
+"""``multus_py_delegate_seconds``'s ``plugins``: the first 64 distinct plugin chains of a daemon's
+life, each at most 128 characters; any other chain is counted as ``other`` (the history keeps its
+exact plugin types)."""
+
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
-SERVER_REQUESTS = Counter(
-    "multus_server_request_total",
-    "Requests on the daemon socket, as upstream Multus counts them.",
-    ["handler", "code", "method"],
-    registry=REGISTRY,
+SERVER_REQUESTS = _bounded(
+    Counter(
+        "multus_server_request_total",
+        "Requests on the daemon socket, as upstream Multus counts them (a method that is not a "
+        "standard HTTP method counted as other).",
+        ["handler", "code", "method"],
+        registry=REGISTRY,
+    ),
+    method=BoundedLabel(limit=0, known=HTTP_METHODS),
 )
 SERVER_REQUESTS_ACTIVE = Gauge(
     "multus_py_server_requests_active",
@@ -83,12 +146,17 @@ CNI_ERRORS = Counter(
     ["command", "code"],
     registry=REGISTRY,
 )
-DELEGATE_SECONDS = Histogram(
-    "multus_py_delegate_seconds",
-    "Duration of one delegate (network) invocation, by command, plugin types and outcome.",
-    ["command", "plugins", "outcome"],
-    buckets=_LATENCY_BUCKETS,
-    registry=REGISTRY,
+DELEGATE_SECONDS = _bounded(
+    Histogram(
+        "multus_py_delegate_seconds",
+        "Duration of one delegate (network) invocation, by command, plugin types (the chain's, "
+        "comma-separated; past the first 64 distinct chains, or longer than 128 characters: other) "
+        "and outcome.",
+        ["command", "plugins", "outcome"],
+        buckets=_LATENCY_BUCKETS,
+        registry=REGISTRY,
+    ),
+    plugins=DELEGATE_PLUGINS,
 )
 STORE_COMMIT_SECONDS = Histogram(
     "multus_py_store_commit_seconds",
@@ -207,17 +275,23 @@ HOTPLUG_PENDING = Gauge(
     registry=REGISTRY,
 )
 
-_M = TypeVar("_M", Counter, Gauge, Histogram)
 _CHILDREN: dict[tuple[int, tuple[str, ...]], Any] = {}
 
 
 def labelled(metric: _M, *values: str) -> _M:
-    """``metric.labels(*values)``, looked up once per distinct label set: ``labels`` validates and
-    locks on every call, and the hot path observes a few labelled series per CNI request. The
-    registry keeps every labelled series anyway (none is ever removed here), so caching them keeps
-    nothing alive that would otherwise go."""
+    """``metric.labels(*values)``, each value past its label's bound (``_bounded``) reported as
+    ``OVERFLOW_LABEL``; looked up once per distinct label set: ``labels`` validates and locks on
+    every call, and the hot path observes a few labelled series per CNI request. The registry keeps
+    every labelled series anyway (none is ever removed here), so caching them keeps nothing alive
+    that would otherwise go; the cache is keyed by bounded values only, so it is bounded too."""
     key = (id(metric), values)
-    child = _CHILDREN.get(key)
+    child = _CHILDREN.get(key)  # only values within their bounds are ever cached
     if child is None:
-        child = _CHILDREN[key] = metric.labels(*values)
+        bounds = _BOUNDS.get(id(metric))
+        if bounds is not None:
+            values = tuple(v if b is None else b.value(v) for b, v in zip(bounds, values, strict=True))
+            key = (id(metric), values)
+            child = _CHILDREN.get(key)
+        if child is None:
+            child = _CHILDREN[key] = metric.labels(*values)
     return child
