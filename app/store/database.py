@@ -472,6 +472,11 @@ class Database:
         else:
             db_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             lock_fd = _lock_exclusively(db_path)
+            try:
+                schema.refuse_if_foreign(db_path)  # before a connection of ours sets WAL on it
+            except BaseException:
+                os.close(lock_fd)
+                raise
             url = f"sqlite:///{db_path}"
         engine = create_engine(url, pool_size=1 + READERS + SPARE_CONNECTIONS, max_overflow=0)
         configure_connection(engine, read_only=read_only)

@@ -3,24 +3,31 @@
 Called by ``Database.open`` before anything reads or writes. A database stamped with a revision
 this release does not know (written by a newer multus-py) is refused with both versions named:
 running on it could corrupt the checkpoint, and the checkpoint is the only record of what to
-clean up. Alembic is imported here only, and only when the database is not already current; for
-the daemon a database file is then migrated by a child process (``python -m app.store.schema
-PATH``), so it never keeps alembic's modules (mako, every dialect's DDL) in its memory, even on
-first start.
+clean up. A file with no revision stamp is migrated only when it is empty or holds nothing but
+multus-py's own tables, its checkpoint among them (the stamp lost; every revision is safe to
+rerun, and refusing would strand the checkpoint); anything else there is another program's
+database (a wrong path in daemon-config) and is refused, read through a read-only connection so
+that not a byte of it changes. Alembic is imported here only, and only when the database is not
+already current; for the daemon a database file is then migrated by a child process (``python -m
+app.store.schema PATH``), so it never keeps alembic's modules (mako, every dialect's DDL) in its
+memory, even on first start.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from functools import cache
 from pathlib import Path
 
 from sqlalchemy import Connection, create_engine, inspect, text
 
 import migrations
+from app.store.models import METADATA
 
 MIGRATIONS_DIR = Path(migrations.__file__).parent
 
@@ -67,6 +74,59 @@ def refuse_if_unknown(current: str | None) -> None:
             f"state database schema revision {current!r} is newer than this multus-py understands "
             f"(newest known: {head!r}); upgrade multus-py, or move the database aside after cleaning up"
         )
+
+
+_CHECKPOINT_COLUMNS = {
+    "sandboxes": {"container_id", "state", "netns", "boot_id"},
+    "attachments": {"container_id", "ifname", "position", "config", "cni_args"},
+}
+"""Columns revision 0001 gives the checkpoint's tables: an unstamped file must have them to be ours."""
+
+
+def refuse_if_foreign(database: Path) -> None:
+    """Raise ``SchemaError`` when the file at ``database`` is another program's SQLite database: it has
+    no revision stamp yet holds tables or views multus-py's revisions do not create, or lacks its
+    checkpoint's. A missing or empty file, or one of ours, passes. Read through a read-only
+    connection of its own, before the daemon's connection switches the file to WAL."""
+    try:
+        if database.stat().st_size == 0:
+            return
+    except FileNotFoundError:
+        return
+    try:
+        with closing(sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True)) as raw:
+            names = {
+                str(name)
+                for (name,) in raw.execute(
+                    "SELECT name FROM sqlite_master WHERE type IN ('table', 'view')"
+                    " AND name NOT LIKE 'sqlite!_%' ESCAPE '!'"
+                )
+            }
+            if names <= {"alembic_version"} or _stamped(raw, names):
+                return
+            columns = {
+                table: {str(row[1]) for row in raw.execute("SELECT * FROM pragma_table_info(?)", (table,))}
+                for table in _CHECKPOINT_COLUMNS
+            }
+    except sqlite3.DatabaseError as exc:
+        raise SchemaError(f"state database {database} cannot be used: {exc}") from exc
+    foreign = sorted(names - set(METADATA.tables) - {"alembic_version"})
+    missing = sorted(table for table, wanted in _CHECKPOINT_COLUMNS.items() if not wanted <= columns[table])
+    if foreign or missing:
+        what = (
+            f"tables or views that are not multus-py's: {', '.join(foreign)}"
+            if foreign
+            else (f"no multus-py checkpoint ({', '.join(missing)})")
+        )
+        raise SchemaError(
+            f"state database {database} is not a multus-py database (no schema revision, {what}); "
+            "it was left unchanged: check the database path in daemon-config"
+        )
+
+
+def _stamped(raw: sqlite3.Connection, names: set[str]) -> bool:
+    """Whether the database has a revision stamp (alembic's table, with its row)."""
+    return "alembic_version" in names and raw.execute("SELECT 1 FROM alembic_version").fetchone() is not None
 
 
 def current_revision(connection: Connection) -> str | None:
