@@ -448,7 +448,9 @@ class Database:
         self._writer: _Writer | None = None
         self._reads: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._readers: list[_Reader] = []
-        self._readers_lock = threading.Lock()
+        self._lock = threading.Lock()
+        """Held to close, to start the readers and to queue a job: a job queued by a caller that
+        found the database open is ahead of the stops ``close`` queues, so it runs."""
         self._closed = False
         if not read_only:
             self._writer = _Writer(engine, path)
@@ -509,20 +511,18 @@ class Database:
         For a coroutine with something else to do meanwhile: it must await the future before it
         relies on the work being on disk (cancelling the future gives the work up if it has not
         started yet)."""
-        writer = self._writable()
         waiter: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        writer.submit(_Job(work, loop=waiter.get_loop(), waiter=waiter, durable=durable))
+        self._submit(_Job(work, loop=waiter.get_loop(), waiter=waiter, durable=durable))
         return waiter
 
     async def write_then_sync(self, work: Work[T]) -> tuple[T, asyncio.Future[None]]:
         """Run ``work`` in the writer thread; return its value once it is committed, unsynced (see
         ``durable=False``), with a future that completes once the commit is on disk, as a durable
         write's is when ``write`` returns (or holds the ``OSError`` that kept it off the disk)."""
-        writer = self._writable()
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[T] = loop.create_future()
         synced: asyncio.Future[None] = loop.create_future()
-        writer.submit(_Job(work, loop=loop, waiter=waiter, durable=False, synced=synced))
+        self._submit(_Job(work, loop=loop, waiter=waiter, durable=False, synced=synced))
         try:
             value = await waiter
         except BaseException:
@@ -533,7 +533,7 @@ class Database:
     def write_sync(self, work: Work[T], *, durable: bool = True) -> T:
         """``write`` for threads that are not an event loop (start-up, tools, tests)."""
         future: Future[T] = Future()
-        self._writable().submit(_Job(work, future=future, durable=durable))
+        self._submit(_Job(work, future=future, durable=durable))
         return future.result()
 
     async def read(self, work: Work[T]) -> T:
@@ -543,7 +543,7 @@ class Database:
             self._start_readers()
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[T] = loop.create_future()
-        self._reads.put(_Job(work, loop=loop, waiter=waiter))
+        self._submit(_Job(work, loop=loop, waiter=waiter), read=True)
         return await waiter
 
     def read_sync(self, work: Work[T]) -> T:
@@ -554,7 +554,7 @@ class Database:
     def _start_readers(self) -> None:
         """The reader threads, on the first ``read`` (a caller that only ever uses ``read_sync``, such
         as ``multusctl`` reading the file, opens no connection for them)."""
-        with self._readers_lock:
+        with self._lock:
             if self._readers or self._closed:
                 return
             readers = []
@@ -574,6 +574,16 @@ class Database:
         if self._writer is None:
             raise PermissionError(f"state database {self.path} is open read-only")
         return self._writer
+
+    def _submit(self, job: _Job, *, read: bool = False) -> None:
+        """Queue ``job`` for the writer (or, ``read``, the readers) if the database is still open:
+        checked and queued under the lock ``close`` takes, so no job lands behind its stops."""
+        with self._lock:
+            if read:
+                self._check_open()
+                self._reads.put(job)
+            else:
+                self._writable().submit(job)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -596,7 +606,6 @@ class Database:
 
     def close(self) -> None:
         """Finish what is queued, stop the threads, close every connection and release the lock."""
-        self._closed = True
         self._stop_threads()
         self.engine.dispose()
         if self._lock_fd is not None:
@@ -604,8 +613,9 @@ class Database:
             self._lock_fd = None
 
     def _stop_threads(self) -> None:
-        """Stop the threads once what is queued has run; fail what is queued after that."""
-        with self._readers_lock:
+        """Stop the threads once what is queued has run (nothing can be queued after that)."""
+        with self._lock:
+            self._closed = True
             writer, readers = self._writer, self._readers
             self._writer, self._readers = None, []
         if writer is not None:
@@ -616,19 +626,6 @@ class Database:
         for thread in threads:
             thread.join()
             thread.close_connection()
-        for thread in threads:  # only now: the readers share one queue, and their stops are in it
-            _fail_queued(thread.jobs, RuntimeError(f"state database {self.path} is closed"))
-
-
-def _fail_queued(jobs: queue.SimpleQueue[_Job | None], error: BaseException) -> None:
-    """Fail every job left in ``jobs`` (queued by a caller racing with ``close``)."""
-    while True:
-        try:
-            job = jobs.get_nowait()
-        except queue.Empty:
-            return
-        if job is not None and job.claim():
-            _settle([(job, None, error)])
 
 
 def _lock_exclusively(db_path: Path) -> int:

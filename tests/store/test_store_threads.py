@@ -22,7 +22,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.sqlite import DATETIME
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from app.store import checkpoints, records_sql
+from app.store import checkpoints, database, records_sql
 from app.store.database import READERS, Database
 from app.store.models import MIRROR_PODS, SANDBOXES
 from app.store.records import DelegateFacts, DelegateIntent, PodIdentity, SandboxIntent
@@ -517,3 +517,41 @@ async def test_a_failed_unsynced_commit_leaves_the_writer_able_to_commit_durably
     await db.write(lambda s: checkpoints.begin_add(s, _sandbox("c1")))  # durable: synchronous=FULL again
     assert [s.container_id for s in await db.read(checkpoints.list_sandboxes)] == ["c1"]
     assert await db.read(lambda s: s.execute(text("SELECT count(*) FROM attachments")).scalar_one()) == 0
+
+
+def _closing_while_queued(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ``close`` run to its end after a caller passed the open check, before its job is queued
+    (a caller on the event loop racing ``close`` in the daemon's shutdown thread)."""
+    real_job = database._Job
+
+    def job_after_close(*args: Any, **kwargs: Any) -> database._Job:
+        db.close()
+        return real_job(*args, **kwargs)
+
+    monkeypatch.setattr(database, "_Job", job_after_close)
+
+
+@pytest.mark.parametrize("how", ["submit_write", "write_then_sync", "read"])
+async def test_a_caller_racing_close_is_refused_rather_than_left_waiting_for_ever(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    db = Database.open(tmp_path / "state.db")
+    await db.read(lambda c: None)  # the reader threads are running
+    _closing_while_queued(db, monkeypatch)
+
+    async def call() -> object:
+        if how == "submit_write":
+            return await db.submit_write(lambda c: None)
+        if how == "write_then_sync":
+            return await db.write_then_sync(lambda c: None)
+        return await db.read(lambda c: None)
+
+    waiting = asyncio.ensure_future(call())
+    await asyncio.sleep(0)  # the call runs up to its first wait: queued, or refused
+
+    try:
+        assert waiting.done(), "queued behind a closed database: nobody will ever answer"
+        with pytest.raises(RuntimeError, match="closed"):
+            waiting.result()
+    finally:
+        waiting.cancel()
