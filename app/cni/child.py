@@ -8,7 +8,10 @@ the spawn, the plugin writes its output without ever blocking on a reader, and t
 in two calls once it has exited. So nothing but the exit is watched: with a pidfd on the loop
 (Linux 5.3), else by a blocking ``waitpid`` in a thread of the child's own. A plugin that leaves a
 process of its own behind holding its stdout (a daemon it started) does not hold up its answer, as
-it would with pipes: the answer is what the plugin wrote before it exited.
+it would with pipes: the answer is what the plugin wrote before it exited. Nor can such a process
+fill them further once the plugin has exited: the files are sealed against growth then (its writes
+fail, as they would on a pipe nobody reads), else what it wrote would pile up in memory, unread, for
+as long as it runs.
 
 The child is reaped as soon as its exit is noticed (``waitpid`` with ``WNOHANG``). Reading its
 status through the pidfd without reaping it and reaping the zombie a few milliseconds later, as an
@@ -41,6 +44,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Final
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +133,7 @@ def _memory_file(name: str) -> int:
     global _USE_MEMFD
     if _USE_MEMFD:
         try:
-            return os.memfd_create(f"plugin-{name}", os.MFD_CLOEXEC)
+            return os.memfd_create(f"plugin-{name}", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         except OSError as err:  # ENOSYS (no memfd), EPERM (a seccomp profile refusing it)
             logger.debug("memfd_create refused (%s): plugin stdio goes through temporary files", err)
             _USE_MEMFD = False
@@ -144,6 +148,18 @@ def _write_all(fd: int, data: bytes) -> None:
     offset = 0
     while offset < len(view):
         offset += os.pwrite(fd, view[offset:], offset)
+
+
+def _seal(fd: int) -> None:
+    """Let the file neither grow nor shrink any more: a process the child left behind holding it
+    gets EPERM on writes past its end (a temporary file, where memfds are refused, cannot be sealed)."""
+    try:
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)
+    except OSError as err:  # EINVAL: not a memfd
+        logger.debug("cannot seal plugin output file: %s", err)
+
+
+_SEALS: Final = fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK
 
 
 def _read_all(fd: int) -> bytes:
@@ -248,6 +264,8 @@ class Child:
             raise RuntimeError(f"the output of plugin {self.pid} was given up already")
         self._outputs = None
         try:
+            _seal(outputs[0])
+            _seal(outputs[1])
             return Finished(self._returncode, _read_all(outputs[0]), _read_all(outputs[1]))
         finally:
             for fd in outputs:
@@ -279,8 +297,11 @@ class Child:
         stays until the child is reaped, then closes too."""
         outputs, self._outputs = self._outputs, None
         held, self._held_input = self._held_input, None
-        for fd in (*(outputs or ()), *(() if held is None else (held[0],))):
+        for fd in outputs or ():
+            _seal(fd)
             os.close(fd)
+        if held is not None:
+            os.close(held[0])
 
     # ---- the exit -----------------------------------------------------------------------------
 

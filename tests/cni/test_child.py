@@ -281,3 +281,23 @@ async def test_the_child_starts_with_the_signals_python_ignores_back_at_their_de
     ignored = int(finished.stdout, 16)
     assert ignored & (1 << (signal.SIGPIPE - 1)) == 0
     assert ignored & (1 << (signal.SIGXFSZ - 1)) == 0
+
+
+async def test_a_process_left_behind_cannot_grow_the_output_once_the_child_has_exited(tmp_path: Path) -> None:
+    # A daemon the plugin starts without redirecting its stdio keeps writing to it after the
+    # plugin's answer was read. Nobody reads those files again: written into them, its output
+    # would pile up in memory for as long as it runs (with pipes, its writes would fail).
+    go, report = tmp_path / "go", tmp_path / "report"
+    os.mkfifo(go)
+    left_behind = (
+        f"exec 5>&1 6>&2; read line < {go}; head -c 65536 /dev/zero; head -c 65536 /dev/zero >&2; "
+        f"stat -L -c %s /proc/self/fd/5 /proc/self/fd/6 > {report}.tmp; mv {report}.tmp {report}"
+    )
+    program = str(script(tmp_path, "forker", f"setsid sh -c '{left_behind}' &\necho answer; echo note >&2\n"))
+
+    finished = await asyncio.wait_for(child.spawn(program, env=ENV).communicate(), 10)
+    await asyncio.to_thread(go.write_text, "go\n")
+    await wait_until(report.exists)
+
+    assert finished == child.Finished(0, b"answer\n", b"note\n")
+    assert report.read_text().split() == ["7", "5"]  # what the child had written when it exited
