@@ -466,8 +466,9 @@ def _check_cidr(value: object, field: str) -> None:
 
 
 def _check_ip(value: object, field: str) -> None:
-    """``_ip`` without building the address where the text is a plain IPv4 address."""
-    if not (isinstance(value, str) and _IPV4.fullmatch(value)):
+    """``_ip`` without building the address where the text is a plain IPv4 address. An empty text is
+    no address at all, as Go's ``net.IP`` decodes it (nil): a gateway or ``gw`` left out."""
+    if not (isinstance(value, str) and (_IPV4.fullmatch(value) or not value)):
         _ip(value, field)
 
 
@@ -476,7 +477,7 @@ def _validate_legacy_ip(value: object, field: str) -> None:
     if "ip" not in config:
         raise _ShapeError(f"{field}.ip", "missing")
     _cidr(config["ip"], f"{field}.ip")
-    _optional_in(config, "gateway", field, _ip)
+    _optional_in(config, "gateway", field, _check_ip)
     for index, route in enumerate(_optional_list(config, "routes", f"{field}.routes")):
         _validate_route(route, f"{field}.routes", index)
 

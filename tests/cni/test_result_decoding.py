@@ -105,6 +105,30 @@ def test_a_result_of_the_wrong_shape_names_the_field_and_the_plugin(
     assert message in error.msg
 
 
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"cniVersion": "1.0.0", "ips": [{"address": "10.1.0.5/24", "gateway": ""}]},
+        {"cniVersion": "0.4.0", "ips": [{"address": "fd00::5/64", "gateway": "", "version": "6"}]},
+        {
+            "cniVersion": "1.1.0",
+            "ips": [{"address": "10.1.0.5/24"}],
+            "routes": [{"dst": "0.0.0.0/0", "gw": ""}],
+        },
+        {
+            "cniVersion": "0.2.0",
+            "ip4": {"ip": "10.1.0.5/24", "gateway": "", "routes": [{"dst": "0.0.0.0/0", "gw": ""}]},
+        },
+    ],
+)
+def test_an_empty_gateway_is_read_as_none_like_go(document: dict[str, Any]) -> None:
+    # Go decodes an empty net.IP text to nil (no gateway): upstream takes such a result, and so
+    # must we, in every version it can be converted to.
+    assert decode(document) == document
+    for version in results.SUPPORTED_VERSIONS:
+        assert results.convert(document, version)["cniVersion"] == version
+
+
 def test_ip_version_must_be_4_or_6_in_0_x_results() -> None:
     error = decode_error({"cniVersion": "0.4.0", "ips": [{"address": "10.1.0.5/24", "version": "v4"}]})
 
