@@ -131,8 +131,14 @@ def _result_version(declared: object, *, config_version: str, plugin: str) -> st
     return declared
 
 
+_LISTLESS_VERSION_INFO: Final = {"0.1.0": ("0.1.0",), "0.2.0": ("0.1.0", "0.2.0")}
+"""What an answer without ``supportedVersions`` (or with an empty list) supports, by its ``cniVersion``:
+Go's ``PluginDecoder`` reads a 0.2.0 one as 0.1.0 and 0.2.0 (and this library a 0.1.0 one as 0.1.0)."""
+
+
 def decode_version_info(stdout: bytes, *, plugin: str) -> JsonObject:
-    """A VERSION answer ``{"cniVersion", "supportedVersions"}``; a bare 0.1.0 answer supports 0.1.0."""
+    """A VERSION answer ``{"cniVersion", "supportedVersions"}``; a 0.1.0 or 0.2.0 answer without the
+    list supports the versions up to its own."""
     document = _load_json(stdout, plugin=plugin)
     if not isinstance(document, dict):
         raise CniError(
@@ -145,8 +151,8 @@ def decode_version_info(stdout: bytes, *, plugin: str) -> JsonObject:
             ErrorCode.DECODING_FAILURE, f'plugin "{plugin}" version info: missing field cniVersion'
         )
     supported = info.get("supportedVersions")
-    if supported is None and declared == "0.1.0":
-        info["supportedVersions"] = ["0.1.0"]
+    if not supported and declared in _LISTLESS_VERSION_INFO:
+        info["supportedVersions"] = list(_LISTLESS_VERSION_INFO[declared])
         return info
     if (
         not isinstance(supported, list)

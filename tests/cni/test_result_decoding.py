@@ -185,6 +185,16 @@ def test_version_info_of_a_0_1_0_plugin_supports_0_1_0() -> None:
 
 
 @pytest.mark.parametrize(
+    "stdout", [b'{"cniVersion": "0.2.0"}', b'{"cniVersion": "0.2.0", "supportedVersions": []}']
+)
+def test_version_info_of_a_0_2_0_plugin_without_its_list_supports_0_1_0_and_0_2_0(stdout: bytes) -> None:
+    # Go's version.PluginDecoder: a 0.2.0 answer without supportedVersions is a plugin of 0.1.0 and 0.2.0.
+    info = results.decode_version_info(stdout, plugin="old")
+
+    assert info["supportedVersions"] == ["0.1.0", "0.2.0"]
+
+
+@pytest.mark.parametrize(
     "stdout", [b"{}", b'{"cniVersion": "1.0.0"}', b'{"cniVersion": "1.0.0", "supportedVersions": [1]}']
 )
 def test_version_info_without_its_fields_is_a_decoding_failure(stdout: bytes) -> None:
