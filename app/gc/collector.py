@@ -9,7 +9,8 @@ way and nobody holds it. Sandboxes with an operation in flight are skipped (inva
 
 Teardown goes through the engine's DEL path (one teardown for DEL, rollback, recovery and GC).
 After it, two last-resort sweeps: host-side veths named in the removed results that still exist,
-and host-local leases of containers we handled but no longer record (``app.gc.leases``).
+and host-local leases of containers we attached but no longer record (``app.gc.leases``), each
+container's removed under its sandbox lock.
 A pass that finds nothing to do costs one query, one stat per sandbox and nothing else.
 """
 
@@ -31,7 +32,7 @@ from app.attach.engine import AttachEngine
 from app.attach.requests import Trigger
 from app.cni.types import CniError
 from app.gc import leases
-from app.store import checkpoints, history
+from app.store import checkpoints, lease_proofs
 from app.store.database import Connection, Database
 from app.store.records import SandboxRecord, SandboxSummary
 
@@ -184,9 +185,15 @@ class GarbageCollector:
         report.host_links_removed.extend(await netns.delete_host_veths(host_veths(record)))
 
     async def _sweep_leases(self, report: GcReport, *, dry_run: bool) -> None:
-        configs, live = await self._db.read(_configs_and_containers)
-        for config in configs:
-            self._lease_dirs |= leases.host_local_dirs(config)
+        """Remove the leases of containers we attached and no longer record (``app.gc.leases``);
+        then forget the removed attachments none of whose directories holds a lease of theirs."""
+        configs, removed, live = await self._db.read(_lease_evidence)
+        for config, root in configs:
+            self._lease_dirs |= leases.host_local_dirs(config, root)
+        removed_dirs = {row.id: leases.host_local_dirs(row.config, row.root) for row in removed}
+        for dirs in removed_dirs.values():
+            self._lease_dirs |= dirs
+        proven = {row.container_id for row in removed}
         candidates = [
             lease
             for directory in sorted(self._lease_dirs)
@@ -196,19 +203,46 @@ class GarbageCollector:
         ours = [
             lease
             for lease in candidates
-            if await self._db.read(partial(history.has_seen, container_id=lease.container_id))
+            if lease.container_id in proven
+            or await self._db.read(partial(lease_proofs.added_by_us, container_id=lease.container_id))
         ]
-        if ours:
-            # Read again now that the leases are listed: an ADD may have begun after ``live`` was
-            # read, taken a lease and written its history since. Its intent was committed before its
-            # plugin ran, so a lease listed earlier whose container is recorded now is not stale.
-            live = await self._db.read(checkpoints.container_ids)
-            ours = [lease for lease in ours if lease.container_id not in live]
         if dry_run:
             report.leases_removed.extend(str(lease.path) for lease in ours)
             return
-        removed = await asyncio.to_thread(leases.remove, ours)
-        report.leases_removed.extend(str(lease.path) for lease in removed)
+        report.leases_removed.extend(str(lease.path) for lease in await self._remove_unrecorded(ours))
+        await self._forget_settled(removed, removed_dirs)
+
+    async def _remove_unrecorded(self, ours: list[leases.Lease]) -> list[leases.Lease]:
+        """Remove ``ours``, each container's under its sandbox lock and only if it is still
+        unrecorded then: an ADD may have begun since ``live`` was read, taken a lease and written
+        its history (its intent is committed before its plugin runs, invariants 2 and 9)."""
+        by_container: dict[str, list[leases.Lease]] = {}
+        for lease in ours:
+            by_container.setdefault(lease.container_id, []).append(lease)
+        removed: list[leases.Lease] = []
+        for container_id, its_leases in by_container.items():
+            if self._engine.locks.busy(container_id):
+                continue
+            async with self._engine.locks.hold(container_id):
+                record = await self._db.read(partial(checkpoints.load_sandbox, container_id=container_id))
+                if record is None:
+                    removed.extend(await asyncio.to_thread(leases.remove, its_leases))
+        return removed
+
+    async def _forget_settled(
+        self, removed: list[lease_proofs.RemovedAttachment], removed_dirs: Mapping[int, set[Path]]
+    ) -> None:
+        """Forget the removed attachments none of whose lease directories holds a lease of their
+        container now, read afresh (a listing reused from an earlier pass may predate a lease
+        whose directory's mtime did not move): the proof goes only with the last lease it proves."""
+        if not removed:
+            return
+        holders = await asyncio.to_thread(_lease_holders, set().union(*removed_dirs.values()))
+        settled = [
+            row.id for row in removed if not any(row.container_id in holders[d] for d in removed_dirs[row.id])
+        ]
+        if settled:
+            await self._db.write(partial(lease_proofs.forget, ids=settled), durable=False)
 
     async def _update_gauges(self) -> None:
         by_state = await self._db.read(checkpoints.attachment_counts)
@@ -228,6 +262,20 @@ def _observe(report: GcReport) -> None:
             metrics.GC_RECLAIMED.labels(kind).inc(count)
 
 
-def _configs_and_containers(connection: Connection) -> tuple[set[bytes], set[str]]:
-    """Every distinct recorded delegate configuration, and every recorded container ID."""
-    return checkpoints.distinct_configs(connection), checkpoints.container_ids(connection)
+def _lease_evidence(
+    connection: Connection,
+) -> tuple[set[tuple[bytes, str]], list[lease_proofs.RemovedAttachment], set[str]]:
+    """Every distinct recorded (config, root), every removed attachment GC has not yet settled,
+    and every recorded container ID, in one read."""
+    return (
+        lease_proofs.recorded_configs(connection),
+        lease_proofs.removed(connection),
+        checkpoints.container_ids(connection),
+    )
+
+
+def _lease_holders(directories: set[Path]) -> dict[Path, set[str]]:
+    """{directory: the container IDs holding a lease in it}, read from the files now."""
+    return {
+        directory: {lease.container_id for lease in leases.current(directory)} for directory in directories
+    }

@@ -1,10 +1,13 @@
 """Stale host-local IPAM leases: the last resort after a DEL could not release them.
 
-A lease is a file named after the address in ``<dataDir>/<network>/``, holding the container ID
-and interface that took it. A lease is removed here only when it is provably ours and orphaned
-(invariant 10): its container has no attachment in the checkpoint, yet our history shows we
-attached it. Leases of containers we never handled (another CNI user of the same data dir) are
-never touched. Removal holds host-local's own lock file, so it cannot race an allocation.
+A lease is a file named after the address in ``<dataDir>/<network>/`` (under the delegate's root,
+``chrootDir``), holding the container ID and interface that took it. A lease is removed only when
+it is provably ours and orphaned (invariant 10): its container has no sandbox in the checkpoint,
+and an attachment of it with host-local left the checkpoint (``app.store.lease_proofs``: a
+``removed_attachments`` row, which history retention never prunes; before revision 0008, a history
+line of an ADD delegate of ours). Leases of containers we never attached (another CNI user of the
+same data dir, a pod the runtime attached without us) are never touched, whatever else the history
+says of them. Removal holds host-local's own lock file, so it cannot race an allocation.
 """
 
 from __future__ import annotations
@@ -35,8 +38,9 @@ class Lease:
     ifname: str
 
 
-def host_local_dirs(config: bytes) -> set[Path]:
-    """The ``<dataDir>/<network>`` directories a delegate configuration's host-local IPAM uses."""
+def host_local_dirs(config: bytes, root: str = "") -> set[Path]:
+    """The ``<dataDir>/<network>`` directories a delegate configuration's host-local IPAM uses, as
+    the daemon sees them: under ``root`` (the ``chrootDir`` the delegate ran in), if any."""
     net = recorded_network(config)
     if net is None:
         return set()
@@ -44,7 +48,8 @@ def host_local_dirs(config: bytes) -> set[Path]:
     for plugin in net.plugins:
         ipam = plugin.get("ipam")
         if isinstance(ipam, dict) and ipam.get("type") == "host-local":
-            dirs.add(Path(str(ipam.get("dataDir") or DEFAULT_DATA_DIR)) / net.name)
+            data_dir = str(ipam.get("dataDir") or DEFAULT_DATA_DIR)
+            dirs.add((Path(root) / data_dir.lstrip("/") if root else Path(data_dir)) / net.name)
     return dirs
 
 
@@ -93,6 +98,11 @@ class LeaseListings:
         listing = _Listing.read(directory, stamp, known.files if known is not None else {})
         self._directories[directory] = listing
         return listing.leases
+
+
+def current(directory: Path) -> list[Lease]:
+    """The leases of ``directory`` as its files say now (no listing reused)."""
+    return _Listing.read(directory, 0, {}).leases
 
 
 @dataclass(frozen=True, slots=True)

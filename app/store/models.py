@@ -8,6 +8,9 @@ imports SQLAlchemy's ORM (about 6 MiB of the daemon's memory). Read and written 
 - ``SANDBOXES``: one pod sandbox (CNI container ID) this node has attached or is attaching.
 - ``ATTACHMENTS``: one delegate of a sandbox (container ID + interface name): its intent
   (config bytes, CNI_ARGS, runtimeConfig) written before it runs, its result after.
+- ``REMOVED_ATTACHMENTS``: an attachment with host-local IPAM removed from the checkpoint, kept
+  (by a trigger, in the transaction that removes it) until GC has seen no lease of its container
+  left: GC's proof that a leftover lease is ours, which history retention cannot prune.
 - ``HISTORY``: an append-only line per CNI operation and per delegate step.
 - ``MIRROR_PODS``, ``MIRROR_NADS``, ``WATCH_STATE``: the Kubernetes mirror.
 """
@@ -115,6 +118,20 @@ ATTACHMENTS = Table(
 in (``chrootDir`` at ADD; "" = the daemon's own), DEL replays in it. ``ips``, ``macs``,
 ``device_ids``: JSON lists of the IPs the result reports, the MACs of its sandbox interfaces and
 the device IDs the delegate used; NULL until derived (revision 0004)."""
+
+REMOVED_ATTACHMENTS = Table(
+    "removed_attachments",
+    METADATA,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("container_id", String, nullable=False),
+    Column("ifname", String, nullable=False),
+    Column("config", LargeBinary, nullable=False),
+    Column("root", Text, nullable=False, default="", server_default=""),
+)
+"""An attachment removed from the checkpoint whose recorded config names host-local: its container
+ID, interface, config bytes and root, copied by the trigger ``tr_attachments_removed`` (revision
+0008) in the transaction that deletes the ``attachments`` row, whatever deletes it. Deleted by GC
+once none of the config's lease directories holds a lease of the container (``app.gc.leases``)."""
 
 HISTORY = Table(
     "history",

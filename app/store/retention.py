@@ -5,7 +5,8 @@ Run by the daemon in the background (``prune``, one pass at a time; the daemon r
 series of small writes, ``batch`` oldest lines each, so an attach never waits behind more than one
 batch in the writer's queue (the writer commits a batch together with whatever it has queued,
 without weakening durability). Only the history table is touched: the checkpoint (sandboxes,
-attachments) and the mirror are never pruned here.
+attachments), ``removed_attachments`` (GC's proof that a leftover lease is ours, so pruning a
+container's lines never leaks its lease) and the mirror are never pruned here.
 """
 
 from __future__ import annotations

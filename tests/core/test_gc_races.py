@@ -62,7 +62,7 @@ class AddAfterFirstRead:
 
     async def read(self, unit: Callable[..., Any]) -> Any:
         answer = await self._db.read(unit)
-        if unit is collector._configs_and_containers and not self.added:
+        if unit is collector._lease_evidence and not self.added:
             self.added = True
             await self._add()
         return answer

@@ -14,7 +14,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection, text
 
-from app.store import checkpoints, history, schema
+from app.store import checkpoints, history, lease_proofs, schema
 from app.store.database import Database, DatabaseLockedError
 from app.store.models import METADATA
 from app.store.records import DelegateIntent, HistoryEntry, PodIdentity, SandboxIntent
@@ -181,6 +181,8 @@ def _recorded_by_revision(db_path: Path, revision: str, *, table: str, column: s
     db.write_sync(_begin_c1_with_one_intent)
     db.close()
     with sqlite3.connect(db_path) as raw:
+        raw.execute("DROP TRIGGER tr_attachments_removed")  # revision 0008's, which reads every column
+        raw.execute("DROP TABLE removed_attachments")
         raw.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
         raw.execute("UPDATE alembic_version SET version_num = ?", (revision,))
 
@@ -295,6 +297,36 @@ def test_a_sandbox_is_forgotten_only_when_its_last_attachment_is_removed(db_path
         gone = db.write_sync(partial(remove_then_finish_delete, ifname="eth0"))
         assert gone is True
         assert db.read_sync(lambda s: checkpoints.load_sandbox(s, "c1")) is None
+    finally:
+        db.close()
+
+
+def test_an_attachment_with_host_local_leaves_the_checkpoint_with_gcs_proof_in_the_same_commit(
+    db_path: Path,
+) -> None:
+    """Whatever removes it (a DEL's removal, the sandbox's cascade), an attachment whose config names
+    host-local leaves a ``removed_attachments`` row behind; one without host-local leaves none."""
+    host_local = b'{"cniVersion":"1.0.0","name":"n","type":"bridge","ipam":{"type":"host-local"}}'
+
+    def begin_with_three_intents(s: Connection) -> None:
+        checkpoints.begin_add(s, _sandbox("c1"))
+        checkpoints.record_intent(s, dataclasses.replace(_intent("c1", "eth0"), config=host_local))
+        checkpoints.record_intent(s, dataclasses.replace(_intent("c1", "net1"), config=host_local))
+        checkpoints.record_intent(s, _intent("c1", "net2"))
+
+    db = Database.open(db_path)
+    try:
+        db.write_sync(begin_with_three_intents)
+        assert db.read_sync(lease_proofs.removed) == []
+        db.write_sync(lambda s: checkpoints.remove_attachments(s, container_id="c1", ifnames=["net1"]))
+        db.write_sync(lambda s: s.execute(text("DELETE FROM sandboxes WHERE container_id = 'c1'")))
+        rows = db.read_sync(lease_proofs.removed)
+        assert [(r.container_id, r.ifname, r.config, r.root) for r in rows] == [
+            ("c1", "net1", host_local, "/hostroot"),
+            ("c1", "eth0", host_local, "/hostroot"),
+        ]
+        db.write_sync(partial(lease_proofs.forget, ids=[rows[0].id]))
+        assert [r.ifname for r in db.read_sync(lease_proofs.removed)] == ["eth0"]
     finally:
         db.close()
 
