@@ -1,25 +1,36 @@
 """The daemon's ``multus.sock``, bound before anything heavy is imported, and the restart marker.
 
-``app.daemon.main`` calls ``bind`` right after reading the settings, so the socket accepts within
-milliseconds of ``exec``: a shim that connects while the rest of the daemon is still importing
-and opening the store waits in the listen backlog and is served once the HTTP server takes the
-socket over (``app.daemon.server.start``). Standard library only, and it must stay so: this runs
-before aiohttp, SQLAlchemy or kubernetes_asyncio are imported.
+``app.daemon.main`` calls ``claim`` (the lock below, then ``bind``) right after reading the
+settings, so the socket accepts within milliseconds of ``exec``: a shim that connects while the
+rest of the daemon is still importing and opening the store waits in the listen backlog and is
+served once the HTTP server takes the socket over (``app.daemon.server.start``). Standard library
+only, and it must stay so: this runs before aiohttp, SQLAlchemy or kubernetes_asyncio are imported.
 
 The restart marker ``<socketDir>/multus.restarting`` (JSON ``{"pid": int, "until": float Unix
 time}``) is written atomically by a daemon stopping gracefully, before it stops accepting, and
 removed by the next daemon once its socket accepts; the shim waits for a new daemon up to
 ``until`` while it exists (a crashed daemon leaves none, so the shim fails fast).
+
+One daemon per socket directory: ``claim`` takes an exclusive ``flock`` on
+``<socketDir>/multus.sock.lock`` before it looks at the socket, and the daemon holds it until its
+process ends (after its store is closed), so two daemons started at once cannot both find the
+socket stale and replace each other's (one would then serve nothing while both ran recovery and
+GC). The lock file stays in place (removing it would let a waiter lock a file nobody else sees).
+A daemon that finds the lock held waits only for one that is stopping gracefully (a DaemonSet's
+rolling restart may start the new pod while the old one drains), until that daemon's restart
+marker expires; otherwise, or after that, it refuses, naming the lock.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import logging
 import os
 import socket
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -27,21 +38,144 @@ log = logging.getLogger(__name__)
 RESTART_MARKER = "multus.restarting"
 RESTART_WAIT_SECONDS = 30.0
 """How long after a graceful stop the shim may wait for the next daemon."""
+LOCK_SUFFIX = ".lock"
+LOCK_POLL_SECONDS = 0.05
+"""Between two attempts to take the lock of a daemon that is stopping."""
+PROBE_TIMEOUT_SECONDS = 2.0
+"""Bound on the stale-socket probe's connect (a unix connect does not wait for an accept; only a
+full backlog could block it, and that is reported at once on a socket with a timeout)."""
 
 
 class SocketInUseError(RuntimeError):
-    """Another daemon answers on the socket path."""
+    """Another daemon answers on the socket path, or holds its directory's lock."""
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The socket directory's lock (a descriptor, not inheritable) and the socket bound under it."""
+
+    lock_fd: int
+    sock: socket.socket
+
+    def release(self) -> None:
+        """Close the socket and drop the lock (a daemon's end does both; tests call this)."""
+        self.sock.close()
+        os.close(self.lock_fd)
+
+
+def claim(socket_path: Path) -> Claim:
+    """Lock ``socket_path``'s directory for this process (``lock_socket_dir``), then ``bind``.
+    The lock is held for as long as the descriptor stays open: the daemon never closes it, its
+    process ends with it. Raises ``SocketInUseError`` or ``OSError`` as those two do."""
+    lock_fd = lock_socket_dir(socket_path)
+    try:
+        sock = bind(socket_path)
+    except BaseException:
+        os.close(lock_fd)
+        raise
+    return Claim(lock_fd=lock_fd, sock=sock)
+
+
+def lock_path_of(socket_path: Path) -> Path:
+    return socket_path.with_name(socket_path.name + LOCK_SUFFIX)
+
+
+def lock_socket_dir(socket_path: Path) -> int:
+    """Take the exclusive lock beside ``socket_path`` (created 0600) and write this pid into it;
+    return its descriptor. While another process holds it: wait if that daemon is stopping
+    gracefully (its restart marker is there and not expired), until it lets go or the marker
+    expires; else raise ``SocketInUseError`` naming the lock at once."""
+    socket_path.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = lock_path_of(socket_path)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        _wait_for_lock(fd, lock_path, marker=socket_path.parent / RESTART_MARKER)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _wait_for_lock(fd: int, lock_path: Path, *, marker: Path) -> None:
+    """Return once ``fd`` holds the lock; raise ``SocketInUseError`` unless its holder is stopping."""
+    waiting = False
+    while not _try_lock(fd):
+        until = _stopping_until(marker)
+        holder = _holder(fd)
+        if until is None:
+            raise SocketInUseError(
+                f"another daemon ({holder}) holds {lock_path}: it serves on this socketDir"
+            )
+        if time.time() >= until:
+            raise SocketInUseError(
+                f"another daemon ({holder}) holds {lock_path}: it is still stopping after its restart "
+                f"marker {marker} expired"
+            )
+        if not waiting:
+            log.warning(
+                "waiting for the daemon stopping on %s (%s holds %s) to exit, at most until its restart "
+                "marker expires in %.0fs",
+                lock_path.parent,
+                holder,
+                lock_path,
+                until - time.time(),
+            )
+            waiting = True
+        time.sleep(LOCK_POLL_SECONDS)
+    if waiting:
+        log.info("the daemon stopping on %s has exited: taking over", lock_path.parent)
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:  # held: by a daemon that serves, or by one that is stopping
+        return False
+    return True
+
+
+def _holder(fd: int) -> str:
+    """Who holds the lock, as it wrote itself down (a pid in the holder's own pid namespace)."""
+    content = os.pread(fd, 32, 0).decode(errors="replace").strip()
+    return f"pid {content}" if content.isdigit() else "pid unknown"
+
+
+def _stopping_until(marker: Path) -> float | None:
+    """The restart marker's ``until`` (a daemon is stopping gracefully), None when there is none.
+    A marker that cannot be read or parsed counts as none: the caller then refuses to start rather
+    than wait on something it cannot interpret."""
+    try:
+        content = json.loads(marker.read_bytes())
+        until = content["until"]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("unreadable restart marker %s: %s", marker, exc)
+        return None
+    if isinstance(until, bool) or not isinstance(until, int | float):
+        log.warning("restart marker %s has no numeric until", marker)
+        return None
+    return float(until)
 
 
 def prepare_socket(socket_path: Path) -> None:
-    """Create the socket directory (0700) and clear a stale socket; refuse if one is answering."""
+    """Create the socket directory (0700) and clear a stale socket; refuse if one is answering.
+    Only safe under the directory's lock (``claim``): two callers at once could each find the same
+    socket stale and the second remove the one the first has just bound."""
     socket_path.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(socket_path.parent, 0o700)
     if not socket_path.exists() and not socket_path.is_symlink():
         return
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(PROBE_TIMEOUT_SECONDS)
     try:
         probe.connect(str(socket_path))
+    except (BlockingIOError, TimeoutError) as exc:  # a listener whose backlog is full: alive, or hung
+        raise SocketInUseError(
+            f"a process listens on {socket_path} but accepts nothing (its backlog is full)"
+        ) from exc
     except OSError as exc:
         if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT, errno.ENOTSOCK):
             raise
@@ -55,7 +189,8 @@ def prepare_socket(socket_path: Path) -> None:
 
 def bind(socket_path: Path) -> socket.socket:
     """A listening, non-blocking unix socket at ``socket_path`` (mode 0600). Raises
-    ``SocketInUseError`` when another daemon answers there, ``OSError`` when it cannot be bound."""
+    ``SocketInUseError`` when another daemon answers there, ``OSError`` when it cannot be bound.
+    The daemon calls it through ``claim``, under the socket directory's lock."""
     prepare_socket(socket_path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:

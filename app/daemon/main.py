@@ -2,14 +2,16 @@
 
 The socket accepts within milliseconds of ``exec``: before anything else this reads
 daemon-config.json and the environment (``app.settings``), sets up logging
-(``app.daemon.logformat``) and binds ``<socketDir>/multus.sock`` (``app.daemon.listener``), all
+(``app.daemon.logformat``), locks the socket directory and binds ``<socketDir>/multus.sock``
+(``app.daemon.listener``: it first waits for a predecessor that is still stopping gracefully), all
 standard library only, and removes the restart marker a gracefully stopped daemon left. Only then
 are aiohttp, SQLAlchemy and kubernetes_asyncio imported (``app.daemon.startup``) and the run
 started, on uvloop's event loop where uvloop is installed; connections made meanwhile wait in the
 listen backlog. Nothing imported at the top of this module may pull in a third-party package.
 
 Exit codes follow upstream: 1 unusable configuration or database (or a fatal task crash),
-3 socket/listener failure (another live daemon answers on the path, or the path is unusable).
+3 socket/listener failure (another daemon holds the socket directory's lock or answers on the path,
+or the path is unusable).
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"multus-daemon: cannot open logFile {settings.log_file}: {exc}", file=sys.stderr)
         return 1
     try:
-        sock = listener.bind(settings.socket_path)
+        claimed = listener.claim(settings.socket_path)  # its lock is held until the process ends
     except (listener.SocketInUseError, OSError) as exc:
         log.critical("cannot listen on %s: %s", settings.socket_path, exc)
         return 3
@@ -76,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("accepting on %s: restart marker removed", settings.socket_path)
     for signum in (signal.SIGTERM, signal.SIGINT):  # until the event loop takes them over
         signal.signal(signum, _remember_signal)
-    return _run(settings, sock)
+    return _run(settings, claimed.sock)
 
 
 def keep_inherited_descriptors_to_ourselves() -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from app.sandbox.processes import ProcessError, wait_until
+from app.sandbox.processes import DaemonProcess, ProcessError, wait_until
 from tests.conftest import CNI_PLUGIN_DIR, child_environment
 from tests.e2e.conftest import Cluster, ShimResult, new_container_id
 
@@ -134,7 +134,7 @@ def test_a_graceful_stop_leaves_the_restart_marker_and_the_next_daemon_removes_i
         env=child_environment(),
     )
     assert second.returncode == 3
-    assert "another daemon is serving" in cluster.daemon_log.read_text()
+    assert f"holds {cluster.socket_dir / 'multus.sock.lock'}: it serves" in cluster.daemon_log.read_text()
     assert os.path.exists(sock_path)
     assert _connects(sock_path)  # the live daemon keeps its socket
     assert cluster.stop_daemon() == 0
@@ -225,3 +225,57 @@ def test_a_stopping_daemon_answers_or_refuses_every_connection_and_resets_none(
         for thread in clients:
             thread.join(timeout=60)
     assert outcomes["reset"] == 0, outcomes
+
+
+def test_a_daemon_started_while_its_predecessor_drains_waits_for_it_then_serves(cluster: Cluster) -> None:
+    """A DaemonSet's rolling restart can start the new pod while the old one still drains: the new
+    daemon exited 3 (the old one still answered on the socket) and was restarted with a crash-loop
+    back-off, beyond the 30 s the restart marker lets shims wait."""
+    gate = gated_network(cluster)
+    cluster.daemon_config.update(multusConfigFile="none")
+    cluster.start_daemon()
+    predecessor = cluster.daemon
+    assert predecessor is not None
+    successor = DaemonProcess.for_config(
+        cluster.root / "daemon-config.json", socket_dir=cluster.socket_dir, log=cluster.root / "successor.out"
+    )
+    netns, container_id = cluster.new_netns(), new_container_id()
+    added: list[ShimResult] = []
+    runtime = threading.Thread(
+        target=lambda: added.append(cluster.run_shim("ADD", container_id=container_id, netns=netns))
+    )
+    runtime.start()
+    try:
+        wait_for(Path(f"{gate}.running").exists, "the ADD's delegate running", cluster)
+        predecessor.send_signal(signal.SIGTERM)
+        wait_for(
+            lambda: "waiting for 1 operations in flight" in cluster.daemon_log.read_text(), "drain", cluster
+        )
+        successor.start()
+        try:
+            successor.wait_until(
+                lambda: "waiting for the daemon stopping" in cluster.daemon_log.read_text(),
+                what="the successor waiting for its predecessor",
+                timeout=60,
+            )
+        except ProcessError as failed:
+            raise AssertionError(str(failed)) from None
+        assert predecessor.poll() is None  # still draining: the successor has not taken over
+    finally:
+        Path(f"{gate}.open").touch()
+        runtime.join(timeout=120)
+    try:
+        assert predecessor.wait(timeout=60) == 0
+        cluster.daemon = None
+        assert len(added) == 1
+        assert added[0].returncode == 0, added
+        try:
+            successor.wait_ready(timeout=60)
+        except ProcessError as failed:
+            raise AssertionError(str(failed)) from None
+        assert not (cluster.socket_dir / "multus.restarting").exists()
+        assert cluster.run_shim("DEL", container_id=container_id, netns=netns).returncode == 0
+        assert successor.stop() == 0
+    finally:
+        successor.kill()
+    assert cluster.leftover_host_veths() == set()

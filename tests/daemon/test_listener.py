@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -67,3 +71,208 @@ def test_the_entry_point_binds_before_importing_any_third_party_package() -> Non
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == ""
+
+
+# ---- one daemon per socket directory ----------------------------------------------------------
+
+RACER = """
+import os, pathlib, sys, time
+from app.daemon import main as entry
+
+name, gates, config = sys.argv[1], pathlib.Path(sys.argv[2]), sys.argv[3]
+unlink = pathlib.Path.unlink
+
+
+def paused_unlink(self, missing_ok=False):
+    # the stale socket's removal waits for the test's go: the race's window, held open
+    if self.name == "multus.sock":
+        (gates / f"{name}.at-unlink").touch()
+        while not (gates / f"{name}.go").exists():
+            time.sleep(0.01)
+    return unlink(self, missing_ok=missing_ok)
+
+
+def serve(settings, sock):  # the heavy part of the run, replaced: say so, hold the socket
+    (gates / f"{name}.bound").touch()
+    while not (gates / "end").exists():
+        time.sleep(0.01)
+    os._exit(0)
+
+
+pathlib.Path.unlink = paused_unlink
+entry._run = serve
+sys.exit(entry.main(["--config", config]))
+"""
+
+
+def _racer_config(tmp_path: Path) -> Path:
+    config = tmp_path / "daemon-config.json"
+    config.write_text(
+        json.dumps(
+            {
+                "cniVersion": "1.0.0",
+                "socketDir": str(tmp_path / "run"),
+                "stateDir": str(tmp_path / "state"),
+                "binDir": str(tmp_path / "bin"),
+                "logToStderr": True,
+                "multusConfigFile": "none",
+            }
+        )
+    )
+    return config
+
+
+def _stale_socket(path: Path) -> None:
+    """A socket file nobody listens on any more (a daemon killed with SIGKILL leaves one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as gone:
+        gone.bind(str(path))
+    assert path.exists()
+
+
+def _wait(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 60
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within 60 s"
+        time.sleep(0.01)
+
+
+def test_two_daemons_starting_over_a_stale_socket_never_both_bind(tmp_path: Path) -> None:
+    """Both found the socket stale; the first bound, then the second removed the first's socket and
+    bound its own: the first served nothing, and both went on to open the store and run recovery."""
+    config, gates = _racer_config(tmp_path), tmp_path / "gates"
+    gates.mkdir()
+    _stale_socket(tmp_path / "run" / "multus.sock")
+    racers = {
+        name: subprocess.Popen(
+            [sys.executable, "-c", RACER, name, str(gates), str(config)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in ("a", "b")
+    }
+
+    def at_unlink_or_exited(name: str) -> bool:
+        return (gates / f"{name}.at-unlink").exists() or racers[name].poll() is not None
+
+    def bound_or_exited(name: str) -> bool:
+        return (gates / f"{name}.bound").exists() or racers[name].poll() is not None
+
+    try:
+        for name in racers:
+            _wait(functools.partial(at_unlink_or_exited, name), f"racer {name} at the stale socket's removal")
+        for name in racers:  # each one paused there goes on alone, to its end of start-up
+            if (gates / f"{name}.at-unlink").exists():
+                (gates / f"{name}.go").touch()
+                _wait(functools.partial(bound_or_exited, name), f"racer {name} bound or gone")
+        bound = sorted(name for name in racers if (gates / f"{name}.bound").exists())
+        assert len(bound) == 1, f"both bound {tmp_path / 'run' / 'multus.sock'}"
+        (refused,) = set(racers) - set(bound)
+        _, stderr = racers[refused].communicate(timeout=60)
+        assert racers[refused].returncode == 3
+        assert str(tmp_path / "run" / "multus.sock.lock") in stderr
+    finally:
+        (gates / "end").touch()
+        for racer in racers.values():
+            racer.communicate(timeout=60)
+
+
+FULL_BACKLOG_PROBE = """
+import pathlib, sys
+from app.daemon import listener
+try:
+    listener.bind(pathlib.Path(sys.argv[1]))
+except listener.SocketInUseError as exc:
+    print(exc)
+    sys.exit(3)
+"""
+
+
+def test_a_socket_whose_listener_never_accepts_is_refused_without_hanging(tmp_path: Path) -> None:
+    """The stale-socket probe connected without a timeout: a listener that accepts nothing (hung,
+    stopped) with its backlog full held the new daemon's start-up in ``connect`` for ever."""
+    path = tmp_path / "multus.sock"
+    hung = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    hung.bind(str(path))
+    hung.listen(0)
+    queued: list[socket.socket] = []
+    try:
+        while True:  # fill its backlog
+            client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            client.setblocking(False)
+            queued.append(client)
+            try:
+                client.connect(str(path))
+            except BlockingIOError:
+                break
+        try:
+            probe = subprocess.run(
+                [sys.executable, "-c", FULL_BACKLOG_PROBE, str(path)],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+        except subprocess.TimeoutExpired:
+            pytest.fail("the stale-socket probe hung on a listener that accepts nothing")
+        assert probe.returncode == 3, probe.stderr
+        assert str(path) in probe.stdout
+        assert path.exists()  # not taken over: something still listens there
+    finally:
+        for client in queued:
+            client.close()
+        hung.close()
+
+
+def test_a_daemon_stopping_gracefully_is_waited_for_then_replaced(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "run" / "multus.sock"
+    predecessor = listener.claim(path)
+    listener.write_restart_marker(path.parent)  # what its graceful stop writes first
+    claimed: list[listener.Claim] = []
+    successor = threading.Thread(target=lambda: claimed.append(listener.claim(path)))
+    with caplog.at_level(logging.INFO, logger="app.daemon.listener"):
+        successor.start()
+        try:
+            _wait(lambda: "waiting for the daemon stopping" in caplog.text, "the successor waiting")
+            assert successor.is_alive()
+            assert not claimed
+        finally:
+            predecessor.release()  # its process ends
+            successor.join(timeout=60)
+    (successor_claim,) = claimed
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.connect(str(path))  # the successor's socket
+        assert (tmp_path / "run" / "multus.sock.lock").read_text().strip() == str(os.getpid())
+    finally:
+        successor_claim.release()
+
+
+def test_a_predecessor_still_stopping_when_its_restart_marker_expires_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "multus.sock"
+    predecessor = listener.claim(path)
+    try:
+        (tmp_path / "multus.restarting").write_text(json.dumps({"pid": 1, "until": time.time() + 0.2}))
+        with pytest.raises(listener.SocketInUseError, match="still stopping after its restart marker"):
+            listener.claim(path)
+    finally:
+        predecessor.release()
+
+
+@pytest.mark.parametrize("marker", [None, "not json", '{"pid": 1}', '{"pid": 1, "until": "soon"}'])
+def test_a_daemon_holding_the_lock_without_a_valid_restart_marker_is_not_waited_for(
+    tmp_path: Path, marker: str | None
+) -> None:
+    path = tmp_path / "multus.sock"
+    serving = listener.claim(path)
+    try:
+        if marker is not None:
+            (tmp_path / "multus.restarting").write_text(marker)
+        with pytest.raises(listener.SocketInUseError, match=f"pid {os.getpid()}.* holds .*multus.sock.lock"):
+            listener.claim(path)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.connect(str(path))  # the first one's socket is untouched
+    finally:
+        serving.release()
