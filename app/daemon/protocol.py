@@ -153,13 +153,15 @@ def _decode_config(value: object) -> bytes:
 
 
 class NothingRecordedError(Exception):
-    """A DEL naming a sandbox no ADD could have recorded (its container ID would have been
-    refused): there is nothing to delete, and the DEL succeeds so that it terminates."""
+    """A DEL naming what no ADD could have recorded (a container ID, or for a hot-unplug an
+    interface name, that an ADD would have refused): there is nothing to delete, and the DEL
+    succeeds so that it terminates."""
 
-    def __init__(self, container_id: str, why: str) -> None:
-        super().__init__(
-            f"DEL of container {names.printable(container_id)!r}: {why}; nothing can be recorded under it"
-        )
+    def __init__(self, container_id: str, why: str, *, ifname: str | None = None) -> None:
+        what = f"container {names.printable(container_id)!r}"
+        if ifname is not None:
+            what = f"interface {names.printable(ifname)!r} of {what}"
+        super().__init__(f"DEL of {what}: {why}; nothing can be recorded under it")
 
 
 def check_variables(env: Mapping[str, str], *, names_checked: tuple[str, ...] = CNI_VARIABLES) -> None:
@@ -249,15 +251,8 @@ def _deletion(env: Mapping[str, str], conf: netconf.MultusNetConf) -> SandboxReq
     refused is dropped instead of refused (no netns, the default interface name, no CNI_ARGS),
     since DEL works from the checkpoint; a container ID no ADD could have used raises
     ``NothingRecordedError``."""
-    container_id = env.get("CNI_CONTAINERID", "")
-    try:
-        check_variables(env, names_checked=("CNI_CONTAINERID",))
-        names.check_container_id(container_id)
-    except CniError as error:
-        raise NothingRecordedError(container_id, error.msg) from None
-    netns = env.get("CNI_NETNS", "")
-    if not _usable_for_delete(env, "CNI_NETNS", lambda: names.check_netns_path(netns) if netns else None):
-        netns = ""
+    container_id = _container_id_for_delete(env)
+    netns = _netns_for_delete(env)
     ifname = env.get("CNI_IFNAME") or "eth0"
     if not _usable_for_delete(env, "CNI_IFNAME", lambda: names.check_ifname(ifname)):
         ifname = "eth0"
@@ -275,6 +270,26 @@ def _deletion(env: Mapping[str, str], conf: netconf.MultusNetConf) -> SandboxReq
         pod=pod,
         conf=conf,
     )
+
+
+def _container_id_for_delete(env: Mapping[str, str]) -> str:
+    """A DEL's container ID; one no ADD could have used (missing, empty, malformed) raises
+    ``NothingRecordedError``."""
+    container_id = env.get("CNI_CONTAINERID", "")
+    try:
+        check_variables(env, names_checked=("CNI_CONTAINERID",))
+        names.check_container_id(container_id)
+    except CniError as error:
+        raise NothingRecordedError(container_id, error.msg) from None
+    return container_id
+
+
+def _netns_for_delete(env: Mapping[str, str]) -> str:
+    """A DEL's netns path, or "" when it is missing or unusable: DEL replays the checkpoint."""
+    netns = env.get("CNI_NETNS", "")
+    if not _usable_for_delete(env, "CNI_NETNS", lambda: names.check_netns_path(netns) if netns else None):
+        return ""
+    return netns
 
 
 def _args_and_pod(value: str) -> tuple[tuple[tuple[str, str], ...], PodIdentity]:
@@ -367,23 +382,35 @@ def _pod_identity(cni_args: tuple[tuple[str, str], ...]) -> PodIdentity:
     """The pod the kubelet names in CNI_ARGS; names that Kubernetes would not accept are refused
     (code 4), since they end up in API paths and the checkpoint."""
     args = dict(cni_args)
-    identity = PodIdentity(
-        namespace=args.get("K8S_POD_NAMESPACE", ""),
-        name=args.get("K8S_POD_NAME", ""),
-        uid=args.get("K8S_POD_UID", ""),
-    )
-    for key, value, pattern, longest in (
-        ("K8S_POD_NAMESPACE", identity.namespace, _POD_NAMESPACE, _MAX_POD_NAMESPACE),
-        ("K8S_POD_NAME", identity.name, _POD_NAME, _MAX_POD_NAME),
-        ("K8S_POD_UID", identity.uid, None, _MAX_POD_UID),
-    ):
-        if value and (len(value) > longest or (pattern is not None and not pattern.fullmatch(value))):
+    for key, value in args.items():
+        if not _usable_pod_field(key, value):
             raise CniError(
                 ErrorCode.INVALID_ENVIRONMENT,
                 f"invalid CNI_ARGS: {key} is not a valid Kubernetes name",
                 value[:_MAX_POD_NAME],
             )
-    return identity
+    return PodIdentity(
+        namespace=args.get("K8S_POD_NAMESPACE", ""),
+        name=args.get("K8S_POD_NAME", ""),
+        uid=args.get("K8S_POD_UID", ""),
+    )
+
+
+_POD_FIELDS: dict[str, tuple[re.Pattern[str] | None, int]] = {
+    "K8S_POD_NAMESPACE": (_POD_NAMESPACE, _MAX_POD_NAMESPACE),
+    "K8S_POD_NAME": (_POD_NAME, _MAX_POD_NAME),
+    "K8S_POD_UID": (None, _MAX_POD_UID),
+}
+"""The CNI_ARGS keys naming the pod, each with the pattern and length Kubernetes allows."""
+
+
+def _usable_pod_field(key: str, value: str) -> bool:
+    """False for a pod field (``K8S_POD_*``) holding what Kubernetes would not accept; True for
+    any other key, and for an empty value (not given)."""
+    if key not in _POD_FIELDS or not value:
+        return True
+    pattern, longest = _POD_FIELDS[key]
+    return len(value) <= longest and (pattern is None or pattern.fullmatch(value) is not None)
 
 
 def _valid_attachments(stdin_conf: Mapping[str, Any]) -> tuple[Attachment, ...]:
@@ -463,7 +490,7 @@ def interpret_delegate(
     """A ``/delegate`` request as the engine's hot-plug call; None for STATUS (nothing to run).
 
     The delegate conf is checked for every verb (a Multus conf is refused); DEL and CHECK then
-    replay the checkpoint, never the conf sent."""
+    replay the checkpoint, never the conf sent. A DEL must terminate (``_delegate_deletion``)."""
     command = command_of(request)
     if command not in DELEGATE_COMMANDS:
         raise CniError(
@@ -472,6 +499,8 @@ def interpret_delegate(
             "CNI_COMMAND: /delegate serves ADD, DEL, CHECK and STATUS",
         )
     net = hotplug.delegate_conf(request.stdin, request.stdin_conf)
+    if command is Command.DEL:
+        return hotplug.DelegateCall(request=_delegate_deletion(request.env, daemon_config), net=None)
     if command is Command.STATUS:
         return None
     env = request.env
@@ -480,11 +509,7 @@ def interpret_delegate(
         raise CniError(ErrorCode.INVALID_ENVIRONMENT, f"required env variables [{','.join(missing)}] missing")
     names.check_container_id(env["CNI_CONTAINERID"])
     names.check_ifname(env["CNI_IFNAME"])
-    netns = env["CNI_NETNS"]
-    if command is not Command.DEL:
-        names.check_netns_path(netns)
-    elif not _usable_for_delete(env, "CNI_NETNS", lambda: names.check_netns_path(netns)):
-        netns = ""  # DEL replays the checkpoint: the netns is only written to the history
+    names.check_netns_path(env["CNI_NETNS"])
     cni_args = parse_cni_args(env["CNI_ARGS"])
     pod = _pod_identity(cni_args)
     for key, value in (("K8S_POD_NAMESPACE", pod.namespace), ("K8S_POD_NAME", pod.name)):
@@ -493,7 +518,7 @@ def interpret_delegate(
     sandbox = SandboxRequest(
         command=command,
         container_id=ContainerId(env["CNI_CONTAINERID"]),
-        netns=netns,
+        netns=env["CNI_NETNS"],
         ifname=IfName(env["CNI_IFNAME"]),
         cni_args=cni_args,
         pod=pod,
@@ -503,3 +528,46 @@ def interpret_delegate(
     return hotplug.DelegateCall(
         request=sandbox, net=net if command is Command.ADD else None, attributes=attributes
     )
+
+
+def _delegate_deletion(env: Mapping[str, str], daemon_config: Mapping[str, Any]) -> SandboxRequest:
+    """The request for a hot-unplug DEL, which must terminate (invariant 5b): its caller retries
+    a failed DEL for ever, and a refusal here could never turn into success. So, as for the
+    ``/cni`` DEL: a container ID, or an interface name, no ADD could have used (``check_ifname``
+    runs before any ADD records an attachment) raises ``NothingRecordedError``; a missing or
+    empty ``CNI_IFNAME`` is ``eth0`` (upstream's default; the engine refuses the cluster network
+    while the sandbox runs); an unusable netns is dropped; of CNI_ARGS only the pairs an ADD
+    would accept are kept, so the engine still refuses a sandbox of another pod than the usable
+    ``K8S_POD_*`` fields name, and with none of them it DELs by container ID and interface name
+    (invariant 8)."""
+    container_id = _container_id_for_delete(env)
+    ifname = env.get("CNI_IFNAME") or "eth0"
+    try:
+        check_variables(env, names_checked=("CNI_IFNAME",))
+        names.check_ifname(ifname)
+    except CniError as error:
+        raise NothingRecordedError(container_id, error.msg, ifname=ifname) from None
+    cni_args = _usable_cni_args(env)
+    return SandboxRequest(
+        command=Command.DEL,
+        container_id=ContainerId(container_id),
+        netns=_netns_for_delete(env),
+        ifname=IfName(ifname),
+        cni_args=cni_args,
+        pod=_pod_identity(cni_args),
+        conf=hotplug.daemon_conf(daemon_config),
+        trigger=Trigger.DELEGATE,
+    )
+
+
+def _usable_cni_args(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """The pairs of a DEL's CNI_ARGS an ADD would accept, each judged on its own: a malformed
+    item, or a ``K8S_POD_*`` value Kubernetes would not accept, is dropped (it names no sandbox)."""
+    usable: list[tuple[str, str]] = []
+    for item in env.get("CNI_ARGS", "").split(";"):
+        try:
+            pairs = parse_cni_args(item)
+        except CniError:
+            continue
+        usable.extend(pair for pair in pairs if _usable_pod_field(*pair))
+    return tuple(usable)

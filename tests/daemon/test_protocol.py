@@ -462,6 +462,93 @@ def test_a_delegate_del_with_an_unusable_netns_runs_without_it_so_it_terminates(
     assert call.request.ifname == "net1"
 
 
+@pytest.mark.parametrize("missing", ["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS"])
+def test_a_delegate_del_missing_a_variable_still_terminates(missing: str) -> None:
+    # It was refused with code 4 whatever the checkpoint held, so its caller retried it for ever.
+    env = {key: value for key, value in DELEGATE_ENV.items() if key != missing}
+    raw = body({**env, "CNI_COMMAND": "DEL"}, DELEGATE_CONF)
+
+    if missing == "CNI_CONTAINERID":
+        with pytest.raises(protocol.NothingRecordedError):
+            interpret_delegate(raw)
+        return
+    request = interpret_delegate(raw).request
+
+    assert request.container_id == DELEGATE_ENV["CNI_CONTAINERID"]
+    expected = {
+        "CNI_NETNS": (request.netns, ""),
+        "CNI_IFNAME": (request.ifname, "eth0"),  # as on /cni, and upstream's default
+        "CNI_ARGS": ((request.cni_args, request.pod.name, request.pod.uid), ((), "", "")),
+    }
+    assert expected[missing][0] == expected[missing][1]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [(param.values[0], param.values[1]) for param in ODD_VARIABLES if param.values[0] == "CNI_CONTAINERID"]
+    + [(param.values[0], param.values[1]) for param in ODD_VARIABLES if param.values[0] == "CNI_IFNAME"]
+    + [
+        ("CNI_CONTAINERID", ""),
+        ("CNI_CONTAINERID", "-leading-dash"),
+        ("CNI_IFNAME", "a" * 16),
+        ("CNI_IFNAME", "net/1"),
+        ("CNI_IFNAME", "net 1"),
+    ],
+)
+def test_a_delegate_del_naming_what_no_add_could_have_recorded_succeeds_at_once(
+    variable: str, value: str
+) -> None:
+    # Every ADD checks both before it records anything, so nothing can be removed: success, as the
+    # /cni DEL answers for such a container ID. It was refused with code 4, for ever.
+    raw = body({**DELEGATE_ENV, "CNI_COMMAND": "DEL", variable: value}, DELEGATE_CONF)
+
+    with pytest.raises(protocol.NothingRecordedError) as nothing:
+        interpret_delegate(raw)
+
+    str(nothing.value).encode()  # the log line can be written
+
+
+@pytest.mark.parametrize(
+    ("cni_args", "pod"),
+    [
+        pytest.param("IgnoreUnknown=1", ("", "", ""), id="no-pod"),
+        pytest.param("K8S_POD_UID=u1", ("", "", "u1"), id="only-the-uid"),
+        pytest.param(
+            "K8S_POD_NAMESPACE=default;K8S_POD_NAME=web;;junk;MAC=zz", ("default", "web", ""), id="junk"
+        ),
+        pytest.param(
+            "K8S_POD_NAMESPACE=default;K8S_POD_NAME=Web;K8S_POD_UID=u1", ("default", "", "u1"), id="bad-name"
+        ),
+        pytest.param("K8S_POD_NAME=we\nb;K8S_POD_UID=u1", ("", "", "u1"), id="control-character"),
+        pytest.param("K8S_POD_NAME=web\udcff;K8S_POD_UID=u1", ("", "", "u1"), id="not-utf8"),
+        pytest.param("K8S_POD_NAME=we\x00b;K8S_POD_NAMESPACE=default", ("default", "", ""), id="nul"),
+    ],
+)
+def test_a_delegate_del_keeps_the_cni_args_pairs_an_add_would_accept_and_drops_the_others(
+    cni_args: str, pod: tuple[str, str, str]
+) -> None:
+    # The pod they name is checked against the sandbox's (another pod's is refused while it runs);
+    # a pair no ADD would accept names no sandbox. Refused (code 4), the DEL never terminated.
+    raw = body({**DELEGATE_ENV, "CNI_COMMAND": "DEL", "CNI_ARGS": cni_args}, DELEGATE_CONF)
+
+    request = interpret_delegate(raw).request
+
+    assert (request.pod.namespace, request.pod.name, request.pod.uid) == pod
+    assert all(key != "MAC" for key, _ in request.cni_args)
+
+
+@pytest.mark.parametrize("command", ["ADD", "CHECK"])
+@pytest.mark.parametrize("missing", ["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS"])
+def test_a_delegate_add_or_check_missing_a_variable_is_still_code_4(command: str, missing: str) -> None:
+    env = {key: value for key, value in DELEGATE_ENV.items() if key != missing}
+
+    with pytest.raises(CniError) as caught:
+        interpret_delegate(body({**env, "CNI_COMMAND": command}, DELEGATE_CONF))
+
+    assert caught.value.code == ErrorCode.INVALID_ENVIRONMENT
+    assert missing in caught.value.msg
+
+
 @pytest.mark.parametrize(
     "value", ["NaN", "Infinity", "-Infinity", "1e999", '{"portMappings": [{"hostPort": -1e400}]}']
 )
