@@ -63,12 +63,22 @@ class ShimRequest:
 
 def decode_body(body: bytes) -> ShimRequest:
     """Decode the JSON envelope; errors name the field that is wrong."""
+    fields, env = _decode_envelope(body)
+    return _with_config(env, fields.get("config"))
+
+
+def _decode_envelope(body: bytes) -> tuple[dict[str, Any], dict[str, str]]:
+    """The body's fields (keys lower-cased, as Go's decoder matches them) and its ``env``."""
     envelope = _loads(body, "request body is not valid JSON")
     if not isinstance(envelope, dict):
         raise CniError(ErrorCode.DECODING_FAILURE, "request body must be a JSON object")
     fields = {key.lower(): value for key, value in envelope.items()}
-    env = _decode_env(fields.get("env"))
-    stdin = _decode_config(fields.get("config"))
+    return fields, _decode_env(fields.get("env"))
+
+
+def _with_config(env: dict[str, str], config: object) -> ShimRequest:
+    """The request with its decoded ``config`` field, checked."""
+    stdin = _decode_config(config)
     conf = _loads(stdin, "error unmarshalling network configuration (request field 'config')")
     if not isinstance(conf, dict):
         raise CniError(
@@ -446,9 +456,15 @@ def error_body(error: CniError) -> bytes:
 
 
 def decode_delegate_body(body: bytes) -> tuple[ShimRequest, hotplug.InterfaceAttributes]:
-    """A ``/delegate`` body: the ``/cni`` envelope plus ``interfaceAttributes`` (may be null)."""
-    request = decode_body(body)
-    fields = {key.lower(): value for key, value in json.loads(body).items()}
+    """A ``/delegate`` body: the ``/cni`` envelope plus ``interfaceAttributes`` (may be null).
+
+    A DEL's ``config`` and ``interfaceAttributes`` are not decoded: it replays the checkpoint and
+    reads neither, and refused for them it could never succeed (invariant 5b), e.g. once the NAD
+    it was hot-plugged from holds a config that no longer loads."""
+    fields, env = _decode_envelope(body)
+    if env.get("CNI_COMMAND") == Command.DEL:
+        return ShimRequest(env=env, stdin=b"", stdin_conf={}), hotplug.InterfaceAttributes()
+    request = _with_config(env, fields.get("config"))
     return request, _interface_attributes(fields.get("interfaceattributes"))
 
 
@@ -489,8 +505,9 @@ def interpret_delegate(
 ) -> hotplug.DelegateCall | None:
     """A ``/delegate`` request as the engine's hot-plug call; None for STATUS (nothing to run).
 
-    The delegate conf is checked for every verb (a Multus conf is refused); DEL and CHECK then
-    replay the checkpoint, never the conf sent. A DEL must terminate (``_delegate_deletion``)."""
+    The delegate conf is checked for ADD, CHECK and STATUS (a Multus conf is refused); CHECK then
+    replays the checkpoint, never the conf sent. A DEL reads no conf: it must terminate
+    (``_delegate_deletion``), and replays the checkpoint."""
     command = command_of(request)
     if command not in DELEGATE_COMMANDS:
         raise CniError(
@@ -498,9 +515,9 @@ def interpret_delegate(
             f"unknown cmd type: {command}",
             "CNI_COMMAND: /delegate serves ADD, DEL, CHECK and STATUS",
         )
-    net = hotplug.delegate_conf(request.stdin, request.stdin_conf)
     if command is Command.DEL:
         return hotplug.DelegateCall(request=_delegate_deletion(request.env, daemon_config), net=None)
+    net = hotplug.delegate_conf(request.stdin, request.stdin_conf)
     if command is Command.STATUS:
         return None
     env = request.env

@@ -18,16 +18,21 @@ from typing import Any
 
 from aiohttp.test_utils import RawTestServer, TestClient
 from aiohttp.web import BaseRequest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from app.attach.netconf import MultusNetConf
 from app.daemon.server import CniServer, Readiness
+from app.store import checkpoints
 from tests.core.support import Command, Netns, Node, new_container_id, pending, request_lines
 
 DELEGATE_CONF = {"cniVersion": "1.0.0", "name": "extra", "type": "recorder"}
 POD_ARGS = "K8S_POD_NAMESPACE=default;K8S_POD_NAME=pod-a;K8S_POD_UID=uid-a"
 
 
-def delegate_body(command: str, container_id: str, netns: str, **env: str | None) -> bytes:
+def delegate_body(
+    command: str, container_id: str, netns: str, *, conf: object = DELEGATE_CONF, **env: str | None
+) -> bytes:
     """A ``/delegate`` body as the controller sends it; a variable given as None is left out."""
     environment: dict[str, str | None] = {
         "CNI_COMMAND": command,
@@ -38,7 +43,7 @@ def delegate_body(command: str, container_id: str, netns: str, **env: str | None
         "CNI_PATH": "/opt/cni/bin",
         **env,
     }
-    config = base64.b64encode(json.dumps(DELEGATE_CONF).encode()).decode()
+    config = base64.b64encode(json.dumps(conf).encode()).decode()
     sent = {key: value for key, value in environment.items() if value is not None}
     return json.dumps({"env": sent, "config": config, "interfaceAttributes": None}).encode()
 
@@ -172,3 +177,88 @@ async def test_a_hot_unplug_del_without_cni_ifname_is_eth0_refused_only_until_th
     assert node.checkpoint(container) is None
     lines = request_lines(node.history(container), "DEL")
     assert [(line.ifname, line.trigger, line.outcome) for line in lines][-1] == ("eth0", "delegate", "ok")
+
+
+async def test_a_hot_unplug_del_whose_nad_config_no_longer_loads_still_removes_the_interface(
+    node: Node,
+) -> None:
+    """The NAD edited after the hot-plug: the DEL replays the checkpoint, the config sent is not
+    read. It was refused (code 7) for ever, the interface attached until the pod went."""
+    container, netns, _conf = await running_sandbox(node)
+    edited = {"cniVersion": "1.0.0", "type": "recorder"}  # its name deleted
+
+    async with serving(node) as client:
+        status, error = await answer(client, delegate_body("DEL", container, netns.path, conf=edited))
+        add, added = await answer(client, delegate_body("ADD", container, netns.path, conf=edited))
+
+    assert (status, error) == (200, {})
+    assert pending(node.checkpoint(container)) == ["eth0"]
+    assert node.calls()[-1] == ("DEL", "extra", "net1")
+    assert add == 400, "an ADD still refuses it"
+    assert added["code"] == 7
+
+
+ANY_TEXT = st.text(st.characters(exclude_categories=()), max_size=40)
+"""Any string, lone surrogates (bytes that were not UTF-8) and NULs included."""
+VARIABLE = st.one_of(
+    st.none(),
+    ANY_TEXT,
+    st.sampled_from(["", "eth0", "net1", "abc123", "/var/run/netns/x", "/proc/self/ns/net", POD_ARGS]),
+)
+CONFIG = st.one_of(
+    st.none(),
+    ANY_TEXT,
+    st.binary(max_size=40).map(lambda raw: base64.b64encode(raw).decode()),
+    st.dictionaries(st.sampled_from(["cniVersion", "name", "type", "delegates", "plugins"]), VARIABLE).map(
+        lambda conf: base64.b64encode(json.dumps(conf).encode()).decode()
+    ),
+)
+ATTRIBUTES = st.one_of(
+    st.none(),
+    ANY_TEXT,
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "ips": st.one_of(st.lists(ANY_TEXT, max_size=3), ANY_TEXT),
+            "mac": VARIABLE,
+            "cni-args": st.one_of(st.none(), st.dictionaries(ANY_TEXT, ANY_TEXT, max_size=2), ANY_TEXT),
+        },
+    ),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    command=st.sampled_from(["ADD", "DEL", "CHECK", "STATUS", "GC", "", "del", "DEL\x00"]),
+    env=st.fixed_dictionaries(
+        {},
+        optional={
+            key: VARIABLE for key in ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS", "CNI_PATH")
+        },
+    ),
+    config=CONFIG,
+    attributes=ATTRIBUTES,
+)
+async def test_no_delegate_request_is_answered_999_and_every_del_of_nothing_recorded_succeeds(
+    node: Node, command: str, env: dict[str, str | None], config: str | None, attributes: object
+) -> None:
+    """Fuzzing the ``/delegate`` body: an error is always a CNI error with the code of what is
+    wrong (never 999, never HTTP 500); and since nothing is recorded on this node, every DEL
+    has nothing to remove and succeeds, whatever else it carries."""
+    sent: dict[str, Any] = {
+        "env": {"CNI_COMMAND": command, **{key: value for key, value in env.items() if value is not None}},
+        "interfaceAttributes": attributes,
+    }
+    if config is not None:
+        sent["config"] = config
+
+    async with serving(node) as client:
+        status, answered = await answer(client, json.dumps(sent).encode())
+
+    if command == "DEL":
+        assert (status, answered) == (200, {})
+    else:
+        assert status in (200, 400), answered
+        assert answered == {} or answered["code"] in (1, 2, 3, 4, 6, 7), answered
+        assert not answered or isinstance(answered["msg"], str)
+    assert node.db.read_sync(checkpoints.sandbox_summaries) == [], "nothing was recorded"

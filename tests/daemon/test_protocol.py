@@ -537,6 +537,45 @@ def test_a_delegate_del_keeps_the_cni_args_pairs_an_add_would_accept_and_drops_t
     assert all(key != "MAC" for key, _ in request.cni_args)
 
 
+def _delegate_del_body(**fields: Any) -> bytes:
+    envelope: dict[str, Any] = json.loads(body({**DELEGATE_ENV, "CNI_COMMAND": "DEL"}, DELEGATE_CONF))
+    envelope.update(fields)
+    return json.dumps({key: value for key, value in envelope.items() if value is not None}).encode()
+
+
+def _config(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        pytest.param({"config": _config(json.dumps({**CONF, "type": "multus"}).encode())}, id="multus-conf"),
+        pytest.param(
+            {"config": _config(b'{"cniVersion": "1.0.0", "type": "bridge"}')}, id="conf-without-name"
+        ),
+        pytest.param({"config": _config(b'{"name": "x", "type": "bridge", "mtu": NaN}')}, id="nan-in-conf"),
+        pytest.param({"config": _config(b"{not json")}, id="conf-not-json"),
+        pytest.param({"config": _config(b"[1]")}, id="conf-not-an-object"),
+        pytest.param({"config": "***"}, id="config-not-base64"),
+        pytest.param({"config": None}, id="no-config"),
+        pytest.param({"interfaceAttributes": {"ips": ["not-an-ip"]}}, id="attributes-bad-ip"),
+        pytest.param({"interfaceAttributes": {"mac": 5}}, id="attributes-mac-not-a-string"),
+        pytest.param({"interfaceAttributes": "x"}, id="attributes-not-an-object"),
+    ],
+)
+def test_a_delegate_del_is_not_refused_for_a_config_or_attributes_it_never_reads(
+    fields: dict[str, Any],
+) -> None:
+    # A DEL replays the checkpoint. Refused for them (code 6 or 7), it failed for ever: e.g. once
+    # the NAD's config had been edited into one that no longer loads, its interface could not be
+    # unplugged. ADD still refuses them (tests above).
+    call = interpret_delegate(_delegate_del_body(**fields))
+
+    assert call.net is None
+    assert (call.request.container_id, call.request.ifname) == ("abc123", "net1")
+
+
 @pytest.mark.parametrize("command", ["ADD", "CHECK"])
 @pytest.mark.parametrize("missing", ["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS"])
 def test_a_delegate_add_or_check_missing_a_variable_is_still_code_4(command: str, missing: str) -> None:
