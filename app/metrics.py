@@ -5,9 +5,10 @@ the watchers, the socket server); served by ``app.daemon.metrics_server`` on ``m
 Names are prefixed ``multus_py_``; upstream's one metric, ``multus_server_request_total``, is kept
 under its own name so existing dashboards keep working. Label values come from small fixed sets
 (CNI commands, outcomes, plugin types, error codes), never from pod names or container IDs. A label
-whose values come from outside input (a NAD's plugin chain, a socket client's HTTP method) is
-declared bounded here, beside its metric, and ``labelled`` reports any value past its bound as
-``other``: whoever writes NADs or requests cannot grow the series (memory, every scrape) without end.
+whose values come from outside input (a NAD's plugin chain, a plugin's error code, a socket
+client's HTTP method) is declared bounded here, beside its metric, and ``labelled`` reports any
+value past its bound as ``other``: whoever writes NADs or requests cannot grow the series (memory,
+every scrape) without end.
 
 The metric classes come from ``prometheus_client``'s own modules without running the package's
 ``__init__``, which imports the exposition module and with it ``http.server``, ``wsgiref``,
@@ -140,11 +141,15 @@ CNI_OPERATION_SECONDS = Histogram(
     buckets=_LATENCY_BUCKETS,
     registry=REGISTRY,
 )
-CNI_ERRORS = Counter(
-    "multus_py_cni_errors_total",
-    "CNI operations that failed, by command and CNI error code.",
-    ["command", "code"],
-    registry=REGISTRY,
+CNI_ERRORS = _bounded(
+    Counter(
+        "multus_py_cni_errors_total",
+        "CNI operations that failed, by command and CNI error code (a plugin prints the code it "
+        "likes: past the first 64 distinct codes, other).",
+        ["command", "code"],
+        registry=REGISTRY,
+    ),
+    code=BoundedLabel(limit=64, max_length=20),
 )
 DELEGATE_SECONDS = _bounded(
     Histogram(

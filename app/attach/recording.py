@@ -38,7 +38,7 @@ def observe(entry: HistoryEntry) -> None:
     if entry.step == "request":
         metrics.labelled(metrics.CNI_OPERATION_SECONDS, entry.command, entry.outcome).observe(seconds)
         if entry.error_code is not None:
-            metrics.CNI_ERRORS.labels(entry.command, str(entry.error_code)).inc()
+            metrics.labelled(metrics.CNI_ERRORS, entry.command, str(entry.error_code)).inc()
     elif entry.step == "delegate":
         plugins = ",".join(entry.plugin_types)
         metrics.labelled(metrics.DELEGATE_SECONDS, entry.command, plugins, entry.outcome).observe(seconds)

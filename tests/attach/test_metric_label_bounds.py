@@ -70,3 +70,29 @@ def test_made_up_http_methods_on_the_socket_share_one_series() -> None:
     assert "POST" in methods
     assert not any(method.startswith("METHOD") for method in methods)
     assert metrics.OVERFLOW_LABEL in methods
+
+
+def test_error_codes_plugins_make_up_share_a_bounded_number_of_series() -> None:
+    """A plugin prints whatever ``code`` it likes: failed requests counted by code keep a bounded
+    number of ``code`` values (the well-known codes among the first seen keep theirs)."""
+    for code in (7, 11, 999):
+        recording.observe(_request_line(code))
+    for code in range(1000, 1600):
+        recording.observe(_request_line(code))
+
+    codes = _label_values("multus_py_cni_errors", "code")
+
+    assert {"7", "11", "999"} <= codes
+    assert len(codes) <= 100
+    assert metrics.OVERFLOW_LABEL in codes
+
+
+def _request_line(code: int) -> HistoryEntry:
+    return HistoryEntry(
+        command="ADD",
+        step="request",
+        trigger="runtime",
+        outcome="error",
+        error_code=code,
+        duration_ms=1.0,
+    )
