@@ -71,8 +71,9 @@ def refuse_if_unknown(current: str | None) -> None:
     head, known = _known_revisions()
     if current is not None and current not in known:
         raise SchemaError(
-            f"state database schema revision {current!r} is newer than this multus-py understands "
-            f"(newest known: {head!r}); upgrade multus-py, or move the database aside after cleaning up"
+            f"state database schema revision {current!r} is unknown to this multus-py (newest known: "
+            f"{head!r}): written by a newer multus-py (upgrade it, or move the database aside after "
+            "cleaning up), or not a multus-py database (check the database path in daemon-config)"
         )
 
 
