@@ -57,6 +57,13 @@ CLOSE_SETTLE_SECONDS = 2.0
 """Most a stopping daemon waits for connections still open on ``multus.sock`` to be answered."""
 
 
+def restart_wait(shutdown_grace: float) -> float:
+    """How long the restart marker tells shims (and a successor) to wait for the next daemon: at
+    least ``RESTART_WAIT_SECONDS``, and as long as this stop may take (the drain, then the
+    background tasks, each up to ``shutdownGraceSeconds``, and the socket's closing between)."""
+    return max(listener.RESTART_WAIT_SECONDS, 2 * shutdown_grace + CLOSE_SETTLE_SECONDS + 5.0)
+
+
 class Daemon:
     """One daemon run, from opening the store to the last commit before exit."""
 
@@ -95,7 +102,9 @@ class Daemon:
         log.info("stopping: not ready any more")
         if self._graceful:
             try:
-                listener.write_restart_marker(self.settings.socket_dir)
+                listener.write_restart_marker(
+                    self.settings.socket_dir, wait=restart_wait(self.settings.timeouts.shutdown_grace)
+                )
             except OSError as exc:
                 log.error("cannot write the restart marker in %s: %s", self.settings.socket_dir, exc)
         self._stopping.set()

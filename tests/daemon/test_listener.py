@@ -276,3 +276,23 @@ def test_a_daemon_holding_the_lock_without_a_valid_restart_marker_is_not_waited_
             client.connect(str(path))  # the first one's socket is untouched
     finally:
         serving.release()
+
+
+@pytest.mark.parametrize("grace", [10.0, 60.0])
+def test_the_restart_marker_lasts_as_long_as_a_graceful_stop_may_take(tmp_path: Path, grace: float) -> None:
+    """A stop drains for up to ``shutdownGraceSeconds``, then gives the background tasks as long
+    again: the marker's ``until`` must not pass before that, or shims and the successor waiting on
+    it give up on a daemon that is still stopping."""
+    from app.daemon.startup import Daemon
+    from app.settings import Settings, Timeouts
+
+    settings = Settings(raw={}, socket_dir=tmp_path, timeouts=Timeouts(shutdown_grace=grace))
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        stopped_at = time.time()
+        Daemon(settings, sock).request_stop()
+    finally:
+        sock.close()
+
+    content = json.loads((tmp_path / listener.RESTART_MARKER).read_bytes())
+    assert content["until"] >= stopped_at + max(listener.RESTART_WAIT_SECONDS, 2 * grace)
