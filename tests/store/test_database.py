@@ -111,7 +111,8 @@ def test_a_database_from_a_newer_release_is_refused_naming_both_versions(db_path
 
     assert "9999_future" in str(refused.value)
     assert schema.head_revision() in str(refused.value)
-    assert "newer multus-py" in str(refused.value) and "not a multus-py database" in str(refused.value)
+    assert "newer multus-py" in str(refused.value)
+    assert "not a multus-py database" in str(refused.value)
     with sqlite3.connect(db_path) as raw:
         assert raw.execute("SELECT version_num FROM alembic_version").fetchone() == ("9999_future",)
 
