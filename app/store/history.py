@@ -15,10 +15,24 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, cast
 
-from sqlalchemy import ColumnElement, Connection, Row, bindparam, delete, func, select, text
+from sqlalchemy import (
+    ColumnElement,
+    CompoundSelect,
+    Connection,
+    Row,
+    Select,
+    bindparam,
+    delete,
+    func,
+    literal_column,
+    select,
+    text,
+    union_all,
+)
 
 from app.store.filters import HistoryFilter
 from app.store.models import HISTORY
@@ -102,15 +116,41 @@ def page(
 
     A keyset page: each seeks where the last ended (``id < before_id``, the rowid ending every
     history index), so reading a whole history page by page costs one pass, not a pass per page."""
-    conditions = _conditions(connection, where)
-    if conditions is None:
+    statement = page_statement(connection, where, before_id=before_id, size=size)
+    if statement is None:
         return []
-    if before_id is not None:
-        conditions.append(HISTORY.c.id < before_id)
-    statement = select(HISTORY).where(*conditions).order_by(HISTORY.c.id.desc())
-    if size:
-        statement = statement.limit(size)
     return [HistoryLine(row.id, _entry(row)) for row in connection.execute(statement)]
+
+
+MERGED_ALTERNATIVES = 64
+"""Most values a filter may match (pod namespaces times networks) for a page to be read as a merge
+of one ordered index seek per value; beyond, one ``IN`` query (sorted: rare, and still correct)."""
+
+
+def page_statement(
+    connection: Connection, where: HistoryFilter, *, before_id: int | None, size: int
+) -> Select[Any] | CompoundSelect[Any] | None:
+    """The query of ``page``; None when a filter names something never recorded.
+
+    A filter matching several recorded values (a bare network name recorded in three namespaces,
+    a pod name without its namespace) is read as a ``UNION ALL`` of one query per value, ordered
+    by id: SQLite merges their ordered index seeks and stops at ``size``, where one ``IN`` query
+    would read every remaining match and sort it for each page (a whole history so filtered would
+    cost CPU quadratic in its matches)."""
+    alternatives = _alternatives(connection, where)
+    if alternatives is None:
+        return None
+    keyset = [] if before_id is None else [HISTORY.c.id < before_id]
+    if len(alternatives) == 1 or len(alternatives) > MERGED_ALTERNATIVES:
+        merged = _conditions(where, _merged(alternatives))
+        statement: Select[Any] | CompoundSelect[Any] = (
+            select(HISTORY).where(*merged, *keyset).order_by(HISTORY.c.id.desc())
+        )
+    else:
+        statement = union_all(
+            *(select(HISTORY).where(*_conditions(where, choice), *keyset) for choice in alternatives)
+        ).order_by(literal_column("id").desc())
+    return statement.limit(size) if size else statement
 
 
 def lines_of_container(
@@ -190,24 +230,59 @@ def summary(connection: Connection) -> tuple[int, datetime | None, datetime | No
     return int(rows), oldest, newest
 
 
-def _conditions(connection: Connection, where: HistoryFilter) -> list[ColumnElement[bool]] | None:
-    """SQL conditions for ``where``; None when a filter names something never recorded."""
-    conditions: list[ColumnElement[bool]] = []
+@dataclass(frozen=True, slots=True)
+class _Choice:
+    """The values of the multi-valued filters one query of a page selects (None: not filtered)."""
+
+    pod_namespaces: tuple[str, ...] | None
+    networks: tuple[str, ...] | None
+
+
+def _alternatives(connection: Connection, where: HistoryFilter) -> list[_Choice] | None:
+    """One choice per combination of the values ``where``'s pod and network filters match (one
+    choice, unfiltered, when they are not given); None when a filter matches nothing recorded."""
+    namespaces: list[str | None] = [None]
     if where.pod is not None:
-        namespaces = [where.namespace] if where.namespace is not None else pod_namespaces(connection)
-        if not namespaces:
-            return None
+        namespaces = [where.namespace] if where.namespace is not None else list(pod_namespaces(connection))
+    networks: list[str | None] = [None]
+    if where.network is not None:
+        networks = list(matching_networks(network_names(connection), where.network))
+    if not namespaces or not networks:
+        return None
+    return [
+        _Choice(None if namespace is None else (namespace,), None if network is None else (network,))
+        for namespace in namespaces
+        for network in networks
+    ]
+
+
+def _merged(alternatives: Sequence[_Choice]) -> _Choice:
+    """One choice selecting what every one of ``alternatives`` selects (an ``IN`` per filter)."""
+    first = alternatives[0]
+    return _Choice(
+        None
+        if first.pod_namespaces is None
+        else tuple(
+            dict.fromkeys(namespace for choice in alternatives for namespace in choice.pod_namespaces or ())
+        ),
+        None
+        if first.networks is None
+        else tuple(dict.fromkeys(network for choice in alternatives for network in choice.networks or ())),
+    )
+
+
+def _conditions(where: HistoryFilter, choice: _Choice) -> list[ColumnElement[bool]]:
+    """SQL conditions for ``where``, its pod namespaces and networks as ``choice`` selects them."""
+    conditions: list[ColumnElement[bool]] = []
+    if where.pod is not None and choice.pod_namespaces is not None:
         conditions.append(HISTORY.c.pod_name == where.pod)
-        conditions.append(_one_of(HISTORY.c.pod_namespace, namespaces))
+        conditions.append(_one_of(HISTORY.c.pod_namespace, choice.pod_namespaces))
     elif where.namespace is not None:
         conditions.append(HISTORY.c.pod_namespace == where.namespace)
     if where.container is not None:
         conditions.append(_prefix_of(HISTORY.c.container_id, where.container))
-    if where.network is not None:
-        networks = matching_networks(network_names(connection), where.network)
-        if not networks:
-            return None
-        conditions.append(_one_of(HISTORY.c.network_name, networks))
+    if choice.networks is not None:
+        conditions.append(_one_of(HISTORY.c.network_name, choice.networks))
     if where.since is not None:
         conditions.append(HISTORY.c.at >= where.since)
     if where.failed:

@@ -253,3 +253,28 @@ def test_multusctl_limit_zero_reads_every_line_of_the_file_too(
 
     assert code == 0
     assert len(json.loads(out)) == LINES
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"network": "net"}, {"pod": "pod-1"}, {"pod": "pod-1", "network": "net"}],
+    ids=["bare-network-of-3-namespaces", "pod-in-3-namespaces", "both"],
+)
+def test_a_page_of_a_filter_matching_several_values_seeks_its_index_without_sorting_the_rest(
+    database: Path, params: dict[str, str]
+) -> None:
+    """A filter that matches several recorded values (a bare network name in three namespaces, a
+    pod name without its namespace) once read every remaining match and sorted it for each page
+    (``USE TEMP B-TREE FOR ORDER BY``): a whole history so filtered cost CPU quadratic in the
+    matches. Each page now reads at most a page per value, in index order."""
+    where = filters.parse_history({**params, "limit": "0"}, now=datetime.now(UTC))
+
+    def plan(connection: Any) -> list[str]:
+        statement = history.page_statement(connection, where, before_id=LINES // 2, size=HELD_AT_ONCE)
+        assert statement is not None
+        compiled = statement.compile(connection, compile_kwargs={"literal_binds": True})
+        return [str(row[-1]) for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}")]
+
+    steps = _direct(database, plan)
+
+    assert not [step for step in steps if "TEMP B-TREE" in step], steps
