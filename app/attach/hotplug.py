@@ -366,7 +366,9 @@ class HotplugReconciler:
     works the queue one sandbox at a time, in arrival order, and queues every pod that has a running
     sandbox at start (changes made while the daemon was down) and every ``resync_interval``. A pod
     whose sandbox another operation holds is looked at again shortly; one that cannot be satisfied
-    is retried with exponential backoff; ``pending`` says which and why.
+    is retried with exponential backoff; ``pending`` says which and why. At start, every pod with a
+    running sandbox has its network-status written once from the checkpoint (what a previous
+    daemon attached or detached may not have reached the annotation).
     """
 
     def __init__(
@@ -391,7 +393,8 @@ class HotplugReconciler:
         self._due: dict[ObjectKey, float] = {}
         self._retries: dict[ObjectKey, _Retry] = {}
         self._unpublished: set[ObjectKey] = set()
-        """Pods whose network-status write failed after a change: written again on their next pass."""
+        """Pods whose network-status write failed after a change, or whose status a previous daemon
+        may have left unwritten: written (again) on their next pass."""
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._resync_at = 0.0
@@ -425,8 +428,18 @@ class HotplugReconciler:
         """Reconcile queued pods (after ``ready``, e.g. the mirror's first sync) until ``stop``."""
         if ready is not None and not await self._ready_or_stopped(ready()):
             return
+        await self._inherit_statuses()
         while (key := await self._next()) is not None:
             await self._reconcile_key(key)
+
+    async def _inherit_statuses(self) -> None:
+        """Have every running pod's network-status written once from its checkpoint: a daemon
+        stopped between a hot-plug's commit and its status write (or while that write was retried)
+        left the annotation stale, and with nothing left to attach no later pass would write it.
+        The start-up resync queues these pods; an unchanged value is a no-op write."""
+        for summary in await self._engine.sandbox_summaries():
+            if summary.state == "ready" and summary.pod.name:
+                self._unpublished.add((summary.pod.namespace, summary.pod.name))
 
     async def _ready_or_stopped(self, ready: Awaitable[None]) -> bool:
         waiting = asyncio.ensure_future(ready)

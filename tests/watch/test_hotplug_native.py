@@ -468,3 +468,36 @@ async def test_a_network_status_write_that_failed_after_a_hot_plug_is_written_ag
     await eventually(lambda: _async(dict(node.reconciler.pending)), lambda pending: not pending)
 
     await node.engine.delete(node.request(Command.DEL, pod, container))
+
+
+async def test_a_restarted_daemon_writes_the_network_status_a_hot_plug_left_unwritten(
+    node: Node, running: Running
+) -> None:
+    """The daemon stopped after a hot-plug's commit and before its network-status write got through
+    (the API was down; a kill -9 between the two leaves the same): the next daemon finds nothing to
+    attach, yet the annotation must come to show what the checkpoint holds."""
+    pod, container = await running_pod(node, "restarted")
+    failing = node.emulator.faults.fail_next(
+        10_000, status=503, method="PATCH", path="/pods/restarted/status$"
+    )
+    node.annotate("restarted", "hot-a@net3")
+    await eventually(lambda: node.recorded(container), _equals({"eth0": "added", "net3": "added"}))
+    await eventually(
+        lambda: _async(dict(node.reconciler.pending)), lambda pending: ("default", "restarted") in pending
+    )
+    node.reconciler.stop()  # the daemon stops; the API comes back
+    node.emulator.faults.clear()
+    assert failing.remaining > 0
+    assert node.status_interfaces("restarted") == ["eth0"]
+
+    _, successor = build(database=node.database, watchers=running.watchers, layout=node.layout)
+    task = asyncio.create_task(successor.run(ready=running.watchers.wait_synced), name="test.successor")
+    try:
+        await eventually(
+            lambda: _async(node.status_interfaces("restarted")), lambda ifs: ifs == ["eth0", "net3"]
+        )
+    finally:
+        successor.stop()
+        async with asyncio.timeout(10):
+            await task
+    await node.engine.delete(node.request(Command.DEL, pod, container))
