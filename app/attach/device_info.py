@@ -27,7 +27,7 @@ import tempfile
 from collections.abc import Mapping
 from typing import Any, Final
 
-from app.attach.network_status import device_info_document
+from app.attach.network_status import DEVICE_INFO_OBJECTS, device_info_document
 from app.cni.types import JsonObject
 from app.store.records import AttachmentRecord
 
@@ -37,13 +37,6 @@ DEFAULT_DIR: Final = "/var/run/k8s.cni.cncf.io/devinfo"
 """The spec's base directory; ``dp/`` holds device plugins' files, ``cni/`` the files for CNIs."""
 CAPABILITY: Final = "CNIDeviceInfoFile"
 _MAX_BYTES: Final = 1 << 20
-_NESTED: Final = {
-    "pci": ("pci-address", "vhost-net", "rdma-device", "pf-pci-address"),
-    "vdpa": ("parent-device", "driver", "path", "pci-address", "pf-pci-address"),
-    "vhost-user": ("mode", "path"),
-    "memif": ("role", "path", "mode"),
-}
-"""The spec's nested objects and their string fields; other keys are ignored, as Go's decoder does."""
 
 
 class DeviceInfoError(ValueError):
@@ -152,13 +145,13 @@ def load(path: str) -> JsonObject:
     for key in ("type", "version"):
         if key in document and not isinstance(document[key], str):
             raise DeviceInfoError(f'"{key}" must be a string')
-    for key in _NESTED:
+    for key, fields in DEVICE_INFO_OBJECTS.items():
         nested = document.get(key)
         if nested is None:
             continue
         if not isinstance(nested, dict):
             raise DeviceInfoError(f'"{key}" must be an object')
-        for field in _NESTED[key]:
+        for field in fields:
             if field in nested and not isinstance(nested[field], str):
                 raise DeviceInfoError(f'"{key}.{field}" must be a string')
     return document

@@ -33,12 +33,14 @@ STATUS_VERSION: Final = "1.1.0"
 """The CNI version every result is read as (upstream converts to its current result type)."""
 
 _DNS_LISTS: Final = ("nameservers", "search", "options")
-_DEVICE_INFO_OBJECTS: Final = {
-    "pci": ("pci-address", "vhost-net", "rdma-device", "pf-pci-address"),
-    "vdpa": ("parent-device", "driver", "path", "pci-address", "pf-pci-address"),
+DEVICE_INFO_OBJECTS: Final = {
+    "pci": ("pci-address", "vhost-net", "rdma-device", "pf-pci-address", "representor-device"),
+    "vdpa": ("parent-device", "driver", "path", "pci-address", "pf-pci-address", "representor-device"),
     "vhost-user": ("mode", "path"),
     "memif": ("role", "path", "mode"),
 }
+"""The device-info spec's (1.1.0) nested objects and their string fields, in the order of upstream's
+``DeviceInfo`` struct (network-attachment-definition-client v1.7); other keys are dropped."""
 _GO_HTML_ESCAPES: Final = {
     ord("<"): "\\u003c",
     ord(">"): "\\u003e",
@@ -225,7 +227,7 @@ def _device_info(value: JsonObject | None) -> JsonObject | None:
 def device_info_document(value: JsonObject) -> JsonObject:
     """The ``DeviceInfo`` struct as Go re-encodes a device-info file: known string fields only, in order."""
     info = _string_fields(value, ("type", "version"))
-    for key, fields in _DEVICE_INFO_OBJECTS.items():
+    for key, fields in DEVICE_INFO_OBJECTS.items():
         nested = value.get(key)
         if isinstance(nested, dict):
             info[key] = _string_fields(nested, fields)

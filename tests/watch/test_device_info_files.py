@@ -27,7 +27,7 @@ import pytest
 from app.attach import device_info
 from app.attach.engine import AttachEngine
 from app.attach.netconf import MultusNetConf
-from app.attach.network_status import DelegateOutcome, status_entries
+from app.attach.network_status import DelegateOutcome, network_status, status_entries
 from app.attach.networks import ClusterSources, NetworkResolver
 from app.attach.requests import Command, SandboxRequest
 from app.cni.types import CniError, ContainerId, IfName
@@ -383,3 +383,60 @@ async def test_a_vf_given_by_the_selections_device_id_must_be_back_before_its_at
         await node.engine.delete(node.request(Command.DEL, pod, container))
 
     assert (await node.attachment(container, "net1")).state == "deleting", "pending until the VF is back"
+
+
+def test_a_representor_device_the_cni_wrote_shows_in_network_status_as_upstream_renders_it(
+    tmp_path: Path,
+) -> None:
+    # device-info spec 1.1.0: pci and vdpa carry "representor-device" (written by an offloading CNI),
+    # a field of upstream's DeviceInfo struct (network-attachment-definition-client v1.7.x)
+    path = tmp_path / "devinfo.json"
+    path.write_text(
+        '{"type":"pci","version":"1.1.0","pci":{"pci-address":"0000:d8:00.2","representor-device":"eth3"}}'
+    )
+    found = device_info.read_for_status({"CNIDeviceInfoFile": str(path)})
+    assert found is not None
+    result = {"cniVersion": "1.0.0", "interfaces": [{"name": "net1", "sandbox": "/var/run/netns/x"}]}
+
+    rendered = network_status([DelegateOutcome("default/offload", result, False, device_info=found)])
+
+    assert rendered == (
+        "[{\n"
+        '    "name": "default/offload",\n'
+        '    "interface": "net1",\n'
+        '    "dns": {},\n'
+        '    "device-info": {\n'
+        '        "type": "pci",\n'
+        '        "version": "1.1.0",\n'
+        '        "pci": {\n'
+        '            "pci-address": "0000:d8:00.2",\n'
+        '            "representor-device": "eth3"\n'
+        "        }\n"
+        "    }\n"
+        "}]"
+    )
+
+
+def test_a_vdpa_representor_device_is_copied_from_the_device_plugin_for_the_cni(tmp_path: Path) -> None:
+    base = tmp_path / "devinfo"
+    source = Path(device_info.dp_file_path(str(base), resource=NIC, device_id=PCI))
+    source.parent.mkdir(parents=True)
+    source.write_text(
+        json.dumps(
+            {
+                "type": "vdpa",
+                "version": "1.1.0",
+                "vdpa": {"parent-device": "vdpa:0000:65:00.3", "representor-device": "pf0vf3"},
+            }
+        )
+    )
+    target = base / "cni" / "x"
+
+    assert device_info.stage_from_device_plugin(
+        base_dir=str(base), resource=NIC, device_id=PCI, cni_path=str(target)
+    )
+
+    assert json.loads(target.read_text())["vdpa"] == {
+        "parent-device": "vdpa:0000:65:00.3",
+        "representor-device": "pf0vf3",
+    }
