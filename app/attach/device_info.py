@@ -131,7 +131,7 @@ def load(path: str) -> JsonObject:
     """A device-info file as a JSON object of the spec's shape; ``DeviceInfoError`` otherwise.
 
     As upstream's decoding into its ``DeviceInfo`` struct: the known fields must have their types,
-    unknown keys are ignored (and dropped when the document is re-encoded)."""
+    unknown keys are ignored (and dropped when the document is re-encoded), a null is an absent field."""
     with open(path, "rb") as handle:
         data = handle.read(_MAX_BYTES + 1)
     if len(data) > _MAX_BYTES:
@@ -143,7 +143,7 @@ def load(path: str) -> JsonObject:
     if not isinstance(document, dict):
         raise DeviceInfoError("must be a JSON object")
     for key in ("type", "version"):
-        if key in document and not isinstance(document[key], str):
+        if document.get(key) is not None and not isinstance(document[key], str):
             raise DeviceInfoError(f'"{key}" must be a string')
     for key, fields in DEVICE_INFO_OBJECTS.items():
         nested = document.get(key)
@@ -152,7 +152,7 @@ def load(path: str) -> JsonObject:
         if not isinstance(nested, dict):
             raise DeviceInfoError(f'"{key}" must be an object')
         for field in fields:
-            if field in nested and not isinstance(nested[field], str):
+            if nested.get(field) is not None and not isinstance(nested[field], str):
                 raise DeviceInfoError(f'"{key}.{field}" must be a string')
     return document
 

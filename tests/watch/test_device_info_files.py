@@ -440,3 +440,19 @@ def test_a_vdpa_representor_device_is_copied_from_the_device_plugin_for_the_cni(
         "parent-device": "vdpa:0000:65:00.3",
         "representor-device": "pf0vf3",
     }
+
+
+def test_null_fields_of_a_device_info_file_are_absent_as_gos_decoder_reads_them(tmp_path: Path) -> None:
+    # Go's json decoding of null into a string or a struct pointer leaves it unset: no error
+    path = tmp_path / "devinfo.json"
+    path.write_text(
+        '{"type": "pci", "version": null, "vdpa": null,'
+        ' "pci": {"pci-address": "0000:d8:00.2", "rdma-device": null}}'
+    )
+    found = device_info.read_for_status({"CNIDeviceInfoFile": str(path)})
+    assert found is not None, "the file is shown, as upstream shows it"
+    result = {"cniVersion": "1.0.0", "interfaces": [{"name": "net1", "sandbox": "/var/run/netns/x"}]}
+
+    [entry] = status_entries([DelegateOutcome("n", result, False, device_info=found)])
+
+    assert entry["device-info"] == {"type": "pci", "pci": {"pci-address": "0000:d8:00.2"}}
