@@ -54,7 +54,7 @@ def read_entries(path: str) -> list[dict[str, Any]]:
         raise _malformed(path, f"larger than {MAX_CHECKPOINT_BYTES} bytes")
     try:
         document = json.loads(raw)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise _malformed(path, f"not JSON: {exc}") from exc
     if not isinstance(document, Mapping):
         raise _malformed(path, "the document must be a JSON object")

@@ -206,6 +206,7 @@ async def test_a_kubelet_that_answers_wins_over_the_checkpoint(
     ("content", "field"),
     [
         ("{not json", "not JSON"),
+        ('{"Data": ' + "[" * 100_000 + "]" * 100_000 + "}", "not JSON"),  # nested too deep: not a bug
         ('["a"]', "the document must be a JSON object"),
         ('{"Checksum": 1}', "'Data' must be an object"),
         ('{"Data": {"PodDeviceEntries": {}}}', "'Data.PodDeviceEntries' must be a list"),
