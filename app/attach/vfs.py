@@ -7,7 +7,9 @@ handed one in its runtimeConfig (a selection's ``deviceID``: host-device takes i
 netdev name and MAC that device has in the host namespace. A teardown then removes the attachment
 only once the device is back: found in the host under its PCI address, renamed and re-addressed
 if it came back as something else (the kernel returns a VF from a vanished namespace under its
-in-pod name, ``net1`` or ``devN``). A VF still missing keeps the attachment pending (invariant 5).
+in-pod name, ``net1`` or ``devN``). A VF still missing keeps the attachment pending (invariant 5);
+a VF no longer on the PCI bus at all (its PF's VFs destroyed) took its netdev with it, so it does
+not (invariant 5b: that DEL could never finish).
 
 The PCI-address-to-netdev lookup reads ``<sysfsRoot>/bus/pci/devices/<pci>/net/``: ``/sys`` in
 production; tests point ``sysfsRoot`` at a fake tree whose VF netdevs are veths. Everything else
@@ -93,6 +95,10 @@ class HostDevices:
         if not name:
             return False  # nothing was known about it before the ADD: nothing to prove
         current = self.netdev_names(pci)
+        if not current and not (self._sysfs / "bus" / "pci" / "devices" / pci).exists():
+            # the VF itself is gone (its PF's VFs were destroyed): so is its netdev, in every namespace
+            log.warning("device %s (%s) no longer exists on the PCI bus: nothing to get back", pci, name)
+            return False
         if not current:
             raise CniError(
                 MultusCode.DEVICE_NOT_RETURNED,

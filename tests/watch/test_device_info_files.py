@@ -456,3 +456,31 @@ def test_null_fields_of_a_device_info_file_are_absent_as_gos_decoder_reads_them(
     [entry] = status_entries([DelegateOutcome("n", result, False, device_info=found)])
 
     assert entry["device-info"] == {"type": "pci", "pci": {"pci-address": "0000:d8:00.2"}}
+
+
+async def test_a_vf_destroyed_while_attached_no_longer_keeps_its_del_pending_for_ever(
+    emulator: KubeApiEmulator, node: Node, tmp_path: Path, fake_vf: tuple[str, Path]
+) -> None:
+    vf, names = fake_vf
+    config = recorder_net("vf-net", node.log, capabilities={"deviceID": True})
+    config["recorder"]["result"] = {
+        "cniVersion": "1.0.0",
+        "interfaces": [{"name": "net1", "sandbox": node.netns}],
+    }
+    emulator.create_nad("default", "vf-net", config)
+    selection = json.dumps([{"name": "vf-net", "deviceID": VF_PCI}])
+    pod = emulator.create_pod(pod_manifest("vfpod", annotations={"k8s.v1.cni.cncf.io/networks": selection}))
+    await eventually(
+        lambda: node.running.watchers.nads.get_nad("default", "vf-net"), lambda nad: nad is not None
+    )
+    container = uuid.uuid4().hex
+    await node.engine.add(node.request(Command.ADD, pod, container))
+    assert (await node.attachment(container, "net1")).device is not None
+    # the PF's VFs were destroyed (sriov_numvfs set to 0): the PCI device is gone, with its netdev
+    (names / vf).rmdir()
+    names.rmdir()
+    names.parent.rmdir()
+
+    await node.engine.delete(node.request(Command.DEL, pod, container))
+
+    assert await node.engine.load_sandbox(container) is None, "nothing of it can be left in a namespace"
