@@ -56,3 +56,13 @@ def netns_for_del(record: SandboxRecord) -> str:
         )
         return ""
     return record.netns
+
+
+def netns_for_cached_del(path: str) -> str:
+    """The namespace a DEL from upstream's cache runs in: ``path``, unless it holds no namespace
+    (the namespace unmounted, its file left behind: plugins refuse to enter it, for ever); a path
+    that does not exist is kept (plugins accept it). Nothing records which namespace it held."""
+    if not path or netns.netns_identity(path) or not os.path.lexists(path):
+        return path
+    log.warning("netns %s holds no namespace; the upstream-cached DEL runs without it", path)
+    return ""

@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 
-from app.attach import recording, upstream_cache
+from app.attach import recording, replay, upstream_cache
 from app.attach.errors import UndeletableError, as_cni_error, never_runnable
 from app.attach.recording import UnitOfWork
 from app.attach.requests import Command, SandboxRequest
@@ -57,7 +57,7 @@ async def delete_from_upstream_cache(
                 net=net,
                 rt=RuntimeConf(
                     container_id=request.container_id,
-                    netns=attachment.netns or request.netns,
+                    netns=replay.netns_for_cached_del(attachment.netns or request.netns),
                     ifname=IfName(attachment.ifname),
                     args=attachment.cni_args,
                     capability_args=attachment.capability_args,

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import subprocess
+
 import pytest
 
-from app.cni.types import CniError
-from tests.core.support import Command, Node, delegate_lines, new_container_id
+from app.cni.types import CniError, JsonObject
+from tests.core.support import Command, Netns, Node, delegate_lines, new_container_id
 
 
 def recorder_conf(node: Node, name: str, **behaviour: object) -> dict[str, object]:
@@ -112,3 +116,48 @@ async def test_a_cached_result_that_does_not_parse_does_not_fail_the_del_for_eve
     assert [(ifname, outcome) for ifname, _, outcome in delegate_lines(node.history(container), "DEL")] == [
         ("eth0", "error")
     ]
+
+
+def attach_bridge_like_upstream(node: Node, container: str, netns: Netns, *, subnet: str) -> None:
+    """Run a bridge + host-local ADD as upstream's libcni would, and leave its result cache."""
+    network = json.loads(
+        (node.conf_dir / f"{node.bridge_network('upstream-br', subnet=subnet)}.conflist").read_text()
+    )
+    plugin = {**network["plugins"][0], "cniVersion": network["cniVersion"], "name": network["name"]}
+    added = subprocess.run(
+        [str(node.bin_dir / "bridge")],
+        input=json.dumps(plugin),
+        capture_output=True,
+        text=True,
+        check=True,
+        env={
+            "CNI_COMMAND": "ADD",
+            "CNI_CONTAINERID": container,
+            "CNI_NETNS": netns.path,
+            "CNI_IFNAME": "eth0",
+            "CNI_PATH": str(node.bin_dir),
+        },
+    )
+    result: JsonObject = json.loads(added.stdout)
+    node.write_upstream_cache(container, network=network, ifname="eth0", netns=netns.path, result=result)
+
+
+def leases(node: Node, network: str) -> list[str]:
+    return [p.name for p in (node.ipam_dir / network).iterdir() if p.name[0].isdigit()]
+
+
+async def test_a_cached_netns_left_as_a_plain_file_does_not_fail_the_del_for_ever(node: Node) -> None:
+    """The netns unmounted, its file left behind: plugins refuse to enter it, so the DEL runs without
+    it (as from the checkpoint) and still releases the lease, instead of failing on every retry."""
+    container = new_container_id()
+    netns = node.new_netns()
+    attach_bridge_like_upstream(node, container, netns, subnet="10.99.9.0/24")
+    assert leases(node, "upstream-br") != []
+    await asyncio.to_thread(subprocess.run, ["umount", netns.path], check=True)  # its file stays
+    conf = node.conf(node.recorder_network("cluster"))
+
+    await node.engine().delete(node.request(Command.DEL, container, netns, conf))
+
+    assert leases(node, "upstream-br") == []
+    assert list((node.cni_dir / "results").iterdir()) == []
+    assert delegate_lines(node.history(container), "DEL") == [("eth0", "runtime", "ok")]
