@@ -49,8 +49,11 @@ def load(cni_dir: str, container_id: str) -> list[CachedAttachment]:
     except OSError:
         return []
     attachments = [entry for path in candidates if (entry := _decode(path, container_id)) is not None]
-    order = _add_order(Path(cni_dir) / container_id)
-    attachments.sort(key=lambda a: order.get(a.network_name, _fallback_rank(a.ifname)), reverse=True)
+    by_ifname, by_name = _add_order(Path(cni_dir) / container_id)
+    attachments.sort(
+        key=lambda a: by_ifname.get(a.ifname, by_name.get(a.network_name, _fallback_rank(a.ifname))),
+        reverse=True,
+    )
     return attachments
 
 
@@ -81,21 +84,33 @@ def _decode(path: Path, container_id: str) -> CachedAttachment | None:
         return None
 
 
-def _add_order(scratch: Path) -> dict[str, int]:
-    """Network name (the conf's, as libcni keys its cache) → position in upstream's ADD order."""
+def _add_order(scratch: Path) -> tuple[dict[str, int], dict[str, int]]:
+    """Positions in upstream's ADD order, by interface name and by network name (the conf's, as
+    libcni keys its cache).
+
+    Upstream names a delegate after its ``ifnameRequest``, else the one at 0 (the cluster network)
+    after CNI_IFNAME and the one at ``i`` ``net<i>``: the interface name tells apart two
+    attachments of one network, the network name finds the cluster network's.
+    """
     try:
         delegates = json.loads(scratch.read_bytes())
     except (OSError, ValueError):
-        return {}
-    order: dict[str, int] = {}
+        return {}, {}
+    by_ifname: dict[str, int] = {}
+    by_name: dict[str, int] = {}
     for position, delegate in enumerate(delegates if isinstance(delegates, list) else []):
         if not isinstance(delegate, dict):
             continue
+        requested = delegate.get("ifnameRequest")
+        if isinstance(requested, str) and requested:
+            by_ifname[requested] = position
+        elif position > 0:
+            by_ifname[f"net{position}"] = position
         for key in ("ConfList", "Conf"):
             conf = delegate.get(key)
             if isinstance(conf, dict) and conf.get("name"):
-                order.setdefault(str(conf["name"]), position)
-    return order
+                by_name.setdefault(str(conf["name"]), position)
+    return by_ifname, by_name
 
 
 def _fallback_rank(ifname: str) -> int:

@@ -161,3 +161,20 @@ async def test_a_cached_netns_left_as_a_plain_file_does_not_fail_the_del_for_eve
     assert leases(node, "upstream-br") == []
     assert list((node.cni_dir / "results").iterdir()) == []
     assert delegate_lines(node.history(container), "DEL") == [("eth0", "runtime", "ok")]
+
+
+async def test_a_network_attached_twice_is_deleted_in_reverse_of_upstreams_add_order(node: Node) -> None:
+    """Upstream names the delegate at position ``i`` of its scratch file ``net<i>`` (or its
+    ``ifnameRequest``): two attachments of one network are told apart by that, not by name."""
+    container = new_container_id()
+    cluster, twice = recorder_conf(node, "upstream-cluster"), recorder_conf(node, "twice")
+    for ifname, network in (("eth0", cluster), ("net1", twice), ("net2", twice), ("blue", twice)):
+        node.write_upstream_cache(container, network=network, ifname=ifname, netns="")
+    scratch: list[dict[str, object]] = [{"Conf": network} for network in (cluster, twice, twice)]
+    scratch.append({"Conf": twice, "ifnameRequest": "blue"})
+    (node.cni_dir / container).write_text(json.dumps(scratch))
+    conf = node.conf(node.recorder_network("cluster"))
+
+    await node.engine().delete(node.request(Command.DEL, container, None, conf))
+
+    assert [ifname for _, _, ifname in node.calls()] == ["blue", "net2", "net1", "eth0"]
