@@ -392,8 +392,8 @@ def _validate_rich(result: JsonObject, *, with_ip_version: bool) -> None:
             _object(interface, _field("interfaces", index))
         _check_fields(interface, _INTERFACE_RULES, "interfaces", index)
     for index, ip in enumerate(_optional_list(result, "ips", "ips")):
-        if not _plain_ip(ip, interface_count=len(interfaces), with_version=with_ip_version):
-            _validate_ip(ip, f"ips[{index}]", interface_count=len(interfaces), with_version=with_ip_version)
+        if not _plain_ip(ip, with_version=with_ip_version):
+            _validate_ip(ip, f"ips[{index}]", with_version=with_ip_version)
     for index, route in enumerate(_optional_list(result, "routes", "routes")):
         _validate_route(route, "routes", index)
 
@@ -419,9 +419,9 @@ def _field(prefix: str, index: int | None) -> str:
     return prefix if index is None else f"{prefix}[{index}]"
 
 
-def _plain_ip(value: object, *, interface_count: int, with_version: bool) -> bool:
+def _plain_ip(value: object, *, with_version: bool) -> bool:
     """True for an ``ips`` entry ``_validate_ip`` accepts at a glance: an IPv4 CIDR, an IPv4 gateway
-    or none, an interface index in range or none, a valid ``version`` or none. Anything else (an
+    or none, an integer interface index or none, a valid ``version`` or none. Anything else (an
     IPv6 address, a wrong shape) gets the full check, and its error."""
     if not isinstance(value, dict):
         return False
@@ -432,25 +432,22 @@ def _plain_ip(value: object, *, interface_count: int, with_version: bool) -> boo
         isinstance(address, str)
         and _IPV4_CIDR.fullmatch(address) is not None
         and (gateway is None or (isinstance(gateway, str) and _IPV4.fullmatch(gateway) is not None))
-        and (interface is None or (interface.__class__ is int and 0 <= interface < interface_count))
+        and (interface is None or interface.__class__ is int)
         and not (with_version and value.get("version") not in (None, "4", "6"))
     )
 
 
-def _validate_ip(value: object, field: str, *, interface_count: int, with_version: bool) -> None:
+def _validate_ip(value: object, field: str, *, with_version: bool) -> None:
+    """An ``ips`` entry. Its ``interface`` is an integer, not checked against ``interfaces``: Go
+    decodes an ``*int`` and no more, so upstream takes an index out of range or negative (its
+    network-status gives such an address to no entry)."""
     ip = value if isinstance(value, dict) else _object(value, field)
     address = ip.get("address", _MISSING)
     if address is _MISSING:
         raise _ShapeError(f"{field}.address", "missing")
     _check_cidr(address, f"{field}.address")
     _optional_in(ip, "gateway", field, _check_ip)
-    index = ip.get("interface")
-    if index is not None:
-        _non_negative_int(index, f"{field}.interface")
-        if index >= interface_count:
-            raise _ShapeError(
-                f"{field}.interface", f"index {index} is out of range ({interface_count} interfaces)"
-            )
+    _optional_in(ip, "interface", field, _int)
     if with_version and ip.get("version") is not None and ip["version"] not in ("4", "6"):
         raise _ShapeError(f"{field}.version", f'must be "4" or "6", got {json.dumps(ip["version"])}')
 

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from app.attach.network_status import DelegateOutcome, status_entries
 from app.cni import results
 from app.cni.types import CniError, ErrorCode
 from tests.cni.support import json_values, outcome_of
@@ -66,16 +67,12 @@ def test_a_result_keeps_its_own_version() -> None:
             'ips[0].gateway: "10.1.0" is not an IP address',
         ),
         (
-            {"ips": [{"address": "10.1.0.5/24", "interface": 0}]},
-            "ips[0].interface: index 0 is out of range (0 interfaces)",
-        ),
-        (
-            {"ips": [{"address": "10.1.0.5/24", "interface": -1}]},
-            "ips[0].interface: must not be negative, got -1",
-        ),
-        (
             {"ips": [{"address": "10.1.0.5/24", "interface": True}]},
             "ips[0].interface: must be an integer, got a boolean",
+        ),
+        (
+            {"ips": [{"address": "fd00::5/64", "interface": 0.5}]},
+            "ips[0].interface: must be an integer, got a number",
         ),
         ({"ips": {"address": "10.1.0.5/24"}}, "ips: must be a list, got an object"),
         ({"interfaces": ["eth0"]}, "interfaces[0]: must be an object, got a string"),
@@ -127,6 +124,60 @@ def test_an_empty_gateway_is_read_as_none_like_go(document: dict[str, Any]) -> N
     assert decode(document) == document
     for version in results.SUPPORTED_VERSIONS:
         assert results.convert(document, version)["cniVersion"] == version
+
+
+TWO_SANDBOX_INTERFACES = [
+    {"name": "eth0", "mac": "0a:58:0a:01:00:05", "sandbox": "/var/run/netns/x"},
+    {"name": "net1", "mac": "0a:58:0a:01:00:06", "sandbox": "/var/run/netns/x"},
+]
+
+
+def with_ips(version: str, interfaces: list[dict[str, Any]], *indexes: int) -> dict[str, Any]:
+    """A result whose addresses (IPv4 first, then IPv6) name the interfaces ``indexes``."""
+    addresses = ["10.1.0.5/24", "fd00::5/64", "10.2.0.5/24", "fd00::6/64"]
+    ips: list[dict[str, Any]] = []
+    for address, index in zip(addresses, indexes, strict=False):
+        ip: dict[str, Any] = {"address": address, "gateway": address.split("/")[0], "interface": index}
+        if not results.version_at_least(version, "1.0.0"):
+            ip["version"] = "6" if ":" in address else "4"
+        ips.append(ip)
+    return {"cniVersion": version, "interfaces": interfaces, "ips": ips}
+
+
+@pytest.mark.parametrize("version", ["0.3.0", "0.4.0", "1.0.0", "1.1.0"])
+@pytest.mark.parametrize(
+    ("interfaces", "indexes"),
+    [
+        ([], (0, 0)),
+        (TWO_SANDBOX_INTERFACES[:1], (1, 7)),
+        (TWO_SANDBOX_INTERFACES, (-1, 2, -5, 1)),
+        (TWO_SANDBOX_INTERFACES, (-(2**40), 2**40)),
+    ],
+)
+def test_an_ips_interface_index_out_of_range_or_negative_is_taken_like_go(
+    version: str, interfaces: list[dict[str, Any]], indexes: tuple[int, ...]
+) -> None:
+    # Go decodes ips[].interface as an *int and never checks it against the interfaces; upstream
+    # Multus takes such a result (its network-status leaves the address out of every entry): the
+    # ADD must not fail here after the plugin ran. Both validation paths: IPv4 and IPv6 addresses.
+    document = with_ips(version, interfaces, *indexes)
+
+    assert decode(document, version) == document
+    for target in results.SUPPORTED_VERSIONS:
+        converted = results.convert(document, target)
+        assert results.convert(converted, target) == converted
+
+
+def test_an_address_of_an_interface_out_of_range_is_in_no_network_status_entry() -> None:
+    # What upstream's CreateNetworkStatuses does with it: the index maps to no entry, so the address
+    # is dropped; the others keep theirs. Nothing later trips over the index.
+    result = decode(with_ips("1.0.0", TWO_SANDBOX_INTERFACES, 5, 1, -1), "1.0.0")
+    entries = status_entries([DelegateOutcome(network_name="ns/net", result=result, is_master=True)])
+
+    assert [(entry["interface"], entry.get("ips")) for entry in entries] == [
+        ("eth0", None),
+        ("net1", ["fd00::5"]),
+    ]
 
 
 def test_ip_version_must_be_4_or_6_in_0_x_results() -> None:
@@ -307,9 +358,9 @@ _IPS_ENTRIES = st.fixed_dictionaries(
 
 
 @settings(max_examples=500)
-@given(ip=_IPS_ENTRIES, interface_count=st.integers(0, 3), with_version=st.booleans())
+@given(ip=_IPS_ENTRIES, with_version=st.booleans())
 def test_an_ips_entry_accepted_at_a_glance_is_one_the_full_check_accepts(
-    ip: dict[str, Any], interface_count: int, with_version: bool
+    ip: dict[str, Any], with_version: bool
 ) -> None:
-    if results._plain_ip(ip, interface_count=interface_count, with_version=with_version):
-        results._validate_ip(ip, "ips[0]", interface_count=interface_count, with_version=with_version)
+    if results._plain_ip(ip, with_version=with_version):
+        results._validate_ip(ip, "ips[0]", with_version=with_version)
