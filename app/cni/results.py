@@ -536,13 +536,6 @@ def _int(value: object, field: str) -> int:
     return value
 
 
-def _non_negative_int(value: object, field: str) -> int:
-    number = _int(value, field)
-    if number < 0:
-        raise _ShapeError(field, f"must not be negative, got {number}")
-    return number
-
-
 def _ip(value: object, field: str) -> Address:
     text = _string(value, field)
     address = parse_ip(text)
@@ -572,7 +565,7 @@ _INTERFACE_RULES: Final[dict[str, Callable[[object, str], object]]] = {
     "sandbox": _string,
     "socketPath": _string,
     "pciID": _string,
-    "mtu": _non_negative_int,
+    "mtu": _int,  # Go's ``int``: a negative one decodes too
 }
 _ROUTE_RULES: Final[dict[str, Callable[[object, str], object]]] = {
     "gw": _check_ip,

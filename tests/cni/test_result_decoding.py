@@ -180,6 +180,14 @@ def test_an_address_of_an_interface_out_of_range_is_in_no_network_status_entry()
     ]
 
 
+@pytest.mark.parametrize("version", ["1.0.0", "1.1.0"])
+def test_a_negative_interface_mtu_is_taken_like_go(version: str) -> None:
+    # Go's Interface.Mtu is a plain int: any integer decodes, a negative one too.
+    document = {"cniVersion": version, "interfaces": [{"name": "eth0", "sandbox": "/x", "mtu": -1}]}
+
+    assert decode(document, version) == document
+
+
 def test_ip_version_must_be_4_or_6_in_0_x_results() -> None:
     error = decode_error({"cniVersion": "0.4.0", "ips": [{"address": "10.1.0.5/24", "version": "v4"}]})
 
