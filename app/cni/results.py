@@ -8,8 +8,10 @@ Formats: 0.1.0/0.2.0 carry ``ip4``/``ip6``; 0.3.0 to 0.4.0 carry ``interfaces``,
 ``version``) and ``routes``; 1.0.0/1.1.0 drop ``version`` from ``ips`` and 1.1.0 adds interface
 ``mtu``/``socketPath``/``pciID`` and route ``mtu``/``advmss``/``priority``/``table``/``scope``.
 Conversions follow the Go library (``pkg/types/{020,040,100}``); keys unknown to a format are kept
-wherever the result keeps its shape. When the shape changes (0.1/0.2 ↔ 0.3+), the address-carrying
-keys (``ip4``/``ip6`` or ``interfaces``/``ips``/``routes``) are rebuilt, never copied across.
+wherever the result keeps its shape, except the 1.1.0 interface fields: a 0.3.x/0.4.0 result's are
+unknown to its format (unchecked, whatever their type) and never carried into 1.x, as Go's types
+drop them. When the shape changes (0.1/0.2 ↔ 0.3+), the address-carrying keys (``ip4``/``ip6`` or
+``interfaces``/``ips``/``routes``) are rebuilt, never copied across.
 
 Error codes: a version outside ``SUPPORTED_VERSIONS``, or a result that cannot be expressed in the target
 version (``cannot convert: no valid IP addresses``), is code 1; a result of the wrong shape is code 6.
@@ -263,14 +265,14 @@ def _legacy_to_legacy(result: JsonObject, target: str) -> JsonObject:
 
 def _rich_to_rich(result: JsonObject, target: str) -> JsonObject:
     """1.x ↔ 1.y copies; to 0.3/0.4 adds ``version`` and drops 1.1.0 interface fields; to 1.x drops
-    ``version``."""
+    ``version``, and from 0.3/0.4 the 1.1.0 interface fields too (Go's 0.4.0 interface has none to give)."""
     converted = dict(result)
     from_one = not _has_ip_version_field(result.get("cniVersion", ""))
     to_zero = _has_ip_version_field(target)
     ips = result.get("ips")
     if isinstance(ips, list):
         converted["ips"] = [_ip_for(ip, to_zero=to_zero, from_one=from_one) for ip in ips]
-    if to_zero:  # routes keep their 1.1.0 fields: Go's 0.4.0 result shares the 1.1.0 route type
+    if to_zero or not from_one:  # routes keep theirs: Go's 0.4.0 result shares the 1.1.0 route type
         interfaces = result.get("interfaces")
         if isinstance(interfaces, list):
             converted["interfaces"] = [_without(item, _INTERFACE_FIELDS_1_1) for item in interfaces]
@@ -386,11 +388,13 @@ def _validate(result: JsonObject, version: str) -> None:
 
 
 def _validate_rich(result: JsonObject, *, with_ip_version: bool) -> None:
+    # the 0.3.x/0.4.0 results (those with ``version`` on ips) have interfaces of name, mac, sandbox only
+    interface_rules = _INTERFACE_RULES_0_X if with_ip_version else _INTERFACE_RULES
     interfaces = _optional_list(result, "interfaces", "interfaces")
     for index, interface in enumerate(interfaces):
         if not isinstance(interface, dict):
             _object(interface, _field("interfaces", index))
-        _check_fields(interface, _INTERFACE_RULES, "interfaces", index)
+        _check_fields(interface, interface_rules, "interfaces", index)
     for index, ip in enumerate(_optional_list(result, "ips", "ips")):
         if not _plain_ip(ip, with_version=with_ip_version):
             _validate_ip(ip, f"ips[{index}]", with_version=with_ip_version)
@@ -559,10 +563,14 @@ _IPV4: Final = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
 octets of at most 255, no leading zeros. Texts it does not match take the general path."""
 _IPV4_CIDR: Final = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}/(?:3[0-2]|[12]?[0-9])")
 """An IPv4 CIDR as ``parse_cidr`` accepts it, prefix without leading zeros (others: the general path)."""
-_INTERFACE_RULES: Final[dict[str, Callable[[object, str], object]]] = {
+_INTERFACE_RULES_0_X: Final[dict[str, Callable[[object, str], object]]] = {
     "name": _string,
     "mac": _string,
     "sandbox": _string,
+}
+"""Go's 0.3.x/0.4.0 ``Interface``: any other key is skipped unread, whatever its type."""
+_INTERFACE_RULES: Final[dict[str, Callable[[object, str], object]]] = {
+    **_INTERFACE_RULES_0_X,
     "socketPath": _string,
     "pciID": _string,
     "mtu": _int,  # Go's ``int``: a negative one decodes too

@@ -188,6 +188,38 @@ def test_a_negative_interface_mtu_is_taken_like_go(version: str) -> None:
     assert decode(document, version) == document
 
 
+@pytest.mark.parametrize("version", ["0.3.0", "0.3.1", "0.4.0"])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"mtu": "1500"},
+        {"mtu": -1.5},
+        {"mtu": 1400},
+        {"socketPath": 5},
+        {"pciID": ["0000:00:1f.0"]},
+        {"mtu": {"x": 1}, "socketPath": True, "pciID": {}},
+    ],
+)
+def test_interface_fields_0_x_does_not_have_are_ignored_like_go(version: str, fields: dict[str, Any]) -> None:
+    # Go's 0.3.x/0.4.0 Interface declares only name, mac and sandbox: anything else is skipped
+    # unread, whatever its type, and is not carried into 1.x (Go's 0.4 → 1.x conversion copies
+    # the three fields). Carried over as they are, they would make the 1.x form invalid.
+    interface = {"name": "eth0", "mac": "0a:58:0a:01:00:05", "sandbox": "/x", **fields}
+    document = {
+        "cniVersion": version,
+        "interfaces": [interface],
+        "ips": [{"version": "4", "address": "10.1.0.5/24", "interface": 0}],
+    }
+
+    assert decode(document, version) == document
+    for target in results.SUPPORTED_VERSIONS:
+        converted = results.convert(document, target)
+        for item in converted.get("interfaces", []):
+            assert item.keys().isdisjoint(fields), target
+    [entry] = status_entries([DelegateOutcome(network_name="ns/net", result=document, is_master=False)])
+    assert "mtu" not in entry
+
+
 def test_ip_version_must_be_4_or_6_in_0_x_results() -> None:
     error = decode_error({"cniVersion": "0.4.0", "ips": [{"address": "10.1.0.5/24", "version": "v4"}]})
 
