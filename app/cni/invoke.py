@@ -386,8 +386,9 @@ async def _await_ready(ready: asyncio.Future[None], plugin_path: str) -> None:
     try:
         await asyncio.shield(ready)
     except asyncio.CancelledError:
-        if not ready.cancelled():
-            raise  # this call itself is cancelled
+        task = asyncio.current_task()
+        if not ready.cancelled() or (task is not None and task.cancelling()):
+            raise  # this call itself is cancelled (perhaps as ``ready`` is given up): it stays so
         raise NotExecutedError(
             ErrorCode.INTERNAL,
             f"plugin {plugin_path} was not given its input: what it waited for was given up",

@@ -118,3 +118,43 @@ async def test_a_plugin_waiting_for_ready_past_its_timeout_is_killed(tmp_path: P
             plugin_path=str(path), stdin=b"{}", env=ENV, timeout=0.3, ready=ready
         )
     await wait_until(lambda: not plugin_pids())
+
+
+async def test_a_plugin_whose_ready_is_given_up_is_killed_unread_and_not_executed(tmp_path: Path) -> None:
+    path = script(tmp_path, "copy", "exec cat")
+    ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    running = asyncio.ensure_future(
+        invoke.SubprocessExec().exec_plugin(
+            plugin_path=str(path), stdin=b"{}", env=ENV, timeout=10, ready=ready
+        )
+    )
+    await wait_until(lambda: bool(leaders()))
+    [pid] = leaders()
+    ready.cancel()
+
+    with pytest.raises(NotExecutedError, match="what it waited for was given up"):
+        await running
+    await wait_until(lambda: not Path(f"/proc/{pid}").exists())
+
+
+async def test_a_call_cancelled_as_its_ready_is_given_up_is_cancelled_not_failed(tmp_path: Path) -> None:
+    # A caller giving up both at once (a shutdown) cancelled the call, yet it raised NotExecutedError:
+    # the cancellation was swallowed, the task ran on as if a plugin had failed (its caller's
+    # TaskGroup or timeout saw a failure, not a cancellation).
+    path = script(tmp_path, "copy", "exec cat")
+    ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    running = asyncio.ensure_future(
+        invoke.SubprocessExec().exec_plugin(
+            plugin_path=str(path), stdin=b"{}", env=ENV, timeout=10, ready=ready
+        )
+    )
+    await wait_until(lambda: bool(leaders()))
+    [pid] = leaders()
+    ready.cancel()
+    running.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    await wait_until(lambda: not Path(f"/proc/{pid}").exists())  # killed, and reaped
