@@ -167,7 +167,10 @@ def delegate_marker(container_id: str, ifname: str) -> str:
 class DelegateSlots:
     """At most ``limit`` plugin processes at once (0: no bound); waiters are served in arrival order.
 
-    A slot is held from before the fork until the plugin is reaped. A released slot is handed to
+    A slot is held from before the fork until the plugin has exited, or has been killed (SIGKILL to
+    its group) and then either cancelled or given ``reap_grace`` to exit: a killed plugin runs no
+    more of its code, and one that does not die (stuck in the kernel) must not keep a slot for ever,
+    which would stall every later plugin once enough of them are stuck. A released slot is handed to
     the oldest waiter directly, so a newcomer never overtakes it. Not tied to an event loop: a
     waiter's future belongs to the loop it waits in.
     """
@@ -241,7 +244,8 @@ class SubprocessExec:
 
     ``busy_retries``/``busy_delay``: how often, and after how long (growing linearly), to retry an exec
     that failed with ETXTBSY (a plugin binary still being written). ``reap_grace``: how long to wait for
-    a killed plugin's pipes to close before giving up on reaping it (logged, never silent).
+    a plugin killed at its timeout to exit before giving up on it (logged, never silent; it is
+    reaped whenever it exits).
     ``max_running``: how many plugin processes may run at once (0: no bound); executions beyond it
     wait, in arrival order, and the wait does not count against ``timeout``.
     """
@@ -367,7 +371,7 @@ class SubprocessExec:
     async def _kill_and_reap(self, process: child.Child, plugin_path: str) -> None:
         process.kill_group(signal.SIGKILL)
         if not await process.reap(self.reap_grace):
-            # Something outside the group still holds the plugin's pipes; the timeout error is raised anyway.
+            # SIGKILL did not end it (stuck in the kernel); the timeout error is raised anyway.
             logger.error(
                 "plugin %s (pid %d) killed but not reaped after %gs",
                 plugin_path,
