@@ -31,7 +31,8 @@ Where it does better than upstream's Go shim: the daemon's CNI error codes are p
 0), except that a DEL the daemon cannot take (absent, not ready) or whose shim keys are unusable is
 spooled durably for the daemon to replay and answered success (upstream's is lost); an unreachable
 daemon is code 11 "try again later" after seconds, not a 60 s readiness poll; the whole call has a
-deadline (``REQUEST_TIMEOUT_SECONDS``; upstream has none); a 200 ADD answer without a result is an
+deadline (``REQUEST_TIMEOUT_SECONDS``; upstream has none), a DEL a shorter one inside the runtime's
+own, after which it is spooled (``DEL_TIMEOUT_SECONDS``); a 200 ADD answer without a result is an
 error, not a crash; error messages do not embed the whole stdin conf; a graceful daemon restart is
 waited for instead of failing the pod.
 
@@ -54,7 +55,8 @@ Constraints, and why:
   stand-in ``json.decoder`` for the duration of the call.
 
 Test knobs (tests only; a deployment never sets them): ``MULTUS_SHIM_WAIT_SECONDS`` overrides
-``DAEMON_WAIT_SECONDS`` and ``MULTUS_SHIM_TIMEOUT_SECONDS`` overrides ``REQUEST_TIMEOUT_SECONDS``.
+``DAEMON_WAIT_SECONDS``, ``MULTUS_SHIM_TIMEOUT_SECONDS`` ``REQUEST_TIMEOUT_SECONDS`` (a DEL's bound
+too, when shorter) and ``MULTUS_SHIM_DEL_TIMEOUT_SECONDS`` ``DEL_TIMEOUT_SECONDS``.
 """
 
 import _frozen_importlib
@@ -137,9 +139,19 @@ SHIM_VERSION = "0.1.0"
 """multus-py's version (``pyproject.toml``; a test keeps them equal), printed by ``-version``."""
 VERSION_FLAGS = ("version", "v")
 REQUEST_TIMEOUT_SECONDS = 180.0
-"""Deadline for the whole call, waiting included: the runtime's own CNI timeout is usually longer."""
+"""Deadline for the whole call of an ADD, CHECK, GC or STATUS, waiting included. Past it the call
+fails (code 11) and the runtime decides what next; being killed by the runtime first costs nothing."""
+DEL_TIMEOUT_SECONDS = 60.0
+"""A DEL's deadline, waiting included: past it the DEL is spooled and answered success. Well inside
+the runtime's own bound on the request the DEL is part of (kubelet's ``--runtime-request-timeout``,
+2 minutes by default, covers a whole StopPodSandbox), so that a daemon which accepts the DEL but
+does not answer cannot keep it from finishing: a shim killed by the runtime spools nothing, and its
+retries would meet the same daemon. A DEL replayed that the daemon did run after all is harmless
+(DEL is idempotent); a DEL the daemon runs after the answer leaves any failure pending in its
+checkpoint, as a live one would."""
 WAIT_SECONDS_ENV = b"MULTUS_SHIM_WAIT_SECONDS"
 TIMEOUT_SECONDS_ENV = b"MULTUS_SHIM_TIMEOUT_SECONDS"
+DEL_TIMEOUT_SECONDS_ENV = b"MULTUS_SHIM_DEL_TIMEOUT_SECONDS"
 
 DEFAULT_SOCKET_DIR = "/run/multus/"
 SOCKET_NAME = "multus.sock"
@@ -637,18 +649,31 @@ def seconds_setting(name: bytes, default: float) -> float:
     return value if 0 <= value < 1e9 else default
 
 
-def call_daemon(path: str, request: bytes) -> tuple[int, bytes]:
+def call_timeout(command: str) -> float:
+    """Seconds the whole call of ``command`` may take: ``DEL_TIMEOUT_SECONDS`` for a DEL (never more
+    than the others' bound), ``REQUEST_TIMEOUT_SECONDS`` for the others."""
+    limit = seconds_setting(TIMEOUT_SECONDS_ENV, REQUEST_TIMEOUT_SECONDS)
+    if command == "DEL":
+        return min(limit, seconds_setting(DEL_TIMEOUT_SECONDS_ENV, DEL_TIMEOUT_SECONDS))
+    return limit
+
+
+def call_daemon(path: str, request: bytes, limit: float) -> tuple[int, bytes]:
     """Send the request; while the daemon answers 503 or its backlog is full, retry until the wait
     bound; while it is absent, retry only as long as a live restart marker says it is coming back
     (and a 503 too, then: a restarted daemon finishing its start-up). Returns (HTTP status, body) of
-    the last answer."""
+    the last answer; code 11 once ``limit`` seconds have passed."""
     now = time.monotonic()
-    deadline = now + seconds_setting(TIMEOUT_SECONDS_ENV, REQUEST_TIMEOUT_SECONDS)
+    deadline = now + limit
     wait_until = min(deadline, now + seconds_setting(WAIT_SECONDS_ENV, DAEMON_WAIT_SECONDS))
     connect_again = True
     while True:
         try:
             status, body = exchange(path, request, deadline)
+        except TimeoutError:
+            raise CniError(
+                ERR_TRY_AGAIN_LATER, f"no answer from multus daemon at {path} within {limit:g} s"
+            ) from None
         except DaemonGoneError as gone:
             pause = restart_pause(path, deadline)
             if pause < 0 and connect_again:
@@ -712,7 +737,7 @@ def restart_marker_until(marker: str) -> float:
 
 
 def exchange(path: str, request: bytes, deadline: float) -> tuple[int, bytes]:
-    """One connection, one request, one response."""
+    """One connection, one request, one response; ``TimeoutError`` once ``deadline`` has passed."""
     try:
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     except OSError as err:
@@ -723,18 +748,12 @@ def exchange(path: str, request: bytes, deadline: float) -> tuple[int, bytes]:
             send_all(sock, request, deadline)
             return read_response(sock, path, deadline)
         except TimeoutError:
-            raise timeout_error(path) from None
+            raise
         except OSError as err:
             msg = f"lost the connection to multus daemon at {path}: {err.strerror or err}"
             raise CniError(ERR_TRY_AGAIN_LATER, msg) from None
     finally:
         sock.close()
-
-
-def timeout_error(path: str) -> CniError:
-    """The call did not complete before its deadline."""
-    limit = seconds_setting(TIMEOUT_SECONDS_ENV, REQUEST_TIMEOUT_SECONDS)
-    return CniError(ERR_TRY_AGAIN_LATER, f"no answer from multus daemon at {path} within {limit:g} s")
 
 
 def remaining(deadline: float) -> float:
@@ -755,7 +774,7 @@ def connect(sock: _socket.socket, path: str, deadline: float) -> None:
     except BlockingIOError as err:
         raise DaemonAbsentError(err.strerror or str(err)) from None
     except TimeoutError:
-        raise timeout_error(path) from None
+        raise
     except OSError as err:
         msg = f"multus daemon not reachable at {path}: {err.strerror or err}"
         raise CniError(ERR_TRY_AGAIN_LATER, msg) from None
@@ -1290,7 +1309,7 @@ def dispatch(call: Call) -> int:
         log_failure(call, unusable, f"; spooled in {where} for the daemon to replay")
         return 0
     try:
-        status, body = call_daemon(path, http_request(request))
+        status, body = call_daemon(path, http_request(request), call_timeout(command))
     except CniError as unreachable:
         if command != "DEL" or unreachable.code != ERR_TRY_AGAIN_LATER:
             raise

@@ -130,7 +130,7 @@ def test_a_marker_removed_between_a_failed_connect_and_its_read_is_a_daemon_back
 
     monkeypatch.setattr(shim_module, "restart_marker_until", new_daemon_accepts_first)
     try:
-        status, body = shim_module.call_daemon(str(daemon.path), shim_module.http_request(b"{}"))
+        status, body = shim_module.call_daemon(str(daemon.path), shim_module.http_request(b"{}"), 60)
     finally:
         daemon.stop()
     assert status == 200
@@ -151,7 +151,7 @@ def test_no_daemon_and_no_marker_is_code_11_after_one_more_connect(
     monkeypatch.setattr(shim_module, "exchange", counted)
     path = str(socket_dir / "multus.sock")
     with pytest.raises(shim_module.CniError) as raised:
-        shim_module.call_daemon(path, shim_module.http_request(b"{}"))
+        shim_module.call_daemon(path, shim_module.http_request(b"{}"), 60)
     assert raised.value.code == 11
     assert attempts == [path, path]
 
@@ -263,6 +263,43 @@ def test_stuck_daemon_is_code_11_at_the_deadline(launcher: Path, daemon: StubDae
     daemon.replies = [HANG]
     run = run_shim(launcher, conf_bytes(daemon.socket_dir), env={"MULTUS_SHIM_TIMEOUT_SECONDS": "0.3"})
     assert run.error() == {"code": 11, "msg": f"no answer from multus daemon at {daemon.path} within 0.3 s"}
+
+
+KUBELET_RUNTIME_REQUEST_TIMEOUT_SECONDS = 120
+"""kubelet's default ``--runtime-request-timeout``: the runtime's whole StopPodSandbox, the DEL included."""
+
+
+def test_a_dels_deadline_leaves_the_runtime_time_to_hear_its_success() -> None:
+    """A DEL the daemon accepts and never answers must be spooled before the runtime kills the shim
+    (then nothing is spooled, and every retry meets the same hung daemon): half the runtime's bound
+    at most, the rest for the runtime's own steps and the spool's fsyncs."""
+    assert shim_module.call_timeout("DEL") <= KUBELET_RUNTIME_REQUEST_TIMEOUT_SECONDS / 2
+    assert shim_module.call_timeout("ADD") == shim_module.REQUEST_TIMEOUT_SECONDS
+
+
+def test_a_del_the_daemon_accepts_but_never_answers_is_spooled_at_its_deadline_and_succeeds(
+    launcher: Path, daemon: StubDaemon, tmp_path: Path
+) -> None:
+    """The other commands' bound (here far beyond the run's timeout) does not hold a DEL up."""
+    daemon.replies = [HANG]
+    spool = tmp_path / "spool"
+    env = {
+        "CNI_COMMAND": "DEL",
+        "MULTUS_SHIM_TIMEOUT_SECONDS": "3600",
+        "MULTUS_SHIM_DEL_TIMEOUT_SECONDS": "0.3",
+    }
+    run = run_shim(launcher, conf_bytes(daemon.socket_dir, spoolDir=str(spool)), env=env)
+    assert (run.returncode, run.stdout, run.stderr) == (0, b"", b"")
+    assert len(daemon.requests) == 1
+    [entry] = _spooled(spool)
+    assert entry["env"]["CNI_COMMAND"] == "DEL"
+
+
+def test_an_add_keeps_its_own_deadline_whatever_a_dels_is(launcher: Path, daemon: StubDaemon) -> None:
+    daemon.replies = [HANG]
+    env = {"MULTUS_SHIM_TIMEOUT_SECONDS": "0.4", "MULTUS_SHIM_DEL_TIMEOUT_SECONDS": "0.1"}
+    run = run_shim(launcher, conf_bytes(daemon.socket_dir), env=env)
+    assert run.error() == {"code": 11, "msg": f"no answer from multus daemon at {daemon.path} within 0.4 s"}
 
 
 def test_daemon_closing_without_an_answer_is_code_11(launcher: Path, daemon: StubDaemon) -> None:
