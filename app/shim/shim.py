@@ -187,6 +187,9 @@ SHIM_CONF_KEYS = (
 ``spoolDir`` is multus-py's own (written into the generated 00-multus.conf)."""
 DEFAULT_SPOOL_DIR = "/var/lib/multus-py/spool"
 """Where a DEL the daemon could not take is recorded for it to replay (the daemon's ``<stateDir>/spool``)."""
+SPOOL_NAME_ID_CHARS = 64
+"""How much of the container ID a spool entry's name shows (a CRI sandbox ID is 64 hex digits): for
+the operator only; whatever the ID's length the name stays far below the 255 bytes a name may have."""
 VERSION_FLOORS = {"CHECK": "0.4.0", "GC": "1.1.0", "STATUS": "1.1.0"}
 V1_TARGETS = ("1.0.0", "1.1.0")
 V04_TARGETS = ("0.3.0", "0.3.1", "0.4.0")
@@ -1336,10 +1339,13 @@ def spool_del(conf: dict[str, object], request: bytes, unreachable: CniError) ->
     The entry is the request body itself, written to a temporary file, fsynced, renamed into place
     and the directory fsynced: a crash leaves either no entry or a whole one. A DEL is idempotent, so
     spooling one the daemon may already have run is safe. If even this fails, the runtime gets the
-    original code 11 error and retries the DEL itself. Returns the spool directory."""
+    original code 11 error and retries the DEL itself. Returns the spool directory.
+
+    The name ``del-<ns>-<pid>-<start of the container ID>.json`` is unique (no two shims share a pid
+    at one time) and sorts by age; the daemon reads everything else from the content."""
     directory = conf.get("spooldir")
     directory = directory if isinstance(directory, str) and directory else DEFAULT_SPOOL_DIR
-    container_id = decode_bytes(posix.environ.get(b"CNI_CONTAINERID", b""))
+    container_id = decode_bytes(posix.environ.get(b"CNI_CONTAINERID", b"")[:SPOOL_NAME_ID_CHARS])
     name = f"del-{time.time_ns()}-{posix.getpid()}-{container_id}.json"
     try:
         make_directories(directory)

@@ -354,6 +354,22 @@ def test_del_with_the_daemon_absent_is_spooled_durably_and_succeeds(
     assert [p.name for p in spool.iterdir() if p.name.startswith(".")] == [], "no temporary file left"
 
 
+def test_a_del_of_a_container_id_too_long_for_a_file_name_is_spooled_whole(
+    launcher: Path, socket_dir: Path, tmp_path: Path
+) -> None:
+    """A file name holds at most 255 bytes: the entry's name must not grow with the ID (its content
+    holds the whole request), or such a DEL fails with code 11 until the daemon is back."""
+    spool = tmp_path / "spool"
+    container_id = "c" + "0123456789abcdef" * 20
+    env = {"CNI_COMMAND": "DEL", "CNI_CONTAINERID": container_id, "MULTUS_SHIM_WAIT_SECONDS": "0"}
+
+    run = run_shim(launcher, conf_bytes(socket_dir, spoolDir=str(spool)), env=env)
+
+    assert (run.returncode, run.stdout, run.stderr) == (0, b"", b"")
+    [entry] = _spooled(spool)
+    assert entry["env"]["CNI_CONTAINERID"] == container_id
+
+
 @pytest.mark.parametrize("until", ["1" + "0" * 400, "1e400", "-1e400"], ids=["huge-int", "inf", "-inf"])
 def test_a_marker_whose_until_is_no_time_is_ignored_and_the_del_still_spooled(
     launcher: Path, socket_dir: Path, tmp_path: Path, until: str
