@@ -65,6 +65,10 @@ SHIM_MODULE = "multus_shim_impl"
 SHIM_SOURCE = Path(__file__).with_name("shim.py")
 SHEBANG_FLAGS = "-ISXutf8"
 """One shebang word (Linux passes the rest of the line as a single argument): -I -S -X utf8."""
+BINPRM_BUF_SIZE = 256
+"""How much of a script Linux reads to find its interpreter (``fs/binfmt_script.c``, since 5.1): a
+``#!`` line longer than that, newline included, loses the end of its flags without a word
+(``-ISXutf8`` becomes ``-ISXutf``: no UTF-8 mode) or, longer still, does not execute at all."""
 STARTUP_PROBE = """
 import sys, _frozen_importlib_external as bootstrap
 import _json, _socket, binascii
@@ -109,6 +113,26 @@ for source, target, name in json.loads(sys.stdin.read()):
 class BundleError(RuntimeError):
     """A bundle cannot be built, is unusable (incomplete, foreign), or cannot be installed; the message
     names the path."""
+
+
+def shebang_overflow(line: str) -> int:
+    """By how many bytes a script's first line ``line`` (without its newline) exceeds what Linux reads
+    to find the interpreter; 0 when it fits."""
+    return max(0, len(line.encode()) + 1 - BINPRM_BUF_SIZE)
+
+
+def check_launcher_line(interpreter: str) -> None:
+    """Refuse (``BundleError``) a runtime whose launcher, ``#!<interpreter> -ISXutf8``, would not run:
+    the interpreter's path on the node is too long, so the bin dir's is."""
+    line = f"#!{interpreter} {SHEBANG_FLAGS}"
+    over = shebang_overflow(line)
+    if over:
+        raise BundleError(
+            f"the shim's launcher could not run: its first line {line} would be "
+            f"{BINPRM_BUF_SIZE + over} bytes, over the {BINPRM_BUF_SIZE} bytes Linux reads of a script "
+            f"to find its interpreter (BINPRM_BUF_SIZE); install into a CNI bin dir whose path on the "
+            f"node is at least {over} bytes shorter"
+        )
 
 
 # --- build ---------------------------------------------------------------------------------------------
@@ -363,12 +387,16 @@ def install_bundle(impl_dir: Path, host_impl_dir: str, *, source: Path | None = 
     ``source`` is a built bundle to copy; without one a bundle is built from the running interpreter
     straight into the staging directory. Returns (the runtime directory seen here, the interpreter's
     path as the node sees it). Nothing visible changes until the final rename; an identical runtime
-    already installed is reused as it is (a running shim may have its files open)."""
+    already installed is reused as it is (a running shim may have its files open). A runtime whose
+    launcher could not run (``check_launcher_line``) is refused before anything is written."""
     if source is not None:
-        name = runtime_name(check_bundle(source), host_impl_dir)
+        manifest = check_bundle(source)
+        name = runtime_name(manifest, host_impl_dir)
         host_target = f"{host_impl_dir.rstrip('/')}/{name}"
+        interpreter = f"{host_target}/{manifest['interpreter']}"
+        check_launcher_line(interpreter)
         if installed_for(impl_dir / name) == host_target:  # this very runtime is in place already
-            return impl_dir / name, f"{host_target}/{read_manifest(source)['interpreter']}"
+            return impl_dir / name, interpreter
     try:
         impl_dir.mkdir(mode=0o755, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=impl_dir))
@@ -384,6 +412,7 @@ def install_bundle(impl_dir: Path, host_impl_dir: str, *, source: Path | None = 
         target = impl_dir / name
         host_target = f"{host_impl_dir.rstrip('/')}/{name}"
         interpreter = f"{host_target}/{manifest['interpreter']}"
+        check_launcher_line(interpreter)
         if installed_for(target) == host_target:
             return target, interpreter
         patchelf(

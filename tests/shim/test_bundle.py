@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from app.cli import install as install_cli
 from app.shim import bundle
 from app.shim.install import install_bundled_shim, runtime_of, uninstall_shim
 from tests import hostless
@@ -286,6 +287,50 @@ def test_a_read_only_bin_dir_is_refused_by_multus_install_naming_it(built: Path,
     )
     assert snapshot(bin_dir) == before
     assert hostless.run([str(launcher)], env={"CNI_COMMAND": "VERSION"}).stdout == VERSION_REPLY
+
+
+def longest_bin_dir(built: Path) -> int:
+    """The longest bin dir path whose launcher line ``#!<runtime's interpreter> -ISXutf8`` still fits
+    in the 256 bytes Linux reads of a script (newline included)."""
+    manifest = bundle.read_manifest(built)
+    runtime = bundle.runtime_name(manifest, "/")
+    tail = f"/.multus-shim.d/{runtime}/{manifest['interpreter']}"
+    return 256 - len(f"#!{tail} {bundle.SHEBANG_FLAGS}\n")
+
+
+def test_a_bin_dir_at_the_longest_path_gets_a_launcher_that_runs(built: Path, tmp_path: Path) -> None:
+    base = Path(tempfile.mkdtemp(prefix="mshim-long-", dir="/tmp"))
+    try:
+        bin_dir = base / ("b" * (longest_bin_dir(built) - len(str(base)) - 1))
+        bin_dir.mkdir()
+        launcher = install_bundled_shim(str(bin_dir), source=built)
+        assert len(launcher.read_bytes().split(b"\n")[0]) + 1 == 256
+        assert hostless.run([str(launcher)], env={"CNI_COMMAND": "VERSION"}).stdout == VERSION_REPLY
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_bin_dir_path_too_long_for_the_launchers_first_line_is_refused_at_install(
+    built: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A longer ``#!`` line has its flags cut off by the kernel (``-ISXutf8`` becomes ``-ISXutf``:
+    no UTF-8 mode), or, longer still, fails to exec: on every CNI call. So the install refuses it,
+    and leaves the bin dir as it was."""
+    base = Path(tempfile.mkdtemp(prefix="mshim-long-", dir="/tmp"))
+    try:
+        bin_dir = base / ("b" * (longest_bin_dir(built) + 1 - len(str(base)) - 1))  # one too many
+        bin_dir.mkdir()
+        (bin_dir / "bridge").write_bytes(b"\x7fELF not ours")
+        before = snapshot(bin_dir)
+        argv = ["install", "--cni-bin-dir", str(bin_dir), "--cni-conf-dir", str(base / "conf")]
+        assert install_cli.main([*argv, "--bundle", str(built)]) == 1
+        error = capsys.readouterr().err
+        assert error.startswith("multus-install: the shim's launcher could not run: its first line ")
+        assert "would be 257 bytes, over the 256 bytes Linux reads" in error
+        assert "a CNI bin dir whose path on the node is at least 1 bytes shorter" in error
+        assert snapshot(bin_dir) == before
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_uninstall_removes_every_runtime_and_leaves_the_bin_dir_as_it_was(

@@ -112,8 +112,14 @@ def test_an_interpreter_that_is_not_visible_here_gets_no_pyc(tmp_path: Path) -> 
     assert list((tmp_path / ".multus-shim.d" / "__pycache__").iterdir()) == []
 
 
-@pytest.mark.parametrize("interpreter", ["/opt/my python/bin/python3", "python3"])
+@pytest.mark.parametrize(
+    "interpreter",
+    ["/opt/my python/bin/python3", "python3", "/opt/" + "p" * 240 + "/bin/python3"],
+    ids=["space", "relative", "too-long-for-linux"],
+)
 def test_an_interpreter_path_unfit_for_a_shebang_is_refused(tmp_path: Path, interpreter: str) -> None:
+    """Linux reads 256 bytes of a script to find its interpreter: a longer ``#!`` line loses its
+    flags or fails to exec on every CNI call."""
     with pytest.raises(ValueError, match="shebang"):
         install_shim(str(tmp_path), interpreter=interpreter)
     assert list(tmp_path.iterdir()) == []
