@@ -170,6 +170,7 @@ def uninstall_shim(bin_dir: str, name: str = "multus-shim") -> list[Path]:
     if is_our_launcher(launcher):
         launcher.unlink()
         removed.append(launcher)
+    removed += remove_temporaries(launcher)
     impl_dir = bin_path / IMPL_DIR_NAME
     if impl_dir.is_dir():
         removed += bundle.remove_runtimes(impl_dir, keep=runtimes_in_use(bin_path))
@@ -183,6 +184,7 @@ def remove_implementation(impl_dir: Path) -> list[Path]:
     removed = []
     cache_dir = impl_dir / "__pycache__"
     candidates = [impl_dir / f"{IMPL_MODULE}.py"]
+    removed += remove_temporaries(candidates[0])
     if cache_dir.is_dir():
         candidates += sorted(cache_dir.glob(f"{IMPL_MODULE}.*.pyc"))
     for path in candidates:
@@ -232,7 +234,9 @@ def precompile(module_path: Path, interpreter: str) -> None:
 
 
 def write_atomically(path: Path, data: bytes, *, mode: int) -> None:
-    """Replace ``path`` with ``data``: temporary file in the same directory, fsync, rename, fsync dir."""
+    """Replace ``path`` with ``data``: temporary file in the same directory, fsync, rename, fsync dir.
+    Temporary files of ``path`` an earlier writer killed in the middle left are removed first."""
+    remove_temporaries(path)
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
@@ -246,6 +250,27 @@ def write_atomically(path: Path, data: bytes, *, mode: int) -> None:
         temporary.unlink(missing_ok=True)
         raise
     fsync_directory(path.parent)
+
+
+def remove_temporaries(path: Path) -> list[Path]:
+    """Remove the temporary files ``write_atomically`` writes for ``path`` (``.<name>.tmp-<pid>``),
+    which a writer killed before its rename leaves for ever; return them.
+
+    Safe because one installer runs at a time on a node (the DaemonSet's init container; the next
+    install removes a killed one's staging directories likewise, ``bundle.remove_set_aside``): no
+    such file is still being written."""
+    prefix = f".{path.name}.tmp-"
+    removed = []
+    try:
+        candidates = sorted(path.parent.iterdir())
+    except FileNotFoundError:
+        return []
+    for candidate in candidates:
+        pid = candidate.name.removeprefix(prefix)
+        if pid != candidate.name and pid.isdigit() and pid.isascii() and not candidate.is_dir():
+            candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+    return removed
 
 
 def fsync_directory(directory: Path) -> None:

@@ -1372,17 +1372,25 @@ def make_directories(directory: str) -> None:
 
 
 def write_durably(directory: str, name: str, data: bytes) -> None:
-    """Temporary file, fsync, rename, fsync of the directory."""
+    """Temporary file, fsync, rename, fsync of the directory. A temporary file that could not be
+    written whole or renamed is removed (it is ours: created with ``O_EXCL``)."""
     temporary = f"{directory}/.{name}.tmp"
     fd = posix.open(temporary, posix.O_WRONLY | posix.O_CREAT | posix.O_EXCL | posix.O_CLOEXEC, 0o600)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[posix.write(fd, view) :]
-        posix.fsync(fd)
-    finally:
-        posix.close(fd)
-    posix.rename(temporary, f"{directory}/{name}")
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[posix.write(fd, view) :]
+            posix.fsync(fd)
+        finally:
+            posix.close(fd)
+        posix.rename(temporary, f"{directory}/{name}")
+    except BaseException:
+        try:  # noqa: SIM105 (contextlib costs an import)
+            posix.unlink(temporary)
+        except OSError:
+            pass  # the original failure is the one to report
+        raise
     dir_fd = posix.open(directory, posix.O_RDONLY | posix.O_CLOEXEC)
     try:
         posix.fsync(dir_fd)

@@ -125,6 +125,45 @@ def test_an_interpreter_path_unfit_for_a_shebang_is_refused(tmp_path: Path, inte
     assert list(tmp_path.iterdir()) == []
 
 
+def leave_temporaries_of_a_killed_install(bin_dir: Path) -> list[Path]:
+    """What a kill -9 in the middle of ``write_atomically`` leaves: ``.<name>.tmp-<pid>``."""
+    leftovers = [
+        bin_dir / ".multus-shim.tmp-4242",
+        bin_dir / ".multus-shim.d" / ".multus_shim_impl.py.tmp-4243",
+    ]
+    for leftover in leftovers:
+        leftover.parent.mkdir(exist_ok=True)
+        leftover.write_bytes(b"#!/usr/bin/python3 -IS\n# torn")
+    return leftovers
+
+
+def test_the_next_install_removes_the_temporary_files_a_killed_install_left(tmp_path: Path) -> None:
+    (tmp_path / "bridge").write_bytes(b"\x7fELF...")
+    (tmp_path / ".bridge.tmp-4242").write_bytes(b"someone else's")
+    (tmp_path / ".multus-shim.tmp-draft").write_bytes(b"not a pid: not one of ours")
+    install_shim(str(tmp_path), interpreter=sys.executable)
+    leftovers = leave_temporaries_of_a_killed_install(tmp_path)
+
+    install_shim(str(tmp_path), interpreter=sys.executable)
+
+    assert not any(leftover.exists() for leftover in leftovers)
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        ".bridge.tmp-4242",
+        ".multus-shim.d",
+        ".multus-shim.tmp-draft",
+        "bridge",
+        "multus-shim",
+    ]
+
+
+def test_uninstall_removes_the_temporary_files_a_killed_install_left(tmp_path: Path) -> None:
+    before = listing(tmp_path)
+    install_shim(str(tmp_path), interpreter=sys.executable)
+    leave_temporaries_of_a_killed_install(tmp_path)
+    uninstall_shim(str(tmp_path))
+    assert listing(tmp_path) == before
+
+
 def test_uninstall_leaves_the_bin_dir_as_it_was(tmp_path: Path) -> None:
     (tmp_path / "bridge").write_bytes(b"\x7fELF...")
     (tmp_path / "bridge").chmod(0o755)

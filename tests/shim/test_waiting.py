@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import json
+import resource
+import signal
 import socket
 import subprocess
 import time
@@ -352,6 +354,32 @@ def test_del_with_the_daemon_absent_is_spooled_durably_and_succeeds(
     assert entry["env"]["CNI_CONTAINERID"] == BASE_ENV["CNI_CONTAINERID"]
     assert base64.b64decode(str(entry["config"])) == conf
     assert [p.name for p in spool.iterdir() if p.name.startswith(".")] == [], "no temporary file left"
+
+
+def test_a_spool_write_that_fails_leaves_no_temporary_file(
+    launcher: Path, socket_dir: Path, tmp_path: Path
+) -> None:
+    """The entry's temporary file is removed when writing it fails (here: a file size limit, EFBIG);
+    the DEL is then code 11, and the runtime retries it."""
+    spool = tmp_path / "spool"
+    conf = conf_bytes(socket_dir, spoolDir=str(spool), padding="x" * 8192)
+
+    def small_files_only() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    done = subprocess.run(
+        [str(launcher)],
+        input=conf,
+        env={**BASE_ENV, "CNI_COMMAND": "DEL", "MULTUS_SHIM_WAIT_SECONDS": "0"},
+        capture_output=True,
+        preexec_fn=small_files_only,
+        timeout=20,
+        check=False,
+    )
+    assert done.returncode == 1, done
+    assert "cannot spool the DEL" in json.loads(done.stdout)["msg"]
+    assert list(spool.iterdir()) == []
 
 
 def test_a_del_of_a_container_id_too_long_for_a_file_name_is_spooled_whole(
