@@ -82,6 +82,9 @@ STATE_FILE_SUFFIXES = ("", "-wal", "-shm", ".lock")
 """``state.db`` and its SQLite/lock companions, as ``app.store.database`` creates them."""
 SPOOL_PATTERNS = ("del-*.json", "del-*.json.rejected", ".del-*.tmp")
 """The DELs the shim spooled for the daemon (``app.daemon.spool``), rejected ones and partial writes."""
+SOCKET_LOCK_SUFFIX = ".lock"
+"""``<socketDir>/multus.sock.lock``: the lock a daemon holds on its socket directory for its life,
+never removed by it (``app.daemon.listener.lock_path_of``)."""
 SYMLINK_HOPS = 40
 
 
@@ -366,15 +369,17 @@ def calls_shim(conf: Path, shim_name: str) -> bool:
 
 
 def purge_daemon_state(layout: Layout, settings: Settings) -> list[Path]:
-    """Remove the daemon's files by name (database and companions, spooled DELs, sockets and the
-    restart marker a gracefully stopped daemon leaves for the shim), then
+    """Remove the daemon's files by name (database and companions, spooled DELs, sockets, the
+    socket directory's lock and the restart marker a gracefully stopped daemon leaves for the shim), then
     their directories if that left them empty. A file we do not know keeps its directory.
 
     This forgets the checkpoint: only for a node where no pod uses multus networks any more."""
     database = layout.on_host(settings.database_path)
     spool = layout.on_host(settings.spool_path)
+    socket = layout.on_host(settings.socket_path)
     sockets = [
-        layout.on_host(settings.socket_path),
+        socket,
+        socket.with_name(socket.name + SOCKET_LOCK_SUFFIX),
         layout.on_host(settings.query_socket_path),
         layout.on_host(settings.restart_marker_path),
     ]

@@ -338,7 +338,7 @@ def test_purging_removes_the_daemons_files_by_name_and_keeps_what_it_does_not_kn
             spool / name
             for name in ("del-1-2-abc.json", "del-3-4-def.json.rejected", ".del-5-6-ghi.json.tmp")
         ),
-        *(run / name for name in ("multus.sock", "multus-query.sock")),
+        *(run / name for name in ("multus.sock", "multus.sock.lock", "multus-query.sock")),
     ]
     for path in daemon_files:
         path.write_bytes(b"")
