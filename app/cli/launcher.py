@@ -59,10 +59,22 @@ def default_bin_dir() -> Path:
     return Path(sysconfig.get_path("scripts"))
 
 
+SHEBANG_LIMIT = 256
+"""Bytes of a script Linux reads to find its interpreter (since 5.1): a longer ``#!`` line, newline
+included, loses the end of its flags (``-IS``) or does not run at all."""
+
+
 def launcher_text(interpreter: str, paths: list[str]) -> str:
     if not os.path.isabs(interpreter) or any(char.isspace() for char in interpreter):
         raise LauncherError(f"the interpreter path cannot go into a shebang line: {interpreter!r}")
-    return TEMPLATE.format(interpreter=interpreter, mark=MARK, paths=paths)
+    text = TEMPLATE.format(interpreter=interpreter, mark=MARK, paths=paths)
+    first_line = len(text[: text.index("\n") + 1].encode())
+    if first_line > SHEBANG_LIMIT:
+        raise LauncherError(
+            f"the interpreter path is too long for a shebang line ({first_line} bytes with its flags, "
+            f"Linux reads {SHEBANG_LIMIT}): {interpreter!r}"
+        )
+    return text
 
 
 def is_ours(path: Path) -> bool:
