@@ -10,7 +10,9 @@ durable write, below).
 Concurrent writes are group-committed: the writer drains what is queued, runs each unit inside
 its own savepoint (one failing unit does not undo the others), and commits once. A batch of one
 unit needs no savepoint: its failure rolls the transaction back. Batching never weakens a write's
-durability: nothing is dropped under load, callers wait.
+durability: nothing is dropped under load, callers wait. After a full disk or an I/O error SQLite
+may roll the whole transaction back by itself: then every unit of the batch fails, with that error
+(or ``TransactionLostError`` if the unit caught it), and the next batch begins afresh.
 
 A write is durable (the default) or not (``durable=False``). A durable write's commit is on disk
 (``synchronous=FULL``: the WAL is synced before the commit returns). A write that is not durable is
@@ -65,7 +67,7 @@ T = TypeVar("T")
 Work = Callable[[Connection], T]
 """A unit of database work: runs in the writer (or a reader) thread on a connection in a transaction."""
 
-__all__ = ["Connection", "Database", "DatabaseLockedError", "Work"]
+__all__ = ["Connection", "Database", "DatabaseLockedError", "TransactionLostError", "Work"]
 
 MAX_BATCH = 64
 """Most units of work committed in one transaction."""
@@ -331,6 +333,7 @@ class _Writer(_Worker):
                 else:
                     outcomes.extend(self._run_in_savepoint(job) for job in batch)
                 if transaction.is_active:
+                    _check_still_in(seat.driver)
                     transaction.commit()
             except BaseException:
                 try:
@@ -394,11 +397,29 @@ class _Writer(_Worker):
         try:
             value = job.work(seat.connection)
         except Exception as exc:  # handed to the caller through its waiter, not swallowed
+            if not driver.in_transaction:  # SQLite rolled the whole batch back (disk full, I/O error):
+                raise  # the batch fails with this error (there is no savepoint left to roll back to)
             driver.execute("ROLLBACK TO unit")
             driver.execute("RELEASE unit")
             return job, None, exc
+        _check_still_in(driver)
         driver.execute("RELEASE unit")
         return job, value, None
+
+
+class TransactionLostError(RuntimeError):
+    """SQLite ended a batch's transaction during a unit that then returned normally (it caught the
+    error, a full disk or an I/O error, after which SQLite rolls a transaction back by itself)."""
+
+
+def _check_still_in(driver: sqlite3.Connection) -> None:
+    """Refuse to go on with a batch whose transaction SQLite has rolled back by itself: its units'
+    writes are gone, so none of them may be reported committed."""
+    if not driver.in_transaction:
+        raise TransactionLostError(
+            "SQLite rolled back the state database's transaction after an error a unit of work caught"
+            " (a full disk or an I/O error): its batch is not recorded"
+        )
 
 
 class _Reader(_Worker):
