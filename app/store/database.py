@@ -12,7 +12,9 @@ its own savepoint (one failing unit does not undo the others), and commits once.
 unit needs no savepoint: its failure rolls the transaction back. Batching never weakens a write's
 durability: nothing is dropped under load, callers wait. After a full disk or an I/O error SQLite
 may roll the whole transaction back by itself: then every unit of the batch fails, with that error
-(or ``TransactionLostError`` if the unit caught it), and the next batch begins afresh.
+(or ``TransactionLostError`` if the unit caught it), and the next batch begins afresh. No unit
+(nor a bug of this module's) ends a store thread: whatever it raises reaches its caller (a
+``BaseException`` that is not an ``Exception`` as ``WorkAbortedError``), and the thread serves on.
 
 A write is durable (the default) or not (``durable=False``). A durable write's commit is on disk
 (``synchronous=FULL``: the WAL is synced before the commit returns). A write that is not durable is
@@ -67,7 +69,14 @@ T = TypeVar("T")
 Work = Callable[[Connection], T]
 """A unit of database work: runs in the writer (or a reader) thread on a connection in a transaction."""
 
-__all__ = ["Connection", "Database", "DatabaseLockedError", "TransactionLostError", "Work"]
+__all__ = [
+    "Connection",
+    "Database",
+    "DatabaseLockedError",
+    "TransactionLostError",
+    "Work",
+    "WorkAbortedError",
+]
 
 MAX_BATCH = 64
 """Most units of work committed in one transaction."""
@@ -80,6 +89,15 @@ SPARE_CONNECTIONS = 4
 
 class DatabaseLockedError(RuntimeError):
     """Another process holds the state database open for writing."""
+
+
+class WorkAbortedError(RuntimeError):
+    """A unit of work raised a ``BaseException`` that is not an ``Exception`` (``SystemExit``,
+    ``GeneratorExit``, a ``CancelledError``, ...); its caller gets this error, caused by it.
+
+    Raised as is, it would end the store's thread (and every later caller would wait for ever) or,
+    in the caller's coroutine, pass for a cancellation or stop the event loop. The unit's writes
+    are undone like those of any failed unit, and the thread serves on."""
 
 
 @dataclass(eq=False, slots=True)
@@ -109,11 +127,25 @@ _Wake = tuple[asyncio.Future[Any], Any, BaseException | None]
 """A coroutine's future, and the value or error it is to get."""
 
 
+def _for_caller(error: BaseException | None) -> BaseException | None:
+    """``error`` as its caller is to get it: an ``Exception`` as is, else a ``WorkAbortedError``."""
+    if error is None or isinstance(error, Exception):
+        return error
+    aborted = WorkAbortedError(f"a unit of work of the state database raised {type(error).__name__}: {error}")
+    aborted.__cause__ = error
+    return aborted
+
+
 def _settle(outcomes: Iterable[_Outcome]) -> None:
-    """Hand each job's value or error to its waiter: futures now, coroutines in one wake-up per loop."""
+    """Hand each job's value or error to its waiter: futures now, coroutines in one wake-up per loop.
+
+    A job already settled keeps what it got first (``_fail_unanswered`` settles a batch again)."""
     by_loop: dict[asyncio.AbstractEventLoop, list[_Wake]] = {}
     for job, value, error in outcomes:
+        error = _for_caller(error)
         if job.future is not None:
+            if job.future.done():
+                continue
             if error is None:
                 job.future.set_result(value)
             else:
@@ -125,11 +157,20 @@ def _settle(outcomes: Iterable[_Outcome]) -> None:
 
 def _settle_synced(jobs: list[_Job], error: BaseException | None) -> None:
     """Tell ``write_then_sync``'s callers that their commits are on disk (or why not)."""
+    error = _for_caller(error)
     by_loop: dict[asyncio.AbstractEventLoop, list[_Wake]] = {}
     for job in jobs:
         if job.synced is not None and job.loop is not None:
             by_loop.setdefault(job.loop, []).append((job.synced, None, error))
     _wake(by_loop)
+
+
+def _fail_unanswered(jobs: list[_Job], error: BaseException) -> None:
+    """After the store's own code failed (a bug): answer every job of ``jobs`` not answered yet with
+    ``error``, so that none waits for ever. Answers already on their way win (``_resolve`` skips a
+    done future, and each event loop runs its wake-ups in order)."""
+    _settle((job, None, error) for job in jobs)
+    _settle_synced([job for job in jobs if job.synced is not None], error)
 
 
 def _wake(by_loop: dict[asyncio.AbstractEventLoop, list[_Wake]]) -> None:
@@ -310,9 +351,20 @@ class _Writer(_Worker):
                     stop_after = True
                     break
                 batch.append(job)
-            self._run_batch([job for job in batch if job.claim()])
+            self._serve(batch)
             if stop_after:
                 return
+
+    def _serve(self, batch: list[_Job]) -> None:
+        """Run ``batch``; should the writer's own code fail, answer its jobs all the same and go on
+        (a dead writer would leave every later write, every DEL's among them, waiting for ever)."""
+        try:
+            self._run_batch([job for job in batch if job.claim()])
+        except BaseException as exc:
+            log.critical(
+                "the state database's writer failed on a batch of %d; it goes on", len(batch), exc_info=True
+            )
+            _fail_unanswered(batch, exc)
 
     def _run_batch(self, batch: list[_Job]) -> None:
         """Run and commit ``batch``; its jobs are claimed, so no caller can cancel them now
@@ -351,13 +403,14 @@ class _Writer(_Worker):
             return
         self.batches += 1
         self.units += len(batch)
-        metrics.STORE_COMMIT_SECONDS.observe(time.monotonic() - started)
-        metrics.STORE_BATCH_SIZE.observe(len(batch))
+        elapsed = time.monotonic() - started
         if not to_sync or durable:  # nothing to sync, or SQLite synced the commit itself
             _settle(outcomes)
             _settle_synced(to_sync, None)
-            return
-        self._settle_then_sync(outcomes, to_sync)
+        else:
+            self._settle_then_sync(outcomes, to_sync)
+        metrics.STORE_COMMIT_SECONDS.observe(elapsed)  # once the callers are answered: it cannot
+        metrics.STORE_BATCH_SIZE.observe(len(batch))  # keep a committed batch from being reported so
 
     def _settle_then_sync(self, outcomes: list[_Outcome], to_sync: list[_Job]) -> None:
         """Wake the waiters of an unsynced commit, then sync the WAL for ``write_then_sync``'s jobs
@@ -384,7 +437,7 @@ class _Writer(_Worker):
         the transaction, which holds its writes only."""
         try:
             value = job.work(self._seat.connection)
-        except Exception as exc:  # handed to the caller through its waiter, not swallowed
+        except BaseException as exc:  # handed to the caller through its waiter, not swallowed
             transaction.rollback()
             return job, None, exc
         return job, value, None
@@ -396,7 +449,7 @@ class _Writer(_Worker):
         driver.execute("SAVEPOINT unit")
         try:
             value = job.work(seat.connection)
-        except Exception as exc:  # handed to the caller through its waiter, not swallowed
+        except BaseException as exc:  # handed to the caller through its waiter, not swallowed
             if not driver.in_transaction:  # SQLite rolled the whole batch back (disk full, I/O error):
                 raise  # the batch fails with this error (there is no savepoint left to roll back to)
             driver.execute("ROLLBACK TO unit")
@@ -427,14 +480,18 @@ class _Reader(_Worker):
 
     def run(self) -> None:
         while (job := self.jobs.get()) is not None:
+            self._serve(job)
+
+    def _serve(self, job: _Job) -> None:
+        """Run ``job`` and answer it, whatever it raises (a dead reader would leave reads waiting)."""
+        try:
             if not job.claim():
-                continue
-            try:
-                value = self._seat.read(job.work)
-            except Exception as exc:  # handed to the caller through its waiter, not swallowed
-                _settle([(job, None, exc)])
-            else:
-                _settle([(job, value, None)])
+                return
+            value = self._seat.read(job.work)
+        except BaseException as exc:  # handed to the caller through its waiter, not swallowed
+            _settle([(job, None, exc)])
+        else:
+            _settle([(job, value, None)])
 
 
 def configure_connection(engine: Engine, *, read_only: bool) -> None:

@@ -22,6 +22,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.sqlite import DATETIME
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from app import metrics
 from app.store import checkpoints, database, records_sql
 from app.store.database import READERS, Database
 from app.store.models import MIRROR_PODS, SANDBOXES
@@ -555,3 +556,61 @@ async def test_a_caller_racing_close_is_refused_rather_than_left_waiting_for_eve
             waiting.result()
     finally:
         waiting.cancel()
+
+
+_BASE_EXCEPTIONS = [SystemExit(3), GeneratorExit(), asyncio.CancelledError()]
+"""Not ``Exception``s: what a unit of work may still raise (KeyboardInterrupt would stop pytest itself)."""
+ANSWER_WITHIN = 30
+"""Seconds an answer may take before a test calls it lost (a caller would wait for ever)."""
+
+
+def _raising(exc: BaseException) -> Any:
+    def unit(connection: Connection) -> None:
+        connection.execute(_pod("never"))
+        raise exc
+
+    return unit
+
+
+@pytest.mark.parametrize("exc", _BASE_EXCEPTIONS, ids=lambda exc: type(exc).__name__)
+async def test_a_unit_raising_a_base_exception_fails_its_caller_and_every_thread_serves_on(
+    db: Database, exc: BaseException
+) -> None:
+    for _ in range(READERS + 1):  # enough to reach every reader
+        with pytest.raises(database.WorkAbortedError) as read:
+            await asyncio.wait_for(db.read(_raising(exc)), ANSWER_WITHIN)
+        assert read.value.__cause__ is exc
+    with pytest.raises(database.WorkAbortedError):
+        await asyncio.wait_for(db.write(_raising(exc)), ANSWER_WITHIN)
+    outcomes = await asyncio.wait_for(
+        _one_batch(db, lambda s: s.execute(_pod("kept")), _raising(exc)), ANSWER_WITHIN
+    )
+    assert isinstance(outcomes[1], database.WorkAbortedError)
+
+    assert await asyncio.wait_for(
+        db.read(lambda s: sorted(s.execute(select(MIRROR_PODS.c.name)).scalars())), ANSWER_WITHIN
+    ) == ["kept"]
+    await asyncio.wait_for(db.write(lambda s: s.execute(_pod("after"))), ANSWER_WITHIN)
+    assert await asyncio.wait_for(
+        asyncio.gather(*(db.read(lambda s: s.execute(select(MIRROR_PODS.c.name)).all()) for _ in range(4))),
+        ANSWER_WITHIN,
+    )
+
+
+class _FailingObserve:
+    def observe(self, value: float) -> None:
+        raise RuntimeError("the batching code itself failed")
+
+
+async def test_a_failure_of_the_writers_own_code_after_a_commit_still_answers_and_the_writer_serves_on(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(metrics, "STORE_BATCH_SIZE", _FailingObserve())
+    await asyncio.wait_for(db.write(lambda s: s.execute(_pod("committed"))), ANSWER_WITHIN)
+    monkeypatch.undo()
+
+    await asyncio.wait_for(db.write(lambda s: s.execute(_pod("after"))), ANSWER_WITHIN)
+    assert await db.read(lambda s: sorted(s.execute(select(MIRROR_PODS.c.name)).scalars())) == [
+        "after",
+        "committed",
+    ]
