@@ -336,24 +336,28 @@ class _Writer(_Worker):
         self._wal.close()
 
     def run(self) -> None:
-        while True:
-            first = self.jobs.get()
-            if first is None:
-                return
-            batch = [first]
-            stop_after = False
-            while len(batch) < MAX_BATCH:
-                try:
-                    job = self.jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if job is None:
-                    stop_after = True
-                    break
-                batch.append(job)
-            self._serve(batch)
-            if stop_after:
-                return
+        stop = False
+        while not stop:
+            batch, stop = self._next_batch()
+            if batch:
+                self._serve(batch)
+            del batch  # its waiters hold the values handed over: not pinned until the next batch
+
+    def _next_batch(self) -> tuple[list[_Job], bool]:
+        """The jobs queued now, waiting for one (at most ``MAX_BATCH``), and whether a stop came."""
+        first = self.jobs.get()
+        if first is None:
+            return [], True
+        batch = [first]
+        while len(batch) < MAX_BATCH:
+            try:
+                job = self.jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:
+                return batch, True
+            batch.append(job)
+        return batch, False
 
     def _serve(self, batch: list[_Job]) -> None:
         """Run ``batch``; should the writer's own code fail, answer its jobs all the same and go on
@@ -481,6 +485,7 @@ class _Reader(_Worker):
     def run(self) -> None:
         while (job := self.jobs.get()) is not None:
             self._serve(job)
+            job = None  # its waiter holds the value handed over: not pinned until the next read
 
     def _serve(self, job: _Job) -> None:
         """Run ``job`` and answer it, whatever it raises (a dead reader would leave reads waiting)."""

@@ -10,6 +10,7 @@ import json
 import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from functools import partial
@@ -614,3 +615,20 @@ async def test_a_failure_of_the_writers_own_code_after_a_commit_still_answers_an
         "after",
         "committed",
     ]
+
+
+class _LargeResult:
+    """Stands for a large query result (only its lifetime matters)."""
+
+
+async def test_a_result_handed_over_is_not_kept_alive_by_the_thread_that_made_it(db: Database) -> None:
+    await db.read(lambda c: None)  # the readers are started: each waits for its next job from now on
+    for run in (db.read, db.write, partial(db.write, durable=False)):
+        result = await run(lambda c: _LargeResult())
+        released = threading.Event()
+        weakref.finalize(result, released.set)
+        del result
+
+        assert await asyncio.to_thread(released.wait, ANSWER_WITHIN), (
+            f"{run} kept its result until its next job"
+        )
