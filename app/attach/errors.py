@@ -14,6 +14,7 @@ from enum import IntEnum
 
 from app import metrics
 from app.cni.types import CniError, ErrorCode, PluginRefusedError
+from app.store.database import StorageError
 
 log = logging.getLogger("app.attach.engine")
 """Unexpected errors are the engine's to report: its logger names them."""
@@ -39,8 +40,11 @@ def is_cni(exc: BaseException) -> bool:
 
 def unexpected(exc: BaseException, *, step: str, context: Mapping[str, str]) -> CniError:
     """``exc`` as a CniError; a non-CNI exception (a bug) is logged with its traceback and the
-    sandbox's log fields, and counted in ``multus_py_engine_unexpected_errors_total``."""
-    if not is_cni(exc):
+    sandbox's log fields, and counted in ``multus_py_engine_unexpected_errors_total``; a failed
+    storage under the state database (no bug) is logged as one line."""
+    if isinstance(exc, StorageError):
+        log.error("%s of container %s: %s", step, context.get("container_id", "?"), exc, extra=dict(context))
+    elif not is_cni(exc):
         metrics.ENGINE_UNEXPECTED_ERRORS.labels(step).inc()
         log.error(
             "unexpected %s during %s of container %s",
@@ -59,6 +63,8 @@ def as_cni_error(exc: BaseException) -> CniError:
         return exc
     if isinstance(exc, BaseExceptionGroup):
         return combine([as_cni_error(inner) for inner in exc.exceptions])
+    if isinstance(exc, StorageError):  # a full disk or an I/O error under the checkpoint: no bug
+        return CniError(ErrorCode.IO_FAILURE, str(exc), "nothing of the failed write was recorded")
     return CniError(ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
 
 

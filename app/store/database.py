@@ -44,6 +44,7 @@ Results reach the awaiting coroutine with one wake-up of its event loop per batc
 from __future__ import annotations
 
 import asyncio
+import errno
 import fcntl
 import logging
 import os
@@ -127,10 +128,36 @@ _Wake = tuple[asyncio.Future[Any], Any, BaseException | None]
 """A coroutine's future, and the value or error it is to get."""
 
 
+class StorageError(OSError):
+    """The state database's file could not take a write or a sync: a full disk (``errno`` ENOSPC)
+    or an I/O error (EIO). SQLite's own error is its cause; nothing of the failed write is recorded."""
+
+
+_STORAGE_ERRNOS = {sqlite3.SQLITE_FULL: errno.ENOSPC, sqlite3.SQLITE_IOERR: errno.EIO}
+"""SQLite's primary result codes that mean the storage failed, and the errno each is named by."""
+
+
+def _storage_error(error: BaseException) -> StorageError | None:
+    """``error`` (SQLite's, raw or wrapped by SQLAlchemy) as a ``StorageError`` when the storage
+    failed under it; None for any other error."""
+    raw = error.orig if isinstance(error, DBAPIError) else error
+    if not isinstance(raw, sqlite3.Error):
+        return None
+    code = _STORAGE_ERRNOS.get(getattr(raw, "sqlite_errorcode", 0) & 0xFF)
+    if code is None:
+        return None
+    storage = StorageError(code, f"state database: {raw}")
+    storage.__cause__ = error
+    return storage
+
+
 def _for_caller(error: BaseException | None) -> BaseException | None:
-    """``error`` as its caller is to get it: an ``Exception`` as is, else a ``WorkAbortedError``."""
-    if error is None or isinstance(error, Exception):
+    """``error`` as its caller is to get it: an ``Exception`` as is (SQLite's for a failed storage as
+    a ``StorageError``), else a ``WorkAbortedError``."""
+    if error is None:
         return error
+    if isinstance(error, Exception):
+        return _storage_error(error) or error
     aborted = WorkAbortedError(f"a unit of work of the state database raised {type(error).__name__}: {error}")
     aborted.__cause__ = error
     return aborted

@@ -259,3 +259,30 @@ async def test_an_add_whose_intents_cannot_be_synced_fails_and_leaves_nothing(
     assert node.checkpoint(container) is None
     assert not reaper.find([invoke.delegate_marker(container, "eth0")])
     assert [line.outcome for line in request_lines(node.history(container), "ADD")] == ["error"]
+
+
+async def test_an_add_the_full_state_database_cannot_record_fails_as_an_io_failure_and_runs_nothing(
+    node: Node,
+) -> None:
+    """A full disk under the checkpoint: the intents cannot be committed, so no delegate may run; the
+    runtime hears an I/O failure naming the state database (not an internal error), though the
+    history line of the refusal cannot be written either; once space is back, ADDs work again."""
+    padding = "x" * 200_000  # a config needing pages the file does not have yet
+    conf = node.conf(node.recorder_network("cluster", padding=padding), node.recorder_network("extra"))
+    engine = node.engine()
+    netns = node.new_netns()
+    pages = node.db.write_sync(lambda c: c.exec_driver_sql("PRAGMA page_count").scalar())
+    node.db.write_sync(lambda c: c.exec_driver_sql(f"PRAGMA max_page_count = {pages}").scalar())
+    container = new_container_id()
+
+    with pytest.raises(CniError) as refused:
+        await engine.add(node.request(Command.ADD, container, netns, conf))
+
+    assert refused.value.code == 5, refused.value
+    assert "state database" in refused.value.msg
+    assert node.calls() == []
+    assert node.checkpoint(container) is None
+    node.db.write_sync(lambda c: c.exec_driver_sql("PRAGMA max_page_count = 1073741823").scalar())
+    again = new_container_id()
+    await engine.add(node.request(Command.ADD, again, netns, conf))
+    assert node.calls() == [("ADD", "cluster", "eth0"), ("ADD", "extra", "net1")]

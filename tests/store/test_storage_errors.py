@@ -1,0 +1,57 @@
+"""A state database that cannot take a write (a full disk, an I/O error) is named as such to the
+engine, which answers the runtime with a CNI error naming it (code 5), never an internal error."""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from app.attach import errors
+from app.cni.types import ErrorCode
+from app.store.database import Connection, Database, StorageError
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Iterator[Database]:
+    db = Database.open(tmp_path / "state.db")
+    yield db
+    db.close()
+
+
+def _fill(connection: Connection) -> None:
+    connection.exec_driver_sql("CREATE TABLE IF NOT EXISTS filler (data BLOB)")
+    connection.exec_driver_sql("INSERT INTO filler VALUES (zeroblob(1000000))")
+
+
+def _full_database(database: Database) -> None:
+    """The writer's connection may not grow the file any more: SQLite answers SQLITE_FULL, as on a
+    full disk."""
+    pages = database.write_sync(lambda c: c.exec_driver_sql("PRAGMA page_count").scalar())
+    database.write_sync(lambda c: c.exec_driver_sql(f"PRAGMA max_page_count = {pages}").scalar())
+
+
+def test_a_write_the_full_database_cannot_take_fails_as_a_storage_error(database: Database) -> None:
+    _full_database(database)
+
+    with pytest.raises(StorageError) as raised:
+        database.write_sync(_fill)
+
+    assert raised.value.errno == errno.ENOSPC
+    assert "full" in str(raised.value)
+
+
+async def test_the_engine_answers_a_storage_error_as_an_io_failure_naming_the_state_database(
+    database: Database,
+) -> None:
+    _full_database(database)
+
+    with pytest.raises(StorageError) as raised:
+        await database.write(_fill)
+    error = errors.as_cni_error(raised.value)
+
+    assert error.code == ErrorCode.IO_FAILURE
+    assert "state database" in error.msg
+    assert "full" in error.msg
