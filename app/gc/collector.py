@@ -2,10 +2,11 @@
 
 Run by the daemon periodically and on demand (``multusctl gc``, ``POST /gc``), after start-up
 recovery. A sandbox is collected only when this node recorded it and one of these proves it dead
-(invariant 10): it belongs to an earlier boot; its network namespace is gone; the pod mirror,
-synced since start-up, no longer has its pod on this node (or has a pod of that name with another
-UID: a recreated pod's predecessor is an orphan, invariant 8); or an ADD/DEL of it stopped half
-way and nobody holds it. Sandboxes with an operation in flight are skipped (invariant 9).
+(invariant 10): it belongs to an earlier boot; its network namespace is gone (missing, not
+merely unreadable); the pod mirror, synced since start-up, no longer has its pod on this node (or
+has a pod of that name with another UID: a recreated pod's predecessor is an orphan, invariant 8);
+or an ADD/DEL of it stopped half way and nobody holds it. Sandboxes with an operation in flight
+are skipped (invariant 9).
 
 Teardown goes through the engine's DEL path (one teardown for DEL, rollback, recovery and GC).
 After it, two last-resort sweeps: host-side veths named in the removed results that still exist,
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -87,7 +89,7 @@ def orphan_reason(
         return f"unfinished-{'add' if sandbox.state == 'adding' else 'del'}"
     if sandbox.boot_id != boot_id:
         return "earlier-boot"
-    if not netns.netns_exists(sandbox.netns):
+    if _netns_gone(sandbox.netns):
         return "netns-gone"
     if pods is not None and sandbox.pod.name:
         uid = pods.get((sandbox.pod.namespace, sandbox.pod.name))
@@ -96,6 +98,22 @@ def orphan_reason(
         if sandbox.pod.uid and uid and uid != sandbox.pod.uid:
             return "pod-replaced"
     return None
+
+
+def _netns_gone(path: str) -> bool:
+    """True only when the namespace at ``path`` provably no longer exists: the path is missing, or
+    it is a file that is no namespace (what an unmounted one leaves). A path that cannot be looked
+    at (permission denied, an I/O error) proves nothing: the namespace may be a live pod's."""
+    if netns.netns_exists(path):
+        return False
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except OSError as exc:
+        log.warning("gc: cannot look at netns %s (%s): not taken as gone", path, exc.strerror)
+        return False
+    return True
 
 
 def host_veths(record: SandboxRecord) -> list[str]:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import ctypes
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +17,7 @@ from tests.core.support import (
     Command,
     CrashAt,
     Crashed,
+    Netns,
     Node,
     Point,
     delegate_lines,
@@ -90,6 +95,68 @@ async def test_a_sandbox_whose_netns_is_gone_is_collected_even_without_a_mirror(
 
     assert [(o.container_id, o.reason) for o in report.orphans] == [(container, "netns-gone")]
     assert node.checkpoint(container) is None
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = (("version", ctypes.c_uint32), ("pid", ctypes.c_int))
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = (
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    )
+
+
+@contextmanager
+def without_dac_override() -> Iterator[None]:
+    """This thread (the event loop's) without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH in its
+    effective set: root then gets EACCES from a directory of mode 000, as a daemon without them may."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this thread
+    data = (_CapData * 2)()
+    assert libc.capget(ctypes.byref(header), data) == 0
+    saved = data[0].effective
+    data[0].effective = saved & ~((1 << 1) | (1 << 2))
+    assert libc.capset(ctypes.byref(header), data) == 0
+    try:
+        yield
+    finally:
+        data[0].effective = saved
+        assert libc.capset(ctypes.byref(header), data) == 0
+
+
+@dataclass
+class _NetnsAt(Netns):
+    at: Path = Path()
+
+    @property
+    def path(self) -> str:
+        return str(self.at)
+
+
+async def test_a_netns_that_cannot_be_looked_at_is_not_taken_as_gone(node: Node, tmp_path: Path) -> None:
+    """Only a missing netns proves the sandbox dead; one whose path answers EACCES may be a live pod's."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "ns").symlink_to(node.new_netns().path)
+    conf = node.conf(node.recorder_network("cluster"))
+    container = new_container_id()
+    engine = node.engine()
+    await engine.add(node.request(Command.ADD, container, _NetnsAt("unused", locked / "ns"), conf))
+    collector = GarbageCollector(engine=engine, db=node.db, pods=Pods({("default", "pod-a"): "uid-a"}))
+
+    locked.chmod(0)
+    try:
+        with without_dac_override():
+            report = await collector.run_once()
+    finally:
+        locked.chmod(0o755)
+
+    assert report.orphans == []
+    assert pending(node.checkpoint(container)) == ["eth0"]
+    assert [call[0] for call in node.calls()] == ["ADD"]
 
 
 async def test_sandboxes_of_an_earlier_boot_and_half_done_adds_are_collected(node: Node) -> None:
