@@ -22,7 +22,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -292,8 +292,22 @@ def _lease_evidence(
     )
 
 
-def _lease_holders(directories: set[Path]) -> dict[Path, set[str]]:
-    """{directory: the container IDs holding a lease in it}, read from the files now."""
-    return {
-        directory: {lease.container_id for lease in leases.current(directory)} for directory in directories
-    }
+def _lease_holders(directories: set[Path]) -> dict[Path, Container[str]]:
+    """{directory: the container IDs holding a lease in it (any, when it cannot be read)}, read from
+    the files now."""
+    holders: dict[Path, Container[str]] = {}
+    for directory in directories:
+        found = leases.current(directory)
+        holders[directory] = _EVERYONE if found is None else {lease.container_id for lease in found}
+    return holders
+
+
+class _Everyone:
+    """What an unreadable lease directory may hold: a lease of any container (so no proof of one
+    is forgotten while its directory cannot be read)."""
+
+    def __contains__(self, _container_id: object) -> bool:
+        return True
+
+
+_EVERYONE = _Everyone()

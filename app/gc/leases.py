@@ -87,22 +87,38 @@ class LeaseListings:
         self._directories: dict[Path, _Listing] = {}
 
     def leases(self, directory: Path) -> list[Lease]:
+        """The leases in ``directory``; none when it cannot be read (a warning says why)."""
         try:
             stamp = directory.stat().st_mtime_ns
-        except FileNotFoundError:
+        except OSError as exc:
             self._directories.pop(directory, None)
+            _unreadable(directory, exc)
             return []
         known = self._directories.get(directory)
         if known is not None and known.stamp == stamp:
             return known.leases
         listing = _Listing.read(directory, stamp, known.files if known is not None else {})
+        if listing is None:
+            self._directories.pop(directory, None)
+            return []
         self._directories[directory] = listing
         return listing.leases
 
 
-def current(directory: Path) -> list[Lease]:
-    """The leases of ``directory`` as its files say now (no listing reused)."""
-    return _Listing.read(directory, 0, {}).leases
+def current(directory: Path) -> list[Lease] | None:
+    """The leases of ``directory`` as its files say now (no listing reused); None when it cannot
+    be read (then nothing is known of what it holds)."""
+    listing = _Listing.read(directory, 0, {})
+    return None if listing is None else listing.leases
+
+
+def _unreadable(directory: Path, exc: OSError) -> bool:
+    """Whether ``exc`` (listing ``directory``) leaves its leases unknown; False when it proves there
+    are none (no such directory: a configured ``dataDir`` under a file holds no lease either)."""
+    if isinstance(exc, FileNotFoundError | NotADirectoryError):
+        return False
+    log.warning("cannot read lease directory %s: %s", directory, exc.strerror or exc)
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,11 +129,14 @@ class _Listing:
     leases: list[Lease]
 
     @classmethod
-    def read(cls, directory: Path, stamp: int, known: dict[str, tuple[int, int, Lease]]) -> _Listing:
+    def read(cls, directory: Path, stamp: int, known: dict[str, tuple[int, int, Lease]]) -> _Listing | None:
+        """The listing of ``directory``; None when it cannot be read."""
         files: dict[str, tuple[int, int, Lease]] = {}
         try:
             entries = list(os.scandir(directory))
-        except FileNotFoundError:
+        except OSError as exc:
+            if _unreadable(directory, exc):
+                return None
             entries = []
         for entry in entries:
             before = known.get(entry.name)
@@ -125,8 +144,8 @@ class _Listing:
                 continue
             try:
                 status = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue  # released meanwhile
+            except OSError:
+                continue  # released meanwhile (or it cannot be looked at: not listed)
             if before is not None and (before[0], before[1]) == (status.st_ino, status.st_mtime_ns):
                 files[entry.name] = before
                 continue
@@ -161,16 +180,20 @@ def remove(leases: Iterable[Lease]) -> list[Lease]:
     """Delete leases (re-checking each under host-local's lock); return those removed."""
     removed = []
     for lease in leases:
-        with host_local_lock(lease.path.parent):
-            current = _read_lease(str(lease.path))
-            if current is None or current.container_id != lease.container_id:
-                continue  # released or re-allocated meanwhile
-            lease.path.unlink()
-            removed.append(lease)
-            log.info(
-                "removed stale lease %s of container %s",
-                lease.path,
-                lease.container_id,
-                extra=logcontext.fields(lease.container_id, command="GC", ifname=lease.ifname),
-            )
+        try:
+            with host_local_lock(lease.path.parent):
+                current = _read_lease(str(lease.path))
+                if current is None or current.container_id != lease.container_id:
+                    continue  # released or re-allocated meanwhile
+                lease.path.unlink()
+        except OSError as exc:
+            log.warning("cannot remove stale lease %s: %s", lease.path, exc.strerror or exc)
+            continue
+        removed.append(lease)
+        log.info(
+            "removed stale lease %s of container %s",
+            lease.path,
+            lease.container_id,
+            extra=logcontext.fields(lease.container_id, command="GC", ifname=lease.ifname),
+        )
     return removed

@@ -180,3 +180,39 @@ async def test_a_leftover_lease_of_a_delegate_run_in_chroot_dir_is_given_back(
 
     assert report.leases_removed == [str(leftover)]
     assert set(leases_of(lease_dir).values()) == {live}
+
+
+async def test_a_host_local_data_dir_that_cannot_be_listed_does_not_stop_the_pass(
+    node: Node, tmp_path: Path
+) -> None:
+    """A NAD whose host-local ``dataDir`` is a file (its directory can never exist) used to make
+    every pass raise NotADirectoryError (the operator's ``multusctl gc`` got code 999): the other
+    leftovers must still be given back."""
+    not_a_directory = tmp_path / "a-file"
+    not_a_directory.write_text("")
+    for name, data_dir in (("odd", not_a_directory), ("leased", node.ipam_dir)):
+        node.write_network(
+            name,
+            {
+                "cniVersion": "1.0.0",
+                "name": name,
+                "type": "recorder",
+                "recorder": {"log": str(node.recorder_log)},
+                "ipam": {"type": "host-local", "dataDir": str(data_dir)},
+            },
+        )
+    engine = node.engine()
+    live, gone = new_container_id(), new_container_id()
+    await engine.add(node.request(Command.ADD, live, node.new_netns(), node.conf("odd")))
+    netns = node.new_netns()
+    await engine.add(node.request(Command.ADD, gone, netns, node.conf("leased"), pod="pod-b"))
+    await engine.delete(node.request(Command.DEL, gone, netns, node.conf("leased"), pod="pod-b"))
+    leftover = node.ipam_dir / "leased" / "10.9.0.3"
+    leftover.parent.mkdir(parents=True)
+    leftover.write_text(f"{gone}\r\neth0")
+
+    report = await GarbageCollector(engine=engine, db=node.db).run_once()
+
+    assert report.leases_removed == [str(leftover)]
+    assert not leftover.exists()
+    assert pending(node.checkpoint(live)) == ["eth0"]
