@@ -224,16 +224,16 @@ class GarbageCollector:
             if lease.container_id in proven
             or await self._db.read(partial(lease_proofs.added_by_us, container_id=lease.container_id))
         ]
-        if dry_run:
-            report.leases_removed.extend(str(lease.path) for lease in ours)
-            return
-        report.leases_removed.extend(str(lease.path) for lease in await self._remove_unrecorded(ours))
-        await self._forget_settled(removed, removed_dirs)
+        gone = await self._remove_unrecorded(ours, dry_run=dry_run)
+        report.leases_removed.extend(str(lease.path) for lease in gone)
+        if not dry_run:
+            await self._forget_settled(removed, removed_dirs)
 
-    async def _remove_unrecorded(self, ours: list[leases.Lease]) -> list[leases.Lease]:
+    async def _remove_unrecorded(self, ours: list[leases.Lease], *, dry_run: bool) -> list[leases.Lease]:
         """Remove ``ours``, each container's under its sandbox lock and only if it is still
         unrecorded then: an ADD may have begun since ``live`` was read, taken a lease and written
-        its history (its intent is committed before its plugin runs, invariants 2 and 9)."""
+        its history (its intent is committed before its plugin runs, invariants 2 and 9). A dry
+        run makes the same checks and removes nothing, so it lists what a pass would remove."""
         by_container: dict[str, list[leases.Lease]] = {}
         for lease in ours:
             by_container.setdefault(lease.container_id, []).append(lease)
@@ -244,7 +244,7 @@ class GarbageCollector:
             async with self._engine.locks.hold(container_id):
                 record = await self._db.read(partial(checkpoints.load_sandbox, container_id=container_id))
                 if record is None:
-                    removed.extend(await asyncio.to_thread(leases.remove, its_leases))
+                    removed.extend(await asyncio.to_thread(leases.remove, its_leases, dry_run=dry_run))
         return removed
 
     async def _forget_settled(

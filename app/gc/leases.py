@@ -176,10 +176,16 @@ def host_local_lock(directory: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def remove(leases: Iterable[Lease]) -> list[Lease]:
-    """Delete leases (re-checking each under host-local's lock); return those removed."""
+def remove(leases: Iterable[Lease], *, dry_run: bool = False) -> list[Lease]:
+    """Delete leases (re-checking each under host-local's lock); return those removed. A dry run
+    re-checks each (without the lock, which it might have to create) and deletes nothing."""
     removed = []
     for lease in leases:
+        if dry_run:
+            current = _read_lease(str(lease.path))
+            if current is not None and current.container_id == lease.container_id:
+                removed.append(lease)
+            continue
         try:
             with host_local_lock(lease.path.parent):
                 current = _read_lease(str(lease.path))

@@ -325,3 +325,39 @@ async def test_forwarded_gc_also_lists_every_attachment_still_recorded(node: Nod
         {"containerID": keep, "ifname": "eth0"},
         {"containerID": keep, "ifname": "net1"},
     ]
+
+
+async def test_a_dry_run_lists_only_the_leases_a_real_pass_would_remove(node: Node) -> None:
+    """A stale lease of a container with an operation in flight is left by a real pass (checked
+    under its lock): the dry run must not list it either."""
+    node.write_network(
+        "leased",
+        {
+            "cniVersion": "1.0.0",
+            "name": "leased",
+            "type": "recorder",
+            "recorder": {"log": str(node.recorder_log)},
+            "ipam": {"type": "host-local", "dataDir": str(node.ipam_dir)},
+        },
+    )
+    conf = node.conf("leased")
+    engine = node.engine()
+    busy, idle = new_container_id(), new_container_id()
+    netns = node.new_netns()
+    lease_dir = node.ipam_dir / "leased"
+    lease_dir.mkdir(parents=True)
+    leases = {}
+    for address, container in (("10.9.0.2", busy), ("10.9.0.3", idle)):
+        await engine.add(node.request(Command.ADD, container, netns, conf))
+        await engine.delete(node.request(Command.DEL, container, netns, conf))
+        leases[container] = lease_dir / address
+        leases[container].write_text(f"{container}\r\neth0")
+    collector = GarbageCollector(engine=engine, db=node.db, pods=Pods({}))
+
+    async with engine.locks.hold(busy):
+        dry = await collector.run_once(dry_run=True)
+        real = await collector.run_once()
+
+    assert dry.leases_removed == [str(leases[idle])]
+    assert real.leases_removed == [str(leases[idle])]
+    assert leases[busy].exists()
