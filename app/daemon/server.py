@@ -10,10 +10,11 @@ operation always runs to its final commit.
 
 What the HTTP layer itself refuses still gets a CNI error body: malformed HTTP (a garbage request
 line, a bad header, garbage pipelined after a request), a body larger than ``MAX_BODY_BYTES``, a
-body shorter than its Content-Length or not received within ``BODY_READ_SECONDS``. A client
-that sends its request and then half-closes its socket still gets the answer. ``connectionLimit``
-bounds the CNI and GC requests served at once; the others wait for a slot (nothing is dropped);
-health probes are never held. ADD, CHECK, GC and STATUS that arrive before the daemon is ready
+body shorter than its Content-Length or not received within ``BODY_READ_SECONDS`` (a client
+that sent ``Expect: 100-continue`` is told to send it first). A client that sends its request
+and then half-closes its socket still gets the answer. ``connectionLimit`` bounds the CNI and GC
+requests served at once; the others wait for a slot (nothing is dropped); health probes are never
+held. ADD, CHECK, GC and STATUS that arrive before the daemon is ready
 are held up to ``ready_hold`` seconds (``READY_HOLD_SECONDS``) for it, then answered 503 with CNI
 code 11; DEL only waits for the store, because DEL needs nothing but the checkpoint.
 
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import ClientPayloadError, StreamReader, web
+from aiohttp import ClientPayloadError, HttpVersion11, StreamReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from app import metrics
@@ -383,6 +384,11 @@ async def _read_body(request: web.BaseRequest) -> bytes:
     declared = request.content_length
     if declared is not None and declared > MAX_BODY_BYTES:
         raise _too_large(declared)
+    if request.version >= HttpVersion11 and request.headers.get("Expect", "").lower() == "100-continue":
+        # The client waits for this before it sends its body (curl for a large one): without it,
+        # the read below would wait until the client gives up waiting, or BODY_READ_SECONDS.
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0
     chunks: list[bytes] = []
     size = 0
     try:

@@ -6,6 +6,7 @@ of a real engine, store and plugins; requests are the bodies a shim sends.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import tempfile
@@ -219,3 +220,36 @@ async def test_the_server_listens_on_a_private_unix_socket_and_refuses_a_second_
                 listener.prepare_socket(socket_path)
         finally:
             await runner.cleanup()
+
+
+async def test_a_client_that_expects_100_continue_is_told_to_send_its_body(node: Node) -> None:
+    """``Expect: 100-continue`` (curl sends it for a large body): the client waits for the interim
+    answer before it sends the body, so the server must send it rather than wait for the body."""
+    cni_server = CniServer(
+        engine=node.engine(),
+        daemon_config=daemon_config(node, node.recorder_network("cluster")),
+        readiness=ready(),
+    )
+    netns = node.new_netns()
+    container = new_container_id()
+    request = body("ADD", container, netns.path)
+    with tempfile.TemporaryDirectory(prefix="mpyc-") as directory:
+        socket_path = Path(directory) / "sock" / "multus.sock"
+        runner = await daemon_server.start(cni_server, listener.bind(socket_path))
+        try:
+            reader, writer = await asyncio.open_unix_connection(str(socket_path))
+            writer.write(
+                b"POST /cni HTTP/1.1\r\nHost: multus\r\nExpect: 100-continue\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(request)
+            )
+            interim = await reader.readuntil(b"\r\n\r\n")
+            writer.write(request)
+            answer = await reader.read()
+            writer.close()
+        finally:
+            await runner.cleanup()
+
+    assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert node.calls() == [("ADD", "cluster", "eth0")]
+    assert pending(node.checkpoint(container)) == ["eth0"]
