@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, delete, func, insert, select, update
 
 from app.store.mirror_records import (
+    CONFIG_SOURCE_ANNOTATION,
     MirrorCounts,
     NadRecord,
     ObjectKey,
@@ -49,7 +50,13 @@ _GET_POD = (
     f"SELECT uid, node_name, resource_version, annotations FROM {MIRROR_PODS.name}"
     " WHERE namespace = ? AND name = ?"
 )
-_POD_UIDS = f"SELECT namespace, name, uid FROM {MIRROR_PODS.name}"
+_POD_UIDS = (
+    "SELECT namespace, name, CASE WHEN coalesce(json_extract(annotations,"
+    f" '$.\"{CONFIG_SOURCE_ANNOTATION}\"'), 'api') = 'api' THEN uid ELSE '' END"
+    f" FROM {MIRROR_PODS.name}"
+)
+"""(namespace, name, uid) of every mirrored pod; a static pod's uid as '' (its mirror pod's UID is
+not the one the runtime names it by)."""
 _GET_NAD = (
     f"SELECT uid, resource_version, config, resource_name FROM {MIRROR_NADS.name}"
     " WHERE namespace = ? AND name = ?"
@@ -107,7 +114,9 @@ def list_pods(connection: Connection) -> list[PodRecord]:
 
 
 def pod_uids(connection: Connection) -> dict[ObjectKey, str]:
-    """(namespace, name) → uid of every mirrored pod, in plain SQL (every GC pass asks)."""
+    """(namespace, name) → uid of every mirrored pod, in plain SQL (every GC pass asks); '' for a
+    static pod, whose API UID differs from the runtime's (``PodRecord.is_static``): nothing to
+    compare, so GC never takes it for a recreated pod."""
     return {(namespace, name): uid for namespace, name, uid in cursor_of(connection).execute(_POD_UIDS)}
 
 

@@ -122,3 +122,18 @@ def test_the_mirror_migration_reruns_safely_after_a_crash(tmp_path: Path) -> Non
             assert schema.current_revision(connection) == schema.head_revision()
     finally:
         database.close()
+
+
+def test_a_static_pod_is_mirrored_with_no_uid_gc_could_compare(database: Database) -> None:
+    """The runtime names a static pod by the kubelet's own UID, the API's mirror pod by another:
+    GC must not take the difference for a recreated pod (and tear a live pod's network down), so
+    the UIDs it reads leave a static pod's out."""
+    static = pod(
+        "etcd-node-a", uid="mirror-uid", namespace="kube-system", **{"kubernetes.io/config.source": "file"}
+    )
+    database.write_sync(partial(mirror.replace_pods, snapshot=[static, pod("web", uid="uid-2")]))
+
+    assert database.read_sync(mirror.pod_uids) == {
+        ("kube-system", "etcd-node-a"): "",
+        ("default", "web"): "uid-2",
+    }
