@@ -7,7 +7,9 @@ handed one in its runtimeConfig (a selection's ``deviceID``: host-device takes i
 netdev name and MAC that device has in the host namespace. A teardown then removes the attachment
 only once the device is back: found in the host under its PCI address, renamed and re-addressed
 if it came back as something else (the kernel returns a VF from a vanished namespace under its
-in-pod name, ``net1`` or ``devN``). A VF still missing keeps the attachment pending (invariant 5);
+in-pod name, ``net1`` or ``devN``). A VF back in the host is released even when its name cannot be
+restored (another netdev has it) or its MAC was never known: that is warned about, never retried,
+as no retry could change it. A VF still missing keeps the attachment pending (invariant 5);
 a VF no longer on the PCI bus at all (its PF's VFs destroyed) took its netdev with it, so it does
 not (invariant 5b: that DEL could never finish).
 
@@ -90,7 +92,8 @@ class HostDevices:
         return {"pci": pci, "ifname": names[0], "mac": link.mac if link is not None else ""}
 
     async def ensure_returned(self, device: Mapping[str, str]) -> bool:
-        """Raise unless the device is back in the host as it was; True when it had to be restored."""
+        """Raise unless the device is back in the host; True when it came back under another name
+        or MAC (restored as far as can be: a name another netdev has, or a MAC never known, is not)."""
         pci, name, mac = device.get("pci", ""), device.get("ifname", ""), device.get("mac", "")
         if not name:
             return False  # nothing was known about it before the ADD: nothing to prove
@@ -105,9 +108,27 @@ class HostDevices:
                 f"device {pci} ({name}) is not back in the host namespace",
                 "it is still inside a network namespace; the attachment stays pending",
             )
-        link = await netns.host_link(current[0])
-        if current[0] == name and (link is None or not mac or link.mac.lower() == mac.lower()):
+        returned = current[0]
+        link = await netns.host_link(returned)
+        if returned == name and (link is None or not mac or link.mac.lower() == mac.lower()):
             return False
-        await netns.restore_host_link(current[0], name=name, mac=mac)
-        log.info("device %s came back as %s: restored to %s %s", pci, current[0], name, mac)
+        # Back in the host, the VF is released whatever its name: what cannot be restored is warned
+        # about, not raised: no retry could change it, so the DEL would fail for ever (invariant 5b).
+        unrestored: list[str] = []
+        if returned != name and await netns.host_link(name) is not None:
+            unrestored.append(f"its name {name} (another netdev has it)")
+            name = returned
+        if not mac and link is not None:
+            unrestored.append("its MAC (never known)")
+            mac = link.mac
+        if unrestored:
+            log.warning(
+                "device %s came back as %s: cannot restore %s; released as it is",
+                pci,
+                returned,
+                " nor ".join(unrestored),
+            )
+        if name != returned or link is None or link.mac.lower() != mac.lower():
+            await netns.restore_host_link(returned, name=name, mac=mac)
+            log.info("device %s came back as %s: restored to %s %s", pci, returned, name, mac)
         return True

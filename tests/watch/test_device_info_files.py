@@ -484,3 +484,102 @@ async def test_a_vf_destroyed_while_attached_no_longer_keeps_its_del_pending_for
     await node.engine.delete(node.request(Command.DEL, pod, container))
 
     assert await node.engine.load_sandbox(container) is None, "nothing of it can be left in a namespace"
+
+
+async def vf_pod_added(emulator: KubeApiEmulator, node: Node, name: str) -> tuple[dict[str, Any], str]:
+    """Pod ``name`` given the VF at VF_PCI through its selection's deviceID, ADDed: (pod, container)."""
+    config = recorder_net("vf-net", node.log, capabilities={"deviceID": True})
+    config["recorder"]["result"] = {
+        "cniVersion": "1.0.0",
+        "interfaces": [{"name": "net1", "sandbox": node.netns}],
+    }
+    emulator.create_nad("default", "vf-net", config)
+    selection = json.dumps([{"name": "vf-net", "deviceID": VF_PCI}])
+    pod = emulator.create_pod(pod_manifest(name, annotations={"k8s.v1.cni.cncf.io/networks": selection}))
+    await eventually(
+        lambda: node.running.watchers.nads.get_nad("default", "vf-net"), lambda nad: nad is not None
+    )
+    container = uuid.uuid4().hex
+    await node.engine.add(node.request(Command.ADD, pod, container))
+    return pod, container
+
+
+def came_back_as(names: Path, vf: str, in_pod_name: str) -> None:
+    """What the kernel does to a VF whose pod namespace vanished: back in the host, under its pod name."""
+    subprocess.run(["ip", "link", "set", vf, "name", in_pod_name, "address", "02:11:22:33:44:55"], check=True)
+    (names / vf).rename(names / in_pod_name)
+
+
+def ip(*args: str, check: bool = True) -> None:
+    subprocess.run(["ip", *args], check=check)
+
+
+def host_link(name: str) -> dict[str, Any] | None:
+    out = subprocess.run(["ip", "-j", "link", "show", "dev", name], capture_output=True, text=True)
+    return json.loads(out.stdout)[0] if out.returncode == 0 else None
+
+
+async def test_a_returned_vf_whose_name_another_netdev_took_is_released_and_its_del_succeeds(
+    emulator: KubeApiEmulator,
+    node: Node,
+    fake_vf: tuple[str, Path],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    vf, names = fake_vf
+    pod, container = await vf_pod_added(emulator, node, "vfname")
+    in_pod_name = f"mpdv{uuid.uuid4().hex[:8]}"
+    came_back_as(names, vf, in_pod_name)
+    # meanwhile another netdev took the VF's host name (udev, another VF renamed, an operator)
+    ip("link", "add", vf, "type", "veth", "peer", "name", vf + "q")
+    device = (await node.attachment(container, "net1")).device
+    assert device is not None
+    original_mac = device["mac"]
+    try:
+        await node.engine.delete(node.request(Command.DEL, pod, container))
+
+        assert await node.engine.load_sandbox(container) is None, "the VF is in the host: nothing leaked"
+        returned = host_link(in_pod_name)
+        assert returned is not None, "the VF stays under the name it came back with"
+        assert returned["address"] == original_mac, "what could be restored was"
+        other = host_link(vf)
+        assert other is not None
+        assert other["address"] != original_mac, "the other netdev is left alone"
+        assert any(
+            record.levelname == "WARNING" and vf in record.getMessage() and in_pod_name in record.getMessage()
+            for record in caplog.records
+        ), "a warning names the name that could not be restored"
+    finally:
+        ip("link", "delete", in_pod_name, check=False)
+        ip("link", "delete", vf, check=False)
+
+
+async def test_a_returned_vf_whose_mac_was_never_known_is_renamed_and_its_del_succeeds(
+    emulator: KubeApiEmulator,
+    node: Node,
+    fake_vf: tuple[str, Path],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    vf, names = fake_vf
+    # sysfs listed the VF's netdev at ADD, but no link of that name was there to read its MAC from
+    ip("link", "set", vf, "name", vf + "x")
+    in_pod_name = f"mpdv{uuid.uuid4().hex[:8]}"
+    try:
+        pod, container = await vf_pod_added(emulator, node, "vfmac")
+        device = (await node.attachment(container, "net1")).device
+        assert device is not None
+        assert (device["ifname"], device["mac"]) == (vf, ""), "the MAC is unknown"
+        ip("link", "set", vf + "x", "name", vf)
+        came_back_as(names, vf, in_pod_name)
+
+        await node.engine.delete(node.request(Command.DEL, pod, container))
+
+        assert await node.engine.load_sandbox(container) is None, "the VF is in the host: nothing leaked"
+        assert host_link(vf) is not None, "its name is restored"
+        assert host_link(in_pod_name) is None
+        assert any(
+            record.levelname == "WARNING" and VF_PCI in record.getMessage() and "MAC" in record.getMessage()
+            for record in caplog.records
+        ), "a warning says its MAC could not be restored"
+    finally:
+        ip("link", "delete", vf + "x", check=False)
+        ip("link", "delete", in_pod_name, check=False)
