@@ -2,7 +2,8 @@
 
 A NAD annotated ``k8s.v1.cni.cncf.io/resourceName`` wants one of the pod's devices of
 that resource (an SR-IOV VF, say) as its ``deviceID``. ``DeviceSource`` is what the engine needs
-from the node: the ids of one resource that the kubelet allocated to one pod's containers.
+from the node: the ids of one resource that the kubelet allocated to one pod's containers (that pod:
+named, and identified by its UID).
 ``app.watch.nodedevices`` implements it (the kubelet pod-resources gRPC API, else the kubelet's
 device checkpoint, merged with DRA devices of the pod's ResourceClaims) and the daemon wires it in;
 tests may pass another. ``DeviceDataError`` is a source's answer that names no usable device.
@@ -40,12 +41,15 @@ class DeviceDataError(DeviceLookupError):
 
 
 class DeviceSource(Protocol):
-    async def device_ids(self, *, namespace: str, pod: str, resource: str) -> list[str]:
+    async def device_ids(self, *, namespace: str, pod: str, uid: str, resource: str) -> list[str]:
         """The ids of ``resource`` allocated to the containers of pod ``namespace/pod``, sorted.
 
         Ids from all the pod's containers are merged, each id once. ``[]`` when the pod has none of
         that resource (or the source does not know the pod); ``DeviceLookupError`` when the source
-        could not be asked.
+        could not be asked. With ``uid`` (the UID of the pod the ADD resolved), the ids are that
+        pod's or none: when the pod of that name has another UID (it was recreated under its name,
+        as a StatefulSet's pods are), a ``DeviceDataError`` with code 3 (``UNKNOWN_CONTAINER``), as
+        network resolution refuses a replaced pod: its successor's devices are not this sandbox's.
         """
         ...
 
@@ -84,15 +88,16 @@ class DeviceAllocator:
 
 
 async def build_allocator(
-    source: DeviceSource, *, namespace: str, pod: str, resources: Iterable[str]
+    source: DeviceSource, *, namespace: str, pod: str, uid: str, resources: Iterable[str]
 ) -> DeviceAllocator:
-    """Ask ``source`` once per distinct resource for pod ``namespace/pod``, in sorted resource order.
+    """Ask ``source`` once per distinct resource for pod ``namespace/pod`` of UID ``uid``, in sorted
+    resource order.
 
     Raises ``DeviceLookupError`` from the source as is; upstream fails the ADD when the kubelet (and
     its device-plugin checkpoint) cannot be read.
     """
     listings = {
-        resource: await source.device_ids(namespace=namespace, pod=pod, resource=resource)
+        resource: await source.device_ids(namespace=namespace, pod=pod, uid=uid, resource=resource)
         for resource in sorted(set(resources))
     }
     return DeviceAllocator(listings)

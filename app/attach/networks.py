@@ -374,7 +374,11 @@ class NetworkResolver:
             )
         try:
             return await build_allocator(
-                self._cluster.devices, namespace=pod.namespace, pod=pod.name, resources=resources
+                self._cluster.devices,
+                namespace=pod.namespace,
+                pod=pod.name,
+                uid=pod.uid,
+                resources=resources,
             )
         except DeviceDataError as exc:
             raise CniError(

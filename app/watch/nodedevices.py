@@ -2,14 +2,28 @@
 
 The daemon builds one (API client, kubelet pod-resources client, checkpoint path from the settings)
 and hands it to the resolver in ``ClusterSources.devices``; the resolver asks it only for NADs with a
-``k8s.v1.cni.cncf.io/resourceName``, once per distinct resource of an ADD. One lookup is, as upstream
-Multus does it:
+``k8s.v1.cni.cncf.io/resourceName``, once per distinct resource of an ADD, for the pod it resolved
+(name and UID). One lookup is, as upstream Multus does it but in another order:
 
-1. the pod, by a live GET (its uid, node and ``status.resourceClaimStatuses``: the mirror keeps none);
-2. device-plugin ids from the kubelet pod-resources API; when it does not answer (socket missing,
-   refused, failing, timeout), from the kubelet's device checkpoint file, matched by pod uid;
-3. DRA ids from the pod's ResourceClaims and the node's ResourceSlices (``app.watch.dra``);
-4. both merged, each id once, sorted.
+1. device-plugin ids from the kubelet pod-resources API;
+2. the pod, by a live GET (its uid, node and ``status.resourceClaimStatuses``: the mirror keeps none),
+   refused unless it has the UID asked for;
+3. when the kubelet did not answer (socket missing, refused, failing, timeout), device-plugin ids
+   from the kubelet's device checkpoint file, matched by pod uid;
+4. DRA ids from the pod's ResourceClaims and the node's ResourceSlices (``app.watch.dra``);
+5. both merged, each id once, sorted.
+
+The pod-resources API knows pods by namespace and name only (``GetPodResourcesRequest``,
+``PodResources``: no UID), so a pod recreated under its name (a StatefulSet's) while an ADD of its
+predecessor's sandbox asks would have the predecessor handed its successor's VF. Hence the GET
+after the kubelet answered: the kubelet learns of a pod from the API only, so a pod of that name
+read from the API afterwards with the UID asked for proves the answer was not a successor's;
+another UID refuses the lookup (``DeviceDataError``, code 3, as network resolution refuses a
+replaced pod). That is as far as a UID check goes with this API: the other way round, a kubelet
+still holding a predecessor under the name (force-deleted from the API, its devices not yet freed)
+may answer the successor with the predecessor's ids, which no read of the API can tell; while an
+attachment of ours records such a VF, invariant 8b refuses it (code 7). The checkpoint file is
+matched by UID, DRA claims by the pod read.
 
 Unlike upstream, a pod whose DRA devices already give ids of the resource does not fail when neither
 the kubelet nor its checkpoint can be read (DRA needs neither); otherwise that is a
@@ -25,6 +39,7 @@ import logging
 from typing import Any
 
 from app.attach.devices import DeviceDataError, DeviceLookupError
+from app.cni.types import ErrorCode
 from app.watch.api import KubeApi
 from app.watch.dra import dra_device_ids
 from app.watch.errors import ApiError, ApiNotFoundError
@@ -50,24 +65,35 @@ class NodeDevices:
         self.checkpoint_reads = 0
         """Lookups answered from the checkpoint file because the kubelet did not answer."""
 
-    async def device_ids(self, *, namespace: str, pod: str, resource: str) -> list[str]:
-        obj = await self._pod(namespace, pod)
-        from_dra = (await dra_device_ids(self._api, obj)).get(resource, [])
+    async def device_ids(self, *, namespace: str, pod: str, uid: str, resource: str) -> list[str]:
+        kubelet_error: DeviceLookupError | None = None
         try:
             from_plugins = await self._kubelet.device_ids(namespace=namespace, pod=pod, resource=resource)
         except DeviceDataError:
             raise
-        except DeviceLookupError as kubelet_error:
+        except DeviceLookupError as error:
+            kubelet_error, from_plugins = error, []
+        obj = await self._pod(namespace, pod, uid)  # after the kubelet's answer: see the module's doc
+        from_dra = (await dra_device_ids(self._api, obj)).get(resource, [])
+        if kubelet_error is not None:
             from_plugins = await self._from_checkpoint(obj, resource, kubelet_error, have_dra=bool(from_dra))
         return sorted(set(from_plugins) | set(from_dra))
 
-    async def _pod(self, namespace: str, name: str) -> dict[str, Any]:
+    async def _pod(self, namespace: str, name: str, uid: str) -> dict[str, Any]:
         try:
-            return await self._api.get(f"/api/v1/namespaces/{namespace}/pods/{name}")
+            obj = await self._api.get(f"/api/v1/namespaces/{namespace}/pods/{name}")
         except ApiNotFoundError as exc:
             raise DeviceLookupError(f"pod {namespace}/{name} not found while reading its devices") from exc
         except ApiError as exc:
             raise DeviceLookupError(f"cannot read pod {namespace}/{name} for its devices: {exc}") from exc
+        found = str((obj.get("metadata") or {}).get("uid", ""))
+        if uid and found != uid:
+            raise DeviceDataError(
+                f'expected pod UID "{uid}" but got "{found}" from Kube API: pod {namespace}/{name} was '
+                "replaced; the devices of its name are not this sandbox's",
+                code=ErrorCode.UNKNOWN_CONTAINER,
+            )
+        return obj
 
     async def _from_checkpoint(
         self, pod: dict[str, Any], resource: str, kubelet_error: DeviceLookupError, *, have_dra: bool

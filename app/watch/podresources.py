@@ -1,4 +1,4 @@
-"""The kubelet pod-resources client: the device ids the kubelet allocated to a pod (a ``DeviceSource``).
+"""The kubelet pod-resources client: the device ids the kubelet allocated to a pod of a given name.
 
 The daemon builds one ``KubeletPodResources`` with the socket path from its settings;
 ``NodeDevices`` (``app.watch.nodedevices``) asks it first, for NADs with a
@@ -58,7 +58,11 @@ _CHANNEL_OPTIONS = (
 
 
 class KubeletPodResources:
-    """The kubelet pod-resources API on ``socket_path`` as a ``DeviceSource``; lookups end by ``timeout``."""
+    """The kubelet pod-resources API on ``socket_path``; lookups end by ``timeout``.
+
+    Not a ``DeviceSource`` on its own: the API names pods by namespace and name, never by UID, so
+    its answer for a name may be a successor's; ``NodeDevices`` checks the UID around it.
+    """
 
     def __init__(self, socket_path: str = DEFAULT_SOCKET_PATH, timeout: float = DEFAULT_TIMEOUT) -> None:
         if timeout <= 0:

@@ -5,13 +5,14 @@ pod, ``Get`` returns one pod or a plain error (gRPC UNKNOWN) for a pod it does n
 scripts the kubelet's generations: ``"served"`` (1.34+, or the gate on), ``"disabled"`` (1.27-1.33
 with the ``KubeletPodResourcesGet`` gate off: UNKNOWN), ``"absent"`` (before 1.27: the method is not
 registered, so the server answers UNIMPLEMENTED). ``hang`` makes a method never answer, ``fail``
-makes it answer with a status of the test's choosing. Every call is recorded in ``calls``.
+makes it answer with a status of the test's choosing, ``on_call`` is run before each answer (what
+happens in the cluster while the kubelet is asked). Every call is recorded in ``calls``.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -48,6 +49,7 @@ class FakeKubelet:
     hang: set[str] = field(default_factory=set)
     fail: dict[str, tuple[grpc.StatusCode, str]] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
+    on_call: Callable[[str], None] | None = None
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     _server: grpc.aio.Server | None = None
 
@@ -98,6 +100,8 @@ class FakeKubelet:
 
     async def _answer(self, call: str, context: grpc.aio.ServicerContext[object, object]) -> None:
         self.calls.append(call)
+        if self.on_call is not None:
+            self.on_call(call)
         method = call.split()[0]
         if method in self.hang:
             try:

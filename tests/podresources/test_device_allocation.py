@@ -21,15 +21,15 @@ class RecordingSource:
 
     def __init__(self, table: dict[str, list[str]]) -> None:
         self.table = table
-        self.asked: list[tuple[str, str, str]] = []
+        self.asked: list[tuple[str, str, str, str]] = []
 
-    async def device_ids(self, *, namespace: str, pod: str, resource: str) -> list[str]:
-        self.asked.append((namespace, pod, resource))
+    async def device_ids(self, *, namespace: str, pod: str, uid: str, resource: str) -> list[str]:
+        self.asked.append((namespace, pod, uid, resource))
         return self.table.get(resource, [])
 
 
 class FailingSource:
-    async def device_ids(self, *, namespace: str, pod: str, resource: str) -> list[str]:
+    async def device_ids(self, *, namespace: str, pod: str, uid: str, resource: str) -> list[str]:
         raise DeviceLookupError("kubelet pod-resources socket /nowhere is missing")
 
 
@@ -99,15 +99,15 @@ def test_ids_handed_out_are_each_listings_prefix_in_order(
 async def test_build_allocator_asks_once_per_distinct_resource() -> None:
     source = RecordingSource({VF: ["vf-0", "vf-1"], GPU: ["gpu-0"]})
 
-    allocator = await build_allocator(source, namespace="ns", pod="p", resources=[VF, GPU, VF, VF])
+    allocator = await build_allocator(source, namespace="ns", pod="p", uid="u", resources=[VF, GPU, VF, VF])
 
-    assert source.asked == [("ns", "p", VF), ("ns", "p", GPU)]  # each once, in sorted order
+    assert source.asked == [("ns", "p", "u", VF), ("ns", "p", "u", GPU)]  # each once, in sorted order
     assert [allocator.next_id(VF), allocator.next_id(VF), allocator.next_id(VF)] == ["vf-0", "vf-1", None]
 
 
 async def test_build_allocator_passes_a_lookup_failure_on() -> None:
     with pytest.raises(DeviceLookupError, match="/nowhere"):
-        await build_allocator(FailingSource(), namespace="ns", pod="p", resources=[VF])
+        await build_allocator(FailingSource(), namespace="ns", pod="p", uid="u", resources=[VF])
 
 
 async def test_two_delegates_get_distinct_vfs_from_the_kubelet(
@@ -119,7 +119,7 @@ async def test_two_delegates_get_distinct_vfs_from_the_kubelet(
     await kubelet.start()
     source = KubeletPodResources(socket_path)
 
-    allocator = await build_allocator(source, namespace="ns", pod="p", resources=[VF, VF])
+    allocator = DeviceAllocator({VF: await source.device_ids(namespace="ns", pod="p", resource=VF)})
 
     assert [allocator.next_id(VF), allocator.next_id(VF), allocator.next_id(VF)] == [
         "0000:03:02.1",

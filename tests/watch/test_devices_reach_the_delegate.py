@@ -30,6 +30,7 @@ from app.store.database import Database
 from app.store.records import PodIdentity
 from app.watch.nodedevices import NodeDevices
 from app.watch.podresources import KubeletPodResources
+from tests.podresources.support import FakeKubelet, container, pod
 from tests.watch.support import (
     FAST_SETTINGS,
     NODE,
@@ -81,6 +82,11 @@ class Node:
         )
 
 
+def kubelet_socket(tmp_path: Path) -> str:
+    """Where the node asks the kubelet: nothing listens there unless a test starts a ``FakeKubelet``."""
+    return str(tmp_path / "kubelet.sock")
+
+
 @pytest.fixture
 async def node(running: Running, database: Database, api: Any, tmp_path: Path, netns: str) -> Node:
     bin_dir = tmp_path / "bin"
@@ -98,7 +104,7 @@ async def node(running: Running, database: Database, api: Any, tmp_path: Path, n
     (conf_dir / "10-primary.conf").write_text(json.dumps(primary))
     devices = NodeDevices(
         api=api,
-        kubelet=KubeletPodResources(str(tmp_path / "no-kubelet.sock"), timeout=2.0),
+        kubelet=KubeletPodResources(kubelet_socket(tmp_path), timeout=2.0),
         checkpoint_path=str(tmp_path / "kubelet_internal_checkpoint"),
     )
     watchers = running.watchers
@@ -312,3 +318,37 @@ async def test_the_add_answers_after_its_status_patch_and_before_its_event_is_po
     assert written_before_the_answer == [("PATCH", "/api/v1/namespaces/default/pods/web/status")]
     assert [e["reason"] for e in emulator.events("default")] == ["AddedInterface"]
     await node.engine.delete(node.request(Command.DEL, pod, container))
+
+
+async def test_a_pod_recreated_under_its_name_while_its_devices_are_read_lends_its_vf_to_no_old_sandbox(
+    emulator: KubeApiEmulator, node: Node, database: Database, tmp_path: Path
+) -> None:
+    nad_with_resource(emulator, node.log)
+    annotations = {"k8s.v1.cni.cncf.io/networks": "sriov-net"}
+    old = await web_pod_mirrored(emulator, node, annotations)
+    await nad_mirrored(node, "sriov-net")
+
+    def recreated(call: str) -> None:
+        # the StatefulSet controller replaces the pod under the same name, and the kubelet, which
+        # reports pods by name only, answers with the VF it allocated to the new one
+        emulator.delete_pod("default", "web")
+        emulator.create_pod(pod_manifest("web", annotations=annotations))
+
+    kubelet = FakeKubelet(
+        kubelet_socket(tmp_path),
+        pods=[pod("default", "web", container("c", {NIC: [PCI]}))],
+        on_call=recreated,
+    )
+    await kubelet.start()
+    container_id = uuid.uuid4().hex
+    try:
+        with pytest.raises(CniError) as raised:
+            await node.engine.add(node.request(Command.ADD, old, container_id))
+    finally:
+        await kubelet.stop()
+
+    assert kubelet.calls == ["Get default/web"]
+    assert raised.value.code == ErrorCode.UNKNOWN_CONTAINER, "as for a pod found replaced by the pod lookup"
+    assert old["metadata"]["uid"] in raised.value.details
+    assert node.calls() == [], "no delegate ran, with the new pod's VF or any other"
+    assert await database.read(lambda session: checkpoints.load_sandbox(session, container_id)) is None

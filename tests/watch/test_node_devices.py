@@ -115,11 +115,13 @@ async def test_dra_devices_give_their_device_ids_without_any_kubelet(
     emulator.create_resource_claim(
         "default", "web-gpu-fghij", results=[result("gpu", GPU_DRIVER, "gpus", "gpu-0")]
     )
-    dra_pod(emulator, "web", {"vf": "web-vf-abcde", "gpu": "web-gpu-fghij", "unused": None})
+    uid = dra_pod(emulator, "web", {"vf": "web-vf-abcde", "gpu": "web-gpu-fghij", "unused": None})[
+        "metadata"
+    ]["uid"]
     since = emulator.last_request_seq
 
     source = devices(api, socket_path, tmp_path / "no-checkpoint")
-    ids = await source.device_ids(namespace="default", pod="web", resource=NIC)
+    ids = await source.device_ids(namespace="default", pod="web", uid=uid, resource=NIC)
 
     assert ids == ["0000:81:00.2", "0000:81:00.3"], "this node's slice, sorted; the other node's vf-1 unused"
     slice_lists = [urlsplit(r.path) for r in emulator.requests(since=since, path="resourceslices")]
@@ -134,7 +136,7 @@ async def test_dra_ids_are_merged_with_the_kubelets_device_plugin_ids(
 ) -> None:
     publish_slices(emulator)
     emulator.create_resource_claim("default", "web-vf", results=[result("vf", DRIVER, NODE, "vf-0")])
-    dra_pod(emulator, "web", {"vf": "web-vf"})
+    uid = dra_pod(emulator, "web", {"vf": "web-vf"})["metadata"]["uid"]
     kubelet.pods = [
         pod("default", "web", container("app", {NIC: ["0000:03:02.1"], PLUGIN_VF: ["0000:03:02.5"]}))
     ]
@@ -142,12 +144,16 @@ async def test_dra_ids_are_merged_with_the_kubelets_device_plugin_ids(
 
     source = devices(api, socket_path, tmp_path / "no-checkpoint")
 
-    assert await source.device_ids(namespace="default", pod="web", resource=NIC) == [
+    assert await source.device_ids(namespace="default", pod="web", uid=uid, resource=NIC) == [
         "0000:03:02.1",
         "0000:81:00.2",
     ]
-    assert await source.device_ids(namespace="default", pod="web", resource=PLUGIN_VF) == ["0000:03:02.5"]
-    assert await source.device_ids(namespace="default", pod="web", resource="gpu.example.com/gpu") == []
+    assert await source.device_ids(namespace="default", pod="web", uid=uid, resource=PLUGIN_VF) == [
+        "0000:03:02.5"
+    ]
+    assert (
+        await source.device_ids(namespace="default", pod="web", uid=uid, resource="gpu.example.com/gpu") == []
+    )
 
 
 @pytest.mark.parametrize(
@@ -180,7 +186,7 @@ async def test_without_a_kubelet_socket_the_checkpoint_file_gives_the_pods_ids(
     )
     source = devices(api, socket_path, checkpoint)
 
-    assert await source.device_ids(namespace="default", pod="web", resource=PLUGIN_VF) == [
+    assert await source.device_ids(namespace="default", pod="web", uid=uid, resource=PLUGIN_VF) == [
         "0000:03:02.1",
         "0000:03:02.3",
     ]
@@ -198,7 +204,9 @@ async def test_a_kubelet_that_answers_wins_over_the_checkpoint(
     await kubelet.start()
     source = devices(api, socket_path, checkpoint)
 
-    assert await source.device_ids(namespace="default", pod="web", resource=PLUGIN_VF) == ["0000:03:02.5"]
+    assert await source.device_ids(namespace="default", pod="web", uid=uid, resource=PLUGIN_VF) == [
+        "0000:03:02.5"
+    ]
     assert source.checkpoint_reads == 0
 
 
@@ -227,13 +235,13 @@ async def test_a_kubelet_that_answers_wins_over_the_checkpoint(
 async def test_a_malformed_checkpoint_is_an_error_naming_the_field(
     emulator: KubeApiEmulator, api: KubeApi, socket_path: str, tmp_path: Path, content: str, field: str
 ) -> None:
-    emulator.create_pod(pod_manifest("web"))
+    uid = emulator.create_pod(pod_manifest("web"))["metadata"]["uid"]
     checkpoint = tmp_path / "kubelet_internal_checkpoint"
     checkpoint.write_text(content)
 
     with pytest.raises(DeviceDataError, match="malformed") as raised:
         await devices(api, socket_path, checkpoint).device_ids(
-            namespace="default", pod="web", resource=PLUGIN_VF
+            namespace="default", pod="web", uid=uid, resource=PLUGIN_VF
         )
 
     assert field in str(raised.value)
@@ -244,12 +252,12 @@ async def test_a_malformed_checkpoint_is_an_error_naming_the_field(
 async def test_no_kubelet_and_no_checkpoint_is_a_lookup_error_naming_both(
     emulator: KubeApiEmulator, api: KubeApi, socket_path: str, tmp_path: Path
 ) -> None:
-    emulator.create_pod(pod_manifest("web"))
+    uid = emulator.create_pod(pod_manifest("web"))["metadata"]["uid"]
     missing = tmp_path / "kubelet_internal_checkpoint"
 
     with pytest.raises(DeviceLookupError) as raised:
         await devices(api, socket_path, missing).device_ids(
-            namespace="default", pod="web", resource=PLUGIN_VF
+            namespace="default", pod="web", uid=uid, resource=PLUGIN_VF
         )
 
     assert not isinstance(raised.value, DeviceDataError)
@@ -283,11 +291,11 @@ async def test_a_claim_that_names_no_device_is_an_error_naming_the_field(
 ) -> None:
     publish_slices(emulator)
     emulator.create_resource_claim("default", "web-vf", results=results)
-    dra_pod(emulator, "web", {"vf": "web-vf"})
+    uid = dra_pod(emulator, "web", {"vf": "web-vf"})["metadata"]["uid"]
 
     with pytest.raises(DeviceDataError) as raised:
         await devices(api, socket_path, tmp_path / "cp").device_ids(
-            namespace="default", pod="web", resource=NIC
+            namespace="default", pod="web", uid=uid, resource=NIC
         )
 
     assert str(raised.value) == f"ResourceClaim default/web-vf names no device: {field}"
@@ -297,11 +305,11 @@ async def test_a_claim_that_names_no_device_is_an_error_naming_the_field(
 async def test_a_claim_named_by_the_pod_but_absent_is_an_error_naming_the_field(
     emulator: KubeApiEmulator, api: KubeApi, socket_path: str, tmp_path: Path
 ) -> None:
-    dra_pod(emulator, "web", {"vf": "web-vf-gone"})
+    uid = dra_pod(emulator, "web", {"vf": "web-vf-gone"})["metadata"]["uid"]
 
     with pytest.raises(DeviceDataError, match=r"status\.resourceClaimStatuses\[0\]\.resourceClaimName"):
         await devices(api, socket_path, tmp_path / "cp").device_ids(
-            namespace="default", pod="web", resource=NIC
+            namespace="default", pod="web", uid=uid, resource=NIC
         )
 
 
@@ -310,10 +318,33 @@ async def test_an_api_that_cannot_answer_is_a_lookup_error(
 ) -> None:
     publish_slices(emulator)
     emulator.create_resource_claim("default", "web-vf", results=[result("vf", DRIVER, NODE, "vf-0")])
-    dra_pod(emulator, "web", {"vf": "web-vf"})
+    uid = dra_pod(emulator, "web", {"vf": "web-vf"})["metadata"]["uid"]
     emulator.faults.fail_next(1, status=503, method="GET", path="resourceslices")
 
     with pytest.raises(DeviceLookupError, match="cannot list ResourceSlices of driver"):
         await devices(api, socket_path, tmp_path / "cp").device_ids(
-            namespace="default", pod="web", resource=NIC
+            namespace="default", pod="web", uid=uid, resource=NIC
         )
+
+
+async def test_a_pod_recreated_under_its_name_gives_its_predecessors_sandbox_none_of_its_devices(
+    emulator: KubeApiEmulator, api: KubeApi, kubelet: FakeKubelet, socket_path: str, tmp_path: Path
+) -> None:
+    old = emulator.create_pod(pod_manifest("web"))["metadata"]["uid"]
+    emulator.delete_pod("default", "web")
+    new = emulator.create_pod(pod_manifest("web"))["metadata"]["uid"]
+    checkpoint = write_checkpoint(
+        tmp_path / "cp", [{"PodUID": new, "ResourceName": PLUGIN_VF, "DeviceIDs": {"0": ["0000:03:02.5"]}}]
+    )
+    kubelet.pods = [pod("default", "web", container("app", {PLUGIN_VF: ["0000:03:02.5"]}))]
+    await kubelet.start()
+    source = devices(api, socket_path, checkpoint)
+
+    with pytest.raises(DeviceDataError) as raised:
+        await source.device_ids(namespace="default", pod="web", uid=old, resource=PLUGIN_VF)
+
+    assert raised.value.code == ErrorCode.UNKNOWN_CONTAINER
+    assert f'expected pod UID "{old}" but got "{new}"' in str(raised.value)
+    assert await source.device_ids(namespace="default", pod="web", uid=new, resource=PLUGIN_VF) == [
+        "0000:03:02.5"
+    ], "the new pod gets its own"
