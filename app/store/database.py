@@ -434,14 +434,12 @@ class _Writer(_Worker):
             return
         self.batches += 1
         self.units += len(batch)
-        elapsed = time.monotonic() - started
+        _observe_batch(time.monotonic() - started, len(batch))  # counted when its callers hear of it
         if not to_sync or durable:  # nothing to sync, or SQLite synced the commit itself
             _settle(outcomes)
             _settle_synced(to_sync, None)
         else:
             self._settle_then_sync(outcomes, to_sync)
-        metrics.STORE_COMMIT_SECONDS.observe(elapsed)  # once the callers are answered: it cannot
-        metrics.STORE_BATCH_SIZE.observe(len(batch))  # keep a committed batch from being reported so
 
     def _settle_then_sync(self, outcomes: list[_Outcome], to_sync: list[_Job]) -> None:
         """Wake the waiters of an unsynced commit, then sync the WAL for ``write_then_sync``'s jobs
@@ -489,6 +487,16 @@ class _Writer(_Worker):
         _check_still_in(driver)
         driver.execute("RELEASE unit")
         return job, value, None
+
+
+def _observe_batch(elapsed: float, units: int) -> None:
+    """Count a committed batch in the metrics; a failure to count is logged, never let to keep the
+    batch from being reported committed."""
+    try:
+        metrics.STORE_COMMIT_SECONDS.observe(elapsed)
+        metrics.STORE_BATCH_SIZE.observe(units)
+    except Exception:
+        log.exception("counting a committed batch of the state database in the metrics failed")
 
 
 class TransactionLostError(RuntimeError):
