@@ -139,6 +139,13 @@ class AttachEngine:
             recorded=self._recorded,
         )
         self.locks = SandboxLocks()
+        self._added_listeners: list[Callable[[str, str], None]] = []
+
+    def on_sandbox_added(self, listener: Callable[[str, str], None]) -> None:
+        """Call ``listener(namespace, name)`` with the pod of each successful ADD, once its final
+        commit is done and its lock released (hot-plug looks at the pod again: its annotation may
+        have changed after the ADD read it). It must not block."""
+        self._added_listeners.append(listener)
 
     @property
     def boot_id(self) -> str:
@@ -165,7 +172,7 @@ class AttachEngine:
         async with self.locks.hold(request.container_id):
             started = time.monotonic()
             try:
-                return await self._add_locked(request, started)
+                answer = await self._add_locked(request, started)
             except Exception as exc:
                 err = errors.unexpected(exc, step="add", context=self._request_context(request))
                 await self._db.write(
@@ -174,6 +181,9 @@ class AttachEngine:
                 if err is exc:
                     raise
                 raise err from exc
+        for listener in self._added_listeners:
+            listener(request.pod.namespace, request.pod.name)
+        return answer
 
     async def delete(self, request: SandboxRequest) -> None:
         """Detach everything the checkpoint holds for the sandbox; succeed if nothing is recorded."""

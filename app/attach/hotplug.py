@@ -11,8 +11,9 @@ a hot-plugged delegate down like any other, and a kill -9 in the middle leaves a
 recovery DELs (``settle_partial_attachments``).
 
 Called by the daemon's socket server (``/delegate``) and by the daemon's wiring of the mirror's pod
-events (``HotplugReconciler.pod_changed``). Never imports the watch package or HTTP code; never
-detaches an attachment it cannot match unambiguously; never touches the cluster network's delegate.
+events (``HotplugReconciler.pod_changed``) and of the engine's finished ADDs (``sandbox_added``).
+Never imports the watch package or HTTP code; never detaches an attachment it cannot match
+unambiguously; never touches the cluster network's delegate.
 """
 
 from __future__ import annotations
@@ -362,7 +363,9 @@ class _Retry:
 class HotplugReconciler:
     """Reconciles the ``networks`` annotation of this node's running pods with their checkpoints.
 
-    ``pod_changed`` (called for every pod the mirror writes, never blocking) queues the pod; ``run``
+    ``pod_changed`` (called for every pod the mirror writes, never blocking) queues the pod, and so
+    does ``sandbox_added`` (called after each ADD: a change that came while the ADD ran and before
+    it recorded its sandbox found nothing to reconcile then); ``run``
     works the queue one sandbox at a time, in arrival order, and queues every pod that has a running
     sandbox at start (changes made while the daemon was down) and every ``resync_interval``. A pod
     whose sandbox another operation holds is looked at again shortly; one that cannot be satisfied
@@ -412,6 +415,13 @@ class HotplugReconciler:
         """Queue pod ``namespace/name`` for reconciliation; never blocks."""
         self._queue[(namespace, name)] = None
         self._wake.set()
+
+    def sandbox_added(self, namespace: str, name: str) -> None:
+        """An ADD of pod ``namespace/name`` finished (``AttachEngine.on_sandbox_added``): queue the
+        pod, whose annotation may have changed after the ADD read it. Before the ADD recorded its
+        sandbox, a pass for that change found none to reconcile; never blocks."""
+        if name:
+            self.pod_changed(namespace, name)
 
     async def resync(self) -> None:
         """Queue every pod that has a running sandbox on this node."""

@@ -59,7 +59,8 @@ def engine(settings: Settings, db: Database, kube: Cluster | None) -> AttachEngi
 def hotplug_reconciler(
     settings: Settings, engine: AttachEngine, kube: Cluster | None
 ) -> hotplug.HotplugReconciler | None:
-    """Native hot-plug (``hotplugNetworks``), fed by the pod mirror's commits; None when off or static."""
+    """Native hot-plug (``hotplugNetworks``), fed by the pod mirror's commits and the engine's ADDs;
+    None when off or static."""
     if kube is None or not settings.hotplug_networks:
         return None
     reconciler = hotplug.HotplugReconciler(
@@ -71,6 +72,7 @@ def hotplug_reconciler(
         events=kube.watchers.publisher,
     )
     kube.watchers.on_pod_written(reconciler.pod_changed)
+    engine.on_sandbox_added(reconciler.sandbox_added)
     return reconciler
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from app.attach import hotplug
+from app.attach.cluster import PodSource
 from app.attach.crashpoints import DISARMED, CrashPoints
 from app.attach.engine import AttachEngine, EngineSettings
 from app.attach.netconf import MultusNetConf
@@ -74,11 +75,20 @@ class Layout:
 
 
 def build(
-    *, database: Database, watchers: Watchers, layout: Layout, crash_points: CrashPoints = DISARMED
+    *,
+    database: Database,
+    watchers: Watchers,
+    layout: Layout,
+    crash_points: CrashPoints = DISARMED,
+    add_pods: PodSource | None = None,
+    hotplug_pods: PodSource | None = None,
 ) -> tuple[AttachEngine, hotplug.HotplugReconciler]:
-    """The engine and the reconciler over ``watchers``, registered for its pod commits."""
+    """The engine and the reconciler over ``watchers``, registered for its pod commits and the
+    engine's ADDs, as ``app.daemon.wiring`` does. A test may
+    hand the engine's ADDs (``add_pods``) or the reconciler (``hotplug_pods``) its own view of the
+    mirror's pods, to hold or watch their reads."""
     resolver = NetworkResolver(
-        cluster=ClusterSources(pods=watchers.pods, nads=watchers.nads, events=watchers.publisher)
+        cluster=ClusterSources(pods=add_pods or watchers.pods, nads=watchers.nads, events=watchers.publisher)
     )
     engine = AttachEngine(
         db=database,
@@ -91,13 +101,14 @@ def build(
     reconciler = hotplug.HotplugReconciler(
         engine=engine,
         resolver=resolver,
-        pods=watchers.pods,
+        pods=hotplug_pods or watchers.pods,
         conf=layout.conf(),
         status=watchers.publisher,
         events=watchers.publisher,
         settings=FAST_RETRIES,
     )
     watchers.on_pod_written(reconciler.pod_changed)
+    engine.on_sandbox_added(reconciler.sandbox_added)
     return engine, reconciler
 
 

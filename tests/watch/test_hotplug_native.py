@@ -16,6 +16,7 @@ import secrets
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from app.attach.cluster import PodSource
 from app.attach.engine import AttachEngine
 from app.attach.hotplug import HotplugReconciler
 from app.attach.requests import Command, SandboxRequest
@@ -31,6 +33,7 @@ from app.gc import recovery
 from app.sandbox.kubeapi import KubeApiEmulator
 from app.store import checkpoints
 from app.store.database import Database
+from app.store.mirror_records import PodRecord
 from app.store.records import PodIdentity
 from app.watch.settings import WatchSettings
 from tests.conftest import child_environment
@@ -501,3 +504,95 @@ async def test_a_restarted_daemon_writes_the_network_status_a_hot_plug_left_unwr
         async with asyncio.timeout(10):
             await task
     await node.engine.delete(node.request(Command.DEL, pod, container))
+
+
+class HeldAddRead:
+    """The engine's pod reads; once armed, the next one is held after it read the pod until
+    released: an ADD stopped after it read the annotation and before it recorded its sandbox."""
+
+    def __init__(self, pods: PodSource) -> None:
+        self._pods = pods
+        self.armed = False
+        self.read = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def get_pod(self, namespace: str, name: str, *, uid: str = "") -> PodRecord | None:
+        pod = await self._pods.get_pod(namespace, name, uid=uid)
+        if self.armed:
+            self.armed = False
+            self.read.set()
+            await self.release.wait()
+        return pod
+
+
+class SeenReads:
+    """The reconciler's pod reads: each pod's ``networks`` annotation as read, with the number of
+    passes the reconciler had finished then (the pass that made the read ends after it)."""
+
+    def __init__(self, pods: PodSource) -> None:
+        self._pods = pods
+        self.reconciler: HotplugReconciler | None = None
+        self.seen: list[tuple[str, int]] = []
+
+    async def get_pod(self, namespace: str, name: str, *, uid: str = "") -> PodRecord | None:
+        pod = await self._pods.get_pod(namespace, name, uid=uid)
+        self._note(pod)
+        return pod
+
+    def _note(self, pod: PodRecord | None) -> None:
+        if pod is not None and self.reconciler is not None:
+            self.seen.append((pod.annotations.get(NETWORKS, ""), self.reconciler.passes))
+
+    def passes_when_read(self, annotation: str) -> list[int]:
+        return [passes for seen, passes in self.seen if seen == annotation]
+
+
+@asynccontextmanager
+async def reconciling(reconciler: HotplugReconciler, running: Running) -> AsyncIterator[None]:
+    task = asyncio.create_task(reconciler.run(ready=running.watchers.wait_synced), name="test.hotplug")
+    try:
+        yield
+    finally:
+        reconciler.stop()
+        async with asyncio.timeout(10):
+            await task
+
+
+async def test_an_annotation_changed_during_the_pods_own_add_is_hot_plugged_once_the_add_is_done(
+    running: Running, database: Database, emulator: KubeApiEmulator, layout: Layout, netns: str
+) -> None:
+    """Reviewer's finding 1: the annotation changed after the ADD read it and before the ADD
+    recorded its sandbox; the reconciler, finding no sandbox, counted the pod as done and left it
+    to the next resync (60 s). The ADD's end must have the pod looked at again."""
+    nads(emulator, layout)
+    await nads_mirrored(running)
+    held = HeldAddRead(running.watchers.pods)
+    seen = SeenReads(running.watchers.pods)
+    engine, reconciler = build(
+        database=database, watchers=running.watchers, layout=layout, add_pods=held, hotplug_pods=seen
+    )
+    seen.reconciler = reconciler
+    node = Node(engine, reconciler, emulator, layout, netns, database)
+    async with reconciling(reconciler, running):
+        pod = emulator.create_pod(pod_manifest("late"))
+        container = secrets.token_hex(32)
+        held.armed = True
+        adding = asyncio.create_task(engine.add(node.request(Command.ADD, pod, container)), name="test.add")
+        async with asyncio.timeout(5):
+            await held.read.wait()
+
+        node.annotate("late", "hot-a@net3")
+
+        reads = await eventually(
+            lambda: _async(seen.passes_when_read("hot-a@net3")), lambda passes: len(passes) > 0
+        )
+        await eventually(lambda: _async(reconciler.passes), lambda passes: passes > reads[0])
+        assert await node.recorded(container) == {}, "the reconciler looked while the ADD held"
+        held.release.set()
+        await adding
+
+        await eventually(lambda: node.recorded(container), _equals({"eth0": "added", "net3": "added"}))
+        assert await node.links() >= {"eth0", "net3"}
+        await eventually(lambda: _async(node.status_interfaces("late")), lambda ifs: ifs == ["eth0", "net3"])
+        await engine.delete(node.request(Command.DEL, pod, container))
+        assert await node.links() == {"lo"}
