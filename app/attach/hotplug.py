@@ -22,12 +22,12 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from app import metrics
-from app.attach import delegate_inputs, device_info, netconf
+from app.attach import delegate_inputs, device_info, netconf, netns
 from app.attach import selection as sel
 from app.attach.cluster import (
     NETWORKS_ANNOTATION,
@@ -214,7 +214,11 @@ def managed_attachments(record: SandboxRecord, *, default_networks: int) -> list
 
 
 def plan_changes(
-    record: SandboxRecord, selections: Sequence[sel.NetworkSelection], *, default_networks: int
+    record: SandboxRecord,
+    selections: Sequence[sel.NetworkSelection],
+    *,
+    default_networks: int,
+    present: Collection[str] = (),
 ) -> Changes:
     """Match the annotation's selections with the recorded attachments, as DNC keys them
     (``<ns>/<nad>/<ifname>`` when an interface is named, else ``<ns>/<nad>``).
@@ -228,6 +232,10 @@ def plan_changes(
     Only an ``added`` attachment satisfies a selection: one whose hot-plug ADD or DEL did not finish
     (its undo or DEL failed: possibly present, invariant 4) is DELed again and then added again,
     so the annotation is not taken as satisfied by an interface that is not attached.
+
+    A generated ``net<n>`` avoids the names the checkpoint holds and those in ``present`` (the
+    interfaces in the sandbox's netns, which the engine refuses to reuse), but for the interfaces
+    of the attachments being removed.
     """
     managed = managed_attachments(record, default_networks=default_networks)
     managed_names = {a.ifname for a in managed if a.state == "added"}
@@ -300,6 +308,7 @@ def plan_changes(
             record,
             [(s, i) for _, s, i in sorted(adds, key=lambda a: a[0])],
             removing=removed,
+            present=present,
         ),
         remove=tuple(removals),
         refused=tuple(refused),
@@ -307,10 +316,16 @@ def plan_changes(
 
 
 def _named(
-    record: SandboxRecord, adds: Sequence[tuple[sel.NetworkSelection, str]], *, removing: set[str]
+    record: SandboxRecord,
+    adds: Sequence[tuple[sel.NetworkSelection, str]],
+    *,
+    removing: set[str],
+    present: Collection[str],
 ) -> tuple[tuple[sel.NetworkSelection, IfName], ...]:
-    """Each addition with its interface: the one it names, else ``net<n>`` for the next free n."""
+    """Each addition with its interface: the one it names, else ``net<n>`` for the next free n
+    (neither recorded nor ``present`` in the netns)."""
     taken = {a.ifname for a in record.attachments if a.ifname not in removing}
+    taken.update(ifname for ifname in present if ifname not in removing)
     taken.update(ifname for _, ifname in adds if ifname)
     position = max((a.position for a in record.attachments), default=0)
     named: list[tuple[sel.NetworkSelection, IfName]] = []
@@ -536,7 +551,12 @@ class HotplugReconciler:
             self._event(pod, FAILED_ADDING, f"pod [{namespace}/{name}]: invalid network selection: {err.msg}")
             metrics.HOTPLUG_OPERATIONS.labels("native", "ADD", "error").inc()
             return err
-        changes = plan_changes(record, selections, default_networks=self._default_networks(record, pod))
+        default_networks = self._default_networks(record, pod)
+        changes = plan_changes(record, selections, default_networks=default_networks)
+        if any(not selection.interface for selection, _ in changes.add):  # a net<n> name is generated
+            changes = plan_changes(
+                record, selections, default_networks=default_networks, present=await _links(record)
+            )
         if not changes.add and not changes.remove and not changes.refused:
             if (namespace, name) in self._unpublished:
                 return await self._publish(record.container_id, pod)
@@ -692,6 +712,15 @@ class HotplugReconciler:
             self._events.emit_pod_event(
                 pod, reason=reason, warning=reason.startswith("Failed"), message=message
             )
+
+
+async def _links(record: SandboxRecord) -> frozenset[str]:
+    """The interface names in the sandbox's netns, which a generated name must avoid; none when
+    the netns is gone (the attach that follows is refused for that, and says so)."""
+    try:
+        return frozenset(await netns.list_links(record.netns))
+    except netns.NetnsGoneError:
+        return frozenset()
 
 
 class _SandboxBusyError(Exception):

@@ -113,3 +113,29 @@ def test_default_networks_the_cluster_network_and_delegate_api_attachments_are_n
     _, removes, _ = _plan(record, "", defaults=1)
 
     assert removes == ["net2"]
+
+
+def _generated(record: SandboxRecord, annotation: str, present: set[str]) -> tuple[list[str], list[str]]:
+    changes = plan_changes(
+        record, parse_networks(annotation, pod_namespace="default"), default_networks=0, present=present
+    )
+    return (
+        [f"{selection.qualified_name}@{ifname}" for selection, ifname in changes.add],
+        [attachment.ifname for attachment in changes.remove],
+    )
+
+
+def test_a_generated_name_skips_an_interface_the_netns_already_has() -> None:
+    record = _sandbox(("net1", "default/a"))
+
+    adds, _ = _generated(record, "a, b, c@net3, d", {"lo", "eth0", "net1", "net2", "net4"})
+
+    assert adds == ["default/b@net5", "default/c@net3", "default/d@net6"]
+
+
+def test_a_generated_name_may_be_one_an_attachment_being_removed_still_has_in_the_netns() -> None:
+    record = _sandbox(("net1", "default/a"), ("net3", "default/x"))
+
+    adds, removes = _generated(record, "a, b", {"lo", "eth0", "net1", "net3"})
+
+    assert (adds, removes) == (["default/b@net3"], ["net3"])

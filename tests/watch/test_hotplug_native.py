@@ -596,3 +596,26 @@ async def test_an_annotation_changed_during_the_pods_own_add_is_hot_plugged_once
         await eventually(lambda: _async(node.status_interfaces("late")), lambda ifs: ifs == ["eth0", "net3"])
         await engine.delete(node.request(Command.DEL, pod, container))
         assert await node.links() == {"lo"}
+
+
+async def test_a_generated_net_name_skips_an_interface_the_sandbox_already_has(node: Node) -> None:
+    """Reviewer's finding 2: ``net<n>`` was checked against the checkpoint only; an interface of
+    that name in the netns (made by something else) made the engine refuse, and the reconciler
+    asked for the same name again for ever."""
+    pod, container = await running_pod(node, "crowded")
+    await asyncio.to_thread(
+        subprocess.run,
+        ["ip", "-n", Path(node.netns).name, "link", "add", "net1", "type", "veth", "peer", "name", "other1"],
+        check=True,
+    )
+
+    node.annotate("crowded", "hot-a")
+
+    await eventually(lambda: node.recorded(container), _equals({"eth0": "added", "net2": "added"}))
+    assert await node.links() == {"lo", "eth0", "net1", "other1", "net2"}
+    await eventually(lambda: _async(node.status_interfaces("crowded")), lambda ifs: ifs == ["eth0", "net2"])
+    await eventually(lambda: _async(dict(node.reconciler.pending)), lambda pending: not pending)
+    assert not node.events("FailedAddingInterface")
+
+    await node.engine.delete(node.request(Command.DEL, pod, container))
+    assert await node.links() == {"lo", "net1", "other1"}
