@@ -24,6 +24,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 from app import metrics
@@ -32,11 +33,13 @@ from app.attach import selection as sel
 from app.attach.cluster import (
     NETWORKS_ANNOTATION,
     ClusterUnavailableError,
+    InterfaceEvent,
     PodSource,
     StatusPublisher,
 )
 from app.attach.engine import AttachEngine
 from app.attach.errors import as_cni_error
+from app.attach.locks import SandboxLocks
 from app.attach.netconf import MultusNetConf
 from app.attach.network_status import DelegateOutcome, interface_events, render, status_entries
 from app.attach.networks import DelegatePlan, NetworkResolver, delegate_cni_args
@@ -44,7 +47,7 @@ from app.attach.requests import Command, SandboxRequest, Trigger
 from app.cni import conf as cniconf
 from app.cni.types import CniError, ContainerId, ErrorCode, IfName, JsonObject, NetworkConfigList
 from app.store.mirror_records import PodRecord
-from app.store.records import AttachmentRecord, SandboxRecord
+from app.store.records import AttachmentRecord, SandboxRecord, SandboxSummary
 
 log = logging.getLogger(__name__)
 
@@ -356,6 +359,43 @@ def recorded_network_status(record: SandboxRecord) -> str:
     return render(status_entries(outcomes))
 
 
+class OrderedStatusPublisher:
+    """A ``StatusPublisher`` whose network-status writes of one pod take turns: the engine's (an
+    ADD's) and the reconciler's. With ``hotplugNetworks`` the engine and the reconciler share one
+    (``app.daemon.wiring``).
+
+    The reconciler writes through ``publish_if``: what to write is decided inside the pod's turn,
+    so a newer sandbox whose ADD began before that is seen (and the write dropped), and one whose
+    ADD begins after it writes after it. An older sandbox's interfaces can thus never overwrite
+    the status a newer sandbox's ADD wrote, whichever write the API server takes longer over.
+    """
+
+    def __init__(self, publisher: StatusPublisher) -> None:
+        self._publisher = publisher
+        self._turns = SandboxLocks()  # keyed by pod, not container ID; same lifetime rules
+
+    async def publish_network_status(self, pod: PodRecord, status_json: str) -> None:
+        async with self._turns.hold(_pod_key(pod)):
+            await self._publisher.publish_network_status(pod, status_json)
+
+    async def publish_if(self, pod: PodRecord, compose: Callable[[], Awaitable[str | None]]) -> bool:
+        """In the pod's turn, write what ``compose`` returns; nothing when it returns None. Return
+        whether anything was written."""
+        async with self._turns.hold(_pod_key(pod)):
+            status_json = await compose()
+            if status_json is None:
+                return False
+            await self._publisher.publish_network_status(pod, status_json)
+            return True
+
+    def emit_interface_events(self, pod: PodRecord, events: Sequence[InterfaceEvent]) -> None:
+        self._publisher.emit_interface_events(pod, events)
+
+
+def _pod_key(pod: PodRecord) -> str:
+    return f"{pod.namespace}/{pod.name}"
+
+
 @dataclass(frozen=True, slots=True)
 class ReconcilerSettings:
     backoff_initial: float = 1.0
@@ -396,7 +436,7 @@ class HotplugReconciler:
         resolver: NetworkResolver,
         pods: PodSource,
         conf: MultusNetConf,
-        status: StatusPublisher | None = None,
+        status: OrderedStatusPublisher | None = None,
         events: PodEvents | None = None,
         settings: ReconcilerSettings | None = None,
     ) -> None:
@@ -587,11 +627,7 @@ class HotplugReconciler:
     async def _running_sandbox(self, pod: PodRecord) -> SandboxRecord | None:
         """The pod's newest ``ready`` sandbox; ``_SandboxBusyError`` while an operation holds any of
         its sandboxes (an ADD in flight may have read the annotation before this change)."""
-        summaries = [
-            s
-            for s in await self._engine.sandboxes_of_pod(pod.namespace, pod.name)
-            if not (s.pod.uid and pod.uid and s.pod.uid != pod.uid)
-        ]
+        summaries = await self._pod_sandboxes(pod)
         busy = next((s.container_id for s in summaries if self._engine.locks.busy(s.container_id)), None)
         if busy is not None:
             raise _SandboxBusyError(busy)
@@ -600,6 +636,14 @@ class HotplugReconciler:
             return None
         record = await self._engine.load_sandbox(ready[-1].container_id)
         return record if record is not None and record.state == "ready" else None
+
+    async def _pod_sandboxes(self, pod: PodRecord) -> list[SandboxSummary]:
+        """The sandboxes recorded for ``pod`` (not for a predecessor of another UID), oldest first."""
+        return [
+            s
+            for s in await self._engine.sandboxes_of_pod(pod.namespace, pod.name)
+            if not (s.pod.uid and pod.uid and s.pod.uid != pod.uid)
+        ]
 
     def _request(self, record: SandboxRecord, pod: PodRecord) -> SandboxRequest:
         uid = record.pod.uid or pod.uid
@@ -686,17 +730,17 @@ class HotplugReconciler:
         return None
 
     async def _publish(self, container_id: str, pod: PodRecord) -> CniError | None:
-        """Write the pod's network-status from the checkpoint; a failed write is remembered and
-        returned, so the pod is retried (with backoff) until the annotation shows what is attached."""
+        """Write the pod's network-status from the checkpoint of sandbox ``container_id``, holding
+        its lock and in the pod's turn with the ADDs' writes, unless it is no longer the pod's
+        current sandbox. A failed write is remembered and returned, so the pod is retried (with
+        backoff) until the annotation shows what is attached."""
         key = (pod.namespace, pod.name)
         self._unpublished.discard(key)
         if self._status is None:
             return None
-        record = await self._engine.load_sandbox(container_id)
-        if record is None:
-            return None
         try:
-            await self._status.publish_network_status(pod, recorded_network_status(record))
+            async with self._engine.locks.hold(container_id):
+                await self._status.publish_if(pod, partial(self._current_status, container_id, pod))
         except ClusterUnavailableError as exc:
             log.error("network-status of pod %s/%s not written: %s", pod.namespace, pod.name, exc)
             self._unpublished.add(key)
@@ -706,6 +750,21 @@ class HotplugReconciler:
                 str(exc),
             )
         return None
+
+    async def _current_status(self, container_id: str, pod: PodRecord) -> str | None:
+        """network-status of sandbox ``container_id`` as recorded, or None when it is not the pod's
+        current sandbox any more: gone, no longer ``ready``, or a newer one is recorded that is being
+        added or runs (its ADD writes the pod's status)."""
+        summaries = await self._pod_sandboxes(pod)
+        ids = [s.container_id for s in summaries]
+        if container_id not in ids or any(
+            s.state != "deleting" for s in summaries[ids.index(container_id) + 1 :]
+        ):
+            return None
+        record = await self._engine.load_sandbox(container_id)
+        if record is None or record.state != "ready":
+            return None
+        return recorded_network_status(record)
 
     def _event(self, pod: PodRecord, reason: str, message: str) -> None:
         if self._events is not None:

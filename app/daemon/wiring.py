@@ -10,6 +10,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from app.attach import crashpoints, hotplug
+from app.attach.cluster import StatusPublisher
 from app.attach.engine import AttachEngine, EngineSettings
 from app.attach.networks import NetworkResolver
 from app.attach.node import boot_id
@@ -40,7 +41,7 @@ def engine(settings: Settings, db: Database, kube: Cluster | None) -> AttachEngi
             cluster=kube.sources if kube is not None else None,
             device_info_dir=settings.device_info_dir,
         ),
-        status=kube.watchers.publisher if kube is not None else None,
+        status=status_publisher(settings, kube),
         boot_id=environment.boot_id or boot_id(),
         settings=EngineSettings(
             delegate_timeout=settings.timeouts.delegate_exec,
@@ -56,19 +57,32 @@ def engine(settings: Settings, db: Database, kube: Cluster | None) -> AttachEngi
     )
 
 
+def status_publisher(settings: Settings, kube: Cluster | None) -> StatusPublisher | None:
+    """Where the engine writes network-status: with native hot-plug, through the publisher whose
+    writes of one pod take turns with the reconciler's (``hotplug.OrderedStatusPublisher``)."""
+    if kube is None:
+        return None
+    if settings.hotplug_networks:
+        return hotplug.OrderedStatusPublisher(kube.watchers.publisher)
+    return kube.watchers.publisher
+
+
 def hotplug_reconciler(
     settings: Settings, engine: AttachEngine, kube: Cluster | None
 ) -> hotplug.HotplugReconciler | None:
     """Native hot-plug (``hotplugNetworks``), fed by the pod mirror's commits and the engine's ADDs;
-    None when off or static."""
+    None when off or static. It writes network-status through the engine's publisher."""
     if kube is None or not settings.hotplug_networks:
         return None
+    status = engine.status_publisher
+    if not isinstance(status, hotplug.OrderedStatusPublisher):
+        raise TypeError("native hot-plug needs the engine built by wiring.engine (an ordered publisher)")
     reconciler = hotplug.HotplugReconciler(
         engine=engine,
         resolver=NetworkResolver(cluster=kube.sources),
         pods=kube.watchers.pods,
         conf=hotplug.daemon_conf(settings.request_overrides),
-        status=kube.watchers.publisher,
+        status=status,
         events=kube.watchers.publisher,
     )
     kube.watchers.on_pod_written(reconciler.pod_changed)

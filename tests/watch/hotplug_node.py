@@ -82,20 +82,27 @@ def build(
     crash_points: CrashPoints = DISARMED,
     add_pods: PodSource | None = None,
     hotplug_pods: PodSource | None = None,
+    extra_cni_path: tuple[str, ...] = (),
 ) -> tuple[AttachEngine, hotplug.HotplugReconciler]:
     """The engine and the reconciler over ``watchers``, registered for its pod commits and the
-    engine's ADDs, as ``app.daemon.wiring`` does. A test may
+    engine's ADDs, their network-status writes taking turns, as ``app.daemon.wiring`` does. A test may
     hand the engine's ADDs (``add_pods``) or the reconciler (``hotplug_pods``) its own view of the
-    mirror's pods, to hold or watch their reads."""
+    mirror's pods, to hold or watch their reads, and its plugins beside the reference ones
+    (``extra_cni_path``)."""
     resolver = NetworkResolver(
         cluster=ClusterSources(pods=add_pods or watchers.pods, nads=watchers.nads, events=watchers.publisher)
     )
+    status = hotplug.OrderedStatusPublisher(watchers.publisher)
     engine = AttachEngine(
         db=database,
         resolver=resolver,
         boot_id="hotplug-test-boot",
-        settings=EngineSettings(delegate_timeout=20, plugin_env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}),
-        status=watchers.publisher,
+        settings=EngineSettings(
+            delegate_timeout=20,
+            plugin_env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+            extra_cni_path=extra_cni_path,
+        ),
+        status=status,
         crash_points=crash_points,
     )
     reconciler = hotplug.HotplugReconciler(
@@ -103,7 +110,7 @@ def build(
         resolver=resolver,
         pods=hotplug_pods or watchers.pods,
         conf=layout.conf(),
-        status=watchers.publisher,
+        status=status,
         events=watchers.publisher,
         settings=FAST_RETRIES,
     )

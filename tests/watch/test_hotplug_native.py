@@ -38,7 +38,7 @@ from app.store.records import PodIdentity
 from app.watch.settings import WatchSettings
 from tests.conftest import child_environment
 from tests.watch.hotplug_node import Layout, build
-from tests.watch.support import NETWORKS, NODE, Running, eventually, pod_manifest
+from tests.watch.support import NETWORKS, NODE, Running, eventually, install_recorder, pod_manifest
 
 STATUS = "k8s.v1.cni.cncf.io/network-status"
 
@@ -619,3 +619,80 @@ async def test_a_generated_net_name_skips_an_interface_the_sandbox_already_has(n
 
     await node.engine.delete(node.request(Command.DEL, pod, container))
     assert await node.links() == {"lo", "net1", "other1"}
+
+
+@pytest.fixture
+def second_netns() -> Iterator[str]:
+    """The netns of a second sandbox of the same pod (the runtime recreated it)."""
+    name = f"mpw{secrets.token_hex(4)}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    yield f"/var/run/netns/{name}"
+    subprocess.run(["ip", "netns", "delete", name], check=False)
+
+
+async def test_a_hot_plug_of_a_replaced_sandbox_never_overwrites_the_network_status_of_its_successor(
+    running: Running,
+    database: Database,
+    emulator: KubeApiEmulator,
+    layout: Layout,
+    netns: str,
+    second_netns: str,
+    tmp_path: Path,
+) -> None:
+    """Reviewer's finding 3: the reconciler wrote network-status outside the sandbox's lock without
+    checking that the sandbox was still the pod's newest. Sandbox A's hot-plug is held in its
+    delegate while the runtime adds sandbox B for the same pod, whose ADD writes the status; A's
+    hot-plug then finishes and must not put A's interfaces back in the annotation."""
+    nads(emulator, layout)
+    bin_dir = tmp_path / "bin"
+    install_recorder(bin_dir)
+    held = tmp_path / "held"
+    emulator.create_nad(
+        "default",
+        "slow",
+        {
+            "cniVersion": "1.0.0",
+            "name": "slow",
+            "type": "recorder",
+            "recorder": {"log": str(tmp_path / "slow.log"), "rendezvous": {"dir": str(held), "count": 2}},
+        },
+    )
+    await nads_mirrored(running)
+    await eventually(partial(running.watchers.nads.get_nad, "default", "slow"), lambda nad: nad is not None)
+    engine, reconciler = build(
+        database=database, watchers=running.watchers, layout=layout, extra_cni_path=(str(bin_dir),)
+    )
+    node = Node(engine, reconciler, emulator, layout, netns, database)
+    async with reconciling(reconciler, running):
+        pod, old = await running_pod(node, "reborn")
+        node.annotate("reborn", "slow@net3")
+        try:
+            await eventually(lambda: _async(sorted(held.glob("*"))), _equals([held / "net3"]))
+
+            # the runtime replaces the sandbox; the pod's annotation changes meanwhile (so that the
+            # new sandbox's ADD does not meet the held delegate)
+            node.annotate("reborn", "hot-a@net3")
+            await eventually(
+                partial(running.watchers.pods.get_pod, "default", "reborn"),
+                lambda mirrored: mirrored is not None and mirrored.annotations.get(NETWORKS) == "hot-a@net3",
+            )
+            new = secrets.token_hex(32)
+            replaced = dataclasses.replace(node.request(Command.ADD, pod, new), netns=second_netns)
+            answer = await engine.add(replaced)
+            new_ips = [ip["address"].partition("/")[0] for ip in answer["ips"]]
+            assert _status_ips(node, "reborn")["eth0"] == new_ips
+            passes = reconciler.passes
+        finally:
+            (held / "release").write_text("")  # the old sandbox's hot-plug ADD of net3 finishes
+
+        await eventually(lambda: node.recorded(old), _equals({"eth0": "added", "net3": "added"}))
+        await eventually(lambda: _async(reconciler.passes), lambda done: done > passes)
+
+        assert _status_ips(node, "reborn")["eth0"] == new_ips
+        await engine.delete(node.request(Command.DEL, pod, old))
+        await engine.delete(replaced)
+
+
+def _status_ips(node: Node, name: str) -> dict[str, list[str]]:
+    annotations = node.emulator.get_pod("default", name)["metadata"].get("annotations") or {}
+    return {entry["interface"]: entry.get("ips", []) for entry in json.loads(annotations.get(STATUS, "[]"))}
