@@ -34,7 +34,6 @@ from app.attach.cluster import (
     NETWORKS_ANNOTATION,
     ClusterUnavailableError,
     InterfaceEvent,
-    PodSource,
     StatusPublisher,
 )
 from app.attach.engine import AttachEngine
@@ -57,6 +56,15 @@ ADDED = "AddedInterface"
 REMOVED = "RemovedInterface"
 FAILED_ADDING = "FailedAddingInterface"
 FAILED_REMOVING = "FailedRemovingInterface"
+
+
+class MirroredPods(Protocol):
+    """This node's pods as the mirror holds them (the watch package's pod source implements it)."""
+
+    async def mirrored_pod(self, namespace: str, name: str) -> PodRecord | None:
+        """The pod as the mirror holds it now, None when it holds none; never waits for the watch
+        and never asks the API."""
+        ...
 
 
 class PodEvents(Protocol):
@@ -420,9 +428,11 @@ class HotplugReconciler:
 
     ``pod_changed`` (called for every pod the mirror writes, never blocking) queues the pod, and so
     does ``sandbox_added`` (called after each ADD: a change that came while the ADD ran and before
-    it recorded its sandbox found nothing to reconcile then); ``run``
-    works the queue one sandbox at a time, in arrival order, and queues every pod that has a running
-    sandbox at start (changes made while the daemon was down) and every ``resync_interval``. A pod
+    it recorded its sandbox found nothing to reconcile then); ``run`` works the queue one sandbox at
+    a time, in arrival order, and queues every pod that has a running sandbox at start (changes
+    made while the daemon was down) and every ``resync_interval``. Each pod is read from the mirror
+    as it is, never waited for nor asked of the API: one the mirror lacks (deleted, its sandbox not
+    DELed yet) is done at once, and a pod the watch brings later is queued by its commit. A pod
     whose sandbox another operation holds is looked at again shortly; one that cannot be satisfied
     is retried with exponential backoff; ``pending`` says which and why. At start, every pod with a
     running sandbox has its network-status written once from the checkpoint (what a previous
@@ -434,7 +444,7 @@ class HotplugReconciler:
         *,
         engine: AttachEngine,
         resolver: NetworkResolver,
-        pods: PodSource,
+        pods: MirroredPods,
         conf: MultusNetConf,
         status: OrderedStatusPublisher | None = None,
         events: PodEvents | None = None,
@@ -569,10 +579,7 @@ class HotplugReconciler:
     async def reconcile(self, namespace: str, name: str) -> CniError | None:
         """Bring pod ``namespace/name``'s running sandbox in line with its annotation once; return
         the first error that leaves the annotation unsatisfied (None when satisfied)."""
-        try:
-            pod = await self._pods.get_pod(namespace, name)
-        except ClusterUnavailableError as exc:
-            return CniError(ErrorCode.TRY_AGAIN_LATER, f"cannot read pod {namespace}/{name}", str(exc))
+        pod = await self._pods.mirrored_pod(namespace, name)
         if pod is None:
             self._unpublished.discard((namespace, name))
             return None

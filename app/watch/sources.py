@@ -10,7 +10,8 @@ reader thread) and asks the store only what memory cannot tell. Both are called
 by ``app.attach`` during ADD, through the protocols of ``app.attach.cluster``; they return the
 mirror's own records (``PodRecord``, ``NadRecord``) and raise only that module's
 ``ClusterUnavailableError``. They never write the mirror (only the watch does, in order) and never
-retry: the engine decides what an unavailable cluster means for the ADD.
+retry: the engine decides what an unavailable cluster means for the ADD. ``mirrored_pod`` is the
+read of native hot-plug (every mirror commit of a pod queues it again): the mirror alone.
 """
 
 from __future__ import annotations
@@ -74,6 +75,11 @@ class MirrorPodSource:
                 arrived.clear()
                 record = _current(await self._read(namespace, name), uid)
         return record if record is not None else await self._live_get(namespace, name)
+
+    async def mirrored_pod(self, namespace: str, name: str) -> PodRecord | None:
+        """The pod as the mirror holds it now, None when it holds none: no wait for the watch and
+        no API request (native hot-plug: every mirror commit of the pod queues it again)."""
+        return await self._read(namespace, name)
 
     async def _read(self, namespace: str, name: str) -> PodRecord | None:
         if self._memory is not None:

@@ -81,7 +81,7 @@ def build(
     layout: Layout,
     crash_points: CrashPoints = DISARMED,
     add_pods: PodSource | None = None,
-    hotplug_pods: PodSource | None = None,
+    hotplug_pods: hotplug.MirroredPods | None = None,
     extra_cni_path: tuple[str, ...] = (),
 ) -> tuple[AttachEngine, hotplug.HotplugReconciler]:
     """The engine and the reconciler over ``watchers``, registered for its pod commits and the

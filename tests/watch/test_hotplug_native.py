@@ -26,7 +26,7 @@ import pytest
 
 from app.attach.cluster import PodSource
 from app.attach.engine import AttachEngine
-from app.attach.hotplug import HotplugReconciler
+from app.attach.hotplug import HotplugReconciler, MirroredPods
 from app.attach.requests import Command, SandboxRequest
 from app.cni.types import ContainerId, IfName
 from app.gc import recovery
@@ -38,7 +38,15 @@ from app.store.records import PodIdentity
 from app.watch.settings import WatchSettings
 from tests.conftest import child_environment
 from tests.watch.hotplug_node import Layout, build
-from tests.watch.support import NETWORKS, NODE, Running, eventually, install_recorder, pod_manifest
+from tests.watch.support import (
+    NETWORKS,
+    NODE,
+    Running,
+    eventually,
+    install_recorder,
+    mirrored_pods,
+    pod_manifest,
+)
 
 STATUS = "k8s.v1.cni.cncf.io/network-status"
 
@@ -529,13 +537,16 @@ class SeenReads:
     """The reconciler's pod reads: each pod's ``networks`` annotation as read, with the number of
     passes the reconciler had finished then (the pass that made the read ends after it)."""
 
-    def __init__(self, pods: PodSource) -> None:
+    def __init__(self, pods: MirroredPods) -> None:
         self._pods = pods
         self.reconciler: HotplugReconciler | None = None
         self.seen: list[tuple[str, int]] = []
+        self.asked: list[str] = []
+        """The pods asked for, by name, as the reconciler asks (before the answer)."""
 
-    async def get_pod(self, namespace: str, name: str, *, uid: str = "") -> PodRecord | None:
-        pod = await self._pods.get_pod(namespace, name, uid=uid)
+    async def mirrored_pod(self, namespace: str, name: str) -> PodRecord | None:
+        self.asked.append(name)
+        pod = await self._pods.mirrored_pod(namespace, name)
         self._note(pod)
         return pod
 
@@ -696,3 +707,49 @@ async def test_a_hot_plug_of_a_replaced_sandbox_never_overwrites_the_network_sta
 def _status_ips(node: Node, name: str) -> dict[str, list[str]]:
     annotations = node.emulator.get_pod("default", name)["metadata"].get("annotations") or {}
     return {entry["interface"]: entry.get("ips", []) for entry in json.loads(annotations.get(STATUS, "[]"))}
+
+
+async def test_a_deleted_pod_whose_sandbox_is_still_recorded_holds_no_other_pod_back(
+    api: Any,
+    database: Database,
+    emulator: KubeApiEmulator,
+    layout: Layout,
+    netns: str,
+    second_netns: str,
+    settings: WatchSettings,
+) -> None:
+    """Reviewer's finding 4: a pod deleted from the API whose sandbox the runtime has not DELed yet
+    is queued by every resync; the reconciler asked for it as an ADD does (wait ``pod_wait`` for the
+    watch, then a live GET) while every other pod waited. Here ``pod_wait`` outlasts the test: the
+    other pod's change is served only if the gone pod's look does not wait."""
+    patient = dataclasses.replace(settings, pod_wait=3600.0)
+    nads(emulator, layout)
+    async with Running.start(api=api, database=database, node_name=NODE, settings=patient) as running:
+        await nads_mirrored(running)
+        seen = SeenReads(running.watchers.pods)
+        engine, reconciler = build(
+            database=database, watchers=running.watchers, layout=layout, hotplug_pods=seen
+        )
+        node = Node(engine, reconciler, emulator, layout, netns, database)
+        async with reconciling(reconciler, running):
+            gone, gone_container = await running_pod(node, "gone")
+            alive = emulator.create_pod(pod_manifest("alive"))
+            alive_container = secrets.token_hex(32)
+            alive_request = dataclasses.replace(
+                node.request(Command.ADD, alive, alive_container), netns=second_netns
+            )
+            await engine.add(alive_request)
+            emulator.delete_pod("default", "gone")
+            await eventually(mirrored_pods(database), lambda pods: ("default", "gone") not in pods)
+
+            seen.asked.clear()
+            await reconciler.resync()
+            await eventually(lambda: _async(seen.asked), lambda asked: "gone" in asked)
+            node.annotate("alive", "hot-a@net3")
+
+            await eventually(
+                lambda: node.recorded(alive_container), _equals({"eth0": "added", "net3": "added"})
+            )
+            assert await node.recorded(gone_container) == {"eth0": "added"}
+            await engine.delete(node.request(Command.DEL, gone, gone_container))
+            await engine.delete(dataclasses.replace(alive_request, command=Command.DEL))
