@@ -2,7 +2,8 @@
 
 Owns what etcd and the registry strategies own in a real cluster: one resourceVersion counter shared
 by all kinds (integers, strictly increasing), server-set metadata (uid, creationTimestamp,
-generation), namespace existence, optimistic concurrency (409 on a stale resourceVersion), the
+generation), namespace existence, optimistic concurrency (409 on a stale resourceVersion; a PUT
+body's uid is a precondition, 409, while a PATCH that changes the uid is invalid, 422), the
 status subresource (a pod's ``status`` PUT/PATCH changes status, labels and annotations; a main PUT
 never changes status), no-op writes that keep the resourceVersion, cascading namespace deletion,
 and paged lists. Every committed change goes to the ``WatchHub``. Writes are synchronous and
@@ -189,6 +190,8 @@ class ObjectStore:
         """PUT: replace the object (or, for ``status``, its status), refusing a stale resourceVersion."""
         obj = _require_object(body, resource)
         existing = self.get(resource, namespace, name)
+        if obj["metadata"].get("uid"):  # a PUT body's uid is a precondition, checked first
+            _check_preconditions(resource, existing, {"uid": obj["metadata"]["uid"]})
         requested_rv = obj["metadata"].get("resourceVersion")
         if requested_rv and requested_rv != str(existing.resource_version):
             raise stale_update(resource, name)
@@ -204,7 +207,11 @@ class ObjectStore:
         content_type: str,
         subresource: str | None = None,
     ) -> StoredObject:
-        """PATCH: apply a merge or JSON patch to a copy of the object, then write it as an update."""
+        """PATCH: apply a merge or JSON patch to a copy of the object, then write it as an update.
+
+        Unlike a PUT, a PATCH has no uid precondition: a patch naming another uid makes an object
+        whose uid differs from the stored one, which update validation refuses (422, immutable).
+        """
         existing = self.get(resource, namespace, name)
         patched = _apply_patch(existing.decoded(), body, content_type=content_type, name=name)
         if not isinstance(patched, dict) or not isinstance(patched.get("metadata"), dict):
@@ -268,8 +275,11 @@ class ObjectStore:
             raise bad_request(
                 "the namespace of the provided object does not match the namespace sent on the request"
             )
-        if metadata.get("uid"):  # the API server treats a uid in the body as a precondition
-            _check_preconditions(resource, existing, {"uid": metadata["uid"]})
+        uid = metadata.get("uid")
+        if uid and uid != existing.obj["metadata"]["uid"]:
+            raise invalid(
+                resource, existing.name, "metadata.uid", f'Invalid value: "{uid}": field is immutable'
+            )
         current = existing.obj
         if subresource == "status":
             merged = _with_new_status(resource, current, candidate)

@@ -244,3 +244,44 @@ async def test_updating_a_missing_pod_answers_404(core: client.CoreV1Api) -> Non
         await core.patch_namespaced_pod_status("ghost", "default", {"status": {"phase": "Running"}})
 
     assert raised.value.status == 404
+
+
+async def test_patch_naming_another_uid_answers_422_field_is_immutable(
+    core: client.CoreV1Api, emulator: KubeApiEmulator
+) -> None:
+    """A PATCH has no uid precondition (only a PUT's body does): the patched object's uid differs
+    from the stored one, and update validation refuses it (``metadata.uid``: field is immutable)."""
+    old = emulator.create_pod(pod_manifest("p"))
+    emulator.delete_pod("default", "p")
+    emulator.create_pod(pod_manifest("p"))
+    patch = {"metadata": {"uid": old["metadata"]["uid"], "annotations": {NETWORK_STATUS: "[]"}}}
+
+    with pytest.raises(ApiException) as raised:
+        await core.patch_namespaced_pod_status(  # type: ignore[call-arg]  # the stub lacks _content_type
+            "p", "default", patch, _content_type="application/merge-patch+json"
+        )
+
+    assert raised.value.status == 422
+    assert raised.value.body is not None
+    status = json.loads(raised.value.body)
+    assert status["reason"] == "Invalid"
+    assert status["details"]["causes"][0]["field"] == "metadata.uid"
+    assert "field is immutable" in status["message"]
+    assert NETWORK_STATUS not in (emulator.get_pod("default", "p")["metadata"].get("annotations") or {})
+
+
+async def test_put_naming_another_uid_answers_409_precondition_failed(
+    core: client.CoreV1Api, emulator: KubeApiEmulator
+) -> None:
+    emulator.create_pod(pod_manifest("p"))
+    old = await core.read_namespaced_pod("p", "default")
+    emulator.delete_pod("default", "p")
+    emulator.create_pod(pod_manifest("p"))
+    old.metadata.resource_version = None  # type: ignore[assignment]  # the stub's setter omits None
+
+    with pytest.raises(ApiException) as raised:
+        await core.replace_namespaced_pod_status("p", "default", old)
+
+    assert raised.value.status == 409
+    assert raised.value.body is not None
+    assert "Precondition failed: UID in precondition" in json.loads(raised.value.body)["message"]
