@@ -5,7 +5,8 @@ by all kinds (integers, strictly increasing), server-set metadata (uid, creation
 generation), namespace existence, optimistic concurrency (409 on a stale resourceVersion; a PUT
 body's uid is a precondition, 409, while a PATCH that changes the uid is invalid, 422), the
 status subresource (a pod's ``status`` PUT/PATCH changes status, labels and annotations; a main PUT
-never changes status), no-op writes that keep the resourceVersion, cascading namespace deletion,
+never changes status), no-op writes that keep the resourceVersion, empty metadata fields left out
+(``omitempty``: removing the last annotation leaves no ``annotations``), cascading namespace deletion,
 and paged lists. Every committed change goes to the ``WatchHub``. Writes are synchronous and
 atomic on the event loop thread; callers must not use the store from another thread. Part of the
 emulator, a test/demo tool.
@@ -176,6 +177,7 @@ class ObjectStore:
         metadata["generation"] = 1
         metadata["resourceVersion"] = str(self._next_resource_version())
         _apply_defaults(resource, obj)
+        _drop_empty_metadata(obj)
         return self._commit(resource, "ADDED", _canonical(resource, obj), prev=None)
 
     def update(
@@ -285,6 +287,7 @@ class ObjectStore:
             merged = _with_new_status(resource, current, candidate)
         else:
             merged = _with_new_body(resource, current, candidate)
+        _drop_empty_metadata(merged)
         if _same_content(merged, current):
             return existing
         if merged.get("spec") != current.get("spec"):
@@ -408,6 +411,15 @@ def _with_new_status(resource: Resource, current: JsonObject, candidate: JsonObj
     else:
         merged.pop("status", None)
     return merged
+
+
+def _drop_empty_metadata(obj: JsonObject) -> None:
+    """Drop metadata fields that are null or empty: every ObjectMeta field is ``omitempty``, so the
+    API server stores and returns no ``annotations`` rather than ``{}`` (custom resources too: their
+    metadata goes through ObjectMeta)."""
+    metadata = obj["metadata"]
+    for key in [key for key, value in metadata.items() if value is None or value in ("", {}, [])]:
+        del metadata[key]
 
 
 def _same_content(a: JsonObject, b: JsonObject) -> bool:

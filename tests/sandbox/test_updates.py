@@ -285,3 +285,49 @@ async def test_put_naming_another_uid_answers_409_precondition_failed(
     assert raised.value.status == 409
     assert raised.value.body is not None
     assert "Precondition failed: UID in precondition" in json.loads(raised.value.body)["message"]
+
+
+async def test_deleting_an_absent_annotation_is_a_no_op_that_keeps_the_resource_version(
+    core: client.CoreV1Api, emulator: KubeApiEmulator
+) -> None:
+    """ObjectMeta's maps are ``omitempty``: an empty ``annotations`` is no annotations, so this
+    merge patch changes nothing, and a no-op write keeps the resourceVersion (no watch event)."""
+    created = emulator.create_pod(pod_manifest("p"))
+
+    patched = await core.patch_namespaced_pod_status(  # type: ignore[call-arg]  # the stub lacks _content_type
+        "p",
+        "default",
+        {"metadata": {"annotations": {"absent": None}}},
+        _content_type="application/merge-patch+json",
+    )
+    main = await core.patch_namespaced_pod(  # type: ignore[call-arg]  # the stub lacks _content_type
+        "p",
+        "default",
+        {"metadata": {"annotations": {"absent": None}}},
+        _content_type="application/merge-patch+json",
+    )
+
+    assert patched.metadata.resource_version == created["metadata"]["resourceVersion"]
+    assert main.metadata.resource_version == created["metadata"]["resourceVersion"]
+    assert emulator.resource_version == created["metadata"]["resourceVersion"]
+
+
+async def test_removing_the_last_annotation_or_label_leaves_no_empty_map(emulator: KubeApiEmulator) -> None:
+    emulator.create_pod(
+        {
+            **pod_manifest("p", app="web"),
+            "metadata": {
+                "name": "p",
+                "labels": {"app": "web"},
+                "annotations": {"a": "b"},
+                "finalizers": [],
+            },
+        }
+    )
+
+    emulator.patch_pod("default", "p", {"metadata": {"annotations": {"a": None}, "labels": {"app": None}}})
+
+    metadata = emulator.get_pod("default", "p")["metadata"]
+    assert "annotations" not in metadata
+    assert "labels" not in metadata
+    assert "finalizers" not in metadata
