@@ -6,10 +6,10 @@ generation), namespace existence, optimistic concurrency (409 on a stale resourc
 body's uid is a precondition, 409, while a PATCH that changes the uid is invalid, 422), the
 status subresource (a pod's ``status`` PUT/PATCH changes status, labels and annotations; a main PUT
 never changes status), no-op writes that keep the resourceVersion, empty metadata fields left out
-(``omitempty``: removing the last annotation leaves no ``annotations``), cascading namespace deletion,
-and paged lists. Every committed change goes to the ``WatchHub``. Writes are synchronous and
-atomic on the event loop thread; callers must not use the store from another thread. Part of the
-emulator, a test/demo tool.
+(``omitempty``: removing the last annotation leaves no ``annotations``), the 256 KiB cap on an
+object's annotations (422), cascading namespace deletion, and paged lists. Every committed change
+goes to the ``WatchHub``. Writes are synchronous and atomic on the event loop thread; callers must
+not use the store from another thread. Part of the emulator, a test/demo tool.
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ ObjectKey = tuple[str, str]
 
 SERVER_SET_METADATA = ("uid", "creationTimestamp", "generation", "resourceVersion")
 INITIAL_NAMESPACES = ("default", "kube-system")
+TOTAL_ANNOTATION_SIZE_LIMIT = 256 * 1024
+"""Bytes of annotation keys and values together, as the API server validates on every write."""
 _NAME_SUFFIX_ALPHABET = string.ascii_lowercase + string.digits
 _DNS1123_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 _DNS1123_SUBDOMAIN = re.compile(rf"^{_DNS1123_LABEL}(\.{_DNS1123_LABEL})*$")
@@ -178,6 +180,7 @@ class ObjectStore:
         metadata["resourceVersion"] = str(self._next_resource_version())
         _apply_defaults(resource, obj)
         _drop_empty_metadata(obj)
+        _check_annotations_size(resource, obj)
         return self._commit(resource, "ADDED", _canonical(resource, obj), prev=None)
 
     def update(
@@ -288,6 +291,7 @@ class ObjectStore:
         else:
             merged = _with_new_body(resource, current, candidate)
         _drop_empty_metadata(merged)
+        _check_annotations_size(resource, merged)
         if _same_content(merged, current):
             return existing
         if merged.get("spec") != current.get("spec"):
@@ -420,6 +424,21 @@ def _drop_empty_metadata(obj: JsonObject) -> None:
     metadata = obj["metadata"]
     for key in [key for key, value in metadata.items() if value is None or value in ("", {}, [])]:
         del metadata[key]
+
+
+def _check_annotations_size(resource: Resource, obj: JsonObject) -> None:
+    """The API server's cap on annotations: key and value lengths (bytes) summed over all of them."""
+    annotations = obj["metadata"].get("annotations")
+    if not isinstance(annotations, dict):
+        return
+    total = sum(len(str(key).encode()) + len(str(value).encode()) for key, value in annotations.items())
+    if total > TOTAL_ANNOTATION_SIZE_LIMIT:
+        raise invalid(
+            resource,
+            obj["metadata"].get("name", ""),
+            "metadata.annotations",
+            f"Too long: must have at most {TOTAL_ANNOTATION_SIZE_LIMIT} bytes",
+        )
 
 
 def _same_content(a: JsonObject, b: JsonObject) -> bool:

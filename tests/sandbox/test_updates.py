@@ -331,3 +331,47 @@ async def test_removing_the_last_annotation_or_label_leaves_no_empty_map(emulato
     assert "annotations" not in metadata
     assert "labels" not in metadata
     assert "finalizers" not in metadata
+
+
+ANNOTATIONS_LIMIT = 256 * 1024
+
+
+async def test_annotations_over_256_kib_in_total_are_refused_with_422(
+    core: client.CoreV1Api, emulator: KubeApiEmulator
+) -> None:
+    """The API server caps the sum of annotation key and value lengths at 256 KiB, on every write
+    (a network-status annotation through pods/status included)."""
+    emulator.create_pod(pod_manifest("p"))
+    fits = "x" * (ANNOTATIONS_LIMIT - len(NETWORK_STATUS))
+    await core.patch_namespaced_pod_status(  # type: ignore[call-arg]  # the stub lacks _content_type
+        "p",
+        "default",
+        {"metadata": {"annotations": {NETWORK_STATUS: fits}}},
+        _content_type="application/merge-patch+json",
+    )
+
+    with pytest.raises(ApiException) as raised:
+        await core.patch_namespaced_pod_status(  # type: ignore[call-arg]  # the stub lacks _content_type
+            "p",
+            "default",
+            {"metadata": {"annotations": {"a": "b"}}},
+            _content_type="application/merge-patch+json",
+        )
+
+    assert raised.value.status == 422
+    assert raised.value.body is not None
+    status = json.loads(raised.value.body)
+    assert status["reason"] == "Invalid"
+    assert status["details"]["causes"][0]["field"] == "metadata.annotations"
+    assert "Too long" in status["message"]
+    assert "a" not in emulator.get_pod("default", "p")["metadata"]["annotations"]
+
+
+async def test_creating_with_annotations_over_256_kib_answers_422(core: client.CoreV1Api) -> None:
+    manifest = pod_manifest("p")
+    manifest["metadata"]["annotations"] = {"big": "x" * ANNOTATIONS_LIMIT}
+
+    with pytest.raises(ApiException) as raised:
+        await core.create_namespaced_pod("default", manifest)  # type: ignore[arg-type]  # the stub wants a V1Pod
+
+    assert raised.value.status == 422
