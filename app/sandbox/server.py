@@ -4,7 +4,8 @@
 ``routing``) and the ``/_emulator`` control endpoints. The middleware logs each API request, applies
 injected faults (pause, latency, failures) and turns ``ApiError`` into a ``Status`` response.
 Handlers parse query parameters and bodies, call the store, and answer with the stored JSON bytes
-(no re-encoding of objects). Bodies are JSON only: protobuf is answered with 415. Part of the
+(no re-encoding of objects). Bodies are JSON only (protobuf is answered with 415) and at most
+3 MiB, as the API server reads them (413 beyond). Part of the
 emulator, a test/demo tool.
 """
 
@@ -34,7 +35,8 @@ from app.sandbox.watching import WatchFilter
 logger = logging.getLogger(__name__)
 
 RECORD_KEY = web.RequestKey("sandbox_record", RequestRecord)
-MAX_BODY_BYTES = 16 * 1024 * 1024
+MAX_BODY_BYTES = 3 * 1024 * 1024
+"""The API server's ``MaxRequestBodyBytes``: a longer body is answered 413."""
 _TRUE = frozenset({"1", "t", "T", "true", "TRUE", "True"})
 _FALSE = frozenset({"", "0", "f", "F", "false", "FALSE", "False"})
 
@@ -92,6 +94,10 @@ def _middleware(parts: ServerParts) -> Middleware:
         except web.HTTPException as error:
             if error.status < 400:
                 raise
+            if error.status == 413:
+                return control.error_response(
+                    ApiError(413, f"Request entity too large: limit is {MAX_BODY_BYTES}")
+                )
             message = (
                 "the server could not find the requested resource" if error.status == 404 else error.text
             )

@@ -21,6 +21,7 @@ REASONS: dict[int, str] = {
     406: "NotAcceptable",
     409: "Conflict",
     410: "Gone",
+    413: "RequestEntityTooLarge",
     415: "UnsupportedMediaType",
     422: "Invalid",
     429: "TooManyRequests",

@@ -7,6 +7,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 import pytest
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -292,3 +293,18 @@ async def test_invalid_names_answer_422(core: client.CoreV1Api, name: str) -> No
 
     assert raised.value.status == 422
     assert status_of(raised.value)["reason"] == "Invalid"
+
+
+async def test_a_request_body_over_3_mib_is_refused_with_413(emulator: KubeApiEmulator) -> None:
+    """The API server reads at most 3 MiB of a request body (``MaxRequestBodyBytes``)."""
+    manifest = pod_manifest("big")
+    manifest["spec"]["containers"][0]["env"] = [{"name": "BLOB", "value": "x" * (3 * 1024 * 1024)}]
+
+    url = f"{emulator.url}/api/v1/namespaces/default/pods"
+    async with aiohttp.ClientSession() as session, session.post(url, json=manifest) as response:
+        status = await response.json()
+
+    assert response.status == 413
+    assert status["reason"] == "RequestEntityTooLarge"
+    assert status["message"] == "Request entity too large: limit is 3145728"
+    assert not emulator.exists(PODS, "default", "big")
