@@ -148,9 +148,11 @@ class WatchStreams:
             if now >= deadline:
                 return
             if next_bookmark is not None and now >= next_bookmark:
-                # Nothing pending: the watcher has seen every change up to the current version.
-                rv = max(self._current_resource_version(), since)
-                await response.write(bookmark_line(watch.filter.resource, rv))
+                # Nothing pending: the watcher has seen every change up to the current version. A
+                # watch from a version not reached yet gets no bookmark until it is reached.
+                rv = self._current_resource_version()
+                if rv >= since:
+                    await response.write(bookmark_line(watch.filter.resource, rv))
                 next_bookmark = now + self.bookmark_interval
                 continue
             wake_at = deadline if next_bookmark is None else min(deadline, next_bookmark)

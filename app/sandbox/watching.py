@@ -5,7 +5,8 @@ bounded queue this hub fills. Like the real API server's cacher, a watcher recei
 namespace and selectors let through — an object that stops matching arrives as DELETED, one that
 starts matching as ADDED — and a watcher that falls too far behind is closed rather than buffered
 without end. A watch from a resourceVersion older than the retained history fails with 410
-(``too old resource version``). Synchronous, no I/O: the streaming handler awaits ``Watcher.wait``.
+(``too old resource version``); one from a version not reached yet gets only the changes after it.
+Synchronous, no I/O: the streaming handler awaits ``Watcher.wait``.
 Part of the emulator, a test/demo tool.
 """
 
@@ -47,9 +48,14 @@ class WatchFilter:
 class Watcher:
     """One open watch: pending watch lines (bounded) and a wake-up for the stream writing them."""
 
-    def __init__(self, watch_filter: WatchFilter, *, queue_size: int, description: str = "") -> None:
+    def __init__(
+        self, watch_filter: WatchFilter, *, queue_size: int, description: str = "", since: int = 0
+    ) -> None:
         self.filter = watch_filter
         self.description = description
+        self.since = since
+        """Only changes newer than this are sent (as the cacher's watchers filter), even when this
+        version lies in the future."""
         self._limit = queue_size
         self._pending: deque[bytes] = deque()
         self._wakeup = asyncio.Event()
@@ -66,7 +72,7 @@ class Watcher:
 
     def offer(self, change: Change) -> None:
         """Queue what this watcher sees of ``change``, given its filter (maybe nothing)."""
-        if self.closed:
+        if self.closed or change.resource_version <= self.since:
             return
         line = self.line_for(change)
         if line is None:
@@ -160,7 +166,7 @@ class WatchHub:
         Raises ``ApiError`` 410 (reason Expired) when ``since`` is older than the retained history.
         """
         resource = watch_filter.resource
-        watcher = Watcher(watch_filter, queue_size=self.queue_size, description=description)
+        watcher = Watcher(watch_filter, queue_size=self.queue_size, description=description, since=since or 0)
         watcher.preload(initial)
         if since is not None:
             oldest = self.compacted_resource_version(resource)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -358,3 +359,25 @@ async def test_watch_stream_is_chunked_json_lines_on_the_wire(emulator: KubeApiE
     assert error["type"] == "ERROR"
     assert error["object"]["kind"] == "Status"
     assert (error["object"]["code"], error["object"]["reason"]) == (410, "Expired")
+
+
+async def test_watch_from_a_future_resource_version_skips_changes_up_to_it(
+    core: client.CoreV1Api, emulator: KubeApiEmulator
+) -> None:
+    """The watch cache sends a watcher only events newer than its resourceVersion, even when that
+    version has not been reached yet (a client holding a position from before an etcd restore)."""
+    emulator.create_pod(pod_manifest("before"))
+    future = int(emulator.resource_version) + 2
+    path = f"/api/v1/pods?watch=1&allowWatchBookmarks=true&resourceVersion={future}&timeoutSeconds=30"
+
+    async with aiohttp.ClientSession() as session, session.get(f"{emulator.url}{path}") as response:
+        async with asyncio.timeout(10):
+            await emulator.wait_for_watch(f"resourceVersion={future}")
+        emulator.create_pod(pod_manifest("skipped-1"))
+        emulator.create_pod(pod_manifest("skipped-2"))
+        emulator.create_pod(pod_manifest("sent"))
+        first = json.loads(await response.content.readline())
+
+    assert first["type"] == "ADDED"
+    assert first["object"]["metadata"]["name"] == "sent"
+    assert int(first["object"]["metadata"]["resourceVersion"]) == future + 1
