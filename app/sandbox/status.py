@@ -133,6 +133,17 @@ def too_old_resource_version(requested: int, oldest: int) -> ApiError:
     return ApiError(410, f"too old resource version: {requested} ({oldest})", reason="Expired")
 
 
+def too_large_resource_version(requested: int, current: int) -> ApiError:
+    """504 for a read at a resourceVersion the server has not reached."""
+    return ApiError(
+        504,
+        f"Timeout: Too large resource version: {requested}, current: {current}",
+        reason="Timeout",
+        details={"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}]},
+        retry_after=1,
+    )
+
+
 def expired_continue(inconsistent_continue: str) -> ApiError:
     """410 for a list ``continue`` token older than the retained history.
 

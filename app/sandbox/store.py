@@ -7,7 +7,8 @@ body's uid is a precondition, 409, while a PATCH that changes the uid is invalid
 status subresource (a pod's ``status`` PUT/PATCH changes status, labels and annotations; a main PUT
 never changes status), no-op writes that keep the resourceVersion, empty metadata fields left out
 (``omitempty``: removing the last annotation leaves no ``annotations``), the 256 KiB cap on an
-object's annotations (422), cascading namespace deletion, and paged lists. Every committed change
+object's annotations (422), cascading namespace deletion, and paged lists (every page, and an
+``Exact`` list, read at its resourceVersion from the retained history). Every committed change
 goes to the ``WatchHub``. Writes are synchronous and atomic on the event loop thread; callers must
 not use the store from another thread. Part of the emulator, a test/demo tool.
 """
@@ -39,6 +40,7 @@ from app.sandbox.status import (
     invalid,
     not_found,
     stale_update,
+    too_large_resource_version,
     too_old_resource_version,
 )
 from app.sandbox.watching import WatchHub
@@ -124,29 +126,51 @@ class ObjectStore:
         fields: FieldSelector | None = None,
     ) -> list[StoredObject]:
         """Matching objects, ordered by (namespace, name) as etcd orders keys."""
-        labels = labels or LabelSelector()
-        fields = fields or FieldSelector()
-        objects = self._objects[resource]
-        keys = sorted(key for key in objects if namespace is None or key[0] == namespace)
-        selected: list[StoredObject] = []
-        for key in keys:
-            stored = objects[key]
-            if labels.matches(stored.obj["metadata"].get("labels")) and fields.matches(stored.obj):
-                selected.append(stored)
-        return selected
+        return _select(
+            self._objects[resource],
+            namespace=namespace,
+            labels=labels or LabelSelector(),
+            fields=fields or FieldSelector(),
+        )
+
+    def _state_at(self, resource: Resource, resource_version: int) -> dict[ObjectKey, StoredObject]:
+        """The objects of ``resource`` as they were at ``resource_version`` (at most the current one,
+        not older than the compacted one): the live objects with every later change undone."""
+        objects = dict(self._objects[resource])
+        for change in reversed(self.hub.changes_after(resource, resource_version)):
+            if change.prev is None:
+                objects.pop(change.obj.key, None)
+            else:
+                objects[change.prev.key] = change.prev
+        return objects
 
     def list_page(self, resource: Resource, query: ListQuery) -> ListResult:
-        """A list response: one page when ``limit`` is set, continuing after a ``continue`` token."""
+        """A list response: one page when ``limit`` is set, continuing after a ``continue`` token.
+
+        A continued page, and an ``Exact`` list, are read at their resourceVersion, as etcd reads
+        at a revision: every page of one list shows the same snapshot.
+        """
         compacted = self.hub.compacted_resource_version(resource)
-        if query.exact and query.resource_version is not None and query.resource_version < compacted:
-            raise too_old_resource_version(query.resource_version, compacted)
-        items = self.select(resource, namespace=query.namespace, labels=query.labels, fields=query.fields)
         list_rv = self._resource_version
+        start_after: ObjectKey | None = None
         if query.continue_token:
-            token_rv, start_after = _decode_continue(query.continue_token)
-            if token_rv < compacted:
+            list_rv, start_after = _decode_continue(query.continue_token)
+            if list_rv < compacted:
                 raise expired_continue(_encode_continue(self._resource_version, start_after))
-            list_rv = token_rv
+        elif query.exact and query.resource_version is not None:
+            if query.resource_version < compacted:
+                raise too_old_resource_version(query.resource_version, compacted)
+            if query.resource_version > self._resource_version:
+                raise too_large_resource_version(query.resource_version, self._resource_version)
+            list_rv = query.resource_version
+        objects = self._objects[resource] if list_rv == self._resource_version else None
+        items = _select(
+            objects if objects is not None else self._state_at(resource, list_rv),
+            namespace=query.namespace,
+            labels=query.labels,
+            fields=query.fields,
+        )
+        if start_after is not None:
             items = [stored for stored in items if stored.key > start_after]
         if query.limit <= 0 or len(items) <= query.limit:
             return ListResult(items, list_rv)
@@ -312,6 +336,22 @@ class ObjectStore:
         self._objects[resource][stored.key] = stored
         self.hub.record(Change.of(change_type, stored, prev), resource)
         return stored
+
+
+def _select(
+    objects: dict[ObjectKey, StoredObject],
+    *,
+    namespace: str | None,
+    labels: LabelSelector,
+    fields: FieldSelector,
+) -> list[StoredObject]:
+    keys = sorted(key for key in objects if namespace is None or key[0] == namespace)
+    selected: list[StoredObject] = []
+    for key in keys:
+        stored = objects[key]
+        if labels.matches(stored.obj["metadata"].get("labels")) and fields.matches(stored.obj):
+            selected.append(stored)
+    return selected
 
 
 def _require_object(body: Any, resource: Resource) -> JsonObject:

@@ -138,6 +138,12 @@ class WatchHub:
         """Every change of ``resource`` after this resourceVersion is still in the history."""
         return self._compacted.get(resource, 0)
 
+    def changes_after(self, resource: Resource, resource_version: int) -> list[Change]:
+        """The retained changes of ``resource`` newer than ``resource_version``, oldest first
+        (complete only when ``resource_version`` is not older than the compacted version)."""
+        history = self._history.get(resource, ())
+        return [change for change in history if change.resource_version > resource_version]
+
     def record(self, change: Change, resource: Resource) -> None:
         """Append a committed change to the history and fan it out to the resource's watchers."""
         history = self._history.setdefault(resource, deque())

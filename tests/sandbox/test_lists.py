@@ -90,3 +90,53 @@ async def test_exact_list_of_a_compacted_version_answers_410(
 
     assert raised.value.status == 410
     assert [pod.metadata.name for pod in loose.items] == ["p", "q"]
+
+
+async def test_continued_pages_show_the_state_at_the_first_pages_resource_version(
+    core: client.CoreV1Api, emulator: KubeApiEmulator
+) -> None:
+    """Every page of a paged list is read at the first page's resourceVersion (etcd reads at that
+    revision): writes between pages do not show, so the pages are one consistent snapshot."""
+    for index in range(4):
+        emulator.create_pod(pod_manifest(f"p{index}"))
+    before = emulator.get_pod("default", "p2")
+    first = await core.list_namespaced_pod("default", limit=2)
+    emulator.patch_pod("default", "p2", {"metadata": {"labels": {"changed": "yes"}}})
+    emulator.delete_pod("default", "p3")
+    emulator.create_pod(pod_manifest("p2a"))
+
+    second = await core.list_namespaced_pod("default", limit=2, _continue=first.metadata._continue)
+
+    assert [pod.metadata.name for pod in second.items] == ["p2", "p3"]
+    assert second.items[0].metadata.resource_version == before["metadata"]["resourceVersion"]
+    assert second.items[0].metadata.labels is None
+    assert second.metadata._continue is None
+
+
+async def test_exact_list_shows_the_state_at_that_resource_version(
+    core: client.CoreV1Api, emulator: KubeApiEmulator
+) -> None:
+    emulator.create_pod(pod_manifest("p"))
+    then = emulator.resource_version
+    emulator.delete_pod("default", "p")
+    emulator.create_pod(pod_manifest("q"))
+
+    exact = await core.list_namespaced_pod("default", resource_version=then, resource_version_match="Exact")
+
+    assert [pod.metadata.name for pod in exact.items] == ["p"]
+    assert exact.metadata.resource_version == then
+
+
+async def test_exact_list_of_a_version_not_reached_yet_answers_504_too_large(
+    core: client.CoreV1Api, emulator: KubeApiEmulator
+) -> None:
+    future = str(int(emulator.resource_version) + 5)
+
+    with pytest.raises(ApiException) as raised:
+        await core.list_namespaced_pod("default", resource_version=future, resource_version_match="Exact")
+
+    assert raised.value.status == 504
+    assert raised.value.body is not None
+    status = json.loads(raised.value.body)
+    assert status["reason"] == "Timeout"
+    assert status["details"]["causes"][0]["reason"] == "ResourceVersionTooLarge"
