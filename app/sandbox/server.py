@@ -176,6 +176,31 @@ def _invalid_list_options(field: str, why: str) -> ApiError:
     )
 
 
+def _check_list_options(query: Mapping[str, str], match: str) -> None:
+    """What the API server's list options validation (and etcd's paging) refuses."""
+    rv = query.get("resourceVersion", "")
+    if match:
+        if match not in ("NotOlderThan", "Exact"):
+            raise _invalid_list_options("resourceVersionMatch", f'Unsupported value: "{match}"')
+        if not rv:
+            raise _invalid_list_options(
+                "resourceVersionMatch",
+                "Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided",
+            )
+        if query.get("continue"):
+            raise _invalid_list_options(
+                "resourceVersionMatch",
+                "Forbidden: resourceVersionMatch is forbidden when continue is provided",
+            )
+        if match == "Exact" and rv == "0":
+            raise _invalid_list_options(
+                "resourceVersionMatch",
+                'Forbidden: resourceVersionMatch "exact" is forbidden for resourceVersion "0"',
+            )
+    if query.get("continue") and rv not in ("", "0"):
+        raise bad_request("specifying resource version is not allowed when using continue")
+
+
 async def _json_body(request: web.Request, *, required: bool = True) -> Any:
     media_type = (request.headers.get("Content-Type") or "application/json").split(";", 1)[0].strip().lower()
     raw = await request.read()
@@ -281,8 +306,7 @@ class _Handlers:
 
     def _list_query(self, target: routing.ResourceTarget, query: Mapping[str, str]) -> ListQuery:
         match = query.get("resourceVersionMatch", "")
-        if match not in ("", "NotOlderThan", "Exact"):
-            raise _invalid_list_options("resourceVersionMatch", f'Unsupported value: "{match}"')
+        _check_list_options(query, match)
         return ListQuery(
             namespace=target.namespace,
             labels=parse_label_selector(query.get("labelSelector")),

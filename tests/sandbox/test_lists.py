@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import aiohttp
 import pytest
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -140,3 +141,29 @@ async def test_exact_list_of_a_version_not_reached_yet_answers_504_too_large(
     status = json.loads(raised.value.body)
     assert status["reason"] == "Timeout"
     assert status["details"]["causes"][0]["reason"] == "ResourceVersionTooLarge"
+
+
+@pytest.mark.parametrize(
+    ("query", "status"),
+    [
+        ("resourceVersionMatch=NotOlderThan", 422),
+        ("resourceVersion=0&resourceVersionMatch=Exact", 422),
+        ("resourceVersion={rv}&continue={token}", 400),
+        ("resourceVersion={rv}&resourceVersionMatch=NotOlderThan&continue={token}", 422),
+    ],
+)
+async def test_list_options_the_api_server_forbids_are_refused(
+    core: client.CoreV1Api, emulator: KubeApiEmulator, query: str, status: int
+) -> None:
+    for index in range(3):
+        emulator.create_pod(pod_manifest(f"p{index}"))
+    first = await core.list_namespaced_pod("default", limit=1)
+    path = "/api/v1/namespaces/default/pods?limit=1&" + query.format(
+        rv=first.metadata.resource_version, token=first.metadata._continue
+    )
+
+    async with aiohttp.ClientSession() as session, session.get(f"{emulator.url}{path}") as response:
+        body = await response.json()
+
+    assert response.status == status
+    assert body["kind"] == "Status"
