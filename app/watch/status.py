@@ -3,12 +3,13 @@
 Called by ``app.attach`` once per successful ADD. Upstream Multus GETs the pod and PUTs
 ``pods/status`` in a conflict-retry loop (two requests, both throttled); here it is ONE merge
 PATCH of ``pods/<name>/status`` without a GET: a merge patch carries no resourceVersion, so it
-cannot conflict with other writers, and it carries ``metadata.uid``, which the API server checks
-as a precondition so that a pod recreated under the same name is never written (the answer's uid
-is checked too, for servers that do not enforce it). A pod that is gone (404), or whose name now
-belongs to another pod (409 that persists), is not an error: its sandbox is being torn down
-anyway. 409, 429, 5xx and unreachable are retried a few times, a few hundred milliseconds
-apart at most, the whole write bounded by ``status_deadline``; then ``ClusterUnavailableError``.
+cannot conflict with other writers, and it carries ``metadata.uid``, an immutable field, so that a
+pod recreated under the same name is never written (the API server refuses the patch: 422 naming
+``metadata.uid``; 409 where a server checks it as a precondition; the answer's uid is checked too,
+for servers that do neither). A pod that is gone (404), or whose name now belongs to another pod,
+is not an error: its sandbox is being torn down anyway. 409, 429, 5xx and unreachable are
+retried a few times, a few hundred milliseconds apart at most, the whole write bounded by
+``status_deadline``; then ``ClusterUnavailableError``.
 
 Under upstream's ClusterRole (``get`` and ``update`` of ``pods/status``, no ``patch``) the PATCH is
 refused with 403: the publisher then writes as upstream does, a GET of the pod and a PUT of
@@ -56,6 +57,12 @@ def status_patch(pod: PodRecord, status_json: str) -> dict[str, Any]:
     return {"metadata": metadata}
 
 
+def _refused_for_its_uid(error: ApiRejectedError) -> bool:
+    """The API server refused the patch because the pod of that name has another uid: the uid in a
+    patch is an immutable field, not a precondition, so a real server answers 422 naming it."""
+    return error.status == 422 and "metadata.uid" in error.message
+
+
 class _PodReplacedError(Exception):
     """The GET before a PUT answered a pod with another uid than the sandbox's."""
 
@@ -90,6 +97,12 @@ class ApiStatusPublisher:
             log.info("pod %s is gone: network-status not written", where)
             return
         except (ApiConflictError, _PodReplacedError):
+            self.skipped += 1
+            log.warning("pod %s now has another uid than %s: network-status not written", where, pod.uid)
+            return
+        except ApiRejectedError as exc:
+            if not _refused_for_its_uid(exc):
+                raise ClusterUnavailableError(f"cannot write network-status of pod {where}: {exc}") from exc
             self.skipped += 1
             log.warning("pod %s now has another uid than %s: network-status not written", where, pod.uid)
             return

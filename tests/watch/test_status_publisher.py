@@ -270,11 +270,12 @@ async def test_a_pod_recreated_under_the_same_name_does_not_get_its_predecessors
 
     await publisher.publish_network_status(old, STATUS)
 
-    # The patch carries the old pod's uid: the API server refuses it (409, uid precondition),
-    # which the publisher takes as "that pod is gone", not as an error.
+    # The patch carries the old pod's uid: the API server refuses it (422: metadata.uid is
+    # immutable), which the publisher takes as "that pod is gone", not as an error.
     annotations = emulator.get_pod("default", "p")["metadata"].get("annotations") or {}
     assert "k8s.v1.cni.cncf.io/network-status" not in annotations
     assert publisher.foreign_writes == 0
+    assert publisher.skipped == 1
 
 
 async def test_interface_events_are_posted_in_the_background(
