@@ -30,6 +30,8 @@ CNI_PLUGIN_DIR = "/usr/lib/cni"
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault(ASYNCIO_DEBUG_ENV, "1")
+    if config.getoption("asyncio_debug") is None:  # pytest-asyncio's loops ignore the variable
+        config.option.asyncio_debug = True
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
