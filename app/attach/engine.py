@@ -182,7 +182,10 @@ class AttachEngine:
                     raise
                 raise err from exc
         for listener in self._added_listeners:
-            listener(request.pod.namespace, request.pod.name)
+            try:
+                listener(request.pod.namespace, request.pod.name)
+            except Exception:  # the ADD is committed: its answer stands whatever a listener does
+                log.exception("a listener of finished ADDs failed for container %s", request.container_id)
         return answer
 
     async def delete(self, request: SandboxRequest) -> None:

@@ -26,6 +26,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
+from app.shim import bundle
 from app.shim import install as shim_install
 
 NAME = "multusctl"
@@ -59,20 +60,14 @@ def default_bin_dir() -> Path:
     return Path(sysconfig.get_path("scripts"))
 
 
-SHEBANG_LIMIT = 256
-"""Bytes of a script Linux reads to find its interpreter (since 5.1): a longer ``#!`` line, newline
-included, loses the end of its flags (``-IS``) or does not run at all."""
-
-
 def launcher_text(interpreter: str, paths: list[str]) -> str:
     if not os.path.isabs(interpreter) or any(char.isspace() for char in interpreter):
         raise LauncherError(f"the interpreter path cannot go into a shebang line: {interpreter!r}")
     text = TEMPLATE.format(interpreter=interpreter, mark=MARK, paths=paths)
-    first_line = len(text[: text.index("\n") + 1].encode())
-    if first_line > SHEBANG_LIMIT:
+    if bundle.shebang_overflow(text.partition("\n")[0]):  # it would lose -IS, or not run at all
         raise LauncherError(
-            f"the interpreter path is too long for a shebang line ({first_line} bytes with its flags, "
-            f"Linux reads {SHEBANG_LIMIT}): {interpreter!r}"
+            f"the interpreter path is too long for a shebang line (Linux reads {bundle.BINPRM_BUF_SIZE}"
+            f" bytes of it, flags and newline included): {interpreter!r}"
         )
     return text
 

@@ -12,7 +12,8 @@ Teardown goes through the engine's DEL path (one teardown for DEL, rollback, rec
 After it, two last-resort sweeps: host-side veths named in the removed results that still exist,
 and host-local leases of containers we attached but no longer record (``app.gc.leases``), each
 container's removed under its sandbox lock.
-A pass that finds nothing to do costs one query, one stat per sandbox and nothing else.
+A pass that finds nothing to do costs a few queries (the sandboxes, the lease proofs) and one stat
+per sandbox; the lease directories are read again only while a removed attachment's proof is kept.
 """
 
 from __future__ import annotations

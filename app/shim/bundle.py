@@ -280,7 +280,7 @@ def build_bundle(destination: Path, *, interpreter: str | None = None) -> Path:
         target = lib / soname
         copy_file(source, target, mode=0o755)
         strip_debug(target)
-        if needs_runpath(target, soname):
+        if needs_rpath(target, soname):
             patchelf("--force-rpath", "--set-rpath", "$ORIGIN", str(target))
     for extension in extensions:
         strip_debug(extension)
@@ -321,7 +321,7 @@ def carried_aliases(facts: dict[str, object], *, python: str, codecs: set[str]) 
     return ALIASES_TEMPLATE.format(python=python, codecs=", ".join(sorted(codecs)), aliases=kept)
 
 
-def needs_runpath(library: Path, soname: str) -> bool:
+def needs_rpath(library: Path, soname: str) -> bool:
     """A library that needs more than libc and the loader (both loaded first by the interpreter)."""
     needed = set(patchelf("--print-needed", str(library)).split())
     return bool(needed - {"libc.so.6", soname} - {name for name in needed if name.startswith("ld-linux")})

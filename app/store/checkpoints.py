@@ -403,11 +403,6 @@ def _summary(row: Any) -> SandboxSummary:
     )
 
 
-def distinct_configs(connection: Connection) -> set[bytes]:
-    """Every distinct delegate configuration recorded (usually far fewer than attachments)."""
-    return {row[0] for row in connection.execute(select(ATTACHMENTS.c.config).distinct())}
-
-
 def attachment_counts(connection: Connection) -> dict[str, int]:
     """Attachments recorded, by state."""
     query = select(ATTACHMENTS.c.state, func.count()).group_by(ATTACHMENTS.c.state)

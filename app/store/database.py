@@ -434,7 +434,7 @@ class _Writer(_Worker):
             return
         self.batches += 1
         self.units += len(batch)
-        _observe_batch(time.monotonic() - started, len(batch))  # counted when its callers hear of it
+        _observe_batch(time.monotonic() - started, len(batch))  # counted before its callers hear of it
         if not to_sync or durable:  # nothing to sync, or SQLite synced the commit itself
             _settle(outcomes)
             _settle_synced(to_sync, None)

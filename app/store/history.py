@@ -2,7 +2,8 @@
 
 Appended by ``app.attach`` (ADD, DEL, CHECK, GC, rollback, recovery, spool replay) in the same
 transaction as the checkpoint write it describes, so history and checkpoint never disagree. Read
-by operator queries (``query``, through ``app.store.queries``) and by GC (``has_seen``). Rows are
+by operator queries (``query``, through ``app.store.queries``) and by GC's lease sweep (an ADD
+delegate of ours, ``app.store.lease_proofs``). Rows are
 never updated; retention (``app.store.retention``) deletes whole rows, oldest first, in small
 batches, and never touches another table.
 
@@ -25,7 +26,6 @@ from sqlalchemy import (
     Connection,
     Row,
     Select,
-    bindparam,
     delete,
     func,
     literal_column,
@@ -82,14 +82,6 @@ def _row(entry: HistoryEntry, node: str | None = None) -> tuple[object, ...]:
         entry.node if node is None else node,
         json_list(entry.device_ids),
     )
-
-
-_EVER_SEEN = select(HISTORY.c.id).where(HISTORY.c.container_id == bindparam("cid")).limit(1)
-
-
-def has_seen(connection: Connection, container_id: str) -> bool:
-    """True when any operation on ``container_id`` was ever recorded (it is ours, not another's)."""
-    return connection.execute(_EVER_SEEN, {"cid": container_id}).first() is not None
 
 
 def for_container(connection: Connection, container_id: str) -> list[HistoryEntry]:

@@ -258,6 +258,22 @@ def _error_from(response: aiohttp.ClientResponse, data: bytes) -> ApiError:
         response.status,
         _status_message(data, response.reason or ""),
         retry_after=_retry_after(response.headers),
+        fields=_status_fields(data),
+    )
+
+
+def _status_fields(data: bytes) -> tuple[str, ...]:
+    """The fields a ``Status`` body names as its causes (``details.causes[].field``)."""
+    try:
+        status = json.loads(data)
+    except ValueError:
+        return ()
+    details = status.get("details") if isinstance(status, dict) else None
+    causes = details.get("causes") if isinstance(details, dict) else None
+    if not isinstance(causes, list):
+        return ()
+    return tuple(
+        cause["field"] for cause in causes if isinstance(cause, dict) and isinstance(cause.get("field"), str)
     )
 
 

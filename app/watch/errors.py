@@ -16,11 +16,15 @@ class KubeConfigError(Exception):
 class ApiError(Exception):
     """The API answered, or could not be reached. ``status`` is 0 when no HTTP answer came."""
 
-    def __init__(self, status: int, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, *, retry_after: float | None = None, fields: tuple[str, ...] = ()
+    ) -> None:
         super().__init__(f"HTTP {status}: {message}" if status else message)
         self.status = status
         self.message = message
         self.retry_after = retry_after
+        self.fields = fields
+        """The fields a ``Status`` answer names as the causes (``details.causes[].field``)."""
 
 
 class ApiNotFoundError(ApiError):
@@ -55,7 +59,9 @@ RETRYABLE_ERRORS: tuple[type[ApiError], ...] = (ApiConflictError, ApiTransientEr
 """Errors after which the same request may succeed (used by the status publisher)."""
 
 
-def error_for_status(status: int, message: str, *, retry_after: float | None = None) -> ApiError:
+def error_for_status(
+    status: int, message: str, *, retry_after: float | None = None, fields: tuple[str, ...] = ()
+) -> ApiError:
     """The exception class for an HTTP error ``status``."""
     cls: type[ApiError]
     if status == 404:
@@ -68,4 +74,4 @@ def error_for_status(status: int, message: str, *, retry_after: float | None = N
         cls = ApiTransientError
     else:
         cls = ApiRejectedError
-    return cls(status, message, retry_after=retry_after)
+    return cls(status, message, retry_after=retry_after, fields=fields)

@@ -60,7 +60,7 @@ def status_patch(pod: PodRecord, status_json: str) -> dict[str, Any]:
 def _refused_for_its_uid(error: ApiRejectedError) -> bool:
     """The API server refused the patch because the pod of that name has another uid: the uid in a
     patch is an immutable field, not a precondition, so a real server answers 422 naming it."""
-    return error.status == 422 and "metadata.uid" in error.message
+    return error.status == 422 and "metadata.uid" in error.fields
 
 
 class _PodReplacedError(Exception):

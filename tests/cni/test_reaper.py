@@ -3,6 +3,9 @@ process group through verified pidfds, waits until they are gone, and touches no
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -37,9 +40,9 @@ def _alive(pid: int) -> bool:
 def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
     started: list[subprocess.Popen[bytes]] = []
     yield started
-    for process in started:
-        if process.poll() is None:
-            process.kill()
+    for process in started:  # each leads its own session: its unmarked child goes with its group
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
         process.wait()
 
 

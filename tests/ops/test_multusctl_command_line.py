@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from app.cli import launcher, quickargs, tables
 from app.cli import main as cli
+from app.shim import bundle
 from app.store import filters
 from tests.conftest import child_environment
 
@@ -342,8 +343,8 @@ def test_reading_the_file_runs_with_the_garbage_collector_the_launcher_turned_of
 def test_an_interpreter_path_too_long_for_the_launchers_first_line_is_refused() -> None:
     """Linux reads 256 bytes of a script to find its interpreter: a longer ``#!`` line would lose
     ``-IS`` (the launcher would then run with ``site``) or not run at all."""
-    fits = "/" + "p" * (launcher.SHEBANG_LIMIT - len("#! -IS\n") - 1)
-    assert launcher.launcher_text(fits, []).index("\n") + 1 == launcher.SHEBANG_LIMIT
+    fits = "/" + "p" * (bundle.BINPRM_BUF_SIZE - len("#! -IS\n") - 1)
+    assert launcher.launcher_text(fits, []).index("\n") + 1 == bundle.BINPRM_BUF_SIZE
 
     with pytest.raises(launcher.LauncherError, match="256"):
         launcher.launcher_text(fits + "p", [])
