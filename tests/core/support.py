@@ -9,6 +9,7 @@ it) where the daemon would have died; a test then "restarts" with ``Node.restart
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import secrets
@@ -330,3 +331,12 @@ __all__ = [
     "pending",
     "request_lines",
 ]
+
+
+async def wait_for_file(path: Path) -> None:
+    """Return once ``path`` exists (a recorder plugin's rendezvous); fail after about 6 s."""
+    for _ in range(600):
+        if await asyncio.to_thread(path.exists):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{path} never appeared")

@@ -6,15 +6,7 @@ import asyncio
 from pathlib import Path
 
 from app.attach.requests import NodeRequest
-from tests.core.support import Command, Node, new_container_id, pending
-
-
-async def _wait_for(path: Path) -> None:
-    for _ in range(600):
-        if await asyncio.to_thread(path.exists):
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{path} never appeared")
+from tests.core.support import Command, Node, new_container_id, pending, wait_for_file
 
 
 async def test_cni_gc_skips_a_sandbox_whose_add_is_in_flight(node: Node, tmp_path: Path) -> None:
@@ -30,7 +22,7 @@ async def test_cni_gc_skips_a_sandbox_whose_add_is_in_flight(node: Node, tmp_pat
     container = new_container_id()
     adding = asyncio.create_task(engine.add(node.request(Command.ADD, container, node.new_netns(), conf)))
     try:
-        await _wait_for(meeting / "eth0")  # its delegate runs: the ADD holds the sandbox's lock
+        await wait_for_file(meeting / "eth0")  # its delegate runs: the ADD holds the sandbox's lock
 
         # Bounded only so that a GC waiting for the ADD fails here rather than hang the suite.
         await asyncio.wait_for(engine.gc(NodeRequest(command=Command.GC, conf=conf)), timeout=30)

@@ -10,15 +10,7 @@ from typing import Any, cast
 from app.gc import collector
 from app.gc.collector import GarbageCollector
 from app.store.database import Database
-from tests.core.support import Command, Node, new_container_id, pending
-
-
-async def _wait_for(path: Path) -> None:
-    for _ in range(600):
-        if await asyncio.to_thread(path.exists):
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{path} never appeared")
+from tests.core.support import Command, Node, new_container_id, pending, wait_for_file
 
 
 async def test_an_add_that_finishes_while_gc_examines_it_is_not_torn_down(node: Node, tmp_path: Path) -> None:
@@ -32,7 +24,7 @@ async def test_an_add_that_finishes_while_gc_examines_it_is_not_torn_down(node: 
     engine = node.engine()
     container = new_container_id()
     adding = asyncio.create_task(engine.add(node.request(Command.ADD, container, node.new_netns(), conf)))
-    await _wait_for(meeting / "eth0")  # the delegate runs: the sandbox is recorded as ``adding``
+    await wait_for_file(meeting / "eth0")  # the delegate runs: the sandbox is recorded as ``adding``
 
     class PodsWhileTheAddFinishes:
         async def pods_on_node(self) -> Mapping[tuple[str, str], str] | None:
