@@ -2,10 +2,10 @@
 
 Integration tests need root (netns, veth, bridges) and the reference plugins in /usr/lib/cni;
 CI runs as root. The async tests' event loops (pytest-asyncio's) run in asyncio debug mode (slow
-callbacks and never-awaited coroutines reported, loop calls from other threads refused) unless the
-command line says otherwise (``--asyncio-debug`` is pytest-asyncio's own switch, which overrides
-PYTHONASYNCIODEBUG); loops a test makes itself (``asyncio.run``) follow PYTHONASYNCIODEBUG, set here;
-daemon processes started by tests never inherit it. Every async test
+callbacks and never-awaited coroutines reported, loop calls from other threads refused): its
+``asyncio_debug`` option, which overrides PYTHONASYNCIODEBUG, is turned on here. Loops a test makes
+itself (``asyncio.run``) follow PYTHONASYNCIODEBUG, set here too; daemon processes started by tests
+never inherit it. Every async test
 gets the leftover-task check (``tests/asyncio_hygiene.py``). Test modules that start daemon or
 emulator processes are marked ``slow``: ``pytest -m "not slow"`` is the inner loop. Each area of
 tests keeps its other fixtures in its own conftest.py; process plumbing is ``app.sandbox.processes``.
