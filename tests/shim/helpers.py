@@ -1,4 +1,5 @@
-"""Test doubles and runners for the shim: a stub daemon on a real unix socket, a real shim process.
+"""Test doubles and runners for the shim: a stub daemon on a real unix socket, a real shim process,
+variants of a built runtime bundle.
 
 The stub speaks raw HTTP on purpose: the tests assert the exact bytes the shim sends and script the
 exact bytes it gets back (status, headers, framing), which an HTTP framework would normalise.
@@ -17,6 +18,8 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from app.shim import bundle
 
 HANG = b"<hang>"
 """A reply that never comes: the stub holds the connection open until it is stopped."""
@@ -246,3 +249,13 @@ def run_shim(
         [str(launcher)], input=stdin, env=full, capture_output=True, timeout=timeout, check=False
     )
     return ShimRun(proc.returncode, proc.stdout, proc.stderr)
+
+
+def variant(source: Path, destination: Path, tag: str) -> Path:
+    """A copy of the built bundle ``source`` under another manifest: what a rebuild looks like to the
+    installer (it gets a runtime directory of its own)."""
+    shutil.copytree(source, destination)
+    manifest = json.loads((destination / bundle.MANIFEST_NAME).read_text())
+    manifest["build"] = tag
+    (destination / bundle.MANIFEST_NAME).write_text(json.dumps(manifest))
+    return destination

@@ -21,7 +21,7 @@ from app.cli import install as install_cli
 from app.shim import bundle
 from app.shim.install import install_bundled_shim, runtime_of, uninstall_shim
 from tests import hostless
-from tests.shim.helpers import BASE_ENV, StubDaemon, conf_bytes, json_reply
+from tests.shim.helpers import BASE_ENV, StubDaemon, conf_bytes, json_reply, variant
 
 VERSION_REPLY = (
     b'{"cniVersion":"1.1.0","supportedVersions":["0.1.0","0.2.0","0.3.0","0.3.1","0.4.0","1.0.0","1.1.0"]}\n'
@@ -34,15 +34,6 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A bundle built from the interpreter running the tests."""
     destination = tmp_path_factory.mktemp("bundle") / "shim-bundle"
     bundle.build_bundle(destination)
-    return destination
-
-
-def variant(source: Path, destination: Path, tag: str) -> Path:
-    """The same files under another manifest: what a rebuild looks like to the installer."""
-    shutil.copytree(source, destination)
-    manifest = json.loads((destination / bundle.MANIFEST_NAME).read_text())
-    manifest["build"] = tag
-    (destination / bundle.MANIFEST_NAME).write_text(json.dumps(manifest))
     return destination
 
 
