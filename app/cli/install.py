@@ -25,6 +25,14 @@ that conf across restarts on purpose, so it is the uninstall that must remove it
 keep a conf that calls a removed plugin. ``--purge-state`` also removes the daemon's
 state database and socket, and refuses while a daemon holds the database.
 
+One installer at a time: ``install`` and ``uninstall`` hold the install lock of the bin dir
+(``app.shim.install.install_lock``) while they write or remove files there or in the conf dir, so
+two installers started together on a node (a rolling update with ``maxSurge``, an operator's run
+during one) take turns; the second says it waits, and gives up after ``--lock-timeout`` seconds
+(default 60) naming the lock. The lock dies with its holder, kill -9 included. ``install`` lets it
+go while it waits for the readiness indicator (that wait is for the primary network, not for another
+installer) and takes it again to write the conf, refusing if an uninstall removed the shim meanwhile.
+
 ``multus-install bundle --output DIR`` builds such a runtime (the image build runs it).
 
 ``multus-install multusctl [--bin-dir DIR]`` writes multusctl's launcher (``app.cli.launcher``:
@@ -45,16 +53,18 @@ in tens of milliseconds.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import fcntl
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -76,6 +86,12 @@ RECORD_NAME = "install-record.json"
 READINESS_TIMEOUT = 45.0
 """Upstream's wait for ``readinessindicatorfile`` (45 polls, 1 s apart)."""
 READINESS_POLL = 1.0
+LOCK_TIMEOUT = 60.0
+"""How long an installer waits for another one to release the install lock (an install takes
+seconds; building the runtime here, without ``--bundle``, is the longest)."""
+PAUSE_ENV = "MULTUS_PY_INSTALL_PAUSE_AT"
+"""Test hook: a ``app.shim.install.Step`` at which the installer stops itself (SIGSTOP) until it is
+continued (SIGCONT), so a test can start another installer against it; unset or empty: none."""
 MIN_PYTHON = (3, 11)
 """The shim's oldest supported interpreter (``requires-python`` of the package)."""
 STATE_FILE_SUFFIXES = ("", "-wal", "-shm", ".lock")
@@ -198,15 +214,43 @@ def install(
     bundle: Path | None = None,
     settings: Settings | None = None,
     readiness_timeout: float = READINESS_TIMEOUT,
+    lock_timeout: float = LOCK_TIMEOUT,
+    reached: Callable[[shim_install.Step], None] = shim_install.no_step_hook,
 ) -> list[Path]:
     """Install the shim (bundled runtime, or ``interpreter`` of the node), then (static conf mode
-    only) the conf once the readiness file exists.
+    only) the conf once the readiness file exists, each holding the install lock.
 
-    Returns the paths written, as seen here. Safe to run again: every file is replaced by rename."""
+    Returns the paths written, as seen here. Safe to run again: every file is replaced by rename.
+    ``reached`` is called at each ``shim_install.Step`` (a test hook)."""
+    with install_lock(layout, timeout=lock_timeout, reached=reached):
+        written = install_shim_files(layout, interpreter=interpreter, bundle=bundle, reached=reached)
+    if settings is None or settings.multus_config_file == "auto":
+        return written
+    wait_for_readiness(layout, settings, timeout=readiness_timeout)
+    with install_lock(layout, timeout=lock_timeout):
+        ensure_shim_still_installed(layout)
+        conf = install_static_conf(layout, Path(settings.multus_config_file))
+        record_installed(layout, conf)
+    written.append(conf)
+    return written
+
+
+def install_shim_files(
+    layout: Layout,
+    *,
+    interpreter: str | None,
+    bundle: Path | None,
+    reached: Callable[[shim_install.Step], None],
+) -> list[Path]:
+    """The shim (with its runtime or module) and ``passthru`` in the bin dir; the paths written."""
     if interpreter is None:
         try:
             launcher = shim_install.install_bundled_shim(
-                str(layout.bin_dir), host_bin_dir=host_bin_dir(layout), source=bundle, name=layout.shim_name
+                str(layout.bin_dir),
+                host_bin_dir=host_bin_dir(layout),
+                source=bundle,
+                name=layout.shim_name,
+                reached=reached,
             )
         except shim_bundle.BundleError as exc:
             raise InstallError(f"{exc}; the previous install is left as it was") from None
@@ -218,13 +262,58 @@ def install(
     plugin = passthru.install(layout.bin_dir)
     if plugin is not None:
         written.append(plugin)
-    if settings is None or settings.multus_config_file == "auto":
-        return written
-    wait_for_readiness(layout, settings, timeout=readiness_timeout)
-    conf = install_static_conf(layout, Path(settings.multus_config_file))
-    record_installed(layout, conf)
-    written.append(conf)
     return written
+
+
+@contextlib.contextmanager
+def install_lock(
+    layout: Layout,
+    *,
+    timeout: float,
+    reached: Callable[[shim_install.Step], None] = shim_install.no_step_hook,
+) -> Iterator[None]:
+    """Hold the bin dir's install lock for the block, waiting up to ``timeout`` s for another installer.
+
+    A block that fails while nothing of ours is in the bin dir (a first install refused) removes
+    the lock file too, so that the bin dir is left as it was."""
+    if not layout.bin_dir.is_dir():
+        raise InstallError(f"the CNI bin dir {layout.bin_dir} does not exist")
+    lock = shim_install.lock_path(layout.bin_dir)
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(
+                shim_install.install_lock(layout.bin_dir, timeout=timeout, on_wait=announce_wait)
+            )
+        except shim_install.InstallLockTimeoutError as exc:
+            raise InstallError(str(exc)) from None
+        except OSError as exc:
+            if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise InstallError(
+                    f"the CNI bin dir {layout.bin_dir} is not writable (read-only file system?); "
+                    f"the previous install is left as it was (cannot create the install lock {lock})"
+                ) from None
+            raise InstallError(f"cannot take the install lock {lock}: {exc.strerror or exc}") from None
+        try:
+            reached(shim_install.Step.LOCKED)
+            yield
+        except BaseException:
+            if not (layout.bin_dir / shim_install.IMPL_DIR_NAME).exists():
+                shim_install.remove_install_lock(layout.bin_dir)
+            raise
+
+
+def announce_wait(lock: Path) -> None:
+    print(f"multus-install: waiting for another multus-install to finish (it holds {lock})", file=sys.stderr)
+
+
+def ensure_shim_still_installed(layout: Layout) -> None:
+    """Refuse to write a conf calling a shim an uninstall removed while this install waited."""
+    launcher = layout.bin_dir / layout.shim_name
+    if not shim_install.is_our_launcher(launcher):
+        raise InstallError(
+            f"{launcher} was removed (or replaced) while this install waited for the readiness "
+            f"indicator file; the conf calling it is not installed: run the install again"
+        )
 
 
 def wait_for_readiness(layout: Layout, settings: Settings, *, timeout: float) -> None:
@@ -290,20 +379,37 @@ def record_installed(layout: Layout, path: Path) -> None:
 # --- uninstall ----------------------------------------------------------------------------------------
 
 
-def uninstall(layout: Layout, *, settings: Settings | None = None, purge_state: bool = False) -> list[Path]:
+def uninstall(
+    layout: Layout,
+    *,
+    settings: Settings | None = None,
+    purge_state: bool = False,
+    lock_timeout: float = LOCK_TIMEOUT,
+    reached: Callable[[shim_install.Step], None] = shim_install.no_step_hook,
+) -> list[Path]:
     """Remove what ``install`` (and, for ``00-multus.conf``, the daemon) wrote; return what went.
 
     Everything that could refuse is checked before anything is removed. The confs go first, so the
-    runtime stops calling the shim before the shim disappears."""
+    runtime stops calling the shim before the shim disappears. The install lock is held throughout,
+    and its file removed last, except when there is no bin dir: nothing of ours is there then, and
+    an install would refuse it."""
     if purge_state and settings is None:
         raise InstallError("--purge-state needs --daemon-config (it says where the state is)")
     if settings is not None:
         refuse_while_daemon_runs(layout, settings)
         if purge_state:
             ensure_unlocked(layout.on_host(settings.database_path))
-    removed = remove_shim_confs(layout)
-    removed += shim_install.uninstall_shim(str(layout.bin_dir), layout.shim_name)
-    removed += passthru.uninstall(layout.bin_dir)
+    has_bin_dir = layout.bin_dir.is_dir()
+    with (
+        install_lock(layout, timeout=lock_timeout, reached=reached)
+        if has_bin_dir
+        else contextlib.nullcontext()
+    ):
+        removed = remove_shim_confs(layout)
+        removed += shim_install.uninstall_shim(str(layout.bin_dir), layout.shim_name)
+        removed += passthru.uninstall(layout.bin_dir)
+        if has_bin_dir:
+            shim_install.remove_install_lock(layout.bin_dir)
     if settings is not None and purge_state:
         removed += purge_daemon_state(layout, settings)
     return removed
@@ -452,6 +558,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         )
         command.add_argument("--shim-name", default=DEFAULT_SHIM_NAME, help="the shim's file name")
         command.add_argument("--daemon-config", help="the daemon's daemon-config.json")
+        command.add_argument(
+            "--lock-timeout",
+            type=float,
+            default=LOCK_TIMEOUT,
+            help=f"seconds to wait for another multus-install on this node (default: {LOCK_TIMEOUT:g})",
+        )
     install_parser = sub.choices["install"]
     install_parser.add_argument(
         "--interpreter",
@@ -511,6 +623,7 @@ def run(args: argparse.Namespace) -> None:
         return
     settings = settings_module.load(args.daemon_config) if args.daemon_config else None
     layout = layout_from(args, settings)
+    reached = pause_hook(os.environ.get(PAUSE_ENV, ""))
     if args.command == "install":
         interpreter = None if args.interpreter is None else str(args.interpreter)
         for warning in check_interpreter(layout.host_root, interpreter) if interpreter else []:
@@ -521,12 +634,38 @@ def run(args: argparse.Namespace) -> None:
             bundle=Path(args.bundle) if args.bundle else None,
             settings=settings,
             readiness_timeout=args.readiness_timeout,
+            lock_timeout=args.lock_timeout,
+            reached=reached,
         )
         for path in paths:
             print(f"installed {path}")
         return
-    for path in uninstall(layout, settings=settings, purge_state=bool(args.purge_state)):
+    removed = uninstall(
+        layout,
+        settings=settings,
+        purge_state=bool(args.purge_state),
+        lock_timeout=args.lock_timeout,
+        reached=reached,
+    )
+    for path in removed:
         print(f"removed {path}")
+
+
+def pause_hook(step_name: str) -> Callable[[shim_install.Step], None]:
+    """The ``PAUSE_ENV`` test hook: stop this process (SIGSTOP) when it reaches ``step_name``."""
+    if not step_name:
+        return shim_install.no_step_hook
+    try:
+        wanted = shim_install.Step(step_name)
+    except ValueError:
+        known = ", ".join(step.value for step in shim_install.Step)
+        raise InstallError(f"{PAUSE_ENV}={step_name!r} is none of the install's steps ({known})") from None
+
+    def reached(step: shim_install.Step) -> None:
+        if step == wanted:
+            os.kill(os.getpid(), signal.SIGSTOP)
+
+    return reached
 
 
 def main(argv: Sequence[str] | None = None) -> int:

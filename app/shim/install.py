@@ -24,18 +24,36 @@ makes it longer is refused before anything is written.
 
 Every file is written atomically (temporary file, fsync, rename, fsync of the directory), so a runtime
 executing the shim during an upgrade sees the old or the new version, never a torn file.
+
+Two installers must not run at once on a node (a DaemonSet's rolling update with ``maxSurge``, or an
+operator running ``multus-install`` by hand during one): one would remove the runtime the other's
+launcher is about to name, or the temporary and staging files the other is writing. So a whole
+install or uninstall holds ``install_lock``, an exclusive ``flock`` on
+``<bin_dir>/.multus-install.lock``: in the bin dir, the one directory every installer has
+mounted (the daemon's socket and state directories are not mounted into the init container, and
+``--purge-state`` removes them), and released by the kernel when its holder dies, kill -9
+included. The functions here assume their caller holds it (``multus-install`` does); the shim never
+takes it: executing the shim reads only the launcher and its runtime, which are switched by rename.
 """
 
+import contextlib
+import fcntl
 import os
 import py_compile
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterator
+from enum import StrEnum
 from pathlib import Path
 
 from app.shim import bundle
 
 IMPL_DIR_NAME = ".multus-shim.d"
 IMPL_MODULE = "multus_shim_impl"
+INSTALL_LOCK_NAME = ".multus-install.lock"
+"""In the bin dir: the lock an installer holds for its whole run (``install_lock``)."""
+LOCK_POLL_SECONDS = 0.05
 LAUNCHER_MARK = "# multus-py shim launcher, written by app.shim.install"
 SHIM_SOURCE = Path(__file__).with_name("shim.py")
 
@@ -72,6 +90,104 @@ the host), and Debian's is built with the shim's C modules (``_socket``, ``binas
 which starts measurably faster on this hot path."""
 
 
+class Step(StrEnum):
+    """Named points of an install where a test may stop the installer (``multus-install``'s
+    ``MULTUS_PY_INSTALL_PAUSE_AT``) to start another one against it; the last two are reached by a
+    bundled install only."""
+
+    LOCKED = "locked"
+    """The install lock is held; nothing is written yet."""
+    RUNTIME_INSTALLED = "runtime-installed"
+    """The new runtime is in place; the launcher does not name it yet."""
+    LAUNCHER_WRITTEN = "launcher-written"
+    """The launcher names the new runtime; older runtimes are not removed yet."""
+
+
+def no_step_hook(step: Step) -> None:
+    """What an install does at each ``Step`` outside tests: nothing."""
+
+
+class InstallLockTimeoutError(TimeoutError):
+    """Another installer held the install lock for longer than this one would wait."""
+
+
+@contextlib.contextmanager
+def install_lock(
+    bin_dir: Path, *, timeout: float, on_wait: Callable[[Path], None] | None = None
+) -> Iterator[Path]:
+    """Hold the install lock of ``bin_dir`` (creating its file if need be); yield its path.
+
+    Waits up to ``timeout`` seconds for another installer to release it (``on_wait`` is called once,
+    with the lock's path, when it has to wait), then raises ``InstallLockTimeoutError`` naming the path.
+    The lock is released when the block ends, or by the kernel when this process dies. The file
+    stays; whoever removes it must hold the lock (``remove_install_lock``). ``OSError`` when it
+    cannot be created (a missing or read-only bin dir)."""
+    fd = acquire_install_lock(lock_path(bin_dir), timeout=timeout, on_wait=on_wait)
+    try:
+        yield lock_path(bin_dir)
+    finally:
+        os.close(fd)
+
+
+def lock_path(bin_dir: Path) -> Path:
+    return bin_dir / INSTALL_LOCK_NAME
+
+
+def remove_install_lock(bin_dir: Path) -> None:
+    """Remove the lock file, held by the caller (an uninstall leaves nothing behind). Safe: an
+    installer waiting on it finds, once it has the lock, that the file is no longer in place, and
+    locks the one the next installer creates (``acquire_install_lock``)."""
+    lock_path(bin_dir).unlink(missing_ok=True)
+
+
+def acquire_install_lock(path: Path, *, timeout: float, on_wait: Callable[[Path], None] | None) -> int:
+    """The descriptor holding ``path``'s flock.
+
+    An uninstall removes the lock file while it holds it, so a lock obtained on a file no longer at
+    ``path`` is worthless (the next installer creates a new file and locks that): it is dropped and
+    ``path`` opened again."""
+    deadline = time.monotonic() + timeout
+    waiting = False
+    while True:
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            while not try_flock(fd):
+                if time.monotonic() >= deadline:
+                    raise InstallLockTimeoutError(
+                        f"another multus-install has held the install lock {path} for over {timeout:g} s: "
+                        f"let it finish (or stop it), then run this again"
+                    )
+                if not waiting and on_wait is not None:
+                    on_wait(path)
+                waiting = True
+                time.sleep(LOCK_POLL_SECONDS)
+            if still_named(fd, path):
+                return fd
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+
+
+def try_flock(fd: int) -> bool:
+    """Take ``fd``'s exclusive flock if it is free."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def still_named(fd: int, path: Path) -> bool:
+    """True while ``path`` is the file open as ``fd``."""
+    try:
+        named = path.stat()
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
+
+
 def default_interpreter() -> str:
     """The real path of the system Python if there is one, else of the running interpreter."""
     if os.access(SYSTEM_INTERPRETER, os.X_OK):
@@ -106,7 +222,12 @@ def install_shim(bin_dir: str, *, interpreter: str | None = None, name: str = "m
 
 
 def install_bundled_shim(
-    bin_dir: str, *, host_bin_dir: str | None = None, source: Path | None = None, name: str = "multus-shim"
+    bin_dir: str,
+    *,
+    host_bin_dir: str | None = None,
+    source: Path | None = None,
+    name: str = "multus-shim",
+    reached: Callable[[Step], None] = no_step_hook,
 ) -> Path:
     """Install the self-contained runtime and switch ``<bin_dir>/<name>`` to it; return the launcher.
 
@@ -114,7 +235,8 @@ def install_bundled_shim(
     loader and library path are set to it. ``source`` is a built bundle (``multus-install bundle``);
     without one a bundle is built from the running interpreter. The runtime the launcher used before
     is kept, for a shim started a moment ago; older runtimes no launcher names are removed. On any
-    failure the previous install is left as it was (``bundle.BundleError``, naming the path)."""
+    failure the previous install is left as it was (``bundle.BundleError``, naming the path).
+    ``reached`` is called at each ``Step`` (a test hook)."""
     bin_path = Path(bin_dir)
     if not bin_path.is_dir():
         raise bundle.BundleError(f"the CNI bin dir {bin_path} does not exist")
@@ -126,6 +248,7 @@ def install_bundled_shim(
     launcher = bin_path / name
     previous = runtime_of(launcher)
     runtime, interpreter = bundle.install_bundle(bin_path / IMPL_DIR_NAME, host_impl_dir, source=source)
+    reached(Step.RUNTIME_INSTALLED)
     text = BUNDLED_LAUNCHER_TEMPLATE.format(
         interpreter=interpreter, flags=bundle.SHEBANG_FLAGS, mark=LAUNCHER_MARK, module=bundle.SHIM_MODULE
     )
@@ -133,6 +256,7 @@ def install_bundled_shim(
         write_atomically(launcher, text.encode(), mode=0o755)
     except OSError as exc:
         raise bundle.BundleError(f"cannot write the launcher {launcher}: {exc.strerror or exc}") from None
+    reached(Step.LAUNCHER_WRITTEN)
     keep = runtimes_in_use(bin_path) | {runtime.name} | ({previous} if previous else set())
     bundle.remove_runtimes(bin_path / IMPL_DIR_NAME, keep=keep)
     return launcher
@@ -256,9 +380,9 @@ def remove_temporaries(path: Path) -> list[Path]:
     """Remove the temporary files ``write_atomically`` writes for ``path`` (``.<name>.tmp-<pid>``),
     which a writer killed before its rename leaves for ever; return them.
 
-    Safe because one installer runs at a time on a node (the DaemonSet's init container; the next
-    install removes a killed one's staging directories likewise, ``bundle.remove_set_aside``): no
-    such file is still being written."""
+    Safe because one installer runs at a time on a node (it holds ``install_lock``; the next install
+    removes a killed one's staging directories likewise, ``bundle.remove_set_aside``): no such file
+    is still being written."""
     prefix = f".{path.name}.tmp-"
     removed = []
     try:
