@@ -258,26 +258,22 @@ def _multus_conf(
 
 def _deletion(env: Mapping[str, str], conf: netconf.MultusNetConf) -> SandboxRequest:
     """The request for a DEL, which must be able to terminate: every value an ADD would have
-    refused is dropped instead of refused (no netns, the default interface name, no CNI_ARGS),
-    since DEL works from the checkpoint; a container ID no ADD could have used raises
-    ``NothingRecordedError``."""
+    refused is dropped instead of refused (no netns, the default interface name, the CNI_ARGS
+    pairs an ADD would refuse: ``_cni_args_for_delete``), since DEL works from the checkpoint; a
+    container ID no ADD could have used raises ``NothingRecordedError``."""
     container_id = _container_id_for_delete(env)
     netns = _netns_for_delete(env)
     ifname = env.get("CNI_IFNAME") or "eth0"
     if not _usable_for_delete(env, "CNI_IFNAME", lambda: names.check_ifname(ifname)):
         ifname = "eth0"
-    cni_args: tuple[tuple[str, str], ...] = ()
-    pod = PodIdentity(namespace="", name="", uid="")
-    parsed: list[tuple[tuple[tuple[str, str], ...], PodIdentity]] = []
-    if _usable_for_delete(env, "CNI_ARGS", lambda: parsed.append(_args_and_pod(env.get("CNI_ARGS", "")))):
-        cni_args, pod = parsed[0]
+    cni_args = _cni_args_for_delete(env)
     return SandboxRequest(
         command=Command.DEL,
         container_id=ContainerId(container_id),
         netns=netns,
         ifname=IfName(ifname),
         cni_args=cni_args,
-        pod=pod,
+        pod=_pod_identity(cni_args),
         conf=conf,
     )
 
@@ -302,9 +298,20 @@ def _netns_for_delete(env: Mapping[str, str]) -> str:
     return netns
 
 
-def _args_and_pod(value: str) -> tuple[tuple[tuple[str, str], ...], PodIdentity]:
-    cni_args = parse_cni_args(value)
-    return cni_args, _pod_identity(cni_args)
+def _cni_args_for_delete(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """The pairs of a DEL's CNI_ARGS an ADD would accept, each judged on its own, for the ``/cni``
+    and the ``/delegate`` DEL alike: a malformed item (not ``KEY=VALUE``, a control character, a
+    NUL, bytes that were not UTF-8, an ``IP``/``MAC`` no plugin parses), or a ``K8S_POD_*`` value
+    Kubernetes would not accept, is dropped (it names no sandbox); the others are kept, so the pod
+    identity they hold still reaches the DEL. Never raises: a DEL must terminate (invariant 5b)."""
+    usable: list[tuple[str, str]] = []
+    for item in env.get("CNI_ARGS", "").split(";"):
+        try:
+            pairs = parse_cni_args(item)
+        except CniError:
+            continue
+        usable.extend(pair for pair in pairs if _usable_pod_field(*pair))
+    return tuple(usable)
 
 
 def _usable_for_delete(env: Mapping[str, str], name: str, check: Callable[[], object]) -> bool:
@@ -556,7 +563,7 @@ def _delegate_deletion(env: Mapping[str, str], daemon_config: Mapping[str, Any])
     while the sandbox runs); an unusable netns is dropped; of CNI_ARGS only the pairs an ADD
     would accept are kept, so the engine still refuses a sandbox of another pod than the usable
     ``K8S_POD_*`` fields name, and with none of them it DELs by container ID and interface name
-    (invariant 8)."""
+    (invariant 8): ``_cni_args_for_delete``, the ``/cni`` DEL's rule."""
     container_id = _container_id_for_delete(env)
     ifname = env.get("CNI_IFNAME") or "eth0"
     try:
@@ -564,7 +571,7 @@ def _delegate_deletion(env: Mapping[str, str], daemon_config: Mapping[str, Any])
         names.check_ifname(ifname)
     except CniError as error:
         raise NothingRecordedError(container_id, error.msg, ifname=ifname) from None
-    cni_args = _usable_cni_args(env)
+    cni_args = _cni_args_for_delete(env)
     return SandboxRequest(
         command=Command.DEL,
         container_id=ContainerId(container_id),
@@ -575,16 +582,3 @@ def _delegate_deletion(env: Mapping[str, str], daemon_config: Mapping[str, Any])
         conf=hotplug.daemon_conf(daemon_config),
         trigger=Trigger.DELEGATE,
     )
-
-
-def _usable_cni_args(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
-    """The pairs of a DEL's CNI_ARGS an ADD would accept, each judged on its own: a malformed
-    item, or a ``K8S_POD_*`` value Kubernetes would not accept, is dropped (it names no sandbox)."""
-    usable: list[tuple[str, str]] = []
-    for item in env.get("CNI_ARGS", "").split(";"):
-        try:
-            pairs = parse_cni_args(item)
-        except CniError:
-            continue
-        usable.extend(pair for pair in pairs if _usable_pod_field(*pair))
-    return tuple(usable)

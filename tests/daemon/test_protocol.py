@@ -571,17 +571,26 @@ def test_a_delegate_del_naming_what_no_add_could_have_recorded_succeeds_at_once(
         pytest.param("K8S_POD_NAME=we\nb;K8S_POD_UID=u1", ("", "", "u1"), id="control-character"),
         pytest.param("K8S_POD_NAME=web\udcff;K8S_POD_UID=u1", ("", "", "u1"), id="not-utf8"),
         pytest.param("K8S_POD_NAME=we\x00b;K8S_POD_NAMESPACE=default", ("default", "", ""), id="nul"),
+        pytest.param(
+            "IP=10.1.0.300;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web", ("default", "web", ""), id="ip"
+        ),
     ],
 )
-def test_a_delegate_del_keeps_the_cni_args_pairs_an_add_would_accept_and_drops_the_others(
-    cni_args: str, pod: tuple[str, str, str]
+@pytest.mark.parametrize("endpoint", ["/cni", "/delegate"])
+def test_a_del_keeps_the_cni_args_pairs_an_add_would_accept_and_drops_the_others(
+    cni_args: str, pod: tuple[str, str, str], endpoint: str
 ) -> None:
-    # The pod they name is checked against the sandbox's (another pod's is refused while it runs);
-    # a pair no ADD would accept names no sandbox. Refused (code 4), the DEL never terminated.
-    raw = body({**DELEGATE_ENV, "CNI_COMMAND": "DEL", "CNI_ARGS": cni_args}, DELEGATE_CONF)
+    # One rule for both DELs. The pod they name reaches the DEL: a hot-unplug compares it with the
+    # sandbox's (another pod's is refused while it runs), and the runtime's DEL records it in its
+    # history line. A pair no ADD would accept names no sandbox. Refused (code 4), the DEL never
+    # terminated; dropped with the good pairs (what the /cni DEL did), the pod was lost.
+    if endpoint == "/cni":
+        request = interpret(body({**ENV, "CNI_COMMAND": "DEL", "CNI_ARGS": cni_args}))
+    else:
+        raw = body({**DELEGATE_ENV, "CNI_COMMAND": "DEL", "CNI_ARGS": cni_args}, DELEGATE_CONF)
+        request = interpret_delegate(raw).request
 
-    request = interpret_delegate(raw).request
-
+    assert isinstance(request, SandboxRequest)
     assert (request.pod.namespace, request.pod.name, request.pod.uid) == pod
     assert all(key != "MAC" for key, _ in request.cni_args)
 
