@@ -14,7 +14,8 @@ drop them. When the shape changes (0.1/0.2 ↔ 0.3+), the address-carrying keys 
 ``interfaces``/``ips``/``routes``) are rebuilt, never copied across.
 
 Error codes: a version outside ``SUPPORTED_VERSIONS``, or a result that cannot be expressed in the target
-version (``cannot convert: no valid IP addresses``), is code 1; a result of the wrong shape is code 6.
+version (``cannot convert: no valid IP addresses``), is code 1; a result of the wrong shape is code 6,
+as is one whose integer field holds a number Go's ``int`` does not (Go's decoder refuses it).
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ _ROUTE_FIELDS_1_1: Final = ("mtu", "advmss", "priority", "table", "scope")
 _SHAPE_KEYS: Final = ("interfaces", "ips", "routes", "ip4", "ip6")
 """Keys that carry addresses in one format or the other: rebuilt, never copied, when the format changes."""
 _STDOUT_TAIL = 512
+_GO_INT_MIN: Final = -(2**63)
+_GO_INT_MAX: Final = 2**63 - 1
+"""The range of Go's ``int`` (64 bits where Multus runs): every integer field of a result's Go types."""
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -406,14 +410,16 @@ def _check_fields(
     obj: JsonObject, rules: dict[str, Callable[[object, str], object]], prefix: str, index: int | None = None
 ) -> None:
     """Run each rule on its field of ``obj`` that is present and not null (Go reads null as absent),
-    the field named ``<prefix>[<index>].<key>``. One pass over ``obj``: a string or an integer of the
-    right type is accepted without calling its rule (what nearly every field of a plugin's result
-    is), and a field's name is only spelt out for a rule that runs."""
+    the field named ``<prefix>[<index>].<key>``. One pass over ``obj``: a string, or an integer Go's
+    ``int`` holds, where one is due is accepted without calling its rule (what nearly every field
+    of a plugin's result is), and a field's name is only spelt out for a rule that runs."""
     for key, value in obj.items():
         check = rules.get(key)
         if check is None or value is None:
             continue
-        if (check is _string and value.__class__ is str) or (check is _int and value.__class__ is int):
+        if (check is _string and value.__class__ is str) or (
+            check is _int and value.__class__ is int and _GO_INT_MIN <= value <= _GO_INT_MAX
+        ):
             continue
         check(value, f"{_field(prefix, index)}.{key}")
 
@@ -425,7 +431,7 @@ def _field(prefix: str, index: int | None) -> str:
 
 def _plain_ip(value: object, *, with_version: bool) -> bool:
     """True for an ``ips`` entry ``_validate_ip`` accepts at a glance: an IPv4 CIDR, an IPv4 gateway
-    or none, an integer interface index or none, a valid ``version`` or none. Anything else (an
+    or none, an interface index Go's ``int`` holds or none, a valid ``version`` or none. Anything else (an
     IPv6 address, a wrong shape) gets the full check, and its error."""
     if not isinstance(value, dict):
         return False
@@ -436,7 +442,7 @@ def _plain_ip(value: object, *, with_version: bool) -> bool:
         isinstance(address, str)
         and _IPV4_CIDR.fullmatch(address) is not None
         and (gateway is None or (isinstance(gateway, str) and _IPV4.fullmatch(gateway) is not None))
-        and (interface is None or interface.__class__ is int)
+        and (interface is None or (interface.__class__ is int and _GO_INT_MIN <= interface <= _GO_INT_MAX))
         and not (with_version and value.get("version") not in (None, "4", "6"))
     )
 
@@ -535,8 +541,15 @@ def _string(value: object, field: str) -> str:
 
 
 def _int(value: object, field: str) -> int:
+    """An integer Go's ``int`` holds. One beyond it Go refuses (``cannot unmarshal number ... of type
+    int``): the runtime would refuse the answer of an ADD that ran, so the ADD fails here instead
+    and is rolled back."""
     if not isinstance(value, int) or isinstance(value, bool):
         raise _ShapeError(field, _must("an integer", value))
+    if not _GO_INT_MIN <= value <= _GO_INT_MAX:
+        shown = str(value)
+        shown = shown if len(shown) <= 40 else f"{shown[:20]}...({len(shown)} digits)"
+        raise _ShapeError(field, f"{shown} does not fit Go's int (64 bits)")
     return value
 
 

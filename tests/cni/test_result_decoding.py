@@ -220,6 +220,51 @@ def test_interface_fields_0_x_does_not_have_are_ignored_like_go(version: str, fi
     assert "mtu" not in entry
 
 
+@pytest.mark.parametrize(
+    ("version", "document", "field"),
+    [
+        ("1.0.0", {"ips": [{"address": "10.1.0.5/24", "interface": 2**63}]}, "ips[0].interface"),
+        ("1.0.0", {"ips": [{"address": "fd00::5/64", "interface": -(2**63) - 1}]}, "ips[0].interface"),
+        (
+            "0.4.0",
+            {"ips": [{"address": "10.1.0.5/24", "version": "4", "interface": 2**64}]},
+            "ips[0].interface",
+        ),
+        ("1.1.0", {"interfaces": [{"name": "eth0", "mtu": 2**63}]}, "interfaces[0].mtu"),
+        ("1.1.0", {"routes": [{"dst": "0.0.0.0/0", "priority": 10**30}]}, "routes[0].priority"),
+        ("1.1.0", {"routes": [{"dst": "0.0.0.0/0", "table": -(2**70)}]}, "routes[0].table"),
+        (
+            "0.2.0",
+            {"ip4": {"ip": "10.1.0.5/24", "routes": [{"dst": "0.0.0.0/0", "mtu": 2**63}]}},
+            "ip4.routes[0].mtu",
+        ),
+    ],
+)
+def test_an_integer_beyond_gos_int_is_refused_naming_the_field(
+    version: str, document: dict[str, Any], field: str
+) -> None:
+    # Go's types decode these fields as int: a larger number fails its json.Unmarshal. Taken here,
+    # the ADD would answer a result the runtime refuses after the plugin ran; refused here, the ADD
+    # fails with code 6 and is rolled back.
+    error = decode_error({"cniVersion": version, **document}, version)
+
+    assert error.code == ErrorCode.DECODING_FAILURE
+    assert f"{field}: " in error.msg
+    assert "does not fit Go's int" in error.msg
+
+
+@pytest.mark.parametrize("number", [2**63 - 1, -(2**63)])
+def test_an_integer_at_the_bounds_of_gos_int_is_taken(number: int) -> None:
+    document = {
+        "cniVersion": "1.1.0",
+        "interfaces": [{"name": "eth0", "sandbox": "/x", "mtu": number}],
+        "ips": [{"address": "10.1.0.5/24", "interface": number}],
+        "routes": [{"dst": "0.0.0.0/0", "scope": number}],
+    }
+
+    assert decode(document, "1.1.0") == document
+
+
 def test_ip_version_must_be_4_or_6_in_0_x_results() -> None:
     error = decode_error({"cniVersion": "0.4.0", "ips": [{"address": "10.1.0.5/24", "version": "v4"}]})
 
@@ -391,7 +436,9 @@ _IPS_ENTRIES = st.fixed_dictionaries(
             ["10.1.0.5/24", "10.1.0.5/24", "10.1.0.5", "fe80::1/64", "010.1.0.5/24", None, 5]
         ),
         "gateway": st.sampled_from(["10.1.0.1", "10.1.0.1", "fe80::1", "10.1.0", None, 7]),
-        "interface": st.one_of(st.integers(-1, 3), st.booleans(), st.none(), st.just("0")),
+        "interface": st.one_of(
+            st.integers(-1, 3), st.sampled_from([2**63, -(2**63) - 1]), st.booleans(), st.none(), st.just("0")
+        ),
         "version": st.sampled_from(["4", "6", "v4", None, 4]),
     },
 )

@@ -90,3 +90,25 @@ async def test_after_a_rollback_the_same_sandbox_can_be_added_again(node: Node) 
     await engine.add(node.request(Command.ADD, container, netns, conf))
 
     assert pending(node.checkpoint(container)) == ["eth0", "net1"]
+
+
+async def test_a_result_with_an_integer_go_cannot_hold_fails_the_add_and_is_rolled_back(node: Node) -> None:
+    # Go's types refuse an ips[].interface beyond int64: upstream's ADD fails on it, and an answer
+    # holding it would be refused by the runtime after the delegate ran. Decoding refuses it, so
+    # the delegate is undone and the runtime gets code 6 naming the field.
+    result = {
+        "cniVersion": "1.0.0",
+        "interfaces": [{"name": "if-huge", "sandbox": "x"}],
+        "ips": [{"address": "10.10.9.2/24", "interface": 2**63}],
+    }
+    conf = node.conf(node.recorder_network("cluster", result=result))
+    netns = node.new_netns()
+    container = new_container_id()
+
+    with pytest.raises(CniError) as failed:
+        await node.engine().add(node.request(Command.ADD, container, netns, conf))
+
+    assert failed.value.code == 6
+    assert "ips[0].interface" in failed.value.msg
+    assert node.calls() == [("ADD", "cluster", "eth0"), ("DEL", "cluster", "eth0")]
+    assert node.checkpoint(container) is None
