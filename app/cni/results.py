@@ -303,7 +303,10 @@ def _without(item: object, fields: Sequence[str]) -> object:
 
 
 def _rich_to_legacy(result: JsonObject, target: str) -> JsonObject:
-    """First IPv4 → ``ip4``, first IPv6 → ``ip6``; routes follow their ``dst`` family, only ``dst``/``gw``."""
+    """First IPv4 → ``ip4``, first IPv6 → ``ip6``; routes follow their ``dst`` family, only ``dst``/``gw``.
+
+    The family is the address's, whatever a 0.x ``version`` says (Go's 0.4.0 → 0.2.0 goes by
+    ``version`` and drops an address whose ``version`` is neither "4" nor "6", or is missing)."""
     legacy: JsonObject = {key: value for key, value in result.items() if key not in _SHAPE_KEYS}
     by_family: dict[int, JsonObject] = {}
     for ip in _items(result.get("ips")):
@@ -431,7 +434,7 @@ def _field(prefix: str, index: int | None) -> str:
 
 def _plain_ip(value: object, *, with_version: bool) -> bool:
     """True for an ``ips`` entry ``_validate_ip`` accepts at a glance: an IPv4 CIDR, an IPv4 gateway
-    or none, an interface index Go's ``int`` holds or none, a valid ``version`` or none. Anything else (an
+    or none, an interface index Go's ``int`` holds or none, a string ``version`` or none. Anything else (an
     IPv6 address, a wrong shape) gets the full check, and its error."""
     if not isinstance(value, dict):
         return False
@@ -443,14 +446,16 @@ def _plain_ip(value: object, *, with_version: bool) -> bool:
         and _IPV4_CIDR.fullmatch(address) is not None
         and (gateway is None or (isinstance(gateway, str) and _IPV4.fullmatch(gateway) is not None))
         and (interface is None or (interface.__class__ is int and _GO_INT_MIN <= interface <= _GO_INT_MAX))
-        and not (with_version and value.get("version") not in (None, "4", "6"))
+        and (not with_version or isinstance(value.get("version"), str | None))
     )
 
 
 def _validate_ip(value: object, field: str, *, with_version: bool) -> None:
     """An ``ips`` entry. Its ``interface`` is an integer, not checked against ``interfaces``: Go
     decodes an ``*int`` and no more, so upstream takes an index out of range or negative (its
-    network-status gives such an address to no entry)."""
+    network-status gives such an address to no entry). A 0.x ``version`` is any string: Go's
+    ``IPConfig.Version`` is one and nothing checks it (wherever the family matters, it is taken
+    from the address)."""
     ip = value if isinstance(value, dict) else _object(value, field)
     address = ip.get("address", _MISSING)
     if address is _MISSING:
@@ -458,8 +463,8 @@ def _validate_ip(value: object, field: str, *, with_version: bool) -> None:
     _check_cidr(address, f"{field}.address")
     _optional_in(ip, "gateway", field, _check_ip)
     _optional_in(ip, "interface", field, _int)
-    if with_version and ip.get("version") is not None and ip["version"] not in ("4", "6"):
-        raise _ShapeError(f"{field}.version", f'must be "4" or "6", got {json.dumps(ip["version"])}')
+    if with_version:  # any string, as Go's 0.4.0 IPConfig.Version; the family comes from the address
+        _optional_in(ip, "version", field, _string)
 
 
 def _validate_route(value: object, prefix: str, index: int | None = None) -> None:

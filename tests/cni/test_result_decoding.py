@@ -265,12 +265,38 @@ def test_an_integer_at_the_bounds_of_gos_int_is_taken(number: int) -> None:
     assert decode(document, "1.1.0") == document
 
 
-def test_ip_version_must_be_4_or_6_in_0_x_results() -> None:
-    error = decode_error({"cniVersion": "0.4.0", "ips": [{"address": "10.1.0.5/24", "version": "v4"}]})
+@pytest.mark.parametrize("version", ["0.3.0", "0.3.1", "0.4.0"])
+def test_a_0_x_ip_version_other_than_4_or_6_is_taken_like_go_and_the_address_gives_the_family(
+    version: str,
+) -> None:
+    # Go's 0.4.0 IPConfig.Version is a string nothing checks: upstream takes such a result, so an
+    # ADD must not fail on it after the plugin ran. Where the family matters, the address says it.
+    document = {
+        "cniVersion": version,
+        "ips": [
+            {"address": "10.1.0.5/24", "version": "v4"},
+            {"address": "fd00::5/64", "version": "4"},
+            {"address": "10.2.0.5/24", "version": ""},
+        ],
+        "routes": [{"dst": "0.0.0.0/0", "gw": "10.1.0.1"}],
+    }
 
-    assert (
-        error.msg == 'plugin "bridge" printed an invalid result: ips[0].version: must be "4" or "6", got "v4"'
-    )
+    assert decode(document, version) == document
+    assert results.convert(document, "0.2.0")["ip4"]["ip"] == "10.1.0.5/24"
+    assert results.convert(document, "0.2.0")["ip6"]["ip"] == "fd00::5/64"
+    assert [ip.get("version") for ip in results.convert(document, "1.0.0")["ips"]] == [None, None, None]
+    assert [ip["version"] for ip in results.convert(results.convert(document, "1.0.0"), version)["ips"]] == [
+        "4",
+        "6",
+        "4",
+    ]
+
+
+@pytest.mark.parametrize("value", [4, ["4"], True])
+def test_a_0_x_ip_version_that_is_not_a_string_is_refused_as_go_refuses_it(value: object) -> None:
+    error = decode_error({"cniVersion": "0.4.0", "ips": [{"address": "10.1.0.5/24", "version": value}]})
+
+    assert error.msg.startswith('plugin "bridge" printed an invalid result: ips[0].version: must be a string')
 
 
 def test_legacy_results_are_checked_in_their_own_shape() -> None:
