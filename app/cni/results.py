@@ -15,7 +15,9 @@ drop them. When the shape changes (0.1/0.2 ↔ 0.3+), the address-carrying keys 
 
 Error codes: a version outside ``SUPPORTED_VERSIONS``, or a result that cannot be expressed in the target
 version (``cannot convert: no valid IP addresses``), is code 1; a result of the wrong shape is code 6,
-as is one whose integer field holds a number Go's ``int`` does not (Go's decoder refuses it).
+as is one whose integer field holds a number Go's ``int`` does not (Go's decoder refuses it). A number
+no float64 holds (``1e999``) is refused in a field Go's types declare and left out where they declare
+none (Go skips such a field unread; kept, it could never be written as JSON again).
 """
 
 from __future__ import annotations
@@ -105,7 +107,7 @@ def decode_result(stdout: bytes, *, version: str, plugin: str, to_version: str |
     unsupported ``cniVersion`` raises code 1. ``to_version`` is ``convert(decode_result(...), to_version)``
     without validating and copying again the object this call has just decoded and validated.
     """
-    document = _load_json(stdout, plugin=plugin)
+    document, beyond_float64 = _load_json(stdout, plugin=plugin)
     if document is None:  # Go accepts a plugin printing "null" as an empty result
         document = {}
     if not isinstance(document, dict):
@@ -116,6 +118,8 @@ def decode_result(stdout: bytes, *, version: str, plugin: str, to_version: str |
     result: JsonObject = document
     result["cniVersion"] = _result_version(result.get("cniVersion"), config_version=version, plugin=plugin)
     _validate_or_raise(result, prefix=f'plugin "{plugin}" printed an invalid result')
+    if beyond_float64:
+        _drop_numbers_beyond_float64(result)
     if to_version is None:
         return result
     target = supported_version(to_version)
@@ -145,12 +149,22 @@ Go's ``PluginDecoder`` reads a 0.2.0 one as 0.1.0 and 0.2.0 (and this library a 
 def decode_version_info(stdout: bytes, *, plugin: str) -> JsonObject:
     """A VERSION answer ``{"cniVersion", "supportedVersions"}``; a 0.1.0 or 0.2.0 answer without the
     list supports the versions up to its own."""
-    document = _load_json(stdout, plugin=plugin)
+    document, beyond_float64 = _load_json(stdout, plugin=plugin)
     if not isinstance(document, dict):
         raise CniError(
             ErrorCode.DECODING_FAILURE, f'plugin "{plugin}" printed version info that is not a JSON object'
         )
     info: JsonObject = document
+    _check_version_info(info, plugin=plugin)
+    if beyond_float64:
+        _drop_numbers_beyond_float64(info)
+    declared = info["cniVersion"]
+    if not info.get("supportedVersions") and declared in _LISTLESS_VERSION_INFO:
+        info["supportedVersions"] = list(_LISTLESS_VERSION_INFO[declared])
+    return info
+
+
+def _check_version_info(info: JsonObject, *, plugin: str) -> None:
     declared = info.get("cniVersion")
     if not isinstance(declared, str) or not declared:
         raise CniError(
@@ -158,8 +172,7 @@ def decode_version_info(stdout: bytes, *, plugin: str) -> JsonObject:
         )
     supported = info.get("supportedVersions")
     if not supported and declared in _LISTLESS_VERSION_INFO:
-        info["supportedVersions"] = list(_LISTLESS_VERSION_INFO[declared])
-        return info
+        return
     if (
         not isinstance(supported, list)
         or not supported
@@ -169,23 +182,33 @@ def decode_version_info(stdout: bytes, *, plugin: str) -> JsonObject:
             ErrorCode.DECODING_FAILURE,
             f'plugin "{plugin}" version info: supportedVersions must be a non-empty list of strings',
         )
-    return info
 
 
 def parse_json(data: bytes) -> object:
     """``json.loads`` as strict as Go's decoder: ``NaN`` and ``Infinity`` are not JSON, nor is a number
-    no float64 holds (``1e999``) JSON Go can decode (ValueError)."""
-    text = (
+    no float64 holds (``1e999``) JSON Go can decode into a generic value (ValueError)."""
+    return _STRICT_DECODER.decode(_text_of(data))
+
+
+def _text_of(data: bytes | str) -> str:
+    return (
         data.decode(json.detect_encoding(data), "surrogatepass")
         if isinstance(data, bytes | bytearray)
         else data
     )
-    return _STRICT_DECODER.decode(text)
 
 
-def _load_json(stdout: bytes, *, plugin: str) -> object:
+def _load_json(stdout: bytes, *, plugin: str) -> tuple[object, bool]:
+    """A plugin's output parsed, and whether it holds a number no float64 holds (``1e999``). Go
+    decodes the output into its types: such a number in a field a type declares fails (a float64
+    holds none of them, an int neither), one in a field it does not declare is skipped unread. So
+    it is kept as a ``_NumberBeyondFloat64`` for the field rules to refuse, and the caller then
+    drops those left (``_drop_numbers_beyond_float64``), which no JSON text could express again."""
     try:
-        return parse_json(stdout)
+        try:
+            return parse_json(stdout), False
+        except _BeyondFloat64Error:  # rare: parsed a second time, keeping such numbers aside
+            return _BEYOND_FLOAT64_DECODER.decode(_text_of(stdout)), True
     except (ValueError, RecursionError) as err:
         raise CniError(
             ErrorCode.DECODING_FAILURE,
@@ -198,17 +221,55 @@ def _reject_constant(name: str) -> object:
     raise ValueError(f"{name} is not valid JSON")
 
 
+class _BeyondFloat64Error(ValueError):
+    """A JSON number no float64 holds."""
+
+
 def finite_float(text: str) -> float:
     """A JSON number with a fraction or an exponent; one beyond float64's range is refused (ValueError)
     as Go's decoder refuses it: kept as an infinity, it could never be encoded again."""
     value = float(text)
     if math.isinf(value):
-        raise ValueError(f"json: cannot unmarshal number {text} into Go value of type float64")
+        raise _BeyondFloat64Error(f"json: cannot unmarshal number {text} into Go value of type float64")
     return value
+
+
+class _NumberBeyondFloat64:
+    """A number no float64 holds in a plugin's output, as its text, until the output is validated."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def _float_or_beyond(text: str) -> float | _NumberBeyondFloat64:
+    value = float(text)
+    return _NumberBeyondFloat64(text) if math.isinf(value) else value
+
+
+def _drop_numbers_beyond_float64(document: JsonObject) -> None:
+    """Remove from a validated document each ``_NumberBeyondFloat64`` (the object key holding it, or
+    the list item): validation refused those in fields Go's types declare, so these stand where Go
+    reads nothing, and kept they could not be written as JSON again."""
+    stack: list[object] = [document]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key in [key for key, value in item.items() if isinstance(value, _NumberBeyondFloat64)]:
+                del item[key]
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            item[:] = [value for value in item if not isinstance(value, _NumberBeyondFloat64)]
+            stack.extend(item)
 
 
 _STRICT_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant, parse_float=finite_float)
 """One decoder for every parse (``json.loads`` with an argument builds a new one per call)."""
+_BEYOND_FLOAT64_DECODER: Final = json.JSONDecoder(
+    parse_constant=_reject_constant, parse_float=_float_or_beyond
+)
+"""The decoder for a plugin's output holding a number no float64 holds (``_load_json``)."""
 
 
 def _tail(data: bytes) -> str:
@@ -600,6 +661,8 @@ _ROUTE_RULES: Final[dict[str, Callable[[object, str], object]]] = {
 
 
 def _must(expected: str, value: object) -> str:
+    if isinstance(value, _NumberBeyondFloat64):
+        return f"must be {expected}, got {value.text} (beyond float64)"
     return f"must be {expected}, got {json_kind(value)}"
 
 
@@ -609,7 +672,7 @@ def json_kind(value: object) -> str:
         return "null"
     if isinstance(value, bool):
         return "a boolean"
-    if isinstance(value, int | float):
+    if isinstance(value, int | float | _NumberBeyondFloat64):
         return "a number"
     if isinstance(value, str):
         return "a string"

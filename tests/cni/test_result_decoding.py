@@ -299,6 +299,94 @@ def test_a_0_x_ip_version_that_is_not_a_string_is_refused_as_go_refuses_it(value
     assert error.msg.startswith('plugin "bridge" printed an invalid result: ips[0].version: must be a string')
 
 
+@pytest.mark.parametrize(
+    ("version", "stdout", "expected"),
+    [
+        pytest.param(
+            "1.1.0",
+            b'{"cniVersion": "1.1.0", "ips": [{"address": "10.1.0.5/24"}], "weight": 1e999}',
+            {"cniVersion": "1.1.0", "ips": [{"address": "10.1.0.5/24"}]},
+            id="top-level",
+        ),
+        pytest.param(
+            "1.0.0",
+            b'{"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "x": {"y": [1, -1e400, 2]}}],'
+            b' "routes": [{"dst": "0.0.0.0/0", "cost": 2e308}], "dns": {"ttl": 1e999}}',
+            {
+                "cniVersion": "1.0.0",
+                "interfaces": [{"name": "eth0", "x": {"y": [1, 2]}}],
+                "routes": [{"dst": "0.0.0.0/0"}],
+                "dns": {},
+            },
+            id="nested",
+        ),
+        pytest.param(
+            "0.4.0",
+            b'{"cniVersion": "0.4.0", "interfaces": [{"name": "eth0", "mtu": 1e999}],'
+            b' "ips": [{"version": "4", "address": "10.1.0.5/24", "weight": 1e999}]}',
+            {
+                "cniVersion": "0.4.0",
+                "interfaces": [{"name": "eth0"}],
+                "ips": [{"version": "4", "address": "10.1.0.5/24"}],
+            },
+            id="0.4.0-interface-mtu-is-unknown-to-go",
+        ),
+        pytest.param(
+            "0.2.0",
+            b'{"cniVersion": "0.2.0", "ip4": {"ip": "10.1.0.5/24", "weight": 1e999}}',
+            {"cniVersion": "0.2.0", "ip4": {"ip": "10.1.0.5/24"}},
+            id="legacy",
+        ),
+    ],
+)
+def test_a_number_no_float64_holds_in_a_field_go_does_not_declare_is_skipped_like_go(
+    version: str, stdout: bytes, expected: dict[str, Any]
+) -> None:
+    # Go decodes a result into its types and skips unknown fields unread, whatever number they
+    # hold: upstream takes such a result. Kept as an infinity it could never be written again as
+    # JSON (the checkpoint, the answer), so it is left out.
+    decoded = results.decode_result(stdout, version=version, plugin="bridge")
+
+    assert decoded == expected
+    json.dumps(decoded, allow_nan=False)
+    assert results.decode_result(stdout, version=version, plugin="bridge", to_version="1.1.0")[
+        "cniVersion"
+    ] == ("1.1.0")
+
+
+@pytest.mark.parametrize(
+    ("stdout", "field"),
+    [
+        (b'{"interfaces": [{"name": "eth0", "mtu": 1e999}]}', "interfaces[0].mtu"),
+        (b'{"ips": [{"address": "10.1.0.5/24", "interface": -1e999}]}', "ips[0].interface"),
+        (b'{"routes": [{"dst": "0.0.0.0/0", "priority": 1e999}]}', "routes[0].priority"),
+        (b'{"dns": {"nameservers": [1e999]}}', "dns.nameservers[0]"),
+        (b'{"cniVersion": 1e999}', "cniVersion"),
+    ],
+)
+def test_a_number_no_float64_holds_in_a_field_go_declares_is_refused_naming_it(
+    stdout: bytes, field: str
+) -> None:
+    with pytest.raises(CniError) as caught:
+        results.decode_result(stdout, version="1.1.0", plugin="bridge")
+
+    assert caught.value.code == ErrorCode.DECODING_FAILURE
+    assert f"{field}: must be " in caught.value.msg
+
+
+def test_version_info_skips_a_number_no_float64_holds_where_go_reads_nothing() -> None:
+    stdout = b'{"cniVersion": "1.1.0", "supportedVersions": ["1.0.0", "1.1.0"], "build": 1e999}'
+
+    assert results.decode_version_info(stdout, plugin="p") == {
+        "cniVersion": "1.1.0",
+        "supportedVersions": ["1.0.0", "1.1.0"],
+    }
+    with pytest.raises(CniError):
+        results.decode_version_info(
+            b'{"cniVersion": "1.1.0", "supportedVersions": ["1.0.0", 1e999]}', plugin="p"
+        )
+
+
 def test_legacy_results_are_checked_in_their_own_shape() -> None:
     error = decode_error({"cniVersion": "0.2.0", "ip4": {"ip": "10.1.0.5/24", "routes": [{"dst": "x"}]}})
 
