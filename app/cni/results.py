@@ -10,7 +10,8 @@ Formats: 0.1.0/0.2.0 carry ``ip4``/``ip6``; 0.3.0 to 0.4.0 carry ``interfaces``,
 Conversions follow the Go library (``pkg/types/{020,040,100}``); keys unknown to a format are kept
 wherever the result keeps its shape, except the 1.1.0 interface fields: a 0.3.x/0.4.0 result's are
 unknown to its format (unchecked, whatever their type) and never carried into 1.x, as Go's types
-drop them. When the shape changes (0.1/0.2 ↔ 0.3+), the address-carrying keys (``ip4``/``ip6`` or
+drop them; an interface's null field is left out (a null ``name`` becomes ""), as Go reads and writes
+it. When the shape changes (0.1/0.2 ↔ 0.3+), the address-carrying keys (``ip4``/``ip6`` or
 ``interfaces``/``ips``/``routes``) are rebuilt, never copied across.
 
 Error codes: a version outside ``SUPPORTED_VERSIONS``, or a result that cannot be expressed in the target
@@ -330,18 +331,34 @@ def _legacy_to_legacy(result: JsonObject, target: str) -> JsonObject:
 
 def _rich_to_rich(result: JsonObject, target: str) -> JsonObject:
     """1.x ↔ 1.y copies; to 0.3/0.4 adds ``version`` and drops 1.1.0 interface fields; to 1.x drops
-    ``version``, and from 0.3/0.4 the 1.1.0 interface fields too (Go's 0.4.0 interface has none to give)."""
+    ``version``, and from 0.3/0.4 the 1.1.0 interface fields too (Go's 0.4.0 interface has none to give).
+    Interfaces come out as Go's type reads them (``_go_interface``)."""
     converted = dict(result)
     from_one = not _has_ip_version_field(result.get("cniVersion", ""))
     to_zero = _has_ip_version_field(target)
     ips = result.get("ips")
     if isinstance(ips, list):
         converted["ips"] = [_ip_for(ip, to_zero=to_zero, from_one=from_one) for ip in ips]
-    if to_zero or not from_one:  # routes keep theirs: Go's 0.4.0 result shares the 1.1.0 route type
-        interfaces = result.get("interfaces")
-        if isinstance(interfaces, list):
-            converted["interfaces"] = [_without(item, _INTERFACE_FIELDS_1_1) for item in interfaces]
+    interfaces = result.get("interfaces")
+    if isinstance(interfaces, list):
+        # routes keep their 1.1.0 fields: Go's 0.4.0 result shares the 1.1.0 route type
+        dropped = _INTERFACE_FIELDS_1_1 if to_zero or not from_one else ()
+        converted["interfaces"] = [_go_interface(item, dropped) for item in interfaces]
     return converted
+
+
+def _go_interface(item: object, dropped: Sequence[str]) -> object:
+    """An ``interfaces`` entry as Go's type reads it, without the ``dropped`` fields: a null field
+    is its zero value, which Go writes as absent (``name`` as "", the one field it always writes),
+    so no reader finds a null ``mac`` or ``name`` and takes it for text; the entry itself where
+    nothing changes."""
+    if not isinstance(item, dict) or (item.keys().isdisjoint(dropped) and None not in item.values()):
+        return item
+    return {
+        key: "" if value is None else value
+        for key, value in item.items()
+        if key not in dropped and (value is not None or key == "name")
+    }
 
 
 def _ip_for(ip: object, *, to_zero: bool, from_one: bool) -> object:

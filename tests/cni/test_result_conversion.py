@@ -257,6 +257,29 @@ def test_unknown_keys_survive_where_the_shape_is_kept() -> None:
     assert legacy_form == {"cniVersion": "0.2.0", "custom": {"x": 1}, "ip4": {"ip": "10.1.0.5/24"}, "dns": {}}
 
 
+@pytest.mark.parametrize("source", ["0.3.1", "0.4.0", "1.0.0", "1.1.0"])
+@pytest.mark.parametrize("target", ["0.4.0", "1.0.0", "1.1.0"])
+def test_a_null_interface_field_is_read_as_go_reads_it(source: str, target: str) -> None:
+    # Go decodes null as the zero value and writes a zero mac/sandbox as absent, a zero name as "".
+    # A result recorded with them (by this version or an earlier one) is read so: a reader taking
+    # str() of a null mac compared the text "None" with the interface's MAC.
+    result: JsonObject = {
+        "cniVersion": source,
+        "interfaces": [
+            {"name": None, "mac": None, "sandbox": "/x"},
+            {"name": "eth0", "mac": "0a:58:0a:01:00:05"},
+        ],
+    }
+
+    converted = results.convert(result, target)
+
+    assert converted["interfaces"] == [
+        {"name": "", "sandbox": "/x"},
+        {"name": "eth0", "mac": "0a:58:0a:01:00:05"},
+    ]
+    assert result["interfaces"][0] == {"name": None, "mac": None, "sandbox": "/x"}
+
+
 def test_ipv4_mapped_ipv6_addresses_count_as_ipv4_like_go() -> None:
     result = {"cniVersion": "1.0.0", "ips": [{"address": "::ffff:10.1.0.5/120"}]}
 
