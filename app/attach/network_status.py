@@ -179,11 +179,19 @@ def _sandbox_entries(
     return entries
 
 
+_NO_GATEWAY_INTERFACE: Final = -1
+"""Upstream's ``gatewayInterfaceIndex`` answer for "no address has both": an address whose
+``interface`` is -1 reads as that answer too, so the first sandbox entry is the default."""
+
+
 def _gateway_interface_index(ips: Sequence[JsonObject]) -> int | None:
-    """The ``interface`` of the first address that has both a gateway and an interface index."""
+    """The ``interface`` of the first address that has both a gateway and an interface index; None
+    when there is none, or when that index is -1 (upstream's sentinel for none). Any other index,
+    out of range or negative, names no sandbox interface, so no entry is the default."""
     for ip in ips:
         if ip.get("gateway") and ip.get("interface") is not None:
-            return int(ip["interface"])
+            index = int(ip["interface"])
+            return None if index == _NO_GATEWAY_INTERFACE else index
     return None
 
 

@@ -195,6 +195,57 @@ def test_no_entry_is_default_when_the_gateway_interface_is_host_side() -> None:
     assert defaults(result) == [("eth0", False), ("eth1", False)]
 
 
+@pytest.mark.parametrize(
+    ("first_index", "expected"),
+    [
+        pytest.param(-1, [("eth0", True), ("eth1", False)], id="minus-one-is-upstreams-none"),
+        pytest.param(-2, [("eth0", False), ("eth1", False)], id="negative"),
+        pytest.param(7, [("eth0", False), ("eth1", False)], id="out-of-range"),
+    ],
+)
+def test_the_first_gateway_address_with_an_index_naming_no_interface_decides_the_default_as_upstream(
+    first_index: int, expected: list[tuple[str, bool]]
+) -> None:
+    # Upstream's gatewayInterfaceIndex returns the first such address's index as it is, and -1
+    # means "none found" to its caller: then the first sandbox interface is the default. Any other
+    # index that names no sandbox interface leaves every entry non-default; later addresses are
+    # not looked at.
+    result = result_with(
+        [sandbox("eth0"), sandbox("eth1")],
+        [
+            {"address": "10.0.0.2/24", "gateway": "10.0.0.1", "interface": first_index},
+            {"address": "10.1.0.2/24", "gateway": "10.1.0.1", "interface": 1},
+        ],
+    )
+
+    assert defaults(result) == expected
+
+
+def test_an_address_with_interface_minus_one_gives_upstreams_bytes() -> None:
+    result = result_with(
+        [sandbox("eth0", "0a:00:00:00:00:01"), sandbox("eth1", "0a:00:00:00:00:02")],
+        [
+            {"address": "10.0.0.2/24", "gateway": "10.0.0.1", "interface": -1},
+            {"address": "10.1.0.2/24", "interface": 1},
+        ],
+        [{"dst": "0.0.0.0/0", "gw": "10.0.0.1"}],
+    )
+    entry = """{{
+    "name": "default-net",
+    "interface": "{name}",{ips}
+    "mac": "{mac}",{default}
+    "dns": {{}},
+    "gateway": [
+        "10.0.0.1"
+    ]
+}}"""
+    eth0 = entry.format(name="eth0", ips="", mac="0a:00:00:00:00:01", default='\n    "default": true,')
+    eth1_ips = '\n    "ips": [\n        "10.1.0.2"\n    ],'
+    eth1 = entry.format(name="eth1", ips=eth1_ips, mac="0a:00:00:00:00:02", default="")
+
+    assert network_status([master(result)]) == f"[{eth0},{eth1}]"
+
+
 def test_secondary_delegates_are_never_default() -> None:
     result = result_with(
         [sandbox("net1"), sandbox("net2")], [{"address": "10.0.0.2/24", "gateway": "10.0.0.1"}]
