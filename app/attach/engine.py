@@ -692,6 +692,10 @@ class AttachEngine:
             links = await netns.list_links(record.netns)
         except netns.NetnsGoneError as exc:
             raise CniError(MultusCode.NETNS_GONE, f"network namespace {record.netns} is gone") from exc
+        except netns.NetnsUnreadableError as exc:  # not gone: it may well be the live pod's
+            raise CniError(
+                ErrorCode.TRY_AGAIN_LATER, str(exc.strerror), "CHECK needs to list the sandbox's interfaces"
+            ) from exc
         for attachment in record.attachments:
             await self._check_attachment(record=record, attachment=attachment, links=links)
 
@@ -879,6 +883,12 @@ class AttachEngine:
             links = await netns.list_links(record.netns)
         except netns.NetnsGoneError as exc:
             raise CniError(MultusCode.NETNS_GONE, f"network namespace {record.netns} is gone") from exc
+        except netns.NetnsUnreadableError as exc:  # not gone: it may well be the live pod's
+            raise CniError(
+                ErrorCode.TRY_AGAIN_LATER,
+                str(exc.strerror),
+                "a hot-plugged delegate needs to know the sandbox's interface names",
+            ) from exc
         if plan.ifname in links:
             raise CniError(
                 ErrorCode.INVALID_ENVIRONMENT,

@@ -782,10 +782,13 @@ class HotplugReconciler:
 
 async def _links(record: SandboxRecord) -> frozenset[str]:
     """The interface names in the sandbox's netns, which a generated name must avoid; none when
-    the netns is gone (the attach that follows is refused for that, and says so)."""
+    the netns is gone or cannot be looked at. Either way no name is taken on that guess: the
+    attach that follows lists them again under the sandbox's lock, and is refused, saying why
+    (gone; or cannot be looked at, try again later: it may well be the live pod's, whose names
+    are then checked before anything runs)."""
     try:
         return frozenset(await netns.list_links(record.netns))
-    except netns.NetnsGoneError:
+    except (netns.NetnsGoneError, netns.NetnsUnreadableError):
         return frozenset()
 
 

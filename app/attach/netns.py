@@ -1,28 +1,38 @@
-"""Netlink access, the one pyroute2 user: which links a sandbox has, and leftover host links.
+"""Netlink access, the one pyroute2 user, and the one answer to "what is at this netns path".
 
-Called by CHECK (does every recorded interface still exist, with its MAC?) and by GC (is a netns
-still there? is a host-side veth of a torn-down attachment still there?). Namespaces are opened
-without ``O_CREAT``, so looking at a vanished namespace cannot recreate it. The only changes it
-makes are deleting a host-side veth that GC has proven orphaned, restoring the name and MAC of
-a host device (an SR-IOV VF) that came back from a sandbox under another name, and pointing a
-sandbox's default route where its pod's ``default-route`` selection asked. Blocking netlink calls run in a
-worker thread.
+``look`` says whether a path holds a network namespace (with its identity), provably holds none
+any more (the path is missing, or what is there is no namespace: the file or mount an unmounted
+namespace leaves behind), or cannot be looked at (permission denied, an I/O error, a looping
+symlink: that proves nothing, the namespace may be a live pod's). GC, the DEL paths, CHECK and
+hot-plug all decide on that answer. Called by CHECK (does every recorded interface still exist,
+with its MAC?) and by GC (is a netns still there? is a host-side veth of a torn-down attachment
+still there?). Namespaces are opened without ``O_CREAT``, so looking at a vanished namespace cannot
+recreate it. The only changes it makes are deleting a host-side veth that GC has proven orphaned,
+restoring the name and MAC of a host device (an SR-IOV VF) that came back from a sandbox under
+another name, and pointing a sandbox's default route where its pod's ``default-route`` selection
+asked. Blocking netlink calls run in a worker thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ctypes
+import errno
 import functools
 import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, TypeVar, cast
 
 
 class NetnsGoneError(FileNotFoundError):
     """The namespace path does not exist, or is not a network namespace any more."""
+
+
+class NetnsUnreadableError(OSError):
+    """The namespace path cannot be looked at: it proves nothing, the namespace may still be there."""
 
 
 T = TypeVar("T")
@@ -35,16 +45,67 @@ class Link:
     kind: str
 
 
-def netns_exists(path: str) -> bool:
-    """True when ``path`` is a live network namespace (a bind mount of an nsfs inode).
+class NetnsState(StrEnum):
+    PRESENT = "present"
+    """The path holds a network namespace."""
+    GONE = "gone"
+    """Provably no namespace: the path is missing, or what is there is no namespace."""
+    UNREADABLE = "unreadable"
+    """The path cannot be looked at (any error but "no such file"): proves nothing either way."""
+
+
+@dataclass(frozen=True, slots=True)
+class NetnsLook:
+    """What ``look`` found at a netns path."""
+
+    state: NetnsState
+    identity: str = ""
+    """``<dev>:<inode>`` of the namespace, when ``PRESENT``."""
+    leftover: bool = False
+    """``GONE`` with something at the path (a plain file, another filesystem's mount): what an
+    unmounted namespace leaves behind, which plugins refuse to enter."""
+    error: int = 0
+    """The errno that made the path ``UNREADABLE``."""
+
+    def describe(self, path: str) -> str:
+        """For logs and errors: what is at ``path``."""
+        if self.state is NetnsState.PRESENT:
+            return f"network namespace {path} ({self.identity})"
+        if self.state is NetnsState.GONE:
+            held = "holds no network namespace" if self.leftover else "does not exist"
+            return f"network namespace path {path} {held}"
+        return f"network namespace path {path} cannot be looked at ({os.strerror(self.error)})"
+
+
+def look(path: str) -> NetnsLook:
+    """What is at ``path`` now: a namespace, provably none, or nothing that can be known.
 
     Every namespace file lives on the kernel's one nsfs device, so comparing devices with our own
-    namespace tells a live namespace from the empty file a removed one may leave behind.
+    namespace tells a live namespace from the empty file a removed one may leave behind. Only "no
+    such file" (``ENOENT``, or ``ENOTDIR``: a component is a file, so nothing can be below it)
+    proves the path empty; any other error (``EACCES``, ``EIO``, ``ELOOP``, ...) proves nothing.
     """
     try:
-        return os.stat(path).st_dev == _nsfs_device()
-    except OSError:
-        return False
+        info = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return NetnsLook(NetnsState.GONE)
+    except OSError as exc:
+        return NetnsLook(NetnsState.UNREADABLE, error=exc.errno or errno.EIO)
+    return _what_is(info)
+
+
+def _what_is(info: os.stat_result) -> NetnsLook:
+    if info.st_dev != _nsfs_device():
+        return NetnsLook(NetnsState.GONE, leftover=True)
+    return NetnsLook(NetnsState.PRESENT, identity=f"{info.st_dev}:{info.st_ino}")
+
+
+def _unless_present(path: str, found: NetnsLook) -> None:
+    """Raise ``NetnsGoneError`` or ``NetnsUnreadableError`` unless ``found`` is a namespace."""
+    if found.state is NetnsState.GONE:
+        raise NetnsGoneError(found.describe(path))
+    if found.state is NetnsState.UNREADABLE:
+        raise NetnsUnreadableError(found.error, found.describe(path))
 
 
 @functools.cache
@@ -57,7 +118,9 @@ CLONE_NEWNET = 0x40000000
 
 
 def _in_netns(path: str, work: Callable[[], T]) -> T:
-    """Run ``work`` in a new thread that has entered the namespace at ``path``.
+    """Run ``work`` in a new thread that has entered the namespace at ``path``; raise
+    ``NetnsGoneError`` or ``NetnsUnreadableError`` when there is none to enter or it cannot be
+    told whether there is.
 
     ``setns`` moves only the calling thread, and a netlink socket stays in the namespace it was
     created in, so the thread enters, opens its socket, works, and leaves. pyroute2's own
@@ -65,6 +128,7 @@ def _in_netns(path: str, work: Callable[[], T]) -> T:
     inherits asyncio's signal wakeup pipe, and the SIGTERM pyroute2 sends it to stop it would
     arrive in the daemon's event loop as a SIGTERM of its own (the daemon would shut down).
     """
+    _unless_present(path, look(path))  # before opening: a FIFO left at the path would block open
     outcome: dict[str, Any] = {}
 
     def run() -> None:
@@ -78,12 +142,12 @@ def _in_netns(path: str, work: Callable[[], T]) -> T:
             target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
             os.close(own)
-            outcome["error"] = NetnsGoneError(f"network namespace {path} cannot be opened: {exc.strerror}")
+            outcome["error"] = _not_opened(path, exc)
             return
         try:
+            _unless_present(path, _what_is(os.fstat(target)))  # what was opened, not what was looked at
             if libc.setns(target, CLONE_NEWNET) != 0:
-                errno = ctypes.get_errno()
-                raise NetnsGoneError(f"cannot enter network namespace {path}: {os.strerror(errno)}")
+                raise _not_entered(path, ctypes.get_errno())
             try:
                 outcome["value"] = work()
             finally:
@@ -102,11 +166,21 @@ def _in_netns(path: str, work: Callable[[], T]) -> T:
     return cast(T, outcome["value"])
 
 
+def _not_opened(path: str, exc: OSError) -> OSError:
+    if isinstance(exc, FileNotFoundError | NotADirectoryError):
+        return NetnsGoneError(f"network namespace path {path} does not exist")
+    code = exc.errno or errno.EIO
+    return NetnsUnreadableError(code, f"network namespace {path} cannot be opened ({os.strerror(code)})")
+
+
+def _not_entered(path: str, code: int) -> OSError:
+    if code == errno.EINVAL:  # the kernel's answer for a namespace file of another kind
+        return NetnsGoneError(f"{path} is not a network namespace")
+    return NetnsUnreadableError(code, f"cannot enter network namespace {path} ({os.strerror(code)})")
+
+
 def _list_links_blocking(path: str) -> dict[str, Link]:
     from pyroute2 import IPRoute
-
-    if not netns_exists(path):
-        raise NetnsGoneError(f"network namespace {path} does not exist")
 
     def links() -> dict[str, Link]:
         with IPRoute() as ipr:
@@ -121,7 +195,8 @@ def _list_links_blocking(path: str) -> dict[str, Link]:
 
 
 async def list_links(path: str) -> dict[str, Link]:
-    """Links inside the namespace at ``path``, by name; ``NetnsGoneError`` if it is gone."""
+    """Links inside the namespace at ``path``, by name; ``NetnsGoneError`` if it is gone,
+    ``NetnsUnreadableError`` if it cannot be looked at (then it may well be there)."""
     return await asyncio.to_thread(_list_links_blocking, path)
 
 
@@ -150,12 +225,8 @@ async def delete_host_veths(names: list[str]) -> list[str]:
 
 
 def netns_identity(path: str) -> str:
-    """``<dev>:<inode>`` of the namespace at ``path``; "" when there is none."""
-    try:
-        info = os.stat(path)
-    except OSError:
-        return ""
-    return f"{info.st_dev}:{info.st_ino}" if info.st_dev == _nsfs_device() else ""
+    """``<dev>:<inode>`` of the namespace at ``path``; "" when there is none, or none can be seen."""
+    return look(path).identity
 
 
 def _host_link_blocking(name: str) -> Link | None:

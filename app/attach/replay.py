@@ -10,9 +10,9 @@ reading a namespace's identity.
 from __future__ import annotations
 
 import logging
-import os
 
 from app.attach import logcontext, netns
+from app.attach.netns import NetnsState
 from app.cni import conf as cniconf
 from app.cni.types import ContainerId, IfName, NetworkConfigList, RuntimeConf
 from app.store.records import AttachmentRecord, SandboxRecord
@@ -38,31 +38,49 @@ def recorded_call(
 
 
 def netns_for_del(record: SandboxRecord) -> str:
-    """The namespace a DEL runs in: the recorded path, unless it now holds another namespace, or
-    none (the namespace unmounted, its file left behind: plugins refuse to enter it, for ever).
+    """The namespace a DEL runs in: the recorded path while it holds the recorded namespace (or
+    nothing: a missing path is what plugins take for "already gone"); otherwise none.
 
-    A path reused by a newer sandbox must not have this one's interfaces removed from it: the DEL
-    then runs without a namespace (allowed by the CNI spec), which still releases IPAM.
+    None when the path holds another namespace: one reused by a newer sandbox must not have this
+    one's interfaces removed from it. None when it holds no namespace (unmounted, its file left
+    behind): plugins refuse to enter that, for ever. And none when it cannot be looked at
+    (permission denied, an I/O error, a looping symlink), for both reasons at once: nothing shows
+    that it still holds this sandbox's namespace, so a plugin that can see more than we do might
+    enter a newer sandbox's; and a plugin that sees what we see fails on it, so the DEL would stay
+    pending for as long as the path stays unreadable, which may be for ever, while a DEL must
+    terminate (invariant 5b). A DEL without a namespace is allowed by the CNI spec and still
+    releases IPAM (whose release must not depend on the netns); interfaces that may still be in an
+    unreadable namespace of this sandbox go with it when it is removed (the runtime removes it
+    once its DEL succeeded). A sandbox recorded without the namespace's identity keeps its path.
     """
     if not record.netns_id:
         return record.netns
-    current = netns.netns_identity(record.netns)
-    if current != record.netns_id and (current or os.path.lexists(record.netns)):
-        log.warning(
-            "netns %s of container %s is now another namespace or none; DEL runs without it",
-            record.netns,
-            record.container_id,
-            extra=logcontext.fields(record.container_id, command="DEL", pod=record.pod),
-        )
-        return ""
-    return record.netns
+    found = netns.look(record.netns)
+    if found.identity == record.netns_id or (found.state is NetnsState.GONE and not found.leftover):
+        return record.netns
+    if found.state is NetnsState.PRESENT:
+        why = f"{record.netns} holds another network namespace now"
+    else:
+        why = found.describe(record.netns)
+    log.warning(
+        "DEL of container %s runs without its netns: %s",
+        record.container_id,
+        why,
+        extra=logcontext.fields(record.container_id, command="DEL", pod=record.pod),
+    )
+    return ""
 
 
 def netns_for_cached_del(path: str) -> str:
-    """The namespace a DEL from upstream's cache runs in: ``path``, unless it holds no namespace
-    (the namespace unmounted, its file left behind: plugins refuse to enter it, for ever); a path
-    that does not exist is kept (plugins accept it). Nothing records which namespace it held."""
-    if not path or netns.netns_identity(path) or not os.path.lexists(path):
+    """The namespace a DEL from upstream's cache runs in: ``path`` when it holds a namespace (nothing
+    records which one it held) or nothing (plugins accept a missing path); none when it holds no
+    namespace (unmounted, its file left behind: plugins refuse to enter it, for ever) or cannot be
+    looked at (nothing then says which namespace it holds, and a DEL must terminate: as
+    ``netns_for_del``)."""
+    if not path:
         return path
-    log.warning("netns %s holds no namespace; the upstream-cached DEL runs without it", path)
+    found = netns.look(path)
+    if found.state is NetnsState.PRESENT or (found.state is NetnsState.GONE and not found.leftover):
+        return path
+    log.warning("the upstream-cached DEL runs without its netns: %s", found.describe(path))
     return ""

@@ -21,9 +21,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import time
-from collections.abc import Container, Mapping
+from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Protocol
 from app import metrics
 from app.attach import logcontext, netns
 from app.attach.engine import AttachEngine
+from app.attach.netns import NetnsLook, NetnsState
 from app.attach.requests import Trigger
 from app.cni.types import CniError
 from app.gc import leases
@@ -83,14 +83,20 @@ class GcReport:
 
 
 def orphan_reason(
-    sandbox: SandboxSummary, *, boot_id: str, pods: Mapping[tuple[str, str], str] | None
+    sandbox: SandboxSummary,
+    *,
+    boot_id: str,
+    pods: Mapping[tuple[str, str], str] | None,
+    look: Callable[[str], NetnsLook] | None = None,
 ) -> str | None:
-    """Why ``sandbox`` is provably orphaned, or None if nothing proves it."""
+    """Why ``sandbox`` is provably orphaned, or None if nothing proves it. Its netns (seen through
+    ``look``, ``netns.look`` by default) proves it only when provably gone: a path that cannot be
+    looked at (permission denied, an I/O error) proves nothing, the namespace may be a live pod's."""
     if sandbox.state != "ready":
         return f"unfinished-{'add' if sandbox.state == 'adding' else 'del'}"
     if sandbox.boot_id != boot_id:
         return "earlier-boot"
-    if _netns_gone(sandbox.netns):
+    if (look or _look_at_netns)(sandbox.netns).state is NetnsState.GONE:
         return "netns-gone"
     if pods is not None and sandbox.pod.name:
         uid = pods.get((sandbox.pod.namespace, sandbox.pod.name))
@@ -101,20 +107,11 @@ def orphan_reason(
     return None
 
 
-def _netns_gone(path: str) -> bool:
-    """True only when the namespace at ``path`` provably no longer exists: the path is missing, or
-    it is a file that is no namespace (what an unmounted one leaves). A path that cannot be looked
-    at (permission denied, an I/O error) proves nothing: the namespace may be a live pod's."""
-    if netns.netns_exists(path):
-        return False
-    try:
-        os.stat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return True
-    except OSError as exc:
-        log.warning("gc: cannot look at netns %s (%s): not taken as gone", path, exc.strerror)
-        return False
-    return True
+def _look_at_netns(path: str) -> NetnsLook:
+    found = netns.look(path)
+    if found.state is NetnsState.UNREADABLE:
+        log.warning("gc: %s: not taken as gone", found.describe(path))
+    return found
 
 
 def host_veths(record: SandboxRecord) -> list[str]:

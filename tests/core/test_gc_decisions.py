@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import ctypes
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +11,7 @@ import pytest
 from app.attach.requests import NodeRequest
 from app.cni.types import Attachment, CniError, ContainerId, IfName
 from app.gc.collector import GarbageCollector
+from tests.core.privileges import without_dac_override
 from tests.core.support import (
     Command,
     CrashAt,
@@ -95,36 +94,6 @@ async def test_a_sandbox_whose_netns_is_gone_is_collected_even_without_a_mirror(
 
     assert [(o.container_id, o.reason) for o in report.orphans] == [(container, "netns-gone")]
     assert node.checkpoint(container) is None
-
-
-class _CapHeader(ctypes.Structure):
-    _fields_ = (("version", ctypes.c_uint32), ("pid", ctypes.c_int))
-
-
-class _CapData(ctypes.Structure):
-    _fields_ = (
-        ("effective", ctypes.c_uint32),
-        ("permitted", ctypes.c_uint32),
-        ("inheritable", ctypes.c_uint32),
-    )
-
-
-@contextmanager
-def without_dac_override() -> Iterator[None]:
-    """This thread (the event loop's) without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH in its
-    effective set: root then gets EACCES from a directory of mode 000, as a daemon without them may."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this thread
-    data = (_CapData * 2)()
-    assert libc.capget(ctypes.byref(header), data) == 0
-    saved = data[0].effective
-    data[0].effective = saved & ~((1 << 1) | (1 << 2))
-    assert libc.capset(ctypes.byref(header), data) == 0
-    try:
-        yield
-    finally:
-        data[0].effective = saved
-        assert libc.capset(ctypes.byref(header), data) == 0
 
 
 @dataclass
