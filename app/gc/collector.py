@@ -6,7 +6,15 @@ recovery. A sandbox is collected only when this node recorded it and one of thes
 merely unreadable); the pod mirror, synced since start-up, no longer has its pod on this node (or
 has a pod of that name with another UID: a recreated pod's predecessor is an orphan, invariant 8);
 or an ADD/DEL of it stopped half way and nobody holds it. Sandboxes with an operation in flight
-are skipped (invariant 9).
+are skipped (invariant 9). A netns path that cannot be looked at is warned about once, and again
+only once what is there changes.
+
+One orphan's failure does not hold up the others: a teardown that fails (a DEL left pending, or an
+unexpected exception, logged and counted) is retried on a later pass, after an interval that
+doubles with each failure up to a few minutes, and never given up (invariant 5); meanwhile the
+report lists it as deferred, and orphans not failing go first, so a DEL that hangs until the
+delegate timeout holds the others up only on the passes that retry it. The intervals are kept in
+memory only: a restarted daemon's first pass tries every orphan again.
 
 Teardown goes through the engine's DEL path (one teardown for DEL, rollback, recovery and GC).
 After it, two last-resort sweeps: host-side veths named in the removed results that still exist,
@@ -22,13 +30,14 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Container, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Protocol
 
 from app import metrics
+from app.attach import errors as attach_errors
 from app.attach import logcontext, netns
 from app.attach.engine import AttachEngine
 from app.attach.netns import NetnsLook, NetnsState
@@ -40,6 +49,11 @@ from app.store.database import Connection, Database
 from app.store.records import SandboxRecord, SandboxSummary
 
 log = logging.getLogger(__name__)
+
+RETRY_FIRST_SECONDS = 10.0
+"""How long an orphan whose teardown failed waits before its next try (about one pass)."""
+RETRY_MAX_SECONDS = 300.0
+"""The longest it waits, however often it failed: it is retried for ever (invariant 5)."""
 
 
 class PodPresence(Protocol):
@@ -56,11 +70,21 @@ class Orphan:
     pod: str
 
 
+@dataclass(frozen=True, slots=True)
+class Deferral:
+    """An orphan this pass did not try, because its teardown failed lately."""
+
+    container_id: str
+    failures: int
+    retry_in_seconds: float
+
+
 @dataclass
 class GcReport:
     examined: int = 0
     orphans: list[Orphan] = field(default_factory=list)
     collected: list[Orphan] = field(default_factory=list)
+    deferred: list[Deferral] = field(default_factory=list)
     failed: list[tuple[str, CniError]] = field(default_factory=list)
     host_links_removed: list[str] = field(default_factory=list)
     leases_removed: list[str] = field(default_factory=list)
@@ -75,6 +99,14 @@ class GcReport:
                 {"containerID": o.container_id, "reason": o.reason, "pod": o.pod} for o in self.orphans
             ],
             "collected": [o.container_id for o in self.collected],
+            "deferred": [
+                {
+                    "containerID": d.container_id,
+                    "failures": d.failures,
+                    "retryInSeconds": round(d.retry_in_seconds, 3),
+                }
+                for d in self.deferred
+            ],
             "failed": [{"containerID": cid, "error": e.to_json()} for cid, e in self.failed],
             "hostLinksRemoved": self.host_links_removed,
             "leasesRemoved": self.leases_removed,
@@ -87,16 +119,16 @@ def orphan_reason(
     *,
     boot_id: str,
     pods: Mapping[tuple[str, str], str] | None,
-    look: Callable[[str], NetnsLook] | None = None,
+    look: Callable[[str], NetnsLook] = netns.look,
 ) -> str | None:
     """Why ``sandbox`` is provably orphaned, or None if nothing proves it. Its netns (seen through
-    ``look``, ``netns.look`` by default) proves it only when provably gone: a path that cannot be
-    looked at (permission denied, an I/O error) proves nothing, the namespace may be a live pod's."""
+    ``look``) proves it only when provably gone: a path that cannot be looked at (permission
+    denied, an I/O error) proves nothing, the namespace may be a live pod's."""
     if sandbox.state != "ready":
         return f"unfinished-{'add' if sandbox.state == 'adding' else 'del'}"
     if sandbox.boot_id != boot_id:
         return "earlier-boot"
-    if (look or _look_at_netns)(sandbox.netns).state is NetnsState.GONE:
+    if look(sandbox.netns).state is NetnsState.GONE:
         return "netns-gone"
     if pods is not None and sandbox.pod.name:
         uid = pods.get((sandbox.pod.namespace, sandbox.pod.name))
@@ -105,13 +137,6 @@ def orphan_reason(
         if sandbox.pod.uid and uid and uid != sandbox.pod.uid:
             return "pod-replaced"
     return None
-
-
-def _look_at_netns(path: str) -> NetnsLook:
-    found = netns.look(path)
-    if found.state is NetnsState.UNREADABLE:
-        log.warning("gc: %s: not taken as gone", found.describe(path))
-    return found
 
 
 def host_veths(record: SandboxRecord) -> list[str]:
@@ -135,16 +160,27 @@ def _bridge_names(config: bytes) -> set[str]:
 
 
 class GarbageCollector:
-    def __init__(self, *, engine: AttachEngine, db: Database, pods: PodPresence | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        engine: AttachEngine,
+        db: Database,
+        pods: PodPresence | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._engine = engine
         self._db = db
         self._pods = pods
         self._pass = asyncio.Lock()
         self._lease_dirs: set[Path] = set()
         self._lease_listings = leases.LeaseListings()
+        self._retries = TeardownRetries(clock)
+        self._netns = NetnsWarnings()
 
     async def run_once(self, *, dry_run: bool = False) -> GcReport:
-        """One pass: find orphans, tear them down (unless ``dry_run``), sweep leftovers."""
+        """One pass: find orphans, tear them down (unless ``dry_run``), sweep leftovers. An orphan
+        whose teardown failed lately is left for a later pass (``deferred``); a dry run reports the
+        same orphans and deferrals, and tries nothing (nor moves a retry)."""
         async with self._pass:
             started = time.monotonic()
             report = GcReport(dry_run=dry_run)
@@ -154,13 +190,20 @@ class GarbageCollector:
             for sandbox in summaries:
                 if self._engine.locks.busy(sandbox.container_id):
                     continue
-                why = orphan_reason(sandbox, boot_id=self._engine.boot_id, pods=live_pods)
+                why = orphan_reason(
+                    sandbox, boot_id=self._engine.boot_id, pods=live_pods, look=self._netns.look
+                )
                 if why is not None:
                     pod = f"{sandbox.pod.namespace}/{sandbox.pod.name}".strip("/")
                     report.orphans.append(Orphan(sandbox.container_id, why, pod))
+            self._netns.forget_all_but(sandbox.netns for sandbox in summaries)
+            self._retries.forget_all_but(sandbox.container_id for sandbox in summaries)
+            report.deferred = self._retries.deferred(report.orphans)
             if not dry_run:
-                for orphan in report.orphans:
-                    await self._collect(orphan, report, pods=live_pods)
+                waiting = {deferral.container_id for deferral in report.deferred}
+                due = [orphan for orphan in report.orphans if orphan.container_id not in waiting]
+                for orphan in sorted(due, key=lambda o: self._retries.failures(o.container_id)):
+                    await self._collect_one(orphan, report, pods=live_pods)
             await self._sweep_leases(report, dry_run=dry_run)
             report.duration_ms = (time.monotonic() - started) * 1000
             if not dry_run:
@@ -170,20 +213,44 @@ class GarbageCollector:
                 log.info("gc: %s", json.dumps(report.as_json()))
             return report
 
-    async def _collect(
+    async def _collect_one(
         self, orphan: Orphan, report: GcReport, *, pods: Mapping[tuple[str, str], str] | None
     ) -> None:
+        """``_collect``, whatever it raises: one orphan's surprise (a bug, a failed write) is logged
+        with its container and counted, and the pass goes on to the others; every failure puts the
+        orphan's next try off (``TeardownRetries``), a success or a sandbox no longer orphaned
+        forgets its failures."""
+        try:
+            failed = await self._collect(orphan, report, pods=pods)
+        except Exception as exc:  # the next pass retries it; the others must not wait for that
+            context = logcontext.fields(orphan.container_id, command="DEL", trigger="gc")
+            report.failed.append(
+                (orphan.container_id, attach_errors.unexpected(exc, step="gc", context=context))
+            )
+            failed = True
+        if failed:
+            self._retries.failed(orphan.container_id)
+        else:
+            self._retries.forget(orphan.container_id)
+
+    async def _collect(
+        self, orphan: Orphan, report: GcReport, *, pods: Mapping[tuple[str, str], str] | None
+    ) -> bool:
         """Tear ``orphan`` down if it still is one under its lock: the summaries were read before,
-        and an ADD in flight then (``adding``) may have answered since (invariant 10)."""
+        and an ADD in flight then (``adding``) may have answered since (invariant 10). True when
+        a DEL of it failed and stays pending."""
 
         def still_orphaned(record: SandboxRecord) -> bool:
-            return orphan_reason(record.summary(), boot_id=self._engine.boot_id, pods=pods) is not None
+            why = orphan_reason(
+                record.summary(), boot_id=self._engine.boot_id, pods=pods, look=self._netns.look
+            )
+            return why is not None
 
         record, errors = await self._engine.tear_down_if(
             orphan.container_id, trigger=Trigger.GC, condition=still_orphaned
         )
         if record is None:
-            return
+            return False
         if errors:
             for error in errors:
                 log.warning(
@@ -194,11 +261,12 @@ class GarbageCollector:
                     extra=logcontext.fields(orphan.container_id, command="DEL", trigger="gc", pod=record.pod),
                 )
             report.failed.extend((orphan.container_id, error) for error in errors)
-            return
+            return True
         report.collected.append(orphan)
         for attachment in record.attachments:
             self._lease_dirs |= leases.host_local_dirs(attachment.config)
         report.host_links_removed.extend(await netns.delete_host_veths(host_veths(record)))
+        return False
 
     async def _sweep_leases(self, report: GcReport, *, dry_run: bool) -> None:
         """Remove the leases of containers we attached and no longer record (``app.gc.leases``);
@@ -309,3 +377,77 @@ class _Everyone:
 
 
 _EVERYONE = _Everyone()
+
+
+def retry_delay(failures: int) -> float:
+    """How long an orphan waits for its next try after ``failures`` failed teardowns in a row."""
+    doublings = max(0, min(failures, 32) - 1)  # bounded: the cap is reached long before
+    return min(RETRY_MAX_SECONDS, RETRY_FIRST_SECONDS * float(1 << doublings))
+
+
+@dataclass(slots=True)
+class _Retry:
+    failures: int
+    due: float
+
+
+class TeardownRetries:
+    """The orphans whose teardown failed lately, and when each may be tried again.
+
+    Each failure doubles the wait (``retry_delay``), up to ``RETRY_MAX_SECONDS``; nothing is given
+    up. In memory only: losing it (a restart) costs one more try of each orphan at once.
+    """
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._retries: dict[str, _Retry] = {}
+
+    def failures(self, container_id: str) -> int:
+        retry = self._retries.get(container_id)
+        return 0 if retry is None else retry.failures
+
+    def failed(self, container_id: str) -> None:
+        failures = self.failures(container_id) + 1
+        self._retries[container_id] = _Retry(failures, self._clock() + retry_delay(failures))
+
+    def forget(self, container_id: str) -> None:
+        self._retries.pop(container_id, None)
+
+    def forget_all_but(self, container_ids: Iterable[str]) -> None:
+        """Forget the containers no longer recorded (DELed meanwhile by the runtime, say)."""
+        keep = set(container_ids)
+        for container_id in [c for c in self._retries if c not in keep]:
+            del self._retries[container_id]
+
+    def deferred(self, orphans: Iterable[Orphan]) -> list[Deferral]:
+        """Those of ``orphans`` not to be tried yet."""
+        now = self._clock()
+        return [
+            Deferral(orphan.container_id, retry.failures, retry.due - now)
+            for orphan in orphans
+            if (retry := self._retries.get(orphan.container_id)) is not None and retry.due > now
+        ]
+
+
+class NetnsWarnings:
+    """``netns.look``, warning of a path that cannot be looked at once, and again only once what is
+    there changes (another error, or it could be looked at in between): not on every pass."""
+
+    def __init__(self) -> None:
+        self._unreadable: dict[str, int] = {}
+
+    def look(self, path: str) -> NetnsLook:
+        found = netns.look(path)
+        if found.state is NetnsState.UNREADABLE:
+            if self._unreadable.get(path) != found.error:
+                log.warning("gc: %s: not taken as gone", found.describe(path))
+                self._unreadable[path] = found.error
+        elif self._unreadable.pop(path, None) is not None:
+            log.info("gc: netns path %s can be looked at again: %s", path, found.state)
+        return found
+
+    def forget_all_but(self, paths: Iterable[str]) -> None:
+        """Forget the paths no recorded sandbox has any more."""
+        keep = set(paths)
+        for path in [p for p in self._unreadable if p not in keep]:
+            del self._unreadable[path]

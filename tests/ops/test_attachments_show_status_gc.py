@@ -63,6 +63,7 @@ GC_REPORT_KEYS = {
     "examined",
     "orphans",
     "collected",
+    "deferred",
     "failed",
     "hostLinksRemoved",
     "leasesRemoved",
