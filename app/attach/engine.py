@@ -1078,7 +1078,7 @@ def _check_interfaces_present(
     for iface in result.get("interfaces", []):
         if not isinstance(iface, dict) or not iface.get("sandbox"):
             continue
-        name = str(iface.get("name", ""))
+        name = str(iface.get("name") or "")  # Go reads a null field as its zero value
         link = links.get(name)
         if link is None:
             raise CniError(
@@ -1086,7 +1086,7 @@ def _check_interfaces_present(
                 f'interface "{name}" of network "{attachment.network_name}" is missing',
                 f"not found in network namespace {netns_path}",
             )
-        recorded_mac = str(iface.get("mac", "")).lower()
+        recorded_mac = str(iface.get("mac") or "").lower()
         if recorded_mac and link.mac.lower() != recorded_mac:
             raise CniError(
                 MultusCode.INTERFACE_MISSING,
