@@ -473,6 +473,11 @@ def render_gc(report: "Document") -> list[str]:
         lines += ["", *orphans]
     for failure in report.get("failed", []):
         lines.append(f"failed {str(failure['containerID'])[:12]}: {tables.error(failure.get('error'))}")
+    for deferral in report.get("deferred", []):
+        lines.append(
+            f"deferred {str(deferral['containerID'])[:12]}: {deferral.get('failures')} failed teardowns, "
+            f"next try in {float(deferral.get('retryInSeconds') or 0):g} s"
+        )
     for kind, key in (("lease", "leasesRemoved"), ("host link", "hostLinksRemoved")):
         lines += [f"{kind}: {item}" for item in report.get(key, [])]
     return lines

@@ -267,13 +267,16 @@ class CniServer:
         return web.Response(status=status, content_type="application/json")
 
     async def _gc(self, http_request: web.BaseRequest) -> web.Response:
-        """multus-py's operator GC (``multusctl gc``): one pass now; ``?dryRun=true`` only reports."""
+        """multus-py's operator GC (``multusctl gc``): one pass now, orphans whose teardown failed
+        lately tried again too (the periodic passes wait for them); ``?dryRun=true`` only reports."""
         if self.collector is None:
             return _error_response(_NotReadyError("no garbage collector"))
         if not await self.readiness.wait_ready(self.ready_hold):
             return _error_response(_NotReadyError(self.readiness.reason or "not ready"))
         dry_run = http_request.query.get("dryRun", "false").lower() in ("1", "true", "yes")
-        report = await self._run_shielded(self.collector.run_once(dry_run=dry_run), name="operator-gc")
+        report = await self._run_shielded(
+            self.collector.run_once(dry_run=dry_run, retry_now=True), name="operator-gc"
+        )
         if self.activity is not None:
             self.activity.gc_finished(report, trigger="operator")
         return web.json_response(report.as_json())

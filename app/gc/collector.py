@@ -177,10 +177,11 @@ class GarbageCollector:
         self._retries = TeardownRetries(clock)
         self._netns = NetnsWarnings()
 
-    async def run_once(self, *, dry_run: bool = False) -> GcReport:
+    async def run_once(self, *, dry_run: bool = False, retry_now: bool = False) -> GcReport:
         """One pass: find orphans, tear them down (unless ``dry_run``), sweep leftovers. An orphan
-        whose teardown failed lately is left for a later pass (``deferred``); a dry run reports the
-        same orphans and deferrals, and tries nothing (nor moves a retry)."""
+        whose teardown failed lately is left for a later pass (``deferred``), unless ``retry_now``
+        (an operator's pass: someone asked for it now, and waits for its answer); a dry run reports
+        the same orphans and deferrals, and tries nothing (nor moves a retry)."""
         async with self._pass:
             started = time.monotonic()
             report = GcReport(dry_run=dry_run)
@@ -198,7 +199,7 @@ class GarbageCollector:
                     report.orphans.append(Orphan(sandbox.container_id, why, pod))
             self._netns.forget_all_but(sandbox.netns for sandbox in summaries)
             self._retries.forget_all_but(sandbox.container_id for sandbox in summaries)
-            report.deferred = self._retries.deferred(report.orphans)
+            report.deferred = [] if retry_now else self._retries.deferred(report.orphans)
             if not dry_run:
                 waiting = {deferral.container_id for deferral in report.deferred}
                 due = [orphan for orphan in report.orphans if orphan.container_id not in waiting]

@@ -4,6 +4,7 @@ on every pass, and a netns path that cannot be looked at is warned about once, n
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from app.attach.crashpoints import CrashPoints, Point
 from app.attach.engine import AttachEngine
+from app.cli.main import render_gc
 from app.cni.types import ErrorCode
 from app.gc import collector as gc
 from app.gc.collector import GarbageCollector
@@ -209,3 +211,33 @@ async def test_a_netns_that_cannot_be_looked_at_is_warned_about_once_until_it_ch
         assert warnings() == 2, "warned again once it changed"
 
     assert pending(node.checkpoint(container)) == ["eth0"]
+
+
+async def test_an_operators_pass_tries_a_deferred_orphan_at_once(node: Node) -> None:
+    engine = node.engine()
+    broken_network = node.recorder_network("broken", fail={"code": 11, "msg": "stuck"}, failOn="DEL")
+    broken = await orphan(node, engine, broken_network)
+    collector = GarbageCollector(engine=engine, db=node.db, pods=NO_PODS, clock=Clock())
+    await collector.run_once()
+    assert [d.container_id for d in (await collector.run_once()).deferred] == [broken]
+    assert dels(node, "broken") == 1
+
+    operators = await collector.run_once(retry_now=True)
+
+    assert operators.deferred == []
+    assert [cid for cid, _ in operators.failed] == [broken]
+    assert dels(node, "broken") == 2, "the operator asked for a pass now: the deferred orphan is tried"
+    assert pending(node.checkpoint(broken)) == ["eth0"]
+
+
+async def test_multusctl_gc_shows_a_deferred_orphan_in_its_table(node: Node) -> None:
+    engine = node.engine()
+    broken = await orphan(
+        node, engine, node.recorder_network("broken", fail={"code": 11, "msg": "x"}, failOn="DEL")
+    )
+    collector = GarbageCollector(engine=engine, db=node.db, pods=NO_PODS, clock=Clock())
+    await collector.run_once()
+
+    lines = render_gc(json.loads(json.dumps((await collector.run_once()).as_json())))
+
+    assert f"deferred {broken[:12]}: 1 failed teardowns, next try in {gc.RETRY_FIRST_SECONDS:g} s" in lines
