@@ -11,9 +11,15 @@ in-pod name, ``net1`` or ``devN``). A VF back in the host is released even when 
 restored (another netdev has it) or its MAC was never known: that is warned about, never retried,
 as no retry could change it. A VF still missing keeps the attachment pending (invariant 5);
 a VF no longer on the PCI bus at all (its PF's VFs destroyed) took its netdev with it, so it does
-not (invariant 5b: that DEL could never finish).
+not (invariant 5b: that DEL could never finish), nor does a VF now bound to a user-space driver.
 
-The PCI-address-to-netdev lookup reads ``<sysfsRoot>/bus/pci/devices/<pci>/net/``: ``/sys`` in
+A VF bound to a user-space (DPDK) driver (``vfio-pci``, ``uio_pci_generic``, ``igb_uio``: how
+sriov-cni tells a DPDK device) has no netdev in any namespace: handed over so, it is recorded with
+its PCI address only and there is nothing to get back; rebound so while its DEL waits for its
+netdev, that netdev was destroyed with the unbind, wherever it was, so the DEL waits no more.
+
+The PCI-address-to-netdev lookup reads ``<sysfsRoot>/bus/pci/devices/<pci>/net/`` (and the
+device's ``driver`` link): ``/sys`` in
 production; tests point ``sysfsRoot`` at a fake tree whose VF netdevs are veths. Everything else
 (link lookup, rename, MAC) is real netlink through ``app.attach.netns``.
 """
@@ -34,6 +40,8 @@ from app.cni.types import CniError, NetworkConfigList
 log = logging.getLogger(__name__)
 
 PCI_ADDRESS = re.compile(r"^[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$")
+USERSPACE_DRIVERS = frozenset({"vfio-pci", "uio_pci_generic", "igb_uio"})
+"""PCI drivers handing a device to user space (DPDK), as sriov-cni lists them: no netdev exists."""
 
 
 def pci_address(net: NetworkConfigList, capability_args: Mapping[str, Any] | None = None) -> str | None:
@@ -69,12 +77,23 @@ class HostDevices:
     def __init__(self, sysfs_root: Path = Path("/sys")) -> None:
         self._sysfs = sysfs_root
 
+    def _device_dir(self, pci: str) -> Path:
+        return self._sysfs / "bus" / "pci" / "devices" / pci
+
     def netdev_names(self, pci: str) -> list[str]:
         """Netdevs of PCI device ``pci`` present in the host namespace (sysfs lists only those)."""
         try:
-            return sorted(os.listdir(self._sysfs / "bus" / "pci" / "devices" / pci / "net"))
+            return sorted(os.listdir(self._device_dir(pci) / "net"))
         except FileNotFoundError:
             return []
+
+    def userspace_driver(self, pci: str) -> str | None:
+        """The user-space (DPDK) driver PCI device ``pci`` is bound to, if it is bound to one."""
+        try:
+            driver = os.path.basename(os.readlink(self._device_dir(pci) / "driver"))
+        except FileNotFoundError:  # unbound, or no such device
+            return None
+        return driver if driver in USERSPACE_DRIVERS else None
 
     async def snapshot(
         self, net: NetworkConfigList, capability_args: Mapping[str, Any] | None = None
@@ -86,21 +105,31 @@ class HostDevices:
             return None
         names = self.netdev_names(pci)
         if not names:
-            log.warning("device %s has no netdev in the host namespace before ADD", pci)
+            driver = self.userspace_driver(pci)
+            if driver is not None:
+                log.debug("device %s is bound to %s (DPDK): it has no netdev", pci, driver)
+            else:
+                log.warning("device %s has no netdev in the host namespace before ADD", pci)
             return {"pci": pci, "ifname": "", "mac": ""}
         link = await netns.host_link(names[0])
         return {"pci": pci, "ifname": names[0], "mac": link.mac if link is not None else ""}
 
     async def ensure_returned(self, device: Mapping[str, str]) -> bool:
-        """Raise unless the device is back in the host; True when it came back under another name
+        """Raise unless the device is back in the host, or can have no netdev left anywhere (gone
+        from the PCI bus, bound to a user-space driver); True when it came back under another name
         or MAC (restored as far as can be: a name another netdev has, or a MAC never known, is not)."""
         pci, name, mac = device.get("pci", ""), device.get("ifname", ""), device.get("mac", "")
         if not name:
             return False  # nothing was known about it before the ADD: nothing to prove
         current = self.netdev_names(pci)
-        if not current and not (self._sysfs / "bus" / "pci" / "devices" / pci).exists():
+        if not current and not self._device_dir(pci).exists():
             # the VF itself is gone (its PF's VFs were destroyed): so is its netdev, in every namespace
             log.warning("device %s (%s) no longer exists on the PCI bus: nothing to get back", pci, name)
+            return False
+        driver = None if current else self.userspace_driver(pci)
+        if driver is not None:
+            # unbinding its netdev driver destroyed its netdev, in whichever namespace it was
+            log.warning("device %s (%s) is now bound to %s: it has no netdev to get back", pci, name, driver)
             return False
         if not current:
             raise CniError(
