@@ -18,6 +18,14 @@ The writer also holds in memory every record the mirror holds in its scope, exac
 (``held``): the pod and NAD sources answer an ADD from it without a read of the store. Until a
 relist has been written since start-up (a watch resumed from a stored position), it knows only
 the objects it has seen written or skipped since, and ``held`` says when the store must be asked.
+
+Last, it keeps the *sightings*: objects a live GET found (an ADD's pod the watch had not brought
+yet) while the mirror held no such object, or held a predecessor of another UID. The watch is then
+behind the API, and the mirror's silence about that pod proves nothing (invariant 10): GC is told
+of the sighting as of a mirrored pod. A sighting ends once the watch has caught up with it: an
+event of that object with its UID is received (its later deletion then reaches the mirror in
+order), or a relist whose LIST began after the GET answered is written (it shows the pod as it is,
+or its absence).
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
@@ -83,6 +91,9 @@ class MirrorWriter:
         self._persisted_at = 0.0
         self._listeners = listeners if listeners is not None else []
         """Called with (namespace, name) of every object a commit wrote (the daemon's hot-plug)."""
+        self._sightings: dict[ObjectKey, tuple[Record, float]] = {}
+        """Objects a live GET found that the watch has not caught up with: the record, and when
+        (monotonic) the GET answered. One per name, so no more than the names asked for."""
 
     async def load_position(self) -> str:
         """The stored resourceVersion to resume from, or "" when the stored scope differs."""
@@ -108,12 +119,51 @@ class MirrorWriter:
         record = self._known.get(key)
         return (record is not None or self._complete), record
 
+    def note_sighting(self, record: Record, *, answered_at: float) -> None:
+        """A live GET answered ``record`` at ``answered_at`` (``time.monotonic``): unless the mirror
+        holds it already, it is a sighting until the watch catches up with it (``sightings``)."""
+        if self.target.kind == "pods" and not isinstance(record, PodRecord):
+            return
+        if (
+            isinstance(record, PodRecord)
+            and self.target.node_name
+            and record.node_name != self.target.node_name
+        ):
+            return  # not an object of this watch's scope: the mirror will never hold it
+        held = self._known.get(record.key)
+        if held is not None and held.uid == record.uid:
+            return
+        self._sightings[record.key] = (record, answered_at)
+
+    def sightings(self) -> list[Record]:
+        """The objects live GETs found that the mirror does not hold yet (see the module's doc)."""
+        return [record for record, _ in self._sightings.values()]
+
+    def _caught_up(self, records: Iterable[Record], *, listed_at: float | None = None) -> None:
+        """End the sightings the watch has caught up with: ``records`` were received (by event or
+        LIST), and a LIST that began at ``listed_at`` shows everything a GET answered before."""
+        if not self._sightings:
+            return
+        for record in records:
+            seen = self._sightings.get(record.key)
+            if seen is not None and seen[0].uid == record.uid:
+                del self._sightings[record.key]
+        if listed_at is not None:
+            for key, (_, answered_at) in list(self._sightings.items()):
+                if answered_at <= listed_at:
+                    del self._sightings[key]
+
     def forget_position(self) -> None:
         """The position expired (410): the next start relists."""
         self.resource_version = ""
 
-    async def write_snapshot(self, records: Sequence[Record], resource_version: str) -> None:
-        """A complete relist: the mirror (in this target's scope) becomes exactly ``records``."""
+    async def write_snapshot(
+        self, records: Sequence[Record], resource_version: str, *, listed_at: float | None = None
+    ) -> None:
+        """A complete relist: the mirror (in this target's scope) becomes exactly ``records``.
+
+        ``listed_at``: when (``time.monotonic``) its LIST began, which ends the sightings of GETs
+        answered before it; None ends none but those of objects ``records`` hold."""
         relisting = self._replace_unit(records)
         relisted = partial(
             mirror.record_relist,
@@ -129,6 +179,7 @@ class MirrorWriter:
             self._persisted_at = time.monotonic()
             self._known = {record.key: record for record in records}
             self._complete = True
+            self._caught_up(records, listed_at=listed_at)
             self.state.note_relist(resource_version)
             metrics.WATCH_RELISTS.labels(self.target.kind).inc()
             metrics.MIRRORED_OBJECTS.labels(self.target.key).set(len(self._known))
@@ -148,11 +199,13 @@ class MirrorWriter:
         changes = self._changes(received)
         self.echoes_skipped += len(received) - len(changes)
         position = items[-1].resource_version or self.resource_version
+        upserted = [item.record for item in received if isinstance(item, Upsert)]
         if not changes and (
             position == self.resource_version
             or time.monotonic() - self._persisted_at < self._persist_interval
         ):
             self.resource_version = position
+            self._caught_up(upserted)
             self.state.note_progress(position, events=len(received))
             return
         now = datetime.now(UTC)
@@ -176,6 +229,7 @@ class MirrorWriter:
                     self._known[change.record.key] = change.record
                 else:
                     self._known.pop(change.key, None)
+            self._caught_up(upserted)
             metrics.MIRRORED_OBJECTS.labels(self.target.key).set(len(self._known))
             self.state.note_progress(position, events=len(received))
             if self._arrivals is not None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Collection, Sequence
 from functools import partial
 
@@ -97,7 +98,10 @@ class MirrorPodSource:
             return None
         except ApiError as exc:
             raise ClusterUnavailableError(f"cannot get pod {namespace}/{name}: {exc}") from exc
-        return pod_record(obj, kept_annotations=self._kept)
+        record = pod_record(obj, kept_annotations=self._kept)
+        if self._memory is not None:  # the watch lags behind this answer: GC must not miss the pod
+            self._memory.note_sighting(record, answered_at=time.monotonic())
+        return record
 
 
 class MirrorNadSource:
@@ -178,17 +182,25 @@ async def _wait(event: asyncio.Event, seconds: float) -> bool:
 
 
 class MirrorPodPresence:
-    """``PodPresence`` for GC: this node's pods as the mirror knows them, once it has synced.
+    """``PodPresence`` for GC: this node's pods as the mirror knows them, once it has synced, and
+    the pods live GETs found that the watch has not brought yet (``MirrorWriter.sightings``).
 
     Until the pod mirror has synced since start-up it answers None: an unsynced mirror proves
-    nothing about a pod being gone (invariant 10).
+    nothing about a pod being gone (invariant 10). Nor does a synced one about a pod the API showed
+    after the mirror's position: an ADD answered from a live GET while the watch lags must not be
+    torn down by the next pass as "pod-gone" (or "pod-replaced", the mirror holding its predecessor).
     """
 
-    def __init__(self, *, database: Database, state: MirrorState) -> None:
+    def __init__(self, *, database: Database, state: MirrorState, memory: MirrorWriter | None = None) -> None:
         self._db = database
         self._state = state
+        self._memory = memory
 
     async def pods_on_node(self) -> dict[tuple[str, str], str] | None:
         if not self._state.synced.is_set():
             return None
-        return await self._db.read(mirror.pod_uids)
+        pods = await self._db.read(mirror.pod_uids)
+        for record in self._memory.sightings() if self._memory is not None else ():
+            if isinstance(record, PodRecord):
+                pods[record.key] = "" if record.is_static else record.uid  # as ``mirror.pod_uids``
+        return pods

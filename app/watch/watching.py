@@ -129,6 +129,7 @@ async def continuous_watch(*, api: KubeApi, writer: MirrorWriter, settings: Watc
 async def relist(*, api: KubeApi, writer: MirrorWriter, settings: WatchSettings) -> None:
     """LIST the target page by page and write it as one snapshot; a 410 on a page starts over."""
     for attempt in range(MAX_LIST_RESTARTS + 1):
+        listed_at = time.monotonic()
         try:
             records, resource_version = await _list_all(api=api, target=writer.target, settings=settings)
         except ApiGoneError:
@@ -136,7 +137,7 @@ async def relist(*, api: KubeApi, writer: MirrorWriter, settings: WatchSettings)
                 raise
             log.info("list %s: continue token expired, listing again", writer.target.key)
             continue
-        await writer.write_snapshot(records, resource_version)
+        await writer.write_snapshot(records, resource_version, listed_at=listed_at)
         log.info(
             "list %s: %d objects at resourceVersion %s", writer.target.key, len(records), resource_version
         )

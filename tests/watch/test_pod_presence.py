@@ -1,0 +1,113 @@
+"""What GC is told about this node's pods (``Watchers.presence``): never a pod the API has shown
+alive taken for gone because the pod watch lags behind it (invariant 10), and nothing kept alive
+once the watch has caught up."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from app.sandbox.kubeapi import KubeApiEmulator
+from app.store.database import Database
+from tests.watch.support import Running, eventually, mirrored_pods, pod_manifest
+
+POD_WATCH = "/pods.*watch=true"
+
+
+@asynccontextmanager
+async def pod_watch_lagging(emulator: KubeApiEmulator) -> AsyncIterator[None]:
+    """The pod watch stalls (each new stream is held back): what changes meanwhile is not mirrored."""
+    async with asyncio.timeout(5):
+        await emulator.wait_for_watch("/pods")
+    emulator.faults.add_latency(30, path=POD_WATCH)
+    emulator.drop_watches()
+    try:
+        yield
+    finally:
+        emulator.faults.clear_latency()
+
+
+async def presence(running: Running) -> dict[tuple[str, str], str] | None:
+    pods = await running.watchers.presence.pods_on_node()
+    return None if pods is None else dict(pods)
+
+
+async def test_a_pod_an_add_found_by_a_live_get_is_not_taken_for_gone_while_the_pod_watch_lags(
+    emulator: KubeApiEmulator, running: Running, database: Database
+) -> None:
+    """The ADD of a pod the lagging watch has not brought yet is answered by a live GET and
+    succeeds; a GC pass right after must not read the synced mirror's silence as "pod gone" and
+    tear the running pod's networks down (it did: only the mirror was asked)."""
+    async with pod_watch_lagging(emulator):
+        uid = emulator.create_pod(pod_manifest("web"))["metadata"]["uid"]
+
+        found = await running.watchers.pods.get_pod("default", "web", uid=uid)
+        told = await presence(running)
+
+        assert await mirrored_pods(database)() == {}, "the watch still lags"
+    assert found is not None
+    assert found.uid == uid
+    assert running.watchers.pods.live_gets == 1
+    assert told == {("default", "web"): uid}
+
+
+async def test_a_pod_recreated_while_the_watch_lags_is_told_by_its_new_uid(
+    emulator: KubeApiEmulator, running: Running, database: Database
+) -> None:
+    """The mirror still holds the predecessor: GC must see the new UID (the predecessor's
+    sandbox is replaced, the new pod's is not), not the predecessor's."""
+    old = emulator.create_pod(pod_manifest("web"))["metadata"]["uid"]
+    await eventually(mirrored_pods(database), lambda pods: ("default", "web") in pods)
+    async with pod_watch_lagging(emulator):
+        emulator.delete_pod("default", "web")
+        new = emulator.create_pod(pod_manifest("web"))["metadata"]["uid"]
+
+        found = await running.watchers.pods.get_pod("default", "web", uid=new)
+        told = await presence(running)
+
+        mirrored = await mirrored_pods(database)()
+        assert mirrored[("default", "web")].uid == old, "the watch still lags"
+    assert found is not None
+    assert found.uid == new
+    assert told == {("default", "web"): new}
+
+
+async def test_a_live_sighting_ends_once_the_watch_has_caught_up_so_a_deleted_pod_is_gone(
+    emulator: KubeApiEmulator, running: Running, database: Database
+) -> None:
+    async with pod_watch_lagging(emulator):
+        uid = emulator.create_pod(pod_manifest("web"))["metadata"]["uid"]
+        assert await running.watchers.pods.get_pod("default", "web", uid=uid) is not None
+    await eventually(mirrored_pods(database), lambda pods: ("default", "web") in pods)
+
+    emulator.delete_pod("default", "web")
+
+    await eventually(lambda: presence(running), lambda pods: pods == {})
+
+
+async def test_a_pod_deleted_while_the_watch_lagged_is_gone_after_the_watch_catches_up(
+    emulator: KubeApiEmulator, running: Running
+) -> None:
+    async with pod_watch_lagging(emulator):
+        uid = emulator.create_pod(pod_manifest("web"))["metadata"]["uid"]
+        assert await running.watchers.pods.get_pod("default", "web", uid=uid) is not None
+        emulator.delete_pod("default", "web")
+
+    await eventually(lambda: presence(running), lambda pods: pods == {})
+
+
+async def test_a_relist_listed_after_a_live_get_ends_its_sighting(
+    emulator: KubeApiEmulator, running: Running
+) -> None:
+    """The watch's history expired while it lagged (410): the relist that follows, listed after
+    the GET, says all there is to say about the pod; it was deleted meanwhile."""
+    relists = running.watchers.pod_state.relists
+    async with pod_watch_lagging(emulator):
+        uid = emulator.create_pod(pod_manifest("web"))["metadata"]["uid"]
+        assert await running.watchers.pods.get_pod("default", "web", uid=uid) is not None
+        emulator.delete_pod("default", "web")
+        emulator.compact()
+
+    await eventually(lambda: presence(running), lambda pods: pods == {})
+    assert running.watchers.pod_state.relists == relists + 1
