@@ -40,6 +40,8 @@ class WatchSettings:
     backoff_initial: float = 0.2
     """First delay before reconnecting after an error; doubles up to ``backoff_max``."""
     backoff_max: float = 30.0
+    """Longest delay before reconnecting; also the most of a server's ``Retry-After`` (429, 503)
+    that is waited for (a shorter delay never is)."""
     backoff_jitter: float = 0.2
     """Each delay is multiplied by a random factor in [1 - jitter, 1 + jitter]."""
     backoff_reset_after: float = 30.0

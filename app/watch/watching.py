@@ -3,7 +3,8 @@
 - ``infinite_watch`` runs forever: it calls ``continuous_watch`` again after a 410 at once, and
   after an error, an outage or a 410 that came before anything but its own relist was written
   after a capped exponential backoff with jitter (reset once a write succeeds, or once a call ran
-  ``backoff_reset_after`` before it ended). It never lets an exception escape, except cancellation.
+  ``backoff_reset_after`` before it ended), never sooner than an error's ``Retry-After`` (up to
+  ``backoff_max``). It never lets an exception escape, except cancellation.
 - ``continuous_watch`` resumes from the stored resourceVersion when there is one (no LIST after a
   restart), or lists page by page, writes the snapshot to the mirror (deletions reconciled) and
   marks it synced; then watches from the position with bookmarks, one stream after another,
@@ -71,12 +72,13 @@ async def infinite_watch(
         writes_before = writer.writes
         backoff.started()
         end: WatchEnd | None
+        retry_after: float | None = None
         try:
             end = await continuous_watch(api=api, writer=writer, settings=settings)
         except ApiError as exc:
             writer.state.note_error(exc)
             log.warning("watch %s failed: %s", target.key, exc)
-            end = None
+            end, retry_after = None, exc.retry_after
         except Exception as exc:  # a bug or a store failure: log it whole, keep the mirror alive
             writer.state.note_error(exc)
             log.exception("watch %s crashed; restarting it", target.key)
@@ -86,6 +88,8 @@ async def infinite_watch(
         if end is WatchEnd.EXPIRED:
             continue
         delay = backoff.next_delay()
+        if retry_after is not None:  # the server said when (429, 503): coming back sooner adds to its load
+            delay = max(delay, min(retry_after, settings.backoff_max))
         log.debug("watch %s: reconnecting in %.2f s (attempt %d)", target.key, delay, backoff.attempt)
         await _sleep_unless_stopped(delay, stop)
 

@@ -171,6 +171,36 @@ async def test_the_endless_loop_returns_at_once_when_stopped(
     assert writer.writes == 0
 
 
+@pytest.mark.parametrize(("status", "retry_after", "waited"), [(429, 7, 7.0), (503, 600, 60.0)])
+async def test_a_refused_watch_waits_what_the_server_asked_before_coming_back(
+    emulator: KubeApiEmulator,
+    api: KubeApi,
+    database: Database,
+    settings: WatchSettings,
+    monkeypatch: pytest.MonkeyPatch,
+    status: int,
+    retry_after: int,
+    waited: float,
+) -> None:
+    """An API server shedding load (API priority and fairness: 429 with ``Retry-After``) is not
+    asked again after the first backoff step of a fifth of a second: the reconnection waits what it
+    asked, at most ``backoff_max`` (it came back at once, however long the server had asked)."""
+    patient = dataclasses.replace(settings, backoff_max=60.0)
+    delays: list[float] = []
+
+    async def record(delay: float, stop: asyncio.Event | None) -> None:
+        delays.append(delay)
+
+    monkeypatch.setattr(watching, "_sleep_unless_stopped", record)
+    emulator.faults.fail_next(1, status=status, retry_after=retry_after, path="/pods")
+    writer = MirrorWriter(database=database, target=PODS, state=MirrorState("pods"))
+
+    await watching.infinite_watch(api=api, writer=writer, settings=patient, _iterations=1)
+
+    assert writer.state.errors == 1
+    assert delays == [waited]
+
+
 def test_backoff_doubles_up_to_its_cap_with_bounded_jitter_and_resets() -> None:
     exact = Backoff(initial=0.1, maximum=1.0, jitter=0.0)
     jittered = Backoff(initial=0.1, maximum=1.0, jitter=0.2, rng=lambda: 1.0)
