@@ -144,6 +144,27 @@ async def test_a_continuous_watch_returns_on_410_and_forgets_its_position(
     assert lists_since(emulator, since) == []
 
 
+async def test_a_relist_whose_continue_token_expired_lists_again_from_the_first_page(
+    emulator: KubeApiEmulator, api: KubeApi, database: Database, settings: WatchSettings
+) -> None:
+    """A paged LIST outlived by its snapshot (the API server answers the continue token 410): the
+    pages read so far are of a snapshot that can no longer be completed; the relist starts over and
+    writes one whole, newer snapshot, with what changed meanwhile."""
+    for index in range(7):
+        emulator.create_pod(pod_manifest(f"p{index}"))
+    emulator.faults.before_next(lambda: emulator.create_pod(pod_manifest("late")), path="continue=")
+    emulator.faults.before_next(emulator.compact, path="continue=")
+    writer = MirrorWriter(database=database, target=PODS, state=MirrorState("pods"))
+    since = emulator.last_request_seq
+
+    await watching.relist(api=api, writer=writer, settings=settings)
+
+    pods = await database.read(mirror.list_pods)
+    assert sorted(pod.name for pod in pods) == sorted([*(f"p{index}" for index in range(7)), "late"])
+    assert [record.status for record in emulator.requests(since=since)] == [200, 410, 200, 200, 200]
+    assert writer.resource_version == emulator.resource_version
+
+
 async def test_the_endless_loop_backs_off_on_errors_and_stops_after_its_iterations(
     emulator: KubeApiEmulator, api: KubeApi, database: Database, settings: WatchSettings
 ) -> None:
