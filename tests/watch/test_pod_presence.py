@@ -5,12 +5,28 @@ once the watch has caught up."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
+from app.attach.networks import ClusterSources, NetworkResolver
+from app.attach.requests import Command, SandboxRequest
+from app.cni.types import ContainerId, IfName
+from app.gc.collector import GarbageCollector
 from app.sandbox.kubeapi import KubeApiEmulator
 from app.store.database import Database
-from tests.watch.support import Running, eventually, mirrored_pods, pod_manifest
+from app.store.records import PodIdentity
+from tests.watch.support import (
+    Running,
+    eventually,
+    install_recorder,
+    mirrored_pods,
+    pod_manifest,
+    recorder_engine,
+    recorder_multus_conf,
+    recorder_net,
+)
 
 POD_WATCH = "/pods.*watch=true"
 
@@ -50,6 +66,45 @@ async def test_a_pod_an_add_found_by_a_live_get_is_not_taken_for_gone_while_the_
     assert found.uid == uid
     assert running.watchers.pods.live_gets == 1
     assert told == {("default", "web"): uid}
+
+
+async def test_gc_leaves_alone_a_sandbox_whose_add_found_its_pod_by_a_live_get(
+    emulator: KubeApiEmulator, running: Running, database: Database, tmp_path: Path, netns: str
+) -> None:
+    """The whole way: an ADD through the engine while the pod watch lags, then a GC pass with the
+    presence the daemon gives it: the live pod's sandbox is no orphan (it was: "pod-gone")."""
+    bin_dir = tmp_path / "bin"
+    install_recorder(bin_dir)
+    conf_dir = tmp_path / "net.d"
+    conf_dir.mkdir()
+    (conf_dir / "10-primary.conf").write_text(json.dumps(recorder_net("primary", tmp_path / "log")))
+    watchers = running.watchers
+    engine = recorder_engine(
+        database=database,
+        resolver=NetworkResolver(cluster=ClusterSources(pods=watchers.pods, nads=watchers.nads)),
+        status=watchers.publisher,
+        sysfs=tmp_path / "sys",
+    )
+    collector = GarbageCollector(engine=engine, db=database, pods=watchers.presence)
+    async with pod_watch_lagging(emulator):
+        uid = emulator.create_pod(pod_manifest("web"))["metadata"]["uid"]
+        await engine.add(
+            SandboxRequest(
+                command=Command.ADD,
+                container_id=ContainerId("c" * 64),
+                netns=netns,
+                ifname=IfName("eth0"),
+                cni_args=(("K8S_POD_NAMESPACE", "default"), ("K8S_POD_NAME", "web"), ("K8S_POD_UID", uid)),
+                pod=PodIdentity("default", "web", uid),
+                conf=recorder_multus_conf(conf_dir=conf_dir, bin_dir=bin_dir),
+            )
+        )
+
+        report = await collector.run_once(dry_run=True)
+
+        assert await mirrored_pods(database)() == {}, "the watch still lags"
+    assert report.examined == 1
+    assert report.orphans == []
 
 
 async def test_a_pod_recreated_while_the_watch_lags_is_told_by_its_new_uid(
