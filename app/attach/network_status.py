@@ -122,7 +122,12 @@ def render(entries: Sequence[JsonObject]) -> str:
 
 
 def _go_marshal_indent(value: JsonObject) -> str:
-    text = json.dumps(value, indent=4, ensure_ascii=False)
+    return go_escaped(json.dumps(value, indent=4, ensure_ascii=False))
+
+
+def go_escaped(text: str) -> str:
+    """JSON text from ``json.dumps(..., ensure_ascii=False)`` as Go's encoder writes it: raw UTF-8,
+    ``<``, ``>``, ``&``, U+2028 and U+2029 escaped, a lone surrogate replaced by U+FFFD."""
     return _SURROGATE.sub("\ufffd", text).translate(_GO_HTML_ESCAPES)
 
 
@@ -149,7 +154,7 @@ def _single_interface_entry(outcome: DelegateOutcome, result: JsonObject, interf
     entry = _new_entry(outcome, result, default=outcome.is_master)
     if interface.get("sandbox"):
         entry.take_interface(interface)
-    entry.ips = [_go_ip_string(ip["address"]) for ip in _items(result.get("ips"))]
+    entry.ips = [go_ip_string(ip["address"]) for ip in _items(result.get("ips"))]
     return entry
 
 
@@ -175,7 +180,7 @@ def _sandbox_entries(
     for ip in ips:
         target = entry_by_index.get(ip["interface"]) if ip.get("interface") is not None else _last(entries)
         if target is not None:
-            target.ips.append(_go_ip_string(ip["address"]))
+            target.ips.append(go_ip_string(ip["address"]))
     return entries
 
 
@@ -202,7 +207,7 @@ def _last(entries: Sequence[_Entry]) -> _Entry | None:
 def _default_gateways(result: JsonObject) -> list[str]:
     """``gw`` of every default route, as Go prints IPs; a default route without ``gw`` adds nothing."""
     return [
-        _go_ip_string(route["gw"])
+        go_ip_string(route["gw"])
         for route in _items(result.get("routes"))
         if _is_default_route(route) and route.get("gw")
     ]
@@ -260,7 +265,7 @@ def interface_events(outcomes: Sequence[DelegateOutcome]) -> list[InterfaceEvent
         events.append(
             InterfaceEvent(
                 ifname=outcome.ifname or _first_sandbox_name(interfaces),
-                addresses=tuple(_go_ipnet_string(ip["address"]) for ip in ips),
+                addresses=tuple(go_ipnet_string(ip["address"]) for ip in ips),
                 network_name=outcome.network_name,
             )
         )
@@ -281,14 +286,14 @@ def _go_ip(address: results.Address) -> results.Address:
     return address
 
 
-def _go_ip_string(text: str) -> str:
+def go_ip_string(text: str) -> str:
     """``net.IP.String()`` of an address or of a CIDR's address (the prefix length dropped)."""
     parsed = results.parse_cidr(text) if "/" in text else None
     address = parsed[0] if parsed is not None else results.parse_ip(text)
     return str(_go_ip(address)) if address is not None else text
 
 
-def _go_ipnet_string(text: str) -> str:
+def go_ipnet_string(text: str) -> str:
     """``IPNet.String()`` of a result address: host bits kept; a mapped IPv4 loses 96 bits of prefix."""
     parsed = results.parse_cidr(text)
     if parsed is None:

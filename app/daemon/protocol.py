@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from app.attach import hotplug, netconf, selection
+from app.attach import hotplug, netconf, network_status, selection
 from app.attach.requests import Command, NodeRequest, SandboxRequest, Trigger
 from app.cni import names, results
 from app.cni.types import Attachment, CniError, ContainerId, ErrorCode, IfName, JsonObject
@@ -450,9 +450,75 @@ def _valid_attachments(stdin_conf: Mapping[str, Any]) -> tuple[Attachment, ...]:
 
 
 def add_response_body(result: JsonObject) -> bytes:
-    """``{"Result": ...}`` as upstream's daemon sends it: compact, keys sorted. The engine's ADD
-    already answers in CNI 1.1.0, the version upstream's daemon answers in."""
-    return _compact_sorted_json({"Result": result}).encode()
+    """``{"Result": ...}`` as upstream's daemon sends it: the result read into the CNI library's
+    1.1.0 ``Result`` type and written through a map (``types100.Result.MarshalJSON``), so only
+    that type's fields remain, each level's keys sorted, zero-valued ``omitempty`` fields and an
+    empty ``dns`` left out, addresses as Go prints them, text as Go's encoder escapes it. The
+    engine's ADD already answers in CNI 1.1.0, the version upstream's daemon answers in."""
+    text = json.dumps(
+        {"Result": go_result(result)}, separators=(",", ":"), sort_keys=True, ensure_ascii=False
+    )
+    return network_status.go_escaped(text).encode()
+
+
+def go_result(result: JsonObject) -> JsonObject:
+    """A validated CNI 1.1.0 result as Go's ``types100.Result`` holds it: unknown keys dropped, a
+    null or zero ``omitempty`` field absent, ``dns`` absent when empty (``DNS.IsEmpty``)."""
+    out: JsonObject = {"cniVersion": result["cniVersion"]}
+    _put(out, "interfaces", [_go_interface(item) for item in _objects(result.get("interfaces"))])
+    _put(out, "ips", [_go_ip_config(item) for item in _objects(result.get("ips"))])
+    _put(out, "routes", [_go_route(item) for item in _objects(result.get("routes"))])
+    dns = result.get("dns")
+    _put(out, "dns", _go_dns(dns) if isinstance(dns, dict) else {})
+    return out
+
+
+def _go_interface(item: JsonObject) -> JsonObject:
+    out: JsonObject = {"name": item.get("name") or ""}
+    for key in ("mac", "mtu", "sandbox", "socketPath", "pciID"):
+        _put(out, key, item.get(key))
+    return out
+
+
+def _go_ip_config(item: JsonObject) -> JsonObject:
+    out: JsonObject = {"address": network_status.go_ipnet_string(item["address"])}
+    if item.get("gateway"):
+        out["gateway"] = network_status.go_ip_string(item["gateway"])
+    if item.get("interface") is not None:  # a pointer: 0 is written, only nil is left out
+        out["interface"] = item["interface"]
+    return out
+
+
+def _go_route(item: JsonObject) -> JsonObject:
+    out: JsonObject = {"dst": network_status.go_ipnet_string(item["dst"])}
+    if item.get("gw"):
+        out["gw"] = network_status.go_ip_string(item["gw"])
+    for key in ("mtu", "advmss", "priority"):
+        _put(out, key, item.get(key))
+    for key in ("table", "scope"):  # pointers, as ``interface`` above
+        if item.get(key) is not None:
+            out[key] = item[key]
+    return out
+
+
+def _go_dns(dns: JsonObject) -> JsonObject:
+    out: JsonObject = {}
+    _put(out, "domain", dns.get("domain"))
+    for key in ("nameservers", "search", "options"):
+        items = dns.get(key)
+        if isinstance(items, list):
+            _put(out, key, ["" if item is None else item for item in items])
+    return out
+
+
+def _put(out: JsonObject, key: str, value: object) -> None:
+    """Go's ``omitempty``: "", 0, an empty list or object, and null are left out."""
+    if value:
+        out[key] = value
+
+
+def _objects(value: object) -> list[JsonObject]:
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
 
 
 def error_body(error: CniError) -> bytes:
