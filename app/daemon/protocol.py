@@ -522,7 +522,10 @@ def _objects(value: object) -> list[JsonObject]:
 
 
 def error_body(error: CniError) -> bytes:
-    return json.dumps(error.to_json(), separators=(",", ":")).encode()
+    """The CNI error object as upstream's daemon writes a typed one (``json.Marshal``): compact,
+    ``code``, ``msg``, ``details`` (left out when empty), text escaped as Go's encoder does."""
+    text = json.dumps(error.to_json(), separators=(",", ":"), ensure_ascii=False)
+    return network_status.go_escaped(text).encode()
 
 
 # ---- POST /delegate (hot-plug, upstream's single-delegate API) --------------------------------

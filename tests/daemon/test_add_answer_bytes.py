@@ -1,4 +1,4 @@
-"""The ADD answer's bytes (``{"Result": ...}``) are those upstream's daemon writes for the same result.
+"""The answers' bytes ({"Result": ...}, CNI errors) are those upstream's daemon writes for the same outcome.
 
 Upstream reads the cluster network's result into the CNI library's 1.1.0 ``Result`` type and writes
 it through a map (shared/reference: shim-daemon-protocol.md §6, cni-spec-essentials.md §4): sorted
@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from app.cni import results
+from app.cni.types import CniError, ErrorCode
 from app.daemon import protocol
 
 RECORDED_BRIDGE_RESULT = (
@@ -92,4 +93,12 @@ def test_an_older_results_answer_drops_the_ip_version_as_the_conversion_does() -
     assert _answer(stdout, version="0.4.0") == (
         b'{"Result":{"cniVersion":"1.1.0","interfaces":[{"name":"eth0","sandbox":"/n"}],'
         b'"ips":[{"address":"10.0.0.2/24","interface":0}]}}'
+    )
+
+
+def test_an_error_answer_is_written_as_gos_encoder_writes_a_cni_error() -> None:
+    error = CniError(ErrorCode.PLUGIN_NOT_AVAILABLE, "plugin not ready: <no leases> & é", "pool\u2028x")
+    assert protocol.error_body(error) == (
+        b'{"code":50,"msg":"plugin not ready: \\u003cno leases\\u003e \\u0026 \xc3\xa9",'
+        b'"details":"pool\\u2028x"}'
     )
