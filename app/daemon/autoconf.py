@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from app.attach import network_status
 from app.settings import Settings
 
 CONF_NAME = "00-multus.conf"
@@ -105,7 +106,8 @@ def render(settings: Settings, primary: Path) -> bytes:
         "spoolDir": str(settings.spool_path),
     }
     ordered = {key: values[key] for key in PASSED_THROUGH_KEYS if values[key] not in (None, "", False)}
-    return json.dumps(ordered, separators=(",", ":")).encode()
+    # Go's json.Marshal: raw UTF-8, with <, >, & (and U+2028/9) escaped
+    return network_status.go_escaped(json.dumps(ordered, separators=(",", ":"), ensure_ascii=False)).encode()
 
 
 def _version(text: object) -> tuple[int, ...] | None:

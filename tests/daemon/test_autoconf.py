@@ -140,3 +140,15 @@ def test_an_absolute_multus_master_cni_stays_inside_the_autoconfig_dir(tmp_path:
     (inside / str(outside).lstrip("/")).parent.mkdir(parents=True)
     (inside / str(outside).lstrip("/")).write_text("{}")
     assert autoconf.find_primary(config) == inside / str(outside).lstrip("/")
+
+
+def test_text_in_the_conf_is_escaped_as_gos_encoder_escapes_it(tmp_path: Path) -> None:
+    directory = tmp_path / "net.d & é"
+    directory.mkdir()
+    primary = directory / "10-default.conf"
+    primary.write_text(json.dumps({"cniVersion": "1.0.0", "name": "default-net", "type": "bridge"}))
+
+    rendered = autoconf.render(_settings(directory, logFile="/var/log/<multus>.log"), primary)
+
+    assert b'"logFile":"/var/log/\\u003cmultus\\u003e.log"' in rendered
+    assert f'"clusterNetwork":"{tmp_path}/net.d \\u0026 \u00e9/10-default.conf"'.encode() in rendered
