@@ -9,8 +9,9 @@ with its MAC?) and by GC (is a netns still there? is a host-side veth of a torn-
 still there?). Namespaces are opened without ``O_CREAT``, so looking at a vanished namespace cannot
 recreate it. The only changes it makes are deleting a host-side veth that GC has proven orphaned,
 restoring the name and MAC of a host device (an SR-IOV VF) that came back from a sandbox under
-another name, and pointing a sandbox's default route where its pod's ``default-route`` selection
-asked. Blocking netlink calls run in a worker thread.
+another name (the name first: a MAC the device refuses does not keep it from its name), and
+pointing a sandbox's default route where its pod's ``default-route`` selection asked. Blocking
+netlink calls run in a worker thread.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, TypeVar, cast
+from typing import Any, Final, TypeVar, cast
 
 
 class NetnsGoneError(FileNotFoundError):
@@ -247,23 +248,49 @@ async def host_link(name: str) -> Link | None:
     return await asyncio.to_thread(_host_link_blocking, name)
 
 
+class MacRefusedError(OSError):
+    """A host link refused a new MAC (a PF pinning its VF's MAC, an address the kernel rejects):
+    retrying cannot change that. The link keeps the MAC it has, under the name it was given."""
+
+
+_MAC_REFUSAL_MAY_PASS: Final = frozenset({errno.EAGAIN, errno.EBUSY, errno.EINTR, errno.ETIMEDOUT})
+"""Answers to a MAC change that say "not now" (an iavf VF whose PF did not answer in time), not "no"."""
+
+
 def _restore_host_link_blocking(current: str, name: str, mac: str) -> None:
     from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
 
     with IPRoute() as ipr:
         found = ipr.link_lookup(ifname=current)
         if not found:
             raise NetnsGoneError(f"host link {current} does not exist")
         index = found[0]
-        was_up = bool(ipr.get_links(index)[0]["flags"] & 1)
-        ipr.link("set", index=index, state="down")
-        ipr.link("set", index=index, ifname=name, address=mac)
-        if was_up:
-            ipr.link("set", index=index, state="up")
+        link = ipr.get_links(index)[0]
+        was_up = bool(link["flags"] & 1)
+        ipr.link("set", index=index, state="down")  # a netdev is renamed only while down
+        try:
+            if name != current:
+                ipr.link("set", index=index, ifname=name)
+            # Apart from the name: the kernel applies a MAC before a name given in the same
+            # message, so a refused MAC would keep the name from being restored as well.
+            if mac and str(link.get("address") or "").lower() != mac.lower():
+                try:
+                    ipr.link("set", index=index, address=mac)
+                except NetlinkError as exc:
+                    if exc.code in _MAC_REFUSAL_MAY_PASS:
+                        raise
+                    raise MacRefusedError(
+                        exc.code, f"host link {name} refused MAC {mac} ({os.strerror(exc.code)})"
+                    ) from exc
+        finally:
+            if was_up:
+                ipr.link("set", index=index, state="up")
 
 
 async def restore_host_link(current: str, *, name: str, mac: str) -> None:
-    """Rename host link ``current`` back to ``name`` and give it ``mac`` again."""
+    """Rename host link ``current`` back to ``name``, then give it ``mac`` again (an empty ``mac``:
+    left as it is). ``MacRefusedError`` when the link refuses that MAC: it is renamed all the same."""
     await asyncio.to_thread(_restore_host_link_blocking, current, name, mac)
 
 

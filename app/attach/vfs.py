@@ -8,8 +8,9 @@ netdev name and MAC that device has in the host namespace. A teardown then remov
 only once the device is back: found in the host under its PCI address, renamed and re-addressed
 if it came back as something else (the kernel returns a VF from a vanished namespace under its
 in-pod name, ``net1`` or ``devN``). A VF back in the host is released even when its name cannot be
-restored (another netdev has it) or its MAC was never known: that is warned about, never retried,
-as no retry could change it. A VF still missing keeps the attachment pending (invariant 5);
+restored (another netdev has it), its MAC was never known, or the VF refuses it (an iavf VF whose
+PF pins its MAC: it is renamed all the same): that is warned about, never retried, as no retry
+could change it. A VF still missing keeps the attachment pending (invariant 5);
 a VF no longer on the PCI bus at all (its PF's VFs destroyed) took its netdev with it, so it does
 not (invariant 5b: that DEL could never finish), nor does a VF now bound to a user-space driver.
 
@@ -158,6 +159,18 @@ class HostDevices:
                 " nor ".join(unrestored),
             )
         if name != returned or link is None or link.mac.lower() != mac.lower():
-            await netns.restore_host_link(returned, name=name, mac=mac)
+            try:
+                await netns.restore_host_link(returned, name=name, mac=mac)
+            except netns.MacRefusedError as exc:
+                # a PF pinning its VF's MAC refuses it for good: the VF is released under its name
+                log.warning(
+                    "device %s came back as %s: renamed to %s, but cannot restore its MAC: %s; "
+                    "released as it is",
+                    pci,
+                    returned,
+                    name,
+                    exc.strerror,
+                )
+                return True
             log.info("device %s came back as %s: restored to %s %s", pci, returned, name, mac)
         return True
