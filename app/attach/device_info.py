@@ -9,12 +9,14 @@ pod's network-status; after the delegate's DEL succeeded it is removed. The path
 recorded runtimeConfig, so DEL, recovery and GC find it in the checkpoint alone.
 
 Called by network resolution (``stage_from_device_plugin``, at the end of an ADD's resolution, and
-``cni_file_path``), and by the engine (``read_for_status`` after a delegate's ADD,
-``remove_for_attachment`` after its DEL). Never fails an attachment: the spec makes these files
-informational (a device plugin need not write one, a CNI may write its own), and upstream Multus
-ignores every error here, so a missing file is logged at debug level and a malformed or unwritable
-one as a warning naming the file; the delegate runs without it and network-status has no
-``device-info`` for it. Files are written whole (temporary file + rename).
+``cni_file_path``), by the engine (``read_for_status`` after a delegate's ADD,
+``remove_for_attachment`` after its DEL), and by the DEL of a sandbox upstream Multus attached
+(``remove_for_upstream_cache``: the file upstream made, named in its libcni cache). Never fails an
+attachment: the spec makes these files informational (a device plugin need not write one, a CNI
+may write its own), and upstream Multus ignores every error here, so a missing file is logged at
+debug level and a malformed or unwritable one as a warning naming the file; the delegate runs
+without it and network-status has no ``device-info`` for it. Files are written whole (temporary
+file + rename).
 """
 
 from __future__ import annotations
@@ -117,6 +119,35 @@ def remove_for_attachment(attachment: AttachmentRecord) -> bool:
     if os.path.basename(path) != expected:
         log.debug("CNIDeviceInfoFile %s of %s is not ours; left in place", path, attachment.ifname)
         return False
+    return _remove(path)
+
+
+def remove_for_upstream_cache(
+    capability_args: Mapping[str, Any], *, network_name: str, container_id: str, ifname: str
+) -> bool:
+    """Remove the CNI device-info file upstream Multus made for a delegate of its libcni cache, once
+    that delegate's DEL is done; True if removed.
+
+    Upstream's DEL removes it after each delegate's DEL, as the spec asks of a DELETE. Upstream
+    names it ``<network>-<containerID>_<ifname>`` in the spec's own ``cni/`` directory (fixed in
+    upstream, whatever multus-py's ``deviceInfoDir``): only the ``CNIDeviceInfoFile`` of the cached
+    runtimeConfig that is exactly that path is removed, never a file anywhere else (one the runtime
+    passed through, a cache naming another path). An absent file is fine; any other failure is
+    logged and does not fail the DEL.
+    """
+    path = capability_args.get(CAPABILITY)
+    if not isinstance(path, str) or not path:
+        return False
+    upstreams = cni_file_path(
+        DEFAULT_DIR, network_name=network_name, container_id=container_id, ifname=ifname
+    )
+    if path != upstreams:
+        log.debug("CNIDeviceInfoFile %s of upstream's cache is not upstream's own; left in place", path)
+        return False
+    return _remove(path)
+
+
+def _remove(path: str) -> bool:
     try:
         os.unlink(path)
     except FileNotFoundError:

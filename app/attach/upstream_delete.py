@@ -2,9 +2,11 @@
 
 Called by the attach engine's DEL when the checkpoint holds nothing for the container. It reads the
 caches through ``app.attach.upstream_cache``, runs each cached delegate's DEL newest first with the
-configuration, arguments and result libcni recorded, and removes the caches only when every DEL
-succeeded (as upstream does). It returns the errors and the history lines to commit: it never
-writes the store itself, never re-resolves networks, and never touches caches of a failed DEL.
+configuration, arguments and result libcni recorded, removes the device-info file upstream made
+for a delegate once its DEL succeeded (upstream's DEL removes it after each delegate's), and removes
+the caches only when every DEL succeeded (as upstream does). It returns the errors and the history
+lines to commit: it never writes the store itself, never re-resolves networks, and never touches
+caches of a failed DEL.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 
-from app.attach import recording, replay, upstream_cache
+from app.attach import device_info, recording, replay, upstream_cache
 from app.attach.errors import UndeletableError, as_cni_error, never_runnable
 from app.attach.recording import UnitOfWork
 from app.attach.requests import Command, SandboxRequest
@@ -43,6 +45,7 @@ async def delete_from_upstream_cache(
     for attachment in cached:
         started = time.monotonic()
         error: CniError | None = None
+        retried = False
         result = dict(attachment.result) if isinstance(attachment.result, Mapping) else None
         try:
             try:  # a cached config or result that cannot be read back never will be (invariant 5b)
@@ -75,6 +78,14 @@ async def delete_from_upstream_cache(
                 log.warning("%s", error, extra={"container_id": request.container_id, "command": "DEL"})
             else:
                 errors.append(error)
+                retried = True
+        if not retried:  # upstream removes it after each delegate's DEL; ours waits for the last try
+            device_info.remove_for_upstream_cache(
+                attachment.capability_args,
+                network_name=attachment.network_name,
+                container_id=request.container_id,
+                ifname=attachment.ifname,
+            )
         entry = recording.entry(
             command=Command.DEL,
             step="delegate",

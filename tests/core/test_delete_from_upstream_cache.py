@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 
+from app.attach import device_info
 from app.cni.types import CniError, JsonObject
 from tests.core.support import Command, Netns, Node, delegate_lines, new_container_id
 
@@ -178,3 +180,70 @@ async def test_a_network_attached_twice_is_deleted_in_reverse_of_upstreams_add_o
     await node.engine().delete(node.request(Command.DEL, container, None, conf))
 
     assert [ifname for _, _, ifname in node.calls()] == ["blue", "net2", "net1", "eth0"]
+
+
+def with_device_info_file(cache: Path, path: Path) -> None:
+    """Give a cached delegate the runtimeConfig upstream hands one with a device, and create the file."""
+    document = json.loads(cache.read_text())
+    document["capabilityArgs"] = {"deviceID": "0000:00:07.1", "CNIDeviceInfoFile": str(path)}
+    cache.write_text(json.dumps(document))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text('{"type":"pci","version":"1.1.0","pci":{"pci-address":"0000:00:07.1"}}')
+
+
+@pytest.fixture
+def spec_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The device-info spec's directory, where upstream puts its files, moved under the test's dir."""
+    moved = tmp_path / "devinfo"
+    monkeypatch.setattr(device_info, "DEFAULT_DIR", str(moved))
+    return moved
+
+
+async def test_del_from_upstreams_cache_removes_the_device_info_file_upstream_made_for_a_delegate(
+    node: Node, spec_dir: Path
+) -> None:
+    """Upstream's DEL removes ``<spec dir>/cni/<network>-<containerID>_<ifname>`` after a delegate's
+    DEL, as the device-info spec asks: left in place, every pod with a device leaked one."""
+    container = new_container_id()
+    sriov = node.write_upstream_cache(
+        container, network=recorder_conf(node, "upstream-sriov"), ifname="net1", netns=""
+    )
+    upstreams = spec_dir / "cni" / f"upstream-sriov-{container}_net1"
+    with_device_info_file(sriov, upstreams)
+    cluster = node.write_upstream_cache(
+        container, network=recorder_conf(node, "upstream-cluster"), ifname="eth0", netns=""
+    )
+    # a cache naming a file elsewhere (with the right name): never removed, whatever the cache says
+    elsewhere = node.root / "elsewhere" / f"upstream-cluster-{container}_eth0"
+    with_device_info_file(cluster, elsewhere)
+    conf = node.conf(node.recorder_network("cluster"))
+
+    await node.engine().delete(node.request(Command.DEL, container, None, conf))
+
+    assert node.calls() == [("DEL", "upstream-sriov", "net1"), ("DEL", "upstream-cluster", "eth0")]
+    assert not upstreams.exists()
+    assert elsewhere.exists()
+
+
+async def test_a_failing_cached_del_keeps_its_device_info_file_until_it_succeeds(
+    node: Node, spec_dir: Path
+) -> None:
+    container = new_container_id()
+    failing = recorder_conf(node, "upstream-sriov", fail={"code": 11, "msg": "later"})
+    cache = node.write_upstream_cache(container, network=failing, ifname="net1", netns="")
+    upstreams = spec_dir / "cni" / f"upstream-sriov-{container}_net1"
+    with_device_info_file(cache, upstreams)
+    conf = node.conf(node.recorder_network("cluster"))
+
+    with pytest.raises(CniError):
+        await node.engine().delete(node.request(Command.DEL, container, None, conf))
+    assert upstreams.exists(), "the retried DEL is handed the same file"
+    with_device_info_file(
+        node.write_upstream_cache(
+            container, network=recorder_conf(node, "upstream-sriov"), ifname="net1", netns=""
+        ),
+        upstreams,
+    )
+    await node.engine().delete(node.request(Command.DEL, container, None, conf))
+
+    assert not upstreams.exists()
