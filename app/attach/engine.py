@@ -4,7 +4,8 @@ Called by the daemon (runtime requests), and by recovery and GC. For an ADD it r
 delegates and checks that every plugin they name can be run (a refusal records nothing), then makes
 two commits whatever the number of networks: every intent before the first delegate runs (refused,
 with nothing committed, when a PCI device a delegate is handed is recorded for another sandbox: the
-check runs in that commit, so two ADDs cannot both take one VF), and every
+check runs in that commit, so two ADDs cannot both take one VF; only then are such a device's host
+name and MAC looked at and committed, a third commit that ADDs without a device never make), and every
 result with the history lines and the finish before the runtime hears "success", so at every instant
 the checkpoint covers whatever may exist on the node (invariants 2-4). The intents' commit is synced
 while the first plugin starts: that plugin is spawned once they are committed and handed its input
@@ -331,7 +332,7 @@ class AttachEngine:
                 request=request,
                 plan=plan,
                 cni_path=cni_path,
-                device=await self._devices.snapshot(plan.net, plan.capability_args),
+                device=vfs.unknown_device(plan.net, plan.capability_args),
                 root=self._settings.chroot_dir,
             )
             for plan in plans
@@ -356,6 +357,7 @@ class AttachEngine:
         else:
             intents_on_disk.add_done_callback(self._intents_synced)  # before any plugin's wait for it
         try:
+            intents = await self._record_devices_once_free(request=request, plans=plans, intents=intents)
             resolution.stage_device_info()  # named by the committed intents: every DEL removes them
             outcomes, finish = await self._run_delegates(
                 request=request,
@@ -589,6 +591,45 @@ class AttachEngine:
                 f"container {request.container_id} is already attached (state {exc.state})",
                 "the runtime must DEL a sandbox before adding it again",
             ) from exc
+
+    async def _record_devices_once_free(
+        self, *, request: SandboxRequest, plans: Sequence[DelegatePlan], intents: Sequence[DelegateIntent]
+    ) -> list[DelegateIntent]:
+        """The intents with the name and MAC of their host devices as they are now, committed (on
+        disk) before any delegate runs (invariant 2), so that DEL gets them back (``app.attach.vfs``).
+
+        Called once the intents, holding only the devices' PCI addresses, are committed: that
+        commit proved no other sandbox records the devices (invariant 8b), so none is being moved
+        or renamed by another sandbox's DEL any more. Looked at before it, a device whose holder's
+        DEL was finishing could be seen in passing: under its in-pod name (which this sandbox's
+        DEL would then restore it to) or in the holder's namespace (then nothing is known, and a
+        device this sandbox's DEL leaves in its namespace would go unnoticed). An ADD without a
+        device pays nothing: no look, no commit."""
+        learnt: dict[str, DelegateIntent] = {}
+        for plan, intent in zip(plans, intents, strict=True):
+            if intent.device is None:
+                continue
+            device = await self._devices.snapshot(plan.net, plan.capability_args)
+            if device != intent.device:
+                learnt[intent.ifname] = self._delegate_intent(
+                    request=request, plan=plan, cni_path=intent.cni_path, device=device, root=intent.root
+                )
+        if not learnt:
+            return list(intents)
+        await self._db.write(
+            recording.together(
+                [
+                    # the intent recorded again, whole, now that its device is known
+                    partial(
+                        checkpoints.remove_attachments,
+                        container_id=request.container_id,
+                        ifnames=list(learnt),
+                    ),
+                    *(partial(checkpoints.record_intent, intent=intent) for intent in learnt.values()),
+                ]
+            )
+        )
+        return [learnt.get(intent.ifname, intent) for intent in intents]
 
     async def _run_delegate_add(
         self,
@@ -902,7 +943,7 @@ class AttachEngine:
             request=request,
             plan=plan,
             cni_path=self._cni_path(request.conf.bin_dir),
-            device=await self._devices.snapshot(plan.net, plan.capability_args),
+            device=vfs.unknown_device(plan.net, plan.capability_args),
             root=self._settings.chroot_dir,
         )
         claims = _device_claims([plan])
@@ -917,6 +958,12 @@ class AttachEngine:
             )
         except checkpoints.DeviceInUseError as exc:
             raise _device_in_use(exc, claims) from exc
+        try:
+            [intent] = await self._record_devices_once_free(request=request, plans=[plan], intents=[intent])
+        except Exception as exc:
+            error = errors.unexpected(exc, step="hotplug", context=self._request_context(request))
+            await self._undo_attach(request.container_id, plan.ifname)
+            raise error from exc
         self._crash.reached(Point.ADD_AFTER_INTENT)
         step_started = time.monotonic()
         failed: list[UnitOfWork] = []

@@ -3,8 +3,9 @@
 When a delegate's configuration names a PCI device (``deviceID`` or ``pciBusID``, injected from a
 NAD's ``resourceName`` or written in the NAD), or a plugin declaring the ``deviceID`` capability is
 handed one in its runtimeConfig (a selection's ``deviceID``: host-device takes it as its
-``pciBusID``), the engine records, before the delegate runs, the
-netdev name and MAC that device has in the host namespace. A teardown then removes the attachment
+``pciBusID``), the engine records, before the delegate runs, the netdev name and MAC that device
+has in the host namespace, learnt once the commit of the intents proved no other sandbox records
+the device (so no other sandbox's DEL is still moving or renaming it). A teardown then removes the attachment
 only once the device is back: found in the host under its PCI address, renamed and re-addressed
 if it came back as something else (the kernel returns a VF from a vanished namespace under its
 in-pod name, ``net1`` or ``devN``). A VF back in the host is released even when its name cannot be
@@ -74,6 +75,17 @@ def pci_addresses(
     return [(field, address) for address, field in named.items()]
 
 
+def unknown_device(
+    net: NetworkConfigList, capability_args: Mapping[str, Any] | None = None
+) -> dict[str, str] | None:
+    """{pci, ifname: "", mac: ""}: the host device ``net`` (run with ``capability_args``) will take,
+    as recorded with the intents, whose commit proves no other sandbox records it (invariant 8b).
+    Its name and MAC are learnt by ``HostDevices.snapshot`` only after that commit: until then
+    another sandbox's DEL may still be moving it. None if ``net`` takes no device."""
+    pci = pci_address(net, capability_args)
+    return None if pci is None else {"pci": pci, "ifname": "", "mac": ""}
+
+
 class HostDevices:
     def __init__(self, sysfs_root: Path = Path("/sys")) -> None:
         self._sysfs = sysfs_root
@@ -100,7 +112,8 @@ class HostDevices:
         self, net: NetworkConfigList, capability_args: Mapping[str, Any] | None = None
     ) -> dict[str, str] | None:
         """{pci, ifname, mac} of the host device ``net`` (run with ``capability_args``) will take,
-        as it is now; None if none."""
+        as it is now; None if none. Meant once no other sandbox records the device: before, it may
+        be in passing (in another pod, or back under its in-pod name before its DEL renames it)."""
         pci = pci_address(net, capability_args)
         if pci is None:
             return None
