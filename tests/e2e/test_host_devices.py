@@ -119,4 +119,4 @@ def test_del_does_not_touch_a_new_namespace_at_the_recorded_path(started: Any) -
     assert deleted.returncode == 0
     assert {"eth0", "peer0"} <= netns.links(), "the newcomer's eth0 is not ours to delete"
     assert cluster.leases() == [], "the lease is released all the same"
-    assert "is now another namespace" in cluster.daemon_log.read_text()
+    assert "holds another network namespace now" in cluster.daemon_log.read_text()
