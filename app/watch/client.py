@@ -67,15 +67,32 @@ def find_access(
     """The first configured way to reach the cluster, or None for static mode.
 
     A kubeconfig that is named but does not exist is an error (``KubeConfigError``), not static
-    mode: silently running without the cluster would attach pods without their networks.
+    mode: silently running without the cluster would attach pods without their networks. Except
+    the daemon-config's, when the pod's service account is there: upstream's thick daemon ignores
+    that key and always uses the service account, so a daemon-config carried over from a thin
+    plugin's set-up names a kubeconfig of the host that the daemon's pod does not mount; it is
+    then passed over for the service account, with a warning, as upstream would use it.
     """
+    in_cluster = _in_cluster(environ, service_account_dir)
     if kubeconfig:
+        if in_cluster is not None and not _any_exists(kubeconfig):
+            log.warning(
+                "daemon-config key 'kubeconfig' names %r, but no such file exists: using the pod's "
+                "service account, as upstream's thick daemon (which ignores the key) does",
+                kubeconfig,
+            )
+            return in_cluster
         return ClusterAccess(
             _existing(kubeconfig, "daemon-config key 'kubeconfig'"), "daemon-config kubeconfig"
         )
     from_env = environ.get("KUBECONFIG", "")
     if from_env:
         return ClusterAccess(_existing(from_env, "KUBECONFIG"), "KUBECONFIG")
+    return in_cluster
+
+
+def _in_cluster(environ: Mapping[str, str], service_account_dir: str) -> ClusterAccess | None:
+    """The pod's in-cluster service account, if the environment and its token say there is one."""
     token = os.path.join(service_account_dir, "token")
     ca = os.path.join(service_account_dir, "ca.crt")
     host, port = environ.get("KUBERNETES_SERVICE_HOST", ""), environ.get("KUBERNETES_SERVICE_PORT", "")
@@ -88,8 +105,12 @@ def find_access(
     return None
 
 
+def _any_exists(paths: str) -> bool:
+    return any(os.path.isfile(os.path.expanduser(path)) for path in paths.split(os.pathsep) if path)
+
+
 def _existing(paths: str, named_by: str) -> str:
-    if not any(os.path.isfile(os.path.expanduser(path)) for path in paths.split(os.pathsep) if path):
+    if not _any_exists(paths):
         raise KubeConfigError(f"{named_by} names {paths!r}, but no such kubeconfig file exists")
     return paths
 

@@ -81,6 +81,29 @@ def test_a_named_kubeconfig_that_does_not_exist_is_an_error_not_static_mode(tmp_
         client.find_access(kubeconfig="", environ={"KUBECONFIG": str(tmp_path / "missing")})
 
 
+def test_a_daemon_config_kubeconfig_the_pod_lacks_gives_way_to_its_service_account(
+    tmp_path: Path, service_account: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Upstream's thick daemon ignores the key: a config carried over from a thin plugin's set-up,
+    naming the host's kubeconfig, must not keep the daemon from the cluster."""
+    missing = tmp_path / "etc-cni-net.d-multus.d-multus.kubeconfig"
+
+    access = client.find_access(
+        kubeconfig=str(missing), environ=IN_CLUSTER, service_account_dir=str(service_account)
+    )
+
+    assert access is not None
+    assert access.source == "in-cluster"
+    assert access.token_path == str(service_account / "token")
+    assert "as upstream's thick daemon" in caplog.text
+    with pytest.raises(KubeConfigError, match="KUBECONFIG"):  # the environment's is still the operator's own
+        client.find_access(
+            kubeconfig="",
+            environ={"KUBECONFIG": str(missing), **IN_CLUSTER},
+            service_account_dir=str(service_account),
+        )
+
+
 async def test_an_unreadable_kubeconfig_fails_to_connect_with_a_clear_error(tmp_path: Path) -> None:
     broken = tmp_path / "kubeconfig"
     broken.write_text('{"apiVersion": "v1", "clusters": []}')
