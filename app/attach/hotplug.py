@@ -737,17 +737,23 @@ class HotplugReconciler:
         return None
 
     async def _publish(self, container_id: str, pod: PodRecord) -> CniError | None:
-        """Write the pod's network-status from the checkpoint of sandbox ``container_id``, holding
-        its lock and in the pod's turn with the ADDs' writes, unless it is no longer the pod's
-        current sandbox. A failed write is remembered and returned, so the pod is retried (with
-        backoff) until the annotation shows what is attached."""
+        """Write the pod's network-status from the checkpoint of sandbox ``container_id``, in the
+        pod's turn with the ADDs' writes, unless it is no longer the pod's current sandbox. A failed
+        write is remembered and returned, so the pod is retried (with backoff) until the annotation
+        shows what is attached.
+
+        The sandbox's lock is not held: the pod's turn alone orders the writes (what to write is
+        read from the checkpoint inside it). Held across the PATCH (up to ``status_deadline``), it
+        made the runtime's DEL of that sandbox wait on the API server, for nothing: no DEL edits
+        the annotation, and a DEL that begins first makes this write moot (``_current_status``).
+        Nor is it taken inside the turn: an ADD waits for the pod's turn holding its sandbox's
+        lock, so that order could deadlock with a container ID ADDed again."""
         key = (pod.namespace, pod.name)
         self._unpublished.discard(key)
         if self._status is None:
             return None
         try:
-            async with self._engine.locks.hold(container_id):
-                await self._status.publish_if(pod, partial(self._current_status, container_id, pod))
+            await self._status.publish_if(pod, partial(self._current_status, container_id, pod))
         except ClusterUnavailableError as exc:
             log.error("network-status of pod %s/%s not written: %s", pod.namespace, pod.name, exc)
             self._unpublished.add(key)

@@ -1,0 +1,137 @@
+"""Native hot-plug's network-status writes: whom they keep waiting.
+
+Real: the emulator over HTTP (its request log, failures and pause), the pod/NAD watches into
+SQLite, the reconciler and the engine, bridge + host-local in a real netns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import secrets
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.attach.hotplug import HotplugReconciler
+from app.attach.requests import Command
+from app.sandbox.kubeapi import KubeApiEmulator
+from app.store.database import Database
+from app.watch.settings import WatchSettings
+from app.watch.watchers import Watchers
+from tests.watch.hotplug_node import Layout, build
+from tests.watch.support import FAST_SETTINGS, NODE, eventually, pod_manifest
+from tests.watch.test_hotplug_native import Node, nads
+
+PATIENT = dataclasses.replace(FAST_SETTINGS, request_timeout=60.0, status_deadline=60.0)
+"""A status write held by the emulator stays in flight for the whole test, not a client timeout."""
+
+
+@pytest.fixture
+def settings() -> WatchSettings:
+    return PATIENT
+
+
+@pytest.fixture
+def node_layout(tmp_path: Path) -> Iterator[Layout]:
+    layout = Layout(tmp_path, secrets.token_hex(3))
+    layout.write_primary()
+    yield layout
+    for suffix in ("", "a", "b", "d"):
+        subprocess.run(["ip", "link", "del", layout.bridge + suffix], check=False, capture_output=True)
+
+
+@asynccontextmanager
+async def watching(*, api: Any, database: Database) -> AsyncIterator[Watchers]:
+    """This node's watches."""
+    watchers = Watchers(api=api, database=database, node_name=NODE, settings=PATIENT)
+    task = asyncio.create_task(watchers.run(), name="test.watchers")
+    try:
+        async with asyncio.timeout(10):
+            await watchers.wait_synced()
+        for name in ("hot-a", "hot-b", "hot-dev"):
+            await eventually(partial(watchers.nads.get_nad, "default", name), lambda nad: nad is not None)
+        yield watchers
+    finally:
+        watchers.stop()
+        async with asyncio.timeout(10):
+            await task
+
+
+@asynccontextmanager
+async def reconciling(reconciler: HotplugReconciler, watchers: Watchers) -> AsyncIterator[None]:
+    task = asyncio.create_task(reconciler.run(ready=watchers.wait_synced), name="test.hotplug")
+    try:
+        yield
+    finally:
+        reconciler.stop()
+        async with asyncio.timeout(10):
+            await task
+
+
+async def _async(value: Any) -> Any:
+    return value
+
+
+async def hot_plug_left_unwritten(node: Node, watchers: Watchers, name: str) -> tuple[dict[str, Any], str]:
+    """A running pod whose reconciler hot-plugged net3 and then stopped before any of its status
+    writes got through (the API refused them all): the annotation still shows eth0 alone."""
+    pod = node.emulator.create_pod(pod_manifest(name))
+    container = secrets.token_hex(32)
+    await node.engine.add(node.request(Command.ADD, pod, container))
+    node.emulator.faults.fail_next(10_000, status=503, method="PATCH", path=f"/pods/{name}/status$")
+    async with reconciling(node.reconciler, watchers):
+        node.annotate(name, "hot-a@net3")
+        await eventually(
+            lambda: node.recorded(container), lambda got: got == {"eth0": "added", "net3": "added"}
+        )
+        await eventually(
+            lambda: _async(dict(node.reconciler.pending)), lambda pending: ("default", name) in pending
+        )
+    node.emulator.faults.clear()
+    assert node.status_interfaces(name) == ["eth0"]
+    return pod, container
+
+
+async def test_a_runtime_del_does_not_wait_for_the_reconcilers_network_status_write(
+    api: Any, database: Database, emulator: KubeApiEmulator, node_layout: Layout, netns: str
+) -> None:
+    """The reconciler held the sandbox's lock across its network-status PATCH (up to
+    ``status_deadline``): the runtime's DEL of that sandbox waited behind an API call. Here the
+    emulator holds the PATCH; the DEL must finish while it is still in flight."""
+    nads(emulator, node_layout)
+    async with watching(api=api, database=database) as watchers:
+        engine, reconciler = build(database=database, watchers=watchers, layout=node_layout)
+        node = Node(engine, reconciler, emulator, node_layout, netns, database)
+        pod, container = await hot_plug_left_unwritten(node, watchers, "leaving")
+        # a restarted reconciler's first pass writes the status with no watch event to wait for, so
+        # the emulator can hold every request from now on
+        emulator.faults.pause()
+        since = emulator.last_request_seq
+        successor_engine, successor = build(database=database, watchers=watchers, layout=node_layout)
+        try:
+            async with reconciling(successor, watchers):
+                async with asyncio.timeout(10):
+                    patch = await emulator.wait_for_request(
+                        since=since, method="PATCH", path="/pods/leaving/status$"
+                    )
+                passes = successor.passes
+
+                try:
+                    async with asyncio.timeout(20):
+                        await successor_engine.delete(node.request(Command.DEL, pod, container))
+                except TimeoutError:
+                    raise AssertionError("the DEL is held behind the network-status PATCH") from None
+
+                assert patch.status is None, "the DEL waited until the PATCH was answered"
+                assert successor.passes == passes, "the DEL waited until the status write gave up"
+                assert await node.links() == {"lo"}
+                emulator.faults.resume()
+                await eventually(lambda: _async(successor.passes), lambda done: done > passes, within=10)
+        finally:
+            emulator.faults.resume()
