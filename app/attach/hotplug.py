@@ -645,7 +645,14 @@ class HotplugReconciler:
         return record if record is not None and record.state == "ready" else None
 
     async def _pod_sandboxes(self, pod: PodRecord) -> list[SandboxSummary]:
-        """The sandboxes recorded for ``pod`` (not for a predecessor of another UID), oldest first."""
+        """The sandboxes recorded for ``pod`` (not for a predecessor of another UID), oldest first.
+
+        Without the static pod exception GC and the pod source make (a static pod's mirror pod has
+        another UID than the runtime's ``K8S_POD_UID``), on purpose: a static pod is never
+        hot-plugged. The kubelet runs it from its manifest, and its mirror pod can be seen through
+        the API but not used to control it (Kubernetes documentation, "Static Pods"): an edited
+        mirror annotation changes nothing the kubelet runs, and an edited manifest makes the
+        kubelet replace the pod, whose new sandbox's ADD attaches the networks it names."""
         return [
             s
             for s in await self._engine.sandboxes_of_pod(pod.namespace, pod.name)
