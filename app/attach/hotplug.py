@@ -421,6 +421,9 @@ class ReconcilerSettings:
 class _Retry:
     failures: int
     last_error: str
+    warned: frozenset[str] = frozenset()
+    """The Warning events (messages) the pod's last pass posted: a retry that fails the same way
+    posts none of them again."""
 
 
 class HotplugReconciler:
@@ -460,6 +463,9 @@ class HotplugReconciler:
         self._queue: dict[ObjectKey, None] = {}
         self._due: dict[ObjectKey, float] = {}
         self._retries: dict[ObjectKey, _Retry] = {}
+        self._warned_before: frozenset[str] = frozenset()
+        self._warned_now: set[str] = set()
+        """The Warning events of the pass in hand: those of the pod's previous pass, and its own."""
         self._unpublished: set[ObjectKey] = set()
         """Pods whose network-status write failed after a change, or whose status a previous daemon
         may have left unwritten: written (again) on their next pass."""
@@ -551,6 +557,9 @@ class HotplugReconciler:
         return None
 
     async def _reconcile_key(self, key: ObjectKey) -> None:
+        previous = self._retries.get(key)
+        self._warned_before = previous.warned if previous is not None else frozenset()
+        self._warned_now = set()
         try:
             error = await self.reconcile(*key)
         except _SandboxBusyError:
@@ -564,9 +573,10 @@ class HotplugReconciler:
         if error is None:
             self._retries.pop(key, None)
         else:
-            retry = self._retries.get(key) or _Retry(0, "")
             retry = _Retry(
-                retry.failures + 1, f"{error.msg}: {error.details}" if error.details else error.msg
+                (previous.failures if previous is not None else 0) + 1,
+                f"{error.msg}: {error.details}" if error.details else error.msg,
+                frozenset(self._warned_now),
             )
             self._retries[key] = retry
             delay = min(
@@ -787,10 +797,16 @@ class HotplugReconciler:
         return recorded_network_status(record)
 
     def _event(self, pod: PodRecord, reason: str, message: str) -> None:
+        """Post an event; a Warning the pod's previous pass posted already is not posted again (a
+        pod that cannot be satisfied is retried for as long as it stays so, and each Event is a new
+        object on the API server: one per retry per failure, for ever, otherwise)."""
+        warning = reason.startswith("Failed")
+        if warning:
+            self._warned_now.add(message)
+            if message in self._warned_before:
+                return
         if self._events is not None:
-            self._events.emit_pod_event(
-                pod, reason=reason, warning=reason.startswith("Failed"), message=message
-            )
+            self._events.emit_pod_event(pod, reason=reason, warning=warning, message=message)
 
 
 async def _links(record: SandboxRecord) -> frozenset[str]:

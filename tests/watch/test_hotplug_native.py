@@ -297,6 +297,29 @@ async def test_garbage_in_the_annotation_detaches_nothing_and_is_retried_once_fi
     await node.engine.delete(node.request(Command.DEL, pod, container))
 
 
+async def test_a_failure_that_repeats_on_every_retry_is_posted_as_one_warning_event(
+    node: Node, running: Running
+) -> None:
+    """Each retry of a pod that cannot be satisfied posted its Warning events again: one new Event
+    per retry per failure (every minute at most backoff, and every resync) for as long as it lasted."""
+    pod, container = await running_pod(node, "broken")
+
+    node.annotate("broken", '[{"name": ')
+
+    async def failed_tries() -> int:  # each retry is still a try, recorded in the history
+        return sum(h[:3] == ("ADD", "hotplug", "error") for h in await node.history(container))
+
+    await eventually(failed_tries, lambda tries: tries >= 3)
+    await running.watchers.events.drained()
+    assert len(node.events("FailedAddingInterface")) == 1
+
+    node.annotate("broken", "")  # satisfied: a later failure is news again
+    await eventually(lambda: _async(dict(node.reconciler.pending)), lambda pending: not pending)
+    node.annotate("broken", '[{"name": ')
+    await eventually(lambda: _async(len(node.events("FailedAddingInterface"))), _equals(2))
+    await node.engine.delete(node.request(Command.DEL, pod, container))
+
+
 async def test_unsatisfiable_selections_are_refused_retried_and_touch_nothing_else(node: Node) -> None:
     pod, container = await running_pod(node, "rules", "hot-a@net1")
 
