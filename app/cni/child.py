@@ -13,6 +13,22 @@ fill them further once the plugin has exited: the files are sealed against growt
 fail, as they would on a pipe nobody reads), else what it wrote would pile up in memory, unread, for
 as long as it runs.
 
+What a plugin writes is held in the daemon's memory (and counted in its cgroup), so it is bounded
+while the plugin runs too, not only once it has exited: the timer that serves the caller's deadline
+also looks at the two files' sizes every ``OUTPUT_CHECK_INTERVAL``, and a file past its capacity
+(``STDOUT_CAPACITY``, ``STDERR_CAPACITY``) makes ``communicate`` raise ``OutputOverflowError``,
+the child left running for its caller to kill, as at a timeout. A run shorter than one interval
+(nearly all) is looked at only at its exit: it costs the one timer its deadline needed anyway. The
+size (``fstat``), not the file offset, is what is looked at: a shell plugin that reopens its stdout
+or stderr by name (``> /dev/stdout``, ``>> /dev/stderr``, ``2>/dev/stdout``) writes through an open
+file of its own, truncating or appending, which the parent's offset never sees. Nothing is sealed
+or pre-sized before the exit, so such a plugin works as it does with pipes. At the exit a stdout
+past its capacity is not read at all (``OutputOverflowError``), and of a stderr past its capacity
+only its last ``STDERR_TAIL`` bytes are read (all that a caller logs or reports of it). So what a
+plugin run holds is at most its two capacities plus what it writes between two looks (one interval,
+and however late the loop runs the look); the looks start with ``communicate``, so a child held
+for its input (``hold_input``) is not looked at before it is given it.
+
 The child is reaped as soon as its exit is noticed (``waitpid`` with ``WNOHANG``). Reading its
 status through the pidfd without reaping it and reaping the zombie a few milliseconds later, as an
 earlier version did, cost the parent 0.05 ms more per plugin run on this project's test machines
@@ -59,8 +75,40 @@ _RESTORED_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 stays ignored across exec): what ``subprocess`` does with ``restore_signals``, the forked path's too."""
 
 
+_MIB: Final = 1024 * 1024
+
+STDOUT_CAPACITY: Final = 4 * _MIB
+"""The most of a plugin's stdout the daemon takes; a plugin that writes more has failed. A CNI
+result is a few KiB, even with hundreds of routes; 4 MiB is also the most a request to the daemon
+may carry."""
+STDERR_CAPACITY: Final = 1 * _MIB
+"""The most of a plugin's stderr held while it runs; a plugin that writes more while running is
+stopped. Only the tail of stderr is ever logged or reported (``STDERR_TAIL``)."""
+STDERR_TAIL: Final = 2048
+"""What is read of a stderr that is past its capacity at the exit: its last bytes, as many as any
+caller uses (``app.cni.invoke`` logs and reports the last 2 KiB)."""
+OUTPUT_CHECK_INTERVAL: Final = 0.1
+"""Seconds between looks at a running child's output sizes. The memory a run can hold is a
+capacity plus what the child writes between two looks; a run shorter than this costs no look."""
+
+_STREAMS: Final = ("stdout", "stderr")
+_CAPACITIES: Final = (STDOUT_CAPACITY, STDERR_CAPACITY)
+
+
 class InputTooLargeError(Exception):
     """No pipe here can hold this input whole: start the child with its input instead."""
+
+
+class OutputOverflowError(Exception):
+    """The child wrote more than ``capacity`` bytes to ``stream`` (stdout or stderr); ``running``:
+    found while it ran (the caller kills it), else at its exit (nothing of that stream was read)."""
+
+    def __init__(self, stream: str, capacity: int, *, running: bool) -> None:
+        when = "while it ran" if running else "when it exited"
+        super().__init__(f"{stream} was past its capacity of {capacity} bytes {when}")
+        self.stream = stream
+        self.capacity = capacity
+        self.running = running
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,12 +210,36 @@ def _seal(fd: int) -> None:
 _SEALS: Final = fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK
 
 
-def _read_all(fd: int) -> bytes:
+def _read_stdout(fd: int) -> bytes:
+    """The whole of a sealed stdout file; ``OutputOverflowError`` (nothing read) past its capacity."""
     size = os.fstat(fd).st_size
-    if not size:
+    if size > STDOUT_CAPACITY:
+        raise OutputOverflowError("stdout", STDOUT_CAPACITY, running=False)
+    return _read_range(fd, 0, size)
+
+
+def _read_stderr(fd: int) -> bytes:
+    """A sealed stderr file: whole within its capacity, else only its last ``STDERR_TAIL`` bytes."""
+    size = os.fstat(fd).st_size
+    start = size - STDERR_TAIL if size > STDERR_CAPACITY else 0
+    return _read_range(fd, start, size)
+
+
+def _overflow(outputs: tuple[int, int]) -> OutputOverflowError | None:
+    """The error for the first output file past its capacity while the child runs, else None. The
+    size is what counts: writes through a reopened ``/dev/stdout`` move no offset of ours."""
+    for stream, fd, capacity in zip(_STREAMS, outputs, _CAPACITIES, strict=True):
+        if os.fstat(fd).st_size > capacity:
+            return OutputOverflowError(stream, capacity, running=True)
+    return None
+
+
+def _read_range(fd: int, start: int, size: int) -> bytes:
+    """Bytes ``start`` to ``size`` of ``fd`` (fewer if the file was cut meanwhile)."""
+    if start >= size:
         return b""
     chunks: list[bytes] = []
-    offset = 0
+    offset = start
     while offset < size:
         chunk = os.pread(fd, size - offset, offset)
         if not chunk:
@@ -220,6 +292,8 @@ class Child:
         self._loop = asyncio.get_running_loop()
         self._exited: asyncio.Future[int] = self._loop.create_future()
         self._exit_waiter: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        """The deadline's or the next output look's, while ``communicate`` waits."""
         self._held_input = held_input
         """A pipe's write end and the input ``release_input`` writes into it (``hold_input``)."""
         self._watch_exit()
@@ -243,21 +317,23 @@ class Child:
             os.close(fd)
 
     async def communicate(self, *, deadline: float | None = None) -> Finished:
-        """Wait for the exit, then read what the child wrote to stdout and stderr. A cancellation, or
-        ``TimeoutError`` at ``deadline`` (the loop's clock), leaves the child running: the caller
-        kills it (``kill_group``) and ``abandon``s or ``reap``s it."""
+        """Wait for the exit, then read what the child wrote to stdout and stderr.
+
+        A cancellation, ``TimeoutError`` at ``deadline`` (the loop's clock) or an
+        ``OutputOverflowError`` found while the child runs (``running``) leaves it running: the
+        caller kills it (``kill_group``) and ``abandon``s or ``reap``s it. At the exit, a stdout past
+        its capacity raises ``OutputOverflowError`` too, none of it read."""
         if self._returncode is None:
             # A future of this call's own (not the child's): cancelling the call cancels only it.
             waiter = self._exit_waiter = self._loop.create_future()
-            # A timer on this call's own future: cheaper than a timeout scope around the call, and
-            # nothing but this call can be interrupted by it.
-            timer = None if deadline is None else self._loop.call_at(deadline, _time_out, waiter)
+            self._arm_timer(waiter, deadline)
             try:
                 await waiter
             finally:
                 self._exit_waiter = None
-                if timer is not None:
-                    timer.cancel()
+                if self._timer is not None:
+                    self._timer.cancel()
+                    self._timer = None
         assert self._returncode is not None
         outputs = self._outputs
         if outputs is None:
@@ -266,10 +342,31 @@ class Child:
         try:
             _seal(outputs[0])
             _seal(outputs[1])
-            return Finished(self._returncode, _read_all(outputs[0]), _read_all(outputs[1]))
+            return Finished(self._returncode, _read_stdout(outputs[0]), _read_stderr(outputs[1]))
         finally:
             for fd in outputs:
                 os.close(fd)
+
+    def _arm_timer(self, waiter: asyncio.Future[None], deadline: float | None) -> None:
+        """One timer on ``waiter`` (this call's own future) for the deadline and the output looks
+        alike: a run that ends within one interval costs the one timer a deadline alone cost, and
+        nothing but this call can be interrupted by it (cheaper than a timeout scope around it)."""
+        look_at = self._loop.time() + OUTPUT_CHECK_INTERVAL
+        if deadline is not None and deadline <= look_at:
+            self._timer = self._loop.call_at(deadline, _time_out, waiter)
+        else:
+            self._timer = self._loop.call_at(look_at, self._look_at_output, waiter, deadline)
+
+    def _look_at_output(self, waiter: asyncio.Future[None], deadline: float | None) -> None:
+        self._timer = None
+        if waiter.done():
+            return
+        outputs = self._outputs
+        overflow = None if outputs is None else _overflow(outputs)
+        if overflow is not None:
+            waiter.set_exception(overflow)
+        else:
+            self._arm_timer(waiter, deadline)
 
     def kill_group(self, signal_number: int) -> None:
         """Signal the child's process group (the child leads its own session), its children included."""

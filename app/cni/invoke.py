@@ -3,7 +3,10 @@
 Called by ``app.cni.api`` once per plugin step, through the ``Exec`` protocol (the one seam unit tests
 may replace). Knows no policy: no plugin order, no ``prevResult``, no version rules, no retries except
 "text file busy" at exec time. Never decodes a successful plugin's stdout (the caller does) and never
-leaves a plugin running: a timeout or a cancellation kills the plugin's whole process group.
+leaves a plugin running: a timeout or a cancellation kills the plugin's whole process group, and so
+does an output found past what ``app.cni.child`` holds (``STDOUT_CAPACITY``, ``STDERR_CAPACITY``)
+while the plugin runs. Such an output (or a stdout past its capacity at the exit) fails the call
+with a decoding failure (6) naming the plugin, the stream and the limit.
 
 With a ``root`` (daemon-config ``chrootDir``) a plugin is looked up as a process inside that root
 sees the file system, and the child enters the root (``chroot`` + ``chdir("/")``) between fork and
@@ -53,7 +56,10 @@ DELEGATE_MARKER: Final = "MULTUS_PY_DELEGATE"
 """Environment variable naming the attachment (``<containerID>/<ifname>``) an ADD/DEL/CHECK plugin
 works for; inherited by its children (IPAM, iptables), read back from ``/proc`` by the reaper."""
 
-_OUTPUT_TAIL = 2048
+_OUTPUT_TAIL: Final = child.STDERR_TAIL
+"""How much of a failed plugin's stderr (and of its stdout, when that holds no error object) is
+logged and reported: its last bytes."""
+_MIB: Final = 1024 * 1024
 
 
 class Exec(Protocol):
@@ -313,6 +319,10 @@ class SubprocessExec:
                 ErrorCode.INTERNAL,
                 f"plugin {plugin_path} timed out after {timeout:g}s; its process group was killed",
             ) from None
+        except child.OutputOverflowError as overflow:
+            if overflow.running and process is not None:  # raised by its ``communicate`` only
+                await self._kill_and_reap(process, plugin_path)
+            raise overflow_error(plugin_path=plugin_path, overflow=overflow) from None
         except BaseException:
             # Cancelled (or worse) while the plugin runs: never leave it behind us (it is reaped
             # when it has exited).
@@ -427,6 +437,19 @@ def failure_error(*, plugin_path: str, returncode: int | None, stdout: bytes, st
     else:
         msg = f"plugin {plugin_path} failed ({status}) with no error on stdout"
     return CniError(ErrorCode.INTERNAL, msg, _tail(stderr).strip())
+
+
+def overflow_error(*, plugin_path: str, overflow: child.OutputOverflowError) -> CniError:
+    """The CniError for a plugin that wrote more than the daemon holds of one of its outputs: a
+    decoding failure (6), as for any output that cannot be taken as an answer, and the daemon's own
+    finding (not 999, which stands for a plugin's own untyped error)."""
+    limit = f"over the daemon's limit on a plugin's {overflow.stream} ({overflow.capacity // _MIB} MiB)"
+    ending = "; its process group was killed" if overflow.running else ", none of it read"
+    return CniError(
+        ErrorCode.DECODING_FAILURE,
+        f"plugin {plugin_path} wrote more than {overflow.capacity} bytes to {overflow.stream}, {limit}"
+        f"{ending}",
+    )
 
 
 def _describe_status(returncode: int | None) -> str:
