@@ -640,7 +640,7 @@ def _ip(value: object, field: str) -> Address:
     text = _string(value, field)
     address = parse_ip(text)
     if address is None:
-        raise _ShapeError(field, f"{json.dumps(text)} is not an IP address")
+        raise _ShapeError(field, f"{_quoted(text)} is not an IP address")
     return address
 
 
@@ -648,8 +648,21 @@ def _cidr(value: object, field: str) -> Address:
     text = _string(value, field)
     parsed = parse_cidr(text)
     if parsed is None:
-        raise _ShapeError(field, f"{json.dumps(text)} is not a CIDR (address/prefix)")
+        raise _ShapeError(field, f"{_quoted(text)} is not a CIDR (address/prefix)")
     return parsed[0]
+
+
+_SHOWN_TEXT: Final = 64
+"""How much of a refused value an error quotes: the message goes to the history and the runtime."""
+
+
+def _quoted(text: str) -> str:
+    """``text`` as JSON, at most ``_SHOWN_TEXT`` characters of it (a plugin's output may be MiBs)."""
+    return json.dumps(text) if len(text) <= _SHOWN_TEXT else f"{json.dumps(text[:_SHOWN_TEXT])}..."
+
+
+def _shortened(text: str) -> str:
+    return text if len(text) <= _SHOWN_TEXT else f"{text[:_SHOWN_TEXT]}...({len(text)} characters)"
 
 
 _MISSING: Final = object()
@@ -679,7 +692,7 @@ _ROUTE_RULES: Final[dict[str, Callable[[object, str], object]]] = {
 
 def _must(expected: str, value: object) -> str:
     if isinstance(value, _NumberBeyondFloat64):
-        return f"must be {expected}, got {value.text} (beyond float64)"
+        return f"must be {expected}, got {_shortened(value.text)} (beyond float64)"
     return f"must be {expected}, got {json_kind(value)}"
 
 
