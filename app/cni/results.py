@@ -630,9 +630,7 @@ def _int(value: object, field: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise _ShapeError(field, _must("an integer", value))
     if not _GO_INT_MIN <= value <= _GO_INT_MAX:
-        shown = str(value)
-        shown = shown if len(shown) <= 40 else f"{shown[:20]}...({len(shown)} digits)"
-        raise _ShapeError(field, f"{shown} does not fit Go's int (64 bits)")
+        raise _ShapeError(field, f"{_shortened(str(value))} does not fit Go's int (64 bits)")
     return value
 
 

@@ -573,11 +573,15 @@ def test_an_ips_entry_accepted_at_a_glance_is_one_the_full_check_accepts(
         ({"cniVersion": "1.0.0", "ips": [{"address": "x" * 1_000_000}]}, "ips[0].address"),
         ({"cniVersion": "1.0.0", "ips": [{"address": "10.0.0.2/24", "gateway": "y" * 1_000_000}]}, "gateway"),
         ({"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "mtu": "1" * 5000 + "e999"}]}, "mtu"),
+        ({"cniVersion": "1.0.0", "routes": [{"dst": "0.0.0.0/0", "priority": "9" * 4000}]}, "priority"),
     ],
 )
 def test_an_error_quotes_a_bounded_part_of_a_huge_refused_value(document: dict[str, Any], field: str) -> None:
     """The message goes to the history and to the runtime: a plugin's MiBs must not go with it."""
-    stdout = json.dumps(document).replace('"' + "1" * 5000 + 'e999"', "1" * 5000 + "e999").encode()
+    text = json.dumps(document)
+    for number in ("1" * 5000 + "e999", "9" * 4000):  # written as JSON numbers, not strings
+        text = text.replace(f'"{number}"', number)
+    stdout = text.encode()
 
     with pytest.raises(CniError) as refused:
         results.decode_result(stdout, version="1.0.0", plugin="p")
