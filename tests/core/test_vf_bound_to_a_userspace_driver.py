@@ -13,8 +13,6 @@ No SR-IOV hardware here: the VF is a veth registered under its PCI address in a 
 from __future__ import annotations
 
 import logging
-import secrets
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -22,18 +20,9 @@ import pytest
 from app.attach.errors import MultusCode
 from app.cni.types import CniError
 from tests.core.support import Command, Node, new_container_id, pending
+from tests.core.vf_support import fake_vf, vf_network
 
 PCI = "0000:00:07.3"
-
-
-def vf_sysfs(node: Node) -> tuple[Path, str]:
-    """A fake sysfs holding the VF ``PCI``, whose netdev is a veth in the host namespace: (root, name)."""
-    name = f"mpvf{secrets.token_hex(3)}"
-    subprocess.run(["ip", "link", "add", name, "type", "veth", "peer", "name", f"{name}p"], check=True)
-    node.host_links.append(name)
-    root = node.root / "sys"
-    (device_dir(root) / "net" / name).mkdir(parents=True)
-    return root, name
 
 
 def device_dir(root: Path) -> Path:
@@ -48,27 +37,13 @@ def bind(root: Path, driver: str) -> None:
     link.symlink_to(Path("..", "..", "drivers", driver))
 
 
-def vf_network(node: Node) -> str:
-    node.write_network(
-        "sriov-net",
-        {
-            "cniVersion": "1.0.0",
-            "name": "sriov-net",
-            "type": "recorder",
-            "recorder": {"log": str(node.recorder_log)},
-            "deviceID": PCI,
-            "pciBusID": PCI,
-        },
-    )
-    return "sriov-net"
-
-
 @pytest.mark.parametrize("driver", ["vfio-pci", "uio_pci_generic", "igb_uio"])
 async def test_a_vf_rebound_to_a_userspace_driver_while_its_del_waits_for_it_is_released(
     node: Node, driver: str
 ) -> None:
-    sysfs, name = vf_sysfs(node)
-    conf = node.conf(node.recorder_network("cluster"), vf_network(node))
+    vf = fake_vf(node, PCI)
+    sysfs, name = vf.sysfs, vf.name
+    conf = node.conf(node.recorder_network("cluster"), vf_network(node, PCI))
     engine = node.engine(sysfs_root=sysfs)
     container, netns = new_container_id(), node.new_netns()
     await engine.add(node.request(Command.ADD, container, netns, conf))
@@ -97,7 +72,7 @@ async def test_a_dpdk_vf_attaches_and_detaches_without_a_missing_netdev_warning(
     sysfs = node.root / "sys"
     device_dir(sysfs).mkdir(parents=True)
     bind(sysfs, "vfio-pci")
-    conf = node.conf(node.recorder_network("cluster"), vf_network(node))
+    conf = node.conf(node.recorder_network("cluster"), vf_network(node, PCI))
     engine = node.engine(sysfs_root=sysfs)
     container, netns = new_container_id(), node.new_netns()
     caplog.set_level(logging.DEBUG, logger="app.attach.vfs")

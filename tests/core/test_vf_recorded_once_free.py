@@ -17,70 +17,31 @@ in a fake sysfs tree, and the recorder plugin stands in for sriov-cni.
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
 import subprocess
 import threading
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from sqlalchemy import Connection
 
-from app.attach.networks import DelegatePlan
-from app.cni.conf import load_network_list
 from app.cni.types import IfName
 from app.store import checkpoints
 from tests.core.support import Command, Node, new_container_id
+from tests.core.vf_support import FakeVf, fake_vf, hotplug_plan, vf_network
 
 PCI = "0000:00:05.2"
 IN_PASSING = ["back-under-its-in-pod-name", "still-in-the-holders-namespace"]
 
 
-@dataclass(frozen=True)
-class Vf:
-    sysfs: Path
-    name: str
-    mac: str
-
-    @property
-    def names(self) -> Path:
-        """Where sysfs lists the VF's netdev while it is in the host namespace."""
-        return self.sysfs / "bus" / "pci" / "devices" / PCI / "net"
-
-
 @pytest.fixture
-def vf(node: Node) -> Vf:
-    name = f"mpvf{secrets.token_hex(3)}"
-    subprocess.run(["ip", "link", "add", name, "type", "veth", "peer", "name", f"{name}p"], check=True)
-    node.host_links.append(name)
-    sysfs = node.root / "sys"
-    (sysfs / "bus" / "pci" / "devices" / PCI / "net" / name).mkdir(parents=True)
-    shown = subprocess.run(
-        ["ip", "-j", "link", "show", "dev", name], capture_output=True, text=True, check=True
-    )
-    return Vf(sysfs, name, json.loads(shown.stdout)[0]["address"])
+def vf(node: Node) -> FakeVf:
+    return fake_vf(node, PCI)
 
 
-def vf_network(node: Node) -> str:
-    """A network whose plugin is handed ``PCI`` (what a ``resourceName`` injects into a NAD)."""
-    node.write_network(
-        "sriov-net",
-        {
-            "cniVersion": "1.0.0",
-            "name": "sriov-net",
-            "type": "recorder",
-            "recorder": {"log": str(node.recorder_log)},
-            "deviceID": PCI,
-            "pciBusID": PCI,
-        },
-    )
-    return "sriov-net"
-
-
-def leave_in_passing(node: Node, vf: Vf, in_passing: str) -> Callable[[], None]:
+def leave_in_passing(node: Node, vf: FakeVf, in_passing: str) -> Callable[[], None]:
     """Put the VF where its holder's DEL has it for a moment; return what puts it back at rest."""
     if in_passing == "back-under-its-in-pod-name":
         in_pod_name = f"mpdv{secrets.token_hex(3)}"
@@ -164,9 +125,9 @@ def recorded_device(node: Node, container: str, ifname: str) -> Mapping[str, str
 
 @pytest.mark.parametrize("in_passing", IN_PASSING)
 async def test_a_vf_is_recorded_as_it_is_once_its_previous_holders_del_is_done(
-    node: Node, vf: Vf, monkeypatch: pytest.MonkeyPatch, in_passing: str
+    node: Node, vf: FakeVf, monkeypatch: pytest.MonkeyPatch, in_passing: str
 ) -> None:
-    conf = node.conf(node.recorder_network("cluster"), vf_network(node))
+    conf = node.conf(node.recorder_network("cluster"), vf_network(node, PCI))
     engine = node.engine(sysfs_root=vf.sysfs)
     holder, taker = new_container_id(), new_container_id()
     await engine.add(node.request(Command.ADD, holder, node.new_netns(), conf))
@@ -183,32 +144,9 @@ async def test_a_vf_is_recorded_as_it_is_once_its_previous_holders_del_is_done(
     assert recorded_device(node, taker, "net1") == {"pci": PCI, "ifname": vf.name, "mac": vf.mac}
 
 
-def hotplug_plan(node: Node) -> DelegatePlan:
-    """What a hot-plug (DNC, or a native selection with ``deviceID``) asks for: ``PCI`` as the
-    runtimeConfig deviceID of a plugin declaring the capability."""
-    raw = json.dumps(
-        {
-            "cniVersion": "1.0.0",
-            "name": "hot-vf",
-            "type": "recorder",
-            "capabilities": {"deviceID": True},
-            "recorder": {"log": str(node.recorder_log)},
-        }
-    ).encode()
-    return DelegatePlan(
-        position=1,
-        network_name="default/hot-vf",
-        net=load_network_list(raw, source="test"),
-        ifname=IfName("net1"),
-        is_master=False,
-        cni_args=(),
-        capability_args={"deviceID": PCI},
-    )
-
-
 @pytest.mark.parametrize("in_passing", IN_PASSING)
 async def test_a_hot_plugged_vf_is_recorded_as_it_is_once_its_previous_holders_del_is_done(
-    node: Node, vf: Vf, monkeypatch: pytest.MonkeyPatch, in_passing: str
+    node: Node, vf: FakeVf, monkeypatch: pytest.MonkeyPatch, in_passing: str
 ) -> None:
     engine = node.engine(sysfs_root=vf.sysfs)
     holder, taker = new_container_id(), new_container_id()
@@ -217,7 +155,7 @@ async def test_a_hot_plugged_vf_is_recorded_as_it_is_once_its_previous_holders_d
             Command.ADD,
             holder,
             node.new_netns(),
-            node.conf(node.recorder_network("cluster"), vf_network(node)),
+            node.conf(node.recorder_network("cluster"), vf_network(node, PCI)),
         )
     )
     cluster_only = node.conf(node.recorder_network("cluster-b"))
@@ -234,7 +172,7 @@ async def test_a_hot_plugged_vf_is_recorded_as_it_is_once_its_previous_holders_d
         at_rest=leave_in_passing(node, vf, in_passing),
         intents_committed_by="write",  # a hot-plug's first write is its intent's commit
         monkeypatch=monkeypatch,
-        take=engine.attach_delegate(hotplug, hotplug_plan(node)),
+        take=engine.attach_delegate(hotplug, hotplug_plan(node, PCI)),
     )
 
     assert recorded_device(node, taker, "net1") == {"pci": PCI, "ifname": vf.name, "mac": vf.mac}

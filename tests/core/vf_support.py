@@ -1,0 +1,90 @@
+"""A fake SR-IOV VF for engine tests: a veth registered under a PCI address in a fake sysfs tree.
+
+No SR-IOV hardware here. ``app.attach.vfs`` finds a VF's netdev by listing
+``<sysfsRoot>/bus/pci/devices/<pci>/net/``; the engine is pointed at the tree this module builds
+(``Node.engine(sysfs_root=...)``), and the recorder plugin stands in for sriov-cni.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.attach.networks import DelegatePlan
+from app.cni.conf import load_network_list
+from app.cni.types import IfName
+from tests.core.support import Node
+
+
+@dataclass(frozen=True)
+class FakeVf:
+    sysfs: Path
+    """The fake sysfs root to hand the engine."""
+    pci: str
+    name: str
+    """Its netdev's name in the host namespace."""
+    mac: str
+
+    @property
+    def device_dir(self) -> Path:
+        return self.sysfs / "bus" / "pci" / "devices" / self.pci
+
+    @property
+    def names(self) -> Path:
+        """Where sysfs lists the VF's netdev while it is in the host namespace."""
+        return self.device_dir / "net"
+
+
+def fake_vf(node: Node, pci: str) -> FakeVf:
+    """A VF ``pci`` whose netdev is a veth in the host namespace, removed with ``node``."""
+    name = f"mpvf{secrets.token_hex(3)}"
+    subprocess.run(["ip", "link", "add", name, "type", "veth", "peer", "name", f"{name}p"], check=True)
+    node.host_links.append(name)
+    sysfs = node.root / "sys"
+    (sysfs / "bus" / "pci" / "devices" / pci / "net" / name).mkdir(parents=True)
+    shown = subprocess.run(
+        ["ip", "-j", "link", "show", "dev", name], capture_output=True, text=True, check=True
+    )
+    return FakeVf(sysfs, pci, name, json.loads(shown.stdout)[0]["address"])
+
+
+def vf_network(node: Node, pci: str, name: str = "sriov-net") -> str:
+    """A network whose plugin is handed ``pci`` (what a ``resourceName`` injects into a NAD)."""
+    node.write_network(
+        name,
+        {
+            "cniVersion": "1.0.0",
+            "name": name,
+            "type": "recorder",
+            "recorder": {"log": str(node.recorder_log)},
+            "deviceID": pci,
+            "pciBusID": pci,
+        },
+    )
+    return name
+
+
+def hotplug_plan(node: Node, pci: str, ifname: str = "net1") -> DelegatePlan:
+    """What a hot-plug (DNC, or a native selection with ``deviceID``) asks for: ``pci`` as the
+    runtimeConfig deviceID of a plugin declaring the capability."""
+    raw = json.dumps(
+        {
+            "cniVersion": "1.0.0",
+            "name": "hot-vf",
+            "type": "recorder",
+            "capabilities": {"deviceID": True},
+            "recorder": {"log": str(node.recorder_log)},
+        }
+    ).encode()
+    return DelegatePlan(
+        position=1,
+        network_name="default/hot-vf",
+        net=load_network_list(raw, source="test"),
+        ifname=IfName(ifname),
+        is_master=False,
+        cni_args=(),
+        capability_args={"deviceID": pci},
+    )
