@@ -619,13 +619,13 @@ class AttachEngine:
         await self._db.write(
             recording.together(
                 [
-                    # the intent recorded again, whole, now that its device is known
                     partial(
-                        checkpoints.remove_attachments,
+                        checkpoints.record_device,
                         container_id=request.container_id,
-                        ifnames=list(learnt),
-                    ),
-                    *(partial(checkpoints.record_intent, intent=intent) for intent in learnt.values()),
+                        ifname=ifname,
+                        device=intent.device,
+                    )
+                    for ifname, intent in learnt.items()
                 ]
             )
         )

@@ -13,7 +13,7 @@ removed, that is, after every delegate's DEL succeeded.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -89,6 +89,10 @@ _SET_ERROR_SQL = "UPDATE attachments SET last_error = ?, updated_at = ? WHERE co
 _SET_SANDBOX_STATE_SQL = "UPDATE sandboxes SET state = ?, updated_at = ? WHERE container_id = ?"
 _SET_ATTACHMENTS_STATE_SQL = "UPDATE attachments SET state = ?, updated_at = ? WHERE container_id = ?"
 _REMOVE_ATTACHMENT_SQL = "DELETE FROM attachments WHERE container_id = ? AND ifname = ?"
+_SET_DEVICE_SQL = (
+    "UPDATE attachments SET device = ?, updated_at = ?"
+    " WHERE container_id = ? AND ifname = ? AND state = 'intent'"
+)
 _ANY_ATTACHMENT_SQL = "SELECT 1 FROM attachments WHERE container_id = ? LIMIT 1"
 _REMOVE_SANDBOX_SQL = "DELETE FROM sandboxes WHERE container_id = ?"
 
@@ -223,6 +227,21 @@ def begin_delete_and_load(connection: Connection, container_id: str) -> SandboxR
         return None
     cursor.execute(_SET_ATTACHMENTS_STATE_SQL, params)
     return load_sandbox(connection, container_id)
+
+
+def record_device(
+    connection: Connection, *, container_id: str, ifname: str, device: Mapping[str, str] | None
+) -> None:
+    """Record the host device of an attachment still an intent, as it is now (its name and MAC
+    once its PCI address proved it free): an UPDATE, so the attachment never leaves the table (the
+    ``removed_attachments`` trigger copies a row that does, for GC's lease proofs)."""
+    _expect_changed(
+        connection,
+        _SET_DEVICE_SQL,
+        (None if device is None else json_object(device), stamp(_now()), container_id, ifname),
+        container_id,
+        ifname,
+    )
 
 
 def remove_attachments(connection: Connection, *, container_id: str, ifnames: Iterable[str]) -> None:

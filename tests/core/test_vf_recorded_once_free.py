@@ -28,7 +28,7 @@ import pytest
 from sqlalchemy import Connection
 
 from app.cni.types import IfName
-from app.store import checkpoints
+from app.store import checkpoints, lease_proofs
 from tests.core.support import Command, Node, new_container_id
 from tests.core.vf_support import FakeVf, fake_vf, hotplug_plan, vf_network
 
@@ -176,3 +176,32 @@ async def test_a_hot_plugged_vf_is_recorded_as_it_is_once_its_previous_holders_d
     )
 
     assert recorded_device(node, taker, "net1") == {"pci": PCI, "ifname": vf.name, "mac": vf.mac}
+
+
+async def test_recording_a_vfs_name_and_mac_leaves_no_proof_of_a_removed_attachment(
+    node: Node, vf: FakeVf
+) -> None:
+    """The device is recorded by an UPDATE of the intent: a row deleted and inserted again fired
+    the trigger that keeps GC's proofs of removed host-local attachments (docs/state.md)."""
+    node.write_network(
+        "sriov-ipam",
+        {
+            "cniVersion": "1.0.0",
+            "name": "sriov-ipam",
+            "type": "recorder",
+            "recorder": {"log": str(node.recorder_log)},
+            "deviceID": PCI,
+            "ipam": {"type": "host-local", "subnet": "10.99.0.0/24", "dataDir": str(node.root / "ipam")},
+        },
+    )
+    engine = node.engine(sysfs_root=vf.sysfs)
+    container = new_container_id()
+
+    await engine.add(
+        node.request(
+            Command.ADD, container, node.new_netns(), node.conf(node.recorder_network("c"), "sriov-ipam")
+        )
+    )
+
+    assert recorded_device(node, container, "net1") == {"pci": PCI, "ifname": vf.name, "mac": vf.mac}
+    assert node.db.read_sync(lease_proofs.removed) == []
