@@ -9,6 +9,8 @@ never inherit it. Every async test
 gets the leftover-task check (``tests/asyncio_hygiene.py``). Test modules that start daemon or
 emulator processes are marked ``slow``: ``pytest -m "not slow"`` is the inner loop. Each area of
 tests keeps its other fixtures in its own conftest.py; process plumbing is ``app.sandbox.processes``.
+A test that hangs fails after pytest-timeout's ``timeout`` (``pyproject.toml``); what its signal
+cannot end, the backstop's hooks (``tests/hang_backstop.py``) end with the whole run.
 """
 
 from __future__ import annotations
@@ -20,9 +22,17 @@ from hypothesis import HealthCheck, settings
 
 from app.sandbox.processes import ASYNCIO_DEBUG_ENV, child_environment
 from tests.asyncio_hygiene import no_tasks_left_on_the_loop, require_for_async_tests
+from tests.hang_backstop import (
+    pytest_addoption,
+    pytest_enter_pdb,
+    pytest_timeout_cancel_timer,
+    pytest_timeout_set_timer,
+)
 
 # the fixture, requested for every async test; the environment for a process a test starts
 __all__ = ["child_environment", "no_tasks_left_on_the_loop"]
+# the hang backstop, registered as this conftest's hooks
+__all__ += ["pytest_addoption", "pytest_enter_pdb", "pytest_timeout_cancel_timer", "pytest_timeout_set_timer"]
 
 # The suite runs on small, shared machines: a slow draw is load, not a broken strategy.
 settings.register_profile("multus", deadline=None, suppress_health_check=[HealthCheck.too_slow])
