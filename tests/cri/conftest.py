@@ -27,9 +27,9 @@ import pytest
 
 from tests.conftest import CNI_PLUGIN_DIR, child_environment
 from tests.cri.runtime import Containerd
-from tests.e2e.conftest import cluster, kube, started
+from tests.e2e.conftest import cluster, installed_shim, kube, started
 
-__all__ = ["cluster", "kube", "started"]  # re-exported fixtures
+__all__ = ["cluster", "installed_shim", "kube", "started"]  # re-exported fixtures
 
 HOSTROOT_SCRIPT = Path(__file__).with_name("hostroot.py")
 

@@ -6,4 +6,4 @@ the leftover-task check comes from tests/conftest.py, as for every async test.
 
 from __future__ import annotations
 
-from tests.e2e.conftest import cluster, started  # noqa: F401 - the daemon-process fixtures
+from tests.e2e.conftest import cluster, installed_shim, started  # noqa: F401 - the daemon-process fixtures

@@ -1,7 +1,15 @@
 """End-to-end fixtures: a real daemon process, the installed shim, real netns and plugins.
 
 Every test gets its own run directory (socket, state, CNI dirs, IPAM data), its own bridge name
-and its own network namespaces; teardown removes them all, so a failing test leaks nothing.
+and its own network namespaces; teardown removes them all, so a failing test leaks nothing. The shim
+is installed once for the session (``installed_shim``): the runtime executes it by its path.
+
+A daemon's first start on a node creates its state database and migrates it in a child process
+(about a second of the test's time on a loaded 2-core machine). Modules whose subject is not that
+first start use ``premigrated_state``: the node starts with a copy of an empty database that one
+daemon-like first start made for the whole session (``state_template``), so each test pays only the
+daemon's own start. Modules that do not ask for it keep the first start (as do tests/deploy,
+tests/cri and tests/store/test_migration_child.py).
 """
 
 from __future__ import annotations
@@ -9,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -313,9 +322,9 @@ def new_container_id() -> str:
     return secrets.token_hex(32)
 
 
-def make_cluster(root: Path) -> Cluster:
-    """A node under ``root``: plugins (and the recorder) in ``bin``, the installed shim, a
-    daemon-config for directories under ``root``. Nothing runs yet."""
+def make_cluster(root: Path, *, shim: Path | None = None) -> Cluster:
+    """A node under ``root``: plugins (and the recorder) in ``bin``, the shim (installed there, unless
+    an installed ``shim`` is given), a daemon-config for directories under ``root``. Nothing runs yet."""
     tag = secrets.token_hex(3)
     bin_dir = root / "bin"
     bin_dir.mkdir(parents=True)
@@ -328,7 +337,7 @@ def make_cluster(root: Path) -> Cluster:
         root=root,
         tag=tag,
         bridge=f"mpbr{tag}",
-        shim=install_shim(str(bin_dir)),
+        shim=shim or install_shim(str(bin_dir)),
         daemon_config={
             "cniVersion": "1.0.0",
             "socketDir": str(root / "run"),
@@ -344,13 +353,46 @@ def make_cluster(root: Path) -> Cluster:
     )
 
 
+@pytest.fixture(scope="session")
+def installed_shim(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shim, installed once for every test's node: nothing a test does changes it, and a node's
+    daemon never looks for it (the runtime, here ``Cluster.run_shim``, executes it by its path)."""
+    return install_shim(str(tmp_path_factory.mktemp("shim-bin")))
+
+
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    cluster = make_cluster(tmp_path)
+def cluster(tmp_path: Path, installed_shim: Path) -> Iterator[Cluster]:
+    cluster = make_cluster(tmp_path, shim=installed_shim)
     try:
         yield cluster
     finally:
         cluster.cleanup()
+
+
+@pytest.fixture(scope="session")
+def state_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty state database at this release's schema, made as a daemon's first start makes one
+    (``Database.open`` migrating in a child process), then closed: a file to copy, never opened again."""
+    from app.store.database import Database  # SQLAlchemy only for the runs that need it
+
+    path = tmp_path_factory.mktemp("state-template") / "state.db"
+    Database.open(path, migrate_in_child=True).close()
+    leftovers = sorted(p.name for p in path.parent.iterdir() if p.name not in {"state.db", "state.db.lock"})
+    assert leftovers == [], f"the closed database left {leftovers}: a copy of state.db alone would be torn"
+    return path
+
+
+def seed_state(node: Cluster, template: Path) -> None:
+    """Give ``node`` a copy of ``template`` as its state database, in a state directory made as the
+    daemon makes it (mode 0700), before its daemon first starts."""
+    node.state_db.parent.mkdir(mode=0o700, parents=True)
+    shutil.copyfile(template, node.state_db)
+
+
+@pytest.fixture
+def premigrated_state(cluster: Cluster, state_template: Path) -> None:
+    """This test's node starts with an empty, already migrated state database (see the module doc)."""
+    seed_state(cluster, state_template)
 
 
 @pytest.fixture

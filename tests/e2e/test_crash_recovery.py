@@ -22,7 +22,10 @@ import pytest
 
 from tests.e2e.conftest import Cluster, Netns, new_container_id
 
-pytestmark = pytest.mark.slow  # starts daemon or emulator processes
+pytestmark = [
+    pytest.mark.slow,  # starts daemon processes
+    pytest.mark.usefixtures("premigrated_state"),  # the first start is not what these tests are about
+]
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ import pytest
 
 from tests.e2e.conftest import Cluster, new_container_id
 
+pytestmark = pytest.mark.usefixtures("premigrated_state")  # the first start is not what these tests are about
+
 
 def _counts(cluster: Cluster) -> tuple[int, int]:
     with sqlite3.connect(f"file:{cluster.state_db}?mode=ro", uri=True) as connection:

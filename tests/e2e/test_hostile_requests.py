@@ -26,7 +26,10 @@ import pytest
 from app.sandbox.processes import free_port
 from tests.e2e.conftest import Cluster, Netns, new_container_id
 
-pytestmark = pytest.mark.slow  # starts daemon processes
+pytestmark = [
+    pytest.mark.slow,  # starts daemon processes
+    pytest.mark.usefixtures("premigrated_state"),  # the first start is not what these tests are about
+]
 
 MAX_BODY_BYTES = 4 * 1024 * 1024  # app.daemon.server.MAX_BODY_BYTES, seen from outside
 

@@ -23,7 +23,10 @@ import pytest
 from app.sandbox.processes import free_port
 from tests.e2e.conftest import Cluster, KubeApiProcess, Netns, new_container_id
 
-pytestmark = pytest.mark.slow  # starts daemon or emulator processes
+pytestmark = [
+    pytest.mark.slow,  # starts daemon or emulator processes
+    pytest.mark.usefixtures("premigrated_state"),  # the first start is not what these tests are about
+]
 
 NODE = "node-a"
 

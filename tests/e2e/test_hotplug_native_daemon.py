@@ -17,7 +17,10 @@ import pytest
 
 from tests.e2e.conftest import Cluster, KubeApiProcess, new_container_id
 
-pytestmark = pytest.mark.slow  # starts daemon or emulator processes
+pytestmark = [
+    pytest.mark.slow,  # starts daemon or emulator processes
+    pytest.mark.usefixtures("premigrated_state"),  # the first start is not what these tests are about
+]
 
 NODE = "node-a"
 NETWORKS = "k8s.v1.cni.cncf.io/networks"

@@ -23,7 +23,10 @@ import pytest
 
 from tests.e2e.conftest import Cluster, ShimResult, new_container_id
 
-pytestmark = pytest.mark.slow  # starts daemon processes
+pytestmark = [
+    pytest.mark.slow,  # starts daemon processes
+    pytest.mark.usefixtures("premigrated_state"),  # the first start is not what these tests are about
+]
 
 GATE = """#!/bin/sh
 # ADD: say who we are, block until the test opens the FIFO, then become the real bridge plugin.

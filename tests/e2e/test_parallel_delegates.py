@@ -15,7 +15,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.e2e.conftest import Cluster, KubeApiProcess, new_container_id
+
+pytestmark = pytest.mark.usefixtures("premigrated_state")  # the first start is not what these tests are about
 
 NODE = "node-a"
 PARALLEL = "v1.multus-cni.io/parallel-delegates"

@@ -3,8 +3,9 @@
 Re-exports the e2e fixtures (``cluster``, ``started``) for tests that need a daemon of their own,
 and builds one module-scoped ``scenario``: a daemon that attached, checked, deleted and failed real
 sandboxes through the real shim, daemon and reference plugins (plus the recorder plugin failing an
-ADD), so the many read-only queries of a module share one set of real rows. ``Scenario.ctl`` runs
-``multusctl`` as a process against it, as an operator would.
+ADD), so the many read-only queries of a module share one set of real rows. Its node uses the
+session's installed shim and starts on the session's migrated empty database (tests/e2e/conftest.py).
+``Scenario.ctl`` runs ``multusctl`` as a process against it, as an operator would.
 """
 
 from __future__ import annotations
@@ -30,11 +31,14 @@ from tests.e2e.conftest import (
     Netns,
     ShimResult,
     cluster,
+    installed_shim,
     make_cluster,
+    seed_state,
     started,
+    state_template,
 )
 
-__all__ = ["cluster", "started"]  # re-exported fixtures
+__all__ = ["cluster", "installed_shim", "started", "state_template"]  # re-exported fixtures
 
 FAILURE = {"code": 11, "msg": "no capacity", "details": "retry later"}
 
@@ -120,9 +124,10 @@ def new_pod(cluster: Cluster, namespace: str, name: str, *, prefix: str = "") ->
     return Pod(namespace, name, f"uid-{name}-{secrets.token_hex(4)}", container, cluster.new_netns())
 
 
-def _make_cluster(root: Path) -> Cluster:
+def _make_cluster(root: Path, *, shim: Path, state_template: Path) -> Cluster:
     """The e2e ``cluster`` fixture's node, built for a whole module, logging JSON lines."""
-    node = make_cluster(root)
+    node = make_cluster(root, shim=shim)
+    seed_state(node, state_template)
     node.daemon_config.update({"logFormat": "json", "gcIntervalSeconds": 3600})
     return node
 
@@ -147,8 +152,10 @@ def _write_networks(node: Cluster) -> None:
 
 
 @pytest.fixture(scope="module")
-def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
-    node = _make_cluster(tmp_path_factory.mktemp("ops"))
+def scenario(
+    tmp_path_factory: pytest.TempPathFactory, installed_shim: Path, state_template: Path
+) -> Iterator[Scenario]:
+    node = _make_cluster(tmp_path_factory.mktemp("ops"), shim=installed_shim, state_template=state_template)
     try:
         _write_networks(node)
         node.start_daemon()
