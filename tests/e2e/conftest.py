@@ -252,8 +252,13 @@ class Cluster:
             self.wait_ready()
 
     def wait_ready(self, timeout: float = 15.0) -> None:
+        """Poll ``/readyz`` until it answers 200, every 10 ms rather than app.sandbox's 50: a poll waits
+        on the socket while the daemon imports its modules, readiness comes shortly after the first
+        answer, and a test no longer sleeps up to 50 ms past each daemon's readiness."""
         try:
-            self.process.wait_ready(timeout)
+            self.process.wait_until(
+                lambda: self._readyz() == 200, what="daemon ready", timeout=timeout, interval=0.01
+            )
         except ProcessError as failed:
             raise AssertionError(str(failed)) from None
 

@@ -421,6 +421,9 @@ def test_readiness_indicator_file_gates_adds_and_the_shim_conf(cluster: Cluster,
         cluster.net_d, "10-primary.conflist", cluster.bridge_conflist("primary", "10.240.0.0/24")
     )
     cluster.daemon_config["readinessindicatorfile"] = str(indicator)
+    # the shim conf is checked every 0.1 s and the indicator every 0.05 s, not every 2 s and 1 s: the
+    # test waits for them thrice
+    cluster.daemon_config["autoconfIntervalSeconds"] = 0.1
     cluster.start_daemon(wait=False)
     shim_conf = cluster.net_d / "00-multus.conf"
     netns = cluster.new_netns()

@@ -344,7 +344,9 @@ def test_an_add_before_the_daemon_is_ready_is_held_and_served_not_refused(cluste
         cluster.net_d, "10-primary.conflist", cluster.bridge_conflist("primary", "10.240.0.0/24")
     )
     cluster.daemon_config.update(
-        clusterNetwork=str(cluster.net_d / "10-primary.conflist"), readinessindicatorfile=str(indicator)
+        clusterNetwork=str(cluster.net_d / "10-primary.conflist"),
+        readinessindicatorfile=str(indicator),
+        autoconfIntervalSeconds=0.1,  # the indicator is looked for every 0.05 s, not every second
     )
     cluster.start_daemon(wait=False)
     _wait_for(lambda: cluster._readyz() == 500, "the daemon serving, not ready")
