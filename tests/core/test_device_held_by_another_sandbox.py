@@ -14,9 +14,6 @@ No SR-IOV hardware here: the VF is a veth registered under its PCI address in a 
 from __future__ import annotations
 
 import asyncio
-import json
-import secrets
-import subprocess
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -26,9 +23,10 @@ import pytest
 from app.attach.engine import AttachEngine
 from app.attach.netconf import MultusNetConf
 from app.attach.networks import DelegatePlan
-from app.cni.conf import load_network_list
 from app.cni.types import CniError, ErrorCode, IfName
+from tests.core import vf_support
 from tests.core.support import Command, Node, new_container_id, pending, request_lines
+from tests.core.vf_support import fake_vf
 
 PCI = "0000:00:05.1"
 
@@ -36,12 +34,7 @@ PCI = "0000:00:05.1"
 @pytest.fixture
 def sysfs(node: Node) -> Path:
     """A fake sysfs holding one VF, ``PCI``, whose netdev is a veth in the host namespace."""
-    name = f"mpvf{secrets.token_hex(3)}"
-    subprocess.run(["ip", "link", "add", name, "type", "veth", "peer", "name", f"{name}p"], check=True)
-    node.host_links.append(name)
-    root = node.root / "sys"
-    (root / "bus" / "pci" / "devices" / PCI / "net" / name).mkdir(parents=True)
-    return root
+    return fake_vf(node, PCI).sysfs
 
 
 def vf_network(node: Node, name: str = "sriov-net", **plugin: Any) -> str:
@@ -141,26 +134,7 @@ async def test_two_adds_racing_for_one_vf_get_it_once(node: Node, sysfs: Path) -
 
 
 def hotplug_plan(node: Node, ifname: str) -> DelegatePlan:
-    """What a hot-plug (DNC, or a native selection with ``deviceID``) asks for: ``PCI`` as the
-    runtimeConfig deviceID of a plugin declaring the capability."""
-    raw = json.dumps(
-        {
-            "cniVersion": "1.0.0",
-            "name": "hot-vf",
-            "type": "recorder",
-            "capabilities": {"deviceID": True},
-            "recorder": {"log": str(node.recorder_log)},
-        }
-    ).encode()
-    return DelegatePlan(
-        position=1,
-        network_name="default/hot-vf",
-        net=load_network_list(raw, source="test"),
-        ifname=IfName(ifname),
-        is_master=False,
-        cni_args=(),
-        capability_args={"deviceID": PCI},
-    )
+    return vf_support.hotplug_plan(node, PCI, ifname)
 
 
 async def test_a_hot_plug_handed_a_vf_another_sandbox_holds_is_refused_and_its_own_is_not(
