@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -26,7 +25,7 @@ from app.attach.networks import DelegatePlan
 from app.cni.types import CniError, ErrorCode, IfName
 from tests.core import vf_support
 from tests.core.support import Command, Node, new_container_id, pending, request_lines
-from tests.core.vf_support import fake_vf
+from tests.core.vf_support import fake_vf, vf_network
 
 PCI = "0000:00:05.1"
 
@@ -35,21 +34,6 @@ PCI = "0000:00:05.1"
 def sysfs(node: Node) -> Path:
     """A fake sysfs holding one VF, ``PCI``, whose netdev is a veth in the host namespace."""
     return fake_vf(node, PCI).sysfs
-
-
-def vf_network(node: Node, name: str = "sriov-net", **plugin: Any) -> str:
-    """A network whose plugin is handed ``PCI`` (what a ``resourceName`` injects into a NAD)."""
-    node.write_network(
-        name,
-        {
-            "cniVersion": "1.0.0",
-            "name": name,
-            "type": "recorder",
-            "recorder": {"log": str(node.recorder_log)},
-            **(plugin or {"deviceID": PCI, "pciBusID": PCI}),
-        },
-    )
-    return name
 
 
 def adds_of(node: Node, container: str) -> list[str]:
@@ -72,7 +56,7 @@ async def refused_add(engine: AttachEngine, node: Node, conf: MultusNetConf, con
 async def test_an_add_handed_a_vf_another_sandbox_holds_is_refused_before_any_delegate_runs(
     node: Node, sysfs: Path
 ) -> None:
-    conf = node.conf(node.recorder_network("cluster"), vf_network(node))
+    conf = node.conf(node.recorder_network("cluster"), vf_network(node, PCI))
     engine = node.engine(sysfs_root=sysfs)
     first, second = new_container_id(), new_container_id()
     netns = node.new_netns()
@@ -99,7 +83,7 @@ async def test_an_add_handed_a_vf_by_runtime_config_device_id_another_sandbox_ho
 ) -> None:
     """runtimeConfig.deviceID: what a selection's ``deviceID`` (or the runtime) hands a plugin
     declaring the capability; host-device and sriov-cni take the device it names."""
-    vf = vf_network(node, capabilities={"deviceID": True})
+    vf = vf_network(node, PCI, capabilities={"deviceID": True})
     conf = replace(node.conf(vf), runtime_config={"deviceID": PCI})
     engine = node.engine(sysfs_root=sysfs)
     first, second = new_container_id(), new_container_id()
@@ -116,7 +100,7 @@ async def test_an_add_handed_a_vf_by_runtime_config_device_id_another_sandbox_ho
 
 async def test_two_adds_racing_for_one_vf_get_it_once(node: Node, sysfs: Path) -> None:
     """The check runs in the commit of the intents, one unit at a time: no window between them."""
-    conf = node.conf(node.recorder_network("cluster"), vf_network(node))
+    conf = node.conf(node.recorder_network("cluster"), vf_network(node, PCI))
     engine = node.engine(sysfs_root=sysfs)
     containers = [new_container_id(), new_container_id()]
     requests = [

@@ -183,17 +183,8 @@ async def test_recording_a_vfs_name_and_mac_leaves_no_proof_of_a_removed_attachm
 ) -> None:
     """The device is recorded by an UPDATE of the intent: a row deleted and inserted again fired
     the trigger that keeps GC's proofs of removed host-local attachments (docs/state.md)."""
-    node.write_network(
-        "sriov-ipam",
-        {
-            "cniVersion": "1.0.0",
-            "name": "sriov-ipam",
-            "type": "recorder",
-            "recorder": {"log": str(node.recorder_log)},
-            "deviceID": PCI,
-            "ipam": {"type": "host-local", "subnet": "10.99.0.0/24", "dataDir": str(node.root / "ipam")},
-        },
-    )
+    ipam = {"type": "host-local", "subnet": "10.99.0.0/24", "dataDir": str(node.root / "ipam")}
+    vf_network(node, PCI, "sriov-ipam", deviceID=PCI, ipam=ipam)
     engine = node.engine(sysfs_root=vf.sysfs)
     container = new_container_id()
 

@@ -12,6 +12,7 @@ import secrets
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from app.attach.networks import DelegatePlan
 from app.cni.conf import load_network_list
@@ -51,8 +52,9 @@ def fake_vf(node: Node, pci: str) -> FakeVf:
     return FakeVf(sysfs, pci, name, json.loads(shown.stdout)[0]["address"])
 
 
-def vf_network(node: Node, pci: str, name: str = "sriov-net") -> str:
-    """A network whose plugin is handed ``pci`` (what a ``resourceName`` injects into a NAD)."""
+def vf_network(node: Node, pci: str, name: str = "sriov-net", **plugin: Any) -> str:
+    """A network whose plugin is handed ``pci`` (what a ``resourceName`` injects into a NAD); with
+    ``plugin``, those fields instead of the two that name ``pci``."""
     node.write_network(
         name,
         {
@@ -60,8 +62,7 @@ def vf_network(node: Node, pci: str, name: str = "sriov-net") -> str:
             "name": name,
             "type": "recorder",
             "recorder": {"log": str(node.recorder_log)},
-            "deviceID": pci,
-            "pciBusID": pci,
+            **(plugin or {"deviceID": pci, "pciBusID": pci}),
         },
     )
     return name
