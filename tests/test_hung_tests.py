@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 from app.sandbox.processes import child_environment
@@ -66,7 +67,7 @@ def _run_suite(directory: Path, source: str) -> subprocess.CompletedProcess[str]
     return subprocess.run(
         [
             *(sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:hypothesispytest"),
-            *("-p", "tests.hang_backstop", "test_hung.py"),
+            *("-p", "tests.hang_backstop", "--junitxml", "report.xml", "test_hung.py"),
         ],
         cwd=directory,
         env=child_environment(PYTHONPATH=str(REPOSITORY)),
@@ -76,12 +77,26 @@ def _run_suite(directory: Path, source: str) -> subprocess.CompletedProcess[str]
     )
 
 
+def _failure_messages(directory: Path) -> dict[str, str]:
+    """Each failed test's name and failure message, from the run's JUnit report (not the terminal's
+    text, whose summary lines depend on the terminal's width)."""
+    report = ElementTree.parse(directory / "report.xml")
+    return {
+        case.attrib["name"]: failure.attrib.get("message", "")
+        for case in report.iter("testcase")
+        if (failure := case.find("failure")) is not None
+    }
+
+
 def test_a_hung_test_fails_its_fixtures_are_torn_down_and_the_run_goes_on(tmp_path: Path) -> None:
     run = _run_suite(tmp_path, HUNG_ON_A_LOOP_AND_ON_A_CHILD)
 
     assert run.returncode == 1, run.stdout + run.stderr
     assert "2 failed" in run.stdout
-    assert run.stdout.count("Failed: Timeout (>0.5s) from pytest-timeout") == 2
+    failures = _failure_messages(tmp_path)
+    assert sorted(failures) == ["test_awaits_for_ever", "test_waits_for_its_child_for_ever"]
+    for message in failures.values():
+        assert message.startswith("Failed: Timeout (>0.5s) from pytest-timeout"), message
     torn_down = (tmp_path / "torn-down").read_text().split()
     assert len(torn_down) == 2, "each hung test's child was killed by its fixture's teardown"
 
