@@ -1,7 +1,8 @@
 """The shim-facing HTTP server on ``<socketDir>/multus.sock``: routes, readiness, limits, shielding.
 
 Speaks upstream's protocol so upstream's Go shim works unchanged: ``POST /cni``, ``/healthz`` and
-``/readyz`` (GET or POST), 404 elsewhere, 405 for a wrong method, one request per connection.
+``/readyz`` (GET or POST), 404 elsewhere, 405 for a wrong method (upstream's plain-text line), one
+request per connection.
 One addition of ours: ``POST /gc[?dryRun=true]`` runs a garbage-collection pass for operators.
 ``POST /delegate`` is upstream's hot-plug API (``app.attach.hotplug``), held and limited like ``/cni``.
 Requests are decoded by ``app.daemon.protocol`` and handed to the engine as tasks shielded from
@@ -210,7 +211,7 @@ class CniServer:
         if route is None:
             response = web.Response(status=404)
         elif request.method not in route[0]:
-            response = web.Response(status=405, headers={"Allow": ",".join(route[0])})
+            response = _method_not_allowed(allowed=route[0])
         elif request.path in _LIMITED_PATHS:
             await self._take_slot()
             try:
@@ -515,3 +516,15 @@ async def start(server: CniServer, sock: socket.socket) -> web.BaseRunner:
     site = web.SockSite(runner, sock, backlog=socket.SOMAXCONN)
     await site.start()
     return runner
+
+
+def _method_not_allowed(*, allowed: tuple[str, ...]) -> web.Response:
+    """405 as upstream's daemon answers it (its handlers' ``http.Error``: a plain-text line, the
+    no-sniff header), plus the ``Allow`` header HTTP asks of a 405."""
+    return web.Response(
+        status=405,
+        text="Method not allowed\n",
+        content_type="text/plain",
+        charset="utf-8",
+        headers={"Allow": ",".join(allowed), "X-Content-Type-Options": "nosniff"},
+    )

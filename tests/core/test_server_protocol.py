@@ -165,12 +165,17 @@ async def test_a_delegates_error_code_reaches_the_shim_unchanged(node: Node, ser
     assert "limited" in error["msg"]
 
 
-async def test_unknown_paths_are_404_and_wrong_methods_405(serve: Serve) -> None:
+async def test_unknown_paths_are_404_and_wrong_methods_405_as_upstream_answers_them(serve: Serve) -> None:
     async with serve(ready()) as client:
         missing = await client.post("/nowhere", data=b"")
         wrong = await client.get("/cni")
+        wrong_body = await wrong.read()
 
     assert (missing.status, wrong.status) == (404, 405)
+    assert wrong_body == b"Method not allowed\n"
+    assert wrong.headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert wrong.headers["X-Content-Type-Options"] == "nosniff"
+    assert wrong.headers["Allow"] == "POST"
 
 
 async def test_operator_gc_reports_orphans_and_a_dry_run_collects_nothing(node: Node, serve: Serve) -> None:
