@@ -16,7 +16,8 @@ attachment: the spec makes these files informational (a device plugin need not w
 may write its own), and upstream Multus ignores every error here, so a missing file is logged at
 debug level and a malformed or unwritable one as a warning naming the file; the delegate runs
 without it and network-status has no ``device-info`` for it. Files are written whole (temporary
-file + rename).
+file + rename); start-up recovery removes the temporaries a killed daemon left
+(``remove_leftover_temporaries``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ DEFAULT_DIR: Final = "/var/run/k8s.cni.cncf.io/devinfo"
 """The spec's base directory; ``dp/`` holds device plugins' files, ``cni/`` the files for CNIs."""
 CAPABILITY: Final = "CNIDeviceInfoFile"
 _MAX_BYTES: Final = 1 << 20
+_TEMPORARY_PREFIX: Final = ".devinfo-"
+"""A file being written whole, until its rename (``remove_leftover_temporaries``)."""
 
 
 class DeviceInfoError(ValueError):
@@ -188,10 +191,37 @@ def load(path: str) -> JsonObject:
     return document
 
 
+def remove_leftover_temporaries(base_dir: str) -> list[str]:
+    """Remove the temporary files a writer killed between its ``mkstemp`` and its rename left in
+    ``<base_dir>/cni/`` (a kill -9 of the daemon: nothing else removes them until a reboot empties
+    ``/var/run``); return their names. Only for start-up recovery, before any ADD can write one."""
+    directory = os.path.join(base_dir, "cni")
+    try:
+        names = [name for name in os.listdir(directory) if name.startswith(_TEMPORARY_PREFIX)]
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        log.warning("cannot look for leftover device-info temporaries in %s: %s", directory, exc)
+        return []
+    removed = []
+    for name in names:
+        try:
+            os.unlink(os.path.join(directory, name))
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            log.warning("cannot remove the leftover device-info temporary %s: %s", name, exc)
+            continue
+        removed.append(name)
+    if removed:
+        log.info("removed %d device-info temporaries a killed writer left in %s", len(removed), directory)
+    return removed
+
+
 def _write_whole(path: str, data: bytes) -> None:
     directory = os.path.dirname(path)
     os.makedirs(directory, mode=0o755, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=directory, prefix=".devinfo-")
+    fd, temporary = tempfile.mkstemp(dir=directory, prefix=_TEMPORARY_PREFIX)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)

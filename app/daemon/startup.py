@@ -170,7 +170,7 @@ class Daemon:
         if query_runner is not None:
             servers.push_async_callback(query_runner.cleanup)
         try:
-            await recovery.recover(engine=engine, db=db)
+            await recovery.recover(engine=engine, db=db, device_info_dir=self.settings.device_info_dir)
             await self._replay_spool(engine)
         except Exception:
             log.critical("start-up recovery failed: stopping", exc_info=True)

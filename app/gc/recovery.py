@@ -14,6 +14,9 @@ recorded configuration (invariants 4-6, 11):
   result is possibly present): that delegate alone is DELed; hot-plug attaches it again if the pod
   still asks for it.
 
+A killed run may also have left a device-info file half-written (a temporary never renamed,
+``app.attach.device_info``): it is removed first, before any ADD can write one.
+
 A sandbox whose teardown fails stays recorded (pending, with its error) and does not stop the
 others; GC retries it later. Sandboxes are torn down concurrently, a few at a time.
 
@@ -31,7 +34,7 @@ import time
 from dataclasses import dataclass, field
 
 from app import metrics
-from app.attach import logcontext
+from app.attach import device_info, logcontext
 from app.attach.engine import AttachEngine
 from app.attach.requests import Trigger
 from app.cni import reaper
@@ -72,10 +75,15 @@ def reason(sandbox: SandboxRecord, boot_id: str) -> str:
     raise ValueError(f"sandbox {sandbox.container_id} is settled")
 
 
-async def recover(*, engine: AttachEngine, db: Database) -> RecoveryReport:
-    """Settle every unsettled sandbox; return what was done."""
+async def recover(
+    *, engine: AttachEngine, db: Database, device_info_dir: str | None = None
+) -> RecoveryReport:
+    """Settle every unsettled sandbox, and remove the device-info temporaries a killed run left
+    under ``device_info_dir``; return what was done."""
     started = time.monotonic()
     report = RecoveryReport()
+    if device_info_dir is not None:
+        await asyncio.to_thread(device_info.remove_leftover_temporaries, device_info_dir)
     unsettled = await db.read(
         lambda connection: checkpoints.list_unsettled(connection, boot_id=engine.boot_id)
     )
