@@ -58,6 +58,25 @@ def test_after_it():
 """
 
 
+OUTER_PYTEST_SETTINGS = (
+    "PYTEST_ADDOPTS",
+    "PYTEST_PLUGINS",
+    "PY_COLORS",
+    "FORCE_COLOR",
+    "NO_COLOR",
+    "COLUMNS",
+)
+"""What the environment of the run around this one (CI's, a developer's shell) may set that would
+change the small suite's options or output."""
+
+
+def _child_pytest_environment() -> dict[str, str]:
+    env = child_environment(PYTHONPATH=str(REPOSITORY))
+    for name in OUTER_PYTEST_SETTINGS:
+        env.pop(name, None)
+    return env
+
+
 def _run_suite(directory: Path, source: str) -> subprocess.CompletedProcess[str]:
     (directory / "test_hung.py").write_text(source)
     (directory / "pytest.ini").write_text(
@@ -70,7 +89,7 @@ def _run_suite(directory: Path, source: str) -> subprocess.CompletedProcess[str]
             *("-p", "tests.hang_backstop", "--junitxml", "report.xml", "test_hung.py"),
         ],
         cwd=directory,
-        env=child_environment(PYTHONPATH=str(REPOSITORY)),
+        env=_child_pytest_environment(),
         capture_output=True,
         text=True,
         timeout=120,
