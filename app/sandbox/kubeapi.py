@@ -59,7 +59,14 @@ class KubeApiEmulator:
     410). ``bookmark_interval``: seconds between BOOKMARK events on watches that allow them.
     ``watch_timeout``: stream length when a watch gives no ``timeoutSeconds``. ``watch_queue_size``:
     events a watcher may fall behind before it is closed. ``shutdown_timeout``: how long ``stop``
-    waits for in-flight requests before cancelling them.
+    waits for in-flight requests before cancelling them. ``too_large_wait``: how long a list at a
+    resourceVersion not reached yet waits for it before it is answered 504 with the cause
+    ``ResourceVersionTooLarge`` (the real API server's watch cache waits 3 s; a watch from such a
+    version waits silently until it is reached, as the real one does).
+
+    A cluster whose store went back in time (etcd restored from a backup, without bumping its
+    revision) is a second emulator with fewer revisions: a client keeps the first one's
+    resourceVersions, which the second has not reached.
     """
 
     def __init__(
@@ -71,6 +78,7 @@ class KubeApiEmulator:
         watch_queue_size: int = 1000,
         request_log_size: int = 100_000,
         shutdown_timeout: float = 2.0,
+        too_large_wait: float = 0.1,
     ) -> None:
         self.faults = FaultInjector()
         self.hub = WatchHub(history_size=history_size, queue_size=watch_queue_size)
@@ -83,6 +91,7 @@ class KubeApiEmulator:
             bookmark_interval=bookmark_interval,
         )
         self._watch_timeout = watch_timeout
+        self._too_large_wait = too_large_wait
         self._shutdown_timeout = shutdown_timeout
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
@@ -99,6 +108,7 @@ class KubeApiEmulator:
             requests=self.request_log,
             streams=self.streams,
             default_watch_timeout=self._watch_timeout,
+            too_large_wait=self._too_large_wait,
         )
         runner = web.AppRunner(
             make_app(parts),
@@ -442,6 +452,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--history-size", type=int, default=1000)
     parser.add_argument("--bookmark-interval", type=float, default=60.0)
     parser.add_argument("--watch-timeout", type=float, default=1800.0)
+    parser.add_argument(
+        "--too-large-wait",
+        type=float,
+        default=0.1,
+        help="seconds a list at a resourceVersion not reached yet waits before its 504 (a real server: 3)",
+    )
     parser.add_argument("--log-level", default="WARNING")
     return parser.parse_args(argv)
 
@@ -458,6 +474,7 @@ async def _serve(args: argparse.Namespace) -> None:
         history_size=args.history_size,
         bookmark_interval=args.bookmark_interval,
         watch_timeout=args.watch_timeout,
+        too_large_wait=args.too_large_wait,
     )
     if args.seed:
         for obj in _seed_objects(args.seed):

@@ -8,13 +8,16 @@ status subresource (a pod's ``status`` PUT/PATCH changes status, labels and anno
 never changes status), no-op writes that keep the resourceVersion, empty metadata fields left out
 (``omitempty``: removing the last annotation leaves no ``annotations``), the 256 KiB cap on an
 object's annotations (422), cascading namespace deletion, and paged lists (every page, and an
-``Exact`` list, read at its resourceVersion from the retained history). Every committed change
-goes to the ``WatchHub``. Writes are synchronous and atomic on the event loop thread; callers must
-not use the store from another thread. Part of the emulator, a test/demo tool.
+``Exact`` list, read at its resourceVersion from the retained history; a list at a version not
+reached yet is refused 504 ``ResourceVersionTooLarge``, once ``wait_until_reached`` has given it
+the short wait the real watch cache gives). Every committed change goes to the ``WatchHub``.
+Writes are synchronous and atomic on the event loop thread; callers must not use the store from
+another thread. Part of the emulator, a test/demo tool.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -90,6 +93,8 @@ class ObjectStore:
         self.hub = hub
         self._clock = clock
         self._resource_version = 0
+        self._progressed = asyncio.Event()
+        """Set (and replaced) whenever the resourceVersion moves: ``wait_until_reached`` waits on it."""
         self._objects: dict[Resource, dict[ObjectKey, StoredObject]] = {r: {} for r in resources.ALL}
         for name in INITIAL_NAMESPACES:
             self.create(NAMESPACES, None, {"metadata": {"name": name}})
@@ -101,7 +106,15 @@ class ObjectStore:
 
     def _next_resource_version(self) -> int:
         self._resource_version += 1
+        progressed, self._progressed = self._progressed, asyncio.Event()
+        progressed.set()  # waiters run once this synchronous write has finished
         return self._resource_version
+
+    async def wait_until_reached(self, resource_version: int) -> None:
+        """Return once the newest resourceVersion is ``resource_version`` or later. Bound it with
+        ``asyncio.timeout``: as the watch cache does for a read at a version it has not seen yet."""
+        while self._resource_version < resource_version:
+            await self._progressed.wait()
 
     # reads
 
@@ -148,7 +161,11 @@ class ObjectStore:
         """A list response: one page when ``limit`` is set, continuing after a ``continue`` token.
 
         A continued page, and an ``Exact`` list, are read at their resourceVersion, as etcd reads
-        at a revision: every page of one list shows the same snapshot.
+        at a revision: every page of one list shows the same snapshot. Any other list is read at
+        the newest version (``NotOlderThan``, or the legacy semantics of a resourceVersion without
+        ``resourceVersionMatch``). A list at a version not reached yet (but ``0``, "any") is
+        refused 504 with the cause ``ResourceVersionTooLarge``, whatever its match; the server
+        gives it its wait first (``wait_until_reached``).
         """
         compacted = self.hub.compacted_resource_version(resource)
         list_rv = self._resource_version
@@ -157,12 +174,13 @@ class ObjectStore:
             list_rv, start_after = _decode_continue(query.continue_token)
             if list_rv < compacted:
                 raise expired_continue(_encode_continue(self._resource_version, start_after))
-        elif query.exact and query.resource_version is not None:
-            if query.resource_version < compacted:
-                raise too_old_resource_version(query.resource_version, compacted)
+        elif query.resource_version is not None:
             if query.resource_version > self._resource_version:
                 raise too_large_resource_version(query.resource_version, self._resource_version)
-            list_rv = query.resource_version
+            if query.exact:
+                if query.resource_version < compacted:
+                    raise too_old_resource_version(query.resource_version, compacted)
+                list_rv = query.resource_version
         objects = self._objects[resource] if list_rv == self._resource_version else None
         items = _select(
             objects if objects is not None else self._state_at(resource, list_rv),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import aiohttp
@@ -141,6 +142,55 @@ async def test_exact_list_of_a_version_not_reached_yet_answers_504_too_large(
     status = json.loads(raised.value.body)
     assert status["reason"] == "Timeout"
     assert status["details"]["causes"][0]["reason"] == "ResourceVersionTooLarge"
+
+
+@pytest.mark.parametrize("match", ["NotOlderThan", None])
+async def test_a_list_at_a_version_not_reached_yet_answers_504_too_large_as_the_watch_cache(
+    core: client.CoreV1Api, emulator: KubeApiEmulator, match: str | None
+) -> None:
+    """A client holding a resourceVersion of before an etcd restore asks for one the server has not
+    reached: after its short wait, the watch cache answers 504 naming the cause (not the state it
+    has, as it does for any version it has reached)."""
+    current = emulator.resource_version
+    future = str(int(current) + 5)
+
+    with pytest.raises(ApiException) as raised:
+        await core.list_namespaced_pod(
+            "default",
+            limit=1,
+            resource_version=future,
+            **({"resource_version_match": match} if match else {}),  # type: ignore[arg-type]
+        )
+
+    assert raised.value.status == 504
+    assert raised.value.body is not None
+    status = json.loads(raised.value.body)
+    assert status["reason"] == "Timeout"
+    assert status["message"] == f"Timeout: Too large resource version: {future}, current: {current}"
+    assert status["details"]["causes"] == [
+        {"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}
+    ]
+    assert status["details"]["retryAfterSeconds"] == 1
+
+
+async def test_a_list_at_a_version_reached_while_it_waits_is_answered_at_the_newest() -> None:
+    async with KubeApiEmulator(too_large_wait=60.0) as emulator:
+        future = int(emulator.resource_version) + 2
+        since = emulator.last_request_seq
+        path = f"/api/v1/namespaces/default/pods?resourceVersion={future}&resourceVersionMatch=NotOlderThan"
+        async with aiohttp.ClientSession() as session:
+            answer = asyncio.create_task(session.get(f"{emulator.url}{path}"), name="test.list")
+            async with asyncio.timeout(10):
+                await emulator.wait_for_request(since=since, path="resourceVersion=")
+                assert not answer.done()
+                emulator.create_pod(pod_manifest("p"))
+                emulator.create_pod(pod_manifest("q"))
+                async with await answer as response:
+                    body = await response.json()
+
+    assert response.status == 200
+    assert body["metadata"]["resourceVersion"] == str(future)
+    assert [pod["metadata"]["name"] for pod in body["items"]] == ["p", "q"]
 
 
 @pytest.mark.parametrize(
