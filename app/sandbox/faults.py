@@ -64,11 +64,19 @@ class FailureRule:
     retry_after: int | None = None
     reason: str | None = None
     message: str | None = None
+    cause: str | None = None
+    """The reason of the one cause the ``Status`` names (``details.causes``), e.g.
+    ``ResourceVersionTooLarge``; None: no causes."""
 
     def error(self) -> ApiError:
         message = self.message or f"fault injected by the Kubernetes API emulator: HTTP {self.status}"
+        details = {"causes": [{"reason": self.cause, "message": message}]} if self.cause else None
         return ApiError(
-            self.status, message, reason=self.reason or reason_for(self.status), retry_after=self.retry_after
+            self.status,
+            message,
+            reason=self.reason or reason_for(self.status),
+            details=details,
+            retry_after=self.retry_after,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -79,6 +87,7 @@ class FailureRule:
             "retryAfter": self.retry_after,
             "reason": self.reason,
             "message": self.message,
+            "cause": self.cause,
         }
 
 
@@ -122,15 +131,17 @@ class FaultInjector:
         retry_after: int | None = None,
         reason: str | None = None,
         message: str | None = None,
+        cause: str | None = None,
     ) -> FailureRule:
         """Fail the next ``count`` requests matching ``method``/``path`` (regexes) with ``status``.
 
-        ``retry_after`` sets the ``Retry-After`` header (use it with 429 or 503).
+        ``retry_after`` sets the ``Retry-After`` header (use it with 429 or 503); ``cause`` names
+        one cause in the ``Status`` (``details.causes[].reason``).
         """
         if count < 1 or not 400 <= status <= 599:
             raise bad_request(f"fail_next needs count >= 1 and an error status, got {count} x {status}")
         rule = FailureRule(
-            RequestMatcher.of(method=method, path=path), status, count, retry_after, reason, message
+            RequestMatcher.of(method=method, path=path), status, count, retry_after, reason, message, cause
         )
         self._failures.append(rule)
         return rule
@@ -223,7 +234,8 @@ class FaultInjector:
 
         Actions: ``fail``, ``latency``, ``pause``, ``resume``, ``clear``.
 
-        ``fail``: ``count``, ``status``, ``method``, ``path``, ``retryAfter``, ``reason``, ``message``;
+        ``fail``: ``count``, ``status``, ``method``, ``path``, ``retryAfter``, ``reason``, ``message``,
+        ``cause``;
         ``latency``: ``seconds`` (0 clears all latency), ``method``, ``path``.
         """
         if not isinstance(payload, dict):
@@ -238,6 +250,7 @@ class FaultInjector:
                 retry_after=_optional_int(payload, "retryAfter"),
                 reason=_optional_str(payload, "reason"),
                 message=_optional_str(payload, "message"),
+                cause=_optional_str(payload, "cause"),
             )
         elif action == "latency":
             seconds = payload.get("seconds")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -48,6 +49,22 @@ async def test_injected_429_carries_retry_after(core: client.CoreV1Api, emulator
     assert raised.value.headers is not None
     assert raised.value.headers["Retry-After"] == "3"
     assert '"reason":"TooManyRequests"' in raised.value.body  # type: ignore[operator]  # the client decodes it to str
+
+
+async def test_an_injected_failure_can_name_a_cause_in_its_status(
+    core: client.CoreV1Api, emulator: KubeApiEmulator
+) -> None:
+    emulator.faults.configure(
+        {"action": "fail", "status": 504, "cause": "ResourceVersionTooLarge", "message": "too large"}
+    )
+
+    with pytest.raises(ApiException) as raised:
+        await core.list_namespace()
+
+    assert raised.value.status == 504
+    status = json.loads(raised.value.body)  # type: ignore[arg-type]  # the client decodes it to str
+    assert status["reason"] == "Timeout"
+    assert status["details"]["causes"] == [{"reason": "ResourceVersionTooLarge", "message": "too large"}]
 
 
 async def test_injected_failure_hits_only_matching_method_and_path(
