@@ -25,7 +25,7 @@ from urllib.parse import urlencode
 import aiohttp
 
 from app import metrics
-from app.watch.errors import ApiError, ApiProtocolError, ApiUnreachableError, error_for_status
+from app.watch.errors import ApiError, ApiProtocolError, ApiUnreachableError, error_for_status, status_causes
 from app.watch.settings import WatchSettings
 
 if TYPE_CHECKING:
@@ -254,35 +254,21 @@ async def _read(response: aiohttp.ClientResponse, method: str, path: str) -> byt
 
 
 def _error_from(response: aiohttp.ClientResponse, data: bytes) -> ApiError:
-    return error_for_status(
-        response.status,
-        _status_message(data, response.reason or ""),
-        retry_after=_retry_after(response.headers),
-        fields=_status_fields(data),
-    )
-
-
-def _status_fields(data: bytes) -> tuple[str, ...]:
-    """The fields a ``Status`` body names as its causes (``details.causes[].field``)."""
-    try:
-        status = json.loads(data)
-    except ValueError:
-        return ()
-    details = status.get("details") if isinstance(status, dict) else None
-    causes = details.get("causes") if isinstance(details, dict) else None
-    if not isinstance(causes, list):
-        return ()
-    return tuple(
-        cause["field"] for cause in causes if isinstance(cause, dict) and isinstance(cause.get("field"), str)
-    )
-
-
-def _status_message(data: bytes, fallback: str) -> str:
-    """The ``message`` of a ``Status`` body, else the raw body, shortened."""
     try:
         status = json.loads(data)
     except ValueError:
         status = None
+    return error_for_status(
+        response.status,
+        _status_message(status, data, response.reason or ""),
+        retry_after=_retry_after(response.headers),
+        fields=status_causes(status, "field"),
+        causes=status_causes(status, "reason"),
+    )
+
+
+def _status_message(status: object, data: bytes, fallback: str) -> str:
+    """The ``message`` of a ``Status`` body (``status``, as decoded), else the raw body, shortened."""
     if isinstance(status, dict) and isinstance(status.get("message"), str):
         return str(status["message"])
     text = data.decode("utf-8", "replace").strip()

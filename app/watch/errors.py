@@ -2,22 +2,36 @@
 
 Raised by ``app.watch.api`` (which turns HTTP statuses and aiohttp errors into these, chaining
 the original) and caught by the watch loops, the sources and the status publisher, which decide
-to retry, relist or give up from the class alone. Nothing outside ``app.watch`` sees them: the
+to retry, relist or give up from the class alone. The class comes from the HTTP status and, where
+a ``Status`` names one, from its machine-readable cause (``details.causes[].reason``), never from
+its message. Nothing outside ``app.watch`` sees them: the
 sources and the publisher translate them into ``app.attach.cluster.ClusterUnavailableError``.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 
 class KubeConfigError(Exception):
     """The configured way to reach the cluster is unusable (kubeconfig missing or invalid)."""
 
 
+RESOURCE_VERSION_TOO_LARGE = "ResourceVersionTooLarge"
+"""The cause (``details.causes[].reason``) of a read at a resourceVersion the server has not reached."""
+
+
 class ApiError(Exception):
     """The API answered, or could not be reached. ``status`` is 0 when no HTTP answer came."""
 
     def __init__(
-        self, status: int, message: str, *, retry_after: float | None = None, fields: tuple[str, ...] = ()
+        self,
+        status: int,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        fields: tuple[str, ...] = (),
+        causes: tuple[str, ...] = (),
     ) -> None:
         super().__init__(f"HTTP {status}: {message}" if status else message)
         self.status = status
@@ -25,6 +39,8 @@ class ApiError(Exception):
         self.retry_after = retry_after
         self.fields = fields
         """The fields a ``Status`` answer names as the causes (``details.causes[].field``)."""
+        self.causes = causes
+        """The reasons a ``Status`` answer gives as its causes (``details.causes[].reason``)."""
 
 
 class ApiNotFoundError(ApiError):
@@ -41,6 +57,13 @@ class ApiGoneError(ApiError):
 
 class ApiTransientError(ApiError):
     """429 or 5xx: the server is overloaded or failing; retry after a delay."""
+
+
+class ApiResourceVersionTooLargeError(ApiTransientError):
+    """A 504 whose ``Status`` names the cause ``ResourceVersionTooLarge``: the server has not reached
+    the resourceVersion asked for. A saved watch position from before its store went back in time
+    (etcd restored from a backup) is never reached by waiting, and a watch from it would stream
+    nothing: the watch forgets it and relists (client-go's reflector does so too)."""
 
 
 class ApiUnreachableError(ApiError):
@@ -60,11 +83,18 @@ RETRYABLE_ERRORS: tuple[type[ApiError], ...] = (ApiConflictError, ApiTransientEr
 
 
 def error_for_status(
-    status: int, message: str, *, retry_after: float | None = None, fields: tuple[str, ...] = ()
+    status: int,
+    message: str,
+    *,
+    retry_after: float | None = None,
+    fields: tuple[str, ...] = (),
+    causes: tuple[str, ...] = (),
 ) -> ApiError:
-    """The exception class for an HTTP error ``status``."""
+    """The exception for an HTTP error ``status`` whose ``Status`` names ``causes`` (their reasons)."""
     cls: type[ApiError]
-    if status == 404:
+    if status == 504 and RESOURCE_VERSION_TOO_LARGE in causes:
+        cls = ApiResourceVersionTooLargeError
+    elif status == 404:
         cls = ApiNotFoundError
     elif status == 409:
         cls = ApiConflictError
@@ -74,4 +104,15 @@ def error_for_status(
         cls = ApiTransientError
     else:
         cls = ApiRejectedError
-    return cls(status, message, retry_after=retry_after, fields=fields)
+    return cls(status, message, retry_after=retry_after, fields=fields, causes=causes)
+
+
+def status_causes(status: object, key: Literal["field", "reason"]) -> tuple[str, ...]:
+    """The ``key`` of every cause a decoded ``Status`` names (``details.causes[].<key>``)."""
+    details = status.get("details") if isinstance(status, dict) else None
+    causes = details.get("causes") if isinstance(details, dict) else None
+    if not isinstance(causes, list):
+        return ()
+    return tuple(
+        cause[key] for cause in causes if isinstance(cause, dict) and isinstance(cause.get(key), str)
+    )

@@ -154,7 +154,7 @@ class MirrorWriter:
                     del self._sightings[key]
 
     def forget_position(self) -> None:
-        """The position expired (410): the next start relists."""
+        """The position expired (410) or the server has not reached it: the next start relists."""
         self.resource_version = ""
 
     async def write_snapshot(

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from app.store.mirror_records import NadRecord, ObjectKey, PodRecord
-from app.watch.errors import ApiProtocolError, error_for_status
+from app.watch.errors import ApiProtocolError, error_for_status, status_causes
 
 JsonObject = dict[str, Any]
 Record = PodRecord | NadRecord
@@ -58,6 +58,18 @@ class WatchTarget:
             query.append(("fieldSelector", self.field_selector))
         if continue_token:
             query.append(("continue", continue_token))
+        return query
+
+    def position_check_query(self, resource_version: str) -> list[tuple[str, str]]:
+        """A LIST of at most one object at ``resource_version`` or newer: the watch cache answers
+        it at once when it has reached that version, else 504 ``ResourceVersionTooLarge``."""
+        query = [
+            ("limit", "1"),
+            ("resourceVersion", resource_version),
+            ("resourceVersionMatch", "NotOlderThan"),
+        ]
+        if self.field_selector:
+            query.append(("fieldSelector", self.field_selector))
         return query
 
     def watch_query(self, *, resource_version: str, timeout_seconds: int) -> list[tuple[str, str]]:
@@ -185,7 +197,8 @@ WatchItem = Upsert | Delete | Bookmark
 def parse_event(target: WatchTarget, line: bytes) -> WatchItem | None:
     """One watch line as an item; None for an event type the API may add later (ignored).
 
-    An ``ERROR`` event raises the ``ApiError`` its ``Status`` names (410: ``ApiGoneError``).
+    An ``ERROR`` event raises the ``ApiError`` its ``Status`` names (410: ``ApiGoneError``; 504
+    with the cause ``ResourceVersionTooLarge``: ``ApiResourceVersionTooLargeError``).
     """
     try:
         event = json.loads(line)
@@ -195,7 +208,12 @@ def parse_event(target: WatchTarget, line: bytes) -> WatchItem | None:
         raise ApiProtocolError(0, "a watch line without an object")
     kind, obj = event.get("type"), event["object"]
     if kind == "ERROR":
-        raise error_for_status(int(obj.get("code") or 500), str(obj.get("message", "watch error")))
+        raise error_for_status(
+            int(obj.get("code") or 500),
+            str(obj.get("message", "watch error")),
+            fields=status_causes(obj, "field"),
+            causes=status_causes(obj, "reason"),
+        )
     if kind == "BOOKMARK":
         return Bookmark(_text(_bookmark_metadata(obj), "resourceVersion"))
     if kind in ("ADDED", "MODIFIED"):

@@ -34,8 +34,9 @@ class WatchSettings:
     """How long a watch position reached without any mirrored change (bookmarks, echoes of our
     own status patches) may stay unwritten; a restart then replays a few harmless events."""
     resume_settle: float = 0.5
-    """After resuming from a stored resourceVersion, the mirror counts as synced at the first
-    bookmark, or once the stream has been quiet this long (the server's replay is over)."""
+    """After resuming from a stored resourceVersion (once a LIST at it showed the server has
+    reached it), the mirror counts as synced at the first bookmark, or once the stream has been
+    quiet this long (the server's replay is over)."""
 
     backoff_initial: float = 0.2
     """First delay before reconnecting after an error; doubles up to ``backoff_max``."""

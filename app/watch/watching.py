@@ -5,10 +5,18 @@
   after a capped exponential backoff with jitter (reset once a write succeeds, or once a call ran
   ``backoff_reset_after`` before it ended), never sooner than an error's ``Retry-After`` (up to
   ``backoff_max``). It never lets an exception escape, except cancellation.
-- ``continuous_watch`` resumes from the stored resourceVersion when there is one (no LIST after a
-  restart), or lists page by page, writes the snapshot to the mirror (deletions reconciled) and
-  marks it synced; then watches from the position with bookmarks, one stream after another,
-  writing each batch, until the server says 410 Gone (it returns: the caller relists).
+- ``continuous_watch`` resumes from the stored resourceVersion when there is one (no full LIST
+  after a restart), or lists page by page, writes the snapshot to the mirror (deletions
+  reconciled) and marks it synced; then watches from the position with bookmarks, one stream
+  after another, writing each batch, until the server says 410 Gone (it returns: the caller
+  relists). A resumed position is never trusted before the server has shown it reached it: until
+  the mirror is synced, one ``LIST ?limit=1&resourceVersion=<position>&resourceVersionMatch=
+  NotOlderThan`` (from the watch cache, cheap) comes first. A server whose store went back in
+  time (etcd restored from a backup without bumping its revision) answers it 504 with the cause
+  ``ResourceVersionTooLarge``: a watch from that position would hear nothing of the restored
+  objects, for ever, while the mirror of the old world counted as synced. That answer, on this
+  LIST or on any watch, forgets the position and relists at once, as a 410 does; a 504 without
+  that cause is an ordinary transient error, retried with backoff.
 - ``watch_objs`` is one streaming request whose inactivity deadline is reset by every line.
 
 Called by ``Watchers`` (one ``infinite_watch`` task per target); each layer is usable alone in
@@ -28,7 +36,7 @@ from contextlib import aclosing
 
 from app.watch.api import KubeApi
 from app.watch.backoff import Backoff
-from app.watch.errors import ApiError, ApiGoneError
+from app.watch.errors import ApiError, ApiGoneError, ApiResourceVersionTooLargeError
 from app.watch.mirroring import MirrorWriter
 from app.watch.resources import Bookmark, Record, WatchItem, WatchTarget, parse_event
 from app.watch.settings import WatchSettings
@@ -45,12 +53,13 @@ class WatchEnd(enum.Enum):
     """Why ``continuous_watch`` returned."""
 
     EXPIRED = "expired"
-    """410 Gone: relist now."""
+    """410 Gone, or a position the server has not reached (``ResourceVersionTooLarge``): relist now."""
     IDLE = "idle"
     """Streams end at once without delivering anything: back off before trying again."""
     EXPIRED_AT_ONCE = "expired at once"
-    """410 Gone before any stream wrote anything since this call's own relist: the server's watch
-    history does not reach its own LIST; relisting at once would hammer it, so back off first."""
+    """410 Gone (or too large) before any stream wrote anything since this call's own relist: the
+    server's watch history does not reach its own LIST; relisting at once would hammer it, so back
+    off first."""
 
 
 async def infinite_watch(
@@ -106,9 +115,22 @@ def reconnect_backoff(settings: WatchSettings, *, clock: Callable[[], float] = t
 
 
 async def continuous_watch(*, api: KubeApi, writer: MirrorWriter, settings: WatchSettings) -> WatchEnd:
-    """Relist if there is no position, then watch stream after stream until 410 (raises on errors)."""
+    """Relist if there is no position, or a resumed one the server has not reached; then watch
+    stream after stream until 410 or a position not reached (raises on other errors)."""
     target = writer.target
     relisted_at: int | None = None
+    if writer.resource_version and not writer.state.synced.is_set():
+        try:
+            await check_position(api=api, writer=writer)
+        except ApiResourceVersionTooLargeError as exc:
+            log.warning(
+                "watch %s: the API server has not reached the saved resourceVersion %s (%s): its store "
+                "went back in time; relisting",
+                target.key,
+                writer.resource_version,
+                exc.message,
+            )
+            writer.forget_position()
     if not writer.resource_version:
         await relist(api=api, writer=writer, settings=settings)
         relisted_at = writer.writes
@@ -120,14 +142,22 @@ async def continuous_watch(*, api: KubeApi, writer: MirrorWriter, settings: Watc
             await _stream_into_mirror(
                 api=api, writer=writer, settings=settings, confirm_resume=confirm_resume
             )
-        except ApiGoneError:
-            log.info("watch %s: resourceVersion %s expired, relisting", target.key, writer.resource_version)
+        except (ApiGoneError, ApiResourceVersionTooLargeError) as exc:
+            position = writer.resource_version
+            log.info("watch %s: position %s unusable (%s); relisting", target.key, position, exc)
             writer.forget_position()
             if relisted_at is not None and writer.writes == relisted_at:
                 return WatchEnd.EXPIRED_AT_ONCE
             return WatchEnd.EXPIRED
         if writer.writes == writes_before and loop.time() - started < MIN_USEFUL_STREAM:
             return WatchEnd.IDLE
+
+
+async def check_position(*, api: KubeApi, writer: MirrorWriter) -> None:
+    """Ask the server whether it has reached the writer's position: one LIST of at most one object,
+    which raises ``ApiResourceVersionTooLargeError`` when it has not (its answer is not kept)."""
+    target = writer.target
+    await api.get(target.path, query=target.position_check_query(writer.resource_version))
 
 
 async def relist(*, api: KubeApi, writer: MirrorWriter, settings: WatchSettings) -> None:

@@ -173,14 +173,24 @@ async def connected(
         await api.close()
 
 
-def lists_since(emulator: KubeApiEmulator, since: int) -> list[str]:
-    """Paths of LIST requests (GET of a collection, not a watch) after request ``since``."""
+def _lists_since(emulator: KubeApiEmulator, since: int) -> list[str]:
+    """Paths of LIST requests (GET of a pod or NAD collection, not a watch) after request ``since``."""
     return [
         record.path
         for record in emulator.requests(since=since, method="GET")
         if ("/pods?" in record.path or "network-attachment-definitions?" in record.path)
         and "watch=true" not in record.path
     ]
+
+
+def lists_since(emulator: KubeApiEmulator, since: int) -> list[str]:
+    """Paths of full LISTs (relists: no resourceVersion asked) after request ``since``."""
+    return [path for path in _lists_since(emulator, since) if "resourceVersion=" not in path]
+
+
+def position_checks_since(emulator: KubeApiEmulator, since: int) -> list[str]:
+    """Paths of the one-object LISTs at a resumed position after request ``since``."""
+    return [path for path in _lists_since(emulator, since) if "resourceVersion=" in path]
 
 
 def watches_since(emulator: KubeApiEmulator, since: int, resource: str) -> list[str]:

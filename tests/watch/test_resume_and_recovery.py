@@ -21,6 +21,7 @@ from tests.watch.support import (
     mirrored_pods,
     nad_config,
     pod_manifest,
+    position_checks_since,
     watch_state,
     watches_since,
 )
@@ -29,12 +30,16 @@ from tests.watch.support import (
 async def test_a_restarted_watcher_resumes_from_the_stored_resource_version_without_listing(
     emulator: KubeApiEmulator, api: KubeApi, database: Database, settings: WatchSettings
 ) -> None:
+    """A healthy restart costs each watch one LIST of at most one object at its saved position
+    (the server shows it has reached it), never a full relist."""
     emulator.create_pod(pod_manifest("gone-while-down"))
     emulator.create_nad("default", "old", nad_config("old"))
     async with Running.start(api=api, database=database, settings=settings):
         await eventually(mirrored_pods(database), lambda pods: len(pods) == 1)
     stored = await watch_state(database, "pods")()
+    stored_nads = await watch_state(database, "nads")()
     assert stored is not None
+    assert stored_nads is not None
     emulator.delete_pod("default", "gone-while-down")
     emulator.create_pod(pod_manifest("new-while-down"))
     emulator.create_nad("default", "new", nad_config("new"))
@@ -47,6 +52,12 @@ async def test_a_restarted_watcher_resumes_from_the_stored_resource_version_with
     assert list(pods) == [("default", "new-while-down")]
     assert sorted(nads) == [("default", "new"), ("default", "old")]
     assert lists_since(emulator, since) == []
+    assert sorted(position_checks_since(emulator, since)) == [
+        "/api/v1/pods?limit=1&resourceVersion="
+        f"{stored.resource_version}&resourceVersionMatch=NotOlderThan&fieldSelector=spec.nodeName%3D{NODE}",
+        "/apis/k8s.cni.cncf.io/v1/network-attachment-definitions?limit=1&resourceVersion="
+        f"{stored_nads.resource_version}&resourceVersionMatch=NotOlderThan",
+    ]
     assert f"resourceVersion={stored.resource_version}" in watches_since(emulator, since, "/pods")[0]
     assert running.watchers.pod_state.relists == 0
     assert running.watchers.synced
@@ -79,7 +90,8 @@ async def test_an_expired_resource_version_relists_and_reconciles_deletions(
     assert state is not None
     assert state.relists == 2
     expired = next(record for record in emulator.requests(since=since, path=r"/api/v1/pods\?watch=true"))
-    relisted = next(record for record in emulator.requests(since=since, path=r"/api/v1/pods\?limit"))
+    relist = rf"/api/v1/pods\?limit={settings.list_page_size}&"  # not the position check (limit=1)
+    relisted = next(record for record in emulator.requests(since=since, path=relist))
     assert expired.seq < relisted.seq
 
 
