@@ -16,7 +16,11 @@
   ``ResourceVersionTooLarge``: a watch from that position would hear nothing of the restored
   objects, for ever, while the mirror of the old world counted as synced. That answer, on this
   LIST or on any watch, forgets the position and relists at once, as a 410 does; a 504 without
-  that cause is an ordinary transient error, retried with backoff.
+  that cause is an ordinary transient error, retried with backoff. A running watch asks the same
+  question again whenever it has reason to doubt its position: after a failed call (an etcd
+  restore takes the API servers down and up again), after streams that ended at once, and after
+  a stream that heard nothing at all, not even a bookmark (a watch from a position the server has
+  not reached waits silently).
 - ``watch_objs`` is one streaming request whose inactivity deadline is reset by every line.
 
 Called by ``Watchers`` (one ``infinite_watch`` task per target); each layer is usable alone in
@@ -76,6 +80,7 @@ async def infinite_watch(
     backoff = _backoff or reconnect_backoff(settings)
     await _load_position(writer)
     iteration = 0
+    doubt_position = False
     while not (stop is not None and stop.is_set()) and (_iterations is None or iteration < _iterations):
         iteration += 1
         writes_before = writer.writes
@@ -83,7 +88,9 @@ async def infinite_watch(
         end: WatchEnd | None
         retry_after: float | None = None
         try:
-            end = await continuous_watch(api=api, writer=writer, settings=settings)
+            end = await continuous_watch(
+                api=api, writer=writer, settings=settings, doubt_position=doubt_position
+            )
         except ApiError as exc:
             writer.state.note_error(exc)
             log.warning("watch %s failed: %s", target.key, exc)
@@ -94,6 +101,8 @@ async def infinite_watch(
             end = None
         if writer.writes != writes_before and end is not WatchEnd.EXPIRED_AT_ONCE:
             backoff.reset()
+        doubt_position = end is None or end is WatchEnd.IDLE  # an outage (an API server restarted
+        # on a restored store, say) or streams that heard nothing: ask before watching from it again
         if end is WatchEnd.EXPIRED:
             continue
         delay = backoff.next_delay()
@@ -114,23 +123,20 @@ def reconnect_backoff(settings: WatchSettings, *, clock: Callable[[], float] = t
     )
 
 
-async def continuous_watch(*, api: KubeApi, writer: MirrorWriter, settings: WatchSettings) -> WatchEnd:
-    """Relist if there is no position, or a resumed one the server has not reached; then watch
-    stream after stream until 410 or a position not reached (raises on other errors)."""
+async def continuous_watch(
+    *, api: KubeApi, writer: MirrorWriter, settings: WatchSettings, doubt_position: bool = False
+) -> WatchEnd:
+    """Relist if there is no position, or one the server has not reached; then watch stream after
+    stream until 410 or a position not reached (raises on other errors).
+
+    The position is checked with the server (``check_position``) before its first stream when the
+    mirror was resumed and is not synced yet, or with ``doubt_position`` (the caller's last call
+    failed or heard nothing), and after any stream that heard nothing at all, not even a bookmark.
+    """
     target = writer.target
     relisted_at: int | None = None
-    if writer.resource_version and not writer.state.synced.is_set():
-        try:
-            await check_position(api=api, writer=writer)
-        except ApiResourceVersionTooLargeError as exc:
-            log.warning(
-                "watch %s: the API server has not reached the saved resourceVersion %s (%s): its store "
-                "went back in time; relisting",
-                target.key,
-                writer.resource_version,
-                exc.message,
-            )
-            writer.forget_position()
+    if writer.resource_version and (doubt_position or not writer.state.synced.is_set()):
+        await _forget_position_unless_reached(api=api, writer=writer)
     if not writer.resource_version:
         await relist(api=api, writer=writer, settings=settings)
         relisted_at = writer.writes
@@ -139,18 +145,44 @@ async def continuous_watch(*, api: KubeApi, writer: MirrorWriter, settings: Watc
         started, writes_before = loop.time(), writer.writes
         confirm_resume = not writer.state.synced.is_set()
         try:
-            await _stream_into_mirror(
+            heard = await _stream_into_mirror(
                 api=api, writer=writer, settings=settings, confirm_resume=confirm_resume
             )
         except (ApiGoneError, ApiResourceVersionTooLargeError) as exc:
             position = writer.resource_version
             log.info("watch %s: position %s unusable (%s); relisting", target.key, position, exc)
             writer.forget_position()
-            if relisted_at is not None and writer.writes == relisted_at:
-                return WatchEnd.EXPIRED_AT_ONCE
-            return WatchEnd.EXPIRED
+            return _expired(writer, relisted_at)
         if writer.writes == writes_before and loop.time() - started < MIN_USEFUL_STREAM:
             return WatchEnd.IDLE
+        if not heard and not await _forget_position_unless_reached(api=api, writer=writer):
+            return _expired(writer, relisted_at)
+
+
+def _expired(writer: MirrorWriter, relisted_at: int | None) -> WatchEnd:
+    """How a call that forgot its position ends: relist at once, unless the position came from
+    this call's own relist and nothing was written since (``EXPIRED_AT_ONCE``)."""
+    if relisted_at is not None and writer.writes == relisted_at:
+        return WatchEnd.EXPIRED_AT_ONCE
+    return WatchEnd.EXPIRED
+
+
+async def _forget_position_unless_reached(*, api: KubeApi, writer: MirrorWriter) -> bool:
+    """Check the writer's position with the server; forget it (and say False) when the server has
+    not reached it: its store went back in time, and a watch from it would hear nothing, for ever."""
+    try:
+        await check_position(api=api, writer=writer)
+    except ApiResourceVersionTooLargeError as exc:
+        log.warning(
+            "watch %s: the API server has not reached the resourceVersion %s (%s): its store went back"
+            " in time; relisting",
+            writer.target.key,
+            writer.resource_version,
+            exc.message,
+        )
+        writer.forget_position()
+        return False
+    return True
 
 
 async def check_position(*, api: KubeApi, writer: MirrorWriter) -> None:
@@ -200,12 +232,14 @@ async def _list_all(
 
 async def _stream_into_mirror(
     *, api: KubeApi, writer: MirrorWriter, settings: WatchSettings, confirm_resume: bool
-) -> None:
-    """One stream from the writer's position into the mirror, batch by batch.
+) -> bool:
+    """One stream from the writer's position into the mirror, batch by batch; whether anything
+    (an event or a bookmark) came.
 
     ``confirm_resume``: the mirror was resumed, not relisted, in this process; it becomes synced
     at the first bookmark or once the server's replay is over (the stream goes quiet).
     """
+    heard = False
     quiet_after = settings.resume_settle if confirm_resume else None
     stream = watch_objs(
         api=api,
@@ -216,10 +250,12 @@ async def _stream_into_mirror(
     )
     async with aclosing(stream):
         async for batch in stream:
+            heard = heard or bool(batch)
             await writer.write_batch(batch)
             if confirm_resume and (not batch or any(isinstance(item, Bookmark) for item in batch)):
                 writer.state.mark_synced()
                 confirm_resume = False
+    return heard
 
 
 async def watch_objs(

@@ -12,12 +12,16 @@ counts only once a LIST at it has been answered; a 504 naming the cause ``Resour
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from app.sandbox.kubeapi import KubeApiEmulator
+from app.store import mirror
 from app.store.database import Database
 from app.watch import watching
 from app.watch.api import KubeApi
@@ -179,3 +183,73 @@ def test_a_watch_error_event_is_classified_by_its_status_cause_not_its_message(
         parse_event(PODS, line)
 
     assert type(raised.value) is expected
+
+
+def relists_of(writer: MirrorWriter) -> Callable[[], Awaitable[int]]:
+    async def relists() -> int:
+        return writer.state.relists
+
+    return relists
+
+
+async def synced_writer_beyond_the_server(
+    *, api: KubeApi, emulator: KubeApiEmulator, database: Database, settings: WatchSettings
+) -> MirrorWriter:
+    """A running daemon's synced pod watch whose position the server has not reached: the API
+    server came back on a store restored from an older backup while the daemon kept running."""
+    writer = await restarted_writer(api=api, database=database, settings=settings)
+    beyond = str(int(emulator.resource_version) + 1000)
+    await database.write(
+        partial(mirror.record_progress, key=PODS.key, resource_version=beyond, events=1, at=None)
+    )
+    writer.state.mark_synced()
+    return writer
+
+
+async def test_after_an_outage_a_running_watch_checks_its_position_before_watching_from_it_again(
+    emulator: KubeApiEmulator, api: KubeApi, database: Database, settings: WatchSettings
+) -> None:
+    """An etcd restore takes the API servers down and up again: the running daemon's watch fails,
+    then would reconnect from its position, one the restored store has not reached, and hear
+    nothing of the restored world for ever while its mirror counts as synced."""
+    writer = await synced_writer_beyond_the_server(
+        api=api, emulator=emulator, database=database, settings=settings
+    )
+    emulator.faults.fail_next(1, status=503, path="/pods.*watch=true")
+    since = emulator.last_request_seq
+
+    loop = asyncio.create_task(watching.infinite_watch(api=api, writer=writer, settings=settings))
+    try:
+        await eventually(relists_of(writer), lambda relists: relists == 1)
+    finally:
+        loop.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await loop
+
+    assert writer.state.errors == 1
+    assert len(position_checks_since(emulator, since)) == 1
+    assert len(lists_since(emulator, since)) == 1
+
+
+async def test_a_stream_that_heard_nothing_not_even_a_bookmark_has_its_position_checked(
+    emulator: KubeApiEmulator, api: KubeApi, database: Database, settings: WatchSettings
+) -> None:
+    """A watch from a position the server has not reached waits silently: no event, no bookmark.
+    Once a stream has heard nothing for the inactivity window, the position is checked."""
+    quick = dataclasses.replace(settings, watch_inactivity_timeout=0.3)
+    writer = await synced_writer_beyond_the_server(
+        api=api, emulator=emulator, database=database, settings=quick
+    )
+    since = emulator.last_request_seq
+
+    loop = asyncio.create_task(watching.infinite_watch(api=api, writer=writer, settings=quick))
+    try:
+        await eventually(relists_of(writer), lambda relists: relists == 1)
+    finally:
+        loop.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await loop
+
+    assert writer.state.errors == 0
+    assert len(position_checks_since(emulator, since)) == 1
+    assert len(lists_since(emulator, since)) == 1
