@@ -176,6 +176,8 @@ JSON_SPACE = " \t\n\r"
 NAME_FIRST = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 NAME_REST = NAME_FIRST + b"_.-"
 MAX_IFNAME_BYTES = 15
+FILE_NAME_ENCODING = sys.getfilesystemencoding()
+"""How ``posix`` encodes a ``str`` path (with ``surrogateescape``): UTF-8 under ``-I -S`` and any locale."""
 SHIM_CONF_KEYS = (
     ("daemonSocketDir", str),
     ("logFile", str),
@@ -599,7 +601,24 @@ def daemon_socket_path(conf: dict[str, object]) -> str:
             reason = f"json: cannot unmarshal {go_kind(value)} into Go struct field {field}"
             raise CniError(ERR_INVALID_CONFIG, f"invalid CNI configuration passed to multus-shim: {reason}")
     directory = conf.get("daemonsocketdir") or DEFAULT_SOCKET_DIR
+    if not isinstance(directory, str) or not is_path(directory):
+        shown = go_quote(str(directory))
+        msg = f"invalid CNI configuration passed to multus-shim: daemonSocketDir {shown} is no path"
+        raise CniError(ERR_INVALID_CONFIG, msg)
     return go_clean_path(f"{directory}/{SOCKET_NAME}")
+
+
+def is_path(text: str) -> bool:
+    """Whether the kernel can be handed ``text`` as a path: no NUL (it would end the path there) and
+    encodable as the interpreter encodes file names (a lone surrogate, which a ``\\ud800`` escape in
+    JSON makes, is not). ``posix`` raises ValueError for either, which no caller should meet."""
+    if "\0" in text:
+        return False
+    try:
+        text.encode(FILE_NAME_ENCODING, "surrogateescape")
+    except UnicodeError:
+        return False
+    return True
 
 
 # --- The request -----------------------------------------------------------------------------------------
@@ -1343,19 +1362,30 @@ def spool_del(conf: dict[str, object], request: bytes, unreachable: CniError) ->
 
     The name ``del-<ns>-<pid>-<start of the container ID>.json`` is unique (no two shims share a pid
     at one time) and sorts by age; the daemon reads everything else from the content."""
-    directory = conf.get("spooldir")
-    directory = directory if isinstance(directory, str) and directory else DEFAULT_SPOOL_DIR
+    directory = spool_directory(conf)
     container_id = decode_bytes(posix.environ.get(b"CNI_CONTAINERID", b"")[:SPOOL_NAME_ID_CHARS])
     name = f"del-{time.time_ns()}-{posix.getpid()}-{container_id}.json"
     try:
         make_directories(directory)
         write_durably(directory, name, request)
-    except OSError as err:
-        reason = err.strerror or str(err)
+    except (OSError, ValueError) as err:  # ValueError: a path posix refuses, which spool_directory avoids
+        reason = (err.strerror if isinstance(err, OSError) else None) or str(err)
         raise CniError(
             unreachable.code, f"{unreachable.msg}; cannot spool the DEL in {directory}: {reason}"
         ) from None
     return directory
+
+
+def spool_directory(conf: dict[str, object]) -> str:
+    """The conf's ``spoolDir`` when it is an absolute path, else ``DEFAULT_SPOOL_DIR``. The daemon
+    replays its own ``spoolDir`` and the default directory, nothing else: a relative ``spoolDir``
+    would put the entry under whatever directory the runtime runs the shim in, where no daemon
+    looks, and a DEL answered success there would be lost; one the kernel cannot be handed (a NUL,
+    a lone surrogate) could not be written at all."""
+    directory = conf.get("spooldir")
+    if isinstance(directory, str) and directory.startswith("/") and is_path(directory):
+        return directory
+    return DEFAULT_SPOOL_DIR
 
 
 def make_directories(directory: str) -> None:
