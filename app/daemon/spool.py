@@ -8,7 +8,8 @@ recorded the failures in the checkpoint, which then owns the retry (a failed DEL
 checkpoint does not hold, replayed from upstream Multus's cache, keeps its entry for the next pass).
 An entry that cannot be decoded, is not a DEL, or names a container ID no ADD could have used, is
 renamed ``*.rejected`` with a log line: kept for the operator, never silently dropped, and never
-retried in a loop.
+retried in a loop. So is one that is not a regular file (a symlink is not followed, a FIFO not
+waited on) or is larger than a live request may be: reading it must neither hang nor fill memory.
 
 A shim conf without ``spoolDir`` (a hand-written ``multusConfigFile``; the generated 00-multus.conf
 names ours) spools in the shim's default directory, ``SHIM_DEFAULT_SPOOL_DIR``, whatever this
@@ -25,8 +26,10 @@ logged and skipped, never a reason to fail start-up.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,7 @@ from app.attach.engine import AttachEngine
 from app.attach.requests import Command, SandboxRequest, Trigger
 from app.cni.types import CniError
 from app.daemon import protocol
+from app.daemon.server import MAX_BODY_BYTES
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -134,7 +138,8 @@ async def _replay_entry(
     report: SpoolReport,
 ) -> None:
     try:
-        shim_request = _read(entry)
+        body, _ = await asyncio.to_thread(_read, entry)
+        shim_request = protocol.decode_body(body)
     except CniError as error:
         if directory.takes(None):
             _reject(entry, str(error), report)
@@ -226,12 +231,33 @@ def _trusted(directory: Path) -> bool:
     return True
 
 
-def _read(entry: Path) -> protocol.ShimRequest:
+def _read(entry: Path) -> tuple[bytes, int]:
+    """The entry's bytes and modification time (nanoseconds). Only a regular file of at most
+    ``MAX_BODY_BYTES`` (what a live request may carry) is read, without following a symlink and
+    without waiting on a FIFO: a symlink to ``/dev/zero`` or a FIFO nobody writes would otherwise
+    hold start-up (and every GC pass) for ever, or fill the memory. Anything else is an entry to
+    reject (code 5, or 6 for its size)."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        body = entry.read_bytes()
+        fd = os.open(entry, flags)
+    except OSError as exc:
+        reason = "a symlink" if exc.errno == errno.ELOOP else exc.strerror
+        raise CniError(5, f"cannot read spool entry {entry.name}: {reason}") from exc
+    try:
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            raise CniError(5, f"spool entry {entry.name} is not a regular file")
+        if status.st_size > MAX_BODY_BYTES:
+            raise CniError(6, f"spool entry {entry.name} is larger than {MAX_BODY_BYTES} bytes")
+        with os.fdopen(fd, "rb", closefd=False) as reader:
+            body = reader.read(MAX_BODY_BYTES + 1)
     except OSError as exc:
         raise CniError(5, f"cannot read spool entry {entry.name}: {exc.strerror}") from exc
-    return protocol.decode_body(body)
+    finally:
+        os.close(fd)
+    if len(body) > MAX_BODY_BYTES:  # grew since it was looked at
+        raise CniError(6, f"spool entry {entry.name} is larger than {MAX_BODY_BYTES} bytes")
+    return body, status.st_mtime_ns
 
 
 def _deletion(
@@ -254,8 +280,12 @@ def _deletion(
 
 def _reject(entry: Path, reason: str, report: SpoolReport) -> None:
     target = entry.with_name(entry.name + REJECTED_SUFFIX)
+    try:
+        entry.rename(target)
+    except OSError as exc:  # the entry stays, tried again next pass; never a reason to fail start-up
+        log.error("spool entry %s cannot be set aside as %s (%s): %s", entry.name, target.name, exc, reason)
+        return
     log.error("spool entry %s rejected, kept as %s: %s", entry.name, target.name, reason)
-    entry.rename(target)
     report.rejected.append((entry.name, reason))
 
 

@@ -1,0 +1,121 @@
+"""Spool entries the daemon must not trust blindly (invariants 5b, 7 and 13), replayed in process.
+
+A spooled DEL is replayed at start-up, before the daemon reports ready, and on every GC pass: an
+entry that hangs the read or fills memory would hold the daemon there for ever, and a DEL meant for
+an earlier sandbox must not tear down a later one that reuses its container ID.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from app.daemon import spool
+from app.daemon.server import MAX_BODY_BYTES
+from tests.core.support import Node, new_container_id
+from tests.core.test_spool_replay import daemon_config, spool_entry
+
+WATCHDOG_SECONDS = 30.0
+"""How long a read of a FIFO is given before the test opens its other end itself (then it failed)."""
+
+
+def spooled_name(when_ns: int, container_id: str) -> str:
+    """An entry's name as the shim makes it: the time it was spooled, a pid, the container ID."""
+    return f"del-{when_ns}-4242-{container_id}.json"
+
+
+async def replay(node: Node, directory: Path) -> spool.SpoolReport:
+    return await spool.replay(
+        spool_dir=directory,
+        engine=node.engine(),
+        daemon_config=daemon_config(node),
+        shim_default_dir=node.root / "shim-default",
+    )
+
+
+# --- Entries that are not plain files ----------------------------------------------------------------
+
+
+@pytest.fixture
+def make_fifo() -> Iterator[Callable[[Path], Path]]:
+    """Makes a FIFO nobody writes to. Should a read of one block, a watchdog opens its writing end
+    after ``WATCHDOG_SECONDS`` (so that the test ends, and fails) and the test sees that it had to."""
+    done, unblocked = threading.Event(), threading.Event()
+    threads: list[threading.Thread] = []
+
+    def watchdog(path: Path) -> None:
+        if not done.wait(WATCHDOG_SECONDS):
+            unblocked.set()
+            os.close(os.open(path, os.O_WRONLY))
+
+    def make(path: Path) -> Path:
+        os.mkfifo(path, 0o600)
+        thread = threading.Thread(target=watchdog, args=(path,), name="fifo-watchdog", daemon=True)
+        thread.start()
+        threads.append(thread)
+        return path
+
+    yield make
+    done.set()
+    for thread in threads:
+        thread.join(timeout=WATCHDOG_SECONDS)
+    assert not unblocked.is_set(), "the replay waited on a FIFO until the watchdog opened it"
+
+
+@pytest.mark.parametrize("how", ["fifo", "symlink-to-fifo"])
+async def test_an_entry_that_is_no_regular_file_is_rejected_without_waiting_on_it(
+    node: Node, make_fifo: Callable[[Path], Path], how: str
+) -> None:
+    """Read as a file, such an entry held start-up (a FIFO blocks its reader; a symlink to
+    ``/dev/zero`` would fill memory) and, on the event loop, every request with it."""
+    directory = node.root / "spool"
+    directory.mkdir(mode=0o700)
+    entry = directory / spooled_name(time.time_ns(), new_container_id())
+    if how == "fifo":
+        make_fifo(entry)
+    else:
+        entry.symlink_to(make_fifo(node.root / "fifo"))
+
+    report = await replay(node, directory)
+
+    assert [name for name, _ in report.rejected] == [entry.name]
+    set_aside = entry.with_name(entry.name + spool.REJECTED_SUFFIX)
+    assert set_aside.is_fifo() if how == "fifo" else set_aside.is_symlink()
+
+
+async def test_an_entry_larger_than_a_request_may_be_is_rejected_unread(node: Node) -> None:
+    directory = node.root / "spool"
+    directory.mkdir(mode=0o700)
+    entry = directory / spooled_name(time.time_ns(), new_container_id())
+    with entry.open("wb") as sparse:
+        sparse.truncate(16 * MAX_BODY_BYTES)
+
+    report = await replay(node, directory)
+
+    [(name, reason)] = report.rejected
+    assert name == entry.name
+    assert f"larger than {MAX_BODY_BYTES} bytes" in reason
+
+
+async def test_an_entry_that_cannot_be_set_aside_does_not_stop_the_replay(node: Node) -> None:
+    """Renaming a rejected entry can fail (here its ``.rejected`` name is a directory): that raised
+    out of the replay, which failed start-up (the daemon stopped) and every GC pass after it."""
+    directory = node.root / "spool"
+    directory.mkdir(mode=0o700)
+    torn = directory / spooled_name(time.time_ns(), "torn")
+    torn.write_bytes(b'{"env": {"CNI_COMM')
+    in_the_way = torn.with_name(torn.name + spool.REJECTED_SUFFIX)
+    in_the_way.mkdir()
+    (in_the_way / "something").write_text("")
+    later = spool_entry(directory, new_container_id(), name=spooled_name(time.time_ns(), "later"))
+
+    report = await replay(node, directory)
+
+    assert report.rejected == []
+    assert torn.exists(), "left for the next pass"
+    assert report.replayed == [later.name]
