@@ -11,6 +11,14 @@ renamed ``*.rejected`` with a log line: kept for the operator, never silently dr
 retried in a loop. So is one that is not a regular file (a symlink is not followed, a FIFO not
 waited on) or is larger than a live request may be: reading it must neither hang nor fill memory.
 
+A DEL spooled before the ADD of the sandbox the checkpoint now holds under its container ID is not
+that sandbox's (a runtime may reuse an ID once its DEL succeeded, and a spooled DEL did succeed):
+it is dropped with a log line, unless it names the netns that sandbox records. The times compared
+are the entry's (the shim's clock, in its name) and the sandbox's ``created_at`` (the daemon's):
+one node's wall clock, so a clock stepped back between the two could still mislead it. The check
+is made before the engine's DEL takes the sandbox's lock, so an ADD of a reused ID arriving in
+between is not covered.
+
 A shim conf without ``spoolDir`` (a hand-written ``multusConfigFile``; the generated 00-multus.conf
 names ours) spools in the shim's default directory, ``SHIM_DEFAULT_SPOOL_DIR``, whatever this
 daemon's ``spoolDir``: so that directory is replayed too. It is shared by every hand-written conf on
@@ -31,8 +39,9 @@ import logging
 import os
 import stat
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.attach.engine import AttachEngine
 from app.attach.requests import Command, SandboxRequest, Trigger
@@ -40,6 +49,9 @@ from app.cni.types import CniError
 from app.daemon import protocol
 from app.daemon.server import MAX_BODY_BYTES
 from app.settings import Settings
+
+if TYPE_CHECKING:
+    from app.store.records import SandboxRecord
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +70,9 @@ class SpoolReport:
     replayed: list[str] = field(default_factory=list)
     failed: list[tuple[str, CniError]] = field(default_factory=list)
     rejected: list[tuple[str, str]] = field(default_factory=list)
+    superseded: list[str] = field(default_factory=list)
+    """Entries dropped unreplayed: their DEL was spooled before the ADD of the sandbox the checkpoint
+    now holds under that container ID, so it addressed an earlier one, gone since."""
 
 
 def pending(spool_dir: Path) -> list[Path]:
@@ -109,12 +124,14 @@ async def replay(
             await _replay_entry(
                 entry, directory=directory, engine=engine, daemon_config=daemon_config, report=report
             )
-    if report.replayed or report.rejected:
+    if report.replayed or report.rejected or report.superseded:
         log.info(
-            "spool: %d DELs replayed (%d left work pending), %d entries rejected",
+            "spool: %d DELs replayed (%d left work pending), %d entries rejected, %d meant for an "
+            "earlier sandbox",
             len(report.replayed),
             len(report.failed),
             len(report.rejected),
+            len(report.superseded),
         )
     return report
 
@@ -138,7 +155,7 @@ async def _replay_entry(
     report: SpoolReport,
 ) -> None:
     try:
-        body, _ = await asyncio.to_thread(_read, entry)
+        body, written_ns = await asyncio.to_thread(_read, entry)
         shim_request = protocol.decode_body(body)
     except CniError as error:
         if directory.takes(None):
@@ -151,10 +168,42 @@ async def _replay_entry(
         if directory.takes(address):
             _reject(entry, str(error), report)
         return
-    if not directory.takes(address) and await engine.load_sandbox(request.container_id) is None:
+    recorded = await engine.load_sandbox(request.container_id)
+    if not directory.takes(address) and recorded is None:
         log.debug("spool entry %s is addressed to another daemon (%s): left to it", entry, address)
         return
+    spooled_at = _spooled_at(entry, written_ns)
+    if recorded is not None and _added_after(recorded, request, spooled_at):
+        log.warning(
+            "spooled DEL %s of container %s dropped: it was spooled at %s, before the ADD of the "
+            "sandbox now recorded under that ID (%s), so it was meant for an earlier one",
+            entry.name,
+            request.container_id,
+            spooled_at.isoformat(),
+            recorded.created_at.isoformat(),
+        )
+        report.superseded.append(entry.name)
+        await asyncio.to_thread(_remove_durably, entry)
+        return
     await _delete(entry, request, engine=engine, report=report)
+
+
+def _spooled_at(entry: Path, written_ns: int) -> datetime:
+    """When the shim spooled ``entry``: the Unix nanoseconds its name starts with
+    (``del-<ns>-<pid>-...``), else (a name of another form) the file's modification time."""
+    stamp = entry.name.removeprefix("del-").partition("-")[0]
+    nanoseconds = int(stamp) if stamp.isdigit() and len(stamp) <= 20 else written_ns
+    return datetime.fromtimestamp(nanoseconds / 1e9, UTC)
+
+
+def _added_after(recorded: SandboxRecord, request: SandboxRequest, spooled_at: datetime) -> bool:
+    """Whether the sandbox the checkpoint holds was added after the DEL was spooled, so the DEL is
+    not its: runtimes may reuse a container ID once its DEL succeeded, and a spooled DEL did, for
+    them. A DEL naming the netns the sandbox records is its own whatever the times say (an ADD that
+    waited long before its first commit while its DEL timed out in the shim)."""
+    if recorded.created_at <= spooled_at:
+        return False
+    return not (request.netns and request.netns == recorded.netns)
 
 
 async def _delete(entry: Path, request: SandboxRequest, *, engine: AttachEngine, report: SpoolReport) -> None:

@@ -18,7 +18,7 @@ import pytest
 from app.daemon import spool
 from app.daemon.server import MAX_BODY_BYTES
 from tests.core.support import Node, new_container_id
-from tests.core.test_spool_replay import daemon_config, spool_entry
+from tests.core.test_spool_replay import attached, daemon_config, spool_entry
 
 WATCHDOG_SECONDS = 30.0
 """How long a read of a FIFO is given before the test opens its other end itself (then it failed)."""
@@ -36,6 +36,60 @@ async def replay(node: Node, directory: Path) -> spool.SpoolReport:
         daemon_config=daemon_config(node),
         shim_default_dir=node.root / "shim-default",
     )
+
+
+# --- A container ID reused after a spooled DEL -------------------------------------------------------
+
+
+async def test_a_del_spooled_before_the_add_of_a_sandbox_reusing_its_id_leaves_that_sandbox_attached(
+    node: Node,
+) -> None:
+    """The runtime heard success for the spooled DEL, so it may add a new sandbox under the same ID
+    (the daemon may even have run that DEL itself, late). Replaying the DEL then tore the new
+    sandbox down: its pod lost its networks while running."""
+    spooled_ns = time.time_ns()
+    container = await attached(node)
+    directory = node.root / "spool"
+    entry = spool_entry(directory, container, name=spooled_name(spooled_ns, container))
+
+    report = await replay(node, directory)
+
+    assert report.superseded == [entry.name]
+    assert report.replayed == []
+    record = node.checkpoint(container)
+    assert record is not None
+    assert record.state == "ready"
+    assert not entry.exists(), "the DEL it meant to run has no sandbox left to run on"
+
+
+async def test_a_del_spooled_after_the_sandbox_was_added_is_replayed(node: Node) -> None:
+    container = await attached(node)
+    directory = node.root / "spool"
+    entry = spool_entry(directory, container, name=spooled_name(time.time_ns(), container))
+
+    report = await replay(node, directory)
+
+    assert report.replayed == [entry.name]
+    assert node.checkpoint(container) is None
+
+
+async def test_a_del_naming_the_recorded_netns_is_replayed_even_if_spooled_before_the_add(
+    node: Node,
+) -> None:
+    """An ADD that waited long before its first commit while its DEL timed out in the shim: the DEL
+    names the sandbox's own netns, so it is that sandbox's."""
+    spooled_ns = time.time_ns()
+    container = await attached(node)
+    record = node.checkpoint(container)
+    assert record is not None
+    directory = node.root / "spool"
+    entry = spool_entry(directory, container, name=spooled_name(spooled_ns, container))
+    entry.write_text(entry.read_text().replace('"CNI_NETNS": ""', f'"CNI_NETNS": "{record.netns}"'))
+
+    report = await replay(node, directory)
+
+    assert report.replayed == [entry.name]
+    assert node.checkpoint(container) is None
 
 
 # --- Entries that are not plain files ----------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ def spool_entry(
     }
     config = base64.b64encode(json.dumps(conf or SHIM_CONF).encode()).decode()
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = directory / (name or f"del-1700000000000000000-1-{container_id}.json")
+    path = directory / (name or f"del-{time.time_ns()}-1-{container_id}.json")  # as the shim names it
     path.write_text(json.dumps({"env": environment, "config": config}))
     return path
 
@@ -150,7 +151,7 @@ async def test_entries_of_the_shared_default_directory_addressed_to_another_daem
     torn = default / "del-1700000000000000002-1-torn.json"
     torn.write_bytes(b'{"env": {"CNI_COMM')
     ours = await attached(node)  # addressed elsewhere too, but its sandbox is ours
-    mine = spool_entry(default, ours, name=f"del-1700000000000000003-1-{ours}.json", conf=other)
+    mine = spool_entry(default, ours, name=f"del-{time.time_ns()}-1-{ours}.json", conf=other)
 
     report = await spool.replay(
         spool_dir=own, engine=node.engine(), daemon_config=daemon_config(node), shim_default_dir=default
