@@ -825,10 +825,20 @@ def read_response(sock: _socket.socket, path: str, deadline: float) -> tuple[int
             head_end = data.find(b"\r\n\r\n")
             if head_end >= 0:
                 length = content_length(bytes(data[:head_end]))
+    if not data:
+        raise CniError(
+            ERR_TRY_AGAIN_LATER, f"multus daemon at {path} closed the connection without answering"
+        )
     if head_end < 0 or (length is not None and len(data) < head_end + 4 + length):
-        what = "without answering" if not data else "in the middle of its answer"
-        raise CniError(ERR_TRY_AGAIN_LATER, f"multus daemon at {path} closed the connection {what}")
+        raise cut_off(path)
     return parse_response(bytes(data), head_end, path)
+
+
+def cut_off(path: str) -> CniError:
+    """An answer that ended before its end: the daemon stopped or was killed while sending it."""
+    return CniError(
+        ERR_TRY_AGAIN_LATER, f"multus daemon at {path} closed the connection in the middle of its answer"
+    )
 
 
 def header_fields(head: bytes) -> dict[bytes, bytes]:
@@ -869,18 +879,24 @@ def parse_response(data: bytes, head_end: int, path: str) -> tuple[int, bytes]:
 
 
 def dechunk(data: bytes, path: str) -> bytes:
-    """Decode a ``Transfer-Encoding: chunked`` body (trailers ignored)."""
+    """Decode a ``Transfer-Encoding: chunked`` body (trailers ignored). A body that ends before its
+    last chunk is an answer cut off (code 11, as when the headers were: a DEL is then spooled); a
+    chunk size that is no hexadecimal number is malformed (code 999)."""
     out = bytearray()
     pos = 0
     while True:
         line_end = data.find(b"\r\n", pos)
+        if line_end < 0:
+            raise cut_off(path)
         size_text = data[pos:line_end].split(b";", 1)[0].strip()
         try:
             size = int(size_text, 16)
         except ValueError:
             size = -1
-        if line_end < 0 or size < 0 or line_end + 2 + size > len(data):
+        if size < 0:
             raise CniError(ERR_INTERNAL, f"malformed chunked body from multus daemon at {path}")
+        if line_end + 2 + size > len(data):
+            raise cut_off(path)
         if size == 0:
             return bytes(out)
         out += data[line_end + 2 : line_end + 2 + size]
