@@ -154,6 +154,9 @@ TIMEOUT_SECONDS_ENV = b"MULTUS_SHIM_TIMEOUT_SECONDS"
 DEL_TIMEOUT_SECONDS_ENV = b"MULTUS_SHIM_DEL_TIMEOUT_SECONDS"
 
 DEFAULT_SOCKET_DIR = "/run/multus/"
+MAX_BODY_BYTES = 4 * 1024 * 1024
+"""The largest request body the daemon takes (``app.daemon.server.MAX_BODY_BYTES``; a test keeps them
+equal)."""
 SOCKET_NAME = "multus.sock"
 SUPPORTED_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 ABOUT = "meta-plugin that delegates to other CNI plugins"
@@ -635,11 +638,25 @@ def environment() -> dict[str, str]:
 
 def request_body(stdin: bytes) -> bytes:
     """``{"env": {...}, "config": "<base64>"}``, compact, env keys sorted: what Go's ``json.Marshal``
-    writes for upstream's ``api.Request``."""
+    writes for upstream's ``api.Request``.
+
+    The whole environment, as upstream's shim sends it, unless that makes the body larger than the
+    daemon takes (``MAX_BODY_BYTES``; escaped, a byte that is not UTF-8 grows sixfold): then only the
+    ``CNI_`` variables, the only ones a daemon reads. Otherwise such a runtime's every call, and so
+    its DEL, would be refused for ever (code 6)."""
+    env = environment()
+    body = encode_request(env, stdin)
+    if len(body) > MAX_BODY_BYTES:
+        body = encode_request({key: value for key, value in env.items() if key.startswith("CNI_")}, stdin)
+    return body
+
+
+def encode_request(env: dict[str, str], stdin: bytes) -> bytes:
+    """The body ``request_body`` describes, for this ``env``."""
     quote = _json.encode_basestring_ascii
-    env = ",".join(f"{quote(key)}:{quote(value)}" for key, value in sorted(environment().items()))
+    pairs = ",".join(f"{quote(key)}:{quote(value)}" for key, value in sorted(env.items()))
     config = binascii.b2a_base64(stdin, newline=False).decode("ascii")
-    return f'{{"env":{{{env}}},"config":"{config}"}}'.encode("ascii")
+    return f'{{"env":{{{pairs}}},"config":"{config}"}}'.encode("ascii")
 
 
 def http_request(body: bytes) -> bytes:
