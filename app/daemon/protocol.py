@@ -12,6 +12,9 @@ Everything the runtime controls is checked here, before the engine records anyth
 variables (no NUL, no lone surrogate, i.e. bytes that were not UTF-8; container ID, interface
 name and netns path by the spec's rules), CNI_ARGS pairs and the pod identity in them, and the
 configuration (nesting bounded by ``MAX_JSON_DEPTH``, no lone surrogates or NULs in its strings).
+A DEL is the exception throughout: it replays the checkpoint, so what only an ADD needs is dropped
+rather than refused (invariant 5b: a refused DEL is retried for ever): an unusable variable, and
+a configuration that does not decode or parse (the DEL then takes the daemon configuration alone).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import binascii
 import fcntl
 import ipaddress
 import json
+import logging
 import os
 import re
 import stat
@@ -33,6 +37,8 @@ from app.attach.requests import Command, NodeRequest, SandboxRequest, Trigger
 from app.cni import names, results
 from app.cni.types import Attachment, CniError, ContainerId, ErrorCode, IfName, JsonObject
 from app.store.records import PodIdentity
+
+log = logging.getLogger(__name__)
 
 SANDBOX_COMMANDS = frozenset({Command.ADD, Command.DEL, Command.CHECK})
 CNI_VARIABLES = ("CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS", "CNI_PATH")
@@ -62,9 +68,16 @@ class ShimRequest:
 
 
 def decode_body(body: bytes) -> ShimRequest:
-    """Decode the JSON envelope; errors name the field that is wrong."""
+    """Decode the JSON envelope; errors name the field that is wrong. A DEL's ``config`` that does
+    not decode is dropped (an empty conf: ``interpret`` then uses the daemon configuration's)."""
     fields, env = _decode_envelope(body)
-    return _with_config(env, fields.get("config"))
+    try:
+        return _with_config(env, fields.get("config"))
+    except CniError as error:
+        if env.get("CNI_COMMAND") != Command.DEL:
+            raise
+        _log_unusable_del_conf(env, error)
+        return ShimRequest(env=env, stdin=b"", stdin_conf={})
 
 
 def _decode_envelope(body: bytes) -> tuple[dict[str, Any], dict[str, str]]:
@@ -196,19 +209,14 @@ def command_of(request: ShimRequest) -> Command:
 def interpret(request: ShimRequest, *, daemon_config: Mapping[str, Any]) -> SandboxRequest | NodeRequest:
     """Turn a decoded request into the engine's request, validating the environment."""
     command = command_of(request)
-    stdin_version = request.stdin_conf.get("cniVersion", "")
-    if not isinstance(stdin_version, str):
-        raise CniError(
-            ErrorCode.INVALID_NETWORK_CONFIG, "network configuration key 'cniVersion' must be a string"
-        )
-    conf = _multus_conf(request, daemon_config, stdin_version)
+    if command is Command.DEL:
+        return _deletion(request.env, _conf_for_delete(request, daemon_config))
+    conf = _request_conf(request, daemon_config)
     if command not in SANDBOX_COMMANDS:
         return NodeRequest(
             command=command, conf=conf, valid_attachments=_valid_attachments(request.stdin_conf)
         )
     env = request.env
-    if command is Command.DEL:
-        return _deletion(env, conf)
     check_variables(env)
     missing = [key for key in ("CNI_CONTAINERID", "CNI_NETNS", "CNI_ARGS") if key not in env]
     if not missing and not env["CNI_CONTAINERID"]:  # Go's skel: an empty variable is a missing one
@@ -233,6 +241,39 @@ def interpret(request: ShimRequest, *, daemon_config: Mapping[str, Any]) -> Sand
         cni_args=cni_args,
         pod=pod,
         conf=conf,
+    )
+
+
+def _request_conf(request: ShimRequest, daemon_config: Mapping[str, Any]) -> netconf.MultusNetConf:
+    """The Multus configuration of a request: its conf merged with the daemon configuration."""
+    stdin_version = request.stdin_conf.get("cniVersion", "")
+    if not isinstance(stdin_version, str):
+        raise CniError(
+            ErrorCode.INVALID_NETWORK_CONFIG, "network configuration key 'cniVersion' must be a string"
+        )
+    return _multus_conf(request, daemon_config, stdin_version)
+
+
+def _conf_for_delete(request: ShimRequest, daemon_config: Mapping[str, Any]) -> netconf.MultusNetConf:
+    """A DEL's Multus configuration: the request's, or, when that is unusable (a key of the wrong
+    type, say: the runtime sends a DEL the same conf its ADD got, which refused it), the daemon
+    configuration's alone. A DEL replays the checkpoint and reads of the conf only where upstream
+    Multus's cache lies (a sandbox it attached): refusing the DEL for its conf would fail it for ever."""
+    try:
+        return _request_conf(request, daemon_config)
+    except CniError as error:
+        if not request.stdin_conf:
+            raise  # the daemon configuration alone does not parse: not this request's doing
+        _log_unusable_del_conf(request.env, error)
+        return _request_conf(ShimRequest(env=request.env, stdin=b"", stdin_conf={}), daemon_config)
+
+
+def _log_unusable_del_conf(env: Mapping[str, str], error: CniError) -> None:
+    log.warning(
+        "DEL of container %r: its network configuration is unusable (%s); it runs from the checkpoint"
+        " with the daemon configuration",
+        env.get("CNI_CONTAINERID", "")[:64],
+        error.msg,
     )
 
 

@@ -222,3 +222,19 @@ async def test_a_missing_default_directory_is_no_error(node: Node) -> None:
     )
 
     assert report.replayed == [entry.name]
+
+
+async def test_a_spooled_del_whose_conf_is_unusable_is_replayed_not_rejected(node: Node) -> None:
+    """A DEL needs nothing but the checkpoint: set aside for its conf (a key of the wrong type),
+    the entry's sandbox stayed recorded with its interfaces, and the runtime had heard success."""
+    own = node.root / "own-spool"
+    container = await attached(node)
+    entry = spool_entry(own, container, conf={**SHIM_CONF, "delegates": "not a list"})
+
+    report = await spool.replay(
+        spool_dir=own, engine=node.engine(), daemon_config=daemon_config(node), shim_default_dir=own
+    )
+
+    assert report.rejected == []
+    assert report.replayed == [entry.name]
+    assert node.checkpoint(container) is None

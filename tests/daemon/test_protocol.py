@@ -649,10 +649,11 @@ def test_a_delegate_add_or_check_missing_a_variable_is_still_code_4(command: str
 @pytest.mark.parametrize(
     "value", ["NaN", "Infinity", "-Infinity", "1e999", '{"portMappings": [{"hostPort": -1e400}]}']
 )
-@pytest.mark.parametrize("command", ["ADD", "CHECK", "DEL"])
+@pytest.mark.parametrize("command", ["ADD", "CHECK"])
 def test_a_configuration_holding_a_number_json_has_not_is_a_decoding_error(value: str, command: str) -> None:
     # Accepted, such a value reached the delegates' stdin only after the ADD had been recorded,
     # failing it with code 7, and every DEL after it the same way: the sandbox stayed recorded.
+    # (A DEL with it is not refused: it runs with the daemon configuration, test below.)
     raw = json.dumps(CONF)[:-1].encode() + b', "runtimeConfig": ' + value.encode() + b"}"
 
     with pytest.raises(CniError) as caught:
@@ -697,3 +698,38 @@ def test_valid_delegate_interface_attributes_are_kept() -> None:
 
     assert call.attributes.ips == ("10.1.1.1/24", "fd00::1")
     assert call.attributes.mac == "0a:58:0a:01:01:01"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(b'{"cniVersion": "1.0.0", "name": "m\xff", "type": "multus-shim"}', id="not-utf8"),
+        pytest.param(
+            b'{"cniVersion": "1.0.0", "name": "m\\u0000", "type": "multus-shim"}', id="nul-in-a-string"
+        ),
+        pytest.param(b'{"cniVersion": "1.0.0", "runtimeConfig": NaN}', id="nan"),
+        pytest.param(b"[]", id="not-an-object"),
+        pytest.param(b"{", id="not-json"),
+        pytest.param(json.dumps({**CONF, "delegates": "x"}).encode(), id="delegates-not-a-list"),
+        pytest.param(json.dumps({**CONF, "cniVersion": 5}).encode(), id="cni-version-not-a-string"),
+    ],
+)
+def test_a_del_whose_configuration_is_unusable_runs_with_the_daemon_configuration_so_it_terminates(
+    raw: bytes,
+) -> None:
+    # The runtime sends a DEL the conf its ADD got. Refused (code 4, 6 or 7) for a conf its ADD
+    # refused too, or for one edited since, the DEL failed at every retry, for ever, and a sandbox
+    # the checkpoint holds (or the spool entry of such a DEL) was never torn down (invariant 5b).
+    request = interpret(body({**ENV, "CNI_COMMAND": "DEL"}, raw), {"binDir": "/daemon/bin"})
+
+    assert isinstance(request, SandboxRequest)
+    assert request.command is Command.DEL
+    assert (request.container_id, request.ifname) == ("abc123", "eth0")
+    assert request.conf.bin_dir == "/daemon/bin"
+
+
+def test_an_add_whose_configuration_has_a_key_of_the_wrong_type_is_still_refused() -> None:
+    with pytest.raises(CniError) as caught:
+        interpret(body(ENV, json.dumps({**CONF, "delegates": "x"}).encode()), {"binDir": "/daemon/bin"})
+
+    assert caught.value.code in (ErrorCode.DECODING_FAILURE, ErrorCode.INVALID_NETWORK_CONFIG)

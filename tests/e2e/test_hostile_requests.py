@@ -152,6 +152,39 @@ def test_odd_bytes_in_a_variable_are_code_4_nothing_is_recorded_and_del_succeeds
     assert_deletable_and_gone(cluster, container, netns)
 
 
+@pytest.mark.parametrize(
+    "conf",
+    [
+        pytest.param(b'{"cniVersion": "1.0.0", "name": "multus\xff", "type": "multus-shim"}', id="not-utf8"),
+        pytest.param(
+            json.dumps(
+                {"cniVersion": "1.0.0", "name": "m", "type": "multus-shim", "delegates": "x"}
+            ).encode(),
+            id="delegates-not-a-list",
+        ),
+    ],
+)
+def test_a_del_whose_conf_is_unusable_tears_down_what_the_checkpoint_holds(
+    serving: Cluster, conf: bytes
+) -> None:
+    """The conf the runtime sends with a DEL may no longer be the one its ADD got (a shim conf
+    edited since, by hand or by a broken installer): the DEL replays the checkpoint, so the conf
+    must not make it fail at every retry, for ever, with the pod's interfaces in place."""
+    cluster = serving
+    netns = cluster.new_netns()
+    container = new_container_id()
+    env = runtime_env(cluster, container, netns)
+    status, body = cluster.post("/cni", envelope(cluster, "ADD", env))
+    assert status == 200, body
+    assert recorded(cluster, container) != (0, 0)
+
+    status, body = cluster.post("/cni", envelope(cluster, "DEL", env, conf))
+
+    assert status == 200, body
+    assert recorded(cluster, container) == (0, 0)
+    assert netns.links() == {"lo"}
+
+
 @pytest.mark.parametrize("where", ["body", "config"])
 def test_a_request_nested_10000_deep_is_code_6_not_a_recursion_error(serving: Cluster, where: str) -> None:
     cluster = serving
