@@ -311,7 +311,7 @@ def from_mapping(obj: object, *, environ: Mapping[str, str] | None = None) -> Se
     return Settings(
         raw=dict(obj),
         socket_dir=Path(reader.string("socketDir", str(d.socket_dir))),
-        state_dir=Path(reader.string("stateDir", str(d.state_dir))),
+        state_dir=Path(reader.absolute_path("stateDir", str(d.state_dir))),
         bin_dir=reader.string("binDir", d.bin_dir),
         chroot_dir=reader.absolute_path("chrootDir", "", empty_ok=True),
         max_concurrent_delegates=reader.positive_int(
@@ -331,7 +331,7 @@ def from_mapping(obj: object, *, environ: Mapping[str, str] | None = None) -> Se
         kubeconfig=reader.string("kubeconfig", d.kubeconfig),
         metrics_port=reader.port("metricsPort"),
         connection_limit=reader.positive_integer("connectionLimit"),
-        spool_dir=Path(reader.string("spoolDir", "")) if reader.string("spoolDir", "") else None,
+        spool_dir=Path(spool) if (spool := reader.absolute_path("spoolDir", "", empty_ok=True)) else None,
         sysfs_root=Path(reader.string("sysfsRoot", str(d.sysfs_root))),
         device_info_dir=reader.absolute_path("deviceInfoDir", d.device_info_dir),
         readiness_indicator_file=reader.string("readinessindicatorfile", d.readiness_indicator_file),

@@ -47,6 +47,10 @@ def test_defaults_follow_upstream() -> None:
         ({"deviceInfoDir": 1}, "deviceInfoDir"),
         ({"deviceInfoDir": "devinfo"}, "deviceInfoDir"),
         ({"hotplugNetworks": "true"}, "hotplugNetworks"),
+        # written into the shim conf, a relative one would be read from the runtime's working
+        # directory: the shim's spooled DELs would land where no daemon looks
+        ({"spoolDir": "spool"}, "spoolDir"),
+        ({"stateDir": "var/lib/multus-py"}, "stateDir"),
     ],
 )
 def test_a_bad_value_is_refused_naming_the_key(config: dict[str, object], key: str) -> None:
