@@ -189,9 +189,19 @@ class AttachEngine:
                 log.exception("a listener of finished ADDs failed for container %s", request.container_id)
         return answer
 
-    async def delete(self, request: SandboxRequest) -> None:
-        """Detach everything the checkpoint holds for the sandbox; succeed if nothing is recorded."""
+    async def delete(
+        self, request: SandboxRequest, *, unless: Callable[[SandboxRecord], bool] | None = None
+    ) -> bool:
+        """Detach everything the checkpoint holds for the sandbox; succeed if nothing is recorded.
+
+        With ``unless``, nothing at all is done (False) when the sandbox recorded under the ID
+        satisfies it, judged under the sandbox's lock, so that no ADD can come between the judgment
+        and the DEL (the spool's replay: a DEL spooled before a sandbox reusing the ID was added)."""
         async with self.locks.hold(request.container_id):
+            if unless is not None:
+                recorded = await self.load_sandbox(request.container_id)
+                if recorded is not None and unless(recorded):
+                    return False
             started = time.monotonic()
             record = await self._teardown.load_and_begin(request.container_id)
             errors: list[CniError] = []
@@ -211,6 +221,7 @@ class AttachEngine:
             await self._db.write(recording.together(units), durable=False)
             if error is not None:
                 raise error
+            return True
 
     async def check(self, request: SandboxRequest) -> None:
         """Verify every recorded attachment: interfaces present in the netns, delegate CHECK passes."""

@@ -15,9 +15,9 @@ A DEL spooled before the ADD of the sandbox the checkpoint now holds under its c
 that sandbox's (a runtime may reuse an ID once its DEL succeeded, and a spooled DEL did succeed):
 it is dropped with a log line, unless it names the netns that sandbox records. The times compared
 are the entry's (the shim's clock, in its name) and the sandbox's ``created_at`` (the daemon's):
-one node's wall clock, so a clock stepped back between the two could still mislead it. The check
-is made before the engine's DEL takes the sandbox's lock, so an ADD of a reused ID arriving in
-between is not covered.
+one node's wall clock, so a clock stepped back between the two could still mislead it. The engine
+judges it under the sandbox's lock (``AttachEngine.delete``'s ``unless``), so no ADD of a reused
+ID can come between the judgment and the DEL.
 
 A shim conf without ``spoolDir`` (a hand-written ``multusConfigFile``; the generated 00-multus.conf
 names ours) spools in the shim's default directory, ``SHIM_DEFAULT_SPOOL_DIR``, whatever this
@@ -40,6 +40,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -173,19 +174,7 @@ async def _replay_entry(
         log.debug("spool entry %s is addressed to another daemon (%s): left to it", entry, address)
         return
     spooled_at = _spooled_at(entry, written_ns)
-    if recorded is not None and _added_after(recorded, request, spooled_at):
-        log.warning(
-            "spooled DEL %s of container %s dropped: it was spooled at %s, before the ADD of the "
-            "sandbox now recorded under that ID (%s), so it was meant for an earlier one",
-            entry.name,
-            request.container_id,
-            spooled_at.isoformat(),
-            recorded.created_at.isoformat(),
-        )
-        report.superseded.append(entry.name)
-        await asyncio.to_thread(_remove_durably, entry)
-        return
-    await _delete(entry, request, engine=engine, report=report)
+    await _delete(entry, request, engine=engine, report=report, spooled_at=spooled_at)
 
 
 def _spooled_at(entry: Path, written_ns: int) -> datetime:
@@ -196,7 +185,7 @@ def _spooled_at(entry: Path, written_ns: int) -> datetime:
     return datetime.fromtimestamp(nanoseconds / 1e9, UTC)
 
 
-def _added_after(recorded: SandboxRecord, request: SandboxRequest, spooled_at: datetime) -> bool:
+def _added_after(recorded: SandboxRecord, *, request: SandboxRequest, spooled_at: datetime) -> bool:
     """Whether the sandbox the checkpoint holds was added after the DEL was spooled, so the DEL is
     not its: runtimes may reuse a container ID once its DEL succeeded, and a spooled DEL did, for
     them. A DEL naming the netns the sandbox records is its own whatever the times say (an ADD that
@@ -206,9 +195,15 @@ def _added_after(recorded: SandboxRecord, request: SandboxRequest, spooled_at: d
     return not (request.netns and request.netns == recorded.netns)
 
 
-async def _delete(entry: Path, request: SandboxRequest, *, engine: AttachEngine, report: SpoolReport) -> None:
+async def _delete(
+    entry: Path, request: SandboxRequest, *, engine: AttachEngine, report: SpoolReport, spooled_at: datetime
+) -> None:
+    """DEL the entry's sandbox, unless the one recorded under its ID was added after the DEL was
+    spooled (judged by the engine under the sandbox's lock): then drop the entry unreplayed."""
     try:
-        await engine.delete(request)
+        done = await engine.delete(
+            request, unless=partial(_added_after, request=request, spooled_at=spooled_at)
+        )
     except CniError as error:
         report.failed.append((entry.name, error))
         if await engine.load_sandbox(request.container_id) is None:
@@ -227,6 +222,18 @@ async def _delete(entry: Path, request: SandboxRequest, *, engine: AttachEngine,
             request.container_id,
             error,
         )
+    else:
+        if not done:
+            log.warning(
+                "spooled DEL %s of container %s dropped: it was spooled at %s, before the ADD of the"
+                " sandbox now recorded under that ID, so it was meant for an earlier one",
+                entry.name,
+                request.container_id,
+                spooled_at.isoformat(),
+            )
+            report.superseded.append(entry.name)
+            await asyncio.to_thread(_remove_durably, entry)
+            return
     report.replayed.append(entry.name)
     await asyncio.to_thread(_remove_durably, entry)
 

@@ -7,6 +7,7 @@ an earlier sandbox must not tear down a later one that reuses its container ID.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
@@ -15,8 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from app.attach.requests import Command
 from app.daemon import spool
 from app.daemon.server import MAX_BODY_BYTES
+from app.store.records import SandboxRecord
 from tests.core.support import Node, new_container_id
 from tests.core.test_spool_replay import attached, daemon_config, spool_entry
 
@@ -173,3 +176,29 @@ async def test_an_entry_that_cannot_be_set_aside_does_not_stop_the_replay(node: 
     assert report.rejected == []
     assert torn.exists(), "left for the next pass"
     assert report.replayed == [later.name]
+
+
+async def test_whether_a_spooled_del_is_meant_for_the_recorded_sandbox_is_judged_under_its_lock(
+    node: Node,
+) -> None:
+    """Judged before the lock, an ADD of a reused ID taking the lock in between could still lose
+    its networks to the DEL; judged under it, nothing can come between the judgment and the DEL.
+    Here the judgment must wait while another operation holds the sandbox's lock."""
+    container = await attached(node)
+    engine = node.engine()
+    judged: list[str] = []
+
+    def meant_for_an_earlier_sandbox(record: SandboxRecord) -> bool:
+        judged.append(record.container_id)
+        return True
+
+    request = node.request(Command.DEL, container, None, node.conf(node.recorder_network("x")))
+    async with engine.locks.hold(container):
+        deleting = asyncio.create_task(engine.delete(request, unless=meant_for_an_earlier_sandbox))
+        await asyncio.sleep(0.05)  # the DEL has run up to its lock (nothing else to wait on)
+        assert judged == [], "judged while another operation held the sandbox's lock"
+    done = await deleting
+
+    assert judged == [container]
+    assert done is False
+    assert node.checkpoint(container) is not None, "nothing was deleted"
