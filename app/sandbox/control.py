@@ -2,7 +2,7 @@
 
 ``GET /_emulator/requests[?since=N&method=GET&path=REGEX]`` lists logged API requests,
 ``DELETE /_emulator/requests`` clears the log; ``GET /_emulator/faults`` shows armed faults and
-``POST /_emulator/faults`` arms one (``{"action": "fail"|"latency"|"pause"|"resume"|"clear"|
+``POST /_emulator/faults`` arms one (``{"action": "fail"|"cut"|"latency"|"pause"|"resume"|"clear"|
 "drop-watches"|"compact", ...}``, see ``FaultInjector.configure``); ``GET /_emulator/watches`` lists
 open watch streams. These endpoints are never logged, delayed, failed or paused. Part of the
 emulator, a test/demo tool.

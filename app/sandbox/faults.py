@@ -1,10 +1,13 @@
-"""Fault injection: failing requests with a chosen status, added latency, and pausing the server.
+"""Fault injection: failing requests with a chosen status, added latency, cut connections, and
+pausing the server.
 
 The server's middleware consults one ``FaultInjector`` before every API request (never for the
 ``/_emulator`` control endpoints): it waits while paused, sleeps any matching latency, runs the
 actions armed with ``before_next`` (in-process tests only: another writer changing an object
 between a client's GET and its PUT, say), then answers the next matching failure rule instead of
-the handler. Tests drive it from Python; a daemon under
+the handler. After the handler, a matching ``cut_next`` rule drops the connection instead of
+sending the answer: the request took effect, and the client never hears so (a load balancer or
+the network failing at the worst moment). Tests drive it from Python; a daemon under
 test in another process is disturbed over HTTP (``POST /_emulator/faults``, see ``configure``).
 Dropping watches and compacting history are not here: they act on the server and the store. Part of
 the emulator, a test/demo tool.
@@ -101,6 +104,17 @@ class LatencyRule:
 
 
 @dataclass(slots=True)
+class CutRule:
+    """Handle each of the next ``remaining`` matching requests, then close the connection unanswered."""
+
+    matcher: RequestMatcher
+    remaining: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.matcher.to_json(), "remaining": self.remaining}
+
+
+@dataclass(slots=True)
 class ActionRule:
     """Run ``action`` before handling each of the next ``remaining`` matching requests."""
 
@@ -116,6 +130,7 @@ class FaultInjector:
         self._failures: list[FailureRule] = []
         self._latencies: list[LatencyRule] = []
         self._actions: list[ActionRule] = []
+        self._cuts: list[CutRule] = []
         self._running = asyncio.Event()
         self._running.set()
 
@@ -156,6 +171,15 @@ class FaultInjector:
         self._latencies.append(rule)
         return rule
 
+    def cut_next(self, count: int = 1, *, method: str | None = None, path: str | None = None) -> CutRule:
+        """Let the next ``count`` requests matching ``method``/``path`` (regexes) take effect, then
+        close their connections without an answer."""
+        if count < 1:
+            raise bad_request(f"cut_next needs count >= 1, got {count}")
+        rule = CutRule(RequestMatcher.of(method=method, path=path), count)
+        self._cuts.append(rule)
+        return rule
+
     def before_next(
         self,
         action: Callable[[], object],
@@ -183,8 +207,9 @@ class FaultInjector:
         self._running.set()
 
     def clear(self) -> None:
-        """Disarm everything: failures, latency, and a pause."""
+        """Disarm everything: failures, cuts, latency, and a pause."""
         self._failures.clear()
+        self._cuts.clear()
         self._latencies.clear()
         self._actions.clear()
         self.resume()
@@ -222,20 +247,32 @@ class FaultInjector:
                 return rule.error()
         return None
 
+    def take_cut(self, method: str, path: str) -> bool:
+        """Whether this request's answer is to be dropped, consuming one use of the first matching rule."""
+        for rule in self._cuts:
+            if rule.matcher.matches(method, path):
+                rule.remaining -= 1
+                if rule.remaining <= 0:
+                    self._cuts.remove(rule)
+                return True
+        return False
+
     def snapshot(self) -> dict[str, Any]:
         return {
             "paused": self.paused,
             "failures": [rule.to_json() for rule in self._failures],
+            "cuts": [rule.to_json() for rule in self._cuts],
             "latency": [rule.to_json() for rule in self._latencies],
         }
 
     def configure(self, payload: Any) -> None:
         """Apply one ``POST /_emulator/faults`` body, ``{"action": ..., ...}``.
 
-        Actions: ``fail``, ``latency``, ``pause``, ``resume``, ``clear``.
+        Actions: ``fail``, ``cut``, ``latency``, ``pause``, ``resume``, ``clear``.
 
         ``fail``: ``count``, ``status``, ``method``, ``path``, ``retryAfter``, ``reason``, ``message``,
         ``cause``;
+        ``cut``: ``count``, ``method``, ``path``;
         ``latency``: ``seconds`` (0 clears all latency), ``method``, ``path``.
         """
         if not isinstance(payload, dict):
@@ -251,6 +288,12 @@ class FaultInjector:
                 reason=_optional_str(payload, "reason"),
                 message=_optional_str(payload, "message"),
                 cause=_optional_str(payload, "cause"),
+            )
+        elif action == "cut":
+            self.cut_next(
+                _int(payload, "count", 1),
+                method=_optional_str(payload, "method"),
+                path=_optional_str(payload, "path"),
             )
         elif action == "latency":
             seconds = payload.get("seconds")

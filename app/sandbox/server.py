@@ -91,6 +91,8 @@ def _middleware(parts: ServerParts) -> Middleware:
         try:
             await _apply_faults(parts.faults, request)
             response = await handler(request)
+            if parts.faults.take_cut(request.method, request.raw_path):
+                _cut(request)
             return response
         except ApiError as error:
             return control.error_response(error)
@@ -124,6 +126,14 @@ async def _apply_faults(faults: FaultInjector, request: web.Request) -> None:
     error = faults.take_failure(request.method, request.raw_path)
     if error is not None:
         raise error
+
+
+def _cut(request: web.Request) -> None:
+    """Close the connection before the answer is sent: the client sees it end with no response."""
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+    raise ConnectionResetError("connection cut by an injected fault")
 
 
 def _object_response(stored: StoredObject, *, status: int = 200) -> web.Response:

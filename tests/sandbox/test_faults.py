@@ -233,6 +233,22 @@ async def test_faults_are_armed_over_http(
     assert (await control.get("faults"))["failures"] == []
 
 
+async def test_a_cut_request_takes_effect_and_its_connection_ends_unanswered(
+    core: client.CoreV1Api, emulator: KubeApiEmulator, control: Control
+) -> None:
+    emulator.create_pod(pod_manifest("p"))
+    state = await control.fault(action="cut", count=1, method="PATCH", path="/pods/p$")
+    assert state["cuts"] == [{"method": "PATCH", "path": "/pods/p$", "remaining": 1}]
+    patch = {"metadata": {"labels": {"cut": "yes"}}}
+
+    with pytest.raises(aiohttp.ClientError):  # the server closed the connection: no answer at all
+        await core.patch_namespaced_pod("p", "default", patch)
+    await core.patch_namespaced_pod("p", "default", {"metadata": {"labels": {"after": "yes"}}})
+
+    assert emulator.get_pod("default", "p")["metadata"]["labels"] == {"cut": "yes", "after": "yes"}
+    assert (await control.get("faults"))["cuts"] == []
+
+
 async def test_request_log_is_read_and_cleared_over_http(
     core: client.CoreV1Api, emulator: KubeApiEmulator, control: Control
 ) -> None:
