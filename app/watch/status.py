@@ -8,8 +8,17 @@ pod recreated under the same name is never written (the API server refuses the p
 ``metadata.uid``; 409 where a server checks it as a precondition; the answer's uid is checked too,
 for servers that do neither). A pod that is gone (404), or whose name now belongs to another pod,
 is not an error: its sandbox is being torn down anyway. 409, 429, 5xx and unreachable are
-retried a few times, a few hundred milliseconds apart at most, the whole write bounded by
-``status_deadline``; then ``ClusterUnavailableError``.
+retried a few times (``status_retry_delays``), never sooner than a ``Retry-After`` asks (an API
+server shedding load sends one with every 429), the whole write bounded by ``status_deadline``: an
+attempt the deadline would cut short is not made. Then ``ClusterUnavailableError``.
+
+A value the API server can never take is not sent: a pod's annotations may hold 256 KiB in all
+(keys and values), and a network-status past that (hundreds of networks with device-info, or a
+delegate printing a huge result) is refused with 422 naming ``metadata.annotations``, as it is when
+the pod's other annotations leave it too little room. Either way the pod's network-status
+annotation is removed instead (it may be a previous sandbox's, naming addresses the pod no longer
+has), a Warning ``NetworkStatusTooLarge`` event says so, and the write counts as done: sending the
+same value again cannot succeed, so nothing retries it.
 
 Under upstream's ClusterRole (``get`` and ``update`` of ``pods/status``, no ``patch``) the PATCH is
 refused with 403: the publisher then writes as upstream does, a GET of the pod and a PUT of
@@ -25,6 +34,7 @@ Never reads the mirror and never retries beyond ``status_retry_delays``.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -48,13 +58,29 @@ from app.watch.settings import WatchSettings
 
 log = logging.getLogger(__name__)
 
+ANNOTATIONS_SIZE_LIMIT = 256 * 1024
+"""The API server's bound on a pod's annotations, keys and values together, in bytes
+(``TotalAnnotationSizeLimitB``)."""
+TOO_LARGE_REASON = "NetworkStatusTooLarge"
 
-def status_patch(pod: PodRecord, status_json: str) -> dict[str, Any]:
-    """The merge patch: the annotation, and the pod's uid as a precondition when it is known."""
+
+def status_patch(pod: PodRecord, status_json: str | None) -> dict[str, Any]:
+    """The merge patch: the annotation (None removes it), and the pod's uid when it is known."""
     metadata: dict[str, Any] = {"annotations": {NETWORK_STATUS_ANNOTATION: status_json}}
     if pod.uid:
         metadata["uid"] = pod.uid
     return {"metadata": metadata}
+
+
+def annotation_bytes(status_json: str) -> int:
+    """What the annotation takes of the pod's ``ANNOTATIONS_SIZE_LIMIT``: its key and value, UTF-8."""
+    return len(NETWORK_STATUS_ANNOTATION.encode()) + len(status_json.encode("utf-8", "surrogatepass"))
+
+
+def _refused_as_too_large(error: ApiRejectedError) -> bool:
+    """The API server refused the annotations: the only one the write changes is network-status, a
+    string, so the refusal is of their total size."""
+    return error.status == 422 and "metadata.annotations" in error.fields
 
 
 def _refused_for_its_uid(error: ApiRejectedError) -> bool:
@@ -65,6 +91,10 @@ def _refused_for_its_uid(error: ApiRejectedError) -> bool:
 
 class _PodReplacedError(Exception):
     """The GET before a PUT answered a pod with another uid than the sandbox's."""
+
+
+class _TooLargeError(Exception):
+    """The network-status cannot fit in the pod's annotations."""
 
 
 class ApiStatusPublisher:
@@ -81,12 +111,17 @@ class ApiStatusPublisher:
         """Answers naming another uid (a server ignoring the uid precondition): should stay 0."""
         self.put_conflicts = 0
         """PUTs refused because another writer changed the pod since our GET (each was retried)."""
+        self.too_large = 0
+        """Values that could not fit in the pod's annotations: the annotation was removed instead."""
 
     async def publish_network_status(self, pod: PodRecord, status_json: str) -> None:
         where = f"{pod.namespace}/{pod.name}"
         try:
-            async with asyncio.timeout(self._settings.status_deadline):
-                answer = await self._write(pod, status_json)
+            async with asyncio.timeout(self._settings.status_deadline) as deadline:
+                answer = await self._write_fitting(pod, status_json, deadline)
+        except _TooLargeError as exc:
+            self._refuse_too_large(pod, status_json, reason=str(exc))
+            return
         except TimeoutError as exc:
             raise ClusterUnavailableError(
                 f"cannot write network-status of pod {where}: "
@@ -120,12 +155,42 @@ class ApiStatusPublisher:
     def emit_pod_event(self, pod: PodRecord, *, reason: str, warning: bool, message: str) -> None:
         self._events.offer_event(pod, reason=reason, warning=warning, message=message)
 
-    async def _write(self, pod: PodRecord, status_json: str) -> dict[str, Any]:
+    async def _write_fitting(
+        self, pod: PodRecord, status_json: str, deadline: asyncio.Timeout
+    ) -> dict[str, Any]:
+        """Write ``status_json``, or, when the pod's annotations cannot hold it, remove the
+        annotation and raise ``_TooLargeError``."""
+        size = annotation_bytes(status_json)
+        if size > ANNOTATIONS_SIZE_LIMIT:
+            reason = f"it alone takes {size} bytes"
+        else:
+            try:
+                return await self._write(pod, status_json, deadline)
+            except ApiRejectedError as exc:
+                if not _refused_as_too_large(exc):
+                    raise
+                reason = f"with the pod's other annotations it takes more (the API server: {exc.message})"
+        await self._write(pod, None, deadline)
+        raise _TooLargeError(reason)
+
+    def _refuse_too_large(self, pod: PodRecord, status_json: str, *, reason: str) -> None:
+        self.too_large += 1
+        text = (
+            f"network-status ({len(json.loads(status_json))} entries) not written: a pod's annotations "
+            f"may hold {ANNOTATIONS_SIZE_LIMIT} bytes in all, and {reason}; the annotation is removed"
+        )
+        log.warning("pod %s/%s: %s", pod.namespace, pod.name, text)
+        self._events.offer_event(pod, reason=TOO_LARGE_REASON, warning=True, message=text)
+
+    async def _write(
+        self, pod: PodRecord, status_json: str | None, deadline: asyncio.Timeout
+    ) -> dict[str, Any]:
+        """Set the annotation to ``status_json`` (remove it when None), by PATCH or GET + PUT."""
         path = f"/api/v1/namespaces/{pod.namespace}/pods/{pod.name}/status"
         if not self.put_only:
             try:
                 return await self._with_retries(
-                    "PATCH", path, lambda: self._api.patch(path, status_patch(pod, status_json))
+                    "PATCH", path, lambda: self._api.patch(path, status_patch(pod, status_json)), deadline
                 )
             except ApiRejectedError as exc:
                 if exc.status != 403:
@@ -135,9 +200,11 @@ class ApiStatusPublisher:
                     "PATCH of pods/status refused (%s): writing network-status with GET + PUT from now on",
                     exc,
                 )
-        return await self._get_and_put(pod, status_json, path)
+        return await self._get_and_put(pod, status_json, path, deadline)
 
-    async def _get_and_put(self, pod: PodRecord, status_json: str, path: str) -> dict[str, Any]:
+    async def _get_and_put(
+        self, pod: PodRecord, status_json: str | None, path: str, deadline: asyncio.Timeout
+    ) -> dict[str, Any]:
         """Upstream's write: GET the pod, set the annotation, PUT it with the resourceVersion read."""
         pod_path = f"/api/v1/namespaces/{pod.namespace}/pods/{pod.name}"
 
@@ -146,8 +213,12 @@ class ApiStatusPublisher:
             metadata = current.setdefault("metadata", {})
             if pod.uid and metadata.get("uid") and metadata["uid"] != pod.uid:
                 raise _PodReplacedError(metadata["uid"])
-            annotations = metadata.get("annotations") or {}
-            metadata["annotations"] = {**annotations, NETWORK_STATUS_ANNOTATION: status_json}
+            annotations = dict(metadata.get("annotations") or {})
+            if status_json is None:
+                annotations.pop(NETWORK_STATUS_ANNOTATION, None)
+            else:
+                annotations[NETWORK_STATUS_ANNOTATION] = status_json
+            metadata["annotations"] = annotations
             try:
                 return await self._api.put(path, current)
             except ApiConflictError:
@@ -155,7 +226,7 @@ class ApiStatusPublisher:
                 raise
 
         try:
-            return await self._with_retries("GET + PUT", path, attempt)
+            return await self._with_retries("GET + PUT", path, attempt, deadline)
         except ApiConflictError as exc:
             raise ClusterUnavailableError(
                 f"cannot write network-status of pod {pod.namespace}/{pod.name}: the pod kept changing "
@@ -163,17 +234,27 @@ class ApiStatusPublisher:
             ) from exc
 
     async def _with_retries(
-        self, what: str, path: str, request: Callable[[], Awaitable[dict[str, Any]]]
+        self,
+        what: str,
+        path: str,
+        request: Callable[[], Awaitable[dict[str, Any]]],
+        deadline: asyncio.Timeout,
     ) -> dict[str, Any]:
+        """``request``, retried after each of ``status_retry_delays`` (or the longer ``Retry-After``
+        the server asked for) while the retry can start before ``deadline``."""
         delays = self._settings.status_retry_delays
         for attempt in range(len(delays) + 1):
             try:
                 return await request()
             except RETRYABLE_ERRORS as exc:
-                if attempt == len(delays) or (exc.retry_after or 0) > delays[attempt]:
+                if attempt == len(delays):
                     raise
-                log.debug("%s %s: %s; retrying in %.0f ms", what, path, exc, delays[attempt] * 1000)
-                await asyncio.sleep(delays[attempt])
+                pause = max(delays[attempt], exc.retry_after or 0.0)
+                when = deadline.when()
+                if when is not None and asyncio.get_running_loop().time() + pause >= when:
+                    raise  # the retry could not begin in time: the caller hears this error now
+                log.debug("%s %s: %s; retrying in %.0f ms", what, path, exc, pause * 1000)
+                await asyncio.sleep(pause)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _check_uid(self, pod: PodRecord, answer: dict[str, Any]) -> None:

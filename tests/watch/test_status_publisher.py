@@ -366,3 +366,57 @@ async def test_events_offered_to_an_idle_poster_wait_the_delay_then_all_go_in_or
         "Add net2 []",
     ]
     assert poster.posted == 2
+
+
+def too_large_status() -> str:
+    """A network-status past the API server's 256 KiB cap on a pod's annotations by itself (a few
+    hundred networks with device-info; one delegate printing a huge result does it too)."""
+    entry = {"name": "sriov/net", "interface": "net1", "ips": ["10.1.0.5"], "dns": {}, "device-info": {}}
+    return json.dumps([entry] * 3000, indent=4)
+
+
+async def test_a_status_too_large_for_any_pod_is_never_sent_and_the_stale_one_is_removed(
+    emulator: KubeApiEmulator, publisher: ApiStatusPublisher, poster: PodEventPoster
+) -> None:
+    emulator.create_pod(pod_manifest("p", annotations={NETWORK_STATUS_ANNOTATION: STATUS, "keep": "me"}))
+    since = emulator.last_request_seq
+
+    await publisher.publish_network_status(pod_info(emulator, "p"), too_large_status())
+
+    assert calls(emulator, since) == [("PATCH", f"{POD_P}/status", 200)], "one PATCH: the removal"
+    assert emulator.get_pod("default", "p")["metadata"]["annotations"] == {"keep": "me"}
+    assert (publisher.too_large, publisher.published) == (1, 0)
+    async with asyncio.timeout(5):
+        await poster.drained()
+    [event] = emulator.events("default")
+    assert (event["type"], event["reason"]) == ("Warning", "NetworkStatusTooLarge")
+    assert "3000 entries" in event["message"]
+
+
+async def test_under_upstreams_role_a_status_too_large_is_removed_with_get_and_put(
+    emulator: KubeApiEmulator, publisher: ApiStatusPublisher
+) -> None:
+    emulator.create_pod(pod_manifest("p", annotations={NETWORK_STATUS_ANNOTATION: STATUS, "keep": "me"}))
+    refuse_patch_as_upstreams_role_does(emulator)
+
+    await publisher.publish_network_status(pod_info(emulator, "p"), too_large_status())
+
+    assert emulator.get_pod("default", "p")["metadata"]["annotations"] == {"keep": "me"}
+    assert publisher.too_large == 1
+    emulator.faults.clear()
+
+
+async def test_a_retry_after_longer_than_the_deadline_leaves_is_not_waited_for(
+    emulator: KubeApiEmulator, api: KubeApi, settings: WatchSettings, poster: PodEventPoster
+) -> None:
+    emulator.create_pod(pod_manifest("p"))
+    hasty = ApiStatusPublisher(
+        api=api, settings=dataclasses.replace(settings, status_deadline=0.5), events=poster
+    )
+    emulator.faults.fail_next(1, status=429, retry_after=1, method="PATCH")
+    since = emulator.last_request_seq
+
+    with pytest.raises(ClusterUnavailableError, match="HTTP 429"):  # not "no success within"
+        await hasty.publish_network_status(pod_info(emulator, "p"), STATUS)
+
+    assert [status for _, _, status in calls(emulator, since)] == [429], "no second request"
