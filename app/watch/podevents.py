@@ -2,7 +2,8 @@
 
 ``offer`` and ``offer_not_found`` are called by the status publisher on the ADD path and never
 block: events go to a bounded queue, and when it is full they are dropped and counted (an Event is a
-courtesy to the operator; it must never slow an ADD or grow memory without bound). ``run`` is the
+courtesy to the operator; it must never slow an ADD or grow memory without bound). A queued event
+keeps only its text and the pod's identity, never the pod's record and its annotations. ``run`` is the
 drain task the ``Watchers`` supervise: woken from idle, it lets ``event_delay`` pass first, so the
 ADD that offered the event has answered before the POST takes the event loop, then it posts what is
 queued in order. It posts core/v1 Events shaped as upstream Multus posts them
@@ -39,8 +40,24 @@ MAX_NAME = 253
 
 
 @dataclass(frozen=True, slots=True)
+class InvolvedPod:
+    """What an event names of its pod. Not the ``PodRecord``: a queued event would keep the
+    record's annotations alive (a networks annotation may be 256 KiB), a full queue of them tens
+    of MiB while the API cannot take events."""
+
+    namespace: str
+    name: str
+    uid: str
+    resource_version: str
+
+    @classmethod
+    def of(cls, pod: PodRecord) -> InvolvedPod:
+        return cls(pod.namespace, pod.name, pod.uid, pod.resource_version)
+
+
+@dataclass(frozen=True, slots=True)
 class PodEvent:
-    pod: PodRecord
+    pod: InvolvedPod
     reason: str
     type: str
     message: str
@@ -57,7 +74,7 @@ def not_found_message(*, namespace: str, name: str, error: str) -> str:
     return f"cannot find a network-attachment-definition ({name}) in namespace ({namespace}): {error}"
 
 
-def event_body(pod: PodRecord, item: PodEvent, *, node_name: str, now: datetime) -> dict[str, Any]:
+def event_body(pod: InvolvedPod, item: PodEvent, *, node_name: str, now: datetime) -> dict[str, Any]:
     stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
     suffix = f".{time.time_ns():x}"
     return {
@@ -97,17 +114,18 @@ class PodEventPoster:
 
     def offer(self, pod: PodRecord, events: Sequence[InterfaceEvent]) -> None:
         """Queue ``events`` about ``pod``; drop (and count) what does not fit. Never blocks."""
+        involved = InvolvedPod.of(pod)
         for event in events:
-            self._offer(PodEvent(pod, REASON, "Normal", message(event)))
+            self._offer(PodEvent(involved, REASON, "Normal", message(event)))
 
     def offer_not_found(self, pod: PodRecord, *, namespace: str, name: str, error: str) -> None:
         """Queue a Warning ``NoNetworkFound`` about ``pod`` (NAD ``namespace/name`` missing). Never blocks."""
         text = not_found_message(namespace=namespace, name=name, error=error)
-        self._offer(PodEvent(pod, NOT_FOUND_REASON, "Warning", text))
+        self._offer(PodEvent(InvolvedPod.of(pod), NOT_FOUND_REASON, "Warning", text))
 
     def offer_event(self, pod: PodRecord, *, reason: str, warning: bool, message: str) -> None:
         """Queue any event about ``pod`` (hot-plug's ``RemovedInterface``, ...). Never blocks."""
-        self._offer(PodEvent(pod, reason, "Warning" if warning else "Normal", message))
+        self._offer(PodEvent(InvolvedPod.of(pod), reason, "Warning" if warning else "Normal", message))
 
     def _offer(self, item: PodEvent) -> None:
         try:

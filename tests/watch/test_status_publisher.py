@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import json
+import tracemalloc
 from collections.abc import AsyncIterator
 
 import pytest
@@ -420,3 +422,49 @@ async def test_a_retry_after_longer_than_the_deadline_leaves_is_not_waited_for(
         await hasty.publish_network_status(pod_info(emulator, "p"), STATUS)
 
     assert [status for _, _, status in calls(emulator, since)] == [429], "no second request"
+
+
+async def test_an_event_the_api_refuses_is_counted_once_and_never_posted_again(
+    emulator: KubeApiEmulator, publisher: ApiStatusPublisher, poster: PodEventPoster
+) -> None:
+    emulator.create_pod(pod_manifest("p"))
+    emulator.faults.fail_next(1, status=422, method="POST", path="/events", message="message: Too long")
+    since = emulator.last_request_seq
+
+    publisher.emit_interface_events(pod_info(emulator, "p"), [EVENT])
+    async with asyncio.timeout(5):
+        await poster.drained()
+
+    assert [status for _, _, status in calls(emulator, since)] == [422]
+    assert (poster.failed, poster.posted) == (1, 0)
+
+
+async def test_queued_events_keep_only_the_pods_identity_not_its_annotations(
+    emulator: KubeApiEmulator, api: KubeApi, settings: WatchSettings
+) -> None:
+    """A burst of ADDs whose events cannot be posted (the API hangs) fills the queue; each queued
+    event held the pod's record, its networks annotation (up to 256 KiB) with it: a full queue
+    could keep tens of MiB alive. It keeps the pod's namespace, name, uid and resourceVersion."""
+    poster = PodEventPoster(
+        api=api, settings=dataclasses.replace(settings, event_queue_size=64), node_name=NODE
+    )
+    annotation_size = 256 * 1024
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for index in range(64):
+            pod = PodRecord(
+                namespace="default",
+                name=f"p{index}",
+                uid=f"uid-{index}",
+                annotations={"k8s.v1.cni.cncf.io/networks": str(index) * annotation_size},
+            )
+            poster.offer(pod, [EVENT])
+        del pod
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+    assert poster.pending == 64
+    assert held < 64 * annotation_size // 4, f"{held} bytes held by 64 queued events"
