@@ -189,14 +189,17 @@ class AttachEngine:
                 log.exception("a listener of finished ADDs failed for container %s", request.container_id)
         return answer
 
-    async def delete(
-        self, request: SandboxRequest, *, unless: Callable[[SandboxRecord], bool] | None = None
-    ) -> bool:
-        """Detach everything the checkpoint holds for the sandbox; succeed if nothing is recorded.
+    async def delete(self, request: SandboxRequest) -> None:
+        """Detach everything the checkpoint holds for the sandbox; succeed if nothing is recorded."""
+        await self.delete_unless(request, unless=None)
 
-        With ``unless``, nothing at all is done (False) when the sandbox recorded under the ID
-        satisfies it, judged under the sandbox's lock, so that no ADD can come between the judgment
-        and the DEL (the spool's replay: a DEL spooled before a sandbox reusing the ID was added)."""
+    async def delete_unless(
+        self, request: SandboxRequest, *, unless: Callable[[SandboxRecord], bool] | None
+    ) -> bool:
+        """``delete``, except that nothing at all is done (False) when the sandbox recorded under
+        the ID satisfies ``unless``, judged under the sandbox's lock, so that no ADD can come
+        between the judgment and the DEL (the spool's replay: a DEL spooled before a sandbox
+        reusing the ID was added); True once the DEL ran."""
         async with self.locks.hold(request.container_id):
             if unless is not None:
                 recorded = await self.load_sandbox(request.container_id)

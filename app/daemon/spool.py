@@ -16,7 +16,7 @@ that sandbox's (a runtime may reuse an ID once its DEL succeeded, and a spooled 
 it is dropped with a log line, unless it names the netns that sandbox records. The times compared
 are the entry's (the shim's clock, in its name) and the sandbox's ``created_at`` (the daemon's):
 one node's wall clock, so a clock stepped back between the two could still mislead it. The engine
-judges it under the sandbox's lock (``AttachEngine.delete``'s ``unless``), so no ADD of a reused
+judges it under the sandbox's lock (``AttachEngine.delete_unless``), so no ADD of a reused
 ID can come between the judgment and the DEL.
 
 A shim conf without ``spoolDir`` (a hand-written ``multusConfigFile``; the generated 00-multus.conf
@@ -201,7 +201,7 @@ async def _delete(
     """DEL the entry's sandbox, unless the one recorded under its ID was added after the DEL was
     spooled (judged by the engine under the sandbox's lock): then drop the entry unreplayed."""
     try:
-        done = await engine.delete(
+        done = await engine.delete_unless(
             request, unless=partial(_added_after, request=request, spooled_at=spooled_at)
         )
     except CniError as error:

@@ -194,7 +194,7 @@ async def test_whether_a_spooled_del_is_meant_for_the_recorded_sandbox_is_judged
 
     request = node.request(Command.DEL, container, None, node.conf(node.recorder_network("x")))
     async with engine.locks.hold(container):
-        deleting = asyncio.create_task(engine.delete(request, unless=meant_for_an_earlier_sandbox))
+        deleting = asyncio.create_task(engine.delete_unless(request, unless=meant_for_an_earlier_sandbox))
         await asyncio.sleep(0.05)  # the DEL has run up to its lock (nothing else to wait on)
         assert judged == [], "judged while another operation held the sandbox's lock"
     done = await deleting
