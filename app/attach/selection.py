@@ -31,6 +31,11 @@ Decisions where upstream panics, fails late or silently does something surprisin
   itself (KubeVirt persistent IPs), so refusing it would break working clusters.
 - Integral floats in ``cni-args`` (``1.0``, ``1e3``) are passed as integers, as Go's float64
   re-encoding does, so plugins decoding into integer fields accept them; integers keep every digit.
+- ``name`` and ``namespace`` must be Kubernetes object names (a DNS-1123 subdomain, a DNS-1123
+  label), in both forms; upstream checks only the comma form's. No NAD can have another name, and
+  the name becomes a path of the API request that looks a NAD up: ``"../../other/..."`` reached
+  another namespace's NAD past ``namespaceIsolation``. Messages quote at most ``_SHOWN_MAX``
+  characters of a name (an annotation may hold 256 KiB).
 """
 
 from __future__ import annotations
@@ -50,6 +55,11 @@ _JSON_MARKERS: Final = '[{"'
 _DNS1123_LABEL: Final = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _IFNAME_MAX_BYTES: Final = 15
 _IFNAME_FORBIDDEN: Final = frozenset(" \t\n\v\f\r/")
+_DNS1123_SUBDOMAIN: Final = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_OBJECT_NAME_MAX: Final = 253
+_NAMESPACE_MAX: Final = 63
+_SHOWN_MAX: Final = 100
+"""How much of a user's text an error message quotes (an annotation may hold 256 KiB)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +152,11 @@ def _annotation_error(annotation: str, text: str, details: str = "") -> CniError
     return CniError(ErrorCode.INVALID_NETWORK_CONFIG, f"annotation {annotation}: {text}", details)
 
 
+def _shown(text: str) -> str:
+    """``text`` as a message quotes it: at most ``_SHOWN_MAX`` characters of it."""
+    return text if len(text) <= _SHOWN_MAX else text[:_SHOWN_MAX] + f"... ({len(text)} characters)"
+
+
 # --- comma form ---------------------------------------------------------------------------------------
 
 
@@ -151,7 +166,7 @@ def _decode_comma_form(value: str, *, annotation: str) -> list[dict[str, Any]]:
         try:
             namespace, name, ifname = _parse_object_name(gojson.trim(item))
         except gojson.DecodeError as err:
-            where = f"item {index}: {gojson.quote(gojson.trim(item))}"
+            where = f"item {index}: {gojson.quote(_shown(gojson.trim(item)))}"
             raise _annotation_error(annotation, f"parsePodNetworkAnnotation: {err}", where) from None
         elements.append({"name": name, "namespace": namespace, "interface": ifname})
     return elements
@@ -361,7 +376,7 @@ def _validated(
 ) -> NetworkSelection:
     namespace = element.get("namespace") or default_namespace
     name = element.get("name", "")
-    where = f"element {index}, network {namespace}/{name}"
+    where = f"element {index}, network {_shown(namespace)}/{_shown(name)}"
     try:
         _check_mac(element.get("mac", ""), "parsePodNetworkAnnotation: failed to mac")
         _check_mac(
@@ -372,6 +387,7 @@ def _validated(
             _check_ip_request(ip)
         if not name:
             raise gojson.DecodeError("parsePodNetworkAnnotation: network name is empty")
+        _check_object_names(namespace=namespace, name=name)
         interface = element.get("interface") or element.get("interfaceRequest", "")
         _check_ifname(interface)
     except gojson.DecodeError as err:
@@ -390,6 +406,21 @@ def _validated(
         default_route=tuple(element.get("default-route") or ()),
         ipam_claim_reference=element.get("ipam-claim-reference", ""),
     )
+
+
+def _check_object_names(*, namespace: str, name: str) -> None:
+    """Refuse what cannot name a NAD: it would only fail the lookup, after it became part of the
+    API path that looks the NAD up (``..``, ``/``, ``?`` reached other objects)."""
+    if len(namespace) > _NAMESPACE_MAX or not _DNS1123_LABEL.fullmatch(namespace):
+        raise gojson.DecodeError(
+            f"namespace {gojson.quote(_shown(namespace))} is not a Kubernetes namespace name (a DNS-1123 "
+            f"label: lower case alphanumeric characters or '-', at most {_NAMESPACE_MAX})"
+        )
+    if len(name) > _OBJECT_NAME_MAX or not _DNS1123_SUBDOMAIN.fullmatch(name):
+        raise gojson.DecodeError(
+            f"network name {gojson.quote(_shown(name))} is not a network-attachment-definition name (a "
+            f"DNS-1123 subdomain: lower case alphanumeric characters, '-' or '.', at most {_OBJECT_NAME_MAX})"
+        )
 
 
 def check_address_requests(*, ips: Iterable[str], mac: str) -> tuple[str, str] | None:
