@@ -10,7 +10,9 @@ pod's ``k8s.v1.cni.cncf.io/networks`` selections. Every delegate but the master 
 A network reference (``clusterNetwork``, ``defaultNetworks``) is a path (file or directory), or a
 name: a NetworkAttachmentDefinition in ``multusNamespace`` first, then a conf file in ``confDir``.
 Annotation selections name NADs only; a NAD with an empty ``spec.config`` stands for the conf file
-of its name in ``confDir``. A NAD the mirror lacks (and, for a reference, no conf file of its name)
+of its name in ``confDir``. ``namespaceIsolation`` holds both annotations to the pod's namespace and
+``globalNamespaces``, the default-network annotation also to ``multusNamespace`` (upstream leaves
+that annotation unchecked). A NAD the mirror lacks (and, for a reference, no conf file of its name)
 is asked of the API once before the ADD fails (``NadSource.fetch_nad``): one created just before
 its pod may not be mirrored yet; a NAD in the mirror costs no request.
 
@@ -260,6 +262,13 @@ class NetworkResolver:
         if pod is not None and DEFAULT_NETWORK_ANNOTATION in pod.annotations:
             override = pod.annotations[DEFAULT_NETWORK_ANNOTATION]
             selection = sel.parse_default_network(override, multus_namespace=conf.multus_namespace)
+            _check_isolation(
+                conf,
+                pod,
+                selection,
+                permitted=(conf.multus_namespace,),
+                annotation=DEFAULT_NETWORK_ANNOTATION,
+            )
             nad = await self._nad(selection.namespace, selection.name, pod)
             return [await self._from_nad(nad, conf, selection=selection)]
         if conf.cluster_network:
@@ -304,17 +313,7 @@ class NetworkResolver:
         self, selection: sel.NetworkSelection, conf: MultusNetConf, pod: PodRecord
     ) -> _Network:
         """A network the pod's annotation asks for: always a NAD."""
-        if (
-            conf.namespace_isolation
-            and selection.namespace != pod.namespace
-            and selection.namespace not in conf.global_namespaces
-        ):
-            raise CniError(
-                ErrorCode.INVALID_NETWORK_CONFIG,
-                "GetNetworkDelegates: namespace isolation enabled, annotation violates permission, "
-                f"pod is in namespace {pod.namespace} but refers to target namespace {selection.namespace}",
-                f"network {selection.qualified_name}",
-            )
+        _check_isolation(conf, pod, selection, permitted=(), annotation=NETWORKS_ANNOTATION)
         nad = await self._nad(selection.namespace, selection.name, pod)
         return await self._from_nad(nad, conf, selection=selection)
 
@@ -528,6 +527,29 @@ class NetworkResolver:
             cni_args=decided.cni_args,
             capability_args=decided.capability_args,
         )
+
+
+def _check_isolation(
+    conf: MultusNetConf,
+    pod: PodRecord,
+    selection: sel.NetworkSelection,
+    *,
+    permitted: tuple[str, ...],
+    annotation: str,
+) -> None:
+    """With ``namespaceIsolation``, refuse a selection of a NAD outside the pod's namespace, the
+    ``globalNamespaces`` and ``permitted`` (the default-network annotation's own namespace,
+    ``multusNamespace``, where its NADs live; upstream applies no isolation to that annotation)."""
+    if not conf.namespace_isolation or selection.namespace == pod.namespace:
+        return
+    if selection.namespace in conf.global_namespaces or selection.namespace in permitted:
+        return
+    raise CniError(
+        ErrorCode.INVALID_NETWORK_CONFIG,
+        "GetNetworkDelegates: namespace isolation enabled, annotation violates permission, "
+        f"pod is in namespace {pod.namespace} but refers to target namespace {selection.namespace}",
+        f"annotation {annotation}, network {selection.qualified_name}",
+    )
 
 
 async def _mirrored_nad(nads: NadSource, *, namespace: str, name: str) -> NadRecord | None:

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from app.attach.cluster import DEFAULT_NETWORK_ANNOTATION
 from app.attach.engine import AttachEngine
 from app.attach.networks import ClusterSources, NetworkResolver
 from app.attach.requests import Command, SandboxRequest
@@ -155,3 +156,31 @@ async def test_a_name_or_namespace_no_kubernetes_object_can_have_is_refused_with
 
     assert error.msg.startswith(f"annotation {NETWORKS}: {field} ")
     assert nad_gets(emulator) == []
+
+
+async def test_the_default_network_annotation_is_held_to_namespace_isolation(
+    emulator: KubeApiEmulator, database: Database, node: Node
+) -> None:
+    """It named ``secret/hidden`` and the pod got another namespace's NAD as its cluster network."""
+    await with_nads(emulator, database, {("secret", "hidden"): node.recorder_nad()})
+    uid = create_pod(emulator, {DEFAULT_NETWORK_ANNOTATION: "secret/hidden"})
+
+    error = await node.refused_add(node.request(uid, namespace_isolation=True))
+
+    assert error.msg.startswith("GetNetworkDelegates: namespace isolation enabled")
+    assert error.details == f"annotation {DEFAULT_NETWORK_ANNOTATION}, network secret/hidden"
+
+
+async def test_under_isolation_the_default_network_annotation_still_names_multus_namespace_nads(
+    emulator: KubeApiEmulator, database: Database, node: Node
+) -> None:
+    await with_nads(emulator, database, {("kube-system", "alt"): node.recorder_nad()})
+    uid = create_pod(emulator, {DEFAULT_NETWORK_ANNOTATION: "alt"})
+    request = node.request(uid, namespace_isolation=True)
+
+    await node.engine.add(request)
+
+    record = await node.engine.load_sandbox(CONTAINER)
+    assert record is not None
+    assert [(a.network_name, a.ifname) for a in record.attachments] == [("kube-system/alt", "eth0")]
+    await node.engine.delete(replace(request, command=Command.DEL))
