@@ -36,6 +36,9 @@ Decisions where upstream panics, fails late or silently does something surprisin
   the name becomes a path of the API request that looks a NAD up: ``"../../other/..."`` reached
   another namespace's NAD past ``namespaceIsolation``. Messages quote at most ``_SHOWN_MAX``
   characters of a name (an annotation may hold 256 KiB).
+- ``interface`` must also be a name the CNI spec and Linux accept (no NUL, ``:``, ``.``/``..``,
+  control character, ``%``), and not ``lo``: every network namespace already has it, a plugin
+  refuses to create it, and its rollback DEL then fails for ever (the loopback cannot be deleted).
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from typing import Any, Final
 
 from app.attach import gojson
 from app.attach.cluster import DEFAULT_NETWORK_ANNOTATION, NETWORKS_ANNOTATION
-from app.cni import results
+from app.cni import names, results
 from app.cni.types import CniError, ErrorCode, JsonObject
 
 _JSON_MARKERS: Final = '[{"'
@@ -58,6 +61,7 @@ _IFNAME_FORBIDDEN: Final = frozenset(" \t\n\v\f\r/")
 _DNS1123_SUBDOMAIN: Final = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _OBJECT_NAME_MAX: Final = 253
 _NAMESPACE_MAX: Final = 63
+_LOOPBACK: Final = "lo"
 _SHOWN_MAX: Final = 100
 """How much of a user's text an error message quotes (an annotation may hold 256 KiB)."""
 
@@ -390,6 +394,8 @@ def _validated(
         _check_object_names(namespace=namespace, name=name)
         interface = element.get("interface") or element.get("interfaceRequest", "")
         _check_ifname(interface)
+        if interface:
+            _check_interface_usable(interface)
     except gojson.DecodeError as err:
         raise _annotation_error(annotation, str(err), where) from None
     return NetworkSelection(
@@ -420,6 +426,18 @@ def _check_object_names(*, namespace: str, name: str) -> None:
         raise gojson.DecodeError(
             f"network name {gojson.quote(_shown(name))} is not a network-attachment-definition name (a "
             f"DNS-1123 subdomain: lower case alphanumeric characters, '-' or '.', at most {_OBJECT_NAME_MAX})"
+        )
+
+
+def _check_interface_usable(ifname: str) -> None:
+    """The CNI spec's and Linux's rules beyond upstream's check, and no ``lo``."""
+    try:
+        names.check_ifname(ifname)
+    except CniError as err:
+        raise gojson.DecodeError(f"interface name {gojson.quote(ifname)}: {err.msg}") from None
+    if ifname == _LOOPBACK:
+        raise gojson.DecodeError(
+            'interface name "lo": every network namespace has its loopback interface already'
         )
 
 

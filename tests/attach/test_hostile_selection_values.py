@@ -1,5 +1,5 @@
 """Selection annotations a namespace user may write to hurt the node: names that are no Kubernetes
-object's. Each is a CNI error (code 7) naming the element."""
+object's, interface names no netns can take. Each is a CNI error (code 7) naming the element."""
 
 from __future__ import annotations
 
@@ -58,3 +58,15 @@ def test_a_comma_form_name_longer_than_any_object_name_is_refused() -> None:
 
     assert "is not a network-attachment-definition name" in error.msg
     assert len(error.msg) < 400, "the message quotes a bounded part of the name"
+
+
+@pytest.mark.parametrize("interface", ["lo", "a\u0000b", ".", "..", "a:b", "eth%d", "\u00e0b", "a\u0085b"])
+def test_an_interface_name_no_netns_can_take_is_refused_naming_the_element(interface: str) -> None:
+    error = error_of(json.dumps([{"name": "net", "interface": interface}]))
+
+    assert error.msg.startswith(NETWORKS + "interface name ")
+    assert error.details == "element 0, network pods/net"
+
+
+def test_the_comma_form_refuses_lo_too() -> None:
+    assert 'interface name "lo"' in error_of("net@lo").msg

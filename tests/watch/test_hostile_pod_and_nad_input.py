@@ -9,7 +9,9 @@ runtime's DEL afterwards succeeds.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import secrets
+import subprocess
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -184,3 +186,31 @@ async def test_under_isolation_the_default_network_annotation_still_names_multus
     assert record is not None
     assert [(a.network_name, a.ifname) for a in record.attachments] == [("kube-system/alt", "eth0")]
     await node.engine.delete(replace(request, command=Command.DEL))
+
+
+@pytest.fixture
+def bridge_name() -> Iterator[str]:
+    name = f"mpyhk{secrets.token_hex(4)}"
+    yield name
+    subprocess.run(["ip", "link", "del", name], check=False, capture_output=True)
+
+
+async def test_an_interface_named_lo_is_refused_before_a_delegate_that_could_never_be_deleted_runs(
+    emulator: KubeApiEmulator, database: Database, node: Node, tmp_path: Path, bridge_name: str
+) -> None:
+    """``net@lo`` ran bridge, which refused to create ``lo``; its rollback DEL then failed for ever
+    (the loopback cannot be deleted): ``lo`` stayed recorded and every DEL of the runtime failed."""
+    bridge = {
+        "cniVersion": "1.0.0",
+        "type": "bridge",
+        "bridge": bridge_name,
+        "ipam": {"type": "host-local", "subnet": "10.251.7.0/24", "dataDir": str(tmp_path / "ipam")},
+    }
+    await with_nads(emulator, database, {("default", "net"): json.dumps(bridge)})
+    uid = create_pod(emulator, {NETWORKS: "net@lo"})
+
+    error = await node.refused_add(node.request(uid))
+
+    assert error.code == ErrorCode.INVALID_NETWORK_CONFIG
+    assert 'interface name "lo"' in error.msg
+    assert error.details == "element 0, network default/net"
