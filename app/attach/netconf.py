@@ -13,12 +13,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.attach.selection import DEFAULT_MAX_NETWORKS
 from app.cni.types import CniError, ErrorCode, JsonObject
 
 DEFAULT_BIN_DIR = "/opt/cni/bin"
 DEFAULT_CONF_DIR = "/etc/cni/multus/net.d"
 DEFAULT_CNI_DIR = "/var/lib/cni/multus"
 DEFAULT_MULTUS_NAMESPACE = "kube-system"
+DEFAULT_MAX_NETWORKS_PER_POD = DEFAULT_MAX_NETWORKS
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +43,9 @@ class MultusNetConf:
     runtime_config: Mapping[str, Any] = field(default_factory=dict)
     auxiliary_cni_chain_name: str = ""
     """Upstream's ``auxiliaryCNIChainName``: a chain from ``<dir(clusterNetwork)>/<name>/*.conf``."""
+    max_networks_per_pod: int = DEFAULT_MAX_NETWORKS_PER_POD
+    """multus-py ``maxNetworksPerPod``: how many networks a pod's ``k8s.v1.cni.cncf.io/networks``
+    annotation may select; more are refused at ADD, before any is looked up (upstream: no bound)."""
     raw: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -70,6 +75,7 @@ def parse(merged: Mapping[str, Any], *, stdin_cni_version: str) -> MultusNetConf
         global_namespaces=reader.comma_list("globalNamespaces", ("default",)),
         runtime_config=reader.object("runtimeConfig"),
         auxiliary_cni_chain_name=reader.string("auxiliaryCNIChainName", ""),
+        max_networks_per_pod=reader.positive_integer("maxNetworksPerPod", DEFAULT_MAX_NETWORKS_PER_POD),
         raw=dict(merged),
     )
 
@@ -102,6 +108,16 @@ class _Keys:
             return default
         if not isinstance(value, bool):
             raise self._fail(key, "true or false")
+        return value
+
+    def positive_integer(self, key: str, default: int) -> int:
+        value = self._obj.get(key)
+        if value is None:
+            return default
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)  # JSON has one number type: 300.0 is 300
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise self._fail(key, "a positive integer")
         return value
 
     def strings(self, key: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:

@@ -243,7 +243,9 @@ class NetworkResolver:
             networks.extend(defaults)
         if pod is not None:
             selections = sel.parse_networks(
-                pod.annotations.get(NETWORKS_ANNOTATION, ""), pod_namespace=pod.namespace
+                pod.annotations.get(NETWORKS_ANNOTATION, ""),
+                pod_namespace=pod.namespace,
+                max_networks=conf.max_networks_per_pod,
             )
             sel.check_default_routes(selections)
             networks.extend([await self._selected(selection, conf, pod) for selection in selections])

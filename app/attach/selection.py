@@ -39,6 +39,10 @@ Decisions where upstream panics, fails late or silently does something surprisin
 - ``interface`` must also be a name the CNI spec and Linux accept (no NUL, ``:``, ``.``/``..``,
   control character, ``%``), and not ``lo``: every network namespace already has it, a plugin
   refuses to create it, and its rollback DEL then fails for ever (the loopback cannot be deleted).
+- A pod selects at most ``max_networks`` networks (``maxNetworksPerPod``, default
+  ``DEFAULT_MAX_NETWORKS``); upstream has no bound. The count is taken before any element is
+  decoded, so a selection of thousands of networks costs a scan of the value, not thousands of NAD
+  lookups and delegates. The default-network annotation is counted the same way (one network).
 """
 
 from __future__ import annotations
@@ -64,6 +68,10 @@ _NAMESPACE_MAX: Final = 63
 _LOOPBACK: Final = "lo"
 _SHOWN_MAX: Final = 100
 """How much of a user's text an error message quotes (an annotation may hold 256 KiB)."""
+DEFAULT_MAX_NETWORKS: Final = 256
+"""``maxNetworksPerPod`` when unset. Far above any real pod (a few, tens for SR-IOV or KubeVirt);
+and a pod's network-status, about 0.3-1 KiB per network, must fit in the 256 KiB the API server
+allows a pod's annotations."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,15 +109,32 @@ class NetworkSelection:
 # --- the annotations ------------------------------------------------------------------------------
 
 
-def parse_networks(value: str, *, pod_namespace: str) -> list[NetworkSelection]:
+def parse_networks(
+    value: str, *, pod_namespace: str, max_networks: int = DEFAULT_MAX_NETWORKS
+) -> list[NetworkSelection]:
     """The networks a ``k8s.v1.cni.cncf.io/networks`` value selects, in order; ``""`` selects none.
 
     JSON (a list of objects) when the value contains ``[``, ``{`` or ``"``; otherwise the comma form
-    ``[<namespace>/]<name>[@<ifname>]``. Elements without a namespace get ``pod_namespace``.
+    ``[<namespace>/]<name>[@<ifname>]``. Elements without a namespace get ``pod_namespace``. More
+    than ``max_networks`` elements are refused before any is decoded.
     """
     if value == "":
         return []
-    return _parse(value, default_namespace=pod_namespace, annotation=NETWORKS_ANNOTATION)
+
+    def too_many(count: int) -> CniError:
+        return _annotation_error(
+            NETWORKS_ANNOTATION,
+            f"the annotation selects {count} networks; a pod may select at most {max_networks}",
+            "maxNetworksPerPod in daemon-config.json sets the bound",
+        )
+
+    return _parse(
+        value,
+        default_namespace=pod_namespace,
+        annotation=NETWORKS_ANNOTATION,
+        max_elements=max_networks,
+        too_many=too_many,
+    )
 
 
 def parse_default_network(value: str, *, multus_namespace: str) -> NetworkSelection:
@@ -119,11 +144,16 @@ def parse_default_network(value: str, *, multus_namespace: str) -> NetworkSelect
         raise _annotation_error(
             annotation, 'parsePodNetworkAnnotation: pod annotation does not have "network" as key'
         )
-    selections = _parse(value, default_namespace=multus_namespace, annotation=annotation)
-    if len(selections) > 1:
-        raise _annotation_error(
-            annotation, f"tryLoadK8sPodDefaultNetwork: more than one default network is specified: {value}"
+
+    def too_many(_count: int) -> CniError:
+        return _annotation_error(
+            annotation,
+            "tryLoadK8sPodDefaultNetwork: more than one default network is specified: " + _shown(value),
         )
+
+    selections = _parse(
+        value, default_namespace=multus_namespace, annotation=annotation, max_elements=1, too_many=too_many
+    )
     if not selections:
         raise _annotation_error(annotation, "tryLoadK8sPodDefaultNetwork: no default network is specified")
     return selections[0]
@@ -140,11 +170,23 @@ def check_default_routes(selections: Iterable[NetworkSelection]) -> None:
         )
 
 
-def _parse(value: str, *, default_namespace: str, annotation: str) -> list[NetworkSelection]:
+def _parse(
+    value: str,
+    *,
+    default_namespace: str,
+    annotation: str,
+    max_elements: int,
+    too_many: Callable[[int], CniError],
+) -> list[NetworkSelection]:
     value = gojson.without_surrogates(value)
     if any(marker in value for marker in _JSON_MARKERS):
-        elements = _decode_json_form(value, annotation=annotation)
+        elements = _decode_json_form(
+            value, annotation=annotation, max_elements=max_elements, too_many=too_many
+        )
     else:
+        count = value.count(",") + 1
+        if count > max_elements:
+            raise too_many(count)
         elements = _decode_comma_form(value, annotation=annotation)
     return [
         _validated(element, index=index, default_namespace=default_namespace, annotation=annotation)
@@ -216,11 +258,15 @@ _JSON_PREFIX: Final = (
 _ELEMENT: Final = "NetworkSelectionElement"
 
 
-def _decode_json_form(value: str, *, annotation: str) -> list[dict[str, Any]]:
+def _decode_json_form(
+    value: str, *, annotation: str, max_elements: int, too_many: Callable[[int], CniError]
+) -> list[dict[str, Any]]:
     try:
         document = gojson.loads(value)
     except (ValueError, RecursionError) as err:
         raise _annotation_error(annotation, _JSON_PREFIX + str(err)) from None
+    if gojson.is_array(document) and len(document) > max_elements:
+        raise too_many(len(document))
     try:
         return _decode_list(document)
     except gojson.DecodeError as err:

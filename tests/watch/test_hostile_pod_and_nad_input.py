@@ -214,3 +214,32 @@ async def test_an_interface_named_lo_is_refused_before_a_delegate_that_could_nev
     assert error.code == ErrorCode.INVALID_NETWORK_CONFIG
     assert 'interface name "lo"' in error.msg
     assert error.details == "element 0, network default/net"
+
+
+async def test_a_selection_of_ten_thousand_networks_is_refused_before_any_is_looked_up(
+    emulator: KubeApiEmulator, database: Database, node: Node
+) -> None:
+    """Upstream has no bound, nor had we: each of the 10,000 was resolved (seconds of the event
+    loop), then 10,000 delegates would have been recorded and run one after another. (The NAD's
+    plugin is not installed, so that without the bound the ADD fails, later, for that.)"""
+    missing_plugin = json.dumps({"cniVersion": "1.0.0", "type": "not-installed"})
+    await with_nads(emulator, database, {("default", "net"): missing_plugin})
+    uid = create_pod(emulator, {NETWORKS: ",".join(["net"] * 10_000)})
+
+    error = await node.refused_add(node.request(uid))
+
+    assert error.msg == (
+        f"annotation {NETWORKS}: the annotation selects 10000 networks; a pod may select at most 256"
+    )
+    assert "maxNetworksPerPod" in error.details
+
+
+async def test_max_networks_per_pod_sets_the_bound(
+    emulator: KubeApiEmulator, database: Database, node: Node
+) -> None:
+    await with_nads(emulator, database, {("default", "net"): node.recorder_nad()})
+    uid = create_pod(emulator, {NETWORKS: json.dumps([{"name": "net"}] * 3)})
+
+    error = await node.refused_add(node.request(uid, max_networks_per_pod=2))
+
+    assert "selects 3 networks; a pod may select at most 2" in error.msg
