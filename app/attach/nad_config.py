@@ -6,6 +6,11 @@ verbatim inside a ``CniError`` code 7 whose message starts ``network-attachment-
 <ns>/<name>: ``. Pure: no I/O, no Kubernetes client; an empty ``spec.config`` (a confDir file
 named like the NAD) is left to the caller to find, and the full configuration check is the
 caller's (``app.cni.conf``) when it loads the bytes returned here.
+
+One refusal upstream lacks: a plugin ``type`` of Multus itself (``multus-shim``, ``multus``). Run
+as a delegate, the shim asks this daemon to ADD the very sandbox whose ADD is running it and
+waits behind that ADD's lock until the delegate timeout kills it; the rollback's DEL of it waits
+behind the same lock, and so does each DEL the runtime retries while it stays pending.
 """
 
 from __future__ import annotations
@@ -14,6 +19,9 @@ from app.attach import delegate_inputs, gojson
 from app.cni import conf as cniconf
 from app.cni import results
 from app.cni.types import CniError, ErrorCode, JsonObject
+
+MULTUS_PLUGIN_TYPES = frozenset({"multus", "multus-shim"})
+"""Plugin types that are Multus itself: never a NAD's delegate."""
 
 
 def falls_back_to_conf_dir(config: str) -> bool:
@@ -72,6 +80,7 @@ def _check_delegate_shape(document: JsonObject, *, where: str) -> None:
                 f"{gojson.kind(value)} into Go struct field NetConf.{key} of type string",
             )
     if delegate_inputs.has_type(document):
+        _check_not_multus(document, field="type", where=where)
         return
     plugins = document.get("plugins")
     prefix = f"{where}: LoadDelegateNetConf: failed with: LoadDelegateNetConfList"
@@ -83,4 +92,17 @@ def _check_delegate_shape(document: JsonObject, *, where: str) -> None:
     if not isinstance(first, dict) or not delegate_inputs.has_type(first):
         raise CniError(
             ErrorCode.INVALID_NETWORK_CONFIG, f"{prefix}: a plugin delegate must have the 'type' field"
+        )
+    for index, plugin in enumerate(plugins):
+        if isinstance(plugin, dict):
+            _check_not_multus(plugin, field=f"plugins[{index}].type", where=where)
+
+
+def _check_not_multus(plugin: JsonObject, *, field: str, where: str) -> None:
+    kind = plugin.get("type")
+    if kind in MULTUS_PLUGIN_TYPES:
+        raise CniError(
+            ErrorCode.INVALID_NETWORK_CONFIG,
+            f'{where}: "{field}" is "{kind}": Multus cannot be a delegate of itself',
+            "a NAD's configuration names the plugin that attaches the network (macvlan, bridge, ...)",
         )

@@ -243,3 +243,22 @@ async def test_max_networks_per_pod_sets_the_bound(
     error = await node.refused_add(node.request(uid, max_networks_per_pod=2))
 
     assert "selects 3 networks; a pod may select at most 2" in error.msg
+
+
+async def test_a_nad_whose_plugin_is_multus_itself_is_refused_rather_than_run(
+    emulator: KubeApiEmulator, database: Database, node: Node
+) -> None:
+    """Run, the shim would ask this daemon to ADD the sandbox whose ADD runs it, and wait behind
+    that ADD's lock until the delegate timeout; so would its DELs. (It ran: the NAD was taken.)"""
+    install_recorder(node.bin_dir).rename(node.bin_dir / "multus-shim")
+    install_recorder(node.bin_dir)
+    chain = {"cniVersion": "1.0.0", "plugins": [{"type": "recorder"}, {"type": "multus-shim"}]}
+    await with_nads(emulator, database, {("default", "loop"): json.dumps(chain)})
+    uid = create_pod(emulator, {NETWORKS: "loop"})
+
+    error = await node.refused_add(node.request(uid))
+
+    assert error.msg == (
+        'network-attachment-definition default/loop: "plugins[1].type" is "multus-shim": '
+        "Multus cannot be a delegate of itself"
+    )
