@@ -601,7 +601,9 @@ class HotplugReconciler:
         started = time.monotonic()
         try:
             selections = sel.parse_networks(
-                pod.annotations.get(NETWORKS_ANNOTATION, ""), pod_namespace=pod.namespace
+                pod.annotations.get(NETWORKS_ANNOTATION, ""),
+                pod_namespace=pod.namespace,
+                max_networks=self._conf.max_networks_per_pod,
             )
         except CniError as err:
             await self._engine.record_request_error(base, err, started=started)

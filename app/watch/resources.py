@@ -14,6 +14,7 @@ import json
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import quote
 
 from app.store.mirror_records import NadRecord, ObjectKey, PodRecord
 from app.watch.errors import ApiProtocolError, error_for_status, status_causes
@@ -115,7 +116,9 @@ def nads_in(namespace: str | None) -> WatchTarget:
 
 
 def nad_path(namespace: str, name: str) -> str:
-    """The API path of one NAD."""
+    """The API path of one NAD; its namespace and name escaped, so that whatever they hold they
+    name one object (``..``, ``/`` or ``?`` cannot reach another path)."""
+    namespace, name = quote(namespace, safe=""), quote(name, safe="")
     return f"/apis/{NAD_GROUP_VERSION}/namespaces/{namespace}/{NAD_PLURAL}/{name}"
 
 

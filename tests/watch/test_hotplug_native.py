@@ -776,3 +776,25 @@ async def test_a_deleted_pod_whose_sandbox_is_still_recorded_holds_no_other_pod_
             assert await node.recorded(gone_container) == {"eth0": "added"}
             await engine.delete(node.request(Command.DEL, gone, gone_container))
             await engine.delete(dataclasses.replace(alive_request, command=Command.DEL))
+
+
+@pytest.fixture
+def at_most_two_networks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The node's configuration bounds a pod to two networks (``maxNetworksPerPod``); taken
+    before ``node`` builds its engine and reconciler."""
+    conf = Layout.conf
+    monkeypatch.setattr(Layout, "conf", lambda self: dataclasses.replace(conf(self), max_networks_per_pod=2))
+
+
+async def test_hot_plug_holds_the_pod_to_the_configured_number_of_networks(
+    at_most_two_networks: None, node: Node
+) -> None:
+    """The reconciler parsed the annotation with the default bound (256), whatever
+    ``maxNetworksPerPod`` said: networks an ADD would refuse were hot-plugged."""
+    pod, container = await running_pod(node, "bounded", "hot-a@net1")
+
+    node.annotate("bounded", "hot-a@net1, hot-b@net2, hot-a@net3")
+
+    await eventually(lambda: _async(node.events("FailedAddingInterface")), _has("at most 2"))
+    assert await node.recorded(container) == {"eth0": "added", "net1": "added"}
+    await node.engine.delete(node.request(Command.DEL, pod, container))
