@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
 
@@ -185,11 +184,19 @@ def test_a_watch_error_event_is_classified_by_its_status_cause_not_its_message(
     assert type(raised.value) is expected
 
 
-def relists_of(writer: MirrorWriter) -> Callable[[], Awaitable[int]]:
+async def watch_until_relisted(*, api: KubeApi, writer: MirrorWriter, settings: WatchSettings) -> None:
+    """Run the writer's watch until it has relisted once."""
+
     async def relists() -> int:
         return writer.state.relists
 
-    return relists
+    loop = asyncio.create_task(watching.infinite_watch(api=api, writer=writer, settings=settings))
+    try:
+        await eventually(relists, lambda count: count == 1)
+    finally:
+        loop.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await loop
 
 
 async def synced_writer_beyond_the_server(
@@ -218,13 +225,7 @@ async def test_after_an_outage_a_running_watch_checks_its_position_before_watchi
     emulator.faults.fail_next(1, status=503, path="/pods.*watch=true")
     since = emulator.last_request_seq
 
-    loop = asyncio.create_task(watching.infinite_watch(api=api, writer=writer, settings=settings))
-    try:
-        await eventually(relists_of(writer), lambda relists: relists == 1)
-    finally:
-        loop.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await loop
+    await watch_until_relisted(api=api, writer=writer, settings=settings)
 
     assert writer.state.errors == 1
     assert len(position_checks_since(emulator, since)) == 1
@@ -242,13 +243,7 @@ async def test_a_stream_that_heard_nothing_not_even_a_bookmark_has_its_position_
     )
     since = emulator.last_request_seq
 
-    loop = asyncio.create_task(watching.infinite_watch(api=api, writer=writer, settings=quick))
-    try:
-        await eventually(relists_of(writer), lambda relists: relists == 1)
-    finally:
-        loop.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await loop
+    await watch_until_relisted(api=api, writer=writer, settings=quick)
 
     assert writer.state.errors == 0
     assert len(position_checks_since(emulator, since)) == 1
