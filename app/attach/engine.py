@@ -63,6 +63,7 @@ from app.attach.networks import DelegatePlan, NetworkResolver
 from app.attach.recording import UnitOfWork
 from app.attach.requests import Command, NodeRequest, SandboxRequest, Trigger
 from app.attach.result_facts import RESULT_VERSION
+from app.attach.status_retries import StatusRetries, StatusRetrySettings
 from app.attach.vfs import HostDevices
 from app.cni import api, results
 from app.cni.invoke import Exec, SubprocessExec
@@ -123,6 +124,7 @@ class AttachEngine:
         executor: Exec | None = None,
         crash_points: CrashPoints = DISARMED,
         status: StatusPublisher | None = None,
+        status_retry: StatusRetrySettings | None = None,
     ) -> None:
         self._db = db
         self._resolver = resolver
@@ -140,6 +142,12 @@ class AttachEngine:
             recorded=self._recorded,
         )
         self.locks = SandboxLocks()
+        self.status_retries = (
+            StatusRetries(publisher=status, db=db, locks=self.locks, settings=status_retry)
+            if status is not None and status_retry is not None
+            else None
+        )
+        """Network-status writes that failed at ADD, retried in the background (None: not retried)."""
         self._added_listeners: list[Callable[[str, str], None]] = []
 
     def on_sandbox_added(self, listener: Callable[[str, str], None]) -> None:
@@ -382,7 +390,9 @@ class AttachEngine:
                 intents_on_disk=intents_on_disk,
             )
             await intents_on_disk  # long done: the first plugin read its input after it
-            await self._commit_and_publish(finish, pod=resolution.pod, outcomes=outcomes)
+            await self._commit_and_publish(
+                finish, container_id=request.container_id, pod=resolution.pod, outcomes=outcomes
+            )
         except Exception as exc:
             intents_on_disk.add_done_callback(_retrieved)  # a sync error, if any, is part of ``exc``
             error = errors.unexpected(exc, step="add", context=self._request_context(request))
@@ -394,7 +404,12 @@ class AttachEngine:
         self._crash.reached(Point.ADD_INTENTS_SYNCED)
 
     async def _commit_and_publish(
-        self, finish: UnitOfWork, *, pod: PodRecord | None, outcomes: Sequence[DelegateOutcome]
+        self,
+        finish: UnitOfWork,
+        *,
+        container_id: str,
+        pod: PodRecord | None,
+        outcomes: Sequence[DelegateOutcome],
     ) -> None:
         """Commit the ADD's results and finish; while the commit is on its way to disk, publish the
         pod's network-status and events. The answer waits for both.
@@ -404,7 +419,7 @@ class AttachEngine:
         committing = self._db.submit_write(finish)
         try:
             if pod is not None:
-                await self._publish_status(pod, outcomes)
+                await self._publish_status(container_id, pod, outcomes)
         finally:
             await committing
         self._crash.reached(Point.ADD_BEFORE_ANSWER)
@@ -448,29 +463,44 @@ class AttachEngine:
             return False
         return wanted == "true"
 
-    async def _publish_status(self, pod: PodRecord, outcomes: Sequence[DelegateOutcome]) -> None:
+    async def _publish_status(
+        self, container_id: str, pod: PodRecord, outcomes: Sequence[DelegateOutcome]
+    ) -> None:
         """network-status, then the AddedInterface events, once every delegate has succeeded.
 
         The events are handed to their poster after the status is written: the answer waits for the
         status only, and posting an event never delays it (upstream posts them first).
-        A failure to write the status does not undo a working attachment: it is logged, and the pod
-        keeps its interfaces without the annotation (upstream fails the ADD and leaves the delegates
-        in place).
+        A failure to write the status does not undo a working attachment: it is logged, the pod
+        keeps its interfaces, and the write is retried in the background (``status_retries``)
+        until it lands or becomes moot (upstream fails the ADD and leaves the delegates in place).
+        This write supersedes a retry pending for the pod (an older sandbox's), and waits for one
+        in flight, so that the older value never lands after it.
         """
         if self._status is None:
             return
         entries = status_entries(outcomes)
         if entries:
+            retries = self.status_retries
             try:
-                await self._status.publish_network_status(pod, render_status(entries))
+                if retries is None:
+                    await self._status.publish_network_status(pod, render_status(entries))
+                else:
+                    retries.supersede(pod)
+                    async with retries.turn(pod):
+                        await self._status.publish_network_status(pod, render_status(entries))
             except ClusterUnavailableError as exc:
                 log.error(
-                    "network-status of pod %s/%s not written: %s",
+                    "network-status of pod %s/%s not written: %s%s",
                     pod.namespace,
                     pod.name,
                     exc,
+                    "; retried in the background" if retries is not None else "",
                     extra={"pod": f"{pod.namespace}/{pod.name}", "command": "ADD"},
                 )
+                if retries is not None:
+                    retries.offer(
+                        container_id=container_id, pod=pod, retry_after=getattr(exc, "retry_after", None)
+                    )
         self._status.emit_interface_events(pod, interface_events(outcomes))
 
     async def _run_delegates(

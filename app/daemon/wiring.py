@@ -14,6 +14,7 @@ from app.attach.cluster import StatusPublisher
 from app.attach.engine import AttachEngine, EngineSettings
 from app.attach.networks import NetworkResolver
 from app.attach.node import boot_id
+from app.attach.status_retries import StatusRetrySettings
 from app.cni.invoke import SubprocessExec
 from app.daemon import query_server, server
 from app.daemon.cluster import Cluster
@@ -52,6 +53,7 @@ def engine(settings: Settings, db: Database, kube: Cluster | None) -> AttachEngi
             chroot_dir=settings.chroot_dir,
             parallel_delegates=settings.parallel_delegates,
         ),
+        status_retry=StatusRetrySettings(),
         executor=SubprocessExec(max_running=settings.max_concurrent_delegates),
         crash_points=crash_points,
     )

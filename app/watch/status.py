@@ -28,7 +28,9 @@ the refusal, so every later write goes straight to GET + PUT. A GET answering an
 pod was replaced: skipped, like a 404.
 
 ``NoNetworkFound`` and ``AddedInterface`` events go through ``PodEventPoster`` and never wait.
-Never reads the mirror and never retries beyond ``status_retry_delays``.
+Never reads the mirror and never retries beyond ``status_retry_delays``: a write that failed so
+is retried later, in the background, by the engine (``app.attach.status_retries``), which is
+handed the last ``Retry-After`` with the error (``StatusWriteUnavailableError``).
 """
 
 from __future__ import annotations
@@ -89,6 +91,15 @@ def _refused_for_its_uid(error: ApiRejectedError) -> bool:
     return error.status == 422 and "metadata.uid" in error.fields
 
 
+class StatusWriteUnavailableError(ClusterUnavailableError):
+    """The write did not land within ``status_deadline``; ``retry_after``: what the API server
+    last asked a retry to wait (seconds), which the engine's background retry honours."""
+
+    def __init__(self, message: str, *, retry_after: float | None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class _PodReplacedError(Exception):
     """The GET before a PUT answered a pod with another uid than the sandbox's."""
 
@@ -142,7 +153,9 @@ class ApiStatusPublisher:
             log.warning("pod %s now has another uid than %s: network-status not written", where, pod.uid)
             return
         except ApiError as exc:
-            raise ClusterUnavailableError(f"cannot write network-status of pod {where}: {exc}") from exc
+            raise StatusWriteUnavailableError(
+                f"cannot write network-status of pod {where}: {exc}", retry_after=exc.retry_after
+            ) from exc
         self._check_uid(pod, answer)
         self.published += 1
 

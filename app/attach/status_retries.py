@@ -1,0 +1,253 @@
+"""Background retries of a pod's network-status write that failed at ADD: ``StatusRetries``.
+
+An ADD does not wait beyond ``watch.statusDeadline`` for its network-status write, nor fail when
+it does not land (README). Without a retry the pod would go without the annotation for its whole
+life; ``offer`` hands such a write to this queue, whose one task (running only while something
+is pending) tries again with exponential backoff (``StatusRetrySettings``), never sooner than the
+API server's ``Retry-After``, until the write lands or becomes moot:
+
+- one entry per pod (namespace/name): a newer ADD of the pod drops the pending one
+  (``supersede``) before it writes its own, and a retry in flight finishes before that write
+  starts (the pod's turn, ``turn``), so an older sandbox's status never lands over a newer one;
+- what is written is read from the checkpoint at each attempt, under the sandbox's lock: a sandbox
+  no longer recorded ``ready`` (DELed, being DELed, rolled back) makes the write moot, and a DEL
+  arriving during an attempt waits for that attempt, so no write follows a DEL. Reading the
+  checkpoint also means a retry writes what the sandbox has now (with ``hotplugNetworks``, what the
+  reconciler attached since), never an older value than a writer sharing the pod's turn wrote;
+- a pod gone (404), replaced (another uid) or whose value can never fit (the publisher removes the
+  annotation) ends the entry, as the publisher returns normally for those;
+- at most ``max_pending`` pods wait; past it the oldest is dropped and counted.
+
+The pending writes live in memory only: a daemon restart loses them (the checkpoint keeps the
+ADD's results; with ``hotplugNetworks`` the reconciler rewrites every running pod's status at start).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import partial
+
+from prometheus_client.metrics import Counter, Gauge
+
+from app.attach import device_info
+from app.attach.cluster import ClusterUnavailableError, StatusPublisher
+from app.attach.locks import SandboxLocks
+from app.attach.network_status import DelegateOutcome, render, status_entries
+from app.metrics import REGISTRY
+from app.store import checkpoints
+from app.store.database import Database
+from app.store.mirror_records import PodRecord
+from app.store.records import SandboxRecord
+
+log = logging.getLogger(__name__)
+
+STATUS_WRITES_PENDING = Gauge(
+    "multus_py_network_status_writes_pending",
+    "Pods whose network-status write failed at ADD and is being retried in the background.",
+    registry=REGISTRY,
+)
+STATUS_WRITES_RETRIED = Counter(
+    "multus_py_network_status_retries_total",
+    "Background retries of network-status writes, by outcome (written, failed: tried again later, "
+    "moot: sandbox gone or no longer ready, superseded: a newer ADD of the pod wrote, dropped: the "
+    "oldest pending pod past the bound).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StatusRetrySettings:
+    initial_delay: float = 1.0
+    """Delay before the first background retry."""
+    max_delay: float = 60.0
+    """Retries back off by doubling up to this many seconds (a longer ``Retry-After`` wins)."""
+    max_pending: int = 1024
+    """Pods waiting at most; past it the oldest pending write is dropped (counted)."""
+
+
+@dataclass(slots=True)
+class _Pending:
+    container_id: str
+    pod: PodRecord
+    attempts: int
+    due: float
+
+
+def _pod_key(pod: PodRecord) -> str:
+    return f"{pod.namespace}/{pod.name}"
+
+
+def recorded_status(record: SandboxRecord) -> str | None:
+    """The sandbox's network-status from its checkpoint (every attached delegate, in position
+    order), None when it has no entry to show."""
+    outcomes = [
+        DelegateOutcome(
+            network_name=a.network_name,
+            result=json.loads(a.result),
+            is_master=a.is_master,
+            device_info=device_info.read_for_status(a.capability_args),
+            ifname=a.ifname,
+        )
+        for a in sorted(record.attachments, key=lambda a: a.position)
+        if a.result and a.state == "added"
+    ]
+    entries = status_entries(outcomes)
+    return render(entries) if entries else None
+
+
+class StatusRetries:
+    """Pending network-status writes, one per pod, retried until they land or become moot."""
+
+    def __init__(
+        self,
+        *,
+        publisher: StatusPublisher,
+        db: Database,
+        locks: SandboxLocks,
+        settings: StatusRetrySettings | None = None,
+    ) -> None:
+        self._publisher = publisher
+        self._db = db
+        self._locks = locks
+        self._settings = settings or StatusRetrySettings()
+        self._pending: OrderedDict[str, _Pending] = OrderedDict()
+        self._turns = SandboxLocks()  # keyed by pod: a retry and a newer ADD's write take turns
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.written = 0
+        self.dropped = 0
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def pending(self, pod: PodRecord) -> str | None:
+        """The container ID whose status is pending for ``pod``, if any."""
+        entry = self._pending.get(_pod_key(pod))
+        return entry.container_id if entry is not None else None
+
+    @asynccontextmanager
+    async def turn(self, pod: PodRecord) -> AsyncIterator[None]:
+        """The pod's turn: an ADD writes in it, after any retry of the pod in flight."""
+        async with self._turns.hold(_pod_key(pod)):
+            yield
+
+    def supersede(self, pod: PodRecord) -> None:
+        """A newer write of ``pod``'s status is about to be made: drop the pending one."""
+        if self._pending.pop(_pod_key(pod), None) is not None:
+            STATUS_WRITES_RETRIED.labels("superseded").inc()
+            STATUS_WRITES_PENDING.set(len(self._pending))
+
+    def offer(self, *, container_id: str, pod: PodRecord, retry_after: float | None = None) -> None:
+        """Retry sandbox ``container_id``'s status write for ``pod`` in the background; never blocks."""
+        key = _pod_key(pod)
+        self._pending.pop(key, None)
+        while len(self._pending) >= self._settings.max_pending:
+            _, oldest = self._pending.popitem(last=False)
+            self.dropped += 1
+            STATUS_WRITES_RETRIED.labels("dropped").inc()
+            log.warning(
+                "network-status of pod %s/%s dropped from the retries: more than %d pods pending",
+                oldest.pod.namespace,
+                oldest.pod.name,
+                self._settings.max_pending,
+            )
+        delay = max(self._settings.initial_delay, retry_after or 0.0)
+        self._pending[key] = _Pending(container_id, pod, attempts=1, due=time.monotonic() + delay)
+        STATUS_WRITES_PENDING.set(len(self._pending))
+        self._wake.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="network-status-retries")
+            self._task.add_done_callback(self._ended)
+
+    async def stop(self) -> None:
+        """End the background task (the pending writes are forgotten, as at a daemon restart)."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("network-status retries crashed", exc_info=task.exception())
+
+    async def _run(self) -> None:
+        while self._pending:
+            key, entry = min(self._pending.items(), key=lambda item: item[1].due)
+            delay = entry.due - time.monotonic()
+            if delay > 0:
+                self._wake.clear()
+                try:
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()  # a new or superseded entry may be due sooner
+                except TimeoutError:
+                    pass
+                continue
+            try:
+                await self._attempt(key, entry)
+            except Exception as exc:  # e.g. the database: this pod waits, the others go on
+                log.exception("network-status retry of pod %s failed", key)
+                self._reschedule(entry, exc)
+            STATUS_WRITES_PENDING.set(len(self._pending))
+
+    async def _attempt(self, key: str, entry: _Pending) -> None:
+        pod = entry.pod
+        async with self._locks.hold(entry.container_id), self.turn(pod):
+            if self._pending.get(key) is not entry:
+                return  # superseded or dropped while this waited for the lock
+            record = await self._db.read(partial(checkpoints.load_sandbox, container_id=entry.container_id))
+            status_json = recorded_status(record) if record is not None and _is_current(record, pod) else None
+            if status_json is None:
+                del self._pending[key]
+                STATUS_WRITES_RETRIED.labels("moot").inc()
+                log.info(
+                    "network-status of pod %s/%s no longer retried: sandbox %s is not running any more",
+                    pod.namespace,
+                    pod.name,
+                    entry.container_id,
+                )
+                return
+            try:
+                await self._publisher.publish_network_status(pod, status_json)
+            except ClusterUnavailableError as exc:
+                self._reschedule(entry, exc)
+                return
+        del self._pending[key]
+        self.written += 1
+        STATUS_WRITES_RETRIED.labels("written").inc()
+        log.info(
+            "network-status of pod %s/%s (sandbox %s) written at background attempt %d",
+            pod.namespace,
+            pod.name,
+            entry.container_id,
+            entry.attempts,
+        )
+
+    def _reschedule(self, entry: _Pending, error: Exception) -> None:
+        STATUS_WRITES_RETRIED.labels("failed").inc()
+        backoff = min(self._settings.max_delay, self._settings.initial_delay * 2**entry.attempts)
+        # The publisher's error carries the server's Retry-After when it asked for one.
+        delay = max(backoff, getattr(error, "retry_after", None) or 0.0)
+        entry.attempts += 1
+        entry.due = time.monotonic() + delay
+        log.warning(
+            "network-status of pod %s/%s not written yet (retried in %.1f s): %s",
+            entry.pod.namespace,
+            entry.pod.name,
+            delay,
+            error,
+        )
+
+
+def _is_current(record: SandboxRecord, pod: PodRecord) -> bool:
+    """The sandbox is running, and for the pod the write is addressed to (not a predecessor)."""
+    if record.state != "ready":
+        return False
+    return not (record.pod.uid and pod.uid and record.pod.uid != pod.uid)

@@ -1,0 +1,225 @@
+"""A network-status write that failed at ADD is retried in the background until it lands or is moot.
+
+Real: the emulator over HTTP and its fault injection, the pod/NAD watches into SQLite, the engine
+and its checkpoint, bridge + host-local in real netns. Before the retries, a write that failed
+for ``status_deadline`` left the pod without network-status for its whole life.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import secrets
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.attach.engine import AttachEngine, EngineSettings
+from app.attach.locks import SandboxLocks
+from app.attach.networks import ClusterSources, NetworkResolver
+from app.attach.requests import Command, SandboxRequest
+from app.attach.status_retries import StatusRetries, StatusRetrySettings
+from app.cni.types import ContainerId, IfName
+from app.sandbox.kubeapi import KubeApiEmulator
+from app.store.database import Database
+from app.store.mirror_records import PodRecord
+from app.store.records import PodIdentity
+from app.watch.settings import WatchSettings
+from tests.watch.hotplug_node import Layout
+from tests.watch.support import FAST_SETTINGS, NETWORKS, Running, eventually, pod_manifest
+
+STATUS = "k8s.v1.cni.cncf.io/network-status"
+SETTINGS = dataclasses.replace(FAST_SETTINGS, status_deadline=1.0, status_retry_delays=(0.01, 0.02))
+RETRY = StatusRetrySettings(initial_delay=0.05, max_delay=0.2)
+EVERY_WRITE = 100_000
+
+
+@pytest.fixture
+def settings() -> WatchSettings:
+    return SETTINGS
+
+
+@pytest.fixture
+def layout(tmp_path: Path) -> Iterator[Layout]:
+    layout = Layout(tmp_path, secrets.token_hex(3))
+    layout.write_primary()
+    yield layout
+    for suffix in ("", "a"):
+        subprocess.run(["ip", "link", "del", layout.bridge + suffix], check=False, capture_output=True)
+
+
+@pytest.fixture
+def second_netns() -> Iterator[str]:
+    name = f"mpw{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    yield f"/var/run/netns/{name}"
+    subprocess.run(["ip", "netns", "delete", name], check=False)
+
+
+@pytest.fixture
+async def engine(
+    running: Running, database: Database, emulator: KubeApiEmulator, layout: Layout
+) -> AsyncIterator[AttachEngine]:
+    emulator.create_nad("default", "net-a", layout.bridge_conf("net-a", "10.235.0.0/24", suffix="a"))
+    await eventually(lambda: running.watchers.nads.get_nad("default", "net-a"), lambda nad: nad is not None)
+    watchers = running.watchers
+    engine = AttachEngine(
+        db=database,
+        resolver=NetworkResolver(
+            cluster=ClusterSources(pods=watchers.pods, nads=watchers.nads, events=watchers.publisher)
+        ),
+        boot_id="status-retries-boot",
+        settings=EngineSettings(delegate_timeout=20, plugin_env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}),
+        status=watchers.publisher,
+        status_retry=RETRY,
+    )
+    yield engine
+    emulator.faults.clear()
+    assert engine.status_retries is not None
+    await engine.status_retries.stop()
+
+
+def _request(
+    layout: Layout, command: Command, pod: dict[str, Any], container: str, netns: str
+) -> SandboxRequest:
+    metadata = pod["metadata"]
+    return SandboxRequest(
+        command=command,
+        container_id=ContainerId(container),
+        netns=netns,
+        ifname=IfName("eth0"),
+        cni_args=(
+            ("IgnoreUnknown", "1"),
+            ("K8S_POD_NAMESPACE", metadata["namespace"]),
+            ("K8S_POD_NAME", metadata["name"]),
+            ("K8S_POD_INFRA_CONTAINER_ID", container),
+            ("K8S_POD_UID", metadata["uid"]),
+        ),
+        pod=PodIdentity(metadata["namespace"], metadata["name"], metadata["uid"]),
+        conf=layout.conf(),
+    )
+
+
+def _status_of(emulator: KubeApiEmulator, name: str) -> str | None:
+    annotations = emulator.get_pod("default", name)["metadata"].get("annotations") or {}
+    return annotations.get(STATUS)
+
+
+def _status_writes(emulator: KubeApiEmulator, name: str, since: int) -> list[tuple[str, int | None]]:
+    return [
+        (record.method, record.status)
+        for record in emulator.requests(since=since)
+        if record.path.split("?")[0].endswith(f"/pods/{name}/status")
+    ]
+
+
+def _addresses(status: str | None) -> set[str]:
+    return {ip for entry in json.loads(status or "[]") for ip in entry.get("ips", [])}
+
+
+def _result_addresses(result: Any) -> set[str]:
+    return {ip["address"].split("/")[0] for ip in result.get("ips", [])}
+
+
+def _retries(engine: AttachEngine) -> StatusRetries:
+    assert engine.status_retries is not None
+    return engine.status_retries
+
+
+async def _value(value: Any) -> Any:
+    return value
+
+
+async def test_a_status_write_failing_past_the_deadline_lands_once_the_api_recovers(
+    engine: AttachEngine, emulator: KubeApiEmulator, layout: Layout, netns: str
+) -> None:
+    pod = emulator.create_pod(pod_manifest("p", annotations={NETWORKS: "net-a"}))
+    emulator.faults.fail_next(EVERY_WRITE, status=503, method="PATCH|PUT", path="/pods/p/status")
+    since = emulator.last_request_seq
+
+    result = await engine.add(_request(layout, Command.ADD, pod, secrets.token_hex(32), netns))
+
+    assert _status_of(emulator, "p") is None
+    failed_at_add = len(_status_writes(emulator, "p", since))
+    await eventually(  # the background retries keep trying while the API fails
+        lambda: _value(len(_status_writes(emulator, "p", since))), lambda n: n > failed_at_add + 1
+    )
+    assert _status_of(emulator, "p") is None
+    emulator.faults.clear()
+    status = await eventually(lambda: _value(_status_of(emulator, "p")), lambda s: s is not None)
+    assert [e["interface"] for e in json.loads(status or "[]")] == ["eth0", "net1"]
+    assert _result_addresses(result) <= _addresses(status)
+    await eventually(lambda: _value(len(_retries(engine))), lambda n: n == 0)
+    assert _retries(engine).written == 1
+
+
+async def test_no_status_write_follows_the_del_of_a_sandbox_whose_write_was_pending(
+    engine: AttachEngine, emulator: KubeApiEmulator, layout: Layout, netns: str
+) -> None:
+    pod = emulator.create_pod(pod_manifest("p", annotations={NETWORKS: "net-a"}))
+    emulator.faults.fail_next(EVERY_WRITE, status=503, method="PATCH|PUT", path="/pods/p/status")
+    container = secrets.token_hex(32)
+    since = emulator.last_request_seq
+    await engine.add(_request(layout, Command.ADD, pod, container, netns))
+    failed_at_add = len(_status_writes(emulator, "p", since))
+    await eventually(lambda: _value(len(_status_writes(emulator, "p", since))), lambda n: n > failed_at_add)
+
+    await engine.delete(_request(layout, Command.DEL, pod, container, netns))
+    after_del = emulator.last_request_seq
+    emulator.faults.clear()  # the API would now take the write
+
+    await eventually(lambda: _value(len(_retries(engine))), lambda n: n == 0)
+    assert _status_writes(emulator, "p", after_del) == []
+    assert _status_of(emulator, "p") is None
+
+
+async def test_a_newer_sandboxs_add_supersedes_the_pending_write_of_an_older_one(
+    engine: AttachEngine, emulator: KubeApiEmulator, layout: Layout, netns: str, second_netns: str
+) -> None:
+    pod = emulator.create_pod(pod_manifest("p", annotations={NETWORKS: "net-a"}))
+    emulator.faults.fail_next(EVERY_WRITE, status=503, method="PATCH|PUT", path="/pods/p/status")
+    older = secrets.token_hex(32)
+    older_result = await engine.add(_request(layout, Command.ADD, pod, older, netns))
+    record = PodRecord("default", "p", pod["metadata"]["uid"])
+    assert _retries(engine).pending(record) == older
+
+    newer = secrets.token_hex(32)
+    async with engine.locks.hold(older):  # the older write's retry cannot start before the newer ADD
+        emulator.faults.clear()
+        newer_result = await engine.add(_request(layout, Command.ADD, pod, newer, second_netns))
+    assert _retries(engine).pending(record) is None
+
+    status = _status_of(emulator, "p")
+    assert _result_addresses(newer_result) <= _addresses(status)
+    await eventually(lambda: _value(len(_retries(engine))), lambda n: n == 0)
+    status = _status_of(emulator, "p")
+    assert _result_addresses(newer_result) <= _addresses(status)
+    assert not _result_addresses(older_result) & _addresses(status)
+    assert _retries(engine).written == 0
+
+
+async def test_pending_status_writes_are_bounded_dropping_the_oldest(
+    database: Database, running: Running
+) -> None:
+    retries = StatusRetries(
+        publisher=running.watchers.publisher,
+        db=database,
+        locks=SandboxLocks(),
+        settings=StatusRetrySettings(initial_delay=3600.0, max_pending=2),
+    )
+    pods = [PodRecord(namespace="default", name=f"p{i}", uid=f"uid-{i}") for i in range(3)]
+    try:
+        for index, pod in enumerate(pods):
+            retries.offer(container_id=f"c{index}", pod=pod)
+        assert len(retries) == 2
+        assert retries.dropped == 1
+        assert [retries.pending(pod) for pod in pods] == [None, "c1", "c2"]
+        retries.offer(container_id="c3", pod=pods[1])  # a newer write of p1 replaces its pending one
+        assert len(retries) == 2
+        assert [retries.pending(pod) for pod in pods] == [None, "c3", "c2"]
+    finally:
+        await retries.stop()
