@@ -279,6 +279,19 @@ HOTPLUG_PENDING = Gauge(
     "Pods whose networks annotation cannot be satisfied yet (retried with backoff).",
     registry=REGISTRY,
 )
+STATUS_WRITES_PENDING = Gauge(
+    "multus_py_network_status_writes_pending",
+    "Pods whose network-status write failed at ADD and is being retried in the background.",
+    registry=REGISTRY,
+)
+STATUS_WRITES_RETRIED = Counter(
+    "multus_py_network_status_retries_total",
+    "Background retries of network-status writes, by outcome (written, failed: tried again later, "
+    "moot: sandbox gone or no longer ready, superseded: a newer ADD of the pod wrote, dropped: the "
+    "oldest pending pod past the bound).",
+    ["outcome"],
+    registry=REGISTRY,
+)
 
 _CHILDREN: dict[tuple[int, tuple[str, ...]], Any] = {}
 

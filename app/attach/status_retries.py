@@ -34,33 +34,17 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 
-from prometheus_client.metrics import Counter, Gauge
-
 from app.attach import device_info
 from app.attach.cluster import ClusterUnavailableError, StatusPublisher
 from app.attach.locks import SandboxLocks
 from app.attach.network_status import DelegateOutcome, render, status_entries
-from app.metrics import REGISTRY
+from app.metrics import STATUS_WRITES_PENDING, STATUS_WRITES_RETRIED
 from app.store import checkpoints
 from app.store.database import Database
 from app.store.mirror_records import PodRecord
 from app.store.records import SandboxRecord
 
 log = logging.getLogger(__name__)
-
-STATUS_WRITES_PENDING = Gauge(
-    "multus_py_network_status_writes_pending",
-    "Pods whose network-status write failed at ADD and is being retried in the background.",
-    registry=REGISTRY,
-)
-STATUS_WRITES_RETRIED = Counter(
-    "multus_py_network_status_retries_total",
-    "Background retries of network-status writes, by outcome (written, failed: tried again later, "
-    "moot: sandbox gone or no longer ready, superseded: a newer ADD of the pod wrote, dropped: the "
-    "oldest pending pod past the bound).",
-    ["outcome"],
-    registry=REGISTRY,
-)
 
 
 @dataclass(frozen=True, slots=True)

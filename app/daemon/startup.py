@@ -153,6 +153,8 @@ class Daemon:
             activity=self.activity,
         )
         stack.push_async_callback(self._stop_tasks, kube)
+        if engine.status_retries is not None:  # after the servers (their ADDs may hand it a write)
+            stack.push_async_callback(engine.status_retries.stop)
         servers = AsyncExitStack()
         stack.push_async_callback(self._stop_servers, servers)
         try:
