@@ -20,7 +20,10 @@ from app.attach.crashpoints import DISARMED, CrashPoints
 from app.attach.engine import AttachEngine, EngineSettings
 from app.attach.netconf import MultusNetConf
 from app.attach.networks import ClusterSources, NetworkResolver
+from app.attach.requests import Command, SandboxRequest
+from app.cni.types import ContainerId, IfName
 from app.store.database import Database
+from app.store.records import PodIdentity
 from app.watch import client
 from app.watch.watchers import Watchers
 from tests.conftest import CNI_PLUGIN_DIR
@@ -61,6 +64,26 @@ class Layout:
         self.conf_dir.mkdir(parents=True, exist_ok=True)
         primary = self.bridge_conf("primary", "10.230.0.0/24")
         (self.conf_dir / "10-primary.conf").write_text(json.dumps(primary))
+
+    def request(self, command: Command, pod: dict[str, Any], container: str, *, netns: str) -> SandboxRequest:
+        """The runtime's request for ``pod``'s sandbox ``container`` in ``netns``, as a kubelet's
+        CNI_ARGS name it, under this layout's configuration."""
+        metadata = pod["metadata"]
+        return SandboxRequest(
+            command=command,
+            container_id=ContainerId(container),
+            netns=netns,
+            ifname=IfName("eth0"),
+            cni_args=(
+                ("IgnoreUnknown", "1"),
+                ("K8S_POD_NAMESPACE", metadata["namespace"]),
+                ("K8S_POD_NAME", metadata["name"]),
+                ("K8S_POD_INFRA_CONTAINER_ID", container),
+                ("K8S_POD_UID", metadata["uid"]),
+            ),
+            pod=PodIdentity(metadata["namespace"], metadata["name"], metadata["uid"]),
+            conf=self.conf(),
+        )
 
     def conf(self) -> MultusNetConf:
         return MultusNetConf(

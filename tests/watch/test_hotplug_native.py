@@ -28,13 +28,11 @@ from app.attach.cluster import PodSource
 from app.attach.engine import AttachEngine
 from app.attach.hotplug import HotplugReconciler, MirroredPods
 from app.attach.requests import Command, SandboxRequest
-from app.cni.types import ContainerId, IfName
 from app.gc import recovery
 from app.sandbox.kubeapi import KubeApiEmulator
 from app.store import checkpoints
 from app.store.database import Database
 from app.store.mirror_records import PodRecord
-from app.store.records import PodIdentity
 from app.watch.settings import WatchSettings
 from tests.conftest import child_environment
 from tests.watch.hotplug_node import Layout, build
@@ -70,22 +68,7 @@ class Node:
     database: Database
 
     def request(self, command: Command, pod: dict[str, Any], container: str) -> SandboxRequest:
-        metadata = pod["metadata"]
-        return SandboxRequest(
-            command=command,
-            container_id=ContainerId(container),
-            netns=self.netns,
-            ifname=IfName("eth0"),
-            cni_args=(
-                ("IgnoreUnknown", "1"),
-                ("K8S_POD_NAMESPACE", metadata["namespace"]),
-                ("K8S_POD_NAME", metadata["name"]),
-                ("K8S_POD_INFRA_CONTAINER_ID", container),
-                ("K8S_POD_UID", metadata["uid"]),
-            ),
-            pod=PodIdentity(metadata["namespace"], metadata["name"], metadata["uid"]),
-            conf=self.layout.conf(),
-        )
+        return self.layout.request(command, pod, container, netns=self.netns)
 
     async def links(self) -> set[str]:
         out = await asyncio.to_thread(

@@ -24,11 +24,9 @@ import pytest
 from app.attach.engine import AttachEngine, EngineSettings
 from app.attach.networks import ClusterSources, NetworkResolver
 from app.attach.requests import Command, SandboxRequest
-from app.cni.types import ContainerId, IfName
 from app.sandbox.kubeapi import KubeApiEmulator
 from app.store import checkpoints
 from app.store.database import Database
-from app.store.records import PodIdentity
 from app.watch.settings import WatchSettings
 from tests.watch.hotplug_node import Layout
 from tests.watch.support import FAST_SETTINGS, NETWORKS, Running, eventually, pod_manifest
@@ -61,22 +59,7 @@ class Node:
     running: Running
 
     def request(self, command: Command, pod: dict[str, Any], container: str) -> SandboxRequest:
-        metadata = pod["metadata"]
-        return SandboxRequest(
-            command=command,
-            container_id=ContainerId(container),
-            netns=self.netns,
-            ifname=IfName("eth0"),
-            cni_args=(
-                ("IgnoreUnknown", "1"),
-                ("K8S_POD_NAMESPACE", metadata["namespace"]),
-                ("K8S_POD_NAME", metadata["name"]),
-                ("K8S_POD_INFRA_CONTAINER_ID", container),
-                ("K8S_POD_UID", metadata["uid"]),
-            ),
-            pod=PodIdentity(metadata["namespace"], metadata["name"], metadata["uid"]),
-            conf=self.layout.conf(),
-        )
+        return self.layout.request(command, pod, container, netns=self.netns)
 
     def pod(self, name: str, **annotations: str) -> dict[str, Any]:
         return self.emulator.create_pod(pod_manifest(name, annotations={NETWORKS: "net-a", **annotations}))
