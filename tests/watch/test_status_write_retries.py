@@ -21,13 +21,11 @@ import pytest
 from app.attach.engine import AttachEngine, EngineSettings
 from app.attach.locks import SandboxLocks
 from app.attach.networks import ClusterSources, NetworkResolver
-from app.attach.requests import Command, SandboxRequest
+from app.attach.requests import Command
 from app.attach.status_retries import StatusRetries, StatusRetrySettings
-from app.cni.types import ContainerId, IfName
 from app.sandbox.kubeapi import KubeApiEmulator
 from app.store.database import Database
 from app.store.mirror_records import PodRecord
-from app.store.records import PodIdentity
 from app.watch.settings import WatchSettings
 from tests.watch.hotplug_node import Layout
 from tests.watch.support import FAST_SETTINGS, NETWORKS, Running, eventually, pod_manifest
@@ -83,27 +81,6 @@ async def engine(
     await engine.status_retries.stop()
 
 
-def _request(
-    layout: Layout, command: Command, pod: dict[str, Any], container: str, netns: str
-) -> SandboxRequest:
-    metadata = pod["metadata"]
-    return SandboxRequest(
-        command=command,
-        container_id=ContainerId(container),
-        netns=netns,
-        ifname=IfName("eth0"),
-        cni_args=(
-            ("IgnoreUnknown", "1"),
-            ("K8S_POD_NAMESPACE", metadata["namespace"]),
-            ("K8S_POD_NAME", metadata["name"]),
-            ("K8S_POD_INFRA_CONTAINER_ID", container),
-            ("K8S_POD_UID", metadata["uid"]),
-        ),
-        pod=PodIdentity(metadata["namespace"], metadata["name"], metadata["uid"]),
-        conf=layout.conf(),
-    )
-
-
 def _status_of(emulator: KubeApiEmulator, name: str) -> str | None:
     annotations = emulator.get_pod("default", name)["metadata"].get("annotations") or {}
     return annotations.get(STATUS)
@@ -141,7 +118,7 @@ async def test_a_status_write_failing_past_the_deadline_lands_once_the_api_recov
     emulator.faults.fail_next(EVERY_WRITE, status=503, method="PATCH|PUT", path="/pods/p/status")
     since = emulator.last_request_seq
 
-    result = await engine.add(_request(layout, Command.ADD, pod, secrets.token_hex(32), netns))
+    result = await engine.add(layout.request(Command.ADD, pod, secrets.token_hex(32), netns=netns))
 
     assert _status_of(emulator, "p") is None
     failed_at_add = len(_status_writes(emulator, "p", since))
@@ -164,11 +141,11 @@ async def test_no_status_write_follows_the_del_of_a_sandbox_whose_write_was_pend
     emulator.faults.fail_next(EVERY_WRITE, status=503, method="PATCH|PUT", path="/pods/p/status")
     container = secrets.token_hex(32)
     since = emulator.last_request_seq
-    await engine.add(_request(layout, Command.ADD, pod, container, netns))
+    await engine.add(layout.request(Command.ADD, pod, container, netns=netns))
     failed_at_add = len(_status_writes(emulator, "p", since))
     await eventually(lambda: _value(len(_status_writes(emulator, "p", since))), lambda n: n > failed_at_add)
 
-    await engine.delete(_request(layout, Command.DEL, pod, container, netns))
+    await engine.delete(layout.request(Command.DEL, pod, container, netns=netns))
     after_del = emulator.last_request_seq
     emulator.faults.clear()  # the API would now take the write
 
@@ -183,14 +160,14 @@ async def test_a_newer_sandboxs_add_supersedes_the_pending_write_of_an_older_one
     pod = emulator.create_pod(pod_manifest("p", annotations={NETWORKS: "net-a"}))
     emulator.faults.fail_next(EVERY_WRITE, status=503, method="PATCH|PUT", path="/pods/p/status")
     older = secrets.token_hex(32)
-    older_result = await engine.add(_request(layout, Command.ADD, pod, older, netns))
+    older_result = await engine.add(layout.request(Command.ADD, pod, older, netns=netns))
     record = PodRecord("default", "p", pod["metadata"]["uid"])
     assert _retries(engine).pending(record) == older
 
     newer = secrets.token_hex(32)
     async with engine.locks.hold(older):  # the older write's retry cannot start before the newer ADD
         emulator.faults.clear()
-        newer_result = await engine.add(_request(layout, Command.ADD, pod, newer, second_netns))
+        newer_result = await engine.add(layout.request(Command.ADD, pod, newer, netns=second_netns))
     assert _retries(engine).pending(record) is None
 
     status = _status_of(emulator, "p")
