@@ -11,9 +11,15 @@ One refusal upstream lacks: a plugin ``type`` of Multus itself (``multus-shim``,
 as a delegate, the shim asks this daemon to ADD the very sandbox whose ADD is running it and
 waits behind that ADD's lock until the delegate timeout kills it; the rollback's DEL of it waits
 behind the same lock, and so does each DEL the runtime retries while it stays pending.
+
+Two bounds upstream lacks, since whoever may create NADs chooses what the daemon records and runs:
+a ``spec.config`` of at most ``MAX_CONFIG_BYTES`` (checked by its length before it is parsed or
+encoded) and a conflist of at most ``MAX_PLUGINS`` plugins (each runs in turn at ADD).
 """
 
 from __future__ import annotations
+
+from typing import Final
 
 from app.attach import delegate_inputs, gojson
 from app.cni import conf as cniconf
@@ -22,6 +28,15 @@ from app.cni.types import CniError, ErrorCode, JsonObject
 
 MULTUS_PLUGIN_TYPES = frozenset({"multus", "multus-shim"})
 """Plugin types that are Multus itself: never a NAD's delegate."""
+
+MAX_CONFIG_BYTES: Final = 128 * 1024
+"""Bytes of one network's configuration (a NAD's ``spec.config``, UTF-8). Real ones are a few KiB;
+128 KiB holds a bridge with some 3,000 static routes (parsed in about 2.5 ms). etcd would take
+1.5 MiB, and 256 networks of that would be recorded in one commit and held several times over."""
+
+MAX_PLUGINS: Final = 64
+"""Plugins of one network's conflist. Real chains have a handful (bridge, tuning, portmap,
+bandwidth...); one NAD could hold some 90,000, run one after another at ADD."""
 
 
 def falls_back_to_conf_dir(config: str) -> bool:
@@ -45,8 +60,10 @@ def nad_network_config(nad_name: str, config: str, *, namespace: str = "") -> by
         if namespace
         else f"network-attachment-definition {nad_name}"
     )
-    document = _spec_document(config, where=where)
+    _check_size(len(config), where=where)  # characters: a UTF-8 encoding is never shorter
     data = config.encode("utf-8", "surrogatepass")
+    _check_size(len(data), where=where)
+    document = _spec_document(data, where=where)
     if document.get("name") in (None, ""):
         document["name"] = nad_name
         data = cniconf.encode(document, what=f"{where} spec.config")
@@ -54,10 +71,30 @@ def nad_network_config(nad_name: str, config: str, *, namespace: str = "") -> by
     return data
 
 
-def _spec_document(config: str, *, where: str) -> JsonObject:
+def _check_size(size: int, *, where: str) -> None:
+    if size > MAX_CONFIG_BYTES:
+        raise CniError(
+            ErrorCode.INVALID_NETWORK_CONFIG,
+            f"{where}: spec.config is {size} bytes; a network's configuration may be at most "
+            f"{MAX_CONFIG_BYTES} bytes",
+            "real configurations are a few KiB; nothing of this network was parsed, recorded or run",
+        )
+
+
+def check_plugin_count(count: int, *, where: str) -> None:
+    """Refuse a conflist of more than ``MAX_PLUGINS`` plugins; ``where`` names the network."""
+    if count > MAX_PLUGINS:
+        raise CniError(
+            ErrorCode.INVALID_NETWORK_CONFIG,
+            f'{where}: "plugins" holds {count} plugins; a network may chain at most {MAX_PLUGINS}',
+            "each plugin of a chain runs in turn at ADD; real chains have a handful",
+        )
+
+
+def _spec_document(data: bytes, *, where: str) -> JsonObject:
     prefix = f"{where}: GetCNIConfig: err in getCNIConfigFromSpec: failed to unmarshal Spec.Config"
     try:
-        document = results.parse_json(config.encode("utf-8", "surrogatepass"))
+        document = results.parse_json(data)
     except (ValueError, RecursionError) as err:
         raise CniError(ErrorCode.INVALID_NETWORK_CONFIG, f"{prefix}: {err}") from None
     if not isinstance(document, dict):
@@ -88,6 +125,7 @@ def _check_delegate_shape(document: JsonObject, *, where: str) -> None:
         raise CniError(
             ErrorCode.INVALID_NETWORK_CONFIG, f"{prefix}: delegate must have the 'type' or 'plugin' field"
         )
+    check_plugin_count(len(plugins), where=where)
     first = plugins[0]
     if not isinstance(first, dict) or not delegate_inputs.has_type(first):
         raise CniError(

@@ -27,6 +27,14 @@ names, so the teardown removes it; the resolution lists those copies and the eng
 (``Resolution.stage_device_info``) only once the intents naming the files are committed, so a
 refused ADD (preflight, a sandbox already attached) never writes or overwrites one.
 
+What one ADD may make the daemon hold and run is bounded before anything is recorded or run
+(code 7 naming the network, the field and the bound): a NAD's ``spec.config`` and conflist
+(``app.attach.nad_config``), the plugins of every network (``nad_config.MAX_PLUGINS``), the bytes
+of all the ADD's delegate configurations together (``MAX_ADD_CONFIG_BYTES``, charged as each
+network resolves, so a refused ADD holds at most that much), and a conf file's size
+(``MAX_CONF_FILE_BYTES``, read from its ``stat`` before it is read). A conf file is read and
+parsed once per (mtime, size), also when it is refused: an unchanged broken file is not read again.
+
 Static mode (no Kubernetes configured) passes no ``ClusterSources``: pods, NADs and annotations
 are then out of reach, and only conf files resolve.
 """
@@ -39,7 +47,7 @@ import os
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from app.attach import delegate_inputs, device_info, disk_chains, nad_config
 from app.attach import selection as sel
@@ -67,6 +75,15 @@ from app.store.mirror_records import NadRecord, PodRecord
 log = logging.getLogger(__name__)
 
 POD_ARG_KEYS = ("K8S_POD_NAMESPACE", "K8S_POD_NAME", "K8S_POD_INFRA_CONTAINER_ID", "K8S_POD_UID")
+
+MAX_ADD_CONFIG_BYTES: Final = 8 * 1024 * 1024
+"""Bytes of all of one ADD's delegate configurations (what its intents record). 256 networks of
+32 KiB each, ten times a real NAD; without it 256 NADs of ``nad_config.MAX_CONFIG_BYTES`` would
+be 32 MiB in one commit, held several times over (parsed, stdin, the checkpoint row)."""
+
+MAX_CONF_FILE_BYTES: Final = 1024 * 1024
+"""Bytes of one conf file an admin writes (``confDir``, ``clusterNetwork``): checked on its
+``stat``, so a huge file is never read on the event loop (real ones are well under 10 KiB)."""
 
 
 _conf_dir_readings: ContextVar[dict[str, cniconf.ConfDirReading] | None] = ContextVar(
@@ -131,6 +148,12 @@ class _Network:
     net: NetworkConfigList
     selection: sel.NetworkSelection | None = None
     resource_name: str = ""
+    where: str = ""
+    """How errors name its configuration: ``network-attachment-definition <ns>/<name>: spec.config``
+    for a NAD's, else ``network "<name>"``."""
+
+    def described(self) -> str:
+        return self.where or f'network "{self.name}"'
 
 
 @dataclass
@@ -142,6 +165,18 @@ class _Decided:
     capability_args: dict[str, Any] = field(default_factory=dict)
     device_plugin_copy: tuple[str, str, str] | None = None
     """(resource, device id, CNIDeviceInfoFile) when the device plugin's device-info file is to be copied."""
+
+
+class _ConfigBudget:
+    """The running total of an ADD's delegate configuration bytes, charged network by network."""
+
+    def __init__(self) -> None:
+        self.total = 0
+
+    def charge(self, network: _Network) -> None:
+        nad_config.check_plugin_count(len(network.net.plugins), where=network.described())
+        self.total += len(network.net.raw)
+        check_add_config_bytes(self.total, where=network.described())
 
 
 class NetworkResolver:
@@ -156,7 +191,7 @@ class NetworkResolver:
     ) -> None:
         self._cluster = cluster
         self._device_info_dir = device_info_dir
-        self._file_cache: dict[str, tuple[tuple[int, int], NetworkConfigList]] = {}
+        self._file_cache: dict[str, tuple[tuple[int, int], NetworkConfigList | CniError]] = {}
 
     @property
     def kubernetes(self) -> bool:
@@ -176,9 +211,12 @@ class NetworkResolver:
         base_args = delegate_cni_args(request.cni_args)
         plans = []
         staging: list[tuple[str, str, str]] = []
+        decided_bytes = 0
         for position, network in enumerate(networks):
             ifname = self._ifname(network, position, request)
             decided = self._decide(network, position, base_args, request, allocator, ifname=ifname)
+            decided_bytes += len(decided.net.raw)  # the selection's cni-args and device id added
+            check_add_config_bytes(decided_bytes, where=network.described())
             if decided.device_plugin_copy is not None:
                 staging.append(decided.device_plugin_copy)
             plans.append(
@@ -235,11 +273,16 @@ class NetworkResolver:
     async def _networks(self, request: SandboxRequest, pod: PodRecord | None) -> tuple[list[_Network], int]:
         """The request's networks in ADD order, and how many of them are ``defaultNetworks``."""
         conf = request.conf
+        budget = _ConfigBudget()
         networks = await self._cluster_networks(conf, pod)
+        for network in networks:
+            budget.charge(network)
         namespace = pod.namespace if pod is not None else request.pod.namespace
         defaults: list[_Network] = []
         if namespace not in conf.system_namespaces:
-            defaults = [await self._reference(name, conf, pod) for name in conf.default_networks]
+            for name in conf.default_networks:
+                defaults.append(await self._reference(name, conf, pod))
+                budget.charge(defaults[-1])
             networks.extend(defaults)
         if pod is not None:
             selections = sel.parse_networks(
@@ -248,7 +291,9 @@ class NetworkResolver:
                 max_networks=conf.max_networks_per_pod,
             )
             sel.check_default_routes(selections)
-            networks.extend([await self._selected(selection, conf, pod) for selection in selections])
+            for selection in selections:  # charged one by one: a refused ADD holds at most the bound
+                networks.append(await self._selected(selection, conf, pod))
+                budget.charge(networks[-1])
         if conf.auxiliary_cni_chain_name:
             chain = disk_chains.auxiliary_chain(
                 chain=conf.auxiliary_cni_chain_name,
@@ -257,6 +302,7 @@ class NetworkResolver:
             )
             if chain is not None:
                 networks.append(_Network(name=chain.name, net=chain))
+                budget.charge(networks[-1])
         return networks, len(defaults)
 
     async def _cluster_networks(self, conf: MultusNetConf, pod: PodRecord | None) -> list[_Network]:
@@ -359,7 +405,13 @@ class NetworkResolver:
         else:
             data = nad_config.nad_network_config(nad.name, nad.config, namespace=nad.namespace)
             net = cniconf.load_network_list(data, source=f"network-attachment-definition {name}")
-        return _Network(name=name, net=net, selection=selection, resource_name=nad.resource_name)
+        return _Network(
+            name=name,
+            net=net,
+            selection=selection,
+            resource_name=nad.resource_name,
+            where=f"network-attachment-definition {name}: spec.config" if nad.config else "",
+        )
 
     # ---- delegate inputs ----------------------------------------------------------------------
 
@@ -466,30 +518,32 @@ class NetworkResolver:
             return found
         return self._load_file(path)
 
-    def _load_file_cached(self, path: str) -> NetworkConfigList:
-        try:
-            info = os.stat(path)
-        except OSError as exc:
-            raise CniError(
-                ErrorCode.INVALID_NETWORK_CONFIG,
-                f"cannot read network configuration {path}",
-                exc.strerror or "",
-            ) from exc
+    def _load_file_cached(self, path: str, info: os.stat_result) -> NetworkConfigList:
+        """The file's network, read and parsed once per (mtime, size); its error too, so an
+        unchanged broken file costs each ADD a ``stat``, not a read and a parse."""
         key = (info.st_mtime_ns, info.st_size)
         cached = self._file_cache.get(path)
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        net = cniconf.load_file(path)
-        self._file_cache[path] = (key, net)
-        return net
+        if cached is None or cached[0] != key:
+            try:
+                loaded: NetworkConfigList | CniError = cniconf.load_file(path)
+            except CniError as err:
+                if err.code == ErrorCode.IO_FAILURE:
+                    raise  # a permission fixed later changes neither mtime nor size: not cached
+                loaded = err
+            cached = self._file_cache[path] = (key, loaded)
+        if isinstance(cached[1], CniError):
+            refused = cached[1]
+            raise type(refused)(refused.code, refused.msg, refused.details)
+        return cached[1]
 
     def _load_file(self, path: str) -> NetworkConfigList:
         """A conf file's network; a conflist with on-disk plugins gets them appended (not cached:
         the plugin directory may change without the conflist changing)."""
+        info = _stat_conf_file(path)
         if not path.endswith(".conflist"):
-            return self._load_file_cached(path)
+            return self._load_file_cached(path, info)
         try:
-            net: NetworkConfigList | None = self._load_file_cached(path)
+            net: NetworkConfigList | None = self._load_file_cached(path, info)
         except CniError:
             net = None  # perhaps a conflist whose plugins are all on disk
         if net is not None and not os.path.isdir(os.path.join(os.path.dirname(path), net.name)):
@@ -576,6 +630,37 @@ async def _fetch_nad(nads: NadSource, *, namespace: str, name: str) -> NadRecord
             f"cannot read network-attachment-definition {namespace}/{name} from the Kubernetes API",
             str(exc),
         ) from exc
+
+
+def _stat_conf_file(path: str) -> os.stat_result:
+    """A conf file's ``stat``, refused (code 7) past ``MAX_CONF_FILE_BYTES`` before it is read."""
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        raise CniError(
+            ErrorCode.INVALID_NETWORK_CONFIG,
+            f"cannot read network configuration {path}",
+            exc.strerror or "",
+        ) from exc
+    if info.st_size > MAX_CONF_FILE_BYTES:
+        raise CniError(
+            ErrorCode.INVALID_NETWORK_CONFIG,
+            f"network configuration {path} is {info.st_size} bytes; a conf file may be at most "
+            f"{MAX_CONF_FILE_BYTES} bytes",
+            "not read: real conf files are a few KiB",
+        )
+    return info
+
+
+def check_add_config_bytes(total: int, *, where: str) -> None:
+    """Refuse an ADD whose delegate configurations come to more than ``MAX_ADD_CONFIG_BYTES``."""
+    if total > MAX_ADD_CONFIG_BYTES:
+        raise CniError(
+            ErrorCode.INVALID_NETWORK_CONFIG,
+            f"{where}: brings the ADD's delegate configurations to {total} bytes; one ADD may "
+            f"record at most {MAX_ADD_CONFIG_BYTES} bytes",
+            "the pod's networks are refused together; nothing was recorded or run",
+        )
 
 
 def _read(path: str) -> bytes:
