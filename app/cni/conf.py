@@ -33,12 +33,18 @@ _loaded: dict[bytes, NetworkConfigList] = {}
 """Lists loaded lately, by their bytes: the same few configurations are loaded again and again (each
 DEL replays its recorded one, each ADD loads its NADs'), and a list is immutable once loaded."""
 
+_CACHED_MAX_BYTES: Final = 16 * 1024
+"""Lists of more bytes are not kept: real configurations are a few KiB, and 128 of the largest a
+NAD may hold (128 KiB, about 1 MiB once parsed) would keep some 130 MiB for the daemon's life.
+One of them is parsed again when loaded again (a few milliseconds)."""
+
 
 def load_network_list(data: bytes | bytearray, *, source: str) -> NetworkConfigList:
     """Decode a single conf (top-level ``type``: a list of one) or a conflist (``plugins``).
 
     ``source`` (a file path, a NAD's namespace/name, ...) prefixes every error message. The same
-    bytes give the same (shared) list: callers never modify one, nor its plugins' objects. Its
+    bytes give the same (shared) list, unless they are many (``_CACHED_MAX_BYTES``): callers never
+    modify one, nor its plugins' objects. Its
     ``raw`` is ``bytes`` whatever ``data`` was (a later change to a bytearray cannot reach it).
     """
     key = data if type(data) is bytes else bytes(data)
@@ -50,6 +56,8 @@ def load_network_list(data: bytes | bytearray, *, source: str) -> NetworkConfigL
         net = _network_list(document, raw=key)
     except CniError as err:
         raise err.with_context(source) from None
+    if len(key) > _CACHED_MAX_BYTES:
+        return net
     if len(_loaded) >= _LOADED_CAPACITY:
         _loaded.clear()  # a node with more distinct networks than this in use parses a few again
     _loaded[key] = net

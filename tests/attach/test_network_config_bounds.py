@@ -17,6 +17,7 @@ from app.attach import nad_config
 from app.attach.netconf import MultusNetConf
 from app.attach.networks import MAX_CONF_FILE_BYTES, NetworkResolver
 from app.attach.requests import Command, SandboxRequest
+from app.cni import conf as cniconf
 from app.cni.types import CniError, ContainerId, ErrorCode, IfName
 from app.store.records import PodIdentity
 
@@ -152,3 +153,12 @@ async def test_an_unchanged_broken_conf_file_is_not_read_again(tmp_path: Path) -
 
     with pytest.raises(CniError, match="error parsing configuration"):
         await resolver.resolve(static_request(tmp_path, str(broken)))
+
+
+def test_the_load_cache_keeps_small_configurations_but_not_large_ones() -> None:
+    """128 distinct NADs of 128 KiB (about 1 MiB each once parsed) were kept for the daemon's life."""
+    small = json.dumps({"cniVersion": "1.0.0", "name": "small", "type": "bridge"}).encode()
+    large = padded_config(64 * 1024).replace('"type"', '"name": "large", "type"', 1).encode()
+
+    assert cniconf.load_network_list(small, source="s") is cniconf.load_network_list(small, source="s")
+    assert cniconf.load_network_list(large, source="l") is not cniconf.load_network_list(large, source="l")
