@@ -28,7 +28,7 @@ from functools import partial
 from typing import Any, Protocol
 
 from app import metrics
-from app.attach import delegate_inputs, device_info, netconf, netns
+from app.attach import delegate_inputs, netconf, netns, status_retries
 from app.attach import selection as sel
 from app.attach.cluster import (
     NETWORKS_ANNOTATION,
@@ -352,19 +352,9 @@ def _named(
 
 
 def recorded_network_status(record: SandboxRecord) -> str:
-    """network-status of a sandbox from its checkpoint: every attached delegate, in position order."""
-    outcomes = [
-        DelegateOutcome(
-            network_name=a.network_name,
-            result=json.loads(a.result),
-            is_master=a.is_master,
-            device_info=device_info.read_for_status(a.capability_args),
-            ifname=a.ifname,
-        )
-        for a in sorted(record.attachments, key=lambda a: a.position)
-        if a.result and a.state == "added"
-    ]
-    return render(status_entries(outcomes))
+    """network-status of a sandbox from its checkpoint: every attached delegate, in position order
+    (``[]`` when none is)."""
+    return render(status_entries(status_retries.recorded_outcomes(record)))
 
 
 class OrderedStatusPublisher:

@@ -69,10 +69,10 @@ def _pod_key(pod: PodRecord) -> str:
     return f"{pod.namespace}/{pod.name}"
 
 
-def recorded_status(record: SandboxRecord) -> str | None:
-    """The sandbox's network-status from its checkpoint (every attached delegate, in position
-    order), None when it has no entry to show."""
-    outcomes = [
+def recorded_outcomes(record: SandboxRecord) -> list[DelegateOutcome]:
+    """The outcomes of the sandbox's attached delegates as its checkpoint holds them, in position
+    order: what its network-status shows (also hot-plug's, ``app.attach.hotplug``)."""
+    return [
         DelegateOutcome(
             network_name=a.network_name,
             result=json.loads(a.result),
@@ -83,7 +83,11 @@ def recorded_status(record: SandboxRecord) -> str | None:
         for a in sorted(record.attachments, key=lambda a: a.position)
         if a.result and a.state == "added"
     ]
-    entries = status_entries(outcomes)
+
+
+def recorded_status(record: SandboxRecord) -> str | None:
+    """The sandbox's network-status from its checkpoint, None when it has no entry to show."""
+    entries = status_entries(recorded_outcomes(record))
     return render(entries) if entries else None
 
 
