@@ -14,12 +14,10 @@ from pathlib import Path
 import pytest
 
 from app.attach import nad_config
-from app.attach.netconf import MultusNetConf
 from app.attach.networks import MAX_CONF_FILE_BYTES, NetworkResolver
-from app.attach.requests import Command, SandboxRequest
 from app.cni import conf as cniconf
-from app.cni.types import CniError, ContainerId, ErrorCode, IfName
-from app.store.records import PodIdentity
+from app.cni.types import CniError, ErrorCode
+from tests.attach.test_static_resolution import request
 
 
 def padded_config(size: int) -> str:
@@ -93,25 +91,6 @@ def test_a_conflist_of_the_bound_is_taken() -> None:
     assert nad_config.nad_network_config("chain", config, namespace="ns")
 
 
-def static_request(conf_dir: Path, cluster_network: str) -> SandboxRequest:
-    conf = MultusNetConf(
-        name="multus",
-        cni_version="1.0.0",
-        stdin_cni_version="1.0.0",
-        cluster_network=cluster_network,
-        conf_dir=str(conf_dir),
-    )
-    return SandboxRequest(
-        command=Command.ADD,
-        container_id=ContainerId("c0ffee"),
-        netns="/var/run/netns/none",
-        ifname=IfName("eth0"),
-        cni_args=(),
-        pod=PodIdentity("default", "web", ""),
-        conf=conf,
-    )
-
-
 async def test_a_conf_file_past_the_bound_is_refused_before_it_is_read(tmp_path: Path) -> None:
     """A huge conf file was read whole on the event loop (and parsed) on every ADD it failed."""
     huge = tmp_path / "10-huge.conf"
@@ -120,7 +99,7 @@ async def test_a_conf_file_past_the_bound_is_refused_before_it_is_read(tmp_path:
     huge.chmod(0o000)  # were it opened, the error would be "cannot read" (root: still refused below)
 
     with pytest.raises(CniError) as caught:
-        await NetworkResolver().resolve(static_request(tmp_path, str(huge)))
+        await NetworkResolver().resolve(request(tmp_path, str(huge), ()))
 
     assert caught.value.code == ErrorCode.INVALID_NETWORK_CONFIG
     assert caught.value.msg == (
@@ -134,7 +113,7 @@ async def test_a_conflist_of_more_plugins_than_the_bound_in_a_conf_file_is_refus
     (tmp_path / "10-long.conflist").write_text(json.dumps(chain))
 
     with pytest.raises(CniError) as caught:
-        await NetworkResolver().resolve(static_request(tmp_path, "long"))
+        await NetworkResolver().resolve(request(tmp_path, "long", ()))
 
     assert caught.value.msg.startswith('network "long": "plugins" holds 65 plugins')
 
@@ -145,14 +124,14 @@ async def test_an_unchanged_broken_conf_file_is_not_read_again(tmp_path: Path) -
     broken.write_text('{"name": "primary", "type": ' + " " * 100)
     resolver = NetworkResolver()
     with pytest.raises(CniError, match="error parsing configuration"):
-        await resolver.resolve(static_request(tmp_path, str(broken)))
+        await resolver.resolve(request(tmp_path, str(broken), ()))
     stamp = broken.stat()
     valid = json.dumps({"cniVersion": "1.0.0", "name": "p", "type": "x"})
     broken.write_text(valid + " " * (stamp.st_size - len(valid)))  # same size and mtime: unchanged
     os.utime(broken, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
 
     with pytest.raises(CniError, match="error parsing configuration"):
-        await resolver.resolve(static_request(tmp_path, str(broken)))
+        await resolver.resolve(request(tmp_path, str(broken), ()))
 
 
 def test_the_load_cache_keeps_small_configurations_but_not_large_ones() -> None:
