@@ -373,13 +373,13 @@ class OrderedStatusPublisher:
         self._turns = SandboxLocks()  # keyed by pod, not container ID; same lifetime rules
 
     async def publish_network_status(self, pod: PodRecord, status_json: str) -> None:
-        async with self._turns.hold(_pod_key(pod)):
+        async with self._turns.hold(status_retries.pod_key(pod)):
             await self._publisher.publish_network_status(pod, status_json)
 
     async def publish_if(self, pod: PodRecord, compose: Callable[[], Awaitable[str | None]]) -> bool:
         """In the pod's turn, write what ``compose`` returns; nothing when it returns None. Return
         whether anything was written."""
-        async with self._turns.hold(_pod_key(pod)):
+        async with self._turns.hold(status_retries.pod_key(pod)):
             status_json = await compose()
             if status_json is None:
                 return False
@@ -388,10 +388,6 @@ class OrderedStatusPublisher:
 
     def emit_interface_events(self, pod: PodRecord, events: Sequence[InterfaceEvent]) -> None:
         self._publisher.emit_interface_events(pod, events)
-
-
-def _pod_key(pod: PodRecord) -> str:
-    return f"{pod.namespace}/{pod.name}"
 
 
 @dataclass(frozen=True, slots=True)

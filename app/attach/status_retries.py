@@ -65,7 +65,8 @@ class _Pending:
     due: float
 
 
-def _pod_key(pod: PodRecord) -> str:
+def pod_key(pod: PodRecord) -> str:
+    """A pod's key for the per-pod turns of network-status writers (``namespace/name``)."""
     return f"{pod.namespace}/{pod.name}"
 
 
@@ -118,24 +119,24 @@ class StatusRetries:
 
     def pending(self, pod: PodRecord) -> str | None:
         """The container ID whose status is pending for ``pod``, if any."""
-        entry = self._pending.get(_pod_key(pod))
+        entry = self._pending.get(pod_key(pod))
         return entry.container_id if entry is not None else None
 
     @asynccontextmanager
     async def turn(self, pod: PodRecord) -> AsyncIterator[None]:
         """The pod's turn: an ADD writes in it, after any retry of the pod in flight."""
-        async with self._turns.hold(_pod_key(pod)):
+        async with self._turns.hold(pod_key(pod)):
             yield
 
     def supersede(self, pod: PodRecord) -> None:
         """A newer write of ``pod``'s status is about to be made: drop the pending one."""
-        if self._pending.pop(_pod_key(pod), None) is not None:
+        if self._pending.pop(pod_key(pod), None) is not None:
             STATUS_WRITES_RETRIED.labels("superseded").inc()
             STATUS_WRITES_PENDING.set(len(self._pending))
 
     def offer(self, *, container_id: str, pod: PodRecord, retry_after: float | None = None) -> None:
         """Retry sandbox ``container_id``'s status write for ``pod`` in the background; never blocks."""
-        key = _pod_key(pod)
+        key = pod_key(pod)
         self._pending.pop(key, None)
         while len(self._pending) >= self._settings.max_pending:
             _, oldest = self._pending.popitem(last=False)
