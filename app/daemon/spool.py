@@ -169,8 +169,7 @@ async def _replay_entry(
         if directory.takes(address):
             _reject(entry, str(error), report)
         return
-    recorded = await engine.load_sandbox(request.container_id)
-    if not directory.takes(address) and recorded is None:
+    if not directory.takes(address) and await engine.load_sandbox(request.container_id) is None:
         log.debug("spool entry %s is addressed to another daemon (%s): left to it", entry, address)
         return
     spooled_at = _spooled_at(entry, written_ns)
