@@ -29,6 +29,12 @@ entry there is another daemon's, left as it is (replaying it here would find not
 it). A default directory that is not this daemon's own is read only if it is ours and writable by us
 alone (its entries tear down sandboxes); one that is missing holds nothing, one that cannot be read is
 logged and skipped, never a reason to fail start-up.
+
+A shim killed while it wrote an entry leaves its temporary file, ``.del-*.json.tmp``: no DEL is lost
+(the runtime heard no answer and sends it again), but nothing else would ever remove it. Each replay
+removes those of a directory it takes entries from once they are ``STALE_TEMPORARY_SECONDS`` old: a
+shim renames its temporary within milliseconds of creating it, and even a live one's removed
+would only fail that shim's spooling, which answers the runtime code 11 (a retry), never success.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ import errno
 import logging
 import os
 import stat
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -57,6 +64,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ENTRY_GLOB = "del-*.json"
+TEMPORARY_GLOB = ".del-*.json.tmp"
+"""What ``app.shim.shim.write_durably`` names an entry until it is whole (a test keeps them equal)."""
+STALE_TEMPORARY_SECONDS = 600.0
+"""A temporary this old by its modification time is left by a shim that died: ten times the shim's
+own DEL deadline (``app.shim.shim.DEL_TIMEOUT_SECONDS``)."""
 REJECTED_SUFFIX = ".rejected"
 SHIM_DEFAULT_SPOOL_DIR = Path("/var/lib/multus-py/spool")
 """Where the shim spools when its conf names no ``spoolDir`` (``app.shim.shim.DEFAULT_SPOOL_DIR``; a
@@ -74,6 +86,8 @@ class SpoolReport:
     superseded: list[str] = field(default_factory=list)
     """Entries dropped unreplayed: their DEL was spooled before the ADD of the sandbox the checkpoint
     now holds under that container ID, so it addressed an earlier one, gone since."""
+    temporaries_removed: list[str] = field(default_factory=list)
+    """Temporaries of entries that a shim never finished writing (``STALE_TEMPORARY_SECONDS``)."""
 
 
 def pending(spool_dir: Path) -> list[Path]:
@@ -121,6 +135,7 @@ async def replay(
     if not shared and _trusted(shim_default_dir):
         directories.append(_Directory(shim_default_dir, own=False, shared=True, socket_dir=socket_dir))
     for directory in directories:
+        report.temporaries_removed.extend(await asyncio.to_thread(_remove_stale_temporaries, directory.path))
         for entry in _entries(directory):
             await _replay_entry(
                 entry, directory=directory, engine=engine, daemon_config=daemon_config, report=report
@@ -135,6 +150,33 @@ async def replay(
             len(report.superseded),
         )
     return report
+
+
+def _remove_stale_temporaries(directory: Path, *, now: float | None = None) -> list[str]:
+    """Remove the regular files named as a shim's temporaries that are ``STALE_TEMPORARY_SECONDS``
+    old; return their names. One that cannot be looked at or removed is logged and left."""
+    removed: list[str] = []
+    cutoff = (time.time() if now is None else now) - STALE_TEMPORARY_SECONDS
+    try:
+        candidates = sorted(directory.glob(TEMPORARY_GLOB))
+    except OSError as exc:
+        log.warning("spool: cannot list %s for abandoned temporaries: %s", directory, exc)
+        return removed
+    for path in candidates:
+        try:
+            status = path.lstat()
+            if not stat.S_ISREG(status.st_mode) or status.st_mtime > cutoff:
+                continue
+            path.unlink()
+        except FileNotFoundError:
+            continue  # its shim renamed or removed it meanwhile
+        except OSError as exc:
+            log.warning("spool: cannot remove the abandoned temporary %s: %s", path, exc)
+            continue
+        removed.append(path.name)
+    if removed:
+        log.info("spool: removed %d temporaries left by shims that died while spooling a DEL", len(removed))
+    return removed
 
 
 def _entries(directory: _Directory) -> list[Path]:

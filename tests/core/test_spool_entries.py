@@ -202,3 +202,71 @@ async def test_whether_a_spooled_del_is_meant_for_the_recorded_sandbox_is_judged
     assert judged == [container]
     assert done is False
     assert node.checkpoint(container) is not None, "nothing was deleted"
+
+
+# --- Temporaries of entries a shim never finished ------------------------------------------------------
+
+
+class _DyingPosix:
+    """The ``posix`` module as a shim killed between writing an entry and renaming it sees it: the
+    rename never happens, nor the clean-up after it."""
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(os, name)
+
+    @staticmethod
+    def rename(_source: str, _target: str) -> None:
+        raise OSError("killed before the rename")
+
+    @staticmethod
+    def unlink(_path: str) -> None:
+        """Nothing: the process is gone."""
+
+
+def abandoned_temporary(directory: Path, monkeypatch: pytest.MonkeyPatch, *, age: float) -> Path:
+    """The temporary file a shim leaves when it dies in the middle of spooling a DEL, ``age``
+    seconds old."""
+    from app.shim import shim
+
+    directory.mkdir(mode=0o700, exist_ok=True)
+    before = set(directory.iterdir())
+    with monkeypatch.context() as patched:
+        patched.setattr(shim, "posix", _DyingPosix())
+        with pytest.raises(OSError, match="killed before the rename"):
+            shim.write_durably(str(directory), spooled_name(time.time_ns(), new_container_id()), b"{}")
+    [left] = set(directory.iterdir()) - before
+    then = time.time() - age
+    os.utime(left, (then, then))
+    return left
+
+
+async def test_a_temporary_left_by_a_shim_that_died_while_spooling_is_removed_once_stale(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing else ever removed it: each one stayed in the spool directory until an uninstall."""
+    directory = node.root / "spool"
+    stale = abandoned_temporary(directory, monkeypatch, age=spool.STALE_TEMPORARY_SECONDS + 60)
+    entry = spool_entry(directory, new_container_id(), name=spooled_name(time.time_ns(), "whole"))
+
+    report = await replay(node, directory)
+
+    assert report.temporaries_removed == [stale.name]
+    assert not stale.exists()
+    assert report.replayed == [entry.name], "whole entries are replayed as before"
+
+
+async def test_a_temporary_a_shim_may_still_be_writing_is_left_alone(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = node.root / "spool"
+    recent = abandoned_temporary(directory, monkeypatch, age=1.0)
+    not_a_file = directory / f".{spooled_name(1, 'dir')}.tmp"
+    not_a_file.mkdir()
+    old = time.time() - 10 * spool.STALE_TEMPORARY_SECONDS
+    os.utime(not_a_file, (old, old))
+
+    report = await replay(node, directory)
+
+    assert report.temporaries_removed == []
+    assert recent.exists()
+    assert not_a_file.is_dir()
