@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -67,7 +68,8 @@ logger = logging.getLogger(__name__)
 USE_PIDFD = hasattr(os, "pidfd_open")
 """Watch exits with pidfds where Python offers them (a kernel without them falls back per child)."""
 _USE_MEMFD = hasattr(os, "memfd_create")
-"""Memory files for the child's stdio (until the kernel refuses ``memfd_create``)."""
+"""Memory files for the child's stdio (until the kernel refuses ``memfd_create`` for good: a shortage
+of descriptors or memory, ``SHORTAGE_ERRNOS``, fails that one spawn and changes nothing)."""
 
 
 _RESTORED_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
@@ -90,6 +92,11 @@ caller uses (``app.cni.invoke`` logs and reports the last 2 KiB)."""
 OUTPUT_CHECK_INTERVAL: Final = 0.1
 """Seconds between looks at a running child's output sizes. The memory a run can hold is a
 capacity plus what the child writes between two looks; a run shorter than this costs no look."""
+
+SHORTAGE_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN})
+"""What ``spawn`` fails with while the daemon or the node is short of descriptors (``EMFILE``,
+``ENFILE``), memory (``ENOMEM``) or processes (``EAGAIN``): a shortage that passes, so the same
+call may succeed later. Never taken as a sign that memory files or the plugin are unusable."""
 
 _STREAMS: Final = ("stdout", "stderr")
 _CAPACITIES: Final = (STDOUT_CAPACITY, STDERR_CAPACITY)
@@ -183,6 +190,8 @@ def _memory_file(name: str) -> int:
         try:
             return os.memfd_create(f"plugin-{name}", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         except OSError as err:  # ENOSYS (no memfd), EPERM (a seccomp profile refusing it)
+            if err.errno in SHORTAGE_ERRNOS:
+                raise  # out of descriptors or memory for now: memfds still work once that passes
             logger.debug("memfd_create refused (%s): plugin stdio goes through temporary files", err)
             _USE_MEMFD = False
     fd, path = tempfile.mkstemp(prefix=f"multus-plugin-{name}-")

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import resource
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,3 +108,18 @@ def blocked_reading_stdin(pid: int) -> bool:
     except OSError:
         return False
     return fields[:2] == ["0", "0x0"]
+
+
+@contextlib.contextmanager
+def descriptors_exhausted() -> Iterator[None]:
+    """This process out of file descriptors (``EMFILE``) for the body of a ``with``: the soft
+    ``RLIMIT_NOFILE`` lowered to the lowest free descriptor number, put back afterwards. Descriptors
+    open already stay usable; the next one opened (memfd, pipe, socket, pidfd) is refused."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    lowest_free = os.dup(0)
+    os.close(lowest_free)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

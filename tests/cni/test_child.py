@@ -7,6 +7,7 @@ through the fallback that waits in a thread.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import signal
 import tempfile
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from app.cni import child
-from tests.cni.support import blocked_reading_stdin, script, wait_until
+from tests.cni.support import blocked_reading_stdin, descriptors_exhausted, script, wait_until
 
 ENV = {"PATH": "/usr/bin:/bin"}
 
@@ -198,6 +199,30 @@ async def test_where_memfd_create_is_refused_the_stdio_goes_through_unlinked_tem
     assert child._USE_MEMFD is False
     assert open_descriptors() == before
     assert os.listdir(tmp_path) == ["bin"]  # unlinked at once
+
+
+async def test_a_spawn_out_of_descriptors_fails_alone_and_the_next_one_still_gets_memory_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A daemon briefly at its descriptor limit (a burst of sandboxes) must not give up memory files
+    for good: an earlier version took EMFILE from ``memfd_create`` for a kernel without memfds and
+    sent every later plugin's output through temporary files on disk (unsealable)."""
+    monkeypatch.setattr(child, "_USE_MEMFD", child._USE_MEMFD)  # whatever this test does to it
+    program = str(script(tmp_path, "echo", "cat\n"))
+    before = open_descriptors()
+
+    with descriptors_exhausted(), pytest.raises(OSError, match="Too many open files") as refused:
+        child.spawn(program, env=ENV, stdin=b"first")
+    process = child.spawn(program, env=ENV, stdin=b"second")
+    outputs = process._outputs
+    assert outputs is not None
+    stdio = [os.readlink(f"/proc/self/fd/{fd}") for fd in outputs]
+    finished = await process.communicate()
+
+    assert refused.value.errno == errno.EMFILE
+    assert stdio == ["/memfd:plugin-stdout (deleted)", "/memfd:plugin-stderr (deleted)"]
+    assert finished == child.Finished(0, b"second", b"")
+    assert open_descriptors() == before
 
 
 async def test_a_child_is_reaped_as_soon_as_its_exit_is_read(tmp_path: Path) -> None:
