@@ -6,7 +6,9 @@ may replace). Knows no policy: no plugin order, no ``prevResult``, no version ru
 leaves a plugin running: a timeout or a cancellation kills the plugin's whole process group, and so
 does an output found past what ``app.cni.child`` holds (``STDOUT_CAPACITY``, ``STDERR_CAPACITY``)
 while the plugin runs. Such an output (or a stdout past its capacity at the exit) fails the call
-with a decoding failure (6) naming the plugin, the stream and the limit.
+with a decoding failure (6) naming the plugin, the stream and the limit. A plugin that cannot be
+started because the daemon is short of descriptors, memory or processes (``child.SHORTAGE_ERRNOS``)
+fails the call with code 11 (try again later): nothing ran, and the same call may succeed later.
 
 With a ``root`` (daemon-config ``chrootDir``) a plugin is looked up as a process inside that root
 sees the file system, and the child enters the root (``chroot`` + ``chdir("/")``) between fork and
@@ -373,6 +375,12 @@ class SubprocessExec:
                         await asyncio.sleep(self.busy_delay * (attempt + 1))
                     continue
                 inside = f" inside chrootDir {root}" if root else ""
+                if err.errno in child.SHORTAGE_ERRNOS:
+                    raise NotExecutedError(
+                        ErrorCode.TRY_AGAIN_LATER,
+                        f"failed to execute plugin {plugin_path}{inside}: {err.strerror}: the daemon "
+                        "is short of descriptors, memory or processes for now",
+                    ) from err
                 raise NotExecutedError(
                     ErrorCode.INTERNAL, f"failed to execute plugin {plugin_path}{inside}: {err.strerror}"
                 ) from err

@@ -13,8 +13,17 @@ from typing import Any
 import pytest
 
 from app.cni import api, invoke
-from app.cni.types import CniError, ContainerId, ErrorCode, IfName, JsonObject, NetworkConfigList, RuntimeConf
-from tests.cni.support import RecorderLog, script, wait_until
+from app.cni.types import (
+    CniError,
+    ContainerId,
+    ErrorCode,
+    IfName,
+    JsonObject,
+    NetworkConfigList,
+    NotExecutedError,
+    RuntimeConf,
+)
+from tests.cni.support import RecorderLog, descriptors_exhausted, script, wait_until
 
 RT = RuntimeConf(container_id=ContainerId("ctr-1"), netns="/var/run/netns/none", ifname=IfName("eth0"))
 
@@ -209,6 +218,44 @@ async def test_exec_of_a_file_without_execute_permission_is_an_internal_error(tm
 
     assert caught.value.code == ErrorCode.INTERNAL
     assert "Permission denied" in caught.value.msg
+
+
+async def test_a_plugin_the_daemon_has_no_descriptors_to_start_is_try_again_later_and_runs_next_time(
+    tmp_path: Path,
+) -> None:
+    """A burst of sandboxes can take every descriptor of a daemon under a low ``RLIMIT_NOFILE``: the
+    plugin's memory files cannot be made and nothing runs. That shortage passes, so the runtime is
+    told to try again (code 11), not handed an internal error (999, as before)."""
+    path = script(tmp_path, "fine", "echo '{\"ok\": true}'")
+    executor = invoke.SubprocessExec()
+
+    with descriptors_exhausted(), pytest.raises(NotExecutedError) as caught:
+        await executor.exec_plugin(plugin_path=str(path), stdin=b"{}", env={}, timeout=10)
+    stdout = await executor.exec_plugin(plugin_path=str(path), stdin=b"{}", env={}, timeout=10)
+
+    assert caught.value.code == ErrorCode.TRY_AGAIN_LATER
+    assert caught.value.msg == (
+        f"failed to execute plugin {path}: Too many open files: the daemon is short of descriptors, "
+        "memory or processes for now"
+    )
+    assert stdout == b'{"ok": true}\n'
+
+
+async def test_a_plugin_held_for_its_input_without_descriptors_to_start_is_try_again_later(
+    tmp_path: Path,
+) -> None:
+    """The same when the plugin would be started before it may have its input (``ready``): its
+    input pipe cannot be made either."""
+    path = script(tmp_path, "fine", "echo '{\"ok\": true}'")
+    ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    with descriptors_exhausted(), pytest.raises(NotExecutedError) as caught:
+        await invoke.SubprocessExec().exec_plugin(
+            plugin_path=str(path), stdin=b"{}", env={}, timeout=10, ready=ready
+        )
+
+    assert caught.value.code == ErrorCode.TRY_AGAIN_LATER
+    assert not ready.done()  # refused before it waited for anything
 
 
 async def test_plugin_killed_by_a_signal_says_which(tmp_path: Path) -> None:
