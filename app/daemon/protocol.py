@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import fcntl
 import ipaddress
 import json
@@ -410,7 +411,9 @@ def _check_typed_arg(key: str, value: str) -> None:
 def check_network_namespace(path: str) -> None:
     """Refuse (code 4) a ``CNI_NETNS`` that is not a network namespace file here, as every plugin
     would (with code 999), and (code 8) the daemon's own, the node's. Only ``stat`` and an nsfs
-    ``ioctl``: nothing but a namespace file is ever opened."""
+    ``ioctl``: nothing but a namespace file is ever opened. A namespace file the daemon cannot open
+    for want of descriptors or memory (``_SHORTAGE_ERRNOS``) is code 11: a retry may succeed, and
+    the runtime must not be told its namespace is none."""
     try:
         found = os.stat(path)
         own = os.stat("/proc/self/ns/net")  # on the kernel's one nsfs, like every namespace file
@@ -426,7 +429,13 @@ def check_network_namespace(path: str) -> None:
                 kind = fcntl.ioctl(descriptor, _NS_GET_NSTYPE)
             finally:
                 os.close(descriptor)
-        except OSError:
+        except OSError as exc:
+            if exc.errno in _SHORTAGE_ERRNOS:
+                raise CniError(
+                    ErrorCode.TRY_AGAIN_LATER,
+                    f"cannot look at CNI_NETNS {path}: {exc.strerror}",
+                    "the daemon is short of descriptors or memory for now",
+                ) from None
             kind = None
     if kind != _CLONE_NEWNET:
         raise CniError(ErrorCode.INVALID_ENVIRONMENT, f"invalid CNI_NETNS: {path} is not a network namespace")
@@ -434,6 +443,11 @@ def check_network_namespace(path: str) -> None:
         raise CniError(
             ErrorCode.INVALID_NETNS, "plugin's netns and netns from CNI_NETNS should not be the same", path
         )
+
+
+_SHORTAGE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
+"""Failures of ``open`` that say nothing about the file: the daemon (or the node) is short of
+descriptors or memory for the moment."""
 
 
 def _pod_identity(cni_args: tuple[tuple[str, str], ...]) -> PodIdentity:

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from app.attach.requests import Command, NodeRequest, SandboxRequest
 from app.cni.types import CniError, ErrorCode
 from app.daemon import protocol
+from tests.cni.support import descriptors_exhausted
 
 CONF = {"cniVersion": "1.0.0", "name": "multus-cni-network", "type": "multus-shim"}
 NETNS_NAME = f"mp-protocol-{os.getpid()}"
@@ -733,3 +734,14 @@ def test_an_add_whose_configuration_has_a_key_of_the_wrong_type_is_still_refused
         interpret(body(ENV, json.dumps({**CONF, "delegates": "x"}).encode()), {"binDir": "/daemon/bin"})
 
     assert caught.value.code in (ErrorCode.DECODING_FAILURE, ErrorCode.INVALID_NETWORK_CONFIG)
+
+
+@pytest.mark.parametrize("command", ["ADD", "CHECK"])
+def test_a_namespace_the_daemon_has_no_descriptor_left_to_open_is_code_11_not_none(command: str) -> None:
+    """In a burst of sandboxes at the open-files limit, the look at a live pod's namespace failed
+    with EMFILE and the runtime heard code 4, "is not a network namespace", for a valid one."""
+    with descriptors_exhausted(), pytest.raises(CniError) as caught:
+        interpret(body({**ENV, "CNI_COMMAND": command}))
+
+    assert caught.value.code == ErrorCode.TRY_AGAIN_LATER
+    assert NETNS in caught.value.msg
