@@ -83,7 +83,7 @@ def plugins_in(directory: str) -> list[JsonObject]:
     except (FileNotFoundError, NotADirectoryError):
         return []
     except OSError as exc:
-        raise CniError(ErrorCode.IO_FAILURE, f"error reading directory {directory}: {exc.strerror}") from exc
+        raise CniError.reading(f"directory {directory}", exc) from exc
     plugins: list[JsonObject] = []
     for name in names:
         path = os.path.join(directory, name)
@@ -98,7 +98,7 @@ def _plugin_file(path: str) -> JsonObject:
         with open(path, "rb") as handle:
             data = handle.read()
     except OSError as exc:
-        raise CniError(ErrorCode.IO_FAILURE, f"error reading {path}: {exc.strerror}") from exc
+        raise CniError.reading(path, exc) from exc
     try:
         plugin = results.parse_json(data)
     except (ValueError, RecursionError) as exc:

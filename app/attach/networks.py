@@ -527,8 +527,8 @@ class NetworkResolver:
             try:
                 loaded: NetworkConfigList | CniError = cniconf.load_file(path)
             except CniError as err:
-                if err.code == ErrorCode.IO_FAILURE:
-                    raise  # a permission fixed later changes neither mtime nor size: not cached
+                if err.code in (ErrorCode.IO_FAILURE, ErrorCode.TRY_AGAIN_LATER):
+                    raise  # a permission fixed later, a shortage past, change neither mtime nor size
                 loaded = err
             cached = self._file_cache[path] = (key, loaded)
         if isinstance(cached[1], CniError):
@@ -668,7 +668,7 @@ def _read(path: str) -> bytes:
         with open(path, "rb") as handle:
             return handle.read()
     except OSError as exc:
-        raise CniError(ErrorCode.IO_FAILURE, f"error reading {path}: {exc.strerror}") from exc
+        raise CniError.reading(path, exc) from exc
 
 
 def nad_not_found(name: str) -> str:

@@ -63,6 +63,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from app.cni import types
+
 logger = logging.getLogger(__name__)
 
 USE_PIDFD = hasattr(os, "pidfd_open")
@@ -93,7 +95,7 @@ OUTPUT_CHECK_INTERVAL: Final = 0.1
 """Seconds between looks at a running child's output sizes. The memory a run can hold is a
 capacity plus what the child writes between two looks; a run shorter than this costs no look."""
 
-SHORTAGE_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN})
+SHORTAGE_ERRNOS: Final = types.SHORTAGE_ERRNOS | {errno.EAGAIN}
 """What ``spawn`` fails with while the daemon or the node is short of descriptors (``EMFILE``,
 ``ENFILE``), memory (``ENOMEM``) or processes (``EAGAIN``): a shortage that passes, so the same
 call may succeed later. Never taken as a sign that memory files or the plugin are unusable."""

@@ -70,7 +70,7 @@ def load_file(path: str) -> NetworkConfigList:
         with open(path, "rb") as handle:
             data = handle.read()
     except OSError as err:
-        raise CniError(ErrorCode.IO_FAILURE, f"error reading {path}: {err.strerror}") from err
+        raise CniError.reading(path, err) from err
     return load_network_list(data, source=path)
 
 
@@ -84,7 +84,7 @@ def list_conf_files(conf_dir: str) -> list[str]:
     except FileNotFoundError:
         return []
     except OSError as err:
-        raise CniError(ErrorCode.IO_FAILURE, f"error reading directory {conf_dir}: {err.strerror}") from err
+        raise CniError.reading(f"directory {conf_dir}", err) from err
     return [entry.path for entry in entries if entry.name.endswith(CONF_EXTENSIONS) and entry.is_file()]
 
 

@@ -7,6 +7,7 @@ decide on codes, never on message text.
 
 from __future__ import annotations
 
+import errno
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,11 @@ class ErrorCode(IntEnum):
     INTERNAL = 999
 
 
+SHORTAGE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
+"""Failures of a call that say nothing about its file: the daemon (``EMFILE``) or the node
+(``ENFILE``) has no descriptor left, or no memory (``ENOMEM``), for the moment. A retry may succeed."""
+
+
 class CniError(Exception):
     """A CNI error object: ``code``, ``msg`` and ``details``, passed through unchanged.
 
@@ -60,6 +66,13 @@ class CniError(Exception):
     def transient(self) -> bool:
         """True when the specification says the caller may retry later (code 11)."""
         return self.code == ErrorCode.TRY_AGAIN_LATER
+
+    @classmethod
+    def reading(cls, what: str, err: OSError) -> CniError:
+        """``error reading <what>``: code 11 (try again later) when the daemon is short of
+        descriptors or memory for the moment (``SHORTAGE_ERRNOS``), else code 5 (an I/O failure)."""
+        code = ErrorCode.TRY_AGAIN_LATER if err.errno in SHORTAGE_ERRNOS else ErrorCode.IO_FAILURE
+        return cls(code, f"error reading {what}: {err.strerror}")
 
     def to_json(self) -> JsonObject:
         """The error object as the Go library prints it: ``details`` omitted when empty."""

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import errno
 import fcntl
 import ipaddress
 import json
@@ -36,7 +35,7 @@ from typing import Any
 from app.attach import hotplug, netconf, network_status, selection
 from app.attach.requests import Command, NodeRequest, SandboxRequest, Trigger
 from app.cni import names, results
-from app.cni.types import Attachment, CniError, ContainerId, ErrorCode, IfName, JsonObject
+from app.cni.types import SHORTAGE_ERRNOS, Attachment, CniError, ContainerId, ErrorCode, IfName, JsonObject
 from app.store.records import PodIdentity
 
 log = logging.getLogger(__name__)
@@ -412,7 +411,7 @@ def check_network_namespace(path: str) -> None:
     """Refuse (code 4) a ``CNI_NETNS`` that is not a network namespace file here, as every plugin
     would (with code 999), and (code 8) the daemon's own, the node's. Only ``stat`` and an nsfs
     ``ioctl``: nothing but a namespace file is ever opened. A namespace file the daemon cannot open
-    for want of descriptors or memory (``_SHORTAGE_ERRNOS``) is code 11: a retry may succeed, and
+    for want of descriptors or memory (``SHORTAGE_ERRNOS``) is code 11: a retry may succeed, and
     the runtime must not be told its namespace is none."""
     try:
         found = os.stat(path)
@@ -430,7 +429,7 @@ def check_network_namespace(path: str) -> None:
             finally:
                 os.close(descriptor)
         except OSError as exc:
-            if exc.errno in _SHORTAGE_ERRNOS:
+            if exc.errno in SHORTAGE_ERRNOS:
                 raise CniError(
                     ErrorCode.TRY_AGAIN_LATER,
                     f"cannot look at CNI_NETNS {path}: {exc.strerror}",
@@ -443,11 +442,6 @@ def check_network_namespace(path: str) -> None:
         raise CniError(
             ErrorCode.INVALID_NETNS, "plugin's netns and netns from CNI_NETNS should not be the same", path
         )
-
-
-_SHORTAGE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
-"""Failures of ``open`` that say nothing about the file: the daemon (or the node) is short of
-descriptors or memory for the moment."""
 
 
 def _pod_identity(cni_args: tuple[tuple[str, str], ...]) -> PodIdentity:

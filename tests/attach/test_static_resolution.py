@@ -17,6 +17,7 @@ from app.attach.requests import Command, SandboxRequest
 from app.cni import conf as cniconf
 from app.cni.types import CniError, ContainerId, ErrorCode, IfName, NetworkConfigList
 from app.store.records import PodIdentity
+from tests.cni.support import descriptors_exhausted
 
 
 def write_conflist(conf_dir: Path, file_name: str, network: str) -> None:
@@ -95,3 +96,31 @@ async def test_an_unloadable_file_before_the_match_is_the_error_as_without_the_r
 
     assert caught.value.code == directly.value.code == ErrorCode.DECODING_FAILURE
     assert "20-broken.conflist" in caught.value.msg
+
+
+async def test_a_conf_file_read_while_out_of_descriptors_is_code_11_and_read_again_once_they_are_back(
+    tmp_path: Path,
+) -> None:
+    """In a burst at the open-files limit the read failed with code 5 (an I/O failure); it is a
+    shortage that passes, and its error must not stay cached for the unchanged file."""
+    path = tmp_path / "10-net0.conf"
+    path.write_text(json.dumps({"cniVersion": "1.0.0", "name": "net0", "type": "bridge"}))
+    resolver = NetworkResolver()
+
+    with descriptors_exhausted(), pytest.raises(CniError) as caught:
+        await resolver.resolve(request(tmp_path, str(path), ()))
+    resolution = await resolver.resolve(request(tmp_path, str(path), ()))
+
+    assert caught.value.code == ErrorCode.TRY_AGAIN_LATER
+    assert str(path) in caught.value.msg
+    assert [plan.network_name for plan in resolution.plans] == ["net0"]
+
+
+async def test_a_conf_directory_listed_while_out_of_descriptors_is_code_11(tmp_path: Path) -> None:
+    write_conflist(tmp_path, "10-net0.conflist", "net0")
+
+    with descriptors_exhausted(), pytest.raises(CniError) as caught:
+        await NetworkResolver().resolve(request(tmp_path, "net0", ()))
+
+    assert caught.value.code == ErrorCode.TRY_AGAIN_LATER
+    assert f"error reading directory {tmp_path}" in caught.value.msg
