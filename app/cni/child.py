@@ -165,7 +165,38 @@ def spawn(
             os.close(fd)
         raise
     os.close(fds[0])  # the child reads its own copy, from the start (``pwrite`` moved no offset)
-    return Child(pid, stdout=fds[1], stderr=fds[2], held_input=None if held is None else (held, stdin))
+    try:
+        return Child(pid, stdout=fds[1], stderr=fds[2], held_input=None if held is None else (held, stdin))
+    except BaseException:  # no way to watch its exit (no pidfd, and no thread could start)
+        _give_up_started(pid, [*fds[1:], *(() if held is None else (held,))])
+        raise
+
+
+def _give_up_started(pid: int, descriptors: list[int]) -> None:
+    """A child started that nothing will watch: kill its session, close our ends of its stdio, and
+    reap it from the event loop's timer (no thread, no descriptor: what failed was getting one)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)  # a session leader: its group is its pid
+    for fd in descriptors:
+        os.close(fd)
+    _reap_when_gone(asyncio.get_running_loop(), pid, _GIVE_UP_REAP_LOOKS)
+
+
+_GIVE_UP_REAP_INTERVAL: Final = 0.05
+_GIVE_UP_REAP_LOOKS: Final = 1200
+"""How often, and how many times (a minute), a given-up child is looked for its exit: killed, it
+exits at once unless the kernel holds it in an uninterruptible call."""
+
+
+def _reap_when_gone(loop: asyncio.AbstractEventLoop, pid: int, looks_left: int) -> None:
+    try:
+        done, _status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return  # reaped already
+    if done == 0 and looks_left > 0:
+        loop.call_later(_GIVE_UP_REAP_INTERVAL, _reap_when_gone, loop, pid, looks_left - 1)
+    elif done == 0:
+        logger.warning("plugin process %d, given up before it could be watched, did not exit", pid)
 
 
 def _input_pipe(size: int) -> tuple[int, int]:

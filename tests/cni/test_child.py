@@ -11,6 +11,7 @@ import errno
 import os
 import signal
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -326,3 +327,34 @@ async def test_a_process_left_behind_cannot_grow_the_output_once_the_child_has_e
 
     assert finished == child.Finished(0, b"answer\n", b"note\n")
     assert report.read_text().split() == ["7", "5"]  # what the child had written when it exited
+
+
+async def test_a_child_whose_exit_cannot_be_watched_is_killed_reaped_and_leaves_no_descriptor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a pidfd (EMFILE) and without a thread to wait in (the process limit), building the
+    ``Child`` failed after the spawn: the plugin ran on unwatched, stayed a zombie once it exited,
+    and its two output files stayed open in the daemon."""
+    program = str(script(tmp_path, "sleeper", "sleep 30\n"))
+    monkeypatch.setattr(child, "USE_PIDFD", False)
+
+    def no_thread(self: object) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", no_thread)
+    before = open_descriptors()
+    started: list[int] = []
+    real_start = child._start
+
+    def remembered(*args: object, **kwargs: object) -> int:
+        started.append(real_start(*args, **kwargs))  # type: ignore[arg-type]
+        return started[-1]
+
+    monkeypatch.setattr(child, "_start", remembered)
+
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        child.spawn(program, env=ENV)
+
+    [pid] = started
+    assert open_descriptors() == before
+    await wait_until(lambda: reaped(pid))
