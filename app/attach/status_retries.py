@@ -42,7 +42,7 @@ from app.metrics import STATUS_WRITES_PENDING, STATUS_WRITES_RETRIED
 from app.store import checkpoints
 from app.store.database import Database
 from app.store.mirror_records import PodRecord
-from app.store.records import SandboxRecord
+from app.store.records import PodIdentity, SandboxRecord
 
 log = logging.getLogger(__name__)
 
@@ -237,6 +237,11 @@ class StatusRetries:
 
 def _is_current(record: SandboxRecord, pod: PodRecord) -> bool:
     """The sandbox is running, and for the pod the write is addressed to (not a predecessor)."""
-    if record.state != "ready":
-        return False
-    return not (record.pod.uid and pod.uid and record.pod.uid != pod.uid)
+    return record.state == "ready" and _same_pod(record.pod, pod)
+
+
+def _same_pod(recorded: PodIdentity, pod: PodRecord) -> bool:
+    """Whether the sandbox's pod (its runtime's ``K8S_POD_UID``) is ``pod`` and not a predecessor of
+    that name: the uids agree where both are known, or ``pod`` is static (its API uid is never the
+    runtime's, ``PodRecord.is_static``)."""
+    return not (recorded.uid and pod.uid and recorded.uid != pod.uid and not pod.is_static)

@@ -25,7 +25,7 @@ from app.attach.requests import Command
 from app.attach.status_retries import StatusRetries, StatusRetrySettings
 from app.sandbox.kubeapi import KubeApiEmulator
 from app.store.database import Database
-from app.store.mirror_records import PodRecord
+from app.store.mirror_records import CONFIG_SOURCE_ANNOTATION, PodRecord
 from app.watch.settings import WatchSettings
 from tests.watch.hotplug_node import Layout
 from tests.watch.support import FAST_SETTINGS, NETWORKS, Running, eventually, pod_manifest
@@ -200,3 +200,24 @@ async def test_pending_status_writes_are_bounded_dropping_the_oldest(
         assert [retries.pending(pod) for pod in pods] == [None, "c3", "c2"]
     finally:
         await retries.stop()
+
+
+async def test_a_static_pods_status_write_that_failed_at_add_lands_once_the_api_recovers(
+    engine: AttachEngine, emulator: KubeApiEmulator, layout: Layout, netns: str
+) -> None:
+    """A static pod's runtime uid (``K8S_POD_UID``) is never its mirror pod's API uid: the retry
+    took the sandbox for another pod's and gave the write up as moot."""
+    pod = emulator.create_pod(
+        pod_manifest("p", annotations={NETWORKS: "net-a", CONFIG_SOURCE_ANNOTATION: "file"})
+    )
+    as_the_kubelet_runs_it = {**pod, "metadata": {**pod["metadata"], "uid": str(uuid.uuid4())}}
+    emulator.faults.fail_next(EVERY_WRITE, status=503, method="PATCH|PUT", path="/pods/p/status")
+    result = await engine.add(
+        layout.request(Command.ADD, as_the_kubelet_runs_it, secrets.token_hex(32), netns=netns)
+    )
+    assert _status_of(emulator, "p") is None
+
+    emulator.faults.clear()
+    status = await eventually(lambda: _value(_status_of(emulator, "p")), lambda s: s is not None)
+    assert _result_addresses(result) <= _addresses(status)
+    await eventually(lambda: _value(_retries(engine).written), lambda written: written == 1)
