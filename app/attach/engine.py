@@ -7,7 +7,9 @@ with nothing committed, when a PCI device a delegate is handed is recorded for a
 check runs in that commit, so two ADDs cannot both take one VF; only then are such a device's host
 name and MAC looked at and committed, a third commit that ADDs without a device never make), and every
 result with the history lines and the finish before the runtime hears "success", so at every instant
-the checkpoint covers whatever may exist on the node (invariants 2-4). The intents' commit is synced
+the checkpoint covers whatever may exist on the node (invariants 2-4); one whose network-status
+write failed commits once more before it answers, the mark by which even a restarted daemon
+retries that write (``app.attach.status_retries``). The intents' commit is synced
 while the first plugin starts: that plugin is spawned once they are committed and handed its input
 (all it acts on) only once they are on disk, so its exec and start-up no longer wait for the disk.
 Delegates run one after another, or, with ``parallelDelegates``, the cluster network first and then
@@ -415,13 +417,20 @@ class AttachEngine:
         pod's network-status and events. The answer waits for both.
 
         A commit that fails after the status went out rolls the ADD back under an annotation naming
-        the interfaces removed, as every DEL leaves it (no DEL edits it, upstream's neither)."""
+        the interfaces removed, as every DEL leaves it (no DEL edits it, upstream's neither). A
+        status write that failed is handed to the background retries once that commit is done
+        (the sandbox is ``ready``), marked in the checkpoint before the runtime hears success."""
         committing = self._db.submit_write(finish)
+        unwritten: ClusterUnavailableError | None = None
         try:
             if pod is not None:
-                await self._publish_status(container_id, pod, outcomes)
+                unwritten = await self._publish_status(pod, outcomes)
         finally:
             await committing
+        if unwritten is not None and pod is not None and self.status_retries is not None:
+            await self.status_retries.retry_later(
+                container_id=container_id, pod=pod, retry_after=getattr(unwritten, "retry_after", None)
+            )
         self._crash.reached(Point.ADD_BEFORE_ANSWER)
 
     def _preflight(
@@ -464,21 +473,24 @@ class AttachEngine:
         return wanted == "true"
 
     async def _publish_status(
-        self, container_id: str, pod: PodRecord, outcomes: Sequence[DelegateOutcome]
-    ) -> None:
-        """network-status, then the AddedInterface events, once every delegate has succeeded.
+        self, pod: PodRecord, outcomes: Sequence[DelegateOutcome]
+    ) -> ClusterUnavailableError | None:
+        """network-status, then the AddedInterface events, once every delegate has succeeded; return
+        why the status was not written, when it is to be retried (None: written, or no retries).
 
         The events are handed to their poster after the status is written: the answer waits for the
         status only, and posting an event never delays it (upstream posts them first).
         A failure to write the status does not undo a working attachment: it is logged, the pod
-        keeps its interfaces, and the write is retried in the background (``status_retries``)
-        until it lands or becomes moot (upstream fails the ADD and leaves the delegates in place).
+        keeps its interfaces, and the caller has the write retried in the background
+        (``status_retries``), across restarts, until it lands or becomes moot (upstream fails the
+        ADD and leaves the delegates in place).
         This write supersedes a retry pending for the pod (an older sandbox's), and waits for one
         in flight, so that the older value never lands after it.
         """
         if self._status is None:
-            return
+            return None
         entries = status_entries(outcomes)
+        unwritten: ClusterUnavailableError | None = None
         if entries:
             retries = self.status_retries
             try:
@@ -498,10 +510,9 @@ class AttachEngine:
                     extra={"pod": f"{pod.namespace}/{pod.name}", "command": "ADD"},
                 )
                 if retries is not None:
-                    retries.offer(
-                        container_id=container_id, pod=pod, retry_after=getattr(exc, "retry_after", None)
-                    )
+                    unwritten = exc
         self._status.emit_interface_events(pod, interface_events(outcomes))
+        return unwritten
 
     async def _run_delegates(
         self,

@@ -18,8 +18,14 @@ API server's ``Retry-After``, until the write lands or becomes moot:
   annotation) ends the entry, as the publisher returns normally for those;
 - at most ``max_pending`` pods wait; past it the oldest is dropped and counted.
 
-The pending writes live in memory only: a daemon restart loses them (the checkpoint keeps the
-ADD's results; with ``hotplugNetworks`` the reconciler rewrites every running pod's status at start).
+The queue lives in memory, but a write the ADD hands over (``retry_later``) is first marked in the
+sandbox's checkpoint (``status_unwritten``), and the runtime hears success only after that mark is
+committed; a retry that writes clears it after the write, and a DEL removes it with the sandbox.
+So a restart (upgrade, crash, kill -9) at any point costs at worst one extra write, never a missing
+one: once the pod mirror has synced, ``resume`` offers every sandbox so marked (the newest of its
+pod, within ``max_pending``) to the queue again. The mark is committed without a sync of the WAL:
+only a power loss can undo it, and after the reboot that follows the sandbox belongs to an earlier
+boot and is torn down (invariant 11).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
+from typing import Protocol
 
 from app.attach import device_info
 from app.attach.cluster import ClusterUnavailableError, StatusPublisher
@@ -55,6 +62,14 @@ class StatusRetrySettings:
     """Retries back off by doubling up to this many seconds (a longer ``Retry-After`` wins)."""
     max_pending: int = 1024
     """Pods waiting at most; past it the oldest pending write is dropped (counted)."""
+
+
+class PodMirror(Protocol):
+    """This node's pods as the synced mirror holds them (the watch package's pod source)."""
+
+    async def mirrored_pod(self, namespace: str, name: str) -> PodRecord | None:
+        """The pod as the mirror holds it now, None when it holds none (no API request)."""
+        ...
 
 
 @dataclass(slots=True)
@@ -156,6 +171,60 @@ class StatusRetries:
             self._task = asyncio.create_task(self._run(), name="network-status-retries")
             self._task.add_done_callback(self._ended)
 
+    async def retry_later(
+        self, *, container_id: str, pod: PodRecord, retry_after: float | None = None
+    ) -> None:
+        """``offer``, once sandbox ``container_id`` is marked in its checkpoint as having its status
+        unwritten, so that a restart writes it too (``resume``). Called by an ADD whose write failed,
+        holding the sandbox's lock, after its results are committed (the sandbox is ``ready``) and
+        before the runtime hears success. A failure to commit the mark is raised: the ADD fails."""
+        mark = partial(checkpoints.mark_status_unwritten, container_id=container_id)
+        await self._db.write(mark, durable=False)
+        self.offer(container_id=container_id, pod=pod, retry_after=retry_after)
+
+    async def resume(self, pods: PodMirror) -> int:
+        """Offer the writes a previous run left unwritten (sandboxes marked ``status_unwritten``),
+        within ``max_pending`` (the newest first); return how many were offered. Called once at
+        start-up, after the pod mirror has synced (the write needs the pod as the API has it).
+
+        A sandbox of a pod the mirror no longer holds, or holds under another uid (recreated), is
+        left to GC; a pod with a write already pending (a newer ADD of this run's) keeps it."""
+        room = self._settings.max_pending - len(self._pending)
+        if room <= 0:
+            log.warning(
+                "network-status writes left unwritten by the previous run not retried: %d pods pending "
+                "already (the bound); they wait for a later restart",
+                len(self._pending),
+            )
+            return 0
+        marked = await self._db.read(partial(checkpoints.status_unwritten, limit=room + 1))
+        if len(marked) > room:
+            log.warning(
+                "more than %d network-status writes left unwritten by the previous run: "
+                "the newest %d are retried, the others wait for a later restart",
+                room,
+                room,
+            )
+            marked = marked[1:]
+        offered = 0
+        for sandbox in marked:
+            pod = await pods.mirrored_pod(sandbox.pod.namespace, sandbox.pod.name)
+            if pod is None or not _same_pod(sandbox.pod, pod):
+                log.info(
+                    "network-status of pod %s/%s (sandbox %s) not retried: the pod is gone or recreated",
+                    sandbox.pod.namespace,
+                    sandbox.pod.name,
+                    sandbox.container_id,
+                )
+                continue
+            if pod_key(pod) in self._pending:
+                continue  # an ADD of this run wrote, or failed to write, a newer sandbox's status
+            self.offer(container_id=sandbox.container_id, pod=pod)
+            offered += 1
+        if offered:
+            log.info("%d network-status writes left unwritten by the previous run are retried", offered)
+        return offered
+
     async def stop(self) -> None:
         """End the background task (the pending writes are forgotten, as at a daemon restart)."""
         task, self._task = self._task, None
@@ -208,6 +277,10 @@ class StatusRetries:
             except ClusterUnavailableError as exc:
                 self._reschedule(entry, exc)
                 return
+            # After the write: a restart before this commit writes once more, never not at all.
+            await self._db.write(
+                partial(checkpoints.clear_status_unwritten, container_id=entry.container_id), durable=False
+            )
         del self._pending[key]
         self.written += 1
         STATUS_WRITES_RETRIED.labels("written").inc()

@@ -5,7 +5,8 @@ Start-up: the state database (migrated, locked), Kubernetes (or static mode), th
 the pre-bound ``multus.sock`` (DEL can be served from here on; ADD waits for readiness), the
 metrics endpoint and the read-only query API (``multus-query.sock``), recovery of what a previous
 run left unsettled and the replay of DELs the shim spooled, then ready. The long-lived tasks
-(watchers, mirror-synced, ``00-multus.conf`` or the readiness indicator, garbage collection with
+(watchers, mirror-synced, the network-status writes a previous run left unwritten once the
+mirrors have synced, ``00-multus.conf`` or the readiness indicator, garbage collection with
 spool replay, history retention) run under ``app.daemon.supervise``: a crash is logged with its
 traceback and the task restarted with backoff while the daemon serves on.
 
@@ -37,6 +38,7 @@ from aiohttp import web
 
 from app.attach import hotplug
 from app.attach.engine import AttachEngine
+from app.attach.status_retries import StatusRetries
 from app.daemon import autoconf, listener, query_server, server, spool, wiring
 from app.daemon import cluster as daemon_cluster
 from app.daemon.supervise import Backoff, Supervisor
@@ -203,6 +205,9 @@ class Daemon:
             reconciler = self._hotplug
             if reconciler is not None:
                 self.tasks.spawn("hotplug", lambda: reconciler.run(ready=kube.watchers.wait_synced))
+            retries = engine.status_retries
+            if retries is not None:
+                self.tasks.spawn("network-status-resume", lambda: self._resume_status_writes(kube, retries))
         if self.settings.multus_config_file == "auto":
             self.tasks.every("autoconf", timeouts.autoconf_interval, self._keep_shim_conf_current)
         elif self.settings.readiness_indicator_file:
@@ -281,6 +286,20 @@ class Daemon:
 
     async def _mark_synced(self, kube: daemon_cluster.Cluster) -> None:
         """Ready only once the pod and NAD mirrors have synced since start-up."""
+        if await self._synced_unless_stopping(kube):
+            self.readiness.extra_conditions[MIRROR_CONDITION] = True
+            settle_memory()
+            log.info("pod and NAD mirrors synced")
+
+    async def _resume_status_writes(self, kube: daemon_cluster.Cluster, retries: StatusRetries) -> None:
+        """Once the mirrors have synced (a write needs the pod as the API has it), the network-status
+        writes a previous run left unwritten go to the background retries."""
+        if await self._synced_unless_stopping(kube):
+            await retries.resume(kube.watchers.pods)
+
+    async def _synced_unless_stopping(self, kube: daemon_cluster.Cluster) -> bool:
+        """Wait until the pod and NAD mirrors have synced since start-up, or the daemon stops;
+        True when they have synced."""
         waiting = asyncio.ensure_future(kube.watchers.wait_synced())
         stopping = asyncio.ensure_future(self._stopping.wait())
         try:
@@ -288,10 +307,7 @@ class Daemon:
         finally:
             for task in (waiting, stopping):
                 task.cancel()
-        if kube.watchers.synced:
-            self.readiness.extra_conditions[MIRROR_CONDITION] = True
-            settle_memory()
-            log.info("pod and NAD mirrors synced")
+        return kube.watchers.synced
 
     async def _replay_spool(self, engine: AttachEngine) -> None:
         await spool.replay(

@@ -7,7 +7,10 @@ they know no CNI rules. The writes of the ADD/DEL path, and the DEL's read of a 
 between the runtime's call and its answer, so they are plain SQL on the driver's SQLite connection
 behind it (``records_sql``: no statement compilation, no result objects), inside the same
 transaction and savepoint. A sandbox row disappears only when its last attachment has been
-removed, that is, after every delegate's DEL succeeded.
+removed, that is, after every delegate's DEL succeeded. In Kubernetes mode a running sandbox also
+carries whether its network-status is not written yet (its ADD's write failed), set and cleared by
+``app.attach.status_retries`` off the hot path, and read at start-up to write what a previous run
+left unwritten.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, bindparam, func, select
+from sqlalchemy import Connection, RowMapping, bindparam, func, select, update
 
 from app.store.models import ATTACHMENTS, SANDBOXES
 from app.store.records import (
@@ -527,3 +530,64 @@ def sandboxes_of_pod(connection: Connection, *, namespace: str, name: str) -> li
         .order_by(SANDBOXES.c.created_at)
     )
     return [_summary(row) for row in connection.execute(query)]
+
+
+# ---- network-status not yet written (Kubernetes mode) --------------------------------------------
+
+
+def mark_status_unwritten(connection: Connection, container_id: str) -> bool:
+    """Record that the network-status of running sandbox ``container_id`` is not written yet (its
+    ADD's write failed; the background retries have it). False when no ``ready`` sandbox is
+    recorded under the ID (nothing is then marked)."""
+    marked = connection.execute(
+        update(SANDBOXES)
+        .where(SANDBOXES.c.container_id == container_id, SANDBOXES.c.state == "ready")
+        .values(status_unwritten=True)
+    )
+    return bool(marked.rowcount)
+
+
+def clear_status_unwritten(connection: Connection, container_id: str) -> None:
+    """Record that sandbox ``container_id``'s network-status was written (or needs no write any more)."""
+    connection.execute(
+        update(SANDBOXES)
+        .where(SANDBOXES.c.container_id == container_id, SANDBOXES.c.status_unwritten.is_(True))
+        .values(status_unwritten=False)
+    )
+
+
+def status_unwritten(connection: Connection, *, limit: int) -> list[SandboxSummary]:
+    """The ``ready`` sandboxes whose network-status is marked unwritten, each the newest sandbox
+    recorded for its pod (an older one's status must never land over a newer one's, which may have
+    been written since): the newest ``limit`` of them, oldest first."""
+    newer = SANDBOXES.alias("newer")
+    a_newer_sandbox_of_the_pod = (
+        select(newer.c.container_id)
+        .where(
+            newer.c.pod_namespace == SANDBOXES.c.pod_namespace,
+            newer.c.pod_name == SANDBOXES.c.pod_name,
+            newer.c.created_at > SANDBOXES.c.created_at,
+        )
+        .exists()
+    )
+    query = (
+        select(
+            SANDBOXES.c.container_id,
+            SANDBOXES.c.state,
+            SANDBOXES.c.netns,
+            SANDBOXES.c.ifname,
+            SANDBOXES.c.pod_namespace,
+            SANDBOXES.c.pod_name,
+            SANDBOXES.c.pod_uid,
+            SANDBOXES.c.boot_id,
+        )
+        .where(
+            SANDBOXES.c.status_unwritten.is_(True),
+            SANDBOXES.c.state == "ready",
+            SANDBOXES.c.pod_name != "",
+            ~a_newer_sandbox_of_the_pod,
+        )
+        .order_by(SANDBOXES.c.created_at.desc())
+        .limit(limit)
+    )
+    return [_summary(row) for row in reversed(connection.execute(query).all())]

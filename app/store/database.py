@@ -23,7 +23,9 @@ frames being in the kernel's page cache, and the next durable commit syncs it to
 before that may undo it (with every commit after it: a WAL loses commits only from its end). Only
 what is harmless to undo that way is written so: a teardown's records (undone, the sandbox is
 DELed again at start-up, as every sandbox of an earlier boot is), the mirror of the API (a
-cache) and history retention's deletions. A batch holding any durable write is committed durably.
+cache), history retention's deletions, and the mark of a network-status not written yet (undone
+only with a reboot, whose sandboxes are all of an earlier boot). A batch holding any durable
+write is committed durably.
 
 ``write_then_sync`` splits a durable write in two: its value comes back once the work is committed
 (unsynced, as above: visible to every reader and kept through any crash of the process), and a

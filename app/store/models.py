@@ -81,11 +81,13 @@ SANDBOXES = Table(
     Column("updated_at", UtcDateTime, nullable=False),
     Column("parallel", Boolean, nullable=False, server_default=false()),
     Column("default_networks", Integer, nullable=True),
+    Column("status_unwritten", Boolean, nullable=False, server_default=false()),
     CheckConstraint(f"state IN {SANDBOX_STATES}", name="ck_sandboxes_state"),
 )
 """One pod sandbox (CNI container ID) this node has attached or is attaching. ``default_networks``:
 how many ``defaultNetworks`` attachments its ADD made (positions 1..n); NULL when recorded before
-revision 0007."""
+revision 0007. ``status_unwritten``: its ADD's network-status write failed and no background retry
+has written it yet (revision 0009)."""
 
 ATTACHMENTS = Table(
     "attachments",

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from app.sandbox.processes import free_port
+from app.sandbox.processes import free_port, wait_until
 from tests.e2e.conftest import Cluster, KubeApiProcess, Netns, new_container_id
 
 pytestmark = [
@@ -461,3 +461,42 @@ def test_under_upstreams_role_network_status_is_written_with_get_and_put(
     kube.fault(action="clear")
     assert node.run_shim("DEL", container_id=first_container, netns=first).returncode == 0
     assert node.run_shim("DEL", container_id=second_container, netns=second).returncode == 0
+
+
+def test_a_network_status_write_that_failed_at_add_is_written_by_the_daemon_started_after_a_kill(
+    cluster: Cluster, kube: KubeApiProcess, started: Callable[..., Cluster]
+) -> None:
+    """Without ``hotplugNetworks`` nothing else writes a running pod's network-status: before the
+    checkpoint marked the write as pending, a kill -9 left the pod without it until its next ADD."""
+    kube.create_nad("default", "bridge-net", _bridge_nad(cluster, "10.71.0.0/24", "b"))
+    node = started(gcIntervalSeconds=3600, watch={"statusDeadline": 1.0})
+    kube.fault(action="fail", status=503, method="PATCH|PUT", path="/pods/p/status", count=100_000)
+    netns, container, added = _add(node, kube, "p", {"k8s.v1.cni.cncf.io/networks": "bridge-net"})
+    assert added.returncode == 0, added.stdout  # the ADD succeeds without its network-status
+    assert _network_status(kube, "p") == ""
+    assert _marked(node) == [container]  # committed before the ADD answered
+
+    node.stop_daemon(signal.SIGKILL)
+    kube.fault(action="clear")
+    node.start_daemon()
+
+    wait_until(lambda: bool(_network_status(kube, "p")), what="network-status written", timeout=30)
+    entries = json.loads(_network_status(kube, "p"))
+    assert [(e["name"], e["interface"]) for e in entries] == [
+        ("primary", "eth0"),
+        ("default/bridge-net", "net1"),
+    ]
+    ips = {ip for entry in entries for ip in entry.get("ips", [])}
+    assert {ip["address"].split("/")[0] for ip in added.json()["ips"]} <= ips
+    wait_until(
+        lambda: _marked(node) == [], what="the mark cleared once written"
+    )  # no write at the next start
+    assert node.run_shim("DEL", container_id=container, netns=netns).returncode == 0
+
+
+def _marked(node: Cluster) -> list[str]:
+    """The sandboxes whose network-status the daemon's checkpoint marks as not written yet."""
+    with sqlite3.connect(node.state_db) as state:
+        return [
+            str(row[0]) for row in state.execute("SELECT container_id FROM sandboxes WHERE status_unwritten")
+        ]

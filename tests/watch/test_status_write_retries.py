@@ -1,8 +1,12 @@
-"""A network-status write that failed at ADD is retried in the background until it lands or is moot.
+"""A network-status write that failed at ADD is retried in the background until it lands or is moot,
+across daemon restarts.
 
 Real: the emulator over HTTP and its fault injection, the pod/NAD watches into SQLite, the engine
 and its checkpoint, bridge + host-local in real netns. Before the retries, a write that failed
-for ``status_deadline`` left the pod without network-status for its whole life.
+for ``status_deadline`` left the pod without network-status for its whole life; before the
+checkpoint's mark (``status_unwritten``), so did a daemon restart while the write was pending. A
+restart is the engine's retries stopped (what a stop or kill -9 leaves: nothing in memory) and a
+new ``StatusRetries`` over the same database resuming (the daemon's own start-up: ``tests/e2e``).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import Connection, text
 
 from app.attach.engine import AttachEngine, EngineSettings
 from app.attach.locks import SandboxLocks
@@ -109,6 +114,23 @@ def _retries(engine: AttachEngine) -> StatusRetries:
 
 async def _value(value: Any) -> Any:
     return value
+
+
+def _marked_ids(connection: Connection) -> list[str]:
+    query = text("SELECT container_id FROM sandboxes WHERE status_unwritten ORDER BY created_at")
+    return [str(row[0]) for row in connection.execute(query)]
+
+
+async def _marked(database: Database) -> list[str]:
+    """The sandboxes whose network-status the checkpoint marks as not written yet."""
+    return await database.read(_marked_ids)
+
+
+def _next_run(running: Running, database: Database) -> StatusRetries:
+    """The retries of a daemon started again on the same state database (nothing in memory)."""
+    return StatusRetries(
+        publisher=running.watchers.publisher, db=database, locks=SandboxLocks(), settings=RETRY
+    )
 
 
 async def test_a_status_write_failing_past_the_deadline_lands_once_the_api_recovers(
@@ -221,3 +243,148 @@ async def test_a_static_pods_status_write_that_failed_at_add_lands_once_the_api_
     status = await eventually(lambda: _value(_status_of(emulator, "p")), lambda s: s is not None)
     assert _result_addresses(result) <= _addresses(status)
     await eventually(lambda: _value(_retries(engine).written), lambda written: written == 1)
+
+
+async def test_a_status_write_that_failed_at_add_is_written_after_a_restart_without_a_new_add(
+    engine: AttachEngine,
+    emulator: KubeApiEmulator,
+    layout: Layout,
+    netns: str,
+    running: Running,
+    database: Database,
+) -> None:
+    pod = emulator.create_pod(pod_manifest("p", annotations={NETWORKS: "net-a"}))
+    emulator.faults.fail_next(EVERY_WRITE, status=503, method="PATCH|PUT", path="/pods/p/status")
+    container = secrets.token_hex(32)
+    result = await engine.add(layout.request(Command.ADD, pod, container, netns=netns))
+    assert await _marked(database) == [container]  # committed before the ADD answered
+
+    await _retries(engine).stop()  # the daemon stops (or is killed): its pending writes are forgotten
+    emulator.faults.clear()
+    next_run = _next_run(running, database)
+    try:
+        assert await next_run.resume(running.watchers.pods) == 1
+        status = await eventually(lambda: _value(_status_of(emulator, "p")), lambda s: s is not None)
+        assert [e["interface"] for e in json.loads(status or "[]")] == ["eth0", "net1"]
+        assert _result_addresses(result) <= _addresses(status)
+        await eventually(lambda: _value(next_run.written), lambda written: written == 1)
+        assert await _marked(database) == []  # cleared under the sandbox's lock, before it counted
+    finally:
+        await next_run.stop()
+
+
+async def test_a_del_before_the_restart_leaves_no_status_write_to_retry(
+    engine: AttachEngine,
+    emulator: KubeApiEmulator,
+    layout: Layout,
+    netns: str,
+    running: Running,
+    database: Database,
+) -> None:
+    pod = emulator.create_pod(pod_manifest("p", annotations={NETWORKS: "net-a"}))
+    emulator.faults.fail_next(EVERY_WRITE, status=503, method="PATCH|PUT", path="/pods/p/status")
+    container = secrets.token_hex(32)
+    await engine.add(layout.request(Command.ADD, pod, container, netns=netns))
+    assert await _marked(database) == [container]
+    await engine.delete(layout.request(Command.DEL, pod, container, netns=netns))
+    await _retries(engine).stop()
+
+    emulator.faults.clear()
+    since = emulator.last_request_seq
+    next_run = _next_run(running, database)
+    try:
+        assert await next_run.resume(running.watchers.pods) == 0
+        assert len(next_run) == 0
+    finally:
+        await next_run.stop()
+    assert await _marked(database) == []
+    assert _status_writes(emulator, "p", since) == []
+    assert _status_of(emulator, "p") is None
+
+
+async def test_a_status_write_a_retry_made_is_not_made_again_after_a_restart(
+    engine: AttachEngine,
+    emulator: KubeApiEmulator,
+    layout: Layout,
+    netns: str,
+    running: Running,
+    database: Database,
+) -> None:
+    pod = emulator.create_pod(pod_manifest("p", annotations={NETWORKS: "net-a"}))
+    emulator.faults.fail_next(EVERY_WRITE, status=503, method="PATCH|PUT", path="/pods/p/status")
+    container = secrets.token_hex(32)
+    await engine.add(layout.request(Command.ADD, pod, container, netns=netns))
+    assert await _marked(database) == [container]
+    emulator.faults.clear()
+    await eventually(lambda: _value(_retries(engine).written), lambda written: written == 1)
+    assert await _marked(database) == []  # cleared under the sandbox's lock, before it counted
+    await _retries(engine).stop()
+
+    since = emulator.last_request_seq
+    next_run = _next_run(running, database)
+    try:
+        assert await next_run.resume(running.watchers.pods) == 0
+    finally:
+        await next_run.stop()
+    assert _status_writes(emulator, "p", since) == []
+
+
+async def test_a_restart_never_writes_an_older_sandboxs_status_over_a_newer_ones(
+    engine: AttachEngine,
+    emulator: KubeApiEmulator,
+    layout: Layout,
+    netns: str,
+    second_netns: str,
+    running: Running,
+    database: Database,
+) -> None:
+    pod = emulator.create_pod(pod_manifest("p", annotations={NETWORKS: "net-a"}))
+    emulator.faults.fail_next(EVERY_WRITE, status=503, method="PATCH|PUT", path="/pods/p/status")
+    older = secrets.token_hex(32)
+    older_result = await engine.add(layout.request(Command.ADD, pod, older, netns=netns))
+    newer = secrets.token_hex(32)
+    async with engine.locks.hold(older):  # the older write's retry cannot start before the newer ADD
+        emulator.faults.clear()
+        newer_result = await engine.add(layout.request(Command.ADD, pod, newer, netns=second_netns))
+    assert await _marked(database) == [older]  # a successful ADD's write adds no statement for it
+    await _retries(engine).stop()
+
+    since = emulator.last_request_seq
+    next_run = _next_run(running, database)
+    try:
+        assert await next_run.resume(running.watchers.pods) == 0
+    finally:
+        await next_run.stop()
+    assert _status_writes(emulator, "p", since) == []
+    status = _status_of(emulator, "p")
+    assert _result_addresses(newer_result) <= _addresses(status)
+    assert not _result_addresses(older_result) & _addresses(status)
+
+
+async def test_a_restart_leaves_the_status_of_a_pod_recreated_under_its_name_to_its_own_add(
+    engine: AttachEngine,
+    emulator: KubeApiEmulator,
+    layout: Layout,
+    netns: str,
+    running: Running,
+    database: Database,
+) -> None:
+    pod = emulator.create_pod(pod_manifest("p", annotations={NETWORKS: "net-a"}))
+    emulator.faults.fail_next(EVERY_WRITE, status=503, method="PATCH|PUT", path="/pods/p/status")
+    await engine.add(layout.request(Command.ADD, pod, secrets.token_hex(32), netns=netns))
+    await _retries(engine).stop()
+    emulator.faults.clear()
+    emulator.delete_pod("default", "p")
+    successor = emulator.create_pod(pod_manifest("p", annotations={NETWORKS: "net-a"}))
+    await eventually(
+        lambda: running.watchers.pods.mirrored_pod("default", "p"),
+        lambda mirrored: mirrored is not None and mirrored.uid == successor["metadata"]["uid"],
+    )
+
+    since = emulator.last_request_seq
+    next_run = _next_run(running, database)
+    try:
+        assert await next_run.resume(running.watchers.pods) == 0
+    finally:
+        await next_run.stop()
+    assert _status_writes(emulator, "p", since) == []
