@@ -126,6 +126,7 @@ class StatusRetries:
         self._turns = SandboxLocks()  # keyed by pod: a retry and a newer ADD's write take turns
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopped = False
         self.written = 0
         self.dropped = 0
 
@@ -150,7 +151,10 @@ class StatusRetries:
             STATUS_WRITES_PENDING.set(len(self._pending))
 
     def offer(self, *, container_id: str, pod: PodRecord, retry_after: float | None = None) -> None:
-        """Retry sandbox ``container_id``'s status write for ``pod`` in the background; never blocks."""
+        """Retry sandbox ``container_id``'s status write for ``pod`` in the background; never blocks.
+        Once stopped, nothing is offered any more (a write marked unwritten waits for the next run)."""
+        if self._stopped:
+            return
         key = pod_key(pod)
         self._pending.pop(key, None)
         while len(self._pending) >= self._settings.max_pending:
@@ -227,6 +231,7 @@ class StatusRetries:
 
     async def stop(self) -> None:
         """End the background task (the pending writes are forgotten, as at a daemon restart)."""
+        self._stopped = True  # the daemon stops: a late offer (start-up's resume) starts no task
         task, self._task = self._task, None
         if task is not None:
             task.cancel()

@@ -11,6 +11,7 @@ new ``StatusRetries`` over the same database resuming (the daemon's own start-up
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import secrets
@@ -388,3 +389,15 @@ async def test_a_restart_leaves_the_status_of_a_pod_recreated_under_its_name_to_
     finally:
         await next_run.stop()
     assert _status_writes(emulator, "p", since) == []
+
+
+async def test_nothing_is_offered_once_the_retries_stopped(database: Database, running: Running) -> None:
+    """The daemon stops its retries before its background tasks: start-up's resume, still offering,
+    must not start a retry task that outlives them (and the database)."""
+    retries = _next_run(running, database)
+    await retries.stop()
+
+    retries.offer(container_id="c1", pod=PodRecord(namespace="default", name="p", uid="uid-p"))
+
+    assert len(retries) == 0
+    assert [t for t in asyncio.all_tasks() if t.get_name() == "network-status-retries"] == []
