@@ -2,7 +2,8 @@
 
 The socket accepts within milliseconds of ``exec``: before anything else this reads
 daemon-config.json and the environment (``app.settings``), sets up logging
-(``app.daemon.logformat``), locks the socket directory and binds ``<socketDir>/multus.sock``
+(``app.daemon.logformat``), raises its soft open-files limit to the hard one (``app.daemon.limits``,
+at most 65536), locks the socket directory and binds ``<socketDir>/multus.sock``
 (``app.daemon.listener``: it first waits for a predecessor that is still stopping gracefully), all
 standard library only, and removes the restart marker a gracefully stopped daemon left. Only then
 are aiohttp, SQLAlchemy and kubernetes_asyncio imported (``app.daemon.startup``) and the run
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from asyncio import AbstractEventLoop
 
 from app import settings as settings_module
-from app.daemon import listener, logformat
+from app.daemon import limits, listener, logformat
 
 log = logging.getLogger("app.daemon")
 
@@ -69,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"multus-daemon: cannot open logFile {settings.log_file}: {exc}", file=sys.stderr)
         return 1
+    limits.raise_descriptor_limit()  # before the socket: a burst of sandboxes needs hundreds
     try:
         claimed = listener.claim(settings.socket_path)  # its lock is held until the process ends
     except (listener.SocketInUseError, OSError) as exc:

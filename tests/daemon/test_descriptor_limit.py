@@ -10,8 +10,12 @@ import json
 import resource
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+from app.daemon import limits
+from tests.e2e.conftest import Cluster
 
 REPORT = """
 import json, logging, resource, sys
@@ -88,3 +92,21 @@ def test_a_daemon_started_with_a_low_limit_can_hold_more_descriptors_than_it() -
     )
 
     assert run.stdout.strip() == "1000"
+
+
+def soft_open_files_limit(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            return int(line.split()[3])
+    raise AssertionError(f"no open-files limit in /proc/{pid}/limits")
+
+
+def test_multus_daemon_raises_its_limit_before_it_serves(cluster: Cluster) -> None:
+    """Started as systemd starts services (a low soft limit), the daemon itself runs with the raised
+    one (and is ready: ``start_daemon`` waits for /readyz), so a burst of a few hundred sandboxes no
+    longer meets EMFILE."""
+    cluster.daemon_wrapper = ["prlimit", f"--nofile=256:{HARD}", "--"]
+    cluster.start_daemon()
+    assert cluster.daemon is not None
+
+    assert soft_open_files_limit(cluster.daemon.pid) == min(HARD, limits.SOFT_LIMIT_CAP)
