@@ -13,6 +13,7 @@ imports SQLAlchemy's ORM (about 6 MiB of the daemon's memory). Read and written 
   left: GC's proof that a leftover lease is ours, which history retention cannot prune.
 - ``HISTORY``: an append-only line per CNI operation and per delegate step.
 - ``MIRROR_PODS``, ``MIRROR_NADS``, ``WATCH_STATE``: the Kubernetes mirror.
+- ``SCHEMA_COMPATIBILITY``: per revision, the oldest release's revision whose code may run on it.
 """
 
 from __future__ import annotations
@@ -211,3 +212,14 @@ WATCH_STATE = Table(
 
 ``scope`` names what the watch selects (node, namespace): a watch whose scope changed since the
 row was written must relist instead of resuming."""
+
+SCHEMA_COMPATIBILITY = Table(
+    "schema_compatibility",
+    METADATA,
+    Column("revision", String, primary_key=True),
+    Column("oldest_code_revision", String, nullable=False),
+)
+"""For each revision migrated to, the oldest revision whose code may run on its schema (revision
+0010), written by ``migrations/env.py`` in the transaction that stamps the revision. Read by
+``app.store.schema`` of a release that does not know the database's revision (a rollback), so its
+name and these two columns never change: every older release from 0010 on reads them."""

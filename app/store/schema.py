@@ -1,33 +1,48 @@
-"""Bringing a state database to this release's schema with alembic, or refusing it.
+"""Bringing a state database to this release's schema with alembic, running on a newer one that
+says this release may use it, or refusing it.
 
 Called by ``Database.open`` before anything reads or writes. A database stamped with a revision
-this release does not know (written by a newer multus-py) is refused with both versions named:
-running on it could corrupt the checkpoint, and the checkpoint is the only record of what to
-clean up. A file with no revision stamp is migrated only when it is empty or holds nothing but
-multus-py's own tables, its checkpoint among them (the stamp lost; every revision is safe to
-rerun, and refusing would strand the checkpoint); anything else there is another program's
-database (a wrong path in daemon-config) and is refused, read through a read-only connection so
-that not a byte of it changes. Alembic is imported here only, and only when the database is not
-already current; for the daemon a database file is then migrated by a child process (``python -m
-app.store.schema PATH``), so it never keeps alembic's modules (mako, every dialect's DDL) in its
-memory, even on first start.
+this release does not know was written by a newer multus-py (a rollback): it runs on it, with a
+warning naming both revisions, when the database's ``schema_compatibility`` record (written by
+``migrations/env.py`` since revision 0010) says code as old as this release's head may use that
+revision; without such a record it is refused with both versions named, as running on it could
+corrupt the checkpoint, the only record of what to clean up. ``python -m app.store.schema
+--downgrade-to REV PATH`` takes a database back to an older revision with this release's
+migrations, under the daemon's lock, for a rollback past an incompatible revision. A file with no
+revision stamp is migrated only when it is empty or holds nothing but multus-py's own tables, its
+checkpoint among them (the stamp lost; every revision is safe to rerun, and refusing would strand
+the checkpoint); anything else there is another program's database (a wrong path in
+daemon-config) and is refused, read through a read-only connection so that not a byte of it
+changes. Alembic is imported here only, and only when the database is not already current; for
+the daemon a database file is then migrated by a child process (``python -m app.store.schema
+PATH``), so it never keeps alembic's modules (mako, every dialect's DDL) in its memory, even on
+first start.
 """
 
 from __future__ import annotations
 
+import argparse
+import logging
 import os
 import re
 import sqlite3
 import subprocess
 import sys
 from contextlib import closing
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, create_engine, inspect, text
+from sqlalchemy import Connection, create_engine, inspect, select, text
 
 import migrations
-from app.store.models import METADATA
+from app.store.models import METADATA, SCHEMA_COMPATIBILITY
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(migrations.__file__).parent
 
@@ -39,42 +54,108 @@ class SchemaError(RuntimeError):
 _REVISION_LINE = re.compile(r"^(revision|down_revision)\s*=\s*(None|['\"]([^'\"]+)['\"])\s*$", re.MULTILINE)
 
 
+@dataclass(frozen=True, slots=True)
+class _Revisions:
+    """The revisions of one migrations directory: its head, and the chain from the first to it."""
+
+    head: str
+    chain: tuple[str, ...]
+
+
 @cache
-def _known_revisions() -> tuple[str, tuple[str, ...]]:
-    """(head, all revisions), read from the migration scripts' ``revision``/``down_revision`` lines.
+def _revisions_in(directory: Path) -> _Revisions:
+    """The revisions of the migration scripts in ``directory``/versions, read from their
+    ``revision``/``down_revision`` lines.
 
     Read as text rather than through alembic: a daemon starting on a current database then never
     imports alembic (about 14 MiB of memory it would keep for nothing). A test checks that this
     agrees with alembic's own view of the scripts.
     """
     parents: dict[str, str | None] = {}
-    for script in sorted((MIGRATIONS_DIR / "versions").glob("*.py")):
+    for script in sorted((directory / "versions").glob("*.py")):
         fields = {key: value for key, _, value in _REVISION_LINE.findall(script.read_text())}
         if fields.get("revision"):
             parents[fields["revision"]] = fields.get("down_revision") or None
     heads = sorted(set(parents) - {parent for parent in parents.values() if parent})
     if len(heads) != 1:
         raise SchemaError(f"migrations have {len(heads)} heads, expected one: {heads}")
-    return heads[0], tuple(parents)
+    chain: list[str] = []
+    revision: str | None = heads[0]
+    while revision is not None and revision not in chain:
+        chain.append(revision)
+        revision = parents.get(revision)
+    return _Revisions(head=heads[0], chain=tuple(reversed(chain)))
+
+
+def _known_revisions() -> _Revisions:
+    """This release's revisions (``MIGRATIONS_DIR``)."""
+    return _revisions_in(MIGRATIONS_DIR)
 
 
 def head_revision() -> str:
-    return _known_revisions()[0]
+    return _known_revisions().head
 
 
 def known_revisions() -> tuple[str, ...]:
-    return _known_revisions()[1]
+    """This release's revisions, oldest first."""
+    return _known_revisions().chain
 
 
-def refuse_if_unknown(current: str | None) -> None:
-    """Raise ``SchemaError`` when ``current`` is a revision this release does not know."""
-    head, known = _known_revisions()
-    if current is not None and current not in known:
+def refuse_if_unknown(current: str | None, *, oldest_code_revision: str | None = None) -> None:
+    """Raise ``SchemaError`` when ``current`` is a revision this release does not know, unless
+    ``oldest_code_revision``, what the database records as the oldest revision whose code may use
+    ``current``, is one this release knows (its head is then at or after it)."""
+    revisions = _known_revisions()
+    if current is None or current in revisions.chain:
+        return
+    if oldest_code_revision is None:
         raise SchemaError(
             f"state database schema revision {current!r} is unknown to this multus-py (newest known: "
-            f"{head!r}): written by a newer multus-py (upgrade it, or move the database aside after "
-            "cleaning up), or not a multus-py database (check the database path in daemon-config)"
+            f"{revisions.head!r}) and records no older revision that may use it: written by a newer "
+            "multus-py (upgrade it, or take the database back with that release: python -m "
+            f"app.store.schema --downgrade-to {revisions.head} <state.db>, the daemon stopped), or not "
+            "a multus-py database (check the database path in daemon-config)"
         )
+    if oldest_code_revision not in revisions.chain:
+        raise SchemaError(
+            f"state database schema revision {current!r} was written by a newer multus-py and may be "
+            f"used only by a multus-py whose schema revision is {oldest_code_revision!r} or later (this "
+            f"one's newest: {revisions.head!r}): upgrade multus-py to such a release, or take the "
+            "database back with the release that wrote it, the daemon stopped: python -m "
+            f"app.store.schema --downgrade-to {revisions.head} <state.db> (docs/state.md)"
+        )
+
+
+def recorded_oldest_code_revision(connection: Connection, revision: str) -> str | None:
+    """What the database records as the oldest revision whose code may use ``revision``'s schema;
+    None when it records nothing for it (a database before revision 0010)."""
+    if not inspect(connection).has_table(SCHEMA_COMPATIBILITY.name):
+        return None
+    query = select(SCHEMA_COMPATIBILITY.c.oldest_code_revision).where(
+        SCHEMA_COMPATIBILITY.c.revision == revision
+    )
+    oldest = connection.execute(query).scalar()
+    return None if oldest is None else str(oldest)
+
+
+def check_revision(connection: Connection) -> str | None:
+    """The database's revision (None: not stamped), once this release may use it: one it knows,
+    or a newer one whose record says code of this release's head may use it (a rollback, logged as
+    a warning naming both revisions). ``SchemaError`` otherwise."""
+    current = current_revision(connection)
+    if current is None or current in known_revisions():
+        return current
+    oldest = recorded_oldest_code_revision(connection, current)
+    refuse_if_unknown(current, oldest_code_revision=oldest)
+    log.warning(
+        "state database schema revision %r is newer than this multus-py's (%r), written by a newer"
+        " release; running on it, as the database records that code of revision %r or later may use"
+        " it. Nothing is migrated: the newer release runs on it again as it left it",
+        current,
+        head_revision(),
+        oldest,
+    )
+    return current
 
 
 _CHECKPOINT_COLUMNS = {
@@ -140,10 +221,12 @@ def current_revision(connection: Connection) -> str | None:
 
 def migrate(connection: Connection, *, in_child: bool = False) -> str:
     """Upgrade the database behind ``connection`` to head (a file: by a child process when
-    ``in_child``); return the revision it ends at."""
+    ``in_child``); return the revision it ends at (a newer one, left as it is, when
+    ``check_revision`` lets this release use it)."""
     head = head_revision()
-    current = current_revision(connection)
-    refuse_if_unknown(current)
+    current = check_revision(connection)
+    if current is not None and current not in known_revisions():
+        return current
     if current == head:
         return head
     database = connection.engine.url.database
@@ -189,13 +272,85 @@ def _upgrade_file(database: str) -> None:
 
 def _run_alembic_upgrade(connection: Connection) -> None:
     from alembic import command
+
+    command.upgrade(_alembic_config(connection), "head")
+
+
+def _alembic_config(connection: Connection) -> Config:
+    """Alembic's configuration for this release's migrations, run on ``connection``."""
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.attributes["connection"] = connection
-    command.upgrade(config, "head")
+    return config
+
+
+def downgrade_file(database: Path, target: str) -> str:
+    """Take the database file at ``database`` back to revision ``target`` with this release's
+    migrations (their ``downgrade`` functions, one transaction each with its stamp, so a rerun
+    after a kill -9 goes on where it stopped), holding the daemon's lock; return the revision it
+    was at. What the columns and tables dropped held is lost (docs/state.md).
+
+    ``SchemaError`` when ``target`` is not a revision this release knows at or before the
+    database's; ``DatabaseLockedError`` while a daemon has the database open."""
+    from app.store.database import _lock_exclusively, configure_connection
+
+    revisions = _known_revisions()
+    if target not in revisions.chain:
+        raise SchemaError(f"revision {target!r} is unknown to this multus-py (it knows {revisions.chain})")
+    if not database.is_file():
+        raise SchemaError(f"there is no state database at {database}")
+    lock_fd = _lock_exclusively(database)
+    try:
+        refuse_if_foreign(database)
+        engine = create_engine(f"sqlite:///{database}")
+        configure_connection(engine, read_only=False)
+        try:
+            with engine.connect() as connection:
+                current = current_revision(connection)
+                if current is None or current not in revisions.chain:
+                    raise SchemaError(
+                        f"state database {database} is at revision {current!r}, which this multus-py"
+                        " does not know: downgrade it with the release that wrote it"
+                    )
+                if revisions.chain.index(target) > revisions.chain.index(current):
+                    raise SchemaError(
+                        f"state database {database} is at revision {current!r}, older than {target!r}:"
+                        " the daemon of a release with that revision upgrades it"
+                    )
+                if current != target:
+                    from alembic import command
+
+                    command.downgrade(_alembic_config(connection), target)
+                    connection.commit()
+                return current
+        finally:
+            engine.dispose()
+    finally:
+        os.close(lock_fd)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m app.store.schema PATH``: upgrade the database file to head (the daemon's
+    migration child); with ``--downgrade-to REV``: take it back to REV, for an operator."""
+    parser = argparse.ArgumentParser(prog="python -m app.store.schema", description=main.__doc__)
+    parser.add_argument("database", type=Path, help="the state database file (<stateDir>/state.db)")
+    parser.add_argument("--downgrade-to", metavar="REV", help="the revision to take the database back to")
+    arguments = parser.parse_args(argv)
+    if arguments.downgrade_to is None:
+        _upgrade_file(str(arguments.database))
+        return 0
+    from app.store.database import DatabaseLockedError
+
+    try:
+        was = downgrade_file(arguments.database, arguments.downgrade_to)
+    except (SchemaError, DatabaseLockedError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"state database {arguments.database}: schema revision {was} -> {arguments.downgrade_to}")
+    return 0
 
 
 if __name__ == "__main__":
-    _upgrade_file(sys.argv[1])
+    sys.exit(main())

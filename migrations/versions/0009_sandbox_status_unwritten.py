@@ -22,6 +22,11 @@ down_revision = "0008"
 branch_labels = None
 depends_on = None
 
+previous_code_compatible = True
+"""0008's code names its columns in every insert and select of ``sandboxes`` (this column then gets
+its default, 0: nothing to retry, as 0008 never retried after a restart), and its start-up
+does not look for this column."""
+
 
 def _sandbox_columns() -> set[str]:
     return {column["name"] for column in sa.inspect(op.get_bind()).get_columns("sandboxes")}
