@@ -767,4 +767,4 @@ def _check_readable_schema(connection: Any) -> None:
         raise schema.SchemaError(
             f"state database has no schema yet (expected revision {schema.head_revision()!r})"
         )
-    schema.refuse_if_unknown(current)
+    schema.check_revision(connection)  # a newer revision that records this release may read it: read

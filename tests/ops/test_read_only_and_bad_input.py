@@ -227,6 +227,28 @@ def test_a_database_from_a_newer_release_is_refused_naming_both_versions(
     assert _snapshot(db) == before
 
 
+def test_a_database_from_a_newer_release_that_records_this_one_may_use_it_is_read(
+    scenario: Scenario, tmp_path: Path
+) -> None:
+    """After a rollback, the daemon runs on such a database (docs/state.md); multusctl reading the
+    file itself refused it all the same."""
+    db = scenario.copy_database(tmp_path / "state")
+    with sqlite3.connect(db) as raw:
+        raw.execute("UPDATE alembic_version SET version_num = '9999_future'")
+        raw.execute(
+            "INSERT INTO schema_compatibility (revision, oldest_code_revision) VALUES (?, ?)",
+            ("9999_future", schema.head_revision()),
+        )
+    before = _snapshot(db)
+
+    results = [_offline(db.parent, tmp_path, *command) for command in READ_COMMANDS]
+
+    for result in results:
+        assert result.returncode == 0, result.stderr
+        assert "Traceback" not in result.stderr
+    assert _snapshot(db) == before
+
+
 # ---- start-up ---------------------------------------------------------------------------------------
 
 
