@@ -398,18 +398,22 @@ def list_unsettled(connection: Connection, *, boot_id: str) -> list[SandboxRecor
     return [_with_attachments(connection, row) for row in connection.execute(query).mappings()]
 
 
+_SUMMARY_COLUMNS = (
+    SANDBOXES.c.container_id,
+    SANDBOXES.c.state,
+    SANDBOXES.c.netns,
+    SANDBOXES.c.ifname,
+    SANDBOXES.c.pod_namespace,
+    SANDBOXES.c.pod_name,
+    SANDBOXES.c.pod_uid,
+    SANDBOXES.c.boot_id,
+)
+"""What a ``SandboxSummary`` is made of (``_summary``)."""
+
+
 def sandbox_summaries(connection: Connection) -> list[SandboxSummary]:
     """Every sandbox without its attachments: what GC examines on every pass."""
-    query = select(
-        SANDBOXES.c.container_id,
-        SANDBOXES.c.state,
-        SANDBOXES.c.netns,
-        SANDBOXES.c.ifname,
-        SANDBOXES.c.pod_namespace,
-        SANDBOXES.c.pod_name,
-        SANDBOXES.c.pod_uid,
-        SANDBOXES.c.boot_id,
-    )
+    query = select(*_SUMMARY_COLUMNS)
     return [_summary(row) for row in connection.execute(query)]
 
 
@@ -571,16 +575,7 @@ def status_unwritten(connection: Connection, *, limit: int) -> list[SandboxSumma
         .exists()
     )
     query = (
-        select(
-            SANDBOXES.c.container_id,
-            SANDBOXES.c.state,
-            SANDBOXES.c.netns,
-            SANDBOXES.c.ifname,
-            SANDBOXES.c.pod_namespace,
-            SANDBOXES.c.pod_name,
-            SANDBOXES.c.pod_uid,
-            SANDBOXES.c.boot_id,
-        )
+        select(*_SUMMARY_COLUMNS)
         .where(
             SANDBOXES.c.status_unwritten.is_(True),
             SANDBOXES.c.state == "ready",
