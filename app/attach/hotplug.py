@@ -40,7 +40,7 @@ from app.attach.engine import AttachEngine
 from app.attach.errors import as_cni_error
 from app.attach.locks import SandboxLocks
 from app.attach.netconf import MultusNetConf
-from app.attach.network_status import DelegateOutcome, interface_events, render, status_entries
+from app.attach.network_status import DelegateOutcome, interface_events, render
 from app.attach.networks import DelegatePlan, NetworkResolver, delegate_cni_args
 from app.attach.requests import Command, SandboxRequest, Trigger
 from app.cni import conf as cniconf
@@ -56,15 +56,6 @@ ADDED = "AddedInterface"
 REMOVED = "RemovedInterface"
 FAILED_ADDING = "FailedAddingInterface"
 FAILED_REMOVING = "FailedRemovingInterface"
-
-
-class MirroredPods(Protocol):
-    """This node's pods as the mirror holds them (the watch package's pod source implements it)."""
-
-    async def mirrored_pod(self, namespace: str, name: str) -> PodRecord | None:
-        """The pod as the mirror holds it now, None when it holds none; never waits for the watch
-        and never asks the API."""
-        ...
 
 
 class PodEvents(Protocol):
@@ -351,12 +342,6 @@ def _named(
     return tuple(named)
 
 
-def recorded_network_status(record: SandboxRecord) -> str:
-    """network-status of a sandbox from its checkpoint: every attached delegate, in position order
-    (``[]`` when none is)."""
-    return render(status_entries(status_retries.recorded_outcomes(record)))
-
-
 class OrderedStatusPublisher:
     """A ``StatusPublisher`` whose network-status writes of one pod take turns: the engine's (an
     ADD's) and the reconciler's. With ``hotplugNetworks`` the engine and the reconciler share one
@@ -433,7 +418,7 @@ class HotplugReconciler:
         *,
         engine: AttachEngine,
         resolver: NetworkResolver,
-        pods: MirroredPods,
+        pods: status_retries.PodMirror,
         conf: MultusNetConf,
         status: OrderedStatusPublisher | None = None,
         events: PodEvents | None = None,
@@ -782,7 +767,9 @@ class HotplugReconciler:
         record = await self._engine.load_sandbox(container_id)
         if record is None or record.state != "ready":
             return None
-        return recorded_network_status(record)
+        # No entry to show (no delegate printed a sandbox interface): an empty list replaces the
+        # pod's previous value, which may name interfaces detached since.
+        return status_retries.recorded_status(record) or render([])
 
     def _event(self, pod: PodRecord, reason: str, message: str) -> None:
         """Post an event; a Warning the pod's previous pass posted already is not posted again (a

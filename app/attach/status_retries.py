@@ -26,6 +26,11 @@ one: once the pod mirror has synced, ``resume`` offers every sandbox so marked (
 pod, within ``max_pending``) to the queue again. The mark is committed without a sync of the WAL:
 only a power loss can undo it, and after the reboot that follows the sandbox belongs to an earlier
 boot and is torn down (invariant 11).
+
+Hot-plug's reconciler (``app.attach.hotplug``, which imports this module) writes the same status
+from the same checkpoint, so what both need is here: the pod's key of the writers' turns
+(``pod_key``), the status a sandbox's checkpoint shows (``recorded_status``) and the mirror they
+read pods from (``PodMirror``).
 """
 
 from __future__ import annotations
@@ -65,10 +70,12 @@ class StatusRetrySettings:
 
 
 class PodMirror(Protocol):
-    """This node's pods as the synced mirror holds them (the watch package's pod source)."""
+    """This node's pods as the mirror holds them: what the retries' ``resume`` and hot-plug's
+    reconciler (``app.attach.hotplug``) read pods from (the watch package's pod source implements it)."""
 
     async def mirrored_pod(self, namespace: str, name: str) -> PodRecord | None:
-        """The pod as the mirror holds it now, None when it holds none (no API request)."""
+        """The pod as the mirror holds it now, None when it holds none; never waits for the watch
+        and never asks the API."""
         ...
 
 
@@ -102,7 +109,8 @@ def recorded_outcomes(record: SandboxRecord) -> list[DelegateOutcome]:
 
 
 def recorded_status(record: SandboxRecord) -> str | None:
-    """The sandbox's network-status from its checkpoint, None when it has no entry to show."""
+    """The sandbox's network-status from its checkpoint, None when it has no entry to show (what
+    the retries write, and hot-plug's reconciler, ``app.attach.hotplug``)."""
     entries = status_entries(recorded_outcomes(record))
     return render(entries) if entries else None
 

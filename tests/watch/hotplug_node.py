@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.attach import hotplug
+from app.attach import hotplug, status_retries
 from app.attach.cluster import PodSource
 from app.attach.crashpoints import DISARMED, CrashPoints
 from app.attach.engine import AttachEngine, EngineSettings
@@ -104,7 +104,7 @@ def build(
     layout: Layout,
     crash_points: CrashPoints = DISARMED,
     add_pods: PodSource | None = None,
-    hotplug_pods: hotplug.MirroredPods | None = None,
+    hotplug_pods: status_retries.PodMirror | None = None,
     extra_cni_path: tuple[str, ...] = (),
 ) -> tuple[AttachEngine, hotplug.HotplugReconciler]:
     """The engine and the reconciler over ``watchers``, registered for its pod commits and the

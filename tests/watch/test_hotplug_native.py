@@ -26,8 +26,9 @@ import pytest
 
 from app.attach.cluster import PodSource
 from app.attach.engine import AttachEngine
-from app.attach.hotplug import HotplugReconciler, MirroredPods
+from app.attach.hotplug import HotplugReconciler
 from app.attach.requests import Command, SandboxRequest
+from app.attach.status_retries import PodMirror
 from app.gc import recovery
 from app.sandbox.kubeapi import KubeApiEmulator
 from app.store import checkpoints
@@ -543,7 +544,7 @@ class SeenReads:
     """The reconciler's pod reads: each pod's ``networks`` annotation as read, with the number of
     passes the reconciler had finished then (the pass that made the read ends after it)."""
 
-    def __init__(self, pods: MirroredPods) -> None:
+    def __init__(self, pods: PodMirror) -> None:
         self._pods = pods
         self.reconciler: HotplugReconciler | None = None
         self.seen: list[tuple[str, int]] = []
