@@ -5,12 +5,14 @@ Called by ``app.attach`` once per successful ADD. Upstream Multus GETs the pod a
 PATCH of ``pods/<name>/status`` without a GET: a merge patch carries no resourceVersion, so it
 cannot conflict with other writers, and it carries ``metadata.uid``, an immutable field, so that a
 pod recreated under the same name is never written (the API server refuses the patch: 422 naming
-``metadata.uid``; 409 where a server checks it as a precondition; the answer's uid is checked too,
-for servers that do neither). A pod that is gone (404), or whose name now belongs to another pod,
-is not an error: its sandbox is being torn down anyway. 409, 429, 5xx and unreachable are
-retried a few times (``status_retry_delays``), never sooner than a ``Retry-After`` asks (an API
-server shedding load sends one with every 429), the whole write bounded by ``status_deadline``: an
-attempt the deadline would cut short is not made. Then ``ClusterUnavailableError``.
+``metadata.uid``; the answer's uid is checked too, for a server that does not). A pod that is gone
+(404), or whose name now belongs to another pod, is not an error: its sandbox is being torn down
+anyway. 409, 429, 5xx and unreachable are retried a few times (``status_retry_delays``), never
+sooner than a ``Retry-After`` asks (an API server shedding load sends one with every 429), the
+whole write bounded by ``status_deadline``: an attempt the deadline would cut short is not made.
+Then ``ClusterUnavailableError`` (``StatusWriteUnavailableError``): a 409 the server kept
+answering to the PATCH among them, which says nothing of the pod's uid (the uid is refused with
+422), only that the write did not land.
 
 A value the API server can never take is not sent: a pod's annotations may hold 256 KiB in all
 (keys and values), and a network-status past that (hundreds of networks with device-info, or a
@@ -142,10 +144,19 @@ class ApiStatusPublisher:
             self.skipped += 1
             log.info("pod %s is gone: network-status not written", where)
             return
-        except (ApiConflictError, _PodReplacedError):
+        except _PodReplacedError:
             self.skipped += 1
             log.warning("pod %s now has another uid than %s: network-status not written", where, pod.uid)
             return
+        except ApiConflictError as exc:
+            # Only a PATCH gets here (GET + PUT turns its lasting conflict into its own error): the
+            # server lost its update to other writers every time. The write did not land, and
+            # nothing says the pod was replaced: it is retried later like any outage.
+            raise StatusWriteUnavailableError(
+                f"cannot write network-status of pod {where}: the API server kept answering "
+                f"409 Conflict ({1 + len(self._settings.status_retry_delays)} attempts): {exc}",
+                retry_after=exc.retry_after,
+            ) from exc
         except ApiRejectedError as exc:
             if not _refused_for_its_uid(exc):
                 raise ClusterUnavailableError(f"cannot write network-status of pod {where}: {exc}") from exc

@@ -17,7 +17,7 @@ from app.store.mirror_records import PodRecord
 from app.watch.api import KubeApi
 from app.watch.podevents import PodEventPoster
 from app.watch.settings import WatchSettings
-from app.watch.status import ApiStatusPublisher
+from app.watch.status import ApiStatusPublisher, StatusWriteUnavailableError
 from tests.watch.support import NODE, pod_manifest
 
 STATUS = json.dumps([{"name": "default/net1", "interface": "net1", "ips": ["10.1.0.5"], "dns": {}}], indent=4)
@@ -250,15 +250,27 @@ async def test_a_put_refused_too_is_an_error_naming_the_refusal(
     emulator.faults.clear()
 
 
-async def test_a_lasting_conflict_means_the_name_belongs_to_another_pod(
-    emulator: KubeApiEmulator, publisher: ApiStatusPublisher
+async def test_a_conflict_the_server_keeps_answering_is_a_write_not_landed_not_a_replaced_pod(
+    emulator: KubeApiEmulator,
+    publisher: ApiStatusPublisher,
+    settings: WatchSettings,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """A lasting 409 on the PATCH was taken for "the pod now has another uid" and the write given
+    up as done: nothing retried it, and the log blamed a uid the pod still had. The API server
+    refuses a patch's uid with 422; a 409 says only that the write did not land."""
     emulator.create_pod(pod_manifest("p"))
     emulator.faults.fail_next(100, status=409, method="PATCH")
+    since = emulator.last_request_seq
 
-    await publisher.publish_network_status(pod_info(emulator, "p"), STATUS)
+    with pytest.raises(StatusWriteUnavailableError, match="kept answering 409 Conflict"):
+        await publisher.publish_network_status(pod_info(emulator, "p"), STATUS)
 
-    assert publisher.skipped == 1
+    assert [status for _, _, status in calls(emulator, since)] == [409] * (
+        1 + len(settings.status_retry_delays)
+    )
+    assert publisher.skipped == 0
+    assert "another uid" not in caplog.text
     emulator.faults.clear()
 
 
