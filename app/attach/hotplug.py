@@ -386,6 +386,10 @@ class ReconcilerSettings:
     resync_interval: float = 60.0
     """Every running pod is reconciled again this often, whatever the mirror reported (closes the
     window where a runtime ADD read the annotation just before it changed)."""
+    refused_backoff_max: float = status_retries.REFUSED_MAX_DELAY
+    """A network-status write the API server refuses for good (403: RBAC missing) is sent again
+    after a delay doubling from ``backoff_initial`` up to this many seconds; no pass (a resync, a
+    pod event) sends it sooner."""
 
 
 @dataclass
@@ -395,6 +399,25 @@ class _Retry:
     warned: frozenset[str] = frozenset()
     """The Warning events (messages) the pod's last pass posted: a retry that fails the same way
     posts none of them again."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Refusal:
+    """The API server refused a pod's network-status write for good (``StatusWriteRefusedError``)."""
+
+    reason: str
+    """What it answered (logged once: a refusal with the same reason is not logged again)."""
+    times: int
+    """Writes refused in a row."""
+    resend_at: float
+    """Before this (monotonic), no pass sends the write again."""
+    error: CniError
+    """What each pass of the pod returns until then."""
+
+
+class _StatusRefusedError(CniError):
+    """A pass's error when only its network-status write is left, refused for good: the pod is
+    looked at again when the refusal's backoff ends (``_Refusal.resend_at``), not sooner."""
 
 
 class HotplugReconciler:
@@ -408,7 +431,9 @@ class HotplugReconciler:
     as it is, never waited for nor asked of the API: one the mirror lacks (deleted, its sandbox not
     DELed yet) is done at once, and a pod the watch brings later is queued by its commit. A pod
     whose sandbox another operation holds is looked at again shortly; one that cannot be satisfied
-    is retried with exponential backoff; ``pending`` says which and why. At start, every pod with a
+    is retried with exponential backoff; ``pending`` says which and why. A network-status write the
+    API server refuses for good (403) backs off to ``refused_backoff_max`` (minutes) and is logged
+    once per pod and reason, as the ADD's background retries do it. At start, every pod with a
     running sandbox has its network-status written once from the checkpoint (what a previous
     daemon attached or detached may not have reached the annotation).
     """
@@ -440,6 +465,8 @@ class HotplugReconciler:
         self._unpublished: set[ObjectKey] = set()
         """Pods whose network-status write failed after a change, or whose status a previous daemon
         may have left unwritten: written (again) on their next pass."""
+        self._refusals: dict[ObjectKey, _Refusal] = {}
+        """Pods whose last network-status write the API server refused for good."""
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._resync_at = 0.0
@@ -550,11 +577,17 @@ class HotplugReconciler:
                 frozenset(self._warned_now),
             )
             self._retries[key] = retry
-            delay = min(
-                self._settings.backoff_max, self._settings.backoff_initial * 2 ** (retry.failures - 1)
-            )
-            self._due[key] = time.monotonic() + delay
-            log.warning("hot-plug of pod %s/%s retried in %.1f s: %s", *key, delay, retry.last_error)
+            refusal = self._refusals.get(key)
+            if isinstance(error, _StatusRefusedError) and refusal is not None:
+                # Nothing but the refused write is left: it is sent again once its backoff ends
+                # (logged by _publish, once per reason).
+                self._due[key] = refusal.resend_at
+            else:
+                delay = min(
+                    self._settings.backoff_max, self._settings.backoff_initial * 2 ** (retry.failures - 1)
+                )
+                self._due[key] = time.monotonic() + delay
+                log.warning("hot-plug of pod %s/%s retried in %.1f s: %s", *key, delay, retry.last_error)
         metrics.HOTPLUG_PENDING.set(len(self._retries))
 
     async def reconcile(self, namespace: str, name: str) -> CniError | None:
@@ -562,11 +595,11 @@ class HotplugReconciler:
         the first error that leaves the annotation unsatisfied (None when satisfied)."""
         pod = await self._pods.mirrored_pod(namespace, name)
         if pod is None:
-            self._unpublished.discard((namespace, name))
+            self._forget_status((namespace, name))
             return None
         record = await self._running_sandbox(pod)
         if record is None:
-            self._unpublished.discard((namespace, name))
+            self._forget_status((namespace, name))
             return None
         base = self._request(record, pod)
         started = time.monotonic()
@@ -604,6 +637,11 @@ class HotplugReconciler:
         if changed or (namespace, name) in self._unpublished:
             errors.append(await self._publish(record.container_id, pod))
         return next((error for error in errors if error is not None), None)
+
+    def _forget_status(self, key: ObjectKey) -> None:
+        """The pod is gone or runs no sandbox: no status of it is left to write."""
+        self._unpublished.discard(key)
+        self._refusals.pop(key, None)
 
     def _default_networks(self, record: SandboxRecord, pod: PodRecord) -> int:
         """How many ``defaultNetworks`` attachments the sandbox's ADD made, as recorded with it; for a
@@ -737,14 +775,26 @@ class HotplugReconciler:
         made the runtime's DEL of that sandbox wait on the API server, for nothing: no DEL edits
         the annotation, and a DEL that begins first makes this write moot (``_current_status``).
         Nor is it taken inside the turn: an ADD waits for the pod's turn holding its sandbox's
-        lock, so that order could deadlock with a container ID ADDed again."""
+        lock, so that order could deadlock with a container ID ADDed again.
+
+        A write the API server refused for good (``StatusWriteRefusedError``: 403, RBAC missing)
+        is not sent again before its backoff ends (``_refused``), whatever pass comes first (a
+        resync, a pod event); a 429, a 5xx or no answer is sent again at the pod's next pass."""
         key = (pod.namespace, pod.name)
         self._unpublished.discard(key)
         if self._status is None:
             return None
+        refusal = self._refusals.get(key)
+        if refusal is not None and time.monotonic() < refusal.resend_at:
+            self._unpublished.add(key)
+            return refusal.error
         try:
             await self._status.publish_if(pod, partial(self._current_status, container_id, pod))
+        except status_retries.StatusWriteRefusedError as exc:
+            self._unpublished.add(key)
+            return self._refused(key, exc, previous=refusal)
         except ClusterUnavailableError as exc:
+            self._refusals.pop(key, None)
             log.error("network-status of pod %s/%s not written: %s", pod.namespace, pod.name, exc)
             self._unpublished.add(key)
             return CniError(
@@ -752,7 +802,30 @@ class HotplugReconciler:
                 f"network-status of pod {pod.namespace}/{pod.name} not written",
                 str(exc),
             )
+        self._refusals.pop(key, None)
         return None
+
+    def _refused(
+        self, key: ObjectKey, exc: status_retries.StatusWriteRefusedError, *, previous: _Refusal | None
+    ) -> CniError:
+        """Remember a write refused for good: sent again after a delay doubling from
+        ``backoff_initial`` up to ``refused_backoff_max``, logged only when the reason is new."""
+        times = previous.times + 1 if previous is not None else 1
+        delay = min(self._settings.refused_backoff_max, self._settings.backoff_initial * 2 ** (times - 1))
+        reason = str(exc)
+        if previous is None or previous.reason != reason:
+            log.error(
+                "network-status of pod %s/%s not written: the API server refuses it (%s); sent again "
+                "less and less often, at most every %.0f s, and logged again only if the refusal changes",
+                *key,
+                reason,
+                self._settings.refused_backoff_max,
+            )
+        error = _StatusRefusedError(
+            ErrorCode.TRY_AGAIN_LATER, f"network-status of pod {key[0]}/{key[1]} refused", reason
+        )
+        self._refusals[key] = _Refusal(reason, times, time.monotonic() + delay, error)
+        return error
 
     async def _current_status(self, container_id: str, pod: PodRecord) -> str | None:
         """network-status of sandbox ``container_id`` as recorded, or None when it is not the pod's

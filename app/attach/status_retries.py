@@ -16,7 +16,11 @@ API server's ``Retry-After``, until the write lands or becomes moot:
   reconciler attached since), never an older value than a writer sharing the pod's turn wrote;
 - a pod gone (404), replaced (another uid) or whose value can never fit (the publisher removes the
   annotation) ends the entry, as the publisher returns normally for those;
-- at most ``max_pending`` pods wait; past it the oldest is dropped and counted.
+- at most ``max_pending`` pods wait; past it the oldest is dropped and counted;
+- a write the API server refuses for good (``StatusWriteRefusedError``: 403, RBAC missing) backs
+  off to ``refused_max_delay`` (minutes) instead of ``max_delay``, and is logged once per pending
+  write and reason rather than at every try: nothing changes until someone fixes the cluster, and
+  then it lands within that interval. A 429, a 5xx or no answer keeps the short backoff.
 
 The queue lives in memory, but a write the ADD hands over (``retry_later``) is first marked in the
 sandbox's checkpoint (``status_unwritten``), and the runtime hears success only after that mark is
@@ -29,8 +33,8 @@ boot and is torn down (invariant 11).
 
 Hot-plug's reconciler (``app.attach.hotplug``, which imports this module) writes the same status
 from the same checkpoint, so what both need is here: the pod's key of the writers' turns
-(``pod_key``), the status a sandbox's checkpoint shows (``recorded_status``) and the mirror they
-read pods from (``PodMirror``).
+(``pod_key``), the status a sandbox's checkpoint shows (``recorded_status``), the mirror they read
+pods from (``PodMirror``) and the publisher's refusal for good (``StatusWriteRefusedError``).
 """
 
 from __future__ import annotations
@@ -58,6 +62,18 @@ from app.store.records import PodIdentity, SandboxRecord
 
 log = logging.getLogger(__name__)
 
+REFUSED_MAX_DELAY = 600.0
+"""Seconds a network-status write the API server refuses for good is retried at most every, once
+backed off (here and in hot-plug's reconciler, ``app.attach.hotplug``)."""
+
+
+class StatusWriteRefusedError(ClusterUnavailableError):
+    """The API server refuses a network-status write for a reason sending it again soon will not
+    change: 403 to both the PATCH and the PUT (the ClusterRole lacks them), or another 4xx. Raised
+    by the watch package's publisher; the writers that retry (these retries, hot-plug's reconciler)
+    back off to ``REFUSED_MAX_DELAY`` for it and log it once per pod and reason. A subclass of
+    ``ClusterUnavailableError``: to an ADD it is a write not made, retried in the background."""
+
 
 @dataclass(frozen=True, slots=True)
 class StatusRetrySettings:
@@ -65,6 +81,8 @@ class StatusRetrySettings:
     """Delay before the first background retry."""
     max_delay: float = 60.0
     """Retries back off by doubling up to this many seconds (a longer ``Retry-After`` wins)."""
+    refused_max_delay: float = REFUSED_MAX_DELAY
+    """The same, for a write the API server refuses for good (``StatusWriteRefusedError``)."""
     max_pending: int = 1024
     """Pods waiting at most; past it the oldest pending write is dropped (counted)."""
 
@@ -85,6 +103,8 @@ class _Pending:
     pod: PodRecord
     attempts: int
     due: float
+    refusal: str = ""
+    """The last refusal (``StatusWriteRefusedError``) logged for this write: not logged again."""
 
 
 def pod_key(pod: PodRecord) -> str:
@@ -145,6 +165,12 @@ class StatusRetries:
         """The container ID whose status is pending for ``pod``, if any."""
         entry = self._pending.get(pod_key(pod))
         return entry.container_id if entry is not None else None
+
+    def next_try(self, pod: PodRecord) -> float | None:
+        """Seconds until the pending write of ``pod`` is tried again (0 when due), None when none is
+        pending."""
+        entry = self._pending.get(pod_key(pod))
+        return max(0.0, entry.due - time.monotonic()) if entry is not None else None
 
     @asynccontextmanager
     async def turn(self, pod: PodRecord) -> AsyncIterator[None]:
@@ -307,18 +333,38 @@ class StatusRetries:
 
     def _reschedule(self, entry: _Pending, error: Exception) -> None:
         STATUS_WRITES_RETRIED.labels("failed").inc()
-        backoff = min(self._settings.max_delay, self._settings.initial_delay * 2**entry.attempts)
+        refused = isinstance(error, StatusWriteRefusedError)
+        cap = self._settings.refused_max_delay if refused else self._settings.max_delay
+        backoff = min(cap, self._settings.initial_delay * 2**entry.attempts)
         # The publisher's error carries the server's Retry-After when it asked for one.
         delay = max(backoff, getattr(error, "retry_after", None) or 0.0)
         entry.attempts += 1
         entry.due = time.monotonic() + delay
-        log.warning(
-            "network-status of pod %s/%s not written yet (retried in %.1f s): %s",
-            entry.pod.namespace,
-            entry.pod.name,
-            delay,
-            error,
-        )
+        if not refused:
+            log.warning(
+                "network-status of pod %s/%s not written yet (retried in %.1f s): %s",
+                entry.pod.namespace,
+                entry.pod.name,
+                delay,
+                error,
+            )
+        elif str(error) != entry.refusal:
+            entry.refusal = str(error)
+            log.error(
+                "network-status of pod %s/%s not written: the API server refuses it (%s); retried "
+                "less and less often, at most every %.0f s, and logged again only if the refusal changes",
+                entry.pod.namespace,
+                entry.pod.name,
+                error,
+                self._settings.refused_max_delay,
+            )
+        else:
+            log.debug(
+                "network-status of pod %s/%s still refused (retried in %.1f s)",
+                entry.pod.namespace,
+                entry.pod.name,
+                delay,
+            )
 
 
 def _is_current(record: SandboxRecord, pod: PodRecord) -> bool:

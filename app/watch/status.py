@@ -27,7 +27,9 @@ refused with 403: the publisher then writes as upstream does, a GET of the pod a
 ``pods/<name>/status`` carrying the resourceVersion it read, repeated (fresh GET each time) when
 another writer got in between (409), at most ``len(status_retry_delays)`` times; and it remembers
 the refusal, so every later write goes straight to GET + PUT. A GET answering another uid means the
-pod was replaced: skipped, like a 404.
+pod was replaced: skipped, like a 404. A PUT (or GET) refused too (403: the role lacks them as
+well), or any other 4xx but the uid's and the size's 422, is ``StatusWriteRefusedError``: sending
+the same write soon cannot succeed, so the writers that retry back off to minutes for it.
 
 ``NoNetworkFound`` and ``AddedInterface`` events go through ``PodEventPoster`` and never wait.
 Never reads the mirror and never retries beyond ``status_retry_delays``: a write that failed so
@@ -48,6 +50,7 @@ from app.attach.cluster import (
     ClusterUnavailableError,
     InterfaceEvent,
 )
+from app.attach.status_retries import StatusWriteRefusedError
 from app.store.mirror_records import PodRecord
 from app.watch.api import KubeApi
 from app.watch.errors import (
@@ -159,7 +162,7 @@ class ApiStatusPublisher:
             ) from exc
         except ApiRejectedError as exc:
             if not _refused_for_its_uid(exc):
-                raise ClusterUnavailableError(f"cannot write network-status of pod {where}: {exc}") from exc
+                raise StatusWriteRefusedError(f"cannot write network-status of pod {where}: {exc}") from exc
             self.skipped += 1
             log.warning("pod %s now has another uid than %s: network-status not written", where, pod.uid)
             return

@@ -106,12 +106,15 @@ def build(
     add_pods: PodSource | None = None,
     hotplug_pods: status_retries.PodMirror | None = None,
     extra_cni_path: tuple[str, ...] = (),
+    reconciler_settings: hotplug.ReconcilerSettings = FAST_RETRIES,
+    status_retry: status_retries.StatusRetrySettings | None = None,
 ) -> tuple[AttachEngine, hotplug.HotplugReconciler]:
     """The engine and the reconciler over ``watchers``, registered for its pod commits and the
     engine's ADDs, their network-status writes taking turns, as ``app.daemon.wiring`` does. A test may
     hand the engine's ADDs (``add_pods``) or the reconciler (``hotplug_pods``) its own view of the
     mirror's pods, to hold or watch their reads, and its plugins beside the reference ones
-    (``extra_cni_path``)."""
+    (``extra_cni_path``); with ``status_retry`` the engine retries a failed ADD's status write in the
+    background, as the daemon's does."""
     resolver = NetworkResolver(
         cluster=ClusterSources(pods=add_pods or watchers.pods, nads=watchers.nads, events=watchers.publisher)
     )
@@ -126,6 +129,7 @@ def build(
             extra_cni_path=extra_cni_path,
         ),
         status=status,
+        status_retry=status_retry,
         crash_points=crash_points,
     )
     reconciler = hotplug.HotplugReconciler(
@@ -135,7 +139,7 @@ def build(
         conf=layout.conf(),
         status=status,
         events=watchers.publisher,
-        settings=FAST_RETRIES,
+        settings=reconciler_settings,
     )
     watchers.on_pod_written(reconciler.pod_changed)
     engine.on_sandbox_added(reconciler.sandbox_added)

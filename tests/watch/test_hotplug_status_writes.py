@@ -1,4 +1,4 @@
-"""Native hot-plug's network-status writes: whom they keep waiting.
+"""Native hot-plug's network-status writes: whom they keep waiting, how often a refused one is sent.
 
 Real: the emulator over HTTP (its request log, failures and pause), the pod/NAD watches into
 SQLite, the reconciler and the engine, bridge + host-local in a real netns.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import secrets
 import subprocess
 from collections.abc import AsyncIterator, Iterator
@@ -18,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from app.attach.hotplug import HotplugReconciler
+from app.attach.hotplug import HotplugReconciler, ReconcilerSettings
 from app.attach.requests import Command
 from app.sandbox.kubeapi import KubeApiEmulator
 from app.store.database import Database
@@ -135,3 +136,68 @@ async def test_a_runtime_del_does_not_wait_for_the_reconcilers_network_status_wr
                 await eventually(lambda: _async(successor.passes), lambda done: done > passes, within=10)
         finally:
             emulator.faults.resume()
+
+
+def _status_writes(emulator: KubeApiEmulator, name: str, since: int) -> list[tuple[str, int | None]]:
+    return [
+        (record.method, record.status)
+        for record in emulator.requests(since=since)
+        if record.method in ("PATCH", "PUT") and record.path.split("?")[0].endswith(f"/pods/{name}/status")
+    ]
+
+
+async def one_more_pass(reconciler: HotplugReconciler, name: str) -> None:
+    """Have the reconciler look at pod ``name`` once more, and wait until it has."""
+    passes = reconciler.passes
+    reconciler.pod_changed("default", name)
+    await eventually(lambda: _async(reconciler.passes), lambda done: done > passes)
+
+
+@pytest.mark.parametrize(("status", "held"), [(403, True), (503, False)], ids=["403-refused", "503-outage"])
+async def test_a_status_write_the_api_refuses_for_good_is_not_sent_again_at_every_pass(
+    api: Any,
+    database: Database,
+    emulator: KubeApiEmulator,
+    node_layout: Layout,
+    netns: str,
+    caplog: pytest.LogCaptureFixture,
+    status: int,
+    held: bool,
+) -> None:
+    """The reconciler sent a write refused with 403 to both its PATCH and its PUT (RBAC missing)
+    again at every pass of the pod (its backoff, capped at a minute, and every resync and pod event
+    besides), logging it twice each time, for ever. Now no pass sends it again before its backoff,
+    which grows to minutes, and it is logged once; an outage (503) is sent again at the next pass."""
+    caplog.set_level(logging.WARNING, logger="app.attach.hotplug")
+    nads(emulator, node_layout)
+    async with watching(api=api, database=database) as watchers:
+        engine, reconciler = build(
+            database=database,
+            watchers=watchers,
+            layout=node_layout,
+            reconciler_settings=ReconcilerSettings(backoff_initial=30.0, backoff_max=30.0, busy_retry=0.02),
+        )
+        node = Node(engine, reconciler, emulator, node_layout, netns, database)
+        pod = emulator.create_pod(pod_manifest("refused"))
+        await engine.add(node.request(Command.ADD, pod, secrets.token_hex(32)))
+        emulator.faults.fail_next(10_000, status=status, method="PATCH|PUT", path="/pods/refused/status$")
+        since = emulator.last_request_seq
+        async with reconciling(reconciler, watchers):
+            # the first pass writes the status a previous daemon may have left unwritten
+            await eventually(
+                lambda: _async(dict(reconciler.pending)), lambda pending: ("default", "refused") in pending
+            )
+            sent = len(_status_writes(emulator, "refused", since))
+            for _ in range(3):  # what a resync or an edit of the pod does
+                await one_more_pass(reconciler, "refused")
+            sent_again = len(_status_writes(emulator, "refused", since)) - sent
+        emulator.faults.clear()
+
+    logged = [r.getMessage() for r in caplog.records if r.name == "app.attach.hotplug"]
+    if held:
+        assert sent_again == 0
+        assert len(logged) == 1
+        assert "refuses it" in logged[0]
+    else:
+        assert sent_again >= 3
+        assert len(logged) >= 3

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from app.attach.cluster import NETWORK_STATUS_ANNOTATION, ClusterUnavailableError, InterfaceEvent
+from app.attach.status_retries import StatusWriteRefusedError
 from app.sandbox.kubeapi import KubeApiEmulator
 from app.store.mirror_records import PodRecord
 from app.watch.api import KubeApi
@@ -243,7 +244,7 @@ async def test_a_put_refused_too_is_an_error_naming_the_refusal(
     emulator.faults.fail_next(1, status=403, method="PUT")
     since = emulator.last_request_seq
 
-    with pytest.raises(ClusterUnavailableError, match="403"):
+    with pytest.raises(StatusWriteRefusedError, match="403"):  # for good: retried only rarely
         await publisher.publish_network_status(pod_info(emulator, "p"), STATUS)
 
     assert [status for _, _, status in calls(emulator, since)] == [403, 200, 403], "403 is not retried"

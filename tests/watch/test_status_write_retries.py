@@ -177,6 +177,37 @@ async def test_no_status_write_follows_the_del_of_a_sandbox_whose_write_was_pend
     assert _status_of(emulator, "p") is None
 
 
+async def test_a_status_write_the_api_refuses_for_good_backs_off_past_the_outage_bound_logged_once(
+    engine: AttachEngine,
+    emulator: KubeApiEmulator,
+    layout: Layout,
+    netns: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """403 to both the PATCH and the PUT (the ClusterRole lacks them) was retried like an outage:
+    every ``max_delay`` at least, for ever, with a warning at every try. Nothing changes until the
+    cluster is fixed: the retries back off past ``max_delay`` (up to minutes), logging it once."""
+    pod = emulator.create_pod(pod_manifest("p", annotations={NETWORKS: "net-a"}))
+    record = PodRecord("default", "p", pod["metadata"]["uid"])
+    emulator.faults.fail_next(EVERY_WRITE, status=403, method="PATCH|PUT", path="/pods/p/status")
+    since = emulator.last_request_seq
+    await engine.add(layout.request(Command.ADD, pod, secrets.token_hex(32), netns=netns))
+    failed_at_add = len(_status_writes(emulator, "p", since))
+
+    await eventually(  # an outage's next try is never further than max_delay away
+        lambda: _value(_retries(engine).next_try(record)),
+        lambda wait: wait is not None and wait > 2 * RETRY.max_delay,
+    )
+
+    tries = len(_status_writes(emulator, "p", since)) - failed_at_add
+    assert tries >= 2, "the backoff grows from initial_delay as for an outage"
+    logged = [r.getMessage() for r in caplog.records if r.name == "app.attach.status_retries"]
+    assert [message for message in logged if "refuses it" in message] == logged
+    assert len(logged) == 1
+    assert _retries(engine).pending(record) is not None  # never given up: RBAC may be fixed
+    assert _status_of(emulator, "p") is None
+
+
 async def test_a_newer_sandboxs_add_supersedes_the_pending_write_of_an_older_one(
     engine: AttachEngine, emulator: KubeApiEmulator, layout: Layout, netns: str, second_netns: str
 ) -> None:
