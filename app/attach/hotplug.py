@@ -361,14 +361,23 @@ class OrderedStatusPublisher:
         async with self._turns.hold(status_retries.pod_key(pod)):
             await self._publisher.publish_network_status(pod, status_json)
 
-    async def publish_if(self, pod: PodRecord, compose: Callable[[], Awaitable[str | None]]) -> bool:
-        """In the pod's turn, write what ``compose`` returns; nothing when it returns None. Return
-        whether anything was written."""
+    async def publish_if(
+        self,
+        pod: PodRecord,
+        compose: Callable[[], Awaitable[str | None]],
+        *,
+        then: Callable[[], Awaitable[None]] | None = None,
+    ) -> bool:
+        """In the pod's turn, write what ``compose`` returns; nothing when it returns None. Once the
+        write is done, and still in the turn, await ``then``: what must follow the write before any
+        other write of the pod. Return whether anything was written."""
         async with self._turns.hold(status_retries.pod_key(pod)):
             status_json = await compose()
             if status_json is None:
                 return False
             await self._publisher.publish_network_status(pod, status_json)
+            if then is not None:
+                await then()
             return True
 
     def emit_interface_events(self, pod: PodRecord, events: Sequence[InterfaceEvent]) -> None:
@@ -777,6 +786,10 @@ class HotplugReconciler:
         Nor is it taken inside the turn: an ADD waits for the pod's turn holding its sandbox's
         lock, so that order could deadlock with a container ID ADDed again.
 
+        A write that landed clears the sandbox's ``status_unwritten`` mark (its ADD's write failed),
+        in the pod's turn right after the write (``StatusRetries.written_elsewhere`` says why that is
+        safe), so that a restart does not write it once more.
+
         A write the API server refused for good (``StatusWriteRefusedError``: 403, RBAC missing)
         is not sent again before its backoff ends (``_refused``), whatever pass comes first (a
         resync, a pod event); a 429, a 5xx or no answer is sent again at the pod's next pass."""
@@ -789,7 +802,11 @@ class HotplugReconciler:
             self._unpublished.add(key)
             return refusal.error
         try:
-            await self._status.publish_if(pod, partial(self._current_status, container_id, pod))
+            await self._status.publish_if(
+                pod,
+                partial(self._current_status, container_id, pod),
+                then=partial(self._status_written, container_id),
+            )
         except status_retries.StatusWriteRefusedError as exc:
             self._unpublished.add(key)
             return self._refused(key, exc, previous=refusal)
@@ -826,6 +843,13 @@ class HotplugReconciler:
         )
         self._refusals[key] = _Refusal(reason, times, time.monotonic() + delay, error)
         return error
+
+    async def _status_written(self, container_id: str) -> None:
+        """Sandbox ``container_id``'s network-status landed: clear its mark, if the engine keeps any
+        (its background retries set it when an ADD's write failed)."""
+        retries = self._engine.status_retries
+        if retries is not None:
+            await retries.written_elsewhere(container_id=container_id)
 
     async def _current_status(self, container_id: str, pod: PodRecord) -> str | None:
         """network-status of sandbox ``container_id`` as recorded, or None when it is not the pod's

@@ -24,7 +24,8 @@ API server's ``Retry-After``, until the write lands or becomes moot:
 
 The queue lives in memory, but a write the ADD hands over (``retry_later``) is first marked in the
 sandbox's checkpoint (``status_unwritten``), and the runtime hears success only after that mark is
-committed; a retry that writes clears it after the write, and a DEL removes it with the sandbox.
+committed; a retry that writes clears it after the write, so does hot-plug's reconciler when it
+writes the pod's status (``written_elsewhere``), and a DEL removes it with the sandbox.
 So a restart (upgrade, crash, kill -9) at any point costs at worst one extra write, never a missing
 one: once the pod mirror has synced, ``resume`` offers every sandbox so marked (the newest of its
 pod, within ``max_pending``) to the queue again. The mark is committed without a sync of the WAL:
@@ -219,6 +220,22 @@ class StatusRetries:
         mark = partial(checkpoints.mark_status_unwritten, container_id=container_id)
         await self._db.write(mark, durable=False)
         self.offer(container_id=container_id, pod=pod, retry_after=retry_after)
+
+    async def written_elsewhere(self, *, container_id: str) -> None:
+        """Another writer of the pod's status (hot-plug's reconciler) wrote sandbox
+        ``container_id``'s network-status from its checkpoint: clear the sandbox's mark, so that a
+        restart does not write it once more. A pending retry of it is left to write (harmless).
+
+        Called in the pod's turn of the ordered publisher (``hotplug.OrderedStatusPublisher``),
+        right after that write landed, as a retry clears the mark right after its own: no other
+        write of the pod comes between, so no failed write is outstanding after it. A mark set
+        meanwhile records an ADD's write that failed before this one (the ADD marks only after its
+        write, in that turn, failed), which this one, read from the checkpoint of the ``ready``
+        sandbox later, supersedes. After a DEL there is no row left to clear, and an ADD of the
+        container ID again cannot mark its row before the turn ends."""
+        await self._db.write(
+            partial(checkpoints.clear_status_unwritten, container_id=container_id), durable=False
+        )
 
     async def resume(self, pods: PodMirror) -> int:
         """Offer the writes a previous run left unwritten (sandboxes marked ``status_unwritten``),

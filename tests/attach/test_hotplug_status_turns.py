@@ -61,3 +61,39 @@ async def test_nothing_is_written_when_the_reconciler_finds_its_sandbox_supersed
 
     assert await ordered.publish_if(POD, lambda: _value(None)) is False
     assert inner.done == []
+
+
+async def test_what_follows_the_reconcilers_write_comes_before_any_other_write_of_the_pod() -> None:
+    """Clearing the sandbox's ``status_unwritten`` mark follows the reconciler's write in its turn:
+    an ADD's write (which marks the sandbox when it fails) cannot come between."""
+    inner = HeldPublisher("")
+    ordered = OrderedStatusPublisher(inner)
+    following = asyncio.Event()
+    finish = asyncio.Event()
+    seen: list[list[tuple[str, str]]] = []
+
+    async def then() -> None:
+        following.set()
+        await finish.wait()
+        seen.append(list(inner.done))
+
+    reconciler = asyncio.create_task(ordered.publish_if(POD, lambda: _value("reconciler's"), then=then))
+    await asyncio.wait_for(following.wait(), 5)
+    add = asyncio.create_task(ordered.publish_network_status(POD, "ADD's"))
+    finish.set()
+    assert await asyncio.wait_for(reconciler, 5) is True
+    await asyncio.wait_for(add, 5)
+
+    assert seen == [[("web", "reconciler's")]]
+    assert inner.done == [("web", "reconciler's"), ("web", "ADD's")]
+
+
+async def test_nothing_follows_when_nothing_was_written() -> None:
+    ordered = OrderedStatusPublisher(HeldPublisher(""))
+    followed: list[bool] = []
+
+    async def then() -> None:
+        followed.append(True)
+
+    assert await ordered.publish_if(POD, lambda: _value(None), then=then) is False
+    assert followed == []

@@ -21,7 +21,9 @@ import pytest
 
 from app.attach.hotplug import HotplugReconciler, ReconcilerSettings
 from app.attach.requests import Command
+from app.attach.status_retries import StatusRetrySettings
 from app.sandbox.kubeapi import KubeApiEmulator
+from app.store import checkpoints
 from app.store.database import Database
 from app.watch.settings import WatchSettings
 from app.watch.watchers import Watchers
@@ -201,3 +203,43 @@ async def test_a_status_write_the_api_refuses_for_good_is_not_sent_again_at_ever
     else:
         assert sent_again >= 3
         assert len(logged) >= 3
+
+
+async def _marked(database: Database) -> list[str]:
+    """The sandboxes whose network-status the checkpoint marks as not written yet."""
+    summaries = await database.read(partial(checkpoints.status_unwritten, limit=100))
+    return [summary.container_id for summary in summaries]
+
+
+async def test_a_status_write_hot_plug_made_clears_the_mark_a_failed_add_write_left(
+    api: Any, database: Database, emulator: KubeApiEmulator, node_layout: Layout, netns: str
+) -> None:
+    """The sandbox of an ADD whose status write failed is marked, so that a restart writes it. When
+    the reconciler then wrote the pod's status, the mark stayed: a restart wrote it once more, and
+    ``multusctl`` showed a status unwritten that the pod had. Its write now clears the mark too."""
+    nads(emulator, node_layout)
+    async with watching(api=api, database=database) as watchers:
+        engine, reconciler = build(
+            database=database,
+            watchers=watchers,
+            layout=node_layout,
+            status_retry=StatusRetrySettings(initial_delay=3600.0),  # only the reconciler writes here
+        )
+        assert engine.status_retries is not None
+        try:
+            node = Node(engine, reconciler, emulator, node_layout, netns, database)
+            pod = emulator.create_pod(pod_manifest("marked"))
+            container = secrets.token_hex(32)
+            emulator.faults.fail_next(10_000, status=503, method="PATCH|PUT", path="/pods/marked/status$")
+            await engine.add(node.request(Command.ADD, pod, container))
+            assert await _marked(database) == [container]
+            emulator.faults.clear()
+
+            async with reconciling(reconciler, watchers):
+                node.annotate("marked", "hot-a@net3")
+                await eventually(
+                    lambda: _async(node.status_interfaces("marked")), lambda got: got == ["eth0", "net3"]
+                )
+                await eventually(lambda: _marked(database), lambda marked: marked == [])
+        finally:
+            await engine.status_retries.stop()
