@@ -337,7 +337,8 @@ class StatusRetries:
             await self._db.write(
                 partial(checkpoints.clear_status_unwritten, container_id=entry.container_id), durable=False
             )
-        del self._pending[key]
+        if self._pending.get(key) is entry:  # else a newer ADD superseded it meanwhile (it waited)
+            del self._pending[key]
         self.written += 1
         STATUS_WRITES_RETRIED.labels("written").inc()
         log.info(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 import secrets
 import subprocess
 import uuid
@@ -231,6 +232,41 @@ async def test_a_newer_sandboxs_add_supersedes_the_pending_write_of_an_older_one
     assert _result_addresses(newer_result) <= _addresses(status)
     assert not _result_addresses(older_result) & _addresses(status)
     assert _retries(engine).written == 0
+
+
+async def test_a_retry_in_flight_when_a_newer_add_supersedes_it_ends_as_written_not_as_a_crash(
+    engine: AttachEngine,
+    emulator: KubeApiEmulator,
+    layout: Layout,
+    netns: str,
+    second_netns: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A newer ADD of the pod drops the pending write (``supersede``) and waits for the retry in
+    flight; that retry, its write landed, removed its entry again: KeyError, logged as a failed
+    retry, and the write it made not counted."""
+    pod = emulator.create_pod(pod_manifest("p", annotations={NETWORKS: "net-a"}))
+    record = PodRecord("default", "p", pod["metadata"]["uid"])
+    emulator.faults.fail_next(EVERY_WRITE, status=503, method="PATCH|PUT", path="/pods/p/status")
+    await engine.add(layout.request(Command.ADD, pod, secrets.token_hex(32), netns=netns))
+    emulator.faults.clear()
+    since = emulator.last_request_seq
+    emulator.faults.pause()
+    try:
+        async with asyncio.timeout(10):
+            await emulator.wait_for_request(since=since, method="PATCH", path="/pods/p/status")
+        newer = asyncio.create_task(
+            engine.add(layout.request(Command.ADD, pod, secrets.token_hex(32), netns=second_netns))
+        )
+        await eventually(lambda: _value(_retries(engine).pending(record)), lambda pending: pending is None)
+    finally:
+        emulator.faults.resume()
+    async with asyncio.timeout(20):
+        await newer
+
+    assert _retries(engine).written == 1
+    retries_log = [r for r in caplog.records if r.name == "app.attach.status_retries"]
+    assert [r.getMessage() for r in retries_log if r.levelno >= logging.ERROR] == []
 
 
 async def test_pending_status_writes_are_bounded_dropping_the_oldest(
