@@ -36,6 +36,15 @@ class ClusterUnavailableError(Exception):
     """The Kubernetes API could not answer (outage, 5xx, timeout): callers may retry later."""
 
 
+class StatusWriteRefusedError(ClusterUnavailableError):
+    """The API server refuses a network-status write for a reason sending it again soon will not
+    change: 403 to both the PATCH and the PUT (the ClusterRole lacks them), or another 4xx. Raised
+    by the watch package's publisher; the writers that retry (``app.attach.status_retries``,
+    hot-plug's reconciler) back off to ``status_retries.REFUSED_MAX_DELAY`` for it and log it once
+    per pod and reason. A subclass of ``ClusterUnavailableError``: to an ADD it is a write not
+    made, retried in the background."""
+
+
 class PodSource(Protocol):
     async def get_pod(self, namespace: str, name: str, *, uid: str = "") -> PodRecord | None:
         """The pod from the mirror; if absent, wait briefly for the watch, then one live GET.

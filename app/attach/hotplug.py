@@ -35,6 +35,7 @@ from app.attach.cluster import (
     ClusterUnavailableError,
     InterfaceEvent,
     StatusPublisher,
+    StatusWriteRefusedError,
 )
 from app.attach.engine import AttachEngine
 from app.attach.errors import as_cni_error
@@ -807,7 +808,7 @@ class HotplugReconciler:
                 partial(self._current_status, container_id, pod),
                 then=partial(self._status_written, container_id),
             )
-        except status_retries.StatusWriteRefusedError as exc:
+        except StatusWriteRefusedError as exc:
             self._unpublished.add(key)
             return self._refused(key, exc, previous=refusal)
         except ClusterUnavailableError as exc:
@@ -823,7 +824,7 @@ class HotplugReconciler:
         return None
 
     def _refused(
-        self, key: ObjectKey, exc: status_retries.StatusWriteRefusedError, *, previous: _Refusal | None
+        self, key: ObjectKey, exc: StatusWriteRefusedError, *, previous: _Refusal | None
     ) -> CniError:
         """Remember a write refused for good: sent again after a delay doubling from
         ``backoff_initial`` up to ``refused_backoff_max``, logged only when the reason is new."""

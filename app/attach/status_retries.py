@@ -52,7 +52,7 @@ from functools import partial
 from typing import Protocol
 
 from app.attach import device_info
-from app.attach.cluster import ClusterUnavailableError, StatusPublisher
+from app.attach.cluster import ClusterUnavailableError, StatusPublisher, StatusWriteRefusedError
 from app.attach.locks import SandboxLocks
 from app.attach.network_status import DelegateOutcome, render, status_entries
 from app.metrics import STATUS_WRITES_PENDING, STATUS_WRITES_RETRIED
@@ -66,14 +66,6 @@ log = logging.getLogger(__name__)
 REFUSED_MAX_DELAY = 600.0
 """Seconds a network-status write the API server refuses for good is retried at most every, once
 backed off (here and in hot-plug's reconciler, ``app.attach.hotplug``)."""
-
-
-class StatusWriteRefusedError(ClusterUnavailableError):
-    """The API server refuses a network-status write for a reason sending it again soon will not
-    change: 403 to both the PATCH and the PUT (the ClusterRole lacks them), or another 4xx. Raised
-    by the watch package's publisher; the writers that retry (these retries, hot-plug's reconciler)
-    back off to ``REFUSED_MAX_DELAY`` for it and log it once per pod and reason. A subclass of
-    ``ClusterUnavailableError``: to an ADD it is a write not made, retried in the background."""
 
 
 @dataclass(frozen=True, slots=True)

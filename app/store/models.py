@@ -87,8 +87,8 @@ SANDBOXES = Table(
 )
 """One pod sandbox (CNI container ID) this node has attached or is attaching. ``default_networks``:
 how many ``defaultNetworks`` attachments its ADD made (positions 1..n); NULL when recorded before
-revision 0007. ``status_unwritten``: its ADD's network-status write failed and no background retry
-has written it yet (revision 0009)."""
+revision 0007. ``status_unwritten``: its ADD's network-status write failed and neither a background retry nor
+hot-plug's reconciler has written it since (revision 0009)."""
 
 ATTACHMENTS = Table(
     "attachments",

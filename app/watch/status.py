@@ -49,8 +49,8 @@ from app.attach.cluster import (
     NETWORK_STATUS_ANNOTATION,
     ClusterUnavailableError,
     InterfaceEvent,
+    StatusWriteRefusedError,
 )
-from app.attach.status_retries import StatusWriteRefusedError
 from app.store.mirror_records import PodRecord
 from app.watch.api import KubeApi
 from app.watch.errors import (

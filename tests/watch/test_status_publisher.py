@@ -11,8 +11,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from app.attach.cluster import NETWORK_STATUS_ANNOTATION, ClusterUnavailableError, InterfaceEvent
-from app.attach.status_retries import StatusWriteRefusedError
+from app.attach.cluster import (
+    NETWORK_STATUS_ANNOTATION,
+    ClusterUnavailableError,
+    InterfaceEvent,
+    StatusWriteRefusedError,
+)
 from app.sandbox.kubeapi import KubeApiEmulator
 from app.store.mirror_records import PodRecord
 from app.watch.api import KubeApi
