@@ -19,11 +19,14 @@ MAX_SYMLINKS = 40
 def resolve(root: str, path: str) -> str | None:
     """The daemon's path of ``path`` as seen inside ``root`` ("" = the daemon's own root), or None.
 
-    None when a component is missing, unreadable, or the symlinks loop. With an empty ``root`` the
-    path is returned unchanged: the daemon's own view needs no translation.
+    None when a component is missing, unreadable, or the symlinks loop, and when ``root`` or
+    ``path`` holds a NUL (no file has such a name; ``os.lstat`` would raise ValueError). With an
+    empty ``root`` the path is returned unchanged: the daemon's own view needs no translation.
     """
     if not root:
         return path
+    if "\0" in root or "\0" in path:
+        return None
     pending = deque(part for part in path.split("/") if part and part != ".")
     resolved: list[str] = []
     followed = 0
