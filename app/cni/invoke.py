@@ -111,32 +111,64 @@ _found_in_first_dir: dict[tuple[str, str, tuple[str, ...]], str] = {}
 
 
 def find_in_path(plugin: str, paths: Sequence[str], *, root: str = "") -> str:
-    """libcni's ``FindInPath``: ``<dir>/<plugin>`` for the first dir where it is a regular file.
+    """libcni's ``FindInPath``: ``<dir>/<plugin>`` for the first dir where it is an executable
+    regular file.
 
     With ``root`` (a chroot directory) the file is looked for inside it, symlinks resolved as the
-    chrooted plugin will see them; the path returned is the one used inside the root."""
+    chrooted plugin will see them; the path returned is the one used inside the root. A regular
+    file that cannot be executed (no execute bit, a ``noexec`` mount) is passed over, as a shell's
+    lookup does, and named in the error when nothing else is found: refused here, before anything
+    is recorded, rather than after the ADD's intent as a failed exec. A ``root`` that is no longer
+    a directory (the host root unmounted, a daemon restarted without it) is named as such."""
     key = (plugin, root, tuple(paths))
     known = _found_in_first_dir.get(key)
-    if known is not None and (rootpath.is_file(root, known) if root else os.path.isfile(known)):
-        return known  # no directory comes before it: still a file there, it is still the answer
+    if known is not None and _executable_file(root, known) is not None:
+        return known  # no directory comes before it: still a plugin there, it is still the answer
     check_plugin_type(plugin)
+    inside = f" inside chrootDir {root}" if root else ""
+    if root and not os.path.isdir(root):
+        raise NotExecutedError(
+            ErrorCode.INVALID_NETWORK_CONFIG,
+            f'failed to find plugin "{plugin}": chrootDir {root} is not a directory',
+        )
     first = True
+    not_executable = ""
     for directory in paths:
         if not directory:
             continue
         candidate = os.path.join(directory, plugin)
-        if rootpath.is_file(root, candidate) if root else os.path.isfile(candidate):
+        found = _executable_file(root, candidate)
+        if found is not None:
             if first:
                 if len(_found_in_first_dir) >= _FOUND_CAPACITY:
                     _found_in_first_dir.clear()
                 _found_in_first_dir[key] = candidate
             return candidate
+        if not not_executable and _regular_file(root, candidate) is not None:
+            not_executable = candidate
         first = False
-    inside = f" inside chrootDir {root}" if root else ""
+    if not_executable:
+        raise NotExecutedError(
+            ErrorCode.INVALID_NETWORK_CONFIG,
+            f'plugin "{plugin}" found at {not_executable}{inside} is not executable',
+        )
     raise NotExecutedError(
         ErrorCode.INVALID_NETWORK_CONFIG,
         f'failed to find plugin "{plugin}" in path [{" ".join(paths)}]{inside}',
     )
+
+
+def _regular_file(root: str, path: str) -> str | None:
+    """The daemon's path of ``path`` (seen inside ``root``, if any) when it is a regular file."""
+    found = rootpath.resolve(root, path) if root else path
+    return found if found is not None and os.path.isfile(found) else None
+
+
+def _executable_file(root: str, path: str) -> str | None:
+    """``_regular_file``, when the file may also be executed (``access(X_OK)``: an execute bit
+    for root, not on a ``noexec`` mount)."""
+    found = _regular_file(root, path)
+    return found if found is not None and os.access(found, os.X_OK) else None
 
 
 def plugin_env(

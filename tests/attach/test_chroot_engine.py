@@ -21,7 +21,7 @@ from app.attach.engine import AttachEngine, EngineSettings
 from app.attach.networks import NetworkResolver
 from app.attach.requests import Command, SandboxRequest
 from app.cni.types import CniError, ContainerId, ErrorCode, IfName
-from app.store import checkpoints
+from app.store import checkpoints, history
 from app.store.database import Database
 from app.store.records import PodIdentity
 from tests.cni.support import Netns, addresses, links, run, unique
@@ -160,3 +160,35 @@ async def test_without_chroot_the_plugins_only_the_root_has_are_not_found(
     assert caught.value.code == ErrorCode.INVALID_NETWORK_CONFIG
     assert f'failed to find plugin "bridge" in path [{hostroot.bin_dir}]' in caught.value.msg
     assert set(await links(netns)) == {"lo"}
+
+
+def _single_plugin_conf(tmp_path: Path, *, bin_dir: str, plugin: str) -> netconf.MultusNetConf:
+    cluster = tmp_path / "cluster.conf"
+    cluster.write_text(json.dumps({"cniVersion": "1.0.0", "name": "cluster", "type": plugin}))
+    config = {"binDir": bin_dir, "confDir": str(tmp_path), "clusterNetwork": str(cluster)}
+    return netconf.parse(
+        netconf.merge({"cniVersion": "1.0.0", "name": "m"}, config), stdin_cni_version="1.0.0"
+    )
+
+
+async def test_a_plugin_the_root_cannot_execute_refuses_the_add_before_anything_is_recorded(
+    hostroot: HostRoot, tmp_path: Path, netns: Netns, db: Database
+) -> None:
+    # before: looked up as a plain file, its intent committed, then exec failed (999, EACCES)
+    plugin = f"{hostroot.bin_dir}/noexec"
+    hostroot.inside(plugin).write_text("#!/bin/sh\necho '{}'\n")
+    conf = _single_plugin_conf(tmp_path, bin_dir=hostroot.bin_dir, plugin="noexec")
+    engine, container = _engine(db, hostroot.chroot_dir), unique("ctr")
+
+    with pytest.raises(CniError) as caught:
+        await engine.add(_request(Command.ADD, container, netns, conf))
+    await engine.delete(_request(Command.DEL, container, netns, conf))  # the runtime's DEL ends
+    lines = await db.read(partial(history.for_container, container_id=container))
+
+    assert caught.value.code == ErrorCode.INVALID_NETWORK_CONFIG
+    assert f"found at {plugin} inside chrootDir {hostroot.chroot_dir} is not executable" in caught.value.msg
+    assert [(line.command, line.step, line.outcome) for line in lines] == [
+        ("ADD", "request", "error"),
+        ("DEL", "request", "ok"),
+    ], "no delegate was ever recorded or run"
+    assert await db.read(partial(checkpoints.load_sandbox, container_id=container)) is None

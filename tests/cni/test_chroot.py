@@ -16,7 +16,15 @@ from typing import Any
 import pytest
 
 from app.cni import api, conf, invoke
-from app.cni.types import CniError, ContainerId, ErrorCode, IfName, NetworkConfigList, RuntimeConf
+from app.cni.types import (
+    CniError,
+    ContainerId,
+    ErrorCode,
+    IfName,
+    NetworkConfigList,
+    NotExecutedError,
+    RuntimeConf,
+)
 from tests.cni.support import Netns, addresses, links, run, unique
 from tests.hostroot import HostRoot, host_root
 
@@ -254,3 +262,72 @@ async def test_gc_and_status_run_inside_the_root_too(hostroot: HostRoot, tmp_pat
         ("STATUS", "node-state", "/"),
         ("GC", "node-state", "/"),
     ]
+
+
+async def test_a_plugin_the_root_holds_but_cannot_execute_is_refused_at_lookup_naming_its_path(
+    hostroot: HostRoot,
+) -> None:
+    # before: found (a regular file), so the ADD recorded its intent and then failed at exec with
+    # 999 "Permission denied"; now refused at lookup, before anything is recorded
+    plugin = f"{hostroot.bin_dir}/noexec"
+    hostroot.inside(plugin).write_text("#!/bin/sh\necho '{}'\n")
+    hostroot.inside(plugin).chmod(0o644)
+    fallback = hostroot.bin_dir.rsplit("/", 1)[0] + "/fallback"
+    hostroot.inside(fallback).mkdir()
+    hostroot.inside(f"{fallback}/noexec").symlink_to(f"{hostroot.bin_dir}/recorder")
+    cni = api.CniConfig(path=(hostroot.bin_dir,), timeout=20.0, chroot_dir=hostroot.chroot_dir)
+    net = network({"cniVersion": "1.0.0", "name": "n", "plugins": [{"type": "noexec"}]})
+
+    with pytest.raises(NotExecutedError) as caught:
+        api.preflight_add(cni=cni, net=net, rt=_rt())
+
+    assert caught.value.code == ErrorCode.INVALID_NETWORK_CONFIG
+    assert caught.value.msg.endswith(
+        f'plugin "noexec" found at {plugin} inside chrootDir {hostroot.chroot_dir} is not executable'
+    )
+    # passed over as a shell's lookup does: an executable one later on the path is the plugin
+    assert invoke.find_in_path("noexec", [hostroot.bin_dir, fallback], root=hostroot.chroot_dir) == (
+        f"{fallback}/noexec"
+    )
+
+
+def test_a_directory_named_as_the_plugin_is_not_a_plugin(hostroot: HostRoot) -> None:
+    hostroot.inside(f"{hostroot.bin_dir}/adir").mkdir()
+
+    with pytest.raises(NotExecutedError) as caught:
+        invoke.find_in_path("adir", [hostroot.bin_dir], root=hostroot.chroot_dir)
+
+    assert caught.value.code == ErrorCode.INVALID_NETWORK_CONFIG
+    assert caught.value.msg.startswith(f'failed to find plugin "adir" in path [{hostroot.bin_dir}]')
+
+
+async def test_a_relative_symlink_climbing_out_of_the_root_stops_at_its_top_as_the_kernel_does(
+    hostroot: HostRoot, tmp_path: Path
+) -> None:
+    # ``..`` past the root's top stays at its top: the lookup finds what the chrooted exec runs
+    # (the root's own recorder), not a file of the daemon's root
+    escape = "../" * 24 + hostroot.bin_dir.lstrip("/") + "/recorder"
+    hostroot.inside(f"{hostroot.bin_dir}/climber").symlink_to(escape)
+    log = tmp_path / "recorder.jsonl"
+    cni = api.CniConfig(path=(hostroot.bin_dir,), timeout=20.0, chroot_dir=hostroot.chroot_dir)
+    net = network(
+        {"cniVersion": "1.0.0", "name": "n", "plugins": [{"type": "climber", "recorder": {"log": str(log)}}]}
+    )
+
+    await api.add_network_list(cni=cni, net=net, rt=_rt())
+
+    assert invoke.find_in_path("climber", [hostroot.bin_dir], root=hostroot.chroot_dir) == (
+        f"{hostroot.bin_dir}/climber"
+    )
+    assert log.exists()
+
+
+def test_a_root_that_is_no_longer_a_directory_is_named_by_the_lookup(tmp_path: Path) -> None:
+    gone, a_file = tmp_path / "unmounted", tmp_path / "a-file"
+    a_file.write_text("")
+
+    for root in (gone, a_file):
+        with pytest.raises(NotExecutedError) as caught:
+            invoke.find_in_path("bridge", ["/opt/cni/bin"], root=str(root))
+        assert caught.value.code == ErrorCode.INVALID_NETWORK_CONFIG
+        assert caught.value.msg == f'failed to find plugin "bridge": chrootDir {root} is not a directory'

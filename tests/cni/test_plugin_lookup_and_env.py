@@ -25,16 +25,19 @@ def two_dirs(tmp_path: Path) -> tuple[Path, Path]:
     first, second = tmp_path / "first", tmp_path / "second"
     for directory in (first, second):
         directory.mkdir()
-    (second / "bridge").write_text("second")
-    (second / "tuning").write_text("second")
-    (first / "tuning").write_text("first")
+    for plugin, directory in [("bridge", second), ("tuning", second), ("tuning", first), ("macvlan", second)]:
+        _executable(directory / plugin, directory.name)
     (first / "macvlan").mkdir()  # a directory is not a plugin
-    (second / "macvlan").write_text("second")
     return first, second
 
 
+def _executable(path: Path, text: str) -> None:
+    path.write_text(text)
+    path.chmod(0o755)
+
+
 @pytest.mark.parametrize(("plugin", "found_in"), [("bridge", 1), ("tuning", 0), ("macvlan", 1)])
-def test_the_first_directory_holding_a_regular_file_wins(
+def test_the_first_directory_holding_an_executable_regular_file_wins(
     two_dirs: tuple[Path, Path], plugin: str, found_in: int
 ) -> None:
     paths = [str(two_dirs[0]), "", str(two_dirs[1])]
@@ -48,7 +51,7 @@ def test_repeated_lookups_follow_the_files_as_they_come_and_go(two_dirs: tuple[P
     answers = [invoke.find_in_path("tuning", paths)]
     (first / "tuning").unlink()
     answers.append(invoke.find_in_path("tuning", paths))
-    (first / "tuning").write_text("first again")  # found in the second before: the first wins again
+    _executable(first / "tuning", "first again")  # found in the second before: the first wins again
     answers.append(invoke.find_in_path("tuning", paths))
     (first / "tuning").unlink()
     (first / "tuning").mkdir()  # no longer a regular file

@@ -1,7 +1,8 @@
 """Invariant 5b, DEL always terminates: every refusal path, through a real daemon and shim.
 
 A delegate refused before any plugin executed (a ``type`` that is a path, a plugin not on the
-path, one that cannot be executed) leaves nothing recorded, so the DEL that follows succeeds. A
+path, one without an execute bit, one whose exec fails) leaves nothing recorded, so the DEL that
+follows succeeds. A
 delegate recorded with a ``type`` refused by name or a config that does not parse (as an older
 version recorded them) is forgotten by DEL, GC and recovery alike, the reason in the history;
 only failures that may pass keep an attachment pending.
@@ -81,10 +82,12 @@ def test_refused_plugin_type_is_refused_at_add_with_nothing_recorded_and_del_suc
     assert json.loads(report)["failed"] == []
 
 
-def test_plugin_that_cannot_be_executed_is_never_left_pending(cluster: Cluster, started: Any) -> None:
+def test_plugin_without_an_execute_bit_is_refused_at_add_with_nothing_recorded(
+    cluster: Cluster, started: Any
+) -> None:
     not_executable = cluster.bin_dir / "not-executable"
     not_executable.write_text("#!/bin/sh\nexit 0\n")
-    not_executable.chmod(0o644)  # found on the path, but exec fails: nothing of it ran
+    not_executable.chmod(0o644)  # a regular file on the path that exec would refuse
     _start_with_bad_network(cluster, started, "not-executable")
     netns = cluster.new_netns()
     container = new_container_id()
@@ -92,7 +95,27 @@ def test_plugin_that_cannot_be_executed_is_never_left_pending(cluster: Cluster, 
     added = cluster.run_shim("ADD", container_id=container, netns=netns)
 
     assert added.returncode == 1
-    assert "not-executable" in added.json()["msg"]
+    error = added.json()
+    assert error["code"] == 7
+    assert f"found at {not_executable} is not executable" in error["msg"]
+    assert netns.links() == {"lo"}, "nothing ran: the plugins are checked before any delegate starts"
+    assert _counts(cluster) == (0, 0)
+    assert [row[1] for row in _history(cluster, container)] == ["request"], "no delegate line: none ran"
+    assert cluster.run_shim("DEL", container_id=container, netns=netns).returncode == 0
+
+
+def test_plugin_that_cannot_be_executed_is_never_left_pending(cluster: Cluster, started: Any) -> None:
+    cannot_run = cluster.bin_dir / "cannot-run"
+    cannot_run.write_text("#!/nonexistent/interpreter\n")
+    cannot_run.chmod(0o755)  # found on the path, but exec fails (its interpreter is missing)
+    _start_with_bad_network(cluster, started, "cannot-run")
+    netns = cluster.new_netns()
+    container = new_container_id()
+
+    added = cluster.run_shim("ADD", container_id=container, netns=netns)
+
+    assert added.returncode == 1
+    assert "cannot-run" in added.json()["msg"]
     assert netns.links() == {"lo"}, "the delegates that ran were rolled back"
     assert cluster.leases() == []
     assert _counts(cluster) == (0, 0)
