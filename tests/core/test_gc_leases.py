@@ -182,6 +182,45 @@ async def test_a_leftover_lease_of_a_delegate_run_in_chroot_dir_is_given_back(
     assert set(leases_of(lease_dir).values()) == {live}
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="app/gc/leases.host_local_dirs joins root and dataDir lexically, so the daemon follows an "
+    "absolute symlink in the root's dataDir in its own file system (fix: resolve it with app.rootpath)",
+)
+async def test_a_leftover_lease_under_an_absolute_symlink_inside_chroot_dir_is_given_back(
+    node: Node, hostroot: HostRoot
+) -> None:
+    """A host whose dataDir (or /var/lib/cni) is an absolute symlink: host-local, chrooted, follows
+    it inside the root; GC must too, else it lists a directory of the daemon's own file system,
+    finds no lease there, and forgets the proof, so the leftover lease is never given back."""
+    private = hostroot.bin_dir.rsplit("/", 1)[0]  # exists only inside the root
+    hostroot.inside(f"{private}/ipam-real").mkdir()
+    hostroot.inside(f"{private}/ipam").symlink_to(f"{private}/ipam-real")  # absolute, as on a host
+    node.bridge_network("linked", subnet="10.99.12.0/24")
+    path = node.conf_dir / "linked.conflist"
+    network = json.loads(path.read_text())
+    network["plugins"][0]["ipam"]["dataDir"] = f"{private}/ipam"
+    path.write_text(json.dumps(network))
+    conf = node.conf("linked")
+    engine = AttachEngine(
+        db=node.db,
+        resolver=NetworkResolver(),
+        boot_id=node.boot_id,
+        settings=EngineSettings(delegate_timeout=20.0, node_name="node-a", chroot_dir=hostroot.chroot_dir),
+    )
+    gone, gone_netns = new_container_id(), node.new_netns()
+    await engine.add(node.request(Command.ADD, gone, gone_netns, conf, pod="pod-x"))
+    lease_dir = hostroot.inside(f"{private}/ipam-real") / "linked"
+    leftover = await delete_leaving_its_lease(
+        node, engine, container_id=gone, netns=gone_netns, conf=conf, lease_dir=lease_dir
+    )
+
+    report = await GarbageCollector(engine=engine, db=node.db, pods=None).run_once()
+
+    assert report.leases_removed == [str(leftover)]
+    assert leases_of(lease_dir) == {}
+
+
 async def test_a_host_local_data_dir_that_cannot_be_listed_does_not_stop_the_pass(
     node: Node, tmp_path: Path
 ) -> None:
