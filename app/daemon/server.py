@@ -3,7 +3,8 @@
 Speaks upstream's protocol so upstream's Go shim works unchanged: ``POST /cni``, ``/healthz`` and
 ``/readyz`` (GET or POST), 404 elsewhere, 405 for a wrong method (upstream's plain-text line), one
 request per connection.
-One addition of ours: ``POST /gc[?dryRun=true]`` runs a garbage-collection pass for operators.
+One addition of ours: ``POST /gc[?dryRun=true]``, an operator's garbage-collection pass: the
+spooled DELs replayed (``app.daemon.spool``), then one pass, as the periodic passes do.
 ``POST /delegate`` is upstream's hot-plug API (``app.attach.hotplug``), held and limited like ``/cni``.
 Requests are decoded by ``app.daemon.protocol`` and handed to the engine as tasks shielded from
 cancellation: a shim that disconnects mid-ADD must not leave a delegate half-recorded, so the
@@ -37,14 +38,14 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import ClientPayloadError, HttpVersion11, StreamReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from app import metrics
+from app import metrics, settings
 from app.attach import hotplug
 from app.attach.engine import AttachEngine
 from app.attach.locks import SandboxLocks
 from app.attach.requests import Command, NodeRequest, SandboxRequest
 from app.cni.types import CniError, ErrorCode
 from app.daemon import protocol
-from app.gc.collector import GarbageCollector
+from app.gc.collector import GarbageCollector, GcReport
 
 if TYPE_CHECKING:  # the query server imports this module's Readiness
     from app.daemon.query_server import Activity
@@ -179,6 +180,8 @@ class CniServer:
     ready_hold: float = READY_HOLD_SECONDS
     """How long a request that needs readiness waits for it before code 11."""
     _in_flight: set[asyncio.Task[Any]] = field(default_factory=set)
+    _operator_turn: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Held by an operator's GC pass (``_operator_gc``) from its spool replay to its end."""
     _slots: asyncio.Semaphore | None = None
     _arrivals: SandboxLocks = field(default_factory=SandboxLocks)
     """Per container ID, the requests admitted or waiting for admission, in arrival order."""
@@ -268,19 +271,50 @@ class CniServer:
         return web.Response(status=status, content_type="application/json")
 
     async def _gc(self, http_request: web.BaseRequest) -> web.Response:
-        """multus-py's operator GC (``multusctl gc``): one pass now, orphans whose teardown failed
-        lately tried again too (the periodic passes wait for them); ``?dryRun=true`` only reports."""
+        """multus-py's operator GC (``multusctl gc``): what a periodic pass does, now: the DELs the
+        shim spooled are replayed (their figures answered as ``spool``), then one GC pass, orphans
+        whose teardown failed lately tried again too (the periodic passes wait for them).
+        ``?dryRun=true`` only reports: nothing is replayed (``spool`` is null), nothing collected."""
         if self.collector is None:
             return _error_response(_NotReadyError("no garbage collector"))
         if not await self.readiness.wait_ready(self.ready_hold):
             return _error_response(_NotReadyError(self.readiness.reason or "not ready"))
         dry_run = http_request.query.get("dryRun", "false").lower() in ("1", "true", "yes")
-        report = await self._run_shielded(
-            self.collector.run_once(dry_run=dry_run, retry_now=True), name="operator-gc"
+        report, replayed = await self._run_shielded(
+            self._operator_gc(self.collector, dry_run=dry_run), name="operator-gc"
         )
         if self.activity is not None:
             self.activity.gc_finished(report, trigger="operator")
-        return web.json_response(report.as_json())
+        return web.json_response({**report.as_json(), "spool": replayed})
+
+    async def _operator_gc(
+        self, collector: GarbageCollector, *, dry_run: bool
+    ) -> tuple[GcReport, dict[str, object] | None]:
+        """The spool replay (unless ``dry_run``), then the GC pass, in the periodic passes' order: an
+        operator asking for a pass after an outage means the DELs the shim could not hand over too.
+        Operator passes take turns, so no two replays read one spool entry at once."""
+        async with self._operator_turn:
+            replayed = None if dry_run else await self._replay_spool()
+            return await collector.run_once(dry_run=dry_run, retry_now=True), replayed
+
+    async def _replay_spool(self) -> dict[str, object]:
+        """Replay the spooled DELs as the daemon's own passes do: from the spool directory its
+        configuration names (``spoolDir``, else ``<stateDir>/spool``, read from ``daemon_config``,
+        which is the daemon's file) and the shim's default one."""
+        from app.daemon import spool  # it imports this module (the body bound), so not before now
+
+        report = await spool.replay(
+            spool_dir=settings.from_mapping(dict(self.daemon_config)).spool_path,
+            engine=self.engine,
+            daemon_config=dict(self.daemon_config),
+        )
+        return {
+            "replayed": report.replayed,
+            "failed": [{"entry": name, "error": error.to_json()} for name, error in report.failed],
+            "rejected": [{"entry": name, "reason": reason} for name, reason in report.rejected],
+            "superseded": report.superseded,
+            "temporariesRemoved": report.temporaries_removed,
+        }
 
     async def _cni(self, http_request: web.BaseRequest) -> web.Response:
         return await self._answer(http_request, self._serve_cni, what="a CNI request")

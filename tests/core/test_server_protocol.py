@@ -10,6 +10,7 @@ import asyncio
 import base64
 import json
 import tempfile
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -44,6 +45,8 @@ def body(command: str, container_id: str = "", netns: str = "", **env: str) -> b
 
 def daemon_config(node: Node, cluster_network: str) -> dict[str, Any]:
     return {
+        "stateDir": str(node.root / "state"),  # its spool is the one an operator's GC pass replays
+        "socketDir": str(node.root / "run"),  # takes none of the shim default spool's other entries
         "clusterNetwork": cluster_network,
         "confDir": str(node.conf_dir),
         "binDir": str(node.bin_dir),
@@ -193,6 +196,36 @@ async def test_operator_gc_reports_orphans_and_a_dry_run_collects_nothing(node: 
     assert dry["collected"] == []
     assert done["collected"] == [container]
     assert node.checkpoint(container) is None
+
+
+async def test_operator_gc_replays_the_spooled_dels_before_its_pass_as_a_periodic_pass_does(
+    node: Node, serve: Serve
+) -> None:
+    """An operator running ``multusctl gc`` after an outage expects the DELs the shim spooled while
+    the daemon was away to be taken too, not left for the next periodic pass."""
+    netns = node.new_netns()
+    container = new_container_id()
+    spool_dir = node.root / "state" / "spool"
+    spool_dir.mkdir(parents=True)
+    async with serve(ready(), with_collector=True) as client:
+        await client.post("/cni", data=body("ADD", container, netns.path))
+        entry = spool_dir / f"del-{time.time_ns()}-1-{container}.json"  # named as the shim names it
+        entry.write_bytes(body("DEL", container, netns.path))
+        dry = await (await client.post("/gc?dryRun=true")).json()
+        assert entry.exists(), "a dry run replays nothing"
+        done = await (await client.post("/gc")).json()
+
+    assert node.checkpoint(container) is None
+    assert not entry.exists()
+    assert dry["spool"] is None
+    assert done["spool"] == {
+        "replayed": [entry.name],
+        "failed": [],
+        "rejected": [],
+        "superseded": [],
+        "temporariesRemoved": [],
+    }
+    assert done["orphans"] == [], "the replayed DEL removed the sandbox before the pass looked"
 
 
 async def test_operator_gc_is_refused_without_a_collector(serve: Serve) -> None:

@@ -68,6 +68,7 @@ GC_REPORT_KEYS = {
     "hostLinksRemoved",
     "leasesRemoved",
     "durationMs",
+    "spool",
 }
 STATUS_KEYS = {"source", "node", "ready", "readyReason", "daemon", "store", "mirror", "lastGc", "retention"}
 STORE_KEYS = {"path", "bytes", "schemaRevision", "sandboxes", "attachments", "history"}
