@@ -7,7 +7,8 @@ symlink: that proves nothing, the namespace may be a live pod's). GC, the DEL pa
 hot-plug all decide on that answer. Called by CHECK (does every recorded interface still exist,
 with its MAC?) and by GC (is a netns still there? is a host-side veth of a torn-down attachment
 still there?). Namespaces are opened without ``O_CREAT``, so looking at a vanished namespace cannot
-recreate it. The only changes it makes are deleting a host-side veth that GC has proven orphaned,
+recreate it. The only changes it makes are deleting a host-side veth of a sandbox GC collected
+(the link that has the name and the MAC its result recorded, never another that took the name),
 restoring the name and MAC of a host device (an SR-IOV VF) that came back from a sandbox under
 another name (the name first: a MAC the device refuses does not keep it from its name), and
 pointing a sandbox's default route where its pod's ``default-route`` selection asked. Blocking
@@ -23,7 +24,7 @@ import functools
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final, TypeVar, cast
 
@@ -201,28 +202,75 @@ async def list_links(path: str) -> dict[str, Link]:
     return await asyncio.to_thread(_list_links_blocking, path)
 
 
-def _delete_host_veths_blocking(names: list[str]) -> list[str]:
+@dataclass(frozen=True, slots=True)
+class HostVeth:
+    """A host-side veth a delegate's result names: its name, and the MAC it had then, which is
+    what ties the link to that delegate (a random veth name can come back on another sandbox's)."""
+
+    name: str
+    mac: str
+
+
+@dataclass
+class HostVethRemoval:
+    """What ``delete_host_veths`` did: the veths it deleted, and those it could not (to try again).
+    The others were not there: no link of that name, or one that is not that veth (another kind or
+    MAC): nothing of theirs to remove."""
+
+    removed: list[HostVeth] = field(default_factory=list)
+    failed: list[tuple[HostVeth, OSError]] = field(default_factory=list)
+
+
+def _delete_host_veths_blocking(veths: list[HostVeth]) -> HostVethRemoval:
     from pyroute2 import IPRoute
 
-    removed = []
-    with IPRoute() as ipr:
-        for name in names:
-            found = ipr.link_lookup(ifname=name)
-            if not found:
-                continue
-            link = ipr.get_links(found[0])[0]
-            if link.get(("linkinfo", "kind")) != "veth":
-                continue
-            ipr.link("del", index=found[0])
-            removed.append(name)
-    return removed
+    outcome = HostVethRemoval()
+    try:
+        ipr = IPRoute()
+    except OSError as exc:
+        outcome.failed.extend((veth, exc) for veth in veths)
+        return outcome
+    with ipr:
+        for veth in veths:
+            try:
+                if _delete_host_veth(ipr, veth):
+                    outcome.removed.append(veth)
+            except OSError as exc:
+                outcome.failed.append((veth, exc))
+    return outcome
 
 
-async def delete_host_veths(names: list[str]) -> list[str]:
-    """Delete those of ``names`` that exist in the host namespace as veths; return them."""
-    if not names:
-        return []
-    return await asyncio.to_thread(_delete_host_veths_blocking, names)
+def _delete_host_veth(ipr: Any, veth: HostVeth) -> bool:
+    """Delete ``veth`` if the host has it: a veth of that name with that MAC. True if deleted;
+    False if not there (gone meanwhile included: the kernel removes a veth with its peer's
+    namespace, on its own time). ``OSError`` when netlink refuses."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    try:
+        found = ipr.link_lookup(ifname=veth.name)
+        if not found:
+            return False
+        link = ipr.get_links(found[0])[0]
+        if (
+            link.get(("linkinfo", "kind")) != "veth"
+            or str(link.get("address") or "").lower() != veth.mac.lower()
+        ):
+            return False  # that name is another interface's now
+        ipr.link("del", index=found[0])  # by index: what was looked at, not whatever has the name now
+    except NetlinkError as exc:
+        if exc.code == errno.ENODEV:
+            return False
+        raise OSError(exc.code, f"cannot delete host veth {veth.name}: {os.strerror(exc.code)}") from exc
+    return True
+
+
+async def delete_host_veths(veths: list[HostVeth]) -> HostVethRemoval:
+    """Delete those of ``veths`` the host namespace has: a veth of that name with that MAC, none
+    other (a veth without a recorded MAC cannot be told from another sandbox's: it is not touched)."""
+    tied = [veth for veth in veths if veth.name and veth.mac]
+    if not tied:
+        return HostVethRemoval()
+    return await asyncio.to_thread(_delete_host_veths_blocking, tied)
 
 
 def netns_identity(path: str) -> str:

@@ -17,8 +17,10 @@ delegate timeout holds the others up only on the passes that retry it. The inter
 memory only: a restarted daemon's first pass tries every orphan again.
 
 Teardown goes through the engine's DEL path (one teardown for DEL, rollback, recovery and GC).
-After it, two last-resort sweeps: host-side veths named in the removed results that still exist,
-and host-local leases of containers we attached but no longer record (``app.gc.leases``), each
+After it, two last-resort sweeps: host-side veths named in the removed results that still exist
+(the link of that name only if it has the MAC the result recorded: a name can come back on another
+sandbox's veth; one whose removal fails is tried again on every pass while the daemon runs), and
+host-local leases of containers we attached but no longer record (``app.gc.leases``), each
 container's removed under its sandbox lock.
 A pass that finds nothing to do costs a few queries (the sandboxes, the lease proofs) and one stat
 per sandbox; the lease directories are read again only while a removed attachment's proof is kept.
@@ -30,7 +32,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Container, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -40,7 +42,7 @@ from app import metrics
 from app.attach import errors as attach_errors
 from app.attach import logcontext, netns
 from app.attach.engine import AttachEngine
-from app.attach.netns import NetnsLook, NetnsState
+from app.attach.netns import HostVeth, HostVethRemoval, NetnsLook, NetnsState
 from app.attach.requests import Trigger
 from app.cni.types import CniError
 from app.gc import leases
@@ -139,18 +141,22 @@ def orphan_reason(
     return None
 
 
-def host_veths(record: SandboxRecord) -> list[str]:
-    """Host-side interfaces named in the record's results: not in the sandbox, not a bridge."""
-    names = []
+def host_veths(record: SandboxRecord) -> list[HostVeth]:
+    """Host-side interfaces named in the record's results, with the MAC that ties each to it: not
+    in the sandbox, not a bridge. A result that does not parse names none (its DEL forgot it)."""
+    veths = []
     for attachment in record.attachments:
         bridges = _bridge_names(attachment.config)
-        result = json.loads(attachment.result) if attachment.result else {}
+        try:
+            result = json.loads(attachment.result) if attachment.result else {}
+        except ValueError:
+            continue
         for interface in result.get("interfaces", []) if isinstance(result, dict) else []:
             if isinstance(interface, dict) and not interface.get("sandbox"):
-                name = str(interface.get("name", ""))
-                if name and name not in bridges:
-                    names.append(name)
-    return names
+                name, mac = interface.get("name"), interface.get("mac")
+                if isinstance(name, str) and name and name not in bridges:
+                    veths.append(HostVeth(name, mac if isinstance(mac, str) else ""))
+    return veths
 
 
 def _bridge_names(config: bytes) -> set[str]:
@@ -167,6 +173,7 @@ class GarbageCollector:
         db: Database,
         pods: PodPresence | None = None,
         clock: Callable[[], float] = time.monotonic,
+        remove_host_veths: Callable[[list[HostVeth]], Awaitable[HostVethRemoval]] = netns.delete_host_veths,
     ) -> None:
         self._engine = engine
         self._db = db
@@ -176,6 +183,10 @@ class GarbageCollector:
         self._lease_listings = leases.LeaseListings()
         self._retries = TeardownRetries(clock)
         self._netns = NetnsWarnings()
+        self._host_veths: dict[HostVeth, int] = {}
+        """Host veths of collected sandboxes still to remove, with their failed removals so far:
+        each pass tries them until they are gone (in memory only, see ``_sweep_host_veths``)."""
+        self._remove_host_veths = remove_host_veths
 
     async def run_once(self, *, dry_run: bool = False, retry_now: bool = False) -> GcReport:
         """One pass: find orphans, tear them down (unless ``dry_run``), sweep leftovers. An orphan
@@ -205,6 +216,7 @@ class GarbageCollector:
                 due = [orphan for orphan in report.orphans if orphan.container_id not in waiting]
                 for orphan in sorted(due, key=lambda o: self._retries.failures(o.container_id)):
                     await self._collect_one(orphan, report, pods=live_pods)
+                await self._sweep_host_veths(report)
             await self._sweep_leases(report, dry_run=dry_run)
             report.duration_ms = (time.monotonic() - started) * 1000
             if not dry_run:
@@ -266,8 +278,39 @@ class GarbageCollector:
         report.collected.append(orphan)
         for attachment in record.attachments:
             self._lease_dirs |= leases.host_local_dirs(attachment.config)
-        report.host_links_removed.extend(await netns.delete_host_veths(host_veths(record)))
+        for veth in host_veths(record):
+            self._host_veths.setdefault(veth, 0)
         return False
+
+    async def _sweep_host_veths(self, report: GcReport) -> None:
+        """Remove the host veths the collected sandboxes' results name that are still there (a DEL
+        without a namespace leaves them while their namespace lives on, held by a process, or until
+        the kernel's cleanup of it runs). Only the link with the recorded name and MAC goes: the
+        name alone may be another sandbox's veth by now. A removal that fails is tried again on
+        every pass until it succeeds or the veth is gone; none is given up. Kept in memory: a
+        daemon stopped meanwhile forgets them (the checkpoint no longer names them)."""
+        if not self._host_veths:
+            return
+        try:
+            outcome = await self._remove_host_veths(list(self._host_veths))
+        except Exception:  # a surprise (a bug, a reply pyroute2 cannot decode): the leases still go
+            log.exception("gc: host veths of collected sandboxes not removed, tried again next pass")
+            return
+        report.host_links_removed.extend(veth.name for veth in outcome.removed)
+        failures = {veth: error for veth, error in outcome.failed}
+        for veth in list(self._host_veths):
+            error = failures.get(veth)
+            if error is None:
+                del self._host_veths[veth]
+                continue
+            self._host_veths[veth] += 1
+            log.log(
+                logging.WARNING if self._host_veths[veth] == 1 else logging.DEBUG,
+                "gc: host veth %s (%s) of a collected sandbox not removed, tried again next pass: %s",
+                veth.name,
+                veth.mac,
+                error,
+            )
 
     async def _sweep_leases(self, report: GcReport, *, dry_run: bool) -> None:
         """Remove the leases of containers we attached and no longer record (``app.gc.leases``);
