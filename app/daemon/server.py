@@ -33,6 +33,7 @@ import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import ClientPayloadError, HttpVersion11, StreamReader, web
@@ -180,6 +181,9 @@ class CniServer:
     ready_hold: float = READY_HOLD_SECONDS
     """How long a request that needs readiness waits for it before code 11."""
     _in_flight: set[asyncio.Task[Any]] = field(default_factory=set)
+    spool_dir: Path | None = None
+    """The daemon's ``spoolDir`` (``Settings.spool_path``), replayed by an operator's GC pass; None:
+    read from ``daemon_config`` (an in-process server of tests)."""
     _operator_turn: asyncio.Lock = field(default_factory=asyncio.Lock)
     """Held by an operator's GC pass (``_operator_gc``) from its spool replay to its end."""
     _slots: asyncio.Semaphore | None = None
@@ -303,8 +307,9 @@ class CniServer:
         which is the daemon's file) and the shim's default one."""
         from app.daemon import spool  # it imports this module (the body bound), so not before now
 
+        spool_dir = self.spool_dir or settings.from_mapping(dict(self.daemon_config)).spool_path
         report = await spool.replay(
-            spool_dir=settings.from_mapping(dict(self.daemon_config)).spool_path,
+            spool_dir=spool_dir,
             engine=self.engine,
             daemon_config=dict(self.daemon_config),
         )

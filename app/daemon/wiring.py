@@ -111,6 +111,7 @@ def cni_server(
         collector=collector,
         activity=activity,
         connection_limit=settings.connection_limit,
+        spool_dir=settings.spool_path,
         ready_hold=server.READY_HOLD_SECONDS
         if settings.environment.ready_hold is None
         else settings.environment.ready_hold,
