@@ -277,7 +277,7 @@ class GarbageCollector:
             return True
         report.collected.append(orphan)
         for attachment in record.attachments:
-            self._lease_dirs |= leases.host_local_dirs(attachment.config)
+            self._lease_dirs |= leases.host_local_dirs(attachment.config, attachment.root)
         for veth in host_veths(record):
             self._host_veths.setdefault(veth, 0)
         return False

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from app import rootpath
 from app.attach import logcontext
 from app.cni import conf as cniconf
 from app.cni.types import CniError, NetworkConfigList
@@ -40,7 +41,10 @@ class Lease:
 
 def host_local_dirs(config: bytes, root: str = "") -> set[Path]:
     """The ``<dataDir>/<network>`` directories a delegate configuration's host-local IPAM uses, as
-    the daemon sees them: under ``root`` (the ``chrootDir`` the delegate ran in), if any."""
+    the daemon sees them: under ``root`` (the ``chrootDir`` the delegate ran in), if any, its
+    symlinks resolved as the plugin saw them (an absolute link in the host's ``/var/lib/cni`` points
+    into the host, not into the daemon's own file system); one that does not exist (yet) is the
+    plain join."""
     net = recorded_network(config)
     if net is None:
         return set()
@@ -49,7 +53,9 @@ def host_local_dirs(config: bytes, root: str = "") -> set[Path]:
         ipam = plugin.get("ipam")
         if isinstance(ipam, dict) and ipam.get("type") == "host-local":
             data_dir = str(ipam.get("dataDir") or DEFAULT_DATA_DIR)
-            dirs.add((Path(root) / data_dir.lstrip("/") if root else Path(data_dir)) / net.name)
+            wanted = f"{data_dir.rstrip('/')}/{net.name}"
+            seen = rootpath.resolve(root, wanted) if root else wanted
+            dirs.add(Path(seen) if seen is not None else Path(root) / wanted.lstrip("/"))
     return dirs
 
 

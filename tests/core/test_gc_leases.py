@@ -182,11 +182,6 @@ async def test_a_leftover_lease_of_a_delegate_run_in_chroot_dir_is_given_back(
     assert set(leases_of(lease_dir).values()) == {live}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="app/gc/leases.host_local_dirs joins root and dataDir lexically, so the daemon follows an "
-    "absolute symlink in the root's dataDir in its own file system (fix: resolve it with app.rootpath)",
-)
 async def test_a_leftover_lease_under_an_absolute_symlink_inside_chroot_dir_is_given_back(
     node: Node, hostroot: HostRoot
 ) -> None:
