@@ -64,11 +64,12 @@ class HostRoot:
 
 
 @contextmanager
-def host_root(directory: Path) -> Iterator[HostRoot]:
-    """A host root under ``directory`` (created), alive for the ``with`` block."""
+def host_root(directory: Path, *, bin_dir: str = "") -> Iterator[HostRoot]:
+    """A host root under ``directory`` (created), alive for the ``with`` block; ``bin_dir``: its
+    plugin directory (default: a new one), e.g. another root's, as the same host mounted again."""
     mount_point = directory / "hostroot"
     mount_point.mkdir(parents=True)
-    bin_dir = f"/opt/multus-py-{secrets.token_hex(4)}/bin"
+    bin_dir = bin_dir or f"/opt/multus-py-{secrets.token_hex(4)}/bin"
     holder = subprocess.Popen(
         [
             "unshare",

@@ -3,7 +3,8 @@
 Used by the engine for the runtime's DEL, rollback of a failed ADD, recovery, GC, spool replay and
 hot-plug detach, so every way an attachment leaves the node is the same code (invariants 4-6).
 A teardown marks the sandbox ``deleting`` (committed before any DEL runs), DELs its attachments
-newest first with their recorded config, arguments, result and root, and returns what the caller
+newest first with their recorded config, arguments, result and root (today's ``chrootDir`` where
+the recorded root is gone: ``root_for_del``), and returns what the caller
 commits: the attachments whose DEL succeeded are removed; a DEL that failed for a reason that may
 pass stays pending with its error recorded (invariant 5); a DEL that can never run is completed
 with its reason in the history (invariant 5b). A sandbox whose ADD ran its delegates in parallel
@@ -21,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -41,6 +43,26 @@ from app.store.database import Database
 from app.store.records import AttachmentRecord, HistoryEntry, SandboxRecord
 
 log = logging.getLogger(__name__)
+
+
+def root_for_del(record: SandboxRecord, attachment: AttachmentRecord) -> str | None:
+    """Where the attachment's DEL runs: the root its ADD ran in (``chrootDir``; "" the daemon's
+    own), unless that root is no longer a directory at all (the host root unmounted, a daemon
+    restarted with another ``chrootDir`` or none): then None, today's ``chrootDir``. Kept, such a
+    DEL could only fail for as long as the node runs (invariant 5b); a root that is today's too
+    still fails, naming it, until it is back."""
+    root = attachment.root
+    if not root or os.path.isdir(root):
+        return root
+    log.warning(
+        "the chrootDir %s that %s of container %s was added in is gone: its DEL runs in today's",
+        root,
+        attachment.ifname,
+        record.container_id,
+        extra=logcontext.fields(record.container_id, command="DEL", pod=record.pod),
+    )
+    return None
+
 
 CRASH_POINT_AFTER_DEL = {
     Trigger.RUNTIME: Point.DEL_AFTER_EXEC,
@@ -216,7 +238,7 @@ class Teardown:
                 else CniError(ErrorCode.DECODING_FAILURE, f"recorded result does not parse: {exc}")
             ) from exc
         await api.del_network_list(
-            cni=self.cni_config(attachment.cni_path, root=attachment.root),
+            cni=self.cni_config(attachment.cni_path, root=root_for_del(record, attachment)),
             net=net,
             rt=rt,
             prev_result=prepared,

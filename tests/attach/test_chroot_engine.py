@@ -7,7 +7,9 @@ and a macvlan network, found only in the host root's plugin directory (``tests/h
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import subprocess
 from collections.abc import Iterator
 from functools import partial
@@ -192,3 +194,53 @@ async def test_a_plugin_the_root_cannot_execute_refuses_the_add_before_anything_
         ("DEL", "request", "ok"),
     ], "no delegate was ever recorded or run"
     assert await db.read(partial(checkpoints.load_sandbox, container_id=container)) is None
+
+
+async def test_a_del_whose_recorded_root_is_gone_runs_in_todays_root(
+    tmp_path: Path, netns: Netns, db: Database, links_made: list[str]
+) -> None:
+    """The host root a delegate ran in was unmounted, and the daemon restarted with the host
+    mounted elsewhere (or with no chrootDir). The DEL insisted on the recorded root and failed,
+    "chrootDir ... is not a directory", at every retry for as long as the node ran (invariant 5b)."""
+    bridge, master = unique("mpeb"), unique("mpem")
+    links_made.extend([bridge, master])
+    await run("ip", "link", "add", master, "type", "veth", "peer", "name", f"{master}p")
+    await run("ip", "link", "set", master, "up")
+    container = unique("ctr")
+    with host_root(tmp_path / "first") as first:
+        conf = _conf(tmp_path, bin_dir=first.bin_dir, bridge=bridge, master=master)
+        await _engine(db, first.chroot_dir).add(_request(Command.ADD, container, netns, conf))
+        assert "net1" in await links(netns)
+    gone = not await asyncio.to_thread(os.path.exists, first.chroot_dir)
+    assert gone, "its holder is gone, and its mounts with it"
+
+    with host_root(tmp_path / "second", bin_dir=first.bin_dir) as second:
+        await _engine(db, second.chroot_dir).delete(_request(Command.DEL, container, netns, conf))
+
+    assert set(await links(netns)) == {"lo"}
+    assert [p for p in (tmp_path / "ipam").rglob("10.*")] == []
+    assert await db.read(partial(checkpoints.load_sandbox, container_id=container)) is None
+
+
+async def test_a_del_whose_recorded_root_is_gone_and_still_todays_stays_pending_naming_it(
+    tmp_path: Path, netns: Netns, db: Database, links_made: list[str]
+) -> None:
+    """Today's chrootDir is that same vanished root: nothing else to run in, so the DEL fails
+    naming it and stays pending until the root is back (not run in the daemon's own root)."""
+    bridge, master = unique("mpeb"), unique("mpem")
+    links_made.extend([bridge, master])
+    await run("ip", "link", "add", master, "type", "veth", "peer", "name", f"{master}p")
+    await run("ip", "link", "set", master, "up")
+    container = unique("ctr")
+    with host_root(tmp_path / "first") as first:
+        conf = _conf(tmp_path, bin_dir=first.bin_dir, bridge=bridge, master=master)
+        engine = _engine(db, first.chroot_dir)
+        await engine.add(_request(Command.ADD, container, netns, conf))
+
+    with pytest.raises(CniError) as caught:
+        await engine.delete(_request(Command.DEL, container, netns, conf))
+
+    assert f"chrootDir {first.chroot_dir} is not a directory" in str(caught.value)
+    record = await db.read(partial(checkpoints.load_sandbox, container_id=container))
+    assert record is not None
+    assert record.state == "deleting"
