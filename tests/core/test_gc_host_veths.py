@@ -145,10 +145,10 @@ async def test_only_a_veth_with_the_recorded_name_and_mac_is_deleted(node: Node)
     """``netns.delete_host_veths`` alone: a recorded MAC in another case still ties; a link of the
     name with another MAC, another kind, or no MAC recorded is left; a missing one is not a failure."""
     names = [f"mpycv{secrets.token_hex(4)}" for _ in range(3)]
+    node.host_links.extend(names)  # before they exist: a failure below leaves none behind
     for name in names[:2]:
         ip("link", "add", name, "type", "veth", "peer", "name", name + "p")
     ip("link", "add", names[2], "type", "bridge")
-    node.host_links.extend(names)
     macs = [link["mac"] for name in names if (link := host_link(name)) is not None]
 
     outcome = await netns.delete_host_veths(
