@@ -480,6 +480,24 @@ def render_gc(report: "Document") -> list[str]:
         )
     for kind, key in (("lease", "leasesRemoved"), ("host link", "hostLinksRemoved")):
         lines += [f"{kind}: {item}" for item in report.get(key, [])]
+    return lines + _render_spool(report.get("spool"))
+
+
+def _render_spool(spool: "Document | None") -> list[str]:
+    """The operator pass's replay of the DEL spool (absent from a dry run and from older daemons)."""
+    if not spool:
+        return []
+    lines = [
+        f"spool: replayed {len(spool.get('replayed', []))} DELs ({len(spool.get('failed', []))} left "
+        f"work pending), rejected {len(spool.get('rejected', []))}, meant for an earlier sandbox "
+        f"{len(spool.get('superseded', []))}, abandoned temporaries removed "
+        f"{len(spool.get('temporariesRemoved', []))}"
+    ]
+    for failure in spool.get("failed", []):
+        error = tables.error(failure.get("error"))
+        lines.append(f"spool entry {failure['entry']} left work pending: {error}")
+    for rejection in spool.get("rejected", []):
+        lines.append(f"spool entry {rejection['entry']} set aside: {rejection.get('reason')}")
     return lines
 
 

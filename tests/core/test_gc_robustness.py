@@ -241,3 +241,27 @@ async def test_multusctl_gc_shows_a_deferred_orphan_in_its_table(node: Node) -> 
     lines = render_gc(json.loads(json.dumps((await collector.run_once()).as_json())))
 
     assert f"deferred {broken[:12]}: 1 failed teardowns, next try in {gc.RETRY_FIRST_SECONDS:g} s" in lines
+
+
+def test_multusctl_gc_shows_what_the_operator_pass_replayed_from_the_spool() -> None:
+    """The answer carries ``spool`` since the operator pass replays it; the table showed none of it."""
+    report = {
+        "examined": 0,
+        "spool": {
+            "replayed": ["del-1-1-a.json", "del-2-1-b.json"],
+            "failed": [{"entry": "del-2-1-b.json", "error": {"code": 11, "msg": "plugin busy"}}],
+            "rejected": [{"entry": "del-3-1-c.json", "reason": "not a DEL"}],
+            "superseded": [],
+            "temporariesRemoved": [".del-4-1-d.json.tmp"],
+        },
+    }
+
+    lines = render_gc(report)
+
+    assert (
+        "spool: replayed 2 DELs (1 left work pending), rejected 1, meant for an earlier sandbox 0, "
+        "abandoned temporaries removed 1"
+    ) in lines
+    assert "spool entry del-2-1-b.json left work pending: 11 plugin busy" in lines
+    assert "spool entry del-3-1-c.json set aside: not a DEL" in lines
+    assert not [line for line in render_gc({**report, "spool": None}) if line.startswith("spool")]
