@@ -260,7 +260,7 @@ class NetworkResolver:
                 f"pod {where} not found",
                 "neither the pod mirror nor a live GET knows it; nothing was attached",
             )
-        if request.pod.uid and pod.uid and request.pod.uid != pod.uid and not pod.is_static:
+        if not pod.is_pod_of(request.pod.uid):
             raise CniError(
                 ErrorCode.UNKNOWN_CONTAINER,
                 f'expected pod UID "{request.pod.uid}" but got "{pod.uid}" from Kube API',

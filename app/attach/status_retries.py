@@ -59,7 +59,7 @@ from app.metrics import STATUS_WRITES_PENDING, STATUS_WRITES_RETRIED
 from app.store import checkpoints
 from app.store.database import Database
 from app.store.mirror_records import PodRecord
-from app.store.records import PodIdentity, SandboxRecord
+from app.store.records import SandboxRecord
 
 log = logging.getLogger(__name__)
 
@@ -256,7 +256,7 @@ class StatusRetries:
         offered = 0
         for sandbox in marked:
             pod = await pods.mirrored_pod(sandbox.pod.namespace, sandbox.pod.name)
-            if pod is None or not _same_pod(sandbox.pod, pod):
+            if pod is None or not pod.is_pod_of(sandbox.pod.uid):
                 log.info(
                     "network-status of pod %s/%s (sandbox %s) not retried: the pod is gone or recreated",
                     sandbox.pod.namespace,
@@ -379,11 +379,4 @@ class StatusRetries:
 
 def _is_current(record: SandboxRecord, pod: PodRecord) -> bool:
     """The sandbox is running, and for the pod the write is addressed to (not a predecessor)."""
-    return record.state == "ready" and _same_pod(record.pod, pod)
-
-
-def _same_pod(recorded: PodIdentity, pod: PodRecord) -> bool:
-    """Whether the sandbox's pod (its runtime's ``K8S_POD_UID``) is ``pod`` and not a predecessor of
-    that name: the uids agree where both are known, or ``pod`` is static (its API uid is never the
-    runtime's, ``PodRecord.is_static``)."""
-    return not (recorded.uid and pod.uid and recorded.uid != pod.uid and not pod.is_static)
+    return record.state == "ready" and pod.is_pod_of(record.pod.uid)

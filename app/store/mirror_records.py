@@ -37,6 +37,12 @@ class PodRecord:
         """A static (kubelet file/http) pod: its mirror UID differs from the runtime's."""
         return self.annotations.get(CONFIG_SOURCE_ANNOTATION, "api") != "api"
 
+    def is_pod_of(self, runtime_uid: str) -> bool:
+        """Whether a sandbox whose runtime named pod uid ``runtime_uid`` (``K8S_POD_UID``) is this
+        pod's and not a predecessor's of the same name: the uids agree where both are known, or this
+        pod is static (its API uid is never the runtime's)."""
+        return not runtime_uid or not self.uid or self.uid == runtime_uid or self.is_static
+
 
 @dataclass(frozen=True, slots=True)
 class NadRecord:

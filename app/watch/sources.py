@@ -167,9 +167,7 @@ class MirrorNadSource:
 
 def _current(record: PodRecord | None, uid: str) -> PodRecord | None:
     """``record`` unless it is another pod than the one of ``uid`` (a static pod's UID differs)."""
-    if record is None or not uid or not record.uid or record.uid == uid or record.is_static:
-        return record
-    return None
+    return record if record is None or record.is_pod_of(uid) else None
 
 
 async def _wait(event: asyncio.Event, seconds: float) -> bool:
