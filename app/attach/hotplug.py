@@ -832,13 +832,7 @@ class HotplugReconciler:
         delay = min(self._settings.refused_backoff_max, self._settings.backoff_initial * 2 ** (times - 1))
         reason = str(exc)
         if previous is None or previous.reason != reason:
-            log.error(
-                "network-status of pod %s/%s not written: the API server refuses it (%s); sent again "
-                "less and less often, at most every %.0f s, and logged again only if the refusal changes",
-                *key,
-                reason,
-                self._settings.refused_backoff_max,
-            )
+            status_retries.log_refusal(log, *key, reason, self._settings.refused_backoff_max)
         error = _StatusRefusedError(
             ErrorCode.TRY_AGAIN_LATER, f"network-status of pod {key[0]}/{key[1]} refused", reason
         )

@@ -360,13 +360,8 @@ class StatusRetries:
             )
         elif str(error) != entry.refusal:
             entry.refusal = str(error)
-            log.error(
-                "network-status of pod %s/%s not written: the API server refuses it (%s); retried "
-                "less and less often, at most every %.0f s, and logged again only if the refusal changes",
-                entry.pod.namespace,
-                entry.pod.name,
-                error,
-                self._settings.refused_max_delay,
+            log_refusal(
+                log, entry.pod.namespace, entry.pod.name, entry.refusal, self._settings.refused_max_delay
             )
         else:
             log.debug(
@@ -375,6 +370,20 @@ class StatusRetries:
                 entry.pod.name,
                 delay,
             )
+
+
+def log_refusal(logger: logging.Logger, namespace: str, name: str, reason: str, max_delay: float) -> None:
+    """The one error a writer of the pod's status (these retries, hot-plug's reconciler, each on its
+    own ``logger``) logs when the API server refuses a write for good (``StatusWriteRefusedError``),
+    and again only when the reason changes."""
+    logger.error(
+        "network-status of pod %s/%s not written: the API server refuses it (%s); retried less and "
+        "less often, at most every %.0f s, and logged again only if the refusal changes",
+        namespace,
+        name,
+        reason,
+        max_delay,
+    )
 
 
 def _is_current(record: SandboxRecord, pod: PodRecord) -> bool:
