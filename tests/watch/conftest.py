@@ -7,6 +7,7 @@ Every fixture closes what it opened; the suite-wide leftover-task check
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -19,6 +20,7 @@ from app.store.database import Database
 from app.watch import client
 from app.watch.api import KubeApi
 from app.watch.settings import WatchSettings
+from tests.watch.hotplug_node import Layout
 from tests.watch.support import FAST_SETTINGS, NODE, Running
 
 
@@ -57,6 +59,17 @@ async def running(api: KubeApi, database: Database, settings: WatchSettings) -> 
     """A ``Watchers`` for node ``NODE``, running; started and stopped by the fixture."""
     async with Running.start(api=api, database=database, node_name=NODE, settings=settings) as started:
         yield started
+
+
+@pytest.fixture
+def layout(tmp_path: Path) -> Iterator[Layout]:
+    """A node's plugin and conf layout with its cluster network written (``Layout``); the bridges of
+    the cluster network and of ``net-a`` are deleted afterwards (a module needing more overrides it)."""
+    layout = Layout(tmp_path, secrets.token_hex(3))
+    layout.write_primary()
+    yield layout
+    for suffix in ("", "a"):
+        subprocess.run(["ip", "link", "del", layout.bridge + suffix], check=False, capture_output=True)
 
 
 @pytest.fixture

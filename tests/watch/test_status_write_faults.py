@@ -14,7 +14,7 @@ import dataclasses
 import json
 import secrets
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,15 +38,6 @@ SETTINGS = dataclasses.replace(FAST_SETTINGS, status_deadline=3.0, status_retry_
 @pytest.fixture
 def settings() -> WatchSettings:
     return SETTINGS
-
-
-@pytest.fixture
-def layout(tmp_path: Path) -> Iterator[Layout]:
-    layout = Layout(tmp_path, secrets.token_hex(3))
-    layout.write_primary()
-    yield layout
-    for suffix in ("", "a"):
-        subprocess.run(["ip", "link", "del", layout.bridge + suffix], check=False, capture_output=True)
 
 
 @dataclass

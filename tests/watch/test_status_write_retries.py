@@ -19,7 +19,6 @@ import secrets
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -48,13 +47,16 @@ def settings() -> WatchSettings:
     return SETTINGS
 
 
-@pytest.fixture
-def layout(tmp_path: Path) -> Iterator[Layout]:
-    layout = Layout(tmp_path, secrets.token_hex(3))
-    layout.write_primary()
-    yield layout
-    for suffix in ("", "a"):
-        subprocess.run(["ip", "link", "del", layout.bridge + suffix], check=False, capture_output=True)
+def fail_status_writes(emulator: KubeApiEmulator, *, status: int = 503) -> None:
+    """Every write of pod ``p``'s status (PATCH or PUT) answered ``status`` until the faults are cleared."""
+    emulator.faults.fail_next(EVERY_WRITE, status=status, method="PATCH|PUT", path="/pods/p/status")
+
+
+def pod_whose_status_writes_fail(emulator: KubeApiEmulator) -> dict[str, Any]:
+    """Pod ``p`` selecting ``net-a``, every write of whose status fails (``fail_status_writes``)."""
+    pod = emulator.create_pod(pod_manifest("p", annotations={NETWORKS: "net-a"}))
+    fail_status_writes(emulator)
+    return pod
 
 
 @pytest.fixture
@@ -138,8 +140,7 @@ def _next_run(running: Running, database: Database) -> StatusRetries:
 async def test_a_status_write_failing_past_the_deadline_lands_once_the_api_recovers(
     engine: AttachEngine, emulator: KubeApiEmulator, layout: Layout, netns: str
 ) -> None:
-    pod = emulator.create_pod(pod_manifest("p", annotations={NETWORKS: "net-a"}))
-    emulator.faults.fail_next(EVERY_WRITE, status=503, method="PATCH|PUT", path="/pods/p/status")
+    pod = pod_whose_status_writes_fail(emulator)
     since = emulator.last_request_seq
 
     result = await engine.add(layout.request(Command.ADD, pod, secrets.token_hex(32), netns=netns))
@@ -161,8 +162,7 @@ async def test_a_status_write_failing_past_the_deadline_lands_once_the_api_recov
 async def test_no_status_write_follows_the_del_of_a_sandbox_whose_write_was_pending(
     engine: AttachEngine, emulator: KubeApiEmulator, layout: Layout, netns: str
 ) -> None:
-    pod = emulator.create_pod(pod_manifest("p", annotations={NETWORKS: "net-a"}))
-    emulator.faults.fail_next(EVERY_WRITE, status=503, method="PATCH|PUT", path="/pods/p/status")
+    pod = pod_whose_status_writes_fail(emulator)
     container = secrets.token_hex(32)
     since = emulator.last_request_seq
     await engine.add(layout.request(Command.ADD, pod, container, netns=netns))
@@ -190,7 +190,7 @@ async def test_a_status_write_the_api_refuses_for_good_backs_off_past_the_outage
     cluster is fixed: the retries back off past ``max_delay`` (up to minutes), logging it once."""
     pod = emulator.create_pod(pod_manifest("p", annotations={NETWORKS: "net-a"}))
     record = PodRecord("default", "p", pod["metadata"]["uid"])
-    emulator.faults.fail_next(EVERY_WRITE, status=403, method="PATCH|PUT", path="/pods/p/status")
+    fail_status_writes(emulator, status=403)
     since = emulator.last_request_seq
     await engine.add(layout.request(Command.ADD, pod, secrets.token_hex(32), netns=netns))
     failed_at_add = len(_status_writes(emulator, "p", since))
@@ -212,8 +212,7 @@ async def test_a_status_write_the_api_refuses_for_good_backs_off_past_the_outage
 async def test_a_newer_sandboxs_add_supersedes_the_pending_write_of_an_older_one(
     engine: AttachEngine, emulator: KubeApiEmulator, layout: Layout, netns: str, second_netns: str
 ) -> None:
-    pod = emulator.create_pod(pod_manifest("p", annotations={NETWORKS: "net-a"}))
-    emulator.faults.fail_next(EVERY_WRITE, status=503, method="PATCH|PUT", path="/pods/p/status")
+    pod = pod_whose_status_writes_fail(emulator)
     older = secrets.token_hex(32)
     older_result = await engine.add(layout.request(Command.ADD, pod, older, netns=netns))
     record = PodRecord("default", "p", pod["metadata"]["uid"])
@@ -247,7 +246,7 @@ async def test_a_retry_in_flight_when_a_newer_add_supersedes_it_ends_as_written_
     retry, and the write it made not counted."""
     pod = emulator.create_pod(pod_manifest("p", annotations={NETWORKS: "net-a"}))
     record = PodRecord("default", "p", pod["metadata"]["uid"])
-    emulator.faults.fail_next(EVERY_WRITE, status=503, method="PATCH|PUT", path="/pods/p/status")
+    fail_status_writes(emulator)
     await engine.add(layout.request(Command.ADD, pod, secrets.token_hex(32), netns=netns))
     emulator.faults.clear()
     since = emulator.last_request_seq
@@ -301,7 +300,7 @@ async def test_a_static_pods_status_write_that_failed_at_add_lands_once_the_api_
         pod_manifest("p", annotations={NETWORKS: "net-a", CONFIG_SOURCE_ANNOTATION: "file"})
     )
     as_the_kubelet_runs_it = {**pod, "metadata": {**pod["metadata"], "uid": str(uuid.uuid4())}}
-    emulator.faults.fail_next(EVERY_WRITE, status=503, method="PATCH|PUT", path="/pods/p/status")
+    fail_status_writes(emulator)
     result = await engine.add(
         layout.request(Command.ADD, as_the_kubelet_runs_it, secrets.token_hex(32), netns=netns)
     )
@@ -321,8 +320,7 @@ async def test_a_status_write_that_failed_at_add_is_written_after_a_restart_with
     running: Running,
     database: Database,
 ) -> None:
-    pod = emulator.create_pod(pod_manifest("p", annotations={NETWORKS: "net-a"}))
-    emulator.faults.fail_next(EVERY_WRITE, status=503, method="PATCH|PUT", path="/pods/p/status")
+    pod = pod_whose_status_writes_fail(emulator)
     container = secrets.token_hex(32)
     result = await engine.add(layout.request(Command.ADD, pod, container, netns=netns))
     assert await _marked(database) == [container]  # committed before the ADD answered
@@ -349,8 +347,7 @@ async def test_a_del_before_the_restart_leaves_no_status_write_to_retry(
     running: Running,
     database: Database,
 ) -> None:
-    pod = emulator.create_pod(pod_manifest("p", annotations={NETWORKS: "net-a"}))
-    emulator.faults.fail_next(EVERY_WRITE, status=503, method="PATCH|PUT", path="/pods/p/status")
+    pod = pod_whose_status_writes_fail(emulator)
     container = secrets.token_hex(32)
     await engine.add(layout.request(Command.ADD, pod, container, netns=netns))
     assert await _marked(database) == [container]
@@ -378,8 +375,7 @@ async def test_a_status_write_a_retry_made_is_not_made_again_after_a_restart(
     running: Running,
     database: Database,
 ) -> None:
-    pod = emulator.create_pod(pod_manifest("p", annotations={NETWORKS: "net-a"}))
-    emulator.faults.fail_next(EVERY_WRITE, status=503, method="PATCH|PUT", path="/pods/p/status")
+    pod = pod_whose_status_writes_fail(emulator)
     container = secrets.token_hex(32)
     await engine.add(layout.request(Command.ADD, pod, container, netns=netns))
     assert await _marked(database) == [container]
@@ -406,8 +402,7 @@ async def test_a_restart_never_writes_an_older_sandboxs_status_over_a_newer_ones
     running: Running,
     database: Database,
 ) -> None:
-    pod = emulator.create_pod(pod_manifest("p", annotations={NETWORKS: "net-a"}))
-    emulator.faults.fail_next(EVERY_WRITE, status=503, method="PATCH|PUT", path="/pods/p/status")
+    pod = pod_whose_status_writes_fail(emulator)
     older = secrets.token_hex(32)
     older_result = await engine.add(layout.request(Command.ADD, pod, older, netns=netns))
     newer = secrets.token_hex(32)
@@ -437,8 +432,7 @@ async def test_a_restart_leaves_the_status_of_a_pod_recreated_under_its_name_to_
     running: Running,
     database: Database,
 ) -> None:
-    pod = emulator.create_pod(pod_manifest("p", annotations={NETWORKS: "net-a"}))
-    emulator.faults.fail_next(EVERY_WRITE, status=503, method="PATCH|PUT", path="/pods/p/status")
+    pod = pod_whose_status_writes_fail(emulator)
     await engine.add(layout.request(Command.ADD, pod, secrets.token_hex(32), netns=netns))
     await _retries(engine).stop()
     emulator.faults.clear()
