@@ -65,6 +65,16 @@ def db(tmp_path: Path) -> Iterator[Database]:
         database.close()
 
 
+async def uplinks(links_made: list[str]) -> tuple[str, str]:
+    """A name for the cluster network's bridge, and a veth (up) for macvlan's master: both deleted
+    after the test."""
+    bridge, master = unique("mpeb"), unique("mpem")
+    links_made.extend([bridge, master])
+    await run("ip", "link", "add", master, "type", "veth", "peer", "name", f"{master}p")
+    await run("ip", "link", "set", master, "up")
+    return bridge, master
+
+
 def _conf(tmp_path: Path, *, bin_dir: str, bridge: str, master: str) -> netconf.MultusNetConf:
     conf_dir = tmp_path / "multus.d"
     conf_dir.mkdir()
@@ -124,10 +134,7 @@ def _request(
 async def test_the_recorded_root_is_where_check_and_del_run_whatever_todays_setting(
     hostroot: HostRoot, tmp_path: Path, netns: Netns, db: Database, links_made: list[str]
 ) -> None:
-    bridge, master = unique("mpeb"), unique("mpem")
-    links_made.extend([bridge, master])
-    await run("ip", "link", "add", master, "type", "veth", "peer", "name", f"{master}p")
-    await run("ip", "link", "set", master, "up")
+    bridge, master = await uplinks(links_made)
     conf = _conf(tmp_path, bin_dir=hostroot.bin_dir, bridge=bridge, master=master)
     container = unique("ctr")
     in_root, without_root = _engine(db, hostroot.chroot_dir), _engine(db, "")
@@ -202,10 +209,7 @@ async def test_a_del_whose_recorded_root_is_gone_runs_in_todays_root(
     """The host root a delegate ran in was unmounted, and the daemon restarted with the host
     mounted elsewhere (or with no chrootDir). The DEL insisted on the recorded root and failed,
     "chrootDir ... is not a directory", at every retry for as long as the node ran (invariant 5b)."""
-    bridge, master = unique("mpeb"), unique("mpem")
-    links_made.extend([bridge, master])
-    await run("ip", "link", "add", master, "type", "veth", "peer", "name", f"{master}p")
-    await run("ip", "link", "set", master, "up")
+    bridge, master = await uplinks(links_made)
     container = unique("ctr")
     with host_root(tmp_path / "first") as first:
         conf = _conf(tmp_path, bin_dir=first.bin_dir, bridge=bridge, master=master)
@@ -227,10 +231,7 @@ async def test_a_del_whose_recorded_root_is_gone_and_still_todays_stays_pending_
 ) -> None:
     """Today's chrootDir is that same vanished root: nothing else to run in, so the DEL fails
     naming it and stays pending until the root is back (not run in the daemon's own root)."""
-    bridge, master = unique("mpeb"), unique("mpem")
-    links_made.extend([bridge, master])
-    await run("ip", "link", "add", master, "type", "veth", "peer", "name", f"{master}p")
-    await run("ip", "link", "set", master, "up")
+    bridge, master = await uplinks(links_made)
     container = unique("ctr")
     with host_root(tmp_path / "first") as first:
         conf = _conf(tmp_path, bin_dir=first.bin_dir, bridge=bridge, master=master)
