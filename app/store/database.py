@@ -762,9 +762,8 @@ def _lock_exclusively(db_path: Path) -> int:
 
 
 def _check_readable_schema(connection: Any) -> None:
-    current = schema.current_revision(connection)
-    if current is None:
+    # A revision this release knows, or a newer one that records this release may read it.
+    if schema.check_revision(connection) is None:
         raise schema.SchemaError(
             f"state database has no schema yet (expected revision {schema.head_revision()!r})"
         )
-    schema.check_revision(connection)  # a newer revision that records this release may read it: read
