@@ -313,13 +313,7 @@ class CniServer:
             engine=self.engine,
             daemon_config=dict(self.daemon_config),
         )
-        return {
-            "replayed": report.replayed,
-            "failed": [{"entry": name, "error": error.to_json()} for name, error in report.failed],
-            "rejected": [{"entry": name, "reason": reason} for name, reason in report.rejected],
-            "superseded": report.superseded,
-            "temporariesRemoved": report.temporaries_removed,
-        }
+        return report.as_json()
 
     async def _cni(self, http_request: web.BaseRequest) -> web.Response:
         return await self._answer(http_request, self._serve_cni, what="a CNI request")

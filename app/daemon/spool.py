@@ -89,6 +89,16 @@ class SpoolReport:
     temporaries_removed: list[str] = field(default_factory=list)
     """Temporaries of entries that a shim never finished writing (``STALE_TEMPORARY_SECONDS``)."""
 
+    def as_json(self) -> dict[str, object]:
+        """What an operator's GC pass answers of the replay (``spool``, ``multusctl gc``)."""
+        return {
+            "replayed": self.replayed,
+            "failed": [{"entry": name, "error": error.to_json()} for name, error in self.failed],
+            "rejected": [{"entry": name, "reason": reason} for name, reason in self.rejected],
+            "superseded": self.superseded,
+            "temporariesRemoved": self.temporaries_removed,
+        }
+
 
 def pending(spool_dir: Path) -> list[Path]:
     """Spooled DELs, oldest first (names start with the time they were written)."""
