@@ -57,12 +57,6 @@ def resolve(root: str, path: str) -> str | None:
     return os.path.join(root, *resolved)
 
 
-def is_file(root: str, path: str) -> bool:
-    """Is ``path`` a regular file (after symlinks) inside ``root``?"""
-    found = resolve(root, path)
-    return found is not None and os.path.isfile(found)
-
-
 def is_dir(root: str, path: str) -> bool:
     """Is ``path`` a directory (after symlinks) inside ``root``?"""
     found = resolve(root, path)

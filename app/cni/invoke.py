@@ -137,14 +137,14 @@ def find_in_path(plugin: str, paths: Sequence[str], *, root: str = "") -> str:
         if not directory:
             continue
         candidate = os.path.join(directory, plugin)
-        found = _executable_file(root, candidate)
-        if found is not None:
+        found = _regular_file(root, candidate)
+        if found is not None and os.access(found, os.X_OK):
             if first:
                 if len(_found_in_first_dir) >= _FOUND_CAPACITY:
                     _found_in_first_dir.clear()
                 _found_in_first_dir[key] = candidate
             return candidate
-        if not not_executable and _regular_file(root, candidate) is not None:
+        if found is not None and not not_executable:
             not_executable = candidate
         first = False
     if not_executable:
