@@ -11,12 +11,9 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import create_engine
 
-from app.store.database import Database, configure_connection
-from app.store.schema import MIGRATIONS_DIR
+from app.store.database import Database
+from tests.store.migrating import migrate
 
 
 def _insert(connection: sqlite3.Connection, table: str, values: dict[str, object]) -> None:
@@ -29,25 +26,6 @@ def _insert(connection: sqlite3.Connection, table: str, values: dict[str, object
     connection.execute(
         f"INSERT INTO {table} ({','.join(row)}) VALUES ({','.join('?' * len(row))})", list(row.values())
     )
-
-
-def _migrate(path: Path, *, down_to: str | None = None) -> None:
-    """Downgrade the database at ``path`` to ``down_to`` (None: upgrade it to head), with the
-    daemon's connection settings (foreign_keys=ON)."""
-    engine = create_engine(f"sqlite:///{path}")
-    configure_connection(engine, read_only=False)
-    try:
-        with engine.connect() as connection:
-            config = Config()
-            config.set_main_option("script_location", str(MIGRATIONS_DIR))
-            config.attributes["connection"] = connection
-            if down_to is None:
-                command.upgrade(config, "head")
-            else:
-                command.downgrade(config, down_to)
-            connection.commit()
-    finally:
-        engine.dispose()
 
 
 def _sandbox_columns_and_attachments(path: Path) -> tuple[set[str], list[tuple[str, str]]]:
@@ -69,13 +47,13 @@ def test_downgrading_a_sandbox_column_keeps_the_attachments(
         _insert(connection, "sandboxes", {"container_id": "c1", "state": "ready", "default_networks": 1})
         _insert(connection, "attachments", {"container_id": "c1", "ifname": "eth0", "state": "added"})
 
-    _migrate(path, down_to=down_to)
+    migrate(path, down_to=down_to)
 
     columns, attachments = _sandbox_columns_and_attachments(path)
     assert not columns & dropped
     assert attachments == [("c1", "eth0")]
 
-    _migrate(path)  # and back up: the sandbox recorded before 0007 reads as not known (NULL)
+    migrate(path)  # and back up: the sandbox recorded before 0007 reads as not known (NULL)
 
     columns, attachments = _sandbox_columns_and_attachments(path)
     assert columns >= dropped

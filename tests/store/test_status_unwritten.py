@@ -14,13 +14,12 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import Connection, create_engine, text
+from sqlalchemy import Connection, text
 
 from app.store import checkpoints, schema
-from app.store.database import Database, configure_connection
+from app.store.database import Database
 from app.store.records import DelegateIntent, PodIdentity, SandboxIntent
+from tests.store.migrating import migrate
 
 
 @pytest.fixture
@@ -134,25 +133,6 @@ def test_at_most_the_newest_marked_sandboxes_are_read_oldest_first(db: Database)
     assert _retried(db) == ["c0", "c1", "c2", "c3", "c4"]
 
 
-def _migrate(path: Path, *, down_to: str | None = None) -> None:
-    """Upgrade the database at ``path`` to head, or downgrade it to ``down_to``, with the daemon's
-    connection settings (foreign_keys=ON: a rebuild of ``sandboxes`` would cascade)."""
-    engine = create_engine(f"sqlite:///{path}")
-    configure_connection(engine, read_only=False)
-    try:
-        with engine.connect() as connection:
-            config = Config()
-            config.set_main_option("script_location", str(schema.MIGRATIONS_DIR))
-            config.attributes["connection"] = connection
-            if down_to is None:
-                command.upgrade(config, "head")
-            else:
-                command.downgrade(config, down_to)
-            connection.commit()
-    finally:
-        engine.dispose()
-
-
 def _rows(path: Path) -> tuple[set[str], list[tuple[str, str]], list[tuple[str, str]]]:
     """(the columns of ``sandboxes``, its rows' (container, state), the attachments' (container, ifname))."""
     with sqlite3.connect(path) as raw:
@@ -172,7 +152,7 @@ def test_upgrading_from_0008_keeps_every_sandbox_and_marks_none(db_path: Path) -
     )
     db.write_sync(partial(checkpoints.record_intent, intent=_intent("c2")))
     db.close()
-    _migrate(db_path, down_to="0008")
+    migrate(db_path, down_to="0008")
     columns, sandboxes, attachments = _rows(db_path)
     assert "status_unwritten" not in columns
     assert (sandboxes, attachments) == ([("c1", "ready"), ("c2", "adding")], [("c1", "eth0"), ("c2", "eth0")])
@@ -200,6 +180,6 @@ def test_upgrading_again_after_a_kill_before_the_stamp_succeeds(db_path: Path) -
     with sqlite3.connect(db_path) as raw:  # 0009 ran, its stamp was not written
         raw.execute("UPDATE alembic_version SET version_num = '0008'")
 
-    _migrate(db_path)
+    migrate(db_path)
 
     assert "status_unwritten" in _rows(db_path)[0]
