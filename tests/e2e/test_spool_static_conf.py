@@ -20,24 +20,11 @@ import pytest
 from app.daemon import spool
 from app.shim.shim import DEFAULT_SPOOL_DIR
 from tests.e2e.conftest import Cluster, new_container_id
+from tests.shim.helpers import IN_PRIVATE_DEFAULT_SPOOL
 
 pytestmark = pytest.mark.slow  # starts daemon processes
 
 GIVE_UP_ON_THE_RESTART = {"MULTUS_SHIM_WAIT_SECONDS": "0", "MULTUS_SHIM_TIMEOUT_SECONDS": "1"}
-
-IN_PRIVATE_SPOOL = r"""
-set -e
-target="$1"; backing="$2"; shift 2
-if [ ! -d "$target" ]; then  # a tmpfs over its deepest existing ancestor makes room for it
-    ancestor=$(dirname "$target")
-    while [ ! -d "$ancestor" ]; do ancestor=$(dirname "$ancestor"); done
-    mount -t tmpfs tmpfs "$ancestor"
-    mkdir -p "$target"
-fi
-mount --bind "$backing" "$target"
-exec "$@"
-"""
-"""Run as ``sh IN_PRIVATE_SPOOL TARGET BACKING COMMAND...``: mounts BACKING at TARGET, executes COMMAND."""
 
 
 def private_default_spool(cluster: Cluster) -> Path:
@@ -47,7 +34,7 @@ def private_default_spool(cluster: Cluster) -> Path:
     backing = cluster.root / "default-spool"
     backing.mkdir(mode=0o700)
     script = cluster.root / "in-private-spool.sh"
-    script.write_text(IN_PRIVATE_SPOOL)
+    script.write_text(IN_PRIVATE_DEFAULT_SPOOL)
     namespace = ["unshare", "--mount", "--propagation", "slave"]
     wrapper = [*namespace, "/bin/sh", str(script), DEFAULT_SPOOL_DIR, str(backing)]
     cluster.daemon_wrapper = wrapper

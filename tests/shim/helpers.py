@@ -259,3 +259,18 @@ def variant(source: Path, destination: Path, tag: str) -> Path:
     manifest["build"] = tag
     (destination / bundle.MANIFEST_NAME).write_text(json.dumps(manifest))
     return destination
+
+
+IN_PRIVATE_DEFAULT_SPOOL = r"""
+set -e
+target="$1"; backing="$2"; shift 2
+if [ ! -d "$target" ]; then  # a tmpfs over its deepest existing ancestor makes room for it
+    ancestor=$(dirname "$target")
+    while [ ! -d "$ancestor" ]; do ancestor=$(dirname "$ancestor"); done
+    mount -t tmpfs tmpfs "$ancestor"
+    mkdir -p "$target"
+fi
+mount --bind "$backing" "$target"
+exec "$@"
+"""
+"""Run as ``sh SCRIPT TARGET BACKING COMMAND...``: mounts BACKING at TARGET, executes COMMAND."""

@@ -16,21 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.shim.helpers import BASE_ENV, ShimRun, conf_bytes, run_shim
-
-IN_PRIVATE_DEFAULT_SPOOL = r"""
-set -e
-target="$1"; backing="$2"; shift 2
-if [ ! -d "$target" ]; then  # a tmpfs over its deepest existing ancestor makes room for it
-    ancestor=$(dirname "$target")
-    while [ ! -d "$ancestor" ]; do ancestor=$(dirname "$ancestor"); done
-    mount -t tmpfs tmpfs "$ancestor"
-    mkdir -p "$target"
-fi
-mount --bind "$backing" "$target"
-exec "$@"
-"""
-"""Run as ``sh SCRIPT TARGET BACKING COMMAND...``: mounts BACKING at TARGET, executes COMMAND."""
+from tests.shim.helpers import BASE_ENV, IN_PRIVATE_DEFAULT_SPOOL, ShimRun, conf_bytes, run_shim
 
 ABSENT_DAEMON_DEL = {"CNI_COMMAND": "DEL", "MULTUS_SHIM_WAIT_SECONDS": "0"}
 
