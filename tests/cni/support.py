@@ -15,6 +15,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from app.cni import child
 from app.cni.types import CniError
 
 
@@ -40,6 +41,13 @@ class RecorderLog:
 
     def commands(self) -> list[str]:
         return [entry["command"] for entry in self.entries()]
+
+
+def open_descriptors() -> set[int]:
+    """This process's open descriptors, less the exit watches' (``child.ExitWatch``: one per event
+    loop that ran a child, open until the loop is gone, which a test's earlier loop may be at any time)."""
+    watches = child.exit_watch_descriptors()
+    return {int(name) for name in os.listdir("/proc/self/fd")} - watches
 
 
 def unique(prefix: str) -> str:

@@ -18,13 +18,15 @@ from pathlib import Path
 import pytest
 
 from app.cni import child
-from tests.cni.support import blocked_reading_stdin, descriptors_exhausted, script, wait_until
+from tests.cni.support import (
+    blocked_reading_stdin,
+    descriptors_exhausted,
+    open_descriptors,
+    script,
+    wait_until,
+)
 
 ENV = {"PATH": "/usr/bin:/bin"}
-
-
-def open_descriptors() -> set[int]:
-    return {int(name) for name in os.listdir("/proc/self/fd")}
 
 
 def reaped(pid: int) -> bool:
@@ -246,6 +248,32 @@ async def test_every_child_whose_exit_was_read_is_reaped(tmp_path: Path) -> None
     assert [item.returncode for item in finished] == [0] * 5
     assert all(reaped(process.pid) for process in processes)
     assert open_descriptors() == before
+
+
+def watched_descriptors(watch: int) -> list[int]:
+    """The descriptors an epoll set holds, as the kernel lists them (``tfd:`` lines of its fdinfo)."""
+    lines = Path(f"/proc/self/fdinfo/{watch}").read_text().splitlines()
+    return [int(line.split()[1]) for line in lines if line.startswith("tfd:")]
+
+
+async def test_children_running_at_once_share_the_loops_one_exit_watch_and_leave_it_empty(
+    tmp_path: Path,
+) -> None:
+    program = str(script(tmp_path, "codes", 'sleep 0.2; exit "$CODE"\n'))
+    loop = asyncio.get_running_loop()
+    processes = [child.spawn(program, env=ENV | {"CODE": str(code)}) for code in range(8)]
+    watch = child.exit_watch(loop).fileno()
+    assert child.exit_watch_descriptors() >= {watch}
+    assert len(watched_descriptors(watch)) == 8  # one pidfd each, in one set
+
+    finished = await asyncio.gather(*(process.communicate() for process in processes))
+
+    assert [item.returncode for item in finished] == list(range(8))
+    assert watched_descriptors(watch) == []
+    later = child.spawn(program, env=ENV | {"CODE": "9"})
+    assert watched_descriptors(watch) == [later._pidfd]  # the same set serves the loop's next child
+    assert (await later.communicate()).returncode == 9
+    assert watched_descriptors(watch) == []
 
 
 def pipe_max_size() -> int:

@@ -17,8 +17,7 @@ import pytest
 
 from app.cni import child, invoke, reaper
 from app.cni.types import CniError, NotExecutedError
-from tests.cni.support import blocked_reading_stdin, script, wait_until
-from tests.cni.test_child import open_descriptors
+from tests.cni.support import blocked_reading_stdin, open_descriptors, script, wait_until
 
 MARKER = "0123456789abcdef/net1"
 ENV = {"PATH": "/usr/bin:/bin", invoke.DELEGATE_MARKER: MARKER}

@@ -21,7 +21,7 @@ import pytest
 
 from app.cni import child, invoke, results
 from app.cni.types import CniError, ErrorCode
-from tests.cni.support import script, wait_until
+from tests.cni.support import open_descriptors, script, wait_until
 
 ENV = {"PATH": "/usr/bin:/bin"}
 FLOOD = "head -c 67108864 /dev/zero"
@@ -33,10 +33,6 @@ STDERR_LIMIT = 1 * MIB
 STDERR_TAIL = 2048
 """The limits the docs state (``docs/invariants.md``, 14), and the part of a stderr past its limit
 that is read at the exit."""
-
-
-def open_descriptors() -> set[int]:
-    return {int(name) for name in os.listdir("/proc/self/fd")}
 
 
 def gone(pid: int) -> bool:
