@@ -414,7 +414,8 @@ class SubprocessExec:
                         "is short of descriptors, memory or processes for now",
                     ) from err
                 raise NotExecutedError(
-                    ErrorCode.INTERNAL, f"failed to execute plugin {plugin_path}{inside}: {err.strerror}"
+                    _EXEC_ERROR_CODES.get(err.errno or 0, ErrorCode.INTERNAL),
+                    f"failed to execute plugin {plugin_path}{inside}: {err.strerror}",
                 ) from err
         raise AssertionError("unreachable: the last attempt returns or raises")
 
@@ -428,6 +429,21 @@ class SubprocessExec:
                 process.pid,
                 self.reap_grace,
             )
+
+
+_EXEC_ERROR_CODES: Final = {
+    errno.ETXTBSY: ErrorCode.TRY_AGAIN_LATER,
+    **dict.fromkeys(
+        (errno.ENOEXEC, errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EISDIR),
+        ErrorCode.INVALID_NETWORK_CONFIG,
+    ),
+    errno.EIO: ErrorCode.IO_FAILURE,
+}
+"""The CNI code of an exec that failed after the lookup had found an executable file. A file still
+being written (``ETXTBSY`` past the retries) passes: try again later. A file that cannot be executed
+as it is (not a format the kernel runs, a missing script interpreter, the execute bit or the file
+gone since the lookup, a ``noexec`` mount) is what the lookup refuses as code 7, found one step
+later. Anything else (``E2BIG``, ...) stays an internal error."""
 
 
 def _went_well(ready: asyncio.Future[None]) -> bool:

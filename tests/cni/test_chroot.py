@@ -222,7 +222,7 @@ async def test_text_file_busy_inside_the_root_is_retried_then_reported_naming_th
                 plugin_path=plugin, stdin=b"", env={}, timeout=10, root=hostroot.chroot_dir
             )
 
-    assert caught.value.code == ErrorCode.INTERNAL
+    assert caught.value.code == ErrorCode.TRY_AGAIN_LATER
     assert (
         caught.value.msg
         == f"failed to execute plugin {plugin} inside chrootDir {hostroot.chroot_dir}: Text file busy"

@@ -206,18 +206,33 @@ async def test_exec_gives_up_on_text_file_busy_after_its_retries(tmp_path: Path)
                 plugin_path=str(path), stdin=b"", env={}, timeout=10
             )
 
-    assert caught.value.code == ErrorCode.INTERNAL
+    assert caught.value.code == ErrorCode.TRY_AGAIN_LATER  # a file being written: it passes
     assert caught.value.msg == f"failed to execute plugin {path}: Text file busy"
 
 
-async def test_exec_of_a_file_without_execute_permission_is_an_internal_error(tmp_path: Path) -> None:
-    path = script(tmp_path, "noexec", "exit 0", mode=0o644)
+@pytest.mark.parametrize(
+    ("content", "mode", "reason"),
+    [
+        ("#!/bin/sh\nexit 0\n", 0o644, "Permission denied"),  # the execute bit gone since the lookup
+        ("not a program, no #! line\n", 0o755, "Exec format error"),
+        ("#!/nonexistent/interpreter\n", 0o755, "No such file or directory"),
+    ],
+    ids=["no-execute-bit", "not-a-program", "interpreter-missing"],
+)
+async def test_a_plugin_file_that_cannot_be_executed_as_it_is_is_an_invalid_config_naming_it(
+    tmp_path: Path, content: str, mode: int, reason: str
+) -> None:
+    """What the lookup refuses as code 7 (a file that is not executable), found at the exec: the same
+    code, not 999, and nothing ran."""
+    path = tmp_path / "broken"
+    path.write_text(content)
+    path.chmod(mode)
 
-    with pytest.raises(CniError) as caught:
+    with pytest.raises(NotExecutedError) as caught:
         await invoke.SubprocessExec().exec_plugin(plugin_path=str(path), stdin=b"", env={}, timeout=10)
 
-    assert caught.value.code == ErrorCode.INTERNAL
-    assert "Permission denied" in caught.value.msg
+    assert caught.value.code == ErrorCode.INVALID_NETWORK_CONFIG
+    assert caught.value.msg == f"failed to execute plugin {path}: {reason}"
 
 
 async def test_a_plugin_the_daemon_has_no_descriptors_to_start_is_try_again_later_and_runs_next_time(

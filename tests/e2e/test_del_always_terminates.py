@@ -115,6 +115,7 @@ def test_plugin_that_cannot_be_executed_is_never_left_pending(cluster: Cluster, 
     added = cluster.run_shim("ADD", container_id=container, netns=netns)
 
     assert added.returncode == 1
+    assert added.json()["code"] == 7, "a plugin that cannot be executed as it is: an invalid config"
     assert "cannot-run" in added.json()["msg"]
     assert netns.links() == {"lo"}, "the delegates that ran were rolled back"
     assert cluster.leases() == []
