@@ -45,6 +45,7 @@ import logging
 import os
 import stat
 import time
+import weakref
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -129,6 +130,21 @@ class _Directory:
         return _same_directory(address, self.socket_dir)
 
 
+_replay_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+"""Per event loop, the lock every replay holds: the periodic pass's and an operator's (``POST /gc``)
+take turns, so no two read and DEL one entry at once."""
+
+
+def _replay_turn() -> asyncio.Lock:
+    loop = asyncio.get_running_loop()
+    turn = _replay_turns.get(loop)
+    if turn is None:
+        turn = _replay_turns[loop] = asyncio.Lock()
+    return turn
+
+
 async def replay(
     *,
     spool_dir: Path,
@@ -137,7 +153,16 @@ async def replay(
     shim_default_dir: Path = SHIM_DEFAULT_SPOOL_DIR,
 ) -> SpoolReport:
     """Run every spooled DEL of this daemon once, from ``spool_dir`` and the shim's default
-    directory; remove each entry whose DEL ran."""
+    directory; remove each entry whose DEL ran. Replays of one daemon take turns."""
+    async with _replay_turn():
+        return await _replay(
+            spool_dir=spool_dir, engine=engine, daemon_config=daemon_config, shim_default_dir=shim_default_dir
+        )
+
+
+async def _replay(
+    *, spool_dir: Path, engine: AttachEngine, daemon_config: dict[str, Any], shim_default_dir: Path
+) -> SpoolReport:
     report = SpoolReport()
     socket_dir = _socket_dir(daemon_config)
     shared = _same_directory(spool_dir, shim_default_dir)
@@ -208,7 +233,11 @@ async def _replay_entry(
     report: SpoolReport,
 ) -> None:
     try:
-        body, written_ns = await asyncio.to_thread(_read, entry)
+        read = await asyncio.to_thread(_read, entry)
+        if read is None:
+            log.debug("spool entry %s is gone: replayed meanwhile by another daemon", entry.name)
+            return
+        body, written_ns = read
         shim_request = protocol.decode_body(body)
     except CniError as error:
         if directory.takes(None):
@@ -338,8 +367,9 @@ def _trusted(directory: Path) -> bool:
     return True
 
 
-def _read(entry: Path) -> tuple[bytes, int]:
-    """The entry's bytes and modification time (nanoseconds). Only a regular file of at most
+def _read(entry: Path) -> tuple[bytes, int] | None:
+    """The entry's bytes and modification time (nanoseconds); None when it is gone since it was
+    listed (a daemon sharing the shim's default directory replayed it). Only a regular file of at most
     ``MAX_BODY_BYTES`` (what a live request may carry) is read, without following a symlink and
     without waiting on a FIFO: a symlink to ``/dev/zero`` or a FIFO nobody writes would otherwise
     hold start-up (and every GC pass) for ever, or fill the memory. Anything else is an entry to
@@ -347,6 +377,8 @@ def _read(entry: Path) -> tuple[bytes, int]:
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
         fd = os.open(entry, flags)
+    except FileNotFoundError:
+        return None
     except OSError as exc:
         reason = "a symlink" if exc.errno == errno.ELOOP else exc.strerror
         raise CniError(5, f"cannot read spool entry {entry.name}: {reason}") from exc

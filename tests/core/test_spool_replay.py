@@ -6,10 +6,13 @@ runs it as the daemon does at start-up and on every GC pass.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import logging
 import os
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +103,67 @@ async def test_a_spooled_del_with_a_container_id_no_add_could_use_is_rejected_no
     assert bad.with_name(bad.name + spool.REJECTED_SUFFIX).exists()
     assert report.replayed == [good.name]
     assert not good.exists()
+
+
+async def test_two_replays_at_once_take_turns_each_entry_deled_once_none_rejected(
+    node: Node, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The periodic pass and an operator's ``POST /gc`` may replay at the same moment: the second
+    must not read an entry the first is DELing, then fail to set it aside (a spurious error) or DEL
+    the sandbox again."""
+    directory = node.root / "spool"
+    containers = [await attached(node) for _ in range(3)]
+    entries = [spool_entry(directory, container) for container in containers]
+    engine = node.engine()
+
+    def replay() -> Awaitable[spool.SpoolReport]:
+        return spool.replay(
+            spool_dir=directory,
+            engine=engine,
+            daemon_config=daemon_config(node),
+            shim_default_dir=node.root / "shim-default",
+        )
+
+    with caplog.at_level(logging.WARNING, logger=spool.log.name):
+        first, second = await asyncio.gather(replay(), replay())
+
+    assert first.replayed == [entry.name for entry in entries]
+    assert (second.replayed, second.rejected, second.failed) == ([], [], [])
+    assert [record.getMessage() for record in caplog.records] == []
+    assert sorted(directory.iterdir()) == []
+    dels = [call for call in node.calls() if call[0] == "DEL"]
+    assert len(dels) == len(containers), "each sandbox DELed once"
+
+
+async def test_an_entry_gone_since_it_was_listed_is_passed_over_not_rejected(
+    node: Node, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another daemon sharing the shim's default directory may replay and remove an entry between
+    this one's listing and its read: nothing is left to set aside."""
+    directory = node.root / "spool"
+    entry = spool_entry(directory, new_container_id())
+    listed = spool.pending
+    listing: list[Path] = []
+
+    def pending_then_gone(path: Path) -> list[Path]:
+        listing.extend(listed(path))
+        for each in listing:
+            each.unlink()
+        return listing
+
+    monkeypatch.setattr(spool, "pending", pending_then_gone)
+    with caplog.at_level(logging.WARNING, logger=spool.log.name):
+        report = await spool.replay(
+            spool_dir=directory,
+            engine=node.engine(),
+            daemon_config=daemon_config(node),
+            shim_default_dir=node.root / "shim-default",
+        )
+
+    assert listing == [entry]
+    assert [record.getMessage() for record in caplog.records] == []
+    assert (report.replayed, report.rejected, report.failed) == ([], [], [])
+    assert sorted(directory.iterdir()) == []
 
 
 # --- The shim's default directory (a shim conf without spoolDir) ---------------------------------------
