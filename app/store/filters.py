@@ -8,13 +8,14 @@ tuples rather than dataclasses: this module is on multusctl's start-up path, and
 ``parse_history``/``parse_attachments`` before connecting to anything (bad input exits before any
 I/O); ``app.daemon.query_server`` calls them on every request; ``app.store.history`` and
 ``app.store.queries`` apply the parsed values. Parsing never touches the database. A bad value
-raises ``FilterError`` naming the parameter; an unknown parameter is refused, never ignored.
+raises ``FilterError`` naming the parameter; an unknown or repeated parameter is refused, never
+ignored, and so is a ``command`` or ``trigger`` the history never records.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
@@ -32,6 +33,11 @@ HISTORY_PARAMETERS = (
 """Every filter of ``multusctl history`` / ``GET /v1/history``."""
 ATTACHMENT_PARAMETERS = ("namespace", "pod", "network")
 """Every filter of ``multusctl attachments`` / ``GET /v1/attachments``."""
+
+COMMANDS = ("ADD", "DEL", "CHECK", "GC", "STATUS")
+"""The CNI commands the history records (``app.attach.requests.Command``; a test keeps them equal)."""
+TRIGGERS = ("runtime", "rollback", "recovery", "gc", "operator", "spool", "delegate", "hotplug")
+"""Who asks for an operation (``app.attach.requests.Trigger``; a test keeps them equal)."""
 
 DEFAULT_HISTORY_LIMIT = 200
 """Lines returned when ``limit`` is not given (newest first); ``limit=0`` returns them all."""
@@ -133,8 +139,8 @@ def parse_history(params: Mapping[str, str], *, now: datetime) -> HistoryFilter:
         network=_network(params),
         since=None if since is None else parse_since(since, now=now),
         failed=_boolean(params, "failed"),
-        command=_upper(params, "command"),
-        trigger=_lower(params, "trigger"),
+        command=_choice(params, "command", COMMANDS, str.upper),
+        trigger=_choice(params, "trigger", TRIGGERS, str.lower),
         limit=_limit(params),
     )
 
@@ -147,11 +153,27 @@ def parse_attachments(params: Mapping[str, str]) -> AttachmentFilter:
 
 
 def _refuse_unknown(params: Mapping[str, str], known: tuple[str, ...]) -> None:
+    """Refuse a name that is no filter, and a filter given twice: a query string may repeat a name
+    (``?pod=a&pod=b``), and reading one value of it would ignore the other rather than combine them."""
+    repeated = _repeated(params)
+    if repeated is not None:
+        raise FilterError(repeated, f"filter {repeated} is given more than once: give it once")
     unknown = sorted(set(params) - set(known))
     if unknown:
         raise FilterError(
             unknown[0], f"unknown filter {', '.join(unknown)}: the filters are {', '.join(known)}"
         )
+
+
+def _repeated(params: Mapping[str, str]) -> str | None:
+    """A name ``params`` holds more than once (the items of a multidict, as aiohttp's query, hold
+    a name once per value), or None."""
+    seen: set[str] = set()
+    for name, _value in params.items():
+        if name in seen:
+            return name
+        seen.add(name)
+    return None
 
 
 def _word(params: Mapping[str, str], name: str) -> str | None:
@@ -193,14 +215,17 @@ def _boolean(params: Mapping[str, str], name: str) -> bool:
     raise FilterError(name, f"invalid {name} {params[name]!r}: use true or false")
 
 
-def _upper(params: Mapping[str, str], name: str) -> str | None:
+def _choice(
+    params: Mapping[str, str], name: str, choices: tuple[str, ...], spelling: Callable[[str], str]
+) -> str | None:
+    """One of ``choices`` (in either case): a value that is none of them is refused, not answered
+    with nothing (the history records no other)."""
     value = _word(params, name)
-    return None if value is None else value.upper()
-
-
-def _lower(params: Mapping[str, str], name: str) -> str | None:
-    value = _word(params, name)
-    return None if value is None else value.lower()
+    if value is None:
+        return None
+    if spelling(value) not in choices:
+        raise FilterError(name, f"invalid {name} {params[name]!r}: use one of {', '.join(choices)}")
+    return spelling(value)
 
 
 def _limit(params: Mapping[str, str]) -> int:

@@ -1,0 +1,105 @@
+"""Operator input at its edges: every filter value is either applied or refused naming it.
+
+A repeated query parameter and a ``command`` or ``trigger`` the history never records were
+answered with a half-applied or empty list. In process: the query API on a test server over a real
+read-only database file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from functools import partial
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from app.attach.requests import Command, Trigger
+from app.cli import main as cli
+from app.daemon.query_server import QueryServer
+from app.store import filters, history
+from app.store.database import Database
+from app.store.records import HistoryEntry, PodIdentity
+
+CONTAINER = "c" * 64
+
+
+def _database(directory: Path) -> Path:
+    """A state database with two lines: a runtime ADD of ns/web and a GC DEL of ns/db."""
+    path = directory / "state.db"
+    db = Database.open(path)
+    for command, trigger, pod in (("ADD", "runtime", "web"), ("DEL", "gc", "db")):
+        entry = HistoryEntry(
+            command=command,
+            step="request",
+            trigger=trigger,
+            outcome="ok",
+            container_id=CONTAINER,
+            network_name="default/net",
+            pod=PodIdentity("ns", pod, "uid"),
+        )
+        db.write_sync(partial(history.append, entry=entry))
+    db.close()
+    return path
+
+
+@pytest.fixture
+async def client(tmp_path: Path) -> AsyncIterator[TestClient]:  # type: ignore[type-arg]
+    db = Database.open(_database(tmp_path), read_only=True)
+    app = QueryServer(db=db, context=None).application()  # type: ignore[arg-type]  # no /v1/status
+    try:
+        async with TestClient(TestServer(app)) as test_client:
+            yield test_client
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize(
+    ("path", "query"),
+    [
+        ("/v1/history", "pod=ns/web&pod=ns/db"),
+        ("/v1/history", "limit=1&limit=5"),
+        ("/v1/history", "failed=false&failed=true"),
+        ("/v1/attachments", "namespace=a&namespace=b"),
+    ],
+)
+async def test_a_repeated_query_parameter_is_refused_naming_it_not_half_applied(
+    client: TestClient,  # type: ignore[type-arg]
+    path: str,
+    query: str,
+) -> None:
+    response = await client.get(f"{path}?{query}")
+    body = json.loads(await response.text())
+
+    assert response.status == 400, body
+    assert body["parameter"] == query.partition("=")[0]
+    assert "more than once" in body["error"]
+
+
+@pytest.mark.parametrize(("name", "value"), [("command", "DELETE"), ("command", "x"), ("trigger", "kubelet")])
+async def test_a_command_or_trigger_never_recorded_is_refused_naming_it_not_answered_empty(
+    client: TestClient,  # type: ignore[type-arg]
+    name: str,
+    value: str,
+) -> None:
+    response = await client.get("/v1/history", params={name: value})
+    body = json.loads(await response.text())
+
+    assert response.status == 400, body
+    assert body["parameter"] == name
+    assert "use one of" in body["error"]
+
+
+async def test_command_and_trigger_still_take_either_case(client: TestClient) -> None:  # type: ignore[type-arg]
+    response = await client.get("/v1/history", params={"command": "del", "trigger": "GC"})
+    lines = json.loads(await response.text())
+
+    assert response.status == 200, lines
+    assert [(line["command"], line["trigger"], line["podName"]) for line in lines] == [("DEL", "gc", "db")]
+
+
+def test_the_filters_know_every_recorded_command_and_trigger() -> None:
+    assert set(filters.COMMANDS) == {str(command) for command in Command}
+    assert set(filters.TRIGGERS) == {str(trigger) for trigger in Trigger}
+    assert (cli.COMMANDS, cli.TRIGGERS) == (filters.COMMANDS, filters.TRIGGERS)
