@@ -46,6 +46,8 @@ MAX_HISTORY_LIMIT = 2**63 - 1
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_UTC_SUFFIX = re.compile(r"[Zz]$")
+"""RFC 3339's UTC designator, which it allows in lower case too (``datetime`` reads neither)."""
 _TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no", "")
 
 
@@ -116,7 +118,7 @@ def parse_since(text: str, *, now: datetime) -> datetime:
         except OverflowError as exc:
             raise FilterError("since", f"invalid duration {text!r}: it goes back too far") from exc
     try:
-        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(_UTC_SUFFIX.sub("+00:00", text.strip()))
     except ValueError as exc:
         raise FilterError("since", f"invalid time {text!r}: use RFC 3339, e.g. 2026-11-25T10:00:00Z") from exc
     if moment.tzinfo is None:

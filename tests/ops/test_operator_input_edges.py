@@ -1,14 +1,15 @@
 """Operator input at its edges: every filter value is either applied or refused naming it.
 
 A repeated query parameter and a ``command`` or ``trigger`` the history never records were
-answered with a half-applied or empty list. In process: the query API on a test server over a real
-read-only database file.
+answered with a half-applied or empty list; a ``since`` in RFC 3339 with its lower-case ``z`` was
+refused. In process: the query API on a test server over a real read-only database file.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
@@ -103,3 +104,10 @@ def test_the_filters_know_every_recorded_command_and_trigger() -> None:
     assert set(filters.COMMANDS) == {str(command) for command in Command}
     assert set(filters.TRIGGERS) == {str(trigger) for trigger in Trigger}
     assert (cli.COMMANDS, cli.TRIGGERS) == (filters.COMMANDS, filters.TRIGGERS)
+
+
+@pytest.mark.parametrize("designator", ["z", "Z"])
+def test_since_takes_rfc3339s_utc_designator_in_either_case(designator: str) -> None:
+    since = filters.parse_since(f"2026-11-25t10:00:00.5{designator}", now=datetime.now(UTC))
+
+    assert since == datetime(2026, 11, 25, 10, 0, 0, 500000, tzinfo=UTC)
