@@ -215,7 +215,23 @@ def _params(args: "Arguments", names: "Sequence[str]") -> dict[str, str]:
     params = {name: str(value) for name, value in values.items() if value is not None and value is not False}
     if params.get("failed") == "True":
         params["failed"] = "true"
+    for name, value in params.items():
+        _require_utf8(f"--{name}", value)
     return params
+
+
+def _require_utf8(argument: str, value: str) -> None:
+    """Refuse (exit 2) a command-line value that is not UTF-8: Python hands its bytes over as
+    surrogate escapes, which neither a query string nor SQLite can carry (no name recorded is
+    anything but UTF-8, so such a value could match nothing anyway)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            shown = value.encode("utf-8", "surrogateescape")  # the bytes as typed
+        except UnicodeEncodeError:  # a surrogate no undecodable byte makes: main() called with it
+            shown = value.encode("utf-8", "backslashreplace")
+        raise CliError(f"{argument}: {shown!r} is not valid UTF-8", 2) from None
 
 
 def _target(path: str, params: "Mapping[str, str]") -> str:
@@ -273,6 +289,7 @@ def cmd_history(args: "Arguments", where: Locations) -> int:
 
 def cmd_show(args: "Arguments", where: Locations) -> int:
     container = str(args.container_id).strip()
+    _require_utf8("CONTAINER_ID", container)
     if not container or any(ch.isspace() or ch == "/" for ch in container):
         raise CliError(f"invalid container ID {args.container_id!r}", 2)
 

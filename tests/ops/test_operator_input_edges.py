@@ -2,7 +2,8 @@
 
 A repeated query parameter and a ``command`` or ``trigger`` the history never records were
 answered with a half-applied or empty list; a ``since`` in RFC 3339 with its lower-case ``z`` was
-refused. In process: the query API on a test server over a real read-only database file.
+refused; a multusctl value that is not UTF-8 was a traceback. In process: the query API on a test
+server over a real read-only database file, multusctl's ``main`` with no daemon to ask.
 """
 
 from __future__ import annotations
@@ -111,3 +112,35 @@ def test_since_takes_rfc3339s_utc_designator_in_either_case(designator: str) -> 
     since = filters.parse_since(f"2026-11-25t10:00:00.5{designator}", now=datetime.now(UTC))
 
     assert since == datetime(2026, 11, 25, 10, 0, 0, 500000, tzinfo=UTC)
+
+
+# ---- multusctl: values the command line cannot carry to the daemon -------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("history", "--pod", "ns/\udcff"),
+        ("history", "--container", "ab\udcfe"),
+        ("attachments", "--network", "\udcffnet"),
+        ("show", "ab\udcff"),
+    ],
+)
+def test_a_value_that_is_not_utf8_exits_2_naming_its_flag_without_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: tuple[str, ...]
+) -> None:
+    """argv bytes that are not UTF-8 reach Python as surrogate escapes, which neither a URL nor
+    SQLite can carry: multusctl names the argument (exit 2) before it asks or reads anything."""
+    _database(tmp_path)
+    sockets = tmp_path / "sockets"
+    sockets.mkdir()
+    before = (tmp_path / "state.db").read_bytes()
+
+    code = cli.main(["--socket-dir", str(sockets), "--state-dir", str(tmp_path), *args])
+
+    error = capsys.readouterr().err
+    assert code == 2, error
+    assert "not valid UTF-8" in error
+    assert (args[1] if args[0] != "show" else "CONTAINER_ID") in error
+    assert "reading" not in error, "refused before looking for the daemon or the file"
+    assert (tmp_path / "state.db").read_bytes() == before
