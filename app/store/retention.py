@@ -35,11 +35,20 @@ class Retention:
 
     @classmethod
     def from_limits(cls, *, max_age_hours: float, max_rows: int) -> Retention:
-        """From daemon-config's ``historyMaxAgeHours`` and ``historyMaxRows`` (0: unbounded)."""
+        """From daemon-config's ``historyMaxAgeHours`` and ``historyMaxRows`` (0: unbounded).
+
+        An age longer than ``timedelta`` can hold (some 2.7 million years) bounds nothing: None."""
         return cls(
-            max_age=timedelta(hours=max_age_hours) if max_age_hours > 0 else None,
+            max_age=_age(max_age_hours) if max_age_hours > 0 else None,
             max_rows=max_rows if max_rows > 0 else None,
         )
+
+
+def _age(hours: float) -> timedelta | None:
+    try:
+        return timedelta(hours=hours)
+    except OverflowError:
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +80,8 @@ async def prune(
     ``max_rows``, oldest first, ``retention.batch`` per write. ``stop`` is asked between writes."""
     started = time.monotonic()
     by_age = by_rows = batches = 0
-    if retention.max_age is not None:
-        cutoff = (now or datetime.now(UTC)) - retention.max_age
+    cutoff = None if retention.max_age is None else _cutoff(now or datetime.now(UTC), retention.max_age)
+    if cutoff is not None:
         bound = await db.read(partial(history.last_id_before, cutoff=cutoff))
         if bound is not None:
             by_age, count = await _delete_up_to(db, bound, before=cutoff, batch=retention.batch, stop=stop)
@@ -89,6 +98,15 @@ async def prune(
         duration_ms=(time.monotonic() - started) * 1000,
         finished_at=datetime.now(UTC),
     )
+
+
+def _cutoff(now: datetime, max_age: timedelta) -> datetime | None:
+    """The time before which lines are older than ``max_age``; None when that is before year 1
+    (``historyMaxAgeHours`` of more than 2,000 years): no line is that old."""
+    try:
+        return now - max_age
+    except OverflowError:
+        return None
 
 
 async def _delete_up_to(
