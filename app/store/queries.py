@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, TypedDict, TypeVar
 
 from sqlalchemy import Connection, Row, Table, func, inspect, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from app.store import checkpoints, history, schema
 from app.store.database import Database
@@ -335,7 +335,8 @@ def read_file(path: str | os.PathLike[str], work: Callable[[Connection], T]) -> 
     """Open the state database read-only, run ``work``, close; return its value and the files' size.
 
     For ``multusctl`` when the daemon is not answering. Refuses a missing file, a schema newer
-    than this release and a database locked by another process with ``StoreReadError``.
+    than this release and a database locked by another process with ``StoreReadError``; a read
+    that fails on a corrupt file, or on an older schema lacking what it reads, is one too, named so.
     """
     db_path = Path(path)
     if not db_path.is_file():
@@ -349,10 +350,41 @@ def read_file(path: str | os.PathLike[str], work: Callable[[Connection], T]) -> 
         raise StoreReadError(_operational_message(db_path, exc)) from exc
     try:
         return db.read_sync(work), db.size_bytes()
-    except OperationalError as exc:
-        raise StoreReadError(_operational_message(db_path, exc)) from exc
+    except (DBAPIError, sqlite3.Error) as exc:  # SQLAlchemy's reads wrap the driver's, plain SQL not
+        raise StoreReadError(_read_failure(db, exc)) from exc
     finally:
         db.close()
+
+
+def _read_failure(db: Database, exc: DBAPIError | sqlite3.Error) -> str:
+    """What stopped a read of the file: corrupt, locked, or of an older schema than this release
+    reads (the daemon upgrades it when it starts; multusctl never writes it)."""
+    reason = str(exc.orig) if isinstance(exc, DBAPIError) and exc.orig is not None else str(exc)
+    if _is_corruption(exc):
+        return _corrupt_message(db.path, reason)
+    head = schema.head_revision()
+    try:
+        revision = db.read_sync(schema.current_revision)
+    except (DBAPIError, sqlite3.Error):
+        revision = None
+    if revision is not None and revision != head and revision in schema.known_revisions():
+        return (
+            f"state database {db.path} is at schema revision {revision!r}, older than this release's "
+            f"{head!r}: the daemon upgrades it when it starts; multusctl, which never writes it, "
+            f"cannot read it as it is ({reason})"
+        )
+    return _reason_message(db.path, reason)
+
+
+def _corrupt_message(db_path: Path, reason: str) -> str:
+    return f"state database {db_path} is corrupt ({reason}); multusctl leaves it as it is"
+
+
+def _is_corruption(exc: DBAPIError | sqlite3.Error) -> bool:
+    """SQLite's DatabaseError proper (a malformed image, not a database): not an OperationalError
+    (locked, busy, a missing column or table), which subclasses it."""
+    error = exc.orig if isinstance(exc, DBAPIError) else exc
+    return isinstance(error, sqlite3.DatabaseError) and not isinstance(error, sqlite3.OperationalError)
 
 
 def _probe(db_path: Path) -> None:
@@ -365,7 +397,10 @@ def _probe(db_path: Path) -> None:
     try:
         probe.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.Error as exc:
-        raise StoreReadError(_reason_message(db_path, str(exc))) from exc
+        message = (
+            _corrupt_message(db_path, str(exc)) if _is_corruption(exc) else _reason_message(db_path, str(exc))
+        )
+        raise StoreReadError(message) from exc
     finally:
         probe.close()
 
