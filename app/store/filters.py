@@ -48,7 +48,9 @@ _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _UTC_SUFFIX = re.compile(r"[Zz]$")
 """RFC 3339's UTC designator, which it allows in lower case too (``datetime`` reads neither)."""
-_TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no", "")
+_TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no")
+"""A boolean filter's spellings. Not the empty value: ``?failed`` alone reads as asking for failed
+lines, and answering every line instead would be a wrong answer, not a refusal."""
 
 
 class FilterError(ValueError):

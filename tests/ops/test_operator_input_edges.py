@@ -1,9 +1,10 @@
 """Operator input at its edges: every filter value is either applied or refused naming it.
 
 A repeated query parameter and a ``command`` or ``trigger`` the history never records were
-answered with a half-applied or empty list; a ``since`` in RFC 3339 with its lower-case ``z`` was
-refused; a multusctl value that is not UTF-8 was a traceback. In process: the query API on a test
-server over a real read-only database file, multusctl's ``main`` with no daemon to ask.
+answered with a half-applied or empty list, a bare ``?failed`` with every line; a ``since`` in
+RFC 3339 with its lower-case ``z`` was refused; a multusctl value that is not UTF-8 was a
+traceback. In process: the query API on a test server over a real read-only database file,
+multusctl's ``main`` with no daemon to ask.
 """
 
 from __future__ import annotations
@@ -77,6 +78,25 @@ async def test_a_repeated_query_parameter_is_refused_naming_it_not_half_applied(
     assert response.status == 400, body
     assert body["parameter"] == query.partition("=")[0]
     assert "more than once" in body["error"]
+
+
+@pytest.mark.parametrize("query", ["failed", "failed=", "failed=%20"])
+async def test_a_failed_filter_without_a_value_is_refused_not_read_as_false(
+    client: TestClient,  # type: ignore[type-arg]
+    query: str,
+) -> None:
+    response = await client.get(f"/v1/history?{query}")
+    body = json.loads(await response.text())
+
+    assert response.status == 400, body
+    assert body["parameter"] == "failed"
+
+
+@pytest.mark.parametrize(("query", "failed"), [("failed=true", True), ("failed=NO", False), ("", False)])
+def test_failed_takes_true_or_false_and_defaults_to_false(query: str, failed: bool) -> None:
+    params = dict([query.split("=")]) if query else {}
+
+    assert filters.parse_history(params, now=datetime.now(UTC)).failed is failed
 
 
 @pytest.mark.parametrize(("name", "value"), [("command", "DELETE"), ("command", "x"), ("trigger", "kubelet")])
