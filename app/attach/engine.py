@@ -449,19 +449,24 @@ class AttachEngine:
                 ) from err
 
     def _parallel(self, request: SandboxRequest, pod: PodRecord | None) -> bool:
-        """Whether this ADD runs its non-cluster delegates concurrently (config, then the pod's say)."""
+        """Whether this ADD runs its non-cluster delegates concurrently (config, then the pod's say).
+
+        An annotation that is neither ``"true"`` nor ``"false"`` is refused (logged, naming it) and
+        the delegates run one after another whatever the config says: the pod said something about
+        it, and ``"False"`` or ``"no"`` most likely meant an opt-out that running them together
+        would override."""
         wanted = pod.annotations.get(PARALLEL_DELEGATES_ANNOTATION) if pod is not None else None
         if wanted is None:
             return self._settings.parallel_delegates
         context = self._request_context(request)
         if wanted not in ("true", "false"):
             log.warning(
-                'annotation %s=%r ignored: it must be "true" or "false"',
+                'annotation %s=%r refused: it must be "true" or "false"; delegates run one after another',
                 PARALLEL_DELEGATES_ANNOTATION,
                 wanted,
                 extra=context,
             )
-            return self._settings.parallel_delegates
+            return False
         if wanted == "true" and not self._settings.parallel_delegates:
             log.warning(
                 "annotation %s refused: the daemon config does not set parallelDelegates; "

@@ -1,0 +1,114 @@
+"""parallelDelegates in one process: real plugins and netns, the engine driven directly.
+
+A pod's ``v1.multus-cni.io/parallel-delegates`` annotation is honoured only as ``"true"`` or
+``"false"``, and ``"true"`` only where the daemon config allows it. Any other value is refused in
+the daemon's log, naming the annotation, and that pod's delegates run one after another. The choice
+is read back from the checkpoint (``sandboxes.parallel``), which is what every DEL follows.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from app.attach.cluster import PARALLEL_DELEGATES_ANNOTATION
+from app.attach.engine import AttachEngine, EngineSettings
+from app.attach.networks import ClusterSources, NetworkResolver
+from app.store.mirror_records import NadRecord, PodRecord
+from tests.core.support import Command, Node, new_container_id
+
+
+class _OnePod:
+    """The pod source of a node running one pod, ``default/pod-a``."""
+
+    def __init__(self, annotations: dict[str, str]) -> None:
+        self.pod = PodRecord("default", "pod-a", "uid-a", annotations=annotations)
+
+    async def get_pod(self, namespace: str, name: str, *, uid: str = "") -> PodRecord | None:
+        return self.pod if (namespace, name) == self.pod.key else None
+
+
+class _NoNads:
+    async def get_nad(self, namespace: str, name: str) -> NadRecord | None:
+        return None
+
+    async def fetch_nad(self, namespace: str, name: str) -> NadRecord | None:
+        return None
+
+
+def _engine(node: Node, *, parallel: bool, annotations: dict[str, str] | None = None) -> AttachEngine:
+    settings = EngineSettings(delegate_timeout=20.0, node_name="node-a", parallel_delegates=parallel)
+    cluster = None if annotations is None else ClusterSources(pods=_OnePod(annotations), nads=_NoNads())
+    return AttachEngine(
+        db=node.db, resolver=NetworkResolver(cluster=cluster), boot_id=node.boot_id, settings=settings
+    )
+
+
+@pytest.mark.parametrize("value", ["False", "FALSE", "0", "no", "", " false", "TRUE", "1", "yes"])
+@pytest.mark.parametrize("configured", [False, True])
+async def test_an_annotation_neither_true_nor_false_is_refused_naming_it_and_delegates_run_in_turn(
+    node: Node, caplog: pytest.LogCaptureFixture, value: str, configured: bool
+) -> None:
+    # A pod that says something about running its delegates in parallel, unreadably ("False" meant
+    # as an opt-out most likely), gets the safe behaviour, one after another, not the daemon's
+    # default: its networks ran concurrently against its owner's wish where the config enabled it.
+    conf = node.conf(node.recorder_network("cluster"), node.recorder_network("extra"))
+    container = new_container_id()
+    engine = _engine(node, parallel=configured, annotations={PARALLEL_DELEGATES_ANNOTATION: value})
+
+    with caplog.at_level(logging.WARNING, logger="app.attach.engine"):
+        await engine.add(node.request(Command.ADD, container, node.new_netns(), conf))
+
+    record = node.checkpoint(container)
+    assert record is not None
+    assert record.parallel is False
+    assert [r.getMessage() for r in caplog.records] == [
+        f'annotation {PARALLEL_DELEGATES_ANNOTATION}={value!r} refused: it must be "true" or "false"; '
+        "delegates run one after another"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("configured", "value", "expected"),
+    [
+        (False, None, False),
+        (True, None, True),
+        (True, "true", True),
+        (True, "false", False),
+        (False, "false", False),
+    ],
+)
+async def test_the_annotation_chooses_within_what_the_config_allows(
+    node: Node, caplog: pytest.LogCaptureFixture, configured: bool, value: str | None, expected: bool
+) -> None:
+    conf = node.conf(node.recorder_network("cluster"), node.recorder_network("extra"))
+    container = new_container_id()
+    annotations = {} if value is None else {PARALLEL_DELEGATES_ANNOTATION: value}
+    engine = _engine(node, parallel=configured, annotations=annotations)
+
+    with caplog.at_level(logging.WARNING, logger="app.attach.engine"):
+        await engine.add(node.request(Command.ADD, container, node.new_netns(), conf))
+
+    record = node.checkpoint(container)
+    assert record is not None
+    assert record.parallel is expected
+    assert caplog.records == []
+
+
+async def test_true_where_the_config_does_not_allow_it_is_refused_naming_the_key_and_delegates_run_in_turn(
+    node: Node, caplog: pytest.LogCaptureFixture
+) -> None:
+    conf = node.conf(node.recorder_network("cluster"), node.recorder_network("extra"))
+    container = new_container_id()
+    engine = _engine(node, parallel=False, annotations={PARALLEL_DELEGATES_ANNOTATION: "true"})
+
+    with caplog.at_level(logging.WARNING, logger="app.attach.engine"):
+        await engine.add(node.request(Command.ADD, container, node.new_netns(), conf))
+
+    record = node.checkpoint(container)
+    assert record is not None
+    assert record.parallel is False
+    [refusal] = [r.getMessage() for r in caplog.records]
+    assert refusal.startswith(f"annotation {PARALLEL_DELEGATES_ANNOTATION} refused")
+    assert "parallelDelegates" in refusal
