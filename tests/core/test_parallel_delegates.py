@@ -1,5 +1,7 @@
 """parallelDelegates in one process: real plugins and netns, the engine driven directly.
 
+The cluster network runs first and alone, the other networks together; a failure in any of them
+undoes every one that ran, the others left to finish first (none is killed halfway).
 A pod's ``v1.multus-cni.io/parallel-delegates`` annotation is honoured only as ``"true"`` or
 ``"false"``, and ``"true"`` only where the daemon config allows it. Any other value is refused in
 the daemon's log, naming the annotation, and that pod's delegates run one after another. The choice
@@ -15,8 +17,9 @@ import pytest
 from app.attach.cluster import PARALLEL_DELEGATES_ANNOTATION
 from app.attach.engine import AttachEngine, EngineSettings
 from app.attach.networks import ClusterSources, NetworkResolver
+from app.cni.types import CniError
 from app.store.mirror_records import NadRecord, PodRecord
-from tests.core.support import Command, Node, new_container_id
+from tests.core.support import Command, Node, delegate_lines, new_container_id
 
 
 class _OnePod:
@@ -112,3 +115,35 @@ async def test_true_where_the_config_does_not_allow_it_is_refused_naming_the_key
     [refusal] = [r.getMessage() for r in caplog.records]
     assert refusal.startswith(f"annotation {PARALLEL_DELEGATES_ANNOTATION} refused")
     assert "parallelDelegates" in refusal
+
+
+async def test_a_failure_while_another_delegate_still_runs_rolls_back_every_one_that_ran(node: Node) -> None:
+    conf = node.conf(
+        node.bridge_network("cluster", subnet="10.252.0.0/24"),
+        node.bridge_network("extra", subnet="10.252.1.0/24"),
+        node.recorder_network("broken", fail={"code": 11, "msg": "no capacity"}, failOn="ADD"),
+        node.recorder_network("slow", hang=True, failOn="ADD"),
+    )
+    netns = node.new_netns()
+    container = new_container_id()
+    settings = EngineSettings(delegate_timeout=1.0, node_name="node-a", parallel_delegates=True)
+    engine = AttachEngine(db=node.db, resolver=NetworkResolver(), boot_id=node.boot_id, settings=settings)
+
+    with pytest.raises(CniError) as failed:
+        await engine.add(node.request(Command.ADD, container, netns, conf))
+
+    assert failed.value.code == 11
+    assert 'network "broken" as net2' in failed.value.msg
+    assert [call for call in node.calls() if call[1] == "slow"] == [
+        ("ADD", "slow", "net3"),
+        ("DEL", "slow", "net3"),
+    ]
+    assert netns.links() == {"lo"}
+    assert [path for path in node.ipam_dir.rglob("10.252.*")] == [], "every lease given back"
+    assert node.checkpoint(container) is None
+    assert delegate_lines(node.history(container), "DEL") == [
+        ("net3", "rollback", "ok"),
+        ("net2", "rollback", "ok"),
+        ("net1", "rollback", "ok"),
+        ("eth0", "rollback", "ok"),
+    ]
