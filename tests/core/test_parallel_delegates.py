@@ -1,7 +1,8 @@
 """parallelDelegates in one process: real plugins and netns, the engine driven directly.
 
-The cluster network runs first and alone, the other networks together; a failure in any of them
-undoes every one that ran, the others left to finish first (none is killed halfway).
+The cluster network runs first and alone, the other networks together, as many at once as the
+delegate limit lets plugins run; a failure in any of them undoes every one that ran, the others
+left to finish first (none is killed halfway).
 A pod's ``v1.multus-cni.io/parallel-delegates`` annotation is honoured only as ``"true"`` or
 ``"false"``, and ``"true"`` only where the daemon config allows it. Any other value is refused in
 the daemon's log, naming the annotation, and that pod's delegates run one after another. The choice
@@ -17,6 +18,7 @@ import pytest
 from app.attach.cluster import PARALLEL_DELEGATES_ANNOTATION
 from app.attach.engine import AttachEngine, EngineSettings
 from app.attach.networks import ClusterSources, NetworkResolver
+from app.cni.invoke import SubprocessExec
 from app.cni.types import CniError
 from app.store.mirror_records import NadRecord, PodRecord
 from tests.core.support import Command, Node, delegate_lines, new_container_id
@@ -147,3 +149,30 @@ async def test_a_failure_while_another_delegate_still_runs_rolls_back_every_one_
         ("net1", "rollback", "ok"),
         ("eth0", "rollback", "ok"),
     ]
+
+
+@pytest.mark.parametrize(("limit", "met"), [(3, True), (2, False)])
+async def test_the_networks_run_together_within_the_delegate_limit(node: Node, limit: int, met: bool) -> None:
+    # three networks that succeed only if all three run at the same time: with two plugins at most
+    # running at once (maxConcurrentDelegates), the first two give up waiting for the third
+    meeting = {"dir": str(node.root / "rendezvous"), "count": 3, "timeout": 1}
+    together = [node.recorder_network(f"meet{index}", rendezvous=meeting) for index in range(3)]
+    conf = node.conf(node.recorder_network("cluster"), *together)
+    container = new_container_id()
+    settings = EngineSettings(delegate_timeout=20.0, node_name="node-a", parallel_delegates=True)
+    engine = AttachEngine(
+        db=node.db,
+        resolver=NetworkResolver(),
+        boot_id=node.boot_id,
+        settings=settings,
+        executor=SubprocessExec(max_running=limit),
+    )
+    request = node.request(Command.ADD, container, node.new_netns(), conf)
+
+    if met:
+        await engine.add(request)
+    else:
+        with pytest.raises(CniError, match="rendezvous timed out"):
+            await engine.add(request)
+
+    assert (node.checkpoint(container) is not None) is met
