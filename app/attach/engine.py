@@ -14,7 +14,8 @@ while the first plugin starts: that plugin is spawned once they are committed an
 (all it acts on) only once they are on disk, so its exec and start-up no longer wait for the disk.
 Delegates run one after another, or, with ``parallelDelegates``, the cluster network first and then
 the others concurrently. A failed delegate makes the engine undo the delegates already run, newest
-first, through the one teardown path that DEL, recovery and GC also use (``app.attach.teardown``):
+first (after a parallel ADD: the others concurrently, then the cluster network), through the one
+teardown path that DEL, recovery and GC also use (``app.attach.teardown``):
 it replays the recorded configuration, arguments and result, never re-resolving. An attachment
 leaves the checkpoint only when its DEL succeeded, or when its DEL can never run (plugin refused by
 name, recorded config unparsable; the reason goes to the history), or when its ADD failed before any
@@ -534,8 +535,10 @@ class AttachEngine:
         and the finish as one unit for the caller to commit.
 
         Sequential: in order, stopping at the first failure. Parallel: the cluster network first,
-        then the others concurrently, every one of them left to finish. On a failure, what did run
-        is committed with the error before it is raised, so the rollback replays real results.
+        then the others concurrently, every one of them left to finish (a plugin killed halfway
+        is not waited for, so the rollback's DEL could run beside it); the error raised is the
+        first failure in plan order. On a failure, what did run is committed with the error before
+        it is raised, so the rollback replays real results.
         """
         pending: list[UnitOfWork] = []
         outcomes: dict[int, DelegateOutcome] = {}
