@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import ClientPayloadError, HttpVersion11, StreamReader, web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -278,12 +278,17 @@ class CniServer:
         """multus-py's operator GC (``multusctl gc``): what a periodic pass does, now: the DELs the
         shim spooled are replayed (their figures answered as ``spool``), then one GC pass, orphans
         whose teardown failed lately tried again too (the periodic passes wait for them).
-        ``?dryRun=true`` only reports: nothing is replayed (``spool`` is null), nothing collected."""
+        ``?dryRun=true`` only reports: nothing is replayed (``spool`` is null), nothing collected.
+        Any other parameter, or a ``dryRun`` that is not a boolean, is refused (400 naming it): a
+        misspelt dry run must not collect for real."""
+        try:
+            dry_run = _dry_run(http_request.query)
+        except CniError as refused:
+            return _error_response(refused)
         if self.collector is None:
             return _error_response(_NotReadyError("no garbage collector"))
         if not await self.readiness.wait_ready(self.ready_hold):
             return _error_response(_NotReadyError(self.readiness.reason or "not ready"))
-        dry_run = http_request.query.get("dryRun", "false").lower() in ("1", "true", "yes")
         report, replayed = await self._run_shielded(
             self._operator_gc(self.collector, dry_run=dry_run), name="operator-gc"
         )
@@ -528,6 +533,24 @@ class _HttpServer(web.Server):
 class _NotReadyError(CniError):
     def __init__(self, reason: str) -> None:
         super().__init__(ErrorCode.TRY_AGAIN_LATER, f"multus daemon is not ready: {reason}")
+
+
+_GC_BOOLEANS: Final = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+
+
+def _dry_run(query: Mapping[str, str]) -> bool:
+    """``POST /gc``'s one parameter, ``dryRun`` (false when absent), given at most once as a boolean."""
+    names = [name for name, _value in query.items()]  # a multidict's items repeat a repeated name
+    for name in names:
+        if name != "dryRun":
+            raise CniError(ErrorCode.UNSUPPORTED_FIELD, f"POST /gc takes no parameter {name!r}: only dryRun")
+    if len(names) > 1:
+        raise CniError(ErrorCode.UNSUPPORTED_FIELD, "POST /gc: dryRun is given more than once")
+    value = query.get("dryRun", "false")
+    dry_run = _GC_BOOLEANS.get(value.lower())
+    if dry_run is None:
+        raise CniError(ErrorCode.DECODING_FAILURE, f"POST /gc: dryRun {value!r} is not true or false")
+    return dry_run
 
 
 def _task_name(request: SandboxRequest | NodeRequest) -> str:

@@ -198,6 +198,35 @@ async def test_operator_gc_reports_orphans_and_a_dry_run_collects_nothing(node: 
     assert node.checkpoint(container) is None
 
 
+@pytest.mark.parametrize(
+    ("query", "code", "named"),
+    [
+        ("dryrun=true", 2, "'dryrun'"),
+        ("dry_run=1", 2, "'dry_run'"),
+        ("dryRun=true&force=1", 2, "'force'"),
+        ("dryRun=true&dryRun=false", 2, "dryRun is given more than once"),
+        ("dryRun=maybe", 6, "dryRun 'maybe'"),
+        ("dryRun=", 6, "dryRun ''"),
+    ],
+)
+async def test_an_operator_gc_with_a_misspelt_or_odd_dry_run_is_refused_not_run_for_real(
+    node: Node, serve: Serve, query: str, code: int, named: str
+) -> None:
+    """A dry run asked for with a typo must not collect orphans and replay the spool for real."""
+    netns = node.new_netns()
+    container = new_container_id()
+    async with serve(ready(), with_collector=True) as client:
+        await client.post("/cni", data=body("ADD", container, netns.path))
+        netns.delete()
+        refused = await client.post(f"/gc?{query}")
+        answer = await refused.json()
+
+    assert refused.status == 400
+    assert answer["code"] == code
+    assert named in answer["msg"]
+    assert pending(node.checkpoint(container)) == ["eth0"], "nothing collected"
+
+
 async def test_operator_gc_replays_the_spooled_dels_before_its_pass_as_a_periodic_pass_does(
     node: Node, serve: Serve
 ) -> None:
