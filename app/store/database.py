@@ -54,13 +54,14 @@ import queue
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, RootTransaction, create_engine, event
+from sqlalchemy import URL, Connection, Engine, RootTransaction, create_engine, event
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from app import metrics
@@ -88,6 +89,13 @@ READERS = 2
 """Reader threads (each with its own connection): reads of committed state run beside the writer."""
 SPARE_CONNECTIONS = 4
 """Pooled connections beyond the threads' own, for ``read_sync`` and direct ``engine`` users."""
+
+
+def read_only_uri(path: str | os.PathLike[str]) -> str:
+    """SQLite's URI of the file at ``path`` (made absolute, symlinks kept), without its query:
+    every byte a URI gives a meaning to (``%``, ``?``, ``#``) escaped, so a ``stateDir`` holding one
+    names that file and not another (``file:/a?b/state.db`` is ``/a`` with a query ``b/state.db``)."""
+    return "file:" + urllib.parse.quote(os.path.abspath(path))
 
 
 class DatabaseLockedError(RuntimeError):
@@ -590,7 +598,7 @@ class Database:
         if read_only:
             if not db_path.exists():
                 raise FileNotFoundError(f"state database {db_path} does not exist")
-            url = f"sqlite:///file:{db_path}?mode=ro&uri=true"
+            url = URL.create("sqlite", database=read_only_uri(db_path), query={"mode": "ro", "uri": "true"})
         else:
             db_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             lock_fd = _lock_exclusively(db_path)
@@ -599,7 +607,7 @@ class Database:
             except BaseException:
                 os.close(lock_fd)
                 raise
-            url = f"sqlite:///{db_path}"
+            url = URL.create("sqlite", database=str(db_path))  # not parsed: a '?' or '#' stays the path's
         engine = create_engine(url, pool_size=1 + READERS + SPARE_CONNECTIONS, max_overflow=0)
         configure_connection(engine, read_only=read_only)
         try:

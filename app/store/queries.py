@@ -25,7 +25,7 @@ from sqlalchemy import Connection, Row, Table, func, inspect, select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from app.store import checkpoints, history, schema
-from app.store.database import Database
+from app.store.database import Database, read_only_uri
 from app.store.filters import AttachmentFilter, HistoryFilter
 from app.store.models import MIRROR_NADS, MIRROR_PODS, SANDBOXES, WATCH_STATE
 from app.store.records import AttachmentRecord, HistoryEntry, HistoryLine, SandboxRecord
@@ -391,7 +391,9 @@ def _probe(db_path: Path) -> None:
     """Fail within ``FILE_BUSY_TIMEOUT_MS`` on a database another process keeps locked (the
     store's own connections would wait ``BUSY_TIMEOUT_MS``, sized for the daemon's writes)."""
     try:
-        probe = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=FILE_BUSY_TIMEOUT_MS / 1000)
+        probe = sqlite3.connect(
+            f"{read_only_uri(db_path)}?mode=ro", uri=True, timeout=FILE_BUSY_TIMEOUT_MS / 1000
+        )
     except sqlite3.Error as exc:
         raise StoreReadError(f"cannot open state database {db_path}: {exc}") from exc
     try:

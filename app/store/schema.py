@@ -34,7 +34,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, create_engine, inspect, select, text
+from sqlalchemy import URL, Connection, create_engine, inspect, select, text
 
 import migrations
 from app.store.models import METADATA, SCHEMA_COMPATIBILITY
@@ -260,7 +260,7 @@ def _upgrade_file(database: str) -> None:
     """The child's side of ``_upgrade_in_child``: the same connection settings as the daemon's."""
     from app.store.database import configure_connection
 
-    engine = create_engine(f"sqlite:///{database}")
+    engine = create_engine(URL.create("sqlite", database=str(database)))
     configure_connection(engine, read_only=False)
     try:
         with engine.connect() as connection:
@@ -304,7 +304,7 @@ def downgrade_file(database: Path, target: str) -> str:
     lock_fd = _lock_exclusively(database)
     try:
         refuse_if_foreign(database)
-        engine = create_engine(f"sqlite:///{database}")
+        engine = create_engine(URL.create("sqlite", database=str(database)))
         configure_connection(engine, read_only=False)
         try:
             with engine.connect() as connection:

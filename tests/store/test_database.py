@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import sqlite3
 import threading
 from functools import partial
@@ -14,7 +15,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection, text
 
-from app.store import checkpoints, history, lease_proofs, schema
+from app.store import checkpoints, history, lease_proofs, queries, schema
 from app.store.database import Database, DatabaseLockedError
 from app.store.models import METADATA
 from app.store.records import DelegateIntent, HistoryEntry, PodIdentity, SandboxIntent
@@ -136,6 +137,33 @@ def test_read_only_open_refuses_writes(db_path: Path) -> None:
             reader.write_sync(lambda s: None)
     finally:
         reader.close()
+
+
+@pytest.mark.parametrize("directory", ["with %41 a percent", "with ?a query", "with #a fragment"])
+async def test_a_state_dir_holding_what_a_uri_gives_meaning_to_opens_that_file_for_writes_and_reads(
+    tmp_path: Path, directory: str
+) -> None:
+    """The daemon writes, multusctl and the query API read the one file of a ``stateDir`` named
+    with ``%``, ``?`` or ``#``: not a file cut at the ``?`` or an empty one its escape makes."""
+    db_path = tmp_path / directory / "state.db"
+    db = Database.open(db_path, migrate_in_child=True)
+    try:
+        await db.write(lambda s: checkpoints.begin_add(s, _sandbox("c1")))
+        reader = Database.open(db_path, read_only=True)
+        try:
+            found = reader.read_sync(lambda s: checkpoints.load_sandbox(s, "c1"))
+        finally:
+            reader.close()
+        read, _size = queries.read_file(db_path, lambda s: checkpoints.load_sandbox(s, "c1"))
+    finally:
+        db.close()
+
+    assert found is not None
+    assert found.state == "adding"
+    assert read is not None
+    assert read.state == "adding"
+    assert os.listdir(tmp_path) == [directory], "no file cut short beside it"
+    assert all(name.startswith("state.db") for name in os.listdir(tmp_path / directory))
 
 
 async def test_a_write_is_visible_to_another_connection_when_it_returns(db_path: Path) -> None:
