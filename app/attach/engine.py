@@ -535,19 +535,45 @@ class AttachEngine:
         and the finish as one unit for the caller to commit.
 
         Sequential: in order, stopping at the first failure. Parallel: the cluster network first,
-        then the others concurrently, every one of them left to finish (a plugin killed halfway
-        is not waited for, so the rollback's DEL could run beside it); the error raised is the
-        first failure in plan order. On a failure, what did run is committed with the error before
-        it is raised, so the rollback replays real results.
+        then the others concurrently, every one that has started left to finish (a plugin killed
+        halfway is not waited for, so the rollback's DEL could run beside it), and none started
+        once one has failed (one still waiting for a slot under ``maxConcurrentDelegates``: it is
+        dropped as never executed, as in sequential mode); the error raised is the first failure in
+        plan order of a delegate that ran. On a failure, what did run is committed with the error
+        before it is raised, so the rollback replays real results.
         """
         pending: list[UnitOfWork] = []
         outcomes: dict[int, DelegateOutcome] = {}
         begun: set[int] = set()
+        failed = False
+        turned_away: set[int] = set()
 
-        def run(index: int) -> Awaitable[None]:
+        def run(index: int, wanted: Callable[[], bool] | None = None) -> Awaitable[None]:
             return self._run_one(
-                request, plans[index], intents[index], pending, outcomes, index, begun, intents_on_disk
+                request,
+                plans[index],
+                intents[index],
+                pending,
+                outcomes,
+                index,
+                begun,
+                intents_on_disk,
+                wanted,
             )
+
+        async def run_beside_others(index: int) -> None:
+            nonlocal failed
+
+            def wanted() -> bool:
+                if failed:
+                    turned_away.add(index)
+                return not failed
+
+            try:
+                await run(index, wanted)
+            except Exception:
+                failed = True
+                raise
 
         try:
             if parallel:
@@ -555,8 +581,14 @@ class AttachEngine:
                 rest = [index for index in range(len(plans)) if index not in first]
                 for index in first:
                     await run(index)
-                done = await asyncio.gather(*(run(index) for index in rest), return_exceptions=True)
-                failures = [item for item in done if isinstance(item, BaseException)]
+                done = await asyncio.gather(
+                    *(run_beside_others(index) for index in rest), return_exceptions=True
+                )
+                failures = [
+                    item
+                    for index, item in zip(rest, done, strict=True)
+                    if isinstance(item, BaseException) and index not in turned_away
+                ]
                 if failures:
                     raise failures[0]
             else:
@@ -598,6 +630,7 @@ class AttachEngine:
         index: int,
         begun: set[int],
         intents_on_disk: asyncio.Future[None],
+        wanted: Callable[[], bool] | None = None,
     ) -> None:
         """One delegate's ADD; what to commit about it goes to ``pending``, its outcome to ``outcomes``."""
         begun.add(index)
@@ -610,6 +643,7 @@ class AttachEngine:
             step_started=step_started,
             units=pending,
             input_after=intents_on_disk,
+            wanted=wanted,
         )
         self._crash.reached(Point.ADD_AFTER_EXEC)
         pending.extend(
@@ -703,16 +737,19 @@ class AttachEngine:
         step_started: float,
         units: list[UnitOfWork],
         input_after: asyncio.Future[None] | None = None,
+        wanted: Callable[[], bool] | None = None,
     ) -> JsonObject:
         """The delegate's ADD; on failure, what to record about it is appended to ``units``. Its
-        plugins read no input before ``input_after`` is done.
+        plugins read no input before ``input_after`` is done, and none starts once ``wanted`` says no.
 
         A failure before any of its plugins executed leaves nothing on the node: the attachment
         is dropped from the checkpoint (the history keeps the error), so no DEL ever waits for it.
         """
         try:
             return await api.add_network_list(
-                cni=self._cni_config(intent.cni_path, root=intent.root, input_after=input_after),
+                cni=self._cni_config(
+                    intent.cni_path, root=intent.root, input_after=input_after, wanted=wanted
+                ),
                 net=plan.net,
                 rt=self._runtime_conf(container_id=request.container_id, netns_path=request.netns, plan=plan),
             )
@@ -839,9 +876,10 @@ class AttachEngine:
         *,
         root: str | None = None,
         input_after: asyncio.Future[None] | None = None,
+        wanted: Callable[[], bool] | None = None,
     ) -> api.CniConfig:
         """How to run plugins: in ``root`` (an attachment's recorded one), else in today's ``chrootDir``;
-        none reads its input before ``input_after`` is done."""
+        none reads its input before ``input_after`` is done, none starts once ``wanted`` says no."""
         return api.CniConfig(
             path=tuple(cni_path),
             timeout=self._settings.delegate_timeout,
@@ -849,6 +887,7 @@ class AttachEngine:
             base_env=self._settings.plugin_env,
             chroot_dir=self._settings.chroot_dir if root is None else root,
             input_after=input_after,
+            wanted=wanted,
         )
 
     @staticmethod

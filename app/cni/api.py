@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -52,6 +52,8 @@ class CniConfig:
     ``path`` is searched inside it, and each plugin is executed in ``chroot(chroot_dir)`` with the
     same environment and stdin. ``input_after``: no plugin reads its input before this future is
     done; one may be started meanwhile (``invoke``'s ``ready``; None: nothing to wait for).
+    ``wanted``: asked when each plugin's turn comes, before it starts; False, and it is not started
+    (``invoke``'s ``wanted``; None: always).
     """
 
     path: tuple[str, ...]
@@ -60,6 +62,7 @@ class CniConfig:
     base_env: Mapping[str, str] = field(default_factory=lambda: dict(invoke.DEFAULT_BASE_ENV))
     chroot_dir: str = ""
     input_after: asyncio.Future[None] | None = None
+    wanted: Callable[[], bool] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,6 +294,7 @@ async def _run(
         timeout=cni.timeout,
         root=cni.chroot_dir,
         ready=cni.input_after,
+        wanted=cni.wanted,
     )
 
 

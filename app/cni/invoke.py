@@ -35,7 +35,7 @@ import signal
 import subprocess
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Final, Literal, Protocol
@@ -83,11 +83,14 @@ class Exec(Protocol):
         timeout: float,  # noqa: ASYNC109 (a per-call limit of the protocol)
         root: str = "",
         ready: asyncio.Future[None] | None = None,
+        wanted: Callable[[], bool] | None = None,
     ) -> bytes:
         """The plugin's stdout when it exits 0; otherwise the CniError it printed (or one built for it).
 
         With ``root``, the plugin runs inside ``chroot(root)``. With ``ready``, it reads no input
-        before ``ready`` is done (see the module's docstring)."""
+        before ``ready`` is done (see the module's docstring). ``wanted`` is asked once the plugin's
+        turn has come (its slot held), before anything starts: False, and nothing is started
+        (``NotExecutedError``)."""
         ...
 
 
@@ -311,9 +314,15 @@ class SubprocessExec:
         timeout: float,  # noqa: ASYNC109 (a per-call limit of the protocol)
         root: str = "",
         ready: asyncio.Future[None] | None = None,
+        wanted: Callable[[], bool] | None = None,
     ) -> bytes:
         await self.slots.acquire()
         try:
+            if wanted is not None and not wanted():
+                raise NotExecutedError(
+                    ErrorCode.TRY_AGAIN_LATER,
+                    f"plugin {plugin_path} not started: its request had failed while it waited for its turn",
+                )
             return await self._exec(
                 plugin_path=plugin_path, stdin=stdin, env=env, timeout=timeout, root=root, ready=ready
             )

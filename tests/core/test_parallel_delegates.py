@@ -176,3 +176,41 @@ async def test_the_networks_run_together_within_the_delegate_limit(node: Node, l
             await engine.add(request)
 
     assert (node.checkpoint(container) is not None) is met
+
+
+async def test_after_a_failure_no_delegate_still_waiting_for_its_turn_is_started(node: Node) -> None:
+    # one plugin at a time: the first of the parallel networks fails while the other two wait for
+    # the slot; as in sequential mode, nothing is started after a failure (they were started, then
+    # DELed, taking slots other pods wait for), and the runtime hears the failure, not "not started"
+    conf = node.conf(
+        node.recorder_network("cluster"),
+        node.recorder_network("broken", fail={"code": 11, "msg": "no capacity"}, failOn="ADD"),
+        node.recorder_network("waiting1"),
+        node.recorder_network("waiting2"),
+    )
+    container = new_container_id()
+    settings = EngineSettings(delegate_timeout=20.0, node_name="node-a", parallel_delegates=True)
+    engine = AttachEngine(
+        db=node.db,
+        resolver=NetworkResolver(),
+        boot_id=node.boot_id,
+        settings=settings,
+        executor=SubprocessExec(max_running=1),
+    )
+
+    with pytest.raises(CniError) as failed:
+        await engine.add(node.request(Command.ADD, container, node.new_netns(), conf))
+
+    assert failed.value.code == 11
+    assert 'network "broken" as net1' in failed.value.msg
+    assert node.calls() == [
+        ("ADD", "cluster", "eth0"),
+        ("ADD", "broken", "net1"),
+        ("DEL", "broken", "net1"),
+        ("DEL", "cluster", "eth0"),
+    ]
+    assert node.checkpoint(container) is None
+    not_started = [
+        line for line in delegate_lines(node.history(container), "ADD") if line[0] in ("net2", "net3")
+    ]
+    assert not_started == [("net2", "runtime", "error"), ("net3", "runtime", "error")]
