@@ -636,18 +636,25 @@ def environment() -> dict[str, str]:
     return env
 
 
-def request_body(stdin: bytes) -> bytes:
+def request_body(stdin: bytes, command: str) -> bytes:
     """``{"env": {...}, "config": "<base64>"}``, compact, env keys sorted: what Go's ``json.Marshal``
     writes for upstream's ``api.Request``.
 
     The whole environment, as upstream's shim sends it, unless that makes the body larger than the
     daemon takes (``MAX_BODY_BYTES``; escaped, a byte that is not UTF-8 grows sixfold): then only the
     ``CNI_`` variables, the only ones a daemon reads. Otherwise such a runtime's every call, and so
-    its DEL, would be refused for ever (code 6)."""
+    its DEL, would be refused for ever (code 6). A DEL still too large (its conf is: base64 makes
+    3 MiB of stdin 4 MiB) goes without its conf, an empty ``config``: the daemon takes a DEL whose
+    conf does not decode with its own configuration alone and replays the checkpoint, where the
+    whole body would be refused (code 6) at every retry of the runtime, and spooled, rejected
+    unreplayed. Other commands keep their conf: the daemon's refusal is their answer."""
     env = environment()
     body = encode_request(env, stdin)
     if len(body) > MAX_BODY_BYTES:
-        body = encode_request({key: value for key, value in env.items() if key.startswith("CNI_")}, stdin)
+        env = {key: value for key, value in env.items() if key.startswith("CNI_")}
+        body = encode_request(env, stdin)
+        if len(body) > MAX_BODY_BYTES and command == "DEL":
+            body = encode_request(env, b"")
     return body
 
 
@@ -1352,7 +1359,7 @@ def dispatch(call: Call) -> int:
     conf = parse_network_config(stdin)
     call.conf = conf
     check_command_version(command, conf)
-    request = request_body(stdin)
+    request = request_body(stdin, command)
     try:
         path = daemon_socket_path(conf)
     except CniError as unusable:
