@@ -1483,7 +1483,9 @@ def log_failure(call: Call, failure: CniError, suffix: str = "") -> None:
     """Append one line about a failed call to the conf's ``logFile``, upstream's layout:
     ``<RFC 3339 UTC> [error] CmdAdd (shim): ...``, whatever ``logLevel`` says. Only once the conf was
     read (before that no log file is known); a log that cannot be written is skipped: the runtime
-    still gets the error itself. ``logToStderr`` is not honoured: the shim's stderr stays empty."""
+    still gets the error itself. ``logToStderr`` is not honoured: the shim's stderr stays empty.
+    Opened non-blocking: a ``logFile`` that is a FIFO nobody reads would otherwise hold the shim in
+    ``open`` for ever, past its deadline (and a spooled DEL would never be answered success)."""
     log_file = call.conf.get("logfile")
     if not (isinstance(log_file, str) and log_file):
         return
@@ -1494,7 +1496,8 @@ def log_failure(call: Call, failure: CniError, suffix: str = "") -> None:
     line = f"{stamp} [error] {name} (shim): container {container!r}: code {failure.code}: {text}{suffix}"
     data = (line.replace("\r", "\\r").replace("\n", "\\n") + "\n").encode("utf-8", "backslashreplace")
     try:
-        fd = posix.open(log_file, posix.O_WRONLY | posix.O_APPEND | posix.O_CREAT | posix.O_CLOEXEC, 0o644)
+        flags = posix.O_WRONLY | posix.O_APPEND | posix.O_CREAT | posix.O_CLOEXEC | posix.O_NONBLOCK
+        fd = posix.open(log_file, flags, 0o644)
         try:
             posix.write(fd, data)  # one write with O_APPEND: lines of concurrent shims never interleave
         finally:

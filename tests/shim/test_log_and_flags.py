@@ -3,6 +3,7 @@ its command-line flags (``-version`` as upstream's Go shim: ``flag`` syntax, exi
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import tomllib
@@ -84,6 +85,23 @@ def test_stderr_stays_empty_even_with_log_to_stderr(launcher: Path, socket_dir: 
 def test_an_unwritable_log_file_does_not_change_the_answer(launcher: Path, socket_dir: Path) -> None:
     conf = conf_bytes(socket_dir, logFile="/nonexistent/dir/multus.log")
     assert run_shim(launcher, conf).error()["code"] == 11
+
+
+def test_a_log_file_that_is_a_fifo_nobody_reads_does_not_hold_the_answer(
+    launcher: Path, socket_dir: Path, tmp_path: Path
+) -> None:
+    """Opening it for writing waited for a reader for ever: the runtime killed the shim at its own
+    deadline, and retried a DEL the shim had spooled but never answered."""
+    fifo = tmp_path / "multus.log"
+    os.mkfifo(fifo)
+    spool = tmp_path / "spool"
+    conf = conf_bytes(socket_dir, logFile=str(fifo), spoolDir=str(spool))
+
+    assert run_shim(launcher, conf).error()["code"] == 11
+    deleted = run_shim(launcher, conf, env={"CNI_COMMAND": "DEL"})
+
+    assert (deleted.returncode, deleted.stdout, deleted.stderr) == (0, b"", b"")
+    assert len(list(spool.glob("del-*.json"))) == 1
 
 
 def test_a_failure_before_the_conf_is_read_logs_nowhere(launcher: Path, tmp_path: Path) -> None:
