@@ -158,6 +158,8 @@ MAX_BODY_BYTES = 4 * 1024 * 1024
 """The largest request body the daemon takes (``app.daemon.server.MAX_BODY_BYTES``; a test keeps them
 equal)."""
 SOCKET_NAME = "multus.sock"
+MAX_SOCKET_PATH_BYTES = 108
+"""The longest path a unix socket address takes (``sun_path``)."""
 SUPPORTED_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 ABOUT = "meta-plugin that delegates to other CNI plugins"
 VERSION_REPLY = (
@@ -608,7 +610,16 @@ def daemon_socket_path(conf: dict[str, object]) -> str:
         shown = go_quote(str(directory))
         msg = f"invalid CNI configuration passed to multus-shim: daemonSocketDir {shown} is no path"
         raise CniError(ERR_INVALID_CONFIG, msg)
-    return go_clean_path(f"{directory}/{SOCKET_NAME}")
+    path = go_clean_path(f"{directory}/{SOCKET_NAME}")
+    size = len(path.encode(FILE_NAME_ENCODING, "surrogateescape"))
+    if size > MAX_SOCKET_PATH_BYTES:  # no daemon can listen there: no retry can reach one
+        msg = (
+            f"invalid CNI configuration passed to multus-shim: daemonSocketDir {go_quote(directory)}"
+            f" makes the socket path {size} bytes long, past the {MAX_SOCKET_PATH_BYTES} bytes"
+            " a unix socket's path may have"
+        )
+        raise CniError(ERR_INVALID_CONFIG, msg)
+    return path
 
 
 def is_path(text: str) -> bool:

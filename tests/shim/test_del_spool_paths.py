@@ -19,6 +19,8 @@ import pytest
 from tests.shim.helpers import BASE_ENV, IN_PRIVATE_DEFAULT_SPOOL, ShimRun, conf_bytes, run_shim
 
 ABSENT_DAEMON_DEL = {"CNI_COMMAND": "DEL", "MULTUS_SHIM_WAIT_SECONDS": "0"}
+TOO_LONG = "/tmp/" + "d" * 100
+"""A daemonSocketDir whose socket path (``<dir>/multus.sock``) no unix socket can have: over 108 bytes."""
 
 
 def run_with_private_default_spool(
@@ -75,7 +77,9 @@ def test_a_del_whose_spool_dir_the_daemon_cannot_read_is_spooled_in_the_default_
     assert json.loads(entry.read_bytes())["env"]["CNI_CONTAINERID"] == BASE_ENV["CNI_CONTAINERID"]
 
 
-@pytest.mark.parametrize("socket_dir_value", ["/tmp/a\u0000b", "/tmp/\ud800"], ids=["nul", "lone-surrogate"])
+@pytest.mark.parametrize(
+    "socket_dir_value", ["/tmp/a\u0000b", "/tmp/\ud800", TOO_LONG], ids=["nul", "lone-surrogate", "too-long"]
+)
 def test_a_del_whose_daemon_socket_dir_is_no_path_is_spooled_and_succeeds(
     launcher: Path, tmp_path: Path, socket_dir_value: str
 ) -> None:
@@ -91,7 +95,9 @@ def test_a_del_whose_daemon_socket_dir_is_no_path_is_spooled_and_succeeds(
     assert len(entries(spool)) == 1
 
 
-@pytest.mark.parametrize("socket_dir_value", ["/tmp/a\u0000b", "/tmp/\ud800"], ids=["nul", "lone-surrogate"])
+@pytest.mark.parametrize(
+    "socket_dir_value", ["/tmp/a\u0000b", "/tmp/\ud800", TOO_LONG], ids=["nul", "lone-surrogate", "too-long"]
+)
 def test_an_add_whose_daemon_socket_dir_is_no_path_is_code_7_naming_the_key(
     launcher: Path, tmp_path: Path, socket_dir_value: str
 ) -> None:
