@@ -25,7 +25,10 @@ Decisions where upstream panics, fails late or silently does something surprisin
   ``IP=`` with an empty value to CNI_ARGS and wipe the runtime's ``portMappings``); ``default-route:
   []`` means no request too (upstream marks every delegate for default-route filtering, a filter
   that is a no-op at upstream HEAD anyway). An empty string in ``default-route`` is refused
-  (Go decodes it to a nil IP and counts it as an IPv6 gateway).
+  (Go decodes it to a nil IP and counts it as an IPv6 gateway). A gateway is kept as Go prints it:
+  an IPv4-mapped address (``::ffff:10.0.0.1``) is the IPv4 address it maps, as it is to upstream,
+  whose default route through it is an IPv4 one (taken as written, it became an IPv6 route the
+  kernel refused, and the ADD failed).
 - ``ipam-claim-reference`` is accepted (must be a string) and kept on the selection, but not passed
   to the delegate, as upstream. It is not refused: OVN-Kubernetes reads it from the pod's annotation
   itself (KubeVirt persistent IPs), so refusing it would break working clusters.
@@ -382,10 +385,18 @@ def _decode_gateways(value: object, field: str) -> list[str]:
             raise _type_error(item, field, "net.IP")
         if item == "":
             raise gojson.DecodeError("default-route: empty IP address")
-        if results.parse_ip(item) is None:
+        parsed = results.parse_ip(item)
+        if parsed is None:
             raise gojson.DecodeError(f"invalid IP address: {item}")
-        gateways.append(item)
+        gateways.append(_go_ip_text(parsed))
     return gateways
+
+
+def _go_ip_text(address: results.Address) -> str:
+    """An address as Go's ``net.IP.String()`` prints it: an IPv4-mapped IPv6 address is IPv4."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
 
 
 _DECODERS: Final[dict[str, Callable[[object, str], Any]]] = {
