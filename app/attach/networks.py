@@ -12,9 +12,11 @@ name: a NetworkAttachmentDefinition in ``multusNamespace`` first, then a conf fi
 Annotation selections name NADs only; a NAD with an empty ``spec.config`` stands for the conf file
 of its name in ``confDir``. ``namespaceIsolation`` holds both annotations to the pod's namespace and
 ``globalNamespaces``, the default-network annotation also to ``multusNamespace`` (upstream leaves
-that annotation unchecked). A NAD the mirror lacks (and, for a reference, no conf file of its name)
-is asked of the API once before the ADD fails (``NadSource.fetch_nad``): one created just before
-its pod may not be mirrored yet; a NAD in the mirror costs no request.
+that annotation unchecked). The ``default-route`` gateways of both annotations count together: more
+than one of an address family is refused (upstream's ECMP error). A NAD the mirror lacks (and, for
+a reference, no conf file of its name) is asked of the API once before the ADD fails
+(``NadSource.fetch_nad``): one created just before its pod may not be mirrored yet; a NAD in the
+mirror costs no request.
 
 Each delegate's CNI_ARGS, runtimeConfig (capability args), ``args.cni`` and device ID are decided
 here and baked into the configuration bytes the engine records before running it, as is the
@@ -290,7 +292,9 @@ class NetworkResolver:
                 pod_namespace=pod.namespace,
                 max_networks=conf.max_networks_per_pod,
             )
-            sel.check_default_routes(selections)
+            # upstream counts the gateways of every delegate, the default-network annotation's too
+            requested = [network.selection for network in networks if network.selection is not None]
+            sel.check_default_routes([*requested, *selections])
             for selection in selections:  # charged one by one: a refused ADD holds at most the bound
                 networks.append(await self._selected(selection, conf, pod))
                 budget.charge(networks[-1])

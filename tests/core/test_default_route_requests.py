@@ -2,8 +2,9 @@
 
 An ADD through the engine in one process, Kubernetes mode with the pod and NADs served from memory:
 the reference ``bridge`` and ``host-local`` plugins run for real in a network namespace, and the
-routes are read back with ``ip``. Upstream's rule: a gateway is the address Go decodes, an
-IPv4-mapped IPv6 one being IPv4.
+routes are read back with ``ip``. Upstream's rules: at most one gateway per address family across
+every delegate (the ``v1.multus-cni.io/default-network`` annotation's too), and a gateway is the
+address Go decodes, an IPv4-mapped IPv6 one being IPv4.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ import json
 import secrets
 import subprocess
 
-from app.attach.cluster import NETWORKS_ANNOTATION
+import pytest
+
+from app.attach.cluster import DEFAULT_NETWORK_ANNOTATION, NETWORKS_ANNOTATION
 from app.attach.engine import AttachEngine, EngineSettings
 from app.attach.networks import ClusterSources, NetworkResolver
-from app.cni.types import JsonObject
+from app.cni.types import CniError, ErrorCode, JsonObject
 from app.store.mirror_records import NadRecord, PodRecord
 from tests.core.support import Command, Netns, Node, new_container_id, pending
 
@@ -86,4 +89,41 @@ async def test_an_ipv4_mapped_gateway_gives_an_ipv4_default_route_as_upstream(no
 
     assert _default_routes(netns) == [("10.72.0.1", "net1")]
     await engine.delete(node.request(Command.DEL, container, netns, conf))
+    assert pending(node.checkpoint(container)) == []
+
+
+@pytest.mark.parametrize(
+    ("default_network_gateways", "networks_gateways"),
+    [
+        (["10.73.0.1"], ["10.72.0.1"]),
+        (["10.73.0.1", "10.73.0.9"], None),
+    ],
+    ids=["one-in-each-annotation", "two-in-the-default-network-annotation"],
+)
+async def test_a_second_gateway_of_a_family_in_the_default_network_annotation_is_ecmp_and_refused(
+    node: Node, default_network_gateways: list[str], networks_gateways: list[str] | None
+) -> None:
+    # Upstream counts every delegate's gateways, the default-network annotation's included; they
+    # were counted within the networks annotation only, and the routes were set one after the
+    # other: the last one silently replaced the one the pod had asked for first.
+    conf = node.conf(node.bridge_network("cluster", subnet="10.71.0.0/24"))
+    alternative = _bridge_nad(node, "kube-system", "alt", subnet="10.73.0.0/24", gateway="10.73.0.1")
+    routed = _bridge_nad(node, "default", "routed", subnet="10.72.0.0/24", gateway="10.72.0.1")
+    annotations = {
+        DEFAULT_NETWORK_ANNOTATION: json.dumps([{"name": "alt", "default-route": default_network_gateways}])
+    }
+    if networks_gateways is not None:
+        selection = [{"name": "routed", "default-route": networks_gateways}]
+        annotations[NETWORKS_ANNOTATION] = json.dumps(selection)
+    engine = _engine(node, annotations, alternative, routed)
+    container, netns = new_container_id(), node.new_netns()
+
+    with pytest.raises(CniError) as refused:
+        await engine.add(node.request(Command.ADD, container, netns, conf))
+
+    assert (refused.value.code, refused.value.msg) == (
+        ErrorCode.INVALID_NETWORK_CONFIG,
+        "multus does not support ECMP for default-route",
+    )
+    assert netns.links() == {"lo"}
     assert pending(node.checkpoint(container)) == []
