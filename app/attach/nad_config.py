@@ -47,10 +47,12 @@ def falls_back_to_conf_dir(config: str) -> bool:
 def nad_network_config(nad_name: str, config: str, *, namespace: str = "") -> bytes:
     """The delegate configuration a NAD's non-empty ``spec.config`` defines (``GetCNIConfigFromSpec``).
 
-    ``nad_name`` is the NAD's metadata.name, injected as ``name`` when the config has none or ``""``
-    (the config is then re-encoded with sorted keys; otherwise its bytes are returned unchanged).
-    A top-level ``type`` makes it a single plugin conf, its absence a conflist whose ``plugins``
-    must be present and whose first plugin needs a ``type``. Errors name ``<namespace>/<nad_name>``.
+    ``nad_name`` is the NAD's metadata.name, injected as ``name`` when the config has none or ``""``.
+    A top-level ``type`` makes it a single plugin conf, whatever else it holds: a ``plugins`` key
+    beside it is dropped, as upstream ignores it (kept, it was the chain run instead of ``type``,
+    unchecked for Multus's own types). Without a ``type`` it is a conflist whose ``plugins`` must
+    be present and whose first plugin needs a ``type``. An edited config is re-encoded with sorted
+    keys; otherwise its bytes are returned unchanged. Errors name ``<namespace>/<nad_name>``.
     Raises ValueError for an empty config: see ``falls_back_to_conf_dir``.
     """
     if falls_back_to_conf_dir(config):
@@ -64,11 +66,16 @@ def nad_network_config(nad_name: str, config: str, *, namespace: str = "") -> by
     data = config.encode("utf-8", "surrogatepass")
     _check_size(len(data), where=where)
     document = _spec_document(data, where=where)
+    edited = False
     if document.get("name") in (None, ""):
         document["name"] = nad_name
-        data = cniconf.encode(document, what=f"{where} spec.config")
+        edited = True
+    if delegate_inputs.has_type(document) and "plugins" in document:
+        # one plugin, as upstream runs it; app.cni reads any "plugins" key as a conflist
+        del document["plugins"]
+        edited = True
     _check_delegate_shape(document, where=where)
-    return data
+    return cniconf.encode(document, what=f"{where} spec.config") if edited else data
 
 
 def _check_size(size: int, *, where: str) -> None:

@@ -261,3 +261,22 @@ def test_nad_config_that_is_not_json_is_code_7() -> None:
         nad_network_config("nad", "{oops", namespace="ns")
     assert caught.value.code == ErrorCode.INVALID_NETWORK_CONFIG
     assert caught.value.msg.startswith(SPEC)
+
+
+@pytest.mark.parametrize(
+    "plugins",
+    [[{"type": "tuning"}], [{"type": "multus-shim"}], [], None, "not a list"],
+    ids=["a-chain", "multus-itself", "empty", "null", "a-string"],
+)
+def test_a_config_with_a_type_is_that_one_plugin_whatever_plugins_it_also_holds(plugins: object) -> None:
+    # Upstream's LoadDelegateNetConf reads a config with a top-level type as one plugin and runs it.
+    # The "plugins" beside it were loaded as a conflist and run instead: another plugin than the
+    # one upstream runs (or none, refused), and Multus itself got past the refusal of its types.
+    config = json.dumps({"cniVersion": "1.0.0", "name": "own", "type": "bridge", "plugins": plugins})
+
+    data = nad_network_config("nad", config, namespace="ns")
+
+    net = cniconf.load_network_list(data, source="test")
+    assert net.is_single_conf
+    assert net.plugin_types == ["bridge"]
+    assert json.loads(data) == {"cniVersion": "1.0.0", "name": "own", "type": "bridge"}
