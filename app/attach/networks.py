@@ -556,6 +556,9 @@ class NetworkResolver:
 
     @staticmethod
     def _inline(index: int, delegate: Mapping[str, Any]) -> _Network:
+        if delegate_inputs.has_type(delegate) and "plugins" in delegate:
+            # one plugin, as upstream's LoadDelegateNetConf reads it (app.cni: a "plugins" key is a list)
+            delegate = {key: value for key, value in delegate.items() if key != "plugins"}
         data = json.dumps(delegate, sort_keys=True).encode()
         net = cniconf.load_network_list(data, source=f"delegates[{index}]")
         return _Network(name=net.name, net=net)

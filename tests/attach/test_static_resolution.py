@@ -1,10 +1,12 @@
-"""Static-mode resolution from ``confDir``: the networks a request names, each conf file read once.
+"""Static-mode resolution from ``confDir``: the networks a request names, each conf file read once;
+and the configuration's inline ``delegates``.
 
 Real conf files in a temporary directory and the resolver the engine uses; nothing is executed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 from pathlib import Path
@@ -124,3 +126,19 @@ async def test_a_conf_directory_listed_while_out_of_descriptors_is_code_11(tmp_p
 
     assert caught.value.code == ErrorCode.TRY_AGAIN_LATER
     assert f"error reading directory {tmp_path}" in caught.value.msg
+
+
+async def test_an_inline_delegate_with_a_type_is_that_one_plugin_whatever_plugins_it_also_holds(
+    tmp_path: Path,
+) -> None:
+    # Upstream's LoadNetConf reads each of "delegates" with LoadDelegateNetConf: a top-level type
+    # makes it one plugin. The "plugins" beside it were run instead.
+    delegate = {"cniVersion": "1.0.0", "name": "inline", "type": "bridge", "plugins": [{"type": "tuning"}]}
+    given = request(tmp_path, "", ())
+    conf = MultusNetConf(name="multus", cni_version="1.0.0", stdin_cni_version="1.0.0", delegates=(delegate,))
+    resolution = await NetworkResolver().resolve(dataclasses.replace(given, conf=conf))
+
+    [plan] = resolution.plans
+    assert plan.net.is_single_conf
+    assert plan.net.plugin_types == ["bridge"]
+    assert "plugins" not in json.loads(plan.net.raw)
