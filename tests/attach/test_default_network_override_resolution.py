@@ -17,25 +17,7 @@ from app.attach.requests import Command, SandboxRequest
 from app.cni.types import CniError, ContainerId, ErrorCode, IfName
 from app.store.mirror_records import NadRecord, PodRecord
 from app.store.records import PodIdentity
-
-
-class Pods:
-    def __init__(self, pod: PodRecord) -> None:
-        self.pod = pod
-
-    async def get_pod(self, namespace: str, name: str, *, uid: str = "") -> PodRecord | None:
-        return self.pod if (namespace, name) == self.pod.key else None
-
-
-class Nads:
-    def __init__(self, *nads: NadRecord) -> None:
-        self.nads = {nad.key: nad for nad in nads}
-
-    async def get_nad(self, namespace: str, name: str) -> NadRecord | None:
-        return self.nads.get((namespace, name))
-
-    async def fetch_nad(self, namespace: str, name: str) -> NadRecord | None:
-        return self.nads.get((namespace, name))
+from tests.core.support import Nads, OnePod
 
 
 async def resolve_for(tmp_path: Path, annotations: dict[str, str]) -> list[tuple[str, str]]:
@@ -46,7 +28,7 @@ async def resolve_for(tmp_path: Path, annotations: dict[str, str]) -> list[tuple
     alternative = {"cniVersion": "1.0.0", "type": "macvlan", "master": "eth0"}
     nad = NadRecord("kube-system", "alt-default", "nad-uid", config=json.dumps(alternative))
     pod = PodRecord("default", "web", "pod-uid", annotations=annotations)
-    resolver = NetworkResolver(cluster=ClusterSources(pods=Pods(pod), nads=Nads(nad)))
+    resolver = NetworkResolver(cluster=ClusterSources(pods=OnePod(pod=pod), nads=Nads(nad)))
     conf = MultusNetConf(
         name="multus",
         cni_version="1.0.0",

@@ -28,6 +28,7 @@ from app.attach.requests import Command, SandboxRequest, Trigger
 from app.cni.types import ContainerId, IfName, JsonObject
 from app.store import checkpoints, history
 from app.store.database import Database
+from app.store.mirror_records import NadRecord, PodRecord
 from app.store.records import HistoryEntry, PodIdentity, SandboxRecord
 from tests.conftest import CNI_PLUGIN_DIR
 
@@ -318,12 +319,37 @@ def delegate_lines(entries: list[HistoryEntry], command: str) -> list[tuple[str,
     ]
 
 
+class OnePod:
+    """A pod source holding one pod (``default/pod-a`` with ``annotations`` unless ``pod`` is given)."""
+
+    def __init__(self, annotations: dict[str, str] | None = None, *, pod: PodRecord | None = None) -> None:
+        self.pod = pod or PodRecord("default", "pod-a", "uid-a", annotations=annotations or {})
+
+    async def get_pod(self, namespace: str, name: str, *, uid: str = "") -> PodRecord | None:
+        return self.pod if (namespace, name) == self.pod.key else None
+
+
+class Nads:
+    """A NAD source holding ``nads`` (none: every NAD is missing), mirrored and fetched alike."""
+
+    def __init__(self, *nads: NadRecord) -> None:
+        self.nads = {nad.key: nad for nad in nads}
+
+    async def get_nad(self, namespace: str, name: str) -> NadRecord | None:
+        return self.nads.get((namespace, name))
+
+    async def fetch_nad(self, namespace: str, name: str) -> NadRecord | None:
+        return self.nads.get((namespace, name))
+
+
 __all__ = [
     "Command",
     "CrashAt",
     "Crashed",
+    "Nads",
     "Netns",
     "Node",
+    "OnePod",
     "Point",
     "Trigger",
     "delegate_lines",

@@ -19,27 +19,8 @@ from app.attach.cluster import DEFAULT_NETWORK_ANNOTATION, NETWORKS_ANNOTATION
 from app.attach.engine import AttachEngine, EngineSettings
 from app.attach.networks import ClusterSources, NetworkResolver
 from app.cni.types import CniError, ErrorCode, JsonObject
-from app.store.mirror_records import NadRecord, PodRecord
-from tests.core.support import Command, Netns, Node, new_container_id, pending
-
-
-class _OnePod:
-    def __init__(self, annotations: dict[str, str]) -> None:
-        self.pod = PodRecord("default", "pod-a", "uid-a", annotations=annotations)
-
-    async def get_pod(self, namespace: str, name: str, *, uid: str = "") -> PodRecord | None:
-        return self.pod if (namespace, name) == self.pod.key else None
-
-
-class _Nads:
-    def __init__(self, *nads: NadRecord) -> None:
-        self.nads = {nad.key: nad for nad in nads}
-
-    async def get_nad(self, namespace: str, name: str) -> NadRecord | None:
-        return self.nads.get((namespace, name))
-
-    async def fetch_nad(self, namespace: str, name: str) -> NadRecord | None:
-        return self.nads.get((namespace, name))
+from app.store.mirror_records import NadRecord
+from tests.core.support import Command, Nads, Netns, Node, OnePod, new_container_id, pending
 
 
 def _bridge_nad(node: Node, namespace: str, name: str, *, subnet: str, gateway: str) -> NadRecord:
@@ -57,7 +38,7 @@ def _bridge_nad(node: Node, namespace: str, name: str, *, subnet: str, gateway: 
 
 
 def _engine(node: Node, annotations: dict[str, str], *nads: NadRecord) -> AttachEngine:
-    cluster = ClusterSources(pods=_OnePod(annotations), nads=_Nads(*nads))
+    cluster = ClusterSources(pods=OnePod(annotations), nads=Nads(*nads))
     return AttachEngine(
         db=node.db,
         resolver=NetworkResolver(cluster=cluster),

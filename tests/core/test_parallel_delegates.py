@@ -20,31 +20,12 @@ from app.attach.engine import AttachEngine, EngineSettings
 from app.attach.networks import ClusterSources, NetworkResolver
 from app.cni.invoke import SubprocessExec
 from app.cni.types import CniError
-from app.store.mirror_records import NadRecord, PodRecord
-from tests.core.support import Command, Node, delegate_lines, new_container_id
-
-
-class _OnePod:
-    """The pod source of a node running one pod, ``default/pod-a``."""
-
-    def __init__(self, annotations: dict[str, str]) -> None:
-        self.pod = PodRecord("default", "pod-a", "uid-a", annotations=annotations)
-
-    async def get_pod(self, namespace: str, name: str, *, uid: str = "") -> PodRecord | None:
-        return self.pod if (namespace, name) == self.pod.key else None
-
-
-class _NoNads:
-    async def get_nad(self, namespace: str, name: str) -> NadRecord | None:
-        return None
-
-    async def fetch_nad(self, namespace: str, name: str) -> NadRecord | None:
-        return None
+from tests.core.support import Command, Nads, Node, OnePod, delegate_lines, new_container_id
 
 
 def _engine(node: Node, *, parallel: bool, annotations: dict[str, str] | None = None) -> AttachEngine:
     settings = EngineSettings(delegate_timeout=20.0, node_name="node-a", parallel_delegates=parallel)
-    cluster = None if annotations is None else ClusterSources(pods=_OnePod(annotations), nads=_NoNads())
+    cluster = None if annotations is None else ClusterSources(pods=OnePod(annotations), nads=Nads())
     return AttachEngine(
         db=node.db, resolver=NetworkResolver(cluster=cluster), boot_id=node.boot_id, settings=settings
     )
@@ -151,6 +132,18 @@ async def test_a_failure_while_another_delegate_still_runs_rolls_back_every_one_
     ]
 
 
+def _limited_engine(node: Node, limit: int) -> AttachEngine:
+    """Delegates in parallel, at most ``limit`` plugins running at once (maxConcurrentDelegates)."""
+    settings = EngineSettings(delegate_timeout=20.0, node_name="node-a", parallel_delegates=True)
+    return AttachEngine(
+        db=node.db,
+        resolver=NetworkResolver(),
+        boot_id=node.boot_id,
+        settings=settings,
+        executor=SubprocessExec(max_running=limit),
+    )
+
+
 @pytest.mark.parametrize(("limit", "met"), [(3, True), (2, False)])
 async def test_the_networks_run_together_within_the_delegate_limit(node: Node, limit: int, met: bool) -> None:
     # three networks that succeed only if all three run at the same time: with two plugins at most
@@ -159,14 +152,7 @@ async def test_the_networks_run_together_within_the_delegate_limit(node: Node, l
     together = [node.recorder_network(f"meet{index}", rendezvous=meeting) for index in range(3)]
     conf = node.conf(node.recorder_network("cluster"), *together)
     container = new_container_id()
-    settings = EngineSettings(delegate_timeout=20.0, node_name="node-a", parallel_delegates=True)
-    engine = AttachEngine(
-        db=node.db,
-        resolver=NetworkResolver(),
-        boot_id=node.boot_id,
-        settings=settings,
-        executor=SubprocessExec(max_running=limit),
-    )
+    engine = _limited_engine(node, limit)
     request = node.request(Command.ADD, container, node.new_netns(), conf)
 
     if met:
@@ -189,14 +175,7 @@ async def test_after_a_failure_no_delegate_still_waiting_for_its_turn_is_started
         node.recorder_network("waiting2"),
     )
     container = new_container_id()
-    settings = EngineSettings(delegate_timeout=20.0, node_name="node-a", parallel_delegates=True)
-    engine = AttachEngine(
-        db=node.db,
-        resolver=NetworkResolver(),
-        boot_id=node.boot_id,
-        settings=settings,
-        executor=SubprocessExec(max_running=1),
-    )
+    engine = _limited_engine(node, 1)
 
     with pytest.raises(CniError) as failed:
         await engine.add(node.request(Command.ADD, container, node.new_netns(), conf))
