@@ -5,13 +5,16 @@ Picks the primary network configuration as upstream does (``multusMasterCNI``, e
 conf whose keys and order match upstream's generator, so the runtime calls the shim with it.
 Unlike upstream the file is written atomically (temp file, fsync, rename) and is left in place when
 the daemon stops: a restarting daemon must not leave the node without its CNI configuration.
-Called by the daemon's ``autoconf`` task (``app.daemon.startup``) every ``autoconfIntervalSeconds``;
+Called by the daemon's ``autoconf`` task (``app.daemon.startup``) every ``autoconfIntervalSeconds``
+through ``Keeper``, which says in the log what it did or why it could not, once per change (no
+primary yet, an unreadable one, an unlistable directory: a line naming the key, never a crash);
 the keys it copies come from ``Settings.shim_conf_values``, never from the raw file.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Mapping
@@ -25,6 +28,8 @@ CONF_NAME = "00-multus.conf"
 DEFAULT_SHIM_SOCKET_DIR = "/run/multus"
 NETWORK_NAME = "multus-cni-network"
 CONF_SUFFIXES = (".conf", ".conflist")
+
+log = logging.getLogger(__name__)
 
 # upstream's MultusConf field order, with the keys its generator empties left out; then multus-py's
 # own ``spoolDir`` (the shim spools DELs there when the daemon is unreachable)
@@ -63,6 +68,10 @@ def find_primary(settings: Settings) -> Path | None:
         names = sorted(os.listdir(directory))
     except FileNotFoundError:
         return None
+    except OSError as exc:  # not a directory, not readable: nothing to pick until that changes
+        raise AutoconfError(
+            f"cannot list {directory} (daemon config key {_directory_key(settings)!r}): {exc.strerror}"
+        ) from exc
     for name in names:
         if name.startswith("00-multus") or not name.endswith(CONF_SUFFIXES):
             continue
@@ -70,6 +79,59 @@ def find_primary(settings: Settings) -> Path | None:
         if path.is_file():
             return path
     return None
+
+
+def _directory_key(settings: Settings) -> str:
+    """The daemon-config key that names the directory the primary is looked for in."""
+    return "multusAutoconfigDir" if settings.multus_autoconfig_dir else "cniConfigDir"
+
+
+def missing_primary(settings: Settings) -> str:
+    """Why ``find_primary`` found nothing, naming the key to look at."""
+    directory = Path(settings.multus_autoconfig_dir or settings.cni_config_dir)
+    if settings.multus_master_cni:
+        candidate = directory / settings.multus_master_cni.lstrip("/")
+        return (
+            f"no primary network configuration: {candidate} (daemon config key 'multusMasterCNI') "
+            f"is not a file; {CONF_NAME} not written"
+        )
+    return (
+        f"no primary network configuration (*.conf, *.conflist) in {directory} (daemon config key "
+        f"{_directory_key(settings)!r}) yet; {CONF_NAME} not written"
+    )
+
+
+class Keeper:
+    """One pass at a time of the ``autoconf`` task: write, refresh or remove ``00-multus.conf``.
+
+    Passes repeat every ``autoconfIntervalSeconds``; the outcome is logged when it differs from the
+    previous pass's, so a missing or broken primary is one line (not one every pass) and its repair
+    is another."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._last_outcome: str | None = None
+
+    def step(self, *, indicator_missing: bool) -> None:
+        """Blocking (file I/O): run it off the event loop."""
+        try:
+            if indicator_missing:
+                if remove(self._settings):
+                    self._report(logging.WARNING, f"{CONF_NAME} removed: the readiness indicator is absent")
+                return
+            primary = find_primary(self._settings)
+            if primary is None:
+                self._report(logging.WARNING, missing_primary(self._settings))
+                return
+            written = write(self._settings, primary)
+            self._report(logging.INFO, f"{written} calls the shim with cluster network {primary}")
+        except (AutoconfError, OSError) as exc:
+            self._report(logging.ERROR, f"cannot write {CONF_NAME}: {exc}")
+
+    def _report(self, level: int, outcome: str) -> None:
+        if outcome != self._last_outcome:
+            log.log(level, "%s", outcome)
+            self._last_outcome = outcome
 
 
 def render(settings: Settings, primary: Path) -> bytes:

@@ -81,6 +81,7 @@ class Daemon:
         self._graceful = False
         self.exit_code = 0
         self._hotplug: hotplug.HotplugReconciler | None = None
+        self._shim_conf = autoconf.Keeper(settings)
         self.tasks = Supervisor(
             stopping=self._stopping,
             backoff=Backoff(settings.timeouts.task_restart_initial, settings.timeouts.task_restart_max),
@@ -335,14 +336,7 @@ class Daemon:
         With ``readinessindicatorfile`` set, the conf exists only while that file does: its
         absence means the cluster network is not there (yet, or any more), and a node without
         the conf tells the runtime so, as upstream's does."""
-        primary = autoconf.find_primary(self.settings)
-        if self._indicator_missing():
-            await asyncio.to_thread(autoconf.remove, self.settings)
-        elif primary is not None:
-            try:
-                await asyncio.to_thread(autoconf.write, self.settings, primary)
-            except (autoconf.AutoconfError, OSError) as exc:
-                log.error("cannot write %s: %s", autoconf.CONF_NAME, exc)
+        await asyncio.to_thread(self._shim_conf.step, indicator_missing=self._indicator_missing())
 
 
 def settle_memory() -> None:

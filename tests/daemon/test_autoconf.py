@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -152,3 +153,85 @@ def test_text_in_the_conf_is_escaped_as_gos_encoder_escapes_it(tmp_path: Path) -
 
     assert b'"logFile":"/var/log/\\u003cmultus\\u003e.log"' in rendered
     assert f'"clusterNetwork":"{tmp_path}/net.d \\u0026 \u00e9/10-default.conf"'.encode() in rendered
+
+
+def _outcomes(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str]]:
+    return [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "app.daemon.autoconf"]
+
+
+def test_a_missing_primary_is_logged_once_naming_the_directory_key(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # the daemon used to wait for a primary without a word; upstream fails after 120 s
+    keeper = autoconf.Keeper(_settings(tmp_path))
+
+    with caplog.at_level(logging.INFO, logger="app.daemon.autoconf"):
+        for _ in range(3):
+            keeper.step(indicator_missing=False)
+        (tmp_path / "10-a.conf").write_text('{"cniVersion":"1.0.0","name":"a","type":"bridge"}')
+        keeper.step(indicator_missing=False)
+        keeper.step(indicator_missing=False)
+
+    outcomes = _outcomes(caplog)
+    assert [level for level, _ in outcomes] == ["WARNING", "INFO"]
+    assert f"in {tmp_path} (daemon config key 'multusAutoconfigDir') yet" in outcomes[0][1]
+    assert f"cluster network {tmp_path / '10-a.conf'}" in outcomes[1][1]
+
+
+def test_a_multus_master_cni_naming_a_missing_file_is_logged_naming_the_key(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "10-a.conf").write_text('{"cniVersion":"1.0.0","name":"a","type":"bridge"}')
+    keeper = autoconf.Keeper(_settings(tmp_path, multusMasterCNI="20-missing.conf"))
+
+    with caplog.at_level(logging.INFO, logger="app.daemon.autoconf"):
+        keeper.step(indicator_missing=False)
+        keeper.step(indicator_missing=False)
+
+    assert _outcomes(caplog) == [
+        (
+            "WARNING",
+            f"no primary network configuration: {tmp_path / '20-missing.conf'} (daemon config key "
+            "'multusMasterCNI') is not a file; 00-multus.conf not written",
+        )
+    ]
+    assert not (tmp_path / autoconf.CONF_NAME).exists()
+
+
+def test_an_unlistable_autoconfig_dir_is_a_logged_refusal_naming_the_key_not_a_crash(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a regular file where the directory should be: the task raised NotADirectoryError on every pass
+    # (a traceback per pass, restarted with backoff)
+    not_a_directory = tmp_path / "auto"
+    not_a_directory.write_text("")
+    keeper = autoconf.Keeper(_settings(tmp_path, multusAutoconfigDir=str(not_a_directory)))
+
+    with caplog.at_level(logging.INFO, logger="app.daemon.autoconf"):
+        keeper.step(indicator_missing=False)
+        keeper.step(indicator_missing=False)
+
+    assert _outcomes(caplog) == [
+        (
+            "ERROR",
+            f"cannot write 00-multus.conf: cannot list {not_a_directory} "
+            "(daemon config key 'multusAutoconfigDir'): Not a directory",
+        )
+    ]
+
+
+def test_a_primary_being_written_is_logged_once_not_on_every_pass(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    primary = tmp_path / "10-a.conf"
+    primary.write_text('{"cniVersion":"1.0.0","name":"a",')
+    keeper = autoconf.Keeper(_settings(tmp_path))
+
+    with caplog.at_level(logging.INFO, logger="app.daemon.autoconf"):
+        for _ in range(3):
+            keeper.step(indicator_missing=False)
+        primary.write_text('{"cniVersion":"1.0.0","name":"a","type":"bridge"}')
+        keeper.step(indicator_missing=False)
+
+    assert [level for level, _ in _outcomes(caplog)] == ["ERROR", "INFO"]
+    assert (tmp_path / autoconf.CONF_NAME).exists()
