@@ -354,10 +354,20 @@ def from_mapping(obj: object, *, environ: Mapping[str, str] | None = None) -> Se
         log_options=_log_options(obj.get("logOptions")),
         override_network_name=reader.boolean("overrideNetworkName", d.override_network_name),
         force_cni_version=reader.boolean("forceCNIVersion", d.force_cni_version),
-        shim_conf_values={key: obj[key] for key in SHIM_CONF_KEYS if key in obj},
+        shim_conf_values=_shim_conf_values(obj, reader),
         watch=_watch(obj.get("watch")),
         environment=_environment(environ or {}),
     )
+
+
+def _shim_conf_values(obj: Mapping[str, Any], reader: _Reader) -> Mapping[str, Any]:
+    """The ``SHIM_CONF_KEYS`` the file sets, once each has upstream's type: the keys no field of
+    ``Settings`` reads are checked here, or a wrong one would be copied into ``00-multus.conf``
+    and merged into every request, each ADD refused for it (upstream refuses the file)."""
+    reader.boolean("namespaceIsolation", False)
+    reader.string("globalNamespaces", "")
+    reader.string("auxiliaryCNIChainName", "")
+    return {key: obj[key] for key in SHIM_CONF_KEYS if key in obj}
 
 
 def check_chroot_dir(settings: Settings) -> None:

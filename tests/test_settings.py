@@ -51,6 +51,10 @@ def test_defaults_follow_upstream() -> None:
         # directory: the shim's spooled DELs would land where no daemon looks
         ({"spoolDir": "spool"}, "spoolDir"),
         ({"stateDir": "var/lib/multus-py"}, "stateDir"),
+        # copied into 00-multus.conf and merged into every request, where each ADD was refused for it
+        ({"namespaceIsolation": "true"}, "namespaceIsolation"),
+        ({"globalNamespaces": ["default", "shared"]}, "globalNamespaces"),
+        ({"auxiliaryCNIChainName": {"name": "chain"}}, "auxiliaryCNIChainName"),
     ],
 )
 def test_a_bad_value_is_refused_naming_the_key(config: dict[str, object], key: str) -> None:
