@@ -191,7 +191,8 @@ def _check_versions(top: str, delegate: object, primary: Path) -> None:
 
 def _force_cni_version(settings: Settings, primary: Path) -> None:
     """``forceCNIVersion``: rewrite the primary's ``cniVersion`` to daemon-config's, as upstream
-    does (mode 0644; atomically here), only when it differs."""
+    does (mode 0644; atomically here), only when it differs. A symlinked primary is rewritten
+    where it links to, as upstream's write follows the link: the link stays its owner's."""
     if not (settings.force_cni_version and settings.cni_version):
         return
     try:
@@ -201,7 +202,7 @@ def _force_cni_version(settings: Settings, primary: Path) -> None:
     if not isinstance(conf, dict) or conf.get("cniVersion") == settings.cni_version:
         return
     conf["cniVersion"] = settings.cni_version
-    _replace(primary, json.dumps(conf).encode(), mode=0o644)
+    _replace(primary.resolve(), json.dumps(conf).encode(), mode=0o644)
 
 
 def _own_socket_dir(settings: Settings) -> str | None:

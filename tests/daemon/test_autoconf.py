@@ -235,3 +235,21 @@ def test_a_primary_being_written_is_logged_once_not_on_every_pass(
 
     assert [level for level, _ in _outcomes(caplog)] == ["ERROR", "INFO"]
     assert (tmp_path / autoconf.CONF_NAME).exists()
+
+
+def test_force_cni_version_writes_through_a_symlinked_primary(tmp_path: Path) -> None:
+    # upstream's os.WriteFile follows the link; replacing the link by a file cut the primary off
+    # from its owner, whose later changes to the file it links to were never seen again
+    owned = tmp_path / "owner" / "calico.conflist"
+    owned.parent.mkdir()
+    owned.write_text(
+        json.dumps({"cniVersion": "0.4.0", "name": "k8s-pod-network", "plugins": [{"type": "x"}]})
+    )
+    primary = tmp_path / "10-calico.conflist"
+    primary.symlink_to(owned)
+
+    autoconf.write(_settings(tmp_path, forceCNIVersion=True), primary)
+
+    assert primary.is_symlink()
+    assert json.loads(owned.read_text())["cniVersion"] == "1.0.0"
+    assert sorted(p.name for p in owned.parent.iterdir()) == ["calico.conflist"]
