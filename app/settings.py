@@ -243,7 +243,8 @@ class Settings:
     log_options: LogOptions = field(default_factory=LogOptions)
     """Upstream's ``logOptions``: rotation of ``logFile``."""
     override_network_name: bool = False
-    """Upstream's ``overrideNetworkName``: ``00-multus.conf`` is named as the primary network."""
+    """Upstream's ``overrideNetworkName``: ``00-multus.conf`` is named as the primary network
+    (``multus-cni-network`` still when the primary has no name to take)."""
     force_cni_version: bool = False
     """Upstream's ``forceCNIVersion``: the primary conf's ``cniVersion`` is rewritten (in place,
     mode 0644) to ``cniVersion``."""

@@ -157,7 +157,7 @@ def render(settings: Settings, primary: Path) -> bytes:
         "logLevel": given.get("logLevel"),
         "logToStderr": given.get("logToStderr"),
         "logOptions": given.get("logOptions"),
-        "name": primary_conf.get("name") if settings.override_network_name else NETWORK_NAME,
+        "name": _network_name(settings, primary_conf),
         "clusterNetwork": str(primary),
         "namespaceIsolation": given.get("namespaceIsolation"),
         "globalNamespaces": given.get("globalNamespaces"),
@@ -170,6 +170,15 @@ def render(settings: Settings, primary: Path) -> bytes:
     ordered = {key: values[key] for key in PASSED_THROUGH_KEYS if values[key] not in (None, "", False)}
     # Go's json.Marshal: raw UTF-8, with <, >, & (and U+2028/9) escaped
     return network_status.go_escaped(json.dumps(ordered, separators=(",", ":"), ensure_ascii=False)).encode()
+
+
+def _network_name(settings: Settings, primary_conf: Mapping[str, Any]) -> str:
+    """``multus-cni-network``, or with ``overrideNetworkName`` the primary's name; the runtime
+    needs a name, so a primary without a usable one (absent, empty, not a string) keeps ours."""
+    name = primary_conf.get("name")
+    if settings.override_network_name and isinstance(name, str) and name:
+        return name
+    return NETWORK_NAME
 
 
 def _version(text: object) -> tuple[int, ...] | None:

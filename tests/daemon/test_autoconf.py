@@ -253,3 +253,28 @@ def test_force_cni_version_writes_through_a_symlinked_primary(tmp_path: Path) ->
     assert primary.is_symlink()
     assert json.loads(owned.read_text())["cniVersion"] == "1.0.0"
     assert sorted(p.name for p in owned.parent.iterdir()) == ["calico.conflist"]
+
+
+@pytest.mark.parametrize("primary_name", [None, "", 42])
+def test_override_network_name_keeps_a_name_when_the_primary_has_none_usable(
+    tmp_path: Path, primary_name: object
+) -> None:
+    # the conf's name is required by the runtime: it was left out (or written as a number)
+    primary = tmp_path / "10-default.conf"
+    conf: dict[str, object] = {"cniVersion": "1.0.0", "type": "bridge"}
+    if primary_name is not None:
+        conf["name"] = primary_name
+    primary.write_text(json.dumps(conf))
+
+    rendered = json.loads(autoconf.render(_settings(tmp_path, overrideNetworkName=True), primary))
+
+    assert rendered["name"] == "multus-cni-network"
+
+
+def test_override_network_name_takes_the_primarys_name(tmp_path: Path) -> None:
+    primary = tmp_path / "10-default.conf"
+    primary.write_text(json.dumps({"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "bridge"}))
+
+    rendered = json.loads(autoconf.render(_settings(tmp_path, overrideNetworkName=True), primary))
+
+    assert rendered["name"] == "k8s-pod-network"
