@@ -3,8 +3,9 @@
 Picks the primary network configuration as upstream does (``multusMasterCNI``, else the first
 ``*.conf``/``*.conflist`` by name in ``multusAutoconfigDir``, skipping ``00-multus*``) and writes a
 conf whose keys and order match upstream's generator, so the runtime calls the shim with it.
-Unlike upstream the file is written atomically (temp file, fsync, rename) and is left in place when
-the daemon stops: a restarting daemon must not leave the node without its CNI configuration.
+Unlike upstream the file is written atomically (temp file, fsync, rename; a temporary a killed
+daemon left is removed by a later write) and is left in place when the daemon stops: a
+restarting daemon must not leave the node without its CNI configuration.
 Called by the daemon's ``autoconf`` task (``app.daemon.startup``) every ``autoconfIntervalSeconds``
 through ``Keeper``, which says in the log what it did or why it could not, once per change (no
 primary yet, an unreadable one, an unlistable directory: a line naming the key, never a crash);
@@ -13,10 +14,12 @@ the keys it copies come from ``Settings.shim_conf_values``, never from the raw f
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,8 @@ CONF_NAME = "00-multus.conf"
 DEFAULT_SHIM_SOCKET_DIR = "/run/multus"
 NETWORK_NAME = "multus-cni-network"
 CONF_SUFFIXES = (".conf", ".conflist")
+STALE_TEMPORARY_SECONDS = 60.0
+"""Age past which a temporary ``00-multus.conf`` beside the conf is a killed writer's leftover."""
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +241,7 @@ def write(settings: Settings, primary: Path) -> Path:
     target = Path(settings.cni_config_dir) / CONF_NAME
     _force_cni_version(settings, primary)
     content = render(settings, primary)
+    _remove_stale_temporaries(target)
     try:
         if target.read_bytes() == content:
             return target
@@ -244,6 +250,19 @@ def write(settings: Settings, primary: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     _replace(target, content, mode=0o600)
     return target
+
+
+def _remove_stale_temporaries(target: Path) -> None:
+    """Remove what a daemon killed between creating ``target``'s temporary and renaming it left
+    beside it (``_replace``'s name pattern), once older than ``STALE_TEMPORARY_SECONDS``: a younger
+    one may be another daemon's write in progress (the old and the new daemon of an upgrade)."""
+    cutoff = time.time() - STALE_TEMPORARY_SECONDS
+    for leftover in target.parent.glob(f".{glob.escape(target.name)}.*"):
+        try:
+            if leftover.lstat().st_mtime < cutoff:
+                leftover.unlink()
+        except FileNotFoundError:  # its writer renamed or removed it meanwhile
+            continue
 
 
 def _replace(target: Path, content: bytes, *, mode: int) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -278,3 +280,19 @@ def test_override_network_name_takes_the_primarys_name(tmp_path: Path) -> None:
     rendered = json.loads(autoconf.render(_settings(tmp_path, overrideNetworkName=True), primary))
 
     assert rendered["name"] == "k8s-pod-network"
+
+
+def test_a_temporary_left_by_a_daemon_killed_mid_write_is_removed_by_the_next_write(tmp_path: Path) -> None:
+    # kill -9 between the temporary's creation and its rename left it in the CNI conf dir for ever;
+    # a young one may be another daemon's write in progress (an upgrade) and stays
+    primary = tmp_path / "10-x.conflist"
+    primary.write_text(json.dumps({"cniVersion": "1.0.0", "name": "x", "plugins": [{"type": "bridge"}]}))
+    stale, young = tmp_path / ".00-multus.conf.k1ll3d_9", tmp_path / ".00-multus.conf.wr1t1ng_"
+    stale.write_text('{"cniVersion":')
+    young.write_text('{"cniVersion":')
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+
+    autoconf.write(_settings(tmp_path), primary)
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == [young.name, "00-multus.conf", "10-x.conflist"]
