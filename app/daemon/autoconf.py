@@ -116,6 +116,7 @@ class Keeper:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._last_outcome: str | None = None
+        self._last_shadowing: tuple[str, ...] = ()
 
     def step(self, *, indicator_missing: bool) -> None:
         """Blocking (file I/O): run it off the event loop."""
@@ -130,13 +131,43 @@ class Keeper:
                 return
             written = write(self._settings, primary)
             self._report(logging.INFO, f"{written} calls the shim with cluster network {primary}")
+            self._report_shadowing(shadowing(written.parent))
         except (AutoconfError, OSError) as exc:
             self._report(logging.ERROR, f"cannot write {CONF_NAME}: {exc}")
+
+    def _report_shadowing(self, names: tuple[str, ...]) -> None:
+        if names and names != self._last_shadowing:
+            log.warning(
+                "%s in %s sorts before %s: a runtime takes the first configuration by name, so its "
+                "pods get that network and never reach multus (rename it, or name the primary "
+                "multusMasterCNI)",
+                ", ".join(names),
+                self._settings.cni_config_dir,
+                CONF_NAME,
+            )
+        self._last_shadowing = names
 
     def _report(self, level: int, outcome: str) -> None:
         if outcome != self._last_outcome:
             log.log(level, "%s", outcome)
             self._last_outcome = outcome
+
+
+RUNTIME_CONF_SUFFIXES = (".conf", ".conflist", ".json")
+"""What a runtime (libcni's ``ConfFiles``) takes from its conf dir, sorted by name, the first winning."""
+
+
+def shadowing(conf_dir: Path) -> tuple[str, ...]:
+    """The configurations in ``conf_dir`` a runtime would take before ``00-multus.conf``."""
+    try:
+        names = sorted(os.listdir(conf_dir))
+    except OSError:
+        return ()
+    return tuple(
+        name
+        for name in names
+        if name < CONF_NAME and name.endswith(RUNTIME_CONF_SUFFIXES) and (conf_dir / name).is_file()
+    )
 
 
 def render(settings: Settings, primary: Path) -> bytes:

@@ -296,3 +296,27 @@ def test_a_temporary_left_by_a_daemon_killed_mid_write_is_removed_by_the_next_wr
     autoconf.write(_settings(tmp_path), primary)
 
     assert sorted(p.name for p in tmp_path.iterdir()) == [young.name, "00-multus.conf", "10-x.conflist"]
+
+
+def test_a_conf_a_runtime_would_take_before_ours_is_warned_about_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a runtime takes the first configuration by name: a primary named 00-cilium.conf (or anything
+    # sorting before 00-multus.conf) in the runtime's conf dir silently bypasses multus
+    conf_dir = tmp_path / "net.d"
+    conf_dir.mkdir()
+    (tmp_path / "10-a.conf").write_text('{"cniVersion":"1.0.0","name":"a","type":"bridge"}')
+    (conf_dir / "00-cilium.conf").write_text("{}")
+    (conf_dir / "00-aaa.txt").write_text("not a conf")
+    (conf_dir / "99-late.conflist").write_text("{}")
+    keeper = autoconf.Keeper(_settings(tmp_path, cniConfigDir=str(conf_dir)))
+
+    with caplog.at_level(logging.WARNING, logger="app.daemon.autoconf"):
+        keeper.step(indicator_missing=False)
+        keeper.step(indicator_missing=False)
+        (conf_dir / "00-cilium.conf").unlink()
+        keeper.step(indicator_missing=False)
+
+    warnings = [message for level, message in _outcomes(caplog) if level == "WARNING"]
+    assert len(warnings) == 1
+    assert warnings[0].startswith(f"00-cilium.conf in {conf_dir} sorts before 00-multus.conf")
