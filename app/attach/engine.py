@@ -271,15 +271,21 @@ class AttachEngine:
         return (await self._resolver.resolve(_status_probe(request))).plans[0].net
 
     async def gc(self, request: NodeRequest) -> None:
-        """CNI GC: tear down every recorded sandbox whose attachment the runtime no longer lists."""
+        """CNI GC: tear down every recorded sandbox whose attachment the runtime no longer lists.
+
+        The runtime lists only the attachments it has heard back about, so a sandbox with an
+        operation in flight at any moment of the pass is left alone: an ADD running when the GC
+        was sent, which may answer while the pass tears down others, is a live pod's (invariant 9).
+        """
         started = time.monotonic()
         valid = {(a.container_id, a.ifname) for a in request.valid_attachments}
-        sandboxes = await self._db.read(checkpoints.sandbox_summaries)
         errors: list[CniError] = []
-        for sandbox in sandboxes:
-            if (sandbox.container_id, sandbox.ifname) in valid or self.locks.busy(sandbox.container_id):
-                continue
-            errors.extend(await self.tear_down(sandbox.container_id, trigger=Trigger.GC))
+        with self.locks.operations_seen() as in_flight:
+            sandboxes = await self._db.read(checkpoints.sandbox_summaries)
+            for sandbox in sandboxes:
+                if (sandbox.container_id, sandbox.ifname) in valid or sandbox.container_id in in_flight:
+                    continue
+                errors.extend(await self.tear_down(sandbox.container_id, trigger=Trigger.GC))
         errors.extend(await self._forward_gc(request))
         error = combine(errors) if errors else None
         entry = recording.entry(
