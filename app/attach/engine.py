@@ -260,11 +260,20 @@ class AttachEngine:
                 raise error
 
     async def status(self, request: NodeRequest) -> None:
-        """STATUS: can an ADD be served? Asks the cluster network's plugins (CNI 1.1.0 only)."""
-        await api.status_network_list(
-            cni=self._cni_config(self._cni_path(request.conf.bin_dir)),
-            net=await self._cluster_network(request),
-        )
+        """STATUS: can an ADD be served? Asks the cluster network's plugins (CNI 1.1.0 only).
+
+        What keeps every ADD from being served before a plugin runs (the cluster network cannot be
+        resolved, a plugin of it cannot be found or started) is code 50, plugin not available, the
+        reason in its message: the codes CNI 1.1 gives STATUS. A plugin's own answer keeps its code.
+        """
+        try:
+            net = await self._cluster_network(request)
+        except CniError as err:
+            raise _not_available(err) from err
+        try:
+            await api.status_network_list(cni=self._cni_config(self._cni_path(request.conf.bin_dir)), net=net)
+        except NotExecutedError as err:
+            raise _not_available(err) from err
 
     async def _cluster_network(self, request: NodeRequest) -> NetworkConfigList:
         """The network an ADD of ``request``'s configuration would give the runtime (STATUS, GC)."""
@@ -1209,6 +1218,11 @@ def _retrieved(future: asyncio.Future[None]) -> None:
     """Mark the future's error as seen (asyncio logs those never retrieved)."""
     if not future.cancelled():
         future.exception()
+
+
+def _not_available(err: CniError) -> CniError:
+    """``err``, which keeps every ADD from being served, as STATUS reports it (code 50)."""
+    return CniError(ErrorCode.PLUGIN_NOT_AVAILABLE, f"cannot serve ADD: {err.msg}", err.details)
 
 
 def _status_probe(request: NodeRequest) -> SandboxRequest:
