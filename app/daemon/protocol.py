@@ -480,7 +480,14 @@ def _usable_pod_field(key: str, value: str) -> bool:
 
 
 def _valid_attachments(stdin_conf: Mapping[str, Any]) -> tuple[Attachment, ...]:
-    listed = stdin_conf.get("cni.dev/valid-attachments", stdin_conf.get("cni.dev/attachments", []))
+    """A GC's ``cni.dev/valid-attachments`` (else the spec's first name for it, ``cni.dev/attachments``).
+    ``null`` is an empty list, as Go reads it: libcni writes the runtime's nil slice so when no
+    attachment of the network is valid. Absent is empty too, as libcni's own GC pass takes it."""
+    listed = stdin_conf.get("cni.dev/valid-attachments")
+    if listed is None:
+        listed = stdin_conf.get("cni.dev/attachments")
+    if listed is None:
+        listed = []
     if not isinstance(listed, list):
         raise CniError(ErrorCode.INVALID_NETWORK_CONFIG, "'cni.dev/valid-attachments' must be a list")
     attachments = []

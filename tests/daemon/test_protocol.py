@@ -116,6 +116,41 @@ def test_gc_carries_the_runtimes_valid_attachments() -> None:
 
 
 @pytest.mark.parametrize(
+    "conf_keys",
+    [
+        {"cni.dev/valid-attachments": None},
+        {"cni.dev/valid-attachments": None, "cni.dev/attachments": None},
+        {},
+    ],
+    ids=["null", "both-null", "absent"],
+)
+def test_a_gc_whose_valid_attachments_are_null_or_absent_lists_none(conf_keys: dict[str, object]) -> None:
+    """libcni injects the runtime's Go slice as it is: with no pod of the network left it is nil,
+    written ``null`` (CRI-O's GC of a network no pod uses), which Go reads as an empty list. It
+    was refused (code 7), so that GC never collected anything."""
+    conf = {**CONF, "cniVersion": "1.1.0", **conf_keys}
+
+    request = interpret(body({"CNI_COMMAND": "GC", "CNI_PATH": "/x"}, conf))
+
+    assert isinstance(request, NodeRequest)
+    assert request.valid_attachments == ()
+
+
+def test_a_gc_reads_the_legacy_attachments_key_when_the_valid_attachments_one_is_null() -> None:
+    conf = {
+        **CONF,
+        "cniVersion": "1.1.0",
+        "cni.dev/valid-attachments": None,
+        "cni.dev/attachments": [{"containerID": "c1", "ifname": "eth0"}],
+    }
+
+    request = interpret(body({"CNI_COMMAND": "GC", "CNI_PATH": "/x"}, conf))
+
+    assert isinstance(request, NodeRequest)
+    assert [(a.container_id, a.ifname) for a in request.valid_attachments] == [("c1", "eth0")]
+
+
+@pytest.mark.parametrize(
     "listed",
     [
         {"c1": "eth0"},
