@@ -294,7 +294,10 @@ class AttachEngine:
             for sandbox in sandboxes:
                 if (sandbox.container_id, sandbox.ifname) in valid or sandbox.container_id in in_flight:
                     continue
-                errors.extend(await self.tear_down(sandbox.container_id, trigger=Trigger.GC))
+                record, failed = await self.tear_down_if(sandbox.container_id, trigger=Trigger.GC)
+                errors.extend(failed)
+                if record is not None and not failed:
+                    recording.sandboxes_reclaimed(1)
         errors.extend(await self._forward_gc(request))
         error = combine(errors) if errors else None
         entry = recording.entry(

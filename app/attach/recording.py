@@ -44,6 +44,12 @@ def observe(entry: HistoryEntry) -> None:
         metrics.labelled(metrics.DELEGATE_SECONDS, entry.command, plugins, entry.outcome).observe(seconds)
 
 
+def sandboxes_reclaimed(count: int) -> None:
+    """Count sandboxes garbage collection tore down whole (the runtime's CNI GC; the periodic
+    passes count theirs with their report)."""
+    metrics.GC_RECLAIMED.labels("sandbox").inc(count)
+
+
 def elapsed_ms(started: float) -> float:
     """Milliseconds since ``started`` (a ``time.monotonic()`` reading), rounded to microseconds."""
     return round((time.monotonic() - started) * 1000, 3)
