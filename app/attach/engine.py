@@ -285,21 +285,20 @@ class AttachEngine:
         The runtime lists only the attachments it has heard back about, so a sandbox with an
         operation in flight at any moment of the pass is left alone: an ADD running when the GC
         was sent, which may answer while the pass tears down others, is a live pod's (invariant 9).
+        One sandbox's failure, a surprise included, does not keep the others from being collected;
+        the runtime hears every failure, and the GC has its history line whatever happened.
         """
         started = time.monotonic()
         valid = {(a.container_id, a.ifname) for a in request.valid_attachments}
-        errors: list[CniError] = []
+        failures: list[CniError] = []
         with self.locks.operations_seen() as in_flight:
             sandboxes = await self._db.read(checkpoints.sandbox_summaries)
             for sandbox in sandboxes:
                 if (sandbox.container_id, sandbox.ifname) in valid or sandbox.container_id in in_flight:
                     continue
-                record, failed = await self.tear_down_if(sandbox.container_id, trigger=Trigger.GC)
-                errors.extend(failed)
-                if record is not None and not failed:
-                    recording.sandboxes_reclaimed(1)
-        errors.extend(await self._forward_gc(request))
-        error = combine(errors) if errors else None
+                failures.extend(await self._collect_for_runtime(sandbox.container_id))
+        failures.extend(await self._forward_gc(request))
+        error = combine(failures) if failures else None
         entry = recording.entry(
             command=Command.GC,
             step="request",
@@ -311,6 +310,19 @@ class AttachEngine:
         await self._db.write(self._recorded(entry))
         if error is not None:
             raise error
+
+    async def _collect_for_runtime(self, container_id: str) -> list[CniError]:
+        """Tear down one sandbox for the runtime's GC; return why it is still recorded, if it is. A
+        surprise (a bug, a failed write) is logged with its container and counted, and becomes
+        that sandbox's error: the pass goes on to the others."""
+        try:
+            record, failed = await self.tear_down_if(container_id, trigger=Trigger.GC)
+        except Exception as exc:
+            context = logcontext.fields(container_id, command=str(Command.DEL), trigger=str(Trigger.GC))
+            return [errors.unexpected(exc, step="gc", context=context)]
+        if record is not None and not failed:
+            recording.sandboxes_reclaimed(1)
+        return failed
 
     async def _forward_gc(self, request: NodeRequest) -> list[CniError]:
         """GC forwarded to the cluster network's plugins (CNI 1.1: a plugin that delegates must),
@@ -333,10 +345,8 @@ class AttachEngine:
                     Attachment(ContainerId(container), IfName(ifname)) for container, ifname in sorted(kept)
                 ],
             )
-        except Exception as exc:
-            if not errors.is_cni(exc):
-                raise
-            return [as_cni_error(exc)]
+        except Exception as exc:  # a surprise too: the GC's teardowns are done and get their line
+            return [errors.unexpected(exc, step="gc", context=logcontext.fields("", command=str(Command.GC)))]
         return []
 
     async def tear_down(self, container_id: str, *, trigger: Trigger) -> list[CniError]:
