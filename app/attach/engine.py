@@ -238,7 +238,9 @@ class AttachEngine:
             return True
 
     async def check(self, request: SandboxRequest) -> None:
-        """Verify every recorded attachment: interfaces present in the netns, delegate CHECK passes."""
+        """Verify every attachment whose ADD result is recorded: interfaces present in the netns,
+        delegate CHECK passes. One a hot-plug left partial (no result, or its DEL pending) is not
+        checked."""
         await self._locked_and_recorded(request, self._check_locked)
 
     async def _locked_and_recorded(
@@ -866,6 +868,10 @@ class AttachEngine:
                 ErrorCode.TRY_AGAIN_LATER, str(exc.strerror), "CHECK needs to list the sandbox's interfaces"
             ) from exc
         for attachment in record.attachments:
+            if attachment.state in checkpoints.PARTIAL_STATES:
+                # A hot-plug ADD that left no result, or a hot-unplug whose DEL is pending: nothing
+                # to check against (CHECK's prevResult is the ADD result), and GC retries its DEL.
+                continue
             await self._check_attachment(record=record, attachment=attachment, links=links)
 
     async def _check_attachment(
