@@ -238,9 +238,9 @@ class AttachEngine:
             return True
 
     async def check(self, request: SandboxRequest) -> None:
-        """Verify every attachment whose ADD result is recorded: interfaces present in the netns,
-        delegate CHECK passes. One a hot-plug left partial (no result, or its DEL pending) is not
-        checked."""
+        """Verify the sandbox: every interface the runtime's prevResult names is in the netns, and
+        so is every one of each attachment whose ADD result is recorded, whose delegate CHECK then
+        passes. One a hot-plug left partial (no result, or its DEL pending) is not checked."""
         await self._locked_and_recorded(request, self._check_locked)
 
     async def _locked_and_recorded(
@@ -852,6 +852,7 @@ class AttachEngine:
     # ---- CHECK --------------------------------------------------------------------------------
 
     async def _check_locked(self, request: SandboxRequest) -> None:
+        expected = _runtime_prev_result(request)
         record = await self._db.read(partial(checkpoints.load_sandbox, container_id=request.container_id))
         if record is None or record.state != "ready":
             raise CniError(
@@ -867,6 +868,8 @@ class AttachEngine:
             raise CniError(
                 ErrorCode.TRY_AGAIN_LATER, str(exc.strerror), "CHECK needs to list the sandbox's interfaces"
             ) from exc
+        if expected is not None:
+            _check_expected_interfaces(expected, links=links, netns_path=record.netns)
         for attachment in record.attachments:
             if attachment.state in checkpoints.PARTIAL_STATES:
                 # A hot-plug ADD that left no result, or a hot-unplug whose DEL is pending: nothing
@@ -879,10 +882,11 @@ class AttachEngine:
     ) -> None:
         result: JsonObject = json.loads(attachment.result or "{}")
         _check_interfaces_present(
-            attachment=attachment,
+            owner=f'network "{attachment.network_name}"',
             result=results.convert(result, RESULT_VERSION),
             links=links,
             netns_path=record.netns,
+            source="the ADD result recorded",
         )
         net, rt = replay.recorded_call(record, attachment, netns_path=record.netns)
         if not results.version_at_least(net.cni_version, "0.4.0"):
@@ -1260,8 +1264,37 @@ def _status_probe(request: NodeRequest) -> SandboxRequest:
     )
 
 
+def _runtime_prev_result(request: SandboxRequest) -> JsonObject | None:
+    """The ``prevResult`` the runtime's CHECK carries (the ADD result it was given), in CNI 1.1.0;
+    None when it sent none. One that cannot be read is refused (code 6) before anything is looked at."""
+    given = request.conf.raw.get("prevResult")
+    if given is None:
+        return None
+    if not isinstance(given, dict):
+        raise CniError(ErrorCode.DECODING_FAILURE, "network configuration key 'prevResult' must be an object")
+    try:
+        return results.convert(given, RESULT_VERSION)
+    except CniError as err:
+        raise CniError(
+            ErrorCode.DECODING_FAILURE, f"network configuration key 'prevResult' cannot be read: {err.msg}"
+        ) from err
+
+
+def _check_expected_interfaces(
+    expected: JsonObject, *, links: Mapping[str, netns.Link], netns_path: str
+) -> None:
+    """Every sandbox interface the runtime's prevResult names is there, with its MAC."""
+    _check_interfaces_present(
+        owner="the runtime's prevResult",
+        result=expected,
+        links=links,
+        netns_path=netns_path,
+        source="it gives",
+    )
+
+
 def _check_interfaces_present(
-    *, attachment: AttachmentRecord, result: JsonObject, links: Mapping[str, netns.Link], netns_path: str
+    *, owner: str, result: JsonObject, links: Mapping[str, netns.Link], netns_path: str, source: str
 ) -> None:
     for iface in result.get("interfaces", []):
         if not isinstance(iface, dict) or not iface.get("sandbox"):
@@ -1271,13 +1304,13 @@ def _check_interfaces_present(
         if link is None:
             raise CniError(
                 MultusCode.INTERFACE_MISSING,
-                f'interface "{name}" of network "{attachment.network_name}" is missing',
+                f'interface "{name}" of {owner} is missing',
                 f"not found in network namespace {netns_path}",
             )
         recorded_mac = str(iface.get("mac") or "").lower()
         if recorded_mac and link.mac.lower() != recorded_mac:
             raise CniError(
                 MultusCode.INTERFACE_MISSING,
-                f'interface "{name}" of network "{attachment.network_name}" has MAC {link.mac}',
-                f"the ADD result recorded {recorded_mac}",
+                f'interface "{name}" of {owner} has MAC {link.mac}',
+                f"{source} {recorded_mac}",
             )
