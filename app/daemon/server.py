@@ -16,9 +16,11 @@ body shorter than its Content-Length or not received within ``BODY_READ_SECONDS`
 that sent ``Expect: 100-continue`` is told to send it first). A client that sends its request
 and then half-closes its socket still gets the answer. ``connectionLimit`` bounds the CNI and GC
 requests served at once; the others wait for a slot (nothing is dropped); health probes are never
-held. ADD, CHECK, GC and STATUS that arrive before the daemon is ready
+held. ADD, CHECK and GC that arrive before the daemon is ready
 are held up to ``ready_hold`` seconds (``READY_HOLD_SECONDS``) for it, then answered 503 with CNI
-code 11; DEL only waits for the store, because DEL needs nothing but the checkpoint.
+code 11; DEL only waits for the store, because DEL needs nothing but the checkpoint. STATUS, which
+asks whether an ADD can be served now, is answered at once: code 50 (plugin not available) with
+what the daemon waits for (while it stops, 503 as the others, for the shim to wait for the next).
 
 Built by ``app.daemon.wiring`` and started by ``app.daemon.startup`` (``CniServer``, ``Readiness``,
 ``start``) on the socket ``app.daemon.listener`` bound; never runs a delegate itself.
@@ -360,6 +362,12 @@ class CniServer:
         if isinstance(request, SandboxRequest):
             operation = self._in_turn(request.container_id, request.command, lambda: self._dispatch(request))
             return await self._run_shielded(operation, name=_task_name(request))
+        if request.command is Command.STATUS and not self.readiness.ready and not self.readiness.stopping:
+            # STATUS asks whether an ADD can be served now: its answer is the wait's reason, at once
+            # (a runtime asks again; held, its status check would stall for ``ready_hold``)
+            raise CniError(
+                ErrorCode.PLUGIN_NOT_AVAILABLE, f"multus daemon is not ready: {self.readiness.reason}"
+            )
         await self._admit(request.command)
         return await self._run_shielded(self._dispatch(request), name=_task_name(request))
 

@@ -320,3 +320,35 @@ async def test_a_client_that_expects_100_continue_is_told_to_send_its_body(node:
     assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
     assert node.calls() == [("ADD", "cluster", "eth0")]
     assert pending(node.checkpoint(container)) == ["eth0"]
+
+
+async def test_status_before_the_daemon_is_ready_is_answered_at_once_with_code_50_and_the_reason(
+    node: Node,
+) -> None:
+    """A runtime's STATUS asks whether an ADD can be served now: held for readiness like an ADD
+    (30 s), it stalled the runtime's status check and then said code 11, which STATUS does not use."""
+    readiness = Readiness(store_open=True, recovered=False)
+    cni_server = CniServer(
+        engine=node.engine(),
+        daemon_config=daemon_config(node, node.recorder_network("cluster")),
+        readiness=readiness,
+        ready_hold=30.0,
+    )
+    status = json.dumps({"cniVersion": "1.1.0", "name": "multus-cni-network", "type": "multus-shim"})
+    request = json.loads(body("STATUS"))
+    request["config"] = base64.b64encode(status.encode()).decode()
+    client: TestClient[BaseRequest, None] = TestClient(RawTestServer(cni_server.handle))
+    await client.start_server()
+    try:
+        async with asyncio.timeout(10):  # far below the hold: answered, not held
+            answered = await client.post("/cni", data=json.dumps(request).encode())
+            answer = await answered.json()
+            readiness.recovered = True
+            served = await client.post("/cni", data=json.dumps(request).encode())
+    finally:
+        await client.close()
+
+    assert answered.status == 400
+    assert answer["code"] == 50
+    assert answer["msg"] == "multus daemon is not ready: start-up recovery has not finished"
+    assert served.status == 200
