@@ -65,12 +65,22 @@ def load_network_list(data: bytes | bytearray, *, source: str) -> NetworkConfigL
 
 
 def load_file(path: str) -> NetworkConfigList:
-    """``load_network_list`` on a file's bytes; an unreadable file is CniError 5 naming it."""
+    """``load_network_list`` on a file's bytes; an unreadable file is CniError 5 naming it.
+
+    As libcni loads a file by its name, a file that is not a ``.conflist`` and has a top-level
+    ``type`` is that one plugin, a ``plugins`` key beside it dropped (the bytes re-encoded): by
+    its content alone it would be the ``plugins`` chain, another plugin than the runtime or
+    upstream Multus runs for it. A ``.conf`` with ``plugins`` and no ``type`` stays a list."""
     try:
         with open(path, "rb") as handle:
             data = handle.read()
     except OSError as err:
         raise CniError.reading(path, err) from err
+    if not path.endswith(".conflist") and b'"plugins"' in data:
+        document = _parse(data, source=path)
+        if "type" in document and "plugins" in document:
+            del document["plugins"]
+            data = encode(document, what=path)
     return load_network_list(data, source=path)
 
 

@@ -267,6 +267,29 @@ def test_a_broken_file_before_the_match_is_an_error_naming_it(tmp_path: Path) ->
     assert caught.value.msg.startswith(f"{broken}: error parsing configuration: ")
 
 
+@pytest.mark.parametrize(
+    ("name", "types"),
+    [("10-both.conf", ["bridge"]), ("10-both.json", ["bridge"]), ("10-both.conflist", ["macvlan", "tuning"])],
+)
+def test_a_file_with_both_type_and_plugins_is_read_by_its_extension_as_libcni_reads_it(
+    tmp_path: Path, name: str, types: list[str]
+) -> None:
+    # by content alone a "plugins" key made any file a chain: a .conf holding both ran other
+    # plugins than the runtime or upstream Multus run for it (its "type")
+    document = {
+        "cniVersion": "1.0.0",
+        "name": "both",
+        "type": "bridge",
+        "plugins": [{"type": "macvlan"}, {"type": "tuning"}],
+    }
+    path = write(tmp_path, name, document)
+
+    loaded = conf.load_file(str(path))
+
+    assert [plugin["type"] for plugin in loaded.plugins] == types
+    assert (b'"plugins"' in loaded.raw) is (name.endswith(".conflist")), "what a DEL replays runs the same"
+
+
 def test_an_unreadable_file_is_an_io_failure(tmp_path: Path) -> None:
     with pytest.raises(CniError) as caught:
         conf.load_file(str(tmp_path / "missing.conf"))
