@@ -23,8 +23,9 @@ from typing import Any
 from app.attach.crashpoints import DISARMED, CrashPoints, Point
 from app.attach.engine import AttachEngine, EngineSettings
 from app.attach.netconf import MultusNetConf
-from app.attach.networks import NetworkResolver
+from app.attach.networks import DelegatePlan, NetworkResolver
 from app.attach.requests import Command, SandboxRequest, Trigger
+from app.cni.conf import load_network_list
 from app.cni.types import ContainerId, IfName, JsonObject
 from app.store import checkpoints, history
 from app.store.database import Database
@@ -319,6 +320,34 @@ def delegate_lines(entries: list[HistoryEntry], command: str) -> list[tuple[str,
     ]
 
 
+class SurpriseAtFirstDel(CrashPoints):
+    """The first teardown that begins raises what no DEL path expects (a bug, say)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.raised = 0
+
+    def reached(self, point: Point) -> None:
+        if point == Point.DEL_AFTER_BEGIN and not self.raised:
+            self.raised += 1
+            raise RuntimeError("surprise")
+
+
+def hot_recorder_plan(node: Node, **behaviour: Any) -> DelegatePlan:
+    """A hot-plug delegate ``default/hot`` as ``net1``: the recorder plugin with ``behaviour``."""
+    recorder = {"log": str(node.recorder_log), **behaviour}
+    raw = json.dumps({"cniVersion": "1.0.0", "name": "hot", "type": "recorder", "recorder": recorder})
+    return DelegatePlan(
+        position=1,
+        network_name="default/hot",
+        net=load_network_list(raw.encode(), source="test"),
+        ifname=IfName("net1"),
+        is_master=False,
+        cni_args=(),
+        capability_args={},
+    )
+
+
 class OnePod:
     """A pod source holding one pod (``default/pod-a`` with ``annotations`` unless ``pod`` is given)."""
 
@@ -351,8 +380,10 @@ __all__ = [
     "Node",
     "OnePod",
     "Point",
+    "SurpriseAtFirstDel",
     "Trigger",
     "delegate_lines",
+    "hot_recorder_plan",
     "new_container_id",
     "pending",
     "request_lines",

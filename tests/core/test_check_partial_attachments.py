@@ -4,33 +4,15 @@ ADD never produced a result, or whose hot-unplug DEL is pending, has no result t
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
-from typing import Any
 
 import pytest
 
-from app.attach.networks import DelegatePlan
-from app.cni.conf import load_network_list
 from app.cni.types import CniError, IfName
 from app.store.records import SandboxRecord
-from tests.core.support import Command, Netns, Node, new_container_id
+from tests.core.support import Command, Netns, Node, hot_recorder_plan, new_container_id
 
 NO_INTERFACES = {"cniVersion": "1.0.0"}
-
-
-def _hot_plan(node: Node, **behaviour: Any) -> DelegatePlan:
-    recorder = {"log": str(node.recorder_log), **behaviour}
-    raw = json.dumps({"cniVersion": "1.0.0", "name": "hot", "type": "recorder", "recorder": recorder})
-    return DelegatePlan(
-        position=1,
-        network_name="default/hot",
-        net=load_network_list(raw.encode(), source="test"),
-        ifname=IfName("net1"),
-        is_master=False,
-        cni_args=(),
-        capability_args={},
-    )
 
 
 def _state_of(record: SandboxRecord | None, ifname: str) -> str:
@@ -54,7 +36,7 @@ async def test_check_passes_beside_a_hot_plugged_delegate_whose_add_never_produc
     engine = node.engine()
     conf = node.conf("cluster")
     request = node.request(Command.ADD, container, netns, conf)
-    failing = _hot_plan(node, fail={"code": 11, "msg": "hot"}, failOn=["ADD", "DEL", "CHECK"])
+    failing = hot_recorder_plan(node, fail={"code": 11, "msg": "hot"}, failOn=["ADD", "DEL", "CHECK"])
     with pytest.raises(CniError):
         await engine.attach_delegate(replace(request, ifname=IfName("net1")), failing)
     assert _state_of(node.checkpoint(container), "net1") == "intent"  # its rollback DEL failed too
@@ -70,7 +52,7 @@ async def test_check_passes_beside_a_hot_unplugged_delegate_whose_del_is_pending
     conf = node.conf("cluster")
     request = node.request(Command.ADD, container, netns, conf)
     gone_soon = {"cniVersion": "1.0.0", "interfaces": [{"name": "net1", "sandbox": netns.path}]}
-    plan = _hot_plan(node, result=gone_soon, fail={"code": 11, "msg": "busy"}, failOn="DEL")
+    plan = hot_recorder_plan(node, result=gone_soon, fail={"code": 11, "msg": "busy"}, failOn="DEL")
     await engine.attach_delegate(replace(request, ifname=IfName("net1")), plan)
     with pytest.raises(CniError):
         await engine.detach_delegate(replace(request, command=Command.DEL, ifname=IfName("net1")))

@@ -5,24 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from app.attach.crashpoints import CrashPoints, Point
 from app.attach.requests import NodeRequest
 from app.cni.types import CniError, ErrorCode
 from app.metrics import REGISTRY
-from tests.core.support import Command, Node, new_container_id, pending
-
-
-class SurpriseAtFirstDel(CrashPoints):
-    """The first teardown that begins raises what no DEL path expects (a bug, say)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.raised = 0
-
-    def reached(self, point: Point) -> None:
-        if point == Point.DEL_AFTER_BEGIN and not self.raised:
-            self.raised += 1
-            raise RuntimeError("surprise")
+from tests.core.support import Command, Node, SurpriseAtFirstDel, new_container_id, pending
 
 
 def _unexpected_gc_errors() -> float:

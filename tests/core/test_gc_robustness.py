@@ -11,14 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from app.attach.crashpoints import CrashPoints, Point
 from app.attach.engine import AttachEngine
 from app.cli.main import render_gc
 from app.cni.types import ErrorCode
 from app.gc import collector as gc
 from app.gc.collector import GarbageCollector
 from app.metrics import REGISTRY
-from tests.core.support import Command, Netns, Node, new_container_id, pending
+from tests.core.support import Command, Netns, Node, SurpriseAtFirstDel, new_container_id, pending
 
 
 class Pods:
@@ -40,19 +39,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-class SurpriseAtFirstDel(CrashPoints):
-    """The first teardown that begins raises what no DEL path expects (a bug, say)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.raised = 0
-
-    def reached(self, point: Point) -> None:
-        if point == Point.DEL_AFTER_BEGIN and not self.raised:
-            self.raised += 1
-            raise RuntimeError("surprise")
 
 
 async def orphan(node: Node, engine: AttachEngine, network: str, *, netns: Netns | None = None) -> str:

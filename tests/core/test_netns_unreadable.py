@@ -7,16 +7,21 @@ the namespace it cannot identify (releasing IPAM), for a recorded sandbox and fo
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 
-from app.attach.networks import DelegatePlan
-from app.cni.conf import load_network_list
 from app.cni.types import CniError, ErrorCode, IfName
-from tests.core.support import Command, Netns, Node, delegate_lines, new_container_id, pending
+from tests.core.support import (
+    Command,
+    Netns,
+    Node,
+    delegate_lines,
+    hot_recorder_plan,
+    new_container_id,
+    pending,
+)
 
 
 @dataclass
@@ -76,17 +81,7 @@ async def test_a_hot_plug_into_a_netns_that_cannot_be_looked_at_is_try_again_and
     request = node.request(Command.ADD, container, netns, conf)
     await engine.add(request)
     netns.loop()
-    recorder = {"log": str(node.recorder_log)}
-    raw = json.dumps({"cniVersion": "1.0.0", "name": "hot", "type": "recorder", "recorder": recorder})
-    plan = DelegatePlan(
-        position=1,
-        network_name="default/hot",
-        net=load_network_list(raw.encode(), source="test"),
-        ifname=IfName("net1"),
-        is_master=False,
-        cni_args=(),
-        capability_args={},
-    )
+    plan = hot_recorder_plan(node)
 
     with pytest.raises(CniError) as refused:
         await engine.attach_delegate(replace(request, ifname=IfName("net1")), plan)
