@@ -36,7 +36,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import ClientPayloadError, HttpVersion11, StreamReader, web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -49,6 +49,7 @@ from app.attach.requests import Command, NodeRequest, SandboxRequest
 from app.cni.types import CniError, ErrorCode
 from app.daemon import protocol
 from app.gc.collector import GarbageCollector, GcReport
+from app.store import filters
 
 if TYPE_CHECKING:  # the query server imports this module's Readiness
     from app.daemon.query_server import Activity
@@ -543,9 +544,6 @@ class _NotReadyError(CniError):
         super().__init__(ErrorCode.TRY_AGAIN_LATER, f"multus daemon is not ready: {reason}")
 
 
-_GC_BOOLEANS: Final = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
-
-
 def _dry_run(query: Mapping[str, str]) -> bool:
     """``POST /gc``'s one parameter, ``dryRun`` (false when absent), given at most once as a boolean."""
     names = [name for name, _value in query.items()]  # a multidict's items repeat a repeated name
@@ -555,7 +553,7 @@ def _dry_run(query: Mapping[str, str]) -> bool:
     if len(names) > 1:
         raise CniError(ErrorCode.UNSUPPORTED_FIELD, "POST /gc: dryRun is given more than once")
     value = query.get("dryRun", "false")
-    dry_run = _GC_BOOLEANS.get(value.lower())
+    dry_run = filters.boolean_value(value)
     if dry_run is None:
         raise CniError(ErrorCode.DECODING_FAILURE, f"POST /gc: dryRun {value!r} is not true or false")
     return dry_run

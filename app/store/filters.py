@@ -210,13 +210,22 @@ def _network(params: Mapping[str, str]) -> str | None:
     return network
 
 
-def _boolean(params: Mapping[str, str], name: str) -> bool:
-    value = params.get(name, "false").strip().lower()
+def boolean_value(text: str) -> bool | None:
+    """A boolean parameter's value, any case (``true``/``1``/``yes``, ``false``/``0``/``no``); None
+    for anything else. The operator's ``POST /gc?dryRun=`` takes the same spellings."""
+    value = text.lower()
     if value in _TRUE:
         return True
     if value in _FALSE:
         return False
-    raise FilterError(name, f"invalid {name} {params[name]!r}: use true or false")
+    return None
+
+
+def _boolean(params: Mapping[str, str], name: str) -> bool:
+    value = boolean_value(params.get(name, "false").strip())
+    if value is None:
+        raise FilterError(name, f"invalid {name} {params[name]!r}: use true or false")
+    return value
 
 
 def _choice(
