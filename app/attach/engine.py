@@ -869,7 +869,13 @@ class AttachEngine:
                 ErrorCode.TRY_AGAIN_LATER, str(exc.strerror), "CHECK needs to list the sandbox's interfaces"
             ) from exc
         if expected is not None:
-            _check_expected_interfaces(expected, links=links, netns_path=record.netns)
+            _check_interfaces_present(
+                owner="the runtime's prevResult",
+                result=expected,
+                links=links,
+                netns_path=record.netns,
+                source="it gives",
+            )
         for attachment in record.attachments:
             if attachment.state in checkpoints.PARTIAL_STATES:
                 # A hot-plug ADD that left no result, or a hot-unplug whose DEL is pending: nothing
@@ -1278,19 +1284,6 @@ def _runtime_prev_result(request: SandboxRequest) -> JsonObject | None:
         raise CniError(
             ErrorCode.DECODING_FAILURE, f"network configuration key 'prevResult' cannot be read: {err.msg}"
         ) from err
-
-
-def _check_expected_interfaces(
-    expected: JsonObject, *, links: Mapping[str, netns.Link], netns_path: str
-) -> None:
-    """Every sandbox interface the runtime's prevResult names is there, with its MAC."""
-    _check_interfaces_present(
-        owner="the runtime's prevResult",
-        result=expected,
-        links=links,
-        netns_path=netns_path,
-        source="it gives",
-    )
 
 
 def _check_interfaces_present(
