@@ -175,8 +175,10 @@ def refuse_if_foreign(database: Path) -> None:
             return
     except FileNotFoundError:
         return
+    from app.store.database import read_only_uri  # it imports this module
+
     try:
-        with closing(sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True)) as raw:
+        with closing(sqlite3.connect(f"{read_only_uri(database)}?mode=ro", uri=True)) as raw:
             names = {
                 str(name)
                 for (name,) in raw.execute(
