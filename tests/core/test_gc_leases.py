@@ -150,23 +150,31 @@ def hostroot(tmp_path: Path) -> Iterator[HostRoot]:
         yield root
 
 
-async def test_a_leftover_lease_of_a_delegate_run_in_chroot_dir_is_given_back(
-    node: Node, hostroot: HostRoot
-) -> None:
-    """With ``chrootDir`` host-local keeps its leases inside that root, not in the daemon's."""
-    data_dir = hostroot.bin_dir.rsplit("/", 1)[0] + "/ipam"  # exists only inside the root
-    node.bridge_network("chrooted", subnet="10.99.11.0/24")
-    path = node.conf_dir / "chrooted.conflist"
+def chrooted_bridge(
+    node: Node, hostroot: HostRoot, name: str, *, subnet: str, data_dir: str
+) -> tuple[MultusNetConf, AttachEngine]:
+    """A bridge network whose host-local leases go to ``data_dir`` (a path inside the root), and an
+    engine running every delegate in ``hostroot``."""
+    node.bridge_network(name, subnet=subnet)
+    path = node.conf_dir / f"{name}.conflist"
     network = json.loads(path.read_text())
     network["plugins"][0]["ipam"]["dataDir"] = data_dir
     path.write_text(json.dumps(network))
-    conf = node.conf("chrooted")
     engine = AttachEngine(
         db=node.db,
         resolver=NetworkResolver(),
         boot_id=node.boot_id,
         settings=EngineSettings(delegate_timeout=20.0, node_name="node-a", chroot_dir=hostroot.chroot_dir),
     )
+    return node.conf(name), engine
+
+
+async def test_a_leftover_lease_of_a_delegate_run_in_chroot_dir_is_given_back(
+    node: Node, hostroot: HostRoot
+) -> None:
+    """With ``chrootDir`` host-local keeps its leases inside that root, not in the daemon's."""
+    data_dir = hostroot.bin_dir.rsplit("/", 1)[0] + "/ipam"  # exists only inside the root
+    conf, engine = chrooted_bridge(node, hostroot, "chrooted", subnet="10.99.11.0/24", data_dir=data_dir)
     live, gone = new_container_id(), new_container_id()
     await engine.add(node.request(Command.ADD, live, node.new_netns(), conf))
     gone_netns = node.new_netns()
@@ -191,17 +199,8 @@ async def test_a_leftover_lease_under_an_absolute_symlink_inside_chroot_dir_is_g
     private = hostroot.bin_dir.rsplit("/", 1)[0]  # exists only inside the root
     hostroot.inside(f"{private}/ipam-real").mkdir()
     hostroot.inside(f"{private}/ipam").symlink_to(f"{private}/ipam-real")  # absolute, as on a host
-    node.bridge_network("linked", subnet="10.99.12.0/24")
-    path = node.conf_dir / "linked.conflist"
-    network = json.loads(path.read_text())
-    network["plugins"][0]["ipam"]["dataDir"] = f"{private}/ipam"
-    path.write_text(json.dumps(network))
-    conf = node.conf("linked")
-    engine = AttachEngine(
-        db=node.db,
-        resolver=NetworkResolver(),
-        boot_id=node.boot_id,
-        settings=EngineSettings(delegate_timeout=20.0, node_name="node-a", chroot_dir=hostroot.chroot_dir),
+    conf, engine = chrooted_bridge(
+        node, hostroot, "linked", subnet="10.99.12.0/24", data_dir=f"{private}/ipam"
     )
     gone, gone_netns = new_container_id(), node.new_netns()
     await engine.add(node.request(Command.ADD, gone, gone_netns, conf, pod="pod-x"))
