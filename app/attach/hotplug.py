@@ -57,6 +57,8 @@ ADDED = "AddedInterface"
 REMOVED = "RemovedInterface"
 FAILED_ADDING = "FailedAddingInterface"
 FAILED_REMOVING = "FailedRemovingInterface"
+DEFAULT_ROUTE_NOT_APPLIED = "DefaultRouteNotApplied"
+"""A hot-plugged selection's ``default-route``: the interface is added, the pod's route kept."""
 
 
 class PodEvents(Protocol):
@@ -771,6 +773,24 @@ class HotplugReconciler:
             ADDED,
             f"{where}: added interface {ifname} to network: {selection.name}{_attributes(selection)}",
         )
+        if selection.default_route:
+            # A running pod's default route is not moved under it: its open connections use the
+            # route it started with. The owner asked for it, so say it was not done.
+            log.warning(
+                "hot-plug of pod %s/%s: default-route %s of network %s not applied to %s",
+                pod.namespace,
+                pod.name,
+                ",".join(selection.default_route),
+                selection.qualified_name,
+                ifname,
+            )
+            self._event(
+                pod,
+                DEFAULT_ROUTE_NOT_APPLIED,
+                f"{where}: default-route {','.join(selection.default_route)} of network: "
+                f"{selection.name} is not applied to interface {ifname} added to a running pod",
+                warning=True,
+            )
         metrics.HOTPLUG_OPERATIONS.labels("native", "ADD", "ok").inc()
         return None
 
@@ -863,11 +883,13 @@ class HotplugReconciler:
         # pod's previous value, which may name interfaces detached since.
         return status_retries.recorded_status(record) or render([])
 
-    def _event(self, pod: PodRecord, reason: str, message: str) -> None:
-        """Post an event; a Warning the pod's previous pass posted already is not posted again (a
+    def _event(self, pod: PodRecord, reason: str, message: str, *, warning: bool | None = None) -> None:
+        """Post an event, a Warning when ``warning`` says so (by default, when ``reason`` is a
+        failure); a Warning the pod's previous pass posted already is not posted again (a
         pod that cannot be satisfied is retried for as long as it stays so, and each Event is a new
         object on the API server: one per retry per failure, for ever, otherwise)."""
-        warning = reason.startswith("Failed")
+        if warning is None:
+            warning = reason.startswith("Failed")
         if warning:
             self._warned_now.add(message)
             if message in self._warned_before:

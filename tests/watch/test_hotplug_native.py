@@ -85,6 +85,16 @@ class Node:
         record = await self.database.read(lambda s: checkpoints.load_sandbox(s, container_id=container))
         return {} if record is None else {a.ifname: a.state for a in record.attachments}
 
+    async def default_routes(self) -> list[str]:
+        out = await asyncio.to_thread(
+            subprocess.run,
+            ["ip", "-n", Path(self.netns).name, "route", "show", "default"],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        return out.stdout.splitlines()
+
     def annotate(self, name: str, value: str) -> None:
         self.emulator.patch_pod("default", name, {"metadata": {"annotations": {NETWORKS: value}}})
 
@@ -184,6 +194,26 @@ async def test_editing_the_annotation_attaches_and_detaches_net3(node: Node) -> 
     await node.engine.delete(node.request(Command.DEL, pod, container))
     assert await node.links() == {"lo"}
     assert not list(node.layout.ipam_dir.rglob("10.*"))
+
+
+async def test_a_hot_plugged_default_route_keeps_the_pods_route_and_says_so(node: Node) -> None:
+    """A hot-plugged selection's ``default-route`` was dropped without a word: the interface came,
+    the route the owner asked for did not, and nothing told them why."""
+    pod, container = await running_pod(node, "routed")
+    routes_before = await node.default_routes()
+
+    node.annotate("routed", '[{"name": "hot-a", "interface": "net3", "default-route": ["10.231.0.1"]}]')
+
+    await eventually(node.links, lambda links: "net3" in links)
+    await eventually(
+        lambda: _async(node.events("DefaultRouteNotApplied")),
+        _has("default-route 10.231.0.1 of network: hot-a is not applied to interface net3"),
+    )
+    assert [
+        e["type"] for e in node.emulator.events("default") if e.get("reason") == "DefaultRouteNotApplied"
+    ] == ["Warning"]
+    assert await node.default_routes() == routes_before
+    await node.engine.delete(node.request(Command.DEL, pod, container))
 
 
 async def test_a_default_network_of_the_add_stays_when_todays_config_no_longer_lists_it(
