@@ -66,8 +66,8 @@ def launcher_text(interpreter: str, paths: list[str]) -> str:
     text = TEMPLATE.format(interpreter=interpreter, mark=MARK, paths=paths)
     if bundle.shebang_overflow(text.partition("\n")[0]):  # it would lose -IS, or not run at all
         raise LauncherError(
-            f"the interpreter path is too long for a shebang line (Linux reads {bundle.BINPRM_BUF_SIZE}"
-            f" bytes of it, flags and newline included): {interpreter!r}"
+            f"the interpreter path is too long for a shebang line (over {bundle.shebang_limit_text()}, "
+            f"flags and newline included): {interpreter!r}"
         )
     return text
 

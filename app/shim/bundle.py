@@ -47,6 +47,7 @@ code: the locale files ``setlocale`` opens (Python sets LC_CTYPE from the enviro
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -69,6 +70,12 @@ BINPRM_BUF_SIZE = 256
 """How much of a script Linux reads to find its interpreter (``fs/binfmt_script.c``, since 5.1): a
 ``#!`` line longer than that, newline included, loses the end of its flags without a word
 (``-ISXutf8`` becomes ``-ISXutf``: no UTF-8 mode) or, longer still, does not execute at all."""
+BINPRM_BUF_SIZE_BEFORE_5_1 = 128
+"""What Linux before 5.1 reads (a 4.x or 3.x kernel; the size went up in 5.1): it cuts the line at 127
+bytes without a word, so a launcher that runs on a newer node never starts on such a node (its flags
+cut to ``-I`` or ``-``, which has Python run its stdin, or its interpreter's path cut). A distribution
+kernel that took the larger size into an older release is judged by its release all the same: the
+installer then refuses a path that would have fitted, and says so."""
 STARTUP_PROBE = """
 import sys, _frozen_importlib_external as bootstrap
 import _json, _socket, binascii
@@ -115,10 +122,38 @@ class BundleError(RuntimeError):
     names the path."""
 
 
+def kernel_release() -> str:
+    """The running kernel's release (``uname -r``): an installer runs on the node's kernel, in a
+    container or not, and so does the shim."""
+    return os.uname().release
+
+
+def shebang_limit(release: str | None = None) -> int:
+    """How many bytes of a script (its ``#!`` line, newline included) the kernel ``release`` (default:
+    the running one) reads to find its interpreter. A release that does not start with a version
+    gets the smaller size: a path refused that would have fitted is said at install, a shim that never
+    starts only at every pod's start."""
+    match = re.match(r"(\d+)\.(\d+)", kernel_release() if release is None else release)
+    if match is not None and (int(match[1]), int(match[2])) >= (5, 1):
+        return BINPRM_BUF_SIZE
+    return BINPRM_BUF_SIZE_BEFORE_5_1
+
+
+def shebang_limit_text() -> str:
+    """How many bytes the running kernel reads of a script, worded for an error message."""
+    limit = shebang_limit()
+    if limit == BINPRM_BUF_SIZE:
+        return f"the {limit} bytes Linux reads of a script to find its interpreter (BINPRM_BUF_SIZE)"
+    return (
+        f"the {limit} bytes this node's Linux {kernel_release()} reads of a script to find its "
+        f"interpreter (BINPRM_BUF_SIZE: {limit} before Linux 5.1, {BINPRM_BUF_SIZE} since)"
+    )
+
+
 def shebang_overflow(line: str) -> int:
-    """By how many bytes a script's first line ``line`` (without its newline) exceeds what Linux reads
-    to find the interpreter; 0 when it fits."""
-    return max(0, len(line.encode()) + 1 - BINPRM_BUF_SIZE)
+    """By how many bytes a script's first line ``line`` (without its newline) exceeds what the running
+    kernel reads to find the interpreter (``shebang_limit``); 0 when it fits."""
+    return max(0, len(line.encode()) + 1 - shebang_limit())
 
 
 def check_launcher_line(interpreter: str) -> None:
@@ -129,9 +164,8 @@ def check_launcher_line(interpreter: str) -> None:
     if over:
         raise BundleError(
             f"the shim's launcher could not run: its first line {line} would be "
-            f"{BINPRM_BUF_SIZE + over} bytes, over the {BINPRM_BUF_SIZE} bytes Linux reads of a script "
-            f"to find its interpreter (BINPRM_BUF_SIZE); install into a CNI bin dir whose path on the "
-            f"node is at least {over} bytes shorter"
+            f"{len(line.encode()) + 1} bytes, over {shebang_limit_text()}; install into a CNI bin dir "
+            f"whose path on the node is at least {over} bytes shorter"
         )
 
 

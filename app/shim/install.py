@@ -18,9 +18,10 @@ another path on the host than in the installing container.
 With a runtime, the launcher is ``#!<bin_dir>/.multus-shim.d/runtime-<version>-<digest>/bin/python3.X
 -ISXutf8`` and imports the shim from that runtime's own stdlib directory; switching versions is the
 rename of the launcher (``install_bundled_shim``). Linux reads only the first 256 bytes of a script
-to find its interpreter (``bundle.BINPRM_BUF_SIZE``): a longer ``#!`` line would lose its flags or
-not run at all, so an interpreter path, or a bin dir path (about 185 bytes with a runtime), that
-makes it longer is refused before anything is written.
+to find its interpreter, 128 before 5.1 (``bundle.shebang_limit``, asked of the running kernel, which
+is the node's): a longer ``#!`` line would lose its flags or not run at all, so an interpreter path,
+or a bin dir path (with a runtime, 187 bytes at most; 59 on a kernel before 5.1), that makes it longer
+is refused before anything is written.
 
 Every file is written atomically (temporary file, fsync, rename, fsync of the directory), so a runtime
 executing the shim during an upgrade sees the old or the new version, never a torn file.
@@ -208,8 +209,8 @@ def install_shim(bin_dir: str, *, interpreter: str | None = None, name: str = "m
         raise ValueError(f"the interpreter path cannot go into a shebang line: {python!r}")
     if bundle.shebang_overflow(f"#!{python} -IS"):
         raise ValueError(
-            f"the interpreter path is too long for a shebang line (Linux reads "
-            f"{bundle.BINPRM_BUF_SIZE} bytes of it): {python!r}"
+            f"the interpreter path is too long for a shebang line (over {bundle.shebang_limit_text()}): "
+            f"{python!r}"
         )
     impl_dir = bin_path / IMPL_DIR_NAME
     impl_dir.mkdir(mode=0o755, exist_ok=True)

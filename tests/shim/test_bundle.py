@@ -324,6 +324,72 @@ def test_a_bin_dir_path_too_long_for_the_launchers_first_line_is_refused_at_inst
         shutil.rmtree(base, ignore_errors=True)
 
 
+@pytest.mark.parametrize(
+    ("release", "size"),
+    [
+        ("3.10.0-1160.el7.x86_64", 128),
+        ("4.18.0-553.el8_10.x86_64", 128),
+        ("5.0.21", 128),
+        ("5.1.0", 256),
+        ("5.15.0-1071-azure", 256),
+        ("6.18.44-fc-v1272", 256),
+        ("10.0", 256),
+        ("not-a-version", 128),
+    ],
+)
+def test_a_kernel_before_5_1_reads_128_bytes_of_a_script_to_find_its_interpreter(
+    release: str, size: int
+) -> None:
+    assert bundle.shebang_limit(release) == size
+
+
+OLD_KERNEL = "4.18.0-553.el8_10.x86_64"
+OLD_KERNEL_REFUSAL = re.escape(f"over the 128 bytes this node's Linux {OLD_KERNEL} reads of a script")
+
+
+def test_a_bin_dir_too_long_for_an_older_kernels_launcher_line_is_refused_at_install(
+    built: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kernel before 5.1 reads 128 bytes of a script, not 256: a launcher line of 129 to 256 bytes
+    passed the install there and then never started (its flags or interpreter cut off), at every
+    pod's start. The installer asks the kernel it runs on, which is the node's."""
+    monkeypatch.setattr(bundle, "kernel_release", lambda: OLD_KERNEL)
+    base = Path(tempfile.mkdtemp(prefix="mshim-long-", dir="/tmp"))
+    try:
+        longest = longest_bin_dir(built) - (bundle.BINPRM_BUF_SIZE - bundle.BINPRM_BUF_SIZE_BEFORE_5_1)
+        fits = base / ("f" * (longest - len(str(base)) - 1))
+        too_long = base / ("b" * (longest + 1 - len(str(base)) - 1))
+        for bin_dir in (fits, too_long):
+            bin_dir.mkdir()
+            (bin_dir / "bridge").write_bytes(b"\x7fELF not ours")
+        before = snapshot(too_long)
+        argv = ["install", "--cni-bin-dir", str(too_long), "--cni-conf-dir", str(base / "conf")]
+        assert install_cli.main([*argv, "--bundle", str(built)]) == 1
+        error = capsys.readouterr().err
+        assert f"would be 129 bytes, over the 128 bytes this node's Linux {OLD_KERNEL} reads" in error
+        assert "a CNI bin dir whose path on the node is at least 1 bytes shorter" in error
+        assert snapshot(too_long) == before
+        launcher = install_bundled_shim(str(fits), source=built)
+        assert len(launcher.read_bytes().split(b"\n")[0]) + 1 == 128
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_an_interpreter_too_long_for_an_older_kernels_launcher_line_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.cli import launcher
+    from app.shim.install import install_shim
+
+    monkeypatch.setattr(bundle, "kernel_release", lambda: OLD_KERNEL)
+    interpreter = "/opt/" + "p" * 120 + "/bin/python3"  # a 131-byte "#!... -IS" line
+    with pytest.raises(ValueError, match=OLD_KERNEL_REFUSAL):
+        install_shim(str(tmp_path), interpreter=interpreter)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(launcher.LauncherError, match=OLD_KERNEL_REFUSAL):
+        launcher.launcher_text(interpreter, [])
+
+
 def test_uninstall_removes_every_runtime_and_leaves_the_bin_dir_as_it_was(
     built: Path, bin_dir: Path, tmp_path: Path
 ) -> None:
