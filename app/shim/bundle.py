@@ -44,6 +44,7 @@ code: the locale files ``setlocale`` opens (Python sets LC_CTYPE from the enviro
 ``/etc/localtime``. It must never modify an installed runtime in place: a shim may be running from it.
 """
 
+import errno
 import hashlib
 import json
 import os
@@ -423,14 +424,17 @@ def install_bundle(impl_dir: Path, host_impl_dir: str, *, source: Path | None = 
     path as the node sees it). Nothing visible changes until the final rename; an identical runtime
     already installed is reused as it is (a running shim may have its files open). A runtime whose
     launcher could not run (``check_launcher_line``) is refused before anything is written."""
+    needed: int | None = None
     if source is not None:
         manifest = check_bundle(source)
+        needed = bundle_size(manifest)
         name = runtime_name(manifest, host_impl_dir)
         host_target = f"{host_impl_dir.rstrip('/')}/{name}"
         interpreter = f"{host_target}/{manifest['interpreter']}"
         check_launcher_line(interpreter)
         if installed_for(impl_dir / name) == host_target:  # this very runtime is in place already
             return impl_dir / name, interpreter
+    created = not impl_dir.is_dir()
     try:
         impl_dir.mkdir(mode=0o755, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=impl_dir))
@@ -440,7 +444,7 @@ def install_bundle(impl_dir: Path, host_impl_dir: str, *, source: Path | None = 
         if source is None:
             build_bundle(staging)
         else:
-            shutil.copytree(source, staging, symlinks=False, dirs_exist_ok=True)
+            copy_bundle(source, staging, manifest)
         manifest = check_bundle(staging)
         name = runtime_name(manifest, host_impl_dir)
         target = impl_dir / name
@@ -466,11 +470,34 @@ def install_bundle(impl_dir: Path, host_impl_dir: str, *, source: Path | None = 
         sync_directory(impl_dir)
         return target, interpreter
     except OSError as exc:
-        raise BundleError(f"cannot install the shim runtime into {impl_dir}: {exc}") from None
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT) and needed is not None
+        room = f" (the runtime takes {needed / 2**20:.1f} MiB there)" if full and needed is not None else ""
+        raise BundleError(f"cannot install the shim runtime into {impl_dir}: {exc}{room}") from None
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
         remove_set_aside(impl_dir)
+        if created and not any(impl_dir.iterdir()):  # a first install refused leaves no directory
+            impl_dir.rmdir()
+
+
+def bundle_size(manifest: dict[str, object]) -> int:
+    """The bytes of the files a bundle's manifest lists."""
+    files = manifest["files"]
+    assert isinstance(files, dict)
+    return sum(int(entry["size"]) for entry in files.values())
+
+
+def copy_bundle(source: Path, staging: Path, manifest: dict[str, object]) -> None:
+    """Copy the manifest and the files it lists from ``source`` into ``staging``, one at a time, so
+    the first that cannot be written (a full disk) ends the copy and its error names it
+    (``shutil.copytree`` went on through every file, then raised all their errors as one list)."""
+    files = manifest["files"]
+    assert isinstance(files, dict)
+    for relative in [MANIFEST_NAME, *sorted(files)]:
+        target = staging / relative
+        target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        shutil.copy(source / relative, target)
 
 
 def installed_for(runtime: Path) -> str | None:

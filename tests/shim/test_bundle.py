@@ -280,6 +280,69 @@ def test_a_read_only_bin_dir_is_refused_by_multus_install_naming_it(built: Path,
     assert hostless.run([str(launcher)], env={"CNI_COMMAND": "VERSION"}).stdout == VERSION_REPLY
 
 
+FULL_DISK_SCRIPT = """
+mount -t tmpfs -o size="$1" tmpfs "$2" || exit 99
+bin_dir="$2"; shift 2
+for bundle in "$@"; do
+    "$PYTHON" -m app.cli.install install --cni-bin-dir "$bin_dir" --cni-conf-dir "$bin_dir/conf" \\
+        --bundle "$bundle" >/dev/null
+    echo "exit $?" >&2
+done
+echo "listing:" $(ls -A "$bin_dir") >&2
+CNI_COMMAND=VERSION "$bin_dir/multus-shim" 2>&1 || true
+"""
+"""Run as ``sh -c FULL_DISK_SCRIPT sh SIZE BIN_DIR BUNDLE...`` in a mount namespace of its own: installs
+each bundle in turn into a tmpfs of SIZE, then lists the bin dir and asks the shim its version."""
+
+
+def install_on_a_full_disk(bin_dir: Path, size: str, *bundles: Path) -> tuple[str, bytes]:
+    """(stderr: the installers' errors, each one's exit, then the bin dir's listing; the shim's VERSION
+    answer)."""
+    done = subprocess.run(
+        ["unshare", "-m", "sh", "-c", FULL_DISK_SCRIPT, "sh", size, str(bin_dir), *map(str, bundles)],
+        capture_output=True,
+        timeout=120,
+        cwd=Path(bundle.__file__).parents[2],
+        env={"PYTHON": sys.executable, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stderr.decode(), done.stdout
+
+
+def test_a_first_install_on_a_full_disk_is_refused_in_one_line_and_leaves_the_bin_dir_empty(
+    built: Path, bin_dir: Path
+) -> None:
+    """The copy of the runtime went on through every file after the disk was full and raised all
+    their errors as one list (a screen of text per file); and the refused first install left an empty
+    ``.multus-shim.d`` and the install lock behind."""
+    errors, _ = install_on_a_full_disk(bin_dir, "4m", built)
+    files = json.loads((built / bundle.MANIFEST_NAME).read_text())["files"]
+    size = sum(entry["size"] for entry in files.values())
+    refusal, exit_status, listing = errors.splitlines()
+    assert refusal.startswith(
+        f"multus-install: cannot install the shim runtime into {bin_dir}/.multus-shim.d: "
+    )
+    assert "[Errno 28] No space left on device: " in refusal
+    assert refusal.endswith(
+        f"(the runtime takes {size / 2**20:.1f} MiB there); the previous install is left as it was"
+    )
+    assert (exit_status, listing) == ("exit 1", "listing:")  # the tmpfs was empty
+
+
+def test_an_upgrade_on_a_full_disk_is_refused_and_the_previous_shim_runs_on(
+    built: Path, bin_dir: Path, tmp_path: Path
+) -> None:
+    newer = variant(built, tmp_path / "newer", "newer")
+    errors, version = install_on_a_full_disk(bin_dir, "14m", built, newer)
+    installed, refusal, refused, listing = errors.splitlines()
+    assert (installed, refused) == ("exit 0", "exit 1")
+    assert refusal.startswith(
+        f"multus-install: cannot install the shim runtime into {bin_dir}/.multus-shim.d: "
+    )
+    assert listing == "listing: .multus-install.lock .multus-shim.d multus-shim passthru"
+    assert version == VERSION_REPLY
+
+
 def longest_bin_dir(built: Path) -> int:
     """The longest bin dir path whose launcher line ``#!<runtime's interpreter> -ISXutf8`` still fits
     in the 256 bytes Linux reads of a script (newline included)."""
