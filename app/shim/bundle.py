@@ -36,7 +36,8 @@ the manifest and of the node path it is patched for): it appears by
 renaming a complete staging directory, is never modified afterwards, and the launcher
 ``<bin_dir>/multus-shim`` (``#!<runtime>/bin/python3.X -ISXutf8``, UTF-8 mode so that no locale codec
 is ever needed) is switched to it by rename. The previous runtime is kept (a shim the runtime started
-a moment ago may still exec it); older ones are removed.
+a moment ago may still exec it); older ones are removed by the next install that switches the
+launcher (one run again on the same runtime removes none).
 
 The loader and libc come from the build machine (the image, or the CI machine for ``pip install``),
 so they run wherever that machine's binaries run. What the shim still reads of the node is data, no

@@ -235,7 +235,9 @@ def install_bundled_shim(
     ``host_bin_dir`` is where the node sees ``bin_dir`` (default: the same path); the interpreter's
     loader and library path are set to it. ``source`` is a built bundle (``multus-install bundle``);
     without one a bundle is built from the running interpreter. The runtime the launcher used before
-    is kept, for a shim started a moment ago; older runtimes no launcher names are removed. On any
+    is kept, for a shim started a moment ago; older runtimes no launcher names are removed, by an
+    install that switches the launcher only (run again, one removes none: it cannot tell which
+    runtime the last switch replaced). On any
     failure the previous install is left as it was (``bundle.BundleError``, naming the path).
     ``reached`` is called at each ``Step`` (a test hook)."""
     bin_path = Path(bin_dir)
@@ -258,6 +260,12 @@ def install_bundled_shim(
     except OSError as exc:
         raise bundle.BundleError(f"cannot write the launcher {launcher}: {exc.strerror or exc}") from None
     reached(Step.LAUNCHER_WRITTEN)
+    if previous == runtime.name:
+        # Run again (an init container restarted, an install killed after its switch): the runtime the
+        # switch replaced is not known any more, and shims exec'd just before it may still start from
+        # it, so none goes; the next install that switches the launcher removes them.
+        bundle.remove_set_aside(bin_path / IMPL_DIR_NAME)
+        return launcher
     keep = runtimes_in_use(bin_path) | {runtime.name} | ({previous} if previous else set())
     bundle.remove_runtimes(bin_path / IMPL_DIR_NAME, keep=keep)
     return launcher

@@ -19,7 +19,7 @@ import pytest
 
 from app.cli import install as install_cli
 from app.shim import bundle
-from app.shim.install import install_bundled_shim, runtime_of, uninstall_shim
+from app.shim.install import Step, install_bundled_shim, runtime_of, uninstall_shim
 from tests import hostless
 from tests.shim.helpers import BASE_ENV, StubDaemon, conf_bytes, json_reply, variant
 
@@ -190,6 +190,41 @@ def test_reinstalling_while_a_shim_runs_keeps_its_runtime_until_the_next_upgrade
     assert (shim.returncode, stderr) == (0, b"")  # the shim started from the removed runtime finished
     assert json.loads(stdout)["ips"] == [{"address": "10.0.0.2/8"}]
     assert hostless.run([str(first)], env={"CNI_COMMAND": "VERSION"}).stdout == VERSION_REPLY
+
+
+@pytest.mark.parametrize("first_run", ["completed", "killed-after-the-switch"])
+def test_an_install_run_again_keeps_the_runtime_its_launcher_switch_replaced(
+    built: Path, bin_dir: Path, tmp_path: Path, first_run: str
+) -> None:
+    """An install run again on the runtime its launcher already names (an init container restarted,
+    one killed by the kubelet after its switch) took that runtime for the previous one and removed
+    the one the switch had replaced: a shim exec'd just before the switch, still starting from it,
+    lost its files."""
+    older = install_bundled_shim(str(bin_dir), source=built)
+    runtime_a = str(runtime_of(older))
+    (tmp_path / "old-launcher").write_bytes(older.read_bytes())  # what a shim exec'd just before read
+    (tmp_path / "old-launcher").chmod(0o755)
+    newer = variant(built, tmp_path / "b", "b")
+
+    def killed_after_the_switch(step: Step) -> None:
+        if step == Step.LAUNCHER_WRITTEN:
+            raise Killed
+
+    if first_run == "killed-after-the-switch":
+        with pytest.raises(Killed):
+            install_bundled_shim(str(bin_dir), source=newer, reached=killed_after_the_switch)
+    else:
+        install_bundled_shim(str(bin_dir), source=newer)
+    install_bundled_shim(str(bin_dir), source=newer)  # run again
+    runtime_b = str(runtime_of(older))
+    assert runtimes(bin_dir) == sorted([runtime_a, runtime_b])
+    done = subprocess.run(
+        [str(tmp_path / "old-launcher")], env={"CNI_COMMAND": "VERSION"}, capture_output=True, timeout=30
+    )
+    assert (done.returncode, done.stdout) == (0, VERSION_REPLY), done.stderr
+    install_bundled_shim(str(bin_dir), source=variant(built, tmp_path / "c", "c"))  # the next switch
+    assert runtime_a not in runtimes(bin_dir)
+    assert runtime_b in runtimes(bin_dir)
 
 
 def test_shims_executed_during_reinstalls_run_the_old_or_the_new_runtime(
