@@ -22,8 +22,10 @@ Uninstall removes only what was installed: our launcher (a foreign ``multus-shim
 binary, is left alone), our module, the conf copies recorded at install time and the
 ``00-multus.conf`` the daemon generated, each only while it still calls our shim. The daemon keeps
 that conf across restarts on purpose, so it is the uninstall that must remove it: a node must not
-keep a conf that calls a removed plugin. ``--purge-state`` also removes the daemon's
-state database and socket, and refuses while a daemon holds the database.
+keep a conf that calls a removed plugin. With ``--daemon-config`` (so once no daemon answers) it
+also removes the temporary ``.00-multus.conf.*`` a daemon killed while writing the conf left.
+``--purge-state`` also removes the daemon's state database and socket, and refuses while a daemon
+holds the database.
 
 One installer at a time: ``install`` and ``uninstall`` hold the install lock of the bin dir
 (``app.shim.install.install_lock``) while they write or remove files there or in the conf dir, so
@@ -56,6 +58,7 @@ import argparse
 import contextlib
 import errno
 import fcntl
+import glob
 import json
 import os
 import re
@@ -406,6 +409,8 @@ def uninstall(
         else contextlib.nullcontext()
     ):
         removed = remove_shim_confs(layout)
+        if settings is not None:  # no daemon answers (checked above): no write of the conf is under way
+            removed += remove_killed_writes(layout.conf_dir, GENERATED_CONF_NAME)
         removed += shim_install.uninstall_shim(str(layout.bin_dir), layout.shim_name)
         removed += passthru.uninstall(layout.bin_dir)
         if has_bin_dir:
@@ -476,8 +481,9 @@ def calls_shim(conf: Path, shim_name: str) -> bool:
 
 def purge_daemon_state(layout: Layout, settings: Settings) -> list[Path]:
     """Remove the daemon's files by name (database and companions, spooled DELs, sockets, the
-    socket directory's lock and the restart marker a gracefully stopped daemon leaves for the shim), then
-    their directories if that left them empty. A file we do not know keeps its directory.
+    socket directory's lock and the restart marker a gracefully stopped daemon leaves for the shim, and
+    the marker's temporary a daemon killed while writing it left), then their directories if that left
+    them empty. A file we do not know keeps its directory.
 
     This forgets the checkpoint: only for a node where no pod uses multus networks any more."""
     database = layout.on_host(settings.database_path)
@@ -497,10 +503,24 @@ def purge_daemon_state(layout: Layout, settings: Settings) -> list[Path]:
         if path.exists() or path.is_symlink():
             path.unlink()
             removed.append(path)
+    marker = layout.on_host(settings.restart_marker_path)
+    removed += remove_killed_writes(marker.parent, marker.name)
     for directory in (spool, database.parent, layout.on_host(settings.socket_dir)):
         if remove_empty_directory(directory):
             removed.append(directory)
     return removed
+
+
+def remove_killed_writes(directory: Path, name: str) -> list[Path]:
+    """Remove the temporaries a daemon killed in the middle of replacing ``directory/name`` left
+    (``.<name>.<random>``: ``00-multus.conf``, the restart marker); return them. Only once no daemon
+    runs: a live one's write in progress has the same name."""
+    if not directory.is_dir():
+        return []
+    leftovers = sorted(directory.glob(f".{glob.escape(name)}.*"))
+    for path in leftovers:
+        path.unlink(missing_ok=True)
+    return leftovers
 
 
 def remove_empty_directory(directory: Path) -> bool:

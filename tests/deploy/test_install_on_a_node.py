@@ -339,6 +339,9 @@ def test_purging_removes_the_daemons_files_by_name_and_keeps_what_it_does_not_kn
             for name in ("del-1-2-abc.json", "del-3-4-def.json.rejected", ".del-5-6-ghi.json.tmp")
         ),
         *(run / name for name in ("multus.sock", "multus.sock.lock", "multus-query.sock")),
+        # what a daemon killed while it replaced the restart marker, or 00-multus.conf, left
+        run / ".multus.restarting.k1ll3d",
+        node.conf_dir / ".00-multus.conf.k1ll3d",
     ]
     for path in daemon_files:
         path.write_bytes(b"")
