@@ -410,7 +410,8 @@ def test_the_dockerfile_builds_from_what_the_repository_has() -> None:
 
 def test_the_image_falls_back_to_the_reference_plugins_it_ships() -> None:
     # Debian's containernetworking-plugins (installed in the image) puts them here; this test machine
-    # has the same package, which the restart test's daemon uses through the same CNI_PATH.
+    # has the same package, which the restart test's daemon uses through the same CNI_PATH. (With
+    # the shipped chrootDir the daemon searches CNI_PATH inside the node's root: the node's package.)
     cni_path = image_env()["CNI_PATH"]
     for plugin in ("bridge", "host-local", "macvlan", "ipvlan", "static", "tuning"):
         assert (Path(cni_path) / plugin).is_file()
