@@ -7,10 +7,12 @@ they know no CNI rules. The writes of the ADD/DEL path, and the DEL's read of a 
 between the runtime's call and its answer, so they are plain SQL on the driver's SQLite connection
 behind it (``records_sql``: no statement compilation, no result objects), inside the same
 transaction and savepoint. A sandbox row disappears only when its last attachment has been
-removed, that is, after every delegate's DEL succeeded. In Kubernetes mode a running sandbox also
-carries whether its network-status is not written yet (its ADD's write failed), set and cleared by
-``app.attach.status_retries`` off the hot path, and read at start-up to write what a previous run
-left unwritten.
+removed, that is, after every delegate's DEL succeeded. Sandboxes are listed in the order they
+were recorded (their rowid, ``_recorded_order``), never by their UTC timestamps: a clock stepped
+back must not make an older sandbox of a pod pass for its newest (invariant 12). In Kubernetes
+mode a running sandbox also carries whether its network-status is not written yet (its ADD's
+write failed), set and cleared by ``app.attach.status_retries`` off the hot path, and read at
+start-up to write what a previous run left unwritten.
 """
 
 from __future__ import annotations
@@ -20,7 +22,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, bindparam, func, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Integer,
+    RowMapping,
+    bindparam,
+    func,
+    literal_column,
+    select,
+    update,
+)
+from sqlalchemy.sql.selectable import NamedFromClause
 
 from app.store.models import ATTACHMENTS, SANDBOXES
 from app.store.records import (
@@ -67,6 +80,15 @@ class UnknownAttachmentError(LookupError):
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _recorded_order(sandboxes: NamedFromClause) -> ColumnElement[int]:
+    """The rowid of ``sandboxes``' rows (the table or an alias of it): the order they were inserted.
+
+    SQLite gives a new row one more than the largest rowid in the table, so of the rows present a
+    later one always has the larger: "oldest first" and "the newest of a pod" hold whatever the
+    wall clock did between two ADDs, where ``created_at`` (UTC, for people) follows its steps."""
+    return literal_column(f"{sandboxes.name}.rowid", Integer)
 
 
 _SANDBOX_STATE = select(SANDBOXES.c.state).where(SANDBOXES.c.container_id == bindparam("cid"))
@@ -131,7 +153,7 @@ def begin_add(connection: Connection, sandbox: SandboxIntent) -> None:
 _DEVICE_HOLDERS_SQL = (
     "SELECT container_id, ifname, network_name, state, device_ids, device FROM attachments"
     " WHERE container_id != ? AND ((device_ids IS NOT NULL AND device_ids != '[]') OR device IS NOT NULL)"
-    " ORDER BY created_at"
+    " ORDER BY id"
 )
 
 
@@ -376,7 +398,7 @@ def _attachment_from_columns(
 
 def list_sandboxes(connection: Connection, *, states: Sequence[str] | None = None) -> list[SandboxRecord]:
     """Every recorded sandbox (optionally only those in ``states``), oldest first."""
-    query = select(SANDBOXES).order_by(SANDBOXES.c.created_at)
+    query = select(SANDBOXES).order_by(_recorded_order(SANDBOXES))
     if states is not None:
         query = query.where(SANDBOXES.c.state.in_(list(states)))
     by_container: dict[str, list[AttachmentRecord]] = {}
@@ -393,7 +415,7 @@ def list_unsettled(connection: Connection, *, boot_id: str) -> list[SandboxRecor
     query = (
         select(SANDBOXES)
         .where((SANDBOXES.c.state != "ready") | (SANDBOXES.c.boot_id != boot_id))
-        .order_by(SANDBOXES.c.created_at)
+        .order_by(_recorded_order(SANDBOXES))
     )
     return [_with_attachments(connection, row) for row in connection.execute(query).mappings()]
 
@@ -521,17 +543,18 @@ def list_partial(connection: Connection) -> list[SandboxRecord]:
     query = (
         select(SANDBOXES)
         .where(SANDBOXES.c.state == "ready", SANDBOXES.c.container_id.in_(with_partial))
-        .order_by(SANDBOXES.c.created_at)
+        .order_by(_recorded_order(SANDBOXES))
     )
     return [_with_attachments(connection, row) for row in connection.execute(query).mappings()]
 
 
 def sandboxes_of_pod(connection: Connection, *, namespace: str, name: str) -> list[SandboxSummary]:
-    """The sandboxes recorded for pod ``namespace/name`` (any state), oldest first."""
+    """The sandboxes recorded for pod ``namespace/name`` (any state), oldest first: the last one is
+    the pod's newest (hot-plug's), whatever the clock did."""
     query = (
         select(SANDBOXES)
         .where(SANDBOXES.c.pod_namespace == namespace, SANDBOXES.c.pod_name == name)
-        .order_by(SANDBOXES.c.created_at)
+        .order_by(_recorded_order(SANDBOXES))
     )
     return [_summary(row) for row in connection.execute(query)]
 
@@ -570,7 +593,7 @@ def status_unwritten(connection: Connection, *, limit: int) -> list[SandboxSumma
         .where(
             newer.c.pod_namespace == SANDBOXES.c.pod_namespace,
             newer.c.pod_name == SANDBOXES.c.pod_name,
-            newer.c.created_at > SANDBOXES.c.created_at,
+            _recorded_order(newer) > _recorded_order(SANDBOXES),
         )
         .exists()
     )
@@ -582,7 +605,7 @@ def status_unwritten(connection: Connection, *, limit: int) -> list[SandboxSumma
             SANDBOXES.c.pod_name != "",
             ~a_newer_sandbox_of_the_pod,
         )
-        .order_by(SANDBOXES.c.created_at.desc())
+        .order_by(_recorded_order(SANDBOXES).desc())
         .limit(limit)
     )
     return [_summary(row) for row in reversed(connection.execute(query).all())]
