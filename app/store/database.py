@@ -1,11 +1,11 @@
 """The state database: one SQLite file, one writer thread, two reader threads.
 
 Owns the SQLAlchemy engine, its per-connection pragmas (WAL, ``synchronous=FULL``, foreign keys,
-busy timeout), the exclusive lock that keeps a second daemon off the same file, and the only thread
-that writes. Coroutines never touch a connection: they hand a unit of work (a function taking a
-SQLAlchemy Core ``Connection``) to ``write``/``read`` and await its value. ``write`` returns only
-after the transaction holding that work has been committed, so "recorded" means "on disk" (for a
-durable write, below).
+busy timeout, the size the WAL is cut back to), the exclusive lock that keeps a second daemon off
+the same file, and the only thread that writes. Coroutines never touch a connection: they hand a
+unit of work (a function taking a SQLAlchemy Core ``Connection``) to ``write``/``read`` and await
+its value. ``write`` returns only after the transaction holding that work has been committed, so
+"recorded" means "on disk" (for a durable write, below).
 
 Concurrent writes are group-committed: the writer drains what is queued, runs each unit inside
 its own savepoint (one failing unit does not undo the others), and commits once. A batch of one
@@ -85,6 +85,13 @@ __all__ = [
 MAX_BATCH = 64
 """Most units of work committed in one transaction."""
 BUSY_TIMEOUT_MS = 10_000
+WAL_SIZE_LIMIT = 16 * 1024 * 1024
+"""Bytes the write-ahead log is cut back to when SQLite starts it over from its beginning. Without
+a limit it keeps, for the daemon's life, the size of the largest transaction it ever held (a
+relist of many pods, a migration): the auto-checkpoint reuses the file but never shrinks it. Well
+above what a steady load needs (1,000 pages of 4 KiB, and the batch that crossed them), so that
+the log is cut only after such a spike; SQLite looks at the size once per restart of the log, not
+per commit."""
 READERS = 2
 """Reader threads (each with its own connection): reads of committed state run beside the writer."""
 SPARE_CONNECTIONS = 4
@@ -557,6 +564,7 @@ def configure_connection(engine: Engine, *, read_only: bool) -> None:
             if not read_only:
                 cursor.execute("PRAGMA journal_mode=WAL")
                 cursor.execute("PRAGMA synchronous=FULL")
+                cursor.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         finally:
             cursor.close()
 
