@@ -87,7 +87,8 @@ def _recorded_order(sandboxes: NamedFromClause) -> ColumnElement[int]:
 
     SQLite gives a new row one more than the largest rowid in the table, so of the rows present a
     later one always has the larger: "oldest first" and "the newest of a pod" hold whatever the
-    wall clock did between two ADDs, where ``created_at`` (UTC, for people) follows its steps."""
+    wall clock did between two ADDs, where ``created_at`` (UTC, for people) follows its steps. The
+    store never runs ``VACUUM``, which may renumber the rowids of a table keyed by text, as this one is."""
     return literal_column(f"{sandboxes.name}.rowid", Integer)
 
 
