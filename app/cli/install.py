@@ -569,7 +569,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         command = sub.add_parser(name, help=text, description=text)
         command.add_argument("--host-root", default="/", help="where the node's root is mounted (default: /)")
         command.add_argument(
-            "--cni-bin-dir", help=f"the node's CNI bin dir (default: <host-root>{DEFAULT_BIN_DIR})"
+            "--cni-bin-dir",
+            help="the node's CNI bin dir (default: <host-root>/<binDir of --daemon-config>, "
+            f"else <host-root>{DEFAULT_BIN_DIR})",
         )
         command.add_argument(
             "--cni-conf-dir",
@@ -625,7 +627,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def layout_from(args: argparse.Namespace, settings: Settings | None) -> Layout:
     host_root = Path(args.host_root).absolute()
-    bin_dir = Path(args.cni_bin_dir) if args.cni_bin_dir else host_path(host_root, DEFAULT_BIN_DIR)
+    if args.cni_bin_dir:
+        bin_dir = Path(args.cni_bin_dir)
+    else:  # where the daemon runs its delegates from is the runtime's bin dir too: the shim goes there
+        bin_dir = host_path(host_root, settings.bin_dir if settings else DEFAULT_BIN_DIR)
     if args.cni_conf_dir:
         conf_dir = Path(args.cni_conf_dir)
     else:
