@@ -9,6 +9,12 @@ or an ADD/DEL of it stopped half way and nobody holds it. Sandboxes with an oper
 are skipped (invariant 9). A netns path that cannot be looked at is warned about once, and again
 only once what is there changes.
 
+A running sandbox is never torn down, but a hot-plugged delegate of one whose hot-unplug DEL, or
+whose undo after a failed hot-plug ADD, failed (an attachment left ``intent`` or ``deleting`` in a
+``ready`` sandbox: possibly present, invariant 4) has that DEL retried on the passes, as
+recovery does at start-up (``AttachEngine.settle_partial_attachments``), under the same backoff:
+it must not wait for the pod's end or the daemon's next restart (invariant 5).
+
 One orphan's failure does not hold up the others: a teardown that fails (a DEL left pending, or an
 unexpected exception, logged and counted) is retried on a later pass, after an interval that
 doubles with each failure up to a few minutes, and never given up (invariant 5); meanwhile the
@@ -44,11 +50,11 @@ from app.attach import logcontext, netns
 from app.attach.engine import AttachEngine
 from app.attach.netns import HostVeth, HostVethRemoval, NetnsLook, NetnsState
 from app.attach.requests import Trigger
-from app.cni.types import CniError
+from app.cni.types import CniError, ErrorCode
 from app.gc import leases
 from app.store import checkpoints, lease_proofs
 from app.store.database import Connection, Database
-from app.store.records import SandboxRecord, SandboxSummary
+from app.store.records import AttachmentRecord, SandboxRecord, SandboxSummary
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +96,9 @@ class GcReport:
     failed: list[tuple[str, CniError]] = field(default_factory=list)
     host_links_removed: list[str] = field(default_factory=list)
     leases_removed: list[str] = field(default_factory=list)
+    detached: list[str] = field(default_factory=list)
+    """``<containerID>/<ifname>`` of the hot-plugged delegates of running sandboxes whose pending
+    DEL this pass completed (logged; a failed one is in ``failed``)."""
     dry_run: bool = False
     duration_ms: float = 0.0
 
@@ -216,6 +225,7 @@ class GarbageCollector:
                 due = [orphan for orphan in report.orphans if orphan.container_id not in waiting]
                 for orphan in sorted(due, key=lambda o: self._retries.failures(o.container_id)):
                     await self._collect_one(orphan, report, pods=live_pods)
+                await self._settle_partial(report, retry_now=retry_now)
                 await self._sweep_host_veths(report)
             await self._sweep_leases(report, dry_run=dry_run)
             report.duration_ms = (time.monotonic() - started) * 1000
@@ -281,6 +291,59 @@ class GarbageCollector:
         for veth in host_veths(record):
             self._host_veths.setdefault(veth, 0)
         return False
+
+    async def _settle_partial(self, report: GcReport, *, retry_now: bool) -> None:
+        """Retry the pending DELs of hot-plugged delegates of running sandboxes (``intent`` or
+        ``deleting`` in a ``ready`` sandbox), through the engine's one path for them, which takes
+        each sandbox's lock and reads it again under it. A sandbox with an operation in flight is
+        left to it, one whose DEL failed lately waits as an orphan does (``TeardownRetries``).
+        Costs one query a pass while there is none."""
+        waiting = await self._db.read(checkpoints.list_partial)
+        if not waiting:
+            return
+        skip = {
+            sandbox.container_id
+            for sandbox in waiting
+            if self._engine.locks.busy(sandbox.container_id)
+            or (not retry_now and self._retries.waiting(sandbox.container_id))
+        }
+        tried = {sandbox.container_id: sandbox for sandbox in waiting if sandbox.container_id not in skip}
+        if not tried:
+            return
+        try:
+            await self._engine.settle_partial_attachments(trigger=Trigger.GC, skip=skip)
+        except Exception:  # a surprise (a bug, a failed write): what is still pending is retried
+            log.exception("gc: pending DELs of hot-plugged delegates not all retried")
+        still = {sandbox.container_id: sandbox for sandbox in await self._db.read(checkpoints.list_partial)}
+        for container_id, before in tried.items():
+            after = still.get(container_id)
+            left = (
+                {a.ifname for a in after.attachments if a.state in checkpoints.PARTIAL_STATES}
+                if after
+                else set()
+            )
+            for attachment in before.attachments:
+                if attachment.state in checkpoints.PARTIAL_STATES and attachment.ifname not in left:
+                    report.detached.append(f"{container_id}/{attachment.ifname}")
+                    log.info(
+                        "gc completed the pending DEL of hot-plugged %s of container %s",
+                        attachment.ifname,
+                        container_id,
+                        extra=logcontext.fields(
+                            container_id,
+                            command="DEL",
+                            trigger="gc",
+                            pod=before.pod,
+                            ifname=attachment.ifname,
+                        ),
+                    )
+            if after is None or not left:
+                self._retries.forget(container_id)
+                continue
+            self._retries.failed(container_id)
+            report.failed.extend(
+                (container_id, _pending_error(a)) for a in after.attachments if a.ifname in left
+            )
 
     async def _sweep_host_veths(self, report: GcReport) -> None:
         """Remove the host veths the collected sandboxes' results name that are still there (a DEL
@@ -390,6 +453,20 @@ def _observe(report: GcReport) -> None:
             metrics.GC_RECLAIMED.labels(kind).inc(count)
 
 
+def _pending_error(attachment: AttachmentRecord) -> CniError:
+    """The error a pending DEL of ``attachment`` recorded, or one saying that it is pending."""
+    try:
+        recorded = CniError.from_json(json.loads(attachment.last_error or "null"))
+    except ValueError:
+        recorded = None
+    if recorded is not None:
+        return recorded
+    return CniError(
+        ErrorCode.TRY_AGAIN_LATER,
+        f"the DEL of hot-plugged {attachment.ifname} of container {attachment.container_id} is pending",
+    )
+
+
 def _lease_evidence(
     connection: Connection,
 ) -> tuple[set[tuple[bytes, str]], list[lease_proofs.RemovedAttachment], set[str]]:
@@ -456,6 +533,11 @@ class TeardownRetries:
 
     def forget(self, container_id: str) -> None:
         self._retries.pop(container_id, None)
+
+    def waiting(self, container_id: str) -> bool:
+        """True while ``container_id``'s next try is not due yet."""
+        retry = self._retries.get(container_id)
+        return retry is not None and retry.due > self._clock()
 
     def forget_all_but(self, container_ids: Iterable[str]) -> None:
         """Forget the containers no longer recorded (DELed meanwhile by the runtime, say)."""
