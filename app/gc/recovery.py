@@ -18,7 +18,11 @@ A killed run may also have left a device-info file half-written (a temporary nev
 ``app.attach.device_info``): it is removed first, before any ADD can write one.
 
 A sandbox whose teardown fails stays recorded (pending, with its error) and does not stop the
-others; GC retries it later. Sandboxes are torn down concurrently, a few at a time.
+others; GC retries it later. So does one whose teardown raised what no DEL path expects (a bug, a
+failed write): logged with its container, counted, and left for GC, never cancelling the others'
+DELs nor keeping the daemon from starting (a crash loop would leave the node without any
+network). Only a store that cannot be read at all fails recovery. Sandboxes are torn down
+concurrently, a few at a time.
 
 Before any of that, plugin processes the previous run started for these attachments and that still
 run (the daemon died, they did not: each leads its own session) are killed and waited for
@@ -35,6 +39,7 @@ from dataclasses import dataclass, field
 
 from app import metrics
 from app.attach import device_info, logcontext
+from app.attach import errors as attach_errors
 from app.attach.engine import AttachEngine
 from app.attach.requests import Trigger
 from app.cni import reaper
@@ -103,7 +108,7 @@ async def recover(
             return
         why = reason(sandbox, engine.boot_id)
         async with gate:
-            errors = await engine.tear_down(sandbox.container_id, trigger=Trigger.RECOVERY)
+            errors = await _tear_down(engine, sandbox)
         metrics.RECOVERY_ACTIONS.labels(why, "error" if errors else "ok").inc()
         if why == "adding":
             report.rolled_back += 1
@@ -126,7 +131,11 @@ async def recover(
     async with asyncio.TaskGroup() as tasks:
         for sandbox in unsettled:
             tasks.create_task(settle(sandbox), name=f"recover-{sandbox.container_id[:12]}")
-    hotplug_errors = await engine.settle_partial_attachments(trigger=Trigger.RECOVERY, skip=stuck)
+    try:
+        hotplug_errors = await engine.settle_partial_attachments(trigger=Trigger.RECOVERY, skip=stuck)
+    except Exception:  # a surprise: the GC passes retry what is still pending
+        log.exception("recovery: pending DELs of hot-plugged delegates not all settled, left to GC")
+        hotplug_errors = []
     for error in hotplug_errors:
         log.error("recovery left a hot-plugged attachment pending: %s", error)
     report.duration_ms = (time.monotonic() - started) * 1000
@@ -142,6 +151,17 @@ async def recover(
             report.duration_ms,
         )
     return report
+
+
+async def _tear_down(engine: AttachEngine, sandbox: SandboxRecord) -> list[CniError]:
+    """``engine.tear_down`` of one sandbox, whatever it raises: a surprise (a bug, a failed write)
+    becomes that sandbox's error, logged with its container and counted, and the sandbox stays
+    recorded for GC to retry."""
+    try:
+        return await engine.tear_down(sandbox.container_id, trigger=Trigger.RECOVERY)
+    except Exception as exc:
+        context = logcontext.fields(sandbox.container_id, command="DEL", trigger="recovery", pod=sandbox.pod)
+        return [attach_errors.unexpected(exc, step="recovery", context=context)]
 
 
 async def _reap_orphans(
