@@ -28,8 +28,10 @@ After it, two last-resort sweeps: host-side veths named in the removed results t
 sandbox's veth; one whose removal fails is tried again on every pass while the daemon runs), and
 host-local leases of containers we attached but no longer record (``app.gc.leases``), each
 container's removed under its sandbox lock.
-A pass that finds nothing to do costs a few queries (the sandboxes, the lease proofs) and one stat
-per sandbox; the lease directories are read again only while a removed attachment's proof is kept.
+A pass that finds nothing to do costs a few queries (the sandboxes, the pending hot-plug DELs, the
+lease proofs) and one stat per sandbox; the lease directories are read again only while a removed
+attachment's proof is kept. Leases nothing proves ours (another CNI user's) cost one history
+query per container, once, not one per lease on every pass.
 """
 
 from __future__ import annotations
@@ -190,6 +192,9 @@ class GarbageCollector:
         self._pass = asyncio.Lock()
         self._lease_dirs: set[Path] = set()
         self._lease_listings = leases.LeaseListings()
+        self._unproven: set[str] = set()
+        """Unrecorded containers holding a lease that nothing proved ours when last looked up
+        (``_proven_by_history``), as long as they stay so."""
         self._retries = TeardownRetries(clock)
         self._netns = NetnsWarnings()
         self._host_veths: dict[HostVeth, int] = {}
@@ -391,16 +396,26 @@ class GarbageCollector:
             for lease in self._lease_listings.leases(directory)
             if lease.container_id and lease.container_id not in live
         ]
-        ours = [
-            lease
-            for lease in candidates
-            if lease.container_id in proven
-            or await self._db.read(partial(lease_proofs.added_by_us, container_id=lease.container_id))
-        ]
+        by_history = await self._proven_by_history({lease.container_id for lease in candidates} - proven)
+        ours = [lease for lease in candidates if lease.container_id in proven | by_history]
         gone = await self._remove_unrecorded(ours, dry_run=dry_run)
         report.leases_removed.extend(str(lease.path) for lease in gone)
         if not dry_run:
             await self._forget_settled(removed, removed_dirs)
+
+    async def _proven_by_history(self, unproven: set[str]) -> set[str]:
+        """Those of ``unproven`` (containers holding a lease, unrecorded, no removed attachment
+        proving it ours) that the history proves ours, in one read for all of them. A container
+        found unproven is not looked up again while it stays a candidate: what could prove it later
+        is a removed attachment (an ADD of ours records it first, and its removal writes the row),
+        read on every pass. So the leases of other CNI users (a node migrated from upstream Multus,
+        a data dir shared with another runtime) cost no query per lease per pass."""
+        for_history = unproven - self._unproven
+        found = (
+            await self._db.read(partial(_added_by_us, container_ids=for_history)) if for_history else set()
+        )
+        self._unproven = (self._unproven & unproven) | (for_history - found)
+        return found
 
     async def _remove_unrecorded(self, ours: list[leases.Lease], *, dry_run: bool) -> list[leases.Lease]:
         """Remove ``ours``, each container's under its sandbox lock and only if it is still
@@ -477,6 +492,11 @@ def _lease_evidence(
         lease_proofs.removed(connection),
         checkpoints.container_ids(connection),
     )
+
+
+def _added_by_us(connection: Connection, container_ids: set[str]) -> set[str]:
+    """Those of ``container_ids`` the history shows a delegate of ours ran an ADD for."""
+    return {cid for cid in container_ids if lease_proofs.added_by_us(connection, container_id=cid)}
 
 
 def _lease_holders(directories: set[Path]) -> dict[Path, Container[str]]:

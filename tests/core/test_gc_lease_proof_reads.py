@@ -1,0 +1,92 @@
+"""What proving leases ours costs a GC pass: the leases of other CNI users in a host-local directory
+we use (a node migrated from upstream Multus, a data dir shared with another runtime) are looked up
+in the history once, in one read, not once per lease on every pass (which flooded the store's reader
+threads, shared with ADD and DEL, with thousands of queries every interval); and a container once
+unproven is still given its lease back once a removed attachment proves it ours."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from app.gc.collector import GarbageCollector
+from app.store.database import Database
+from tests.core.support import Command, Node, new_container_id
+
+FOREIGN_LEASES = 40
+
+
+class Pods:
+    def __init__(self, pods: Mapping[tuple[str, str], str]) -> None:
+        self.pods = pods
+
+    async def pods_on_node(self) -> Mapping[tuple[str, str], str] | None:
+        return self.pods
+
+
+class CountingReads:
+    """The store as GC uses it, counting its reads."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.reads = 0
+
+    async def read(self, work: Any) -> Any:
+        self.reads += 1
+        return await self.db.read(work)
+
+    async def write(self, work: Any, **options: Any) -> Any:
+        return await self.db.write(work, **options)
+
+    def size_bytes(self) -> int:
+        return self.db.size_bytes()
+
+
+def take(directory: Path, address: str, container_id: str) -> Path:
+    lease = directory / address
+    lease.write_text(f"{container_id}\r\neth0")
+    return lease
+
+
+async def test_leases_of_other_cni_users_cost_no_query_each_and_a_later_proof_still_counts(
+    node: Node,
+) -> None:
+    lease_dir = node.ipam_dir / "leased"
+    node.write_network(
+        "leased",
+        {
+            "cniVersion": "1.0.0",
+            "name": "leased",
+            "type": "recorder",
+            "recorder": {"log": str(node.recorder_log)},
+            "ipam": {"type": "host-local", "dataDir": str(node.ipam_dir)},
+        },
+    )
+    conf = node.conf("leased")
+    engine = node.engine()
+    await engine.add(node.request(Command.ADD, new_container_id(), node.new_netns(), conf))
+    lease_dir.mkdir(parents=True)
+    foreign = [take(lease_dir, f"10.9.1.{n}", new_container_id()) for n in range(2, 2 + FOREIGN_LEASES)]
+    ours_later = new_container_id()
+    late = take(lease_dir, "10.9.2.2", ours_later)
+    store = CountingReads(node.db)
+    collector = GarbageCollector(
+        engine=engine,
+        db=store,  # type: ignore[arg-type]  # the reads GC makes, counted
+        pods=Pods({("default", "pod-a"): "uid-a"}),
+    )
+
+    for _ in range(2):
+        store.reads = 0
+        report = await collector.run_once()
+        assert report.leases_removed == []
+        assert store.reads < FOREIGN_LEASES // 4, "not a query per lease"
+
+    netns = node.new_netns()
+    await engine.add(node.request(Command.ADD, ours_later, netns, conf, pod="pod-b"))
+    await engine.delete(node.request(Command.DEL, ours_later, netns, conf, pod="pod-b"))
+    report = await collector.run_once()
+
+    assert report.leases_removed == [str(late)]
+    assert all(lease.exists() for lease in foreign)
