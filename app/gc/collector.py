@@ -384,24 +384,39 @@ class GarbageCollector:
         """Remove the leases of containers we attached and no longer record (``app.gc.leases``);
         then forget the removed attachments none of whose directories holds a lease of theirs."""
         configs, removed, live = await self._db.read(_lease_evidence)
+        removed_dirs, candidates = await asyncio.to_thread(self._unrecorded_leases, configs, removed, live)
+        proven = {row.container_id for row in removed}
+        ours_ids = proven | await self._proven_by_history(
+            {lease.container_id for lease in candidates} - proven
+        )
+        ours = [lease for lease in candidates if lease.container_id in ours_ids]
+        gone = await self._remove_unrecorded(ours, dry_run=dry_run)
+        report.leases_removed.extend(str(lease.path) for lease in gone)
+        if not dry_run:
+            await self._forget_settled(removed, removed_dirs)
+
+    def _unrecorded_leases(
+        self,
+        configs: set[tuple[bytes, str]],
+        removed: list[lease_proofs.RemovedAttachment],
+        live: set[str],
+    ) -> tuple[dict[int, set[Path]], list[leases.Lease]]:
+        """In a worker thread (every recorded config parsed, lease directories listed, new lease
+        files read: thousands of files on a busy node's first pass, which must not hold up the
+        event loop): the lease directories of each removed attachment, and the leases of
+        containers not in ``live``, in every directory known."""
         for config, root in configs:
             self._lease_dirs |= leases.host_local_dirs(config, root)
         removed_dirs = {row.id: leases.host_local_dirs(row.config, row.root) for row in removed}
         for dirs in removed_dirs.values():
             self._lease_dirs |= dirs
-        proven = {row.container_id for row in removed}
         candidates = [
             lease
             for directory in sorted(self._lease_dirs)
             for lease in self._lease_listings.leases(directory)
             if lease.container_id and lease.container_id not in live
         ]
-        by_history = await self._proven_by_history({lease.container_id for lease in candidates} - proven)
-        ours = [lease for lease in candidates if lease.container_id in proven | by_history]
-        gone = await self._remove_unrecorded(ours, dry_run=dry_run)
-        report.leases_removed.extend(str(lease.path) for lease in gone)
-        if not dry_run:
-            await self._forget_settled(removed, removed_dirs)
+        return removed_dirs, candidates
 
     async def _proven_by_history(self, unproven: set[str]) -> set[str]:
         """Those of ``unproven`` (containers holding a lease, unrecorded, no removed attachment

@@ -1,15 +1,21 @@
-"""What proving leases ours costs a GC pass: the leases of other CNI users in a host-local directory
-we use (a node migrated from upstream Multus, a data dir shared with another runtime) are looked up
-in the history once, in one read, not once per lease on every pass (which flooded the store's reader
-threads, shared with ADD and DEL, with thousands of queries every interval); and a container once
-unproven is still given its lease back once a removed attachment proves it ours."""
+"""What GC's lease sweep costs a pass, and where. The leases of other CNI users in a host-local
+directory we use (a node migrated from upstream Multus, a data dir shared with another runtime) are
+looked up in the history once, in one read, not once per lease on every pass (which flooded the
+store's reader threads, shared with ADD and DEL, with thousands of queries every interval); a
+container once unproven is still given its lease back once a removed attachment proves it ours.
+The lease directories are listed and their files read in a worker thread, never on the event loop
+that serves ADDs (a busy node's first pass reads thousands of them)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from app.gc import leases
 from app.gc.collector import GarbageCollector
 from app.store.database import Database
 from tests.core.support import Command, Node, new_container_id
@@ -49,10 +55,8 @@ def take(directory: Path, address: str, container_id: str) -> Path:
     return lease
 
 
-async def test_leases_of_other_cni_users_cost_no_query_each_and_a_later_proof_still_counts(
-    node: Node,
-) -> None:
-    lease_dir = node.ipam_dir / "leased"
+def leased_network(node: Node) -> Path:
+    """A network whose delegate records host-local IPAM under ``ipam_dir`` (leases written by hand)."""
     node.write_network(
         "leased",
         {
@@ -63,10 +67,18 @@ async def test_leases_of_other_cni_users_cost_no_query_each_and_a_later_proof_st
             "ipam": {"type": "host-local", "dataDir": str(node.ipam_dir)},
         },
     )
+    lease_dir = node.ipam_dir / "leased"
+    lease_dir.mkdir(parents=True)
+    return lease_dir
+
+
+async def test_leases_of_other_cni_users_cost_no_query_each_and_a_later_proof_still_counts(
+    node: Node,
+) -> None:
+    lease_dir = leased_network(node)
     conf = node.conf("leased")
     engine = node.engine()
     await engine.add(node.request(Command.ADD, new_container_id(), node.new_netns(), conf))
-    lease_dir.mkdir(parents=True)
     foreign = [take(lease_dir, f"10.9.1.{n}", new_container_id()) for n in range(2, 2 + FOREIGN_LEASES)]
     ours_later = new_container_id()
     late = take(lease_dir, "10.9.2.2", ours_later)
@@ -90,3 +102,24 @@ async def test_leases_of_other_cni_users_cost_no_query_each_and_a_later_proof_st
 
     assert report.leases_removed == [str(late)]
     assert all(lease.exists() for lease in foreign)
+
+
+async def test_lease_files_are_read_off_the_event_loop(node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    lease_dir = leased_network(node)
+    engine = node.engine()
+    await engine.add(node.request(Command.ADD, new_container_id(), node.new_netns(), node.conf("leased")))
+    take(lease_dir, "10.9.1.2", new_container_id())
+    read_by: list[int] = []
+    read_lease = leases._read_lease
+
+    def spied(path: str) -> leases.Lease | None:
+        read_by.append(threading.get_ident())
+        return read_lease(path)
+
+    monkeypatch.setattr(leases, "_read_lease", spied)
+    collector = GarbageCollector(engine=engine, db=node.db, pods=Pods({("default", "pod-a"): "uid-a"}))
+
+    await collector.run_once()
+
+    assert read_by, "the lease was read"
+    assert threading.get_ident() not in read_by
