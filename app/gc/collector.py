@@ -6,8 +6,10 @@ recovery. A sandbox is collected only when this node recorded it and one of thes
 merely unreadable); the pod mirror, synced since start-up, no longer has its pod on this node (or
 has a pod of that name with another UID: a recreated pod's predecessor is an orphan, invariant 8);
 or an ADD/DEL of it stopped half way and nobody holds it. Sandboxes with an operation in flight
-are skipped (invariant 9). A netns path that cannot be looked at is warned about once, and again
-only once what is there changes.
+are skipped (invariant 9), and a half-done one is torn down only once no plugin process of its
+attachments runs (``app.cni.reaper``, under its lock): start-up recovery leaves one whose process
+would not die to GC, which must not DEL it while that process may still be attaching. A netns
+path that cannot be looked at is warned about once, and again only once what is there changes.
 
 A running sandbox is never torn down, but a hot-plugged delegate of one whose hot-unplug DEL, or
 whose undo after a failed hot-plug ADD, failed (an attachment left ``intent`` or ``deleting`` in a
@@ -52,6 +54,8 @@ from app.attach import logcontext, netns
 from app.attach.engine import AttachEngine
 from app.attach.netns import HostVeth, HostVethRemoval, NetnsLook, NetnsState
 from app.attach.requests import Trigger
+from app.cni import reaper
+from app.cni.invoke import delegate_marker
 from app.cni.types import CniError, ErrorCode
 from app.gc import leases
 from app.store import checkpoints, lease_proofs
@@ -274,6 +278,14 @@ class GarbageCollector:
             )
             return why is not None
 
+        if orphan.reason.startswith("unfinished-"):
+            refusal = await self._reap_leftover_plugins(orphan.container_id)
+            if refusal is not None:
+                log.warning(
+                    "gc left container %s pending (%s): %s", orphan.container_id, orphan.reason, refusal
+                )
+                report.failed.append((orphan.container_id, refusal))
+                return True
         record, errors = await self._engine.tear_down_if(
             orphan.container_id, trigger=Trigger.GC, condition=still_orphaned
         )
@@ -296,6 +308,33 @@ class GarbageCollector:
         for veth in host_veths(record):
             self._host_veths.setdefault(veth, 0)
         return False
+
+    async def _reap_leftover_plugins(self, container_id: str) -> CniError | None:
+        """Kill and wait for the plugin processes still running for a half-done sandbox's
+        attachments (one start-up recovery found would not die, left to GC), under its lock, so
+        no operation of ours is in flight: none of its DELs may run while one may (invariant 9).
+        The error that keeps the sandbox pending when one still runs, else None."""
+        async with self._engine.locks.hold(container_id):
+            record = await self._db.read(partial(checkpoints.load_sandbox, container_id=container_id))
+            if record is None:
+                return None
+            markers = {delegate_marker(container_id, a.ifname) for a in record.attachments}
+            try:
+                killed = await reaper.reap(markers)
+            except reaper.ReapError as exc:
+                return CniError(
+                    ErrorCode.TRY_AGAIN_LATER,
+                    f"container {container_id}: a plugin process of an earlier operation would not die",
+                    f"not torn down while it may still be running: {exc}",
+                )
+        if killed:
+            metrics.ORPHANS_REAPED.inc(len(killed))
+            log.warning(
+                "gc killed %d leftover plugin processes of container %s before its teardown",
+                len(killed),
+                container_id,
+            )
+        return None
 
     async def _settle_partial(self, report: GcReport, *, retry_now: bool) -> None:
         """Retry the pending DELs of hot-plugged delegates of running sandboxes (``intent`` or
