@@ -42,10 +42,10 @@ def addresses(result: JsonObject | None) -> tuple[tuple[str, ...], tuple[str, ..
         current = result if rich else results.convert(result, RESULT_VERSION)
     except CniError:
         return (), ()
-    ips = tuple(str(ip.get("address", "")) for ip in current.get("ips", []) if isinstance(ip, dict))
+    ips = tuple(str(ip.get("address", "")) for ip in current.get("ips") or () if isinstance(ip, dict))
     macs = tuple(
         str(iface.get("mac", ""))
-        for iface in current.get("interfaces", [])
+        for iface in current.get("interfaces") or ()
         if isinstance(iface, dict) and iface.get("sandbox") and iface.get("mac")
     )
     return ips, macs
@@ -59,7 +59,7 @@ def device_ids(
     found = [str(capability_args.get("deviceID", ""))]
     if device is not None:
         found.append(str(device.get("pci", "")))
-    for interface in (result or {}).get("interfaces", []):
+    for interface in (result or {}).get("interfaces") or ():
         if isinstance(interface, dict):
             found.append(str(interface.get("pciID", "")))
     return tuple(dict.fromkeys(item for item in found if item))

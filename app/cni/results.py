@@ -119,6 +119,7 @@ def decode_result(stdout: bytes, *, version: str, plugin: str, to_version: str |
     result: JsonObject = document
     result["cniVersion"] = _result_version(result.get("cniVersion"), config_version=version, plugin=plugin)
     _validate_or_raise(result, prefix=f'plugin "{plugin}" printed an invalid result')
+    result = _nulls_absent(result)
     if beyond_float64:
         _drop_numbers_beyond_float64(result)
     if to_version is None:
@@ -127,6 +128,15 @@ def decode_result(stdout: bytes, *, version: str, plugin: str, to_version: str |
     converted = _converter(result["cniVersion"], target)(result, target)
     converted["cniVersion"] = target
     return converted
+
+
+def _nulls_absent(result: JsonObject) -> JsonObject:
+    """``result`` without its null top-level fields: Go reads a null list or object as absent (an
+    empty value) and prints it so, and every reader here may then take a field it finds as what
+    the specification says it is (a list of ``ips``, not None). The object itself when it has none."""
+    if None not in result.values():
+        return result
+    return {key: value for key, value in result.items() if value is not None}
 
 
 def _result_version(declared: object, *, config_version: str, plugin: str) -> str:
@@ -303,7 +313,7 @@ def convert(result: JsonObject, to_version: str) -> JsonObject:
         )
     source = _supported_for(declared, "cannot convert a result with")
     _validate_or_raise(result, prefix="invalid result", version=source)
-    converted = _converter(source, target)(result, target)
+    converted = _converter(source, target)(_nulls_absent(result), target)
     converted["cniVersion"] = target
     return converted
 

@@ -48,6 +48,21 @@ def test_a_plugin_printing_null_has_an_empty_result_like_go() -> None:
     assert results.decode_result(b"null", version="1.0.0", plugin="bridge") == {"cniVersion": "1.0.0"}
 
 
+@pytest.mark.parametrize(
+    ("version", "nulls"),
+    [
+        ("1.0.0", {"interfaces": None, "ips": None, "routes": None, "dns": None}),
+        ("0.4.0", {"interfaces": None, "ips": None, "routes": None, "dns": None}),
+        ("0.2.0", {"ip4": None, "ip6": None, "dns": None}),
+    ],
+)
+def test_null_top_level_fields_are_absent_like_go_reads_them(version: str, nulls: dict[str, Any]) -> None:
+    # Every reader of a result may take "ips" for a list: a null one once failed an ADD with 999.
+    expected = {"cniVersion": version}
+    assert decode({"cniVersion": version, **nulls}) == expected
+    assert results.convert({"cniVersion": version, **nulls}, version) == expected
+
+
 def test_a_result_keeps_its_own_version() -> None:
     assert decode({"cniVersion": "0.2.0", "ip4": {"ip": "10.1.0.5/24"}})["cniVersion"] == "0.2.0"
 
