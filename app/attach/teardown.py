@@ -2,7 +2,8 @@
 
 Used by the engine for the runtime's DEL, rollback of a failed ADD, recovery, GC, spool replay and
 hot-plug detach, so every way an attachment leaves the node is the same code (invariants 4-6).
-A teardown marks the sandbox ``deleting`` (committed before any DEL runs), DELs its attachments
+A teardown marks the sandbox ``deleting`` (committed before any DEL runs), kills what an earlier
+run of the daemon still runs for an ADD it never finished (invariant 9), DELs its attachments
 newest first with their recorded config, arguments, result and root (today's ``chrootDir`` where
 the recorded root is gone: ``root_for_del``), and returns what the caller
 commits: the attachments whose DEL succeeded are removed; a DEL that failed for a reason that may
@@ -36,7 +37,7 @@ from app.attach.errors import UndeletableError, as_cni_error, never_runnable
 from app.attach.recording import UnitOfWork
 from app.attach.requests import Trigger
 from app.attach.vfs import HostDevices
-from app.cni import api
+from app.cni import api, invoke, reaper
 from app.cni.types import CniError, ErrorCode
 from app.store import checkpoints
 from app.store.database import Database
@@ -61,6 +62,42 @@ def root_for_del(record: SandboxRecord, attachment: AttachmentRecord) -> str | N
         record.container_id,
         extra=logcontext.fields(record.container_id, command="DEL", pod=record.pod),
     )
+    return None
+
+
+def _unfinished_by_an_earlier_run(attachment: AttachmentRecord) -> bool:
+    """Neither a result nor an error recorded: its ADD was cut short by a daemon that died (this
+    daemon records one or the other for every delegate that ran, before it lets go of the
+    sandbox's lock), so its plugin may still run. A DEL failed since records its error."""
+    return attachment.result is None and attachment.last_error is None
+
+
+async def _reap_unfinished_adds(
+    record: SandboxRecord, attachments: Sequence[AttachmentRecord]
+) -> CniError | None:
+    """Kill, and wait for, what an earlier run started for ``attachments`` whose ADD it never
+    finished; the error to keep them pending with when some of it would not die, else None.
+
+    Start-up recovery reaps these too, but the daemon serves DELs before it has run, and a DEL
+    of such a sandbox can be the first request a restarted daemon serves. A teardown of recorded
+    ADDs (nearly all) scans nothing."""
+    markers = [
+        invoke.delegate_marker(record.container_id, attachment.ifname)
+        for attachment in attachments
+        if _unfinished_by_an_earlier_run(attachment)
+    ]
+    if not markers:
+        return None
+    try:
+        await reaper.reap(markers)
+    except reaper.ReapError as exc:
+        error = CniError(
+            ErrorCode.TRY_AGAIN_LATER,
+            f"container {record.container_id}: a plugin process of its unfinished ADD would not die",
+            f"nothing is DELed while it may still run: {exc}",
+        )
+        log.error("%s", error, extra=logcontext.fields(record.container_id, command="DEL", pod=record.pod))
+        return error
     return None
 
 
@@ -126,7 +163,14 @@ class Teardown:
         A sandbox whose ADD ran in parallel (``record.parallel``) is taken down the same way in
         reverse: every delegate but the cluster network's concurrently, each left to finish whatever
         the others do, then the cluster network's. What is recorded, and in which order, is the
-        same as one after another (newest first)."""
+        same as one after another (newest first).
+
+        An ADD of an earlier run of the daemon that never finished may still have a plugin running
+        (the daemon died, its plugin did not): that is killed and waited for first (invariant 9),
+        and while it will not die nothing of the sandbox is DELed (code 11, retried)."""
+        survivor = await _reap_unfinished_adds(record, attachments)
+        if survivor is not None:
+            return [survivor], []
         newest_first = sorted(attachments, key=lambda a: a.position, reverse=True)
         outcomes: list[tuple[CniError | None, list[UnitOfWork]]]
         if record.parallel and len(newest_first) > 1:
