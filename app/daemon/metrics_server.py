@@ -10,6 +10,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app import metrics
+from app.daemon.server import CLOSE_ANSWER_SECONDS
 
 
 async def _metrics(_request: web.Request) -> web.Response:
@@ -21,7 +22,7 @@ async def start(port: int, host: str = "0.0.0.0") -> web.AppRunner:  # upstream 
     """Listen on ``host:port``; return the runner to stop it with."""
     app = web.Application()
     app.router.add_get("/metrics", _metrics)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=CLOSE_ANSWER_SECONDS)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner

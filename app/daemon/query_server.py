@@ -304,7 +304,9 @@ async def start(context: QueryContext) -> web.AppRunner | None:
         return None
     app = QueryServer(db=db, context=context).application()
     app.on_cleanup.append(close_db)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=server.CLOSE_ANSWER_SECONDS
+    )
     try:
         await runner.setup()
         await web.UnixSite(runner, str(path)).start()

@@ -63,6 +63,13 @@ BODY_READ_SECONDS = 30.0
 READY_HOLD_SECONDS = 30.0
 """How long a request that needs readiness is held for it: well under the shim's own deadline
 (180 s) and the runtime's CNI timeout, long enough for a restarting daemon's recovery."""
+ABANDON_WAIT_SECONDS = 2.0
+"""How long ``abandon`` waits for the operations it cancels to end (each SIGKILLs its plugins'
+process groups, then waits for them to be reaped: milliseconds, unless one is stuck in the kernel,
+which no wait of ours would end)."""
+CLOSE_ANSWER_SECONDS = 0.5
+"""Once the operations are drained or abandoned, how long the closing server still gives a
+connection's handler to finish (aiohttp's default is 60 s, and again 60 s once it cancels one)."""
 _READ_CHUNK = 64 * 1024
 _Route = tuple[tuple[str, ...], Callable[[web.BaseRequest], Awaitable[web.Response]]]
 """The methods a path takes, and its handler."""
@@ -197,7 +204,7 @@ class CniServer:
         """An aiohttp runner for this server; call from a running event loop."""
         # A unix socket: TCP keep-alive means nothing on it (aiohttp would set it on every connection).
         server = _HttpServer(self.handle, access_log=None, tcp_keepalive=False)
-        return web.ServerRunner(server, handle_signals=False)
+        return web.ServerRunner(server, handle_signals=False, shutdown_timeout=CLOSE_ANSWER_SECONDS)
 
     async def drain(self, grace: float) -> int:
         """Wait up to ``grace`` seconds for in-flight operations, those that begin meanwhile included
@@ -209,6 +216,19 @@ class CniServer:
         ) > 0:
             await asyncio.wait(running, timeout=left, return_when=asyncio.FIRST_COMPLETED)
         return sum(1 for task in self._in_flight if not task.done())
+
+    async def abandon(self) -> list[str]:
+        """Cancel the operations still running once the drain is over and wait for them to end
+        (at most ``ABANDON_WAIT_SECONDS``); return their names. A cancelled operation kills its
+        plugins; what it recorded stays for the next daemon's recovery (an ADD's intents: rolled
+        back; a DEL's pending attachments: torn down), and its connection is closed unanswered,
+        so the shim spools a DEL (invariant 7) and answers an ADD code 11."""
+        running = [task for task in self._in_flight if not task.done()]
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.wait(running, timeout=ABANDON_WAIT_SECONDS)
+        return sorted(task.get_name() for task in running)
 
     def in_flight(self) -> list[str]:
         """Names of the operations still running (``cni-ADD-<container>``, ...), for shutdown logs."""

@@ -12,9 +12,13 @@ traceback and the task restarted with backoff while the daemon serves on.
 
 Shutdown is staged, on SIGTERM/SIGINT or when a task that cannot be restarted crashes: not ready
 (``/readyz`` turns 500 at once; on a signal the restart marker ``multus.restarting`` is written
-for the shim) → in-flight operations drained for ``shutdownGraceSeconds`` (stragglers named) → the
+for the shim) → in-flight operations drained for ``shutdownGraceSeconds``, then the stragglers
+named and cancelled (their plugins killed, their connections closed unanswered: the shim spools a
+DEL and answers an ADD code 11; what they recorded is settled by the next daemon's recovery) → the
 servers stop accepting (``multus.sock`` unlinked first, the connections it already queued
-answered) → watchers and background tasks stopped → the cluster client and the store closed.
+answered, each handler given ``server.CLOSE_ANSWER_SECONDS``) → watchers and background tasks
+stopped (``shutdownGraceSeconds`` again, then cancelled and named) → the cluster client and the
+store closed. So a stop ends within the restart marker's ``until`` (``restart_wait``).
 ``00-multus.conf`` is kept in place (upstream deletes it, leaving the node without networks while
 the daemon restarts).
 
@@ -62,8 +66,10 @@ CLOSE_SETTLE_SECONDS = 2.0
 def restart_wait(shutdown_grace: float) -> float:
     """How long the restart marker tells shims (and a successor) to wait for the next daemon: at
     least ``RESTART_WAIT_SECONDS``, and as long as this stop may take (the drain, then the
-    background tasks, each up to ``shutdownGraceSeconds``, and the socket's closing between)."""
-    return max(listener.RESTART_WAIT_SECONDS, 2 * shutdown_grace + CLOSE_SETTLE_SECONDS + 5.0)
+    background tasks, each up to ``shutdownGraceSeconds``; the stragglers' cancellation and the
+    socket's closing between, and a few seconds for the store's close)."""
+    closing = server.ABANDON_WAIT_SECONDS + CLOSE_SETTLE_SECONDS + 2 * server.CLOSE_ANSWER_SECONDS
+    return max(listener.RESTART_WAIT_SECONDS, 2 * shutdown_grace + closing + 5.0)
 
 
 class Daemon:
@@ -159,7 +165,7 @@ class Daemon:
         if engine.status_retries is not None:  # after the servers (their ADDs may hand it a write)
             stack.push_async_callback(engine.status_retries.stop)
         servers = AsyncExitStack()
-        stack.push_async_callback(self._stop_servers, servers)
+        stack.push_async_callback(self._stop_servers, servers, cni_server)
         try:
             servers.push_async_callback(self._close_cni_server, await server.start(cni_server, self._sock))
         except OSError as exc:
@@ -231,12 +237,22 @@ class Daemon:
         remaining = await cni_server.drain(self.settings.timeouts.shutdown_grace)
         if remaining:
             log.error(
-                "stopping with %d operations still running: %s", remaining, ", ".join(cni_server.in_flight())
+                "stopping with %d operations still running after %gs: %s; cancelled, their connections "
+                "closed unanswered (what they recorded is settled by the next daemon's recovery)",
+                remaining,
+                self.settings.timeouts.shutdown_grace,
+                ", ".join(cni_server.in_flight()),
             )
+            await cni_server.abandon()
 
-    async def _stop_servers(self, servers: AsyncExitStack) -> None:
-        """Stage 3: ``multus.sock``, the metrics endpoint and the query API stop accepting."""
+    async def _stop_servers(self, servers: AsyncExitStack, cni_server: server.CniServer) -> None:
+        """Stage 3: ``multus.sock``, the metrics endpoint and the query API stop accepting. An
+        operation that began after the drain (a DEL queued behind an abandoned one of its sandbox)
+        is cancelled too: the store closes after this."""
         await servers.aclose()
+        late = await cni_server.abandon()
+        if late:
+            log.error("stopping: cancelled operations begun after the drain: %s", ", ".join(late))
         log.debug("stopping: servers closed")
 
     async def _close_cni_server(self, runner: web.BaseRunner) -> None:

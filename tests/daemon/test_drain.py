@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from app.daemon.server import CniServer, Readiness
 
 
@@ -43,3 +45,17 @@ async def test_the_drain_still_ends_at_the_grace() -> None:
     for task in (never, *stuck):
         task.cancel()
     await asyncio.wait({never, *stuck})
+
+
+async def test_the_stragglers_left_after_the_drain_are_cancelled_and_named() -> None:
+    server = CniServer(engine=Any, daemon_config={}, readiness=Readiness(store_open=True, stopping=True))  # type: ignore[arg-type]
+    stuck = asyncio.ensure_future(server._run_shielded(asyncio.sleep(3600), name="cni-DEL-stuck"))
+    await asyncio.sleep(0)
+    assert await server.drain(grace=0) == 1
+
+    assert await server.abandon() == ["cni-DEL-stuck"]
+
+    assert server.in_flight() == []
+    with pytest.raises(asyncio.CancelledError):
+        await stuck  # the request's handler: its connection is closed unanswered
+    assert await server.abandon() == []
