@@ -263,7 +263,8 @@ ORPHANS_REAPED = Counter(
 )
 TASK_CRASHES = Counter(
     "multus_py_task_crashes_total",
-    "Crashes of the daemon's background tasks (logged with a traceback, then restarted), by task.",
+    "Crashes of the daemon's background tasks (logged with a traceback, then restarted; a task meant "
+    "to run until the daemon stops that returned, or was cancelled unasked, counts too), by task.",
     ["task"],
     registry=REGISTRY,
 )

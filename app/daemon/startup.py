@@ -8,7 +8,8 @@ run left unsettled and the replay of DELs the shim spooled, then ready. The long
 (watchers, mirror-synced, the network-status writes a previous run left unwritten once the
 mirrors have synced, ``00-multus.conf`` or the readiness indicator, garbage collection with
 spool replay, history retention) run under ``app.daemon.supervise``: a crash is logged with its
-traceback and the task restarted with backoff while the daemon serves on.
+traceback and the task restarted with backoff while the daemon serves on, and so is an early
+return of one that must run until the daemon stops (the watchers, hot-plug, every periodic loop).
 
 Shutdown is staged, on SIGTERM/SIGINT or when a task that cannot be restarted crashes: not ready
 (``/readyz`` turns 500 at once; on a signal the restart marker ``multus.restarting`` is written
@@ -207,11 +208,13 @@ class Daemon:
         timeouts = self.settings.timeouts
         if kube is not None:
             self.readiness.extra_conditions[MIRROR_CONDITION] = False
-            self.tasks.spawn("watchers", kube.watchers.run)
+            self.tasks.spawn("watchers", kube.watchers.run, until_stopped=True)
             self.tasks.spawn("mirror-synced", lambda: self._mark_synced(kube))
             reconciler = self._hotplug
             if reconciler is not None:
-                self.tasks.spawn("hotplug", lambda: reconciler.run(ready=kube.watchers.wait_synced))
+                self.tasks.spawn(
+                    "hotplug", lambda: reconciler.run(ready=kube.watchers.wait_synced), until_stopped=True
+                )
             retries = engine.status_retries
             if retries is not None:
                 self.tasks.spawn("network-status-resume", lambda: self._resume_status_writes(kube, retries))

@@ -6,8 +6,13 @@ A task that raises is logged with its traceback (and counted in
 ``multus_py_task_crashes_total``) and started again after a pause that doubles from
 ``Timeouts.task_restart_initial`` up to ``task_restart_max`` (reset once it ran that long without
 crashing), while the daemon serves on. A task marked ``essential`` cannot be restarted: its crash
-stops the daemon cleanly (staged shutdown, exit status 1). A task that returns is done. Never
-swallows cancellation: ``stop`` cancels what is still running and waits for it.
+stops the daemon cleanly (staged shutdown, exit status 1). Two other ends count as crashes, so no
+task dies silently and leaves a daemon that answers ADDs but no longer watches, collects or
+replays: a ``until_stopped`` task (one meant to run as long as the daemon: the watchers, hot-plug,
+every ``every`` loop) that returns while the daemon is not stopping, and a task ended by a
+``CancelledError`` that no ``cancel`` of its own asked for (one raised from a future something else
+cancelled). Any other task that returns is done. Never swallows the cancellation ``stop`` asks
+for: it cancels what is still running and waits for it.
 """
 
 from __future__ import annotations
@@ -50,11 +55,20 @@ class Supervisor:
         """The tasks still running."""
         return [name for name, task in self._tasks.items() if not task.done()]
 
-    def spawn(self, name: str, run: Callable[[], Awaitable[None]], *, essential: bool = False) -> None:
-        """Run ``run()`` (a fresh call per start) under the guard, as task ``name``."""
+    def spawn(
+        self,
+        name: str,
+        run: Callable[[], Awaitable[None]],
+        *,
+        essential: bool = False,
+        until_stopped: bool = False,
+    ) -> None:
+        """Run ``run()`` (a fresh call per start) under the guard, as task ``name``. ``until_stopped``:
+        it must not return before the daemon stops (a return then is handled as a crash)."""
         if name in self._tasks:
             raise ValueError(f"task {name!r} already runs")
-        self._tasks[name] = asyncio.create_task(self._guard(name, run, essential=essential), name=name)
+        guarded = self._guard(name, run, essential=essential, until_stopped=until_stopped)
+        self._tasks[name] = asyncio.create_task(guarded, name=name)
 
     def every(self, name: str, interval: float, step: Callable[[], Awaitable[None]]) -> None:
         """Run ``step()`` now and then every ``interval`` seconds until the daemon stops (guarded)."""
@@ -64,7 +78,7 @@ class Supervisor:
                 await step()
                 await self.pause(interval)
 
-        self.spawn(name, loop)
+        self.spawn(name, loop, until_stopped=True)
 
     async def pause(self, seconds: float) -> None:
         """Sleep ``seconds`` or until the daemon stops, whichever comes first."""
@@ -84,19 +98,38 @@ class Supervisor:
             await asyncio.wait(late)
         return [task.get_name() for task in late]
 
-    async def _guard(self, name: str, run: Callable[[], Awaitable[None]], *, essential: bool) -> None:
+    async def _guard(
+        self, name: str, run: Callable[[], Awaitable[None]], *, essential: bool, until_stopped: bool
+    ) -> None:
         pause: float | None = None
         while not self._stopping.is_set():
             started = time.monotonic()
+            failure: BaseException | None = None
             try:
                 await run()
-                return
-            except Exception:
-                metrics.TASK_CRASHES.labels(name).inc()
-                if essential:
-                    log.critical("task %s crashed and cannot be restarted: stopping", name, exc_info=True)
-                    self._on_fatal(name)
+            except asyncio.CancelledError as cancelled:
+                if _cancel_requested():
+                    raise  # ``stop``, or whoever owns the task: it ends cancelled
+                how, failure = "crashed (a cancellation nobody asked it for)", cancelled
+            except Exception as crash:
+                how, failure = "crashed", crash
+            else:
+                if not until_stopped or self._stopping.is_set():
                     return
-                pause = self._backoff.after(pause, ran_for=time.monotonic() - started)
-                log.error("task %s crashed; restarting it in %.1fs", name, pause, exc_info=True)
+                how = "ended while the daemon runs"
+            metrics.TASK_CRASHES.labels(name).inc()
+            if essential:
+                log.critical("task %s %s and cannot be restarted: stopping", name, how, exc_info=failure)
+                self._on_fatal(name)
+                return
+            pause = self._backoff.after(pause, ran_for=time.monotonic() - started)
+            log.error("task %s %s; restarting it in %.1fs", name, how, pause, exc_info=failure)
+            del failure  # its traceback holds the crashed run's frames: not kept through the pause
             await self.pause(pause)
+
+
+def _cancel_requested() -> bool:
+    """Whether the running task was asked to cancel (``Task.cancel``), rather than handed a
+    ``CancelledError`` from something it awaited."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

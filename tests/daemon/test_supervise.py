@@ -111,3 +111,77 @@ def test_backoff_doubles_up_to_its_bound_and_resets_after_a_long_run() -> None:
     assert backoff.after(2, ran_for=0.1) == 4
     assert backoff.after(4, ran_for=0.1) == 4
     assert backoff.after(4, ran_for=4) == 0.5
+
+
+async def test_a_long_lived_task_that_returns_while_the_daemon_runs_is_logged_and_restarted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The watchers or hot-plug returning early ended their task silently: the daemon answered
+    ADDs on a mirror nobody updated any more."""
+    stopping = asyncio.Event()
+    tasks = supervisor(stopping)
+    runs: list[int] = []
+
+    async def returns_twice() -> None:
+        runs.append(len(runs))
+        if len(runs) <= 2:
+            return
+        await asyncio.Event().wait()
+
+    before = metrics.TASK_CRASHES.labels("watchers")._value.get()
+    with caplog.at_level(logging.ERROR, logger="app.daemon.supervise"):
+        tasks.spawn("watchers", returns_twice, until_stopped=True)
+        await until(lambda: len(runs) == 3)
+    assert tasks.names == ["watchers"]
+    ended = [
+        record for record in caplog.records if "task watchers ended while the daemon runs" in record.message
+    ]
+    assert len(ended) == 2
+    assert metrics.TASK_CRASHES.labels("watchers")._value.get() == before + 2
+
+    stopping.set()
+    assert await tasks.stop(grace=0.01) == ["watchers"]
+
+
+async def test_a_task_ended_by_a_cancellation_it_was_not_asked_for_is_logged_and_restarted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A CancelledError raised out of something the task awaited (a future another party cancelled)
+    ended the task as if the daemon had stopped it: no log line, no restart."""
+    stopping = asyncio.Event()
+    tasks = supervisor(stopping)
+    runs: list[int] = []
+
+    async def awaits_a_cancelled_future() -> None:
+        runs.append(len(runs))
+        if len(runs) == 1:
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            future.cancel()
+            await future
+        await asyncio.Event().wait()
+
+    with caplog.at_level(logging.ERROR, logger="app.daemon.supervise"):
+        tasks.spawn("gc", awaits_a_cancelled_future)
+        await until(lambda: len(runs) == 2)
+    assert tasks.names == ["gc"]
+    crashes = [record for record in caplog.records if "task gc crashed" in record.message]
+    assert len(crashes) == 1
+    assert crashes[0].exc_info
+    assert isinstance(crashes[0].exc_info[1], asyncio.CancelledError)
+
+    stopping.set()
+    assert await tasks.stop(grace=0.01) == ["gc"]  # the stop's own cancellation still ends it
+
+
+async def test_a_one_shot_task_that_returns_is_done() -> None:
+    stopping = asyncio.Event()
+    tasks = supervisor(stopping)
+    runs: list[int] = []
+
+    async def once() -> None:
+        runs.append(1)
+
+    tasks.spawn("mirror-synced", once)
+    await until(lambda: runs == [1] and tasks.names == [])
+    assert await tasks.stop(grace=0.01) == []
+    assert runs == [1]
