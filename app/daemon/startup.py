@@ -175,7 +175,9 @@ class Daemon:
         if self.settings.metrics_port is not None:
             from app.daemon import metrics_server  # prometheus_client's exposition: only when served
 
-            servers.push_async_callback((await metrics_server.start(self.settings.metrics_port)).cleanup)
+            metrics_runner = await metrics_server.start(self.settings.metrics_port)
+            if metrics_runner is not None:
+                servers.push_async_callback(metrics_runner.cleanup)
         query_runner = await query_server.start(
             wiring.query_context(self.settings, readiness=self.readiness, activity=self.activity)
         )
