@@ -236,20 +236,22 @@ class CniServer:
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Route one request. One request per connection, as upstream's server (keep-alive
-        disabled); counts every request the way upstream's ``multus_server_request_total`` does."""
+        disabled); counts every request answered the way upstream's ``multus_server_request_total``
+        does, a handler's unexpected exception too (answered 500 with a CNI error, code 999)."""
         route = self._routes.get(request.path)
         if route is None:
             response = web.Response(status=404)
         elif request.method not in route[0]:
             response = _method_not_allowed(allowed=route[0])
-        elif request.path in _LIMITED_PATHS:
-            await self._take_slot()
-            try:
-                response = await route[1](request)
-            finally:
-                self._give_slot()
         else:
-            response = await route[1](request)
+            try:
+                response = await self._serve_route(request, route[1])
+            except Exception as exc:
+                log.exception("internal error serving %s %s", request.method, request.path)
+                error = CniError(ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+                response = web.Response(
+                    status=500, body=protocol.error_body(error), content_type="application/json"
+                )
         response.force_close()
         metrics.labelled(
             metrics.SERVER_REQUESTS,
@@ -258,6 +260,18 @@ class CniServer:
             request.method,
         ).inc()
         return response
+
+    async def _serve_route(
+        self, request: web.BaseRequest, handler: Callable[[web.BaseRequest], Awaitable[web.Response]]
+    ) -> web.Response:
+        """``handler``'s answer, within a ``connectionLimit`` slot for the paths it bounds."""
+        if request.path not in _LIMITED_PATHS:
+            return await handler(request)
+        await self._take_slot()
+        try:
+            return await handler(request)
+        finally:
+            self._give_slot()
 
     @functools.cached_property
     def _routes(self) -> dict[str, _Route]:
