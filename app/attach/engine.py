@@ -143,6 +143,7 @@ class AttachEngine:
             devices=self._devices,
             cni_config=self._cni_config,
             recorded=self._recorded,
+            boot_id=boot_id,
         )
         self.locks = SandboxLocks()
         self.status_retries = (

@@ -37,9 +37,15 @@ def recorded_call(
     return net, rt
 
 
-def netns_for_del(record: SandboxRecord) -> str:
+def netns_for_del(record: SandboxRecord, *, boot_id: str) -> str:
     """The namespace a DEL runs in: the recorded path while it holds the recorded namespace (or
     nothing: a missing path is what plugins take for "already gone"); otherwise none.
+
+    A sandbox of another boot than ``boot_id`` (today's) has no namespace left: every one died with
+    its boot, so whatever its path holds now (a ``/proc/<pid>/ns/net`` of a reused pid, a bind
+    mount made again) is another sandbox's, even when its identity matches the recorded one. An
+    identity is the namespace file's device and inode, and the kernel numbers namespaces afresh at
+    each boot from the same small range, so a match proves nothing across a reboot.
 
     None when the path holds another namespace: one reused by a newer sandbox must not have this
     one's interfaces removed from it. None when it holds no namespace (unmounted, its file left
@@ -53,13 +59,18 @@ def netns_for_del(record: SandboxRecord) -> str:
     unreadable namespace of this sandbox go with it when it is removed (the runtime removes it
     once its DEL succeeded). A sandbox recorded without the namespace's identity keeps its path.
     """
-    if not record.netns_id:
+    earlier_boot = bool(record.boot_id) and record.boot_id != boot_id
+    if not record.netns_id and not earlier_boot:
         return record.netns
     found = netns.look(record.netns)
-    if found.identity == record.netns_id or (found.state is NetnsState.GONE and not found.leftover):
+    if found.state is NetnsState.GONE and not found.leftover:
+        return record.netns
+    if found.identity == record.netns_id and not earlier_boot:
         return record.netns
     if found.state is NetnsState.PRESENT:
-        why = f"{record.netns} holds another network namespace now"
+        why = f"{record.netns} holds another network namespace now" + (
+            " (the sandbox is of an earlier boot, whose namespaces are all gone)" if earlier_boot else ""
+        )
     else:
         why = found.describe(record.netns)
     log.warning(

@@ -124,6 +124,8 @@ class Teardown:
     devices: HostDevices
     cni_config: Callable[..., api.CniConfig]
     recorded: Callable[[HistoryEntry], UnitOfWork]
+    boot_id: str
+    """Today's kernel boot: a sandbox of another one has no namespace left to enter."""
 
     async def run(self, record: SandboxRecord, *, trigger: Trigger) -> list[CniError]:
         """DEL every attachment of ``record``, newest first; forget those whose DEL succeeded."""
@@ -270,7 +272,9 @@ class Teardown:
         Raises ``UndeletableError`` when the recorded config or result cannot be read back.
         """
         try:
-            net, rt = replay.recorded_call(record, attachment, netns_path=replay.netns_for_del(record))
+            net, rt = replay.recorded_call(
+                record, attachment, netns_path=replay.netns_for_del(record, boot_id=self.boot_id)
+            )
             prev_result = json.loads(attachment.result) if attachment.result else None
             if prev_result is not None and not isinstance(prev_result, dict):
                 raise CniError(ErrorCode.DECODING_FAILURE, "recorded result is not a JSON object")
