@@ -71,29 +71,23 @@ class Node:
     def request(self, command: Command, pod: dict[str, Any], container: str) -> SandboxRequest:
         return self.layout.request(command, pod, container, netns=self.netns)
 
-    async def links(self) -> set[str]:
+    async def ip(self, *arguments: str) -> list[str]:
+        """The lines ``ip -n <the pod's netns> <arguments>`` prints."""
         out = await asyncio.to_thread(
             subprocess.run,
-            ["ip", "-n", Path(self.netns).name, "-o", "link", "show"],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        return {line.split(": ")[1].split("@")[0] for line in out.stdout.splitlines()}
-
-    async def recorded(self, container: str) -> dict[str, str]:
-        record = await self.database.read(lambda s: checkpoints.load_sandbox(s, container_id=container))
-        return {} if record is None else {a.ifname: a.state for a in record.attachments}
-
-    async def default_routes(self) -> list[str]:
-        out = await asyncio.to_thread(
-            subprocess.run,
-            ["ip", "-n", Path(self.netns).name, "route", "show", "default"],
+            ["ip", "-n", Path(self.netns).name, *arguments],
             check=True,
             capture_output=True,
             text=True,
         )
         return out.stdout.splitlines()
+
+    async def links(self) -> set[str]:
+        return {line.split(": ")[1].split("@")[0] for line in await self.ip("-o", "link", "show")}
+
+    async def recorded(self, container: str) -> dict[str, str]:
+        record = await self.database.read(lambda s: checkpoints.load_sandbox(s, container_id=container))
+        return {} if record is None else {a.ifname: a.state for a in record.attachments}
 
     def annotate(self, name: str, value: str) -> None:
         self.emulator.patch_pod("default", name, {"metadata": {"annotations": {NETWORKS: value}}})
@@ -200,7 +194,7 @@ async def test_a_hot_plugged_default_route_keeps_the_pods_route_and_says_so(node
     """A hot-plugged selection's ``default-route`` was dropped without a word: the interface came,
     the route the owner asked for did not, and nothing told them why."""
     pod, container = await running_pod(node, "routed")
-    routes_before = await node.default_routes()
+    routes_before = await node.ip("route", "show", "default")
 
     node.annotate("routed", '[{"name": "hot-a", "interface": "net3", "default-route": ["10.231.0.1"]}]')
 
@@ -212,7 +206,7 @@ async def test_a_hot_plugged_default_route_keeps_the_pods_route_and_says_so(node
     assert [
         e["type"] for e in node.emulator.events("default") if e.get("reason") == "DefaultRouteNotApplied"
     ] == ["Warning"]
-    assert await node.default_routes() == routes_before
+    assert await node.ip("route", "show", "default") == routes_before
     await node.engine.delete(node.request(Command.DEL, pod, container))
 
 
