@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import secrets
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from app.attach.netconf import MultusNetConf
 from app.attach.networks import DelegatePlan, NetworkResolver
 from app.attach.requests import Command, SandboxRequest, Trigger
 from app.cni.conf import load_network_list
+from app.cni.invoke import DELEGATE_MARKER
 from app.cni.types import ContainerId, IfName, JsonObject
 from app.store import checkpoints, history
 from app.store.database import Database
@@ -371,6 +373,32 @@ class Nads:
         return self.nads.get((namespace, name))
 
 
+async def crashed_add_with_its_plugin_running(
+    node: Node, conf: MultusNetConf, netns: Netns
+) -> tuple[ContainerId, asyncio.subprocess.Process]:
+    """An ADD of a one-network ``conf`` cut short once its intents were committed (a daemon killed
+    there), and what the in-process crash point cannot leave behind: its delegate's plugin still
+    running (a ``sleep`` in a session of its own, marked as the ``eth0`` delegate's, as
+    ``app.cni.invoke`` marks every plugin). The caller kills the process if the code under test
+    did not."""
+    container = new_container_id()
+    try:
+        await node.engine(crash=CrashAt(Point.ADD_AFTER_INTENT)).add(
+            node.request(Command.ADD, container, netns, conf)
+        )
+    except Crashed:
+        pass
+    else:
+        raise AssertionError("the ADD was not cut short at its crash point")
+    plugin = await asyncio.create_subprocess_exec(
+        "sleep",
+        "300",
+        env={"PATH": os.environ.get("PATH", ""), "CNI_COMMAND": "ADD", DELEGATE_MARKER: f"{container}/eth0"},
+        start_new_session=True,
+    )
+    return container, plugin
+
+
 __all__ = [
     "Command",
     "CrashAt",
@@ -382,6 +410,7 @@ __all__ = [
     "Point",
     "SurpriseAtFirstDel",
     "Trigger",
+    "crashed_add_with_its_plugin_running",
     "delegate_lines",
     "hot_recorder_plan",
     "new_container_id",

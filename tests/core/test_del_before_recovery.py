@@ -10,14 +10,10 @@ finishing later, would leave its interface and lease for good.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 from pathlib import Path
 
-import pytest
-
-from app.cni.invoke import DELEGATE_MARKER
-from tests.core.support import Command, CrashAt, Crashed, Node, Point, new_container_id, pending
+from tests.core.support import Command, Node, crashed_add_with_its_plugin_running, pending
 
 GATE = """#!/bin/sh
 # DEL: note the state letter of the earlier run's ADD ("gone" once reaped), then succeed.
@@ -31,18 +27,7 @@ async def test_a_runtime_del_kills_an_unfinished_adds_plugin_of_an_earlier_run_b
 ) -> None:
     conf = node.conf(node.recorder_network("cluster"))
     netns = node.new_netns()
-    container = new_container_id()
-    with pytest.raises(Crashed):
-        await node.engine(crash=CrashAt(Point.ADD_AFTER_INTENT)).add(
-            node.request(Command.ADD, container, netns, conf)
-        )
-    # What the in-process crash point cannot leave behind: the delegate's ADD, still running.
-    orphan = await asyncio.create_subprocess_exec(
-        "sleep",
-        "300",
-        env={"PATH": os.environ.get("PATH", ""), "CNI_COMMAND": "ADD", DELEGATE_MARKER: f"{container}/eth0"},
-        start_new_session=True,
-    )
+    container, orphan = await crashed_add_with_its_plugin_running(node, conf, netns)
     try:
         seen: Path = node.root / "del-saw"
         (node.bin_dir / "recorder").write_text(GATE.format(pid=orphan.pid, log=seen))

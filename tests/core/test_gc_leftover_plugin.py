@@ -6,18 +6,15 @@ at once beside the running plugin."""
 
 from __future__ import annotations
 
-import asyncio
-import os
 from functools import partial
 
 import pytest
 
 from app.cni import reaper
-from app.cni.invoke import DELEGATE_MARKER
 from app.gc import collector as gc
 from app.gc.collector import GarbageCollector
 from app.gc.recovery import recover
-from tests.core.support import Command, CrashAt, Crashed, Node, Point, new_container_id
+from tests.core.support import Node, crashed_add_with_its_plugin_running
 
 
 class Clock:
@@ -32,17 +29,7 @@ async def test_gc_kills_a_plugin_recovery_left_running_before_its_del_and_never_
     node: Node, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     conf = node.conf(node.recorder_network("a"))
-    container = new_container_id()
-    with pytest.raises(Crashed):
-        await node.engine(crash=CrashAt(Point.ADD_AFTER_INTENT)).add(
-            node.request(Command.ADD, container, node.new_netns(), conf)
-        )
-    survivor = await asyncio.create_subprocess_exec(
-        "sleep",
-        "300",
-        env={"PATH": os.environ.get("PATH", ""), "CNI_COMMAND": "ADD", DELEGATE_MARKER: f"{container}/eth0"},
-        start_new_session=True,
-    )
+    container, survivor = await crashed_add_with_its_plugin_running(node, conf, node.new_netns())
     try:
         real_reap = reaper.reap
         monkeypatch.setattr(reaper, "reap", partial(real_reap, timeout=0))  # it "would not die"

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
 from functools import partial
 
 import pytest
 
 from app.cni import reaper
-from app.cni.invoke import DELEGATE_MARKER
 from app.gc.recovery import recover
-from tests.core.support import Command, CrashAt, Crashed, Node, Point, new_container_id
+from tests.core.support import Node, crashed_add_with_its_plugin_running
 
 
 async def test_a_sandbox_whose_delegate_would_not_die_is_left_recorded_and_untouched(
@@ -21,17 +18,7 @@ async def test_a_sandbox_whose_delegate_would_not_die_is_left_recorded_and_untou
     deadline has passed at once) may still be attaching; a DEL now could run before its ADD ends.
     Recovery leaves the sandbox as recorded, reports it (code 11), and runs no DEL."""
     conf = node.conf(node.recorder_network("a"))
-    container = new_container_id()
-    with pytest.raises(Crashed):
-        await node.engine(crash=CrashAt(Point.ADD_AFTER_INTENT)).add(
-            node.request(Command.ADD, container, node.new_netns(), conf)
-        )
-    survivor = await asyncio.create_subprocess_exec(
-        "sleep",
-        "300",
-        env={"PATH": os.environ.get("PATH", ""), "CNI_COMMAND": "ADD", DELEGATE_MARKER: f"{container}/eth0"},
-        start_new_session=True,
-    )
+    container, survivor = await crashed_add_with_its_plugin_running(node, conf, node.new_netns())
     monkeypatch.setattr(reaper, "reap", partial(reaper.reap, timeout=0))
     try:
         node.restart()
