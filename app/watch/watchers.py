@@ -3,24 +3,31 @@
 Created by ``app.daemon`` when a cluster is configured (``client.find_access`` / ``connect``),
 with the node name it read from ``MULTUS_NODE_NAME``. It owns the watch loops (this node's pods;
 NADs cluster-wide or per namespace) and the event poster, run as named tasks under one
-TaskGroup by ``run``; and it hands the engine its ``pods``, ``nads`` and ``publisher``, and
-whoever registers with ``on_pod_written`` the pods each mirror commit wrote. It does
-not own the API client or the database (the daemon opens and closes both) and never calls the
-engine.
+TaskGroup by ``run``, each kept alive by ``keep_running``: a TaskGroup drops a child that ends
+cancelled without a word and runs on with the others, so a child ended by a cancellation nobody
+asked for, by a crash or by a return before ``stop`` is logged, counted in
+``multus_py_task_crashes_total`` and started again after a backoff, never left dead while ``run``
+(and the daemon's supervisor above it) goes on as if all were well. It hands the engine its
+``pods``, ``nads`` and ``publisher``, and whoever registers with ``on_pod_written`` the pods each
+mirror commit wrote. It does not own the API client or the database (the daemon opens and closes
+both) and never calls the engine.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from contextlib import suppress
+from functools import partial
 
+from app import metrics
 from app.attach.cluster import POD_ANNOTATIONS_KEPT
 from app.store.database import Database
 from app.watch import watching
 from app.watch.api import KubeApi
 from app.watch.arrivals import Arrivals
+from app.watch.backoff import Backoff
 from app.watch.mirroring import MirrorWriter
 from app.watch.podevents import PodEventPoster
 from app.watch.readiness import MirrorState, MirrorStatus
@@ -115,14 +122,15 @@ class Watchers:
         return [writer.state.status() for writer in self._writers]
 
     async def run(self) -> None:
-        """Run every watch and the event poster until ``stop``; a crash of one is logged and restarted
-        by its loop, so this returns only when stopped (or cancelled)."""
+        """Run every watch and the event poster until ``stop``; a crash of one (or any other early
+        end) is logged and restarted (``keep_running``), so this returns only when stopped (or
+        cancelled)."""
         if self._stop.is_set():
             return
         async with asyncio.TaskGroup() as group:
             for writer in self._writers:
-                self._start(group, self._watch(writer), f"watch.{writer.target.key}")
-            self._start(group, self.events.run(), "watch.events")
+                self._start(group, partial(self._watch, writer), f"watch.{writer.target.key}")
+            self._start(group, self.events.run, "watch.events")
         self._tasks.clear()
 
     def stop(self) -> None:
@@ -131,14 +139,49 @@ class Watchers:
         for task in self._tasks:
             task.cancel()
 
-    def _start(self, group: asyncio.TaskGroup, coroutine: Coroutine[Any, Any, None], name: str) -> None:
-        task = group.create_task(coroutine, name=name)
+    def _start(self, group: asyncio.TaskGroup, run: Callable[[], Awaitable[None]], name: str) -> None:
+        backoff = watching.reconnect_backoff(self.settings)
+        task = group.create_task(keep_running(name, run, stop=self._stop, backoff=backoff), name=name)
         self._tasks.append(task)
         if self._stop.is_set():
             task.cancel()
 
     async def _watch(self, writer: MirrorWriter) -> None:
         await watching.infinite_watch(api=self._api, writer=writer, settings=self.settings, stop=self._stop)
+
+
+async def keep_running(
+    name: str, run: Callable[[], Awaitable[None]], *, stop: asyncio.Event, backoff: Backoff
+) -> None:
+    """Await ``run()`` until ``stop`` is set, a fresh call after each early end.
+
+    An end is early when ``run()`` raised, returned before ``stop``, or ended by a
+    ``CancelledError`` that no cancellation of this task asked for (one raised out of a future
+    another party cancelled): it is logged with what happened, counted in
+    ``multus_py_task_crashes_total`` under ``name``, and followed by ``backoff``'s next delay.
+    The cancellation ``Watchers.stop`` or the TaskGroup asks for ends it, as it should.
+    """
+    while not stop.is_set():
+        backoff.started()
+        failure: BaseException | None = None
+        try:
+            await run()
+        except asyncio.CancelledError as cancelled:
+            if watching.cancel_requested():
+                raise
+            how, failure = "ended by a cancellation nobody asked for", cancelled
+        except Exception as crash:
+            how, failure = "crashed", crash
+        else:
+            if stop.is_set():
+                return
+            how = "returned while the watchers run"
+        metrics.TASK_CRASHES.labels(name).inc()
+        delay = backoff.next_delay()
+        log.error("task %s %s; restarting it in %.2f s", name, how, delay, exc_info=failure)
+        del failure  # its traceback holds the ended run's frames: not kept through the pause
+        with suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
 
 
 def _writer(database: Database, target: WatchTarget, settings: WatchSettings) -> MirrorWriter:

@@ -4,7 +4,9 @@
   after an error, an outage or a 410 that came before anything but its own relist was written
   after a capped exponential backoff with jitter (reset once a write succeeds, or once a call ran
   ``backoff_reset_after`` before it ended), never sooner than an error's ``Retry-After`` (up to
-  ``backoff_max``). It never lets an exception escape, except cancellation.
+  ``backoff_max``). It never lets an exception escape, except the cancellation its task was asked
+  for: a ``CancelledError`` out of something it awaited (a future another party cancelled) is a
+  crash like any other, logged and followed by a reconnection.
 - ``continuous_watch`` resumes from the stored resourceVersion when there is one (no full LIST
   after a restart), or lists page by page, writes the snapshot to the mirror (deletions
   reconciled) and marks it synced; then watches from the position with bookmarks, one stream
@@ -95,7 +97,11 @@ async def infinite_watch(
             writer.state.note_error(exc)
             log.warning("watch %s failed: %s", target.key, exc)
             end, retry_after = None, exc.retry_after
-        except Exception as exc:  # a bug or a store failure: log it whole, keep the mirror alive
+        except (Exception, asyncio.CancelledError) as exc:  # a bug or a store failure: log it whole,
+            # keep the mirror alive. A cancellation nobody asked this task for would otherwise end it
+            # silently (a TaskGroup drops a child ended cancelled) and freeze this mirror for good.
+            if isinstance(exc, asyncio.CancelledError) and cancel_requested():
+                raise
             writer.state.note_error(exc)
             log.exception("watch %s crashed; restarting it", target.key)
             end = None
@@ -110,6 +116,13 @@ async def infinite_watch(
             delay = max(delay, min(retry_after, settings.backoff_max))
         log.debug("watch %s: reconnecting in %.2f s (attempt %d)", target.key, delay, backoff.attempt)
         await _sleep_unless_stopped(delay, stop)
+
+
+def cancel_requested() -> bool:
+    """Whether the running task was asked to cancel (``Task.cancel``: a stop, its TaskGroup, a
+    timeout), rather than handed a ``CancelledError`` by something it awaited."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def reconnect_backoff(settings: WatchSettings, *, clock: Callable[[], float] = time.monotonic) -> Backoff:
