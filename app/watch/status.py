@@ -29,7 +29,9 @@ another writer got in between (409), at most ``len(status_retry_delays)`` times;
 the refusal, so every later write goes straight to GET + PUT. A GET answering another uid means the
 pod was replaced: skipped, like a 404. A PUT (or GET) refused too (403: the role lacks them as
 well), or any other 4xx but the uid's and the size's 422, is ``StatusWriteRefusedError``: sending
-the same write soon cannot succeed, so the writers that retry back off to minutes for it.
+the same write soon cannot succeed, so the writers that retry back off to minutes for it. A GET
+answering no pod (no ``metadata`` object, or ``annotations`` that are not one) is
+``ApiProtocolError``, and so an outage to retry, like any answer that is not JSON or not an object.
 
 ``NoNetworkFound`` and ``AddedInterface`` events go through ``PodEventPoster`` and never wait.
 Never reads the mirror and never retries beyond ``status_retry_delays``: a write that failed so
@@ -58,6 +60,7 @@ from app.watch.errors import (
     ApiConflictError,
     ApiError,
     ApiNotFoundError,
+    ApiProtocolError,
     ApiRejectedError,
 )
 from app.watch.podevents import PodEventPoster
@@ -237,7 +240,7 @@ class ApiStatusPublisher:
 
         async def attempt() -> dict[str, Any]:
             current = await self._api.get(pod_path)
-            metadata = current.setdefault("metadata", {})
+            metadata = _pod_metadata(current, f"GET {pod_path}")
             if pod.uid and metadata.get("uid") and metadata["uid"] != pod.uid:
                 raise _PodReplacedError(metadata["uid"])
             annotations = dict(metadata.get("annotations") or {})
@@ -285,7 +288,9 @@ class ApiStatusPublisher:
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _check_uid(self, pod: PodRecord, answer: dict[str, Any]) -> None:
-        written_uid = (answer.get("metadata") or {}).get("uid", "")
+        metadata = answer.get("metadata")
+        # a 2xx answer without a metadata object: the write landed, only its uid cannot be checked
+        written_uid = metadata.get("uid", "") if isinstance(metadata, dict) else ""
         if pod.uid and written_uid and written_uid != pod.uid:
             self.foreign_writes += 1
             log.error(
@@ -296,3 +301,16 @@ class ApiStatusPublisher:
                 pod.uid,
                 written_uid,
             )
+
+
+def _pod_metadata(pod: dict[str, Any], what: str) -> dict[str, Any]:
+    """The ``metadata`` of a pod the API answered, its ``annotations`` an object when present: what
+    a PUT is built from. Anything else is no pod (``ApiProtocolError``), not a crash of the write:
+    the publisher's callers handle ``ClusterUnavailableError`` only, and an ADD must not fail for a
+    status write."""
+    metadata = pod.get("metadata")
+    if not isinstance(metadata, dict):
+        raise ApiProtocolError(0, f"{what}: the answer has no metadata object")
+    if not isinstance(metadata.get("annotations") or {}, dict):
+        raise ApiProtocolError(0, f"{what}: the answer's metadata.annotations is not an object")
+    return metadata
