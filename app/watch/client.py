@@ -41,9 +41,10 @@ USER_AGENT = "multus-py"
 READ_BUFFER_SIZE = 2**21
 """The session's read buffer, as kubernetes_asyncio sizes it (watch lines of large objects)."""
 TOKEN_REFRESH_SECONDS = 60.0
-"""How often a kubeconfig's bearer token is read again (its ``tokenFile`` or the file itself, which
-an entrypoint may rewrite): bound service-account tokens expire, and the library reads a kubeconfig
-once. client-go re-reads ``tokenFile`` each minute too; the in-cluster loader does it on its own."""
+"""How often the bearer token is read again (a kubeconfig's ``tokenFile`` or the file itself, which
+an entrypoint may rewrite; the service account's token file, which the kubelet rotates): bound
+service-account tokens expire, and the library reads a kubeconfig once. client-go re-reads them
+each minute too, and keeps the token it has when a read fails."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,11 +169,13 @@ async def _configuration(access: ClusterAccess) -> Configuration:
             InClusterConfigLoader(
                 token_filename=access.token_path,
                 cert_filename=access.ca_path,
+                try_refresh_token=False,
                 environ={
                     "KUBERNETES_SERVICE_HOST": access.service_host,
                     "KUBERNETES_SERVICE_PORT": access.service_port,
                 },
             ).load_and_set(configuration)
+            configuration.refresh_api_key_hook = _token_file_reloader(access.token_path)
         else:
             await lean_import.kube_config().load_kube_config(
                 config_file=access.kubeconfig, client_configuration=configuration, persist_config=False
@@ -210,5 +213,36 @@ def _token_reloader(kubeconfig: str) -> Any:
         token = fresh.api_key.get("BearerToken")
         if token:
             configuration.api_key["BearerToken"] = token
+
+    return reload
+
+
+def _token_file_reloader(token_path: str) -> Any:
+    """A ``refresh_api_key_hook`` reading the service account's token file again at most every
+    ``TOKEN_REFRESH_SECONDS``; a read that fails (the file missing or empty for a moment, no
+    descriptor left) keeps the token in use, with a warning.
+
+    The library's own in-cluster hook raises instead, out of every request until a read succeeds
+    (it tries again on each): a status write, an event or a watch then failed with an error no
+    caller expects from a request, where client-go sends the token it has."""
+    due = time.monotonic() + TOKEN_REFRESH_SECONDS
+
+    def reload(configuration: Configuration, *_: object) -> None:
+        nonlocal due
+        if time.monotonic() < due:
+            return
+        due = time.monotonic() + TOKEN_REFRESH_SECONDS
+        try:
+            with open(token_path, encoding="utf-8") as file:
+                token = file.read()
+        except (OSError, ValueError) as exc:
+            log.warning(
+                "cannot read the service account token %s again, keeping the current one: %s", token_path, exc
+            )
+            return
+        if not token:
+            log.warning("the service account token %s is empty, keeping the current one", token_path)
+            return
+        configuration.api_key["BearerToken"] = f"Bearer {token}"
 
     return reload

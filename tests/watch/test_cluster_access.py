@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import shutil
+import ssl
+import subprocess
 from pathlib import Path
 
 import certifi
@@ -217,3 +220,70 @@ async def test_a_kubeconfig_token_file_rotated_on_disk_is_picked_up(
         await runner.cleanup()
 
     assert seen == ["Bearer first", "Bearer second"]
+
+
+@pytest.fixture
+def tls_server_files(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key (the in-cluster loader speaks HTTPS only)."""
+    cert, key = tmp_path / "server.crt", tmp_path / "server.key"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+            "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+async def test_an_in_cluster_token_rotated_on_disk_is_picked_up_and_one_unreadable_keeps_the_last(
+    service_account: Path, tls_server_files: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kubelet rotates the projected token: the daemon must send the new one. A read that fails
+    for a while must not fail the requests: the library's own hook raised out of every request
+    (a status write, an event, a watch) until the file could be read again."""
+    import kubernetes_asyncio.config.incluster_config as incluster
+
+    monkeypatch.setattr(client, "TOKEN_REFRESH_SECONDS", 0.0)
+    monkeypatch.setattr(incluster, "TOKEN_REFRESH_PERIOD", datetime.timedelta(0))
+    cert, key = tls_server_files
+    seen: list[str] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization", ""))
+        return web.json_response({"kind": "Pod"})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls).start()
+    port = runner.addresses[0][1]
+    token = service_account / "token"
+    token.write_text("first")
+    shutil.copyfile(cert, service_account / "ca.crt")
+    environ = {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(port)}
+    try:
+        access = client.find_access(kubeconfig="", environ=environ, service_account_dir=str(service_account))
+        assert access is not None
+        api = await client.connect(access, settings=WatchSettings())
+        try:
+            await api.get("/api/v1/namespaces/ns/pods/p")
+            rotated = service_account / "token.new"
+            rotated.write_text("second")
+            rotated.rename(token)  # the kubelet swaps the file whole
+            await api.get("/api/v1/namespaces/ns/pods/p")
+            token.unlink()
+            await api.get("/api/v1/namespaces/ns/pods/p")
+            token.write_text("")
+            await api.get("/api/v1/namespaces/ns/pods/p")
+        finally:
+            await api.close()
+    finally:
+        await runner.cleanup()
+
+    assert seen == ["Bearer first", "Bearer second", "Bearer second", "Bearer second"]
