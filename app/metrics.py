@@ -126,17 +126,21 @@ SERVER_REQUESTS = _bounded(
 )
 SERVER_REQUESTS_ACTIVE = Gauge(
     "multus_py_server_requests_active",
-    "CNI and GC requests on the daemon socket being served now (at most connectionLimit).",
+    "Requests to /cni, /delegate and /gc on the daemon socket being served now (at most "
+    "connectionLimit when it is set; health and readiness probes not counted).",
     registry=REGISTRY,
 )
 SERVER_REQUESTS_WAITING = Gauge(
     "multus_py_server_requests_waiting",
-    "CNI and GC requests on the daemon socket waiting for a connectionLimit slot.",
+    "Requests to /cni, /delegate and /gc on the daemon socket waiting for a connectionLimit slot "
+    "(always 0 without connectionLimit).",
     registry=REGISTRY,
 )
 CNI_OPERATION_SECONDS = Histogram(
     "multus_py_cni_operation_seconds",
-    "Duration of CNI operations handled by the engine, by command and outcome.",
+    "Duration of the whole CNI operations the engine writes to the history (a runtime's request, a "
+    "/delegate call, a native hot-plug, a replayed spooled DEL; not a GC pass's teardowns), by "
+    "command and outcome.",
     ["command", "outcome"],
     buckets=_LATENCY_BUCKETS,
     registry=REGISTRY,
@@ -144,8 +148,8 @@ CNI_OPERATION_SECONDS = Histogram(
 CNI_ERRORS = _bounded(
     Counter(
         "multus_py_cni_errors_total",
-        "CNI operations that failed, by command and CNI error code (a plugin prints the code it "
-        "likes: past the first 64 distinct codes, other).",
+        "The operations of multus_py_cni_operation_seconds that failed, by command and "
+        "CNI error code (a plugin prints the code it likes: past the first 64 distinct codes, other).",
         ["command", "code"],
         registry=REGISTRY,
     ),
@@ -177,14 +181,15 @@ STORE_BATCH_SIZE = Histogram(
 )
 KUBE_API_SECONDS = Histogram(
     "multus_py_kube_api_request_seconds",
-    "Duration of Kubernetes API requests made by the daemon, by verb and resource.",
+    "Duration of the Kubernetes API requests the daemon made, failed ones included (watch streams "
+    "not counted), by HTTP method (the verb label) and resource.",
     ["verb", "resource"],
     buckets=_LATENCY_BUCKETS,
     registry=REGISTRY,
 )
 WATCH_EVENTS = Counter(
     "multus_py_watch_events_total",
-    "Watch events received, by resource and event type.",
+    "Watch events received, by resource and type (upsert: added or modified, delete, bookmark).",
     ["resource", "type"],
     registry=REGISTRY,
 )
@@ -196,25 +201,30 @@ WATCH_RELISTS = Counter(
 )
 GC_RECLAIMED = Counter(
     "multus_py_gc_reclaimed_total",
-    "Orphans reclaimed by garbage collection, by kind (sandbox, host_link, lease, vf).",
+    "What garbage collection reclaimed, by kind: sandbox (torn down by a GC pass or the runtime's "
+    "CNI GC), host_link (a leftover host veth), lease (a host-local lease); and vf: a VF that a "
+    "teardown, whatever its trigger, found under another name or MAC and restored.",
     ["kind"],
     registry=REGISTRY,
 )
 GC_PASS_SECONDS = Histogram(
     "multus_py_gc_pass_seconds",
-    "Duration of one garbage-collection pass.",
+    "Duration of one garbage-collection pass, periodic or an operator's (dry runs not counted; the "
+    "spool replay before it not included).",
     buckets=(*_FAST_BUCKETS, 2.5, 5.0, 10.0),
     registry=REGISTRY,
 )
 RECOVERY_ACTIONS = Counter(
     "multus_py_recovery_actions_total",
-    "Sandboxes settled by start-up recovery and spool replay, by action and outcome.",
+    "Sandboxes start-up recovery tore down, by action (adding: an ADD rolled back, deleting: a DEL "
+    "finished, earlier-boot) and outcome (ok, error; spool replay not counted).",
     ["action", "outcome"],
     registry=REGISTRY,
 )
 ATTACHMENTS = Gauge(
     "multus_py_attachments",
-    "Attachments recorded in the checkpoint, by state.",
+    "Attachments recorded in the checkpoint, by state (intent, added, deleting), as of the last "
+    "garbage-collection pass.",
     ["state"],
     registry=REGISTRY,
 )
@@ -226,7 +236,8 @@ MIRRORED_OBJECTS = Gauge(
 )
 STORE_BYTES = Gauge(
     "multus_py_store_bytes",
-    "Size of the state database files (main file and write-ahead log).",
+    "Size of the state database files (main file and write-ahead log), as of the last "
+    "garbage-collection pass.",
     registry=REGISTRY,
 )
 EVENTS_DROPPED = Counter(
@@ -236,19 +247,23 @@ EVENTS_DROPPED = Counter(
 )
 ENGINE_UNEXPECTED_ERRORS = Counter(
     "multus_py_engine_unexpected_errors_total",
-    "Exceptions in the attach engine that were not CNI errors (bugs, answered as code 999), by step.",
+    "Exceptions that were neither CNI errors nor a failed storage write (bugs), in the engine's "
+    "operations, start-up recovery and GC, by step (a request's is answered with "
+    "code 999).",
     ["step"],
     registry=REGISTRY,
 )
 DELEGATE_QUEUE_SECONDS = Histogram(
     "multus_py_delegate_queue_seconds",
-    "Time a plugin execution waited for a slot under maxConcurrentDelegates before it started.",
+    "Time a plugin execution waited for a slot under maxConcurrentDelegates before it started (0 "
+    "for one that found a slot free).",
     buckets=(0.0, *_LATENCY_BUCKETS),
     registry=REGISTRY,
 )
 DELEGATES_RUNNING = Gauge(
     "multus_py_delegates_running",
-    "Plugin processes running now (bounded by maxConcurrentDelegates).",
+    "Plugin processes running now (each holds a maxConcurrentDelegates slot from just before its "
+    "fork until it has exited or been killed, so at most that many).",
     registry=REGISTRY,
 )
 DELEGATES_WAITING = Gauge(
@@ -258,7 +273,8 @@ DELEGATES_WAITING = Gauge(
 )
 ORPHANS_REAPED = Counter(
     "multus_py_orphaned_delegates_reaped_total",
-    "Plugin processes of an earlier daemon run killed by recovery before it tore their attachments down.",
+    "Plugin processes of an earlier operation killed before their attachments were torn down: by "
+    "start-up recovery, or by GC for a half-done sandbox whose process would not die at start-up.",
     registry=REGISTRY,
 )
 TASK_CRASHES = Counter(
@@ -282,7 +298,8 @@ HOTPLUG_PENDING = Gauge(
 )
 STATUS_WRITES_PENDING = Gauge(
     "multus_py_network_status_writes_pending",
-    "Pods whose network-status write failed at ADD and is being retried in the background.",
+    "Pods whose network-status write failed at ADD and is being retried in the background (those a "
+    "previous daemon run left unwritten included, once the pod mirror has synced).",
     registry=REGISTRY,
 )
 STATUS_WRITES_RETRIED = Counter(
