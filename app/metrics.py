@@ -248,7 +248,7 @@ EVENTS_DROPPED = Counter(
 ENGINE_UNEXPECTED_ERRORS = Counter(
     "multus_py_engine_unexpected_errors_total",
     "Exceptions that were neither CNI errors nor a failed storage write (bugs), in the engine's "
-    "operations, start-up recovery and GC, by step (a request's is answered with "
+    "operations, start-up recovery, GC and the spool replay, by step (a request's is answered with "
     "code 999).",
     ["step"],
     registry=REGISTRY,

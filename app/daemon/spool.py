@@ -6,6 +6,9 @@ and again on every GC pass, through the same decoding and the same engine DEL as
 An entry is removed only once its DEL has run: either everything was removed, or the engine has
 recorded the failures in the checkpoint, which then owns the retry (a failed DEL of a sandbox the
 checkpoint does not hold, replayed from upstream Multus's cache, keeps its entry for the next pass).
+An entry whose replay raises what no DEL path expects (a bug, a write the state database could not
+take) is logged, counted in ``multus_py_engine_unexpected_errors_total`` and kept for the next
+replay: it holds back neither the entries after it nor start-up (as recovery, invariant 11).
 An entry that cannot be decoded, is not a DEL, or names a container ID no ADD could have used, is
 renamed ``*.rejected`` with a log line: kept for the operator, never silently dropped, and never
 retried in a loop. So is one that is not a regular file (a symlink is not followed, a FIFO not
@@ -52,6 +55,8 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from app.attach import errors as attach_errors
+from app.attach import logcontext
 from app.attach.engine import AttachEngine
 from app.attach.requests import Command, SandboxRequest, Trigger
 from app.cni.types import CniError
@@ -172,9 +177,12 @@ async def _replay(
     for directory in directories:
         report.temporaries_removed.extend(await asyncio.to_thread(_remove_stale_temporaries, directory.path))
         for entry in _entries(directory):
-            await _replay_entry(
-                entry, directory=directory, engine=engine, daemon_config=daemon_config, report=report
-            )
+            try:
+                await _replay_entry(
+                    entry, directory=directory, engine=engine, daemon_config=daemon_config, report=report
+                )
+            except Exception as exc:  # one entry's surprise must not hold back the others, nor start-up
+                _kept_after_surprise(entry, exc, report)
     if report.replayed or report.rejected or report.superseded:
         log.info(
             "spool: %d DELs replayed (%d left work pending), %d entries rejected, %d meant for an "
@@ -185,6 +193,16 @@ async def _replay(
             len(report.superseded),
         )
     return report
+
+
+def _kept_after_surprise(entry: Path, exc: Exception, report: SpoolReport, *, container_id: str = "") -> None:
+    """An entry whose replay raised what no DEL path expects (a bug, a failed write under the state
+    database): logged and counted as such, and kept, so the next replay runs it again (a DEL is
+    idempotent), as recovery leaves such a sandbox to GC (invariant 11)."""
+    context = logcontext.fields(container_id, command=str(Command.DEL), trigger=str(Trigger.SPOOL))
+    error = attach_errors.unexpected(exc, step="spool", context=context)
+    log.error("spooled DEL %s kept for the next replay: %s", entry.name, error)
+    report.failed.append((entry.name, error))
 
 
 def _remove_stale_temporaries(directory: Path, *, now: float | None = None) -> list[str]:
@@ -302,6 +320,9 @@ async def _delete(
             request.container_id,
             error,
         )
+    except Exception as exc:  # not a CNI error: a bug, or a failed write (the engine recorded nothing)
+        _kept_after_surprise(entry, exc, report, container_id=request.container_id)
+        return
     else:
         if not done:
             log.warning(
