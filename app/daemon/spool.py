@@ -38,6 +38,10 @@ A shim killed while it wrote an entry leaves its temporary file, ``.del-*.json.t
 removes those of a directory it takes entries from once they are ``STALE_TEMPORARY_SECONDS`` old: a
 shim renames its temporary within milliseconds of creating it, and even a live one's removed
 would only fail that shim's spooling, which answers the runtime code 11 (a retry), never success.
+
+A replay told the daemon is stopping (``stop``) starts no further entry's DEL: a long one (thousands
+of entries) would otherwise run on past the restart marker's ``until`` at start-up, or on a GC pass
+until the shutdown's grace cancelled it in the middle of a teardown. What it leaves stays spooled.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ import os
 import stat
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -156,17 +161,29 @@ async def replay(
     engine: AttachEngine,
     daemon_config: dict[str, Any],
     shim_default_dir: Path = SHIM_DEFAULT_SPOOL_DIR,
+    stop: Callable[[], bool] = lambda: False,
 ) -> SpoolReport:
     """Run every spooled DEL of this daemon once, from ``spool_dir`` and the shim's default
-    directory; remove each entry whose DEL ran. Replays of one daemon take turns."""
+    directory; remove each entry whose DEL ran. Replays of one daemon take turns. Once ``stop()``
+    is true (the daemon is stopping) no further entry's DEL starts: those left stay spooled, for
+    the next replay (the next daemon's, before it reports ready)."""
     async with _replay_turn():
         return await _replay(
-            spool_dir=spool_dir, engine=engine, daemon_config=daemon_config, shim_default_dir=shim_default_dir
+            spool_dir=spool_dir,
+            engine=engine,
+            daemon_config=daemon_config,
+            shim_default_dir=shim_default_dir,
+            stop=stop,
         )
 
 
 async def _replay(
-    *, spool_dir: Path, engine: AttachEngine, daemon_config: dict[str, Any], shim_default_dir: Path
+    *,
+    spool_dir: Path,
+    engine: AttachEngine,
+    daemon_config: dict[str, Any],
+    shim_default_dir: Path,
+    stop: Callable[[], bool],
 ) -> SpoolReport:
     report = SpoolReport()
     socket_dir = _socket_dir(daemon_config)
@@ -177,6 +194,9 @@ async def _replay(
     for directory in directories:
         report.temporaries_removed.extend(await asyncio.to_thread(_remove_stale_temporaries, directory.path))
         for entry in _entries(directory):
+            if stop():
+                log.info("spool: stopping; the entries not replayed yet are left for the next replay")
+                return report
             try:
                 await _replay_entry(
                     entry, directory=directory, engine=engine, daemon_config=daemon_config, report=report

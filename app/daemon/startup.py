@@ -19,7 +19,10 @@ DEL and answers an ADD code 11; what they recorded is settled by the next daemon
 servers stop accepting (``multus.sock`` unlinked first, the connections it already queued
 answered, each handler given ``server.CLOSE_ANSWER_SECONDS``) → watchers and background tasks
 stopped (``shutdownGraceSeconds`` again, then cancelled and named) → the cluster client and the
-store closed. So a stop ends within the restart marker's ``until`` (``restart_wait``).
+store closed. So a stop ends within the restart marker's ``until`` (``restart_wait``). Once
+stopping, the spool replay (at start-up or in a periodic pass) begins no further entry's DEL, and a
+periodic pass does not go on to its GC: what they leave, the next daemon's replay and recovery take
+on (a GC pass already running has no such look between its teardowns).
 ``00-multus.conf`` is kept in place (upstream deletes it, leaving the node without networks while
 the daemon restarts).
 
@@ -332,15 +335,22 @@ class Daemon:
         return kube.watchers.synced
 
     async def _replay_spool(self, engine: AttachEngine) -> None:
+        """Replay the spooled DELs, none begun once the daemon is stopping (left to the next one)."""
         await spool.replay(
             spool_dir=self.settings.spool_path,
             engine=engine,
             daemon_config=dict(self.settings.request_overrides),
+            stop=self._stopping.is_set,
         )
 
     async def _collect_garbage(self, collector: GarbageCollector, engine: AttachEngine) -> None:
-        """One periodic pass: replay spooled DELs, then garbage collection."""
+        """One periodic pass: replay spooled DELs, then garbage collection, unless the daemon has
+        begun stopping meanwhile: a pass tears orphans down one after another, and one begun now
+        would be cancelled mid-teardown at the end of the grace (what it would collect, the next
+        daemon's recovery and passes do)."""
         await self._replay_spool(engine)
+        if self._stopping.is_set():
+            return
         report = await collector.run_once()
         self.activity.gc_finished(report, trigger="periodic")
 
