@@ -299,7 +299,9 @@ def _spooled_at(entry: Path, written_ns: int) -> datetime:
     """When the shim spooled ``entry``: the Unix nanoseconds its name starts with
     (``del-<ns>-<pid>-...``), else (a name of another form) the file's modification time."""
     stamp = entry.name.removeprefix("del-").partition("-")[0]
-    nanoseconds = int(stamp) if stamp.isdigit() and len(stamp) <= 20 else written_ns
+    # ASCII only: ``isdigit`` also holds for characters such as '²', which ``int`` refuses
+    readable = stamp.isascii() and stamp.isdigit() and len(stamp) <= 20
+    nanoseconds = int(stamp) if readable else written_ns
     return datetime.fromtimestamp(nanoseconds / 1e9, UTC)
 
 

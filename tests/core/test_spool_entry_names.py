@@ -1,0 +1,29 @@
+"""When a spooled DEL was written, read from its entry's name (invariant 7), in process: real
+store, plugins and netns. The name is the shim's, ``del-<ns>-<pid>-<container>.json``; one of
+another form falls back to the file's modification time, never fails the entry.
+"""
+
+from __future__ import annotations
+
+from app.daemon import spool
+from tests.core.support import Node
+from tests.core.test_spool_replay import attached, daemon_config, spool_entry
+
+
+async def test_an_entry_whose_name_starts_with_a_digit_int_cannot_read_is_replayed(node: Node) -> None:
+    """``str.isdigit`` holds for '²', which ``int`` refuses: such a name raised ValueError, so its
+    DEL never ran (the replay ended there, or, with surprises kept, failed at every pass)."""
+    directory = node.root / "spool"
+    container = await attached(node)
+    entry = spool_entry(directory, container, name=f"del-²-4242-{container}.json")
+
+    report = await spool.replay(
+        spool_dir=directory,
+        engine=node.engine(),
+        daemon_config=daemon_config(node),
+        shim_default_dir=node.root / "shim-default",
+    )
+
+    assert report.replayed == [entry.name]
+    assert report.failed == []
+    assert node.checkpoint(container) is None
