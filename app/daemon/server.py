@@ -341,7 +341,7 @@ class CniServer:
         Operator passes take turns, so no two replays read one spool entry at once."""
         async with self._operator_turn:
             replayed = None if dry_run else await self._replay_spool()
-            return await collector.run_once(dry_run=dry_run, retry_now=True), replayed
+            return await collector.run_once(dry_run=dry_run, retry_now=True, stop=self._stopping), replayed
 
     async def _replay_spool(self) -> dict[str, object]:
         """Replay the spooled DELs as the daemon's own passes do: from the spool directory its
@@ -354,8 +354,13 @@ class CniServer:
             spool_dir=spool_dir,
             engine=self.engine,
             daemon_config=dict(self.daemon_config),
+            stop=self._stopping,
         )
         return report.as_json()
+
+    def _stopping(self) -> bool:
+        """Whether the daemon has begun stopping: an operator's pass then begins no further DEL."""
+        return self.readiness.stopping
 
     async def _cni(self, http_request: web.BaseRequest) -> web.Response:
         return await self._answer(http_request, self._serve_cni, what="a CNI request")

@@ -21,8 +21,8 @@ answered, each handler given ``server.CLOSE_ANSWER_SECONDS``) → watchers and b
 stopped (``shutdownGraceSeconds`` again, then cancelled and named) → the cluster client and the
 store closed. So a stop ends within the restart marker's ``until`` (``restart_wait``). Once
 stopping, the spool replay (at start-up or in a periodic pass) begins no further entry's DEL, and a
-periodic pass does not go on to its GC: what they leave, the next daemon's replay and recovery take
-on (a GC pass already running has no such look between its teardowns).
+periodic pass (or an operator's) begins no further teardown or sweep: what they leave, the next
+daemon's replay, recovery and passes take on.
 ``00-multus.conf`` is kept in place (upstream deletes it, leaving the node without networks while
 the daemon restarts).
 
@@ -351,7 +351,7 @@ class Daemon:
         await self._replay_spool(engine)
         if self._stopping.is_set():
             return
-        report = await collector.run_once()
+        report = await collector.run_once(stop=self._stopping.is_set)
         self.activity.gc_finished(report, trigger="periodic")
 
     async def _prune(self, db: Database, limits: retention.Retention) -> None:

@@ -206,11 +206,15 @@ class GarbageCollector:
         each pass tries them until they are gone (in memory only, see ``_sweep_host_veths``)."""
         self._remove_host_veths = remove_host_veths
 
-    async def run_once(self, *, dry_run: bool = False, retry_now: bool = False) -> GcReport:
+    async def run_once(
+        self, *, dry_run: bool = False, retry_now: bool = False, stop: Callable[[], bool] = lambda: False
+    ) -> GcReport:
         """One pass: find orphans, tear them down (unless ``dry_run``), sweep leftovers. An orphan
         whose teardown failed lately is left for a later pass (``deferred``), unless ``retry_now``
         (an operator's pass: someone asked for it now, and waits for its answer); a dry run reports
-        the same orphans and deferrals, and tries nothing (nor moves a retry)."""
+        the same orphans and deferrals, and tries nothing (nor moves a retry). Once ``stop()`` is
+        true (the daemon is stopping) no further teardown or sweep begins: a shutdown's grace would
+        cancel it half way, and what is left the next daemon's recovery and passes take on."""
         async with self._pass:
             started = time.monotonic()
             report = GcReport(dry_run=dry_run)
@@ -233,10 +237,14 @@ class GarbageCollector:
                 waiting = {deferral.container_id for deferral in report.deferred}
                 due = [orphan for orphan in report.orphans if orphan.container_id not in waiting]
                 for orphan in sorted(due, key=lambda o: self._retries.failures(o.container_id)):
+                    if stop():
+                        break
                     await self._collect_one(orphan, report, pods=live_pods)
-                await self._settle_partial(report, retry_now=retry_now)
-                await self._sweep_host_veths(report)
-            await self._sweep_leases(report, dry_run=dry_run)
+                if not stop():
+                    await self._settle_partial(report, retry_now=retry_now)
+                    await self._sweep_host_veths(report)
+            if not stop():
+                await self._sweep_leases(report, dry_run=dry_run)
             report.duration_ms = (time.monotonic() - started) * 1000
             if not dry_run:
                 _observe(report)

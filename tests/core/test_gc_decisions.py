@@ -158,6 +158,23 @@ async def test_a_sandbox_with_an_operation_in_flight_is_not_touched(node: Node) 
     assert pending(node.checkpoint(container)) == ["eth0"]
 
 
+async def test_a_pass_told_the_daemon_is_stopping_begins_no_further_teardown(node: Node) -> None:
+    """A pass went on tearing orphans down after the daemon began to stop, until the shutdown's
+    grace cancelled it in the middle of one; what it leaves is the next daemon's to collect."""
+    first, second = await attached(node, pod="pod-a"), await attached(node, pod="pod-b")
+    collector = GarbageCollector(engine=node.engine(), db=node.db, pods=Pods({}))
+
+    def stop() -> bool:  # the daemon begins to stop while the first orphan is torn down
+        return bool(node.recorder_entries("DEL"))
+
+    report = await collector.run_once(stop=stop)
+
+    assert len(report.orphans) == 2
+    assert len(report.collected) == 1
+    assert sorted(pending(node.checkpoint(c)) for c in (first, second)) == [[], ["eth0"]]
+    assert len(node.recorder_entries("DEL")) == 1
+
+
 async def test_a_dry_run_reports_orphans_and_tears_nothing_down(node: Node) -> None:
     container = await attached(node)
     collector = GarbageCollector(engine=node.engine(), db=node.db, pods=Pods({}))
