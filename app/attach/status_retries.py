@@ -1,11 +1,12 @@
 """Background retries of a pod's network-status write that failed at ADD: ``StatusRetries``.
 
-An ADD does not wait beyond ``watch.statusDeadline`` for its network-status write, nor fail when
-it does not land (README); only a write of the same pod already in flight (a retry of an older
-sandbox's, or hot-plug's), bounded the same way, is waited for first, so at most twice that. Without a retry the pod would go without the annotation for its whole
-life; ``offer`` hands such a write to this queue, whose one task (running only while something
-is pending) tries again with exponential backoff (``StatusRetrySettings``), never sooner than the
-API server's ``Retry-After``, until the write lands or becomes moot:
+An ADD does not wait beyond ``watch.statusDeadline`` for its network-status write, nor fail when it
+does not land (README); only a write of the same pod already in flight (a retry of an older
+sandbox's, or hot-plug's), bounded the same way, is waited for first, so at most twice that. Without
+a retry the pod would go without the annotation for its whole life; ``offer`` hands such a write to
+this queue, whose one task (running only while something is pending) tries again with exponential
+backoff (``StatusRetrySettings``), never sooner than the API server's ``Retry-After``, until the
+write lands or becomes moot:
 
 - one entry per pod (namespace/name): a newer ADD of the pod drops the pending one
   (``supersede``) before it writes its own, and a retry in flight finishes before that write

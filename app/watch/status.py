@@ -28,8 +28,10 @@ refused with 403: the publisher then writes as upstream does, a GET of the pod a
 another writer got in between (409), at most ``len(status_retry_delays)`` times; and it remembers
 the refusal, so every later write goes straight to GET + PUT. A GET answering another uid means the
 pod was replaced: skipped, like a 404. A PUT (or GET) refused too (403: the role lacks them as
-well), or any other 4xx but the uid's and the size's 422, is ``StatusWriteRefusedError``: sending
-the same write soon cannot succeed, so the writers that retry back off to minutes for it. A GET
+well), or any other 4xx but the uid's and the size's 422 and 401, is ``StatusWriteRefusedError``:
+sending the same write soon cannot succeed, so the writers that retry back off to minutes for it.
+A 401 (the token expired or was rotated, which the next read of the token file puts right) is
+retried like an outage. A GET
 answering no pod (no ``metadata`` object, or ``annotations`` that are not one) is
 ``ApiProtocolError``, and so an outage to retry, like any answer that is not JSON or not an object.
 
@@ -164,6 +166,13 @@ class ApiStatusPublisher:
                 retry_after=exc.retry_after,
             ) from exc
         except ApiRejectedError as exc:
+            if exc.status == 401:
+                # Not the role but the credentials: a token that expired or was rotated since it was
+                # last read, which the next reads of the token file (every minute) put right. Retried
+                # like an outage, not backed off to minutes like a refusal for good.
+                raise StatusWriteUnavailableError(
+                    f"cannot write network-status of pod {where}: {exc}", retry_after=exc.retry_after
+                ) from exc
             if not _refused_for_its_uid(exc):
                 raise StatusWriteRefusedError(f"cannot write network-status of pod {where}: {exc}") from exc
             self.skipped += 1

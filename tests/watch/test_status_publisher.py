@@ -255,6 +255,21 @@ async def test_a_put_refused_too_is_an_error_naming_the_refusal(
     emulator.faults.clear()
 
 
+async def test_an_unauthorized_write_is_retried_soon_not_refused_for_good(
+    emulator: KubeApiEmulator, publisher: ApiStatusPublisher
+) -> None:
+    """A 401 was taken for a refusal for good, so the background retries backed off to ten minutes,
+    though the token the next read of its file brings (each minute) makes the write land."""
+    emulator.create_pod(pod_manifest("p"))
+    emulator.faults.fail_next(1, status=401, method="PATCH")
+
+    with pytest.raises(StatusWriteUnavailableError, match="401") as raised:
+        await publisher.publish_network_status(pod_info(emulator, "p"), STATUS)
+
+    assert not isinstance(raised.value, StatusWriteRefusedError)
+    emulator.faults.clear()
+
+
 async def test_a_conflict_the_server_keeps_answering_is_a_write_not_landed_not_a_replaced_pod(
     emulator: KubeApiEmulator,
     publisher: ApiStatusPublisher,
