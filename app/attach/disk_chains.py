@@ -94,11 +94,7 @@ def plugins_in(directory: str) -> list[JsonObject]:
 
 def _plugin_file(path: str) -> JsonObject:
     """One chained plugin's conf (libcni ``NetworkPluginConfFromBytes``: an object with a ``type``)."""
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except OSError as exc:
-        raise CniError.reading(path, exc) from exc
+    data = cniconf.read_regular_file(path, limit=cniconf.MAX_CONF_FILE_BYTES)
     try:
         plugin = results.parse_json(data)
     except (ValueError, RecursionError) as exc:

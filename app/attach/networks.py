@@ -46,6 +46,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -83,9 +84,10 @@ MAX_ADD_CONFIG_BYTES: Final = 8 * 1024 * 1024
 32 KiB each, ten times a real NAD; without it 256 NADs of ``nad_config.MAX_CONFIG_BYTES`` would
 be 32 MiB in one commit, held several times over (parsed, stdin, the checkpoint row)."""
 
-MAX_CONF_FILE_BYTES: Final = 1024 * 1024
+MAX_CONF_FILE_BYTES: Final = cniconf.MAX_CONF_FILE_BYTES
 """Bytes of one conf file an admin writes (``confDir``, ``clusterNetwork``): checked on its
-``stat``, so a huge file is never read on the event loop (real ones are well under 10 KiB)."""
+``stat``, so a huge file is never read on the event loop (real ones are well under 10 KiB), and
+again while it is read (``cniconf.read_regular_file``)."""
 
 
 _conf_dir_readings: ContextVar[dict[str, cniconf.ConfDirReading] | None] = ContextVar(
@@ -640,7 +642,8 @@ async def _fetch_nad(nads: NadSource, *, namespace: str, name: str) -> NadRecord
 
 
 def _stat_conf_file(path: str) -> os.stat_result:
-    """A conf file's ``stat``, refused (code 7) past ``MAX_CONF_FILE_BYTES`` before it is read."""
+    """A conf file's ``stat``, refused (code 7) past ``MAX_CONF_FILE_BYTES``, or when it is no
+    regular file (``/dev/zero``, a FIFO: ``cniconf.read_regular_file``), before it is read."""
     try:
         info = os.stat(path)
     except OSError as exc:
@@ -649,6 +652,12 @@ def _stat_conf_file(path: str) -> os.stat_result:
             f"cannot read network configuration {path}",
             exc.strerror or "",
         ) from exc
+    if not stat.S_ISREG(info.st_mode):
+        raise CniError(
+            ErrorCode.INVALID_NETWORK_CONFIG,
+            f"network configuration {path} is not a regular file",
+            "not read: a configuration is a file (a device, FIFO or directory is none)",
+        )
     if info.st_size > MAX_CONF_FILE_BYTES:
         raise CniError(
             ErrorCode.INVALID_NETWORK_CONFIG,
@@ -671,11 +680,7 @@ def check_add_config_bytes(total: int, *, where: str) -> None:
 
 
 def _read(path: str) -> bytes:
-    try:
-        with open(path, "rb") as handle:
-            return handle.read()
-    except OSError as exc:
-        raise CniError.reading(path, exc) from exc
+    return cniconf.read_regular_file(path, limit=MAX_CONF_FILE_BYTES)
 
 
 def nad_not_found(name: str) -> str:

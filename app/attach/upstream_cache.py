@@ -18,9 +18,17 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
+
+from app.cni import conf as cniconf
+from app.cni.types import CniError
 
 log = logging.getLogger(__name__)
+
+MAX_CACHE_FILE_BYTES: Final = 8 * 1024 * 1024
+"""Bytes of one upstream cache file read: its configuration (base64) and result, a few KiB. The
+files are found under ``cniDir`` by the DEL's container ID, which can name anything there (a
+``cniDir`` of ``/dev`` and a container ``zero``): only regular files this big are read."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +74,7 @@ def remove(cni_dir: str, container_id: str, attachments: list[CachedAttachment])
 
 def _decode(path: Path, container_id: str) -> CachedAttachment | None:
     try:
-        document = json.loads(path.read_bytes())
+        document = json.loads(_read(path))
         if document.get("kind") != "cniCacheV1" or document.get("containerId") != container_id:
             return None
         return CachedAttachment(
@@ -79,7 +87,7 @@ def _decode(path: Path, container_id: str) -> CachedAttachment | None:
             result=document.get("result"),
             path=path,
         )
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (CniError, ValueError, RecursionError, KeyError, TypeError, AttributeError) as exc:
         log.warning("skipping unreadable upstream cache %s: %s", path, exc)
         return None
 
@@ -93,8 +101,8 @@ def _add_order(scratch: Path) -> tuple[dict[str, int], dict[str, int]]:
     attachments of one network, the network name finds the cluster network's.
     """
     try:
-        delegates = json.loads(scratch.read_bytes())
-    except (OSError, ValueError):
+        delegates = json.loads(_read(scratch))
+    except (CniError, ValueError, RecursionError):
         return {}, {}
     by_ifname: dict[str, int] = {}
     by_name: dict[str, int] = {}
@@ -111,6 +119,11 @@ def _add_order(scratch: Path) -> tuple[dict[str, int], dict[str, int]]:
             if isinstance(conf, dict) and conf.get("name"):
                 by_name.setdefault(str(conf["name"]), position)
     return by_ifname, by_name
+
+
+def _read(path: Path) -> bytes:
+    """A cache file's bytes: a regular file of at most ``MAX_CACHE_FILE_BYTES`` (else CniError)."""
+    return cniconf.read_regular_file(str(path), limit=MAX_CACHE_FILE_BYTES)
 
 
 def _fallback_rank(ifname: str) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
@@ -21,6 +22,9 @@ from app.cni import names, results
 from app.cni.types import CniError, ErrorCode, JsonObject, NetworkConfigList
 
 CONF_EXTENSIONS: Final = (".conf", ".conflist", ".json")
+MAX_CONF_FILE_BYTES: Final = 1024 * 1024
+"""Bytes of one conf file an admin writes (``confDir``, ``clusterNetwork``, a chained plugin's
+file): real ones are well under 10 KiB."""
 _encode_like_go: Final = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False).encode
 """Compact, sorted, no NaN: one encoder for every call (``json.dumps`` with options builds one per call)."""
 
@@ -71,17 +75,45 @@ def load_file(path: str) -> NetworkConfigList:
     ``type`` is that one plugin, a ``plugins`` key beside it dropped (the bytes re-encoded): by
     its content alone it would be the ``plugins`` chain, another plugin than the runtime or
     upstream Multus runs for it. A ``.conf`` with ``plugins`` and no ``type`` stays a list."""
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except OSError as err:
-        raise CniError.reading(path, err) from err
+    data = read_regular_file(path, limit=MAX_CONF_FILE_BYTES)
     if not path.endswith(".conflist") and b'"plugins"' in data:
         document = _parse(data, source=path)
         if "type" in document and "plugins" in document:
             del document["plugins"]
             data = encode(document, what=path)
     return load_network_list(data, source=path)
+
+
+def read_regular_file(path: str, *, limit: int) -> bytes:
+    """The bytes of the regular file at ``path`` (a symlink followed), at most ``limit`` of them.
+
+    Anything else is refused (code 7) before a byte is read: a device (``/dev/zero`` would be read
+    until the daemon runs out of memory, ``/dev/stdin`` waited on), a FIFO (opened without waiting
+    for a writer), a directory; so is a file of more than ``limit`` bytes, also one that grows while
+    it is read. A file that cannot be opened or read is ``CniError.reading`` (code 5, or 11)."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as err:
+        raise CniError.reading(path, err) from err
+    with os.fdopen(descriptor, "rb") as handle:
+        try:
+            info = os.fstat(descriptor)
+            if not stat.S_ISREG(info.st_mode):
+                raise CniError(
+                    ErrorCode.INVALID_NETWORK_CONFIG,
+                    f"network configuration {path} is not a regular file",
+                    "not read: a configuration is a file (a device, FIFO or directory is none)",
+                )
+            data = b"" if info.st_size > limit else handle.read(limit + 1)
+        except OSError as err:
+            raise CniError.reading(path, err) from err
+    if info.st_size > limit or len(data) > limit:
+        raise CniError(
+            ErrorCode.INVALID_NETWORK_CONFIG,
+            f"network configuration {path} is more than {limit} bytes",
+            "not read whole: real configuration files are a few KiB",
+        )
+    return data
 
 
 def list_conf_files(conf_dir: str) -> list[str]:

@@ -25,8 +25,13 @@ import itertools
 import json
 import logging
 import os
+import resource
 import secrets
+import subprocess
+import sys
+import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,6 +40,8 @@ from aiohttp.web import BaseRequest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from app.cni import conf as cniconf
+from app.cni.types import CniError, ErrorCode
 from app.daemon.server import CniServer, Readiness
 from tests.core.support import Netns, Node
 
@@ -122,6 +129,8 @@ PLAUSIBLE_STRINGS = st.sampled_from(
         "/",
         "/nonexistent",
         "/dev/null",
+        "/dev/zero",
+        "/dev",
         "/proc/self/ns/net",
         ".",
         "..",
@@ -651,3 +660,85 @@ def test_no_invalid_request_is_answered_999_or_leaves_anything_and_the_daemon_se
         finally:
             runner.run(harness.stop())
             logging.getLogger().removeHandler(tracebacks)
+
+
+# ---- what the fuzz found: each exact input, once ------------------------------------------------
+
+
+async def _answer(harness: Harness, case: Case) -> tuple[int, dict[str, Any]]:
+    """``case`` sent as the fuzz sends it (its promises checked); the refusal it got."""
+    await harness.start()
+    try:
+        status, answer = await harness.example(case)
+    finally:
+        await harness.stop()
+    assert answer is not None
+    return status, answer
+
+
+def _add(*conf_changes: tuple[tuple[str | int, ...], object], **env: str) -> Case:
+    return Case(
+        verb="ADD", env_changes=tuple(env.items()), conf_changes=conf_changes, duplicate=None, whole=None
+    )
+
+
+async def test_a_cluster_network_path_to_a_device_is_refused_unread(harness: Harness) -> None:
+    status, answer = await _answer(harness, _add((("clusterNetwork",), "/dev/null")))
+
+    assert (status, answer["code"]) == (400, 7)
+    assert "/dev/null is not a regular file" in answer["msg"]
+
+
+def test_a_fifo_as_a_conf_file_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    fifo = tmp_path / "cluster.conf"
+    os.mkfifo(fifo)
+    refused: list[CniError] = []
+
+    def load() -> None:
+        try:
+            cniconf.load_file(str(fifo))
+        except CniError as error:
+            refused.append(error)
+
+    reader = threading.Thread(target=load, daemon=True)
+    reader.start()
+    reader.join(timeout=10)
+    if reader.is_alive():  # still waiting in open() for a writer: give it one, so the thread ends
+        with open(fifo, "wb"):
+            pass
+        reader.join()
+
+    assert [error.code for error in refused] == [ErrorCode.INVALID_NETWORK_CONFIG]
+    assert "is not a regular file" in refused[0].msg
+
+
+def test_endless_files_are_not_read_as_a_conf_file_nor_as_upstreams_cache() -> None:
+    """``clusterNetwork: /dev/zero`` was read until the daemon ran out of memory; so was upstream's
+    scratch file of a DEL for container ``zero`` with ``cniDir: /dev``. Run with 1 GiB of address
+    space: what reads without end fails with MemoryError, exit 1."""
+    program = (
+        "from app.cni import conf\n"
+        "from app.cni.types import CniError\n"
+        "from app.attach import upstream_cache\n"
+        "try:\n"
+        "    conf.load_file('/dev/zero')\n"
+        "except CniError as error:\n"
+        "    print(error.code, error.msg)\n"
+        "print(upstream_cache.load('/dev', 'zero'))\n"
+    )
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+
+    done = subprocess.run(
+        [sys.executable, "-c", program],
+        capture_output=True,
+        text=True,
+        check=False,
+        preexec_fn=limited,  # only a setrlimit between fork and exec
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=60,
+    )
+
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == ["7 network configuration /dev/zero is not a regular file", "[]"]
