@@ -9,12 +9,13 @@ answers ``{"Result": <CNI 1.1.0 result>}`` compact with sorted keys; other verbs
 upstream's Go shim (printing ``msg; details``) understand. No HTTP or socket code lives here.
 
 Everything the runtime controls is checked here, before the engine records anything: the CNI
-variables (no NUL, no lone surrogate, i.e. bytes that were not UTF-8; container ID, interface
-name and netns path by the spec's rules), CNI_ARGS pairs and the pod identity in them, and the
-configuration (nesting bounded by ``MAX_JSON_DEPTH``, no lone surrogates or NULs in its strings).
-A DEL is the exception throughout: it replays the checkpoint, so what only an ADD needs is dropped
-rather than refused (invariant 5b: a refused DEL is retried for ever): an unusable variable, and
-a configuration that does not decode or parse (the DEL then takes the daemon configuration alone).
+variables (no NUL, no lone surrogate, i.e. bytes that were not UTF-8; container ID, interface name
+and netns path by the spec's rules, and no ADD of ``lo``), CNI_ARGS pairs and the pod identity in
+them, and the configuration (nesting bounded by ``MAX_JSON_DEPTH``, no lone surrogates or NULs in
+its strings). A DEL is the exception throughout: it replays the checkpoint, so what only an ADD
+needs is dropped rather than refused (invariant 5b: a refused DEL is retried for ever): an unusable
+variable, and a configuration that does not decode or parse (the DEL then takes the daemon
+configuration alone).
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ log = logging.getLogger(__name__)
 SANDBOX_COMMANDS = frozenset({Command.ADD, Command.DEL, Command.CHECK})
 CNI_VARIABLES = ("CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS", "CNI_PATH")
 """The variables the daemon reads from a request's environment; the others are not looked at."""
+LOOPBACK_IFNAME = "lo"
+"""The one interface name an ADD refuses beyond the spec's rules (the annotation's ``interface``
+is refused so too, ``app.attach.selection``)."""
 MAX_JSON_DEPTH = 64
 """Deepest nesting accepted in a request's configuration (real CNI configurations stay under 10)."""
 _DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
@@ -230,6 +234,13 @@ def interpret(request: ShimRequest, *, daemon_config: Mapping[str, Any]) -> Sand
     names.check_netns_path(env["CNI_NETNS"])
     ifname = env.get("CNI_IFNAME") or "eth0"
     names.check_ifname(ifname)
+    if command is Command.ADD and ifname == LOOPBACK_IFNAME:
+        # every namespace has it: the plugin fails (999) and the rollback's DEL of lo fails for ever
+        raise CniError(
+            ErrorCode.INVALID_ENVIRONMENT,
+            "invalid CNI_IFNAME: lo",
+            "every network namespace has its loopback interface already; no plugin can create it",
+        )
     cni_args = parse_cni_args(env["CNI_ARGS"])
     pod = _pod_identity(cni_args)
     check_network_namespace(env["CNI_NETNS"])  # the one look at the system, after the pure checks

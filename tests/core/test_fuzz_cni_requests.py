@@ -313,6 +313,7 @@ ENV_VALUES: dict[str, list[str]] = {
         "\udcff",
         "a\u00a0b",
         "eth0\n",
+        "lo",
         "net7",
         "-",
         "ñ",
@@ -742,3 +743,12 @@ def test_endless_files_are_not_read_as_a_conf_file_nor_as_upstreams_cache() -> N
 
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.splitlines() == ["7 network configuration /dev/zero is not a regular file", "[]"]
+
+
+async def test_an_add_as_lo_is_refused_before_anything_is_recorded(harness: Harness) -> None:
+    """The bridge plugin failed it with code 999, and the rollback's DEL of ``lo`` failed for ever
+    ("operation not supported"), leaving the attachment pending."""
+    status, answer = await _answer(harness, _add(CNI_IFNAME="lo"))
+
+    assert (status, answer["code"]) == (400, 4)
+    assert "CNI_IFNAME: lo" in answer["msg"]
