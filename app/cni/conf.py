@@ -272,7 +272,8 @@ def _plugins(document: JsonObject) -> tuple[tuple[JsonObject, ...], bool]:
 
 
 def _check_plugin(plugin: JsonObject, *, field: str) -> None:
-    """The fields Go's ``types.NetConf`` decodes must have its types; everything else is the plugin's."""
+    """The fields Go's ``types.NetConf`` decodes must have its types (every plugin decodes them: one
+    of another type fails its ADD and DEL alike, code 999); everything else is the plugin's."""
     if "type" not in plugin:
         raise _invalid(f'missing "{field}type"')
     if not _string(plugin["type"], f"{field}type"):
@@ -289,6 +290,29 @@ def _check_plugin(plugin: JsonObject, *, field: str) -> None:
             raise _invalid(f'"{field}ipam" must be an object, got {results.json_kind(ipam)}')
         if ipam.get("type") is not None:
             _string(ipam["type"], f"{field}ipam.type")
+    prev_result = plugin.get("prevResult")
+    if prev_result is not None and not isinstance(prev_result, dict):
+        raise _invalid(f'"{field}prevResult" must be an object, got {results.json_kind(prev_result)}')
+    dns = plugin.get("dns")
+    if dns is not None:
+        _dns(dns, f"{field}dns")
+
+
+def _dns(value: object, field: str) -> None:
+    """``types.DNS``: string ``domain``, string lists ``nameservers``, ``search``, ``options``."""
+    if not isinstance(value, dict):
+        raise _invalid(f'"{field}" must be an object, got {results.json_kind(value)}')
+    if value.get("domain") is not None:
+        _string(value["domain"], f"{field}.domain")
+    for key in ("nameservers", "search", "options"):
+        items = value.get(key)
+        if items is None:
+            continue
+        if not isinstance(items, list):
+            raise _invalid(f'"{field}.{key}" must be a list of strings, got {results.json_kind(items)}')
+        for index, item in enumerate(items):
+            if item is not None:
+                _string(item, f"{field}.{key}[{index}]")
 
 
 def _capabilities(value: object, field: str) -> None:

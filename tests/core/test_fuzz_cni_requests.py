@@ -244,6 +244,8 @@ NESTED_PATHS: list[tuple[str | int, ...]] = [
     ("delegates", 0, "cniVersion"),
     ("delegates", 0, "plugins"),
     ("delegates", 0, "ipam"),
+    ("delegates", 0, "prevResult"),
+    ("delegates", 0, "dns"),
     ("defaultNetworks", 0),
     ("prevResult", "cniVersion"),
     ("prevResult", "interfaces"),
@@ -762,3 +764,20 @@ async def test_a_runtime_config_value_no_plugin_decodes_is_refused_before_anythi
 
     assert (status, answer["code"]) == (400, 7)
     assert f"'runtimeConfig.{capability}'" in answer["msg"]
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("prevResult", 5), ("dns", {"nameservers": "10.0.0.10"}), ("dns", [])],
+    ids=["prev-result-number", "dns-nameservers-string", "dns-list"],
+)
+async def test_a_delegate_conf_whose_netconf_fields_no_plugin_decodes_is_refused(
+    harness: Harness, key: str, value: object
+) -> None:
+    """Every plugin decodes ``types.NetConf``'s ``prevResult`` and ``dns``: the loopback plugin
+    failed the ADD with code 999 ("failed to parse network config")."""
+    delegate = {"cniVersion": "0.4.0", "name": "inline", "type": "loopback", key: value}
+    status, answer = await _answer(harness, _add((("clusterNetwork",), ""), (("delegates",), [delegate])))
+
+    assert (status, answer["code"]) == (400, 7)
+    assert f'"{key}' in answer["msg"]
