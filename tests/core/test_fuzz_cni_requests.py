@@ -276,7 +276,10 @@ PATHS = st.sampled_from([(key,) for key in TOP_KEYS] + NESTED_PATHS) | st.tuples
 
 ENV_VALUES: dict[str, list[str]] = {
     "CNI_COMMAND": ["", "add", "Add", " ADD", "ADD ", "FROB", "VERSION", "ADD\x00", "\udcff", "A" * 500],
-    "CNI_CONTAINERID": ["", "-abc", "_a", "a b", "a/b", "a:b", "é", "a\x00", "a\n", "\udcff", "a" * 5000],
+    "CNI_CONTAINERID": [
+        *("", "-abc", "_a", "a b", "a/b", "a:b", "é", "a\x00", "a\n", "\udcff", "a" * 5000),
+        *("zero", "urandom", "stdin"),  # valid, and the name of an endless file under cniDir /dev
+    ],
     "CNI_NETNS": [
         "",
         "relative/ns",
