@@ -12,7 +12,9 @@ replay: it holds back neither the entries after it nor start-up (as recovery, in
 An entry that cannot be decoded, is not a DEL, or names a container ID no ADD could have used, is
 renamed ``*.rejected`` with a log line: kept for the operator, never silently dropped, and never
 retried in a loop. So is one that is not a regular file (a symlink is not followed, a FIFO not
-waited on) or is larger than a live request may be: reading it must neither hang nor fill memory.
+waited on) or is larger than a live request may be: reading it must neither hang nor fill memory;
+and so is one another user than the daemon's wrote (a shim runs as the runtime, whose user the
+daemon's is): in a ``spoolDir`` others may write in, it would tear down any sandbox it names.
 
 A DEL spooled before the ADD of the sandbox the checkpoint now holds under its container ID is not
 that sandbox's (a runtime may reuse an ID once its DEL succeeded, and a spooled DEL did succeed):
@@ -429,6 +431,13 @@ def _read(entry: Path) -> tuple[bytes, int] | None:
         status = os.fstat(fd)
         if not stat.S_ISREG(status.st_mode):
             raise CniError(5, f"spool entry {entry.name} is not a regular file")
+        if status.st_uid != os.geteuid():
+            # A shim runs as the runtime, whose user this daemon's is: an entry of another user was
+            # not spooled by one, and its DEL would tear down whatever sandbox it names (a
+            # ``spoolDir`` others may write in, such as one under /tmp).
+            raise CniError(
+                5, f"spool entry {entry.name} belongs to uid {status.st_uid}, not to this daemon's"
+            )
         if status.st_size > MAX_BODY_BYTES:
             raise CniError(6, f"spool entry {entry.name} is larger than {MAX_BODY_BYTES} bytes")
         with os.fdopen(fd, "rb", closefd=False) as reader:
