@@ -293,39 +293,42 @@ def test_an_add_stuck_past_the_grace_is_cancelled_and_the_daemon_stops_within_it
     the grace, its plugin killed, its connection closed unanswered (the shim: code 11), and the
     next daemon's recovery rolls the ADD back from its recorded intents."""
     gate = gated_network(cluster)
-    cluster.daemon_config.update(multusConfigFile="none", shutdownGraceSeconds=1)
-    cluster.start_daemon()
-    assert cluster.daemon is not None
-    netns, container_id = cluster.new_netns(), new_container_id()
-    added: list[ShimResult] = []
-    runtime = threading.Thread(
-        target=lambda: added.append(cluster.run_shim("ADD", container_id=container_id, netns=netns))
-    )
-    runtime.start()
-    marker = cluster.socket_dir / "multus.restarting"
     try:
-        wait_for(Path(f"{gate}.running").exists, "the ADD's delegate running", cluster)
-        cluster.daemon.send_signal(signal.SIGTERM)
-        wait_for(marker.exists, "the restart marker", cluster)
-        until = json.loads(marker.read_text())["until"]
+        cluster.daemon_config.update(multusConfigFile="none", shutdownGraceSeconds=1)
+        cluster.start_daemon()
+        assert cluster.daemon is not None
+        netns, container_id = cluster.new_netns(), new_container_id()
+        added: list[ShimResult] = []
+        runtime = threading.Thread(
+            target=lambda: added.append(cluster.run_shim("ADD", container_id=container_id, netns=netns))
+        )
+        runtime.start()
+        marker = cluster.socket_dir / "multus.restarting"
         try:
-            code = cluster.daemon.wait(timeout=max(until - time.time(), 1.0))
-        except subprocess.TimeoutExpired:
-            raise AssertionError("the daemon still ran when its restart marker expired") from None
-    finally:
-        runtime.join(timeout=120)
-    cluster.daemon = None
-    assert code == 0
-    assert len(added) == 1
-    assert added[0].returncode != 0
-    assert added[0].json()["code"] == 11, added
-    log = cluster.daemon_log.read_text()
-    assert f"cni-ADD-{container_id[:12]}; cancelled" in log
+            wait_for(Path(f"{gate}.running").exists, "the ADD's delegate running", cluster)
+            cluster.daemon.send_signal(signal.SIGTERM)
+            wait_for(marker.exists, "the restart marker", cluster)
+            until = json.loads(marker.read_text())["until"]
+            try:
+                code = cluster.daemon.wait(timeout=max(until - time.time(), 1.0))
+            except subprocess.TimeoutExpired:
+                raise AssertionError("the daemon still ran when its restart marker expired") from None
+        finally:
+            runtime.join(timeout=120)
+        cluster.daemon = None
+        assert code == 0
+        assert len(added) == 1
+        assert added[0].returncode != 0
+        assert added[0].json()["code"] == 11, added
+        log = cluster.daemon_log.read_text()
+        assert f"cni-ADD-{container_id[:12]}; cancelled" in log
 
-    Path(f"{gate}.open").touch()  # the recovery's DEL runs the same plugin
-    cluster.start_daemon()
-    assert "eth0" not in netns.interfaces()  # rolled back before the daemon turned ready
-    assert cluster.run_shim("DEL", container_id=container_id, netns=netns).returncode == 0
-    assert cluster.stop_daemon() == 0
-    assert cluster.leftover_host_veths() == set()
-    assert cluster.leases() == []
+        Path(f"{gate}.open").touch()  # the recovery's DEL runs the same plugin
+        cluster.start_daemon()
+        assert "eth0" not in netns.interfaces()  # rolled back before the daemon turned ready
+        assert cluster.run_shim("DEL", container_id=container_id, netns=netns).returncode == 0
+        assert cluster.stop_daemon() == 0
+        assert cluster.leftover_host_veths() == set()
+        assert cluster.leases() == []
+    finally:  # a plugin the daemon left waiting (a failed run) must not loop on for ever
+        Path(f"{gate}.open").touch()
