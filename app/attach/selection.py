@@ -202,7 +202,14 @@ def _annotation_error(annotation: str, text: str, details: str = "") -> CniError
 
 
 def _shown(text: str) -> str:
-    """``text`` as a message quotes it: at most ``_SHOWN_MAX`` characters of it."""
+    """``text`` as a message quotes it: at most ``_SHOWN_MAX`` characters of it, escaped when it
+    holds what cannot be encoded or logged (the JSON form's ``\\ud800`` decodes to a lone
+    surrogate, which the history line recording the refusal could not store)."""
+    return names.printable(_shortened(text))
+
+
+def _shortened(text: str) -> str:
+    """At most ``_SHOWN_MAX`` characters of ``text``, for ``gojson.quote`` (which escapes the rest)."""
     return text if len(text) <= _SHOWN_MAX else text[:_SHOWN_MAX] + f"... ({len(text)} characters)"
 
 
@@ -215,7 +222,7 @@ def _decode_comma_form(value: str, *, annotation: str) -> list[dict[str, Any]]:
         try:
             namespace, name, ifname = _parse_object_name(gojson.trim(item))
         except gojson.DecodeError as err:
-            where = f"item {index}: {gojson.quote(_shown(gojson.trim(item)))}"
+            where = f"item {index}: {gojson.quote(_shortened(gojson.trim(item)))}"
             raise _annotation_error(annotation, f"parsePodNetworkAnnotation: {err}", where) from None
         elements.append({"name": name, "namespace": namespace, "interface": ifname})
     return elements
@@ -248,7 +255,7 @@ def _check_ifname(ifname: str) -> None:
     if too_long or any(char in _IFNAME_FORBIDDEN for char in ifname):
         raise gojson.DecodeError(
             "parsePodNetworkObjectName: Failed to parse interface name: must be less than 15 chars and "
-            f"not contain '/' or spaces. interface name '{ifname}'"
+            f"not contain '/' or spaces. interface name '{_shown(ifname)}'"
         )
 
 
@@ -476,12 +483,12 @@ def _check_object_names(*, namespace: str, name: str) -> None:
     API path that looks the NAD up (``..``, ``/``, ``?`` reached other objects)."""
     if len(namespace) > _NAMESPACE_MAX or not _DNS1123_LABEL.fullmatch(namespace):
         raise gojson.DecodeError(
-            f"namespace {gojson.quote(_shown(namespace))} is not a Kubernetes namespace name (a DNS-1123 "
+            f"namespace {gojson.quote(_shortened(namespace))} is not a Kubernetes namespace name (a DNS-1123 "
             f"label: lower case alphanumeric characters or '-', at most {_NAMESPACE_MAX})"
         )
     if len(name) > _OBJECT_NAME_MAX or not _DNS1123_SUBDOMAIN.fullmatch(name):
         raise gojson.DecodeError(
-            f"network name {gojson.quote(_shown(name))} is not a network-attachment-definition name (a "
+            f"network name {gojson.quote(_shortened(name))} is not a network-attachment-definition name (a "
             f"DNS-1123 subdomain: lower case alphanumeric characters, '-' or '.', at most {_OBJECT_NAME_MAX})"
         )
 
