@@ -96,7 +96,7 @@ MULTUS_TYPES = frozenset({"multus", "multus-shim"})
 
 def delegate_conf(stdin: bytes, conf: Mapping[str, Any]) -> NetworkConfigList:
     """The delegate configuration of a ``/delegate`` request; a Multus conf is refused (code 7)."""
-    if conf.get("type") in MULTUS_TYPES or any(
+    if (isinstance(conf.get("type"), str) and conf["type"] in MULTUS_TYPES) or any(
         key in conf for key in ("delegates", "clusterNetwork", "defaultNetworks")
     ):
         raise CniError(
