@@ -378,6 +378,9 @@ def _decode_cni_args(value: object, field: str) -> JsonObject:
         raise _type_error(value, field, "map[string]interface {}")
     decoded = gojson.plain(value)
     assert isinstance(decoded, dict)
+    problem = check_cni_args(decoded)
+    if problem is not None:
+        raise gojson.DecodeError(f"{field}.{problem[0]}: {problem[1]}")
     return decoded
 
 
@@ -517,6 +520,30 @@ def check_address_requests(*, ips: Iterable[str], mac: str) -> tuple[str, str] |
         _check_mac(mac, "failed to parse mac")
     except gojson.DecodeError as err:
         return "mac", str(err)
+    return None
+
+
+def check_cni_args(cni_args: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The CNI conventions' ``args.cni`` keys in ``cni-args`` (an element's, ``/delegate``'s
+    ``interfaceAttributes``'): None, or the key refused first and why. ``ips`` (host-local's
+    ``[]ip.IP``) and ``mac`` (bridge's and tuning's) reach the delegate as ``args.cni``; a value
+    its plugins cannot decode fails their ADD and every DEL replaying it with code 999, so an
+    attachment whose rollback failed could never be removed. Keys match whatever their case, as
+    Go's decoder matches them; other keys are the plugins' own."""
+    for key, value in cni_args.items():
+        folded = gojson.fold(key)
+        if value is None or folded not in ("IPS", "MAC"):
+            continue
+        if folded == "MAC":
+            if not isinstance(value, str):
+                return key, "must be a string"
+            problem = check_address_requests(ips=(), mac=value)
+        elif not isinstance(value, list) or not all(isinstance(ip, str) for ip in value):
+            return key, "must be a list of IP addresses"
+        else:
+            problem = check_address_requests(ips=value, mac="")
+        if problem is not None:
+            return key, problem[1]
     return None
 
 

@@ -637,6 +637,13 @@ def _interface_attributes(value: object) -> hotplug.InterfaceAttributes:
         raise CniError(
             ErrorCode.DECODING_FAILURE, "request field 'interfaceAttributes.cni-args' must be an object"
         )
+    cni_args_problem = None if cni_args is None else selection.check_cni_args(cni_args)
+    if cni_args_problem is not None:
+        raise CniError(
+            ErrorCode.INVALID_NETWORK_CONFIG,
+            f"request field 'interfaceAttributes.cni-args.{cni_args_problem[0]}' is invalid",
+            cni_args_problem[1],
+        )
     return hotplug.InterfaceAttributes(ips=tuple(ips), mac=mac, cni_args=cni_args)
 
 

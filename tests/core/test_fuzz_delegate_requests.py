@@ -442,3 +442,26 @@ async def test_a_delegate_conf_whose_type_is_no_string_is_refused_naming_it(harn
     assert (status, answer["code"]) == (400, 7)
     assert '"type"' in answer["msg"]
     assert not tracebacks.records
+
+
+async def test_interface_attributes_cni_args_no_plugin_decodes_are_refused_naming_them(
+    harness: DelegateHarness,
+) -> None:
+    """They reach the delegate as ``args.cni``: ``ips: ["x"]`` failed the bridge's ADD with code
+    999, and its rollback's DEL likewise, leaving the attachment pending."""
+    await harness.start()
+    try:
+        case = Case(
+            verb="ADD",
+            env_changes=(),
+            conf_changes=(),
+            whole_conf=None,
+            multus_conf=False,
+            attributes={"cni-args": {"ips": ["x"]}},
+        )
+        status, answer = await harness.delegate_example(case)
+    finally:
+        await harness.stop()
+
+    assert (status, answer["code"]) == (400, 7)
+    assert "'interfaceAttributes.cni-args.ips'" in answer["msg"]

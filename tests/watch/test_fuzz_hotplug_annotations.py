@@ -411,3 +411,29 @@ async def test_a_lone_surrogate_in_the_annotation_is_refused_and_recorded_withou
     assert "\\ud" in f"{error.msg} {error.details}"  # the surrogate shown escaped
     assert not tracebacks.records
     assert harness.statuses.events[-1][0] == "FailedAddingInterface"
+
+
+@pytest.mark.parametrize(
+    "cni_args",
+    [{"ips": ["x"]}, {"IPs": "10.231.0.9/24"}, {"ips": [5]}, {"mac": "zz"}, {"Mac": 5}],
+    ids=["ips-text", "ips-string", "ips-number", "mac-text", "mac-number"],
+)
+async def test_cni_args_no_plugin_decodes_are_refused_before_anything_is_attached(
+    node: Node, cni_args: dict[str, object]
+) -> None:
+    """``cni-args`` reach the delegate as ``args.cni``: ``ips: ["x"]`` failed the bridge's ADD
+    ("invalid IP address x", code 999), and the rollback's DEL failed the same way, leaving the
+    attachment pending ("deleting") for every DEL after it."""
+    harness = Harness(node)
+    await harness.start()
+    try:
+        harness.pods.annotate(json.dumps([{"name": "hot-a", "interface": "net1", "cni-args": cni_args}]))
+        error = await harness.reconciler.reconcile("default", "pod-a")
+        recorded = harness.recorded()
+    finally:
+        await harness.stop()
+
+    assert error is not None
+    assert error.code == 7
+    assert "cni-args." in f"{error.msg} {error.details}"
+    assert set(recorded) == {"eth0"}
