@@ -30,6 +30,7 @@ import secrets
 import subprocess
 import sys
 import threading
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -454,6 +455,45 @@ class _Tracebacks(logging.Handler):
             self.records.append(record)
 
 
+def fuzz_on_one_loop(
+    values: st.SearchStrategy[Any],
+    *,
+    start: Callable[[], Coroutine[Any, Any, None]],
+    example: Callable[[Any], Coroutine[Any, Any, object]],
+    afterwards: Callable[[], Coroutine[Any, Any, None]],
+    stop: Callable[[], Coroutine[Any, Any, None]],
+    examples: int,
+    derandomize: bool,
+) -> None:
+    """Run ``example`` for ``examples`` of ``values`` (a fixed, derandomised set in CI, no example
+    database), all on one event loop in asyncio debug mode between ``start`` and ``stop``, then
+    ``afterwards``: the node must still serve. Any log record that carries a traceback fails the
+    example it came in."""
+    tracebacks = _Tracebacks()
+    logging.getLogger().addHandler(tracebacks)
+    with asyncio.Runner(debug=True) as runner:
+        runner.run(start())
+        try:
+
+            @settings(
+                max_examples=examples,
+                deadline=None,
+                derandomize=derandomize,
+                database=None,
+                suppress_health_check=list(HealthCheck),
+            )
+            @given(value=values)
+            def every_value(value: Any) -> None:
+                runner.run(example(value))
+                assert not tracebacks.records, [record.getMessage() for record in tracebacks.records]
+
+            every_value()
+            runner.run(afterwards())
+        finally:
+            runner.run(stop())
+            logging.getLogger().removeHandler(tracebacks)
+
+
 class Harness:
     """The server on a real engine and store, a running sandbox (``running``) for CHECK and GC,
     and an empty netns (``spare``) every ADD goes to."""
@@ -636,29 +676,15 @@ def harness(node: Node) -> Harness:
 def test_no_invalid_request_is_answered_999_or_leaves_anything_and_the_daemon_serves_on(
     harness: Harness,
 ) -> None:
-    tracebacks = _Tracebacks()
-    logging.getLogger().addHandler(tracebacks)
-    with asyncio.Runner(debug=True) as runner:
-        runner.run(harness.start())
-        try:
-
-            @settings(
-                max_examples=EXAMPLES,
-                deadline=None,
-                derandomize=EXAMPLES == CI_EXAMPLES,
-                database=None,
-                suppress_health_check=list(HealthCheck),
-            )
-            @given(case=cases())
-            def every_request(case: Case) -> None:
-                runner.run(harness.example(case))
-                assert not tracebacks.records, [record.getMessage() for record in tracebacks.records]
-
-            every_request()
-            runner.run(harness.still_serves())
-        finally:
-            runner.run(harness.stop())
-            logging.getLogger().removeHandler(tracebacks)
+    fuzz_on_one_loop(
+        cases(),
+        start=harness.start,
+        example=harness.example,
+        afterwards=harness.still_serves,
+        stop=harness.stop,
+        examples=EXAMPLES,
+        derandomize=EXAMPLES == CI_EXAMPLES,
+    )
 
 
 # ---- what the fuzz found: each exact input, once ------------------------------------------------

@@ -21,7 +21,6 @@ CI runs a fixed, derandomized set of examples. To hunt further, set ``MULTUS_PY_
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import logging
@@ -32,7 +31,6 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import RawTestServer, TestClient
-from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.daemon.server import CniServer, Readiness
@@ -48,6 +46,7 @@ from tests.core.test_fuzz_cni_requests import (
     _encode,
     _set,
     _Tracebacks,
+    fuzz_on_one_loop,
 )
 
 CI_EXAMPLES = 60
@@ -389,29 +388,15 @@ def harness(node: Node) -> DelegateHarness:
 def test_no_invalid_delegate_request_is_answered_999_nor_touches_the_running_sandbox(
     harness: DelegateHarness,
 ) -> None:
-    tracebacks = _Tracebacks()
-    logging.getLogger().addHandler(tracebacks)
-    with asyncio.Runner(debug=True) as runner:
-        runner.run(harness.start())
-        try:
-
-            @settings(
-                max_examples=EXAMPLES,
-                deadline=None,
-                derandomize=EXAMPLES == CI_EXAMPLES,
-                database=None,
-                suppress_health_check=list(HealthCheck),
-            )
-            @given(case=cases())
-            def every_request(case: Case) -> None:
-                runner.run(harness.delegate_example(case))
-                assert not tracebacks.records, [record.getMessage() for record in tracebacks.records]
-
-            every_request()
-            runner.run(harness.still_hot_plugs())
-        finally:
-            runner.run(harness.stop())
-            logging.getLogger().removeHandler(tracebacks)
+    fuzz_on_one_loop(
+        cases(),
+        start=harness.start,
+        example=harness.delegate_example,
+        afterwards=harness.still_hot_plugs,
+        stop=harness.stop,
+        examples=EXAMPLES,
+        derandomize=EXAMPLES == CI_EXAMPLES,
+    )
 
 
 # ---- what the fuzz found: each exact input, once ------------------------------------------------

@@ -21,7 +21,6 @@ CI runs a fixed, derandomized set of examples. To hunt further, set ``MULTUS_PY_
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -33,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.attach import selection as sel
@@ -45,7 +43,7 @@ from app.attach.requests import Command
 from app.cni.types import CniError
 from app.store.mirror_records import NadRecord, PodRecord
 from tests.core.support import Nads, Node, new_container_id
-from tests.core.test_fuzz_cni_requests import JSON_VALUES, PLAUSIBLE_STRINGS, _Tracebacks
+from tests.core.test_fuzz_cni_requests import JSON_VALUES, PLAUSIBLE_STRINGS, _Tracebacks, fuzz_on_one_loop
 
 CI_EXAMPLES = 50
 EXAMPLES = int(os.environ.get("MULTUS_PY_FUZZ_EXAMPLES", CI_EXAMPLES))
@@ -353,30 +351,16 @@ def node(tmp_path: Path) -> Iterator[Node]:
 
 
 def test_no_annotation_makes_the_reconciler_fail_detach_what_it_selects_or_touch_eth0(node: Node) -> None:
-    tracebacks = _Tracebacks()
-    logging.getLogger().addHandler(tracebacks)
     harness = Harness(node)
-    with asyncio.Runner(debug=True) as runner:
-        runner.run(harness.start())
-        try:
-
-            @settings(
-                max_examples=EXAMPLES,
-                deadline=None,
-                derandomize=EXAMPLES == CI_EXAMPLES,
-                database=None,
-                suppress_health_check=list(HealthCheck),
-            )
-            @given(annotation=ANNOTATIONS)
-            def every_annotation(annotation: str) -> None:
-                runner.run(harness.example(annotation))
-                assert not tracebacks.records, [record.getMessage() for record in tracebacks.records]
-
-            every_annotation()
-            runner.run(harness.still_works())
-        finally:
-            runner.run(harness.stop())
-            logging.getLogger().removeHandler(tracebacks)
+    fuzz_on_one_loop(
+        ANNOTATIONS,
+        start=harness.start,
+        example=harness.example,
+        afterwards=harness.still_works,
+        stop=harness.stop,
+        examples=EXAMPLES,
+        derandomize=EXAMPLES == CI_EXAMPLES,
+    )
 
 
 # ---- what the fuzz found: each exact input, once ------------------------------------------------
