@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass
 
-from app import metrics
+from app import aiotasks, metrics
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class Supervisor:
             try:
                 await run()
             except asyncio.CancelledError as cancelled:
-                if _cancel_requested():
+                if aiotasks.cancel_requested():
                     raise  # ``stop``, or whoever owns the task: it ends cancelled
                 how, failure = "crashed (a cancellation nobody asked it for)", cancelled
             except Exception as crash:
@@ -126,10 +126,3 @@ class Supervisor:
             log.error("task %s %s; restarting it in %.1fs", name, how, pause, exc_info=failure)
             del failure  # its traceback holds the crashed run's frames: not kept through the pause
             await self.pause(pause)
-
-
-def _cancel_requested() -> bool:
-    """Whether the running task was asked to cancel (``Task.cancel``), rather than handed a
-    ``CancelledError`` from something it awaited."""
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import suppress
 from functools import partial
 
-from app import metrics
+from app import aiotasks, metrics
 from app.attach.cluster import POD_ANNOTATIONS_KEPT
 from app.store.database import Database
 from app.watch import watching
@@ -167,7 +167,7 @@ async def keep_running(
         try:
             await run()
         except asyncio.CancelledError as cancelled:
-            if watching.cancel_requested():
+            if aiotasks.cancel_requested():
                 raise
             how, failure = "ended by a cancellation nobody asked for", cancelled
         except Exception as crash:

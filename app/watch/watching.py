@@ -40,6 +40,7 @@ import time
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 
+from app import aiotasks
 from app.watch.api import KubeApi
 from app.watch.backoff import Backoff
 from app.watch.errors import ApiError, ApiGoneError, ApiResourceVersionTooLargeError
@@ -100,7 +101,7 @@ async def infinite_watch(
         except (Exception, asyncio.CancelledError) as exc:  # a bug or a store failure: log it whole,
             # keep the mirror alive. A cancellation nobody asked this task for would otherwise end it
             # silently (a TaskGroup drops a child ended cancelled) and freeze this mirror for good.
-            if isinstance(exc, asyncio.CancelledError) and cancel_requested():
+            if isinstance(exc, asyncio.CancelledError) and aiotasks.cancel_requested():
                 raise
             writer.state.note_error(exc)
             log.exception("watch %s crashed; restarting it", target.key)
@@ -116,13 +117,6 @@ async def infinite_watch(
             delay = max(delay, min(retry_after, settings.backoff_max))
         log.debug("watch %s: reconnecting in %.2f s (attempt %d)", target.key, delay, backoff.attempt)
         await _sleep_unless_stopped(delay, stop)
-
-
-def cancel_requested() -> bool:
-    """Whether the running task was asked to cancel (``Task.cancel``: a stop, its TaskGroup, a
-    timeout), rather than handed a ``CancelledError`` by something it awaited."""
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
 
 
 def reconnect_backoff(settings: WatchSettings, *, clock: Callable[[], float] = time.monotonic) -> Backoff:
