@@ -805,12 +805,13 @@ class AttachEngine:
                     )
                 )
             else:
+                refusal = exc.refusal if isinstance(exc, api.ListAddError) else None
                 units.append(
                     partial(
                         checkpoints.record_error,
                         container_id=request.container_id,
                         ifname=plan.ifname,
-                        error=json.dumps(error.to_json()),
+                        error=errors.attachment_error(error, refusal=refusal),
                     )
                 )
             units.append(self._recorded(entry))

@@ -8,12 +8,14 @@ delegate step raised into one CniError without losing the delegate's code.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from enum import IntEnum
 
 from app import metrics
-from app.cni.types import CniError, ErrorCode, PluginRefusedError
+from app.cni.api import AddRefusal
+from app.cni.types import CniError, ErrorCode, PluginRefusedError, RefusedAlikeError
 from app.store.database import StorageError
 
 log = logging.getLogger("app.attach.engine")
@@ -88,9 +90,32 @@ class UndeletableError(Exception):
 
 def never_runnable(exc: BaseException) -> bool:
     """True when a DEL failed only for reasons time cannot change: a plugin ``type`` refused by
-    name, or an unreadable record (invariant 5b); such a DEL is completed, not retried."""
-    if isinstance(exc, UndeletableError | PluginRefusedError):
+    name, an unreadable record, or a plugin refusing the config as it refused it at ADD
+    (invariant 5b); such a DEL is completed, not retried."""
+    if isinstance(exc, UndeletableError | PluginRefusedError | RefusedAlikeError):
         return True
     if isinstance(exc, BaseExceptionGroup):
         return all(never_runnable(inner) for inner in exc.exceptions)
     return False
+
+
+ADD_REFUSAL_KEY = "addRefusal"
+"""The key, in an attachment's recorded error, of the refusal that failed its ADD (``AddRefusal``)."""
+
+
+def attachment_error(error: CniError, *, refusal: AddRefusal | None) -> str:
+    """What an attachment records as its last error: ``error``'s object, plus how a plugin refused
+    its ADD where one did; a later DEL's error keeps that refusal, which every DEL of it needs."""
+    recorded = error.to_json()
+    if refusal is not None:
+        recorded[ADD_REFUSAL_KEY] = refusal.to_json()
+    return json.dumps(recorded)
+
+
+def recorded_refusal(last_error: str | None) -> AddRefusal | None:
+    """The ADD refusal kept in an attachment's recorded error (``attachment_error``), if any."""
+    try:
+        recorded = json.loads(last_error or "null")
+    except (ValueError, RecursionError):
+        return None
+    return AddRefusal.from_json(recorded.get(ADD_REFUSAL_KEY)) if isinstance(recorded, dict) else None

@@ -256,7 +256,9 @@ class Teardown:
                         checkpoints.record_error,
                         container_id=record.container_id,
                         ifname=attachment.ifname,
-                        error=json.dumps(error.to_json()),
+                        error=attach_errors.attachment_error(
+                            error, refusal=attach_errors.recorded_refusal(attachment.last_error)
+                        ),
                     )
                 )
         entry = recording.teardown_entry(
@@ -291,6 +293,7 @@ class Teardown:
             rt=rt,
             prev_result=prepared,
             prev_result_prepared=True,
+            add_refusal=None if attachment.result else attach_errors.recorded_refusal(attachment.last_error),
         )
         if attachment.device is not None and await self.devices.ensure_returned(attachment.device):
             metrics.GC_RECLAIMED.labels("vf").inc()

@@ -13,6 +13,11 @@ raise an ``ExceptionGroup`` of ``CniError`` whenever anything failed, also when 
 or the list was refused up front, so callers handle one shape: ``except* CniError``. ADD and CHECK
 refuse a bad container ID, interface or network name before running anything; DEL checks none of
 them, so that it can always tear down what an ADD may have left.
+
+A plugin that refuses a config (exits non-zero by itself) at ADD is named in the error ADD raises
+(``ListAddError.refusal``); given that ``AddRefusal``, a DEL of the same list takes that plugin
+failing with the very same error object as the refusal it is (``RefusedAlikeError``), not as a
+failure that may pass, while the list's other plugins are DELed as usual.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from app.cni.types import (
     JsonObject,
     NetworkConfigList,
     NotExecutedError,
+    PluginExitError,
+    RefusedAlikeError,
     RuntimeConf,
 )
 
@@ -77,13 +84,63 @@ class _Step:
         return conf.plugin_type(self.plugin)
 
 
+@dataclass(frozen=True, slots=True)
+class AddRefusal:
+    """The error object with which plugin ``plugin`` (its index in the list) refused an ADD: it
+    exited non-zero by itself, with a code that does not ask for a retry (not 11)."""
+
+    plugin: int
+    code: int
+    msg: str
+    details: str = ""
+
+    @classmethod
+    def of(cls, plugin: int, error: CniError) -> AddRefusal | None:
+        if not isinstance(error, PluginExitError) or error.transient:
+            return None
+        return cls(plugin, error.code, error.msg, error.details)
+
+    def matches(self, plugin: int, error: CniError) -> bool:
+        """True when ``error``, plugin ``plugin``'s at DEL, is this refusal again: the same plugin,
+        exiting by itself with the same code, message and details."""
+        return (
+            plugin == self.plugin
+            and isinstance(error, PluginExitError)
+            and (error.code, error.msg, error.details) == (self.code, self.msg, self.details)
+        )
+
+    def to_json(self) -> JsonObject:
+        return {"plugin": self.plugin, **CniError(self.code, self.msg, self.details).to_json()}
+
+    @classmethod
+    def from_json(cls, obj: object) -> AddRefusal | None:
+        """The refusal ``to_json`` wrote; None for anything else."""
+        if not isinstance(obj, dict):
+            return None
+        plugin = obj.get("plugin")
+        error = CniError.from_json(obj)
+        if not isinstance(plugin, int) or isinstance(plugin, bool) or plugin < 0 or error is None:
+            return None
+        return cls(plugin, error.code, error.msg, error.details)
+
+
+class ListAddError(CniError):
+    """What ADD raises when a plugin of the list exited non-zero by itself: its error with the
+    list's context, and, unless it asked for a retry, its refusal (``AddRefusal``)."""
+
+    def __init__(self, code: int, msg: str, details: str = "", *, refusal: AddRefusal | None = None) -> None:
+        super().__init__(code, msg, details)
+        self.refusal = refusal
+
+
 # --- the verbs ------------------------------------------------------------------------------------
 
 
 async def add_network_list(*, cni: CniConfig, net: NetworkConfigList, rt: RuntimeConf) -> JsonObject:
     """ADD every plugin in order; the last plugin's result, in ``net.cni_version``.
 
-    Raises ``NotExecutedError`` only when no plugin of the list was executed.
+    Raises ``NotExecutedError`` only when no plugin of the list was executed, ``ListAddError`` when
+    one exited non-zero by itself.
     """
     steps = preflight_add(cni=cni, net=net, rt=rt)
     result: JsonObject | None = None
@@ -92,7 +149,11 @@ async def add_network_list(*, cni: CniConfig, net: NetworkConfigList, rt: Runtim
             result = await _add_network(cni, net, step, prev_result=result, rt=rt)
         except CniError as err:
             failed = err.with_context(_describe(step, net, "add"))
-            if index and isinstance(failed, NotExecutedError):  # an earlier plugin of the list ran
+            if isinstance(err, PluginExitError):
+                failed = ListAddError(
+                    failed.code, failed.msg, failed.details, refusal=AddRefusal.of(index, err)
+                )
+            elif index and isinstance(failed, NotExecutedError):  # an earlier plugin of the list ran
                 failed = CniError(failed.code, failed.msg, failed.details)
             raise failed from err
     assert result is not None, "_locate returns at least one step"
@@ -119,12 +180,14 @@ async def del_network_list(
     rt: RuntimeConf,
     prev_result: JsonObject | None,
     prev_result_prepared: bool = False,
+    add_refusal: AddRefusal | None = None,
 ) -> None:
     """DEL every plugin in reverse order, each given ``prev_result`` (the ADD's result) from 0.4.0 on.
 
     ``prev_result_prepared``: ``prev_result`` is what ``prev_result_for_del`` returned for ``net``
-    (converted and validated already). Raises ``ExceptionGroup[CniError]`` after trying every plugin
-    if any failed.
+    (converted and validated already). ``add_refusal``: how the list's ADD was refused; that plugin
+    failing the same way is a ``RefusedAlikeError``. Raises ``ExceptionGroup[CniError]`` after trying
+    every plugin if any failed.
     """
     try:
         steps = _locate(cni, net, verb="delete")
@@ -132,11 +195,19 @@ async def del_network_list(
     except CniError as err:
         raise ExceptionGroup(f'DEL of network "{net.name}" refused', [err]) from None
     errors: list[CniError] = []
-    for step in reversed(steps):
+    for index in reversed(range(len(steps))):
+        step = steps[index]
         try:
             await _del_network(cni, net, step, prev_result=prev, rt=rt)
         except CniError as err:
-            errors.append(err.with_context(_describe(step, net, "delete")))
+            failed = err.with_context(_describe(step, net, "delete"))
+            if add_refusal is not None and add_refusal.matches(index, err):
+                failed = RefusedAlikeError(
+                    failed.code,
+                    f"{failed.msg} (the plugin refused this config at ADD alike: nothing of it was created)",
+                    failed.details,
+                )
+            errors.append(failed)
     if errors:
         raise ExceptionGroup(
             f'DEL of network "{net.name}" failed in {len(errors)} of {len(steps)} plugins', errors

@@ -42,7 +42,14 @@ from typing import Final, Literal, Protocol
 
 from app import metrics, rootpath
 from app.cni import child
-from app.cni.types import CniError, ErrorCode, NotExecutedError, PluginRefusedError, RuntimeConf
+from app.cni.types import (
+    CniError,
+    ErrorCode,
+    NotExecutedError,
+    PluginExitError,
+    PluginRefusedError,
+    RuntimeConf,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -488,20 +495,22 @@ def failure_error(*, plugin_path: str, returncode: int | None, stdout: bytes, st
     """The CniError for a plugin that exited non-zero: its own error object from stdout, code unchanged.
 
     Without a valid error object on stdout: code 999 naming the plugin and exit status, ``details``
-    the tail of stderr.
+    the tail of stderr. A ``PluginExitError`` when it exited by itself (a positive status), not by a
+    signal.
     """
+    error_type = PluginExitError if returncode is not None and returncode > 0 else CniError
     try:
         printed = CniError.from_json(json.loads(stdout))
     except (ValueError, RecursionError):
         printed = None
     if printed is not None:
-        return printed
+        return error_type(printed.code, printed.msg, printed.details)
     status = _describe_status(returncode)
     if stdout.strip():
         msg = f"plugin {plugin_path} failed ({status}) and printed no CNI error object: {_tail(stdout)!r}"
     else:
         msg = f"plugin {plugin_path} failed ({status}) with no error on stdout"
-    return CniError(ErrorCode.INTERNAL, msg, _tail(stderr).strip())
+    return error_type(ErrorCode.INTERNAL, msg, _tail(stderr).strip())
 
 
 def overflow_error(*, plugin_path: str, overflow: child.OutputOverflowError) -> CniError:

@@ -114,6 +114,17 @@ class PluginRefusedError(NotExecutedError):
     """A plugin ``type`` refused by name (not a plain file name): no retry can ever run it."""
 
 
+class PluginExitError(CniError):
+    """A plugin exited non-zero by itself (no signal, no deadline of the daemon's): the error object
+    it printed, or code 999 naming it and its exit status."""
+
+
+class RefusedAlikeError(CniError):
+    """A plugin's DEL failed with the very error object with which it refused the same config at
+    ADD (``app.cni.api.AddRefusal``): it refuses the config itself, so its ADD created nothing and
+    no retry of the DEL can succeed (invariant 5b)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Attachment:
     """One (container, interface) pair, as GC's ``cni.dev/valid-attachments`` lists them."""

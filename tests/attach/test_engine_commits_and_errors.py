@@ -18,10 +18,12 @@ from pathlib import Path
 import pytest
 
 from app import metrics
+from app.attach import errors
 from app.attach.engine import AttachEngine, EngineSettings
 from app.attach.netconf import MultusNetConf
 from app.attach.networks import NetworkResolver, Resolution
 from app.attach.requests import Command, SandboxRequest
+from app.cni.api import AddRefusal
 from app.cni.types import CniError, ContainerId, ErrorCode, IfName
 from app.store.database import Database
 from app.store.records import PodIdentity
@@ -166,3 +168,17 @@ async def test_a_cni_error_is_neither_logged_as_a_bug_nor_counted(
     assert raised.value.code == 11
     assert _unexpected("delegate-add") == before
     assert [r for r in caplog.records if r.exc_info] == []
+
+
+def test_an_attachments_recorded_error_keeps_the_refusal_of_its_add() -> None:
+    """A DEL that failed after the ADD's refusal records its own error; the refusal stays beside it,
+    since every later DEL of the attachment needs it (``teardown`` passes it on)."""
+    refusal = AddRefusal(1, 999, "failed to load netconf", "mtu")
+    recorded = errors.attachment_error(CniError(ErrorCode.TRY_AGAIN_LATER, "busy"), refusal=refusal)
+
+    assert CniError.from_json(json.loads(recorded)).code == ErrorCode.TRY_AGAIN_LATER  # type: ignore[union-attr]
+    assert errors.recorded_refusal(recorded) == refusal
+    assert errors.recorded_refusal(errors.attachment_error(CniError(11, "busy"), refusal=None)) is None
+    assert errors.recorded_refusal(None) is None
+    assert errors.recorded_refusal('{"addRefusal": {"plugin": true, "code": 7}}') is None
+    assert errors.recorded_refusal("not json") is None

@@ -7,12 +7,13 @@ each test reads back the environment and stdin every plugin received, in the ord
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from app.cni import api
+from app.cni import api, invoke
 from app.cni.types import (
     Attachment,
     CniError,
@@ -21,6 +22,8 @@ from app.cni.types import (
     IfName,
     JsonObject,
     NetworkConfigList,
+    PluginExitError,
+    RefusedAlikeError,
     RuntimeConf,
 )
 from tests.cni.support import RecorderLog
@@ -253,6 +256,93 @@ async def test_del_with_a_single_failure_raises_a_group_of_one(
     [error] = caught.value.exceptions
     assert isinstance(error, CniError)
     assert error.code == ErrorCode.IO_FAILURE
+
+
+async def _add_refusal(cni: api.CniConfig, rt: RuntimeConf, net: NetworkConfigList) -> api.AddRefusal | None:
+    with pytest.raises(api.ListAddError) as caught:
+        await api.add_network_list(cni=cni, net=net, rt=rt)
+    return caught.value.refusal
+
+
+async def test_a_plugin_exiting_with_its_own_error_at_add_is_named_as_the_refusal(
+    cni: api.CniConfig, rt: RuntimeConf, recorder_log: RecorderLog
+) -> None:
+    refused = {"code": 999, "msg": "failed to load netconf", "details": "mtu"}
+    net = network(recorder(recorder_log, "a"), recorder(recorder_log, "b", fail=refused))
+
+    refusal = await _add_refusal(cni, rt, net)
+
+    assert refusal is not None
+    assert refusal.plugin == 1, "the list's second plugin refused"
+    assert (refusal.code, refusal.msg, refusal.details) == (999, "failed to load netconf", "mtu"), (
+        "the plugin's own object, without the list's context"
+    )
+    assert api.AddRefusal.from_json(json.loads(json.dumps(refusal.to_json()))) == refusal
+
+
+async def test_a_plugin_asking_for_a_retry_at_add_is_no_refusal(
+    cni: api.CniConfig, rt: RuntimeConf, recorder_log: RecorderLog
+) -> None:
+    net = network(recorder(recorder_log, "a", fail={"code": 11, "msg": "busy"}))
+
+    assert await _add_refusal(cni, rt, net) is None
+
+
+@pytest.mark.parametrize(
+    ("returncode", "exited_by_itself"), [(1, True), (2, True), (-9, False), (None, False)]
+)
+def test_only_a_plugin_that_exited_by_itself_can_have_refused(
+    returncode: int | None, exited_by_itself: bool
+) -> None:
+    """A plugin killed (the OOM killer, a signal of anyone's) or timed out (the daemon's own error)
+    may have been anywhere in its work: such a failure is never taken as a refusal."""
+    error = invoke.failure_error(
+        plugin_path="/opt/cni/bin/p", returncode=returncode, stdout=b'{"code": 999, "msg": "x"}', stderr=b""
+    )
+
+    assert isinstance(error, PluginExitError) is exited_by_itself
+    assert (api.AddRefusal.of(0, error) is not None) is exited_by_itself
+
+
+async def test_del_takes_the_refusing_plugin_failing_alike_as_the_refusal_and_dels_the_others(
+    cni: api.CniConfig, rt: RuntimeConf, recorder_log: RecorderLog
+) -> None:
+    refused = {"code": 999, "msg": "failed to load netconf"}
+    net = network(
+        recorder(recorder_log, "a"),
+        recorder(recorder_log, "b", fail=refused),
+        recorder(recorder_log, "c", fail={"code": 5, "msg": "disk"}),
+    )
+    refusal = api.AddRefusal(1, 999, "failed to load netconf")
+
+    with pytest.raises(ExceptionGroup) as caught:
+        await api.del_network_list(cni=cni, net=net, rt=rt, prev_result=None, add_refusal=refusal)
+
+    assert markers(recorder_log, "DEL") == ["c", "b", "a"], "every plugin DELed, as always"
+    c_failed, b_refused = caught.value.exceptions
+    assert not isinstance(c_failed, RefusedAlikeError), "another plugin's failure may pass"
+    assert isinstance(b_refused, RefusedAlikeError)
+    assert "refused this config at ADD alike" in str(b_refused)
+
+
+@pytest.mark.parametrize(
+    ("plugin", "error"),
+    [(0, {"code": 999, "msg": "failed to load netconf"}), (1, {"code": 999, "msg": "another error"})],
+    ids=["another-plugin", "another-error"],
+)
+async def test_a_del_failure_unlike_the_refusal_is_a_failure(
+    cni: api.CniConfig, rt: RuntimeConf, recorder_log: RecorderLog, plugin: int, error: JsonObject
+) -> None:
+    behaviours: list[dict[str, Any]] = [{}, {}]
+    behaviours[plugin] = {"fail": error}
+    net = network(*(recorder(recorder_log, marker, **b) for marker, b in zip("ab", behaviours, strict=True)))
+    refusal = api.AddRefusal(1, 999, "failed to load netconf")
+
+    with pytest.raises(ExceptionGroup) as caught:
+        await api.del_network_list(cni=cni, net=net, rt=rt, prev_result=None, add_refusal=refusal)
+
+    [failed] = caught.value.exceptions
+    assert not isinstance(failed, RefusedAlikeError)
 
 
 async def test_del_refuses_an_unconvertible_prev_result_before_running_anything(

@@ -194,3 +194,98 @@ def test_failure_that_may_pass_keeps_the_attachment_pending_until_it_does(starte
     _corrupt_recorded(cluster, container, "net1", json.dumps({**failing, "recorder": {}}).encode())
     assert cluster.run_shim("DEL", container_id=container, netns=netns).returncode == 0
     assert _counts(cluster) == (0, 0)
+
+
+def _refusing(conflist: dict[str, Any], index: int) -> dict[str, Any]:
+    """``conflist`` with plugin ``index`` given an ``mtu`` its plugin cannot decode: the reference
+    plugins refuse the config as they load it, with the same error object at ADD and at DEL."""
+    plugins = [dict(plugin) for plugin in conflist["plugins"]]
+    plugins[index]["mtu"] = "not-a-number"
+    return {**conflist, "plugins": plugins}
+
+
+def _start_with_refused_network(cluster: Cluster, started: Callable[..., Cluster], refused: str) -> None:
+    """The cluster network, a healthy second network, then a third whose bridge (``refused`` is
+    "first") or whose tuning plugin after a working bridge ("later") refuses its config."""
+    bad = cluster.bridge_conflist(
+        "bad",
+        "10.242.0.0/24",
+        default_route=False,
+        bridge=f"{cluster.bridge}x1",
+        plugins_after=[{"type": "tuning"}],
+    )
+    extra = cluster.bridge_conflist(
+        "extra0", "10.241.0.0/24", default_route=False, bridge=f"{cluster.bridge}x0"
+    )
+    cluster.write_network(cluster.conf_dir, "20-extra0.conflist", extra)
+    cluster.write_network(cluster.conf_dir, "50-bad.conflist", _refusing(bad, 0 if refused == "first" else 1))
+    started(defaultNetworks=["extra0", "bad"])
+
+
+@pytest.mark.parametrize("refused", ["first", "later"])
+def test_plugin_that_refuses_its_config_at_add_and_del_alike_leaves_nothing_pending(
+    cluster: Cluster, started: Any, refused: str
+) -> None:
+    _start_with_refused_network(cluster, started, refused)
+    netns = cluster.new_netns()
+    container = new_container_id()
+
+    added = cluster.run_shim("ADD", container_id=container, netns=netns)
+
+    assert added.returncode == 1
+    assert added.json()["code"] == 999, "the plugin's own error object, passed through"
+    assert "cannot unmarshal" in added.json()["msg"]
+    assert netns.links() == {"lo"}, "the rollback removed what the delegates before it and its bridge made"
+    assert cluster.leases() == [], "a later refusal: the bridge before it was DELed, its lease released"
+    assert _counts(cluster) == (0, 0), "the refusal at DEL is the ADD's: nothing of it stays pending"
+    rolled_back = [row for row in _history(cluster, container) if row[2] == "rollback"]
+    assert [row[3] for row in rolled_back] == ["error", "ok", "ok"], "net2 (newest) first"
+    assert "refused this config at ADD alike" in (rolled_back[0][4] or "")
+    deleted = cluster.run_shim("DEL", container_id=container, netns=netns)
+    assert deleted.returncode == 0, deleted.stdout
+
+
+def test_a_refusal_alike_is_recognised_after_a_crash_before_the_rollback_was_recorded(
+    cluster: Cluster, started: Any
+) -> None:
+    cluster.daemon_env["MULTUS_PY_CRASH_AT"] = "rollback-after-del"  # after net2's DEL ran, unrecorded
+    _start_with_refused_network(cluster, started, "later")
+    netns = cluster.new_netns()
+    container = new_container_id()
+    cluster.run_shim("ADD", container_id=container, netns=netns)  # the daemon died answering it
+    assert _counts(cluster) == (1, 3), "the ADD's error is recorded; its rollback is not"
+
+    del cluster.daemon_env["MULTUS_PY_CRASH_AT"]
+    cluster.stop_daemon(signal.SIGKILL)
+    cluster.start_daemon()  # recovery DELs the sandbox whose ADD never finished
+
+    assert _counts(cluster) == (0, 0)
+    assert netns.links() == {"lo"}
+    assert cluster.leases() == []
+    assert cluster.run_shim("DEL", container_id=container, netns=netns).returncode == 0
+
+
+def test_a_plugin_failing_differently_at_del_than_at_add_stays_pending(
+    cluster: Cluster, started: Any
+) -> None:
+    """Only the very refusal of the ADD is taken as "nothing was created": a DEL failure of its own
+    (here the same plugin failing because the config changed under it) may pass, so it stays."""
+    _start_with_refused_network(cluster, started, "first")
+    netns = cluster.new_netns()
+    container = new_container_id()
+    assert cluster.run_shim("ADD", container_id=container, netns=netns).returncode == 1
+    assert _counts(cluster) == (0, 0)
+
+    healthy = cluster.bridge_conflist(
+        "bad", "10.242.0.0/24", default_route=False, bridge=f"{cluster.bridge}x1"
+    )
+    cluster.write_network(cluster.conf_dir, "50-bad.conflist", healthy)
+    assert cluster.run_shim("ADD", container_id=container, netns=netns).returncode == 0
+    failing_differently = _refusing(healthy, 0)
+    failing_differently["plugins"][0]["mtu"] = {"a": "b"}  # another decoding error than any ADD saw
+    _corrupt_recorded(cluster, container, "net2", json.dumps(failing_differently).encode())
+
+    deleted = cluster.run_shim("DEL", container_id=container, netns=netns)
+
+    assert deleted.returncode == 1, "no ADD of it failed: its DEL's failure may pass"
+    assert _counts(cluster) == (1, 1)
