@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from app import metrics
-from app.attach import device_info, logcontext, recording, replay
+from app.attach import device_info, logcontext, masquerade, recording, replay
 from app.attach import errors as attach_errors
 from app.attach.crashpoints import CrashPoints, Point
 from app.attach.errors import UndeletableError, as_cni_error, never_runnable
@@ -267,16 +267,23 @@ class Teardown:
         units.append(self.recorded(entry))
         return None if abandoned else error
 
+    def _pod_unseen(self, record: SandboxRecord, netns_path: str) -> bool:
+        """True when a DEL's plugins could not see the pod's interfaces (no namespace given, or its
+        path gone), so a masquerading plugin left its rules (``app.attach.masquerade``); False for
+        a sandbox of an earlier boot, whose rules went with that boot."""
+        if record.boot_id and record.boot_id != self.boot_id:
+            return False
+        return not netns_path or not os.path.lexists(netns_path)
+
     async def del_attachment(self, record: SandboxRecord, attachment: AttachmentRecord) -> None:
         """The delegate's DEL, replayed from the checkpoint; then its host device must be back and
         the device-info file made for it is removed.
 
         Raises ``UndeletableError`` when the recorded config or result cannot be read back.
         """
+        netns_path = replay.netns_for_del(record, boot_id=self.boot_id)
         try:
-            net, rt = replay.recorded_call(
-                record, attachment, netns_path=replay.netns_for_del(record, boot_id=self.boot_id)
-            )
+            net, rt = replay.recorded_call(record, attachment, netns_path=netns_path)
             prev_result = json.loads(attachment.result) if attachment.result else None
             if prev_result is not None and not isinstance(prev_result, dict):
                 raise CniError(ErrorCode.DECODING_FAILURE, "recorded result is not a JSON object")
@@ -287,14 +294,21 @@ class Teardown:
                 if isinstance(exc, CniError)
                 else CniError(ErrorCode.DECODING_FAILURE, f"recorded result does not parse: {exc}")
             ) from exc
+        cni = self.cni_config(attachment.cni_path, root=root_for_del(record, attachment))
         await api.del_network_list(
-            cni=self.cni_config(attachment.cni_path, root=root_for_del(record, attachment)),
+            cni=cni,
             net=net,
             rt=rt,
             prev_result=prepared,
             prev_result_prepared=True,
             add_refusal=None if attachment.result else attach_errors.recorded_refusal(attachment.last_error),
         )
+        if masquerade.masquerading(net) and self._pod_unseen(record, netns_path):
+            await masquerade.remove(
+                masquerade.chains(net, container_id=record.container_id, result=prev_result),
+                root=cni.chroot_dir,
+                context=logcontext.fields(record.container_id, command="DEL", ifname=attachment.ifname),
+            )
         if attachment.device is not None and await self.devices.ensure_returned(attachment.device):
             metrics.GC_RECLAIMED.labels("vf").inc()
         device_info.remove_for_attachment(attachment)
