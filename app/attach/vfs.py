@@ -11,9 +11,11 @@ if it came back as something else (the kernel returns a VF from a vanished names
 in-pod name, ``net1`` or ``devN``). A VF back in the host is released even when its name cannot be
 restored (another netdev has it), its MAC was never known, or the VF refuses it (an iavf VF whose
 PF pins its MAC: it is renamed all the same): that is warned about, never retried, as no retry
-could change it. A VF still missing keeps the attachment pending (invariant 5);
-a VF no longer on the PCI bus at all (its PF's VFs destroyed) took its netdev with it, so it does
-not (invariant 5b: that DEL could never finish), nor does a VF now bound to a user-space driver.
+could change it. A VF still missing while its netdev driver is bound keeps the attachment
+pending (invariant 5); a VF no longer on the PCI bus at all (its PF's VFs destroyed) took its
+netdev with it, so it does not (invariant 5b: that DEL could never finish), nor does a VF now
+bound to no driver (unbinding its netdev driver destroyed the netdev, wherever it was) or to a
+user-space driver.
 
 A VF bound to a user-space (DPDK) driver (``vfio-pci``, ``uio_pci_generic``, ``igb_uio``: how
 sriov-cni tells a DPDK device) has no netdev in any namespace: handed over so, it is recorded with
@@ -100,13 +102,29 @@ class HostDevices:
         except FileNotFoundError:
             return []
 
+    def bound_driver(self, pci: str) -> str | None:
+        """The driver PCI device ``pci`` is bound to; None when it is bound to none (or is no device)."""
+        try:
+            return os.path.basename(os.readlink(self._device_dir(pci) / "driver"))
+        except FileNotFoundError:
+            return None
+
     def userspace_driver(self, pci: str) -> str | None:
         """The user-space (DPDK) driver PCI device ``pci`` is bound to, if it is bound to one."""
-        try:
-            driver = os.path.basename(os.readlink(self._device_dir(pci) / "driver"))
-        except FileNotFoundError:  # unbound, or no such device
-            return None
+        driver = self.bound_driver(pci)
         return driver if driver in USERSPACE_DRIVERS else None
+
+    def _why_no_netdev_anywhere(self, pci: str) -> str | None:
+        """Why PCI device ``pci``, which has no netdev in the host namespace, has none in any other
+        namespace either; None when a netdev driver is bound to it (its netdev is in a sandbox)."""
+        if not self._device_dir(pci).exists():
+            return "no longer exists on the PCI bus"  # its PF's VFs were destroyed, netdevs with them
+        driver = self.bound_driver(pci)
+        if driver is None:
+            return "is bound to no driver"  # the unbind of its netdev driver destroyed its netdev
+        if driver in USERSPACE_DRIVERS:
+            return f"is now bound to {driver}"  # and was unbound from its netdev driver before
+        return None
 
     async def snapshot(
         self, net: NetworkConfigList, capability_args: Mapping[str, Any] | None = None
@@ -130,22 +148,18 @@ class HostDevices:
 
     async def ensure_returned(self, device: Mapping[str, str]) -> bool:
         """Raise unless the device is back in the host, or can have no netdev left anywhere (gone
-        from the PCI bus, bound to a user-space driver); True when it came back under another name
-        or MAC (restored as far as can be: a name another netdev has, or a MAC never known, is not)."""
+        from the PCI bus, bound to no driver or to a user-space one); True when it came back under
+        another name or MAC (restored as far as can be: a name another netdev has, or a MAC never
+        known, is not)."""
         pci, name, mac = device.get("pci", ""), device.get("ifname", ""), device.get("mac", "")
         if not name:
             return False  # nothing was known about it before the ADD: nothing to prove
         current = self.netdev_names(pci)
-        if not current and not self._device_dir(pci).exists():
-            # the VF itself is gone (its PF's VFs were destroyed): so is its netdev, in every namespace
-            log.warning("device %s (%s) no longer exists on the PCI bus: nothing to get back", pci, name)
-            return False
-        driver = None if current else self.userspace_driver(pci)
-        if driver is not None:
-            # unbinding its netdev driver destroyed its netdev, in whichever namespace it was
-            log.warning("device %s (%s) is now bound to %s: it has no netdev to get back", pci, name, driver)
-            return False
         if not current:
+            gone = self._why_no_netdev_anywhere(pci)
+            if gone is not None:
+                log.warning("device %s (%s) %s: it has no netdev to get back", pci, name, gone)
+                return False
             raise CniError(
                 MultusCode.DEVICE_NOT_RETURNED,
                 f"device {pci} ({name}) is not back in the host namespace",

@@ -20,21 +20,13 @@ import pytest
 from app.attach.errors import MultusCode
 from app.cni.types import CniError
 from tests.core.support import Command, Node, new_container_id, pending
-from tests.core.vf_support import fake_vf, vf_network
+from tests.core.vf_support import bind, fake_vf, vf_network
 
 PCI = "0000:00:07.3"
 
 
 def device_dir(root: Path) -> Path:
     return root / "bus" / "pci" / "devices" / PCI
-
-
-def bind(root: Path, driver: str) -> None:
-    """What ``driver_override`` + ``drivers_probe`` leave in sysfs: the device's ``driver`` link."""
-    (root / "bus" / "pci" / "drivers" / driver).mkdir(parents=True, exist_ok=True)
-    link = device_dir(root) / "driver"
-    link.unlink(missing_ok=True)
-    link.symlink_to(Path("..", "..", "drivers", driver))
 
 
 @pytest.mark.parametrize("driver", ["vfio-pci", "uio_pci_generic", "igb_uio"])
@@ -59,7 +51,7 @@ async def test_a_vf_rebound_to_a_userspace_driver_while_its_del_waits_for_it_is_
     assert pending(node.checkpoint(container)) == ["net1"]
     # the operator rebinds the VF for DPDK: its netdev, in the pod or not, is destroyed with the unbind
     (device_dir(sysfs) / "net").rmdir()
-    bind(sysfs, driver)
+    bind(sysfs, PCI, driver)  # what driver_override + drivers_probe leave in sysfs
 
     await engine.delete(node.request(Command.DEL, container, netns, conf))
 
@@ -71,7 +63,7 @@ async def test_a_dpdk_vf_attaches_and_detaches_without_a_missing_netdev_warning(
 ) -> None:
     sysfs = node.root / "sys"
     device_dir(sysfs).mkdir(parents=True)
-    bind(sysfs, "vfio-pci")
+    bind(sysfs, PCI, "vfio-pci")
     conf = node.conf(node.recorder_network("cluster"), vf_network(node, PCI))
     engine = node.engine(sysfs_root=sysfs)
     container, netns = new_container_id(), node.new_netns()

@@ -1,8 +1,9 @@
 """A fake SR-IOV VF for engine tests: a veth registered under a PCI address in a fake sysfs tree.
 
 No SR-IOV hardware here. ``app.attach.vfs`` finds a VF's netdev by listing
-``<sysfsRoot>/bus/pci/devices/<pci>/net/``; the engine is pointed at the tree this module builds
-(``Node.engine(sysfs_root=...)``), and the recorder plugin stands in for sriov-cni.
+``<sysfsRoot>/bus/pci/devices/<pci>/net/``, and its driver by the device's ``driver`` link; the
+engine is pointed at the tree this module builds (``Node.engine(sysfs_root=...)``), and the
+recorder plugin stands in for sriov-cni.
 """
 
 from __future__ import annotations
@@ -39,13 +40,23 @@ class FakeVf:
         return self.device_dir / "net"
 
 
+def bind(sysfs: Path, pci: str, driver: str) -> None:
+    """What binding PCI device ``pci`` to ``driver`` leaves in sysfs: the device's ``driver`` link."""
+    (sysfs / "bus" / "pci" / "drivers" / driver).mkdir(parents=True, exist_ok=True)
+    link = sysfs / "bus" / "pci" / "devices" / pci / "driver"
+    link.unlink(missing_ok=True)
+    link.symlink_to(Path("..", "..", "drivers", driver))
+
+
 def fake_vf(node: Node, pci: str) -> FakeVf:
-    """A VF ``pci`` whose netdev is a veth in the host namespace, removed with ``node``."""
+    """A VF ``pci`` bound to its netdev driver (iavf), whose netdev is a veth in the host
+    namespace, removed with ``node``."""
     name = f"mpvf{secrets.token_hex(3)}"
     subprocess.run(["ip", "link", "add", name, "type", "veth", "peer", "name", f"{name}p"], check=True)
     node.host_links.append(name)
     sysfs = node.root / "sys"
     (sysfs / "bus" / "pci" / "devices" / pci / "net" / name).mkdir(parents=True)
+    bind(sysfs, pci, "iavf")
     shown = subprocess.run(
         ["ip", "-j", "link", "show", "dev", name], capture_output=True, text=True, check=True
     )

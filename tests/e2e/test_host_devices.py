@@ -30,11 +30,14 @@ def _link(name: str) -> dict[str, Any] | None:
 
 
 def _fake_vf(cluster: Cluster, name: str) -> tuple[Path, str]:
-    """A veth standing for a VF, registered in a fake sysfs under PCI; returns (sysfs root, its MAC)."""
+    """A veth standing for a VF bound to iavf, registered in a fake sysfs under PCI; returns (sysfs
+    root, its MAC)."""
     subprocess.run(["ip", "link", "add", name, "type", "veth", "peer", "name", name + "p"], check=True)
     cluster.host_links.extend([name, name + "p"])
     root = cluster.root / "sys"
     (root / "bus" / "pci" / "devices" / PCI / "net" / name).mkdir(parents=True)
+    (root / "bus" / "pci" / "drivers" / "iavf").mkdir(parents=True)
+    (root / "bus" / "pci" / "devices" / PCI / "driver").symlink_to(Path("..", "..", "drivers", "iavf"))
     link = _link(name)
     assert link is not None
     return root, str(link["address"])

@@ -345,11 +345,15 @@ VF_PCI = "0000:00:06.2"
 
 @pytest.fixture
 def fake_vf(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A veth standing for a VF at VF_PCI in the engine's fake sysfs: (its name, its sysfs net/ dir)."""
+    """A veth standing for a VF at VF_PCI, bound to iavf, in the engine's fake sysfs: (its name, its
+    sysfs net/ dir)."""
     vf = f"mpsv{uuid.uuid4().hex[:8]}"
     subprocess.run(["ip", "link", "add", vf, "type", "veth", "peer", "name", vf + "p"], check=True)
-    names = tmp_path / "sys" / "bus" / "pci" / "devices" / VF_PCI / "net"
+    pci = tmp_path / "sys" / "bus" / "pci"
+    names = pci / "devices" / VF_PCI / "net"
     (names / vf).mkdir(parents=True)
+    (pci / "drivers" / "iavf").mkdir(parents=True)
+    (pci / "devices" / VF_PCI / "driver").symlink_to(Path("..", "..", "drivers", "iavf"))
     yield vf, names
     subprocess.run(["ip", "link", "delete", vf], check=False)
 
@@ -479,6 +483,7 @@ async def test_a_vf_destroyed_while_attached_no_longer_keeps_its_del_pending_for
     # the PF's VFs were destroyed (sriov_numvfs set to 0): the PCI device is gone, with its netdev
     (names / vf).rmdir()
     names.rmdir()
+    (names.parent / "driver").unlink()
     names.parent.rmdir()
 
     await node.engine.delete(node.request(Command.DEL, pod, container))
