@@ -23,9 +23,10 @@ its PCI address only and there is nothing to get back; rebound so while its DEL 
 netdev, that netdev was destroyed with the unbind, wherever it was, so the DEL waits no more.
 
 The PCI-address-to-netdev lookup reads ``<sysfsRoot>/bus/pci/devices/<pci>/net/`` (and the
-device's ``driver`` link): ``/sys`` in
-production; tests point ``sysfsRoot`` at a fake tree whose VF netdevs are veths. Everything else
-(link lookup, rename, MAC) is real netlink through ``app.attach.netns``.
+device's ``driver`` link), the address in lower case as sysfs names it (one named in upper-case
+hex is the same device, as invariant 8b compares them): ``/sys`` in production; tests point
+``sysfsRoot`` at a fake tree whose VF netdevs are veths. Everything else (link lookup, rename,
+MAC) is real netlink through ``app.attach.netns``.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ from app.cni.types import CniError, NetworkConfigList
 
 log = logging.getLogger(__name__)
 
-PCI_ADDRESS = re.compile(r"^[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$")
+PCI_ADDRESS = re.compile(r"[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]")
+"""A PCI address in full (``fullmatch``: no trailing newline), its hex in either case."""
 USERSPACE_DRIVERS = frozenset({"vfio-pci", "uio_pci_generic", "igb_uio"})
 """PCI drivers handing a device to user space (DPDK), as sriov-cni lists them: no netdev exists."""
 
@@ -65,10 +67,10 @@ def pci_addresses(
     for plugin in net.plugins:
         for key in ("deviceID", "pciBusID"):
             value = plugin.get(key)
-            if isinstance(value, str) and PCI_ADDRESS.match(value):
+            if isinstance(value, str) and PCI_ADDRESS.fullmatch(value):
                 named.setdefault(value, key)
     value = (capability_args or {}).get("deviceID")
-    if isinstance(value, str) and PCI_ADDRESS.match(value):
+    if isinstance(value, str) and PCI_ADDRESS.fullmatch(value):
         for plugin in net.plugins:
             capabilities = plugin.get("capabilities")
             if isinstance(capabilities, Mapping) and capabilities.get("deviceID") is True:
@@ -93,7 +95,7 @@ class HostDevices:
         self._sysfs = sysfs_root
 
     def _device_dir(self, pci: str) -> Path:
-        return self._sysfs / "bus" / "pci" / "devices" / pci
+        return self._sysfs / "bus" / "pci" / "devices" / pci.lower()  # sysfs names them in lower case
 
     def netdev_names(self, pci: str) -> list[str]:
         """Netdevs of PCI device ``pci`` present in the host namespace (sysfs lists only those)."""
