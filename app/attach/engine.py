@@ -1218,11 +1218,23 @@ _DeviceClaims = Mapping[str, tuple[str, str, DelegatePlan]]
 
 
 def _device_claims(plans: Sequence[DelegatePlan]) -> _DeviceClaims:
-    """Every PCI address the plans hand their delegates (``app.attach.vfs.pci_addresses``)."""
+    """Every PCI address the plans hand their delegates (``app.attach.vfs.pci_addresses``).
+
+    Raises code 7 when two of the plans name one device: a device goes to one delegate at a time,
+    and the second plugin would fail for it (its netdev already moved) or share it (a DPDK VF)."""
     claims: dict[str, tuple[str, str, DelegatePlan]] = {}
     for plan in plans:
         for field_name, address in vfs.pci_addresses(plan.net, plan.capability_args):
-            claims.setdefault(address.lower(), (field_name, address, plan))
+            claimed = claims.setdefault(address.lower(), (field_name, address, plan))
+            if claimed[2] is not plan:
+                first_field, _, first = claimed
+                raise CniError(
+                    ErrorCode.INVALID_NETWORK_CONFIG,
+                    f"PCI device {address} is handed to two delegates: {first_field} of network "
+                    f"{first.network_name!r} as {first.ifname} and {field_name} of network "
+                    f"{plan.network_name!r} as {plan.ifname}",
+                    "a device is attached to one delegate at a time",
+                )
     return claims
 
 

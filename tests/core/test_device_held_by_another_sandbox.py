@@ -147,3 +147,24 @@ async def test_a_hot_plug_handed_a_vf_another_sandbox_holds_is_refused_and_its_o
     # the holder's own records do not count against it (here: the same device under another name)
     await engine.attach_delegate(replace(holder_request, ifname=IfName("net2")), hotplug_plan(node, "net2"))
     assert pending(node.checkpoint(holder)) == ["eth0", "net1", "net2"]
+
+
+async def test_an_add_handing_one_vf_to_two_of_its_delegates_is_refused_before_any_runs(
+    node: Node, sysfs: Path
+) -> None:
+    """Two networks of one pod naming the same device (a NAD listed twice, or two NADs of one
+    resource given the same ID): the second plugin would find the VF gone into the pod already."""
+    conf = node.conf(
+        node.recorder_network("cluster"), vf_network(node, PCI), vf_network(node, PCI.upper(), name="sriov-b")
+    )
+    engine = node.engine(sysfs_root=sysfs)
+    container = new_container_id()
+
+    error = await refused_add(engine, node, conf, container)
+
+    assert error.code == ErrorCode.INVALID_NETWORK_CONFIG
+    assert "two delegates" in error.msg
+    assert "'sriov-net' as net1" in error.msg
+    assert "'sriov-b' as net2" in error.msg
+    assert node.checkpoint(container) is None, "nothing recorded"
+    assert adds_of(node, container) == [], "no delegate ran"
