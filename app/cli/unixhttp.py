@@ -5,8 +5,10 @@ one request per connection with a ``Content-Length`` (or close the connection af
 It is on multusctl's start-up path, so it imports only ``_socket`` (the C module; ``socket`` adds
 ``selectors`` and ``enum``, ``http.client`` also ``ssl`` and ``email``, each milliseconds per run)
 and no ``typing`` or ``pathlib``: paths are anything ``str()`` turns into one.
-``DaemonUnreachableError`` means nothing answered (no socket, refused, timed out); any answer,
-even an error status, is returned to the caller.
+``DaemonUnreachableError`` means nothing answered (no socket, refused, timed out, or the
+connection reset or closed before the first byte of an answer: a daemon stopping or killed with
+the request unread); any answer, even an error status, is returned to the caller, and one cut
+short is a ``ProtocolError``.
 """
 
 import _socket
@@ -64,15 +66,27 @@ def request(
         )
         try:
             sock.sendall(head.encode("ascii") + body)
-            return _read_response(sock)
+            first = sock.recv(65536)
         except TimeoutError as exc:
             raise DaemonUnreachableError(path, f"no answer within {timeout:g}s") from exc
+        except (ConnectionResetError, BrokenPipeError) as exc:  # the server went away, unanswering
+            raise DaemonUnreachableError(path, "the connection was reset before an answer") from exc
+        if not first:
+            raise DaemonUnreachableError(path, "the connection closed before an answer")
+        try:
+            return _read_response(sock, first)
+        except TimeoutError as exc:
+            raise DaemonUnreachableError(path, f"no answer within {timeout:g}s") from exc
+        except ProtocolError:
+            raise
+        except OSError as exc:  # reset in the middle: the answer is cut short
+            raise ProtocolError(f"the connection failed in the middle of the answer: {exc}") from exc
     finally:
         sock.close()
 
 
-def _read_response(sock: _socket.socket) -> Response:
-    data = b""
+def _read_response(sock: _socket.socket, data: bytes) -> Response:
+    """The response that begins with ``data`` (its first bytes, already received)."""
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(65536)
         if not chunk:
