@@ -322,6 +322,8 @@ def cmd_status(args: "Arguments", where: Locations) -> int:
     except unixhttp.DaemonUnreachableError as exc:
         notice(f"the daemon is not answering on {exc.path} ({exc.reason}); reading {where.database} directly")
         document = _status_from_file(where)
+    except unixhttp.ProtocolError as exc:
+        raise CliError(f"the query API on {where.query_socket} answered nonsense: {exc}") from exc
     else:
         document = decode(response, where.query_socket)
     emit(args, document, render_status)

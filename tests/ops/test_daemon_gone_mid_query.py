@@ -6,7 +6,8 @@ it without a word; one exiting between multusctl's connect and its request break
 were a traceback (``ConnectionResetError``), "answered nonsense" (exit 1), and exit 0 with nothing
 printed (the broken pipe taken for stdout's reader leaving). Nothing answered, so multusctl now
 says so and reads the state database itself, as when no daemon listens at all; an answer cut short
-stays a protocol error. A real daemon and multusctl process, and unix sockets of the test's own
+stays a protocol error, named with exit 1 by every read command (``status`` let it out as a
+traceback). A real daemon and multusctl process, and unix sockets of the test's own
 that close as a dying daemon's do.
 """
 
@@ -25,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from app.cli import main as cli
 from app.cli import unixhttp
 from app.sandbox.processes import wait_until
 from tests.conftest import child_environment
@@ -133,3 +135,25 @@ def test_an_answer_cut_short_is_still_a_protocol_error(tmp_path: Path) -> None:
     with pytest.raises(unixhttp.ProtocolError, match="in the middle of the response body"):
         unixhttp.request(path, "GET", "/v1/history", timeout=30.0)
     server.join(timeout=30)
+
+
+@pytest.mark.parametrize("command", [["attachments"], ["history"], ["show", "abc"], ["status"]])
+def test_every_read_command_names_an_answer_cut_short_and_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    """``status`` let the ``ProtocolError`` out as a traceback; the other commands named it."""
+
+    def half_an_answer(connection: socket.socket) -> None:
+        _read_request(connection)
+        connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{")
+
+    server = _serve_once(tmp_path / "multus-query.sock", half_an_answer)
+
+    code = cli.main(["--socket-dir", str(tmp_path), "--state-dir", str(tmp_path), *command])
+
+    server.join(timeout=30)
+    assert code == 1
+    assert capsys.readouterr().err == (
+        f"multusctl: the query API on {tmp_path}/multus-query.sock answered nonsense: "
+        "the connection closed in the middle of the response body\n"
+    )
