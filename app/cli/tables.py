@@ -5,7 +5,10 @@ lines; no I/O. On multusctl's start-up path, so it imports only ``time``: not ``
 ``typing``. Times are the API's RFC 3339 UTC strings (``2026-05-01T10:00:00.123456Z``), read by
 hand into seconds since the epoch; any other offset goes to ``datetime`` (imported then).
 Every cell is one line (newlines become spaces) and an empty cell is ``-``, so columns stay
-aligned and a script splitting on whitespace still finds every column.
+aligned and a script splitting on whitespace still finds every column; a character a terminal
+would act on (an escape sequence a plugin's stderr carried into an error, a bidi override) is
+shown as its escape, so nothing recorded can redraw the operator's terminal. ``fields`` values and
+``error`` texts are one such line too.
 """
 
 import time
@@ -57,11 +60,16 @@ def _cells(values: "list[Any]") -> list[str]:
 
 
 def _cell(value: object) -> str:
-    """One line, whitespace runs as one space, ``-`` when empty."""
+    """One line, whitespace runs as one space, ``-`` when empty; any other character that is not
+    printable (a terminal escape, a bidi override, a lone surrogate) written as its Python escape
+    (``\\x1b``), never sent to the terminal as it is."""
     text = value if type(value) is str else str(value)
     if text.isprintable() and text[:1] != " " and text[-1:] != " " and "  " not in text:
         return text or "-"  # the only whitespace a printable string has is single inner spaces
-    return " ".join(text.split()) or "-"
+    text = " ".join(text.split())
+    if not text.isprintable():
+        text = "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
+    return text or "-"
 
 
 def epoch(value: str | None) -> float | None:
@@ -196,7 +204,7 @@ def error(value: "Mapping[str, Any] | None") -> str:
         str(part) for part in (code if code is not None else "", value.get("msg") or "") if part != ""
     )
     details = value.get("details")
-    return f"{text} ({details})" if details else text or "-"
+    return _cell(f"{text} ({details})" if details else text)
 
 
 def counts(values: "Mapping[str, int] | None") -> str:
@@ -209,4 +217,4 @@ def counts(values: "Mapping[str, int] | None") -> str:
 def fields(pairs: "Sequence[tuple[str, str]]") -> list[str]:
     """``Label:  value`` lines with the values aligned."""
     width = max(len(label) for label, _ in pairs) + 1
-    return [f"{(label + ':').ljust(width)}  {value}" for label, value in pairs]
+    return [f"{(label + ':').ljust(width)}  {_cell(value)}" for label, value in pairs]

@@ -212,10 +212,50 @@ def test_epoch_reads_rfc3339_as_datetime_does(moment: datetime, offset_minutes: 
 
 
 @pytest.mark.parametrize(
-    "text", ["", "a", " a", "a ", "a  b", "a\tb", "a\nb", "a\xa0b", "a\u2028b", "é  ", "\x00x", " "]
+    "text", ["", "a", " a", "a ", "a  b", "a\tb", "a\nb", "a\xa0b", "a\u2028b", "é  ", " "]
 )
 def test_a_cell_is_one_line_with_single_spaces(text: str) -> None:
     assert tables._cell(text) == (" ".join(text.split()) or "-")
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("\x00x", "\\x00x"),
+        ("red \x1b[31mALERT\x1b[0m\x07", "red \\x1b[31mALERT\\x1b[0m\\x07"),
+        ("net\u202eevil", "net\\u202eevil"),  # a bidi override would show "net" then "live"
+        ("\udcff", "\\udcff"),  # a lone surrogate: stdout cannot even encode it strictly
+        ("a\x08\x08b\n\x7f", "a\\x08\\x08b \\x7f"),
+    ],
+)
+def test_a_character_a_terminal_would_act_on_is_shown_escaped(text: str, shown: str) -> None:
+    assert tables._cell(text) == shown
+
+
+def test_a_plugins_escape_sequences_reach_no_line_of_history_show_or_gc() -> None:
+    """A plugin that fails with no CNI error object has its stderr's tail recorded as the error's
+    details: ANSI colours, a cursor move, a bell. The tables wrote them to the terminal as they were."""
+    error = {"code": 999, "msg": "plugin failed\x1b[2J", "details": "\x1b[31mno lease\x1b[0m\x07\nexit 1"}
+    line = {
+        "at": None, "command": "ADD", "step": "delegate", "trigger": "runtime", "outcome": "error",
+        "pod": "ns/web", "container": "c" * 12, "interface": "net1", "network": "net\x1b]0;owned\x07",
+        "plugins": "bridge", "durationMs": 1.0, "ips": [], "macs": ["\x1b[8m"], "deviceIDs": [],
+        "error": error,
+    }  # fmt: skip
+    sandbox = {
+        "containerID": "c" * 64, "pod": "ns/web", "podUID": "u", "history": [line],
+        "checkpoint": {
+            "state": "ready", "createdAt": None, "bootID": "b", "netns": "/run/netns/\x1b[1Ax",
+            "delegates": [{**line, "position": 1, "state": "added", "lastError": error}],
+        },
+    }  # fmt: skip
+    gc = {"dryRun": False, "failed": [{"containerID": "c" * 64, "error": error}]}
+
+    lines = [*cli.render_history([line]), *cli.render_sandbox(sandbox), *cli.render_gc(gc)]
+
+    assert all(text.isprintable() for text in lines), [text for text in lines if not text.isprintable()]
+    assert "999 plugin failed\\x1b[2J (\\x1b[31mno lease\\x1b[0m\\x07 exit 1)" in lines[1]
+    assert "Netns:       /run/netns/\\x1b[1Ax" in lines
 
 
 def _table_cell_by_cell(columns: list[tables.Column], rows: list[dict[str, object]]) -> list[str]:
