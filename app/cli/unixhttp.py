@@ -132,7 +132,13 @@ def _dechunk(sock: _socket.socket, data: bytes) -> bytes:
         while end < 0:
             buffer += _more(sock)
             end = buffer.find(b"\r\n", position)
-        size = int(bytes(buffer[position:end]).split(b";")[0].strip() or b"0", 16)
+        line = bytes(buffer[position:end])
+        try:
+            size = int(line.split(b";")[0].strip() or b"0", 16)
+        except ValueError:
+            size = -1
+        if size < 0:
+            raise ProtocolError(f"not a chunk size: {line[:80]!r}")
         position = end + 2
         if size == 0:
             return b"".join(parts)

@@ -157,3 +157,21 @@ def test_every_read_command_names_an_answer_cut_short_and_exits_1(
         f"multusctl: the query API on {tmp_path}/multus-query.sock answered nonsense: "
         "the connection closed in the middle of the response body\n"
     )
+
+
+@pytest.mark.parametrize("size", [b"zz", b"-5"])
+def test_a_chunked_answer_with_a_bad_chunk_size_is_a_protocol_error_not_a_value_error(
+    tmp_path: Path, size: bytes
+) -> None:
+    path = tmp_path / "query.sock"
+
+    def garbled(connection: socket.socket) -> None:
+        _read_request(connection)
+        head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n[]\r\n"
+        connection.sendall(head + size + b"\r\n")
+
+    server = _serve_once(path, garbled)
+
+    with pytest.raises(unixhttp.ProtocolError, match=f"not a chunk size: {size!r}"):
+        unixhttp.request(path, "GET", "/v1/history", timeout=30.0)
+    server.join(timeout=30)
