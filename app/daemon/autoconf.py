@@ -172,10 +172,7 @@ def shadowing(conf_dir: Path) -> tuple[str, ...]:
 
 def render(settings: Settings, primary: Path) -> bytes:
     """The shim's conf for ``primary``: compact JSON in upstream's field order."""
-    try:
-        primary_conf = json.loads(primary.read_bytes())
-    except (OSError, ValueError) as exc:
-        raise AutoconfError(f"cannot read primary network configuration {primary}: {exc}") from exc
+    primary_conf = _load_primary(primary)
     if not isinstance(primary_conf, dict):
         raise AutoconfError(f"primary network configuration {primary} is not a JSON object")
     if primary.name == CONF_NAME:
@@ -206,6 +203,16 @@ def render(settings: Settings, primary: Path) -> bytes:
     ordered = {key: values[key] for key in PASSED_THROUGH_KEYS if values[key] not in (None, "", False)}
     # Go's json.Marshal: raw UTF-8, with <, >, & (and U+2028/9) escaped
     return network_status.go_escaped(json.dumps(ordered, separators=(",", ":"), ensure_ascii=False)).encode()
+
+
+def _load_primary(primary: Path) -> object:
+    """The primary's JSON; what cannot be read or decoded (nested too deep for the decoder
+    included) is an ``AutoconfError``, so a broken primary is a logged refusal, never a crash."""
+    try:
+        return json.loads(primary.read_bytes())
+    except (OSError, ValueError, RecursionError) as exc:
+        reason = "nested too deep" if isinstance(exc, RecursionError) else exc
+        raise AutoconfError(f"cannot read primary network configuration {primary}: {reason}") from exc
 
 
 def _network_name(settings: Settings, primary_conf: Mapping[str, Any]) -> str:
@@ -240,10 +247,7 @@ def _force_cni_version(settings: Settings, primary: Path) -> None:
     where it links to, as upstream's write follows the link: the link stays its owner's."""
     if not (settings.force_cni_version and settings.cni_version):
         return
-    try:
-        conf = json.loads(primary.read_bytes())
-    except (OSError, ValueError) as exc:
-        raise AutoconfError(f"cannot read primary network configuration {primary}: {exc}") from exc
+    conf = _load_primary(primary)
     if not isinstance(conf, dict) or conf.get("cniVersion") == settings.cni_version:
         return
     conf["cniVersion"] = settings.cni_version

@@ -239,6 +239,35 @@ def test_a_primary_being_written_is_logged_once_not_on_every_pass(
     assert (tmp_path / autoconf.CONF_NAME).exists()
 
 
+@pytest.mark.parametrize("force_cni_version", [False, True])
+def test_a_primary_nested_too_deep_is_a_logged_refusal_and_the_previous_conf_stays(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, force_cni_version: bool
+) -> None:
+    # JSON nested too deep to decode (Go's decoder refuses it as well): RecursionError escaped the
+    # task on every pass (a traceback each time, restarted with backoff)
+    primary = tmp_path / "10-a.conf"
+    primary.write_text('{"cniVersion":"1.0.0","name":"a","type":"bridge"}')
+    keeper = autoconf.Keeper(_settings(tmp_path, forceCNIVersion=force_cni_version))
+    keeper.step(indicator_missing=False)
+    written = (tmp_path / autoconf.CONF_NAME).read_bytes()
+    primary.write_text(
+        '{"cniVersion":"1.0.0","name":"a","type":"bridge","x":' + "[" * 100_000 + "]" * 100_000 + "}"
+    )
+
+    with caplog.at_level(logging.INFO, logger="app.daemon.autoconf"):
+        keeper.step(indicator_missing=False)
+        keeper.step(indicator_missing=False)
+
+    assert _outcomes(caplog) == [
+        (
+            "ERROR",
+            f"cannot write 00-multus.conf: cannot read primary network configuration {primary}: "
+            "nested too deep",
+        )
+    ]
+    assert (tmp_path / autoconf.CONF_NAME).read_bytes() == written
+
+
 def test_force_cni_version_writes_through_a_symlinked_primary(tmp_path: Path) -> None:
     # upstream's os.WriteFile follows the link; replacing the link by a file cut the primary off
     # from its owner, whose later changes to the file it links to were never seen again
