@@ -18,6 +18,7 @@ import glob
 import json
 import logging
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Mapping
@@ -243,15 +244,24 @@ def _check_versions(top: str, delegate: object, primary: Path) -> None:
 
 def _force_cni_version(settings: Settings, primary: Path) -> None:
     """``forceCNIVersion``: rewrite the primary's ``cniVersion`` to daemon-config's, as upstream
-    does (mode 0644; atomically here), only when it differs. A symlinked primary is rewritten
-    where it links to, as upstream's write follows the link: the link stays its owner's."""
+    does (atomically here), only when it differs. Upstream's ``os.WriteFile`` truncates the file
+    in place, so its mode and owner stay (``0644`` applies only to a file it creates): a primary
+    its owner keeps unreadable to others stays so. A symlinked primary is rewritten where it links
+    to, as upstream's write follows the link: the link stays its owner's."""
     if not (settings.force_cni_version and settings.cni_version):
         return
     conf = _load_primary(primary)
     if not isinstance(conf, dict) or conf.get("cniVersion") == settings.cni_version:
         return
     conf["cniVersion"] = settings.cni_version
-    _replace(primary.resolve(), json.dumps(conf).encode(), mode=0o644)
+    target = primary.resolve()
+    kept = target.stat()
+    _replace(
+        target,
+        json.dumps(conf).encode(),
+        mode=stat.S_IMODE(kept.st_mode),
+        owner=(kept.st_uid, kept.st_gid),
+    )
 
 
 def _own_socket_dir(settings: Settings) -> str | None:
@@ -300,14 +310,17 @@ def _remove_stale_temporaries(target: Path) -> None:
             continue
 
 
-def _replace(target: Path, content: bytes, *, mode: int) -> None:
-    """Temporary file beside ``target``, fsync, rename, fsync of the directory."""
+def _replace(target: Path, content: bytes, *, mode: int, owner: tuple[int, int] | None = None) -> None:
+    """Temporary file beside ``target``, fsync, rename, fsync of the directory; the file gets
+    ``mode`` and, when given, ``owner`` (uid, gid)."""
     fd, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(content)
             handle.flush()
             os.fsync(handle.fileno())
+        if owner is not None:
+            os.chown(temp_name, *owner)
         os.chmod(temp_name, mode)
         os.replace(temp_name, target)
     except BaseException:

@@ -91,16 +91,20 @@ def test_writing_is_atomic_and_idempotent(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["00-multus.conf", "10-x.conflist"]
 
 
-def test_force_cni_version_rewrites_the_primary_conf_in_place(tmp_path: Path) -> None:
-    # upstream's forceCNIVersion: the primary's cniVersion becomes daemon-config's, file mode 0644
+def test_force_cni_version_rewrites_the_primary_conf_keeping_its_mode_and_owner(tmp_path: Path) -> None:
+    # upstream's forceCNIVersion: the primary's cniVersion becomes daemon-config's. Its
+    # os.WriteFile(path, data, 0644) truncates the existing file, whose mode and owner stay; ours
+    # made a primary kept at 0600 by its owner readable to every user of the node, and root's
     primary = tmp_path / "10-default.conf"
     primary.write_text(json.dumps({"cniVersion": "0.4.0", "name": "default-net", "type": "bridge"}))
     primary.chmod(0o600)
+    os.chown(primary, 4321, 4322)
 
     autoconf.write(_settings(tmp_path, forceCNIVersion=True), primary)
 
     assert json.loads(primary.read_text()) == {"cniVersion": "1.0.0", "name": "default-net", "type": "bridge"}
-    assert primary.stat().st_mode & 0o777 == 0o644
+    kept = primary.stat()
+    assert (kept.st_mode & 0o777, kept.st_uid, kept.st_gid) == (0o600, 4321, 4322)
 
 
 def test_force_cni_version_must_be_true_or_false() -> None:
