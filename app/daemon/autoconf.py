@@ -37,8 +37,9 @@ STALE_TEMPORARY_SECONDS = 60.0
 
 log = logging.getLogger(__name__)
 
-# upstream's MultusConf field order, with the keys its generator empties left out; then multus-py's
-# own ``spoolDir`` (the shim spools DELs there when the daemon is unreachable)
+# upstream's MultusConf field order, with the keys its generator empties left out (it keeps
+# ``overrideNetworkName``); then multus-py's own ``spoolDir`` (the shim spools DELs there when the
+# daemon is unreachable)
 PASSED_THROUGH_KEYS = (
     "binDir",
     "capabilities",
@@ -55,6 +56,7 @@ PASSED_THROUGH_KEYS = (
     "cniDir",
     "auxiliaryCNIChainName",
     "daemonSocketDir",
+    "overrideNetworkName",
     "spoolDir",
 )
 
@@ -199,6 +201,7 @@ def render(settings: Settings, primary: Path) -> bytes:
         "cniDir": given.get("cniDir"),
         "auxiliaryCNIChainName": given.get("auxiliaryCNIChainName"),
         "daemonSocketDir": given.get("daemonSocketDir") or _own_socket_dir(settings),
+        "overrideNetworkName": settings.override_network_name,
         "spoolDir": str(settings.spool_path),
     }
     ordered = {key: values[key] for key in PASSED_THROUGH_KEYS if values[key] not in (None, "", False)}

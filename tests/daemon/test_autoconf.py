@@ -290,6 +290,24 @@ def test_force_cni_version_writes_through_a_symlinked_primary(tmp_path: Path) ->
     assert sorted(p.name for p in owned.parent.iterdir()) == ["calico.conflist"]
 
 
+def test_override_network_name_is_written_where_upstreams_generator_writes_it(tmp_path: Path) -> None:
+    # upstream's Generate() empties the keys only the daemon reads, but not overrideNetworkName:
+    # its conf ends with it, which ours left out
+    primary = tmp_path / "10-default.conflist"
+    primary.write_text(
+        json.dumps({"cniVersion": "1.0.0", "name": "default-net", "plugins": [{"type": "bridge"}]})
+    )
+
+    rendered = autoconf.render(_settings(tmp_path, overrideNetworkName=True), primary)
+
+    expected = (
+        '{"binDir":"$W/bin","cniVersion":"1.0.0","logFile":"$W/logs/multus.log","logLevel":"verbose",'
+        f'"name":"default-net","clusterNetwork":"{primary}","type":"multus-shim","cniDir":"$W/cni",'
+        '"daemonSocketDir":"$W/run-multus","overrideNetworkName":true,"spoolDir":"/var/lib/multus-py/spool"}'
+    )
+    assert rendered.decode() == expected
+
+
 @pytest.mark.parametrize("primary_name", [None, "", 42])
 def test_override_network_name_keeps_a_name_when_the_primary_has_none_usable(
     tmp_path: Path, primary_name: object
