@@ -308,6 +308,22 @@ def test_override_network_name_is_written_where_upstreams_generator_writes_it(tm
     assert rendered.decode() == expected
 
 
+def test_log_options_are_written_as_upstreams_struct_encodes_them(tmp_path: Path) -> None:
+    # upstream decodes logOptions into its LogOptions struct and encodes that: fields in the
+    # struct's order, unknown keys dropped; ours copied daemon-config's object as written
+    primary = tmp_path / "10-default.conflist"
+    primary.write_text(
+        json.dumps({"cniVersion": "1.0.0", "name": "default-net", "plugins": [{"type": "bridge"}]})
+    )
+    log_options = {"compress": False, "rotate": "daily", "maxSize": 10, "maxAge": 3}
+
+    rendered = autoconf.render(_settings(tmp_path, logOptions=log_options), primary)
+
+    assert '"logLevel":"verbose","logOptions":{"maxAge":3,"maxSize":10,"compress":false},"name":' in (
+        rendered.decode()
+    )
+
+
 @pytest.mark.parametrize("primary_name", [None, "", 42])
 def test_override_network_name_keeps_a_name_when_the_primary_has_none_usable(
     tmp_path: Path, primary_name: object
