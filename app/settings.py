@@ -246,8 +246,9 @@ class Settings:
     """Upstream's ``overrideNetworkName``: ``00-multus.conf`` is named as the primary network
     (``multus-cni-network`` still when the primary has no name to take)."""
     force_cni_version: bool = False
-    """Upstream's ``forceCNIVersion``: the primary conf's ``cniVersion`` is rewritten (in place,
-    mode 0644) to ``cniVersion``."""
+    """Upstream's ``forceCNIVersion``: the primary conf's ``cniVersion`` is rewritten to
+    ``cniVersion`` (atomically, the file's mode and owner kept, as upstream's in-place write keeps
+    them)."""
     shim_conf_values: Mapping[str, Any] = field(default_factory=dict)
     """The ``SHIM_CONF_KEYS`` daemon-config sets, as it sets them (copied into ``00-multus.conf``)."""
     watch: Mapping[str, Any] = field(default_factory=dict)

@@ -241,8 +241,11 @@ def _network_name(settings: Settings, primary_conf: Mapping[str, Any]) -> str:
 
 
 def _version(text: object) -> tuple[int, ...] | None:
+    """``1.0.0`` as ``(1, 0, 0)``; None for anything else (``str.isdigit`` alone takes ``²``, which
+    ``int`` refuses)."""
     parts = text.split(".") if isinstance(text, str) else []
-    return tuple(int(part) for part in parts) if parts and all(p.isdigit() for p in parts) else None
+    usable = parts and all(part.isascii() and part.isdigit() for part in parts)
+    return tuple(int(part) for part in parts) if usable else None
 
 
 def _check_versions(top: str, delegate: object, primary: Path) -> None:

@@ -122,6 +122,19 @@ def test_a_primary_older_than_0_4_0_under_a_newer_top_level_version_is_refused(t
     assert not (tmp_path / autoconf.CONF_NAME).exists()
 
 
+@pytest.mark.parametrize("version", ["1.0.\u00b2", "\u0661.0.0"], ids=["superscript-two", "arabic-indic-one"])
+def test_a_primary_version_of_digits_that_are_not_ascii_is_refused_not_a_crash(
+    tmp_path: Path, version: str
+) -> None:
+    """``str.isdigit`` takes these, ``int`` does not (``²``) or reads them as digits Go does not."""
+    primary = tmp_path / "10-default.conf"
+    primary.write_text(json.dumps({"cniVersion": version, "name": "default-net", "type": "bridge"}))
+
+    with pytest.raises(autoconf.AutoconfError, match="delegate cni version is"):
+        autoconf.write(_settings(tmp_path), primary)
+    assert not (tmp_path / autoconf.CONF_NAME).exists()
+
+
 def test_00_multus_conf_named_as_the_primary_is_refused(tmp_path: Path) -> None:
     # upstream refuses <multusAutoconfigDir>/00-multus.conf as the primary; taking it would make the
     # cluster network the shim itself (every ADD calls the shim again, without end)
