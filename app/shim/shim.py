@@ -266,8 +266,13 @@ HEX_DIGITS = "0123456789abcdefABCDEF"
 
 def fold_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
     """Build an object whose keys are lower-cased, the last duplicate winning: Go's decoder matches
-    struct fields case-insensitively and lets a later key overwrite an earlier one."""
-    return {key.lower(): value for key, value in pairs}
+    struct fields case-insensitively and lets a later key overwrite an earlier one. Go folds a
+    character to the smallest of its ``unicode.SimpleFold`` set, where two non-ASCII characters
+    meet ASCII letters: the Kelvin sign (U+212A), which ``str.lower`` makes ``k`` too, and the long s
+    (U+017F), which it leaves as it is, where Go reads a key spelt with it as one spelt with ``s``."""
+    return {
+        key.lower() if key.isascii() else key.lower().replace("\u017f", "s"): value for key, value in pairs
+    }
 
 
 def parse_int_literal(text: str) -> object:

@@ -160,6 +160,17 @@ def test_result_keys_are_matched_case_insensitively(launcher: Path, daemon: Stub
     )
 
 
+def test_a_conf_key_spelt_with_a_long_s_is_read_as_go_reads_it(launcher: Path, daemon: StubDaemon) -> None:
+    # "cniVer\u017fion" is cniVersion to Go's decoder (upstream's skel and shim); the shim took the
+    # conf as one without a version and printed the result as 0.1.0.
+    daemon.replies = [json_reply(200, {"Result": DAEMON_RESULT})]
+    conf = conf_bytes(daemon.socket_dir, cniVersion=None, **{"cniVer\u017fion": "0.4.0"})
+
+    stdout = run_shim(launcher, conf).success()
+
+    assert stdout == go_marshal_indent(with_version(EXPECTED_V04, "0.4.0"))
+
+
 def test_unknown_result_fields_and_zero_values_are_dropped(launcher: Path, daemon: StubDaemon) -> None:
     result = {
         "cniVersion": "1.0.0",

@@ -45,6 +45,17 @@ def test_objects_come_with_lower_cased_keys_the_last_duplicate_winning() -> None
     }
 
 
+def test_keys_fold_as_gos_decoder_folds_them_long_s_and_kelvin_sign_included() -> None:
+    # Go matches a key to a field by unicode.SimpleFold: "\u017f" (long s) is "s", "\u212a" (Kelvin) "k";
+    # the dotted and dotless i are no "i" to it. str.lower() alone left the long s as it was.
+    keys = ["daemon\u017focketDir", "\u212aey", "cn\u0131Version", "cn\u0130Version"]
+    folded = parse_json(json.dumps(dict.fromkeys(keys, 1)))
+    assert isinstance(folded, dict)
+    assert "daemonsocketdir" in folded
+    assert "key" in folded
+    assert "cniversion" not in folded
+
+
 def test_shim_main_in_a_process_that_imported_json_reports_syntax_errors() -> None:
     proc = subprocess.run(
         [sys.executable, "-c", "import json; from app.shim.shim import main; main()"],
