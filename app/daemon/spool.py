@@ -63,7 +63,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.attach import errors as attach_errors
-from app.attach import logcontext
+from app.attach import gojson, logcontext
 from app.attach.engine import AttachEngine
 from app.attach.requests import Command, SandboxRequest, Trigger
 from app.cni.types import CniError
@@ -370,10 +370,11 @@ def _socket_dir(daemon_config: dict[str, Any]) -> Path:
 
 def _address(request: protocol.ShimRequest) -> Path | None:
     """The socket directory the shim that spooled ``request`` was looking for, read as the shim reads
-    it (keys matched case-insensitively, the last one winning); None when it is not a string."""
+    it (keys matched as Go's decoder matches them, the last one winning); None when it is not a
+    string."""
     value: object = None
     for key, item in request.stdin_conf.items():
-        if key.lower() == "daemonsocketdir":
+        if gojson.fold(key) == "DAEMONSOCKETDIR":
             value = item
     if value is None or value == "":
         return Path(SHIM_DEFAULT_SOCKET_DIR)

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 
 from app.attach.requests import Command, NodeRequest, SandboxRequest
 from app.cni.types import CniError, ErrorCode
-from app.daemon import protocol
+from app.daemon import protocol, spool
 from tests.cni.support import descriptors_exhausted
 
 CONF = {"cniVersion": "1.0.0", "name": "multus-cni-network", "type": "multus-shim"}
@@ -780,3 +781,12 @@ def test_a_namespace_the_daemon_has_no_descriptor_left_to_open_is_code_11_not_no
 
     assert caught.value.code == ErrorCode.TRY_AGAIN_LATER
     assert NETNS in caught.value.msg
+
+
+@pytest.mark.parametrize("key", ["daemonSocketDir", "DAEMONSOCKETDIR", "daemon\u017focketDir"])
+def test_a_spooled_del_is_addressed_to_the_socket_dir_the_shim_read(key: str) -> None:
+    """The spool reads ``daemonSocketDir`` as the shim reads it, Go's way: a key spelt with a long s
+    (U+017F) is that key, so an entry is not taken for another daemon's (nor the reverse)."""
+    request = protocol.ShimRequest(env={}, stdin=b"", stdin_conf={key: "/run/elsewhere"})
+
+    assert spool._address(request) == Path("/run/elsewhere")
