@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from app.attach import network_status
+from app.cni import conf as cniconf
+from app.cni.types import CniError
 from app.settings import Settings
 
 CONF_NAME = "00-multus.conf"
@@ -211,10 +213,14 @@ def render(settings: Settings, primary: Path) -> bytes:
 
 def _load_primary(primary: Path) -> object:
     """The primary's JSON; what cannot be read or decoded (nested too deep for the decoder
-    included) is an ``AutoconfError``, so a broken primary is a logged refusal, never a crash."""
+    included) is an ``AutoconfError``, so a broken primary is a logged refusal, never a crash. Read
+    as every network configuration is (``cniconf.read_regular_file``): a regular file, at most
+    ``MAX_CONF_FILE_BYTES`` (a device or a huge file is refused unread)."""
     try:
-        return json.loads(primary.read_bytes())
-    except (OSError, ValueError, RecursionError) as exc:
+        return json.loads(cniconf.read_regular_file(str(primary), limit=cniconf.MAX_CONF_FILE_BYTES))
+    except CniError as exc:
+        raise AutoconfError(f"cannot read primary network configuration {primary}: {exc}") from exc
+    except (ValueError, RecursionError) as exc:
         reason = "nested too deep" if isinstance(exc, RecursionError) else exc
         raise AutoconfError(f"cannot read primary network configuration {primary}: {reason}") from exc
 

@@ -135,6 +135,17 @@ def test_a_primary_version_of_digits_that_are_not_ascii_is_refused_not_a_crash(
     assert not (tmp_path / autoconf.CONF_NAME).exists()
 
 
+def test_a_primary_larger_than_a_network_configuration_may_be_is_refused_unread(tmp_path: Path) -> None:
+    """Read as every network configuration is (invariant 15): not whole into memory, whatever its size."""
+    primary = tmp_path / "10-default.conf"
+    conf = json.dumps({"cniVersion": "1.0.0", "name": "default-net", "type": "bridge"})
+    primary.write_text(conf[:-1] + " " * (2 * 1024 * 1024) + "}")
+
+    with pytest.raises(autoconf.AutoconfError, match="is more than 1048576 bytes"):
+        autoconf.write(_settings(tmp_path), primary)
+    assert not (tmp_path / autoconf.CONF_NAME).exists()
+
+
 def test_00_multus_conf_named_as_the_primary_is_refused(tmp_path: Path) -> None:
     # upstream refuses <multusAutoconfigDir>/00-multus.conf as the primary; taking it would make the
     # cluster network the shim itself (every ADD calls the shim again, without end)
