@@ -231,8 +231,10 @@ def plan_changes(
     A named selection matches the attachment of that name; a nameless one the oldest unmatched
     attachment of its NAD (the one ADD gave it). An interface name is needed to tell two attachments
     of one NAD apart, so a nameless selection of a NAD selected more than once is not added but
-    refused (and retried); a selection whose name another network holds is refused too. Nothing
-    refused ever causes a detach: only attachments no selection matches are removed.
+    refused (and retried); a selection whose name another network holds is refused too, and so is
+    an interface name more than one selection names (ADD refuses that annotation: neither is
+    added, nor is the second one run to fail). Nothing refused ever causes a detach: only
+    attachments no selection matches are removed.
 
     Only an ``added`` attachment satisfies a selection: one whose hot-plug ADD or DEL did not finish
     (its undo or DEL failed: possibly present, invariant 4) is DELed again and then added again,
@@ -249,12 +251,24 @@ def plan_changes(
     refused: list[Refusal] = []
     conflicts: list[tuple[int, sel.NetworkSelection, AttachmentRecord]] = []
     counts: dict[str, int] = {}
+    naming: dict[str, list[str]] = {}
+    refused_names: set[str] = set()
     for selection in selections:
         counts[selection.qualified_name] = counts.get(selection.qualified_name, 0) + 1
+        if selection.interface:
+            naming.setdefault(selection.interface, []).append(selection.qualified_name)
     for index, selection in enumerate(selections):
         if not selection.interface:
             continue
         held = record.attachment(selection.interface)
+        networks = naming[selection.interface]
+        if len(networks) > 1:  # refused once, as ADD refuses it; an attachment one of them selects stays
+            if held is not None and held.ifname in managed_names and held.network_name in networks:
+                matched.add(held.ifname)
+            if selection.interface not in refused_names:
+                refused_names.add(selection.interface)
+                refused.append(_requested_twice(selection.interface, networks))
+            continue
         if held is None:
             adds.append((index, selection, selection.interface))
         elif held.ifname in managed_names and held.network_name == selection.qualified_name:
@@ -314,9 +328,24 @@ def plan_changes(
             [(s, i) for _, s, i in sorted(adds, key=lambda a: a[0])],
             removing=removed,
             present=present,
+            reserved=refused_names,
         ),
         remove=tuple(removals),
         refused=tuple(refused),
+    )
+
+
+def _requested_twice(ifname: str, networks: Sequence[str]) -> Refusal:
+    """The refusal of an interface name more than one selection names (ADD's refusal of the same
+    annotation, ``networks.check_unique_ifnames``)."""
+    return Refusal(
+        networks[0],
+        ifname,
+        CniError(
+            ErrorCode.INVALID_NETWORK_CONFIG,
+            f'interface name "{ifname}" requested twice',
+            f"networks {networks[0]!r} and {networks[1]!r} both use it",
+        ),
     )
 
 
@@ -326,10 +355,13 @@ def _named(
     *,
     removing: set[str],
     present: Collection[str],
+    reserved: Collection[str],
 ) -> tuple[tuple[sel.NetworkSelection, IfName], ...]:
     """Each addition with its interface: the one it names, else ``net<n>`` for the next free n
-    (neither recorded nor ``present`` in the netns)."""
+    (neither recorded, nor ``present`` in the netns, nor ``reserved``: named by refused selections,
+    whose owner means them for those)."""
     taken = {a.ifname for a in record.attachments if a.ifname not in removing}
+    taken.update(reserved)
     taken.update(ifname for ifname in present if ifname not in removing)
     taken.update(ifname for _, ifname in adds if ifname)
     position = max((a.position for a in record.attachments), default=0)

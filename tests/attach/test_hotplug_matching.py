@@ -107,6 +107,29 @@ def test_a_second_nameless_selection_of_one_nad_is_refused_not_guessed() -> None
     ]
 
 
+@pytest.mark.parametrize(
+    ("recorded", "annotation", "adds", "removes"),
+    [
+        ([], "a@x, b@x, c", ["default/c@net1"], []),
+        ([("net1", "default/a")], "a@net1, a@net1", [], []),
+        ([("net1", "default/a")], "b@net1, a@net1, c", ["default/c@net2"], []),
+        ([], "a@net1, b@net1, c", ["default/c@net2"], []),
+        ([("x", "default/c")], "a@x, b@x", [], ["x"]),
+    ],
+)
+def test_an_interface_name_two_selections_give_is_refused_once_and_neither_is_added(
+    recorded: list[tuple[str, str]], annotation: str, adds: list[str], removes: list[str]
+) -> None:
+    """Both were added, the second to fail in the engine ("already attached") or, for one network
+    named twice, to be taken as satisfied, where ADD refuses the annotation; an attachment one of
+    them selects was kept only when the first did, and a generated name could take the refused one."""
+    planned_adds, planned_removes, refused = _plan(_sandbox(*recorded), annotation)
+
+    assert (planned_adds, planned_removes) == (adds, removes)
+    assert len(refused) == 1
+    assert "requested twice" in refused[0]
+
+
 def test_default_networks_the_cluster_network_and_delegate_api_attachments_are_never_detached() -> None:
     record = _sandbox(("net1", "kube-system/extra-default"), ("net2", "default/a"), ("net3", "dnc-conf-name"))
 
