@@ -34,6 +34,7 @@ from app.attach.cluster import (
     NETWORKS_ANNOTATION,
     ClusterUnavailableError,
     InterfaceEvent,
+    NetworkEvents,
     StatusPublisher,
     StatusWriteRefusedError,
 )
@@ -42,7 +43,7 @@ from app.attach.errors import as_cni_error
 from app.attach.locks import SandboxLocks
 from app.attach.netconf import MultusNetConf
 from app.attach.network_status import DelegateOutcome, interface_events, render
-from app.attach.networks import DelegatePlan, NetworkResolver, delegate_cni_args
+from app.attach.networks import DelegatePlan, NadNotFoundError, NetworkResolver, delegate_cni_args
 from app.attach.requests import Command, SandboxRequest, Trigger
 from app.cni import conf as cniconf
 from app.cni.types import CniError, ContainerId, ErrorCode, IfName, JsonObject, NetworkConfigList
@@ -56,12 +57,13 @@ ObjectKey = tuple[str, str]
 ADDED = "AddedInterface"
 REMOVED = "RemovedInterface"
 FAILED_ADDING = "FailedAddingInterface"
+NO_NETWORK_FOUND = "NoNetworkFound"
 FAILED_REMOVING = "FailedRemovingInterface"
 DEFAULT_ROUTE_NOT_APPLIED = "DefaultRouteNotApplied"
 """A hot-plugged selection's ``default-route``: the interface is added, the pod's route kept."""
 
 
-class PodEvents(Protocol):
+class PodEvents(NetworkEvents, Protocol):
     """Events about a pod beyond ``AddedInterface`` (the watch package's publisher implements it)."""
 
     def emit_pod_event(self, pod: PodRecord, *, reason: str, warning: bool, message: str) -> None:
@@ -789,6 +791,8 @@ class HotplugReconciler:
                 plan = await self._resolver.plan_hotplug(request, pod, selection, ifname=ifname)
             except CniError as err:
                 await self._engine.record_request_error(request, err, started=time.monotonic())
+                if isinstance(err, NadNotFoundError):
+                    self._warn_not_found(pod, err)
                 raise
             await self._engine.attach_delegate(request, plan)
         except CniError as err:
@@ -914,6 +918,16 @@ class HotplugReconciler:
         # No entry to show (no delegate printed a sandbox interface): an empty list replaces the
         # pod's previous value, which may name interfaces detached since.
         return status_retries.recorded_status(record) or render([])
+
+    def _warn_not_found(self, pod: PodRecord, missing: NadNotFoundError) -> None:
+        """Upstream's ``NoNetworkFound`` Warning for a selected NAD that does not exist, posted as
+        ``_event`` posts a Warning: not again while the pod's retries find it missing."""
+        seen = f"{NO_NETWORK_FOUND}: {missing.namespace}/{missing.name}"
+        self._warned_now.add(seen)
+        if seen not in self._warned_before and self._events is not None:
+            self._events.emit_network_not_found(
+                pod, namespace=missing.namespace, name=missing.name, error=missing.details
+            )
 
     def _event(self, pod: PodRecord, reason: str, message: str, *, warning: bool | None = None) -> None:
         """Post an event, a Warning when ``warning`` says so (by default, when ``reason`` is a

@@ -364,11 +364,17 @@ class NetworkResolver:
         return _Network(name=net.name, net=net)
 
     async def _selected(
-        self, selection: sel.NetworkSelection, conf: MultusNetConf, pod: PodRecord
+        self,
+        selection: sel.NetworkSelection,
+        conf: MultusNetConf,
+        pod: PodRecord,
+        *,
+        report_missing: bool = True,
     ) -> _Network:
-        """A network the pod's annotation asks for: always a NAD."""
+        """A network the pod's annotation asks for: always a NAD. ``report_missing``: post the
+        ``NoNetworkFound`` Warning when it does not exist (hot-plug posts its own, once)."""
         _check_isolation(conf, pod, selection, permitted=(), annotation=NETWORKS_ANNOTATION)
-        nad = await self._nad(selection.namespace, selection.name, pod)
+        nad = await self._nad(selection.namespace, selection.name, pod if report_missing else None)
         return await self._from_nad(nad, conf, selection=selection)
 
     async def _nad(self, namespace: str, name: str, pod: PodRecord | None) -> NadRecord:
@@ -383,11 +389,7 @@ class NetworkResolver:
             nad = await _fetch_nad(self._cluster.nads, namespace=namespace, name=name)
         if nad is None:
             self._not_found(pod, namespace, name)
-            raise CniError(
-                ErrorCode.INVALID_NETWORK_CONFIG,
-                f"cannot find a network-attachment-definition ({name}) in namespace ({namespace})",
-                nad_not_found(name),
-            )
+            raise NadNotFoundError(namespace, name)
         return nad
 
     def _not_found(self, pod: PodRecord | None, namespace: str, name: str) -> None:
@@ -572,8 +574,10 @@ class NetworkResolver:
     ) -> DelegatePlan:
         """The delegate one selection adds to a running pod, as ADD would have decided it (the
         engine assigns its position). A NAD with a ``resourceName`` is refused unless the selection
-        names a ``deviceID``: the pod's devices were allocated when it was created."""
-        network = await self._selected(selection, request.conf, pod)
+        names a ``deviceID``: the pod's devices were allocated when it was created. A missing NAD
+        raises ``NadNotFoundError`` without the ``NoNetworkFound`` Warning: the reconciler retries
+        such a pod for as long as it stays so, and posts that Warning once, not on every try."""
+        network = await self._selected(selection, request.conf, pod, report_missing=False)
         if network.resource_name and not selection.device_id:
             raise CniError(
                 ErrorCode.INVALID_NETWORK_CONFIG,
@@ -681,6 +685,19 @@ def check_add_config_bytes(total: int, *, where: str) -> None:
 
 def _read(path: str) -> bytes:
     return cniconf.read_regular_file(path, limit=MAX_CONF_FILE_BYTES)
+
+
+class NadNotFoundError(CniError):
+    """A network-attachment-definition that neither the mirror nor the API has (code 7)."""
+
+    def __init__(self, namespace: str, name: str) -> None:
+        super().__init__(
+            ErrorCode.INVALID_NETWORK_CONFIG,
+            f"cannot find a network-attachment-definition ({name}) in namespace ({namespace})",
+            nad_not_found(name),
+        )
+        self.namespace = namespace
+        self.name = name
 
 
 def nad_not_found(name: str) -> str:

@@ -328,6 +328,31 @@ async def test_a_failure_that_repeats_on_every_retry_is_posted_as_one_warning_ev
     await node.engine.delete(node.request(Command.DEL, pod, container))
 
 
+async def test_a_missing_nad_is_posted_as_one_no_network_found_warning_however_often_retried(
+    node: Node, running: Running
+) -> None:
+    """The resolver posted ``NoNetworkFound`` itself on each try, past the reconciler's check that a
+    Warning its previous pass posted is not posted again: one new Event per retry, for ever."""
+    pod, container = await running_pod(node, "lost")
+
+    node.annotate("lost", "missing-nad@net9")
+
+    async def failed_tries() -> int:
+        return sum(h[:3] == ("ADD", "hotplug", "error") for h in await node.history(container))
+
+    await eventually(failed_tries, lambda tries: tries >= 3)
+    await running.watchers.events.drained()
+    assert len(node.events("NoNetworkFound")) == 1
+    assert "missing-nad" in node.events("NoNetworkFound")[0]
+    assert len(node.events("FailedAddingInterface")) == 1
+
+    node.annotate("lost", "")  # satisfied: the same NAD missing later is news again
+    await eventually(lambda: _async(dict(node.reconciler.pending)), lambda pending: not pending)
+    node.annotate("lost", "missing-nad@net9")
+    await eventually(lambda: _async(len(node.events("NoNetworkFound"))), _equals(2))
+    await node.engine.delete(node.request(Command.DEL, pod, container))
+
+
 async def test_unsatisfiable_selections_are_refused_retried_and_touch_nothing_else(node: Node) -> None:
     pod, container = await running_pod(node, "rules", "hot-a@net1")
 
