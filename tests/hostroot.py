@@ -3,7 +3,9 @@
 A holder process (``unshare --mount --propagation slave``) bind-mounts the machine's / (recursively)
 on a temporary directory and mounts a tmpfs over its ``/opt``, holding ``<bin_dir>``: symlinks
 to the reference plugins (absolute, as on a real host: they must be resolved inside the root) and
-whatever a test writes there. Those mounts exist only in the holder's mount namespace, which is
+whatever a test writes there; and, when a test asks, a tmpfs over other directories too (``private``:
+``/usr/local/sbin`` to give the root a command of its own, ``/run`` for lock files of its own). Those
+mounts exist only in the holder's mount namespace, which is
 reached from outside through ``/proc/<holder>/root``: that path is the ``chrootDir``. So, as with
 upstream's ``/hostroot``, network namespaces and temporary files are the same inside and outside,
 and ``<bin_dir>`` exists only inside. The namespace dies with the holder (it exits when its stdin
@@ -15,7 +17,7 @@ from __future__ import annotations
 import secrets
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,7 @@ set -e
 root="$1"; bin="$2"; shift 2
 mount --rbind / "$root"
 mount -t tmpfs -o mode=0755 multus-py-hostroot "$root/opt"
+for dir in $PRIVATE_DIRS; do mount -t tmpfs -o mode=0755 multus-py-hostroot "$root$dir"; done
 mkdir -p "$root$bin"
 for plugin in "$@"; do ln -s "$PLUGIN_DIR/$plugin" "$root$bin/$plugin"; done
 echo ready
@@ -43,6 +46,8 @@ class HostRoot:
     """What ``chrootDir`` is set to: ``/proc/<holder>/root/<directory>``."""
     bin_dir: str
     """A plugin directory that exists only inside the root (``/opt/multus-py-<tag>/bin``)."""
+    private: tuple[str, ...] = ("/opt",)
+    """Directories of the root that are its own (empty tmpfs mounts), not the machine's."""
 
     def inside(self, path: str) -> Path:
         """The path, from outside, of ``path`` as the root sees it."""
@@ -56,17 +61,29 @@ class HostRoot:
         return f"{self.bin_dir}/{name}"
 
     def write(self, path: str, text: str) -> None:
-        """Write a file that only the root holds (``path`` must be under ``/opt``)."""
-        assert path.startswith("/opt/"), "only /opt is private to the root"
-        target = self.inside(path)
+        """Write a file that only the root holds (``path`` must be under a ``private`` directory)."""
+        target = self._private(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text)
 
+    def symlink(self, path: str, target: str) -> None:
+        """Make ``path`` (under a ``private`` directory) a symlink to ``target``, as the root reads it."""
+        link = self._private(path)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(target)
+
+    def _private(self, path: str) -> Path:
+        assert any(path.startswith(f"{directory}/") for directory in self.private), (
+            f"only {', '.join(self.private)} are private to the root"
+        )
+        return self.inside(path)
+
 
 @contextmanager
-def host_root(directory: Path, *, bin_dir: str = "") -> Iterator[HostRoot]:
+def host_root(directory: Path, *, bin_dir: str = "", private: Sequence[str] = ()) -> Iterator[HostRoot]:
     """A host root under ``directory`` (created), alive for the ``with`` block; ``bin_dir``: its
-    plugin directory (default: a new one), e.g. another root's, as the same host mounted again."""
+    plugin directory (default: a new one), e.g. another root's, as the same host mounted again;
+    ``private``: absolute directories (existing on the machine) that the root has empty, of its own."""
     mount_point = directory / "hostroot"
     mount_point.mkdir(parents=True)
     bin_dir = bin_dir or f"/opt/multus-py-{secrets.token_hex(4)}/bin"
@@ -87,7 +104,11 @@ def host_root(directory: Path, *, bin_dir: str = "") -> Iterator[HostRoot]:
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PLUGIN_DIR": CNI_PLUGIN_DIR},
+        env={
+            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+            "PLUGIN_DIR": CNI_PLUGIN_DIR,
+            "PRIVATE_DIRS": " ".join(private),
+        },
     )
     assert holder.stdout is not None
     assert holder.stdin is not None
@@ -96,7 +117,9 @@ def host_root(directory: Path, *, bin_dir: str = "") -> Iterator[HostRoot]:
         line = holder.stdout.readline()
         if line.strip() != b"ready":
             raise AssertionError(f"host root holder failed: {holder.stderr.read().decode()}")
-        root = HostRoot(chroot_dir=f"/proc/{holder.pid}/root{mount_point}", bin_dir=bin_dir)
+        root = HostRoot(
+            chroot_dir=f"/proc/{holder.pid}/root{mount_point}", bin_dir=bin_dir, private=("/opt", *private)
+        )
         recorder = RECORDER_SOURCE.read_text()
         root.install_script("recorder", recorder)
         yield root

@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 
+from app import rootpath
 from app.cni.types import JsonObject, NetworkConfigList
 
 log = logging.getLogger(__name__)
@@ -93,11 +94,14 @@ def chains(net: NetworkConfigList, *, container_id: str, result: JsonObject | No
 
 
 def find_iptables(root: str, *, ipv6: bool) -> str | None:
-    """The path (inside ``root``) of ``iptables`` or ``ip6tables`` on the plugins' ``PATH``, if any."""
+    """The path (inside ``root``) of ``iptables`` or ``ip6tables`` on the plugins' ``PATH``, if any:
+    an executable file once its symlinks are followed inside ``root``, as ``exec`` in the root
+    follows them (a host's ``/usr/sbin/iptables`` is an absolute link to ``/etc/alternatives``)."""
     name = "ip6tables" if ipv6 else "iptables"
     for directory in SEARCH_PATH:
         path = f"{directory}/{name}"
-        if os.access(f"{root.rstrip('/')}{path}" if root else path, os.X_OK):
+        found = rootpath.resolve(root, path)
+        if found is not None and os.path.isfile(found) and os.access(found, os.X_OK):
             return path
     return None
 
