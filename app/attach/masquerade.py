@@ -40,8 +40,8 @@ MASQUERADING_PLUGINS = frozenset({"bridge", "ptp"})
 SEARCH_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 """Where ``iptables`` is looked for: the ``PATH`` plugins are given (``invoke.DEFAULT_BASE_ENV``)."""
 RULE_MISSING = (1, 2)
-"""``iptables`` exit statuses for a rule or chain that does not exist (2 for ``-D`` of a missing
-rule with the nft backend, 1 otherwise): the removal is already done."""
+"""``iptables`` exit statuses for a rule or chain that does not exist (2 for ``-D`` of a rule
+whose chain is gone, 1 otherwise): the removal is already done."""
 COMMAND_TIMEOUT = 30.0
 
 
@@ -179,9 +179,11 @@ async def remove(found: Sequence[MasqueradeChain], *, root: str, context: Mappin
 
 
 def _says_missing(stderr: str) -> bool:
-    """``iptables``' words for a rule, chain or target that does not exist (both backends)."""
+    """``iptables``' words for a rule, chain or target that does not exist (both backends: the
+    legacy one says ``Couldn't load target `<chain>':No such file or directory`` for a ``-j`` to a
+    chain that is gone, nft's ``Chain '<chain>' does not exist``)."""
     lowered = stderr.lower()
     return any(
         words in lowered
         for words in ("does not exist", "no chain/target/match by that name", "bad rule", "doesn't exist")
-    )
+    ) or ("couldn't load target" in lowered and "no such file or directory" in lowered)

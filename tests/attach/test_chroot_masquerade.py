@@ -94,3 +94,14 @@ def test_the_rules_go_from_the_backend_of_the_roots_own_iptables(
             f"{command}: the chain and its rule are gone"
         )
     assert failures == []
+
+
+def test_removing_them_again_is_no_failure_with_the_legacy_backend(
+    legacy_root: HostRoot, legacy_chain: masquerade.MasqueradeChain
+) -> None:
+    """A teardown left pending by another delegate removes them again on its retry: the legacy
+    backend says its chain is gone in words of its own (``Couldn't load target``)."""
+    _add_as_the_plugin_does(legacy_chain)
+    assert asyncio.run(masquerade.remove([legacy_chain], root=legacy_root.chroot_dir, context={})) == []
+
+    assert asyncio.run(masquerade.remove([legacy_chain], root=legacy_root.chroot_dir, context={})) == []
