@@ -65,7 +65,8 @@ class NetnsLook:
     """``<dev>:<inode>`` of the namespace, when ``PRESENT``."""
     leftover: bool = False
     """``GONE`` with something at the path (a plain file, another filesystem's mount): what an
-    unmounted namespace leaves behind, which plugins refuse to enter."""
+    unmounted namespace leaves behind, which plugins refuse to enter; or a path no plugin can be
+    given (it holds a NUL or a lone surrogate)."""
     error: int = 0
     """The errno that made the path ``UNREADABLE``."""
 
@@ -86,6 +87,9 @@ def look(path: str) -> NetnsLook:
     namespace tells a live namespace from the empty file a removed one may leave behind. Only "no
     such file" (``ENOENT``, or ``ENOTDIR``: a component is a file, so nothing can be below it)
     proves the path empty; any other error (``EACCES``, ``EIO``, ``ELOOP``, ...) proves nothing.
+    A path no system call takes (a NUL, a lone surrogate that encodes to no bytes: a corrupt
+    cache's) holds no namespace either, and no plugin could be handed it: ``GONE`` as a leftover,
+    which no DEL enters.
     """
     try:
         info = os.stat(path)
@@ -93,6 +97,8 @@ def look(path: str) -> NetnsLook:
         return NetnsLook(NetnsState.GONE)
     except OSError as exc:
         return NetnsLook(NetnsState.UNREADABLE, error=exc.errno or errno.EIO)
+    except ValueError:  # "embedded null byte", UnicodeEncodeError
+        return NetnsLook(NetnsState.GONE, leftover=True)
     return _what_is(info)
 
 

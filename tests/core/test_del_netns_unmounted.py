@@ -21,3 +21,23 @@ async def test_del_succeeds_when_the_netns_path_is_left_as_a_plain_file(node: No
     assert node.checkpoint(container) is None
     assert delegate_lines(node.history(container), "DEL") == [("eth0", "runtime", "ok")]
     assert not [p for p in (node.ipam_dir / "cluster").iterdir() if p.name.startswith("10.")]
+
+
+async def test_a_cached_netns_path_holding_a_nul_is_no_namespace_to_enter(node: Node) -> None:
+    """Upstream's cache (JSON) may hold a netns path with a NUL (``\\u0000``): no namespace can be
+    at it and no plugin can be handed it, so its DEL runs without one (invariant 5b)."""
+    container = new_container_id()
+    recorder = {
+        "cniVersion": "1.0.0",
+        "name": "upstream",
+        "type": "recorder",
+        "recorder": {"log": str(node.recorder_log)},
+    }
+    cache = node.write_upstream_cache(container, network=recorder, ifname="eth0", netns="/run/netns/cni-\0x")
+    conf = node.conf(node.recorder_network("cluster"))
+
+    await node.engine().delete(node.request(Command.DEL, container, None, conf))
+
+    assert node.calls() == [("DEL", "upstream", "eth0")]
+    assert node.recorder_entries("DEL")[0]["env"]["CNI_NETNS"] == ""
+    assert not cache.exists()

@@ -94,3 +94,11 @@ async def test_the_links_of_a_live_netns_are_listed(node: Node) -> None:
     links = await netns.list_links(node.new_netns().path)
 
     assert set(links) == {"lo"}
+
+
+def test_a_path_no_system_call_takes_holds_no_namespace() -> None:
+    """A NUL, or a lone surrogate that encodes to no bytes: no file has such a name, and nothing
+    could enter one (``os.stat`` raises ``ValueError``, not ``OSError``)."""
+    for path in ("/run/netns/a\0b", "/run/netns/a\ud800"):
+        found = netns.look(path)
+        assert (found.state, found.leftover) == (NetnsState.GONE, True), repr(path)
