@@ -66,6 +66,14 @@ def _reject_constant(name: str) -> object:
     raise ValueError(f"invalid character '{name[0]}' looking for beginning of value")
 
 
+def as_go_reads(text: str) -> str:
+    """``text`` as Go's JSON decoder gives it: a lone surrogate (a ``\\ud800`` escape without its
+    pair, which Python keeps) is U+FFFD, so a path from a configuration is the one its plugin uses."""
+    if text.isascii():
+        return text
+    return "".join("\ufffd" if 0xD800 <= ord(char) <= 0xDFFF else char for char in text)
+
+
 def fold(key: str) -> str:
     """Go's case folding for field names: ASCII letters, plus the Kelvin sign and the long s."""
     return "".join(_FOLD_SPECIAL.get(char, char.upper() if char.isascii() else char) for char in key)

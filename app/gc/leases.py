@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app import rootpath
-from app.attach import logcontext
+from app.attach import gojson, logcontext
 from app.cni import conf as cniconf
 from app.cni.types import CniError, NetworkConfigList
 
@@ -44,7 +44,7 @@ def host_local_dirs(config: bytes, root: str = "") -> set[Path]:
     the daemon sees them: under ``root`` (the ``chrootDir`` the delegate ran in), if any, its
     symlinks resolved as the plugin saw them (an absolute link in the host's ``/var/lib/cni`` points
     into the host, not into the daemon's own file system); one that does not exist (yet) is the
-    plain join."""
+    plain join. Spelt as the plugin read it (``gojson.as_go_reads``); one holding a NUL is none."""
     net = recorded_network(config)
     if net is None:
         return set()
@@ -53,8 +53,11 @@ def host_local_dirs(config: bytes, root: str = "") -> set[Path]:
         ipam = plugin.get("ipam")
         if isinstance(ipam, dict) and ipam.get("type") == "host-local":
             data_dir = str(ipam.get("dataDir") or DEFAULT_DATA_DIR)
-            wanted = f"{data_dir.rstrip('/')}/{net.name}"
-            seen = rootpath.resolve(root, wanted) if root else wanted
+            wanted = gojson.as_go_reads(f"{data_dir.rstrip('/')}/{net.name}")
+            try:
+                seen = rootpath.resolve(root, wanted) if root else wanted
+            except ValueError:  # a NUL: no plugin could have used it, nor can it be looked at
+                continue
             dirs.add(Path(seen) if seen is not None else Path(root) / wanted.lstrip("/"))
     return dirs
 

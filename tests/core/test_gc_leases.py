@@ -17,6 +17,7 @@ from app.attach.engine import AttachEngine, EngineSettings
 from app.attach.netconf import MultusNetConf
 from app.attach.networks import NetworkResolver
 from app.cni.types import CniError
+from app.gc import leases
 from app.gc.collector import GarbageCollector
 from app.store import lease_proofs
 from app.store.retention import Retention, prune
@@ -249,3 +250,40 @@ async def test_a_host_local_data_dir_that_cannot_be_listed_does_not_stop_the_pas
     assert report.leases_removed == [str(leftover)]
     assert not leftover.exists()
     assert pending(node.checkpoint(live)) == ["eth0"]
+
+
+async def test_a_host_local_data_dir_with_a_lone_surrogate_does_not_stop_the_pass(
+    node: Node, tmp_path: Path
+) -> None:
+    """A configuration may spell its ``dataDir`` with a ``\\udcff`` escape, which Go (so host-local)
+    reads as U+FFFD: the ADD works. Its path, taken as Python decodes it, encodes to no bytes, and
+    every pass raised UnicodeEncodeError: the other leftovers must still be given back, and the
+    lease directory looked for is the one the plugin used."""
+    for name, data_dir in (("odd", f"{tmp_path}/odd\udcff"), ("leased", str(node.ipam_dir))):
+        node.write_network(
+            name,
+            {
+                "cniVersion": "1.0.0",
+                "name": name,
+                "type": "recorder",
+                "recorder": {"log": str(node.recorder_log)},
+                "ipam": {"type": "host-local", "dataDir": data_dir},
+            },
+        )
+    engine = node.engine()
+    live, gone = new_container_id(), new_container_id()
+    await engine.add(node.request(Command.ADD, live, node.new_netns(), node.conf("odd")))
+    netns = node.new_netns()
+    await engine.add(node.request(Command.ADD, gone, netns, node.conf("leased"), pod="pod-b"))
+    await engine.delete(node.request(Command.DEL, gone, netns, node.conf("leased"), pod="pod-b"))
+    leftover = node.ipam_dir / "leased" / "10.9.0.3"
+    leftover.parent.mkdir(parents=True)
+    leftover.write_text(f"{gone}\r\neth0")
+
+    report = await GarbageCollector(engine=engine, db=node.db).run_once()
+
+    assert report.leases_removed == [str(leftover)]
+    assert pending(node.checkpoint(live)) == ["eth0"]
+    assert leases.host_local_dirs(node.checkpoint(live).attachments[0].config) == {  # type: ignore[union-attr]
+        Path(f"{tmp_path}/odd\ufffd/odd")
+    }
