@@ -49,12 +49,31 @@ _INSERT_SQL = (
 
 def append(connection: Connection, entry: HistoryEntry, node: str | None = None) -> None:
     """Append ``entry``; ``node``, if given, in place of ``entry.node``."""
-    cursor_of(connection).execute(_INSERT_SQL, _row(entry, node))
+    row = _row(entry, node)
+    try:
+        cursor_of(connection).execute(_INSERT_SQL, row)
+    except UnicodeEncodeError:
+        cursor_of(connection).execute(_INSERT_SQL, _storable(row))
 
 
 def append_all(connection: Connection, entries: Sequence[HistoryEntry]) -> None:
     if entries:
-        cursor_of(connection).executemany(_INSERT_SQL, [_row(entry) for entry in entries])
+        rows = [_row(entry) for entry in entries]
+        try:
+            cursor_of(connection).executemany(_INSERT_SQL, rows)
+        except UnicodeEncodeError:  # nothing was inserted: the row that failed was never bound
+            cursor_of(connection).executemany(_INSERT_SQL, [_storable(row) for row in rows])
+
+
+def _storable(row: tuple[object, ...]) -> tuple[object, ...]:
+    """``row`` with each lone surrogate written as its escape (``\\udcff``): SQLite holds UTF-8
+    only, and a line naming a path or name read from a file we do not control (upstream's cache,
+    as Python decodes it) must still be written, or the operation it records fails for ever. Only
+    after the driver refused the row: a line of ordinary text costs nothing more."""
+    return tuple(
+        value.encode("utf-8", "backslashreplace").decode("utf-8") if isinstance(value, str) else value
+        for value in row
+    )
 
 
 def _row(entry: HistoryEntry, node: str | None = None) -> tuple[object, ...]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import subprocess
 
+import pytest
+
 from tests.core.support import Command, Node, delegate_lines, new_container_id
 
 
@@ -23,9 +25,15 @@ async def test_del_succeeds_when_the_netns_path_is_left_as_a_plain_file(node: No
     assert not [p for p in (node.ipam_dir / "cluster").iterdir() if p.name.startswith("10.")]
 
 
-async def test_a_cached_netns_path_holding_a_nul_is_no_namespace_to_enter(node: Node) -> None:
-    """Upstream's cache (JSON) may hold a netns path with a NUL (``\\u0000``): no namespace can be
-    at it and no plugin can be handed it, so its DEL runs without one (invariant 5b)."""
+@pytest.mark.parametrize(
+    "netns", ["/run/netns/cni-\0x", "/run/netns/cni-\ud800"], ids=["nul", "lone-surrogate"]
+)
+async def test_a_cached_netns_path_holding_a_nul_is_no_namespace_to_enter(node: Node, netns: str) -> None:
+    """Upstream's cache (JSON) may hold a netns path with a NUL (``\\u0000``) or a lone surrogate
+    (``\\ud800``, which encodes to no bytes): no namespace can be at it and no plugin can be
+    handed it, so its DEL runs without one (invariant 5b), and its history line keeps the path as
+    an escape (SQLite holds UTF-8 only: the line could not be written, and the DEL failed, for
+    ever)."""
     container = new_container_id()
     recorder = {
         "cniVersion": "1.0.0",
@@ -33,7 +41,7 @@ async def test_a_cached_netns_path_holding_a_nul_is_no_namespace_to_enter(node: 
         "type": "recorder",
         "recorder": {"log": str(node.recorder_log)},
     }
-    cache = node.write_upstream_cache(container, network=recorder, ifname="eth0", netns="/run/netns/cni-\0x")
+    cache = node.write_upstream_cache(container, network=recorder, ifname="eth0", netns=netns)
     conf = node.conf(node.recorder_network("cluster"))
 
     await node.engine().delete(node.request(Command.DEL, container, None, conf))
