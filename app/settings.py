@@ -353,11 +353,11 @@ def from_mapping(obj: object, *, environ: Mapping[str, str] | None = None) -> Se
                 "historyPruneIntervalSeconds", t.history_prune_interval
             ),
         ),
-        log_options=_log_options(obj.get("logOptions")),
+        log_options=_log_options(reader.value("logOptions")),
         override_network_name=reader.boolean("overrideNetworkName", d.override_network_name),
         force_cni_version=reader.boolean("forceCNIVersion", d.force_cni_version),
         shim_conf_values=_shim_conf_values(obj, reader),
-        watch=_watch(obj.get("watch")),
+        watch=_watch(reader.value("watch")),
         environment=_environment(environ or {}),
     )
 
@@ -365,11 +365,16 @@ def from_mapping(obj: object, *, environ: Mapping[str, str] | None = None) -> Se
 def _shim_conf_values(obj: Mapping[str, Any], reader: _Reader) -> Mapping[str, Any]:
     """The ``SHIM_CONF_KEYS`` the file sets, once each has upstream's type: the keys no field of
     ``Settings`` reads are checked here, or a wrong one would be copied into ``00-multus.conf``
-    and merged into every request, each ADD refused for it (upstream refuses the file)."""
+    and merged into every request, each ADD refused for it (upstream refuses the file). A key
+    set to null is not copied (upstream's generator leaves it out)."""
     reader.boolean("namespaceIsolation", False)
     reader.string("globalNamespaces", "")
     reader.string("auxiliaryCNIChainName", "")
-    return {key: obj[key] for key in SHIM_CONF_KEYS if key in obj}
+    values = {key: obj[key] for key in SHIM_CONF_KEYS if obj.get(key) is not None}
+    if isinstance(log_options := values.get("logOptions"), dict):
+        # upstream re-encodes it through its struct: a field set to null is left out
+        values["logOptions"] = {key: value for key, value in log_options.items() if value is not None}
+    return values
 
 
 def check_chroot_dir(settings: Settings) -> None:
@@ -439,12 +444,14 @@ def _watch(value: object) -> Mapping[str, Any]:
         raise SettingsError(f"daemon config key 'watch' must be an object, got {json.dumps(value)}")
     reader = _Reader(value, prefix="watch.")
     overrides: dict[str, Any] = {}
-    for key in value:
+    for key, given in value.items():
         name = WATCH_KEYS.get(key)
         if name is None:
             raise SettingsError(
                 f"daemon config key 'watch.{key}' is unknown (known: {', '.join(sorted(WATCH_KEYS))})"
             )
+        if given is None:
+            continue  # null: no override, as if absent
         if name == "status_retry_delays":
             overrides[name] = reader.number_list(key)
         elif name == "backoff_jitter":
@@ -459,11 +466,17 @@ def _watch(value: object) -> Mapping[str, Any]:
 
 
 class _Reader:
-    """Typed access to keys of a JSON object, raising ``SettingsError`` that names the key."""
+    """Typed access to keys of a JSON object, raising ``SettingsError`` that names the key. A key
+    set to null reads as absent: Go's decoder leaves a field alone on null, so upstream keeps its
+    default."""
 
     def __init__(self, obj: Mapping[str, Any], *, prefix: str = "") -> None:
         self._obj = obj
         self._prefix = prefix
+
+    def value(self, key: str) -> Any:
+        """The value of ``key`` as given; None when it is absent or null."""
+        return self._obj.get(key)
 
     def _error(self, key: str, expected: str, value: object) -> SettingsError:
         return SettingsError(
@@ -471,7 +484,9 @@ class _Reader:
         )
 
     def string(self, key: str, default: str) -> str:
-        value = self._obj.get(key, default)
+        value = self.value(key)
+        if value is None:
+            return default
         if not isinstance(value, str):
             raise self._error(key, "a string", value)
         return value or default
@@ -486,13 +501,15 @@ class _Reader:
         return value
 
     def boolean(self, key: str, default: bool) -> bool:
-        value = self._obj.get(key, default)
+        value = self.value(key)
+        if value is None:
+            return default
         if not isinstance(value, bool):
             raise self._error(key, "true or false", value)
         return value
 
     def port(self, key: str) -> int | None:
-        value = self._obj.get(key)
+        value = self.value(key)
         if value is None:
             return None
         if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 65536:
@@ -501,11 +518,13 @@ class _Reader:
 
     def positive_integer(self, key: str) -> int | None:
         """An optional whole number > 0 (None when the key is absent)."""
-        value = self._obj.get(key)
+        value = self.value(key)
         return None if value is None else self._whole_positive(key, value)
 
     def positive_number(self, key: str, default: float, *, whole: bool = False) -> float:
-        value = self._obj.get(key, default)
+        value = self.value(key)
+        if value is None:
+            return float(default)
         if (
             not isinstance(value, int | float)
             or isinstance(value, bool)
@@ -517,18 +536,18 @@ class _Reader:
 
     def positive_int(self, key: str, default: int) -> int:
         """A whole number > 0, ``default`` when the key is absent."""
-        return self._whole_positive(key, self._obj.get(key, default))
+        value = self.value(key)
+        return default if value is None else self._whole_positive(key, value)
 
-    @staticmethod
-    def _whole_positive(key: str, value: object) -> int:
+    def _whole_positive(self, key: str, value: object) -> int:
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise SettingsError(
-                f"daemon config key {key!r} must be a whole number > 0, got {json.dumps(value)}"
-            )
+            raise self._error(key, "a whole number > 0", value)
         return value
 
     def non_negative_number(self, key: str, default: float, *, whole: bool = False) -> float:
-        value = self._obj.get(key, default)
+        value = self.value(key)
+        if value is None:
+            return float(default)
         if (
             not isinstance(value, int | float)
             or isinstance(value, bool)
@@ -539,13 +558,13 @@ class _Reader:
         return float(value)
 
     def fraction(self, key: str) -> float:
-        value = self._obj.get(key)
+        value = self.value(key)
         if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value < 1:
             raise self._error(key, "a number in [0, 1)", value)
         return float(value)
 
     def number_list(self, key: str) -> tuple[float, ...]:
-        value = self._obj.get(key)
+        value = self.value(key)
         if not isinstance(value, list) or not all(
             isinstance(item, int | float) and not isinstance(item, bool) and item >= 0 for item in value
         ):
@@ -553,7 +572,9 @@ class _Reader:
         return tuple(float(item) for item in value)
 
     def choice(self, key: str, choices: tuple[str, ...]) -> str:
-        value = self._obj.get(key, choices[0])
+        value = self.value(key)
+        if value is None:
+            return choices[0]
         if value not in choices:
             raise self._error(key, f"one of {', '.join(map(json.dumps, choices))}", value)
         return str(value)

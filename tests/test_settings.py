@@ -86,7 +86,7 @@ def test_parallel_delegates_is_off_by_default_and_read_as_a_boolean() -> None:
     assert settings.from_mapping({"parallelDelegates": True}).parallel_delegates is True
 
 
-@pytest.mark.parametrize("value", ["true", 1, None, []])
+@pytest.mark.parametrize("value", ["true", 1, []])
 def test_parallel_delegates_of_the_wrong_type_is_refused_naming_the_key(value: object) -> None:
     with pytest.raises(settings.SettingsError, match="parallelDelegates"):
         settings.from_mapping({"parallelDelegates": value})
@@ -234,3 +234,41 @@ def test_watch_limits_are_overrides_by_field_name() -> None:
         "event_delay": 0.0,
     }
     assert settings.from_mapping({}).watch == {}
+
+
+def test_a_key_set_to_null_takes_its_default_as_upstream_reads_it() -> None:
+    # Go's decoder leaves a field alone on null: upstream starts with the default; this refused to
+    # start ("'socketDir' must be a string, got null")
+    keys = [
+        "socketDir",
+        "binDir",
+        "logToStderr",
+        "cniVersion",
+        "readinessindicatorfile",
+        "multusConfigFile",
+        "connectionLimit",
+        "metricsPort",
+        "logOptions",
+        "stateDir",
+        "chrootDir",
+        "maxConcurrentDelegates",
+        "delegateTimeoutSeconds",
+        "historyMaxRows",
+        "logFormat",
+        "parallelDelegates",
+        "namespaceIsolation",
+        "globalNamespaces",
+        "watch",
+    ]
+    parsed = settings.from_mapping(
+        {key: None for key in keys} | {"logOptions": {"maxSize": None}, "watch": {"requestTimeout": None}}
+    )
+
+    defaults = settings.from_mapping({})
+    assert parsed.socket_path == defaults.socket_path
+    assert parsed.log_options == defaults.log_options
+    assert parsed.watch == {}
+    assert parsed.shim_conf_values == {"logOptions": {}}, "nothing null is copied into 00-multus.conf"
+    for name in ("bin_dir", "multus_config_file", "connection_limit", "timeouts", "max_concurrent_delegates"):
+        assert getattr(parsed, name) == getattr(defaults, name), name
+    assert settings.from_mapping({key: None for key in keys}).log_options == defaults.log_options
