@@ -85,6 +85,8 @@ WATCH_KEYS = {
 }
 """multus-py ``watch`` object: daemon-config key -> ``app.watch.settings.WatchSettings`` field.
 Whole-number fields are those whose name ends in ``size``, ``burst`` or ``server_timeout``."""
+LOG_OPTIONS_KEYS = ("maxAge", "maxSize", "maxBackups", "compress")
+"""Upstream's ``logOptions`` fields (``pkg/logging``'s ``LogOptions``), in its struct's order."""
 _WHOLE_WATCH_FIELDS = (
     "list_page_size",
     "event_batch_size",
@@ -296,22 +298,23 @@ def load(path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = No
     except OSError as exc:
         raise SettingsError(f"cannot read daemon config {path}: {exc.strerror}") from exc
     try:
-        obj = json.loads(data)
+        document = json.loads(data, object_pairs_hook=_Pairs)
     except ValueError as exc:
         raise SettingsError(f"daemon config {path} is not valid JSON: {exc}") from exc
-    return from_mapping(obj, environ=environ)
+    return from_mapping(document, environ=environ)
 
 
 def from_mapping(obj: object, *, environ: Mapping[str, str] | None = None) -> Settings:
-    """Validate a decoded daemon-config object; ``environ`` is the process environment (none:
-    an empty one, as tests of the file alone want)."""
-    if not isinstance(obj, dict):
+    """Validate a decoded daemon-config object (a dict, or as ``load`` decodes it: objects as
+    their pairs in document order); ``environ`` is the process environment (none: an empty one,
+    as tests of the file alone want)."""
+    if not _is_object(obj):
         raise SettingsError("daemon config must be a JSON object")
     reader = _Reader(obj)
     d = _DEFAULTS
     t = _DEFAULT_TIMEOUTS
     return Settings(
-        raw=dict(obj),
+        raw=_plain_object(obj),
         socket_dir=Path(reader.string("socketDir", str(d.socket_dir))),
         state_dir=Path(reader.absolute_path("stateDir", str(d.state_dir))),
         bin_dir=reader.string("binDir", d.bin_dir),
@@ -356,24 +359,28 @@ def from_mapping(obj: object, *, environ: Mapping[str, str] | None = None) -> Se
         log_options=_log_options(reader.value("logOptions")),
         override_network_name=reader.boolean("overrideNetworkName", d.override_network_name),
         force_cni_version=reader.boolean("forceCNIVersion", d.force_cni_version),
-        shim_conf_values=_shim_conf_values(obj, reader),
+        shim_conf_values=_shim_conf_values(reader),
         watch=_watch(reader.value("watch")),
         environment=_environment(environ or {}),
     )
 
 
-def _shim_conf_values(obj: Mapping[str, Any], reader: _Reader) -> Mapping[str, Any]:
+def _shim_conf_values(reader: _Reader) -> Mapping[str, Any]:
     """The ``SHIM_CONF_KEYS`` the file sets, once each has upstream's type: the keys no field of
     ``Settings`` reads are checked here, or a wrong one would be copied into ``00-multus.conf``
     and merged into every request, each ADD refused for it (upstream refuses the file). A key
-    set to null is not copied (upstream's generator leaves it out)."""
+    set to null is not copied, and each is copied under its own spelling, however the file
+    spells it (upstream's generator re-encodes its struct)."""
     reader.boolean("namespaceIsolation", False)
     reader.string("globalNamespaces", "")
     reader.string("auxiliaryCNIChainName", "")
-    values = {key: obj[key] for key in SHIM_CONF_KEYS if obj.get(key) is not None}
-    if isinstance(log_options := values.get("logOptions"), dict):
-        # upstream re-encodes it through its struct: a field set to null is left out
-        values["logOptions"] = {key: value for key, value in log_options.items() if value is not None}
+    values = {key: _plain(value) for key in SHIM_CONF_KEYS if (value := reader.value(key)) is not None}
+    log_options = reader.value("logOptions")
+    if _is_object(log_options):
+        fields = _Reader(log_options)
+        values["logOptions"] = {
+            key: value for key in LOG_OPTIONS_KEYS if (value := fields.value(key)) is not None
+        }
     return values
 
 
@@ -423,8 +430,10 @@ def _log_options(value: object) -> LogOptions:
     """``logOptions``: each field optional (absent: upstream's default)."""
     if value is None:
         return _DEFAULT_LOG_OPTIONS
-    if not isinstance(value, dict):
-        raise SettingsError(f"daemon config key 'logOptions' must be an object, got {json.dumps(value)}")
+    if not _is_object(value):
+        raise SettingsError(
+            f"daemon config key 'logOptions' must be an object, got {json.dumps(_plain(value))}"
+        )
     reader = _Reader(value, prefix="logOptions.")
     o = _DEFAULT_LOG_OPTIONS
     return LogOptions(
@@ -440,11 +449,12 @@ def _watch(value: object) -> Mapping[str, Any]:
     where the field counts something, ``statusRetryDelays`` a list of numbers >= 0)."""
     if value is None:
         return {}
-    if not isinstance(value, dict):
-        raise SettingsError(f"daemon config key 'watch' must be an object, got {json.dumps(value)}")
+    if not _is_object(value):
+        raise SettingsError(f"daemon config key 'watch' must be an object, got {json.dumps(_plain(value))}")
     reader = _Reader(value, prefix="watch.")
     overrides: dict[str, Any] = {}
-    for key, given in value.items():
+    for given_key, given in _pairs(value):
+        key = _WATCH_KEYS_FOLDED.get(_go_fold(given_key), given_key)
         name = WATCH_KEYS.get(key)
         if name is None:
             raise SettingsError(
@@ -465,22 +475,65 @@ def _watch(value: object) -> Mapping[str, Any]:
     return overrides
 
 
-class _Reader:
-    """Typed access to keys of a JSON object, raising ``SettingsError`` that names the key. A key
-    set to null reads as absent: Go's decoder leaves a field alone on null, so upstream keeps its
-    default."""
+class _Pairs(list[tuple[str, Any]]):
+    """A JSON object as ``load`` decodes it: its pairs in document order, duplicates included."""
 
-    def __init__(self, obj: Mapping[str, Any], *, prefix: str = "") -> None:
-        self._obj = obj
+
+def _is_object(value: object) -> bool:
+    return isinstance(value, dict | _Pairs)
+
+
+def _pairs(obj: Any) -> Any:
+    """The key/value pairs of a decoded object, in document order."""
+    return obj if isinstance(obj, _Pairs) else obj.items()
+
+
+def _plain(value: Any) -> Any:
+    """A decoded value with its objects as dicts, a repeated key taking its last value (as Go
+    decodes the file into the map it merges over every request)."""
+    if isinstance(value, _Pairs):
+        return _plain_object(value)
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _plain_object(obj: Any) -> dict[str, Any]:
+    return {key: _plain(value) for key, value in _pairs(obj)}
+
+
+_GO_FOLD_SPECIAL = {"\u212a": "K", "\u017f": "S"}
+
+
+def _go_fold(key: str) -> str:
+    """Go's ``encoding/json`` folding of a key for its struct fields: ASCII letters whatever
+    their case, the Kelvin sign as ``K`` and the long s as ``S`` (no other character folds to
+    an ASCII one)."""
+    return "".join(_GO_FOLD_SPECIAL.get(char, char.upper() if char.isascii() else char) for char in key)
+
+
+_WATCH_KEYS_FOLDED = {_go_fold(key): key for key in WATCH_KEYS}
+
+
+class _Reader:
+    """Typed access to keys of a JSON object, raising ``SettingsError`` that names the key.
+
+    Keys are matched as Go's decoder matches struct fields, so as upstream reads the file: whatever
+    their case (``SocketDir``, ``readinessIndicatorFile``), the last of the spellings in document
+    order winning. A key set to null reads as absent: Go's decoder leaves a field alone on null, so
+    upstream keeps its default (or the value an earlier spelling gave)."""
+
+    def __init__(self, obj: Any, *, prefix: str = "") -> None:
+        self._fields = {_go_fold(key): value for key, value in _pairs(obj) if value is not None}
         self._prefix = prefix
 
     def value(self, key: str) -> Any:
         """The value of ``key`` as given; None when it is absent or null."""
-        return self._obj.get(key)
+        return self._fields.get(_go_fold(key))
 
     def _error(self, key: str, expected: str, value: object) -> SettingsError:
         return SettingsError(
-            f"daemon config key {self._prefix + key!r} must be {expected}, got {json.dumps(value)}"
+            f"daemon config key {self._prefix + key!r} must be {expected}, got {json.dumps(_plain(value))}"
         )
 
     def string(self, key: str, default: str) -> str:
@@ -495,9 +548,7 @@ class _Reader:
         """A path that must be absolute (or, with ``empty_ok``, empty: the feature is off)."""
         value = self.string(key, default)
         if not value.startswith("/") and not (empty_ok and value == ""):
-            raise SettingsError(
-                f"daemon config key {key!r} must be an absolute path, got {json.dumps(value)}"
-            )
+            raise self._error(key, "an absolute path", value)
         return value
 
     def boolean(self, key: str, default: bool) -> bool:

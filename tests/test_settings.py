@@ -272,3 +272,53 @@ def test_a_key_set_to_null_takes_its_default_as_upstream_reads_it() -> None:
     for name in ("bin_dir", "multus_config_file", "connection_limit", "timeouts", "max_concurrent_delegates"):
         assert getattr(parsed, name) == getattr(defaults, name), name
     assert settings.from_mapping({key: None for key in keys}).log_options == defaults.log_options
+
+
+def _load(tmp_path: Path, text: str) -> settings.Settings:
+    path = tmp_path / "daemon-config.json"
+    path.write_text(text, encoding="utf-8")
+    return settings.load(path)
+
+
+def test_keys_are_matched_whatever_their_case_as_upstreams_decoder_matches_them(tmp_path: Path) -> None:
+    # Go's encoding/json matches struct fields case-insensitively: upstream waits for a
+    # "readinessIndicatorFile" and listens in a "SocketDir"; these were ignored (defaults used)
+    parsed = _load(
+        tmp_path,
+        json.dumps(
+            {
+                "SocketDir": "/run/elsewhere",
+                "readinessIndicatorFile": "/run/flannel/ready",
+                "BINDIR": "/usr/lib/cni",
+                "\u017ftateDir": "/var/lib/other",  # the long s folds to S in Go
+                "LogOptions": {"MaxSize": 10, "compress": None},
+                "Watch": {"RequestTimeout": 3},
+            }
+        ),
+    )
+
+    assert parsed.socket_dir == Path("/run/elsewhere")
+    assert parsed.readiness_indicator_file == "/run/flannel/ready"
+    assert parsed.bin_dir == "/usr/lib/cni"
+    assert parsed.state_dir == Path("/var/lib/other")
+    assert parsed.log_options.max_size_mb == 10
+    assert parsed.watch == {"request_timeout": 3.0}
+    assert parsed.shim_conf_values == {"binDir": "/usr/lib/cni", "logOptions": {"maxSize": 10}}, (
+        "copied into 00-multus.conf under upstream's spelling, as its generator re-encodes them"
+    )
+    assert parsed.raw["SocketDir"] == "/run/elsewhere", "merged over requests as written"
+
+
+@pytest.mark.parametrize(
+    ("text", "socket_dir"),
+    [
+        ('{"socketDir": "/a", "SOCKETDIR": "/b"}', "/b"),
+        ('{"SOCKETDIR": "/b", "socketDir": "/a"}', "/a"),
+        ('{"socketDir": "/a", "SocketDir": "/b", "socketDir": "/c"}', "/c"),
+        ('{"socketDir": "/a", "SocketDir": null}', "/a"),
+    ],
+)
+def test_of_several_spellings_of_a_key_the_last_set_wins_as_in_go(
+    tmp_path: Path, text: str, socket_dir: str
+) -> None:
+    assert _load(tmp_path, text).socket_dir == Path(socket_dir)
