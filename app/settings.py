@@ -23,6 +23,7 @@ import json
 import math
 import os
 import socket
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -298,9 +299,12 @@ def load(path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = No
     except OSError as exc:
         raise SettingsError(f"cannot read daemon config {path}: {exc.strerror}") from exc
     try:
-        document = json.loads(data, object_pairs_hook=_Pairs)
+        document = json.loads(
+            data, object_pairs_hook=_Pairs, parse_constant=_NotFinite, parse_float=_float, parse_int=_int
+        )
     except ValueError as exc:
         raise SettingsError(f"daemon config {path} is not valid JSON: {exc}") from exc
+    _refuse_not_finite(document)
     return from_mapping(document, environ=environ)
 
 
@@ -503,6 +507,41 @@ def _plain_object(obj: Any) -> dict[str, Any]:
 
 
 _GO_FOLD_SPECIAL = {"\u212a": "K", "\u017f": "S"}
+
+
+class _NotFinite:
+    """A number as written that Go does not decode (``NaN`` and ``Infinity`` are not JSON, and a
+    number beyond float64's range is no float64): upstream refuses the file, or fails every
+    request it merges it into; kept to be refused naming its key."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def _float(text: str) -> float | _NotFinite:
+    value = float(text)
+    return value if math.isfinite(value) else _NotFinite(text)
+
+
+def _int(text: str) -> int | _NotFinite:
+    value = int(text)
+    return value if abs(value) <= sys.float_info.max else _NotFinite(text)
+
+
+def _refuse_not_finite(document: object) -> None:
+    """Raise ``SettingsError`` naming the first key (``watch.backoffMax``, ``defaultNetworks[1]``)
+    whose value is a ``_NotFinite``."""
+    pending: list[tuple[str, object]] = [("", document)]
+    while pending:
+        where, value = pending.pop()
+        if isinstance(value, _NotFinite):
+            raise SettingsError(f"daemon config key {where!r} must be a finite number, got {value.text}")
+        if isinstance(value, _Pairs):
+            pending.extend((f"{where}.{key}" if where else key, item) for key, item in reversed(value))
+        elif isinstance(value, list):
+            pending.extend((f"{where}[{index}]", item) for index, item in reversed(list(enumerate(value))))
 
 
 def _go_fold(key: str) -> str:

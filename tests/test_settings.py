@@ -322,3 +322,28 @@ def test_of_several_spellings_of_a_key_the_last_set_wins_as_in_go(
     tmp_path: Path, text: str, socket_dir: str
 ) -> None:
     assert _load(tmp_path, text).socket_dir == Path(socket_dir)
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "literal"),
+    [
+        # under uvloop, a NaN interval fails every wait on it ("cannot convert float NaN to integer"):
+        # the GC task crashed and restarted for ever
+        ('{"gcIntervalSeconds": NaN}', "gcIntervalSeconds", "NaN"),
+        ('{"delegateTimeoutSeconds": Infinity}', "delegateTimeoutSeconds", "Infinity"),
+        ('{"shutdownGraceSeconds": 1e999}', "shutdownGraceSeconds", "1e999"),
+        ('{"historyMaxAgeHours": NaN}', "historyMaxAgeHours", "NaN"),
+        ('{"watch": {"backoffMax": -Infinity}}', "watch.backoffMax", "-Infinity"),
+        ('{"logOptions": {"maxSize": 1e400}}', "logOptions.maxSize", "1e400"),
+        # float() of it raised OverflowError: a traceback, not an error naming the key
+        ('{"gcIntervalSeconds": 1' + "0" * 400 + "}", "gcIntervalSeconds", "1" + "0" * 400),
+        # keys no setting reads are merged over every request, where Go cannot decode them either
+        ('{"myKey": [1, {"deep": NaN}]}', "myKey[1].deep", "NaN"),
+    ],
+)
+def test_a_number_go_cannot_decode_is_refused_naming_the_key(
+    tmp_path: Path, text: str, key: str, literal: str
+) -> None:
+    with pytest.raises(settings.SettingsError) as refused:
+        _load(tmp_path, text)
+    assert str(refused.value) == f"daemon config key {key!r} must be a finite number, got {literal}"
