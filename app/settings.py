@@ -299,13 +299,16 @@ def load(path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = No
     except OSError as exc:
         raise SettingsError(f"cannot read daemon config {path}: {exc.strerror}") from exc
     try:
-        document = json.loads(
-            data, object_pairs_hook=_Pairs, parse_constant=_NotFinite, parse_float=_float, parse_int=_int
-        )
-    except ValueError as exc:
-        raise SettingsError(f"daemon config {path} is not valid JSON: {exc}") from exc
-    _refuse_not_finite(document)
-    return from_mapping(document, environ=environ)
+        try:
+            document = json.loads(
+                data, object_pairs_hook=_Pairs, parse_constant=_NotFinite, parse_float=_float, parse_int=_int
+            )
+        except ValueError as exc:
+            raise SettingsError(f"daemon config {path} is not valid JSON: {exc}") from exc
+        _refuse_not_finite(document)
+        return from_mapping(document, environ=environ)
+    except RecursionError as exc:  # the decoder's, or a walk of what it decoded
+        raise SettingsError(f"daemon config {path} is nested too deeply") from exc
 
 
 def from_mapping(obj: object, *, environ: Mapping[str, str] | None = None) -> Settings:

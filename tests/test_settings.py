@@ -347,3 +347,10 @@ def test_a_number_go_cannot_decode_is_refused_naming_the_key(
     with pytest.raises(settings.SettingsError) as refused:
         _load(tmp_path, text)
     assert str(refused.value) == f"daemon config key {key!r} must be a finite number, got {literal}"
+
+
+@pytest.mark.parametrize("depth", [2_000, 100_000])
+def test_a_file_nested_too_deeply_is_refused_not_a_traceback(tmp_path: Path, depth: int) -> None:
+    # the decoder's RecursionError escaped: multus-daemon died with a traceback, not exit 1 naming the file
+    with pytest.raises(settings.SettingsError, match="nested too deeply"):
+        _load(tmp_path, '{"myKey": ' + "[" * depth + "]" * depth + "}")
