@@ -37,6 +37,8 @@ DEFAULT_GC_INTERVAL = 10.0
 DEFAULT_HISTORY_MAX_AGE_HOURS = 720.0
 DEFAULT_HISTORY_MAX_ROWS = 1_000_000
 LOG_FORMATS = ("text", "json")
+UNIX_SOCKET_PATH_MAX = 107
+"""Longest path, in bytes, of a unix socket: ``sockaddr_un.sun_path`` holds 108 with the NUL."""
 DEFAULT_PLUGIN_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 """``PATH`` for delegates when the daemon's environment has none."""
 NODE_NAME_VARIABLE = "MULTUS_NODE_NAME"
@@ -320,7 +322,7 @@ def from_mapping(obj: object, *, environ: Mapping[str, str] | None = None) -> Se
     reader = _Reader(obj)
     d = _DEFAULTS
     t = _DEFAULT_TIMEOUTS
-    return Settings(
+    parsed = Settings(
         raw=_plain_object(obj),
         socket_dir=Path(reader.string("socketDir", str(d.socket_dir))),
         state_dir=Path(reader.absolute_path("stateDir", str(d.state_dir))),
@@ -370,6 +372,21 @@ def from_mapping(obj: object, *, environ: Mapping[str, str] | None = None) -> Se
         watch=_watch(reader.value("watch")),
         environment=_environment(environ or {}),
     )
+    _check_socket_dir(parsed)
+    return parsed
+
+
+def _check_socket_dir(settings: Settings) -> None:
+    """Refuse a ``socketDir`` too long for the sockets the daemon binds in it: ``multus.sock``
+    failed to bind (exit 3, the key unnamed) and, a few bytes shorter, ``multus-query.sock`` did,
+    the daemon serving on without ``multusctl``'s query API (an error line in the log)."""
+    longest = max((settings.socket_path, settings.query_socket_path), key=lambda path: len(bytes(path)))
+    if len(bytes(longest)) > UNIX_SOCKET_PATH_MAX:
+        raise SettingsError(
+            f"daemon config key 'socketDir' must be a directory whose sockets' paths fit in "
+            f"{UNIX_SOCKET_PATH_MAX} bytes, got {json.dumps(str(settings.socket_dir))} "
+            f"({longest.name} would take {len(bytes(longest))})"
+        )
 
 
 def _shim_conf_values(reader: _Reader) -> Mapping[str, Any]:

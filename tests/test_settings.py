@@ -354,3 +354,27 @@ def test_a_file_nested_too_deeply_is_refused_not_a_traceback(tmp_path: Path, dep
     # the decoder's RecursionError escaped: multus-daemon died with a traceback, not exit 1 naming the file
     with pytest.raises(settings.SettingsError, match="nested too deeply"):
         _load(tmp_path, '{"myKey": ' + "[" * depth + "]" * depth + "}")
+
+
+def test_a_socket_dir_too_long_for_its_sockets_is_refused_naming_the_key(tmp_path: Path) -> None:
+    fits = "/" + "d" * (settings.UNIX_SOCKET_PATH_MAX - len("/multus-query.sock") - 1)
+    assert settings.from_mapping({"socketDir": fits}).socket_dir == Path(fits)
+    # one byte more: multus.sock still binds, the query API did not (the daemon ran on without it)
+    with pytest.raises(settings.SettingsError, match=r"'socketDir'.*multus-query\.sock would take 108"):
+        settings.from_mapping({"socketDir": fits + "d"})
+    with pytest.raises(settings.SettingsError, match="'socketDir'"):
+        settings.from_mapping({"socketDir": fits + "d" * 20})
+
+
+def test_the_longest_socket_dir_accepted_holds_sockets_that_bind(tmp_path: Path) -> None:
+    import socket
+
+    room = settings.UNIX_SOCKET_PATH_MAX - len(str(tmp_path)) - len("/multus-query.sock") - 1
+    socket_dir = tmp_path / ("d" * room)
+    socket_dir.mkdir()
+    parsed = settings.from_mapping({"socketDir": str(socket_dir)})
+    for path in (parsed.socket_path, parsed.query_socket_path):
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.bind(str(path))
+    with socket.socket(socket.AF_UNIX) as sock, pytest.raises(OSError, match="too long"):
+        sock.bind(str(parsed.query_socket_path) + "x")
