@@ -106,20 +106,38 @@ def locations(args: "Arguments") -> Locations:
         loaded = None if args.config else {}
     except (OSError, ValueError):
         loaded = None
-    if not isinstance(loaded, dict) or not all(
-        isinstance(loaded.get(key, ""), str) for key in ("socketDir", "stateDir")
-    ):
+    given = _as_the_daemon_reads(loaded, ("socketDir", "stateDir")) if isinstance(loaded, dict) else None
+    if given is None:
         full_settings(config)  # raises CliError with app.settings' message naming the problem
         raise CliError(f"cannot use daemon config {config}")
-    document: dict[str, Any] = loaded
-    socket_dir = str(args.socket_dir or document.get("socketDir") or DEFAULT_SOCKET_DIR)
-    state_dir = str(args.state_dir or document.get("stateDir") or DEFAULT_STATE_DIR)
+    socket_dir = str(args.socket_dir or given["socketDir"] or DEFAULT_SOCKET_DIR)
+    state_dir = str(args.state_dir or given["stateDir"] or DEFAULT_STATE_DIR)
     return Locations(
         socket=_join(socket_dir, "multus.sock"),
         query_socket=_join(socket_dir, "multus-query.sock"),
         database=_join(state_dir, "state.db"),
-        config=config if document else None,
+        config=config if loaded else None,
     )
+
+
+def _as_the_daemon_reads(document: "dict[str, Any]", keys: "tuple[str, ...]") -> "dict[str, str] | None":
+    """The string values of ``keys`` ("" when absent) as ``app.settings`` reads them, as Go's
+    decoder does: a key matched whatever its case (the Kelvin sign and the long s as ``K`` and
+    ``S``), the last spelling winning, null as absent; None when one is not a string."""
+    wanted = {_go_fold(key): key for key in keys}
+    found = dict.fromkeys(keys, "")
+    for key, value in document.items():
+        name = wanted.get(_go_fold(key))
+        if name is None or value is None:
+            continue
+        if not isinstance(value, str):
+            return None
+        found[name] = value
+    return found
+
+
+def _go_fold(key: str) -> str:
+    return "".join({"\u212a": "K", "\u017f": "S"}.get(c, c.upper() if c.isascii() else c) for c in key)
 
 
 def _join(directory: str, name: str) -> str:

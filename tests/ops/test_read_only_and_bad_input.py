@@ -8,6 +8,7 @@ and mtime-for-mtime what it was.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sqlite3
 import subprocess
@@ -313,3 +314,29 @@ def test_an_unusable_daemon_config_is_named(tmp_path: Path, content: str | None,
     assert result.returncode == 1
     assert named in result.stderr
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        {"SocketDir": "/run/elsewhere", "STATEDIR": "/var/lib/elsewhere"},
+        {"socketDir": None, "stateDir": None},
+        {"socketDir": "/run/first", "SOCKETDIR": "/run/last", "\u017ftateDir": "/var/lib/long-s"},
+    ],
+    ids=["any-case", "null", "last-spelling-and-long-s"],
+)
+def test_multusctl_finds_the_sockets_and_the_state_where_the_daemon_reads_them(
+    tmp_path: Path, content: dict[str, Any]
+) -> None:
+    """The daemon reads daemon-config as Go does (any case, the last spelling, null as absent);
+    multusctl's quick read of the two keys must agree, or it looks elsewhere, or gives up."""
+    config = tmp_path / "daemon-config.json"
+    config.write_text(json.dumps(content))
+    daemon = settings_module.load(config)
+
+    where = cli.locations(argparse.Namespace(config=str(config), socket_dir=None, state_dir=None))
+
+    assert (Path(where.query_socket), Path(where.database)) == (
+        daemon.query_socket_path,
+        daemon.database_path,
+    )
