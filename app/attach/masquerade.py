@@ -11,10 +11,11 @@ pod is given that address next.
 
 The teardown (``app.attach.teardown``) calls ``remove`` after such a DEL succeeded, never on the
 hot path (a DEL that entered the namespace has the plugin remove them itself). It deletes what the
-plugin would have deleted (``iptables -t nat -D POSTROUTING -s <address> -j <chain> -m comment
---comment <comment>``, then ``-F`` and ``-X`` of the chain; ``ip6tables`` for IPv6), with the
-``iptables`` of the root the plugin ran in (``chrootDir``: the node's, whose backend, nft or legacy,
-holds the rules), found on the plugins' ``PATH``. Rules and chains already gone are no error; a
+plugin would have deleted (``iptables --wait -t nat -D POSTROUTING -s <address> -j <chain> -m
+comment --comment <comment>``, then ``-F`` and ``-X`` of the chain; ``ip6tables`` for IPv6, an
+IPv4-mapped address taken as the IPv4 one, as Go takes it; ``--wait`` for the xtables lock, as the
+plugins' library waits), with the ``iptables`` of the root the plugin ran in (``chrootDir``: the
+node's, whose backend, nft or legacy, holds the rules), found on the plugins' ``PATH``. Rules and chains already gone are no error; a
 removal that fails otherwise is logged, and the DEL stays done: the rules are the plugin's, and a
 DEL must terminate (invariant 5b).
 """
@@ -83,9 +84,11 @@ def chains(net: NetworkConfigList, *, container_id: str, result: JsonObject | No
         if not isinstance(address, str):
             continue
         try:
-            addresses.append(str(ipaddress.ip_interface(address).ip))
+            ip = ipaddress.ip_interface(address).ip
         except ValueError:
             continue
+        mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+        addresses.append(str(mapped or ip))  # Go takes ::ffff:a.b.c.d for a.b.c.d (iptables, not ip6tables)
     if not addresses:
         return []
     return [
@@ -112,6 +115,7 @@ def _commands(found: MasqueradeChain, *, ipv6: bool) -> list[list[str]]:
         return []
     rules = [
         [
+            "--wait",
             "-t",
             "nat",
             "-D",
@@ -127,7 +131,7 @@ def _commands(found: MasqueradeChain, *, ipv6: bool) -> list[list[str]]:
         ]
         for address in family
     ]
-    return [*rules, ["-t", "nat", "-F", found.chain], ["-t", "nat", "-X", found.chain]]
+    return [*rules, ["--wait", "-t", "nat", "-F", found.chain], ["--wait", "-t", "nat", "-X", found.chain]]
 
 
 def _enter_root(root: bytes) -> None:

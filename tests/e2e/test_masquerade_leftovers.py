@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from app.attach import masquerade
+from app.cni import conf as cniconf
 from tests.e2e.conftest import Cluster, new_container_id
 
 
@@ -85,3 +86,15 @@ def test_removing_what_is_already_gone_is_no_failure_and_a_missing_iptables_is_o
     assert asyncio.run(masquerade.remove(gone, root="", context={})) == []
     failures = asyncio.run(masquerade.remove(gone, root=str(tmp_path), context={}))
     assert failures == [f"iptables not found in {tmp_path}"], "a root without iptables: said, not raised"
+
+
+def test_an_ipv4_mapped_address_is_the_ipv4_one_as_go_takes_it() -> None:
+    net = cniconf.load_network_list(
+        json.dumps({"cniVersion": "1.0.0", "name": "masq0", "type": "bridge", "ipMasq": True}).encode(),
+        source="test",
+    )
+    result = {"ips": [{"address": "::ffff:10.243.0.7/120"}, {"address": "fd00::7/64"}, {"address": "x"}]}
+
+    [found] = masquerade.chains(net, container_id="c" * 64, result=result)
+
+    assert found.addresses == ("10.243.0.7", "fd00::7")
