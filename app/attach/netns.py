@@ -147,7 +147,7 @@ def _in_netns(path: str, work: Callable[[], T]) -> T:
             outcome["error"] = exc
             return
         try:
-            target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            target = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)  # a FIFO swapped in: no wait
         except OSError as exc:
             os.close(own)
             outcome["error"] = _not_opened(path, exc)
