@@ -3,7 +3,8 @@
 Used by the engine for the runtime's DEL, rollback of a failed ADD, recovery, GC, spool replay and
 hot-plug detach, so every way an attachment leaves the node is the same code (invariants 4-6).
 A teardown marks the sandbox ``deleting`` (committed before any DEL runs), kills what an earlier
-run of the daemon still runs for an ADD it never finished (invariant 9), DELs its attachments
+run of the daemon may still run for its attachments (an ADD it never finished, a DEL it began:
+invariant 9), DELs its attachments
 newest first with their recorded config, arguments, result and root (today's ``chrootDir`` where
 the recorded root is gone: ``root_for_del``), and returns what the caller
 commits: the attachments whose DEL succeeded are removed; a DEL that failed for a reason that may
@@ -26,7 +27,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 from app import metrics
@@ -40,7 +41,7 @@ from app.attach.vfs import HostDevices
 from app.cni import api, invoke, reaper
 from app.cni.types import CniError, ErrorCode
 from app.store import checkpoints
-from app.store.database import Database
+from app.store.database import Connection, Database
 from app.store.records import AttachmentRecord, HistoryEntry, SandboxRecord
 
 log = logging.getLogger(__name__)
@@ -65,26 +66,48 @@ def root_for_del(record: SandboxRecord, attachment: AttachmentRecord) -> str | N
     return None
 
 
-def _unfinished_by_an_earlier_run(attachment: AttachmentRecord) -> bool:
-    """Neither a result nor an error recorded: its ADD was cut short by a daemon that died (this
-    daemon records one or the other for every delegate that ran, before it lets go of the
-    sandbox's lock), so its plugin may still run. A DEL failed since records its error."""
-    return attachment.result is None and attachment.last_error is None
+def _may_run_for_an_earlier_run(attachment: AttachmentRecord) -> bool:
+    """A plugin an earlier run of the daemon started for the attachment may still run (the daemon
+    died, its plugins did not: each leads its own session), judged on the attachment as recorded
+    before this teardown began:
+
+    - neither a result nor an error recorded: its ADD was cut short by a daemon that died (this
+      daemon records one or the other for every delegate that ran, before it lets go of the
+      sandbox's lock; a DEL that failed since records its error);
+    - ``deleting``: a DEL of it had begun and not finished. A daemon killed in the middle of a
+      teardown leaves running every DEL it had started (a parallel teardown runs the other
+      networks' DELs together). A DEL of this daemon's own that failed leaves it so too (this
+      daemon waits for its plugins before it lets go of the lock): its retry pays a scan that
+      finds nothing."""
+    return (attachment.result is None and attachment.last_error is None) or attachment.state == "deleting"
 
 
-async def _reap_unfinished_adds(
+def _load_then_begin_delete(connection: Connection, *, container_id: str) -> SandboxRecord | None:
+    """The sandbox as recorded before this teardown (None, nothing written, when none is), marked
+    ``deleting`` with its attachments in the same unit: the attachments keep the states they had,
+    which tell a DEL begun earlier (``_may_run_for_an_earlier_run``). The same statements as
+    ``checkpoints.begin_delete_and_load``, the read first."""
+    record = checkpoints.load_sandbox(connection, container_id)
+    if record is None:
+        return None
+    checkpoints.begin_delete(connection, container_id)
+    return replace(record, state="deleting")
+
+
+async def _reap_earlier_runs_plugins(
     record: SandboxRecord, attachments: Sequence[AttachmentRecord]
 ) -> CniError | None:
-    """Kill, and wait for, what an earlier run started for ``attachments`` whose ADD it never
-    finished; the error to keep them pending with when some of it would not die, else None.
+    """Kill, and wait for, what an earlier run may still run for ``attachments`` (an ADD it never
+    finished, a DEL it began); the error to keep them pending with when some of it would not die,
+    else None.
 
     Start-up recovery reaps these too, but the daemon serves DELs before it has run, and a DEL
     of such a sandbox can be the first request a restarted daemon serves. A teardown of recorded
-    ADDs (nearly all) scans nothing."""
+    ADDs that no DEL began before it (nearly all) scans nothing."""
     markers = [
         invoke.delegate_marker(record.container_id, attachment.ifname)
         for attachment in attachments
-        if _unfinished_by_an_earlier_run(attachment)
+        if _may_run_for_an_earlier_run(attachment)
     ]
     if not markers:
         return None
@@ -93,7 +116,7 @@ async def _reap_unfinished_adds(
     except reaper.ReapError as exc:
         error = CniError(
             ErrorCode.TRY_AGAIN_LATER,
-            f"container {record.container_id}: a plugin process of its unfinished ADD would not die",
+            f"container {record.container_id}: a plugin process an earlier run left running would not die",
             f"nothing is DELed while it may still run: {exc}",
         )
         log.error("%s", error, extra=logcontext.fields(record.container_id, command="DEL", pod=record.pod))
@@ -135,9 +158,10 @@ class Teardown:
 
     async def load_and_begin(self, container_id: str) -> SandboxRecord | None:
         """The sandbox's record (None if nothing is recorded), marked as being deleted in the same
-        commit: a runtime DEL reads and begins with one trip to the store, not two."""
+        commit: a runtime DEL reads and begins with one trip to the store, not two. Its attachments
+        are as recorded before (``_load_then_begin_delete``)."""
         record = await self.db.write(
-            partial(checkpoints.begin_delete_and_load, container_id=container_id), durable=False
+            partial(_load_then_begin_delete, container_id=container_id), durable=False
         )
         if record is not None:
             self.crash.reached(Point.DEL_AFTER_BEGIN)
@@ -167,10 +191,10 @@ class Teardown:
         the others do, then the cluster network's. What is recorded, and in which order, is the
         same as one after another (newest first).
 
-        An ADD of an earlier run of the daemon that never finished may still have a plugin running
-        (the daemon died, its plugin did not): that is killed and waited for first (invariant 9),
-        and while it will not die nothing of the sandbox is DELed (code 11, retried)."""
-        survivor = await _reap_unfinished_adds(record, attachments)
+        An ADD of an earlier run of the daemon that never finished, or a DEL it began, may still have
+        a plugin running (the daemon died, its plugin did not): that is killed and waited for first
+        (invariant 9), and while it will not die nothing of the sandbox is DELed (code 11, retried)."""
+        survivor = await _reap_earlier_runs_plugins(record, attachments)
         if survivor is not None:
             return [survivor], []
         newest_first = sorted(attachments, key=lambda a: a.position, reverse=True)
