@@ -3,12 +3,13 @@
 Imported by the layers that observe something (the engine, the store's writer, GC and recovery,
 the watchers, the socket server); served by ``app.daemon.metrics_server`` on ``metricsPort``.
 Names are prefixed ``multus_py_``; upstream's one metric, ``multus_server_request_total``, is kept
-under its own name so existing dashboards keep working. Label values come from small fixed sets
-(CNI commands, outcomes, plugin types, error codes), never from pod names or container IDs. A label
-whose values come from outside input (a NAD's plugin chain, a plugin's error code, a socket
-client's HTTP method) is declared bounded here, beside its metric, and ``labelled`` reports any
-value past its bound as ``other``: whoever writes NADs or requests cannot grow the series (memory,
-every scrape) without end.
+under its own name and labels, its values spelt as upstream's (``method="post"``), so existing
+dashboards keep working. Label values come from small fixed sets (CNI commands, outcomes, plugin
+types, error codes), never from pod names or container IDs. A label whose values come from outside
+input (a NAD's plugin chain, a plugin's error code, a socket client's HTTP method) is declared
+bounded here, beside its metric, and ``labelled`` reports any value past its bound as ``other``
+(a method as ``unknown``, upstream's word): whoever writes NADs or requests cannot grow the series
+(memory, every scrape) without end.
 
 The metric classes come from ``prometheus_client``'s own modules without running the package's
 ``__init__``, which imports the exposition module and with it ``http.server``, ``wsgiref``,
@@ -91,11 +92,30 @@ class BoundedLabel:
         return value
 
 
-_BOUNDS: dict[int, tuple[BoundedLabel | None, ...]] = {}
+class HttpMethodLabel:
+    """The ``method`` label of upstream's ``multus_server_request_total``, as its promhttp
+    instrumentation (prometheus/client_golang's ``sanitizeMethod``) writes it: a standard method
+    lower-cased (``post``, ``get``), any other ``unknown``; so a dashboard or alert written for
+    upstream's daemon selects the same series."""
+
+    def value(self, method: str) -> str:
+        return _HTTP_METHOD_LABELS.get(method, UNKNOWN_HTTP_METHOD)
+
+
+UNKNOWN_HTTP_METHOD = "unknown"
+_HTTP_METHOD_LABELS = {
+    spelling: method.lower()
+    for method in ("GET", "PUT", "HEAD", "POST", "DELETE", "CONNECT", "OPTIONS", "NOTIFY", "TRACE", "PATCH")
+    for spelling in (method, method.lower())
+}
+"""promhttp's known methods, each matched upper- or lower-case exactly, as Go's ``switch`` does."""
+HTTP_METHOD = HttpMethodLabel()
+
+_BOUNDS: dict[int, tuple[BoundedLabel | HttpMethodLabel | None, ...]] = {}
 """Per metric (by id), the bound of each of its labels (None: a small fixed set of our own)."""
 
 
-def _bounded(metric: _M, **bounds: BoundedLabel) -> _M:
+def _bounded(metric: _M, **bounds: BoundedLabel | HttpMethodLabel) -> _M:
     """``metric``, its labels named in ``bounds`` bounded as given (applied by ``labelled``)."""
     names = metric._labelnames  # prometheus_client keeps the label names there
     unknown = set(bounds) - set(names)
@@ -105,7 +125,6 @@ def _bounded(metric: _M, **bounds: BoundedLabel) -> _M:
     return metric
 
 
-HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
 DELEGATE_PLUGINS = BoundedLabel(limit=64, max_length=128)
 """``multus_py_delegate_seconds``'s ``plugins``: the first 64 distinct plugin chains of a daemon's
 life, each at most 128 characters; any other chain is counted as ``other`` (the history keeps its
@@ -117,12 +136,12 @@ _FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.0
 SERVER_REQUESTS = _bounded(
     Counter(
         "multus_server_request_total",
-        "Requests on the daemon socket, as upstream Multus counts them (a method that is not a "
-        "standard HTTP method counted as other).",
+        "Requests on the daemon socket, as upstream Multus counts them (method lower-cased as "
+        "promhttp writes it; one that is not a standard HTTP method counted as unknown).",
         ["handler", "code", "method"],
         registry=REGISTRY,
     ),
-    method=BoundedLabel(limit=0, known=HTTP_METHODS),
+    method=HTTP_METHOD,
 )
 SERVER_REQUESTS_ACTIVE = Gauge(
     "multus_py_server_requests_active",

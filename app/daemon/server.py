@@ -257,7 +257,7 @@ class CniServer:
             metrics.SERVER_REQUESTS,
             request.path if route is not None else "NotFound",
             str(response.status),
-            request.method,
+            metrics.HTTP_METHOD.value(request.method),  # "post": found in the cache as it is
         ).inc()
         return response
 

@@ -12,7 +12,7 @@ from app.sandbox.processes import child_environment
 PROBE = """
 import json, sys
 from app import metrics
-metrics.SERVER_REQUESTS.labels("cni", "200", "POST").inc()
+metrics.labelled(metrics.SERVER_REQUESTS, "cni", "200", "POST").inc()
 before = sorted(m for m in ("prometheus_client.exposition", "http.server", "wsgiref") if m in sys.modules)
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 text = generate_latest(metrics.REGISTRY).decode()
@@ -30,4 +30,4 @@ def test_metrics_are_defined_without_the_exposition_module_and_still_served() ->
     answer = json.loads(probe.stdout)
     assert answer["before"] == []
     assert answer["type"].startswith("text/plain")
-    assert answer["served"] == ['multus_server_request_total{code="200",handler="cni",method="POST"} 1.0']
+    assert answer["served"] == ['multus_server_request_total{code="200",handler="cni",method="post"} 1.0']

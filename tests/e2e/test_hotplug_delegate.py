@@ -183,7 +183,7 @@ def test_dnc_adds_and_removes_a_delegate_and_the_checkpoint_follows(
     assert _recorded(node, container) == {"eth0": "added"}
     assert ("DEL", "delegate", "delegate", "ok", "net3") in _history(node, container)
     assert [lease.parent.name for lease in node.leases()] == ["primary"], "net3's lease is released"
-    assert _metric(node, 'multus_server_request_total{code="200",handler="/delegate",method="POST"}') == 2
+    assert _metric(node, 'multus_server_request_total{code="200",handler="/delegate",method="post"}') == 2
     assert (
         _metric(node, 'multus_py_hotplug_operations_total{command="ADD",outcome="ok",source="delegate"}') == 1
     )

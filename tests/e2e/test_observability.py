@@ -41,5 +41,5 @@ def test_metrics_count_operations_delegates_commits_and_socket_requests(started:
         _sample(text, "multus_py_delegate_seconds_count", command="ADD", plugins="bridge", outcome="ok") == 2
     )
     assert _sample(text, "multus_py_store_commit_seconds_count") >= 4
-    assert _sample(text, "multus_server_request_total", handler="/cni", code="200", method="POST") == 2
-    assert _sample(text, "multus_server_request_total", handler="/cni", code="400", method="POST") == 1
+    assert _sample(text, "multus_server_request_total", handler="/cni", code="200", method="post") == 2
+    assert _sample(text, "multus_server_request_total", handler="/cni", code="400", method="post") == 1
