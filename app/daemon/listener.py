@@ -18,7 +18,10 @@ socket stale and replace each other's (one would then serve nothing while both r
 GC). The lock file stays in place (removing it would let a waiter lock a file nobody else sees).
 A daemon that finds the lock held waits only for one that is stopping gracefully (a DaemonSet's
 rolling restart may start the new pod while the old one drains), until that daemon's restart
-marker expires; otherwise, or after that, it refuses, naming the lock.
+marker expires; otherwise, or after that, it refuses, naming the lock. A socket directory of
+another user, or a lock that is a link or not the daemon's own regular file, is refused before
+anything is written there: its owner could swap the socket for a listener of theirs, and a linked
+lock would have the daemon truncate and write its pid into whatever file the link names.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import json
 import logging
 import os
 import socket
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +52,12 @@ full backlog could block it, and that is reported at once on a socket with a tim
 
 class SocketInUseError(RuntimeError):
     """Another daemon answers on the socket path, or holds its directory's lock."""
+
+
+class UnsafeSocketDirError(PermissionError):
+    """The socket directory belongs to another user, or its lock is no file of this daemon's own:
+    whoever placed it could swap ``multus.sock`` for a listener of theirs, or have the daemon write
+    its pid through a link into any file (an ``OSError``: the entry point's refusal to listen)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,12 +94,34 @@ def lock_socket_dir(socket_path: Path) -> int:
     """Take the exclusive lock beside ``socket_path`` (created 0600) and write this pid into it;
     return its descriptor. While another process holds it: wait if that daemon is stopping
     gracefully (its restart marker is there and not expired), until it lets go or the marker
-    expires; else raise ``SocketInUseError`` naming the lock at once."""
-    socket_path.parent.mkdir(parents=True, exist_ok=True)
+    expires; else raise ``SocketInUseError`` naming the lock at once. A socket directory of another
+    user, or a lock that is a link or no regular file of this daemon's user, is refused
+    (``UnsafeSocketDirError``) before anything is written there. (Upstream removes the whole
+    directory and makes it anew; a lock file must outlive its holder, so this one refuses instead.)"""
+    socket_dir = socket_path.parent
+    socket_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    owner = socket_dir.stat().st_uid
+    if owner != os.geteuid():
+        raise UnsafeSocketDirError(
+            f"socketDir {socket_dir} belongs to uid {owner}, not to this daemon's user (uid {os.geteuid()}): "
+            "its owner could replace multus.sock or its lock; remove it or give it to this user"
+        )
+    os.chmod(socket_dir, 0o700)  # before the lock is opened: nobody else may add entries from now on
     lock_path = lock_path_of(socket_path)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        _wait_for_lock(fd, lock_path, marker=socket_path.parent / RESTART_MARKER)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise UnsafeSocketDirError(f"{lock_path} is a symbolic link, not this daemon's lock file") from None
+    try:
+        found = os.fstat(fd)
+        if not stat.S_ISREG(found.st_mode) or found.st_uid != os.geteuid() or found.st_nlink != 1:
+            raise UnsafeSocketDirError(
+                f"{lock_path} is not a regular file of this daemon's user with one link "
+                f"(mode {found.st_mode:o}, uid {found.st_uid}, {found.st_nlink} links): not its lock file"
+            )
+        _wait_for_lock(fd, lock_path, marker=socket_dir / RESTART_MARKER)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     except BaseException:

@@ -296,3 +296,41 @@ def test_the_restart_marker_lasts_as_long_as_a_graceful_stop_may_take(tmp_path: 
 
     content = json.loads((tmp_path / listener.RESTART_MARKER).read_bytes())
     assert content["until"] >= stopped_at + max(listener.RESTART_WAIT_SECONDS, 2 * grace)
+
+
+NOBODY = 65534
+
+
+def test_a_socket_dir_of_another_user_is_refused_before_anything_is_written_there(tmp_path: Path) -> None:
+    """Its owner could put a listener of theirs in place of ``multus.sock`` for every shim to talk to:
+    the daemon only made the directory 0700 (its owner keeps every right) and served there."""
+    socket_dir = tmp_path / "run"
+    socket_dir.mkdir(mode=0o777)
+    os.chown(socket_dir, NOBODY, NOBODY)
+
+    with pytest.raises(listener.UnsafeSocketDirError, match=f"belongs to uid {NOBODY}") as refused:
+        listener.claim(socket_dir / "multus.sock")
+
+    assert isinstance(refused.value, OSError)  # the entry point's refusal to listen: exit 3, logged
+    assert list(socket_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", ["symlink", "hard link"])
+def test_a_lock_linked_to_another_file_is_refused_and_that_file_left_alone(tmp_path: Path, kind: str) -> None:
+    """A lock placed as a link before the directory was the daemon's alone: the daemon truncated the
+    linked file and wrote its pid into it (any file of the host, as root)."""
+    victim = tmp_path / "precious"
+    victim.write_text("precious\n")
+    socket_dir = tmp_path / "run"
+    socket_dir.mkdir(mode=0o700)
+    lock = socket_dir / "multus.sock.lock"
+    if kind == "symlink":
+        lock.symlink_to(victim)
+    else:
+        os.link(victim, lock)
+
+    with pytest.raises(listener.UnsafeSocketDirError, match=r"multus\.sock\.lock"):
+        listener.claim(socket_dir / "multus.sock")
+
+    assert victim.read_text() == "precious\n"
+    assert not (socket_dir / "multus.sock").exists()
