@@ -12,6 +12,7 @@ operation always runs to its final commit.
 
 What the HTTP layer itself refuses still gets a CNI error body: malformed HTTP (a garbage request
 line, a bad header, garbage pipelined after a request), a body larger than ``MAX_BODY_BYTES``, a
+body whose ``Content-Encoding`` does not decode (code 6, no traceback logged), a
 body shorter than its Content-Length or not received within ``BODY_READ_SECONDS`` (a client
 that sent ``Expect: 100-continue`` is told to send it first). A client that sends its request
 and then half-closes its socket still gets the answer. ``connectionLimit`` bounds the CNI and GC
@@ -40,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import ClientPayloadError, HttpVersion11, StreamReader, web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from app import metrics, settings
 from app.attach import hotplug
@@ -494,6 +496,8 @@ async def _read_body(request: web.BaseRequest) -> bytes:
             f"request body not received within {BODY_READ_SECONDS:g}s",
             f"{size} of {declared if declared is not None else 'an unknown number of'} bytes arrived",
         ) from None
+    except RequestPayloadError as exc:  # its framing or Content-Encoding broken, as aiohttp decodes it
+        raise CniError(ErrorCode.DECODING_FAILURE, "request body cannot be decoded", str(exc)) from None
     except (ClientPayloadError, HttpProcessingError, ConnectionError) as exc:
         raise CniError(ErrorCode.DECODING_FAILURE, "request body is incomplete", str(exc)) from None
     if declared is not None and size != declared:
@@ -548,6 +552,14 @@ class _Connection(web.RequestHandler):
             )
             self.transport.write(head.encode() + body)
         return False
+
+    def log_exception(self, *args: Any, **kwargs: Any) -> None:
+        """aiohttp's log of what escaped a request, but for a body that did not decode: answered
+        code 6 already, it is raised again when aiohttp drains the rest of the body afterwards."""
+        if isinstance(kwargs.get("exc_info"), RequestPayloadError):
+            log.debug("request body not drained: %s", kwargs["exc_info"])
+            return
+        super().log_exception(*args, **kwargs)
 
     def handle_error(
         self,

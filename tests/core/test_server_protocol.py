@@ -352,3 +352,41 @@ async def test_status_before_the_daemon_is_ready_is_answered_at_once_with_code_5
     assert answer["code"] == 50
     assert answer["msg"] == "multus daemon is not ready: start-up recovery has not finished"
     assert served.status == 200
+
+
+@pytest.mark.parametrize(
+    ("framing", "payload"),
+    [
+        pytest.param(b"Content-Encoding: gzip\r\nContent-Length: 5\r\n", b"hello", id="not-gzip"),
+        pytest.param(b"Content-Encoding: deflate\r\nContent-Length: 5\r\n", b"hello", id="not-deflate"),
+    ],
+)
+async def test_a_body_whose_content_encoding_does_not_decode_is_code_6_and_logs_no_traceback(
+    node: Node, caplog: pytest.LogCaptureFixture, framing: bytes, payload: bytes
+) -> None:
+    """The client's fault, answered as such: aiohttp's payload error went past the body's reader
+    into code 999 ("internal error") with a traceback, and a second one, "Unhandled exception",
+    when aiohttp then drained the body."""
+    cni_server = CniServer(
+        engine=node.engine(),
+        daemon_config=daemon_config(node, node.recorder_network("cluster")),
+        readiness=ready(),
+    )
+    with tempfile.TemporaryDirectory(prefix="mpyc-") as directory:
+        socket_path = Path(directory) / "sock" / "multus.sock"
+        runner = await daemon_server.start(cni_server, listener.bind(socket_path))
+        try:
+            reader, writer = await asyncio.open_unix_connection(str(socket_path))
+            writer.write(b"POST /cni HTTP/1.1\r\nHost: multus\r\n" + framing + b"\r\n" + payload)
+            answer = await reader.read()
+            writer.close()
+            await writer.wait_closed()
+        finally:
+            await runner.cleanup()
+
+    head, _, error_body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), answer
+    error = json.loads(error_body)
+    assert error["code"] == 6, error
+    assert [record.getMessage() for record in caplog.records if record.exc_info] == []
+    assert node.calls() == []
