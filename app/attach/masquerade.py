@@ -15,9 +15,9 @@ plugin would have deleted (``iptables --wait -t nat -D POSTROUTING -s <address> 
 comment --comment <comment>``, then ``-F`` and ``-X`` of the chain; ``ip6tables`` for IPv6, an
 IPv4-mapped address taken as the IPv4 one, as Go takes it; ``--wait`` for the xtables lock, as the
 plugins' library waits), with the ``iptables`` of the root the plugin ran in (``chrootDir``: the
-node's, whose backend, nft or legacy, holds the rules), found on the plugins' ``PATH``. Rules and chains already gone are no error; a
-removal that fails otherwise is logged, and the DEL stays done: the rules are the plugin's, and a
-DEL must terminate (invariant 5b).
+node's, whose backend, nft or legacy, holds the rules), found on the plugins' ``PATH``. Rules and
+chains already gone are no error; a removal that fails otherwise is logged, and the DEL stays
+done: the rules are the plugin's, and a DEL must terminate (invariant 5b).
 """
 
 from __future__ import annotations
