@@ -337,12 +337,14 @@ def _distinct(connection: Connection, column: Literal["pod_namespace", "network_
 # ---- retention ------------------------------------------------------------------------------------
 
 
-def last_id_before(connection: Connection, cutoff: datetime) -> int | None:
-    """The id of the newest line recorded before ``cutoff`` (one seek in ``ix_history_at``)."""
-    statement = (
-        select(HISTORY.c.id).where(HISTORY.c.at < cutoff).order_by(HISTORY.c.at.desc(), HISTORY.c.id.desc())
-    )
-    value = connection.execute(statement.limit(1)).scalar()
+def last_id_if_any_before(connection: Connection, cutoff: datetime) -> int | None:
+    """The id of the last line recorded (the highest) when any line is dated before ``cutoff``;
+    None when none is (a seek in ``ix_history_at``, one in the rowids).
+
+    Not the id of the newest line before ``cutoff``: after the clock stepped back, a line dated
+    earlier may have been recorded after it, and must go in the same pass."""
+    any_before = select(HISTORY.c.id).where(HISTORY.c.at < cutoff).exists()
+    value = connection.execute(select(func.max(HISTORY.c.id)).where(any_before)).scalar()
     return None if value is None else int(value)
 
 
@@ -361,11 +363,17 @@ def delete_oldest(
     connection: Connection, *, up_to_id: int, before: datetime | None = None, batch: int
 ) -> int:
     """Delete at most ``batch`` of the oldest lines with ``id <= up_to_id`` (and, when ``before``
-    is given, recorded before it); return how many went. Touches the history table only."""
+    is given, dated before it); return how many went. Touches the history table only.
+
+    With ``before``, the oldest by date, walking ``ix_history_at``: in id order, lines dated in the
+    future (recorded while the clock ran ahead) may come before them, and every batch would walk
+    those again before finding one to delete (invariant 12)."""
     oldest = select(HISTORY.c.id).where(HISTORY.c.id <= up_to_id)
-    if before is not None:
-        oldest = oldest.where(HISTORY.c.at < before)
-    oldest = oldest.order_by(HISTORY.c.id).limit(batch)
+    if before is None:
+        oldest = oldest.order_by(HISTORY.c.id)
+    else:
+        oldest = oldest.where(HISTORY.c.at < before).order_by(HISTORY.c.at, HISTORY.c.id)
+    oldest = oldest.limit(batch)
     result = connection.execute(delete(HISTORY).where(HISTORY.c.id.in_(oldest.scalar_subquery())))
     return int(getattr(result, "rowcount", 0))
 

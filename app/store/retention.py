@@ -82,7 +82,7 @@ async def prune(
     by_age = by_rows = batches = 0
     cutoff = None if retention.max_age is None else _cutoff(now or datetime.now(UTC), retention.max_age)
     if cutoff is not None:
-        bound = await db.read(partial(history.last_id_before, cutoff=cutoff))
+        bound = await db.read(partial(history.last_id_if_any_before, cutoff=cutoff))
         if bound is not None:
             by_age, count = await _delete_up_to(db, bound, before=cutoff, batch=retention.batch, stop=stop)
             batches += count
