@@ -16,7 +16,8 @@ daemon-config) and is refused, read through a read-only connection so that not a
 changes. Alembic is imported here only, and only when the database is not already current; for
 the daemon a database file is then migrated by a child process (``python -m app.store.schema
 PATH``), so it never keeps alembic's modules (mako, every dialect's DDL) in its memory, even on
-first start.
+first start; a migration SQLite refuses (a full disk, an I/O error, a damaged file) fails in one
+line naming the revision it stopped at and SQLite's error (every revision before it is committed).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import URL, Connection, create_engine, inspect, select, text
+from sqlalchemy.exc import DBAPIError
 
 import migrations
 from app.store.models import METADATA, SCHEMA_COMPATIBILITY
@@ -255,7 +257,20 @@ def _upgrade_in_child(database: str) -> None:
         env={**os.environ, "PYTHONPATH": os.pathsep.join(paths)},
     )
     if done.returncode != 0:
-        raise SchemaError(f"migrating state database {database} failed: {done.stderr.strip()[-2000:]}")
+        raise SchemaError(f"migrating state database {database} failed: {_child_failure(done.stderr)}")
+
+
+_ERROR_PREFIX = "error: "
+"""How the migration child's last line of stderr starts when it names why it failed."""
+
+
+def _child_failure(stderr: str) -> str:
+    """Why the migration child failed: the line it ends with to say so, else the end of what it
+    wrote (a traceback: a bug)."""
+    lines = stderr.strip().splitlines()
+    if lines and lines[-1].startswith(_ERROR_PREFIX):
+        return lines[-1].removeprefix(_ERROR_PREFIX)
+    return stderr.strip()[-2000:]
 
 
 def _upgrade_file(database: str) -> None:
@@ -333,6 +348,19 @@ def downgrade_file(database: Path, target: str) -> str:
         os.close(lock_fd)
 
 
+def _revision_of(database: Path) -> str | None:
+    """The revision stamped in the database file (None: none, or it cannot be read), through a
+    read-only connection of its own."""
+    from app.store.database import read_only_uri  # it imports this module
+
+    try:
+        with closing(sqlite3.connect(f"{read_only_uri(database)}?mode=ro", uri=True)) as raw:
+            row = raw.execute("SELECT version_num FROM alembic_version").fetchone()
+    except sqlite3.Error:
+        return None
+    return None if row is None else str(row[0])
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m app.store.schema PATH``: upgrade the database file to head (the daemon's
     migration child); with ``--downgrade-to REV``: take it back to REV, for an operator."""
@@ -341,7 +369,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--downgrade-to", metavar="REV", help="the revision to take the database back to")
     arguments = parser.parse_args(argv)
     if arguments.downgrade_to is None:
-        _upgrade_file(str(arguments.database))
+        try:
+            _upgrade_file(str(arguments.database))
+        except DBAPIError as exc:  # SQLite's refusal (a full disk, an I/O error, a damaged file): no bug
+            stopped_at = _revision_of(arguments.database)
+            print(
+                f"{_ERROR_PREFIX}stopped at schema revision {stopped_at!r} on the way to"
+                f" {head_revision()!r}: {exc.orig}",
+                file=sys.stderr,
+            )
+            return 1
         return 0
     from app.store.database import DatabaseLockedError
 

@@ -1,13 +1,16 @@
-"""The child that migrates the state database runs the daemon's own code, wherever it was started."""
+"""The child that migrates the state database runs the daemon's own code, wherever it was started,
+and says in one line why a migration failed."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 from app.store import schema
 from app.store.database import Database
+from tests.store.migrating import migrate
 
 
 def test_the_migration_child_runs_this_code_not_an_app_in_the_working_directory(
@@ -24,3 +27,32 @@ def test_the_migration_child_runs_this_code_not_an_app_in_the_working_directory(
         assert db.read_sync(schema.current_revision) == schema.head_revision()
     finally:
         db.close()
+
+
+def _a_revision_0003_database_with_its_attachments_damaged(path: Path) -> None:
+    """A database the next migration (0004, which reads every attachment) cannot read through."""
+    Database.open(path).close()
+    migrate(path, down_to="0003")
+    with sqlite3.connect(path) as raw:
+        (page,) = raw.execute("SELECT rootpage FROM sqlite_master WHERE name = 'attachments'").fetchone()
+        (page_size,) = raw.execute("PRAGMA page_size").fetchone()
+        raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    with path.open("r+b") as file:
+        file.seek((page - 1) * page_size)
+        file.write(b"\xff" * page_size)
+
+
+def test_a_migration_sqlite_refuses_names_the_revision_it_stopped_at_and_sqlites_error_not_a_traceback(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    _a_revision_0003_database_with_its_attachments_damaged(path)
+
+    with pytest.raises(schema.SchemaError) as refused:
+        Database.open(path, migrate_in_child=True)
+
+    message = str(refused.value)
+    assert message == (
+        f"migrating state database {path} failed: stopped at schema revision '0003' on the way to"
+        f" {schema.head_revision()!r}: database disk image is malformed"
+    )
