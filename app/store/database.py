@@ -146,11 +146,17 @@ _Wake = tuple[asyncio.Future[Any], Any, BaseException | None]
 
 
 class StorageError(OSError):
-    """The state database's file could not take a write or a sync: a full disk (``errno`` ENOSPC)
-    or an I/O error (EIO). SQLite's own error is its cause; nothing of the failed write is recorded."""
+    """The state database's file could not take a write or a sync, or be read: a full disk
+    (``errno`` ENOSPC), an I/O error or a damaged file (EIO: SQLite found a page it cannot make
+    sense of). SQLite's own error is its cause; nothing of the failed write is recorded."""
 
 
-_STORAGE_ERRNOS = {sqlite3.SQLITE_FULL: errno.ENOSPC, sqlite3.SQLITE_IOERR: errno.EIO}
+_STORAGE_ERRNOS = {
+    sqlite3.SQLITE_FULL: errno.ENOSPC,
+    sqlite3.SQLITE_IOERR: errno.EIO,
+    sqlite3.SQLITE_CORRUPT: errno.EIO,
+    sqlite3.SQLITE_NOTADB: errno.EIO,
+}
 """SQLite's primary result codes that mean the storage failed, and the errno each is named by."""
 
 

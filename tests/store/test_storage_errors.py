@@ -4,6 +4,7 @@ engine, which answers the runtime with a CNI error naming it (code 5), never an 
 from __future__ import annotations
 
 import errno
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,3 +56,50 @@ async def test_the_engine_answers_a_storage_error_as_an_io_failure_naming_the_st
     assert error.code == ErrorCode.IO_FAILURE
     assert "state database" in error.msg
     assert "full" in error.msg
+
+
+def _damage_the_history(path: Path) -> None:
+    """Overwrite the page of the history table (a disk or a file system that returned other bytes)."""
+    Database.open(path).close()
+    with sqlite3.connect(path) as raw:
+        (page,) = raw.execute("SELECT rootpage FROM sqlite_master WHERE name = 'history'").fetchone()
+        (page_size,) = raw.execute("PRAGMA page_size").fetchone()
+        raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    with path.open("r+b") as file:
+        file.seek((page - 1) * page_size)
+        file.write(b"\xff" * page_size)
+
+
+def _append_a_line(connection: Connection) -> None:
+    connection.exec_driver_sql(
+        'INSERT INTO history (at, command, step, "trigger", outcome, container_id, netns, ifname,'
+        " network_name, plugin_types, pod_namespace, pod_name, pod_uid, ips, macs)"
+        " VALUES ('2026-01-01 00:00:00', 'ADD', 'request', 'runtime', 'success', 'c', '', 'eth0', 'n',"
+        " 'bridge', 'ns', 'pod', 'uid', '[]', '[]')"
+    )
+
+
+async def test_a_damaged_page_fails_the_write_and_the_read_as_an_io_failure_naming_the_state_database(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    _damage_the_history(path)
+    db = Database.open(path)
+    try:
+        with pytest.raises(StorageError) as written:
+            await db.write(_append_a_line)
+        with pytest.raises(StorageError) as read:
+            await db.read(lambda c: c.exec_driver_sql("SELECT * FROM history").all())
+        await db.write(
+            lambda c: c.exec_driver_sql("INSERT INTO watch_state VALUES ('k', '', '', NULL, NULL, 0, 0)")
+        )
+    finally:
+        db.close()
+
+    for raised in (written, read):
+        error = errors.as_cni_error(raised.value)
+        assert raised.value.errno == errno.EIO
+        assert (error.code, error.msg) == (
+            ErrorCode.IO_FAILURE,
+            "[Errno 5] state database: database disk image is malformed",
+        )
