@@ -8,10 +8,13 @@ Decisions: a missing ``cniVersion`` means 0.1.0 and versions outside ``SUPPORTED
 at load time (code 7); plugins are only taken inline (``plugins``), never from ``<dir>/<name>/*.conf``
 as libcni's ``loadOnlyInlinedPlugins: false`` would (``app.attach.disk_chains`` does that for conf
 files, so the bytes recorded hold the whole chain). Parse errors are code 6, shape errors code 7.
+An integral number written with a fraction or an exponent (``1500.0``, ``1e3``) reaches the plugin
+as an integer, as libcni's float64 re-encoding hands it on (the recorded bytes keep it as written).
 """
 
 from __future__ import annotations
 
+import decimal
 import json
 import os
 import stat
@@ -175,9 +178,33 @@ def first_in_dir(
     return (loader or load_file)(files[0]) if files else None
 
 
+def _number_as_libcni_writes_it(text: str) -> int | float:
+    """A JSON number with a fraction or an exponent as a plugin reads it under libcni, which
+    decodes each plugin's object into Go's generic map (numbers become float64) and encodes it
+    again before the plugin gets it: an integral one is written as an integer (``1500.0``,
+    ``1e3`` become ``1500``, ``1000``). Written as Python writes a float, it failed every Go
+    plugin decoding it into an integer field (bridge ``"mtu": 1500.0``: code 999 at ADD and DEL),
+    which upstream Multus runs. Go writes ``1e21`` and beyond with an exponent: those stay floats."""
+    value = results.finite_float(text)
+    if not value.is_integer() or abs(value) >= _GO_EXPONENT_FROM:
+        return value
+    # Go writes float64's shortest decimal digits, zero-padded: 2**60 as 1152921504606847000
+    return int(value) if abs(value) <= _EXACT_FLOAT_INT else int(decimal.Decimal(repr(value)))
+
+
+def _not_json(name: str) -> object:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+_GO_EXPONENT_FROM: Final = 1e21
+_EXACT_FLOAT_INT: Final = 2**53
+_CONF_DECODER: Final = json.JSONDecoder(parse_constant=_not_json, parse_float=_number_as_libcni_writes_it)
+"""``results.parse_json``'s rules, and numbers as libcni hands them to plugins."""
+
+
 def _parse(data: bytes, *, source: str) -> JsonObject:
     try:
-        document = results.parse_json(data)
+        document = _CONF_DECODER.decode(data.decode(json.detect_encoding(data), "surrogatepass"))
     except (ValueError, RecursionError) as err:
         raise CniError(ErrorCode.DECODING_FAILURE, f"{source}: error parsing configuration: {err}") from err
     if not isinstance(document, dict):

@@ -10,9 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.cni import conf
-from app.cni.types import CniError, ErrorCode, NetworkConfigList
-from tests.cni.support import json_values, outcome_of
+from app.cni import api, conf
+from app.cni.api import CniConfig
+from app.cni.types import CniError, ErrorCode, NetworkConfigList, RuntimeConf
+from tests.cni.support import Netns, json_values, links, outcome_of, unique
 
 
 def load(document: Any) -> NetworkConfigList:
@@ -338,3 +339,39 @@ def test_unencodable_capability_values_are_a_config_error() -> None:
 
     assert caught.value.code == ErrorCode.INVALID_NETWORK_CONFIG
     assert caught.value.msg.startswith('cannot encode configuration for plugin "x": ')
+
+
+def test_integral_numbers_reach_the_plugin_as_libcni_writes_them() -> None:
+    raw = (
+        b'{"cniVersion":"1.0.0","name":"n","type":"bridge","mtu":1500.0,"vlan":1e2,'
+        b'"ipam":{"type":"host-local","big":1152921504606846976.0,"neg":-3.0,'
+        b'"half":0.5,"huge":1e21,"exact":12345678901234567891}}'
+    )
+    net = conf.load_network_list(raw, source="nad default/n")
+
+    stdin = conf.plugin_stdin(net.plugins[0], name=net.name, cni_version=net.cni_version)
+
+    # Go's float64 re-encoding: integral values as integers (shortest digits, zero-padded) below
+    # 1e21; integers as written stay exact (upstream would round them to float64)
+    assert stdin == (
+        b'{"cniVersion":"1.0.0","ipam":{"big":1152921504606847000,"exact":12345678901234567891,'
+        b'"half":0.5,"huge":1e+21,"neg":-3,"type":"host-local"},"mtu":1500,"name":"n","type":"bridge",'
+        b'"vlan":100}'
+    )
+    assert net.raw == raw
+
+
+async def test_a_bridge_with_an_mtu_written_as_a_float_is_added_and_deleted(
+    cni: CniConfig, rt: RuntimeConf, netns: Netns, host_links: list[str]
+) -> None:
+    bridge = unique("mpf")
+    host_links.append(bridge)
+    raw = f'{{"cniVersion":"1.0.0","name":"floatmtu","type":"bridge","bridge":"{bridge}","mtu":1400.0}}'
+    net = conf.load_network_list(raw.encode(), source="nad default/floatmtu")
+
+    result = await api.add_network_list(cni=cni, net=net, rt=rt)
+    mtu_inside = (await links(netns))["eth0"]["mtu"]
+    await api.del_network_list(cni=cni, net=net, rt=rt, prev_result=result)
+
+    assert mtu_inside == 1400
+    assert "eth0" not in await links(netns)
