@@ -3,7 +3,8 @@
 Upstream Multus overlays the daemon's own configuration file over each request's stdin conf
 (daemon keys win) and reads the Multus ``NetConf`` keys from the result, so ``clusterNetwork``,
 ``defaultNetworks``, ``confDir``, ``binDir``... may come from either. This module does the merge
-and validates every key, naming it in the error (CNI code 7). ``runtimeConfig`` is checked too, each
+and validates every key, naming it in the error (CNI code 7); a key is read whatever its case, as
+upstream's Go decoder reads it. ``runtimeConfig`` is checked too, each
 capability the CNI conventions define against the type the plugins decode it into (and ``ips`` and
 ``mac`` as they parse them): it goes to the delegates that declare the capability, recorded in
 their intents, and a value a plugin cannot decode failed the ADD with the plugin's code 999 and
@@ -87,13 +88,22 @@ def parse(merged: Mapping[str, Any], *, stdin_cni_version: str) -> MultusNetConf
 
 
 class _Keys:
-    """Typed reads of a configuration object, raising CNI code 7 errors that name the key."""
+    """Typed reads of a configuration object, raising CNI code 7 errors that name the key.
+
+    Keys are matched as upstream reads them: it re-encodes the merged map (Go sorts its keys) and
+    decodes that into its ``NetConf``, whose fields match a key whatever its case. So a key is
+    read under any spelling (``ConfDir``, ``defaultnetworks``), the last spelling in sorted order
+    winning, and null reads as absent, as ``app.settings`` reads daemon-config itself."""
 
     def __init__(self, obj: Mapping[str, Any]) -> None:
-        self._obj = obj
+        self._obj = {gojson.fold(key): obj[key] for key in sorted(obj) if obj[key] is not None}
+
+    def get(self, key: str) -> Any:
+        """The value of ``key`` under any spelling; None when absent or null."""
+        return self._obj.get(gojson.fold(key))
 
     def _fail(self, key: str, expected: str) -> CniError:
-        value = json.dumps(self._obj.get(key))
+        value = json.dumps(self.get(key))
         return CniError(
             ErrorCode.INVALID_NETWORK_CONFIG,
             f"invalid multus configuration: key {key!r} must be {expected}",
@@ -101,7 +111,7 @@ class _Keys:
         )
 
     def string(self, key: str, default: str) -> str:
-        value = self._obj.get(key)
+        value = self.get(key)
         if value is None:
             return default
         if not isinstance(value, str):
@@ -109,7 +119,7 @@ class _Keys:
         return value or default
 
     def boolean(self, key: str, default: bool) -> bool:
-        value = self._obj.get(key)
+        value = self.get(key)
         if value is None:
             return default
         if not isinstance(value, bool):
@@ -117,7 +127,7 @@ class _Keys:
         return value
 
     def positive_integer(self, key: str, default: int) -> int:
-        value = self._obj.get(key)
+        value = self.get(key)
         if value is None:
             return default
         if isinstance(value, float) and value.is_integer():
@@ -127,7 +137,7 @@ class _Keys:
         return value
 
     def strings(self, key: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
-        value = self._obj.get(key)
+        value = self.get(key)
         if value is None:
             return default
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
@@ -135,7 +145,7 @@ class _Keys:
         return tuple(value)
 
     def comma_list(self, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
-        value = self._obj.get(key)
+        value = self.get(key)
         if value is None or value == "":
             return default
         if not isinstance(value, str):
@@ -143,7 +153,7 @@ class _Keys:
         return tuple(item.strip() for item in value.split(",") if item.strip())
 
     def object(self, key: str) -> JsonObject:
-        value = self._obj.get(key)
+        value = self.get(key)
         if value is None:
             return {}
         if not isinstance(value, dict):
@@ -163,7 +173,7 @@ class _Keys:
         return value
 
     def objects(self, key: str) -> tuple[JsonObject, ...]:
-        value = self._obj.get(key)
+        value = self.get(key)
         if value is None:
             return ()
         if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
