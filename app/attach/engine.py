@@ -241,7 +241,9 @@ class AttachEngine:
     async def check(self, request: SandboxRequest) -> None:
         """Verify the sandbox: every interface the runtime's prevResult names is in the netns, and
         so is every one of each attachment whose ADD result is recorded, whose delegate CHECK then
-        passes. One a hot-plug left partial (no result, or its DEL pending) is not checked."""
+        passes. One a hot-plug left partial (no result, or its DEL pending) is not checked. A netns
+        path that holds another namespace than the one recorded at ADD, or a sandbox of an earlier
+        boot, fails (the sandbox's namespace is gone): nothing looks into another sandbox's."""
         await self._locked_and_recorded(request, self._check_locked)
 
     async def _locked_and_recorded(
@@ -862,10 +864,20 @@ class AttachEngine:
                 f"container {request.container_id} has no completed ADD on this node",
                 "" if record is None else f"checkpoint state is {record.state!r}",
             )
-        try:
-            links = await netns.list_links(record.netns)
+        if record.boot_id and record.boot_id != self._boot_id:
+            # Its namespace died with that boot: whatever the path holds now is another sandbox's,
+            # even one showing the recorded identity (namespaces are numbered afresh at each boot).
+            raise CniError(
+                MultusCode.NETNS_GONE,
+                f"network namespace {record.netns} is gone",
+                "the sandbox is of an earlier boot, whose namespaces are all gone",
+            )
+        try:  # never into another sandbox's namespace: the one opened must be the one recorded
+            links = await netns.list_links(record.netns, identity=record.netns_id)
         except netns.NetnsGoneError as exc:
-            raise CniError(MultusCode.NETNS_GONE, f"network namespace {record.netns} is gone") from exc
+            raise CniError(
+                MultusCode.NETNS_GONE, f"network namespace {record.netns} is gone", str(exc)
+            ) from exc
         except netns.NetnsUnreadableError as exc:  # not gone: it may well be the live pod's
             raise CniError(
                 ErrorCode.TRY_AGAIN_LATER, str(exc.strerror), "CHECK needs to list the sandbox's interfaces"

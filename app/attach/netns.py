@@ -125,10 +125,11 @@ def _nsfs_device() -> int:
 CLONE_NEWNET = 0x40000000
 
 
-def _in_netns(path: str, work: Callable[[], T]) -> T:
+def _in_netns(path: str, work: Callable[[], T], *, identity: str = "") -> T:
     """Run ``work`` in a new thread that has entered the namespace at ``path``; raise
     ``NetnsGoneError`` or ``NetnsUnreadableError`` when there is none to enter or it cannot be
-    told whether there is.
+    told whether there is. With ``identity`` (a sandbox's recorded one), a path that holds another
+    namespace now is taken as gone: the namespace opened is compared, not the one looked at first.
 
     ``setns`` moves only the calling thread, and a netlink socket stays in the namespace it was
     created in, so the thread enters, opens its socket, works, and leaves. pyroute2's own
@@ -153,7 +154,12 @@ def _in_netns(path: str, work: Callable[[], T]) -> T:
             outcome["error"] = _not_opened(path, exc)
             return
         try:
-            _unless_present(path, _what_is(os.fstat(target)))  # what was opened, not what was looked at
+            opened = _what_is(os.fstat(target))  # what was opened, not what was looked at
+            _unless_present(path, opened)
+            if identity and opened.identity != identity:
+                raise NetnsGoneError(
+                    f"{path} holds another network namespace now ({opened.identity}; recorded {identity})"
+                )
             if libc.setns(target, CLONE_NEWNET) != 0:
                 raise _not_entered(path, ctypes.get_errno())
             try:
@@ -187,7 +193,7 @@ def _not_entered(path: str, code: int) -> OSError:
     return NetnsUnreadableError(code, f"cannot enter network namespace {path} ({os.strerror(code)})")
 
 
-def _list_links_blocking(path: str) -> dict[str, Link]:
+def _list_links_blocking(path: str, identity: str) -> dict[str, Link]:
     from pyroute2 import IPRoute
 
     def links() -> dict[str, Link]:
@@ -199,13 +205,14 @@ def _list_links_blocking(path: str) -> dict[str, Link]:
                 found[name] = Link(name=name, mac=str(msg.get("address") or ""), kind=str(kind or ""))
             return found
 
-    return _in_netns(path, links)
+    return _in_netns(path, links, identity=identity)
 
 
-async def list_links(path: str) -> dict[str, Link]:
-    """Links inside the namespace at ``path``, by name; ``NetnsGoneError`` if it is gone,
-    ``NetnsUnreadableError`` if it cannot be looked at (then it may well be there)."""
-    return await asyncio.to_thread(_list_links_blocking, path)
+async def list_links(path: str, *, identity: str = "") -> dict[str, Link]:
+    """Links inside the namespace at ``path``, by name; ``NetnsGoneError`` if it is gone (or, given
+    the ``identity`` recorded for it, holds another namespace now), ``NetnsUnreadableError`` if it
+    cannot be looked at (then it may well be there)."""
+    return await asyncio.to_thread(_list_links_blocking, path, identity)
 
 
 @dataclass(frozen=True, slots=True)
