@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from app.attach import hotplug, netconf, network_status, selection
+from app.attach import gojson, hotplug, netconf, network_status, selection
 from app.attach.requests import Command, NodeRequest, SandboxRequest, Trigger
 from app.cni import names, results
 from app.cni.types import SHORTAGE_ERRNOS, Attachment, CniError, ContainerId, ErrorCode, IfName, JsonObject
@@ -490,29 +490,40 @@ def _usable_pod_field(key: str, value: str) -> bool:
     return len(value) <= longest and (pattern is None or pattern.fullmatch(value) is not None)
 
 
+_VALID_ATTACHMENTS = "cni.dev/valid-attachments"
+_LEGACY_ATTACHMENTS = "cni.dev/attachments"
+_ATTACHMENT_FIELDS = ("containerID", "ifname")
+
+
 def _valid_attachments(stdin_conf: Mapping[str, Any]) -> tuple[Attachment, ...]:
     """A GC's ``cni.dev/valid-attachments`` (else the spec's first name for it, ``cni.dev/attachments``).
     ``null`` is an empty list, as Go reads it: libcni writes the runtime's nil slice so when no
-    attachment of the network is valid. Absent is empty too, as libcni's own GC pass takes it."""
-    listed = stdin_conf.get("cni.dev/valid-attachments")
+    attachment of the network is valid. Absent is empty too, as libcni's own GC pass takes it.
+    Keys, the list's and each item's, match whatever their case, as Go's decoder matches the fields
+    of ``types.GCAttachment`` (a plugin reads ``"CNI.dev/Valid-Attachments"`` as the list: taken
+    for absent, it made every sandbox invalid)."""
+    keys = gojson.struct_fields(gojson.Pairs(stdin_conf.items()), (_VALID_ATTACHMENTS, _LEGACY_ATTACHMENTS))
+    listed = keys.get(_VALID_ATTACHMENTS)
     if listed is None:
-        listed = stdin_conf.get("cni.dev/attachments")
+        listed = keys.get(_LEGACY_ATTACHMENTS)
     if listed is None:
         listed = []
     if not isinstance(listed, list):
         raise CniError(ErrorCode.INVALID_NETWORK_CONFIG, "'cni.dev/valid-attachments' must be a list")
     attachments = []
     for index, item in enumerate(listed):
-        if (
-            not isinstance(item, dict)
-            or not isinstance(item.get("containerID"), str)
-            or not isinstance(item.get("ifname"), str)
-        ):
+        fields = (
+            gojson.struct_fields(gojson.Pairs(item.items()), _ATTACHMENT_FIELDS)
+            if isinstance(item, dict)
+            else {}
+        )
+        container_id, ifname = fields.get("containerID"), fields.get("ifname")
+        if not isinstance(container_id, str) or not isinstance(ifname, str):
             raise CniError(
                 ErrorCode.INVALID_NETWORK_CONFIG,
                 f"'cni.dev/valid-attachments[{index}]' must be an object with string containerID and ifname",
             )
-        attachments.append(Attachment(ContainerId(item["containerID"]), IfName(item["ifname"])))
+        attachments.append(Attachment(ContainerId(container_id), IfName(ifname)))
     return tuple(attachments)
 
 

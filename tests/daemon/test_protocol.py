@@ -152,6 +152,28 @@ def test_a_gc_reads_the_legacy_attachments_key_when_the_valid_attachments_one_is
 
 
 @pytest.mark.parametrize(
+    "conf_keys",
+    [
+        {"CNI.DEV/VALID-ATTACHMENTS": [{"containerID": "c1", "ifname": "eth0"}]},
+        {"cni.dev/valid-attachments": [{"ContainerID": "c1", "IFName": "eth0"}]},
+        {"cni.dev/valid-attachments": None, "cni.dev/Attachments": [{"containerid": "c1", "ifName": "eth0"}]},
+    ],
+    ids=["list-key", "item-keys", "legacy-key"],
+)
+def test_a_gc_reads_valid_attachments_under_keys_in_any_case_as_go_plugins_do(
+    conf_keys: dict[str, object],
+) -> None:
+    """Go's decoder matches ``types.GCAttachment``'s fields whatever their case. The list's key in
+    another case was taken for no list (every sandbox invalid); an item's, for a malformed item."""
+    conf = {**CONF, "cniVersion": "1.1.0", **conf_keys}
+
+    request = interpret(body({"CNI_COMMAND": "GC", "CNI_PATH": "/x"}, conf))
+
+    assert isinstance(request, NodeRequest)
+    assert [(a.container_id, a.ifname) for a in request.valid_attachments] == [("c1", "eth0")]
+
+
+@pytest.mark.parametrize(
     "listed",
     [
         {"c1": "eth0"},
