@@ -265,7 +265,7 @@ class AttachEngine:
                 raise error
 
     async def status(self, request: NodeRequest) -> None:
-        """STATUS: can an ADD be served? Asks the cluster network's plugins (CNI 1.1.0 only).
+        """STATUS: can an ADD be served? Looks the cluster network's plugins up, and asks them (1.1.0).
 
         What keeps every ADD from being served before a plugin runs (the cluster network cannot be
         resolved, a plugin of it cannot be found or started) is code 50, plugin not available, the

@@ -263,10 +263,15 @@ async def gc_network_list(
 
 
 async def status_network_list(*, cni: CniConfig, net: NetworkConfigList) -> None:
-    """STATUS every plugin (1.1.0; earlier versions succeed); the first error, 50/51 included, is raised."""
+    """STATUS every plugin (1.1.0; earlier versions succeed); the first error, 50/51 included, is raised.
+
+    Every plugin is looked up first, whatever the version (libcni skips a list below 1.1.0 whole):
+    one that is missing fails every ADD, so a list before STATUS existed is not available either.
+    """
+    steps = _locate(cni, net, verb="status")
     if not results.version_at_least(net.cni_version, GC_STATUS_SINCE):
         return
-    for step in _locate(cni, net, verb="status"):
+    for step in steps:
         try:
             await _run(
                 cni,

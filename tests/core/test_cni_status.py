@@ -55,6 +55,30 @@ async def test_status_is_plugin_not_available_when_the_cluster_networks_plugin_i
     assert "no-such-plugin" in failed.value.msg
 
 
+@pytest.mark.parametrize("version", ["0.3.1", "1.0.0"])
+async def test_status_is_plugin_not_available_when_the_plugin_of_a_cluster_network_before_1_1_0_is_missing(
+    node: Node, version: str
+) -> None:
+    """A cluster network older than STATUS (most are: 0.3.1, 1.0.0) is not asked for its STATUS, but
+    every ADD fails while its plugin is missing. STATUS answered success all the same."""
+    node.write_network("cluster", {"cniVersion": version, "name": "cluster", "type": "no-such-plugin"})
+    engine = node.engine()
+
+    with pytest.raises(CniError) as failed:
+        await engine.status(NodeRequest(command=Command.STATUS, conf=node.conf("cluster")))
+
+    assert failed.value.code == ErrorCode.PLUGIN_NOT_AVAILABLE
+    assert "no-such-plugin" in failed.value.msg
+
+
+async def test_status_succeeds_without_asking_a_cluster_network_before_1_1_0(node: Node) -> None:
+    engine = node.engine()
+
+    await engine.status(NodeRequest(command=Command.STATUS, conf=node.conf(node.recorder_network("cluster"))))
+
+    assert node.recorder_entries("STATUS") == []
+
+
 async def test_status_passes_on_the_cluster_networks_own_answer_and_code(node: Node) -> None:
     cluster = _status_network(
         node, "cluster", fail={"code": 51, "msg": "overlay down", "details": "no peers"}, failOn="STATUS"
