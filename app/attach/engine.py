@@ -243,7 +243,8 @@ class AttachEngine:
         so is every one of each attachment whose ADD result is recorded, whose delegate CHECK then
         passes. One a hot-plug left partial (no result, or its DEL pending) is not checked. A netns
         path that holds another namespace than the one recorded at ADD, or a sandbox of an earlier
-        boot, fails (the sandbox's namespace is gone): nothing looks into another sandbox's."""
+        boot, fails (the sandbox's namespace is gone): nothing looks into another sandbox's. The
+        interface of a VF handed over as a DPDK device has no netdev to look for."""
         await self._locked_and_recorded(request, self._check_locked)
 
     async def _locked_and_recorded(
@@ -907,6 +908,9 @@ class AttachEngine:
             links=links,
             netns_path=record.netns,
             source="the ADD result recorded",
+            without_netdev=frozenset({attachment.ifname})
+            if self._handed_over_for_dpdk(attachment)
+            else frozenset(),
         )
         net, rt = replay.recorded_call(record, attachment, netns_path=record.netns)
         if not results.version_at_least(net.cni_version, "0.4.0"):
@@ -922,6 +926,14 @@ class AttachEngine:
             raise as_cni_error(exc).with_context(
                 f'network "{attachment.network_name}" ({attachment.ifname}) failed CHECK'
             ) from exc
+
+    def _handed_over_for_dpdk(self, attachment: AttachmentRecord) -> bool:
+        """True when the attachment's host device is a VF that had no netdev at ADD and is bound to
+        a user-space (DPDK) driver: the interface its result names (sriov-cni's, in DPDK mode) has
+        no netdev anywhere. One recorded with a netdev (a kernel VF) has lost it if rebound so."""
+        device = attachment.device or {}
+        pci = device.get("pci", "")
+        return bool(pci) and not device.get("ifname") and self._devices.userspace_driver(pci) is not None
 
     # ---- building blocks ----------------------------------------------------------------------
 
@@ -1313,12 +1325,22 @@ def _runtime_prev_result(request: SandboxRequest) -> JsonObject | None:
 
 
 def _check_interfaces_present(
-    *, owner: str, result: JsonObject, links: Mapping[str, netns.Link], netns_path: str, source: str
+    *,
+    owner: str,
+    result: JsonObject,
+    links: Mapping[str, netns.Link],
+    netns_path: str,
+    source: str,
+    without_netdev: frozenset[str] = frozenset(),
 ) -> None:
+    """Every sandbox interface ``result`` names is in ``links``, with its MAC; but those named in
+    ``without_netdev`` (a DPDK device's: no netdev exists to look at)."""
     for iface in result.get("interfaces", []):
         if not isinstance(iface, dict) or not iface.get("sandbox"):
             continue
         name = str(iface.get("name") or "")  # Go reads a null field as its zero value
+        if name in without_netdev:
+            continue
         link = links.get(name)
         if link is None:
             raise CniError(
