@@ -865,24 +865,7 @@ class AttachEngine:
                 f"container {request.container_id} has no completed ADD on this node",
                 "" if record is None else f"checkpoint state is {record.state!r}",
             )
-        if record.boot_id and record.boot_id != self._boot_id:
-            # Its namespace died with that boot: whatever the path holds now is another sandbox's,
-            # even one showing the recorded identity (namespaces are numbered afresh at each boot).
-            raise CniError(
-                MultusCode.NETNS_GONE,
-                f"network namespace {record.netns} is gone",
-                "the sandbox is of an earlier boot, whose namespaces are all gone",
-            )
-        try:  # never into another sandbox's namespace: the one opened must be the one recorded
-            links = await netns.list_links(record.netns, identity=record.netns_id)
-        except netns.NetnsGoneError as exc:
-            raise CniError(
-                MultusCode.NETNS_GONE, f"network namespace {record.netns} is gone", str(exc)
-            ) from exc
-        except netns.NetnsUnreadableError as exc:  # not gone: it may well be the live pod's
-            raise CniError(
-                ErrorCode.TRY_AGAIN_LATER, str(exc.strerror), "CHECK needs to list the sandbox's interfaces"
-            ) from exc
+        links = await self._own_links(record, needed_for="CHECK needs to list the sandbox's interfaces")
         if expected is not None:
             _check_interfaces_present(
                 owner="the runtime's prevResult",
@@ -926,6 +909,27 @@ class AttachEngine:
             raise as_cni_error(exc).with_context(
                 f'network "{attachment.network_name}" ({attachment.ifname}) failed CHECK'
             ) from exc
+
+    async def _own_links(self, record: SandboxRecord, *, needed_for: str) -> dict[str, netns.Link]:
+        """The interfaces in the sandbox's own namespace, before CHECK or a hot-plug works in it:
+        the namespace at its path must be the one recorded at ADD (``netns_id``, compared on the
+        one opened), of today's boot (each died with its boot, and namespaces are numbered afresh
+        at each: whatever the path holds now is another sandbox's, even showing the recorded
+        identity). Else code 101 (gone); 11 when it cannot be looked at (it may be the pod's)."""
+        if record.boot_id and record.boot_id != self._boot_id:
+            raise CniError(
+                MultusCode.NETNS_GONE,
+                f"network namespace {record.netns} is gone",
+                "the sandbox is of an earlier boot, whose namespaces are all gone",
+            )
+        try:
+            return await netns.list_links(record.netns, identity=record.netns_id)
+        except netns.NetnsGoneError as exc:
+            raise CniError(
+                MultusCode.NETNS_GONE, f"network namespace {record.netns} is gone", str(exc)
+            ) from exc
+        except netns.NetnsUnreadableError as exc:  # not gone: it may well be the live pod's
+            raise CniError(ErrorCode.TRY_AGAIN_LATER, str(exc.strerror), needed_for) from exc
 
     def _handed_over_for_dpdk(self, attachment: AttachmentRecord) -> bool:
         """True when the attachment's host device is a VF that had no netdev at ADD and is bound to
@@ -1092,16 +1096,9 @@ class AttachEngine:
                 f"{record.container_id}",
                 f'the checkpoint records it for network "{held.network_name}"',
             )
-        try:
-            links = await netns.list_links(record.netns)
-        except netns.NetnsGoneError as exc:
-            raise CniError(MultusCode.NETNS_GONE, f"network namespace {record.netns} is gone") from exc
-        except netns.NetnsUnreadableError as exc:  # not gone: it may well be the live pod's
-            raise CniError(
-                ErrorCode.TRY_AGAIN_LATER,
-                str(exc.strerror),
-                "a hot-plugged delegate needs to know the sandbox's interface names",
-            ) from exc
+        links = await self._own_links(
+            record, needed_for="a hot-plugged delegate needs to know the sandbox's interface names"
+        )
         if plan.ifname in links:
             raise CniError(
                 ErrorCode.INVALID_ENVIRONMENT,

@@ -10,12 +10,14 @@ CHECK in it, and passed when its interfaces happened to match.
 from __future__ import annotations
 
 import subprocess
+from dataclasses import replace
 
 import pytest
 
 from app.attach.errors import MultusCode
-from app.cni.types import CniError
-from tests.core.support import Command, Netns, Node, new_container_id
+from app.cni.types import CniError, IfName
+from tests.core import vf_support
+from tests.core.support import Command, Netns, Node, new_container_id, pending
 
 
 def _network_naming_no_interface(node: Node) -> str:
@@ -57,3 +59,28 @@ async def test_check_of_a_sandbox_of_an_earlier_boot_fails_whatever_its_path_hol
     assert failed.value.code == MultusCode.NETNS_GONE
     assert "earlier boot" in failed.value.details
     assert node.recorder_entries("CHECK") == []
+
+
+async def test_a_hot_plug_into_a_sandbox_whose_netns_path_holds_another_namespace_is_refused(
+    node: Node,
+) -> None:
+    """Hot-plug, like CHECK, lists the sandbox's interfaces before its delegate runs there: into
+    the namespace that path holds now, the delegate would have added an interface to another
+    sandbox (or to a namespace nobody will ever DEL from)."""
+    conf = node.conf(_network_naming_no_interface(node))
+    container, netns = new_container_id(), node.new_netns()
+    engine = node.engine()
+    await engine.add(node.request(Command.ADD, container, netns, conf))
+    _replace_namespace(netns)
+    request = replace(node.request(Command.ADD, container, netns, conf), ifname=IfName("net1"))
+    plan = vf_support.hotplug_plan(node, "0000:00:09.1", "net1")
+
+    with pytest.raises(CniError) as refused:
+        await engine.attach_delegate(request, plan)
+
+    assert refused.value.code == MultusCode.NETNS_GONE
+    assert "another network namespace" in refused.value.details
+    assert [entry["env"]["CNI_IFNAME"] for entry in node.recorder_entries("ADD")] == ["eth0"], (
+        "no hot-plug ran"
+    )
+    assert pending(node.checkpoint(container)) == ["eth0"], "nothing recorded for it"
