@@ -808,13 +808,13 @@ class AttachEngine:
                     )
                 )
             else:
-                refusal = exc.refusal if isinstance(exc, api.ListAddError) else None
+                failure = exc.failure if isinstance(exc, api.ListAddError) else None
                 units.append(
                     partial(
                         checkpoints.record_error,
                         container_id=request.container_id,
                         ifname=plan.ifname,
-                        error=errors.attachment_error(error, refusal=refusal),
+                        error=errors.attachment_error(error, failure=failure),
                     )
                 )
             units.append(self._recorded(entry))

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from enum import IntEnum
 
 from app import metrics
-from app.cni.api import AddRefusal
+from app.cni.api import AddFailure
 from app.cni.types import CniError, ErrorCode, PluginRefusedError, RefusedAlikeError
 from app.store.database import StorageError
 
@@ -90,8 +90,8 @@ class UndeletableError(Exception):
 
 def never_runnable(exc: BaseException) -> bool:
     """True when a DEL failed only for reasons time cannot change: a plugin ``type`` refused by
-    name, an unreadable record, or a plugin refusing the config as it refused it at ADD
-    (invariant 5b); such a DEL is completed, not retried."""
+    name, an unreadable record, a plugin refusing the config as it refused it at ADD, or one the
+    ADD never ran (invariant 5b); such a DEL is completed, not retried."""
     if isinstance(exc, UndeletableError | PluginRefusedError | RefusedAlikeError):
         return True
     if isinstance(exc, BaseExceptionGroup):
@@ -99,23 +99,23 @@ def never_runnable(exc: BaseException) -> bool:
     return False
 
 
-ADD_REFUSAL_KEY = "addRefusal"
-"""The key, in an attachment's recorded error, of the refusal that failed its ADD (``AddRefusal``)."""
+ADD_FAILURE_KEY = "addFailure"
+"""The key, in an attachment's recorded error, of where its ADD stopped (``AddFailure``)."""
 
 
-def attachment_error(error: CniError, *, refusal: AddRefusal | None) -> str:
-    """What an attachment records as its last error: ``error``'s object, plus how a plugin refused
-    its ADD where one did; a later DEL's error keeps that refusal, which every DEL of it needs."""
+def attachment_error(error: CniError, *, failure: AddFailure | None) -> str:
+    """What an attachment records as its last error: ``error``'s object, plus where its ADD
+    stopped where it did; a later DEL's error keeps it, which every DEL of it needs."""
     recorded = error.to_json()
-    if refusal is not None:
-        recorded[ADD_REFUSAL_KEY] = refusal.to_json()
+    if failure is not None:
+        recorded[ADD_FAILURE_KEY] = failure.to_json()
     return json.dumps(recorded)
 
 
-def recorded_refusal(last_error: str | None) -> AddRefusal | None:
-    """The ADD refusal kept in an attachment's recorded error (``attachment_error``), if any."""
+def recorded_add_failure(last_error: str | None) -> AddFailure | None:
+    """Where the ADD stopped, kept in an attachment's recorded error (``attachment_error``), if any."""
     try:
         recorded = json.loads(last_error or "null")
     except (ValueError, RecursionError):
         return None
-    return AddRefusal.from_json(recorded.get(ADD_REFUSAL_KEY)) if isinstance(recorded, dict) else None
+    return AddFailure.from_json(recorded.get(ADD_FAILURE_KEY)) if isinstance(recorded, dict) else None

@@ -281,7 +281,7 @@ class Teardown:
                         container_id=record.container_id,
                         ifname=attachment.ifname,
                         error=attach_errors.attachment_error(
-                            error, refusal=attach_errors.recorded_refusal(attachment.last_error)
+                            error, failure=attach_errors.recorded_add_failure(attachment.last_error)
                         ),
                     )
                 )
@@ -325,7 +325,9 @@ class Teardown:
             rt=rt,
             prev_result=prepared,
             prev_result_prepared=True,
-            add_refusal=None if attachment.result else attach_errors.recorded_refusal(attachment.last_error),
+            add_failure=None
+            if attachment.result
+            else attach_errors.recorded_add_failure(attachment.last_error),
         )
         if masquerade.masquerading(net) and self._pod_unseen(record, netns_path):
             await masquerade.remove(

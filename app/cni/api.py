@@ -14,10 +14,11 @@ or the list was refused up front, so callers handle one shape: ``except* CniErro
 refuse a bad container ID, interface or network name before running anything; DEL checks none of
 them, so that it can always tear down what an ADD may have left.
 
-A plugin that refuses a config (exits non-zero by itself) at ADD is named in the error ADD raises
-(``ListAddError.refusal``); given that ``AddRefusal``, a DEL of the same list takes that plugin
-failing with the very same error object as the refusal it is (``RefusedAlikeError``), not as a
-failure that may pass, while the list's other plugins are DELed as usual.
+Where a list's ADD stopped is named in the error it raises (``ListAddError.failure``); given that
+``AddFailure``, a DEL of the same list takes a plugin after it (which never ran), and the plugin
+that refused the config (exited non-zero by itself) failing with the very same error object, for
+what they are (``RefusedAlikeError``), not for failures that may pass, while the list's other
+plugins are DELed as usual.
 """
 
 from __future__ import annotations
@@ -85,52 +86,63 @@ class _Step:
 
 
 @dataclass(frozen=True, slots=True)
-class AddRefusal:
-    """The error object with which plugin ``plugin`` (its index in the list) refused an ADD: it
-    exited non-zero by itself, with a code that does not ask for a retry (not 11)."""
+class AddFailure:
+    """Where a list's ADD stopped: plugin ``plugin`` (its index) failed with this error object, and
+    no plugin after it ran. ``refused``: it exited non-zero by itself with a code that does not ask
+    for a retry (not 11): it refused the config."""
 
     plugin: int
     code: int
     msg: str
     details: str = ""
+    refused: bool = False
 
     @classmethod
-    def of(cls, plugin: int, error: CniError) -> AddRefusal | None:
-        if not isinstance(error, PluginExitError) or error.transient:
-            return None
-        return cls(plugin, error.code, error.msg, error.details)
+    def of(cls, plugin: int, error: CniError) -> AddFailure:
+        refused = isinstance(error, PluginExitError) and not error.transient
+        return cls(plugin, error.code, error.msg, error.details, refused)
 
-    def matches(self, plugin: int, error: CniError) -> bool:
-        """True when ``error``, plugin ``plugin``'s at DEL, is this refusal again: the same plugin,
-        exiting by itself with the same code, message and details."""
-        return (
+    def excuses(self, plugin: int, error: CniError) -> str | None:
+        """Why plugin ``plugin`` failing its DEL with ``error`` leaves nothing of it on the node,
+        or None: a plugin after the one the ADD stopped at never ran; the one that refused the
+        config, refusing it again with the same code, message and details, created nothing."""
+        if plugin > self.plugin:
+            return "the plugin never ran: the ADD stopped at an earlier one"
+        if (
             plugin == self.plugin
+            and self.refused
             and isinstance(error, PluginExitError)
             and (error.code, error.msg, error.details) == (self.code, self.msg, self.details)
-        )
+        ):
+            return "the plugin refused this config at ADD alike: nothing of it was created"
+        return None
 
     def to_json(self) -> JsonObject:
-        return {"plugin": self.plugin, **CniError(self.code, self.msg, self.details).to_json()}
+        return {
+            "plugin": self.plugin,
+            "refused": self.refused,
+            **CniError(self.code, self.msg, self.details).to_json(),
+        }
 
     @classmethod
-    def from_json(cls, obj: object) -> AddRefusal | None:
-        """The refusal ``to_json`` wrote; None for anything else."""
+    def from_json(cls, obj: object) -> AddFailure | None:
+        """The failure ``to_json`` wrote; None for anything else."""
         if not isinstance(obj, dict):
             return None
-        plugin = obj.get("plugin")
+        plugin, refused = obj.get("plugin"), obj.get("refused")
         error = CniError.from_json(obj)
         if not isinstance(plugin, int) or isinstance(plugin, bool) or plugin < 0 or error is None:
             return None
-        return cls(plugin, error.code, error.msg, error.details)
+        return cls(plugin, error.code, error.msg, error.details, refused is True)
 
 
 class ListAddError(CniError):
-    """What ADD raises when a plugin of the list exited non-zero by itself: its error with the
-    list's context, and, unless it asked for a retry, its refusal (``AddRefusal``)."""
+    """What ADD raises when a plugin of the list failed after it began: its error with the list's
+    context, and where the ADD stopped (``AddFailure``), which every DEL of it is given."""
 
-    def __init__(self, code: int, msg: str, details: str = "", *, refusal: AddRefusal | None = None) -> None:
+    def __init__(self, code: int, msg: str, details: str = "", *, failure: AddFailure | None = None) -> None:
         super().__init__(code, msg, details)
-        self.refusal = refusal
+        self.failure = failure
 
 
 # --- the verbs ------------------------------------------------------------------------------------
@@ -139,8 +151,8 @@ class ListAddError(CniError):
 async def add_network_list(*, cni: CniConfig, net: NetworkConfigList, rt: RuntimeConf) -> JsonObject:
     """ADD every plugin in order; the last plugin's result, in ``net.cni_version``.
 
-    Raises ``NotExecutedError`` only when no plugin of the list was executed, ``ListAddError`` when
-    one exited non-zero by itself.
+    Raises ``NotExecutedError`` only when no plugin of the list was executed, else ``ListAddError``
+    naming where it stopped.
     """
     steps = preflight_add(cni=cni, net=net, rt=rt)
     result: JsonObject | None = None
@@ -149,12 +161,10 @@ async def add_network_list(*, cni: CniConfig, net: NetworkConfigList, rt: Runtim
             result = await _add_network(cni, net, step, prev_result=result, rt=rt)
         except CniError as err:
             failed = err.with_context(_describe(step, net, "add"))
-            if isinstance(err, PluginExitError):
+            if index or not isinstance(failed, NotExecutedError):  # a plugin of the list ran
                 failed = ListAddError(
-                    failed.code, failed.msg, failed.details, refusal=AddRefusal.of(index, err)
+                    failed.code, failed.msg, failed.details, failure=AddFailure.of(index, err)
                 )
-            elif index and isinstance(failed, NotExecutedError):  # an earlier plugin of the list ran
-                failed = CniError(failed.code, failed.msg, failed.details)
             raise failed from err
     assert result is not None, "_locate returns at least one step"
     return result
@@ -180,14 +190,14 @@ async def del_network_list(
     rt: RuntimeConf,
     prev_result: JsonObject | None,
     prev_result_prepared: bool = False,
-    add_refusal: AddRefusal | None = None,
+    add_failure: AddFailure | None = None,
 ) -> None:
     """DEL every plugin in reverse order, each given ``prev_result`` (the ADD's result) from 0.4.0 on.
 
     ``prev_result_prepared``: ``prev_result`` is what ``prev_result_for_del`` returned for ``net``
-    (converted and validated already). ``add_refusal``: how the list's ADD was refused; that plugin
-    failing the same way is a ``RefusedAlikeError``. Raises ``ExceptionGroup[CniError]`` after trying
-    every plugin if any failed.
+    (converted and validated already). ``add_failure``: where the list's ADD stopped; a plugin it
+    excuses (``AddFailure.excuses``) failing is a ``RefusedAlikeError``. Raises
+    ``ExceptionGroup[CniError]`` after trying every plugin if any failed.
     """
     try:
         steps = _locate(cni, net, verb="delete")
@@ -201,12 +211,9 @@ async def del_network_list(
             await _del_network(cni, net, step, prev_result=prev, rt=rt)
         except CniError as err:
             failed = err.with_context(_describe(step, net, "delete"))
-            if add_refusal is not None and add_refusal.matches(index, err):
-                failed = RefusedAlikeError(
-                    failed.code,
-                    f"{failed.msg} (the plugin refused this config at ADD alike: nothing of it was created)",
-                    failed.details,
-                )
+            excuse = add_failure.excuses(index, err) if add_failure is not None else None
+            if excuse is not None:
+                failed = RefusedAlikeError(failed.code, f"{failed.msg} ({excuse})", failed.details)
             errors.append(failed)
     if errors:
         raise ExceptionGroup(

@@ -120,9 +120,10 @@ class PluginExitError(CniError):
 
 
 class RefusedAlikeError(CniError):
-    """A plugin's DEL failed with the very error object with which it refused the same config at
-    ADD (``app.cni.api.AddRefusal``): it refuses the config itself, so its ADD created nothing and
-    no retry of the DEL can succeed (invariant 5b)."""
+    """A plugin's DEL failed where the ADD of the same config shows that nothing of it exists
+    (``app.cni.api.AddFailure``): the plugin never ran (the ADD stopped before it), or it refused
+    the config at ADD with the very error object it fails with now. No retry can change either
+    (invariant 5b)."""
 
 
 @dataclass(frozen=True, slots=True)

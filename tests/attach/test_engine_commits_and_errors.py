@@ -23,7 +23,7 @@ from app.attach.engine import AttachEngine, EngineSettings
 from app.attach.netconf import MultusNetConf
 from app.attach.networks import NetworkResolver, Resolution
 from app.attach.requests import Command, SandboxRequest
-from app.cni.api import AddRefusal
+from app.cni.api import AddFailure
 from app.cni.types import CniError, ContainerId, ErrorCode, IfName
 from app.store.database import Database
 from app.store.records import PodIdentity
@@ -170,15 +170,15 @@ async def test_a_cni_error_is_neither_logged_as_a_bug_nor_counted(
     assert [r for r in caplog.records if r.exc_info] == []
 
 
-def test_an_attachments_recorded_error_keeps_the_refusal_of_its_add() -> None:
-    """A DEL that failed after the ADD's refusal records its own error; the refusal stays beside it,
-    since every later DEL of the attachment needs it (``teardown`` passes it on)."""
-    refusal = AddRefusal(1, 999, "failed to load netconf", "mtu")
-    recorded = errors.attachment_error(CniError(ErrorCode.TRY_AGAIN_LATER, "busy"), refusal=refusal)
+def test_an_attachments_recorded_error_keeps_where_its_add_stopped() -> None:
+    """A DEL that failed after the ADD's failure records its own error; where the ADD stopped stays
+    beside it, since every later DEL of the attachment needs it (``teardown`` passes it on)."""
+    failure = AddFailure(1, 999, "failed to load netconf", "mtu", refused=True)
+    recorded = errors.attachment_error(CniError(ErrorCode.TRY_AGAIN_LATER, "busy"), failure=failure)
 
     assert CniError.from_json(json.loads(recorded)).code == ErrorCode.TRY_AGAIN_LATER  # type: ignore[union-attr]
-    assert errors.recorded_refusal(recorded) == refusal
-    assert errors.recorded_refusal(errors.attachment_error(CniError(11, "busy"), refusal=None)) is None
-    assert errors.recorded_refusal(None) is None
-    assert errors.recorded_refusal('{"addRefusal": {"plugin": true, "code": 7}}') is None
-    assert errors.recorded_refusal("not json") is None
+    assert errors.recorded_add_failure(recorded) == failure
+    assert errors.recorded_add_failure(errors.attachment_error(CniError(11, "busy"), failure=None)) is None
+    assert errors.recorded_add_failure(None) is None
+    assert errors.recorded_add_failure('{"addFailure": {"plugin": true, "code": 7}}') is None
+    assert errors.recorded_add_failure("not json") is None

@@ -258,34 +258,41 @@ async def test_del_with_a_single_failure_raises_a_group_of_one(
     assert error.code == ErrorCode.IO_FAILURE
 
 
-async def _add_refusal(cni: api.CniConfig, rt: RuntimeConf, net: NetworkConfigList) -> api.AddRefusal | None:
+async def _add_failure(cni: api.CniConfig, rt: RuntimeConf, net: NetworkConfigList) -> api.AddFailure | None:
     with pytest.raises(api.ListAddError) as caught:
         await api.add_network_list(cni=cni, net=net, rt=rt)
-    return caught.value.refusal
+    return caught.value.failure
 
 
-async def test_a_plugin_exiting_with_its_own_error_at_add_is_named_as_the_refusal(
+async def test_a_plugin_exiting_with_its_own_error_at_add_is_named_as_refusing(
     cni: api.CniConfig, rt: RuntimeConf, recorder_log: RecorderLog
 ) -> None:
     refused = {"code": 999, "msg": "failed to load netconf", "details": "mtu"}
-    net = network(recorder(recorder_log, "a"), recorder(recorder_log, "b", fail=refused))
+    net = network(
+        recorder(recorder_log, "a"), recorder(recorder_log, "b", fail=refused), recorder(recorder_log, "c")
+    )
 
-    refusal = await _add_refusal(cni, rt, net)
+    failure = await _add_failure(cni, rt, net)
 
-    assert refusal is not None
-    assert refusal.plugin == 1, "the list's second plugin refused"
-    assert (refusal.code, refusal.msg, refusal.details) == (999, "failed to load netconf", "mtu"), (
+    assert failure is not None
+    assert failure.plugin == 1, "the list's second plugin refused; the third never ran"
+    assert failure.refused
+    assert (failure.code, failure.msg, failure.details) == (999, "failed to load netconf", "mtu"), (
         "the plugin's own object, without the list's context"
     )
-    assert api.AddRefusal.from_json(json.loads(json.dumps(refusal.to_json()))) == refusal
+    assert api.AddFailure.from_json(json.loads(json.dumps(failure.to_json()))) == failure
+    assert markers(recorder_log, "ADD") == ["a", "b"]
 
 
-async def test_a_plugin_asking_for_a_retry_at_add_is_no_refusal(
+async def test_a_plugin_asking_for_a_retry_at_add_has_not_refused(
     cni: api.CniConfig, rt: RuntimeConf, recorder_log: RecorderLog
 ) -> None:
     net = network(recorder(recorder_log, "a", fail={"code": 11, "msg": "busy"}))
 
-    assert await _add_refusal(cni, rt, net) is None
+    failure = await _add_failure(cni, rt, net)
+
+    assert failure is not None
+    assert not failure.refused
 
 
 @pytest.mark.parametrize(
@@ -301,45 +308,54 @@ def test_only_a_plugin_that_exited_by_itself_can_have_refused(
     )
 
     assert isinstance(error, PluginExitError) is exited_by_itself
-    assert (api.AddRefusal.of(0, error) is not None) is exited_by_itself
+    assert api.AddFailure.of(0, error).refused is exited_by_itself
 
 
-async def test_del_takes_the_refusing_plugin_failing_alike_as_the_refusal_and_dels_the_others(
+async def test_del_excuses_the_refusing_plugin_failing_alike_and_those_after_it_and_dels_every_plugin(
     cni: api.CniConfig, rt: RuntimeConf, recorder_log: RecorderLog
 ) -> None:
-    refused = {"code": 999, "msg": "failed to load netconf"}
     net = network(
         recorder(recorder_log, "a"),
-        recorder(recorder_log, "b", fail=refused),
-        recorder(recorder_log, "c", fail={"code": 5, "msg": "disk"}),
+        recorder(recorder_log, "b", fail={"code": 999, "msg": "failed to load netconf"}),
+        recorder(recorder_log, "c", fail={"code": 1, "msg": "incompatible CNI versions"}),
     )
-    refusal = api.AddRefusal(1, 999, "failed to load netconf")
+    failure = api.AddFailure(1, 999, "failed to load netconf", refused=True)
 
     with pytest.raises(ExceptionGroup) as caught:
-        await api.del_network_list(cni=cni, net=net, rt=rt, prev_result=None, add_refusal=refusal)
+        await api.del_network_list(cni=cni, net=net, rt=rt, prev_result=None, add_failure=failure)
 
     assert markers(recorder_log, "DEL") == ["c", "b", "a"], "every plugin DELed, as always"
-    c_failed, b_refused = caught.value.exceptions
-    assert not isinstance(c_failed, RefusedAlikeError), "another plugin's failure may pass"
+    c_never_ran, b_refused = caught.value.exceptions
+    assert isinstance(c_never_ran, RefusedAlikeError)
+    assert "never ran" in str(c_never_ran)
     assert isinstance(b_refused, RefusedAlikeError)
     assert "refused this config at ADD alike" in str(b_refused)
 
 
 @pytest.mark.parametrize(
-    ("plugin", "error"),
-    [(0, {"code": 999, "msg": "failed to load netconf"}), (1, {"code": 999, "msg": "another error"})],
-    ids=["another-plugin", "another-error"],
+    ("plugin", "error", "refused"),
+    [
+        (0, {"code": 999, "msg": "failed to load netconf"}, True),
+        (1, {"code": 999, "msg": "another error"}, True),
+        (1, {"code": 999, "msg": "failed to load netconf"}, False),
+    ],
+    ids=["a-plugin-before-it", "another-error", "it-had-not-refused"],
 )
-async def test_a_del_failure_unlike_the_refusal_is_a_failure(
-    cni: api.CniConfig, rt: RuntimeConf, recorder_log: RecorderLog, plugin: int, error: JsonObject
+async def test_a_del_failure_the_add_does_not_excuse_is_a_failure(
+    cni: api.CniConfig,
+    rt: RuntimeConf,
+    recorder_log: RecorderLog,
+    plugin: int,
+    error: JsonObject,
+    refused: bool,
 ) -> None:
     behaviours: list[dict[str, Any]] = [{}, {}]
     behaviours[plugin] = {"fail": error}
     net = network(*(recorder(recorder_log, marker, **b) for marker, b in zip("ab", behaviours, strict=True)))
-    refusal = api.AddRefusal(1, 999, "failed to load netconf")
+    failure = api.AddFailure(1, 999, "failed to load netconf", refused=refused)
 
     with pytest.raises(ExceptionGroup) as caught:
-        await api.del_network_list(cni=cni, net=net, rt=rt, prev_result=None, add_refusal=refusal)
+        await api.del_network_list(cni=cni, net=net, rt=rt, prev_result=None, add_failure=failure)
 
     [failed] = caught.value.exceptions
     assert not isinstance(failed, RefusedAlikeError)

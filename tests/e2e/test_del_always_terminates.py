@@ -289,3 +289,31 @@ def test_a_plugin_failing_differently_at_del_than_at_add_stays_pending(
 
     assert deleted.returncode == 1, "no ADD of it failed: its DEL's failure may pass"
     assert _counts(cluster) == (1, 1)
+
+
+def test_a_list_of_a_version_its_plugins_do_not_support_leaves_nothing_pending(
+    cluster: Cluster, started: Any
+) -> None:
+    """The reference plugins of this node support CNI up to 1.0.0: a 1.1.0 list's bridge refuses
+    it at ADD (code 1), and tuning after it never runs; at DEL both refuse it again. Tuning's DEL
+    failure kept the attachment pending for ever, though its ADD never ran."""
+    bad = cluster.bridge_conflist(
+        "bad",
+        "10.242.0.0/24",
+        default_route=False,
+        bridge=f"{cluster.bridge}x1",
+        plugins_after=[{"type": "tuning"}],
+    )
+    bad["cniVersion"] = "1.1.0"
+    cluster.write_network(cluster.conf_dir, "50-bad.conflist", bad)
+    started(defaultNetworks=["bad"])
+    netns = cluster.new_netns()
+    container = new_container_id()
+
+    added = cluster.run_shim("ADD", container_id=container, netns=netns)
+
+    assert added.returncode == 1
+    assert added.json()["code"] == 1, "the plugin's own refusal, passed through"
+    assert netns.links() == {"lo"}
+    assert _counts(cluster) == (0, 0), "neither plugin's DEL failure keeps the attachment pending"
+    assert cluster.run_shim("DEL", container_id=container, netns=netns).returncode == 0
