@@ -268,15 +268,25 @@ def _request_conf(request: ShimRequest, daemon_config: Mapping[str, Any]) -> net
 def _conf_for_delete(request: ShimRequest, daemon_config: Mapping[str, Any]) -> netconf.MultusNetConf:
     """A DEL's Multus configuration: the request's, or, when that is unusable (a key of the wrong
     type, say: the runtime sends a DEL the same conf its ADD got, which refused it), the daemon
-    configuration's alone. A DEL replays the checkpoint and reads of the conf only where upstream
-    Multus's cache lies (a sandbox it attached): refusing the DEL for its conf would fail it for ever."""
+    configuration's alone; when even that is unusable (a per-request key of daemon-config of the
+    wrong type: every ADD is refused for it), the defaults. A DEL replays the checkpoint and reads
+    of the conf only where upstream Multus's cache lies (a sandbox it attached): refusing the DEL
+    for its conf would fail it for ever."""
     try:
         return _request_conf(request, daemon_config)
     except CniError as error:
-        if not request.stdin_conf:
-            raise  # the daemon configuration alone does not parse: not this request's doing
-        _log_unusable_del_conf(request.env, error)
+        if request.stdin_conf:
+            _log_unusable_del_conf(request.env, error)
+    try:
         return _request_conf(ShimRequest(env=request.env, stdin=b"", stdin_conf={}), daemon_config)
+    except CniError as error:
+        log.error(
+            "DEL of container %r: the daemon configuration is unusable for a request (%s); it runs from"
+            " the checkpoint with the defaults",
+            request.env.get("CNI_CONTAINERID", ""),
+            error,
+        )
+        return netconf.parse({}, stdin_cni_version="")
 
 
 def _log_unusable_del_conf(env: Mapping[str, str], error: CniError) -> None:

@@ -787,6 +787,27 @@ def test_a_del_whose_configuration_is_unusable_runs_with_the_daemon_configuratio
     assert request.conf.bin_dir == "/daemon/bin"
 
 
+@pytest.mark.parametrize(
+    "daemon_config",
+    [{"systemNamespaces": 5}, {"defaultNetworks": "x"}, {"maxNetworksPerPod": 0}],
+    ids=["system-namespaces", "default-networks", "max-networks-per-pod"],
+)
+@pytest.mark.parametrize("raw", [json.dumps(CONF).encode(), b""], ids=["with-conf", "without-conf"])
+def test_a_del_runs_even_when_a_per_request_key_of_daemon_config_is_unusable(
+    daemon_config: dict[str, object], raw: bytes
+) -> None:
+    """Such a key fails every ADD (code 7, naming it); it failed every DEL too, for ever, since the
+    DEL's fallback, the daemon configuration alone, did not parse either (invariant 5b)."""
+    with pytest.raises(CniError) as refused:
+        interpret(body(ENV, json.dumps(CONF).encode()), daemon_config)
+    assert refused.value.code == ErrorCode.INVALID_NETWORK_CONFIG
+
+    request = interpret(body({**ENV, "CNI_COMMAND": "DEL"}, raw), daemon_config)
+
+    assert isinstance(request, SandboxRequest)
+    assert (request.command, request.container_id) == (Command.DEL, "abc123")
+
+
 def test_an_add_whose_configuration_has_a_key_of_the_wrong_type_is_still_refused() -> None:
     with pytest.raises(CniError) as caught:
         interpret(body(ENV, json.dumps({**CONF, "delegates": "x"}).encode()), {"binDir": "/daemon/bin"})
