@@ -91,7 +91,8 @@ async def test_injected_failure_hits_only_matching_method_and_path(
 async def test_latency_delays_matching_requests_only(
     core: client.CoreV1Api, emulator: KubeApiEmulator
 ) -> None:
-    emulator.faults.add_latency(0.3, path="/namespaces/kube-system$")
+    # long enough that the other read, however loaded the machine, finishes first (0.3 s did not)
+    emulator.faults.add_latency(2.0, path="/namespaces/kube-system$")
     finished: list[str] = []
 
     async def read(name: str) -> None:
