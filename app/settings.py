@@ -4,8 +4,9 @@
 heavy is imported: this module is standard library only) and the tree is handed down. Every key,
 interval and environment input the daemon uses is read here and nowhere else: the environment
 mapping is passed in (``MULTUS_NODE_NAME``, ``CNI_PATH``, ``PATH`` for plugins, ``KUBECONFIG``
-and the in-cluster service variables, the test hooks ``MULTUS_PY_BOOT_ID`` and
-``MULTUS_PY_CRASH_AT``), and the Kubernetes side's limits come from the ``watch`` key. Outside
+and the in-cluster service variables, the test hooks ``MULTUS_PY_BOOT_ID``,
+``MULTUS_PY_CRASH_AT`` and ``MULTUS_PY_READY_HOLD_SECONDS``), and the Kubernetes side's limits
+come from the ``watch`` key. Outside
 this module only ``app.cli`` reads daemon-config itself (``multusctl`` reads ``socketDir`` and
 ``stateDir`` to start fast; ``multus-install`` loads the same tree). Each default is written
 once, on its field. Keys keep upstream Multus spelling (``socketDir``, ``binDir``, ``cniDir``,
