@@ -18,7 +18,7 @@ from app.attach.netconf import MultusNetConf
 from app.attach.networks import NetworkResolver
 from app.cni.types import CniError
 from app.gc import leases
-from app.gc.collector import GarbageCollector
+from app.gc.collector import GarbageCollector, GcReport
 from app.store import lease_proofs
 from app.store.retention import Retention, prune
 from tests.core.support import Command, Netns, Node, new_container_id, pending
@@ -216,50 +216,11 @@ async def test_a_leftover_lease_under_an_absolute_symlink_inside_chroot_dir_is_g
     assert leases_of(lease_dir) == {}
 
 
-async def test_a_host_local_data_dir_that_cannot_be_listed_does_not_stop_the_pass(
-    node: Node, tmp_path: Path
-) -> None:
-    """A NAD whose host-local ``dataDir`` is a file (its directory can never exist) used to make
-    every pass raise NotADirectoryError (the operator's ``multusctl gc`` got code 999): the other
-    leftovers must still be given back."""
-    not_a_directory = tmp_path / "a-file"
-    not_a_directory.write_text("")
-    for name, data_dir in (("odd", not_a_directory), ("leased", node.ipam_dir)):
-        node.write_network(
-            name,
-            {
-                "cniVersion": "1.0.0",
-                "name": name,
-                "type": "recorder",
-                "recorder": {"log": str(node.recorder_log)},
-                "ipam": {"type": "host-local", "dataDir": str(data_dir)},
-            },
-        )
-    engine = node.engine()
-    live, gone = new_container_id(), new_container_id()
-    await engine.add(node.request(Command.ADD, live, node.new_netns(), node.conf("odd")))
-    netns = node.new_netns()
-    await engine.add(node.request(Command.ADD, gone, netns, node.conf("leased"), pod="pod-b"))
-    await engine.delete(node.request(Command.DEL, gone, netns, node.conf("leased"), pod="pod-b"))
-    leftover = node.ipam_dir / "leased" / "10.9.0.3"
-    leftover.parent.mkdir(parents=True)
-    leftover.write_text(f"{gone}\r\neth0")
-
-    report = await GarbageCollector(engine=engine, db=node.db).run_once()
-
-    assert report.leases_removed == [str(leftover)]
-    assert not leftover.exists()
-    assert pending(node.checkpoint(live)) == ["eth0"]
-
-
-async def test_a_host_local_data_dir_with_a_lone_surrogate_does_not_stop_the_pass(
-    node: Node, tmp_path: Path
-) -> None:
-    """A configuration may spell its ``dataDir`` with a ``\\udcff`` escape, which Go (so host-local)
-    reads as U+FFFD: the ADD works. Its path, taken as Python decodes it, encodes to no bytes, and
-    every pass raised UnicodeEncodeError: the other leftovers must still be given back, and the
-    lease directory looked for is the one the plugin used."""
-    for name, data_dir in (("odd", f"{tmp_path}/odd\udcff"), ("leased", str(node.ipam_dir))):
+async def _gc_beside_an_odd_data_dir(node: Node, odd_data_dir: str) -> tuple[str, Path, GcReport]:
+    """A live sandbox of network ``odd`` (host-local ``dataDir`` ``odd_data_dir``) and a lease
+    another container of ours left in network ``leased``; one GC pass. (live ID, the leftover, the
+    report)."""
+    for name, data_dir in (("odd", odd_data_dir), ("leased", str(node.ipam_dir))):
         node.write_network(
             name,
             {
@@ -279,8 +240,34 @@ async def test_a_host_local_data_dir_with_a_lone_surrogate_does_not_stop_the_pas
     leftover = node.ipam_dir / "leased" / "10.9.0.3"
     leftover.parent.mkdir(parents=True)
     leftover.write_text(f"{gone}\r\neth0")
-
     report = await GarbageCollector(engine=engine, db=node.db).run_once()
+    return live, leftover, report
+
+
+async def test_a_host_local_data_dir_that_cannot_be_listed_does_not_stop_the_pass(
+    node: Node, tmp_path: Path
+) -> None:
+    """A NAD whose host-local ``dataDir`` is a file (its directory can never exist) used to make
+    every pass raise NotADirectoryError (the operator's ``multusctl gc`` got code 999): the other
+    leftovers must still be given back."""
+    not_a_directory = tmp_path / "a-file"
+    not_a_directory.write_text("")
+
+    live, leftover, report = await _gc_beside_an_odd_data_dir(node, str(not_a_directory))
+
+    assert report.leases_removed == [str(leftover)]
+    assert not leftover.exists()
+    assert pending(node.checkpoint(live)) == ["eth0"]
+
+
+async def test_a_host_local_data_dir_with_a_lone_surrogate_does_not_stop_the_pass(
+    node: Node, tmp_path: Path
+) -> None:
+    """A configuration may spell its ``dataDir`` with a ``\\udcff`` escape, which Go (so host-local)
+    reads as U+FFFD: the ADD works. Its path, taken as Python decodes it, encodes to no bytes, and
+    every pass raised UnicodeEncodeError: the other leftovers must still be given back, and the
+    lease directory looked for is the one the plugin used."""
+    live, leftover, report = await _gc_beside_an_odd_data_dir(node, f"{tmp_path}/odd\udcff")
 
     assert report.leases_removed == [str(leftover)]
     assert pending(node.checkpoint(live)) == ["eth0"]
