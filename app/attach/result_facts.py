@@ -34,19 +34,20 @@ def delegate_facts(
 
 
 def addresses(result: JsonObject | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(IPs, MACs of sandbox interfaces) of a result, for the history."""
-    if not result:
+    """(IPs, MACs of sandbox interfaces) of a result, for the history: only texts, whatever else a
+    malformed result holds where they are due."""
+    if not isinstance(result, dict) or not result:
         return (), ()
     try:
         rich = results.version_at_least(str(result.get("cniVersion", "")), "0.3.0")
         current = result if rich else results.convert(result, RESULT_VERSION)
     except CniError:
         return (), ()
-    ips = tuple(str(ip.get("address", "")) for ip in current.get("ips") or () if isinstance(ip, dict))
+    ips = tuple(ip["address"] for ip in _objects(current.get("ips")) if isinstance(ip.get("address"), str))
     macs = tuple(
-        str(iface.get("mac", ""))
-        for iface in current.get("interfaces") or ()
-        if isinstance(iface, dict) and iface.get("sandbox") and iface.get("mac")
+        iface["mac"]
+        for iface in _objects(current.get("interfaces"))
+        if iface.get("sandbox") and isinstance(iface.get("mac"), str) and iface["mac"]
     )
     return ips, macs
 
@@ -55,11 +56,15 @@ def device_ids(
     *, capability_args: Mapping[str, Any], device: Mapping[str, str] | None, result: JsonObject | None
 ) -> tuple[str, ...]:
     """Device ids a delegate used: the runtimeConfig ``deviceID``, the recorded host device, and
-    any ``pciID`` its result reports."""
-    found = [str(capability_args.get("deviceID", ""))]
+    any ``pciID`` its result reports (each a non-empty text; a null is none, not ``"None"``)."""
+    found = [capability_args.get("deviceID")]
     if device is not None:
-        found.append(str(device.get("pci", "")))
-    for interface in (result or {}).get("interfaces") or ():
-        if isinstance(interface, dict):
-            found.append(str(interface.get("pciID", "")))
-    return tuple(dict.fromkeys(item for item in found if item))
+        found.append(device.get("pci"))
+    if isinstance(result, dict):
+        found.extend(interface.get("pciID") for interface in _objects(result.get("interfaces")))
+    return tuple(dict.fromkeys(item for item in found if isinstance(item, str) and item))
+
+
+def _objects(value: object) -> list[Mapping[str, Any]]:
+    """The objects of ``value`` if it is a list (a malformed result may hold anything there)."""
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
