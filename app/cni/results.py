@@ -103,10 +103,11 @@ def _has_ip_version_field(version: str) -> bool:
 def decode_result(stdout: bytes, *, version: str, plugin: str, to_version: str | None = None) -> JsonObject:
     """The result a plugin printed, validated, in its own version (or in ``to_version`` if given).
 
-    ``version`` is the configuration's ``cniVersion``; it fills in a missing ``cniVersion`` as the Go
-    library does. Bad JSON or a bad shape raises CniError code 6 naming ``plugin`` and the field; an
-    unsupported ``cniVersion`` raises code 1. ``to_version`` is ``convert(decode_result(...), to_version)``
-    without validating and copying again the object this call has just decoded and validated.
+    ``version`` is the configuration's ``cniVersion``; it replaces a missing or empty ``cniVersion``,
+    or one that is not a string, as the Go library does. Bad JSON or a bad shape raises CniError
+    code 6 naming ``plugin`` and the field; an unsupported ``cniVersion`` raises code 1.
+    ``to_version`` is ``convert(decode_result(...), to_version)`` without validating and copying
+    again the object this call has just decoded and validated.
     """
     document, beyond_float64 = _load_json(stdout, plugin=plugin)
     if document is None:  # Go accepts a plugin printing "null" as an empty result
@@ -140,14 +141,17 @@ def _nulls_absent(result: JsonObject) -> JsonObject:
 
 
 def _result_version(declared: object, *, config_version: str, plugin: str) -> str:
-    """The version a plugin's result is in: its own ``cniVersion``, else the configuration's."""
-    if declared is None or declared == "":
-        return _supported_for(config_version, f'plugin "{plugin}" was configured with')
-    if not isinstance(declared, str):
+    """The version a plugin's result is in: its own ``cniVersion`` if a non-empty string, else the
+    configuration's, which replaces it as libcni's ``fixupResultVersion`` replaces any other value
+    (absent, null, empty, a number, a boolean, a list or an object). A number no float64 holds is
+    refused: the map libcni reads it into first holds none."""
+    if isinstance(declared, _NumberBeyondFloat64):
         raise CniError(
             ErrorCode.DECODING_FAILURE,
             f'plugin "{plugin}" printed an invalid result: cniVersion: {_must("a string", declared)}',
         )
+    if not isinstance(declared, str) or declared == "":
+        return _supported_for(config_version, f'plugin "{plugin}" was configured with')
     _supported_for(declared, f'plugin "{plugin}" printed a result with')
     return declared
 

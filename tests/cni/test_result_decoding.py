@@ -44,6 +44,16 @@ def test_a_result_without_cni_version_takes_the_configs() -> None:
     assert decode({"ips": [{"address": "10.1.0.5/24", "version": "4"}]}, "0.4.0")["cniVersion"] == "0.4.0"
 
 
+@pytest.mark.parametrize("declared", [1, 1.5, True, False, [], ["0.4.0"], {}, {"version": "0.4.0"}])
+def test_a_cni_version_that_is_not_a_string_is_replaced_by_the_configs_like_go(declared: object) -> None:
+    # libcni's fixupResultVersion keeps a result's cniVersion only if it is a non-empty string and
+    # puts the configuration's in place of anything else: the ADD goes on (it was refused, code 6).
+    printed = {**BRIDGE_1_0, "cniVersion": declared}
+
+    assert decode(printed, "1.0.0") == BRIDGE_1_0
+    assert decode(printed, "0.4.0") == {**BRIDGE_1_0, "cniVersion": "0.4.0"}
+
+
 def test_a_plugin_printing_null_has_an_empty_result_like_go() -> None:
     assert results.decode_result(b"null", version="1.0.0", plugin="bridge") == {"cniVersion": "1.0.0"}
 
@@ -104,7 +114,6 @@ def test_a_result_keeps_its_own_version() -> None:
         ),
         ({"dns": {"nameservers": "10.1.0.10"}}, "dns.nameservers: must be a list, got a string"),
         ({"dns": {"search": [1]}}, "dns.search[0]: must be a string, got a number"),
-        ({"cniVersion": 1}, "cniVersion: must be a string, got a number"),
     ],
 )
 def test_a_result_of_the_wrong_shape_names_the_field_and_the_plugin(
