@@ -433,7 +433,8 @@ def _legacy_route(route: JsonObject) -> JsonObject:
 
 
 def _legacy_to_rich(result: JsonObject, target: str) -> JsonObject:
-    """``ip4`` then ``ip6`` become ``ips`` (no ``interface`` index); their routes are concatenated."""
+    """``ip4`` then ``ip6`` become ``ips`` (no ``interface`` index); their routes are concatenated,
+    each with its ``dst`` and ``gw`` only, as Go's 0.2 → 0.4 conversion copies them."""
     rich: JsonObject = {key: value for key, value in result.items() if key not in _SHAPE_KEYS}
     ips: list[JsonObject] = []
     routes: list[JsonObject] = []
@@ -447,7 +448,7 @@ def _legacy_to_rich(result: JsonObject, target: str) -> JsonObject:
         if _has_ip_version_field(target):
             ip["version"] = str(family)
         ips.append(ip)
-        routes.extend(_items(config.get("routes")))
+        routes.extend(_legacy_route(route) for route in _items(config.get("routes")))
     if ips:
         rich["ips"] = ips
     if routes:

@@ -240,6 +240,25 @@ def test_keys_of_the_other_format_are_not_copied_across_a_shape_change() -> None
     }
 
 
+@pytest.mark.parametrize("target", ["0.3.1", "0.4.0", "1.0.0", "1.1.0"])
+def test_a_legacy_route_goes_up_with_its_dst_and_gw_only_like_go(target: str) -> None:
+    # Go's 0.2 -> 0.4 conversion builds each route from Dst and GW: a 0.2.0 route's 1.1.0 fields
+    # (which Go's shared Route type decodes) and unknown keys do not reach the new result.
+    legacy = {
+        "cniVersion": "0.2.0",
+        "ip4": {
+            "ip": "10.1.0.5/24",
+            "routes": [{"dst": "0.0.0.0/0", "gw": "10.1.0.1", "priority": 100, "table": 7, "x": 1}],
+        },
+        "ip6": {"ip": "fd00::5/64", "routes": [{"dst": "::/0", "mtu": 1400}]},
+    }
+
+    assert results.convert(legacy, target)["routes"] == [
+        {"dst": "0.0.0.0/0", "gw": "10.1.0.1"},
+        {"dst": "::/0"},
+    ]
+
+
 def test_unknown_keys_survive_where_the_shape_is_kept() -> None:
     result = {
         "cniVersion": "1.1.0",
