@@ -92,7 +92,7 @@ async def test_latency_delays_matching_requests_only(
     core: client.CoreV1Api, emulator: KubeApiEmulator
 ) -> None:
     # long enough that the other read, however loaded the machine, finishes first (0.3 s did not)
-    emulator.faults.add_latency(2.0, path="/namespaces/kube-system$")
+    emulator.faults.add_latency(1.0, path="/namespaces/kube-system$")
     finished: list[str] = []
 
     async def read(name: str) -> None:
