@@ -52,6 +52,7 @@ import logging
 import os
 import queue
 import sqlite3
+import stat
 import threading
 import time
 import urllib.parse
@@ -617,6 +618,7 @@ class Database:
             db_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             lock_fd = _lock_exclusively(db_path)
             try:
+                _keep_private(db_path)
                 schema.refuse_if_foreign(db_path)  # before a connection of ours sets WAL on it
             except BaseException:
                 os.close(lock_fd)
@@ -781,6 +783,28 @@ def _lock_exclusively(db_path: Path) -> int:
             f"state database {db_path} is in use by another process (lock {lock_path} is held)"
         ) from exc
     return fd
+
+
+PRIVATE_FILE_SUFFIXES = ("", "-wal", "-shm")
+"""The database file and the companions SQLite creates beside it (with the database file's mode)."""
+
+
+def _keep_private(db_path: Path) -> None:
+    """Make the database file readable by its owner alone before SQLite opens it: created ``0600``
+    when it does not exist, and group and other bits taken off it and off its ``-wal`` and ``-shm``
+    when they have any. It records every delegate's configuration (which may hold credentials) and
+    SQLite creates it, and then the WAL and shared-memory files with its mode, under the process's
+    umask (``0644``) in a state directory that may already exist readable by all (a hostPath
+    kubelet made ``0755``): upstream's cache of the same configurations is ``0600``."""
+    os.close(os.open(db_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    for suffix in PRIVATE_FILE_SUFFIXES:
+        path = db_path.with_name(db_path.name + suffix)
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            os.chmod(path, mode & ~0o077)
 
 
 def _check_readable_schema(connection: Any) -> None:

@@ -7,6 +7,7 @@ import dataclasses
 import os
 import sqlite3
 import threading
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
@@ -468,3 +469,53 @@ def test_a_file_that_is_not_a_database_is_refused_as_unusable_not_crashed_on(
     assert db_path.read_bytes() == garbage
     db_path.unlink()
     Database.open(db_path).close()  # the lock was released
+
+
+@pytest.fixture
+def usual_umask() -> Iterator[None]:
+    """The umask a daemon usually runs under (files SQLite creates are ``0644`` by it)."""
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+def _modes(db_path: Path) -> dict[str, int]:
+    return {path.name: path.stat().st_mode & 0o777 for path in db_path.parent.iterdir()}
+
+
+@pytest.mark.usefixtures("usual_umask")
+def test_the_database_and_its_wal_are_its_owners_alone_in_a_state_dir_readable_by_all(db_path: Path) -> None:
+    """They record every delegate's configuration; SQLite made them 0644 in a state directory that
+    existed (a hostPath kubelet made 0755), where upstream keeps its cache of them 0600."""
+    db_path.parent.mkdir(mode=0o755)
+    db = Database.open(db_path)
+    try:
+        db.write_sync(lambda s: checkpoints.begin_add(s, _sandbox("c1")))
+        assert _modes(db_path) == {
+            "state.db": 0o600,
+            "state.db-wal": 0o600,
+            "state.db-shm": 0o600,
+            "state.db.lock": 0o600,
+        }
+    finally:
+        db.close()
+
+
+@pytest.mark.usefixtures("usual_umask")
+def test_a_database_an_earlier_release_left_readable_by_all_is_made_its_owners_alone(db_path: Path) -> None:
+    db_path.parent.mkdir(mode=0o755)
+    Database.open(db_path).close()
+    db_path.chmod(0o644)
+
+    db = Database.open(db_path)
+    try:
+        db.write_sync(lambda s: checkpoints.begin_add(s, _sandbox("c1")))
+        modes = _modes(db_path)
+    finally:
+        db.close()
+
+    assert {name: modes[name] for name in ("state.db", "state.db-wal", "state.db-shm")} == {
+        "state.db": 0o600,
+        "state.db-wal": 0o600,
+        "state.db-shm": 0o600,
+    }
