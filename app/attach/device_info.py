@@ -26,6 +26,7 @@ import contextlib
 import json
 import logging
 import os
+import stat
 import tempfile
 from collections.abc import Mapping
 from typing import Any, Final
@@ -165,8 +166,14 @@ def load(path: str) -> JsonObject:
     """A device-info file as a JSON object of the spec's shape; ``DeviceInfoError`` otherwise.
 
     As upstream's decoding into its ``DeviceInfo`` struct: the known fields must have their types,
-    unknown keys are ignored (and dropped when the document is re-encoded), a null is an absent field."""
-    with open(path, "rb") as handle:
+    unknown keys are ignored (and dropped when the document is re-encoded), a null is an absent field.
+    Only a regular file is read, opened without waiting: this runs on the daemon's event loop, and a
+    FIFO a device plugin's pod left at its file's name (through its hostPath) would otherwise hold
+    ``open`` for ever, and every request of the node with it."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with open(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise DeviceInfoError("not a regular file")
         data = handle.read(_MAX_BYTES + 1)
     if len(data) > _MAX_BYTES:
         raise DeviceInfoError(f"larger than {_MAX_BYTES} bytes")

@@ -14,7 +14,9 @@ and the recorder plugin executed as the delegate.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -588,3 +590,43 @@ async def test_a_returned_vf_whose_mac_was_never_known_is_renamed_and_its_del_su
     finally:
         ip("link", "delete", vf + "x", check=False)
         ip("link", "delete", in_pod_name, check=False)
+
+
+FIFO_WATCHDOG_SECONDS = 10.0
+"""How long a read may wait on the FIFO before the test opens its writing end (and fails)."""
+
+
+@pytest.mark.parametrize("which", ["device plugin's", "CNI's"])
+def test_a_fifo_where_a_device_info_file_belongs_is_refused_without_waiting_on_it(
+    tmp_path: Path, which: str
+) -> None:
+    """A device plugin's pod may write in ``dp/`` (a hostPath): a FIFO at its file's name held the
+    daemon's event loop in ``open`` until some writer came, every request of the node with it."""
+    base = tmp_path / "devinfo"
+    source = Path(device_info.dp_file_path(str(base), resource=NIC, device_id=PCI))
+    target = base / "cni" / "x"
+    fifo = source if which == "device plugin's" else target
+    fifo.parent.mkdir(parents=True)
+    os.mkfifo(fifo, 0o600)
+    done, unblocked = threading.Event(), threading.Event()
+
+    def watchdog() -> None:
+        if not done.wait(FIFO_WATCHDOG_SECONDS):
+            unblocked.set()
+            os.close(os.open(fifo, os.O_WRONLY))
+
+    guard = threading.Thread(target=watchdog, name="fifo-watchdog", daemon=True)
+    guard.start()
+    try:
+        if which == "device plugin's":
+            found: object = device_info.stage_from_device_plugin(
+                base_dir=str(base), resource=NIC, device_id=PCI, cni_path=str(target)
+            )
+        else:
+            found = device_info.read_for_status({device_info.CAPABILITY: str(target)})
+    finally:
+        done.set()
+        guard.join()
+
+    assert not unblocked.is_set(), "the read waited on the FIFO until the watchdog opened it"
+    assert found in (False, None)
