@@ -324,14 +324,19 @@ def write(settings: Settings, primary: Path) -> Path:
 def _remove_stale_temporaries(target: Path) -> None:
     """Remove what a daemon killed between creating ``target``'s temporary and renaming it left
     beside it (``_replace``'s name pattern), once older than ``STALE_TEMPORARY_SECONDS``: a younger
-    one may be another daemon's write in progress (the old and the new daemon of an upgrade)."""
+    one may be another daemon's write in progress (the old and the new daemon of an upgrade). Only
+    regular files are such leftovers; one that cannot be removed is logged and left: the write goes
+    on, as a leftover blocks nothing (temporaries get fresh random names)."""
     cutoff = time.time() - STALE_TEMPORARY_SECONDS
     for leftover in target.parent.glob(f".{glob.escape(target.name)}.*"):
         try:
-            if leftover.lstat().st_mtime < cutoff:
+            status = leftover.lstat()
+            if stat.S_ISREG(status.st_mode) and status.st_mtime < cutoff:
                 leftover.unlink()
         except FileNotFoundError:  # its writer renamed or removed it meanwhile
             continue
+        except OSError as exc:
+            log.warning("cannot remove %s, a temporary a killed writer left: %s", leftover, exc.strerror)
 
 
 def _replace(target: Path, content: bytes, *, mode: int, owner: tuple[int, int] | None = None) -> None:

@@ -411,3 +411,19 @@ def test_a_conf_a_runtime_would_take_before_ours_is_warned_about_once(
     warnings = [message for level, message in _outcomes(caplog) if level == "WARNING"]
     assert len(warnings) == 1
     assert warnings[0].startswith(f"00-cilium.conf in {conf_dir} sorts before 00-multus.conf")
+
+
+def test_what_cannot_be_removed_among_the_temporaries_names_does_not_stop_the_write(tmp_path: Path) -> None:
+    # a directory of a temporary's name (any leftover whose removal fails) made every write raise
+    # IsADirectoryError: 00-multus.conf was never written nor refreshed again
+    primary = tmp_path / "10-x.conflist"
+    primary.write_text(json.dumps({"cniVersion": "1.0.0", "name": "x", "plugins": [{"type": "bridge"}]}))
+    not_ours = tmp_path / ".00-multus.conf.d"
+    not_ours.mkdir()
+    old = time.time() - 3600
+    os.utime(not_ours, (old, old))
+
+    written = autoconf.write(_settings(tmp_path), primary)
+
+    assert json.loads(written.read_bytes())["clusterNetwork"] == str(primary)
+    assert not_ours.is_dir()
