@@ -24,6 +24,7 @@ import logging
 import logging.handlers
 import os
 import re
+import stat
 import sys
 import threading
 import time
@@ -157,13 +158,23 @@ class RotatingLogFile(logging.handlers.RotatingFileHandler):
 
 
 def _gzip(path: Path) -> None:
-    """``path`` -> ``path.gz`` (written beside, then renamed), ``path`` removed."""
+    """``path`` -> ``path.gz`` (written beside, then renamed), ``path`` removed. Neither name is
+    followed as a symlink: in a log directory others may write in (``/var/log`` is group-writable on
+    some distributions) a link planted at a backup's name would have its target copied, readable, into
+    the directory, and one at the partial file's name would have its target overwritten. A backup that
+    is no regular file is left as it is (a rotation makes only regular ones)."""
     import gzip  # only on a rotation: kept off the path to the first accept
     import shutil
 
     target = path.with_name(path.name + ".gz")
     partial = path.with_name(f".{path.name}.gz.partial")
-    with path.open("rb") as source, gzip.open(partial, "wb") as sink:
-        shutil.copyfileobj(source, sink)
+    source_fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with open(source_fd, "rb") as source:
+        if not stat.S_ISREG(os.fstat(source_fd).st_mode):
+            return
+        partial.unlink(missing_ok=True)  # a killed rotation's, or a link: never written through
+        sink_fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+        with open(sink_fd, "wb") as raw_sink, gzip.GzipFile(fileobj=raw_sink, mode="wb") as sink:
+            shutil.copyfileobj(source, sink)
     os.replace(partial, target)
     path.unlink()

@@ -85,3 +85,31 @@ def test_max_age_removes_old_backups_and_zero_backups_keeps_the_rest(
     until(settled)
     assert foreign.exists()
     assert all(path.suffix == ".log" for _, path in handler.backups())
+
+
+def test_rotation_follows_no_link_planted_at_a_backups_name_or_its_partial_file(tmp_path: Path) -> None:
+    """In a log directory others may write in, the compression copied a linked file's content into
+    the directory (readable by all) and wrote its gzip through a link at the partial file's name."""
+    secret, victim = tmp_path / "secret", tmp_path / "victim"
+    secret.write_text("root's alone\n")
+    victim.write_text("must stay\n")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    linked = logs / "multus-2026-01-02T03-04-05.000.log"
+    linked.symlink_to(secret)
+    rotated = logs / "multus-2026-01-02T03-04-06.000.log"
+    rotated.write_text("rotated\n")
+    (logs / f".{rotated.name}.gz.partial").symlink_to(victim)
+    handler = logformat.RotatingLogFile(str(logs / "multus.log"), LogOptions(max_size_mb=1, compress=True))
+    try:
+        handler._maintain()
+    finally:
+        handler.close()
+
+    assert (secret.read_text(), victim.read_text()) == ("root's alone\n", "must stay\n")
+    assert linked.is_symlink()
+    assert not (logs / f"{linked.name}.gz").exists()
+    assert gzip.decompress((logs / f"{rotated.name}.gz").read_bytes()) == b"rotated\n"
+    assert sorted(path.name for path in logs.iterdir()) == sorted(
+        [linked.name, f"{rotated.name}.gz", "multus.log"]
+    )
