@@ -26,7 +26,7 @@ from tests.e2e.test_hostile_requests import envelope, exchange, http_post, recor
 pytestmark = pytest.mark.slow  # starts daemon processes
 
 DEFAULT_SEED = 20261205
-DEFAULT_INPUTS = 150
+DEFAULT_INPUTS = 100
 TIME_BUDGET_SECONDS = 35.0
 """Inputs stop being generated after this (the run then finishes the current one)."""
 SOCKET_BOUND_SECONDS = 60.0
