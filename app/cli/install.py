@@ -514,10 +514,15 @@ def purge_daemon_state(layout: Layout, settings: Settings) -> list[Path]:
 def remove_killed_writes(directory: Path, name: str) -> list[Path]:
     """Remove the temporaries a daemon killed in the middle of replacing ``directory/name`` left
     (``.<name>.<random>``: ``00-multus.conf``, the restart marker); return them. Only once no daemon
-    runs: a live one's write in progress has the same name."""
+    runs: a live one's write in progress has the same name. Only regular files (and links) are
+    such leftovers: anything else of that name is left, and does not stop the uninstall."""
     if not directory.is_dir():
         return []
-    leftovers = sorted(directory.glob(f".{glob.escape(name)}.*"))
+    leftovers = [
+        path
+        for path in sorted(directory.glob(f".{glob.escape(name)}.*"))
+        if not path.is_dir() or path.is_symlink()
+    ]
     for path in leftovers:
         path.unlink(missing_ok=True)
     return leftovers

@@ -311,14 +311,21 @@ def write(settings: Settings, primary: Path) -> Path:
     _force_cni_version(settings, primary)
     content = render(settings, primary)
     _remove_stale_temporaries(target)
-    try:
-        if target.read_bytes() == content:
-            return target
-    except FileNotFoundError:
-        pass
+    if _current(target) == content:
+        return target
     target.parent.mkdir(parents=True, exist_ok=True)
     _replace(target, content, mode=0o600)
     return target
+
+
+def _current(target: Path) -> bytes | None:
+    """What ``target`` holds now, if it is a regular file of at most ``MAX_CONF_FILE_BYTES``
+    (read as every configuration is: a FIFO or a device there is no content, never waited on or
+    read whole); None otherwise, and the write replaces it."""
+    try:
+        return cniconf.read_regular_file(str(target), limit=cniconf.MAX_CONF_FILE_BYTES)
+    except CniError:
+        return None
 
 
 def _remove_stale_temporaries(target: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -427,3 +428,25 @@ def test_what_cannot_be_removed_among_the_temporaries_names_does_not_stop_the_wr
 
     assert json.loads(written.read_bytes())["clusterNetwork"] == str(primary)
     assert not_ours.is_dir()
+
+
+def test_a_fifo_at_the_conf_s_name_is_replaced_not_waited_on(tmp_path: Path) -> None:
+    """Whether the conf changed was read from ``00-multus.conf`` following whatever was there: a
+    FIFO held the keeper's thread until a writer came (a device was read whole)."""
+    primary = tmp_path / "10-x.conflist"
+    primary.write_text(json.dumps({"cniVersion": "1.0.0", "name": "x", "plugins": [{"type": "bridge"}]}))
+    os.mkfifo(tmp_path / autoconf.CONF_NAME)
+    outcome: list[Path] = []
+    keeper = threading.Thread(
+        target=lambda: outcome.append(autoconf.write(_settings(tmp_path), primary)), daemon=True
+    )
+
+    keeper.start()
+    keeper.join(timeout=10)
+
+    if keeper.is_alive():  # the old code, blocked in open(): let it go before failing
+        with open(tmp_path / autoconf.CONF_NAME, "wb"):
+            pass
+        keeper.join(timeout=10)
+        pytest.fail("the keeper waited on the FIFO at 00-multus.conf's name")
+    assert json.loads(outcome[0].read_bytes())["clusterNetwork"] == str(primary)

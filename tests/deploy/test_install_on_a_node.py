@@ -347,6 +347,8 @@ def test_purging_removes_the_daemons_files_by_name_and_keeps_what_it_does_not_kn
         path.write_bytes(b"")
     operator_notes = state / "notes.txt"
     operator_notes.write_text("mine")
+    not_a_temporary = node.conf_dir / ".00-multus.conf.d"  # a directory of a temporary's name made
+    not_a_temporary.mkdir()  # the purge raise IsADirectoryError half way
 
     removed = node.uninstall()
 
@@ -355,3 +357,4 @@ def test_purging_removes_the_daemons_files_by_name_and_keeps_what_it_does_not_kn
     assert not spool.exists()
     assert not run.exists()
     assert operator_notes.read_text() == "mine"  # and so its directory stays
+    assert not_a_temporary.is_dir()
