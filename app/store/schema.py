@@ -387,6 +387,14 @@ def main(argv: list[str] | None = None) -> int:
     except (SchemaError, DatabaseLockedError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except DBAPIError as exc:  # SQLite's refusal (a damaged file, a full disk): the operator's to see, no bug
+        stopped_at = _revision_of(arguments.database)
+        print(
+            f"{_ERROR_PREFIX}stopped at schema revision {stopped_at!r} on the way down to"
+            f" {arguments.downgrade_to!r}: {exc.orig}",
+            file=sys.stderr,
+        )
+        return 1
     print(f"state database {arguments.database}: schema revision {was} -> {arguments.downgrade_to}")
     return 0
 

@@ -56,3 +56,27 @@ def test_a_migration_sqlite_refuses_names_the_revision_it_stopped_at_and_sqlites
         f"migrating state database {path} failed: stopped at schema revision '0003' on the way to"
         f" {schema.head_revision()!r}: database disk image is malformed"
     )
+
+
+def test_a_downgrade_sqlite_refuses_names_the_revision_it_stopped_at_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The operator's ``python -m app.store.schema PATH --downgrade-to REV`` on a damaged file printed
+    SQLAlchemy's traceback; it ends as the migration child does: one line, exit 1."""
+    path = tmp_path / "state.db"
+    Database.open(path).close()
+    migrate(path, down_to="0003")
+    with sqlite3.connect(path) as raw:  # 0003's downgrade rebuilds the history table: reads it
+        (page,) = raw.execute("SELECT rootpage FROM sqlite_master WHERE name = 'history'").fetchone()
+        (page_size,) = raw.execute("PRAGMA page_size").fetchone()
+        raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    with path.open("r+b") as file:
+        file.seek((page - 1) * page_size)
+        file.write(b"\xff" * page_size)
+
+    status = schema.main([str(path), "--downgrade-to", "0002"])
+
+    assert status == 1
+    assert capsys.readouterr().err.startswith(
+        "error: stopped at schema revision '0003' on the way down to '0002': "
+    )
