@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app import rootpath
+from app import gofold, rootpath
 
 DEFAULT_CONFIG_PATH = "/etc/cni/net.d/multus.d/daemon-config.json"
 DEFAULT_DELEGATE_TIMEOUT = 60.0
@@ -479,7 +479,7 @@ def _watch(value: object) -> Mapping[str, Any]:
     reader = _Reader(value, prefix="watch.")
     overrides: dict[str, Any] = {}
     for given_key, given in _pairs(value):
-        key = _WATCH_KEYS_FOLDED.get(_go_fold(given_key), given_key)
+        key = _WATCH_KEYS_FOLDED.get(gofold.fold(given_key), given_key)
         name = WATCH_KEYS.get(key)
         if name is None:
             raise SettingsError(
@@ -527,9 +527,6 @@ def _plain_object(obj: Any) -> dict[str, Any]:
     return {key: _plain(value) for key, value in _pairs(obj)}
 
 
-_GO_FOLD_SPECIAL = {"\u212a": "K", "\u017f": "S"}
-
-
 class _NotFinite:
     """A number as written that Go does not decode (``NaN`` and ``Infinity`` are not JSON, and a
     number beyond float64's range is no float64): upstream refuses the file, or fails every
@@ -565,14 +562,7 @@ def _refuse_not_finite(document: object) -> None:
             pending.extend((f"{where}[{index}]", item) for index, item in reversed(list(enumerate(value))))
 
 
-def _go_fold(key: str) -> str:
-    """Go's ``encoding/json`` folding of a key for its struct fields: ASCII letters whatever
-    their case, the Kelvin sign as ``K`` and the long s as ``S`` (no other character folds to
-    an ASCII one)."""
-    return "".join(_GO_FOLD_SPECIAL.get(char, char.upper() if char.isascii() else char) for char in key)
-
-
-_WATCH_KEYS_FOLDED = {_go_fold(key): key for key in WATCH_KEYS}
+_WATCH_KEYS_FOLDED = {gofold.fold(key): key for key in WATCH_KEYS}
 
 
 class _Reader:
@@ -584,12 +574,12 @@ class _Reader:
     upstream keeps its default (or the value an earlier spelling gave)."""
 
     def __init__(self, obj: Any, *, prefix: str = "") -> None:
-        self._fields = {_go_fold(key): value for key, value in _pairs(obj) if value is not None}
+        self._fields = {gofold.fold(key): value for key, value in _pairs(obj) if value is not None}
         self._prefix = prefix
 
     def value(self, key: str) -> Any:
         """The value of ``key`` as given; None when it is absent or null."""
-        return self._fields.get(_go_fold(key))
+        return self._fields.get(gofold.fold(key))
 
     def _error(self, key: str, expected: str, value: object) -> SettingsError:
         return SettingsError(

@@ -15,6 +15,7 @@ import re
 from collections.abc import Sequence
 from typing import Any, Final, TypeGuard
 
+from app import gofold
 from app.cni import results
 
 _GO_SPACE: Final = (
@@ -24,7 +25,6 @@ _GO_SPACE: Final = (
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")
 _INT64: Final = range(-(2**63), 2**63)
 _EXACT_FLOAT_INT: Final = 2**53
-_FOLD_SPECIAL: Final = {"\u212a": "K", "\u017f": "S"}
 _GO_ESCAPES: Final = {
     "\a": "\\a",
     "\b": "\\b",
@@ -74,9 +74,8 @@ def as_go_reads(text: str) -> str:
     return "".join("\ufffd" if 0xD800 <= ord(char) <= 0xDFFF else char for char in text)
 
 
-def fold(key: str) -> str:
-    """Go's case folding for field names: ASCII letters, plus the Kelvin sign and the long s."""
-    return "".join(_FOLD_SPECIAL.get(char, char.upper() if char.isascii() else char) for char in key)
+fold = gofold.fold
+"""Go's case folding for field names (``app.gofold``), re-exported for this module's callers."""
 
 
 def kind(value: object) -> str:

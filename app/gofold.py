@@ -1,0 +1,18 @@
+"""How Go's ``encoding/json`` matches a JSON object's key to a struct field: the one folding rule.
+
+Every reader of a file or request that upstream Multus (or a Go plugin) decodes into a struct
+matches keys with it: daemon-config (``app.settings``, and ``multusctl``'s quick read of it), the
+merged Multus conf, annotations and GC lists (``app.attach.gojson``). Standard library only, no
+state, no import: the lowest layer, so the start-up paths may use it.
+"""
+
+from __future__ import annotations
+
+_SPECIAL = {"\u212a": "K", "\u017f": "S"}
+"""The two non-ASCII characters whose simple case folding reaches an ASCII letter."""
+
+
+def fold(key: str) -> str:
+    """``key`` as Go compares it with a field name: ASCII letters whatever their case, the Kelvin
+    sign as ``K`` and the long s as ``S``; any other character as it is (none folds to ASCII)."""
+    return "".join(_SPECIAL.get(char, char.upper() if char.isascii() else char) for char in key)
