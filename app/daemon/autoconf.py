@@ -194,7 +194,7 @@ def render(settings: Settings, primary: Path) -> bytes:
         "logFile": given.get("logFile"),
         "logLevel": given.get("logLevel"),
         "logToStderr": given.get("logToStderr"),
-        "logOptions": _log_options(given.get("logOptions")),
+        "logOptions": given.get("logOptions"),  # upstream's struct fields, as settings read them
         "name": _network_name(settings, primary_conf),
         "clusterNetwork": str(primary),
         "namespaceIsolation": given.get("namespaceIsolation"),
@@ -223,18 +223,6 @@ def _load_primary(primary: Path) -> object:
     except (ValueError, RecursionError) as exc:
         reason = "nested too deep" if isinstance(exc, RecursionError) else exc
         raise AutoconfError(f"cannot read primary network configuration {primary}: {reason}") from exc
-
-
-LOG_OPTIONS_FIELDS = ("maxAge", "maxSize", "maxBackups", "compress")
-"""Upstream's ``LogOptions`` struct (``pkg/logging``), in its field order."""
-
-
-def _log_options(value: object) -> dict[str, Any] | None:
-    """``logOptions`` as upstream re-encodes it through its struct: the fields set, in the
-    struct's order; any other key left out."""
-    if not isinstance(value, dict):
-        return None
-    return {key: value[key] for key in LOG_OPTIONS_FIELDS if key in value}
 
 
 def _network_name(settings: Settings, primary_conf: Mapping[str, Any]) -> str:
