@@ -33,12 +33,13 @@ from dataclasses import dataclass
 from functools import partial
 
 from app import rootpath
+from app.cni import invoke
 from app.cni.types import JsonObject, NetworkConfigList
 
 log = logging.getLogger(__name__)
 
 MASQUERADING_PLUGINS = frozenset({"bridge", "ptp"})
-SEARCH_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
+SEARCH_PATH = tuple(invoke.DEFAULT_BASE_ENV["PATH"].split(":"))
 """Where ``iptables`` is looked for: the ``PATH`` plugins are given (``invoke.DEFAULT_BASE_ENV``)."""
 RULE_MISSING = (1, 2)
 """``iptables`` exit statuses for a rule or chain that does not exist (2 for ``-D`` of a rule
@@ -134,18 +135,13 @@ def _commands(found: MasqueradeChain, *, ipv6: bool) -> list[list[str]]:
     return [*rules, ["--wait", "-t", "nat", "-F", found.chain], ["--wait", "-t", "nat", "-X", found.chain]]
 
 
-def _enter_root(root: bytes) -> None:
-    os.chroot(root)
-    os.chdir(b"/")
-
-
 def _run_blocking(argv: Sequence[str], *, root: str, env: Mapping[str, str]) -> tuple[int, str]:
     completed = subprocess.run(
         argv,
         env=dict(env),
         capture_output=True,
         timeout=COMMAND_TIMEOUT,
-        preexec_fn=partial(_enter_root, os.fsencode(root)) if root else None,
+        preexec_fn=partial(invoke.enter_root, os.fsencode(root)) if root else None,
         check=False,
     )
     return completed.returncode, completed.stderr.decode(errors="replace").strip()

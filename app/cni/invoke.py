@@ -402,12 +402,10 @@ class SubprocessExec:
     ) -> child.Child:
         # The child enters the root after fork, before exec (Go's SysProcAttr.Chroot): a function of
         # C calls on a path encoded beforehand, so the forked child runs almost no Python.
-        enter_root = partial(_enter_root, os.fsencode(root)) if root else None
+        in_root = partial(enter_root, os.fsencode(root)) if root else None
         for attempt in range(self.busy_retries + 1):
             try:
-                return child.spawn(
-                    plugin_path, env=env, stdin=stdin, preexec=enter_root, hold_input=hold_input
-                )
+                return child.spawn(plugin_path, env=env, stdin=stdin, preexec=in_root, hold_input=hold_input)
             except subprocess.SubprocessError as err:
                 # Only the pre-exec step raises this: the root could not be entered.
                 raise NotExecutedError(
@@ -486,7 +484,8 @@ async def _await_ready(ready: asyncio.Future[None], plugin_path: str) -> None:
         ) from err
 
 
-def _enter_root(root: bytes) -> None:
+def enter_root(root: bytes) -> None:
+    """Run in a child between fork and exec: enter ``root`` (Go's ``SysProcAttr.Chroot``)."""
     os.chroot(root)
     os.chdir(b"/")
 
