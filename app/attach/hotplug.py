@@ -922,9 +922,8 @@ class HotplugReconciler:
     def _warn_not_found(self, pod: PodRecord, missing: NadNotFoundError) -> None:
         """Upstream's ``NoNetworkFound`` Warning for a selected NAD that does not exist, posted as
         ``_event`` posts a Warning: not again while the pod's retries find it missing."""
-        seen = f"{NO_NETWORK_FOUND}: {missing.namespace}/{missing.name}"
-        self._warned_now.add(seen)
-        if seen not in self._warned_before and self._events is not None:
+        first = self._new_warning(f"{NO_NETWORK_FOUND}: {missing.namespace}/{missing.name}")
+        if first and self._events is not None:
             self._events.emit_network_not_found(
                 pod, namespace=missing.namespace, name=missing.name, error=missing.details
             )
@@ -936,12 +935,15 @@ class HotplugReconciler:
         object on the API server: one per retry per failure, for ever, otherwise)."""
         if warning is None:
             warning = reason.startswith("Failed")
-        if warning:
-            self._warned_now.add(message)
-            if message in self._warned_before:
-                return
+        if warning and not self._new_warning(message):
+            return
         if self._events is not None:
             self._events.emit_pod_event(pod, reason=reason, warning=warning, message=message)
+
+    def _new_warning(self, seen: str) -> bool:
+        """Count Warning ``seen`` among the pass's; True unless the pod's previous pass posted it."""
+        self._warned_now.add(seen)
+        return seen not in self._warned_before
 
 
 async def _links(record: SandboxRecord) -> frozenset[str]:
