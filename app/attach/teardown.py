@@ -27,7 +27,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 
 from app import metrics
@@ -41,7 +41,7 @@ from app.attach.vfs import HostDevices
 from app.cni import api, invoke, reaper
 from app.cni.types import CniError, ErrorCode
 from app.store import checkpoints
-from app.store.database import Connection, Database
+from app.store.database import Database
 from app.store.records import AttachmentRecord, HistoryEntry, SandboxRecord
 
 log = logging.getLogger(__name__)
@@ -80,18 +80,6 @@ def _may_run_for_an_earlier_run(attachment: AttachmentRecord) -> bool:
       daemon waits for its plugins before it lets go of the lock): its retry pays a scan that
       finds nothing."""
     return (attachment.result is None and attachment.last_error is None) or attachment.state == "deleting"
-
-
-def _load_then_begin_delete(connection: Connection, *, container_id: str) -> SandboxRecord | None:
-    """The sandbox as recorded before this teardown (None, nothing written, when none is), marked
-    ``deleting`` with its attachments in the same unit: the attachments keep the states they had,
-    which tell a DEL begun earlier (``_may_run_for_an_earlier_run``). The same statements as
-    ``checkpoints.begin_delete_and_load``, the read first."""
-    record = checkpoints.load_sandbox(connection, container_id)
-    if record is None:
-        return None
-    checkpoints.begin_delete(connection, container_id)
-    return replace(record, state="deleting")
 
 
 async def _reap_earlier_runs_plugins(
@@ -159,9 +147,9 @@ class Teardown:
     async def load_and_begin(self, container_id: str) -> SandboxRecord | None:
         """The sandbox's record (None if nothing is recorded), marked as being deleted in the same
         commit: a runtime DEL reads and begins with one trip to the store, not two. Its attachments
-        are as recorded before (``_load_then_begin_delete``)."""
+        are as recorded before (``checkpoints.begin_delete_and_load``)."""
         record = await self.db.write(
-            partial(_load_then_begin_delete, container_id=container_id), durable=False
+            partial(checkpoints.begin_delete_and_load, container_id=container_id), durable=False
         )
         if record is not None:
             self.crash.reached(Point.DEL_AFTER_BEGIN)

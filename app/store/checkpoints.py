@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -242,17 +243,18 @@ def begin_delete(connection: Connection, container_id: str) -> None:
 
 
 def begin_delete_and_load(connection: Connection, container_id: str) -> SandboxRecord | None:
-    """``begin_delete`` and ``load_sandbox`` in one unit: the sandbox marked as being deleted, as now
-    recorded; None, with nothing written, when no sandbox is recorded for ``container_id``.
+    """``load_sandbox`` and ``begin_delete`` in one unit: the sandbox as recorded before this DEL
+    began (its state ``deleting``, its attachments in the states they had: one already ``deleting``
+    tells a DEL an earlier run began, whose plugins may still run), marked as being deleted; None,
+    with nothing written, when no sandbox is recorded for ``container_id``.
 
     A DEL's first commit and the checkpoint it replays, in one trip to the writer instead of a
     reader's answer followed by the writer's."""
-    params = ("deleting", stamp(_now()), container_id)
-    cursor = cursor_of(connection)
-    if cursor.execute(_SET_SANDBOX_STATE_SQL, params).rowcount == 0:
+    record = load_sandbox(connection, container_id)
+    if record is None:
         return None
-    cursor.execute(_SET_ATTACHMENTS_STATE_SQL, params)
-    return load_sandbox(connection, container_id)
+    begin_delete(connection, container_id)
+    return replace(record, state="deleting")
 
 
 def record_device(

@@ -487,7 +487,13 @@ def test_reader_threads_start_with_the_first_read_and_end_with_close(tmp_path: P
     assert _reader_threads() == before
 
 
-async def test_begin_delete_and_load_marks_and_returns_the_sandbox_as_recorded(db: Database) -> None:
+async def test_begin_delete_and_load_marks_the_sandbox_and_returns_it_as_it_was_recorded(
+    db: Database,
+) -> None:
+    """One unit: the sandbox and its attachments marked ``deleting``; what is returned is the
+    sandbox as recorded before (its state ``deleting``), its attachments in the states they had,
+    which tell a DEL an earlier run began from one this DEL begins."""
+
     def add(s: Connection) -> None:
         checkpoints.begin_add(s, _sandbox("c1"))
         checkpoints.record_intent(s, _intent("c1", "eth0", 0))
@@ -499,10 +505,12 @@ async def test_begin_delete_and_load_marks_and_returns_the_sandbox_as_recorded(d
     returned = await db.write(partial(checkpoints.begin_delete_and_load, container_id="c1"))
     missing = await db.write(partial(checkpoints.begin_delete_and_load, container_id="c2"))
 
-    assert returned == await db.read(partial(checkpoints.load_sandbox, container_id="c1"))
+    recorded = await db.read(partial(checkpoints.load_sandbox, container_id="c1"))
     assert returned is not None
-    assert returned.state == "deleting"
-    assert [(a.ifname, a.state) for a in returned.attachments] == [("eth0", "deleting"), ("net1", "deleting")]
+    assert recorded is not None
+    assert returned.state == recorded.state == "deleting"
+    assert [(a.ifname, a.state) for a in recorded.attachments] == [("eth0", "deleting"), ("net1", "deleting")]
+    assert [(a.ifname, a.state) for a in returned.attachments] == [("eth0", "intent"), ("net1", "intent")]
     assert missing is None
     assert [s.container_id for s in await db.read(checkpoints.list_sandboxes)] == ["c1"]
 
