@@ -3,13 +3,13 @@ and says in one line why a migration failed."""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest
 
 from app.store import schema
 from app.store.database import Database
+from tests.store.damaging import damage_table
 from tests.store.migrating import migrate
 
 
@@ -33,13 +33,7 @@ def _a_revision_0003_database_with_its_attachments_damaged(path: Path) -> None:
     """A database the next migration (0004, which reads every attachment) cannot read through."""
     Database.open(path).close()
     migrate(path, down_to="0003")
-    with sqlite3.connect(path) as raw:
-        (page,) = raw.execute("SELECT rootpage FROM sqlite_master WHERE name = 'attachments'").fetchone()
-        (page_size,) = raw.execute("PRAGMA page_size").fetchone()
-        raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    with path.open("r+b") as file:
-        file.seek((page - 1) * page_size)
-        file.write(b"\xff" * page_size)
+    damage_table(path, "attachments")
 
 
 def test_a_migration_sqlite_refuses_names_the_revision_it_stopped_at_and_sqlites_error_not_a_traceback(
@@ -66,13 +60,7 @@ def test_a_downgrade_sqlite_refuses_names_the_revision_it_stopped_at_not_a_trace
     path = tmp_path / "state.db"
     Database.open(path).close()
     migrate(path, down_to="0003")
-    with sqlite3.connect(path) as raw:  # 0003's downgrade rebuilds the history table: reads it
-        (page,) = raw.execute("SELECT rootpage FROM sqlite_master WHERE name = 'history'").fetchone()
-        (page_size,) = raw.execute("PRAGMA page_size").fetchone()
-        raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    with path.open("r+b") as file:
-        file.seek((page - 1) * page_size)
-        file.write(b"\xff" * page_size)
+    damage_table(path, "history")  # 0003's downgrade rebuilds the history table: reads it
 
     status = schema.main([str(path), "--downgrade-to", "0002"])
 

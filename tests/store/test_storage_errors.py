@@ -4,7 +4,6 @@ engine, which answers the runtime with a CNI error naming it (code 5), never an 
 from __future__ import annotations
 
 import errno
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 from app.attach import errors
 from app.cni.types import ErrorCode
 from app.store.database import Connection, Database, StorageError
+from tests.store.damaging import damage_table
 
 
 @pytest.fixture
@@ -61,13 +61,7 @@ async def test_the_engine_answers_a_storage_error_as_an_io_failure_naming_the_st
 def _damage_the_history(path: Path) -> None:
     """Overwrite the page of the history table (a disk or a file system that returned other bytes)."""
     Database.open(path).close()
-    with sqlite3.connect(path) as raw:
-        (page,) = raw.execute("SELECT rootpage FROM sqlite_master WHERE name = 'history'").fetchone()
-        (page_size,) = raw.execute("PRAGMA page_size").fetchone()
-        raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    with path.open("r+b") as file:
-        file.seek((page - 1) * page_size)
-        file.write(b"\xff" * page_size)
+    damage_table(path, "history")
 
 
 def _append_a_line(connection: Connection) -> None:
