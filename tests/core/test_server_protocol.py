@@ -88,6 +88,24 @@ def ready() -> Readiness:
     return Readiness(store_open=True, recovered=True)
 
 
+@asynccontextmanager
+async def on_a_socket(node: Node) -> AsyncIterator[Path]:
+    """A ready daemon server with a recorder cluster network, on a unix socket of its own, as the
+    daemon binds it; its path."""
+    cni_server = CniServer(
+        engine=node.engine(),
+        daemon_config=daemon_config(node, node.recorder_network("cluster")),
+        readiness=ready(),
+    )
+    with tempfile.TemporaryDirectory(prefix="mpyc-") as directory:
+        socket_path = Path(directory) / "sock" / "multus.sock"
+        runner = await daemon_server.start(cni_server, listener.bind(socket_path))
+        try:
+            yield socket_path
+        finally:
+            await runner.cleanup()
+
+
 async def test_add_answers_the_cni_result_and_del_an_empty_200(node: Node, serve: Serve) -> None:
     netns = node.new_netns()
     container = new_container_id()
@@ -267,54 +285,34 @@ async def test_operator_gc_is_refused_without_a_collector(serve: Serve) -> None:
 
 
 async def test_the_server_listens_on_a_private_unix_socket_and_refuses_a_second_one(node: Node) -> None:
-    cni_server = CniServer(
-        engine=node.engine(),
-        daemon_config=daemon_config(node, node.recorder_network("cluster")),
-        readiness=ready(),
-    )
-    with tempfile.TemporaryDirectory(prefix="mpyc-") as directory:
-        socket_path = Path(directory) / "sock" / "multus.sock"
-        runner = await daemon_server.start(cni_server, listener.bind(socket_path))
-        try:
-            assert socket_path.stat().st_mode & 0o777 == 0o600
-            connector = aiohttp.UnixConnector(path=str(socket_path))
-            async with (
-                aiohttp.ClientSession(connector=connector) as session,
-                session.get("http://multus/readyz") as response,
-            ):
-                assert response.status == 200
-            with pytest.raises(listener.SocketInUseError):
-                listener.prepare_socket(socket_path)
-        finally:
-            await runner.cleanup()
+    async with on_a_socket(node) as socket_path:
+        assert socket_path.stat().st_mode & 0o777 == 0o600
+        connector = aiohttp.UnixConnector(path=str(socket_path))
+        async with (
+            aiohttp.ClientSession(connector=connector) as session,
+            session.get("http://multus/readyz") as response,
+        ):
+            assert response.status == 200
+        with pytest.raises(listener.SocketInUseError):
+            listener.prepare_socket(socket_path)
 
 
 async def test_a_client_that_expects_100_continue_is_told_to_send_its_body(node: Node) -> None:
     """``Expect: 100-continue`` (curl sends it for a large body): the client waits for the interim
     answer before it sends the body, so the server must send it rather than wait for the body."""
-    cni_server = CniServer(
-        engine=node.engine(),
-        daemon_config=daemon_config(node, node.recorder_network("cluster")),
-        readiness=ready(),
-    )
     netns = node.new_netns()
     container = new_container_id()
     request = body("ADD", container, netns.path)
-    with tempfile.TemporaryDirectory(prefix="mpyc-") as directory:
-        socket_path = Path(directory) / "sock" / "multus.sock"
-        runner = await daemon_server.start(cni_server, listener.bind(socket_path))
-        try:
-            reader, writer = await asyncio.open_unix_connection(str(socket_path))
-            writer.write(
-                b"POST /cni HTTP/1.1\r\nHost: multus\r\nExpect: 100-continue\r\n"
-                b"Content-Length: %d\r\n\r\n" % len(request)
-            )
-            interim = await reader.readuntil(b"\r\n\r\n")
-            writer.write(request)
-            answer = await reader.read()
-            writer.close()
-        finally:
-            await runner.cleanup()
+    async with on_a_socket(node) as socket_path:
+        reader, writer = await asyncio.open_unix_connection(str(socket_path))
+        writer.write(
+            b"POST /cni HTTP/1.1\r\nHost: multus\r\nExpect: 100-continue\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(request)
+        )
+        interim = await reader.readuntil(b"\r\n\r\n")
+        writer.write(request)
+        answer = await reader.read()
+        writer.close()
 
     assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
     assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
@@ -367,22 +365,12 @@ async def test_a_body_whose_content_encoding_does_not_decode_is_code_6_and_logs_
     """The client's fault, answered as such: aiohttp's payload error went past the body's reader
     into code 999 ("internal error") with a traceback, and a second one, "Unhandled exception",
     when aiohttp then drained the body."""
-    cni_server = CniServer(
-        engine=node.engine(),
-        daemon_config=daemon_config(node, node.recorder_network("cluster")),
-        readiness=ready(),
-    )
-    with tempfile.TemporaryDirectory(prefix="mpyc-") as directory:
-        socket_path = Path(directory) / "sock" / "multus.sock"
-        runner = await daemon_server.start(cni_server, listener.bind(socket_path))
-        try:
-            reader, writer = await asyncio.open_unix_connection(str(socket_path))
-            writer.write(b"POST /cni HTTP/1.1\r\nHost: multus\r\n" + framing + b"\r\n" + payload)
-            answer = await reader.read()
-            writer.close()
-            await writer.wait_closed()
-        finally:
-            await runner.cleanup()
+    async with on_a_socket(node) as socket_path:
+        reader, writer = await asyncio.open_unix_connection(str(socket_path))
+        writer.write(b"POST /cni HTTP/1.1\r\nHost: multus\r\n" + framing + b"\r\n" + payload)
+        answer = await reader.read()
+        writer.close()
+        await writer.wait_closed()
 
     head, _, error_body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 400 "), answer
