@@ -1,9 +1,10 @@
 """How Go's ``encoding/json`` matches a JSON object's key to a struct field: the one folding rule.
 
 Every reader of a file or request that upstream Multus (or a Go plugin) decodes into a struct
-matches keys with it: daemon-config (``app.settings``, and ``multusctl``'s quick read of it), the
-merged Multus conf, annotations and GC lists (``app.attach.gojson``). Standard library only, no
-state, no import: the lowest layer, so the start-up paths may use it.
+matches keys with it: daemon-config (``app.settings``), the merged Multus conf, annotations and GC
+lists (``app.attach.gojson``). ``multusctl``'s quick read of daemon-config keeps a copy of its
+own (``app.cli.main``): a query the daemon answers imports nothing of ``app`` but ``app.cli``.
+Standard library only, no state, no import: the lowest layer.
 """
 
 from __future__ import annotations

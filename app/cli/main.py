@@ -28,7 +28,6 @@ no such container), 2 bad usage (unknown flag or filter, bad duration, ...).
 
 import sys
 
-from app import gofold
 from app.cli import jsontext, quickargs, tables, unixhttp
 
 TYPE_CHECKING = False
@@ -125,16 +124,22 @@ def _as_the_daemon_reads(document: "dict[str, Any]", keys: "tuple[str, ...]") ->
     """The string values of ``keys`` ("" when absent) as ``app.settings`` reads them, as Go's
     decoder does: a key matched whatever its case (the Kelvin sign and the long s as ``K`` and
     ``S``), the last spelling winning, null as absent; None when one is not a string."""
-    wanted = {gofold.fold(key): key for key in keys}
+    wanted = {_go_fold(key): key for key in keys}
     found = dict.fromkeys(keys, "")
     for key, value in document.items():
-        name = wanted.get(gofold.fold(key))
+        name = wanted.get(_go_fold(key))
         if name is None or value is None:
             continue
         if not isinstance(value, str):
             return None
         found[name] = value
     return found
+
+
+def _go_fold(key: str) -> str:
+    """``app.gofold.fold``, written again: a daemon-answered query imports only ``app.cli``'s own
+    modules (``tests/ops/test_multusctl_launcher.py``)."""
+    return "".join({"\u212a": "K", "\u017f": "S"}.get(c, c.upper() if c.isascii() else c) for c in key)
 
 
 def _join(directory: str, name: str) -> str:
