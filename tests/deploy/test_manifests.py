@@ -277,6 +277,17 @@ def test_the_daemon_pod_runs_on_the_host_network_as_node_critical(documents: lis
     assert spec["terminationGracePeriodSeconds"] > daemon_settings(documents).timeouts.shutdown_grace
 
 
+@pytest.mark.parametrize(
+    ("manifest", "daemonset"), [(MAIN_MANIFEST, "multus-py"), (CLEANUP_MANIFEST, "multus-py-cleanup")]
+)
+def test_each_pod_starts_while_no_daemon_answers_the_shim(manifest: Path, daemonset: str) -> None:
+    """Neither pod may need the pod network: the daemon's pod is what serves it, and the clean-up's runs
+    after the daemons were deleted, while the node's 00-multus.conf (which it removes) still sends
+    every sandbox's ADD to a shim that finds no daemon. Only a host-network sandbox runs no CNI."""
+    spec = pod_spec(find(load_documents(manifest), "DaemonSet", daemonset))
+    assert spec.get("hostNetwork") is True, f"{daemonset}: its sandbox's ADD would go to the shim"
+
+
 def test_the_memory_limit_bounds_the_daemon_above_upstreams_50mi(documents: list[dict[str, Any]]) -> None:
     """Upstream's 50Mi cannot hold a Python daemon (~59 MiB idle static, ~63 MiB with the Kubernetes
     client and its mirror), let alone the delegates charged to it: the request covers idle plus a
