@@ -40,7 +40,16 @@ from app.sandbox.processes import DaemonProcess, ProcessError, wait_until
 from app.settings import Settings, from_mapping
 from tests import hostless
 from tests.conftest import child_environment
-from tests.e2e.conftest import Netns, ShimResult
+from tests.e2e.conftest import (  # noqa: F401 - the daemon and emulator process fixtures
+    Netns,
+    ShimResult,
+    cluster,
+    installed_shim,
+    kube,
+    premigrated_state,
+    started,
+    state_template,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOYMENTS = REPO / "deployments"

@@ -45,13 +45,14 @@ DAEMON_API_CALLS = {
     ("", "pods"): {"get", "list", "watch"},
     ("", "pods/status"): {"patch", "update"},
     ("k8s.cni.cncf.io", "network-attachment-definitions"): {"get", "list", "watch"},
-    ("", "events"): {"create", "patch"},
+    ("", "events"): {"create"},
     ("resource.k8s.io", "resourceclaims"): {"get"},
     ("resource.k8s.io", "resourceslices"): {"list"},
 }
 """(API group, resource) -> verbs: the daemon's pod and NAD mirrors (list/watch, a live pod GET), its
 network-status merge patch (GET + update where patch is refused, as upstream's daemon writes it), its
-pod events, and DRA device ids (a pod's ResourceClaims, the node's ResourceSlices)."""
+pod events (each one POSTed), and DRA device ids (a pod's ResourceClaims, the node's ResourceSlices).
+``test_cluster_role_against_the_api_log`` checks the role against what a running daemon asks."""
 
 PATH_KEYS = {
     "socketDir": "socket_dir",
