@@ -32,6 +32,9 @@ Decisions where upstream panics, fails late or silently does something surprisin
 - ``ipam-claim-reference`` is accepted (must be a string) and kept on the selection, but not passed
   to the delegate, as upstream. It is not refused: OVN-Kubernetes reads it from the pod's annotation
   itself (KubeVirt persistent IPs), so refusing it would break working clusters.
+- A negative ``bandwidth`` rate or burst is refused. Upstream's ``BandwidthEntry`` holds ``int``s and
+  passes ``-1`` on; the bandwidth plugin decodes ``uint64``s, so it failed the ADD with code 999
+  ("failed to parse network configuration"), and the rollback's DEL the same way.
 - Integral floats in ``cni-args`` (``1.0``, ``1e3``) are passed as integers, as Go's float64
   re-encoding does, so plugins decoding into integer fields accept them; integers keep every digit.
 - ``name`` and ``namespace`` must be Kubernetes object names (a DNS-1123 subdomain, a DNS-1123
@@ -365,12 +368,19 @@ def _decode_bandwidth(value: object, field: str) -> JsonObject:
     if not isinstance(value, gojson.Pairs):
         raise _type_error(value, field, "types.BandwidthEntry")
     given = gojson.struct_fields(value, keys)
-    return {
+    entry = {
         key: gojson.decode_int(given[key], f"{field}.{key}", struct="BandwidthEntry")
         if given.get(key) is not None
         else 0
         for key in keys
     }
+    for key, number in entry.items():
+        if number < 0:
+            raise gojson.DecodeError(
+                f"{field}.{key}: {number} is negative; the bandwidth plugin reads rates and bursts "
+                "as unsigned integers (uint64)"
+            )
+    return entry
 
 
 def _decode_cni_args(value: object, field: str) -> JsonObject:

@@ -357,6 +357,31 @@ def test_json_decoding_errors_read_like_go(value: str, text: str) -> None:
     assert error_of(value).msg == NETWORKS + JSON_FORMAT + text
 
 
+@pytest.mark.parametrize(
+    ("bandwidth", "field"),
+    [({"ingressRate": -1}, "ingressRate"), ({"ingressRate": 1000, "EgressBurst": -5}, "egressBurst")],
+)
+def test_a_negative_bandwidth_value_is_refused_naming_the_field(
+    bandwidth: dict[str, int], field: str
+) -> None:
+    """Upstream's ``int`` fields pass ``-1`` on; the bandwidth plugin decodes ``uint64``s and failed
+    the ADD (and its rollback's DEL) with code 999 "failed to parse network configuration"."""
+    error = error_of(json.dumps([{"name": "a"}, {"name": "b", "bandwidth": bandwidth}]))
+
+    assert error.msg.startswith(NETWORKS + JSON_FORMAT + f"bandwidth.{field}: -")
+    assert "is negative" in error.msg
+    assert error.details == "element 1"
+
+
+def test_zero_bandwidth_values_are_taken() -> None:
+    assert parse_one({"name": "a", "bandwidth": {"ingressRate": 0}}).bandwidth == {
+        "ingressRate": 0,
+        "ingressBurst": 0,
+        "egressRate": 0,
+        "egressBurst": 0,
+    }
+
+
 def test_json_syntax_errors_keep_upstream_prefix() -> None:
     assert error_of('[{"name": "a"').msg.startswith(NETWORKS + JSON_FORMAT)
     assert error_of('[{"name": NaN}]').msg.startswith(NETWORKS + JSON_FORMAT)
