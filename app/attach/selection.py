@@ -41,7 +41,8 @@ Decisions where upstream panics, fails late or silently does something surprisin
   label), in both forms; upstream checks only the comma form's. No NAD can have another name, and
   the name becomes a path of the API request that looks a NAD up: ``"../../other/..."`` reached
   another namespace's NAD past ``namespaceIsolation``. Messages quote at most ``_SHOWN_MAX``
-  characters of a name (an annotation may hold 256 KiB).
+  characters of a name, MAC address, IP address or gateway (an annotation may hold 256 KiB), and
+  escape a lone surrogate (a ``\\ud800`` escape) in it.
 - ``interface`` must also be a name the CNI spec and Linux accept (no NUL, ``:``, ``.``/``..``,
   control character, ``%``), and not ``lo``: every network namespace already has it, a plugin
   refuses to create it, and its rollback DEL then fails for ever (the loopback cannot be deleted).
@@ -407,7 +408,7 @@ def _decode_gateways(value: object, field: str) -> list[str]:
             raise gojson.DecodeError("default-route: empty IP address")
         parsed = results.parse_ip(item)
         if parsed is None:
-            raise gojson.DecodeError(f"invalid IP address: {item}")
+            raise gojson.DecodeError(f"invalid IP address: {_shown(item)}")
         gateways.append(_go_ip_text(parsed))
     return gateways
 
@@ -559,17 +560,17 @@ def check_cni_args(cni_args: Mapping[str, Any]) -> tuple[str, str] | None:
 
 def _check_mac(text: str, context: str) -> None:
     if text and not _is_go_mac(text):
-        raise gojson.DecodeError(f"{context}: address {text}: invalid MAC address")
+        raise gojson.DecodeError(f"{context}: address {_shown(text)}: invalid MAC address")
 
 
 def _check_ip_request(text: str) -> None:
     if "/" in text:
         if results.parse_cidr(text) is None:
             raise gojson.DecodeError(
-                f"failed to parse CIDR {gojson.quote(text)}: invalid CIDR address: {text}"
+                f"failed to parse CIDR {gojson.quote(_shortened(text))}: invalid CIDR address: {_shown(text)}"
             )
     elif results.parse_ip(text) is None:
-        raise gojson.DecodeError(f"failed to parse IP address {gojson.quote(text)}")
+        raise gojson.DecodeError(f"failed to parse IP address {gojson.quote(_shortened(text))}")
 
 
 def _is_go_mac(text: str) -> bool:

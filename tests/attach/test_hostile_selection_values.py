@@ -120,3 +120,39 @@ def test_max_networks_per_pod_must_be_a_positive_integer(value: object) -> None:
 def test_max_networks_per_pod_is_read_from_the_configuration() -> None:
     assert netconf.parse({}, stdin_cni_version="1.0.0").max_networks_per_pod == DEFAULT_MAX_NETWORKS
     assert netconf.parse({"maxNetworksPerPod": 1000}, stdin_cni_version="1.0.0").max_networks_per_pod == 1000
+
+
+@pytest.mark.parametrize(
+    "element",
+    [
+        {"name": "net", "mac": "x" * 200_000},
+        {"name": "net", "infiniband-guid": "x" * 200_000},
+        {"name": "net", "ips": ["x" * 200_000]},
+        {"name": "net", "ips": ["x" * 200_000 + "/24"]},
+        {"name": "net", "default-route": ["x" * 200_000]},
+    ],
+    ids=["mac", "infiniband-guid", "ip", "cidr", "default-route"],
+)
+def test_a_refused_address_is_quoted_in_a_bounded_part(element: dict[str, object]) -> None:
+    """The message went whole into the CNI error, the log and the history line (200 KiB each)."""
+    error = error_of(json.dumps([element]))
+
+    assert error.msg.startswith(NETWORKS)
+    assert len(error.msg) < 600
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        '[{"name": "net", "mac": "\\ud800"}]',
+        '[{"name": "net", "ips": ["\\ud800"]}]',
+        '[{"name": "net", "ips": ["\\ud800/24"]}]',
+        '[{"name": "net", "default-route": ["\\ud800"]}]',
+    ],
+    ids=["mac", "ip", "cidr", "default-route"],
+)
+def test_a_refused_address_holding_a_lone_surrogate_is_quoted_escaped(value: str) -> None:
+    error = error_of(value)
+
+    error.msg.encode("utf-8")  # a lone surrogate would make this raise
+    assert "\\ud800" in error.msg
