@@ -466,10 +466,13 @@ class NetworkResolver:
         selection = network.selection
         device_id = allocator.next_id(network.resource_name) if allocator and network.resource_name else None
         data = network.net.raw
-        if selection is not None and selection.cni_args:
-            data = delegate_inputs.inject_cni_args(data, selection.cni_args)
-        if device_id:
-            data = delegate_inputs.inject_device_id(data, device_id)
+        try:
+            if selection is not None and selection.cni_args:
+                data = delegate_inputs.inject_cni_args(data, selection.cni_args)
+            if device_id:
+                data = delegate_inputs.inject_device_id(data, device_id)
+        except CniError as err:  # a configuration the selection's cni-args or device id cannot go into
+            raise CniError(err.code, f"{network.described()}: {err.msg}", err.details) from None
         net = network.net if data is network.net.raw else cniconf.load_network_list(data, source=network.name)
         cni_args = delegate_inputs.cni_args_for(selection, base_args) if selection is not None else base_args
         if position == 0:  # upstream overlays no requests on the master's runtimeConfig

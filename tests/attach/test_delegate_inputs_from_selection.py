@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import pytest
 
+from app.attach.cluster import NETWORKS_ANNOTATION
 from app.attach.delegate_inputs import (
     capability_args_for,
     cni_args_for,
@@ -15,9 +17,15 @@ from app.attach.delegate_inputs import (
     inject_device_id,
 )
 from app.attach.nad_config import falls_back_to_conf_dir, nad_network_config
+from app.attach.netconf import MultusNetConf
+from app.attach.networks import ClusterSources, NetworkResolver
+from app.attach.requests import Command, SandboxRequest
 from app.attach.selection import NetworkSelection, parse_networks
 from app.cni import conf as cniconf
 from app.cni.types import CniError, ContainerId, ErrorCode, IfName, RuntimeConf
+from app.store.mirror_records import NadRecord, PodRecord
+from app.store.records import PodIdentity
+from tests.core.support import Nads, OnePod
 
 POD_ARGS = (
     ("IgnoreUnknown", "true"),
@@ -280,3 +288,43 @@ def test_a_config_with_a_type_is_that_one_plugin_whatever_plugins_it_also_holds(
     assert net.is_single_conf
     assert net.plugin_types == ["bridge"]
     assert json.loads(data) == {"cniVersion": "1.0.0", "name": "own", "type": "bridge"}
+
+
+@pytest.mark.parametrize("args", ['"args": "x"', '"args": {"cni": 5}'])
+async def test_cni_args_a_network_configuration_cannot_take_are_refused_naming_the_network(
+    tmp_path: Path, args: str
+) -> None:
+    """The error named no network: a pod selecting several could not tell which one was at fault."""
+    conf_dir = tmp_path / "net.d"
+    conf_dir.mkdir()
+    (conf_dir / "10-cluster.conf").write_text('{"cniVersion": "1.0.0", "name": "cluster", "type": "bridge"}')
+    fine = NadRecord("default", "fine", "uid-1", config='{"cniVersion": "1.0.0", "type": "macvlan"}')
+    odd = NadRecord(
+        "default", "odd", "uid-2", config='{"cniVersion": "1.0.0", "type": "macvlan", ' + args + "}"
+    )
+    selection = '[{"name": "fine", "cni-args": {"a": 1}}, {"name": "odd", "cni-args": {"a": 1}}]'
+    pod = PodRecord("default", "web", "pod-uid", annotations={NETWORKS_ANNOTATION: selection})
+    resolver = NetworkResolver(cluster=ClusterSources(pods=OnePod(pod=pod), nads=Nads(fine, odd)))
+    conf = MultusNetConf(
+        name="multus",
+        cni_version="1.0.0",
+        stdin_cni_version="1.0.0",
+        cluster_network="cluster",
+        conf_dir=str(conf_dir),
+    )
+    request = SandboxRequest(
+        command=Command.ADD,
+        container_id=ContainerId("c0ffee"),
+        netns="/var/run/netns/none",
+        ifname=IfName("eth0"),
+        cni_args=(),
+        pod=PodIdentity("default", "web", "pod-uid"),
+        conf=conf,
+    )
+
+    with pytest.raises(CniError) as caught:
+        await resolver.resolve(request)
+
+    assert caught.value.code == ErrorCode.INVALID_NETWORK_CONFIG
+    assert caught.value.msg.startswith("network-attachment-definition default/odd: spec.config: ")
+    assert "of the delegate configuration must be an object" in caught.value.msg
