@@ -20,9 +20,11 @@ from app.store.records import PodIdentity
 from tests.core.support import Nads, OnePod
 
 
-async def resolve_for(tmp_path: Path, annotations: dict[str, str]) -> list[tuple[str, str]]:
+async def resolve_for(
+    tmp_path: Path, annotations: dict[str, str], *, delegates: tuple[dict[str, object], ...] = ()
+) -> list[tuple[str, str]]:
     conf_dir = tmp_path / "net.d"
-    conf_dir.mkdir()
+    conf_dir.mkdir(exist_ok=True)
     cluster = {"cniVersion": "1.0.0", "name": "cluster", "type": "bridge"}
     (conf_dir / "10-cluster.conf").write_text(json.dumps(cluster))
     alternative = {"cniVersion": "1.0.0", "type": "macvlan", "master": "eth0"}
@@ -33,7 +35,8 @@ async def resolve_for(tmp_path: Path, annotations: dict[str, str]) -> list[tuple
         name="multus",
         cni_version="1.0.0",
         stdin_cni_version="1.0.0",
-        cluster_network="cluster",
+        cluster_network="" if delegates else "cluster",
+        delegates=delegates,
         conf_dir=str(conf_dir),
     )
     request = SandboxRequest(
@@ -57,6 +60,26 @@ async def test_the_annotation_replaces_the_cluster_network(tmp_path: Path) -> No
     plans = await resolve_for(tmp_path, {DEFAULT_NETWORK_ANNOTATION: "alt-default"})
 
     assert plans == [("kube-system/alt-default", "eth0")]
+
+
+INLINE_DELEGATES = (
+    {"cniVersion": "1.0.0", "name": "inline-cluster", "type": "bridge"},
+    {"cniVersion": "1.0.0", "name": "inline-extra", "type": "macvlan", "master": "eth0"},
+)
+
+
+async def test_an_inline_delegates_list_keeps_its_others_when_the_annotation_replaces_its_first(
+    tmp_path: Path,
+) -> None:
+    # upstream: ``conf.Delegates[0] = delegate``; the rest of a ``delegates`` list stays
+    assert await resolve_for(tmp_path, {}, delegates=INLINE_DELEGATES) == [
+        ("inline-cluster", "eth0"),
+        ("inline-extra", "net1"),
+    ]
+    overridden = {DEFAULT_NETWORK_ANNOTATION: "alt-default"}
+    plans = await resolve_for(tmp_path, overridden, delegates=INLINE_DELEGATES)
+
+    assert plans == [("kube-system/alt-default", "eth0"), ("inline-extra", "net1")]
 
 
 async def test_a_present_but_empty_annotation_fails_the_add_as_upstream(tmp_path: Path) -> None:
