@@ -27,7 +27,10 @@ concurrently, a few at a time.
 Before any of that, plugin processes the previous run started for these attachments and that still
 run (the daemon died, they did not: each leads its own session) are killed and waited for
 (``app.cni.reaper``), so no DEL races an ADD still in progress (invariant 9). A sandbox with such a
-process that would not die is left recorded, untouched, for GC to retry.
+process that would not die is left recorded, untouched, for GC to retry. The kill is done holding
+the locks of those sandboxes: the daemon serves DELs before recovery, and the plugin of a runtime
+DEL (after a reboot, of the last boot's sandboxes) carries the same marker as an orphan; recovery
+waits for such a DEL to end rather than kill its plugin under it.
 """
 
 from __future__ import annotations
@@ -35,12 +38,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator, Collection
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 
 from app import metrics
 from app.attach import device_info, logcontext
 from app.attach import errors as attach_errors
 from app.attach.engine import AttachEngine
+from app.attach.locks import SandboxLocks
 from app.attach.requests import Trigger
 from app.cni import reaper
 from app.cni.invoke import delegate_marker
@@ -93,7 +99,7 @@ async def recover(
         lambda connection: checkpoints.list_unsettled(connection, boot_id=engine.boot_id)
     )
     partial = await db.read(checkpoints.list_partial)
-    stuck = await _reap_orphans(unsettled, partial, report)
+    stuck = await _reap_orphans(engine.locks, unsettled, partial, report)
     gate = asyncio.Semaphore(CONCURRENCY)
 
     async def settle(sandbox: SandboxRecord) -> None:
@@ -165,11 +171,12 @@ async def _tear_down(engine: AttachEngine, sandbox: SandboxRecord) -> list[CniEr
 
 
 async def _reap_orphans(
-    unsettled: list[SandboxRecord], partial: list[SandboxRecord], report: RecoveryReport
+    locks: SandboxLocks, unsettled: list[SandboxRecord], partial: list[SandboxRecord], report: RecoveryReport
 ) -> set[str]:
     """Kill what still runs for the attachments about to be torn down (every attachment of an
-    unsettled sandbox, the unfinished hot-plugged ones of a running sandbox); the container IDs of
-    those with a process that would not die."""
+    unsettled sandbox, the unfinished hot-plugged ones of a running sandbox), holding those
+    sandboxes' locks: a DEL the daemon serves meanwhile runs plugins with the same markers, and is
+    waited for, never killed. Return the container IDs of those with a process that would not die."""
     markers = {
         delegate_marker(sandbox.container_id, attachment.ifname)
         for sandbox in unsettled
@@ -180,11 +187,23 @@ async def _reap_orphans(
         for attachment in sandbox.attachments
         if attachment.state in checkpoints.PARTIAL_STATES
     }
-    try:
-        report.orphans_killed = await reaper.reap(markers)
-        stuck: set[str] = set()
-    except reaper.ReapError as exc:
-        log.error("recovery: %s", exc)
-        stuck = {orphan.container_id for orphan in exc.survivors}
+    containers = {marker.rsplit("/", 1)[0] for marker in markers}
+    async with _holding(locks, containers):
+        try:
+            report.orphans_killed = await reaper.reap(markers)
+            stuck: set[str] = set()
+        except reaper.ReapError as exc:
+            log.error("recovery: %s", exc)
+            stuck = {orphan.container_id for orphan in exc.survivors}
     metrics.ORPHANS_REAPED.inc(len(report.orphans_killed))
     return stuck
+
+
+@asynccontextmanager
+async def _holding(locks: SandboxLocks, container_ids: Collection[str]) -> AsyncIterator[None]:
+    """Hold the lock of every one of ``container_ids`` (taken one after another, in a fixed order:
+    no other holder takes two, so no wait can close a circle) for the block."""
+    async with AsyncExitStack() as held:
+        for container_id in sorted(container_ids):
+            await held.enter_async_context(locks.hold(container_id))
+        yield
