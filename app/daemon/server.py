@@ -15,9 +15,11 @@ line, a bad header, garbage pipelined after a request), a body larger than ``MAX
 body whose ``Content-Encoding`` does not decode (code 6, no traceback logged), a
 body shorter than its Content-Length or not received within ``BODY_READ_SECONDS`` (a client
 that sent ``Expect: 100-continue`` is told to send it first). A client that sends its request
-and then half-closes its socket still gets the answer. ``connectionLimit`` bounds the CNI and GC
-requests served at once; the others wait for a slot (nothing is dropped); health probes are never
-held. ADD, CHECK and GC that arrive before the daemon is ready
+and then half-closes its socket still gets the answer. ``connectionLimit`` bounds the CNI, GC and
+delegate requests served at once; the others wait for a slot (nothing is dropped); health probes
+are never held. A request takes its slot once admitted: one held for readiness holds none, so the
+ADDs held while the daemon recovers never keep a DEL waiting for its readiness. ADD, CHECK and GC
+that arrive before the daemon is ready
 are held up to ``ready_hold`` seconds (``READY_HOLD_SECONDS``) for it, then answered 503 with CNI
 code 11; DEL only waits for the store, because DEL needs nothing but the checkpoint. STATUS, which
 asks whether an ADD can be served now, is answered at once: code 50 (plugin not available) with
@@ -75,8 +77,6 @@ connection's handler to finish (aiohttp's default is 60 s, and again 60 s once i
 _READ_CHUNK = 64 * 1024
 _Route = tuple[tuple[str, ...], Callable[[web.BaseRequest], Awaitable[web.Response]]]
 """The methods a path takes, and its handler."""
-_LIMITED_PATHS = frozenset(("/cni", "/gc", "/delegate"))
-"""Paths held to ``connectionLimit``; health probes never wait."""
 _active_requests = [0]
 """CNI, GC and delegate requests being served by every server of the process, read when the metrics
 are scraped (``multus_py_server_requests_active``)."""
@@ -247,7 +247,7 @@ class CniServer:
             response = _method_not_allowed(allowed=route[0])
         else:
             try:
-                response = await self._serve_route(request, route[1])
+                response = await route[1](request)
             except Exception as exc:
                 log.exception("internal error serving %s %s", request.method, request.path)
                 error = CniError(ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
@@ -263,18 +263,6 @@ class CniServer:
         ).inc()
         return response
 
-    async def _serve_route(
-        self, request: web.BaseRequest, handler: Callable[[web.BaseRequest], Awaitable[web.Response]]
-    ) -> web.Response:
-        """``handler``'s answer, within a ``connectionLimit`` slot for the paths it bounds."""
-        if request.path not in _LIMITED_PATHS:
-            return await handler(request)
-        await self._take_slot()
-        try:
-            return await handler(request)
-        finally:
-            self._give_slot()
-
     @functools.cached_property
     def _routes(self) -> dict[str, _Route]:
         """Each path's methods and handler, bound once."""
@@ -285,6 +273,15 @@ class CniServer:
             "/healthz": (("GET", "HEAD", "POST"), self._healthz),
             "/readyz": (("GET", "HEAD", "POST"), self._readyz),
         }
+
+    async def _in_slot(self, operation: Awaitable[Any]) -> Any:
+        """``operation``'s outcome, awaited within a ``connectionLimit`` slot (taken by a request
+        once it is admitted: one held for readiness holds none)."""
+        await self._take_slot()
+        try:
+            return await operation
+        finally:
+            self._give_slot()
 
     async def _take_slot(self) -> None:
         """Take one of the ``connectionLimit`` slots (any number without one); ``_give_slot`` it back."""
@@ -329,7 +326,7 @@ class CniServer:
         if not await self.readiness.wait_ready(self.ready_hold):
             return _error_response(_NotReadyError(self.readiness.reason or "not ready"))
         report, replayed = await self._run_shielded(
-            self._operator_gc(self.collector, dry_run=dry_run), name="operator-gc"
+            self._in_slot(self._operator_gc(self.collector, dry_run=dry_run)), name="operator-gc"
         )
         if self.activity is not None:
             self.activity.gc_finished(report, trigger="operator")
@@ -411,7 +408,7 @@ class CniServer:
                 ErrorCode.PLUGIN_NOT_AVAILABLE, f"multus daemon is not ready: {self.readiness.reason}"
             )
         await self._admit(request.command)
-        return await self._run_shielded(self._dispatch(request), name=_task_name(request))
+        return await self._run_shielded(self._in_slot(self._dispatch(request)), name=_task_name(request))
 
     async def _serve_delegate(self, body: bytes) -> Any:
         shim_request, attributes = protocol.decode_delegate_body(body)
@@ -430,12 +427,13 @@ class CniServer:
     async def _in_turn(
         self, container_id: str, command: Command, operation: Callable[[], Awaitable[Any]]
     ) -> Any:
-        """Admit and run one sandbox's request in its arrival order: a request held for readiness
-        keeps the later ones of its container behind it (a DEL, admitted as soon as the store is
-        open, must not overtake a held ADD: it would find nothing, and the ADD then leak)."""
+        """Admit and run one sandbox's request in its arrival order, within a ``connectionLimit``
+        slot once admitted: a request held for readiness keeps the later ones of its container
+        behind it (a DEL, admitted as soon as the store is open, must not overtake a held ADD: it
+        would find nothing, and the ADD then leak), but no slot."""
         async with self._arrivals.hold(container_id):
             await self._admit(command)
-            return await operation()
+            return await self._in_slot(operation())
 
     async def _admit(self, command: Command) -> None:
         """Hold the request until the daemon can serve it (DEL: the store is open; others: ready),
