@@ -324,11 +324,11 @@ class NetworkResolver:
                 annotation=DEFAULT_NETWORK_ANNOTATION,
             )
             nad = await self._nad(selection.namespace, selection.name, pod)
-            override = await self._from_nad(nad, conf, selection=selection)
+            replacement = await self._from_nad(nad, conf, selection=selection)
             if conf.cluster_network or not conf.delegates:
-                return [override]
+                return [replacement]
             # upstream replaces the list's index 0 only: an inline list's other delegates stay
-            return [override, *(self._inline(index, d) for index, d in enumerate(conf.delegates) if index)]
+            return [replacement, *(self._inline(index, d) for index, d in enumerate(conf.delegates) if index)]
         if conf.cluster_network:
             return [await self._reference(conf.cluster_network, conf, pod)]
         if conf.delegates:

@@ -35,7 +35,7 @@ import asyncio
 import functools
 import logging
 import socket
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
@@ -274,10 +274,15 @@ class CniServer:
             "/readyz": (("GET", "HEAD", "POST"), self._readyz),
         }
 
-    async def _in_slot(self, operation: Awaitable[Any]) -> Any:
+    async def _in_slot(self, operation: Coroutine[Any, Any, Any]) -> Any:
         """``operation``'s outcome, awaited within a ``connectionLimit`` slot (taken by a request
-        once it is admitted: one held for readiness holds none)."""
-        await self._take_slot()
+        once it is admitted: one held for readiness holds none). Cancelled while waiting for the
+        slot, ``operation`` is closed without having run."""
+        try:
+            await self._take_slot()
+        except BaseException:
+            operation.close()
+            raise
         try:
             return await operation
         finally:
@@ -425,7 +430,7 @@ class CniServer:
         return await self._run_shielded(operation, name=name)
 
     async def _in_turn(
-        self, container_id: str, command: Command, operation: Callable[[], Awaitable[Any]]
+        self, container_id: str, command: Command, operation: Callable[[], Coroutine[Any, Any, Any]]
     ) -> Any:
         """Admit and run one sandbox's request in its arrival order, within a ``connectionLimit``
         slot once admitted: a request held for readiness keeps the later ones of its container

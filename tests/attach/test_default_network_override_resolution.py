@@ -62,7 +62,7 @@ async def test_the_annotation_replaces_the_cluster_network(tmp_path: Path) -> No
     assert plans == [("kube-system/alt-default", "eth0")]
 
 
-INLINE_DELEGATES = (
+INLINE_DELEGATES: tuple[dict[str, object], ...] = (
     {"cniVersion": "1.0.0", "name": "inline-cluster", "type": "bridge"},
     {"cniVersion": "1.0.0", "name": "inline-extra", "type": "macvlan", "master": "eth0"},
 )
