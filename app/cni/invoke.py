@@ -215,7 +215,10 @@ def delegate_marker(container_id: str, ifname: str) -> str:
 
 
 class DelegateSlots:
-    """At most ``limit`` plugin processes at once (0: no bound); waiters are served in arrival order.
+    """At most ``limit`` plugin processes at once (0: no bound); waiters are served in arrival order,
+    except that a plugin run ``first`` (a DEL's: it frees what ADDs wait to take) goes ahead of every
+    other waiter, behind the ``first`` ones before it. In a burst (a node's reboot, a rollout), a
+    runtime's DEL then never waits for the queue of ADDs' plugins to drain.
 
     A slot is held from before the fork until the plugin has exited, or has been killed (SIGKILL to
     its group) and then either cancelled or given ``reap_grace`` to exit: a killed plugin runs no
@@ -232,27 +235,30 @@ class DelegateSlots:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.running = 0
+        self._first: deque[asyncio.Future[None]] = deque()
         self._waiters: deque[asyncio.Future[None]] = deque()
 
     @property
     def waiting(self) -> int:
-        return sum(1 for waiter in self._waiters if not waiter.done())
+        return sum(1 for queue in (self._first, self._waiters) for waiter in queue if not waiter.done())
 
     @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
+    async def slot(self, *, first: bool = False) -> AsyncIterator[None]:
         """Hold a slot for the body of an ``async with``."""
-        await self.acquire()
+        await self.acquire(first=first)
         try:
             yield
         finally:
             self.release()
 
-    async def acquire(self) -> None:
-        """Take a slot, waiting in line while all are taken; ``release`` it exactly once."""
-        if self.limit and (self.running >= self.limit or self._waiters):
+    async def acquire(self, *, first: bool = False) -> None:
+        """Take a slot, waiting in line while all are taken (``first``: ahead of those not
+        ``first``); ``release`` it exactly once."""
+        line = self._first if first else self._waiters
+        if self.limit and (self.running >= self.limit or line or self._first):
             queued = time.monotonic()
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
+            line.append(waiter)
             metrics.DELEGATES_WAITING.inc()
             try:
                 await waiter
@@ -261,7 +267,7 @@ class DelegateSlots:
                     self._release()  # handed a slot at the moment we were cancelled: pass it on
                 else:  # still queued (unless a release already dropped it as cancelled)
                     with contextlib.suppress(ValueError):
-                        self._waiters.remove(waiter)
+                        line.remove(waiter)
                 raise
             finally:
                 metrics.DELEGATES_WAITING.dec()
@@ -277,11 +283,12 @@ class DelegateSlots:
         self._release()
 
     def _release(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)  # the slot changes hands: ``running`` stays as it is
-                return
+        for line in (self._first, self._waiters):
+            while line:
+                waiter = line.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)  # the slot changes hands: ``running`` stays as it is
+                    return
         self.running -= 1
 
 
@@ -297,7 +304,8 @@ class SubprocessExec:
     a plugin killed at its timeout to exit before giving up on it (logged, never silent; it is
     reaped whenever it exits).
     ``max_running``: how many plugin processes may run at once (0: no bound); executions beyond it
-    wait, in arrival order, and the wait does not count against ``timeout``.
+    wait, in arrival order (a DEL's ahead of the others: ``DelegateSlots``), and the wait does not
+    count against ``timeout``.
     """
 
     max_running: int = 0
@@ -323,7 +331,7 @@ class SubprocessExec:
         ready: asyncio.Future[None] | None = None,
         wanted: Callable[[], bool] | None = None,
     ) -> bytes:
-        await self.slots.acquire()
+        await self.slots.acquire(first=env.get("CNI_COMMAND") == "DEL")
         try:
             if wanted is not None and not wanted():
                 raise NotExecutedError(

@@ -139,6 +139,34 @@ async def test_waiters_get_slots_in_arrival_order_and_a_cancelled_one_holds_none
     assert (slots.running, slots.waiting) == (0, 0)
 
 
+async def test_a_del_waits_only_behind_earlier_dels_not_behind_queued_adds() -> None:
+    slots = invoke.DelegateSlots(1)
+    order: list[str] = []
+    hold = asyncio.Event()
+
+    async def use(name: str, *, first: bool = False, wait: asyncio.Event | None = None) -> None:
+        async with slots.slot(first=first):
+            order.append(name)
+            if wait is not None:
+                await wait.wait()
+
+    holder = asyncio.create_task(use("holder", wait=hold))
+    await asyncio.sleep(0)
+    queued = [asyncio.create_task(use(name)) for name in ("add1", "add2")]
+    queued += [asyncio.create_task(use(name, first=True)) for name in ("del1", "del2")]
+    queued.append(asyncio.create_task(use("add3")))
+    await asyncio.sleep(0)
+    assert (slots.running, slots.waiting) == (1, 5)
+    queued[2].cancel()  # del1 gives up its place: it holds none
+    await asyncio.sleep(0)
+
+    hold.set()
+    await asyncio.gather(holder, *(task for index, task in enumerate(queued) if index != 2))
+
+    assert order == ["holder", "del2", "add1", "add2", "add3"]
+    assert (slots.running, slots.waiting) == (0, 0)
+
+
 async def test_without_a_bound_nothing_waits() -> None:
     slots = invoke.DelegateSlots(0)
     entered = 0
