@@ -114,7 +114,9 @@ async def recover(
             return
         why = reason(sandbox, engine.boot_id)
         async with gate:
-            errors = await _tear_down(engine, sandbox)
+            settled, errors = await _tear_down(engine, sandbox)
+        if not settled:  # a DEL served meanwhile (the runtime's, after a reboot) settled it already
+            return
         metrics.RECOVERY_ACTIONS.labels(why, "error" if errors else "ok").inc()
         if why == "adding":
             report.rolled_back += 1
@@ -159,15 +161,17 @@ async def recover(
     return report
 
 
-async def _tear_down(engine: AttachEngine, sandbox: SandboxRecord) -> list[CniError]:
-    """``engine.tear_down`` of one sandbox, whatever it raises: a surprise (a bug, a failed write)
-    becomes that sandbox's error, logged with its container and counted, and the sandbox stays
-    recorded for GC to retry."""
+async def _tear_down(engine: AttachEngine, sandbox: SandboxRecord) -> tuple[bool, list[CniError]]:
+    """``engine.tear_down`` of one sandbox, whatever it raises: whether it was still recorded (a DEL
+    the daemon served before recovery may have removed it), and the errors. A surprise (a bug, a
+    failed write) becomes that sandbox's error, logged with its container and counted, and the
+    sandbox stays recorded for GC to retry."""
     try:
-        return await engine.tear_down(sandbox.container_id, trigger=Trigger.RECOVERY)
+        record, errors = await engine.tear_down_if(sandbox.container_id, trigger=Trigger.RECOVERY)
     except Exception as exc:
         context = logcontext.fields(sandbox.container_id, command="DEL", trigger="recovery", pod=sandbox.pod)
-        return [attach_errors.unexpected(exc, step="recovery", context=context)]
+        return True, [attach_errors.unexpected(exc, step="recovery", context=context)]
+    return record is not None, errors
 
 
 async def _reap_orphans(

@@ -66,3 +66,5 @@ async def test_recovery_leaves_a_runtime_dels_plugin_of_an_earlier_boots_sandbox
     assert [entry["command"] for entry in dels if entry["command"] == "DEL"] == ["DEL"]
     assert pending(node.checkpoint(container)) == []
     assert report.orphans_killed == []
+    # the runtime's DEL settled it, not recovery: nothing counted as recovery's own
+    assert (report.rolled_back, report.deletes_finished, report.earlier_boot, report.failed) == (0, 0, 0, [])
