@@ -7,10 +7,15 @@ verbatim inside a ``CniError`` code 7 whose message starts ``network-attachment-
 named like the NAD) is left to the caller to find, and the full configuration check is the
 caller's (``app.cni.conf``) when it loads the bytes returned here.
 
-One refusal upstream lacks: a plugin ``type`` of Multus itself (``multus-shim``, ``multus``). Run
-as a delegate, the shim asks this daemon to ADD the very sandbox whose ADD is running it and
-waits behind that ADD's lock until the delegate timeout kills it; the rollback's DEL of it waits
-behind the same lock, and so does each DEL the runtime retries while it stays pending.
+Two refusals upstream lacks. A plugin ``type`` of Multus itself (``multus-shim``, ``multus``), as a
+plugin's or as its ``ipam.type``: run as a delegate (or as its IPAM plugin, which the delegate
+execs with the CNI_PATH it got from the daemon), the shim asks this daemon to ADD the very sandbox
+whose ADD is running it and waits behind that ADD's lock until the delegate timeout kills it; the
+rollback's DEL of it waits behind the same lock, and so does each DEL the runtime retries while it
+stays pending. And an ``ipam.type`` that is not a plain file name (``/``, ``..``, NUL: the rule the
+daemon applies to a plugin ``type``, ``app.cni.invoke.check_plugin_type``): a plugin built on
+libcni refuses it only once it runs (code 999 at ADD and DEL, after the intent was recorded and the
+``bridge`` plugin has made its bridge), and one that does not would exec a file outside its path.
 
 Two bounds upstream lacks, since whoever may create NADs chooses what the daemon records and runs:
 a ``spec.config`` of at most ``MAX_CONFIG_BYTES`` (checked by its length before it is parsed or
@@ -19,11 +24,12 @@ encoded) and a conflist of at most ``MAX_PLUGINS`` plugins (each runs in turn at
 
 from __future__ import annotations
 
+import json
 from typing import Final
 
 from app.attach import delegate_inputs, gojson
 from app.cni import conf as cniconf
-from app.cni import results
+from app.cni import invoke, results
 from app.cni.types import CniError, ErrorCode, JsonObject
 
 MULTUS_PLUGIN_TYPES = frozenset({"multus", "multus-shim"})
@@ -124,7 +130,7 @@ def _check_delegate_shape(document: JsonObject, *, where: str) -> None:
                 f"{gojson.kind(value)} into Go struct field NetConf.{key} of type string",
             )
     if delegate_inputs.has_type(document):
-        _check_not_multus(document, field="type", where=where)
+        _check_plugin_types(document, field="", where=where)
         return
     plugins = document.get("plugins")
     prefix = f"{where}: LoadDelegateNetConf: failed with: LoadDelegateNetConfList"
@@ -140,11 +146,30 @@ def _check_delegate_shape(document: JsonObject, *, where: str) -> None:
         )
     for index, plugin in enumerate(plugins):
         if isinstance(plugin, dict):
-            _check_not_multus(plugin, field=f"plugins[{index}].type", where=where)
+            _check_plugin_types(plugin, field=f"plugins[{index}].", where=where)
 
 
-def _check_not_multus(plugin: JsonObject, *, field: str, where: str) -> None:
-    kind = plugin.get("type")
+def _check_plugin_types(plugin: JsonObject, *, field: str, where: str) -> None:
+    """Refuse Multus itself as the plugin's ``type`` or its ``ipam.type``, and an ``ipam.type``
+    that is not a plain file name (the plugin's own ``type`` is checked when it is looked up)."""
+    _check_not_multus(plugin.get("type"), field=f"{field}type", where=where)
+    ipam = plugin.get("ipam")
+    kind = ipam.get("type") if isinstance(ipam, dict) else None
+    if not isinstance(kind, str) or kind == "":  # no IPAM plugin; a non-string is app.cni.conf's to refuse
+        return
+    _check_not_multus(kind, field=f"{field}ipam.type", where=where)
+    try:
+        invoke.check_plugin_type(kind)
+    except CniError:
+        raise CniError(
+            ErrorCode.INVALID_NETWORK_CONFIG,
+            f'{where}: "{field}ipam.type" is {json.dumps(kind)}: an IPAM plugin type is a file name '
+            "and may not be '.' or contain '/', '..' or NUL",
+            "the plugin looks its IPAM plugin up by name in CNI_PATH",
+        ) from None
+
+
+def _check_not_multus(kind: object, *, field: str, where: str) -> None:
     if kind in MULTUS_PLUGIN_TYPES:
         raise CniError(
             ErrorCode.INVALID_NETWORK_CONFIG,

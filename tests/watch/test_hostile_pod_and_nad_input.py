@@ -262,3 +262,41 @@ async def test_a_nad_whose_plugin_is_multus_itself_is_refused_rather_than_run(
         'network-attachment-definition default/loop: "plugins[1].type" is "multus-shim": '
         "Multus cannot be a delegate of itself"
     )
+
+
+async def test_a_nad_whose_ipam_plugin_is_multus_itself_is_refused_rather_than_run(
+    emulator: KubeApiEmulator, database: Database, node: Node
+) -> None:
+    """The delegate would exec the shim as its IPAM plugin (found in the CNI_PATH the daemon gives
+    it), with the same wait behind this ADD's lock. (It ran: the NAD was taken.)"""
+    install_recorder(node.bin_dir).rename(node.bin_dir / "multus-shim")
+    install_recorder(node.bin_dir)
+    plugin = {"type": "recorder", "recorder": {"log": str(node.log)}, "ipam": {"type": "multus-shim"}}
+    await with_nads(emulator, database, {("default", "loop"): json.dumps({"cniVersion": "1.0.0", **plugin})})
+    uid = create_pod(emulator, {NETWORKS: "loop"})
+
+    error = await node.refused_add(node.request(uid))
+
+    assert error.msg == (
+        'network-attachment-definition default/loop: "ipam.type" is "multus-shim": '
+        "Multus cannot be a delegate of itself"
+    )
+
+
+async def test_a_nad_whose_ipam_type_is_a_path_is_refused_before_anything_is_recorded(
+    emulator: KubeApiEmulator, database: Database, node: Node
+) -> None:
+    """libcni's plugins refuse such a name only once they run (code 999, at ADD and DEL alike),
+    after the intent was recorded; others would exec the file. (It was recorded and run.)"""
+    plugin = {"type": "recorder", "recorder": {"log": str(node.log)}, "ipam": {"type": "../../../bin/sh"}}
+    await with_nads(
+        emulator, database, {("default", "escape"): json.dumps({"cniVersion": "1.0.0", **plugin})}
+    )
+    uid = create_pod(emulator, {NETWORKS: "escape"})
+
+    error = await node.refused_add(node.request(uid))
+
+    assert error.code == ErrorCode.INVALID_NETWORK_CONFIG
+    assert error.msg.startswith(
+        'network-attachment-definition default/escape: "ipam.type" is "../../../bin/sh"'
+    )
