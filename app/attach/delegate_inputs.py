@@ -29,6 +29,13 @@ CAPABILITY_BANDWIDTH: Final = "bandwidth"
 CAPABILITY_DEVICE_ID: Final = "deviceID"
 CAPABILITY_DEVICE_INFO_FILE: Final = "CNIDeviceInfoFile"
 
+MAX_NESTING: Final = 64
+"""Levels of arrays and objects a delegate configuration built from a NAD or a selection may nest
+(the shim protocol's bound too). Real ones nest about five. Python's parser is bounded by the stack
+in use when it runs, not by a number: a configuration accepted at ADD, nested nearly as deep as the
+ADD's stack allowed, may fail to parse when a DEL, recovery or GC reads the recorded bytes from a
+deeper stack, and a recorded configuration that does not parse is forgotten without its DEL."""
+
 
 def capability_args_for(
     selection: NetworkSelection, runtime_config: Mapping[str, Any], *, resource_device_id: str = ""
@@ -87,7 +94,29 @@ def inject_cni_args(conf: bytes | Mapping[str, Any], cni_args: Mapping[str, Any]
     document = _conf_document(conf)
     for plugin in _plugins_of(document, step="addCNIArgsInConfList()"):
         _merge_args(plugin, cni_args)
+    check_nesting(document, what="the delegate configuration with the selection's cni-args")
     return cniconf.encode(document, what="delegate configuration with cni-args")
+
+
+def check_nesting(document: object, *, what: str) -> None:
+    """Refuse (code 7) a decoded configuration nested deeper than ``MAX_NESTING``; ``what`` names it.
+    Walked without recursion, so any depth the parser took is measured."""
+    stack: list[tuple[object, int]] = [(document, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Sequence[object] = list(item.values())
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > MAX_NESTING:
+            raise CniError(
+                ErrorCode.INVALID_NETWORK_CONFIG,
+                f"{what} nests arrays and objects more than {MAX_NESTING} levels deep",
+                "real configurations nest a few levels",
+            )
+        stack.extend((child, depth + 1) for child in children)
 
 
 def inject_device_id(conf: bytes | Mapping[str, Any], device_id: str) -> bytes:

@@ -17,9 +17,11 @@ daemon applies to a plugin ``type``, ``app.cni.invoke.check_plugin_type``): a pl
 libcni refuses it only once it runs (code 999 at ADD and DEL, after the intent was recorded and the
 ``bridge`` plugin has made its bridge), and one that does not would exec a file outside its path.
 
-Two bounds upstream lacks, since whoever may create NADs chooses what the daemon records and runs:
+Three bounds upstream lacks, since whoever may create NADs chooses what the daemon records and runs:
 a ``spec.config`` of at most ``MAX_CONFIG_BYTES`` (checked by its length before it is parsed or
-encoded) and a conflist of at most ``MAX_PLUGINS`` plugins (each runs in turn at ADD).
+encoded), nested at most ``delegate_inputs.MAX_NESTING`` levels (so the recorded bytes parse again
+whatever stack DEL, recovery or GC reads them from), and a conflist of at most ``MAX_PLUGINS``
+plugins (each runs in turn at ADD).
 """
 
 from __future__ import annotations
@@ -72,6 +74,8 @@ def nad_network_config(nad_name: str, config: str, *, namespace: str = "") -> by
     data = config.encode("utf-8", "surrogatepass")
     _check_size(len(data), where=where)
     document = _spec_document(data, where=where)
+    if data.count(b"[") + data.count(b"{") > delegate_inputs.MAX_NESTING:  # else it cannot nest deeper
+        delegate_inputs.check_nesting(document, what=f"{where}: spec.config")
     edited = False
     if document.get("name") in (None, ""):
         document["name"] = nad_name
