@@ -2,22 +2,27 @@
 
 A real daemon in static mode, a bridge network (bridge + host-local) per pod network, real network
 namespaces. All ADDs are sent at the same instant over the daemon's socket (upstream's protocol, one
-connection each; no shim processes, so the memory measured is the node's, not the benchmark's). For
-``maxConcurrentDelegates`` unbounded and bounded it prints: the peak RSS of the daemon plus every
-process it started (sampled every 20 ms, summed; shared pages counted in each process, so an upper
-bound), the most delegates (the daemon's children) and processes (with their IPAM children) seen
-at once, ADD p50/p99 and the wall time of the burst, the delegate queue time the daemon recorded,
-and whether every pod got every network.
+connection each; no shim processes, so the memory measured is the node's, not the benchmark's),
+together with the DELs of ``--dels`` sandboxes ADDed before the burst (a node after a reboot, or a
+rollout: the runtime removes old sandboxes while it makes new ones). For ``maxConcurrentDelegates``
+unbounded and bounded it prints: the peak RSS of the daemon plus every process it started (sampled
+every 20 ms, summed; shared pages counted in each process, so an upper bound), the most delegates
+(the daemon's children) and processes (with their IPAM children) seen at once, ADD p50/p99 and the
+wall time of the burst, DEL p50/p99 of the DELs sent in it, the delegate queue time the daemon
+recorded, whether every pod got every network, and, once every sandbox has been DELed, what is
+left behind: host veths, IPAM leases and recorded sandboxes (all three must be 0).
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import os
 import re
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -29,22 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.sandbox.processes import DaemonProcess
 from bench.__main__ import percentile
 from bench.node import BenchNode, Pod
 
 UNBOUNDED = 1_000_000
-
-LAUNCHER = (
-    "import functools, sys\n"
-    "from app.attach import engine\n"
-    "from app.cni import invoke\n"
-    "engine.SubprocessExec = functools.partial(invoke.SubprocessExec, max_running=int(sys.argv[1]))\n"
-    "from app.daemon.main import main\n"
-    "sys.exit(main(sys.argv[2:]))\n"
-)
-"""Starts the daemon with its engine's plugin executor bounded as ``maxConcurrentDelegates`` says,
-for a daemon whose start-up does not pass the key to the engine yet (harmless once it does)."""
 
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 
@@ -54,6 +47,7 @@ class Outcome:
     label: str
     bound: int
     adds_ms: list[float]
+    dels_ms: list[float]
     failures: int
     wall_s: float
     peak_rss_mib: float
@@ -63,6 +57,7 @@ class Outcome:
     queue_count: float
     queue_sum_s: float
     every_network: bool
+    left_behind: LeftBehind
 
     def row(self) -> str:
         bound = "unbounded" if self.bound >= UNBOUNDED else str(self.bound)
@@ -72,9 +67,31 @@ class Outcome:
             f"(idle {self.idle_rss_mib:5.1f}), at most {self.peak_children:3d} delegates "
             f"({self.peak_descendants:3d} processes with IPAM)  "
             f"ADD p50 {percentile(self.adds_ms, 0.5):7.0f} ms  p99 {percentile(self.adds_ms, 0.99):7.0f} ms  "
+            f"{self._dels()}"
             f"burst {self.wall_s:5.1f} s  queue mean {mean_queue:6.0f} ms  failures {self.failures}  "
-            f"every pod every network: {'yes' if self.every_network and not self.failures else 'NO'}"
+            f"every pod every network: {'yes' if self.every_network and not self.failures else 'NO'}  "
+            f"left behind: {self.left_behind}"
         )
+
+    def _dels(self) -> str:
+        if not self.dels_ms:
+            return ""
+        return (
+            f"DEL in the burst p50 {percentile(self.dels_ms, 0.5):7.0f} ms  "
+            f"p99 {percentile(self.dels_ms, 0.99):7.0f} ms  "
+        )
+
+
+@dataclass(frozen=True)
+class LeftBehind:
+    """What a node holds once every sandbox has been DELed: none of it may remain."""
+
+    veths: int
+    leases: int
+    sandboxes: int
+
+    def __str__(self) -> str:
+        return f"{self.veths} veths, {self.leases} leases, {self.sandboxes} sandboxes recorded"
 
 
 class BurstNode(BenchNode):
@@ -88,21 +105,22 @@ class BurstNode(BenchNode):
         self.bound = bound
         self.metrics_port = metrics_port
 
-    def start_daemon(self, extra_env: dict[str, str] | None = None) -> None:
-        self.process = DaemonProcess(
-            socket_dir=self.socket_path.parent,
-            log=self.root / "daemon.out",
-            command=[
-                sys.executable,
-                "-c",
-                LAUNCHER,
-                str(self.bound),
-                "--config",
-                str(self.root / "daemon-config.json"),
-            ],
-        )
-        self.process.start(env=extra_env)
-        self.process.wait_ready(timeout=60)
+    def left_behind(self) -> LeftBehind:
+        """Host veths on the pods' bridges, host-local's lease files (every file of its data
+        directory but its ``lock`` and ``last_reserved_ip.*``), and the sandboxes the state database
+        still records (read from the file, read-only)."""
+        veths = 0
+        for index in range(self.networks):
+            ports = subprocess.run(
+                ["ip", "-j", "link", "show", "master", self.bridge(index)], capture_output=True, text=True
+            )
+            veths += len(json.loads(ports.stdout or "[]"))
+        ipam = self.root / "ipam"
+        leases = sum(1 for path in ipam.rglob("*") if path.is_file() and _is_lease(path))
+        state = self.root / "state" / "state.db"
+        with contextlib.closing(sqlite3.connect(f"{state.as_uri()}?mode=ro", uri=True)) as connection:
+            sandboxes = int(connection.execute("SELECT count(*) FROM sandboxes").fetchone()[0])
+        return LeftBehind(veths=veths, leases=leases, sandboxes=sandboxes)
 
     def request(self, command: str, pod: Pod) -> tuple[int, bytes]:
         """One CNI request on the daemon's socket, as the shim sends it: (HTTP status, body)."""
@@ -198,6 +216,10 @@ class TreeSampler:
             self._stop.wait(0.02)
 
 
+def _is_lease(path: Path) -> bool:
+    return path.name != "lock" and not path.name.startswith("last_reserved_ip")
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -220,42 +242,53 @@ def every_network(node: BurstNode, pods: list[Pod]) -> bool:
     return True
 
 
-def burst(label: str, *, bound: int, pods_count: int, networks: int) -> Outcome:
+def burst(label: str, *, bound: int, pods_count: int, networks: int, dels_count: int = 0) -> Outcome:
     node = BurstNode(networks=networks)
     try:
         node.prepare()
         node.configure(bound=bound, metrics_port=free_port())
         node.start_daemon()
         assert node.daemon is not None
-        pods = node.make_pods(pods_count)
-        idle = TreeSampler(node.daemon.pid).sample()[0] / 1024
-        start = threading.Barrier(pods_count + 1)
-        failures: list[str] = []
-
-        def add(pod: Pod) -> float:
-            start.wait()
-            began = time.perf_counter()
+        old = node.make_pods(dels_count)
+        for pod in old:
             status, body = node.request("ADD", pod)
             if status != 200:
-                failures.append(body.decode()[:200])
-            return (time.perf_counter() - began) * 1000
+                raise RuntimeError(f"ADD before the burst failed: {body.decode()[:200]}")
+        pods = node.make_pods(pods_count)
+        idle = TreeSampler(node.daemon.pid).sample()[0] / 1024
+        start = threading.Barrier(pods_count + dels_count + 1)
+        failures: list[str] = []
 
-        with TreeSampler(node.daemon.pid) as sampler, ThreadPoolExecutor(max_workers=pods_count) as pool:
-            futures = [pool.submit(add, pod) for pod in pods]
+        def send(command: str, pod: Pod) -> float:
             start.wait()
             began = time.perf_counter()
-            adds = [future.result() for future in futures]
+            status, body = node.request(command, pod)
+            if status != 200:
+                failures.append(f"{command}: {body.decode()[:200]}")
+            return (time.perf_counter() - began) * 1000
+
+        workers = pods_count + dels_count
+        with TreeSampler(node.daemon.pid) as sampler, ThreadPoolExecutor(max_workers=workers) as pool:
+            added = [pool.submit(send, "ADD", pod) for pod in pods]
+            deleted = [pool.submit(send, "DEL", pod) for pod in old]
+            start.wait()
+            began = time.perf_counter()
+            adds = [future.result() for future in added]
+            dels = [future.result() for future in deleted]
             wall = time.perf_counter() - began
         attached = every_network(node, pods)
         queue_count, queue_sum = node.queue_metrics()
         with ThreadPoolExecutor(max_workers=16) as pool:
-            list(pool.map(lambda pod: node.request("DEL", pod), pods))
+            for status, body in pool.map(lambda pod: node.request("DEL", pod), pods):
+                if status != 200:
+                    failures.append(f"DEL after the burst: {body.decode()[:200]}")
         for failure in failures[:3]:
-            print(f"  {label}: ADD failed: {failure}", file=sys.stderr)
+            print(f"  {label}: {failure}", file=sys.stderr)
         return Outcome(
             label=label,
             bound=bound,
             adds_ms=adds,
+            dels_ms=dels,
             failures=len(failures),
             wall_s=wall,
             peak_rss_mib=sampler.peak_kib / 1024,
@@ -265,6 +298,7 @@ def burst(label: str, *, bound: int, pods_count: int, networks: int) -> Outcome:
             queue_count=queue_count,
             queue_sum_s=queue_sum,
             every_network=attached,
+            left_behind=node.left_behind(),
         )
     finally:
         node.close()
@@ -276,6 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.burst", description=__doc__)
     parser.add_argument("--pods", type=int, default=200, help="sandboxes ADDed at once")
     parser.add_argument("--networks", type=int, default=1, help="bridge networks per pod")
+    parser.add_argument("--dels", type=int, default=20, help="sandboxes ADDed before the burst, DELed in it")
     parser.add_argument(
         "--bound",
         type=int,
@@ -284,11 +319,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     print(
-        f"{args.pods} sandboxes ADDed at once, {args.networks} bridge network(s) each, static mode, "
+        f"{args.pods} sandboxes ADDed at once with the DELs of {args.dels} others, {args.networks} bridge "
+        f"network(s) each, static mode, "
         f"{os.cpu_count()} CPUs"
     )
     for label, bound in (("unbounded", UNBOUNDED), ("bounded", args.bound)):
-        print(burst(label, bound=bound, pods_count=args.pods, networks=args.networks).row(), flush=True)
+        outcome = burst(
+            label, bound=bound, pods_count=args.pods, networks=args.networks, dels_count=args.dels
+        )
+        print(outcome.row(), flush=True)
     return 0
 
 
