@@ -10,28 +10,36 @@ left, stops containerd and removes its directory.
 ``host_root`` is an empty directory that ``tests/cri/hostroot.py`` fills with bind mounts inside the
 daemon's own mount namespace (``cluster.daemon_wrapper``); the host never sees those mounts, so
 teardown only removes empty directories and symlinks, and refuses to touch a mount point.
-Re-exports the e2e fixtures ``cluster``, ``kube`` and ``started``.
+``node`` is a test's node on that containerd: NADs ``bridge-net`` and ``macvlan-net``, the daemon
+chrooted to ``host_root``, containerd on the daemon's ``00-multus.conf``. Re-exports the e2e fixtures
+``cluster``, ``kube`` and ``started``.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.conftest import CNI_PLUGIN_DIR, child_environment
+from tests.cri._criapi import runtime_v1_pb2 as cri
 from tests.cri.runtime import Containerd
-from tests.e2e.conftest import cluster, installed_shim, kube, started
+from tests.e2e.conftest import Cluster, KubeApiProcess, cluster, installed_shim, kube, started
 
 __all__ = ["cluster", "installed_shim", "kube", "started"]  # re-exported fixtures
 
 HOSTROOT_SCRIPT = Path(__file__).with_name("hostroot.py")
+NODE = "node-a"
+NETWORKS = "k8s.v1.cni.cncf.io/networks"
+NETWORK_STATUS = "k8s.v1.cni.cncf.io/network-status"
 
 
 def _require(program: str) -> str:
@@ -101,3 +109,70 @@ def host_root() -> Iterator[Path]:
                 else:
                     entry.rmdir()  # an empty mount point: fails rather than empty a directory
         root.rmdir()
+
+
+def bridge_nad(cluster: Cluster, subnet: str) -> dict[str, Any]:
+    """A bridge of its own (removed with the cluster) with host-local IPAM on ``subnet``."""
+    bridge = f"{cluster.bridge}b"
+    cluster.host_links.append(bridge)
+    return {
+        "cniVersion": "1.0.0",
+        "type": "bridge",
+        "bridge": bridge,
+        "ipam": {"type": "host-local", "dataDir": str(cluster.ipam_dir), "ranges": [[{"subnet": subnet}]]},
+    }
+
+
+def macvlan_nad(cluster: Cluster, subnet: str) -> dict[str, Any]:
+    """macvlan on one end of a veth pair the test creates (the node's "physical" uplink)."""
+    parent, peer = f"mpv{cluster.tag}a", f"mpv{cluster.tag}b"
+    subprocess.run(["ip", "link", "add", parent, "type", "veth", "peer", "name", peer], check=True)
+    subprocess.run(["ip", "link", "set", parent, "up"], check=True)
+    cluster.host_links.append(parent)
+    return {
+        "cniVersion": "1.0.0",
+        "type": "macvlan",
+        "master": parent,
+        "mode": "bridge",
+        "ipam": {"type": "host-local", "dataDir": str(cluster.ipam_dir), "ranges": [[{"subnet": subnet}]]},
+    }
+
+
+def checkpoint_counts(cluster: Cluster) -> tuple[int, int]:
+    """(sandboxes, attachments) in the daemon's checkpoint."""
+    with sqlite3.connect(f"file:{cluster.state_db}?mode=ro", uri=True) as connection:
+        sandboxes = connection.execute("SELECT count(*) FROM sandboxes").fetchone()[0]
+        attachments = connection.execute("SELECT count(*) FROM attachments").fetchone()[0]
+    return int(sandboxes), int(attachments)
+
+
+def sandbox_config(
+    kube: KubeApiProcess, containerd: Containerd, name: str, annotations: dict[str, str]
+) -> cri.PodSandboxConfig:
+    """What kubelet sends for a new pod ``default/<name>``, created in the API with ``annotations``."""
+    pod = kube.create_pod("default", name, node=NODE, annotations=annotations)
+    return cri.PodSandboxConfig(
+        metadata=cri.PodSandboxMetadata(name=name, namespace="default", uid=pod["metadata"]["uid"]),
+        hostname=name,
+        linux=cri.LinuxPodSandboxConfig(cgroup_parent=containerd.cgroup_parent),
+    )
+
+
+@pytest.fixture
+def node(
+    host_root: Path, cluster: Cluster, kube: KubeApiProcess, started: Any, containerd: Containerd
+) -> Iterator[Cluster]:
+    """NADs ``bridge-net`` and ``macvlan-net``, the daemon in its host-root namespace with
+    ``chrootDir``, and containerd on the daemon's generated ``00-multus.conf``. Teardown removes the
+    sandboxes a failed test left while this test's daemon still serves their DELs."""
+    kube.create_nad("default", "bridge-net", bridge_nad(cluster, "10.81.0.0/24"))
+    kube.create_nad("default", "macvlan-net", macvlan_nad(cluster, "10.82.0.0/24"))
+    cluster.daemon_wrapper = daemon_wrapper(host_root, cluster.root)
+    started(chrootDir=str(host_root), gcIntervalSeconds=3600)
+    generated = cluster.net_d / "00-multus.conf"
+    containerd.wait_for(generated.exists, f"{generated} written by the daemon", timeout=15)
+    containerd.use_cni_conf("00-multus.conf", generated.read_bytes(), marker=str(cluster.socket_dir))
+    try:
+        yield cluster
+    finally:
+        containerd.remove_sandboxes()

@@ -12,55 +12,16 @@ import json
 import os
 import sqlite3
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.cri._criapi import runtime_v1_pb2 as cri
-from tests.cri.conftest import daemon_wrapper
+from tests.cri.conftest import NETWORK_STATUS, NETWORKS, NODE, checkpoint_counts
 from tests.cri.runtime import Containerd, sandbox_netns
 from tests.e2e.conftest import Cluster, KubeApiProcess, netns_interfaces
 
 pytestmark = pytest.mark.slow  # starts containerd, daemon and emulator processes
-
-NODE = "node-a"
-NETWORKS = "k8s.v1.cni.cncf.io/networks"
-NETWORK_STATUS = "k8s.v1.cni.cncf.io/network-status"
-
-
-def _bridge_nad(cluster: Cluster, subnet: str) -> dict[str, Any]:
-    bridge = f"{cluster.bridge}b"
-    cluster.host_links.append(bridge)
-    return {
-        "cniVersion": "1.0.0",
-        "type": "bridge",
-        "bridge": bridge,
-        "ipam": {"type": "host-local", "dataDir": str(cluster.ipam_dir), "ranges": [[{"subnet": subnet}]]},
-    }
-
-
-def _macvlan_nad(cluster: Cluster, subnet: str) -> dict[str, Any]:
-    """macvlan on one end of a veth pair the test creates (the node's "physical" uplink)."""
-    parent, peer = f"mpv{cluster.tag}a", f"mpv{cluster.tag}b"
-    subprocess.run(["ip", "link", "add", parent, "type", "veth", "peer", "name", peer], check=True)
-    subprocess.run(["ip", "link", "set", parent, "up"], check=True)
-    cluster.host_links.append(parent)
-    return {
-        "cniVersion": "1.0.0",
-        "type": "macvlan",
-        "master": parent,
-        "mode": "bridge",
-        "ipam": {"type": "host-local", "dataDir": str(cluster.ipam_dir), "ranges": [[{"subnet": subnet}]]},
-    }
-
-
-def _checkpoint_counts(cluster: Cluster) -> tuple[int, int]:
-    with sqlite3.connect(f"file:{cluster.state_db}?mode=ro", uri=True) as connection:
-        sandboxes = connection.execute("SELECT count(*) FROM sandboxes").fetchone()[0]
-        attachments = connection.execute("SELECT count(*) FROM attachments").fetchone()[0]
-    return int(sandboxes), int(attachments)
 
 
 def _mount_points(pid: int | str) -> set[str]:
@@ -98,26 +59,6 @@ def _recorded_roots(cluster: Cluster) -> list[str]:
 def _recorded_pod_uids(cluster: Cluster) -> list[str]:
     with sqlite3.connect(f"file:{cluster.state_db}?mode=ro", uri=True) as connection:
         return [row[0] for row in connection.execute("SELECT pod_uid FROM sandboxes")]
-
-
-@pytest.fixture
-def node(
-    host_root: Path, cluster: Cluster, kube: KubeApiProcess, started: Any, containerd: Containerd
-) -> Iterator[Cluster]:
-    """NADs ``bridge-net`` and ``macvlan-net``, the daemon in its host-root namespace with
-    ``chrootDir``, and containerd on the daemon's generated ``00-multus.conf``. Teardown removes the
-    sandboxes a failed test left while this test's daemon still serves their DELs."""
-    kube.create_nad("default", "bridge-net", _bridge_nad(cluster, "10.81.0.0/24"))
-    kube.create_nad("default", "macvlan-net", _macvlan_nad(cluster, "10.82.0.0/24"))
-    cluster.daemon_wrapper = daemon_wrapper(host_root, cluster.root)
-    started(chrootDir=str(host_root), gcIntervalSeconds=3600)
-    generated = cluster.net_d / "00-multus.conf"
-    containerd.wait_for(generated.exists, f"{generated} written by the daemon", timeout=15)
-    containerd.use_cni_conf("00-multus.conf", generated.read_bytes(), marker=str(cluster.socket_dir))
-    try:
-        yield cluster
-    finally:
-        containerd.remove_sandboxes()
 
 
 def test_containerd_gives_a_pod_every_network_and_takes_them_back_across_a_daemon_restart(
@@ -172,5 +113,5 @@ def test_containerd_gives_a_pod_every_network_and_takes_them_back_across_a_daemo
     assert not os.path.exists(netns)
     assert node.leftover_host_veths() == set()
     assert node.leases() == []
-    assert _checkpoint_counts(node) == (0, 0)
+    assert checkpoint_counts(node) == (0, 0)
     assert containerd.cri.list_pod_sandboxes() == []
