@@ -313,7 +313,8 @@ class StatusRetries:
             record = await self._db.read(partial(checkpoints.load_sandbox, container_id=entry.container_id))
             status_json = recorded_status(record) if record is not None and _is_current(record, pod) else None
             if status_json is None:
-                del self._pending[key]
+                if self._pending.get(key) is entry:  # else a newer ADD superseded it during the read
+                    del self._pending[key]
                 STATUS_WRITES_RETRIED.labels("moot").inc()
                 log.info(
                     "network-status of pod %s/%s no longer retried: sandbox %s is not running any more",
