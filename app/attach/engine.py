@@ -449,7 +449,9 @@ class AttachEngine:
         outcomes: Sequence[DelegateOutcome],
     ) -> None:
         """Commit the ADD's results and finish; while the commit is on its way to disk, publish the
-        pod's network-status and events. The answer waits for both.
+        pod's network-status; once it is committed, hand the AddedInterface events to their poster
+        (an ADD whose commit failed is rolled back: it announces no interface). The answer waits for
+        the status and the commit.
 
         A commit that fails after the status went out rolls the ADD back under an annotation naming
         the interfaces removed, as every DEL leaves it (no DEL edits it, upstream's neither). A
@@ -462,6 +464,8 @@ class AttachEngine:
                 unwritten = await self._publish_status(pod, outcomes)
         finally:
             await committing
+        if pod is not None and self._status is not None:
+            self._status.emit_interface_events(pod, interface_events(outcomes))
         if unwritten is not None and pod is not None and self.status_retries is not None:
             await self.status_retries.retry_later(
                 container_id=container_id, pod=pod, retry_after=getattr(unwritten, "retry_after", None)
@@ -515,11 +519,12 @@ class AttachEngine:
     async def _publish_status(
         self, pod: PodRecord, outcomes: Sequence[DelegateOutcome]
     ) -> ClusterUnavailableError | None:
-        """network-status, then the AddedInterface events, once every delegate has succeeded; return
-        why the status was not written, when it is to be retried (None: written, or no retries).
+        """network-status, once every delegate has succeeded; return why it was not written, when it
+        is to be retried (None: written, or no retries).
 
-        The events are handed to their poster after the status is written: the answer waits for the
-        status only, and posting an event never delays it (upstream posts them first).
+        The AddedInterface events are the caller's to hand to their poster, after the status is
+        written and the ADD committed: posting an event never delays the answer (upstream posts them
+        first).
         A failure to write the status does not undo a working attachment: it is logged, the pod
         keeps its interfaces, and the caller has the write retried in the background
         (``status_retries``), across restarts, until it lands or becomes moot (upstream fails the
@@ -551,7 +556,6 @@ class AttachEngine:
                 )
                 if retries is not None:
                     unwritten = exc
-        self._status.emit_interface_events(pod, interface_events(outcomes))
         return unwritten
 
     async def _run_delegates(

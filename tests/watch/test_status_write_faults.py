@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import json
 import secrets
+import sqlite3
 import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ import pytest
 from app.attach.engine import AttachEngine, EngineSettings
 from app.attach.networks import ClusterSources, NetworkResolver
 from app.attach.requests import Command, SandboxRequest
+from app.cni.types import CniError, ErrorCode
 from app.sandbox.kubeapi import KubeApiEmulator
 from app.store import checkpoints
 from app.store.database import Database
@@ -148,6 +150,28 @@ async def test_an_add_whose_status_write_fails_succeeds_recorded_with_bounded_at
     assert len(writes) <= 2 * attempts, writes
     node.emulator.faults.clear()
     await node.delete_without_the_api(pod, container)
+
+
+async def test_an_add_rolled_back_for_a_failed_commit_announces_no_interface(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def disk_full(*_: object, **__: object) -> None:
+        error = sqlite3.OperationalError("database or disk is full")
+        error.sqlite_errorcode = sqlite3.SQLITE_FULL
+        raise error
+
+    pod = node.pod("p")
+    monkeypatch.setattr(checkpoints, "finish_add", disk_full)  # the ADD's last commit fails
+
+    with pytest.raises(CniError) as caught:
+        await node.add(pod)
+    async with asyncio.timeout(10):
+        await node.running.watchers.events.drained()
+
+    assert caught.value.code == ErrorCode.IO_FAILURE
+    assert await node.links() == {"lo"}  # rolled back
+    reasons = [event["reason"] for event in node.emulator.events("default")]
+    assert "AddedInterface" not in reasons
 
 
 async def test_a_pod_deleted_while_its_sandbox_was_set_up_is_not_an_error(node: Node) -> None:
