@@ -674,15 +674,36 @@ class HotplugReconciler:
         changed = False
         for attachment in changes.remove:
             error = await self._detach(base, pod, attachment)
+            if isinstance(error, _Gone):
+                self._gone(pod, record.container_id)
+                return None
             changed = changed or error is None
             errors.append(error)
         for selection, ifname in changes.add:
             error = await self._attach(base, pod, selection, ifname)
+            if isinstance(error, _Gone):
+                self._gone(pod, record.container_id)
+                return None
             changed = changed or error is None
             errors.append(error)
         if changed or (namespace, name) in self._unpublished:
             errors.append(await self._publish(record.container_id, pod))
         return next((error for error in errors if error is not None), None)
+
+    def _gone(self, pod: PodRecord, container_id: str) -> None:
+        """The sandbox stopped running while its hot-plug was under way (the runtime's DEL took its
+        lock in between): nothing is left to change, announce or retry."""
+        log.info(
+            "hot-plug of pod %s/%s given up: sandbox %s is no longer running",
+            pod.namespace,
+            pod.name,
+            container_id,
+        )
+        self._forget_status((pod.namespace, pod.name))
+
+    async def _still_running(self, container_id: str) -> bool:
+        record = await self._engine.load_sandbox(container_id)
+        return record is not None and record.state == "ready"
 
     def _forget_status(self, key: ObjectKey) -> None:
         """The pod is gone or runs no sandbox: no status of it is left to write."""
@@ -759,11 +780,15 @@ class HotplugReconciler:
 
     async def _detach(
         self, base: SandboxRequest, pod: PodRecord, attachment: AttachmentRecord
-    ) -> CniError | None:
+    ) -> CniError | _Gone | None:
+        """Hot-unplug ``attachment``; its error, ``_GONE`` when the sandbox stopped running before
+        it could (the runtime's DEL removed everything: no RemovedInterface of ours), else None."""
         request = _with(base, command=Command.DEL, ifname=attachment.ifname)
         where = f"pod [{pod.namespace}/{pod.name}]"
         try:
             await self._engine.detach_delegate(request)
+            if not await self._still_running(base.container_id):
+                return _GONE
         except CniError as err:
             self._event(
                 pod,
@@ -783,7 +808,9 @@ class HotplugReconciler:
 
     async def _attach(
         self, base: SandboxRequest, pod: PodRecord, selection: sel.NetworkSelection, ifname: IfName
-    ) -> CniError | None:
+    ) -> CniError | _Gone | None:
+        """Hot-plug ``selection`` as ``ifname``; its error, ``_GONE`` when the sandbox stopped
+        running before it could (no FailedAddingInterface for a pod being deleted), else None."""
         request = _with(base, command=Command.ADD, ifname=ifname)
         where = f"pod [{pod.namespace}/{pod.name}]"
         try:
@@ -796,6 +823,8 @@ class HotplugReconciler:
                 raise
             await self._engine.attach_delegate(request, plan)
         except CniError as err:
+            if err.code == ErrorCode.UNKNOWN_CONTAINER and not await self._still_running(base.container_id):
+                return _GONE
             self._event(
                 pod,
                 FAILED_ADDING,
@@ -956,6 +985,13 @@ async def _links(record: SandboxRecord) -> frozenset[str]:
         return frozenset(await netns.list_links(record.netns))
     except (netns.NetnsGoneError, netns.NetnsUnreadableError):
         return frozenset()
+
+
+class _Gone:
+    """What a hot-plug step returns when its sandbox stopped running under it."""
+
+
+_GONE = _Gone()
 
 
 class _SandboxBusyError(Exception):

@@ -831,3 +831,58 @@ async def test_hot_plug_holds_the_pod_to_the_configured_number_of_networks(
     await eventually(lambda: _async(node.events("FailedAddingInterface")), _has("at most 2"))
     assert await node.recorded(container) == {"eth0": "added", "net1": "added"}
     await node.engine.delete(node.request(Command.DEL, pod, container))
+
+
+async def _pass_done(node: Node, during: list[int]) -> None:
+    """Until the reconciler has finished the pass during which ``during`` got its count of passes."""
+    await eventually(lambda: _async(during), bool)
+    await eventually(lambda: _async(node.reconciler.passes), lambda passes: passes > during[0])
+
+
+async def test_a_hot_plug_whose_sandbox_the_runtime_deled_meanwhile_announces_nothing(
+    node: Node, running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pod, container = await running_pod(node, "web", "hot-b@net1")
+    resolver = node.reconciler._resolver
+    planned = resolver.plan_hotplug
+    during: list[int] = []
+
+    async def runtime_del_first(*args: Any, **kwargs: Any) -> Any:
+        during.append(node.reconciler.passes)
+        await node.engine.delete(node.request(Command.DEL, pod, container))  # takes the lock first
+        return await planned(*args, **kwargs)
+
+    monkeypatch.setattr(resolver, "plan_hotplug", runtime_del_first)
+    node.annotate("web", "hot-b@net1, hot-a@net3")
+    await _pass_done(node, during)
+    async with asyncio.timeout(10):
+        await running.watchers.events.drained()
+
+    assert node.events("FailedAddingInterface") == []
+    assert ("default", "web") not in node.reconciler.pending  # nothing left to retry
+    assert await node.recorded(container) == {}
+    assert await node.links() == {"lo"}
+
+
+async def test_a_hot_unplug_whose_sandbox_the_runtime_deled_meanwhile_announces_nothing(
+    node: Node, running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pod, container = await running_pod(node, "web", "hot-b@net1")
+    detach = node.engine.detach_delegate
+    during: list[int] = []
+
+    async def runtime_del_first(request: SandboxRequest) -> None:
+        during.append(node.reconciler.passes)
+        await node.engine.delete(node.request(Command.DEL, pod, container))
+        await detach(request)
+
+    monkeypatch.setattr(node.engine, "detach_delegate", runtime_del_first)
+    node.annotate("web", "")
+    await _pass_done(node, during)
+    async with asyncio.timeout(10):
+        await running.watchers.events.drained()
+
+    assert node.events("RemovedInterface") == []
+    assert node.events("FailedRemovingInterface") == []
+    assert ("default", "web") not in node.reconciler.pending
+    assert await node.recorded(container) == {}
