@@ -49,11 +49,15 @@ def load(cni_dir: str, container_id: str) -> list[CachedAttachment]:
     """The sandbox's cached delegates in DEL order (newest first); [] when upstream knows none.
 
     A cache file that cannot be decoded is skipped with a warning: it is upstream's, not ours, and
-    the rest of the sandbox can still be released.
+    the rest of the sandbox can still be released. The files are found by a plain look at each
+    name: every DEL of a sandbox we have no checkpoint of comes here (a repeated DEL, the DEL
+    after a failed ADD), and a glob of its container ID would leave a compiled pattern in the
+    caches of ``fnmatch`` and ``re`` (up to 32,768 of them, about 1 KiB each) for the daemon's life.
     """
     results = Path(cni_dir) / "results"
+    infix = f"-{container_id}-"  # what a glob of "*-<id>-*" matches, without compiling one per DEL
     try:
-        candidates = sorted(results.glob(f"*-{container_id}-*"))
+        candidates = sorted(path for path in results.iterdir() if infix in path.name)
     except OSError:
         return []
     attachments = [entry for path in candidates if (entry := _decode(path, container_id)) is not None]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -247,3 +249,28 @@ async def test_a_failing_cached_del_keeps_its_device_info_file_until_it_succeeds
     await node.engine().delete(node.request(Command.DEL, container, None, conf))
 
     assert not upstreams.exists()
+
+
+async def test_dels_of_unknown_sandboxes_keep_no_compiled_pattern_per_container(node: Node) -> None:
+    """Every DEL without a checkpoint looks for upstream's caches of its container: the look must
+    not leave a compiled pattern behind per container ID (a glob did, in fnmatch's and re's caches,
+    so a daemon's memory grew with every repeated DEL and every DEL after a failed ADD)."""
+    node.write_upstream_cache(
+        new_container_id(), network=recorder_conf(node, "someone-else"), ifname="eth0", netns=""
+    )
+    conf = node.conf(node.recorder_network("cluster"))
+    engine = node.engine()
+    for _ in range(5):  # whatever the first DELs compile once for good
+        await engine.delete(node.request(Command.DEL, new_container_id(), None, conf))
+    patterns_before = compiled_patterns()
+
+    for _ in range(200):
+        await engine.delete(node.request(Command.DEL, new_container_id(), None, conf))
+
+    assert compiled_patterns() - patterns_before < 5
+    assert node.calls() == []
+
+
+def compiled_patterns() -> int:
+    gc.collect()
+    return sum(1 for thing in gc.get_objects() if isinstance(thing, re.Pattern))
