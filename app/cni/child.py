@@ -36,10 +36,18 @@ stopped and closed (0.035-0.05 ms of the parent's CPU per plugin run on this pro
 machines: two trees taken pod by pod, real ``bridge`` ADDs and DELs, 1 and 4 networks). Its
 descriptor stays open for the loop's life.
 
-The child is reaped as soon as its exit is noticed (``waitpid`` with ``WNOHANG``). Reading its
-status through the pidfd without reaping it and reaping the zombie a few milliseconds later, as an
-earlier version did, cost the parent 0.05 ms more per plugin run on this project's test machines
-(pods of 4 networks taken alternately both ways; the median and the 90th percentile alike).
+When its exit is noticed, the child's status is read through its pidfd without reaping it
+(``waitid`` with ``WNOWAIT``), and the zombie is reaped when the loop's next child exits (its
+teardown long over by then) or, if none does, ``LATE_REAP_SECONDS`` later (one timer for all of
+them). Reaping a plugin at the instant its pidfd is readable meets the kernel still tearing the
+plugin's other threads down on another CPU (a Go plugin that entered a network namespace has
+``/proc`` entries under several threads): the parent's ``release_task`` then spins in
+``d_invalidate`` for milliseconds, for 5-10 % of real ADDs and DELs on this project's 2-CPU test
+machines (in the daemon, 600 reaps: a median of 22-28 µs, a mean of 185-303 µs). Reaped at the next
+exit instead, the daemon's CPU per ADD+DEL pair fell by 0.54-0.81 ms at one network and 1.05-1.17 ms
+at four (``bench.compare``, three runs of 150 pods). Reaping at the next spawn saved less at four
+networks (the previous plugin exited a fraction of a millisecond before), and a timer per child a
+few milliseconds later (an earlier version) cost more than it saved: a loop wake-up each.
 
 A child may also be started before it may have its input (``hold_input``): its stdin is then a
 pipe that ``Child.release_input`` fills and closes, the whole input at once (the pipe is made large
@@ -52,6 +60,9 @@ children too). Without a root it is started with ``posix_spawn`` (glibc's vfork-
 with a root (``chrootDir``) it is forked by ``subprocess`` and enters the root before exec.
 Every file descriptor this module opens is closed again, and every child it started is reaped,
 also when its caller is cancelled or gives up on it: the exit watch outlives ``abandon``.
+``reap_exited`` reaps at once those whose exit was read (a caller about to count processes).
+A zombie holds its pid, so no other process can take it meanwhile: a signal to its process group
+still reaches only what the plugin left behind.
 """
 
 from __future__ import annotations
@@ -77,6 +88,11 @@ from app.cni import types
 logger = logging.getLogger(__name__)
 
 USE_PIDFD = hasattr(os, "pidfd_open")
+_WAITID_PIDFD = hasattr(os, "P_PIDFD")
+"""Whether an exit's status can be read through the pidfd without reaping (Linux 5.4; cleared at
+the first ``EINVAL`` of an older kernel, which then reaps at once)."""
+LATE_REAP_SECONDS: Final = 1.0
+"""How long a child whose exit was read may stay a zombie when no other child's exit reaps it."""
 """Watch exits with pidfds where Python offers them (a kernel without them falls back per child)."""
 _USE_MEMFD = hasattr(os, "memfd_create")
 """Memory files for the child's stdio (until the kernel refuses ``memfd_create`` for good: a shortage
@@ -472,16 +488,41 @@ class Child:
 
     def _on_exit(self) -> None:
         assert self._pidfd is not None
+        status = self._exit_status(self._pidfd)
+        if status is None:
+            return  # not yet (spurious wake-up)
+        returncode, reaped = status
+        watch = exit_watch(self._loop)
+        watch.remove(self._pidfd)
+        os.close(self._pidfd)
+        self._pidfd = None
+        watch.reap()  # those that exited before: their teardown is long over
+        if not reaped:
+            watch.leave_unreaped(self.pid)
+        self._exit(returncode)
+
+    def _exit_status(self, pidfd: int) -> tuple[int, bool] | None:
+        """(the exit code, ``-signal`` if killed; whether the child was reaped to read it), read
+        without reaping it where the kernel allows; None if it has not exited."""
+        global _WAITID_PIDFD
+        if _WAITID_PIDFD:
+            try:
+                info = os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOWAIT | os.WNOHANG)
+            except ChildProcessError:
+                return 255, True  # reaped elsewhere: its status is lost
+            except OSError as err:
+                if err.errno != errno.EINVAL:
+                    raise
+                _WAITID_PIDFD = False  # before Linux 5.4: no waitid on a pidfd
+            else:
+                if info is None:
+                    return None
+                return (info.si_status if info.si_code == os.CLD_EXITED else -info.si_status), False
         try:
             pid, status = os.waitpid(self.pid, os.WNOHANG)
         except ChildProcessError:
-            pid, status = self.pid, 255 << 8  # reaped elsewhere: its status is lost
-        if pid == 0:
-            return  # not yet (spurious wake-up)
-        exit_watch(self._loop).remove(self._pidfd)
-        os.close(self._pidfd)
-        self._pidfd = None
-        self._exit(os.waitstatus_to_exitcode(status))
+            return 255, True
+        return None if pid == 0 else (os.waitstatus_to_exitcode(status), True)
 
     def _wait_in_thread(self) -> None:
         returncode = _wait_blocking(self.pid)
@@ -499,12 +540,16 @@ class Child:
 
 class ExitWatch:
     """The pidfds of one event loop's running children in one epoll set, which the loop watches as
-    one reader: a child's exit calls its ``Child._on_exit`` on the loop."""
+    one reader: a child's exit calls its ``Child._on_exit`` on the loop. Also the children whose
+    exit was read and who are left to reap (the module's docstring says why)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
         self._epoll = select.epoll()
         self._children: dict[int, Child] = {}
         """By pidfd: every child added and not removed yet."""
+        self._unreaped: list[int] = []
+        self._reap_timer: asyncio.TimerHandle | None = None
         try:
             loop.add_reader(self._epoll.fileno(), self._on_ready)
         except BaseException:
@@ -525,6 +570,23 @@ class ExitWatch:
         del self._children[pidfd]
         self._epoll.unregister(pidfd)
 
+    def leave_unreaped(self, pid: int) -> None:
+        """``pid`` has exited, its status read: reap it at the next child's exit, or on the timer."""
+        self._unreaped.append(pid)
+        if self._reap_timer is None:
+            self._reap_timer = self._loop.call_later(LATE_REAP_SECONDS, self._reap_on_timer)
+
+    def reap(self) -> None:
+        """Reap every child left unreaped."""
+        unreaped, self._unreaped = self._unreaped, []
+        for pid in unreaped:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+
+    def _reap_on_timer(self) -> None:
+        self._reap_timer = None
+        self.reap()
+
     def _on_ready(self) -> None:
         for pidfd, _events in self._epoll.poll(0):
             child = self._children.get(pidfd)
@@ -539,6 +601,17 @@ def exit_watch_descriptors() -> set[int]:
     """The descriptors of the exit watches alive: one per event loop that has run a child, open until
     the loop is gone (a test that counts descriptors leaves them out)."""
     return {watch.fileno() for watch in list(_exit_watches.values())}
+
+
+def reap_exited() -> None:
+    """Reap now the children of the running loop (if any) whose exit was read."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    watch = _exit_watches.get(loop)
+    if watch is not None and watch._unreaped:
+        watch.reap()
 
 
 def exit_watch(loop: asyncio.AbstractEventLoop) -> ExitWatch:

@@ -228,14 +228,45 @@ async def test_a_spawn_out_of_descriptors_fails_alone_and_the_next_one_still_get
     assert open_descriptors() == before
 
 
-async def test_a_child_is_reaped_as_soon_as_its_exit_is_read(tmp_path: Path) -> None:
+def zombie(pid: int) -> bool:
+    """Exited and not waited for yet (state ``Z`` in ``/proc/<pid>/stat``)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2] == "Z"
+
+
+async def test_a_child_whose_exit_was_read_is_reaped_at_the_next_childs_exit(tmp_path: Path) -> None:
     program = str(script(tmp_path, "quick", "exit 4\n"))
+
+    first = child.spawn(program, env=ENV)
+    finished = await first.communicate()
+
+    assert finished.returncode == 4
+    assert zombie(first.pid)  # its status read through the pidfd, left for later
+    assert (await child.spawn(program, env=ENV).communicate()).returncode == 4
+    assert reaped(first.pid)
+
+
+async def test_a_child_no_other_exit_follows_is_reaped_on_the_timer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(child, "LATE_REAP_SECONDS", 0.01)
+    program = str(script(tmp_path, "last", "exit 0\n"))
+
+    process = child.spawn(program, env=ENV)
+    await process.communicate()
+
+    await wait_until(lambda: reaped(process.pid))
+
+
+async def test_a_killed_childs_code_is_minus_its_signal_read_without_reaping_it(tmp_path: Path) -> None:
+    program = str(script(tmp_path, "killed", "kill -KILL $$\n"))
 
     process = child.spawn(program, env=ENV)
     finished = await process.communicate()
 
-    assert finished.returncode == 4
-    assert reaped(process.pid)  # no zombie left behind for later
+    assert finished.returncode == -signal.SIGKILL
+    child.reap_exited()
+    assert reaped(process.pid)
 
 
 async def test_every_child_whose_exit_was_read_is_reaped(tmp_path: Path) -> None:
@@ -244,6 +275,7 @@ async def test_every_child_whose_exit_was_read_is_reaped(tmp_path: Path) -> None
     processes = [child.spawn(program, env=ENV, stdin=b"x") for _ in range(5)]
 
     finished = await asyncio.gather(*(process.communicate() for process in processes))
+    child.reap_exited()
 
     assert [item.returncode for item in finished] == [0] * 5
     assert all(reaped(process.pid) for process in processes)
