@@ -37,9 +37,9 @@ machines: two trees taken pod by pod, real ``bridge`` ADDs and DELs, 1 and 4 net
 descriptor stays open for the loop's life.
 
 When its exit is noticed, the child's status is read through its pidfd without reaping it
-(``waitid`` with ``WNOWAIT``), and the zombie is reaped when the loop's next child exits (its
-teardown long over by then) or, if none does, ``LATE_REAP_SECONDS`` later (one timer for all of
-them). Reaping a plugin at the instant its pidfd is readable meets the kernel still tearing the
+(``waitid`` with ``WNOWAIT``), and the zombie is reaped when the process's next child exits, in
+any event loop (its teardown long over by then), or, if none does, ``LATE_REAP_SECONDS`` later
+(one timer per loop for all of them). Reaping a plugin at the instant its pidfd is readable meets the kernel still tearing the
 plugin's other threads down on another CPU (a Go plugin that entered a network namespace has
 ``/proc`` entries under several threads): the parent's ``release_task`` then spins in
 ``d_invalidate`` for milliseconds, for 5-10 % of real ADDs and DELs on this project's 2-CPU test
@@ -496,9 +496,10 @@ class Child:
         watch.remove(self._pidfd)
         os.close(self._pidfd)
         self._pidfd = None
-        watch.reap()  # those that exited before: their teardown is long over
+        _UNREAPED.reap()  # those that exited before: their teardown is long over
         if not reaped:
-            watch.leave_unreaped(self.pid)
+            _UNREAPED.add(self.pid)
+            watch.arm_reap_timer()
         self._exit(returncode)
 
     def _exit_status(self, pidfd: int) -> tuple[int, bool] | None:
@@ -538,17 +539,43 @@ class Child:
             waiter.set_result(None)
 
 
+class _Unreaped:
+    """The children whose exit was read and who are left zombies for now (the module's docstring
+    says why), for the whole process: the next child's exit in any event loop reaps them, or the
+    timer of the loop that saw them exit, so none waits on a loop that has closed since."""
+
+    def __init__(self) -> None:
+        self._pids: list[int] = []
+        self._lock = threading.Lock()
+
+    def add(self, pid: int) -> None:
+        with self._lock:
+            self._pids.append(pid)
+
+    def reap(self) -> None:
+        """Reap every child left unreaped."""
+        with self._lock:
+            if not self._pids:
+                return
+            pids, self._pids = self._pids, []
+        for pid in pids:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+
+
+_UNREAPED = _Unreaped()
+
+
 class ExitWatch:
     """The pidfds of one event loop's running children in one epoll set, which the loop watches as
-    one reader: a child's exit calls its ``Child._on_exit`` on the loop. Also the children whose
-    exit was read and who are left to reap (the module's docstring says why)."""
+    one reader: a child's exit calls its ``Child._on_exit`` on the loop. Also the loop's timer that
+    reaps the children left unreaped when no other child's exit comes to."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._epoll = select.epoll()
         self._children: dict[int, Child] = {}
         """By pidfd: every child added and not removed yet."""
-        self._unreaped: list[int] = []
         self._reap_timer: asyncio.TimerHandle | None = None
         try:
             loop.add_reader(self._epoll.fileno(), self._on_ready)
@@ -570,22 +597,14 @@ class ExitWatch:
         del self._children[pidfd]
         self._epoll.unregister(pidfd)
 
-    def leave_unreaped(self, pid: int) -> None:
-        """``pid`` has exited, its status read: reap it at the next child's exit, or on the timer."""
-        self._unreaped.append(pid)
+    def arm_reap_timer(self) -> None:
+        """Reap what is left unreaped ``LATE_REAP_SECONDS`` from now, unless a timer will already."""
         if self._reap_timer is None:
             self._reap_timer = self._loop.call_later(LATE_REAP_SECONDS, self._reap_on_timer)
 
-    def reap(self) -> None:
-        """Reap every child left unreaped."""
-        unreaped, self._unreaped = self._unreaped, []
-        for pid in unreaped:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
-
     def _reap_on_timer(self) -> None:
         self._reap_timer = None
-        self.reap()
+        _UNREAPED.reap()
 
     def _on_ready(self) -> None:
         for pidfd, _events in self._epoll.poll(0):
@@ -604,14 +623,8 @@ def exit_watch_descriptors() -> set[int]:
 
 
 def reap_exited() -> None:
-    """Reap now the children of the running loop (if any) whose exit was read."""
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        return
-    watch = _exit_watches.get(loop)
-    if watch is not None and watch._unreaped:
-        watch.reap()
+    """Reap now the children whose exit was read (a caller about to count processes)."""
+    _UNREAPED.reap()
 
 
 def exit_watch(loop: asyncio.AbstractEventLoop) -> ExitWatch:

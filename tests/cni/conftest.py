@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from app.cni import child
 from app.cni.api import CniConfig
 from app.cni.types import ContainerId, IfName, RuntimeConf
 from tests.cni.support import Netns, RecorderLog, unique
@@ -78,3 +79,10 @@ def host_links() -> Iterator[list[str]]:
     yield created
     for name in created:
         subprocess.run(["ip", "link", "del", name], check=False, capture_output=True)
+
+
+@pytest.fixture(autouse=True)
+def quick_late_reaps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A child no other child's exit reaps is reaped on a timer (``child.LATE_REAP_SECONDS``, a
+    second): shortened here, where tests wait for processes they killed or gave up to be reaped."""
+    monkeypatch.setattr(child, "LATE_REAP_SECONDS", 0.02)

@@ -234,7 +234,10 @@ def zombie(pid: int) -> bool:
     return stat[stat.rindex(")") + 2] == "Z"
 
 
-async def test_a_child_whose_exit_was_read_is_reaped_at_the_next_childs_exit(tmp_path: Path) -> None:
+async def test_a_child_whose_exit_was_read_is_reaped_at_the_next_childs_exit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(child, "LATE_REAP_SECONDS", 60.0)  # not the timer: the next exit
     program = str(script(tmp_path, "quick", "exit 4\n"))
 
     first = child.spawn(program, env=ENV)
@@ -244,6 +247,24 @@ async def test_a_child_whose_exit_was_read_is_reaped_at_the_next_childs_exit(tmp
     assert zombie(first.pid)  # its status read through the pidfd, left for later
     assert (await child.spawn(program, env=ENV).communicate()).returncode == 4
     assert reaped(first.pid)
+
+
+def test_a_child_a_closed_loop_left_unreaped_is_reaped_by_the_next_exit_in_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(child, "LATE_REAP_SECONDS", 60.0)  # the first loop's timer never fires
+    program = str(script(tmp_path, "quick", "exit 0\n"))
+
+    async def run_one() -> int:
+        process = child.spawn(program, env=ENV)
+        await process.communicate()
+        return process.pid
+
+    first = asyncio.run(run_one())
+    assert zombie(first)
+    asyncio.run(run_one())
+    assert reaped(first)
+    child.reap_exited()
 
 
 async def test_a_child_no_other_exit_follows_is_reaped_on_the_timer(
