@@ -37,17 +37,18 @@ machines: two trees taken pod by pod, real ``bridge`` ADDs and DELs, 1 and 4 net
 descriptor stays open for the loop's life.
 
 When its exit is noticed, the child's status is read through its pidfd without reaping it
-(``waitid`` with ``WNOWAIT``), and the zombie is reaped when the process's next child exits, in
-any event loop (its teardown long over by then), or, if none does, ``LATE_REAP_SECONDS`` later
-(one timer per loop for all of them). Reaping a plugin at the instant its pidfd is readable meets the kernel still tearing the
-plugin's other threads down on another CPU (a Go plugin that entered a network namespace has
-``/proc`` entries under several threads): the parent's ``release_task`` then spins in
-``d_invalidate`` for milliseconds, for 5-10 % of real ADDs and DELs on this project's 2-CPU test
-machines (in the daemon, 600 reaps: a median of 22-28 µs, a mean of 185-303 µs). Reaped at the next
-exit instead, the daemon's CPU per ADD+DEL pair fell by 0.54-0.81 ms at one network and 1.05-1.17 ms
-at four (``bench.compare``, three runs of 150 pods). Reaping at the next spawn saved less at four
-networks (the previous plugin exited a fraction of a millisecond before), and a timer per child a
-few milliseconds later (an earlier version) cost more than it saved: a loop wake-up each.
+(``waitid`` with ``WNOWAIT``), and the zombie is reaped when the process's next child exits, in any
+event loop (its teardown long over by then), or, if none does, ``LATE_REAP_SECONDS`` later (one
+timer per loop for all of them). Reaping a plugin at the instant its pidfd is readable meets the
+kernel still tearing the plugin's other threads down on another CPU (a Go plugin that entered a
+network namespace has ``/proc`` entries under several threads): the parent's ``release_task`` then
+spins in ``d_invalidate`` for milliseconds, for 5-10 % of real ADDs and DELs on this project's 2-CPU
+test machines (in the daemon, 600 reaps: a median of 22-28 µs, a mean of 185-303 µs). Reaped at the
+next exit instead, the daemon's CPU per ADD+DEL pair fell by 0.54-0.81 ms at one network and
+1.05-1.17 ms at four (``bench.compare``, three runs of 150 pods). Reaping at the next spawn saved
+less at four networks (the previous plugin exited a fraction of a millisecond before), and a timer
+per child a few milliseconds later (an earlier version) cost more than it saved: a loop wake-up
+each.
 
 A child may also be started before it may have its input (``hold_input``): its stdin is then a
 pipe that ``Child.release_input`` fills and closes, the whole input at once (the pipe is made large
