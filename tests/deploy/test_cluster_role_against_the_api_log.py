@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from tests.deploy.conftest import MAIN_MANIFEST, find, load_documents
-from tests.e2e.conftest import Cluster, KubeApiProcess, new_container_id
+from tests.e2e.conftest import Cluster, KubeApiProcess, shim_add
 
 pytestmark = pytest.mark.slow  # starts daemon and emulator processes
 
@@ -150,16 +150,7 @@ def _publish_a_dra_device(kube: KubeApiProcess) -> None:
 
 def _add(cluster: Cluster, kube: KubeApiProcess, name: str, networks: str) -> tuple[Any, str, Any]:
     pod = kube.create_pod("default", name, node=NODE, annotations={"k8s.v1.cni.cncf.io/networks": networks})
-    netns = cluster.new_netns()
-    container = new_container_id()
-    result = cluster.run_shim(
-        "ADD",
-        container_id=container,
-        netns=netns,
-        cni_args=f"IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={name};"
-        f"K8S_POD_INFRA_CONTAINER_ID={container};K8S_POD_UID={pod['metadata']['uid']}",
-    )
-    return netns, container, result
+    return shim_add(cluster, pod)
 
 
 def _event_reasons(kube: KubeApiProcess) -> set[str]:
@@ -221,15 +212,7 @@ def test_the_cluster_role_grants_every_call_of_the_daemon_and_nothing_else(
         "/api/v1/namespaces/default/pods/dra",
         {"phase": "Pending", "resourceClaimStatuses": [{"name": "nic", "resourceClaimName": "dra-nic"}]},
     )
-    netns = cluster.new_netns()
-    container = new_container_id()
-    result = cluster.run_shim(
-        "ADD",
-        container_id=container,
-        netns=netns,
-        cni_args=f"IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=dra;"
-        f"K8S_POD_INFRA_CONTAINER_ID={container};K8S_POD_UID={pod['metadata']['uid']}",
-    )
+    netns, container, result = shim_add(cluster, pod)
     assert result.returncode == 0, result.stdout
     added.append((netns, container))
     recorded = [json.loads(line) for line in (cluster.root / "recorder.jsonl").read_text().splitlines()]

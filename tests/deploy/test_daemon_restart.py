@@ -21,7 +21,7 @@ from tests.e2e.conftest import Netns, ShimResult, new_container_id
 
 pytestmark = pytest.mark.slow  # starts daemon or emulator processes
 
-PODS = 24
+PODS = 14
 RESTART_AFTER = 6
 """ADDs completed before the daemon gets SIGTERM; the others arrive during and after the restart."""
 

@@ -327,6 +327,22 @@ def new_container_id() -> str:
     return secrets.token_hex(32)
 
 
+def shim_add(cluster: Cluster, pod: dict[str, Any]) -> tuple[Netns, str, Any]:
+    """The runtime's ADD of a new sandbox of ``pod`` (as the API returned it) through the shim, in a
+    new netns, with the CNI_ARGS a kubelet passes: (the netns, the container ID, the shim's run)."""
+    meta = pod["metadata"]
+    netns = cluster.new_netns()
+    container = new_container_id()
+    result = cluster.run_shim(
+        "ADD",
+        container_id=container,
+        netns=netns,
+        cni_args=f"IgnoreUnknown=1;K8S_POD_NAMESPACE={meta['namespace']};K8S_POD_NAME={meta['name']};"
+        f"K8S_POD_INFRA_CONTAINER_ID={container};K8S_POD_UID={meta['uid']}",
+    )
+    return netns, container, result
+
+
 def make_cluster(root: Path, *, shim: Path | None = None) -> Cluster:
     """A node under ``root``: plugins (and the recorder) in ``bin``, the shim (installed there, unless
     an installed ``shim`` is given), a daemon-config for directories under ``root``. Nothing runs yet."""

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from app.sandbox.processes import free_port, wait_until
-from tests.e2e.conftest import Cluster, KubeApiProcess, Netns, new_container_id
+from tests.e2e.conftest import Cluster, KubeApiProcess, Netns, new_container_id, shim_add
 
 pytestmark = [
     pytest.mark.slow,  # starts daemon or emulator processes
@@ -69,17 +69,7 @@ def _add(
     *,
     namespace: str = "default",
 ) -> tuple[Netns, str, Any]:
-    pod = kube.create_pod(namespace, name, node=NODE, annotations=annotations)
-    netns = cluster.new_netns()
-    container = new_container_id()
-    result = cluster.run_shim(
-        "ADD",
-        container_id=container,
-        netns=netns,
-        cni_args=f"IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name};"
-        f"K8S_POD_INFRA_CONTAINER_ID={container};K8S_POD_UID={pod['metadata']['uid']}",
-    )
-    return netns, container, result
+    return shim_add(cluster, kube.create_pod(namespace, name, node=NODE, annotations=annotations))
 
 
 def _network_status(kube: KubeApiProcess, name: str, namespace: str = "default") -> str:

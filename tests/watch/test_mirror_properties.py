@@ -118,7 +118,7 @@ async def _settled(read: Callable[[], Awaitable[Any]], expected: Callable[[], An
     await eventually(read, lambda value: value == expected())
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(ops, min_size=1, max_size=25))
 async def test_the_mirror_ends_equal_to_the_api_whatever_happens(operations: list[Op]) -> None:
     with tempfile.TemporaryDirectory() as scratch:
