@@ -89,12 +89,12 @@ from app.cni import types
 logger = logging.getLogger(__name__)
 
 USE_PIDFD = hasattr(os, "pidfd_open")
+"""Watch exits with pidfds where Python offers them (a kernel without them falls back per child)."""
 _WAITID_PIDFD = hasattr(os, "P_PIDFD")
 """Whether an exit's status can be read through the pidfd without reaping (Linux 5.4; cleared at
 the first ``EINVAL`` of an older kernel, which then reaps at once)."""
 LATE_REAP_SECONDS: Final = 1.0
 """How long a child whose exit was read may stay a zombie when no other child's exit reaps it."""
-"""Watch exits with pidfds where Python offers them (a kernel without them falls back per child)."""
 _USE_MEMFD = hasattr(os, "memfd_create")
 """Memory files for the child's stdio (until the kernel refuses ``memfd_create`` for good: a shortage
 of descriptors or memory, ``SHORTAGE_ERRNOS``, fails that one spawn and changes nothing)."""
