@@ -98,13 +98,6 @@ class Node:
 
 
 @pytest.fixture
-def database(tmp_path: Path) -> Iterator[Database]:
-    database = Database.open(tmp_path / "state.db")
-    yield database
-    database.close()
-
-
-@pytest.fixture
 def node(tmp_path: Path, database: Database) -> Iterator[Node]:
     suffix = uuid.uuid4().hex[:8]
     netns = f"mpc{suffix}"

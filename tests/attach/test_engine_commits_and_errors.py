@@ -39,13 +39,6 @@ def netns() -> Iterator[str]:
     subprocess.run(["ip", "netns", "delete", name], check=False)
 
 
-@pytest.fixture
-def database(tmp_path: Path) -> Iterator[Database]:
-    database = Database.open(tmp_path / "state.db")
-    yield database
-    database.close()
-
-
 def _conf(tmp_path: Path, networks: int) -> MultusNetConf:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)

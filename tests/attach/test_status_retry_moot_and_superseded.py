@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import TypeVar
 
 import pytest
@@ -41,13 +40,6 @@ class NoWrites:
 
     def emit_interface_events(self, pod: PodRecord, events: Sequence[InterfaceEvent]) -> None:
         pass
-
-
-@pytest.fixture
-def database(tmp_path: Path) -> Iterator[Database]:
-    db = Database.open(tmp_path / "state.db")
-    yield db
-    db.close()
 
 
 def _retried(outcome: str) -> float:
