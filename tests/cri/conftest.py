@@ -125,10 +125,7 @@ def bridge_nad(cluster: Cluster, subnet: str) -> dict[str, Any]:
 
 def macvlan_nad(cluster: Cluster, subnet: str) -> dict[str, Any]:
     """macvlan on one end of a veth pair the test creates (the node's "physical" uplink)."""
-    parent, peer = f"mpv{cluster.tag}a", f"mpv{cluster.tag}b"
-    subprocess.run(["ip", "link", "add", parent, "type", "veth", "peer", "name", peer], check=True)
-    subprocess.run(["ip", "link", "set", parent, "up"], check=True)
-    cluster.host_links.append(parent)
+    parent = cluster.veth_uplink()
     return {
         "cniVersion": "1.0.0",
         "type": "macvlan",

@@ -184,6 +184,15 @@ class Cluster:
     def daemon_log(self) -> Path:
         return self.root / "daemon.log"
 
+    def veth_uplink(self) -> str:
+        """A veth pair of the test's, one end up on the host: the node's "physical" uplink a macvlan
+        network takes as its master (removed with the cluster). Its name."""
+        parent, peer = f"mpv{self.tag}a", f"mpv{self.tag}b"
+        _ip("link", "add", parent, "type", "veth", "peer", "name", peer)
+        _ip("link", "set", parent, "up")
+        self.host_links.append(parent)
+        return parent
+
     def new_netns(self) -> Netns:
         netns = Netns(f"mp{self.tag}{len(self.netnses)}")
         _ip("netns", "add", netns.name)

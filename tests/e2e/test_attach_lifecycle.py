@@ -24,10 +24,7 @@ pytestmark = pytest.mark.slow  # starts daemon or emulator processes
 
 def _three_networks(cluster: Cluster) -> None:
     """Primary bridge+host-local; net1 macvlan on a veth parent; net2 bridge+static+tuning."""
-    parent, peer = f"mpv{cluster.tag}a", f"mpv{cluster.tag}b"
-    subprocess.run(["ip", "link", "add", parent, "type", "veth", "peer", "name", peer], check=True)
-    subprocess.run(["ip", "link", "set", parent, "up"], check=True)
-    cluster.host_links.append(parent)
+    parent = cluster.veth_uplink()
     cluster.write_network(
         cluster.conf_dir,
         "20-macvlan.conf",

@@ -39,10 +39,7 @@ def _bridge_nad(cluster: Cluster, subnet: str, suffix: str) -> dict[str, Any]:
 
 
 def _macvlan_nad(cluster: Cluster) -> dict[str, Any]:
-    parent, peer = f"mpv{cluster.tag}a", f"mpv{cluster.tag}b"
-    subprocess.run(["ip", "link", "add", parent, "type", "veth", "peer", "name", peer], check=True)
-    subprocess.run(["ip", "link", "set", parent, "up"], check=True)
-    cluster.host_links.append(parent)
+    parent = cluster.veth_uplink()
     return {
         "cniVersion": "1.0.0",
         "type": "macvlan",
