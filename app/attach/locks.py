@@ -10,8 +10,8 @@ flat.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Collection, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 
 
 class SandboxLocks:
@@ -35,6 +35,17 @@ class SandboxLocks:
             if self._users[container_id] == 0:
                 del self._users[container_id]
                 del self._locks[container_id]
+
+    @asynccontextmanager
+    async def hold_all(self, container_ids: Collection[str]) -> AsyncIterator[None]:
+        """Hold the locks of all of ``container_ids`` for the block, taken one after another in
+        sorted order. Only one caller takes more than one (start-up recovery, as it kills the
+        plugins an earlier run left): with every other holder taking a single lock, no wait can
+        close a circle."""
+        async with AsyncExitStack() as held:
+            for container_id in sorted(container_ids):
+                await held.enter_async_context(self.hold(container_id))
+            yield
 
     def busy(self, container_id: str) -> bool:
         """True while an operation on ``container_id`` runs or waits."""

@@ -38,8 +38,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Collection
-from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 
 from app import metrics
@@ -181,18 +179,18 @@ async def _reap_orphans(
     unsettled sandbox, the unfinished hot-plugged ones of a running sandbox), holding those
     sandboxes' locks: a DEL the daemon serves meanwhile runs plugins with the same markers, and is
     waited for, never killed. Return the container IDs of those with a process that would not die."""
-    markers = {
-        delegate_marker(sandbox.container_id, attachment.ifname)
+    attachments = [
+        (sandbox.container_id, attachment.ifname)
         for sandbox in unsettled
         for attachment in sandbox.attachments
-    } | {
-        delegate_marker(sandbox.container_id, attachment.ifname)
+    ] + [
+        (sandbox.container_id, attachment.ifname)
         for sandbox in partial
         for attachment in sandbox.attachments
         if attachment.state in checkpoints.PARTIAL_STATES
-    }
-    containers = {marker.rsplit("/", 1)[0] for marker in markers}
-    async with _holding(locks, containers):
+    ]
+    markers = {delegate_marker(container_id, ifname) for container_id, ifname in attachments}
+    async with locks.hold_all({container_id for container_id, _ in attachments}):
         try:
             report.orphans_killed = await reaper.reap(markers)
             stuck: set[str] = set()
@@ -201,13 +199,3 @@ async def _reap_orphans(
             stuck = {orphan.container_id for orphan in exc.survivors}
     metrics.ORPHANS_REAPED.inc(len(report.orphans_killed))
     return stuck
-
-
-@asynccontextmanager
-async def _holding(locks: SandboxLocks, container_ids: Collection[str]) -> AsyncIterator[None]:
-    """Hold the lock of every one of ``container_ids`` (taken one after another, in a fixed order:
-    no other holder takes two, so no wait can close a circle) for the block."""
-    async with AsyncExitStack() as held:
-        for container_id in sorted(container_ids):
-            await held.enter_async_context(locks.hold(container_id))
-        yield
