@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from app.gc import leases
 from bench.__main__ import percentile
 from bench.node import BenchNode, Pod
 
@@ -106,9 +107,9 @@ class BurstNode(BenchNode):
         self.metrics_port = metrics_port
 
     def left_behind(self) -> LeftBehind:
-        """Host veths on the pods' bridges, host-local's lease files (every file of its data
-        directory but its ``lock`` and ``last_reserved_ip.*``), and the sandboxes the state database
-        still records (read from the file, read-only)."""
+        """Host veths on the pods' bridges, host-local's leases (as GC reads them: the files of each
+        network's directory named as an address), and the sandboxes the state database still
+        records (read from the file, read-only)."""
         veths = 0
         for index in range(self.networks):
             ports = subprocess.run(
@@ -116,11 +117,11 @@ class BurstNode(BenchNode):
             )
             veths += len(json.loads(ports.stdout or "[]"))
         ipam = self.root / "ipam"
-        leases = sum(1 for path in ipam.rglob("*") if path.is_file() and _is_lease(path))
+        held = sum(len(leases.current(network) or ()) for network in ipam.iterdir() if network.is_dir())
         state = self.root / "state" / "state.db"
         with contextlib.closing(sqlite3.connect(f"{state.as_uri()}?mode=ro", uri=True)) as connection:
             sandboxes = int(connection.execute("SELECT count(*) FROM sandboxes").fetchone()[0])
-        return LeftBehind(veths=veths, leases=leases, sandboxes=sandboxes)
+        return LeftBehind(veths=veths, leases=held, sandboxes=sandboxes)
 
     def request(self, command: str, pod: Pod) -> tuple[int, bytes]:
         """One CNI request on the daemon's socket, as the shim sends it: (HTTP status, body)."""
@@ -183,7 +184,9 @@ class TreeSampler:
         self._thread.join()
 
     def sample(self) -> tuple[int, int, int]:
-        """(summed RSS KiB, direct children (the delegates it runs), all descendants) now."""
+        """(summed RSS KiB, direct children (the delegates it runs), all descendants) now; a child
+        that has exited and waits to be reaped (``app.cni.child`` reaps at the next exit) runs
+        nothing and is not counted."""
         children: dict[int, list[int]] = {}
         for name in os.listdir("/proc"):
             if not name.isdigit():
@@ -192,8 +195,9 @@ class TreeSampler:
                 data = Path(f"/proc/{name}/stat").read_bytes()
             except OSError:
                 continue
-            ppid = int(data[data.rindex(b")") + 2 :].split()[1])
-            children.setdefault(ppid, []).append(int(name))
+            state, ppid = data[data.rindex(b")") + 2 :].split()[:2]
+            if state != b"Z":
+                children.setdefault(int(ppid), []).append(int(name))
         tree, pending = [], [self._root]
         while pending:
             pid = pending.pop()
@@ -214,10 +218,6 @@ class TreeSampler:
             self.peak_children = max(self.peak_children, direct)
             self.peak_descendants = max(self.peak_descendants, count)
             self._stop.wait(0.02)
-
-
-def _is_lease(path: Path) -> bool:
-    return path.name != "lock" and not path.name.startswith("last_reserved_ip")
 
 
 def free_port() -> int:
