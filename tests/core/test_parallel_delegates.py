@@ -49,7 +49,8 @@ async def test_an_annotation_neither_true_nor_false_is_refused_naming_it_and_del
     record = node.checkpoint(container)
     assert record is not None
     assert record.parallel is False
-    assert [r.getMessage() for r in caplog.records] == [
+    # asyncio's debug mode (tests/conftest.py) warns of a slow step on a loaded machine: ours only
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("app.")] == [
         f'annotation {PARALLEL_DELEGATES_ANNOTATION}={value!r} refused: it must be "true" or "false"; '
         "delegates run one after another"
     ]
@@ -79,7 +80,7 @@ async def test_the_annotation_chooses_within_what_the_config_allows(
     record = node.checkpoint(container)
     assert record is not None
     assert record.parallel is expected
-    assert caplog.records == []
+    assert [r for r in caplog.records if r.name.startswith("app.")] == []
 
 
 async def test_true_where_the_config_does_not_allow_it_is_refused_naming_the_key_and_delegates_run_in_turn(
@@ -95,7 +96,7 @@ async def test_true_where_the_config_does_not_allow_it_is_refused_naming_the_key
     record = node.checkpoint(container)
     assert record is not None
     assert record.parallel is False
-    [refusal] = [r.getMessage() for r in caplog.records]
+    [refusal] = [r.getMessage() for r in caplog.records if r.name.startswith("app.")]
     assert refusal.startswith(f"annotation {PARALLEL_DELEGATES_ANNOTATION} refused")
     assert "parallelDelegates" in refusal
 

@@ -129,7 +129,8 @@ async def test_two_replays_at_once_take_turns_each_entry_deled_once_none_rejecte
 
     assert first.replayed == [entry.name for entry in entries]
     assert (second.replayed, second.rejected, second.failed) == ([], [], [])
-    assert [record.getMessage() for record in caplog.records] == []
+    # asyncio's debug mode (tests/conftest.py) warns of a slow step on a loaded machine: ours only
+    assert [record.getMessage() for record in caplog.records if record.name.startswith("app.")] == []
     assert sorted(directory.iterdir()) == []
     dels = [call for call in node.calls() if call[0] == "DEL"]
     assert len(dels) == len(containers), "each sandbox DELed once"
@@ -161,7 +162,7 @@ async def test_an_entry_gone_since_it_was_listed_is_passed_over_not_rejected(
         )
 
     assert listing == [entry]
-    assert [record.getMessage() for record in caplog.records] == []
+    assert [record.getMessage() for record in caplog.records if record.name.startswith("app.")] == []
     assert (report.replayed, report.rejected, report.failed) == ([], [], [])
     assert sorted(directory.iterdir()) == []
 
