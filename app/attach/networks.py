@@ -183,6 +183,10 @@ class _ConfigBudget:
         check_add_config_bytes(self.total, where=network.described())
 
 
+FILE_CACHE_PRUNE_AT = 64
+"""Parsed conf files the resolver keeps before it first looks for removed ones among them."""
+
+
 class NetworkResolver:
     """Resolves a request's networks from conf files and, when given, the Kubernetes mirror.
 
@@ -196,6 +200,7 @@ class NetworkResolver:
         self._cluster = cluster
         self._device_info_dir = device_info_dir
         self._file_cache: dict[str, tuple[tuple[int, int], NetworkConfigList | CniError]] = {}
+        self._file_cache_prune_at = FILE_CACHE_PRUNE_AT
 
     @property
     def kubernetes(self) -> bool:
@@ -546,10 +551,20 @@ class NetworkResolver:
                     raise  # a permission fixed later, a shortage past, change neither mtime nor size
                 loaded = err
             cached = self._file_cache[path] = (key, loaded)
+            if len(self._file_cache) > self._file_cache_prune_at:
+                self._forget_removed_files()
         if isinstance(cached[1], CniError):
             refused = cached[1]
             raise type(refused)(refused.code, refused.msg, refused.details)
         return cached[1]
+
+    def _forget_removed_files(self) -> None:
+        """Drop the cached files no longer there (a file is only looked up while a directory lists
+        it or a setting names it, so a removed one's entry would stay for the daemon's life). Run
+        as the cache outgrows twice what it kept last time: a ``stat`` per entry, now and then."""
+        for path in [path for path in self._file_cache if not os.path.exists(path)]:
+            del self._file_cache[path]
+        self._file_cache_prune_at = max(FILE_CACHE_PRUNE_AT, 2 * len(self._file_cache))
 
     def _load_file(self, path: str) -> NetworkConfigList:
         """A conf file's network; a conflist with on-disk plugins gets them appended (not cached:

@@ -451,18 +451,31 @@ class GarbageCollector:
         """In a worker thread (every recorded config parsed, lease directories listed, new lease
         files read: thousands of files on a busy node's first pass, which must not hold up the
         event loop): the lease directories of each removed attachment, and the leases of
-        containers not in ``live``, in every directory known."""
+        containers not in ``live``, in every directory known.
+
+        A directory stays known while a recorded or removed attachment names it, or while it holds
+        a lease of a container not live; one that has neither is forgotten (with its listing), so
+        the directories of networks long deleted are not listed on every pass for the daemon's
+        life. A lease appearing there later is an ADD's of ours, whose config names it again."""
+        named: set[Path] = set()
         for config, root in configs:
-            self._lease_dirs |= leases.host_local_dirs(config, root)
+            named |= leases.host_local_dirs(config, root)
         removed_dirs = {row.id: leases.host_local_dirs(row.config, row.root) for row in removed}
         for dirs in removed_dirs.values():
-            self._lease_dirs |= dirs
-        candidates = [
-            lease
-            for directory in sorted(self._lease_dirs)
-            for lease in self._lease_listings.leases(directory)
-            if lease.container_id and lease.container_id not in live
-        ]
+            named |= dirs
+        candidates: list[leases.Lease] = []
+        holding: set[Path] = set()
+        for directory in sorted(named | self._lease_dirs):
+            found = [
+                lease
+                for lease in self._lease_listings.leases(directory)
+                if lease.container_id and lease.container_id not in live
+            ]
+            if found:
+                holding.add(directory)
+                candidates.extend(found)
+        self._lease_dirs = named | holding
+        self._lease_listings.forget_all_but(self._lease_dirs)
         return removed_dirs, candidates
 
     async def _proven_by_history(self, unproven: set[str]) -> set[str]:

@@ -113,6 +113,11 @@ class LeaseListings:
         self._directories[directory] = listing
         return listing.leases
 
+    def forget_all_but(self, directories: set[Path]) -> None:
+        """Drop the listings of directories not in ``directories`` (no longer looked at)."""
+        for directory in self._directories.keys() - directories:
+            del self._directories[directory]
+
 
 def current(directory: Path) -> list[Lease] | None:
     """The leases of ``directory`` as its files say now (no listing reused); None when it cannot

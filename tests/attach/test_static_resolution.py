@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from app.attach.netconf import MultusNetConf
-from app.attach.networks import NetworkResolver
+from app.attach.networks import FILE_CACHE_PRUNE_AT, NetworkResolver
 from app.attach.requests import Command, SandboxRequest
 from app.cni import conf as cniconf
 from app.cni.types import CniError, ContainerId, ErrorCode, IfName, NetworkConfigList
@@ -142,3 +142,28 @@ async def test_an_inline_delegate_with_a_type_is_that_one_plugin_whatever_plugin
     assert plan.net.is_single_conf
     assert plan.net.plugin_types == ["bridge"]
     assert "plugins" not in json.loads(plan.net.raw)
+
+
+async def test_conf_files_removed_do_not_stay_cached_and_those_kept_stay_parsed_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A conf file is looked up only while its directory lists it: one removed must not keep its
+    parsed network in the resolver for the daemon's life (files renamed, networks come and go)."""
+    parsed: Counter[str] = Counter()
+    load_file = cniconf.load_file
+
+    def counted(path: str) -> NetworkConfigList:
+        parsed[Path(path).name] += 1
+        return load_file(path)
+
+    monkeypatch.setattr(cniconf, "load_file", counted)
+    write_conflist(tmp_path, "10-kept.conflist", "kept")
+    resolver = NetworkResolver()
+    for index in range(5 * FILE_CACHE_PRUNE_AT):
+        passing = tmp_path / f"20-passing{index}.conflist"
+        write_conflist(tmp_path, passing.name, f"passing{index}")
+        await resolver.resolve(request(tmp_path, "kept", (f"passing{index}",)))
+        passing.unlink()
+
+    assert len(resolver._file_cache) <= FILE_CACHE_PRUNE_AT + 1
+    assert parsed["10-kept.conflist"] == 1

@@ -123,3 +123,45 @@ async def test_lease_files_are_read_off_the_event_loop(node: Node, monkeypatch: 
 
     assert read_by, "the lease was read"
     assert threading.get_ident() not in read_by
+
+
+async def test_the_directory_of_a_network_no_longer_used_is_not_listed_on_every_later_pass(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NADs created and deleted under new names leave a host-local directory each: GC lists one
+    while an attachment names it or it holds a lease of a container not live, not for its life."""
+    lease_dir = leased_network(node)
+    foreign = take(lease_dir, "10.9.1.2", new_container_id())  # another CNI user's
+    conf = node.conf("leased")
+    engine = node.engine()
+    container, netns = new_container_id(), node.new_netns()
+    await engine.add(node.request(Command.ADD, container, netns, conf))
+    ours = take(lease_dir, "10.9.1.3", container)  # the recorder takes no lease: as host-local would
+    await engine.delete(node.request(Command.DEL, container, netns, conf))
+    listed: list[Path] = []
+    list_leases = leases.LeaseListings.leases
+
+    def spied(listings: leases.LeaseListings, directory: Path) -> list[leases.Lease]:
+        listed.append(directory)
+        return list_leases(listings, directory)
+
+    monkeypatch.setattr(leases.LeaseListings, "leases", spied)
+    collector = GarbageCollector(engine=engine, db=node.db, pods=Pods({}))
+
+    for _ in range(2):
+        listed.clear()
+        await collector.run_once()
+        assert listed == [lease_dir], "named by the removed attachment, then holding the foreign lease"
+    assert not ours.exists(), "removed by the first pass"
+    assert foreign.exists()
+
+    foreign.unlink()
+    for _ in range(2):
+        listed.clear()
+        await collector.run_once()
+    assert listed == [], "nothing names it, no lease is in it"
+
+    await engine.add(node.request(Command.ADD, new_container_id(), node.new_netns(), conf, pod="pod-b"))
+    listed.clear()
+    await collector.run_once()
+    assert listed == [lease_dir], "named again"
