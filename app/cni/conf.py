@@ -5,9 +5,10 @@ primary network in ``confDir``) and by ``app.cni.api`` (``plugin_stdin``). Loadi
 anything, and a config it cannot read is an error naming the source and the field, never "no config".
 
 Decisions: a missing ``cniVersion`` means 0.1.0 and versions outside ``SUPPORTED_VERSIONS`` are refused
-at load time (code 7); plugins are only taken inline (``plugins``), never from ``<dir>/<name>/*.conf``
-as libcni's ``loadOnlyInlinedPlugins: false`` would (``app.attach.disk_chains`` does that for conf
-files, so the bytes recorded hold the whole chain). Parse errors are code 6, shape errors code 7.
+at load time (code 7); ``cniVersions`` is read for a conflist only, as libcni reads it; plugins are
+only taken inline (``plugins``), never from ``<dir>/<name>/*.conf`` as libcni's
+``loadOnlyInlinedPlugins: false`` would (``app.attach.disk_chains`` does that for conf files, so
+the bytes recorded hold the whole chain). Parse errors are code 6, shape errors code 7.
 An integral number written with a fraction or an exponent (``1500.0``, ``1e3``) reaches the plugin
 as an integer, as libcni's float64 re-encoding hands it on (the recorded bytes keep it as written).
 """
@@ -217,7 +218,7 @@ def _network_list(document: JsonObject, *, raw: bytes) -> NetworkConfigList:
     plugins, is_single = _plugins(document)
     return NetworkConfigList(
         name=name,
-        cni_version=_cni_version(document),
+        cni_version=_conf_version(document) if is_single else _cni_version(document),
         plugins=plugins,
         raw=raw,
         disable_check=_flag(document, "disableCheck"),
@@ -234,11 +235,21 @@ def _network_name(document: JsonObject) -> str:
     return name
 
 
-def _cni_version(document: JsonObject) -> str:
-    """``cniVersion``, or with ``cniVersions`` the highest supported of both (libcni 1.1.0 rules)."""
+def _conf_version(document: JsonObject) -> str:
+    """A single conf's ``cniVersion``. A ``cniVersions`` beside it is the plugin's own key: libcni
+    reads that list for a conflist only, and runs a single conf (as upstream Multus runs a NAD's
+    or a file's) at its ``cniVersion``; taking the list's highest ran it at a version its plugin
+    may not know (a reference plugin refused 1.1.0 of ``["1.0.0", "1.1.0"]``)."""
     declared = _string(document["cniVersion"], "cniVersion") if "cniVersion" in document else ""
+    return _supported(declared, "cniVersion")
+
+
+def _cni_version(document: JsonObject) -> str:
+    """A conflist's ``cniVersion``, or with ``cniVersions`` the highest supported of both (libcni
+    1.1.0 rules)."""
     if "cniVersions" not in document:
-        return _supported(declared, "cniVersion")
+        return _conf_version(document)
+    declared = _string(document["cniVersion"], "cniVersion") if "cniVersion" in document else ""
     candidates = [*_version_list(document["cniVersions"]), *([declared] if declared else [])]
     usable = [version for version in candidates if version in results.SUPPORTED_VERSIONS]
     if not usable:

@@ -101,6 +101,15 @@ def test_cni_versions_picks_the_highest_supported(
     assert load(document).cni_version == chosen
 
 
+@pytest.mark.parametrize("versions", [["1.0.0", "1.1.0"], ["0.5.0"], "1.1.0", [1]])
+def test_a_single_conf_runs_at_its_cni_version_whatever_cni_versions_it_holds(versions: object) -> None:
+    # libcni reads "cniVersions" for a conflist only; a single conf took the list's highest
+    net = load({"cniVersion": "1.0.0", "cniVersions": versions, "name": "n", "type": "bridge"})
+
+    assert (net.is_single_conf, net.cni_version) == (True, "1.0.0")
+    assert net.plugins[0]["cniVersions"] == versions  # the plugin's own key, handed on as given
+
+
 @pytest.mark.parametrize(
     ("document", "message"),
     [
@@ -134,12 +143,15 @@ def test_cni_versions_picks_the_highest_supported(
         ),
         ({"name": "n", "type": "a", "cniVersion": 1.0}, '"cniVersion" must be a string, got a number'),
         (
-            {"name": "n", "type": "a", "cniVersions": "1.0.0"},
+            {"name": "n", "plugins": [{"type": "a"}], "cniVersions": "1.0.0"},
             '"cniVersions" must be a list of strings, got a string',
         ),
-        ({"name": "n", "type": "a", "cniVersions": ["x"]}, '"cniVersions[0]": invalid version "x"'),
         (
-            {"name": "n", "type": "a", "cniVersions": ["0.5.0"]},
+            {"name": "n", "plugins": [{"type": "a"}], "cniVersions": ["x"]},
+            '"cniVersions[0]": invalid version "x"',
+        ),
+        (
+            {"name": "n", "plugins": [{"type": "a"}], "cniVersions": ["0.5.0"]},
             'no supported version in "cniVersions"/"cniVersion"',
         ),
         ({"name": "n", "type": "a", "disableCheck": "maybe"}, 'invalid value "maybe" for "disableCheck"'),
@@ -375,3 +387,25 @@ async def test_a_bridge_with_an_mtu_written_as_a_float_is_added_and_deleted(
 
     assert mtu_inside == 1400
     assert "eth0" not in await links(netns)
+
+
+async def test_a_single_conf_listing_a_version_its_plugin_lacks_in_cni_versions_is_added_and_deleted(
+    cni: CniConfig, rt: RuntimeConf
+) -> None:
+    """The reference plugins know CNI up to 1.0.0: run at 1.1.0, the highest of ``cniVersions``,
+    static refused the ADD (incompatible CNI versions), where upstream Multus runs it at 1.0.0."""
+    raw = json.dumps(
+        {
+            "cniVersion": "1.0.0",
+            "cniVersions": ["1.0.0", "1.1.0"],
+            "name": "static-only",
+            "type": "static",
+            "ipam": {"type": "static", "addresses": [{"address": "10.77.0.5/24"}]},
+        }
+    ).encode()
+    net = conf.load_network_list(raw, source="nad default/static-only")
+
+    result = await api.add_network_list(cni=cni, net=net, rt=rt)
+    await api.del_network_list(cni=cni, net=net, rt=rt, prev_result=result)
+
+    assert (result["cniVersion"], result["ips"][0]["address"]) == ("1.0.0", "10.77.0.5/24")
