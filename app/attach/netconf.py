@@ -8,7 +8,8 @@ upstream's Go decoder reads it. ``runtimeConfig`` is checked too, each
 capability the CNI conventions define against the type the plugins decode it into (and ``ips`` and
 ``mac`` as they parse them): it goes to the delegates that declare the capability, recorded in
 their intents, and a value a plugin cannot decode failed the ADD with the plugin's code 999 and
-then every DEL of it, replayed from the checkpoint, the same way.
+then every DEL of it, replayed from the checkpoint, the same way. An empty value of a key upstream
+reads is left out as upstream leaves it out; keys it does not read are kept (upstream drops them).
 """
 
 from __future__ import annotations
@@ -170,7 +171,11 @@ class _Keys:
                     f"invalid multus configuration: key '{key}.{capability}' must be {problem[0]}",
                     f"got {json.dumps(problem[1])[:200]}",
                 )
-        return value
+        return {
+            capability: given
+            for capability, given in value.items()
+            if not (capability in _UPSTREAM_RUNTIME_CONFIG and given in (None, [], ""))
+        }
 
     def objects(self, key: str) -> tuple[JsonObject, ...]:
         value = self.get(key)
@@ -182,6 +187,15 @@ class _Keys:
 
 
 # ---- runtimeConfig: the CNI conventions' capabilities, as Go plugins decode them -------------------
+
+_UPSTREAM_RUNTIME_CONFIG = frozenset(
+    ("portMappings", "bandwidth", "ips", "mac", "infinibandGUID", "deviceID", "CNIDeviceInfoFile")
+)
+"""The ``runtimeConfig`` keys upstream Multus reads (its ``types.RuntimeConfig``). It hands a
+delegate only those of them that hold something: one the runtime sends null, ``[]`` or ``""``
+(``portMappings`` of a pod without ports, say) is left out, so that a
+delegate declaring the capability keeps the ``runtimeConfig`` of its own configuration, if any,
+as libcni keeps it when no capability applies. Other keys are handed on as given."""
 
 _Problem = tuple[str, object] | None
 """What a value must be, and the part of it that is not; None when it is fine."""

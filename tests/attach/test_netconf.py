@@ -11,6 +11,7 @@ import pytest
 from app.attach import netconf
 from app.attach.networks import NetworkResolver
 from app.attach.requests import Command, SandboxRequest
+from app.cni import conf as cniconf
 from app.cni.types import CniError, ContainerId, ErrorCode, IfName
 from app.store.records import PodIdentity
 
@@ -75,3 +76,65 @@ async def test_default_networks_spelled_otherwise_in_daemon_config_are_attached(
         ("primary", "eth0"),
         ("sidecar", "net1"),
     ]
+
+
+def test_empty_values_of_the_runtime_config_keys_upstream_reads_are_left_out() -> None:
+    empty: dict[str, Any] = {
+        "portMappings": None,
+        "bandwidth": None,
+        "ips": [],
+        "mac": "",
+        "infinibandGUID": "",
+        "deviceID": "",
+        "CNIDeviceInfoFile": "",
+    }
+    others = {"aliases": [], "dns": {}, "cgroupPath": ""}  # upstream drops them: handed on as given
+
+    conf = parse({"runtimeConfig": {**empty, **others}}, {})
+
+    assert conf.runtime_config == others
+    kept = {
+        "portMappings": [{"hostPort": 80, "containerPort": 8080}],
+        "bandwidth": {},
+        "mac": "0a:58:00:00:00:01",
+    }
+    assert parse({"runtimeConfig": kept}, {}).runtime_config == kept
+
+
+async def test_a_delegate_keeps_its_own_runtime_config_when_the_runtime_sends_an_empty_capability(
+    tmp_path: Path,
+) -> None:
+    """The runtime's ``"portMappings": []`` replaced the delegate's own ``runtimeConfig`` with
+    ``{"portMappings": []}``; upstream leaves an empty capability out, so libcni keeps the conf's."""
+    own = {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]}
+    document = {
+        "cniVersion": "1.0.0",
+        "name": "primary",
+        "type": "portmap",
+        "capabilities": {"portMappings": True},
+        "runtimeConfig": own,
+    }
+    (tmp_path / "10-primary.conf").write_text(json.dumps(document))
+    conf = parse(
+        {"name": "multus-cni-network", "clusterNetwork": "primary", "runtimeConfig": {"portMappings": []}},
+        {"confDir": str(tmp_path)},
+    )
+    request = SandboxRequest(
+        command=Command.ADD,
+        container_id=ContainerId("c0ffee"),
+        netns="/var/run/netns/none",
+        ifname=IfName("eth0"),
+        cni_args=(),
+        pod=PodIdentity("default", "web", ""),
+        conf=conf,
+    )
+
+    [plan] = (await NetworkResolver().resolve(request)).plans
+    stdin = cniconf.plugin_stdin(
+        plan.net.plugins[0],
+        name=plan.net.name,
+        cni_version=plan.net.cni_version,
+        capability_args=plan.capability_args,
+    )
+
+    assert json.loads(stdin)["runtimeConfig"] == own
