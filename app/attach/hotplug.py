@@ -159,7 +159,8 @@ async def _delegate_add(
         net=net,
         ifname=request.ifname,
         is_master=False,
-        cni_args=delegate_inputs.cni_args_for(element, delegate_cni_args(request.cni_args)),
+        # the caller addressed this one delegate: its CNI_ARGS are handed on whole, as to a master
+        cni_args=delegate_inputs.cni_args_for(element, delegate_cni_args(request.cni_args, master=True)),
         capability_args=delegate_inputs.capability_args_for(element, request.conf.runtime_config),
     )
     answer = await engine.attach_delegate(request, plan)

@@ -217,12 +217,15 @@ class NetworkResolver:
         pod = await self._pod(request)
         networks, default_networks = await self._networks(request, pod)
         allocator = await self._allocator(networks, pod)
-        base_args = delegate_cni_args(request.cni_args)
+        pod_uid = pod.uid if pod is not None else ""
+        master_args = delegate_cni_args(request.cni_args, master=True, pod_uid=pod_uid)
+        other_args = delegate_cni_args(request.cni_args, master=False, pod_uid=pod_uid)
         plans = []
         staging: list[tuple[str, str, str]] = []
         decided_bytes = 0
         for position, network in enumerate(networks):
             ifname = self._ifname(network, position, request)
+            base_args = master_args if position == 0 else other_args
             decided = self._decide(network, position, base_args, request, allocator, ifname=ifname)
             decided_bytes += len(decided.net.raw)  # the selection's cni-args and device id added
             check_add_config_bytes(decided_bytes, where=network.described())
@@ -608,7 +611,8 @@ class NetworkResolver:
                 "device-plugin devices are allocated when the pod is created; "
                 "name one with deviceID in the selection",
             )
-        decided = self._decide(network, 1, delegate_cni_args(request.cni_args), request, None, ifname=ifname)
+        base_args = delegate_cni_args(request.cni_args, master=False, pod_uid=pod.uid)
+        decided = self._decide(network, 1, base_args, request, None, ifname=ifname)
         return DelegatePlan(
             position=1,
             network_name=network.name,
@@ -727,14 +731,24 @@ def nad_not_found(name: str) -> str:
     return f'networkattachmentdefinition.k8s.cni.cncf.io "{name}" not found'
 
 
-def delegate_cni_args(runtime_args: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
-    """CNI_ARGS for delegates: upstream's order, then the runtime's other keys (upstream drops them)."""
+def delegate_cni_args(
+    runtime_args: Sequence[tuple[str, str]], *, master: bool, pod_uid: str = ""
+) -> tuple[tuple[str, str], ...]:
+    """CNI_ARGS for a delegate, in upstream's order: ``IgnoreUnknown`` and the four ``K8S_POD_*``
+    keys, each sent (empty when the runtime sent none; ``K8S_POD_UID`` then the resolved pod's
+    ``pod_uid``, as upstream fills it from its informer). The runtime's other keys (``IP=``,
+    ``MAC=``, its own) go to the ``master`` (the cluster network: what the runtime addressed) only,
+    where upstream drops them for all: handed to a NAD's delegate, a runtime's ``IP=`` had every
+    NAD's host-local ask for that address in its own range, and the ADD fail."""
     given = dict(runtime_args)
+    if not given.get("K8S_POD_UID"):
+        given["K8S_POD_UID"] = pod_uid
     pairs = [("IgnoreUnknown", "true")]
-    pairs.extend((key, given[key]) for key in POD_ARG_KEYS if key in given)
-    pairs.extend(
-        (key, value) for key, value in runtime_args if key not in POD_ARG_KEYS and key != "IgnoreUnknown"
-    )
+    pairs.extend((key, given.get(key, "")) for key in POD_ARG_KEYS)
+    if master:
+        pairs.extend(
+            (key, value) for key, value in runtime_args if key not in POD_ARG_KEYS and key != "IgnoreUnknown"
+        )
     return tuple(pairs)
 
 
