@@ -174,6 +174,9 @@ ERR_INVALID_CONFIG = 7
 ERR_TRY_AGAIN_LATER = 11
 ERR_INTERNAL = 999
 
+EPERM = 1
+"""The errno of a spool directory refused for its owner or mode (``errno`` costs an import)."""
+
 GO_SPACE = "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
 GO_SPACE += "\u2028\u2029\u202f\u205f\u3000"
 """What Go's ``unicode.IsSpace`` accepts (``str.isspace`` differs: it also takes \\x1c-\\x1f)."""
@@ -1417,12 +1420,16 @@ def spool_del(conf: dict[str, object], request: bytes, unreachable: CniError) ->
     original code 11 error and retries the DEL itself. Returns the spool directory.
 
     The name ``del-<ns>-<pid>-<start of the container ID>.json`` is unique (no two shims share a pid
-    at one time) and sorts by age; the daemon reads everything else from the content."""
+    at one time) and sorts by age; the daemon reads everything else from the content.
+
+    A directory another user may write in is refused (``check_spool_owner``): there the entry could be
+    renamed or removed by them, and a DEL answered success would be lost."""
     directory = spool_directory(conf)
     container_id = decode_bytes(posix.environ.get(b"CNI_CONTAINERID", b"")[:SPOOL_NAME_ID_CHARS])
     name = f"del-{time.time_ns()}-{posix.getpid()}-{container_id}.json"
     try:
         make_directories(directory)
+        check_spool_owner(directory)
         write_durably(directory, name, request)
     except (OSError, ValueError) as err:  # ValueError: a path posix refuses, which spool_directory avoids
         reason = (err.strerror if isinstance(err, OSError) else None) or str(err)
@@ -1442,6 +1449,19 @@ def spool_directory(conf: dict[str, object]) -> str:
     if isinstance(directory, str) and directory.startswith("/") and is_path(directory):
         return directory
     return DEFAULT_SPOOL_DIR
+
+
+def check_spool_owner(directory: str) -> None:
+    """Raise ``PermissionError`` unless ``directory`` belongs to this user and no other may write in
+    it: the rule the daemon holds the shim's default directory to before it replays it
+    (``app.daemon.spool``), and what ``make_directories`` creates (0700)."""
+    status = posix.stat(directory)
+    if status.st_uid != posix.geteuid() or status.st_mode & 0o022:
+        reason = (
+            f"it must belong to uid {posix.geteuid()} and be writable by it alone (it is uid"
+            f" {status.st_uid}, mode {status.st_mode & 0o7777:o}): others could remove the entry"
+        )
+        raise PermissionError(EPERM, reason)
 
 
 def make_directories(directory: str) -> None:
