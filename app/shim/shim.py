@@ -810,15 +810,39 @@ def exchange(path: str, request: bytes, deadline: float) -> tuple[int, bytes]:
     try:
         connect(sock, path, deadline)
         try:
-            send_all(sock, request, deadline)
+            try:
+                send_all(sock, request, deadline)
+            except (BrokenPipeError, ConnectionResetError) as broken:
+                return answer_after_broken_send(sock, path, deadline, broken)
             return read_response(sock, path, deadline)
         except TimeoutError:
             raise
         except OSError as err:
-            msg = f"lost the connection to multus daemon at {path}: {err.strerror or err}"
-            raise CniError(ERR_TRY_AGAIN_LATER, msg) from None
+            raise lost_connection(path, err) from None
     finally:
         sock.close()
+
+
+def lost_connection(path: str, err: OSError) -> CniError:
+    """Code 11: the connection failed before a whole answer came (a DEL is then spooled)."""
+    return CniError(
+        ERR_TRY_AGAIN_LATER, f"lost the connection to multus daemon at {path}: {err.strerror or err}"
+    )
+
+
+def answer_after_broken_send(
+    sock: _socket.socket, path: str, deadline: float, broken: OSError
+) -> tuple[int, bytes]:
+    """The daemon's answer to a request it closed the connection on before reading it whole: one it
+    refuses by its headers alone (a body larger than it takes: code 6). Its answer waits in our
+    receive queue, the kernel keeps it there. Without a whole answer it is the lost connection
+    (code 11) that sending met."""
+    try:
+        return read_response(sock, path, deadline)
+    except TimeoutError:
+        raise
+    except (CniError, OSError):
+        raise lost_connection(path, broken) from None
 
 
 def remaining(deadline: float) -> float:
@@ -860,7 +884,10 @@ def read_response(sock: _socket.socket, path: str, deadline: float) -> tuple[int
     length = None
     while head_end < 0 or length is None or len(data) < head_end + 4 + length:
         sock.settimeout(remaining(deadline))
-        chunk = sock.recv(65536)
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:  # a unix socket's peer closed before reading all we sent:
+            chunk = b""  # reported once all it sent has been read, so it ends the answer as EOF does
         if not chunk:
             break
         data += chunk

@@ -100,6 +100,9 @@ class StubDaemon:
     requests: list[Recorded] = field(default_factory=list)
     release: threading.Event | None = None
     """When set: every reply waits until this event is set (a shim held in the middle of its call)."""
+    read_body: bool = True
+    """False: the reply goes as soon as the headers are read, and the connection is closed on the
+    rest of the body (a daemon that refuses a request by its headers alone)."""
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
@@ -140,7 +143,7 @@ class StubDaemon:
 
     def _answer(self, conn: socket.socket) -> None:
         conn.settimeout(5)
-        self.requests.append(Recorded(read_request(conn)))
+        self.requests.append(Recorded(read_request(conn) if self.read_body else read_head(conn)))
         reply = self.replies[min(len(self.requests), len(self.replies)) - 1]
         if reply == HANG:
             self._stop.wait()
@@ -150,14 +153,22 @@ class StubDaemon:
         conn.sendall(reply)
 
 
-def read_request(conn: socket.socket) -> bytes:
-    """Headers, then as many body bytes as Content-Length says."""
+def read_head(conn: socket.socket) -> bytes:
+    """At least the headers (and whatever part of the body came with them)."""
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = conn.recv(65536)
         if not chunk:
             return data
         data += chunk
+    return data
+
+
+def read_request(conn: socket.socket) -> bytes:
+    """Headers, then as many body bytes as Content-Length says."""
+    data = read_head(conn)
+    if b"\r\n\r\n" not in data:
+        return data
     head, _, body = data.partition(b"\r\n\r\n")
     length = 0
     for line in head.split(b"\r\n")[1:]:
