@@ -1492,16 +1492,32 @@ def check_spool_owner(directory: str) -> None:
 
 
 def make_directories(directory: str) -> None:
-    """``mkdir -p`` with mode 0700, using only ``posix``."""
-    partial = ""
+    """``mkdir -p`` with mode 0700, using only ``posix``. Each directory made is synced into its
+    parent: the entry's own sync covers only its directory's content, and a power loss could
+    otherwise take a new directory away, the entry inside it with it."""
+    absolute = directory.startswith("/")
+    parent = "/" if absolute else "."
+    made = ""
     for part in directory.split("/"):
-        partial = f"{partial}/{part}" if partial or directory.startswith("/") else part
         if not part:
             continue
-        try:  # noqa: SIM105 (contextlib costs an import)
-            posix.mkdir(partial, 0o700)
+        made = f"{made}/{part}" if made or absolute else part
+        try:
+            posix.mkdir(made, 0o700)
         except FileExistsError:
             pass
+        else:
+            sync_directory(parent)
+        parent = made
+
+
+def sync_directory(directory: str) -> None:
+    """fsync a directory, so that the names made in it survive a power loss."""
+    fd = posix.open(directory, posix.O_RDONLY | posix.O_CLOEXEC)
+    try:
+        posix.fsync(fd)
+    finally:
+        posix.close(fd)
 
 
 def write_durably(directory: str, name: str, data: bytes) -> None:
@@ -1524,11 +1540,7 @@ def write_durably(directory: str, name: str, data: bytes) -> None:
         except OSError:
             pass  # the original failure is the one to report
         raise
-    dir_fd = posix.open(directory, posix.O_RDONLY | posix.O_CLOEXEC)
-    try:
-        posix.fsync(dir_fd)
-    finally:
-        posix.close(dir_fd)
+    sync_directory(directory)
 
 
 # --- The failure log ------------------------------------------------------------------------------------
