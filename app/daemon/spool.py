@@ -15,6 +15,9 @@ retried in a loop. So is one that is not a regular file (a symlink is not follow
 waited on) or is larger than a live request may be: reading it must neither hang nor fill memory;
 and so is one another user than the daemon's wrote (a shim runs as the runtime, whose user the
 daemon's is): in a ``spoolDir`` others may write in, it would tear down any sandbox it names.
+Such a ``spoolDir`` (another user's, or one a group or others may write in) is named in an error at
+every replay: the shim spools no DEL there (it answers code 11), and the entries there could be
+removed by others; those of this daemon's user are replayed all the same.
 
 A DEL spooled before the ADD of the sandbox the checkpoint now holds under its container ID is not
 that sandbox's (a runtime may reuse an ID once its DEL succeeded, and a spooled DEL did succeed):
@@ -190,6 +193,7 @@ async def _replay(
     report = SpoolReport()
     socket_dir = _socket_dir(daemon_config)
     shared = _same_directory(spool_dir, shim_default_dir)
+    _warn_if_exposed(spool_dir)
     directories = [_Directory(spool_dir, own=True, shared=shared, socket_dir=socket_dir)]
     if not shared and _trusted(shim_default_dir):
         directories.append(_Directory(shim_default_dir, own=False, shared=True, socket_dir=socket_dir))
@@ -400,7 +404,7 @@ def _trusted(directory: Path) -> bool:
     except OSError as exc:
         log.error("cannot read the shim's default spool directory %s: %s", directory, exc.strerror)
         return False
-    if status.st_uid != os.geteuid() or status.st_mode & 0o022:
+    if _writable_by_others(status):
         log.error(
             "the shim's default spool directory %s is not replayed: it must belong to uid %d and be "
             "writable by it alone (it is uid %d, mode %o)",
@@ -411,6 +415,31 @@ def _trusted(directory: Path) -> bool:
         )
         return False
     return True
+
+
+def _writable_by_others(status: os.stat_result) -> bool:
+    """Whether a spool directory is another user's, or another user may write in it: the rule the
+    shim refuses to spool by (``app.shim.shim.check_spool_owner``)."""
+    return status.st_uid != os.geteuid() or bool(status.st_mode & 0o022)
+
+
+def _warn_if_exposed(spool_dir: Path) -> None:
+    """Say so when this daemon's own ``spoolDir`` breaks the shim's rule: the shim then spools no DEL
+    there (the runtime gets code 11 while the daemon cannot take a DEL), and the entries already
+    there (those of this daemon's user, the only ones replayed) could be removed by another user."""
+    try:
+        status = spool_dir.stat()
+    except OSError:
+        return  # missing: nothing spooled yet (the shim makes it 0700); unreadable: replaying says so
+    if _writable_by_others(status):
+        log.error(
+            "spoolDir %s must belong to uid %d and be writable by it alone (it is uid %d, mode %o): "
+            "the shim spools no DEL there, and answers code 11 while the daemon cannot take one",
+            spool_dir,
+            os.geteuid(),
+            status.st_uid,
+            status.st_mode & 0o7777,
+        )
 
 
 def _read(entry: Path) -> tuple[bytes, int] | None:

@@ -274,6 +274,40 @@ async def test_a_default_directory_others_may_write_to_is_not_replayed(node: Nod
     assert node.checkpoint(container) is not None
 
 
+@pytest.mark.parametrize("mode", [0o777, 0o720], ids=["0777", "0720"])
+async def test_an_own_spool_dir_others_may_write_to_is_named_and_its_own_entries_replayed(
+    node: Node, mode: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The shim spools no DEL there any more (code 11 instead): the operator is told why, at every
+    replay, and what this daemon's user spooled there before is still replayed."""
+    own = node.root / "own-spool"
+    container = await attached(node)
+    entry = spool_entry(own, container)
+    own.chmod(mode)
+
+    with caplog.at_level(logging.ERROR, logger=spool.__name__):
+        report = await spool.replay(
+            spool_dir=own, engine=node.engine(), daemon_config=daemon_config(node), shim_default_dir=own
+        )
+
+    assert report.replayed == [entry.name]
+    [record] = [record for record in caplog.records if record.name == spool.__name__]
+    assert record.getMessage().startswith(f"spoolDir {own} must belong to uid {os.geteuid()}")
+    assert f"mode {mode:o}" in record.getMessage()
+
+
+async def test_a_private_own_spool_dir_is_not_named(node: Node, caplog: pytest.LogCaptureFixture) -> None:
+    own = node.root / "own-spool"
+    spool_entry(own, new_container_id())
+
+    with caplog.at_level(logging.ERROR, logger=spool.__name__):
+        await spool.replay(
+            spool_dir=own, engine=node.engine(), daemon_config=daemon_config(node), shim_default_dir=own
+        )
+
+    assert [record for record in caplog.records if record.name == spool.__name__] == []
+
+
 async def test_a_missing_default_directory_is_no_error(node: Node) -> None:
     own = node.root / "own-spool"
     container = new_container_id()
