@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final, TypeVar, cast
 
+from app.attach import lean_pyroute2
+
 
 class NetnsGoneError(FileNotFoundError):
     """The namespace path does not exist, or is not a network namespace any more."""
@@ -194,7 +196,7 @@ def _not_entered(path: str, code: int) -> OSError:
 
 
 def _list_links_blocking(path: str, identity: str) -> dict[str, Link]:
-    from pyroute2 import IPRoute
+    IPRoute = lean_pyroute2.iproute()  # noqa: N806 (the class)
 
     def links() -> dict[str, Link]:
         with IPRoute() as ipr:
@@ -235,7 +237,7 @@ class HostVethRemoval:
 
 
 def _delete_host_veths_blocking(veths: list[HostVeth]) -> HostVethRemoval:
-    from pyroute2 import IPRoute
+    IPRoute = lean_pyroute2.iproute()  # noqa: N806 (the class)
 
     outcome = HostVethRemoval()
     try:
@@ -292,7 +294,7 @@ def netns_identity(path: str) -> str:
 
 
 def _host_link_blocking(name: str) -> Link | None:
-    from pyroute2 import IPRoute
+    IPRoute = lean_pyroute2.iproute()  # noqa: N806 (the class)
 
     with IPRoute() as ipr:
         found = ipr.link_lookup(ifname=name)
@@ -319,7 +321,7 @@ _MAC_REFUSAL_MAY_PASS: Final = frozenset({errno.EAGAIN, errno.EBUSY, errno.EINTR
 
 
 def _restore_host_link_blocking(current: str, name: str, mac: str) -> None:
-    from pyroute2 import IPRoute
+    IPRoute = lean_pyroute2.iproute()  # noqa: N806 (the class)
     from pyroute2.netlink.exceptions import NetlinkError
 
     with IPRoute() as ipr:
@@ -359,7 +361,7 @@ def _set_default_route_blocking(path: str, gateway: str, ifname: str) -> None:
     import ipaddress
     import socket
 
-    from pyroute2 import IPRoute
+    IPRoute = lean_pyroute2.iproute()  # noqa: N806 (the class)
 
     family = socket.AF_INET6 if ipaddress.ip_address(gateway).version == 6 else socket.AF_INET
 
