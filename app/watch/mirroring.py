@@ -25,7 +25,14 @@ behind the API, and the mirror's silence about that pod proves nothing (invarian
 of the sighting as of a mirrored pod. A sighting ends once the watch has caught up with it: an
 event of that object with its UID is received (its later deletion then reaches the mirror in
 order), or a relist whose LIST began after the GET answered is written (it shows the pod as it is,
-or its absence).
+or its absence). Nor does one begin for an object the watch has already seen deleted: the GET's
+answer is often handled after commits the watch made meanwhile (its ADDED and DELETED, even a
+successor's ADDED), and such a sighting would hold a gone pod present, or hide its successor
+behind the gone UID, until the next relist. A pod writer remembers the last
+``RECENT_DELETIONS_KEPT`` pods (namespace, name, UID) its commits removed or replaced (an event,
+or a relist that no longer shows them); a UID is never reused, so no order of resourceVersions is
+needed to know that such a pod is gone for good. (Only pods are sighted: ``fetch_nad``'s answer
+is never kept.)
 """
 
 from __future__ import annotations
@@ -33,7 +40,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
@@ -50,6 +58,10 @@ from app.watch.resources import Bookmark, Delete, Record, Upsert, WatchItem, Wat
 log = logging.getLogger(__name__)
 
 S = TypeVar("S")
+
+RECENT_DELETIONS_KEPT = 1024
+"""Deleted objects a writer remembers to refuse a late sighting of (see the module's doc): far more
+than a node's pods deleted while one GET's answer waits to be handled."""
 
 
 def _together(units: Sequence[Callable[[S], object]]) -> Callable[[S], None]:
@@ -94,6 +106,8 @@ class MirrorWriter:
         self._sightings: dict[ObjectKey, tuple[Record, float]] = {}
         """Objects a live GET found that the watch has not caught up with: the record, and when
         (monotonic) the GET answered. One per name, so no more than the names asked for."""
+        self._deleted: OrderedDict[tuple[str, str, str], None] = OrderedDict()
+        """(namespace, name, uid) of the last ``RECENT_DELETIONS_KEPT`` pods commits removed."""
 
     async def load_position(self) -> str:
         """The stored resourceVersion to resume from, or "" when the stored scope differs."""
@@ -133,11 +147,30 @@ class MirrorWriter:
         held = self._known.get(record.key)
         if held is not None and held.uid == record.uid:
             return
+        if (*record.key, record.uid) in self._deleted:
+            return  # the watch has caught up with it already: it saw the object deleted
         self._sightings[record.key] = (record, answered_at)
 
     def sightings(self) -> list[Record]:
         """The objects live GETs found that the mirror does not hold yet (see the module's doc)."""
         return [record for record, _ in self._sightings.values()]
+
+    def _note_gone(self, record: Record | None) -> None:
+        """``record`` (when there is one) has left the mirror for good: remember it was deleted."""
+        if record is None or not record.uid or self.target.kind != "pods":
+            return  # only pods are ever sighted
+        self._deleted[(*record.key, record.uid)] = None
+        if len(self._deleted) > RECENT_DELETIONS_KEPT:
+            self._deleted.popitem(last=False)
+
+    def _note_replaced(self, before: Mapping[ObjectKey, Record], after: Mapping[ObjectKey, Record]) -> None:
+        """Remember the objects of ``before`` that ``after`` no longer holds, or holds under another UID."""
+        if self.target.kind != "pods":
+            return
+        for key, record in before.items():
+            now = after.get(key)
+            if now is None or now.uid != record.uid:
+                self._note_gone(record)
 
     def _caught_up(self, records: Iterable[Record], *, listed_at: float | None = None) -> None:
         """End the sightings the watch has caught up with: ``records`` were received (by event or
@@ -177,7 +210,9 @@ class MirrorWriter:
             self.resource_version = resource_version
             self.writes += 1
             self._persisted_at = time.monotonic()
-            self._known = {record.key: record for record in records}
+            known = {record.key: record for record in records}
+            self._note_replaced(self._known, known)
+            self._known = known
             self._complete = True
             self._caught_up(records, listed_at=listed_at)
             self.state.note_relist(resource_version)
@@ -226,9 +261,12 @@ class MirrorWriter:
             self._persisted_at = time.monotonic()
             for change in changes:
                 if isinstance(change, Upsert):
+                    held = self._known.get(change.record.key)
+                    if held is not None and held.uid != change.record.uid:
+                        self._note_gone(held)
                     self._known[change.record.key] = change.record
                 else:
-                    self._known.pop(change.key, None)
+                    self._note_gone(self._known.pop(change.key, None))
             self._caught_up(upserted)
             metrics.MIRRORED_OBJECTS.labels(self.target.key).set(len(self._known))
             self.state.note_progress(position, events=len(received))
