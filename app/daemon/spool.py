@@ -5,10 +5,21 @@ request body it would have posted. The daemon replays them at start-up before it
 and again on every GC pass, through the same decoding and the same engine DEL as a live request.
 An entry is removed only once its DEL has run: either everything was removed, or the engine has
 recorded the failures in the checkpoint, which then owns the retry (a failed DEL of a sandbox the
-checkpoint does not hold, replayed from upstream Multus's cache, keeps its entry for the next pass).
+checkpoint does not hold, replayed from upstream Multus's cache, keeps its entry for a later pass).
 An entry whose replay raises what no DEL path expects (a bug, a write the state database could not
-take) is logged, counted in ``multus_py_engine_unexpected_errors_total`` and kept for the next
+take) is logged, counted in ``multus_py_engine_unexpected_errors_total`` and kept for a later
 replay: it holds back neither the entries after it nor start-up (as recovery, invariant 11).
+
+An entry kept so (either way) is retried under the orphans' backoff (``app.gc.collector.retry_delay``:
+10 s after its first failure, doubling up to 5 minutes), not on every GC pass: each try runs its
+plugins and logs an error. It is never given up (nor renamed ``.rejected``): the runtime heard
+success for it, so its DEL may still be needed, and nothing else would run it. The backoff is kept
+in memory per entry (``SpoolRetries``), as the orphans' is: a restarted daemon tries each entry at
+once, before it reports ready. A replay reports the entries it kept (``kept``) and those it left
+for later (``deferred``), each with its failures in a row and the seconds to its next try; those
+due go after the entries that never failed. A replay told ``retry_now`` (an operator's, who asked
+for it now) tries them all.
+
 An entry that cannot be decoded, is not a DEL, or names a container ID no ADD could have used, is
 renamed ``*.rejected`` with a log line: kept for the operator, never silently dropped, and never
 retried in a loop. So is one that is not a regular file (a symlink is not followed, a FIFO not
@@ -58,7 +69,7 @@ import os
 import stat
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -72,6 +83,7 @@ from app.attach.requests import Command, SandboxRequest, Trigger
 from app.cni.types import CniError
 from app.daemon import protocol
 from app.daemon.server import MAX_BODY_BYTES
+from app.gc.collector import retry_delay
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -94,10 +106,75 @@ SHIM_DEFAULT_SOCKET_DIR = "/run/multus"
 _DEFAULT_SOCKET_DIR = Settings(raw={}).socket_dir
 
 
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """An entry kept after a replay that failed: how many in a row, and when it is due again."""
+
+    entry: str
+    failures: int
+    retry_in_seconds: float
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "entry": self.entry,
+            "failures": self.failures,
+            "retryInSeconds": round(self.retry_in_seconds, 3),
+        }
+
+
+@dataclass(slots=True)
+class _Due:
+    failures: int
+    at: float
+
+
+class SpoolRetries:
+    """The entries kept after a failed replay, and when each may be replayed again: each failure in
+    a row doubles the wait (``retry_delay``, the orphans' schedule), up to its cap; nothing is given
+    up. Keyed by the entry's path; in memory only, so a restart costs one more try of each at once."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._due: dict[Path, _Due] = {}
+
+    def failures(self, entry: Path) -> int:
+        due = self._due.get(entry)
+        return 0 if due is None else due.failures
+
+    def failed(self, entry: Path) -> Retry:
+        """Note one more failure of ``entry``'s replay; its retry, as reported."""
+        failures = self.failures(entry) + 1
+        delay = retry_delay(failures)
+        self._due[entry] = _Due(failures, self._clock() + delay)
+        return Retry(entry.name, failures, delay)
+
+    def waiting(self, entry: Path) -> Retry | None:
+        """``entry``'s retry while it is not due yet, else None."""
+        due = self._due.get(entry)
+        if due is None:
+            return None
+        left = due.at - self._clock()
+        return Retry(entry.name, due.failures, left) if left > 0 else None
+
+    def forget(self, entry: Path) -> None:
+        self._due.pop(entry, None)
+
+    def forget_all_but(self, entries: Iterable[Path]) -> None:
+        """Forget the entries no longer spooled (replayed, set aside or removed since)."""
+        keep = set(entries)
+        for entry in [path for path in self._due if path not in keep]:
+            del self._due[entry]
+
+
 @dataclass
 class SpoolReport:
     replayed: list[str] = field(default_factory=list)
     failed: list[tuple[str, CniError]] = field(default_factory=list)
+    kept: list[Retry] = field(default_factory=list)
+    """Entries whose replay failed this time and that stay spooled (their DEL is recorded nowhere
+    else), with their failures in a row and when they are tried again."""
+    deferred: list[Retry] = field(default_factory=list)
+    """Entries not tried this time: their replay failed lately, and their next try is not due yet."""
     rejected: list[tuple[str, str]] = field(default_factory=list)
     superseded: list[str] = field(default_factory=list)
     """Entries dropped unreplayed: their DEL was spooled before the ADD of the sandbox the checkpoint
@@ -110,6 +187,8 @@ class SpoolReport:
         return {
             "replayed": self.replayed,
             "failed": [{"entry": name, "error": error.to_json()} for name, error in self.failed],
+            "kept": [retry.as_json() for retry in self.kept],
+            "deferred": [retry.as_json() for retry in self.deferred],
             "rejected": [{"entry": name, "reason": reason} for name, reason in self.rejected],
             "superseded": self.superseded,
             "temporariesRemoved": self.temporaries_removed,
@@ -151,6 +230,11 @@ _replay_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock
 """Per event loop, the lock every replay holds: the periodic pass's and an operator's (``POST /gc``)
 take turns, so no two read and DEL one entry at once."""
 
+_loop_retries: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SpoolRetries] = (
+    weakref.WeakKeyDictionary()
+)
+"""Per event loop (the daemon's), the backoff of the entries kept after a failed replay."""
+
 
 def _replay_turn() -> asyncio.Lock:
     loop = asyncio.get_running_loop()
@@ -160,6 +244,14 @@ def _replay_turn() -> asyncio.Lock:
     return turn
 
 
+def _retries_of_this_loop() -> SpoolRetries:
+    loop = asyncio.get_running_loop()
+    retries = _loop_retries.get(loop)
+    if retries is None:
+        retries = _loop_retries[loop] = SpoolRetries()
+    return retries
+
+
 async def replay(
     *,
     spool_dir: Path,
@@ -167,11 +259,16 @@ async def replay(
     daemon_config: dict[str, Any],
     shim_default_dir: Path = SHIM_DEFAULT_SPOOL_DIR,
     stop: Callable[[], bool] = lambda: False,
+    retry_now: bool = False,
+    retries: SpoolRetries | None = None,
 ) -> SpoolReport:
     """Run every spooled DEL of this daemon once, from ``spool_dir`` and the shim's default
-    directory; remove each entry whose DEL ran. Replays of one daemon take turns. Once ``stop()``
-    is true (the daemon is stopping) no further entry's DEL starts: those left stay spooled, for
-    the next replay (the next daemon's, before it reports ready)."""
+    directory; remove each entry whose DEL ran. Replays of one daemon take turns. An entry kept
+    after a failed replay is left for a later one until its retry is due (``deferred``), unless
+    ``retry_now`` (an operator's pass); ``retries`` is that backoff (by default the one of this
+    event loop, which the daemon's replays share). Once ``stop()`` is true (the daemon is
+    stopping) no further entry's DEL starts: those left stay spooled, for the next replay (the
+    next daemon's, before it reports ready)."""
     async with _replay_turn():
         return await _replay(
             spool_dir=spool_dir,
@@ -179,6 +276,8 @@ async def replay(
             daemon_config=daemon_config,
             shim_default_dir=shim_default_dir,
             stop=stop,
+            retry_now=retry_now,
+            retries=_retries_of_this_loop() if retries is None else retries,
         )
 
 
@@ -189,6 +288,8 @@ async def _replay(
     daemon_config: dict[str, Any],
     shim_default_dir: Path,
     stop: Callable[[], bool],
+    retry_now: bool,
+    retries: SpoolRetries,
 ) -> SpoolReport:
     report = SpoolReport()
     socket_dir = _socket_dir(daemon_config)
@@ -197,18 +298,31 @@ async def _replay(
     directories = [_Directory(spool_dir, own=True, shared=shared, socket_dir=socket_dir)]
     if not shared and _trusted(shim_default_dir):
         directories.append(_Directory(shim_default_dir, own=False, shared=True, socket_dir=socket_dir))
+    listed: list[Path] = []
     for directory in directories:
         report.temporaries_removed.extend(await asyncio.to_thread(_remove_stale_temporaries, directory.path))
-        for entry in _entries(directory):
+        entries = _entries(directory)
+        listed += entries
+        for entry in sorted(entries, key=retries.failures):  # stable: in name order otherwise
             if stop():
                 log.info("spool: stopping; the entries not replayed yet are left for the next replay")
                 return report
+            waiting = None if retry_now else retries.waiting(entry)
+            if waiting is not None:
+                log.debug("spool entry %s failed lately: its next try is not due yet", entry)
+                report.deferred.append(waiting)
+                continue
             try:
-                await _replay_entry(
+                kept = await _replay_entry(
                     entry, directory=directory, engine=engine, daemon_config=daemon_config, report=report
                 )
             except Exception as exc:  # one entry's surprise must not hold back the others, nor start-up
-                _kept_after_surprise(entry, exc, report)
+                kept = _kept_after_surprise(entry, exc, report)
+            if kept is None:
+                retries.forget(entry)
+            else:
+                _keep(entry, kept, report=report, retries=retries)
+    retries.forget_all_but(listed)
     if report.replayed or report.rejected or report.superseded:
         log.info(
             "spool: %d DELs replayed (%d left work pending), %d entries rejected, %d meant for an "
@@ -221,14 +335,38 @@ async def _replay(
     return report
 
 
-def _kept_after_surprise(entry: Path, exc: Exception, report: SpoolReport, *, container_id: str = "") -> None:
+@dataclass(frozen=True, slots=True)
+class _Kept:
+    """Why an entry stays spooled after its replay: its DEL failed, recorded nowhere else."""
+
+    container_id: str
+    error: CniError
+
+
+def _keep(entry: Path, kept: _Kept, *, report: SpoolReport, retries: SpoolRetries) -> None:
+    """Leave ``entry`` for a later replay, its next try put off by its backoff; say so once."""
+    retry = retries.failed(entry)
+    report.kept.append(retry)
+    log.error(
+        "spooled DEL %s%s failed (%d in a row), kept for a replay in %.0f s at the earliest: %s",
+        entry.name,
+        f" of container {kept.container_id}" if kept.container_id else "",
+        retry.failures,
+        retry.retry_in_seconds,
+        kept.error,
+    )
+
+
+def _kept_after_surprise(
+    entry: Path, exc: Exception, report: SpoolReport, *, container_id: str = ""
+) -> _Kept:
     """An entry whose replay raised what no DEL path expects (a bug, a failed write under the state
-    database): logged and counted as such, and kept, so the next replay runs it again (a DEL is
-    idempotent), as recovery leaves such a sandbox to GC (invariant 11)."""
+    database): counted as such, and kept, so a later replay runs it again (a DEL is idempotent), as
+    recovery leaves such a sandbox to GC (invariant 11)."""
     context = logcontext.fields(container_id, command=str(Command.DEL), trigger=str(Trigger.SPOOL))
     error = attach_errors.unexpected(exc, step="spool", context=context)
-    log.error("spooled DEL %s kept for the next replay: %s", entry.name, error)
     report.failed.append((entry.name, error))
+    return _Kept(container_id, error)
 
 
 def _remove_stale_temporaries(directory: Path, *, now: float | None = None) -> list[str]:
@@ -275,30 +413,31 @@ async def _replay_entry(
     engine: AttachEngine,
     daemon_config: dict[str, Any],
     report: SpoolReport,
-) -> None:
+) -> _Kept | None:
+    """Replay ``entry`` if it is this daemon's; what keeps it spooled, if anything does."""
     try:
         read = await asyncio.to_thread(_read, entry)
         if read is None:
             log.debug("spool entry %s is gone: replayed meanwhile by another daemon", entry.name)
-            return
+            return None
         body, written_ns = read
         shim_request = protocol.decode_body(body)
     except CniError as error:
         if directory.takes(None):
             _reject(entry, str(error), report)
-        return
+        return None
     address = _address(shim_request)
     try:
         request = _deletion(entry, shim_request, daemon_config)
     except (CniError, protocol.NothingRecordedError) as error:
         if directory.takes(address):
             _reject(entry, str(error), report)
-        return
+        return None
     if not directory.takes(address) and await engine.load_sandbox(request.container_id) is None:
         log.debug("spool entry %s is addressed to another daemon (%s): left to it", entry, address)
-        return
+        return None
     spooled_at = _spooled_at(entry, written_ns)
-    await _delete(entry, request, engine=engine, report=report, spooled_at=spooled_at)
+    return await _delete(entry, request, engine=engine, report=report, spooled_at=spooled_at)
 
 
 def _spooled_at(entry: Path, written_ns: int) -> datetime:
@@ -323,9 +462,10 @@ def _added_after(recorded: SandboxRecord, *, request: SandboxRequest, spooled_at
 
 async def _delete(
     entry: Path, request: SandboxRequest, *, engine: AttachEngine, report: SpoolReport, spooled_at: datetime
-) -> None:
+) -> _Kept | None:
     """DEL the entry's sandbox, unless the one recorded under its ID was added after the DEL was
-    spooled (judged by the engine under the sandbox's lock): then drop the entry unreplayed."""
+    spooled (judged by the engine under the sandbox's lock): then drop the entry unreplayed. What
+    keeps the entry spooled, if anything does."""
     try:
         done = await engine.delete_unless(
             request, unless=partial(_added_after, request=request, spooled_at=spooled_at)
@@ -334,14 +474,8 @@ async def _delete(
         report.failed.append((entry.name, error))
         if await engine.load_sandbox(request.container_id) is None:
             # Not in the checkpoint (a sandbox upstream Multus attached, DELed from its cache):
-            # nothing else would retry it, so the entry stays for the next pass.
-            log.error(
-                "spooled DEL %s of container %s failed, kept for the next replay: %s",
-                entry.name,
-                request.container_id,
-                error,
-            )
-            return
+            # nothing else would retry it, so the entry stays for a later pass.
+            return _Kept(request.container_id, error)
         log.error(  # recorded as pending in the checkpoint: GC retries from there
             "spooled DEL %s of container %s left work pending: %s",
             entry.name,
@@ -349,8 +483,7 @@ async def _delete(
             error,
         )
     except Exception as exc:  # not a CNI error: a bug, or a failed write (the engine recorded nothing)
-        _kept_after_surprise(entry, exc, report, container_id=request.container_id)
-        return
+        return _kept_after_surprise(entry, exc, report, container_id=request.container_id)
     else:
         if not done:
             log.warning(
@@ -362,9 +495,10 @@ async def _delete(
             )
             report.superseded.append(entry.name)
             await asyncio.to_thread(_remove_durably, entry)
-            return
+            return None
     report.replayed.append(entry.name)
     await asyncio.to_thread(_remove_durably, entry)
+    return None
 
 
 def _socket_dir(daemon_config: dict[str, Any]) -> Path:

@@ -268,6 +268,8 @@ async def test_operator_gc_replays_the_spooled_dels_before_its_pass_as_a_periodi
     assert done["spool"] == {
         "replayed": [entry.name],
         "failed": [],
+        "kept": [],
+        "deferred": [],
         "rejected": [],
         "superseded": [],
         "temporariesRemoved": [],

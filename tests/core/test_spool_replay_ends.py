@@ -61,6 +61,7 @@ async def test_a_surprise_in_one_spooled_del_keeps_its_entry_and_does_not_end_th
         engine=node.engine(),
         daemon_config=daemon_config(node),
         shim_default_dir=node.root / "shim-default",
+        retry_now=True,  # as an operator's pass: a periodic one waits for the entry's backoff
     )
 
     assert again.replayed == [first_entry.name]
