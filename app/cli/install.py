@@ -25,7 +25,12 @@ that conf across restarts on purpose, so it is the uninstall that must remove it
 keep a conf that calls a removed plugin. With ``--daemon-config`` (so once no daemon answers) it
 also removes the temporary ``.00-multus.conf.*`` a daemon killed while writing the conf left.
 ``--purge-state`` also removes the daemon's state database and socket, and refuses while a daemon
-holds the database.
+holds the database. It removes the DELs spooled for the daemon too: those of its ``spoolDir``, and
+those of the shim's default spool directory (``/var/lib/multus-py/spool``, where a shim conf without
+``spoolDir`` spools) addressed to it. That directory is shared by every such conf on the node, so an
+entry there is the daemon's as ``app.daemon.spool`` decides: its conf's ``daemonSocketDir`` (as the
+shim reads it) is the daemon's ``socketDir``, or, when the directory is the daemon's own
+``spoolDir``, its address cannot be read. The entries of other daemons stay, and so the directory.
 
 One installer at a time: ``install`` and ``uninstall`` hold the install lock of the bin dir
 (``app.shim.install.install_lock``) while they write or remove files there or in the conf dir, so
@@ -47,14 +52,16 @@ the host, so ``<host-root>/<path>`` is where the installer finds them. A bundled
 for the bin dir's path on the node (its path below ``--host-root``). ``--interpreter`` is a host path;
 it is checked inside the host root when that is visible.
 
-Imports the standard library, ``app.shim.install``, ``app.cli.passthru``, ``app.cli.launcher`` and
-``app.settings`` (all standard library only): never the store or the Kubernetes client, so it starts
-in tens of milliseconds.
+Imports the standard library, ``app.shim.install``, ``app.cli.passthru``, ``app.cli.launcher``,
+``app.settings``, ``app.cni.results``, ``app.cni.names`` and ``app.gofold`` (all standard library
+only): never the store or the Kubernetes client, so it starts in tens of milliseconds.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import contextlib
 import errno
 import fcntl
@@ -64,6 +71,7 @@ import os
 import re
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -71,8 +79,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from app import gofold
 from app import settings as settings_module
 from app.cli import launcher, passthru
+from app.cni import names, results
 from app.settings import Settings, SettingsError
 from app.shim import bundle as shim_bundle
 from app.shim import install as shim_install
@@ -101,6 +111,17 @@ STATE_FILE_SUFFIXES = ("", "-wal", "-shm", ".lock")
 """``state.db`` and its SQLite/lock companions, as ``app.store.database`` creates them."""
 SPOOL_PATTERNS = ("del-*.json", "del-*.json.rejected", ".del-*.tmp")
 """The DELs the shim spooled for the daemon (``app.daemon.spool``), rejected ones and partial writes."""
+SHIM_DEFAULT_SPOOL_DIR = "/var/lib/multus-py/spool"
+"""Where the shim spools when its conf names no ``spoolDir`` (``app.daemon.spool.SHIM_DEFAULT_SPOOL_DIR``;
+a test keeps them equal): shared by every such conf on the node."""
+SHIM_DEFAULT_SOCKET_DIR = "/run/multus"
+"""The shim's ``daemonSocketDir`` when its conf names none (``app.daemon.spool.SHIM_DEFAULT_SOCKET_DIR``)."""
+MAX_SPOOL_ENTRY_BYTES = 4 * 1024 * 1024
+"""The largest entry the daemon reads (``app.daemon.server.MAX_BODY_BYTES``); a larger one's address
+cannot be read."""
+MAX_CONF_DEPTH = 64
+"""How deep the daemon lets a spooled conf nest before it takes it as unusable
+(``app.daemon.protocol.MAX_JSON_DEPTH``)."""
 SOCKET_LOCK_SUFFIX = ".lock"
 """``<socketDir>/multus.sock.lock``: the lock a daemon holds on its socket directory for its life,
 never removed by it (``app.daemon.listener.lock_path_of``)."""
@@ -496,8 +517,11 @@ def purge_daemon_state(layout: Layout, settings: Settings) -> list[Path]:
         layout.on_host(settings.restart_marker_path),
     ]
     candidates = [database.with_name(database.name + suffix) for suffix in STATE_FILE_SUFFIXES]
-    if spool.is_dir():
-        candidates += sorted(path for pattern in SPOOL_PATTERNS for path in spool.glob(pattern))
+    shim_default = layout.on_host(SHIM_DEFAULT_SPOOL_DIR)
+    own_is_shared = same_directory(spool, shim_default)
+    candidates += spooled_for(layout, settings, spool, own=True, shared=own_is_shared)
+    if not own_is_shared:
+        candidates += spooled_for(layout, settings, shim_default, own=False, shared=True)
     removed = []
     for path in [*candidates, *sockets]:
         if path.exists() or path.is_symlink():
@@ -505,10 +529,129 @@ def purge_daemon_state(layout: Layout, settings: Settings) -> list[Path]:
             removed.append(path)
     marker = layout.on_host(settings.restart_marker_path)
     removed += remove_killed_writes(marker.parent, marker.name)
-    for directory in (spool, database.parent, layout.on_host(settings.socket_dir)):
+    for directory in (spool, shim_default, database.parent, layout.on_host(settings.socket_dir)):
         if remove_empty_directory(directory):
             removed.append(directory)
     return removed
+
+
+def spooled_for(
+    layout: Layout, settings: Settings, directory: Path, *, own: bool, shared: bool
+) -> list[Path]:
+    """The spool files of ``directory`` (entries, rejected ones, partial writes) that are the
+    daemon's. In a directory other daemons share (the shim's default one) those addressed to its
+    ``socketDir``, and, when the directory is the daemon's own, those whose address cannot be read:
+    the entries the daemon would replay or reject there (``app.daemon.spool``)."""
+    if not directory.is_dir():
+        return []
+    found = sorted(path for pattern in SPOOL_PATTERNS for path in directory.glob(pattern))
+    if not shared:
+        return found
+    ours = []
+    for path in found:
+        address = spooled_address(path)
+        if own if address is None else addressed_to(layout, address, settings.socket_dir):
+            ours.append(path)
+    return ours
+
+
+def spooled_address(entry: Path) -> str | None:
+    """The socket directory the shim that spooled ``entry`` was looking for, read as the daemon reads
+    it (``app.daemon.spool._address`` of ``app.daemon.protocol.decode_body``): its conf's
+    ``daemonSocketDir`` (keys matched as Go's decoder matches them, the last one winning), the shim's
+    default when there is none, or none at all, or the conf of a DEL cannot be used; None when it
+    cannot be read (not a regular file, too large, not a request) or is no string."""
+    try:
+        fd = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode) or status.st_size > MAX_SPOOL_ENTRY_BYTES:
+            return None
+        with os.fdopen(fd, "rb", closefd=False) as reader:
+            body = reader.read(MAX_SPOOL_ENTRY_BYTES + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    if len(body) > MAX_SPOOL_ENTRY_BYTES:
+        return None
+    try:
+        envelope = results.parse_json(body)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(envelope, dict):
+        return None
+    fields = {key.lower(): value for key, value in envelope.items()}
+    env = fields.get("env")
+    if not isinstance(env, dict) or not all(isinstance(value, str) for value in env.values()):
+        return None
+    conf = spooled_conf(fields.get("config"))
+    if conf is None:
+        if {key.strip(): value for key, value in env.items()}.get("CNI_COMMAND") != "DEL":
+            return None  # the daemon refuses it whole
+        conf = {}  # a DEL's conf that cannot be used: the daemon replays it without
+    value: object = None
+    for key, item in conf.items():
+        if gofold.fold(key) == "DAEMONSOCKETDIR":
+            value = item
+    if value is None or value == "":
+        return SHIM_DEFAULT_SOCKET_DIR
+    return value if isinstance(value, str) else None
+
+
+def spooled_conf(config: object) -> dict[str, object] | None:
+    """An entry's ``config`` field decoded (base64, then a JSON object the daemon takes), else None."""
+    if not isinstance(config, str):
+        return None
+    try:
+        conf = results.parse_json(base64.b64decode(config, validate=True))
+    except (binascii.Error, ValueError, RecursionError):
+        return None
+    if not isinstance(conf, dict) or not usable_tree(conf):
+        return None
+    return conf
+
+
+def usable_tree(value: object) -> bool:
+    """Whether the daemon takes a decoded conf (``app.daemon.protocol.check_json_tree``): nested at
+    most ``MAX_CONF_DEPTH`` levels, no key or string with a NUL or a lone surrogate."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list) and depth > MAX_CONF_DEPTH:
+            return False
+        if isinstance(item, dict):
+            if any(names.unusable_character(key) is not None for key in item):
+                return False
+            stack.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
+        elif isinstance(item, str) and names.unusable_character(item) is not None:
+            return False
+    return True
+
+
+def addressed_to(layout: Layout, address: str, socket_dir: str | os.PathLike[str]) -> bool:
+    """Whether ``address`` (a node path an entry names) is the daemon's ``socket_dir``: the same path,
+    or the same directory on the host."""
+    if os.path.normpath(address) == os.path.normpath(socket_dir):
+        return True
+    try:
+        return same_directory(layout.on_host(address), layout.on_host(socket_dir))
+    except (InstallError, ValueError):  # a relative path, or one with a NUL: not the daemon's
+        return False
+
+
+def same_directory(one: Path, other: Path) -> bool:
+    """The same path, or both naming one existing directory."""
+    if os.path.normpath(one) == os.path.normpath(other):
+        return True
+    try:
+        return os.path.samefile(one, other)
+    except (OSError, ValueError):
+        return False
 
 
 def remove_killed_writes(directory: Path, name: str) -> list[Path]:
