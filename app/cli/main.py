@@ -537,6 +537,16 @@ def _render_spool(spool: "Document | None") -> list[str]:
         lines.append(f"spool entry {failure['entry']} left work pending: {error}")
     for rejection in spool.get("rejected", []):
         lines.append(f"spool entry {rejection['entry']} set aside: {rejection.get('reason')}")
+    for kept in spool.get("kept", []):
+        lines.append(
+            f"spool entry {kept['entry']} kept, its DEL failed ({kept['failures']} in a row): "
+            f"tried again in {kept['retryInSeconds']:.0f} s at the earliest"
+        )
+    for deferred in spool.get("deferred", []):
+        lines.append(
+            f"spool entry {deferred['entry']} not tried, its DEL failed lately ({deferred['failures']} "
+            f"in a row): due in {deferred['retryInSeconds']:.0f} s"
+        )
     return lines
 
 

@@ -359,6 +359,7 @@ class CniServer:
             engine=self.engine,
             daemon_config=dict(self.daemon_config),
             stop=self._stopping,
+            retry_now=True,  # an operator asked for it now, as for the orphans' pass
         )
         return report.as_json()
 

@@ -239,6 +239,8 @@ def test_multusctl_gc_shows_what_the_operator_pass_replayed_from_the_spool() -> 
             "rejected": [{"entry": "del-3-1-c.json", "reason": "not a DEL"}],
             "superseded": [],
             "temporariesRemoved": [".del-4-1-d.json.tmp"],
+            "kept": [{"entry": "del-5-1-e.json", "failures": 2, "retryInSeconds": 20.0}],
+            "deferred": [{"entry": "del-6-1-f.json", "failures": 3, "retryInSeconds": 12.5}],
         },
     }
 
@@ -250,4 +252,9 @@ def test_multusctl_gc_shows_what_the_operator_pass_replayed_from_the_spool() -> 
     ) in lines
     assert "spool entry del-2-1-b.json left work pending: 11 plugin busy" in lines
     assert "spool entry del-3-1-c.json set aside: not a DEL" in lines
+    assert (
+        "spool entry del-5-1-e.json kept, its DEL failed (2 in a row): tried again in 20 s at the earliest"
+        in lines
+    )
+    assert "spool entry del-6-1-f.json not tried, its DEL failed lately (3 in a row): due in 12 s" in lines
     assert not [line for line in render_gc({**report, "spool": None}) if line.startswith("spool")]

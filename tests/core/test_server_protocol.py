@@ -26,6 +26,7 @@ from app.daemon import server as daemon_server
 from app.daemon.server import CniServer, Readiness
 from app.gc.collector import GarbageCollector
 from tests.core.support import Node, new_container_id, pending
+from tests.core.test_spool_retries import dels, upstream_sandbox
 
 SHIM_CONF = {"cniVersion": "1.0.0", "name": "multus-cni-network", "type": "multus-shim"}
 
@@ -275,6 +276,25 @@ async def test_operator_gc_replays_the_spooled_dels_before_its_pass_as_a_periodi
         "temporariesRemoved": [],
     }
     assert done["orphans"] == [], "the replayed DEL removed the sandbox before the pass looked"
+
+
+async def test_operator_gc_tries_a_spooled_del_that_failed_lately_at_once(node: Node, serve: Serve) -> None:
+    """A spooled DEL kept after failing waits out its backoff on the periodic passes; an operator
+    asking for a pass now gets it tried now, as the pass tries orphans that failed lately."""
+    spool_dir = node.root / "state" / "spool"
+    spool_dir.mkdir(parents=True)
+    container = upstream_sandbox(node)
+    entry = spool_dir / f"del-{time.time_ns()}-1-{container}.json"
+    entry.write_bytes(body("DEL", container, ""))
+    async with serve(ready(), with_collector=True) as client:
+        first = await (await client.post("/gc")).json()
+        second = await (await client.post("/gc")).json()
+
+    assert dels(node) == 2
+    assert [kept["entry"] for kept in first["spool"]["kept"]] == [entry.name]
+    assert [(kept["entry"], kept["failures"]) for kept in second["spool"]["kept"]] == [(entry.name, 2)]
+    assert second["spool"]["deferred"] == []
+    assert entry.exists()
 
 
 async def test_operator_gc_is_refused_without_a_collector(serve: Serve) -> None:
