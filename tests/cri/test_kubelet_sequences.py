@@ -40,9 +40,10 @@ pytestmark = pytest.mark.slow  # starts containerd, daemon and emulator processe
 
 
 def _netns_paths() -> set[str]:
-    return (
-        {f"/run/netns/{name}" for name in os.listdir("/run/netns")} if os.path.isdir("/run/netns") else set()
-    )
+    """The sandbox namespaces containerd made (``cni-<uuid>``), not those of other work on the host."""
+    if not os.path.isdir("/run/netns"):
+        return set()
+    return {f"/run/netns/{name}" for name in os.listdir("/run/netns") if name.startswith("cni-")}
 
 
 def _assert_nothing_left(node: Cluster, netns_before: set[str]) -> None:
