@@ -243,9 +243,11 @@ def plan_changes(
     (its undo or DEL failed: possibly present, invariant 4) is DELed again and then added again,
     so the annotation is not taken as satisfied by an interface that is not attached.
 
-    A generated ``net<n>`` avoids the names the checkpoint holds and those in ``present`` (the
-    interfaces in the sandbox's netns, which the engine refuses to reuse), but for the interfaces
-    of the attachments being removed.
+    A generated ``net<n>`` avoids every name the checkpoint holds and those in ``present`` (the
+    interfaces in the sandbox's netns, which the engine refuses to reuse), those of the attachments
+    being removed included: their DEL may fail, or be pending already (a stuck unplug), and a new
+    network given one of their names would fail with it for as long as it stays stuck. Only a
+    selection that names such an interface itself asks for it.
     """
     managed = managed_attachments(record, default_networks=default_networks)
     managed_names = {a.ifname for a in managed if a.state == "added"}
@@ -329,7 +331,6 @@ def plan_changes(
         add=_named(
             record,
             [(s, i) for _, s, i in sorted(adds, key=lambda a: a[0])],
-            removing=removed,
             present=present,
             reserved=refused_names,
         ),
@@ -356,16 +357,15 @@ def _named(
     record: SandboxRecord,
     adds: Sequence[tuple[sel.NetworkSelection, str]],
     *,
-    removing: set[str],
     present: Collection[str],
     reserved: Collection[str],
 ) -> tuple[tuple[sel.NetworkSelection, IfName], ...]:
     """Each addition with its interface: the one it names, else ``net<n>`` for the next free n
-    (neither recorded, nor ``present`` in the netns, nor ``reserved``: named by refused selections,
-    whose owner means them for those)."""
-    taken = {a.ifname for a in record.attachments if a.ifname not in removing}
+    (neither recorded, even by an attachment being removed, nor ``present`` in the netns, nor
+    ``reserved``: named by refused selections, whose owner means them for those)."""
+    taken = {a.ifname for a in record.attachments}
     taken.update(reserved)
-    taken.update(ifname for ifname in present if ifname not in removing)
+    taken.update(present)
     taken.update(ifname for _, ifname in adds if ifname)
     position = max((a.position for a in record.attachments), default=0)
     named: list[tuple[sel.NetworkSelection, IfName]] = []

@@ -6,6 +6,7 @@ NAD. Refusals never cause a detach; the cluster network and ``defaultNetworks`` 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -156,9 +157,27 @@ def test_a_generated_name_skips_an_interface_the_netns_already_has() -> None:
     assert adds == ["default/b@net5", "default/c@net3", "default/d@net6"]
 
 
-def test_a_generated_name_may_be_one_an_attachment_being_removed_still_has_in_the_netns() -> None:
+def test_a_generated_name_is_never_one_an_attachment_being_removed_holds() -> None:
+    """It was: removals run first, but one may fail and stay pending, and the new network, given
+    its name, then failed with it ("already attached") on every retry for as long as it stayed."""
     record = _sandbox(("net1", "default/a"), ("net3", "default/x"))
 
     adds, removes = _generated(record, "a, b", {"lo", "eth0", "net1", "net3"})
 
-    assert (adds, removes) == (["default/b@net3"], ["net3"])
+    assert (adds, removes) == (["default/b@net4"], ["net3"])
+
+
+def test_an_unplug_left_pending_keeps_its_name_from_a_new_network() -> None:
+    """A stuck unplug (its DEL failed: ``deleting``) of net2, no longer in the netns; a new
+    nameless selection got net2 and failed as long as the unplug stayed stuck."""
+    record = _sandbox(("net2", "default/x"))
+    record = replace(
+        record,
+        attachments=tuple(
+            replace(a, state="deleting") if a.ifname == "net2" else a for a in record.attachments
+        ),
+    )
+
+    adds, removes = _generated(record, "b", {"lo", "eth0"})
+
+    assert (adds, removes) == (["default/b@net3"], ["net2"])
