@@ -671,19 +671,22 @@ class HotplugReconciler:
             if (namespace, name) in self._unpublished:
                 return await self._publish(record.container_id, pod)
             return None
+        if _namespace_gone(record, boot_id=self._engine.boot_id):
+            self._gone(pod, record.container_id, why="its network namespace is gone")
+            return None
         errors: list[CniError | None] = [await self._refuse(base, pod, r) for r in changes.refused]
         changed = False
         for attachment in changes.remove:
             error = await self._detach(base, pod, attachment)
             if isinstance(error, _Gone):
-                self._gone(pod, record.container_id)
+                self._gone(pod, record.container_id, why="it is no longer running")
                 return None
             changed = changed or error is None
             errors.append(error)
         for selection, ifname in changes.add:
             error = await self._attach(base, pod, selection, ifname)
             if isinstance(error, _Gone):
-                self._gone(pod, record.container_id)
+                self._gone(pod, record.container_id, why="it is no longer running")
                 return None
             changed = changed or error is None
             errors.append(error)
@@ -691,20 +694,27 @@ class HotplugReconciler:
             errors.append(await self._publish(record.container_id, pod))
         return next((error for error in errors if error is not None), None)
 
-    def _gone(self, pod: PodRecord, container_id: str) -> None:
-        """The sandbox stopped running while its hot-plug was under way (the runtime's DEL took its
-        lock in between): nothing is left to change, announce or retry."""
+    def _gone(self, pod: PodRecord, container_id: str, *, why: str) -> None:
+        """The sandbox stopped running, before its hot-plug or while it was under way (the runtime's
+        DEL took its lock in between, or its network namespace went: ``_namespace_gone``): nothing
+        is left to change, announce or retry. The pod's next sandbox, if it gets one, is looked at
+        after its ADD (``sandbox_added``), which attaches what the annotation names then."""
         log.info(
-            "hot-plug of pod %s/%s given up: sandbox %s is no longer running",
+            "hot-plug of pod %s/%s given up: sandbox %s: %s",
             pod.namespace,
             pod.name,
             container_id,
+            why,
         )
         self._forget_status((pod.namespace, pod.name))
 
-    async def _still_running(self, container_id: str) -> bool:
+    async def _stopped_running(self, container_id: str) -> bool:
+        """Whether sandbox ``container_id`` has stopped running: no longer recorded ``ready``, or
+        its network namespace is gone (``_namespace_gone``)."""
         record = await self._engine.load_sandbox(container_id)
-        return record is not None and record.state == "ready"
+        return (
+            record is None or record.state != "ready" or _namespace_gone(record, boot_id=self._engine.boot_id)
+        )
 
     def _forget_status(self, key: ObjectKey) -> None:
         """The pod is gone or runs no sandbox: no status of it is left to write."""
@@ -783,12 +793,13 @@ class HotplugReconciler:
         self, base: SandboxRequest, pod: PodRecord, attachment: AttachmentRecord
     ) -> CniError | _Gone | None:
         """Hot-unplug ``attachment``; its error, ``_GONE`` when the sandbox stopped running before
-        it could (the runtime's DEL removed everything: no RemovedInterface of ours), else None."""
+        it could (the runtime's DEL removed everything, or removes it: no RemovedInterface of
+        ours), else None."""
         request = _with(base, command=Command.DEL, ifname=attachment.ifname)
         where = f"pod [{pod.namespace}/{pod.name}]"
         try:
             await self._engine.detach_delegate(request)
-            if not await self._still_running(base.container_id):
+            if await self._stopped_running(base.container_id):
                 return _GONE
         except CniError as err:
             self._event(
@@ -811,7 +822,9 @@ class HotplugReconciler:
         self, base: SandboxRequest, pod: PodRecord, selection: sel.NetworkSelection, ifname: IfName
     ) -> CniError | _Gone | None:
         """Hot-plug ``selection`` as ``ifname``; its error, ``_GONE`` when the sandbox stopped
-        running before it could (no FailedAddingInterface for a pod being deleted), else None."""
+        running before it could (no FailedAddingInterface for a pod being deleted, nor for a
+        sandbox whose namespace went: the engine's code 101, which a delegate may answer too, for
+        its own reasons), else None."""
         request = _with(base, command=Command.ADD, ifname=ifname)
         where = f"pod [{pod.namespace}/{pod.name}]"
         try:
@@ -819,13 +832,13 @@ class HotplugReconciler:
                 plan = await self._resolver.plan_hotplug(request, pod, selection, ifname=ifname)
             except CniError as err:
                 await self._engine.record_request_error(request, err, started=time.monotonic())
-                if isinstance(err, NadNotFoundError):
-                    self._warn_not_found(pod, err)
                 raise
             await self._engine.attach_delegate(request, plan)
         except CniError as err:
-            if err.code == ErrorCode.UNKNOWN_CONTAINER and not await self._still_running(base.container_id):
+            if await self._stopped_running(base.container_id):
                 return _GONE
+            if isinstance(err, NadNotFoundError):
+                self._warn_not_found(pod, err)
             self._event(
                 pod,
                 FAILED_ADDING,
@@ -974,6 +987,27 @@ class HotplugReconciler:
         """Count Warning ``seen`` among the pass's; True unless the pod's previous pass posted it."""
         self._warned_now.add(seen)
         return seen not in self._warned_before
+
+
+def _namespace_gone(record: SandboxRecord, *, boot_id: str) -> bool:
+    """True when sandbox ``record``'s network namespace is provably gone: the sandbox is of an
+    earlier boot (``boot_id`` is today's), or its path holds no namespace, or another one than its
+    ADD recorded (what the engine refuses a hot-plug of, code 101). Its runtime's DEL is still to
+    come (spooled, say, while the daemon could not take it; GC collects one whose namespace is
+    gone), and the pod's next sandbox's ADD attaches what the annotation names: neither a retry
+    nor an event of a hot-plug into it would tell its owner anything true. A path that cannot be
+    looked at proves nothing (it may hold the live pod's namespace), nor does a delegate's own
+    code 101."""
+    if record.boot_id and record.boot_id != boot_id:
+        return True
+    found = netns.look(record.netns)
+    if found.state is netns.NetnsState.GONE:
+        return True
+    return (
+        found.state is netns.NetnsState.PRESENT
+        and bool(record.netns_id)
+        and found.identity != record.netns_id
+    )
 
 
 async def _links(record: SandboxRecord) -> frozenset[str]:

@@ -1,4 +1,5 @@
-"""Native hot-plug's loose ends: a stuck unplug.
+"""Native hot-plug's loose ends: a stuck unplug, and a sandbox whose namespace went before its
+runtime's DEL came.
 
 Real: the emulator over HTTP, the pod/NAD watches into SQLite, the reconciler fed by the mirror's
 pod commits, the engine and its checkpoint, bridge + host-local (and the recorder plugin, for a
@@ -7,9 +8,12 @@ delegate that fails as told) in a real netns.
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
 from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -111,3 +115,102 @@ async def test_a_stuck_unplug_does_not_hold_back_an_unrelated_new_network(node: 
     with pytest.raises(Exception, match="stuck fails DEL"):  # the runtime's DEL: net2's stays pending
         await node.engine.delete(node.request(Command.DEL, pod, container))
     assert await node.links() == {"lo"}
+
+
+async def _ip_netns(node: Node, verb: str) -> None:
+    """``ip netns <verb>`` of the pod's namespace, by its name."""
+    await asyncio.to_thread(subprocess.run, ["ip", "netns", verb, Path(node.netns).name], check=True)
+
+
+@pytest.mark.parametrize("replaced", [False, True], ids=["deleted", "replaced"])
+async def test_a_sandbox_whose_namespace_went_before_its_del_came_is_left_alone(
+    node: Watched, running: Running, replaced: bool
+) -> None:
+    """The sandbox's namespace went (its runtime's DEL was spooled, say) or another one is at its
+    path now, while the checkpoint still records it running. A change of the annotation DELed
+    net1 (no namespace to enter: the DEL still succeeds) and posted ``RemovedInterface``; the ADD
+    of net2 was refused with code 101 and posted ``FailedAddingInterface``, and was retried with
+    backoff until the runtime's DEL or GC came; a refused selection was announced too. Nothing of
+    this told the owner anything true: the pod's next sandbox's ADD attaches what the annotation
+    names (and refuses what it cannot)."""
+    pod, container = await running_pod(node, "left", "hot-a@net1")
+    await _ip_netns(node, "delete")
+    if replaced:
+        await _ip_netns(node, "add")
+
+    node.annotate("left", "hot-b@net2, hot-a@eth0")  # eth0: refused, the cluster network's name
+
+    await node.pass_done("hot-b@net2, hot-a@eth0")
+    async with asyncio.timeout(10):
+        await running.watchers.events.drained()
+    assert node.events("RemovedInterface") == []
+    assert node.events("FailedAddingInterface") == []
+    assert ("default", "left") not in node.reconciler.pending
+    assert await node.recorded(container) == {"eth0": "added", "net1": "added"}  # the runtime's DEL's
+
+    await node.engine.delete(node.request(Command.DEL, pod, container))
+    assert not list(node.layout.ipam_dir.rglob("10.*"))
+
+
+async def test_a_namespace_that_goes_while_a_hot_plug_is_planned_is_not_announced_as_a_failure(
+    node: Watched, running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The namespace went between the pass's look and the engine's: the engine's code 101."""
+    pod, container = await running_pod(node, "late")
+    resolver = node.reconciler._resolver
+    planned = resolver.plan_hotplug
+
+    async def namespace_goes_first(*args: Any, **kwargs: Any) -> Any:
+        await _ip_netns(node, "delete")
+        return await planned(*args, **kwargs)
+
+    monkeypatch.setattr(resolver, "plan_hotplug", namespace_goes_first)
+    node.annotate("late", "hot-a@net3")
+
+    await node.pass_done("hot-a@net3")
+    async with asyncio.timeout(10):
+        await running.watchers.events.drained()
+    assert node.events("FailedAddingInterface") == []
+    assert ("default", "late") not in node.reconciler.pending
+    assert ("ADD", "hotplug", "error", "net3") in await node.history(container)  # still in the history
+    await node.engine.delete(node.request(Command.DEL, pod, container))
+
+
+async def test_a_delegates_own_code_101_in_a_live_sandbox_is_still_a_failure(node: Watched) -> None:
+    """Codes from 100 are each plugin's own: a delegate's 101 says nothing of the namespace, which
+    is there. Its failure is announced and retried as any other."""
+    pod, container = await running_pod(node, "odd")
+
+    node.annotate("odd", "odd@net5")
+
+    await eventually(lambda: _async(node.events("FailedAddingInterface")), _has("odd fails ADD"))
+    await eventually(
+        lambda: _async(dict(node.reconciler.pending)), lambda pending: ("default", "odd") in pending
+    )
+    assert await node.recorded(container) == {"eth0": "added"}
+    await node.engine.delete(node.request(Command.DEL, pod, container))
+
+
+async def test_a_hot_plug_that_fails_after_the_runtime_deled_its_sandbox_announces_nothing(
+    node: Watched, running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only an "unknown container" was taken for a sandbox gone meanwhile: a pod going away whose
+    selected NAD went with it (its namespace deleted) got ``NoNetworkFound`` and
+    ``FailedAddingInterface`` Warnings, after its sandbox's DEL."""
+    pod, container = await running_pod(node, "going")
+    resolver = node.reconciler._resolver
+    planned = resolver.plan_hotplug
+
+    async def runtime_del_first(*args: Any, **kwargs: Any) -> Any:
+        await node.engine.delete(node.request(Command.DEL, pod, container))
+        return await planned(*args, **kwargs)
+
+    monkeypatch.setattr(resolver, "plan_hotplug", runtime_del_first)
+    node.annotate("going", "missing-nad@net9")
+
+    await node.pass_done("missing-nad@net9")
+    async with asyncio.timeout(10):
+        await running.watchers.events.drained()
+    assert node.events("NoNetworkFound") == []
+    assert node.events("FailedAddingInterface") == []
+    assert ("default", "going") not in node.reconciler.pending
