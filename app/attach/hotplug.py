@@ -191,6 +191,7 @@ class Refusal:
 
     network: str
     ifname: str
+    """The interface the selection names; "" when it names none."""
     error: CniError
 
 
@@ -778,12 +779,15 @@ class HotplugReconciler:
         )
 
     async def _refuse(self, base: SandboxRequest, pod: PodRecord, refusal: Refusal) -> CniError:
-        request = _with(base, command=Command.ADD, ifname=refusal.ifname or base.ifname)
+        """Record and announce ``refusal``: its history line names the interface the selection
+        names, none for a nameless one (not the sandbox's ``CNI_IFNAME``, the cluster network's)."""
+        request = _with(base, command=Command.ADD, ifname=refusal.ifname)
         await self._engine.record_request_error(request, refusal.error, started=time.monotonic())
+        interface = f"interface {refusal.ifname}" if refusal.ifname else "an interface"
         self._event(
             pod,
             FAILED_ADDING,
-            f"pod [{pod.namespace}/{pod.name}]: failed adding interface {refusal.ifname} to network: "
+            f"pod [{pod.namespace}/{pod.name}]: failed adding {interface} to network: "
             f"{_bare(refusal.network)}: {refusal.error.msg}",
         )
         metrics.HOTPLUG_OPERATIONS.labels("native", "ADD", "error").inc()

@@ -1,5 +1,5 @@
-"""Native hot-plug's loose ends: a stuck unplug, and a sandbox whose namespace went before its
-runtime's DEL came.
+"""Native hot-plug's loose ends: a stuck unplug, a sandbox whose namespace went before its
+runtime's DEL came, and the history line of a refused selection that names no interface.
 
 Real: the emulator over HTTP, the pod/NAD watches into SQLite, the reconciler fed by the mirror's
 pod commits, the engine and its checkpoint, bridge + host-local (and the recorder plugin, for a
@@ -214,3 +214,27 @@ async def test_a_hot_plug_that_fails_after_the_runtime_deled_its_sandbox_announc
     assert node.events("NoNetworkFound") == []
     assert node.events("FailedAddingInterface") == []
     assert ("default", "going") not in node.reconciler.pending
+
+
+async def test_a_refused_nameless_selection_is_recorded_under_no_interface(node: Watched) -> None:
+    """Its history line named the sandbox's ``CNI_IFNAME``, eth0: the cluster network's interface,
+    which ``multusctl history`` then showed with a hot-plug ADD error it had nothing to do with."""
+    pod, container = await running_pod(node, "twice")
+
+    node.annotate("twice", "hot-b, hot-b")
+
+    async def refused() -> list[str]:
+        return [
+            ifname
+            for command, trigger, outcome, ifname in await node.history(container)
+            if trigger == "hotplug"
+        ]
+
+    assert set(await eventually(refused, bool)) == {""}
+    await eventually(
+        lambda: _async(node.events("FailedAddingInterface")),
+        _has(
+            "failed adding an interface to network: hot-b: network default/hot-b is selected more than once"
+        ),
+    )
+    await node.engine.delete(node.request(Command.DEL, pod, container))
