@@ -35,6 +35,9 @@ from app import gofold, rootpath
 DEFAULT_CONFIG_PATH = "/etc/cni/net.d/multus.d/daemon-config.json"
 DEFAULT_DELEGATE_TIMEOUT = 60.0
 DEFAULT_GC_INTERVAL = 10.0
+DEFAULT_POD_GONE_GRACE = 30.0
+"""Seconds a sandbox's pod must have been seen gone (or replaced) on the API before GC collects
+the sandbox (``app.gc.collector.POD_EVIDENCE``)."""
 DEFAULT_HISTORY_MAX_AGE_HOURS = 720.0
 DEFAULT_HISTORY_MAX_ROWS = 1_000_000
 LOG_FORMATS = ("text", "json")
@@ -121,6 +124,9 @@ class Timeouts:
     operations (upstream: 10 s)."""
     gc_interval: float = DEFAULT_GC_INTERVAL
     """multus-py ``gcIntervalSeconds``: pause between two garbage-collection passes."""
+    pod_gone_grace: float = DEFAULT_POD_GONE_GRACE
+    """multus-py ``gcPodGoneGraceSeconds``: how long a sandbox's pod must have been seen gone or
+    replaced on the API before GC collects the sandbox."""
     autoconf_interval: float = 2.0
     """multus-py ``autoconfIntervalSeconds``: between two checks of the primary network
     configuration (``00-multus.conf``) and of the readiness indicator file."""
@@ -360,6 +366,7 @@ def from_mapping(obj: object, *, environ: Mapping[str, str] | None = None) -> Se
         timeouts=Timeouts(
             delegate_exec=reader.positive_number("delegateTimeoutSeconds", t.delegate_exec),
             gc_interval=reader.positive_number("gcIntervalSeconds", t.gc_interval),
+            pod_gone_grace=reader.non_negative_number("gcPodGoneGraceSeconds", t.pod_gone_grace),
             shutdown_grace=reader.non_negative_number("shutdownGraceSeconds", t.shutdown_grace),
             autoconf_interval=reader.positive_number("autoconfIntervalSeconds", t.autoconf_interval),
             history_prune_interval=reader.positive_number(

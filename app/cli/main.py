@@ -517,6 +517,17 @@ def render_gc(report: "Document") -> list[str]:
             f"deferred {str(deferral['containerID'])[:12]}: {deferral.get('failures')} failed teardowns, "
             f"next try in {float(deferral.get('retryInSeconds') or 0):g} s"
         )
+    if report.get("unconfirmed"):  # the pod's absence has not held for the grace yet
+        unconfirmed = tables.table(
+            [
+                ("UNCONFIRMED", lambda u: str(u["containerID"])[:12]),
+                ("POD", "pod"),
+                ("REASON", "reason"),
+                ("COLLECTED IN", lambda u: f"{float(u.get('confirmedInSeconds') or 0):g} s"),
+            ],
+            report["unconfirmed"],
+        )
+        lines += ["", *unconfirmed]
     for kind, key in (("lease", "leasesRemoved"), ("host link", "hostLinksRemoved")):
         lines += [f"{kind}: {item}" for item in report.get(key, [])]
     return lines + _render_spool(report.get("spool"))

@@ -156,7 +156,7 @@ class Daemon:
         except SettingsError as exc:
             log.critical("%s", exc)
             return 1
-        collector = wiring.collector(engine, db, kube)
+        collector = wiring.collector(self.settings, engine, db, kube)
         self._hotplug = wiring.hotplug_reconciler(self.settings, engine, kube)
         cni_server = wiring.cni_server(
             self.settings,

@@ -92,8 +92,15 @@ def hotplug_reconciler(
     return reconciler
 
 
-def collector(engine: AttachEngine, db: Database, kube: Cluster | None) -> GarbageCollector:
-    return GarbageCollector(engine=engine, db=db, pods=kube.watchers.presence if kube is not None else None)
+def collector(
+    settings: Settings, engine: AttachEngine, db: Database, kube: Cluster | None
+) -> GarbageCollector:
+    return GarbageCollector(
+        engine=engine,
+        db=db,
+        pods=kube.watchers.presence if kube is not None else None,
+        pod_gone_grace=settings.timeouts.pod_gone_grace,
+    )
 
 
 def cni_server(

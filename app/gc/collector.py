@@ -58,6 +58,7 @@ from app.cni import reaper
 from app.cni.invoke import delegate_marker
 from app.cni.types import CniError, ErrorCode
 from app.gc import leases
+from app.settings import DEFAULT_POD_GONE_GRACE
 from app.store import checkpoints, lease_proofs
 from app.store.database import Connection, Database
 from app.store.records import AttachmentRecord, SandboxRecord, SandboxSummary
@@ -85,6 +86,17 @@ class Orphan:
 
 
 @dataclass(frozen=True, slots=True)
+class Unconfirmed:
+    """A sandbox whose pod the API says is gone (or replaced) for less than the grace so far: not
+    collected yet (``POD_EVIDENCE``)."""
+
+    container_id: str
+    reason: str
+    pod: str
+    confirmed_in_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class Deferral:
     """An orphan this pass did not try, because its teardown failed lately."""
 
@@ -105,6 +117,8 @@ class GcReport:
     detached: list[str] = field(default_factory=list)
     """``<containerID>/<ifname>`` of the hot-plugged delegates of running sandboxes whose pending
     DEL this pass completed (logged; a failed one is in ``failed``)."""
+    unconfirmed: list[Unconfirmed] = field(default_factory=list)
+    """Sandboxes whose pod the API has said is gone or replaced for less than the grace so far."""
     dry_run: bool = False
     duration_ms: float = 0.0
 
@@ -125,10 +139,49 @@ class GcReport:
                 for d in self.deferred
             ],
             "failed": [{"containerID": cid, "error": e.to_json()} for cid, e in self.failed],
+            "unconfirmed": [
+                {
+                    "containerID": u.container_id,
+                    "reason": u.reason,
+                    "pod": u.pod,
+                    "confirmedInSeconds": round(u.confirmed_in_seconds, 3),
+                }
+                for u in self.unconfirmed
+            ],
             "hostLinksRemoved": self.host_links_removed,
             "leasesRemoved": self.leases_removed,
             "durationMs": round(self.duration_ms, 3),
         }
+
+
+POD_EVIDENCE = frozenset({"pod-gone", "pod-replaced"})
+"""The reasons only the API's word proves, which GC takes once it has held for the grace
+(``gcPodGoneGraceSeconds``): a pod's absence is not always its end. A static pod's mirror pod
+deleted through the API leaves the pod running (the kubelet runs it from its manifest, and makes a
+new mirror pod at its next sync), and a sighting or relist seen in an unlucky order may tell a
+moment's wrong UID; collecting then would tear a live pod's networks down. A missed DEL waits that
+much longer to be collected, nothing else."""
+
+
+class PodEvidence:
+    """Since when each sandbox's pod has been seen gone or replaced, pass after pass; forgotten as
+    soon as a pass sees it otherwise (the pod is back, the sandbox collected or gone)."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._since: dict[str, tuple[str, float]] = {}
+
+    def remaining(self, container_id: str, reason: str, grace: float) -> float:
+        """Seconds before ``reason`` (seen now) has held for ``grace``; 0 once it has."""
+        now = self._clock()
+        seen = self._since.get(container_id)
+        if seen is None or seen[0] != reason:
+            seen = self._since[container_id] = (reason, now)
+        return max(0.0, seen[1] + grace - now)
+
+    def forget_all_but(self, container_ids: set[str]) -> None:
+        for container_id in self._since.keys() - container_ids:
+            del self._since[container_id]
 
 
 def orphan_reason(
@@ -189,8 +242,11 @@ class GarbageCollector:
         pods: PodPresence | None = None,
         clock: Callable[[], float] = time.monotonic,
         remove_host_veths: Callable[[list[HostVeth]], Awaitable[HostVethRemoval]] = netns.delete_host_veths,
+        pod_gone_grace: float = DEFAULT_POD_GONE_GRACE,
     ) -> None:
         self._engine = engine
+        self._pod_gone_grace = pod_gone_grace
+        self._pod_evidence = PodEvidence(clock)
         self._db = db
         self._pods = pods
         self._pass = asyncio.Lock()
@@ -221,15 +277,25 @@ class GarbageCollector:
             summaries = await self._db.read(checkpoints.sandbox_summaries)
             live_pods = await self._pods.pods_on_node() if self._pods is not None else None
             report.examined = len(summaries)
+            evidenced: set[str] = set()
             for sandbox in summaries:
                 if self._engine.locks.busy(sandbox.container_id):
+                    evidenced.add(sandbox.container_id)  # no look this time: what was seen still counts
                     continue
                 why = orphan_reason(
                     sandbox, boot_id=self._engine.boot_id, pods=live_pods, look=self._netns.look
                 )
-                if why is not None:
-                    pod = f"{sandbox.pod.namespace}/{sandbox.pod.name}".strip("/")
-                    report.orphans.append(Orphan(sandbox.container_id, why, pod))
+                if why is None:
+                    continue
+                pod = f"{sandbox.pod.namespace}/{sandbox.pod.name}".strip("/")
+                if why in POD_EVIDENCE:
+                    evidenced.add(sandbox.container_id)
+                    left = self._pod_evidence.remaining(sandbox.container_id, why, self._pod_gone_grace)
+                    if left > 0:
+                        report.unconfirmed.append(Unconfirmed(sandbox.container_id, why, pod, left))
+                        continue
+                report.orphans.append(Orphan(sandbox.container_id, why, pod))
+            self._pod_evidence.forget_all_but(evidenced)
             self._netns.forget_all_but(sandbox.netns for sandbox in summaries)
             self._retries.forget_all_but(sandbox.container_id for sandbox in summaries)
             report.deferred = [] if retry_now else self._retries.deferred(report.orphans)

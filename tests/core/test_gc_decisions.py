@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from app.attach.requests import NodeRequest
+from app.cli.main import render_gc
 from app.cni.types import Attachment, CniError, ContainerId, IfName
 from app.gc.collector import GarbageCollector
 from tests.core.privileges import without_dac_override
@@ -45,7 +46,9 @@ async def attached(node: Node, *, pod: str = "pod-a", uid: str = "uid-a", boot_i
 
 async def test_a_live_sandbox_whose_pod_is_on_the_node_is_kept(node: Node) -> None:
     container = await attached(node)
-    collector = GarbageCollector(engine=node.engine(), db=node.db, pods=Pods({("default", "pod-a"): "uid-a"}))
+    collector = GarbageCollector(
+        engine=node.engine(), db=node.db, pods=Pods({("default", "pod-a"): "uid-a"}), pod_gone_grace=0
+    )
 
     report = await collector.run_once()
 
@@ -56,7 +59,7 @@ async def test_a_live_sandbox_whose_pod_is_on_the_node_is_kept(node: Node) -> No
 
 async def test_nothing_is_collected_on_pod_evidence_while_the_mirror_is_not_synced(node: Node) -> None:
     container = await attached(node)
-    collector = GarbageCollector(engine=node.engine(), db=node.db, pods=Pods(None))
+    collector = GarbageCollector(engine=node.engine(), db=node.db, pods=Pods(None), pod_gone_grace=0)
 
     report = await collector.run_once()
 
@@ -73,7 +76,7 @@ async def test_a_sandbox_whose_pod_is_gone_or_replaced_is_collected(
     node: Node, pods: dict[tuple[str, str], str], reason: str
 ) -> None:
     container = await attached(node)
-    collector = GarbageCollector(engine=node.engine(), db=node.db, pods=Pods(pods))
+    collector = GarbageCollector(engine=node.engine(), db=node.db, pods=Pods(pods), pod_gone_grace=0)
 
     report = await collector.run_once()
 
@@ -83,6 +86,59 @@ async def test_a_sandbox_whose_pod_is_gone_or_replaced_is_collected(
     assert [o.container_id for o in report.collected] == [container]
     assert node.checkpoint(container) is None
     assert delegate_lines(node.history(container), "DEL") == [("eth0", "gc", "ok")]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize("absent", [{}, {("default", "pod-a"): "uid-new"}], ids=["pod-gone", "pod-replaced"])
+async def test_a_pods_absence_is_taken_only_once_it_has_held_for_the_grace(
+    node: Node, absent: dict[tuple[str, str], str]
+) -> None:
+    """A static pod's mirror pod deleted through the API leaves the pod running until the kubelet
+    makes a new one: a pass in that gap collected the live pod's sandbox ("pod-gone"). The API's
+    word now has to hold, pass after pass, for ``gcPodGoneGraceSeconds``; seen otherwise once, it
+    starts again."""
+    container = await attached(node)
+    pods = Pods(absent)
+    clock = Clock()
+    collector = GarbageCollector(engine=node.engine(), db=node.db, pods=pods, clock=clock, pod_gone_grace=30)
+
+    first = await collector.run_once()
+    clock.now += 29
+    second = await collector.run_once()
+    pods.pods = {("default", "pod-a"): "uid-a"}  # the mirror pod is back
+    clock.now += 5
+    await collector.run_once()
+    pods.pods = absent
+    third = await collector.run_once()
+
+    assert (first.orphans, second.orphans, third.orphans) == ([], [], [])
+    assert [(u.container_id, u.confirmed_in_seconds) for u in second.unconfirmed] == [(container, 1)]
+    assert [u.confirmed_in_seconds for u in third.unconfirmed] == [30], "seen otherwise once: again"
+    assert second.as_json()["unconfirmed"] == [
+        {
+            "containerID": container,
+            "reason": first.unconfirmed[0].reason,
+            "pod": "default/pod-a",
+            "confirmedInSeconds": 1,
+        }
+    ]
+    assert pending(node.checkpoint(container)) == ["eth0"]
+    table = render_gc(second.as_json())
+    assert table[-2].split() == ["UNCONFIRMED", "POD", "REASON", "COLLECTED", "IN"]
+    assert table[-1].split() == [container[:12], "default/pod-a", first.unconfirmed[0].reason, "1", "s"]
+
+    clock.now += 30
+    collected = await collector.run_once()
+
+    assert [o.container_id for o in collected.collected] == [container]
+    assert node.checkpoint(container) is None
 
 
 async def test_a_sandbox_whose_netns_is_gone_is_collected_even_without_a_mirror(node: Node) -> None:
@@ -114,7 +170,9 @@ async def test_a_netns_that_cannot_be_looked_at_is_not_taken_as_gone(node: Node,
     container = new_container_id()
     engine = node.engine()
     await engine.add(node.request(Command.ADD, container, _NetnsAt("unused", locked / "ns"), conf))
-    collector = GarbageCollector(engine=engine, db=node.db, pods=Pods({("default", "pod-a"): "uid-a"}))
+    collector = GarbageCollector(
+        engine=engine, db=node.db, pods=Pods({("default", "pod-a"): "uid-a"}), pod_gone_grace=0
+    )
 
     locked.chmod(0)
     try:
@@ -149,7 +207,7 @@ async def test_sandboxes_of_an_earlier_boot_and_half_done_adds_are_collected(nod
 async def test_a_sandbox_with_an_operation_in_flight_is_not_touched(node: Node) -> None:
     container = await attached(node)
     engine = node.engine()
-    collector = GarbageCollector(engine=engine, db=node.db, pods=Pods({}))
+    collector = GarbageCollector(engine=engine, db=node.db, pods=Pods({}), pod_gone_grace=0)
 
     async with engine.locks.hold(container):
         report = await collector.run_once()
@@ -162,7 +220,7 @@ async def test_a_pass_told_the_daemon_is_stopping_begins_no_further_teardown(nod
     """A pass went on tearing orphans down after the daemon began to stop, until the shutdown's
     grace cancelled it in the middle of one; what it leaves is the next daemon's to collect."""
     first, second = await attached(node, pod="pod-a"), await attached(node, pod="pod-b")
-    collector = GarbageCollector(engine=node.engine(), db=node.db, pods=Pods({}))
+    collector = GarbageCollector(engine=node.engine(), db=node.db, pods=Pods({}), pod_gone_grace=0)
 
     def stop() -> bool:  # the daemon begins to stop while the first orphan is torn down
         return bool(node.recorder_entries("DEL"))
@@ -177,7 +235,7 @@ async def test_a_pass_told_the_daemon_is_stopping_begins_no_further_teardown(nod
 
 async def test_a_dry_run_reports_orphans_and_tears_nothing_down(node: Node) -> None:
     container = await attached(node)
-    collector = GarbageCollector(engine=node.engine(), db=node.db, pods=Pods({}))
+    collector = GarbageCollector(engine=node.engine(), db=node.db, pods=Pods({}), pod_gone_grace=0)
 
     report = await collector.run_once(dry_run=True)
 
@@ -191,7 +249,7 @@ async def test_a_failing_teardown_is_reported_and_the_sandbox_stays_recorded(nod
     conf = node.conf(node.recorder_network("stuck", fail={"code": 11, "msg": "stuck"}, failOn="DEL"))
     container = new_container_id()
     await node.engine().add(node.request(Command.ADD, container, node.new_netns(), conf))
-    collector = GarbageCollector(engine=node.engine(), db=node.db, pods=Pods({}))
+    collector = GarbageCollector(engine=node.engine(), db=node.db, pods=Pods({}), pod_gone_grace=0)
 
     report = await collector.run_once()
 
@@ -224,7 +282,9 @@ async def test_only_stale_leases_of_containers_we_handled_are_removed(node: Node
     for address, container in (("10.9.0.2", live), ("10.9.0.3", gone), ("10.9.0.4", stranger)):
         leases[container] = lease_dir / address
         leases[container].write_text(f"{container}\r\neth0")
-    collector = GarbageCollector(engine=engine, db=node.db, pods=Pods({("default", "pod-a"): "uid-a"}))
+    collector = GarbageCollector(
+        engine=engine, db=node.db, pods=Pods({("default", "pod-a"): "uid-a"}), pod_gone_grace=0
+    )
 
     dry = await collector.run_once(dry_run=True)
     assert dry.leases_removed == [str(leases[gone])]
@@ -338,7 +398,7 @@ async def test_a_dry_run_lists_only_the_leases_a_real_pass_would_remove(node: No
         await engine.delete(node.request(Command.DEL, container, netns, conf))
         leases[container] = lease_dir / address
         leases[container].write_text(f"{container}\r\neth0")
-    collector = GarbageCollector(engine=engine, db=node.db, pods=Pods({}))
+    collector = GarbageCollector(engine=engine, db=node.db, pods=Pods({}), pod_gone_grace=0)
 
     async with engine.locks.hold(busy):
         dry = await collector.run_once(dry_run=True)

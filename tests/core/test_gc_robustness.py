@@ -62,7 +62,7 @@ async def test_a_surprise_in_one_orphans_teardown_does_not_end_the_pass(node: No
     network = node.recorder_network("cluster")
     first, second = await orphan(node, engine, network), await orphan(node, engine, network)
     clock = Clock()
-    collector = GarbageCollector(engine=engine, db=node.db, pods=NO_PODS, clock=clock)
+    collector = GarbageCollector(engine=engine, db=node.db, pods=NO_PODS, clock=clock, pod_gone_grace=0)
     counted = unexpected_gc_errors()
 
     report = await collector.run_once()
@@ -89,7 +89,7 @@ async def test_an_orphan_whose_teardown_failed_waits_growing_intervals_while_oth
     network = node.recorder_network("cluster")
     broken = await orphan(node, engine, broken_network)
     clock = Clock()
-    collector = GarbageCollector(engine=engine, db=node.db, pods=NO_PODS, clock=clock)
+    collector = GarbageCollector(engine=engine, db=node.db, pods=NO_PODS, clock=clock, pod_gone_grace=0)
 
     first = await collector.run_once()
     assert [cid for cid, _ in first.failed] == [broken]
@@ -132,7 +132,7 @@ async def test_a_dry_run_reports_a_deferred_orphan_and_moves_no_retry(node: Node
     engine = node.engine()
     broken = await orphan(node, engine, node.recorder_network("broken", fail={"code": 11}, failOn="DEL"))
     clock = Clock()
-    collector = GarbageCollector(engine=engine, db=node.db, pods=NO_PODS, clock=clock)
+    collector = GarbageCollector(engine=engine, db=node.db, pods=NO_PODS, clock=clock, pod_gone_grace=0)
     await collector.run_once()
 
     dry = await collector.run_once(dry_run=True)
@@ -168,7 +168,9 @@ async def test_a_netns_that_cannot_be_looked_at_is_warned_about_once_until_it_ch
     await engine.add(
         node.request(Command.ADD, container, Linked(real.name), node.conf(node.recorder_network("c")))
     )
-    collector = GarbageCollector(engine=engine, db=node.db, pods=Pods({("default", "pod-a"): "uid-a"}))
+    collector = GarbageCollector(
+        engine=engine, db=node.db, pods=Pods({("default", "pod-a"): "uid-a"}), pod_gone_grace=0
+    )
     (via / "ns").unlink()
     via.rmdir()
     via.symlink_to("via")  # the path now answers ELOOP; the namespace lives on
@@ -203,7 +205,7 @@ async def test_an_operators_pass_tries_a_deferred_orphan_at_once(node: Node) -> 
     engine = node.engine()
     broken_network = node.recorder_network("broken", fail={"code": 11, "msg": "stuck"}, failOn="DEL")
     broken = await orphan(node, engine, broken_network)
-    collector = GarbageCollector(engine=engine, db=node.db, pods=NO_PODS, clock=Clock())
+    collector = GarbageCollector(engine=engine, db=node.db, pods=NO_PODS, clock=Clock(), pod_gone_grace=0)
     await collector.run_once()
     assert [d.container_id for d in (await collector.run_once()).deferred] == [broken]
     assert dels(node, "broken") == 1
@@ -221,7 +223,7 @@ async def test_multusctl_gc_shows_a_deferred_orphan_in_its_table(node: Node) -> 
     broken = await orphan(
         node, engine, node.recorder_network("broken", fail={"code": 11, "msg": "x"}, failOn="DEL")
     )
-    collector = GarbageCollector(engine=engine, db=node.db, pods=NO_PODS, clock=Clock())
+    collector = GarbageCollector(engine=engine, db=node.db, pods=NO_PODS, clock=Clock(), pod_gone_grace=0)
     await collector.run_once()
 
     lines = render_gc(json.loads(json.dumps((await collector.run_once()).as_json())))

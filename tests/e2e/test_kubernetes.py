@@ -55,7 +55,7 @@ def node(cluster: Cluster, kube: KubeApiProcess, started: Callable[..., Cluster]
     """A daemon mirroring the emulator: cluster network from conf, NADs ``bridge-net`` and ``macvlan-net``."""
     kube.create_nad("default", "bridge-net", _bridge_nad(cluster, "10.71.0.0/24", "b"))
     kube.create_nad("default", "macvlan-net", _macvlan_nad(cluster))
-    return started(gcIntervalSeconds=3600)
+    return started(gcIntervalSeconds=3600, gcPodGoneGraceSeconds=0)
 
 
 def _add(

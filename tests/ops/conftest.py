@@ -128,7 +128,7 @@ def _make_cluster(root: Path, *, shim: Path, state_template: Path) -> Cluster:
     """The e2e ``cluster`` fixture's node, built for a whole module, logging JSON lines."""
     node = make_cluster(root, shim=shim)
     seed_state(node, state_template)
-    node.daemon_config.update({"logFormat": "json", "gcIntervalSeconds": 3600})
+    node.daemon_config.update({"logFormat": "json", "gcIntervalSeconds": 3600, "gcPodGoneGraceSeconds": 0})
     return node
 
 

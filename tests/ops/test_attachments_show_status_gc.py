@@ -65,6 +65,7 @@ GC_REPORT_KEYS = {
     "collected",
     "deferred",
     "failed",
+    "unconfirmed",
     "hostLinksRemoved",
     "leasesRemoved",
     "durationMs",
