@@ -25,8 +25,8 @@ Owns the order of steps and commits only: history lines and metrics come from
 ``app.attach.recording``, the DELs from ``app.attach.teardown``, a recorded call rebuilt for DEL and
 CHECK from ``app.attach.replay``, a DEL of a sandbox only upstream Multus knows from
 ``app.attach.upstream_delete``. Also the primitives hot-plug (``app.attach.hotplug``) builds on: one
-delegate attached to, or detached from, a running sandbox under the same rules. Never imports the
-watch package or HTTP code; operations on one container ID are serialised.
+delegate attached to, checked in, or detached from a running sandbox under the same rules. Never
+imports the watch package or HTTP code; operations on one container ID are serialised.
 """
 
 from __future__ import annotations
@@ -885,6 +885,21 @@ class AttachEngine:
                 continue
             await self._check_attachment(record=record, attachment=attachment, links=links)
 
+    async def _check_delegate_locked(self, request: SandboxRequest) -> None:
+        record = await self._hotplug_target(request)
+        attachment = record.attachment(request.ifname)
+        if attachment is None or attachment.state in checkpoints.PARTIAL_STATES:
+            raise CniError(
+                ErrorCode.UNKNOWN_CONTAINER,
+                f'interface "{request.ifname}" (CNI_IFNAME) has no completed ADD in container '
+                f"{record.container_id}",
+                "the checkpoint records no attachment of that name"
+                if attachment is None
+                else f"its attachment's state is {attachment.state!r}",
+            )
+        links = await self._own_links(record, needed_for="CHECK needs to list the sandbox's interfaces")
+        await self._check_attachment(record=record, attachment=attachment, links=links)
+
     async def _check_attachment(
         self, *, record: SandboxRecord, attachment: AttachmentRecord, links: Mapping[str, netns.Link]
     ) -> None:
@@ -1062,6 +1077,15 @@ class AttachEngine:
         call; succeed when no such attachment, or no running sandbox, is recorded. The cluster
         network's, and a sandbox of another pod than CNI_ARGS names, are refused."""
         await self._locked_and_recorded(request, self._detach_delegate_locked)
+
+    async def check_delegate(self, request: SandboxRequest) -> None:
+        """CHECK exactly the attachment ``request.ifname`` of a running sandbox (``/delegate``), as
+        ``check`` checks each: its interfaces are in the netns and its delegate CHECK passes, from
+        its recorded call with its recorded result as prevResult; the sandbox's other attachments
+        are not looked at. Code 3 when no completed ADD of that interface is recorded (none, its
+        hot-plug ADD left no result, its DEL is pending: CHECK needs the ADD result), as for a
+        sandbox not ``ready``; a sandbox of another pod than CNI_ARGS names is refused (code 4)."""
+        await self._locked_and_recorded(request, self._check_delegate_locked)
 
     async def settle_partial_attachments(
         self, *, trigger: Trigger, skip: Collection[str] = ()

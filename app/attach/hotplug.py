@@ -130,7 +130,7 @@ async def serve_delegate(
         if request.command is Command.DEL:
             await engine.detach_delegate(request)
         elif request.command is Command.CHECK:
-            await engine.check(request)
+            await engine.check_delegate(request)
         outcome = "ok"
         return None
     finally:

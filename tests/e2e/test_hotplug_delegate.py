@@ -173,6 +173,16 @@ def test_dnc_adds_and_removes_a_delegate_and_the_checkpoint_follows(
     assert "net3" not in status_annotation, "DNC writes network-status for /delegate, not the daemon"
     checked = node.run_shim("CHECK", container_id=container, netns=netns)
     assert checked.returncode == 0, checked.stdout
+    # DNC's CHECK: bridge and host-local check net3 against its recorded result
+    status, answer = dnc.request(
+        "CHECK", container=container, netns=netns.path, ifname="net3", pod=pod, config=nad
+    )
+    assert status == 200, answer
+    status, answer = dnc.request(
+        "CHECK", container=container, netns=netns.path, ifname="net4", pod=pod, config=nad
+    )
+    assert status == 400, answer
+    assert answer["code"] == 3, answer
 
     status, answer = dnc.request(
         "DEL", container=container, netns=netns.path, ifname="net3", pod=pod, config=nad
@@ -183,7 +193,7 @@ def test_dnc_adds_and_removes_a_delegate_and_the_checkpoint_follows(
     assert _recorded(node, container) == {"eth0": "added"}
     assert ("DEL", "delegate", "delegate", "ok", "net3") in _history(node, container)
     assert [lease.parent.name for lease in node.leases()] == ["primary"], "net3's lease is released"
-    assert _metric(node, 'multus_server_request_total{code="200",handler="/delegate",method="post"}') == 2
+    assert _metric(node, 'multus_server_request_total{code="200",handler="/delegate",method="post"}') == 3
     assert (
         _metric(node, 'multus_py_hotplug_operations_total{command="ADD",outcome="ok",source="delegate"}') == 1
     )
