@@ -1206,10 +1206,10 @@ class AttachEngine:
                 extra=self._request_context(request),
             )
             return
-        self._check_same_pod(request, record)
         attachment = record.attachment(request.ifname)
         if attachment is None:
-            return
+            return  # whatever pod CNI_ARGS name: nothing of that name is there (docs/protocol.md)
+        self._check_same_pod(request, record)
         if attachment.is_master:
             raise CniError(
                 ErrorCode.INVALID_ENVIRONMENT,

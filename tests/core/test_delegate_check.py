@@ -1,7 +1,8 @@
 """A ``/delegate`` CHECK (``hotplug.serve_delegate``) checks the one attachment its CNI_IFNAME
 names, from the recorded call with the recorded ADD result as prevResult, as the ``/cni`` CHECK
 checks each; the sandbox's other attachments are not looked at. An interface with no completed ADD
-recorded is code 3, its delegate's CHECK not run; another pod's sandbox is refused (code 4)."""
+recorded is code 3, its delegate's CHECK not run; another pod's sandbox is refused (code 4). A
+``/delegate`` DEL of an interface not recorded succeeds, whatever pod its CNI_ARGS name."""
 
 from __future__ import annotations
 
@@ -131,3 +132,20 @@ async def test_a_delegate_check_naming_another_pod_is_refused(node: Node) -> Non
     assert failed.value.code == ErrorCode.INVALID_ENVIRONMENT
     assert "K8S_POD_NAME=pod-b" in failed.value.msg
     assert _checks(node) == []
+
+
+async def test_a_delegate_del_of_an_interface_not_recorded_succeeds_whatever_pod_it_names(node: Node) -> None:
+    """Refused (code 4) only while the interface is there (docs/protocol.md): the pod was compared
+    first, so a DEL naming another pod failed for an interface that is not there, until the runtime
+    DELed the sandbox."""
+    engine, container, netns = await _sandbox_with_net1(node, cluster_healthy=True)
+    request = replace(
+        _delegate_check(node, container, netns, "net7", pod="pod-b").request, command=Command.DEL
+    )
+
+    await serve_delegate(engine, DelegateCall(request=request, net=None))
+
+    with pytest.raises(CniError) as refused:  # the interface is there: another pod's is refused
+        await serve_delegate(engine, DelegateCall(request=replace(request, ifname=IfName("net1")), net=None))
+    assert refused.value.code == ErrorCode.INVALID_ENVIRONMENT
+    assert [call[0] for call in node.calls()].count("DEL") == 0
