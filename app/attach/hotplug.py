@@ -658,7 +658,10 @@ class HotplugReconciler:
                 max_networks=self._conf.max_networks_per_pod,
             )
         except CniError as err:
-            await self._engine.record_request_error(base, err, started=started)
+            # under no interface: the sandbox's CNI_IFNAME is the cluster network's, not refused
+            await self._engine.record_request_error(
+                _with(base, command=Command.ADD, ifname=""), err, started=started
+            )
             self._event(pod, FAILED_ADDING, f"pod [{namespace}/{name}]: invalid network selection: {err.msg}")
             metrics.HOTPLUG_OPERATIONS.labels("native", "ADD", "error").inc()
             return err
