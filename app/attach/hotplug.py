@@ -235,10 +235,10 @@ def plan_changes(
     A named selection matches the attachment of that name; a nameless one the oldest unmatched
     attachment of its NAD (the one ADD gave it). An interface name is needed to tell two attachments
     of one NAD apart, so a nameless selection of a NAD selected more than once is not added but
-    refused (and retried); a selection whose name another network holds is refused too, and so is
-    an interface name more than one selection names (ADD refuses that annotation: neither is
-    added, nor is the second one run to fail). Nothing refused ever causes a detach: only
-    attachments no selection matches are removed.
+    refused (until the annotation changes); a selection whose name another network holds is
+    refused too, and so is an interface name more than one selection names (ADD refuses that
+    annotation: neither is added, nor is the second one run to fail). Nothing refused ever causes
+    a detach: only attachments no selection matches are removed.
 
     Only an ``added`` attachment satisfies a selection: one whose hot-plug ADD or DEL did not finish
     (its undo or DEL failed: possibly present, invariant 4) is DELed again and then added again,
@@ -440,6 +440,10 @@ class ReconcilerSettings:
     pod event) sends it sooner."""
 
 
+RefusalKey = tuple[str, str, str, str]
+"""A refusal as met in one sandbox: container ID, network, interface ("" when none), message."""
+
+
 @dataclass
 class _Retry:
     failures: int
@@ -447,6 +451,12 @@ class _Retry:
     warned: frozenset[str] = frozenset()
     """The Warning events (messages) the pod's last pass posted: a retry that fails the same way
     posts none of them again."""
+    refused: frozenset[RefusalKey] = frozenset()
+    """The refusals the pod's last pass met: recorded in the history (and announced) when first
+    met, not again while every pass meets them."""
+    awaits_change: bool = False
+    """Only refusals were left, which only an edit of the annotation clears: no timer retries the
+    pod; its next event (or the resync) does."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -479,11 +489,15 @@ class HotplugReconciler:
     as it is, never waited for nor asked of the API: one the mirror lacks (deleted, its sandbox not
     DELed yet) is done at once, and a pod the watch brings later is queued by its commit. A pod
     whose sandbox another operation holds is looked at again shortly; one that cannot be satisfied
-    is retried with exponential backoff; ``pending`` says which and why. A network-status write the
-    API server refuses for good (403) backs off to ``refused_backoff_max`` (minutes) and is logged
-    once per pod and reason, as the ADD's background retries do it. At start, every pod with a
-    running sandbox has its network-status written once from the checkpoint (what a previous
-    daemon attached or detached may not have reached the annotation).
+    is retried with exponential backoff, unless all that is left are refusals only an edit of its
+    annotation clears (``Changes.refused``, an annotation that does not parse): such a pod waits
+    for its next change (or the resync), and a refusal met again on the pod's next pass is neither
+    recorded in the history nor announced again; ``pending`` says which pods wait and why. A
+    network-status write the API server refuses for good (403) backs off to
+    ``refused_backoff_max`` (minutes) and is logged once per pod and reason, as the ADD's
+    background retries do it. At start, every pod with a running sandbox has its network-status
+    written once from the checkpoint (what a previous daemon attached or detached may not have
+    reached the annotation).
     """
 
     def __init__(
@@ -510,6 +524,9 @@ class HotplugReconciler:
         self._warned_before: frozenset[str] = frozenset()
         self._warned_now: set[str] = set()
         """The Warning events of the pass in hand: those of the pod's previous pass, and its own."""
+        self._refused_before: frozenset[RefusalKey] = frozenset()
+        self._refused_now: set[RefusalKey] = set()
+        """The refusals of the pass in hand: those of the pod's previous pass, and its own."""
         self._unpublished: set[ObjectKey] = set()
         """Pods whose network-status write failed after a change, or whose status a previous daemon
         may have left unwritten: written (again) on their next pass."""
@@ -606,27 +623,42 @@ class HotplugReconciler:
         previous = self._retries.get(key)
         self._warned_before = previous.warned if previous is not None else frozenset()
         self._warned_now = set()
+        self._refused_before = previous.refused if previous is not None else frozenset()
+        self._refused_now = set()
         try:
-            error = await self.reconcile(*key)
+            error, retried = await self._reconcile(*key)
         except _SandboxBusyError:
             self.deferred += 1
             self._due[key] = time.monotonic() + self._settings.busy_retry
             return
         except Exception as exc:  # one pod's surprise must not stop the others
             log.exception("hot-plug of pod %s/%s failed", *key)
-            error = as_cni_error(exc)
+            error = retried = as_cni_error(exc)
         self.passes += 1
         if error is None:
             self._retries.pop(key, None)
         else:
             retry = _Retry(
-                (previous.failures if previous is not None else 0) + 1,
+                # a pod waiting for an edit starts its backoff afresh once a retry is due again
+                (previous.failures if previous is not None else 0) + 1 if retried is not None else 0,
                 f"{error.msg}: {error.details}" if error.details else error.msg,
                 frozenset(self._warned_now),
+                frozenset(self._refused_now),
+                awaits_change=retried is None,
             )
             self._retries[key] = retry
             refusal = self._refusals.get(key)
-            if isinstance(error, _StatusRefusedError) and refusal is not None:
+            if retried is None:
+                # Only an edit of the annotation can clear it: that edit's pod event (or the
+                # resync) looks again, and a pass meeting the same refusals records nothing.
+                self._due.pop(key, None)
+                if previous is None or not previous.awaits_change or previous.last_error != retry.last_error:
+                    log.warning(
+                        "hot-plug of pod %s/%s waits for a change of its annotation: %s",
+                        *key,
+                        retry.last_error,
+                    )
+            elif isinstance(retried, _StatusRefusedError) and refusal is not None:
                 # Nothing but the refused write is left: it is sent again once its backoff ends
                 # (logged by _publish, once per reason).
                 self._due[key] = refusal.resend_at
@@ -635,20 +667,29 @@ class HotplugReconciler:
                     self._settings.backoff_max, self._settings.backoff_initial * 2 ** (retry.failures - 1)
                 )
                 self._due[key] = time.monotonic() + delay
-                log.warning("hot-plug of pod %s/%s retried in %.1f s: %s", *key, delay, retry.last_error)
+                reason = f"{retried.msg}: {retried.details}" if retried.details else retried.msg
+                log.warning("hot-plug of pod %s/%s retried in %.1f s: %s", *key, delay, reason)
         metrics.HOTPLUG_PENDING.set(len(self._retries))
 
     async def reconcile(self, namespace: str, name: str) -> CniError | None:
         """Bring pod ``namespace/name``'s running sandbox in line with its annotation once; return
         the first error that leaves the annotation unsatisfied (None when satisfied)."""
+        error, _ = await self._reconcile(namespace, name)
+        return error
+
+    async def _reconcile(self, namespace: str, name: str) -> tuple[CniError | None, CniError | None]:
+        """``reconcile``'s error, and the first error a timer is to retry: None when only refusals
+        are left (an annotation that does not parse, a selection ``plan_changes`` refuses), which
+        no retry clears, only an edit of the annotation, whose pod event queues the pod (so does
+        the resync). A delegate's failure, a NAD not found, a status write are retried."""
         pod = await self._pods.mirrored_pod(namespace, name)
         if pod is None:
             self._forget_status((namespace, name))
-            return None
+            return None, None
         record = await self._running_sandbox(pod)
         if record is None:
             self._forget_status((namespace, name))
-            return None
+            return None, None
         base = self._request(record, pod)
         started = time.monotonic()
         try:
@@ -658,13 +699,15 @@ class HotplugReconciler:
                 max_networks=self._conf.max_networks_per_pod,
             )
         except CniError as err:
-            # under no interface: the sandbox's CNI_IFNAME is the cluster network's, not refused
-            await self._engine.record_request_error(
-                _with(base, command=Command.ADD, ifname=""), err, started=started
-            )
-            self._event(pod, FAILED_ADDING, f"pod [{namespace}/{name}]: invalid network selection: {err.msg}")
-            metrics.HOTPLUG_OPERATIONS.labels("native", "ADD", "error").inc()
-            return err
+            if self._first_refusal(record.container_id, Refusal("", "", err)):
+                # no interface: the sandbox's CNI_IFNAME is the cluster network's, not refused
+                request = _with(base, command=Command.ADD, ifname="")
+                await self._engine.record_request_error(request, err, started=started)
+                self._event(
+                    pod, FAILED_ADDING, f"pod [{namespace}/{name}]: invalid network selection: {err.msg}"
+                )
+                metrics.HOTPLUG_OPERATIONS.labels("native", "ADD", "error").inc()
+            return err, None
         default_networks = self._default_networks(record, pod)
         changes = plan_changes(record, selections, default_networks=default_networks)
         if any(not selection.interface for selection, _ in changes.add):  # a net<n> name is generated
@@ -673,30 +716,44 @@ class HotplugReconciler:
             )
         if not changes.add and not changes.remove and not changes.refused:
             if (namespace, name) in self._unpublished:
-                return await self._publish(record.container_id, pod)
-            return None
+                written = await self._publish(record.container_id, pod)
+                return written, written
+            return None, None
         if _namespace_gone(record, boot_id=self._engine.boot_id):
             self._gone(pod, record.container_id, why="its network namespace is gone")
-            return None
-        errors: list[CniError | None] = [await self._refuse(base, pod, r) for r in changes.refused]
+            return None, None
+        refused: list[CniError] = [
+            await self._refuse(base, pod, r) if self._first_refusal(record.container_id, r) else r.error
+            for r in changes.refused
+        ]
+        errors: list[CniError | None] = []
         changed = False
         for attachment in changes.remove:
             error = await self._detach(base, pod, attachment)
             if isinstance(error, _Gone):
                 self._gone(pod, record.container_id, why="it is no longer running")
-                return None
+                return None, None
             changed = changed or error is None
             errors.append(error)
         for selection, ifname in changes.add:
             error = await self._attach(base, pod, selection, ifname)
             if isinstance(error, _Gone):
                 self._gone(pod, record.container_id, why="it is no longer running")
-                return None
+                return None, None
             changed = changed or error is None
             errors.append(error)
         if changed or (namespace, name) in self._unpublished:
             errors.append(await self._publish(record.container_id, pod))
-        return next((error for error in errors if error is not None), None)
+        retried = next((error for error in errors if error is not None), None)
+        return next(iter(refused), retried), retried
+
+    def _first_refusal(self, container_id: str, refusal: Refusal) -> bool:
+        """Count ``refusal`` of sandbox ``container_id`` among the pass's; True unless the pod's
+        previous pass met it already (then it was recorded and announced: an unchanged annotation
+        is refused the same way on each pod event and resync, for as long as the pod lives)."""
+        key = (container_id, refusal.network, refusal.ifname, refusal.error.msg)
+        self._refused_now.add(key)
+        return key not in self._refused_before
 
     def _gone(self, pod: PodRecord, container_id: str, *, why: str) -> None:
         """The sandbox stopped running, before its hot-plug or while it was under way (the runtime's
