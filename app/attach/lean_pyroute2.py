@@ -28,14 +28,14 @@ _lock = threading.RLock()
 
 
 def iproute() -> Any:
-    """The ``IPRoute`` class (called once per netlink call: after the first, a dictionary read)."""
-    loaded = sys.modules.get(IPROUTE_MODULE)
-    if loaded is None:
+    """The ``IPRoute`` class (called once per netlink call). Through ``import_module`` every time,
+    not ``sys.modules``: a module another thread is still importing is already there, half made,
+    and the import system makes a second importer wait for it to finish."""
+    if PACKAGE not in sys.modules:
         with _lock:
             if PACKAGE not in sys.modules:
                 _register_bare_package()
-            loaded = importlib.import_module(IPROUTE_MODULE)
-    return loaded.IPRoute
+    return importlib.import_module(IPROUTE_MODULE).IPRoute
 
 
 def _register_bare_package() -> None:

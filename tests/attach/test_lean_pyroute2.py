@@ -11,8 +11,16 @@ import textwrap
 SCRIPT = textwrap.dedent(
     """
     import sys
+    import threading
     from app.attach import lean_pyroute2
 
+    got = []  # first use from several worker threads at once, as the daemon's netlink calls run
+    threads = [threading.Thread(target=lambda: got.append(lean_pyroute2.iproute())) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(got) == 8 and len(set(got)) == 1, got
     IPRoute = lean_pyroute2.iproute()
     with IPRoute() as ipr:
         names = [link.get_attr("IFLA_IFNAME") for link in ipr.get_links()]
