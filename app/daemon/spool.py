@@ -10,7 +10,7 @@ An entry whose replay raises what no DEL path expects (a bug, a write the state 
 take) is logged, counted in ``multus_py_engine_unexpected_errors_total`` and kept for a later
 replay: it holds back neither the entries after it nor start-up (as recovery, invariant 11).
 
-An entry kept so (either way) is retried under the orphans' backoff (``app.gc.collector.retry_delay``:
+An entry kept so (either way) is retried under the orphans' backoff (``app.gc.collector.TeardownRetries``:
 10 s after its first failure, doubling up to 5 minutes), not on every GC pass: each try runs its
 plugins and logs an error. It is never given up (nor renamed ``.rejected``): the runtime heard
 success for it, so its DEL may still be needed, and nothing else would run it. The backoff is kept
@@ -69,7 +69,7 @@ import os
 import stat
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -83,7 +83,7 @@ from app.attach.requests import Command, SandboxRequest, Trigger
 from app.cni.types import CniError
 from app.daemon import protocol
 from app.daemon.server import MAX_BODY_BYTES
-from app.gc.collector import retry_delay
+from app.gc.collector import TeardownRetries
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -122,48 +122,21 @@ class Retry:
         }
 
 
-@dataclass(slots=True)
-class _Due:
-    failures: int
-    at: float
+class SpoolRetries(TeardownRetries[Path]):
+    """The entries kept after a failed replay, and when each may be replayed again: the orphans'
+    backoff (``TeardownRetries``: each failure in a row doubles the wait, up to its cap; nothing is
+    given up), keyed by the entry's path; in memory only, so a restart costs one more try of each
+    at once. Its answers are the replay's report of them."""
 
-
-class SpoolRetries:
-    """The entries kept after a failed replay, and when each may be replayed again: each failure in
-    a row doubles the wait (``retry_delay``, the orphans' schedule), up to its cap; nothing is given
-    up. Keyed by the entry's path; in memory only, so a restart costs one more try of each at once."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self._due: dict[Path, _Due] = {}
-
-    def failures(self, entry: Path) -> int:
-        due = self._due.get(entry)
-        return 0 if due is None else due.failures
-
-    def failed(self, entry: Path) -> Retry:
+    def kept(self, entry: Path) -> Retry:
         """Note one more failure of ``entry``'s replay; its retry, as reported."""
-        failures = self.failures(entry) + 1
-        delay = retry_delay(failures)
-        self._due[entry] = _Due(failures, self._clock() + delay)
-        return Retry(entry.name, failures, delay)
+        delay = self.failed(entry)
+        return Retry(entry.name, self.failures(entry), delay)
 
-    def waiting(self, entry: Path) -> Retry | None:
+    def deferral(self, entry: Path) -> Retry | None:
         """``entry``'s retry while it is not due yet, else None."""
-        due = self._due.get(entry)
-        if due is None:
-            return None
-        left = due.at - self._clock()
-        return Retry(entry.name, due.failures, left) if left > 0 else None
-
-    def forget(self, entry: Path) -> None:
-        self._due.pop(entry, None)
-
-    def forget_all_but(self, entries: Iterable[Path]) -> None:
-        """Forget the entries no longer spooled (replayed, set aside or removed since)."""
-        keep = set(entries)
-        for entry in [path for path in self._due if path not in keep]:
-            del self._due[entry]
+        left = self.next_try_in(entry)
+        return None if left is None else Retry(entry.name, self.failures(entry), left)
 
 
 @dataclass
@@ -307,7 +280,7 @@ async def _replay(
             if stop():
                 log.info("spool: stopping; the entries not replayed yet are left for the next replay")
                 return report
-            waiting = None if retry_now else retries.waiting(entry)
+            waiting = None if retry_now else retries.deferral(entry)
             if waiting is not None:
                 log.debug("spool entry %s failed lately: its next try is not due yet", entry)
                 report.deferred.append(waiting)
@@ -345,7 +318,7 @@ class _Kept:
 
 def _keep(entry: Path, kept: _Kept, *, report: SpoolReport, retries: SpoolRetries) -> None:
     """Leave ``entry`` for a later replay, its next try put off by its backoff; say so once."""
-    retry = retries.failed(entry)
+    retry = retries.kept(entry)
     report.kept.append(retry)
     log.error(
         "spooled DEL %s%s failed (%d in a row), kept for a replay in %.0f s at the earliest: %s",

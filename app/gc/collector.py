@@ -42,11 +42,11 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Container, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Container, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from app import metrics
 from app.attach import errors as attach_errors
@@ -255,7 +255,7 @@ class GarbageCollector:
         self._unproven: set[str] = set()
         """Unrecorded containers holding a lease that nothing proved ours when last looked up
         (``_proven_by_history``), as long as they stay so."""
-        self._retries = TeardownRetries(clock)
+        self._retries: TeardownRetries[str] = TeardownRetries(clock)
         self._netns = NetnsWarnings()
         self._host_veths: dict[HostVeth, int] = {}
         """Host veths of collected sandboxes still to remove, with their failed removals so far:
@@ -298,7 +298,7 @@ class GarbageCollector:
             self._pod_evidence.forget_all_but(evidenced)
             self._netns.forget_all_but(sandbox.netns for sandbox in summaries)
             self._retries.forget_all_but(sandbox.container_id for sandbox in summaries)
-            report.deferred = [] if retry_now else self._retries.deferred(report.orphans)
+            report.deferred = [] if retry_now else _deferred(self._retries, report.orphans)
             if not dry_run:
                 waiting = {deferral.container_id for deferral in report.deferred}
                 due = [orphan for orphan in report.orphans if orphan.container_id not in waiting]
@@ -667,53 +667,68 @@ def retry_delay(failures: int) -> float:
     return min(RETRY_MAX_SECONDS, RETRY_FIRST_SECONDS * float(1 << doublings))
 
 
+K = TypeVar("K", bound=Hashable)
+"""What a teardown retried is known by: a container ID, a spool entry's path."""
+
+
 @dataclass(slots=True)
 class _Retry:
     failures: int
     due: float
 
 
-class TeardownRetries:
-    """The orphans whose teardown failed lately, and when each may be tried again.
+class TeardownRetries(Generic[K]):
+    """The teardowns that failed lately, and when each may be tried again: GC's orphans, by
+    container ID; the spooled DELs kept after a failed replay, by entry (``app.daemon.spool``).
 
     Each failure doubles the wait (``retry_delay``), up to ``RETRY_MAX_SECONDS``; nothing is given
-    up. In memory only: losing it (a restart) costs one more try of each orphan at once.
+    up. In memory only: losing it (a restart) costs one more try of each at once.
     """
 
-    def __init__(self, clock: Callable[[], float]) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._retries: dict[str, _Retry] = {}
+        self._retries: dict[K, _Retry] = {}
 
-    def failures(self, container_id: str) -> int:
-        retry = self._retries.get(container_id)
+    def failures(self, key: K) -> int:
+        retry = self._retries.get(key)
         return 0 if retry is None else retry.failures
 
-    def failed(self, container_id: str) -> None:
-        failures = self.failures(container_id) + 1
-        self._retries[container_id] = _Retry(failures, self._clock() + retry_delay(failures))
+    def failed(self, key: K) -> float:
+        """Note one more failure in a row of ``key``; the seconds before its next try."""
+        failures = self.failures(key) + 1
+        delay = retry_delay(failures)
+        self._retries[key] = _Retry(failures, self._clock() + delay)
+        return delay
 
-    def forget(self, container_id: str) -> None:
-        self._retries.pop(container_id, None)
+    def forget(self, key: K) -> None:
+        self._retries.pop(key, None)
 
-    def waiting(self, container_id: str) -> bool:
-        """True while ``container_id``'s next try is not due yet."""
-        retry = self._retries.get(container_id)
-        return retry is not None and retry.due > self._clock()
+    def next_try_in(self, key: K) -> float | None:
+        """The seconds left while ``key``'s next try is not due yet; None once it is (or none failed)."""
+        retry = self._retries.get(key)
+        if retry is None:
+            return None
+        left = retry.due - self._clock()
+        return left if left > 0 else None
 
-    def forget_all_but(self, container_ids: Iterable[str]) -> None:
-        """Forget the containers no longer recorded (DELed meanwhile by the runtime, say)."""
-        keep = set(container_ids)
-        for container_id in [c for c in self._retries if c not in keep]:
-            del self._retries[container_id]
+    def waiting(self, key: K) -> bool:
+        """True while ``key``'s next try is not due yet."""
+        return self.next_try_in(key) is not None
 
-    def deferred(self, orphans: Iterable[Orphan]) -> list[Deferral]:
-        """Those of ``orphans`` not to be tried yet."""
-        now = self._clock()
-        return [
-            Deferral(orphan.container_id, retry.failures, retry.due - now)
-            for orphan in orphans
-            if (retry := self._retries.get(orphan.container_id)) is not None and retry.due > now
-        ]
+    def forget_all_but(self, keys: Iterable[K]) -> None:
+        """Forget those no longer there (a container DELed meanwhile by the runtime, an entry gone)."""
+        keep = set(keys)
+        for key in [k for k in self._retries if k not in keep]:
+            del self._retries[key]
+
+
+def _deferred(retries: TeardownRetries[str], orphans: Iterable[Orphan]) -> list[Deferral]:
+    """Those of ``orphans`` not to be tried yet."""
+    return [
+        Deferral(orphan.container_id, retries.failures(orphan.container_id), left)
+        for orphan in orphans
+        if (left := retries.next_try_in(orphan.container_id)) is not None
+    ]
 
 
 class NetnsWarnings:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from app.daemon import spool
+from app.gc import collector
 from app.gc.collector import RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS, retry_delay
 from app.metrics import REGISTRY
 from tests.core.support import Node, SurpriseAtFirstDel, new_container_id
@@ -67,7 +68,7 @@ async def test_a_failing_upstream_del_is_not_replayed_again_before_its_retry_is_
 ) -> None:
     """The daemon's replays (start-up, every GC pass) share one backoff: the entry's second pass
     runs nothing and logs nothing; an operator's pass (``retry_now``) tries it at once."""
-    monkeypatch.setattr(spool, "retry_delay", lambda failures: 1e9)  # never due within this test
+    monkeypatch.setattr(collector, "retry_delay", lambda failures: 1e9)  # never due within this test
     directory = node.root / "spool"
     entry = spool_entry(directory, upstream_sandbox(node))
 
