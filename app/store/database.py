@@ -1,11 +1,11 @@
 """The state database: one SQLite file, one writer thread, two reader threads.
 
-Owns the SQLAlchemy engine, its per-connection pragmas (WAL, ``synchronous=FULL``, foreign keys,
-busy timeout, the size the WAL is cut back to), the exclusive lock that keeps a second daemon off
-the same file, and the only thread that writes. Coroutines never touch a connection: they hand a
-unit of work (a function taking a SQLAlchemy Core ``Connection``) to ``write``/``read`` and await
-its value. ``write`` returns only after the transaction holding that work has been committed, so
-"recorded" means "on disk" (for a durable write, below).
+Owns the connections (``sqlite3``'s, each with the store's pragmas: WAL, ``synchronous=FULL``,
+foreign keys, busy timeout, the size the WAL is cut back to), the exclusive lock that keeps a second
+daemon off the same file, and the only thread that writes. Coroutines never touch a connection: they
+hand a unit of work (a function taking a ``sqlite3.Connection``, ``Connection`` here) to
+``write``/``read`` and await its value. ``write`` returns only after the transaction holding that
+work has been committed, so "recorded" means "on disk" (for a durable write, below).
 
 Concurrent writes are group-committed: the writer drains what is queued, runs each unit inside
 its own savepoint (one failing unit does not undo the others), and commits once. A batch of one
@@ -35,12 +35,14 @@ So the caller can start what must not *act* before the write is on disk, and let
 then: the ADD starts its first delegate while its intents are being synced, and hands the plugin
 its input once they are (``app.attach.engine``).
 
-Each thread keeps its connection open for its whole life and frames transactions and savepoints
-itself: a unit of work runs Core statements on the connection, or plain SQL on the driver's cursor
-(``records_sql.cursor_of``: the ADD/DEL hot path), inside the thread's transaction and, in the
-writer, inside a savepoint of its own. The store uses SQLAlchemy Core only, never its ORM (a test
-checks that the daemon never imports it). The reader threads start with the first ``read``.
-Results reach the awaiting coroutine with one wake-up of its event loop per batch.
+Each thread keeps its connection open for its whole life, in ``sqlite3``'s autocommit mode, and
+frames transactions and savepoints itself (``BEGIN``, ``SAVEPOINT``, ``COMMIT``): a unit of work runs
+plain SQL on the connection's cursor (``records_sql.cursor_of``), inside the thread's transaction
+and, in the writer, inside a savepoint of its own; it never begins, commits or rolls back. No
+module the daemon runs imports SQLAlchemy (12.9 MiB of its memory, and Python-level work on every
+transaction; a test checks it): SQLAlchemy describes the tables (``app.store.models``) for alembic's
+migrations, which run in a child process (``app.store.schema``). The reader threads start with the
+first ``read``. Results reach the awaiting coroutine with one wake-up of its event loop per batch.
 """
 
 from __future__ import annotations
@@ -58,12 +60,11 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
+from contextlib import closing
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
-
-from sqlalchemy import URL, Connection, Engine, RootTransaction, create_engine, event
-from sqlalchemy.exc import DBAPIError, OperationalError
 
 from app import metrics
 from app.store import schema
@@ -71,6 +72,8 @@ from app.store import schema
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+Connection = sqlite3.Connection
+"""What a unit of work is given: a connection in autocommit mode, inside the thread's transaction."""
 Work = Callable[[Connection], T]
 """A unit of database work: runs in the writer (or a reader) thread on a connection in a transaction."""
 
@@ -96,7 +99,7 @@ per commit."""
 READERS = 2
 """Reader threads (each with its own connection): reads of committed state run beside the writer."""
 SPARE_CONNECTIONS = 4
-"""Pooled connections beyond the threads' own, for ``read_sync`` and direct ``engine`` users."""
+"""Connections kept beyond the threads' own, for ``read_sync``."""
 
 
 def read_only_uri(path: str | os.PathLike[str]) -> str:
@@ -162,15 +165,14 @@ _STORAGE_ERRNOS = {
 
 
 def _storage_error(error: BaseException) -> StorageError | None:
-    """``error`` (SQLite's, raw or wrapped by SQLAlchemy) as a ``StorageError`` when the storage
-    failed under it; None for any other error."""
-    raw = error.orig if isinstance(error, DBAPIError) else error
-    if not isinstance(raw, sqlite3.Error):
+    """``error`` (SQLite's) as a ``StorageError`` when the storage failed under it; None for any
+    other error."""
+    if not isinstance(error, sqlite3.Error):
         return None
-    code = _STORAGE_ERRNOS.get(getattr(raw, "sqlite_errorcode", 0) & 0xFF)
+    code = _STORAGE_ERRNOS.get(getattr(error, "sqlite_errorcode", 0) & 0xFF)
     if code is None:
         return None
-    storage = StorageError(code, f"state database: {raw}")
+    storage = StorageError(code, f"state database: {error}")
     storage.__cause__ = error
     return storage
 
@@ -245,68 +247,67 @@ def _resolve(settled: list[_Wake]) -> None:
 
 
 class _Seat:
-    """One connection held open for as long as its user lives, and the driver's connection behind it.
+    """One connection held open for as long as its user lives.
 
     The user frames the transactions itself (``begin``); units of work run on ``connection``."""
 
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
+    def __init__(self, connect: Callable[[], Connection]) -> None:
+        self._connect_anew = connect
         self._connect()
 
     def _connect(self) -> None:
-        self.connection: Connection = self._engine.connect()
-        driver = self.connection.connection.driver_connection
-        if not isinstance(driver, sqlite3.Connection):
-            raise TypeError(f"the state database runs on SQLite, not {type(driver).__name__}")
-        self.driver = driver
-        self.durable = True  # ``configure_connection`` sets ``synchronous=FULL`` on every connection
+        self.connection: Connection = self._connect_anew()
+        self.durable = True  # ``connect`` sets ``synchronous=FULL`` on every connection
 
     def make_durable(self, durable: bool) -> None:
         """Commit the next transactions durably (``synchronous=FULL``) or not (``NORMAL``); set
         between transactions, where SQLite takes it."""
         if durable != self.durable:
-            self.driver.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=NORMAL")
+            self.connection.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=NORMAL")
             self.durable = durable
 
     def reconnect(self) -> None:
         """A fresh connection after one that may be broken (a failed commit or rollback)."""
         try:
-            self.connection.invalidate()
             self.connection.close()
         except Exception:  # it is being thrown away: nothing more to learn from it
             log.debug("discarding a state database connection failed", exc_info=True)
         self._connect()
 
-    def begin(self) -> RootTransaction:
+    def begin(self) -> None:
         """Begin a transaction, on a fresh connection if the last one was left unusable."""
-        connection = self.connection
-        if (
-            connection.closed
-            or connection.invalidated
-            or connection.in_transaction()
-            or self.driver.in_transaction
-        ):
+        try:
+            left_in_one = self.connection.in_transaction
+        except sqlite3.ProgrammingError:  # closed: a reconnect that failed half-way
+            left_in_one = True
+        if left_in_one:
             log.warning("a state database connection was left in a transaction; reconnecting")
             self.reconnect()
-        return self.connection.begin()
+        self.connection.execute("BEGIN")
+
+    def rollback(self) -> None:
+        """End the transaction, undoing it, if SQLite has not ended it already (a failed COMMIT
+        leaves it open; a full disk or an I/O error may have rolled it back by itself)."""
+        if self.connection.in_transaction:
+            self.connection.execute("ROLLBACK")
 
     def read(self, work: Work[T]) -> T:
         """Run ``work`` in a transaction of its own (one snapshot of committed state)."""
-        transaction = self.begin()
+        self.begin()
         try:
             value = work(self.connection)
         except BaseException:
-            self._end(transaction, commit=False)
+            self._end(commit=False)
             raise
-        self._end(transaction, commit=True)
+        self._end(commit=True)
         return value
 
-    def _end(self, transaction: RootTransaction, *, commit: bool) -> None:
+    def _end(self, *, commit: bool) -> None:
         try:
-            if transaction.is_active and commit:
-                transaction.commit()
+            if commit and self.connection.in_transaction:
+                self.connection.execute("COMMIT")
             else:
-                transaction.rollback()
+                self.rollback()
         except Exception:
             log.exception("ending a read of the state database failed; reconnecting")
             self.reconnect()
@@ -358,10 +359,12 @@ class _WalSync:
 class _Worker(threading.Thread):
     """A store thread serving a queue of jobs from its own seat (a connection)."""
 
-    def __init__(self, engine: Engine, jobs: queue.SimpleQueue[_Job | None], *, name: str) -> None:
+    def __init__(
+        self, connect: Callable[[], Connection], jobs: queue.SimpleQueue[_Job | None], *, name: str
+    ) -> None:
         super().__init__(name=name, daemon=True)
         self.jobs = jobs
-        self._seat = _Seat(engine)
+        self._seat = _Seat(connect)
 
     def submit(self, job: _Job | None) -> None:
         """Queue ``job``; None stops the thread once what is queued before it has run."""
@@ -376,8 +379,8 @@ class _Writer(_Worker):
     """The single writing thread: runs queued work in savepoints (a lone unit without one), one
     commit per batch."""
 
-    def __init__(self, engine: Engine, db_path: Path) -> None:
-        super().__init__(engine, queue.SimpleQueue(), name="store-writer")
+    def __init__(self, connect: Callable[[], Connection], db_path: Path) -> None:
+        super().__init__(connect, queue.SimpleQueue(), name="store-writer")
         self.batches = 0
         self.units = 0
         self._wal = _WalSync(db_path)
@@ -433,20 +436,21 @@ class _Writer(_Worker):
         to_sync = [job for job in batch if job.synced is not None]
         try:
             seat.make_durable(durable)
-            transaction = seat.begin()
+            seat.begin()
             try:
                 if len(batch) == 1:
-                    outcomes.append(self._run_alone(batch[0], transaction))
+                    outcome = self._run_alone(batch[0])
+                    outcomes.append(outcome)
+                    to_commit = outcome[2] is None  # a failed unit alone has rolled the transaction back
                 else:
                     outcomes.extend(self._run_in_savepoint(job) for job in batch)
-                if transaction.is_active:
-                    _check_still_in(seat.driver)
-                    transaction.commit()
+                    to_commit = True
+                if to_commit:
+                    _check_still_in(seat.connection)
+                    seat.connection.execute("COMMIT")
             except BaseException:
                 try:
-                    transaction.rollback()
-                    if seat.driver.in_transaction:  # a failed COMMIT leaves SQLite's transaction open
-                        seat.driver.execute("ROLLBACK")  # (SQLAlchemy's is over): else no PRAGMA may run
+                    seat.rollback()  # a failed COMMIT leaves SQLite's transaction open: no PRAGMA may run
                 except Exception:
                     log.exception("rolling back a failed batch failed; reconnecting")
                     seat.reconnect()
@@ -485,23 +489,22 @@ class _Writer(_Worker):
             self._wal.close()
         _settle_synced(to_sync, error)
 
-    def _run_alone(self, job: _Job, transaction: RootTransaction) -> _Outcome:
+    def _run_alone(self, job: _Job) -> _Outcome:
         """The batch's only unit, without a savepoint (two statements fewer): its error rolls back
         the transaction, which holds its writes only."""
         try:
             value = job.work(self._seat.connection)
         except BaseException as exc:  # handed to the caller through its waiter, not swallowed
-            transaction.rollback()
+            self._seat.rollback()
             return job, None, exc
         return job, value, None
 
     def _run_in_savepoint(self, job: _Job) -> _Outcome:
         """One unit in a savepoint of the driver's: its error undoes its own writes only."""
-        seat = self._seat
-        driver = seat.driver
+        driver = self._seat.connection
         driver.execute("SAVEPOINT unit")
         try:
-            value = job.work(seat.connection)
+            value = job.work(driver)
         except BaseException as exc:  # handed to the caller through its waiter, not swallowed
             if not driver.in_transaction:  # SQLite rolled the whole batch back (disk full, I/O error):
                 raise  # the batch fails with this error (there is no savepoint left to roll back to)
@@ -558,35 +561,38 @@ class _Reader(_Worker):
             _settle([(job, value, None)])
 
 
-def configure_connection(engine: Engine, *, read_only: bool) -> None:
-    """Pragmas for every connection, and explicit BEGIN so savepoints work on pysqlite."""
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            if not read_only:
-                cursor.execute("PRAGMA journal_mode=WAL")
-                cursor.execute("PRAGMA synchronous=FULL")
-                cursor.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
-        finally:
-            cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(connection: Any) -> None:
-        connection.connection.driver_connection.execute("BEGIN")  # straight to the driver: every commit
+def connect(path: Path, *, read_only: bool) -> Connection:
+    """A connection to the database file at ``path`` with the store's pragmas, in ``sqlite3``'s
+    autocommit mode (whoever uses it frames its transactions: ``BEGIN``, so savepoints work), usable
+    from any one thread at a time. ``read_only``: opened with ``mode=ro``, changing nothing (no WAL
+    switch, no pragma that writes)."""
+    if read_only:
+        target, uri = f"{read_only_uri(path)}?mode=ro", True
+    else:
+        target, uri = str(path), False  # not parsed: a '?' or '#' stays the path's
+    connection = sqlite3.connect(target, uri=uri, isolation_level=None, check_same_thread=False)
+    try:
+        connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        connection.execute("PRAGMA foreign_keys=ON")
+        if not read_only:
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=FULL")
+            connection.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
+    except BaseException:
+        connection.close()
+        raise
+    return connection
 
 
 class Database:
     """An open state database. Create with ``Database.open``; close with ``close``."""
 
-    def __init__(self, *, path: Path, engine: Engine, read_only: bool, lock_fd: int | None) -> None:
+    def __init__(self, *, path: Path, read_only: bool, lock_fd: int | None) -> None:
         self.path = path
-        self.engine = engine
         self.read_only = read_only
+        self._connect = partial(connect, path, read_only=read_only)
+        self._spares: list[_Seat] = []
+        """Connections ``read_sync`` gave back, for the next one (at most ``SPARE_CONNECTIONS``)."""
         self._lock_fd = lock_fd
         self._writer: _Writer | None = None
         self._reads: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
@@ -596,7 +602,7 @@ class Database:
         found the database open is ahead of the stops ``close`` queues, so it runs."""
         self._closed = False
         if not read_only:
-            self._writer = _Writer(engine, path)
+            self._writer = _Writer(self._connect, path)
             self._writer.start()
 
     @classmethod
@@ -613,7 +619,6 @@ class Database:
         if read_only:
             if not db_path.exists():
                 raise FileNotFoundError(f"state database {db_path} does not exist")
-            url = URL.create("sqlite", database=read_only_uri(db_path), query={"mode": "ro", "uri": "true"})
         else:
             db_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             lock_fd = _lock_exclusively(db_path)
@@ -623,25 +628,22 @@ class Database:
             except BaseException:
                 os.close(lock_fd)
                 raise
-            url = URL.create("sqlite", database=str(db_path))  # not parsed: a '?' or '#' stays the path's
-        engine = create_engine(url, pool_size=1 + READERS + SPARE_CONNECTIONS, max_overflow=0)
-        configure_connection(engine, read_only=read_only)
         try:
-            with engine.connect() as connection:
+            with closing(connect(db_path, read_only=read_only)) as connection:
                 if read_only:
                     _check_readable_schema(connection)
                 else:
-                    schema.migrate(connection, in_child=migrate_in_child)
-                    connection.commit()
-            return cls(path=db_path, engine=engine, read_only=read_only, lock_fd=lock_fd)
+                    schema.migrate(connection, db_path, in_child=migrate_in_child)
+            return cls(path=db_path, read_only=read_only, lock_fd=lock_fd)
         except BaseException as exc:
-            engine.dispose()
             if lock_fd is not None:
                 os.close(lock_fd)
             # Not a database (corrupt, foreign), or, for the daemon, one SQLite cannot open or lock: a
             # clear refusal, not a traceback (a read-only caller tells "locked" apart itself).
-            if isinstance(exc, DBAPIError) and not (read_only and isinstance(exc, OperationalError)):
-                raise schema.SchemaError(f"state database {db_path} cannot be used: {exc.orig}") from exc
+            if isinstance(exc, sqlite3.Error) and not (
+                read_only and isinstance(exc, sqlite3.OperationalError)
+            ):
+                raise schema.SchemaError(f"state database {db_path} cannot be used: {exc}") from exc
             raise
 
     async def write(self, work: Work[T], *, durable: bool = True) -> T:
@@ -691,9 +693,22 @@ class Database:
         return await waiter
 
     def read_sync(self, work: Work[T]) -> T:
-        """``read`` for any thread, on a pooled connection of its own (not a reader thread's)."""
-        with self.engine.connect() as connection, connection.begin():
-            return work(connection)
+        """``read`` for any thread, on a connection of its own (not a reader thread's), kept for the
+        next call once it is done."""
+        self._check_open()
+        with self._lock:
+            seat = self._spares.pop() if self._spares else None
+        if seat is None:
+            seat = _Seat(self._connect)
+        try:
+            return seat.read(work)
+        finally:
+            with self._lock:
+                kept = not self._closed and len(self._spares) < SPARE_CONNECTIONS
+                if kept:
+                    self._spares.append(seat)
+            if not kept:
+                seat.close()
 
     def _start_readers(self) -> None:
         """The reader threads, on the first ``read`` (a caller that only ever uses ``read_sync``, such
@@ -704,7 +719,7 @@ class Database:
             readers = []
             try:
                 for index in range(READERS):
-                    readers.append(_Reader(self.engine, self._reads, name=f"store-reader_{index}"))
+                    readers.append(_Reader(self._connect, self._reads, name=f"store-reader_{index}"))
             except BaseException:
                 for reader in readers:
                     reader.close_connection()
@@ -751,7 +766,10 @@ class Database:
     def close(self) -> None:
         """Finish what is queued, stop the threads, close every connection and release the lock."""
         self._stop_threads()
-        self.engine.dispose()
+        with self._lock:
+            spares, self._spares = self._spares, []
+        for seat in spares:
+            seat.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -807,7 +825,7 @@ def _keep_private(db_path: Path) -> None:
             os.chmod(path, mode & ~0o077)
 
 
-def _check_readable_schema(connection: Any) -> None:
+def _check_readable_schema(connection: Connection) -> None:
     # A revision this release knows, or a newer one that records this release may read it.
     if schema.check_revision(connection) is None:
         raise schema.SchemaError(

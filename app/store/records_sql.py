@@ -1,11 +1,11 @@
-"""Plain SQL on a unit of work's own SQLite connection, for the reads and writes of the ADD/DEL hot path.
+"""Plain SQL on a unit of work's connection: the cursor, and values stored as the tables' types store them.
 
-Used by ``app.store.checkpoints``, ``app.store.history`` and ``app.store.mirror`` inside a unit of
-work: the statements run on the driver's connection behind the unit's SQLAlchemy ``Connection``
-(and so in the transaction and savepoint the store's thread has begun on it), and store values
-exactly as the tables' column types do (``stamp``: SQLAlchemy's SQLite DATETIME text of a naive
-UTC time; ``read_stamp`` reads it back), so Core statements and plain SQL see the same rows. Never
-opens a connection; begins a transaction only where SQLAlchemy would (a connection outside one).
+Used by every store module the daemon runs, inside a unit of work (``app.store.database``): the
+statements run on the ``sqlite3`` connection the store's thread hands the unit, in the transaction
+(and, in the writer, the savepoint) the thread has begun on it. Values are stored exactly as the
+SQLAlchemy column types of ``app.store.models`` store them (``stamp``: SQLite DATETIME text of a
+naive UTC time; ``read_stamp`` reads it back), so the migrations, the tests' Core statements and
+this plain SQL see the same rows. Never opens a connection, never begins or ends a transaction.
 """
 
 from __future__ import annotations
@@ -16,30 +16,10 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection
 
-_CURSOR = "multus_py.cursor"
-"""``Connection.info`` key (kept with the driver's connection): (that driver connection, a cursor of
-it), so each unit of work does not open a cursor of its own."""
-
-
-def cursor_of(connection: Connection) -> sqlite3.Cursor:
-    """A cursor of the SQLite connection behind ``connection``, in its current transaction.
-
-    A connection outside a transaction begins one first, as its own ``execute`` would (the
-    store's threads always hand their units a connection already in one)."""
-    if not connection.in_transaction():
-        connection.begin()
-    driver = connection.connection.driver_connection
-    cached = connection.info.get(_CURSOR)
-    if cached is not None and cached[0] is driver:
-        cursor: sqlite3.Cursor = cached[1]
-        return cursor
-    if not isinstance(driver, sqlite3.Connection):
-        raise TypeError(f"the state database runs on SQLite, not {type(driver).__name__}")
-    cursor = driver.cursor()
-    connection.info[_CURSOR] = (driver, cursor)
-    return cursor
+def cursor_of(connection: sqlite3.Connection) -> sqlite3.Cursor:
+    """A cursor of ``connection``, in the transaction its store thread has begun."""
+    return connection.cursor()
 
 
 def stamp(moment: datetime) -> str:

@@ -13,11 +13,12 @@ revision stamp is migrated only when it is empty or holds nothing but multus-py'
 checkpoint among them (the stamp lost; every revision is safe to rerun, and refusing would strand
 the checkpoint); anything else there is another program's database (a wrong path in
 daemon-config) and is refused, read through a read-only connection so that not a byte of it
-changes. Alembic is imported here only, and only when the database is not already current; for
+changes. Alembic and SQLAlchemy are imported here only, and only when the database is not already
+current (or to downgrade it); the checks run plain SQL on the caller's ``sqlite3`` connection. For
 the daemon a database file is then migrated by a child process (``python -m app.store.schema
-PATH``), so it never keeps alembic's modules (mako, every dialect's DDL) in its memory, even on
-first start; a migration SQLite refuses (a full disk, an I/O error, a damaged file) fails in one
-line naming the revision it stopped at and SQLite's error (every revision before it is committed).
+PATH``), so it never keeps alembic's or SQLAlchemy's modules in its memory, even on first start;
+a migration SQLite refuses (a full disk, an I/O error, a damaged file) fails in one line naming
+the revision it stopped at and SQLite's error (every revision before it is committed).
 """
 
 from __future__ import annotations
@@ -35,14 +36,12 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import URL, Connection, create_engine, inspect, select, text
-from sqlalchemy.exc import DBAPIError
-
 import migrations
-from app.store.models import METADATA, SCHEMA_COMPATIBILITY
 
 if TYPE_CHECKING:
     from alembic.config import Config
+    from sqlalchemy import Connection as AlembicConnection
+    from sqlalchemy import Engine
 
 log = logging.getLogger(__name__)
 
@@ -128,19 +127,23 @@ def refuse_if_unknown(current: str | None, *, oldest_code_revision: str | None =
         )
 
 
-def recorded_oldest_code_revision(connection: Connection, revision: str) -> str | None:
+def _has_table(connection: sqlite3.Connection, name: str) -> bool:
+    found = connection.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
+    return found.fetchone() is not None
+
+
+def recorded_oldest_code_revision(connection: sqlite3.Connection, revision: str) -> str | None:
     """What the database records as the oldest revision whose code may use ``revision``'s schema;
     None when it records nothing for it (a database before revision 0010)."""
-    if not inspect(connection).has_table(SCHEMA_COMPATIBILITY.name):
+    if not _has_table(connection, "schema_compatibility"):
         return None
-    query = select(SCHEMA_COMPATIBILITY.c.oldest_code_revision).where(
-        SCHEMA_COMPATIBILITY.c.revision == revision
-    )
-    oldest = connection.execute(query).scalar()
-    return None if oldest is None else str(oldest)
+    row = connection.execute(
+        "SELECT oldest_code_revision FROM schema_compatibility WHERE revision = ?", (revision,)
+    ).fetchone()
+    return None if row is None or row[0] is None else str(row[0])
 
 
-def check_revision(connection: Connection) -> str | None:
+def check_revision(connection: sqlite3.Connection) -> str | None:
     """The database's revision (None: not stamped), once this release may use it: one it knows,
     or a newer one whose record says code of this release's head may use it (a rollback, logged as
     a warning naming both revisions). ``SchemaError`` otherwise."""
@@ -196,6 +199,8 @@ def refuse_if_foreign(database: Path) -> None:
             }
     except sqlite3.DatabaseError as exc:
         raise SchemaError(f"state database {database} cannot be used: {exc}") from exc
+    from app.store.models import METADATA  # SQLAlchemy, on this rare path only: an unstamped file
+
     foreign = sorted(names - set(METADATA.tables) - {"alembic_version"})
     missing = sorted(table for table, wanted in _CHECKPOINT_COLUMNS.items() if not wanted <= columns[table])
     if foreign or missing:
@@ -215,29 +220,28 @@ def _stamped(raw: sqlite3.Connection, names: set[str]) -> bool:
     return "alembic_version" in names and raw.execute("SELECT 1 FROM alembic_version").fetchone() is not None
 
 
-def current_revision(connection: Connection) -> str | None:
+def current_revision(connection: sqlite3.Connection) -> str | None:
     """The revision stamped in the database, None for an empty database."""
-    if not inspect(connection).has_table("alembic_version"):
+    if not _has_table(connection, "alembic_version"):
         return None
-    row = connection.execute(text("SELECT version_num FROM alembic_version")).first()
+    row = connection.execute("SELECT version_num FROM alembic_version").fetchone()
     return None if row is None else str(row[0])
 
 
-def migrate(connection: Connection, *, in_child: bool = False) -> str:
-    """Upgrade the database behind ``connection`` to head (a file: by a child process when
-    ``in_child``); return the revision it ends at (a newer one, left as it is, when
-    ``check_revision`` lets this release use it)."""
+def migrate(connection: sqlite3.Connection, database: Path, *, in_child: bool = False) -> str:
+    """Upgrade the database file at ``database`` (``connection`` is one of it, outside a transaction)
+    to head, by a child process when ``in_child``; return the revision it ends at (a newer one, left
+    as it is, when ``check_revision`` lets this release use it)."""
     head = head_revision()
     current = check_revision(connection)
     if current is not None and current not in known_revisions():
         return current
     if current == head:
         return head
-    database = connection.engine.url.database
-    if in_child and database and database != ":memory:":
-        _upgrade_in_child(database)
+    if in_child:
+        _upgrade_in_child(str(database))
     else:
-        _run_alembic_upgrade(connection)
+        _upgrade_file(str(database))
     return head
 
 
@@ -273,12 +277,30 @@ def _child_failure(stderr: str) -> str:
     return stderr.strip()[-2000:]
 
 
-def _upgrade_file(database: str) -> None:
-    """The child's side of ``_upgrade_in_child``: the same connection settings as the daemon's."""
-    from app.store.database import configure_connection
+def alembic_engine(database: Path) -> Engine:
+    """A SQLAlchemy engine for alembic on the database file at ``database``: its connections are the
+    store's own (``app.store.database.connect``: the same pragmas, autocommit mode), each
+    transaction begun with an explicit ``BEGIN``, as the store's threads do."""
+    from sqlalchemy import create_engine, event
+    from sqlalchemy.pool import NullPool
 
-    engine = create_engine(URL.create("sqlite", database=str(database)))
-    configure_connection(engine, read_only=False)
+    from app.store.database import connect  # it imports this module
+
+    engine = create_engine(
+        "sqlite://", creator=lambda: connect(database, read_only=False), poolclass=NullPool
+    )
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: AlembicConnection) -> None:
+        connection.connection.driver_connection.execute("BEGIN")  # type: ignore[union-attr]
+
+    return engine
+
+
+def _upgrade_file(database: str) -> None:
+    """Upgrade the database file at ``database`` to head with alembic (the child's side of
+    ``_upgrade_in_child``): the same connection settings as the daemon's."""
+    engine = alembic_engine(Path(database))
     try:
         with engine.connect() as connection:
             _run_alembic_upgrade(connection)
@@ -287,13 +309,13 @@ def _upgrade_file(database: str) -> None:
         engine.dispose()
 
 
-def _run_alembic_upgrade(connection: Connection) -> None:
+def _run_alembic_upgrade(connection: AlembicConnection) -> None:
     from alembic import command
 
     command.upgrade(_alembic_config(connection), "head")
 
 
-def _alembic_config(connection: Connection) -> Config:
+def _alembic_config(connection: AlembicConnection) -> Config:
     """Alembic's configuration for this release's migrations, run on ``connection``."""
     from alembic.config import Config
 
@@ -311,7 +333,7 @@ def downgrade_file(database: Path, target: str) -> str:
 
     ``SchemaError`` when ``target`` is not a revision this release knows at or before the
     database's; ``DatabaseLockedError`` while a daemon has the database open."""
-    from app.store.database import _lock_exclusively, configure_connection
+    from app.store.database import _lock_exclusively
 
     revisions = _known_revisions()
     if target not in revisions.chain:
@@ -321,11 +343,10 @@ def downgrade_file(database: Path, target: str) -> str:
     lock_fd = _lock_exclusively(database)
     try:
         refuse_if_foreign(database)
-        engine = create_engine(URL.create("sqlite", database=str(database)))
-        configure_connection(engine, read_only=False)
+        engine = alembic_engine(database)
         try:
             with engine.connect() as connection:
-                current = current_revision(connection)
+                current = current_revision(connection.connection.driver_connection)  # type: ignore[arg-type]
                 if current is None or current not in revisions.chain:
                     raise SchemaError(
                         f"state database {database} is at revision {current!r}, which this multus-py"
@@ -368,6 +389,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("database", type=Path, help="the state database file (<stateDir>/state.db)")
     parser.add_argument("--downgrade-to", metavar="REV", help="the revision to take the database back to")
     arguments = parser.parse_args(argv)
+    from sqlalchemy.exc import DBAPIError  # this process migrates: alembic runs on SQLAlchemy
+
     if arguments.downgrade_to is None:
         try:
             _upgrade_file(str(arguments.database))

@@ -271,8 +271,8 @@ async def test_an_add_the_full_state_database_cannot_record_fails_as_an_io_failu
     conf = node.conf(node.recorder_network("cluster", padding=padding), node.recorder_network("extra"))
     engine = node.engine()
     netns = node.new_netns()
-    pages = node.db.write_sync(lambda c: c.exec_driver_sql("PRAGMA page_count").scalar())
-    node.db.write_sync(lambda c: c.exec_driver_sql(f"PRAGMA max_page_count = {pages}").scalar())
+    pages = node.db.write_sync(lambda c: c.execute("PRAGMA page_count").fetchone()[0])
+    node.db.write_sync(lambda c: c.execute(f"PRAGMA max_page_count = {pages}").fetchone())
     container = new_container_id()
 
     with pytest.raises(CniError) as refused:
@@ -282,7 +282,7 @@ async def test_an_add_the_full_state_database_cannot_record_fails_as_an_io_failu
     assert "state database" in refused.value.msg
     assert node.calls() == []
     assert node.checkpoint(container) is None
-    node.db.write_sync(lambda c: c.exec_driver_sql("PRAGMA max_page_count = 1073741823").scalar())
+    node.db.write_sync(lambda c: c.execute("PRAGMA max_page_count = 1073741823").fetchone())
     again = new_container_id()
     await engine.add(node.request(Command.ADD, again, netns, conf))
     assert node.calls() == [("ADD", "cluster", "eth0"), ("ADD", "extra", "net1")]

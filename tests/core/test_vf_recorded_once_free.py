@@ -25,10 +25,10 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection
 
 from app.cni.types import IfName
 from app.store import checkpoints, lease_proofs
+from app.store.database import Connection
 from tests.core.support import Command, Node, new_container_id
 from tests.core.vf_support import FakeVf, fake_vf, hotplug_plan, vf_network
 

@@ -14,11 +14,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from sqlalchemy import Connection, insert
-from sqlalchemy.exc import OperationalError
-
-from app.store.database import Database
-from app.store.models import MIRROR_PODS
+from app.store.database import Connection, Database
 
 BIG_ROWS = 4000
 """Rows of a unit large enough to spill SQLite's page cache (2 MiB) into the WAL mid-transaction."""
@@ -28,7 +24,9 @@ def _pods(prefix: str, rows: int = 1) -> Callable[[Connection], None]:
     def unit(connection: Connection) -> None:
         for index in range(rows):
             connection.execute(
-                insert(MIRROR_PODS).values(namespace="ns", name=f"{prefix}{index}", uid="u" * 1000)
+                "INSERT INTO mirror_pods (namespace, name, uid, node_name, resource_version, annotations)"
+                " VALUES ('ns', ?, ?, '', '', '{}')",
+                (f"{prefix}{index}", "u" * 1000),
             )
 
     return unit
@@ -52,7 +50,7 @@ def _catching(unit: Callable[[Connection], None]) -> Callable[[Connection], None
     """``unit``, catching the error its writes end with (as a unit that goes on after an error may)."""
 
     def caught(connection: Connection) -> None:
-        with contextlib.suppress(OperationalError):
+        with contextlib.suppress(sqlite3.OperationalError):
             unit(connection)
 
     return caught

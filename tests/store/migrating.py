@@ -6,17 +6,14 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine
 
-from app.store.database import configure_connection
-from app.store.schema import MIGRATIONS_DIR
+from app.store.schema import MIGRATIONS_DIR, alembic_engine
 
 
 def migrate(path: Path, *, down_to: str | None = None) -> None:
     """Upgrade the database at ``path`` to head, or downgrade it to ``down_to``, with the daemon's
     connection settings (foreign_keys=ON: a rebuild of ``sandboxes`` would cascade)."""
-    engine = create_engine(f"sqlite:///{path}")
-    configure_connection(engine, read_only=False)
+    engine = alembic_engine(path)
     try:
         with engine.connect() as connection:
             config = Config()

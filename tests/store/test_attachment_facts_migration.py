@@ -91,8 +91,7 @@ def _a_revision_0003_database(db_path: Path) -> None:
 def _attachments(db_path: Path) -> dict[str, AttachmentRecord]:
     db = Database.open(db_path)
     try:
-        with db.engine.connect() as connection:
-            assert schema.current_revision(connection) == schema.head_revision()
+        assert db.read_sync(schema.current_revision) == schema.head_revision()
         record = db.read_sync(lambda s: checkpoints.load_sandbox(s, "c1"))
     finally:
         db.close()

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Connection, text
+from sqlalchemy import create_engine
 
 from app.store import checkpoints, history, lease_proofs, queries, schema
-from app.store.database import Database, DatabaseLockedError
+from app.store.database import Connection, Database, DatabaseLockedError
 from app.store.models import METADATA
 from app.store.records import DelegateIntent, HistoryEntry, PodIdentity, SandboxIntent
 
@@ -57,10 +57,13 @@ def _begin_c1_with_one_intent(connection: Connection) -> None:
 def test_connections_use_wal_full_sync_and_foreign_keys(db_path: Path) -> None:
     db = Database.open(db_path)
     try:
-        with db.engine.connect() as connection:
-            assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
-            assert connection.execute(text("PRAGMA synchronous")).scalar() == 2  # FULL
-            assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
+        pragmas = db.read_sync(
+            lambda connection: [
+                connection.execute(f"PRAGMA {name}").fetchone()[0]
+                for name in ("journal_mode", "synchronous", "foreign_keys")
+            ]
+        )
+        assert pragmas == ["wal", 2, 1]  # synchronous 2: FULL
     finally:
         db.close()
 
@@ -68,8 +71,12 @@ def test_connections_use_wal_full_sync_and_foreign_keys(db_path: Path) -> None:
 def test_models_describe_exactly_what_the_migrations_create(db_path: Path) -> None:
     db = Database.open(db_path)
     try:
-        with db.engine.connect() as connection:
-            differences = compare_metadata(MigrationContext.configure(connection), METADATA)
+        engine = create_engine(f"sqlite:///{db_path}")
+        try:
+            with engine.connect() as connection:
+                differences = compare_metadata(MigrationContext.configure(connection), METADATA)
+        finally:
+            engine.dispose()
         assert differences == []
     finally:
         db.close()
@@ -83,8 +90,7 @@ def test_opening_twice_runs_no_migration_the_second_time_and_keeps_data(db_path:
     db = Database.open(db_path)
     try:
         assert db.read_sync(lambda s: checkpoints.load_sandbox(s, "c1")) is not None
-        with db.engine.connect() as connection:
-            assert schema.current_revision(connection) == schema.head_revision()
+        assert db.read_sync(schema.current_revision) == schema.head_revision()
     finally:
         db.close()
 
@@ -97,8 +103,7 @@ def test_migration_rerun_after_a_crash_before_the_stamp_succeeds(db_path: Path) 
 
     db = Database.open(db_path)
     try:
-        with db.engine.connect() as connection:
-            assert schema.current_revision(connection) == schema.head_revision()
+        assert db.read_sync(schema.current_revision) == schema.head_revision()
     finally:
         db.close()
 
@@ -350,7 +355,7 @@ def test_an_attachment_with_host_local_leaves_the_checkpoint_with_gcs_proof_in_t
         db.write_sync(begin_with_three_intents)
         assert db.read_sync(lease_proofs.removed) == []
         db.write_sync(lambda s: checkpoints.remove_attachments(s, container_id="c1", ifnames=["net1"]))
-        db.write_sync(lambda s: s.execute(text("DELETE FROM sandboxes WHERE container_id = 'c1'")))
+        db.write_sync(lambda s: s.execute("DELETE FROM sandboxes WHERE container_id = 'c1'"))
         rows = db.read_sync(lease_proofs.removed)
         assert [(r.container_id, r.ifname, r.config, r.root) for r in rows] == [
             ("c1", "net1", host_local, "/hostroot"),

@@ -16,10 +16,9 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Connection
 
 from app.store import checkpoints
-from app.store.database import Database
+from app.store.database import Connection, Database
 from app.store.records import DelegateIntent, PodIdentity, SandboxIntent, SandboxSummary
 
 BEFORE_THE_STEP = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

@@ -14,10 +14,9 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Connection, text
 
 from app.store import checkpoints, schema
-from app.store.database import Database
+from app.store.database import Connection, Database
 from app.store.records import DelegateIntent, PodIdentity, SandboxIntent
 from tests.store.migrating import migrate
 
@@ -63,7 +62,7 @@ def _running(connection: Connection, sandbox: SandboxIntent) -> None:
 
 
 def _marked_ids(connection: Connection) -> list[str]:
-    query = text("SELECT container_id FROM sandboxes WHERE status_unwritten ORDER BY created_at")
+    query = "SELECT container_id FROM sandboxes WHERE status_unwritten ORDER BY created_at"
     return [str(row[0]) for row in connection.execute(query)]
 
 

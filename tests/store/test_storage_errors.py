@@ -23,15 +23,15 @@ def database(tmp_path: Path) -> Iterator[Database]:
 
 
 def _fill(connection: Connection) -> None:
-    connection.exec_driver_sql("CREATE TABLE IF NOT EXISTS filler (data BLOB)")
-    connection.exec_driver_sql("INSERT INTO filler VALUES (zeroblob(1000000))")
+    connection.execute("CREATE TABLE IF NOT EXISTS filler (data BLOB)")
+    connection.execute("INSERT INTO filler VALUES (zeroblob(1000000))")
 
 
 def _full_database(database: Database) -> None:
     """The writer's connection may not grow the file any more: SQLite answers SQLITE_FULL, as on a
     full disk."""
-    pages = database.write_sync(lambda c: c.exec_driver_sql("PRAGMA page_count").scalar())
-    database.write_sync(lambda c: c.exec_driver_sql(f"PRAGMA max_page_count = {pages}").scalar())
+    pages = database.write_sync(lambda c: c.execute("PRAGMA page_count").fetchone()[0])
+    database.write_sync(lambda c: c.execute(f"PRAGMA max_page_count = {pages}").fetchone())
 
 
 def test_a_write_the_full_database_cannot_take_fails_as_a_storage_error(database: Database) -> None:
@@ -65,7 +65,7 @@ def _damage_the_history(path: Path) -> None:
 
 
 def _append_a_line(connection: Connection) -> None:
-    connection.exec_driver_sql(
+    connection.execute(
         'INSERT INTO history (at, command, step, "trigger", outcome, container_id, netns, ifname,'
         " network_name, plugin_types, pod_namespace, pod_name, pod_uid, ips, macs)"
         " VALUES ('2026-01-01 00:00:00', 'ADD', 'request', 'runtime', 'success', 'c', '', 'eth0', 'n',"
@@ -83,10 +83,8 @@ async def test_a_damaged_page_fails_the_write_and_the_read_as_an_io_failure_nami
         with pytest.raises(StorageError) as written:
             await db.write(_append_a_line)
         with pytest.raises(StorageError) as read:
-            await db.read(lambda c: c.exec_driver_sql("SELECT * FROM history").all())
-        await db.write(
-            lambda c: c.exec_driver_sql("INSERT INTO watch_state VALUES ('k', '', '', NULL, NULL, 0, 0)")
-        )
+            await db.read(lambda c: c.execute("SELECT * FROM history").fetchall())
+        await db.write(lambda c: c.execute("INSERT INTO watch_state VALUES ('k', '', '', NULL, NULL, 0, 0)"))
     finally:
         db.close()
 

@@ -1,5 +1,5 @@
-"""The store's threads: the writer's savepoints around Core and plain-SQL units, the readers, what
-a failed commit or read leaves behind, and the plain-SQL checkpoint read against the Core one."""
+"""The store's threads: the writer's savepoints around units of work, the readers, what a failed
+commit or read leaves behind, and plain SQL's timestamps against SQLAlchemy's."""
 
 from __future__ import annotations
 
@@ -18,15 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, DateTime, Insert, insert, select, text
+from sqlalchemy import DateTime
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.sqlite import DATETIME
-from sqlalchemy.exc import IntegrityError, OperationalError
 
 from app import metrics
 from app.store import checkpoints, database, records_sql
-from app.store.database import READERS, Database
-from app.store.models import MIRROR_PODS, SANDBOXES
+from app.store.database import READERS, Connection, Database
 from app.store.records import DelegateFacts, DelegateIntent, PodIdentity, SandboxIntent
 
 
@@ -62,8 +60,16 @@ def _intent(container_id: str, ifname: str, position: int, **extra: Any) -> Dele
     )
 
 
-def _pod(name: str) -> Insert:
-    return insert(MIRROR_PODS).values(namespace="ns", name=name, uid=f"uid-{name}")
+def _pod(connection: Connection, name: str) -> None:
+    connection.execute(
+        "INSERT INTO mirror_pods (namespace, name, uid, node_name, resource_version, annotations)"
+        " VALUES ('ns', ?, ?, '', '', '{}')",
+        (name, f"uid-{name}"),
+    )
+
+
+def _pod_names(connection: Connection) -> list[str]:
+    return sorted(name for (name,) in connection.execute("SELECT name FROM mirror_pods"))
 
 
 async def _one_batch(db: Database, *units: Any, commits: bool = True) -> list[Any]:
@@ -203,7 +209,7 @@ async def test_write_then_sync_in_a_durable_batch_is_synced_by_the_commit(
 
 async def test_a_lone_unit_runs_without_a_savepoint_and_its_failure_leaves_nothing(db: Database) -> None:
     def mixed_then_fails(connection: Connection) -> None:
-        connection.execute(_pod("lost"))
+        _pod(connection, "lost")
         checkpoints.begin_add(connection, _sandbox("lost"))
         raise RuntimeError("fails after writing through both")
 
@@ -218,29 +224,29 @@ async def test_a_lone_unit_runs_without_a_savepoint_and_its_failure_leaves_nothi
     with pytest.raises(RuntimeError, match="fails after writing"):
         await db.write(mixed_then_fails)
     assert await db.read(checkpoints.list_sandboxes) == []
-    assert await db.read(lambda s: list(s.execute(select(MIRROR_PODS.c.name)).scalars())) == []
+    assert await db.read(_pod_names) == []
     assert await db.write(in_the_writers_savepoint) is False
     await db.write(lambda s: checkpoints.begin_add(s, _sandbox("after")))  # the writer goes on
     assert [s.container_id for s in await db.read(checkpoints.list_sandboxes)] == ["after"]
 
 
-async def test_a_failing_core_unit_undoes_only_itself_beside_plain_sql_units(db: Database) -> None:
+async def test_a_failing_unit_undoes_only_itself_beside_the_others_of_its_batch(db: Database) -> None:
     def duplicate_pod(connection: Connection) -> None:
-        connection.execute(_pod("dup"))
-        connection.execute(_pod("dup"))  # fails: the primary key is taken
+        _pod(connection, "dup")
+        _pod(connection, "dup")  # fails: the primary key is taken
 
     def mixed(connection: Connection) -> None:
         checkpoints.begin_add(connection, _sandbox("mixed"))
-        connection.execute(_pod("mixed"))
+        _pod(connection, "mixed")
         checkpoints.record_intent(connection, _intent("mixed", "eth0", 0))
 
     def mixed_then_fails(connection: Connection) -> None:
-        connection.execute(_pod("lost"))
+        _pod(connection, "lost")
         checkpoints.begin_add(connection, _sandbox("lost"))
         raise RuntimeError("fails after writing through both")
 
     def kept(connection: Connection) -> None:
-        connection.execute(_pod("kept"))
+        _pod(connection, "kept")
 
     outcomes = await _one_batch(
         db,
@@ -254,7 +260,7 @@ async def test_a_failing_core_unit_undoes_only_itself_beside_plain_sql_units(db:
 
     assert [type(o) for o in outcomes] == [
         type(None),
-        IntegrityError,
+        sqlite3.IntegrityError,
         type(None),
         type(None),
         RuntimeError,
@@ -263,43 +269,38 @@ async def test_a_failing_core_unit_undoes_only_itself_beside_plain_sql_units(db:
     sandboxes = await db.read(checkpoints.list_sandboxes)
     assert sorted(s.container_id for s in sandboxes) == ["c1", "c2", "mixed"]
     assert [a.ifname for s in sandboxes if s.container_id == "mixed" for a in s.attachments] == ["eth0"]
-    pods = await db.read(lambda s: sorted(s.execute(select(MIRROR_PODS.c.name)).scalars()))
+    pods = await db.read(_pod_names)
     assert pods == ["kept", "mixed"]
 
 
-async def test_each_unit_runs_in_its_threads_transaction_and_no_savepoint_of_sqlalchemy(db: Database) -> None:
-    seen: list[tuple[bool, bool]] = []
+async def test_each_unit_runs_in_its_threads_transaction(db: Database) -> None:
+    seen: list[bool] = []
 
     def look(connection: Connection) -> None:
-        seen.append((connection.in_transaction(), connection.in_nested_transaction()))
+        seen.append(connection.in_transaction)
 
     def load_pods(connection: Connection) -> None:
-        connection.execute(_pod("p1"))
-        connection.execute(select(MIRROR_PODS)).all()
+        _pod(connection, "p1")
+        _pod_names(connection)
 
     await db.write(load_pods)
-    await _one_batch(db, look, lambda s: s.execute(_pod("p2")), look)
+    await _one_batch(db, look, lambda s: _pod(s, "p2"), look)
     await db.read(look)
-    await db.read(lambda s: s.execute(select(MIRROR_PODS)).all())
+    await db.read(_pod_names)
     for _ in range(READERS):
         await db.read(look)
     db.read_sync(look)
 
-    assert seen == [(True, False)] * (4 + READERS)
+    assert seen == [True] * (4 + READERS)
 
 
-async def test_plain_sql_runs_in_the_units_transaction_on_one_cursor_per_connection(db: Database) -> None:
-    def add(connection: Connection) -> tuple[sqlite3.Cursor, list[str]]:
+async def test_a_units_statements_see_its_own_writes_before_they_are_committed(db: Database) -> None:
+    def add(connection: Connection) -> list[str]:
         checkpoints.begin_add(connection, _sandbox("c1"))
         checkpoints.record_intent(connection, _intent("c1", "eth0", 0))
-        seen = list(connection.execute(select(SANDBOXES.c.container_id)).scalars())
-        return records_sql.cursor_of(connection), seen
+        return [cid for (cid,) in connection.execute("SELECT container_id FROM sandboxes")]
 
-    cursor, seen_by_core = await db.write(add)
-    again = await db.write(records_sql.cursor_of)
-
-    assert seen_by_core == ["c1"]  # the plain SQL's write, not committed yet, in the same transaction
-    assert again is cursor
+    assert await db.write(add) == ["c1"]
 
 
 async def test_a_commit_that_fails_fails_its_whole_batch_and_the_writer_carries_on(db: Database) -> None:
@@ -310,7 +311,7 @@ async def test_a_commit_that_fails_fails_its_whole_batch_and_the_writer_carries_
 
     outcomes = await _one_batch(db, lambda s: checkpoints.begin_add(s, _sandbox("c1")), orphan, commits=False)
 
-    assert all(isinstance(o, IntegrityError) for o in outcomes), outcomes
+    assert all(isinstance(o, sqlite3.IntegrityError) for o in outcomes), outcomes
     assert await db.read(checkpoints.list_sandboxes) == []
     await db.write(lambda s: checkpoints.begin_add(s, _sandbox("c2")))
     assert [s.container_id for s in await db.read(checkpoints.list_sandboxes)] == ["c2"]
@@ -320,8 +321,8 @@ async def test_a_failing_read_leaves_every_reader_usable(db: Database) -> None:
     empty: dict[str, object] = {}
     await db.write(lambda s: checkpoints.begin_add(s, _sandbox("c1")))
     for _ in range(READERS):
-        with pytest.raises(OperationalError):
-            await db.read(lambda s: s.execute(text("SELECT * FROM no_such_table")))
+        with pytest.raises(sqlite3.OperationalError):
+            await db.read(lambda s: s.execute("SELECT * FROM no_such_table"))
         with pytest.raises(LookupError):
             await db.read(lambda s: (checkpoints.load_sandbox(s, "c1"), empty["missing"]))
 
@@ -521,12 +522,12 @@ async def test_a_failed_unsynced_commit_leaves_the_writer_able_to_commit_durably
         cursor.execute("PRAGMA defer_foreign_keys=ON")  # the missing sandbox is noticed at COMMIT
         checkpoints.record_intent(connection, _intent("no-such-sandbox", "eth0", 0))
 
-    with pytest.raises(IntegrityError):  # a failed COMMIT leaves SQLite's transaction open
+    with pytest.raises(sqlite3.IntegrityError):  # a failed COMMIT leaves SQLite's transaction open
         await db.write(orphan, durable=False)
 
     await db.write(lambda s: checkpoints.begin_add(s, _sandbox("c1")))  # durable: synchronous=FULL again
     assert [s.container_id for s in await db.read(checkpoints.list_sandboxes)] == ["c1"]
-    assert await db.read(lambda s: s.execute(text("SELECT count(*) FROM attachments")).scalar_one()) == 0
+    assert await db.read(lambda s: s.execute("SELECT count(*) FROM attachments").fetchone()[0]) == 0
 
 
 def _closing_while_queued(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -575,7 +576,7 @@ ANSWER_WITHIN = 30
 
 def _raising(exc: BaseException) -> Any:
     def unit(connection: Connection) -> None:
-        connection.execute(_pod("never"))
+        _pod(connection, "never")
         raise exc
 
     return unit
@@ -591,17 +592,13 @@ async def test_a_unit_raising_a_base_exception_fails_its_caller_and_every_thread
         assert read.value.__cause__ is exc
     with pytest.raises(database.WorkAbortedError):
         await asyncio.wait_for(db.write(_raising(exc)), ANSWER_WITHIN)
-    outcomes = await asyncio.wait_for(
-        _one_batch(db, lambda s: s.execute(_pod("kept")), _raising(exc)), ANSWER_WITHIN
-    )
+    outcomes = await asyncio.wait_for(_one_batch(db, lambda s: _pod(s, "kept"), _raising(exc)), ANSWER_WITHIN)
     assert isinstance(outcomes[1], database.WorkAbortedError)
 
+    assert await asyncio.wait_for(db.read(_pod_names), ANSWER_WITHIN) == ["kept"]
+    await asyncio.wait_for(db.write(lambda s: _pod(s, "after")), ANSWER_WITHIN)
     assert await asyncio.wait_for(
-        db.read(lambda s: sorted(s.execute(select(MIRROR_PODS.c.name)).scalars())), ANSWER_WITHIN
-    ) == ["kept"]
-    await asyncio.wait_for(db.write(lambda s: s.execute(_pod("after"))), ANSWER_WITHIN)
-    assert await asyncio.wait_for(
-        asyncio.gather(*(db.read(lambda s: s.execute(select(MIRROR_PODS.c.name)).all()) for _ in range(4))),
+        asyncio.gather(*(db.read(_pod_names) for _ in range(4))),
         ANSWER_WITHIN,
     )
 
@@ -615,11 +612,11 @@ async def test_a_failure_of_the_writers_own_code_after_a_commit_still_answers_an
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(metrics, "STORE_BATCH_SIZE", _FailingObserve())
-    await asyncio.wait_for(db.write(lambda s: s.execute(_pod("committed"))), ANSWER_WITHIN)
+    await asyncio.wait_for(db.write(lambda s: _pod(s, "committed")), ANSWER_WITHIN)
     monkeypatch.undo()
 
-    await asyncio.wait_for(db.write(lambda s: s.execute(_pod("after"))), ANSWER_WITHIN)
-    assert await db.read(lambda s: sorted(s.execute(select(MIRROR_PODS.c.name)).scalars())) == [
+    await asyncio.wait_for(db.write(lambda s: _pod(s, "after")), ANSWER_WITHIN)
+    assert await db.read(_pod_names) == [
         "after",
         "committed",
     ]

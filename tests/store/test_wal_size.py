@@ -12,11 +12,9 @@ import os
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Connection, delete, insert
 
 from app.store import database
-from app.store.database import Database
-from app.store.models import MIRROR_PODS
+from app.store.database import Connection, Database
 
 LIMIT = 256 * 1024
 PODS = 1500
@@ -25,19 +23,10 @@ so the log is checkpointed after that commit and started over by the next one.""
 
 
 def _many_pods(connection: Connection) -> None:
-    connection.execute(
-        insert(MIRROR_PODS),
-        [
-            {
-                "namespace": "ns",
-                "name": f"pod{index}",
-                "uid": "uid",
-                "node_name": "node",
-                "resource_version": "1",
-                "annotations": "x" * 4096,
-            }
-            for index in range(PODS)
-        ],
+    connection.executemany(
+        "INSERT INTO mirror_pods (namespace, name, uid, node_name, resource_version, annotations)"
+        " VALUES ('ns', ?, 'uid', 'node', '1', ?)",
+        [(f"pod{index}", "x" * 4096) for index in range(PODS)],
     )
 
 
@@ -51,9 +40,7 @@ def test_the_wal_is_cut_back_after_a_large_transaction(
         db.write_sync(_many_pods)
         assert os.stat(wal).st_size > 4 * PODS * 1024, "the transaction went through the log"
 
-        db.write_sync(
-            lambda connection: connection.execute(delete(MIRROR_PODS).where(MIRROR_PODS.c.name == "pod0"))
-        )
+        db.write_sync(lambda connection: connection.execute("DELETE FROM mirror_pods WHERE name = 'pod0'"))
 
         assert os.stat(wal).st_size <= LIMIT
     finally:

@@ -100,14 +100,10 @@ class Node:
         return [entry.get("interface", "") for entry in json.loads(annotations.get(STATUS, "[]"))]
 
     async def history(self, container: str) -> list[tuple[str, str, str, str]]:
-        from sqlalchemy import text
-
         def read(session: Any) -> list[tuple[str, str, str, str]]:
             rows = session.execute(
-                text(
-                    "SELECT command, trigger, outcome, ifname FROM history "
-                    "WHERE container_id = :cid AND step = 'request' ORDER BY id"
-                ),
+                "SELECT command, trigger, outcome, ifname FROM history "
+                "WHERE container_id = :cid AND step = 'request' ORDER BY id",
                 {"cid": container},
             )
             return [
@@ -466,14 +462,10 @@ async def test_a_kill_9_in_the_middle_of_a_hot_plug_is_recovered_like_an_add(
 
 
 async def _delegate_lines(database: Database, container: str) -> list[tuple[str, str, str, str]]:
-    from sqlalchemy import text
-
     def read(session: Any) -> list[tuple[str, str, str, str]]:
         rows = session.execute(
-            text(
-                "SELECT command, trigger, outcome, ifname FROM history "
-                "WHERE container_id = :cid AND step = 'delegate' ORDER BY id"
-            ),
+            "SELECT command, trigger, outcome, ifname FROM history "
+            "WHERE container_id = :cid AND step = 'delegate' ORDER BY id",
             {"cid": container},
         )
         return [

@@ -103,9 +103,13 @@ def test_a_whole_watch_state_can_be_set_and_read_back(database: Database) -> Non
 
 
 def test_the_models_describe_exactly_what_the_migrations_create(database: Database) -> None:
-    with database.engine.connect() as connection:
-        context = MigrationContext.configure(connection, opts={"compare_type": True})
-        assert compare_metadata(context, METADATA) == []
+    engine = schema.alembic_engine(database.path)
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            assert compare_metadata(context, METADATA) == []
+    finally:
+        engine.dispose()
 
 
 def test_the_mirror_migration_reruns_safely_after_a_crash(tmp_path: Path) -> None:
@@ -118,8 +122,7 @@ def test_the_mirror_migration_reruns_safely_after_a_crash(tmp_path: Path) -> Non
     database = Database.open(path)
     try:
         database.write_sync(partial(mirror.upsert_nad, nad=nad("a", "x")))
-        with database.engine.connect() as connection:
-            assert schema.current_revision(connection) == schema.head_revision()
+        assert database.read_sync(schema.current_revision) == schema.head_revision()
     finally:
         database.close()
 

@@ -22,7 +22,6 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, text
 
 from app.attach.engine import AttachEngine, EngineSettings
 from app.attach.locks import SandboxLocks
@@ -30,7 +29,7 @@ from app.attach.networks import ClusterSources, NetworkResolver
 from app.attach.requests import Command
 from app.attach.status_retries import StatusRetries, StatusRetrySettings
 from app.sandbox.kubeapi import KubeApiEmulator
-from app.store.database import Database
+from app.store.database import Connection, Database
 from app.store.mirror_records import CONFIG_SOURCE_ANNOTATION, PodRecord
 from app.watch.settings import WatchSettings
 from tests.watch.hotplug_node import Layout
@@ -121,7 +120,7 @@ async def _value(value: Any) -> Any:
 
 
 def _marked_ids(connection: Connection) -> list[str]:
-    query = text("SELECT container_id FROM sandboxes WHERE status_unwritten ORDER BY created_at")
+    query = "SELECT container_id FROM sandboxes WHERE status_unwritten ORDER BY created_at"
     return [str(row[0]) for row in connection.execute(query)]
 
 
