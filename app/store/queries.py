@@ -5,10 +5,12 @@ and tests/ops pins their keys) and the read-only functions that build them from 
 the history and the mirror. Called by ``app.daemon.query_server`` over its read-only connection
 while the daemon runs, and by ``app.cli`` through ``read_file`` when it does not, so both paths
 answer with the same documents. Never writes, never creates a file: ``read_file`` opens SQLite
-with ``mode=ro``. Times are RFC 3339 UTC strings (``...Z``); absent values are ``null``, never
-missing keys. Delegate results are passed through untouched: IPs, MACs and device IDs are the
-facts the engine recorded on each attachment (``AttachmentRecord.facts``), so this module knows no
-CNI rules and ``attachments`` and ``history`` show the same device IDs.
+with ``mode=ro``. Its own reads (counts, container ID prefixes, the watches) are plain SQL on the
+unit's cursor (``records_sql.cursor_of``): the daemon that serves it never imports SQLAlchemy.
+Times are RFC 3339 UTC strings (``...Z``); absent values are ``null``, never missing keys.
+Delegate results are passed through untouched: IPs, MACs and device IDs are the facts the engine
+recorded on each attachment (``AttachmentRecord.facts``), so this module knows no CNI rules and
+``attachments`` and ``history`` show the same device IDs.
 """
 
 from __future__ import annotations
@@ -19,16 +21,13 @@ import sqlite3
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypedDict, TypeVar
-
-from sqlalchemy import Connection, Row, Table, func, inspect, select
-from sqlalchemy.exc import DBAPIError, OperationalError
+from typing import TypedDict, TypeVar
 
 from app.store import checkpoints, history, schema
-from app.store.database import Database, read_only_uri
+from app.store.database import Connection, Database, read_only_uri
 from app.store.filters import AttachmentFilter, HistoryFilter
-from app.store.models import MIRROR_NADS, MIRROR_PODS, SANDBOXES, WATCH_STATE
 from app.store.records import AttachmentRecord, HistoryEntry, HistoryLine, SandboxRecord
+from app.store.records_sql import cursor_of, read_stamp
 
 T = TypeVar("T")
 
@@ -290,7 +289,7 @@ def store_status(connection: Connection, *, now: datetime) -> StoreStatus:
     rows, oldest, newest = history.summary(connection)
     return {
         "schemaRevision": schema.current_revision(connection),
-        "sandboxes": _counts_by_state(connection, SANDBOXES),
+        "sandboxes": _sandbox_counts(connection),
         "attachments": checkpoints.attachment_counts(connection),
         "history": {"rows": rows, "oldest": timestamp(oldest), "newest": timestamp(newest)},
         "mirror": _mirror(connection, now=now),
@@ -346,26 +345,45 @@ def read_file(path: str | os.PathLike[str], work: Callable[[Connection], T]) -> 
         db = Database.open(db_path, read_only=True)
     except schema.SchemaError as exc:
         raise StoreReadError(f"cannot read {db_path}: {exc}") from exc
-    except OperationalError as exc:
-        raise StoreReadError(_operational_message(db_path, exc)) from exc
+    except Exception as exc:
+        error = _driver_error(exc)
+        if not isinstance(error, sqlite3.OperationalError):
+            raise
+        raise StoreReadError(_operational_message(db_path, error)) from exc
     try:
         return db.read_sync(work), db.size_bytes()
-    except (DBAPIError, sqlite3.Error) as exc:  # SQLAlchemy's reads wrap the driver's, plain SQL not
-        raise StoreReadError(_read_failure(db, exc)) from exc
+    except Exception as exc:
+        error = _driver_error(exc)
+        if error is None:
+            raise
+        raise StoreReadError(_read_failure(db, error)) from exc
     finally:
         db.close()
 
 
-def _read_failure(db: Database, exc: DBAPIError | sqlite3.Error) -> str:
+def _driver_error(exc: BaseException) -> sqlite3.Error | None:
+    """The SQLite error ``exc`` is, or wraps; None when it is none. A read in plain SQL raises
+    the driver's own; one through SQLAlchemy (a unit of work or a ``Database`` still using it)
+    raises its ``DBAPIError``, which keeps the driver's as ``orig``: this module reads that
+    without importing SQLAlchemy."""
+    if isinstance(exc, sqlite3.Error):
+        return exc
+    wrapped = getattr(exc, "orig", None)
+    return wrapped if isinstance(wrapped, sqlite3.Error) else None
+
+
+def _read_failure(db: Database, exc: sqlite3.Error) -> str:
     """What stopped a read of the file: corrupt, locked, or of an older schema than this release
     reads (the daemon upgrades it when it starts; multusctl never writes it)."""
-    reason = str(exc.orig) if isinstance(exc, DBAPIError) and exc.orig is not None else str(exc)
+    reason = str(exc)
     if _is_corruption(exc):
         return _corrupt_message(db.path, reason)
     head = schema.head_revision()
     try:
         revision = db.read_sync(schema.current_revision)
-    except (DBAPIError, sqlite3.Error):
+    except Exception as error:
+        if _driver_error(error) is None:
+            raise
         revision = None
     if revision is not None and revision != head and revision in schema.known_revisions():
         return (
@@ -380,11 +398,10 @@ def _corrupt_message(db_path: Path, reason: str) -> str:
     return f"state database {db_path} is corrupt ({reason}); multusctl leaves it as it is"
 
 
-def _is_corruption(exc: DBAPIError | sqlite3.Error) -> bool:
+def _is_corruption(exc: sqlite3.Error) -> bool:
     """SQLite's DatabaseError proper (a malformed image, not a database): not an OperationalError
     (locked, busy, a missing column or table), which subclasses it."""
-    error = exc.orig if isinstance(exc, DBAPIError) else exc
-    return isinstance(error, sqlite3.DatabaseError) and not isinstance(error, sqlite3.OperationalError)
+    return isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError)
 
 
 def _probe(db_path: Path) -> None:
@@ -407,8 +424,8 @@ def _probe(db_path: Path) -> None:
         probe.close()
 
 
-def _operational_message(db_path: Path, exc: OperationalError) -> str:
-    return _reason_message(db_path, str(exc.orig) if exc.orig is not None else str(exc))
+def _operational_message(db_path: Path, exc: sqlite3.OperationalError) -> str:
+    return _reason_message(db_path, str(exc))
 
 
 def _reason_message(db_path: Path, reason: str) -> str:
@@ -556,37 +573,53 @@ def _resolve_container(connection: Connection, container: str) -> str:
     return candidates.pop()
 
 
+_SANDBOXES_WITH_PREFIX = (
+    "SELECT container_id FROM sandboxes WHERE container_id >= ? AND container_id < ? LIMIT ?"
+)
+_SANDBOX_COUNTS = "SELECT state, count(*) FROM sandboxes GROUP BY state"
+_HAS_WATCH_STATE = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'watch_state'"
+_MIRROR_POD_COUNT = "SELECT count(*) FROM mirror_pods"
+_MIRROR_NAD_COUNT = "SELECT count(*) FROM mirror_nads"
+_WATCHES = (
+    'SELECT "key", scope, resource_version, synced_at, last_event_at, relists, events'
+    ' FROM watch_state ORDER BY "key"'
+)
+
+
 def _sandboxes_with_prefix(connection: Connection, prefix: str, *, limit: int) -> list[str]:
-    column = SANDBOXES.c.container_id
-    statement = select(column).where(column >= prefix, column < prefix + "\U0010ffff").limit(limit)
-    return [str(value) for value in connection.execute(statement).scalars()]
+    rows = cursor_of(connection).execute(_SANDBOXES_WITH_PREFIX, (prefix, prefix + "\U0010ffff", limit))
+    return [str(value) for (value,) in rows.fetchall()]
 
 
-def _counts_by_state(connection: Connection, table: Table) -> dict[str, int]:
-    statement = select(table.c.state, func.count()).group_by(table.c.state)
-    return {str(state): int(count) for state, count in connection.execute(statement)}
+def _sandbox_counts(connection: Connection) -> dict[str, int]:
+    rows = cursor_of(connection).execute(_SANDBOX_COUNTS).fetchall()
+    return {str(state): int(count) for state, count in rows}
 
 
 def _mirror(connection: Connection, *, now: datetime) -> MirrorDoc | None:
     """The Kubernetes mirror's counts and each watch's position; None when there is no mirror."""
-    if not inspect(connection).has_table(WATCH_STATE.name):
+    cursor = cursor_of(connection)
+    if cursor.execute(_HAS_WATCH_STATE).fetchone() is None:
         return None
-    pods = connection.execute(select(func.count()).select_from(MIRROR_PODS)).scalar_one()
-    nads = connection.execute(select(func.count()).select_from(MIRROR_NADS)).scalar_one()
-    watches = connection.execute(select(WATCH_STATE).order_by(WATCH_STATE.c.key))
+    (pods,) = cursor.execute(_MIRROR_POD_COUNT).fetchone()
+    (nads,) = cursor.execute(_MIRROR_NAD_COUNT).fetchone()
+    watches = cursor.execute(_WATCHES).fetchall()
     return {"pods": int(pods), "nads": int(nads), "watches": [_watch_doc(row, now=now) for row in watches]}
 
 
-def _watch_doc(row: Row[Any], *, now: datetime) -> WatchDoc:
-    heard = [moment for moment in (row.synced_at, row.last_event_at) if moment is not None]
+def _watch_doc(row: tuple[str, str, str, str | None, str | None, int, int], *, now: datetime) -> WatchDoc:
+    key, scope, resource_version, synced_text, last_event_text, relists, events = row
+    synced_at = None if synced_text is None else read_stamp(synced_text)
+    last_event_at = None if last_event_text is None else read_stamp(last_event_text)
+    heard = [moment for moment in (synced_at, last_event_at) if moment is not None]
     return {
-        "key": row.key,
-        "scope": row.scope,
-        "synced": row.synced_at is not None,
-        "syncedAt": timestamp(row.synced_at),
-        "lastEventAt": timestamp(row.last_event_at),
+        "key": key,
+        "scope": scope,
+        "synced": synced_at is not None,
+        "syncedAt": timestamp(synced_at),
+        "lastEventAt": timestamp(last_event_at),
         "lagSeconds": round((now - max(heard)).total_seconds(), 3) if heard else None,
-        "resourceVersion": row.resource_version,
-        "relists": row.relists,
-        "events": row.events,
+        "resourceVersion": resource_version,
+        "relists": relists,
+        "events": events,
     }
