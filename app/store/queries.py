@@ -345,31 +345,14 @@ def read_file(path: str | os.PathLike[str], work: Callable[[Connection], T]) -> 
         db = Database.open(db_path, read_only=True)
     except schema.SchemaError as exc:
         raise StoreReadError(f"cannot read {db_path}: {exc}") from exc
-    except Exception as exc:
-        error = _driver_error(exc)
-        if not isinstance(error, sqlite3.OperationalError):
-            raise
-        raise StoreReadError(_operational_message(db_path, error)) from exc
+    except sqlite3.OperationalError as exc:
+        raise StoreReadError(_operational_message(db_path, exc)) from exc
     try:
         return db.read_sync(work), db.size_bytes()
-    except Exception as exc:
-        error = _driver_error(exc)
-        if error is None:
-            raise
-        raise StoreReadError(_read_failure(db, error)) from exc
+    except sqlite3.Error as exc:
+        raise StoreReadError(_read_failure(db, exc)) from exc
     finally:
         db.close()
-
-
-def _driver_error(exc: BaseException) -> sqlite3.Error | None:
-    """The SQLite error ``exc`` is, or wraps; None when it is none. A read in plain SQL raises
-    the driver's own; one through SQLAlchemy (a unit of work or a ``Database`` still using it)
-    raises its ``DBAPIError``, which keeps the driver's as ``orig``: this module reads that
-    without importing SQLAlchemy."""
-    if isinstance(exc, sqlite3.Error):
-        return exc
-    wrapped = getattr(exc, "orig", None)
-    return wrapped if isinstance(wrapped, sqlite3.Error) else None
 
 
 def _read_failure(db: Database, exc: sqlite3.Error) -> str:
@@ -381,9 +364,7 @@ def _read_failure(db: Database, exc: sqlite3.Error) -> str:
     head = schema.head_revision()
     try:
         revision = db.read_sync(schema.current_revision)
-    except Exception as error:
-        if _driver_error(error) is None:
-            raise
+    except sqlite3.Error:
         revision = None
     if revision is not None and revision != head and revision in schema.known_revisions():
         return (
