@@ -2,41 +2,29 @@
 
 Written by ``app.attach`` before a delegate runs (intent) and after it returns (result); read by
 DEL, CHECK, recovery and GC, which replay what is recorded here and never re-resolve networks.
-Functions take a Core ``Connection`` and run inside the writer's transaction (``Database.write``);
-they know no CNI rules. The writes of the ADD/DEL path, and the DEL's read of a sandbox, sit
-between the runtime's call and its answer, so they are plain SQL on the driver's SQLite connection
-behind it (``records_sql``: no statement compilation, no result objects), inside the same
-transaction and savepoint. A sandbox row disappears only when its last attachment has been
-removed, that is, after every delegate's DEL succeeded. Sandboxes are listed in the order they
-were recorded (their rowid, ``_recorded_order``), never by their UTC timestamps: a clock stepped
-back must not make an older sandbox of a pod pass for its newest (invariant 12). In Kubernetes
-mode a running sandbox also carries whether its network-status is not written yet (its ADD's
-write failed), set and cleared by ``app.attach.status_retries`` off the hot path, and read at
-start-up to write what a previous run left unwritten.
+Functions take a unit of work's ``Connection`` and run inside the writer's transaction
+(``Database.write``) or a reader's; they know no CNI rules. Every statement is constant SQL text
+run on the connection's SQLite cursor (``records_sql.cursor_of``: no statement compilation, no
+result objects), inside the unit's transaction and savepoint; never begins, commits or rolls back.
+A sandbox row disappears only when its last attachment has been removed, that is, after every
+delegate's DEL succeeded. Sandboxes are listed in the order they were recorded (their rowid,
+``ORDER BY rowid`` below), never by their UTC timestamps: a clock stepped back must not make an
+older sandbox of a pod pass for its newest (invariant 12). In Kubernetes mode a running sandbox
+also carries whether its network-status is not written yet (its ADD's write failed), set and
+cleared by ``app.attach.status_retries`` off the hot path, and read at start-up to write what a
+previous run left unwritten.
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import (
-    ColumnElement,
-    Connection,
-    Integer,
-    RowMapping,
-    bindparam,
-    func,
-    literal_column,
-    select,
-    update,
-)
-from sqlalchemy.sql.selectable import NamedFromClause
-
-from app.store.models import ATTACHMENTS, SANDBOXES
+from app.store.database import Connection
 from app.store.records import (
     AttachmentRecord,
     DelegateFacts,
@@ -83,17 +71,13 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _recorded_order(sandboxes: NamedFromClause) -> ColumnElement[int]:
-    """The rowid of ``sandboxes``' rows (the table or an alias of it): the order they were inserted.
+# Sandboxes are listed ``ORDER BY rowid``: the order they were inserted. SQLite gives a new row one
+# more than the largest rowid in the table, so of the rows present a later one always has the
+# larger: "oldest first" and "the newest of a pod" hold whatever the wall clock did between two
+# ADDs, where ``created_at`` (UTC, for people) follows its steps. The store never runs ``VACUUM``,
+# which may renumber the rowids of a table keyed by text, as this one is.
 
-    SQLite gives a new row one more than the largest rowid in the table, so of the rows present a
-    later one always has the larger: "oldest first" and "the newest of a pod" hold whatever the
-    wall clock did between two ADDs, where ``created_at`` (UTC, for people) follows its steps. The
-    store never runs ``VACUUM``, which may renumber the rowids of a table keyed by text, as this one is."""
-    return literal_column(f"{sandboxes.name}.rowid", Integer)
-
-
-_SANDBOX_STATE = select(SANDBOXES.c.state).where(SANDBOXES.c.container_id == bindparam("cid"))
+_SANDBOX_STATE_SQL = "SELECT state FROM sandboxes WHERE container_id = ?"
 
 
 _INSERT_SANDBOX_SQL = (
@@ -148,7 +132,7 @@ def begin_add(connection: Connection, sandbox: SandboxIntent) -> None:
         ),
     )
     if cursor.rowcount == 0:
-        state = connection.execute(_SANDBOX_STATE, {"cid": sandbox.container_id}).scalar_one()
+        (state,) = cursor.execute(_SANDBOX_STATE_SQL, (sandbox.container_id,)).fetchone()
         raise SandboxExistsError(sandbox.container_id, state)
 
 
@@ -297,57 +281,72 @@ _SANDBOX_COLUMNS = (
     "container_id, state, netns, ifname, cni_version, pod_namespace, pod_name, pod_uid, boot_id,"
     " created_at, updated_at, netns_id, parallel, default_networks"
 )
+"""What a ``SandboxRecord`` is made of, in ``_sandbox_from_columns``' order."""
 _ATTACHMENT_COLUMNS = (
     "container_id, ifname, position, is_master, network_name, plugin_types, config, cni_args,"
     " capability_args, cni_path, state, result, last_error, created_at, updated_at, device, ips, macs,"
     " device_ids, root"
 )
+"""What an ``AttachmentRecord`` is made of, in ``_attachment_from_columns``' order."""
+_SUMMARY_COLUMNS = "container_id, state, netns, ifname, pod_namespace, pod_name, pod_uid, boot_id"
+"""What a ``SandboxSummary`` is made of, in ``_summary``'s order."""
+
 _SANDBOX_BY_ID_SQL = f"SELECT {_SANDBOX_COLUMNS} FROM sandboxes WHERE container_id = ?"
 _ATTACHMENTS_OF_SQL = (
     f"SELECT {_ATTACHMENT_COLUMNS} FROM attachments WHERE container_id = ? ORDER BY position"
-)
-_ATTACHMENTS_OF = (
-    select(ATTACHMENTS).where(ATTACHMENTS.c.container_id == bindparam("cid")).order_by(ATTACHMENTS.c.position)
 )
 
 
 def load_sandbox(connection: Connection, container_id: str) -> SandboxRecord | None:
     """The sandbox recorded for ``container_id`` with its attachments (by position), None if none is.
 
-    Read by every DEL and rollback: plain SQL on the connection's connection (``records_sql``), two
-    indexed lookups, the rows turned into records without SQLAlchemy's result objects."""
+    Read by every DEL and rollback: two indexed lookups, the rows turned into records as the
+    driver returns them."""
     cursor = cursor_of(connection)
     sandbox = cursor.execute(_SANDBOX_BY_ID_SQL, (container_id,)).fetchone()
     if sandbox is None:
         return None
-    attachments = cursor.execute(_ATTACHMENTS_OF_SQL, (container_id,)).fetchall()
-    (
-        cid,
-        state,
-        netns,
-        ifname,
-        cni_version,
-        namespace,
-        name,
-        uid,
-        boot_id,
-        created,
-        updated,
-        netns_id,
-        parallel,
-        default_networks,
-    ) = sandbox
+    return _with_attachments(cursor, sandbox)
+
+
+def _with_attachments(cursor: sqlite3.Cursor, sandbox: Sequence[Any]) -> SandboxRecord:
+    """The sandbox of a ``_SANDBOX_COLUMNS`` row with its attachments, by position."""
+    attachments = cursor.execute(_ATTACHMENTS_OF_SQL, (sandbox[0],)).fetchall()
+    return _sandbox_from_columns(
+        *sandbox, attachments=[_attachment_from_columns(*row) for row in attachments]
+    )
+
+
+def _sandbox_from_columns(
+    container_id: str,
+    state: str,
+    netns: str,
+    ifname: str,
+    cni_version: str,
+    pod_namespace: str,
+    pod_name: str,
+    pod_uid: str,
+    boot_id: str,
+    created_at: str,
+    updated_at: str,
+    netns_id: str,
+    parallel: int,
+    default_networks: int | None,
+    *,
+    attachments: Iterable[AttachmentRecord],
+) -> SandboxRecord:
+    """A sandbox from its columns as the driver returns them (``_SANDBOX_COLUMNS``' order)."""
     return SandboxRecord(
-        container_id=cid,
+        container_id=container_id,
         state=state,
         netns=netns,
         ifname=ifname,
         cni_version=cni_version,
-        pod=PodIdentity(namespace, name, uid),
+        pod=PodIdentity(pod_namespace, pod_name, pod_uid),
         boot_id=boot_id,
-        created_at=read_stamp(created),
-        updated_at=read_stamp(updated),
-        attachments=tuple(_attachment_from_columns(*row) for row in attachments),
+        created_at=read_stamp(created_at),
+        updated_at=read_stamp(updated_at),
+        attachments=tuple(attachments),
         netns_id=netns_id,
         parallel=bool(parallel),
         default_networks=default_networks,
@@ -399,122 +398,83 @@ def _attachment_from_columns(
     )
 
 
+_SANDBOXES_SQL = f"SELECT {_SANDBOX_COLUMNS} FROM sandboxes ORDER BY rowid"
+_SANDBOXES_IN_STATES_SQL = (
+    f"SELECT {_SANDBOX_COLUMNS} FROM sandboxes WHERE state IN (SELECT value FROM json_each(?)) ORDER BY rowid"
+)
+_ALL_ATTACHMENTS_SQL = f"SELECT {_ATTACHMENT_COLUMNS} FROM attachments ORDER BY position"
+
+
 def list_sandboxes(connection: Connection, *, states: Sequence[str] | None = None) -> list[SandboxRecord]:
     """Every recorded sandbox (optionally only those in ``states``), oldest first."""
-    query = select(SANDBOXES).order_by(_recorded_order(SANDBOXES))
-    if states is not None:
-        query = query.where(SANDBOXES.c.state.in_(list(states)))
+    cursor = cursor_of(connection)
     by_container: dict[str, list[AttachmentRecord]] = {}
-    for row in connection.execute(select(ATTACHMENTS).order_by(ATTACHMENTS.c.position)).mappings():
-        by_container.setdefault(row["container_id"], []).append(_attachment_record(row))
-    return [
-        _sandbox_record(sandbox, by_container.get(sandbox["container_id"], []))
-        for sandbox in connection.execute(query).mappings()
-    ]
+    for row in cursor.execute(_ALL_ATTACHMENTS_SQL).fetchall():
+        by_container.setdefault(row[0], []).append(_attachment_from_columns(*row))
+    if states is None:
+        sandboxes = cursor.execute(_SANDBOXES_SQL).fetchall()
+    else:
+        sandboxes = cursor.execute(_SANDBOXES_IN_STATES_SQL, (json_list(states),)).fetchall()
+    return [_sandbox_from_columns(*row, attachments=by_container.get(row[0], ())) for row in sandboxes]
+
+
+_UNSETTLED_SQL = (
+    f"SELECT {_SANDBOX_COLUMNS} FROM sandboxes WHERE state != 'ready' OR boot_id != ? ORDER BY rowid"
+)
 
 
 def list_unsettled(connection: Connection, *, boot_id: str) -> list[SandboxRecord]:
     """Sandboxes recovery must act on: an ADD or DEL that did not finish, or from another boot."""
-    query = (
-        select(SANDBOXES)
-        .where((SANDBOXES.c.state != "ready") | (SANDBOXES.c.boot_id != boot_id))
-        .order_by(_recorded_order(SANDBOXES))
-    )
-    return [_with_attachments(connection, row) for row in connection.execute(query).mappings()]
+    cursor = cursor_of(connection)
+    return [_with_attachments(cursor, row) for row in cursor.execute(_UNSETTLED_SQL, (boot_id,)).fetchall()]
 
 
-_SUMMARY_COLUMNS = (
-    SANDBOXES.c.container_id,
-    SANDBOXES.c.state,
-    SANDBOXES.c.netns,
-    SANDBOXES.c.ifname,
-    SANDBOXES.c.pod_namespace,
-    SANDBOXES.c.pod_name,
-    SANDBOXES.c.pod_uid,
-    SANDBOXES.c.boot_id,
-)
-"""What a ``SandboxSummary`` is made of (``_summary``)."""
+_SUMMARIES_SQL = f"SELECT {_SUMMARY_COLUMNS} FROM sandboxes"
 
 
 def sandbox_summaries(connection: Connection) -> list[SandboxSummary]:
     """Every sandbox without its attachments: what GC examines on every pass."""
-    query = select(*_SUMMARY_COLUMNS)
-    return [_summary(row) for row in connection.execute(query)]
+    return [_summary(*row) for row in cursor_of(connection).execute(_SUMMARIES_SQL).fetchall()]
 
 
-def _summary(row: Any) -> SandboxSummary:
-    """A sandboxes row (all of its identity columns) as a summary."""
+def _summary(
+    container_id: str,
+    state: str,
+    netns: str,
+    ifname: str,
+    pod_namespace: str,
+    pod_name: str,
+    pod_uid: str,
+    boot_id: str,
+) -> SandboxSummary:
+    """A sandbox's identity columns (``_SUMMARY_COLUMNS``' order) as a summary."""
     return SandboxSummary(
-        container_id=row.container_id,
-        state=row.state,
-        netns=row.netns,
-        ifname=row.ifname,
-        pod=PodIdentity(row.pod_namespace, row.pod_name, row.pod_uid),
-        boot_id=row.boot_id,
+        container_id=container_id,
+        state=state,
+        netns=netns,
+        ifname=ifname,
+        pod=PodIdentity(pod_namespace, pod_name, pod_uid),
+        boot_id=boot_id,
     )
+
+
+_ATTACHMENT_COUNTS_SQL = "SELECT state, count(*) FROM attachments GROUP BY state"
+_CONTAINER_IDS_SQL = "SELECT container_id FROM sandboxes"
 
 
 def attachment_counts(connection: Connection) -> dict[str, int]:
     """Attachments recorded, by state."""
-    query = select(ATTACHMENTS.c.state, func.count()).group_by(ATTACHMENTS.c.state)
-    return {str(state): int(count) for state, count in connection.execute(query)}
+    rows = cursor_of(connection).execute(_ATTACHMENT_COUNTS_SQL).fetchall()
+    return {str(state): int(count) for state, count in rows}
 
 
 def container_ids(connection: Connection) -> set[str]:
-    return {row[0] for row in connection.execute(select(SANDBOXES.c.container_id))}
-
-
-def _with_attachments(connection: Connection, sandbox: RowMapping) -> SandboxRecord:
-    attachments = connection.execute(_ATTACHMENTS_OF, {"cid": sandbox["container_id"]}).mappings()
-    return _sandbox_record(sandbox, [_attachment_record(row) for row in attachments])
+    return {row[0] for row in cursor_of(connection).execute(_CONTAINER_IDS_SQL).fetchall()}
 
 
 def _missing(container_id: str, ifname: str | None) -> None:
     where = container_id if ifname is None else f"{container_id} interface {ifname}"
     raise UnknownAttachmentError(f"no checkpoint for container {where}")
-
-
-def _sandbox_record(row: RowMapping, attachments: list[AttachmentRecord]) -> SandboxRecord:
-    return SandboxRecord(
-        container_id=row["container_id"],
-        state=row["state"],
-        netns=row["netns"],
-        ifname=row["ifname"],
-        cni_version=row["cni_version"],
-        pod=PodIdentity(row["pod_namespace"], row["pod_name"], row["pod_uid"]),
-        boot_id=row["boot_id"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        attachments=tuple(attachments),
-        netns_id=row["netns_id"],
-        parallel=bool(row["parallel"]),
-        default_networks=row["default_networks"],
-    )
-
-
-def _attachment_record(row: RowMapping) -> AttachmentRecord:
-    return AttachmentRecord(
-        container_id=row["container_id"],
-        ifname=row["ifname"],
-        position=row["position"],
-        is_master=row["is_master"],
-        network_name=row["network_name"],
-        plugin_types=tuple(filter(None, row["plugin_types"].split(","))),
-        config=row["config"],
-        cni_args=tuple((str(k), str(v)) for k, v in json.loads(row["cni_args"])),
-        capability_args=json.loads(row["capability_args"]),
-        cni_path=tuple(json.loads(row["cni_path"])),
-        state=row["state"],
-        result=row["result"],
-        last_error=row["last_error"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        device=None if row["device"] is None else json.loads(row["device"]),
-        facts=DelegateFacts(
-            ips=_strings(row["ips"]), macs=_strings(row["macs"]), device_ids=_strings(row["device_ids"])
-        ),
-        root=row["root"],
-    )
 
 
 def _strings(value: str | None) -> tuple[str, ...]:
@@ -530,6 +490,15 @@ PARTIAL_STATES = ("intent", "deleting")
 _SET_ATTACHMENT_STATE_SQL = (
     "UPDATE attachments SET state = ?, updated_at = ? WHERE container_id = ? AND ifname = ?"
 )
+_PARTIAL_SQL = (
+    f"SELECT {_SANDBOX_COLUMNS} FROM sandboxes WHERE state = 'ready' AND container_id IN"
+    " (SELECT DISTINCT container_id FROM attachments WHERE state IN ("
+    + ", ".join(f"'{state}'" for state in PARTIAL_STATES)
+    + ")) ORDER BY rowid"
+)
+_SANDBOXES_OF_POD_SQL = (
+    f"SELECT {_SUMMARY_COLUMNS} FROM sandboxes WHERE pod_namespace = ? AND pod_name = ? ORDER BY rowid"
+)
 
 
 def begin_detach(connection: Connection, *, container_id: str, ifname: str) -> None:
@@ -540,75 +509,51 @@ def begin_detach(connection: Connection, *, container_id: str, ifname: str) -> N
 
 def list_partial(connection: Connection) -> list[SandboxRecord]:
     """``ready`` sandboxes holding an attachment whose hot-plug ADD or DEL did not finish."""
-    with_partial = (
-        select(ATTACHMENTS.c.container_id).where(ATTACHMENTS.c.state.in_(PARTIAL_STATES)).distinct()
-    )
-    query = (
-        select(SANDBOXES)
-        .where(SANDBOXES.c.state == "ready", SANDBOXES.c.container_id.in_(with_partial))
-        .order_by(_recorded_order(SANDBOXES))
-    )
-    return [_with_attachments(connection, row) for row in connection.execute(query).mappings()]
+    cursor = cursor_of(connection)
+    return [_with_attachments(cursor, row) for row in cursor.execute(_PARTIAL_SQL).fetchall()]
 
 
 def sandboxes_of_pod(connection: Connection, *, namespace: str, name: str) -> list[SandboxSummary]:
     """The sandboxes recorded for pod ``namespace/name`` (any state), oldest first: the last one is
     the pod's newest (hot-plug's), whatever the clock did."""
-    query = (
-        select(SANDBOXES)
-        .where(SANDBOXES.c.pod_namespace == namespace, SANDBOXES.c.pod_name == name)
-        .order_by(_recorded_order(SANDBOXES))
-    )
-    return [_summary(row) for row in connection.execute(query)]
+    rows = cursor_of(connection).execute(_SANDBOXES_OF_POD_SQL, (namespace, name)).fetchall()
+    return [_summary(*row) for row in rows]
 
 
 # ---- network-status not yet written (Kubernetes mode) --------------------------------------------
+
+_MARK_STATUS_UNWRITTEN_SQL = (
+    "UPDATE sandboxes SET status_unwritten = 1 WHERE container_id = ? AND state = 'ready'"
+)
+_CLEAR_STATUS_UNWRITTEN_SQL = (
+    "UPDATE sandboxes SET status_unwritten = 0 WHERE container_id = ? AND status_unwritten IS 1"
+)
+_STATUS_UNWRITTEN_SQL = (
+    "SELECT sandboxes.container_id, sandboxes.state, sandboxes.netns, sandboxes.ifname,"
+    " sandboxes.pod_namespace, sandboxes.pod_name, sandboxes.pod_uid, sandboxes.boot_id FROM sandboxes"
+    " WHERE sandboxes.status_unwritten IS 1 AND sandboxes.state = 'ready' AND sandboxes.pod_name != ''"
+    " AND NOT EXISTS (SELECT newer.container_id FROM sandboxes AS newer"
+    " WHERE newer.pod_namespace = sandboxes.pod_namespace AND newer.pod_name = sandboxes.pod_name"
+    " AND newer.rowid > sandboxes.rowid)"
+    " ORDER BY sandboxes.rowid DESC LIMIT ?"
+)
 
 
 def mark_status_unwritten(connection: Connection, container_id: str) -> bool:
     """Record that the network-status of running sandbox ``container_id`` is not written yet (its
     ADD's write failed; the background retries have it). False when no ``ready`` sandbox is
     recorded under the ID (nothing is then marked)."""
-    marked = connection.execute(
-        update(SANDBOXES)
-        .where(SANDBOXES.c.container_id == container_id, SANDBOXES.c.state == "ready")
-        .values(status_unwritten=True)
-    )
-    return bool(marked.rowcount)
+    return bool(cursor_of(connection).execute(_MARK_STATUS_UNWRITTEN_SQL, (container_id,)).rowcount)
 
 
 def clear_status_unwritten(connection: Connection, container_id: str) -> None:
     """Record that sandbox ``container_id``'s network-status was written (or needs no write any more)."""
-    connection.execute(
-        update(SANDBOXES)
-        .where(SANDBOXES.c.container_id == container_id, SANDBOXES.c.status_unwritten.is_(True))
-        .values(status_unwritten=False)
-    )
+    cursor_of(connection).execute(_CLEAR_STATUS_UNWRITTEN_SQL, (container_id,))
 
 
 def status_unwritten(connection: Connection, *, limit: int) -> list[SandboxSummary]:
     """The ``ready`` sandboxes whose network-status is marked unwritten, each the newest sandbox
     recorded for its pod (an older one's status must never land over a newer one's, which may have
     been written since): the newest ``limit`` of them, oldest first."""
-    newer = SANDBOXES.alias("newer")
-    a_newer_sandbox_of_the_pod = (
-        select(newer.c.container_id)
-        .where(
-            newer.c.pod_namespace == SANDBOXES.c.pod_namespace,
-            newer.c.pod_name == SANDBOXES.c.pod_name,
-            _recorded_order(newer) > _recorded_order(SANDBOXES),
-        )
-        .exists()
-    )
-    query = (
-        select(*_SUMMARY_COLUMNS)
-        .where(
-            SANDBOXES.c.status_unwritten.is_(True),
-            SANDBOXES.c.state == "ready",
-            SANDBOXES.c.pod_name != "",
-            ~a_newer_sandbox_of_the_pod,
-        )
-        .order_by(_recorded_order(SANDBOXES).desc())
-        .limit(limit)
-    )
-    return [_summary(row) for row in reversed(connection.execute(query).all())]
+    rows = cursor_of(connection).execute(_STATUS_UNWRITTEN_SQL, (limit,)).fetchall()
+    return [_summary(*row) for row in reversed(rows)]

@@ -17,9 +17,8 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, bindparam, delete, select
-
-from app.store.models import ATTACHMENTS, HISTORY, REMOVED_ATTACHMENTS
+from app.store.database import Connection
+from app.store.records_sql import cursor_of, json_list
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,45 +32,43 @@ class RemovedAttachment:
     root: str
 
 
+_RECORDED_CONFIGS_SQL = "SELECT DISTINCT config, root FROM attachments"
+_REMOVED_SQL = "SELECT id, container_id, ifname, config, root FROM removed_attachments ORDER BY id"
+_FORGET_SQL = "DELETE FROM removed_attachments WHERE id IN (SELECT value FROM json_each(?))"
+_ADDED_BY_US_SQL = (
+    "SELECT id FROM history WHERE container_id = ? AND command = 'ADD' AND step = 'delegate' LIMIT 1"
+)
+
+
 def recorded_configs(connection: Connection) -> set[tuple[bytes, str]]:
     """Every distinct (config, root) of the attachments recorded now."""
-    statement = select(ATTACHMENTS.c.config, ATTACHMENTS.c.root).distinct()
-    return {(bytes(row[0]), str(row[1])) for row in connection.execute(statement)}
+    rows = cursor_of(connection).execute(_RECORDED_CONFIGS_SQL).fetchall()
+    return {(bytes(config), str(root)) for config, root in rows}
 
 
 def removed(connection: Connection) -> list[RemovedAttachment]:
     """Every removed attachment GC has not yet seen without a lease, oldest first."""
-    statement = select(REMOVED_ATTACHMENTS).order_by(REMOVED_ATTACHMENTS.c.id)
     return [
         RemovedAttachment(
-            id=int(row.id),
-            container_id=str(row.container_id),
-            ifname=str(row.ifname),
-            config=bytes(row.config),
-            root=str(row.root),
+            id=int(row_id),
+            container_id=str(container_id),
+            ifname=str(ifname),
+            config=bytes(config),
+            root=str(root),
         )
-        for row in connection.execute(statement)
+        for row_id, container_id, ifname, config, root in cursor_of(connection)
+        .execute(_REMOVED_SQL)
+        .fetchall()
     ]
 
 
 def forget(connection: Connection, ids: Collection[int]) -> None:
     """Delete the removed attachments ``ids`` (no lease of theirs is left)."""
     if ids:
-        connection.execute(delete(REMOVED_ATTACHMENTS).where(REMOVED_ATTACHMENTS.c.id.in_(sorted(ids))))
-
-
-_ADDED_BY_US = (
-    select(HISTORY.c.id)
-    .where(
-        HISTORY.c.container_id == bindparam("cid"),
-        HISTORY.c.command == "ADD",
-        HISTORY.c.step == "delegate",
-    )
-    .limit(1)
-)
+        cursor_of(connection).execute(_FORGET_SQL, (json_list(sorted(ids)),))
 
 
 def added_by_us(connection: Connection, container_id: str) -> bool:
     """True when the history shows a delegate of ours run for an ADD of ``container_id``; a line of
     another kind (a CHECK, a refused request, a DEL of a container we never had) proves nothing."""
-    return connection.execute(_ADDED_BY_US, {"cid": container_id}).first() is not None
+    return cursor_of(connection).execute(_ADDED_BY_US_SQL, (container_id,)).fetchone() is not None
