@@ -2,10 +2,11 @@
 
 Written only by ``app.watch`` (events, relists, resourceVersions) inside ``Database.write``; read
 by the watch package's pod and NAD sources and by GC. A cache of the API, never the truth
-(invariant 1): losing it costs a relist, never a leak. Functions take a Core ``Connection`` and know no
-Kubernetes rules: callers decide which annotations to keep and what a relist covers. Callers
-should write a batch of changes together with the watch's new resourceVersion in one unit of
-work, so the stored position never runs ahead of the stored objects.
+(invariant 1): losing it costs a relist, never a leak. Functions take a unit of work's
+``Connection`` and run plain SQL on its cursor (``app.store.records_sql``), and know no Kubernetes
+rules: callers decide which annotations to keep and what a relist covers. Callers should write a
+batch of changes together with the watch's new resourceVersion in one unit of work, so the stored
+position never runs ahead of the stored objects.
 """
 
 from __future__ import annotations
@@ -13,10 +14,8 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import Connection, Row, delete, func, insert, select, update
-
+from app.store.database import Connection
 from app.store.mirror_records import (
     CONFIG_SOURCE_ANNOTATION,
     MirrorCounts,
@@ -26,20 +25,18 @@ from app.store.mirror_records import (
     ReplaceOutcome,
     WatchState,
 )
-from app.store.models import MIRROR_NADS, MIRROR_PODS, WATCH_STATE
-from app.store.records_sql import cursor_of
+from app.store.records_sql import cursor_of, json_object, read_stamp, stamp
 
 _UPSERT_POD = (
-    f"INSERT INTO {MIRROR_PODS.name}"
+    "INSERT INTO mirror_pods"
     " (namespace, name, uid, node_name, resource_version, annotations)"
     " VALUES (:namespace, :name, :uid, :node_name, :resource_version, :annotations)"
     " ON CONFLICT (namespace, name) DO UPDATE SET uid = excluded.uid, node_name = excluded.node_name,"
     " resource_version = excluded.resource_version, annotations = excluded.annotations"
 )
-"""Upserts are plain SQL (``executemany``): a relist of 1,000 pods built SQLAlchemy statements
-of 200 rows each, costlier in CPU and in the memory a start-up leaves behind."""
+"""Upserts run as one ``executemany``: a relist of 1,000 pods is one prepared statement."""
 _UPSERT_NAD = (
-    f"INSERT INTO {MIRROR_NADS.name}"
+    "INSERT INTO mirror_nads"
     " (namespace, name, uid, resource_version, config, resource_name)"
     " VALUES (:namespace, :name, :uid, :resource_version, :config, :resource_name)"
     " ON CONFLICT (namespace, name) DO UPDATE SET uid = excluded.uid,"
@@ -47,20 +44,33 @@ _UPSERT_NAD = (
     " resource_name = excluded.resource_name"
 )
 _GET_POD = (
-    f"SELECT uid, node_name, resource_version, annotations FROM {MIRROR_PODS.name}"
-    " WHERE namespace = ? AND name = ?"
+    "SELECT uid, node_name, resource_version, annotations FROM mirror_pods WHERE namespace = ? AND name = ?"
 )
+_LIST_PODS = (
+    "SELECT namespace, name, uid, node_name, resource_version, annotations FROM mirror_pods"
+    " ORDER BY namespace, name"
+)
+_POD_KEYS = "SELECT namespace, name FROM mirror_pods"
+_DELETE_POD = "DELETE FROM mirror_pods WHERE namespace = ? AND name = ?"
+_COUNT_PODS = "SELECT count(*) FROM mirror_pods"
 _POD_UIDS = (
     "SELECT namespace, name, CASE WHEN coalesce(json_extract(annotations,"
     f" '$.\"{CONFIG_SOURCE_ANNOTATION}\"'), 'api') = 'api' THEN uid ELSE '' END"
-    f" FROM {MIRROR_PODS.name}"
+    " FROM mirror_pods"
 )
 """(namespace, name, uid) of every mirrored pod; a static pod's uid as '' (its mirror pod's UID is
 not the one the runtime names it by)."""
 _GET_NAD = (
-    f"SELECT uid, resource_version, config, resource_name FROM {MIRROR_NADS.name}"
-    " WHERE namespace = ? AND name = ?"
+    "SELECT uid, resource_version, config, resource_name FROM mirror_nads WHERE namespace = ? AND name = ?"
 )
+_LIST_NADS = (
+    "SELECT namespace, name, uid, resource_version, config, resource_name FROM mirror_nads"
+    " ORDER BY namespace, name"
+)
+_NAD_KEYS = "SELECT namespace, name FROM mirror_nads"
+_NAD_KEYS_OF_NAMESPACE = "SELECT namespace, name FROM mirror_nads WHERE namespace = ?"
+_DELETE_NAD = "DELETE FROM mirror_nads WHERE namespace = ? AND name = ?"
+_COUNT_NADS = "SELECT count(*) FROM mirror_nads"
 
 
 # pods
@@ -73,10 +83,9 @@ def upsert_pod(connection: Connection, pod: PodRecord) -> None:
 
 def delete_pod(connection: Connection, namespace: str, name: str) -> bool:
     """Forget a pod; True when it was mirrored."""
-    result = connection.execute(
-        delete(MIRROR_PODS).where(MIRROR_PODS.c.namespace == namespace, MIRROR_PODS.c.name == name)
-    )
-    return bool(getattr(result, "rowcount", 0))
+    cursor = cursor_of(connection)
+    cursor.execute(_DELETE_POD, (namespace, name))
+    return cursor.rowcount > 0
 
 
 def replace_pods(connection: Connection, snapshot: Iterable[PodRecord]) -> ReplaceOutcome:
@@ -84,15 +93,16 @@ def replace_pods(connection: Connection, snapshot: Iterable[PodRecord]) -> Repla
     pods = list(snapshot)
     _upsert_pods(connection, pods)
     listed = {pod.key for pod in pods}
-    stored = connection.execute(select(MIRROR_PODS.c.namespace, MIRROR_PODS.c.name))
+    cursor = cursor_of(connection)
+    stored = cursor.execute(_POD_KEYS).fetchall()
     absent = tuple((namespace, name) for namespace, name in stored if (namespace, name) not in listed)
-    for namespace, name in absent:
-        delete_pod(connection, namespace, name)
+    if absent:
+        cursor.executemany(_DELETE_POD, absent)
     return ReplaceOutcome(upserted=len(pods), deleted=absent)
 
 
 def get_pod(connection: Connection, namespace: str, name: str) -> PodRecord | None:
-    """One pod, in plain SQL (every ADD asks: a SQLAlchemy statement costs several times more)."""
+    """One pod (every ADD asks)."""
     row = cursor_of(connection).execute(_GET_POD, (namespace, name)).fetchone()
     if row is None:
         return None
@@ -109,14 +119,25 @@ def get_pod(connection: Connection, namespace: str, name: str) -> PodRecord | No
 
 def list_pods(connection: Connection) -> list[PodRecord]:
     """Every mirrored pod, by namespace and name (GC, tools, tests)."""
-    rows = connection.execute(select(MIRROR_PODS).order_by(MIRROR_PODS.c.namespace, MIRROR_PODS.c.name))
-    return [_pod_record(row) for row in rows]
+    return [
+        PodRecord(
+            namespace=namespace,
+            name=name,
+            uid=uid,
+            node_name=node_name,
+            resource_version=resource_version,
+            annotations=json.loads(annotations),
+        )
+        for namespace, name, uid, node_name, resource_version, annotations in cursor_of(connection).execute(
+            _LIST_PODS
+        )
+    ]
 
 
 def pod_uids(connection: Connection) -> dict[ObjectKey, str]:
-    """(namespace, name) → uid of every mirrored pod, in plain SQL (every GC pass asks); '' for a
-    static pod, whose API UID differs from the runtime's (``PodRecord.is_static``): nothing to
-    compare, so GC never takes it for a recreated pod."""
+    """(namespace, name) → uid of every mirrored pod (every GC pass asks); '' for a static pod,
+    whose API UID differs from the runtime's (``PodRecord.is_static``): nothing to compare, so GC
+    never takes it for a recreated pod."""
     return {(namespace, name): uid for namespace, name, uid in cursor_of(connection).execute(_POD_UIDS)}
 
 
@@ -131,19 +152,8 @@ def _pod_values(pod: PodRecord) -> dict[str, str]:
         "uid": pod.uid,
         "node_name": pod.node_name,
         "resource_version": pod.resource_version,
-        "annotations": json.dumps(dict(pod.annotations), sort_keys=True),
+        "annotations": json_object(pod.annotations),
     }
-
-
-def _pod_record(row: Row[Any]) -> PodRecord:
-    return PodRecord(
-        namespace=row.namespace,
-        name=row.name,
-        uid=row.uid,
-        node_name=row.node_name,
-        resource_version=row.resource_version,
-        annotations=json.loads(row.annotations),
-    )
 
 
 # NetworkAttachmentDefinitions
@@ -156,10 +166,9 @@ def upsert_nad(connection: Connection, nad: NadRecord) -> None:
 
 def delete_nad(connection: Connection, namespace: str, name: str) -> bool:
     """Forget a NAD; True when it was mirrored."""
-    result = connection.execute(
-        delete(MIRROR_NADS).where(MIRROR_NADS.c.namespace == namespace, MIRROR_NADS.c.name == name)
-    )
-    return bool(getattr(result, "rowcount", 0))
+    cursor = cursor_of(connection)
+    cursor.execute(_DELETE_NAD, (namespace, name))
+    return cursor.rowcount > 0
 
 
 def replace_nads(
@@ -169,18 +178,21 @@ def replace_nads(
     nads = list(snapshot)
     _upsert_nads(connection, nads)
     listed = {nad.key for nad in nads}
-    query = select(MIRROR_NADS.c.namespace, MIRROR_NADS.c.name)
-    if namespace is not None:
-        query = query.where(MIRROR_NADS.c.namespace == namespace)
-    stored = connection.execute(query)
-    absent = tuple((namespace, name) for namespace, name in stored if (namespace, name) not in listed)
-    for nad_namespace, name in absent:
-        delete_nad(connection, nad_namespace, name)
+    cursor = cursor_of(connection)
+    if namespace is None:
+        stored = cursor.execute(_NAD_KEYS).fetchall()
+    else:
+        stored = cursor.execute(_NAD_KEYS_OF_NAMESPACE, (namespace,)).fetchall()
+    absent = tuple(
+        (nad_namespace, name) for nad_namespace, name in stored if (nad_namespace, name) not in listed
+    )
+    if absent:
+        cursor.executemany(_DELETE_NAD, absent)
     return ReplaceOutcome(upserted=len(nads), deleted=absent)
 
 
 def get_nad(connection: Connection, namespace: str, name: str) -> NadRecord | None:
-    """One NAD, in plain SQL (every ADD asks, once per network from a NAD)."""
+    """One NAD (every ADD asks, once per network from a NAD)."""
     row = cursor_of(connection).execute(_GET_NAD, (namespace, name)).fetchone()
     if row is None:
         return None
@@ -197,8 +209,19 @@ def get_nad(connection: Connection, namespace: str, name: str) -> NadRecord | No
 
 def list_nads(connection: Connection) -> list[NadRecord]:
     """Every mirrored NAD, by namespace and name (tools, tests)."""
-    rows = connection.execute(select(MIRROR_NADS).order_by(MIRROR_NADS.c.namespace, MIRROR_NADS.c.name))
-    return [_nad_record(row) for row in rows]
+    return [
+        NadRecord(
+            namespace=namespace,
+            name=name,
+            uid=uid,
+            resource_version=resource_version,
+            config=config,
+            resource_name=resource_name,
+        )
+        for namespace, name, uid, resource_version, config, resource_name in cursor_of(connection).execute(
+            _LIST_NADS
+        )
+    ]
 
 
 def _upsert_nads(connection: Connection, nads: list[NadRecord]) -> None:
@@ -216,49 +239,63 @@ def _nad_values(nad: NadRecord) -> dict[str, str]:
     }
 
 
-def _nad_record(row: Row[Any]) -> NadRecord:
-    return NadRecord(
-        namespace=row.namespace,
-        name=row.name,
-        uid=row.uid,
-        resource_version=row.resource_version,
-        config=row.config,
-        resource_name=row.resource_name,
-    )
-
-
 # watch state
 
-_WATCH_ROW = select(WATCH_STATE)
+_GET_WATCH = (
+    'SELECT "key", scope, resource_version, synced_at, last_event_at, relists, events FROM watch_state'
+    ' WHERE "key" = ?'
+)
+_ENSURE_WATCH = (
+    "INSERT INTO watch_state (\"key\", scope, resource_version, relists, events) VALUES (?, '', '', 0, 0)"
+    ' ON CONFLICT ("key") DO NOTHING'
+)
+"""An empty row for a key unless one is there (``synced_at`` and ``last_event_at`` NULL)."""
+_SET_WATCH = (
+    "UPDATE watch_state SET scope = ?, resource_version = ?, synced_at = ?, last_event_at = ?,"
+    ' relists = ?, events = ? WHERE "key" = ?'
+)
+_RECORD_RELIST = (
+    "UPDATE watch_state SET scope = ?, resource_version = ?, synced_at = ?, relists = relists + 1"
+    ' WHERE "key" = ?'
+)
+_RECORD_PROGRESS = 'UPDATE watch_state SET resource_version = ?, events = events + ? WHERE "key" = ?'
+_RECORD_PROGRESS_AT = (
+    'UPDATE watch_state SET resource_version = ?, events = events + ?, last_event_at = ? WHERE "key" = ?'
+)
+_FORGET_RESOURCE_VERSION = "UPDATE watch_state SET resource_version = '' WHERE \"key\" = ?"
 
 
 def get_watch_state(connection: Connection, key: str) -> WatchState | None:
-    row = connection.execute(_WATCH_ROW.where(WATCH_STATE.c.key == key)).first()
+    row = cursor_of(connection).execute(_GET_WATCH, (key,)).fetchone()
     if row is None:
         return None
+    stored_key, scope, resource_version, synced_at, last_event_at, relists, events = row
     return WatchState(
-        key=row.key,
-        scope=row.scope,
-        resource_version=row.resource_version,
-        synced_at=row.synced_at,
-        last_event_at=row.last_event_at,
-        relists=row.relists,
-        events=row.events,
+        key=stored_key,
+        scope=scope,
+        resource_version=resource_version,
+        synced_at=None if synced_at is None else read_stamp(synced_at),
+        last_event_at=None if last_event_at is None else read_stamp(last_event_at),
+        relists=relists,
+        events=events,
     )
 
 
 def set_watch_state(connection: Connection, state: WatchState) -> None:
     """Write ``state`` as the whole row for ``state.key``."""
-    _ensure_watch_row(connection, state.key)
-    _update_watch_row(
-        connection,
-        state.key,
-        scope=state.scope,
-        resource_version=state.resource_version,
-        synced_at=state.synced_at,
-        last_event_at=state.last_event_at,
-        relists=state.relists,
-        events=state.events,
+    cursor = cursor_of(connection)
+    cursor.execute(_ENSURE_WATCH, (state.key,))
+    cursor.execute(
+        _SET_WATCH,
+        (
+            state.scope,
+            state.resource_version,
+            _stamp_or_null(state.synced_at),
+            _stamp_or_null(state.last_event_at),
+            state.relists,
+            state.events,
+            state.key,
+        ),
     )
 
 
@@ -266,49 +303,37 @@ def record_relist(
     connection: Connection, key: str, *, scope: str, resource_version: str, at: datetime
 ) -> None:
     """A relist of ``key`` was written: resume from ``resource_version``, one more relist counted."""
-    _ensure_watch_row(connection, key)
-    _update_watch_row(
-        connection,
-        key,
-        scope=scope,
-        resource_version=resource_version,
-        synced_at=at,
-        relists=WATCH_STATE.c.relists + 1,
-    )
+    cursor = cursor_of(connection)
+    cursor.execute(_ENSURE_WATCH, (key,))
+    cursor.execute(_RECORD_RELIST, (scope, resource_version, stamp(at), key))
 
 
 def record_progress(
     connection: Connection, key: str, *, resource_version: str, events: int, at: datetime | None
 ) -> None:
     """A batch of ``events`` watch events (or a bookmark: 0 events) was written up to ``resource_version``."""
-    _ensure_watch_row(connection, key)
-    values: dict[str, Any] = {"resource_version": resource_version, "events": WATCH_STATE.c.events + events}
-    if at is not None:
-        values["last_event_at"] = at
-    _update_watch_row(connection, key, **values)
+    cursor = cursor_of(connection)
+    cursor.execute(_ENSURE_WATCH, (key,))
+    if at is None:
+        cursor.execute(_RECORD_PROGRESS, (resource_version, events, key))
+    else:
+        cursor.execute(_RECORD_PROGRESS_AT, (resource_version, events, stamp(at), key))
 
 
 def forget_resource_version(connection: Connection, key: str) -> None:
     """Make the next start of ``key`` relist (its history expired, or its scope changed)."""
-    _update_watch_row(connection, key, resource_version="")
+    cursor_of(connection).execute(_FORGET_RESOURCE_VERSION, (key,))
 
 
-def _ensure_watch_row(connection: Connection, key: str) -> None:
-    """Insert an empty row for ``key`` unless one is there."""
-    if connection.execute(select(WATCH_STATE.c.key).where(WATCH_STATE.c.key == key)).first() is None:
-        connection.execute(
-            insert(WATCH_STATE).values(key=key, scope="", resource_version="", relists=0, events=0)
-        )
-
-
-def _update_watch_row(connection: Connection, key: str, **values: Any) -> None:
-    connection.execute(update(WATCH_STATE).where(WATCH_STATE.c.key == key).values(**values))
+def _stamp_or_null(moment: datetime | None) -> str | None:
+    return None if moment is None else stamp(moment)
 
 
 # counts
 
 
 def counts(connection: Connection) -> MirrorCounts:
-    pods = connection.execute(select(func.count()).select_from(MIRROR_PODS)).scalar_one()
-    nads = connection.execute(select(func.count()).select_from(MIRROR_NADS)).scalar_one()
+    cursor = cursor_of(connection)
+    (pods,) = cursor.execute(_COUNT_PODS).fetchone()
+    (nads,) = cursor.execute(_COUNT_NADS).fetchone()
     return MirrorCounts(pods=int(pods), nads=int(nads))
