@@ -10,34 +10,23 @@ batches, and never touches another table.
 Queries lean on the indexes of revision 0003 (pod, container, network, outcome, time): each ends
 with the rowid, so "newest first" walks an index backwards. Distinct pod namespaces and network
 names are found by skipping through an index (a loose index scan), never by reading every row.
+Every statement is plain SQL on the unit's cursor (``app.store.records_sql.cursor_of``), storing
+values as the table's column types in ``app.store.models`` do; a filter's WHERE is built from
+fixed fragments, each value bound.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, cast
+from typing import Any, Literal, NamedTuple
 
-from sqlalchemy import (
-    ColumnElement,
-    CompoundSelect,
-    Connection,
-    Row,
-    Select,
-    delete,
-    func,
-    literal_column,
-    select,
-    text,
-    union_all,
-)
-
+from app.store.database import Connection
 from app.store.filters import HistoryFilter
-from app.store.models import HISTORY
 from app.store.records import HistoryEntry, HistoryLine, PodIdentity
-from app.store.records_sql import cursor_of, json_list, stamp
+from app.store.records_sql import cursor_of, json_list, read_stamp, stamp
 
 _INSERT_SQL = (
     'INSERT INTO history (at, duration_ms, command, step, "trigger", outcome, container_id, netns, ifname,'
@@ -103,15 +92,44 @@ def _row(entry: HistoryEntry, node: str | None = None) -> tuple[object, ...]:
     )
 
 
+_COLUMNS = (
+    'id, at, duration_ms, command, step, "trigger", outcome, container_id, netns, ifname, network_name,'
+    " plugin_types, pod_namespace, pod_name, pod_uid, ips, macs, error_code, error_msg, error_details, node,"
+    " device_ids"
+)
+"""Every column of a line, in the table's order (``_entry`` reads them so)."""
+_SELECT = f"SELECT {_COLUMNS} FROM history"
+_FOR_CONTAINER = f"{_SELECT} WHERE container_id = ? ORDER BY id"
+_OF_CONTAINER = f"{_SELECT} WHERE container_id = ?"
+_NEWEST_OF_CONTAINER = "SELECT max(id) FROM history WHERE container_id = ?"
+_POD_OF_CONTAINER = (
+    "SELECT pod_namespace, pod_name, pod_uid FROM history"
+    " WHERE container_id = ? AND (pod_name != '' OR pod_namespace != '') ORDER BY id DESC LIMIT 1"
+)
+_CONTAINERS_WITH_PREFIX = (
+    "SELECT container_id FROM history WHERE container_id >= ? AND container_id < ?"
+    " GROUP BY container_id LIMIT ?"
+)
+_COUNT = "SELECT count(*) FROM history"
+_OLDEST_AT = "SELECT at FROM history ORDER BY id LIMIT 1"
+_NEWEST_AT = "SELECT at FROM history ORDER BY id DESC LIMIT 1"
+_PREFIX_END = "\U0010ffff"
+"""Appended to a prefix, the end of the range of the strings starting with it (short of that code point)."""
+
+
 def for_container(connection: Connection, container_id: str) -> list[HistoryEntry]:
     """Every history line of one container, oldest first."""
-    rows = connection.execute(
-        select(HISTORY).where(HISTORY.c.container_id == container_id).order_by(HISTORY.c.id)
-    )
-    return [_entry(row) for row in rows]
+    return [_entry(row) for row in cursor_of(connection).execute(_FOR_CONTAINER, (container_id,))]
 
 
 # ---- operator queries -----------------------------------------------------------------------------
+
+
+class PageQuery(NamedTuple):
+    """The SQL of a page of history lines (every column, in the table's order) and its bound values."""
+
+    sql: str
+    parameters: tuple[object, ...]
 
 
 def query(connection: Connection, where: HistoryFilter) -> list[HistoryLine]:
@@ -130,7 +148,8 @@ def page(
     statement = page_statement(connection, where, before_id=before_id, size=size)
     if statement is None:
         return []
-    return [HistoryLine(row.id, _entry(row)) for row in connection.execute(statement)]
+    rows = cursor_of(connection).execute(statement.sql, statement.parameters)
+    return [HistoryLine(row[0], _entry(row)) for row in rows]
 
 
 MERGED_ALTERNATIVES = 64
@@ -140,7 +159,7 @@ of one ordered index seek per value; beyond, one ``IN`` query (sorted: rare, and
 
 def page_statement(
     connection: Connection, where: HistoryFilter, *, before_id: int | None, size: int
-) -> Select[Any] | CompoundSelect[Any] | None:
+) -> PageQuery | None:
     """The query of ``page``; None when a filter names something never recorded.
 
     A filter matching several recorded values (a bare network name recorded in three namespaces,
@@ -151,17 +170,17 @@ def page_statement(
     alternatives = _alternatives(connection, where)
     if alternatives is None:
         return None
-    keyset = [] if before_id is None else [HISTORY.c.id < before_id]
+    keyset = _Where() if before_id is None else _Where(["id < ?"], [before_id])
     if len(alternatives) == 1 or len(alternatives) > MERGED_ALTERNATIVES:
-        merged = _conditions(where, _merged(alternatives))
-        statement: Select[Any] | CompoundSelect[Any] = (
-            select(HISTORY).where(*merged, *keyset).order_by(HISTORY.c.id.desc())
-        )
+        selects = [_conditions(where, _merged(alternatives)).extended(keyset)]
     else:
-        statement = union_all(
-            *(select(HISTORY).where(*_conditions(where, choice), *keyset) for choice in alternatives)
-        ).order_by(literal_column("id").desc())
-    return statement.limit(size) if size else statement
+        selects = [_conditions(where, choice).extended(keyset) for choice in alternatives]
+    sql = " UNION ALL ".join(_SELECT + select.sql() for select in selects) + " ORDER BY id DESC"
+    parameters = [value for select in selects for value in select.values]
+    if size:
+        sql += " LIMIT ?"
+        parameters.append(size)
+    return PageQuery(sql, tuple(parameters))
 
 
 def lines_of_container(
@@ -174,46 +193,36 @@ def lines_of_container(
 ) -> list[HistoryLine]:
     """The lines of one container (full ID), oldest first: every one, or a keyset page of at most
     ``size`` lines after line ``after_id`` and up to line ``up_to_id`` (each bound when given)."""
-    statement = select(HISTORY).where(HISTORY.c.container_id == container_id)
+    sql, parameters = _OF_CONTAINER, list[object]([container_id])
     if after_id is not None:
-        statement = statement.where(HISTORY.c.id > after_id)
+        sql += " AND id > ?"
+        parameters.append(after_id)
     if up_to_id is not None:
-        statement = statement.where(HISTORY.c.id <= up_to_id)
-    statement = statement.order_by(HISTORY.c.id)
+        sql += " AND id <= ?"
+        parameters.append(up_to_id)
+    sql += " ORDER BY id"
     if size:
-        statement = statement.limit(size)
-    return [HistoryLine(row.id, _entry(row)) for row in connection.execute(statement)]
+        sql += " LIMIT ?"
+        parameters.append(size)
+    return [HistoryLine(row[0], _entry(row)) for row in cursor_of(connection).execute(sql, parameters)]
 
 
 def newest_of_container(connection: Connection, container_id: str) -> int | None:
     """The id of the container's newest line (one seek in ``ix_history_container_id``)."""
-    statement = select(func.max(HISTORY.c.id)).where(HISTORY.c.container_id == container_id)
-    value = connection.execute(statement).scalar()
+    (value,) = cursor_of(connection).execute(_NEWEST_OF_CONTAINER, (container_id,)).fetchone()
     return None if value is None else int(value)
 
 
 def pod_of_container(connection: Connection, container_id: str) -> PodIdentity:
     """The pod named by the container's newest line that names one (empty when none does)."""
-    statement = (
-        select(HISTORY.c.pod_namespace, HISTORY.c.pod_name, HISTORY.c.pod_uid)
-        .where(HISTORY.c.container_id == container_id)
-        .where((HISTORY.c.pod_name != "") | (HISTORY.c.pod_namespace != ""))
-        .order_by(HISTORY.c.id.desc())
-        .limit(1)
-    )
-    row = connection.execute(statement).first()
+    row = cursor_of(connection).execute(_POD_OF_CONTAINER, (container_id,)).fetchone()
     return PodIdentity() if row is None else PodIdentity(row[0], row[1], row[2])
 
 
 def containers_with_prefix(connection: Connection, prefix: str, *, limit: int) -> list[str]:
     """Distinct container IDs of the history starting with ``prefix`` (at most ``limit``)."""
-    statement = (
-        select(HISTORY.c.container_id)
-        .where(_prefix_of(HISTORY.c.container_id, prefix))
-        .group_by(HISTORY.c.container_id)
-        .limit(limit)
-    )
-    return [str(value) for value in connection.execute(statement).scalars()]
+    rows = cursor_of(connection).execute(_CONTAINERS_WITH_PREFIX, (prefix, prefix + _PREFIX_END, limit))
+    return [str(value) for (value,) in rows]
 
 
 def pod_namespaces(connection: Connection) -> list[str]:
@@ -235,10 +244,15 @@ def matching_networks(names: Sequence[str], network: str) -> list[str]:
 
 def summary(connection: Connection) -> tuple[int, datetime | None, datetime | None]:
     """(rows, time of the oldest line, time of the newest line)."""
-    rows = connection.execute(select(func.count()).select_from(HISTORY)).scalar_one()
-    oldest = connection.execute(select(HISTORY.c.at).order_by(HISTORY.c.id).limit(1)).scalar()
-    newest = connection.execute(select(HISTORY.c.at).order_by(HISTORY.c.id.desc()).limit(1)).scalar()
-    return int(rows), oldest, newest
+    cursor = cursor_of(connection)
+    (rows,) = cursor.execute(_COUNT).fetchone()
+    oldest = cursor.execute(_OLDEST_AT).fetchone()
+    newest = cursor.execute(_NEWEST_AT).fetchone()
+    return (
+        int(rows),
+        None if oldest is None else read_stamp(oldest[0]),
+        None if newest is None else read_stamp(newest[0]),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +261,25 @@ class _Choice:
 
     pod_namespaces: tuple[str, ...] | None
     networks: tuple[str, ...] | None
+
+
+@dataclass(slots=True)
+class _Where:
+    """Conditions ANDed together (fixed SQL fragments) and the values bound to their ``?``, in order."""
+
+    fragments: list[str] = field(default_factory=list)
+    values: list[object] = field(default_factory=list)
+
+    def add(self, fragment: str, *values: object) -> None:
+        self.fragments.append(fragment)
+        self.values.extend(values)
+
+    def extended(self, other: _Where) -> _Where:
+        return _Where([*self.fragments, *other.fragments], [*self.values, *other.values])
+
+    def sql(self) -> str:
+        """`` WHERE ...``, or nothing when there is no condition."""
+        return " WHERE " + " AND ".join(self.fragments) if self.fragments else ""
 
 
 def _alternatives(connection: Connection, where: HistoryFilter) -> list[_Choice] | None:
@@ -282,48 +315,43 @@ def _merged(alternatives: Sequence[_Choice]) -> _Choice:
     )
 
 
-def _conditions(where: HistoryFilter, choice: _Choice) -> list[ColumnElement[bool]]:
+def _conditions(where: HistoryFilter, choice: _Choice) -> _Where:
     """SQL conditions for ``where``, its pod namespaces and networks as ``choice`` selects them."""
-    conditions: list[ColumnElement[bool]] = []
+    conditions = _Where()
     if where.pod is not None and choice.pod_namespaces is not None:
-        conditions.append(HISTORY.c.pod_name == where.pod)
-        conditions.append(_one_of(HISTORY.c.pod_namespace, choice.pod_namespaces))
+        conditions.add("pod_name = ?", where.pod)
+        _one_of(conditions, "pod_namespace", choice.pod_namespaces)
     elif where.namespace is not None:
-        conditions.append(HISTORY.c.pod_namespace == where.namespace)
+        conditions.add("pod_namespace = ?", where.namespace)
     if where.container is not None:
-        conditions.append(_prefix_of(HISTORY.c.container_id, where.container))
+        conditions.add(
+            "container_id >= ? AND container_id < ?", where.container, where.container + _PREFIX_END
+        )
     if choice.networks is not None:
-        conditions.append(_one_of(HISTORY.c.network_name, choice.networks))
+        _one_of(conditions, "network_name", choice.networks)
     if where.since is not None:
-        conditions.append(HISTORY.c.at >= where.since)
+        conditions.add("at >= ?", stamp(where.since))
     if where.failed:
-        conditions.append(HISTORY.c.outcome == "error")
+        conditions.add("outcome = ?", "error")
     if where.command is not None:
-        conditions.append(HISTORY.c.command == where.command)
+        conditions.add("command = ?", where.command)
     if where.trigger is not None:
-        conditions.append(HISTORY.c.trigger == where.trigger)
+        conditions.add('"trigger" = ?', where.trigger)
     return conditions
 
 
-def _one_of(column: object, values: Sequence[str]) -> ColumnElement[bool]:
-    typed = cast("ColumnElement[str]", column)
-    return typed == values[0] if len(values) == 1 else typed.in_(list(values))
+def _one_of(
+    conditions: _Where, column: Literal["pod_namespace", "network_name"], values: Sequence[str]
+) -> None:
+    """``column`` is one of ``values``: ``= ?`` for one, else ``IN`` with one ``?`` per value."""
+    if len(values) == 1:
+        conditions.add(f"{column} = ?", values[0])
+    else:
+        conditions.add(f"{column} IN ({', '.join('?' * len(values))})", *values)
 
 
-def _prefix_of(column: object, prefix: str) -> ColumnElement[bool]:
-    """``column`` starts with ``prefix``, as a range the column's index can seek."""
-    typed = cast("ColumnElement[str]", column)
-    return (typed >= prefix) & (typed < prefix + "\U0010ffff")
-
-
-_DISTINCT_COLUMNS = ("pod_namespace", "network_name")
-
-
-def _distinct(connection: Connection, column: Literal["pod_namespace", "network_name"]) -> list[str]:
-    """Distinct values of an indexed column: one index seek per value, not one read per row."""
-    if column not in _DISTINCT_COLUMNS:
-        raise ValueError(f"no loose index scan over {column!r}")
-    statement = text(
+_DISTINCT = {
+    column: (
         f"WITH RECURSIVE seen(value) AS ("
         f" SELECT min({column}) FROM history"
         f" UNION ALL"
@@ -331,10 +359,28 @@ def _distinct(connection: Connection, column: Literal["pod_namespace", "network_
         f" FROM seen WHERE seen.value IS NOT NULL"
         f") SELECT value FROM seen WHERE value IS NOT NULL"
     )
-    return [str(value) for value in connection.execute(statement).scalars()]
+    for column in ("pod_namespace", "network_name")
+}
+"""A loose index scan per indexed column: one index seek per distinct value, not one read per row."""
+
+
+def _distinct(connection: Connection, column: Literal["pod_namespace", "network_name"]) -> list[str]:
+    """Distinct values of an indexed column: one index seek per value, not one read per row."""
+    statement = _DISTINCT.get(column)
+    if statement is None:
+        raise ValueError(f"no loose index scan over {column!r}")
+    return [str(value) for (value,) in cursor_of(connection).execute(statement)]
 
 
 # ---- retention ------------------------------------------------------------------------------------
+
+_LAST_ID_IF_ANY_BEFORE = "SELECT max(id) FROM history WHERE EXISTS (SELECT id FROM history WHERE at < ?)"
+_NTH_ID = "SELECT id FROM history ORDER BY id LIMIT 1 OFFSET ?"
+_DELETE_OLDEST = "DELETE FROM history WHERE id IN (SELECT id FROM history WHERE id <= ? ORDER BY id LIMIT ?)"
+_DELETE_OLDEST_BEFORE = (
+    "DELETE FROM history WHERE id IN"
+    " (SELECT id FROM history WHERE id <= ? AND at < ? ORDER BY at, id LIMIT ?)"
+)
 
 
 def last_id_if_any_before(connection: Connection, cutoff: datetime) -> int | None:
@@ -343,20 +389,19 @@ def last_id_if_any_before(connection: Connection, cutoff: datetime) -> int | Non
 
     Not the id of the newest line before ``cutoff``: after the clock stepped back, a line dated
     earlier may have been recorded after it, and must go in the same pass."""
-    any_before = select(HISTORY.c.id).where(HISTORY.c.at < cutoff).exists()
-    value = connection.execute(select(func.max(HISTORY.c.id)).where(any_before)).scalar()
+    (value,) = cursor_of(connection).execute(_LAST_ID_IF_ANY_BEFORE, (stamp(cutoff),)).fetchone()
     return None if value is None else int(value)
 
 
 def last_id_beyond(connection: Connection, max_rows: int) -> int | None:
     """The id up to which lines must go so that at most ``max_rows`` remain; None if none must."""
-    rows = int(connection.execute(select(func.count()).select_from(HISTORY)).scalar_one())
-    excess = rows - max_rows
+    cursor = cursor_of(connection)
+    (rows,) = cursor.execute(_COUNT).fetchone()
+    excess = int(rows) - max_rows
     if excess <= 0:
         return None
-    statement = select(HISTORY.c.id).order_by(HISTORY.c.id).offset(excess - 1).limit(1)
-    value = connection.execute(statement).scalar()
-    return None if value is None else int(value)
+    row = cursor.execute(_NTH_ID, (excess - 1,)).fetchone()
+    return None if row is None else int(row[0])
 
 
 def delete_oldest(
@@ -368,38 +413,60 @@ def delete_oldest(
     With ``before``, the oldest by date, walking ``ix_history_at``: in id order, lines dated in the
     future (recorded while the clock ran ahead) may come before them, and every batch would walk
     those again before finding one to delete (invariant 12)."""
-    oldest = select(HISTORY.c.id).where(HISTORY.c.id <= up_to_id)
+    cursor = cursor_of(connection)
     if before is None:
-        oldest = oldest.order_by(HISTORY.c.id)
+        cursor.execute(_DELETE_OLDEST, (up_to_id, batch))
     else:
-        oldest = oldest.where(HISTORY.c.at < before).order_by(HISTORY.c.at, HISTORY.c.id)
-    oldest = oldest.limit(batch)
-    result = connection.execute(delete(HISTORY).where(HISTORY.c.id.in_(oldest.scalar_subquery())))
-    return int(getattr(result, "rowcount", 0))
+        cursor.execute(_DELETE_OLDEST_BEFORE, (up_to_id, stamp(before), batch))
+    return max(cursor.rowcount, 0)
 
 
-def _entry(row: Row[Any]) -> HistoryEntry:
-    """An entry from a row of the history table."""
+def _entry(row: Sequence[Any]) -> HistoryEntry:
+    """An entry from a row of ``_COLUMNS``."""
+    (
+        _id,
+        at,
+        duration_ms,
+        command,
+        step,
+        trigger,
+        outcome,
+        container_id,
+        netns,
+        ifname,
+        network_name,
+        plugin_types,
+        pod_namespace,
+        pod_name,
+        pod_uid,
+        ips,
+        macs,
+        error_code,
+        error_msg,
+        error_details,
+        node,
+        device_ids,
+    ) = row
     return HistoryEntry(
-        command=row.command,
-        step=row.step,
-        trigger=row.trigger,
-        outcome=row.outcome,
-        container_id=row.container_id,
-        netns=row.netns,
-        ifname=row.ifname,
-        network_name=row.network_name,
-        plugin_types=tuple(filter(None, row.plugin_types.split(","))),
-        pod=PodIdentity(row.pod_namespace, row.pod_name, row.pod_uid),
-        duration_ms=row.duration_ms,
-        ips=_strings(row.ips),
-        macs=_strings(row.macs),
-        error_code=row.error_code,
-        error_msg=row.error_msg,
-        error_details=row.error_details,
-        at=row.at,
-        node=row.node,
-        device_ids=_strings(row.device_ids),
+        command=command,
+        step=step,
+        trigger=trigger,
+        outcome=outcome,
+        container_id=container_id,
+        netns=netns,
+        ifname=ifname,
+        network_name=network_name,
+        plugin_types=tuple(filter(None, plugin_types.split(","))),
+        pod=PodIdentity(pod_namespace, pod_name, pod_uid),
+        duration_ms=duration_ms,
+        ips=_strings(ips),
+        macs=_strings(macs),
+        error_code=error_code,
+        error_msg=error_msg,
+        error_details=error_details,
+        at=read_stamp(at),
+        node=node,
+        device_ids=_strings(device_ids),
     )
 
 

@@ -27,6 +27,7 @@ from app.daemon.query_server import QueryServer
 from app.store import filters, history, queries
 from app.store.database import Database
 from app.store.records import HistoryEntry, HistoryLine, PodIdentity
+from app.store.records_sql import cursor_of
 
 LINES = 3_000
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -272,8 +273,8 @@ def test_a_page_of_a_filter_matching_several_values_seeks_its_index_without_sort
     def plan(connection: Any) -> list[str]:
         statement = history.page_statement(connection, where, before_id=LINES // 2, size=HELD_AT_ONCE)
         assert statement is not None
-        compiled = statement.compile(connection, compile_kwargs={"literal_binds": True})
-        return [str(row[-1]) for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}")]
+        explained = cursor_of(connection).execute(f"EXPLAIN QUERY PLAN {statement.sql}", statement.parameters)
+        return [str(row[-1]) for row in explained.fetchall()]
 
     steps = _direct(database, plan)
 
