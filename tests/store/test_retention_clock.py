@@ -74,7 +74,7 @@ def _count_writer_steps(db: Database) -> list[int]:
         return 0  # go on
 
     def install(connection: Any) -> None:
-        connection.connection.driver_connection.set_progress_handler(count, STEPS_PER_CALL)
+        connection.set_progress_handler(count, STEPS_PER_CALL)
 
     db.write_sync(install)
     calls[0] = 0
