@@ -569,7 +569,9 @@ def connect(path: Path, *, read_only: bool) -> Connection:
     if read_only:
         target, uri = f"{read_only_uri(path)}?mode=ro", True
     else:
-        target, uri = str(path), False  # not parsed: a '?' or '#' stays the path's
+        # Not parsed as a URI (a '?' or '#' stays the path's), and absolute: SQLite built with
+        # SQLITE_USE_URI (Debian's is) reads a name beginning with "file:" as a URI all the same.
+        target, uri = os.path.abspath(path), False
     connection = sqlite3.connect(target, uri=uri, isolation_level=None, check_same_thread=False)
     try:
         connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")

@@ -172,6 +172,29 @@ async def test_a_state_dir_holding_what_a_uri_gives_meaning_to_opens_that_file_f
     assert all(name.startswith("state.db") for name in os.listdir(tmp_path / directory))
 
 
+@pytest.mark.parametrize("migrate_in_child", [False, True])
+def test_a_relative_path_beginning_with_file_colon_opens_that_file_and_no_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, migrate_in_child: bool
+) -> None:
+    """SQLite built with SQLITE_USE_URI (Debian's is) reads a file name beginning with ``file:`` as a
+    URI even when ``sqlite3.connect`` is not asked for one: ``file:state.db`` would be ``state.db``,
+    written beside the file that was locked and checked (SQLAlchemy made the path absolute)."""
+    monkeypatch.chdir(tmp_path)
+    db = Database.open(Path("file:state.db"), migrate_in_child=migrate_in_child)
+    try:
+        db.write_sync(lambda s: checkpoints.begin_add(s, _sandbox("c1")))
+    finally:
+        db.close()
+
+    assert not (tmp_path / "state.db").exists()
+    reader = Database.open(tmp_path / "file:state.db", read_only=True)
+    try:
+        found = reader.read_sync(lambda s: checkpoints.load_sandbox(s, "c1"))
+    finally:
+        reader.close()
+    assert found is not None
+
+
 async def test_a_write_is_visible_to_another_connection_when_it_returns(db_path: Path) -> None:
     db = Database.open(db_path)
     try:
