@@ -274,8 +274,10 @@ class _Seat:
             log.debug("discarding a state database connection failed", exc_info=True)
         self._connect()
 
-    def begin(self) -> None:
-        """Begin a transaction, on a fresh connection if the last one was left unusable."""
+    def begin(self, *, durable: bool = True) -> None:
+        """Begin a transaction (to commit durably or not, see ``make_durable``), on a fresh
+        connection if the last one was left unusable (closed, or in a transaction): checked before
+        the ``synchronous`` level is set, which such a connection refuses."""
         try:
             left_in_one = self.connection.in_transaction
         except sqlite3.ProgrammingError:  # closed: a reconnect that failed half-way
@@ -283,6 +285,7 @@ class _Seat:
         if left_in_one:
             log.warning("a state database connection was left in a transaction; reconnecting")
             self.reconnect()
+        self.make_durable(durable)
         self.connection.execute("BEGIN")
 
     def rollback(self) -> None:
@@ -435,8 +438,7 @@ class _Writer(_Worker):
         durable = any(job.durable for job in batch)
         to_sync = [job for job in batch if job.synced is not None]
         try:
-            seat.make_durable(durable)
-            seat.begin()
+            seat.begin(durable=durable)
             try:
                 if len(batch) == 1:
                     outcome = self._run_alone(batch[0])

@@ -530,6 +530,34 @@ async def test_a_failed_unsynced_commit_leaves_the_writer_able_to_commit_durably
     assert await db.read(lambda s: s.execute("SELECT count(*) FROM attachments").fetchone()[0]) == 0
 
 
+async def test_a_writer_that_could_not_reconnect_after_an_unsynced_batch_commits_durably_once_it_can(
+    tmp_path: Path,
+) -> None:
+    """A failed rollback makes the writer reconnect; should that fail too (the file unreachable for
+    a moment), the next batch reconnects, even one that commits at another ``synchronous`` level."""
+    path = tmp_path / "state.db"
+    aside = tmp_path / "aside.db"
+    db = Database.open(path)
+
+    def breaks_its_connection_and_the_file(connection: Connection) -> None:
+        connection.close()  # its rollback fails: the writer reconnects
+        path.rename(aside)
+        path.mkdir()  # and cannot open the file
+        raise RuntimeError("the unit failed")
+
+    try:
+        with pytest.raises(sqlite3.Error):
+            await db.write(breaks_its_connection_and_the_file, durable=False)
+        path.rmdir()
+        aside.rename(path)
+
+        await db.write(lambda s: checkpoints.begin_add(s, _sandbox("c1")))
+        assert await db.write(_synchronous) == 2
+        assert [s.container_id for s in await db.read(checkpoints.list_sandboxes)] == ["c1"]
+    finally:
+        db.close()
+
+
 def _closing_while_queued(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
     """Make ``close`` run to its end after a caller passed the open check, before its job is queued
     (a caller on the event loop racing ``close`` in the daemon's shutdown thread)."""
