@@ -43,13 +43,10 @@ _UPSERT_NAD = (
     " resource_version = excluded.resource_version, config = excluded.config,"
     " resource_name = excluded.resource_name"
 )
-_GET_POD = (
-    "SELECT uid, node_name, resource_version, annotations FROM mirror_pods WHERE namespace = ? AND name = ?"
-)
-_LIST_PODS = (
-    "SELECT namespace, name, uid, node_name, resource_version, annotations FROM mirror_pods"
-    " ORDER BY namespace, name"
-)
+_POD_COLUMNS = "namespace, name, uid, node_name, resource_version, annotations"
+"""A ``PodRecord``'s columns, in ``_pod_record``'s order."""
+_GET_POD = f"SELECT {_POD_COLUMNS} FROM mirror_pods WHERE namespace = ? AND name = ?"
+_LIST_PODS = f"SELECT {_POD_COLUMNS} FROM mirror_pods ORDER BY namespace, name"
 _POD_KEYS = "SELECT namespace, name FROM mirror_pods"
 _DELETE_POD = "DELETE FROM mirror_pods WHERE namespace = ? AND name = ?"
 _COUNT_PODS = "SELECT count(*) FROM mirror_pods"
@@ -60,13 +57,10 @@ _POD_UIDS = (
 )
 """(namespace, name, uid) of every mirrored pod; a static pod's uid as '' (its mirror pod's UID is
 not the one the runtime names it by)."""
-_GET_NAD = (
-    "SELECT uid, resource_version, config, resource_name FROM mirror_nads WHERE namespace = ? AND name = ?"
-)
-_LIST_NADS = (
-    "SELECT namespace, name, uid, resource_version, config, resource_name FROM mirror_nads"
-    " ORDER BY namespace, name"
-)
+_NAD_COLUMNS = "namespace, name, uid, resource_version, config, resource_name"
+"""A ``NadRecord``'s columns, in ``NadRecord``'s order."""
+_GET_NAD = f"SELECT {_NAD_COLUMNS} FROM mirror_nads WHERE namespace = ? AND name = ?"
+_LIST_NADS = f"SELECT {_NAD_COLUMNS} FROM mirror_nads ORDER BY namespace, name"
 _NAD_KEYS = "SELECT namespace, name FROM mirror_nads"
 _NAD_KEYS_OF_NAMESPACE = "SELECT namespace, name FROM mirror_nads WHERE namespace = ?"
 _DELETE_NAD = "DELETE FROM mirror_nads WHERE namespace = ? AND name = ?"
@@ -104,9 +98,18 @@ def replace_pods(connection: Connection, snapshot: Iterable[PodRecord]) -> Repla
 def get_pod(connection: Connection, namespace: str, name: str) -> PodRecord | None:
     """One pod (every ADD asks)."""
     row = cursor_of(connection).execute(_GET_POD, (namespace, name)).fetchone()
-    if row is None:
-        return None
-    uid, node_name, resource_version, annotations = row
+    return None if row is None else _pod_record(*row)
+
+
+def list_pods(connection: Connection) -> list[PodRecord]:
+    """Every mirrored pod, by namespace and name (GC, tools, tests)."""
+    return [_pod_record(*row) for row in cursor_of(connection).execute(_LIST_PODS)]
+
+
+def _pod_record(
+    namespace: str, name: str, uid: str, node_name: str, resource_version: str, annotations: str
+) -> PodRecord:
+    """A pod from its columns (``_POD_COLUMNS``' order)."""
     return PodRecord(
         namespace=namespace,
         name=name,
@@ -115,23 +118,6 @@ def get_pod(connection: Connection, namespace: str, name: str) -> PodRecord | No
         resource_version=resource_version,
         annotations=json.loads(annotations),
     )
-
-
-def list_pods(connection: Connection) -> list[PodRecord]:
-    """Every mirrored pod, by namespace and name (GC, tools, tests)."""
-    return [
-        PodRecord(
-            namespace=namespace,
-            name=name,
-            uid=uid,
-            node_name=node_name,
-            resource_version=resource_version,
-            annotations=json.loads(annotations),
-        )
-        for namespace, name, uid, node_name, resource_version, annotations in cursor_of(connection).execute(
-            _LIST_PODS
-        )
-    ]
 
 
 def pod_uids(connection: Connection) -> dict[ObjectKey, str]:
@@ -194,34 +180,12 @@ def replace_nads(
 def get_nad(connection: Connection, namespace: str, name: str) -> NadRecord | None:
     """One NAD (every ADD asks, once per network from a NAD)."""
     row = cursor_of(connection).execute(_GET_NAD, (namespace, name)).fetchone()
-    if row is None:
-        return None
-    uid, resource_version, config, resource_name = row
-    return NadRecord(
-        namespace=namespace,
-        name=name,
-        uid=uid,
-        resource_version=resource_version,
-        config=config,
-        resource_name=resource_name,
-    )
+    return None if row is None else NadRecord(*row)
 
 
 def list_nads(connection: Connection) -> list[NadRecord]:
     """Every mirrored NAD, by namespace and name (tools, tests)."""
-    return [
-        NadRecord(
-            namespace=namespace,
-            name=name,
-            uid=uid,
-            resource_version=resource_version,
-            config=config,
-            resource_name=resource_name,
-        )
-        for namespace, name, uid, resource_version, config, resource_name in cursor_of(connection).execute(
-            _LIST_NADS
-        )
-    ]
+    return [NadRecord(*row) for row in cursor_of(connection).execute(_LIST_NADS)]
 
 
 def _upsert_nads(connection: Connection, nads: list[NadRecord]) -> None:
