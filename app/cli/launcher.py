@@ -6,7 +6,7 @@ about two thirds of the start-up of a daemon-answered query. The launcher is the
 the same problem (``app.shim.install``): ``-I -S`` (isolated, no ``site``: no user site, no
 ``PYTHON*`` variables, no ``.pth``), and ``sys.path`` given explicitly: the directory holding the
 ``app`` package, then the installing interpreter's site-packages (the dependencies the
-database-reading path imports: SQLAlchemy, alembic). Both are appended after the standard library,
+database-reading path imports, such as prometheus_client). Both are appended after the standard library,
 so nothing there can shadow it. The cyclic garbage collector is off: a run is short and ends in
 ``_exit`` (``app.cli.main.run``), so what a pass could free goes with the process anyway, and the
 passes that thousands of new objects (modules, a decoded answer) would set off are work for

@@ -18,7 +18,7 @@ spelling), ``json``, ``re``, ``typing``, ``pathlib`` or ``datetime``, and nothin
 not even ``__future__``: as in the shim, an annotation naming what only type checkers import is a
 string. Filters are then validated by the daemon (``app.store.filters``, answered 400 and reported
 here as ``--<flag>: ...``, exit 2); with the daemon down they are validated here, before the file is
-opened. The store (SQLAlchemy) and ``app.settings`` are imported only when the file must be read.
+opened. The store (plain ``sqlite3``) and ``app.settings`` are imported only when the file must be read.
 ``multus-install multusctl`` writes a launcher that runs this module under ``python -I -S``
 (``app.cli.launcher``), so Python's ``site`` costs nothing either.
 
@@ -181,7 +181,7 @@ def read_file(where: Locations, work: "Callable[[Any], object]") -> "tuple[Docum
     """Run ``work`` on the state database opened read-only; the value as the API would send it.
 
     The launcher turns the cyclic garbage collector off for the quick daemon-answered path; reading
-    the file can go through many rows with SQLAlchemy, so the collector runs again here."""
+    the file can go through many rows, so the collector runs again here."""
     import gc
     import json
 

@@ -4,7 +4,7 @@
 settings, so the socket accepts within milliseconds of ``exec``: a shim that connects while the
 rest of the daemon is still importing and opening the store waits in the listen backlog and is
 served once the HTTP server takes the socket over (``app.daemon.server.start``). Standard library
-only, and it must stay so: this runs before aiohttp, SQLAlchemy or kubernetes_asyncio are imported.
+only, and it must stay so: this runs before aiohttp, the store or kubernetes_asyncio are imported.
 
 The restart marker ``<socketDir>/multus.restarting`` (JSON ``{"pid": int, "until": float Unix
 time}``) is written atomically by a daemon stopping gracefully, before it stops accepting, and

@@ -6,7 +6,7 @@ daemon-config.json and the environment (``app.settings``), sets up logging
 at most 65536), locks the socket directory and binds ``<socketDir>/multus.sock``
 (``app.daemon.listener``: it first waits for a predecessor that is still stopping gracefully), all
 standard library only, and removes the restart marker a gracefully stopped daemon left. Only then
-are aiohttp, SQLAlchemy and kubernetes_asyncio imported (``app.daemon.startup``) and the run
+are aiohttp, the store and kubernetes_asyncio imported (``app.daemon.startup``) and the run
 started, on uvloop's event loop where uvloop is installed; connections made meanwhile wait in the
 listen backlog. Nothing imported at the top of this module may pull in a third-party package.
 
