@@ -11,10 +11,8 @@ takes parameters in one statement (250,000 here, 32,766 by default). Real SQLite
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from functools import partial
-from pathlib import Path
 
 import pytest
 
@@ -33,12 +31,10 @@ MOMENT = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 HOST_LOCAL = b'{"cniVersion":"1.0.0","name":"n","type":"bridge","ipam":{"type":"host-local"}}'
 
 
-@pytest.fixture
-def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Database]:
+@pytest.fixture(autouse=True)
+def _frozen_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every checkpoint write stamped ``MOMENT``."""
     monkeypatch.setattr(checkpoints, "_now", lambda: MOMENT)
-    database = Database.open(tmp_path / "state.db")
-    yield database
-    database.close()
 
 
 def _intent(container_id: str, ifname: str, position: int, **changes: object) -> DelegateIntent:

@@ -3,10 +3,8 @@ relists rely on, read back through the store's own functions (plain SQL on the u
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,15 +18,6 @@ from app.store.records_sql import cursor_of
 
 MOMENT = datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=UTC)
 PLUS_TWO = timezone(timedelta(hours=2))
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database.open(tmp_path / "state.db")
-    try:
-        yield database
-    finally:
-        database.close()
 
 
 def _line(container_id: str = "c1", *, at: datetime = MOMENT, **fields: Any) -> HistoryEntry:

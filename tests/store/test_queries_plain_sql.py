@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ast
 import sqlite3
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -25,18 +24,6 @@ from app.store.mirror_records import NadRecord, PodRecord, WatchState
 from app.store.records import PodIdentity, SandboxIntent
 
 NOW = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "state.db"
-
-
-@pytest.fixture
-def db(db_path: Path) -> Iterator[Database]:
-    database = Database.open(db_path)
-    yield database
-    database.close()
 
 
 def _begin(connection: Connection, container_id: str) -> None:

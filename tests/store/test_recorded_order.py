@@ -10,10 +10,9 @@ checkpoint stamps its rows with is stepped.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from pathlib import Path
 
 import pytest
 
@@ -24,13 +23,6 @@ from app.store.records import DelegateIntent, PodIdentity, SandboxIntent, Sandbo
 BEFORE_THE_STEP = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 AFTER_THE_STEP = BEFORE_THE_STEP - timedelta(hours=1)
 """The clock ran an hour ahead, and was stepped back between the two ADDs."""
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database.open(tmp_path / "state.db")
-    yield database
-    database.close()
 
 
 def _running(connection: Connection, container_id: str, pod: str) -> None:

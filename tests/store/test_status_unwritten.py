@@ -9,28 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
-from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
-
-import pytest
 
 from app.store import checkpoints, schema
 from app.store.database import Connection, Database
 from app.store.records import DelegateIntent, PodIdentity, SandboxIntent
 from tests.store.migrating import migrate
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "state.db"
-
-
-@pytest.fixture
-def db(db_path: Path) -> Iterator[Database]:
-    database = Database.open(db_path)
-    yield database
-    database.close()
 
 
 def _sandbox(container_id: str, pod: str, uid: str = "") -> SandboxIntent:

@@ -11,7 +11,7 @@ import os
 import sqlite3
 import threading
 import weakref
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from functools import partial
 from pathlib import Path
@@ -26,15 +26,6 @@ from app import metrics
 from app.store import checkpoints, database, records_sql
 from app.store.database import READERS, Connection, Database
 from app.store.records import DelegateFacts, DelegateIntent, PodIdentity, SandboxIntent
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database.open(tmp_path / "state.db")
-    try:
-        yield database
-    finally:
-        database.close()
 
 
 def _sandbox(container_id: str) -> SandboxIntent:
