@@ -26,7 +26,7 @@ import pytest
 
 from app.attach.cluster import PodSource
 from app.attach.engine import AttachEngine
-from app.attach.hotplug import HotplugReconciler
+from app.attach.hotplug import HotplugReconciler, ReconcilerSettings
 from app.attach.requests import Command, SandboxRequest
 from app.attach.status_retries import PodMirror
 from app.gc import recovery
@@ -36,7 +36,7 @@ from app.store.database import Database
 from app.store.mirror_records import PodRecord
 from app.watch.settings import WatchSettings
 from tests.conftest import child_environment
-from tests.watch.hotplug_node import Layout, build
+from tests.watch.hotplug_node import FAST_RETRIES, Layout, build
 from tests.watch.support import (
     NETWORKS,
     NODE,
@@ -134,16 +134,8 @@ async def nads_mirrored(running: Running) -> None:
 async def node(
     running: Running, database: Database, emulator: KubeApiEmulator, layout: Layout, netns: str
 ) -> AsyncIterator[Node]:
-    nads(emulator, layout)
-    await nads_mirrored(running)
-    engine, reconciler = build(database=database, watchers=running.watchers, layout=layout)
-    task = asyncio.create_task(reconciler.run(ready=running.watchers.wait_synced), name="test.hotplug")
-    try:
-        yield Node(engine, reconciler, emulator, layout, netns, database)
-    finally:
-        reconciler.stop()
-        async with asyncio.timeout(10):
-            await task
+    async with hotplug_node(running, database, emulator, layout, netns) as hot:
+        yield hot
 
 
 async def running_pod(node: Node, name: str, annotation: str = "") -> tuple[dict[str, Any], str]:
@@ -617,6 +609,27 @@ async def reconciling(reconciler: HotplugReconciler, running: Running) -> AsyncI
         reconciler.stop()
         async with asyncio.timeout(10):
             await task
+
+
+@asynccontextmanager
+async def hotplug_node(
+    running: Running,
+    database: Database,
+    emulator: KubeApiEmulator,
+    layout: Layout,
+    netns: str,
+    *,
+    reconciler_settings: ReconcilerSettings = FAST_RETRIES,
+) -> AsyncIterator[Node]:
+    """The layout's NADs created and mirrored, the engine and the reconciler built over the watchers
+    (``build``), and the reconciler running until the block ends."""
+    nads(emulator, layout)
+    await nads_mirrored(running)
+    engine, reconciler = build(
+        database=database, watchers=running.watchers, layout=layout, reconciler_settings=reconciler_settings
+    )
+    async with reconciling(reconciler, running):
+        yield Node(engine, reconciler, emulator, layout, netns, database)
 
 
 async def test_an_annotation_changed_during_the_pods_own_add_is_hot_plugged_once_the_add_is_done(

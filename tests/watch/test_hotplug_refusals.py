@@ -18,16 +18,14 @@ import pytest
 from app.attach.requests import Command
 from app.sandbox.kubeapi import KubeApiEmulator
 from app.store.database import Database
-from tests.watch.hotplug_node import FAST_RETRIES, Layout, build
+from tests.watch.hotplug_node import FAST_RETRIES, Layout
 from tests.watch.support import Running, eventually
 from tests.watch.test_hotplug_native import (  # noqa: F401 - the layout fixture
     Node,
     _async,
     _equals,
+    hotplug_node,
     layout,
-    nads,
-    nads_mirrored,
-    reconciling,
     running_pod,
 )
 
@@ -47,13 +45,8 @@ async def node(
     layout: Layout,  # noqa: F811 - the fixture imported above
     netns: str,
 ) -> AsyncIterator[Node]:
-    nads(emulator, layout)
-    await nads_mirrored(running)
-    engine, reconciler = build(
-        database=database, watchers=running.watchers, layout=layout, reconciler_settings=RESYNCED
-    )
-    async with reconciling(reconciler, running):
-        yield Node(engine, reconciler, emulator, layout, netns, database)
+    async with hotplug_node(running, database, emulator, layout, netns, reconciler_settings=RESYNCED) as hot:
+        yield hot
 
 
 async def _refusals(node: Node, container: str) -> list[str]:
@@ -120,11 +113,8 @@ async def timed_node(
     netns: str,
 ) -> AsyncIterator[Node]:
     """A node whose resync is the daemon's (60 s): within a test, only the backoff retries a pod."""
-    nads(emulator, layout)
-    await nads_mirrored(running)
-    engine, reconciler = build(database=database, watchers=running.watchers, layout=layout)
-    async with reconciling(reconciler, running):
-        yield Node(engine, reconciler, emulator, layout, netns, database)
+    async with hotplug_node(running, database, emulator, layout, netns) as hot:
+        yield hot
 
 
 async def test_a_failure_that_can_clear_by_itself_is_still_retried_beside_a_refusal(
