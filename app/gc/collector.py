@@ -4,12 +4,14 @@ Run by the daemon periodically and on demand (``multusctl gc``, ``POST /gc``), a
 recovery. A sandbox is collected only when this node recorded it and one of these proves it dead
 (invariant 10): it belongs to an earlier boot; its network namespace is gone (missing, not
 merely unreadable); the pod mirror, synced since start-up, no longer has its pod on this node (or
-has a pod of that name with another UID: a recreated pod's predecessor is an orphan, invariant 8);
-or an ADD/DEL of it stopped half way and nobody holds it. Sandboxes with an operation in flight
-are skipped (invariant 9), and a half-done one is torn down only once no plugin process of its
-attachments runs (``app.cni.reaper``, under its lock): start-up recovery leaves one whose process
-would not die to GC, which must not DEL it while that process may still be attaching. A netns
-path that cannot be looked at is warned about once, and again only once what is there changes.
+has a pod of that name with another UID: a recreated pod's predecessor is an orphan, invariant 8),
+unless the runtime named it by a static pod's UID (``is_static_pod_uid``: the API's word proves
+nothing about a pod the kubelet runs from its manifest); or an ADD/DEL of it stopped half way and
+nobody holds it. Sandboxes with an operation in flight are skipped (invariant 9), and a half-done
+one is torn down only once no plugin process of its attachments runs (``app.cni.reaper``, under
+its lock): start-up recovery leaves one whose process would not die to GC, which must not DEL it
+while that process may still be attaching. A netns path that cannot be looked at is warned about
+once, and again only once what is there changes.
 
 A running sandbox is never torn down, but a hot-plugged delegate of one whose hot-unplug DEL, or
 whose undo after a failed hot-plug ADD, failed (an attachment left ``intent`` or ``deleting`` in a
@@ -41,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Container, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -200,13 +203,26 @@ def orphan_reason(
         return "earlier-boot"
     if look(sandbox.netns).state is NetnsState.GONE:
         return "netns-gone"
-    if pods is not None and sandbox.pod.name:
+    if pods is not None and sandbox.pod.name and not is_static_pod_uid(sandbox.pod.uid):
         uid = pods.get((sandbox.pod.namespace, sandbox.pod.name))
         if uid is None:
             return "pod-gone"
         if sandbox.pod.uid and uid and uid != sandbox.pod.uid:
             return "pod-replaced"
     return None
+
+
+_STATIC_POD_UID = re.compile(r"[0-9a-f]{32}")
+"""The UID the kubelet gives a pod of its own manifest (file or URL) that names none: the MD5 of
+it, in hex. The API server issues UUIDs (``8-4-4-4-12``), so no pod the API holds has one."""
+
+
+def is_static_pod_uid(uid: str) -> bool:
+    """Whether the runtime named the pod by a UID the kubelet made for a static pod. The API's word
+    proves nothing about such a pod: the kubelet runs it whether or not the API holds a mirror pod
+    of it (one the API refused, in a namespace that does not exist or referring to a Secret, never
+    comes), and under another UID when it does. Only its netns or the boot proves it gone."""
+    return _STATIC_POD_UID.fullmatch(uid) is not None
 
 
 def host_veths(record: SandboxRecord) -> list[HostVeth]:

@@ -141,6 +141,44 @@ async def test_a_pods_absence_is_taken_only_once_it_has_held_for_the_grace(
     assert node.checkpoint(container) is None
 
 
+STATIC_POD_UID = "6d1b0f0c3f3c8a4e9b2a7c5d1e0f9a8b"
+"""What the kubelet names a static pod by (the MD5 of its manifest, in hex), never a UID the API
+server issues: its mirror pod, when the API accepted one, has a UUID of its own."""
+
+
+@pytest.mark.parametrize(
+    "mirrored",
+    [{}, {("default", "pod-a"): "5f0c7a4e-2b1d-4c3e-9a8f-7e6d5c4b3a21"}],
+    ids=["no-mirror-pod", "another-pod-of-its-name"],
+)
+async def test_a_static_pods_sandbox_is_not_collected_on_the_apis_word_however_long_it_holds(
+    node: Node, mirrored: dict[tuple[str, str], str]
+) -> None:
+    """A static pod runs from its manifest whether or not the API holds a mirror pod of it (one the
+    API refused, in a namespace that does not exist or referring to a Secret, never comes), and the
+    runtime names it by the kubelet's UID: the mirror's word that its pod is gone or replaced proves
+    nothing about it. GC tore such a live pod's networks down once the grace had passed."""
+    container = await attached(node, uid=STATIC_POD_UID)
+    clock = Clock()
+    collector = GarbageCollector(
+        engine=node.engine(), db=node.db, pods=Pods(mirrored), clock=clock, pod_gone_grace=30
+    )
+
+    first = await collector.run_once()
+    clock.now += 3600
+    later = await collector.run_once()
+
+    assert (first.orphans, later.orphans, later.unconfirmed) == ([], [], [])
+    assert pending(node.checkpoint(container)) == ["eth0"]
+    assert [call[0] for call in node.calls()] == ["ADD"]
+
+    node.netnses[-1].delete()  # what does prove it gone: the runtime removed the sandbox
+    gone = await collector.run_once()
+
+    assert [(o.container_id, o.reason) for o in gone.collected] == [(container, "netns-gone")]
+    assert node.checkpoint(container) is None
+
+
 async def test_a_sandbox_whose_netns_is_gone_is_collected_even_without_a_mirror(node: Node) -> None:
     container = await attached(node)
     node.netnses[-1].delete()
