@@ -31,6 +31,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from app.osthreads import name_this_thread
 from app.settings import LogOptions, Settings
 
 LEVELS = {
@@ -138,6 +139,7 @@ class RotatingLogFile(logging.handlers.RotatingFileHandler):
 
     def _maintain(self) -> None:
         """Compress, then remove what ``maxBackups`` and ``maxAge`` do not keep; never raises."""
+        name_this_thread("log-rotation")
         with self._maintenance:
             try:
                 if self.options.compress:

@@ -39,7 +39,9 @@ import logging
 import os
 import signal
 import socket
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 
 from aiohttp import web
@@ -52,6 +54,7 @@ from app.daemon import cluster as daemon_cluster
 from app.daemon.supervise import Backoff, Supervisor
 from app.gc import recovery
 from app.gc.collector import GarbageCollector
+from app.osthreads import name_this_thread
 from app.settings import Settings, SettingsError
 from app.store import retention
 from app.store.database import Database, DatabaseLockedError
@@ -65,6 +68,11 @@ INDICATOR_CONDITION = "the readiness indicator file"
 ACCEPT_TURN_SECONDS = 0.01
 CLOSE_SETTLE_SECONDS = 2.0
 """Most a stopping daemon waits for connections still open on ``multus.sock`` to be answered."""
+
+
+def _name_executor_thread() -> None:
+    """Show a thread of the loop's executor (``asyncio.to_thread``) to the OS by its Python name."""
+    name_this_thread(threading.current_thread().name)
 
 
 def restart_wait(shutdown_grace: float) -> float:
@@ -124,6 +132,9 @@ class Daemon:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
+        loop.set_default_executor(
+            ThreadPoolExecutor(thread_name_prefix="executor", initializer=_name_executor_thread)
+        )
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop)
         if self._signalled():  # SIGTERM/SIGINT came while the entry point was importing this

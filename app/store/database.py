@@ -67,6 +67,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from app import metrics
+from app.osthreads import name_this_thread
 from app.store import schema
 
 log = logging.getLogger(__name__)
@@ -393,6 +394,7 @@ class _Writer(_Worker):
         self._wal.close()
 
     def run(self) -> None:
+        name_this_thread(self.name)
         stop = False
         while not stop:
             batch, stop = self._next_batch()
@@ -547,6 +549,7 @@ class _Reader(_Worker):
     """A reading thread: each unit in a transaction of its own (one snapshot of committed state)."""
 
     def run(self) -> None:
+        name_this_thread(self.name)
         while (job := self.jobs.get()) is not None:
             self._serve(job)
             job = None  # its waiter holds the value handed over: not pinned until the next read

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -43,3 +44,19 @@ def test_metrics_count_operations_delegates_commits_and_socket_requests(started:
     assert _sample(text, "multus_py_store_commit_seconds_count") >= 4
     assert _sample(text, "multus_server_request_total", handler="/cni", code="200", method="post") == 2
     assert _sample(text, "multus_server_request_total", handler="/cni", code="400", method="post") == 1
+
+
+def test_the_daemons_threads_show_what_they_are_to_top_and_ps(started: Any) -> None:
+    """``top -H`` and ``ps -L`` read thread names from ``/proc``: every thread of the daemon showed
+    as ``python``, so whose CPU it was (the event loop's, the store writer's) could not be told."""
+    cluster: Cluster = started(default_networks=1)
+    netns = cluster.new_netns()
+    container = new_container_id()
+    assert cluster.run_shim("ADD", container_id=container, netns=netns).returncode == 0
+    assert cluster.run_shim("DEL", container_id=container, netns=netns).returncode == 0
+    assert cluster.daemon is not None
+
+    tasks = Path(f"/proc/{cluster.daemon.pid}/task")
+    shown = {(task / "comm").read_text().strip() for task in tasks.iterdir()}
+
+    assert {"store-writer", "store-reader_0", "executor_0"} <= shown

@@ -656,3 +656,24 @@ async def test_a_result_handed_over_is_not_kept_alive_by_the_thread_that_made_it
         assert await asyncio.to_thread(released.wait, ANSWER_WITHIN), (
             f"{run} kept its result until its next job"
         )
+
+
+def _os_name(thread: threading.Thread) -> str:
+    return Path(f"/proc/self/task/{thread.native_id}/comm").read_text().strip()
+
+
+async def test_the_store_threads_show_their_names_to_the_operating_system(db_path: Path) -> None:
+    """``top -H``, ``ps -L`` and ``perf`` read a thread's name from ``/proc``, not Python's: every
+    thread of the daemon showed as ``python``, so the writer's CPU could not be told from the loop's."""
+    before = set(threading.enumerate())
+    db = Database.open(db_path)
+    try:
+        await db.write(lambda connection: None)
+        await db.read(lambda connection: None)
+        started = set(threading.enumerate()) - before
+
+        shown = {_os_name(thread) for thread in started}
+    finally:
+        db.close()
+
+    assert shown == {"store-writer", *(f"store-reader_{index}" for index in range(READERS))}
