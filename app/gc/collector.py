@@ -359,13 +359,17 @@ class GarbageCollector:
         self, orphan: Orphan, report: GcReport, *, pods: Mapping[tuple[str, str], str] | None
     ) -> bool:
         """Tear ``orphan`` down if it still is one under its lock: the summaries were read before,
-        and an ADD in flight then (``adding``) may have answered since (invariant 10). True when
-        a DEL of it failed and stays pending."""
+        and an ADD in flight then (``adding``) may have answered since (invariant 10). The API's
+        word proves it only if the pass took it, once held for the grace: a sandbox found
+        half-done that has become ``ready`` since is a live pod's, whose absence from the mirror
+        has held for no grace yet. True when a DEL of it failed and stays pending."""
 
         def still_orphaned(record: SandboxRecord) -> bool:
             why = orphan_reason(
                 record.summary(), boot_id=self._engine.boot_id, pods=pods, look=self._netns.look
             )
+            if why in POD_EVIDENCE:
+                return orphan.reason in POD_EVIDENCE
             return why is not None
 
         if orphan.reason.startswith("unfinished-"):

@@ -82,3 +82,37 @@ async def test_a_lease_taken_by_an_add_during_the_lease_sweep_is_kept(node: Node
     assert report.leases_removed == []
     owners = {path.read_text().split()[0] for path in lease_dir.iterdir() if path.name.startswith("10.")}
     assert owners == {first, second}
+
+
+async def test_an_add_that_finishes_while_gc_examines_it_waits_the_grace_for_the_apis_word(
+    node: Node, tmp_path: Path
+) -> None:
+    """The ADD is in flight (``adding``) when GC reads the checkpoint and has answered by the time GC
+    looks at it, while the API's word is that its pod is gone (a mirror pod deleted, an unlucky
+    order of events). The re-check under the lock found the pod absent and tore the live pod's
+    networks down at once, skipping ``gcPodGoneGraceSeconds``: a reason the pass did not decide on
+    must not be taken under the lock, least of all one that only the grace confirms."""
+    meeting = tmp_path / "meeting"
+    meeting.mkdir()
+    conf = node.conf(
+        node.recorder_network("cluster", rendezvous={"dir": str(meeting), "count": 2, "timeout": 30})
+    )
+    engine = node.engine()
+    container = new_container_id()
+    adding = asyncio.create_task(engine.add(node.request(Command.ADD, container, node.new_netns(), conf)))
+    await wait_for_file(meeting / "eth0")  # the delegate runs: the sandbox is recorded as ``adding``
+
+    class PodGoneWhileTheAddFinishes:
+        async def pods_on_node(self) -> Mapping[tuple[str, str], str] | None:
+            await asyncio.to_thread((meeting / "go").touch)  # the delegate answers; the ADD commits
+            await adding
+            return {}
+
+    gc = GarbageCollector(engine=engine, db=node.db, pods=PodGoneWhileTheAddFinishes(), pod_gone_grace=30)
+
+    report = await gc.run_once()
+
+    assert adding.exception() is None
+    assert report.collected == []
+    assert pending(node.checkpoint(container)) == ["eth0"]
+    assert [call[0] for call in node.calls()] == ["ADD"]
