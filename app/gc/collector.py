@@ -407,10 +407,13 @@ class GarbageCollector:
         """Kill and wait for the plugin processes still running for a half-done sandbox's
         attachments (one start-up recovery found would not die, left to GC), under its lock, so
         no operation of ours is in flight: none of its DELs may run while one may (invariant 9).
-        The error that keeps the sandbox pending when one still runs, else None."""
+        A sandbox no longer half-done under the lock (an ADD in flight when the pass read the
+        checkpoint has answered since) is a live pod's: what carries its markers now (a process its
+        plugin left running for the pod) is not killed. The error that keeps the sandbox pending
+        when one still runs, else None."""
         async with self._engine.locks.hold(container_id):
             record = await self._db.read(partial(checkpoints.load_sandbox, container_id=container_id))
-            if record is None:
+            if record is None or record.state == "ready":
                 return None
             markers = {delegate_marker(container_id, a.ifname) for a in record.attachments}
             try:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
+from app.cni.invoke import DELEGATE_MARKER
 from app.gc import collector
 from app.gc.collector import GarbageCollector
 from app.store.database import Database
@@ -116,3 +118,47 @@ async def test_an_add_that_finishes_while_gc_examines_it_waits_the_grace_for_the
     assert report.collected == []
     assert pending(node.checkpoint(container)) == ["eth0"]
     assert [call[0] for call in node.calls()] == ["ADD"]
+
+
+async def test_a_helper_process_of_an_add_that_finishes_while_gc_examines_it_is_not_killed(
+    node: Node, tmp_path: Path
+) -> None:
+    """GC took the sandbox for a half-done ADD (``adding`` when it read the checkpoint) and, under
+    its lock, killed every process carrying its attachments' marker before it looked again: by then
+    the ADD had answered, and what it killed was a process the plugin left running for the live
+    pod. Only a sandbox still half-done under the lock has leftover plugins to reap."""
+    meeting = tmp_path / "meeting"
+    meeting.mkdir()
+    conf = node.conf(
+        node.recorder_network("cluster", rendezvous={"dir": str(meeting), "count": 2, "timeout": 30})
+    )
+    engine = node.engine()
+    container = new_container_id()
+    adding = asyncio.create_task(engine.add(node.request(Command.ADD, container, node.new_netns(), conf)))
+    await wait_for_file(meeting / "eth0")  # the delegate runs: the sandbox is recorded as ``adding``
+    helper = await asyncio.create_subprocess_exec(  # what the plugin leaves running for its pod
+        "sleep",
+        "300",
+        env={"PATH": os.environ.get("PATH", ""), "CNI_COMMAND": "ADD", DELEGATE_MARKER: f"{container}/eth0"},
+        start_new_session=True,
+    )
+    try:
+
+        class PodsWhileTheAddFinishes:
+            async def pods_on_node(self) -> Mapping[tuple[str, str], str] | None:
+                await asyncio.to_thread((meeting / "go").touch)  # the delegate answers; the ADD commits
+                await adding
+                return {("default", "pod-a"): "uid-a"}
+
+        gc = GarbageCollector(engine=engine, db=node.db, pods=PodsWhileTheAddFinishes())
+
+        report = await gc.run_once()
+
+        assert adding.exception() is None
+        assert report.collected == []
+        assert pending(node.checkpoint(container)) == ["eth0"]
+        assert helper.returncode is None, "the live pod's process was killed"
+    finally:
+        if helper.returncode is None:
+            helper.kill()
+        await helper.wait()
