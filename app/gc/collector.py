@@ -29,7 +29,9 @@ memory only: a restarted daemon's first pass tries every orphan again.
 Teardown goes through the engine's DEL path (one teardown for DEL, rollback, recovery and GC).
 After it, two last-resort sweeps: host-side veths named in the removed results that still exist
 (the link of that name only if it has the MAC the result recorded: a name can come back on another
-sandbox's veth; one whose removal fails is tried again on every pass while the daemon runs), and
+sandbox's veth; and none that a recorded result names, nor while an ADD without its result runs:
+name and MAC can come back together; one whose removal fails is tried again on every pass while
+the daemon runs), and
 host-local leases of containers we attached but no longer record (``app.gc.leases``), each
 container's removed under its sandbox lock.
 A pass that finds nothing to do costs a few queries (the sandboxes, the pending hot-plug DELs, the
@@ -228,19 +230,29 @@ def is_static_pod_uid(uid: str) -> bool:
 def host_veths(record: SandboxRecord) -> list[HostVeth]:
     """Host-side interfaces named in the record's results, with the MAC that ties each to it: not
     in the sandbox, not a bridge. A result that does not parse names none (its DEL forgot it)."""
-    veths = []
+    veths: list[HostVeth] = []
     for attachment in record.attachments:
-        bridges = _bridge_names(attachment.config)
-        try:
-            result = json.loads(attachment.result) if attachment.result else {}
-        except ValueError:
-            continue
-        for interface in result.get("interfaces", []) if isinstance(result, dict) else []:
-            if isinstance(interface, dict) and not interface.get("sandbox"):
-                name, mac = interface.get("name"), interface.get("mac")
-                if isinstance(name, str) and name and name not in bridges:
-                    veths.append(HostVeth(name, mac if isinstance(mac, str) else ""))
+        host_side = _host_interfaces(attachment.result)
+        if host_side:
+            bridges = _bridge_names(attachment.config)
+            veths.extend(veth for veth in host_side if veth.name not in bridges)
     return veths
+
+
+def _host_interfaces(result_text: str | None) -> list[HostVeth]:
+    """The host-side interfaces (not in the sandbox) a recorded result names, bridges included;
+    none when it does not parse."""
+    try:
+        result = json.loads(result_text) if result_text else {}
+    except ValueError:
+        return []
+    found = []
+    for interface in result.get("interfaces", []) if isinstance(result, dict) else []:
+        if isinstance(interface, dict) and not interface.get("sandbox"):
+            name, mac = interface.get("name"), interface.get("mac")
+            if isinstance(name, str) and name:
+                found.append(HostVeth(name, mac if isinstance(mac, str) else ""))
+    return found
 
 
 def _bridge_names(config: bytes) -> set[str]:
@@ -492,8 +504,20 @@ class GarbageCollector:
         the kernel's cleanup of it runs). Only the link with the recorded name and MAC goes: the
         name alone may be another sandbox's veth by now. A removal that fails is tried again on
         every pass until it succeeds or the veth is gone; none is given up. Kept in memory: a
-        daemon stopped meanwhile forgets them (the checkpoint no longer names them)."""
+        daemon stopped meanwhile forgets them (the checkpoint no longer names them).
+
+        Nor does a veth go that another sandbox may have been given since under the same name and
+        MAC (a plugin naming host veths for their pod, whose MAC comes back with the name, as
+        systemd's ``MACAddressPolicy=persistent`` gives a veth): one a recorded result names is
+        that sandbox's, and is forgotten; none goes while an ADD that may have made one without
+        its result recorded yet runs (``_host_veth_claims``)."""
         if not self._host_veths:
+            return
+        claimed, adding = await self._db.read(_host_veth_claims)
+        for veth in [veth for veth in self._host_veths if (veth.name, veth.mac.lower()) in claimed]:
+            del self._host_veths[veth]
+            log.info("gc: host veth %s (%s) is a recorded sandbox's now: left to it", veth.name, veth.mac)
+        if not self._host_veths or any(self._engine.locks.busy(container) for container in adding):
             return
         try:
             outcome = await self._remove_host_veths(list(self._host_veths))
@@ -644,6 +668,19 @@ def _pending_error(attachment: AttachmentRecord) -> CniError:
         ErrorCode.TRY_AGAIN_LATER,
         f"the DEL of hot-plugged {attachment.ifname} of container {attachment.container_id} is pending",
     )
+
+
+def _host_veth_claims(connection: Connection) -> tuple[set[tuple[str, str]], set[str]]:
+    """The host veths (name, MAC in lower case) the recorded results name, and the containers with
+    an attachment whose ADD has no result recorded (``intent``: its plugin may be making one)."""
+    claimed: set[tuple[str, str]] = set()
+    adding: set[str] = set()
+    for record in checkpoints.list_sandboxes(connection):
+        for attachment in record.attachments:
+            claimed.update((veth.name, veth.mac.lower()) for veth in _host_interfaces(attachment.result))
+            if attachment.state == "intent":
+                adding.add(record.container_id)
+    return claimed, adding
 
 
 def _lease_evidence(

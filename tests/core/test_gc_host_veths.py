@@ -4,8 +4,9 @@ A DEL that runs without a namespace (its path gone, the namespace itself still h
 leaves the host end of a bridge's veth on the bridge for as long as that namespace lives. GC
 removes it after the teardown, but only the link it can tie to the collected sandbox (the name
 and the MAC its result recorded: the bridge plugin names host veths at random, and a name can come
-back on another sandbox's veth), and tries again on later passes when a removal fails. Real
-namespaces, the real bridge plugin, real veths.
+back on another sandbox's veth), and tries again on later passes when a removal fails; never one
+a recorded sandbox's result names, nor while an ADD that may have made one runs (name and MAC
+can come back together). Real namespaces, the real bridge plugin, real veths.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 from app.attach import netns
 from app.attach.netns import HostVeth, HostVethRemoval
 from app.gc.collector import GarbageCollector, host_veths
-from tests.core.support import Command, Netns, Node, new_container_id
+from tests.core.support import Command, Netns, Node, new_container_id, wait_for_file
 
 
 async def bridged(node: Node, namespace: Netns) -> tuple[str, HostVeth]:
@@ -176,3 +177,91 @@ async def test_a_recorded_result_that_does_not_parse_names_no_veth_and_hides_non
     broken = replace(record.attachments[0], ifname="net1", result="{not json")
 
     assert host_veths(replace(record, attachments=(broken, *record.attachments))) == [veth]
+
+
+def a_pods_host_veth(node: Node) -> HostVeth:
+    """A host veth named for its pod (as plugins that derive the name from the pod's name do) with
+    the MAC it gets again under that name (as systemd's ``MACAddressPolicy=persistent`` gives a
+    veth, or a plugin setting a fixed one): each sandbox of that pod has one like it."""
+    veth = HostVeth(f"mpycv{secrets.token_hex(4)}", "0a:58:0a:63:00:07")
+    node.host_links.append(veth.name)  # before it exists: a failure below leaves none behind
+    ip("link", "add", veth.name, "address", veth.mac, "type", "veth", "peer", "name", veth.name + "p")
+    return veth
+
+
+def naming(node: Node, veth: HostVeth, name: str = "cluster", **behaviour: object) -> str:
+    """A network whose ADD answers a result naming ``veth`` on the host side."""
+    return node.recorder_network(
+        name,
+        result={
+            "cniVersion": "1.0.0",
+            "interfaces": [
+                {"name": veth.name, "mac": veth.mac},
+                {"name": "eth0", "mac": "0a:58:0a:63:00:08", "sandbox": "x"},
+            ],
+            "ips": [{"address": "10.99.0.8/24", "interface": 1}],
+        },
+        **behaviour,
+    )
+
+
+async def test_gc_leaves_the_host_veth_a_live_sandbox_of_the_same_pod_records(node: Node) -> None:
+    """The pod was recreated on the node (a StatefulSet's ``web-0``): its new sandbox got the host
+    veth of the same name and MAC as the old one, which GC collects once its namespace is gone.
+    The sweep deleted the live sandbox's veth: name and MAC tie a link to a sandbox only while no
+    recorded sandbox names that very veth."""
+    veth = a_pods_host_veth(node)
+    conf = node.conf(naming(node, veth))
+    old, new = new_container_id(), new_container_id()
+    old_namespace = node.new_netns()
+    engine = node.engine()
+    await engine.add(node.request(Command.ADD, old, old_namespace, conf, uid="uid-1"))
+    await engine.add(node.request(Command.ADD, new, node.new_netns(), conf, uid="uid-2"))
+    old_namespace.delete()
+
+    report = await GarbageCollector(engine=engine, db=node.db).run_once()
+    later = await GarbageCollector(engine=engine, db=node.db).run_once()
+
+    assert [(o.container_id, o.reason) for o in report.collected] == [(old, "netns-gone")]
+    assert (report.host_links_removed, later.host_links_removed) == ([], [])
+    assert host_link(veth.name) == {"kind": "veth", "mac": veth.mac}
+    assert node.checkpoint(new) is not None
+
+
+async def test_gc_leaves_a_host_veth_while_an_add_that_may_have_made_it_is_in_flight(
+    node: Node, tmp_path: Path
+) -> None:
+    """As above, with the new sandbox's ADD still running when GC sweeps: its plugin has made the
+    veth, its result is not recorded yet. The veth is left while such an ADD runs, and once its
+    result names the veth, for good."""
+    veth = a_pods_host_veth(node)
+    meeting = tmp_path / "meeting"
+    meeting.mkdir()
+    old_conf = node.conf(naming(node, veth))
+    new_conf = node.conf(
+        naming(node, veth, "cluster-new", rendezvous={"dir": str(meeting), "count": 2, "timeout": 30})
+    )
+    old, new = new_container_id(), new_container_id()
+    old_namespace = node.new_netns()
+    engine = node.engine()
+    await engine.add(node.request(Command.ADD, old, old_namespace, old_conf, uid="uid-1"))
+    old_namespace.delete()
+    adding = asyncio.create_task(
+        engine.add(node.request(Command.ADD, new, node.new_netns(), new_conf, uid="uid-2"))
+    )
+    try:
+        await wait_for_file(meeting / "eth0")  # its plugin runs (and has made the veth)
+        collector = GarbageCollector(engine=engine, db=node.db)
+
+        report = await collector.run_once()
+
+        assert [(o.container_id, o.reason) for o in report.collected] == [(old, "netns-gone")]
+        assert report.host_links_removed == []
+        assert host_link(veth.name) == {"kind": "veth", "mac": veth.mac}
+    finally:
+        await asyncio.to_thread((meeting / "go").touch)
+        await adding
+    later = await collector.run_once()
+
+    assert later.host_links_removed == []
+    assert host_link(veth.name) == {"kind": "veth", "mac": veth.mac}
