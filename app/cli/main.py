@@ -528,6 +528,11 @@ def render_gc(report: "Document") -> list[str]:
             report["unconfirmed"],
         )
         lines += ["", *unconfirmed]
+    for disputed in report.get("disputed", []):  # the mirror says gone, the API still has the pod
+        lines.append(
+            f"kept {str(disputed['containerID'])[:12]} ({disputed.get('pod')}): the mirror says"
+            f" {disputed.get('reason')}, the API still has the pod (is MULTUS_NODE_NAME right?)"
+        )
     for kind, key in (("lease", "leasesRemoved"), ("host link", "hostLinksRemoved")):
         lines += [f"{kind}: {item}" for item in report.get(key, [])]
     return lines + _render_spool(report.get("spool"))

@@ -6,12 +6,14 @@ recovery. A sandbox is collected only when this node recorded it and one of thes
 merely unreadable); the pod mirror, synced since start-up, no longer has its pod on this node (or
 has a pod of that name with another UID: a recreated pod's predecessor is an orphan, invariant 8),
 unless the runtime named it by a static pod's UID (``is_static_pod_uid``: the API's word proves
-nothing about a pod the kubelet runs from its manifest); or an ADD/DEL of it stopped half way and
-nobody holds it. Sandboxes with an operation in flight are skipped (invariant 9), and a half-done
-one is torn down only once no plugin process of its attachments runs (``app.cni.reaper``, under
-its lock): start-up recovery leaves one whose process would not die to GC, which must not DEL it
-while that process may still be attaching. A netns path that cannot be looked at is warned about
-once, and again only once what is there changes.
+nothing about a pod the kubelet runs from its manifest), and the API, asked for that pod itself once
+the mirror's word has held for the grace, confirms it (a node name that is not this node's makes
+the mirror sync without this node's pods: the API still has them, wherever it says they run); or
+an ADD/DEL of it stopped half way and nobody holds it. Sandboxes with an operation in flight are
+skipped (invariant 9), and a half-done one is torn down only once no plugin process of its
+attachments runs (``app.cni.reaper``, under its lock): start-up recovery leaves one whose process
+would not die to GC, which must not DEL it while that process may still be attaching. A netns
+path that cannot be looked at is warned about once, and again only once what is there changes.
 
 A running sandbox is never torn down, but a hot-plugged delegate of one whose hot-unplug DEL, or
 whose undo after a failed hot-plug ADD, failed (an attachment left ``intent`` or ``deleting`` in a
@@ -82,6 +84,12 @@ class PodPresence(Protocol):
         since start-up (then it proves nothing)."""
         ...
 
+    async def gone_from_api(self, namespace: str, name: str, uid: str) -> bool:
+        """Whether the API, asked now for the pod itself, confirms the mirror's word: it has no pod
+        of that name, or only one of another UID than ``uid`` (when known). False when it still
+        has the pod, wherever it runs, or cannot be asked: nothing is proven then."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Orphan:
@@ -124,6 +132,9 @@ class GcReport:
     DEL this pass completed (logged; a failed one is in ``failed``)."""
     unconfirmed: list[Unconfirmed] = field(default_factory=list)
     """Sandboxes whose pod the API has said is gone or replaced for less than the grace so far."""
+    disputed: list[Orphan] = field(default_factory=list)
+    """Sandboxes the mirror has said, for the grace, are a gone or replaced pod's, which the API,
+    asked for the pod itself, still has (``PodPresence.gone_from_api``): kept."""
     dry_run: bool = False
     duration_ms: float = 0.0
 
@@ -152,6 +163,9 @@ class GcReport:
                     "confirmedInSeconds": round(u.confirmed_in_seconds, 3),
                 }
                 for u in self.unconfirmed
+            ],
+            "disputed": [
+                {"containerID": d.container_id, "reason": d.reason, "pod": d.pod} for d in self.disputed
             ],
             "hostLinksRemoved": self.host_links_removed,
             "leasesRemoved": self.leases_removed,
@@ -321,6 +335,11 @@ class GarbageCollector:
                     left = self._pod_evidence.remaining(sandbox.container_id, why, self._pod_gone_grace)
                     if left > 0:
                         report.unconfirmed.append(Unconfirmed(sandbox.container_id, why, pod, left))
+                        continue
+                    assert self._pods is not None  # no pod evidence without a mirror
+                    identity = sandbox.pod
+                    if not await self._pods.gone_from_api(identity.namespace, identity.name, identity.uid):
+                        report.disputed.append(Orphan(sandbox.container_id, why, pod))
                         continue
                 report.orphans.append(Orphan(sandbox.container_id, why, pod))
             self._pod_evidence.forget_all_but(evidenced)

@@ -25,7 +25,7 @@ from functools import partial
 from app.attach.cluster import ClusterUnavailableError
 from app.store import mirror
 from app.store.database import Database
-from app.store.mirror_records import NadRecord, PodRecord
+from app.store.mirror_records import CONFIG_SOURCE_ANNOTATION, NadRecord, PodRecord
 from app.watch.api import KubeApi
 from app.watch.arrivals import Arrivals
 from app.watch.errors import ApiError, ApiNotFoundError
@@ -179,6 +179,10 @@ async def _wait(event: asyncio.Event, seconds: float) -> bool:
     return True
 
 
+DISPUTES_REMEMBERED = 4096
+"""Pods ``MirrorPodPresence.gone_from_api`` remembers having warned about (then it starts again)."""
+
+
 class MirrorPodPresence:
     """``PodPresence`` for GC: this node's pods as the mirror knows them, once it has synced, and
     the pods live GETs found that the watch has not brought yet (``MirrorWriter.sightings``).
@@ -189,10 +193,22 @@ class MirrorPodPresence:
     torn down by the next pass as "pod-gone" (or "pod-replaced", the mirror holding its predecessor).
     """
 
-    def __init__(self, *, database: Database, state: MirrorState, memory: MirrorWriter | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        database: Database,
+        state: MirrorState,
+        api: KubeApi,
+        node_name: str,
+        memory: MirrorWriter | None = None,
+    ) -> None:
         self._db = database
         self._state = state
+        self._api = api
+        self._node_name = node_name
         self._memory = memory
+        self._disputes_said: set[tuple[str, str, str]] = set()
+        """The pods ``gone_from_api`` has warned about (again at info level only)."""
 
     async def pods_on_node(self) -> dict[tuple[str, str], str] | None:
         if not self._state.synced.is_set():
@@ -202,3 +218,36 @@ class MirrorPodPresence:
             if isinstance(record, PodRecord):
                 pods[record.key] = "" if record.is_static else record.uid  # as ``mirror.pod_uids``
         return pods
+
+    async def gone_from_api(self, namespace: str, name: str, uid: str) -> bool:
+        """ONE live GET of the pod, before GC tears down what the mirror says is a gone or replaced
+        pod's: the mirror is a cache of the API, and a node name that is not this node's
+        (``MULTUS_NODE_NAME`` wrong, or unset where the hostname is not the node's name) makes it
+        sync without this node's pods while every ADD still succeeds (``get_pod`` asks by name). A
+        pod of ``uid`` (any, when ``uid`` is not known) still there is said at warning level, with
+        the node it runs on; an API that cannot be asked proves nothing either."""
+        try:
+            obj = await self._api.get(f"/api/v1/namespaces/{namespace}/pods/{name}")
+        except ApiNotFoundError:
+            return True
+        except ApiError as exc:
+            log.info("gc: cannot ask the API for pod %s/%s (%s): kept for now", namespace, name, exc)
+            return False
+        record = pod_record(obj, kept_annotations=(CONFIG_SOURCE_ANNOTATION,))
+        if not record.is_pod_of(uid):
+            return True
+        said = (namespace, name, record.uid)
+        if len(self._disputes_said) >= DISPUTES_REMEMBERED:
+            self._disputes_said.clear()
+        log.log(
+            logging.INFO if said in self._disputes_said else logging.WARNING,
+            "gc: the API still has pod %s/%s (uid %s, on node %r), which this node's pod mirror (node %r)"
+            " does not hold: its sandbox is kept; is MULTUS_NODE_NAME this node's name?",
+            namespace,
+            name,
+            record.uid,
+            record.node_name,
+            self._node_name,
+        )
+        self._disputes_said.add(said)
+        return False

@@ -92,7 +92,9 @@ class Watchers:
             memories=self._writers[1:],
         )
         self.publisher = ApiStatusPublisher(api=api, settings=self.settings, events=self.events)
-        self.presence = MirrorPodPresence(database=database, state=self.pod_state, memory=self._writers[0])
+        self.presence = MirrorPodPresence(
+            database=database, state=self.pod_state, api=api, node_name=node_name, memory=self._writers[0]
+        )
 
     def on_pod_written(self, listener: Callable[[str, str], None]) -> None:
         """Call ``listener(namespace, name)`` after every commit that wrote that pod to the mirror

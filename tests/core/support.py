@@ -16,6 +16,7 @@ import os
 import secrets
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -426,3 +427,28 @@ async def wait_for_file(path: Path) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError(f"{path} never appeared")
+
+
+class Pods:
+    """The pod presence GC asks (``app.gc.collector.PodPresence``): this node's pods as the mirror
+    holds them ({(namespace, name): uid}; None while it is not synced), and the API's answer for one
+    pod, which agrees with the mirror unless ``api`` says what the API holds instead. ``asked``: the
+    pods the API was asked for."""
+
+    def __init__(
+        self,
+        pods: Mapping[tuple[str, str], str] | None,
+        *,
+        api: Mapping[tuple[str, str], str] | None = None,
+    ) -> None:
+        self.pods = pods
+        self.api = api
+        self.asked: list[tuple[str, str]] = []
+
+    async def pods_on_node(self) -> Mapping[tuple[str, str], str] | None:
+        return self.pods
+
+    async def gone_from_api(self, namespace: str, name: str, uid: str) -> bool:
+        self.asked.append((namespace, name))
+        held = (self.api if self.api is not None else self.pods or {}).get((namespace, name))
+        return held is None or bool(uid and held and held != uid)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,21 +18,12 @@ from tests.core.support import (
     Crashed,
     Netns,
     Node,
+    Pods,
     Point,
     delegate_lines,
     new_container_id,
     pending,
 )
-
-
-class Pods:
-    """The pod mirror as GC sees it: this node's pods, or None while it is not synced."""
-
-    def __init__(self, pods: Mapping[tuple[str, str], str] | None) -> None:
-        self.pods = pods
-
-    async def pods_on_node(self) -> Mapping[tuple[str, str], str] | None:
-        return self.pods
 
 
 async def attached(node: Node, *, pod: str = "pod-a", uid: str = "uid-a", boot_id: str = "") -> str:
@@ -176,6 +166,44 @@ async def test_a_static_pods_sandbox_is_not_collected_on_the_apis_word_however_l
     gone = await collector.run_once()
 
     assert [(o.container_id, o.reason) for o in gone.collected] == [(container, "netns-gone")]
+    assert node.checkpoint(container) is None
+
+
+@pytest.mark.parametrize(
+    "mirrored", [{}, {("default", "pod-a"): "uid-new"}], ids=["pod-gone", "pod-replaced"]
+)
+async def test_the_mirrors_word_is_taken_only_once_the_api_asked_for_the_pod_confirms_it(
+    node: Node, mirrored: dict[tuple[str, str], str]
+) -> None:
+    """A mirror of another node's pods (a node name that is not this node's) has said for the
+    grace that every live pod here is gone: GC tore them all down. The API is asked for the pod
+    itself first, after the grace only; while it still has the pod the sandbox is kept, reported as
+    disputed, and asked about again on the next pass."""
+    container = await attached(node)
+    pods = Pods(mirrored, api={("default", "pod-a"): "uid-a"})
+    clock = Clock()
+    collector = GarbageCollector(engine=node.engine(), db=node.db, pods=pods, clock=clock, pod_gone_grace=30)
+
+    during_the_grace = await collector.run_once()
+    clock.now += 30
+    after_it = await collector.run_once()
+
+    assert pods.asked == [("default", "pod-a")], "not asked while the grace runs"
+    assert (during_the_grace.orphans, after_it.orphans, after_it.collected) == ([], [], [])
+    reason = during_the_grace.unconfirmed[0].reason
+    assert after_it.as_json()["disputed"] == [
+        {"containerID": container, "reason": reason, "pod": "default/pod-a"}
+    ]
+    assert render_gc(after_it.as_json())[-1] == (
+        f"kept {container[:12]} (default/pod-a): the mirror says {reason}, the API still has the pod"
+        " (is MULTUS_NODE_NAME right?)"
+    )
+    assert pending(node.checkpoint(container)) == ["eth0"]
+
+    pods.api = mirrored  # the API agrees now: the pod is gone (or another one) there too
+    confirmed = await collector.run_once()
+
+    assert [o.container_id for o in confirmed.collected] == [container]
     assert node.checkpoint(container) is None
 
 

@@ -9,7 +9,6 @@ that serves ADDs (a busy node's first pass reads thousands of them)."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +17,9 @@ import pytest
 from app.gc import leases
 from app.gc.collector import GarbageCollector
 from app.store.database import Database
-from tests.core.support import Command, Node, new_container_id
+from tests.core.support import Command, Node, Pods, new_container_id
 
 FOREIGN_LEASES = 40
-
-
-class Pods:
-    def __init__(self, pods: Mapping[tuple[str, str], str]) -> None:
-        self.pods = pods
-
-    async def pods_on_node(self) -> Mapping[tuple[str, str], str] | None:
-        return self.pods
 
 
 class CountingReads:

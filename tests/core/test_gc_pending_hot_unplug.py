@@ -5,7 +5,6 @@ the orphans' backoff, while the pod runs on: not only the daemon's next start-up
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
 from dataclasses import replace
 
 import pytest
@@ -14,17 +13,9 @@ from app.attach.engine import AttachEngine
 from app.cni.types import CniError, IfName
 from app.gc import collector as gc
 from app.gc.collector import GarbageCollector
-from tests.core.support import Command, Netns, Node, hot_recorder_plan, new_container_id, pending
+from tests.core.support import Command, Netns, Node, Pods, hot_recorder_plan, new_container_id, pending
 
 NO_INTERFACES = {"cniVersion": "1.0.0"}
-
-
-class Pods:
-    def __init__(self, pods: Mapping[tuple[str, str], str]) -> None:
-        self.pods = pods
-
-    async def pods_on_node(self) -> Mapping[tuple[str, str], str] | None:
-        return self.pods
 
 
 POD_A_RUNS = Pods({("default", "pod-a"): "uid-a"})

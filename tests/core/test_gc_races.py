@@ -12,7 +12,7 @@ from app.cni.invoke import DELEGATE_MARKER
 from app.gc import collector
 from app.gc.collector import GarbageCollector
 from app.store.database import Database
-from tests.core.support import Command, Node, new_container_id, pending, wait_for_file
+from tests.core.support import Command, Node, Pods, new_container_id, pending, wait_for_file
 
 
 async def test_an_add_that_finishes_while_gc_examines_it_is_not_torn_down(node: Node, tmp_path: Path) -> None:
@@ -28,13 +28,15 @@ async def test_an_add_that_finishes_while_gc_examines_it_is_not_torn_down(node: 
     adding = asyncio.create_task(engine.add(node.request(Command.ADD, container, node.new_netns(), conf)))
     await wait_for_file(meeting / "eth0")  # the delegate runs: the sandbox is recorded as ``adding``
 
-    class PodsWhileTheAddFinishes:
+    class PodsWhileTheAddFinishes(Pods):
         async def pods_on_node(self) -> Mapping[tuple[str, str], str] | None:
             await asyncio.to_thread((meeting / "go").touch)  # the delegate answers; the ADD commits
             await adding
-            return {("default", "pod-a"): "uid-a"}
+            return self.pods
 
-    gc = GarbageCollector(engine=engine, db=node.db, pods=PodsWhileTheAddFinishes())
+    gc = GarbageCollector(
+        engine=engine, db=node.db, pods=PodsWhileTheAddFinishes({("default", "pod-a"): "uid-a"})
+    )
 
     report = await gc.run_once()
 
@@ -104,13 +106,13 @@ async def test_an_add_that_finishes_while_gc_examines_it_waits_the_grace_for_the
     adding = asyncio.create_task(engine.add(node.request(Command.ADD, container, node.new_netns(), conf)))
     await wait_for_file(meeting / "eth0")  # the delegate runs: the sandbox is recorded as ``adding``
 
-    class PodGoneWhileTheAddFinishes:
+    class PodGoneWhileTheAddFinishes(Pods):
         async def pods_on_node(self) -> Mapping[tuple[str, str], str] | None:
             await asyncio.to_thread((meeting / "go").touch)  # the delegate answers; the ADD commits
             await adding
-            return {}
+            return self.pods
 
-    gc = GarbageCollector(engine=engine, db=node.db, pods=PodGoneWhileTheAddFinishes(), pod_gone_grace=30)
+    gc = GarbageCollector(engine=engine, db=node.db, pods=PodGoneWhileTheAddFinishes({}), pod_gone_grace=30)
 
     report = await gc.run_once()
 
@@ -144,13 +146,15 @@ async def test_a_helper_process_of_an_add_that_finishes_while_gc_examines_it_is_
     )
     try:
 
-        class PodsWhileTheAddFinishes:
+        class PodsWhileTheAddFinishes(Pods):
             async def pods_on_node(self) -> Mapping[tuple[str, str], str] | None:
                 await asyncio.to_thread((meeting / "go").touch)  # the delegate answers; the ADD commits
                 await adding
-                return {("default", "pod-a"): "uid-a"}
+                return self.pods
 
-        gc = GarbageCollector(engine=engine, db=node.db, pods=PodsWhileTheAddFinishes())
+        gc = GarbageCollector(
+            engine=engine, db=node.db, pods=PodsWhileTheAddFinishes({("default", "pod-a"): "uid-a"})
+        )
 
         report = await gc.run_once()
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -17,16 +16,7 @@ from app.cni.types import ErrorCode
 from app.gc import collector as gc
 from app.gc.collector import GarbageCollector
 from app.metrics import REGISTRY
-from tests.core.support import Command, Netns, Node, SurpriseAtFirstDel, new_container_id, pending
-
-
-class Pods:
-    def __init__(self, pods: Mapping[tuple[str, str], str]) -> None:
-        self.pods = pods
-
-    async def pods_on_node(self) -> Mapping[tuple[str, str], str] | None:
-        return self.pods
-
+from tests.core.support import Command, Netns, Node, Pods, SurpriseAtFirstDel, new_container_id, pending
 
 NO_PODS = Pods({})
 

@@ -229,6 +229,30 @@ def test_gc_collects_the_sandbox_of_a_pod_deleted_from_the_cluster(
     assert node.leases() == []
 
 
+def test_gc_keeps_a_live_pod_the_api_still_has_when_the_node_name_is_not_this_nodes(
+    cluster: Cluster, kube: KubeApiProcess, started: Callable[..., Cluster]
+) -> None:
+    """``MULTUS_NODE_NAME`` naming another node (or unset where the hostname is not the node's name):
+    the pod mirror syncs with none of this node's pods, while every ADD still succeeds (a pod the
+    mirror lacks is asked of the API by name). GC took every sandbox for "pod-gone" and, once the
+    grace had passed, tore down the networks of every live pod on the node. The API, asked for the
+    pod itself before anything is torn down, still has it: kept, and the mismatch said."""
+    cluster.daemon_env["MULTUS_NODE_NAME"] = "node-b"  # the pods run on node-a
+    node = started(gcIntervalSeconds=3600, gcPodGoneGraceSeconds=0)
+    netns, container, added = shim_add(node, kube.create_pod("default", "alive", node=NODE, annotations={}))
+    assert added.returncode == 0
+
+    status, report = node.post("/gc")
+
+    assert status == 200
+    assert json.loads(report)["collected"] == []
+    assert json.loads(report)["disputed"] == [
+        {"containerID": container, "reason": "pod-gone", "pod": "default/alive"}
+    ]
+    assert "eth0" in netns.links()
+    assert "node-b" in node.daemon_log.read_text()
+
+
 def test_gc_collects_the_sandbox_of_a_pod_the_cluster_restored_from_an_older_backup_no_longer_has(
     node: Cluster, kube: KubeApiProcess
 ) -> None:

@@ -66,6 +66,7 @@ GC_REPORT_KEYS = {
     "deferred",
     "failed",
     "unconfirmed",
+    "disputed",
     "hostLinksRemoved",
     "leasesRemoved",
     "durationMs",

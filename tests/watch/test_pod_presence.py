@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+
+import pytest
 
 from app.attach.networks import ClusterSources, NetworkResolver
 from app.attach.requests import Command, SandboxRequest
@@ -18,6 +21,7 @@ from app.sandbox.kubeapi import KubeApiEmulator
 from app.store.database import Database
 from app.store.records import PodIdentity
 from tests.watch.support import (
+    NODE,
     Running,
     eventually,
     install_recorder,
@@ -166,3 +170,29 @@ async def test_a_relist_listed_after_a_live_get_ends_its_sighting(
 
     await eventually(lambda: presence(running), lambda pods: pods == {})
     assert running.watchers.pod_state.relists == relists + 1
+
+
+async def test_the_api_asked_for_a_pod_confirms_it_gone_or_replaced_and_keeps_one_it_still_has(
+    emulator: KubeApiEmulator, running: Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before GC tears down what the mirror says is a gone or replaced pod's, the API is asked for
+    the pod itself (``gone_from_api``): a mirror of the wrong node (``MULTUS_NODE_NAME`` not this
+    node's) syncs without this node's pods, which the API still has. Gone (404) or another UID
+    confirms the mirror; the same pod, wherever it runs, or an API that cannot be asked, does not."""
+    presence = running.watchers.presence
+    elsewhere = emulator.create_pod(pod_manifest("elsewhere", node="node-z"))["metadata"]["uid"]
+    emulator.create_pod(pod_manifest("replaced"))
+    emulator.delete_pod("default", "replaced")
+    emulator.create_pod(pod_manifest("replaced"))
+
+    with caplog.at_level(logging.WARNING, logger="app.watch.sources"):
+        still_there = await presence.gone_from_api("default", "elsewhere", elsewhere)
+    gone = await presence.gone_from_api("default", "never-was", "uid-1")
+    replaced = await presence.gone_from_api("default", "replaced", "uid-of-the-first")
+    unknown_uid = await presence.gone_from_api("default", "elsewhere", "")
+    emulator.faults.fail_next(status=500, path="/pods/elsewhere")
+    unanswered = await presence.gone_from_api("default", "elsewhere", "uid-1")
+
+    assert (still_there, gone, replaced, unknown_uid, unanswered) == (False, True, True, False, False)
+    assert "'node-z'" in caplog.text, "the node the API says the pod runs on"
+    assert repr(NODE) in caplog.text, "the node this mirror watches"

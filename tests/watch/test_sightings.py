@@ -10,11 +10,13 @@ commits the watch made meanwhile.
 from __future__ import annotations
 
 import time
+from typing import cast
 
 import pytest
 
 from app.store.database import Database
 from app.store.mirror_records import PodRecord
+from app.watch.api import KubeApi
 from app.watch.mirroring import RECENT_DELETIONS_KEPT, MirrorWriter
 from app.watch.readiness import MirrorState
 from app.watch.resources import Delete, Upsert, pods_on_node
@@ -24,6 +26,8 @@ from tests.watch.support import NETWORKS, NODE
 KEY = ("default", "web")
 FIRST = PodRecord("default", "web", "uid-first", NODE, "11")
 SECOND = PodRecord("default", "web", "uid-second", NODE, "13")
+NO_API = cast(KubeApi, object())
+"""What the presence is built with here: telling GC of the node's pods never asks the API."""
 
 
 @pytest.fixture
@@ -40,7 +44,10 @@ async def writer(database: Database) -> MirrorWriter:
 
 async def told(writer: MirrorWriter, database: Database) -> dict[tuple[str, str], str]:
     """What GC is told of this node's pods: {(namespace, name): uid}."""
-    pods = await MirrorPodPresence(database=database, state=writer.state, memory=writer).pods_on_node()
+    presence = MirrorPodPresence(
+        database=database, state=writer.state, api=NO_API, node_name=NODE, memory=writer
+    )
+    pods = await presence.pods_on_node()
     assert pods is not None, "the mirror has synced"
     return dict(pods)
 
