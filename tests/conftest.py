@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import asyncio.constants
 import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -29,6 +32,9 @@ from tests.hang_backstop import (
     pytest_timeout_cancel_timer,
     pytest_timeout_set_timer,
 )
+
+if TYPE_CHECKING:
+    from app.store.database import Database
 
 # the fixture, requested for every async test; the environment for a process a test starts
 __all__ = ["child_environment", "no_tasks_left_on_the_loop"]
@@ -59,3 +65,32 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     require_for_async_tests(items)
+
+
+@pytest.fixture(scope="session")
+def empty_state_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty state database at this release's schema, migrated in this process as
+    ``Database.open`` migrates a new file, then closed: a file to copy, never opened again.
+
+    Migrating a new file costs about 50 ms; a copy of this one opens in 4 (its ``Database.open`` finds
+    the schema current and migrates nothing). For the in-process tests whose subject is not the first
+    open: ``open_empty_state`` gives them the database a fresh ``Database.open`` would have."""
+    from app.store.database import Database  # SQLAlchemy only for the runs that need it
+
+    path = tmp_path_factory.mktemp("empty-state") / "state.db"
+    Database.open(path).close()
+    leftovers = sorted(p.name for p in path.parent.iterdir() if p.name not in {"state.db", "state.db.lock"})
+    assert leftovers == [], f"the closed database left {leftovers}: a copy of state.db alone would be torn"
+    return path
+
+
+def open_empty_state(template: Path, path: Path) -> Database:
+    """``Database.open(path)`` for a ``path`` that does not exist yet, on a copy of ``template``
+    (``empty_state_template``): the same empty, migrated, locked database, opened without migrating.
+    ``Database.open`` makes the copy private (``0600``) as it makes a new file."""
+    from app.store.database import Database
+
+    assert not path.exists(), f"{path} exists: open_empty_state stands for the first open of a new file"
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    shutil.copyfile(template, path)
+    return Database.open(path)

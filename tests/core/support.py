@@ -34,7 +34,7 @@ from app.store import checkpoints, history
 from app.store.database import Database
 from app.store.mirror_records import NadRecord, PodRecord
 from app.store.records import HistoryEntry, PodIdentity, SandboxRecord
-from tests.conftest import CNI_PLUGIN_DIR
+from tests.conftest import CNI_PLUGIN_DIR, open_empty_state
 
 RECORDER_SOURCE = Path(__file__).resolve().parent.parent / "plugins" / "recorder.py"
 REFERENCE_PLUGINS = ("bridge", "host-local", "loopback", "tuning", "ptp")
@@ -88,6 +88,9 @@ class Node:
 
     root: Path
     boot_id: str = "boot-1"
+    state_template: Path | None = None
+    """An empty migrated database (``empty_state_template``) to start ``state.db`` from, rather than
+    migrating a new file."""
     db: Database = field(init=False)
     netnses: list[Netns] = field(default_factory=list)
     host_links: list[str] = field(default_factory=list)
@@ -100,7 +103,10 @@ class Node:
         recorder.chmod(0o755)
         for name in REFERENCE_PLUGINS:
             (self.bin_dir / name).symlink_to(Path(CNI_PLUGIN_DIR) / name)
-        self.db = Database.open(self.state_db)
+        if self.state_template is None:
+            self.db = Database.open(self.state_db)
+        else:
+            self.db = open_empty_state(self.state_template, self.state_db)
 
     # ---- layout -------------------------------------------------------------------------------
 
