@@ -20,6 +20,7 @@ from app.store.database import Database
 from app.watch import client
 from app.watch.api import KubeApi
 from app.watch.settings import WatchSettings
+from tests.conftest import open_empty_state
 from tests.watch.hotplug_node import Layout
 from tests.watch.support import FAST_SETTINGS, NODE, Running
 
@@ -48,8 +49,9 @@ async def api(emulator: KubeApiEmulator, tmp_path: Path, settings: WatchSettings
 
 
 @pytest.fixture
-def database(tmp_path: Path) -> Iterator[Database]:
-    database = Database.open(tmp_path / "state.db")
+def database(tmp_path: Path, empty_state_template: Path) -> Iterator[Database]:
+    """A new state database (a copy of the session's empty migrated one: see tests/conftest.py)."""
+    database = open_empty_state(empty_state_template, tmp_path / "state.db")
     yield database
     database.close()
 
