@@ -24,14 +24,16 @@ from app.daemon.query_server import QueryServer
 from app.store import filters, history
 from app.store.database import Database
 from app.store.records import HistoryEntry, PodIdentity
+from tests.conftest import open_empty_state
 
 CONTAINER = "c" * 64
 
 
-def _database(directory: Path) -> Path:
-    """A state database with two lines: a runtime ADD of ns/web and a GC DEL of ns/db."""
+def _database(directory: Path, template: Path) -> Path:
+    """A state database with two lines: a runtime ADD of ns/web and a GC DEL of ns/db (written into
+    a copy of the session's empty migrated database, ``template``: see tests/conftest.py)."""
     path = directory / "state.db"
-    db = Database.open(path)
+    db = open_empty_state(template, path)
     for command, trigger, pod in (("ADD", "runtime", "web"), ("DEL", "gc", "db")):
         entry = HistoryEntry(
             command=command,
@@ -48,8 +50,8 @@ def _database(directory: Path) -> Path:
 
 
 @pytest.fixture
-async def client(tmp_path: Path) -> AsyncIterator[TestClient]:  # type: ignore[type-arg]
-    db = Database.open(_database(tmp_path), read_only=True)
+async def client(tmp_path: Path, empty_state_template: Path) -> AsyncIterator[TestClient]:  # type: ignore[type-arg]
+    db = Database.open(_database(tmp_path, empty_state_template), read_only=True)
     app = QueryServer(db=db, context=None).application()  # type: ignore[arg-type]  # no /v1/status
     try:
         async with TestClient(TestServer(app)) as test_client:
@@ -147,11 +149,11 @@ def test_since_takes_rfc3339s_utc_designator_in_either_case(designator: str) -> 
     ],
 )
 def test_a_value_that_is_not_utf8_exits_2_naming_its_flag_without_a_traceback(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: tuple[str, ...]
+    tmp_path: Path, empty_state_template: Path, capsys: pytest.CaptureFixture[str], args: tuple[str, ...]
 ) -> None:
     """argv bytes that are not UTF-8 reach Python as surrogate escapes, which neither a URL nor
     SQLite can carry: multusctl names the argument (exit 2) before it asks or reads anything."""
-    _database(tmp_path)
+    _database(tmp_path, empty_state_template)
     sockets = tmp_path / "sockets"
     sockets.mkdir()
     before = (tmp_path / "state.db").read_bytes()

@@ -21,6 +21,7 @@ from app.daemon.query_server import QueryServer
 from app.store import filters, history
 from app.store.database import Database
 from app.store.records import HistoryEntry, PodIdentity
+from tests.conftest import open_empty_state
 
 PATHOLOGICAL = [
     ("limit", "\u00b2"),
@@ -46,9 +47,11 @@ def test_a_long_zero_limit_is_still_no_limit() -> None:
     assert filters.parse_history({"limit": "0" * 5000}, now=datetime.now(UTC)).limit == 0
 
 
-def _database(tmp_path: Path) -> Path:
+def _database(tmp_path: Path, template: Path) -> Path:
+    """A state database with one line, written into a copy of the session's empty migrated database
+    (``template``: see tests/conftest.py)."""
     path = tmp_path / "state.db"
-    db = Database.open(path)
+    db = open_empty_state(template, path)
     entry = HistoryEntry(
         command="ADD",
         step="request",
@@ -64,8 +67,10 @@ def _database(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize(("name", "value"), PATHOLOGICAL)
-async def test_the_query_api_answers_400_naming_the_parameter(tmp_path: Path, name: str, value: str) -> None:
-    db = Database.open(_database(tmp_path), read_only=True)
+async def test_the_query_api_answers_400_naming_the_parameter(
+    tmp_path: Path, empty_state_template: Path, name: str, value: str
+) -> None:
+    db = Database.open(_database(tmp_path, empty_state_template), read_only=True)
     app = QueryServer(db=db, context=None).application()  # type: ignore[arg-type]  # /v1/status unused
     try:
         async with TestClient(TestServer(app)) as client:
@@ -80,9 +85,9 @@ async def test_the_query_api_answers_400_naming_the_parameter(tmp_path: Path, na
 
 @pytest.mark.parametrize(("name", "value"), PATHOLOGICAL)
 def test_multusctl_file_mode_exits_2_naming_the_flag(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, value: str
+    tmp_path: Path, empty_state_template: Path, capsys: pytest.CaptureFixture[str], name: str, value: str
 ) -> None:
-    _database(tmp_path)
+    _database(tmp_path, empty_state_template)
     sockets = tmp_path / "no-daemon"
     sockets.mkdir()
     before = (tmp_path / "state.db").read_bytes()
