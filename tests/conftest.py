@@ -75,7 +75,7 @@ def empty_state_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Migrating a new file costs about 50 ms; a copy of this one opens in 4 (its ``Database.open`` finds
     the schema current and migrates nothing). For the in-process tests whose subject is not the first
     open: ``open_empty_state`` gives them the database a fresh ``Database.open`` would have."""
-    from app.store.database import Database  # SQLAlchemy only for the runs that need it
+    from app.store.database import Database  # imported by the runs that use it, not at collection
 
     path = tmp_path_factory.mktemp("empty-state") / "state.db"
     Database.open(path).close()
