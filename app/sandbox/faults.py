@@ -2,13 +2,13 @@
 pausing the server.
 
 The server's middleware consults one ``FaultInjector`` before every API request (never for the
-``/_emulator`` control endpoints): it waits while paused, sleeps any matching latency, runs the
-actions armed with ``before_next`` (in-process tests only: another writer changing an object
-between a client's GET and its PUT, say), then answers the next matching failure rule instead of
-the handler. After the handler, a matching ``cut_next`` rule drops the connection instead of
-sending the answer: the request took effect, and the client never hears so (a load balancer or
-the network failing at the worst moment). Tests drive it from Python; a daemon under
-test in another process is disturbed over HTTP (``POST /_emulator/faults``, see ``configure``).
+``/_emulator`` control endpoints): it waits while paused, sleeps any matching latency (cut short
+when latency is cleared), runs the actions armed with ``before_next`` (in-process tests only:
+another writer changing an object between a client's GET and its PUT, say), then answers the next
+matching failure rule instead of the handler. After the handler, a matching ``cut_next`` rule
+drops the connection instead of sending the answer: the request took effect, and the client never
+hears so (a load balancer or the network failing at the worst moment). Tests drive it from Python;
+a daemon under test in another process is disturbed over HTTP (``POST /_emulator/faults``, see ``configure``).
 Dropping watches and compacting history are not here: they act on the server and the store. Part of
 the emulator, a test/demo tool.
 """
@@ -16,6 +16,7 @@ the emulator, a test/demo tool.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -133,6 +134,8 @@ class FaultInjector:
         self._cuts: list[CutRule] = []
         self._running = asyncio.Event()
         self._running.set()
+        self._latency_cleared = asyncio.Event()
+        """Set (and replaced) when latency is cleared: the requests held on it go on at once."""
 
     # arming
 
@@ -197,7 +200,10 @@ class FaultInjector:
         return rule
 
     def clear_latency(self) -> None:
+        """No more latency, for the requests held on one now too."""
         self._latencies.clear()
+        self._latency_cleared.set()
+        self._latency_cleared = asyncio.Event()
 
     def pause(self) -> None:
         """Hold every API request (and every watch stream's next write) until ``resume``."""
@@ -210,7 +216,7 @@ class FaultInjector:
         """Disarm everything: failures, cuts, latency, and a pause."""
         self._failures.clear()
         self._cuts.clear()
-        self._latencies.clear()
+        self.clear_latency()
         self._actions.clear()
         self.resume()
 
@@ -227,6 +233,16 @@ class FaultInjector:
         return max(
             (rule.seconds for rule in self._latencies if rule.matcher.matches(method, path)), default=0.0
         )
+
+    async def delay(self, method: str, path: str) -> None:
+        """Wait out the latency matching this request, or until latency is cleared."""
+        seconds = self.latency_for(method, path)
+        if seconds <= 0:
+            return
+        cleared = self._latency_cleared
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await cleared.wait()
 
     def run_actions(self, method: str, path: str) -> None:
         """Run (and use up one turn of) every armed action matching this request."""

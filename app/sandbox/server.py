@@ -119,9 +119,7 @@ def _middleware(parts: ServerParts) -> Middleware:
 async def _apply_faults(faults: FaultInjector, request: web.Request) -> None:
     if faults.paused:
         await faults.wait_until_resumed()
-    delay = faults.latency_for(request.method, request.raw_path)
-    if delay > 0:
-        await asyncio.sleep(delay)
+    await faults.delay(request.method, request.raw_path)
     faults.run_actions(request.method, request.raw_path)
     error = faults.take_failure(request.method, request.raw_path)
     if error is not None:

@@ -107,6 +107,22 @@ async def test_latency_delays_matching_requests_only(
     assert finished == ["default", "kube-system"]
 
 
+async def test_clearing_latency_releases_the_requests_it_holds(
+    core: client.CoreV1Api, emulator: KubeApiEmulator
+) -> None:
+    """A request held on a latency cleared meanwhile went on waiting out the whole delay: a test
+    that made a watch lag for 30 s and cleared it had the client time out first."""
+    emulator.faults.add_latency(300, path="/namespaces/kube-system$")
+    held = asyncio.ensure_future(core.read_namespace("kube-system"))
+    await wait_until_logged(emulator, "kube-system")
+
+    emulator.faults.clear_latency()
+
+    async with asyncio.timeout(60):  # far below the latency: released, not waited out
+        namespace = await held
+    assert namespace.metadata.name == "kube-system"
+
+
 async def test_paused_server_holds_requests_until_resumed(
     core: client.CoreV1Api, emulator: KubeApiEmulator
 ) -> None:
