@@ -55,7 +55,7 @@ from app.daemon.supervise import Backoff, Supervisor
 from app.gc import recovery
 from app.gc.collector import GarbageCollector
 from app.osthreads import name_this_thread
-from app.settings import Settings, SettingsError
+from app.settings import BOOT_ID_VARIABLE, Settings, SettingsError
 from app.store import retention
 from app.store.database import Database, DatabaseLockedError
 from app.store.schema import SchemaError
@@ -167,6 +167,13 @@ class Daemon:
         except SettingsError as exc:
             log.critical("%s", exc)
             return 1
+        if self.settings.environment.boot_id:
+            log.warning(
+                "%s=%r: a test hook; this boot's sandboxes are told from an earlier boot's by it, not by the"
+                " kernel's boot id: a daemon started with another value tears down every pod on the node",
+                BOOT_ID_VARIABLE,
+                self.settings.environment.boot_id,
+            )
         collector = wiring.collector(self.settings, engine, db, kube)
         self._hotplug = wiring.hotplug_reconciler(self.settings, engine, kube)
         cni_server = wiring.cni_server(

@@ -167,6 +167,9 @@ def test_node_reboot_releases_every_lease_before_the_daemon_is_ready(cluster: Cl
     with sqlite3.connect(f"file:{cluster.state_db}?mode=ro", uri=True) as connection:
         triggers = {row[0] for row in connection.execute("SELECT trigger FROM history WHERE command = 'DEL'")}
     assert triggers == {"recovery"}
+    assert "MULTUS_PY_BOOT_ID='boot-after': a test hook" in cluster.daemon_log.read_text(), (
+        "a daemon running on the hook says so: another value at its next start tears down every pod"
+    )
 
 
 GIVE_UP_ON_THE_RESTART = {"MULTUS_SHIM_WAIT_SECONDS": "0", "MULTUS_SHIM_TIMEOUT_SECONDS": "1"}
