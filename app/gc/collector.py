@@ -58,6 +58,7 @@ from typing import Generic, Protocol, TypeVar
 from app import metrics
 from app.attach import errors as attach_errors
 from app.attach import logcontext, netns
+from app.attach.cluster import ClusterUnavailableError
 from app.attach.engine import AttachEngine
 from app.attach.netns import HostVeth, HostVethRemoval, NetnsLook, NetnsState
 from app.attach.requests import Trigger
@@ -87,7 +88,8 @@ class PodPresence(Protocol):
     async def gone_from_api(self, namespace: str, name: str, uid: str) -> bool:
         """Whether the API, asked now for the pod itself, confirms the mirror's word: it has no pod
         of that name, or only one of another UID than ``uid`` (when known). False when it still
-        has the pod, wherever it runs, or cannot be asked: nothing is proven then."""
+        has the pod, wherever it runs; ``ClusterUnavailableError`` when it cannot be asked (no
+        answer, a 5xx, a refusal): nothing is proven either way then."""
         ...
 
 
@@ -135,6 +137,9 @@ class GcReport:
     disputed: list[Orphan] = field(default_factory=list)
     """Sandboxes the mirror has said, for the grace, are a gone or replaced pod's, which the API,
     asked for the pod itself, still has (``PodPresence.gone_from_api``): kept."""
+    unanswered: list[Orphan] = field(default_factory=list)
+    """Sandboxes the mirror has said, for the grace, are a gone or replaced pod's, whose pod the API
+    could not be asked about: kept, nothing proven (a later pass asks again)."""
     dry_run: bool = False
     duration_ms: float = 0.0
 
@@ -166,6 +171,9 @@ class GcReport:
             ],
             "disputed": [
                 {"containerID": d.container_id, "reason": d.reason, "pod": d.pod} for d in self.disputed
+            ],
+            "unanswered": [
+                {"containerID": u.container_id, "reason": u.reason, "pod": u.pod} for u in self.unanswered
             ],
             "hostLinksRemoved": self.host_links_removed,
             "leasesRemoved": self.leases_removed,
@@ -338,7 +346,18 @@ class GarbageCollector:
                         continue
                     assert self._pods is not None  # no pod evidence without a mirror
                     identity = sandbox.pod
-                    if not await self._pods.gone_from_api(identity.namespace, identity.name, identity.uid):
+                    try:
+                        gone = await self._pods.gone_from_api(identity.namespace, identity.name, identity.uid)
+                    except ClusterUnavailableError as exc:
+                        log.info(
+                            "gc: kept container %s: the API could not be asked for pod %s: %s",
+                            sandbox.container_id,
+                            pod,
+                            exc,
+                        )
+                        report.unanswered.append(Orphan(sandbox.container_id, why, pod))
+                        continue
+                    if not gone:
                         report.disputed.append(Orphan(sandbox.container_id, why, pod))
                         continue
                 report.orphans.append(Orphan(sandbox.container_id, why, pod))

@@ -225,14 +225,14 @@ class MirrorPodPresence:
         (``MULTUS_NODE_NAME`` wrong, or unset where the hostname is not the node's name) makes it
         sync without this node's pods while every ADD still succeeds (``get_pod`` asks by name). A
         pod of ``uid`` (any, when ``uid`` is not known) still there is said at warning level, with
-        the node it runs on; an API that cannot be asked proves nothing either."""
+        the node it runs on. An API that cannot be asked proves nothing either way:
+        ``ClusterUnavailableError``, which GC tells apart from a pod the API still has."""
         try:
             obj = await self._api.get(f"/api/v1/namespaces/{namespace}/pods/{name}")
         except ApiNotFoundError:
             return True
         except ApiError as exc:
-            log.info("gc: cannot ask the API for pod %s/%s (%s): kept for now", namespace, name, exc)
-            return False
+            raise ClusterUnavailableError(f"cannot get pod {namespace}/{name}: {exc}") from exc
         record = pod_record(obj, kept_annotations=(CONFIG_SOURCE_ANNOTATION,))
         if not record.is_pod_of(uid):
             return True

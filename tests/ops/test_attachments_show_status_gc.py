@@ -67,6 +67,7 @@ GC_REPORT_KEYS = {
     "failed",
     "unconfirmed",
     "disputed",
+    "unanswered",
     "hostLinksRemoved",
     "leasesRemoved",
     "durationMs",

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from app.attach.cluster import ClusterUnavailableError
 from app.attach.networks import ClusterSources, NetworkResolver
 from app.attach.requests import Command, SandboxRequest
+from app.cli.main import render_gc
 from app.cni.types import ContainerId, IfName
 from app.gc.collector import GarbageCollector
 from app.sandbox.kubeapi import KubeApiEmulator
@@ -178,7 +180,8 @@ async def test_the_api_asked_for_a_pod_confirms_it_gone_or_replaced_and_keeps_on
     """Before GC tears down what the mirror says is a gone or replaced pod's, the API is asked for
     the pod itself (``gone_from_api``): a mirror of the wrong node (``MULTUS_NODE_NAME`` not this
     node's) syncs without this node's pods, which the API still has. Gone (404) or another UID
-    confirms the mirror; the same pod, wherever it runs, or an API that cannot be asked, does not."""
+    confirms the mirror; the same pod, wherever it runs, does not; an API that cannot
+    be asked says neither."""
     presence = running.watchers.presence
     elsewhere = emulator.create_pod(pod_manifest("elsewhere", node="node-z"))["metadata"]["uid"]
     emulator.create_pod(pod_manifest("replaced"))
@@ -191,8 +194,60 @@ async def test_the_api_asked_for_a_pod_confirms_it_gone_or_replaced_and_keeps_on
     replaced = await presence.gone_from_api("default", "replaced", "uid-of-the-first")
     unknown_uid = await presence.gone_from_api("default", "elsewhere", "")
     emulator.faults.fail_next(status=500, path="/pods/elsewhere")
-    unanswered = await presence.gone_from_api("default", "elsewhere", "uid-1")
+    with pytest.raises(ClusterUnavailableError):  # nothing proven: neither gone nor still there
+        await presence.gone_from_api("default", "elsewhere", "uid-1")
 
-    assert (still_there, gone, replaced, unknown_uid, unanswered) == (False, True, True, False, False)
+    assert (still_there, gone, replaced, unknown_uid) == (False, True, True, False)
     assert "'node-z'" in caplog.text, "the node the API says the pod runs on"
     assert repr(NODE) in caplog.text, "the node this mirror watches"
+
+
+async def test_a_sandbox_kept_because_the_api_did_not_answer_is_not_said_to_be_a_pod_the_api_still_has(
+    emulator: KubeApiEmulator, running: Running, database: Database, tmp_path: Path, netns: str
+) -> None:
+    """A pod deleted for good, and the API failing the GET asked for it after the grace: the sandbox
+    is kept (nothing is proven), but the report called it disputed, "the API still has the pod (is
+    MULTUS_NODE_NAME right?)", sending the operator after a node name that is right, for a pod that
+    is gone. It is kept as unanswered; the next pass the API answers collects it."""
+    bin_dir = tmp_path / "bin"
+    install_recorder(bin_dir)
+    conf_dir = tmp_path / "net.d"
+    conf_dir.mkdir()
+    (conf_dir / "10-primary.conf").write_text(json.dumps(recorder_net("primary", tmp_path / "log")))
+    watchers = running.watchers
+    engine = recorder_engine(
+        database=database,
+        resolver=NetworkResolver(cluster=ClusterSources(pods=watchers.pods, nads=watchers.nads)),
+        status=watchers.publisher,
+        sysfs=tmp_path / "sys",
+    )
+    collector = GarbageCollector(engine=engine, db=database, pods=watchers.presence, pod_gone_grace=0)
+    uid = emulator.create_pod(pod_manifest("web"))["metadata"]["uid"]
+    await eventually(mirrored_pods(database), lambda pods: ("default", "web") in pods)
+    container = ContainerId("c" * 64)
+    await engine.add(
+        SandboxRequest(
+            command=Command.ADD,
+            container_id=container,
+            netns=netns,
+            ifname=IfName("eth0"),
+            cni_args=(("K8S_POD_NAMESPACE", "default"), ("K8S_POD_NAME", "web"), ("K8S_POD_UID", uid)),
+            pod=PodIdentity("default", "web", uid),
+            conf=recorder_multus_conf(conf_dir=conf_dir, bin_dir=bin_dir),
+        )
+    )
+    emulator.delete_pod("default", "web")
+    await eventually(lambda: presence(running), lambda pods: pods == {})
+    emulator.faults.fail_next(status=503, method="GET", path="/pods/web$")
+
+    kept = await collector.run_once()
+    collected = await collector.run_once()
+
+    assert (kept.orphans, kept.disputed) == ([], [])
+    assert kept.as_json()["unanswered"] == [
+        {"containerID": container, "reason": "pod-gone", "pod": "default/web"}
+    ]
+    assert render_gc(kept.as_json())[-1] == (
+        f"kept {container[:12]} (default/web): the mirror says pod-gone, the API could not be asked"
+    )
+    assert [orphan.container_id for orphan in collected.collected] == [container]
