@@ -8,7 +8,8 @@ has a pod of that name with another UID: a recreated pod's predecessor is an orp
 unless the runtime named it by a static pod's UID (``is_static_pod_uid``: the API's word proves
 nothing about a pod the kubelet runs from its manifest), and the API, asked for that pod itself once
 the mirror's word has held for the grace, confirms it (a node name that is not this node's makes
-the mirror sync without this node's pods: the API still has them, wherever it says they run); or
+the mirror sync without this node's pods: the API still has them, wherever it says they run; once
+it has not answered, or the daemon stops, a pass asks it no more); or
 an ADD/DEL of it stopped half way and nobody holds it. Sandboxes with an operation in flight are
 skipped (invariant 9), and a half-done one is torn down only once no plugin process of its
 attachments runs (``app.cni.reaper``, under its lock): start-up recovery leaves one whose process
@@ -328,6 +329,9 @@ class GarbageCollector:
             live_pods = await self._pods.pods_on_node() if self._pods is not None else None
             report.examined = len(summaries)
             evidenced: set[str] = set()
+            # False once the API did not answer this pass: each question would wait out the request
+            # timeout in turn, holding the pass (and ``multusctl gc``, and a stopping daemon's grace).
+            api_answers = True
             for sandbox in summaries:
                 if self._engine.locks.busy(sandbox.container_id):
                     evidenced.add(sandbox.container_id)  # no look this time: what was seen still counts
@@ -346,9 +350,13 @@ class GarbageCollector:
                         continue
                     assert self._pods is not None  # no pod evidence without a mirror
                     identity = sandbox.pod
+                    if not api_answers or stop():
+                        report.unanswered.append(Orphan(sandbox.container_id, why, pod))
+                        continue
                     try:
                         gone = await self._pods.gone_from_api(identity.namespace, identity.name, identity.uid)
                     except ClusterUnavailableError as exc:
+                        api_answers = False
                         log.info(
                             "gc: kept container %s: the API could not be asked for pod %s: %s",
                             sandbox.container_id,

@@ -22,6 +22,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from app.attach.cluster import ClusterUnavailableError
 from app.attach.crashpoints import DISARMED, CrashPoints, Point
 from app.attach.engine import AttachEngine, EngineSettings
 from app.attach.netconf import MultusNetConf
@@ -450,11 +451,15 @@ class Pods:
         self.pods = pods
         self.api = api
         self.asked: list[tuple[str, str]] = []
+        self.answering = True
+        """False: the API cannot be asked (``ClusterUnavailableError``)."""
 
     async def pods_on_node(self) -> Mapping[tuple[str, str], str] | None:
         return self.pods
 
     async def gone_from_api(self, namespace: str, name: str, uid: str) -> bool:
         self.asked.append((namespace, name))
+        if not self.answering:
+            raise ClusterUnavailableError(f"cannot get pod {namespace}/{name}: no answer")
         held = (self.api if self.api is not None else self.pods or {}).get((namespace, name))
         return held is None or bool(uid and held and held != uid)

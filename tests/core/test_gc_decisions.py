@@ -473,3 +473,25 @@ async def test_a_dry_run_lists_only_the_leases_a_real_pass_would_remove(node: No
     assert dry.leases_removed == [str(leases[idle])]
     assert real.leases_removed == [str(leases[idle])]
     assert leases[busy].exists()
+
+
+async def test_a_pass_asks_the_api_no_more_once_it_did_not_answer_nor_once_the_daemon_stops(
+    node: Node,
+) -> None:
+    """Every sandbox the mirror's word had held for was asked about in turn, each waiting out the
+    request timeout (10 s) while the API did not answer: a node of many such pods held the pass (and
+    ``multusctl gc``, and a stopping daemon's grace) for minutes. One unanswered question is enough
+    for the pass; and a daemon stopping asks nothing."""
+    first, second = await attached(node, pod="pod-a"), await attached(node, pod="pod-b", uid="uid-b")
+    pods = Pods({})
+    pods.answering = False
+    collector = GarbageCollector(engine=node.engine(), db=node.db, pods=pods, pod_gone_grace=0)
+
+    unanswered = await collector.run_once()
+    pods.answering = True
+    stopping = await collector.run_once(stop=lambda: True)
+
+    assert len(pods.asked) == 1
+    assert sorted(u.container_id for u in unanswered.unanswered) == sorted([first, second])
+    assert sorted(u.container_id for u in stopping.unanswered) == sorted([first, second])
+    assert pending(node.checkpoint(first)) == pending(node.checkpoint(second)) == ["eth0"]
