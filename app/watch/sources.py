@@ -229,11 +229,11 @@ class MirrorPodPresence:
         ``ClusterUnavailableError``, which GC tells apart from a pod the API still has."""
         try:
             obj = await self._api.get(f"/api/v1/namespaces/{namespace}/pods/{name}")
+            record = pod_record(obj, kept_annotations=(CONFIG_SOURCE_ANNOTATION,))
         except ApiNotFoundError:
             return True
-        except ApiError as exc:
+        except ApiError as exc:  # an answer that is no pod (``ApiProtocolError``) tells no more
             raise ClusterUnavailableError(f"cannot get pod {namespace}/{name}: {exc}") from exc
-        record = pod_record(obj, kept_annotations=(CONFIG_SOURCE_ANNOTATION,))
         if not record.is_pod_of(uid):
             return True
         said = (namespace, name, record.uid)

@@ -14,6 +14,7 @@ from typing import cast
 
 import pytest
 
+from app.attach.cluster import ClusterUnavailableError
 from app.store.database import Database
 from app.store.mirror_records import PodRecord
 from app.watch.api import KubeApi
@@ -131,3 +132,24 @@ async def test_the_memory_of_deleted_pods_is_bounded(writer: MirrorWriter, datab
         writer.note_sighting(pod, answered_at=time.monotonic())
 
     assert writer.sightings() == [churned[0]]
+
+
+class _NoPodAnswers:
+    """An API whose answer to a pod's GET is no pod (a proxy's, a broken server's)."""
+
+    async def get(self, path: str) -> object:
+        return {"kind": "Status", "status": "Success"}
+
+
+async def test_an_answer_that_is_no_pod_is_an_api_that_could_not_be_asked(
+    writer: MirrorWriter, database: Database
+) -> None:
+    """GC asks the API for a pod before taking the mirror's word that it is gone: an answer that is
+    not a pod raised out of the whole GC pass, where an API that cannot be asked keeps the sandbox."""
+    api = cast(KubeApi, _NoPodAnswers())
+    presence = MirrorPodPresence(
+        database=database, state=writer.state, api=api, node_name=NODE, memory=writer
+    )
+
+    with pytest.raises(ClusterUnavailableError, match="default/web"):
+        await presence.gone_from_api("default", "web", "uid-first")
