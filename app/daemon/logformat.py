@@ -125,7 +125,7 @@ class RotatingLogFile(logging.handlers.RotatingFileHandler):
         if os.path.exists(self.baseFilename):
             os.replace(self.baseFilename, backup)
         self.stream = self._open()
-        threading.Thread(target=self._maintain, name="log-rotation", daemon=True).start()
+        threading.Thread(target=self._maintain_in_thread, name="log-rotation", daemon=True).start()
 
     def backups(self) -> list[tuple[datetime, Path]]:
         """Rotated files of this log, newest first."""
@@ -137,9 +137,12 @@ class RotatingLogFile(logging.handlers.RotatingFileHandler):
                 found.append((moment, Path(entry.path)))
         return sorted(found, reverse=True)
 
+    def _maintain_in_thread(self) -> None:
+        name_this_thread("log-rotation")
+        self._maintain()
+
     def _maintain(self) -> None:
         """Compress, then remove what ``maxBackups`` and ``maxAge`` do not keep; never raises."""
-        name_this_thread("log-rotation")
         with self._maintenance:
             try:
                 if self.options.compress:
