@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+from app.attach.engine import AttachEngine
 from app.cni.invoke import DELEGATE_MARKER
 from app.gc import collector
 from app.gc.collector import GarbageCollector
@@ -15,27 +17,54 @@ from app.store.database import Database
 from tests.core.support import Command, Node, Pods, new_container_id, pending, wait_for_file
 
 
+@dataclass
+class HeldAdd:
+    """An ADD whose delegate waits at a rendezvous: the sandbox is recorded as ``adding`` until
+    ``finish`` lets the delegate answer."""
+
+    container: str
+    task: asyncio.Task[Any]
+    meeting: Path
+
+    @classmethod
+    async def start(cls, node: Node, engine: AttachEngine, tmp_path: Path) -> HeldAdd:
+        meeting = tmp_path / "meeting"
+        meeting.mkdir()
+        conf = node.conf(
+            node.recorder_network("cluster", rendezvous={"dir": str(meeting), "count": 2, "timeout": 30})
+        )
+        container = new_container_id()
+        task = asyncio.create_task(engine.add(node.request(Command.ADD, container, node.new_netns(), conf)))
+        await wait_for_file(meeting / "eth0")  # the delegate runs: the sandbox is recorded as ``adding``
+        return cls(container, task, meeting)
+
+    async def finish(self) -> None:
+        await asyncio.to_thread((self.meeting / "go").touch)  # the delegate answers; the ADD commits
+        await self.task
+
+
+class PodsOnceTheAddFinished(Pods):
+    """The pods GC is told of, told only once ``held`` has finished: GC read the checkpoint while the
+    ADD was in flight, and looks at the sandbox after it answered."""
+
+    def __init__(self, pods: Mapping[tuple[str, str], str], held: HeldAdd) -> None:
+        super().__init__(pods)
+        self.held = held
+
+    async def pods_on_node(self) -> Mapping[tuple[str, str], str] | None:
+        await self.held.finish()
+        return self.pods
+
+
 async def test_an_add_that_finishes_while_gc_examines_it_is_not_torn_down(node: Node, tmp_path: Path) -> None:
     """The ADD is in flight (state ``adding``) when GC reads the checkpoint and has answered by the time
     GC looks at its lock: the sandbox is a live pod's, not an unfinished ADD."""
-    meeting = tmp_path / "meeting"
-    meeting.mkdir()
-    conf = node.conf(
-        node.recorder_network("cluster", rendezvous={"dir": str(meeting), "count": 2, "timeout": 30})
-    )
     engine = node.engine()
-    container = new_container_id()
-    adding = asyncio.create_task(engine.add(node.request(Command.ADD, container, node.new_netns(), conf)))
-    await wait_for_file(meeting / "eth0")  # the delegate runs: the sandbox is recorded as ``adding``
-
-    class PodsWhileTheAddFinishes(Pods):
-        async def pods_on_node(self) -> Mapping[tuple[str, str], str] | None:
-            await asyncio.to_thread((meeting / "go").touch)  # the delegate answers; the ADD commits
-            await adding
-            return self.pods
+    held = await HeldAdd.start(node, engine, tmp_path)
+    container, adding = held.container, held.task
 
     gc = GarbageCollector(
-        engine=engine, db=node.db, pods=PodsWhileTheAddFinishes({("default", "pod-a"): "uid-a"})
+        engine=engine, db=node.db, pods=PodsOnceTheAddFinished({("default", "pod-a"): "uid-a"}, held)
     )
 
     report = await gc.run_once()
@@ -96,23 +125,11 @@ async def test_an_add_that_finishes_while_gc_examines_it_waits_the_grace_for_the
     order of events). The re-check under the lock found the pod absent and tore the live pod's
     networks down at once, skipping ``gcPodGoneGraceSeconds``: a reason the pass did not decide on
     must not be taken under the lock, least of all one that only the grace confirms."""
-    meeting = tmp_path / "meeting"
-    meeting.mkdir()
-    conf = node.conf(
-        node.recorder_network("cluster", rendezvous={"dir": str(meeting), "count": 2, "timeout": 30})
-    )
     engine = node.engine()
-    container = new_container_id()
-    adding = asyncio.create_task(engine.add(node.request(Command.ADD, container, node.new_netns(), conf)))
-    await wait_for_file(meeting / "eth0")  # the delegate runs: the sandbox is recorded as ``adding``
+    held = await HeldAdd.start(node, engine, tmp_path)
+    container, adding = held.container, held.task
 
-    class PodGoneWhileTheAddFinishes(Pods):
-        async def pods_on_node(self) -> Mapping[tuple[str, str], str] | None:
-            await asyncio.to_thread((meeting / "go").touch)  # the delegate answers; the ADD commits
-            await adding
-            return self.pods
-
-    gc = GarbageCollector(engine=engine, db=node.db, pods=PodGoneWhileTheAddFinishes({}), pod_gone_grace=30)
+    gc = GarbageCollector(engine=engine, db=node.db, pods=PodsOnceTheAddFinished({}, held), pod_gone_grace=30)
 
     report = await gc.run_once()
 
@@ -129,15 +146,9 @@ async def test_a_helper_process_of_an_add_that_finishes_while_gc_examines_it_is_
     its lock, killed every process carrying its attachments' marker before it looked again: by then
     the ADD had answered, and what it killed was a process the plugin left running for the live
     pod. Only a sandbox still half-done under the lock has leftover plugins to reap."""
-    meeting = tmp_path / "meeting"
-    meeting.mkdir()
-    conf = node.conf(
-        node.recorder_network("cluster", rendezvous={"dir": str(meeting), "count": 2, "timeout": 30})
-    )
     engine = node.engine()
-    container = new_container_id()
-    adding = asyncio.create_task(engine.add(node.request(Command.ADD, container, node.new_netns(), conf)))
-    await wait_for_file(meeting / "eth0")  # the delegate runs: the sandbox is recorded as ``adding``
+    held = await HeldAdd.start(node, engine, tmp_path)
+    container, adding = held.container, held.task
     helper = await asyncio.create_subprocess_exec(  # what the plugin leaves running for its pod
         "sleep",
         "300",
@@ -145,15 +156,8 @@ async def test_a_helper_process_of_an_add_that_finishes_while_gc_examines_it_is_
         start_new_session=True,
     )
     try:
-
-        class PodsWhileTheAddFinishes(Pods):
-            async def pods_on_node(self) -> Mapping[tuple[str, str], str] | None:
-                await asyncio.to_thread((meeting / "go").touch)  # the delegate answers; the ADD commits
-                await adding
-                return self.pods
-
         gc = GarbageCollector(
-            engine=engine, db=node.db, pods=PodsWhileTheAddFinishes({("default", "pod-a"): "uid-a"})
+            engine=engine, db=node.db, pods=PodsOnceTheAddFinished({("default", "pod-a"): "uid-a"}, held)
         )
 
         report = await gc.run_once()
