@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from app.attach.cluster import ClusterUnavailableError
+from app.attach.engine import AttachEngine
+from app.attach.netconf import MultusNetConf
 from app.attach.networks import ClusterSources, NetworkResolver
 from app.attach.requests import Command, SandboxRequest
 from app.cli.main import render_gc
@@ -50,6 +52,27 @@ async def pod_watch_lagging(emulator: KubeApiEmulator) -> AsyncIterator[None]:
         emulator.faults.clear_latency()
 
 
+def engine_of_the_watchers(
+    running: Running, database: Database, tmp_path: Path
+) -> tuple[AttachEngine, MultusNetConf]:
+    """An engine resolving pods and NADs through the running watchers and writing network-status
+    through them, as the daemon wires it, with the recorder plugin as its cluster network; and the
+    multus conf its requests carry."""
+    bin_dir = tmp_path / "bin"
+    install_recorder(bin_dir)
+    conf_dir = tmp_path / "net.d"
+    conf_dir.mkdir()
+    (conf_dir / "10-primary.conf").write_text(json.dumps(recorder_net("primary", tmp_path / "log")))
+    watchers = running.watchers
+    engine = recorder_engine(
+        database=database,
+        resolver=NetworkResolver(cluster=ClusterSources(pods=watchers.pods, nads=watchers.nads)),
+        status=watchers.publisher,
+        sysfs=tmp_path / "sys",
+    )
+    return engine, recorder_multus_conf(conf_dir=conf_dir, bin_dir=bin_dir)
+
+
 async def presence(running: Running) -> dict[tuple[str, str], str] | None:
     pods = await running.watchers.presence.pods_on_node()
     return None if pods is None else dict(pods)
@@ -79,18 +102,8 @@ async def test_gc_leaves_alone_a_sandbox_whose_add_found_its_pod_by_a_live_get(
 ) -> None:
     """The whole way: an ADD through the engine while the pod watch lags, then a GC pass with the
     presence the daemon gives it: the live pod's sandbox is no orphan (it was: "pod-gone")."""
-    bin_dir = tmp_path / "bin"
-    install_recorder(bin_dir)
-    conf_dir = tmp_path / "net.d"
-    conf_dir.mkdir()
-    (conf_dir / "10-primary.conf").write_text(json.dumps(recorder_net("primary", tmp_path / "log")))
     watchers = running.watchers
-    engine = recorder_engine(
-        database=database,
-        resolver=NetworkResolver(cluster=ClusterSources(pods=watchers.pods, nads=watchers.nads)),
-        status=watchers.publisher,
-        sysfs=tmp_path / "sys",
-    )
+    engine, conf = engine_of_the_watchers(running, database, tmp_path)
     collector = GarbageCollector(engine=engine, db=database, pods=watchers.presence)
     async with pod_watch_lagging(emulator):
         uid = emulator.create_pod(pod_manifest("web"))["metadata"]["uid"]
@@ -102,7 +115,7 @@ async def test_gc_leaves_alone_a_sandbox_whose_add_found_its_pod_by_a_live_get(
                 ifname=IfName("eth0"),
                 cni_args=(("K8S_POD_NAMESPACE", "default"), ("K8S_POD_NAME", "web"), ("K8S_POD_UID", uid)),
                 pod=PodIdentity("default", "web", uid),
-                conf=recorder_multus_conf(conf_dir=conf_dir, bin_dir=bin_dir),
+                conf=conf,
             )
         )
 
@@ -209,18 +222,8 @@ async def test_a_sandbox_kept_because_the_api_did_not_answer_is_not_said_to_be_a
     is kept (nothing is proven), but the report called it disputed, "the API still has the pod (is
     MULTUS_NODE_NAME right?)", sending the operator after a node name that is right, for a pod that
     is gone. It is kept as unanswered; the next pass the API answers collects it."""
-    bin_dir = tmp_path / "bin"
-    install_recorder(bin_dir)
-    conf_dir = tmp_path / "net.d"
-    conf_dir.mkdir()
-    (conf_dir / "10-primary.conf").write_text(json.dumps(recorder_net("primary", tmp_path / "log")))
     watchers = running.watchers
-    engine = recorder_engine(
-        database=database,
-        resolver=NetworkResolver(cluster=ClusterSources(pods=watchers.pods, nads=watchers.nads)),
-        status=watchers.publisher,
-        sysfs=tmp_path / "sys",
-    )
+    engine, conf = engine_of_the_watchers(running, database, tmp_path)
     collector = GarbageCollector(engine=engine, db=database, pods=watchers.presence, pod_gone_grace=0)
     uid = emulator.create_pod(pod_manifest("web"))["metadata"]["uid"]
     await eventually(mirrored_pods(database), lambda pods: ("default", "web") in pods)
@@ -233,7 +236,7 @@ async def test_a_sandbox_kept_because_the_api_did_not_answer_is_not_said_to_be_a
             ifname=IfName("eth0"),
             cni_args=(("K8S_POD_NAMESPACE", "default"), ("K8S_POD_NAME", "web"), ("K8S_POD_UID", uid)),
             pod=PodIdentity("default", "web", uid),
-            conf=recorder_multus_conf(conf_dir=conf_dir, bin_dir=bin_dir),
+            conf=conf,
         )
     )
     emulator.delete_pod("default", "web")
