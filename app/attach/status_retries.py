@@ -12,7 +12,9 @@ write lands or becomes moot:
   (``supersede``) before it writes its own, and a retry in flight finishes before that write
   starts (the pod's turn, ``turn``), so an older sandbox's status never lands over a newer one;
 - what is written is read from the checkpoint at each attempt, under the sandbox's lock: a sandbox
-  no longer recorded ``ready`` (DELed, being DELed, rolled back) makes the write moot, and a DEL
+  no longer recorded ``ready`` (DELed, being DELed, rolled back), or no longer the newest recorded
+  for its pod (a newer one's ADD wrote its own status, with no retry pending for ``supersede`` to
+  drop: it finished while ``resume`` was offering the older one), makes the write moot, and a DEL
   arriving during an attempt waits for that attempt, so no write follows a DEL. Reading the
   checkpoint also means a retry writes what the sandbox has now (with ``hotplugNetworks``, what the
   reconciler attached since), never an older value than a writer sharing the pod's turn wrote;
@@ -59,7 +61,7 @@ from app.attach.locks import SandboxLocks
 from app.attach.network_status import DelegateOutcome, render, status_entries
 from app.metrics import STATUS_WRITES_PENDING, STATUS_WRITES_RETRIED
 from app.store import checkpoints
-from app.store.database import Database
+from app.store.database import Connection, Database
 from app.store.mirror_records import PodRecord
 from app.store.records import SandboxRecord
 
@@ -310,14 +312,17 @@ class StatusRetries:
         async with self._locks.hold(entry.container_id), self.turn(pod):
             if self._pending.get(key) is not entry:
                 return  # superseded or dropped while this waited for the lock
-            record = await self._db.read(partial(checkpoints.load_sandbox, container_id=entry.container_id))
-            status_json = recorded_status(record) if record is not None and _is_current(record, pod) else None
+            found = partial(_sandbox_and_newest, container_id=entry.container_id)
+            record, newest = await self._db.read(found)
+            current = record is not None and newest == record.container_id and _is_current(record, pod)
+            status_json = recorded_status(record) if record is not None and current else None
             if status_json is None:
                 if self._pending.get(key) is entry:  # else a newer ADD superseded it during the read
                     del self._pending[key]
                 STATUS_WRITES_RETRIED.labels("moot").inc()
                 log.info(
-                    "network-status of pod %s/%s no longer retried: sandbox %s is not running any more",
+                    "network-status of pod %s/%s no longer retried: sandbox %s is not running any more,"
+                    " or a newer sandbox of the pod is recorded",
                     pod.namespace,
                     pod.name,
                     entry.container_id,
@@ -387,6 +392,17 @@ def log_refusal(logger: logging.Logger, namespace: str, name: str, reason: str, 
         reason,
         max_delay,
     )
+
+
+def _sandbox_and_newest(connection: Connection, *, container_id: str) -> tuple[SandboxRecord | None, str]:
+    """The sandbox's record, and the container ID of the newest sandbox recorded for its pod (the
+    last one recorded): an older sandbox's status must not land over a newer one's, whose ADD may
+    have written it without a retry pending (``resume`` offered the older one meanwhile)."""
+    record = checkpoints.load_sandbox(connection, container_id)
+    if record is None:
+        return None, ""
+    sandboxes = checkpoints.sandboxes_of_pod(connection, namespace=record.pod.namespace, name=record.pod.name)
+    return record, sandboxes[-1].container_id if sandboxes else ""
 
 
 def _is_current(record: SandboxRecord, pod: PodRecord) -> bool:

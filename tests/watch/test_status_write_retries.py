@@ -18,7 +18,7 @@ import logging
 import secrets
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -27,7 +27,7 @@ from app.attach.engine import AttachEngine, EngineSettings
 from app.attach.locks import SandboxLocks
 from app.attach.networks import ClusterSources, NetworkResolver
 from app.attach.requests import Command
-from app.attach.status_retries import StatusRetries, StatusRetrySettings
+from app.attach.status_retries import PodMirror, StatusRetries, StatusRetrySettings
 from app.sandbox.kubeapi import KubeApiEmulator
 from app.store.database import Connection, Database
 from app.store.mirror_records import CONFIG_SOURCE_ANNOTATION, PodRecord
@@ -127,6 +127,21 @@ def _marked_ids(connection: Connection) -> list[str]:
 async def _marked(database: Database) -> list[str]:
     """The sandboxes whose network-status the checkpoint marks as not written yet."""
     return await database.read(_marked_ids)
+
+
+def _restarted_engine(engine: AttachEngine, running: Running, database: Database) -> AttachEngine:
+    """An engine of a daemon started again on the same state database: its own locks and retries."""
+    watchers = running.watchers
+    return AttachEngine(
+        db=database,
+        resolver=NetworkResolver(
+            cluster=ClusterSources(pods=watchers.pods, nads=watchers.nads, events=watchers.publisher)
+        ),
+        boot_id=engine.boot_id,
+        settings=EngineSettings(delegate_timeout=20, plugin_env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}),
+        status=watchers.publisher,
+        status_retry=RETRY,
+    )
 
 
 def _next_run(running: Running, database: Database) -> StatusRetries:
@@ -421,6 +436,55 @@ async def test_a_restart_never_writes_an_older_sandboxs_status_over_a_newer_ones
     status = _status_of(emulator, "p")
     assert _result_addresses(newer_result) <= _addresses(status)
     assert not _result_addresses(older_result) & _addresses(status)
+
+
+class _NewerAddDuringTheRead:
+    """The pod mirror, whose first read runs ``during`` first: an ADD of this run finishing while
+    ``resume`` waits for the mirror (the daemon serves ADDs from the moment it is ready, before
+    the mirrors have synced and ``resume`` runs)."""
+
+    def __init__(self, pods: PodMirror, during: Callable[[], Awaitable[object]]) -> None:
+        self._pods = pods
+        self._during: Callable[[], Awaitable[object]] | None = during
+
+    async def mirrored_pod(self, namespace: str, name: str) -> PodRecord | None:
+        during, self._during = self._during, None
+        if during is not None:
+            await during()
+        return await self._pods.mirrored_pod(namespace, name)
+
+
+async def test_a_restart_never_writes_an_older_sandboxs_status_over_a_newer_one_added_while_it_resumed(
+    engine: AttachEngine,
+    emulator: KubeApiEmulator,
+    layout: Layout,
+    netns: str,
+    second_netns: str,
+    running: Running,
+    database: Database,
+) -> None:
+    pod = pod_whose_status_writes_fail(emulator)
+    older = secrets.token_hex(32)
+    older_result = await engine.add(layout.request(Command.ADD, pod, older, netns=netns))
+    await _retries(engine).stop()  # the daemon stops (or is killed) with the write not made
+    emulator.faults.clear()
+
+    restarted = _restarted_engine(engine, running, database)
+    retries = _retries(restarted)
+    newer = secrets.token_hex(32)
+    added: list[Any] = []
+
+    async def newer_add() -> None:  # its write lands: nothing of the pod is pending after it
+        added.append(await restarted.add(layout.request(Command.ADD, pod, newer, netns=second_netns)))
+
+    try:
+        await retries.resume(_NewerAddDuringTheRead(running.watchers.pods, newer_add))
+        await eventually(lambda: _value(len(retries)), lambda pending: pending == 0)
+    finally:
+        await retries.stop()
+    status = _status_of(emulator, "p")
+    assert _result_addresses(added[0]) <= _addresses(status)
+    assert not _result_addresses(older_result) & _addresses(status), "the older sandbox's status landed last"
 
 
 async def test_a_restart_leaves_the_status_of_a_pod_recreated_under_its_name_to_its_own_add(
