@@ -9,12 +9,12 @@ unless the runtime named it by a static pod's UID (``is_static_pod_uid``: the AP
 nothing about a pod the kubelet runs from its manifest), and the API, asked for that pod itself once
 the mirror's word has held for the grace, confirms it (a node name that is not this node's makes
 the mirror sync without this node's pods: the API still has them, wherever it says they run; once
-it has not answered, or the daemon stops, a pass asks it no more); or
-an ADD/DEL of it stopped half way and nobody holds it. Sandboxes with an operation in flight are
-skipped (invariant 9), and a half-done one is torn down only once no plugin process of its
-attachments runs (``app.cni.reaper``, under its lock): start-up recovery leaves one whose process
-would not die to GC, which must not DEL it while that process may still be attaching. A netns
-path that cannot be looked at is warned about once, and again only once what is there changes.
+it has not answered, or the daemon stops, a pass asks it no more); or an ADD/DEL of it stopped half
+way and nobody holds it. Sandboxes with an operation in flight are skipped (invariant 9), and a
+half-done one is torn down only once no plugin process of its attachments runs (``app.cni.reaper``,
+under its lock): start-up recovery leaves one whose process would not die to GC, which must not DEL
+it while that process may still be attaching. A netns path that cannot be looked at is warned about
+once, and again only once what is there changes.
 
 A running sandbox is never torn down, but a hot-plugged delegate of one whose hot-unplug DEL, or
 whose undo after a failed hot-plug ADD, failed (an attachment left ``intent`` or ``deleting`` in a
@@ -34,9 +34,8 @@ After it, two last-resort sweeps: host-side veths named in the removed results t
 (the link of that name only if it has the MAC the result recorded: a name can come back on another
 sandbox's veth; and none that a recorded result names, nor while an ADD without its result runs:
 name and MAC can come back together; one whose removal fails is tried again on every pass while
-the daemon runs), and
-host-local leases of containers we attached but no longer record (``app.gc.leases``), each
-container's removed under its sandbox lock.
+the daemon runs), and host-local leases of containers we attached but no longer record
+(``app.gc.leases``), each container's removed under its sandbox lock.
 A pass that finds nothing to do costs a few queries (the sandboxes, the pending hot-plug DELs, the
 lease proofs) and one stat per sandbox; the lease directories are read again only while a removed
 attachment's proof is kept. Leases nothing proves ours (another CNI user's) cost one history
