@@ -45,6 +45,7 @@ from app.watch.dra import dra_device_ids
 from app.watch.errors import ApiError, ApiNotFoundError
 from app.watch.kubeletcheckpoint import DEFAULT_CHECKPOINT_PATH, checkpoint_device_ids
 from app.watch.podresources import KubeletPodResources
+from app.watch.resources import pod_path
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ class NodeDevices:
 
     async def _pod(self, namespace: str, name: str, uid: str) -> dict[str, Any]:
         try:
-            obj = await self._api.get(f"/api/v1/namespaces/{namespace}/pods/{name}")
+            obj = await self._api.get(pod_path(namespace, name))
         except ApiNotFoundError as exc:
             raise DeviceLookupError(f"pod {namespace}/{name} not found while reading its devices") from exc
         except ApiError as exc:

@@ -115,6 +115,12 @@ def nads_in(namespace: str | None) -> WatchTarget:
     )
 
 
+def pod_path(namespace: str, name: str) -> str:
+    """The API path of one pod; its namespace and name escaped as ``nad_path`` escapes them."""
+    namespace, name = quote(namespace, safe=""), quote(name, safe="")
+    return f"/api/v1/namespaces/{namespace}/pods/{name}"
+
+
 def nad_path(namespace: str, name: str) -> str:
     """The API path of one NAD; its namespace and name escaped, so that whatever they hold they
     name one object (``..``, ``/`` or ``?`` cannot reach another path)."""

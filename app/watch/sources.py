@@ -31,7 +31,7 @@ from app.watch.arrivals import Arrivals
 from app.watch.errors import ApiError, ApiNotFoundError
 from app.watch.mirroring import MirrorWriter
 from app.watch.readiness import MirrorState
-from app.watch.resources import nad_path, nad_record, pod_record
+from app.watch.resources import nad_path, nad_record, pod_path, pod_record
 from app.watch.settings import WatchSettings
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ class MirrorPodSource:
         self.live_gets += 1
         log.info("pod %s/%s is not in the mirror yet: asking the API", namespace, name)
         try:
-            obj = await self._api.get(f"/api/v1/namespaces/{namespace}/pods/{name}")
+            obj = await self._api.get(pod_path(namespace, name))
         except ApiNotFoundError:
             return None
         except ApiError as exc:
@@ -228,7 +228,7 @@ class MirrorPodPresence:
         the node it runs on. An API that cannot be asked proves nothing either way:
         ``ClusterUnavailableError``, which GC tells apart from a pod the API still has."""
         try:
-            obj = await self._api.get(f"/api/v1/namespaces/{namespace}/pods/{name}")
+            obj = await self._api.get(pod_path(namespace, name))
             record = pod_record(obj, kept_annotations=(CONFIG_SOURCE_ANNOTATION,))
         except ApiNotFoundError:
             return True

@@ -66,6 +66,7 @@ from app.watch.errors import (
     ApiRejectedError,
 )
 from app.watch.podevents import PodEventPoster
+from app.watch.resources import pod_path
 from app.watch.settings import WatchSettings
 
 log = logging.getLogger(__name__)
@@ -225,7 +226,7 @@ class ApiStatusPublisher:
         self, pod: PodRecord, status_json: str | None, deadline: asyncio.Timeout
     ) -> dict[str, Any]:
         """Set the annotation to ``status_json`` (remove it when None), by PATCH or GET + PUT."""
-        path = f"/api/v1/namespaces/{pod.namespace}/pods/{pod.name}/status"
+        path = f"{pod_path(pod.namespace, pod.name)}/status"
         if not self.put_only:
             try:
                 return await self._with_retries(
@@ -245,11 +246,11 @@ class ApiStatusPublisher:
         self, pod: PodRecord, status_json: str | None, path: str, deadline: asyncio.Timeout
     ) -> dict[str, Any]:
         """Upstream's write: GET the pod, set the annotation, PUT it with the resourceVersion read."""
-        pod_path = f"/api/v1/namespaces/{pod.namespace}/pods/{pod.name}"
+        path_of_pod = pod_path(pod.namespace, pod.name)
 
         async def attempt() -> dict[str, Any]:
-            current = await self._api.get(pod_path)
-            metadata = _pod_metadata(current, f"GET {pod_path}")
+            current = await self._api.get(path_of_pod)
+            metadata = _pod_metadata(current, f"GET {path_of_pod}")
             if pod.uid and metadata.get("uid") and metadata["uid"] != pod.uid:
                 raise _PodReplacedError(metadata["uid"])
             annotations = dict(metadata.get("annotations") or {})
