@@ -369,17 +369,18 @@ def downgrade_file(database: Path, target: str) -> str:
         os.close(lock_fd)
 
 
-def _revision_of(database: Path) -> str | None:
-    """The revision stamped in the database file (None: none, or it cannot be read), through a
-    read-only connection of its own."""
+def _stopped_at(database: Path) -> str:
+    """Where a migration that failed left the database file, for its one-line error: the revision
+    stamped in it, read through a read-only connection of its own (none for a file never migrated),
+    or that it cannot be read (locked, not openable: not "None", which says never migrated)."""
     from app.store.database import read_only_uri  # it imports this module
 
     try:
         with closing(sqlite3.connect(f"{read_only_uri(database)}?mode=ro", uri=True)) as raw:
             row = raw.execute("SELECT version_num FROM alembic_version").fetchone()
     except sqlite3.Error:
-        return None
-    return None if row is None else str(row[0])
+        return "at a schema revision that cannot be read"
+    return f"at schema revision {None if row is None else str(row[0])!r}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -395,9 +396,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             _upgrade_file(str(arguments.database))
         except DBAPIError as exc:  # SQLite's refusal (a full disk, an I/O error, a damaged file): no bug
-            stopped_at = _revision_of(arguments.database)
             print(
-                f"{_ERROR_PREFIX}stopped at schema revision {stopped_at!r} on the way to"
+                f"{_ERROR_PREFIX}stopped {_stopped_at(arguments.database)} on the way to"
                 f" {head_revision()!r}: {exc.orig}",
                 file=sys.stderr,
             )
@@ -411,9 +411,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except DBAPIError as exc:  # SQLite's refusal (a damaged file, a full disk): the operator's to see, no bug
-        stopped_at = _revision_of(arguments.database)
         print(
-            f"{_ERROR_PREFIX}stopped at schema revision {stopped_at!r} on the way down to"
+            f"{_ERROR_PREFIX}stopped {_stopped_at(arguments.database)} on the way down to"
             f" {arguments.downgrade_to!r}: {exc.orig}",
             file=sys.stderr,
         )
