@@ -50,8 +50,24 @@ def append_all(connection: Connection, entries: Sequence[HistoryEntry]) -> None:
         rows = [_row(entry) for entry in entries]
         try:
             cursor_of(connection).executemany(_INSERT_SQL, rows)
-        except UnicodeEncodeError:  # nothing was inserted: the row that failed was never bound
-            cursor_of(connection).executemany(_INSERT_SQL, [_storable(row) for row in rows])
+        except UnicodeEncodeError:
+            # The rows before the one that failed were inserted (the driver binds and steps one row
+            # at a time); that one was never bound: write it and the rest, escaped, after them.
+            refused = next((index for index, row in enumerate(rows) if not _encodable(row)), None)
+            if refused is None:
+                raise
+            cursor_of(connection).executemany(_INSERT_SQL, [_storable(row) for row in rows[refused:]])
+
+
+def _encodable(row: tuple[object, ...]) -> bool:
+    """Whether the driver can bind ``row``: every text of it encodable as UTF-8."""
+    try:
+        for value in row:
+            if isinstance(value, str):
+                value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _storable(row: tuple[object, ...]) -> tuple[object, ...]:

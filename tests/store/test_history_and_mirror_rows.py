@@ -243,3 +243,17 @@ def test_pruning_by_rows_keeps_the_newest(db: Database) -> None:
     assert bound == 3
     assert db.write_sync(partial(history.delete_oldest, up_to_id=bound, batch=100)) == 3
     assert db.read_sync(history.summary)[0] == 2
+
+
+def test_history_lines_are_written_once_when_one_of_them_needs_its_surrogates_escaped(db: Database) -> None:
+    """``executemany`` had inserted the lines before the one it could not encode when it refused it;
+    the retry with every line escaped wrote those lines a second time."""
+    names = ["plain-0", "plain-1", "odd-\udcff", "plain-3"]
+    lines = [_line(network_name=name) for name in names]
+
+    db.write_sync(partial(history.append_all, entries=lines))
+
+    networks = db.read_sync(
+        lambda connection: connection.execute("SELECT network_name FROM history ORDER BY id").fetchall()
+    )
+    assert [name for (name,) in networks] == ["plain-0", "plain-1", "odd-\\udcff", "plain-3"]
