@@ -147,7 +147,7 @@ class AttachEngine:
         )
         self.locks = SandboxLocks()
         self.status_retries = (
-            StatusRetries(publisher=status, db=db, locks=self.locks, settings=status_retry)
+            StatusRetries(publisher=status, db=db, locks=self.locks, boot_id=boot_id, settings=status_retry)
             if status is not None and status_retry is not None
             else None
         )

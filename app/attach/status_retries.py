@@ -12,9 +12,11 @@ write lands or becomes moot:
   (``supersede``) before it writes its own, and a retry in flight finishes before that write
   starts (the pod's turn, ``turn``), so an older sandbox's status never lands over a newer one;
 - what is written is read from the checkpoint at each attempt, under the sandbox's lock: a sandbox
-  no longer recorded ``ready`` (DELed, being DELed, rolled back), or no longer the newest recorded
-  for its pod (a newer one's ADD wrote its own status, with no retry pending for ``supersede`` to
-  drop: it finished while ``resume`` was offering the older one), makes the write moot, and a DEL
+  no longer recorded ``ready`` (DELed, being DELed, rolled back), recorded during an earlier boot
+  (``resume`` offers one that recovery could not settle: its addresses died with that boot), or no
+  longer the newest recorded for its pod (a newer one's ADD wrote its own status, with no retry
+  pending for ``supersede`` to drop: it finished while ``resume`` was offering the older one),
+  makes the write moot, and a DEL
   arriving during an attempt waits for that attempt, so no write follows a DEL. Reading the
   checkpoint also means a retry writes what the sandbox has now (with ``hotplugNetworks``, what the
   reconciler attached since), never an older value than a writer sharing the pod's turn wrote;
@@ -141,11 +143,13 @@ class StatusRetries:
         publisher: StatusPublisher,
         db: Database,
         locks: SandboxLocks,
+        boot_id: str,
         settings: StatusRetrySettings | None = None,
     ) -> None:
         self._publisher = publisher
         self._db = db
         self._locks = locks
+        self._boot_id = boot_id
         self._settings = settings or StatusRetrySettings()
         self._pending: OrderedDict[str, _Pending] = OrderedDict()
         self._turns = SandboxLocks()  # keyed by pod: a retry and a newer ADD's write take turns
@@ -314,15 +318,19 @@ class StatusRetries:
                 return  # superseded or dropped while this waited for the lock
             found = partial(_sandbox_and_newest, container_id=entry.container_id)
             record, newest = await self._db.read(found)
-            current = record is not None and newest == record.container_id and _is_current(record, pod)
+            current = (
+                record is not None
+                and newest == record.container_id
+                and _is_current(record, pod, boot_id=self._boot_id)
+            )
             status_json = recorded_status(record) if record is not None and current else None
             if status_json is None:
                 if self._pending.get(key) is entry:  # else a newer ADD superseded it during the read
                     del self._pending[key]
                 STATUS_WRITES_RETRIED.labels("moot").inc()
                 log.info(
-                    "network-status of pod %s/%s no longer retried: sandbox %s is not running any more,"
-                    " or a newer sandbox of the pod is recorded",
+                    "network-status of pod %s/%s no longer retried: sandbox %s is not running any more"
+                    " (or was recorded during an earlier boot), or a newer sandbox of the pod is recorded",
                     pod.namespace,
                     pod.name,
                     entry.container_id,
@@ -405,6 +413,8 @@ def _sandbox_and_newest(connection: Connection, *, container_id: str) -> tuple[S
     return record, sandboxes[-1].container_id if sandboxes else ""
 
 
-def _is_current(record: SandboxRecord, pod: PodRecord) -> bool:
-    """The sandbox is running, and for the pod the write is addressed to (not a predecessor)."""
-    return record.state == "ready" and pod.is_pod_of(record.pod.uid)
+def _is_current(record: SandboxRecord, pod: PodRecord, *, boot_id: str) -> bool:
+    """The sandbox is running, during this boot (one of an earlier boot is recorded ``ready`` only
+    until recovery or GC tears it down: its netns and addresses died with that boot), and for the
+    pod the write is addressed to (not a predecessor)."""
+    return record.state == "ready" and record.boot_id == boot_id and pod.is_pod_of(record.pod.uid)

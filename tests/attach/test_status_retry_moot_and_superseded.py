@@ -53,6 +53,7 @@ async def test_a_moot_retry_superseded_while_it_reads_the_checkpoint_ends_quietl
         publisher=NoWrites(),
         db=database,
         locks=SandboxLocks(),
+        boot_id="boot",
         settings=StatusRetrySettings(initial_delay=0.0),
     )
     real_read = database.read

@@ -39,6 +39,7 @@ STATUS = "k8s.v1.cni.cncf.io/network-status"
 SETTINGS = dataclasses.replace(FAST_SETTINGS, status_deadline=1.0, status_retry_delays=(0.01, 0.02))
 RETRY = StatusRetrySettings(initial_delay=0.05, max_delay=0.2)
 EVERY_WRITE = 100_000
+BOOT = "status-retries-boot"
 
 
 @pytest.fixture
@@ -78,7 +79,7 @@ async def engine(
         resolver=NetworkResolver(
             cluster=ClusterSources(pods=watchers.pods, nads=watchers.nads, events=watchers.publisher)
         ),
-        boot_id="status-retries-boot",
+        boot_id=BOOT,
         settings=EngineSettings(delegate_timeout=20, plugin_env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}),
         status=watchers.publisher,
         status_retry=RETRY,
@@ -147,7 +148,7 @@ def _restarted_engine(engine: AttachEngine, running: Running, database: Database
 def _next_run(running: Running, database: Database) -> StatusRetries:
     """The retries of a daemon started again on the same state database (nothing in memory)."""
     return StatusRetries(
-        publisher=running.watchers.publisher, db=database, locks=SandboxLocks(), settings=RETRY
+        publisher=running.watchers.publisher, db=database, locks=SandboxLocks(), boot_id=BOOT, settings=RETRY
     )
 
 
@@ -289,6 +290,7 @@ async def test_pending_status_writes_are_bounded_dropping_the_oldest(
         publisher=running.watchers.publisher,
         db=database,
         locks=SandboxLocks(),
+        boot_id=BOOT,
         settings=StatusRetrySettings(initial_delay=3600.0, max_pending=2),
     )
     pods = [PodRecord(namespace="default", name=f"p{i}", uid=f"uid-{i}") for i in range(3)]

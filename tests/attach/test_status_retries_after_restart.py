@@ -1,0 +1,149 @@
+"""Network-status writes a previous run left unwritten, retried by the next run (``StatusRetries.resume``):
+never the status of a sandbox of an earlier boot, and a write found to have nothing to land for good
+takes its ``status_unwritten`` mark with it, so later restarts do not offer it again.
+
+Real: the SQLite checkpoint, its mark and the retries' task. The sandboxes are recorded as an ADD
+records them (no plugin runs: what is retried is read from the checkpoint); the publisher records
+the writes it is asked for, the pod mirror is a dictionary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Sequence
+from functools import partial
+
+import pytest
+
+from app.attach.cluster import InterfaceEvent
+from app.attach.locks import SandboxLocks
+from app.attach.status_retries import StatusRetries, StatusRetrySettings
+from app.store import checkpoints
+from app.store.database import Connection, Database
+from app.store.mirror_records import PodRecord
+from app.store.records import DelegateIntent, PodIdentity, SandboxIntent
+
+BOOT = "boot-now"
+EARLIER_BOOT = "boot-before"
+POD = PodRecord(namespace="default", name="web", uid="uid-web")
+CONTAINER = "c" * 64
+RESULT = {
+    "cniVersion": "1.0.0",
+    "interfaces": [{"name": "eth0", "mac": "0a:58:0a:f4:00:05", "sandbox": "/var/run/netns/web"}],
+    "ips": [{"address": "10.244.0.5/24", "interface": 0}],
+}
+
+
+class RecordingPublisher:
+    """The API's side of a status write: every write asked for, each landing."""
+
+    def __init__(self) -> None:
+        self.writes: list[tuple[str, str]] = []
+
+    async def publish_network_status(self, pod: PodRecord, status_json: str) -> None:
+        self.writes.append((pod.name, status_json))
+
+    def emit_interface_events(self, pod: PodRecord, events: Sequence[InterfaceEvent]) -> None:
+        pass
+
+
+class Mirror:
+    """This node's pods as a synced mirror holds them."""
+
+    def __init__(self, *pods: PodRecord) -> None:
+        self._pods = {(pod.namespace, pod.name): pod for pod in pods}
+
+    async def mirrored_pod(self, namespace: str, name: str) -> PodRecord | None:
+        return self._pods.get((namespace, name))
+
+
+def _running_and_marked(connection: Connection, *, container_id: str, pod: PodRecord, boot_id: str) -> None:
+    """A sandbox recorded as an ADD that answered with its status write failed: ``ready``, one
+    attachment with its result, marked ``status_unwritten``."""
+    identity = PodIdentity(pod.namespace, pod.name, pod.uid)
+    checkpoints.begin_add(
+        connection, SandboxIntent(container_id, "/var/run/netns/web", "eth0", "1.0.0", identity, boot_id)
+    )
+    checkpoints.record_intent(
+        connection,
+        DelegateIntent(
+            container_id=container_id,
+            ifname="eth0",
+            position=0,
+            is_master=True,
+            network_name="cluster",
+            plugin_types=("bridge",),
+            config=b'{"cniVersion":"1.0.0","name":"cluster","type":"bridge"}',
+            cni_args=(),
+            capability_args={},
+            cni_path=("/opt/cni/bin",),
+        ),
+    )
+    checkpoints.record_result(connection, container_id=container_id, ifname="eth0", result=json.dumps(RESULT))
+    checkpoints.finish_add(connection, container_id)
+    assert checkpoints.mark_status_unwritten(connection, container_id)
+
+
+def _marked_ids(connection: Connection) -> list[str]:
+    query = "SELECT container_id FROM sandboxes WHERE status_unwritten ORDER BY rowid"
+    return [str(row[0]) for row in connection.execute(query)]
+
+
+@pytest.fixture
+def publisher() -> RecordingPublisher:
+    return RecordingPublisher()
+
+
+@pytest.fixture
+async def retries(database: Database, publisher: RecordingPublisher) -> AsyncIterator[StatusRetries]:
+    """The retries of a daemon started on this boot over the state database."""
+    retries = StatusRetries(
+        publisher=publisher,
+        db=database,
+        locks=SandboxLocks(),
+        boot_id=BOOT,
+        settings=StatusRetrySettings(initial_delay=0.0),
+    )
+    yield retries
+    await retries.stop()
+
+
+async def _until_settled(retries: StatusRetries) -> None:
+    """Wait until the retries have nothing pending (each entry written or found moot): their task
+    runs only while something is pending."""
+    running = [task for task in asyncio.all_tasks() if task.get_name() == "network-status-retries"]
+    async with asyncio.timeout(5):
+        await asyncio.gather(*running)
+    assert len(retries) == 0
+
+
+async def test_a_sandbox_of_an_earlier_boot_never_has_its_status_written(
+    database: Database, retries: StatusRetries, publisher: RecordingPublisher
+) -> None:
+    """Recovery could not settle the sandbox of the last boot (its teardown's first commit failed:
+    a full disk), so it is still ``ready``, marked, the newest of its pod, and its pod (same uid:
+    the kubelet keeps the pod across a reboot) is mirrored. Its addresses died with that boot:
+    writing them onto the pod would show addresses it does not have until its new sandbox's ADD."""
+    await database.write(partial(_running_and_marked, container_id=CONTAINER, pod=POD, boot_id=EARLIER_BOOT))
+
+    await retries.resume(Mirror(POD))
+    await _until_settled(retries)
+
+    assert publisher.writes == []
+    assert retries.written == 0
+
+
+async def test_the_same_sandbox_of_this_boot_has_its_status_written(
+    database: Database, retries: StatusRetries, publisher: RecordingPublisher
+) -> None:
+    """The counterpart: a sandbox of this boot marked so is written and its mark cleared."""
+    await database.write(partial(_running_and_marked, container_id=CONTAINER, pod=POD, boot_id=BOOT))
+
+    assert await retries.resume(Mirror(POD)) == 1
+    await _until_settled(retries)
+
+    assert [(name, json.loads(status)[0]["ips"]) for name, status in publisher.writes] == [
+        ("web", ["10.244.0.5"])
+    ]
+    assert await database.read(_marked_ids) == []
