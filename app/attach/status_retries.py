@@ -30,8 +30,11 @@ write lands or becomes moot:
 
 The queue lives in memory, but a write the ADD hands over (``retry_later``) is first marked in the
 sandbox's checkpoint (``status_unwritten``), and the runtime hears success only after that mark is
-committed; a retry that writes clears it after the write, so does hot-plug's reconciler when it
-writes the pod's status (``written_elsewhere``), and a DEL removes it with the sandbox.
+committed; a retry that writes clears it after the write, and one that finds the write moot with
+the sandbox still recorded clears it too (nothing is ever to be written for it: a later restart must
+not offer it again), so does ``resume`` for a sandbox whose pod the mirror holds under another uid,
+and hot-plug's reconciler when it writes the pod's status (``written_elsewhere``); a DEL removes it
+with the sandbox.
 So a restart (upgrade, crash, kill -9) at any point costs at worst one extra write, never a missing
 one: once the pod mirror has synced, ``resume`` offers every sandbox so marked (the newest of its
 pod, within ``max_pending``) to the queue again. The mark is committed without a sync of the WAL:
@@ -242,8 +245,11 @@ class StatusRetries:
         within ``max_pending`` (the newest first); return how many were offered. Called once at
         start-up, after the pod mirror has synced (the write needs the pod as the API has it).
 
-        A sandbox of a pod the mirror no longer holds, or holds under another uid (recreated), is
-        left to GC; a pod with a write already pending (a newer ADD of this run's) keeps it."""
+        A sandbox of a pod the mirror holds under another uid (recreated) has nothing to write for
+        good: its mark is cleared (its teardown is GC's), so later restarts do not read it again.
+        One of a pod the mirror does not hold keeps its mark (the mirror alone proves no pod gone:
+        GC asks the API before its DEL removes the row). A pod with a write already pending (a
+        newer ADD of this run's) keeps it."""
         room = self._settings.max_pending - len(self._pending)
         if room <= 0:
             log.warning(
@@ -262,20 +268,26 @@ class StatusRetries:
             )
             marked = marked[1:]
         offered = 0
+        replaced: list[str] = []
         for sandbox in marked:
             pod = await pods.mirrored_pod(sandbox.pod.namespace, sandbox.pod.name)
             if pod is None or not pod.is_pod_of(sandbox.pod.uid):
                 log.info(
-                    "network-status of pod %s/%s (sandbox %s) not retried: the pod is gone or recreated",
+                    "network-status of pod %s/%s (sandbox %s) not retried: the pod is %s",
                     sandbox.pod.namespace,
                     sandbox.pod.name,
                     sandbox.container_id,
+                    "not on this node" if pod is None else "recreated",
                 )
+                if pod is not None:
+                    replaced.append(sandbox.container_id)
                 continue
             if pod_key(pod) in self._pending:
                 continue  # an ADD of this run wrote, or failed to write, a newer sandbox's status
             self.offer(container_id=sandbox.container_id, pod=pod)
             offered += 1
+        if replaced:
+            await self._db.write(partial(_clear_marks, container_ids=replaced), durable=False)
         if offered:
             log.info("%d network-status writes left unwritten by the previous run are retried", offered)
         return offered
@@ -325,6 +337,11 @@ class StatusRetries:
             )
             status_json = recorded_status(record) if record is not None and current else None
             if status_json is None:
+                if record is not None:  # moot for good: a restart must not offer it again
+                    await self._db.write(
+                        partial(checkpoints.clear_status_unwritten, container_id=entry.container_id),
+                        durable=False,
+                    )
                 if self._pending.get(key) is entry:  # else a newer ADD superseded it during the read
                     del self._pending[key]
                 STATUS_WRITES_RETRIED.labels("moot").inc()
@@ -411,6 +428,12 @@ def _sandbox_and_newest(connection: Connection, *, container_id: str) -> tuple[S
         return None, ""
     sandboxes = checkpoints.sandboxes_of_pod(connection, namespace=record.pod.namespace, name=record.pod.name)
     return record, sandboxes[-1].container_id if sandboxes else ""
+
+
+def _clear_marks(connection: Connection, *, container_ids: list[str]) -> None:
+    """``checkpoints.clear_status_unwritten`` of each sandbox, in one commit."""
+    for container_id in container_ids:
+        checkpoints.clear_status_unwritten(connection, container_id)
 
 
 def _is_current(record: SandboxRecord, pod: PodRecord, *, boot_id: str) -> bool:

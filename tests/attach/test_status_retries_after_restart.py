@@ -147,3 +147,48 @@ async def test_the_same_sandbox_of_this_boot_has_its_status_written(
         ("web", ["10.244.0.5"])
     ]
     assert await database.read(_marked_ids) == []
+
+
+async def test_a_retry_that_finds_a_sandbox_of_an_earlier_boot_clears_its_mark(
+    database: Database, retries: StatusRetries, publisher: RecordingPublisher
+) -> None:
+    """Found moot for good, the mark stayed: every later restart offered the sandbox again (and read
+    it, and logged it) until its DEL, which for a sandbox recovery could not settle may be long."""
+    await database.write(partial(_running_and_marked, container_id=CONTAINER, pod=POD, boot_id=EARLIER_BOOT))
+
+    await retries.resume(Mirror(POD))
+    await _until_settled(retries)
+
+    assert await database.read(_marked_ids) == []
+    assert await retries.resume(Mirror(POD)) == 0  # the next restart's
+    assert publisher.writes == []
+
+
+async def test_a_restart_that_finds_the_pod_recreated_clears_the_mark(
+    database: Database, retries: StatusRetries, publisher: RecordingPublisher
+) -> None:
+    """The pod was deleted and created again under its name while the daemon was down: the marked
+    sandbox's pod is gone for good, nothing of it is ever to be written. Its mark stayed, so each
+    restart until the sandbox's DEL read it again, and it took one of the ``max_pending`` places
+    of the newest marks."""
+    await database.write(partial(_running_and_marked, container_id=CONTAINER, pod=POD, boot_id=BOOT))
+    recreated = PodRecord(namespace=POD.namespace, name=POD.name, uid="uid-web-again")
+
+    assert await retries.resume(Mirror(recreated)) == 0
+
+    assert await database.read(_marked_ids) == []
+    assert publisher.writes == []
+
+
+async def test_a_restart_that_does_not_find_the_pod_in_the_mirror_keeps_the_mark(
+    database: Database, retries: StatusRetries, publisher: RecordingPublisher
+) -> None:
+    """A pod the mirror does not hold is not proven gone by that alone (GC asks the API before it
+    DELs the sandbox, which removes the mark; a static pod whose mirror pod the API refused is
+    still running): the mark stays for a later restart."""
+    await database.write(partial(_running_and_marked, container_id=CONTAINER, pod=POD, boot_id=BOOT))
+
+    assert await retries.resume(Mirror()) == 0
+
+    assert await database.read(_marked_ids) == [CONTAINER]
+    assert publisher.writes == []
