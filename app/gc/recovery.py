@@ -61,16 +61,17 @@ CONCURRENCY = 8
 
 @dataclass
 class RecoveryReport:
+    """What recovery did. ``rolled_back``, ``deletes_finished`` and ``earlier_boot`` count the
+    sandboxes torn down (each once, whether its teardown left errors or not); ``failed`` holds one
+    line per error, a sandbox with several errors appearing several times, and those left untouched
+    because a plugin process of theirs would not die, counted nowhere else."""
+
     rolled_back: int = 0
     deletes_finished: int = 0
     earlier_boot: int = 0
     failed: list[tuple[str, CniError]] = field(default_factory=list)
     duration_ms: float = 0.0
     orphans_killed: list[reaper.Orphan] = field(default_factory=list)
-
-    @property
-    def settled(self) -> int:
-        return self.rolled_back + self.deletes_finished + self.earlier_boot - len(self.failed)
 
 
 def reason(sandbox: SandboxRecord, boot_id: str) -> str:
