@@ -95,25 +95,51 @@ def find(markers: Collection[str], *, proc: str = "/proc") -> list[Orphan]:
     return found
 
 
+_outlived: set[tuple[str, int, int]] = set()
+"""(proc, pid, start time) of the processes a ``reap`` gave up on: still running after its deadline."""
+
+
 async def reap(markers: Collection[str], *, proc: str = "/proc", timeout: float = 30.0) -> list[Orphan]:  # noqa: ASYNC109
     """SIGKILL every process ``find`` reports and wait until each has exited; return them.
 
     Scans again after each round, until a scan finds nothing (a member forked meanwhile is caught
     by the next round). Raises ``ReapError`` if processes are still running after ``timeout``.
+
+    A process that outlived one deadline (stuck in the kernel, its SIGKILL pending) is not waited
+    for again: a later call whose scan finds nothing else signals it once more and raises
+    ``ReapError`` at once. So a daemon's start-up waits for it once (recovery), not again for the
+    spooled DEL of its sandbox, a runtime DEL or each GC pass; each still leaves the sandbox
+    recorded until a scan finds the process gone.
     """
     deadline = time.monotonic() + timeout
     reaped: list[Orphan] = []
     while True:
         found = await asyncio.to_thread(find, markers, proc=proc)
+        _forget_gone(proc)
         if not found:
             return reaped
-        if time.monotonic() > deadline:
+        known = all((proc, orphan.pid, orphan.start_time) in _outlived for orphan in found)
+        if known or time.monotonic() > deadline:
+            if known:
+                with contextlib.ExitStack() as stack:
+                    _kill_verified(found, proc, stack)
+            _outlived.update((proc, orphan.pid, orphan.start_time) for orphan in found)
             raise ReapError(found)
         with contextlib.ExitStack() as stack:
             killed = _kill_verified(found, proc, stack)
             reaped.extend(orphan for orphan, _ in killed)
             remaining = max(0.0, deadline - time.monotonic())
             await asyncio.to_thread(_wait_exited, [fd for _, fd in killed], remaining)
+
+
+def _forget_gone(proc: str) -> None:
+    """Forget the outliving processes that have exited at last (a few ``stat`` reads: only stuck
+    processes are remembered)."""
+    for entry in [entry for entry in _outlived if entry[0] == proc]:
+        _, pid, start_time = entry
+        stat = _read_stat(proc, pid)
+        if stat is None or stat.state == "Z" or stat.start_time != start_time:
+            _outlived.discard(entry)
 
 
 def _kill_verified(found: list[Orphan], proc: str, stack: contextlib.ExitStack) -> list[tuple[Orphan, int]]:

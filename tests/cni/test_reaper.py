@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -96,3 +97,32 @@ async def test_a_process_that_is_no_longer_the_one_scanned_is_never_signalled(
         assert reaper._kill_verified([reused], "/proc", stack) == []
 
     assert _alive(leader)
+
+
+async def test_a_process_that_outlived_a_deadline_is_signalled_again_but_not_waited_for_again(
+    processes: list[subprocess.Popen[bytes]],
+) -> None:
+    """A process still running after one ``reap``'s deadline (stuck in the kernel) makes the next
+    ``reap`` of its marker give up at once, after one more SIGKILL, instead of waiting its deadline
+    again. Here the first reaper's deadline has passed at once, so the process is never signalled
+    by it and the second one's SIGKILL does kill it; had that reaper waited, it would have returned
+    the process as killed rather than raised."""
+    marker = f"{unique('cid')}/net1"
+    leader, member = _plugin(processes, marker)
+    with pytest.raises(reaper.ReapError):
+        await reaper.reap([marker], timeout=0)
+    assert _alive(leader)
+
+    with pytest.raises(reaper.ReapError) as given_up:
+        await reaper.reap([marker])
+
+    assert {orphan.pid for orphan in given_up.value.survivors} == {leader, member}
+    processes[0].wait()  # the second SIGKILL was sent, to the group too:
+    with contextlib.suppress(ProcessLookupError):
+        member_fd = os.pidfd_open(member)
+        try:
+            select.select([member_fd], [], [], 30)
+        finally:
+            os.close(member_fd)
+    assert not _alive(member)
+    assert await reaper.reap([marker]) == []  # gone, and forgotten: nothing left to give up on

@@ -41,8 +41,9 @@ async def test_gc_kills_a_plugin_recovery_left_running_before_its_del_and_never_
 
         first = await collector.run_once()
 
+        # The pass's reaper gives up at once on what outlived recovery's (after one more SIGKILL,
+        # which this survivor, unlike one stuck in the kernel, does not outlive).
         assert [(cid, error.code) for cid, error in first.failed] == [(container, 11)]
-        assert survivor.returncode is None
         assert node.calls() == [], "no DEL beside the plugin still running"
         assert node.checkpoint(container) is not None
 
