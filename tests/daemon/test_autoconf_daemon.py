@@ -8,7 +8,10 @@ import pytest
 from app.sandbox.processes import ProcessError, wait_until
 from tests.e2e.conftest import Cluster
 
-pytestmark = pytest.mark.slow  # starts a daemon process
+pytestmark = [
+    pytest.mark.slow,  # starts a daemon process
+    pytest.mark.usefixtures("premigrated_state"),  # the first start is not what this is about
+]
 
 
 def test_an_autoconfig_dir_that_is_a_file_is_refused_in_one_line_not_a_crash_loop(cluster: Cluster) -> None:

@@ -101,6 +101,7 @@ def soft_open_files_limit(pid: int) -> int:
     raise AssertionError(f"no open-files limit in /proc/{pid}/limits")
 
 
+@pytest.mark.usefixtures("premigrated_state")  # the first start is not what this is about
 def test_multus_daemon_raises_its_limit_before_it_serves(cluster: Cluster) -> None:
     """Started as systemd starts services (a low soft limit), the daemon itself runs with the raised
     one (and is ready: ``start_daemon`` waits for /readyz), so a burst of a few hundred sandboxes no

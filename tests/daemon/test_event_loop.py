@@ -38,6 +38,7 @@ def test_without_uvloop_the_daemon_runs_on_asyncios_loop(
 
 
 @pytest.mark.slow  # starts a daemon process
+@pytest.mark.usefixtures("premigrated_state")  # the first start is not what this is about
 def test_a_daemon_process_serves_on_uvloop(started: Callable[..., Cluster]) -> None:
     cluster = started()
     container_id = new_container_id()

@@ -67,6 +67,7 @@ def test_switches_set_by_the_operator_are_kept(monkeypatch: pytest.MonkeyPatch, 
 
 
 @pytest.mark.slow  # starts a daemon process
+@pytest.mark.usefixtures("premigrated_state")  # the first start is not what this is about
 def test_a_running_daemon_maps_no_libstdcxx(started: Callable[..., Cluster]) -> None:
     cluster = started()
     assert cluster.daemon is not None

@@ -21,7 +21,10 @@ from app.sandbox.processes import DaemonProcess, ProcessError, wait_until
 from tests.conftest import CNI_PLUGIN_DIR, child_environment
 from tests.e2e.conftest import Cluster, ShimResult, new_container_id
 
-pytestmark = pytest.mark.slow  # starts daemon processes
+pytestmark = [
+    pytest.mark.slow,  # starts daemon processes
+    pytest.mark.usefixtures("premigrated_state"),  # the first start is not what these tests are about
+]
 
 GATE = """#!/bin/sh
 # the bridge plugin, once the test lets it run (the ADD is in flight meanwhile)

@@ -8,8 +8,10 @@ A daemon's first start on a node creates its state database and migrates it in a
 (about a second of the test's time on a loaded 2-core machine). Modules whose subject is not that
 first start use ``premigrated_state``: the node starts with a copy of an empty database that one
 daemon-like first start made for the whole session (``state_template``), so each test pays only the
-daemon's own start. Modules that do not ask for it keep the first start (as do tests/deploy,
-tests/cri and tests/store/test_migration_child.py).
+daemon's own start. Every module here asks for it, as do tests/daemon's daemon processes and
+tests/cri/test_kubelet_sequences.py: a daemon's first start on a new node, migration child and all, is
+what tests/deploy's installs and tests/cri/test_containerd.py's node go through, and the child itself
+is tests/store/test_migration_child.py's subject.
 """
 
 from __future__ import annotations

@@ -19,7 +19,10 @@ import pytest
 
 from tests.e2e.conftest import Cluster, Netns, host_link_names, new_container_id
 
-pytestmark = pytest.mark.slow  # starts daemon or emulator processes
+pytestmark = [
+    pytest.mark.slow,  # starts daemon or emulator processes
+    pytest.mark.usefixtures("premigrated_state"),  # the first start is not what these tests are about
+]
 
 
 def _three_networks(cluster: Cluster) -> None:

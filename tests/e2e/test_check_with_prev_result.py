@@ -10,7 +10,10 @@ import pytest
 
 from tests.e2e.conftest import Cluster, new_container_id
 
-pytestmark = pytest.mark.slow  # starts daemon or emulator processes
+pytestmark = [
+    pytest.mark.slow,  # starts daemon or emulator processes
+    pytest.mark.usefixtures("premigrated_state"),  # the first start is not what these tests are about
+]
 
 
 def test_check_with_the_adds_answer_as_prev_result_passes_until_its_interface_goes(started: Any) -> None:

@@ -9,7 +9,10 @@ import pytest
 
 from tests.e2e.conftest import Cluster, new_container_id
 
-pytestmark = pytest.mark.slow  # starts daemon or emulator processes
+pytestmark = [
+    pytest.mark.slow,  # starts daemon or emulator processes
+    pytest.mark.usefixtures("premigrated_state"),  # the first start is not what these tests are about
+]
 
 
 def test_a_gc_whose_valid_attachments_are_null_removes_every_sandbox(started: Any) -> None:

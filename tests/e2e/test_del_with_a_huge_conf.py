@@ -13,7 +13,10 @@ import pytest
 
 from tests.e2e.conftest import Cluster, new_container_id
 
-pytestmark = pytest.mark.slow  # starts a daemon process
+pytestmark = [
+    pytest.mark.slow,  # starts a daemon process
+    pytest.mark.usefixtures("premigrated_state"),  # the first start is not what these tests are about
+]
 
 MAX_BODY_BYTES = 4 * 1024 * 1024  # app.daemon.server.MAX_BODY_BYTES, seen from outside
 

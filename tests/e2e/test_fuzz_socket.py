@@ -23,7 +23,10 @@ import pytest
 from tests.e2e.conftest import Cluster, new_container_id
 from tests.e2e.test_hostile_requests import envelope, exchange, http_post, recorded, runtime_env
 
-pytestmark = pytest.mark.slow  # starts daemon processes
+pytestmark = [
+    pytest.mark.slow,  # starts daemon processes
+    pytest.mark.usefixtures("premigrated_state"),  # the first start is not what these tests are about
+]
 
 DEFAULT_SEED = 20261205
 DEFAULT_INPUTS = 100

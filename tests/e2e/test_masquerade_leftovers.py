@@ -21,6 +21,8 @@ from app.attach import masquerade
 from app.cni import conf as cniconf
 from tests.e2e.conftest import Cluster, new_container_id
 
+pytestmark = pytest.mark.usefixtures("premigrated_state")  # the first start is not what these tests are about
+
 
 def _nat_rules() -> str:
     return subprocess.run(["iptables", "-t", "nat", "-S"], check=True, capture_output=True, text=True).stdout

@@ -11,7 +11,10 @@ import pytest
 from app.sandbox.processes import free_port
 from tests.e2e.conftest import Cluster, new_container_id
 
-pytestmark = pytest.mark.slow  # starts daemon or emulator processes
+pytestmark = [
+    pytest.mark.slow,  # starts daemon or emulator processes
+    pytest.mark.usefixtures("premigrated_state"),  # the first start is not what these tests are about
+]
 
 
 def _sample(text: str, name: str, **labels: str) -> float:

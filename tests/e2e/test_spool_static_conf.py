@@ -22,7 +22,10 @@ from app.shim.shim import DEFAULT_SPOOL_DIR
 from tests.e2e.conftest import Cluster, new_container_id
 from tests.shim.helpers import IN_PRIVATE_DEFAULT_SPOOL
 
-pytestmark = pytest.mark.slow  # starts daemon processes
+pytestmark = [
+    pytest.mark.slow,  # starts daemon processes
+    pytest.mark.usefixtures("premigrated_state"),  # the first start is not what these tests are about
+]
 
 GIVE_UP_ON_THE_RESTART = {"MULTUS_SHIM_WAIT_SECONDS": "0", "MULTUS_SHIM_TIMEOUT_SECONDS": "1"}
 

@@ -19,7 +19,10 @@ import pytest
 from app.cni.conf import plugin_stdin
 from tests.e2e.conftest import Cluster, Netns, new_container_id
 
-pytestmark = pytest.mark.slow  # starts daemon or emulator processes
+pytestmark = [
+    pytest.mark.slow,  # starts daemon or emulator processes
+    pytest.mark.usefixtures("premigrated_state"),  # the first start is not what these tests are about
+]
 
 
 def _attach_like_upstream(
