@@ -12,7 +12,9 @@ daemon's own mount namespace (``cluster.daemon_wrapper``); the host never sees t
 teardown only removes empty directories and symlinks, and refuses to touch a mount point.
 ``node`` is a test's node on that containerd: NADs ``bridge-net`` and ``macvlan-net``, the daemon
 chrooted to ``host_root``, containerd on the daemon's ``00-multus.conf``. Re-exports the e2e fixtures
-``cluster``, ``kube`` and ``started``.
+``cluster``, ``kube``, ``started`` and ``premigrated_state``: ``test_kubelet_sequences`` starts its
+nodes on an already migrated database; ``test_containerd``'s node keeps a daemon's first start (the
+migration child of a daemon in its host-root namespace).
 """
 
 from __future__ import annotations
@@ -32,9 +34,25 @@ import pytest
 from tests.conftest import CNI_PLUGIN_DIR, child_environment
 from tests.cri._criapi import runtime_v1_pb2 as cri
 from tests.cri.runtime import Containerd
-from tests.e2e.conftest import Cluster, KubeApiProcess, cluster, installed_shim, kube, started
+from tests.e2e.conftest import (
+    Cluster,
+    KubeApiProcess,
+    cluster,
+    installed_shim,
+    kube,
+    premigrated_state,
+    started,
+    state_template,
+)
 
-__all__ = ["cluster", "installed_shim", "kube", "started"]  # re-exported fixtures
+__all__ = [
+    "cluster",
+    "installed_shim",
+    "kube",
+    "premigrated_state",
+    "started",
+    "state_template",
+]  # re-exported fixtures
 
 HOSTROOT_SCRIPT = Path(__file__).with_name("hostroot.py")
 NODE = "node-a"

@@ -36,7 +36,10 @@ from tests.cri.conftest import NETWORK_STATUS, NETWORKS, checkpoint_counts, daem
 from tests.cri.runtime import Containerd, sandbox_netns
 from tests.e2e.conftest import Cluster, KubeApiProcess, netns_interfaces
 
-pytestmark = pytest.mark.slow  # starts containerd, daemon and emulator processes
+pytestmark = [
+    pytest.mark.slow,  # starts containerd, daemon and emulator processes
+    pytest.mark.usefixtures("premigrated_state"),  # the first start is test_containerd's, not these tests'
+]
 
 
 def _netns_paths() -> set[str]:
