@@ -1,10 +1,11 @@
 """Operator-facing fixtures: real ADD/DEL/CHECK runs whose history and checkpoint multusctl queries.
 
-Re-exports the e2e fixtures (``cluster``, ``started``) for tests that need a daemon of their own,
-and builds one module-scoped ``scenario``: a daemon that attached, checked, deleted and failed real
-sandboxes through the real shim, daemon and reference plugins (plus the recorder plugin failing an
-ADD), so the many read-only queries of a module share one set of real rows. Its node uses the
-session's installed shim and starts on the session's migrated empty database (tests/e2e/conftest.py).
+Re-exports the e2e fixtures (``cluster``, ``started``, ``premigrated_state``) for tests that need a
+daemon of their own, and builds one module-scoped ``scenario``: a daemon that attached, checked,
+deleted and failed real sandboxes through the real shim, daemon and reference plugins (plus the
+recorder plugin failing an ADD), so the many read-only queries of a module share one set of real
+rows. Its node, like those tests' own, uses the session's installed shim and starts on the session's
+migrated empty database (tests/e2e/conftest.py).
 ``Scenario.ctl`` runs ``multusctl`` as a process against it, as an operator would.
 """
 
@@ -33,12 +34,19 @@ from tests.e2e.conftest import (
     cluster,
     installed_shim,
     make_cluster,
+    premigrated_state,
     seed_state,
     started,
     state_template,
 )
 
-__all__ = ["cluster", "installed_shim", "started", "state_template"]  # re-exported fixtures
+__all__ = [
+    "cluster",
+    "installed_shim",
+    "premigrated_state",
+    "started",
+    "state_template",
+]  # re-exported fixtures
 
 FAILURE = {"code": 11, "msg": "no capacity", "details": "retry later"}
 

@@ -42,6 +42,7 @@ def _pending_connections(listening: Path) -> int:
 
 
 @pytest.mark.slow  # starts a daemon process
+@pytest.mark.usefixtures("premigrated_state")  # the first start is not what this is about
 def test_a_daemon_killed_with_the_query_unread_leaves_multusctl_reading_the_file(started: Any) -> None:
     cluster = started()
     pod = new_pod(cluster, "team-k", "killed")

@@ -86,6 +86,7 @@ def test_the_query_api_is_a_private_socket_and_names_unknown_endpoints_and_filte
 # ---- the file, when the daemon is down ------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("premigrated_state")  # the first start is not what this is about
 def test_with_the_daemon_stopped_multusctl_reads_the_file_says_so_and_changes_nothing(started: Any) -> None:
     cluster = started(default_networks=1)
     pod = new_pod(cluster, "team-x", "survivor")

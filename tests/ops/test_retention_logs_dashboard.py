@@ -85,6 +85,7 @@ def test_retention_by_age_deletes_only_lines_recorded_before_the_cutoff(
     assert _checkpoint(db) == checkpoint
 
 
+@pytest.mark.usefixtures("premigrated_state")  # the first start is not what this is about
 def test_the_daemon_prunes_in_the_background_and_keeps_attached_sandboxes_deletable(started: Any) -> None:
     cluster = started()
     kept, gone = new_pod(cluster, "team-r", "kept"), new_pod(cluster, "team-r", "gone")
