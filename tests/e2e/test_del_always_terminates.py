@@ -20,7 +20,10 @@ import pytest
 
 from tests.e2e.conftest import Cluster, new_container_id
 
-pytestmark = pytest.mark.usefixtures("premigrated_state")  # the first start is not what these tests are about
+pytestmark = [
+    pytest.mark.slow,  # starts daemon or emulator processes
+    pytest.mark.usefixtures("premigrated_state"),  # the first start is not what these tests are about
+]
 
 
 def _counts(cluster: Cluster) -> tuple[int, int]:

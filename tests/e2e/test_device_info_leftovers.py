@@ -8,7 +8,10 @@ import pytest
 
 from tests.e2e.conftest import Cluster
 
-pytestmark = pytest.mark.usefixtures("premigrated_state")
+pytestmark = [
+    pytest.mark.slow,  # starts daemon or emulator processes
+    pytest.mark.usefixtures("premigrated_state"),
+]
 
 
 def test_a_restarted_daemon_removes_the_device_info_temporaries_a_killed_one_left(cluster: Cluster) -> None:

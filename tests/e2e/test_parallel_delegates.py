@@ -19,7 +19,10 @@ import pytest
 
 from tests.e2e.conftest import Cluster, KubeApiProcess, new_container_id
 
-pytestmark = pytest.mark.usefixtures("premigrated_state")  # the first start is not what these tests are about
+pytestmark = [
+    pytest.mark.slow,  # starts daemon or emulator processes
+    pytest.mark.usefixtures("premigrated_state"),  # the first start is not what these tests are about
+]
 
 NODE = "node-a"
 PARALLEL = "v1.multus-cni.io/parallel-delegates"
