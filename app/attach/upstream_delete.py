@@ -7,12 +7,20 @@ for a delegate once its DEL succeeded (upstream's DEL removes it after each dele
 the caches only when every DEL succeeded (as upstream does). It returns the errors and the history
 lines to commit: it never writes the store itself, never re-resolves networks, and never touches
 caches of a failed DEL.
+
+A delegate's DEL runs in the namespace its cache names, unless that is a process's
+(``/proc/<pid>/ns/net``, as cri-dockerd passes): nothing in the cache says which process it was,
+and after a reboot, or once that process exited, the PID may be another pod's, whose interface of
+the same name the DEL would remove. Such a path is trusted only when the runtime's DEL names it
+too; otherwise the DEL runs in the runtime's namespace (none when it sends none: plugins then
+release what is outside the namespace only).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping
 
@@ -60,7 +68,7 @@ async def delete_from_upstream_cache(
                 net=net,
                 rt=RuntimeConf(
                     container_id=request.container_id,
-                    netns=replay.netns_for_cached_del(attachment.netns or request.netns),
+                    netns=replay.netns_for_cached_del(_netns_of(attachment.netns, request.netns)),
                     ifname=IfName(attachment.ifname),
                     args=attachment.cni_args,
                     capability_args=attachment.capability_args,
@@ -103,3 +111,23 @@ async def delete_from_upstream_cache(
     if not errors:
         await asyncio.to_thread(upstream_cache.remove, request.conf.cni_dir, request.container_id, cached)
     return errors, units
+
+
+def _netns_of(cached: str, requested: str) -> str:
+    """The namespace path a cached delegate's DEL is given: the cache's, unless it names a process
+    the runtime's DEL does not name (see the module docstring)."""
+    if cached and _names_a_process(cached) and cached != requested:
+        log.warning(
+            "the upstream-cached DEL does not enter %s (a process's namespace; the PID may be"
+            " another's now): it runs with the runtime's netns %r",
+            cached,
+            requested,
+        )
+        return requested
+    return cached or requested
+
+
+def _names_a_process(path: str) -> bool:
+    """Whether ``path`` reaches a namespace through a process (``/proc/...``)."""
+    parts = os.path.normpath(path).split("/")
+    return len(parts) > 1 and parts[0] == "" and parts[1] == "proc"

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import json
 import re
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -274,3 +276,54 @@ async def test_dels_of_unknown_sandboxes_keep_no_compiled_pattern_per_container(
 def compiled_patterns() -> int:
     gc.collect()
     return sum(1 for thing in gc.get_objects() if isinstance(thing, re.Pattern))
+
+
+@pytest.fixture
+def pod_process(node: Node) -> Iterator[str]:
+    """The ``/proc/<pid>/ns/net`` path of a process running in a namespace of its own (a live pod's)."""
+    netns = node.new_netns()
+    process = subprocess.Popen(
+        ["ip", "netns", "exec", netns.name, "sh", "-c", "echo entered; exec sleep 600"],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline() == b"entered\n"
+        yield f"/proc/{process.pid}/ns/net"
+    finally:
+        process.kill()
+        process.wait()
+
+
+async def test_a_cached_process_namespace_the_runtime_does_not_name_is_not_entered(
+    node: Node, pod_process: str
+) -> None:
+    """cri-dockerd names a sandbox's namespace through its process. After a reboot, or once that
+    process is gone, the cached PID may be another pod's: a DEL entering it would remove that pod's
+    interface of the same name. The runtime's DEL (here without a namespace: the sandbox is dead)
+    says where to run."""
+    container = new_container_id()
+    node.write_upstream_cache(
+        container, network=recorder_conf(node, "upstream-extra"), ifname="net1", netns=pod_process
+    )
+    conf = node.conf(node.recorder_network("cluster"))
+
+    await node.engine().delete(node.request(Command.DEL, container, None, conf))
+
+    assert node.calls() == [("DEL", "upstream-extra", "net1")]
+    assert node.recorder_entries("DEL")[0]["env"].get("CNI_NETNS", "") == ""
+
+
+async def test_a_cached_process_namespace_the_runtime_names_too_is_entered(
+    node: Node, pod_process: str
+) -> None:
+    container = new_container_id()
+    node.write_upstream_cache(
+        container, network=recorder_conf(node, "upstream-extra"), ifname="net1", netns=pod_process
+    )
+    conf = node.conf(node.recorder_network("cluster"))
+    request = node.request(Command.DEL, container, None, conf)
+
+    await node.engine().delete(dataclasses.replace(request, netns=pod_process))
+
+    assert node.recorder_entries("DEL")[0]["env"]["CNI_NETNS"] == pod_process
