@@ -11,9 +11,10 @@ caches of a failed DEL.
 A delegate's DEL runs in the namespace its cache names, unless that is a process's
 (``/proc/<pid>/ns/net``, as cri-dockerd passes): nothing in the cache says which process it was,
 and after a reboot, or once that process exited, the PID may be another pod's, whose interface of
-the same name the DEL would remove. Such a path is trusted only when the runtime's DEL names it
-too; otherwise the DEL runs in the runtime's namespace (none when it sends none: plugins then
-release what is outside the namespace only).
+the same name the DEL would remove. Such a path is trusted only when the runtime's live DEL names
+it too; otherwise the DEL runs in the runtime's namespace (none when it sends none: plugins then
+release what is outside the namespace only). A spooled DEL's own process path is not trusted
+either: the runtime heard success when it was spooled, and went on to remove the sandbox.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from collections.abc import Callable, Mapping
 from app.attach import device_info, recording, replay, upstream_cache
 from app.attach.errors import UndeletableError, as_cni_error, never_runnable
 from app.attach.recording import UnitOfWork
-from app.attach.requests import Command, SandboxRequest
+from app.attach.requests import Command, SandboxRequest, Trigger
 from app.cni import api
 from app.cni import conf as cniconf
 from app.cni.types import CniError, ErrorCode, IfName, RuntimeConf
@@ -68,7 +69,9 @@ async def delete_from_upstream_cache(
                 net=net,
                 rt=RuntimeConf(
                     container_id=request.container_id,
-                    netns=replay.netns_for_cached_del(_netns_of(attachment.netns, request.netns)),
+                    netns=replay.netns_for_cached_del(
+                        _netns_of(attachment.netns, request.netns, live=request.trigger is Trigger.RUNTIME)
+                    ),
                     ifname=IfName(attachment.ifname),
                     args=attachment.cni_args,
                     capability_args=attachment.capability_args,
@@ -113,18 +116,21 @@ async def delete_from_upstream_cache(
     return errors, units
 
 
-def _netns_of(cached: str, requested: str) -> str:
+def _netns_of(cached: str, requested: str, *, live: bool) -> str:
     """The namespace path a cached delegate's DEL is given: the cache's, unless it names a process
-    the runtime's DEL does not name (see the module docstring)."""
-    if cached and _names_a_process(cached) and cached != requested:
+    the runtime's live DEL does not name (see the module docstring); the request's otherwise, unless
+    that names a process and the DEL is not live (a spooled one: the runtime heard success and went
+    on to remove the sandbox, so its process is gone and its PID may be another's)."""
+    request = "" if requested and _names_a_process(requested) and not live else requested
+    if cached and _names_a_process(cached) and (cached != requested or not live):
         log.warning(
             "the upstream-cached DEL does not enter %s (a process's namespace; the PID may be"
-            " another's now): it runs with the runtime's netns %r",
+            " another's now): it runs with %s",
             cached,
-            requested,
+            f"the runtime's netns {request}" if request else "no netns",
         )
-        return requested
-    return cached or requested
+        return request
+    return cached or request
 
 
 def _names_a_process(path: str) -> bool:

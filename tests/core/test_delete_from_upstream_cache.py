@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from app.attach import device_info
+from app.attach.requests import Trigger
 from app.cni.types import CniError, JsonObject
 from tests.core.support import Command, Netns, Node, delegate_lines, new_container_id
 
@@ -327,3 +328,21 @@ async def test_a_cached_process_namespace_the_runtime_names_too_is_entered(
     await node.engine().delete(dataclasses.replace(request, netns=pod_process))
 
     assert node.recorder_entries("DEL")[0]["env"]["CNI_NETNS"] == pod_process
+
+
+async def test_a_spooled_del_does_not_enter_a_process_namespace_even_one_it_names(
+    node: Node, pod_process: str
+) -> None:
+    """The shim spooled the DEL and answered success, so the runtime went on to remove the sandbox:
+    by the replay its process is gone, and its PID may be a live pod's."""
+    container = new_container_id()
+    node.write_upstream_cache(
+        container, network=recorder_conf(node, "upstream-extra"), ifname="net1", netns=pod_process
+    )
+    conf = node.conf(node.recorder_network("cluster"))
+    request = node.request(Command.DEL, container, None, conf, trigger=Trigger.SPOOL)
+
+    await node.engine().delete(dataclasses.replace(request, netns=pod_process))
+
+    assert node.calls() == [("DEL", "upstream-extra", "net1")]
+    assert node.recorder_entries("DEL")[0]["env"].get("CNI_NETNS", "") == ""
