@@ -22,7 +22,8 @@ from app.attach.status_retries import StatusRetries, StatusRetrySettings
 from app.store import checkpoints
 from app.store.database import Connection, Database
 from app.store.mirror_records import PodRecord
-from app.store.records import DelegateIntent, PodIdentity, SandboxIntent
+from app.store.records import PodIdentity, SandboxIntent
+from tests.store.builders import delegate_intent, record_running
 
 BOOT = "boot-now"
 EARLIER_BOOT = "boot-before"
@@ -62,26 +63,16 @@ def _running_and_marked(connection: Connection, *, container_id: str, pod: PodRe
     """A sandbox recorded as an ADD that answered with its status write failed: ``ready``, one
     attachment with its result, marked ``status_unwritten``."""
     identity = PodIdentity(pod.namespace, pod.name, pod.uid)
-    checkpoints.begin_add(
-        connection, SandboxIntent(container_id, "/var/run/netns/web", "eth0", "1.0.0", identity, boot_id)
-    )
-    checkpoints.record_intent(
+    record_running(
         connection,
-        DelegateIntent(
-            container_id=container_id,
-            ifname="eth0",
-            position=0,
-            is_master=True,
+        SandboxIntent(container_id, "/var/run/netns/web", "eth0", "1.0.0", identity, boot_id),
+        intent=delegate_intent(
+            container_id,
             network_name="cluster",
-            plugin_types=("bridge",),
             config=b'{"cniVersion":"1.0.0","name":"cluster","type":"bridge"}',
-            cni_args=(),
-            capability_args={},
-            cni_path=("/opt/cni/bin",),
         ),
+        result=json.dumps(RESULT),
     )
-    checkpoints.record_result(connection, container_id=container_id, ifname="eth0", result=json.dumps(RESULT))
-    checkpoints.finish_add(connection, container_id)
     assert checkpoints.mark_status_unwritten(connection, container_id)
 
 

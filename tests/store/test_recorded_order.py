@@ -18,7 +18,8 @@ import pytest
 
 from app.store import checkpoints
 from app.store.database import Connection, Database
-from app.store.records import DelegateIntent, PodIdentity, SandboxIntent, SandboxSummary
+from app.store.records import PodIdentity, SandboxIntent, SandboxSummary
+from tests.store.builders import record_running
 
 BEFORE_THE_STEP = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 AFTER_THE_STEP = BEFORE_THE_STEP - timedelta(hours=1)
@@ -27,26 +28,12 @@ AFTER_THE_STEP = BEFORE_THE_STEP - timedelta(hours=1)
 
 def _running(connection: Connection, container_id: str, pod: str) -> None:
     """A sandbox of pod ``ns/pod`` whose ADD answered (one attachment, state ``ready``)."""
-    sandbox = SandboxIntent(
-        container_id, "/var/run/netns/x", "eth0", "1.0.0", PodIdentity("ns", pod, "uid"), "boot"
-    )
-    checkpoints.begin_add(connection, sandbox)
-    checkpoints.record_intent(
+    record_running(
         connection,
-        DelegateIntent(
-            container_id=container_id,
-            ifname="eth0",
-            position=0,
-            is_master=True,
-            network_name="net",
-            plugin_types=("bridge",),
-            config=b'{"cniVersion":"1.0.0"}',
-            cni_args=(),
-            capability_args={},
-            cni_path=("/opt/cni/bin",),
+        SandboxIntent(
+            container_id, "/var/run/netns/x", "eth0", "1.0.0", PodIdentity("ns", pod, "uid"), "boot"
         ),
     )
-    checkpoints.finish_add(connection, container_id)
 
 
 def _record_across_a_clock_step(db: Database, monkeypatch: pytest.MonkeyPatch, pod: str = "p") -> None:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from app.store import checkpoints, schema
 from app.store.database import Connection, Database
-from app.store.records import DelegateIntent, PodIdentity, SandboxIntent
+from app.store.records import PodIdentity, SandboxIntent
+from tests.store.builders import delegate_intent, record_running
 from tests.store.migrating import migrate
 
 
@@ -22,28 +23,6 @@ def _sandbox(container_id: str, pod: str, uid: str = "") -> SandboxIntent:
     return SandboxIntent(
         container_id, "/var/run/netns/x", "eth0", "1.0.0", PodIdentity("ns", pod, uid or f"uid-{pod}"), "boot"
     )
-
-
-def _intent(container_id: str) -> DelegateIntent:
-    return DelegateIntent(
-        container_id=container_id,
-        ifname="eth0",
-        position=0,
-        is_master=True,
-        network_name="net",
-        plugin_types=("bridge",),
-        config=b'{"cniVersion":"1.0.0"}',
-        cni_args=(),
-        capability_args={},
-        cni_path=("/opt/cni/bin",),
-    )
-
-
-def _running(connection: Connection, sandbox: SandboxIntent) -> None:
-    """``sandbox`` recorded as an ADD that answered: one attachment, state ``ready``."""
-    checkpoints.begin_add(connection, sandbox)
-    checkpoints.record_intent(connection, _intent(sandbox.container_id))
-    checkpoints.finish_add(connection, sandbox.container_id)
 
 
 def _marked_ids(connection: Connection) -> list[str]:
@@ -56,7 +35,7 @@ def _retried(db: Database, *, limit: int = 100) -> list[str]:
 
 
 def test_a_new_sandbox_is_not_marked_and_only_a_ready_one_can_be(db: Database) -> None:
-    db.write_sync(partial(_running, sandbox=_sandbox("c1", "a")))
+    db.write_sync(partial(record_running, sandbox=_sandbox("c1", "a")))
     db.write_sync(partial(checkpoints.begin_add, sandbox=_sandbox("c2", "b")))  # its ADD still runs
 
     assert db.read_sync(_marked_ids) == []
@@ -72,7 +51,7 @@ def test_a_new_sandbox_is_not_marked_and_only_a_ready_one_can_be(db: Database) -
 
 
 def test_the_mark_leaves_with_the_sandbox_its_del_removes(db: Database) -> None:
-    db.write_sync(partial(_running, sandbox=_sandbox("c1", "a")))
+    db.write_sync(partial(record_running, sandbox=_sandbox("c1", "a")))
     db.write_sync(partial(checkpoints.mark_status_unwritten, container_id="c1"))
 
     def delete(connection: Connection) -> bool:
@@ -86,7 +65,7 @@ def test_the_mark_leaves_with_the_sandbox_its_del_removes(db: Database) -> None:
 
 
 def test_a_sandbox_being_deleted_is_not_retried(db: Database) -> None:
-    db.write_sync(partial(_running, sandbox=_sandbox("c1", "a")))
+    db.write_sync(partial(record_running, sandbox=_sandbox("c1", "a")))
     db.write_sync(partial(checkpoints.mark_status_unwritten, container_id="c1"))
     db.write_sync(partial(checkpoints.begin_delete, container_id="c1"))  # its DEL failed: pending
 
@@ -96,11 +75,11 @@ def test_a_sandbox_being_deleted_is_not_retried(db: Database) -> None:
 def test_only_the_newest_sandbox_of_a_pod_is_retried_never_an_older_one_over_it(db: Database) -> None:
     """The pod's newer sandbox may have written its status since (an ADD's successful write leaves
     an older sandbox's mark alone: it adds nothing to the hot path)."""
-    db.write_sync(partial(_running, sandbox=_sandbox("older", "p")))
+    db.write_sync(partial(record_running, sandbox=_sandbox("older", "p")))
     db.write_sync(partial(checkpoints.mark_status_unwritten, container_id="older"))
-    db.write_sync(partial(_running, sandbox=_sandbox("other-pod", "q")))
+    db.write_sync(partial(record_running, sandbox=_sandbox("other-pod", "q")))
     db.write_sync(partial(checkpoints.mark_status_unwritten, container_id="other-pod"))
-    db.write_sync(partial(_running, sandbox=_sandbox("newer", "p")))  # its status was written
+    db.write_sync(partial(record_running, sandbox=_sandbox("newer", "p")))  # its status was written
 
     assert _retried(db) == ["other-pod"]
 
@@ -110,7 +89,7 @@ def test_only_the_newest_sandbox_of_a_pod_is_retried_never_an_older_one_over_it(
 
 def test_at_most_the_newest_marked_sandboxes_are_read_oldest_first(db: Database) -> None:
     for index in range(5):
-        db.write_sync(partial(_running, sandbox=_sandbox(f"c{index}", f"p{index}")))
+        db.write_sync(partial(record_running, sandbox=_sandbox(f"c{index}", f"p{index}")))
         db.write_sync(partial(checkpoints.mark_status_unwritten, container_id=f"c{index}"))
 
     assert _retried(db, limit=3) == ["c2", "c3", "c4"]
@@ -130,11 +109,11 @@ def _rows(path: Path) -> tuple[set[str], list[tuple[str, str]], list[tuple[str, 
 
 def test_upgrading_from_0008_keeps_every_sandbox_and_marks_none(db_path: Path) -> None:
     db = Database.open(db_path)
-    db.write_sync(partial(_running, sandbox=_sandbox("c1", "a")))
+    db.write_sync(partial(record_running, sandbox=_sandbox("c1", "a")))
     db.write_sync(
         partial(checkpoints.begin_add, sandbox=dataclasses.replace(_sandbox("c2", "b"), parallel=True))
     )
-    db.write_sync(partial(checkpoints.record_intent, intent=_intent("c2")))
+    db.write_sync(partial(checkpoints.record_intent, intent=delegate_intent("c2")))
     db.close()
     migrate(db_path, down_to="0008")
     columns, sandboxes, attachments = _rows(db_path)
