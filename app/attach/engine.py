@@ -404,7 +404,10 @@ class AttachEngine:
                 partial(
                     checkpoints.begin_add,
                     sandbox=self._sandbox_intent(
-                        request, parallel=parallel, default_networks=resolution.default_networks
+                        request,
+                        parallel=parallel,
+                        default_networks=resolution.default_networks,
+                        resolved_uid=resolution.pod.uid if resolution.pod is not None else "",
                     ),
                 ),
                 *(partial(checkpoints.record_intent, intent=intent) for intent in intents),
@@ -994,14 +997,19 @@ class AttachEngine:
         )
 
     def _sandbox_intent(
-        self, request: SandboxRequest, *, parallel: bool, default_networks: int
+        self, request: SandboxRequest, *, parallel: bool, default_networks: int, resolved_uid: str
     ) -> SandboxIntent:
+        """The sandbox as recorded. Its pod's UID is the runtime's ``K8S_POD_UID``, else the resolved
+        pod's (``resolved_uid``), which its delegates are given too (``networks.delegate_cni_args``):
+        a sandbox of a runtime that sends none is still told apart from a pod recreated under its
+        name (invariant 8) by GC, hot-plug, ``/delegate`` and the status retries."""
+        pod = request.pod if request.pod.uid or not resolved_uid else replace(request.pod, uid=resolved_uid)
         return SandboxIntent(
             container_id=request.container_id,
             netns=request.netns,
             ifname=request.ifname,
             cni_version=request.conf.stdin_cni_version,
-            pod=request.pod,
+            pod=pod,
             boot_id=self._boot_id,
             netns_id=netns.netns_identity(request.netns),
             parallel=parallel,
