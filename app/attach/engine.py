@@ -407,7 +407,7 @@ class AttachEngine:
                         request,
                         parallel=parallel,
                         default_networks=resolution.default_networks,
-                        resolved_uid=resolution.pod.uid if resolution.pod is not None else "",
+                        resolved_uid=_adoptable_uid(resolution.pod),
                     ),
                 ),
                 *(partial(checkpoints.record_intent, intent=intent) for intent in intents),
@@ -1000,9 +1000,10 @@ class AttachEngine:
         self, request: SandboxRequest, *, parallel: bool, default_networks: int, resolved_uid: str
     ) -> SandboxIntent:
         """The sandbox as recorded. Its pod's UID is the runtime's ``K8S_POD_UID``, else the resolved
-        pod's (``resolved_uid``), which its delegates are given too (``networks.delegate_cni_args``):
-        a sandbox of a runtime that sends none is still told apart from a pod recreated under its
-        name (invariant 8) by GC, hot-plug, ``/delegate`` and the status retries."""
+        pod's (``resolved_uid``, ``_adoptable_uid``), which its delegates are given too
+        (``networks.delegate_cni_args``): a sandbox of a runtime that sends none is still told apart
+        from a pod recreated under its name (invariant 8) by GC, hot-plug, ``/delegate`` and the
+        status retries."""
         pod = request.pod if request.pod.uid or not resolved_uid else replace(request.pod, uid=resolved_uid)
         return SandboxIntent(
             container_id=request.container_id,
@@ -1268,6 +1269,14 @@ class AttachEngine:
                     f"CNI_ARGS {field_name}={given} does not match container {request.container_id}",
                     f"the sandbox was added for {field_name}={recorded}",
                 )
+
+
+def _adoptable_uid(pod: PodRecord | None) -> str:
+    """The UID a sandbox whose runtime sent no ``K8S_POD_UID`` records: the resolved pod's, unless
+    that is a static pod's mirror (its API UID is never the static pod's own, and a mirror deleted
+    and made again gets another: GC would take the live static pod's sandbox for a replaced pod's);
+    none without a resolved pod (static mode)."""
+    return pod.uid if pod is not None and not pod.is_static else ""
 
 
 _DeviceClaims = Mapping[str, tuple[str, str, DelegatePlan]]
