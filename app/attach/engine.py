@@ -404,10 +404,7 @@ class AttachEngine:
                 partial(
                     checkpoints.begin_add,
                     sandbox=self._sandbox_intent(
-                        request,
-                        parallel=parallel,
-                        default_networks=resolution.default_networks,
-                        resolved_uid=_adoptable_uid(resolution.pod),
+                        request, parallel=parallel, default_networks=resolution.default_networks
                     ),
                 ),
                 *(partial(checkpoints.record_intent, intent=intent) for intent in intents),
@@ -997,20 +994,14 @@ class AttachEngine:
         )
 
     def _sandbox_intent(
-        self, request: SandboxRequest, *, parallel: bool, default_networks: int, resolved_uid: str
+        self, request: SandboxRequest, *, parallel: bool, default_networks: int
     ) -> SandboxIntent:
-        """The sandbox as recorded. Its pod's UID is the runtime's ``K8S_POD_UID``, else the resolved
-        pod's (``resolved_uid``, ``_adoptable_uid``), which its delegates are given too
-        (``networks.delegate_cni_args``): a sandbox of a runtime that sends none is still told apart
-        from a pod recreated under its name (invariant 8) by GC, hot-plug, ``/delegate`` and the
-        status retries."""
-        pod = request.pod if request.pod.uid or not resolved_uid else replace(request.pod, uid=resolved_uid)
         return SandboxIntent(
             container_id=request.container_id,
             netns=request.netns,
             ifname=request.ifname,
             cni_version=request.conf.stdin_cni_version,
-            pod=pod,
+            pod=request.pod,
             boot_id=self._boot_id,
             netns_id=netns.netns_identity(request.netns),
             parallel=parallel,
@@ -1269,14 +1260,6 @@ class AttachEngine:
                     f"CNI_ARGS {field_name}={given} does not match container {request.container_id}",
                     f"the sandbox was added for {field_name}={recorded}",
                 )
-
-
-def _adoptable_uid(pod: PodRecord | None) -> str:
-    """The UID a sandbox whose runtime sent no ``K8S_POD_UID`` records: the resolved pod's, unless
-    that is a static pod's mirror (its API UID is never the static pod's own, and a mirror deleted
-    and made again gets another: GC would take the live static pod's sandbox for a replaced pod's);
-    none without a resolved pod (static mode)."""
-    return pod.uid if pod is not None and not pod.is_static else ""
 
 
 _DeviceClaims = Mapping[str, tuple[str, str, DelegatePlan]]

@@ -812,12 +812,22 @@ class HotplugReconciler:
         hot-plugged. The kubelet runs it from its manifest, and its mirror pod can be seen through
         the API but not used to control it (Kubernetes documentation, "Static Pods"): an edited
         mirror annotation changes nothing the kubelet runs, and an edited manifest makes the
-        kubelet replace the pod, whose new sandbox's ADD attaches the networks it names."""
-        return [
-            s
-            for s in await self._engine.sandboxes_of_pod(pod.namespace, pod.name)
-            if not (s.pod.uid and pod.uid and s.pod.uid != pod.uid)
-        ]
+        kubelet replace the pod, whose new sandbox's ADD attaches the networks it names.
+
+        A sandbox the runtime named by name only (no ``K8S_POD_UID``, as older runtimes send) is
+        the pod's whose UID its delegates were given (``SandboxRecord.pod_uid_given``): without it, a pod
+        recreated under its name (a StatefulSet's, force-deleted) took its predecessor's sandbox,
+        still recorded until the runtime's DEL, for its own: its networks were hot-plugged there,
+        and that sandbox's network-status written on the new pod."""
+        sandboxes = []
+        for summary in await self._engine.sandboxes_of_pod(pod.namespace, pod.name):
+            uid = summary.pod.uid
+            if not uid and pod.uid:
+                record = await self._engine.load_sandbox(summary.container_id)
+                uid = record.pod_uid_given() if record is not None else ""
+            if not (uid and pod.uid and uid != pod.uid):
+                sandboxes.append(summary)
+        return sandboxes
 
     def _request(self, record: SandboxRecord, pod: PodRecord) -> SandboxRequest:
         uid = record.pod.uid or pod.uid

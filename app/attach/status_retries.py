@@ -440,4 +440,4 @@ def _is_current(record: SandboxRecord, pod: PodRecord, *, boot_id: str) -> bool:
     """The sandbox is running, during this boot (one of an earlier boot is recorded ``ready`` only
     until recovery or GC tears it down: its netns and addresses died with that boot), and for the
     pod the write is addressed to (not a predecessor)."""
-    return record.state == "ready" and record.boot_id == boot_id and pod.is_pod_of(record.pod.uid)
+    return record.state == "ready" and record.boot_id == boot_id and pod.is_pod_of(record.pod_uid_given())

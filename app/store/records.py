@@ -123,6 +123,21 @@ class SandboxRecord:
     def attachment(self, ifname: str) -> AttachmentRecord | None:
         return next((a for a in self.attachments if a.ifname == ifname), None)
 
+    def pod_uid_given(self) -> str:
+        """The UID of the pod this sandbox was added for, as far as a write to a pod or a hot-plug
+        may trust it: the runtime's ``K8S_POD_UID``, else the one its delegates were given at ADD
+        (the resolved pod's, as upstream fills it in); "" when neither is known (static mode).
+
+        The second may be a predecessor's (a pod watch lagging behind a recreation resolves the
+        name to it): a reason to refuse a write or a hot-plug, never one to tear a sandbox down."""
+        if self.pod.uid:
+            return self.pod.uid
+        for attachment in sorted(self.attachments, key=lambda a: a.position):
+            uid = dict(attachment.cni_args).get("K8S_POD_UID", "")
+            if uid:
+                return uid
+        return ""
+
     def summary(self) -> SandboxSummary:
         """Its identity and state, as ``checkpoints.sandbox_summaries`` lists them."""
         return SandboxSummary(

@@ -183,3 +183,65 @@ async def test_a_restart_that_does_not_find_the_pod_in_the_mirror_keeps_the_mark
 
     assert await database.read(_marked_ids) == [CONTAINER]
     assert publisher.writes == []
+
+
+async def test_a_sandbox_added_without_a_pod_uid_has_no_status_written_on_a_pod_recreated_since(
+    database: Database, retries: StatusRetries, publisher: RecordingPublisher
+) -> None:
+    """The runtime sent no ``K8S_POD_UID``, so the sandbox records none; its delegates were given
+    the UID of the pod the ADD resolved. The pod was deleted and made again under its name while
+    the daemon was down, before the new pod's sandbox was added: the old sandbox is still the
+    newest of that name, and its addresses were written on the new, live pod."""
+
+    def uidless_running_and_marked(connection: Connection) -> None:
+        record_running(
+            connection,
+            SandboxIntent(
+                CONTAINER, "/var/run/netns/web", "eth0", "1.0.0", PodIdentity("default", "web", ""), BOOT
+            ),
+            intent=delegate_intent(
+                CONTAINER,
+                network_name="cluster",
+                config=b'{"cniVersion":"1.0.0","name":"cluster","type":"bridge"}',
+                cni_args=(
+                    ("K8S_POD_NAMESPACE", "default"),
+                    ("K8S_POD_NAME", "web"),
+                    ("K8S_POD_UID", POD.uid),
+                ),
+            ),
+            result=json.dumps(RESULT),
+        )
+        assert checkpoints.mark_status_unwritten(connection, CONTAINER)
+
+    await database.write(uidless_running_and_marked)
+    recreated = PodRecord(namespace=POD.namespace, name=POD.name, uid="uid-web-again")
+
+    await retries.resume(Mirror(recreated))
+    await _until_settled(retries)
+
+    assert publisher.writes == []
+    assert await database.read(_marked_ids) == []
+
+
+async def test_a_sandbox_added_without_a_pod_uid_has_its_status_written_on_its_own_pod(
+    database: Database, retries: StatusRetries, publisher: RecordingPublisher
+) -> None:
+    """The counterpart: the pod its delegates were given is the one mirrored."""
+
+    def uidless_running_and_marked(connection: Connection) -> None:
+        record_running(
+            connection,
+            SandboxIntent(
+                CONTAINER, "/var/run/netns/web", "eth0", "1.0.0", PodIdentity("default", "web", ""), BOOT
+            ),
+            intent=delegate_intent(CONTAINER, cni_args=(("K8S_POD_UID", POD.uid),)),
+            result=json.dumps(RESULT),
+        )
+        assert checkpoints.mark_status_unwritten(connection, CONTAINER)
+
+    await database.write(uidless_running_and_marked)
+
+    assert await retries.resume(Mirror(POD)) == 1
+    await _until_settled(retries)
+
+    assert [name for name, _ in publisher.writes] == ["web"]

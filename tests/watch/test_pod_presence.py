@@ -254,3 +254,40 @@ async def test_a_sandbox_kept_because_the_api_did_not_answer_is_not_said_to_be_a
         f"kept {container[:12]} (default/web): the mirror says pod-gone, the API could not be asked"
     )
     assert [orphan.container_id for orphan in collected.collected] == [container]
+
+
+async def test_gc_leaves_alone_a_uidless_sandbox_whose_add_resolved_the_predecessor_the_watch_still_held(
+    emulator: KubeApiEmulator, running: Running, database: Database, tmp_path: Path, netns: str
+) -> None:
+    """A StatefulSet's web is force-deleted and made again while the pod watch lags, and the runtime
+    (one that sends no ``K8S_POD_UID``) ADDs the new pod's sandbox: the mirror answers by name with
+    the predecessor. Recording that predecessor's UID as the sandbox's made GC, once the watch caught
+    up, see the live pod "replaced", the API confirm it (it holds web under another UID), and tear
+    the live pod's networks down."""
+    watchers = running.watchers
+    engine, conf = engine_of_the_watchers(running, database, tmp_path)
+    collector = GarbageCollector(engine=engine, db=database, pods=watchers.presence, pod_gone_grace=0)
+    old = emulator.create_pod(pod_manifest("web"))["metadata"]["uid"]
+    await eventually(mirrored_pods(database), lambda pods: ("default", "web") in pods)
+    container = ContainerId("c" * 64)
+    async with pod_watch_lagging(emulator):
+        emulator.delete_pod("default", "web")
+        new = emulator.create_pod(pod_manifest("web"))["metadata"]["uid"]
+        await engine.add(
+            SandboxRequest(
+                command=Command.ADD,
+                container_id=container,
+                netns=netns,
+                ifname=IfName("eth0"),
+                cni_args=(("K8S_POD_NAMESPACE", "default"), ("K8S_POD_NAME", "web")),
+                pod=PodIdentity("default", "web", ""),
+                conf=conf,
+            )
+        )
+        assert (await mirrored_pods(database)())[("default", "web")].uid == old, "the watch still lags"
+    await eventually(lambda: presence(running), lambda pods: pods == {("default", "web"): new})
+
+    report = await collector.run_once()
+
+    assert (report.orphans, report.collected) == ([], [])
+    assert await engine.load_sandbox(container) is not None
