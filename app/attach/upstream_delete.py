@@ -134,6 +134,7 @@ def _netns_of(cached: str, requested: str, *, live: bool) -> str:
 
 
 def _names_a_process(path: str) -> bool:
-    """Whether ``path`` reaches a namespace through a process (``/proc/...``)."""
-    parts = os.path.normpath(path).split("/")
-    return len(parts) > 1 and parts[0] == "" and parts[1] == "proc"
+    """Whether ``path`` reaches a namespace through a process (``/proc/...``, however spelt: the
+    kernel takes ``//proc``, ``/proc/./`` and a trailing ``/`` for the same file)."""
+    normalized = os.path.normpath(path)
+    return normalized.startswith("/") and normalized.lstrip("/").split("/")[0] == "proc"

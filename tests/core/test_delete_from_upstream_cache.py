@@ -296,16 +296,22 @@ def pod_process(node: Node) -> Iterator[str]:
         process.wait()
 
 
+@pytest.mark.parametrize(
+    "spelling", ["{}", "/{}", "{}/", "/proc/./{}"], ids=["plain", "//", "trailing-/", "/./"]
+)
 async def test_a_cached_process_namespace_the_runtime_does_not_name_is_not_entered(
-    node: Node, pod_process: str
+    node: Node, pod_process: str, spelling: str
 ) -> None:
     """cri-dockerd names a sandbox's namespace through its process. After a reboot, or once that
     process is gone, the cached PID may be another pod's: a DEL entering it would remove that pod's
     interface of the same name. The runtime's DEL (here without a namespace: the sandbox is dead)
-    says where to run."""
+    says where to run. However the path is spelt, the kernel takes it for the same file."""
     container = new_container_id()
+    cached = spelling.format(
+        pod_process.removeprefix("/proc/") if spelling.startswith("/proc/./") else pod_process
+    )
     node.write_upstream_cache(
-        container, network=recorder_conf(node, "upstream-extra"), ifname="net1", netns=pod_process
+        container, network=recorder_conf(node, "upstream-extra"), ifname="net1", netns=cached
     )
     conf = node.conf(node.recorder_network("cluster"))
 
