@@ -65,10 +65,14 @@ class Layout:
         primary = self.bridge_conf("primary", "10.230.0.0/24")
         (self.conf_dir / "10-primary.conf").write_text(json.dumps(primary))
 
-    def request(self, command: Command, pod: dict[str, Any], container: str, *, netns: str) -> SandboxRequest:
+    def request(
+        self, command: Command, pod: dict[str, Any], container: str, *, netns: str, with_uid: bool = True
+    ) -> SandboxRequest:
         """The runtime's request for ``pod``'s sandbox ``container`` in ``netns``, as a kubelet's
-        CNI_ARGS name it, under this layout's configuration."""
+        CNI_ARGS name it (without ``K8S_POD_UID`` unless ``with_uid``, as older runtimes send them),
+        under this layout's configuration."""
         metadata = pod["metadata"]
+        uid = metadata["uid"] if with_uid else ""
         return SandboxRequest(
             command=command,
             container_id=ContainerId(container),
@@ -79,9 +83,9 @@ class Layout:
                 ("K8S_POD_NAMESPACE", metadata["namespace"]),
                 ("K8S_POD_NAME", metadata["name"]),
                 ("K8S_POD_INFRA_CONTAINER_ID", container),
-                ("K8S_POD_UID", metadata["uid"]),
+                *((("K8S_POD_UID", uid),) if uid else ()),
             ),
-            pod=PodIdentity(metadata["namespace"], metadata["name"], metadata["uid"]),
+            pod=PodIdentity(metadata["namespace"], metadata["name"], uid),
             conf=self.conf(),
         )
 

@@ -13,39 +13,15 @@ from __future__ import annotations
 import json
 import secrets
 from functools import partial
-from typing import Any
 
-from app.attach.requests import Command, SandboxRequest
-from app.cni.types import ContainerId, IfName
+from app.attach.requests import Command
 from app.sandbox.kubeapi import KubeApiEmulator
 from app.store import checkpoints
 from app.store.database import Database
-from app.store.records import PodIdentity
 from tests.watch.hotplug_node import Layout, build
 from tests.watch.support import NETWORKS, Running, eventually, pod_manifest
 
 STATUS = "k8s.v1.cni.cncf.io/network-status"
-
-
-def _request_without_pod_uid(
-    layout: Layout, command: Command, pod: dict[str, Any], container: str, *, netns: str
-) -> SandboxRequest:
-    """The runtime's request for ``pod``'s sandbox as a runtime that sends no K8S_POD_UID makes it."""
-    namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
-    return SandboxRequest(
-        command=command,
-        container_id=ContainerId(container),
-        netns=netns,
-        ifname=IfName("eth0"),
-        cni_args=(
-            ("IgnoreUnknown", "1"),
-            ("K8S_POD_NAMESPACE", namespace),
-            ("K8S_POD_NAME", name),
-            ("K8S_POD_INFRA_CONTAINER_ID", container),
-        ),
-        pod=PodIdentity(namespace, name, ""),
-        conf=layout.conf(),
-    )
 
 
 async def test_a_recreated_pod_is_neither_hot_plugged_into_nor_published_from_its_predecessors_sandbox(
@@ -59,7 +35,7 @@ async def test_a_recreated_pod_is_neither_hot_plugged_into_nor_published_from_it
     engine, reconciler = build(database=database, watchers=running.watchers, layout=layout)
     old_pod = emulator.create_pod(pod_manifest("web-0"))
     container = secrets.token_hex(32)
-    added = _request_without_pod_uid(layout, Command.ADD, old_pod, container, netns=netns)
+    added = layout.request(Command.ADD, old_pod, container, netns=netns, with_uid=False)
     await engine.add(added)
     try:
         record = await engine.load_sandbox(container)
@@ -83,4 +59,4 @@ async def test_a_recreated_pod_is_neither_hot_plugged_into_nor_published_from_it
         annotations = emulator.get_pod("default", "web-0")["metadata"].get("annotations") or {}
         assert STATUS not in annotations, json.loads(annotations[STATUS])
     finally:
-        await engine.delete(_request_without_pod_uid(layout, Command.DEL, old_pod, container, netns=netns))
+        await engine.delete(layout.request(Command.DEL, old_pod, container, netns=netns, with_uid=False))
