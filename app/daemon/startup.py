@@ -15,7 +15,8 @@ Shutdown is staged, on SIGTERM/SIGINT or when a task that cannot be restarted cr
 (``/readyz`` turns 500 at once; on a signal the restart marker ``multus.restarting`` is written
 for the shim) → in-flight operations drained for ``shutdownGraceSeconds``, then the stragglers
 named and cancelled (their plugins killed, their connections closed unanswered: the shim spools a
-DEL and answers an ADD code 11; what they recorded is settled by the next daemon's recovery) → the
+DEL and answers an ADD code 11; what they recorded is settled by the next daemon's recovery); a
+start-up recovery or spool replay still running gets the same grace, then is cancelled too → the
 servers stop accepting (``multus.sock`` unlinked first, the connections it already queued
 answered, each handler given ``server.CLOSE_ANSWER_SECONDS``) → watchers and background tasks
 stopped (``shutdownGraceSeconds`` again, then cancelled and named) → the cluster client and the
@@ -40,6 +41,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
@@ -97,6 +99,8 @@ class Daemon:
         self._sock = sock
         self._stopping = asyncio.Event()
         self._graceful = False
+        self._grace_ends = 0.0
+        """When the stop's ``shutdownGraceSeconds`` ends (``time.monotonic``), once one is requested."""
         self.exit_code = 0
         self._hotplug: hotplug.HotplugReconciler | None = None
         self._shim_conf = autoconf.Keeper(settings)
@@ -120,6 +124,8 @@ class Daemon:
     def _begin_stop(self) -> None:
         """Stage 1: not ready at once; the restart marker before the socket stops accepting."""
         self.readiness.stopping = True
+        if not self._stopping.is_set():
+            self._grace_ends = time.monotonic() + self.settings.timeouts.shutdown_grace
         log.info("stopping: not ready any more")
         if self._graceful:
             try:
@@ -205,14 +211,13 @@ class Daemon:
         if query_runner is not None:
             servers.push_async_callback(query_runner.cleanup)
         try:
-            await recovery.recover(engine=engine, db=db, device_info_dir=self.settings.device_info_dir)
-            await self._replay_spool(engine)
+            recovered = await self._recover(engine, db)
         except Exception:
             log.critical("start-up recovery failed: stopping", exc_info=True)
             self.exit_code = 1
             self._begin_stop()
         else:
-            self.readiness.recovered = True
+            self.readiness.recovered = recovered
             if not self._stopping.is_set():
                 self._start_tasks(kube, collector, engine, db)
                 settle_memory()
@@ -253,14 +258,50 @@ class Daemon:
             "history-retention", timeouts.history_prune_interval, lambda: self._prune(db, limits)
         )
 
+    async def _recover(self, engine: AttachEngine, db: Database) -> bool:
+        """Start-up recovery, then the replay of the spooled DELs; True once both have run to their
+        end. A stop requested meanwhile gives them what is left of ``shutdownGraceSeconds``, as it
+        gives the operations in flight (a rollback's DEL may wait on a plugin up to
+        ``delegateTimeoutSeconds``, per sandbox): then they are cancelled, their plugins killed, and
+        named; what they left recorded the next daemon's recovery settles. Their failure is raised."""
+        recovering = asyncio.ensure_future(self._recover_then_replay(engine, db))
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({recovering, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not recovering.done():
+                await asyncio.wait({recovering}, timeout=self._grace_left())
+        finally:
+            stopping.cancel()
+            if not recovering.done():
+                recovering.cancel()
+        if recovering.cancelled() or not recovering.done():
+            log.error(
+                "stopping with start-up recovery still running after %gs: cancelled (what it left "
+                "unsettled, the next daemon's recovery settles)",
+                self.settings.timeouts.shutdown_grace,
+            )
+            await asyncio.wait({recovering}, timeout=server.ABANDON_WAIT_SECONDS)
+            return False
+        recovering.result()
+        return True
+
+    async def _recover_then_replay(self, engine: AttachEngine, db: Database) -> None:
+        await recovery.recover(engine=engine, db=db, device_info_dir=self.settings.device_info_dir)
+        await self._replay_spool(engine)
+
     # ---- staged shutdown --------------------------------------------------------------------------
 
+    def _grace_left(self) -> float:
+        """What is left of ``shutdownGraceSeconds`` since the stop was requested."""
+        return max(0.0, self._grace_ends - time.monotonic())
+
     async def _drain(self, cni_server: server.CniServer) -> None:
-        """Stage 2: in-flight operations get ``shutdownGraceSeconds`` to reach their final commit."""
+        """Stage 2: in-flight operations get ``shutdownGraceSeconds`` from the stop's request (the
+        start-up recovery it may have cut short had the same) to reach their final commit."""
         running = cni_server.in_flight()
         if running:
             log.info("stopping: waiting for %d operations in flight", len(running))
-        remaining = await cni_server.drain(self.settings.timeouts.shutdown_grace)
+        remaining = await cni_server.drain(self._grace_left())
         if remaining:
             log.error(
                 "stopping with %d operations still running after %gs: %s; cancelled, their connections "

@@ -3,14 +3,17 @@
 Every ADD the runtime heard succeed is recorded with its interface present; every ADD it heard fail
 leaves nothing once the next daemon has recovered; every DEL ends removed (served, or spooled and
 replayed); once every pod is DELed no lease, veth, checkpoint row, spool entry or plugin is left.
+A stop that comes during the daemon's start-up recovery ends within its restart marker's ``until``.
 """
 
 from __future__ import annotations
 
+import json
 import signal
 import sqlite3
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -130,3 +133,68 @@ def test_sigterm_during_a_burst_of_adds_and_dels_loses_nothing_and_leaks_nothing
         assert cluster.stop_daemon() == 0
     finally:
         Path(f"{gate}.open").touch()  # a plugin a failed run left waiting must not loop on
+
+
+GATED_DEL = """#!/bin/sh
+# the bridge plugin; its DEL waits for the gate first
+if [ "$CNI_COMMAND" = DEL ]; then
+    touch "{gate}.running"
+    while [ ! -e "{gate}.open" ]; do sleep 0.02; done
+fi
+exec {bridge}
+"""
+
+
+def test_a_stop_during_start_up_recovery_ends_within_the_restart_marker(cluster: Cluster) -> None:
+    """A daemon SIGTERM'd while its start-up recovery waited on a plugin (a rollback's DEL that does
+    not return) stopped only once recovery was over, up to the plugin's timeout per sandbox: past
+    its restart marker's ``until``, so a successor waiting for it gave up (exit 3). The recovery is
+    now given the grace, then cancelled (its plugins killed); what it left recorded, the next
+    daemon's recovery settles."""
+    gate = cluster.root / "gate"
+    plugin = cluster.bin_dir / "gated-bridge"
+    plugin.write_text(GATED_DEL.format(gate=gate, bridge=Path(CNI_PLUGIN_DIR) / "bridge"))
+    plugin.chmod(0o755)
+    conf = cluster.bridge_conflist("primary", "10.240.0.0/24")
+    conf["plugins"][0]["type"] = "gated-bridge"
+    cluster.write_network(cluster.net_d, "10-primary.conflist", conf)
+    cluster.daemon_config.update(
+        clusterNetwork=str(cluster.net_d / "10-primary.conflist"),
+        multusConfigFile="none",
+        shutdownGraceSeconds=1,
+        delegateTimeoutSeconds=300,
+    )
+    try:
+        cluster.start_daemon(env={"MULTUS_PY_CRASH_AT": "add-after-exec"})
+        netns, container_id = cluster.new_netns(), new_container_id()
+        added = cluster.run_shim("ADD", container_id=container_id, netns=netns)
+        assert added.returncode == 1, added  # the daemon died after the plugin's ADD
+        assert cluster.daemon is not None
+        assert cluster.daemon.wait(timeout=60) == -signal.SIGKILL
+        cluster.daemon = None
+
+        cluster.start_daemon(wait=False)  # its recovery rolls the ADD back: the DEL waits at the gate
+        assert cluster.daemon is not None
+        _wait_for(Path(f"{gate}.running").exists, "the recovery's DEL running", cluster)
+        cluster.daemon.send_signal(signal.SIGTERM)
+        marker = cluster.socket_dir / "multus.restarting"
+        _wait_for(marker.exists, "the restart marker", cluster)
+        until = json.loads(marker.read_text())["until"]
+        try:
+            code = cluster.daemon.wait(timeout=max(until - time.time(), 1.0))
+        except subprocess.TimeoutExpired:
+            raise AssertionError("the daemon still ran when its restart marker expired") from None
+        cluster.daemon = None
+        assert code == 0
+        assert _plugins_running(cluster) == []  # the recovery's plugin was killed with it
+
+        Path(f"{gate}.open").touch()
+        cluster.start_daemon()  # this recovery's DEL passes the gate
+        assert container_id not in _recorded(cluster)
+        assert "eth0" not in netns.interfaces()
+        assert cluster.run_shim("DEL", container_id=container_id, netns=netns).returncode == 0
+        assert cluster.stop_daemon() == 0
+        assert cluster.leases() == []
+        assert cluster.leftover_host_veths() == set()
+    finally:
+        Path(f"{gate}.open").touch()
