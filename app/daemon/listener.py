@@ -30,6 +30,7 @@ import errno
 import fcntl
 import json
 import logging
+import math
 import os
 import socket
 import stat
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 RESTART_MARKER = "multus.restarting"
 RESTART_WAIT_SECONDS = 30.0
 """How long after a graceful stop the shim may wait for the next daemon."""
+MAX_MARKER_BYTES = 4096
+"""Most of the restart marker read (it holds a few dozen bytes; the shim reads as much)."""
 LOCK_SUFFIX = ".lock"
 LOCK_POLL_SECONDS = 0.05
 """Between two attempts to take the lock of a daemon that is stopping."""
@@ -176,20 +179,36 @@ def _holder(fd: int) -> str:
 
 def _stopping_until(marker: Path) -> float | None:
     """The restart marker's ``until`` (a daemon is stopping gracefully), None when there is none.
-    A marker that cannot be read or parsed counts as none: the caller then refuses to start rather
-    than wait on something it cannot interpret."""
+    A marker that cannot be read or parsed counts as none, as the shim takes it: the caller then
+    refuses to start rather than wait on something it cannot interpret. So does one whose ``until``
+    is no time (inf, NaN, a number no float holds), which would have it wait for ever; the read
+    is bounded and never waits (a FIFO there has no writer)."""
     try:
-        content = json.loads(marker.read_bytes())
-        until = content["until"]
+        fd = os.open(marker, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        log.warning("unreadable restart marker %s: %s", marker, exc)
+        return None
+    try:
+        content = json.loads(os.read(fd, MAX_MARKER_BYTES))
+        until = content["until"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         log.warning("unreadable restart marker %s: %s", marker, exc)
         return None
+    finally:
+        os.close(fd)
     if isinstance(until, bool) or not isinstance(until, int | float):
         log.warning("restart marker %s has no numeric until", marker)
         return None
-    return float(until)
+    try:
+        seconds = float(until)
+    except OverflowError:
+        seconds = math.inf
+    if not math.isfinite(seconds):
+        log.warning("restart marker %s has an until that is no time: %r", marker, until)
+        return None
+    return seconds
 
 
 def prepare_socket(socket_path: Path) -> None:

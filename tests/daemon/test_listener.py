@@ -334,3 +334,49 @@ def test_a_lock_linked_to_another_file_is_refused_and_that_file_left_alone(tmp_p
 
     assert victim.read_text() == "precious\n"
     assert not (socket_dir / "multus.sock").exists()
+
+
+@pytest.mark.parametrize(
+    "marker",
+    [
+        '{"pid": 1, "until": Infinity}',
+        '{"pid": 1, "until": NaN}',
+        '{"pid": 1, "until": 1e999}',
+        '{"pid": 1, "until": ' + "9" * 400 + "}",
+        "a FIFO",
+    ],
+    ids=["infinity", "nan", "overflowing-float", "overflowing-integer", "fifo"],
+)
+def test_a_restart_marker_whose_until_is_no_time_is_not_waited_for(tmp_path: Path, marker: str) -> None:
+    """A marker whose ``until`` is no time a daemon writes (inf, NaN, a number no float holds), or
+    that is no file to read, counts as none, as the shim takes it: a daemon started beside a
+    serving one waited for ever on an infinite or NaN ``until`` (never exit 3), crashed with a
+    traceback on an integer too large for a float, and hung reading a FIFO."""
+    path = tmp_path / "multus.sock"
+    serving = listener.claim(path)
+    claimed: list[listener.Claim] = []
+    refused: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            claimed.append(listener.claim(path))
+        except BaseException as exc:
+            refused.append(exc)
+
+    successor = threading.Thread(target=start, daemon=True)
+    try:
+        if marker == "a FIFO":
+            os.mkfifo(tmp_path / listener.RESTART_MARKER)
+        else:
+            (tmp_path / listener.RESTART_MARKER).write_text(marker)
+        successor.start()
+        successor.join(timeout=30)
+        waiting = successor.is_alive()
+    finally:
+        serving.release()  # a successor still waiting takes over now, and returns
+        successor.join(timeout=10)
+        for claim in claimed:
+            claim.release()
+    assert not waiting, "the successor waited on a marker that promises nothing"
+    assert len(refused) == 1, (refused, claimed)
+    assert isinstance(refused[0], listener.SocketInUseError), refused
