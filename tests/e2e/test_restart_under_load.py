@@ -71,7 +71,10 @@ def _plugins_running(cluster: Cluster) -> list[str]:
     return [line for line in found.stdout.splitlines() if "gated-bridge" in line or "/bridge" in line]
 
 
-def test_sigterm_during_a_burst_of_adds_and_dels_loses_nothing_and_leaks_nothing(cluster: Cluster) -> None:
+@pytest.mark.parametrize("then", ["exit", "sigkill-while-draining"])
+def test_sigterm_during_a_burst_of_adds_and_dels_loses_nothing_and_leaks_nothing(
+    cluster: Cluster, then: str
+) -> None:
     gate = _gated_network(cluster)
     cluster.daemon_config.update(multusConfigFile="none", shutdownGraceSeconds=1, maxConcurrentDelegates=64)
     cluster.start_daemon()
@@ -96,15 +99,22 @@ def test_sigterm_during_a_burst_of_adds_and_dels_loses_nothing_and_leaks_nothing
         _wait_for(lambda: len(list(gates.glob("gate.running.*"))) == len(stuck), "the stuck ADDs", cluster)
         burst = [threading.Thread(target=call, args=("ADD", *pod)) for pod in quick]
         burst += [threading.Thread(target=call, args=("DEL", *pod)) for pod in earlier]
+        burst.append(threading.Thread(target=call, args=("DEL", *stuck[0])))  # behind its stuck ADD
         for thread in burst:
             thread.start()
         cluster.daemon.send_signal(signal.SIGTERM)
-        assert cluster.daemon.wait(timeout=60) == 0
+        if then == "exit":
+            assert cluster.daemon.wait(timeout=60) == 0
+        else:
+            _wait_for(lambda: "operations in flight" in cluster.daemon_log.read_text(), "the drain", cluster)
+            cluster.daemon.kill()
+            assert cluster.daemon.wait(timeout=60) == -signal.SIGKILL
         cluster.daemon = None
         cluster.start_daemon()
         for thread in runtime + burst:
             thread.join(timeout=180)
-        assert len(outcomes) == len(stuck) + len(quick) + len(earlier)
+        assert len(outcomes) == len(stuck) + len(quick) + len(earlier) + 1
+        assert outcomes[f"DEL {stuck[0][1]}"].returncode == 0, outcomes[f"DEL {stuck[0][1]}"]
         recorded = _recorded(cluster)
         for netns, container_id in stuck + quick:
             added = outcomes[f"ADD {container_id}"]
