@@ -273,9 +273,15 @@ def write_restart_marker(socket_dir: Path, *, wait: float = RESTART_WAIT_SECONDS
 
 
 def remove_restart_marker(socket_dir: Path) -> bool:
-    """Remove ``multus.restarting`` (this daemon accepts now); True if there was one."""
+    """Remove ``multus.restarting`` (this daemon accepts now); True if there was one. One that
+    cannot be removed (a directory in its place) is logged, never a reason not to serve: shims
+    and successors take what they cannot read there as no marker."""
+    marker = socket_dir / RESTART_MARKER
     try:
-        (socket_dir / RESTART_MARKER).unlink()
+        marker.unlink()
     except FileNotFoundError:
+        return False
+    except OSError as exc:
+        log.error("cannot remove the restart marker %s: %s", marker, exc)
         return False
     return True

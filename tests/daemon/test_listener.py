@@ -380,3 +380,15 @@ def test_a_restart_marker_whose_until_is_no_time_is_not_waited_for(tmp_path: Pat
     assert not waiting, "the successor waited on a marker that promises nothing"
     assert len(refused) == 1, (refused, claimed)
     assert isinstance(refused[0], listener.SocketInUseError), refused
+
+
+def test_a_restart_marker_that_cannot_be_removed_is_logged_and_the_daemon_starts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A directory in the marker's place made the entry point's removal raise ``IsADirectoryError``:
+    the daemon ended with a traceback before it served, at every restart. Shims and successors
+    read no marker there (they take it as none), so it keeps no daemon from serving."""
+    (tmp_path / listener.RESTART_MARKER).mkdir()
+    with caplog.at_level(logging.ERROR, logger="app.daemon.listener"):
+        assert listener.remove_restart_marker(tmp_path) is False
+    assert f"cannot remove the restart marker {tmp_path / listener.RESTART_MARKER}" in caplog.text
