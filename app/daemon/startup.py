@@ -281,6 +281,8 @@ class Daemon:
                 self.settings.timeouts.shutdown_grace,
             )
             await asyncio.wait({recovering}, timeout=server.ABANDON_WAIT_SECONDS)
+            if recovering.done() and not recovering.cancelled() and recovering.exception() is not None:
+                log.error("start-up recovery, cancelled, failed: %s", recovering.exception())
             return False
         recovering.result()
         return True
