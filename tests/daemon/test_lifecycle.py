@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from app.sandbox.processes import DaemonProcess, ProcessError, wait_until
-from tests.conftest import CNI_PLUGIN_DIR, child_environment
+from app.sandbox.processes import DaemonProcess, ProcessError
+from tests.conftest import child_environment
 from tests.e2e.conftest import Cluster, ShimResult, new_container_id
+from tests.e2e.gated import gated_network, stop_within_the_restart_marker, wait_for
 
 pytestmark = [
     pytest.mark.slow,  # starts daemon processes
@@ -32,26 +33,6 @@ touch "{gate}.running"
 while [ ! -e "{gate}.open" ]; do sleep 0.02; done
 exec {bridge}
 """
-
-
-def wait_for(condition: Callable[[], bool], what: str, cluster: Cluster, timeout: float = 60.0) -> None:
-    try:
-        wait_until(condition, what=what, timeout=timeout, daemon=cluster.process)
-    except ProcessError as failed:
-        raise AssertionError(str(failed)) from None
-
-
-def gated_network(cluster: Cluster) -> Path:
-    """A primary network whose bridge plugin waits for ``<gate>.open``; returns the gate path."""
-    gate = cluster.root / "gate"
-    plugin = cluster.bin_dir / "gated-bridge"
-    plugin.write_text(GATE.format(gate=gate, bridge=Path(CNI_PLUGIN_DIR) / "bridge"))
-    plugin.chmod(0o755)
-    conf = cluster.bridge_conflist("primary", "10.240.0.0/24")
-    conf["plugins"][0]["type"] = "gated-bridge"
-    cluster.write_network(cluster.net_d, "10-primary.conflist", conf)
-    cluster.daemon_config["clusterNetwork"] = str(cluster.net_d / "10-primary.conflist")
-    return gate
 
 
 INJECTED_FAULT = """
@@ -77,7 +58,7 @@ autoconf.Keeper.step = step
 
 
 def test_a_crashing_background_task_is_restarted_while_adds_complete(cluster: Cluster) -> None:
-    gate = gated_network(cluster)
+    gate = gated_network(cluster, GATE)
     autoconf_dir = cluster.root / "auto"
     cluster.write_network(
         autoconf_dir, "10-primary.conflist", cluster.bridge_conflist("primary", "10.240.0.0/24")
@@ -179,7 +160,7 @@ def _connects(path: str) -> bool:
 def test_sigterm_drains_an_add_in_flight_and_leaves_the_marker_before_the_socket_closes(
     cluster: Cluster,
 ) -> None:
-    gate = gated_network(cluster)
+    gate = gated_network(cluster, GATE)
     cluster.daemon_config.update(multusConfigFile="none")
     cluster.start_daemon()
     assert cluster.daemon is not None
@@ -258,7 +239,7 @@ def test_a_daemon_started_while_its_predecessor_drains_waits_for_it_then_serves(
     """A DaemonSet's rolling restart can start the new pod while the old one still drains: the new
     daemon exited 3 (the old one still answered on the socket) and was restarted with a crash-loop
     back-off, beyond the 30 s the restart marker lets shims wait."""
-    gate = gated_network(cluster)
+    gate = gated_network(cluster, GATE)
     cluster.daemon_config.update(multusConfigFile="none")
     cluster.start_daemon()
     predecessor = cluster.daemon
@@ -317,7 +298,7 @@ def test_an_add_stuck_past_the_grace_is_cancelled_and_the_daemon_stops_within_it
     rolling restart's successor then gave up, exit 3). Now the straggler is named and cancelled at
     the grace, its plugin killed, its connection closed unanswered (the shim: code 11), and the
     next daemon's recovery rolls the ADD back from its recorded intents."""
-    gate = gated_network(cluster)
+    gate = gated_network(cluster, GATE)
     try:
         cluster.daemon_config.update(multusConfigFile="none", shutdownGraceSeconds=1)
         cluster.start_daemon()
@@ -328,16 +309,9 @@ def test_an_add_stuck_past_the_grace_is_cancelled_and_the_daemon_stops_within_it
             target=lambda: added.append(cluster.run_shim("ADD", container_id=container_id, netns=netns))
         )
         runtime.start()
-        marker = cluster.socket_dir / "multus.restarting"
         try:
             wait_for(Path(f"{gate}.running").exists, "the ADD's delegate running", cluster)
-            cluster.daemon.send_signal(signal.SIGTERM)
-            wait_for(marker.exists, "the restart marker", cluster)
-            until = json.loads(marker.read_text())["until"]
-            try:
-                code = cluster.daemon.wait(timeout=max(until - time.time(), 1.0))
-            except subprocess.TimeoutExpired:
-                raise AssertionError("the daemon still ran when its restart marker expired") from None
+            code = stop_within_the_restart_marker(cluster)
         finally:
             runtime.join(timeout=120)
         cluster.daemon = None
