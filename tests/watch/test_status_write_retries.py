@@ -152,6 +152,28 @@ def _next_run(running: Running, database: Database) -> StatusRetries:
     )
 
 
+async def _a_restart_writes_nothing(emulator: KubeApiEmulator, running: Running, database: Database) -> None:
+    """A daemon started again on the same state database offers no status write of pod ``p`` to its
+    retries, and makes none."""
+    since = emulator.last_request_seq
+    next_run = _next_run(running, database)
+    try:
+        assert await next_run.resume(running.watchers.pods) == 0
+        assert len(next_run) == 0
+    finally:
+        await next_run.stop()
+    assert _status_writes(emulator, "p", since) == []
+
+
+def _assert_status_is_the_newer_sandboxs(
+    emulator: KubeApiEmulator, newer_result: Any, older_result: Any
+) -> None:
+    """Pod ``p``'s network-status holds the newer sandbox's addresses and none of the older's."""
+    status = _status_of(emulator, "p")
+    assert _result_addresses(newer_result) <= _addresses(status)
+    assert not _result_addresses(older_result) & _addresses(status), "the older sandbox's status landed last"
+
+
 async def test_a_status_write_failing_past_the_deadline_lands_once_the_api_recovers(
     engine: AttachEngine, emulator: KubeApiEmulator, layout: Layout, netns: str
 ) -> None:
@@ -242,9 +264,7 @@ async def test_a_newer_sandboxs_add_supersedes_the_pending_write_of_an_older_one
     status = _status_of(emulator, "p")
     assert _result_addresses(newer_result) <= _addresses(status)
     await eventually(lambda: _value(len(_retries(engine))), lambda n: n == 0)
-    status = _status_of(emulator, "p")
-    assert _result_addresses(newer_result) <= _addresses(status)
-    assert not _result_addresses(older_result) & _addresses(status)
+    _assert_status_is_the_newer_sandboxs(emulator, newer_result, older_result)
     assert _retries(engine).written == 0
 
 
@@ -371,15 +391,8 @@ async def test_a_del_before_the_restart_leaves_no_status_write_to_retry(
     await _retries(engine).stop()
 
     emulator.faults.clear()
-    since = emulator.last_request_seq
-    next_run = _next_run(running, database)
-    try:
-        assert await next_run.resume(running.watchers.pods) == 0
-        assert len(next_run) == 0
-    finally:
-        await next_run.stop()
+    await _a_restart_writes_nothing(emulator, running, database)
     assert await _marked(database) == []
-    assert _status_writes(emulator, "p", since) == []
     assert _status_of(emulator, "p") is None
 
 
@@ -400,13 +413,7 @@ async def test_a_status_write_a_retry_made_is_not_made_again_after_a_restart(
     assert await _marked(database) == []  # cleared under the sandbox's lock, before it counted
     await _retries(engine).stop()
 
-    since = emulator.last_request_seq
-    next_run = _next_run(running, database)
-    try:
-        assert await next_run.resume(running.watchers.pods) == 0
-    finally:
-        await next_run.stop()
-    assert _status_writes(emulator, "p", since) == []
+    await _a_restart_writes_nothing(emulator, running, database)
 
 
 async def test_a_restart_never_writes_an_older_sandboxs_status_over_a_newer_ones(
@@ -428,16 +435,8 @@ async def test_a_restart_never_writes_an_older_sandboxs_status_over_a_newer_ones
     assert await _marked(database) == [older]  # a successful ADD's write adds no statement for it
     await _retries(engine).stop()
 
-    since = emulator.last_request_seq
-    next_run = _next_run(running, database)
-    try:
-        assert await next_run.resume(running.watchers.pods) == 0
-    finally:
-        await next_run.stop()
-    assert _status_writes(emulator, "p", since) == []
-    status = _status_of(emulator, "p")
-    assert _result_addresses(newer_result) <= _addresses(status)
-    assert not _result_addresses(older_result) & _addresses(status)
+    await _a_restart_writes_nothing(emulator, running, database)
+    _assert_status_is_the_newer_sandboxs(emulator, newer_result, older_result)
 
 
 class _NewerAddDuringTheRead:
@@ -484,9 +483,7 @@ async def test_a_restart_never_writes_an_older_sandboxs_status_over_a_newer_one_
         await eventually(lambda: _value(len(retries)), lambda pending: pending == 0)
     finally:
         await retries.stop()
-    status = _status_of(emulator, "p")
-    assert _result_addresses(added[0]) <= _addresses(status)
-    assert not _result_addresses(older_result) & _addresses(status), "the older sandbox's status landed last"
+    _assert_status_is_the_newer_sandboxs(emulator, added[0], older_result)
 
 
 async def test_a_restart_leaves_the_status_of_a_pod_recreated_under_its_name_to_its_own_add(
@@ -508,13 +505,7 @@ async def test_a_restart_leaves_the_status_of_a_pod_recreated_under_its_name_to_
         lambda mirrored: mirrored is not None and mirrored.uid == successor["metadata"]["uid"],
     )
 
-    since = emulator.last_request_seq
-    next_run = _next_run(running, database)
-    try:
-        assert await next_run.resume(running.watchers.pods) == 0
-    finally:
-        await next_run.stop()
-    assert _status_writes(emulator, "p", since) == []
+    await _a_restart_writes_nothing(emulator, running, database)
 
 
 async def test_nothing_is_offered_once_the_retries_stopped(database: Database, running: Running) -> None:
