@@ -73,6 +73,24 @@ def engine_of_the_watchers(
     return engine, recorder_multus_conf(conf_dir=conf_dir, bin_dir=bin_dir)
 
 
+def add_of_web(container: str, netns: str, conf: MultusNetConf, *, uid: str) -> SandboxRequest:
+    """The runtime's ADD of pod ``default/web``'s sandbox; without ``K8S_POD_UID`` when ``uid`` is
+    "" (as older runtimes send it)."""
+    return SandboxRequest(
+        command=Command.ADD,
+        container_id=ContainerId(container),
+        netns=netns,
+        ifname=IfName("eth0"),
+        cni_args=(
+            ("K8S_POD_NAMESPACE", "default"),
+            ("K8S_POD_NAME", "web"),
+            *((("K8S_POD_UID", uid),) if uid else ()),
+        ),
+        pod=PodIdentity("default", "web", uid),
+        conf=conf,
+    )
+
+
 async def presence(running: Running) -> dict[tuple[str, str], str] | None:
     pods = await running.watchers.presence.pods_on_node()
     return None if pods is None else dict(pods)
@@ -107,17 +125,7 @@ async def test_gc_leaves_alone_a_sandbox_whose_add_found_its_pod_by_a_live_get(
     collector = GarbageCollector(engine=engine, db=database, pods=watchers.presence)
     async with pod_watch_lagging(emulator):
         uid = emulator.create_pod(pod_manifest("web"))["metadata"]["uid"]
-        await engine.add(
-            SandboxRequest(
-                command=Command.ADD,
-                container_id=ContainerId("c" * 64),
-                netns=netns,
-                ifname=IfName("eth0"),
-                cni_args=(("K8S_POD_NAMESPACE", "default"), ("K8S_POD_NAME", "web"), ("K8S_POD_UID", uid)),
-                pod=PodIdentity("default", "web", uid),
-                conf=conf,
-            )
-        )
+        await engine.add(add_of_web("c" * 64, netns, conf, uid=uid))
 
         report = await collector.run_once(dry_run=True)
 
@@ -228,17 +236,7 @@ async def test_a_sandbox_kept_because_the_api_did_not_answer_is_not_said_to_be_a
     uid = emulator.create_pod(pod_manifest("web"))["metadata"]["uid"]
     await eventually(mirrored_pods(database), lambda pods: ("default", "web") in pods)
     container = ContainerId("c" * 64)
-    await engine.add(
-        SandboxRequest(
-            command=Command.ADD,
-            container_id=container,
-            netns=netns,
-            ifname=IfName("eth0"),
-            cni_args=(("K8S_POD_NAMESPACE", "default"), ("K8S_POD_NAME", "web"), ("K8S_POD_UID", uid)),
-            pod=PodIdentity("default", "web", uid),
-            conf=conf,
-        )
-    )
+    await engine.add(add_of_web(container, netns, conf, uid=uid))
     emulator.delete_pod("default", "web")
     await eventually(lambda: presence(running), lambda pods: pods == {})
     emulator.faults.fail_next(status=503, method="GET", path="/pods/web$")
@@ -273,17 +271,7 @@ async def test_gc_leaves_alone_a_uidless_sandbox_whose_add_resolved_the_predeces
     async with pod_watch_lagging(emulator):
         emulator.delete_pod("default", "web")
         new = emulator.create_pod(pod_manifest("web"))["metadata"]["uid"]
-        await engine.add(
-            SandboxRequest(
-                command=Command.ADD,
-                container_id=container,
-                netns=netns,
-                ifname=IfName("eth0"),
-                cni_args=(("K8S_POD_NAMESPACE", "default"), ("K8S_POD_NAME", "web")),
-                pod=PodIdentity("default", "web", ""),
-                conf=conf,
-            )
-        )
+        await engine.add(add_of_web(container, netns, conf, uid=""))
         assert (await mirrored_pods(database)())[("default", "web")].uid == old, "the watch still lags"
     await eventually(lambda: presence(running), lambda pods: pods == {("default", "web"): new})
 
