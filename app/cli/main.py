@@ -528,16 +528,15 @@ def render_gc(report: "Document") -> list[str]:
             report["unconfirmed"],
         )
         lines += ["", *unconfirmed]
-    for disputed in report.get("disputed", []):  # the mirror says gone, the API still has the pod
-        lines.append(
-            f"kept {str(disputed['containerID'])[:12]} ({disputed.get('pod')}): the mirror says"
-            f" {disputed.get('reason')}, the API still has the pod (is MULTUS_NODE_NAME right?)"
-        )
-    for unanswered in report.get("unanswered", []):  # the mirror says gone, the API could not be asked
-        lines.append(
-            f"kept {str(unanswered['containerID'])[:12]} ({unanswered.get('pod')}): the mirror says"
-            f" {unanswered.get('reason')}, the API could not be asked"
-        )
+    for key, why in (  # the mirror says gone, and the API did not confirm it
+        ("disputed", "the API still has the pod (is MULTUS_NODE_NAME right?)"),
+        ("unanswered", "the API could not be asked"),
+    ):
+        for kept in report.get(key, []):
+            lines.append(
+                f"kept {str(kept['containerID'])[:12]} ({kept.get('pod')}): the mirror says"
+                f" {kept.get('reason')}, {why}"
+            )
     for kind, key in (("lease", "leasesRemoved"), ("host link", "hostLinksRemoved")):
         lines += [f"{kind}: {item}" for item in report.get(key, [])]
     return lines + _render_spool(report.get("spool"))
