@@ -32,8 +32,9 @@ The queue lives in memory, but a write the ADD hands over (``retry_later``) is f
 sandbox's checkpoint (``status_unwritten``), and the runtime hears success only after that mark is
 committed; a retry that writes clears it after the write, and one that finds the write moot with
 the sandbox still recorded clears it too (nothing is ever to be written for it: a later restart must
-not offer it again), so does ``resume`` for a sandbox whose pod the mirror holds under another uid,
-and hot-plug's reconciler when it writes the pod's status (``written_elsewhere``); a DEL removes it
+not offer it again), so does ``resume`` for a sandbox whose pod the mirror holds under another uid
+(in a commit that clears it only while the sandbox recorded under the ID is still of that uid), and
+hot-plug's reconciler when it writes the pod's status (``written_elsewhere``); a DEL removes it
 with the sandbox.
 So a restart (upgrade, crash, kill -9) at any point costs at worst one extra write, never a missing
 one: once the pod mirror has synced, ``resume`` offers every sandbox so marked (the newest of its
@@ -246,7 +247,10 @@ class StatusRetries:
         start-up, after the pod mirror has synced (the write needs the pod as the API has it).
 
         A sandbox of a pod the mirror holds under another uid (recreated) has nothing to write for
-        good: its mark is cleared (its teardown is GC's), so later restarts do not read it again.
+        good: its mark is cleared (its teardown is GC's), so later restarts do not read it again;
+        not by container ID alone, as this reads outside the sandboxes' locks: a sandbox ADDed
+        again under the ID meanwhile, for another pod uid, keeps its own mark
+        (``_clear_marks_of_replaced``).
         One of a pod the mirror does not hold keeps its mark (the mirror alone proves no pod gone:
         GC asks the API before its DEL removes the row). A pod with a write already pending (a
         newer ADD of this run's) keeps it."""
@@ -268,7 +272,7 @@ class StatusRetries:
             )
             marked = marked[1:]
         offered = 0
-        replaced: list[str] = []
+        replaced: list[tuple[str, str]] = []
         for sandbox in marked:
             pod = await pods.mirrored_pod(sandbox.pod.namespace, sandbox.pod.name)
             if pod is None or not pod.is_pod_of(sandbox.pod.uid):
@@ -280,14 +284,14 @@ class StatusRetries:
                     "not on this node" if pod is None else "recreated",
                 )
                 if pod is not None:
-                    replaced.append(sandbox.container_id)
+                    replaced.append((sandbox.container_id, sandbox.pod.uid))
                 continue
             if pod_key(pod) in self._pending:
                 continue  # an ADD of this run wrote, or failed to write, a newer sandbox's status
             self.offer(container_id=sandbox.container_id, pod=pod)
             offered += 1
         if replaced:
-            await self._db.write(partial(_clear_marks, container_ids=replaced), durable=False)
+            await self._db.write(partial(_clear_marks_of_replaced, judged=replaced), durable=False)
         if offered:
             log.info("%d network-status writes left unwritten by the previous run are retried", offered)
         return offered
@@ -430,10 +434,21 @@ def _sandbox_and_newest(connection: Connection, *, container_id: str) -> tuple[S
     return record, sandboxes[-1].container_id if sandboxes else ""
 
 
-def _clear_marks(connection: Connection, *, container_ids: list[str]) -> None:
-    """``checkpoints.clear_status_unwritten`` of each sandbox, in one commit."""
-    for container_id in container_ids:
-        checkpoints.clear_status_unwritten(connection, container_id)
+def _clear_marks_of_replaced(connection: Connection, *, judged: list[tuple[str, str]]) -> None:
+    """``checkpoints.clear_status_unwritten`` of each sandbox ``resume`` judged a recreated pod's,
+    given as (container ID, the pod uid it read), in one commit: only where the sandbox recorded
+    under the ID now is still one of that pod uid.
+
+    ``resume`` read the marks, then the mirror, outside the sandboxes' locks: meanwhile the container
+    ID may have been DELed and ADDed again for another pod (the one the mirror holds, or one
+    whose uid the runtime did not give), whose own status write failed and was marked. That mark is
+    not resume's to clear. One of the judged pod uid again is (the mirror holds that pod under
+    another uid: nothing of it is ever to be written). The writer runs one unit at a time, so no
+    DEL or ADD comes between this read and the clear."""
+    for container_id, pod_uid in judged:
+        record = checkpoints.load_sandbox(connection, container_id)
+        if record is not None and record.pod.uid == pod_uid:
+            checkpoints.clear_status_unwritten(connection, container_id)
 
 
 def _is_current(record: SandboxRecord, pod: PodRecord, *, boot_id: str) -> bool:

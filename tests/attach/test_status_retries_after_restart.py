@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from functools import partial
 
 import pytest
@@ -59,9 +59,9 @@ class Mirror:
         return self._pods.get((namespace, name))
 
 
-def _running_and_marked(connection: Connection, *, container_id: str, pod: PodRecord, boot_id: str) -> None:
-    """A sandbox recorded as an ADD that answered with its status write failed: ``ready``, one
-    attachment with its result, marked ``status_unwritten``."""
+def _running(connection: Connection, *, container_id: str, pod: PodRecord, boot_id: str) -> None:
+    """A sandbox recorded as an ADD records it before it answers: ``ready``, one attachment with
+    its result."""
     identity = PodIdentity(pod.namespace, pod.name, pod.uid)
     record_running(
         connection,
@@ -73,6 +73,12 @@ def _running_and_marked(connection: Connection, *, container_id: str, pod: PodRe
         ),
         result=json.dumps(RESULT),
     )
+
+
+def _running_and_marked(connection: Connection, *, container_id: str, pod: PodRecord, boot_id: str) -> None:
+    """A sandbox recorded as an ADD that answered with its status write failed: ``_running``,
+    marked ``status_unwritten``."""
+    _running(connection, container_id=container_id, pod=pod, boot_id=boot_id)
     assert checkpoints.mark_status_unwritten(connection, container_id)
 
 
@@ -169,6 +175,76 @@ async def test_a_restart_that_finds_the_pod_recreated_clears_the_mark(
 
     assert await database.read(_marked_ids) == []
     assert publisher.writes == []
+
+
+class _AddedAgainDuringTheRead:
+    """The pod mirror, whose first read runs ``during`` first: CNI requests of this run answered
+    while ``resume`` waits for the mirror (the daemon serves them before the mirrors have synced)."""
+
+    def __init__(self, pods: Mirror, during: Callable[[], Awaitable[object]]) -> None:
+        self._pods = pods
+        self._during: Callable[[], Awaitable[object]] | None = during
+
+    async def mirrored_pod(self, namespace: str, name: str) -> PodRecord | None:
+        during, self._during = self._during, None
+        if during is not None:
+            await during()
+        return await self._pods.mirrored_pod(namespace, name)
+
+
+async def test_a_restart_that_finds_the_pod_recreated_keeps_the_mark_of_an_add_of_the_new_pod_made_meanwhile(
+    database: Database, publisher: RecordingPublisher
+) -> None:
+    """``resume`` judged the marked sandbox a recreated pod's, then, while it read the mirror, the
+    container ID was DELed and ADDed again for the pod the mirror holds, whose status write failed
+    and was marked (``retry_later``). ``resume`` then cleared the marks of the sandboxes it had
+    judged by container ID alone: the new ADD's mark went with the old one's, and a restart before
+    its in-memory retry landed never wrote the pod's status."""
+    await database.write(partial(_running_and_marked, container_id=CONTAINER, pod=POD, boot_id=BOOT))
+    recreated = PodRecord(namespace=POD.namespace, name=POD.name, uid="uid-web-again")
+    retries = StatusRetries(
+        publisher=publisher,
+        db=database,
+        locks=SandboxLocks(),
+        boot_id=BOOT,
+        settings=StatusRetrySettings(initial_delay=3600.0),  # not retried before the next restart
+    )
+
+    async def deled_and_added_again_for_the_recreated_pod() -> None:
+        def deled(connection: Connection) -> None:
+            checkpoints.begin_delete(connection, CONTAINER)
+            checkpoints.remove_attachments(connection, container_id=CONTAINER, ifnames=["eth0"])
+            assert checkpoints.finish_delete(connection, CONTAINER)
+
+        await database.write(deled)
+        await database.write(partial(_running, container_id=CONTAINER, pod=recreated, boot_id=BOOT))
+        await retries.retry_later(container_id=CONTAINER, pod=recreated)  # its status write failed
+
+    try:
+        assert (
+            await retries.resume(
+                _AddedAgainDuringTheRead(Mirror(recreated), deled_and_added_again_for_the_recreated_pod)
+            )
+            == 0
+        )
+        assert retries.pending(recreated) == CONTAINER
+        assert await database.read(_marked_ids) == [CONTAINER]
+    finally:
+        await retries.stop()  # the daemon stops before the retry landed
+
+    next_run = StatusRetries(
+        publisher=publisher,
+        db=database,
+        locks=SandboxLocks(),
+        boot_id=BOOT,
+        settings=StatusRetrySettings(initial_delay=0.0),
+    )
+    try:
+        assert await next_run.resume(Mirror(recreated)) == 1
+        await _until_settled(next_run)
+    finally:
+        await next_run.stop()
+    assert [name for name, _ in publisher.writes] == ["web"]
 
 
 async def test_a_restart_that_does_not_find_the_pod_in_the_mirror_keeps_the_mark(
