@@ -21,7 +21,16 @@ from typing import Any
 import pytest
 
 from app.shim import shim as shim_module
-from tests.shim.helpers import BASE_ENV, HANG, StubDaemon, conf_bytes, http_reply, json_reply, run_shim
+from tests.shim.helpers import (
+    BASE_ENV,
+    HANG,
+    StubDaemon,
+    conf_bytes,
+    http_reply,
+    json_reply,
+    read_request,
+    run_shim,
+)
 
 COMMANDS = ["ADD", "DEL", "CHECK", "GC", "STATUS"]
 RESULT = {"Result": {"cniVersion": "1.1.0", "ips": [{"address": "10.0.0.2/8"}]}}
@@ -321,6 +330,79 @@ def test_daemon_closing_in_the_middle_of_its_answer_is_code_11(launcher: Path, d
         "code": 11,
         "msg": f"multus daemon at {daemon.path} closed the connection in the middle of its answer",
     }
+
+
+class FullBacklog:
+    """A daemon socket whose listen backlog is full: listening with a backlog of none, one
+    connection already queued and never accepted, so the next connect fails with EAGAIN."""
+
+    def __init__(self, socket_dir: Path) -> None:
+        self.path = socket_dir / "multus.sock"
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(str(self.path))
+        self.listener.listen(0)
+        self.queued = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.queued.connect(str(self.path))
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.setblocking(False)
+        with probe, pytest.raises(BlockingIOError):
+            probe.connect(str(self.path))
+
+    def answer_once(self, reply: bytes) -> bytes:
+        """Take the queued connection off the backlog, then accept the next one, read its request
+        and send ``reply``; return the request."""
+        self.listener.settimeout(30)
+        first, _ = self.listener.accept()
+        first.close()
+        conn, _ = self.listener.accept()
+        with conn:
+            conn.settimeout(30)
+            request = read_request(conn)
+            conn.sendall(reply)
+        return request
+
+    def close(self) -> None:
+        self.queued.close()
+        self.listener.close()
+
+
+def test_a_daemon_whose_backlog_is_full_is_asked_again_until_it_accepts(
+    launcher: Path, socket_dir: Path
+) -> None:
+    busy = FullBacklog(socket_dir)
+    shim = start_shim(launcher, conf_bytes(socket_dir), {"MULTUS_SHIM_WAIT_SECONDS": "120"})
+    try:
+        wait_until_retrying(shim)
+        request = busy.answer_once(json_reply(200, RESULT))
+        stdout, stderr = read_outputs(shim)
+        shim.wait(timeout=60)
+    finally:
+        if shim.poll() is None:
+            shim.kill()
+            shim.wait()
+        busy.close()
+    assert (shim.returncode, stderr) == (0, b"")
+    assert b'"address": "10.0.0.2/8"' in stdout
+    assert request.startswith(b"POST /cni HTTP/1.1\r\n")
+
+
+def test_a_daemon_whose_backlog_stays_full_is_code_11_for_an_add_and_spools_a_del(
+    launcher: Path, socket_dir: Path, tmp_path: Path
+) -> None:
+    busy = FullBacklog(socket_dir)
+    spool = tmp_path / "spool"
+    conf = conf_bytes(socket_dir, spoolDir=str(spool))
+    try:
+        added = run_shim(launcher, conf, env={"MULTUS_SHIM_WAIT_SECONDS": "0.2"})
+        deleted = run_shim(launcher, conf, env={"CNI_COMMAND": "DEL", "MULTUS_SHIM_WAIT_SECONDS": "0.2"})
+    finally:
+        busy.close()
+    assert added.error() == {
+        "code": 11,
+        "msg": f"multus daemon not reachable at {busy.path}: Resource temporarily unavailable",
+    }
+    assert (deleted.returncode, deleted.stdout, deleted.stderr) == (0, b"", b"")
+    assert [entry["env"]["CNI_COMMAND"] for entry in _spooled(spool)] == ["DEL"]
 
 
 def test_unreachable_for_another_reason_is_code_11_at_once(launcher: Path, socket_dir: Path) -> None:
