@@ -62,13 +62,15 @@ class Activity:
     last_gc: dict[str, object] | None = None
     last_prune: dict[str, object] | None = None
 
-    def gc_finished(self, report: GcReport, *, trigger: str) -> None:
-        """Remember a GC pass (``trigger``: ``periodic`` or ``operator``); dry runs change nothing."""
+    def gc_finished(self, report: GcReport, *, trigger: str, spool: dict[str, object] | None) -> None:
+        """Remember a GC pass (``trigger``: ``periodic`` or ``operator``) with the spool replay
+        before it (``SpoolReport.as_json``, as an operator's pass answers it); dry runs change nothing."""
         if not report.dry_run:
             self.last_gc = {
                 "at": queries.timestamp(datetime.now(UTC)),
                 "trigger": trigger,
                 **report.as_json(),
+                "spool": spool,
             }
 
     def history_pruned(self, report: PruneReport) -> None:

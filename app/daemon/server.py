@@ -334,7 +334,7 @@ class CniServer:
             self._in_slot(self._operator_gc(self.collector, dry_run=dry_run)), name="operator-gc"
         )
         if self.activity is not None:
-            self.activity.gc_finished(report, trigger="operator")
+            self.activity.gc_finished(report, trigger="operator", spool=replayed)
         return web.json_response({**report.as_json(), "spool": replayed})
 
     async def _operator_gc(

@@ -395,9 +395,9 @@ class Daemon:
                 task.cancel()
         return kube.watchers.synced
 
-    async def _replay_spool(self, engine: AttachEngine) -> None:
+    async def _replay_spool(self, engine: AttachEngine) -> spool.SpoolReport:
         """Replay the spooled DELs, none begun once the daemon is stopping (left to the next one)."""
-        await spool.replay(
+        return await spool.replay(
             spool_dir=self.settings.spool_path,
             engine=engine,
             daemon_config=dict(self.settings.request_overrides),
@@ -409,11 +409,11 @@ class Daemon:
         begun stopping meanwhile: a pass tears orphans down one after another, and one begun now
         would be cancelled mid-teardown at the end of the grace (what it would collect, the next
         daemon's recovery and passes do)."""
-        await self._replay_spool(engine)
+        replayed = await self._replay_spool(engine)
         if self._stopping.is_set():
             return
         report = await collector.run_once(stop=self._stopping.is_set)
-        self.activity.gc_finished(report, trigger="periodic")
+        self.activity.gc_finished(report, trigger="periodic", spool=replayed.as_json())
 
     async def _prune(self, db: Database, limits: retention.Retention) -> None:
         """One history retention pass."""

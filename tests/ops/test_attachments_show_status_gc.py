@@ -58,6 +58,8 @@ DELEGATE_KEYS = {
     "createdAt",
     "updatedAt",
 }
+SPOOL_REPORT_KEYS = {"replayed", "failed", "kept", "deferred", "rejected", "superseded", "temporariesRemoved"}
+"""The ``spool`` of a GC pass that replayed (README, ``gc``)."""
 GC_REPORT_KEYS = {
     "dryRun",
     "examined",
@@ -237,6 +239,8 @@ def test_status_reports_readiness_store_history_counts_and_the_last_gc(scenario:
     assert store["history"]["rows"] == scenario.history_rows()
     assert status["lastGc"] is not None
     assert status["lastGc"]["trigger"] == "periodic"
+    assert set(status["lastGc"]) == {"at", "trigger", "spool"} | GC_REPORT_KEYS
+    assert set(status["lastGc"]["spool"]) == SPOOL_REPORT_KEYS
     assert status["retention"]["maxAgeHours"] == 720
     assert status["retention"]["maxRows"] == 1_000_000
     assert status["mirror"] == {"pods": 0, "nads": 0, "watches": []}
@@ -257,6 +261,9 @@ def test_gc_dry_run_reports_an_orphan_and_gc_collects_it(scenario: Scenario) -> 
     dry = json_output(scenario.ctl("gc", "--dry-run", "-o", "json"))
     still = _attachments(scenario, "--pod", "team-c/orphan")
     collected = json_output(scenario.ctl("gc", "-o", "json"))
+    last_gc = json_output(scenario.ctl("status", "-o", "json"))["lastGc"]
+    json_output(scenario.ctl("gc", "--dry-run", "-o", "json"))
+    last_gc_after_a_dry_run = json_output(scenario.ctl("status", "-o", "json"))["lastGc"]
     gone = _attachments(scenario, "--pod", "team-c/orphan")
     by_gc = json_output(scenario.ctl("history", "--trigger", "gc", "--pod", "team-c/orphan", "-o", "json"))
 
@@ -266,7 +273,14 @@ def test_gc_dry_run_reports_an_orphan_and_gc_collects_it(scenario: Scenario) -> 
     assert dry["collected"] == []
     assert [row["interface"] for row in still] == ["eth0"], "a dry run removes nothing"
     assert collected["collected"] == [orphan.container]
+    assert set(collected["spool"]) == SPOOL_REPORT_KEYS
     assert gone == []
+    assert last_gc is not None
+    assert {key: value for key, value in last_gc.items() if key != "at"} == {
+        "trigger": "operator",
+        **collected,
+    }
+    assert last_gc_after_a_dry_run == last_gc, "a dry run is not remembered as the last pass"
     assert [(h["command"], h["interface"], h["outcome"]) for h in by_gc] == [("DEL", "eth0", "ok")]
 
 
