@@ -9,7 +9,10 @@ only, and it must stay so: this runs before aiohttp, the store or kubernetes_asy
 The restart marker ``<socketDir>/multus.restarting`` (JSON ``{"pid": int, "until": float Unix
 time}``) is written atomically by a daemon stopping gracefully, before it stops accepting, and
 removed by the next daemon once its socket accepts; the shim waits for a new daemon up to
-``until`` while it exists (a crashed daemon leaves none, so the shim fails fast).
+``until`` while it exists (a crashed daemon leaves none, so the shim fails fast). A daemon killed
+while it wrote the marker leaves its temporary (``.multus.restarting.*``): the next daemon removes
+such leftovers once it holds the lock below (only the lock's holder writes a marker, so none of
+them is still being written).
 
 One daemon per socket directory: ``claim`` takes an exclusive ``flock`` on
 ``<socketDir>/multus.sock.lock`` before it looks at the socket, and the daemon holds it until its
@@ -43,6 +46,8 @@ log = logging.getLogger(__name__)
 RESTART_MARKER = "multus.restarting"
 RESTART_WAIT_SECONDS = 30.0
 """How long after a graceful stop the shim may wait for the next daemon."""
+MARKER_TEMPORARY_PREFIX = f".{RESTART_MARKER}."
+"""How the temporary ``write_restart_marker`` renames into place is named (``mkstemp`` adds to it)."""
 MAX_MARKER_BYTES = 4096
 """Most of the restart marker read (it holds a few dozen bytes; the shim reads as much)."""
 LOCK_SUFFIX = ".lock"
@@ -77,11 +82,13 @@ class Claim:
 
 
 def claim(socket_path: Path) -> Claim:
-    """Lock ``socket_path``'s directory for this process (``lock_socket_dir``), then ``bind``.
-    The lock is held for as long as the descriptor stays open: the daemon never closes it, its
-    process ends with it. Raises ``SocketInUseError`` or ``OSError`` as those two do."""
+    """Lock ``socket_path``'s directory for this process (``lock_socket_dir``), remove the restart
+    marker's temporaries a daemon killed while it wrote one left, then ``bind``. The lock is held
+    for as long as the descriptor stays open: the daemon never closes it, its process ends with it.
+    Raises ``SocketInUseError`` or ``OSError`` as those two do."""
     lock_fd = lock_socket_dir(socket_path)
     try:
+        remove_marker_temporaries(socket_path.parent)
         sock = bind(socket_path)
     except BaseException:
         os.close(lock_fd)
@@ -261,7 +268,7 @@ def write_restart_marker(socket_dir: Path, *, wait: float = RESTART_WAIT_SECONDS
 
     target = socket_dir / RESTART_MARKER
     content = json.dumps({"pid": os.getpid(), "until": time.time() + wait}).encode()
-    fd, temp_name = tempfile.mkstemp(prefix=f".{RESTART_MARKER}.", dir=socket_dir)
+    fd, temp_name = tempfile.mkstemp(prefix=MARKER_TEMPORARY_PREFIX, dir=socket_dir)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(content)
@@ -270,6 +277,32 @@ def write_restart_marker(socket_dir: Path, *, wait: float = RESTART_WAIT_SECONDS
         Path(temp_name).unlink(missing_ok=True)
         raise
     return target
+
+
+def remove_marker_temporaries(socket_dir: Path) -> list[str]:
+    """Remove the temporaries ``write_restart_marker`` left in ``socket_dir`` (its process killed
+    between creating one and renaming it into place); return their names. Only under the socket
+    directory's lock: the lock's holder is the one daemon that writes a marker there, so no other
+    daemon is writing one now. One that cannot be removed is logged and left."""
+    removed: list[str] = []
+    try:
+        names = os.listdir(socket_dir)
+    except OSError as exc:
+        log.warning("cannot list %s for restart marker leftovers: %s", socket_dir, exc)
+        return removed
+    for name in names:
+        if not name.startswith(MARKER_TEMPORARY_PREFIX):
+            continue
+        try:
+            os.unlink(socket_dir / name)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            log.warning("cannot remove the restart marker leftover %s: %s", socket_dir / name, exc)
+            continue
+        log.info("removed %s, a restart marker a daemon killed while writing it left", socket_dir / name)
+        removed.append(name)
+    return removed
 
 
 def remove_restart_marker(socket_dir: Path) -> bool:

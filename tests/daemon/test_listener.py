@@ -392,3 +392,36 @@ def test_a_restart_marker_that_cannot_be_removed_is_logged_and_the_daemon_starts
     with caplog.at_level(logging.ERROR, logger="app.daemon.listener"):
         assert listener.remove_restart_marker(tmp_path) is False
     assert f"cannot remove the restart marker {tmp_path / listener.RESTART_MARKER}" in caplog.text
+
+
+KILLED_WHILE_WRITING_THE_MARKER = """
+import os, pathlib, signal, sys
+from app.daemon import listener
+
+path = pathlib.Path(sys.argv[1])
+listener.claim(path)
+os.replace = lambda *_: os.kill(os.getpid(), signal.SIGKILL)  # killed just before the rename
+listener.write_restart_marker(path.parent)
+"""
+
+
+def test_a_restart_marker_temporary_left_by_a_daemon_killed_while_writing_it_is_removed_by_the_next(
+    tmp_path: Path,
+) -> None:
+    """A daemon killed between creating the marker's temporary and renaming it into place left
+    ``.multus.restarting.*`` in the socket directory, and nothing ever removed it: one more file
+    at every such crash."""
+    path = tmp_path / "run" / "multus.sock"
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_WHILE_WRITING_THE_MARKER, str(path)], capture_output=True, text=True
+    )
+    assert killed.returncode == -9, killed.stderr
+    (leftover,) = path.parent.glob(".multus.restarting.*")
+    assert not (path.parent / listener.RESTART_MARKER).exists()
+
+    successor = listener.claim(path)  # the lock is its: nobody else writes a marker there now
+    try:
+        assert not leftover.exists()
+        assert sorted(entry.name for entry in path.parent.iterdir()) == ["multus.sock", "multus.sock.lock"]
+    finally:
+        successor.release()
