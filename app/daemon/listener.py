@@ -21,7 +21,10 @@ socket stale and replace each other's (one would then serve nothing while both r
 GC). The lock file stays in place (removing it would let a waiter lock a file nobody else sees).
 A daemon that finds the lock held waits only for one that is stopping gracefully (a DaemonSet's
 rolling restart may start the new pod while the old one drains), until that daemon's restart
-marker expires; otherwise, or after that, it refuses, naming the lock. A socket directory of
+marker expires, and at most ``claim``'s ``longest_stop`` (what a stop announces, ``restart_wait``;
+by default 30 s, a stop's with the default ``shutdownGraceSeconds``), counted from when it first
+saw the marker: an ``until`` absurdly far ahead, from a buggy predecessor or a clock that stepped,
+is not waited out. Otherwise, or after that, it refuses, naming the lock. A socket directory of
 another user, or a lock that is a link or not the daemon's own regular file, is refused before
 anything is written there: its owner could swap the socket for a listener of theirs, and a linked
 lock would have the daemon truncate and write its pid into whatever file the link names.
@@ -45,7 +48,10 @@ log = logging.getLogger(__name__)
 
 RESTART_MARKER = "multus.restarting"
 RESTART_WAIT_SECONDS = 30.0
-"""How long after a graceful stop the shim may wait for the next daemon."""
+"""How long after a graceful stop the shim may wait for the next daemon, at the least."""
+STOP_CLOSING_SECONDS = 10.0
+"""What a graceful stop may take besides its two ``shutdownGraceSeconds`` (the stragglers'
+cancellation, the socket's closing, the store's close): ``restart_wait`` adds it."""
 MARKER_TEMPORARY_PREFIX = f".{RESTART_MARKER}."
 """How the temporary ``write_restart_marker`` renames into place is named (``mkstemp`` adds to it)."""
 MAX_MARKER_BYTES = 4096
@@ -81,12 +87,21 @@ class Claim:
         os.close(self.lock_fd)
 
 
-def claim(socket_path: Path) -> Claim:
-    """Lock ``socket_path``'s directory for this process (``lock_socket_dir``), remove the restart
-    marker's temporaries a daemon killed while it wrote one left, then ``bind``. The lock is held
-    for as long as the descriptor stays open: the daemon never closes it, its process ends with it.
-    Raises ``SocketInUseError`` or ``OSError`` as those two do."""
-    lock_fd = lock_socket_dir(socket_path)
+def restart_wait(shutdown_grace: float) -> float:
+    """How long the restart marker of a stop with this ``shutdownGraceSeconds`` tells shims (and a
+    successor) to wait for the next daemon: at least ``RESTART_WAIT_SECONDS``, and as long as the
+    stop may take (the drain, then the background tasks, each up to the grace, and
+    ``STOP_CLOSING_SECONDS``). Also the longest a starting daemon waits for a stopping one."""
+    return max(RESTART_WAIT_SECONDS, 2 * shutdown_grace + STOP_CLOSING_SECONDS)
+
+
+def claim(socket_path: Path, *, longest_stop: float = RESTART_WAIT_SECONDS) -> Claim:
+    """Lock ``socket_path``'s directory for this process (``lock_socket_dir``, waiting at most
+    ``longest_stop`` for a predecessor that is stopping), remove the restart marker's temporaries a
+    daemon killed while it wrote one left, then ``bind``. The lock is held for as long as the
+    descriptor stays open: the daemon never closes it, its process ends with it. Raises
+    ``SocketInUseError`` or ``OSError`` as those two do."""
+    lock_fd = lock_socket_dir(socket_path, longest_stop=longest_stop)
     try:
         remove_marker_temporaries(socket_path.parent)
         sock = bind(socket_path)
@@ -100,13 +115,14 @@ def lock_path_of(socket_path: Path) -> Path:
     return socket_path.with_name(socket_path.name + LOCK_SUFFIX)
 
 
-def lock_socket_dir(socket_path: Path) -> int:
+def lock_socket_dir(socket_path: Path, *, longest_stop: float = RESTART_WAIT_SECONDS) -> int:
     """Take the exclusive lock beside ``socket_path`` (created 0600) and write this pid into it;
     return its descriptor. While another process holds it: wait if that daemon is stopping
-    gracefully (its restart marker is there and not expired), until it lets go or the marker
-    expires; else raise ``SocketInUseError`` naming the lock at once. A socket directory of another
-    user, or a lock that is a link or no regular file of this daemon's user, is refused
-    (``UnsafeSocketDirError``) before anything is written there. (Upstream removes the whole
+    gracefully (its restart marker is there and not expired), until it lets go, the marker
+    expires, or ``longest_stop`` seconds have passed since the marker was first seen; else raise
+    ``SocketInUseError`` naming the lock at once. A socket directory of another user, or a lock
+    that is a link or no regular file of this daemon's user, is refused (``UnsafeSocketDirError``)
+    before anything is written there. (Upstream removes the whole
     directory and makes it anew; a lock file must outlive its holder, so this one refuses instead.)"""
     socket_dir = socket_path.parent
     socket_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -131,7 +147,7 @@ def lock_socket_dir(socket_path: Path) -> int:
                 f"{lock_path} is not a regular file of this daemon's user with one link "
                 f"(mode {found.st_mode:o}, uid {found.st_uid}, {found.st_nlink} links): not its lock file"
             )
-        _wait_for_lock(fd, lock_path, marker=socket_dir / RESTART_MARKER)
+        _wait_for_lock(fd, lock_path, marker=socket_dir / RESTART_MARKER, longest_stop=longest_stop)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     except BaseException:
@@ -140,9 +156,11 @@ def lock_socket_dir(socket_path: Path) -> int:
     return fd
 
 
-def _wait_for_lock(fd: int, lock_path: Path, *, marker: Path) -> None:
-    """Return once ``fd`` holds the lock; raise ``SocketInUseError`` unless its holder is stopping."""
-    waiting = False
+def _wait_for_lock(fd: int, lock_path: Path, *, marker: Path, longest_stop: float) -> None:
+    """Return once ``fd`` holds the lock; raise ``SocketInUseError`` unless its holder is stopping,
+    and once it has been stopping past its marker's ``until`` or for ``longest_stop`` seconds since
+    the marker was first seen (no stop announces longer: an ``until`` further ahead is not waited out)."""
+    waiting_since: float | None = None
     while not _try_lock(fd):
         until = _stopping_until(marker)
         holder = _holder(fd)
@@ -155,18 +173,24 @@ def _wait_for_lock(fd: int, lock_path: Path, *, marker: Path) -> None:
                 f"another daemon ({holder}) holds {lock_path}: it is still stopping after its restart "
                 f"marker {marker} expired"
             )
-        if not waiting:
+        if waiting_since is None:
+            waiting_since = time.monotonic()
             log.warning(
                 "waiting for the daemon stopping on %s (%s holds %s) to exit, at most until its restart "
                 "marker expires in %.0fs",
                 lock_path.parent,
                 holder,
                 lock_path,
-                until - time.time(),
+                min(until - time.time(), longest_stop),
             )
-            waiting = True
+        elif time.monotonic() - waiting_since >= longest_stop:
+            raise SocketInUseError(
+                f"another daemon ({holder}) holds {lock_path}: it is still stopping {longest_stop:g}s "
+                f"after its restart marker {marker} was first seen, the longest a stop announces (the "
+                f"marker's until is {until - time.time():.0f}s ahead)"
+            )
         time.sleep(LOCK_POLL_SECONDS)
-    if waiting:
+    if waiting_since is not None:
         log.info("the daemon stopping on %s has exited: taking over", lock_path.parent)
 
 

@@ -20,7 +20,7 @@ start-up recovery or spool replay still running gets the same grace, then is can
 servers stop accepting (``multus.sock`` unlinked first, the connections it already queued
 answered, each handler given ``server.CLOSE_ANSWER_SECONDS``) → watchers and background tasks
 stopped (``shutdownGraceSeconds`` again, then cancelled and named) → the cluster client and the
-store closed. So a stop ends within the restart marker's ``until`` (``restart_wait``). Once
+store closed. So a stop ends within the restart marker's ``until`` (``listener.restart_wait``). Once
 stopping, the spool replay (at start-up or in a periodic pass) begins no further entry's DEL, and a
 periodic pass (or an operator's) begins no further teardown or sweep: what they leave, the next
 daemon's replay, recovery and passes take on.
@@ -77,15 +77,6 @@ def _name_executor_thread() -> None:
     name_this_thread(threading.current_thread().name)
 
 
-def restart_wait(shutdown_grace: float) -> float:
-    """How long the restart marker tells shims (and a successor) to wait for the next daemon: at
-    least ``RESTART_WAIT_SECONDS``, and as long as this stop may take (the drain, then the
-    background tasks, each up to ``shutdownGraceSeconds``; the stragglers' cancellation and the
-    socket's closing between, and a few seconds for the store's close)."""
-    closing = server.ABANDON_WAIT_SECONDS + CLOSE_SETTLE_SECONDS + 2 * server.CLOSE_ANSWER_SECONDS
-    return max(listener.RESTART_WAIT_SECONDS, 2 * shutdown_grace + closing + 5.0)
-
-
 class Daemon:
     """One daemon run, from opening the store to the last commit before exit."""
 
@@ -130,7 +121,8 @@ class Daemon:
         if self._graceful:
             try:
                 listener.write_restart_marker(
-                    self.settings.socket_dir, wait=restart_wait(self.settings.timeouts.shutdown_grace)
+                    self.settings.socket_dir,
+                    wait=listener.restart_wait(self.settings.timeouts.shutdown_grace),
                 )
             except OSError as exc:
                 log.error("cannot write the restart marker in %s: %s", self.settings.socket_dir, exc)

@@ -425,3 +425,50 @@ def test_a_restart_marker_temporary_left_by_a_daemon_killed_while_writing_it_is_
         assert sorted(entry.name for entry in path.parent.iterdir()) == ["multus.sock", "multus.sock.lock"]
     finally:
         successor.release()
+
+
+def test_a_restart_marker_until_absurdly_far_ahead_is_waited_for_only_as_long_as_a_stop_announces(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An ``until`` a billion seconds ahead (a buggy predecessor's, or a clock that stepped back) had
+    a daemon started beside the one holding the lock wait that long instead of exit 3; it waits at
+    most as long as a stop of its own would announce, counted from when it first saw the marker."""
+    path = tmp_path / "multus.sock"
+    holder = listener.claim(path)
+    (tmp_path / listener.RESTART_MARKER).write_text(json.dumps({"pid": 1, "until": time.time() + 1e9}))
+    claimed: list[listener.Claim] = []
+    refused: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            claimed.append(listener.claim(path, longest_stop=0.2))
+        except BaseException as exc:
+            refused.append(exc)
+
+    successor = threading.Thread(target=start, daemon=True)
+    try:
+        with caplog.at_level(logging.INFO, logger="app.daemon.listener"):
+            successor.start()
+            successor.join(timeout=30)
+            waiting = successor.is_alive()
+    finally:
+        holder.release()  # a successor still waiting takes over now, and returns
+        successor.join(timeout=10)
+        for claim in claimed:
+            claim.release()
+    assert not waiting, "the successor waited on for an until no stop announces"
+    assert "waiting for the daemon stopping" in caplog.text  # it did wait, for a stop's length
+    assert len(refused) == 1, (refused, claimed)
+    assert isinstance(refused[0], listener.SocketInUseError), refused
+    assert f"restart marker {tmp_path / listener.RESTART_MARKER} was first seen" in str(refused[0])
+
+
+def test_what_a_stop_announces_covers_its_closing() -> None:
+    """``restart_wait`` adds ``STOP_CLOSING_SECONDS`` to the two graces: the stragglers' wait, the
+    socket's closing, its handlers' answers, and a few seconds for the store, must fit in it."""
+    from app.daemon import server, startup
+
+    closing = server.ABANDON_WAIT_SECONDS + startup.CLOSE_SETTLE_SECONDS + 2 * server.CLOSE_ANSWER_SECONDS
+    assert closing + 5.0 <= listener.STOP_CLOSING_SECONDS
+    assert listener.restart_wait(60.0) == 2 * 60.0 + listener.STOP_CLOSING_SECONDS
+    assert listener.restart_wait(0.0) == listener.RESTART_WAIT_SECONDS
