@@ -173,3 +173,52 @@ def test_a_stop_during_start_up_recovery_ends_within_the_restart_marker(cluster:
         assert cluster.leftover_host_veths() == set()
     finally:
         Path(f"{gate}.open").touch()
+
+
+@pytest.mark.parametrize(
+    "signals", [("SIGTERM",), ("SIGINT", "SIGTERM")], ids=["sigterm", "sigint-then-sigterm"]
+)
+def test_a_spooled_del_cut_short_by_a_stop_during_its_replay_stays_spooled_for_the_next_daemon(
+    cluster: Cluster, signals: tuple[str, ...]
+) -> None:
+    """A stop during the start-up replay of the spool cancels the DEL it is running once the grace
+    is over (its plugin killed): the entry stays spooled (invariant 7, no DEL lost) and the next
+    daemon replays it; a second signal changes nothing. (A guard: passes on main.)"""
+    gate = gated_network(cluster, GATED_DEL)
+    cluster.daemon_config.update(multusConfigFile="none", shutdownGraceSeconds=1, delegateTimeoutSeconds=300)
+    try:
+        cluster.start_daemon()
+        netns, container_id = cluster.new_netns(), new_container_id()
+        assert cluster.run_shim("ADD", container_id=container_id, netns=netns).returncode == 0
+        assert cluster.daemon is not None
+        cluster.daemon.kill()  # no restart marker: the shim spools at once rather than wait for a daemon
+        assert cluster.daemon.wait(timeout=60) == -signal.SIGKILL
+        cluster.daemon = None
+        spooled = cluster.run_shim("DEL", container_id=container_id, netns=netns)
+        assert spooled.returncode == 0, spooled  # no daemon: the shim spooled it
+        (entry,) = cluster.spool_dir.glob("del-*.json")
+
+        cluster.start_daemon(wait=False)  # its replay of the entry waits at the gate
+        assert cluster.daemon is not None
+        wait_for(Path(f"{gate}.running").exists, "the spooled DEL's plugin running", cluster)
+        for name in signals[:-1]:
+            cluster.daemon.send_signal(getattr(signal, name))
+        code = stop_within_the_restart_marker(cluster)
+        cluster.daemon = None
+        assert code == 0
+        assert "start-up recovery still running" in cluster.daemon_log.read_text()
+        assert _plugins_running(cluster) == []  # the replay's plugin was killed with it
+        assert entry.exists(), "the spooled DEL cut short was dropped"
+        assert container_id in _recorded(cluster)
+
+        Path(f"{gate}.open").touch()
+        cluster.start_daemon()  # its replay passes the gate
+        assert not entry.exists()
+        assert list(cluster.spool_dir.glob("del-*")) == []
+        assert container_id not in _recorded(cluster)
+        assert netns.links() == {"lo"}
+        assert cluster.stop_daemon() == 0
+        assert cluster.leases() == []
+        assert cluster.leftover_host_veths() == set()
+    finally:
+        Path(f"{gate}.open").touch()
