@@ -21,8 +21,8 @@ socket stale and replace each other's (one would then serve nothing while both r
 GC). The lock file stays in place (removing it would let a waiter lock a file nobody else sees).
 A daemon that finds the lock held waits only for one that is stopping gracefully (a DaemonSet's
 rolling restart may start the new pod while the old one drains), until that daemon's restart
-marker expires, and at most ``claim``'s ``longest_stop`` (what a stop announces, ``restart_wait``;
-by default 30 s, a stop's with the default ``shutdownGraceSeconds``), counted from when it first
+marker expires, and at most ``claim``'s ``longest_stop`` (what a stop announces, ``restart_wait``:
+the entry point passes its own ``shutdownGraceSeconds``'s; 30 s by default), counted from when it first
 saw the marker: an ``until`` absurdly far ahead, from a buggy predecessor or a clock that stepped,
 is not waited out. Otherwise, or after that, it refuses, naming the lock. A socket directory of
 another user, or a lock that is a link or not the daemon's own regular file, is refused before

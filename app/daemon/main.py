@@ -72,7 +72,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     limits.raise_descriptor_limit()  # before the socket: a burst of sandboxes needs hundreds
     try:
-        claimed = listener.claim(settings.socket_path)  # its lock is held until the process ends
+        claimed = listener.claim(  # its lock is held until the process ends
+            settings.socket_path, longest_stop=listener.restart_wait(settings.timeouts.shutdown_grace)
+        )
     except (listener.SocketInUseError, OSError) as exc:
         log.critical("cannot listen on %s: %s", settings.socket_path, exc)
         return 3

@@ -472,3 +472,34 @@ def test_what_a_stop_announces_covers_its_closing() -> None:
     assert closing + 5.0 <= listener.STOP_CLOSING_SECONDS
     assert listener.restart_wait(60.0) == 2 * 60.0 + listener.STOP_CLOSING_SECONDS
     assert listener.restart_wait(0.0) == listener.RESTART_WAIT_SECONDS
+
+
+CLAIM_RECORDER = """
+import sys
+from app.daemon import listener, main as entry
+
+
+def claim(socket_path, **keywords):  # the claim, replaced: say what the entry point asked for
+    print(keywords.get("longest_stop"))
+    sys.exit(0)
+
+
+listener.claim = claim
+sys.exit(entry.main(["--config", sys.argv[1]]))
+"""
+
+
+def test_a_starting_daemon_waits_for_a_stopping_one_as_long_as_its_own_grace_would_announce(
+    tmp_path: Path,
+) -> None:
+    """A daemon whose ``shutdownGraceSeconds`` makes a stop announce more than 30 s waits for its
+    stopping predecessor that long too (the same daemon-config, a rolling restart), not 30 s."""
+    config = _racer_config(tmp_path)
+    config.write_text(json.dumps({**json.loads(config.read_text()), "shutdownGraceSeconds": 25}))
+
+    run = subprocess.run(
+        [sys.executable, "-c", CLAIM_RECORDER, str(config)], capture_output=True, text=True, timeout=60
+    )
+
+    assert run.returncode == 0, run.stderr
+    assert float(run.stdout) == listener.restart_wait(25.0) == 60.0
