@@ -21,9 +21,9 @@ servers stop accepting (``multus.sock`` unlinked first, the connections it alrea
 answered, each handler given ``server.CLOSE_ANSWER_SECONDS``) → watchers and background tasks
 stopped (``shutdownGraceSeconds`` again, then cancelled and named) → the cluster client and the
 store closed. So a stop ends within the restart marker's ``until`` (``listener.restart_wait``). Once
-stopping, the spool replay (at start-up or in a periodic pass) begins no further entry's DEL, and a
-periodic pass (or an operator's) begins no further teardown or sweep: what they leave, the next
-daemon's replay, recovery and passes take on.
+stopping, start-up recovery begins no further sandbox's teardown, the spool replay (at start-up or
+in a periodic pass) no further entry's DEL, and a periodic pass (or an operator's) no further
+teardown or sweep: what they leave, the next daemon's recovery, replay and passes take on.
 ``00-multus.conf`` is kept in place (upstream deletes it, leaving the node without networks while
 the daemon restarts).
 
@@ -280,7 +280,9 @@ class Daemon:
         return True
 
     async def _recover_then_replay(self, engine: AttachEngine, db: Database) -> None:
-        await recovery.recover(engine=engine, db=db, device_info_dir=self.settings.device_info_dir)
+        await recovery.recover(
+            engine=engine, db=db, device_info_dir=self.settings.device_info_dir, stop=self._stopping.is_set
+        )
         await self._replay_spool(engine)
 
     # ---- staged shutdown --------------------------------------------------------------------------

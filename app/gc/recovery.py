@@ -22,7 +22,9 @@ others; GC retries it later. So does one whose teardown raised what no DEL path 
 failed write): logged with its container, counted, and left for GC, never cancelling the others'
 DELs nor keeping the daemon from starting (a crash loop would leave the node without any
 network). Only a store that cannot be read at all fails recovery. Sandboxes are torn down
-concurrently, a few at a time.
+concurrently, a few at a time. Once the daemon is stopping (``stop``), no further sandbox's
+teardown begins: those under way go on (until the stop's grace ends), the rest stay recorded, as
+they were, for the next daemon's recovery.
 
 Before any of that, plugin processes the previous run started for these attachments and that still
 run (the daemon died, they did not: each leads its own session) are killed and waited for
@@ -38,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from app import metrics
@@ -64,7 +67,8 @@ class RecoveryReport:
     """What recovery did. ``rolled_back``, ``deletes_finished`` and ``earlier_boot`` count the
     sandboxes torn down (each once, whether its teardown left errors or not); ``failed`` holds one
     line per error, a sandbox with several errors appearing several times, and those left untouched
-    because a plugin process of theirs would not die, counted nowhere else."""
+    because a plugin process of theirs would not die, counted nowhere else; ``left`` the sandboxes
+    whose teardown did not begin because the daemon was stopping."""
 
     rolled_back: int = 0
     deletes_finished: int = 0
@@ -72,6 +76,7 @@ class RecoveryReport:
     failed: list[tuple[str, CniError]] = field(default_factory=list)
     duration_ms: float = 0.0
     orphans_killed: list[reaper.Orphan] = field(default_factory=list)
+    left: list[str] = field(default_factory=list)
 
 
 def reason(sandbox: SandboxRecord, boot_id: str) -> str:
@@ -86,10 +91,15 @@ def reason(sandbox: SandboxRecord, boot_id: str) -> str:
 
 
 async def recover(
-    *, engine: AttachEngine, db: Database, device_info_dir: str | None = None
+    *,
+    engine: AttachEngine,
+    db: Database,
+    device_info_dir: str | None = None,
+    stop: Callable[[], bool] = lambda: False,
 ) -> RecoveryReport:
     """Settle every unsettled sandbox, and remove the device-info temporaries a killed run left
-    under ``device_info_dir``; return what was done."""
+    under ``device_info_dir``; return what was done. Once ``stop`` says the daemon is stopping, no
+    further sandbox's teardown begins (``left``)."""
     started = time.monotonic()
     report = RecoveryReport()
     if device_info_dir is not None:
@@ -113,6 +123,9 @@ async def recover(
             return
         why = reason(sandbox, engine.boot_id)
         async with gate:
+            if stop():
+                report.left.append(sandbox.container_id)
+                return
             settled, errors = await _tear_down(engine, sandbox)
         if not settled:  # a DEL served meanwhile (the runtime's, after a reboot) settled it already
             return
@@ -139,7 +152,9 @@ async def recover(
         for sandbox in unsettled:
             tasks.create_task(settle(sandbox), name=f"recover-{sandbox.container_id[:12]}")
     try:
-        hotplug_errors = await engine.settle_partial_attachments(trigger=Trigger.RECOVERY, skip=stuck)
+        hotplug_errors = (
+            [] if stop() else await engine.settle_partial_attachments(trigger=Trigger.RECOVERY, skip=stuck)
+        )
     except Exception:  # a surprise: the GC passes retry what is still pending
         log.exception("recovery: pending DELs of hot-plugged delegates not all settled, left to GC")
         hotplug_errors = []
@@ -156,6 +171,10 @@ async def recover(
             report.earlier_boot,
             len(report.failed),
             report.duration_ms,
+        )
+    if report.left:
+        log.warning(
+            "recovery: stopping: %d sandboxes left recorded for the next daemon's recovery", len(report.left)
         )
     return report
 
