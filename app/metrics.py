@@ -324,8 +324,8 @@ STATUS_WRITES_PENDING = Gauge(
 STATUS_WRITES_RETRIED = Counter(
     "multus_py_network_status_retries_total",
     "Background retries of network-status writes, by outcome (written, failed: tried again later, "
-    "moot: sandbox gone or no longer ready, superseded: a newer ADD of the pod wrote, dropped: the "
-    "oldest pending pod past the bound).",
+    "moot: sandbox gone or no longer ready, or the pod deleted or replaced, superseded: a newer ADD of "
+    "the pod wrote, dropped: the oldest pending pod past the bound).",
     ["outcome"],
     registry=REGISTRY,
 )

@@ -78,8 +78,10 @@ class InterfaceEvent:
 
 
 class StatusPublisher(Protocol):
-    async def publish_network_status(self, pod: PodRecord, status_json: str) -> None:
-        """Set the pod's network-status annotation; a pod deleted meanwhile is not an error.
+    async def publish_network_status(self, pod: PodRecord, status_json: str) -> bool:
+        """Set the pod's network-status annotation; a pod deleted meanwhile is not an error. Return
+        True once the write is done, False when there was no pod to write it to (deleted, or
+        replaced under another uid).
 
         Raises ``ClusterUnavailableError`` when the API cannot be reached after retries.
         """

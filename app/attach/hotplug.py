@@ -396,9 +396,9 @@ class OrderedStatusPublisher:
         self._publisher = publisher
         self._turns = SandboxLocks()  # keyed by pod, not container ID; same lifetime rules
 
-    async def publish_network_status(self, pod: PodRecord, status_json: str) -> None:
+    async def publish_network_status(self, pod: PodRecord, status_json: str) -> bool:
         async with self._turns.hold(status_retries.pod_key(pod)):
-            await self._publisher.publish_network_status(pod, status_json)
+            return await self._publisher.publish_network_status(pod, status_json)
 
     async def publish_if(
         self,

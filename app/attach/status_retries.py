@@ -358,7 +358,7 @@ class StatusRetries:
                 )
                 return
             try:
-                await self._publisher.publish_network_status(pod, status_json)
+                written = await self._publisher.publish_network_status(pod, status_json)
             except ClusterUnavailableError as exc:
                 self._reschedule(entry, exc)
                 return
@@ -368,6 +368,9 @@ class StatusRetries:
             )
         if self._pending.get(key) is entry:  # else a newer ADD superseded it meanwhile (it waited)
             del self._pending[key]
+        if not written:  # the pod deleted, or replaced under another uid: the publisher logged it
+            STATUS_WRITES_RETRIED.labels("moot").inc()
+            return
         self.written += 1
         STATUS_WRITES_RETRIED.labels("written").inc()
         log.info(

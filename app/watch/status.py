@@ -136,14 +136,14 @@ class ApiStatusPublisher:
         self.too_large = 0
         """Values that could not fit in the pod's annotations: the annotation was removed instead."""
 
-    async def publish_network_status(self, pod: PodRecord, status_json: str) -> None:
+    async def publish_network_status(self, pod: PodRecord, status_json: str) -> bool:
         where = f"{pod.namespace}/{pod.name}"
         try:
             async with asyncio.timeout(self._settings.status_deadline) as deadline:
                 answer = await self._write_fitting(pod, status_json, deadline)
         except _TooLargeError as exc:
             self._refuse_too_large(pod, status_json, reason=str(exc))
-            return
+            return True
         except TimeoutError as exc:
             raise ClusterUnavailableError(
                 f"cannot write network-status of pod {where}: "
@@ -152,11 +152,11 @@ class ApiStatusPublisher:
         except ApiNotFoundError:
             self.skipped += 1
             log.info("pod %s is gone: network-status not written", where)
-            return
+            return False
         except _PodReplacedError:
             self.skipped += 1
             log.warning("pod %s now has another uid than %s: network-status not written", where, pod.uid)
-            return
+            return False
         except ApiConflictError as exc:
             # Only a PATCH gets here (GET + PUT turns its lasting conflict into its own error): the
             # server lost its update to other writers every time. The write did not land, and
@@ -178,13 +178,14 @@ class ApiStatusPublisher:
                 raise StatusWriteRefusedError(f"cannot write network-status of pod {where}: {exc}") from exc
             self.skipped += 1
             log.warning("pod %s now has another uid than %s: network-status not written", where, pod.uid)
-            return
+            return False
         except ApiError as exc:
             raise StatusWriteUnavailableError(
                 f"cannot write network-status of pod {where}: {exc}", retry_after=exc.retry_after
             ) from exc
         self._check_uid(pod, answer)
         self.published += 1
+        return True
 
     def emit_interface_events(self, pod: PodRecord, events: Sequence[InterfaceEvent]) -> None:
         self._events.offer(pod, events)

@@ -25,11 +25,12 @@ class HeldPublisher:
         self.release = asyncio.Event()
         self.done: list[tuple[str, str]] = []
 
-    async def publish_network_status(self, pod: PodRecord, status_json: str) -> None:
+    async def publish_network_status(self, pod: PodRecord, status_json: str) -> bool:
         if status_json == self.hold_value:
             self.holding.set()
             await self.release.wait()
         self.done.append((pod.name, status_json))
+        return True
 
     def emit_interface_events(self, pod: PodRecord, events: Sequence[InterfaceEvent]) -> None:
         pass

@@ -42,8 +42,9 @@ class RecordingPublisher:
     def __init__(self) -> None:
         self.writes: list[tuple[str, str]] = []
 
-    async def publish_network_status(self, pod: PodRecord, status_json: str) -> None:
+    async def publish_network_status(self, pod: PodRecord, status_json: str) -> bool:
         self.writes.append((pod.name, status_json))
+        return True
 
     def emit_interface_events(self, pod: PodRecord, events: Sequence[InterfaceEvent]) -> None:
         pass

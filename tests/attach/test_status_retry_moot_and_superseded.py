@@ -35,7 +35,7 @@ DELETED = "a" * 64
 class NoWrites:
     """A publisher the moot retry must never reach."""
 
-    async def publish_network_status(self, pod: PodRecord, status_json: str) -> None:
+    async def publish_network_status(self, pod: PodRecord, status_json: str) -> bool:
         raise AssertionError(f"a moot retry wrote {status_json} for {pod.name}")
 
     def emit_interface_events(self, pod: PodRecord, events: Sequence[InterfaceEvent]) -> None:

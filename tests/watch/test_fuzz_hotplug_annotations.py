@@ -74,8 +74,9 @@ class Statuses:
         self.written: list[str] = []
         self.events: list[tuple[str, str]] = []
 
-    async def publish_network_status(self, pod: PodRecord, status_json: str) -> None:
+    async def publish_network_status(self, pod: PodRecord, status_json: str) -> bool:
         self.written.append(status_json)
+        return True
 
     def emit_interface_events(self, pod: PodRecord, events: Sequence[InterfaceEvent]) -> None:
         pass

@@ -28,6 +28,7 @@ from app.attach.locks import SandboxLocks
 from app.attach.networks import ClusterSources, NetworkResolver
 from app.attach.requests import Command
 from app.attach.status_retries import PodMirror, StatusRetries, StatusRetrySettings
+from app.metrics import REGISTRY
 from app.sandbox.kubeapi import KubeApiEmulator
 from app.store.database import Connection, Database
 from app.store.mirror_records import CONFIG_SOURCE_ANNOTATION, PodRecord
@@ -194,6 +195,30 @@ async def test_a_status_write_failing_past_the_deadline_lands_once_the_api_recov
     assert _result_addresses(result) <= _addresses(status)
     await eventually(lambda: _value(len(_retries(engine))), lambda n: n == 0)
     assert _retries(engine).written == 1
+
+
+def _retried(outcome: str) -> float:
+    return REGISTRY.get_sample_value("multus_py_network_status_retries_total", {"outcome": outcome}) or 0.0
+
+
+async def test_a_retry_that_finds_the_pod_deleted_counts_as_moot_not_written(
+    engine: AttachEngine, emulator: KubeApiEmulator, layout: Layout, netns: str
+) -> None:
+    """The retry's PATCH answered 404 (the pod deleted before the runtime's DEL came) writes
+    nothing: it ends the retry, counted ``moot``; it was counted, and logged, as written."""
+    pod = pod_whose_status_writes_fail(emulator)
+    await engine.add(layout.request(Command.ADD, pod, secrets.token_hex(32), netns=netns))
+    assert len(_retries(engine)) == 1
+    written, moot = _retried("written"), _retried("moot")
+    since = emulator.last_request_seq
+
+    emulator.delete_pod("default", "p")
+    emulator.faults.clear()
+    await eventually(lambda: _value(len(_retries(engine))), lambda n: n == 0)
+
+    assert 404 in {status for _, status in _status_writes(emulator, "p", since)}
+    assert _retries(engine).written == 0
+    assert (_retried("written") - written, _retried("moot") - moot) == (0, 1)
 
 
 async def test_no_status_write_follows_the_del_of_a_sandbox_whose_write_was_pending(
