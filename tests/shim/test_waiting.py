@@ -15,8 +15,9 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -24,6 +25,7 @@ from app.shim import shim as shim_module
 from tests.shim.helpers import (
     BASE_ENV,
     HANG,
+    ShimRun,
     StubDaemon,
     conf_bytes,
     http_reply,
@@ -31,6 +33,8 @@ from tests.shim.helpers import (
     read_request,
     run_shim,
 )
+
+T = TypeVar("T")
 
 COMMANDS = ["ADD", "DEL", "CHECK", "GC", "STATUS"]
 RESULT = {"Result": {"cniVersion": "1.1.0", "ips": [{"address": "10.0.0.2/8"}]}}
@@ -74,6 +78,25 @@ def read_outputs(shim: subprocess.Popen[bytes]) -> tuple[bytes, bytes]:
     return shim.stdout.read(), shim.stderr.read()
 
 
+def run_past_a_retry(
+    launcher: Path, stdin: bytes, env: dict[str, str], then: Callable[[], T]
+) -> tuple[ShimRun, T]:
+    """Run the shim until it has failed to reach a daemon once and sleeps before trying again, then
+    call ``then`` (which brings a daemon) and let the shim finish; return the run and what ``then``
+    returned. A shim still running when a check fails is killed."""
+    shim = start_shim(launcher, stdin, env)
+    try:
+        wait_until_retrying(shim)
+        value = then()
+        stdout, stderr = read_outputs(shim)
+        shim.wait(timeout=60)
+    finally:
+        if shim.poll() is None:
+            shim.kill()
+            shim.wait()
+    return ShimRun(shim.returncode, stdout, stderr), value
+
+
 @pytest.mark.parametrize("command", [c for c in COMMANDS if c != "DEL"])
 def test_absent_daemon_without_a_marker_is_code_11_at_once_for_every_command_but_del(
     launcher: Path, socket_dir: Path, command: str
@@ -107,20 +130,18 @@ def test_a_restart_marker_makes_the_shim_wait_for_the_new_daemon(
         stale.bind(str(socket_dir / "multus.sock"))
         stale.close()
     daemon = StubDaemon(socket_dir, replies=[json_reply(200, RESULT)])
-    shim = start_shim(launcher, conf_bytes(socket_dir), {"MULTUS_SHIM_WAIT_SECONDS": "0"})
-    try:
-        wait_until_retrying(shim)
+
+    def the_new_daemon_binds() -> None:
         (socket_dir / "multus.sock").unlink(missing_ok=True)
         daemon.start()
-        stdout, stderr = read_outputs(shim)
-        shim.wait(timeout=60)
+
+    try:
+        run, _ = run_past_a_retry(
+            launcher, conf_bytes(socket_dir), {"MULTUS_SHIM_WAIT_SECONDS": "0"}, the_new_daemon_binds
+        )
     finally:
-        if shim.poll() is None:
-            shim.kill()
-            shim.wait()
         daemon.stop()
-    assert (shim.returncode, stderr) == (0, b"")
-    assert b'"address": "10.0.0.2/8"' in stdout
+    assert b'"address": "10.0.0.2/8"' in run.success()
     assert len(daemon.requests) == 1
 
 
@@ -222,18 +243,13 @@ def test_a_del_during_a_restart_reaches_the_new_daemon_instead_of_the_spool(
     write_marker(socket_dir, time.time() + 120)
     spool = tmp_path / "spool"
     daemon = StubDaemon(socket_dir)
-    shim = start_shim(launcher, conf_bytes(socket_dir, spoolDir=str(spool)), {"CNI_COMMAND": "DEL"})
     try:
-        wait_until_retrying(shim)
-        daemon.start()
-        stdout, stderr = read_outputs(shim)
-        shim.wait(timeout=60)
+        run, _ = run_past_a_retry(
+            launcher, conf_bytes(socket_dir, spoolDir=str(spool)), {"CNI_COMMAND": "DEL"}, daemon.start
+        )
     finally:
-        if shim.poll() is None:
-            shim.kill()
-            shim.wait()
         daemon.stop()
-    assert (shim.returncode, stdout, stderr) == (0, b"", b"")
+    assert run.success() == b""
     assert len(daemon.requests) == 1
     assert not spool.exists()
 
@@ -370,19 +386,16 @@ def test_a_daemon_whose_backlog_is_full_is_asked_again_until_it_accepts(
     launcher: Path, socket_dir: Path
 ) -> None:
     busy = FullBacklog(socket_dir)
-    shim = start_shim(launcher, conf_bytes(socket_dir), {"MULTUS_SHIM_WAIT_SECONDS": "120"})
     try:
-        wait_until_retrying(shim)
-        request = busy.answer_once(json_reply(200, RESULT))
-        stdout, stderr = read_outputs(shim)
-        shim.wait(timeout=60)
+        run, request = run_past_a_retry(
+            launcher,
+            conf_bytes(socket_dir),
+            {"MULTUS_SHIM_WAIT_SECONDS": "120"},
+            lambda: busy.answer_once(json_reply(200, RESULT)),
+        )
     finally:
-        if shim.poll() is None:
-            shim.kill()
-            shim.wait()
         busy.close()
-    assert (shim.returncode, stderr) == (0, b"")
-    assert b'"address": "10.0.0.2/8"' in stdout
+    assert b'"address": "10.0.0.2/8"' in run.success()
     assert request.startswith(b"POST /cni HTTP/1.1\r\n")
 
 
