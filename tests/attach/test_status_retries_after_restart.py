@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from functools import partial
 
 import pytest
@@ -23,6 +23,7 @@ from app.store import checkpoints
 from app.store.database import Connection, Database
 from app.store.mirror_records import PodRecord
 from app.store.records import PodIdentity, SandboxIntent
+from tests.attach.mirror_reads import MirrorReadAfter
 from tests.store.builders import delegate_intent, record_running
 
 BOOT = "boot-now"
@@ -178,21 +179,6 @@ async def test_a_restart_that_finds_the_pod_recreated_clears_the_mark(
     assert publisher.writes == []
 
 
-class _AddedAgainDuringTheRead:
-    """The pod mirror, whose first read runs ``during`` first: CNI requests of this run answered
-    while ``resume`` waits for the mirror (the daemon serves them before the mirrors have synced)."""
-
-    def __init__(self, pods: Mirror, during: Callable[[], Awaitable[object]]) -> None:
-        self._pods = pods
-        self._during: Callable[[], Awaitable[object]] | None = during
-
-    async def mirrored_pod(self, namespace: str, name: str) -> PodRecord | None:
-        during, self._during = self._during, None
-        if during is not None:
-            await during()
-        return await self._pods.mirrored_pod(namespace, name)
-
-
 async def test_a_restart_that_finds_the_pod_recreated_keeps_the_mark_of_an_add_of_the_new_pod_made_meanwhile(
     database: Database, publisher: RecordingPublisher
 ) -> None:
@@ -224,7 +210,7 @@ async def test_a_restart_that_finds_the_pod_recreated_keeps_the_mark_of_an_add_o
     try:
         assert (
             await retries.resume(
-                _AddedAgainDuringTheRead(Mirror(recreated), deled_and_added_again_for_the_recreated_pod)
+                MirrorReadAfter(Mirror(recreated), deled_and_added_again_for_the_recreated_pod)
             )
             == 0
         )

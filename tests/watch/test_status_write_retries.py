@@ -18,7 +18,7 @@ import logging
 import secrets
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -27,12 +27,13 @@ from app.attach.engine import AttachEngine, EngineSettings
 from app.attach.locks import SandboxLocks
 from app.attach.networks import ClusterSources, NetworkResolver
 from app.attach.requests import Command
-from app.attach.status_retries import PodMirror, StatusRetries, StatusRetrySettings
+from app.attach.status_retries import StatusRetries, StatusRetrySettings
 from app.metrics import REGISTRY
 from app.sandbox.kubeapi import KubeApiEmulator
 from app.store.database import Connection, Database
 from app.store.mirror_records import CONFIG_SOURCE_ANNOTATION, PodRecord
 from app.watch.settings import WatchSettings
+from tests.attach.mirror_reads import MirrorReadAfter
 from tests.watch.hotplug_node import Layout
 from tests.watch.support import FAST_SETTINGS, NETWORKS, Running, eventually, pod_manifest
 
@@ -464,22 +465,6 @@ async def test_a_restart_never_writes_an_older_sandboxs_status_over_a_newer_ones
     _assert_status_is_the_newer_sandboxs(emulator, newer_result, older_result)
 
 
-class _NewerAddDuringTheRead:
-    """The pod mirror, whose first read runs ``during`` first: an ADD of this run finishing while
-    ``resume`` waits for the mirror (the daemon serves ADDs from the moment it is ready, before
-    the mirrors have synced and ``resume`` runs)."""
-
-    def __init__(self, pods: PodMirror, during: Callable[[], Awaitable[object]]) -> None:
-        self._pods = pods
-        self._during: Callable[[], Awaitable[object]] | None = during
-
-    async def mirrored_pod(self, namespace: str, name: str) -> PodRecord | None:
-        during, self._during = self._during, None
-        if during is not None:
-            await during()
-        return await self._pods.mirrored_pod(namespace, name)
-
-
 async def test_a_restart_never_writes_an_older_sandboxs_status_over_a_newer_one_added_while_it_resumed(
     engine: AttachEngine,
     emulator: KubeApiEmulator,
@@ -504,7 +489,7 @@ async def test_a_restart_never_writes_an_older_sandboxs_status_over_a_newer_one_
         added.append(await restarted.add(layout.request(Command.ADD, pod, newer, netns=second_netns)))
 
     try:
-        await retries.resume(_NewerAddDuringTheRead(running.watchers.pods, newer_add))
+        await retries.resume(MirrorReadAfter(running.watchers.pods, newer_add))
         await eventually(lambda: _value(len(retries)), lambda pending: pending == 0)
     finally:
         await retries.stop()
