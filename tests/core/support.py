@@ -312,6 +312,18 @@ class Node:
             subprocess.run(["ip", "link", "del", link], check=False, capture_output=True)
 
 
+async def added_before_a_reboot(node: Node, count: int) -> list[ContainerId]:
+    """``count`` sandboxes on the recorder's cluster network, added by a daemon of an earlier boot,
+    then the daemon restarted: what start-up recovery finds after a reboot."""
+    conf = node.conf(node.recorder_network("cluster"))
+    earlier = node.engine(boot_id="boot-0")
+    containers = [new_container_id() for _ in range(count)]
+    for container in containers:
+        await earlier.add(node.request(Command.ADD, container, node.new_netns(), conf))
+    node.restart()
+    return containers
+
+
 def pending(record: SandboxRecord | None) -> list[str]:
     """Interfaces still recorded for a sandbox (none when it is forgotten)."""
     return [] if record is None else sorted(a.ifname for a in record.attachments)

@@ -6,7 +6,7 @@ long one was always cut off in the middle of a teardown (its plugins killed)."""
 from __future__ import annotations
 
 from app.gc.recovery import RecoveryReport, recover
-from tests.core.support import Command, Node, new_container_id, pending
+from tests.core.support import Node, added_before_a_reboot, pending
 
 
 class StopAfter:
@@ -24,12 +24,7 @@ class StopAfter:
 async def test_a_stop_during_recovery_begins_no_further_teardown_and_the_next_recovery_settles_the_rest(
     node: Node,
 ) -> None:
-    conf = node.conf(node.recorder_network("cluster"))
-    earlier = node.engine(boot_id="boot-0")
-    containers = [new_container_id() for _ in range(3)]
-    for container in containers:
-        await earlier.add(node.request(Command.ADD, container, node.new_netns(), conf))
-    node.restart()
+    containers = await added_before_a_reboot(node, 3)
 
     stopped = await recover(engine=node.engine(), db=node.db, stop=StopAfter(1))
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from app.cni.types import ErrorCode
 from app.gc.recovery import recover
 from app.metrics import REGISTRY
-from tests.core.support import Command, Node, SurpriseAtFirstDel, new_container_id, pending
+from tests.core.support import Node, SurpriseAtFirstDel, added_before_a_reboot, pending
 
 
 def unexpected_recovery_errors() -> float:
@@ -19,12 +19,7 @@ def unexpected_recovery_errors() -> float:
 async def test_a_surprise_in_one_sandboxs_teardown_leaves_it_for_gc_and_settles_the_others(
     node: Node,
 ) -> None:
-    conf = node.conf(node.recorder_network("cluster"))
-    earlier = node.engine(boot_id="boot-0")
-    containers = [new_container_id() for _ in range(3)]
-    for container in containers:
-        await earlier.add(node.request(Command.ADD, container, node.new_netns(), conf))
-    node.restart()
+    containers = await added_before_a_reboot(node, 3)
     counted = unexpected_recovery_errors()
 
     report = await recover(engine=node.engine(crash=SurpriseAtFirstDel()), db=node.db)
