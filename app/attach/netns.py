@@ -68,7 +68,7 @@ class NetnsLook:
     leftover: bool = False
     """``GONE`` with something at the path (a plain file, another filesystem's mount): what an
     unmounted namespace leaves behind, which plugins refuse to enter; or a path no plugin can be
-    given (it holds a NUL or a lone surrogate)."""
+    given (it holds a NUL or a lone surrogate, or a file is one of its directories)."""
     error: int = 0
     """The errno that made the path ``UNREADABLE``."""
 
@@ -87,16 +87,20 @@ def look(path: str) -> NetnsLook:
 
     Every namespace file lives on the kernel's one nsfs device, so comparing devices with our own
     namespace tells a live namespace from the empty file a removed one may leave behind. Only "no
-    such file" (``ENOENT``, or ``ENOTDIR``: a component is a file, so nothing can be below it)
-    proves the path empty; any other error (``EACCES``, ``EIO``, ``ELOOP``, ...) proves nothing.
+    such file" (``ENOENT``) proves the path empty, and ``ENOTDIR`` (a component is a file) that
+    nothing can be below it: ``GONE`` as a leftover, since plugins take only a missing path for
+    "already gone" and refuse this one; any other error (``EACCES``, ``EIO``, ``ELOOP``, ...)
+    proves nothing.
     A path no system call takes (a NUL, a lone surrogate that encodes to no bytes: a corrupt
     cache's) holds no namespace either, and no plugin could be handed it: ``GONE`` as a leftover,
     which no DEL enters.
     """
     try:
         info = os.stat(path)
-    except (FileNotFoundError, NotADirectoryError):
+    except FileNotFoundError:
         return NetnsLook(NetnsState.GONE)
+    except NotADirectoryError:  # plugins refuse it ("failed to Statfs"), unlike a missing path
+        return NetnsLook(NetnsState.GONE, leftover=True)
     except OSError as exc:
         return NetnsLook(NetnsState.UNREADABLE, error=exc.errno or errno.EIO)
     except ValueError:  # "embedded null byte", UnicodeEncodeError

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +22,34 @@ async def test_del_succeeds_when_the_netns_path_is_left_as_a_plain_file(node: No
     await asyncio.to_thread(subprocess.run, ["umount", netns.path], check=True)  # its file stays
 
     await engine.delete(node.request(Command.DEL, container, netns, conf))
+
+    assert node.checkpoint(container) is None
+    assert delegate_lines(node.history(container), "DEL") == [("eth0", "runtime", "ok")]
+    assert not [p for p in (node.ipam_dir / "cluster").iterdir() if p.name.startswith("10.")]
+
+
+async def test_del_succeeds_when_a_directory_of_its_netns_path_is_a_file_now(
+    node: Node, tmp_path: Path
+) -> None:
+    """A path below a file (``ENOTDIR``) holds no namespace, and plugins refuse it ("failed to
+    Statfs ...: not a directory", unlike a missing one): the DEL runs without a namespace, or it
+    failed at every retry (invariant 5b)."""
+    conf = node.conf(node.bridge_network("cluster", subnet="10.99.9.0/24"))
+    engine = node.engine()
+    container = new_container_id()
+    netns = node.new_netns()
+    directory = tmp_path / "netns-dir"
+    directory.mkdir()
+    path = directory / "ns"
+    path.touch()
+    await asyncio.to_thread(subprocess.run, ["mount", "--bind", netns.path, str(path)], check=True)
+    add = dataclasses.replace(node.request(Command.ADD, container, netns, conf), netns=str(path))
+    await engine.add(add)
+    await asyncio.to_thread(subprocess.run, ["umount", str(path)], check=True)
+    shutil.rmtree(directory)
+    directory.write_text("")  # the path's directory is a file now
+
+    await engine.delete(dataclasses.replace(add, command=Command.DEL))
 
     assert node.checkpoint(container) is None
     assert delegate_lines(node.history(container), "DEL") == [("eth0", "runtime", "ok")]
