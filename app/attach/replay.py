@@ -87,9 +87,14 @@ def netns_for_cached_del(path: str) -> str:
     records which one it held) or nothing (plugins accept a missing path); none when it holds no
     namespace (unmounted, its file left behind: plugins refuse to enter it, for ever) or cannot be
     looked at (nothing then says which namespace it holds, and a DEL must terminate: as
-    ``netns_for_del``)."""
+    ``netns_for_del``). None either when it is relative, which no runtime's is (``invalid
+    CNI_NETNS``): the daemon and the plugin (in ``chrootDir``: from ``/``) would each take it from
+    their own working directory, e.g. ``proc/self/ns/net`` as the host's namespace."""
     if not path:
         return path
+    if not path.startswith("/"):
+        log.warning("the upstream-cached DEL runs without its netns: %r is not an absolute path", path)
+        return ""
     found = netns.look(path)
     if found.state is NetnsState.PRESENT or (found.state is NetnsState.GONE and not found.leftover):
         return path

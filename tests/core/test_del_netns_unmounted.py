@@ -80,3 +80,29 @@ async def test_a_cached_netns_path_holding_a_nul_is_no_namespace_to_enter(node: 
     assert node.calls() == [("DEL", "upstream", "eth0")]
     assert node.recorder_entries("DEL")[0]["env"]["CNI_NETNS"] == ""
     assert not cache.exists()
+
+
+async def test_a_relative_cached_netns_path_is_no_namespace_to_enter(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A netns path is absolute (a runtime's relative one is refused: ``invalid CNI_NETNS``), but
+    upstream's cache may hold anything: a relative one named whatever the daemon's working
+    directory and the plugin's (``/`` in chrootDir) made of it, here the host's own namespace
+    (``proc/self/ns/net``, the daemon's and the plugin's), whose interface of the DEL's name the
+    plugin would have removed."""
+    monkeypatch.chdir("/")
+    container = new_container_id()
+    recorder = {
+        "cniVersion": "1.0.0",
+        "name": "upstream",
+        "type": "recorder",
+        "recorder": {"log": str(node.recorder_log)},
+    }
+    cache = node.write_upstream_cache(container, network=recorder, ifname="eth0", netns="proc/self/ns/net")
+    conf = node.conf(node.recorder_network("cluster"))
+
+    await node.engine().delete(node.request(Command.DEL, container, None, conf))
+
+    assert node.calls() == [("DEL", "upstream", "eth0")]
+    assert node.recorder_entries("DEL")[0]["env"]["CNI_NETNS"] == ""
+    assert not cache.exists()
