@@ -118,15 +118,20 @@ async def delete_from_upstream_cache(
 
 def _netns_of(cached: str, requested: str, *, live: bool) -> str:
     """The namespace path a cached delegate's DEL is given: the cache's, unless it names a process
-    the runtime's live DEL does not name (see the module docstring); the request's otherwise, unless
-    that names a process and the DEL is not live (a spooled one: the runtime heard success and went
-    on to remove the sandbox, so its process is gone and its PID may be another's)."""
+    the runtime's live DEL does not name (see the module docstring) or is relative (no runtime's
+    is: the daemon and the plugin would each take it from their own working directory); the
+    request's otherwise, unless that names a process and the DEL is not live (a spooled one: the
+    runtime heard success and went on to remove the sandbox, so its process is gone and its PID may
+    be another's)."""
     request = "" if requested and _names_a_process(requested) and not live else requested
+    untrusted = "a relative path" if cached and not cached.startswith("/") else ""
     if cached and _names_a_process(cached) and (cached != requested or not live):
+        untrusted = "a process's namespace; the PID may be another's now"
+    if untrusted:
         log.warning(
-            "the upstream-cached DEL does not enter %s (a process's namespace; the PID may be"
-            " another's now): it runs with %s",
+            "the upstream-cached DEL does not enter %s (%s): it runs with %s",
             cached,
+            untrusted,
             f"the runtime's netns {request}" if request else "no netns",
         )
         return request

@@ -106,3 +106,25 @@ async def test_a_relative_cached_netns_path_is_no_namespace_to_enter(
     assert node.calls() == [("DEL", "upstream", "eth0")]
     assert node.recorder_entries("DEL")[0]["env"]["CNI_NETNS"] == ""
     assert not cache.exists()
+
+
+async def test_a_relative_cached_netns_path_gives_way_to_the_runtimes_netns(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As for a cached path through a process the runtime's DEL does not name: the plugin enters
+    the namespace the runtime's live DEL names rather than none (its interface is removed there)."""
+    monkeypatch.chdir("/")
+    container = new_container_id()
+    recorder = {
+        "cniVersion": "1.0.0",
+        "name": "upstream",
+        "type": "recorder",
+        "recorder": {"log": str(node.recorder_log)},
+    }
+    node.write_upstream_cache(container, network=recorder, ifname="eth0", netns="proc/self/ns/net")
+    conf = node.conf(node.recorder_network("cluster"))
+    netns = node.new_netns()
+
+    await node.engine().delete(node.request(Command.DEL, container, netns, conf))
+
+    assert node.recorder_entries("DEL")[0]["env"]["CNI_NETNS"] == netns.path
