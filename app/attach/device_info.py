@@ -156,8 +156,8 @@ def _remove(path: str) -> bool:
         os.unlink(path)
     except FileNotFoundError:
         return False
-    except OSError as exc:
-        log.warning("cannot remove device-info file %s: %s", path, exc)
+    except (OSError, ValueError) as exc:  # ValueError: a path holding a NUL byte names no file
+        log.warning("cannot remove device-info file %r: %s", path, exc)
         return False
     return True
 
@@ -169,7 +169,10 @@ def load(path: str) -> JsonObject:
     unknown keys are ignored (and dropped when the document is re-encoded), a null is an absent field.
     Only a regular file is read, opened without waiting: this runs on the daemon's event loop, and a
     FIFO a device plugin's pod left at its file's name (through its hostPath) would otherwise hold
-    ``open`` for ever, and every request of the node with it."""
+    ``open`` for ever, and every request of the node with it. A path holding a NUL byte (a
+    runtimeConfig ``CNIDeviceInfoFile`` is the runtime's text) names no file: refused as malformed."""
+    if "\0" in path:
+        raise DeviceInfoError("its path holds a NUL byte")
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     with open(fd, "rb") as handle:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
