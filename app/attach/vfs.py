@@ -3,19 +3,19 @@
 When a delegate's configuration names a PCI device (``deviceID`` or ``pciBusID``, injected from a
 NAD's ``resourceName`` or written in the NAD), or a plugin declaring the ``deviceID`` capability is
 handed one in its runtimeConfig (a selection's ``deviceID``: host-device takes it as its
-``pciBusID``), the engine records, before the delegate runs, the netdev name and MAC that device
-has in the host namespace, learnt once the commit of the intents proved no other sandbox records
-the device (so no other sandbox's DEL is still moving or renaming it). A teardown then removes the attachment
-only once the device is back: found in the host under its PCI address, renamed and re-addressed
-if it came back as something else (the kernel returns a VF from a vanished namespace under its
-in-pod name, ``net1`` or ``devN``). A VF back in the host is released even when its name cannot be
-restored (another netdev has it), its MAC was never known, or the VF refuses it (an iavf VF whose
-PF pins its MAC: it is renamed all the same): that is warned about, never retried, as no retry
-could change it. A VF still missing while its netdev driver is bound keeps the attachment
-pending (invariant 5); a VF no longer on the PCI bus at all (its PF's VFs destroyed) took its
-netdev with it, so it does not (invariant 5b: that DEL could never finish), nor does a VF now
-bound to no driver (unbinding its netdev driver destroyed the netdev, wherever it was) or to a
-user-space driver.
+``pciBusID``, in place of one its configuration names), the engine records, before the delegate
+runs, the netdev name and MAC that device has in the host namespace, learnt once the commit of the
+intents proved no other sandbox records the device (so no other sandbox's DEL is still moving or
+renaming it). A teardown then removes the attachment only once the device is back: found in the host
+under its PCI address, renamed and re-addressed if it came back as something else (the kernel
+returns a VF from a vanished namespace under its in-pod name, ``net1`` or ``devN``). A VF back in
+the host is released even when its name cannot be restored (another netdev has it), its MAC was
+never known, or the VF refuses it (an iavf VF whose PF pins its MAC: it is renamed all the same):
+that is warned about, never retried, as no retry could change it. A VF still missing while its
+netdev driver is bound keeps the attachment pending (invariant 5); a VF no longer on the PCI bus at
+all (its PF's VFs destroyed) took its netdev with it, so it does not (invariant 5b: that DEL could
+never finish), nor does a VF now bound to no driver (unbinding its netdev driver destroyed the
+netdev, wherever it was) or to a user-space driver.
 
 A VF bound to a user-space (DPDK) driver (``vfio-pci``, ``uio_pci_generic``, ``igb_uio``: how
 sriov-cni tells a DPDK device) has no netdev in any namespace: handed over so, it is recorded with
@@ -60,22 +60,26 @@ def pci_address(net: NetworkConfigList, capability_args: Mapping[str, Any] | Non
 def pci_addresses(
     net: NetworkConfigList, capability_args: Mapping[str, Any] | None = None
 ) -> list[tuple[str, str]]:
-    """Every PCI address a delegate is handed, with the field handing it (``deviceID`` or
-    ``pciBusID`` of its configuration, then ``runtimeConfig.deviceID`` when a plugin of it declares
-    that capability), in that order, each address once."""
+    """Every PCI address a delegate is handed, with the field handing it, plugin by plugin, each
+    address once: a plugin's ``deviceID`` (sriov-cni's), then its ``pciBusID`` (host-device's), or
+    instead the ``runtimeConfig.deviceID`` it is handed when it declares that capability: that one
+    overrides its ``pciBusID``, as host-device takes it (a NAD's ``pciBusID`` may be a default a
+    selection's ``deviceID`` replaces; the device it names is then not the one taken)."""
+    handed = (capability_args or {}).get("deviceID")
+    if not (isinstance(handed, str) and PCI_ADDRESS.fullmatch(handed)):
+        handed = None
     named: dict[str, str] = {}
     for plugin in net.plugins:
-        for key in ("deviceID", "pciBusID"):
-            value = plugin.get(key)
-            if isinstance(value, str) and PCI_ADDRESS.fullmatch(value):
-                named.setdefault(value, key)
-    value = (capability_args or {}).get("deviceID")
-    if isinstance(value, str) and PCI_ADDRESS.fullmatch(value):
-        for plugin in net.plugins:
-            capabilities = plugin.get("capabilities")
-            if isinstance(capabilities, Mapping) and capabilities.get("deviceID") is True:
-                named.setdefault(value, "runtimeConfig.deviceID")
-                break
+        value = plugin.get("deviceID")
+        if isinstance(value, str) and PCI_ADDRESS.fullmatch(value):
+            named.setdefault(value, "deviceID")
+        capabilities = plugin.get("capabilities")
+        if handed is not None and isinstance(capabilities, Mapping) and capabilities.get("deviceID") is True:
+            named.setdefault(handed, "runtimeConfig.deviceID")
+            continue
+        value = plugin.get("pciBusID")
+        if isinstance(value, str) and PCI_ADDRESS.fullmatch(value):
+            named.setdefault(value, "pciBusID")
     return [(field, address) for address, field in named.items()]
 
 
