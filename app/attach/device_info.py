@@ -109,19 +109,27 @@ def remove_for_attachment(attachment: AttachmentRecord) -> bool:
     ``CNIDeviceInfoFile`` the runtime itself passed through is never deleted. An absent file is
     fine (DEL is idempotent); any other failure is logged and does not fail the DEL.
     """
-    path = attachment.capability_args.get(CAPABILITY)
+    return remove_ours(
+        attachment.capability_args,
+        network_name=attachment.network_name,
+        container_id=attachment.container_id,
+        ifname=attachment.ifname,
+    )
+
+
+def remove_ours(
+    capability_args: Mapping[str, Any], *, network_name: str, container_id: str, ifname: str
+) -> bool:
+    """``remove_for_attachment`` of a delegate given by its fields: also of one dropped from the
+    checkpoint because it never ran (its file was staged with the others' before any ran)."""
+    path = capability_args.get(CAPABILITY)
     if not isinstance(path, str) or not os.path.isabs(path):
         return False
     expected = os.path.basename(
-        cni_file_path(
-            "",
-            network_name=attachment.network_name,
-            container_id=attachment.container_id,
-            ifname=attachment.ifname,
-        )
+        cni_file_path("", network_name=network_name, container_id=container_id, ifname=ifname)
     )
     if os.path.basename(path) != expected:
-        log.debug("CNIDeviceInfoFile %s of %s is not ours; left in place", path, attachment.ifname)
+        log.debug("CNIDeviceInfoFile %s of %s is not ours; left in place", path, ifname)
         return False
     return _remove(path)
 

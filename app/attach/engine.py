@@ -634,13 +634,15 @@ class AttachEngine:
                     await run(index)
             await self._apply_default_routes(request, plans)
         except Exception:
-            never_started = [plan.ifname for index, plan in enumerate(plans) if index not in begun]
+            never_started = [plan for index, plan in enumerate(plans) if index not in begun]
             if never_started:  # known not to have run: nothing of them can exist (invariant 5b)
+                for plan in never_started:
+                    _remove_staged_device_info(request, plan)
                 pending.append(
                     partial(
                         checkpoints.remove_attachments,
                         container_id=request.container_id,
-                        ifnames=never_started,
+                        ifnames=[plan.ifname for plan in never_started],
                     )
                 )
             await self._db.write(recording.together(pending))
@@ -804,6 +806,7 @@ class AttachEngine:
                     error,
                     extra=context,
                 )
+                _remove_staged_device_info(request, plan)
                 units.append(
                     partial(
                         checkpoints.remove_attachments,
@@ -1315,6 +1318,18 @@ def _retrieved(future: asyncio.Future[None]) -> None:
 def _not_available(err: CniError) -> CniError:
     """``err``, which keeps every ADD from being served, as STATUS reports it (code 50)."""
     return CniError(ErrorCode.PLUGIN_NOT_AVAILABLE, f"cannot serve ADD: {err.msg}", err.details)
+
+
+def _remove_staged_device_info(request: SandboxRequest, plan: DelegatePlan) -> None:
+    """Remove the device-info file staged for a delegate that never ran, before the commit that
+    drops it from the checkpoint: no DEL would remove it after (a crash between the two leaves it
+    recorded, and its DEL removes nothing more)."""
+    device_info.remove_ours(
+        plan.capability_args,
+        network_name=plan.network_name,
+        container_id=request.container_id,
+        ifname=plan.ifname,
+    )
 
 
 def _status_probe(request: NodeRequest) -> SandboxRequest:

@@ -266,6 +266,30 @@ async def test_an_add_refused_before_anything_is_recorded_leaves_no_device_info_
     assert leftovers == [], "no attachment was recorded, so no DEL will ever remove a file made for it"
 
 
+async def test_an_add_whose_cluster_network_fails_leaves_no_device_info_file_for_the_delegates_never_run(
+    emulator: KubeApiEmulator, node: Node
+) -> None:
+    """The device plugin's file is copied for every delegate once the intents are committed; a
+    delegate that never ran (the cluster network failed first) is then dropped from the checkpoint,
+    so no DEL would ever remove its copy: one file left per failed ADD, the runtime retrying under
+    new container IDs."""
+    primary_path = Path(node.conf.conf_dir) / "10-primary.conf"
+    primary = json.loads(primary_path.read_text())
+    primary["recorder"]["fail"] = {"code": 11, "msg": "the cluster network is not ready"}
+    primary["recorder"]["failOn"] = "ADD"
+    primary_path.write_text(json.dumps(primary))
+    pod = await pod_with_device(emulator, node)
+    dp_file(node).write_text(json.dumps(DP_DOCUMENT))
+    container = uuid.uuid4().hex
+
+    with pytest.raises(CniError):
+        await node.engine.add(node.request(Command.ADD, pod, container))
+
+    assert node.calls("ADD", "net1") == [], "the delegate given the device never ran"
+    assert await node.engine.load_sandbox(container) is None, "rolled back"
+    assert sorted(p.name for p in (node.devinfo / "cni").glob("*")) == []
+
+
 async def test_a_second_add_of_an_attached_container_leaves_its_device_info_file_alone(
     emulator: KubeApiEmulator, node: Node
 ) -> None:
