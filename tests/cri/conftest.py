@@ -15,6 +15,11 @@ chrooted to ``host_root``, containerd on the daemon's ``00-multus.conf``. Re-exp
 ``cluster``, ``kube``, ``started`` and ``premigrated_state``: ``test_kubelet_sequences`` starts its
 nodes on an already migrated database; ``test_containerd``'s node keeps a daemon's first start (the
 migration child of a daemon in its host-root namespace).
+
+Helpers the kubelet-sequence modules share: ``gate`` (a NAD ``gated-net`` whose plugin holds one CNI
+command until the test opens it), ``shims_running`` (the shims containerd runs now, by command),
+``in_background`` (a CRI call in a thread), ``netns_paths`` and ``assert_nothing_left`` (no row,
+lease, veth or sandbox netns left).
 """
 
 from __future__ import annotations
@@ -25,10 +30,13 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from tests.conftest import CNI_PLUGIN_DIR, child_environment
@@ -191,3 +199,95 @@ def node(
         yield cluster
     finally:
         containerd.remove_sandboxes()
+
+
+def netns_paths() -> set[str]:
+    """The sandbox namespaces containerd made (``cni-<uuid>``), not those of other work on the host."""
+    if not os.path.isdir("/run/netns"):
+        return set()
+    return {f"/run/netns/{name}" for name in os.listdir("/run/netns") if name.startswith("cni-")}
+
+
+def assert_nothing_left(node: Cluster, netns_before: set[str]) -> None:
+    """No sandbox or attachment in the checkpoint, no host-local lease, no veth on a test bridge, no
+    sandbox netns made since ``netns_before``."""
+    assert checkpoint_counts(node) == (0, 0)
+    assert node.leases() == []
+    assert node.leftover_host_veths() == set()
+    assert netns_paths() - netns_before == set(), "a sandbox netns left behind"
+
+
+@dataclass
+class Gate:
+    """A bridge NAD ``gated-net`` whose plugin holds one CNI command until ``opened`` exists."""
+
+    opened: Path
+    entered: Path
+    """Exists once a held call has begun."""
+
+    def open(self) -> None:
+        self.opened.touch()
+
+
+@pytest.fixture
+def gate(node: Cluster, kube: KubeApiProcess) -> Iterator[Callable[[str], Gate]]:
+    """``gate(command)`` makes ``gated-net`` hold ``command``; teardown opens the gate, so a failed
+    test leaves no plugin waiting for ever behind a daemon gone."""
+    made: list[Gate] = []
+
+    def hold(command: str) -> Gate:
+        held = Gate(opened=node.root / "gate-open", entered=node.root / "gate-entered")
+        plugin = node.bin_dir / "gated"
+        plugin.write_text(
+            "#!/bin/sh\n"
+            f'if [ "$CNI_COMMAND" = {command} ]; then\n'
+            f"  touch {held.entered}\n"
+            f"  while [ ! -e {held.opened} ]; do sleep 0.02; done\n"
+            "fi\n"
+            f"exec {node.bin_dir}/bridge\n"
+        )
+        plugin.chmod(0o755)
+        bridge = f"{node.bridge}g"
+        node.host_links.append(bridge)
+        ipam = {"type": "host-local", "dataDir": str(node.ipam_dir), "ranges": [[{"subnet": "10.83.0.0/24"}]]}
+        kube.create_nad(
+            "default", "gated-net", {"cniVersion": "1.0.0", "type": "gated", "bridge": bridge, "ipam": ipam}
+        )
+        made.append(held)
+        return held
+
+    try:
+        yield hold
+    finally:
+        for held in made:
+            held.open()
+
+
+def shims_running(command: str) -> int:
+    """How many ``multus-shim`` processes run a CNI ``command`` (read from their environment)."""
+    wanted = f"CNI_COMMAND={command}".encode()
+    count = 0
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            shim = any(arg.endswith(b"/multus-shim") for arg in argv[:3])  # a launcher's interpreter first
+            if shim and wanted in (proc / "environ").read_bytes().split(b"\0"):
+                count += 1
+        except OSError:
+            continue
+    return count
+
+
+def in_background(call: Callable[[], object]) -> tuple[threading.Thread, list[grpc.RpcError]]:
+    """Run ``call`` (a CRI call) in a thread: the thread, and the list its RPC error lands in."""
+    errors: list[grpc.RpcError] = []
+
+    def run() -> None:
+        try:
+            call()
+        except grpc.RpcError as failed:
+            errors.append(failed)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, errors

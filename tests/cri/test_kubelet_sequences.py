@@ -23,16 +23,25 @@ import json
 import os
 import signal
 import subprocess
-import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 import pytest
 
 from tests.cri._criapi import runtime_v1_pb2 as cri
-from tests.cri.conftest import NETWORK_STATUS, NETWORKS, checkpoint_counts, daemon_wrapper, sandbox_config
+from tests.cri.conftest import (
+    NETWORK_STATUS,
+    NETWORKS,
+    Gate,
+    assert_nothing_left,
+    checkpoint_counts,
+    daemon_wrapper,
+    in_background,
+    netns_paths,
+    sandbox_config,
+    shims_running,
+)
 from tests.cri.runtime import Containerd, sandbox_netns
 from tests.e2e.conftest import Cluster, KubeApiProcess, netns_interfaces
 
@@ -42,103 +51,15 @@ pytestmark = [
 ]
 
 
-def _netns_paths() -> set[str]:
-    """The sandbox namespaces containerd made (``cni-<uuid>``), not those of other work on the host."""
-    if not os.path.isdir("/run/netns"):
-        return set()
-    return {f"/run/netns/{name}" for name in os.listdir("/run/netns") if name.startswith("cni-")}
-
-
-def _assert_nothing_left(node: Cluster, netns_before: set[str]) -> None:
-    assert checkpoint_counts(node) == (0, 0)
-    assert node.leases() == []
-    assert node.leftover_host_veths() == set()
-    assert _netns_paths() - netns_before == set(), "a sandbox netns left behind"
-
-
-@dataclass
-class Gate:
-    """A bridge NAD ``gated-net`` whose plugin holds one CNI command until ``opened`` exists."""
-
-    opened: Path
-    entered: Path
-    """Exists once a held call has begun."""
-
-    def open(self) -> None:
-        self.opened.touch()
-
-
-@pytest.fixture
-def gate(node: Cluster, kube: KubeApiProcess) -> Iterator[Callable[[str], Gate]]:
-    """``gate(command)`` makes ``gated-net`` hold ``command``; teardown opens the gate, so a failed
-    test leaves no plugin waiting for ever behind a daemon gone."""
-    made: list[Gate] = []
-
-    def hold(command: str) -> Gate:
-        held = Gate(opened=node.root / "gate-open", entered=node.root / "gate-entered")
-        plugin = node.bin_dir / "gated"
-        plugin.write_text(
-            "#!/bin/sh\n"
-            f'if [ "$CNI_COMMAND" = {command} ]; then\n'
-            f"  touch {held.entered}\n"
-            f"  while [ ! -e {held.opened} ]; do sleep 0.02; done\n"
-            "fi\n"
-            f"exec {node.bin_dir}/bridge\n"
-        )
-        plugin.chmod(0o755)
-        bridge = f"{node.bridge}g"
-        node.host_links.append(bridge)
-        ipam = {"type": "host-local", "dataDir": str(node.ipam_dir), "ranges": [[{"subnet": "10.83.0.0/24"}]]}
-        kube.create_nad(
-            "default", "gated-net", {"cniVersion": "1.0.0", "type": "gated", "bridge": bridge, "ipam": ipam}
-        )
-        made.append(held)
-        return held
-
-    try:
-        yield hold
-    finally:
-        for held in made:
-            held.open()
-
-
-def _shims_running(command: str) -> bool:
-    """Whether a ``multus-shim`` process runs a CNI ``command`` (read from its environment)."""
-    wanted = f"CNI_COMMAND={command}".encode()
-    for proc in Path("/proc").iterdir():
-        try:
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
-            shim = any(arg.endswith(b"/multus-shim") for arg in argv[:3])  # a launcher's interpreter first
-            if shim and wanted in (proc / "environ").read_bytes().split(b"\0"):
-                return True
-        except OSError:
-            continue
-    return False
-
-
 def _loads(containerd: Containerd, marker: str) -> Callable[[], bool]:
     """Whether the CNI configuration containerd has loaded holds ``marker``, as a condition."""
     return lambda: marker in containerd.cri.loaded_cni_config()
 
 
-def _in_background(call: Callable[[], object]) -> tuple[threading.Thread, list[grpc.RpcError]]:
-    errors: list[grpc.RpcError] = []
-
-    def run() -> None:
-        try:
-            call()
-        except grpc.RpcError as failed:
-            errors.append(failed)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread, errors
-
-
 def test_stop_pod_sandbox_repeated_and_after_a_daemon_restart_then_remove(
     node: Cluster, kube: KubeApiProcess, containerd: Containerd
 ) -> None:
-    netns_before = _netns_paths()
+    netns_before = netns_paths()
     sandbox = containerd.cri.run_pod_sandbox(
         sandbox_config(kube, containerd, "twice", {NETWORKS: "bridge-net"})
     )
@@ -157,26 +78,26 @@ def test_stop_pod_sandbox_repeated_and_after_a_daemon_restart_then_remove(
     containerd.cri.remove_pod_sandbox(sandbox)
 
     assert containerd.cri.list_pod_sandboxes() == []
-    _assert_nothing_left(node, netns_before)
+    assert_nothing_left(node, netns_before)
 
 
 def test_remove_pod_sandbox_without_a_stop(
     node: Cluster, kube: KubeApiProcess, containerd: Containerd
 ) -> None:
-    netns_before = _netns_paths()
+    netns_before = netns_paths()
     annotations = {NETWORKS: "bridge-net, macvlan-net"}
     sandbox = containerd.cri.run_pod_sandbox(sandbox_config(kube, containerd, "unstopped", annotations))
 
     containerd.cri.remove_pod_sandbox(sandbox)
 
     assert containerd.cri.list_pod_sandboxes() == []
-    _assert_nothing_left(node, netns_before)
+    assert_nothing_left(node, netns_before)
 
 
 def test_an_add_failing_part_way_is_rolled_back_and_containerd_s_del_answered(
     node: Cluster, kube: KubeApiProcess, containerd: Containerd
 ) -> None:
-    netns_before = _netns_paths()
+    netns_before = netns_paths()
     ipam = {"type": "host-local", "dataDir": str(node.ipam_dir), "ranges": [[{"subnet": "10.84.0.0/24"}]]}
     kube.create_nad(
         "default", "broken-net", {"cniVersion": "1.0.0", "type": "macvlan", "master": "mpnone0", "ipam": ipam}
@@ -188,7 +109,7 @@ def test_an_add_failing_part_way_is_rolled_back_and_containerd_s_del_answered(
 
     assert 'adding container to network "default/broken-net" as net2' in str(failed.value.details())
     assert containerd.cri.list_pod_sandboxes() == []
-    _assert_nothing_left(node, netns_before)
+    assert_nothing_left(node, netns_before)
     assert not node.spool_dir.exists() or list(node.spool_dir.iterdir()) == [], (
         "containerd's DEL was answered"
     )
@@ -197,10 +118,10 @@ def test_an_add_failing_part_way_is_rolled_back_and_containerd_s_del_answered(
 def test_daemon_killed_in_an_add_then_restarted(
     node: Cluster, kube: KubeApiProcess, containerd: Containerd, gate: Callable[[str], Gate]
 ) -> None:
-    netns_before = _netns_paths()
+    netns_before = netns_paths()
     held = gate("ADD")
     config = sandbox_config(kube, containerd, "crashed-add", {NETWORKS: "bridge-net, gated-net"})
-    running, errors = _in_background(lambda: containerd.cri.run_pod_sandbox(config))
+    running, errors = in_background(lambda: containerd.cri.run_pod_sandbox(config))
     containerd.wait_for(held.entered.exists, "the gated ADD running")
 
     node.stop_daemon(signal.SIGKILL)
@@ -212,17 +133,17 @@ def test_daemon_killed_in_an_add_then_restarted(
     assert len(errors) == 1
     assert "closed the connection without answering" in str(errors[0].details())
     assert containerd.cri.list_pod_sandboxes() == []
-    _assert_nothing_left(node, netns_before)
+    assert_nothing_left(node, netns_before)
 
 
 def test_daemon_killed_in_a_del_then_stop_and_remove_again(
     node: Cluster, kube: KubeApiProcess, containerd: Containerd, gate: Callable[[str], Gate]
 ) -> None:
-    netns_before = _netns_paths()
+    netns_before = netns_paths()
     held = gate("DEL")
     config = sandbox_config(kube, containerd, "crashed-del", {NETWORKS: "bridge-net, gated-net"})
     sandbox = containerd.cri.run_pod_sandbox(config)
-    stopping, errors = _in_background(lambda: containerd.cri.stop_pod_sandbox(sandbox))
+    stopping, errors = in_background(lambda: containerd.cri.stop_pod_sandbox(sandbox))
     containerd.wait_for(held.entered.exists, "the gated DEL running")
 
     node.stop_daemon(signal.SIGKILL)
@@ -235,7 +156,7 @@ def test_daemon_killed_in_a_del_then_stop_and_remove_again(
     node.start_daemon()  # recovery finishes the DEL begun, the spool replays the DELs taken meanwhile
 
     assert containerd.cri.list_pod_sandboxes() == []
-    _assert_nothing_left(node, netns_before)
+    assert_nothing_left(node, netns_before)
     assert list(node.spool_dir.iterdir()) == []
 
 
@@ -244,7 +165,7 @@ def test_runpodsandbox_given_up_by_kubelet_during_a_slow_delegate(
 ) -> None:
     """kubelet's deadline passing mid-ADD is a cancelled CRI call (here cancelled at a known
     moment, not timed): containerd's context ends, it kills the shim, then DELs the sandbox."""
-    netns_before = _netns_paths()
+    netns_before = netns_paths()
     held = gate("ADD")
     request = cri.RunPodSandboxRequest(
         config=sandbox_config(kube, containerd, "slow", {NETWORKS: "gated-net"})
@@ -261,19 +182,19 @@ def test_runpodsandbox_given_up_by_kubelet_during_a_slow_delegate(
     assert running.cancel()  # type: ignore[no-untyped-call]
     # the ADD runs on to its end (the daemon never leaves one half-recorded); containerd's DEL,
     # sent once it has killed the shim of the ADD, waits for it
-    containerd.wait_for(lambda: _shims_running("DEL") and not _shims_running("ADD"), "containerd's DEL")
+    containerd.wait_for(lambda: shims_running("DEL") and not shims_running("ADD"), "containerd's DEL")
     held.open()
     containerd.wait_for(lambda: checkpoint_counts(node) == (0, 0), "the ADD undone")
 
-    containerd.wait_for(lambda: _netns_paths() <= netns_before, "containerd's cleanup of the sandbox")
+    containerd.wait_for(lambda: netns_paths() <= netns_before, "containerd's cleanup of the sandbox")
     assert containerd.cri.list_pod_sandboxes() == []
-    _assert_nothing_left(node, netns_before)
+    assert_nothing_left(node, netns_before)
 
 
 def test_containerd_killed_while_its_pause_process_dies(
     node: Cluster, kube: KubeApiProcess, containerd: Containerd
 ) -> None:
-    netns_before = _netns_paths()
+    netns_before = netns_paths()
     sandbox = containerd.cri.run_pod_sandbox(
         sandbox_config(kube, containerd, "orphan", {NETWORKS: "bridge-net"})
     )
@@ -290,7 +211,7 @@ def test_containerd_killed_while_its_pause_process_dies(
     assert checkpoint_counts(node) == (1, 2), "nothing DELs a sandbox containerd finds dead at start"
     containerd.cri.stop_pod_sandbox(sandbox)
     containerd.cri.remove_pod_sandbox(sandbox)
-    _assert_nothing_left(node, netns_before)
+    assert_nothing_left(node, netns_before)
 
 
 def test_pods_run_while_the_daemon_rewrites_00_multus_conf_in_containerd_s_conf_dir(
@@ -311,7 +232,7 @@ def test_pods_run_while_the_daemon_rewrites_00_multus_conf_in_containerd_s_conf_
     cluster.daemon_config.update(gcIntervalSeconds=3600, autoconfIntervalSeconds=0.02)
     cluster.daemon_wrapper = daemon_wrapper(host_root, cluster.root, containerd.root)
     cluster.start_daemon()
-    netns_before = _netns_paths()
+    netns_before = netns_paths()
     try:
         for index in range(8):
             capability = f"test-reload-{index}"  # copied into 00-multus.conf; containerd ignores it
@@ -327,7 +248,7 @@ def test_pods_run_while_the_daemon_rewrites_00_multus_conf_in_containerd_s_conf_
             "00-multus.conf",
             "10-primary.conflist",
         ]
-        _assert_nothing_left(cluster, netns_before)
+        assert_nothing_left(cluster, netns_before)
     finally:
         containerd.remove_sandboxes()
 
@@ -365,7 +286,7 @@ def test_containerd_s_port_mappings_bandwidth_and_dual_stack_ips_reach_the_clust
     config = sandbox_config(kube, containerd, "ported", {})
     config.annotations["kubernetes.io/ingress-bandwidth"] = "1M"
     config.MergeFromString(_port_mapping(80, 18080))
-    netns_before = _netns_paths()
+    netns_before = netns_paths()
     try:
         sandbox = containerd.cri.run_pod_sandbox(config)
         status = containerd.cri.pod_sandbox_status(sandbox).status
@@ -391,6 +312,6 @@ def test_containerd_s_port_mappings_bandwidth_and_dual_stack_ips_reach_the_clust
         ).stdout
         assert "18080" not in nat
         assert sandbox not in nat, "the portmap chains of the sandbox removed"
-        _assert_nothing_left(cluster, netns_before)
+        assert_nothing_left(cluster, netns_before)
     finally:
         containerd.remove_sandboxes()
