@@ -833,7 +833,10 @@ class AttachEngine:
         self, *, request: SandboxRequest, intent: DelegateIntent, result: JsonObject, started: float
     ) -> list[UnitOfWork]:
         facts = result_facts.delegate_facts(
-            capability_args=intent.capability_args, device=intent.device, result=result
+            capability_args=intent.capability_args,
+            device=intent.device,
+            result=result,
+            handed=intent.device_ids,
         )
         entry = recording.delegate_entry(
             request=request, intent=intent, started=started, error=None, facts=facts
@@ -1033,7 +1036,10 @@ class AttachEngine:
             cni_path=cni_path,
             device=device,
             device_ids=result_facts.device_ids(
-                capability_args=plan.capability_args, device=device, result=None
+                capability_args=plan.capability_args,
+                device=device,
+                result=None,
+                handed=[address for _, address in vfs.pci_addresses(plan.net, plan.capability_args)],
             ),
             root=root,
         )

@@ -10,7 +10,7 @@ failing the operation being recorded).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from app.cni import results
@@ -22,14 +22,18 @@ RESULT_VERSION = "1.1.0"
 
 
 def delegate_facts(
-    *, capability_args: Mapping[str, Any], device: Mapping[str, str] | None, result: JsonObject | None
+    *,
+    capability_args: Mapping[str, Any],
+    device: Mapping[str, str] | None,
+    result: JsonObject | None,
+    handed: Sequence[str] = (),
 ) -> DelegateFacts:
     """Everything recorded about a delegate once its result is known."""
     ips, macs = addresses(result)
     return DelegateFacts(
         ips=ips,
         macs=macs,
-        device_ids=device_ids(capability_args=capability_args, device=device, result=result),
+        device_ids=device_ids(capability_args=capability_args, device=device, result=result, handed=handed),
     )
 
 
@@ -53,11 +57,17 @@ def addresses(result: JsonObject | None) -> tuple[tuple[str, ...], tuple[str, ..
 
 
 def device_ids(
-    *, capability_args: Mapping[str, Any], device: Mapping[str, str] | None, result: JsonObject | None
+    *,
+    capability_args: Mapping[str, Any],
+    device: Mapping[str, str] | None,
+    result: JsonObject | None,
+    handed: Sequence[str] = (),
 ) -> tuple[str, ...]:
-    """Device ids a delegate used: the runtimeConfig ``deviceID``, the recorded host device, and
-    any ``pciID`` its result reports (each a non-empty text; a null is none, not ``"None"``)."""
-    found = [capability_args.get("deviceID")]
+    """Device ids a delegate used: the PCI devices it was ``handed`` (``app.attach.vfs.pci_addresses``
+    of its configuration and runtimeConfig: every one, as each was claimed for it), the runtimeConfig
+    ``deviceID``, the recorded host device, and any ``pciID`` its result reports (each a non-empty
+    text; a null is none, not ``"None"``)."""
+    found: list[object] = [*handed, capability_args.get("deviceID")]
     if device is not None:
         found.append(device.get("pci"))
     if isinstance(result, dict):
