@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 
 MASQUERADING_PLUGINS = frozenset({"bridge", "ptp"})
 SEARCH_PATH = tuple(invoke.DEFAULT_BASE_ENV["PATH"].split(":"))
-"""Where ``iptables`` is looked for: the ``PATH`` plugins are given (``invoke.DEFAULT_BASE_ENV``)."""
+"""Where ``iptables`` is looked for unless the caller says: the ``PATH`` plugins are given by
+default (``invoke.DEFAULT_BASE_ENV``; the engine passes the one its plugins get)."""
 RULE_MISSING = (1, 2)
 """``iptables`` exit statuses for a rule or chain that does not exist (2 for ``-D`` of a rule
 whose chain is gone, 1 otherwise): the removal is already done."""
@@ -97,12 +98,13 @@ def chains(net: NetworkConfigList, *, container_id: str, result: JsonObject | No
     ]
 
 
-def find_iptables(root: str, *, ipv6: bool) -> str | None:
-    """The path (inside ``root``) of ``iptables`` or ``ip6tables`` on the plugins' ``PATH``, if any:
-    an executable file once its symlinks are followed inside ``root``, as ``exec`` in the root
-    follows them (a host's ``/usr/sbin/iptables`` is an absolute link to ``/etc/alternatives``)."""
+def find_iptables(root: str, *, ipv6: bool, search_path: Sequence[str] = SEARCH_PATH) -> str | None:
+    """The path (inside ``root``) of ``iptables`` or ``ip6tables`` on the plugins' ``PATH``
+    (``search_path``), if any: an executable file once its symlinks are followed inside ``root``,
+    as ``exec`` in the root follows them (a host's ``/usr/sbin/iptables`` is an absolute link to
+    ``/etc/alternatives``): the one the masquerading plugin ran."""
     name = "ip6tables" if ipv6 else "iptables"
-    for directory in SEARCH_PATH:
+    for directory in search_path:
         path = f"{directory}/{name}"
         found = rootpath.resolve(root, path)
         if found is not None and os.path.isfile(found) and os.access(found, os.X_OK):
@@ -147,16 +149,23 @@ def _run_blocking(argv: Sequence[str], *, root: str, env: Mapping[str, str]) -> 
     return completed.returncode, completed.stderr.decode(errors="replace").strip()
 
 
-async def remove(found: Sequence[MasqueradeChain], *, root: str, context: Mapping[str, str]) -> list[str]:
-    """Delete the rules and chains of ``found`` in ``root`` ("" the daemon's own); the failures, as
-    text (each also logged). A rule or chain already gone is no failure."""
+async def remove(
+    found: Sequence[MasqueradeChain],
+    *,
+    root: str,
+    context: Mapping[str, str],
+    search_path: Sequence[str] = SEARCH_PATH,
+) -> list[str]:
+    """Delete the rules and chains of ``found`` in ``root`` ("" the daemon's own), with the
+    ``iptables`` found on ``search_path`` (the plugins' ``PATH``); the failures, as text (each also
+    logged). A rule or chain already gone is no failure."""
     failures: list[str] = []
-    env = {"PATH": ":".join(SEARCH_PATH)}
+    env = {"PATH": ":".join(search_path)}
     for ipv6 in (False, True):
         commands = [command for chain in found for command in _commands(chain, ipv6=ipv6)]
         if not commands:
             continue
-        program = find_iptables(root, ipv6=ipv6)
+        program = find_iptables(root, ipv6=ipv6, search_path=search_path)
         if program is None:
             failures.append(f"{'ip6tables' if ipv6 else 'iptables'} not found in {root or '/'}")
             continue

@@ -322,6 +322,7 @@ class Teardown:
                 masquerade.chains(net, container_id=record.container_id, result=prev_result),
                 root=cni.chroot_dir,
                 context=logcontext.fields(record.container_id, command="DEL", ifname=attachment.ifname),
+                search_path=cni.base_env.get("PATH", invoke.DEFAULT_BASE_ENV["PATH"]).split(":"),
             )
         if attachment.device is not None and await self.devices.ensure_returned(attachment.device):
             metrics.GC_RECLAIMED.labels("vf").inc()
