@@ -5,12 +5,15 @@ the container (``CNI-`` and the first 24 hex digits of SHA-512 of name + contain
 address, a ``POSTROUTING`` rule ``-s <address> -j <chain>``, each commented
 ``name: "<network>" id: "<container ID>"``. Their DEL removes them only for the addresses it finds on
 the pod's interface: a DEL run while the namespace is gone (a DEL the shim spooled, replayed after
-the runtime removed the namespace; a GC of an orphan whose namespace went) or without one returns
-success and leaves the chain and its rules on the host for good, where they masquerade whichever
-pod is given that address next.
+the runtime removed the namespace; a GC of an orphan whose namespace went), without one, or with
+the namespace there but the pod's interface gone from it (deleted by hand, or taken with its host
+end) returns success and leaves the chain and its rules on the host for good, where they
+masquerade whichever pod is given that address next.
 
-The teardown (``app.attach.teardown``) calls ``remove`` after such a DEL succeeded, never on the
-hot path (a DEL that entered the namespace has the plugin remove them itself). It deletes what the
+The teardown (``app.attach.teardown``) calls ``remove`` after such a DEL succeeded, having looked
+before it whether the plugin would see the interface (a look into the namespace, for masquerading
+delegates only; a DEL that entered the namespace and found the interface has the plugin remove
+them itself). It deletes what the
 plugin would have deleted (``iptables --wait -t nat -D POSTROUTING -s <address> -j <chain> -m
 comment --comment <comment>``, then ``-F`` and ``-X`` of the chain; ``ip6tables`` for IPv6, an
 IPv4-mapped address taken as the IPv4 one, as Go takes it; ``--wait`` for the xtables lock, as the

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from app import metrics
-from app.attach import device_info, logcontext, masquerade, recording, replay
+from app.attach import device_info, logcontext, masquerade, netns, recording, replay
 from app.attach import errors as attach_errors
 from app.attach.crashpoints import CrashPoints, Point
 from app.attach.errors import UndeletableError, as_cni_error, never_runnable
@@ -279,13 +279,24 @@ class Teardown:
         units.append(self.recorded(entry))
         return None if abandoned else error
 
-    def _pod_unseen(self, record: SandboxRecord, netns_path: str) -> bool:
-        """True when a DEL's plugins could not see the pod's interfaces (no namespace given, or its
-        path gone), so a masquerading plugin left its rules (``app.attach.masquerade``); False for
-        a sandbox of an earlier boot, whose rules went with that boot."""
+    async def _pod_unseen(self, record: SandboxRecord, attachment: AttachmentRecord, netns_path: str) -> bool:
+        """True when the DEL's plugins will not see the pod's interface (no namespace given, its path
+        gone, or the namespace there without an interface of that name: deleted by hand, or taken
+        with its host end), so a masquerading plugin will leave its rules (``app.attach.masquerade``);
+        False for a sandbox of an earlier boot, whose rules went with that boot, and when the
+        namespace cannot be looked into (the plugin may well see it). Asked before the DEL, which
+        removes the interface it sees."""
         if record.boot_id and record.boot_id != self.boot_id:
             return False
-        return not netns_path or not os.path.lexists(netns_path)
+        if not netns_path:
+            return True
+        try:
+            links = await netns.list_links(netns_path, identity=record.netns_id)
+        except netns.NetnsGoneError:
+            return True
+        except OSError:
+            return False
+        return attachment.ifname not in links
 
     async def del_attachment(self, record: SandboxRecord, attachment: AttachmentRecord) -> None:
         """The delegate's DEL, replayed from the checkpoint; then its host device must be back and
@@ -307,6 +318,7 @@ class Teardown:
                 else CniError(ErrorCode.DECODING_FAILURE, f"recorded result does not parse: {exc}")
             ) from exc
         cni = self.cni_config(attachment.cni_path, root=root_for_del(record, attachment))
+        unseen = masquerade.masquerading(net) and await self._pod_unseen(record, attachment, netns_path)
         await api.del_network_list(
             cni=cni,
             net=net,
@@ -317,7 +329,7 @@ class Teardown:
             if attachment.result
             else attach_errors.recorded_add_failure(attachment.last_error),
         )
-        if masquerade.masquerading(net) and self._pod_unseen(record, netns_path):
+        if unseen:
             await masquerade.remove(
                 masquerade.chains(net, container_id=record.container_id, result=prev_result),
                 root=cni.chroot_dir,

@@ -10,9 +10,12 @@ before it runs the real one.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+import shlex
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,13 +28,55 @@ from tests.core.support import Command, Node, new_container_id
 REAL_IPTABLES = shutil.which("iptables", path="/usr/sbin:/sbin")
 
 
+PLUGIN_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _engine(node: Node, *, plugin_path: str) -> AttachEngine:
+    """The node's engine, its plugins given ``plugin_path`` as their ``PATH``."""
+    return AttachEngine(
+        db=node.db,
+        resolver=NetworkResolver(),
+        boot_id=node.boot_id,
+        settings=EngineSettings(delegate_timeout=20.0, node_name="node-a", plugin_env={"PATH": plugin_path}),
+    )
+
+
+def _masquerading_bridge(node: Node, bridge: str) -> dict[str, object]:
+    return {
+        "cniVersion": "1.0.0",
+        "name": "masq",
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": bridge,
+                "ipMasq": True,
+                "ipam": {"type": "host-local", "subnet": "10.244.9.0/24", "dataDir": str(node.ipam_dir)},
+            }
+        ],
+    }
+
+
 def _nat_rules() -> str:
     return subprocess.run(["iptables", "-t", "nat", "-S"], check=True, capture_output=True, text=True).stdout
 
 
+@pytest.fixture
+def container() -> Iterator[str]:
+    """A container ID whose masquerade chain, and its POSTROUTING rule, a failing test leaves are
+    removed."""
+    container_id = new_container_id()
+    yield container_id
+    chain = masquerade.chain_name("masq", container_id)
+    for rule in _nat_rules().splitlines():
+        if rule.startswith("-A POSTROUTING") and f"-j {chain}" in rule:
+            subprocess.run(["iptables", "-t", "nat", *shlex.split(rule.replace("-A", "-D", 1))], check=False)
+    subprocess.run(["iptables", "-t", "nat", "-F", chain], check=False, capture_output=True)
+    subprocess.run(["iptables", "-t", "nat", "-X", chain], check=False, capture_output=True)
+
+
 @pytest.mark.skipif(REAL_IPTABLES is None, reason="no iptables on this machine")
 async def test_the_masquerade_rules_a_blind_del_leaves_are_removed_with_the_plugins_iptables(
-    node: Node, tmp_path: Path
+    node: Node, tmp_path: Path, container: str
 ) -> None:
     tools, calls = tmp_path / "tools", tmp_path / "iptables-calls"
     tools.mkdir()
@@ -40,32 +85,9 @@ async def test_the_masquerade_rules_a_blind_del_leaves_are_removed_with_the_plug
     wrapper.chmod(0o755)
     bridge = f"mpycmq{secrets.token_hex(3)}"
     node.host_links.append(bridge)
-    node.write_network(
-        "masq",
-        {
-            "cniVersion": "1.0.0",
-            "name": "masq",
-            "plugins": [
-                {
-                    "type": "bridge",
-                    "bridge": bridge,
-                    "ipMasq": True,
-                    "ipam": {"type": "host-local", "subnet": "10.244.9.0/24", "dataDir": str(node.ipam_dir)},
-                }
-            ],
-        },
-    )
-    engine = AttachEngine(
-        db=node.db,
-        resolver=NetworkResolver(),
-        boot_id=node.boot_id,
-        settings=EngineSettings(
-            delegate_timeout=20.0,
-            node_name="node-a",
-            plugin_env={"PATH": f"{tools}:/usr/sbin:/usr/bin:/sbin:/bin"},
-        ),
-    )
-    container, netns = new_container_id(), node.new_netns()
+    node.write_network("masq", _masquerading_bridge(node, bridge))
+    engine = _engine(node, plugin_path=f"{tools}:{PLUGIN_PATH}")
+    netns = node.new_netns()
     chain = masquerade.chain_name("masq", container)
     await engine.add(node.request(Command.ADD, container, netns, node.conf("masq")))
     assert chain in _nat_rules(), "the plugin masquerades the pod's address"
@@ -77,3 +99,26 @@ async def test_the_masquerade_rules_a_blind_del_leaves_are_removed_with_the_plug
     assert chain not in _nat_rules()
     removals = calls.read_text().splitlines()[len(added_calls) :]
     assert any(f"-X {chain}" in call for call in removals), removals
+
+
+@pytest.mark.skipif(REAL_IPTABLES is None, reason="no iptables on this machine")
+async def test_the_masquerade_rules_are_removed_when_the_pods_interface_went_before_its_del(
+    node: Node, container: str
+) -> None:
+    """The namespace is there but the pod's interface is not (deleted by hand, or its host end's
+    removal took it): the plugin's DEL finds no address on it and removes no rule, as when the
+    namespace is gone."""
+    bridge = f"mpycmq{secrets.token_hex(3)}"
+    node.host_links.append(bridge)
+    node.write_network("masq", _masquerading_bridge(node, bridge))
+    engine = _engine(node, plugin_path=PLUGIN_PATH)
+    netns = node.new_netns()
+    chain = masquerade.chain_name("masq", container)
+    await engine.add(node.request(Command.ADD, container, netns, node.conf("masq")))
+    assert chain in _nat_rules()
+
+    await asyncio.to_thread(subprocess.run, ["ip", "-n", netns.name, "link", "del", "eth0"], check=True)
+    assert "eth0" not in netns.links()
+    await engine.delete(node.request(Command.DEL, container, netns, node.conf("masq")))
+
+    assert chain not in _nat_rules()
