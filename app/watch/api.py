@@ -25,7 +25,14 @@ from urllib.parse import urlencode
 import aiohttp
 
 from app import metrics
-from app.watch.errors import ApiError, ApiProtocolError, ApiUnreachableError, error_for_status, status_causes
+from app.watch.errors import (
+    ApiError,
+    ApiProtocolError,
+    ApiUnreachableError,
+    error_for_status,
+    status_causes,
+    status_named,
+)
 from app.watch.settings import WatchSettings
 
 if TYPE_CHECKING:
@@ -264,6 +271,7 @@ def _error_from(response: aiohttp.ClientResponse, data: bytes) -> ApiError:
         retry_after=_retry_after(response.headers),
         fields=status_causes(status, "field"),
         causes=status_causes(status, "reason"),
+        named=status_named(status),
     )
 
 

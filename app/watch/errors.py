@@ -32,6 +32,7 @@ class ApiError(Exception):
         retry_after: float | None = None,
         fields: tuple[str, ...] = (),
         causes: tuple[str, ...] = (),
+        named: tuple[str, str] = ("", ""),
     ) -> None:
         super().__init__(f"HTTP {status}: {message}" if status else message)
         self.status = status
@@ -41,10 +42,14 @@ class ApiError(Exception):
         """The fields a ``Status`` answer names as the causes (``details.causes[].field``)."""
         self.causes = causes
         """The reasons a ``Status`` answer gives as its causes (``details.causes[].reason``)."""
+        self.named = named
+        """(kind, name) of the object a ``Status`` answer is about (``details.kind``, ``details.name``;
+        empty when it names none: an answer that is no ``Status``, a proxy's, a path unknown)."""
 
 
 class ApiNotFoundError(ApiError):
-    """404: the object (or its namespace) does not exist."""
+    """404: the object (or its namespace) does not exist; or, when its ``Status`` names no object
+    (``named``), a path the server (or a proxy before it) does not serve."""
 
 
 class ApiConflictError(ApiError):
@@ -89,8 +94,10 @@ def error_for_status(
     retry_after: float | None = None,
     fields: tuple[str, ...] = (),
     causes: tuple[str, ...] = (),
+    named: tuple[str, str] = ("", ""),
 ) -> ApiError:
-    """The exception for an HTTP error ``status`` whose ``Status`` names ``causes`` (their reasons)."""
+    """The exception for an HTTP error ``status`` whose ``Status`` names ``causes`` (their reasons)
+    and is about the object ``named`` (kind, name)."""
     cls: type[ApiError]
     if status == 504 and RESOURCE_VERSION_TOO_LARGE in causes:
         cls = ApiResourceVersionTooLargeError
@@ -104,7 +111,16 @@ def error_for_status(
         cls = ApiTransientError
     else:
         cls = ApiRejectedError
-    return cls(status, message, retry_after=retry_after, fields=fields, causes=causes)
+    return cls(status, message, retry_after=retry_after, fields=fields, causes=causes, named=named)
+
+
+def status_named(status: object) -> tuple[str, str]:
+    """(``details.kind``, ``details.name``) of a decoded ``Status``; empty texts where it has none."""
+    details = status.get("details") if isinstance(status, dict) else None
+    if not isinstance(details, dict):
+        return "", ""
+    kind, name = details.get("kind"), details.get("name")
+    return (kind if isinstance(kind, str) else "", name if isinstance(name, str) else "")
 
 
 def status_causes(status: object, key: Literal["field", "reason"]) -> tuple[str, ...]:

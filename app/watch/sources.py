@@ -230,8 +230,14 @@ class MirrorPodPresence:
         try:
             obj = await self._api.get(pod_path(namespace, name))
             record = pod_record(obj, kept_annotations=(CONFIG_SOURCE_ANNOTATION,))
-        except ApiNotFoundError:
-            return True
+        except ApiNotFoundError as exc:
+            if exc.named == ("pods", name):
+                return True
+            # Not the API's word about this pod (a proxy's 404, a path prefix it does not serve):
+            # taken for "gone", it would have GC tear down every sandbox the mirror disputes.
+            raise ClusterUnavailableError(
+                f"cannot get pod {namespace}/{name}: a 404 that does not name the pod: {exc}"
+            ) from exc
         except ApiError as exc:  # an answer that is no pod (``ApiProtocolError``) tells no more
             raise ClusterUnavailableError(f"cannot get pod {namespace}/{name}: {exc}") from exc
         if not record.is_pod_of(uid):
