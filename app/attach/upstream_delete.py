@@ -29,7 +29,7 @@ from app.attach import device_info, recording, replay, upstream_cache
 from app.attach.errors import UndeletableError, as_cni_error, never_runnable
 from app.attach.recording import UnitOfWork
 from app.attach.requests import Command, SandboxRequest, Trigger
-from app.cni import api
+from app.cni import api, names
 from app.cni import conf as cniconf
 from app.cni.types import CniError, ErrorCode, IfName, RuntimeConf
 from app.store.records import HistoryEntry
@@ -58,6 +58,7 @@ async def delete_from_upstream_cache(
         result = dict(attachment.result) if isinstance(attachment.result, Mapping) else None
         try:
             try:  # a cached config or result that cannot be read back never will be (invariant 5b)
+                _check_environment(attachment)
                 net = cniconf.load_network_list(attachment.config, source=str(attachment.path))
                 if attachment.result is not None and not isinstance(attachment.result, Mapping):
                     raise CniError(ErrorCode.DECODING_FAILURE, "cached result is not a JSON object")
@@ -114,6 +115,24 @@ async def delete_from_upstream_cache(
     if not errors:
         await asyncio.to_thread(upstream_cache.remove, request.conf.cni_dir, request.container_id, cached)
     return errors, units
+
+
+def _check_environment(attachment: upstream_cache.CachedAttachment) -> None:
+    """Refuse (code 6) a cached interface name or CNI_ARGS pair that no plugin's environment can
+    hold: a NUL, or a lone surrogate (a ``\\ud800`` escape in the cache's JSON; Go's encoder writes
+    none), which ``exec`` refuses at every try (ValueError, UnicodeEncodeError), so the DEL failed
+    with code 999 for ever. The cached netns is no such value: a path no system call takes names no
+    namespace, and the DEL runs without one (``replay.netns_for_cached_del``)."""
+    values = [("ifName", attachment.ifname)]
+    values += [("cniArgs", f"{key}={value}") for key, value in attachment.cni_args]
+    for field_name, value in values:
+        problem = names.unusable_character(value)
+        if problem is not None:
+            raise CniError(
+                ErrorCode.DECODING_FAILURE,
+                f"cached {field_name} holds {problem}: no plugin can be given it",
+                names.printable(value),
+            )
 
 
 def _netns_of(cached: str, requested: str, *, live: bool) -> str:
