@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import socket
 import sys
 from collections.abc import Mapping
@@ -326,6 +327,7 @@ def from_mapping(obj: object, *, environ: Mapping[str, str] | None = None) -> Se
     as tests of the file alone want)."""
     if not _is_object(obj):
         raise SettingsError("daemon config must be a JSON object")
+    _refuse_unusable_strings(obj)
     reader = _Reader(obj)
     d = _DEFAULTS
     t = _DEFAULT_TIMEOUTS
@@ -565,6 +567,36 @@ def _refuse_not_finite(document: object) -> None:
             raise SettingsError(f"daemon config key {where!r} must be a finite number, got {value.text}")
         if isinstance(value, _Pairs):
             pending.extend((f"{where}.{key}" if where else key, item) for key, item in reversed(value))
+        elif isinstance(value, list):
+            pending.extend((f"{where}[{index}]", item) for index, item in reversed(list(enumerate(value))))
+
+
+_UNUSABLE_CHARACTER = re.compile("[\x00\ud800-\udfff]")
+"""A NUL or a lone surrogate: what no system call takes in a path (``app.cni.names`` too)."""
+
+
+def _refuse_unusable_strings(document: object) -> None:
+    """Raise ``SettingsError`` naming the first key whose name or string value holds a NUL or a
+    lone surrogate (a ``\\u0000`` or ``\\ud800`` escape): no system call takes such a path (a
+    ``socketDir``, ``stateDir``, ``logFile``, ``spoolDir`` or ``deviceInfoDir`` of one made the
+    daemon die at start with a ValueError or UnicodeEncodeError traceback), and the keys merged
+    over every request would have each of them refused."""
+    pending: list[tuple[str, object]] = [("", document)]
+    while pending:
+        where, value = pending.pop()
+        if isinstance(value, str) and _UNUSABLE_CHARACTER.search(value):
+            raise SettingsError(
+                f"daemon config key {where!r} must hold no NUL character nor lone surrogate, "
+                f"got {json.dumps(value)[:200]}"
+            )
+        if _is_object(value):
+            for key, item in reversed(list(_pairs(value))):
+                named = f"{where}.{key}" if where else key
+                if _UNUSABLE_CHARACTER.search(key):
+                    raise SettingsError(
+                        f"daemon config key {named!r}: a key must hold no NUL character nor lone surrogate"
+                    )
+                pending.append((named, item))
         elif isinstance(value, list):
             pending.extend((f"{where}[{index}]", item) for index, item in reversed(list(enumerate(value))))
 

@@ -130,11 +130,11 @@ def test_chroot_dir_must_be_a_directory_holding_bin_dir(tmp_path: Path) -> None:
 
 def test_a_bin_dir_holding_a_nul_is_refused_naming_the_key_not_a_traceback(tmp_path: Path) -> None:
     # os.lstat raises ValueError on a NUL: it escaped check_chroot_dir, and the daemon died with a
-    # traceback instead of exiting 1 naming the key
+    # traceback instead of exiting 1 naming the key (now refused as the file is read)
     root = tmp_path / "root"
     (root / "opt" / "cni" / "bin").mkdir(parents=True)
 
-    with pytest.raises(settings.SettingsError, match="'chrootDir': binDir /opt/cni/bin\x00x is not"):
+    with pytest.raises(settings.SettingsError, match="'binDir' must hold no NUL character"):
         settings.check_chroot_dir(
             settings.from_mapping({"chrootDir": str(root), "binDir": "/opt/cni/bin\0x"})
         )
