@@ -308,3 +308,13 @@ _CAPABILITY_CHECKS: dict[str, Callable[[object], _Problem]] = {
 }
 """Each capability of the CNI conventions (``CONVENTIONS.md``) and its check: a value the plugins
 that declare it could not decode is refused before any delegate is recorded."""
+
+
+def undecodable_capability(capability: str, value: object) -> _Problem:
+    """What makes ``value`` of ``capability`` one a plugin declaring it cannot decode (what it must
+    be, and the part of it that is not), or None. As the ADD's checks, but a ``mac`` need only be a
+    string: plugins decode it as one, and parse it only at ADD, to set it."""
+    if capability == "mac":
+        return _string_check("a string")(value)
+    check = _CAPABILITY_CHECKS.get(capability)
+    return None if check is None else check(value)

@@ -6,7 +6,9 @@ configuration, arguments and result libcni recorded, removes the device-info fil
 for a delegate once its DEL succeeded (upstream's DEL removes it after each delegate's), and removes
 the caches only when every DEL succeeded (as upstream does). It returns the errors and the history
 lines to commit: it never writes the store itself, never re-resolves networks, and never touches
-caches of a failed DEL.
+caches of a failed DEL. A cached delegate whose configuration or result does not parse, or whose
+interface name, CNI_ARGS or capability args no plugin can be given (a corrupt cache), can never be
+DELed: that is recorded in the history and it is forgotten with the caches (invariant 5b).
 
 A delegate's DEL runs in the namespace its cache names, unless that is a process's
 (``/proc/<pid>/ns/net``, as cri-dockerd passes): nothing in the cache says which process it was,
@@ -20,18 +22,20 @@ either: the runtime heard success when it was spooled, and went on to remove the
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
-from app.attach import device_info, recording, replay, upstream_cache
+from app.attach import device_info, netconf, recording, replay, upstream_cache
 from app.attach.errors import UndeletableError, as_cni_error, never_runnable
 from app.attach.recording import UnitOfWork
 from app.attach.requests import Command, SandboxRequest, Trigger
 from app.cni import api, names
 from app.cni import conf as cniconf
-from app.cni.types import CniError, ErrorCode, IfName, RuntimeConf
+from app.cni.types import CniError, ErrorCode, IfName, NetworkConfigList, RuntimeConf
 from app.store.records import HistoryEntry
 
 log = logging.getLogger(__name__)
@@ -60,6 +64,7 @@ async def delete_from_upstream_cache(
             try:  # a cached config or result that cannot be read back never will be (invariant 5b)
                 _check_environment(attachment)
                 net = cniconf.load_network_list(attachment.config, source=str(attachment.path))
+                _check_capability_args(net, attachment.capability_args)
                 if attachment.result is not None and not isinstance(attachment.result, Mapping):
                     raise CniError(ErrorCode.DECODING_FAILURE, "cached result is not a JSON object")
                 prev_result = api.prev_result_for_del(net, result or None)
@@ -133,6 +138,24 @@ def _check_environment(attachment: upstream_cache.CachedAttachment) -> None:
                 f"cached {field_name} holds {problem}: no plugin can be given it",
                 names.printable(value),
             )
+
+
+def _check_capability_args(net: NetworkConfigList, capability_args: Mapping[str, Any]) -> None:
+    """Refuse (code 7) a cached capability arg handed to a plugin of ``net`` declaring it that the
+    plugin cannot decode, or that cannot be encoded (a ``NaN``): libcni caches only what a
+    successful ADD ran, so only a corrupt cache holds one, and the plugin (or the encoding) refused
+    its DEL so at every try, with code 999, the cache kept for ever."""
+    for plugin in net.plugins:
+        granted = cniconf.runtime_config(plugin, capability_args)
+        for capability, value in granted.items():
+            problem = netconf.undecodable_capability(capability, value)
+            if problem is not None:
+                raise CniError(
+                    ErrorCode.INVALID_NETWORK_CONFIG,
+                    f"cached capabilityArgs.{capability} must be {problem[0]}",
+                    f"got {json.dumps(problem[1])[:200]}",
+                )
+        cniconf.encode(granted, what="cached capabilityArgs")
 
 
 def _netns_of(cached: str, requested: str, *, live: bool) -> str:
