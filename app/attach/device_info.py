@@ -32,6 +32,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from app.attach.network_status import DEVICE_INFO_OBJECTS, device_info_document
+from app.cni import names
 from app.cni.types import JsonObject
 from app.store.records import AttachmentRecord
 
@@ -177,10 +178,12 @@ def load(path: str) -> JsonObject:
     unknown keys are ignored (and dropped when the document is re-encoded), a null is an absent field.
     Only a regular file is read, opened without waiting: this runs on the daemon's event loop, and a
     FIFO a device plugin's pod left at its file's name (through its hostPath) would otherwise hold
-    ``open`` for ever, and every request of the node with it. A path holding a NUL byte (a
-    runtimeConfig ``CNIDeviceInfoFile`` is the runtime's text) names no file: refused as malformed."""
-    if "\0" in path:
-        raise DeviceInfoError("its path holds a NUL byte")
+    ``open`` for ever, and every request of the node with it. A path holding a NUL byte or a lone
+    surrogate (a runtimeConfig ``CNIDeviceInfoFile`` is the runtime's text) names no file: refused
+    as malformed."""
+    unusable = names.unusable_character(path)
+    if unusable is not None:
+        raise DeviceInfoError(f"its path holds {unusable}")
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     with open(fd, "rb") as handle:
         if not stat.S_ISREG(os.fstat(fd).st_mode):

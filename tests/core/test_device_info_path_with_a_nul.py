@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from app.attach import device_info
 from tests.core.support import Command, Node, new_container_id
 
@@ -30,5 +32,6 @@ async def test_an_add_and_its_del_pass_a_device_info_path_holding_a_nul_byte(nod
     assert node.checkpoint(container) is None
 
 
-def test_a_device_info_path_holding_a_nul_byte_is_read_as_no_file() -> None:
-    assert device_info.read_for_status({"CNIDeviceInfoFile": "/run/devinfo\0.json"}) is None
+@pytest.mark.parametrize("unusable", ["\0", "\ud800"], ids=["nul", "lone-surrogate"])
+def test_a_device_info_path_no_system_call_takes_is_read_as_no_file(unusable: str) -> None:
+    assert device_info.read_for_status({"CNIDeviceInfoFile": f"/run/devinfo{unusable}.json"}) is None
