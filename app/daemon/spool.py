@@ -104,6 +104,8 @@ test keeps them equal)."""
 SHIM_DEFAULT_SOCKET_DIR = "/run/multus"
 """The shim's ``daemonSocketDir`` when its conf names none (``app.shim.shim.DEFAULT_SOCKET_DIR``)."""
 _DEFAULT_SOCKET_DIR = Settings(raw={}).socket_dir
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+_LATEST = datetime.max.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -415,12 +417,17 @@ async def _replay_entry(
 
 def _spooled_at(entry: Path, written_ns: int) -> datetime:
     """When the shim spooled ``entry``: the Unix nanoseconds its name starts with
-    (``del-<ns>-<pid>-...``), else (a name of another form) the file's modification time."""
+    (``del-<ns>-<pid>-...``), else (a name of another form) the file's modification time. A time
+    ``datetime`` cannot hold (a tmpfs keeps any modification time, past year 9999 or before year 1)
+    is its latest or its earliest: still after, or before, every ADD."""
     stamp = entry.name.removeprefix("del-").partition("-")[0]
     # ASCII only: ``isdigit`` also holds for characters such as '²', which ``int`` refuses
     readable = stamp.isascii() and stamp.isdigit() and len(stamp) <= 20
     nanoseconds = int(stamp) if readable else written_ns
-    return datetime.fromtimestamp(nanoseconds / 1e9, UTC)
+    try:
+        return datetime.fromtimestamp(nanoseconds / 1e9, UTC)
+    except (OverflowError, OSError, ValueError):
+        return _LATEST if nanoseconds > 0 else _EARLIEST
 
 
 def _added_after(recorded: SandboxRecord, *, request: SandboxRequest, spooled_at: datetime) -> bool:
