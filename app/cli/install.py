@@ -559,8 +559,8 @@ def spooled_address(entry: Path) -> str | None:
     """The socket directory the shim that spooled ``entry`` was looking for, read as the daemon reads
     it (``app.daemon.spool._address`` of ``app.daemon.protocol.decode_body``): its conf's
     ``daemonSocketDir`` (keys matched as Go's decoder matches them, the last one winning), the shim's
-    default when there is none, or none at all, or the conf of a DEL cannot be used; None when it
-    cannot be read (not a regular file, too large, not a request) or is no string."""
+    default when there is none, or none at all; None when it cannot be read (not a regular file, too
+    large, not a request, a DEL's conf the daemon cannot use) or is no string."""
     try:
         fd = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
@@ -588,10 +588,8 @@ def spooled_address(entry: Path) -> str | None:
     if not isinstance(env, dict) or not all(isinstance(value, str) for value in env.values()):
         return None
     conf = spooled_conf(fields.get("config"))
-    if conf is None:
-        if {key.strip(): value for key, value in env.items()}.get("CNI_COMMAND") != "DEL":
-            return None  # the daemon refuses it whole
-        conf = {}  # a DEL's conf that cannot be used: the daemon replays it without
+    if conf is None:  # the daemon refuses such an entry whole, or replays a DEL without it, unaddressed
+        return None
     value: object = None
     for key, item in conf.items():
         if gofold.fold(key) == "DAEMONSOCKETDIR":

@@ -489,7 +489,10 @@ def _socket_dir(daemon_config: dict[str, Any]) -> Path:
 def _address(request: protocol.ShimRequest) -> Path | None:
     """The socket directory the shim that spooled ``request`` was looking for, read as the shim reads
     it (keys matched as Go's decoder matches them, the last one winning); None when it is not a
-    string."""
+    string, or when the DEL comes without its conf (one the daemon could not use, dropped by
+    ``protocol.decode_body``: what it named is unknown, not the default)."""
+    if not request.stdin:
+        return None
     value: object = None
     for key, item in request.stdin_conf.items():
         if gojson.fold(key) == "DAEMONSOCKETDIR":

@@ -337,3 +337,29 @@ async def test_a_spooled_del_whose_conf_is_unusable_is_replayed_not_rejected(nod
     assert report.rejected == []
     assert report.replayed == [entry.name]
     assert node.checkpoint(container) is None
+
+
+@pytest.mark.parametrize(
+    "dropped",
+    [{"x": "a\u0000b"}, {"x": "\ud800"}],
+    ids=["nul", "lone-surrogate"],
+)
+async def test_a_del_whose_conf_the_daemon_drops_is_not_taken_from_the_shared_default_directory(
+    node: Node, dropped: dict[str, str]
+) -> None:
+    """The daemon replays a DEL without a conf it cannot use: its address is then unknown, not the
+    default socket directory's. Read as the default's, a daemon of that socket directory took
+    another daemon's DEL from the shared directory, found nothing of it, and removed the entry: the
+    daemon holding the sandbox never got its DEL."""
+    own, default = node.root / "own-spool", node.root / "shim-default"
+    addressed_elsewhere = {**SHIM_CONF, "daemonSocketDir": str(node.root / "other-daemon"), **dropped}
+    theirs = spool_entry(
+        default, new_container_id(), name="del-1700000000000000000-1-a.json", conf=addressed_elsewhere
+    )
+
+    report = await spool.replay(
+        spool_dir=own, engine=node.engine(), daemon_config=daemon_config(node), shim_default_dir=default
+    )
+
+    assert report.replayed == []
+    assert sorted(default.iterdir()) == [theirs]
