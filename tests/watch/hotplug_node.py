@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from app.store.database import Database
 from app.store.records import PodIdentity
 from app.watch import client
 from app.watch.watchers import Watchers
-from tests.conftest import CNI_PLUGIN_DIR
+from tests.conftest import CNI_PLUGIN_DIR, child_environment
 from tests.watch.support import FAST_SETTINGS, NODE
 
 FAST_RETRIES = hotplug.ReconcilerSettings(backoff_initial=0.05, backoff_max=0.3, busy_retry=0.02)
@@ -148,6 +149,22 @@ def build(
     watchers.on_pod_written(reconciler.pod_changed)
     engine.on_sandbox_added(reconciler.sandbox_added)
     return engine, reconciler
+
+
+async def reconcile_until_killed(*, db_path: Path, kubeconfig: Path, layout: Layout, crash_at: str) -> None:
+    """Run this module as a child process (watchers, reconciler and engine on ``db_path``) until its
+    crash point ``crash_at`` SIGKILLs it in the middle of a hot-plug."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.watch.hotplug_node",
+        *("--db", str(db_path), "--kubeconfig", str(kubeconfig), "--root", str(layout.root)),
+        *("--tag", layout.tag, "--crash-at", crash_at),
+        env=child_environment(),
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await asyncio.wait_for(child.communicate(), 60)
+    assert child.returncode == -9, stderr.decode()
 
 
 async def _child(args: argparse.Namespace) -> None:

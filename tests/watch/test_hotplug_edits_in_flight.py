@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import secrets
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from functools import partial
 from pathlib import Path
@@ -24,8 +23,7 @@ import pytest
 from app.attach.requests import Command
 from app.sandbox.kubeapi import KubeApiEmulator
 from app.store.database import Database
-from tests.conftest import child_environment
-from tests.watch.hotplug_node import Layout, build
+from tests.watch.hotplug_node import Layout, build, reconcile_until_killed
 from tests.watch.support import NETWORKS, NODE, Running, eventually, install_recorder, pod_manifest
 from tests.watch.test_hotplug_native import (
     Node,
@@ -209,17 +207,9 @@ async def test_a_kill_9_in_a_hot_unplug_then_the_runtimes_del_leaves_nothing(
         database.close()
     emulator.patch_pod("default", "unplugged", {"metadata": {"annotations": {NETWORKS: ""}}})
     kubeconfig = emulator.write_kubeconfig(tmp_path / "child-kubeconfig")
-    child = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tests.watch.hotplug_node",
-        *("--db", str(db_path), "--kubeconfig", str(kubeconfig), "--root", str(layout.root)),
-        *("--tag", layout.tag, "--crash-at", "del-after-exec"),
-        env=child_environment(),
-        stderr=asyncio.subprocess.PIPE,
+    await reconcile_until_killed(
+        db_path=db_path, kubeconfig=kubeconfig, layout=layout, crash_at="del-after-exec"
     )
-    _, stderr = await asyncio.wait_for(child.communicate(), 60)
-    assert child.returncode == -9, stderr.decode()
 
     database = Database.open(db_path)
     try:

@@ -14,7 +14,6 @@ import dataclasses
 import json
 import secrets
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -35,8 +34,7 @@ from app.store import checkpoints
 from app.store.database import Database
 from app.store.mirror_records import PodRecord
 from app.watch.settings import WatchSettings
-from tests.conftest import child_environment
-from tests.watch.hotplug_node import FAST_RETRIES, Layout, build
+from tests.watch.hotplug_node import FAST_RETRIES, Layout, build, reconcile_until_killed
 from tests.watch.support import (
     NETWORKS,
     NODE,
@@ -397,25 +395,9 @@ async def test_a_kill_9_in_the_middle_of_a_hot_plug_is_recovered_like_an_add(
     emulator.patch_pod("default", "crashy", {"metadata": {"annotations": {NETWORKS: "hot-a@net3"}}})
     kubeconfig = emulator.write_kubeconfig(tmp_path / "child-kubeconfig")
 
-    child = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tests.watch.hotplug_node",
-        "--db",
-        str(db_path),
-        "--kubeconfig",
-        str(kubeconfig),
-        "--root",
-        str(layout.root),
-        "--tag",
-        layout.tag,
-        "--crash-at",
-        "add-after-exec",
-        env=child_environment(),
-        stderr=asyncio.subprocess.PIPE,
+    await reconcile_until_killed(
+        db_path=db_path, kubeconfig=kubeconfig, layout=layout, crash_at="add-after-exec"
     )
-    _, stderr = await asyncio.wait_for(child.communicate(), 60)
-    assert child.returncode == -9, stderr.decode()
 
     database = Database.open(db_path)
     try:
