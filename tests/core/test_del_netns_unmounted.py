@@ -13,6 +13,18 @@ import pytest
 from tests.core.support import Command, Node, delegate_lines, new_container_id
 
 
+def _cached_recorder(node: Node, container: str, *, netns: str) -> Path:
+    """Upstream Multus's libcni cache of one delegate (the recorder, network ``upstream``, as
+    ``eth0``) attached in ``netns``; its path."""
+    recorder = {
+        "cniVersion": "1.0.0",
+        "name": "upstream",
+        "type": "recorder",
+        "recorder": {"log": str(node.recorder_log)},
+    }
+    return node.write_upstream_cache(container, network=recorder, ifname="eth0", netns=netns)
+
+
 async def test_del_succeeds_when_the_netns_path_is_left_as_a_plain_file(node: Node) -> None:
     conf = node.conf(node.bridge_network("cluster", subnet="10.99.8.0/24"))
     engine = node.engine()
@@ -66,13 +78,7 @@ async def test_a_cached_netns_path_holding_a_nul_is_no_namespace_to_enter(node: 
     an escape (SQLite holds UTF-8 only: the line could not be written, and the DEL failed, for
     ever)."""
     container = new_container_id()
-    recorder = {
-        "cniVersion": "1.0.0",
-        "name": "upstream",
-        "type": "recorder",
-        "recorder": {"log": str(node.recorder_log)},
-    }
-    cache = node.write_upstream_cache(container, network=recorder, ifname="eth0", netns=netns)
+    cache = _cached_recorder(node, container, netns=netns)
     conf = node.conf(node.recorder_network("cluster"))
 
     await node.engine().delete(node.request(Command.DEL, container, None, conf))
@@ -92,13 +98,7 @@ async def test_a_relative_cached_netns_path_is_no_namespace_to_enter(
     plugin would have removed."""
     monkeypatch.chdir("/")
     container = new_container_id()
-    recorder = {
-        "cniVersion": "1.0.0",
-        "name": "upstream",
-        "type": "recorder",
-        "recorder": {"log": str(node.recorder_log)},
-    }
-    cache = node.write_upstream_cache(container, network=recorder, ifname="eth0", netns="proc/self/ns/net")
+    cache = _cached_recorder(node, container, netns="proc/self/ns/net")
     conf = node.conf(node.recorder_network("cluster"))
 
     await node.engine().delete(node.request(Command.DEL, container, None, conf))
@@ -115,13 +115,7 @@ async def test_a_relative_cached_netns_path_gives_way_to_the_runtimes_netns(
     the namespace the runtime's live DEL names rather than none (its interface is removed there)."""
     monkeypatch.chdir("/")
     container = new_container_id()
-    recorder = {
-        "cniVersion": "1.0.0",
-        "name": "upstream",
-        "type": "recorder",
-        "recorder": {"log": str(node.recorder_log)},
-    }
-    node.write_upstream_cache(container, network=recorder, ifname="eth0", netns="proc/self/ns/net")
+    _cached_recorder(node, container, netns="proc/self/ns/net")
     conf = node.conf(node.recorder_network("cluster"))
     netns = node.new_netns()
 
