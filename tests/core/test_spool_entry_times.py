@@ -33,19 +33,27 @@ def tmpfs_spool(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", str(directory)], check=True)
 
 
-async def test_an_entry_written_beyond_the_year_9999_is_replayed(node: Node, tmpfs_spool: Path) -> None:
-    """Later than any ADD: the DEL is the recorded sandbox's, and runs."""
+async def _replayed_entry_written_at(
+    node: Node, spool_dir: Path, written_ns: int
+) -> tuple[str, Path, spool.SpoolReport]:
+    """A sandbox recorded, a DEL of it spooled by hand (a name not the shim's: its time is the
+    file's) and dated ``written_ns``, then the replay: the container, the entry and the report."""
     container = await attached(node)
-    entry = spool_entry(tmpfs_spool, container, name=f"del-by-hand-{container}.json")
-    os.utime(entry, ns=(BEYOND_DATETIME_NS, BEYOND_DATETIME_NS))
-    assert entry.stat().st_mtime_ns == BEYOND_DATETIME_NS  # kept as set: the case under test
-
+    entry = spool_entry(spool_dir, container, name=f"del-by-hand-{container}.json")
+    os.utime(entry, ns=(written_ns, written_ns))
+    assert entry.stat().st_mtime_ns == written_ns  # kept as set: the case under test
     report = await spool.replay(
-        spool_dir=tmpfs_spool,
+        spool_dir=spool_dir,
         engine=node.engine(),
         daemon_config=daemon_config(node),
         shim_default_dir=node.root / "shim-default",
     )
+    return container, entry, report
+
+
+async def test_an_entry_written_beyond_the_year_9999_is_replayed(node: Node, tmpfs_spool: Path) -> None:
+    """Later than any ADD: the DEL is the recorded sandbox's, and runs."""
+    container, entry, report = await _replayed_entry_written_at(node, tmpfs_spool, BEYOND_DATETIME_NS)
 
     assert report.failed == []
     assert report.replayed == [entry.name]
@@ -57,17 +65,7 @@ async def test_an_entry_written_before_the_year_1_is_older_than_the_recorded_san
     node: Node, tmpfs_spool: Path
 ) -> None:
     """Earlier than any ADD: the DEL was meant for an earlier sandbox under that ID, and is dropped."""
-    container = await attached(node)
-    entry = spool_entry(tmpfs_spool, container, name=f"del-by-hand-{container}.json")
-    os.utime(entry, ns=(-BEYOND_DATETIME_NS, -BEYOND_DATETIME_NS))
-    assert entry.stat().st_mtime_ns == -BEYOND_DATETIME_NS
-
-    report = await spool.replay(
-        spool_dir=tmpfs_spool,
-        engine=node.engine(),
-        daemon_config=daemon_config(node),
-        shim_default_dir=node.root / "shim-default",
-    )
+    container, entry, report = await _replayed_entry_written_at(node, tmpfs_spool, -BEYOND_DATETIME_NS)
 
     assert report.failed == []
     assert report.superseded == [entry.name]
