@@ -6,10 +6,12 @@ PATCH of ``pods/<name>/status`` without a GET: a merge patch carries no resource
 cannot conflict with other writers, and it carries ``metadata.uid``, an immutable field, so that a
 pod recreated under the same name is never written (the API server refuses the patch: 422 naming
 ``metadata.uid``; the answer's uid is checked too, for a server that does not). A pod that is gone
-(404), or whose name now belongs to another pod, is not an error: its sandbox is being torn down
-anyway. 409, 429, 5xx and unreachable are retried a few times (``status_retry_delays``), never
-sooner than a ``Retry-After`` asks (an API server shedding load sends one with every 429), the
-whole write bounded by ``status_deadline``: an attempt the deadline would cut short is not made.
+(404, its ``Status`` naming the pod), or whose name now belongs to another pod, is not an error: its
+sandbox is being torn down anyway. A 404 that names no pod (a proxy's, a path prefix the server
+does not serve) proves nothing of it: an outage, ``StatusWriteUnavailableError``, retried later.
+409, 429, 5xx and unreachable are retried a few times (``status_retry_delays``), never sooner than
+a ``Retry-After`` asks (an API server shedding load sends one with every 429), the whole write
+bounded by ``status_deadline``: an attempt the deadline would cut short is not made.
 Then ``ClusterUnavailableError`` (``StatusWriteUnavailableError``): a 409 the server kept
 answering to the PATCH among them, which says nothing of the pod's uid (the uid is refused with
 422), only that the write did not land.
@@ -149,7 +151,14 @@ class ApiStatusPublisher:
                 f"cannot write network-status of pod {where}: "
                 f"no success within {self._settings.status_deadline} s"
             ) from exc
-        except ApiNotFoundError:
+        except ApiNotFoundError as exc:
+            if exc.named != ("pods", pod.name):
+                # Not the API's word about this pod (a proxy's 404, a path prefix it does not
+                # serve): taken for "gone", the write would be dropped for good, the pod running.
+                raise StatusWriteUnavailableError(
+                    f"cannot write network-status of pod {where}: a 404 that does not name the pod: {exc}",
+                    retry_after=exc.retry_after,
+                ) from exc
             self.skipped += 1
             log.info("pod %s is gone: network-status not written", where)
             return False

@@ -87,6 +87,31 @@ async def test_a_deleted_pod_is_not_an_error(
     assert publisher.published == 0
 
 
+@pytest.mark.parametrize("method", ["PATCH", "GET"])
+async def test_a_404_that_does_not_name_the_pod_is_no_word_that_it_is_gone(
+    emulator: KubeApiEmulator, publisher: ApiStatusPublisher, method: str
+) -> None:
+    """A 404 whose ``Status`` names no pod (a proxy's, a path prefix the server does not serve; a
+    fault injected here) says nothing of the pod: taken for "deleted", the write was skipped for
+    good (its background retry counted moot, its mark cleared), and the running pod never got its
+    network-status. It is an outage, retried later; the API's own 404 names the pod (above)."""
+    emulator.create_pod(pod_manifest("p"))
+    pod = pod_info(emulator, "p")
+    if method == "GET":
+        refuse_patch_as_upstreams_role_does(emulator)
+    emulator.faults.fail_next(
+        1, status=404, method=method, path="/pods/p(/status)?$", message="404 page not found"
+    )
+
+    with pytest.raises(StatusWriteUnavailableError, match="does not name the pod"):
+        await publisher.publish_network_status(pod, STATUS)
+    assert publisher.skipped == 0
+
+    assert await publisher.publish_network_status(pod, STATUS) is True, "the API's answer, once it comes"
+    assert emulator.get_pod("default", "p")["metadata"]["annotations"][NETWORK_STATUS_ANNOTATION] == STATUS
+    emulator.faults.clear()
+
+
 @pytest.mark.parametrize("status", [409, 429, 500, 503])
 async def test_a_transient_refusal_is_retried_and_succeeds(
     emulator: KubeApiEmulator, publisher: ApiStatusPublisher, status: int
