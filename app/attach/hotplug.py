@@ -409,15 +409,16 @@ class OrderedStatusPublisher:
     ) -> bool:
         """In the pod's turn, write what ``compose`` returns; nothing when it returns None. Once the
         write is done, and still in the turn, await ``then``: what must follow the write before any
-        other write of the pod. Return whether anything was written."""
+        other write of the pod (also when there was no pod to write to: nothing is left to write).
+        Return whether anything was written."""
         async with self._turns.hold(status_retries.pod_key(pod)):
             status_json = await compose()
             if status_json is None:
                 return False
-            await self._publisher.publish_network_status(pod, status_json)
+            written = await self._publisher.publish_network_status(pod, status_json)
             if then is not None:
                 await then()
-            return True
+            return written
 
     def emit_interface_events(self, pod: PodRecord, events: Sequence[InterfaceEvent]) -> None:
         self._publisher.emit_interface_events(pod, events)

@@ -294,7 +294,8 @@ class Teardown:
             links = await netns.list_links(netns_path, identity=record.netns_id)
         except netns.NetnsGoneError:
             return True
-        except OSError:
+        except Exception as exc:  # netlink's own errors are no OSError: a look must never fail a DEL (5b)
+            log.debug("cannot look into %s before the DEL of %s: %s", netns_path, attachment.ifname, exc)
             return False
         return attachment.ifname not in links
 

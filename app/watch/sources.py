@@ -234,7 +234,20 @@ class MirrorPodPresence:
             if exc.named == ("pods", name):
                 return True
             # Not the API's word about this pod (a proxy's 404, a path prefix it does not serve):
-            # taken for "gone", it would have GC tear down every sandbox the mirror disputes.
+            # taken for "gone", it would have GC tear down every sandbox the mirror disputes. Kept
+            # for as long as it lasts, so said once per pod at warning level: an operator must see it.
+            said = (namespace, name, "404")
+            if said not in self._disputes_said:
+                if len(self._disputes_said) >= DISPUTES_REMEMBERED:
+                    self._disputes_said.clear()
+                self._disputes_said.add(said)
+                log.warning(
+                    "gc: the API answered 404 for pod %s/%s without naming the pod (a proxy's, or a path"
+                    " it does not serve): its sandbox is kept until the API answers for it: %s",
+                    namespace,
+                    name,
+                    exc,
+                )
             raise ClusterUnavailableError(
                 f"cannot get pod {namespace}/{name}: a 404 that does not name the pod: {exc}"
             ) from exc

@@ -224,19 +224,25 @@ async def test_the_api_asked_for_a_pod_confirms_it_gone_or_replaced_and_keeps_on
 
 
 async def test_a_404_that_is_not_the_apis_answer_for_the_pod_proves_nothing(
-    emulator: KubeApiEmulator, running: Running
+    emulator: KubeApiEmulator, running: Running, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A 404 whose ``Status`` does not name the pod (a proxy's, a wrong path prefix's, a fault
     injected here) is no word of the API about the pod: taken for "gone", it would have GC tear
-    down every sandbox the mirror disputes, the live ones of a wrong ``MULTUS_NODE_NAME`` first."""
+    down every sandbox the mirror disputes, the live ones of a wrong ``MULTUS_NODE_NAME`` first.
+    It keeps the sandbox for as long as it lasts, so it is said at warning level, once per pod."""
     presence = running.watchers.presence
     elsewhere = emulator.create_pod(pod_manifest("elsewhere", node="node-z"))["metadata"]["uid"]
-    emulator.faults.fail_next(status=404, path="/pods/elsewhere")
+    emulator.faults.fail_next(2, status=404, path="/pods/elsewhere")
 
-    with pytest.raises(ClusterUnavailableError):
-        await presence.gone_from_api("default", "elsewhere", elsewhere)
+    with caplog.at_level(logging.WARNING, logger="app.watch.sources"):
+        for _ in range(2):
+            with pytest.raises(ClusterUnavailableError):
+                await presence.gone_from_api("default", "elsewhere", elsewhere)
 
     assert await presence.gone_from_api("default", "elsewhere", elsewhere) is False, "the API's own answer"
+    said = [r for r in caplog.records if "without naming the pod" in r.getMessage()]
+    assert len(said) == 1
+    assert "default/elsewhere" in said[0].getMessage()
 
 
 async def test_a_sandbox_kept_because_the_api_did_not_answer_is_not_said_to_be_a_pod_the_api_still_has(
