@@ -830,6 +830,7 @@ def test_a_namespace_the_daemon_has_no_descriptor_left_to_open_is_code_11_not_no
 def test_a_spooled_del_is_addressed_to_the_socket_dir_the_shim_read(key: str) -> None:
     """The spool reads ``daemonSocketDir`` as the shim reads it, Go's way: a key spelt with a long s
     (U+017F) is that key, so an entry is not taken for another daemon's (nor the reverse)."""
-    request = protocol.ShimRequest(env={}, stdin=b"", stdin_conf={key: "/run/elsewhere"})
+    conf = {key: "/run/elsewhere"}
+    request = protocol.ShimRequest(env={}, stdin=json.dumps(conf).encode(), stdin_conf=conf)
 
     assert spool._address(request) == Path("/run/elsewhere")
