@@ -26,7 +26,7 @@ import os
 import re
 import socket
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -557,22 +557,32 @@ def _int(text: str) -> int | _NotFinite:
     return value if abs(value) <= sys.float_info.max else _NotFinite(text)
 
 
-def _refuse_not_finite(document: object) -> None:
-    """Raise ``SettingsError`` naming the first key (``watch.backoffMax``, ``defaultNetworks[1]``)
-    whose value is a ``_NotFinite``."""
+def _nodes(document: object) -> Iterator[tuple[str, object]]:
+    """Every value of a decoded document with the key path naming it (``watch.backoffMax``,
+    ``defaultNetworks[1]``; the document itself ``""``), depth first, in document order."""
     pending: list[tuple[str, object]] = [("", document)]
     while pending:
         where, value = pending.pop()
-        if isinstance(value, _NotFinite):
-            raise SettingsError(f"daemon config key {where!r} must be a finite number, got {value.text}")
-        if isinstance(value, _Pairs):
-            pending.extend((f"{where}.{key}" if where else key, item) for key, item in reversed(value))
+        yield where, value
+        if _is_object(value):
+            pending.extend(
+                (f"{where}.{key}" if where else key, item) for key, item in reversed(list(_pairs(value)))
+            )
         elif isinstance(value, list):
             pending.extend((f"{where}[{index}]", item) for index, item in reversed(list(enumerate(value))))
 
 
+def _refuse_not_finite(document: object) -> None:
+    """Raise ``SettingsError`` naming the first key (``watch.backoffMax``, ``defaultNetworks[1]``)
+    whose value is a ``_NotFinite``."""
+    for where, value in _nodes(document):
+        if isinstance(value, _NotFinite):
+            raise SettingsError(f"daemon config key {where!r} must be a finite number, got {value.text}")
+
+
 _UNUSABLE_CHARACTER = re.compile("[\x00\ud800-\udfff]")
-"""A NUL or a lone surrogate: what no system call takes in a path (``app.cni.names`` too)."""
+"""A NUL or a lone surrogate: what no system call takes in a path (``app.cni.names`` too, a layer
+above this module)."""
 
 
 def _refuse_unusable_strings(document: object) -> None:
@@ -581,24 +591,19 @@ def _refuse_unusable_strings(document: object) -> None:
     ``socketDir``, ``stateDir``, ``logFile``, ``spoolDir`` or ``deviceInfoDir`` of one made the
     daemon die at start with a ValueError or UnicodeEncodeError traceback), and the keys merged
     over every request would have each of them refused."""
-    pending: list[tuple[str, object]] = [("", document)]
-    while pending:
-        where, value = pending.pop()
+    for where, value in _nodes(document):
         if isinstance(value, str) and _UNUSABLE_CHARACTER.search(value):
             raise SettingsError(
                 f"daemon config key {where!r} must hold no NUL character nor lone surrogate, "
                 f"got {json.dumps(value)[:200]}"
             )
         if _is_object(value):
-            for key, item in reversed(list(_pairs(value))):
-                named = f"{where}.{key}" if where else key
+            for key, _ in _pairs(value):
                 if _UNUSABLE_CHARACTER.search(key):
+                    named = f"{where}.{key}" if where else key
                     raise SettingsError(
                         f"daemon config key {named!r}: a key must hold no NUL character nor lone surrogate"
                     )
-                pending.append((named, item))
-        elif isinstance(value, list):
-            pending.extend((f"{where}[{index}]", item) for index, item in reversed(list(enumerate(value))))
 
 
 _WATCH_KEYS_FOLDED = {gofold.fold(key): key for key in WATCH_KEYS}
