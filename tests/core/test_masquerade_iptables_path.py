@@ -26,6 +26,8 @@ from app.attach.networks import NetworkResolver
 from tests.core.support import Command, Node, new_container_id
 
 REAL_IPTABLES = shutil.which("iptables", path="/usr/sbin:/sbin")
+"""The node's iptables: containernetworking-plugins depends on it, so every machine that runs
+the tests has it (no skip)."""
 
 
 PLUGIN_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
@@ -74,7 +76,6 @@ def container() -> Iterator[str]:
     subprocess.run(["iptables", "-t", "nat", "-X", chain], check=False, capture_output=True)
 
 
-@pytest.mark.skipif(REAL_IPTABLES is None, reason="no iptables on this machine")
 async def test_the_masquerade_rules_a_blind_del_leaves_are_removed_with_the_plugins_iptables(
     node: Node, tmp_path: Path, container: str
 ) -> None:
@@ -101,7 +102,6 @@ async def test_the_masquerade_rules_a_blind_del_leaves_are_removed_with_the_plug
     assert any(f"-X {chain}" in call for call in removals), removals
 
 
-@pytest.mark.skipif(REAL_IPTABLES is None, reason="no iptables on this machine")
 async def test_the_masquerade_rules_are_removed_when_the_pods_interface_went_before_its_del(
     node: Node, container: str
 ) -> None:
