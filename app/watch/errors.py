@@ -51,6 +51,11 @@ class ApiNotFoundError(ApiError):
     """404: the object (or its namespace) does not exist; or, when its ``Status`` names no object
     (``named``), a path the server (or a proxy before it) does not serve."""
 
+    def says_pod_gone(self, name: str) -> bool:
+        """Whether this is the API's word that pod ``name`` does not exist: a ``Status`` naming it
+        (a proxy's 404, or one for a path the server does not serve, names no pod)."""
+        return self.named == ("pods", name)
+
 
 class ApiConflictError(ApiError):
     """409: a precondition (uid, resourceVersion) failed; the same request may succeed later."""

@@ -231,7 +231,7 @@ class MirrorPodPresence:
             obj = await self._api.get(pod_path(namespace, name))
             record = pod_record(obj, kept_annotations=(CONFIG_SOURCE_ANNOTATION,))
         except ApiNotFoundError as exc:
-            if exc.named == ("pods", name):
+            if exc.says_pod_gone(name):
                 return True
             # Not the API's word about this pod (a proxy's 404, a path prefix it does not serve):
             # taken for "gone", it would have GC tear down every sandbox the mirror disputes. Kept

@@ -152,7 +152,7 @@ class ApiStatusPublisher:
                 f"no success within {self._settings.status_deadline} s"
             ) from exc
         except ApiNotFoundError as exc:
-            if exc.named != ("pods", pod.name):
+            if not exc.says_pod_gone(pod.name):
                 # Not the API's word about this pod (a proxy's 404, a path prefix it does not
                 # serve): taken for "gone", the write would be dropped for good, the pod running.
                 raise StatusWriteUnavailableError(
