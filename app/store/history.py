@@ -187,10 +187,7 @@ def page_statement(
     if alternatives is None:
         return None
     keyset = _Where() if before_id is None else _Where(["id < ?"], [before_id])
-    if len(alternatives) == 1 or len(alternatives) > MERGED_ALTERNATIVES:
-        selects = [_conditions(where, _merged(alternatives)).extended(keyset)]
-    else:
-        selects = [_conditions(where, choice).extended(keyset) for choice in alternatives]
+    selects = [_conditions(where, choice).extended(keyset) for choice in alternatives]
     sql = " UNION ALL ".join(_SELECT + select.sql() for select in selects) + " ORDER BY id DESC"
     parameters = [value for select in selects for value in select.values]
     if size:
@@ -299,36 +296,30 @@ class _Where:
 
 
 def _alternatives(connection: Connection, where: HistoryFilter) -> list[_Choice] | None:
-    """One choice per combination of the values ``where``'s pod and network filters match (one
-    choice, unfiltered, when they are not given); None when a filter matches nothing recorded."""
-    namespaces: list[str | None] = [None]
+    """The choices a page is read as: one per combination of the values ``where``'s pod and network
+    filters match, or one selecting them all (an ``IN`` per filter) when that is a single one or more
+    than ``MERGED_ALTERNATIVES``; one, unfiltered, when neither filter is given; None when a filter
+    matches nothing recorded.
+
+    The combinations are counted before any is made: a pod name and a bare network name each found
+    in thousands of namespaces (a NAD of the same name in each tenant's) would otherwise make their
+    product, millions of choices, on every page, in the daemon's memory."""
+    namespaces: tuple[str, ...] | None = None
     if where.pod is not None:
-        namespaces = [where.namespace] if where.namespace is not None else list(pod_namespaces(connection))
-    networks: list[str | None] = [None]
+        namespaces = (where.namespace,) if where.namespace is not None else tuple(pod_namespaces(connection))
+    networks: tuple[str, ...] | None = None
     if where.network is not None:
-        networks = list(matching_networks(network_names(connection), where.network))
-    if not namespaces or not networks:
+        networks = tuple(matching_networks(network_names(connection), where.network))
+    if namespaces == () or networks == ():
         return None
+    combinations = len(namespaces or (None,)) * len(networks or (None,))
+    if combinations == 1 or combinations > MERGED_ALTERNATIVES:
+        return [_Choice(namespaces, networks)]
     return [
         _Choice(None if namespace is None else (namespace,), None if network is None else (network,))
-        for namespace in namespaces
-        for network in networks
+        for namespace in namespaces or (None,)
+        for network in networks or (None,)
     ]
-
-
-def _merged(alternatives: Sequence[_Choice]) -> _Choice:
-    """One choice selecting what every one of ``alternatives`` selects (an ``IN`` per filter)."""
-    first = alternatives[0]
-    return _Choice(
-        None
-        if first.pod_namespaces is None
-        else tuple(
-            dict.fromkeys(namespace for choice in alternatives for namespace in choice.pod_namespaces or ())
-        ),
-        None
-        if first.networks is None
-        else tuple(dict.fromkeys(network for choice in alternatives for network in choice.networks or ())),
-    )
 
 
 def _conditions(where: HistoryFilter, choice: _Choice) -> _Where:
