@@ -307,10 +307,16 @@ def cmd_history(args: "Arguments", where: Locations) -> int:
     return 0
 
 
+DOT_SEGMENTS = (".", "..")
+"""Container IDs ``show`` refuses beside those with a ``/`` or a space: in the query API's path
+(``/v1/sandboxes/..``) a dot segment is resolved away, and the daemon was asked for another path
+(``no endpoint /v1/``). No runtime gives one: a CNI container ID begins with a letter or digit."""
+
+
 def cmd_show(args: "Arguments", where: Locations) -> int:
     container = str(args.container_id).strip()
     _require_utf8("CONTAINER_ID", container)
-    if not container or any(ch.isspace() or ch == "/" for ch in container):
+    if not container or container in DOT_SEGMENTS or any(ch.isspace() or ch == "/" for ch in container):
         raise CliError(f"invalid container ID {args.container_id!r}", 2)
 
     def from_file() -> "Callable[[Any], object]":
