@@ -56,6 +56,12 @@ class ApiNotFoundError(ApiError):
         (a proxy's 404, or one for a path the server does not serve, names no pod)."""
         return self.named == ("pods", name)
 
+    def says_nad_gone(self, name: str) -> bool:
+        """Whether this is the API's word that network-attachment-definition ``name`` does not
+        exist: a ``Status`` naming it (``details.kind`` is the resource's plural; a proxy's 404, or
+        one for a path the server does not serve, the CRD not installed included, names none)."""
+        return self.named == ("network-attachment-definitions", name)
+
 
 class ApiConflictError(ApiError):
     """409: a precondition (uid, resourceVersion) failed; the same request may succeed later."""

@@ -4,7 +4,9 @@
 the watch event) is waited for, briefly and on a wake-up from the mirror writer, then asked of
 the API with ONE live GET. ``MirrorNadSource.get_nad`` reads the mirror only, after its first
 sync; ``fetch_nad`` is the one live GET the resolution asks for a NAD the mirror lacks before it
-fails the ADD (a NAD created just before its pod is often not mirrored yet). Either reads the
+fails the ADD (a NAD created just before its pod is often not mirrored yet). Either live GET
+takes a 404 for "not found" only when its ``Status`` names that object (``says_pod_gone``,
+``says_nad_gone``); a proxy's 404 is the API not answering. Either reads the
 mirror from its writers' memory (``MirrorWriter.held``: what is committed, without a hop to a
 reader thread) and asks the store only what memory cannot tell. Both are called
 by ``app.attach`` during ADD, through the protocols of ``app.attach.cluster``; they return the
@@ -94,8 +96,14 @@ class MirrorPodSource:
         log.info("pod %s/%s is not in the mirror yet: asking the API", namespace, name)
         try:
             obj = await self._api.get(pod_path(namespace, name))
-        except ApiNotFoundError:
-            return None
+        except ApiNotFoundError as exc:
+            if exc.says_pod_gone(name):
+                return None
+            # not the API's word about this pod (a proxy's 404, a path prefix it does not serve):
+            # taken for "not found", the ADD would blame the pod for an API it cannot reach
+            raise ClusterUnavailableError(
+                f"cannot get pod {namespace}/{name}: a 404 that does not name the pod: {exc}"
+            ) from exc
         except ApiError as exc:
             raise ClusterUnavailableError(f"cannot get pod {namespace}/{name}: {exc}") from exc
         record = pod_record(obj, kept_annotations=self._kept)
@@ -143,8 +151,15 @@ class MirrorNadSource:
         log.info("network-attachment-definition %s/%s is not in the mirror: asking the API", namespace, name)
         try:
             return nad_record(await self._api.get(nad_path(namespace, name)))
-        except ApiNotFoundError:
-            return None
+        except ApiNotFoundError as exc:
+            if exc.says_nad_gone(name):
+                return None
+            # not the API's word about this NAD (a proxy's 404, the CRD not served): taken for "not
+            # found", the ADD would fail as a configuration error (code 7, a NoNetworkFound Warning)
+            raise ClusterUnavailableError(
+                f"cannot get network-attachment-definition {namespace}/{name}: a 404 that does not "
+                f"name it: {exc}"
+            ) from exc
         except ApiError as exc:
             raise ClusterUnavailableError(
                 f"cannot get network-attachment-definition {namespace}/{name}: {exc}"
