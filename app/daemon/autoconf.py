@@ -9,7 +9,9 @@ restarting daemon must not leave the node without its CNI configuration.
 Called by the daemon's ``autoconf`` task (``app.daemon.startup``) every ``autoconfIntervalSeconds``
 through ``Keeper``, which says in the log what it did or why it could not, once per change (no
 primary yet, an unreadable one, an unlistable directory: a line naming the key, never a crash);
-the keys it copies come from ``Settings.shim_conf_values``, never from the raw file.
+the keys it copies come from ``Settings.shim_conf_values``, never from the raw file. The
+primary's ``cniVersion`` is copied only when the daemon config sets none, and only a version the
+shim takes: anything else refuses the primary (the conf written before stays).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any
 
 from app.attach import network_status
 from app.cni import conf as cniconf
+from app.cni import results
 from app.cni.types import CniError
 from app.settings import Settings
 
@@ -190,7 +193,7 @@ def render(settings: Settings, primary: Path) -> bytes:
     values: dict[str, Any] = {
         "binDir": given.get("binDir"),
         "capabilities": _capabilities(primary_conf) or None,
-        "cniVersion": given.get("cniVersion") or primary_conf.get("cniVersion"),
+        "cniVersion": given.get("cniVersion") or _copied_version(primary_conf, primary),
         "logFile": given.get("logFile"),
         "logLevel": given.get("logLevel"),
         "logToStderr": given.get("logToStderr"),
@@ -252,6 +255,22 @@ def _check_versions(top: str, delegate: object, primary: Path) -> None:
             f"primary network configuration {primary}: delegate cni version is {delegate} while "
             f"top level cni version is {top} (daemon config key 'cniVersion')"
         )
+
+
+def _copied_version(primary_conf: Mapping[str, Any], primary: Path) -> str | None:
+    """The primary's ``cniVersion``, for a daemon config without one; refused unless it is a
+    version the shim takes (``results.SUPPORTED_VERSIONS``): copied, a number or an object made
+    the conf one the runtime cannot load, an unknown version one whose every call the shim
+    refuses (code 1). Absent or empty, the conf has none either (0.1.0, as libcni reads it)."""
+    version = primary_conf.get("cniVersion")
+    if version is None or version == "" or version in results.SUPPORTED_VERSIONS:
+        return version
+    shown = json.dumps(version) if isinstance(version, str) else results.json_kind(version)
+    raise AutoconfError(
+        f"primary network configuration {primary}: 'cniVersion' is {shown}, not a CNI version the "
+        f"shim supports ({', '.join(results.SUPPORTED_VERSIONS)}), and the daemon config sets none "
+        "to write instead (daemon config key 'cniVersion')"
+    )
 
 
 def _force_cni_version(settings: Settings, primary: Path) -> None:
