@@ -11,7 +11,8 @@ through ``Keeper``, which says in the log what it did or why it could not, once 
 primary yet, an unreadable one, an unlistable directory: a line naming the key, never a crash);
 the keys it copies come from ``Settings.shim_conf_values``, never from the raw file. The
 primary's ``cniVersion`` is copied only when the daemon config sets none, and only a version the
-shim takes: anything else refuses the primary (the conf written before stays).
+shim takes: anything else refuses the primary (the conf written before stays), as does a primary
+whose plugin is Multus itself (a link to our own output, a copy of one).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from app.attach import network_status
+from app.attach import nad_config, network_status
 from app.cni import conf as cniconf
 from app.cni import results
 from app.cni.types import CniError
@@ -188,6 +189,7 @@ def render(settings: Settings, primary: Path) -> bytes:
             f"cannot use {primary} as the primary network configuration (multusMasterCNI): "
             "it is the conf this daemon writes"
         )
+    _refuse_multus_itself(settings, primary_conf, primary)
     given = settings.shim_conf_values
     _check_versions(settings.cni_version, primary_conf.get("cniVersion"), primary)
     values: dict[str, Any] = {
@@ -212,6 +214,25 @@ def render(settings: Settings, primary: Path) -> bytes:
     ordered = {key: values[key] for key in PASSED_THROUGH_KEYS if values[key] not in (None, "", False)}
     # Go's json.Marshal: raw UTF-8, with <, >, & (and U+2028/9) escaped
     return network_status.go_escaped(json.dumps(ordered, separators=(",", ":"), ensure_ascii=False)).encode()
+
+
+def _refuse_multus_itself(settings: Settings, primary_conf: Mapping[str, Any], primary: Path) -> None:
+    """Refuse a primary whose plugin is Multus itself (``multus-shim``, ``multus``): a symlink to
+    the ``00-multus.conf`` this daemon writes (its name is not ours, so the name check misses it),
+    or a copy of one. As the cluster network the shim would ask this daemon to ADD the very
+    sandbox whose ADD runs it, and every ADD would wait behind its own lock until the delegate
+    timeout (``nad_config`` refuses such a NAD for that reason)."""
+    plugins = primary_conf.get("plugins")
+    sources = plugins if isinstance(plugins, list) else [primary_conf]
+    for plugin in sources:
+        kind = plugin.get("type") if isinstance(plugin, dict) else None
+        if kind in nad_config.MULTUS_PLUGIN_TYPES:
+            key = "multusMasterCNI" if settings.multus_master_cni else _directory_key(settings)
+            raise AutoconfError(
+                f"cannot use {primary} as the primary network configuration (daemon config key "
+                f"{key!r}): its plugin type {kind!r} is Multus itself, so every ADD would call "
+                "the shim again"
+            )
 
 
 def _load_primary(primary: Path) -> object:
