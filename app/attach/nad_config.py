@@ -32,7 +32,7 @@ from typing import Final
 from app.attach import delegate_inputs, gojson
 from app.cni import conf as cniconf
 from app.cni import invoke, results
-from app.cni.types import CniError, ErrorCode, JsonObject
+from app.cni.types import CniError, ErrorCode, JsonObject, NetworkConfigList
 
 MULTUS_PLUGIN_TYPES = frozenset({"multus", "multus-shim"})
 """Plugin types that are Multus itself: never a NAD's delegate."""
@@ -171,6 +171,20 @@ def _check_plugin_types(plugin: JsonObject, *, field: str, where: str) -> None:
             "and may not be '.' or contain '/', '..' or NUL",
             "the plugin looks its IPAM plugin up by name in CNI_PATH",
         ) from None
+
+
+def check_not_multus_network(net: NetworkConfigList, *, where: str) -> None:
+    """Refuse a network read from a conf file or an inline delegate whose plugin, or IPAM plugin,
+    is Multus itself, as a NAD's ``spec.config`` is refused (``nad_network_config``): run as a
+    delegate, ``multus-shim`` (in ``binDir`` on a node) would ask this daemon to ADD the very sandbox
+    whose ADD runs it, and wait behind that ADD's lock until the delegate timeout."""
+    for index, plugin in enumerate(net.plugins):
+        field = "" if net.is_single_conf else f"plugins[{index}]."
+        ipam = plugin.get("ipam")
+        ipam_type = ipam.get("type") if isinstance(ipam, dict) else None
+        for key, kind in (("type", plugin.get("type")), ("ipam.type", ipam_type)):
+            if isinstance(kind, str):
+                _check_not_multus(kind, field=f"{field}{key}", where=where)
 
 
 def _check_not_multus(kind: object, *, field: str, where: str) -> None:

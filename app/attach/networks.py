@@ -317,6 +317,9 @@ class NetworkResolver:
             if chain is not None:
                 networks.append(_Network(name=chain.name, net=chain))
                 budget.charge(networks[-1])
+        for network in networks:  # a NAD's spec.config was checked as it was read (nad_config)
+            if not network.where:
+                nad_config.check_not_multus_network(network.net, where=network.described())
         return networks, len(defaults)
 
     async def _cluster_networks(self, conf: MultusNetConf, pod: PodRecord | None) -> list[_Network]:
