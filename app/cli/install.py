@@ -29,7 +29,8 @@ holds the database. It removes the DELs spooled for the daemon too: those of its
 those of the shim's default spool directory (``/var/lib/multus-py/spool``, where a shim conf without
 ``spoolDir`` spools) addressed to it. That directory is shared by every such conf on the node, so an
 entry there is the daemon's as ``app.daemon.spool`` decides: its conf's ``daemonSocketDir`` (as the
-shim reads it) is the daemon's ``socketDir``, or, when the directory is the daemon's own
+shim reads it; without a conf the daemon can use, the one the shim put in the entry) is the daemon's
+``socketDir``, or, when the directory is the daemon's own
 ``spoolDir``, its address cannot be read. The entries of other daemons stay, and so the directory.
 
 One installer at a time: ``install`` and ``uninstall`` hold the install lock of the bin dir
@@ -559,8 +560,9 @@ def spooled_address(entry: Path) -> str | None:
     """The socket directory the shim that spooled ``entry`` was looking for, read as the daemon reads
     it (``app.daemon.spool._address`` of ``app.daemon.protocol.decode_body``): its conf's
     ``daemonSocketDir`` (keys matched as Go's decoder matches them, the last one winning), the shim's
-    default when there is none, or none at all; None when it cannot be read (not a regular file, too
-    large, not a request, a DEL's conf the daemon cannot use) or is no string."""
+    default when there is none, or none at all; for a DEL whose conf the daemon cannot use (or that
+    came without it), the ``daemonSocketDir`` the shim put in the body beside it. None when it cannot
+    be read (not a regular file, too large, not a request, neither address there) or is no string."""
     try:
         fd = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
@@ -588,8 +590,8 @@ def spooled_address(entry: Path) -> str | None:
     if not isinstance(env, dict) or not all(isinstance(value, str) for value in env.values()):
         return None
     conf = spooled_conf(fields.get("config"))
-    if conf is None:  # the daemon refuses such an entry whole, or replays a DEL without it, unaddressed
-        return None
+    if conf is None:  # the daemon refuses such an entry whole, or replays a DEL without it: then
+        return envelope_address(envelope)  # addressed by the body's own daemonSocketDir, if any
     value: object = None
     for key, item in conf.items():
         if gofold.fold(key) == "DAEMONSOCKETDIR":
@@ -597,6 +599,18 @@ def spooled_address(entry: Path) -> str | None:
     if value is None or value == "":
         return SHIM_DEFAULT_SOCKET_DIR
     return value if isinstance(value, str) else None
+
+
+def envelope_address(envelope: dict[str, object]) -> str | None:
+    """The ``daemonSocketDir`` the shim puts beside ``env`` and ``config`` in the entries it spools
+    (``app.daemon.spool._envelope_address``), when it is a usable path."""
+    value: object = None
+    for key, item in envelope.items():
+        if gofold.fold(key) == "DAEMONSOCKETDIR":
+            value = item
+    if not isinstance(value, str) or not value or names.unusable_character(value) is not None:
+        return None
+    return value
 
 
 def spooled_conf(config: object) -> dict[str, object] | None:

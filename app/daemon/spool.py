@@ -42,7 +42,9 @@ A shim conf without ``spoolDir`` (a hand-written ``multusConfigFile``; the gener
 names ours) spools in the shim's default directory, ``SHIM_DEFAULT_SPOOL_DIR``, whatever this
 daemon's ``spoolDir``: so that directory is replayed too. It is shared by every hand-written conf on
 the node, so from it a daemon takes only its own entries: those addressed to its socket (the conf's
-``daemonSocketDir``, as the shim reads it) or naming a sandbox its checkpoint holds; the daemon whose
+``daemonSocketDir``, as the shim reads it; for a DEL whose conf it cannot use or that came without
+one, the ``daemonSocketDir`` the shim puts in the entry beside it) or naming a sandbox its checkpoint
+holds; the daemon whose
 own directory it is also takes those whose address cannot be read, rejected ones included. Any other
 entry there is another daemon's, left as it is (replaying it here would find nothing to DEL and drop
 it). A default directory that is not this daemon's own is read only if it is ours and writable by us
@@ -64,6 +66,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import logging
 import os
 import stat
@@ -80,6 +83,7 @@ from app.attach import errors as attach_errors
 from app.attach import gojson, logcontext
 from app.attach.engine import AttachEngine
 from app.attach.requests import Command, SandboxRequest, Trigger
+from app.cni import names
 from app.cni.types import CniError
 from app.daemon import protocol
 from app.daemon.server import MAX_BODY_BYTES
@@ -401,7 +405,7 @@ async def _replay_entry(
         if directory.takes(None):
             _reject(entry, str(error), report)
         return None
-    address = _address(shim_request)
+    address = _address(shim_request, body)
     try:
         request = _deletion(entry, shim_request, daemon_config)
     except (CniError, protocol.NothingRecordedError) as error:
@@ -486,13 +490,16 @@ def _socket_dir(daemon_config: dict[str, Any]) -> Path:
     return Path(value) if isinstance(value, str) and value else _DEFAULT_SOCKET_DIR
 
 
-def _address(request: protocol.ShimRequest) -> Path | None:
-    """The socket directory the shim that spooled ``request`` was looking for, read as the shim reads
-    it (keys matched as Go's decoder matches them, the last one winning); None when it is not a
-    string, or when the DEL comes without its conf (one the daemon could not use, dropped by
-    ``protocol.decode_body``: what it named is unknown, not the default)."""
+def _address(request: protocol.ShimRequest, body: bytes) -> Path | None:
+    """The socket directory the shim that spooled ``request`` (``body``) was looking for, read as
+    the shim reads it (keys matched as Go's decoder matches them, the last one winning); None when
+    it is not a string. A DEL that comes without its conf (too large to send, or one the daemon
+    could not use, dropped by ``protocol.decode_body``) is addressed by the body's own
+    ``daemonSocketDir``, which the shim adds to the entries it spools; without it (a shim of an
+    earlier release, or a conf whose shim keys were unusable) what it named is unknown, not the
+    default."""
     if not request.stdin:
-        return None
+        return _envelope_address(body)
     value: object = None
     for key, item in request.stdin_conf.items():
         if gojson.fold(key) == "DAEMONSOCKETDIR":
@@ -500,6 +507,23 @@ def _address(request: protocol.ShimRequest) -> Path | None:
     if value is None or value == "":
         return Path(SHIM_DEFAULT_SOCKET_DIR)
     return Path(value) if isinstance(value, str) else None
+
+
+def _envelope_address(body: bytes) -> Path | None:
+    """The ``daemonSocketDir`` the shim put beside ``env`` and ``config`` in an entry's body (keys
+    matched as Go's decoder matches them, the last one winning), when it is a usable path."""
+    try:
+        envelope = json.loads(body)
+    except ValueError:  # decoded once already by ``protocol.decode_body``: never, in practice
+        return None
+    value: object = None
+    if isinstance(envelope, dict):
+        for key, item in envelope.items():
+            if gojson.fold(key) == "DAEMONSOCKETDIR":
+                value = item
+    if not isinstance(value, str) or not value or names.unusable_character(value) is not None:
+        return None
+    return Path(value)
 
 
 def _same_directory(one: Path, other: Path) -> bool:

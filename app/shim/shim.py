@@ -1413,7 +1413,7 @@ def dispatch(call: Call) -> int:
             raise
         # Past the checks of upstream's skel, a DEL must not fail for ever on a conf the shim cannot
         # use (upstream's answers success): it is spooled, for the daemon to DEL from its checkpoint.
-        where = spool_del(conf, request, unusable)
+        where = spool_del(conf, request, unusable, address=None)
         log_failure(call, unusable, f"; spooled in {where} for the daemon to replay")
         return 0
     try:
@@ -1421,12 +1421,12 @@ def dispatch(call: Call) -> int:
     except CniError as unreachable:
         if command != "DEL" or unreachable.code != ERR_TRY_AGAIN_LATER:
             raise
-        where = spool_del(conf, request, unreachable)
+        where = spool_del(conf, request, unreachable, address=socket_directory(conf))
         log_failure(call, unreachable, f"; spooled in {where} for the daemon to replay")
         return 0
     if command == "DEL" and status == 503:
         not_ready = daemon_error(status, body, path)
-        where = spool_del(conf, request, not_ready)
+        where = spool_del(conf, request, not_ready, address=socket_directory(conf))
         log_failure(call, not_ready, f"; spooled in {where} for the daemon to replay")
         return 0
     target_version = conf.get("cniversion")
@@ -1438,13 +1438,20 @@ def dispatch(call: Call) -> int:
 # --- The DEL spool --------------------------------------------------------------------------------------
 
 
-def spool_del(conf: dict[str, object], request: bytes, unreachable: CniError) -> str:
+def spool_del(
+    conf: dict[str, object], request: bytes, unreachable: CniError, *, address: str | None = None
+) -> str:
     """Record a DEL the daemon could not take, durably, for it to replay before it reports ready.
 
     The entry is the request body itself, written to a temporary file, fsynced, renamed into place
     and the directory fsynced: a crash leaves either no entry or a whole one. A DEL is idempotent, so
     spooling one the daemon may already have run is safe. If even this fails, the runtime gets the
     original code 11 error and retries the DEL itself. Returns the spool directory.
+
+    ``address`` is the socket directory the shim was looking for (None: its conf's is unusable): the
+    body then carries it as ``daemonSocketDir`` beside ``env`` and ``config``, so that the daemon
+    knows whose entry it is in the shared default directory even when the conf is not there to
+    tell (a DEL too large to send its conf, ``request_body``) or does not decode for the daemon.
 
     The name ``del-<ns>-<pid>-<start of the container ID>.json`` is unique (no two shims share a pid
     at one time) and sorts by age; the daemon reads everything else from the content.
@@ -1457,13 +1464,28 @@ def spool_del(conf: dict[str, object], request: bytes, unreachable: CniError) ->
     try:
         make_directories(directory)
         check_spool_owner(directory)
-        write_durably(directory, name, request)
+        write_durably(directory, name, request if address is None else addressed(request, address))
     except (OSError, ValueError) as err:  # ValueError: a path posix refuses, which spool_directory avoids
         reason = (err.strerror if isinstance(err, OSError) else None) or str(err)
         raise CniError(
             unreachable.code, f"{unreachable.msg}; cannot spool the DEL in {directory}: {reason}"
         ) from None
     return directory
+
+
+def socket_directory(conf: dict[str, object]) -> str:
+    """The conf's ``daemonSocketDir`` as ``daemon_socket_path`` took it (checked there)."""
+    directory = conf.get("daemonsocketdir") or DEFAULT_SOCKET_DIR
+    return directory if isinstance(directory, str) else DEFAULT_SOCKET_DIR
+
+
+def addressed(request: bytes, address: str) -> bytes:
+    """The request body (``encode_request``'s, one JSON object) with ``"daemonSocketDir": address``
+    added as its last member; the body as it is when that would make it larger than the daemon
+    reads an entry (``MAX_BODY_BYTES``): it then holds its conf, which names the address."""
+    quoted = _json.encode_basestring_ascii(address).encode("ascii")
+    with_address = request[:-1] + b',"daemonSocketDir":' + quoted + b"}"
+    return request if len(with_address) > MAX_BODY_BYTES else with_address
 
 
 def spool_directory(conf: dict[str, object]) -> str:

@@ -833,4 +833,4 @@ def test_a_spooled_del_is_addressed_to_the_socket_dir_the_shim_read(key: str) ->
     conf = {key: "/run/elsewhere"}
     request = protocol.ShimRequest(env={}, stdin=json.dumps(conf).encode(), stdin_conf=conf)
 
-    assert spool._address(request) == Path("/run/elsewhere")
+    assert spool._address(request, b"{}") == Path("/run/elsewhere")

@@ -148,13 +148,28 @@ BODIES = {
     "no object": b"[]",
     "env of a number": json.dumps({"env": {"CNI_COMMAND": 1}, "config": ""}).encode(),
     "env keys with blanks": json.dumps({"ENV": {" CNI_COMMAND ": "DEL"}, "Config": "%"}).encode(),
+    "no conf, the body's address": json.dumps(
+        {"env": {"CNI_COMMAND": "DEL"}, "config": "", "daemonSocketDir": "/run/b"}
+    ).encode(),
+    "no conf, the body's address folded": json.dumps(
+        {"env": {"CNI_COMMAND": "DEL"}, "config": "", "DAEMON\u017focketdir": "/run/b"}
+    ).encode(),
+    "no conf, the body's address a number": json.dumps(
+        {"env": {"CNI_COMMAND": "DEL"}, "config": "", "daemonSocketDir": 5}
+    ).encode(),
+    "no conf, the body's address with a NUL": json.dumps(
+        {"env": {"CNI_COMMAND": "DEL"}, "config": "", "daemonSocketDir": "/run/\u0000"}
+    ).encode(),
+    "a conf, the body's address ignored": json.dumps(
+        {"env": {"CNI_COMMAND": "DEL"}, "config": "e30=", "daemonSocketDir": "/run/b"}
+    ).encode(),
 }
 
 
 @pytest.mark.parametrize("content", BODIES.values(), ids=BODIES.keys())
 def test_the_installer_reads_an_entrys_address_as_the_daemon_does(tmp_path: Path, content: bytes) -> None:
     try:
-        expected = spool._address(protocol.decode_body(content))
+        expected = spool._address(protocol.decode_body(content), content)
     except CniError:
         expected = None
     entry = write(tmp_path, "del-1-1-a.json", content)
