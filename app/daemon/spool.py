@@ -49,7 +49,9 @@ own directory it is also takes those whose address cannot be read, rejected ones
 entry there is another daemon's, left as it is (replaying it here would find nothing to DEL and drop
 it). A default directory that is not this daemon's own is read only if it is ours and writable by us
 alone (its entries tear down sandboxes); one that is missing holds nothing, one that cannot be read is
-logged and skipped, never a reason to fail start-up.
+logged and skipped, never a reason to fail start-up. So is this daemon's own ``spoolDir`` when it
+cannot be listed (a name too long, a file, no permission): an error at every replay, and the report's
+``unreadable`` names it (the daemon starts and serves; only the DELs spooled there wait).
 
 A shim killed while it wrote an entry leaves its temporary file, ``.del-*.json.tmp``: no DEL is lost
 (the runtime heard no answer and sends it again), but nothing else would ever remove it. Each replay
@@ -160,6 +162,9 @@ class SpoolReport:
     now holds under that container ID, so it addressed an earlier one, gone since."""
     temporaries_removed: list[str] = field(default_factory=list)
     """Temporaries of entries that a shim never finished writing (``STALE_TEMPORARY_SECONDS``)."""
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+    """Spool directories whose entries could not be listed (a name too long, not a directory, no
+    permission), with the reason: nothing there was replayed, and the shim can spool nothing there."""
 
     def as_json(self) -> dict[str, object]:
         """What an operator's GC pass answers of the replay (``spool``, ``multusctl gc``)."""
@@ -171,6 +176,7 @@ class SpoolReport:
             "rejected": [{"entry": name, "reason": reason} for name, reason in self.rejected],
             "superseded": self.superseded,
             "temporariesRemoved": self.temporaries_removed,
+            "unreadable": [{"directory": path, "reason": reason} for path, reason in self.unreadable],
         }
 
 
@@ -279,8 +285,12 @@ async def _replay(
         directories.append(_Directory(shim_default_dir, own=False, shared=True, socket_dir=socket_dir))
     listed: list[Path] = []
     for directory in directories:
+        unreadable = await asyncio.to_thread(_unreadable, directory.path)
+        if unreadable is not None:
+            _report_unreadable(directory, unreadable, report)
+            continue
         report.temporaries_removed.extend(await asyncio.to_thread(_remove_stale_temporaries, directory.path))
-        entries = _entries(directory)
+        entries = _entries(directory, report)
         listed += entries
         for entry in sorted(entries, key=retries.failures):  # stable: in name order otherwise
             if stop():
@@ -375,13 +385,43 @@ def _remove_stale_temporaries(directory: Path, *, now: float | None = None) -> l
     return removed
 
 
-def _entries(directory: _Directory) -> list[Path]:
+def _unreadable(directory: Path) -> str | None:
+    """Why ``directory`` cannot be a spool directory whose entries are listed, or None: a missing
+    one holds nothing yet (the shim makes it); one that is no directory (where ``glob`` would find
+    nothing and say nothing) or cannot be looked at (ENAMETOOLONG, EACCES, ENOTDIR, ELOOP) is."""
+    try:
+        status = directory.stat()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    except ValueError as exc:  # a NUL (the settings refuse one in spoolDir): no path at all
+        return str(exc)
+    return None if stat.S_ISDIR(status.st_mode) else "not a directory"
+
+
+def _report_unreadable(directory: _Directory, reason: str, report: SpoolReport) -> None:
+    """Log and report a spool directory nothing can be listed in: never a reason to fail start-up
+    or a GC pass (the other directory, the checkpoint's DELs and every ADD are still served), but
+    the operator must hear of it, as of an exposed one, at every replay: no DEL spooled there is
+    replayed, and the shim can spool none there (it answers code 11 while the daemon is away)."""
+    report.unreadable.append((str(directory.path), reason))
     if directory.own:
-        return pending(directory.path)
+        log.error(
+            "spoolDir %s cannot be read (%s): no DEL spooled there is replayed, and the shim cannot "
+            "spool one there (it answers code 11 while the daemon cannot take a DEL)",
+            directory.path,
+            reason,
+        )
+    else:
+        log.error("cannot read the shim's default spool directory %s: %s", directory.path, reason)
+
+
+def _entries(directory: _Directory, report: SpoolReport) -> list[Path]:
     try:
         return pending(directory.path)
-    except OSError as exc:  # not ours to fail start-up over: its own daemon, if any, reads it
-        log.error("cannot read the shim's default spool directory %s: %s", directory.path, exc)
+    except OSError as exc:  # lost since it was looked at: reported, never a reason to fail start-up
+        _report_unreadable(directory, exc.strerror or str(exc), report)
         return []
 
 

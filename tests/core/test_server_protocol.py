@@ -274,6 +274,7 @@ async def test_operator_gc_replays_the_spooled_dels_before_its_pass_as_a_periodi
         "rejected": [],
         "superseded": [],
         "temporariesRemoved": [],
+        "unreadable": [],
     }
     assert done["orphans"] == [], "the replayed DEL removed the sandbox before the pass looked"
 

@@ -58,7 +58,16 @@ DELEGATE_KEYS = {
     "createdAt",
     "updatedAt",
 }
-SPOOL_REPORT_KEYS = {"replayed", "failed", "kept", "deferred", "rejected", "superseded", "temporariesRemoved"}
+SPOOL_REPORT_KEYS = {
+    "replayed",
+    "failed",
+    "kept",
+    "deferred",
+    "rejected",
+    "superseded",
+    "temporariesRemoved",
+    "unreadable",
+}
 """The ``spool`` of a GC pass that replayed (README, ``gc``)."""
 GC_REPORT_KEYS = {
     "dryRun",
