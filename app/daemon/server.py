@@ -53,7 +53,7 @@ from app.attach.requests import Command, NodeRequest, SandboxRequest
 from app.cni.types import CniError, ErrorCode
 from app.daemon import protocol
 from app.gc.collector import GarbageCollector, GcReport
-from app.store import filters
+from app.store import checkpoints, filters
 
 if TYPE_CHECKING:  # the query server imports this module's Readiness
     from app.daemon.query_server import Activity
@@ -461,6 +461,8 @@ class CniServer:
         return await asyncio.shield(task)
 
     async def _dispatch(self, request: SandboxRequest | NodeRequest) -> Any:
+        if isinstance(request, SandboxRequest) and request.command is Command.ADD:
+            return await self._add(request)
         if isinstance(request, SandboxRequest):
             handlers: dict[Command, Callable[[SandboxRequest], Awaitable[Any]]] = {
                 Command.ADD: self.engine.add,
@@ -473,6 +475,33 @@ class CniServer:
         else:
             await self.engine.status(request)
         return None
+
+    async def _add(self, request: SandboxRequest) -> Any:
+        """ADD; refused because its container ID is still recorded, it is judged again once the
+        DELs of that ID the shim spooled meanwhile (the runtime's DEL, which came first) have run,
+        if any has: otherwise it would stay refused until the next GC pass replayed them."""
+        try:
+            return await self.engine.add(request)
+        except CniError as refused:
+            if not isinstance(refused.__cause__, checkpoints.SandboxExistsError):
+                raise
+            if not await self._replay_spooled_dels_of(request.container_id):
+                raise
+        return await self.engine.add(request)
+
+    async def _replay_spooled_dels_of(self, container_id: str) -> bool:
+        from app.daemon import spool  # it imports this module (the body bound), so not before now
+
+        try:
+            return await spool.replay_for(
+                container_id,
+                spool_dir=self.spool_dir or settings.from_mapping(dict(self.daemon_config)).spool_path,
+                engine=self.engine,
+                daemon_config=dict(self.daemon_config),
+            )
+        except Exception:  # the ADD's own refusal stays its answer
+            log.exception("replaying the spooled DELs of container %s failed", container_id)
+            return False
 
 
 async def _read_body(request: web.BaseRequest) -> bytes:

@@ -36,7 +36,9 @@ it is dropped with a log line, unless it names the netns that sandbox records. T
 are the entry's (the shim's clock, in its name) and the sandbox's ``created_at`` (the daemon's):
 one node's wall clock, so a clock stepped back between the two could still mislead it. The engine
 judges it under the sandbox's lock (``AttachEngine.delete_unless``), so no ADD of a reused
-ID can come between the judgment and the DEL.
+ID can come between the judgment and the DEL. An ADD refused because its ID is still recorded runs
+the entries named for that ID at once (``replay_for``, from ``app.daemon.server``), then is judged
+again: the runtime's DEL, spooled while the daemon was up, came first.
 
 A shim conf without ``spoolDir`` (a hand-written ``multusConfigFile``; the generated 00-multus.conf
 names ours) spools in the shim's default directory, ``SHIM_DEFAULT_SPOOL_DIR``, whatever this
@@ -107,6 +109,8 @@ REJECTED_SUFFIX = ".rejected"
 SHIM_DEFAULT_SPOOL_DIR = Path("/var/lib/multus-py/spool")
 """Where the shim spools when its conf names no ``spoolDir`` (``app.shim.shim.DEFAULT_SPOOL_DIR``; a
 test keeps them equal)."""
+SPOOL_NAME_ID_CHARS = 64
+"""How much of the container ID an entry's name holds (``app.shim.shim.SPOOL_NAME_ID_CHARS``)."""
 SHIM_DEFAULT_SOCKET_DIR = "/run/multus"
 """The shim's ``daemonSocketDir`` when its conf names none (``app.shim.shim.DEFAULT_SOCKET_DIR``)."""
 _DEFAULT_SOCKET_DIR = Settings(raw={}).socket_dir
@@ -322,6 +326,51 @@ async def _replay(
             len(report.superseded),
         )
     return report
+
+
+async def replay_for(
+    container_id: str,
+    *,
+    spool_dir: Path,
+    engine: AttachEngine,
+    daemon_config: dict[str, Any],
+    shim_default_dir: Path = SHIM_DEFAULT_SPOOL_DIR,
+) -> bool:
+    """Replay now the spooled DELs named for ``container_id`` (``del-*-<its first 64 characters>.json``),
+    from the directories ``replay`` reads; True when one of them ran. For an ADD refused because its
+    container ID is still recorded: the runtime's DEL of that sandbox may sit spooled (it timed out
+    while the daemon was up), and it came first, so it runs before the ADD is judged again rather
+    than at the next GC pass. Each runs as in ``replay`` (``delete_unless``, under the sandbox's
+    lock: one spooled before the recorded sandbox's ADD is dropped). Not in ``replay``'s turn: a
+    long pass must not hold the ADD, and an entry both take is DELed twice at worst (idempotent).
+    An entry whose DEL fails stays for the next pass, whose backoff is left as it is."""
+    socket_dir = _socket_dir(daemon_config)
+    shared = _same_directory(spool_dir, shim_default_dir)
+    directories = [_Directory(spool_dir, own=True, shared=shared, socket_dir=socket_dir)]
+    if not shared and _trusted(shim_default_dir):
+        directories.append(_Directory(shim_default_dir, own=False, shared=True, socket_dir=socket_dir))
+    report = SpoolReport()
+    pattern = f"del-*-{container_id[:SPOOL_NAME_ID_CHARS]}.json"
+    for directory in directories:
+        try:
+            entries = sorted(directory.path.glob(pattern), key=lambda path: path.name)
+        except OSError:  # reported by every replay
+            continue
+        for entry in entries:
+            try:
+                await _replay_entry(
+                    entry, directory=directory, engine=engine, daemon_config=daemon_config, report=report
+                )
+            except Exception as exc:  # kept for the next pass, as ``replay`` keeps it
+                _kept_after_surprise(entry, exc, report)
+    if report.replayed:
+        log.info(
+            "spool: %d DELs of container %s replayed before its ADD: %s",
+            len(report.replayed),
+            container_id,
+            ", ".join(report.replayed),
+        )
+    return bool(report.replayed)
 
 
 @dataclass(frozen=True, slots=True)
