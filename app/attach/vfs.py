@@ -44,8 +44,12 @@ from app.cni.types import CniError, NetworkConfigList
 
 log = logging.getLogger(__name__)
 
-PCI_ADDRESS = re.compile(r"[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]")
-"""A PCI address in full (``fullmatch``: no trailing newline), its hex in either case."""
+PCI_ADDRESS = re.compile(
+    r"(?:[0-9a-fA-F]{4}|[1-9a-fA-F][0-9a-fA-F]{4,7}):[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]"
+)
+"""A PCI address in full (``fullmatch``: no trailing newline), its hex in either case, as the kernel
+names devices in sysfs (``%04x:%02x:%02x.%d``): a domain of four hex digits, or up to eight without
+a leading zero when it needs more (a VMD domain: ``10000:00:02.0``)."""
 USERSPACE_DRIVERS = frozenset({"vfio-pci", "uio_pci_generic", "igb_uio"})
 """PCI drivers handing a device to user space (DPDK), as sriov-cni lists them: no netdev exists."""
 
