@@ -2,8 +2,9 @@
 
 The one place these CNI rules live. Called by the engine when it records a delegate's intent and
 commits its result (the facts are stored on the attachment, so queries never re-parse results),
-by the history-line builders (``app.attach.recording``), and by the schema migration that
-backfilled attachments recorded before the facts were. Pure: no I/O, never mutates the result,
+by the history-line builders (``app.attach.recording``), and by the schema migrations that
+backfilled attachments recorded before the facts were (0004) or before their device IDs were
+complete (0011). Pure: no I/O, never mutates the result,
 never raises on a malformed result (a result it cannot read yields no addresses rather than
 failing the operation being recorded).
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from app.attach import vfs
 from app.cni import results
 from app.cni.types import CniError, JsonObject
 from app.store.records import DelegateFacts
@@ -65,9 +67,14 @@ def device_ids(
 ) -> tuple[str, ...]:
     """Device ids a delegate used: the PCI devices it was ``handed`` (``app.attach.vfs.pci_addresses``
     of its configuration and runtimeConfig: every one, as each was claimed for it), the runtimeConfig
-    ``deviceID``, the recorded host device, and any ``pciID`` its result reports (each a non-empty
-    text; a null is none, not ``"None"``)."""
-    found: list[object] = [*handed, capability_args.get("deviceID")]
+    ``deviceID`` unless it is a PCI address none of its plugins takes (host-device naming its netdev
+    by ``device``: recorded, it would hold that VF against other sandboxes), the recorded host
+    device, and any ``pciID`` its result reports (each a non-empty text; a null is none, not
+    ``"None"``)."""
+    runtime_device = capability_args.get("deviceID")
+    if isinstance(runtime_device, str) and vfs.PCI_ADDRESS.fullmatch(runtime_device):
+        runtime_device = runtime_device if runtime_device in handed else None
+    found: list[object] = [*handed, runtime_device]
     if device is not None:
         found.append(device.get("pci"))
     if isinstance(result, dict):

@@ -3,11 +3,12 @@
 When a delegate's configuration names a PCI device (``deviceID`` or ``pciBusID``, injected from a
 NAD's ``resourceName`` or written in the NAD), or a plugin declaring the ``deviceID`` capability is
 handed one in its runtimeConfig (a selection's ``deviceID``: host-device takes it as its
-``pciBusID``, in place of one its configuration names), the engine records, before the delegate
-runs, the netdev name and MAC that device has in the host namespace, learnt once the commit of the
-intents proved no other sandbox records the device (so no other sandbox's DEL is still moving or
-renaming it). A teardown then removes the attachment only once the device is back: found in the host
-under its PCI address, renamed and re-addressed if it came back as something else (the kernel
+``pciBusID``, in place of one its configuration names, but takes a netdev its configuration names by
+``device``, ``hwaddr`` or ``kernelpath`` before any PCI device), the engine records, before the
+delegate runs, the netdev name and MAC that device has in the host namespace, learnt once the commit
+of the intents proved no other sandbox records the device (so no other sandbox's DEL is still moving
+or renaming it). A teardown then removes the attachment only once the device is back: found in the
+host under its PCI address, renamed and re-addressed if it came back as something else (the kernel
 returns a VF from a vanished namespace under its in-pod name, ``net1`` or ``devN``). A VF back in
 the host is released even when its name cannot be restored (another netdev has it), its MAC was
 never known, or the VF refuses it (an iavf VF whose PF pins its MAC: it is renamed all the same):
@@ -52,6 +53,10 @@ names devices in sysfs (``%04x:%02x:%02x.%d``): a domain of four hex digits, or 
 a leading zero when it needs more (a VMD domain: ``10000:00:02.0``)."""
 USERSPACE_DRIVERS = frozenset({"vfio-pci", "uio_pci_generic", "igb_uio"})
 """PCI drivers handing a device to user space (DPDK), as sriov-cni lists them: no netdev exists."""
+HOST_DEVICE = "host-device"
+"""The reference plugin's type: it picks its device in its own order (``_host_device_pci``)."""
+HOST_DEVICE_NETDEV_FIELDS = ("device", "hwaddr", "kernelpath")
+"""host-device's fields naming a netdev, each taken before its PCI device (``pciBusID``)."""
 
 
 def pci_address(net: NetworkConfigList, capability_args: Mapping[str, Any] | None = None) -> str | None:
@@ -64,27 +69,52 @@ def pci_address(net: NetworkConfigList, capability_args: Mapping[str, Any] | Non
 def pci_addresses(
     net: NetworkConfigList, capability_args: Mapping[str, Any] | None = None
 ) -> list[tuple[str, str]]:
-    """Every PCI address a delegate is handed, with the field handing it, plugin by plugin, each
-    address once: a plugin's ``deviceID`` (sriov-cni's), then its ``pciBusID`` (host-device's), or
+    """Every PCI address a delegate is handed and takes, with the field handing it, plugin by
+    plugin, each address once: a plugin's ``deviceID`` (sriov-cni's), then its ``pciBusID``, or
     instead the ``runtimeConfig.deviceID`` it is handed when it declares that capability: that one
-    overrides its ``pciBusID``, as host-device takes it (a NAD's ``pciBusID`` may be a default a
-    selection's ``deviceID`` replaces; the device it names is then not the one taken)."""
+    overrides its ``pciBusID`` (a NAD's ``pciBusID`` may be a default a selection's ``deviceID``
+    replaces; the device it names is then not the one taken). host-device follows its own order
+    (``_host_device_pci``)."""
     handed = (capability_args or {}).get("deviceID")
-    if not (isinstance(handed, str) and PCI_ADDRESS.fullmatch(handed)):
-        handed = None
     named: dict[str, str] = {}
     for plugin in net.plugins:
+        capabilities = plugin.get("capabilities")
+        declared = isinstance(capabilities, Mapping) and capabilities.get("deviceID") is True
+        if plugin.get("type") == HOST_DEVICE:
+            taken = _host_device_pci(plugin, handed if declared else None)
+            if taken is not None:
+                named.setdefault(taken[1], taken[0])
+            continue
         value = plugin.get("deviceID")
         if isinstance(value, str) and PCI_ADDRESS.fullmatch(value):
             named.setdefault(value, "deviceID")
-        capabilities = plugin.get("capabilities")
-        if handed is not None and isinstance(capabilities, Mapping) and capabilities.get("deviceID") is True:
+        if declared and isinstance(handed, str) and PCI_ADDRESS.fullmatch(handed):
             named.setdefault(handed, "runtimeConfig.deviceID")
             continue
         value = plugin.get("pciBusID")
         if isinstance(value, str) and PCI_ADDRESS.fullmatch(value):
             named.setdefault(value, "pciBusID")
     return [(field, address) for address, field in named.items()]
+
+
+def _host_device_pci(plugin: Mapping[str, Any], handed: object) -> tuple[str, str] | None:
+    """(field, address) of the PCI device the reference host-device plugin takes, None if none.
+
+    Its own order: a ``runtimeConfig.deviceID`` it is ``handed`` replaces its ``pciBusID`` (an
+    auxiliary device's name too: then no PCI device is named at all); its configuration's
+    ``deviceID`` it never reads. It then takes the netdev its ``device``, ``hwaddr`` or
+    ``kernelpath`` names, each before the PCI device's: with one of them set, the PCI device is not
+    the one taken (unless it is bound to a user-space driver, which this pure rule cannot see: the
+    plugin then moves nothing, in DPDK mode)."""
+    address: object = handed
+    field = "runtimeConfig.deviceID"
+    if not (isinstance(handed, str) and handed):
+        field, address = "pciBusID", plugin.get("pciBusID")
+    if not (isinstance(address, str) and PCI_ADDRESS.fullmatch(address)):
+        return None
+    if any(isinstance(plugin.get(name), str) and plugin[name] for name in HOST_DEVICE_NETDEV_FIELDS):
+        return None
+    return field, address
 
 
 def unknown_device(

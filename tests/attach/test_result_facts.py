@@ -22,12 +22,26 @@ BRIDGE_1_0 = {
 
 def test_a_valid_result_gives_its_addresses_sandbox_macs_and_device_ids() -> None:
     facts = result_facts.delegate_facts(
-        capability_args={"deviceID": "0000:03:00.1"}, device={"pci": "0000:04:00.0"}, result=BRIDGE_1_0
+        capability_args={"deviceID": "0000:03:00.1"},
+        device={"pci": "0000:04:00.0"},
+        result=BRIDGE_1_0,
+        handed=["0000:03:00.1"],
     )
 
     assert facts.ips == ("10.1.0.5/24", "fd00::5/64")
     assert facts.macs == ("0a:58:0a:01:00:05",)
     assert facts.device_ids == ("0000:03:00.1", "0000:04:00.0")
+
+
+def test_a_runtime_pci_device_no_plugin_takes_is_no_device_id_an_auxiliary_one_is() -> None:
+    """host-device naming its netdev by ``device`` does not take the VF it is handed: recorded, that
+    VF would be held against other sandboxes (invariant 8b)."""
+    unused = result_facts.device_ids(capability_args={"deviceID": "0000:03:00.1"}, device=None, result=None)
+    auxiliary = result_facts.device_ids(
+        capability_args={"deviceID": "mlx5_core.sf.4"}, device=None, result=None
+    )
+
+    assert (unused, auxiliary) == ((), ("mlx5_core.sf.4",))
 
 
 def test_a_legacy_result_gives_its_addresses() -> None:

@@ -24,6 +24,8 @@ RICH_RESULT = {
     ],
     "ips": [{"address": "10.1.0.5/24", "interface": 1}],
 }
+DECLARING_DEVICE_ID = b'{"cniVersion":"1.0.0","name":"n","type":"x","capabilities":{"deviceID":true}}'
+"""A plugin handed the runtimeConfig ``deviceID`` (a PCI address it takes: a device id)."""
 LEGACY_RESULT = {"cniVersion": "0.2.0", "ip4": {"ip": "10.2.0.7/16"}}
 VF_RESULT = {
     "cniVersion": "1.0.0",
@@ -43,6 +45,7 @@ def _intent(
     *,
     capability_args: Mapping[str, Any] | None = None,
     device: Mapping[str, str] | None = None,
+    config: bytes = b'{"cniVersion":"1.0.0"}',
 ) -> DelegateIntent:
     return DelegateIntent(
         container_id="c1",
@@ -51,7 +54,7 @@ def _intent(
         is_master=position == 0,
         network_name=f"net-{ifname}",
         plugin_types=("bridge",),
-        config=b'{"cniVersion":"1.0.0"}',
+        config=config,
         cni_args=(),
         capability_args=capability_args or {},
         cni_path=("/opt/cni/bin",),
@@ -67,7 +70,7 @@ def _a_revision_0003_database(db_path: Path) -> None:
         _intent("eth0", 0),
         _intent("net1", 1),
         _intent("net2", 2, capability_args={"deviceID": "0000:81:00.2"}, device={"pci": "0000:81:00.2"}),
-        _intent("net3", 3, capability_args={"deviceID": "0000:81:00.4"}),
+        _intent("net3", 3, capability_args={"deviceID": "0000:81:00.4"}, config=DECLARING_DEVICE_ID),
     ]
     results = {"eth0": RICH_RESULT, "net1": LEGACY_RESULT, "net2": VF_RESULT}
     try:
