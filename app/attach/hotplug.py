@@ -233,12 +233,18 @@ def plan_changes(
     (``<ns>/<nad>/<ifname>`` when an interface is named, else ``<ns>/<nad>``).
 
     A named selection matches the attachment of that name; a nameless one the oldest unmatched
-    attachment of its NAD (the one ADD gave it). An interface name is needed to tell two attachments
-    of one NAD apart, so a nameless selection of a NAD selected more than once is not added but
-    refused (until the annotation changes); a selection whose name another network holds is
-    refused too, and so is an interface name more than one selection names (ADD refuses that
-    annotation: neither is added, nor is the second one run to fail). Nothing refused ever causes
-    a detach: only attachments no selection matches are removed.
+    attachment of its NAD (the one ADD gave it) whose name no selection asks for: an explicitly
+    requested name wins over whatever name a nameless selection's attachment holds (generated or
+    named by an earlier annotation, the checkpoint cannot tell), so ``slow@net3`` edited into
+    ``hot-a@net3, slow`` detaches ``slow`` from net3, attaches ``hot-a`` as net3 and ``slow`` again
+    under a generated name, instead of refusing ``hot-a@net3`` until the next edit. An interface
+    name is needed to tell two attachments of one NAD apart, so a nameless selection of a NAD
+    selected more than once is not added but refused (until the annotation changes); a selection
+    whose name an attachment the annotation does not govern holds (the cluster network, a
+    ``defaultNetworks`` one, one ``POST /delegate`` attached) is refused too, and so is an interface
+    name more than one selection names (ADD refuses that annotation: neither is added, nor is the
+    second one run to fail). Nothing refused ever causes a detach: only attachments no selection
+    matches are removed.
 
     Only an ``added`` attachment satisfies a selection: one whose hot-plug ADD or DEL did not finish
     (its undo or DEL failed: possibly present, invariant 4) is DELed again and then added again,
@@ -281,6 +287,11 @@ def plan_changes(
             matched.add(held.ifname)
         else:
             conflicts.append((index, selection, held))
+    # An interface name one selection asks for is that selection's: a nameless selection does not
+    # take the attachment holding it (even its own NAD's, which a named one of that NAD matched
+    # already), so an attachment of another network under that name is re-attached under a
+    # generated name. The annotation's owner chose the name; the nameless one has no say in it.
+    claimed = {ifname for ifname, networks in naming.items() if len(networks) == 1}
     for index, selection in enumerate(selections):
         if selection.interface:
             continue
@@ -290,6 +301,7 @@ def plan_changes(
                 for a in managed
                 if a.ifname in managed_names
                 and a.ifname not in matched
+                and a.ifname not in claimed
                 and a.network_name == selection.qualified_name
             ),
             None,

@@ -91,11 +91,44 @@ def test_selections_and_attachments_match_as_dnc_keys_them(
     assert planned_removes == removes
 
 
-def test_a_name_another_network_holds_is_refused_and_that_network_is_kept() -> None:
-    adds, removes, refused = _plan(_sandbox(("net1", "default/a")), "a, b@net1")
+@pytest.mark.parametrize(
+    ("recorded", "annotation", "adds", "removes"),
+    [
+        ([("net1", "default/a")], "a, b@net1", ["default/a@net2", "default/b@net1"], ["net1"]),
+        (
+            [("net3", "default/slow")],
+            "hot-a@net3, slow",
+            ["default/hot-a@net3", "default/slow@net2"],
+            ["net3"],
+        ),
+        ([("net1", "default/a"), ("net2", "default/a")], "b@net1, a", ["default/b@net1"], ["net1"]),
+        ([("net1", "default/a")], "a, b@net1, c@net1", [], []),
+    ],
+)
+def test_a_name_one_selection_asks_for_is_taken_from_a_nameless_selections_attachment(
+    recorded: list[tuple[str, str]], annotation: str, adds: list[str], removes: list[str]
+) -> None:
+    """The nameless selection kept the name and the named one was refused ("already used") until
+    the next edit: ``slow@net3`` edited into ``hot-a@net3, slow`` never got hot-a. The nameless one
+    is attached again under a generated name (or keeps another attachment of its NAD); a name two
+    selections ask for is refused and takes nothing."""
+    planned_adds, planned_removes, refused = _plan(_sandbox(*recorded), annotation)
+
+    assert (planned_adds, planned_removes) == (adds, removes)
+    assert all("requested twice" in message for message in refused)
+
+
+def test_a_name_an_attachment_the_annotation_does_not_govern_holds_is_refused_and_kept() -> None:
+    record = _sandbox(("net1", "kube-system/extra-default"), ("net2", "dnc-conf-name"))
+
+    adds, removes, refused = _plan(record, "b@net1, c@net2, d@eth0", defaults=1)
 
     assert (adds, removes) == ([], [])
-    assert refused == ['interface "net1" is already used by network "default/a"']
+    assert refused == [
+        'interface "net1" is already used by network "kube-system/extra-default"',
+        'interface "net2" is already used by network "dnc-conf-name"',
+        'interface "eth0" is already used by network "primary"',
+    ]
 
 
 def test_a_second_nameless_selection_of_one_nad_is_refused_not_guessed() -> None:

@@ -298,8 +298,13 @@ class Harness:
         for ifname, network in must_stay(attached, selections).items():
             assert after.get(ifname) == (network, "added"), (annotation, ifname, after)
             assert ifname in links, (annotation, ifname, links)
+        claimed = claimed_names(selections)
         for network, wanted in nameless(selections).items():
-            unnamed = [i for i, n in attached.items() if n == network and (n, i) not in (selections or ())]
+            unnamed = [
+                i
+                for i, n in attached.items()
+                if n == network and (n, i) not in (selections or ()) and i not in claimed
+            ]
             still = [i for i in unnamed if after.get(i) == (network, "added")]
             assert len(still) >= min(wanted, len(unnamed)), (annotation, network, before, after)
         assert links == {"lo", *after}, (annotation, links, after)
@@ -331,6 +336,13 @@ def must_stay(attached: dict[str, str], selections: list[tuple[str, str]] | None
     if selections is None:
         return attached
     return {ifname: network for ifname, network in attached.items() if (network, ifname) in selections}
+
+
+def claimed_names(selections: list[tuple[str, str]] | None) -> set[str]:
+    """The interface names exactly one selection asks for: a nameless selection's attachment that
+    holds one is attached again under another name."""
+    named = [ifname for _, ifname in selections or () if ifname]
+    return {ifname for ifname in named if named.count(ifname) == 1}
 
 
 def nameless(selections: list[tuple[str, str]] | None) -> dict[str, int]:
