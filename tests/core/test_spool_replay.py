@@ -175,6 +175,10 @@ def test_the_daemon_looks_for_the_shims_default_spool_directory_where_the_shim_w
     assert os.path.normpath(spool.SHIM_DEFAULT_SOCKET_DIR) == os.path.normpath(shim.DEFAULT_SOCKET_DIR)
 
 
+def test_the_daemon_finds_an_entry_by_as_much_of_the_container_id_as_the_shim_names_it_by() -> None:
+    assert spool.SPOOL_NAME_ID_CHARS == shim.SPOOL_NAME_ID_CHARS
+
+
 async def attached(node: Node) -> str:
     """A sandbox the checkpoint holds, attached to the recorder's cluster network."""
     container = new_container_id()
