@@ -70,6 +70,10 @@ async def _claim(api: KubeApi, namespace: str, name: str, index: int) -> Mapping
     try:
         return await api.get(path)
     except ApiNotFoundError as exc:
+        if not exc.says_gone("resourceclaims", name):  # a proxy's 404: the API did not answer
+            raise DeviceLookupError(
+                f"cannot read ResourceClaim {namespace}/{name}: a 404 that does not name it: {exc}"
+            ) from exc
         raise DeviceDataError(
             f"ResourceClaim {namespace}/{name} (status.resourceClaimStatuses[{index}].resourceClaimName "
             "of the pod) does not exist"

@@ -51,16 +51,20 @@ class ApiNotFoundError(ApiError):
     """404: the object (or its namespace) does not exist; or, when its ``Status`` names no object
     (``named``), a path the server (or a proxy before it) does not serve."""
 
+    def says_gone(self, resource: str, name: str) -> bool:
+        """Whether this is the API's word that object ``name`` of ``resource`` (its plural: ``pods``,
+        ``network-attachment-definitions``, ``resourceclaims``) does not exist: a ``Status`` naming
+        it, as the API server's NotFound does. A proxy's 404, or one for a path the server does not
+        serve (a CRD or an API group not installed), names none: the API did not answer."""
+        return self.named == (resource, name)
+
     def says_pod_gone(self, name: str) -> bool:
-        """Whether this is the API's word that pod ``name`` does not exist: a ``Status`` naming it
-        (a proxy's 404, or one for a path the server does not serve, names no pod)."""
-        return self.named == ("pods", name)
+        """``says_gone`` for pod ``name``."""
+        return self.says_gone("pods", name)
 
     def says_nad_gone(self, name: str) -> bool:
-        """Whether this is the API's word that network-attachment-definition ``name`` does not
-        exist: a ``Status`` naming it (``details.kind`` is the resource's plural; a proxy's 404, or
-        one for a path the server does not serve, the CRD not installed included, names none)."""
-        return self.named == ("network-attachment-definitions", name)
+        """``says_gone`` for network-attachment-definition ``name``."""
+        return self.says_gone("network-attachment-definitions", name)
 
 
 class ApiConflictError(ApiError):

@@ -84,7 +84,12 @@ class NodeDevices:
         try:
             obj = await self._api.get(pod_path(namespace, name))
         except ApiNotFoundError as exc:
-            raise DeviceLookupError(f"pod {namespace}/{name} not found while reading its devices") from exc
+            if exc.says_pod_gone(name):
+                gone = f"pod {namespace}/{name} not found while reading its devices"
+                raise DeviceLookupError(gone) from exc
+            raise DeviceLookupError(
+                f"cannot read pod {namespace}/{name} for its devices: a 404 that does not name it: {exc}"
+            ) from exc
         except ApiError as exc:
             raise DeviceLookupError(f"cannot read pod {namespace}/{name} for its devices: {exc}") from exc
         found = str((obj.get("metadata") or {}).get("uid", ""))

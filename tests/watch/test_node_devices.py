@@ -348,3 +348,21 @@ async def test_a_pod_recreated_under_its_name_gives_its_predecessors_sandbox_non
     assert await source.device_ids(namespace="default", pod="web", uid=new, resource=PLUGIN_VF) == [
         "0000:03:02.5"
     ], "the new pod gets its own"
+
+
+async def test_a_404_that_names_no_claim_is_a_lookup_error_not_a_missing_claim(
+    emulator: KubeApiEmulator, api: KubeApi, socket_path: str, tmp_path: Path
+) -> None:
+    """A proxy's 404 (its ``Status``, if any, names no ResourceClaim) is the API not answering:
+    retried (code 11 at ADD), never the pod's claim reported missing (code 7, a configuration
+    error no retry mends)."""
+    publish_slices(emulator)
+    emulator.create_resource_claim("default", "web-vf", results=[result("vf", DRIVER, NODE, "vf-0")])
+    uid = dra_pod(emulator, "web", {"vf": "web-vf"})["metadata"]["uid"]
+    emulator.faults.fail_next(1, status=404, method="GET", path="resourceclaims")
+
+    with pytest.raises(DeviceLookupError, match="cannot read ResourceClaim default/web-vf") as raised:
+        await devices(api, socket_path, tmp_path / "cp").device_ids(
+            namespace="default", pod="web", uid=uid, resource=NIC
+        )
+    assert not isinstance(raised.value, DeviceDataError)
