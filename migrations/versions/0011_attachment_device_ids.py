@@ -12,7 +12,7 @@ rerun after a kill -9: a row rewritten holds what a rerun derives again.
 
 Revision ID: 0011
 Revises: 0010
-Create Date: 2026-12-09
+Create Date: 2026-12-07
 """
 
 from __future__ import annotations
