@@ -573,6 +573,8 @@ def _render_spool(spool: "Document | None") -> list[str]:
             f"spool entry {deferred['entry']} not tried, its DEL failed lately ({deferred['failures']} "
             f"in a row): due in {deferred['retryInSeconds']:.0f} s"
         )
+    for unreadable in spool.get("unreadable", []):
+        lines.append(f"spool directory {unreadable['directory']} cannot be read: {unreadable.get('reason')}")
     return lines
 
 

@@ -233,6 +233,7 @@ def test_multusctl_gc_shows_what_the_operator_pass_replayed_from_the_spool() -> 
             "temporariesRemoved": [".del-4-1-d.json.tmp"],
             "kept": [{"entry": "del-5-1-e.json", "failures": 2, "retryInSeconds": 20.0}],
             "deferred": [{"entry": "del-6-1-f.json", "failures": 3, "retryInSeconds": 12.5}],
+            "unreadable": [{"directory": "/var/lib/multus-py/spool", "reason": "Permission denied"}],
         },
     }
 
@@ -249,4 +250,5 @@ def test_multusctl_gc_shows_what_the_operator_pass_replayed_from_the_spool() -> 
         in lines
     )
     assert "spool entry del-6-1-f.json not tried, its DEL failed lately (3 in a row): due in 12 s" in lines
+    assert "spool directory /var/lib/multus-py/spool cannot be read: Permission denied" in lines
     assert not [line for line in render_gc({**report, "spool": None}) if line.startswith("spool")]
