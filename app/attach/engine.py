@@ -386,17 +386,19 @@ class AttachEngine:
         cni_path = self._cni_path(request.conf.bin_dir)
         self._preflight(request=request, plans=plans, cni_path=cni_path)
         parallel = self._parallel(request, resolution.pod)
+        userspace = self._devices.userspace_probe()  # one view of the drivers for the whole ADD
         intents = [
             self._delegate_intent(
                 request=request,
                 plan=plan,
                 cni_path=cni_path,
-                device=vfs.unknown_device(plan.net, plan.capability_args),
+                device=vfs.unknown_device(plan.net, plan.capability_args, userspace),
                 root=self._settings.chroot_dir,
+                userspace=userspace,
             )
             for plan in plans
         ]
-        claims = _device_claims(plans)
+        claims = _device_claims(plans, userspace)
         intents_on_disk = await self._commit_intent(
             request,
             [
@@ -416,7 +418,9 @@ class AttachEngine:
         else:
             intents_on_disk.add_done_callback(self._intents_synced)  # before any plugin's wait for it
         try:
-            intents = await self._record_devices_once_free(request=request, plans=plans, intents=intents)
+            intents = await self._record_devices_once_free(
+                request=request, plans=plans, intents=intents, userspace=userspace
+            )
             resolution.stage_device_info()  # named by the committed intents: every DEL removes them
             outcomes, finish = await self._run_delegates(
                 request=request,
@@ -730,7 +734,12 @@ class AttachEngine:
             ) from exc
 
     async def _record_devices_once_free(
-        self, *, request: SandboxRequest, plans: Sequence[DelegatePlan], intents: Sequence[DelegateIntent]
+        self,
+        *,
+        request: SandboxRequest,
+        plans: Sequence[DelegatePlan],
+        intents: Sequence[DelegateIntent],
+        userspace: vfs.BoundToUserspace,
     ) -> list[DelegateIntent]:
         """The intents with the name and MAC of their host devices as they are now, committed (on
         disk) before any delegate runs (invariant 2), so that DEL gets them back (``app.attach.vfs``).
@@ -746,10 +755,15 @@ class AttachEngine:
         for plan, intent in zip(plans, intents, strict=True):
             if intent.device is None:
                 continue
-            device = await self._devices.snapshot(plan.net, plan.capability_args)
+            device = await self._devices.snapshot(plan.net, plan.capability_args, userspace)
             if device != intent.device:
                 learnt[intent.ifname] = self._delegate_intent(
-                    request=request, plan=plan, cni_path=intent.cni_path, device=device, root=intent.root
+                    request=request,
+                    plan=plan,
+                    cni_path=intent.cni_path,
+                    device=device,
+                    root=intent.root,
+                    userspace=userspace,
                 )
         if not learnt:
             return list(intents)
@@ -1022,6 +1036,7 @@ class AttachEngine:
         cni_path: tuple[str, ...],
         device: Mapping[str, str] | None,
         root: str,
+        userspace: vfs.BoundToUserspace,
     ) -> DelegateIntent:
         return DelegateIntent(
             container_id=request.container_id,
@@ -1039,7 +1054,9 @@ class AttachEngine:
                 capability_args=plan.capability_args,
                 device=device,
                 result=None,
-                handed=[address for _, address in vfs.pci_addresses(plan.net, plan.capability_args)],
+                handed=[
+                    address for _, address in vfs.pci_addresses(plan.net, plan.capability_args, userspace)
+                ],
             ),
             root=root,
         )
@@ -1145,14 +1162,16 @@ class AttachEngine:
         position = max((a.position for a in record.attachments), default=0) + 1
         plan = replace(plan, position=position, is_master=False)
         self._preflight(request=request, plans=[plan], cni_path=self._cni_path(request.conf.bin_dir))
+        userspace = self._devices.userspace_probe()
         intent = self._delegate_intent(
             request=request,
             plan=plan,
             cni_path=self._cni_path(request.conf.bin_dir),
-            device=vfs.unknown_device(plan.net, plan.capability_args),
+            device=vfs.unknown_device(plan.net, plan.capability_args, userspace),
             root=self._settings.chroot_dir,
+            userspace=userspace,
         )
-        claims = _device_claims([plan])
+        claims = _device_claims([plan], userspace)
         try:
             await self._db.write(
                 recording.together(
@@ -1165,7 +1184,9 @@ class AttachEngine:
         except checkpoints.DeviceInUseError as exc:
             raise _device_in_use(exc, claims) from exc
         try:
-            [intent] = await self._record_devices_once_free(request=request, plans=[plan], intents=[intent])
+            [intent] = await self._record_devices_once_free(
+                request=request, plans=[plan], intents=[intent], userspace=userspace
+            )
         except Exception as exc:
             error = errors.unexpected(exc, step="hotplug", context=self._request_context(request))
             await self._undo_attach(request.container_id, plan.ifname)
@@ -1275,14 +1296,15 @@ _DeviceClaims = Mapping[str, tuple[str, str, DelegatePlan]]
 """PCI address (lower case) -> (field handing it, address as given, plan) of an ADD's devices."""
 
 
-def _device_claims(plans: Sequence[DelegatePlan]) -> _DeviceClaims:
-    """Every PCI address the plans hand their delegates (``app.attach.vfs.pci_addresses``).
+def _device_claims(plans: Sequence[DelegatePlan], userspace: vfs.BoundToUserspace) -> _DeviceClaims:
+    """Every PCI address the plans hand their delegates (``app.attach.vfs.pci_addresses``, the
+    drivers seen through ``userspace``: a host-device in DPDK mode takes its PCI device).
 
     Raises code 7 when two of the plans name one device: a device goes to one delegate at a time,
     and the second plugin would fail for it (its netdev already moved) or share it (a DPDK VF)."""
     claims: dict[str, tuple[str, str, DelegatePlan]] = {}
     for plan in plans:
-        for field_name, address in vfs.pci_addresses(plan.net, plan.capability_args):
+        for field_name, address in vfs.pci_addresses(plan.net, plan.capability_args, userspace):
             claimed = claims.setdefault(address.lower(), (field_name, address, plan))
             if claimed[2] is not plan:
                 first_field, _, first = claimed

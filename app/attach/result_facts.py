@@ -68,7 +68,8 @@ def device_ids(
     """Device ids a delegate used: the PCI devices it was ``handed`` (``app.attach.vfs.pci_addresses``
     of its configuration and runtimeConfig: every one, as each was claimed for it), the runtimeConfig
     ``deviceID`` unless it is a PCI address none of its plugins takes (host-device naming its netdev
-    by ``device``: recorded, it would hold that VF against other sandboxes), the recorded host
+    by ``device``, that device not bound to a user-space driver: recorded, it would hold that VF
+    against other sandboxes), the recorded host
     device, and any ``pciID`` its result reports (each a non-empty text; a null is none, not
     ``"None"``)."""
     runtime_device = capability_args.get("deviceID")

@@ -4,19 +4,20 @@ When a delegate's configuration names a PCI device (``deviceID`` or ``pciBusID``
 NAD's ``resourceName`` or written in the NAD), or a plugin declaring the ``deviceID`` capability is
 handed one in its runtimeConfig (a selection's ``deviceID``: host-device takes it as its
 ``pciBusID``, in place of one its configuration names, but takes a netdev its configuration names by
-``device``, ``hwaddr`` or ``kernelpath`` before any PCI device), the engine records, before the
-delegate runs, the netdev name and MAC that device has in the host namespace, learnt once the commit
-of the intents proved no other sandbox records the device (so no other sandbox's DEL is still moving
-or renaming it). A teardown then removes the attachment only once the device is back: found in the
-host under its PCI address, renamed and re-addressed if it came back as something else (the kernel
-returns a VF from a vanished namespace under its in-pod name, ``net1`` or ``devN``). A VF back in
-the host is released even when its name cannot be restored (another netdev has it), its MAC was
-never known, or the VF refuses it (an iavf VF whose PF pins its MAC: it is renamed all the same):
-that is warned about, never retried, as no retry could change it. A VF still missing while its
-netdev driver is bound keeps the attachment pending (invariant 5); a VF no longer on the PCI bus at
-all (its PF's VFs destroyed) took its netdev with it, so it does not (invariant 5b: that DEL could
-never finish), nor does a VF now bound to no driver (unbinding its netdev driver destroyed the
-netdev, wherever it was) or to a user-space driver.
+``device``, ``hwaddr`` or ``kernelpath`` before any PCI device, unless that PCI device is bound to a
+user-space driver: in DPDK mode it hands the pod that device and moves no netdev), the engine
+records, before the delegate runs, the netdev name and MAC that device has in the host namespace,
+learnt once the commit of the intents proved no other sandbox records the device (so no other
+sandbox's DEL is still moving or renaming it). A teardown then removes the attachment only once the
+device is back: found in the host under its PCI address, renamed and re-addressed if it came back as
+something else (the kernel returns a VF from a vanished namespace under its in-pod name, ``net1`` or
+``devN``). A VF back in the host is released even when its name cannot be restored (another netdev
+has it), its MAC was never known, or the VF refuses it (an iavf VF whose PF pins its MAC: it is
+renamed all the same): that is warned about, never retried, as no retry could change it. A VF still
+missing while its netdev driver is bound keeps the attachment pending (invariant 5); a VF no longer
+on the PCI bus at all (its PF's VFs destroyed) took its netdev with it, so it does not (invariant
+5b: that DEL could never finish), nor does a VF now bound to no driver (unbinding its netdev driver
+destroyed the netdev, wherever it was) or to a user-space driver.
 
 A VF bound to a user-space (DPDK) driver (``vfio-pci``, ``uio_pci_generic``, ``igb_uio``: how
 sriov-cni tells a DPDK device) has no netdev in any namespace: handed over so, it is recorded with
@@ -35,7 +36,8 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -56,32 +58,45 @@ USERSPACE_DRIVERS = frozenset({"vfio-pci", "uio_pci_generic", "igb_uio"})
 HOST_DEVICE = "host-device"
 """The reference plugin's type: it picks its device in its own order (``_host_device_pci``)."""
 HOST_DEVICE_NETDEV_FIELDS = ("device", "hwaddr", "kernelpath")
-"""host-device's fields naming a netdev, each taken before its PCI device (``pciBusID``)."""
+"""host-device's fields naming a netdev, each taken before its PCI device (``pciBusID``), unless
+that device is bound to a user-space driver (its DPDK mode)."""
+BoundToUserspace = Callable[[str], bool]
+"""Whether a PCI address is bound to a user-space (DPDK) driver (``HostDevices.userspace_probe``)."""
 
 
-def pci_address(net: NetworkConfigList, capability_args: Mapping[str, Any] | None = None) -> str | None:
+def pci_address(
+    net: NetworkConfigList,
+    capability_args: Mapping[str, Any] | None = None,
+    userspace: BoundToUserspace | None = None,
+) -> str | None:
     """The PCI device a delegate configuration names (``deviceID``/``pciBusID``), else the
-    runtimeConfig ``deviceID`` a plugin of it declaring that capability is handed; None if none."""
-    named = pci_addresses(net, capability_args)
+    runtimeConfig ``deviceID`` a plugin of it declaring that capability is handed; None if none
+    (``pci_addresses``)."""
+    named = pci_addresses(net, capability_args, userspace)
     return named[0][1] if named else None
 
 
 def pci_addresses(
-    net: NetworkConfigList, capability_args: Mapping[str, Any] | None = None
+    net: NetworkConfigList,
+    capability_args: Mapping[str, Any] | None = None,
+    userspace: BoundToUserspace | None = None,
 ) -> list[tuple[str, str]]:
     """Every PCI address a delegate is handed and takes, with the field handing it, plugin by
-    plugin, each address once: a plugin's ``deviceID`` (sriov-cni's), then its ``pciBusID``, or
-    instead the ``runtimeConfig.deviceID`` it is handed when it declares that capability: that one
-    overrides its ``pciBusID`` (a NAD's ``pciBusID`` may be a default a selection's ``deviceID``
-    replaces; the device it names is then not the one taken). host-device follows its own order
-    (``_host_device_pci``)."""
+    plugin, each address once: a plugin's ``deviceID`` (sriov-cni's, which it takes whether the VF
+    has a netdev or is bound to a user-space driver), then its ``pciBusID``, or instead the
+    ``runtimeConfig.deviceID`` it is handed when it declares that capability: that one overrides its
+    ``pciBusID`` (a NAD's ``pciBusID`` may be a default a selection's ``deviceID`` replaces; the
+    device it names is then not the one taken). host-device follows its own order
+    (``_host_device_pci``), asking ``userspace`` whether its PCI device is bound to a user-space
+    driver only when it also names a netdev (without ``userspace``, as for a record read back
+    without its host, such a device is taken to be bound to a netdev driver)."""
     handed = (capability_args or {}).get("deviceID")
     named: dict[str, str] = {}
     for plugin in net.plugins:
         capabilities = plugin.get("capabilities")
         declared = isinstance(capabilities, Mapping) and capabilities.get("deviceID") is True
         if plugin.get("type") == HOST_DEVICE:
-            taken = _host_device_pci(plugin, handed if declared else None)
+            taken = _host_device_pci(plugin, handed if declared else None, userspace)
             if taken is not None:
                 named.setdefault(taken[1], taken[0])
             continue
@@ -97,15 +112,18 @@ def pci_addresses(
     return [(field, address) for address, field in named.items()]
 
 
-def _host_device_pci(plugin: Mapping[str, Any], handed: object) -> tuple[str, str] | None:
+def _host_device_pci(
+    plugin: Mapping[str, Any], handed: object, userspace: BoundToUserspace | None
+) -> tuple[str, str] | None:
     """(field, address) of the PCI device the reference host-device plugin takes, None if none.
 
-    Its own order: a ``runtimeConfig.deviceID`` it is ``handed`` replaces its ``pciBusID`` (an
-    auxiliary device's name too: then no PCI device is named at all); its configuration's
-    ``deviceID`` it never reads. It then takes the netdev its ``device``, ``hwaddr`` or
-    ``kernelpath`` names, each before the PCI device's: with one of them set, the PCI device is not
-    the one taken (unless it is bound to a user-space driver, which this pure rule cannot see: the
-    plugin then moves nothing, in DPDK mode)."""
+    Its own order (its ``loadConf`` and ``cmdAdd``): a ``runtimeConfig.deviceID`` it is ``handed``
+    replaces its ``pciBusID`` (an auxiliary device's name too: then no PCI device is named at all);
+    its configuration's ``deviceID`` it never reads. A PCI device bound to a user-space driver puts
+    it in DPDK mode: it hands the pod that device and moves no netdev, whatever else its
+    configuration names. Otherwise it takes the netdev its ``device``, ``hwaddr`` or ``kernelpath``
+    names, each before the PCI device's: with one of them set, the PCI device is not the one taken.
+    ``userspace`` is asked only then (a device it cannot be asked about counts as a netdev's)."""
     address: object = handed
     field = "runtimeConfig.deviceID"
     if not (isinstance(handed, str) and handed):
@@ -113,18 +131,20 @@ def _host_device_pci(plugin: Mapping[str, Any], handed: object) -> tuple[str, st
     if not (isinstance(address, str) and PCI_ADDRESS.fullmatch(address)):
         return None
     if any(isinstance(plugin.get(name), str) and plugin[name] for name in HOST_DEVICE_NETDEV_FIELDS):
-        return None
+        return (field, address) if userspace is not None and userspace(address) else None
     return field, address
 
 
 def unknown_device(
-    net: NetworkConfigList, capability_args: Mapping[str, Any] | None = None
+    net: NetworkConfigList,
+    capability_args: Mapping[str, Any] | None = None,
+    userspace: BoundToUserspace | None = None,
 ) -> dict[str, str] | None:
     """{pci, ifname: "", mac: ""}: the host device ``net`` (run with ``capability_args``) will take,
     as recorded with the intents, whose commit proves no other sandbox records it (invariant 8b).
     Its name and MAC are learnt by ``HostDevices.snapshot`` only after that commit: until then
     another sandbox's DEL may still be moving it. None if ``net`` takes no device."""
-    pci = pci_address(net, capability_args)
+    pci = pci_address(net, capability_args, userspace)
     return None if pci is None else {"pci": pci, "ifname": "", "mac": ""}
 
 
@@ -154,6 +174,18 @@ class HostDevices:
         driver = self.bound_driver(pci)
         return driver if driver in USERSPACE_DRIVERS else None
 
+    def userspace_probe(self) -> BoundToUserspace:
+        """Whether a PCI address is bound to a user-space driver, each address read once: one
+        operation's view (its claims, intents and snapshot agree even if the device is rebound
+        meanwhile). Reads nothing until asked (``pci_addresses`` asks only for a host-device
+        naming both a netdev and a PCI device)."""
+
+        @cache
+        def bound_to_userspace(pci: str) -> bool:
+            return self.userspace_driver(pci) is not None
+
+        return bound_to_userspace
+
     def _why_no_netdev_anywhere(self, pci: str) -> str | None:
         """Why PCI device ``pci``, which has no netdev in the host namespace, has none in any other
         namespace either; None when a netdev driver is bound to it (its netdev is in a sandbox)."""
@@ -167,12 +199,16 @@ class HostDevices:
         return None
 
     async def snapshot(
-        self, net: NetworkConfigList, capability_args: Mapping[str, Any] | None = None
+        self,
+        net: NetworkConfigList,
+        capability_args: Mapping[str, Any] | None = None,
+        userspace: BoundToUserspace | None = None,
     ) -> dict[str, str] | None:
-        """{pci, ifname, mac} of the host device ``net`` (run with ``capability_args``) will take,
-        as it is now; None if none. Meant once no other sandbox records the device: before, it may
-        be in passing (in another pod, or back under its in-pod name before its DEL renames it)."""
-        pci = pci_address(net, capability_args)
+        """{pci, ifname, mac} of the host device ``net`` (run with ``capability_args``, the drivers
+        seen through ``userspace``, else read now) will take, as it is now; None if none. Meant once
+        no other sandbox records the device: before, it may be in passing (in another pod, or back
+        under its in-pod name before its DEL renames it)."""
+        pci = pci_address(net, capability_args, userspace or self.userspace_probe())
         if pci is None:
             return None
         names = self.netdev_names(pci)
