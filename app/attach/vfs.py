@@ -43,7 +43,8 @@ from typing import Any
 
 from app.attach import netns
 from app.attach.errors import MultusCode
-from app.cni.types import CniError, NetworkConfigList
+from app.cni import conf as cniconf
+from app.cni.types import CniError, JsonObject, NetworkConfigList
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ def pci_addresses(
         capabilities = plugin.get("capabilities")
         declared = isinstance(capabilities, Mapping) and capabilities.get("deviceID") is True
         if plugin.get("type") == HOST_DEVICE:
-            taken = _host_device_pci(plugin, handed if declared else None, userspace)
+            taken = _host_device_pci(plugin, _runtime_device_id(plugin, capability_args), userspace)
             if taken is not None:
                 named.setdefault(taken[1], taken[0])
             continue
@@ -112,18 +113,28 @@ def pci_addresses(
     return [(field, address) for address, field in named.items()]
 
 
+def _runtime_device_id(plugin: JsonObject, capability_args: Mapping[str, Any] | None) -> object:
+    """The ``runtimeConfig.deviceID`` ``plugin`` reads on its stdin (``app.cni.conf.plugin_stdin``,
+    as libcni builds it): the runtime's when it declares that capability, the ``runtimeConfig`` of
+    its own configuration instead when no capability it declares is supplied (libcni keeps it then)."""
+    granted = cniconf.runtime_config(plugin, capability_args or {})
+    read = granted if granted else plugin.get("runtimeConfig")
+    return read.get("deviceID") if isinstance(read, Mapping) else None
+
+
 def _host_device_pci(
     plugin: Mapping[str, Any], handed: object, userspace: BoundToUserspace | None
 ) -> tuple[str, str] | None:
     """(field, address) of the PCI device the reference host-device plugin takes, None if none.
 
     Its own order (its ``loadConf`` and ``cmdAdd``): a ``runtimeConfig.deviceID`` it is ``handed``
-    replaces its ``pciBusID`` (an auxiliary device's name too: then no PCI device is named at all);
-    its configuration's ``deviceID`` it never reads. A PCI device bound to a user-space driver puts
-    it in DPDK mode: it hands the pod that device and moves no netdev, whatever else its
-    configuration names. Otherwise it takes the netdev its ``device``, ``hwaddr`` or ``kernelpath``
-    names, each before the PCI device's: with one of them set, the PCI device is not the one taken.
-    ``userspace`` is asked only then (a device it cannot be asked about counts as a netdev's)."""
+    (the one it reads: ``_runtime_device_id``) replaces its ``pciBusID`` (an auxiliary device's name
+    too: then no PCI device is named at all); its configuration's ``deviceID`` it never reads. A PCI
+    device bound to a user-space driver puts it in DPDK mode: it hands the pod that device and moves
+    no netdev, whatever else its configuration names. Otherwise it takes the netdev its ``device``,
+    ``hwaddr`` or ``kernelpath`` names, each before the PCI device's: with one of them set, the PCI
+    device is not the one taken. ``userspace`` is asked only then (a device it cannot be asked about
+    counts as a netdev's)."""
     address: object = handed
     field = "runtimeConfig.deviceID"
     if not (isinstance(handed, str) and handed):
