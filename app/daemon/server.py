@@ -350,7 +350,7 @@ class CniServer:
     async def _replay_spool(self) -> dict[str, object]:
         """Replay the spooled DELs as the daemon's own passes do: from the spool directory its
         configuration names (``spoolDir``, else ``<stateDir>/spool``, read from ``daemon_config``,
-        which is the daemon's file) and the shim's default one."""
+        which is the daemon's file), the shim's default one and the earlier ``spoolDir``s recorded."""
         from app.daemon import spool  # it imports this module (the body bound), so not before now
 
         spool_dir = self.spool_dir or settings.from_mapping(dict(self.daemon_config)).spool_path
@@ -358,10 +358,22 @@ class CniServer:
             spool_dir=spool_dir,
             engine=self.engine,
             daemon_config=dict(self.daemon_config),
+            record=self._spool_record(),
             stop=self._stopping,
             retry_now=True,  # an operator asked for it now, as for the orphans' pass
         )
         return report.as_json()
+
+    def _spool_record(self) -> Path | None:
+        """The daemon's record of its earlier ``spoolDir``s (``app.daemon.spool.record_path`` of the
+        ``stateDir`` of ``daemon_config``, the daemon's file); None for a server the daemon did not
+        wire (``spool_dir`` unset: an in-process server of tests), which must not write one under
+        the node's default ``stateDir``."""
+        from app.daemon import spool  # it imports this module (the body bound), so not before now
+
+        if self.spool_dir is None:
+            return None
+        return spool.record_path(settings.from_mapping(dict(self.daemon_config)).state_dir)
 
     def _stopping(self) -> bool:
         """Whether the daemon has begun stopping: an operator's pass then begins no further DEL."""
@@ -498,6 +510,7 @@ class CniServer:
                 spool_dir=self.spool_dir or settings.from_mapping(dict(self.daemon_config)).spool_path,
                 engine=self.engine,
                 daemon_config=dict(self.daemon_config),
+                record=self._spool_record(),
             )
         except Exception:  # the ADD's own refusal stays its answer
             log.exception("replaying the spooled DELs of container %s failed", container_id)

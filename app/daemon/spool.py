@@ -61,6 +61,18 @@ removes those of a directory it takes entries from once they are ``STALE_TEMPORA
 shim renames its temporary within milliseconds of creating it, and even a live one's removed
 would only fail that shim's spooling, which answers the runtime code 11 (a retry), never success.
 
+A ``spoolDir`` changed across a restart leaves DELs in the one used before: the shim conf the
+runtime used named it until the daemon rewrote ``00-multus.conf``, and a runtime may hold an older
+conf. So every ``spoolDir`` the daemon used is recorded in ``<stateDir>/spool-dirs.json``
+(``SPOOL_RECORD_NAME``, replaced atomically): each replay writes the current one there if it is not
+yet, before it reads any entry. Each directory recorded before (``retired``) is replayed as an own
+one (every entry there is this daemon's), once it passes the trust check of the shim's default
+directory (ours, writable by us alone); one that cannot be listed is reported as ``unreadable``, as
+the own one is, never a reason to fail start-up. A retired directory leaves the record once it is
+missing or holds no spool file any more (no entry, temporary or rejected one); ``multus-install
+--purge-state`` purges those still recorded. A record that cannot be read as one is set aside as
+``*.rejected`` for the operator and begun anew.
+
 A replay told the daemon is stopping (``stop``) starts no further entry's DEL: a long one (thousands
 of entries) would otherwise run on past the restart marker's ``until`` at start-up, or on a GC pass
 until the shutdown's grace cancelled it in the middle of a teardown. What it leaves stays spooled.
@@ -70,6 +82,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fnmatch
 import json
 import logging
 import os
@@ -106,6 +119,11 @@ STALE_TEMPORARY_SECONDS = 600.0
 """A temporary this old by its modification time is left by a shim that died: ten times the shim's
 own DEL deadline (``app.shim.shim.DEL_TIMEOUT_SECONDS``)."""
 REJECTED_SUFFIX = ".rejected"
+SPOOL_FILE_GLOBS = (ENTRY_GLOB, TEMPORARY_GLOB, ENTRY_GLOB + REJECTED_SUFFIX)
+"""Every file a spool directory may hold for the daemon: a retired one holding none leaves the record."""
+SPOOL_RECORD_NAME = "spool-dirs.json"
+"""In ``stateDir``: every ``spoolDir`` the daemon has used that may still hold entries
+(``app.cli.install.SPOOL_RECORD_NAME`` reads it to purge them; a test keeps them equal)."""
 SHIM_DEFAULT_SPOOL_DIR = Path("/var/lib/multus-py/spool")
 """Where the shim spools when its conf names no ``spoolDir`` (``app.shim.shim.DEFAULT_SPOOL_DIR``; a
 test keeps them equal)."""
@@ -202,6 +220,8 @@ class _Directory:
     shared: bool
     """The shim's default directory: entries of other daemons may lie there."""
     socket_dir: Path
+    retired: bool = False
+    """A ``spoolDir`` of an earlier run (``SPOOL_RECORD_NAME``), replayed as an own one."""
 
     def takes(self, address: Path | None) -> bool:
         """Whether an entry addressed to ``address`` (None: unreadable) is ours without asking the
@@ -247,23 +267,27 @@ async def replay(
     engine: AttachEngine,
     daemon_config: dict[str, Any],
     shim_default_dir: Path = SHIM_DEFAULT_SPOOL_DIR,
+    record: Path | None = None,
     stop: Callable[[], bool] = lambda: False,
     retry_now: bool = False,
     retries: SpoolRetries | None = None,
 ) -> SpoolReport:
     """Run every spooled DEL of this daemon once, from ``spool_dir`` and the shim's default
-    directory; remove each entry whose DEL ran. Replays of one daemon take turns. An entry kept
-    after a failed replay is left for a later one until its retry is due (``deferred``), unless
-    ``retry_now`` (an operator's pass); ``retries`` is that backoff (by default the one of this
-    event loop, which the daemon's replays share). Once ``stop()`` is true (the daemon is
-    stopping) no further entry's DEL starts: those left stay spooled, for the next replay (the
-    next daemon's, before it reports ready)."""
+    directory, and the ``spoolDir`` of an earlier run that ``record`` (``record_path(stateDir)``;
+    None: none) names, where ``spool_dir`` is recorded first; remove each entry whose DEL ran, and
+    from ``record`` each earlier directory that holds nothing any more. Replays of one daemon take
+    turns. An entry kept after a failed replay is left for a later one until its retry is due
+    (``deferred``), unless ``retry_now`` (an operator's pass); ``retries`` is that backoff (by
+    default the one of this event loop, which the daemon's replays share). Once ``stop()`` is true
+    (the daemon is stopping) no further entry's DEL starts: those left stay spooled, for the next
+    replay (the next daemon's, before it reports ready)."""
     async with _replay_turn():
         return await _replay(
             spool_dir=spool_dir,
             engine=engine,
             daemon_config=daemon_config,
             shim_default_dir=shim_default_dir,
+            record=record,
             stop=stop,
             retry_now=retry_now,
             retries=_retries_of_this_loop() if retries is None else retries,
@@ -276,6 +300,7 @@ async def _replay(
     engine: AttachEngine,
     daemon_config: dict[str, Any],
     shim_default_dir: Path,
+    record: Path | None,
     stop: Callable[[], bool],
     retry_now: bool,
     retries: SpoolRetries,
@@ -287,6 +312,9 @@ async def _replay(
     directories = [_Directory(spool_dir, own=True, shared=shared, socket_dir=socket_dir)]
     if not shared and _trusted(shim_default_dir):
         directories.append(_Directory(shim_default_dir, own=False, shared=True, socket_dir=socket_dir))
+    recorded = [] if record is None else await asyncio.to_thread(_remember, record, spool_dir)
+    retired = _retired(recorded, spool_dir=spool_dir, shim_default_dir=shim_default_dir)
+    directories += _replayable(retired, socket_dir=socket_dir, report=report)
     listed: list[Path] = []
     for directory in directories:
         unreadable = await asyncio.to_thread(_unreadable, directory.path)
@@ -316,6 +344,10 @@ async def _replay(
             else:
                 _keep(entry, kept, report=report, retries=retries)
     retries.forget_all_but(listed)
+    if record is not None and len(recorded) > 1:
+        await asyncio.to_thread(
+            _forget_emptied, record, current=spool_dir, recorded=recorded, retired=retired
+        )
     if report.replayed or report.rejected or report.superseded:
         log.info(
             "spool: %d DELs replayed (%d left work pending), %d entries rejected, %d meant for an "
@@ -335,6 +367,7 @@ async def replay_for(
     engine: AttachEngine,
     daemon_config: dict[str, Any],
     shim_default_dir: Path = SHIM_DEFAULT_SPOOL_DIR,
+    record: Path | None = None,
 ) -> bool:
     """Replay now the spooled DELs named for ``container_id`` (``del-*-<its first 64 characters>.json``),
     from the directories ``replay`` reads; True when one of them ran. For an ADD refused because its
@@ -343,13 +376,18 @@ async def replay_for(
     than at the next GC pass. Each runs as in ``replay`` (``delete_unless``, under the sandbox's
     lock: one spooled before the recorded sandbox's ADD is dropped). Not in ``replay``'s turn: a
     long pass must not hold the ADD, and an entry both take is DELed twice at worst (idempotent).
-    An entry whose DEL fails stays for the next pass, whose backoff is left as it is."""
+    An entry whose DEL fails stays for the next pass, whose backoff is left as it is. ``record``
+    is read, never written (the replays keep it)."""
     socket_dir = _socket_dir(daemon_config)
     shared = _same_directory(spool_dir, shim_default_dir)
     directories = [_Directory(spool_dir, own=True, shared=shared, socket_dir=socket_dir)]
     if not shared and _trusted(shim_default_dir):
         directories.append(_Directory(shim_default_dir, own=False, shared=True, socket_dir=socket_dir))
     report = SpoolReport()
+    if record is not None:
+        recorded = await asyncio.to_thread(_read_record, record)
+        retired = _retired(recorded or [], spool_dir=spool_dir, shim_default_dir=shim_default_dir)
+        directories += _replayable(retired, socket_dir=socket_dir, report=report)
     pattern = f"del-*-{container_id[:SPOOL_NAME_ID_CHARS]}.json"
     for directory in directories:
         try:
@@ -455,7 +493,14 @@ def _report_unreadable(directory: _Directory, reason: str, report: SpoolReport) 
     the operator must hear of it, as of an exposed one, at every replay: no DEL spooled there is
     replayed, and the shim can spool none there (it answers code 11 while the daemon is away)."""
     report.unreadable.append((str(directory.path), reason))
-    if directory.own:
+    if directory.retired:
+        log.error(
+            "the earlier spoolDir %s cannot be read (%s): the DELs the shim spooled there before "
+            "spoolDir changed wait until it can",
+            directory.path,
+            reason,
+        )
+    elif directory.own:
         log.error(
             "spoolDir %s cannot be read (%s): no DEL spooled there is replayed, and the shim cannot "
             "spool one there (it answers code 11 while the daemon cannot take a DEL)",
@@ -624,20 +669,22 @@ def _same_directory(one: Path, other: Path) -> bool:
         return False
 
 
-def _trusted(directory: Path) -> bool:
-    """Whether the shim's default directory, when it is not our own, may be replayed: its entries
-    tear sandboxes down, so it must be ours and writable by nobody else (the shim makes it 0700)."""
+def _trusted(directory: Path, *, what: str = "the shim's default spool directory") -> bool:
+    """Whether the shim's default directory (or another one, ``what``), when it is not our own, may
+    be replayed: its entries tear sandboxes down, so it must be ours and writable by nobody else
+    (the shim makes it 0700)."""
     try:
         status = directory.stat()
     except FileNotFoundError:
         return False  # nothing was ever spooled there
     except OSError as exc:
-        log.error("cannot read the shim's default spool directory %s: %s", directory, exc.strerror)
+        log.error("cannot read %s %s: %s", what, directory, exc.strerror)
         return False
     if _writable_by_others(status):
         log.error(
-            "the shim's default spool directory %s is not replayed: it must belong to uid %d and be "
-            "writable by it alone (it is uid %d, mode %o)",
+            "%s %s is not replayed: it must belong to uid %d and be writable by it alone (it is "
+            "uid %d, mode %o)",
+            what,
             directory,
             os.geteuid(),
             status.st_uid,
@@ -747,3 +794,143 @@ def _remove_durably(entry: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def record_path(state_dir: Path) -> Path:
+    """The record of the spool directories a daemon of ``state_dir`` has used (``SPOOL_RECORD_NAME``)."""
+    return state_dir / SPOOL_RECORD_NAME
+
+
+def _read_record(record: Path) -> list[Path] | None:
+    """The directories ``record`` names, in order; [] when there is none yet; None when it cannot
+    be read (logged): then it is neither replaced nor pruned. One whose content is not a record
+    is set aside as ``*.rejected`` (logged): its directories are lost to the replays, not to the
+    operator."""
+    try:
+        content = record.read_bytes()
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        log.error("cannot read the record of earlier spool directories %s: %s", record, exc.strerror)
+        return None
+    try:
+        document = json.loads(content)
+        directories = document["spoolDirs"]
+        if not isinstance(directories, list) or not all(_recordable(item) for item in directories):
+            raise ValueError("spoolDirs must be a list of absolute paths")
+    except (ValueError, TypeError, KeyError) as exc:
+        target = record.with_name(record.name + REJECTED_SUFFIX)
+        try:
+            record.rename(target)
+        except OSError as failed:
+            log.error("the record of earlier spool directories %s is unusable (%s): %s", record, exc, failed)
+            return None
+        log.error(
+            "the record of earlier spool directories %s is unusable (%s): set aside as %s",
+            record,
+            exc,
+            target,
+        )
+        return []
+    return [Path(item) for item in directories]
+
+
+def _recordable(item: object) -> bool:
+    return isinstance(item, str) and item.startswith("/") and names.unusable_character(item) is None
+
+
+def _write_record(record: Path, directories: list[Path]) -> None:
+    """Replace ``record`` with ``directories`` whole: a temporary beside it, fsynced, renamed over
+    it, the directory fsynced (a crash leaves the old record or the new one, never a torn one)."""
+    content = json.dumps({"spoolDirs": [str(path) for path in directories]}, indent=1).encode() + b"\n"
+    temporary = record.with_name(f".{record.name}.{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, content)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.replace(temporary, record)
+    except OSError:
+        temporary.unlink(missing_ok=True)
+        raise
+    directory_fd = os.open(record.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(directory_fd)
+    finally:
+        os.close(directory_fd)
+
+
+def _remember(record: Path, current: Path) -> list[Path]:
+    """Record ``current`` (the ``spoolDir`` of this run) unless it is already; every directory
+    recorded, ``current`` included. A record that cannot be written is logged: the earlier
+    directories are replayed all the same, and the write is tried again at the next replay."""
+    recorded = _read_record(record)
+    if recorded is None:
+        return []
+    if any(os.path.normpath(path) == os.path.normpath(current) for path in recorded):
+        return recorded
+    recorded = [*recorded, current]
+    try:
+        _write_record(record, recorded)
+    except OSError as exc:
+        log.error("cannot record spoolDir %s in %s: %s", current, record, exc.strerror or exc)
+    return recorded
+
+
+def _retired(recorded: list[Path], *, spool_dir: Path, shim_default_dir: Path) -> list[Path]:
+    """The recorded directories a replay reads as earlier ``spoolDir``s: neither the current one
+    nor the shim's default directory (replayed as such)."""
+    return [
+        path
+        for path in recorded
+        if not _same_directory(path, spool_dir) and not _same_directory(path, shim_default_dir)
+    ]
+
+
+def _replayable(retired: list[Path], *, socket_dir: Path, report: SpoolReport) -> list[_Directory]:
+    """Those of the ``retired`` directories a replay reads (own ones: every entry there is this
+    daemon's): those that exist and pass the trust check; one that cannot be looked at is reported
+    in ``unreadable``, as the own ``spoolDir`` is."""
+    replayable = []
+    for path in retired:
+        directory = _Directory(path, own=True, shared=False, socket_dir=socket_dir, retired=True)
+        unreadable = _unreadable(path)
+        if unreadable is not None:
+            _report_unreadable(directory, unreadable, report)
+        elif _trusted(path, what="the earlier spoolDir"):
+            replayable.append(directory)
+    return replayable
+
+
+def _forget_emptied(record: Path, *, current: Path, recorded: list[Path], retired: list[Path]) -> None:
+    """Rewrite ``record`` without the earlier directories that hold nothing any more: missing ones,
+    those holding no spool file (``SPOOL_FILE_GLOBS``), and those a replay reads as the current
+    ``spoolDir`` or the shim's default directory. One that cannot be listed stays."""
+    keep = [
+        path
+        for path in recorded
+        if os.path.normpath(path) == os.path.normpath(current) or (path in retired and not _emptied(path))
+    ]
+    if keep == recorded:
+        return
+    try:
+        _write_record(record, keep)
+    except OSError as exc:
+        log.error("cannot update the record of earlier spool directories %s: %s", record, exc.strerror or exc)
+        return
+    for path in recorded:
+        if path not in keep:
+            log.info("spool: the earlier spoolDir %s holds nothing any more: no longer replayed", path)
+
+
+def _emptied(directory: Path) -> bool:
+    """Whether ``directory`` is missing or holds no spool file; not when it cannot be listed."""
+    try:
+        file_names = os.listdir(directory)
+    except FileNotFoundError:
+        return True
+    except (OSError, ValueError):
+        return False
+    return not any(fnmatch.fnmatchcase(name, pattern) for name in file_names for pattern in SPOOL_FILE_GLOBS)

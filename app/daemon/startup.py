@@ -395,6 +395,7 @@ class Daemon:
             spool_dir=self.settings.spool_path,
             engine=engine,
             daemon_config=dict(self.settings.request_overrides),
+            record=spool.record_path(self.settings.state_dir),
             stop=self._stopping.is_set,
         )
 
