@@ -32,6 +32,8 @@ entry there is the daemon's as ``app.daemon.spool`` decides: its conf's ``daemon
 shim reads it; without a conf the daemon can use, the one the shim put in the entry) is the daemon's
 ``socketDir``, or, when the directory is the daemon's own
 ``spoolDir``, its address cannot be read. The entries of other daemons stay, and so the directory.
+The ``spoolDir``s of its earlier runs, which ``<stateDir>/spool-dirs.json`` records (the daemon still
+replays them), are purged as its own, and that record with them.
 
 One installer at a time: ``install`` and ``uninstall`` hold the install lock of the bin dir
 (``app.shim.install.install_lock``) while they write or remove files there or in the conf dir, so
@@ -117,6 +119,8 @@ SHIM_DEFAULT_SPOOL_DIR = "/var/lib/multus-py/spool"
 a test keeps them equal): shared by every such conf on the node."""
 SHIM_DEFAULT_SOCKET_DIR = "/run/multus"
 """The shim's ``daemonSocketDir`` when its conf names none (``app.daemon.spool.SHIM_DEFAULT_SOCKET_DIR``)."""
+SPOOL_RECORD_NAME = "spool-dirs.json"
+"""In ``stateDir``: the daemon's earlier ``spoolDir``s (``app.daemon.spool.SPOOL_RECORD_NAME``)."""
 MAX_SPOOL_ENTRY_BYTES = 4 * 1024 * 1024
 """The largest entry the daemon reads (``app.daemon.server.MAX_BODY_BYTES``); a larger one's address
 cannot be read."""
@@ -523,6 +527,15 @@ def purge_daemon_state(layout: Layout, settings: Settings) -> list[Path]:
     candidates += spooled_for(layout, settings, spool, own=True, shared=own_is_shared)
     if not own_is_shared:
         candidates += spooled_for(layout, settings, shim_default, own=False, shared=True)
+    record = layout.on_host(settings.state_dir / SPOOL_RECORD_NAME)
+    earlier = [
+        directory
+        for directory in recorded_spool_dirs(layout, record)
+        if not same_directory(directory, spool) and not same_directory(directory, shim_default)
+    ]
+    for directory in earlier:
+        candidates += spooled_for(layout, settings, directory, own=True, shared=False)
+    candidates.append(record)
     removed = []
     for path in [*candidates, *sockets]:
         if path.exists() or path.is_symlink():
@@ -530,10 +543,34 @@ def purge_daemon_state(layout: Layout, settings: Settings) -> list[Path]:
             removed.append(path)
     marker = layout.on_host(settings.restart_marker_path)
     removed += remove_killed_writes(marker.parent, marker.name)
-    for directory in (spool, shim_default, database.parent, layout.on_host(settings.socket_dir)):
+    for directory in (*earlier, spool, shim_default, database.parent, layout.on_host(settings.socket_dir)):
         if remove_empty_directory(directory):
             removed.append(directory)
     return removed
+
+
+def recorded_spool_dirs(layout: Layout, record: Path) -> list[Path]:
+    """The earlier ``spoolDir``s the daemon's ``record`` names (``app.daemon.spool``), as the
+    installer sees them; none when there is no record or it is unusable (the daemon sets such a one
+    aside)."""
+    try:
+        document = json.loads(record.read_bytes())
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as exc:
+        print(
+            f"multus-install: ignoring the record of earlier spool directories {record}: {exc}",
+            file=sys.stderr,
+        )
+        return []
+    directories = document.get("spoolDirs") if isinstance(document, dict) else None
+    if not isinstance(directories, list):
+        return []
+    return [
+        layout.on_host(item)
+        for item in directories
+        if isinstance(item, str) and item.startswith("/") and names.unusable_character(item) is None
+    ]
 
 
 def spooled_for(

@@ -186,3 +186,33 @@ def test_an_entry_that_is_no_regular_file_or_too_large_has_no_address(tmp_path: 
 
     assert install.spooled_address(large) is None
     assert install.spooled_address(link) is None
+
+
+def test_the_installer_reads_the_record_of_earlier_spool_dirs_the_daemon_writes() -> None:
+    assert install.SPOOL_RECORD_NAME == spool.SPOOL_RECORD_NAME
+
+
+def test_the_spool_dirs_of_earlier_runs_the_daemon_recorded_are_purged_with_the_record(
+    tmp_path: Path,
+) -> None:
+    """The daemon still replays an earlier ``spoolDir`` (``spoolDir`` changed across a restart): its
+    entries stayed on the host, and the directory."""
+    settings = settings_of(spoolDir="/var/lib/spool-b")
+    record = tmp_path / "var/lib/mine" / spool.SPOOL_RECORD_NAME
+    earlier = tmp_path / "var/lib/spool-a"
+    entries = [
+        write(earlier, "del-1-1-a.json", addressed("/run/other")),  # every entry there is the daemon's
+        write(earlier, "del-2-1-b.json.rejected", b"torn"),
+    ]
+    write(
+        record.parent,
+        record.name,
+        json.dumps({"spoolDirs": ["/var/lib/spool-a", "/var/lib/spool-b"]}).encode(),
+    )
+
+    removed = install.purge_daemon_state(layout_of(tmp_path), settings)
+
+    assert [path for path in entries if path.exists()] == []
+    assert not earlier.exists()
+    assert not record.exists()
+    assert {record, earlier} <= set(removed)
