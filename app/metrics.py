@@ -259,6 +259,14 @@ STORE_BYTES = Gauge(
     "garbage-collection pass.",
     registry=REGISTRY,
 )
+STORE_FILE_RESTORES = Counter(
+    "multus_py_store_file_restores_total",
+    "Times the state database's file (or its write-ahead log or shared-memory file) was found "
+    "removed or replaced under the daemon, by outcome: restored (the checkpoint written back at "
+    "its path from the open connection) or failed (not ready for ADDs until it is).",
+    ["outcome"],
+    registry=REGISTRY,
+)
 EVENTS_DROPPED = Counter(
     "multus_py_events_dropped_total",
     "Kubernetes Events not posted because their queue was full.",

@@ -7,7 +7,8 @@ metrics endpoint and the read-only query API (``multus-query.sock``), recovery o
 run left unsettled and the replay of DELs the shim spooled, then ready. The long-lived tasks
 (watchers, mirror-synced, the network-status writes a previous run left unwritten once the
 mirrors have synced, ``00-multus.conf`` or the readiness indicator, garbage collection with
-spool replay, history retention) run under ``app.daemon.supervise``: a crash is logged with its
+spool replay, history retention, the check that the state database's file is still at its path)
+run under ``app.daemon.supervise``: a crash is logged with its
 traceback and the task restarted with backoff while the daemon serves on, and so is an early
 return of one that must run until the daemon stops (the watchers, hot-plug, every periodic loop).
 
@@ -58,7 +59,7 @@ from app.gc import recovery
 from app.gc.collector import GarbageCollector
 from app.osthreads import name_this_thread
 from app.settings import BOOT_ID_VARIABLE, Settings, SettingsError
-from app.store import retention
+from app.store import database, retention
 from app.store.database import Database, DatabaseLockedError
 from app.store.schema import SchemaError
 from app.watch.errors import KubeConfigError
@@ -67,6 +68,7 @@ log = logging.getLogger("app.daemon")
 
 MIRROR_CONDITION = "the pod and NAD mirrors to sync"
 INDICATOR_CONDITION = "the readiness indicator file"
+STATE_FILE_CONDITION = "the state database file back at its path"
 ACCEPT_TURN_SECONDS = 0.01
 CLOSE_SETTLE_SECONDS = 2.0
 """Most a stopping daemon waits for connections still open on ``multus.sock`` to be answered."""
@@ -242,6 +244,7 @@ class Daemon:
             self.tasks.every("autoconf", timeouts.autoconf_interval, self._keep_shim_conf_current)
         elif self.settings.readiness_indicator_file:
             self.tasks.every("readiness-indicator", timeouts.autoconf_interval / 2, self._follow_indicator)
+        self.tasks.every("state-file", database.FILE_CHECK_SECONDS, lambda: self._keep_state_file(db))
         self.tasks.every("gc", timeouts.gc_interval, lambda: self._collect_garbage(collector, engine))
         limits = retention.Retention.from_limits(
             max_age_hours=self.settings.history_max_age_hours, max_rows=self.settings.history_max_rows
@@ -409,6 +412,13 @@ class Daemon:
             return
         report = await collector.run_once(stop=self._stopping.is_set)
         self.activity.gc_finished(report, trigger="periodic", spool=replayed.as_json())
+
+    async def _keep_state_file(self, db: Database) -> None:
+        """Put the state database back at its path if it was removed or replaced under the daemon;
+        not ready for ADDs while that fails (``Database.keep_file_in_place``)."""
+        in_place = await asyncio.to_thread(db.keep_file_in_place)
+        if self.readiness.extra_conditions.get(STATE_FILE_CONDITION, True) != in_place:
+            self.readiness.extra_conditions[STATE_FILE_CONDITION] = in_place
 
     async def _prune(self, db: Database, limits: retention.Retention) -> None:
         """One history retention pass."""

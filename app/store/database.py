@@ -247,16 +247,29 @@ def _resolve(settled: list[_Wake]) -> None:
             future.set_exception(error)
 
 
+class _Generation:
+    """How many times the database's file was put back at its path (``Database.keep_file_in_place``):
+    a connection made before the last time is on the old file and is made anew before its next
+    transaction."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+
 class _Seat:
     """One connection held open for as long as its user lives.
 
     The user frames the transactions itself (``begin``); units of work run on ``connection``."""
 
-    def __init__(self, connect: Callable[[], Connection]) -> None:
+    def __init__(self, connect: Callable[[], Connection], generation: _Generation) -> None:
         self._connect_anew = connect
+        self._generation = generation
         self._connect()
 
     def _connect(self) -> None:
+        self._born = self._generation.value
         self.connection: Connection = self._connect_anew()
         self.durable = True  # ``connect`` sets ``synchronous=FULL`` on every connection
 
@@ -277,14 +290,17 @@ class _Seat:
 
     def begin(self, *, durable: bool = True) -> None:
         """Begin a transaction (to commit durably or not, see ``make_durable``), on a fresh
-        connection if the last one was left unusable (closed, or in a transaction): checked before
-        the ``synchronous`` level is set, which such a connection refuses."""
+        connection if the last one was left unusable (closed, or in a transaction), or is on a file
+        that no longer is the database's (put back at its path since): checked before the
+        ``synchronous`` level is set, which such a connection refuses."""
         try:
             left_in_one = self.connection.in_transaction
         except sqlite3.ProgrammingError:  # closed: a reconnect that failed half-way
             left_in_one = True
         if left_in_one:
             log.warning("a state database connection was left in a transaction; reconnecting")
+            self.reconnect()
+        elif self._born != self._generation.value:  # the file was put back at its path
             self.reconnect()
         self.make_durable(durable)
         self.connection.execute("BEGIN")
@@ -360,17 +376,41 @@ class _WalSync:
             self._fd = None
 
 
+@dataclass(eq=False, slots=True)
+class _Alone:
+    """Work the writer thread runs by itself, between two batches, outside any transaction (putting
+    the file back at its path): no write is committed meanwhile."""
+
+    work: Callable[[], Any]
+    future: Future[Any]
+
+    def run(self) -> None:
+        if not self.future.set_running_or_notify_cancel():
+            return
+        try:
+            value = self.work()
+        except BaseException as exc:  # handed to the caller through its future, not swallowed
+            self.future.set_exception(exc)
+        else:
+            self.future.set_result(value)
+
+
 class _Worker(threading.Thread):
     """A store thread serving a queue of jobs from its own seat (a connection)."""
 
     def __init__(
-        self, connect: Callable[[], Connection], jobs: queue.SimpleQueue[_Job | None], *, name: str
+        self,
+        connect: Callable[[], Connection],
+        generation: _Generation,
+        jobs: queue.SimpleQueue[Any],
+        *,
+        name: str,
     ) -> None:
         super().__init__(name=name, daemon=True)
         self.jobs = jobs
-        self._seat = _Seat(connect)
+        self._seat = _Seat(connect, generation)
 
-    def submit(self, job: _Job | None) -> None:
+    def submit(self, job: _Job | _Alone | None) -> None:
         """Queue ``job``; None stops the thread once what is queued before it has run."""
         self.jobs.put(job)
 
@@ -383,11 +423,21 @@ class _Writer(_Worker):
     """The single writing thread: runs queued work in savepoints (a lone unit without one), one
     commit per batch."""
 
-    def __init__(self, connect: Callable[[], Connection], db_path: Path) -> None:
-        super().__init__(connect, queue.SimpleQueue(), name="store-writer")
+    def __init__(self, connect: Callable[[], Connection], generation: _Generation, db_path: Path) -> None:
+        super().__init__(connect, generation, queue.SimpleQueue(), name="store-writer")
         self.batches = 0
         self.units = 0
         self._wal = _WalSync(db_path)
+        self._carried: _Alone | None = None
+        """A job to run alone that ended the last batch, run next."""
+
+    @property
+    def seat(self) -> _Seat:
+        return self._seat
+
+    def forget_wal(self) -> None:
+        """Let go of the WAL's descriptor (the file was put back at its path: a new WAL)."""
+        self._wal.close()
 
     def close_connection(self) -> None:
         super().close_connection()
@@ -398,15 +448,20 @@ class _Writer(_Worker):
         stop = False
         while not stop:
             batch, stop = self._next_batch()
-            if batch:
+            if isinstance(batch, _Alone):
+                batch.run()
+            elif batch:
                 self._serve(batch)
             del batch  # its waiters hold the values handed over: not pinned until the next batch
 
-    def _next_batch(self) -> tuple[list[_Job], bool]:
-        """The jobs queued now, waiting for one (at most ``MAX_BATCH``), and whether a stop came."""
-        first = self.jobs.get()
+    def _next_batch(self) -> tuple[list[_Job] | _Alone, bool]:
+        """The jobs queued now, waiting for one (at most ``MAX_BATCH``), and whether a stop came; or
+        a job to run alone, outside any transaction."""
+        first, self._carried = self._carried or self.jobs.get(), None
         if first is None:
             return [], True
+        if isinstance(first, _Alone):
+            return first, False
         batch = [first]
         while len(batch) < MAX_BATCH:
             try:
@@ -415,6 +470,9 @@ class _Writer(_Worker):
                 break
             if job is None:
                 return batch, True
+            if isinstance(job, _Alone):
+                self._carried = job
+                break
             batch.append(job)
         return batch, False
 
@@ -489,7 +547,15 @@ class _Writer(_Worker):
             except OSError as exc:
                 error = exc
         if error is not None:
-            log.error("syncing the state database's WAL %s failed: %s", self._wal.path, error)
+            if isinstance(error, FileNotFoundError):
+                log.error(
+                    "syncing the state database's WAL %s failed: it was removed under the running daemon"
+                    " (ADDs fail until the file check puts the checkpoint back at its path, within %gs)",
+                    self._wal.path,
+                    FILE_CHECK_SECONDS,
+                )
+            else:
+                log.error("syncing the state database's WAL %s failed: %s", self._wal.path, error)
             self._wal.close()
         _settle_synced(to_sync, error)
 
@@ -597,7 +663,14 @@ class Database:
     def __init__(self, *, path: Path, read_only: bool, lock_fd: int | None) -> None:
         self.path = path
         self.read_only = read_only
-        self._connect = partial(connect, path, read_only=read_only)
+        self._connect_to_path = partial(connect, path, read_only=read_only)
+        self._connecting = threading.Lock()
+        """Held to make a connection, and while the file is put back at its path (no connection of
+        ours may open the path before the file is there, nor create a WAL beside it)."""
+        self._generation = _Generation()
+        self._identities: dict[str, tuple[int, int] | None] = {}
+        """``(st_dev, st_ino)`` of the database file, its WAL and shared-memory file (by suffix) as
+        the writer's connection opened them."""
         self._spares: list[_Seat] = []
         """Connections ``read_sync`` gave back, for the next one (at most ``SPARE_CONNECTIONS``)."""
         self._lock_fd = lock_fd
@@ -609,7 +682,8 @@ class Database:
         found the database open is ahead of the stops ``close`` queues, so it runs."""
         self._closed = False
         if not read_only:
-            self._writer = _Writer(self._connect, path)
+            self._writer = _Writer(self._connect, self._generation, path)
+            self._identities = _identities(path)
             self._writer.start()
 
     @classmethod
@@ -706,7 +780,7 @@ class Database:
         with self._lock:
             seat = self._spares.pop() if self._spares else None
         if seat is None:
-            seat = _Seat(self._connect)
+            seat = _Seat(self._connect, self._generation)
         try:
             return seat.read(work)
         finally:
@@ -726,7 +800,8 @@ class Database:
             readers = []
             try:
                 for index in range(READERS):
-                    readers.append(_Reader(self._connect, self._reads, name=f"store-reader_{index}"))
+                    name = f"store-reader_{index}"
+                    readers.append(_Reader(self._connect, self._generation, self._reads, name=name))
             except BaseException:
                 for reader in readers:
                     reader.close_connection()
@@ -734,6 +809,117 @@ class Database:
             for reader in readers:
                 reader.start()
             self._readers = readers
+
+    def _connect(self) -> Connection:
+        with self._connecting:
+            return self._connect_to_path()
+
+    def keep_file_in_place(self) -> bool:
+        """Check that the database's path (and its WAL's and shared-memory file's, and its lock's)
+        still names the file this daemon has open; put the checkpoint back there if not. True when
+        the file is (now) in place; False, the error logged naming the path, when it could not be
+        put back (the caller stops taking ADDs: what they record would be lost at the next start).
+
+        A file removed or replaced under a running daemon (``rm``, ``mv``, its directory removed or
+        mounted over) gives SQLite no error: the daemon would go on writing the old, unlinked file,
+        and its next start would find the checkpoint gone (every sandbox's DEL then finds nothing
+        to undo). So the checkpoint, as the open connection sees it, is written to a file beside
+        the path (``VACUUM INTO``), synced and renamed there, by the writer thread between two
+        batches (no commit is lost), and every connection is made anew on it. A file that replaced
+        it is kept beside it (``<name>.displaced-<time>``). Blocking (a few ``stat`` calls when
+        nothing changed): run it in a thread, every ``FILE_CHECK_SECONDS``, never per commit."""
+        writer = self._writer
+        if writer is None or self._closed:
+            return True
+        changed = self._what_changed()
+        if not changed:
+            return True
+        log.error(
+            "state database %s: %s under the running daemon; putting the checkpoint back at its path"
+            " from the open connection",
+            self.path,
+            ", ".join(changed),
+        )
+        future: Future[None] = Future()
+        try:
+            with self._lock:
+                self._check_open()
+                writer.submit(_Alone(partial(self._put_back, writer), future))
+            future.result()
+        except (OSError, sqlite3.Error, DatabaseLockedError) as exc:
+            metrics.STORE_FILE_RESTORES.labels("failed").inc()
+            log.error(
+                "state database %s could not be put back at its path (%s): not ready for ADDs until it"
+                " is (what they record would be lost at the next start); checked again every %gs",
+                self.path,
+                exc,
+                FILE_CHECK_SECONDS,
+            )
+            return False
+        metrics.STORE_FILE_RESTORES.labels("restored").inc()
+        log.error(
+            "state database %s put back at its path from the open connection: the checkpoint is whole",
+            self.path,
+        )
+        return True
+
+    def _what_changed(self) -> list[str]:
+        """What no longer names the file this daemon has open, in words (none: all in place)."""
+        changed = []
+        now = _identities(self.path)
+        for suffix, identity in self._identities.items():
+            if identity is None:  # not created yet when the connection was made: from now on
+                self._identities[suffix] = now[suffix]
+            elif now[suffix] != identity:
+                name = self.path.name + suffix
+                changed.append(f"{name} {'removed' if now[suffix] is None else 'replaced'}")
+        if self._lock_fd is not None and _identity(_lock_path(self.path)) != _fd_identity(self._lock_fd):
+            changed.append(f"{_lock_path(self.path).name} removed or replaced")
+        return changed
+
+    def _put_back(self, writer: _Writer) -> None:
+        """In the writer thread, between batches: the checkpoint written back at the path from the
+        writer's connection, and every connection made anew on it (see ``keep_file_in_place``)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # its directory removed
+        self._take_lock_again()
+        copy = self.path.with_name(self.path.name + RESTORE_SUFFIX)
+        copy.unlink(missing_ok=True)
+        os.close(os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+        try:
+            writer.seat.rollback()
+            writer.seat.connection.execute("VACUUM INTO ?", (str(copy),))
+            _fsync_path(copy)
+            with self._connecting:
+                self._displace()
+                for suffix in PRIVATE_FILE_SUFFIXES[1:]:  # the old file's: never to be read with the new
+                    self.path.with_name(self.path.name + suffix).unlink(missing_ok=True)
+                os.rename(copy, self.path)
+                _fsync_path(self.path.parent)
+                self._generation.value += 1
+        except BaseException:
+            copy.unlink(missing_ok=True)
+            raise
+        writer.forget_wal()
+        writer.seat.reconnect()
+        writer.seat.connection.execute("SELECT count(*) FROM sqlite_master").fetchone()  # opens the WAL
+        self._identities = _identities(self.path)
+
+    def _displace(self) -> None:
+        """Keep a file that replaced the database at its path beside it, under another name."""
+        try:
+            os.rename(self.path, self.path.with_name(f"{self.path.name}.displaced-{time.time_ns()}"))
+        except FileNotFoundError:
+            return
+        log.error("state database %s: the file that replaced it is kept beside it as displaced", self.path)
+
+    def _take_lock_again(self) -> None:
+        """Lock the path's lock file again when it is not the one this daemon holds (removed with the
+        directory, or replaced): refused (``DatabaseLockedError``) while another process holds it."""
+        if self._lock_fd is None or _identity(_lock_path(self.path)) == _fd_identity(self._lock_fd):
+            return
+        fd = _lock_exclusively(self.path)
+        os.close(self._lock_fd)
+        self._lock_fd = fd
 
     def _writable(self) -> _Writer:
         self._check_open()
@@ -797,8 +983,12 @@ class Database:
             thread.close_connection()
 
 
+def _lock_path(db_path: Path) -> Path:
+    return db_path.with_name(db_path.name + ".lock")
+
+
 def _lock_exclusively(db_path: Path) -> int:
-    lock_path = db_path.with_name(db_path.name + ".lock")
+    lock_path = _lock_path(db_path)
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -812,6 +1002,37 @@ def _lock_exclusively(db_path: Path) -> int:
 
 PRIVATE_FILE_SUFFIXES = ("", "-wal", "-shm")
 """The database file and the companions SQLite creates beside it (with the database file's mode)."""
+RESTORE_SUFFIX = ".restoring"
+"""The file the checkpoint is written to before it is renamed to the database's path."""
+FILE_CHECK_SECONDS = 2.0
+"""Between two checks that the database's path still names the file the daemon has open."""
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """``(st_dev, st_ino)`` of the file at ``path``; None when there is none."""
+    try:
+        found = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return found.st_dev, found.st_ino
+
+
+def _fd_identity(fd: int) -> tuple[int, int]:
+    found = os.fstat(fd)
+    return found.st_dev, found.st_ino
+
+
+def _identities(db_path: Path) -> dict[str, tuple[int, int] | None]:
+    """The identity of the database file and its companions, by suffix."""
+    return {suffix: _identity(db_path.with_name(db_path.name + suffix)) for suffix in PRIVATE_FILE_SUFFIXES}
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _keep_private(db_path: Path) -> None:

@@ -1,0 +1,84 @@
+"""The state database's file put back at its path after it was replaced or its directory removed.
+
+Real SQLite file and store threads, in this process (the daemon's periodic check is
+``tests/e2e/test_state_file_removed.py``'s subject): what the open connection holds is written
+back, a file that replaced it is kept beside it, every connection reads the file put back, and
+nothing is written while another process holds the lock a removed directory took with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import shutil
+import sqlite3
+from collections.abc import Callable
+from contextlib import closing
+from pathlib import Path
+
+from app import metrics
+from app.store.database import Connection, Database
+
+
+def _add_pod(name: str) -> Callable[[Connection], None]:
+    def add(connection: Connection) -> None:
+        connection.execute(
+            "INSERT INTO mirror_pods (namespace, name, uid, node_name, resource_version, annotations)"
+            " VALUES ('ns', ?, 'uid', 'node', '1', '{}')",
+            (name,),
+        )
+
+    return add
+
+
+def _pods(connection: Connection) -> set[str]:
+    return {row[0] for row in connection.execute("SELECT name FROM mirror_pods")}
+
+
+def _failures() -> float:
+    return (
+        metrics.REGISTRY.get_sample_value("multus_py_store_file_restores_total", {"outcome": "failed"}) or 0.0
+    )
+
+
+def test_a_replaced_state_db_is_put_back_and_every_connection_reads_it(db: Database, db_path: Path) -> None:
+    db.write_sync(_add_pod("before"))
+    assert db.read_sync(_pods) == {"before"}  # a spare connection, on the file as it was
+    stranger = db_path.with_name("other")
+    stranger.write_bytes(b"not ours")
+    os.rename(stranger, db_path)
+
+    assert db.keep_file_in_place()
+
+    db.write_sync(_add_pod("after"))
+    assert db.read_sync(_pods) == {"before", "after"}
+    assert asyncio.run(db.read(_pods)) == {"before", "after"}
+    (displaced,) = db_path.parent.glob("state.db.displaced-*")
+    assert displaced.read_bytes() == b"not ours"
+    assert oct(db_path.stat().st_mode & 0o777) == "0o600"
+    assert db.keep_file_in_place()  # nothing to do any more
+    db.close()
+    with closing(sqlite3.connect(db_path)) as connection:
+        assert _pods(connection) == {"before", "after"}
+
+
+def test_the_state_db_is_not_put_back_while_another_process_holds_the_new_lock(
+    db: Database, db_path: Path
+) -> None:
+    db.write_sync(_add_pod("kept"))
+    shutil.rmtree(db_path.parent)
+    db_path.parent.mkdir()
+    other = os.open(db_path.with_name("state.db.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another daemon, as the lock sees it
+        failures = _failures()
+        assert not db.keep_file_in_place()
+        assert _failures() == failures + 1
+        assert not db_path.exists()
+    finally:
+        os.close(other)
+    assert db.keep_file_in_place()
+    db.close()
+    with closing(sqlite3.connect(db_path)) as connection:
+        assert _pods(connection) == {"kept"}
