@@ -82,7 +82,7 @@ from app.cni.types import (
     RuntimeConf,
 )
 from app.store import checkpoints
-from app.store.database import Database
+from app.store.database import Database, StorageError
 from app.store.mirror_records import PodRecord
 from app.store.records import (
     AttachmentRecord,
@@ -436,7 +436,8 @@ class AttachEngine:
             )
         except Exception as exc:
             intents_on_disk.add_done_callback(_retrieved)  # a sync error, if any, is part of ``exc``
-            error = errors.unexpected(exc, step="add", context=self._request_context(request))
+            failure = _storage_failure(intents_on_disk) or exc  # the cause of "not given its input"
+            error = errors.unexpected(failure, step="add", context=self._request_context(request))
             await self._roll_back(request.container_id)
             raise error from exc
         return next(outcome.result for outcome in outcomes if outcome.is_master)
@@ -1335,6 +1336,16 @@ def _device_in_use(exc: checkpoints.DeviceInUseError, claims: _DeviceClaims) -> 
         f"container {exc.container_id} holds it as {exc.ifname} (attachment state {exc.state}); "
         "a device is attached to one sandbox at a time",
     )
+
+
+def _storage_failure(future: asyncio.Future[None]) -> StorageError | None:
+    """The storage failure ``future`` (the intents' sync) ended with, if it has: no plugin was then
+    given its input, and the ADD fails as an I/O failure naming the state database, not as the
+    plugins' internal error."""
+    if not future.done() or future.cancelled():
+        return None
+    failure = future.exception()
+    return failure if isinstance(failure, StorageError) else None
 
 
 def _retrieved(future: asyncio.Future[None]) -> None:

@@ -178,6 +178,17 @@ def _storage_error(error: BaseException) -> StorageError | None:
     return storage
 
 
+def _sync_failure(error: OSError, wal: Path) -> StorageError:
+    """A failed sync of the WAL (``write_then_sync``) as the storage failure it is: the commit may
+    not be on disk, so nothing waiting for it may run (its caller answers an I/O failure)."""
+    failure = StorageError(
+        error.errno or errno.EIO,
+        f"state database: syncing its write-ahead log {wal} failed: {error.strerror or error}",
+    )
+    failure.__cause__ = error
+    return failure
+
+
 def _for_caller(error: BaseException | None) -> BaseException | None:
     """``error`` as its caller is to get it: an ``Exception`` as is (SQLite's for a failed storage as
     a ``StorageError``), else a ``WorkAbortedError``."""
@@ -557,6 +568,7 @@ class _Writer(_Worker):
             else:
                 log.error("syncing the state database's WAL %s failed: %s", self._wal.path, error)
             self._wal.close()
+            error = _sync_failure(error, self._wal.path)
         _settle_synced(to_sync, error)
 
     def _run_alone(self, job: _Job) -> _Outcome:

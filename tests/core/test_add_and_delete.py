@@ -13,7 +13,7 @@ from collections.abc import Coroutine
 import pytest
 
 from app.cni import invoke, reaper
-from app.cni.types import CniError
+from app.cni.types import CniError, ErrorCode
 from app.store import database
 from tests.cni.support import blocked_reading_stdin, wait_until
 from tests.core.support import Command, Node, delegate_lines, new_container_id, pending, request_lines
@@ -253,7 +253,9 @@ async def test_an_add_whose_intents_cannot_be_synced_fails_and_leaves_nothing(
 
     with pytest.raises(CniError) as caught:
         await engine.add(node.request(Command.ADD, container, netns, conf))
-    assert "was not given its input" in caught.value.msg
+    # the state database's storage failed: an I/O failure naming it, as for a full disk, not code 999
+    assert caught.value.code == ErrorCode.IO_FAILURE
+    assert "state database" in caught.value.msg
     assert "Input/output error" in caught.value.msg
     assert node.calls() == []  # no plugin ever read its input
     assert node.checkpoint(container) is None
