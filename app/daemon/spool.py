@@ -370,14 +370,17 @@ async def replay_for(
     record: Path | None = None,
 ) -> bool:
     """Replay now the spooled DELs named for ``container_id`` (``del-*-<its first 64 characters>.json``),
-    from the directories ``replay`` reads; True when one of them ran. For an ADD refused because its
-    container ID is still recorded: the runtime's DEL of that sandbox may sit spooled (it timed out
-    while the daemon was up), and it came first, so it runs before the ADD is judged again rather
-    than at the next GC pass. Each runs as in ``replay`` (``delete_unless``, under the sandbox's
-    lock: one spooled before the recorded sandbox's ADD is dropped). Not in ``replay``'s turn: a
-    long pass must not hold the ADD, and an entry both take is DELed twice at worst (idempotent).
-    An entry whose DEL fails stays for the next pass, whose backoff is left as it is. ``record``
-    is read, never written (the replays keep it)."""
+    from the directories ``replay`` reads; True when one of them ran, or when ``container_id`` is
+    no longer recorded at all. For an ADD refused because its container ID is still recorded: the
+    runtime's DEL of that sandbox may sit spooled (it timed out while the daemon was up), and it
+    came first, so it runs before the ADD is judged again rather than at the next GC pass. Each
+    runs as in ``replay`` (``delete_unless``, under the sandbox's lock: one spooled before the
+    recorded sandbox's ADD is dropped). Not in ``replay``'s turn: a long pass must not hold the
+    ADD, and an entry both take is DELed twice at worst (idempotent); a pass that took the entry
+    first (between the ADD's refusal and this look) left nothing here to run, but the sandbox that
+    refused the ADD is gone, so the ADD is judged again all the same. An entry whose DEL fails
+    stays for the next pass, whose backoff is left as it is. ``record`` is read, never written (the
+    replays keep it)."""
     socket_dir = _socket_dir(daemon_config)
     shared = _same_directory(spool_dir, shim_default_dir)
     directories = [_Directory(spool_dir, own=True, shared=shared, socket_dir=socket_dir)]
@@ -408,7 +411,8 @@ async def replay_for(
             container_id,
             ", ".join(report.replayed),
         )
-    return bool(report.replayed)
+        return True
+    return await engine.load_sandbox(container_id) is None  # a GC pass's replay DELed it meanwhile
 
 
 @dataclass(frozen=True, slots=True)
