@@ -491,7 +491,8 @@ class CniServer:
     async def _add(self, request: SandboxRequest) -> Any:
         """ADD; refused because its container ID is still recorded, it is judged again once the
         DELs of that ID the shim spooled meanwhile (the runtime's DEL, which came first) have run,
-        if any has: otherwise it would stay refused until the next GC pass replayed them."""
+        if any has, or once the ID is no longer recorded (a GC pass's replay took that DEL first):
+        otherwise it would stay refused until the next GC pass replayed them."""
         try:
             return await self.engine.add(request)
         except CniError as refused:
