@@ -154,7 +154,11 @@ async def test_a_nad_edited_while_its_network_is_attached_is_deled_with_the_conf
     passes = node.reconciler.passes
     node.annotate("kept", "hot-b")
     await eventually(lambda: _async(node.reconciler.passes), lambda done: done > passes)
-    recorded = await eventually(lambda: node.recorded(container), lambda r: "net3" not in r and len(r) == 2)
+    # hot-b's ADD follows net3's DEL: its intent is recorded before it is added, so wait for both
+    recorded = await eventually(
+        lambda: node.recorded(container),
+        lambda r: "net3" not in r and len(r) == 2 and set(r.values()) == {"added"},
+    )
     assert set(recorded.values()) == {"added"}
     assert "net3" not in await node.links()
     assert not [lease for lease in _leases(layout) if lease.startswith("hot-a/")]
