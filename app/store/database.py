@@ -917,7 +917,11 @@ class Database:
         self._identities = _identities(self.path)
 
     def _displace(self) -> None:
-        """Keep a file that replaced the database at its path beside it, under another name."""
+        """Keep a file that replaced the database at its path beside it, under another name. The
+        daemon's own file, still at its path when only its WAL, shared-memory or lock file went, is
+        left for the copy to replace: kept, it would be a stale copy of the checkpoint."""
+        if _identity(self.path) in (None, self._identities[""]):
+            return
         try:
             os.rename(self.path, self.path.with_name(f"{self.path.name}.displaced-{time.time_ns()}"))
         except FileNotFoundError:

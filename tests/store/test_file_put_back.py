@@ -17,6 +17,8 @@ from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
+import pytest
+
 from app import metrics
 from app.store.database import Connection, Database
 
@@ -82,3 +84,20 @@ def test_the_state_db_is_not_put_back_while_another_process_holds_the_new_lock(
     db.close()
     with closing(sqlite3.connect(db_path)) as connection:
         assert _pods(connection) == {"kept"}
+
+
+@pytest.mark.parametrize("companion", ["-wal", "-shm", ".lock"])
+def test_the_state_db_still_in_place_is_not_kept_as_displaced_when_a_companion_went(
+    db: Database, db_path: Path, companion: str
+) -> None:
+    db.write_sync(_add_pod("kept"))
+    db_path.with_name(db_path.name + companion).unlink()
+
+    assert db.keep_file_in_place()
+
+    assert not list(db_path.parent.glob("state.db.displaced-*"))  # not a stale copy of the checkpoint
+    db.write_sync(_add_pod("after"))
+    assert db.read_sync(_pods) == {"kept", "after"}
+    db.close()
+    with closing(sqlite3.connect(db_path)) as connection:
+        assert _pods(connection) == {"kept", "after"}
