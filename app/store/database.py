@@ -58,6 +58,7 @@ import stat
 import threading
 import time
 import urllib.parse
+import weakref
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from contextlib import closing
@@ -261,12 +262,32 @@ def _resolve(settled: list[_Wake]) -> None:
 class _Generation:
     """How many times the database's file was put back at its path (``Database.keep_file_in_place``):
     a connection made before the last time is on the old file and is made anew before its next
-    transaction."""
+    transaction. One per path in this process (``_generation_of``), shared by every ``Database``
+    of it: the daemon's query API reads through a read-only one of its own."""
 
-    __slots__ = ("value",)
+    __slots__ = ("__weakref__", "connecting", "value")
 
     def __init__(self) -> None:
         self.value = 0
+        self.connecting = threading.Lock()
+        """Held to make a connection, and while the file is put back at its path (no connection
+        may open the path before the file is there, nor create a WAL beside it)."""
+
+
+_GENERATIONS: weakref.WeakValueDictionary[str, _Generation] = weakref.WeakValueDictionary()
+_GENERATIONS_LOCK = threading.Lock()
+
+
+def _generation_of(path: Path) -> _Generation:
+    """The generation of the database file at ``path``, shared by every ``Database`` of it open in
+    this process (kept while one is)."""
+    key = os.path.abspath(path)
+    with _GENERATIONS_LOCK:
+        generation = _GENERATIONS.get(key)
+        if generation is None:
+            generation = _Generation()
+            _GENERATIONS[key] = generation
+        return generation
 
 
 class _Seat:
@@ -676,10 +697,8 @@ class Database:
         self.path = path
         self.read_only = read_only
         self._connect_to_path = partial(connect, path, read_only=read_only)
-        self._connecting = threading.Lock()
-        """Held to make a connection, and while the file is put back at its path (no connection of
-        ours may open the path before the file is there, nor create a WAL beside it)."""
-        self._generation = _Generation()
+        self._generation = _generation_of(path)
+        self._connecting = self._generation.connecting
         self._identities: dict[str, tuple[int, int] | None] = {}
         """``(st_dev, st_ino)`` of the database file, its WAL and shared-memory file (by suffix) as
         the writer's connection opened them."""

@@ -5,7 +5,7 @@ while open: the daemon would write and read the deleted file, and its next start
 checkpoint gone, every running sandbox's DEL then finding nothing to undo (leaked interfaces and
 leases). The daemon's file check writes the checkpoint back at its path from the open connection
 (``Database.keep_file_in_place``); a daemon started again finds every sandbox, and its DEL undoes
-each one.
+each one. The daemon's query API (``multusctl``) reads the file put back too.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from __future__ import annotations
 import shutil
 import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from contextlib import closing
@@ -114,3 +116,27 @@ def test_a_wal_unlinked_under_the_daemon_is_put_back_with_every_sandbox(
     node = started()
     # An ADD before the file is put back may fail (code 5: its intents' WAL cannot be synced).
     _removed_under_the_daemon(node, node.state_db.with_name("state.db-wal").unlink, add_before=False)
+
+
+def _shown(node: Cluster, container: str) -> subprocess.CompletedProcess[str]:
+    """``multusctl show container``, answered by the daemon's query API."""
+    config = str(node.root / "daemon-config.json")
+    command = [sys.executable, "-m", "app.cli.main", "--config", config, "show", container]
+    return subprocess.run(command, capture_output=True, text=True, check=False)
+
+
+def test_the_query_api_reads_the_state_db_put_back(started: Callable[..., Cluster]) -> None:
+    node = started()
+    first, _ = _add(node)
+    before = _shown(node, first)  # the query API's connections are open, on the file as it is
+    assert before.returncode == 0, before.stdout + before.stderr
+    old = _identity(node.state_db)
+    node.state_db.unlink()
+    _wait_for_a_new_file(node.state_db, old)
+    second, _ = _add(node)
+
+    shown = _shown(node, second)
+
+    assert shown.returncode == 0, shown.stdout + shown.stderr  # not the checkpoint as it was put back
+    assert second in shown.stdout
+    assert "directly" not in shown.stderr  # the daemon answered, not the file

@@ -2,8 +2,9 @@
 
 Real SQLite file and store threads, in this process (the daemon's periodic check is
 ``tests/e2e/test_state_file_removed.py``'s subject): what the open connection holds is written
-back, a file that replaced it is kept beside it, every connection reads the file put back, and
-nothing is written while another process holds the lock a removed directory took with it.
+back, a file that replaced it is kept beside it (the daemon's own, still in place, is not), every
+connection reads the file put back (a read-only database of the same process's too, as the query
+API's), and nothing is written while another process holds the lock a removed directory took with it.
 """
 
 from __future__ import annotations
@@ -101,3 +102,22 @@ def test_the_state_db_still_in_place_is_not_kept_as_displaced_when_a_companion_w
     db.close()
     with closing(sqlite3.connect(db_path)) as connection:
         assert _pods(connection) == {"kept", "after"}
+
+
+def test_a_read_only_database_of_the_same_process_reads_the_file_put_back(
+    db: Database, db_path: Path
+) -> None:
+    db.write_sync(_add_pod("before"))
+    query = Database.open(db_path, read_only=True)  # as the daemon's query API holds one
+    try:
+        assert query.read_sync(_pods) == {"before"}
+        assert asyncio.run(query.read(_pods)) == {"before"}
+        db_path.unlink()
+
+        assert db.keep_file_in_place()
+        db.write_sync(_add_pod("after"))
+
+        assert query.read_sync(_pods) == {"before", "after"}
+        assert asyncio.run(query.read(_pods)) == {"before", "after"}
+    finally:
+        query.close()
