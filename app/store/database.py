@@ -154,7 +154,9 @@ _Wake = tuple[asyncio.Future[Any], Any, BaseException | None]
 class StorageError(OSError):
     """The state database's file could not take a write or a sync, or be read: a full disk
     (``errno`` ENOSPC), an I/O error or a damaged file (EIO: SQLite found a page it cannot make
-    sense of). SQLite's own error is its cause; nothing of the failed write is recorded."""
+    sense of). SQLite's own error is its cause; nothing of the failed write is recorded. A failed
+    sync of the WAL (``write_then_sync``) is one too, its OS error the cause: that commit was made
+    but may not be on disk, so what waited for it must not run (the ADD rolls its intents back)."""
 
 
 _STORAGE_ERRNOS = {
