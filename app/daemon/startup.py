@@ -415,8 +415,9 @@ class Daemon:
 
     async def _keep_state_file(self, db: Database) -> None:
         """Put the state database back at its path if it was removed or replaced under the daemon;
-        not ready for ADDs while that fails (``Database.keep_file_in_place``)."""
-        in_place = await asyncio.to_thread(db.keep_file_in_place)
+        not ready for ADDs while that fails (``Database.keep_file_in_place``). The look itself is a
+        few ``stat`` calls on the loop: a thread only when there is something to put back."""
+        in_place = db.file_in_place() or await asyncio.to_thread(db.keep_file_in_place)
         if self.readiness.extra_conditions.get(STATE_FILE_CONDITION, True) != in_place:
             self.readiness.extra_conditions[STATE_FILE_CONDITION] = in_place
 

@@ -847,6 +847,13 @@ class Database:
         with self._connecting:
             return self._connect_to_path()
 
+    def file_in_place(self) -> bool:
+        """Whether the database's path (and its WAL's, shared-memory file's and lock's) still names
+        the file this daemon has open (always, for a read-only one): a few ``stat`` calls, cheap
+        enough for the event loop, so that a check which finds nothing changed, as nearly all do,
+        costs no hop to a thread; ``keep_file_in_place`` puts the file back when it is not."""
+        return self._writer is None or self._closed or not self._what_changed()
+
     def keep_file_in_place(self) -> bool:
         """Check that the database's path (and its WAL's and shared-memory file's, and its lock's)
         still names the file this daemon has open; put the checkpoint back there if not. True when
