@@ -104,7 +104,7 @@ SPARE_CONNECTIONS = 4
 """Connections kept beyond the threads' own, for ``read_sync``."""
 
 
-def read_only_uri(path: str | os.PathLike[str]) -> str:
+def file_uri(path: str | os.PathLike[str]) -> str:
     """SQLite's URI of the file at ``path`` (made absolute, symlinks kept), without its query:
     every byte a URI gives a meaning to (``%``, ``?``, ``#``) escaped, so a ``stateDir`` holding one
     names that file and not another (``file:/a?b/state.db`` is ``/a`` with a query ``b/state.db``)."""
@@ -667,13 +667,17 @@ class _Reader(_Worker):
             _settle([(job, value, None)])
 
 
-def connect(path: Path, *, read_only: bool) -> Connection:
+def connect(path: Path, *, read_only: bool, existing: bool = False) -> Connection:
     """A connection to the database file at ``path`` with the store's pragmas, in ``sqlite3``'s
     autocommit mode (whoever uses it frames its transactions: ``BEGIN``, so savepoints work), usable
     from any one thread at a time. ``read_only``: opened with ``mode=ro``, changing nothing (no WAL
-    switch, no pragma that writes)."""
+    switch, no pragma that writes). ``existing``: opened with ``mode=rw``, so a file gone from its
+    path is an error, not a new empty database there (``Database``'s connections, made once the
+    file is open: ``Database.keep_file_in_place`` puts a removed one back)."""
     if read_only:
-        target, uri = f"{read_only_uri(path)}?mode=ro", True
+        target, uri = f"{file_uri(path)}?mode=ro", True
+    elif existing:
+        target, uri = f"{file_uri(path)}?mode=rw", True
     else:
         # Not parsed as a URI (a '?' or '#' stays the path's), and absolute: SQLite built with
         # SQLITE_USE_URI (Debian's is) reads a name beginning with "file:" as a URI all the same.
@@ -698,7 +702,7 @@ class Database:
     def __init__(self, *, path: Path, read_only: bool, lock_fd: int | None) -> None:
         self.path = path
         self.read_only = read_only
-        self._connect_to_path = partial(connect, path, read_only=read_only)
+        self._connect_to_path = partial(connect, path, read_only=read_only, existing=True)
         self._generation = _generation_of(path)
         self._connecting = self._generation.connecting
         self._identities: dict[str, tuple[int, int] | None] = {}

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TypedDict, TypeVar
 
 from app.store import checkpoints, history, schema
-from app.store.database import Connection, Database, read_only_uri
+from app.store.database import Connection, Database, file_uri
 from app.store.filters import AttachmentFilter, HistoryFilter
 from app.store.records import AttachmentRecord, HistoryEntry, HistoryLine, SandboxRecord
 from app.store.records_sql import cursor_of, read_stamp
@@ -389,9 +389,7 @@ def _probe(db_path: Path) -> None:
     """Fail within ``FILE_BUSY_TIMEOUT_MS`` on a database another process keeps locked (the
     store's own connections would wait ``BUSY_TIMEOUT_MS``, sized for the daemon's writes)."""
     try:
-        probe = sqlite3.connect(
-            f"{read_only_uri(db_path)}?mode=ro", uri=True, timeout=FILE_BUSY_TIMEOUT_MS / 1000
-        )
+        probe = sqlite3.connect(f"{file_uri(db_path)}?mode=ro", uri=True, timeout=FILE_BUSY_TIMEOUT_MS / 1000)
     except sqlite3.Error as exc:
         raise StoreReadError(f"cannot open state database {db_path}: {exc}") from exc
     try:

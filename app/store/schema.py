@@ -180,10 +180,10 @@ def refuse_if_foreign(database: Path) -> None:
             return
     except FileNotFoundError:
         return
-    from app.store.database import read_only_uri  # it imports this module
+    from app.store.database import file_uri  # it imports this module
 
     try:
-        with closing(sqlite3.connect(f"{read_only_uri(database)}?mode=ro", uri=True)) as raw:
+        with closing(sqlite3.connect(f"{file_uri(database)}?mode=ro", uri=True)) as raw:
             names = {
                 str(name)
                 for (name,) in raw.execute(
@@ -373,10 +373,10 @@ def _stopped_at(database: Path) -> str:
     """Where a migration that failed left the database file, for its one-line error: the revision
     stamped in it, read through a read-only connection of its own (none for a file never migrated),
     or that it cannot be read (locked, not openable: not "None", which says never migrated)."""
-    from app.store.database import read_only_uri  # it imports this module
+    from app.store.database import file_uri  # it imports this module
 
     try:
-        with closing(sqlite3.connect(f"{read_only_uri(database)}?mode=ro", uri=True)) as raw:
+        with closing(sqlite3.connect(f"{file_uri(database)}?mode=ro", uri=True)) as raw:
             row = raw.execute("SELECT version_num FROM alembic_version").fetchone()
     except sqlite3.Error:
         return "at a schema revision that cannot be read"

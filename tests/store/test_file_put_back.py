@@ -121,3 +121,26 @@ def test_a_read_only_database_of_the_same_process_reads_the_file_put_back(
         assert asyncio.run(query.read(_pods)) == {"before", "after"}
     finally:
         query.close()
+
+
+async def test_a_connection_made_while_the_file_is_gone_creates_no_empty_database_at_its_path(
+    tmp_path: Path,
+) -> None:
+    """Between a removal and the put-back, a connection made anew (a reader after an error, a
+    ``read_sync`` without a spare) must fail rather than create an empty ``state.db`` there: SQLite
+    creates a missing file by default, and the put-back would then find a "replacement" to keep
+    aside, beside an old WAL it could be read with."""
+    path = tmp_path / "state" / "state.db"
+    db = Database.open(path)
+    try:
+        await db.write(_add_pod("before"))
+        path.unlink()
+
+        with pytest.raises(sqlite3.OperationalError):
+            db.read_sync(_pods)
+
+        assert not path.exists()
+        assert db.keep_file_in_place()
+        assert db.read_sync(_pods) == {"before"}
+    finally:
+        db.close()
