@@ -50,6 +50,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import fcntl
+import glob
 import logging
 import os
 import queue
@@ -741,6 +742,7 @@ class Database:
             db_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             lock_fd = _lock_exclusively(db_path)
             try:
+                _report_cut_short(db_path)
                 _keep_private(db_path)
                 schema.refuse_if_foreign(db_path)  # before a connection of ours sets WAL on it
             except BaseException:
@@ -926,8 +928,8 @@ class Database:
         writer's connection, and every connection made anew on it (see ``keep_file_in_place``)."""
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # its directory removed
         self._take_lock_again()
-        copy = self.path.with_name(self.path.name + RESTORE_SUFFIX)
-        copy.unlink(missing_ok=True)
+        # a name of its own: one a put-back cut short left may be the only copy (``_cut_short``)
+        copy = self.path.with_name(f"{self.path.name}{RESTORE_SUFFIX}-{time.time_ns()}")
         os.close(os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
         try:
             writer.seat.rollback()
@@ -1051,7 +1053,8 @@ def _lock_exclusively(db_path: Path) -> int:
 PRIVATE_FILE_SUFFIXES = ("", "-wal", "-shm")
 """The database file and the companions SQLite creates beside it (with the database file's mode)."""
 RESTORE_SUFFIX = ".restoring"
-"""The file the checkpoint is written to before it is renamed to the database's path."""
+"""The file the checkpoint is written to before it is renamed to the database's path (with
+``-<time>`` after it: each put-back writes a file of its own)."""
 FILE_CHECK_SECONDS = 2.0
 """Between two checks that the database's path still names the file the daemon has open."""
 
@@ -1081,6 +1084,20 @@ def _fsync_path(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _report_cut_short(db_path: Path) -> None:
+    """Say which copies a put-back cut short left beside the database (the daemon killed between
+    ``VACUUM INTO`` and the rename; ``Database.keep_file_in_place``): the file at the path was gone
+    then, so such a copy may hold the only checkpoint of that time. Never removed here: an operator
+    decides (a complete one can be put at the path while no daemon runs)."""
+    for left in sorted(db_path.parent.glob(glob.escape(db_path.name + RESTORE_SUFFIX) + "-*")):
+        log.error(
+            "state database %s: %s was left by a daemon stopped while it put the checkpoint back "
+            "at its path; it may hold the checkpoint of that time (kept for the operator)",
+            db_path,
+            left.name,
+        )
 
 
 def _keep_private(db_path: Path) -> None:

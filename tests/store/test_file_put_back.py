@@ -144,3 +144,23 @@ async def test_a_connection_made_while_the_file_is_gone_creates_no_empty_databas
         assert db.read_sync(_pods) == {"before"}
     finally:
         db.close()
+
+
+def test_a_copy_a_put_back_cut_short_left_is_named_at_open_and_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A daemon killed between the copy and the rename leaves the copy, while the file at the path
+    was gone: it may hold the only checkpoint of that time, so the next daemon says so and leaves it
+    (a put-back of its own writes a file of its own, never over it)."""
+    path = tmp_path / "state.db"
+    left = tmp_path / "state.db.restoring-1765000000000000000"
+    left.write_bytes(b"the checkpoint of that time")
+
+    db = Database.open(path)
+    try:
+        assert db.keep_file_in_place()
+    finally:
+        db.close()
+
+    assert left.read_bytes() == b"the checkpoint of that time"
+    assert [r.getMessage() for r in caplog.records if left.name in r.getMessage() and r.levelname == "ERROR"]
