@@ -106,7 +106,7 @@ def node(tmp_path: Path, database: Database) -> Iterator[Node]:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     recorder = bin_dir / "recorder"
-    recorder.write_text(f"#!{sys.executable}\n" + RECORDER.read_text())
+    recorder.write_text(f"#!{sys.executable} -IS\n" + RECORDER.read_text())
     recorder.chmod(0o755)
     assert passthru.install(bin_dir) == bin_dir / "passthru"
     net_d = tmp_path / "net.d"

@@ -43,7 +43,7 @@ def _conf(tmp_path: Path, networks: int) -> MultusNetConf:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     recorder = bin_dir / "recorder"
-    recorder.write_text(f"#!{sys.executable}\n" + RECORDER.read_text())
+    recorder.write_text(f"#!{sys.executable} -IS\n" + RECORDER.read_text())
     recorder.chmod(0o755)
     conf_dir = tmp_path / "net.d"
     conf_dir.mkdir(exist_ok=True)

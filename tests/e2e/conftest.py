@@ -363,7 +363,7 @@ def make_cluster(root: Path, *, shim: Path | None = None) -> Cluster:
     for plugin in REFERENCE_PLUGINS:
         (bin_dir / plugin).symlink_to(Path(CNI_PLUGIN_DIR) / plugin)
     recorder = bin_dir / "recorder"
-    recorder.write_text(f"#!{sys.executable}\n" + RECORDER.read_text())
+    recorder.write_text(f"#!{sys.executable} -IS\n" + RECORDER.read_text())
     recorder.chmod(0o755)
     return Cluster(
         root=root,

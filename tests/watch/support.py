@@ -205,7 +205,7 @@ def install_recorder(bin_dir: Path) -> Path:
     """The recorder plugin as ``<bin_dir>/recorder``, run by this interpreter."""
     bin_dir.mkdir(parents=True, exist_ok=True)
     recorder = bin_dir / "recorder"
-    recorder.write_text(f"#!{sys.executable}\n" + RECORDER.read_text())
+    recorder.write_text(f"#!{sys.executable} -IS\n" + RECORDER.read_text())
     recorder.chmod(0o755)
     return recorder
 
