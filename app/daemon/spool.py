@@ -306,15 +306,15 @@ async def _replay(
     retries: SpoolRetries,
 ) -> SpoolReport:
     report = SpoolReport()
-    socket_dir = _socket_dir(daemon_config)
-    shared = _same_directory(spool_dir, shim_default_dir)
     _warn_if_exposed(spool_dir)
-    directories = [_Directory(spool_dir, own=True, shared=shared, socket_dir=socket_dir)]
-    if not shared and _trusted(shim_default_dir):
-        directories.append(_Directory(shim_default_dir, own=False, shared=True, socket_dir=socket_dir))
     recorded = [] if record is None else await asyncio.to_thread(_remember, record, spool_dir)
-    retired = _retired(recorded, spool_dir=spool_dir, shim_default_dir=shim_default_dir)
-    directories += _replayable(retired, socket_dir=socket_dir, report=report)
+    directories, retired = _directories(
+        spool_dir=spool_dir,
+        shim_default_dir=shim_default_dir,
+        socket_dir=_socket_dir(daemon_config),
+        recorded=recorded,
+        report=report,
+    )
     listed: list[Path] = []
     for directory in directories:
         unreadable = await asyncio.to_thread(_unreadable, directory.path)
@@ -381,16 +381,15 @@ async def replay_for(
     refused the ADD is gone, so the ADD is judged again all the same. An entry whose DEL fails
     stays for the next pass, whose backoff is left as it is. ``record`` is read, never written (the
     replays keep it)."""
-    socket_dir = _socket_dir(daemon_config)
-    shared = _same_directory(spool_dir, shim_default_dir)
-    directories = [_Directory(spool_dir, own=True, shared=shared, socket_dir=socket_dir)]
-    if not shared and _trusted(shim_default_dir):
-        directories.append(_Directory(shim_default_dir, own=False, shared=True, socket_dir=socket_dir))
     report = SpoolReport()
-    if record is not None:
-        recorded = await asyncio.to_thread(_read_record, record)
-        retired = _retired(recorded or [], spool_dir=spool_dir, shim_default_dir=shim_default_dir)
-        directories += _replayable(retired, socket_dir=socket_dir, report=report)
+    recorded = None if record is None else await asyncio.to_thread(_read_record, record)
+    directories, _ = _directories(
+        spool_dir=spool_dir,
+        shim_default_dir=shim_default_dir,
+        socket_dir=_socket_dir(daemon_config),
+        recorded=recorded or [],
+        report=report,
+    )
     pattern = f"del-*-{container_id[:SPOOL_NAME_ID_CHARS]}.json"
     for directory in directories:
         try:
@@ -881,6 +880,21 @@ def _remember(record: Path, current: Path) -> list[Path]:
     except OSError as exc:
         log.error("cannot record spoolDir %s in %s: %s", current, record, exc.strerror or exc)
     return recorded
+
+
+def _directories(
+    *, spool_dir: Path, shim_default_dir: Path, socket_dir: Path, recorded: list[Path], report: SpoolReport
+) -> tuple[list[_Directory], list[Path]]:
+    """The directories a replay reads, in order: this daemon's ``spoolDir``, the shim's default
+    directory when it is another one and trusted, and the earlier ``spoolDir``s of ``recorded``
+    that can be replayed (``_replayable``); with those earlier ones (``_retired``), replayable or
+    not."""
+    shared = _same_directory(spool_dir, shim_default_dir)
+    directories = [_Directory(spool_dir, own=True, shared=shared, socket_dir=socket_dir)]
+    if not shared and _trusted(shim_default_dir):
+        directories.append(_Directory(shim_default_dir, own=False, shared=True, socket_dir=socket_dir))
+    retired = _retired(recorded, spool_dir=spool_dir, shim_default_dir=shim_default_dir)
+    return directories + _replayable(retired, socket_dir=socket_dir, report=report), retired
 
 
 def _retired(recorded: list[Path], *, spool_dir: Path, shim_default_dir: Path) -> list[Path]:
