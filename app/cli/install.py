@@ -629,10 +629,7 @@ def spooled_address(entry: Path) -> str | None:
     conf = spooled_conf(fields.get("config"))
     if conf is None:  # the daemon refuses such an entry whole, or replays a DEL without it: then
         return envelope_address(envelope)  # addressed by the body's own daemonSocketDir, if any
-    value: object = None
-    for key, item in conf.items():
-        if gofold.fold(key) == "DAEMONSOCKETDIR":
-            value = item
+    value = gofold.field(conf, "daemonSocketDir")
     if value is None or value == "":
         return SHIM_DEFAULT_SOCKET_DIR
     return value if isinstance(value, str) else None
@@ -641,10 +638,7 @@ def spooled_address(entry: Path) -> str | None:
 def envelope_address(envelope: dict[str, object]) -> str | None:
     """The ``daemonSocketDir`` the shim puts beside ``env`` and ``config`` in the entries it spools
     (``app.daemon.spool._envelope_address``), when it is a usable path."""
-    value: object = None
-    for key, item in envelope.items():
-        if gofold.fold(key) == "DAEMONSOCKETDIR":
-            value = item
+    value = gofold.field(envelope, "daemonSocketDir")
     if not isinstance(value, str) or not value or names.unusable_character(value) is not None:
         return None
     return value

@@ -96,8 +96,9 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from app import gofold
 from app.attach import errors as attach_errors
-from app.attach import gojson, logcontext
+from app.attach import logcontext
 from app.attach.engine import AttachEngine
 from app.attach.requests import Command, SandboxRequest, Trigger
 from app.cni import names
@@ -637,10 +638,7 @@ def _address(request: protocol.ShimRequest, body: bytes) -> Path | None:
     default."""
     if not request.stdin:
         return _envelope_address(body)
-    value: object = None
-    for key, item in request.stdin_conf.items():
-        if gojson.fold(key) == "DAEMONSOCKETDIR":
-            value = item
+    value = gofold.field(request.stdin_conf, "daemonSocketDir")
     if value is None or value == "":
         return Path(SHIM_DEFAULT_SOCKET_DIR)
     return Path(value) if isinstance(value, str) else None
@@ -653,11 +651,7 @@ def _envelope_address(body: bytes) -> Path | None:
         envelope = json.loads(body)
     except ValueError:  # decoded once already by ``protocol.decode_body``: never, in practice
         return None
-    value: object = None
-    if isinstance(envelope, dict):
-        for key, item in envelope.items():
-            if gojson.fold(key) == "DAEMONSOCKETDIR":
-                value = item
+    value = gofold.field(envelope, "daemonSocketDir") if isinstance(envelope, dict) else None
     if not isinstance(value, str) or not value or names.unusable_character(value) is not None:
         return None
     return Path(value)
