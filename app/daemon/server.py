@@ -196,6 +196,10 @@ class CniServer:
     spool_dir: Path | None = None
     """The daemon's ``spoolDir`` (``Settings.spool_path``), replayed by an operator's GC pass; None:
     read from ``daemon_config`` (an in-process server of tests)."""
+    spool_record: Path | None = None
+    """The daemon's record of its earlier ``spoolDir``s (``app.daemon.spool.record_path`` of its
+    ``stateDir``); None for a server the daemon did not wire (an in-process server of tests), which
+    must not write one under the node's default ``stateDir``."""
     _operator_turn: asyncio.Lock = field(default_factory=asyncio.Lock)
     """Held by an operator's GC pass (``_operator_gc``) from its spool replay to its end."""
     _slots: asyncio.Semaphore | None = None
@@ -353,27 +357,20 @@ class CniServer:
         which is the daemon's file), the shim's default one and the earlier ``spoolDir``s recorded."""
         from app.daemon import spool  # it imports this module (the body bound), so not before now
 
-        spool_dir = self.spool_dir or settings.from_mapping(dict(self.daemon_config)).spool_path
         report = await spool.replay(
-            spool_dir=spool_dir,
+            spool_dir=self._spool_path(),
             engine=self.engine,
             daemon_config=dict(self.daemon_config),
-            record=self._spool_record(),
+            record=self.spool_record,
             stop=self._stopping,
             retry_now=True,  # an operator asked for it now, as for the orphans' pass
         )
         return report.as_json()
 
-    def _spool_record(self) -> Path | None:
-        """The daemon's record of its earlier ``spoolDir``s (``app.daemon.spool.record_path`` of the
-        ``stateDir`` of ``daemon_config``, the daemon's file); None for a server the daemon did not
-        wire (``spool_dir`` unset: an in-process server of tests), which must not write one under
-        the node's default ``stateDir``."""
-        from app.daemon import spool  # it imports this module (the body bound), so not before now
-
-        if self.spool_dir is None:
-            return None
-        return spool.record_path(settings.from_mapping(dict(self.daemon_config)).state_dir)
+    def _spool_path(self) -> Path:
+        """The spool directory the daemon replays: ``spool_dir``, else the one ``daemon_config`` (the
+        daemon's file) names (``spoolDir``, else ``<stateDir>/spool``)."""
+        return self.spool_dir or settings.from_mapping(dict(self.daemon_config)).spool_path
 
     def _stopping(self) -> bool:
         """Whether the daemon has begun stopping: an operator's pass then begins no further DEL."""
@@ -508,10 +505,10 @@ class CniServer:
         try:
             return await spool.replay_for(
                 container_id,
-                spool_dir=self.spool_dir or settings.from_mapping(dict(self.daemon_config)).spool_path,
+                spool_dir=self._spool_path(),
                 engine=self.engine,
                 daemon_config=dict(self.daemon_config),
-                record=self._spool_record(),
+                record=self.spool_record,
             )
         except Exception:  # the ADD's own refusal stays its answer
             log.exception("replaying the spooled DELs of container %s failed", container_id)

@@ -16,7 +16,7 @@ from app.attach.networks import NetworkResolver
 from app.attach.node import boot_id
 from app.attach.status_retries import StatusRetrySettings
 from app.cni.invoke import SubprocessExec
-from app.daemon import query_server, server
+from app.daemon import query_server, server, spool
 from app.daemon.cluster import Cluster
 from app.gc.collector import GarbageCollector
 from app.settings import Settings, SettingsError
@@ -119,6 +119,7 @@ def cni_server(
         activity=activity,
         connection_limit=settings.connection_limit,
         spool_dir=settings.spool_path,
+        spool_record=spool.record_path(settings.state_dir),
         ready_hold=server.READY_HOLD_SECONDS
         if settings.environment.ready_hold is None
         else settings.environment.ready_hold,
