@@ -156,12 +156,10 @@ def _check_delegate_shape(document: JsonObject, *, where: str) -> None:
 def _check_plugin_types(plugin: JsonObject, *, field: str, where: str) -> None:
     """Refuse Multus itself as the plugin's ``type`` or its ``ipam.type``, and an ``ipam.type``
     that is not a plain file name (the plugin's own ``type`` is checked when it is looked up)."""
-    _check_not_multus(plugin.get("type"), field=f"{field}type", where=where)
-    ipam = plugin.get("ipam")
-    kind = ipam.get("type") if isinstance(ipam, dict) else None
+    _check_not_multus_plugin(plugin, field=field, where=where)
+    kind = _ipam_type(plugin)
     if not isinstance(kind, str) or kind == "":  # no IPAM plugin; a non-string is app.cni.conf's to refuse
         return
-    _check_not_multus(kind, field=f"{field}ipam.type", where=where)
     try:
         invoke.check_plugin_type(kind)
     except CniError:
@@ -179,16 +177,26 @@ def check_not_multus_network(net: NetworkConfigList, *, where: str) -> None:
     delegate, ``multus-shim`` (in ``binDir`` on a node) would ask this daemon to ADD the very sandbox
     whose ADD runs it, and wait behind that ADD's lock until the delegate timeout."""
     for index, plugin in enumerate(net.plugins):
-        field = "" if net.is_single_conf else f"plugins[{index}]."
-        ipam = plugin.get("ipam")
-        ipam_type = ipam.get("type") if isinstance(ipam, dict) else None
-        for key, kind in (("type", plugin.get("type")), ("ipam.type", ipam_type)):
-            if isinstance(kind, str):
-                _check_not_multus(kind, field=f"{field}{key}", where=where)
+        _check_not_multus_plugin(
+            plugin, field="" if net.is_single_conf else f"plugins[{index}].", where=where
+        )
+
+
+def _ipam_type(plugin: JsonObject) -> object:
+    ipam = plugin.get("ipam")
+    return ipam.get("type") if isinstance(ipam, dict) else None
+
+
+def _check_not_multus_plugin(plugin: JsonObject, *, field: str, where: str) -> None:
+    """Refuse Multus itself as the plugin's ``type`` or its ``ipam.type``."""
+    _check_not_multus(plugin.get("type"), field=f"{field}type", where=where)
+    _check_not_multus(_ipam_type(plugin), field=f"{field}ipam.type", where=where)
 
 
 def _check_not_multus(kind: object, *, field: str, where: str) -> None:
-    if kind in MULTUS_PLUGIN_TYPES:
+    """Refuse ``kind`` when it is one of Multus's own types; a value that is no string is no type
+    (``app.cni.conf`` refuses it, naming the field), and no member of a set either."""
+    if isinstance(kind, str) and kind in MULTUS_PLUGIN_TYPES:
         raise CniError(
             ErrorCode.INVALID_NETWORK_CONFIG,
             f'{where}: "{field}" is "{kind}": Multus cannot be a delegate of itself',

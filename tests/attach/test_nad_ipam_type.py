@@ -8,6 +8,7 @@ import json
 import pytest
 
 from app.attach import nad_config
+from app.cni import conf as cniconf
 from app.cni.types import CniError, ErrorCode
 
 
@@ -50,3 +51,18 @@ def test_usual_ipam_sections_are_taken_unchanged(ipam: object) -> None:
     config = single(ipam)
 
     assert nad_config.nad_network_config("net", config, namespace="ns") == config.encode()
+
+
+@pytest.mark.parametrize("kind", [{}, ["bridge"]])
+def test_a_later_plugin_whose_type_is_no_string_is_a_cni_error_naming_the_field(kind: object) -> None:
+    """Not a ``TypeError`` from the Multus check (an object or a list is no set member), which the
+    ADD answered as code 999: the conflist's own decoding names the field."""
+    chain = {"cniVersion": "1.0.0", "plugins": [{"type": "bridge"}, {"type": kind}]}
+
+    with pytest.raises(CniError) as caught:
+        cniconf.load_network_list(
+            nad_config.nad_network_config("net", json.dumps(chain), namespace="ns"), source="NAD ns/net"
+        )
+
+    assert caught.value.code == ErrorCode.INVALID_NETWORK_CONFIG
+    assert '"plugins[1].type" must be a string' in caught.value.msg
