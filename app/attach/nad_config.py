@@ -193,10 +193,14 @@ def _check_not_multus_plugin(plugin: JsonObject, *, field: str, where: str) -> N
     _check_not_multus(_ipam_type(plugin), field=f"{field}ipam.type", where=where)
 
 
-def _check_not_multus(kind: object, *, field: str, where: str) -> None:
-    """Refuse ``kind`` when it is one of Multus's own types; a value that is no string is no type
+def is_multus_type(kind: object) -> bool:
+    """Whether a plugin's ``type`` is one of Multus's own; a value that is no string is no type
     (``app.cni.conf`` refuses it, naming the field), and no member of a set either."""
-    if isinstance(kind, str) and kind in MULTUS_PLUGIN_TYPES:
+    return isinstance(kind, str) and kind in MULTUS_PLUGIN_TYPES
+
+
+def _check_not_multus(kind: object, *, field: str, where: str) -> None:
+    if is_multus_type(kind):
         raise CniError(
             ErrorCode.INVALID_NETWORK_CONFIG,
             f'{where}: "{field}" is "{kind}": Multus cannot be a delegate of itself',

@@ -226,7 +226,7 @@ def _refuse_multus_itself(settings: Settings, primary_conf: Mapping[str, Any], p
     sources = plugins if isinstance(plugins, list) else [primary_conf]
     for plugin in sources:
         kind = plugin.get("type") if isinstance(plugin, dict) else None
-        if kind in nad_config.MULTUS_PLUGIN_TYPES:
+        if nad_config.is_multus_type(kind):
             key = "multusMasterCNI" if settings.multus_master_cni else _directory_key(settings)
             raise AutoconfError(
                 f"cannot use {primary} as the primary network configuration (daemon config key "

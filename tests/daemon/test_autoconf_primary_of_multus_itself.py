@@ -4,6 +4,7 @@ ADD the sandbox whose ADD runs it, and every ADD would wait behind its own lock.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -75,3 +76,26 @@ def test_a_copy_of_a_multus_conf_named_as_the_primary_is_refused(tmp_path: Path,
     with pytest.raises(autoconf.AutoconfError, match=r"'multusMasterCNI'.*is Multus itself"):
         autoconf.write(config, primary)
     assert not (tmp_path / autoconf.CONF_NAME).exists()
+
+
+@pytest.mark.parametrize(
+    "conf",
+    [
+        '{"cniVersion":"1.0.0","name":"m","type":{"a":1}}',
+        '{"cniVersion":"1.0.0","name":"m","plugins":[{"type":"bridge"},{"type":["multus"]}]}',
+    ],
+    ids=["type-an-object", "later-type-a-list"],
+)
+def test_a_primary_whose_type_is_no_string_is_no_multus_check_crash(tmp_path: Path, conf: str) -> None:
+    """A type that is no string is no set member: the Multus-itself check raised ``TypeError``.
+    Such a primary is no Multus: it is written as the cluster network, as upstream writes it (and
+    as a zero-plugin one is), and each ADD then refuses it naming the field (``app.cni.conf``)."""
+    (tmp_path / "05-odd.conflist").write_text(conf)
+    config = _settings(tmp_path, tmp_path, multusMasterCNI="05-odd.conflist")
+    primary = autoconf.find_primary(config)
+    assert primary is not None
+
+    autoconf.write(config, primary)
+
+    written = json.loads((tmp_path / autoconf.CONF_NAME).read_text())
+    assert (written["type"], written["clusterNetwork"]) == ("multus-shim", str(primary))
