@@ -28,7 +28,7 @@ from app.attach import vfs
 from app.cni.conf import load_network_list
 from app.cni.types import CniError, ErrorCode, IfName
 from tests.core.support import Command, Node, new_container_id
-from tests.core.vf_support import bind, hotplug_plan, vf_network
+from tests.core.vf_support import bind, hotplug_plan, refused_for_another_pod, vf_network
 
 PCI, OTHER = "0000:00:0b.1", "0000:00:0b.2"
 NETDEV_FIELDS = {"device": "eth9", "hwaddr": "02:00:00:00:00:09", "kernelpath": "/sys/devices/pci0000:00/x"}
@@ -84,20 +84,12 @@ async def test_a_host_device_in_dpdk_mode_holds_its_pci_device_against_other_san
     assert PCI in attachment.facts.device_ids
     assert OTHER not in attachment.facts.device_ids, "the pciBusID a runtimeConfig deviceID replaces"
 
-    with pytest.raises(CniError) as refused:
-        await engine.add(
-            node.request(
-                Command.ADD,
-                new_container_id(),
-                node.new_netns(),
-                node.conf(node.recorder_network("cluster"), vf_network(node, PCI)),
-                pod="pod-b",
-                uid="uid-b",
-            )
-        )
-    assert refused.value.code == ErrorCode.INVALID_NETWORK_CONFIG
-    assert PCI in refused.value.msg
-    assert holder in refused.value.details
+    refused = await refused_for_another_pod(
+        node, engine, node.conf(node.recorder_network("cluster"), vf_network(node, PCI))
+    )
+    assert refused.code == ErrorCode.INVALID_NETWORK_CONFIG
+    assert PCI in refused.msg
+    assert holder in refused.details
 
     await engine.delete(node.request(Command.DEL, holder, holder_netns, conf))
     assert node.checkpoint(holder) is None, "a DPDK device has no netdev to wait for"

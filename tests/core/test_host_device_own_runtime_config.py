@@ -17,13 +17,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import pytest
-
 from app.attach import vfs
 from app.cni.conf import load_network_list
-from app.cni.types import CniError, ErrorCode
+from app.cni.types import ErrorCode
 from tests.core.support import Command, Node, new_container_id
-from tests.core.vf_support import fake_vf, vf_network
+from tests.core.vf_support import fake_vf, refused_for_another_pod, vf_network
 
 PCI, OTHER, SUPPLIED = "0000:00:0c.1", "0000:00:0c.2", "0000:00:0c.3"
 
@@ -59,19 +57,11 @@ async def test_the_vf_a_host_device_s_own_runtime_config_names_is_held_against_o
     assert attachment.device == {"pci": PCI, "ifname": vf.name, "mac": vf.mac}
     assert OTHER not in attachment.facts.device_ids
 
-    with pytest.raises(CniError) as refused:
-        await engine.add(
-            node.request(
-                Command.ADD,
-                new_container_id(),
-                node.new_netns(),
-                node.conf(node.recorder_network("cluster"), vf_network(node, PCI)),
-                pod="pod-b",
-                uid="uid-b",
-            )
-        )
-    assert refused.value.code == ErrorCode.INVALID_NETWORK_CONFIG
-    assert PCI in refused.value.msg
+    refused = await refused_for_another_pod(
+        node, engine, node.conf(node.recorder_network("cluster"), vf_network(node, PCI))
+    )
+    assert refused.code == ErrorCode.INVALID_NETWORK_CONFIG
+    assert PCI in refused.msg
 
 
 def host_device(**fields: Any) -> Any:

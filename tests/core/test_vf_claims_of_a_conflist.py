@@ -10,11 +10,9 @@ No SR-IOV hardware here: each VF is a veth registered under its PCI address in a
 
 from __future__ import annotations
 
-import pytest
-
-from app.cni.types import CniError, ErrorCode
+from app.cni.types import ErrorCode
 from tests.core.support import Command, Node, new_container_id
-from tests.core.vf_support import fake_vf, vf_network
+from tests.core.vf_support import fake_vf, refused_for_another_pod, vf_network
 
 FIRST_PCI, SECOND_PCI = "0000:00:09.1", "0000:00:09.2"
 
@@ -46,18 +44,10 @@ async def test_a_device_the_second_plugin_of_a_network_names_is_refused_to_anoth
     [attachment] = [a for a in recorded.attachments if a.ifname == "net1"]
     assert {FIRST_PCI, SECOND_PCI} <= set(attachment.facts.device_ids)
 
-    with pytest.raises(CniError) as refused:
-        await engine.add(
-            node.request(
-                Command.ADD,
-                new_container_id(),
-                node.new_netns(),
-                node.conf(node.recorder_network("cluster"), second_only),
-                pod="pod-b",
-                uid="uid-b",
-            )
-        )
+    refused = await refused_for_another_pod(
+        node, engine, node.conf(node.recorder_network("cluster"), second_only)
+    )
 
-    assert refused.value.code == ErrorCode.INVALID_NETWORK_CONFIG
-    assert SECOND_PCI in refused.value.msg
-    assert holder in refused.value.details
+    assert refused.code == ErrorCode.INVALID_NETWORK_CONFIG
+    assert SECOND_PCI in refused.msg
+    assert holder in refused.details

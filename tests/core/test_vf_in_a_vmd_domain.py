@@ -21,7 +21,7 @@ from app.attach.errors import MultusCode
 from app.cni.conf import load_network_list
 from app.cni.types import CniError, ErrorCode
 from tests.core.support import Command, Node, new_container_id, pending
-from tests.core.vf_support import fake_vf, vf_network
+from tests.core.vf_support import fake_vf, refused_for_another_pod, vf_network
 
 PCI = "10000:00:02.0"
 
@@ -36,12 +36,9 @@ async def test_a_vf_in_a_vmd_domain_is_claimed_and_waited_for_until_it_is_back(n
     assert recorded is not None
     [device] = [a.device for a in recorded.attachments if a.ifname == "net1"]
     assert device == {"pci": PCI, "ifname": vf.name, "mac": vf.mac}
-    with pytest.raises(CniError) as refused:
-        await engine.add(
-            node.request(Command.ADD, new_container_id(), node.new_netns(), conf, pod="pod-b", uid="uid-b")
-        )
-    assert refused.value.code == ErrorCode.INVALID_NETWORK_CONFIG
-    assert PCI in refused.value.msg
+    refused = await refused_for_another_pod(node, engine, conf)
+    assert refused.code == ErrorCode.INVALID_NETWORK_CONFIG
+    assert PCI in refused.msg
     hidden = node.root / "hidden-vf"
     (vf.names / vf.name).rename(hidden)  # inside the pod's namespace: not listed in the host
 

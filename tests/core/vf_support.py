@@ -15,10 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from app.attach.engine import AttachEngine
+from app.attach.netconf import MultusNetConf
 from app.attach.networks import DelegatePlan
 from app.cni.conf import load_network_list
-from app.cni.types import IfName
-from tests.core.support import Node
+from app.cni.types import CniError, IfName
+from tests.core.support import Command, Node, new_container_id
 
 
 @dataclass(frozen=True)
@@ -100,3 +104,13 @@ def hotplug_plan(node: Node, pci: str, ifname: str = "net1") -> DelegatePlan:
         cni_args=(),
         capability_args={"deviceID": pci},
     )
+
+
+async def refused_for_another_pod(node: Node, engine: AttachEngine, conf: MultusNetConf) -> CniError:
+    """The error the ADD of another pod's sandbox (``pod-b``) with ``conf`` fails with: a VF a
+    sandbox holds is handed to it."""
+    with pytest.raises(CniError) as refused:
+        await engine.add(
+            node.request(Command.ADD, new_container_id(), node.new_netns(), conf, pod="pod-b", uid="uid-b")
+        )
+    return refused.value
