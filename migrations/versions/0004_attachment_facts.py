@@ -1,8 +1,10 @@
 """Derived facts on attachments: the IPs, MACs and device IDs of each delegate, recorded once.
 
 Adds ``ips``, ``macs`` and ``device_ids`` (JSON lists, NULL meaning "not derived yet") to
-``attachments`` and backfills every row that lacks them with the engine's own derivation
-(``app.attach.result_facts``), so queries read the recorded facts and never re-parse CNI results.
+``attachments`` and backfills every row that lacks them with the engine's derivation of the time
+(``migrations.frozen.rules_0004``, frozen from ``app.attach.result_facts``: a later release upgrading
+a 0003 store records what this one did), so queries read the recorded facts and never re-parse CNI
+results.
 Safe to rerun after a kill -9: a column is added only when missing, and the backfill touches only
 rows whose facts are still NULL, one batch at a time.
 
@@ -19,7 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import op
 
-from app.attach import result_facts
+from migrations.frozen import rules_0004
 
 revision = "0004"
 down_revision = "0003"
@@ -60,16 +62,16 @@ def _facts_row(row: Any) -> dict[str, object]:
         document = json.loads(result) if result else None
     except ValueError:
         document = None
-    facts = result_facts.delegate_facts(
+    ips, macs, device_ids = rules_0004.facts(
         capability_args=json.loads(capability_args or "{}"),
         device=json.loads(device) if device else None,
         result=document if isinstance(document, dict) else None,
     )
     return {
         "id": row_id,
-        "ips": json.dumps(list(facts.ips)),
-        "macs": json.dumps(list(facts.macs)),
-        "device_ids": json.dumps(list(facts.device_ids)),
+        "ips": json.dumps(list(ips)),
+        "macs": json.dumps(list(macs)),
+        "device_ids": json.dumps(list(device_ids)),
     }
 
 

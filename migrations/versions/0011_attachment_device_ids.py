@@ -5,8 +5,10 @@ Before, an attachment's ``device_ids`` missed some of the PCI devices its delega
 conflist's second plugin's device, or an address whose PCI domain has five hex digits. A sandbox
 recorded so kept that VF unclaimed until its DEL: another sandbox could be handed it (invariant 8b).
 Every attachment's ``device_ids`` gets what the engine derives from its recorded configuration,
-runtimeConfig, host device and result (``app.attach.vfs.pci_addresses``, then
-``app.attach.result_facts.device_ids``), added to those it records: an id once recorded is never
+runtimeConfig, host device and result, by the rule of this revision's release
+(``migrations.frozen.rules_0011``, frozen from ``app.cni.conf``, ``app.attach.vfs`` and
+``app.attach.result_facts``: a later release upgrading a 0010 store adds what this one did), added
+to those it records: an id once recorded is never
 dropped (recorded means possibly held). A configuration that no longer decodes adds nothing. Safe to
 rerun after a kill -9: a row rewritten holds what a rerun derives again.
 
@@ -23,9 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import op
 
-from app.attach import result_facts, vfs
-from app.cni.conf import load_network_list
-from app.cni.types import CniError
+from migrations.frozen import rules_0011
 
 revision = "0011"
 down_revision = "0010"
@@ -54,20 +54,19 @@ def upgrade() -> None:
 
 
 def _recomputed(row: Any) -> dict[str, object] | None:
-    """The row's new ``device_ids`` (its own, then any the engine's rule adds); None if unchanged."""
+    """The row's new ``device_ids`` (its own, then any the rule adds); None if unchanged."""
     row_id, config, capability_args, device, result, recorded = row
     own = _json(recorded)
     own_ids = [item for item in own if isinstance(item, str)] if isinstance(own, list) else []
     capabilities = _json(capability_args)
     capabilities = capabilities if isinstance(capabilities, dict) else {}
     try:
-        net = load_network_list(bytes(config), source="attachment")
-        handed = [address for _, address in vfs.pci_addresses(net, capabilities)]
-    except (CniError, TypeError, ValueError, RecursionError):
+        handed = rules_0011.pci_addresses(bytes(config), capabilities)
+    except (TypeError, ValueError, RecursionError):
         return None
     host_device = _json(device)
     document = _json(result)
-    derived = result_facts.device_ids(
+    derived = rules_0011.device_ids(
         capability_args=capabilities,
         device=host_device if isinstance(host_device, dict) else None,
         result=document if isinstance(document, dict) else None,
