@@ -1,10 +1,10 @@
 """Derived facts on attachments: the IPs, MACs and device IDs of each delegate, recorded once.
 
 Adds ``ips``, ``macs`` and ``device_ids`` (JSON lists, NULL meaning "not derived yet") to
-``attachments`` and backfills every row that lacks them with the engine's derivation of the time
-(``migrations.frozen.rules_0004``, frozen from ``app.attach.result_facts``: a later release upgrading
-a 0003 store records what this one did), so queries read the recorded facts and never re-parse CNI
-results.
+``attachments`` and backfills every row that lacks them with the engine's derivation
+(``migrations.frozen.rules_0004``: ``app.attach.result_facts`` as main at 0e91690, the last release
+to run this revision, ran it; a later release upgrading a 0003 store records the same), so queries
+read the recorded facts and never re-parse CNI results.
 Safe to rerun after a kill -9: a column is added only when missing, and the backfill touches only
 rows whose facts are still NULL, one batch at a time.
 
@@ -62,7 +62,7 @@ def _facts_row(row: Any) -> dict[str, object]:
         document = json.loads(result) if result else None
     except ValueError:
         document = None
-    ips, macs, device_ids = rules_0004.facts(
+    ips, macs, device_ids = rules_0004.delegate_facts(
         capability_args=json.loads(capability_args or "{}"),
         device=json.loads(device) if device else None,
         result=document if isinstance(document, dict) else None,

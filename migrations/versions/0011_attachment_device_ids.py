@@ -5,10 +5,10 @@ Before, an attachment's ``device_ids`` missed some of the PCI devices its delega
 conflist's second plugin's device, or an address whose PCI domain has five hex digits. A sandbox
 recorded so kept that VF unclaimed until its DEL: another sandbox could be handed it (invariant 8b).
 Every attachment's ``device_ids`` gets what the engine derives from its recorded configuration,
-runtimeConfig, host device and result, by the rule of this revision's release
-(``migrations.frozen.rules_0011``, frozen from ``app.cni.conf``, ``app.attach.vfs`` and
-``app.attach.result_facts``: a later release upgrading a 0010 store adds what this one did), added
-to those it records: an id once recorded is never
+runtimeConfig, host device and result (``migrations.frozen.rules_0011``: ``app.cni.conf``,
+``app.attach.vfs.pci_addresses`` and ``app.attach.result_facts.device_ids`` as main at 0e91690, the
+last release to run this revision, ran them; a later release upgrading a 0010 store adds the same),
+added to those it records: an id once recorded is never
 dropped (recorded means possibly held). A configuration that no longer decodes adds nothing. Safe to
 rerun after a kill -9: a row rewritten holds what a rerun derives again.
 
@@ -62,7 +62,7 @@ def _recomputed(row: Any) -> dict[str, object] | None:
     capabilities = capabilities if isinstance(capabilities, dict) else {}
     try:
         handed = rules_0011.pci_addresses(bytes(config), capabilities)
-    except (TypeError, ValueError, RecursionError):
+    except (rules_0011.UndecodableConfigError, TypeError, ValueError, RecursionError):
         return None
     host_device = _json(device)
     document = _json(result)
