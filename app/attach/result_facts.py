@@ -1,10 +1,10 @@
 """Facts derived from a delegate's CNI result and inputs: its IPs, sandbox MACs and device IDs.
 
-The one place these CNI rules live. Called by the engine when it records a delegate's intent and
-commits its result (the facts are stored on the attachment, so queries never re-parse results),
-by the history-line builders (``app.attach.recording``), and by the schema migrations that
-backfilled attachments recorded before the facts were (0004) or before their device IDs were
-complete (0011). Pure: no I/O, never mutates the result,
+The one place the daemon's rules for these facts live. Called by the engine when it records a
+delegate's intent and commits its result (the facts are stored on the attachment, so queries never
+re-parse results), and by the history-line builders (``app.attach.recording``). The schema
+migrations 0004 and 0011 do not call it: they run a frozen copy of it (``migrations/frozen``), so a
+change here never changes what an upgrade records. Pure: no I/O, never mutates the result,
 never raises on a malformed result (a result it cannot read yields no addresses rather than
 failing the operation being recorded).
 """
