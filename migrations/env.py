@@ -11,6 +11,7 @@ nothing: no release before 0010 reads the record).
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from alembic import context
@@ -34,10 +35,13 @@ def _oldest_code_revision(revision_map: RevisionMap, revision: str) -> str:
     return revision if script is None else script.revision
 
 
-def _record_compatibility(*, ctx: MigrationContext, step: MigrationInfo, **_: Any) -> None:
+def _record_compatibility(
+    ctx: MigrationContext, step: MigrationInfo, heads: Collection[Any], run_args: Mapping[str, Any]
+) -> None:
     """Write (upgrade) or remove (downgrade) the record of the revision ``step`` moved to or from.
 
-    Before revision 0010 there is no table to write to; a downgrade of 0010 drops it."""
+    Before revision 0010 there is no table to write to; a downgrade of 0010 drops it. Alembic
+    passes ``heads`` and ``run_args`` too (by these names): not read."""
     connection = ctx.connection
     if connection is None or step.up_revision_id is None:
         return
