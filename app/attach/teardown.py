@@ -9,7 +9,9 @@ newest first with their recorded config, arguments, result and root (today's ``c
 the recorded root is gone: ``root_for_del``), and returns what the caller
 commits: the attachments whose DEL succeeded are removed; a DEL that failed for a reason that may
 pass stays pending with its error recorded (invariant 5); a DEL that can never run is completed
-with its reason in the history (invariant 5b). A sandbox whose ADD ran its delegates in parallel
+with its reason in the history (invariant 5b); one that failed in the namespace only for want of the
+pod's interface (host-device's, once its device is out of the pod) is replayed without a namespace.
+A sandbox whose ADD ran its delegates in parallel
 (recorded with it) has them DELed in parallel, the cluster network's last. Never resolves
 networks, never reads settings.
 
@@ -22,6 +24,7 @@ a sandbox of an earlier boot and DELed again at start-up (invariant 11; DEL is i
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -37,9 +40,9 @@ from app.attach.crashpoints import CrashPoints, Point
 from app.attach.errors import UndeletableError, as_cni_error, never_runnable
 from app.attach.recording import UnitOfWork
 from app.attach.requests import Trigger
-from app.attach.vfs import HostDevices
+from app.attach.vfs import HOST_DEVICE, HostDevices
 from app.cni import api, invoke, reaper
-from app.cni.types import CniError, ErrorCode
+from app.cni.types import CniError, ErrorCode, NetworkConfigList, PluginExitError, RefusedAlikeError
 from app.store import checkpoints
 from app.store.database import Database
 from app.store.records import AttachmentRecord, HistoryEntry, SandboxRecord
@@ -299,6 +302,44 @@ class Teardown:
             return False
         return attachment.ifname not in links
 
+    async def _failed_for_want_of_the_interface(
+        self,
+        record: SandboxRecord,
+        attachment: AttachmentRecord,
+        net: NetworkConfigList,
+        netns_path: str,
+        failed: ExceptionGroup[Exception],
+    ) -> bool:
+        """Whether a DEL in ``netns_path`` failed only because a plugin moving a device wants the
+        pod's interface, which is not there: the list runs host-device or its recorded host device is
+        back in the host; a plugin exited non-zero by itself, none was killed or timed out; and the
+        namespace (still the recorded one) holds no interface named as the attachment, or is gone
+        now. The reference host-device fails so for ever ("failed to find "net1": Link not found")
+        once its device is out of the pod: a DEL of it that a crash left unrecorded after it moved
+        the device back, an ADD killed before it moved the device in. Such a DEL is replayed without
+        a namespace (as for a namespace gone, invariant 5b), which still releases what a plugin
+        releases there, and its host device must still be back."""
+        errors = failed.exceptions
+        device = attachment.device or {}
+        if (
+            not netns_path
+            or not (
+                HOST_DEVICE in net.plugin_types
+                or (device.get("ifname") and self.devices.netdev_names(device.get("pci", "")))
+            )
+            or not all(isinstance(error, PluginExitError | RefusedAlikeError) for error in errors)
+            or not any(isinstance(error, PluginExitError) for error in errors)
+        ):
+            return False
+        try:
+            links = await netns.list_links(netns_path, identity=record.netns_id)
+        except netns.NetnsGoneError:
+            return True
+        except Exception as exc:  # netlink's own errors are no OSError: cannot tell, so keep the failure
+            log.debug("cannot look into %s after a failed DEL of %s: %s", netns_path, attachment.ifname, exc)
+            return False
+        return attachment.ifname not in links
+
     async def del_attachment(self, record: SandboxRecord, attachment: AttachmentRecord) -> None:
         """The delegate's DEL, replayed from the checkpoint; then its host device must be back and
         the device-info file made for it is removed.
@@ -320,16 +361,30 @@ class Teardown:
             ) from exc
         cni = self.cni_config(attachment.cni_path, root=root_for_del(record, attachment))
         unseen = masquerade.masquerading(net) and await self._pod_unseen(record, attachment, netns_path)
-        await api.del_network_list(
+        delete = partial(
+            api.del_network_list,
             cni=cni,
             net=net,
-            rt=rt,
             prev_result=prepared,
             prev_result_prepared=True,
             add_failure=None
             if attachment.result
             else attach_errors.recorded_add_failure(attachment.last_error),
         )
+        try:
+            await delete(rt=rt)
+        except ExceptionGroup as failed:
+            if not await self._failed_for_want_of_the_interface(record, attachment, net, netns_path, failed):
+                raise
+            log.info(
+                "the DEL of %s in %s failed with no %s there (%s): DELed again without a namespace",
+                attachment.network_name,
+                netns_path,
+                attachment.ifname,
+                "; ".join(str(error) for error in failed.exceptions),
+                extra=logcontext.fields(record.container_id, command="DEL", ifname=attachment.ifname),
+            )
+            await delete(rt=dataclasses.replace(rt, netns=""))
         if unseen:
             await masquerade.remove(
                 masquerade.chains(net, container_id=record.container_id, result=prev_result),
