@@ -499,6 +499,16 @@ class Campaign:
                 self.start_daemon()
         self.wait_ready()
         time.sleep(self.rng.uniform(0.3, 1.5))
+        self.sweep_netns()
+
+    def sweep_netns(self) -> None:
+        """Remove the kept netns of DELed pods that hold nothing but ``lo`` now (the DEL, spooled or
+        not, has run): what a kept netns still holds is reported at the end."""
+        with self.lock:
+            done = [pod for pod in self.pods if pod.state == "deleted" and pod.netns_kept]
+        for pod in done:
+            if link_names(pod.netns) == {"lo"}:
+                self._remove_netns(pod)
 
     def finish(self) -> None:
         """DEL every pod until it succeeds (the runtime's retries), then stop the daemon."""
