@@ -311,21 +311,22 @@ class Teardown:
         failed: ExceptionGroup[Exception],
     ) -> bool:
         """Whether a DEL in ``netns_path`` failed only because a plugin moving a device wants the
-        pod's interface, which is not there: the list runs host-device or its recorded host device is
-        back in the host; a plugin exited non-zero by itself, none was killed or timed out; and the
-        namespace (still the recorded one) holds no interface named as the attachment, or is gone
-        now. The reference host-device fails so for ever ("failed to find "net1": Link not found")
-        once its device is out of the pod: a DEL of it that a crash left unrecorded after it moved
-        the device back, an ADD killed before it moved the device in. Such a DEL is replayed without
-        a namespace (as for a namespace gone, invariant 5b), which still releases what a plugin
-        releases there, and its host device must still be back."""
+        pod's interface, which is not there: the list runs host-device, or the host device recorded
+        for it has a netdev in the host now (its name before the ADD known or not); a plugin exited
+        non-zero by itself, none was killed or timed out; and the namespace (still the recorded
+        one) holds no interface named as the attachment, or is gone now. The reference host-device
+        fails so for ever ("failed to find "net1": Link not found") once its device is out of the
+        pod: a DEL of it that a crash left unrecorded after it moved the device back, an ADD killed
+        before it moved the device in. Such a DEL is replayed without a namespace (as for a
+        namespace gone, invariant 5b), which still releases what a plugin releases there, and its
+        host device must still be back."""
         errors = failed.exceptions
         device = attachment.device or {}
         if (
             not netns_path
             or not (
                 HOST_DEVICE in net.plugin_types
-                or (device.get("ifname") and self.devices.netdev_names(device.get("pci", "")))
+                or (device.get("pci") and self.devices.netdev_names(device["pci"]))
             )
             or not all(isinstance(error, PluginExitError | RefusedAlikeError) for error in errors)
             or not any(isinstance(error, PluginExitError) for error in errors)

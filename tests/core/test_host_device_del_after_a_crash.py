@@ -20,6 +20,7 @@ from app.attach.crashpoints import Point
 from app.gc.recovery import recover
 from tests.conftest import CNI_PLUGIN_DIR
 from tests.core.support import Command, CrashAt, Crashed, Node, new_container_id
+from tests.core.vf_support import fake_vf
 
 
 def host_device_network(node: Node) -> tuple[str, str]:
@@ -75,3 +76,35 @@ async def test_an_add_killed_before_host_device_ran_is_rolled_back_by_recovery(n
     assert report.failed == []
     assert node.checkpoint(container) is None
     assert in_host(device)
+
+
+async def test_an_add_killed_before_the_vf_was_looked_at_is_rolled_back_by_recovery(node: Node) -> None:
+    """A plugin handed a VF (host-device under another type name, standing in for sriov-cni as in
+    ``bench.chaos``) whose ADD was killed before the VF's host name was recorded: the VF has a
+    netdev in the host, so the plugin's "Link not found" at DEL can never pass."""
+    pci = "0000:c1:00.3"
+    vf = fake_vf(node, pci)
+    (node.bin_dir / "sriov").symlink_to(Path(CNI_PLUGIN_DIR) / "host-device")
+    node.write_network(
+        "vf", {"cniVersion": "1.0.0", "name": "vf", "type": "sriov", "deviceID": pci, "device": vf.name}
+    )
+    conf = node.conf(node.recorder_network("cluster"), "vf")
+    netns, container = node.new_netns(), new_container_id()
+    (vf.names / vf.name).rmdir()  # not seen in the host when the ADD looks: its name is not recorded
+    with pytest.raises(Crashed):
+        await node.engine(crash=CrashAt(Point.ADD_AFTER_INTENT, 2), sysfs_root=vf.sysfs).add(
+            node.request(Command.ADD, container, netns, conf)
+        )
+    record = node.checkpoint(container)
+    assert record is not None
+    assert [a.device for a in record.attachments if a.ifname == "net1"] == [
+        {"pci": pci, "ifname": "", "mac": ""}
+    ]
+    (vf.names / vf.name).mkdir()  # the VF's netdev is in the host
+    node.restart()
+
+    report = await recover(engine=node.engine(sysfs_root=vf.sysfs), db=node.db)
+
+    assert report.failed == []
+    assert node.checkpoint(container) is None
+    assert in_host(vf.name)
