@@ -589,7 +589,12 @@ class GarbageCollector:
         """Remove the leases of containers we attached and no longer record (``app.gc.leases``);
         then forget the removed attachments none of whose directories holds a lease of theirs."""
         configs, removed, live = await self._db.read(_lease_evidence)
-        removed_dirs, candidates = await asyncio.to_thread(self._unrecorded_leases, configs, removed, live)
+        removed_dirs, candidates, unwritten = await asyncio.to_thread(
+            self._unrecorded_leases, configs, removed, live
+        )
+        if unwritten:
+            dropped = await asyncio.to_thread(leases.remove_unwritten, unwritten, dry_run=dry_run)
+            report.leases_removed.extend(str(lease.path) for lease in dropped)
         proven = {row.container_id for row in removed}
         ours_ids = proven | await self._proven_by_history(
             {lease.container_id for lease in candidates} - proven
@@ -605,11 +610,11 @@ class GarbageCollector:
         configs: set[tuple[bytes, str]],
         removed: list[lease_proofs.RemovedAttachment],
         live: set[str],
-    ) -> tuple[dict[int, set[Path]], list[leases.Lease]]:
+    ) -> tuple[dict[int, set[Path]], list[leases.Lease], list[leases.Lease]]:
         """In a worker thread (every recorded config parsed, lease directories listed, new lease
         files read: thousands of files on a busy node's first pass, which must not hold up the
-        event loop): the lease directories of each removed attachment, and the leases of
-        containers not in ``live``, in every directory known.
+        event loop): the lease directories of each removed attachment, the leases of containers
+        not in ``live``, and the lease files naming no container, in every directory known.
 
         A directory stays known while a recorded or removed attachment names it, or while it holds
         a lease of a container not live; one that has neither is forgotten (with its listing), so
@@ -622,19 +627,18 @@ class GarbageCollector:
         for dirs in removed_dirs.values():
             named |= dirs
         candidates: list[leases.Lease] = []
+        unwritten: list[leases.Lease] = []
         holding: set[Path] = set()
         for directory in sorted(named | self._lease_dirs):
-            found = [
-                lease
-                for lease in self._lease_listings.leases(directory)
-                if lease.container_id and lease.container_id not in live
-            ]
+            listed = self._lease_listings.leases(directory)
+            found = [lease for lease in listed if lease.container_id and lease.container_id not in live]
             if found:
                 holding.add(directory)
                 candidates.extend(found)
+            unwritten.extend(lease for lease in listed if not lease.container_id)
         self._lease_dirs = named | holding
         self._lease_listings.forget_all_but(self._lease_dirs)
-        return removed_dirs, candidates
+        return removed_dirs, candidates, unwritten
 
     async def _proven_by_history(self, unproven: set[str]) -> set[str]:
         """Those of ``unproven`` (containers holding a lease, unrecorded, no removed attachment

@@ -2,7 +2,8 @@
 
 A lease is a file named after the address in ``<dataDir>/<network>/`` (under the delegate's root,
 ``chrootDir``), holding the container ID and interface that took it. A lease is removed only when
-it is provably ours and orphaned (invariant 10): its container has no sandbox in the checkpoint,
+it is provably ours and orphaned (invariant 10), or names no container at all (``remove_unwritten``:
+a host-local killed between creating the file and writing it): its container has no sandbox in the checkpoint,
 and an attachment of it with host-local left the checkpoint (``app.store.lease_proofs``: a
 ``removed_attachments`` row, which history retention never prunes; before revision 0008, a history
 line of an ADD delegate of ours). Leases of containers we never attached (another CNI user of the
@@ -188,6 +189,35 @@ def host_local_lock(directory: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def remove_unwritten(unwritten: Iterable[Lease], *, dry_run: bool = False) -> list[Lease]:
+    """Delete lease files that name no container (``Lease.container_id`` empty), each found so again
+    under host-local's lock; return those removed. host-local creates a lease file and then writes
+    the container ID into it, both under that lock, so a file still empty while the lock is held
+    is a dead allocation's: a host-local killed between the two (a kill -9 of the daemon's whole
+    tree). No DEL can release it (host-local releases the files holding the container's ID), and
+    no container was given its address (the plugin died before printing a result), so it is
+    nobody's: left, it would keep the address from the pool for ever. A dry run deletes nothing."""
+    removed = []
+    for lease in unwritten:
+        try:
+            if dry_run:
+                current = _read_lease(str(lease.path))
+            else:
+                with host_local_lock(lease.path.parent):
+                    current = _read_lease(str(lease.path))
+                    if current is not None and not current.container_id:
+                        lease.path.unlink()
+        except OSError as exc:
+            log.warning("cannot remove unwritten lease %s: %s", lease.path, exc.strerror or exc)
+            continue
+        if current is None or current.container_id:
+            continue  # released, or written after all (it was not looked at under the lock)
+        removed.append(lease)
+        if not dry_run:
+            log.warning("removed lease %s, which names no container (its host-local was killed)", lease.path)
+    return removed
 
 
 def remove(leases: Iterable[Lease], *, dry_run: bool = False) -> list[Lease]:
