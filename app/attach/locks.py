@@ -60,7 +60,9 @@ class SandboxLocks:
         try:
             yield seen
         finally:
-            self._watchers.remove(seen)
+            # by identity: two passes' sets may be equal (both empty on an idle node), and
+            # ``list.remove`` would drop the other pass's
+            self._watchers = [watcher for watcher in self._watchers if watcher is not seen]
 
     def __len__(self) -> int:
         return len(self._users)

@@ -9,20 +9,12 @@ still running (it could tear that sandbox down), and the second pass's end raise
 (the runtime's GC answered code 999, "internal error"). Found by ``bench.chaos``
 (``GC 999: internal error: ValueError: list.remove(x): x not in list``).
 
-The fix belongs in ``app/attach/locks.py`` (outside this change's files): drop the watcher by
-identity (``for index, watcher in enumerate(self._watchers): if watcher is seen: del
-self._watchers[index]; break``), or keep the watchers keyed by ``id``.
+``SandboxLocks`` now drops a pass's watcher by identity.
 """
 
 from __future__ import annotations
 
-import pytest
-
 from app.attach.locks import SandboxLocks
-
-pytestmark = pytest.mark.xfail(
-    strict=True, reason="app/attach/locks.py drops a GC pass's watcher by value: fix described above"
-)
 
 
 async def test_a_pass_ending_first_leaves_the_other_pass_watching() -> None:
