@@ -21,9 +21,11 @@ what the campaign made, every fake VF back in the host under its name and MAC, n
 plugin process. What was done and what was found is printed; the exit status is 1 on any finding.
 
 The fake VFs: veths registered under PCI addresses in a fake sysfs tree (``sysfsRoot``), as
-``tests/core/vf_support.py`` builds them; the network's plugin type is ``sriov``, a link to the
-reference host-device, its configuration naming the PCI address (``deviceID``: what the daemon
-claims and gets back) and the veth (``device``: what host-device moves).
+``tests/core/vf_support.py`` builds them, each following its veth as real sysfs follows a VF
+(listed only while the veth is in the host under its name); the network's plugin type is
+``sriov``, a link to the reference host-device, its configuration naming the PCI address
+(``deviceID``: what the daemon claims and gets back) and the veth (``device``: what host-device
+moves).
 """
 
 from __future__ import annotations
@@ -210,7 +212,8 @@ class Campaign:
         name = self._host_veth(f"chv{self.tag}{index}")
         pci = f"0000:c{self.tag[0]}:00.{index}"
         device = self.root / "sys" / "bus" / "pci" / "devices" / pci
-        (device / "net" / name).mkdir(parents=True)
+        (device / "net").mkdir(parents=True)
+        (device / "net" / name).symlink_to(Path("/sys/class/net") / name)  # listed while in the host
         (self.root / "sys" / "bus" / "pci" / "drivers" / "iavf").mkdir(parents=True, exist_ok=True)
         (device / "driver").symlink_to(Path("..", "..", "drivers", "iavf"))
         return FakeVf(pci, name, link_json("dev", name)[0]["address"])

@@ -10,9 +10,10 @@ still there?). Namespaces are opened without ``O_CREAT``, so looking at a vanish
 recreate it. The only changes it makes are deleting a host-side veth of a sandbox GC collected
 (the link that has the name and the MAC its result recorded, never another that took the name),
 restoring the name and MAC of a host device (an SR-IOV VF) that came back from a sandbox under
-another name (the name first: a MAC the device refuses does not keep it from its name), and
-pointing a sandbox's default route where its pod's ``default-route`` selection asked. Blocking
-netlink calls run in a worker thread.
+another name (the name first: a MAC the device refuses does not keep it from its name), moving such
+a device still inside its sandbox after its DEL back to the host (the one link the caller proves to
+be it, by index), and pointing a sandbox's default route where its pod's ``default-route``
+selection asked. Blocking netlink calls run in a worker thread.
 """
 
 from __future__ import annotations
@@ -359,6 +360,87 @@ async def restore_host_link(current: str, *, name: str, mac: str) -> None:
     """Rename host link ``current`` back to ``name``, then give it ``mac`` again (an empty ``mac``:
     left as it is). ``MacRefusedError`` when the link refuses that MAC: it is renamed all the same."""
     await asyncio.to_thread(_restore_host_link_blocking, current, name, mac)
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxLink:
+    """A link inside a sandbox's namespace, with what ties it to a host device: the parent device
+    the kernel reports (``IFLA_PARENT_DEV_NAME`` and ``IFLA_PARENT_DEV_BUS_NAME``, Linux 5.14 on: a
+    VF's PCI address on bus ``pci``; "" for a virtual link, or on an older kernel)."""
+
+    name: str
+    mac: str
+    parent: str
+    parent_bus: str
+
+
+def _sandbox_link(msg: Any) -> SandboxLink:
+    return SandboxLink(
+        name=str(msg.get("ifname") or ""),
+        mac=str(msg.get("address") or ""),
+        parent=str(msg.get("IFLA_PARENT_DEV_NAME") or ""),
+        parent_bus=str(msg.get("IFLA_PARENT_DEV_BUS_NAME") or ""),
+    )
+
+
+def _sandbox_links_blocking(path: str, identity: str) -> list[SandboxLink]:
+    IPRoute = lean_pyroute2.iproute()  # noqa: N806 (the class)
+
+    def links() -> list[SandboxLink]:
+        with IPRoute() as ipr:
+            return [_sandbox_link(msg) for msg in ipr.get_links()]
+
+    return _in_netns(path, links, identity=identity)
+
+
+async def sandbox_links(path: str, *, identity: str) -> list[SandboxLink]:
+    """The links inside the namespace at ``path`` with their parent devices; ``NetnsGoneError`` if
+    it is gone or holds another namespace than ``identity``, ``NetnsUnreadableError`` if it cannot
+    be looked at (as ``list_links``)."""
+    return await asyncio.to_thread(_sandbox_links_blocking, path, identity)
+
+
+_FREE_NAME_PATTERN: Final = "dev%d"
+"""What the kernel names a device it takes back from a dying namespace when its name is taken."""
+
+
+def _move_home_blocking(path: str, identity: str, wanted: Callable[[SandboxLink], bool], name: str) -> str:
+    IPRoute = lean_pyroute2.iproute()  # noqa: N806 (the class)
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    host = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)  # this worker's: the host's
+
+    def move() -> str:
+        with IPRoute() as ipr:
+            found = [msg for msg in ipr.get_links() if wanted(_sandbox_link(msg))]
+            if len(found) != 1:
+                return ""  # none, or more than one: none is provably the device
+            index, was = found[0]["index"], str(found[0].get("ifname") or "")
+            try:
+                ipr.link("set", index=index, net_ns_fd=host, ifname=name)
+            except NetlinkError as exc:
+                if exc.code != errno.EEXIST:
+                    raise OSError(
+                        exc.code, f"cannot move {was} out of {path}: {os.strerror(exc.code)}"
+                    ) from exc
+                # another host link has its name: moved under a free one, as the kernel would
+                ipr.link("set", index=index, net_ns_fd=host, ifname=_FREE_NAME_PATTERN)
+            return was
+
+    try:
+        return _in_netns(path, move, identity=identity)
+    finally:
+        os.close(host)
+
+
+async def move_home(path: str, *, identity: str, wanted: Callable[[SandboxLink], bool], name: str) -> str:
+    """Move the one link inside the namespace at ``path`` (given its recorded ``identity``) that
+    ``wanted`` picks to the host namespace, named ``name`` there (``devN`` when another host link
+    has that name); return the name it had, "" when no link, or more than one, was picked (nothing
+    is moved). ``NetnsGoneError``/``NetnsUnreadableError`` as ``list_links``; ``OSError`` when
+    netlink refuses the move. Found and moved in one visit: by index, never by a name looked up
+    again."""
+    return await asyncio.to_thread(_move_home_blocking, path, identity, wanted, name)
 
 
 def _set_default_route_blocking(path: str, gateway: str, ifname: str) -> None:

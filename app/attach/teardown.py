@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from app import metrics
-from app.attach import device_info, logcontext, masquerade, netns, recording, replay
+from app.attach import device_info, logcontext, masquerade, netns, recording, replay, vfs
 from app.attach import errors as attach_errors
 from app.attach.crashpoints import CrashPoints, Point
 from app.attach.errors import UndeletableError, as_cni_error, never_runnable
@@ -312,7 +312,9 @@ class Teardown:
     ) -> bool:
         """Whether a DEL in ``netns_path`` failed only because a plugin moving a device wants the
         pod's interface, which is not there: the list runs host-device, or the host device recorded
-        for it has a netdev in the host now (its name before the ADD known or not); a plugin exited
+        for it has a netdev in the host now (its name before the ADD known or not) or is provably in
+        the namespace under another name (its host name: host-device killed between its move and its
+        rename, ``vfs.stranded_in``; ``ensure_returned`` then takes it back); a plugin exited
         non-zero by itself, none was killed or timed out; and the namespace (still the recorded
         one) holds no interface named as the attachment, or is gone now. The reference host-device
         fails so for ever ("failed to find "net1": Link not found") once its device is out of the
@@ -322,24 +324,27 @@ class Teardown:
         host device must still be back."""
         errors = failed.exceptions
         device = attachment.device or {}
+        out_of_the_pod = HOST_DEVICE in net.plugin_types or bool(
+            device.get("pci") and self.devices.netdev_names(device["pci"])
+        )
         if (
             not netns_path
-            or not (
-                HOST_DEVICE in net.plugin_types
-                or (device.get("pci") and self.devices.netdev_names(device["pci"]))
-            )
+            or not (out_of_the_pod or device.get("pci"))
             or not all(isinstance(error, PluginExitError | RefusedAlikeError) for error in errors)
             or not any(isinstance(error, PluginExitError) for error in errors)
         ):
             return False
         try:
-            links = await netns.list_links(netns_path, identity=record.netns_id)
+            links = await netns.sandbox_links(netns_path, identity=record.netns_id)
         except netns.NetnsGoneError:
-            return True
+            return out_of_the_pod
         except Exception as exc:  # netlink's own errors are no OSError: cannot tell, so keep the failure
             log.debug("cannot look into %s after a failed DEL of %s: %s", netns_path, attachment.ifname, exc)
             return False
-        return attachment.ifname not in links
+        if any(link.name == attachment.ifname for link in links):
+            return False
+        # its device left in the pod under its host name: ``ensure_returned`` takes it back
+        return out_of_the_pod or vfs.stranded_in(links, device, attachment.ifname)
 
     async def del_attachment(self, record: SandboxRecord, attachment: AttachmentRecord) -> None:
         """The delegate's DEL, replayed from the checkpoint; then its host device must be back and
@@ -393,6 +398,8 @@ class Teardown:
                 context=logcontext.fields(record.container_id, command="DEL", ifname=attachment.ifname),
                 search_path=cni.base_env.get("PATH", invoke.DEFAULT_BASE_ENV["PATH"]).split(":"),
             )
-        if attachment.device is not None and await self.devices.ensure_returned(attachment.device):
+        if attachment.device is not None and await self.devices.ensure_returned(
+            attachment.device, netns_path=netns_path, netns_identity=record.netns_id
+        ):
             metrics.GC_RECLAIMED.labels("vf").inc()
         device_info.remove_for_attachment(attachment)

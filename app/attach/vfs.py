@@ -17,7 +17,13 @@ renamed all the same): that is warned about, never retried, as no retry could ch
 missing while its netdev driver is bound keeps the attachment pending (invariant 5); a VF no longer
 on the PCI bus at all (its PF's VFs destroyed) took its netdev with it, so it does not (invariant
 5b: that DEL could never finish), nor does a VF now bound to no driver (unbinding its netdev driver
-destroyed the netdev, wherever it was) or to a user-space driver.
+destroyed the netdev, wherever it was) or to a user-space driver. A VF still missing is first
+looked for in its sandbox's namespace (the recorded one, identity-checked): a kill -9 between the
+reference host-device's two steps (ADD: move in, then rename to ``CNI_IFNAME``; DEL: rename back,
+then move out) leaves it there under its host name, which no DEL moves. A link there that is
+provably the VF (its parent device is that PCI address; or, with no parent reported, it has the
+VF's recorded host name and MAC: ``is_the_device``) is moved back to the host under its name, as
+that DEL would have; no other link is touched.
 
 A VF bound to a user-space (DPDK) driver (``vfio-pci``, ``uio_pci_generic``, ``igb_uio``: how
 sriov-cni tells a DPDK device) has no netdev in any namespace: handed over so, it is recorded with
@@ -167,9 +173,14 @@ class HostDevices:
         return self._sysfs / "bus" / "pci" / "devices" / pci.lower()  # sysfs names them in lower case
 
     def netdev_names(self, pci: str) -> list[str]:
-        """Netdevs of PCI device ``pci`` present in the host namespace (sysfs lists only those)."""
+        """Netdevs of PCI device ``pci`` present in the host namespace (sysfs lists only those).
+
+        Each is a directory there (read from the directory entry: no further system call); an entry
+        that is none is no netdev in the host: a fake tree's link to where the kernel lists a veth
+        standing in for a VF (``/sys/class/net/<name>``), which leads nowhere while it is elsewhere."""
         try:
-            return sorted(os.listdir(self._device_dir(pci) / "net"))
+            with os.scandir(self._device_dir(pci) / "net") as entries:
+                return sorted(entry.name for entry in entries if entry.is_dir())
         except FileNotFoundError:
             return []
 
@@ -233,15 +244,22 @@ class HostDevices:
         link = await netns.host_link(names[0])
         return {"pci": pci, "ifname": names[0], "mac": link.mac if link is not None else ""}
 
-    async def ensure_returned(self, device: Mapping[str, str]) -> bool:
+    async def ensure_returned(
+        self, device: Mapping[str, str], *, netns_path: str = "", netns_identity: str = ""
+    ) -> bool:
         """Raise unless the device is back in the host, or can have no netdev left anywhere (gone
-        from the PCI bus, bound to no driver or to a user-space one); True when it came back under
-        another name or MAC (restored as far as can be: a name another netdev has, or a MAC never
-        known, is not)."""
+        from the PCI bus, bound to no driver or to a user-space one); True when it had to be
+        restored: taken back from its sandbox's namespace (``netns_path``, while it holds the
+        recorded ``netns_identity``: ``take_back``), or come back under another name or MAC
+        (restored as far as can be: a name another netdev has, or a MAC never known, is not)."""
         pci, name, mac = device.get("pci", ""), device.get("ifname", ""), device.get("mac", "")
         if not name:
             return False  # nothing was known about it before the ADD: nothing to prove
         current = self.netdev_names(pci)
+        taken_back = False
+        if not current and netns_path and self._why_no_netdev_anywhere(pci) is None:
+            taken_back = await self.take_back(device, netns_path=netns_path, netns_identity=netns_identity)
+            current = self.netdev_names(pci) if taken_back else []
         if not current:
             gone = self._why_no_netdev_anywhere(pci)
             if gone is not None:
@@ -255,7 +273,7 @@ class HostDevices:
         returned = current[0]
         link = await netns.host_link(returned)
         if returned == name and (link is None or not mac or link.mac.lower() == mac.lower()):
-            return False
+            return taken_back
         # Back in the host, the VF is released whatever its name: what cannot be restored is warned
         # about, not raised: no retry could change it, so the DEL would fail for ever (invariant 5b).
         unrestored: list[str] = []
@@ -288,3 +306,53 @@ class HostDevices:
                 return True
             log.info("device %s came back as %s: restored to %s %s", pci, returned, name, mac)
         return True
+
+    async def take_back(self, device: Mapping[str, str], *, netns_path: str, netns_identity: str) -> bool:
+        """Move the recorded host ``device`` back to the host under its recorded name, when it is
+        still inside its sandbox's namespace (``netns_path``, while it holds ``netns_identity``) as
+        no delegate's DEL can move it: a kill -9 between host-device's two steps leaves it there
+        under its host name (its ADD moves the device in, then renames it to ``CNI_IFNAME``; its DEL
+        renames it back, then moves it out), and host-device then fails for want of ``net1`` for
+        ever. What it does is what that DEL would have done; its MAC is left to ``ensure_returned``.
+        Only a link that is provably the device is moved (``is_the_device``). True if it was moved;
+        False when it is not there, or the namespace cannot be looked into (nothing proves then)."""
+        pci, name = device.get("pci", ""), device.get("ifname", "")
+        try:
+            was = await netns.move_home(
+                netns_path,
+                identity=netns_identity,
+                wanted=lambda link: is_the_device(link, device),
+                name=name,
+            )
+        except Exception as exc:  # gone, unreadable, refused (netlink's own errors are no OSError)
+            log.warning("device %s (%s) cannot be taken back from %s: %s", pci, name, netns_path, exc)
+            return False
+        if not was:
+            return False
+        log.warning(
+            "device %s was still in %s as %s after its DEL: moved back to the host as %s",
+            pci,
+            netns_path,
+            was,
+            name,
+        )
+        return True
+
+
+def is_the_device(link: netns.SandboxLink, device: Mapping[str, str]) -> bool:
+    """Whether ``link`` in a sandbox's namespace is provably the recorded host ``device``: its
+    parent is that PCI device (the kernel says so from Linux 5.14 on); or, for a link with no
+    parent reported (an older kernel's VF; a veth standing in for one), it has the device's recorded
+    host name and its recorded MAC, both known (host-device keeps the MAC; a link of another
+    parent is never taken, whatever its name)."""
+    if link.parent or link.parent_bus:
+        return link.parent_bus == "pci" and link.parent.lower() == device.get("pci", "").lower()
+    name, mac = device.get("ifname", ""), device.get("mac", "")
+    return bool(name and mac) and link.name == name and link.mac.lower() == mac.lower()
+
+
+def stranded_in(links: list[netns.SandboxLink], device: Mapping[str, str], ifname: str) -> bool:
+    """Whether the recorded host ``device`` is among a sandbox's ``links`` under another name than
+    the attachment's ``ifname`` (which a delegate's DEL looks for): left there under its host name
+    (or any name, when its parent device proves it)."""
+    return any(link.name != ifname and is_the_device(link, device) for link in links)

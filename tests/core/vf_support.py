@@ -52,14 +52,21 @@ def bind(sysfs: Path, pci: str, driver: str) -> None:
     link.symlink_to(Path("..", "..", "drivers", driver))
 
 
-def fake_vf(node: Node, pci: str) -> FakeVf:
+def fake_vf(node: Node, pci: str, *, follows: bool = False) -> FakeVf:
     """A VF ``pci`` bound to its netdev driver (iavf), whose netdev is a veth in the host
-    namespace, removed with ``node``."""
+    namespace, removed with ``node``. Listed in the fake sysfs under its name for good, unless it
+    ``follows`` the veth as real sysfs follows a VF: listed only while the veth is in the host
+    under that name (the entry is a link to ``/sys/class/net/<name>``, the host's own view)."""
     name = f"mpvf{secrets.token_hex(3)}"
     subprocess.run(["ip", "link", "add", name, "type", "veth", "peer", "name", f"{name}p"], check=True)
     node.host_links.append(name)
     sysfs = node.root / "sys"
-    (sysfs / "bus" / "pci" / "devices" / pci / "net" / name).mkdir(parents=True)
+    entry = sysfs / "bus" / "pci" / "devices" / pci / "net" / name
+    entry.parent.mkdir(parents=True)
+    if follows:
+        entry.symlink_to(Path("/sys/class/net") / name)
+    else:
+        entry.mkdir()
     bind(sysfs, pci, "iavf")
     shown = subprocess.run(
         ["ip", "-j", "link", "show", "dev", name], capture_output=True, text=True, check=True
