@@ -19,6 +19,10 @@ DELed, the daemon stopped, and the node must hold nothing: no checkpoint row, no
 under the networks' ``dataDir``, no port on a bridge, no link in the host or in a kept netns beyond
 what the campaign made, every fake VF back in the host under its name and MAC, no spool entry, no
 plugin process. What was done and what was found is printed; the exit status is 1 on any finding.
+One kind of link left in a DELed pod's kept netns is no finding, only counted: a plugin's
+temporary (``PLUGIN_TEMPORARY``), which a plugin killed between creating it and renaming it leaves
+in the pod's namespace alone: it goes with the namespace, which the runtime removes after the DEL,
+and no DEL could know it.
 
 The fake VFs: veths registered under PCI addresses in a fake sysfs tree (``sysfsRoot``), as
 ``tests/core/vf_support.py`` builds them, each following its veth as real sysfs follows a VF
@@ -35,6 +39,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import secrets
 import shutil
 import signal
@@ -60,6 +65,9 @@ DELEGATE_CNI_VERSION = "1.0.0"
 SHIM_TIMEOUT_SECONDS = 240.0
 LEASE_BOOKKEEPING = ("last_reserved_ip", "lock")
 """host-local's own files in a network's lease directory (``last_reserved_ip.0``, ``lock``)."""
+PLUGIN_TEMPORARY = re.compile(r"veth[0-9a-f]{8}")
+"""How the reference plugins name a link they create in the pod's namespace and then rename to
+``CNI_IFNAME`` (macvlan, ipvlan: ``ip.RandomVethName``, ``veth`` and 4 random bytes in hex)."""
 
 
 def run(*command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -116,6 +124,8 @@ class Tally:
     most_del_retries_while_up: int = 0
     findings: list[str] = field(default_factory=list)
     odd_errors: Counter[str] = field(default_factory=Counter)
+    temporaries_left: int = 0
+    """Plugin temporaries (``PLUGIN_TEMPORARY``) found in DELed pods' kept netns: no finding."""
 
 
 class Campaign:
@@ -505,13 +515,22 @@ class Campaign:
         self.sweep_netns()
 
     def sweep_netns(self) -> None:
-        """Remove the kept netns of DELed pods that hold nothing but ``lo`` now (the DEL, spooled or
-        not, has run): what a kept netns still holds is reported at the end."""
+        """Remove the kept netns of DELed pods that hold nothing but ``lo`` and plugin temporaries now
+        (the DEL, spooled or not, has run): what a kept netns still holds is reported at the end."""
         with self.lock:
             done = [pod for pod in self.pods if pod.state == "deleted" and pod.netns_kept]
         for pod in done:
-            if link_names(pod.netns) == {"lo"}:
+            if not self.left_inside(pod):
                 self._remove_netns(pod)
+
+    def left_inside(self, pod: Pod) -> list[str]:
+        """The links in ``pod``'s kept netns but ``lo`` and plugin temporaries (counted, if the
+        netns holds nothing else: it is then removed, or kept with a finding)."""
+        inside = link_names(pod.netns) - {"lo"}
+        left = sorted(name for name in inside if not PLUGIN_TEMPORARY.fullmatch(name))
+        if not left:
+            self.tally.temporaries_left += len(inside)
+        return left
 
     def finish(self) -> None:
         """DEL every pod until it succeeds (the runtime's retries), then stop the daemon."""
@@ -566,11 +585,9 @@ class Campaign:
                 found.append(f"{prefix} fake VF {vf.name} came back with MAC {shown[0]['address']}")
         for pod in self.pods:
             if pod.netns_kept:
-                inside = link_names(pod.netns) - {"lo"}
+                inside = self.left_inside(pod)
                 if inside:
-                    found.append(
-                        f"{prefix} links left in pod{pod.index}'s netns {pod.netns}: {sorted(inside)}"
-                    )
+                    found.append(f"{prefix} links left in pod{pod.index}'s netns {pod.netns}: {inside}")
         spooled = sorted(path.name for path in self.spool_dir.iterdir())
         if spooled:
             found.append(f"{prefix} spool entries left: {spooled}")
@@ -603,6 +620,8 @@ class Campaign:
             f"{tally.del_retries_after_restart} with the daemon up "
             f"(most for one pod: {tally.most_del_retries_while_up})",
         ]
+        if tally.temporaries_left:
+            lines.append(f"  plugin temporaries in DELed pods' netns (no finding): {tally.temporaries_left}")
         lines += [f"  unexpected error x{count}: {text}" for text, count in tally.odd_errors.most_common(12)]
         lines += [f"  FINDING: {finding}" for finding in tally.findings] or ["  findings: none"]
         return "\n".join(lines)
