@@ -875,3 +875,23 @@ async def test_a_hot_unplug_whose_sandbox_the_runtime_deled_meanwhile_announces_
     assert node.events("FailedRemovingInterface") == []
     assert ("default", "web") not in node.reconciler.pending
     assert await node.recorded(container) == {}
+
+
+async def test_a_pod_that_fails_for_hours_keeps_its_hot_plug_retried_and_the_reconciler_running(
+    running: Running, database: Database, emulator: KubeApiEmulator, layout: Layout, netns: str
+) -> None:
+    """Each failed pass of a pod doubled its retry delay from ``backoff_initial`` as a float times
+    ``2 ** failures``: past 1,024 failures in a row (about nine hours of a pod selecting a NAD it
+    cannot have, retried every minute and at every resync) the int no longer converted to a float,
+    the ``OverflowError`` ended the reconciler's task, and every restart of it met that pod first
+    and crashed again: no pod of the node was hot-plugged any more. Here the delays are zero, so the
+    failures pile up at once."""
+    settings = ReconcilerSettings(backoff_initial=0.0, backoff_max=0.0, busy_retry=0.02)
+    async with hotplug_node(running, database, emulator, layout, netns, reconciler_settings=settings) as node:
+        pod, container = await running_pod(node, "stubborn")
+        node.annotate("stubborn", "hot-dev@sriov1")  # a resourceName: refused, retried at each try
+        await eventually(lambda: _async(node.reconciler.passes), lambda passes: passes > 1030, within=60)
+
+        node.annotate("stubborn", "hot-a@net1")  # the others, and this pod, are still hot-plugged
+        await eventually(lambda: node.recorded(container), _equals({"eth0": "added", "net1": "added"}))
+        await node.engine.delete(node.request(Command.DEL, pod, container))
