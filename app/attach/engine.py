@@ -58,7 +58,7 @@ from app.attach.cluster import (
     StatusPublisher,
 )
 from app.attach.crashpoints import DISARMED, CrashPoints, Point
-from app.attach.errors import MultusCode, as_cni_error, combine
+from app.attach.errors import MultusCode, SandboxNotRunningError, as_cni_error, combine
 from app.attach.locks import SandboxLocks
 from app.attach.network_status import DelegateOutcome, interface_events, status_entries
 from app.attach.network_status import render as render_status
@@ -957,7 +957,7 @@ class AttachEngine:
         at each: whatever the path holds now is another sandbox's, even showing the recorded
         identity). Else code 101 (gone); 11 when it cannot be looked at (it may be the pod's)."""
         if record.boot_id and record.boot_id != self._boot_id:
-            raise CniError(
+            raise SandboxNotRunningError(
                 MultusCode.NETNS_GONE,
                 f"network namespace {record.netns} is gone",
                 "the sandbox is of an earlier boot, whose namespaces are all gone",
@@ -965,7 +965,7 @@ class AttachEngine:
         try:
             return await netns.list_links(record.netns, identity=record.netns_id)
         except netns.NetnsGoneError as exc:
-            raise CniError(
+            raise SandboxNotRunningError(
                 MultusCode.NETNS_GONE, f"network namespace {record.netns} is gone", str(exc)
             ) from exc
         except netns.NetnsUnreadableError as exc:  # not gone: it may well be the live pod's
@@ -1088,15 +1088,18 @@ class AttachEngine:
         """Add one delegate to the running sandbox ``request.container_id`` under ``plan.ifname``;
         return its result in CNI 1.1.0. Refused (nothing recorded) for a sandbox that is not
         ``ready``, another pod's sandbox, or an interface name the checkpoint or the netns holds.
-        A failed delegate is DELed again at once (its attachment stays recorded if that fails)."""
+        A failed delegate is DELed again at once (its attachment stays recorded if that fails).
+        The refusal of a sandbox that no longer runs (``SandboxNotRunningError``) is recorded in
+        the history for ``/delegate``, not for native hot-plug, which gives that hot-plug up."""
         async with self.locks.hold(request.container_id):
             started = time.monotonic()
             try:
                 return await self._attach_delegate_locked(request, plan, started)
             except CniError as err:
-                await self._db.write(
-                    self._recorded(recording.request_entry(request=request, started=started, error=err))
-                )
+                if not (isinstance(err, SandboxNotRunningError) and request.trigger is Trigger.HOTPLUG):
+                    await self._db.write(
+                        self._recorded(recording.request_entry(request=request, started=started, error=err))
+                    )
                 raise
 
     async def detach_delegate(self, request: SandboxRequest) -> None:
@@ -1267,7 +1270,7 @@ class AttachEngine:
         """The running sandbox a hot-plug ADD names, or the CNI error saying why there is none."""
         record = await self.load_sandbox(request.container_id)
         if record is None or record.state != "ready":
-            raise CniError(
+            raise SandboxNotRunningError(
                 ErrorCode.UNKNOWN_CONTAINER,
                 f"unknown container {request.container_id} (CNI_CONTAINERID): "
                 "no running sandbox on this node",

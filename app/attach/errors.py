@@ -80,6 +80,13 @@ def combine(errors: Sequence[CniError]) -> CniError:
     return CniError(first.code, "; ".join(str(error) for error in errors), first.details)
 
 
+class SandboxNotRunningError(CniError):
+    """A hot-plug (or CHECK) refused because its sandbox no longer runs: not recorded ``ready``
+    (code 3: the runtime's DEL came first), or its network namespace is gone (101). ``POST
+    /delegate`` answers it and records it like any refusal; native hot-plug gives the hot-plug up
+    and records nothing (``hotplug.HotplugReconciler``): nothing was tried on a running sandbox."""
+
+
 class UndeletableError(Exception):
     """A recorded delegate whose DEL can never run (its config or result does not parse)."""
 

@@ -39,7 +39,7 @@ from app.attach.cluster import (
     StatusWriteRefusedError,
 )
 from app.attach.engine import AttachEngine
-from app.attach.errors import as_cni_error
+from app.attach.errors import SandboxNotRunningError, as_cni_error
 from app.attach.locks import SandboxLocks
 from app.attach.netconf import MultusNetConf
 from app.attach.network_status import DelegateOutcome, interface_events, render
@@ -911,18 +911,23 @@ class HotplugReconciler:
         """Hot-plug ``selection`` as ``ifname``; its error, ``_GONE`` when the sandbox stopped
         running before it could (no FailedAddingInterface for a pod being deleted, nor for a
         sandbox whose namespace went: the engine's code 101, which a delegate may answer too, for
-        its own reasons), else None."""
+        its own reasons), else None. A hot-plug given up before any delegate ran for it writes no
+        history line (the engine's refusal, ``SandboxNotRunningError``, is not recorded either),
+        as none is written for a sandbox found stopped when the pass began: nothing was tried on
+        a running sandbox, and its owner's annotation was not refused."""
         request = _with(base, command=Command.ADD, ifname=ifname)
         where = f"pod [{pod.namespace}/{pod.name}]"
         try:
             try:
                 plan = await self._resolver.plan_hotplug(request, pod, selection, ifname=ifname)
             except CniError as err:
+                if await self._stopped_running(base.container_id):
+                    return _GONE
                 await self._engine.record_request_error(request, err, started=time.monotonic())
                 raise
             await self._engine.attach_delegate(request, plan)
         except CniError as err:
-            if await self._stopped_running(base.container_id):
+            if isinstance(err, SandboxNotRunningError) or await self._stopped_running(base.container_id):
                 return _GONE
             if isinstance(err, NadNotFoundError):
                 self._warn_not_found(pod, err)

@@ -174,7 +174,7 @@ async def test_a_namespace_that_goes_while_a_hot_plug_is_planned_is_not_announce
         await running.watchers.events.drained()
     assert node.events("FailedAddingInterface") == []
     assert ("default", "late") not in node.reconciler.pending
-    assert ("ADD", "hotplug", "error", "net3") in await node.history(container)  # still in the history
+    assert [line for line in await node.history(container) if line[1] == "hotplug"] == []
     await node.engine.delete(node.request(Command.DEL, pod, container))
 
 
@@ -240,3 +240,33 @@ async def test_a_refused_nameless_selection_is_recorded_under_no_interface(node:
         ),
     )
     await node.engine.delete(node.request(Command.DEL, pod, container))
+
+
+@pytest.mark.parametrize(
+    "selection", ["hot-a@net3", "missing-nad@net9"], ids=["refused-by-the-engine", "its-nad-missing"]
+)
+async def test_a_hot_plug_given_up_because_the_runtime_deled_its_sandbox_writes_no_error_to_the_history(
+    node: Watched, running: Running, monkeypatch: pytest.MonkeyPatch, selection: str
+) -> None:
+    """The runtime's DEL came while the pass planned the hot-plug: the pass gives it up (nothing
+    announced or retried), yet the history showed a hot-plug ADD error, "unknown container ...
+    (CNI_CONTAINERID)" (the engine's refusal, worded for ``/delegate``), or the plan's own failure
+    (a NAD not found): as if the pod's annotation had been refused, where nothing was tried on a
+    running sandbox, as for one found stopped when the pass began (no line either)."""
+    pod, container = await running_pod(node, "going")
+    resolver = node.reconciler._resolver
+    planned = resolver.plan_hotplug
+
+    async def runtime_del_first(*args: Any, **kwargs: Any) -> Any:
+        await node.engine.delete(node.request(Command.DEL, pod, container))
+        return await planned(*args, **kwargs)
+
+    monkeypatch.setattr(resolver, "plan_hotplug", runtime_del_first)
+    node.annotate("going", selection)
+
+    await node.pass_done(selection)
+    assert ("default", "going") not in node.reconciler.pending
+    assert await node.history(container) == [
+        ("ADD", "runtime", "ok", "eth0"),
+        ("DEL", "runtime", "ok", "eth0"),
+    ]
