@@ -14,10 +14,11 @@ from dataclasses import replace
 
 import pytest
 
-from app.attach.errors import MultusCode
-from app.cni.types import CniError, IfName
+from app.attach.errors import MultusCode, SandboxNotRunningError
+from app.attach.requests import Trigger
+from app.cni.types import CniError, ErrorCode, IfName
 from tests.core import vf_support
-from tests.core.support import Command, Netns, Node, new_container_id, pending
+from tests.core.support import Command, Netns, Node, new_container_id, pending, request_lines
 
 
 def _network_naming_no_interface(node: Node) -> str:
@@ -84,3 +85,26 @@ async def test_a_hot_plug_into_a_sandbox_whose_netns_path_holds_another_namespac
         "no hot-plug ran"
     )
     assert pending(node.checkpoint(container)) == ["eth0"], "nothing recorded for it"
+
+
+@pytest.mark.parametrize("trigger", [Trigger.DELEGATE, Trigger.HOTPLUG])
+async def test_a_hot_plug_into_a_sandbox_the_runtime_deled_is_recorded_only_for_its_caller_delegate(
+    node: Node, trigger: Trigger
+) -> None:
+    """``POST /delegate``'s caller hears code 3 and the history keeps its refusal; native hot-plug
+    gives that hot-plug up (``hotplug.HotplugReconciler``): no line, nothing was tried."""
+    conf = node.conf(_network_naming_no_interface(node))
+    container, netns = new_container_id(), node.new_netns()
+    engine = node.engine()
+    await engine.add(node.request(Command.ADD, container, netns, conf))
+    await engine.delete(node.request(Command.DEL, container, netns, conf))
+    request = replace(
+        node.request(Command.ADD, container, netns, conf, trigger=trigger), ifname=IfName("net1")
+    )
+
+    with pytest.raises(SandboxNotRunningError) as refused:
+        await engine.attach_delegate(request, vf_support.hotplug_plan(node, "0000:00:09.1", "net1"))
+
+    assert refused.value.code == ErrorCode.UNKNOWN_CONTAINER
+    refusals = [(e.trigger, e.outcome, e.ifname) for e in request_lines(node.history(container), "ADD")][1:]
+    assert refusals == ([(trigger, "error", "net1")] if trigger is Trigger.DELEGATE else [])
