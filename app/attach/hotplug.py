@@ -676,7 +676,7 @@ class HotplugReconciler:
                 # (logged by _publish, once per reason).
                 self._due[key] = refusal.resend_at
             else:
-                delay = _doubled(
+                delay = status_retries.doubled_delay(
                     self._settings.backoff_initial, retry.failures, cap=self._settings.backoff_max
                 )
                 self._due[key] = time.monotonic() + delay
@@ -1020,7 +1020,9 @@ class HotplugReconciler:
         """Remember a write refused for good: sent again after a delay doubling from
         ``backoff_initial`` up to ``refused_backoff_max``, logged only when the reason is new."""
         times = previous.times + 1 if previous is not None else 1
-        delay = _doubled(self._settings.backoff_initial, times, cap=self._settings.refused_backoff_max)
+        delay = status_retries.doubled_delay(
+            self._settings.backoff_initial, times, cap=self._settings.refused_backoff_max
+        )
         reason = str(exc)
         if previous is None or previous.reason != reason:
             status_retries.log_refusal(log, *key, reason, self._settings.refused_backoff_max)
@@ -1112,15 +1114,6 @@ async def _links(record: SandboxRecord) -> frozenset[str]:
         return frozenset(await netns.list_links(record.netns))
     except (netns.NetnsGoneError, netns.NetnsUnreadableError):
         return frozenset()
-
-
-def _doubled(first: float, times: int, *, cap: float) -> float:
-    """The delay after ``times`` failures in a row: ``first``, doubled at each failure after the
-    first, at most ``cap``. The doublings are bounded: a pod that cannot be satisfied fails a few
-    times a minute for as long as it lives, and past 1,024 of them ``2 ** n`` is no float any more
-    (``OverflowError``, which ended the reconciler's task at every restart)."""
-    doublings = max(0, min(times, 64) - 1)  # the cap is reached long before
-    return min(cap, first * float(1 << doublings))
 
 
 class _Gone:

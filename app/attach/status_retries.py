@@ -385,7 +385,7 @@ class StatusRetries:
         STATUS_WRITES_RETRIED.labels("failed").inc()
         refused = isinstance(error, StatusWriteRefusedError)
         cap = self._settings.refused_max_delay if refused else self._settings.max_delay
-        backoff = min(cap, self._settings.initial_delay * 2**entry.attempts)
+        backoff = doubled_delay(self._settings.initial_delay, entry.attempts + 1, cap=cap)
         # The publisher's error carries the server's Retry-After when it asked for one.
         delay = max(backoff, getattr(error, "retry_after", None) or 0.0)
         entry.attempts += 1
@@ -410,6 +410,16 @@ class StatusRetries:
                 entry.pod.name,
                 delay,
             )
+
+
+def doubled_delay(first: float, failures: int, *, cap: float) -> float:
+    """The delay after ``failures`` failures in a row: ``first``, doubled at each failure after
+    the first, at most ``cap`` (these retries', and hot-plug's reconciler's, ``app.attach.hotplug``).
+    The doublings are bounded: a write or a pod that keeps failing counts failures for as long as
+    it lasts, and past 1,024 of them ``2 ** n`` is no float any more (``OverflowError``, which
+    ended the task retrying them)."""
+    doublings = max(0, min(failures, 64) - 1)  # the cap is reached long before
+    return min(cap, first * float(1 << doublings))
 
 
 def log_refusal(logger: logging.Logger, namespace: str, name: str, reason: str, max_delay: float) -> None:

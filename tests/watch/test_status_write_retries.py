@@ -18,11 +18,12 @@ import logging
 import secrets
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import pytest
 
+from app.attach.cluster import ClusterUnavailableError, InterfaceEvent
 from app.attach.engine import AttachEngine, EngineSettings
 from app.attach.locks import SandboxLocks
 from app.attach.networks import ClusterSources, NetworkResolver
@@ -528,3 +529,61 @@ async def test_nothing_is_offered_once_the_retries_stopped(database: Database, r
 
     assert len(retries) == 0
     assert [t for t in asyncio.all_tasks() if t.get_name() == "network-status-retries"] == []
+
+
+class _Unanswered:
+    """A publisher whose API server answers no network-status write until ``answering`` is set."""
+
+    def __init__(self) -> None:
+        self.tries = 0
+        self.answering = False
+
+    async def publish_network_status(self, pod: PodRecord, status_json: str) -> bool:
+        self.tries += 1
+        if not self.answering:
+            raise ClusterUnavailableError("no answer")
+        return True
+
+    def emit_interface_events(self, pod: PodRecord, events: Sequence[InterfaceEvent]) -> None:
+        pass
+
+    def emit_network_not_found(self, pod: PodRecord, *, namespace: str, name: str, error: str) -> None:
+        pass
+
+
+async def test_a_status_write_failing_for_hours_is_still_retried_and_lands_once_the_api_answers(
+    engine: AttachEngine,
+    running: Running,
+    database: Database,
+    emulator: KubeApiEmulator,
+    layout: Layout,
+    netns: str,
+) -> None:
+    """Each failed retry doubled the delay from ``initial_delay`` as a float times ``2 **
+    attempts``: past 1,024 attempts (some 17 hours of an API server that does not answer, at the
+    minute's cap; a week of 403s at the refused cap) the int no longer converted to a float, and
+    the ``OverflowError`` ended the retries' task: no pending write of any pod was retried any
+    more, until an ADD's failed write started the task again, which met the same write first. Here
+    the delays are zero, so the attempts pile up at once."""
+    pod = pod_whose_status_writes_fail(emulator)
+    container = secrets.token_hex(32)
+    await engine.add(layout.request(Command.ADD, pod, container, netns=netns))
+    mirrored = await running.watchers.pods.mirrored_pod("default", "p")
+    assert mirrored is not None
+    api = _Unanswered()
+    retries = StatusRetries(
+        publisher=api,
+        db=database,
+        locks=SandboxLocks(),
+        boot_id=BOOT,
+        settings=StatusRetrySettings(initial_delay=0.0, max_delay=0.0),
+    )
+    try:
+        retries.offer(container_id=container, pod=mirrored)
+        await eventually(lambda: _value(api.tries), lambda tries: tries > 1030, within=60)
+
+        api.answering = True
+        await eventually(lambda: _value(len(retries)), lambda pending: pending == 0)
+        assert retries.written == 1
+    finally:
+        await retries.stop()
