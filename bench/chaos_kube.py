@@ -13,7 +13,12 @@ succeeds, as a runtime does; while the daemon is down the shim spools it. Anothe
 deletes and restores NADs and arms API faults (500s, slow answers, dropped watches, a 410 relist, a
 paused server, failing and cut network-status writes). At a random moment the daemon alone, or its
 whole process tree (daemon and delegates, frozen with SIGSTOP first so nothing new forks), is killed
-with SIGKILL, sometimes before it is even ready, and started again after a random pause.
+with SIGKILL, sometimes before it is even ready, and started again after a random pause. Every few
+kills a quiet check stops the runtime and the faults, gives every pod a sandbox, edits each one's
+annotation, kills the daemon in the middle of those hot-plugs and starts it again, then waits
+(bounded) until each running pod's network-status names what its netns holds and its netns what its
+annotation names (a pod naming a NAD deleted meanwhile is only noted), and until every host-local
+lease is a running sandbox's; the slowest such wait is reported.
 
 At the end the faults are cleared, deleted NADs restored, and the campaign waits (bounded) until
 every running pod's ``network-status`` names exactly the interfaces (names, MACs, addresses) its
@@ -151,6 +156,8 @@ class Campaign:
         self.pending_dels: list[threading.Thread] = []
         self.netns_made: set[str] = set()
         self.status_retries_seen = Counter[str]()
+        self.slowest_settle = 0.0
+        """The longest wait, in seconds, of a check for every running pod's status and hot-plug."""
         self.tag = self.node.tag
         self.parent = f"cxp{self.tag}"
 
@@ -665,8 +672,9 @@ class Campaign:
         self.stop_chaos.set()
 
     def quiet_check(self) -> None:
-        """Stop the runtime and the faults (no action half-done), start the daemon, and check every
-        running pod's network-status against its netns; then go on."""
+        """Stop the runtime and the faults (no action half-done), start the daemon, interrupt a
+        round of hot-plugs with a kill (``interrupted_hotplugs``), and check every running pod's
+        network-status against its netns and its hot-plug against its annotation; then go on."""
         self.running.clear()
         held = [self.chaos_lock, *(slot.lock for slot in self.slots)]
         for lock in held:
@@ -677,6 +685,8 @@ class Campaign:
                 self.kill_daemon(whole_tree=False)
                 if not self.start_daemon():
                     return
+            if not self.interrupted_hotplugs():
+                return
             log("quiet check: waiting for each running pod's network-status to match its netns")
             self.settle_status()
             self.check_leases()
@@ -685,6 +695,26 @@ class Campaign:
             for lock in held:
                 lock.release()
             self.running.set()
+
+    def interrupted_hotplugs(self) -> bool:
+        """Every pod gets a running sandbox (a pod naming a deleted NAD may not), each has its
+        annotation edited, and the daemon is killed (alone or with its tree) in the middle of those
+        hot-plugs and started again: the check that follows sees them converge after a restart (a
+        kill during the runtime's actions leaves few pods running, and fewer edited ones). False
+        when the daemon did not come back (a finding)."""
+        rng = random.Random(self.rng.random())
+        for slot in self.slots:
+            if not slot.uid:
+                self.create_pod(slot, self.random_networks(self.rng))
+            if slot.sandbox is None:
+                self.add_sandbox(slot)
+        for slot in self.slots:
+            if slot.sandbox is not None:
+                self.hotplug(slot, rng)
+        time.sleep(rng.uniform(0.0, 1.0))
+        self.kill_daemon(whole_tree=rng.random() < 0.5)
+        self.counts.bump("quiet checks' kills in the middle of hot-plugs")
+        return self.start_daemon()
 
     # -- the end
 
@@ -777,21 +807,37 @@ class Campaign:
         return ""
 
     def settle_status(self) -> None:
+        """Wait (bounded) until every running pod's network-status names what its netns holds and,
+        for a pod whose annotation was edited, its hot-plug has converged: eth0 and one interface
+        per network the annotation names. A pod naming a NAD deleted meanwhile (a quiet check does
+        not restore them) cannot converge: only noted. Both are waited for together (a hot-plug
+        converging rewrites the status); the slowest wait is reported (a quiet check's starts once
+        the daemon it started is ready)."""
         running = [slot for slot in self.slots if slot.sandbox is not None]
+        started = time.monotonic()
         deadline = time.monotonic() + SETTLE_SECONDS
         waiting = list(running)
         while waiting and time.monotonic() < deadline:
-            waiting = [slot for slot in waiting if self.status_mismatch(slot)]
+            waiting = [slot for slot in waiting if self.status_mismatch(slot) or self.hotplug_lagging(slot)]
             if waiting:
                 time.sleep(0.5)
+        if running:
+            took = time.monotonic() - started
+            self.slowest_settle = max(self.slowest_settle, took)
         self.counts.bump("running pods' network-status checked against their netns", len(running))
         for slot in waiting:
             assert slot.sandbox is not None
-            self.findings.add(
-                f"{slot.name} (sandbox {slot.sandbox.container_id[:12]}, uid {slot.uid[:8]}): after "
-                f"{SETTLE_SECONDS:.0f} s, {self.status_mismatch(slot)}"
-            )
-        # hot-plug's convergence: the netns holds eth0 and one interface per annotated network
+            if mismatch := self.status_mismatch(slot):
+                self.findings.add(
+                    f"{slot.name} (sandbox {slot.sandbox.container_id[:12]}, uid {slot.uid[:8]}): after "
+                    f"{SETTLE_SECONDS:.0f} s, {mismatch}"
+                )
+            if self.hotplug_lagging(slot):
+                self.findings.add(
+                    f"{slot.name} (sandbox {slot.sandbox.container_id[:12]}): hot-plug not converged after "
+                    f"{SETTLE_SECONDS:.0f} s: annotation {slot.networks}, netns "
+                    f"{sorted(self.netns_interfaces(slot.sandbox))}"
+                )
         for slot in running:
             assert slot.sandbox is not None
             have = self.netns_interfaces(slot.sandbox)
@@ -800,9 +846,17 @@ class Campaign:
                     f"{slot.name}: sandbox {slot.sandbox.container_id[:12]} (ADD answered success, "
                     f"annotation never edited, {slot.networks}) has interfaces {sorted(have)}"
                 )
-            elif slot.sandbox.edited and len(have) != 1 + len(slot.networks):
-                self.counts.bump("hot-plugged pods not converged to their annotation (see log)")
+            elif len(have) != 1 + len(slot.networks) and self.nads_deleted & set(slot.networks):
+                self.counts.bump("hot-plugged pods naming a deleted NAD, not converged (see log)")
                 log(f"note: {slot.name} annotation {slot.networks}, netns {sorted(have)}")
+
+    def hotplug_lagging(self, slot: PodSlot) -> bool:
+        """The pod's annotation was edited, names no deleted NAD, and its netns does not hold eth0
+        and one interface per network it names."""
+        assert slot.sandbox is not None
+        if not slot.sandbox.edited or self.nads_deleted & set(slot.networks):
+            return False
+        return len(self.netns_interfaces(slot.sandbox)) != 1 + len(slot.networks)
 
     def stray_leases(self) -> list[str]:
         """host-local leases whose container is none of the running sandboxes."""
@@ -885,6 +939,7 @@ class Campaign:
             log(f"  network-status background retries {key}: {value}")
         for key, value in sorted(self.hotplug_counts().items()):
             log(f"  native hot-plug delegate runs {key}: {value}")
+        log(f"  slowest settle of status and hot-plug: {self.slowest_settle:.1f} s")
         log(f"  findings: {len(self.findings.items)}")
         for item in self.findings.items:
             log(f"    - {item}")
