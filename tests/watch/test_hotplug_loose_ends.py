@@ -193,13 +193,10 @@ async def test_a_delegates_own_code_101_in_a_live_sandbox_is_still_a_failure(nod
     await node.engine.delete(node.request(Command.DEL, pod, container))
 
 
-async def test_a_hot_plug_that_fails_after_the_runtime_deled_its_sandbox_announces_nothing(
-    node: Watched, running: Running, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Only an "unknown container" was taken for a sandbox gone meanwhile: a pod going away whose
-    selected NAD went with it (its namespace deleted) got ``NoNetworkFound`` and
-    ``FailedAddingInterface`` Warnings, after its sandbox's DEL."""
-    pod, container = await running_pod(node, "going")
+async def running_pod_deled_while_planned(node: Watched, monkeypatch: pytest.MonkeyPatch, name: str) -> str:
+    """A running pod ``name`` whose sandbox (its container ID returned) the runtime DELs while the
+    reconciler's next pass plans a hot-plug for it."""
+    pod, container = await running_pod(node, name)
     resolver = node.reconciler._resolver
     planned = resolver.plan_hotplug
 
@@ -208,6 +205,16 @@ async def test_a_hot_plug_that_fails_after_the_runtime_deled_its_sandbox_announc
         return await planned(*args, **kwargs)
 
     monkeypatch.setattr(resolver, "plan_hotplug", runtime_del_first)
+    return container
+
+
+async def test_a_hot_plug_that_fails_after_the_runtime_deled_its_sandbox_announces_nothing(
+    node: Watched, running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only an "unknown container" was taken for a sandbox gone meanwhile: a pod going away whose
+    selected NAD went with it (its namespace deleted) got ``NoNetworkFound`` and
+    ``FailedAddingInterface`` Warnings, after its sandbox's DEL."""
+    await running_pod_deled_while_planned(node, monkeypatch, "going")
     node.annotate("going", "missing-nad@net9")
 
     await node.pass_done("missing-nad@net9")
@@ -253,15 +260,7 @@ async def test_a_hot_plug_given_up_because_the_runtime_deled_its_sandbox_writes_
     (CNI_CONTAINERID)" (the engine's refusal, worded for ``/delegate``), or the plan's own failure
     (a NAD not found): as if the pod's annotation had been refused, where nothing was tried on a
     running sandbox, as for one found stopped when the pass began (no line either)."""
-    pod, container = await running_pod(node, "going")
-    resolver = node.reconciler._resolver
-    planned = resolver.plan_hotplug
-
-    async def runtime_del_first(*args: Any, **kwargs: Any) -> Any:
-        await node.engine.delete(node.request(Command.DEL, pod, container))
-        return await planned(*args, **kwargs)
-
-    monkeypatch.setattr(resolver, "plan_hotplug", runtime_del_first)
+    container = await running_pod_deled_while_planned(node, monkeypatch, "going")
     node.annotate("going", selection)
 
     await node.pass_done(selection)
