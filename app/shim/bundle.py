@@ -362,7 +362,7 @@ def runtime_encodings_source(facts: dict[str, object], *, python: str) -> str:
     assert isinstance(table, dict)
     aliases = sorted(alias for alias, codec in table.items() if codec == UTF_8_CODEC)
     source = ENCODINGS_SOURCE.read_text()
-    line = f"UTF_8_ALIASES = frozenset({{{', '.join(repr(alias) for alias in aliases)}}})  # {python}'s"
+    line = f"UTF_8_ALIASES = frozenset({{{', '.join(repr(alias) for alias in aliases)}}})"
     rewritten, count = ALIASES_LINE.subn(lambda _: line, source)
     if count != 1:
         raise BundleError(f"{ENCODINGS_SOURCE} has no single UTF_8_ALIASES line to write the aliases into")
