@@ -470,6 +470,10 @@ class _Retry:
     awaits_change: bool = False
     """Only refusals were left, which only an edit of the annotation clears: no timer retries the
     pod; its next event (or the resync) does."""
+    networks: str | None = None
+    """The pod's ``k8s.v1.cni.cncf.io/networks`` annotation as the failed pass read it (None: the
+    pass read none): an edit of it starts the backoff afresh, the failures of what the pod asked
+    before not counted against what it asks now."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -540,6 +544,8 @@ class HotplugReconciler:
         self._refused_before: frozenset[RefusalKey] = frozenset()
         self._refused_now: set[RefusalKey] = set()
         """The refusals of the pass in hand: those of the pod's previous pass, and its own."""
+        self._networks_now: str | None = None
+        """The networks annotation the pass in hand read (None until it reads one)."""
         self._unpublished: set[ObjectKey] = set()
         """Pods whose network-status write failed after a change, or whose status a previous daemon
         may have left unwritten: written (again) on their next pass."""
@@ -638,6 +644,7 @@ class HotplugReconciler:
         self._warned_now = set()
         self._refused_before = previous.refused if previous is not None else frozenset()
         self._refused_now = set()
+        self._networks_now = None
         try:
             error, retried = await self._reconcile(*key)
         except _SandboxBusyError:
@@ -651,13 +658,18 @@ class HotplugReconciler:
         if error is None:
             self._retries.pop(key, None)
         else:
+            # a pod waiting for an edit starts its backoff afresh once a retry is due again, and so
+            # does a pod whose annotation was edited since its last failed pass
+            edited = previous is not None and previous.networks != self._networks_now
             retry = _Retry(
-                # a pod waiting for an edit starts its backoff afresh once a retry is due again
-                (previous.failures if previous is not None else 0) + 1 if retried is not None else 0,
+                (previous.failures if previous is not None and not edited else 0) + 1
+                if retried is not None
+                else 0,
                 f"{error.msg}: {error.details}" if error.details else error.msg,
                 frozenset(self._warned_now),
                 frozenset(self._refused_now),
                 awaits_change=retried is None,
+                networks=self._networks_now,
             )
             self._retries[key] = retry
             refusal = self._refusals.get(key)
@@ -705,9 +717,10 @@ class HotplugReconciler:
             return None, None
         base = self._request(record, pod)
         started = time.monotonic()
+        self._networks_now = pod.annotations.get(NETWORKS_ANNOTATION, "")
         try:
             selections = sel.parse_networks(
-                pod.annotations.get(NETWORKS_ANNOTATION, ""),
+                self._networks_now,
                 pod_namespace=pod.namespace,
                 max_networks=self._conf.max_networks_per_pod,
             )

@@ -895,3 +895,29 @@ async def test_a_pod_that_fails_for_hours_keeps_its_hot_plug_retried_and_the_rec
         node.annotate("stubborn", "hot-a@net1")  # the others, and this pod, are still hot-plugged
         await eventually(lambda: node.recorded(container), _equals({"eth0": "added", "net1": "added"}))
         await node.engine.delete(node.request(Command.DEL, pod, container))
+
+
+async def test_an_edit_of_the_annotation_starts_its_hot_plug_backoff_afresh(
+    running: Running, database: Database, emulator: KubeApiEmulator, layout: Layout, netns: str
+) -> None:
+    """A pod's failed passes doubled its retry delay whatever its annotation asked: once edited,
+    the first failure of what it asks now was retried as late as the next failure of what it
+    asked before (up to the minute's cap), where an operator who just changed the annotation
+    expects the next try soon. The failures of the old selection no longer count."""
+    settings = ReconcilerSettings(backoff_initial=0.05, backoff_max=3600.0, busy_retry=0.02)
+    key = ("default", "edited")
+    async with hotplug_node(running, database, emulator, layout, netns, reconciler_settings=settings) as node:
+        pod, container = await running_pod(node, "edited")
+
+        async def retry() -> Any:
+            return node.reconciler._retries.get(key)
+
+        node.annotate("edited", "missing-nad@net9")  # not found: retried, each delay doubled
+        before = await eventually(retry, lambda r: r is not None and r.failures >= 6, within=60)
+        assert "missing-nad" in before.last_error
+
+        node.annotate("edited", "missing-other@net8")  # still failing, but another ask
+        after = await eventually(retry, lambda r: r is not None and "missing-other" in r.last_error)
+        assert after.failures < 3  # counted afresh (before: 7 or more, the next try minutes away)
+        node.annotate("edited", "")
+        await node.engine.delete(node.request(Command.DEL, pod, container))
