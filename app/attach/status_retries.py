@@ -414,7 +414,8 @@ class StatusRetries:
 
 def doubled_delay(first: float, failures: int, *, cap: float) -> float:
     """The delay after ``failures`` failures in a row: ``first``, doubled at each failure after
-    the first, at most ``cap`` (these retries', and hot-plug's reconciler's, ``app.attach.hotplug``).
+    the first, at most ``cap`` (these retries', hot-plug's reconciler's, ``app.attach.hotplug``,
+    and GC's teardown retries', ``app.gc.collector.retry_delay``).
     The doublings are bounded: a write or a pod that keeps failing counts failures for as long as
     it lasts, and past 1,024 of them ``2 ** n`` is no float any more (``OverflowError``, which
     ended the task retrying them)."""

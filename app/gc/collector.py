@@ -57,7 +57,7 @@ from typing import Generic, Protocol, TypeVar
 
 from app import metrics
 from app.attach import errors as attach_errors
-from app.attach import logcontext, netns
+from app.attach import logcontext, netns, status_retries
 from app.attach.cluster import ClusterUnavailableError
 from app.attach.engine import AttachEngine
 from app.attach.netns import HostVeth, HostVethRemoval, NetnsLook, NetnsState
@@ -772,8 +772,7 @@ _EVERYONE = _Everyone()
 
 def retry_delay(failures: int) -> float:
     """How long an orphan waits for its next try after ``failures`` failed teardowns in a row."""
-    doublings = max(0, min(failures, 32) - 1)  # bounded: the cap is reached long before
-    return min(RETRY_MAX_SECONDS, RETRY_FIRST_SECONDS * float(1 << doublings))
+    return status_retries.doubled_delay(RETRY_FIRST_SECONDS, failures, cap=RETRY_MAX_SECONDS)
 
 
 K = TypeVar("K", bound=Hashable)
